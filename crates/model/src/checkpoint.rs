@@ -1,0 +1,246 @@
+//! Weights in and out as safetensors bytes, under Hugging Face GPT-2's tensor names and layouts.
+//!
+//! A module's parameter path (`h.0.attn.c_attn.weight`, from burn's module traversal) becomes the
+//! HF name by a prefix (`transformer.`) and LayerNorm's `gamma`/`beta` -> `weight`/`bias`. Only the
+//! scalar head differs in layout: HF stores it as an `nn.Linear`, `[out, in]`, where burn keeps
+//! `[in, out]`. Loading claims tensors by name and refuses any missing, misshaped or left over,
+//! naming the tensor and both shapes; nothing is half-loaded, because the model is only returned
+//! when every tensor fitted.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::config::{ConfigError, GptConfig};
+use crate::gpt::{Gpt, ScalarModel};
+
+/// HF writes these buffers in some GPT-2 checkpoints; they hold no learned weights (the causal mask
+/// and the tied LM head), so they are accepted and ignored.
+const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias", "lm_head.weight"];
+
+/// Tensors stored `[out, in]` by HF (`nn.Linear`) but `[in, out]` by burn.
+const TRANSPOSED: [&str; 1] = ["score.weight"];
+
+/// A checkpoint that does not fit the model it is loaded into.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("weights file is not valid safetensors: {0}")]
+    Format(String),
+    #[error("tensor `{name}` is missing from the weights (expected shape {expected:?})")]
+    Missing { name: String, expected: Vec<usize> },
+    #[error("tensor `{name}` has shape {found:?} but the config needs {expected:?}")]
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor `{name}` is {dtype}; only F32 weights are supported")]
+    Dtype { name: String, dtype: String },
+    #[error("tensor `{name}` is not part of this model ({hint})")]
+    Unexpected { name: String, hint: String },
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+fn hf_name(prefix: &str, path: &[String]) -> String {
+    let mut name = format!("{prefix}{}", path.join("."));
+    for (burn, hf) in [(".gamma", ".weight"), (".beta", ".bias")] {
+        if let Some(stem) = name.strip_suffix(burn) {
+            name = format!("{stem}{hf}");
+        }
+    }
+    name
+}
+
+/// The tensors of a safetensors file, claimed one by one as modules load from them.
+#[derive(Debug)]
+pub struct Weights {
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Weights {
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
+        let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            if view.dtype() != Dtype::F32 {
+                return Err(CheckpointError::Dtype { name, dtype: format!("{:?}", view.dtype()) });
+            }
+            let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Self { tensors })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Replaces every parameter of `module` by the tensor named `prefix` + its path, on `device`.
+    pub fn load_into<M: Module>(&mut self, module: M, prefix: &str, device: &Device) -> Result<M> {
+        let mut loader = Loader { weights: self, prefix, device, path: vec![], error: None };
+        let module = module.map(&mut loader);
+        match loader.error {
+            Some(e) => Err(e),
+            None => Ok(module),
+        }
+    }
+
+    /// Errors if any tensor was not claimed: the file describes a different model.
+    pub fn finish(self, hint: &str) -> Result<()> {
+        match self.tensors.into_keys().next() {
+            Some(name) => Err(CheckpointError::Unexpected { name, hint: hint.to_owned() }),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Loader<'a> {
+    weights: &'a mut Weights,
+    prefix: &'a str,
+    device: &'a Device,
+    path: Vec<String>,
+    error: Option<CheckpointError>,
+}
+
+impl Loader<'_> {
+    fn take<const D: usize>(&mut self, name: &str, expected: [usize; D]) -> Result<Tensor<D>> {
+        let transposed = TRANSPOSED.contains(&name);
+        let mut stored = expected.to_vec();
+        if transposed {
+            stored.reverse();
+        }
+        let (shape, values) = self
+            .weights
+            .tensors
+            .remove(name)
+            .ok_or_else(|| CheckpointError::Missing { name: name.to_owned(), expected: stored.clone() })?;
+        if shape != stored {
+            return Err(CheckpointError::Shape { name: name.to_owned(), expected: stored, found: shape });
+        }
+        let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), self.device);
+        Ok(if transposed { tensor.transpose() } else { tensor })
+    }
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.error.is_some() {
+            return param;
+        }
+        let name = hf_name(self.prefix, &self.path);
+        let expected: [usize; D] = param.lazy_shape().dims();
+        match self.take(&name, expected) {
+            Ok(tensor) => {
+                let id = param.id;
+                param.transform_for_load(tensor, id)
+            }
+            Err(e) => {
+                self.error = Some(e);
+                param
+            }
+        }
+    }
+}
+
+/// Collects modules' parameters under their HF names, then writes safetensors bytes.
+#[derive(Debug, Default)]
+pub struct WeightsWriter {
+    /// Name, shape as HF stores it, and the values (as 2-d so one list holds every rank).
+    tensors: Vec<(String, Vec<usize>, Tensor<2>)>,
+}
+
+impl WeightsWriter {
+    /// Adds every parameter of `module` as `prefix` + its path.
+    pub fn add<M: Module>(mut self, module: &M, prefix: &str) -> Self {
+        module.visit(&mut Collector { prefix, out: &mut self.tensors });
+        self
+    }
+
+    /// The safetensors file. Async because reading tensors back from a GPU is (WebGPU forbids a
+    /// blocking read); on CPU the future is ready at once.
+    pub async fn to_bytes(self) -> Result<Vec<u8>> {
+        let mut named = Vec::with_capacity(self.tensors.len());
+        for (name, shape, tensor) in self.tensors {
+            let data = tensor.into_data_async().await.map_err(|e| CheckpointError::Format(format!("{e:?}")))?;
+            let values: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| CheckpointError::Format(format!("{e:?}")))?;
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            named.push((name, shape, bytes));
+        }
+        let views = named.iter().map(|(name, shape, bytes)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes match by construction");
+            (name.as_str(), view)
+        });
+        let metadata = [("format".to_owned(), "pt".to_owned())].into_iter().collect();
+        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format(e.to_string()))
+    }
+}
+
+struct Collector<'a> {
+    prefix: &'a str,
+    out: &'a mut Vec<(String, Vec<usize>, Tensor<2>)>,
+}
+
+impl ModuleVisitor for Collector<'_> {
+    fn visit_float_with_path<const D: usize>(&mut self, path: &[String], _: ParamId, tensor: &Tensor<D>) {
+        let name = hf_name(self.prefix, path);
+        let dims = tensor.dims();
+        let (rows, cols) = match D {
+            1 => (1, dims[0]),
+            2 => (dims[0], dims[1]),
+            _ => unreachable!("GPT-2 has only 1-d and 2-d parameters"),
+        };
+        let flat: Tensor<2> = tensor.clone().reshape([rows, cols]);
+        let (shape, flat) = if TRANSPOSED.contains(&name.as_str()) {
+            (vec![cols, rows], flat.transpose())
+        } else {
+            (dims.to_vec(), flat)
+        };
+        self.out.push((name, shape, flat));
+    }
+}
+
+/// A language model from `config.json` and `model.safetensors` bytes.
+pub fn load_gpt(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(GptConfig, Gpt)> {
+    let config = GptConfig::from_json_bytes(config_json)?;
+    let mut weights = Weights::from_safetensors(safetensors)?;
+    let gpt = weights.load_into(config.init(device), "transformer.", device)?;
+    weights.finish(&format!(
+        "config.json describes a {}-layer GPT-2 language model; a reward or value model loads as a scalar model",
+        config.n_layer
+    ))?;
+    Ok((config, gpt))
+}
+
+/// A language model's `model.safetensors` bytes (HF `GPT2LMHeadModel` layout, tied head omitted).
+pub async fn save_gpt(gpt: &Gpt) -> Result<Vec<u8>> {
+    WeightsWriter::default().add(gpt, "transformer.").to_bytes().await
+}
+
+/// A reward or value model from `config.json` and `model.safetensors` bytes.
+pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(GptConfig, ScalarModel)> {
+    let config = GptConfig::from_json_bytes(config_json)?;
+    let mut weights = Weights::from_safetensors(safetensors)?;
+    if !weights.contains("score.bias") {
+        weights.tensors.insert("score.bias".into(), (vec![1], vec![0.0]));
+    }
+    let model = weights.load_into(ScalarModel::new(config.init(device)), "", device)?;
+    weights.finish(&format!("config.json describes a {}-layer GPT-2 scalar model", config.n_layer))?;
+    Ok((config, model))
+}
+
+/// A reward or value model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
+pub async fn save_scalar_model(model: &ScalarModel) -> Result<Vec<u8>> {
+    WeightsWriter::default().add(model, "").to_bytes().await
+}

@@ -1,0 +1,371 @@
+//! GPT-2, the whole model in one file: embeddings, pre-LayerNorm blocks with causal multi-head
+//! attention and a GELU MLP, the tied LM head, and a scalar head for reward and value models.
+//!
+//! Field names are Hugging Face's (`wte`, `h.{i}.attn.c_attn`, `ln_f`, …) so checkpoints map onto
+//! them by path (see `checkpoint.rs`). burn's `Linear` stores its weight `[in, out]`, exactly as HF's
+//! GPT-2 `Conv1D` does, so no weight is transposed on the way in or out.
+//!
+//! Padding is handled the way HF does it: an attention mask hides padded keys and explicit
+//! position ids skip them, so a left-padded row gives the same logits on its real tokens as the row
+//! alone (tested).
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig, Linear,
+};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::GptConfig;
+
+/// Added to the attention score of a hidden key. Finite rather than -inf so that a row with every
+/// key hidden (a padding query) gives a uniform softmax instead of NaN — NaN would poison gradients.
+const MASKED: f32 = -1e9;
+
+/// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
+/// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
+fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+    Linear {
+        weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], device),
+        bias: Some(Initializer::Zeros.init([d_out], device)),
+    }
+}
+
+fn layer_norm(config: &GptConfig, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(config.n_embd)
+        .with_epsilon(config.layer_norm_epsilon)
+        .init(device)
+}
+
+/// GPT-2's GELU, tanh approximation ("gelu_new"). x*x*x rather than powf(3): WGSL's `pow` is
+/// undefined for negative bases, and GELU sees plenty of those.
+fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    x * (inner.tanh() + 1.0) * 0.5
+}
+
+/// Causal self-attention with a fused query/key/value projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub c_attn: Linear,
+    pub c_proj: Linear,
+    pub attn_dropout: Dropout,
+    pub resid_dropout: Dropout,
+    pub n_head: usize,
+}
+
+impl Attention {
+    fn init(config: &GptConfig, device: &Device) -> Self {
+        let d = config.n_embd;
+        let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            c_attn: linear(d, 3 * d, 0.02, device),
+            c_proj: linear(d, d, proj_std, device),
+            attn_dropout: DropoutConfig::new(config.attn_pdrop).init(),
+            resid_dropout: DropoutConfig::new(config.resid_pdrop).init(),
+            n_head: config.n_head,
+        }
+    }
+
+    /// `bias` is 0 where a query may see a key and [`MASKED`] where it may not, broadcast over
+    /// heads. With a cache, the new keys and values are appended and attention spans all of them.
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let head_dim = d / self.n_head;
+        let split_heads = |x: Tensor<3>| x.reshape([b, t, self.n_head, head_dim]).swap_dims(1, 2);
+
+        let mut qkv = self.c_attn.forward(x).chunk(3, 2); // 3 x [b, t, d]
+        let v = split_heads(qkv.pop().unwrap()); // [b, h, t, hd]
+        let k = split_heads(qkv.pop().unwrap());
+        let q = split_heads(qkv.pop().unwrap());
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v), // [b, h, t_past + t, hd]
+            None => (k, v),
+        };
+
+        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt(); // [b, h, t, t_keys]
+        let probs = self.attn_dropout.forward(softmax(scores + bias, 3));
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
+        self.resid_dropout.forward(self.c_proj.forward(out))
+    }
+}
+
+/// The position-wise feed-forward network: d -> 4d -> GELU -> d.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    pub dropout: Dropout,
+}
+
+impl Mlp {
+    fn init(config: &GptConfig, device: &Device) -> Self {
+        let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            c_fc: linear(config.n_embd, config.mlp_width(), 0.02, device),
+            c_proj: linear(config.mlp_width(), config.n_embd, proj_std, device),
+            dropout: DropoutConfig::new(config.resid_pdrop).init(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.dropout.forward(self.c_proj.forward(gelu_new(self.c_fc.forward(x))))
+    }
+}
+
+/// One pre-LayerNorm transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// The GPT-2 transformer. [`Gpt::forward`] gives hidden states; [`Gpt::logits`] applies the tied
+/// LM head, a [`ScalarHead`] turns them into rewards or values.
+#[derive(Module, Debug)]
+pub struct Gpt {
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub drop: Dropout,
+    pub h: Vec<Block>,
+    pub ln_f: LayerNorm,
+}
+
+impl GptConfig {
+    /// A freshly initialised model of this shape.
+    pub fn init(&self, device: &Device) -> Gpt {
+        let embedding = |rows, std| Embedding {
+            weight: Initializer::Normal { mean: 0.0, std }.init([rows, self.n_embd], device),
+        };
+        Gpt {
+            wte: embedding(self.vocab_size, 0.02),
+            wpe: embedding(self.n_positions, 0.02),
+            drop: DropoutConfig::new(self.embd_pdrop).init(),
+            h: (0..self.n_layer)
+                .map(|_| Block {
+                    ln_1: layer_norm(self, device),
+                    attn: Attention::init(self, device),
+                    ln_2: layer_norm(self, device),
+                    mlp: Mlp::init(self, device),
+                })
+                .collect(),
+            ln_f: layer_norm(self, device),
+        }
+    }
+}
+
+impl Gpt {
+    pub fn vocab_size(&self) -> usize {
+        self.wte.weight.dims()[0]
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.wpe.weight.dims()[0]
+    }
+
+    pub fn width(&self) -> usize {
+        self.wte.weight.dims()[1]
+    }
+
+    pub fn device(&self) -> Device {
+        self.wte.weight.device()
+    }
+
+    /// Hidden states after the final LayerNorm, `[batch, seq, d_model]`.
+    ///
+    /// `attention_mask` (`[batch, seq]`, 1 = real token, 0 = padding) hides padded keys; with
+    /// left padding pass position ids that count only real tokens (see [`left_pad`]).
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let [_, t] = input_ids.dims();
+        let bias = attention_bias(attention_mask, t, t, &input_ids.device());
+        self.run(input_ids, position_ids, bias, None)
+    }
+
+    /// Like [`Gpt::forward`] for the new tokens only, attending also to everything in `cache`,
+    /// which then holds the new tokens too. `attention_mask` covers the new tokens.
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [_, t] = input_ids.dims();
+        let key_mask = match cache.key_mask.take() {
+            Some(past) => Tensor::cat(vec![past, attention_mask], 1),
+            None => attention_mask,
+        };
+        cache.key_mask = Some(key_mask.clone());
+        let t_keys = key_mask.dims()[1];
+        let bias = attention_bias(Some(key_mask), t, t_keys, &input_ids.device());
+        if cache.layers.len() != self.h.len() {
+            cache.layers = (0..self.h.len()).map(|_| LayerCache::default()).collect();
+        }
+        self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
+    }
+
+    fn run(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        bias: Tensor<4>,
+        mut caches: Option<&mut Vec<LayerCache>>,
+    ) -> Tensor<3> {
+        let x = self.wte.forward(input_ids) + self.wpe.forward(position_ids); // [b, t, d]
+        let mut x = self.drop.forward(x);
+        for (i, block) in self.h.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            x = block.forward(x, bias.clone(), cache);
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// The tied LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = hidden.dims();
+        let wte = self.wte.weight.val(); // [vocab, d]
+        let vocab = wte.dims()[0];
+        hidden.reshape([b * t, d]).matmul(wte.transpose()).reshape([b, t, vocab])
+    }
+}
+
+/// Additive attention bias `[batch or 1, 1, t_query, t_keys]`: the queries are the last
+/// `t_query` of `t_keys` positions and see keys at or before themselves, and no padded key.
+fn attention_bias(mask: Option<Tensor<2, Int>>, t_query: usize, t_keys: usize, device: &Device) -> Tensor<4> {
+    let offset = t_keys - t_query;
+    let causal: Vec<f32> = (0..t_query)
+        .flat_map(|i| (0..t_keys).map(move |j| if j <= offset + i { 0.0 } else { MASKED }))
+        .collect();
+    let causal = Tensor::<2>::from_data(TensorData::new(causal, [t_query, t_keys]), device)
+        .reshape([1, 1, t_query, t_keys]);
+    match mask {
+        None => causal,
+        Some(mask) => {
+            let [b, _] = mask.dims();
+            let hidden_keys = (mask.float().neg() + 1.0) * MASKED; // [b, t_keys]
+            causal + hidden_keys.reshape([b, 1, 1, t_keys])
+        }
+    }
+}
+
+/// Keys and values of one layer for the tokens seen so far, `[b, heads, t, head_dim]`.
+#[derive(Debug, Default, Clone)]
+pub struct LayerCache {
+    kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl LayerCache {
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let kv = match self.kv.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        self.kv = Some(kv.clone());
+        kv
+    }
+}
+
+/// The KV cache of a whole model for a batch being decoded, plus which cached keys are padding.
+#[derive(Debug, Default, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    key_mask: Option<Tensor<2, Int>>,
+}
+
+impl KvCache {
+    /// Tokens held so far (padding included).
+    pub fn len(&self) -> usize {
+        self.key_mask.as_ref().map_or(0, |m| m.dims()[1])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A GPT with a scalar read-out at every position: the reward model and the value model.
+/// Laid out as HF's `GPT2ForSequenceClassification` (`transformer.*`, `score.weight` `[1, d]`), plus
+/// a `score.bias` that centres rewards (HF's head has none; a file without it loads with bias 0).
+#[derive(Module, Debug)]
+pub struct ScalarModel {
+    pub transformer: Gpt,
+    pub score: Linear,
+}
+
+impl ScalarModel {
+    /// Puts a fresh head on `transformer`: weight ~ N(0, 1/sqrt(d + 1)) as in the RLHF papers'
+    /// reward heads, bias 0.
+    pub fn new(transformer: Gpt) -> Self {
+        let (d, device) = (transformer.width(), transformer.device());
+        let std = 1.0 / ((d + 1) as f64).sqrt();
+        Self { transformer, score: linear(d, 1, std, &device) }
+    }
+
+    /// One scalar per position, `[batch, seq]`. Arguments as in [`Gpt::forward`].
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<2> {
+        let hidden = self.transformer.forward(input_ids, position_ids, attention_mask); // [b, t, d]
+        let [b, t, _] = hidden.dims();
+        self.score.forward(hidden).reshape([b, t])
+    }
+}
+
+/// Picks `values[row, index[row]]`: the score at each row's last real (EOS) token.
+pub fn gather_positions(values: Tensor<2>, index: &[usize]) -> Tensor<1> {
+    let b = index.len();
+    let index: Vec<i64> = index.iter().map(|&i| i as i64).collect();
+    let index = Tensor::<2, Int>::from_data(TensorData::new(index, [b, 1]), &values.device());
+    values.gather(1, index).reshape([b])
+}
+
+/// A batch of token rows, left-padded to one length, as the model wants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftPadded {
+    pub ids: Vec<i64>,
+    pub mask: Vec<i64>,
+    pub positions: Vec<i64>,
+    pub batch: usize,
+    pub len: usize,
+}
+
+/// Left-pads `rows` with `pad` to the longest row. Positions count real tokens only (0 for
+/// padding), which is what makes a padded row compute exactly like the row alone.
+pub fn left_pad(rows: &[Vec<u32>], pad: u32) -> LeftPadded {
+    let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = LeftPadded { ids: vec![], mask: vec![], positions: vec![], batch: rows.len(), len };
+    for row in rows {
+        let padding = len - row.len();
+        out.ids.extend(std::iter::repeat_n(pad as i64, padding).chain(row.iter().map(|&t| t as i64)));
+        out.mask.extend(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, row.len())));
+        out.positions.extend(std::iter::repeat_n(0, padding).chain(0..row.len() as i64));
+    }
+    out
+}
+
+impl LeftPadded {
+    /// `(input_ids, position_ids, attention_mask)` as `[batch, len]` tensors.
+    pub fn tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
+        let t = |v: &Vec<i64>| Tensor::from_data(TensorData::new(v.clone(), [self.batch, self.len]), device);
+        (t(&self.ids), t(&self.positions), t(&self.mask))
+    }
+}

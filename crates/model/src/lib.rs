@@ -1,0 +1,20 @@
+//! GPT-2 for tinyrlhf, in burn: the model, reward/value heads, KV cache, sampler and checkpoints.
+//!
+//! Boundary: token ids in, logits, scalars and sampled ids out; checkpoints as bytes
+//! (HF `config.json` + `model.safetensors`). No text (see `tinyrlhf-tokenizer`), no files, and no
+//! backend named: callers pass a burn `Device` (flex on CPU, wgpu/WebGPU on a GPU).
+//!
+//! Reads from the device (`generate`, `save_*`) are async because WebGPU permits no blocking read;
+//! on the CPU backend their futures are ready at once, so native callers can block on them.
+
+mod checkpoint;
+mod config;
+mod gpt;
+mod sample;
+
+pub use checkpoint::{
+    CheckpointError, Weights, WeightsWriter, load_gpt, load_scalar_model, save_gpt, save_scalar_model,
+};
+pub use config::{ConfigError, GptConfig};
+pub use gpt::{Gpt, KvCache, LeftPadded, ScalarModel, gather_positions, left_pad};
+pub use sample::{Generation, SampleError, SamplingConfig, choose_token, generate, log_softmax};
