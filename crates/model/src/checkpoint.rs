@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -164,7 +164,7 @@ pub struct WeightsWriter {
 impl WeightsWriter {
     /// Adds every parameter of `module` as `prefix` + its path.
     pub fn add<M: Module>(mut self, module: &M, prefix: &str) -> Self {
-        module.visit(&mut Collector { prefix, out: &mut self.tensors });
+        module.visit(&mut Collector { prefix, path: vec![], out: &mut self.tensors });
         self
     }
 
@@ -189,19 +189,29 @@ impl WeightsWriter {
 
 struct Collector<'a> {
     prefix: &'a str,
+    path: Vec<String>,
     out: &'a mut Vec<(String, Vec<usize>, Tensor<2>)>,
 }
 
 impl ModuleVisitor for Collector<'_> {
-    fn visit_float_with_path<const D: usize>(&mut self, path: &[String], _: ParamId, tensor: &Tensor<D>) {
-        let name = hf_name(self.prefix, path);
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = hf_name(self.prefix, &self.path);
+        let tensor = param.val();
         let dims = tensor.dims();
         let (rows, cols) = match D {
             1 => (1, dims[0]),
             2 => (dims[0], dims[1]),
             _ => unreachable!("GPT-2 has only 1-d and 2-d parameters"),
         };
-        let flat: Tensor<2> = tensor.clone().reshape([rows, cols]);
+        let flat: Tensor<2> = tensor.reshape([rows, cols]);
         let (shape, flat) = if TRANSPOSED.contains(&name.as_str()) {
             (vec![cols, rows], flat.transpose())
         } else {

@@ -1,0 +1,65 @@
+//! Shared helpers for the end-to-end and parity tests: where the fixtures are, and reading them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The reference-value folder: `$TINYRLHF_FIXTURES`, else the copy in `tests/fixtures/trl-parity`.
+pub fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("TINYRLHF_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/trl-parity"),
+    }
+}
+
+pub fn read_fixture(relative: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(relative);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// A tensor from a safetensors file, as (shape, values widened to f64).
+#[derive(Debug, Clone)]
+pub struct FixtureTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+impl FixtureTensor {
+    pub fn as_i64(&self) -> Vec<i64> {
+        self.values.iter().map(|&v| v as i64).collect()
+    }
+}
+
+/// Every tensor of a safetensors fixture (F32, F64, I64 supported).
+pub fn read_safetensors(relative: &str) -> HashMap<String, FixtureTensor> {
+    let bytes = read_fixture(relative);
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("fixture is valid safetensors");
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            use safetensors::Dtype;
+            let data = view.data();
+            let values: Vec<f64> = match view.dtype() {
+                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+                Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+                Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+                other => panic!("fixture tensor {name} has unsupported dtype {other:?}"),
+            };
+            (name, FixtureTensor { shape: view.shape().to_vec(), values })
+        })
+        .collect()
+}
+
+/// Asserts |a - e| <= atol + rtol * |e| elementwise where `keep` is true, naming the first miss.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], keep: impl Fn(usize) -> bool, rtol: f64, atol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let mut compared = 0;
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        if !keep(i) {
+            continue;
+        }
+        compared += 1;
+        let a = a as f64;
+        assert!((a - e).abs() <= atol + rtol * e.abs(), "{what}[{i}]: got {a}, expected {e} (rtol {rtol}, atol {atol})");
+    }
+    assert!(compared > 0, "{what}: nothing compared");
+}
