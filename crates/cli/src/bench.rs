@@ -1,0 +1,170 @@
+//! `tinyrlhf bench`: speed of the model on this machine, in the shape `bench/gpt2_step.py` measures
+//! in PyTorch so the two can be compared line by line.
+//!
+//! Medians over repeated runs, after warm-up (the first runs include kernel compilation on GPU).
+
+use std::time::{Duration, Instant};
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use clap::Args;
+use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, generate};
+
+use crate::backend::Backend;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backends to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    backend: Vec<Backend>,
+    /// Presets to measure, comma-separated (tiny, small, gpt2-124m).
+    #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
+    preset: Vec<String>,
+    /// Vocabulary size of the benchmarked models.
+    #[arg(long, default_value_t = 2048)]
+    vocab: usize,
+    /// Training batch size.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Training sequence length; default half the preset's context (tiny 64, small 128).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Timed training steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Tokens generated per row in the generation benchmark (after a 16-token prompt).
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Timed generation runs per setting (after 1 warm-up run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    for &backend in &args.backend {
+        let device = backend.device()?;
+        for preset in &args.preset {
+            let config = GptConfig::preset(preset, args.vocab).ok_or_else(|| format!("unknown preset {preset:?}"))?;
+            let seq = args.seq_len.unwrap_or(config.n_positions / 2).min(config.n_positions);
+            println!(
+                "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
+                config.n_embd,
+                config.n_layer,
+                config.n_head,
+                config.num_params() as f64 / 1e6
+            );
+            let step = train_step_time(&config, &device, args.batch, seq, args.steps);
+            let tokens = (args.batch * seq) as f64;
+            println!(
+                "  train step  batch {} x {} tokens: {:>9.1} ms   {:>9.0} tok/s   {:.1} GFLOP/s (6·N·tokens)",
+                args.batch,
+                seq,
+                ms(step),
+                tokens / step.as_secs_f64(),
+                6.0 * config.num_params() as f64 * tokens / step.as_secs_f64() / 1e9
+            );
+            for batch in [1, 8] {
+                let gpt = config.init(&device);
+                let cached = median(args.runs, || generate_cached(&gpt, batch, args.new_tokens));
+                let uncached = median(args.runs, || generate_uncached(&gpt, &device, batch, args.new_tokens));
+                let generated = (batch * args.new_tokens) as f64;
+                println!(
+                    "  generate    batch {batch} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)",
+                    args.new_tokens,
+                    generated / cached.as_secs_f64(),
+                    generated / uncached.as_secs_f64(),
+                    uncached.as_secs_f64() / cached.as_secs_f64()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median wall time of `runs` calls after one warm-up call.
+fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) -> Vec<i64> {
+    // A cheap deterministic hash: the benchmark needs varied ids, not good randomness.
+    (0..rows * len).map(|i| ((i * 2_654_435_761 + salt * 40_503) % vocab) as i64).collect()
+}
+
+/// One language-modelling step: forward, next-token cross-entropy, backward, AdamW.
+fn train_step_time(config: &GptConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> Duration {
+    let device = device.clone().autodiff();
+    let mut gpt = config.init(&device);
+    let mut optim = AdamWConfig::new().init();
+    let positions: Vec<i64> = (0..batch).flat_map(|_| 0..seq as i64).collect();
+    let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, seq]), &device);
+    let mut step = |i: usize| {
+        let tokens = random_tokens(batch, seq + 1, config.vocab_size, i);
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [batch, seq + 1]), &device);
+        let inputs = tokens.clone().narrow(1, 0, seq);
+        let targets = tokens.narrow(1, 1, seq).reshape([batch, seq, 1]);
+        let logits = gpt.logits(gpt.forward(inputs, positions.clone(), None)); // [b, t, vocab]
+        let loss = log_softmax(logits, 2).gather(2, targets).mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &gpt);
+        gpt = optim.step(3e-4, gpt.clone(), grads);
+        // Reading the loss waits for the device, so the time covers the whole step.
+        let _: f32 = loss.into_scalar();
+    };
+    step(0);
+    step(1);
+    let mut i = 2;
+    median(steps, || {
+        step(i);
+        i += 1;
+    })
+}
+
+const PROMPT_LEN: usize = 16;
+
+fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
+    let ids = random_tokens(batch, PROMPT_LEN, vocab, 7);
+    ids.chunks(PROMPT_LEN).map(|row| row.iter().map(|&t| t as u32).collect()).collect()
+}
+
+fn generate_cached(gpt: &Gpt, batch: usize, new_tokens: usize) {
+    let sampling = SamplingConfig { max_new_tokens: new_tokens, temperature: 1.0, ..Default::default() };
+    // No EOS id inside the vocabulary: every row runs the full length.
+    let out = pollster::block_on(generate(gpt, &prompts(batch, gpt.vocab_size()), u32::MAX, 0, &sampling))
+        .expect("benchmark prompts are valid");
+    debug_assert!(out.tokens.iter().all(|t| t.len() == new_tokens));
+}
+
+/// The same sampling without a cache: each new token re-runs the whole sequence.
+fn generate_uncached(gpt: &Gpt, device: &Device, batch: usize, new_tokens: usize) {
+    let mut rows: Vec<Vec<i64>> = prompts(batch, gpt.vocab_size())
+        .into_iter()
+        .map(|p| p.into_iter().map(i64::from).collect())
+        .collect();
+    let sampling = SamplingConfig::default();
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    for _ in 0..new_tokens {
+        let len = rows[0].len();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(rows.concat(), [batch, len]), device);
+        let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
+        let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, len]), device);
+        let logits = gpt.logits(gpt.forward(ids, positions, None).narrow(1, len - 1, 1));
+        let logits: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
+        for (row, row_logits) in rows.iter_mut().zip(logits.chunks_exact(gpt.vocab_size())) {
+            row.push(i64::from(tinyrlhf_model::choose_token(row_logits, &sampling, &mut rng).0));
+        }
+    }
+}
