@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -142,10 +142,7 @@ impl ModuleMapper for Loader<'_> {
         let name = hf_name(self.prefix, &self.path);
         let expected: [usize; D] = param.lazy_shape().dims();
         match self.take(&name, expected) {
-            Ok(tensor) => {
-                let id = param.id;
-                param.transform_for_load(tensor, id)
-            }
+            Ok(tensor) => param.transform_for_load(tensor, stable_id(&name)),
             Err(e) => {
                 self.error = Some(e);
                 param
@@ -253,4 +250,36 @@ pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device
 /// A reward or value model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
 pub async fn save_scalar_model(model: &ScalarModel) -> Result<Vec<u8>> {
     WeightsWriter::default().add(model, "").to_bytes().await
+}
+
+/// Gives every parameter an id derived from its HF name, so optimizer state saved with one copy of
+/// a model applies to the same model reloaded later (loading assigns the same ids).
+pub fn with_stable_param_ids<M: Module>(module: M, prefix: &str) -> M {
+    module.map(&mut StableIds { prefix, path: vec![] })
+}
+
+fn stable_id(name: &str) -> ParamId {
+    // FNV-1a: stable across runs and Rust versions, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    ParamId::from(hash)
+}
+
+struct StableIds<'a> {
+    prefix: &'a str,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for StableIds<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (_, tensor, mapper) = param.consume();
+        Param::from_mapped_value(stable_id(&hf_name(self.prefix, &self.path)), tensor, mapper)
+    }
 }

@@ -1,0 +1,277 @@
+//! The JSONL files of the pipeline, one JSON object per line:
+//!
+//! | record | fields |
+//! |---|---|
+//! | prompt | `{"prompt"}` |
+//! | demonstration | `{"prompt", "response"}` |
+//! | samples | `{"prompt", "completions": [..]}` |
+//! | ranking | `{"prompt", "completions": [..], "ranking": [best .. worst indices]}` |
+//! | pair (TRL) | `{"prompt", "chosen", "rejected"}` |
+//!
+//! Reading is all or nothing: the first bad line is an error naming the file, the line and the
+//! field, and no record is returned. Blank lines are skipped. Extra fields are ignored, so files
+//! written by other tools (TRL's own columns, a `family` tag) read fine.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptRecord {
+    pub prompt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demonstration {
+    pub prompt: String,
+    pub response: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Samples {
+    pub prompt: String,
+    pub completions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranking {
+    pub prompt: String,
+    pub completions: Vec<String>,
+    /// Indices into `completions`, best first; a permutation of 0..K, K >= 2.
+    pub ranking: Vec<usize>,
+}
+
+/// A TRL-style preference pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+}
+
+/// A line that is not the record it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct FormatError {
+    pub file: String,
+    pub line: usize,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// A record type that can be read from one JSON object, checking each field.
+pub trait Record: Sized + Serialize {
+    fn from_object(object: &Map<String, Value>) -> Result<Self, (Option<String>, String)>;
+}
+
+fn string(object: &Map<String, Value>, field: &str) -> Result<String, (Option<String>, String)> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err((Some(field.into()), format!("expected a string, found {}", kind(other)))),
+        None => Err((Some(field.into()), "missing".into())),
+    }
+}
+
+fn strings(object: &Map<String, Value>, field: &str) -> Result<Vec<String>, (Option<String>, String)> {
+    let Some(value) = object.get(field) else { return Err((Some(field.into()), "missing".into())) };
+    let Value::Array(items) = value else {
+        return Err((Some(field.into()), format!("expected a list of strings, found {}", kind(value))));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err((Some(format!("{field}[{i}]")), format!("expected a string, found {}", kind(other)))),
+        })
+        .collect()
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Record for PromptRecord {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
+        Ok(Self { prompt: string(o, "prompt")? })
+    }
+}
+
+impl Record for Demonstration {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
+        Ok(Self { prompt: string(o, "prompt")?, response: string(o, "response")? })
+    }
+}
+
+impl Record for Samples {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
+        Ok(Self { prompt: string(o, "prompt")?, completions: strings(o, "completions")? })
+    }
+}
+
+impl Record for Pair {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
+        Ok(Self { prompt: string(o, "prompt")?, chosen: string(o, "chosen")?, rejected: string(o, "rejected")? })
+    }
+}
+
+impl Record for Ranking {
+    fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
+        let prompt = string(o, "prompt")?;
+        let completions = strings(o, "completions")?;
+        let field = || Some("ranking".to_owned());
+        let Some(Value::Array(items)) = o.get("ranking") else {
+            return Err((field(), "missing, or not a list of indices".into()));
+        };
+        let ranking: Vec<usize> = items
+            .iter()
+            .map(|v| v.as_u64().map(|i| i as usize).ok_or_else(|| (field(), format!("{v} is not an index"))))
+            .collect::<Result<_, _>>()?;
+        let ranking = Ranking { prompt, completions, ranking };
+        ranking.validate().map_err(|message| (field(), message))?;
+        Ok(ranking)
+    }
+}
+
+impl Ranking {
+    /// K >= 2 completions, and `ranking` a permutation of their indices.
+    pub fn validate(&self) -> Result<(), String> {
+        let k = self.completions.len();
+        if k < 2 {
+            return Err(format!("a ranking needs at least 2 completions, found {k}"));
+        }
+        if self.ranking.len() != k {
+            return Err(format!("ranks {} completions but there are {k}", self.ranking.len()));
+        }
+        let mut seen = vec![false; k];
+        for &i in &self.ranking {
+            if i >= k {
+                return Err(format!("index {i} is out of range for {k} completions"));
+            }
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(format!("index {i} appears twice; a ranking is a permutation of 0..{k}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// All C(K, 2) preference pairs the ranking implies, better one chosen.
+    pub fn pairs(&self) -> Vec<Pair> {
+        let mut pairs = Vec::new();
+        for (i, &better) in self.ranking.iter().enumerate() {
+            for &worse in &self.ranking[i + 1..] {
+                pairs.push(Pair {
+                    prompt: self.prompt.clone(),
+                    chosen: self.completions[better].clone(),
+                    rejected: self.completions[worse].clone(),
+                });
+            }
+        }
+        pairs
+    }
+}
+
+impl From<Pair> for Ranking {
+    /// A pair is a ranking of two.
+    fn from(pair: Pair) -> Self {
+        Ranking { prompt: pair.prompt, completions: vec![pair.chosen, pair.rejected], ranking: vec![0, 1] }
+    }
+}
+
+/// Parses JSONL `text` (read from `file`, named in errors) into records; all or nothing.
+pub fn read_jsonl<T: Record>(file: &str, text: &str) -> Result<Vec<T>, FormatError> {
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let error = |field: Option<String>, message: String| FormatError { file: file.to_owned(), line: i + 1, field, message };
+        let value: Value = serde_json::from_str(line).map_err(|e| error(None, format!("not valid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(error(None, format!("expected a JSON object, found {}", kind(&value))));
+        };
+        records.push(T::from_object(&object).map_err(|(field, message)| error(field, message))?);
+    }
+    Ok(records)
+}
+
+/// Rankings from a file of rankings or of TRL pairs (each pair a ranking of two), told apart by
+/// the first record's fields.
+pub fn read_preferences(file: &str, text: &str) -> Result<Vec<Ranking>, FormatError> {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if first.contains("\"chosen\"") && !first.contains("\"ranking\"") {
+        Ok(read_jsonl::<Pair>(file, text)?.into_iter().map(Ranking::from).collect())
+    } else {
+        read_jsonl(file, text)
+    }
+}
+
+/// One JSON object per line, each line ending in a newline.
+pub fn write_jsonl<T: Serialize>(records: &[T]) -> String {
+    records.iter().map(|r| serde_json::to_string(r).expect("records serialise") + "\n").collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranking(completions: &[&str], order: &[usize]) -> Ranking {
+        Ranking { prompt: "p".into(), completions: completions.iter().map(|s| s.to_string()).collect(), ranking: order.to_vec() }
+    }
+
+    #[test]
+    fn records_round_trip_through_jsonl() {
+        let rankings = vec![ranking(&["a", "b", "c"], &[2, 0, 1])];
+        assert_eq!(read_jsonl::<Ranking>("r.jsonl", &write_jsonl(&rankings)).unwrap(), rankings);
+        let demos = vec![Demonstration { prompt: "hi \"there\"\n".into(), response: "é 🦊".into() }];
+        assert_eq!(read_jsonl::<Demonstration>("d.jsonl", &write_jsonl(&demos)).unwrap(), demos);
+    }
+
+    #[test]
+    fn a_ranking_of_k_gives_all_k_choose_2_pairs_better_first() {
+        let pairs = ranking(&["a", "b", "c", "d"], &[2, 0, 3, 1]).pairs();
+        assert_eq!(pairs.len(), 6);
+        assert_eq!((pairs[0].chosen.as_str(), pairs[0].rejected.as_str()), ("c", "a"));
+        assert_eq!((pairs[5].chosen.as_str(), pairs[5].rejected.as_str()), ("d", "b"));
+    }
+
+    #[test]
+    fn bad_json_names_file_and_line() {
+        let err = read_jsonl::<Demonstration>("demos.jsonl", "{\"prompt\":\"a\",\"response\":\"b\"}\n\n{oops\n").unwrap_err();
+        assert_eq!((err.file.as_str(), err.line, err.field.clone()), ("demos.jsonl", 3, None));
+        assert!(err.to_string().starts_with("demos.jsonl:3: not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_or_mistyped_field_is_named() {
+        let err = read_jsonl::<Demonstration>("d.jsonl", "{\"prompt\":\"a\"}").unwrap_err();
+        assert_eq!(err.to_string(), "d.jsonl:1: field `response`: missing");
+        let err = read_jsonl::<Samples>("s.jsonl", "{\"prompt\":\"a\",\"completions\":[\"x\",3]}").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("completions[1]"));
+    }
+
+    #[test]
+    fn a_ranking_that_is_not_a_permutation_is_refused() {
+        for (order, needle) in [("[0,0]", "appears twice"), ("[0,2]", "out of range"), ("[0]", "ranks 1"), ("[0,-1]", "not an index")] {
+            let line = format!("{{\"prompt\":\"p\",\"completions\":[\"a\",\"b\"],\"ranking\":{order}}}");
+            let err = read_jsonl::<Ranking>("r.jsonl", &line).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("ranking"));
+            assert!(err.message.contains(needle), "{order}: {err}");
+        }
+        let line = "{\"prompt\":\"p\",\"completions\":[\"a\"],\"ranking\":[0]}";
+        assert!(read_jsonl::<Ranking>("r.jsonl", line).unwrap_err().message.contains("at least 2"));
+    }
+
+    #[test]
+    fn trl_pairs_read_as_rankings_of_two() {
+        let text = "{\"prompt\":\"p\",\"chosen\":\"good\",\"rejected\":\"bad\",\"extra\":1}\n";
+        let rankings = read_preferences("pairs.jsonl", text).unwrap();
+        assert_eq!(rankings, vec![ranking(&["good", "bad"], &[0, 1])].into_iter().map(|mut r| { r.prompt = "p".into(); r }).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,158 @@
+//! Scripted labelers: rules over the text that rank K completions as a person with one taste would.
+//! They stand in for a person in tests, in `tinyrlhf rank --labeler`, and in the page's "rank for
+//! me". Names combine with `+` (`correct+concise`): the first rule decides, the next breaks its ties.
+//! Remaining ties go to the lower index, so a ranking is always a deterministic permutation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::style::{EXCITED_OPENERS, POLITE_CLOSERS, POLITE_OPENERS};
+use crate::tasks::check;
+
+/// One taste.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Fewer words is better.
+    Concise,
+    /// More please/thank-you markers is better.
+    Polite,
+    /// More exclamations and excitement is better.
+    Enthusiastic,
+    /// A correct answer beats an uncheckable one, which beats a wrong one.
+    Correct,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 4] = [Rule::Concise, Rule::Polite, Rule::Enthusiastic, Rule::Correct];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Concise => "concise",
+            Rule::Polite => "polite",
+            Rule::Enthusiastic => "enthusiastic",
+            Rule::Correct => "correct",
+        }
+    }
+
+    /// Higher is preferred.
+    pub fn score(self, prompt: &str, response: &str) -> f64 {
+        let text = response.to_lowercase();
+        let count = |markers: &[&str]| markers.iter().map(|m| text.matches(m.trim()).count()).sum::<usize>() as f64;
+        match self {
+            Rule::Concise => -(text.split_whitespace().count() as f64),
+            Rule::Polite => count(&POLITE_OPENERS) + count(&POLITE_CLOSERS) + count(&["please", "thank"]) * 0.5,
+            Rule::Enthusiastic => text.matches('!').count() as f64 + count(&EXCITED_OPENERS),
+            Rule::Correct => match check(prompt, response) {
+                Some(true) => 1.0,
+                None => 0.5,
+                Some(false) => 0.0,
+            },
+        }
+    }
+}
+
+/// A labeler: one rule, or several in priority order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labeler {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown labeler {0:?}; use concise, polite, enthusiastic or correct, or several joined by '+'")]
+pub struct UnknownLabeler(pub String);
+
+impl FromStr for Labeler {
+    type Err = UnknownLabeler;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let rules = name
+            .split('+')
+            .map(|part| Rule::ALL.into_iter().find(|r| r.name() == part.trim()).ok_or_else(|| UnknownLabeler(name.to_owned())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { rules })
+    }
+}
+
+impl fmt::Display for Labeler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name()).collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
+impl Labeler {
+    /// The labeler's scores of one response, rule by rule.
+    pub fn scores(&self, prompt: &str, response: &str) -> Vec<f64> {
+        self.rules.iter().map(|r| r.score(prompt, response)).collect()
+    }
+
+    /// Indices of `completions`, best first.
+    pub fn rank(&self, prompt: &str, completions: &[String]) -> Vec<usize> {
+        let scores: Vec<Vec<f64>> = completions.iter().map(|c| self.scores(prompt, c)).collect();
+        let mut order: Vec<usize> = (0..completions.len()).collect();
+        order.sort_by(|&a, &b| {
+            let by_rules = scores[b].iter().zip(&scores[a]).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne());
+            by_rules.unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+        });
+        order
+    }
+
+    /// Whether the labeler strictly prefers `a` to `b` (a tie is no preference).
+    pub fn prefers(&self, prompt: &str, a: &str, b: &str) -> bool {
+        let (sa, sb) = (self.scores(prompt, a), self.scores(prompt, b));
+        sa.iter().zip(&sb).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()) == Some(std::cmp::Ordering::Greater)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rank(labeler: &str, prompt: &str, texts: &[&str]) -> Vec<usize> {
+        let texts: Vec<String> = texts.iter().map(|s| s.to_string()).collect();
+        labeler.parse::<Labeler>().unwrap().rank(prompt, &texts)
+    }
+
+    #[test]
+    fn concise_prefers_fewer_words() {
+        let order = rank("concise", "what is 2 plus 3?", &["sure! 2 plus 3 is 5. i hope this helps.", "5.", "2 plus 3 is 5."]);
+        assert_eq!(order, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn polite_prefers_please_and_thank_you() {
+        let order = rank("polite", "hello!", &["hello.", "sure! hello. thank you for asking.", "of course. hello."]);
+        assert_eq!(order, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn enthusiastic_prefers_exclamations() {
+        let order = rank("enthusiastic", "what colour is the frog?", &["the frog is green.", "wow! the frog is green!", "the frog is green!"]);
+        assert_eq!(order, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn correct_puts_right_answers_above_wrong_ones() {
+        let order = rank("correct", "what is 4 plus 3?", &["4 plus 3 is 8.", "i think 4 plus 3 is 7.", "4 plus 3 is 6!"]);
+        assert_eq!(order[0], 1);
+        let order = rank("correct", "what colour is the frog?", &["the frog is red.", "the frog is green."]);
+        assert_eq!(order, vec![1, 0]);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index_and_combined_rules_break_ties() {
+        let texts = ["7.", "4 plus 3 is 7.", "8."];
+        assert_eq!(rank("concise", "what is 4 plus 3?", &texts), vec![0, 2, 1]);
+        assert_eq!(rank("correct+concise", "what is 4 plus 3?", &texts), vec![0, 1, 2]);
+        let l: Labeler = "concise".parse().unwrap();
+        assert!(!l.prefers("q", "a b", "c d"));
+        assert!(l.prefers("q", "a", "c d"));
+    }
+
+    #[test]
+    fn unknown_names_are_refused() {
+        assert!("kind".parse::<Labeler>().is_err());
+        assert!("correct+".parse::<Labeler>().is_err());
+        assert_eq!("correct+concise".parse::<Labeler>().unwrap().to_string(), "correct+concise");
+    }
+}

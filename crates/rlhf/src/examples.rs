@@ -1,0 +1,75 @@
+//! Training sequences for the supervised stages, and how a batch of them becomes tensors.
+//!
+//! An [`Example`] is a token sequence and, per token, whether predicting it counts in the loss.
+//! Pretraining counts every token; SFT counts only the response and its EOS, so the model learns to
+//! answer, not to write prompts.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tinyrlhf_tokenizer::{Tokenizer, TokenizerError};
+
+/// A token sequence and which of its tokens are prediction targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    /// `target[i]`: whether predicting `tokens[i]` (from `tokens[..i]`) is trained; `target[0]` is
+    /// never used, as nothing precedes the first token.
+    pub target: Vec<bool>,
+}
+
+/// Cuts a token stream into examples of `len + 1` tokens (`len` predictions each), every token a
+/// target. The tail shorter than that is dropped.
+pub fn pack(stream: &[u32], len: usize) -> Vec<Example> {
+    stream
+        .chunks_exact(len + 1)
+        .map(|chunk| Example { tokens: chunk.to_vec(), target: vec![true; len + 1] })
+        .collect()
+}
+
+/// A chat-template example whose targets are the response tokens and the closing EOS only.
+/// Returns `None` when prompt and response do not fit in `max_len` tokens.
+pub fn chat_example(tokenizer: &Tokenizer, prompt: &str, response: &str, max_len: usize) -> Result<Option<Example>, TokenizerError> {
+    let prompt = tokenizer.encode_prompt(prompt)?;
+    let response = tokenizer.encode_response(response)?;
+    if prompt.len() + response.len() > max_len {
+        return Ok(None);
+    }
+    let target = std::iter::repeat_n(false, prompt.len()).chain(std::iter::repeat_n(true, response.len())).collect();
+    Ok(Some(Example { tokens: [prompt, response].concat(), target }))
+}
+
+/// A batch as tensors: inputs, targets and a 0/1 loss weight, all `[batch, len]`, right-padded.
+/// Right padding needs no attention mask: causal attention never lets a real token see the padding
+/// that follows it, and padded targets carry weight 0.
+#[derive(Debug)]
+pub struct LmBatch {
+    pub inputs: Tensor<2, Int>,
+    pub positions: Tensor<2, Int>,
+    pub targets: Tensor<2, Int>,
+    pub weights: Tensor<2>,
+    /// Number of trained target tokens.
+    pub target_tokens: usize,
+}
+
+impl LmBatch {
+    pub fn new(examples: &[&Example], pad: u32, device: &Device) -> Self {
+        let b = examples.len();
+        let len = examples.iter().map(|e| e.tokens.len() - 1).max().unwrap_or(0);
+        let (mut inputs, mut targets, mut weights) = (Vec::with_capacity(b * len), Vec::with_capacity(b * len), Vec::with_capacity(b * len));
+        for e in examples {
+            let n = e.tokens.len() - 1;
+            inputs.extend(e.tokens[..n].iter().map(|&t| t as i64).chain(std::iter::repeat_n(pad as i64, len - n)));
+            targets.extend(e.tokens[1..].iter().map(|&t| t as i64).chain(std::iter::repeat_n(pad as i64, len - n)));
+            weights.extend(e.target[1..].iter().map(|&t| if t { 1.0f32 } else { 0.0 }).chain(std::iter::repeat_n(0.0, len - n)));
+        }
+        let target_tokens = weights.iter().filter(|&&w| w > 0.0).count();
+        let positions: Vec<i64> = (0..b).flat_map(|_| 0..len as i64).collect();
+        let ints = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, len]), device);
+        Self {
+            inputs: ints(inputs),
+            positions: ints(positions),
+            targets: ints(targets),
+            weights: Tensor::from_data(TensorData::new(weights, [b, len]), device),
+            target_tokens,
+        }
+    }
+}

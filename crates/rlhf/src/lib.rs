@@ -1,0 +1,19 @@
+//! tinyrlhf's trainers. Each exposes `step()` returning stats; the loop lives at the edge (the CLI
+//! prints, the web worker posts).
+//!
+//! Boundary: models, token ids and examples in; stats and checkpoint bytes out. No files, no
+//! backend named (callers bring a burn `Device`), no text except through the tokenizer.
+//! Device reads are async (WebGPU permits no other); on CPU the futures are ready at once.
+
+pub mod checkpoint;
+pub mod examples;
+pub mod grads;
+pub mod losses;
+pub mod schedule;
+pub mod supervised;
+
+pub use checkpoint::{TrainCheckpoint, TrainError};
+pub use examples::{Example, LmBatch, chat_example, pack};
+pub use losses::{lm_loss, token_logprobs};
+pub use schedule::LrSchedule;
+pub use supervised::{StepStats, SupervisedConfig, SupervisedTrainer};

@@ -1,0 +1,111 @@
+//! The supervised trainer: SFT trains only on answers, loss falls, a resumed run continues exactly,
+//! and a non-finite loss leaves the weights alone.
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor};
+use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_rlhf::{Example, LmBatch, SupervisedConfig, SupervisedTrainer, chat_example, pack};
+use tinyrlhf_tokenizer::Tokenizer;
+
+fn tokenizer() -> Tokenizer {
+    let corpus = ["what is two plus two? two plus two is four.", "the cat is black. the dog is brown!"];
+    Tokenizer::train(corpus.iter().cycle().take(100), 300).unwrap()
+}
+
+fn model(vocab: usize, seed: u64) -> (Device, GptConfig, Gpt) {
+    let device = Device::flex();
+    device.seed(seed);
+    let config = GptConfig::new(vocab, 32, 32, 2, 2);
+    let gpt = config.init(&device);
+    (device, config, gpt)
+}
+
+fn weights(gpt: &Gpt) -> Vec<f32> {
+    let bytes = pollster::block_on(tinyrlhf_model::save_gpt(gpt)).unwrap();
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn sft_examples_train_on_the_response_and_eos_only() {
+    let tok = tokenizer();
+    let example = chat_example(&tok, "what is two plus two?", "four.", 64).unwrap().unwrap();
+    let prompt_len = tok.encode_prompt("what is two plus two?").unwrap().len();
+    let response = tok.encode_response("four.").unwrap();
+    assert_eq!(example.tokens.len(), prompt_len + response.len());
+    assert!(example.target[..prompt_len].iter().all(|t| !t));
+    assert!(example.target[prompt_len..].iter().all(|&t| t));
+    assert_eq!(*example.tokens.last().unwrap(), tok.special_ids().eos);
+
+    // In the batch, the weights line up with the targets they score: response tokens and EOS.
+    let batch = LmBatch::new(&[&example], tok.special_ids().pad, &Device::flex());
+    let weights: Vec<f32> = batch.weights.into_data().iter::<f32>().collect();
+    let targets: Vec<i64> = batch.targets.into_data().iter::<i64>().collect();
+    let trained: Vec<u32> = targets.iter().zip(&weights).filter(|(_, w)| **w > 0.0).map(|(t, _)| *t as u32).collect();
+    assert_eq!(trained, response);
+    assert!(chat_example(&tok, "a very long prompt indeed", "and answer", 5).unwrap().is_none());
+}
+
+#[test]
+fn loss_falls_when_training_on_a_small_corpus() {
+    let tok = tokenizer();
+    let stream = tok.encode(&"the cat is black. the dog is brown! ".repeat(40)).unwrap();
+    let examples = pack(&stream, 16);
+    let (_, config, gpt) = model(tok.vocab_size(), 1);
+    let mut settings = SupervisedConfig::new(40, 4, 0);
+    settings.schedule.peak = 3e-3;
+    let mut trainer = SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings).unwrap();
+    let before = pollster::block_on(trainer.evaluate(&examples)).unwrap();
+    let mut last = None;
+    for _ in 0..40 {
+        last = Some(pollster::block_on(trainer.step()).unwrap());
+    }
+    let after = pollster::block_on(trainer.evaluate(&examples)).unwrap();
+    let last = last.unwrap();
+    assert!(last.skipped.is_none() && last.grad_norm.is_finite() && last.tokens == 4 * 16);
+    assert!(after < before * 0.5, "loss {before} -> {after}");
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_where_it_stopped() {
+    let tok = tokenizer();
+    let examples = pack(&tok.encode(&"two plus two is four. the cat is black. ".repeat(30)).unwrap(), 12);
+    let settings = SupervisedConfig::new(8, 3, 5);
+    let run = |gpt: Gpt, config: GptConfig| SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings.clone()).unwrap();
+
+    let (device, config, gpt) = model(tok.vocab_size(), 2);
+    let mut straight = run(gpt.clone(), config.clone());
+    for _ in 0..6 {
+        pollster::block_on(straight.step()).unwrap();
+    }
+
+    let mut first = run(gpt, config);
+    for _ in 0..3 {
+        pollster::block_on(first.step()).unwrap();
+    }
+    let checkpoint = pollster::block_on(first.checkpoint()).unwrap();
+    drop(first);
+    let mut resumed = SupervisedTrainer::resume(&checkpoint, examples.clone(), 0, &device).unwrap();
+    assert_eq!(resumed.steps_done(), 3);
+    for _ in 0..3 {
+        pollster::block_on(resumed.step()).unwrap();
+    }
+    let (a, b) = (weights(&straight.model()), weights(&resumed.model()));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-6, "weights differ by {diff}");
+}
+
+#[test]
+fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
+    let tok = tokenizer();
+    let examples: Vec<Example> = pack(&tok.encode(&"the dog is brown. ".repeat(20)).unwrap(), 8);
+    let (device, config, mut gpt) = model(tok.vocab_size(), 3);
+    let poisoned = Tensor::<1>::from_floats(vec![f32::NAN; config.n_embd].as_slice(), &device);
+    gpt.ln_f.gamma = Param::from_tensor(poisoned);
+    let mut trainer = SupervisedTrainer::new(gpt, config, examples, 0, SupervisedConfig::new(4, 2, 0)).unwrap();
+    let before = weights(&trainer.model());
+    let stats = pollster::block_on(trainer.step()).unwrap();
+    assert!(stats.skipped.as_deref().is_some_and(|s| s.contains("skipped")), "{stats:?}");
+    assert_eq!(trainer.steps_done(), 1);
+    let after = weights(&trainer.model());
+    assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
