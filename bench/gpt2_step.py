@@ -3,13 +3,17 @@ generation, timed the same way (median after warm-up), so the two print comparab
 
     pip install torch          # CPU is enough; the CUDA wheel also runs on CPU
     OMP_NUM_THREADS=2 python bench/gpt2_step.py --preset tiny,small
+    # the same figures side by side with tinyrlhf's, and the ratio tinyrlhf / PyTorch:
+    OMP_NUM_THREADS=2 python bench/gpt2_step.py --compare target/release/tinyrlhf
 
 The model is GPT-2 as tinyrlhf computes it: learned positions, pre-LayerNorm (eps 1e-5), fused qkv,
 GELU tanh, tied LM head, no dropout. Training: next-token cross-entropy, backward, AdamW.
 """
 import argparse
+import json
 import math
 import statistics
+import subprocess
 import time
 
 import torch
@@ -93,9 +97,17 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", metavar="TINYRLHF_BIN",
+                        help="also run `TINYRLHF_BIN bench --json` and print the ratio of each figure")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads")
+    figures = {}
+
+    def report(preset, what, batch, tok_s, text):
+        figures[(preset, what, batch)] = tok_s
+        if text:
+            print(text)
 
     for preset in args.preset.split(","):
         d, n_layer, n_head, ctx = PRESETS[preset]
@@ -120,8 +132,9 @@ def main():
         step()
         t = median_time(args.steps, step)
         n_tok = args.batch * seq
-        print(f"  train step  batch {args.batch} x {seq} tokens: {t * 1e3:>9.1f} ms   {n_tok / t:>9.0f} tok/s   "
-              f"{6 * params * n_tok / t / 1e9:.1f} GFLOP/s (6·N·tokens)")
+        report(preset, "train_step", args.batch, n_tok / t,
+               f"  train step  batch {args.batch} x {seq} tokens: {t * 1e3:>9.1f} ms   {n_tok / t:>9.0f} tok/s   "
+               f"{6 * params * n_tok / t / 1e9:.1f} GFLOP/s (6·N·tokens)")
 
         for batch in (1, 8):
             prompt = tokens(batch, PROMPT_LEN, args.vocab, 7)
@@ -146,8 +159,28 @@ def main():
             tc = median_time(args.runs, cached)
             tu = median_time(args.runs, uncached)
             n = batch * args.new_tokens
-            print(f"  generate    batch {batch} x {args.new_tokens} new:  KV cache {n / tc:>8.0f} tok/s   "
-                  f"no cache {n / tu:>8.0f} tok/s   ({tu / tc:.1f}x)")
+            report(preset, "generate_kv_cache", batch, n / tc,
+                   f"  generate    batch {batch} x {args.new_tokens} new:  KV cache {n / tc:>8.0f} tok/s   "
+                   f"no cache {n / tu:>8.0f} tok/s   ({tu / tc:.1f}x)")
+            report(preset, "generate_no_cache", batch, n / tu, None)
+
+    if args.compare:
+        compare(args, figures)
+
+
+def compare(args, torch_figures):
+    """Runs tinyrlhf's benchmark with the same settings; prints tok/s of both and their ratio."""
+    cmd = [args.compare, "bench", "--json", "--preset", args.preset, "--vocab", str(args.vocab),
+           "--batch", str(args.batch), "--steps", str(args.steps), "--new-tokens", str(args.new_tokens),
+           "--runs", str(args.runs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    print(f"\n{'preset':<7} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
+    for line in out.splitlines():
+        ours = json.loads(line)
+        key = (ours["preset"], ours["what"], ours["batch"])
+        theirs = torch_figures.get(key)
+        if theirs:
+            print(f"{key[0]:<7} {key[1]:<18} {key[2]:>5} {ours['tok_s']:>15.0f} {theirs:>12.0f} {ours['tok_s'] / theirs:>14.2f}x")
 
 
 if __name__ == "__main__":

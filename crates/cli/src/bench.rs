@@ -39,6 +39,24 @@ pub struct BenchArgs {
     /// Timed generation runs per setting (after 1 warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Print one JSON object per figure instead of the table (what `bench/gpt2_step.py
+    /// --compare` reads to print ratios).
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured figure, in the keys `bench/gpt2_step.py` uses too.
+fn report(args: &BenchArgs, backend: Backend, preset: &str, what: &str, batch: usize, tok_s: f64, text: String) {
+    if args.json {
+        let backend = match backend {
+            Backend::Cpu => "cpu",
+            Backend::Wgpu => "wgpu",
+        };
+        let line = serde_json::json!({"impl": "tinyrlhf", "backend": backend, "preset": preset, "what": what, "batch": batch, "tok_s": tok_s});
+        println!("{line}");
+    } else {
+        println!("{text}");
+    }
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
@@ -47,16 +65,18 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         for preset in &args.preset {
             let config = GptConfig::preset(preset, args.vocab).ok_or_else(|| format!("unknown preset {preset:?}"))?;
             let seq = args.seq_len.unwrap_or(config.n_positions / 2).min(config.n_positions);
-            println!(
+            if !args.json {
+                println!(
                 "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
                 config.n_embd,
                 config.n_layer,
                 config.n_head,
                 config.num_params() as f64 / 1e6
-            );
+                );
+            }
             let step = train_step_time(&config, &device, args.batch, seq, args.steps);
             let tokens = (args.batch * seq) as f64;
-            println!(
+            let text = format!(
                 "  train step  batch {} x {} tokens: {:>9.1} ms   {:>9.0} tok/s   {:.1} GFLOP/s (6·N·tokens)",
                 args.batch,
                 seq,
@@ -64,18 +84,23 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 tokens / step.as_secs_f64(),
                 6.0 * config.num_params() as f64 * tokens / step.as_secs_f64() / 1e9
             );
+            report(args, backend, preset, "train_step", args.batch, tokens / step.as_secs_f64(), text);
             for batch in [1, 8] {
                 let gpt = config.init(&device);
                 let cached = median(args.runs, || generate_cached(&gpt, batch, args.new_tokens));
                 let uncached = median(args.runs, || generate_uncached(&gpt, &device, batch, args.new_tokens));
                 let generated = (batch * args.new_tokens) as f64;
-                println!(
+                let text = format!(
                     "  generate    batch {batch} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)",
                     args.new_tokens,
                     generated / cached.as_secs_f64(),
                     generated / uncached.as_secs_f64(),
                     uncached.as_secs_f64() / cached.as_secs_f64()
                 );
+                report(args, backend, preset, "generate_kv_cache", batch, generated / cached.as_secs_f64(), text);
+                if args.json {
+                    report(args, backend, preset, "generate_no_cache", batch, generated / uncached.as_secs_f64(), String::new());
+                }
             }
         }
     }

@@ -1,15 +1,20 @@
 //! `tinyrlhf`: the InstructGPT pipeline from the command line.
 //!
-//! This is an edge: it owns files, flags, progress output and the choice of backend; the stages
+//! This is an edge: it owns files, flags, progress bars and the choice of backend; the stages
 //! themselves live in the library crates and take bytes and devices.
 
 mod backend;
 mod bench;
+mod data;
+mod eval;
+mod files;
+mod sample;
+mod train;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tinyrlhf", version, about = "The InstructGPT recipe, small: pretrain, SFT, reward model, PPO.")]
+#[command(name = "tinyrlhf", version, about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, eval.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,14 +22,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write the built-in instruction world: pretraining text, demonstrations, training and
+    /// held-out prompts. Deterministic from --seed.
+    Data(data::DataArgs),
+    /// Learn a byte-level BPE tokenizer (with the chat special tokens) from text.
+    Tokenizer(data::TokenizerArgs),
+    /// Pretrain a base model on plain text: it learns to continue text, not to follow instructions.
+    Pretrain(train::PretrainArgs),
+    /// Supervised fine-tuning on demonstrations: the base model learns to answer in the chat
+    /// template and to end its answers. Loss on the answers only.
+    Sft(train::SftArgs),
+    /// Sample K answers for each prompt of a file, to a samples file for ranking.
+    Sample(sample::SampleArgs),
+    /// Talk to a model: one prompt per line on standard input.
+    Chat(sample::ChatArgs),
+    /// Score a model on held-out prompts: EOS rate, answer length, accuracy per task family, and
+    /// how often its samples differ in ways a labeler can rank.
+    Eval(eval::EvalArgs),
     /// Time a training step (forward + backward + AdamW) and generation with and without the KV
     /// cache, for the `tiny` and `small` presets. Prints figures; asserts nothing.
     Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
+        Command::Data(args) => data::data(&args),
+        Command::Tokenizer(args) => data::tokenizer(&args),
+        Command::Pretrain(args) => train::pretrain(&args),
+        Command::Sft(args) => train::sft(&args),
+        Command::Sample(args) => sample::sample(&args),
+        Command::Chat(args) => sample::chat(&args),
+        Command::Eval(args) => eval::eval(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

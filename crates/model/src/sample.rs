@@ -104,10 +104,13 @@ pub async fn generate(
 
     let device = model.device();
     let padded = left_pad(prompts, pad);
-    let max_new = config.max_new_tokens.min(ctx - padded.len);
+    // Each row may grow until its own last position; a long prompt does not shorten the others.
+    let limit: Vec<usize> = prompts.iter().map(|p| config.max_new_tokens.min(ctx - p.len())).collect();
+    let max_new = limit.iter().copied().max().unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut cache = KvCache::default();
     let mut positions: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let done = |out: &Generation, row: usize| out.finished[row] || out.tokens[row].len() >= limit[row];
 
     let (ids, pos, mask) = padded.tensors(&device);
     let mut hidden = model.forward_cached(ids, pos, mask, &mut cache); // [n, len, d]
@@ -117,7 +120,7 @@ pub async fn generate(
         let logits = read_f32(logits).await?;
         let mut next = Vec::with_capacity(n);
         for (row, row_logits) in logits.chunks_exact(vocab).enumerate() {
-            if out.finished[row] {
+            if done(&out, row) {
                 next.push(pad as i64);
                 continue;
             }
@@ -130,11 +133,12 @@ pub async fn generate(
             out.finished[row] = token == eos;
             next.push(token as i64);
         }
-        if step + 1 == max_new || out.finished.iter().all(|&f| f) {
+        if (0..n).all(|row| done(&out, row)) {
             break;
         }
         let column = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [n, 1]), &device);
-        let pos = column(positions.clone());
+        // Rows that are done keep feeding padding at a valid position; their outputs are ignored.
+        let pos = column(positions.iter().map(|&p| p.min(ctx as i64 - 1)).collect());
         positions.iter_mut().for_each(|p| *p += 1);
         hidden = model.forward_cached(column(next), pos, column(vec![1; n]), &mut cache); // [n, 1, d]
     }

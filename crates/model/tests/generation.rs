@@ -54,10 +54,13 @@ fn a_left_padded_row_computes_exactly_like_the_row_alone() {
 #[test]
 fn batched_generation_with_left_padding_equals_one_prompt_at_a_time() {
     let (_, gpt) = model(13);
-    let prompts = vec![vec![3u32, 4, 5, 6, 7], vec![9], vec![20, 21, 22]];
-    let batched = run(&gpt, &prompts, EOS, &greedy(10));
+    // The 26-token prompt can take only 6 more tokens in a 32-token context; the others take 10.
+    let long: Vec<u32> = (0..26).map(|i| 2 + i % 40).collect();
+    let prompts = vec![vec![3u32, 4, 5, 6, 7], vec![9], long, vec![20, 21, 22]];
+    let batched = run(&gpt, &prompts, u32::MAX, &greedy(10));
+    assert_eq!(batched.tokens.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 6, 10]);
     for (i, prompt) in prompts.iter().enumerate() {
-        let alone = run(&gpt, std::slice::from_ref(prompt), EOS, &greedy(10));
+        let alone = run(&gpt, std::slice::from_ref(prompt), u32::MAX, &greedy(10));
         assert_eq!(alone.tokens[0], batched.tokens[i], "row {i}");
         assert!(max_abs_diff(&alone.logprobs[0], &batched.logprobs[i]) < 1e-5);
     }

@@ -1,0 +1,93 @@
+//! `tinyrlhf eval`: how well a model serves held-out prompts — does it end its answers (EOS rate),
+//! how long are they, how often is it right (per task family, where the world can check), and do
+//! its samples differ in ways a labeler can rank.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::ProgressBar;
+use tinyrlhf_data::{Family, Labeler, PromptRecord, Rule, check, family_of};
+
+use crate::files::{self, Result};
+use crate::sample::{SamplingArgs, answer};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Held-out prompts, JSONL of {"prompt"}.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Samples per prompt for the "rankable" figure (answers that some labeler tells apart).
+    #[arg(short, long, default_value_t = 4)]
+    k: usize,
+    /// Sequences generated together.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let device = args.sampling.backend.device()?;
+    let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let prompts: Vec<String> = files::read_records::<PromptRecord>(&args.prompts)?.into_iter().map(|p| p.prompt).collect();
+    if prompts.is_empty() {
+        return Err(format!("{} has no prompts", args.prompts.display()));
+    }
+    let k = args.k.max(2);
+    let bar = ProgressBar::new((prompts.len() * k) as u64);
+    let answers = answer(&gpt, &config, &tokenizer, &prompts, k, args.batch, &args.sampling, Some(&bar))?;
+    bar.finish_and_clear();
+
+    let labelers: Vec<Labeler> = Rule::ALL.iter().map(|r| r.name().parse().expect("rule names parse")).collect();
+    let (mut ended, mut words, mut rankable) = (0usize, 0usize, 0usize);
+    let mut families: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (prompt, samples) in prompts.iter().zip(&answers) {
+        let texts: Vec<String> = samples.iter().map(|(t, _)| t.clone()).collect();
+        ended += samples.iter().filter(|(_, finished)| *finished).count();
+        words += texts.iter().map(|t| t.split_whitespace().count()).sum::<usize>();
+        let differs = labelers.iter().any(|l| texts.iter().any(|a| texts.iter().any(|b| l.prefers(prompt, a, b))));
+        rankable += usize::from(differs);
+        let Some(family) = family_of(prompt) else { continue };
+        let name = match family {
+            Family::Arithmetic if prompt.contains(" plus ") => "addition",
+            Family::Arithmetic => "subtraction",
+            other => other.name(),
+        };
+        for text in &texts {
+            if let Some(correct) = check(prompt, text) {
+                let entry = families.entry(name).or_default();
+                entry.0 += usize::from(correct);
+                entry.1 += 1;
+            }
+        }
+    }
+    let total = (prompts.len() * k) as f64;
+    let report = serde_json::json!({
+        "model": args.model,
+        "prompts": prompts.len(),
+        "samples_per_prompt": k,
+        "temperature": args.sampling.temperature,
+        "eos_rate": ended as f64 / total,
+        "mean_words": words as f64 / total,
+        "rankable_rate": rankable as f64 / prompts.len() as f64,
+        "accuracy": families.iter().map(|(f, (ok, n))| ((*f).to_owned(), serde_json::json!({"correct": ok, "of": n, "rate": *ok as f64 / *n as f64}))).collect::<serde_json::Map<_, _>>(),
+    });
+    println!("{}: {} held-out prompts, {k} samples each at temperature {}", args.model.display(), prompts.len(), args.sampling.temperature);
+    println!("  EOS within {} tokens: {:.1}%", args.sampling.max_new_tokens, 100.0 * ended as f64 / total);
+    println!("  mean answer length:  {:.1} words", words as f64 / total);
+    println!("  rankable prompts:    {:.1}% (some labeler strictly prefers one sample to another)", 100.0 * rankable as f64 / prompts.len() as f64);
+    for (family, (ok, n)) in &families {
+        println!("  accuracy {family:<11} {:>5.1}% ({ok}/{n} samples)", 100.0 * *ok as f64 / *n as f64);
+    }
+    if let Some(path) = &args.json {
+        files::write_atomic(path, serde_json::to_string_pretty(&report).expect("json").as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! `tinyrlhf sample` (K answers per prompt, to a samples file) and `tinyrlhf chat` (talk to a model).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::ProgressBar;
+use tinyrlhf_data::{PromptRecord, Samples, write_jsonl};
+use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, generate};
+use tinyrlhf_tokenizer::Tokenizer;
+
+use crate::backend::Backend;
+use crate::files::{self, Result};
+
+/// How to sample, shared by the commands that generate.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Sample among the k most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens covering this probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+}
+
+impl SamplingArgs {
+    pub fn config(&self, seed_offset: u64) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed.wrapping_add(seed_offset),
+        }
+    }
+}
+
+/// Prompt ids for the model: the chat template, cut from the left to leave room for the answer.
+/// Returns the ids and whether the prompt was cut.
+pub fn prompt_ids(tokenizer: &Tokenizer, config: &GptConfig, prompt: &str, room: usize) -> Result<(Vec<u32>, bool)> {
+    let mut ids = tokenizer.encode_prompt(prompt).map_err(|e| e.to_string())?;
+    let max = config.n_positions.saturating_sub(room.max(1));
+    if ids.len() <= max {
+        return Ok((ids, false));
+    }
+    // Keep <|user|> and the end of the prompt with <|assistant|>: what the model must continue.
+    let keep_tail = max.saturating_sub(1);
+    let tail = ids.split_off(ids.len() - keep_tail);
+    ids.truncate(1);
+    ids.extend(tail);
+    Ok((ids, true))
+}
+
+/// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.
+pub fn answer(
+    gpt: &Gpt,
+    config: &GptConfig,
+    tokenizer: &Tokenizer,
+    prompts: &[String],
+    k: usize,
+    batch: usize,
+    sampling: &SamplingArgs,
+    progress: Option<&ProgressBar>,
+) -> Result<Vec<Vec<(String, bool)>>> {
+    let special = tokenizer.special_ids();
+    let mut rows = Vec::with_capacity(prompts.len() * k);
+    for prompt in prompts {
+        let (ids, cut) = prompt_ids(tokenizer, config, prompt, sampling.max_new_tokens)?;
+        if cut {
+            eprintln!("note: prompt {prompt:?} is longer than the context allows and was cut from the left");
+        }
+        rows.extend(std::iter::repeat_n(ids, k));
+    }
+    let mut answers = Vec::with_capacity(rows.len());
+    for (i, chunk) in rows.chunks(batch.max(1)).enumerate() {
+        let out = pollster::block_on(generate(gpt, chunk, special.eos, special.pad, &sampling.config(i as u64)))
+            .map_err(|e| e.to_string())?;
+        for (tokens, finished) in out.tokens.iter().zip(out.finished) {
+            answers.push((tokenizer.decode_response(tokens).map_err(|e| e.to_string())?, finished));
+        }
+        if let Some(bar) = progress {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    Ok(answers.chunks(k).map(<[_]>::to_vec).collect())
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompts, JSONL of {"prompt"}.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Answers per prompt.
+    #[arg(short, long, default_value_t = 4)]
+    k: usize,
+    /// Samples file to write: JSONL of {"prompt", "completions"}.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sequences generated together.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+pub fn sample(args: &SampleArgs) -> Result<()> {
+    if args.k == 0 {
+        return Err("-k must be at least 1".into());
+    }
+    let device = args.sampling.backend.device()?;
+    let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let prompts: Vec<String> = files::read_records::<PromptRecord>(&args.prompts)?.into_iter().map(|p| p.prompt).collect();
+    let bar = ProgressBar::new((prompts.len() * args.k) as u64);
+    let answers = answer(&gpt, &config, &tokenizer, &prompts, args.k, args.batch, &args.sampling, Some(&bar))?;
+    bar.finish_and_clear();
+    let samples: Vec<Samples> = prompts
+        .into_iter()
+        .zip(answers)
+        .map(|(prompt, answers)| Samples { prompt, completions: answers.into_iter().map(|(text, _)| text).collect() })
+        .collect();
+    files::write_atomic(&args.out, write_jsonl(&samples).as_bytes())?;
+    eprintln!("{}: {} prompts x {} samples", args.out.display(), samples.len(), args.k);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+/// Reads a prompt per line from standard input and prints the model's answer.
+pub fn chat(args: &ChatArgs) -> Result<()> {
+    let device = args.sampling.backend.device()?;
+    let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    eprintln!("talking to {} ({} layers, d {}). One prompt per line; Ctrl-D ends.", args.model.display(), config.n_layer, config.n_embd);
+    let stdin = std::io::stdin();
+    let mut turn = 0;
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush().ok();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Ok(());
+        }
+        let prompt = line.trim();
+        if prompt.is_empty() {
+            continue;
+        }
+        let mut sampling = args.sampling.clone();
+        sampling.seed = args.sampling.seed.wrapping_add(turn);
+        turn += 1;
+        let answers = answer(&gpt, &config, &tokenizer, &[prompt.to_owned()], 1, 1, &sampling, None)?;
+        let (text, finished) = &answers[0][0];
+        println!("{text}{}", if *finished { "" } else { " …" });
+    }
+}

@@ -1,0 +1,205 @@
+//! `tinyrlhf pretrain` and `tinyrlhf sft`: the same loop around `SupervisedTrainer::step()` — a
+//! progress bar with ETA and live loss, metrics appended as JSONL, a checkpoint every
+//! `--save-every` steps (swapped in whole, so Ctrl-C or a kill never loses more than the steps since
+//! the last one), `--resume` to continue from it, and a loadable model directory at the end.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tinyrlhf_data::Demonstration;
+use tinyrlhf_model::GptConfig;
+use tinyrlhf_rlhf::{Example, SupervisedConfig, SupervisedTrainer, chat_example, pack};
+use tinyrlhf_tokenizer::Tokenizer;
+
+use crate::backend::Backend;
+use crate::files::{self, Result};
+
+/// Flags every supervised stage shares.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model directory to write (config.json, model.safetensors, tokenizer.json, manifest.json,
+    /// metrics.jsonl, checkpoint/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Optimisation steps.
+    #[arg(long)]
+    steps: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed for initialisation and batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// Continue from `OUT/checkpoint/` if it exists.
+    #[arg(long)]
+    resume: bool,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 100)]
+    save_every: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// tokenizer.json (from `tinyrlhf tokenizer`).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Plain text to learn to continue, one document per line (from `tinyrlhf data`).
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Model shape: tiny, small or gpt2-124m.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Tokens per training sequence (at most the preset's context).
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SftArgs {
+    /// The base model directory to fine-tune (from `tinyrlhf pretrain`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Demonstrations, JSONL of {"prompt", "response"} (from `tinyrlhf data`).
+    #[arg(long)]
+    demos: PathBuf,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+pub fn pretrain(args: &PretrainArgs) -> Result<()> {
+    let tokenizer = files::read_tokenizer(&args.tokenizer)?;
+    let config = GptConfig::preset(&args.preset, tokenizer.vocab_size())
+        .ok_or_else(|| format!("unknown preset {:?}; use tiny, small or gpt2-124m", args.preset))?
+        .with_special_tokens(tokenizer.special_ids().pad, tokenizer.special_ids().eos);
+    if args.seq_len == 0 || args.seq_len > config.n_positions {
+        return Err(format!("--seq-len {} must be between 1 and the context, {}", args.seq_len, config.n_positions));
+    }
+    let corpus = files::read(&args.corpus)?;
+    let text = std::str::from_utf8(&corpus).map_err(|e| format!("{}: not UTF-8 text: {e}", args.corpus.display()))?;
+    let stream = tokenizer.encode(text).map_err(|e| e.to_string())?;
+    let examples = pack(&stream, args.seq_len);
+    if examples.is_empty() {
+        return Err(format!("{} is too short for one sequence of {} tokens", args.corpus.display(), args.seq_len + 1));
+    }
+    let manifest = serde_json::json!({
+        "stage": "pretrain", "preset": args.preset, "seed": args.train.seed, "steps": args.train.steps,
+        "batch": args.train.batch, "seq_len": args.seq_len, "lr": args.train.lr,
+        "data": {"corpus": files_digest(&[&args.tokenizer, &args.corpus])?, "tokens": stream.len()},
+    });
+    run(&args.train, config, None, examples, &tokenizer, manifest)
+}
+
+pub fn sft(args: &SftArgs) -> Result<()> {
+    let device = args.train.backend.device()?;
+    let (config, base, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let demos: Vec<Demonstration> = files::read_records(&args.demos)?;
+    let mut examples = Vec::with_capacity(demos.len());
+    for demo in &demos {
+        if let Some(e) = chat_example(&tokenizer, &demo.prompt, &demo.response, config.n_positions).map_err(|e| e.to_string())? {
+            examples.push(e);
+        }
+    }
+    if examples.len() < demos.len() {
+        eprintln!("note: {} of {} demonstrations are longer than the context ({} tokens) and were left out", demos.len() - examples.len(), demos.len(), config.n_positions);
+    }
+    let manifest = serde_json::json!({
+        "stage": "sft", "base": args.model, "seed": args.train.seed, "steps": args.train.steps,
+        "batch": args.train.batch, "lr": args.train.lr,
+        "data": {"demonstrations": files_digest(&[&args.demos])?, "examples": examples.len()},
+    });
+    run(&args.train, config, Some(base), examples, &tokenizer, manifest)
+}
+
+/// The shared loop. `base` is the model to start from (none: a fresh one of `config`).
+fn run(args: &TrainArgs, config: GptConfig, base: Option<tinyrlhf_model::Gpt>, examples: Vec<Example>, tokenizer: &Tokenizer, mut manifest: serde_json::Value) -> Result<()> {
+    let device = args.backend.device()?;
+    let pad = tokenizer.special_ids().pad;
+    // Hold back 2% (at most 200) as a validation set the trainer never steps on.
+    let val_count = (examples.len() / 50).clamp(1, 200).min(examples.len().saturating_sub(1));
+    let (val, train) = examples.split_at(val_count);
+    let (val, train) = (val.to_vec(), train.to_vec());
+
+    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
+        (true, Some(checkpoint)) => {
+            let trainer = SupervisedTrainer::resume(&checkpoint, train, pad, &device).map_err(|e| e.to_string())?;
+            eprintln!("resuming {} at step {}", args.out.display(), trainer.steps_done());
+            trainer
+        }
+        (resume, _) => {
+            if resume {
+                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
+            } else if args.out.join("checkpoint").exists() {
+                return Err(format!("{} already holds a training run; pass --resume to continue it or choose another --out", args.out.display()));
+            }
+            device.seed(args.seed);
+            let model = base.unwrap_or_else(|| config.init(&device));
+            let mut settings = SupervisedConfig::new(args.steps, args.batch, args.seed);
+            settings.schedule.peak = args.lr;
+            SupervisedTrainer::new(model, config, train, pad, settings).map_err(|e| e.to_string())?
+        }
+    };
+
+    let metrics = args.out.join("metrics.jsonl");
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let bar_start = trainer.steps_done();
+    let bar = ProgressBar::new(args.steps as u64).with_position(bar_start as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps · ETA {eta} · {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let started = web_time::Instant::now();
+    // Without a terminal the bar is hidden: log a line every 5% instead.
+    let log_every = if bar.is_hidden() { (args.steps / 20).max(1) } else { usize::MAX };
+    while trainer.steps_done() < args.steps {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        bar.set_position(stats.step as u64);
+        bar.set_message(format!("loss {:.3} · lr {:.1e} · {:.0} tok/s", stats.loss, stats.lr, stats.tokens_per_sec));
+        if stats.step % log_every == 0 {
+            let elapsed = started.elapsed().as_secs_f64();
+            let done = (stats.step - bar_start) as f64;
+            let eta = elapsed / done.max(1.0) * (args.steps - stats.step) as f64;
+            eprintln!("step {}/{} · loss {:.4} · lr {:.1e} · {:.0} tok/s · ETA {eta:.0} s", stats.step, args.steps, stats.loss, stats.lr, stats.tokens_per_sec);
+        }
+        if let Some(reason) = &stats.skipped {
+            bar.println(format!("step {}: {reason}", stats.step));
+        }
+        let mut line = serde_json::to_value(&stats).expect("stats serialise");
+        let last = stats.step == args.steps;
+        if stats.step % args.save_every == 0 || last {
+            let val_loss = pollster::block_on(trainer.evaluate(&val)).map_err(|e| e.to_string())?;
+            line["val_loss"] = val_loss.into();
+            bar.println(format!("step {}: loss {:.4}, validation loss {val_loss:.4}", stats.step, stats.loss));
+            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+            files::save_checkpoint(&args.out, &checkpoint)?;
+            if last {
+                manifest["final_loss"] = stats.loss.into();
+                manifest["val_loss"] = val_loss.into();
+                manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
+                files::save_model_dir(&args.out, &checkpoint, tokenizer, &manifest)?;
+            }
+        }
+        files::append_metrics(&metrics, &line)?;
+    }
+    bar.finish();
+    eprintln!("done in {:.0} s: {}", started.elapsed().as_secs_f64(), args.out.display());
+    Ok(())
+}
+
+/// SHA-256 of the input files, so a manifest pins exactly what the model was trained on.
+fn files_digest(paths: &[&Path]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for path in paths {
+        hasher.update(files::read(path)?);
+    }
+    Ok(format!("sha256:{:x}", hasher.finalize()))
+}

@@ -1,0 +1,104 @@
+//! The `tinyrlhf` binary as a user runs it: the whole supervised pipeline through files, errors
+//! that name file, line and field without writing anything, and a killed run that resumes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tinyrlhf(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str], dir: &Path) -> String {
+    let out = tinyrlhf(args, dir);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tinyrlhf-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn world(dir: &Path) {
+    ok(&["data", "--out", "world", "--pretrain-lines", "600", "--demos", "600", "--prompts", "40", "--heldout", "12"], dir);
+    ok(&["tokenizer", "--corpus", "world/pretrain.txt", "--demos", "world/demos.jsonl", "--vocab", "400", "--out", "tok.json"], dir);
+}
+
+#[test]
+fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
+    let dir = fresh_dir("pipeline");
+    world(&dir);
+    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "32", "--steps", "6", "--batch", "4", "--out", "base"], &dir);
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "manifest.json", "metrics.jsonl"] {
+        assert!(dir.join("base").join(file).exists(), "base/{file}");
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("base/manifest.json")).unwrap()).unwrap();
+    assert!(manifest["data"]["corpus"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(std::fs::read_to_string(dir.join("base/metrics.jsonl")).unwrap().lines().count(), 6);
+
+    ok(&["sft", "--model", "base", "--demos", "world/demos.jsonl", "--steps", "4", "--batch", "4", "--out", "sft"], &dir);
+    ok(&["sample", "--model", "sft", "--prompts", "world/heldout.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"], &dir);
+    let samples = std::fs::read_to_string(dir.join("samples.jsonl")).unwrap();
+    assert_eq!(samples.lines().count(), 12);
+    let first: serde_json::Value = serde_json::from_str(samples.lines().next().unwrap()).unwrap();
+    assert_eq!(first["completions"].as_array().unwrap().len(), 3);
+
+    let report = ok(&["eval", "--model", "sft", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "8", "--json", "eval.json"], &dir);
+    assert!(report.contains("EOS within 8 tokens"), "{report}");
+    let eval: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("eval.json")).unwrap()).unwrap();
+    assert!(eval["eos_rate"].as_f64().is_some() && eval["rankable_rate"].as_f64().is_some());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn malformed_jsonl_is_refused_naming_file_line_and_field_and_nothing_is_written() {
+    let dir = fresh_dir("malformed");
+    world(&dir);
+    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "2", "--batch", "2", "--out", "base"], &dir);
+    std::fs::write(dir.join("bad.jsonl"), "{\"prompt\":\"hi\",\"response\":\"hello\"}\n{\"prompt\":\"hi\"}\n").unwrap();
+    let out = tinyrlhf(&["sft", "--model", "base", "--demos", "bad.jsonl", "--steps", "2", "--out", "sft"], &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.jsonl:2: field `response`: missing"), "{stderr}");
+    assert!(!dir.join("sft").exists(), "nothing may be written");
+
+    std::fs::write(dir.join("broken.json"), "{ not a tokenizer").unwrap();
+    let out = tinyrlhf(&["pretrain", "--tokenizer", "broken.json", "--corpus", "world/pretrain.txt", "--steps", "2", "--out", "x"], &dir);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.json"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
+    let dir = fresh_dir("resume");
+    world(&dir);
+    let args = ["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--batch", "2", "--save-every", "3", "--out", "base"];
+    // A run of 9 steps cut after 5 stands for a kill: its last checkpoint is at step 3.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
+        .args(args)
+        .args(["--steps", "100000"])
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let trainer_json = dir.join("base/checkpoint/trainer.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !trainer_json.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(trainer_json.exists(), "a checkpoint was written before the kill");
+
+    let refused = tinyrlhf(&[&args[..], &["--steps", "9"]].concat(), &dir);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"), "a second run must not overwrite the first silently");
+    let out = ok(&[&args[..], &["--steps", "9", "--resume"]].concat(), &dir);
+    assert!(out.contains("resuming"), "{out}");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&trainer_json).unwrap()).unwrap();
+    assert_eq!(state["step"], 9);
+    assert!(dir.join("base/model.safetensors").exists());
+    std::fs::remove_dir_all(dir).ok();
+}
