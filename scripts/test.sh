@@ -26,6 +26,6 @@ step "rust tests"
 cargo test --workspace --locked
 
 step "library crates build for wasm32-unknown-unknown"
-cargo check --locked --target wasm32-unknown-unknown -p tinyrlhf-tokenizer -p tinyrlhf-model
+cargo check --locked --target wasm32-unknown-unknown -p tinyrlhf-tokenizer -p tinyrlhf-data -p tinyrlhf-model -p tinyrlhf-rlhf
 
 step "done"
