@@ -17,7 +17,7 @@ mkdir -p "$WORK" "$OUT"
 "$T" data --out "$WORK/world" --seed "$SEED"
 "$T" tokenizer --corpus "$WORK/world/pretrain.txt" --demos "$WORK/world/demos.jsonl" --vocab 1024 --out "$WORK/tokenizer.json"
 "$T" pretrain --tokenizer "$WORK/tokenizer.json" --corpus "$WORK/world/pretrain.txt" --preset tiny \
-  --steps 1200 --batch 16 --seq-len 128 --seed "$SEED" --save-every 200 --out "$WORK/base" --resume
+  --steps 2000 --batch 16 --seq-len 128 --lr 2e-3 --seed "$SEED" --save-every 250 --out "$WORK/base" --resume
 "$T" sft --model "$WORK/base" --demos "$WORK/world/demos.jsonl" \
   --steps 1500 --batch 16 --seed "$SEED" --save-every 250 --out "$WORK/sft" --resume
 

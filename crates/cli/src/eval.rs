@@ -26,6 +26,10 @@ pub struct EvalArgs {
     /// Sequences generated together.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Also report this labeler's mean score of the samples (concise, polite, enthusiastic, correct,
+    /// or several joined by '+').
+    #[arg(long)]
+    labeler: Option<Labeler>,
     /// Write the report as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -47,6 +51,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 
     let labelers: Vec<Labeler> = Rule::ALL.iter().map(|r| r.name().parse().expect("rule names parse")).collect();
     let (mut ended, mut words, mut rankable) = (0usize, 0usize, 0usize);
+    let mut labeler_scores: Vec<f64> = Vec::new();
     let mut families: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for (prompt, samples) in prompts.iter().zip(&answers) {
         let texts: Vec<String> = samples.iter().map(|(t, _)| t.clone()).collect();
@@ -54,9 +59,16 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         words += texts.iter().map(|t| t.split_whitespace().count()).sum::<usize>();
         let differs = labelers.iter().any(|l| texts.iter().any(|a| texts.iter().any(|b| l.prefers(prompt, a, b))));
         rankable += usize::from(differs);
+        if let Some(labeler) = &args.labeler {
+            for text in &texts {
+                let scores = labeler.scores(prompt, text);
+                labeler_scores.resize(scores.len(), 0.0);
+                labeler_scores.iter_mut().zip(scores).for_each(|(sum, s)| *sum += s);
+            }
+        }
         let Some(family) = family_of(prompt) else { continue };
         let name = match family {
-            Family::Arithmetic if prompt.contains(" plus ") => "addition",
+            Family::Arithmetic if prompt.contains(" plus ") || prompt.starts_with("please add ") => "addition",
             Family::Arithmetic => "subtraction",
             other => other.name(),
         };
@@ -69,7 +81,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
     }
     let total = (prompts.len() * k) as f64;
+    let labeler_means: Vec<f64> = labeler_scores.iter().map(|s| s / (prompts.len() * k) as f64).collect();
     let report = serde_json::json!({
+        "labeler": args.labeler.as_ref().map(|l| serde_json::json!({"name": l.to_string(), "mean_scores": labeler_means})),
         "model": args.model,
         "prompts": prompts.len(),
         "samples_per_prompt": k,
@@ -83,6 +97,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     println!("  EOS within {} tokens: {:.1}%", args.sampling.max_new_tokens, 100.0 * ended as f64 / total);
     println!("  mean answer length:  {:.1} words", words as f64 / total);
     println!("  rankable prompts:    {:.1}% (some labeler strictly prefers one sample to another)", 100.0 * rankable as f64 / prompts.len() as f64);
+    if let Some(labeler) = &args.labeler {
+        println!("  labeler {labeler}: mean score {labeler_means:.3?} (rule by rule)");
+    }
     for (family, (ok, n)) in &families {
         println!("  accuracy {family:<11} {:>5.1}% ({ok}/{n} samples)", 100.0 * *ok as f64 / *n as f64);
     }

@@ -136,11 +136,24 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// The model's continuation of `text` with no template (the last tokens, if it is too long).
+fn continue_text(gpt: &Gpt, config: &GptConfig, tokenizer: &Tokenizer, text: &str, sampling: &SamplingArgs) -> Result<(String, bool)> {
+    let mut ids = tokenizer.encode(text).map_err(|e| e.to_string())?;
+    let room = config.n_positions.saturating_sub(sampling.max_new_tokens.max(1)).max(1);
+    ids.drain(..ids.len().saturating_sub(room));
+    let special = tokenizer.special_ids();
+    let out = pollster::block_on(generate(gpt, &[ids], special.eos, special.pad, &sampling.config(0))).map_err(|e| e.to_string())?;
+    Ok((tokenizer.decode_text(&out.tokens[0]).map_err(|e| e.to_string())?, out.finished[0]))
+}
+
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
+    /// Continue the typed text as it is, without the chat template: what a base model does.
+    #[arg(long)]
+    raw: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -166,8 +179,11 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         let mut sampling = args.sampling.clone();
         sampling.seed = args.sampling.seed.wrapping_add(turn);
         turn += 1;
-        let answers = answer(&gpt, &config, &tokenizer, &[prompt.to_owned()], 1, 1, &sampling, None)?;
-        let (text, finished) = &answers[0][0];
-        println!("{text}{}", if *finished { "" } else { " …" });
+        let (text, finished) = if args.raw {
+            continue_text(&gpt, &config, &tokenizer, prompt, &sampling)?
+        } else {
+            answer(&gpt, &config, &tokenizer, &[prompt.to_owned()], 1, 1, &sampling, None)?.remove(0).remove(0)
+        };
+        println!("{text}{}", if finished { "" } else { " …" });
     }
 }

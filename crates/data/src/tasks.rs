@@ -118,13 +118,16 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
             let wrong = if result == 0 { 1 } else { result + [1, -1, 2][rng.random_range(0..3)] as i32 };
             let wrong = if wrong < 0 { result + 1 } else { wrong };
             let say = |r: i32| format!("{x} {op} {y} is {r}.");
-            task(
-                family,
-                format!("what is {x} {op} {y}?"),
-                say(result),
-                say(wrong),
-                format!("you can count it on your fingers."),
-            )
+            // Several wordings: held-out prompts then test a new wording of known sums, the
+            // generalisation instruction tuning is for.
+            let prompt = match (plus, rng.random_range(0..4)) {
+                (_, 0) => format!("what is {x} {op} {y}?"),
+                (_, 1) => format!("what does {x} {op} {y} make?"),
+                (_, 2) => format!("how much is {x} {op} {y}?"),
+                (true, _) => format!("please add {x} and {y}."),
+                (false, _) => format!("please take {y} from {x}."),
+            };
+            task(family, prompt, say(result), say(wrong), "you can count it on your fingers.".into())
         }
         Family::List => {
             let n = rng.random_range(2..=4);
@@ -219,7 +222,11 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
 /// The family a prompt belongs to, read from its wording.
 pub fn family_of(prompt: &str) -> Option<Family> {
     let p = prompt.trim();
-    Some(if p.starts_with("what is ") && (p.contains(" plus ") || p.contains(" minus ")) {
+    let sum_words = p.contains(" plus ") || p.contains(" minus ");
+    Some(if ((p.starts_with("what is ") || p.starts_with("what does ") || p.starts_with("how much is ")) && sum_words)
+        || p.starts_with("please add ")
+        || p.starts_with("please take ")
+    {
         Family::Arithmetic
     } else if p.starts_with("what colour is the ") || p.starts_with("what does the ") || p.starts_with("where does the ") {
         Family::Fact
@@ -267,7 +274,13 @@ pub fn check(prompt: &str, response: &str) -> Option<bool> {
         Family::Arithmetic => {
             let n = numbers(p);
             let (x, y) = (*n.first()?, *n.get(1)?);
-            let expected = if p.contains(" plus ") { x + y } else { x - y };
+            let expected = if p.contains(" plus ") || p.starts_with("please add ") {
+                x + y
+            } else if p.starts_with("please take ") {
+                y - x // "please take y from x"
+            } else {
+                x - y
+            };
             Some(numbers(response).last() == Some(&expected))
         }
         Family::Fact => {
