@@ -23,7 +23,7 @@ mkdir -p "$WORK" "$OUT"
 
 for stage in base sft; do
   "$T" eval --model "$WORK/$stage" --prompts "$WORK/world/heldout.jsonl" -k 4 --temperature 1 \
-    --max-new-tokens 64 --json "$WORK/$stage/eval.json"
+    --max-new-tokens 64 --labeler correct --json "$WORK/$stage/eval.json"
   mkdir -p "$OUT/$stage"
   cp "$WORK/$stage"/{config.json,model.safetensors,tokenizer.json,manifest.json,eval.json} "$OUT/$stage/"
 done

@@ -1,6 +1,7 @@
 //! `tinyrlhf eval`: how well a model serves held-out prompts — does it end its answers (EOS rate),
-//! how long are they, how often is it right (per task family, where the world can check), and do
-//! its samples differ in ways a labeler can rank.
+//! how long are they, and do its samples differ in ways a labeler can rank (K samples at
+//! `--temperature`); how often is its best (greedy) answer right, per task family where the world
+//! can check.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,13 +48,16 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let k = args.k.max(2);
     let bar = ProgressBar::new((prompts.len() * k) as u64);
     let answers = answer(&gpt, &config, &tokenizer, &prompts, k, args.batch, &args.sampling, Some(&bar))?;
+    // Accuracy is the model's best answer: greedy decoding, one per prompt.
+    let greedy = SamplingArgs { temperature: 0.0, ..args.sampling.clone() };
+    let best = answer(&gpt, &config, &tokenizer, &prompts, 1, args.batch, &greedy, None)?;
     bar.finish_and_clear();
 
     let labelers: Vec<Labeler> = Rule::ALL.iter().map(|r| r.name().parse().expect("rule names parse")).collect();
     let (mut ended, mut words, mut rankable) = (0usize, 0usize, 0usize);
     let mut labeler_scores: Vec<f64> = Vec::new();
     let mut families: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for (prompt, samples) in prompts.iter().zip(&answers) {
+    for ((prompt, samples), best) in prompts.iter().zip(&answers).zip(&best) {
         let texts: Vec<String> = samples.iter().map(|(t, _)| t.clone()).collect();
         ended += samples.iter().filter(|(_, finished)| *finished).count();
         words += texts.iter().map(|t| t.split_whitespace().count()).sum::<usize>();
@@ -72,12 +76,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             Family::Arithmetic => "subtraction",
             other => other.name(),
         };
-        for text in &texts {
-            if let Some(correct) = check(prompt, text) {
-                let entry = families.entry(name).or_default();
-                entry.0 += usize::from(correct);
-                entry.1 += 1;
-            }
+        if let Some(correct) = check(prompt, &best[0].0) {
+            let entry = families.entry(name).or_default();
+            entry.0 += usize::from(correct);
+            entry.1 += 1;
         }
     }
     let total = (prompts.len() * k) as f64;
@@ -101,7 +103,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         println!("  labeler {labeler}: mean score {labeler_means:.3?} (rule by rule)");
     }
     for (family, (ok, n)) in &families {
-        println!("  accuracy {family:<11} {:>5.1}% ({ok}/{n} samples)", 100.0 * *ok as f64 / *n as f64);
+        println!("  accuracy {family:<11} {:>5.1}% ({ok}/{n} prompts, greedy)", 100.0 * *ok as f64 / *n as f64);
     }
     if let Some(path) = &args.json {
         files::write_atomic(path, serde_json::to_string_pretty(&report).expect("json").as_bytes())?;
