@@ -21,7 +21,7 @@ pub struct EvalArgs {
     /// Held-out prompts, JSONL of {"prompt"}.
     #[arg(long)]
     prompts: PathBuf,
-    /// Samples per prompt for the "rankable" figure (answers that some labeler tells apart).
+    /// Samples per prompt (at least 2) for the EOS, length and "rankable" figures.
     #[arg(short, long, default_value_t = 4)]
     k: usize,
     /// Sequences generated together.
@@ -83,7 +83,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
     }
     let total = (prompts.len() * k) as f64;
-    let labeler_means: Vec<f64> = labeler_scores.iter().map(|s| s / (prompts.len() * k) as f64).collect();
+    let labeler_means: Vec<f64> = labeler_scores.iter().map(|s| s / total).collect();
     let report = serde_json::json!({
         "labeler": args.labeler.as_ref().map(|l| serde_json::json!({"name": l.to_string(), "mean_scores": labeler_means})),
         "model": args.model,
