@@ -181,7 +181,7 @@ impl GptConfig {
                 return bad(field, "must be at least 1".into());
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad("n_head", format!("{} does not divide n_embd {}", self.n_head, self.n_embd));
         }
         if !self.tie_word_embeddings {

@@ -18,6 +18,7 @@ use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError};
 use crate::examples::{Example, LmBatch};
+use crate::read::scalar as read;
 use crate::grads::{global_norm, scale};
 use crate::losses::lm_loss;
 use crate::schedule::LrSchedule;
@@ -160,7 +161,7 @@ impl SupervisedTrainer {
 
         let logits = self.model.logits(self.model.forward(batch.inputs, batch.positions, None));
         let loss = lm_loss(logits, batch.targets, batch.weights);
-        let loss_value = read_scalar(loss.clone()).await?;
+        let loss_value = read(loss.clone()).await?;
         let mut stats = StepStats { step: self.step, loss: loss_value, lr, grad_norm: f32::NAN, tokens: batch.target_tokens, tokens_per_sec: 0.0, skipped: None };
         if !loss_value.is_finite() {
             stats.skipped = Some(format!("loss is {loss_value}; the update was skipped and the last good weights kept"));
@@ -168,7 +169,7 @@ impl SupervisedTrainer {
         }
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let norm = match global_norm(&self.model, &grads) {
-            Some(norm) => read_scalar(norm).await?,
+            Some(norm) => read(norm).await?,
             None => 0.0,
         };
         stats.grad_norm = norm;
@@ -192,7 +193,7 @@ impl SupervisedTrainer {
             let refs: Vec<&Example> = chunk.iter().collect();
             let batch = LmBatch::new(&refs, self.pad, &self.device);
             let logits = model.logits(model.forward(batch.inputs, batch.positions, None));
-            let loss = read_scalar(lm_loss(logits, batch.targets, batch.weights)).await?;
+            let loss = read(lm_loss(logits, batch.targets, batch.weights)).await?;
             total += f64::from(loss) * batch.target_tokens as f64;
             count += batch.target_tokens;
         }
@@ -217,8 +218,4 @@ impl SupervisedTrainer {
 struct SupervisedState {
     step: usize,
     settings: SupervisedConfig,
-}
-
-async fn read_scalar(t: burn::tensor::Tensor<1>) -> Result<f32, TrainError> {
-    t.into_scalar_async::<f32>().await.map_err(|e| TrainError::Device(format!("{e:?}")))
 }

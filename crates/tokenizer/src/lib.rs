@@ -96,8 +96,8 @@ impl Tokenizer {
         let mut typed = TokenizerBuilder::new()
             .with_model(BPE::default())
             .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-            .with_pre_tokenizer(Some(byte_level.clone()))
-            .with_post_processor(Some(byte_level.clone()))
+            .with_pre_tokenizer(Some(byte_level))
+            .with_post_processor(Some(byte_level))
             .with_decoder(Some(byte_level))
             .build()
             .map_err(internal)?;

@@ -1,0 +1,528 @@
+//! PPO with a KL leash to the SFT model (Ouyang et al. 2022; "The N Implementation Details of RLHF
+//! with PPO", Huang et al.). [`PpoTrainer::step`] is one iteration, written as numbered phases:
+//! rollout, log-probs and values, score, KL-shaped rewards and advantages, K epochs of clipped
+//! updates, KL control. The arithmetic between the phases is `ppo_math.rs` (checked against TRL).
+//!
+//! Four models: the policy (trained, starts as SFT), the reference (frozen SFT), the reward model
+//! (frozen) and the value model. The value model is a separate network initialised from the
+//! reward model, as in InstructGPT: it starts out already reading "how good is this answer" from
+//! the hidden state, so the first iterations' advantages are not noise, and its updates cannot
+//! disturb the policy's features the way a shared trunk would. The cost is a second forward and
+//! backward pass, small at this size.
+//!
+//! Divergence guard: a step whose loss or gradient is not finite, or whose rollout shows a KL to
+//! the reference above `kl_limit`, restores the policy and value from the last iteration that was
+//! healthy and reports it in the stats. Adam's moments are kept: non-finite gradients never reach
+//! them.
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
+use web_time::Instant;
+
+use crate::checkpoint::TrainError;
+use crate::examples::{Example, LmBatch};
+use crate::read::{scalar as read, values as read_values};
+use crate::grads::{global_norm, scale};
+use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss, token_entropy, token_logprobs};
+use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl, postprocess_responses};
+
+/// PPO settings. The defaults are the ones that work on the shipped `tiny` model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PpoConfig {
+    /// Iterations planned; the learning rate decays linearly to 0 over them.
+    pub iterations: usize,
+    /// Prompts (rollouts) per iteration.
+    pub batch_size: usize,
+    pub minibatch_size: usize,
+    /// Passes over each rollout batch.
+    pub ppo_epochs: usize,
+    pub lr: f64,
+    pub max_grad_norm: f64,
+    /// Sampling temperature for rollouts; log-probs are taken under logits / temperature too.
+    pub temperature: f32,
+    pub max_new_tokens: usize,
+    /// beta, the KL coefficient (the starting value when adaptive).
+    pub kl_coef: f64,
+    pub kl_estimator: KlEstimator,
+    /// Target KL per sequence for the adaptive controller; `None` keeps beta fixed.
+    pub kl_target: Option<f64>,
+    pub kl_horizon: f64,
+    pub gamma: f64,
+    pub lam: f64,
+    pub cliprange: f64,
+    pub cliprange_value: f64,
+    pub vf_coef: f64,
+    pub whiten_rewards: bool,
+    /// Subtracted from the score of a response that never says EOS.
+    pub missing_eos_penalty: f64,
+    /// Weight of the pretraining/SFT language-model loss mixed into each update (PPO-ptx); 0 = off.
+    pub ptx_coef: f64,
+    /// A rollout whose mean KL to the reference (nats per sequence) exceeds this restores the last
+    /// good policy.
+    pub kl_limit: f64,
+    pub seed: u64,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 40,
+            batch_size: 16,
+            minibatch_size: 8,
+            ppo_epochs: 4,
+            lr: 5e-5,
+            max_grad_norm: 1.0,
+            temperature: 0.7,
+            max_new_tokens: 48,
+            kl_coef: 0.05,
+            kl_estimator: KlEstimator::K1,
+            kl_target: None,
+            kl_horizon: 10_000.0,
+            gamma: 1.0,
+            lam: 0.95,
+            cliprange: 0.2,
+            cliprange_value: 0.2,
+            vf_coef: 0.1,
+            whiten_rewards: false,
+            missing_eos_penalty: 1.0,
+            ptx_coef: 0.0,
+            kl_limit: 50.0,
+            seed: 0,
+        }
+    }
+}
+
+/// What one PPO iteration did. Token means are over response tokens up to and including EOS.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PpoStats {
+    pub iteration: usize,
+    /// Mean reward-model score of the rollouts (before the missing-EOS penalty).
+    pub score: f64,
+    /// Mean total reward per sequence: score, penalty and the KL terms.
+    pub reward: f64,
+    /// KL(policy || reference) per sequence, k1 and k3 estimates.
+    pub kl: f64,
+    pub kl_k3: f64,
+    /// Policy entropy per token (at the rollout temperature).
+    pub entropy: f64,
+    pub pg_loss: f64,
+    pub pg_clipfrac: f64,
+    pub approx_kl: f64,
+    pub vf_loss: f64,
+    pub vf_clipfrac: f64,
+    pub explained_variance: f64,
+    /// Response length in tokens, EOS included.
+    pub mean_length: f64,
+    pub eos_rate: f64,
+    pub beta: f64,
+    pub lr: f64,
+    /// Largest |log ratio| and the clip fraction on the first minibatch of the first epoch, before
+    /// any update: 0 and 0 when the rollout's log-probs match the trained forward.
+    pub first_minibatch_max_log_ratio: f64,
+    pub first_minibatch_clipfrac: f64,
+    pub rollout_secs: f64,
+    pub scoring_secs: f64,
+    pub update_secs: f64,
+    /// The first rollout of the batch, for showing: prompt ids and response ids.
+    pub sample_prompt: Vec<u32>,
+    pub sample_response: Vec<u32>,
+    /// Why this iteration restored the last good policy instead of updating, if it did.
+    pub restored: Option<String>,
+}
+
+/// One iteration's rollouts laid out as the models read them: the prompt left-padded to
+/// `query_len`, then the response right-padded to `response_len` (one column past the longest
+/// response, where the score is paid).
+struct RolloutBatch {
+    ids: Vec<i64>,
+    positions: Vec<i64>,
+    mask: Vec<i64>,
+    rows: usize,
+    query_len: usize,
+    response_len: usize,
+}
+
+impl RolloutBatch {
+    fn new(prompts: &[&Vec<u32>], responses: &[Vec<u32>], sequence_lengths: &[usize], pad: u32) -> Self {
+        let query_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let response_len = responses.first().map_or(0, Vec::len);
+        let mut out = Self { ids: vec![], positions: vec![], mask: vec![], rows: prompts.len(), query_len, response_len };
+        for ((prompt, response), &last) in prompts.iter().zip(responses).zip(sequence_lengths) {
+            let padding = query_len - prompt.len();
+            out.ids.extend(std::iter::repeat_n(pad as i64, padding).chain(prompt.iter().map(|&t| t as i64)).chain(response.iter().map(|&t| t as i64)));
+            let real = |t: usize| t <= last;
+            out.mask.extend(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, prompt.len())).chain((0..response_len).map(|t| i64::from(real(t)))));
+            let p = prompt.len() as i64;
+            out.positions.extend(std::iter::repeat_n(0, padding).chain(0..p).chain((0..response_len).map(|t| if real(t) { p + t as i64 } else { 0 })));
+        }
+        out
+    }
+
+    fn width(&self) -> usize {
+        self.query_len + self.response_len
+    }
+
+    /// `(ids, positions, mask)` tensors of the rows `rows`.
+    fn tensors(&self, rows: &[usize], device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
+        let w = self.width();
+        let pick = |v: &Vec<i64>| {
+            let data: Vec<i64> = rows.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(data, [rows.len(), w]), device)
+        };
+        (pick(&self.ids), pick(&self.positions), pick(&self.mask))
+    }
+
+    /// The response ids of `rows`, `[rows, response_len]`.
+    fn targets(&self, rows: &[usize], device: &Device) -> Tensor<2, Int> {
+        let (w, q) = (self.width(), self.query_len);
+        let data: Vec<i64> = rows.iter().flat_map(|&r| self.ids[r * w + q..(r + 1) * w].iter().copied()).collect();
+        Tensor::from_data(TensorData::new(data, [rows.len(), self.response_len]), device)
+    }
+}
+
+/// Response-position outputs of a forward pass: position q-1+t predicts response token t.
+fn response_slice<const D: usize>(full: Tensor<D>, query_len: usize, response_len: usize) -> Tensor<D> {
+    full.narrow(1, query_len - 1, response_len)
+}
+
+/// Tempered log-probs of the response tokens under `model`, `[rows, response_len]`; with
+/// `entropy`, also each position's entropy.
+fn response_logprobs(model: &Gpt, batch: &RolloutBatch, rows: &[usize], temperature: f32, entropy: bool, device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
+    let (ids, positions, mask) = batch.tensors(rows, device);
+    let hidden = response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len);
+    let logits = model.logits(hidden) / f64::from(temperature); // [rows, response_len, vocab]
+    let entropy = entropy.then(|| token_entropy(logits.clone()));
+    (token_logprobs(logits, batch.targets(rows, device)), entropy)
+}
+
+/// The value model's estimate before each response token, `[rows, response_len]`.
+fn response_values(model: &ScalarModel, batch: &RolloutBatch, rows: &[usize], device: &Device) -> Tensor<2> {
+    let (ids, positions, mask) = batch.tensors(rows, device);
+    response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len)
+}
+
+/// Trains a policy with PPO against a frozen reward model, one iteration per [`PpoTrainer::step`].
+pub struct PpoTrainer {
+    policy: Gpt,
+    value: ScalarModel,
+    reference: Gpt,
+    reward: ScalarModel,
+    last_good: (Gpt, ScalarModel),
+    policy_optim: ModuleOptimizer,
+    value_optim: ModuleOptimizer,
+    config: GptConfig,
+    settings: PpoConfig,
+    beta: AdaptiveKl,
+    prompts: Vec<Vec<u32>>,
+    ptx: Vec<Example>,
+    eos: u32,
+    pad: u32,
+    iteration: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for PpoTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PpoTrainer").field("iteration", &self.iteration).field("prompts", &self.prompts.len()).finish()
+    }
+}
+
+/// The models PPO starts from.
+#[derive(Debug)]
+pub struct PpoModels {
+    /// The SFT model; it becomes both the policy and the frozen reference.
+    pub sft: Gpt,
+    pub config: GptConfig,
+    pub reward: ScalarModel,
+    /// Defaults to a copy of the reward model.
+    pub value: Option<ScalarModel>,
+}
+
+impl PpoTrainer {
+    /// `prompts` are chat-template prompt ids (`Tokenizer::encode_prompt`); `ptx` are SFT examples
+    /// for the optional PPO-ptx term.
+    pub fn new(models: PpoModels, prompts: Vec<Vec<u32>>, ptx: Vec<Example>, eos: u32, pad: u32, settings: PpoConfig) -> Result<Self, TrainError> {
+        let PpoModels { sft, config, reward, value } = models;
+        if prompts.is_empty() {
+            return Err(TrainError::NoData);
+        }
+        if settings.batch_size == 0 || settings.minibatch_size == 0 || settings.ppo_epochs == 0 || settings.max_new_tokens == 0 {
+            return Err(TrainError::Setting("batch size, minibatch size, epochs and new tokens must be at least 1".into()));
+        }
+        if settings.temperature.is_nan() || settings.temperature <= 0.0 {
+            return Err(TrainError::Setting(format!("temperature {} must be above 0: PPO needs a sampling policy", settings.temperature)));
+        }
+        if settings.ptx_coef > 0.0 && ptx.is_empty() {
+            return Err(TrainError::Setting("ptx_coef is set but there are no demonstrations to mix in".into()));
+        }
+        let reward_width = reward.transformer.width();
+        if reward_width != config.n_embd || reward.transformer.vocab_size() != config.vocab_size {
+            return Err(TrainError::Setting(format!(
+                "the reward model (width {reward_width}, vocabulary {}) does not match the policy (width {}, vocabulary {}); it must come from the same SFT model and tokenizer",
+                reward.transformer.vocab_size(),
+                config.n_embd,
+                config.vocab_size
+            )));
+        }
+        let max_prompt = config.n_positions - 1;
+        if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty() || p.len() > max_prompt) {
+            return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
+        }
+        let device = sft.device();
+        let value = value.unwrap_or_else(|| reward.clone());
+        let reference = sft.clone();
+        let policy = tinyrlhf_model::with_stable_param_ids(sft.train(), "transformer.");
+        let value = tinyrlhf_model::with_stable_param_ids(value.train(), "value.");
+        let beta = AdaptiveKl { value: settings.kl_coef, target: settings.kl_target.unwrap_or(0.0), horizon: settings.kl_horizon };
+        Ok(Self {
+            last_good: (policy.clone(), value.clone()),
+            policy,
+            value,
+            reference,
+            reward,
+            policy_optim: AdamWConfig::new().with_weight_decay(0.0).init(),
+            value_optim: AdamWConfig::new().with_weight_decay(0.0).init(),
+            config,
+            settings,
+            beta,
+            prompts,
+            ptx,
+            eos,
+            pad,
+            iteration: 0,
+            device,
+        })
+    }
+
+    pub fn iterations_done(&self) -> usize {
+        self.iteration
+    }
+
+    pub fn settings(&self) -> &PpoConfig {
+        &self.settings
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// The policy as it stands, for inference.
+    pub fn policy(&self) -> Gpt {
+        self.policy.valid()
+    }
+
+    pub fn value_model(&self) -> ScalarModel {
+        self.value.valid()
+    }
+
+    /// The prompts of iteration `i`: consecutive slices of a per-pass shuffle of all prompts.
+    fn batch_prompts(&self, iteration: usize) -> Vec<usize> {
+        let n = self.prompts.len();
+        (0..self.settings.batch_size)
+            .map(|j| {
+                let i = iteration * self.settings.batch_size + j;
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.settings.seed ^ ((i / n) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+                order[i % n]
+            })
+            .collect()
+    }
+
+    /// One PPO iteration.
+    pub async fn step(&mut self) -> Result<PpoStats, TrainError> {
+        let s = self.settings.clone();
+        let lr = s.lr * (1.0 - self.iteration as f64 / s.iterations.max(1) as f64).max(0.0);
+        self.iteration += 1;
+        let mut stats = PpoStats { iteration: self.iteration, beta: self.beta.value, lr, ..PpoStats::default() };
+
+        // 1. Rollout: sample at temperature T; the sampler stops each row at its first EOS.
+        let start = Instant::now();
+        let chosen = self.batch_prompts(self.iteration - 1);
+        let prompts: Vec<&Vec<u32>> = chosen.iter().map(|&i| &self.prompts[i]).collect();
+        let owned: Vec<Vec<u32>> = prompts.iter().map(|p| (*p).clone()).collect();
+        let sampling = SamplingConfig { max_new_tokens: s.max_new_tokens, temperature: s.temperature, top_k: 0, top_p: 1.0, seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) };
+        let generation = generate(&self.policy.valid(), &owned, self.eos, self.pad, &sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
+        let width = generation.tokens.iter().map(Vec::len).max().unwrap_or(0) + 1;
+        let padded: Vec<Vec<u32>> = generation.tokens.iter().map(|t| t.iter().copied().chain(std::iter::repeat(self.pad)).take(width).collect()).collect();
+        let post = postprocess_responses(&padded, self.eos, self.pad);
+        let batch = RolloutBatch::new(&prompts, &post.responses, &post.sequence_lengths, self.pad);
+        stats.sample_prompt = owned[0].clone();
+        stats.sample_response = generation.tokens[0].clone();
+        stats.rollout_secs = start.elapsed().as_secs_f64();
+
+        // 2. Log-probs of policy and reference and the values, all under logits / T.
+        let start = Instant::now();
+        let rows: Vec<usize> = (0..batch.rows).collect();
+        let policy = self.policy.valid();
+        let (logprobs, entropy) = response_logprobs(&policy, &batch, &rows, s.temperature, true, &self.device);
+        let (ref_logprobs, _) = response_logprobs(&self.reference, &batch, &rows, s.temperature, false, &self.device);
+        let values = response_values(&self.value.valid(), &batch, &rows, &self.device);
+
+        // 3. Score with the reward model at each response's last token (its EOS when it has one).
+        let ends: Vec<usize> = post.sequence_lengths.iter().map(|&l| batch.query_len + l).collect();
+        let (ids, positions, mask) = batch.tensors(&rows, &self.device);
+        let scores = tinyrlhf_model::gather_positions(self.reward.forward(ids, positions, Some(mask)), &ends);
+        let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
+        let entropy = to_rows(entropy.expect("asked for")).await?;
+        let scores: Vec<f64> = read_values(scores).await?.into_iter().map(f64::from).collect();
+
+        // 4-5. Per-token KL penalty, score at the end, GAE, whitened advantages.
+        let advantage_config = AdvantageConfig { kl_coef: self.beta.value, kl_estimator: s.kl_estimator, gamma: s.gamma, lam: s.lam, whiten_rewards: s.whiten_rewards, missing_eos_penalty: s.missing_eos_penalty };
+        let adv = compute_advantages(&post, &scores, &logprobs, &ref_logprobs, &values, &advantage_config);
+        let valid = invert(&adv.padding_mask);
+        let n = batch.rows as f64;
+        let per_sequence = |r: &Rows| r.iter().map(|row| row.iter().sum::<f64>()).sum::<f64>() / n;
+        stats.score = scores.iter().sum::<f64>() / n;
+        stats.reward = per_sequence(&adv.rewards);
+        stats.kl = per_sequence(&adv.kl);
+        stats.kl_k3 = per_sequence(&per_token_kl(&logprobs, &ref_logprobs, &adv.padding_mask, KlEstimator::K3));
+        stats.entropy = masked_mean(&entropy, &valid);
+        stats.mean_length = post.sequence_lengths.iter().map(|&l| (l + 1) as f64).sum::<f64>() / n;
+        stats.eos_rate = post.contain_eos.iter().filter(|&&e| e).count() as f64 / n;
+        let valid_p1 = invert(&adv.padding_mask_p1);
+        let residual: Rows = adv.returns.iter().zip(&adv.values).map(|(r, v)| r.iter().zip(v).map(|(r, v)| r - v).collect()).collect();
+        stats.explained_variance = 1.0 - masked_var(&residual, &valid_p1) / masked_var(&adv.returns, &valid_p1).max(1e-12);
+        stats.scoring_secs = start.elapsed().as_secs_f64();
+
+        let kl_used = if s.kl_estimator == KlEstimator::K3 { stats.kl_k3 } else { stats.kl };
+        if !kl_used.is_finite() || kl_used > s.kl_limit || scores.iter().any(|x| !x.is_finite()) {
+            self.restore();
+            stats.restored = Some(format!("KL to the reference is {kl_used:.2} nats (limit {}) or a score is not finite; restored the policy of the last healthy iteration", s.kl_limit));
+            return Ok(stats);
+        }
+        self.last_good = (self.policy.clone(), self.value.clone());
+
+        // 6. K epochs of minibatches: clipped policy and value losses (+ PPO-ptx).
+        let start = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ (self.iteration as u64) ^ 0x5151);
+        let old_logprobs = logprobs;
+        let (mut sums, mut updates) = ([0.0f64; 5], 0usize);
+        for epoch in 0..s.ppo_epochs {
+            let mut order: Vec<usize> = (0..batch.rows).collect();
+            order.shuffle(&mut rng);
+            for (m, minibatch) in order.chunks(s.minibatch_size).enumerate() {
+                let numbers = self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, updates).await;
+                let numbers = match numbers {
+                    Ok(x) => x,
+                    Err(UpdateError::Diverged(why)) => {
+                        self.restore();
+                        stats.restored = Some(format!("{why}; restored the policy of the last healthy iteration"));
+                        return Ok(stats);
+                    }
+                    Err(UpdateError::Train(e)) => return Err(e),
+                };
+                if epoch == 0 && m == 0 {
+                    stats.first_minibatch_max_log_ratio = numbers[5];
+                    stats.first_minibatch_clipfrac = numbers[1];
+                }
+                sums.iter_mut().zip(&numbers).for_each(|(sum, x)| *sum += x);
+                updates += 1;
+            }
+        }
+        let mean = |i: usize| sums[i] / updates.max(1) as f64;
+        (stats.pg_loss, stats.pg_clipfrac, stats.approx_kl, stats.vf_loss, stats.vf_clipfrac) = (mean(0), mean(1), mean(2), mean(3), mean(4));
+        stats.update_secs = start.elapsed().as_secs_f64();
+
+        // 7. KL control: nudge beta toward the target.
+        if s.kl_target.is_some() {
+            self.beta.update(kl_used, batch.rows);
+        }
+        Ok(stats)
+    }
+
+    /// One minibatch update. Returns pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac and the
+    /// largest |log ratio| before the update.
+    #[allow(clippy::too_many_arguments)]
+    async fn update(&mut self, batch: &RolloutBatch, rows: &[usize], old_logprobs: &Rows, adv: &Advantages, valid: &[Vec<bool>], valid_p1: &[Vec<bool>], lr: f64, update_index: usize) -> Result<[f64; 6], UpdateError> {
+        let s = &self.settings;
+        let device = &self.device;
+        let pick = |r: &Rows| floats(rows.iter().map(|&i| r[i].clone()).collect(), device);
+        let pick_mask = |m: &[Vec<bool>]| floats(rows.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
+        let (valid, valid_p1) = (pick_mask(valid), pick_mask(valid_p1));
+        let old = pick(old_logprobs);
+
+        let (new_logprobs, _) = response_logprobs(&self.policy, batch, rows, s.temperature, false, device);
+        let log_ratio_max = ((new_logprobs.clone().detach() - old.clone()).abs() * valid.clone()).max();
+        let policy = clipped_policy_loss(new_logprobs, old, pick(&adv.advantages), valid, s.cliprange);
+        let vpred = response_values(&self.value, batch, rows, device);
+        let (vf_loss, vf_clipfrac) = clipped_value_loss(vpred, pick(&adv.values), pick(&adv.returns), valid_p1, s.cliprange_value);
+        let mut loss = policy.loss.clone() + vf_loss.clone() * s.vf_coef;
+        if s.ptx_coef > 0.0 {
+            let start = update_index * s.minibatch_size;
+            let examples: Vec<&Example> = (0..s.minibatch_size).map(|j| &self.ptx[(start + j) % self.ptx.len()]).collect();
+            let lm = LmBatch::new(&examples, self.pad, device);
+            let logits = self.policy.logits(self.policy.forward(lm.inputs, lm.positions, None));
+            loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
+        }
+        let numbers = [policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max];
+        let mut out = [0.0f64; 6];
+        for (slot, t) in out.iter_mut().zip(numbers) {
+            *slot = f64::from(read(t).await?);
+        }
+        let loss_value = read(loss.clone()).await?;
+        if !loss_value.is_finite() || out.iter().any(|x| !x.is_finite()) {
+            return Err(UpdateError::Diverged(format!("the PPO loss is {loss_value}")));
+        }
+
+        let mut grads = loss.backward();
+        let mut policy_grads = GradientsParams::from_module(&mut grads, &self.policy);
+        let mut value_grads = GradientsParams::from_module(&mut grads, &self.value);
+        for norm in [global_norm(&self.policy, &policy_grads), global_norm(&self.value, &value_grads)] {
+            let norm = match norm {
+                Some(n) => read(n).await?,
+                None => 0.0,
+            };
+            if !norm.is_finite() {
+                return Err(UpdateError::Diverged(format!("a gradient norm is {norm}")));
+            }
+        }
+        if s.max_grad_norm > 0.0 {
+            for (is_policy, norm) in [(true, global_norm(&self.policy, &policy_grads)), (false, global_norm(&self.value, &value_grads))] {
+                let Some(norm) = norm else { continue };
+                let norm = f64::from(read(norm).await?);
+                if norm > s.max_grad_norm {
+                    if is_policy {
+                        scale(&self.policy, &mut policy_grads, s.max_grad_norm / norm);
+                    } else {
+                        scale(&self.value, &mut value_grads, s.max_grad_norm / norm);
+                    }
+                }
+            }
+        }
+        self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
+        self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
+        Ok(out)
+    }
+
+    fn restore(&mut self) {
+        (self.policy, self.value) = self.last_good.clone();
+    }
+}
+
+enum UpdateError {
+    Diverged(String),
+    Train(TrainError),
+}
+
+impl From<TrainError> for UpdateError {
+    fn from(e: TrainError) -> Self {
+        Self::Train(e)
+    }
+}
+
+fn floats(rows: Rows, device: &Device) -> Tensor<2> {
+    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+    let data: Vec<f32> = rows.into_iter().flatten().map(|x| x as f32).collect();
+    Tensor::from_data(TensorData::new(data, [b, t]), device)
+}
+
+async fn to_rows(t: Tensor<2>) -> Result<Rows, TrainError> {
+    let [_, len] = t.dims();
+    Ok(read_values(t).await?.chunks(len.max(1)).map(|c| c.iter().map(|&x| f64::from(x)).collect()).collect())
+}

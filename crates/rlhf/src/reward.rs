@@ -1,0 +1,292 @@
+//! The reward model trainer. A reward model is the SFT model with a scalar head (init
+//! N(0, 1/sqrt(d+1))) that reads the hidden state at the EOS. Each K-way ranking is one batch
+//! element expanded to its C(K,2) pairs, loss -1/C(K,2) sum log sigmoid(r_w - r_l), so a ranking of
+//! nine counts as much as a pair (InstructGPT). Dropout is off. At the end of each epoch the
+//! held-out rankings are scored (pair accuracy); after training, [`calibrate`] sets the head's bias
+//! (and gain) so the SFT model's own samples score mean 0, std 1, which keeps PPO's reward scale
+//! independent of how the reward model happened to drift.
+
+use burn::module::{Module, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tinyrlhf_model::{Gpt, GptConfig, ScalarModel, left_pad};
+use tinyrlhf_tokenizer::{Tokenizer, TokenizerError};
+use web_time::Instant;
+
+use crate::checkpoint::TrainError;
+use crate::read::{scalar as read, values as read_values};
+use crate::grads::{global_norm, scale};
+use crate::losses::{PreferencePairs, preference_loss};
+
+/// One ranking as token ids: each completion is the whole chat (prompt, response, EOS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRanking {
+    pub sequences: Vec<Vec<u32>>,
+    /// Indices into `sequences`, best first.
+    pub order: Vec<usize>,
+}
+
+impl TokenRanking {
+    /// Tokenizes a ranking; an error says which completion does not fit in `context`.
+    pub fn new(tokenizer: &Tokenizer, prompt: &str, completions: &[String], order: &[usize], context: usize) -> Result<Self, String> {
+        let prompt_ids = tokenizer.encode_prompt(prompt).map_err(|e: TokenizerError| e.to_string())?;
+        let mut sequences = Vec::with_capacity(completions.len());
+        for (i, completion) in completions.iter().enumerate() {
+            let mut ids = prompt_ids.clone();
+            ids.extend(tokenizer.encode_response(completion).map_err(|e| e.to_string())?);
+            if ids.len() > context {
+                return Err(format!("completion {i} with its prompt is {} tokens; the model's context holds {context}", ids.len()));
+            }
+            sequences.push(ids);
+        }
+        Ok(Self { sequences, order: order.to_vec() })
+    }
+
+    pub fn pair_count(&self) -> usize {
+        let k = self.order.len();
+        k * (k - 1) / 2
+    }
+}
+
+/// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
+/// few dozen rankings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardConfig {
+    pub epochs: usize,
+    /// Rankings per step.
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f32,
+    pub max_grad_norm: f64,
+    /// TRL's `center_rewards_coefficient`: pulls rewards toward zero; 0 turns it off.
+    pub center_coef: f64,
+    pub seed: u64,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self { epochs: 4, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0 }
+    }
+}
+
+/// Loss and pair accuracy over a set of rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairEval {
+    pub loss: f32,
+    /// Fraction of pairs whose better completion scores strictly higher.
+    pub accuracy: f32,
+    pub pairs: usize,
+}
+
+/// What one reward-model step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardStepStats {
+    pub step: usize,
+    /// 1-based epoch this step belongs to.
+    pub epoch: usize,
+    pub loss: f32,
+    /// Pair accuracy on this batch, before the update.
+    pub accuracy: f32,
+    pub lr: f64,
+    pub grad_norm: f32,
+    pub pairs: usize,
+    pub pairs_per_sec: f64,
+    /// Set on the last step of an epoch when there are held-out rankings.
+    pub held_out: Option<PairEval>,
+    pub skipped: Option<String>,
+}
+
+/// Trains a [`ScalarModel`] on rankings, one batch of rankings per [`RewardTrainer::step`].
+pub struct RewardTrainer {
+    model: ScalarModel,
+    config: GptConfig,
+    optim: ModuleOptimizer,
+    settings: RewardConfig,
+    train: Vec<TokenRanking>,
+    held_out: Vec<TokenRanking>,
+    pad: u32,
+    step: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for RewardTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RewardTrainer").field("step", &self.step).field("rankings", &self.train.len()).finish()
+    }
+}
+
+impl RewardTrainer {
+    /// Starts from the SFT model `sft` with a fresh scalar head.
+    pub fn new(sft: Gpt, config: GptConfig, train: Vec<TokenRanking>, held_out: Vec<TokenRanking>, pad: u32, settings: RewardConfig) -> Result<Self, TrainError> {
+        Self::from_scalar_model(ScalarModel::new(sft), config, train, held_out, pad, settings)
+    }
+
+    /// Continues training an existing reward model.
+    pub fn from_scalar_model(model: ScalarModel, config: GptConfig, train: Vec<TokenRanking>, held_out: Vec<TokenRanking>, pad: u32, settings: RewardConfig) -> Result<Self, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::NoData);
+        }
+        if settings.batch_size == 0 || settings.epochs == 0 {
+            return Err(TrainError::Setting("batch size and epochs must be at least 1".into()));
+        }
+        for (i, r) in train.iter().chain(&held_out).enumerate() {
+            let k = r.sequences.len();
+            let mut sorted = r.order.clone();
+            sorted.sort_unstable();
+            if k < 2 || sorted != (0..k).collect::<Vec<_>>() {
+                return Err(TrainError::Setting(format!("ranking {i} is not an order of its {k} completions (K must be 2 or more)")));
+            }
+            if let Some(s) = r.sequences.iter().find(|s| s.len() > config.n_positions || s.is_empty()) {
+                return Err(TrainError::Setting(format!("ranking {i} has a {}-token sequence; the context holds {}", s.len(), config.n_positions)));
+            }
+        }
+        let device = model.transformer.device();
+        let model = tinyrlhf_model::with_stable_param_ids(model.train(), "");
+        let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
+        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device })
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.settings.batch_size)
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.steps_per_epoch() * self.settings.epochs
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.total_steps()
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// The reward model as it stands, for inference.
+    pub fn model(&self) -> ScalarModel {
+        self.model.valid()
+    }
+
+    /// One step on the next batch of rankings.
+    pub async fn step(&mut self) -> Result<RewardStepStats, TrainError> {
+        let start = Instant::now();
+        let per_epoch = self.steps_per_epoch();
+        let (epoch, within) = (self.step / per_epoch, self.step % per_epoch);
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.settings.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let chosen: Vec<&TokenRanking> = order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
+        // Linear decay to 10% over the run; rankings are few, so no warm-up.
+        let progress = self.step as f64 / self.total_steps().max(1) as f64;
+        let lr = self.settings.lr * (1.0 - 0.9 * progress);
+        self.step += 1;
+
+        let (rewards, pairs) = score_rankings(&self.model, &chosen, self.pad, &self.device);
+        let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef);
+        let loss_value = read(loss.clone()).await?;
+        let accuracy = pair_accuracy(&read_values(rewards).await?, &pairs);
+        let mut stats = RewardStepStats { step: self.step, epoch: epoch + 1, loss: loss_value, accuracy, lr, grad_norm: f32::NAN, pairs: pairs.len(), pairs_per_sec: 0.0, held_out: None, skipped: None };
+        if !loss_value.is_finite() {
+            stats.skipped = Some(format!("loss is {loss_value}; the update was skipped and the last good weights kept"));
+            return Ok(stats);
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let norm = match global_norm(&self.model, &grads) {
+            Some(n) => read(n).await?,
+            None => 0.0,
+        };
+        stats.grad_norm = norm;
+        if !norm.is_finite() {
+            stats.skipped = Some(format!("gradient norm is {norm}; the update was skipped and the last good weights kept"));
+            return Ok(stats);
+        }
+        if self.settings.max_grad_norm > 0.0 && f64::from(norm) > self.settings.max_grad_norm {
+            scale(&self.model, &mut grads, self.settings.max_grad_norm / f64::from(norm));
+        }
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
+        if within + 1 == per_epoch && !self.held_out.is_empty() {
+            stats.held_out = Some(self.evaluate(&self.held_out).await?);
+        }
+        Ok(stats)
+    }
+
+    /// Loss and pair accuracy of the current model on `rankings`, no update.
+    pub async fn evaluate(&self, rankings: &[TokenRanking]) -> Result<PairEval, TrainError> {
+        evaluate(&self.model.valid(), rankings, self.settings.batch_size, self.pad).await
+    }
+}
+
+/// Loss and pair accuracy of `model` on `rankings`, scored `batch_size` rankings at a time.
+pub async fn evaluate(model: &ScalarModel, rankings: &[TokenRanking], batch_size: usize, pad: u32) -> Result<PairEval, TrainError> {
+    let device = model.transformer.device();
+    let (mut loss, mut correct, mut pairs) = (0.0f64, 0.0f64, 0usize);
+    for chunk in rankings.chunks(batch_size.max(1)) {
+        let refs: Vec<&TokenRanking> = chunk.iter().collect();
+        let (rewards, batch_pairs) = score_rankings(model, &refs, pad, &device);
+        // The batch loss averages its rankings; weight it back up to a sum over rankings.
+        loss += f64::from(read(preference_loss(rewards.clone(), &batch_pairs, 0.0)).await?) * chunk.len() as f64;
+        correct += f64::from(pair_accuracy(&read_values(rewards).await?, &batch_pairs)) * batch_pairs.len() as f64;
+        pairs += batch_pairs.len();
+    }
+    Ok(PairEval { loss: (loss / rankings.len().max(1) as f64) as f32, accuracy: (correct / pairs.max(1) as f64) as f32, pairs })
+}
+
+/// Scores of whole chat sequences, read at each one's last token (its EOS), `[n]`.
+pub fn score_sequences(model: &ScalarModel, sequences: &[Vec<u32>], pad: u32, device: &Device) -> Tensor<1> {
+    // Left padding puts every sequence's last token in the last column.
+    let batch = left_pad(sequences, pad);
+    let (ids, positions, mask) = batch.tensors(device);
+    let per_token = model.forward(ids, positions, Some(mask)); // [n, len]
+    let [n, len] = per_token.dims();
+    per_token.slice([0..n, len - 1..len]).reshape([n])
+}
+
+fn score_rankings(model: &ScalarModel, rankings: &[&TokenRanking], pad: u32, device: &Device) -> (Tensor<1>, PreferencePairs) {
+    let mut sequences = Vec::new();
+    let mut layout = Vec::new();
+    for r in rankings {
+        layout.push((sequences.len(), r.order.as_slice()));
+        sequences.extend(r.sequences.iter().cloned());
+    }
+    (score_sequences(model, &sequences, pad, device), PreferencePairs::from_rankings(&layout))
+}
+
+fn pair_accuracy(rewards: &[f32], pairs: &PreferencePairs) -> f32 {
+    let correct = pairs.winners.iter().zip(&pairs.losers).filter(|&(&w, &l)| rewards[w] > rewards[l]).count();
+    correct as f32 / pairs.len().max(1) as f32
+}
+
+/// Mean and standard deviation of the scores `model` gives `sequences`.
+pub async fn score_stats(model: &ScalarModel, sequences: &[Vec<u32>], batch_size: usize, pad: u32) -> Result<(f64, f64), TrainError> {
+    let device = model.transformer.device();
+    let mut scores = Vec::with_capacity(sequences.len());
+    for chunk in sequences.chunks(batch_size.max(1)) {
+        scores.extend(read_values(score_sequences(model, chunk, pad, &device)).await?.into_iter().map(f64::from));
+    }
+    let n = scores.len().max(1) as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Ok((mean, std))
+}
+
+/// Shifts (and with `unit_std`, scales) the head so `sequences` — SFT samples on training
+/// prompts — score mean 0 (std 1). Returns the calibrated model and the `(mean, std)` it had.
+pub async fn calibrate(model: ScalarModel, sequences: &[Vec<u32>], unit_std: bool, pad: u32) -> Result<(ScalarModel, (f64, f64)), TrainError> {
+    let (mean, std) = score_stats(&model, sequences, 32, pad).await?;
+    let gain = if unit_std && std > 1e-6 { 1.0 / std } else { 1.0 };
+    let mut model = model;
+    let weight = model.score.weight.val() * gain;
+    model.score.weight = Param::initialized(model.score.weight.id, weight);
+    if let Some(bias) = model.score.bias.take() {
+        model.score.bias = Some(Param::initialized(bias.id, (bias.val() - mean) * gain));
+    }
+    Ok((model, (mean, std)))
+}
