@@ -15,13 +15,17 @@ use crate::sample::{SamplingArgs, answer};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Model directory.
-    #[arg(long)]
+    /// Model directory (the policy, when comparing).
+    #[arg(long, alias = "policy")]
     model: PathBuf,
+    /// Compare against this model: blind win-rate under --labeler (ties half) and KL to it.
+    #[arg(long, requires = "labeler")]
+    reference: Option<PathBuf>,
     /// Held-out prompts, JSONL of {"prompt"}.
     #[arg(long)]
     prompts: PathBuf,
-    /// Samples per prompt (at least 2) for the EOS, length and "rankable" figures.
+    /// Samples per prompt (at least 2) for the EOS, length and "rankable" figures; answers per
+    /// prompt and model when comparing.
     #[arg(short, long, default_value_t = 4)]
     k: usize,
     /// Sequences generated together.
@@ -44,6 +48,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let prompts: Vec<String> = files::read_records::<PromptRecord>(&args.prompts)?.into_iter().map(|p| p.prompt).collect();
     if prompts.is_empty() {
         return Err(format!("{} has no prompts", args.prompts.display()));
+    }
+    if let (Some(reference), Some(labeler)) = (&args.reference, &args.labeler) {
+        return crate::compare::compare(&args.model, reference, &prompts, labeler, args.k.max(1), args.batch, &args.sampling, args.json.as_deref());
     }
     let k = args.k.max(2);
     let bar = ProgressBar::new((prompts.len() * k) as u64);

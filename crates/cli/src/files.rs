@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
 use tinyrlhf_rlhf::TrainCheckpoint;
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -61,10 +61,23 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(GptConfig, Gpt, To
 /// Writes a loadable model directory (each file atomically, weights before the config that
 /// describes them).
 pub fn save_model_dir(dir: &Path, checkpoint: &TrainCheckpoint, tokenizer: &Tokenizer, manifest: &serde_json::Value) -> Result<()> {
+    save_weights_dir(dir, &checkpoint.config_json, &checkpoint.weights, tokenizer, manifest)
+}
+
+/// Like [`save_model_dir`] from the parts: a language model's or a scalar model's weights.
+pub fn save_weights_dir(dir: &Path, config_json: &str, weights: &[u8], tokenizer: &Tokenizer, manifest: &serde_json::Value) -> Result<()> {
     write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json().map_err(|e| e.to_string())?.as_bytes())?;
-    write_atomic(&dir.join("model.safetensors"), &checkpoint.weights)?;
-    write_atomic(&dir.join("config.json"), checkpoint.config_json.as_bytes())?;
+    write_atomic(&dir.join("model.safetensors"), weights)?;
+    write_atomic(&dir.join("config.json"), config_json.as_bytes())?;
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(manifest).expect("json").as_bytes())
+}
+
+/// A reward (or value) model directory: the scalar model and its tokenizer.
+pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(GptConfig, ScalarModel, Tokenizer)> {
+    let tokenizer = read_tokenizer(&dir.join("tokenizer.json"))?;
+    let (config, model) = tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok((config, model, tokenizer))
 }
 
 const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimizer.bpk", "trainer.json"];

@@ -5,16 +5,21 @@
 
 mod backend;
 mod bench;
+mod compare;
 mod data;
 mod eval;
 mod files;
+mod ppo;
+mod progress;
+mod rank;
+mod reward;
 mod sample;
 mod train;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tinyrlhf", version, about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, eval.")]
+#[command(name = "tinyrlhf", version, about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, eval.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,10 +39,17 @@ enum Command {
     Sft(train::SftArgs),
     /// Sample K answers for each prompt of a file, to a samples file for ranking.
     Sample(sample::SampleArgs),
+    /// Rank the samples of each prompt, best first: typed in the terminal, or by --labeler.
+    Rank(rank::RankArgs),
+    /// Train a reward model from the SFT model on rankings (or TRL chosen/rejected pairs).
+    Reward(reward::RewardArgs),
+    /// Tune the SFT policy with PPO against a reward model, KL-penalised to the SFT model.
+    Ppo(ppo::PpoArgs),
     /// Talk to a model: one prompt per line on standard input.
     Chat(sample::ChatArgs),
     /// Score a model on held-out prompts: EOS rate, answer length, accuracy per task family, and
-    /// how often its samples differ in ways a labeler can rank.
+    /// how often its samples differ in ways a labeler can rank. With --reference: the blind
+    /// win-rate of one model over another under a labeler, and the KL between them.
     Eval(eval::EvalArgs),
     /// Time a training step (forward + backward + AdamW) and generation with and without the KV
     /// cache, for the `tiny` and `small` presets. Prints figures; asserts nothing.
@@ -51,6 +63,9 @@ fn main() -> std::process::ExitCode {
         Command::Pretrain(args) => train::pretrain(&args),
         Command::Sft(args) => train::sft(&args),
         Command::Sample(args) => sample::sample(&args),
+        Command::Rank(args) => rank::rank(&args),
+        Command::Reward(args) => reward::reward(&args),
+        Command::Ppo(args) => ppo::ppo(&args),
         Command::Chat(args) => sample::chat(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Bench(args) => bench::run(&args),

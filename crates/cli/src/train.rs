@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::GptConfig;
 use tinyrlhf_rlhf::{Example, SupervisedConfig, SupervisedTrainer, chat_example, pack};
@@ -14,6 +13,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::progress::Progress;
 
 /// Flags every supervised stage shares.
 #[derive(Debug, Args)]
@@ -149,35 +149,19 @@ fn run(args: &TrainArgs, config: GptConfig, base: Option<tinyrlhf_model::Gpt>, e
 
     let metrics = args.out.join("metrics.jsonl");
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let bar_start = trainer.steps_done();
-    let bar = ProgressBar::new(args.steps as u64).with_position(bar_start as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps · ETA {eta} · {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let started = web_time::Instant::now();
-    // Without a terminal the bar is hidden: log a line every 5% instead.
-    let log_every = if bar.is_hidden() { (args.steps / 20).max(1) } else { usize::MAX };
+    let progress = Progress::new(args.steps, trainer.steps_done(), "steps");
     while trainer.steps_done() < args.steps {
         let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        bar.set_position(stats.step as u64);
-        bar.set_message(format!("loss {:.3} · lr {:.1e} · {:.0} tok/s", stats.loss, stats.lr, stats.tokens_per_sec));
-        if stats.step % log_every == 0 {
-            let elapsed = started.elapsed().as_secs_f64();
-            let done = (stats.step - bar_start) as f64;
-            let eta = elapsed / done.max(1.0) * (args.steps - stats.step) as f64;
-            eprintln!("step {}/{} · loss {:.4} · lr {:.1e} · {:.0} tok/s · ETA {eta:.0} s", stats.step, args.steps, stats.loss, stats.lr, stats.tokens_per_sec);
-        }
+        progress.update(stats.step, &format!("loss {:.3} · lr {:.1e} · {:.0} tok/s", stats.loss, stats.lr, stats.tokens_per_sec));
         if let Some(reason) = &stats.skipped {
-            bar.println(format!("step {}: {reason}", stats.step));
+            progress.println(format!("step {}: {reason}", stats.step));
         }
         let mut line = serde_json::to_value(&stats).expect("stats serialise");
         let last = stats.step == args.steps;
         if stats.step % args.save_every == 0 || last {
             let val_loss = pollster::block_on(trainer.evaluate(&val)).map_err(|e| e.to_string())?;
             line["val_loss"] = val_loss.into();
-            bar.println(format!("step {}: loss {:.4}, validation loss {val_loss:.4}", stats.step, stats.loss));
+            progress.println(format!("step {}: loss {:.4}, validation loss {val_loss:.4}", stats.step, stats.loss));
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
             files::save_checkpoint(&args.out, &checkpoint)?;
             if last {
@@ -189,13 +173,12 @@ fn run(args: &TrainArgs, config: GptConfig, base: Option<tinyrlhf_model::Gpt>, e
         }
         files::append_metrics(&metrics, &line)?;
     }
-    bar.finish();
-    eprintln!("done in {:.0} s: {}", started.elapsed().as_secs_f64(), args.out.display());
+    eprintln!("done in {:.0} s: {}", progress.finish(), args.out.display());
     Ok(())
 }
 
 /// SHA-256 of the input files, so a manifest pins exactly what the model was trained on.
-fn files_digest(paths: &[&Path]) -> Result<String> {
+pub fn files_digest(paths: &[&Path]) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for path in paths {

@@ -97,6 +97,19 @@ impl Labeler {
         order
     }
 
+    /// A ranking of the completions the labeler can tell apart: of completions it scores equally
+    /// only the first is kept, since ordering a tie would teach a reward model a coin flip.
+    /// `None` when fewer than two distinct completions remain.
+    pub fn strict_ranking(&self, prompt: &str, completions: &[String]) -> Option<crate::Ranking> {
+        let mut kept: Vec<String> = Vec::new();
+        for c in completions {
+            if kept.iter().all(|k| self.prefers(prompt, k, c) || self.prefers(prompt, c, k)) {
+                kept.push(c.clone());
+            }
+        }
+        (kept.len() >= 2).then(|| crate::Ranking { prompt: prompt.to_owned(), ranking: self.rank(prompt, &kept), completions: kept })
+    }
+
     /// Whether the labeler strictly prefers `a` to `b` (a tie is no preference).
     pub fn prefers(&self, prompt: &str, a: &str, b: &str) -> bool {
         let (sa, sb) = (self.scores(prompt, a), self.scores(prompt, b));
@@ -147,6 +160,16 @@ mod tests {
         let l: Labeler = "concise".parse().unwrap();
         assert!(!l.prefers("q", "a b", "c d"));
         assert!(l.prefers("q", "a", "c d"));
+    }
+
+    #[test]
+    fn strict_rankings_drop_ties_and_need_two_distinct_completions() {
+        let l: Labeler = "concise".parse().unwrap();
+        let texts: Vec<String> = ["a b", "c d", "e", "f g h"].iter().map(|s| s.to_string()).collect();
+        let r = l.strict_ranking("q", &texts).unwrap();
+        assert_eq!(r.completions, vec!["a b", "e", "f g h"]);
+        assert_eq!(r.ranking, vec![1, 0, 2]);
+        assert!(l.strict_ranking("q", &texts[..2]).is_none());
     }
 
     #[test]

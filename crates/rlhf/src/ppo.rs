@@ -207,6 +207,24 @@ fn response_values(model: &ScalarModel, batch: &RolloutBatch, rows: &[usize], de
     response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len)
 }
 
+/// KL(policy || reference) of each response (k1, summed over its tokens up to and including EOS)
+/// under logits / `temperature`: how far a policy has moved from its reference on its own samples.
+/// `responses` are generated ids as [`generate`] returns them.
+pub async fn response_kl(policy: &Gpt, reference: &Gpt, prompts: &[Vec<u32>], responses: &[Vec<u32>], temperature: f32, eos: u32, pad: u32) -> Result<Vec<f64>, TrainError> {
+    let width = responses.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let padded: Vec<Vec<u32>> = responses.iter().map(|t| t.iter().copied().chain(std::iter::repeat(pad)).take(width).collect()).collect();
+    let post = postprocess_responses(&padded, eos, pad);
+    let prompt_refs: Vec<&Vec<u32>> = prompts.iter().collect();
+    let batch = RolloutBatch::new(&prompt_refs, &post.responses, &post.sequence_lengths, pad);
+    let rows: Vec<usize> = (0..batch.rows).collect();
+    let device = policy.device();
+    let (logprobs, _) = response_logprobs(policy, &batch, &rows, temperature, false, &device);
+    let (ref_logprobs, _) = response_logprobs(reference, &batch, &rows, temperature, false, &device);
+    let (padding, _) = crate::ppo_math::padding_masks(&post.sequence_lengths, width);
+    let kl = per_token_kl(&to_rows(logprobs).await?, &to_rows(ref_logprobs).await?, &padding, KlEstimator::K1);
+    Ok(kl.iter().map(|row| row.iter().sum()).collect())
+}
+
 /// Trains a policy with PPO against a frozen reward model, one iteration per [`PpoTrainer::step`].
 pub struct PpoTrainer {
     policy: Gpt,

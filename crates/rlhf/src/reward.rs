@@ -69,7 +69,7 @@ pub struct RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self { epochs: 4, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0 }
+        Self { epochs: 8, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0 }
     }
 }
 

@@ -1,0 +1,182 @@
+//! `tinyrlhf ppo`: optimise the SFT policy against a reward model with PPO, KL-penalised to the SFT
+//! model. One line of metrics per iteration (score, KL, entropy, clip fractions, …) goes to
+//! `metrics.jsonl`; the policy is written as a model directory every `--save-every` iterations and
+//! at the end, with the value model in `value/`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tinyrlhf_data::{Demonstration, PromptRecord};
+use tinyrlhf_model::GptConfig;
+use tinyrlhf_rlhf::{KlEstimator, PpoConfig, PpoModels, PpoTrainer, chat_example};
+
+use crate::backend::Backend;
+use crate::files::{self, Result};
+use crate::progress::Progress;
+use crate::sample::prompt_ids;
+use crate::train::files_digest;
+
+#[derive(Debug, Args)]
+pub struct PpoArgs {
+    /// The SFT model directory: the policy starts here and the frozen reference stays here.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The reward model directory (from `tinyrlhf reward`); the value model starts as a copy.
+    #[arg(long)]
+    reward: PathBuf,
+    /// Training prompts, JSONL of {"prompt"}.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Directory to write the tuned policy to.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = PpoConfig::default().iterations)]
+    iterations: usize,
+    /// Rollouts per iteration.
+    #[arg(long, default_value_t = PpoConfig::default().batch_size)]
+    batch: usize,
+    #[arg(long, default_value_t = PpoConfig::default().minibatch_size)]
+    minibatch: usize,
+    /// PPO epochs over each batch of rollouts.
+    #[arg(long, default_value_t = PpoConfig::default().ppo_epochs)]
+    ppo_epochs: usize,
+    #[arg(long, default_value_t = PpoConfig::default().lr)]
+    lr: f64,
+    /// beta: weight of the per-token KL penalty (the starting value with --kl-target).
+    #[arg(long, default_value_t = PpoConfig::default().kl_coef)]
+    kl_coef: f64,
+    /// Adapt beta toward this KL per sequence (nats); fixed beta without it.
+    #[arg(long)]
+    kl_target: Option<f64>,
+    /// k1 (log ratio) or k3 ((r - 1) - log r).
+    #[arg(long, default_value = "k1")]
+    kl_estimator: KlEstimator,
+    /// Rollout temperature.
+    #[arg(long, default_value_t = PpoConfig::default().temperature)]
+    temperature: f32,
+    #[arg(long, default_value_t = PpoConfig::default().max_new_tokens)]
+    max_new_tokens: usize,
+    /// Whiten the shaped rewards before GAE.
+    #[arg(long)]
+    whiten_rewards: bool,
+    /// Score lost by a response that never ends.
+    #[arg(long, default_value_t = PpoConfig::default().missing_eos_penalty)]
+    missing_eos_penalty: f64,
+    /// PPO-ptx: weight of the language-model loss on --demos mixed into every update.
+    #[arg(long, default_value_t = 0.0)]
+    ptx_coef: f64,
+    /// Demonstrations for PPO-ptx, JSONL of {"prompt", "response"}.
+    #[arg(long)]
+    demos: Option<PathBuf>,
+    /// Stop an iteration and restore the last good policy when the KL to the reference passes this.
+    #[arg(long, default_value_t = PpoConfig::default().kl_limit)]
+    kl_limit: f64,
+    #[arg(long, default_value_t = 10)]
+    save_every: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+}
+
+impl PpoArgs {
+    fn settings(&self) -> PpoConfig {
+        PpoConfig {
+            iterations: self.iterations,
+            batch_size: self.batch,
+            minibatch_size: self.minibatch,
+            ppo_epochs: self.ppo_epochs,
+            lr: self.lr,
+            temperature: self.temperature,
+            max_new_tokens: self.max_new_tokens,
+            kl_coef: self.kl_coef,
+            kl_estimator: self.kl_estimator,
+            kl_target: self.kl_target,
+            whiten_rewards: self.whiten_rewards,
+            missing_eos_penalty: self.missing_eos_penalty,
+            ptx_coef: self.ptx_coef,
+            kl_limit: self.kl_limit,
+            seed: self.seed,
+            ..PpoConfig::default()
+        }
+    }
+}
+
+/// The reward model must read the policy's tokens with the policy's shape.
+fn check_compatible(policy: &GptConfig, reward: &GptConfig, same_tokenizer: bool, args: &PpoArgs) -> Result<()> {
+    if !same_tokenizer {
+        return Err(format!("the reward model in {} was made with another tokenizer than the policy in {}; train it from this SFT model", args.reward.display(), args.policy.display()));
+    }
+    let shape = |c: &GptConfig| (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head);
+    if shape(policy) != shape(reward) {
+        return Err(format!(
+            "the reward model in {} has a different size (vocab, context, width, layers, heads = {:?}) than the policy in {} ({:?})",
+            args.reward.display(),
+            shape(reward),
+            args.policy.display(),
+            shape(policy)
+        ));
+    }
+    Ok(())
+}
+
+pub fn ppo(args: &PpoArgs) -> Result<()> {
+    let device = args.backend.device()?;
+    let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
+    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
+    let same_tokenizer = tokenizer.to_json().map_err(|e| e.to_string())? == reward_tokenizer.to_json().map_err(|e| e.to_string())?;
+    check_compatible(&config, &reward_config, same_tokenizer, args)?;
+    let prompts: Vec<PromptRecord> = files::read_records(&args.prompts)?;
+    let prompt_ids = prompts.iter().map(|p| prompt_ids(&tokenizer, &config, &p.prompt, args.max_new_tokens + 1).map(|(ids, _)| ids)).collect::<Result<Vec<_>>>()?;
+    let ptx = match &args.demos {
+        Some(path) => {
+            let demos: Vec<Demonstration> = files::read_records(path)?;
+            let mut examples = Vec::new();
+            for d in &demos {
+                examples.extend(chat_example(&tokenizer, &d.prompt, &d.response, config.n_positions).map_err(|e| e.to_string())?);
+            }
+            examples
+        }
+        None => vec![],
+    };
+    let special = tokenizer.special_ids();
+    device.seed(args.seed);
+    let settings = args.settings();
+    let models = PpoModels { sft, config: config.clone(), reward, value: None };
+    let mut trainer = PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?;
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let metrics = args.out.join("metrics.jsonl");
+    let _ = std::fs::remove_file(&metrics);
+    let progress = Progress::new(args.iterations, 0, "iterations");
+    let manifest = |iterations: usize, seconds: f64| -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "stage": "ppo", "sft": args.policy, "reward": args.reward, "iterations": iterations, "settings": settings,
+            "data": {"prompts": files_digest(&[&args.prompts])?}, "seconds": seconds,
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+        }))
+    };
+    let started = web_time::Instant::now();
+    while trainer.iterations_done() < args.iterations {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        progress.update(stats.iteration, &format!("score {:+.2} · KL {:.2} · EOS {:.0}% · {:.1} tokens", stats.score, stats.kl, 100.0 * stats.eos_rate, stats.mean_length));
+        if let Some(why) = &stats.restored {
+            progress.println(format!("iteration {}: {why}", stats.iteration));
+        }
+        let mut line = serde_json::to_value(&stats).expect("stats serialise");
+        line["sample"] = format!("{} -> {}", tokenizer.decode_text(&stats.sample_prompt).unwrap_or_default(), tokenizer.decode_response(&stats.sample_response).unwrap_or_default()).into();
+        if let Some(object) = line.as_object_mut() {
+            object.remove("sample_prompt");
+            object.remove("sample_response");
+        }
+        files::append_metrics(&metrics, &line)?;
+        if stats.iteration % args.save_every.max(1) == 0 || stats.iteration == args.iterations {
+            let weights = pollster::block_on(tinyrlhf_model::save_gpt(&trainer.policy())).map_err(|e| e.to_string())?;
+            files::save_weights_dir(&args.out, &config.to_json(), &weights, &tokenizer, &manifest(stats.iteration, started.elapsed().as_secs_f64())?)?;
+            let value = pollster::block_on(tinyrlhf_model::save_scalar_model(&trainer.value_model())).map_err(|e| e.to_string())?;
+            files::save_weights_dir(&args.out.join("value"), &config.to_json(), &value, &tokenizer, &serde_json::json!({"stage": "ppo value model", "iterations": stats.iteration}))?;
+        }
+    }
+    eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());
+    Ok(())
+}

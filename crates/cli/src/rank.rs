@@ -1,0 +1,137 @@
+//! `tinyrlhf rank`: turn a samples file into rankings. In the terminal a person reads the K answers
+//! to each prompt and types their order; with `--labeler` a scripted labeler ranks instead.
+//!
+//! Nothing typed is lost: the rankings file is rewritten (atomically) after every answer, and a
+//! second run over the same samples skips the prompts already ranked. Identical answers are shown
+//! once: there is nothing to choose between them.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use tinyrlhf_data::{Labeler, Ranking, Samples, write_jsonl};
+
+use crate::files::{self, Result};
+
+#[derive(Debug, Args)]
+pub struct RankArgs {
+    /// Samples to rank, JSONL of {"prompt", "completions"} (from `tinyrlhf sample`).
+    #[arg(long)]
+    samples: PathBuf,
+    /// Rankings file to write (and to continue, if it exists): JSONL of {"prompt", "completions",
+    /// "ranking"}.
+    #[arg(long)]
+    out: PathBuf,
+    /// Rank with a scripted labeler instead of asking (concise, polite, enthusiastic, correct, or
+    /// several joined by '+'). Completions it scores equally are kept once: ordering a tie would
+    /// teach the reward model a coin flip.
+    #[arg(long)]
+    labeler: Option<Labeler>,
+}
+
+/// The completions with exact repeats removed, first occurrence kept.
+fn distinct(completions: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    completions.iter().filter(|c| seen.insert(c.as_str())).cloned().collect()
+}
+
+fn key(prompt: &str, completions: &[String]) -> (String, Vec<String>) {
+    let mut sorted = completions.to_vec();
+    sorted.sort();
+    (prompt.to_owned(), sorted)
+}
+
+pub fn rank(args: &RankArgs) -> Result<()> {
+    let samples: Vec<Samples> = files::read_records(&args.samples)?;
+    let mut rankings: Vec<Ranking> = if args.out.exists() { files::read_records(&args.out)? } else { vec![] };
+    if let Some(labeler) = &args.labeler {
+        let before = rankings.len();
+        let mut ties = 0;
+        for s in &samples {
+            match labeler.strict_ranking(&s.prompt, &distinct(&s.completions)) {
+                Some(r) => rankings.push(r),
+                None => ties += 1,
+            }
+        }
+        let pairs: usize = rankings[before..].iter().map(|r| r.pairs().len()).sum();
+        files::write_atomic(&args.out, write_jsonl(&rankings).as_bytes())?;
+        eprintln!(
+            "{}: labeler {labeler} ranked {} prompts ({pairs} pairs); {ties} had no two answers it could tell apart",
+            args.out.display(),
+            rankings.len() - before
+        );
+        return Ok(());
+    }
+    interactive(&samples, rankings, &args.out)
+}
+
+/// Reads an order such as `2 1 3` or `213` (best first, 1-based) for `k` answers.
+pub fn parse_order(line: &str, k: usize) -> std::result::Result<Vec<usize>, String> {
+    let digits: Vec<&str> = if line.contains([' ', ',']) { line.split([' ', ',']).filter(|s| !s.is_empty()).collect() } else { line.split("").filter(|s| !s.is_empty()).collect() };
+    let order: Vec<usize> = digits
+        .iter()
+        .map(|d| d.parse::<usize>().ok().filter(|&i| i >= 1).ok_or_else(|| format!("{d:?} is not an answer number (they start at 1)")))
+        .collect::<std::result::Result<_, _>>()?;
+    let ranking = Ranking { prompt: String::new(), completions: vec![String::new(); k], ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect() };
+    ranking.validate().map_err(|e| format!("{e} (type each answer number 1..{k} once, best first)"))?;
+    Ok(ranking.ranking)
+}
+
+fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> Result<()> {
+    let done: HashSet<(String, Vec<String>)> = rankings.iter().map(|r| key(&r.prompt, &r.completions)).collect();
+    let todo: Vec<(String, Vec<String>)> = samples
+        .iter()
+        .map(|s| (s.prompt.clone(), distinct(&s.completions)))
+        .filter(|(p, c)| c.len() >= 2 && !done.contains(&key(p, c)))
+        .collect();
+    eprintln!("{} prompts to rank ({} already in {}). Type the answer numbers best first (e.g. 2 1 3); s skips, q saves and quits.", todo.len(), rankings.len(), out.display());
+    let stdin = std::io::stdin();
+    for (n, (prompt, completions)) in todo.iter().enumerate() {
+        println!("\n[{}/{}] {prompt}", n + 1, todo.len());
+        for (i, c) in completions.iter().enumerate() {
+            println!("  {}. {c}", i + 1);
+        }
+        loop {
+            print!("order> ");
+            std::io::stdout().flush().ok();
+            let mut line = String::new();
+            if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                eprintln!("{} rankings saved in {}", rankings.len(), out.display());
+                return Ok(());
+            }
+            match line.trim() {
+                "q" => {
+                    eprintln!("{} rankings saved in {}", rankings.len(), out.display());
+                    return Ok(());
+                }
+                "s" | "" => break,
+                typed => match parse_order(typed, completions.len()) {
+                    Ok(order) => {
+                        rankings.push(Ranking { prompt: prompt.clone(), completions: completions.clone(), ranking: order });
+                        files::write_atomic(out, write_jsonl(&rankings).as_bytes())?;
+                        break;
+                    }
+                    Err(e) => println!("  {e}"),
+                },
+            }
+        }
+    }
+    eprintln!("{} rankings in {}", rankings.len(), out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_order;
+
+    #[test]
+    fn orders_are_typed_best_first_one_based() {
+        assert_eq!(parse_order("2 1 3", 3), Ok(vec![1, 0, 2]));
+        assert_eq!(parse_order("213", 3), Ok(vec![1, 0, 2]));
+        assert_eq!(parse_order("2,1", 2), Ok(vec![1, 0]));
+        assert!(parse_order("1 1 2", 3).unwrap_err().contains("twice"));
+        assert!(parse_order("1 4 2", 3).unwrap_err().contains("out of range"));
+        assert!(parse_order("x", 2).is_err());
+    }
+}

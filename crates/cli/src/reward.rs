@@ -1,0 +1,135 @@
+//! `tinyrlhf reward`: train a reward model on rankings (or TRL prompt/chosen/rejected pairs),
+//! starting from the SFT model. Reports pair accuracy on held-out rankings after every epoch, then
+//! calibrates the head so the SFT answers in the rankings score mean 0, std 1.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tinyrlhf_data::Ranking;
+use tinyrlhf_rlhf::{RewardConfig, RewardTrainer, TokenRanking, calibrate};
+use tinyrlhf_tokenizer::Tokenizer;
+
+use crate::backend::Backend;
+use crate::files::{self, Result};
+use crate::progress::Progress;
+use crate::train::files_digest;
+
+#[derive(Debug, Args)]
+pub struct RewardArgs {
+    /// The SFT model directory the reward model starts from.
+    #[arg(long)]
+    model: PathBuf,
+    /// Rankings (from `tinyrlhf rank`) or TRL pairwise JSONL ({"prompt", "chosen", "rejected"}).
+    #[arg(long)]
+    rankings: PathBuf,
+    /// Held-out rankings for the per-epoch accuracy; without it every fifth ranking is held out.
+    #[arg(long)]
+    held_out: Option<PathBuf>,
+    /// Reward model directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = RewardConfig::default().epochs)]
+    epochs: usize,
+    /// Rankings per step.
+    #[arg(long, default_value_t = RewardConfig::default().batch_size)]
+    batch: usize,
+    #[arg(long, default_value_t = RewardConfig::default().lr)]
+    lr: f64,
+    /// Pull rewards toward 0 with this weight (TRL's center_rewards_coefficient).
+    #[arg(long, default_value_t = 0.0)]
+    center_coef: f64,
+    /// Only shift the head to mean 0; do not scale it to std 1.
+    #[arg(long)]
+    no_unit_std: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+}
+
+/// Rankings from `path`, tokenized; an error names the file, the line and what is wrong.
+fn read_rankings(path: &std::path::Path, tokenizer: &Tokenizer, context: usize) -> Result<(Vec<Ranking>, Vec<TokenRanking>)> {
+    let name = path.display().to_string();
+    let text = files::read_text(path)?;
+    let rankings = tinyrlhf_data::read_preferences(&name, &text).map_err(|e| e.to_string())?;
+    // Line numbers of the records, for errors found after parsing.
+    let lines: Vec<usize> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i + 1).collect();
+    let mut tokenized = Vec::with_capacity(rankings.len());
+    for (r, line) in rankings.iter().zip(&lines) {
+        for (i, a) in r.completions.iter().enumerate() {
+            if let Some(j) = r.completions[i + 1..].iter().position(|b| b == a) {
+                return Err(format!("{name}:{line}: field `completions`: completions {i} and {} are the same text; a ranking orders different answers", i + 1 + j));
+            }
+        }
+        tokenized.push(TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.ranking, context).map_err(|e| format!("{name}:{line}: {e}"))?);
+    }
+    if tokenized.is_empty() {
+        return Err(format!("{name} holds no rankings"));
+    }
+    Ok((rankings, tokenized))
+}
+
+pub fn reward(args: &RewardArgs) -> Result<()> {
+    let device = args.backend.device()?;
+    let (config, sft, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let (_, mut train) = read_rankings(&args.rankings, &tokenizer, config.n_positions)?;
+    let held_out = match &args.held_out {
+        Some(path) => read_rankings(path, &tokenizer, config.n_positions)?.1,
+        None if train.len() >= 10 => {
+            let mut held = Vec::new();
+            let mut kept = Vec::new();
+            for (i, r) in train.into_iter().enumerate() {
+                if i % 5 == 4 { held.push(r) } else { kept.push(r) }
+            }
+            train = kept;
+            held
+        }
+        None => {
+            eprintln!("note: fewer than 10 rankings and no --held-out; no held-out accuracy will be reported");
+            vec![]
+        }
+    };
+    let pairs: usize = train.iter().map(TokenRanking::pair_count).sum();
+    eprintln!("training on {} rankings ({pairs} pairs), {} held out", train.len(), held_out.len());
+    // Calibration uses the training answers: SFT samples on the training prompts.
+    let calibration: Vec<Vec<u32>> = train.iter().flat_map(|r| r.sequences.iter().cloned()).collect();
+
+    device.seed(args.seed);
+    let settings = RewardConfig { epochs: args.epochs, batch_size: args.batch, lr: args.lr, center_coef: args.center_coef, seed: args.seed, ..RewardConfig::default() };
+    let pad = tokenizer.special_ids().pad;
+    let mut trainer = RewardTrainer::new(sft, config.clone(), train, held_out, pad, settings).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let metrics = args.out.join("metrics.jsonl");
+    let _ = std::fs::remove_file(&metrics);
+    let total = trainer.total_steps();
+    let progress = Progress::new(total, 0, "steps");
+    let mut last_held_out = None;
+    while !trainer.is_done() {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        progress.update(stats.step, &format!("epoch {} · loss {:.3} · batch accuracy {:.0}%", stats.epoch, stats.loss, 100.0 * stats.accuracy));
+        if let Some(reason) = &stats.skipped {
+            progress.println(format!("step {}: {reason}", stats.step));
+        }
+        if let Some(h) = &stats.held_out {
+            progress.println(format!("epoch {}: held-out pair accuracy {:.1}% ({} pairs), loss {:.3}", stats.epoch, 100.0 * h.accuracy, h.pairs, h.loss));
+            last_held_out = Some(*h);
+        }
+        files::append_metrics(&metrics, &serde_json::to_value(&stats).expect("stats serialise"))?;
+    }
+    let seconds = progress.finish();
+
+    let (model, (mean, std)) = pollster::block_on(calibrate(trainer.model(), &calibration, !args.no_unit_std, pad)).map_err(|e| e.to_string())?;
+    eprintln!("calibrated on {} SFT answers: scores had mean {mean:.3}, std {std:.3}; now mean 0{}", calibration.len(), if args.no_unit_std { "" } else { ", std 1" });
+    let weights = pollster::block_on(tinyrlhf_model::save_scalar_model(&model)).map_err(|e| e.to_string())?;
+    let manifest = serde_json::json!({
+        "stage": "reward", "sft": args.model, "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        "data": {"rankings": files_digest(&[&args.rankings])?, "pairs": pairs},
+        "held_out": last_held_out,
+        "calibration": {"answers": calibration.len(), "mean_before": mean, "std_before": std, "unit_std": !args.no_unit_std},
+        "seconds": seconds,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+    });
+    files::save_weights_dir(&args.out, &config.to_json(), &weights, &tokenizer, &manifest)?;
+    eprintln!("reward model written to {}", args.out.display());
+    Ok(())
+}

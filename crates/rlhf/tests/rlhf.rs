@@ -1,0 +1,116 @@
+//! The reward and PPO trainers on tiny random models: the reward model learns a preference, PPO's
+//! first minibatch sees ratio 1 and no clipping, its stats are finite and sensible, and a KL past
+//! the limit restores the last healthy policy.
+
+use burn::tensor::Device;
+use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
+use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking};
+
+const PAD: u32 = 0;
+const EOS: u32 = 1;
+
+fn models(seed: u64) -> (GptConfig, Gpt, ScalarModel) {
+    let device = Device::flex();
+    device.seed(seed);
+    let config = GptConfig::new(24, 48, 32, 2, 2);
+    let sft = config.init(&device);
+    let reward = ScalarModel::new(config.init(&device));
+    (config, sft, reward)
+}
+
+fn weights(gpt: &Gpt) -> Vec<u8> {
+    pollster::block_on(tinyrlhf_model::save_gpt(gpt)).unwrap()
+}
+
+fn prompts() -> Vec<Vec<u32>> {
+    (0..12u32).map(|i| vec![2, 4 + i % 7, 5 + i % 11, 3]).collect()
+}
+
+fn settings() -> PpoConfig {
+    PpoConfig { iterations: 4, batch_size: 6, minibatch_size: 3, ppo_epochs: 2, max_new_tokens: 8, lr: 1e-3, ..PpoConfig::default() }
+}
+
+#[test]
+fn reward_model_learns_to_prefer_a_token_from_rankings() {
+    let (config, sft, _) = models(1);
+    // Answers containing token 7 are better; the more 7s, the better.
+    let ranking = |p: u32| TokenRanking {
+        sequences: vec![vec![2, p, 3, 7, 7, EOS], vec![2, p, 3, 7, 9, EOS], vec![2, p, 3, 9, 9, EOS]],
+        order: vec![0, 1, 2],
+    };
+    let train: Vec<TokenRanking> = (10..20).map(ranking).collect();
+    let held_out: Vec<TokenRanking> = (20..24).map(ranking).collect();
+    let settings = RewardConfig { epochs: 30, batch_size: 5, lr: 3e-3, ..RewardConfig::default() };
+    let mut trainer = RewardTrainer::new(sft, config, train, held_out, PAD, settings).unwrap();
+    let mut last = None;
+    while !trainer.is_done() {
+        let stats = pollster::block_on(trainer.step()).unwrap();
+        assert!(stats.skipped.is_none());
+        last = stats.held_out.or(last);
+    }
+    let last = last.expect("held-out accuracy is reported every epoch");
+    assert_eq!(last.pairs, 12);
+    assert!(last.accuracy >= 0.9, "held-out pair accuracy {}", last.accuracy);
+}
+
+#[test]
+fn calibration_centres_scores_on_the_given_answers() {
+    let (_, _, reward) = models(2);
+    let answers: Vec<Vec<u32>> = (0..10u32).map(|i| vec![2, 4 + i, 3, 5 + i % 3, EOS]).collect();
+    let (model, (before_mean, before_std)) = pollster::block_on(tinyrlhf_rlhf::calibrate(reward, &answers, true, PAD)).unwrap();
+    assert!(before_std > 0.0 && before_mean.is_finite());
+    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::reward::score_stats(&model, &answers, 4, PAD)).unwrap();
+    assert!(mean.abs() < 1e-4 && (std - 1.0).abs() < 1e-3, "mean {mean}, std {std}");
+}
+
+#[test]
+fn rankings_that_are_not_orders_are_refused_before_training() {
+    let (config, sft, _) = models(3);
+    let bad = TokenRanking { sequences: vec![vec![2, 5, EOS], vec![2, 6, EOS]], order: vec![0, 0] };
+    let err = RewardTrainer::new(sft, config, vec![bad], vec![], PAD, RewardConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("ranking 0"), "{err}");
+}
+
+#[test]
+fn first_ppo_minibatch_has_ratio_one_and_no_clipping_and_stats_are_sane() {
+    let (config, sft, reward) = models(4);
+    let models = PpoModels { sft, config, reward, value: None };
+    let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings()).unwrap();
+    let stats = pollster::block_on(trainer.step()).unwrap();
+    assert!(stats.restored.is_none());
+    assert!(stats.first_minibatch_max_log_ratio < 1e-5, "max |log ratio| {}", stats.first_minibatch_max_log_ratio);
+    assert_eq!(stats.first_minibatch_clipfrac, 0.0);
+    // The policy starts as the reference: no KL yet.
+    assert!(stats.kl.abs() < 1e-5 && stats.kl_k3.abs() < 1e-5, "kl {} / {}", stats.kl, stats.kl_k3);
+    assert!(stats.entropy > 0.0 && stats.mean_length >= 1.0 && (0.0..=1.0).contains(&stats.eos_rate));
+    for x in [stats.score, stats.pg_loss, stats.vf_loss, stats.approx_kl, stats.explained_variance, stats.pg_clipfrac, stats.vf_clipfrac] {
+        assert!(x.is_finite());
+    }
+    assert!(stats.rollout_secs > 0.0 && stats.update_secs > 0.0);
+    // The update moved the policy.
+    let second = pollster::block_on(trainer.step()).unwrap();
+    assert!(second.kl.abs() > 0.0);
+}
+
+#[test]
+fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
+    let (config, sft, reward) = models(5);
+    let models = PpoModels { sft, config, reward, value: None };
+    let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, PpoConfig { kl_limit: 1e-6, ..settings() }).unwrap();
+    let before = weights(&trainer.policy());
+    // Iteration 1: KL 0, healthy; it updates. Iteration 2 sees KL > 0 and restores.
+    assert!(pollster::block_on(trainer.step()).unwrap().restored.is_none());
+    assert_ne!(weights(&trainer.policy()), before);
+    let stats = pollster::block_on(trainer.step()).unwrap();
+    let why = stats.restored.expect("restored");
+    assert!(why.contains("limit"), "{why}");
+    assert_eq!(weights(&trainer.policy()), before);
+}
+
+#[test]
+fn a_reward_model_of_another_size_is_refused() {
+    let (config, sft, _) = models(6);
+    let other = ScalarModel::new(GptConfig::new(24, 48, 16, 1, 2).init(&Device::flex()));
+    let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None }, prompts(), vec![], EOS, PAD, settings()).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
