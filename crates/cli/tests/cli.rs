@@ -102,3 +102,74 @@ fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
     assert!(dir.join("base/model.safetensors").exists());
     std::fs::remove_dir_all(dir).ok();
 }
+
+fn fails(args: &[&str], dir: &Path) -> String {
+    let out = tinyrlhf(args, dir);
+    assert!(!out.status.success(), "tinyrlhf {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn rank_reward_ppo_and_compare_run_through_files() {
+    let dir = fresh_dir("rlhf");
+    world(&dir);
+    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "4", "--batch", "2", "--out", "sft"], &dir);
+    ok(&["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "4", "--max-new-tokens", "6", "--out", "samples.jsonl"], &dir);
+    let ranked = ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    assert!(ranked.contains("labeler concise ranked"), "{ranked}");
+    let rankings = std::fs::read_to_string(dir.join("rankings.jsonl")).unwrap();
+    assert!(rankings.lines().count() >= 10, "{ranked}");
+
+    let trained = ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--out", "rm"], &dir);
+    assert!(trained.contains("held-out pair accuracy") && trained.contains("calibrated"), "{trained}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rm/manifest.json")).unwrap()).unwrap();
+    assert!(manifest["held_out"]["accuracy"].as_f64().is_some());
+
+    ok(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--iterations", "2", "--batch", "4", "--minibatch", "2", "--max-new-tokens", "6", "--out", "policy"], &dir);
+    let metrics = std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for key in ["score", "kl", "kl_k3", "entropy", "pg_clipfrac", "vf_clipfrac", "approx_kl", "vf_loss", "explained_variance", "mean_length", "eos_rate", "beta"] {
+        assert!(first[key].as_f64().is_some(), "metrics lack {key}: {first}");
+    }
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "value/model.safetensors"] {
+        assert!(dir.join("policy").join(file).exists(), "policy/{file}");
+    }
+    let report = ok(&["eval", "--policy", "policy", "--reference", "sft", "--prompts", "world/heldout.jsonl", "--labeler", "concise", "--max-new-tokens", "6", "--json", "c.json"], &dir);
+    assert!(report.contains("win-rate of policy over reference"), "{report}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
+    let dir = fresh_dir("badrlhf");
+    world(&dir);
+    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "2", "--batch", "2", "--out", "sft"], &dir);
+    let good = r#"{"prompt":"hi","completions":["hello.","hi there, friend."],"ranking":[0,1]}"#;
+    let cases = [
+        (r#"{"prompt":"hi","completions":["a","b","c"],"ranking":[0,0,1]}"#, "field `ranking`: index 0 appears twice"),
+        (r#"{"prompt":"hi","completions":["a"],"ranking":[0]}"#, "field `ranking`: a ranking needs at least 2 completions"),
+        (r#"{"prompt":"hi","completions":["a","b","c"],"ranking":[1,0]}"#, "field `ranking`: ranks 2 completions but there are 3"),
+        (r#"{"prompt":"hi","completions":["a","a"],"ranking":[1,0]}"#, "field `completions`: completions 0 and 1 are the same text"),
+    ];
+    for (line, message) in cases {
+        std::fs::write(dir.join("bad.jsonl"), format!("{good}\n{line}\n")).unwrap();
+        let stderr = fails(&["reward", "--model", "sft", "--rankings", "bad.jsonl", "--out", "rm"], &dir);
+        assert!(stderr.contains(&format!("bad.jsonl:2: {message}")), "{stderr}");
+        assert!(!dir.join("rm").exists(), "nothing may be written");
+    }
+
+    // A reward model from another tokenizer, and one of another size.
+    std::fs::write(dir.join("pairs.jsonl"), r#"{"prompt":"hi","chosen":"hello.","rejected":"go away."}"#.to_owned() + "\n").unwrap();
+    ok(&["tokenizer", "--corpus", "world/pretrain.txt", "--demos", "world/demos.jsonl", "--vocab", "350", "--out", "tok2.json"], &dir);
+    ok(&["pretrain", "--tokenizer", "tok2.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "1", "--batch", "2", "--out", "other"], &dir);
+    ok(&["reward", "--model", "other", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-other"], &dir);
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-other", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
+    assert!(stderr.contains("another tokenizer"), "{stderr}");
+    ok(&["pretrain", "--tokenizer", "tok.json", "--preset", "small", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "1", "--batch", "2", "--out", "big"], &dir);
+    ok(&["reward", "--model", "big", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-big"], &dir);
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-big", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
+    assert!(stderr.contains("different size"), "{stderr}");
+    assert!(!dir.join("p").exists(), "nothing may be written");
+    std::fs::remove_dir_all(dir).ok();
+}
