@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Timed generation runs per setting (after 1 warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Timed PPO iterations per preset (after 1 warm-up iteration); 0 skips the PPO benchmark.
+    #[arg(long, default_value_t = 3)]
+    ppo_iterations: usize,
     /// Print one JSON object per figure instead of the table (what `bench/gpt2_step.py
     /// --compare` reads to print ratios).
     #[arg(long)]
@@ -101,6 +104,18 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 if args.json {
                     report(args, backend, preset, "generate_no_cache", batch, generated / uncached.as_secs_f64(), String::new());
                 }
+            }
+            if args.ppo_iterations > 0 {
+                let [rollout, scoring, update] = ppo_iteration_times(&config, &device, args.ppo_iterations)?;
+                let total = rollout + scoring + update;
+                let text = format!(
+                    "  PPO iteration batch {PPO_BATCH} x {PPO_TOKENS} new: {:>7.0} ms = rollout {:.0} + scoring {:.0} + update {:.0} ms (4 epochs x 2 minibatches, policy + value)",
+                    total * 1e3,
+                    rollout * 1e3,
+                    scoring * 1e3,
+                    update * 1e3
+                );
+                report(args, backend, preset, "ppo_iteration", PPO_BATCH, (PPO_BATCH * PPO_TOKENS) as f64 / total, text);
             }
         }
     }
@@ -192,4 +207,29 @@ fn generate_uncached(gpt: &Gpt, device: &Device, batch: usize, new_tokens: usize
             row.push(i64::from(tinyrlhf_model::choose_token(row_logits, &sampling, &mut rng).0));
         }
     }
+}
+
+const PPO_BATCH: usize = 16;
+const PPO_TOKENS: usize = 48;
+
+/// Median seconds of one PPO iteration's phases with default settings, batch 16, every response
+/// the full 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
+fn ppo_iteration_times(config: &GptConfig, device: &Device, runs: usize) -> Result<[f64; 3], String> {
+    use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
+    let models = PpoModels { sft: config.init(device), config: config.clone(), reward: tinyrlhf_model::ScalarModel::new(config.init(device)), value: None };
+    let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
+    let eos = config.vocab_size as u32;
+    let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size), vec![], eos, 0, settings).map_err(|e| e.to_string())?;
+    pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+    let mut phases: [Vec<f64>; 3] = Default::default();
+    for _ in 0..runs.max(1) {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        for (list, secs) in phases.iter_mut().zip([stats.rollout_secs, stats.scoring_secs, stats.update_secs]) {
+            list.push(secs);
+        }
+    }
+    Ok(phases.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }))
 }
