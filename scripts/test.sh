@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of tinyrlhf on a fresh machine: installs what the tests need (the wasm32 target,
-# a Python venv with the interop peers), then the Rust tests, then proves the libraries build for wasm.
+# a Python venv with the interop peers, Debian's Chromium for the browser tests), then the Rust
+# tests, the wasm32 builds, and the page in the browser (Playwright).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +24,23 @@ fi
 export TINYRLHF_PYTHON="$PWD/.venv/bin/python"
 
 step "rust tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --exclude tinyrlhf-web --exclude tinyrlhf-xtask
 
 step "library crates build for wasm32-unknown-unknown"
 cargo check --locked --target wasm32-unknown-unknown -p tinyrlhf-tokenizer -p tinyrlhf-data -p tinyrlhf-model -p tinyrlhf-rlhf
+
+step "the page: wasm, glue, front end"
+bash scripts/build-web.sh
+
+step "browser tests (Playwright, the machine's Chromium)"
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else
+    echo "Chromium not found at $CHROMIUM: install it (Debian: apt-get install chromium) or set CHROMIUM"; exit 1
+  fi
+fi
+(cd www && npx playwright test)
 
 step "done"

@@ -45,20 +45,10 @@ impl SamplingArgs {
     }
 }
 
-/// Prompt ids for the model: the chat template, cut from the left to leave room for the answer.
+/// Prompt ids for the model: the chat template, cut from the left to leave `room` for the answer.
 /// Returns the ids and whether the prompt was cut.
 pub fn prompt_ids(tokenizer: &Tokenizer, config: &GptConfig, prompt: &str, room: usize) -> Result<(Vec<u32>, bool)> {
-    let mut ids = tokenizer.encode_prompt(prompt).map_err(|e| e.to_string())?;
-    let max = config.n_positions.saturating_sub(room.max(1));
-    if ids.len() <= max {
-        return Ok((ids, false));
-    }
-    // Keep <|user|> and the end of the prompt with <|assistant|>: what the model must continue.
-    let keep_tail = max.saturating_sub(1);
-    let tail = ids.split_off(ids.len() - keep_tail);
-    ids.truncate(1);
-    ids.extend(tail);
-    Ok((ids, true))
+    tokenizer.encode_prompt_within(prompt, config.n_positions.saturating_sub(room.max(1))).map_err(|e| e.to_string())
 }
 
 /// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.

@@ -170,6 +170,21 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// [`Tokenizer::encode_prompt`] cut to at most `max_len` ids, and whether it was cut. The cut
+    /// drops the oldest text but keeps `<|user|>` and the end of the prompt with `<|assistant|>`:
+    /// what the model must continue.
+    pub fn encode_prompt_within(&self, prompt: &str, max_len: usize) -> Result<(Vec<u32>, bool)> {
+        let mut ids = self.encode_prompt(prompt)?;
+        let max = max_len.max(2);
+        if ids.len() <= max {
+            return Ok((ids, false));
+        }
+        let tail = ids.split_off(ids.len() - (max - 1));
+        ids.truncate(1);
+        ids.extend(tail);
+        Ok((ids, true))
+    }
+
     /// Ids of a response as the template writes it after the prompt, ending with `<|eos|>`.
     pub fn encode_response(&self, response: &str) -> Result<Vec<u32>> {
         let mut ids = self.encode(&format!(" {response}"))?;

@@ -1,0 +1,143 @@
+// The page as a person uses it, in the machine's Chromium: it starts on the right backend, samples,
+// ranks by keyboard, keeps rankings across reloads and profiles (export/import), stays responsive,
+// and never talks to anything but its own origin.
+import { test, expect, type Page, chromium } from '@playwright/test';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const ORIGIN = 'http://127.0.0.1:8080';
+
+/** Every request the page makes, to check none leaves the origin. */
+function recordRequests(page: Page): string[] {
+  const urls: string[] = [];
+  page.on('request', (r) => urls.push(r.url()));
+  return urls;
+}
+
+async function ready(page: Page, query = '') {
+  await page.goto(`/${query}`);
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+}
+
+async function sampleFour(page: Page) {
+  await page.locator('#k').fill('4');
+  await page.locator('#sample').click();
+  await expect(page.locator('#answers .answer')).toHaveCount(4);
+}
+
+/** Prints what a person waits for: page open to model loaded to 4 answers, and sampling speed. */
+async function reportSpeed(page: Page, label: string, opened: number) {
+  const loaded = Date.now();
+  await sampleFour(page);
+  const sampled = Date.now();
+  const speed = await page.locator('#sample-speed').textContent();
+  console.log(`${label}: model loaded ${((loaded - opened) / 1000).toFixed(1)} s after opening; first 4 answers ${((sampled - loaded) / 1000).toFixed(1)} s later (${speed})`);
+  await page.locator('#sample').click();
+  await expect(page.locator('#sample-speed')).toContainText('tok/s');
+  console.log(`${label}: second sampling ${await page.locator('#sample-speed').textContent()}`);
+}
+
+function offOrigin(urls: string[]) {
+  return urls.filter((u) => !u.startsWith(ORIGIN) && !u.startsWith('blob:') && !u.startsWith('data:'));
+}
+
+test('by default here it picks the CPU fallback, says so, and samples', async ({ page }) => {
+  const urls = recordRequests(page);
+  const opened = Date.now();
+  await ready(page);
+  await expect(page.locator('#backend')).toHaveText('CPU (wasm)');
+  await expect(page.locator('#backend')).toHaveAttribute('title', /software WebGPU adapter|no WebGPU/);
+  await expect(page.locator('#model-info')).toContainText('M parameters');
+  await reportSpeed(page, 'CPU (wasm)', opened);
+  await page.screenshot({ path: 'test-results/page-cpu.png', fullPage: true });
+  expect(offOrigin(urls)).toEqual([]);
+});
+
+test('with ?backend=webgpu the page loads on WebGPU (SwiftShader here) and samples 4 answers', async ({ page }) => {
+  const urls = recordRequests(page);
+  const opened = Date.now();
+  await ready(page, '?backend=webgpu');
+  await expect(page.locator('#backend')).toContainText('WebGPU');
+  await reportSpeed(page, 'WebGPU (SwiftShader)', opened);
+  await page.screenshot({ path: 'test-results/page-webgpu.png', fullPage: true });
+  expect(offOrigin(urls)).toEqual([]);
+});
+
+test('a ranking made by keyboard survives a reload', async ({ page }) => {
+  await ready(page);
+  await page.locator('#reset').evaluate(() => (window.confirm = () => true));
+  await page.locator('#reset').click();
+  await expect(page.locator('#ranking-count')).toHaveText('0');
+  await sampleFour(page);
+  const texts = await page.locator('#answers .answer .text').allTextContents();
+  await page.locator('#answers').click({ position: { x: 1, y: 1 } });
+  await page.keyboard.type('3142');
+  await expect(page.locator('#answers .answer .label')).toHaveText(['3', '1', '4', '2']);
+  await page.keyboard.press('Enter');
+  await expect(page.locator('#ranking-count')).toHaveText('1');
+  await expect(page.locator('#pair-count')).toHaveText('6');
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#ranking-count')).toHaveText('1');
+  const exported = await exportRankings(page);
+  const saved = JSON.parse(exported.trim());
+  expect(saved.completions).toEqual(texts);
+  expect(saved.ranking).toEqual([2, 0, 3, 1]);
+});
+
+async function exportRankings(page: Page): Promise<string> {
+  const download = page.waitForEvent('download');
+  await page.locator('#export-rankings').click();
+  const file = await (await download).path();
+  return readFileSync(file!, 'utf8');
+}
+
+test('export then import into a fresh browser profile gives the same rankings; a bad file changes nothing', async ({ page }) => {
+  await ready(page);
+  // Two rankings by the scripted labeler.
+  for (let i = 0; i < 2; i++) {
+    await page.locator('#prompt-select').selectOption({ index: i });
+    await sampleFour(page);
+    await page.locator('#rank-for-me').click();
+    await page.locator('#submit').click();
+    await expect(page.locator('#notice')).toContainText('Saved');
+  }
+  const exported = await exportRankings(page);
+  const path = join(mkdtempSync(join(tmpdir(), 'tinyrlhf-')), 'rankings.jsonl');
+  writeFileSync(path, exported);
+
+  const fresh = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'tinyrlhf-profile-')), {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    baseURL: `${ORIGIN}/`,
+    acceptDownloads: true,
+  });
+  const other = await fresh.newPage();
+  await ready(other);
+  await expect(other.locator('#ranking-count')).toHaveText('0');
+  const bad = path.replace('rankings.jsonl', 'bad.jsonl');
+  writeFileSync(bad, exported.split('\n')[0] + '\n{"prompt": "x", "completions": ["a", "b"], "ranking": [0, 0]}\n');
+  await other.locator('#import').setInputFiles(bad);
+  await expect(other.locator('#data-message')).toContainText('bad.jsonl:2: field `ranking`');
+  await expect(other.locator('#ranking-count')).toHaveText('0');
+  await other.locator('#import').setInputFiles(path);
+  await expect(other.locator('#ranking-count')).toHaveText(String(exported.trim().split('\n').length));
+  expect(await exportRankings(other)).toEqual(exported);
+  await fresh.close();
+});
+
+test('while sampling, the main thread has no task longer than 200 ms', async ({ page }) => {
+  await ready(page);
+  await page.evaluate(() => {
+    (window as unknown as { longTasks: number[] }).longTasks = [];
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) (window as unknown as { longTasks: number[] }).longTasks.push(entry.duration);
+    }).observe({ type: 'longtask', buffered: false });
+  });
+  await page.locator('#k').fill('9');
+  await page.locator('#sample').click();
+  await expect(page.locator('#answers .answer')).toHaveCount(9);
+  const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
+  expect(longTasks.filter((d) => d > 200)).toEqual([]);
+});
