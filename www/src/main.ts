@@ -1,24 +1,13 @@
-// The page: renders and forwards; the worker does the work and keeps the data.
+// The page: renders and forwards; the worker does the work and keeps the data. This file starts
+// the session and owns the Rank and Data views; train.ts, compare.ts and demo.ts the others.
 import './style.css';
-import type { Envelope, Ranking, Ready, Reply, Request, Responses } from './protocol';
+import { call, isFatal, onEvent, restartWorker } from './client';
+import { setPrompts } from './compare';
+import { demo } from './demo';
+import type { Ranking, Ready } from './protocol';
+import { restoreCurves } from './train';
+import { $, app, download, pairsOf, show } from './ui';
 
-const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-let nextId = 1;
-let worker = startWorker();
-
-function startWorker(): Worker {
-  const w = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
-  w.onmessage = onReply;
-  return w;
-}
-
-function call<T extends Request['type']>(request: Extract<Request, { type: T }>): Promise<Responses[T]> {
-  const id = nextId++;
-  worker.postMessage({ id, ...request } as Envelope);
-  return new Promise((resolve, reject) => pending.set(id, { resolve: resolve as (v: unknown) => void, reject }));
-}
-
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
   backend: $('backend'),
   modelInfo: $('model-info'),
@@ -38,77 +27,49 @@ const ui = {
   rankingCount: $('ranking-count'),
   pairCount: $('pair-count'),
   dataMessage: $('data-message'),
+  demo: $<HTMLButtonElement>('demo'),
 };
 
 /** The answers on screen and their current order (indices into completions, best first). */
-let current: { prompt: string; completions: string[]; order: number[]; typed: number[] } | null = null;
+let current: { prompt: string; completions: string[]; order: number[]; typed: number[]; rewards: number[] | null } | null = null;
 const loaded = new Map<string, [number, number]>();
 
-function onReply(event: MessageEvent<Reply>) {
-  const reply = event.data;
-  if (reply.id === null) {
-    if (reply.event === 'progress') {
-      loaded.set(reply.what, [reply.loaded, reply.total]);
-      const [done, total] = [...loaded.values()].reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
-      ui.progress.value = total ? done / total : 0;
-    } else {
-      show(ui.notice, reply.message);
-    }
-    return;
+onEvent((event) => {
+  if (event.event === 'progress') {
+    loaded.set(event.what, [event.loaded, event.total]);
+    const [done, total] = [...loaded.values()].reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
+    ui.progress.value = total ? done / total : 0;
+  } else {
+    show(ui.notice, event.message);
   }
-  const waiter = pending.get(reply.id);
-  pending.delete(reply.id);
-  if (!waiter) return;
-  if (reply.ok) waiter.resolve(reply.result);
-  else waiter.reject(new Error(reply.error));
-}
+});
 
-/** A panic in the wasm (RuntimeError: unreachable) or a lost WebGPU device leaves the worker's
- * module unusable. Start a fresh worker on the CPU backend; the data lives in IndexedDB, so nothing
- * is lost. */
-function isFatal(message: string): boolean {
-  return /unreachable|device (was )?lost|DeviceLost|RuntimeError/i.test(message);
-}
-
-async function fallBackToCpu(why: string) {
-  worker.terminate();
-  for (const [, waiter] of pending) waiter.reject(new Error(why));
-  pending.clear();
-  worker = startWorker();
-  show(ui.notice, `The GPU stopped working (${why}). Continuing on the CPU; your rankings are safe.`, 'error');
-  ui.sample.disabled = true;
-  await main('cpu');
-}
-
-function show(element: HTMLElement, message: string, kind: 'info' | 'error' = 'info') {
-  element.textContent = message;
-  element.dataset.kind = kind;
-  element.hidden = !message;
-}
-
-function setCounts(rankings: Ranking[]) {
+function setRankings(rankings: Ranking[]) {
+  app.rankings = rankings;
   ui.rankingCount.textContent = String(rankings.length);
-  ui.pairCount.textContent = String(rankings.reduce((n, r) => n + (r.completions.length * (r.completions.length - 1)) / 2, 0));
+  ui.pairCount.textContent = String(pairsOf(rankings));
+  app.changed();
 }
 
 function renderAnswers() {
   ui.answers.replaceChildren();
+  ui.submit.disabled = !current;
+  ui.rankForMe.disabled = !current;
   if (!current) return;
-  const { completions, order } = current;
+  const { completions, order, rewards } = current;
   order.forEach((answer, position) => {
     const li = document.createElement('li');
-    li.className = 'answer';
+    li.className = rewards ? 'answer with-reward' : 'answer';
     li.draggable = true;
     li.tabIndex = 0;
     li.dataset.answer = String(answer);
-    li.innerHTML = `<span class="label">${answer + 1}</span><span class="text"></span><span class="rank">#${position + 1}</span>`;
+    li.innerHTML = `<span class="label">${answer + 1}</span><span class="text"></span>${rewards ? `<span class="reward">reward ${rewards[answer].toFixed(2)}</span>` : ''}<span class="rank">#${position + 1}</span>`;
     (li.querySelector('.text') as HTMLElement).textContent = completions[answer];
     li.addEventListener('dragstart', (e) => e.dataTransfer?.setData('text/plain', String(position)));
     li.addEventListener('dragover', (e) => e.preventDefault());
     li.addEventListener('drop', (e) => {
       e.preventDefault();
-      const from = Number(e.dataTransfer?.getData('text/plain'));
-      move(from, position);
+      move(Number(e.dataTransfer?.getData('text/plain')), position);
     });
     li.addEventListener('keydown', (e) => {
       if (e.key === 'ArrowUp' && position > 0) move(position, position - 1, true);
@@ -116,8 +77,6 @@ function renderAnswers() {
     });
     ui.answers.append(li);
   });
-  ui.submit.disabled = false;
-  ui.rankForMe.disabled = false;
 }
 
 function move(from: number, to: number, keepFocus = false) {
@@ -134,17 +93,13 @@ function typeAnswer(n: number) {
   const answer = n - 1;
   if (current.typed.includes(answer)) return;
   current.typed.push(answer);
-  const rest = current.order.filter((a) => !current!.typed.includes(a));
-  current.order = [...current.typed, ...rest];
+  const typed = current.typed;
+  current.order = [...typed, ...current.order.filter((a) => !typed.includes(a))];
   renderAnswers();
 }
 
-function promptText(): string {
-  return ui.promptInput.value.trim() || ui.promptSelect.value;
-}
-
 async function sample() {
-  const prompt = promptText();
+  const prompt = ui.promptInput.value.trim() || ui.promptSelect.value;
   if (!prompt) return;
   ui.sample.disabled = true;
   ui.submit.disabled = true;
@@ -152,11 +107,15 @@ async function sample() {
   ui.speed.textContent = 'sampling…';
   try {
     const k = Math.min(9, Math.max(2, Number(ui.k.value) || 4));
-    const out = await call({ type: 'sample', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: 48, seed: Math.floor(Math.random() * 2 ** 31) });
-    current = { prompt, completions: out.completions, order: out.completions.map((_, i) => i), typed: [] };
+    const out = await call({ type: 'sample', which: 'sft', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: 48, seed: Math.floor(Math.random() * 2 ** 31) });
+    current = { prompt, completions: out.completions, order: out.completions.map((_, i) => i), typed: [], rewards: null };
     renderAnswers();
     ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)`;
-    if (out.truncated) show(ui.notice, 'This prompt is longer than the model\'s context: its beginning was cut off.');
+    if (out.truncated) show(ui.notice, "This prompt is longer than the model's context: its beginning was cut off.");
+    if (app.hasReward) {
+      current.rewards = await call({ type: 'scores', prompt, completions: out.completions });
+      renderAnswers();
+    }
   } catch (e) {
     const message = (e as Error).message;
     ui.speed.textContent = '';
@@ -180,8 +139,7 @@ async function submit() {
   ui.submit.disabled = true;
   try {
     // Confirmed only after IndexedDB has committed it.
-    const all = await call({ type: 'addRanking', ranking });
-    setCounts(all);
+    setRankings(await call({ type: 'addRanking', ranking }));
     current = null;
     renderAnswers();
     show(ui.notice, 'Saved. Sample the next prompt.');
@@ -191,14 +149,15 @@ async function submit() {
   }
 }
 
-function download(name: string, text: string) {
-  const url = URL.createObjectURL(new Blob([text], { type: 'application/jsonl' }));
-  const a = Object.assign(document.createElement('a'), { href: url, download: name });
-  a.click();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
+/** The GPU stopped working: a fresh worker on the CPU; the data is in IndexedDB, nothing is lost. */
+async function fallBackToCpu(why: string) {
+  restartWorker(why);
+  show(ui.notice, `The GPU stopped working (${why}). Continuing on the CPU; your rankings are safe.`, 'error');
+  ui.sample.disabled = true;
+  await start('cpu');
 }
 
-async function main(force: string | null = new URLSearchParams(location.search).get('backend')) {
+async function start(force: string | null = new URLSearchParams(location.search).get('backend')) {
   let ready: Ready;
   try {
     ready = await call({ type: 'init', force, models: new URL('models/', document.baseURI).href });
@@ -214,8 +173,14 @@ async function main(force: string | null = new URLSearchParams(location.search).
   ui.modelInfo.textContent = `SFT model · ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context}`;
   ui.progress.hidden = true;
   ui.promptSelect.replaceChildren(...ready.prompts.map((p) => new Option(p, p)));
-  setCounts(ready.rankings);
+  app.prompts = ready.prompts;
+  app.hasReward = ready.hasReward;
+  app.hasPolicy = ready.hasPolicy;
+  setPrompts(ready.prompts);
+  restoreCurves(ready.rewardCurve, ready.ppoCurve);
+  setRankings(ready.rankings);
   ui.sample.disabled = false;
+  ui.demo.disabled = false;
   document.body.dataset.ready = 'true';
 }
 
@@ -223,21 +188,32 @@ ui.temperature.addEventListener('input', () => (ui.temperatureValue.textContent 
 ui.sample.addEventListener('click', sample);
 ui.rankForMe.addEventListener('click', rankForMe);
 ui.submit.addEventListener('click', submit);
+ui.demo.addEventListener('click', () => demo($<HTMLSelectElement>('demo-labeler').value, setRankings));
 document.addEventListener('keydown', (e) => {
   const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
   if (typing || !current) return;
   if (/^[1-9]$/.test(e.key)) typeAnswer(Number(e.key));
   if (e.key === 'Enter' && !ui.submit.disabled) submit();
 });
-$('export-rankings').addEventListener('click', async () => download('rankings.jsonl', await call({ type: 'export', format: 'rankings' })));
-$('export-pairs').addEventListener('click', async () => download('pairs.jsonl', await call({ type: 'export', format: 'pairs' })));
+$('export-rankings').addEventListener('click', async () => download('rankings.jsonl', await call({ type: 'export', format: 'rankings' }), 'application/jsonl'));
+$('export-pairs').addEventListener('click', async () => download('pairs.jsonl', await call({ type: 'export', format: 'pairs' }), 'application/jsonl'));
+for (const which of ['policy', 'reward'] as const) {
+  $(`export-${which}`).addEventListener('click', async () => {
+    try {
+      const { config, weights } = await call({ type: 'exportModel', which });
+      download(`${which}-config.json`, config, 'application/json');
+      download(`${which}-model.safetensors`, weights as BlobPart);
+    } catch (e) {
+      show(ui.dataMessage, `Nothing to export: ${(e as Error).message}`, 'error');
+    }
+  });
+}
 $<HTMLInputElement>('import').addEventListener('change', async (e) => {
   const input = e.target as HTMLInputElement;
   const file = input.files?.[0];
   if (!file) return;
   try {
-    const all = await call({ type: 'import', file: file.name, text: await file.text() });
-    setCounts(all);
+    setRankings(await call({ type: 'import', file: file.name, text: await file.text() }));
     show(ui.dataMessage, `Imported ${file.name}.`);
   } catch (err) {
     show(ui.dataMessage, `Nothing imported: ${(err as Error).message}`, 'error');
@@ -245,8 +221,30 @@ $<HTMLInputElement>('import').addEventListener('change', async (e) => {
     input.value = '';
   }
 });
+$<HTMLInputElement>('import-policy').addEventListener('change', async (e) => {
+  const input = e.target as HTMLInputElement;
+  const files = [...(input.files ?? [])];
+  const config = files.find((f) => f.name.endsWith('.json'));
+  const weights = files.find((f) => f.name.endsWith('.safetensors'));
+  try {
+    if (!config || !weights) throw new Error('choose both config.json and model.safetensors (as `tinyrlhf ppo` writes them)');
+    await call({ type: 'importPolicy', config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) });
+    app.hasPolicy = true;
+    app.changed();
+    show(ui.dataMessage, `Loaded the policy from ${weights.name}; the compare view uses it now.`);
+  } catch (err) {
+    show(ui.dataMessage, `The policy was not loaded (the current one stays): ${(err as Error).message}`, 'error');
+  } finally {
+    input.value = '';
+  }
+});
 $('reset').addEventListener('click', async () => {
   if (!confirm('Delete every saved ranking in this browser?')) return;
-  setCounts(await call({ type: 'reset' }));
+  setRankings(await call({ type: 'reset' }));
 });
-main();
+$('forget-training').addEventListener('click', async () => {
+  if (!confirm('Delete the reward model and the tuned policy saved in this browser?')) return;
+  await call({ type: 'forgetTraining' });
+  location.reload();
+});
+start();

@@ -1,19 +1,27 @@
-// The worker owns the wasm module, the model and the saved data; the page only renders. It picks
+// The worker owns the wasm module, the models and the saved data; the page only renders. It picks
 // the backend: WebGPU on a hardware adapter, else burn's CPU backend in wasm; `?backend=` forces.
-import init, { Session, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl } from './wasm/tinyrlhf_web.js';
-import type { Envelope, Ranking, Ready, Reply, Request, Responses, Sampled } from './protocol';
-import { addRankings, allRankings, clearRankings } from './store';
+// Requests run one at a time, in order.
+import init, { Session, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts } from './wasm/tinyrlhf_web.js';
+import type { Envelope, Point, PpoStepResult, Ranking, Ready, Reply, Request, Responses, RewardStepResult, Sampled } from './protocol';
+import { addRankings, allRankings, clearRankings, forget, load, save } from './store';
 
 declare const self: DedicatedWorkerGlobalScope;
 
 let session: Session | null = null;
+let wasmMemory: WebAssembly.Memory | null = null;
 let modelDir = '';
+let heldOut: string[] = [];
 
 function post(reply: Reply) {
   self.postMessage(reply);
 }
 
-/** A file of the shipped model, reporting progress as it arrives. */
+function need(): Session {
+  if (!session) throw new Error('the model is still loading');
+  return session;
+}
+
+/** A file of the shipped models, reporting progress as it arrives. */
 async function fetchBytes(path: string): Promise<Uint8Array> {
   const response = await fetch(new URL(path, modelDir));
   if (!response.ok || !response.body) throw new Error(`could not load ${path}: HTTP ${response.status}`);
@@ -59,7 +67,7 @@ async function chooseBackend(force: string | null): Promise<Choice> {
 
 async function start(force: string | null, models: string): Promise<Ready> {
   modelDir = models;
-  await init();
+  wasmMemory = (await init()).memory;
   let choice = await chooseBackend(force);
   try {
     session = await Session.create(choice.backend);
@@ -69,19 +77,59 @@ async function start(force: string | null, models: string): Promise<Ready> {
     choice = { backend: 'cpu', device: 'CPU (wasm)', reason: `WebGPU failed: ${e}` };
     session = await Session.create('cpu');
   }
-  const [config, weights, tokenizer, heldout] = await Promise.all([
+  const [config, weights, tokenizer, heldout, baseWeights] = await Promise.all([
     fetchBytes('sft/config.json'),
     fetchBytes('sft/model.safetensors'),
     fetchBytes('sft/tokenizer.json'),
     fetchBytes('heldout.jsonl'),
+    fetchBytes('base/model.safetensors'),
   ]);
   const model = JSON.parse(session.load(config, weights, tokenizer));
-  const prompts = promptsOf(new TextDecoder().decode(heldout));
-  return { ...choice, model, prompts, rankings: await allRankings() };
+  session.loadBase(config, baseWeights);
+  heldOut = promptsOf(new TextDecoder().decode(heldout));
+  // What an earlier visit trained comes back.
+  const configText = new TextDecoder().decode(config);
+  const [reward, policy] = [await load<Uint8Array>('reward'), await load<Uint8Array>('policy')];
+  if (reward) session.loadReward(new TextEncoder().encode(configText), reward);
+  if (policy) session.loadPolicy(new TextEncoder().encode(configText), policy);
+  return {
+    ...choice,
+    model,
+    prompts: heldOut,
+    rankings: await allRankings(),
+    hasReward: !!reward,
+    hasPolicy: !!policy,
+    rewardCurve: (await load<Point[]>('reward-curve')) ?? [],
+    ppoCurve: (await load<Point[]>('ppo-curve')) ?? [],
+  };
 }
 
 function promptsOf(jsonl: string): string[] {
   return jsonl.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l).prompt as string);
+}
+
+let rewardCurve: Point[] = [];
+
+async function rewardStep(): Promise<RewardStepResult> {
+  const result: RewardStepResult = JSON.parse(await need().rewardStep());
+  const s = result.stats;
+  rewardCurve.push({ step: s.step, epoch: s.epoch, loss: s.loss, accuracy: s.accuracy, held_out_accuracy: s.held_out?.accuracy ?? null, held_out_loss: s.held_out?.loss ?? null });
+  if (result.done) {
+    // The reward model and its curve are saved together; the old policy was tuned for another
+    // reward model, so PPO starts over from SFT.
+    await save({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve });
+    await forget(['policy', 'ppo-curve']);
+  }
+  return result;
+}
+
+async function ppoStep(): Promise<PpoStepResult> {
+  const stats: PpoStepResult = JSON.parse(await need().ppoStep());
+  const curve = (await load<Point[]>('ppo-curve')) ?? [];
+  curve.push({ iteration: curve.length + 1, score: stats.score, kl: stats.kl, entropy: stats.entropy, pg_clipfrac: stats.pg_clipfrac, mean_length: stats.mean_length, eos_rate: stats.eos_rate, beta: stats.beta });
+  // The policy after this iteration and its curve, in one transaction.
+  await save({ policy: await need().policyWeights(), 'ppo-curve': curve });
+  return stats;
 }
 
 async function handle(request: Request): Promise<Responses[keyof Responses]> {
@@ -89,13 +137,14 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'init':
       return start(request.force, request.models);
     case 'sample': {
-      if (!session) throw new Error('the model is still loading');
       const started = performance.now();
-      const out = JSON.parse(await session.sample(request.prompt, request.k, request.temperature, request.maxNewTokens, BigInt(request.seed)));
+      const out = JSON.parse(await need().sample(request.which, request.prompt, request.k, request.temperature, request.maxNewTokens, BigInt(request.seed)));
       return { ...out, seconds: (performance.now() - started) / 1000 } as Sampled;
     }
     case 'rankForMe':
       return JSON.parse(rankWithLabeler(request.labeler, request.prompt, JSON.stringify(request.completions)));
+    case 'strictRanking':
+      return JSON.parse(strictRanking(request.labeler, request.prompt, JSON.stringify(request.completions)));
     case 'addRanking':
       return addRankings([request.ranking]);
     case 'export': {
@@ -110,14 +159,54 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'reset':
       await clearRankings();
       return [];
+    case 'trainingPrompts':
+      return JSON.parse(trainingPrompts(request.n, 0n));
+    case 'startReward':
+      rewardCurve = [];
+      return JSON.parse(need().startReward(JSON.stringify(await allRankings()), request.epochs, request.lr, 0n));
+    case 'rewardStep':
+      return rewardStep();
+    case 'scores':
+      return JSON.parse(await need().scores(request.prompt, JSON.stringify(request.completions)));
+    case 'startPpo': {
+      const { kl_target, ...rest } = request.settings;
+      const settings = kl_target ? { ...rest, kl_target } : rest;
+      need().startPpo(trainingPrompts(2000, 0n), JSON.stringify(settings));
+      return null;
+    }
+    case 'ppoStep':
+      return ppoStep();
+    case 'explain':
+      return JSON.parse(await need().explain(request.prompt, request.response, request.temperature));
+    case 'evaluate':
+      return JSON.parse(await need().evaluate(JSON.stringify(heldOut.slice(0, request.prompts)), request.labeler, request.temperature, 7n));
+    case 'exportModel': {
+      const weights: Uint8Array = request.which === 'policy' ? await need().policyWeights() : await need().rewardWeights();
+      return { config: need().configJson(), weights };
+    }
+    case 'importPolicy':
+      need().loadPolicy(new TextEncoder().encode(request.config), request.weights);
+      await save({ policy: request.weights });
+      return null;
+    case 'forgetTraining':
+      await forget(['reward', 'policy', 'reward-curve', 'ppo-curve']);
+      return null;
+    case 'memory': {
+      const heap = (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null;
+      return { wasm: wasmMemory?.buffer.byteLength ?? 0, heap };
+    }
   }
 }
 
-self.onmessage = async (message: MessageEvent<Envelope>) => {
+let queue: Promise<unknown> = Promise.resolve();
+
+self.onmessage = (message: MessageEvent<Envelope>) => {
   const { id, ...request } = message.data;
-  try {
-    post({ id, ok: true, result: await handle(request as Request) });
-  } catch (e) {
-    post({ id, ok: false, error: e instanceof Error ? e.message : String(e) });
-  }
+  queue = queue.then(async () => {
+    try {
+      post({ id, ok: true, result: await handle(request as Request) });
+    } catch (e) {
+      post({ id, ok: false, error: e instanceof Error ? e.message : String(e) });
+    }
+  });
 };

@@ -216,7 +216,7 @@ const PPO_TOKENS: usize = 48;
 /// the full 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
 fn ppo_iteration_times(config: &GptConfig, device: &Device, runs: usize) -> Result<[f64; 3], String> {
     use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
-    let models = PpoModels { sft: config.init(device), config: config.clone(), reward: tinyrlhf_model::ScalarModel::new(config.init(device)), value: None };
+    let models = PpoModels { sft: config.init(device), config: config.clone(), reward: tinyrlhf_model::ScalarModel::new(config.init(device)), value: None, policy: None };
     let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
     let eos = config.vocab_size as u32;
     let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size), vec![], eos, 0, settings).map_err(|e| e.to_string())?;

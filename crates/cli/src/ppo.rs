@@ -142,7 +142,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let special = tokenizer.special_ids();
     device.seed(args.seed);
     let settings = args.settings();
-    let models = PpoModels { sft, config: config.clone(), reward, value: None };
+    let models = PpoModels { sft, config: config.clone(), reward, value: None, policy: None };
     let mut trainer = PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?;
 
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;

@@ -37,8 +37,10 @@ use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows
 pub struct PpoConfig {
     /// Iterations planned; the learning rate decays linearly to 0 over them.
     pub iterations: usize,
-    /// Prompts (rollouts) per iteration.
+    /// Rollouts per iteration.
     pub batch_size: usize,
+    /// Answers sampled for each prompt of an iteration (the batch holds batch_size / K prompts).
+    pub samples_per_prompt: usize,
     pub minibatch_size: usize,
     /// Passes over each rollout batch.
     pub ppo_epochs: usize,
@@ -74,6 +76,7 @@ impl Default for PpoConfig {
         Self {
             iterations: 40,
             batch_size: 16,
+            samples_per_prompt: 1,
             minibatch_size: 8,
             ppo_epochs: 4,
             lr: 5e-5,
@@ -225,6 +228,38 @@ pub async fn response_kl(policy: &Gpt, reference: &Gpt, prompts: &[Vec<u32>], re
     Ok(kl.iter().map(|row| row.iter().sum()).collect())
 }
 
+/// Per-token view of one answer for teaching: log pi/pi_ref of each response token, and its
+/// advantage (unwhitened GAE from the value model, with the KL-shaped reward and the reward model's
+/// score, as PPO would compute it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenExplanation {
+    pub log_ratio: Vec<f64>,
+    pub advantage: Vec<f64>,
+    pub score: f64,
+}
+
+/// [`TokenExplanation`] of `response` (generated ids, EOS included when it ended) to `prompt`.
+#[allow(clippy::too_many_arguments)]
+pub async fn explain_response(policy: &Gpt, reference: &Gpt, value: &ScalarModel, reward: &ScalarModel, prompt: &[u32], response: &[u32], settings: &PpoConfig, beta: f64, eos: u32, pad: u32) -> Result<TokenExplanation, TrainError> {
+    let padded: Vec<u32> = response.iter().copied().chain(std::iter::once(pad)).collect();
+    let post = postprocess_responses(&[padded], eos, pad);
+    let prompt = prompt.to_vec();
+    let batch = RolloutBatch::new(&[&prompt], &post.responses, &post.sequence_lengths, pad);
+    let device = policy.device();
+    let (logprobs, _) = response_logprobs(policy, &batch, &[0], settings.temperature, false, &device);
+    let (ref_logprobs, _) = response_logprobs(reference, &batch, &[0], settings.temperature, false, &device);
+    let values = response_values(value, &batch, &[0], &device);
+    let (ids, positions, mask) = batch.tensors(&[0], &device);
+    let score = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &[batch.query_len + post.sequence_lengths[0]]);
+    let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
+    let score = f64::from(read(score).await?);
+    let config = AdvantageConfig { kl_coef: beta, kl_estimator: settings.kl_estimator, gamma: settings.gamma, lam: settings.lam, whiten_rewards: false, missing_eos_penalty: settings.missing_eos_penalty };
+    let adv = compute_advantages(&post, &[score], &logprobs, &ref_logprobs, &values, &config);
+    let n = response.len();
+    let log_ratio = logprobs[0].iter().zip(&ref_logprobs[0]).take(n).map(|(a, b)| a - b).collect();
+    Ok(TokenExplanation { log_ratio, advantage: adv.advantages_raw[0][..n].to_vec(), score: adv.scores[0] })
+}
+
 /// Trains a policy with PPO against a frozen reward model, one iteration per [`PpoTrainer::step`].
 pub struct PpoTrainer {
     policy: Gpt,
@@ -260,18 +295,20 @@ pub struct PpoModels {
     pub reward: ScalarModel,
     /// Defaults to a copy of the reward model.
     pub value: Option<ScalarModel>,
+    /// Where the policy starts when continuing a run; defaults to the SFT model.
+    pub policy: Option<Gpt>,
 }
 
 impl PpoTrainer {
     /// `prompts` are chat-template prompt ids (`Tokenizer::encode_prompt`); `ptx` are SFT examples
     /// for the optional PPO-ptx term.
     pub fn new(models: PpoModels, prompts: Vec<Vec<u32>>, ptx: Vec<Example>, eos: u32, pad: u32, settings: PpoConfig) -> Result<Self, TrainError> {
-        let PpoModels { sft, config, reward, value } = models;
+        let PpoModels { sft, config, reward, value, policy } = models;
         if prompts.is_empty() {
             return Err(TrainError::NoData);
         }
-        if settings.batch_size == 0 || settings.minibatch_size == 0 || settings.ppo_epochs == 0 || settings.max_new_tokens == 0 {
-            return Err(TrainError::Setting("batch size, minibatch size, epochs and new tokens must be at least 1".into()));
+        if settings.batch_size == 0 || settings.minibatch_size == 0 || settings.ppo_epochs == 0 || settings.max_new_tokens == 0 || settings.samples_per_prompt == 0 {
+            return Err(TrainError::Setting("batch size, minibatch size, epochs, samples per prompt and new tokens must be at least 1".into()));
         }
         if settings.temperature.is_nan() || settings.temperature <= 0.0 {
             return Err(TrainError::Setting(format!("temperature {} must be above 0: PPO needs a sampling policy", settings.temperature)));
@@ -295,7 +332,7 @@ impl PpoTrainer {
         let device = sft.device();
         let value = value.unwrap_or_else(|| reward.clone());
         let reference = sft.clone();
-        let policy = tinyrlhf_model::with_stable_param_ids(sft.train(), "transformer.");
+        let policy = tinyrlhf_model::with_stable_param_ids(policy.unwrap_or(sft).train(), "transformer.");
         let value = tinyrlhf_model::with_stable_param_ids(value.train(), "value.");
         let beta = AdaptiveKl { value: settings.kl_coef, target: settings.kl_target.unwrap_or(0.0), horizon: settings.kl_horizon };
         Ok(Self {
@@ -339,16 +376,33 @@ impl PpoTrainer {
         self.value.valid()
     }
 
-    /// The prompts of iteration `i`: consecutive slices of a per-pass shuffle of all prompts.
+    pub fn reference(&self) -> &Gpt {
+        &self.reference
+    }
+
+    pub fn reward_model(&self) -> &ScalarModel {
+        &self.reward
+    }
+
+    /// The KL coefficient now (it moves when adaptive).
+    pub fn beta(&self) -> f64 {
+        self.beta.value
+    }
+
+    /// The prompts of iteration `i`: consecutive slices of a per-pass shuffle of all prompts, each
+    /// repeated `samples_per_prompt` times.
     fn batch_prompts(&self, iteration: usize) -> Vec<usize> {
         let n = self.prompts.len();
-        (0..self.settings.batch_size)
-            .map(|j| {
-                let i = iteration * self.settings.batch_size + j;
+        let k = self.settings.samples_per_prompt;
+        let distinct = self.settings.batch_size.div_ceil(k);
+        (0..distinct)
+            .flat_map(|j| {
+                let i = iteration * distinct + j;
                 let mut order: Vec<usize> = (0..n).collect();
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.settings.seed ^ ((i / n) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-                order[i % n]
+                std::iter::repeat_n(order[i % n], k)
             })
+            .take(self.settings.batch_size)
             .collect()
     }
 

@@ -74,7 +74,7 @@ fn rankings_that_are_not_orders_are_refused_before_training() {
 #[test]
 fn first_ppo_minibatch_has_ratio_one_and_no_clipping_and_stats_are_sane() {
     let (config, sft, reward) = models(4);
-    let models = PpoModels { sft, config, reward, value: None };
+    let models = PpoModels { sft, config, reward, value: None, policy: None };
     let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings()).unwrap();
     let stats = pollster::block_on(trainer.step()).unwrap();
     assert!(stats.restored.is_none());
@@ -95,7 +95,7 @@ fn first_ppo_minibatch_has_ratio_one_and_no_clipping_and_stats_are_sane() {
 #[test]
 fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
     let (config, sft, reward) = models(5);
-    let models = PpoModels { sft, config, reward, value: None };
+    let models = PpoModels { sft, config, reward, value: None, policy: None };
     let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, PpoConfig { kl_limit: 1e-6, ..settings() }).unwrap();
     let before = weights(&trainer.policy());
     // Iteration 1: KL 0, healthy; it updates. Iteration 2 sees KL > 0 and restores.
@@ -111,6 +111,6 @@ fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
 fn a_reward_model_of_another_size_is_refused() {
     let (config, sft, _) = models(6);
     let other = ScalarModel::new(GptConfig::new(24, 48, 16, 1, 2).init(&Device::flex()));
-    let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None }, prompts(), vec![], EOS, PAD, settings()).unwrap_err();
+    let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None, policy: None }, prompts(), vec![], EOS, PAD, settings()).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 }
