@@ -247,4 +247,6 @@ $('forget-training').addEventListener('click', async () => {
   await call({ type: 'forgetTraining' });
   location.reload();
 });
+// For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration.
+(window as unknown as { tinyrlhf: typeof app }).tinyrlhf = app;
 start();

@@ -139,8 +139,14 @@ export async function runPpo(iterations?: number): Promise<PpoStepResult | null>
       ppo.charts.forEach((c) => c.push(point));
       if (stats.iteration % 2 === 1) addSample(stats);
       ppo.status.textContent = `iteration ${ppo.done}/${ppo.target} · score ${stats.score.toFixed(2)} · KL ${stats.kl.toFixed(2)} · ${(stats.rollout_secs + stats.scoring_secs + stats.update_secs).toFixed(1)} s`;
-      if (stats.restored) show($('notice'), `PPO iteration ${stats.iteration}: ${stats.restored}`, 'error');
       app.hasPolicy = true;
+      if (app.memoryLog) app.memoryLog.push(await call({ type: 'memory' }));
+      if (stats.restored) {
+        // Divergence: the worker restored the last good policy; stop here and say so.
+        ppo.state = 'paused';
+        show(ppo.status, `Paused at iteration ${ppo.done}: ${stats.restored}. Lower the learning rate or raise β, then resume.`, 'error');
+        break;
+      }
       await nextFrame();
     }
     if (ppo.done >= ppo.target) {

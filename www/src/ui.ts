@@ -16,6 +16,8 @@ export const app = {
   hasPolicy: false,
   /** A training loop is running: other training buttons wait. */
   busy: false,
+  /** When set (by a test, or from the console), memory is recorded after each PPO iteration. */
+  memoryLog: null as { wasm: number; heap: number | null }[] | null,
   listeners: [] as (() => void)[],
   /** Tells every view to refresh its buttons. */
   changed() {

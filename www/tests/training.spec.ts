@@ -39,4 +39,54 @@ test('demo mode learns a labeler’s taste on the CPU fallback', async ({ page }
   expect(result.points.reward).toBeGreaterThan(0);
   expect(result.points.ppo).toBeGreaterThan(0);
   expect((await longTasks(page)).filter((d) => d > 200)).toEqual([]);
+
+  // Reload in the middle of a PPO run: the curves and the policy come back, and PPO continues from
+  // the saved policy (its KL to SFT is far from 0 at once).
+  await page.locator('#ppo-iterations').fill('3');
+  await page.locator('#ppo-run').click();
+  await expect(page.locator('#ppo-status')).toContainText('iteration 16/18', { timeout: 120_000 });
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#ppo-status')).toContainText(/1[67] iterations so far/);
+  await page.evaluate(() => ((window as unknown as { tinyrlhf: { memoryLog: unknown[] } }).tinyrlhf.memoryLog = []));
+  await page.locator('#ppo-iterations').fill('6');
+  await page.locator('#ppo-run').click();
+  await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 600_000 });
+  const status = (await page.locator('#ppo-status').textContent())!;
+  const kl = Number(/KL ([\d.]+)/.exec(status)![1]);
+  expect(kl).toBeGreaterThan(0.5);
+  const memory = await page.evaluate(() => (window as unknown as { tinyrlhf: { memoryLog: { wasm: number; heap: number }[] } }).tinyrlhf.memoryLog);
+  console.log(`memory per PPO iteration after the reload (wasm bytes, JS heap bytes): ${JSON.stringify(memory)}`);
+  // Not growing iteration over iteration: the wasm memory is flat over the last iterations.
+  expect(memory.at(-1)!.wasm).toBeLessThanOrEqual(memory[2].wasm);
+});
+
+test('on WebGPU (SwiftShader) one reward-model epoch and one PPO iteration give finite numbers and chart points', async ({ page }) => {
+  test.setTimeout(20 * 60_000);
+  await ready(page, '?backend=webgpu');
+  await expect(page.locator('#backend')).toContainText('WebGPU');
+  const rankings = [
+    { prompt: 'what colour is the frog?', completions: ['green.', 'sure! the frog is green. i hope this helps.'], ranking: [0, 1] },
+    { prompt: 'say hello.', completions: ['hello.', 'of course. hello there, my friend.'], ranking: [0, 1] },
+  ];
+  await page.locator('#import').setInputFiles({ name: 'two.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(rankings.map((r) => JSON.stringify(r)).join('\n') + '\n') });
+  await expect(page.locator('#ranking-count')).not.toHaveText('0');
+  await page.locator('#rm-epochs').fill('1');
+  const t0 = Date.now();
+  await page.locator('#train-reward').click();
+  await expect(page.locator('#reward-status')).toContainText('done', { timeout: 600_000 });
+  const rmSeconds = (Date.now() - t0) / 1000;
+  await page.locator('#ppo-iterations').fill('1');
+  await page.locator('#ppo-epochs').fill('1');
+  await page.locator('#ppo-length').fill('8');
+  const t1 = Date.now();
+  await page.locator('#ppo-run').click();
+  await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 900_000 });
+  const status = (await page.locator('#ppo-status').textContent())!;
+  console.log(`WebGPU (SwiftShader): reward-model epoch ${rmSeconds.toFixed(0)} s; PPO iteration (batch 16, 8 tokens, 1 epoch) ${((Date.now() - t1) / 1000).toFixed(0)} s: ${status}`);
+  const score = Number(/score (-?[\d.]+)/.exec(status)![1]);
+  const kl = Number(/KL (-?[\d.]+)/.exec(status)![1]);
+  expect(Number.isFinite(score) && Number.isFinite(kl)).toBe(true);
+  expect(await page.locator('#reward-status').textContent()).toMatch(/loss \d/);
+  await page.screenshot({ path: 'test-results/webgpu-training.png', fullPage: true });
 });
