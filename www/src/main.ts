@@ -200,9 +200,12 @@ $('export-pairs').addEventListener('click', async () => download('pairs.jsonl', 
 for (const which of ['policy', 'reward'] as const) {
   $(`export-${which}`).addEventListener('click', async () => {
     try {
-      const { config, weights } = await call({ type: 'exportModel', which });
+      // A model directory's three files; saved as config.json, model.safetensors and tokenizer.json
+      // in one folder, `tinyrlhf` and HF transformers load it.
+      const { config, weights, tokenizer } = await call({ type: 'exportModel', which });
       download(`${which}-config.json`, config, 'application/json');
       download(`${which}-model.safetensors`, weights as BlobPart);
+      download(`${which}-tokenizer.json`, tokenizer, 'application/json');
     } catch (e) {
       show(ui.dataMessage, `Nothing to export: ${(e as Error).message}`, 'error');
     }

@@ -144,7 +144,7 @@ export interface Responses {
   ppoStep: PpoStepResult;
   explain: Explained;
   evaluate: Evaluation;
-  exportModel: { config: string; weights: Uint8Array };
+  exportModel: { config: string; weights: Uint8Array; tokenizer: string };
   importPolicy: null;
   forgetTraining: null;
   memory: { wasm: number; heap: number | null };

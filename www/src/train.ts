@@ -61,7 +61,9 @@ export async function trainReward(): Promise<number | null> {
   app.changed();
   let heldOut: number | null = null;
   try {
-    const info = await call({ type: 'startReward', epochs: Number(rm.epochs.value) || 8, lr: Number(rm.lr.value) || 1e-4 });
+    const epochs = Number(rm.epochs.value) || 8;
+    const info = await call({ type: 'startReward', epochs, lr: Number(rm.lr.value) || 1e-4 });
+    const started = performance.now();
     rm.loss.reset();
     rm.accuracy.reset();
     rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out…`;
@@ -70,12 +72,14 @@ export async function trainReward(): Promise<number | null> {
       const point = { step: stats.step, loss: stats.loss, accuracy: stats.accuracy, held_out_accuracy: stats.held_out?.accuracy ?? null, held_out_loss: stats.held_out?.loss ?? null };
       rm.loss.push(point);
       rm.accuracy.push(point);
+      document.body.dataset.rewardPoints = String(rm.loss.length);
       if (stats.held_out) heldOut = stats.held_out.accuracy;
       rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`}`;
       if (done) break;
       await nextFrame();
     }
-    rm.status.textContent += ' · done, saved in this browser';
+    const seconds = (performance.now() - started) / 1000;
+    rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / epochs).toFixed(1)} s per epoch), saved in this browser`;
     app.hasReward = true;
     app.hasPolicy = false;
     ppo.charts.forEach((c) => c.reset());
@@ -137,6 +141,7 @@ export async function runPpo(iterations?: number): Promise<PpoStepResult | null>
       ppo.done += 1;
       const point = { ...stats, iteration: ppo.done } as unknown as Point;
       ppo.charts.forEach((c) => c.push(point));
+      document.body.dataset.ppoPoints = String(ppo.charts[0].length);
       if (stats.iteration % 2 === 1) addSample(stats);
       ppo.status.textContent = `iteration ${ppo.done}/${ppo.target} · score ${stats.score.toFixed(2)} · KL ${stats.kl.toFixed(2)} · ${(stats.rollout_secs + stats.scoring_secs + stats.update_secs).toFixed(1)} s`;
       app.hasPolicy = true;

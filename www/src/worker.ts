@@ -11,6 +11,7 @@ let session: Session | null = null;
 let wasmMemory: WebAssembly.Memory | null = null;
 let modelDir = '';
 let heldOut: string[] = [];
+let tokenizerJson = '';
 
 function post(reply: Reply) {
   self.postMessage(reply);
@@ -87,6 +88,7 @@ async function start(force: string | null, models: string): Promise<Ready> {
   const model = JSON.parse(session.load(config, weights, tokenizer));
   session.loadBase(config, baseWeights);
   heldOut = promptsOf(new TextDecoder().decode(heldout));
+  tokenizerJson = new TextDecoder().decode(tokenizer);
   // What an earlier visit trained comes back.
   const configText = new TextDecoder().decode(config);
   const [reward, policy] = [await load<Uint8Array>('reward'), await load<Uint8Array>('policy')];
@@ -182,7 +184,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(await need().evaluate(JSON.stringify(heldOut.slice(0, request.prompts)), request.labeler, request.temperature, 7n));
     case 'exportModel': {
       const weights: Uint8Array = request.which === 'policy' ? await need().policyWeights() : await need().rewardWeights();
-      return { config: need().configJson(), weights };
+      return { config: need().configJson(), weights, tokenizer: tokenizerJson };
     }
     case 'importPolicy':
       need().loadPolicy(new TextEncoder().encode(request.config), request.weights);

@@ -32,6 +32,7 @@ test('demo mode learns a labeler’s taste on the CPU fallback', async ({ page }
   console.log(`demo (concise), ${((Date.now() - started) / 1000).toFixed(0)} s: ${JSON.stringify(result)}`);
   console.log(await page.locator('#demo-status').textContent());
   console.log(`PPO: ${await page.locator('#ppo-status').textContent()}`);
+  console.log(`reward model: ${await page.locator('#reward-status').textContent()}`);
   await page.screenshot({ path: 'test-results/demo.png', fullPage: true });
   expect(result.accuracy).toBeGreaterThanOrEqual(0.7);
   expect(result.win_rate).toBeGreaterThanOrEqual(0.65);
@@ -59,6 +60,17 @@ test('demo mode learns a labeler’s taste on the CPU fallback', async ({ page }
   console.log(`memory per PPO iteration after the reload (wasm bytes, JS heap bytes): ${JSON.stringify(memory)}`);
   // Not growing iteration over iteration: the wasm memory is flat over the last iterations.
   expect(memory.at(-1)!.wasm).toBeLessThanOrEqual(memory[2].wasm);
+
+  // Compare: three answers with rewards, and a heatmap of the policy's answer with values on hover.
+  await page.locator('#compare-run').click();
+  await expect(page.locator('#compare-columns .column')).toHaveCount(3);
+  await expect(page.locator('#compare-columns .score').first()).toContainText('reward');
+  await expect(page.locator('#heatmap span').first()).toHaveAttribute('title', /log π\/π_ref = -?[\d.]+ · advantage = -?[\d.]+/);
+  // Blind A/B: the page says which model it was and keeps the person's win-rate.
+  await page.locator('#ab-next').click();
+  await page.locator('#ab-pair button').first().click();
+  await expect(page.locator('#ab-score')).toContainText('You preferred the policy in');
+  await page.screenshot({ path: 'test-results/compare.png', fullPage: true });
 });
 
 test('on WebGPU (SwiftShader) one reward-model epoch and one PPO iteration give finite numbers and chart points', async ({ page }) => {
@@ -83,10 +95,13 @@ test('on WebGPU (SwiftShader) one reward-model epoch and one PPO iteration give 
   await page.locator('#ppo-run').click();
   await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 900_000 });
   const status = (await page.locator('#ppo-status').textContent())!;
-  console.log(`WebGPU (SwiftShader): reward-model epoch ${rmSeconds.toFixed(0)} s; PPO iteration (batch 16, 8 tokens, 1 epoch) ${((Date.now() - t1) / 1000).toFixed(0)} s: ${status}`);
+  console.log(`WebGPU (SwiftShader): ${await page.locator('#reward-status').textContent()}; reward-model training ${rmSeconds.toFixed(0)} s; PPO iteration (batch 16, 8 tokens, 1 epoch) ${((Date.now() - t1) / 1000).toFixed(0)} s: ${status}`);
   const score = Number(/score (-?[\d.]+)/.exec(status)![1]);
   const kl = Number(/KL (-?[\d.]+)/.exec(status)![1]);
   expect(Number.isFinite(score) && Number.isFinite(kl)).toBe(true);
   expect(await page.locator('#reward-status').textContent()).toMatch(/loss \d/);
+  // The charts got their points.
+  await expect(page.locator('body')).toHaveAttribute('data-reward-points', '1');
+  await expect(page.locator('body')).toHaveAttribute('data-ppo-points', '1');
   await page.screenshot({ path: 'test-results/webgpu-training.png', fullPage: true });
 });

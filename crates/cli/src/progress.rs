@@ -30,7 +30,7 @@ impl Progress {
     pub fn update(&self, position: usize, message: &str) {
         self.bar.set_position(position as u64);
         self.bar.set_message(message.to_owned());
-        if position % self.log_every == 0 || (self.bar.is_hidden() && position == self.total) {
+        if position.is_multiple_of(self.log_every) || (self.bar.is_hidden() && position == self.total) {
             let elapsed = self.started.elapsed().as_secs_f64();
             let done = position.saturating_sub(self.start_position).max(1) as f64;
             let eta = elapsed / done * self.total.saturating_sub(position) as f64;

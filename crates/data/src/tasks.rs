@@ -115,7 +115,7 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
             let x = rng.random_range(0..10);
             let y = if plus { rng.random_range(0..10) } else { rng.random_range(0..=x) };
             let (op, result) = if plus { ("plus", x + y) } else { ("minus", x - y) };
-            let wrong = if result == 0 { 1 } else { result + [1, -1, 2][rng.random_range(0..3)] as i32 };
+            let wrong = if result == 0 { 1 } else { result + [1, -1, 2][rng.random_range(0..3)] };
             let wrong = if wrong < 0 { result + 1 } else { wrong };
             let say = |r: i32| format!("{x} {op} {y} is {r}.");
             // Several wordings: held-out prompts then test a new wording of known sums, the
@@ -172,7 +172,7 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
                 format!("summarise: {story}"),
                 format!("a story about a {} {}.", a.colour, a.name),
                 format!("a story about a {}.", wrong_animal.name),
-                format!("it ends well."),
+                "it ends well.".to_string(),
             )
         }
         Family::Sentiment => {
@@ -347,5 +347,5 @@ pub fn stable_hash(text: &str) -> u64 {
 /// About one prompt in eight is held out of training, for evaluation; decided by the prompt text
 /// alone, so training and evaluation sets are disjoint whatever the seed.
 pub fn is_held_out(prompt: &str) -> bool {
-    stable_hash(prompt) % 8 == 0
+    stable_hash(prompt).is_multiple_of(8)
 }

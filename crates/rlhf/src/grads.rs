@@ -1,5 +1,6 @@
 //! Gradient clipping by the global norm (all parameters as one vector), reporting that norm.
 //! burn's own clipping works per parameter and does not say the norm, which training stats need.
+//! A non-finite norm means the update must not happen: [`clip_global_norm`] says so.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -41,4 +42,21 @@ pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<Ten
 /// Scales every gradient of `module` by `factor`.
 pub fn scale<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
     module.visit(&mut Scale { grads, factor });
+}
+
+/// The global norm of `grads` (0 when there are none), and the gradients scaled down to
+/// `max_norm` when above it (`max_norm` 0: no clipping). `Err(reason)` when the norm is not finite:
+/// the caller skips the update and keeps its last good weights.
+pub async fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> Result<Result<f32, String>, crate::TrainError> {
+    let norm = match global_norm(module, grads) {
+        Some(norm) => crate::read::scalar(norm).await?,
+        None => 0.0,
+    };
+    if !norm.is_finite() {
+        return Ok(Err(format!("gradient norm is {norm}; the update was skipped and the last good weights kept")));
+    }
+    if max_norm > 0.0 && f64::from(norm) > max_norm {
+        scale(module, grads, max_norm / f64::from(norm));
+    }
+    Ok(Ok(norm))
 }

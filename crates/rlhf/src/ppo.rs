@@ -28,7 +28,7 @@ use web_time::Instant;
 use crate::checkpoint::TrainError;
 use crate::examples::{Example, LmBatch};
 use crate::read::{scalar as read, values as read_values};
-use crate::grads::{global_norm, scale};
+use crate::grads::clip_global_norm;
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss, token_entropy, token_logprobs};
 use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl, postprocess_responses};
 
@@ -545,28 +545,8 @@ impl PpoTrainer {
         let mut grads = loss.backward();
         let mut policy_grads = GradientsParams::from_module(&mut grads, &self.policy);
         let mut value_grads = GradientsParams::from_module(&mut grads, &self.value);
-        for norm in [global_norm(&self.policy, &policy_grads), global_norm(&self.value, &value_grads)] {
-            let norm = match norm {
-                Some(n) => read(n).await?,
-                None => 0.0,
-            };
-            if !norm.is_finite() {
-                return Err(UpdateError::Diverged(format!("a gradient norm is {norm}")));
-            }
-        }
-        if s.max_grad_norm > 0.0 {
-            for (is_policy, norm) in [(true, global_norm(&self.policy, &policy_grads)), (false, global_norm(&self.value, &value_grads))] {
-                let Some(norm) = norm else { continue };
-                let norm = f64::from(read(norm).await?);
-                if norm > s.max_grad_norm {
-                    if is_policy {
-                        scale(&self.policy, &mut policy_grads, s.max_grad_norm / norm);
-                    } else {
-                        scale(&self.value, &mut value_grads, s.max_grad_norm / norm);
-                    }
-                }
-            }
-        }
+        clip_global_norm(&self.policy, &mut policy_grads, s.max_grad_norm).await?.map_err(UpdateError::Diverged)?;
+        clip_global_norm(&self.value, &mut value_grads, s.max_grad_norm).await?.map_err(UpdateError::Diverged)?;
         self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
         self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
         Ok(out)

@@ -19,7 +19,7 @@ use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::read::{scalar as read, values as read_values};
-use crate::grads::{global_norm, scale};
+use crate::grads::clip_global_norm;
 use crate::losses::{PreferencePairs, preference_loss};
 
 /// One ranking as token ids: each completion is the whole chat (prompt, response, EOS).
@@ -198,17 +198,12 @@ impl RewardTrainer {
             return Ok(stats);
         }
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        let norm = match global_norm(&self.model, &grads) {
-            Some(n) => read(n).await?,
-            None => 0.0,
-        };
-        stats.grad_norm = norm;
-        if !norm.is_finite() {
-            stats.skipped = Some(format!("gradient norm is {norm}; the update was skipped and the last good weights kept"));
-            return Ok(stats);
-        }
-        if self.settings.max_grad_norm > 0.0 && f64::from(norm) > self.settings.max_grad_norm {
-            scale(&self.model, &mut grads, self.settings.max_grad_norm / f64::from(norm));
+        match clip_global_norm(&self.model, &mut grads, self.settings.max_grad_norm).await? {
+            Ok(norm) => stats.grad_norm = norm,
+            Err(reason) => {
+                stats.skipped = Some(reason);
+                return Ok(stats);
+            }
         }
         self.model = self.optim.step(lr, self.model.clone(), grads);
         stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
