@@ -4,7 +4,10 @@
 import { test, expect, type Page, chromium } from '@playwright/test';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
 
 const ORIGIN = 'http://127.0.0.1:8080';
 
@@ -142,4 +145,23 @@ test('while sampling, the main thread has no task longer than 200 ms', async ({ 
   await expect(page.locator('#answers .answer')).toHaveCount(9);
   const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
   expect(longTasks.filter((d) => d > 200)).toEqual([]);
+});
+
+test('a prompt longer than the context is cut with a visible notice', async ({ page }) => {
+  await ready(page);
+  await page.locator('#prompt-input').fill(Array.from({ length: 120 }, (_, i) => `the cat number ${i} sat on the mat.`).join(' '));
+  await sampleFour(page);
+  await expect(page.locator('#notice')).toContainText('longer than the model');
+});
+
+test('a policy of the wrong shape is refused and the current one stays; one written by the CLI loads', async ({ page }) => {
+  await ready(page);
+  const models = join(HERE, '..', 'public', 'models');
+  const fixture = join(HERE, '..', '..', 'tests', 'fixtures', 'trl-parity', 'gpt2_tiny');
+  await page.locator('#import-policy').setInputFiles([join(fixture, 'config.json'), join(fixture, 'model.safetensors')]);
+  await expect(page.locator('#data-message')).toContainText('The policy was not loaded (the current one stays)');
+  // A model directory as `tinyrlhf` writes it (here the shipped base model) loads as the policy.
+  await page.locator('#import-policy').setInputFiles([join(models, 'base', 'config.json'), join(models, 'base', 'model.safetensors')]);
+  await expect(page.locator('#data-message')).toContainText('Loaded the policy from model.safetensors');
+  await expect(page.locator('#ab-next')).toBeEnabled();
 });
