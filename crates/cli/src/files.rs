@@ -82,14 +82,30 @@ pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(GptConfig, Scalar
 
 const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimizer.bpk", "trainer.json"];
 
-/// Saves the resumable state as `dir/checkpoint/`, swapped in whole: the new state is written
-/// beside it and renamed into place, so a kill at any moment leaves one complete checkpoint.
+/// Saves a supervised trainer's resumable state as `dir/checkpoint/`.
 pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint) -> Result<()> {
+    let parts: [&[u8]; 4] = [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
+    save_checkpoint_files(dir, &CHECKPOINT_FILES.into_iter().zip(parts).collect::<Vec<_>>())
+}
+
+/// A supervised trainer's last complete checkpoint in `dir`, if any.
+pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
+    let Some(mut parts) = load_checkpoint_files(dir, &CHECKPOINT_FILES)? else { return Ok(None) };
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| format!("{}: checkpoint is not UTF-8: {e}", dir.display()));
+    let state_json = text(parts.pop().expect("4 parts"))?;
+    let optimizer = parts.pop().expect("4 parts");
+    let weights = parts.pop().expect("4 parts");
+    Ok(Some(TrainCheckpoint { config_json: text(parts.pop().expect("4 parts"))?, weights, optimizer, state_json }))
+}
+
+/// Saves named files as `dir/checkpoint/`, swapped in whole: the new state is written beside it
+/// and renamed into place, so a kill at any moment leaves one complete checkpoint. The last file
+/// should be `trainer.json`: its presence marks a complete checkpoint.
+pub fn save_checkpoint_files(dir: &Path, parts: &[(&str, &[u8])]) -> Result<()> {
     let (new, current, old) = checkpoint_paths(dir);
     let _ = std::fs::remove_dir_all(&new);
     std::fs::create_dir_all(&new).map_err(|e| format!("cannot create {}: {e}", new.display()))?;
-    let parts: [&[u8]; 4] = [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
-    for (name, bytes) in CHECKPOINT_FILES.iter().zip(parts) {
+    for (name, bytes) in parts {
         std::fs::write(new.join(name), bytes).map_err(|e| format!("cannot write {}: {e}", new.join(name).display()))?;
     }
     let _ = std::fs::remove_dir_all(&old);
@@ -101,19 +117,14 @@ pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint) -> Result<()> {
     Ok(())
 }
 
-/// The last complete checkpoint in `dir`, if any (the previous one if a swap was interrupted).
-pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
+/// The named files of the last complete checkpoint in `dir` (the previous one if a swap was
+/// interrupted), in the order asked.
+pub fn load_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Option<Vec<Vec<u8>>>> {
     let (_, current, old) = checkpoint_paths(dir);
     let Some(found) = [current, old].into_iter().find(|p| p.join("trainer.json").exists()) else {
         return Ok(None);
     };
-    let text = |name: &str| read_text(&found.join(name));
-    Ok(Some(TrainCheckpoint {
-        config_json: text("config.json")?,
-        weights: read(&found.join("model.safetensors"))?,
-        optimizer: read(&found.join("optimizer.bpk"))?,
-        state_json: text("trainer.json")?,
-    }))
+    names.iter().map(|name| read(&found.join(name))).collect::<Result<Vec<_>>>().map(Some)
 }
 
 fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

@@ -1,14 +1,15 @@
 //! `tinyrlhf ppo`: optimise the SFT policy against a reward model with PPO, KL-penalised to the SFT
 //! model. One line of metrics per iteration (score, KL, entropy, clip fractions, …) goes to
-//! `metrics.jsonl`; the policy is written as a model directory every `--save-every` iterations and
-//! at the end, with the value model in `value/`.
+//! `metrics.jsonl`; every `--save-every` iterations and at the end the policy is written as a model
+//! directory, the value model in `value/`, and a resumable checkpoint in `checkpoint/` (policy,
+//! value, both optimizers, iteration and β): `--resume` continues exactly where the run stopped.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_data::{Demonstration, PromptRecord};
 use tinyrlhf_model::GptConfig;
-use tinyrlhf_rlhf::{KlEstimator, PpoConfig, PpoModels, PpoTrainer, chat_example};
+use tinyrlhf_rlhf::{KlEstimator, PpoCheckpoint, PpoConfig, PpoModels, PpoTrainer, chat_example};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
@@ -71,8 +72,12 @@ pub struct PpoArgs {
     /// Stop an iteration and restore the last good policy when the KL to the reference passes this.
     #[arg(long, default_value_t = PpoConfig::default().kl_limit)]
     kl_limit: f64,
+    /// Iterations between checkpoints (`OUT/checkpoint/`) and policy saves.
     #[arg(long, default_value_t = 10)]
     save_every: usize,
+    /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
+    #[arg(long)]
+    resume: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
@@ -101,6 +106,9 @@ impl PpoArgs {
         }
     }
 }
+
+/// The files of `OUT/checkpoint/`; `trainer.json` last marks it complete.
+const CHECKPOINT: [&str; 5] = ["policy.safetensors", "value.safetensors", "policy_optimizer.bpk", "value_optimizer.bpk", "trainer.json"];
 
 /// The reward model must read the policy's tokens with the policy's shape.
 fn check_compatible(policy: &GptConfig, reward: &GptConfig, same_tokenizer: bool, args: &PpoArgs) -> Result<()> {
@@ -143,12 +151,29 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     device.seed(args.seed);
     let settings = args.settings();
     let models = PpoModels { sft, config: config.clone(), reward, value: None, policy: None };
-    let mut trainer = PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?;
+    let metrics = args.out.join("metrics.jsonl");
+    let mut trainer = match (args.resume, files::load_checkpoint_files(&args.out, &CHECKPOINT)?) {
+        (true, Some(parts)) => {
+            let [policy, value, policy_optimizer, value_optimizer, state] = <[Vec<u8>; 5]>::try_from(parts).expect("5 parts");
+            let state_json = String::from_utf8(state).map_err(|e| format!("{}: trainer.json is not UTF-8: {e}", args.out.display()))?;
+            let checkpoint = PpoCheckpoint { policy, value, policy_optimizer, value_optimizer, state_json };
+            let trainer = PpoTrainer::resume(models, &checkpoint, prompt_ids, ptx, special.eos, special.pad).map_err(|e| e.to_string())?;
+            eprintln!("resuming {} at iteration {} (with the checkpoint's settings)", args.out.display(), trainer.iterations_done());
+            trainer
+        }
+        (resume, _) => {
+            if resume {
+                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
+            } else if args.out.join("checkpoint").exists() {
+                return Err(format!("{} already holds a PPO run; pass --resume to continue it or choose another --out", args.out.display()));
+            }
+            let _ = std::fs::remove_file(&metrics);
+            PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?
+        }
+    };
 
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let metrics = args.out.join("metrics.jsonl");
-    let _ = std::fs::remove_file(&metrics);
-    let progress = Progress::new(args.iterations, 0, "iterations");
+    let progress = Progress::new(args.iterations, trainer.iterations_done(), "iterations");
     let manifest = |iterations: usize, seconds: f64| -> Result<serde_json::Value> {
         Ok(serde_json::json!({
             "stage": "ppo", "sft": args.policy, "reward": args.reward, "iterations": iterations, "settings": settings,
@@ -173,8 +198,10 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         if stats.iteration % args.save_every.max(1) == 0 || stats.iteration == args.iterations {
             let weights = pollster::block_on(tinyrlhf_model::save_gpt(&trainer.policy())).map_err(|e| e.to_string())?;
             files::save_weights_dir(&args.out, &config.to_json(), &weights, &tokenizer, &manifest(stats.iteration, started.elapsed().as_secs_f64())?)?;
-            let value = pollster::block_on(tinyrlhf_model::save_scalar_model(&trainer.value_model())).map_err(|e| e.to_string())?;
-            files::save_weights_dir(&args.out.join("value"), &config.to_json(), &value, &tokenizer, &serde_json::json!({"stage": "ppo value model", "iterations": stats.iteration}))?;
+            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+            files::save_weights_dir(&args.out.join("value"), &config.to_json(), &checkpoint.value, &tokenizer, &serde_json::json!({"stage": "ppo value model", "iterations": stats.iteration}))?;
+            let parts: [&[u8]; 5] = [&checkpoint.policy, &checkpoint.value, &checkpoint.policy_optimizer, &checkpoint.value_optimizer, checkpoint.state_json.as_bytes()];
+            files::save_checkpoint_files(&args.out, &CHECKPOINT.into_iter().zip(parts).collect::<Vec<_>>())?;
         }
     }
     eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());

@@ -128,6 +128,12 @@ fn rank_reward_ppo_and_compare_run_through_files() {
     ok(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--iterations", "2", "--batch", "4", "--minibatch", "2", "--max-new-tokens", "6", "--out", "policy"], &dir);
     let metrics = std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
+    // A second run into the same directory must say --resume; with it, the run goes on to 3.
+    let ppo = ["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--batch", "4", "--minibatch", "2", "--max-new-tokens", "6", "--out", "policy", "--iterations", "3"];
+    assert!(fails(&ppo, &dir).contains("--resume"));
+    let resumed = ok(&[&ppo[..], &["--resume"]].concat(), &dir);
+    assert!(resumed.contains("resuming policy at iteration 2"), "{resumed}");
+    assert_eq!(std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap().lines().count(), 3);
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     for key in ["score", "kl", "kl_k3", "entropy", "pg_clipfrac", "vf_clipfrac", "approx_kl", "vf_loss", "explained_variance", "mean_length", "eos_rate", "beta"] {
         assert!(first[key].as_f64().is_some(), "metrics lack {key}: {first}");

@@ -260,6 +260,24 @@ pub async fn explain_response(policy: &Gpt, reference: &Gpt, value: &ScalarModel
     Ok(TokenExplanation { log_ratio, advantage: adv.advantages_raw[0][..n].to_vec(), score: adv.scores[0] })
 }
 
+/// Everything needed to continue a PPO run: policy and value weights (safetensors), both
+/// optimizers' states, and the trainer's own state (iteration, beta, settings) as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PpoCheckpoint {
+    pub policy: Vec<u8>,
+    pub value: Vec<u8>,
+    pub policy_optimizer: Vec<u8>,
+    pub value_optimizer: Vec<u8>,
+    pub state_json: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PpoState {
+    iteration: usize,
+    beta: AdaptiveKl,
+    settings: PpoConfig,
+}
+
 /// Trains a policy with PPO against a frozen reward model, one iteration per [`PpoTrainer::step`].
 pub struct PpoTrainer {
     policy: Gpt,
@@ -353,6 +371,38 @@ impl PpoTrainer {
             iteration: 0,
             device,
         })
+    }
+
+    /// A snapshot to continue from with [`PpoTrainer::resume`].
+    pub async fn checkpoint(&self) -> Result<PpoCheckpoint, TrainError> {
+        let optimizer = |o: &ModuleOptimizer| o.into_bytes().map(|b| b.to_vec()).map_err(|e| TrainError::Checkpoint(format!("{e:?}")));
+        let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
+        Ok(PpoCheckpoint {
+            policy: tinyrlhf_model::save_gpt(&self.policy.valid()).await?,
+            value: tinyrlhf_model::save_scalar_model(&self.value.valid()).await?,
+            policy_optimizer: optimizer(&self.policy_optim)?,
+            value_optimizer: optimizer(&self.value_optim)?,
+            state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
+        })
+    }
+
+    /// Continues a run from `checkpoint`; `models` are the run's SFT and reward models (its policy
+    /// and value come from the checkpoint), and the prompts are the same. The next iteration is
+    /// the one the interrupted run would have done next.
+    pub fn resume(models: PpoModels, checkpoint: &PpoCheckpoint, prompts: Vec<Vec<u32>>, ptx: Vec<Example>, eos: u32, pad: u32) -> Result<Self, TrainError> {
+        let state: PpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let device = models.sft.device();
+        let config_json = models.config.to_json();
+        let (_, policy) = tinyrlhf_model::load_gpt(config_json.as_bytes(), &checkpoint.policy, &device)?;
+        let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &checkpoint.value, &device)?;
+        let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
+        let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
+        let restore = |o: ModuleOptimizer, bytes: &[u8]| o.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| TrainError::Checkpoint(format!("{e:?}")));
+        trainer.policy_optim = restore(trainer.policy_optim, &checkpoint.policy_optimizer)?;
+        trainer.value_optim = restore(trainer.value_optim, &checkpoint.value_optimizer)?;
+        trainer.iteration = state.iteration;
+        trainer.beta = state.beta;
+        Ok(trainer)
     }
 
     pub fn iterations_done(&self) -> usize {

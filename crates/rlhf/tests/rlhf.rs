@@ -114,3 +114,24 @@ fn a_reward_model_of_another_size_is_refused() {
     let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None, policy: None }, prompts(), vec![], EOS, PAD, settings()).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 }
+
+#[test]
+fn a_resumed_ppo_run_continues_exactly_where_it_stopped() {
+    // One set of models for both runs: other tests reseed the shared device while they run.
+    let (config, sft, reward) = models(7);
+    let run = |stop_after: Option<usize>| -> Vec<(f64, f64)> {
+        let mut trainer = PpoTrainer::new(PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None }, prompts(), vec![], EOS, PAD, settings()).unwrap();
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            if stop_after == Some(i) {
+                let checkpoint = pollster::block_on(trainer.checkpoint()).unwrap();
+                trainer = PpoTrainer::resume(PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None }, &checkpoint, prompts(), vec![], EOS, PAD).unwrap();
+                assert_eq!(trainer.iterations_done(), i);
+            }
+            let stats = pollster::block_on(trainer.step()).unwrap();
+            seen.push((stats.score, stats.kl));
+        }
+        seen
+    };
+    assert_eq!(run(Some(2)), run(None));
+}
