@@ -60,3 +60,13 @@ pub async fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams
     }
     Ok(Ok(norm))
 }
+
+/// The clipped gradients of `loss` (whose value, already read, is `loss_value`) for `module`, with
+/// their norm before clipping — or why the update must be skipped: a non-finite loss or gradient.
+pub async fn checked_gradients<M: Module>(module: &M, loss: Tensor<1>, loss_value: f32, max_norm: f64) -> Result<Result<(GradientsParams, f32), String>, crate::TrainError> {
+    if !loss_value.is_finite() {
+        return Ok(Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept")));
+    }
+    let mut grads = GradientsParams::from_grads(loss.backward(), module);
+    Ok(clip_global_norm(module, &mut grads, max_norm).await?.map(|norm| (grads, norm)))
+}

@@ -13,13 +13,15 @@ pub mod ppo;
 pub mod ppo_math;
 mod read;
 pub mod reward;
+pub mod rollout;
 pub mod schedule;
 pub mod supervised;
 
 pub use checkpoint::{TrainCheckpoint, TrainError};
 pub use examples::{Example, LmBatch, chat_example, pack};
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
-pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer, TokenExplanation, explain_response, response_kl};
+pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};
+pub use rollout::{TokenExplanation, explain_response, response_kl};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
 pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, TokenRanking, calibrate};
 pub use schedule::LrSchedule;

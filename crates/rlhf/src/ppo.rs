@@ -1,7 +1,8 @@
 //! PPO with a KL leash to the SFT model (Ouyang et al. 2022; "The N Implementation Details of RLHF
 //! with PPO", Huang et al.). [`PpoTrainer::step`] is one iteration, written as numbered phases:
 //! rollout, log-probs and values, score, KL-shaped rewards and advantages, K epochs of clipped
-//! updates, KL control. The arithmetic between the phases is `ppo_math.rs` (checked against TRL).
+//! updates, KL control. The arithmetic between the phases is `ppo_math.rs` (checked against TRL);
+//! how a rollout is laid out and read by the models is `rollout.rs`.
 //!
 //! Four models: the policy (trained, starts as SFT), the reference (frozen SFT), the reward model
 //! (frozen) and the value model. The value model is a separate network initialised from the
@@ -17,7 +18,7 @@
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -27,10 +28,11 @@ use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::examples::{Example, LmBatch};
-use crate::read::{scalar as read, values as read_values};
 use crate::grads::clip_global_norm;
-use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss, token_entropy, token_logprobs};
-use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl, postprocess_responses};
+use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
+use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl};
+use crate::read::{scalar as read, values as read_values};
+use crate::rollout::{RolloutBatch, response_logprobs, response_values, to_rows};
 
 /// PPO settings. The defaults are the ones that work on the shipped `tiny` model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,127 +139,6 @@ pub struct PpoStats {
     pub sample_response: Vec<u32>,
     /// Why this iteration restored the last good policy instead of updating, if it did.
     pub restored: Option<String>,
-}
-
-/// One iteration's rollouts laid out as the models read them: the prompt left-padded to
-/// `query_len`, then the response right-padded to `response_len` (one column past the longest
-/// response, where the score is paid).
-struct RolloutBatch {
-    ids: Vec<i64>,
-    positions: Vec<i64>,
-    mask: Vec<i64>,
-    rows: usize,
-    query_len: usize,
-    response_len: usize,
-}
-
-impl RolloutBatch {
-    fn new(prompts: &[&Vec<u32>], responses: &[Vec<u32>], sequence_lengths: &[usize], pad: u32) -> Self {
-        let query_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        let response_len = responses.first().map_or(0, Vec::len);
-        let mut out = Self { ids: vec![], positions: vec![], mask: vec![], rows: prompts.len(), query_len, response_len };
-        for ((prompt, response), &last) in prompts.iter().zip(responses).zip(sequence_lengths) {
-            let padding = query_len - prompt.len();
-            out.ids.extend(std::iter::repeat_n(pad as i64, padding).chain(prompt.iter().map(|&t| t as i64)).chain(response.iter().map(|&t| t as i64)));
-            let real = |t: usize| t <= last;
-            out.mask.extend(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, prompt.len())).chain((0..response_len).map(|t| i64::from(real(t)))));
-            let p = prompt.len() as i64;
-            out.positions.extend(std::iter::repeat_n(0, padding).chain(0..p).chain((0..response_len).map(|t| if real(t) { p + t as i64 } else { 0 })));
-        }
-        out
-    }
-
-    fn width(&self) -> usize {
-        self.query_len + self.response_len
-    }
-
-    /// `(ids, positions, mask)` tensors of the rows `rows`.
-    fn tensors(&self, rows: &[usize], device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
-        let w = self.width();
-        let pick = |v: &Vec<i64>| {
-            let data: Vec<i64> = rows.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect();
-            Tensor::<2, Int>::from_data(TensorData::new(data, [rows.len(), w]), device)
-        };
-        (pick(&self.ids), pick(&self.positions), pick(&self.mask))
-    }
-
-    /// The response ids of `rows`, `[rows, response_len]`.
-    fn targets(&self, rows: &[usize], device: &Device) -> Tensor<2, Int> {
-        let (w, q) = (self.width(), self.query_len);
-        let data: Vec<i64> = rows.iter().flat_map(|&r| self.ids[r * w + q..(r + 1) * w].iter().copied()).collect();
-        Tensor::from_data(TensorData::new(data, [rows.len(), self.response_len]), device)
-    }
-}
-
-/// Response-position outputs of a forward pass: position q-1+t predicts response token t.
-fn response_slice<const D: usize>(full: Tensor<D>, query_len: usize, response_len: usize) -> Tensor<D> {
-    full.narrow(1, query_len - 1, response_len)
-}
-
-/// Tempered log-probs of the response tokens under `model`, `[rows, response_len]`; with
-/// `entropy`, also each position's entropy.
-fn response_logprobs(model: &Gpt, batch: &RolloutBatch, rows: &[usize], temperature: f32, entropy: bool, device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
-    let (ids, positions, mask) = batch.tensors(rows, device);
-    let hidden = response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len);
-    let logits = model.logits(hidden) / f64::from(temperature); // [rows, response_len, vocab]
-    let entropy = entropy.then(|| token_entropy(logits.clone()));
-    (token_logprobs(logits, batch.targets(rows, device)), entropy)
-}
-
-/// The value model's estimate before each response token, `[rows, response_len]`.
-fn response_values(model: &ScalarModel, batch: &RolloutBatch, rows: &[usize], device: &Device) -> Tensor<2> {
-    let (ids, positions, mask) = batch.tensors(rows, device);
-    response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len)
-}
-
-/// KL(policy || reference) of each response (k1, summed over its tokens up to and including EOS)
-/// under logits / `temperature`: how far a policy has moved from its reference on its own samples.
-/// `responses` are generated ids as [`generate`] returns them.
-pub async fn response_kl(policy: &Gpt, reference: &Gpt, prompts: &[Vec<u32>], responses: &[Vec<u32>], temperature: f32, eos: u32, pad: u32) -> Result<Vec<f64>, TrainError> {
-    let width = responses.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let padded: Vec<Vec<u32>> = responses.iter().map(|t| t.iter().copied().chain(std::iter::repeat(pad)).take(width).collect()).collect();
-    let post = postprocess_responses(&padded, eos, pad);
-    let prompt_refs: Vec<&Vec<u32>> = prompts.iter().collect();
-    let batch = RolloutBatch::new(&prompt_refs, &post.responses, &post.sequence_lengths, pad);
-    let rows: Vec<usize> = (0..batch.rows).collect();
-    let device = policy.device();
-    let (logprobs, _) = response_logprobs(policy, &batch, &rows, temperature, false, &device);
-    let (ref_logprobs, _) = response_logprobs(reference, &batch, &rows, temperature, false, &device);
-    let (padding, _) = crate::ppo_math::padding_masks(&post.sequence_lengths, width);
-    let kl = per_token_kl(&to_rows(logprobs).await?, &to_rows(ref_logprobs).await?, &padding, KlEstimator::K1);
-    Ok(kl.iter().map(|row| row.iter().sum()).collect())
-}
-
-/// Per-token view of one answer for teaching: log pi/pi_ref of each response token, and its
-/// advantage (unwhitened GAE from the value model, with the KL-shaped reward and the reward model's
-/// score, as PPO would compute it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenExplanation {
-    pub log_ratio: Vec<f64>,
-    pub advantage: Vec<f64>,
-    pub score: f64,
-}
-
-/// [`TokenExplanation`] of `response` (generated ids, EOS included when it ended) to `prompt`.
-#[allow(clippy::too_many_arguments)]
-pub async fn explain_response(policy: &Gpt, reference: &Gpt, value: &ScalarModel, reward: &ScalarModel, prompt: &[u32], response: &[u32], settings: &PpoConfig, beta: f64, eos: u32, pad: u32) -> Result<TokenExplanation, TrainError> {
-    let padded: Vec<u32> = response.iter().copied().chain(std::iter::once(pad)).collect();
-    let post = postprocess_responses(&[padded], eos, pad);
-    let prompt = prompt.to_vec();
-    let batch = RolloutBatch::new(&[&prompt], &post.responses, &post.sequence_lengths, pad);
-    let device = policy.device();
-    let (logprobs, _) = response_logprobs(policy, &batch, &[0], settings.temperature, false, &device);
-    let (ref_logprobs, _) = response_logprobs(reference, &batch, &[0], settings.temperature, false, &device);
-    let values = response_values(value, &batch, &[0], &device);
-    let (ids, positions, mask) = batch.tensors(&[0], &device);
-    let score = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &[batch.query_len + post.sequence_lengths[0]]);
-    let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
-    let score = f64::from(read(score).await?);
-    let config = AdvantageConfig { kl_coef: beta, kl_estimator: settings.kl_estimator, gamma: settings.gamma, lam: settings.lam, whiten_rewards: false, missing_eos_penalty: settings.missing_eos_penalty };
-    let adv = compute_advantages(&post, &[score], &logprobs, &ref_logprobs, &values, &config);
-    let n = response.len();
-    let log_ratio = logprobs[0].iter().zip(&ref_logprobs[0]).take(n).map(|(a, b)| a - b).collect();
-    Ok(TokenExplanation { log_ratio, advantage: adv.advantages_raw[0][..n].to_vec(), score: adv.scores[0] })
 }
 
 /// Everything needed to continue a PPO run: policy and value weights (safetensors), both
@@ -466,14 +347,10 @@ impl PpoTrainer {
         // 1. Rollout: sample at temperature T; the sampler stops each row at its first EOS.
         let start = Instant::now();
         let chosen = self.batch_prompts(self.iteration - 1);
-        let prompts: Vec<&Vec<u32>> = chosen.iter().map(|&i| &self.prompts[i]).collect();
-        let owned: Vec<Vec<u32>> = prompts.iter().map(|p| (*p).clone()).collect();
+        let owned: Vec<Vec<u32>> = chosen.iter().map(|&i| self.prompts[i].clone()).collect();
         let sampling = SamplingConfig { max_new_tokens: s.max_new_tokens, temperature: s.temperature, top_k: 0, top_p: 1.0, seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) };
         let generation = generate(&self.policy.valid(), &owned, self.eos, self.pad, &sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
-        let width = generation.tokens.iter().map(Vec::len).max().unwrap_or(0) + 1;
-        let padded: Vec<Vec<u32>> = generation.tokens.iter().map(|t| t.iter().copied().chain(std::iter::repeat(self.pad)).take(width).collect()).collect();
-        let post = postprocess_responses(&padded, self.eos, self.pad);
-        let batch = RolloutBatch::new(&prompts, &post.responses, &post.sequence_lengths, self.pad);
+        let (batch, post) = RolloutBatch::from_generated(&owned, &generation.tokens, self.eos, self.pad);
         stats.sample_prompt = owned[0].clone();
         stats.sample_response = generation.tokens[0].clone();
         stats.rollout_secs = start.elapsed().as_secs_f64();
@@ -622,9 +499,4 @@ fn floats(rows: Rows, device: &Device) -> Tensor<2> {
     let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
     let data: Vec<f32> = rows.into_iter().flatten().map(|x| x as f32).collect();
     Tensor::from_data(TensorData::new(data, [b, t]), device)
-}
-
-async fn to_rows(t: Tensor<2>) -> Result<Rows, TrainError> {
-    let [_, len] = t.dims();
-    Ok(read_values(t).await?.chunks(len.max(1)).map(|c| c.iter().map(|&x| f64::from(x)).collect()).collect())
 }

@@ -7,7 +7,7 @@
 //! independent of how the reward model happened to drift.
 
 use burn::module::{Module, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -19,7 +19,7 @@ use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::read::{scalar as read, values as read_values};
-use crate::grads::clip_global_norm;
+use crate::grads::checked_gradients;
 use crate::losses::{PreferencePairs, preference_loss};
 
 /// One ranking as token ids: each completion is the whole chat (prompt, response, EOS).
@@ -193,18 +193,16 @@ impl RewardTrainer {
         let loss_value = read(loss.clone()).await?;
         let accuracy = pair_accuracy(&read_values(rewards).await?, &pairs);
         let mut stats = RewardStepStats { step: self.step, epoch: epoch + 1, loss: loss_value, accuracy, lr, grad_norm: f32::NAN, pairs: pairs.len(), pairs_per_sec: 0.0, held_out: None, skipped: None };
-        if !loss_value.is_finite() {
-            stats.skipped = Some(format!("loss is {loss_value}; the update was skipped and the last good weights kept"));
-            return Ok(stats);
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        match clip_global_norm(&self.model, &mut grads, self.settings.max_grad_norm).await? {
-            Ok(norm) => stats.grad_norm = norm,
+        let grads = match checked_gradients(&self.model, loss, loss_value, self.settings.max_grad_norm).await? {
+            Ok((grads, norm)) => {
+                stats.grad_norm = norm;
+                grads
+            }
             Err(reason) => {
                 stats.skipped = Some(reason);
                 return Ok(stats);
             }
-        }
+        };
         self.model = self.optim.step(lr, self.model.clone(), grads);
         stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
         if within + 1 == per_epoch && !self.held_out.is_empty() {

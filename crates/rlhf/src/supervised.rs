@@ -7,7 +7,7 @@
 //! A step whose loss or gradient is not finite changes nothing and says so in its stats.
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -19,7 +19,7 @@ use web_time::Instant;
 use crate::checkpoint::{TrainCheckpoint, TrainError};
 use crate::examples::{Example, LmBatch};
 use crate::read::scalar as read;
-use crate::grads::clip_global_norm;
+use crate::grads::checked_gradients;
 use crate::losses::lm_loss;
 use crate::schedule::LrSchedule;
 
@@ -163,18 +163,16 @@ impl SupervisedTrainer {
         let loss = lm_loss(logits, batch.targets, batch.weights);
         let loss_value = read(loss.clone()).await?;
         let mut stats = StepStats { step: self.step, loss: loss_value, lr, grad_norm: f32::NAN, tokens: batch.target_tokens, tokens_per_sec: 0.0, skipped: None };
-        if !loss_value.is_finite() {
-            stats.skipped = Some(format!("loss is {loss_value}; the update was skipped and the last good weights kept"));
-            return Ok(stats);
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        match clip_global_norm(&self.model, &mut grads, self.settings.max_grad_norm).await? {
-            Ok(norm) => stats.grad_norm = norm,
+        let grads = match checked_gradients(&self.model, loss, loss_value, self.settings.max_grad_norm).await? {
+            Ok((grads, norm)) => {
+                stats.grad_norm = norm;
+                grads
+            }
             Err(reason) => {
                 stats.skipped = Some(reason);
                 return Ok(stats);
             }
-        }
+        };
         self.model = self.optim.step(lr, self.model.clone(), grads);
         stats.tokens_per_sec = batch.target_tokens as f64 / start.elapsed().as_secs_f64();
         Ok(stats)

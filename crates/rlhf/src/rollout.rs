@@ -1,0 +1,143 @@
+//! A rollout as the models read it: prompts left-padded, answers right-padded after their EOS,
+//! explicit positions so padding changes nothing; the tempered log-probs and values at the answer
+//! positions; and two read-outs built on them for people — KL to the reference per answer, and a
+//! per-token explanation of one answer (log ratio and advantage).
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tinyrlhf_model::{Gpt, ScalarModel};
+
+use crate::checkpoint::TrainError;
+use crate::losses::{token_entropy, token_logprobs};
+use crate::ppo::PpoConfig;
+use crate::ppo_math::{AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_responses};
+use crate::read::{scalar as read, values as read_values};
+
+/// One iteration's rollouts laid out as the models read them: the prompt left-padded to
+/// `query_len`, then the response right-padded to `response_len` (one column past the longest
+/// response, where the score is paid).
+pub(crate) struct RolloutBatch {
+    ids: Vec<i64>,
+    positions: Vec<i64>,
+    mask: Vec<i64>,
+    pub(crate) rows: usize,
+    pub(crate) query_len: usize,
+    pub(crate) response_len: usize,
+}
+
+impl RolloutBatch {
+    /// The batch of `prompts` and the `generated` answers as the sampler returns them (up to and
+    /// including EOS): answers truncated after their first EOS and right-padded one column past
+    /// the longest, with the lengths PPO's arithmetic reads.
+    pub(crate) fn from_generated(prompts: &[Vec<u32>], generated: &[Vec<u32>], eos: u32, pad: u32) -> (Self, Postprocessed) {
+        let width = generated.iter().map(Vec::len).max().unwrap_or(0) + 1;
+        let padded: Vec<Vec<u32>> = generated.iter().map(|t| t.iter().copied().chain(std::iter::repeat(pad)).take(width).collect()).collect();
+        let post = postprocess_responses(&padded, eos, pad);
+        (Self::new(prompts, &post.responses, &post.sequence_lengths, pad), post)
+    }
+
+    fn new(prompts: &[Vec<u32>], responses: &[Vec<u32>], sequence_lengths: &[usize], pad: u32) -> Self {
+        let query_len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let response_len = responses.first().map_or(0, Vec::len);
+        let mut out = Self { ids: vec![], positions: vec![], mask: vec![], rows: prompts.len(), query_len, response_len };
+        for ((prompt, response), &last) in prompts.iter().zip(responses).zip(sequence_lengths) {
+            let padding = query_len - prompt.len();
+            out.ids.extend(std::iter::repeat_n(pad as i64, padding).chain(prompt.iter().map(|&t| t as i64)).chain(response.iter().map(|&t| t as i64)));
+            let real = |t: usize| t <= last;
+            out.mask.extend(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, prompt.len())).chain((0..response_len).map(|t| i64::from(real(t)))));
+            let p = prompt.len() as i64;
+            out.positions.extend(std::iter::repeat_n(0, padding).chain(0..p).chain((0..response_len).map(|t| if real(t) { p + t as i64 } else { 0 })));
+        }
+        out
+    }
+
+    fn width(&self) -> usize {
+        self.query_len + self.response_len
+    }
+
+    /// `(ids, positions, mask)` tensors of the rows `rows`.
+    pub(crate) fn tensors(&self, rows: &[usize], device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
+        let w = self.width();
+        let pick = |v: &Vec<i64>| {
+            let data: Vec<i64> = rows.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(data, [rows.len(), w]), device)
+        };
+        (pick(&self.ids), pick(&self.positions), pick(&self.mask))
+    }
+
+    /// The response ids of `rows`, `[rows, response_len]`.
+    fn targets(&self, rows: &[usize], device: &Device) -> Tensor<2, Int> {
+        let (w, q) = (self.width(), self.query_len);
+        let data: Vec<i64> = rows.iter().flat_map(|&r| self.ids[r * w + q..(r + 1) * w].iter().copied()).collect();
+        Tensor::from_data(TensorData::new(data, [rows.len(), self.response_len]), device)
+    }
+}
+
+/// Response-position outputs of a forward pass: position q-1+t predicts response token t.
+fn response_slice<const D: usize>(full: Tensor<D>, query_len: usize, response_len: usize) -> Tensor<D> {
+    full.narrow(1, query_len - 1, response_len)
+}
+
+/// Tempered log-probs of the response tokens under `model`, `[rows, response_len]`; with
+/// `entropy`, also each position's entropy.
+pub(crate) fn response_logprobs(model: &Gpt, batch: &RolloutBatch, rows: &[usize], temperature: f32, entropy: bool, device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
+    let (ids, positions, mask) = batch.tensors(rows, device);
+    let hidden = response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len);
+    let logits = model.logits(hidden) / f64::from(temperature); // [rows, response_len, vocab]
+    let entropy = entropy.then(|| token_entropy(logits.clone()));
+    (token_logprobs(logits, batch.targets(rows, device)), entropy)
+}
+
+/// The value model's estimate before each response token, `[rows, response_len]`.
+pub(crate) fn response_values(model: &ScalarModel, batch: &RolloutBatch, rows: &[usize], device: &Device) -> Tensor<2> {
+    let (ids, positions, mask) = batch.tensors(rows, device);
+    response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len)
+}
+
+/// KL(policy || reference) of each response (k1, summed over its tokens up to and including EOS)
+/// under logits / `temperature`: how far a policy has moved from its reference on its own samples.
+/// `responses` are generated ids as [`generate`] returns them.
+pub async fn response_kl(policy: &Gpt, reference: &Gpt, prompts: &[Vec<u32>], responses: &[Vec<u32>], temperature: f32, eos: u32, pad: u32) -> Result<Vec<f64>, TrainError> {
+    let (batch, post) = RolloutBatch::from_generated(prompts, responses, eos, pad);
+    let rows: Vec<usize> = (0..batch.rows).collect();
+    let device = policy.device();
+    let (logprobs, _) = response_logprobs(policy, &batch, &rows, temperature, false, &device);
+    let (ref_logprobs, _) = response_logprobs(reference, &batch, &rows, temperature, false, &device);
+    let (padding, _) = padding_masks(&post.sequence_lengths, batch.response_len);
+    let kl = per_token_kl(&to_rows(logprobs).await?, &to_rows(ref_logprobs).await?, &padding, KlEstimator::K1);
+    Ok(kl.iter().map(|row| row.iter().sum()).collect())
+}
+
+/// Per-token view of one answer for teaching: log pi/pi_ref of each response token, and its
+/// advantage (unwhitened GAE from the value model, with the KL-shaped reward and the reward model's
+/// score, as PPO would compute it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenExplanation {
+    pub log_ratio: Vec<f64>,
+    pub advantage: Vec<f64>,
+    pub score: f64,
+}
+
+/// [`TokenExplanation`] of `response` (generated ids, EOS included when it ended) to `prompt`.
+#[allow(clippy::too_many_arguments)]
+pub async fn explain_response(policy: &Gpt, reference: &Gpt, value: &ScalarModel, reward: &ScalarModel, prompt: &[u32], response: &[u32], settings: &PpoConfig, beta: f64, eos: u32, pad: u32) -> Result<TokenExplanation, TrainError> {
+    let (batch, post) = RolloutBatch::from_generated(&[prompt.to_vec()], &[response.to_vec()], eos, pad);
+    let device = policy.device();
+    let (logprobs, _) = response_logprobs(policy, &batch, &[0], settings.temperature, false, &device);
+    let (ref_logprobs, _) = response_logprobs(reference, &batch, &[0], settings.temperature, false, &device);
+    let values = response_values(value, &batch, &[0], &device);
+    let (ids, positions, mask) = batch.tensors(&[0], &device);
+    let score = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &[batch.query_len + post.sequence_lengths[0]]);
+    let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
+    let score = f64::from(read(score).await?);
+    let config = AdvantageConfig { kl_coef: beta, kl_estimator: settings.kl_estimator, gamma: settings.gamma, lam: settings.lam, whiten_rewards: false, missing_eos_penalty: settings.missing_eos_penalty };
+    let adv = compute_advantages(&post, &[score], &logprobs, &ref_logprobs, &values, &config);
+    let n = response.len();
+    let log_ratio = logprobs[0].iter().zip(&ref_logprobs[0]).take(n).map(|(a, b)| a - b).collect();
+    Ok(TokenExplanation { log_ratio, advantage: adv.advantages_raw[0][..n].to_vec(), score: adv.scores[0] })
+}
+
+pub(crate) async fn to_rows(t: Tensor<2>) -> Result<Rows, TrainError> {
+    let [_, len] = t.dims();
+    Ok(read_values(t).await?.chunks(len.max(1)).map(|c| c.iter().map(|&x| f64::from(x)).collect()).collect())
+}
