@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
-use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking, calibrate, explain_response, response_kl};
+use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, TokenRanking, calibrate, explain_response, response_kl};
 use tinyrlhf_tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
@@ -132,14 +132,22 @@ impl Session {
         to_json(&info)
     }
 
-    /// A model of the SFT model's shape from `config.json` + `model.safetensors` bytes, or an error
-    /// naming what does not fit.
-    fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<Gpt, JsError> {
+    /// Checks that `config.json` describes the SFT model's shape, before anything is built from it
+    /// (a config can ask for any size; building first would let it exhaust the tab's memory).
+    fn same_config(&self, config_json: &[u8]) -> Result<(), JsError> {
         let model = sft(&self.state)?;
-        let (config, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
+        let config = GptConfig::from_json_bytes(config_json).map_err(js)?;
         if config.to_json() != model.config.to_json() {
             return Err(js("this model has another shape or vocabulary than the SFT model; it must come from the same pipeline"));
         }
+        Ok(())
+    }
+
+    /// A model of the SFT model's shape from `config.json` + `model.safetensors` bytes, or an error
+    /// naming what does not fit.
+    fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<Gpt, JsError> {
+        self.same_config(config_json)?;
+        let (_, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
         Ok(gpt)
     }
 
@@ -164,11 +172,8 @@ impl Session {
     /// Loads a reward model saved by the tab or by `tinyrlhf reward`.
     #[wasm_bindgen(js_name = loadReward)]
     pub fn load_reward(&self, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
-        let model = sft(&self.state)?;
-        let (config, reward) = tinyrlhf_model::load_scalar_model(config_json, safetensors, &self.device).map_err(|e| js(format!("reward model: {e}")))?;
-        if config.to_json() != model.config.to_json() {
-            return Err(js("this reward model has another shape or vocabulary than the SFT model"));
-        }
+        self.same_config(config_json)?;
+        let (_, reward) = tinyrlhf_model::load_scalar_model(config_json, safetensors, &self.device).map_err(|e| js(format!("reward model: {e}")))?;
         self.state.borrow_mut().reward = Some(reward);
         Ok(())
     }
@@ -179,7 +184,8 @@ impl Session {
         Ok(sft(&self.state)?.config.to_json())
     }
 
-    /// `k` answers to `prompt` from `which` model ("sft", "base" or "policy"), sampled together.
+    /// `k` answers to `prompt` from `which` model ("sft", "base" or "policy"), sampled together,
+    /// repeats removed (a ranking orders different answers), so fewer than `k` may come back.
     /// Resolves to JSON `{completions, finished, truncated, tokens}`.
     pub fn sample(&self, which: String, prompt: String, k: usize, temperature: f32, max_new_tokens: usize, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
@@ -191,33 +197,40 @@ impl Session {
                 "policy" => state.borrow().policy.clone().unwrap_or_else(|| model.gpt.clone()),
                 other => return Err(js(format!("unknown model {other:?}"))),
             };
+            if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
+                return Err(js(format!("K = {k}: sample 1 to {} answers at a time", Ranking::MAX_COMPLETIONS)));
+            }
             let room = max_new_tokens.clamp(1, model.config.n_positions - 1);
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();
             let sampling = SamplingConfig { max_new_tokens: room, temperature, top_k: 0, top_p: 1.0, seed };
-            let out = generate(&gpt, &vec![ids; k.max(1)], special.eos, special.pad, &sampling).await.map_err(js)?;
-            let completions = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
+            let out = generate(&gpt, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
+            let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();
-            json_value(&Samples { completions, finished: out.finished, truncated, tokens })
+            let completions = tinyrlhf_data::distinct(&texts);
+            let finished = completions.iter().map(|c| out.finished[texts.iter().position(|t| t == c).unwrap_or(0)]).collect();
+            json_value(&Samples { completions, finished, truncated, tokens })
         })
     }
 
-    /// Starts training a reward model from the SFT model on `rankings` (JSON list). Every fifth
-    /// ranking is held out once there are ten or more. Resolves to `{train, held_out, pairs, steps}`.
+    /// Starts training a reward model from the SFT model on `rankings` (JSON list), split and
+    /// tokenized as [`RankingSet::prepare`] decides. Resolves to `{train, held_out, pairs, steps,
+    /// skipped, prompts_cut}` (`skipped`: a sentence, or null).
     #[wasm_bindgen(js_name = startReward)]
     pub fn start_reward(&self, rankings_json: &str, epochs: usize, lr: f64, seed: u64) -> Result<String, JsError> {
         let model = sft(&self.state)?;
         let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
-        if rankings.len() < 2 {
-            return Err(js(format!("a reward model needs at least 2 rankings; there are {}", rankings.len())));
+        let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.n_positions);
+        if set.train.len() + set.held_out.len() < 2 {
+            let skipped = set.skipped_summary().map(|s| format!("; {s}")).unwrap_or_default();
+            return Err(js(format!("a reward model needs at least 2 usable rankings; there are {}{skipped}", set.train.len() + set.held_out.len())));
         }
-        let (mut train, mut held_out) = (Vec::new(), Vec::new());
-        for (i, r) in rankings.iter().enumerate() {
-            let tokens = TokenRanking::new(&model.tokenizer, &r.prompt, &r.completions, &r.ranking, model.config.n_positions).map_err(|e| js(format!("ranking {}: {e}", i + 1)))?;
-            if rankings.len() >= 10 && i % 5 == 4 { held_out.push(tokens) } else { train.push(tokens) }
-        }
-        let calibration: Vec<Vec<u32>> = train.iter().flat_map(|r| r.sequences.iter().cloned()).collect();
-        let info = serde_json::json!({"train": train.len(), "held_out": held_out.len(), "pairs": train.iter().map(TokenRanking::pair_count).sum::<usize>()});
+        let calibration = set.calibration_set();
+        let info = serde_json::json!({
+            "train": set.train.len(), "held_out": set.held_out.len(), "pairs": set.train_pairs(),
+            "skipped": set.skipped_summary(), "prompts_cut": set.prompts_cut,
+        });
+        let RankingSet { train, held_out, .. } = set;
         self.device.seed(seed);
         let settings = RewardConfig { epochs, lr, seed, ..RewardConfig::default() };
         let pad = model.tokenizer.special_ids().pad;
@@ -243,7 +256,11 @@ impl Session {
                 let calibration = std::mem::take(&mut state.borrow_mut().calibration);
                 let pad = sft(&state)?.tokenizer.special_ids().pad;
                 let (model, _) = calibrate(trainer.model(), &calibration, true, pad).await.map_err(js)?;
-                state.borrow_mut().reward = Some(model);
+                // The policy was tuned against the old reward model: the next run starts from SFT.
+                let mut s = state.borrow_mut();
+                s.reward = Some(model);
+                s.policy = None;
+                s.ppo = None;
             } else {
                 state.borrow_mut().reward_trainer = Some(trainer);
             }
@@ -404,10 +421,31 @@ pub fn rank_with_labeler(labeler: &str, prompt: &str, completions_json: &str) ->
     to_json(&labeler.rank(prompt, &completions))
 }
 
-/// Rankings (or TRL pairs) from JSONL text, as a JSON list; the error names `file`, line and field.
+/// Rankings (or TRL pairs) from a JSONL file's bytes, decoded strictly, as a JSON list; the error
+/// names `file`, line and field.
 #[wasm_bindgen(js_name = parseRankings)]
-pub fn parse_rankings(file: &str, text: &str) -> Result<String, JsError> {
-    to_json(&tinyrlhf_data::read_preferences(file, text).map_err(js)?)
+pub fn parse_rankings(file: &str, bytes: &[u8]) -> Result<String, JsError> {
+    to_json(&tinyrlhf_data::read_preferences(file, bytes).map_err(js)?)
+}
+
+/// The same checks as a file's ranking gets (K, distinct answers, a permutation), for a ranking
+/// made in the page; the error names the field.
+#[wasm_bindgen(js_name = checkRanking)]
+pub fn check_ranking(ranking_json: &str) -> Result<(), JsError> {
+    let ranking: Ranking = serde_json::from_str(ranking_json).map_err(js)?;
+    ranking.check().map_err(js)
+}
+
+/// The limits the page checks before sending work: `{max_completions, max_file_bytes}`.
+pub fn limits() -> Result<String, JsError> {
+    to_json(&serde_json::json!({"max_completions": Ranking::MAX_COMPLETIONS, "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES}))
+}
+
+/// Traps the module on purpose (a wasm `unreachable`, as any panic would), so the browser tests can
+/// prove the page recovers from a dead worker. Nothing calls it but those tests.
+#[wasm_bindgen(js_name = trapForTests)]
+pub fn trap_for_tests() {
+    std::process::abort()
 }
 
 /// Rankings (a JSON list) as the CLI's rankings JSONL.

@@ -1,5 +1,5 @@
-// The page's side of the worker protocol: typed calls, progress events, and a restart on the CPU
-// backend when the worker's module dies (a wasm panic, or the GPU device lost).
+// The page's side of the worker protocol: typed calls, progress events, and a fresh worker when
+// the old one's module dies (a trap in any request, on either backend, or the GPU device lost).
 import type { Envelope, Reply, Request, Responses } from './protocol';
 
 type Waiter = { resolve: (v: unknown) => void; reject: (e: Error) => void };
@@ -7,6 +7,7 @@ const pending = new Map<number, Waiter>();
 let nextId = 1;
 let worker = startWorker();
 const listeners: ((reply: Extract<Reply, { id: null }>) => void)[] = [];
+let fatalHandler: (why: string) => void = () => {};
 
 function startWorker(): Worker {
   const w = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
@@ -18,10 +19,14 @@ function startWorker(): Worker {
     }
     const waiter = pending.get(reply.id);
     pending.delete(reply.id);
-    if (!waiter) return;
-    if (reply.ok) waiter.resolve(reply.result);
-    else waiter.reject(new Error(reply.error));
+    if (reply.ok) waiter?.resolve(reply.result);
+    else {
+      waiter?.reject(new Error(reply.error));
+      if (reply.fatal) fatalHandler(reply.error);
+    }
   };
+  // A worker that cannot even start (its script or module failed to load) is dead as well.
+  w.onerror = (event) => fatalHandler(event.message || 'the worker failed');
   return w;
 }
 
@@ -35,9 +40,9 @@ export function onEvent(listener: (reply: Extract<Reply, { id: null }>) => void)
   listeners.push(listener);
 }
 
-/** A panic in the wasm (RuntimeError: unreachable) or a lost WebGPU device leaves the module unusable. */
-export function isFatal(message: string): boolean {
-  return /unreachable|device (was )?lost|DeviceLost|RuntimeError/i.test(message);
+/** Called once per dead worker, with the error that killed it; the handler restarts it. */
+export function onFatal(handler: (why: string) => void) {
+  fatalHandler = handler;
 }
 
 /** Replaces the worker with a fresh one; pending calls fail with `why`. */

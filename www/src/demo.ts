@@ -1,7 +1,7 @@
 // Demo mode: the whole loop from a fresh page with a scripted labeler, so a class can watch it —
 // rank 30 prompts, train the reward model, run PPO, then a blind comparison against SFT.
 import { call } from './client';
-import { chartPoints, runPpo, trainReward } from './train';
+import { chartPoints, exclusive, runPpo, trainReward } from './train';
 import { $, app, show } from './ui';
 
 const status = $('demo-status');
@@ -9,7 +9,14 @@ const button = $<HTMLButtonElement>('demo');
 const DEMO_PROMPTS = 30;
 const DEMO_ITERATIONS = 15;
 
-export async function demo(labeler: string, setRankings: (n: ReturnType<typeof app.rankings.slice>) => void) {
+export function demo(labeler: string, setRankings: (n: ReturnType<typeof app.rankings.slice>) => void): Promise<void> {
+  return exclusive(
+    () => run(labeler, setRankings),
+    () => show(status, 'Demo: another tab is training: wait for it to finish (or pause it), then run here.', 'error'),
+  );
+}
+
+async function run(labeler: string, setRankings: (n: ReturnType<typeof app.rankings.slice>) => void) {
   button.disabled = true;
   const say = (m: string) => show(status, `Demo (${labeler}): ${m}`);
   try {

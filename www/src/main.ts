@@ -1,11 +1,11 @@
 // The page: renders and forwards; the worker does the work and keeps the data. This file starts
 // the session and owns the Rank and Data views; train.ts, compare.ts and demo.ts the others.
 import './style.css';
-import { call, isFatal, onEvent, restartWorker } from './client';
+import { call, onEvent, onFatal, restartWorker } from './client';
 import { setPrompts } from './compare';
 import { demo } from './demo';
 import type { Ranking, Ready } from './protocol';
-import { restoreCurves } from './train';
+import { resetTraining, restoreCurves } from './train';
 import { $, app, download, pairsOf, show } from './ui';
 
 const ui = {
@@ -53,7 +53,7 @@ function setRankings(rankings: Ranking[]) {
 
 function renderAnswers() {
   ui.answers.replaceChildren();
-  ui.submit.disabled = !current;
+  ui.submit.disabled = !current || current.completions.length < 2;
   ui.rankForMe.disabled = !current;
   if (!current) return;
   const { completions, order, rewards } = current;
@@ -106,12 +106,17 @@ async function sample() {
   show(ui.notice, '');
   ui.speed.textContent = 'sampling…';
   try {
-    const k = Math.min(9, Math.max(2, Number(ui.k.value) || 4));
+    const max = app.limits?.max_completions ?? 2;
+    const asked = Number(ui.k.value) || 4;
+    const k = Math.min(max, Math.max(2, asked));
     const out = await call({ type: 'sample', which: 'sft', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: 48, seed: Math.floor(Math.random() * 2 ** 31) });
     current = { prompt, completions: out.completions, order: out.completions.map((_, i) => i), typed: [], rewards: null };
     renderAnswers();
     ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)`;
     if (out.truncated) show(ui.notice, "This prompt is longer than the model's context: its beginning was cut off.");
+    if (asked > max) show(ui.notice, `A ranking orders at most ${max} answers: sampled ${max}.`);
+    else if (out.completions.length < 2) show(ui.notice, 'Every answer was the same: sample again (a higher temperature helps).');
+    else if (out.completions.length < k) show(ui.notice, `${k - out.completions.length} of the ${k} answers repeated another and were dropped: a ranking orders different answers.`);
     if (app.hasReward) {
       current.rewards = await call({ type: 'scores', prompt, completions: out.completions });
       renderAnswers();
@@ -119,7 +124,6 @@ async function sample() {
   } catch (e) {
     const message = (e as Error).message;
     ui.speed.textContent = '';
-    if (document.body.dataset.backend === 'webgpu' && isFatal(message)) return fallBackToCpu(message);
     show(ui.notice, `Sampling failed: ${message}`, 'error');
   } finally {
     ui.sample.disabled = false;
@@ -149,13 +153,30 @@ async function submit() {
   }
 }
 
-/** The GPU stopped working: a fresh worker on the CPU; the data is in IndexedDB, nothing is lost. */
-async function fallBackToCpu(why: string) {
+/**
+ * The worker's module died (a trap, or the GPU device lost): a fresh worker, on the CPU if it was
+ * the GPU. Everything saved is in IndexedDB, so nothing is lost but the request that trapped. A
+ * module that keeps dying is not restarted forever.
+ */
+let restarts = 0;
+async function recover(why: string) {
+  const onGpu = document.body.dataset.backend === 'webgpu';
   restartWorker(why);
-  show(ui.notice, `The GPU stopped working (${why}). Continuing on the CPU; your rankings are safe.`, 'error');
+  resetTraining();
+  current = null;
+  renderAnswers();
+  document.body.dataset.ready = 'false';
   ui.sample.disabled = true;
-  await start('cpu');
+  ui.demo.disabled = true;
+  if (++restarts > 3) {
+    show(ui.notice, `The tab's model stopped again (${why}); reload the page. Your rankings are saved in this browser.`, 'error');
+    return;
+  }
+  const where = onGpu ? 'on the CPU' : 'again';
+  show(ui.notice, `The tab's model stopped (${why}) and was restarted ${where}; your rankings and saved models are safe.`, 'error');
+  await start(onGpu ? 'cpu' : undefined);
 }
+onFatal((why) => void recover(why));
 
 async function start(force: string | null = new URLSearchParams(location.search).get('backend')) {
   let ready: Ready;
@@ -169,6 +190,9 @@ async function start(force: string | null = new URLSearchParams(location.search)
   document.body.dataset.backend = ready.backend;
   ui.backend.textContent = ready.backend === 'webgpu' ? `WebGPU · ${ready.device}` : 'CPU (wasm)';
   ui.backend.title = ready.reason;
+  app.limits = ready.limits;
+  ui.k.max = String(ready.limits.max_completions);
+
   const m = ready.model;
   ui.modelInfo.textContent = `SFT model · ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context}`;
   ui.progress.hidden = true;
@@ -216,7 +240,9 @@ $<HTMLInputElement>('import').addEventListener('change', async (e) => {
   const file = input.files?.[0];
   if (!file) return;
   try {
-    setRankings(await call({ type: 'import', file: file.name, text: await file.text() }));
+    const limit = app.limits?.max_file_bytes ?? 0;
+    if (file.size > limit) throw new Error(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MiB; files of at most ${limit / 2 ** 20} MiB are read`);
+    setRankings(await call({ type: 'import', file: file.name, bytes: new Uint8Array(await file.arrayBuffer()) }));
     show(ui.dataMessage, `Imported ${file.name}.`);
   } catch (err) {
     show(ui.dataMessage, `Nothing imported: ${(err as Error).message}`, 'error');
@@ -250,6 +276,14 @@ $('forget-training').addEventListener('click', async () => {
   await call({ type: 'forgetTraining' });
   location.reload();
 });
-// For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration.
-(window as unknown as { tinyrlhf: typeof app }).tinyrlhf = app;
+// For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration;
+// `tinyrlhf.trap()` kills the worker's module as a panic would, to watch the page recover.
+(window as unknown as { tinyrlhf: typeof app & { trap(): Promise<unknown> } }).tinyrlhf = Object.assign(app, { trap: () => call({ type: 'trap' }).catch((e: Error) => e.message) });
 start();
+
+// Offline: the service worker keeps this build and the models (production builds only: the dev
+// server's files change under it). `data-offline` tells the tests the cache is complete.
+if ('serviceWorker' in navigator && import.meta.env.PROD) {
+  navigator.serviceWorker.register('./sw.js').catch((e) => console.warn(`no offline copy: ${e}`));
+  navigator.serviceWorker.ready.then(() => (document.body.dataset.offline = 'ready'));
+}

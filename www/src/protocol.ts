@@ -32,6 +32,13 @@ export interface Ready {
   hasPolicy: boolean;
   rewardCurve: Point[];
   ppoCurve: Point[];
+  limits: Limits;
+}
+
+/** Decided in Rust (`limits()` of the wasm crate); the page checks them before sending work. */
+export interface Limits {
+  max_completions: number;
+  max_file_bytes: number;
 }
 
 export interface Sampled {
@@ -49,6 +56,10 @@ export interface RewardStart {
   held_out: number;
   pairs: number;
   steps: number;
+  /** "2 rankings skipped (ranking 3: …)", or null. */
+  skipped: string | null;
+  /** Rankings whose prompt lost its beginning to fit the context. */
+  prompts_cut: number;
 }
 
 export interface RewardStepResult {
@@ -112,7 +123,7 @@ export type Request =
   | { type: 'strictRanking'; labeler: string; prompt: string; completions: string[] }
   | { type: 'addRanking'; ranking: Ranking }
   | { type: 'export'; format: 'rankings' | 'pairs' }
-  | { type: 'import'; file: string; text: string }
+  | { type: 'import'; file: string; bytes: Uint8Array }
   | { type: 'reset' }
   | { type: 'trainingPrompts'; n: number }
   | { type: 'startReward'; epochs: number; lr: number }
@@ -125,7 +136,9 @@ export type Request =
   | { type: 'exportModel'; which: 'policy' | 'reward' }
   | { type: 'importPolicy'; config: string; weights: Uint8Array }
   | { type: 'forgetTraining' }
-  | { type: 'memory' };
+  | { type: 'memory' }
+  /** For the browser tests only: traps the wasm module, as a panic would. */
+  | { type: 'trap' };
 
 export interface Responses {
   init: Ready;
@@ -148,12 +161,13 @@ export interface Responses {
   importPolicy: null;
   forgetTraining: null;
   memory: { wasm: number; heap: number | null };
+  trap: null;
 }
 
 export type Envelope = { id: number } & Request;
 
 export type Reply =
   | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: string }
+  | { id: number; ok: false; error: string; fatal: boolean }
   | { id: null; event: 'progress'; what: string; loaded: number; total: number }
   | { id: null; event: 'notice'; message: string };

@@ -1,5 +1,6 @@
 // The tab's data in IndexedDB: rankings, and saved models and training curves. A write resolves
-// only when its transaction has committed, so the page can confirm what is really saved.
+// only when its transaction has committed, so the page can confirm what is really saved. Another
+// tab opening a newer version closes this connection (the next call reopens), never the reverse.
 import { openDB, type IDBPDatabase } from 'idb';
 import type { Ranking } from './protocol';
 
@@ -9,12 +10,30 @@ const RANKINGS = 'rankings';
 const SAVED = 'saved';
 
 let db: Promise<IDBPDatabase> | null = null;
+let notice: (message: string) => void = () => {};
+
+/** Where the store's warnings go (the worker posts them to the page). */
+export function onStoreNotice(handler: (message: string) => void) {
+  notice = handler;
+}
 
 function open(): Promise<IDBPDatabase> {
   db ??= openDB(DB, 2, {
     upgrade(d, oldVersion) {
       if (oldVersion < 1) d.createObjectStore(RANKINGS, { autoIncrement: true });
       if (oldVersion < 2) d.createObjectStore(SAVED);
+    },
+    blocked() {
+      notice('Another tab has an older version of tinyrlhf open: close or reload it so this one can open the saved data.');
+    },
+    blocking() {
+      // A newer version waits for this connection: give way, and reopen on the next request.
+      void db?.then((d) => d.close());
+      db = null;
+      notice('A newer version of tinyrlhf opened in another tab: reload this tab.');
+    },
+    terminated() {
+      db = null;
     },
   });
   return db;
@@ -40,12 +59,16 @@ export async function load<T>(key: string): Promise<T | undefined> {
 }
 
 /** Saves several keys in one transaction: a closed tab keeps either all of them or none. */
-export async function save(entries: Record<string, unknown>): Promise<void> {
-  const tx = (await open()).transaction(SAVED, 'readwrite');
-  await Promise.all([...Object.entries(entries).map(([k, v]) => tx.store.put(v, k)), tx.done]);
+export function save(entries: Record<string, unknown>): Promise<void> {
+  return update(entries, []);
 }
 
-export async function forget(keys: string[]): Promise<void> {
+export function forget(keys: string[]): Promise<void> {
+  return update({}, keys);
+}
+
+/** Puts `entries` and deletes `deletes` in one transaction: all of it happens or none. */
+export async function update(entries: Record<string, unknown>, deletes: string[]): Promise<void> {
   const tx = (await open()).transaction(SAVED, 'readwrite');
-  await Promise.all([...keys.map((k) => tx.store.delete(k)), tx.done]);
+  await Promise.all([...Object.entries(entries).map(([k, v]) => tx.store.put(v, k)), ...deletes.map((k) => tx.store.delete(k)), tx.done]);
 }

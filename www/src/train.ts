@@ -1,5 +1,6 @@
 // The reward-model and PPO views: buttons, knobs and live charts. The worker trains; this loop
-// asks for one step at a time, so pause and stop act between steps.
+// asks for one step at a time, so pause and stop act between steps. One tab trains at a time: a
+// run holds the Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
 import { LiveChart } from './charts';
 import { call } from './client';
 import type { PpoSettings, PpoStepResult, Point } from './protocol';
@@ -34,6 +35,35 @@ const ppo = {
   target: 0,
 };
 
+const ANOTHER_TAB = 'Another tab is training: wait for it to finish (or pause it), then run here.';
+/** Whether this tab holds the training lock now (the demo holds it across its RM and PPO runs). */
+let holding = false;
+
+/**
+ * Runs `work` holding the training lock, or returns `refused` without running it when another tab
+ * holds it. Both tabs write the same saved policy and curves, so their runs must not interleave.
+ */
+export async function exclusive<T>(work: () => Promise<T>, refused: () => T): Promise<T> {
+  if (holding || !navigator.locks) return work();
+  return navigator.locks.request('tinyrlhf-training', { ifAvailable: true }, async (lock) => {
+    if (!lock) return refused();
+    holding = true;
+    try {
+      return await work();
+    } finally {
+      holding = false;
+    }
+  });
+}
+
+/** After the worker restarted: whatever ran is gone, and a new PPO run starts from the saved policy. */
+export function resetTraining() {
+  ppo.state = 'idle';
+  ppo.started = false;
+  app.busy = false;
+  app.changed();
+}
+
 function refresh() {
   const n = app.rankings.length;
   rm.train.disabled = app.busy || n < 2;
@@ -56,7 +86,14 @@ export function restoreCurves(rewardCurve: Point[], ppoCurve: Point[]) {
 }
 
 /** Trains the reward model on every saved ranking. Resolves to the last held-out accuracy. */
-export async function trainReward(): Promise<number | null> {
+export function trainReward(): Promise<number | null> {
+  return exclusive(trainRewardNow, () => {
+    show(rm.status, ANOTHER_TAB, 'error');
+    return null;
+  });
+}
+
+async function trainRewardNow(): Promise<number | null> {
   app.busy = true;
   app.changed();
   let heldOut: number | null = null;
@@ -66,7 +103,10 @@ export async function trainReward(): Promise<number | null> {
     const started = performance.now();
     rm.loss.reset();
     rm.accuracy.reset();
-    rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out…`;
+    const cut = info.prompts_cut ? ` · ${info.prompts_cut} long prompts lost their beginning to fit the context` : '';
+    const skipped = info.skipped ? ` · ${info.skipped}` : '';
+    rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out${cut}${skipped}…`;
+    rm.status.dataset.skipped = info.skipped ?? '';
     for (;;) {
       const { stats, done } = await call({ type: 'rewardStep' });
       const point = { step: stats.step, loss: stats.loss, accuracy: stats.accuracy, held_out_accuracy: stats.held_out?.accuracy ?? null, held_out_loss: stats.held_out?.loss ?? null };
@@ -79,7 +119,7 @@ export async function trainReward(): Promise<number | null> {
       await nextFrame();
     }
     const seconds = (performance.now() - started) / 1000;
-    rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / epochs).toFixed(1)} s per epoch), saved in this browser`;
+    rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / epochs).toFixed(1)} s per epoch), saved in this browser${cut}${skipped}`;
     app.hasReward = true;
     app.hasPolicy = false;
     ppo.charts.forEach((c) => c.reset());
@@ -121,7 +161,17 @@ function addSample(stats: PpoStepResult) {
 }
 
 /** Runs (or resumes) PPO until the planned iterations are done, pause or stop. */
-export async function runPpo(iterations?: number): Promise<PpoStepResult | null> {
+export function runPpo(iterations?: number): Promise<PpoStepResult | null> {
+  return exclusive(
+    () => runPpoNow(iterations),
+    () => {
+      show(ppo.status, ANOTHER_TAB, 'error');
+      return null;
+    },
+  );
+}
+
+async function runPpoNow(iterations?: number): Promise<PpoStepResult | null> {
   const s = settings();
   if (iterations) s.iterations = iterations;
   let last: PpoStepResult | null = null;

@@ -1,5 +1,5 @@
 // Small page helpers shared by the views, and what the page knows of the session.
-import type { Ranking } from './protocol';
+import type { Limits, Ranking } from './protocol';
 
 export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -14,6 +14,8 @@ export const app = {
   prompts: [] as string[],
   hasReward: false,
   hasPolicy: false,
+  /** Sent by the worker when it is ready (decided in Rust). */
+  limits: null as Limits | null,
   /** A training loop is running: other training buttons wait. */
   busy: false,
   /** When set (by a test, or from the console), memory is recorded after each PPO iteration. */

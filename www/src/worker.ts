@@ -1,9 +1,10 @@
 // The worker owns the wasm module, the models and the saved data; the page only renders. It picks
 // the backend: WebGPU on a hardware adapter, else burn's CPU backend in wasm; `?backend=` forces.
-// Requests run one at a time, in order.
-import init, { Session, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts } from './wasm/tinyrlhf_web.js';
+// Requests run one at a time, in order. A trap kills the module: every later request then fails as
+// fatal, and the page starts a fresh worker (the data is in IndexedDB).
+import init, { Session, checkRanking, limits, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests } from './wasm/tinyrlhf_web.js';
 import type { Envelope, Point, PpoStepResult, Ranking, Ready, Reply, Request, Responses, RewardStepResult, Sampled } from './protocol';
-import { addRankings, allRankings, clearRankings, forget, load, save } from './store';
+import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -15,6 +16,16 @@ let tokenizerJson = '';
 
 function post(reply: Reply) {
   self.postMessage(reply);
+}
+
+const notice = (message: string) => post({ id: null, event: 'notice', message });
+onStoreNotice(notice);
+
+/** Set once the module has trapped (a panic, or a lost GPU device): nothing in it can run again. */
+let dead: string | null = null;
+
+function isFatal(e: unknown): boolean {
+  return e instanceof WebAssembly.RuntimeError || /unreachable|device (was )?lost|DeviceLost/i.test(String(e));
 }
 
 function need(): Session {
@@ -74,7 +85,7 @@ async function start(force: string | null, models: string): Promise<Ready> {
     session = await Session.create(choice.backend);
   } catch (e) {
     if (choice.backend === 'cpu') throw e;
-    post({ id: null, event: 'notice', message: `WebGPU failed (${e}); using the CPU backend instead` });
+    notice(`WebGPU failed (${e}); using the CPU backend instead`);
     choice = { backend: 'cpu', device: 'CPU (wasm)', reason: `WebGPU failed: ${e}` };
     session = await Session.create('cpu');
   }
@@ -89,21 +100,48 @@ async function start(force: string | null, models: string): Promise<Ready> {
   session.loadBase(config, baseWeights);
   heldOut = promptsOf(new TextDecoder().decode(heldout));
   tokenizerJson = new TextDecoder().decode(tokenizer);
-  // What an earlier visit trained comes back.
-  const configText = new TextDecoder().decode(config);
-  const [reward, policy] = [await load<Uint8Array>('reward'), await load<Uint8Array>('policy')];
-  if (reward) session.loadReward(new TextEncoder().encode(configText), reward);
-  if (policy) session.loadPolicy(new TextEncoder().encode(configText), policy);
+  // What an earlier visit trained comes back; what no longer loads is dropped, the rest is kept.
+  const s = session;
+  const dropped: string[] = [];
+  const hasReward = await restore('reward', 'reward-curve', 'The saved reward model', (bytes) => s.loadReward(config, bytes), dropped);
+  const hasPolicy = await restore('policy', 'ppo-curve', 'The saved policy', (bytes) => s.loadPolicy(config, bytes), dropped);
+  if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
   return {
     ...choice,
     model,
     prompts: heldOut,
     rankings: await allRankings(),
-    hasReward: !!reward,
-    hasPolicy: !!policy,
-    rewardCurve: (await load<Point[]>('reward-curve')) ?? [],
-    ppoCurve: (await load<Point[]>('ppo-curve')) ?? [],
+    hasReward,
+    hasPolicy,
+    rewardCurve: await curve('reward-curve'),
+    ppoCurve: await curve('ppo-curve'),
+    limits: JSON.parse(limits()),
   };
+}
+
+/**
+ * Loads the model saved under `key` into the session. One that does not load (corrupt bytes, NaN
+ * weights, a policy of an older shipped SFT) is deleted with its curve, and why goes to `dropped`;
+ * a trap while loading is not caught here: the module is dead and the page restarts it.
+ */
+async function restore(key: string, curveKey: string, what: string, into: (bytes: Uint8Array) => void, dropped: string[]): Promise<boolean> {
+  const bytes = await load<unknown>(key);
+  if (bytes === undefined) return false;
+  try {
+    if (!(bytes instanceof Uint8Array)) throw new Error('not a model file');
+    into(bytes);
+    return true;
+  } catch (e) {
+    if (isFatal(e)) throw e;
+    await forget([key, curveKey]);
+    dropped.push(`${what} no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
+    return false;
+  }
+}
+
+async function curve(key: string): Promise<Point[]> {
+  const points = await load<unknown>(key);
+  return Array.isArray(points) ? (points as Point[]) : [];
 }
 
 function promptsOf(jsonl: string): string[] {
@@ -117,20 +155,19 @@ async function rewardStep(): Promise<RewardStepResult> {
   const s = result.stats;
   rewardCurve.push({ step: s.step, epoch: s.epoch, loss: s.loss, accuracy: s.accuracy, held_out_accuracy: s.held_out?.accuracy ?? null, held_out_loss: s.held_out?.loss ?? null });
   if (result.done) {
-    // The reward model and its curve are saved together; the old policy was tuned for another
-    // reward model, so PPO starts over from SFT.
-    await save({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve });
-    await forget(['policy', 'ppo-curve']);
+    // One transaction: the reward model and its curve in, the policy tuned for the old reward model
+    // and its curve out (the session has dropped it too: PPO starts over from SFT).
+    await update({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve }, ['policy', 'ppo-curve']);
   }
   return result;
 }
 
 async function ppoStep(): Promise<PpoStepResult> {
   const stats: PpoStepResult = JSON.parse(await need().ppoStep());
-  const curve = (await load<Point[]>('ppo-curve')) ?? [];
-  curve.push({ iteration: curve.length + 1, score: stats.score, kl: stats.kl, entropy: stats.entropy, pg_clipfrac: stats.pg_clipfrac, mean_length: stats.mean_length, eos_rate: stats.eos_rate, beta: stats.beta });
+  const points = await curve('ppo-curve');
+  points.push({ iteration: curve.length + 1, score: stats.score, kl: stats.kl, entropy: stats.entropy, pg_clipfrac: stats.pg_clipfrac, mean_length: stats.mean_length, eos_rate: stats.eos_rate, beta: stats.beta });
   // The policy after this iteration and its curve, in one transaction.
-  await save({ policy: await need().policyWeights(), 'ppo-curve': curve });
+  await save({ policy: await need().policyWeights(), 'ppo-curve': points });
   return stats;
 }
 
@@ -148,6 +185,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'strictRanking':
       return JSON.parse(strictRanking(request.labeler, request.prompt, JSON.stringify(request.completions)));
     case 'addRanking':
+      checkRanking(JSON.stringify(request.ranking));
       return addRankings([request.ranking]);
     case 'export': {
       const rankings = JSON.stringify(await allRankings());
@@ -155,7 +193,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'import': {
       // Parsed in full before anything is written: a bad line leaves the saved rankings untouched.
-      const rankings: Ranking[] = JSON.parse(parseRankings(request.file, request.text));
+      const rankings: Ranking[] = JSON.parse(parseRankings(request.file, request.bytes));
       return addRankings(rankings);
     }
     case 'reset':
@@ -188,7 +226,8 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'importPolicy':
       need().loadPolicy(new TextEncoder().encode(request.config), request.weights);
-      await save({ policy: request.weights });
+      // A curve belongs to the policy it tuned: the imported one starts without one.
+      await update({ policy: request.weights }, ['ppo-curve']);
       return null;
     case 'forgetTraining':
       await forget(['reward', 'policy', 'reward-curve', 'ppo-curve']);
@@ -197,6 +236,9 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       const heap = (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null;
       return { wasm: wasmMemory?.buffer.byteLength ?? 0, heap };
     }
+    case 'trap':
+      trapForTests();
+      return null;
   }
 }
 
@@ -206,9 +248,12 @@ self.onmessage = (message: MessageEvent<Envelope>) => {
   const { id, ...request } = message.data;
   queue = queue.then(async () => {
     try {
+      if (dead) throw new Error(`the module stopped earlier (${dead})`);
       post({ id, ok: true, result: await handle(request as Request) });
     } catch (e) {
-      post({ id, ok: false, error: e instanceof Error ? e.message : String(e) });
+      const error = e instanceof Error ? e.message : String(e);
+      if (isFatal(e)) dead ??= error;
+      post({ id, ok: false, error, fatal: dead !== null });
     }
   });
 };

@@ -23,10 +23,13 @@ async function ready(page: Page, query = '') {
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
 }
 
+/** Four answers, less any that repeat another (a ranking orders different answers). */
 async function sampleFour(page: Page) {
   await page.locator('#k').fill('4');
   await page.locator('#sample').click();
-  await expect(page.locator('#answers .answer')).toHaveCount(4);
+  await expect(page.locator('#sample-speed')).toContainText('tok/s');
+  const n = await page.locator('#answers .answer').count();
+  expect(n >= 2 && n <= 4, `${n} answers`).toBe(true);
 }
 
 /** Prints what a person waits for: page open to model loaded to 4 answers, and sampling speed. */
@@ -74,7 +77,11 @@ test('a ranking made by keyboard survives a reload', async ({ page }) => {
   await page.locator('#reset').evaluate(() => (window.confirm = () => true));
   await page.locator('#reset').click();
   await expect(page.locator('#ranking-count')).toHaveText('0');
-  await sampleFour(page);
+  // Four different answers (a repeat is dropped): sample again until there are.
+  for (let tries = 0; tries < 5; tries++) {
+    await sampleFour(page);
+    if ((await page.locator('#answers .answer').count()) === 4) break;
+  }
   const texts = await page.locator('#answers .answer .text').allTextContents();
   await page.locator('#answers').click({ position: { x: 1, y: 1 } });
   await page.keyboard.type('3142');
@@ -142,7 +149,8 @@ test('while sampling, the main thread has no task longer than 200 ms', async ({ 
   });
   await page.locator('#k').fill('9');
   await page.locator('#sample').click();
-  await expect(page.locator('#answers .answer')).toHaveCount(9);
+  await expect(page.locator('#sample-speed')).toContainText('tok/s');
+  expect(await page.locator('#answers .answer').count()).toBeGreaterThanOrEqual(2);
   const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
   expect(longTasks.filter((d) => d > 200)).toEqual([]);
 });

@@ -30,12 +30,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().ok_or_else(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), path.display()))
+    rename(&tmp, path)
 }
 
-/// Reads a JSONL file of records; errors name the file, line and field.
+/// Reads a JSONL file of records; errors name the file, line and field (invalid UTF-8 included).
 pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
-    tinyrlhf_data::read_jsonl(&path.display().to_string(), &read_text(path)?).map_err(|e| e.to_string())
+    let name = path.display().to_string();
+    let bytes = read(path)?;
+    let text = tinyrlhf_data::decode_text(&name, &bytes).map_err(|e| e.to_string())?;
+    tinyrlhf_data::read_jsonl(&name, text).map_err(|e| e.to_string())
 }
 
 pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
@@ -99,32 +102,96 @@ pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
 }
 
 /// Saves named files as `dir/checkpoint/`, swapped in whole: the new state is written beside it
-/// and renamed into place, so a kill at any moment leaves one complete checkpoint. The last file
-/// should be `trainer.json`: its presence marks a complete checkpoint.
+/// (each file synced to disk), then renamed into place, so a kill or a power cut at any moment
+/// leaves a complete checkpoint, the previous one or the new one. The last file should be
+/// `trainer.json`: its presence marks a complete checkpoint.
 pub fn save_checkpoint_files(dir: &Path, parts: &[(&str, &[u8])]) -> Result<()> {
-    let (new, current, old) = checkpoint_paths(dir);
-    let _ = std::fs::remove_dir_all(&new);
-    std::fs::create_dir_all(&new).map_err(|e| format!("cannot create {}: {e}", new.display()))?;
-    for (name, bytes) in parts {
-        std::fs::write(new.join(name), bytes).map_err(|e| format!("cannot write {}: {e}", new.join(name).display()))?;
-    }
-    let _ = std::fs::remove_dir_all(&old);
-    if current.exists() {
-        std::fs::rename(&current, &old).map_err(|e| format!("cannot move {}: {e}", current.display()))?;
-    }
-    std::fs::rename(&new, &current).map_err(|e| format!("cannot move {}: {e}", new.display()))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    swap_in(dir, parts, usize::MAX).map(|_| ())
 }
 
-/// The named files of the last complete checkpoint in `dir` (the previous one if a swap was
-/// interrupted), in the order asked.
+/// The swap's steps, stopping after `limit` of them (tests play a kill between any two).
+/// Returns how many ran.
+fn swap_in(dir: &Path, parts: &[(&str, &[u8])], limit: usize) -> Result<usize> {
+    let (new, _, _) = checkpoint_paths(dir);
+    let mut steps: Vec<Box<dyn FnOnce() -> Result<()> + '_>> = vec![
+        Box::new(|| remove_dir(&new)),
+        Box::new(|| std::fs::create_dir_all(&new).map_err(|e| format!("cannot create {}: {e}", new.display()))),
+    ];
+    for &(name, bytes) in parts {
+        let new = &new;
+        steps.push(Box::new(move || write_synced(&new.join(name), bytes)));
+    }
+    steps.push(Box::new(|| sync_dir(&new)));
+    steps.extend(promote_steps(dir));
+    let mut done = 0;
+    for step in steps.into_iter().take(limit) {
+        step()?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Moves a complete `checkpoint.new` into place: current -> old, new -> current, old removed.
+/// Each step leaves a loadable state.
+fn promote_steps(dir: &Path) -> Vec<Box<dyn FnOnce() -> Result<()> + '_>> {
+    let (new, current, old) = checkpoint_paths(dir);
+    let (new2, current2, old2) = (new.clone(), current.clone(), old.clone());
+    vec![
+        Box::new(move || remove_dir(&old)),
+        Box::new(move || if current.exists() { rename(&current, &old2) } else { Ok(()) }),
+        Box::new(move || rename(&new2, &current2)),
+        Box::new(move || sync_dir(dir)),
+        Box::new(move || remove_dir(&dir.join("checkpoint.old"))),
+    ]
+}
+
+/// The named files of the newest complete checkpoint in `dir`, in the order asked. A swap that
+/// was interrupted is finished first (or, if its new state was incomplete, dropped), so whatever
+/// moment a kill came, the last complete checkpoint is found.
 pub fn load_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Option<Vec<Vec<u8>>>> {
-    let (_, current, old) = checkpoint_paths(dir);
-    let Some(found) = [current, old].into_iter().find(|p| p.join("trainer.json").exists()) else {
+    let (new, current, old) = checkpoint_paths(dir);
+    let complete = |p: &Path| p.join("trainer.json").exists();
+    if complete(&new) {
+        for step in promote_steps(dir) {
+            step()?;
+        }
+    } else if !complete(&current) && complete(&old) {
+        rename(&old, &current)?;
+    }
+    if !complete(&current) {
         return Ok(None);
-    };
-    names.iter().map(|name| read(&found.join(name))).collect::<Result<Vec<_>>>().map(Some)
+    }
+    names.iter().map(|name| read(&current.join(name))).collect::<Result<Vec<_>>>().map(Some)
+}
+
+fn remove_dir(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))
+}
+
+/// Writes a file through a temp name, synced to disk before the rename: once it exists under its
+/// name, all of it is there.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("partial");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    rename(&tmp, path)
+}
+
+/// Makes renames inside `dir` durable. Directories cannot be opened for syncing on every
+/// platform (Windows), where the rename itself is what the file system guarantees.
+fn sync_dir(dir: &Path) -> Result<()> {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+    Ok(())
 }
 
 fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -140,4 +207,43 @@ pub fn append_metrics(path: &Path, line: &serde_json::Value) -> Result<()> {
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     writeln!(file, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(tag: &str) -> Vec<(&'static str, Vec<u8>)> {
+        vec![("model.safetensors", format!("weights {tag}").into_bytes()), ("trainer.json", format!("state {tag}").into_bytes())]
+    }
+
+    fn save_until(dir: &Path, tag: &str, limit: usize) -> usize {
+        let parts = parts(tag);
+        let borrowed: Vec<(&str, &[u8])> = parts.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        swap_in(dir, &borrowed, limit).unwrap()
+    }
+
+    #[test]
+    fn a_kill_between_any_two_steps_of_the_swap_leaves_a_checkpoint_that_loads() {
+        let root = std::env::temp_dir().join(format!("tinyrlhf-swap-{}", std::process::id()));
+        let all_steps = save_until(&root.join("probe"), "x", usize::MAX);
+        let names = ["model.safetensors", "trainer.json"];
+        for limit in 0..=all_steps {
+            let dir = root.join(format!("kill-after-{limit}"));
+            save_until(&dir, "first", usize::MAX);
+            save_until(&dir, "second", limit);
+            let loaded = load_checkpoint_files(&dir, &names).unwrap().unwrap_or_else(|| panic!("no checkpoint after {limit} steps"));
+            let state = String::from_utf8(loaded[1].clone()).unwrap();
+            let tag = state.strip_prefix("state ").unwrap();
+            // The weights always belong to the state they were saved with.
+            assert_eq!(loaded[0], format!("weights {tag}").into_bytes(), "after {limit} steps");
+            // Once the new state is complete on disk, it is the one found.
+            let new_complete = limit >= 2 + names.len();
+            assert_eq!(tag, if new_complete { "second" } else { "first" }, "after {limit} steps");
+            // Loading finished or dropped the interrupted swap: a later save works as usual.
+            save_until(&dir, "third", usize::MAX);
+            assert_eq!(load_checkpoint_files(&dir, &names).unwrap().unwrap()[1], b"state third");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

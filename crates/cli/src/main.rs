@@ -78,3 +78,12 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// Parses a count that must be at least 1 (a period of 0 would divide by zero).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}

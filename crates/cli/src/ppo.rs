@@ -73,7 +73,7 @@ pub struct PpoArgs {
     #[arg(long, default_value_t = PpoConfig::default().kl_limit)]
     kl_limit: f64,
     /// Iterations between checkpoints (`OUT/checkpoint/`) and policy saves.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = crate::at_least_one, default_value_t = 10)]
     save_every: usize,
     /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
     #[arg(long)]
@@ -129,6 +129,8 @@ fn check_compatible(policy: &GptConfig, reward: &GptConfig, same_tokenizer: bool
 }
 
 pub fn ppo(args: &PpoArgs) -> Result<()> {
+    // Settings first: a bad flag is reported before minutes of loading.
+    args.settings().validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
     let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
@@ -195,7 +197,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
             object.remove("sample_response");
         }
         files::append_metrics(&metrics, &line)?;
-        if stats.iteration % args.save_every.max(1) == 0 || stats.iteration == args.iterations {
+        if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
             let weights = pollster::block_on(tinyrlhf_model::save_gpt(&trainer.policy())).map_err(|e| e.to_string())?;
             files::save_weights_dir(&args.out, &config.to_json(), &weights, &tokenizer, &manifest(stats.iteration, started.elapsed().as_secs_f64())?)?;
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;

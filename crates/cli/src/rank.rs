@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use tinyrlhf_data::{Labeler, Ranking, Samples, write_jsonl};
+use tinyrlhf_data::{Labeler, Ranking, Samples, distinct, write_jsonl};
 
 use crate::files::{self, Result};
 
@@ -28,12 +28,6 @@ pub struct RankArgs {
     /// teach the reward model a coin flip.
     #[arg(long)]
     labeler: Option<Labeler>,
-}
-
-/// The completions with exact repeats removed, first occurrence kept.
-fn distinct(completions: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    completions.iter().filter(|c| seen.insert(c.as_str())).cloned().collect()
 }
 
 fn key(prompt: &str, completions: &[String]) -> (String, Vec<String>) {
@@ -74,7 +68,7 @@ pub fn parse_order(line: &str, k: usize) -> std::result::Result<Vec<usize>, Stri
         .map(|d| d.parse::<usize>().ok().filter(|&i| i >= 1).ok_or_else(|| format!("{d:?} is not an answer number (they start at 1)")))
         .collect::<std::result::Result<_, _>>()?;
     let ranking = Ranking { prompt: String::new(), completions: vec![String::new(); k], ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect() };
-    ranking.validate().map_err(|e| format!("{e} (type each answer number 1..{k} once, best first)"))?;
+    ranking.check().map_err(|e| format!("{e} (type each answer number 1..{k} once, best first)"))?;
     Ok(ranking.ranking)
 }
 

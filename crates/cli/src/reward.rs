@@ -2,12 +2,11 @@
 //! starting from the SFT model. Reports pair accuracy on held-out rankings after every epoch, then
 //! calibrates the head so the SFT answers in the rankings score mean 0, std 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tinyrlhf_data::Ranking;
-use tinyrlhf_rlhf::{RewardConfig, RewardTrainer, TokenRanking, calibrate};
-use tinyrlhf_tokenizer::Tokenizer;
+use tinyrlhf_rlhf::{RankingSet, RewardConfig, RewardTrainer, calibrate};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
@@ -47,52 +46,41 @@ pub struct RewardArgs {
     backend: Backend,
 }
 
-/// Rankings from `path`, tokenized; an error names the file, the line and what is wrong.
-fn read_rankings(path: &std::path::Path, tokenizer: &Tokenizer, context: usize) -> Result<(Vec<Ranking>, Vec<TokenRanking>)> {
-    let name = path.display().to_string();
-    let text = files::read_text(path)?;
-    let rankings = tinyrlhf_data::read_preferences(&name, &text).map_err(|e| e.to_string())?;
-    // Line numbers of the records, for errors found after parsing.
-    let lines: Vec<usize> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i + 1).collect();
-    let mut tokenized = Vec::with_capacity(rankings.len());
-    for (r, line) in rankings.iter().zip(&lines) {
-        for (i, a) in r.completions.iter().enumerate() {
-            if let Some(j) = r.completions[i + 1..].iter().position(|b| b == a) {
-                return Err(format!("{name}:{line}: field `completions`: completions {i} and {} are the same text; a ranking orders different answers", i + 1 + j));
-            }
-        }
-        tokenized.push(TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.ranking, context).map_err(|e| format!("{name}:{line}: {e}"))?);
+/// Rankings (or TRL pairs) from `path`; an error names the file, the line and the field.
+fn read_rankings(path: &Path) -> Result<Vec<Ranking>> {
+    let rankings = tinyrlhf_data::read_preferences(&path.display().to_string(), &files::read(path)?).map_err(|e| e.to_string())?;
+    if rankings.is_empty() {
+        return Err(format!("{} holds no rankings", path.display()));
     }
-    if tokenized.is_empty() {
-        return Err(format!("{name} holds no rankings"));
-    }
-    Ok((rankings, tokenized))
+    Ok(rankings)
+}
+
+/// The file line of the `index`-th record (blank lines are skipped by the reader).
+fn record_line(path: &Path, index: usize) -> String {
+    let text = files::read_text(path).unwrap_or_default();
+    let line = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).nth(index).map_or(0, |(i, _)| i + 1);
+    format!("{}:{line}", path.display())
 }
 
 pub fn reward(args: &RewardArgs) -> Result<()> {
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.model, &device)?;
-    let (_, mut train) = read_rankings(&args.rankings, &tokenizer, config.n_positions)?;
-    let held_out = match &args.held_out {
-        Some(path) => read_rankings(path, &tokenizer, config.n_positions)?.1,
-        None if train.len() >= 10 => {
-            let mut held = Vec::new();
-            let mut kept = Vec::new();
-            for (i, r) in train.into_iter().enumerate() {
-                if i % 5 == 4 { held.push(r) } else { kept.push(r) }
-            }
-            train = kept;
-            held
-        }
-        None => {
-            eprintln!("note: fewer than 10 rankings and no --held-out; no held-out accuracy will be reported");
-            vec![]
-        }
-    };
-    let pairs: usize = train.iter().map(TokenRanking::pair_count).sum();
-    eprintln!("training on {} rankings ({pairs} pairs), {} held out", train.len(), held_out.len());
-    // Calibration uses the training answers: SFT samples on the training prompts.
-    let calibration: Vec<Vec<u32>> = train.iter().flat_map(|r| r.sequences.iter().cloned()).collect();
+    let rankings = read_rankings(&args.rankings)?;
+    let held_out = args.held_out.as_deref().map(read_rankings).transpose()?;
+    let set = RankingSet::prepare(&tokenizer, &rankings, held_out.as_deref(), config.n_positions);
+    for (index, why) in &set.skipped {
+        eprintln!("note: skipped {}: {why}", record_line(&args.rankings, *index));
+    }
+    if set.prompts_cut > 0 {
+        eprintln!("note: {} prompts were longer than the context allows and lost their beginning", set.prompts_cut);
+    }
+    if set.held_out.is_empty() {
+        eprintln!("note: fewer than {} rankings and no --held-out; no held-out accuracy will be reported", RankingSet::SPLIT_FROM);
+    }
+    let pairs = set.train_pairs();
+    eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
+    let calibration = set.calibration_set();
+    let RankingSet { train, held_out, .. } = set;
 
     device.seed(args.seed);
     let settings = RewardConfig { epochs: args.epochs, batch_size: args.batch, lr: args.lr, center_coef: args.center_coef, seed: args.seed, ..RewardConfig::default() };

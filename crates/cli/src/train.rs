@@ -40,7 +40,7 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Steps between checkpoints.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = crate::at_least_one, default_value_t = 100)]
     save_every: usize,
 }
 

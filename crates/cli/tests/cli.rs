@@ -157,6 +157,8 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
         (r#"{"prompt":"hi","completions":["a"],"ranking":[0]}"#, "field `ranking`: a ranking needs at least 2 completions"),
         (r#"{"prompt":"hi","completions":["a","b","c"],"ranking":[1,0]}"#, "field `ranking`: ranks 2 completions but there are 3"),
         (r#"{"prompt":"hi","completions":["a","a"],"ranking":[1,0]}"#, "field `completions`: completions 0 and 1 are the same text"),
+        // 2^32 + 1 would alias to 1 where usize is 32 bits (the page's wasm32).
+        (r#"{"prompt":"hi","completions":["a","b"],"ranking":[0,4294967297]}"#, "field `ranking`: index 4294967297"),
     ];
     for (line, message) in cases {
         std::fs::write(dir.join("bad.jsonl"), format!("{good}\n{line}\n")).unwrap();
@@ -164,6 +166,10 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
         assert!(stderr.contains(&format!("bad.jsonl:2: {message}")), "{stderr}");
         assert!(!dir.join("rm").exists(), "nothing may be written");
     }
+
+    std::fs::write(dir.join("latin1.jsonl"), [good.as_bytes(), b"\n{\"prompt\":\"caf\xe9\"}\n"].concat()).unwrap();
+    let stderr = fails(&["reward", "--model", "sft", "--rankings", "latin1.jsonl", "--out", "rm"], &dir);
+    assert!(stderr.contains("latin1.jsonl:2: not valid UTF-8"), "{stderr}");
 
     // A reward model from another tokenizer, and one of another size.
     std::fs::write(dir.join("pairs.jsonl"), r#"{"prompt":"hi","chosen":"hello.","rejected":"go away."}"#.to_owned() + "\n").unwrap();
@@ -177,5 +183,17 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-big", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
     assert!(stderr.contains("different size"), "{stderr}");
     assert!(!dir.join("p").exists(), "nothing may be written");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_zero_save_period_and_a_zero_kl_target_are_refused_with_a_message() {
+    let dir = fresh_dir("zeros");
+    let stderr = fails(&["pretrain", "--tokenizer", "tok.json", "--corpus", "c.txt", "--save-every", "0", "--out", "base"], &dir);
+    assert!(stderr.contains("--save-every") && stderr.contains("must be at least 1"), "{stderr}");
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--save-every", "0", "--out", "p"], &dir);
+    assert!(stderr.contains("must be at least 1"), "{stderr}");
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--kl-target", "0", "--out", "p"], &dir);
+    assert!(stderr.contains("kl_target = 0: a target KL must be above 0"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -48,14 +48,33 @@ pub struct Pair {
     pub rejected: String,
 }
 
-/// A line that is not the record it should be.
+/// A line that is not the record it should be (`line` 0: the file as a whole).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
 pub struct FormatError {
     pub file: String,
     pub line: usize,
     pub field: Option<String>,
     pub message: String,
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The completions with exact repeats removed, first occurrence kept: what a person is asked to
+/// rank (there is nothing to choose between two copies of one answer).
+pub fn distinct(completions: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    completions.iter().filter(|c| seen.insert(c.as_str())).cloned().collect()
 }
 
 /// A record type that can be read from one JSON object, checking each field.
@@ -117,7 +136,9 @@ impl Record for Samples {
 
 impl Record for Pair {
     fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
-        Ok(Self { prompt: string(o, "prompt")?, chosen: string(o, "chosen")?, rejected: string(o, "rejected")? })
+        let pair = Self { prompt: string(o, "prompt")?, chosen: string(o, "chosen")?, rejected: string(o, "rejected")? };
+        Ranking::from(pair.clone()).validate().map_err(|(_, message)| (Some("rejected".to_owned()), message))?;
+        Ok(pair)
     }
 }
 
@@ -129,36 +150,66 @@ impl Record for Ranking {
         let Some(Value::Array(items)) = o.get("ranking") else {
             return Err((field(), "missing, or not a list of indices".into()));
         };
+        // Bounded against K before any conversion, so a huge index cannot wrap to a valid one on
+        // a 32-bit target (wasm32).
+        let k = completions.len() as u64;
         let ranking: Vec<usize> = items
             .iter()
-            .map(|v| v.as_u64().map(|i| i as usize).ok_or_else(|| (field(), format!("{v} is not an index"))))
+            .map(|v| match v.as_u64() {
+                Some(i) if i < k => Ok(i as usize),
+                Some(i) => Err((field(), format!("index {i} is out of range for {k} completions"))),
+                None => Err((field(), format!("{v} is not an index"))),
+            })
             .collect::<Result<_, _>>()?;
         let ranking = Ranking { prompt, completions, ranking };
-        ranking.validate().map_err(|message| (field(), message))?;
+        ranking.validate()?;
         Ok(ranking)
     }
 }
 
 impl Ranking {
-    /// K >= 2 completions, and `ranking` a permutation of their indices.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The most answers one ranking may order (InstructGPT's K was 4 to 9).
+    pub const MAX_COMPLETIONS: usize = 9;
+
+    /// What makes a ranking usable, decided once for the CLI and the page: 2 to
+    /// [`Self::MAX_COMPLETIONS`] different completions, and `ranking` a permutation of their
+    /// indices. Errors name the field (`completions` or `ranking`).
+    pub fn validate(&self) -> Result<(), (Option<String>, String)> {
+        let (completions, ranking) = (|| Some("completions".to_owned()), || Some("ranking".to_owned()));
         let k = self.completions.len();
         if k < 2 {
-            return Err(format!("a ranking needs at least 2 completions, found {k}"));
+            return Err((completions(), format!("a ranking needs at least 2 completions, found {k}")));
+        }
+        if k > Self::MAX_COMPLETIONS {
+            return Err((completions(), format!("{k} completions; a ranking orders at most {}", Self::MAX_COMPLETIONS)));
+        }
+        for (i, a) in self.completions.iter().enumerate() {
+            if let Some(j) = self.completions[i + 1..].iter().position(|b| b == a) {
+                // Ordering two copies of one answer would teach the reward model a coin flip.
+                return Err((completions(), format!("completions {i} and {} are the same text; a ranking orders different answers", i + 1 + j)));
+            }
         }
         if self.ranking.len() != k {
-            return Err(format!("ranks {} completions but there are {k}", self.ranking.len()));
+            return Err((ranking(), format!("ranks {} completions but there are {k}", self.ranking.len())));
         }
         let mut seen = vec![false; k];
         for &i in &self.ranking {
             if i >= k {
-                return Err(format!("index {i} is out of range for {k} completions"));
+                return Err((ranking(), format!("index {i} is out of range for {k} completions")));
             }
             if std::mem::replace(&mut seen[i], true) {
-                return Err(format!("index {i} appears twice; a ranking is a permutation of 0..{k}"));
+                return Err((ranking(), format!("index {i} appears twice; a ranking is a permutation of 0..{k}")));
             }
         }
         Ok(())
+    }
+
+    /// [`Self::validate`] as one line of text, for records that come from no file.
+    pub fn check(&self) -> Result<(), String> {
+        self.validate().map_err(|(field, message)| match field {
+            Some(f) => format!("field `{f}`: {message}"),
+            None => message,
+        })
     }
 
     /// All C(K, 2) preference pairs the ranking implies, better one chosen.
@@ -184,6 +235,23 @@ impl From<Pair> for Ranking {
     }
 }
 
+/// The largest file the readers accept: far above any real rankings file, small enough that a
+/// mistaken pick (a video, a disk image) is refused before it is held in memory twice.
+pub const MAX_FILE_BYTES: usize = 64 << 20;
+
+/// A file's bytes as text, strictly: a file over [`MAX_FILE_BYTES`] or with invalid UTF-8 is an
+/// error naming the file and the line, never silently replaced characters.
+pub fn decode_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, FormatError> {
+    let error = |line, message| FormatError { file: file.to_owned(), line, field: None, message };
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(error(0, format!("{} MiB; files of at most {} MiB are read", bytes.len() >> 20, MAX_FILE_BYTES >> 20)));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        error(line, format!("not valid UTF-8 (byte {} of the file)", e.valid_up_to() + 1))
+    })
+}
+
 /// Parses JSONL `text` (read from `file`, named in errors) into records; all or nothing.
 pub fn read_jsonl<T: Record>(file: &str, text: &str) -> Result<Vec<T>, FormatError> {
     let mut records = Vec::new();
@@ -202,8 +270,9 @@ pub fn read_jsonl<T: Record>(file: &str, text: &str) -> Result<Vec<T>, FormatErr
 }
 
 /// Rankings from a file of rankings or of TRL pairs (each pair a ranking of two), told apart by
-/// the first record's fields.
-pub fn read_preferences(file: &str, text: &str) -> Result<Vec<Ranking>, FormatError> {
+/// the first record's fields. The bytes are decoded with [`decode_text`].
+pub fn read_preferences(file: &str, bytes: &[u8]) -> Result<Vec<Ranking>, FormatError> {
+    let text = decode_text(file, bytes)?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     if first.contains("\"chosen\"") && !first.contains("\"ranking\"") {
         Ok(read_jsonl::<Pair>(file, text)?.into_iter().map(Ranking::from).collect())
@@ -269,9 +338,42 @@ mod tests {
     }
 
     #[test]
+    fn identical_completions_and_too_many_are_refused_naming_completions() {
+        let line = "{\"prompt\":\"p\",\"completions\":[\"a\",\"b\",\"a\"],\"ranking\":[0,1,2]}";
+        let err = read_jsonl::<Ranking>("r.jsonl", line).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("completions"));
+        assert!(err.message.contains("completions 0 and 2 are the same text"), "{err}");
+        let ten = ranking(&["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let err = read_jsonl::<Ranking>("r.jsonl", &write_jsonl(&[ten])).unwrap_err();
+        assert!(err.message.contains("at most 9"), "{err}");
+        let pair = "{\"prompt\":\"p\",\"chosen\":\"x\",\"rejected\":\"x\"}";
+        assert!(read_preferences("pairs.jsonl", pair.as_bytes()).unwrap_err().message.contains("same text"));
+    }
+
+    #[test]
+    fn an_index_past_32_bits_does_not_wrap_to_a_valid_one() {
+        // 2^32 + 1 would be index 1 after a cast to a 32-bit usize (wasm32).
+        let line = "{\"prompt\":\"p\",\"completions\":[\"a\",\"b\"],\"ranking\":[0,4294967297]}";
+        let err = read_jsonl::<Ranking>("r.jsonl", line).unwrap_err();
+        assert!(err.message.contains("4294967297 is out of range"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_naming_the_line_and_a_huge_file_is_refused_whole() {
+        let mut bytes = b"{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n{\"prompt\":\"".to_vec();
+        bytes.extend([0xff, 0xfe]);
+        bytes.extend(b"\",\"chosen\":\"a\",\"rejected\":\"b\"}\n");
+        let err = read_preferences("pairs.jsonl", &bytes).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.to_string().starts_with("pairs.jsonl:2: not valid UTF-8"), "{err}");
+        let err = decode_text("big.jsonl", &vec![b' '; MAX_FILE_BYTES + 1]).unwrap_err();
+        assert!(err.to_string().starts_with("big.jsonl: 64 MiB; files of at most 64 MiB"), "{err}");
+    }
+
+    #[test]
     fn trl_pairs_read_as_rankings_of_two() {
         let text = "{\"prompt\":\"p\",\"chosen\":\"good\",\"rejected\":\"bad\",\"extra\":1}\n";
-        let rankings = read_preferences("pairs.jsonl", text).unwrap();
+        let rankings = read_preferences("pairs.jsonl", text.as_bytes()).unwrap();
         assert_eq!(rankings, vec![ranking(&["good", "bad"], &[0, 1])].into_iter().map(|mut r| { r.prompt = "p".into(); r }).collect::<Vec<_>>());
     }
 }

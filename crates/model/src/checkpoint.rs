@@ -38,6 +38,10 @@ pub enum CheckpointError {
     Dtype { name: String, dtype: String },
     #[error("tensor `{name}` is not part of this model ({hint})")]
     Unexpected { name: String, hint: String },
+    #[error("tensor `{name}` holds {value} at index {index}; weights must be finite numbers")]
+    NotFinite { name: String, index: usize, value: f32 },
+    #[error("config.json describes {needed} parameters but model.safetensors holds {found} values; they are not one model")]
+    TooFewWeights { needed: usize, found: usize },
 }
 
 type Result<T> = std::result::Result<T, CheckpointError>;
@@ -69,7 +73,11 @@ impl Weights {
             if view.dtype() != Dtype::F32 {
                 return Err(CheckpointError::Dtype { name, dtype: format!("{:?}", view.dtype()) });
             }
-            let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            // A NaN loaded would surface many steps later as a diverged run; refuse it by name here.
+            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(CheckpointError::NotFinite { name, index, value });
+            }
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         Ok(Self { tensors })
@@ -77,6 +85,14 @@ impl Weights {
 
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
+    }
+
+    /// Refuses a config that needs more parameters than the file holds, before the model it
+    /// describes is built (a config can ask for any size; the file is what was really sent).
+    pub fn check_holds(&self, config: &GptConfig) -> Result<()> {
+        let found: usize = self.tensors.values().map(|(_, v)| v.len()).sum();
+        let needed = config.num_params();
+        if found < needed { Err(CheckpointError::TooFewWeights { needed, found }) } else { Ok(()) }
     }
 
     /// Replaces every parameter of `module` by the tensor named `prefix` + its path, on `device`.
@@ -222,6 +238,7 @@ impl ModuleVisitor for Collector<'_> {
 pub fn load_gpt(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(GptConfig, Gpt)> {
     let config = GptConfig::from_json_bytes(config_json)?;
     let mut weights = Weights::from_safetensors(safetensors)?;
+    weights.check_holds(&config)?;
     let gpt = weights.load_into(config.init(device), "transformer.", device)?;
     weights.finish(&format!(
         "config.json describes a {}-layer GPT-2 language model; a reward or value model loads as a scalar model",
@@ -242,6 +259,7 @@ pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device
     if !weights.contains("score.bias") {
         weights.tensors.insert("score.bias".into(), (vec![1], vec![0.0]));
     }
+    weights.check_holds(&config)?;
     let model = weights.load_into(ScalarModel::new(config.init(device)), "", device)?;
     weights.finish(&format!("config.json describes a {}-layer GPT-2 scalar model", config.n_layer))?;
     Ok((config, model))

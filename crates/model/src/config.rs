@@ -149,7 +149,7 @@ impl GptConfig {
     }
 
     pub fn mlp_width(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     pub fn head_dim(&self) -> usize {
@@ -167,7 +167,16 @@ impl GptConfig {
         serde_json::to_string_pretty(self).expect("a config always serialises")
     }
 
-    /// Refuses configs whose computation differs from GPT-2's as implemented here.
+    /// Upper bounds far above any GPT-2-family model (GPT-2 XL: 48 layers, d 1600, vocabulary
+    /// 50,257, context 1024) that stop an absurd `config.json` before anything is allocated.
+    pub const LIMITS: [(&'static str, usize); 6] =
+        [("vocab_size", 1 << 20), ("n_positions", 1 << 16), ("n_embd", 1 << 14), ("n_layer", 256), ("n_head", 256), ("n_inner", 1 << 16)];
+
+    /// The most parameters a config may describe (4e9; a tab holds far fewer).
+    pub const MAX_PARAMS: usize = 4_000_000_000;
+
+    /// Refuses configs whose computation differs from GPT-2's as implemented here, and shapes past
+    /// [`Self::LIMITS`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, problem: String| Err(ConfigError::Unsupported { field, problem });
         if self.model_type != "gpt2" {
@@ -179,6 +188,12 @@ impl GptConfig {
         for (field, value) in [("vocab_size", self.vocab_size), ("n_positions", self.n_positions), ("n_embd", self.n_embd), ("n_layer", self.n_layer), ("n_head", self.n_head)] {
             if value == 0 {
                 return bad(field, "must be at least 1".into());
+            }
+        }
+        let sizes = [self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_head, self.mlp_width()];
+        for ((field, limit), value) in Self::LIMITS.into_iter().zip(sizes) {
+            if value > limit {
+                return bad(field, format!("{value} is more than this tool accepts ({limit})"));
             }
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
@@ -195,14 +210,22 @@ impl GptConfig {
                 return bad(field, format!("{p} is not a probability in [0, 1)"));
             }
         }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            return bad("layer_norm_epsilon", format!("{} must be a small positive number", self.layer_norm_epsilon));
+        }
+        if self.num_params() > Self::MAX_PARAMS {
+            return bad("n_layer", format!("the config describes {} parameters; at most {} are accepted", self.num_params(), Self::MAX_PARAMS));
+        }
         Ok(())
     }
 
     /// Parameter count (the tied head counted once).
+    /// Counted in u128 so any config from a file, however absurd, gives a number, not an
+    /// overflow (usize is 32 bits on wasm32); saturates at `usize::MAX`.
     pub fn num_params(&self) -> usize {
-        let (d, m) = (self.n_embd, self.mlp_width());
+        let [v, p, d, l, m] = [self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.mlp_width()].map(|x| x as u128);
         let block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d);
-        self.vocab_size * d + self.n_positions * d + self.n_layer * block + 2 * d
+        usize::try_from(v * d + p * d + l * block + 2 * d).unwrap_or(usize::MAX)
     }
 }
 
@@ -236,6 +259,19 @@ mod tests {
     fn refuses_heads_that_do_not_divide_the_width() {
         let err = GptConfig::new(10, 8, 30, 1, 4).validate().unwrap_err();
         assert!(err.to_string().contains("n_head"), "{err}");
+    }
+
+    #[test]
+    fn an_absurd_shape_is_refused_naming_the_field_before_anything_is_built() {
+        let mut c = GptConfig::tiny(100);
+        c.n_layer = 1_000_000_000;
+        let err = GptConfig::from_json_bytes(c.to_json().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("`n_layer`: 1000000000 is more than"), "{err}");
+        let mut c = GptConfig::new(1 << 20, 1 << 16, 1 << 14, 256, 128);
+        c.n_inner = Some(1 << 16);
+        assert!(c.validate().unwrap_err().to_string().contains("parameters"));
+        let json = br#"{"n_embd":64,"n_head":4,"n_layer":2,"n_positions":32,"vocab_size":32,"layer_norm_epsilon":-1}"#;
+        assert!(GptConfig::from_json_bytes(json).unwrap_err().to_string().contains("layer_norm_epsilon"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod losses;
 pub mod ppo;
 pub mod ppo_math;
 mod read;
+pub mod rankings;
 pub mod reward;
 pub mod rollout;
 pub mod schedule;
@@ -23,6 +24,7 @@ pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_lo
 pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};
 pub use rollout::{TokenExplanation, explain_response, response_kl};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
-pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, TokenRanking, calibrate};
+pub use rankings::{RankingSet, TokenRanking};
+pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
 pub use schedule::LrSchedule;
 pub use supervised::{StepStats, SupervisedConfig, SupervisedTrainer};

@@ -103,6 +103,35 @@ impl Default for PpoConfig {
     }
 }
 
+impl PpoConfig {
+    /// Refuses settings that would make a run meaningless or its numbers NaN, naming the field;
+    /// every edge (flags, the page's knobs) gets the same answer.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, value: f64, want: &str| Err(TrainError::Setting(format!("{field} = {value}: {want}")));
+        if let Some(target) = self.kl_target
+            && !(target.is_finite() && target > 0.0)
+        {
+            // beta is scaled by KL / target: a target of 0 makes it infinite, then NaN.
+            return bad("kl_target", target, "a target KL must be above 0 (leave it out for a fixed beta)");
+        }
+        if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
+            return bad("kl_coef", self.kl_coef, "beta must be 0 or more");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", self.lr, "the learning rate must be above 0");
+        }
+        for (field, value) in [("cliprange", self.cliprange), ("cliprange_value", self.cliprange_value)] {
+            if !(value > 0.0 && value < 1.0) {
+                return bad(field, value, "a clip range must be in (0, 1)");
+            }
+        }
+        if !(self.kl_horizon.is_finite() && self.kl_horizon > 0.0) {
+            return bad("kl_horizon", self.kl_horizon, "the horizon must be above 0");
+        }
+        Ok(())
+    }
+}
+
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PpoStats {
@@ -209,6 +238,7 @@ impl PpoTrainer {
         if settings.batch_size == 0 || settings.minibatch_size == 0 || settings.ppo_epochs == 0 || settings.max_new_tokens == 0 || settings.samples_per_prompt == 0 {
             return Err(TrainError::Setting("batch size, minibatch size, epochs, samples per prompt and new tokens must be at least 1".into()));
         }
+        settings.validate()?;
         if settings.temperature.is_nan() || settings.temperature <= 0.0 {
             return Err(TrainError::Setting(format!("temperature {} must be above 0: PPO needs a sampling policy", settings.temperature)));
         }

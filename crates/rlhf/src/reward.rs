@@ -14,43 +14,13 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{Gpt, GptConfig, ScalarModel, left_pad};
-use tinyrlhf_tokenizer::{Tokenizer, TokenizerError};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::read::{scalar as read, values as read_values};
 use crate::grads::checked_gradients;
 use crate::losses::{PreferencePairs, preference_loss};
-
-/// One ranking as token ids: each completion is the whole chat (prompt, response, EOS).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenRanking {
-    pub sequences: Vec<Vec<u32>>,
-    /// Indices into `sequences`, best first.
-    pub order: Vec<usize>,
-}
-
-impl TokenRanking {
-    /// Tokenizes a ranking; an error says which completion does not fit in `context`.
-    pub fn new(tokenizer: &Tokenizer, prompt: &str, completions: &[String], order: &[usize], context: usize) -> Result<Self, String> {
-        let prompt_ids = tokenizer.encode_prompt(prompt).map_err(|e: TokenizerError| e.to_string())?;
-        let mut sequences = Vec::with_capacity(completions.len());
-        for (i, completion) in completions.iter().enumerate() {
-            let mut ids = prompt_ids.clone();
-            ids.extend(tokenizer.encode_response(completion).map_err(|e| e.to_string())?);
-            if ids.len() > context {
-                return Err(format!("completion {i} with its prompt is {} tokens; the model's context holds {context}", ids.len()));
-            }
-            sequences.push(ids);
-        }
-        Ok(Self { sequences, order: order.to_vec() })
-    }
-
-    pub fn pair_count(&self) -> usize {
-        let k = self.order.len();
-        k * (k - 1) / 2
-    }
-}
+use crate::rankings::TokenRanking;
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
 /// few dozen rankings.

@@ -108,8 +108,17 @@ impl Tokenizer {
 
     /// Reads a Hugging Face `tokenizer.json`; refuses files without tinyrlhf's special tokens.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
+        // tokenizers 0.23 panics instead of erring on some bad files (`expect("Helper")` in its
+        // decoder reader when the JSON is malformed inside the decoder; `expect("Precompiled")`
+        // on a bad charsmap), and a panic kills the page's wasm. Well-formed JSON first, and no
+        // Precompiled normalizer (SentencePiece's, which no GPT-2-style tokenizer has).
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
+        if value.pointer("/normalizer").is_some_and(has_precompiled) {
+            return Err(TokenizerError::InvalidFile("a Precompiled (SentencePiece) normalizer is not supported".into()));
+        }
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(value).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
         let id = |token: &'static str| {
             inner.token_to_id(token).ok_or(TokenizerError::MissingSpecialToken(token))
         };
@@ -198,6 +207,15 @@ impl Tokenizer {
         let end = ids.iter().position(|&t| t == self.special.eos).unwrap_or(ids.len());
         let text = self.decode_text(&ids[..end])?;
         Ok(text.strip_prefix(' ').map(str::to_owned).unwrap_or(text))
+    }
+}
+
+/// Whether a normalizer (or a sequence of them, at any depth) is SentencePiece's Precompiled.
+fn has_precompiled(normalizer: &serde_json::Value) -> bool {
+    match normalizer {
+        serde_json::Value::Object(o) => o.get("type").is_some_and(|t| t == "Precompiled") || o.values().any(has_precompiled),
+        serde_json::Value::Array(items) => items.iter().any(has_precompiled),
+        _ => false,
     }
 }
 

@@ -1,0 +1,146 @@
+//! Generated bad input never panics: random and mutated bytes through every reader of outside data
+//! (rankings/pairs JSONL, `config.json`, `model.safetensors`, `tokenizer.json`) give a value or an
+//! error, and never allocate more than the input justifies (an absurd shape is refused before
+//! anything is built). CI runs a bounded number of cases from a fixed seed, so a run is
+//! repeatable; `PROPTEST_CASES` raises the count and `PROPTEST_RNG_SEED` picks another seed.
+
+use burn::tensor::Device;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::RngSeed;
+use serde_json::json;
+use tinyrlhf_data::{Ranking, read_preferences};
+use tinyrlhf_model::{GptConfig, load_gpt, load_scalar_model, save_gpt};
+use tinyrlhf_tokenizer::Tokenizer;
+
+fn cases(default: u32) -> ProptestConfig {
+    fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+        std::env::var(name).ok()?.parse().ok()
+    }
+    let cases = env("PROPTEST_CASES").unwrap_or(default);
+    let rng_seed = RngSeed::Fixed(env("PROPTEST_RNG_SEED").unwrap_or(20261122));
+    ProptestConfig { cases, rng_seed, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+fn shipped_tokenizer() -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../www/public/models/tokenizer.json");
+    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// `bytes` with a few of its first `span` bytes overwritten and possibly cut short: mostly-valid
+/// input that reaches past the first syntax check.
+fn mutate(mut bytes: Vec<u8>, edits: &[(Index, u8)], cut: Option<Index>, span: usize) -> Vec<u8> {
+    let span = span.min(bytes.len());
+    for (at, byte) in edits {
+        if span > 0 {
+            bytes[at.index(span)] = *byte;
+        }
+    }
+    if let Some(cut) = cut {
+        bytes.truncate(cut.index(bytes.len() + 1));
+    }
+    bytes
+}
+
+fn edits() -> impl Strategy<Value = (Vec<(Index, u8)>, Option<Index>)> {
+    (prop::collection::vec((any::<Index>(), any::<u8>()), 0..6), prop::option::of(any::<Index>()))
+}
+
+/// Numbers as a file may hold them: small, at the edges of u32/u64, negative, fractional.
+fn number() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        (0u64..12).prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        Just(json!(u64::from(u32::MAX) + 1)),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_filter("JSON has no NaN", |f| f.is_finite()).prop_map(|f| json!(f)),
+    ]
+}
+
+fn ranking_line() -> impl Strategy<Value = String> {
+    let text = prop_oneof![Just(String::new()), "[a-z .!?]{0,40}", any::<String>()];
+    (text.clone(), prop::collection::vec(text, 0..12), prop::collection::vec(number(), 0..12), any::<bool>())
+        .prop_map(|(prompt, completions, ranking, pair)| {
+            if pair {
+                let chosen = completions.first().cloned().unwrap_or_default();
+                json!({"prompt": prompt, "chosen": chosen, "rejected": completions.get(1)}).to_string()
+            } else {
+                json!({"prompt": prompt, "completions": completions, "ranking": ranking}).to_string()
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(cases(1000))]
+
+    #[test]
+    fn the_rankings_reader_never_panics_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = read_preferences("random.jsonl", &bytes);
+    }
+
+    #[test]
+    fn every_ranking_the_reader_accepts_is_valid(lines in prop::collection::vec(ranking_line(), 1..5), (e, cut) in edits()) {
+        let text = lines.join("\n");
+        for bytes in [text.clone().into_bytes(), mutate(text.into_bytes(), &e, cut, usize::MAX)] {
+            if let Ok(rankings) = read_preferences("generated.jsonl", &bytes) {
+                for r in &rankings {
+                    prop_assert!(r.check().is_ok(), "accepted an invalid ranking: {r:?}");
+                    prop_assert!((2..=Ranking::MAX_COMPLETIONS).contains(&r.completions.len()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_config_from_a_file_is_refused_or_within_the_limits(fields in prop::collection::vec((prop::sample::select(vec!["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon", "resid_pdrop"]), number()), 0..9)) {
+        let mut config = json!({"model_type": "gpt2", "vocab_size": 64, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2});
+        for (field, value) in fields {
+            config[field] = value;
+        }
+        if let Ok(c) = GptConfig::from_json_bytes(config.to_string().as_bytes()) {
+            prop_assert!(c.num_params() <= GptConfig::MAX_PARAMS);
+            for ((field, limit), value) in GptConfig::LIMITS.into_iter().zip([c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head, c.mlp_width()]) {
+                prop_assert!(value <= limit, "{field} = {value} accepted");
+            }
+        }
+    }
+}
+
+proptest! {
+    // Each case builds a (tiny) model: fewer cases.
+    #![proptest_config(cases(200))]
+
+    #[test]
+    fn a_mutated_model_folder_loads_or_is_refused(config_edits in edits(), weight_edits in edits(), header_only in any::<bool>()) {
+        let device = Device::flex();
+        let config = GptConfig::new(40, 8, 8, 1, 2);
+        let weights = pollster::block_on(save_gpt(&config.init(&device))).unwrap();
+        // The safetensors header (its first bytes) is where a mutation reaches the shapes and offsets.
+        let span = if header_only { 8 + u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize } else { usize::MAX };
+        let config_json = mutate(config.to_json().into_bytes(), &config_edits.0, config_edits.1, usize::MAX);
+        let weights = mutate(weights, &weight_edits.0, weight_edits.1, span);
+        let _ = load_gpt(&config_json, &weights, &device);
+        let _ = load_scalar_model(&config_json, &weights, &device);
+    }
+
+    #[test]
+    fn a_mutated_tokenizer_loads_or_is_refused((e, cut) in edits()) {
+        let _ = Tokenizer::from_json_bytes(&mutate(shipped_tokenizer(), &e, cut, usize::MAX));
+    }
+}
+
+#[test]
+fn a_nan_weight_is_refused_naming_the_tensor() {
+    let device = Device::flex();
+    let config = GptConfig::new(40, 8, 8, 1, 2);
+    let weights = pollster::block_on(save_gpt(&config.init(&device))).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        file.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec(), view.data().to_vec())).collect();
+    let poisoned = tensors.iter_mut().find(|(name, ..)| name == "transformer.h.0.mlp.c_fc.weight").expect("GPT-2 names");
+    poisoned.2[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+    let views = tensors.iter().map(|(name, shape, data)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap()));
+    let bad = safetensors::serialize(views, None).unwrap();
+    let err = load_gpt(config.to_json().as_bytes(), &bad, &device).err().expect("a NaN weight is refused");
+    assert!(err.to_string().contains("`transformer.h.0.mlp.c_fc.weight` holds NaN at index 3"), "{err}");
+}

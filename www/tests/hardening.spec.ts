@@ -1,0 +1,247 @@
+// Nothing lost, nothing crashes: bad input is refused with a message and the page keeps working; a
+// trapped module is restarted with the data intact; a saved model that no longer loads is dropped;
+// a retrained reward model resets the policy; two tabs never train at once; the page works offline
+// once loaded, under its Content-Security-Policy.
+import { test, expect, type Page } from '@playwright/test';
+import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MODELS = join(dirname(fileURLToPath(import.meta.url)), '..', 'public', 'models');
+
+async function ready(page: Page, query = '') {
+  await page.goto(`/${query}`);
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+}
+
+/** Samples and waits for the answers (repeats are dropped, so 2 to `k` come back). */
+async function sample(page: Page) {
+  await page.locator('#sample').click();
+  await expect(page.locator('#sample-speed')).toContainText('tok/s');
+  expect(await page.locator('#answers .answer').count()).toBeGreaterThanOrEqual(2);
+}
+
+const TWO = [
+  { prompt: 'what colour is the frog?', completions: ['green.', 'sure! the frog is green. i hope this helps.'], ranking: [0, 1] },
+  { prompt: 'say hello.', completions: ['hello.', 'of course. hello there, my friend.'], ranking: [0, 1] },
+];
+
+async function importRankings(page: Page, rankings = TWO) {
+  const before = Number(await page.locator('#ranking-count').textContent());
+  const buffer = Buffer.from(rankings.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  await page.locator('#import').setInputFiles({ name: 'rankings.jsonl', mimeType: 'application/jsonl', buffer });
+  await expect(page.locator('#ranking-count')).toHaveText(String(before + rankings.length));
+}
+
+async function trainReward(page: Page) {
+  await page.locator('#rm-epochs').fill('1');
+  await page.locator('#train-reward').click();
+  await expect(page.locator('#reward-status')).toContainText('done', { timeout: 300_000 });
+}
+
+/** The smallest PPO run: `n` iterations of one epoch on 8-token answers. */
+async function runPpo(page: Page, n: number) {
+  await page.locator('#ppo-iterations').fill(String(n));
+  await page.locator('#ppo-epochs').fill('1');
+  await page.locator('#ppo-length').fill('8');
+  await page.locator('#ppo-run').click();
+}
+
+/** A value saved in the tab's IndexedDB ('saved' store), read from the page. */
+function saved(page: Page, key: string): Promise<unknown> {
+  return page.evaluate(
+    (key) =>
+      new Promise((resolve, reject) => {
+        const open = indexedDB.open('tinyrlhf');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const get = open.result.transaction('saved').objectStore('saved').get(key);
+          get.onsuccess = () => {
+            open.result.close();
+            resolve(get.result instanceof Uint8Array ? `${get.result.length} bytes` : get.result);
+          };
+        };
+      }),
+    key,
+  );
+}
+
+/** The shipped SFT weights with one NaN written into a named tensor. */
+function poisonedWeights(tensor: string): Buffer {
+  const bytes = readFileSync(join(MODELS, 'sft', 'model.safetensors'));
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+  bytes.writeFloatLE(NaN, 8 + headerLength + header[tensor].data_offsets[0]);
+  return bytes;
+}
+
+test('an absurd config.json is refused at once naming n_layer, and sampling still works', async ({ page }) => {
+  await ready(page);
+  const config = JSON.parse(readFileSync(join(MODELS, 'sft', 'config.json'), 'utf8'));
+  config.n_layer = 1e9;
+  await page.locator('#import-policy').setInputFiles([
+    { name: 'config.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(config)) },
+    { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: readFileSync(join(MODELS, 'sft', 'model.safetensors')) },
+  ]);
+  await expect(page.locator('#data-message')).toContainText('`n_layer`: 1000000000 is more than');
+  await sample(page);
+});
+
+test('K and the size of an imported file are capped with a clear message', async ({ page }) => {
+  await ready(page);
+  await page.locator('#k').fill('50');
+  await sample(page);
+  await expect(page.locator('#notice')).toContainText('at most 9 answers');
+  const big = join(mkdtempSync(join(tmpdir(), 'tinyrlhf-')), 'huge.jsonl');
+  writeFileSync(big, '');
+  truncateSync(big, 65 * 2 ** 20);
+  await page.locator('#import').setInputFiles(big);
+  await expect(page.locator('#data-message')).toContainText('huge.jsonl is 65.0 MiB; files of at most 64 MiB are read');
+  await expect(page.locator('#ranking-count')).toHaveText('0');
+});
+
+test('a ranking on a prompt longer than the context does not block the reward model', async ({ page }) => {
+  await ready(page);
+  await page.locator('#prompt-input').fill(Array.from({ length: 120 }, (_, i) => `the cat number ${i} sat on the mat.`).join(' '));
+  await sample(page);
+  await page.locator('#rank-for-me').click();
+  await page.locator('#submit').click();
+  await expect(page.locator('#notice')).toContainText('Saved');
+  await importRankings(page);
+  await trainReward(page);
+  await expect(page.locator('#reward-status')).toContainText('1 long prompts lost their beginning');
+});
+
+test('a trapped module is restarted: the ranking count is unchanged and sampling works', async ({ page }) => {
+  await ready(page);
+  await importRankings(page);
+  const error = await page.evaluate(() => (window as unknown as { tinyrlhf: { trap(): Promise<string> } }).tinyrlhf.trap());
+  expect(String(error)).toMatch(/unreachable/i);
+  await expect(page.locator('#notice')).toContainText('was restarted again; your rankings and saved models are safe');
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#ranking-count')).toHaveText('2');
+  await sample(page);
+});
+
+test('retraining the reward model resets the policy: the next PPO run starts at a KL of exactly 0', async ({ page }) => {
+  test.setTimeout(10 * 60_000);
+  await ready(page);
+  await importRankings(page);
+  await trainReward(page);
+  await runPpo(page, 1);
+  await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
+  const first = (await saved(page, 'ppo-curve')) as { kl: number }[];
+  expect(first).toHaveLength(1);
+  await trainReward(page);
+  // One transaction saved the new reward model and dropped the old policy and its curve.
+  expect(await saved(page, 'policy')).toBeUndefined();
+  expect(await saved(page, 'ppo-curve')).toBeUndefined();
+  await runPpo(page, 1);
+  await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
+  const second = (await saved(page, 'ppo-curve')) as { kl: number }[];
+  expect(second).toHaveLength(1);
+  expect(second[0].kl).toBe(0);
+});
+
+test('saved models that no longer load are dropped with a notice naming why; the rankings stay', async ({ page }) => {
+  await ready(page);
+  await importRankings(page);
+  const poisoned = poisonedWeights('transformer.h.0.mlp.c_fc.weight').toString('base64');
+  await page.evaluate(
+    (poisoned) =>
+      new Promise<void>((resolve, reject) => {
+        const open = indexedDB.open('tinyrlhf');
+        open.onsuccess = () => {
+          const tx = open.result.transaction('saved', 'readwrite');
+          const store = tx.objectStore('saved');
+          store.put(new Uint8Array([1, 2, 3, 254, 255]), 'policy');
+          store.put([{ iteration: 1, kl: 0 }], 'ppo-curve');
+          store.put(Uint8Array.from(atob(poisoned), (c) => c.charCodeAt(0)), 'reward');
+          tx.oncomplete = () => {
+            open.result.close();
+            resolve();
+          };
+          tx.onerror = () => reject(tx.error);
+        };
+      }),
+    poisoned,
+  );
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  const notice = page.locator('#notice');
+  await expect(notice).toContainText('The saved reward model no longer loads');
+  await expect(notice).toContainText('`transformer.h.0.mlp.c_fc.weight` holds NaN at index 0');
+  await expect(notice).toContainText('The saved policy no longer loads');
+  await expect(notice).toContainText('Your rankings are kept.');
+  await expect(page.locator('#ranking-count')).toHaveText('2');
+  expect(await saved(page, 'policy')).toBeUndefined();
+  expect(await saved(page, 'ppo-curve')).toBeUndefined();
+  expect(await saved(page, 'reward')).toBeUndefined();
+  await expect(page.locator('#ppo-run')).toBeDisabled();
+  await sample(page);
+});
+
+test('a NaN weight in an imported policy is refused naming the tensor', async ({ page }) => {
+  await ready(page);
+  await page.locator('#import-policy').setInputFiles([
+    join(MODELS, 'sft', 'config.json'),
+    { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: poisonedWeights('transformer.h.1.attn.c_attn.weight') },
+  ]);
+  await expect(page.locator('#data-message')).toContainText('`transformer.h.1.attn.c_attn.weight` holds NaN at index 0');
+});
+
+test('two tabs: while one runs PPO the other is refused, and the curve has only the first tab’s points', async ({ page, context }) => {
+  test.setTimeout(10 * 60_000);
+  await ready(page);
+  await importRankings(page);
+  await trainReward(page);
+  const other = await context.newPage();
+  await ready(other);
+  await expect(other.locator('#ppo-run')).toBeEnabled();
+  await runPpo(page, 2);
+  await expect(page.locator('#ppo-status')).toContainText('iteration');
+  await runPpo(other, 3);
+  await expect(other.locator('#ppo-status')).toContainText('Another tab is training');
+  await other.locator('#train-reward').click();
+  await expect(other.locator('#reward-status')).toContainText('Another tab is training');
+  await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
+  expect(((await saved(page, 'ppo-curve')) as unknown[]).length).toBe(2);
+  await other.close();
+});
+
+test('offline once loaded: with no network a reload samples and trains', async ({ page, context }) => {
+  test.setTimeout(10 * 60_000);
+  await ready(page);
+  await expect(page.locator('body')).toHaveAttribute('data-offline', 'ready');
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null);
+  await importRankings(page);
+  await context.setOffline(true);
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await sample(page);
+  await trainReward(page);
+  await context.setOffline(false);
+});
+
+test('the page works under its Content-Security-Policy, and the wasm is served as application/wasm', async ({ page }) => {
+  await page.addInitScript(() => {
+    const w = window as unknown as { violations: string[] };
+    w.violations = [];
+    document.addEventListener('securitypolicyviolation', (e) => w.violations.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const wasmTypes: string[] = [];
+  page.on('response', (r) => {
+    if (r.url().endsWith('.wasm')) wasmTypes.push(r.headers()['content-type']);
+  });
+  const response = await page.goto('/');
+  const header = response!.headers()['content-security-policy'];
+  expect(header).toContain("script-src 'self' 'wasm-unsafe-eval'");
+  expect(header).toContain("connect-src 'self'");
+  expect(await page.locator('meta[http-equiv="Content-Security-Policy"]').getAttribute('content')).toBe(header);
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await sample(page);
+  expect(wasmTypes.length).toBeGreaterThan(0);
+  expect(new Set(wasmTypes)).toEqual(new Set(['application/wasm']));
+  expect(await page.evaluate(() => (window as unknown as { violations: string[] }).violations)).toEqual([]);
+});
