@@ -144,3 +144,13 @@ fn a_nan_weight_is_refused_naming_the_tensor() {
     let err = load_gpt(config.to_json().as_bytes(), &bad, &device).err().expect("a NaN weight is refused");
     assert!(err.to_string().contains("`transformer.h.0.mlp.c_fc.weight` holds NaN at index 3"), "{err}");
 }
+
+#[test]
+fn a_bad_escape_inside_the_decoder_is_an_error_not_a_panic() {
+    // The case the property test found: tokenizers 0.23 unwraps its decoder reader's result, so a
+    // malformed string there panicked (and would have killed the page's wasm).
+    let json = String::from_utf8(shipped_tokenizer()).unwrap().replacen("\"decoder\": {", "\"decoder\": {\"x\": \"\\udc00\", ", 1);
+    assert!(json.contains("\\udc00"), "the shipped tokenizer has a decoder");
+    let err = Tokenizer::from_json_bytes(json.as_bytes()).err().expect("refused");
+    assert!(err.to_string().contains("unicode"), "{err}");
+}

@@ -437,6 +437,7 @@ pub fn check_ranking(ranking_json: &str) -> Result<(), JsError> {
 }
 
 /// The limits the page checks before sending work: `{max_completions, max_file_bytes}`.
+#[wasm_bindgen]
 pub fn limits() -> Result<String, JsError> {
     to_json(&serde_json::json!({"max_completions": Ranking::MAX_COMPLETIONS, "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES}))
 }

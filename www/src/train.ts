@@ -87,6 +87,7 @@ export function restoreCurves(rewardCurve: Point[], ppoCurve: Point[]) {
 
 /** Trains the reward model on every saved ranking. Resolves to the last held-out accuracy. */
 export function trainReward(): Promise<number | null> {
+  rm.status.textContent = 'starting…';
   return exclusive(trainRewardNow, () => {
     show(rm.status, ANOTHER_TAB, 'error');
     return null;
@@ -162,6 +163,7 @@ function addSample(stats: PpoStepResult) {
 
 /** Runs (or resumes) PPO until the planned iterations are done, pause or stop. */
 export function runPpo(iterations?: number): Promise<PpoStepResult | null> {
+  ppo.status.textContent = 'starting…';
   return exclusive(
     () => runPpoNow(iterations),
     () => {

@@ -33,5 +33,6 @@ self.addEventListener('fetch', (event) => {
     return;
   }
   // Everything else belongs to this build: from the cache, from the network only if missing.
-  event.respondWith(caches.open(CACHE).then((c) => c.match(request, { ignoreSearch: true })).then((r) => r ?? fetch(request)));
+  // (Servers answer `Vary: Origin`; a module script's request has an Origin the cached one lacks.)
+  event.respondWith(caches.open(CACHE).then((c) => c.match(request, { ignoreSearch: true, ignoreVary: true })).then((r) => r ?? fetch(request)));
 });

@@ -185,7 +185,7 @@ test('saved models that no longer load are dropped with a notice naming why; the
 test('a NaN weight in an imported policy is refused naming the tensor', async ({ page }) => {
   await ready(page);
   await page.locator('#import-policy').setInputFiles([
-    join(MODELS, 'sft', 'config.json'),
+    { name: 'config.json', mimeType: 'application/json', buffer: readFileSync(join(MODELS, 'sft', 'config.json')) },
     { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: poisonedWeights('transformer.h.1.attn.c_attn.weight') },
   ]);
   await expect(page.locator('#data-message')).toContainText('`transformer.h.1.attn.c_attn.weight` holds NaN at index 0');
