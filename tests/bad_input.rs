@@ -152,5 +152,16 @@ fn a_bad_escape_inside_the_decoder_is_an_error_not_a_panic() {
     let json = String::from_utf8(shipped_tokenizer()).unwrap().replacen("\"decoder\": {", "\"decoder\": {\"x\": \"\\udc00\", ", 1);
     assert!(json.contains("\\udc00"), "the shipped tokenizer has a decoder");
     let err = Tokenizer::from_json_bytes(json.as_bytes()).err().expect("refused");
-    assert!(err.to_string().contains("unicode"), "{err}");
+    assert!(err.to_string().contains("surrogate"), "{err}");
+}
+
+#[test]
+fn a_config_far_larger_than_its_weights_is_refused_before_the_model_is_built() {
+    let device = Device::flex();
+    let small = GptConfig::new(40, 8, 8, 1, 2);
+    let weights = pollster::block_on(save_gpt(&small.init(&device))).unwrap();
+    // Within every bound, but 200 layers of width 1024 would be 2.5 G parameters built for nothing.
+    let huge = GptConfig::new(40, 8, 1024, 200, 8);
+    let err = load_gpt(huge.to_json().as_bytes(), &weights, &device).err().expect("refused");
+    assert!(err.to_string().contains("parameters but model.safetensors holds"), "{err}");
 }

@@ -67,7 +67,9 @@ pub fn parse_order(line: &str, k: usize) -> std::result::Result<Vec<usize>, Stri
         .iter()
         .map(|d| d.parse::<usize>().ok().filter(|&i| i >= 1).ok_or_else(|| format!("{d:?} is not an answer number (they start at 1)")))
         .collect::<std::result::Result<_, _>>()?;
-    let ranking = Ranking { prompt: String::new(), completions: vec![String::new(); k], ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect() };
+    // Only the order is checked here: stand-in answers, all different.
+    let completions = (0..k).map(|i| i.to_string()).collect();
+    let ranking = Ranking { prompt: String::new(), completions, ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect() };
     ranking.check().map_err(|e| format!("{e} (type each answer number 1..{k} once, best first)"))?;
     Ok(ranking.ranking)
 }

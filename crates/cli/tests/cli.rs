@@ -154,7 +154,7 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     let good = r#"{"prompt":"hi","completions":["hello.","hi there, friend."],"ranking":[0,1]}"#;
     let cases = [
         (r#"{"prompt":"hi","completions":["a","b","c"],"ranking":[0,0,1]}"#, "field `ranking`: index 0 appears twice"),
-        (r#"{"prompt":"hi","completions":["a"],"ranking":[0]}"#, "field `ranking`: a ranking needs at least 2 completions"),
+        (r#"{"prompt":"hi","completions":["a"],"ranking":[0]}"#, "field `completions`: a ranking needs at least 2 completions, found 1"),
         (r#"{"prompt":"hi","completions":["a","b","c"],"ranking":[1,0]}"#, "field `ranking`: ranks 2 completions but there are 3"),
         (r#"{"prompt":"hi","completions":["a","a"],"ranking":[1,0]}"#, "field `completions`: completions 0 and 1 are the same text"),
         // 2^32 + 1 would alias to 1 where usize is 32 bits (the page's wasm32).
