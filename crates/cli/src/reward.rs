@@ -55,9 +55,8 @@ fn read_rankings(path: &Path) -> Result<Vec<Ranking>> {
     Ok(rankings)
 }
 
-/// The file line of the `index`-th record (blank lines are skipped by the reader).
-fn record_line(path: &Path, index: usize) -> String {
-    let text = files::read_text(path).unwrap_or_default();
+/// The file line of the `index`-th record of `text` (blank lines are skipped by the reader).
+fn record_line(path: &Path, text: &str, index: usize) -> String {
     let line = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).nth(index).map_or(0, |(i, _)| i + 1);
     format!("{}:{line}", path.display())
 }
@@ -68,8 +67,10 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
     let rankings = read_rankings(&args.rankings)?;
     let held_out = args.held_out.as_deref().map(read_rankings).transpose()?;
     let set = RankingSet::prepare(&tokenizer, &rankings, held_out.as_deref(), config.n_positions);
+    // The file is read again only when there is something to point at in it.
+    let text = if set.skipped.is_empty() { String::new() } else { files::read_text(&args.rankings).unwrap_or_default() };
     for (index, why) in &set.skipped {
-        eprintln!("note: skipped {}: {why}", record_line(&args.rankings, *index));
+        eprintln!("note: skipped {}: {why}", record_line(&args.rankings, &text, *index));
     }
     if set.prompts_cut > 0 {
         eprintln!("note: {} prompts were longer than the context allows and lost their beginning", set.prompts_cut);
