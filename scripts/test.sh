@@ -23,6 +23,9 @@ if ! .venv/bin/python -c 'import tokenizers' 2>/dev/null; then
 fi
 export TINYRLHF_PYTHON="$PWD/.venv/bin/python"
 
+step "format (rustfmt.toml)"
+cargo fmt --all --check
+
 step "rust tests"
 cargo test --workspace --locked --exclude tinyrlhf-web --exclude tinyrlhf-xtask
 

@@ -59,15 +59,16 @@ fn number() -> impl Strategy<Value = serde_json::Value> {
 
 fn ranking_line() -> impl Strategy<Value = String> {
     let text = prop_oneof![Just(String::new()), "[a-z .!?]{0,40}", any::<String>()];
-    (text.clone(), prop::collection::vec(text, 0..12), prop::collection::vec(number(), 0..12), any::<bool>())
-        .prop_map(|(prompt, completions, ranking, pair)| {
+    (text.clone(), prop::collection::vec(text, 0..12), prop::collection::vec(number(), 0..12), any::<bool>()).prop_map(
+        |(prompt, completions, ranking, pair)| {
             if pair {
                 let chosen = completions.first().cloned().unwrap_or_default();
                 json!({"prompt": prompt, "chosen": chosen, "rejected": completions.get(1)}).to_string()
             } else {
                 json!({"prompt": prompt, "completions": completions, "ranking": ranking}).to_string()
             }
-        })
+        },
+    )
 }
 
 proptest! {
@@ -139,9 +140,11 @@ fn a_nan_weight_is_refused_naming_the_tensor() {
         file.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec(), view.data().to_vec())).collect();
     let poisoned = tensors.iter_mut().find(|(name, ..)| name == "transformer.h.0.mlp.c_fc.weight").expect("GPT-2 names");
     poisoned.2[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
-    let views = tensors.iter().map(|(name, shape, data)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap()));
+    let views = tensors.iter().map(|(name, shape, data)| {
+        (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
+    });
     let bad = safetensors::serialize(views, None).unwrap();
-    let err = load_gpt(config.to_json().as_bytes(), &bad, &device).err().expect("a NaN weight is refused");
+    let err = load_gpt(config.to_json().as_bytes(), &bad, &device).expect_err("a NaN weight is refused");
     assert!(err.to_string().contains("`transformer.h.0.mlp.c_fc.weight` holds NaN at index 3"), "{err}");
 }
 
@@ -151,7 +154,7 @@ fn a_bad_escape_inside_the_decoder_is_an_error_not_a_panic() {
     // malformed string there panicked (and would have killed the page's wasm).
     let json = String::from_utf8(shipped_tokenizer()).unwrap().replacen("\"decoder\": {", "\"decoder\": {\"x\": \"\\udc00\", ", 1);
     assert!(json.contains("\\udc00"), "the shipped tokenizer has a decoder");
-    let err = Tokenizer::from_json_bytes(json.as_bytes()).err().expect("refused");
+    let err = Tokenizer::from_json_bytes(json.as_bytes()).expect_err("refused");
     assert!(err.to_string().contains("surrogate"), "{err}");
 }
 
@@ -162,6 +165,6 @@ fn a_config_far_larger_than_its_weights_is_refused_before_the_model_is_built() {
     let weights = pollster::block_on(save_gpt(&small.init(&device))).unwrap();
     // Within every bound, but 200 layers of width 1024 would be 2.5 G parameters built for nothing.
     let huge = GptConfig::new(40, 8, 1024, 200, 8);
-    let err = load_gpt(huge.to_json().as_bytes(), &weights, &device).err().expect("refused");
+    let err = load_gpt(huge.to_json().as_bytes(), &weights, &device).expect_err("refused");
     assert!(err.to_string().contains("parameters but model.safetensors holds"), "{err}");
 }

@@ -39,12 +39,8 @@ fn policy(device: &Device) -> Gpt {
 }
 
 fn reward_model(device: &Device) -> ScalarModel {
-    let (_, rm) = load_scalar_model(
-        &read_fixture("gpt2_tiny_rm/config.json"),
-        &read_fixture("gpt2_tiny_rm/model.safetensors"),
-        device,
-    )
-    .expect("reference reward model loads");
+    let (_, rm) = load_scalar_model(&read_fixture("gpt2_tiny_rm/config.json"), &read_fixture("gpt2_tiny_rm/model.safetensors"), device)
+        .expect("reference reward model loads");
     rm
 }
 

@@ -50,7 +50,8 @@ fn pretraining_then_sft_turns_a_text_continuer_into_an_answerer() {
     let base = pretrain.model();
 
     // SFT: chat-template demonstrations, loss on answers only.
-    let mut sft_examples: Vec<Example> = demos.iter().filter_map(|d| chat_example(&tokenizer, &d.prompt, &d.response, 128).unwrap()).collect();
+    let mut sft_examples: Vec<Example> =
+        demos.iter().filter_map(|d| chat_example(&tokenizer, &d.prompt, &d.response, 128).unwrap()).collect();
     let held_out_demos = sft_examples.split_off(sft_examples.len() - 32);
     let mut settings = SupervisedConfig::new(300, 16, seed);
     settings.schedule.peak = 3e-3;

@@ -46,12 +46,8 @@ fn python_tokenizers_reads_our_file_and_gives_identical_ids() {
     std::fs::write(dir.join("strings.json"), serde_json::to_string(&strings).unwrap()).unwrap();
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/tokenizer_peer.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(dir.join("tokenizer.json"))
-        .arg(dir.join("strings.json"))
-        .output()
-        .expect("python runs");
+    let out =
+        Command::new(python()).arg(script).arg(dir.join("tokenizer.json")).arg(dir.join("strings.json")).output().expect("python runs");
     assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
     let peer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 

@@ -8,7 +8,9 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 use tinyrlhf_rlhf::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, preference_loss};
-use tinyrlhf_rlhf::ppo_math::{AdaptiveKl, AdvantageConfig, KlEstimator, Rows, compute_advantages, invert, masked_whiten, postprocess_responses};
+use tinyrlhf_rlhf::ppo_math::{
+    AdaptiveKl, AdvantageConfig, KlEstimator, Rows, compute_advantages, invert, masked_whiten, postprocess_responses,
+};
 use tinyrlhf_tests::read_fixture;
 
 fn json(name: &str) -> Value {
@@ -54,21 +56,47 @@ fn check_variant(name: &str, estimator: KlEstimator, whiten: bool) {
     let fixture = json("ppo_math.json");
     let (config, inputs, expected) = (&fixture["config"], &fixture["inputs"], &fixture["expected"][name]);
     let f = |k: &str| config[k].as_f64().unwrap();
-    let responses: Vec<Vec<u32>> = inputs["responses"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect();
-    let post = postprocess_responses(&responses, config["stop_token_id"].as_u64().unwrap() as u32, config["pad_token_id"].as_u64().unwrap() as u32);
-    let expected_responses: Vec<Vec<u32>> = rows(&expected["postprocessed_responses"]).iter().map(|r| r.iter().map(|&x| x as u32).collect()).collect();
+    let responses: Vec<Vec<u32>> = inputs["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .collect();
+    let post = postprocess_responses(
+        &responses,
+        config["stop_token_id"].as_u64().unwrap() as u32,
+        config["pad_token_id"].as_u64().unwrap() as u32,
+    );
+    let expected_responses: Vec<Vec<u32>> =
+        rows(&expected["postprocessed_responses"]).iter().map(|r| r.iter().map(|&x| x as u32).collect()).collect();
     assert_eq!(post.responses, expected_responses, "{name}: truncation");
     let lengths: Vec<usize> = floats(&expected["sequence_lengths"]).iter().map(|&x| x as usize).collect();
     assert_eq!(post.sequence_lengths, lengths, "{name}: sequence lengths");
     let eos: Vec<bool> = expected["contain_eos"].as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect();
     assert_eq!(post.contain_eos, eos, "{name}: contain_eos");
 
-    let settings = AdvantageConfig { kl_coef: f("kl_coef"), kl_estimator: estimator, gamma: f("gamma"), lam: f("lam"), whiten_rewards: whiten, missing_eos_penalty: f("missing_eos_penalty") };
-    let adv = compute_advantages(&post, &floats(&inputs["scores"]), &rows(&inputs["logprobs"]), &rows(&inputs["ref_logprobs"]), &rows(&inputs["values"]), &settings);
+    let settings = AdvantageConfig {
+        kl_coef: f("kl_coef"),
+        kl_estimator: estimator,
+        gamma: f("gamma"),
+        lam: f("lam"),
+        whiten_rewards: whiten,
+        missing_eos_penalty: f("missing_eos_penalty"),
+    };
+    let adv = compute_advantages(
+        &post,
+        &floats(&inputs["scores"]),
+        &rows(&inputs["logprobs"]),
+        &rows(&inputs["ref_logprobs"]),
+        &rows(&inputs["values"]),
+        &settings,
+    );
     for (i, (&a, e)) in adv.scores.iter().zip(floats(&expected["scores_after_penalty"])).enumerate() {
         close(&format!("{name}: scores_after_penalty[{i}]"), a, e, 1e-9);
     }
-    let bools = |v: &Value| -> Vec<Vec<bool>> { v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect()).collect() };
+    let bools = |v: &Value| -> Vec<Vec<bool>> {
+        v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect()).collect()
+    };
     assert_eq!(adv.padding_mask, bools(&expected["padding_mask"]), "{name}: padding_mask");
     assert_eq!(adv.padding_mask_p1, bools(&expected["padding_mask_p1"]), "{name}: padding_mask_p1");
     rows_close(&format!("{name}: kl"), &adv.kl, &rows(&expected["kl"]));
@@ -80,8 +108,20 @@ fn check_variant(name: &str, estimator: KlEstimator, whiten: bool) {
     // The losses, in f32 tensors, from TRL's new log-probs and value predictions.
     let device = Device::default();
     let (valid, valid_p1) = (mask_tensor(&invert(&adv.padding_mask), &device), mask_tensor(&invert(&adv.padding_mask_p1), &device));
-    let policy = clipped_policy_loss(tensor(&rows(&inputs["new_logprobs"]), &device), tensor(&rows(&inputs["logprobs"]), &device), tensor(&adv.advantages, &device), valid, f("cliprange"));
-    let (vf_loss, vf_clipfrac) = clipped_value_loss(tensor(&rows(&inputs["vpred"]), &device), tensor(&adv.values, &device), tensor(&adv.returns, &device), valid_p1, f("cliprange_value"));
+    let policy = clipped_policy_loss(
+        tensor(&rows(&inputs["new_logprobs"]), &device),
+        tensor(&rows(&inputs["logprobs"]), &device),
+        tensor(&adv.advantages, &device),
+        valid,
+        f("cliprange"),
+    );
+    let (vf_loss, vf_clipfrac) = clipped_value_loss(
+        tensor(&rows(&inputs["vpred"]), &device),
+        tensor(&adv.values, &device),
+        tensor(&adv.returns, &device),
+        valid_p1,
+        f("cliprange_value"),
+    );
     let e = |k: &str| expected[k].as_f64().unwrap();
     let (pg, vf) = (scalar(policy.loss), scalar(vf_loss));
     close(&format!("{name}: pg_loss"), pg, e("pg_loss"), 1e-5);
@@ -153,15 +193,27 @@ fn bradley_terry_loss_gradients_margin_and_centring_match_trl() {
     let grads = loss.backward();
     close("loss", scalar(loss), bt["loss"].as_f64().unwrap(), 1e-5);
     let grad: Vec<f32> = rewards.grad(&grads).expect("rewards have a gradient").into_data().try_to_vec().unwrap();
-    for (i, (g, e)) in grad.iter().zip(floats(&bt["grad_rewards_chosen"]).into_iter().chain(floats(&bt["grad_rewards_rejected"]))).enumerate() {
+    for (i, (g, e)) in
+        grad.iter().zip(floats(&bt["grad_rewards_chosen"]).into_iter().chain(floats(&bt["grad_rewards_rejected"]))).enumerate()
+    {
         close(&format!("gradient[{i}]"), f64::from(*g), e, 1e-5);
     }
 
     let margins: Vec<f32> = floats(&bt["margin"]).iter().map(|&m| m as f32).collect();
     let rewards = leaf(&[chosen.clone(), rejected.clone()].concat(), &device);
-    close("loss with margin", scalar(preference_loss(rewards.clone(), &bt_pairs(n, margins), 0.0)), bt["loss_with_margin"].as_f64().unwrap(), 1e-5);
+    close(
+        "loss with margin",
+        scalar(preference_loss(rewards.clone(), &bt_pairs(n, margins), 0.0)),
+        bt["loss_with_margin"].as_f64().unwrap(),
+        1e-5,
+    );
     let coef = bt["center_rewards_coefficient"].as_f64().unwrap();
-    close("loss with centring", scalar(preference_loss(rewards, &bt_pairs(n, vec![]), coef)), bt["loss_with_center"].as_f64().unwrap(), 1e-5);
+    close(
+        "loss with centring",
+        scalar(preference_loss(rewards, &bt_pairs(n, vec![]), coef)),
+        bt["loss_with_center"].as_f64().unwrap(),
+        1e-5,
+    );
     let accuracy = chosen.iter().zip(&rejected).filter(|(c, r)| c > r).count() as f64 / n as f64;
     close("accuracy", accuracy, bt["accuracy"].as_f64().unwrap(), 1e-12);
 }
@@ -172,7 +224,8 @@ fn kwise_ranking_loss_averages_all_pairs_like_instructgpt() {
     let rewards = floats(&kw["rewards_in_rank_order"]);
     let order: Vec<usize> = (0..rewards.len()).collect();
     let pairs = PreferencePairs::from_rankings(&[(0, &order)]);
-    let expected: Vec<(usize, usize)> = kw["pairs"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize)).collect();
+    let expected: Vec<(usize, usize)> =
+        kw["pairs"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize)).collect();
     assert_eq!(pairs.winners.iter().copied().zip(pairs.losers.iter().copied()).collect::<Vec<_>>(), expected);
     let loss = preference_loss(leaf(&rewards, &Device::default().autodiff()), &pairs, 0.0);
     close("k-wise loss", scalar(loss), kw["loss"].as_f64().unwrap(), 1e-5);
@@ -196,7 +249,13 @@ fn padded_positions_contribute_nothing_to_the_ppo_losses() {
         let old = tensor(&vec![vec![-1.2, -0.4, -pad]], &device);
         let adv = tensor(&vec![vec![1.0, -0.5, pad]], &device);
         let policy = clipped_policy_loss(new, old, adv, mask_tensor(&valid, &device), 0.2);
-        let (vf, _) = clipped_value_loss(tensor(&vec![vec![0.3, 0.1, pad]], &device), tensor(&vec![vec![0.2, 0.0, pad]], &device), tensor(&vec![vec![1.0, 1.0, pad]], &device), mask_tensor(&valid, &device), 0.2);
+        let (vf, _) = clipped_value_loss(
+            tensor(&vec![vec![0.3, 0.1, pad]], &device),
+            tensor(&vec![vec![0.2, 0.0, pad]], &device),
+            tensor(&vec![vec![1.0, 1.0, pad]], &device),
+            mask_tensor(&valid, &device),
+            0.2,
+        );
         (scalar(policy.loss), scalar(vf))
     };
     let (a, b) = (base(0.0), base(1e6));
@@ -208,7 +267,13 @@ fn padded_positions_contribute_nothing_to_the_ppo_losses() {
 fn identical_log_probs_give_ratio_one_and_no_clipping() {
     let device = Device::default();
     let lp = vec![vec![-1.0, -2.0, -0.1]];
-    let policy = clipped_policy_loss(tensor(&lp, &device), tensor(&lp, &device), tensor(&vec![vec![5.0, -5.0, 1.0]], &device), mask_tensor(&[vec![true; 3]], &device), 0.2);
+    let policy = clipped_policy_loss(
+        tensor(&lp, &device),
+        tensor(&lp, &device),
+        tensor(&vec![vec![5.0, -5.0, 1.0]], &device),
+        mask_tensor(&[vec![true; 3]], &device),
+        0.2,
+    );
     assert_eq!(scalar(policy.clipfrac), 0.0);
     assert_eq!(scalar(policy.approx_kl), 0.0);
     close("loss is -mean(A)", scalar(policy.loss), -1.0 / 3.0, 1e-6);

@@ -13,7 +13,10 @@ use burn::tensor::Device;
 use serde::Serialize;
 use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
-use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, TokenRanking, calibrate, explain_response, response_kl};
+use tinyrlhf_rlhf::{
+    PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, TokenRanking, calibrate, check_same_shape, explain_response,
+    response_kl,
+};
 use tinyrlhf_tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
@@ -125,9 +128,20 @@ impl Session {
         let tokenizer = Tokenizer::from_json_bytes(tokenizer_json).map_err(|e| js(format!("tokenizer.json: {e}")))?;
         let (config, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
         if config.vocab_size != tokenizer.vocab_size() {
-            return Err(js(format!("the model's vocabulary ({}) does not match the tokenizer's ({})", config.vocab_size, tokenizer.vocab_size())));
+            return Err(js(format!(
+                "the model's vocabulary ({}) does not match the tokenizer's ({})",
+                config.vocab_size,
+                tokenizer.vocab_size()
+            )));
         }
-        let info = ModelInfo { parameters: config.num_params(), layers: config.n_layer, width: config.n_embd, heads: config.n_head, context: config.n_positions, vocab: config.vocab_size };
+        let info = ModelInfo {
+            parameters: config.num_params(),
+            layers: config.n_layer,
+            width: config.n_embd,
+            heads: config.n_head,
+            context: config.n_positions,
+            vocab: config.vocab_size,
+        };
         self.state.borrow_mut().sft = Some(Rc::new(Model { config, gpt, tokenizer }));
         to_json(&info)
     }
@@ -137,9 +151,7 @@ impl Session {
     fn same_config(&self, config_json: &[u8]) -> Result<(), JsError> {
         let model = sft(&self.state)?;
         let config = GptConfig::from_json_bytes(config_json).map_err(js)?;
-        if config.to_json() != model.config.to_json() {
-            return Err(js("this model has another shape or vocabulary than the SFT model; it must come from the same pipeline"));
-        }
+        check_same_shape("this model", &model.config, &config).map_err(js)?;
         Ok(())
     }
 
@@ -173,7 +185,8 @@ impl Session {
     #[wasm_bindgen(js_name = loadReward)]
     pub fn load_reward(&self, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
         self.same_config(config_json)?;
-        let (_, reward) = tinyrlhf_model::load_scalar_model(config_json, safetensors, &self.device).map_err(|e| js(format!("reward model: {e}")))?;
+        let (_, reward) =
+            tinyrlhf_model::load_scalar_model(config_json, safetensors, &self.device).map_err(|e| js(format!("reward model: {e}")))?;
         self.state.borrow_mut().reward = Some(reward);
         Ok(())
     }
@@ -223,7 +236,10 @@ impl Session {
         let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.n_positions);
         if set.train.len() + set.held_out.len() < 2 {
             let skipped = set.skipped_summary().map(|s| format!("; {s}")).unwrap_or_default();
-            return Err(js(format!("a reward model needs at least 2 usable rankings; there are {}{skipped}", set.train.len() + set.held_out.len())));
+            return Err(js(format!(
+                "a reward model needs at least 2 usable rankings; there are {}{skipped}",
+                set.train.len() + set.held_out.len()
+            )));
         }
         let calibration = set.calibration_set();
         let info = serde_json::json!({
@@ -277,8 +293,10 @@ impl Session {
             let completions: Vec<String> = serde_json::from_str(&completions_json).map_err(js)?;
             let order: Vec<usize> = (0..completions.len()).collect();
             let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.n_positions).map_err(js)?;
-            let scores = tinyrlhf_rlhf::reward::score_sequences(&reward, &tokens.sequences, model.tokenizer.special_ids().pad, &model.gpt.device());
-            let scores: Vec<f32> = scores.into_data_async().await.map_err(|e| js(format!("{e:?}")))?.try_to_vec().map_err(|e| js(format!("{e:?}")))?;
+            let scores =
+                tinyrlhf_rlhf::reward::score_sequences(&reward, &tokens.sequences, model.tokenizer.special_ids().pad, &model.gpt.device());
+            let scores: Vec<f32> =
+                scores.into_data_async().await.map_err(|e| js(format!("{e:?}")))?.try_to_vec().map_err(|e| js(format!("{e:?}")))?;
             json_value(&scores)
         })
     }
@@ -370,9 +388,24 @@ impl Session {
             let (prompt_ids, _) = prompt_ids(&model, &prompt, response_ids.len() + 1)?;
             let settings = PpoConfig { temperature, ..PpoConfig::default() };
             let special = model.tokenizer.special_ids();
-            let explained = explain_response(&policy, &model.gpt, &value, &reward, &prompt_ids, &response_ids, &settings, beta, special.eos, special.pad).await.map_err(js)?;
+            let explained = explain_response(
+                &policy,
+                &model.gpt,
+                &value,
+                &reward,
+                &prompt_ids,
+                &response_ids,
+                &settings,
+                beta,
+                special.eos,
+                special.pad,
+            )
+            .await
+            .map_err(js)?;
             let tokens = response_ids.iter().map(|&t| model.tokenizer.decode(&[t])).collect::<Result<Vec<_>, _>>().map_err(js)?;
-            json_value(&serde_json::json!({"tokens": tokens, "log_ratio": explained.log_ratio, "advantage": explained.advantage, "score": explained.score}))
+            json_value(
+                &serde_json::json!({"tokens": tokens, "log_ratio": explained.log_ratio, "advantage": explained.advantage, "score": explained.score}),
+            )
         })
     }
 
@@ -391,21 +424,12 @@ impl Session {
             let sampling = |seed| SamplingConfig { max_new_tokens: max_new, temperature, top_k: 0, top_p: 1.0, seed };
             let ours = generate(&policy, &ids, special.eos, special.pad, &sampling(seed)).await.map_err(js)?;
             let theirs = generate(&model.gpt, &ids, special.eos, special.pad, &sampling(seed ^ 0xA5A5)).await.map_err(js)?;
-            let (mut wins, mut ties, mut losses) = (0usize, 0usize, 0usize);
-            for ((prompt, a), b) in prompts.iter().zip(&ours.tokens).zip(&theirs.tokens) {
-                let (a, b) = (model.tokenizer.decode_response(a).map_err(js)?, model.tokenizer.decode_response(b).map_err(js)?);
-                if labeler.prefers(prompt, &a, &b) {
-                    wins += 1;
-                } else if labeler.prefers(prompt, &b, &a) {
-                    losses += 1;
-                } else {
-                    ties += 1;
-                }
-            }
+            let decode = |tokens: &[Vec<u32>]| tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>();
+            let tally = labeler.tally(&prompts, &decode(&ours.tokens).map_err(js)?, &decode(&theirs.tokens).map_err(js)?);
             let kl = response_kl(&policy, &model.gpt, &ids, &ours.tokens, temperature, special.eos, special.pad).await.map_err(js)?;
             let n = prompts.len().max(1) as f64;
             json_value(&serde_json::json!({
-                "win_rate": (wins as f64 + 0.5 * ties as f64) / n, "wins": wins, "ties": ties, "losses": losses,
+                "win_rate": tally.win_rate(), "wins": tally.wins, "ties": tally.ties, "losses": tally.losses,
                 "kl": kl.iter().sum::<f64>() / n,
                 "eos_rate": ours.finished.iter().filter(|&&f| f).count() as f64 / n,
             }))

@@ -10,17 +10,14 @@ fn main() -> std::process::ExitCode {
         eprintln!("usage: bindgen IN.wasm OUT_DIR");
         return std::process::ExitCode::from(2);
     };
-    let result = wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(PathBuf::from(input))
-        .web(true)
-        .and_then(|b| {
-            b.out_name("tinyrlhf_web")
-                // The CLI's default; without it `init()` cannot find the .wasm beside the glue.
-                .omit_default_module_path(false)
-                .remove_name_section(true)
-                .typescript(true)
-                .generate(out_dir)
-        });
+    let result = wasm_bindgen_cli_support::Bindgen::new().input_path(PathBuf::from(input)).web(true).and_then(|b| {
+        b.out_name("tinyrlhf_web")
+            // The CLI's default; without it `init()` cannot find the .wasm beside the glue.
+            .omit_default_module_path(false)
+            .remove_name_section(true)
+            .typescript(true)
+            .generate(out_dir)
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -55,7 +55,8 @@ fn report(args: &BenchArgs, backend: Backend, preset: &str, what: &str, batch: u
             Backend::Cpu => "cpu",
             Backend::Wgpu => "wgpu",
         };
-        let line = serde_json::json!({"impl": "tinyrlhf", "backend": backend, "preset": preset, "what": what, "batch": batch, "tok_s": tok_s});
+        let line =
+            serde_json::json!({"impl": "tinyrlhf", "backend": backend, "preset": preset, "what": what, "batch": batch, "tok_s": tok_s});
         println!("{line}");
     } else {
         println!("{text}");
@@ -70,11 +71,11 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             let seq = args.seq_len.unwrap_or(config.n_positions / 2).min(config.n_positions);
             if !args.json {
                 println!(
-                "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
-                config.n_embd,
-                config.n_layer,
-                config.n_head,
-                config.num_params() as f64 / 1e6
+                    "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
+                    config.n_embd,
+                    config.n_layer,
+                    config.n_head,
+                    config.num_params() as f64 / 1e6
                 );
             }
             let step = train_step_time(&config, &device, args.batch, seq, args.steps);
@@ -183,17 +184,14 @@ fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
 fn generate_cached(gpt: &Gpt, batch: usize, new_tokens: usize) {
     let sampling = SamplingConfig { max_new_tokens: new_tokens, temperature: 1.0, ..Default::default() };
     // No EOS id inside the vocabulary: every row runs the full length.
-    let out = pollster::block_on(generate(gpt, &prompts(batch, gpt.vocab_size()), u32::MAX, 0, &sampling))
-        .expect("benchmark prompts are valid");
+    let out =
+        pollster::block_on(generate(gpt, &prompts(batch, gpt.vocab_size()), u32::MAX, 0, &sampling)).expect("benchmark prompts are valid");
     debug_assert!(out.tokens.iter().all(|t| t.len() == new_tokens));
 }
 
 /// The same sampling without a cache: each new token re-runs the whole sequence.
 fn generate_uncached(gpt: &Gpt, device: &Device, batch: usize, new_tokens: usize) {
-    let mut rows: Vec<Vec<i64>> = prompts(batch, gpt.vocab_size())
-        .into_iter()
-        .map(|p| p.into_iter().map(i64::from).collect())
-        .collect();
+    let mut rows: Vec<Vec<i64>> = prompts(batch, gpt.vocab_size()).into_iter().map(|p| p.into_iter().map(i64::from).collect()).collect();
     let sampling = SamplingConfig::default();
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     for _ in 0..new_tokens {
@@ -216,7 +214,13 @@ const PPO_TOKENS: usize = 48;
 /// the full 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
 fn ppo_iteration_times(config: &GptConfig, device: &Device, runs: usize) -> Result<[f64; 3], String> {
     use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
-    let models = PpoModels { sft: config.init(device), config: config.clone(), reward: tinyrlhf_model::ScalarModel::new(config.init(device)), value: None, policy: None };
+    let models = PpoModels {
+        sft: config.init(device),
+        config: config.clone(),
+        reward: tinyrlhf_model::ScalarModel::new(config.init(device)),
+        value: None,
+        policy: None,
+    };
     let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
     let eos = config.vocab_size as u32;
     let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size), vec![], eos, 0, settings).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tinyrlhf_data::Labeler;
 use tinyrlhf_model::{Gpt, SamplingConfig, generate};
-use tinyrlhf_rlhf::response_kl;
+use tinyrlhf_rlhf::{check_compatible, response_kl};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
@@ -36,13 +36,21 @@ fn answers(gpt: &Gpt, tokenizer: &Tokenizer, prompts: &[Vec<u32>], batch: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn compare(policy_dir: &Path, reference_dir: &Path, prompts: &[String], labeler: &Labeler, k: usize, batch: usize, sampling: &SamplingArgs, json: Option<&Path>) -> Result<()> {
+pub fn compare(
+    policy_dir: &Path,
+    reference_dir: &Path,
+    prompts: &[String],
+    labeler: &Labeler,
+    k: usize,
+    batch: usize,
+    sampling: &SamplingArgs,
+    json: Option<&Path>,
+) -> Result<()> {
     let device = sampling.backend.device()?;
     let (config, policy, tokenizer) = files::load_model_dir(policy_dir, &device)?;
-    let (_, reference, reference_tokenizer) = files::load_model_dir(reference_dir, &device)?;
-    if tokenizer.to_json().map_err(|e| e.to_string())? != reference_tokenizer.to_json().map_err(|e| e.to_string())? {
-        return Err(format!("{} and {} use different tokenizers; compare models from one pipeline", policy_dir.display(), reference_dir.display()));
-    }
+    let (reference_config, reference, reference_tokenizer) = files::load_model_dir(reference_dir, &device)?;
+    let role = format!("the reference in {}", reference_dir.display());
+    check_compatible(&role, (&config, &tokenizer), (&reference_config, &reference_tokenizer)).map_err(|e| e.to_string())?;
     let mut ids = Vec::with_capacity(prompts.len() * k);
     let mut texts = Vec::with_capacity(prompts.len() * k);
     for prompt in prompts {
@@ -53,32 +61,36 @@ pub fn compare(policy_dir: &Path, reference_dir: &Path, prompts: &[String], labe
     let ours = answers(&policy, &tokenizer, &ids, batch, &sampling.config(0))?;
     let theirs = answers(&reference, &tokenizer, &ids, batch, &sampling.config(1 << 32))?;
 
-    let (mut wins, mut ties, mut losses) = (0usize, 0usize, 0usize);
-    for ((prompt, a), b) in texts.iter().zip(&ours.texts).zip(&theirs.texts) {
-        if labeler.prefers(prompt, a, b) {
-            wins += 1;
-        } else if labeler.prefers(prompt, b, a) {
-            losses += 1;
-        } else {
-            ties += 1;
-        }
-    }
+    let tally = labeler.tally(&texts, &ours.texts, &theirs.texts);
+    let (wins, ties, losses, win_rate) = (tally.wins, tally.ties, tally.losses, tally.win_rate());
     let n = texts.len() as f64;
-    let win_rate = (wins as f64 + 0.5 * ties as f64) / n;
     let special = tokenizer.special_ids();
     let temperature = if sampling.temperature > 0.0 { sampling.temperature } else { 1.0 };
     let mut kl = Vec::with_capacity(ids.len());
     for (p, r) in ids.chunks(batch.max(1)).zip(ours.tokens.chunks(batch.max(1))) {
-        kl.extend(pollster::block_on(response_kl(&policy, &reference, p, r, temperature, special.eos, special.pad)).map_err(|e| e.to_string())?);
+        kl.extend(
+            pollster::block_on(response_kl(&policy, &reference, p, r, temperature, special.eos, special.pad)).map_err(|e| e.to_string())?,
+        );
     }
     let mean_kl = kl.iter().sum::<f64>() / n;
     let eos_rate = ours.finished.iter().filter(|&&f| f).count() as f64 / n;
     let words = |t: &[String]| t.iter().map(|s| s.split_whitespace().count()).sum::<usize>() as f64 / n;
 
-    println!("{} vs {}: {} held-out prompts x {k}, temperature {}, judged by {labeler}", policy_dir.display(), reference_dir.display(), prompts.len(), sampling.temperature);
+    println!(
+        "{} vs {}: {} held-out prompts x {k}, temperature {}, judged by {labeler}",
+        policy_dir.display(),
+        reference_dir.display(),
+        prompts.len(),
+        sampling.temperature
+    );
     println!("  win-rate of policy over reference: {:.1}% ({wins} wins, {ties} ties, {losses} losses; ties count half)", 100.0 * win_rate);
     println!("  KL(policy || reference): {mean_kl:.2} nats per answer (k1, temperature {temperature})");
-    println!("  policy EOS rate: {:.1}%; mean words: policy {:.1}, reference {:.1}", 100.0 * eos_rate, words(&ours.texts), words(&theirs.texts));
+    println!(
+        "  policy EOS rate: {:.1}%; mean words: policy {:.1}, reference {:.1}",
+        100.0 * eos_rate,
+        words(&ours.texts),
+        words(&theirs.texts)
+    );
     for i in (0..texts.len()).step_by((texts.len() / 3).max(1)).take(3) {
         println!("  e.g. {:?}\n    policy:    {:?}\n    reference: {:?}", texts[i], ours.texts[i], theirs.texts[i]);
     }

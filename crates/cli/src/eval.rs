@@ -50,7 +50,16 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         return Err(format!("{} has no prompts", args.prompts.display()));
     }
     if let (Some(reference), Some(labeler)) = (&args.reference, &args.labeler) {
-        return crate::compare::compare(&args.model, reference, &prompts, labeler, args.k.max(1), args.batch, &args.sampling, args.json.as_deref());
+        return crate::compare::compare(
+            &args.model,
+            reference,
+            &prompts,
+            labeler,
+            args.k.max(1),
+            args.batch,
+            &args.sampling,
+            args.json.as_deref(),
+        );
     }
     let k = args.k.max(2);
     let bar = ProgressBar::new((prompts.len() * k) as u64);
@@ -105,7 +114,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     println!("{}: {} held-out prompts, {k} samples each at temperature {}", args.model.display(), prompts.len(), args.sampling.temperature);
     println!("  EOS within {} tokens: {:.1}%", args.sampling.max_new_tokens, 100.0 * ended as f64 / total);
     println!("  mean answer length:  {:.1} words", words as f64 / total);
-    println!("  rankable prompts:    {:.1}% (some labeler strictly prefers one sample to another)", 100.0 * rankable as f64 / prompts.len() as f64);
+    println!(
+        "  rankable prompts:    {:.1}% (some labeler strictly prefers one sample to another)",
+        100.0 * rankable as f64 / prompts.len() as f64
+    );
     if let Some(labeler) = &args.labeler {
         println!("  labeler {labeler}: mean score {labeler_means:.3?} (rule by rule)");
     }

@@ -78,8 +78,9 @@ pub fn save_weights_dir(dir: &Path, config_json: &str, weights: &[u8], tokenizer
 /// A reward (or value) model directory: the scalar model and its tokenizer.
 pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(GptConfig, ScalarModel, Tokenizer)> {
     let tokenizer = read_tokenizer(&dir.join("tokenizer.json"))?;
-    let (config, model) = tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (config, model) =
+        tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok((config, model, tokenizer))
 }
 
@@ -87,7 +88,8 @@ const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimi
 
 /// Saves a supervised trainer's resumable state as `dir/checkpoint/`.
 pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint) -> Result<()> {
-    let parts: [&[u8]; 4] = [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
+    let parts: [&[u8]; 4] =
+        [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
     save_checkpoint_files(dir, &CHECKPOINT_FILES.into_iter().zip(parts).collect::<Vec<_>>())
 }
 
@@ -201,11 +203,8 @@ fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// Appends one JSON line to a metrics file.
 pub fn append_metrics(path: &Path, line: &serde_json::Value) -> Result<()> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     writeln!(file, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

@@ -19,7 +19,11 @@ mod train;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tinyrlhf", version, about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, eval.")]
+#[command(
+    name = "tinyrlhf",
+    version,
+    about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, eval."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_data::{Demonstration, PromptRecord};
-use tinyrlhf_model::GptConfig;
-use tinyrlhf_rlhf::{KlEstimator, PpoCheckpoint, PpoConfig, PpoModels, PpoTrainer, chat_example};
+use tinyrlhf_rlhf::{KlEstimator, PpoCheckpoint, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
@@ -110,34 +109,19 @@ impl PpoArgs {
 /// The files of `OUT/checkpoint/`; `trainer.json` last marks it complete.
 const CHECKPOINT: [&str; 5] = ["policy.safetensors", "value.safetensors", "policy_optimizer.bpk", "value_optimizer.bpk", "trainer.json"];
 
-/// The reward model must read the policy's tokens with the policy's shape.
-fn check_compatible(policy: &GptConfig, reward: &GptConfig, same_tokenizer: bool, args: &PpoArgs) -> Result<()> {
-    if !same_tokenizer {
-        return Err(format!("the reward model in {} was made with another tokenizer than the policy in {}; train it from this SFT model", args.reward.display(), args.policy.display()));
-    }
-    let shape = |c: &GptConfig| (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head);
-    if shape(policy) != shape(reward) {
-        return Err(format!(
-            "the reward model in {} has a different size (vocab, context, width, layers, heads = {:?}) than the policy in {} ({:?})",
-            args.reward.display(),
-            shape(reward),
-            args.policy.display(),
-            shape(policy)
-        ));
-    }
-    Ok(())
-}
-
 pub fn ppo(args: &PpoArgs) -> Result<()> {
     // Settings first: a bad flag is reported before minutes of loading.
     args.settings().validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
     let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
-    let same_tokenizer = tokenizer.to_json().map_err(|e| e.to_string())? == reward_tokenizer.to_json().map_err(|e| e.to_string())?;
-    check_compatible(&config, &reward_config, same_tokenizer, args)?;
+    let role = format!("the reward model in {}", args.reward.display());
+    check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
     let prompts: Vec<PromptRecord> = files::read_records(&args.prompts)?;
-    let prompt_ids = prompts.iter().map(|p| prompt_ids(&tokenizer, &config, &p.prompt, args.max_new_tokens + 1).map(|(ids, _)| ids)).collect::<Result<Vec<_>>>()?;
+    let prompt_ids = prompts
+        .iter()
+        .map(|p| prompt_ids(&tokenizer, &config, &p.prompt, args.max_new_tokens + 1).map(|(ids, _)| ids))
+        .collect::<Result<Vec<_>>>()?;
     let ptx = match &args.demos {
         Some(path) => {
             let demos: Vec<Demonstration> = files::read_records(path)?;
@@ -167,7 +151,10 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
             if resume {
                 eprintln!("no checkpoint in {}; starting fresh", args.out.display());
             } else if args.out.join("checkpoint").exists() {
-                return Err(format!("{} already holds a PPO run; pass --resume to continue it or choose another --out", args.out.display()));
+                return Err(format!(
+                    "{} already holds a PPO run; pass --resume to continue it or choose another --out",
+                    args.out.display()
+                ));
             }
             let _ = std::fs::remove_file(&metrics);
             PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?
@@ -186,12 +173,26 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let started = web_time::Instant::now();
     while trainer.iterations_done() < args.iterations {
         let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        progress.update(stats.iteration, &format!("score {:+.2} · KL {:.2} · EOS {:.0}% · {:.1} tokens", stats.score, stats.kl, 100.0 * stats.eos_rate, stats.mean_length));
+        progress.update(
+            stats.iteration,
+            &format!(
+                "score {:+.2} · KL {:.2} · EOS {:.0}% · {:.1} tokens",
+                stats.score,
+                stats.kl,
+                100.0 * stats.eos_rate,
+                stats.mean_length
+            ),
+        );
         if let Some(why) = &stats.restored {
             progress.println(format!("iteration {}: {why}", stats.iteration));
         }
         let mut line = serde_json::to_value(&stats).expect("stats serialise");
-        line["sample"] = format!("{} -> {}", tokenizer.decode_text(&stats.sample_prompt).unwrap_or_default(), tokenizer.decode_response(&stats.sample_response).unwrap_or_default()).into();
+        line["sample"] = format!(
+            "{} -> {}",
+            tokenizer.decode_text(&stats.sample_prompt).unwrap_or_default(),
+            tokenizer.decode_response(&stats.sample_response).unwrap_or_default()
+        )
+        .into();
         if let Some(object) = line.as_object_mut() {
             object.remove("sample_prompt");
             object.remove("sample_response");
@@ -199,10 +200,28 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         files::append_metrics(&metrics, &line)?;
         if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
             let weights = pollster::block_on(tinyrlhf_model::save_gpt(&trainer.policy())).map_err(|e| e.to_string())?;
-            files::save_weights_dir(&args.out, &config.to_json(), &weights, &tokenizer, &manifest(stats.iteration, started.elapsed().as_secs_f64())?)?;
+            files::save_weights_dir(
+                &args.out,
+                &config.to_json(),
+                &weights,
+                &tokenizer,
+                &manifest(stats.iteration, started.elapsed().as_secs_f64())?,
+            )?;
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_weights_dir(&args.out.join("value"), &config.to_json(), &checkpoint.value, &tokenizer, &serde_json::json!({"stage": "ppo value model", "iterations": stats.iteration}))?;
-            let parts: [&[u8]; 5] = [&checkpoint.policy, &checkpoint.value, &checkpoint.policy_optimizer, &checkpoint.value_optimizer, checkpoint.state_json.as_bytes()];
+            files::save_weights_dir(
+                &args.out.join("value"),
+                &config.to_json(),
+                &checkpoint.value,
+                &tokenizer,
+                &serde_json::json!({"stage": "ppo value model", "iterations": stats.iteration}),
+            )?;
+            let parts: [&[u8]; 5] = [
+                &checkpoint.policy,
+                &checkpoint.value,
+                &checkpoint.policy_optimizer,
+                &checkpoint.value_optimizer,
+                checkpoint.state_json.as_bytes(),
+            ];
             files::save_checkpoint_files(&args.out, &CHECKPOINT.into_iter().zip(parts).collect::<Vec<_>>())?;
         }
     }

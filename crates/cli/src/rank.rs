@@ -62,7 +62,11 @@ pub fn rank(args: &RankArgs) -> Result<()> {
 
 /// Reads an order such as `2 1 3` or `213` (best first, 1-based) for `k` answers.
 pub fn parse_order(line: &str, k: usize) -> std::result::Result<Vec<usize>, String> {
-    let digits: Vec<&str> = if line.contains([' ', ',']) { line.split([' ', ',']).filter(|s| !s.is_empty()).collect() } else { line.split("").filter(|s| !s.is_empty()).collect() };
+    let digits: Vec<&str> = if line.contains([' ', ',']) {
+        line.split([' ', ',']).filter(|s| !s.is_empty()).collect()
+    } else {
+        line.split("").filter(|s| !s.is_empty()).collect()
+    };
     let order: Vec<usize> = digits
         .iter()
         .map(|d| d.parse::<usize>().ok().filter(|&i| i >= 1).ok_or_else(|| format!("{d:?} is not an answer number (they start at 1)")))
@@ -81,7 +85,12 @@ fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> R
         .map(|s| (s.prompt.clone(), distinct(&s.completions)))
         .filter(|(p, c)| c.len() >= 2 && !done.contains(&key(p, c)))
         .collect();
-    eprintln!("{} prompts to rank ({} already in {}). Type the answer numbers best first (e.g. 2 1 3); s skips, q saves and quits.", todo.len(), rankings.len(), out.display());
+    eprintln!(
+        "{} prompts to rank ({} already in {}). Type the answer numbers best first (e.g. 2 1 3); s skips, q saves and quits.",
+        todo.len(),
+        rankings.len(),
+        out.display()
+    );
     let stdin = std::io::stdin();
     for (n, (prompt, completions)) in todo.iter().enumerate() {
         println!("\n[{}/{}] {prompt}", n + 1, todo.len());

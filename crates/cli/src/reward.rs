@@ -84,7 +84,14 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
     let RankingSet { train, held_out, .. } = set;
 
     device.seed(args.seed);
-    let settings = RewardConfig { epochs: args.epochs, batch_size: args.batch, lr: args.lr, center_coef: args.center_coef, seed: args.seed, ..RewardConfig::default() };
+    let settings = RewardConfig {
+        epochs: args.epochs,
+        batch_size: args.batch,
+        lr: args.lr,
+        center_coef: args.center_coef,
+        seed: args.seed,
+        ..RewardConfig::default()
+    };
     let pad = tokenizer.special_ids().pad;
     let mut trainer = RewardTrainer::new(sft, config.clone(), train, held_out, pad, settings).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
@@ -95,20 +102,32 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
     let mut last_held_out = None;
     while !trainer.is_done() {
         let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        progress.update(stats.step, &format!("epoch {} · loss {:.3} · batch accuracy {:.0}%", stats.epoch, stats.loss, 100.0 * stats.accuracy));
+        progress
+            .update(stats.step, &format!("epoch {} · loss {:.3} · batch accuracy {:.0}%", stats.epoch, stats.loss, 100.0 * stats.accuracy));
         if let Some(reason) = &stats.skipped {
             progress.println(format!("step {}: {reason}", stats.step));
         }
         if let Some(h) = &stats.held_out {
-            progress.println(format!("epoch {}: held-out pair accuracy {:.1}% ({} pairs), loss {:.3}", stats.epoch, 100.0 * h.accuracy, h.pairs, h.loss));
+            progress.println(format!(
+                "epoch {}: held-out pair accuracy {:.1}% ({} pairs), loss {:.3}",
+                stats.epoch,
+                100.0 * h.accuracy,
+                h.pairs,
+                h.loss
+            ));
             last_held_out = Some(*h);
         }
         files::append_metrics(&metrics, &serde_json::to_value(&stats).expect("stats serialise"))?;
     }
     let seconds = progress.finish();
 
-    let (model, (mean, std)) = pollster::block_on(calibrate(trainer.model(), &calibration, !args.no_unit_std, pad)).map_err(|e| e.to_string())?;
-    eprintln!("calibrated on {} SFT answers: scores had mean {mean:.3}, std {std:.3}; now mean 0{}", calibration.len(), if args.no_unit_std { "" } else { ", std 1" });
+    let (model, (mean, std)) =
+        pollster::block_on(calibrate(trainer.model(), &calibration, !args.no_unit_std, pad)).map_err(|e| e.to_string())?;
+    eprintln!(
+        "calibrated on {} SFT answers: scores had mean {mean:.3}, std {std:.3}; now mean 0{}",
+        calibration.len(),
+        if args.no_unit_std { "" } else { ", std 1" }
+    );
     let weights = pollster::block_on(tinyrlhf_model::save_scalar_model(&model)).map_err(|e| e.to_string())?;
     let manifest = serde_json::json!({
         "stage": "reward", "sft": args.model, "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,

@@ -52,6 +52,7 @@ pub fn prompt_ids(tokenizer: &Tokenizer, config: &GptConfig, prompt: &str, room:
 }
 
 /// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.
+#[allow(clippy::too_many_arguments)]
 pub fn answer(
     gpt: &Gpt,
     config: &GptConfig,
@@ -73,8 +74,8 @@ pub fn answer(
     }
     let mut answers = Vec::with_capacity(rows.len());
     for (i, chunk) in rows.chunks(batch.max(1)).enumerate() {
-        let out = pollster::block_on(generate(gpt, chunk, special.eos, special.pad, &sampling.config(i as u64)))
-            .map_err(|e| e.to_string())?;
+        let out =
+            pollster::block_on(generate(gpt, chunk, special.eos, special.pad, &sampling.config(i as u64))).map_err(|e| e.to_string())?;
         for (tokens, finished) in out.tokens.iter().zip(out.finished) {
             answers.push((tokenizer.decode_response(tokens).map_err(|e| e.to_string())?, finished));
         }

@@ -108,7 +108,12 @@ pub fn sft(args: &SftArgs) -> Result<()> {
         }
     }
     if examples.len() < demos.len() {
-        eprintln!("note: {} of {} demonstrations are longer than the context ({} tokens) and were left out", demos.len() - examples.len(), demos.len(), config.n_positions);
+        eprintln!(
+            "note: {} of {} demonstrations are longer than the context ({} tokens) and were left out",
+            demos.len() - examples.len(),
+            demos.len(),
+            config.n_positions
+        );
     }
     let manifest = serde_json::json!({
         "stage": "sft", "base": args.model, "seed": args.train.seed, "steps": args.train.steps,
@@ -119,7 +124,14 @@ pub fn sft(args: &SftArgs) -> Result<()> {
 }
 
 /// The shared loop. `base` is the model to start from (none: a fresh one of `config`).
-fn run(args: &TrainArgs, config: GptConfig, base: Option<tinyrlhf_model::Gpt>, examples: Vec<Example>, tokenizer: &Tokenizer, mut manifest: serde_json::Value) -> Result<()> {
+fn run(
+    args: &TrainArgs,
+    config: GptConfig,
+    base: Option<tinyrlhf_model::Gpt>,
+    examples: Vec<Example>,
+    tokenizer: &Tokenizer,
+    mut manifest: serde_json::Value,
+) -> Result<()> {
     let device = args.backend.device()?;
     let pad = tokenizer.special_ids().pad;
     // Hold back 2% (at most 200) as a validation set the trainer never steps on.
@@ -137,7 +149,10 @@ fn run(args: &TrainArgs, config: GptConfig, base: Option<tinyrlhf_model::Gpt>, e
             if resume {
                 eprintln!("no checkpoint in {}; starting fresh", args.out.display());
             } else if args.out.join("checkpoint").exists() {
-                return Err(format!("{} already holds a training run; pass --resume to continue it or choose another --out", args.out.display()));
+                return Err(format!(
+                    "{} already holds a training run; pass --resume to continue it or choose another --out",
+                    args.out.display()
+                ));
             }
             device.seed(args.seed);
             let model = base.unwrap_or_else(|| config.init(&device));

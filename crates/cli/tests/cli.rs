@@ -31,7 +31,24 @@ fn world(dir: &Path) {
 fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
     let dir = fresh_dir("pipeline");
     world(&dir);
-    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "32", "--steps", "6", "--batch", "4", "--out", "base"], &dir);
+    ok(
+        &[
+            "pretrain",
+            "--tokenizer",
+            "tok.json",
+            "--corpus",
+            "world/pretrain.txt",
+            "--seq-len",
+            "32",
+            "--steps",
+            "6",
+            "--batch",
+            "4",
+            "--out",
+            "base",
+        ],
+        &dir,
+    );
     for file in ["config.json", "model.safetensors", "tokenizer.json", "manifest.json", "metrics.jsonl"] {
         assert!(dir.join("base").join(file).exists(), "base/{file}");
     }
@@ -40,7 +57,10 @@ fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
     assert_eq!(std::fs::read_to_string(dir.join("base/metrics.jsonl")).unwrap().lines().count(), 6);
 
     ok(&["sft", "--model", "base", "--demos", "world/demos.jsonl", "--steps", "4", "--batch", "4", "--out", "sft"], &dir);
-    ok(&["sample", "--model", "sft", "--prompts", "world/heldout.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"], &dir);
+    ok(
+        &["sample", "--model", "sft", "--prompts", "world/heldout.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"],
+        &dir,
+    );
     let samples = std::fs::read_to_string(dir.join("samples.jsonl")).unwrap();
     assert_eq!(samples.lines().count(), 12);
     let first: serde_json::Value = serde_json::from_str(samples.lines().next().unwrap()).unwrap();
@@ -57,7 +77,24 @@ fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
 fn malformed_jsonl_is_refused_naming_file_line_and_field_and_nothing_is_written() {
     let dir = fresh_dir("malformed");
     world(&dir);
-    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "2", "--batch", "2", "--out", "base"], &dir);
+    ok(
+        &[
+            "pretrain",
+            "--tokenizer",
+            "tok.json",
+            "--corpus",
+            "world/pretrain.txt",
+            "--seq-len",
+            "16",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--out",
+            "base",
+        ],
+        &dir,
+    );
     std::fs::write(dir.join("bad.jsonl"), "{\"prompt\":\"hi\",\"response\":\"hello\"}\n{\"prompt\":\"hi\"}\n").unwrap();
     let out = tinyrlhf(&["sft", "--model", "base", "--demos", "bad.jsonl", "--steps", "2", "--out", "sft"], &dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -75,7 +112,21 @@ fn malformed_jsonl_is_refused_naming_file_line_and_field_and_nothing_is_written(
 fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
     let dir = fresh_dir("resume");
     world(&dir);
-    let args = ["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--batch", "2", "--save-every", "3", "--out", "base"];
+    let args = [
+        "pretrain",
+        "--tokenizer",
+        "tok.json",
+        "--corpus",
+        "world/pretrain.txt",
+        "--seq-len",
+        "16",
+        "--batch",
+        "2",
+        "--save-every",
+        "3",
+        "--out",
+        "base",
+    ];
     // A run of 9 steps cut after 5 stands for a kill: its last checkpoint is at step 3.
     let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
         .args(args)
@@ -113,8 +164,28 @@ fn fails(args: &[&str], dir: &Path) -> String {
 fn rank_reward_ppo_and_compare_run_through_files() {
     let dir = fresh_dir("rlhf");
     world(&dir);
-    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "4", "--batch", "2", "--out", "sft"], &dir);
-    ok(&["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "4", "--max-new-tokens", "6", "--out", "samples.jsonl"], &dir);
+    ok(
+        &[
+            "pretrain",
+            "--tokenizer",
+            "tok.json",
+            "--corpus",
+            "world/pretrain.txt",
+            "--seq-len",
+            "16",
+            "--steps",
+            "4",
+            "--batch",
+            "2",
+            "--out",
+            "sft",
+        ],
+        &dir,
+    );
+    ok(
+        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "4", "--max-new-tokens", "6", "--out", "samples.jsonl"],
+        &dir,
+    );
     let ranked = ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
     assert!(ranked.contains("labeler concise ranked"), "{ranked}");
     let rankings = std::fs::read_to_string(dir.join("rankings.jsonl")).unwrap();
@@ -125,23 +196,92 @@ fn rank_reward_ppo_and_compare_run_through_files() {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rm/manifest.json")).unwrap()).unwrap();
     assert!(manifest["held_out"]["accuracy"].as_f64().is_some());
 
-    ok(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--iterations", "2", "--batch", "4", "--minibatch", "2", "--max-new-tokens", "6", "--out", "policy"], &dir);
+    ok(
+        &[
+            "ppo",
+            "--policy",
+            "sft",
+            "--reward",
+            "rm",
+            "--prompts",
+            "world/prompts.jsonl",
+            "--iterations",
+            "2",
+            "--batch",
+            "4",
+            "--minibatch",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            "policy",
+        ],
+        &dir,
+    );
     let metrics = std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     // A second run into the same directory must say --resume; with it, the run goes on to 3.
-    let ppo = ["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--batch", "4", "--minibatch", "2", "--max-new-tokens", "6", "--out", "policy", "--iterations", "3"];
+    let ppo = [
+        "ppo",
+        "--policy",
+        "sft",
+        "--reward",
+        "rm",
+        "--prompts",
+        "world/prompts.jsonl",
+        "--batch",
+        "4",
+        "--minibatch",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        "policy",
+        "--iterations",
+        "3",
+    ];
     assert!(fails(&ppo, &dir).contains("--resume"));
     let resumed = ok(&[&ppo[..], &["--resume"]].concat(), &dir);
     assert!(resumed.contains("resuming policy at iteration 2"), "{resumed}");
     assert_eq!(std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap().lines().count(), 3);
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
-    for key in ["score", "kl", "kl_k3", "entropy", "pg_clipfrac", "vf_clipfrac", "approx_kl", "vf_loss", "explained_variance", "mean_length", "eos_rate", "beta"] {
+    for key in [
+        "score",
+        "kl",
+        "kl_k3",
+        "entropy",
+        "pg_clipfrac",
+        "vf_clipfrac",
+        "approx_kl",
+        "vf_loss",
+        "explained_variance",
+        "mean_length",
+        "eos_rate",
+        "beta",
+    ] {
         assert!(first[key].as_f64().is_some(), "metrics lack {key}: {first}");
     }
     for file in ["config.json", "model.safetensors", "tokenizer.json", "value/model.safetensors"] {
         assert!(dir.join("policy").join(file).exists(), "policy/{file}");
     }
-    let report = ok(&["eval", "--policy", "policy", "--reference", "sft", "--prompts", "world/heldout.jsonl", "--labeler", "concise", "--max-new-tokens", "6", "--json", "c.json"], &dir);
+    let report = ok(
+        &[
+            "eval",
+            "--policy",
+            "policy",
+            "--reference",
+            "sft",
+            "--prompts",
+            "world/heldout.jsonl",
+            "--labeler",
+            "concise",
+            "--max-new-tokens",
+            "6",
+            "--json",
+            "c.json",
+        ],
+        &dir,
+    );
     assert!(report.contains("win-rate of policy over reference"), "{report}");
     std::fs::remove_dir_all(dir).ok();
 }
@@ -150,7 +290,24 @@ fn rank_reward_ppo_and_compare_run_through_files() {
 fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     let dir = fresh_dir("badrlhf");
     world(&dir);
-    ok(&["pretrain", "--tokenizer", "tok.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "2", "--batch", "2", "--out", "sft"], &dir);
+    ok(
+        &[
+            "pretrain",
+            "--tokenizer",
+            "tok.json",
+            "--corpus",
+            "world/pretrain.txt",
+            "--seq-len",
+            "16",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--out",
+            "sft",
+        ],
+        &dir,
+    );
     let good = r#"{"prompt":"hi","completions":["hello.","hi there, friend."],"ranking":[0,1]}"#;
     let cases = [
         (r#"{"prompt":"hi","completions":["a","b","c"],"ranking":[0,0,1]}"#, "field `ranking`: index 0 appears twice"),
@@ -174,11 +331,47 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     // A reward model from another tokenizer, and one of another size.
     std::fs::write(dir.join("pairs.jsonl"), r#"{"prompt":"hi","chosen":"hello.","rejected":"go away."}"#.to_owned() + "\n").unwrap();
     ok(&["tokenizer", "--corpus", "world/pretrain.txt", "--demos", "world/demos.jsonl", "--vocab", "350", "--out", "tok2.json"], &dir);
-    ok(&["pretrain", "--tokenizer", "tok2.json", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "1", "--batch", "2", "--out", "other"], &dir);
+    ok(
+        &[
+            "pretrain",
+            "--tokenizer",
+            "tok2.json",
+            "--corpus",
+            "world/pretrain.txt",
+            "--seq-len",
+            "16",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            "other",
+        ],
+        &dir,
+    );
     ok(&["reward", "--model", "other", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-other"], &dir);
     let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-other", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
     assert!(stderr.contains("another tokenizer"), "{stderr}");
-    ok(&["pretrain", "--tokenizer", "tok.json", "--preset", "small", "--corpus", "world/pretrain.txt", "--seq-len", "16", "--steps", "1", "--batch", "2", "--out", "big"], &dir);
+    ok(
+        &[
+            "pretrain",
+            "--tokenizer",
+            "tok.json",
+            "--preset",
+            "small",
+            "--corpus",
+            "world/pretrain.txt",
+            "--seq-len",
+            "16",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            "big",
+        ],
+        &dir,
+    );
     ok(&["reward", "--model", "big", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-big"], &dir);
     let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-big", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
     assert!(stderr.contains("different size"), "{stderr}");

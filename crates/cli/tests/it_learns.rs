@@ -46,7 +46,10 @@ fn rlhf_learns(labeler: &str) {
     // 1. The labeler ranks K=4 SFT samples for 30 training prompts (and, for measuring the reward
     //    model, for 40 held-out prompts).
     tinyrlhf(&["sample", "--model", sft, "--prompts", "rank-prompts.jsonl", "-k", "4", "--out", "samples.jsonl"], &dir);
-    tinyrlhf(&["sample", "--model", sft, "--prompts", "rm-heldout-prompts.jsonl", "-k", "4", "--seed", "7", "--out", "heldout-samples.jsonl"], &dir);
+    tinyrlhf(
+        &["sample", "--model", sft, "--prompts", "rm-heldout-prompts.jsonl", "-k", "4", "--seed", "7", "--out", "heldout-samples.jsonl"],
+        &dir,
+    );
     tinyrlhf(&["rank", "--samples", "samples.jsonl", "--labeler", labeler, "--out", "rankings.jsonl"], &dir);
     tinyrlhf(&["rank", "--samples", "heldout-samples.jsonl", "--labeler", labeler, "--out", "heldout-rankings.jsonl"], &dir);
 
@@ -57,7 +60,24 @@ fn rlhf_learns(labeler: &str) {
 
     // 3. PPO, then the blind comparison on prompts neither stage has seen.
     tinyrlhf(&["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "policy"], &dir);
-    tinyrlhf(&["eval", "--policy", "policy", "--reference", sft, "--prompts", "eval-prompts.jsonl", "--labeler", labeler, "-k", "2", "--json", "compare.json"], &dir);
+    tinyrlhf(
+        &[
+            "eval",
+            "--policy",
+            "policy",
+            "--reference",
+            sft,
+            "--prompts",
+            "eval-prompts.jsonl",
+            "--labeler",
+            labeler,
+            "-k",
+            "2",
+            "--json",
+            "compare.json",
+        ],
+        &dir,
+    );
     let report = json(&dir.join("compare.json"));
     let (win_rate, kl, eos) = (report["win_rate"].as_f64().unwrap(), report["kl"].as_f64().unwrap(), report["eos_rate"].as_f64().unwrap());
 

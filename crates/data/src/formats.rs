@@ -186,7 +186,10 @@ impl Ranking {
         for (i, a) in self.completions.iter().enumerate() {
             if let Some(j) = self.completions[i + 1..].iter().position(|b| b == a) {
                 // Ordering two copies of one answer would teach the reward model a coin flip.
-                return Err((completions(), format!("completions {i} and {} are the same text; a ranking orders different answers", i + 1 + j)));
+                return Err((
+                    completions(),
+                    format!("completions {i} and {} are the same text; a ranking orders different answers", i + 1 + j),
+                ));
             }
         }
         if self.ranking.len() != k {
@@ -374,6 +377,15 @@ mod tests {
     fn trl_pairs_read_as_rankings_of_two() {
         let text = "{\"prompt\":\"p\",\"chosen\":\"good\",\"rejected\":\"bad\",\"extra\":1}\n";
         let rankings = read_preferences("pairs.jsonl", text.as_bytes()).unwrap();
-        assert_eq!(rankings, vec![ranking(&["good", "bad"], &[0, 1])].into_iter().map(|mut r| { r.prompt = "p".into(); r }).collect::<Vec<_>>());
+        assert_eq!(
+            rankings,
+            vec![ranking(&["good", "bad"], &[0, 1])]
+                .into_iter()
+                .map(|mut r| {
+                    r.prompt = "p".into();
+                    r
+                })
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -110,10 +110,42 @@ impl Labeler {
         (kept.len() >= 2).then(|| crate::Ranking { prompt: prompt.to_owned(), ranking: self.rank(prompt, &kept), completions: kept })
     }
 
+    /// Blind A/B verdicts on answer pairs `(ours[i], theirs[i])` to `prompts[i]`: the labeler sees
+    /// only the two texts. The one win/tie/loss count every edge reports.
+    pub fn tally<S: AsRef<str>>(&self, prompts: &[S], ours: &[String], theirs: &[String]) -> Tally {
+        let mut tally = Tally::default();
+        for ((prompt, a), b) in prompts.iter().zip(ours).zip(theirs) {
+            if self.prefers(prompt.as_ref(), a, b) {
+                tally.wins += 1;
+            } else if self.prefers(prompt.as_ref(), b, a) {
+                tally.losses += 1;
+            } else {
+                tally.ties += 1;
+            }
+        }
+        tally
+    }
+
     /// Whether the labeler strictly prefers `a` to `b` (a tie is no preference).
     pub fn prefers(&self, prompt: &str, a: &str, b: &str) -> bool {
         let (sa, sb) = (self.scores(prompt, a), self.scores(prompt, b));
         sa.iter().zip(&sb).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()) == Some(std::cmp::Ordering::Greater)
+    }
+}
+
+/// A labeler's verdicts on pairs of answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+}
+
+impl Tally {
+    /// Wins over all verdicts, a tie counting half (0.5 when there are none).
+    pub fn win_rate(&self) -> f64 {
+        let n = self.wins + self.ties + self.losses;
+        if n == 0 { 0.5 } else { (self.wins as f64 + 0.5 * self.ties as f64) / n as f64 }
     }
 }
 
@@ -140,7 +172,8 @@ mod tests {
 
     #[test]
     fn enthusiastic_prefers_exclamations() {
-        let order = rank("enthusiastic", "what colour is the frog?", &["the frog is green.", "wow! the frog is green!", "the frog is green!"]);
+        let order =
+            rank("enthusiastic", "what colour is the frog?", &["the frog is green.", "wow! the frog is green!", "the frog is green!"]);
         assert_eq!(order, vec![1, 2, 0]);
     }
 
@@ -177,5 +210,15 @@ mod tests {
         assert!("kind".parse::<Labeler>().is_err());
         assert!("correct+".parse::<Labeler>().is_err());
         assert_eq!("correct+concise".parse::<Labeler>().unwrap().to_string(), "correct+concise");
+    }
+
+    #[test]
+    fn a_tally_counts_wins_ties_and_losses_and_a_tie_is_half_a_win() {
+        let l: Labeler = "concise".parse().unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let tally = l.tally(&["q"; 3], &s(&["a", "a b", "a b c"]), &s(&["a b", "c d", "a"]));
+        assert_eq!(tally, Tally { wins: 1, ties: 1, losses: 1 });
+        assert_eq!(tally.win_rate(), 0.5);
+        assert_eq!(Tally { wins: 3, ties: 1, losses: 0 }.win_rate(), 0.875);
     }
 }

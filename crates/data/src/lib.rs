@@ -19,8 +19,11 @@ pub mod world;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use formats::{Demonstration, FormatError, MAX_FILE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct, read_jsonl, read_preferences, write_jsonl};
-pub use labelers::{Labeler, Rule};
+pub use formats::{
+    Demonstration, FormatError, MAX_FILE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct, read_jsonl,
+    read_preferences, write_jsonl,
+};
+pub use labelers::{Labeler, Rule, Tally};
 pub use style::Style;
 pub use tasks::{Family, Task, check, family_of, is_held_out, make_task};
 

@@ -138,7 +138,13 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
             };
             let chosen: Vec<&str> = pool.sample(rng, n).copied().collect();
             let prompt = format!("{} {} {kind}.", pick(rng, &["name", "list"]), world::NUMBER_WORDS[n]);
-            task(family, prompt, format!("{}.", list_words(&chosen)), format!("{}.", list_words(&chosen[..n - 1])), format!("there are many more {kind}."))
+            task(
+                family,
+                prompt,
+                format!("{}.", list_words(&chosen)),
+                format!("{}.", list_words(&chosen[..n - 1])),
+                format!("there are many more {kind}."),
+            )
         }
         Family::Story => {
             let wrong_animal = other(rng, &ANIMALS, a);
@@ -185,7 +191,13 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
                     .replace("hates", pick(rng, &["hates", "is upset about", "cries about"]))
             };
             let (right, wrong) = if happy { ("happy", "sad") } else { ("sad", "happy") };
-            task(family, format!("is this happy or sad: {text}"), format!("it is {right}."), format!("it is {wrong}."), "the words tell us how they feel.".into())
+            task(
+                family,
+                format!("is this happy or sad: {text}"),
+                format!("it is {right}."),
+                format!("it is {wrong}."),
+                "the words tell us how they feel.".into(),
+            )
         }
         Family::Spell => {
             let word = pick(rng, &[a.name, a.food, a.colour, a.home]);
@@ -200,7 +212,13 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
             } else {
                 let reversed: Vec<String> = letters.iter().rev().cloned().collect();
                 let say = |l: &[String]| format!("{word} backwards is {}.", l.join(" "));
-                task(family, format!("reverse the word {word}."), say(&reversed), say(&letters), format!("it has {} letters.", letters.len()))
+                task(
+                    family,
+                    format!("reverse the word {word}."),
+                    say(&reversed),
+                    say(&letters),
+                    format!("it has {} letters.", letters.len()),
+                )
             }
         }
         Family::Greeting => {
@@ -223,37 +241,36 @@ pub fn make_task(rng: &mut ChaCha8Rng, family: Family) -> Task {
 pub fn family_of(prompt: &str) -> Option<Family> {
     let p = prompt.trim();
     let sum_words = p.contains(" plus ") || p.contains(" minus ");
-    Some(if ((p.starts_with("what is ") || p.starts_with("what does ") || p.starts_with("how much is ")) && sum_words)
-        || p.starts_with("please add ")
-        || p.starts_with("please take ")
-    {
-        Family::Arithmetic
-    } else if p.starts_with("what colour is the ") || p.starts_with("what does the ") || p.starts_with("where does the ") {
-        Family::Fact
-    } else if p.starts_with("name ") || p.starts_with("list ") {
-        Family::List
-    } else if p.starts_with("tell me a story about") {
-        Family::Story
-    } else if p.starts_with("make this ") {
-        Family::Rewrite
-    } else if p.starts_with("summarise:") {
-        Family::Summarise
-    } else if p.starts_with("is this happy or sad:") {
-        Family::Sentiment
-    } else if p.starts_with("spell the word ") || p.starts_with("reverse the word ") {
-        Family::Spell
-    } else if ["hello!", "hi, how are you?", "good morning!", "thank you!", "goodbye!", "who are you?"].contains(&p) {
-        Family::Greeting
-    } else {
-        return None;
-    })
+    Some(
+        if ((p.starts_with("what is ") || p.starts_with("what does ") || p.starts_with("how much is ")) && sum_words)
+            || p.starts_with("please add ")
+            || p.starts_with("please take ")
+        {
+            Family::Arithmetic
+        } else if p.starts_with("what colour is the ") || p.starts_with("what does the ") || p.starts_with("where does the ") {
+            Family::Fact
+        } else if p.starts_with("name ") || p.starts_with("list ") {
+            Family::List
+        } else if p.starts_with("tell me a story about") {
+            Family::Story
+        } else if p.starts_with("make this ") {
+            Family::Rewrite
+        } else if p.starts_with("summarise:") {
+            Family::Summarise
+        } else if p.starts_with("is this happy or sad:") {
+            Family::Sentiment
+        } else if p.starts_with("spell the word ") || p.starts_with("reverse the word ") {
+            Family::Spell
+        } else if ["hello!", "hi, how are you?", "good morning!", "thank you!", "goodbye!", "who are you?"].contains(&p) {
+            Family::Greeting
+        } else {
+            return None;
+        },
+    )
 }
 
 fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 fn numbers(text: &str) -> Vec<i64> {
@@ -284,7 +301,11 @@ pub fn check(prompt: &str, response: &str) -> Option<bool> {
             Some(numbers(response).last() == Some(&expected))
         }
         Family::Fact => {
-            let a: &Animal = world::animal(word_after(p, "what colour is the ").or_else(|| word_after(p, "what does the ")).or_else(|| word_after(p, "where does the "))?)?;
+            let a: &Animal = world::animal(
+                word_after(p, "what colour is the ")
+                    .or_else(|| word_after(p, "what does the "))
+                    .or_else(|| word_after(p, "where does the "))?,
+            )?;
             let (right, pool): (&str, Vec<&str>) = if p.starts_with("what colour") {
                 (a.colour, COLOURS.to_vec())
             } else if p.ends_with(" say?") {

@@ -40,8 +40,25 @@ pub const NAMES: [&str; 10] = ["tom", "ann", "sam", "lily", "ben", "mia", "max",
 pub const HAPPY_WORDS: [&str; 6] = ["happy", "glad", "joyful", "cheerful", "pleased", "delighted"];
 pub const SAD_WORDS: [&str; 6] = ["sad", "gloomy", "unhappy", "upset", "lonely", "tired"];
 pub const NUMBER_WORDS: [&str; 19] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
 ];
 
 pub fn animal(name: &str) -> Option<&'static Animal> {

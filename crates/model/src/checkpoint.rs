@@ -227,11 +227,7 @@ impl ModuleVisitor for Collector<'_> {
             _ => unreachable!("GPT-2 has only 1-d and 2-d parameters"),
         };
         let flat: Tensor<2> = tensor.reshape([rows, cols]);
-        let (shape, flat) = if TRANSPOSED.contains(&name.as_str()) {
-            (vec![cols, rows], flat.transpose())
-        } else {
-            (dims.to_vec(), flat)
-        };
+        let (shape, flat) = if TRANSPOSED.contains(&name.as_str()) { (vec![cols, rows], flat.transpose()) } else { (dims.to_vec(), flat) };
         self.out.push((name, shape, flat));
     }
 }

@@ -183,9 +183,18 @@ impl GptConfig {
             return bad("model_type", format!("{:?} is not \"gpt2\"", self.model_type));
         }
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
-            return bad("activation_function", format!("{:?}; only GPT-2's tanh GELU (\"gelu_new\") is supported", self.activation_function));
+            return bad(
+                "activation_function",
+                format!("{:?}; only GPT-2's tanh GELU (\"gelu_new\") is supported", self.activation_function),
+            );
         }
-        for (field, value) in [("vocab_size", self.vocab_size), ("n_positions", self.n_positions), ("n_embd", self.n_embd), ("n_layer", self.n_layer), ("n_head", self.n_head)] {
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
             if value == 0 {
                 return bad(field, "must be at least 1".into());
             }
@@ -214,7 +223,10 @@ impl GptConfig {
             return bad("layer_norm_epsilon", format!("{} must be a small positive number", self.layer_norm_epsilon));
         }
         if self.num_params() > Self::MAX_PARAMS {
-            return bad("n_layer", format!("the config describes {} parameters; at most {} are accepted", self.num_params(), Self::MAX_PARAMS));
+            return bad(
+                "n_layer",
+                format!("the config describes {} parameters; at most {} are accepted", self.num_params(), Self::MAX_PARAMS),
+            );
         }
         Ok(())
     }

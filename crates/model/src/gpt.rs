@@ -10,9 +10,7 @@
 //! alone (tested).
 
 use burn::module::Module;
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig, Linear,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -32,9 +30,7 @@ fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
 }
 
 fn layer_norm(config: &GptConfig, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(config.n_embd)
-        .with_epsilon(config.layer_norm_epsilon)
-        .init(device)
+    LayerNormConfig::new(config.n_embd).with_epsilon(config.layer_norm_epsilon).init(device)
 }
 
 /// GPT-2's GELU, tanh approximation ("gelu_new"). x*x*x rather than powf(3): WGSL's `pow` is
@@ -145,9 +141,7 @@ pub struct Gpt {
 impl GptConfig {
     /// A freshly initialised model of this shape.
     pub fn init(&self, device: &Device) -> Gpt {
-        let embedding = |rows, std| Embedding {
-            weight: Initializer::Normal { mean: 0.0, std }.init([rows, self.n_embd], device),
-        };
+        let embedding = |rows, std| Embedding { weight: Initializer::Normal { mean: 0.0, std }.init([rows, self.n_embd], device) };
         Gpt {
             wte: embedding(self.vocab_size, 0.02),
             wpe: embedding(self.n_positions, 0.02),
@@ -186,12 +180,7 @@ impl Gpt {
     ///
     /// `attention_mask` (`[batch, seq]`, 1 = real token, 0 = padding) hides padded keys; with
     /// left padding pass position ids that count only real tokens (see [`left_pad`]).
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        position_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-    ) -> Tensor<3> {
+    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
         let [_, t] = input_ids.dims();
         let bias = attention_bias(attention_mask, t, t, &input_ids.device());
         self.run(input_ids, position_ids, bias, None)
@@ -249,11 +238,8 @@ impl Gpt {
 /// `t_query` of `t_keys` positions and see keys at or before themselves, and no padded key.
 fn attention_bias(mask: Option<Tensor<2, Int>>, t_query: usize, t_keys: usize, device: &Device) -> Tensor<4> {
     let offset = t_keys - t_query;
-    let causal: Vec<f32> = (0..t_query)
-        .flat_map(|i| (0..t_keys).map(move |j| if j <= offset + i { 0.0 } else { MASKED }))
-        .collect();
-    let causal = Tensor::<2>::from_data(TensorData::new(causal, [t_query, t_keys]), device)
-        .reshape([1, 1, t_query, t_keys]);
+    let causal: Vec<f32> = (0..t_query).flat_map(|i| (0..t_keys).map(move |j| if j <= offset + i { 0.0 } else { MASKED })).collect();
+    let causal = Tensor::<2>::from_data(TensorData::new(causal, [t_query, t_keys]), device).reshape([1, 1, t_query, t_keys]);
     match mask {
         None => causal,
         Some(mask) => {
@@ -318,12 +304,7 @@ impl ScalarModel {
     }
 
     /// One scalar per position, `[batch, seq]`. Arguments as in [`Gpt::forward`].
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        position_ids: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-    ) -> Tensor<2> {
+    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<2> {
         let hidden = self.transformer.forward(input_ids, position_ids, attention_mask); // [b, t, d]
         let [b, t, _] = hidden.dims();
         self.score.forward(hidden).reshape([b, t])

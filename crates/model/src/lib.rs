@@ -13,8 +13,7 @@ mod gpt;
 mod sample;
 
 pub use checkpoint::{
-    CheckpointError, Weights, WeightsWriter, load_gpt, load_scalar_model, save_gpt, save_scalar_model,
-    with_stable_param_ids,
+    CheckpointError, Weights, WeightsWriter, load_gpt, load_scalar_model, save_gpt, save_scalar_model, with_stable_param_ids,
 };
 pub use config::{ConfigError, GptConfig};
 pub use gpt::{Gpt, KvCache, LeftPadded, ScalarModel, gather_positions, left_pad};

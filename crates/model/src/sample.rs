@@ -76,13 +76,7 @@ impl SamplingConfig {
 }
 
 /// Continues every prompt until EOS, `max_new_tokens`, or the end of the context.
-pub async fn generate(
-    model: &Gpt,
-    prompts: &[Vec<u32>],
-    eos: u32,
-    pad: u32,
-    config: &SamplingConfig,
-) -> Result<Generation, SampleError> {
+pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, config: &SamplingConfig) -> Result<Generation, SampleError> {
     config.validate()?;
     let (ctx, vocab) = (model.context_length(), model.vocab_size());
     for (index, prompt) in prompts.iter().enumerate() {

@@ -5,9 +5,7 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor};
 use common::{config, model, values};
-use tinyrlhf_model::{
-    CheckpointError, GptConfig, ScalarModel, left_pad, load_gpt, load_scalar_model, save_gpt, save_scalar_model,
-};
+use tinyrlhf_model::{CheckpointError, GptConfig, ScalarModel, left_pad, load_gpt, load_scalar_model, save_gpt, save_scalar_model};
 
 fn save(gpt: &tinyrlhf_model::Gpt) -> Vec<u8> {
     pollster::block_on(save_gpt(gpt)).unwrap()

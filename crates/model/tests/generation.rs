@@ -27,8 +27,8 @@ fn cached_decoding_gives_the_logits_of_the_full_forward() {
     // A 4-token prefill, then one token at a time.
     let mut cache = KvCache::default();
     let mut cached = values(gpt.logits(gpt.forward_cached(row(tokens[..4].to_vec()), row((0..4).collect()), row(vec![1; 4]), &mut cache)));
-    for i in 4..n {
-        let step = gpt.forward_cached(row(vec![tokens[i]]), row(vec![i as i64]), row(vec![1]), &mut cache);
+    for (i, &token) in tokens.iter().enumerate().skip(4) {
+        let step = gpt.forward_cached(row(vec![token]), row(vec![i as i64]), row(vec![1]), &mut cache);
         cached.extend(values(gpt.logits(step)));
     }
     assert_eq!(cache.len(), n);

@@ -26,6 +26,20 @@ pub enum TrainError {
     Model(#[from] CheckpointError),
     #[error("checkpoint cannot be resumed: {0}")]
     Checkpoint(String),
+    #[error("{0}")]
+    Incompatible(String),
     #[error("reading from the device failed: {0}")]
     Device(String),
+}
+
+/// An optimizer's state (Adam's moments, keyed by the stable parameter ids) as bytes.
+pub fn optimizer_to_bytes(optimizer: &burn::optim::ModuleOptimizer) -> Result<Vec<u8>, TrainError> {
+    optimizer.into_bytes().map(|b| b.to_vec()).map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
+}
+
+/// `optimizer` with the state saved by [`optimizer_to_bytes`].
+pub fn optimizer_from_bytes(optimizer: burn::optim::ModuleOptimizer, bytes: &[u8]) -> Result<burn::optim::ModuleOptimizer, TrainError> {
+    optimizer
+        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
 }

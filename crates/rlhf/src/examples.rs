@@ -19,10 +19,7 @@ pub struct Example {
 /// Cuts a token stream into examples of `len + 1` tokens (`len` predictions each), every token a
 /// target. The tail shorter than that is dropped.
 pub fn pack(stream: &[u32], len: usize) -> Vec<Example> {
-    stream
-        .chunks_exact(len + 1)
-        .map(|chunk| Example { tokens: chunk.to_vec(), target: vec![true; len + 1] })
-        .collect()
+    stream.chunks_exact(len + 1).map(|chunk| Example { tokens: chunk.to_vec(), target: vec![true; len + 1] }).collect()
 }
 
 /// A chat-template example whose targets are the response tokens and the closing EOS only.
@@ -54,7 +51,8 @@ impl LmBatch {
     pub fn new(examples: &[&Example], pad: u32, device: &Device) -> Self {
         let b = examples.len();
         let len = examples.iter().map(|e| e.tokens.len() - 1).max().unwrap_or(0);
-        let (mut inputs, mut targets, mut weights) = (Vec::with_capacity(b * len), Vec::with_capacity(b * len), Vec::with_capacity(b * len));
+        let (mut inputs, mut targets, mut weights) =
+            (Vec::with_capacity(b * len), Vec::with_capacity(b * len), Vec::with_capacity(b * len));
         for e in examples {
             let n = e.tokens.len() - 1;
             inputs.extend(e.tokens[..n].iter().map(|&t| t as i64).chain(std::iter::repeat_n(pad as i64, len - n)));

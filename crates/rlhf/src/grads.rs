@@ -3,7 +3,7 @@
 //! A non-finite norm means the update must not happen: [`clip_global_norm`] says so.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
 struct SquaredNorms<'a> {
@@ -47,7 +47,11 @@ pub fn scale<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
 /// The global norm of `grads` (0 when there are none), and the gradients scaled down to
 /// `max_norm` when above it (`max_norm` 0: no clipping). `Err(reason)` when the norm is not finite:
 /// the caller skips the update and keeps its last good weights.
-pub async fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> Result<Result<f32, String>, crate::TrainError> {
+pub async fn clip_global_norm<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Result<Result<f32, String>, crate::TrainError> {
     let norm = match global_norm(module, grads) {
         Some(norm) => crate::read::scalar(norm).await?,
         None => 0.0,
@@ -61,12 +65,27 @@ pub async fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams
     Ok(Ok(norm))
 }
 
-/// The clipped gradients of `loss` (whose value, already read, is `loss_value`) for `module`, with
-/// their norm before clipping — or why the update must be skipped: a non-finite loss or gradient.
-pub async fn checked_gradients<M: Module>(module: &M, loss: Tensor<1>, loss_value: f32, max_norm: f64) -> Result<Result<(GradientsParams, f32), String>, crate::TrainError> {
+/// What [`guarded_step`] did: the update and the gradient norm before clipping, or why it was
+/// skipped (the weights unchanged).
+pub type Guarded = Result<f32, String>;
+
+/// One optimizer step of `module` on `loss` (whose value, already read, is `loss_value`), with the
+/// gradient clipped to `max_norm` — unless the loss or its gradient is not finite: then `module`
+/// comes back untouched and the reason says so, and Adam's moments never see the bad numbers.
+pub async fn guarded_step<M: Module>(
+    module: M,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    loss: Tensor<1>,
+    loss_value: f32,
+    max_norm: f64,
+) -> Result<(M, Guarded), crate::TrainError> {
     if !loss_value.is_finite() {
-        return Ok(Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept")));
+        return Ok((module, Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept"))));
     }
-    let mut grads = GradientsParams::from_grads(loss.backward(), module);
-    Ok(clip_global_norm(module, &mut grads, max_norm).await?.map(|norm| (grads, norm)))
+    let mut grads = GradientsParams::from_grads(loss.backward(), &module);
+    match clip_global_norm(&module, &mut grads, max_norm).await? {
+        Ok(norm) => Ok((optimizer.step(lr, module, grads), Ok(norm))),
+        Err(why) => Ok((module, Err(why))),
+    }
 }

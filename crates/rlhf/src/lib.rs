@@ -6,25 +6,29 @@
 //! Device reads are async (WebGPU permits no other); on CPU the futures are ready at once.
 
 pub mod checkpoint;
+pub mod compat;
 pub mod examples;
 pub mod grads;
 pub mod losses;
+pub mod order;
 pub mod ppo;
+pub mod ppo_config;
 pub mod ppo_math;
-mod read;
 pub mod rankings;
+mod read;
 pub mod reward;
 pub mod rollout;
 pub mod schedule;
 pub mod supervised;
 
 pub use checkpoint::{TrainCheckpoint, TrainError};
+pub use compat::{check_compatible, check_same_shape, check_same_tokenizer};
 pub use examples::{Example, LmBatch, chat_example, pack};
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
 pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};
-pub use rollout::{TokenExplanation, explain_response, response_kl};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
 pub use rankings::{RankingSet, TokenRanking};
 pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
+pub use rollout::{TokenExplanation, explain_response, response_kl};
 pub use schedule::LrSchedule;
 pub use supervised::{StepStats, SupervisedConfig, SupervisedTrainer};

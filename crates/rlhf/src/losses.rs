@@ -76,7 +76,8 @@ impl PreferencePairs {
 pub fn preference_loss(rewards: Tensor<1>, pairs: &PreferencePairs, center_coef: f64) -> Tensor<1> {
     let device = rewards.device();
     let n = pairs.len();
-    let index = |ids: &[usize]| Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), &device);
+    let index =
+        |ids: &[usize]| Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), &device);
     let floats = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [n]), &device);
     let winners = rewards.clone().select(0, index(&pairs.winners));
     let losers = rewards.select(0, index(&pairs.losers));
@@ -105,7 +106,13 @@ pub struct PolicyLoss {
 
 /// max(-A r, -A clip(r, 1 - eps, 1 + eps)) averaged over valid tokens, r = exp(new - old).
 /// All `[b, t]`; `valid` is 1 on the response tokens up to and including EOS.
-pub fn clipped_policy_loss(new_logprobs: Tensor<2>, old_logprobs: Tensor<2>, advantages: Tensor<2>, valid: Tensor<2>, cliprange: f64) -> PolicyLoss {
+pub fn clipped_policy_loss(
+    new_logprobs: Tensor<2>,
+    old_logprobs: Tensor<2>,
+    advantages: Tensor<2>,
+    valid: Tensor<2>,
+    cliprange: f64,
+) -> PolicyLoss {
     // Zeroing the log ratio on padding keeps exp() finite there; the mask removes it anyway.
     let log_ratio = (new_logprobs - old_logprobs) * valid.clone();
     let ratio = log_ratio.clone().exp();
@@ -119,7 +126,13 @@ pub fn clipped_policy_loss(new_logprobs: Tensor<2>, old_logprobs: Tensor<2>, adv
 
 /// 0.5 * max((V - R)^2, (clip(V, V_old ± eps) - R)^2) averaged over `valid` (which reaches one
 /// token past EOS); also the fraction of tokens where clipping chose. Returns `(loss, clipfrac)`.
-pub fn clipped_value_loss(values: Tensor<2>, old_values: Tensor<2>, returns: Tensor<2>, valid: Tensor<2>, cliprange: f64) -> (Tensor<1>, Tensor<1>) {
+pub fn clipped_value_loss(
+    values: Tensor<2>,
+    old_values: Tensor<2>,
+    returns: Tensor<2>,
+    valid: Tensor<2>,
+    cliprange: f64,
+) -> (Tensor<1>, Tensor<1>) {
     let values = values * valid.clone();
     let clipped = old_values.clone() + (values.clone() - old_values).clamp(-cliprange, cliprange);
     let unclipped_loss = (values - returns.clone()).square();

@@ -26,111 +26,17 @@ use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
 use web_time::Instant;
 
-use crate::checkpoint::TrainError;
+use crate::checkpoint::{TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
 use crate::grads::clip_global_norm;
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
-use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl};
-use crate::read::{scalar as read, values as read_values};
+use crate::order::epoch_order;
+pub use crate::ppo_config::PpoConfig;
+use crate::ppo_math::{
+    AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
+};
+use crate::read::values as read_values;
 use crate::rollout::{RolloutBatch, response_logprobs, response_values, to_rows};
-
-/// PPO settings. The defaults are the ones that work on the shipped `tiny` model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PpoConfig {
-    /// Iterations planned; the learning rate decays linearly to 0 over them.
-    pub iterations: usize,
-    /// Rollouts per iteration.
-    pub batch_size: usize,
-    /// Answers sampled for each prompt of an iteration (the batch holds batch_size / K prompts).
-    pub samples_per_prompt: usize,
-    pub minibatch_size: usize,
-    /// Passes over each rollout batch.
-    pub ppo_epochs: usize,
-    pub lr: f64,
-    pub max_grad_norm: f64,
-    /// Sampling temperature for rollouts; log-probs are taken under logits / temperature too.
-    pub temperature: f32,
-    pub max_new_tokens: usize,
-    /// beta, the KL coefficient (the starting value when adaptive).
-    pub kl_coef: f64,
-    pub kl_estimator: KlEstimator,
-    /// Target KL per sequence for the adaptive controller; `None` keeps beta fixed.
-    pub kl_target: Option<f64>,
-    pub kl_horizon: f64,
-    pub gamma: f64,
-    pub lam: f64,
-    pub cliprange: f64,
-    pub cliprange_value: f64,
-    pub vf_coef: f64,
-    pub whiten_rewards: bool,
-    /// Subtracted from the score of a response that never says EOS.
-    pub missing_eos_penalty: f64,
-    /// Weight of the pretraining/SFT language-model loss mixed into each update (PPO-ptx); 0 = off.
-    pub ptx_coef: f64,
-    /// A rollout whose mean KL to the reference (nats per sequence) exceeds this restores the last
-    /// good policy.
-    pub kl_limit: f64,
-    pub seed: u64,
-}
-
-impl Default for PpoConfig {
-    fn default() -> Self {
-        Self {
-            iterations: 40,
-            batch_size: 16,
-            samples_per_prompt: 1,
-            minibatch_size: 8,
-            ppo_epochs: 4,
-            lr: 5e-5,
-            max_grad_norm: 1.0,
-            temperature: 0.7,
-            max_new_tokens: 48,
-            kl_coef: 0.05,
-            kl_estimator: KlEstimator::K1,
-            kl_target: None,
-            kl_horizon: 10_000.0,
-            gamma: 1.0,
-            lam: 0.95,
-            cliprange: 0.2,
-            cliprange_value: 0.2,
-            vf_coef: 0.1,
-            whiten_rewards: false,
-            missing_eos_penalty: 1.0,
-            ptx_coef: 0.0,
-            kl_limit: 50.0,
-            seed: 0,
-        }
-    }
-}
-
-impl PpoConfig {
-    /// Refuses settings that would make a run meaningless or its numbers NaN, naming the field;
-    /// every edge (flags, the page's knobs) gets the same answer.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |field: &str, value: f64, want: &str| Err(TrainError::Setting(format!("{field} = {value}: {want}")));
-        if let Some(target) = self.kl_target
-            && !(target.is_finite() && target > 0.0)
-        {
-            // beta is scaled by KL / target: a target of 0 makes it infinite, then NaN.
-            return bad("kl_target", target, "a target KL must be above 0 (leave it out for a fixed beta)");
-        }
-        if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
-            return bad("kl_coef", self.kl_coef, "beta must be 0 or more");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", self.lr, "the learning rate must be above 0");
-        }
-        for (field, value) in [("cliprange", self.cliprange), ("cliprange_value", self.cliprange_value)] {
-            if !(value > 0.0 && value < 1.0) {
-                return bad(field, value, "a clip range must be in (0, 1)");
-            }
-        }
-        if !(self.kl_horizon.is_finite() && self.kl_horizon > 0.0) {
-            return bad("kl_horizon", self.kl_horizon, "the horizon must be above 0");
-        }
-        Ok(())
-    }
-}
 
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -230,13 +136,27 @@ pub struct PpoModels {
 impl PpoTrainer {
     /// `prompts` are chat-template prompt ids (`Tokenizer::encode_prompt`); `ptx` are SFT examples
     /// for the optional PPO-ptx term.
-    pub fn new(models: PpoModels, prompts: Vec<Vec<u32>>, ptx: Vec<Example>, eos: u32, pad: u32, settings: PpoConfig) -> Result<Self, TrainError> {
+    pub fn new(
+        models: PpoModels,
+        prompts: Vec<Vec<u32>>,
+        ptx: Vec<Example>,
+        eos: u32,
+        pad: u32,
+        settings: PpoConfig,
+    ) -> Result<Self, TrainError> {
         let PpoModels { sft, config, reward, value, policy } = models;
         if prompts.is_empty() {
             return Err(TrainError::NoData);
         }
-        if settings.batch_size == 0 || settings.minibatch_size == 0 || settings.ppo_epochs == 0 || settings.max_new_tokens == 0 || settings.samples_per_prompt == 0 {
-            return Err(TrainError::Setting("batch size, minibatch size, epochs, samples per prompt and new tokens must be at least 1".into()));
+        if settings.batch_size == 0
+            || settings.minibatch_size == 0
+            || settings.ppo_epochs == 0
+            || settings.max_new_tokens == 0
+            || settings.samples_per_prompt == 0
+        {
+            return Err(TrainError::Setting(
+                "batch size, minibatch size, epochs, samples per prompt and new tokens must be at least 1".into(),
+            ));
         }
         settings.validate()?;
         if settings.temperature.is_nan() || settings.temperature <= 0.0 {
@@ -245,15 +165,7 @@ impl PpoTrainer {
         if settings.ptx_coef > 0.0 && ptx.is_empty() {
             return Err(TrainError::Setting("ptx_coef is set but there are no demonstrations to mix in".into()));
         }
-        let reward_width = reward.transformer.width();
-        if reward_width != config.n_embd || reward.transformer.vocab_size() != config.vocab_size {
-            return Err(TrainError::Setting(format!(
-                "the reward model (width {reward_width}, vocabulary {}) does not match the policy (width {}, vocabulary {}); it must come from the same SFT model and tokenizer",
-                reward.transformer.vocab_size(),
-                config.n_embd,
-                config.vocab_size
-            )));
-        }
+        crate::compat::check_model_shape("the reward model", &config, &reward.transformer)?;
         let max_prompt = config.n_positions - 1;
         if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty() || p.len() > max_prompt) {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
@@ -286,13 +198,12 @@ impl PpoTrainer {
 
     /// A snapshot to continue from with [`PpoTrainer::resume`].
     pub async fn checkpoint(&self) -> Result<PpoCheckpoint, TrainError> {
-        let optimizer = |o: &ModuleOptimizer| o.into_bytes().map(|b| b.to_vec()).map_err(|e| TrainError::Checkpoint(format!("{e:?}")));
         let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
         Ok(PpoCheckpoint {
             policy: tinyrlhf_model::save_gpt(&self.policy.valid()).await?,
             value: tinyrlhf_model::save_scalar_model(&self.value.valid()).await?,
-            policy_optimizer: optimizer(&self.policy_optim)?,
-            value_optimizer: optimizer(&self.value_optim)?,
+            policy_optimizer: optimizer_to_bytes(&self.policy_optim)?,
+            value_optimizer: optimizer_to_bytes(&self.value_optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
         })
     }
@@ -300,7 +211,14 @@ impl PpoTrainer {
     /// Continues a run from `checkpoint`; `models` are the run's SFT and reward models (its policy
     /// and value come from the checkpoint), and the prompts are the same. The next iteration is
     /// the one the interrupted run would have done next.
-    pub fn resume(models: PpoModels, checkpoint: &PpoCheckpoint, prompts: Vec<Vec<u32>>, ptx: Vec<Example>, eos: u32, pad: u32) -> Result<Self, TrainError> {
+    pub fn resume(
+        models: PpoModels,
+        checkpoint: &PpoCheckpoint,
+        prompts: Vec<Vec<u32>>,
+        ptx: Vec<Example>,
+        eos: u32,
+        pad: u32,
+    ) -> Result<Self, TrainError> {
         let state: PpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let device = models.sft.device();
         let config_json = models.config.to_json();
@@ -308,9 +226,8 @@ impl PpoTrainer {
         let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &checkpoint.value, &device)?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
-        let restore = |o: ModuleOptimizer, bytes: &[u8]| o.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| TrainError::Checkpoint(format!("{e:?}")));
-        trainer.policy_optim = restore(trainer.policy_optim, &checkpoint.policy_optimizer)?;
-        trainer.value_optim = restore(trainer.value_optim, &checkpoint.value_optimizer)?;
+        trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.policy_optimizer)?;
+        trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &checkpoint.value_optimizer)?;
         trainer.iteration = state.iteration;
         trainer.beta = state.beta;
         Ok(trainer)
@@ -359,9 +276,7 @@ impl PpoTrainer {
         (0..distinct)
             .flat_map(|j| {
                 let i = iteration * distinct + j;
-                let mut order: Vec<usize> = (0..n).collect();
-                order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.settings.seed ^ ((i / n) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-                std::iter::repeat_n(order[i % n], k)
+                std::iter::repeat_n(epoch_order(self.settings.seed, i / n, n)[i % n], k)
             })
             .take(self.settings.batch_size)
             .collect()
@@ -378,8 +293,15 @@ impl PpoTrainer {
         let start = Instant::now();
         let chosen = self.batch_prompts(self.iteration - 1);
         let owned: Vec<Vec<u32>> = chosen.iter().map(|&i| self.prompts[i].clone()).collect();
-        let sampling = SamplingConfig { max_new_tokens: s.max_new_tokens, temperature: s.temperature, top_k: 0, top_p: 1.0, seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) };
-        let generation = generate(&self.policy.valid(), &owned, self.eos, self.pad, &sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
+        let sampling = SamplingConfig {
+            max_new_tokens: s.max_new_tokens,
+            temperature: s.temperature,
+            top_k: 0,
+            top_p: 1.0,
+            seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+        };
+        let generation =
+            generate(&self.policy.valid(), &owned, self.eos, self.pad, &sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
         let (batch, post) = RolloutBatch::from_generated(&owned, &generation.tokens, self.eos, self.pad);
         stats.sample_prompt = owned[0].clone();
         stats.sample_response = generation.tokens[0].clone();
@@ -402,7 +324,14 @@ impl PpoTrainer {
         let scores: Vec<f64> = read_values(scores).await?.into_iter().map(f64::from).collect();
 
         // 4-5. Per-token KL penalty, score at the end, GAE, whitened advantages.
-        let advantage_config = AdvantageConfig { kl_coef: self.beta.value, kl_estimator: s.kl_estimator, gamma: s.gamma, lam: s.lam, whiten_rewards: s.whiten_rewards, missing_eos_penalty: s.missing_eos_penalty };
+        let advantage_config = AdvantageConfig {
+            kl_coef: self.beta.value,
+            kl_estimator: s.kl_estimator,
+            gamma: s.gamma,
+            lam: s.lam,
+            whiten_rewards: s.whiten_rewards,
+            missing_eos_penalty: s.missing_eos_penalty,
+        };
         let adv = compute_advantages(&post, &scores, &logprobs, &ref_logprobs, &values, &advantage_config);
         let valid = invert(&adv.padding_mask);
         let n = batch.rows as f64;
@@ -422,7 +351,10 @@ impl PpoTrainer {
         let kl_used = if s.kl_estimator == KlEstimator::K3 { stats.kl_k3 } else { stats.kl };
         if !kl_used.is_finite() || kl_used > s.kl_limit || scores.iter().any(|x| !x.is_finite()) {
             self.restore();
-            stats.restored = Some(format!("KL to the reference is {kl_used:.2} nats (limit {}) or a score is not finite; restored the policy of the last healthy iteration", s.kl_limit));
+            stats.restored = Some(format!(
+                "KL to the reference is {kl_used:.2} nats (limit {}) or a score is not finite; restored the policy of the last healthy iteration",
+                s.kl_limit
+            ));
             return Ok(stats);
         }
         self.last_good = (self.policy.clone(), self.value.clone());
@@ -431,7 +363,7 @@ impl PpoTrainer {
         let start = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ (self.iteration as u64) ^ 0x5151);
         let old_logprobs = logprobs;
-        let (mut sums, mut updates) = ([0.0f64; 5], 0usize);
+        let (mut sums, mut updates) = (MinibatchStats::default(), 0usize);
         for epoch in 0..s.ppo_epochs {
             let mut order: Vec<usize> = (0..batch.rows).collect();
             order.shuffle(&mut rng);
@@ -447,15 +379,16 @@ impl PpoTrainer {
                     Err(UpdateError::Train(e)) => return Err(e),
                 };
                 if epoch == 0 && m == 0 {
-                    stats.first_minibatch_max_log_ratio = numbers[5];
-                    stats.first_minibatch_clipfrac = numbers[1];
+                    stats.first_minibatch_max_log_ratio = numbers.max_log_ratio;
+                    stats.first_minibatch_clipfrac = numbers.pg_clipfrac;
                 }
-                sums.iter_mut().zip(&numbers).for_each(|(sum, x)| *sum += x);
+                sums.add(&numbers);
                 updates += 1;
             }
         }
-        let mean = |i: usize| sums[i] / updates.max(1) as f64;
-        (stats.pg_loss, stats.pg_clipfrac, stats.approx_kl, stats.vf_loss, stats.vf_clipfrac) = (mean(0), mean(1), mean(2), mean(3), mean(4));
+        let n = updates.max(1) as f64;
+        (stats.pg_loss, stats.pg_clipfrac, stats.approx_kl, stats.vf_loss, stats.vf_clipfrac) =
+            (sums.pg_loss / n, sums.pg_clipfrac / n, sums.approx_kl / n, sums.vf_loss / n, sums.vf_clipfrac / n);
         stats.update_secs = start.elapsed().as_secs_f64();
 
         // 7. KL control: nudge beta toward the target.
@@ -465,14 +398,24 @@ impl PpoTrainer {
         Ok(stats)
     }
 
-    /// One minibatch update. Returns pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac and the
-    /// largest |log ratio| before the update.
+    /// One minibatch update, and what it measured before updating.
     #[allow(clippy::too_many_arguments)]
-    async fn update(&mut self, batch: &RolloutBatch, rows: &[usize], old_logprobs: &Rows, adv: &Advantages, valid: &[Vec<bool>], valid_p1: &[Vec<bool>], lr: f64, update_index: usize) -> Result<[f64; 6], UpdateError> {
+    async fn update(
+        &mut self,
+        batch: &RolloutBatch,
+        rows: &[usize],
+        old_logprobs: &Rows,
+        adv: &Advantages,
+        valid: &[Vec<bool>],
+        valid_p1: &[Vec<bool>],
+        lr: f64,
+        update_index: usize,
+    ) -> Result<MinibatchStats, UpdateError> {
         let s = &self.settings;
         let device = &self.device;
         let pick = |r: &Rows| floats(rows.iter().map(|&i| r[i].clone()).collect(), device);
-        let pick_mask = |m: &[Vec<bool>]| floats(rows.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
+        let pick_mask =
+            |m: &[Vec<bool>]| floats(rows.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
         let (valid, valid_p1) = (pick_mask(valid), pick_mask(valid_p1));
         let old = pick(old_logprobs);
 
@@ -489,13 +432,15 @@ impl PpoTrainer {
             let logits = self.policy.logits(self.policy.forward(lm.inputs, lm.positions, None));
             loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
         }
-        let numbers = [policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max];
-        let mut out = [0.0f64; 6];
-        for (slot, t) in out.iter_mut().zip(numbers) {
-            *slot = f64::from(read(t).await?);
-        }
-        let loss_value = read(loss.clone()).await?;
-        if !loss_value.is_finite() || out.iter().any(|x| !x.is_finite()) {
+        // One read for all seven numbers: on a GPU each read is a round trip.
+        let numbers = Tensor::cat(
+            vec![loss.clone().detach(), policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max],
+            0,
+        );
+        let [loss_value, pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac, max_log_ratio] =
+            <[f32; 7]>::try_from(read_values(numbers).await?).map_err(|_| TrainError::Device("expected 7 numbers".into()))?.map(f64::from);
+        let out = MinibatchStats { pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac, max_log_ratio };
+        if !loss_value.is_finite() || !out.is_finite() {
             return Err(UpdateError::Diverged(format!("the PPO loss is {loss_value}")));
         }
 
@@ -511,6 +456,33 @@ impl PpoTrainer {
 
     fn restore(&mut self) {
         (self.policy, self.value) = self.last_good.clone();
+    }
+}
+
+/// What one minibatch measured before its update.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct MinibatchStats {
+    pg_loss: f64,
+    pg_clipfrac: f64,
+    approx_kl: f64,
+    vf_loss: f64,
+    vf_clipfrac: f64,
+    /// Largest |log ratio| between the trained forward and the rollout's log-probs.
+    max_log_ratio: f64,
+}
+
+impl MinibatchStats {
+    fn add(&mut self, other: &Self) {
+        self.pg_loss += other.pg_loss;
+        self.pg_clipfrac += other.pg_clipfrac;
+        self.approx_kl += other.approx_kl;
+        self.vf_loss += other.vf_loss;
+        self.vf_clipfrac += other.vf_clipfrac;
+        self.max_log_ratio = self.max_log_ratio.max(other.max_log_ratio);
+    }
+
+    fn is_finite(&self) -> bool {
+        [self.pg_loss, self.pg_clipfrac, self.approx_kl, self.vf_loss, self.vf_clipfrac, self.max_log_ratio].iter().all(|x| x.is_finite())
     }
 }
 

@@ -26,13 +26,23 @@ impl TokenRanking {
     }
 
     /// The ranking and whether its prompt was cut.
-    fn tokenize(tokenizer: &Tokenizer, prompt: &str, completions: &[String], order: &[usize], context: usize) -> Result<(Self, bool), String> {
-        let responses = completions.iter().map(|c| tokenizer.encode_response(c).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+    fn tokenize(
+        tokenizer: &Tokenizer,
+        prompt: &str,
+        completions: &[String],
+        order: &[usize],
+        context: usize,
+    ) -> Result<(Self, bool), String> {
+        let responses =
+            completions.iter().map(|c| tokenizer.encode_response(c).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
         // The prompt keeps at least its first token and one more (`encode_prompt_within`).
         const MIN_PROMPT: usize = 2;
         let longest = responses.iter().map(Vec::len).max().unwrap_or(0);
         if let Some(i) = responses.iter().position(|r| r.len() + MIN_PROMPT > context) {
-            return Err(format!("completion {i} is {} tokens; with its prompt it cannot fit in the model's context of {context}", responses[i].len()));
+            return Err(format!(
+                "completion {i} is {} tokens; with its prompt it cannot fit in the model's context of {context}",
+                responses[i].len()
+            ));
         }
         let (prompt_ids, cut) = tokenizer.encode_prompt_within(prompt, context - longest).map_err(|e| e.to_string())?;
         let sequences = responses.into_iter().map(|r| [prompt_ids.as_slice(), &r].concat()).collect();
@@ -77,7 +87,9 @@ impl RankingSet {
             }
         }
         for r in held_out.unwrap_or_default() {
-            if let Ok((tokens, _)) = r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.ranking, context)) {
+            if let Ok((tokens, _)) =
+                r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.ranking, context))
+            {
                 set.held_out.push(tokens);
             }
         }
@@ -112,7 +124,11 @@ mod tests {
     }
 
     fn ranking(prompt: &str, completions: &[&str]) -> Ranking {
-        Ranking { prompt: prompt.into(), completions: completions.iter().map(|c| c.to_string()).collect(), ranking: (0..completions.len()).rev().collect() }
+        Ranking {
+            prompt: prompt.into(),
+            completions: completions.iter().map(|c| c.to_string()).collect(),
+            ranking: (0..completions.len()).rev().collect(),
+        }
     }
 
     #[test]

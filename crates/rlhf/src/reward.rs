@@ -9,18 +9,15 @@
 use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{Gpt, GptConfig, ScalarModel, left_pad};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
-use crate::read::{scalar as read, values as read_values};
-use crate::grads::checked_gradients;
+use crate::grads::guarded_step;
 use crate::losses::{PreferencePairs, preference_loss};
 use crate::rankings::TokenRanking;
+use crate::read::{scalar as read, values as read_values};
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
 /// few dozen rankings.
@@ -91,12 +88,26 @@ impl std::fmt::Debug for RewardTrainer {
 
 impl RewardTrainer {
     /// Starts from the SFT model `sft` with a fresh scalar head.
-    pub fn new(sft: Gpt, config: GptConfig, train: Vec<TokenRanking>, held_out: Vec<TokenRanking>, pad: u32, settings: RewardConfig) -> Result<Self, TrainError> {
+    pub fn new(
+        sft: Gpt,
+        config: GptConfig,
+        train: Vec<TokenRanking>,
+        held_out: Vec<TokenRanking>,
+        pad: u32,
+        settings: RewardConfig,
+    ) -> Result<Self, TrainError> {
         Self::from_scalar_model(ScalarModel::new(sft), config, train, held_out, pad, settings)
     }
 
     /// Continues training an existing reward model.
-    pub fn from_scalar_model(model: ScalarModel, config: GptConfig, train: Vec<TokenRanking>, held_out: Vec<TokenRanking>, pad: u32, settings: RewardConfig) -> Result<Self, TrainError> {
+    pub fn from_scalar_model(
+        model: ScalarModel,
+        config: GptConfig,
+        train: Vec<TokenRanking>,
+        held_out: Vec<TokenRanking>,
+        pad: u32,
+        settings: RewardConfig,
+    ) -> Result<Self, TrainError> {
         if train.is_empty() {
             return Err(TrainError::NoData);
         }
@@ -111,7 +122,11 @@ impl RewardTrainer {
                 return Err(TrainError::Setting(format!("ranking {i} is not an order of its {k} completions (K must be 2 or more)")));
             }
             if let Some(s) = r.sequences.iter().find(|s| s.len() > config.n_positions || s.is_empty()) {
-                return Err(TrainError::Setting(format!("ranking {i} has a {}-token sequence; the context holds {}", s.len(), config.n_positions)));
+                return Err(TrainError::Setting(format!(
+                    "ranking {i} has a {}-token sequence; the context holds {}",
+                    s.len(),
+                    config.n_positions
+                )));
             }
         }
         let device = model.transformer.device();
@@ -150,9 +165,9 @@ impl RewardTrainer {
         let start = Instant::now();
         let per_epoch = self.steps_per_epoch();
         let (epoch, within) = (self.step / per_epoch, self.step % per_epoch);
-        let mut order: Vec<usize> = (0..self.train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.settings.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        let chosen: Vec<&TokenRanking> = order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
+        let order = crate::order::epoch_order(self.settings.seed, epoch, self.train.len());
+        let chosen: Vec<&TokenRanking> =
+            order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
         // Linear decay to 10% over the run; rankings are few, so no warm-up.
         let progress = self.step as f64 / self.total_steps().max(1) as f64;
         let lr = self.settings.lr * (1.0 - 0.9 * progress);
@@ -162,18 +177,27 @@ impl RewardTrainer {
         let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef);
         let loss_value = read(loss.clone()).await?;
         let accuracy = pair_accuracy(&read_values(rewards).await?, &pairs);
-        let mut stats = RewardStepStats { step: self.step, epoch: epoch + 1, loss: loss_value, accuracy, lr, grad_norm: f32::NAN, pairs: pairs.len(), pairs_per_sec: 0.0, held_out: None, skipped: None };
-        let grads = match checked_gradients(&self.model, loss, loss_value, self.settings.max_grad_norm).await? {
-            Ok((grads, norm)) => {
-                stats.grad_norm = norm;
-                grads
-            }
+        let mut stats = RewardStepStats {
+            step: self.step,
+            epoch: epoch + 1,
+            loss: loss_value,
+            accuracy,
+            lr,
+            grad_norm: f32::NAN,
+            pairs: pairs.len(),
+            pairs_per_sec: 0.0,
+            held_out: None,
+            skipped: None,
+        };
+        let (model, outcome) = guarded_step(self.model.clone(), &mut self.optim, lr, loss, loss_value, self.settings.max_grad_norm).await?;
+        self.model = model;
+        match outcome {
+            Ok(norm) => stats.grad_norm = norm,
             Err(reason) => {
                 stats.skipped = Some(reason);
                 return Ok(stats);
             }
-        };
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        }
         stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
         if within + 1 == per_epoch && !self.held_out.is_empty() {
             stats.held_out = Some(self.evaluate(&self.held_out).await?);
@@ -242,7 +266,12 @@ pub async fn score_stats(model: &ScalarModel, sequences: &[Vec<u32>], batch_size
 
 /// Shifts (and with `unit_std`, scales) the head so `sequences` — SFT samples on training
 /// prompts — score mean 0 (std 1). Returns the calibrated model and the `(mean, std)` it had.
-pub async fn calibrate(model: ScalarModel, sequences: &[Vec<u32>], unit_std: bool, pad: u32) -> Result<(ScalarModel, (f64, f64)), TrainError> {
+pub async fn calibrate(
+    model: ScalarModel,
+    sequences: &[Vec<u32>],
+    unit_std: bool,
+    pad: u32,
+) -> Result<(ScalarModel, (f64, f64)), TrainError> {
     let (mean, std) = score_stats(&model, sequences, 32, pad).await?;
     let gain = if unit_std && std > 1e-6 { 1.0 / std } else { 1.0 };
     let mut model = model;

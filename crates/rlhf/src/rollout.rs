@@ -9,8 +9,10 @@ use tinyrlhf_model::{Gpt, ScalarModel};
 
 use crate::checkpoint::TrainError;
 use crate::losses::{token_entropy, token_logprobs};
-use crate::ppo::PpoConfig;
-use crate::ppo_math::{AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_responses};
+use crate::ppo_config::PpoConfig;
+use crate::ppo_math::{
+    AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_responses,
+};
 use crate::read::{scalar as read, values as read_values};
 
 /// One iteration's rollouts laid out as the models read them: the prompt left-padded to
@@ -31,7 +33,8 @@ impl RolloutBatch {
     /// the longest, with the lengths PPO's arithmetic reads.
     pub(crate) fn from_generated(prompts: &[Vec<u32>], generated: &[Vec<u32>], eos: u32, pad: u32) -> (Self, Postprocessed) {
         let width = generated.iter().map(Vec::len).max().unwrap_or(0) + 1;
-        let padded: Vec<Vec<u32>> = generated.iter().map(|t| t.iter().copied().chain(std::iter::repeat(pad)).take(width).collect()).collect();
+        let padded: Vec<Vec<u32>> =
+            generated.iter().map(|t| t.iter().copied().chain(std::iter::repeat(pad)).take(width).collect()).collect();
         let post = postprocess_responses(&padded, eos, pad);
         (Self::new(prompts, &post.responses, &post.sequence_lengths, pad), post)
     }
@@ -42,11 +45,19 @@ impl RolloutBatch {
         let mut out = Self { ids: vec![], positions: vec![], mask: vec![], rows: prompts.len(), query_len, response_len };
         for ((prompt, response), &last) in prompts.iter().zip(responses).zip(sequence_lengths) {
             let padding = query_len - prompt.len();
-            out.ids.extend(std::iter::repeat_n(pad as i64, padding).chain(prompt.iter().map(|&t| t as i64)).chain(response.iter().map(|&t| t as i64)));
+            out.ids.extend(
+                std::iter::repeat_n(pad as i64, padding).chain(prompt.iter().map(|&t| t as i64)).chain(response.iter().map(|&t| t as i64)),
+            );
             let real = |t: usize| t <= last;
-            out.mask.extend(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, prompt.len())).chain((0..response_len).map(|t| i64::from(real(t)))));
+            out.mask.extend(
+                std::iter::repeat_n(0, padding)
+                    .chain(std::iter::repeat_n(1, prompt.len()))
+                    .chain((0..response_len).map(|t| i64::from(real(t)))),
+            );
             let p = prompt.len() as i64;
-            out.positions.extend(std::iter::repeat_n(0, padding).chain(0..p).chain((0..response_len).map(|t| if real(t) { p + t as i64 } else { 0 })));
+            out.positions.extend(
+                std::iter::repeat_n(0, padding).chain(0..p).chain((0..response_len).map(|t| if real(t) { p + t as i64 } else { 0 })),
+            );
         }
         out
     }
@@ -80,7 +91,14 @@ fn response_slice<const D: usize>(full: Tensor<D>, query_len: usize, response_le
 
 /// Tempered log-probs of the response tokens under `model`, `[rows, response_len]`; with
 /// `entropy`, also each position's entropy.
-pub(crate) fn response_logprobs(model: &Gpt, batch: &RolloutBatch, rows: &[usize], temperature: f32, entropy: bool, device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
+pub(crate) fn response_logprobs(
+    model: &Gpt,
+    batch: &RolloutBatch,
+    rows: &[usize],
+    temperature: f32,
+    entropy: bool,
+    device: &Device,
+) -> (Tensor<2>, Option<Tensor<2>>) {
     let (ids, positions, mask) = batch.tensors(rows, device);
     let hidden = response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len);
     let logits = model.logits(hidden) / f64::from(temperature); // [rows, response_len, vocab]
@@ -97,7 +115,15 @@ pub(crate) fn response_values(model: &ScalarModel, batch: &RolloutBatch, rows: &
 /// KL(policy || reference) of each response (k1, summed over its tokens up to and including EOS)
 /// under logits / `temperature`: how far a policy has moved from its reference on its own samples.
 /// `responses` are generated ids as [`generate`] returns them.
-pub async fn response_kl(policy: &Gpt, reference: &Gpt, prompts: &[Vec<u32>], responses: &[Vec<u32>], temperature: f32, eos: u32, pad: u32) -> Result<Vec<f64>, TrainError> {
+pub async fn response_kl(
+    policy: &Gpt,
+    reference: &Gpt,
+    prompts: &[Vec<u32>],
+    responses: &[Vec<u32>],
+    temperature: f32,
+    eos: u32,
+    pad: u32,
+) -> Result<Vec<f64>, TrainError> {
     let (batch, post) = RolloutBatch::from_generated(prompts, responses, eos, pad);
     let rows: Vec<usize> = (0..batch.rows).collect();
     let device = policy.device();
@@ -120,7 +146,18 @@ pub struct TokenExplanation {
 
 /// [`TokenExplanation`] of `response` (generated ids, EOS included when it ended) to `prompt`.
 #[allow(clippy::too_many_arguments)]
-pub async fn explain_response(policy: &Gpt, reference: &Gpt, value: &ScalarModel, reward: &ScalarModel, prompt: &[u32], response: &[u32], settings: &PpoConfig, beta: f64, eos: u32, pad: u32) -> Result<TokenExplanation, TrainError> {
+pub async fn explain_response(
+    policy: &Gpt,
+    reference: &Gpt,
+    value: &ScalarModel,
+    reward: &ScalarModel,
+    prompt: &[u32],
+    response: &[u32],
+    settings: &PpoConfig,
+    beta: f64,
+    eos: u32,
+    pad: u32,
+) -> Result<TokenExplanation, TrainError> {
     let (batch, post) = RolloutBatch::from_generated(&[prompt.to_vec()], &[response.to_vec()], eos, pad);
     let device = policy.device();
     let (logprobs, _) = response_logprobs(policy, &batch, &[0], settings.temperature, false, &device);
@@ -130,7 +167,14 @@ pub async fn explain_response(policy: &Gpt, reference: &Gpt, value: &ScalarModel
     let score = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &[batch.query_len + post.sequence_lengths[0]]);
     let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
     let score = f64::from(read(score).await?);
-    let config = AdvantageConfig { kl_coef: beta, kl_estimator: settings.kl_estimator, gamma: settings.gamma, lam: settings.lam, whiten_rewards: false, missing_eos_penalty: settings.missing_eos_penalty };
+    let config = AdvantageConfig {
+        kl_coef: beta,
+        kl_estimator: settings.kl_estimator,
+        gamma: settings.gamma,
+        lam: settings.lam,
+        whiten_rewards: false,
+        missing_eos_penalty: settings.missing_eos_penalty,
+    };
     let adv = compute_advantages(&post, &[score], &logprobs, &ref_logprobs, &values, &config);
     let n = response.len();
     let log_ratio = logprobs[0].iter().zip(&ref_logprobs[0]).take(n).map(|(a, b)| a - b).collect();

@@ -9,18 +9,15 @@
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{Gpt, GptConfig};
 use web_time::Instant;
 
-use crate::checkpoint::{TrainCheckpoint, TrainError};
+use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
-use crate::read::scalar as read;
-use crate::grads::checked_gradients;
+use crate::grads::guarded_step;
 use crate::losses::lm_loss;
+use crate::read::scalar as read;
 use crate::schedule::LrSchedule;
 
 /// Optimisation settings shared by pretraining and SFT.
@@ -110,7 +107,7 @@ impl SupervisedTrainer {
         let (config, model) = tinyrlhf_model::load_gpt(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
         let state: SupervisedState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::new(model, config, examples, pad, state.settings)?;
-        trainer.optim = trainer.optim.from_bytes(burn::tensor::Bytes::from_bytes_vec(checkpoint.optimizer.clone())).map_err(|e| TrainError::Checkpoint(format!("{e:?}")))?;
+        trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
         trainer.step = state.step;
         Ok(trainer)
     }
@@ -135,19 +132,7 @@ impl SupervisedTrainer {
 
     /// The examples of step `step`: consecutive slices of a per-epoch shuffle of all examples.
     fn batch_indices(&mut self, step: usize) -> Vec<usize> {
-        let n = self.examples.len();
-        (0..self.settings.batch_size)
-            .map(|j| {
-                let i = step * self.settings.batch_size + j;
-                let epoch = i / n;
-                if self.epoch_order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let mut order: Vec<usize> = (0..n).collect();
-                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.settings.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-                    self.epoch_order = Some((epoch, order));
-                }
-                self.epoch_order.as_ref().expect("set above").1[i % n]
-            })
-            .collect()
+        crate::order::batch_indices(self.settings.seed, step, self.settings.batch_size, self.examples.len(), &mut self.epoch_order)
     }
 
     /// One optimisation step on the next batch.
@@ -162,18 +147,24 @@ impl SupervisedTrainer {
         let logits = self.model.logits(self.model.forward(batch.inputs, batch.positions, None));
         let loss = lm_loss(logits, batch.targets, batch.weights);
         let loss_value = read(loss.clone()).await?;
-        let mut stats = StepStats { step: self.step, loss: loss_value, lr, grad_norm: f32::NAN, tokens: batch.target_tokens, tokens_per_sec: 0.0, skipped: None };
-        let grads = match checked_gradients(&self.model, loss, loss_value, self.settings.max_grad_norm).await? {
-            Ok((grads, norm)) => {
-                stats.grad_norm = norm;
-                grads
-            }
+        let mut stats = StepStats {
+            step: self.step,
+            loss: loss_value,
+            lr,
+            grad_norm: f32::NAN,
+            tokens: batch.target_tokens,
+            tokens_per_sec: 0.0,
+            skipped: None,
+        };
+        let (model, outcome) = guarded_step(self.model.clone(), &mut self.optim, lr, loss, loss_value, self.settings.max_grad_norm).await?;
+        self.model = model;
+        match outcome {
+            Ok(norm) => stats.grad_norm = norm,
             Err(reason) => {
                 stats.skipped = Some(reason);
                 return Ok(stats);
             }
-        };
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        }
         stats.tokens_per_sec = batch.target_tokens as f64 / start.elapsed().as_secs_f64();
         Ok(stats)
     }
@@ -196,7 +187,7 @@ impl SupervisedTrainer {
     /// Everything needed to continue later: weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let weights = tinyrlhf_model::save_gpt(&self.model.valid()).await?;
-        let optimizer = self.optim.into_bytes().map_err(|e| TrainError::Checkpoint(format!("{e:?}")))?.to_vec();
+        let optimizer = optimizer_to_bytes(&self.optim)?;
         let state = SupervisedState { step: self.step, settings: self.settings.clone() };
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),

@@ -96,7 +96,22 @@ fn first_ppo_minibatch_has_ratio_one_and_no_clipping_and_stats_are_sane() {
 fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
     let (config, sft, reward) = models(5);
     let models = PpoModels { sft, config, reward, value: None, policy: None };
-    let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, PpoConfig { kl_limit: 1e-6, ..settings() }).unwrap();
+    let mut trainer = PpoTrainer::new(
+        models,
+        prompts(),
+        vec![],
+        EOS,
+        PAD,
+        PpoConfig {
+            // k3 is positive wherever the policies differ (k1's sample mean can be below 0), and a
+            // larger step makes the second rollout's KL plainly above the limit.
+            kl_limit: 1e-9,
+            kl_estimator: tinyrlhf_rlhf::KlEstimator::K3,
+            lr: 1e-3,
+            ..settings()
+        },
+    )
+    .unwrap();
     let before = weights(&trainer.policy());
     // Iteration 1: KL 0, healthy; it updates. Iteration 2 sees KL > 0 and restores.
     assert!(pollster::block_on(trainer.step()).unwrap().restored.is_none());
@@ -111,8 +126,9 @@ fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
 fn a_reward_model_of_another_size_is_refused() {
     let (config, sft, _) = models(6);
     let other = ScalarModel::new(GptConfig::new(24, 48, 16, 1, 2).init(&Device::flex()));
-    let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None, policy: None }, prompts(), vec![], EOS, PAD, settings()).unwrap_err();
-    assert!(err.to_string().contains("does not match"), "{err}");
+    let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None, policy: None }, prompts(), vec![], EOS, PAD, settings())
+        .unwrap_err();
+    assert!(err.to_string().contains("has a different size"), "{err}");
 }
 
 #[test]
@@ -120,12 +136,28 @@ fn a_resumed_ppo_run_continues_exactly_where_it_stopped() {
     // One set of models for both runs: other tests reseed the shared device while they run.
     let (config, sft, reward) = models(7);
     let run = |stop_after: Option<usize>| -> Vec<(f64, f64)> {
-        let mut trainer = PpoTrainer::new(PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None }, prompts(), vec![], EOS, PAD, settings()).unwrap();
+        let mut trainer = PpoTrainer::new(
+            PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None },
+            prompts(),
+            vec![],
+            EOS,
+            PAD,
+            settings(),
+        )
+        .unwrap();
         let mut seen = Vec::new();
         for i in 0..3 {
             if stop_after == Some(i) {
                 let checkpoint = pollster::block_on(trainer.checkpoint()).unwrap();
-                trainer = PpoTrainer::resume(PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None }, &checkpoint, prompts(), vec![], EOS, PAD).unwrap();
+                trainer = PpoTrainer::resume(
+                    PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None },
+                    &checkpoint,
+                    prompts(),
+                    vec![],
+                    EOS,
+                    PAD,
+                )
+                .unwrap();
                 assert_eq!(trainer.iterations_done(), i);
             }
             let stats = pollster::block_on(trainer.step()).unwrap();

@@ -63,10 +63,7 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("vocab_size", &self.vocab_size())
-            .field("special", &self.special)
-            .finish()
+        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).field("special", &self.special).finish()
     }
 }
 
@@ -112,22 +109,13 @@ impl Tokenizer {
         // decoder reader when the JSON is malformed inside the decoder; `expect("Precompiled")`
         // on a bad charsmap), and a panic kills the page's wasm. Well-formed JSON first, and no
         // Precompiled normalizer (SentencePiece's, which no GPT-2-style tokenizer has).
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
         if value.pointer("/normalizer").is_some_and(has_precompiled) {
             return Err(TokenizerError::InvalidFile("a Precompiled (SentencePiece) normalizer is not supported".into()));
         }
-        let inner: tokenizers::Tokenizer =
-            serde_json::from_value(value).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
-        let id = |token: &'static str| {
-            inner.token_to_id(token).ok_or(TokenizerError::MissingSpecialToken(token))
-        };
-        let special = SpecialIds {
-            pad: id(PAD)?,
-            eos: id(EOS)?,
-            user: id(USER)?,
-            assistant: id(ASSISTANT)?,
-        };
+        let inner: tokenizers::Tokenizer = serde_json::from_value(value).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
+        let id = |token: &'static str| inner.token_to_id(token).ok_or(TokenizerError::MissingSpecialToken(token));
+        let special = SpecialIds { pad: id(PAD)?, eos: id(EOS)?, user: id(USER)?, assistant: id(ASSISTANT)? };
         if special.pad == special.eos {
             return Err(TokenizerError::PadIsEos(special.pad));
         }
