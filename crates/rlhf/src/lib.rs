@@ -7,6 +7,8 @@
 
 pub mod checkpoint;
 pub mod compat;
+pub mod dpo;
+pub mod dpo_math;
 pub mod examples;
 pub mod grads;
 pub mod losses;
@@ -23,6 +25,8 @@ pub mod supervised;
 
 pub use checkpoint::{TrainCheckpoint, TrainError};
 pub use compat::{check_compatible, check_same_shape, check_same_tokenizer};
+pub use dpo::{DpoConfig, DpoEval, DpoStepStats, DpoTrainer};
+pub use dpo_math::{DpoLoss, DpoMetrics};
 pub use examples::{Example, LmBatch, chat_example, pack};
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
 pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};

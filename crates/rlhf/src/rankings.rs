@@ -10,12 +10,16 @@
 use tinyrlhf_data::Ranking;
 use tinyrlhf_tokenizer::Tokenizer;
 
+use crate::examples::Example;
+
 /// One ranking as token ids: each completion is the whole chat (prompt, response, EOS).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRanking {
     pub sequences: Vec<Vec<u32>>,
     /// Indices into `sequences`, best first.
     pub order: Vec<usize>,
+    /// How many leading tokens of every sequence are the prompt (the rest is the answer and EOS).
+    pub prompt_len: usize,
 }
 
 impl TokenRanking {
@@ -46,7 +50,12 @@ impl TokenRanking {
         }
         let (prompt_ids, cut) = tokenizer.encode_prompt_within(prompt, context - longest).map_err(|e| e.to_string())?;
         let sequences = responses.into_iter().map(|r| [prompt_ids.as_slice(), &r].concat()).collect();
-        Ok((Self { sequences, order: order.to_vec() }, cut))
+        Ok((Self { sequences, order: order.to_vec(), prompt_len: prompt_ids.len() }, cut))
+    }
+
+    /// Each sequence as an [`Example`] whose targets are the answer tokens and EOS.
+    pub fn examples(&self) -> Vec<Example> {
+        self.sequences.iter().map(|s| Example { tokens: s.clone(), target: (0..s.len()).map(|i| i >= self.prompt_len).collect() }).collect()
     }
 
     pub fn pair_count(&self) -> usize {

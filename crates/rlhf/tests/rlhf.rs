@@ -37,6 +37,7 @@ fn reward_model_learns_to_prefer_a_token_from_rankings() {
     let ranking = |p: u32| TokenRanking {
         sequences: vec![vec![2, p, 3, 7, 7, EOS], vec![2, p, 3, 7, 9, EOS], vec![2, p, 3, 9, 9, EOS]],
         order: vec![0, 1, 2],
+        prompt_len: 3,
     };
     let train: Vec<TokenRanking> = (10..20).map(ranking).collect();
     let held_out: Vec<TokenRanking> = (20..24).map(ranking).collect();
@@ -66,7 +67,7 @@ fn calibration_centres_scores_on_the_given_answers() {
 #[test]
 fn rankings_that_are_not_orders_are_refused_before_training() {
     let (config, sft, _) = models(3);
-    let bad = TokenRanking { sequences: vec![vec![2, 5, EOS], vec![2, 6, EOS]], order: vec![0, 0] };
+    let bad = TokenRanking { sequences: vec![vec![2, 5, EOS], vec![2, 6, EOS]], order: vec![0, 0], prompt_len: 1 };
     let err = RewardTrainer::new(sft, config, vec![bad], vec![], PAD, RewardConfig::default()).unwrap_err();
     assert!(err.to_string().contains("ranking 0"), "{err}");
 }
