@@ -7,11 +7,13 @@ mod backend;
 mod bench;
 mod compare;
 mod data;
+mod dpo;
 mod eval;
 mod files;
 mod ppo;
 mod progress;
 mod rank;
+mod rankings;
 mod reward;
 mod sample;
 mod train;
@@ -22,7 +24,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "tinyrlhf",
     version,
-    about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, eval."
+    about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, DPO, eval."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +51,8 @@ enum Command {
     Reward(reward::RewardArgs),
     /// Tune the SFT policy with PPO against a reward model, KL-penalised to the SFT model.
     Ppo(ppo::PpoArgs),
+    /// Tune the SFT policy directly on rankings with DPO (or IPO, hinge): no reward model needed.
+    Dpo(dpo::DpoArgs),
     /// Talk to a model: one prompt per line on standard input.
     Chat(sample::ChatArgs),
     /// Score a model on held-out prompts: EOS rate, answer length, accuracy per task family, and
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Rank(args) => rank::rank(&args),
         Command::Reward(args) => reward::reward(&args),
         Command::Ppo(args) => ppo::ppo(&args),
+        Command::Dpo(args) => dpo::dpo(&args),
         Command::Chat(args) => sample::chat(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Bench(args) => bench::run(&args),

@@ -2,10 +2,9 @@
 //! starting from the SFT model. Reports pair accuracy on held-out rankings after every epoch, then
 //! calibrates the head so the SFT answers in the rankings score mean 0, std 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_data::Ranking;
 use tinyrlhf_rlhf::{RankingSet, RewardConfig, RewardTrainer, calibrate};
 
 use crate::backend::Backend;
@@ -46,38 +45,10 @@ pub struct RewardArgs {
     backend: Backend,
 }
 
-/// Rankings (or TRL pairs) from `path`; an error names the file, the line and the field.
-fn read_rankings(path: &Path) -> Result<Vec<Ranking>> {
-    let rankings = tinyrlhf_data::read_preferences(&path.display().to_string(), &files::read(path)?).map_err(|e| e.to_string())?;
-    if rankings.is_empty() {
-        return Err(format!("{} holds no rankings", path.display()));
-    }
-    Ok(rankings)
-}
-
-/// The file line of the `index`-th record of `text` (blank lines are skipped by the reader).
-fn record_line(path: &Path, text: &str, index: usize) -> String {
-    let line = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).nth(index).map_or(0, |(i, _)| i + 1);
-    format!("{}:{line}", path.display())
-}
-
 pub fn reward(args: &RewardArgs) -> Result<()> {
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.model, &device)?;
-    let rankings = read_rankings(&args.rankings)?;
-    let held_out = args.held_out.as_deref().map(read_rankings).transpose()?;
-    let set = RankingSet::prepare(&tokenizer, &rankings, held_out.as_deref(), config.n_positions);
-    // The file is read again only when there is something to point at in it.
-    let text = if set.skipped.is_empty() { String::new() } else { files::read_text(&args.rankings).unwrap_or_default() };
-    for (index, why) in &set.skipped {
-        eprintln!("note: skipped {}: {why}", record_line(&args.rankings, &text, *index));
-    }
-    if set.prompts_cut > 0 {
-        eprintln!("note: {} prompts were longer than the context allows and lost their beginning", set.prompts_cut);
-    }
-    if set.held_out.is_empty() {
-        eprintln!("note: fewer than {} rankings and no --held-out; no held-out accuracy will be reported", RankingSet::SPLIT_FROM);
-    }
+    let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.n_positions)?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
     let calibration = set.calibration_set();

@@ -1,12 +1,15 @@
 //! RLHF works end to end, through the CLI with its default settings, on the shipped tiny SFT model:
 //! a scripted labeler ranks K=4 samples for 30 prompts; the reward model trained on those rankings
-//! reaches >= 75% pair accuracy on held-out prompts; PPO then makes the policy win >= 75% of blind
-//! comparisons against the SFT model on held-out prompts (ties half), with EOS rate >= 90% and a
-//! bounded KL to the reference. Done for two labelers with opposite tastes (short answers versus
-//! excited, longer ones). Run with `--nocapture` to see the reward and KL curves.
+//! reaches >= 75% pair accuracy on held-out prompts; each method (PPO against that reward model, DPO
+//! on the rankings themselves) then makes the policy win >= 75% of blind comparisons against the SFT
+//! model on held-out prompts (ties half), with EOS rate >= 90% and a bounded KL to the reference.
+//! The rankings and the reward model are made once per labeler and shared by the methods' tests.
+//! Done for two labelers with opposite tastes (short answers versus excited, longer ones). Run with
+//! `--nocapture` to see the curves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 fn tinyrlhf(args: &[&str], dir: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs");
@@ -30,13 +33,18 @@ fn slice_lines(from: &Path, range: std::ops::Range<usize>, to: &Path) {
     std::fs::write(to, lines[range].join("\n") + "\n").unwrap();
 }
 
-fn rlhf_learns(labeler: &str) {
+/// One labeler's rankings and reward model, made once for all the methods' tests.
+struct Prepared {
+    dir: PathBuf,
+    reward_accuracy: f64,
+}
+
+fn prepare(labeler: &str) -> Prepared {
     let dir = std::env::temp_dir().join(format!("tinyrlhf-learns-{labeler}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sft = shipped_sft();
     let sft = sft.to_str().unwrap();
-    let started = std::time::Instant::now();
 
     tinyrlhf(&["data", "--out", "world", "--pretrain-lines", "10", "--demos", "10"], &dir);
     slice_lines(&dir.join("world/prompts.jsonl"), 0..30, &dir.join("rank-prompts.jsonl"));
@@ -53,18 +61,48 @@ fn rlhf_learns(labeler: &str) {
     tinyrlhf(&["rank", "--samples", "samples.jsonl", "--labeler", labeler, "--out", "rankings.jsonl"], &dir);
     tinyrlhf(&["rank", "--samples", "heldout-samples.jsonl", "--labeler", labeler, "--out", "heldout-rankings.jsonl"], &dir);
 
-    // 2. Reward model.
+    // 2. Reward model (PPO's; DPO needs none).
     tinyrlhf(&["reward", "--model", sft, "--rankings", "rankings.jsonl", "--held-out", "heldout-rankings.jsonl", "--out", "rm"], &dir);
     let rm = json(&dir.join("rm/manifest.json"));
-    let accuracy = rm["held_out"]["accuracy"].as_f64().unwrap();
+    let reward_accuracy = rm["held_out"]["accuracy"].as_f64().unwrap();
+    println!("{labeler}: reward model held-out pair accuracy {:.1}%", 100.0 * reward_accuracy);
+    assert!(reward_accuracy >= 0.75, "{labeler}: reward model held-out pair accuracy {reward_accuracy}");
+    Prepared { dir, reward_accuracy }
+}
 
-    // 3. PPO, then the blind comparison on prompts neither stage has seen.
-    tinyrlhf(&["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "policy"], &dir);
+fn prepared(labeler: &'static str) -> &'static Prepared {
+    static CONCISE: OnceLock<Prepared> = OnceLock::new();
+    static ENTHUSIASTIC: OnceLock<Prepared> = OnceLock::new();
+    let cell = match labeler {
+        "concise" => &CONCISE,
+        "enthusiastic" => &ENTHUSIASTIC,
+        other => panic!("no prepared rankings for {other}"),
+    };
+    cell.get_or_init(|| prepare(labeler))
+}
+
+/// Runs `method`'s CLI stage into `DIR/<method>`, then the blind comparison with SFT on prompts
+/// no stage has seen; asserts the win-rate, EOS rate and KL.
+fn method_learns(method: &str, labeler: &'static str) {
+    let prepared = prepared(labeler);
+    assert!(prepared.reward_accuracy >= 0.75);
+    let dir = &prepared.dir;
+    let sft = shipped_sft();
+    let sft = sft.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let out = method;
+    match method {
+        "ppo" => tinyrlhf(&["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out], dir),
+        "dpo" => tinyrlhf(&["dpo", "--policy", sft, "--rankings", "rankings.jsonl", "--out", out], dir),
+        other => panic!("unknown method {other}"),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let compare = format!("compare-{method}.json");
     tinyrlhf(
         &[
             "eval",
             "--policy",
-            "policy",
+            out,
             "--reference",
             sft,
             "--prompts",
@@ -74,42 +112,52 @@ fn rlhf_learns(labeler: &str) {
             "-k",
             "2",
             "--json",
-            "compare.json",
+            &compare,
         ],
-        &dir,
+        dir,
     );
-    let report = json(&dir.join("compare.json"));
+    let report = json(&dir.join(&compare));
     let (win_rate, kl, eos) = (report["win_rate"].as_f64().unwrap(), report["kl"].as_f64().unwrap(), report["eos_rate"].as_f64().unwrap());
-
-    let curve: Vec<String> = std::fs::read_to_string(dir.join("policy/metrics.jsonl"))
+    let curve: Vec<String> = std::fs::read_to_string(dir.join(out).join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| {
             let m: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{}: score {:+.2} KL {:.2}", m["iteration"], m["score"].as_f64().unwrap(), m["kl"].as_f64().unwrap())
+            match method {
+                "ppo" => format!("{}: score {:+.2} KL {:.2}", m["iteration"], m["score"].as_f64().unwrap(), m["kl"].as_f64().unwrap()),
+                _ => {
+                    format!("{}: loss {:.3} margin {:+.3}", m["step"], m["loss"].as_f64().unwrap(), m["rewards/margins"].as_f64().unwrap())
+                }
+            }
         })
         .collect();
     println!(
-        "{labeler}: reward model held-out pair accuracy {:.1}%; win-rate {:.1}%, KL {kl:.2} nats, EOS {:.1}% ({:.0} s)\n  {}",
-        100.0 * accuracy,
+        "{method} | {labeler} | win-rate {:.1}% | KL {kl:.2} nats | EOS {:.1}% | {seconds:.0} s\n  {}",
         100.0 * win_rate,
         100.0 * eos,
-        started.elapsed().as_secs_f64(),
         curve.join("\n  ")
     );
-    assert!(accuracy >= 0.75, "{labeler}: reward model held-out pair accuracy {accuracy}");
-    assert!(win_rate >= 0.75, "{labeler}: win-rate over SFT {win_rate}");
-    assert!(eos >= 0.9, "{labeler}: EOS rate {eos}");
-    assert!(kl.is_finite() && kl < 10.0, "{labeler}: KL to the reference {kl}");
-    std::fs::remove_dir_all(dir).ok();
+    assert!(win_rate >= 0.75, "{method}, {labeler}: win-rate over SFT {win_rate}");
+    assert!(eos >= 0.9, "{method}, {labeler}: EOS rate {eos}");
+    assert!(kl.is_finite() && kl < 10.0, "{method}, {labeler}: KL to the reference {kl}");
 }
 
 #[test]
-fn rlhf_with_a_concise_labeler_makes_answers_it_prefers() {
-    rlhf_learns("concise");
+fn ppo_with_a_concise_labeler_makes_answers_it_prefers() {
+    method_learns("ppo", "concise");
 }
 
 #[test]
-fn rlhf_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
-    rlhf_learns("enthusiastic");
+fn dpo_with_a_concise_labeler_makes_answers_it_prefers() {
+    method_learns("dpo", "concise");
+}
+
+#[test]
+fn ppo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
+    method_learns("ppo", "enthusiastic");
+}
+
+#[test]
+fn dpo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
+    method_learns("dpo", "enthusiastic");
 }

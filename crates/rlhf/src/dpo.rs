@@ -42,7 +42,7 @@ pub struct DpoConfig {
 
 impl Default for DpoConfig {
     fn default() -> Self {
-        Self { epochs: 6, batch_size: 8, lr: 1e-4, beta: 0.1, loss: DpoLoss::Sigmoid, max_grad_norm: 1.0, seed: 0 }
+        Self { epochs: 6, batch_size: 8, lr: 3e-4, beta: 0.1, loss: DpoLoss::Sigmoid, max_grad_norm: 1.0, seed: 0 }
     }
 }
 

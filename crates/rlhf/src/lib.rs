@@ -11,6 +11,7 @@ pub mod dpo;
 pub mod dpo_math;
 pub mod examples;
 pub mod grads;
+pub mod group_math;
 pub mod losses;
 pub mod order;
 pub mod ppo;
