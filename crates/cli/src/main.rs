@@ -10,6 +10,7 @@ mod data;
 mod dpo;
 mod eval;
 mod files;
+mod group;
 mod ppo;
 mod progress;
 mod rank;
@@ -24,7 +25,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "tinyrlhf",
     version,
-    about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, DPO, eval."
+    about = "The InstructGPT recipe, small: data, tokenizer, pretrain, SFT, sample, rank, reward, PPO, DPO, GRPO, RLOO, eval."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +54,12 @@ enum Command {
     Ppo(ppo::PpoArgs),
     /// Tune the SFT policy directly on rankings with DPO (or IPO, hinge): no reward model needed.
     Dpo(dpo::DpoArgs),
+    /// Tune the SFT policy with GRPO against a reward model: K answers per prompt, rewards centred
+    /// (and scaled) within each group, no value model.
+    Grpo(group::GroupArgs),
+    /// Tune the SFT policy with RLOO against a reward model: K answers per prompt, each answer's
+    /// baseline the mean reward of the other K-1, no value model.
+    Rloo(group::GroupArgs),
     /// Talk to a model: one prompt per line on standard input.
     Chat(sample::ChatArgs),
     /// Score a model on held-out prompts: EOS rate, answer length, accuracy per task family, and
@@ -75,6 +82,8 @@ fn main() -> std::process::ExitCode {
         Command::Reward(args) => reward::reward(&args),
         Command::Ppo(args) => ppo::ppo(&args),
         Command::Dpo(args) => dpo::dpo(&args),
+        Command::Grpo(args) => group::run(&args, tinyrlhf_rlhf::GroupMethod::Grpo),
+        Command::Rloo(args) => group::run(&args, tinyrlhf_rlhf::GroupMethod::Rloo),
         Command::Chat(args) => sample::chat(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Bench(args) => bench::run(&args),

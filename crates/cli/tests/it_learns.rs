@@ -1,7 +1,7 @@
 //! RLHF works end to end, through the CLI with its default settings, on the shipped tiny SFT model:
 //! a scripted labeler ranks K=4 samples for 30 prompts; the reward model trained on those rankings
-//! reaches >= 75% pair accuracy on held-out prompts; each method (PPO against that reward model, DPO
-//! on the rankings themselves) then makes the policy win >= 75% of blind comparisons against the SFT
+//! reaches >= 75% pair accuracy on held-out prompts; each method (PPO, GRPO and RLOO against that reward
+//! model, DPO on the rankings themselves) then makes the policy win >= 75% of blind comparisons against the SFT
 //! model on held-out prompts (ties half), with EOS rate >= 90% and a bounded KL to the reference.
 //! The rankings and the reward model are made once per labeler and shared by the methods' tests.
 //! Done for two labelers with opposite tastes (short answers versus excited, longer ones). Run with
@@ -94,6 +94,7 @@ fn method_learns(method: &str, labeler: &'static str) {
     match method {
         "ppo" => tinyrlhf(&["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out], dir),
         "dpo" => tinyrlhf(&["dpo", "--policy", sft, "--rankings", "rankings.jsonl", "--out", out], dir),
+        "grpo" | "rloo" => tinyrlhf(&[method, "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out], dir),
         other => panic!("unknown method {other}"),
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -124,7 +125,9 @@ fn method_learns(method: &str, labeler: &'static str) {
         .map(|l| {
             let m: serde_json::Value = serde_json::from_str(l).unwrap();
             match method {
-                "ppo" => format!("{}: score {:+.2} KL {:.2}", m["iteration"], m["score"].as_f64().unwrap(), m["kl"].as_f64().unwrap()),
+                "ppo" | "grpo" | "rloo" => {
+                    format!("{}: score {:+.2} KL {:.2}", m["iteration"], m["score"].as_f64().unwrap(), m["kl"].as_f64().unwrap())
+                }
                 _ => {
                     format!("{}: loss {:.3} margin {:+.3}", m["step"], m["loss"].as_f64().unwrap(), m["rewards/margins"].as_f64().unwrap())
                 }
@@ -153,6 +156,16 @@ fn dpo_with_a_concise_labeler_makes_answers_it_prefers() {
 }
 
 #[test]
+fn grpo_with_a_concise_labeler_makes_answers_it_prefers() {
+    method_learns("grpo", "concise");
+}
+
+#[test]
+fn rloo_with_a_concise_labeler_makes_answers_it_prefers() {
+    method_learns("rloo", "concise");
+}
+
+#[test]
 fn ppo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
     method_learns("ppo", "enthusiastic");
 }
@@ -160,4 +173,14 @@ fn ppo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
 #[test]
 fn dpo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
     method_learns("dpo", "enthusiastic");
+}
+
+#[test]
+fn grpo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
+    method_learns("grpo", "enthusiastic");
+}
+
+#[test]
+fn rloo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
+    method_learns("rloo", "enthusiastic");
 }

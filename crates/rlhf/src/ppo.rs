@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
+use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -36,7 +36,7 @@ use crate::ppo_math::{
     AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
 };
 use crate::read::values as read_values;
-use crate::rollout::{RolloutBatch, response_logprobs, response_values, to_rows};
+use crate::rollout::{RolloutBatch, ScoredRollout, response_logprobs, response_values, sample_and_score, to_rows};
 
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -289,8 +289,7 @@ impl PpoTrainer {
         self.iteration += 1;
         let mut stats = PpoStats { iteration: self.iteration, beta: self.beta.value, lr, ..PpoStats::default() };
 
-        // 1. Rollout: sample at temperature T; the sampler stops each row at its first EOS.
-        let start = Instant::now();
+        // 1-3. Rollout at temperature T, log-probs of policy and reference, reward-model scores.
         let chosen = self.batch_prompts(self.iteration - 1);
         let owned: Vec<Vec<u32>> = chosen.iter().map(|&i| self.prompts[i].clone()).collect();
         let sampling = SamplingConfig {
@@ -300,28 +299,15 @@ impl PpoTrainer {
             top_p: 1.0,
             seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
         };
-        let generation =
-            generate(&self.policy.valid(), &owned, self.eos, self.pad, &sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
-        let (batch, post) = RolloutBatch::from_generated(&owned, &generation.tokens, self.eos, self.pad);
+        let rollout = sample_and_score(&self.policy.valid(), &self.reference, &self.reward, &owned, &sampling, self.eos, self.pad).await?;
+        let ScoredRollout { batch, post, generated, logprobs, ref_logprobs, entropy, scores, rollout_secs, scoring_secs } = rollout;
         stats.sample_prompt = owned[0].clone();
-        stats.sample_response = generation.tokens[0].clone();
-        stats.rollout_secs = start.elapsed().as_secs_f64();
-
-        // 2. Log-probs of policy and reference and the values, all under logits / T.
+        stats.sample_response = generated[0].clone();
+        stats.rollout_secs = rollout_secs;
+        // The value model's estimates before each answer token.
         let start = Instant::now();
         let rows: Vec<usize> = (0..batch.rows).collect();
-        let policy = self.policy.valid();
-        let (logprobs, entropy) = response_logprobs(&policy, &batch, &rows, s.temperature, true, &self.device);
-        let (ref_logprobs, _) = response_logprobs(&self.reference, &batch, &rows, s.temperature, false, &self.device);
-        let values = response_values(&self.value.valid(), &batch, &rows, &self.device);
-
-        // 3. Score with the reward model at each response's last token (its EOS when it has one).
-        let ends: Vec<usize> = post.sequence_lengths.iter().map(|&l| batch.query_len + l).collect();
-        let (ids, positions, mask) = batch.tensors(&rows, &self.device);
-        let scores = tinyrlhf_model::gather_positions(self.reward.forward(ids, positions, Some(mask)), &ends);
-        let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
-        let entropy = to_rows(entropy.expect("asked for")).await?;
-        let scores: Vec<f64> = read_values(scores).await?.into_iter().map(f64::from).collect();
+        let values = to_rows(response_values(&self.value.valid(), &batch, &rows, &self.device)).await?;
 
         // 4-5. Per-token KL penalty, score at the end, GAE, whitened advantages.
         let advantage_config = AdvantageConfig {
@@ -346,7 +332,7 @@ impl PpoTrainer {
         let valid_p1 = invert(&adv.padding_mask_p1);
         let residual: Rows = adv.returns.iter().zip(&adv.values).map(|(r, v)| r.iter().zip(v).map(|(r, v)| r - v).collect()).collect();
         stats.explained_variance = 1.0 - masked_var(&residual, &valid_p1) / masked_var(&adv.returns, &valid_p1).max(1e-12);
-        stats.scoring_secs = start.elapsed().as_secs_f64();
+        stats.scoring_secs = scoring_secs + start.elapsed().as_secs_f64();
 
         let kl_used = if s.kl_estimator == KlEstimator::K3 { stats.kl_k3 } else { stats.kl };
         if !kl_used.is_finite() || kl_used > s.kl_limit || scores.iter().any(|x| !x.is_finite()) {

@@ -5,7 +5,8 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, ScalarModel};
+use tinyrlhf_model::{Gpt, SamplingConfig, ScalarModel, generate};
+use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::losses::{token_entropy, token_logprobs};
@@ -110,6 +111,65 @@ pub(crate) fn response_logprobs(
 pub(crate) fn response_values(model: &ScalarModel, batch: &RolloutBatch, rows: &[usize], device: &Device) -> Tensor<2> {
     let (ids, positions, mask) = batch.tensors(rows, device);
     response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len)
+}
+
+/// One iteration's rollouts, read back: the sampled answers, the policy's and the reference's
+/// tempered log-probs of them, the policy's entropy, and the reward model's score of each answer
+/// at its last token (its EOS when it has one). PPO, GRPO and RLOO all start from this.
+pub(crate) struct ScoredRollout {
+    pub(crate) batch: RolloutBatch,
+    pub(crate) post: Postprocessed,
+    /// What the sampler returned for each prompt (up to and including EOS).
+    pub(crate) generated: Vec<Vec<u32>>,
+    pub(crate) logprobs: Rows,
+    pub(crate) ref_logprobs: Rows,
+    pub(crate) entropy: Rows,
+    pub(crate) scores: Vec<f64>,
+    pub(crate) rollout_secs: f64,
+    pub(crate) scoring_secs: f64,
+}
+
+/// Samples answers to `prompts` from `policy` and scores them (see [`ScoredRollout`]).
+pub(crate) async fn sample_and_score(
+    policy: &Gpt,
+    reference: &Gpt,
+    reward: &ScalarModel,
+    prompts: &[Vec<u32>],
+    sampling: &SamplingConfig,
+    eos: u32,
+    pad: u32,
+) -> Result<ScoredRollout, TrainError> {
+    // 1. Sample at the temperature; the sampler stops each row at its first EOS.
+    let start = Instant::now();
+    let device = policy.device();
+    let generation = generate(policy, prompts, eos, pad, sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
+    let (batch, post) = RolloutBatch::from_generated(prompts, &generation.tokens, eos, pad);
+    let rollout_secs = start.elapsed().as_secs_f64();
+
+    // 2. Log-probs of policy and reference under logits / T, and the policy's entropy.
+    let start = Instant::now();
+    let rows: Vec<usize> = (0..batch.rows).collect();
+    let (logprobs, entropy) = response_logprobs(policy, &batch, &rows, sampling.temperature, true, &device);
+    let (ref_logprobs, _) = response_logprobs(reference, &batch, &rows, sampling.temperature, false, &device);
+
+    // 3. The reward model's score at each answer's last token.
+    let ends: Vec<usize> = post.sequence_lengths.iter().map(|&l| batch.query_len + l).collect();
+    let (ids, positions, mask) = batch.tensors(&rows, &device);
+    let scores = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &ends);
+    let (logprobs, ref_logprobs) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?);
+    let entropy = to_rows(entropy.expect("asked for")).await?;
+    let scores: Vec<f64> = read_values(scores).await?.into_iter().map(f64::from).collect();
+    Ok(ScoredRollout {
+        batch,
+        post,
+        generated: generation.tokens,
+        logprobs,
+        ref_logprobs,
+        entropy,
+        scores,
+        rollout_secs,
+        scoring_secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// KL(policy || reference) of each response (k1, summed over its tokens up to and including EOS)

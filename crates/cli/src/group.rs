@@ -1,0 +1,184 @@
+//! `tinyrlhf grpo` and `tinyrlhf rloo`: tune the SFT policy against a reward model with K answers
+//! per prompt and the group as its own baseline — no value model. One line of metrics per
+//! iteration goes to `metrics.jsonl`; every `--save-every` iterations and at the end the policy is
+//! written as a model directory with a resumable checkpoint in `OUT/checkpoint/`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tinyrlhf_data::PromptRecord;
+use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer, LossAggregation, RewardScaling, check_compatible};
+
+use crate::backend::Backend;
+use crate::files::{self, Result};
+use crate::progress::Progress;
+use crate::sample::prompt_ids;
+use crate::train::files_digest;
+
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// The SFT model directory: the policy starts here and the frozen reference stays here.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The reward model directory (from `tinyrlhf reward`).
+    #[arg(long)]
+    reward: PathBuf,
+    /// Training prompts, JSONL of {"prompt"}.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Directory to write the tuned policy to.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = GroupConfig::default().iterations)]
+    iterations: usize,
+    /// Distinct prompts per iteration.
+    #[arg(long, default_value_t = GroupConfig::default().prompts_per_iteration)]
+    prompts_per_iteration: usize,
+    /// Answers sampled per prompt: the group (at least 2).
+    #[arg(short, long, default_value_t = GroupConfig::default().samples_per_prompt)]
+    k: usize,
+    #[arg(long, default_value_t = GroupConfig::default().lr)]
+    lr: f64,
+    /// KL coefficient to the reference (GRPO: k3 in the loss, default 0; RLOO: k1 in the reward,
+    /// default 0.05).
+    #[arg(long)]
+    beta: Option<f64>,
+    /// Clip range of the importance ratio.
+    #[arg(long, default_value_t = GroupConfig::default().epsilon)]
+    epsilon: f64,
+    /// Upper clip range (DAPO's clip-higher); defaults to --epsilon.
+    #[arg(long)]
+    epsilon_high: Option<f64>,
+    /// GRPO: scale centred rewards by the group's std, the batch's, or not at all (group, batch, none).
+    #[arg(long, default_value = "group")]
+    scale_rewards: RewardScaling,
+    /// GRPO: loss aggregation (grpo, dr_grpo, dapo, bnpo).
+    #[arg(long, default_value = "dapo")]
+    loss_type: LossAggregation,
+    /// RLOO: normalise advantages over the batch.
+    #[arg(long)]
+    normalize_advantages: bool,
+    /// Rollout temperature.
+    #[arg(long, default_value_t = GroupConfig::default().temperature)]
+    temperature: f32,
+    #[arg(long, default_value_t = GroupConfig::default().max_new_tokens)]
+    max_new_tokens: usize,
+    /// Restore the last good policy when the KL to the reference passes this.
+    #[arg(long, default_value_t = GroupConfig::default().kl_limit)]
+    kl_limit: f64,
+    /// Iterations between checkpoints (`OUT/checkpoint/`) and policy saves.
+    #[arg(long, value_parser = crate::at_least_one, default_value_t = 10)]
+    save_every: usize,
+    /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+}
+
+impl GroupArgs {
+    fn settings(&self, method: GroupMethod) -> GroupConfig {
+        GroupConfig {
+            method,
+            iterations: self.iterations,
+            prompts_per_iteration: self.prompts_per_iteration,
+            samples_per_prompt: self.k,
+            lr: self.lr,
+            temperature: self.temperature,
+            max_new_tokens: self.max_new_tokens,
+            beta: self.beta,
+            epsilon: self.epsilon,
+            epsilon_high: self.epsilon_high,
+            scale_rewards: self.scale_rewards,
+            loss_type: self.loss_type,
+            normalize_advantages: self.normalize_advantages,
+            kl_limit: self.kl_limit,
+            seed: self.seed,
+            ..GroupConfig::default()
+        }
+    }
+}
+
+pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
+    // Settings first: a bad flag is reported before anything is loaded.
+    let settings = args.settings(method);
+    settings.validate().map_err(|e| e.to_string())?;
+    let device = args.backend.device()?;
+    let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
+    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
+    let role = format!("the reward model in {}", args.reward.display());
+    check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
+    let prompts: Vec<PromptRecord> = files::read_records(&args.prompts)?;
+    let prompt_ids = prompts
+        .iter()
+        .map(|p| prompt_ids(&tokenizer, &config, &p.prompt, args.max_new_tokens + 1).map(|(ids, _)| ids))
+        .collect::<Result<Vec<_>>>()?;
+    let special = tokenizer.special_ids();
+    device.seed(args.seed);
+    let metrics = args.out.join("metrics.jsonl");
+    let name = method.name().to_uppercase();
+    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
+        (true, Some(checkpoint)) => {
+            let trainer =
+                GroupTrainer::resume(&checkpoint, sft, reward, prompt_ids, special.eos, special.pad).map_err(|e| e.to_string())?;
+            eprintln!("resuming {} at iteration {} (with the checkpoint's settings)", args.out.display(), trainer.iterations_done());
+            trainer
+        }
+        (resume, _) => {
+            if resume {
+                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
+            } else if args.out.join("checkpoint").exists() {
+                return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", args.out.display()));
+            }
+            let _ = std::fs::remove_file(&metrics);
+            GroupTrainer::new(sft, None, config.clone(), reward, prompt_ids, special.eos, special.pad, settings.clone())
+                .map_err(|e| e.to_string())?
+        }
+    };
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let progress = Progress::new(args.iterations, trainer.iterations_done(), "iterations");
+    let started = web_time::Instant::now();
+    while trainer.iterations_done() < args.iterations {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        progress.update(
+            stats.iteration,
+            &format!(
+                "{name} · score {:+.2} · KL {:.2} · EOS {:.0}% · {:.1} tokens",
+                stats.score,
+                stats.kl,
+                100.0 * stats.eos_rate,
+                stats.mean_length
+            ),
+        );
+        if let Some(why) = &stats.restored {
+            progress.println(format!("iteration {}: {why}", stats.iteration));
+        }
+        let mut line = serde_json::to_value(&stats).expect("stats serialise");
+        line["sample"] = format!(
+            "{} -> {}",
+            tokenizer.decode_text(&stats.sample_prompt).unwrap_or_default(),
+            tokenizer.decode_response(&stats.sample_response).unwrap_or_default()
+        )
+        .into();
+        if let Some(object) = line.as_object_mut() {
+            object.remove("sample_prompt");
+            object.remove("sample_response");
+        }
+        files::append_metrics(&metrics, &line)?;
+        if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
+            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+            files::save_checkpoint(&args.out, &checkpoint)?;
+            let manifest = serde_json::json!({
+                "stage": method.name(), "sft": args.policy, "reward": args.reward, "iterations": stats.iteration,
+                "settings": trainer.settings(), "data": {"prompts": files_digest(&[&args.prompts])?},
+                "seconds": started.elapsed().as_secs_f64(), "command": std::env::args().collect::<Vec<_>>().join(" "),
+            });
+            files::save_model_dir(&args.out, &checkpoint, &tokenizer, &manifest)?;
+        }
+    }
+    eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());
+    Ok(())
+}
