@@ -117,6 +117,19 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     update * 1e3
                 );
                 report(args, backend, preset, "ppo_iteration", PPO_BATCH, (PPO_BATCH * PPO_TOKENS) as f64 / total, text);
+                for method in [tinyrlhf_rlhf::GroupMethod::Grpo, tinyrlhf_rlhf::GroupMethod::Rloo] {
+                    let (secs, rows) = group_iteration_time(&config, &device, args.ppo_iterations, method)?;
+                    let name = method.name();
+                    let text = format!(
+                        "  {} iteration {rows} answers x {PPO_TOKENS} new: {:>7.0} ms (K = 4, one update, policy only)",
+                        name.to_uppercase(),
+                        secs * 1e3
+                    );
+                    report(args, backend, preset, &format!("{name}_iteration"), rows, (rows * PPO_TOKENS) as f64 / secs, text);
+                }
+                let (secs, answers) = dpo_step_time(&config, &device, args.ppo_iterations)?;
+                let text = format!("  DPO step {answers} answers (8 rankings of 4): {:>7.0} ms (policy forward + backward)", secs * 1e3);
+                report(args, backend, preset, "dpo_step", answers, (answers * (16 + PPO_TOKENS)) as f64 / secs, text);
             }
         }
     }
@@ -236,4 +249,57 @@ fn ppo_iteration_times(config: &GptConfig, device: &Device, runs: usize) -> Resu
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     }))
+}
+
+/// Median seconds of one GRPO / RLOO iteration with the default settings (8 prompts x K = 4), every
+/// answer the full 48 tokens; and the answers per iteration.
+fn group_iteration_time(
+    config: &GptConfig,
+    device: &Device,
+    runs: usize,
+    method: tinyrlhf_rlhf::GroupMethod,
+) -> Result<(f64, usize), String> {
+    use tinyrlhf_rlhf::{GroupConfig, GroupTrainer};
+    let settings = GroupConfig { method, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..GroupConfig::default() };
+    let rows = settings.prompts_per_iteration * settings.samples_per_prompt;
+    let eos = config.vocab_size as u32;
+    let reward = tinyrlhf_model::ScalarModel::new(config.init(device));
+    let mut trainer =
+        GroupTrainer::new(config.init(device), None, config.clone(), reward, prompts(64, config.vocab_size), eos, 0, settings)
+            .map_err(|e| e.to_string())?;
+    pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| pollster::block_on(trainer.step()).map(|s| s.rollout_secs + s.scoring_secs + s.update_secs).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], rows))
+}
+
+/// Median seconds of one DPO step with the default settings (8 rankings of K = 4 answers, each a
+/// 16-token prompt and a 48-token answer), and the answers per step.
+fn dpo_step_time(config: &GptConfig, device: &Device, runs: usize) -> Result<(f64, usize), String> {
+    use tinyrlhf_rlhf::{DpoConfig, DpoTrainer, TokenRanking};
+    let settings = DpoConfig::default();
+    let sequences = random_tokens(4 * settings.batch_size, 16 + PPO_TOKENS, config.vocab_size, 7);
+    let rankings: Vec<TokenRanking> = sequences
+        .chunks(4 * (16 + PPO_TOKENS))
+        .map(|r| TokenRanking {
+            sequences: r.chunks(16 + PPO_TOKENS).map(|s| s.iter().map(|&t| t as u32).collect()).collect(),
+            order: vec![0, 1, 2, 3],
+            prompt_len: 16,
+        })
+        .collect();
+    let answers = 4 * rankings.len();
+    let settings = DpoConfig { epochs: runs + 1, ..settings };
+    let mut trainer = pollster::block_on(DpoTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings))
+        .map_err(|e| e.to_string())?;
+    pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = std::time::Instant::now();
+            pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], answers))
 }

@@ -84,7 +84,7 @@ impl Default for GroupConfig {
             iterations: 40,
             prompts_per_iteration: 8,
             samples_per_prompt: 4,
-            lr: 2e-4,
+            lr: 1.5e-4,
             max_grad_norm: 1.0,
             temperature: 0.7,
             max_new_tokens: 48,
