@@ -87,15 +87,7 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
             trainer
         }
         (resume, _) => {
-            if resume {
-                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
-            } else if args.out.join("checkpoint").exists() {
-                return Err(format!(
-                    "{} already holds a DPO run; pass --resume to continue it or choose another --out",
-                    args.out.display()
-                ));
-            }
-            let _ = std::fs::remove_file(&metrics);
+            files::start_fresh(&args.out, resume, "DPO")?;
             pollster::block_on(DpoTrainer::new(sft, config.clone(), train, held_out, pad, settings)).map_err(|e| e.to_string())?
         }
     };

@@ -201,6 +201,33 @@ fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// Appends one JSON line to a metrics file.
+/// Before a fresh run in `out`: refuses when `out` holds a run that `--resume` would continue,
+/// says so when `--resume` found nothing to continue, and clears an old metrics file.
+pub fn start_fresh(out: &Path, resume: bool, stage: &str) -> Result<()> {
+    if resume {
+        eprintln!("no checkpoint in {}; starting fresh", out.display());
+    } else if out.join("checkpoint").exists() {
+        return Err(format!("{} already holds a {stage} run; pass --resume to continue it or choose another --out", out.display()));
+    }
+    let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+    Ok(())
+}
+
+/// An iteration's stats as a metrics line, its `sample_prompt` / `sample_response` ids replaced by
+/// one `sample` text ("prompt -> answer").
+pub fn with_sample_text(mut line: serde_json::Value, tokenizer: &Tokenizer) -> serde_json::Value {
+    let ids = |key: &str| -> Vec<u32> { serde_json::from_value(line[key].clone()).unwrap_or_default() };
+    let (prompt, response) = (ids("sample_prompt"), ids("sample_response"));
+    if let Some(object) = line.as_object_mut() {
+        object.remove("sample_prompt");
+        object.remove("sample_response");
+    }
+    line["sample"] =
+        format!("{} -> {}", tokenizer.decode_text(&prompt).unwrap_or_default(), tokenizer.decode_response(&response).unwrap_or_default())
+            .into();
+    line
+}
+
 pub fn append_metrics(path: &Path, line: &serde_json::Value) -> Result<()> {
     use std::io::Write;
     let mut file =

@@ -127,12 +127,7 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
             trainer
         }
         (resume, _) => {
-            if resume {
-                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
-            } else if args.out.join("checkpoint").exists() {
-                return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", args.out.display()));
-            }
-            let _ = std::fs::remove_file(&metrics);
+            files::start_fresh(&args.out, resume, &name)?;
             GroupTrainer::new(sft, None, config.clone(), reward, prompt_ids, special.eos, special.pad, settings.clone())
                 .map_err(|e| e.to_string())?
         }
@@ -156,18 +151,7 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
         if let Some(why) = &stats.restored {
             progress.println(format!("iteration {}: {why}", stats.iteration));
         }
-        let mut line = serde_json::to_value(&stats).expect("stats serialise");
-        line["sample"] = format!(
-            "{} -> {}",
-            tokenizer.decode_text(&stats.sample_prompt).unwrap_or_default(),
-            tokenizer.decode_response(&stats.sample_response).unwrap_or_default()
-        )
-        .into();
-        if let Some(object) = line.as_object_mut() {
-            object.remove("sample_prompt");
-            object.remove("sample_response");
-        }
-        files::append_metrics(&metrics, &line)?;
+        files::append_metrics(&metrics, &files::with_sample_text(serde_json::to_value(&stats).expect("stats serialise"), &tokenizer))?;
         if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
             files::save_checkpoint(&args.out, &checkpoint)?;

@@ -148,15 +148,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
             trainer
         }
         (resume, _) => {
-            if resume {
-                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
-            } else if args.out.join("checkpoint").exists() {
-                return Err(format!(
-                    "{} already holds a PPO run; pass --resume to continue it or choose another --out",
-                    args.out.display()
-                ));
-            }
-            let _ = std::fs::remove_file(&metrics);
+            files::start_fresh(&args.out, resume, "PPO")?;
             PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?
         }
     };
@@ -186,18 +178,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         if let Some(why) = &stats.restored {
             progress.println(format!("iteration {}: {why}", stats.iteration));
         }
-        let mut line = serde_json::to_value(&stats).expect("stats serialise");
-        line["sample"] = format!(
-            "{} -> {}",
-            tokenizer.decode_text(&stats.sample_prompt).unwrap_or_default(),
-            tokenizer.decode_response(&stats.sample_response).unwrap_or_default()
-        )
-        .into();
-        if let Some(object) = line.as_object_mut() {
-            object.remove("sample_prompt");
-            object.remove("sample_response");
-        }
-        files::append_metrics(&metrics, &line)?;
+        files::append_metrics(&metrics, &files::with_sample_text(serde_json::to_value(&stats).expect("stats serialise"), &tokenizer))?;
         if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
             let weights = pollster::block_on(tinyrlhf_model::save_gpt(&trainer.policy())).map_err(|e| e.to_string())?;
             files::save_weights_dir(

@@ -146,14 +146,7 @@ fn run(
             trainer
         }
         (resume, _) => {
-            if resume {
-                eprintln!("no checkpoint in {}; starting fresh", args.out.display());
-            } else if args.out.join("checkpoint").exists() {
-                return Err(format!(
-                    "{} already holds a training run; pass --resume to continue it or choose another --out",
-                    args.out.display()
-                ));
-            }
+            files::start_fresh(&args.out, resume, "training")?;
             device.seed(args.seed);
             let model = base.unwrap_or_else(|| config.init(&device));
             let mut settings = SupervisedConfig::new(args.steps, args.batch, args.seed);

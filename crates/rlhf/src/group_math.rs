@@ -306,9 +306,9 @@ pub fn rloo_loss(logp: &Rows, old_logps: &[f64], mask: &[Vec<bool>], advantages:
         let a = advantages[b];
         let (l, d) = clipped_term(c1, a, low, high);
         out.loss += l / rows as f64;
-        for t in 0..cols {
-            if mask[b][t] {
-                out.grad[b][t] = d / rows as f64;
+        for (g, &keep) in out.grad[b].iter_mut().zip(&mask[b]) {
+            if keep {
+                *g = d / rows as f64;
             }
         }
         let (is_low, is_high) = (f64::from(u8::from(c1 < low && a < 0.0)), f64::from(u8::from(c1 > high && a > 0.0)));
@@ -380,7 +380,7 @@ mod tests {
     fn leave_one_out_baselines_are_the_mean_of_the_other_answers() {
         let rewards = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
         let zero = vec![vec![0.0]; 6];
-        let loo = rloo_advantages(&rewards, &zero, &zero, &[vec![true]; 6], 3, 0.05, false);
+        let loo = rloo_advantages(&rewards, &zero, &zero, &vec![vec![true]; 6], 3, 0.05, false);
         assert_eq!(loo.baselines, vec![2.5, 2.0, 1.5, 25.0, 20.0, 15.0]);
         assert_eq!(loo.advantages[0], -1.5);
     }
