@@ -1,5 +1,6 @@
-//! tinyrlhf in the browser: the one thin file between the page's Web Worker and the library crates:
-//! load models, sample, train the reward model and run PPO step by step, explain and compare.
+//! tinyrlhf in the browser: the thin layer between the page's Web Worker and the library crates.
+//! This file loads models and samples; `training.rs` trains (reward model, then PPO, GRPO, RLOO or
+//! DPO step by step); `inspect.rs` explains and compares.
 //!
 //! Boundary: bytes and JSON strings in, JSON strings out; every error is a `JsError` with a message
 //! a person can read. The worker fetches files and owns this module; the page never touches it.
@@ -11,45 +12,50 @@ use std::rc::Rc;
 
 use burn::tensor::Device;
 use serde::Serialize;
+use std::collections::BTreeMap;
+
 use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
-use tinyrlhf_rlhf::{
-    PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, TokenRanking, calibrate, check_same_shape, explain_response,
-    response_kl,
-};
+use tinyrlhf_rlhf::{RewardTrainer, check_same_shape};
 use tinyrlhf_tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
+
+mod inspect;
+mod training;
+
+pub use training::defaults;
 
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-fn js(e: impl std::fmt::Display) -> JsError {
+pub(crate) fn js(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, JsError> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, JsError> {
     serde_json::to_string(value).map_err(js)
 }
 
-struct Model {
-    config: GptConfig,
-    gpt: Gpt,
-    tokenizer: Tokenizer,
+pub(crate) struct Model {
+    pub(crate) config: GptConfig,
+    pub(crate) gpt: Gpt,
+    pub(crate) tokenizer: Tokenizer,
 }
 
 /// Everything a session holds besides the device. Trainers are taken out while they step, so no
 /// borrow lives across an await (the worker also runs one request at a time).
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     sft: Option<Rc<Model>>,
     base: Option<Gpt>,
     reward: Option<ScalarModel>,
     reward_trainer: Option<RewardTrainer>,
     calibration: Vec<Vec<u32>>,
-    ppo: Option<PpoTrainer>,
-    policy: Option<Gpt>,
+    /// Tuned policies by name: a method's ("ppo", "dpo", ...) or "imported".
+    policies: BTreeMap<String, Gpt>,
+    run: Option<training::Run>,
 }
 
 /// One SFT model on one device, and what the tab trains from it.
@@ -57,7 +63,7 @@ struct State {
 pub struct Session {
     device: Device,
     backend: String,
-    state: Rc<RefCell<State>>,
+    pub(crate) state: Rc<RefCell<State>>,
 }
 
 #[derive(Serialize)]
@@ -89,20 +95,30 @@ async fn webgpu() -> Result<Device, JsError> {
     Err(js("WebGPU exists only in the browser build"))
 }
 
-fn promise(f: impl std::future::Future<Output = Result<JsValue, JsError>> + 'static) -> js_sys::Promise {
+pub(crate) fn promise(f: impl std::future::Future<Output = Result<JsValue, JsError>> + 'static) -> js_sys::Promise {
     wasm_bindgen_futures::future_to_promise(async move { f.await.map_err(JsValue::from) })
 }
 
-fn json_value<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+pub(crate) fn json_value<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     Ok(JsValue::from_str(&to_json(value)?))
 }
 
-fn sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
+pub(crate) fn sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
     state.borrow().sft.clone().ok_or_else(|| js("no model is loaded"))
 }
 
+/// The model called `which`: "sft", "base", or a tuned policy's name.
+pub(crate) fn model_named(state: &Rc<RefCell<State>>, which: &str) -> Result<Gpt, JsError> {
+    let s = state.borrow();
+    match which {
+        "sft" => s.sft.as_ref().map(|m| m.gpt.clone()).ok_or_else(|| js("no model is loaded")),
+        "base" => s.base.clone().ok_or_else(|| js("the base model is not loaded")),
+        name => s.policies.get(name).cloned().ok_or_else(|| js(format!("there is no {name} policy yet"))),
+    }
+}
+
 /// Prompt ids that leave `room` tokens for the answer, and whether the prompt was cut.
-fn prompt_ids(model: &Model, prompt: &str, room: usize) -> Result<(Vec<u32>, bool), JsError> {
+pub(crate) fn prompt_ids(model: &Model, prompt: &str, room: usize) -> Result<(Vec<u32>, bool), JsError> {
     model.tokenizer.encode_prompt_within(prompt, model.config.n_positions - room).map_err(js)
 }
 
@@ -157,7 +173,7 @@ impl Session {
 
     /// A model of the SFT model's shape from `config.json` + `model.safetensors` bytes, or an error
     /// naming what does not fit.
-    fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<Gpt, JsError> {
+    pub(crate) fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<Gpt, JsError> {
         self.same_config(config_json)?;
         let (_, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
         Ok(gpt)
@@ -168,16 +184,6 @@ impl Session {
     pub fn load_base(&self, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
         let gpt = self.same_shape(config_json, safetensors)?;
         self.state.borrow_mut().base = Some(gpt);
-        Ok(())
-    }
-
-    /// Loads a tuned policy (saved by the tab or by `tinyrlhf ppo`). On error the current one stays.
-    #[wasm_bindgen(js_name = loadPolicy)]
-    pub fn load_policy(&self, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
-        let gpt = self.same_shape(config_json, safetensors)?;
-        let mut state = self.state.borrow_mut();
-        state.policy = Some(gpt);
-        state.ppo = None;
         Ok(())
     }
 
@@ -197,19 +203,14 @@ impl Session {
         Ok(sft(&self.state)?.config.to_json())
     }
 
-    /// `k` answers to `prompt` from `which` model ("sft", "base" or "policy"), sampled together,
+    /// `k` answers to `prompt` from `which` model ("sft", "base" or a policy's name), sampled together,
     /// repeats removed (a ranking orders different answers), so fewer than `k` may come back.
     /// Resolves to JSON `{completions, finished, truncated, tokens}`.
     pub fn sample(&self, which: String, prompt: String, k: usize, temperature: f32, max_new_tokens: usize, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let model = sft(&state)?;
-            let gpt = match which.as_str() {
-                "sft" => model.gpt.clone(),
-                "base" => state.borrow().base.clone().ok_or_else(|| js("the base model is not loaded"))?,
-                "policy" => state.borrow().policy.clone().unwrap_or_else(|| model.gpt.clone()),
-                other => return Err(js(format!("unknown model {other:?}"))),
-            };
+            let gpt = model_named(&state, &which)?;
             if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
                 return Err(js(format!("K = {k}: sample 1 to {} answers at a time", Ranking::MAX_COMPLETIONS)));
             }
@@ -223,216 +224,6 @@ impl Session {
             let completions = tinyrlhf_data::distinct(&texts);
             let finished = completions.iter().map(|c| out.finished[texts.iter().position(|t| t == c).unwrap_or(0)]).collect();
             json_value(&Samples { completions, finished, truncated, tokens })
-        })
-    }
-
-    /// Starts training a reward model from the SFT model on `rankings` (JSON list), split and
-    /// tokenized as [`RankingSet::prepare`] decides. Resolves to `{train, held_out, pairs, steps,
-    /// skipped, prompts_cut}` (`skipped`: a sentence, or null).
-    #[wasm_bindgen(js_name = startReward)]
-    pub fn start_reward(&self, rankings_json: &str, epochs: usize, lr: f64, seed: u64) -> Result<String, JsError> {
-        let model = sft(&self.state)?;
-        let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
-        let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.n_positions);
-        if set.train.len() + set.held_out.len() < 2 {
-            let skipped = set.skipped_summary().map(|s| format!("; {s}")).unwrap_or_default();
-            return Err(js(format!(
-                "a reward model needs at least 2 usable rankings; there are {}{skipped}",
-                set.train.len() + set.held_out.len()
-            )));
-        }
-        let calibration = set.calibration_set();
-        let info = serde_json::json!({
-            "train": set.train.len(), "held_out": set.held_out.len(), "pairs": set.train_pairs(),
-            "skipped": set.skipped_summary(), "prompts_cut": set.prompts_cut,
-        });
-        let RankingSet { train, held_out, .. } = set;
-        self.device.seed(seed);
-        let settings = RewardConfig { epochs, lr, seed, ..RewardConfig::default() };
-        let pad = model.tokenizer.special_ids().pad;
-        let trainer = RewardTrainer::new(model.gpt.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
-        let mut info = info;
-        info["steps"] = trainer.total_steps().into();
-        let mut state = self.state.borrow_mut();
-        state.reward_trainer = Some(trainer);
-        state.calibration = calibration;
-        Ok(info.to_string())
-    }
-
-    /// One reward-model step. Resolves to `{stats, done}`; on the last step the model is
-    /// calibrated (SFT answers score mean 0, std 1) and becomes the session's reward model.
-    #[wasm_bindgen(js_name = rewardStep)]
-    pub fn reward_step(&self) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let mut trainer = state.borrow_mut().reward_trainer.take().ok_or_else(|| js("no reward model is being trained"))?;
-            let stats = trainer.step().await.map_err(js)?;
-            let done = trainer.is_done();
-            if done {
-                let calibration = std::mem::take(&mut state.borrow_mut().calibration);
-                let pad = sft(&state)?.tokenizer.special_ids().pad;
-                let (model, _) = calibrate(trainer.model(), &calibration, true, pad).await.map_err(js)?;
-                // The policy was tuned against the old reward model: the next run starts from SFT.
-                let mut s = state.borrow_mut();
-                s.reward = Some(model);
-                s.policy = None;
-                s.ppo = None;
-            } else {
-                state.borrow_mut().reward_trainer = Some(trainer);
-            }
-            json_value(&serde_json::json!({"stats": stats, "done": done}))
-        })
-    }
-
-    /// The reward model's scores of `completions` (JSON list) as answers to `prompt`.
-    pub fn scores(&self, prompt: String, completions_json: String) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let model = sft(&state)?;
-            let reward = state.borrow().reward.clone().ok_or_else(|| js("there is no reward model yet"))?;
-            let completions: Vec<String> = serde_json::from_str(&completions_json).map_err(js)?;
-            let order: Vec<usize> = (0..completions.len()).collect();
-            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.n_positions).map_err(js)?;
-            let scores =
-                tinyrlhf_rlhf::reward::score_sequences(&reward, &tokens.sequences, model.tokenizer.special_ids().pad, &model.gpt.device());
-            let scores: Vec<f32> =
-                scores.into_data_async().await.map_err(|e| js(format!("{e:?}")))?.try_to_vec().map_err(|e| js(format!("{e:?}")))?;
-            json_value(&scores)
-        })
-    }
-
-    /// Starts PPO from the current policy (the SFT model at first) against the reward model, on
-    /// `prompts` (JSON list of strings) with `settings` (JSON of `PpoConfig` fields; missing ones
-    /// take the defaults).
-    #[wasm_bindgen(js_name = startPpo)]
-    pub fn start_ppo(&self, prompts_json: &str, settings_json: &str) -> Result<(), JsError> {
-        let model = sft(&self.state)?;
-        let reward = self.state.borrow().reward.clone().ok_or_else(|| js("train a reward model first"))?;
-        let prompts: Vec<String> = serde_json::from_str(prompts_json).map_err(js)?;
-        let mut settings = serde_json::to_value(PpoConfig::default()).map_err(js)?;
-        let overrides: serde_json::Value = serde_json::from_str(settings_json).map_err(js)?;
-        if let (Some(base), Some(over)) = (settings.as_object_mut(), overrides.as_object()) {
-            base.extend(over.clone());
-        }
-        let settings: PpoConfig = serde_json::from_value(settings).map_err(|e| js(format!("PPO settings: {e}")))?;
-        let room = settings.max_new_tokens + 1;
-        let ids = prompts.iter().map(|p| prompt_ids(&model, p, room).map(|(ids, _)| ids)).collect::<Result<Vec<_>, _>>()?;
-        let special = model.tokenizer.special_ids();
-        let policy = self.state.borrow().policy.clone();
-        let models = PpoModels { sft: model.gpt.clone(), config: model.config.clone(), reward, value: None, policy };
-        let trainer = PpoTrainer::new(models, ids, vec![], special.eos, special.pad, settings).map_err(js)?;
-        self.state.borrow_mut().ppo = Some(trainer);
-        Ok(())
-    }
-
-    /// One PPO iteration. Resolves to its stats with the first rollout as text (`sample`).
-    #[wasm_bindgen(js_name = ppoStep)]
-    pub fn ppo_step(&self) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let model = sft(&state)?;
-            let mut trainer = state.borrow_mut().ppo.take().ok_or_else(|| js("PPO has not been started"))?;
-            let result = trainer.step().await;
-            let policy = trainer.policy();
-            {
-                let mut s = state.borrow_mut();
-                s.ppo = Some(trainer);
-                s.policy = Some(policy);
-            }
-            let stats = result.map_err(js)?;
-            let mut value = serde_json::to_value(&stats).map_err(js)?;
-            value["sample"] = serde_json::json!({
-                "prompt": model.tokenizer.decode_text(&stats.sample_prompt).map_err(js)?,
-                "response": model.tokenizer.decode_response(&stats.sample_response).map_err(js)?,
-            });
-            json_value(&value)
-        })
-    }
-
-    /// The current policy's `model.safetensors` bytes (HF GPT-2 names).
-    #[wasm_bindgen(js_name = policyWeights)]
-    pub fn policy_weights(&self) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let policy = state.borrow().policy.clone().ok_or_else(|| js("there is no tuned policy yet"))?;
-            let bytes = tinyrlhf_model::save_gpt(&policy).await.map_err(js)?;
-            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
-        })
-    }
-
-    /// The reward model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
-    #[wasm_bindgen(js_name = rewardWeights)]
-    pub fn reward_weights(&self) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let reward = state.borrow().reward.clone().ok_or_else(|| js("there is no reward model yet"))?;
-            let bytes = tinyrlhf_model::save_scalar_model(&reward).await.map_err(js)?;
-            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
-        })
-    }
-
-    /// Per-token log pi/pi_ref and advantage of the policy's answer `response` to `prompt`, with
-    /// the tokens as text. Resolves to `{tokens, log_ratio, advantage, score}`.
-    pub fn explain(&self, prompt: String, response: String, temperature: f32) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let model = sft(&state)?;
-            let (policy, reward, value, beta) = {
-                let s = state.borrow();
-                let reward = s.reward.clone().ok_or_else(|| js("there is no reward model yet"))?;
-                let value = s.ppo.as_ref().map_or_else(|| reward.clone(), PpoTrainer::value_model);
-                let beta = s.ppo.as_ref().map_or(PpoConfig::default().kl_coef, PpoTrainer::beta);
-                (s.policy.clone().unwrap_or_else(|| model.gpt.clone()), reward, value, beta)
-            };
-            let response_ids = model.tokenizer.encode_response(&response).map_err(js)?;
-            let (prompt_ids, _) = prompt_ids(&model, &prompt, response_ids.len() + 1)?;
-            let settings = PpoConfig { temperature, ..PpoConfig::default() };
-            let special = model.tokenizer.special_ids();
-            let explained = explain_response(
-                &policy,
-                &model.gpt,
-                &value,
-                &reward,
-                &prompt_ids,
-                &response_ids,
-                &settings,
-                beta,
-                special.eos,
-                special.pad,
-            )
-            .await
-            .map_err(js)?;
-            let tokens = response_ids.iter().map(|&t| model.tokenizer.decode(&[t])).collect::<Result<Vec<_>, _>>().map_err(js)?;
-            json_value(
-                &serde_json::json!({"tokens": tokens, "log_ratio": explained.log_ratio, "advantage": explained.advantage, "score": explained.score}),
-            )
-        })
-    }
-
-    /// Blind comparison of the policy with the SFT model on `prompts` (JSON list), judged by
-    /// `labeler`: one answer each per prompt. Resolves to `{win_rate, wins, ties, losses, kl}`.
-    pub fn evaluate(&self, prompts_json: String, labeler: String, temperature: f32, seed: u64) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let model = sft(&state)?;
-            let labeler: Labeler = labeler.parse().map_err(js)?;
-            let policy = state.borrow().policy.clone().unwrap_or_else(|| model.gpt.clone());
-            let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
-            let max_new = 48;
-            let ids = prompts.iter().map(|p| prompt_ids(&model, p, max_new).map(|(ids, _)| ids)).collect::<Result<Vec<_>, _>>()?;
-            let special = model.tokenizer.special_ids();
-            let sampling = |seed| SamplingConfig { max_new_tokens: max_new, temperature, top_k: 0, top_p: 1.0, seed };
-            let ours = generate(&policy, &ids, special.eos, special.pad, &sampling(seed)).await.map_err(js)?;
-            let theirs = generate(&model.gpt, &ids, special.eos, special.pad, &sampling(seed ^ 0xA5A5)).await.map_err(js)?;
-            let decode = |tokens: &[Vec<u32>]| tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>();
-            let tally = labeler.tally(&prompts, &decode(&ours.tokens).map_err(js)?, &decode(&theirs.tokens).map_err(js)?);
-            let kl = response_kl(&policy, &model.gpt, &ids, &ours.tokens, temperature, special.eos, special.pad).await.map_err(js)?;
-            let n = prompts.len().max(1) as f64;
-            json_value(&serde_json::json!({
-                "win_rate": tally.win_rate(), "wins": tally.wins, "ties": tally.ties, "losses": tally.losses,
-                "kl": kl.iter().sum::<f64>() / n,
-                "eos_rate": ours.finished.iter().filter(|&&f| f).count() as f64 / n,
-            }))
         })
     }
 }

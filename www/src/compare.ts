@@ -1,26 +1,43 @@
-// The compare view: base vs SFT vs policy on one prompt with their rewards, a per-token heatmap of
-// log pi/pi_ref (and advantage) on the policy's answer, and a blind A/B of SFT against the policy.
+// The compare view: base, SFT and every tuned policy on one prompt with their rewards, a per-token
+// heatmap of log pi/pi_ref (and advantage) on a chosen policy's answer, and a blind A/B of any two
+// models.
 import { call } from './client';
+import { policyLabel } from './methods';
 import type { Which } from './protocol';
 import { $, app, show } from './ui';
 
 const view = {
   prompt: $<HTMLSelectElement>('compare-prompt'),
+  explain: $<HTMLSelectElement>('compare-explain'),
   run: $<HTMLButtonElement>('compare-run'),
   columns: $('compare-columns'),
   heatmap: $('heatmap'),
+  a: $<HTMLSelectElement>('ab-a'),
+  b: $<HTMLSelectElement>('ab-b'),
   next: $<HTMLButtonElement>('ab-next'),
   score: $('ab-score'),
   pair: $('ab-pair'),
 };
 const TEMPERATURE = 0.7;
-const MODELS: [Which, string][] = [['base', 'Base model'], ['sft', 'SFT model'], ['policy', 'RLHF policy']];
-const ab = { shown: 0, policyWins: 0, answered: 0 };
+/** Per pairing ("a|b"): how often the person preferred A, out of how many. */
+const ab = new Map<string, { a: number; answered: number }>();
+
+/** Fills `select` with `names`, keeping its choice when it is still there (else `fallback`). */
+function options(select: HTMLSelectElement, names: string[], fallback: string) {
+  const keep = names.includes(select.value) ? select.value : fallback;
+  select.replaceChildren(...names.map((n) => new Option(policyLabel(n), n)));
+  select.value = keep;
+}
 
 function refresh() {
   view.run.disabled = app.busy || !app.prompts.length;
-  view.next.disabled = app.busy || !app.hasPolicy;
-  view.next.title = app.hasPolicy ? '' : 'Run PPO first: there is no policy to compare yet.';
+  const models = ['sft', ...app.policies];
+  options(view.explain, app.policies, app.policies.at(-1) ?? '');
+  options(view.a, models, 'sft');
+  options(view.b, models, app.policies.at(-1) ?? 'sft');
+  view.explain.disabled = !app.policies.length;
+  view.next.disabled = app.busy || !app.policies.length;
+  view.next.title = app.policies.length ? '' : 'Tune a policy first: there is nothing to compare with SFT yet.';
 }
 app.listeners.push(refresh);
 
@@ -35,23 +52,27 @@ async function one(which: Which, prompt: string, seed: number): Promise<string> 
 
 export async function compare() {
   const prompt = view.prompt.value;
+  const models = ['base', 'sft', ...app.policies];
   view.run.disabled = true;
   try {
     const seed = Math.floor(Math.random() * 2 ** 31);
-    const answers = await Promise.all(MODELS.map(([which]) => one(which, prompt, seed)));
+    const answers: string[] = [];
+    for (const which of models) answers.push(await one(which, prompt, seed));
     const scores = app.hasReward ? await call({ type: 'scores', prompt, completions: answers }) : null;
     view.columns.replaceChildren(
-      ...MODELS.map(([, title], i) => {
+      ...models.map((which, i) => {
         const column = document.createElement('div');
         column.className = 'column';
+        column.dataset.model = which;
         column.innerHTML = '<h4></h4><p class="text"></p><p class="score"></p>';
-        (column.querySelector('h4') as HTMLElement).textContent = title;
+        (column.querySelector('h4') as HTMLElement).textContent = policyLabel(which);
         (column.querySelector('.text') as HTMLElement).textContent = answers[i];
         (column.querySelector('.score') as HTMLElement).textContent = scores ? `reward ${scores[i].toFixed(2)}` : 'no reward model yet';
         return column;
       }),
     );
-    if (app.hasReward) await heatmap(prompt, answers[2]);
+    const explained = view.explain.value;
+    if (app.hasReward && explained) await heatmap(explained, prompt, answers[models.indexOf(explained)]);
   } catch (e) {
     show($('notice'), `Compare failed: ${(e as Error).message}`, 'error');
   } finally {
@@ -59,8 +80,8 @@ export async function compare() {
   }
 }
 
-async function heatmap(prompt: string, response: string) {
-  const explained = await call({ type: 'explain', prompt, response, temperature: TEMPERATURE });
+async function heatmap(which: Which, prompt: string, response: string) {
+  const explained = await call({ type: 'explain', which, prompt, response, temperature: TEMPERATURE });
   const scale = Math.max(0.5, ...explained.log_ratio.map(Math.abs));
   const adv = Math.max(0.5, ...explained.advantage.map(Math.abs));
   view.heatmap.replaceChildren(
@@ -78,27 +99,31 @@ async function heatmap(prompt: string, response: string) {
   );
 }
 
-/** Shows an SFT answer and a policy answer in random order; the person picks one. */
+/** Shows an answer of A and one of B in random order; the person picks one, then learns whose. */
 async function nextPair() {
+  const [a, b] = [view.a.value, view.b.value];
   const prompt = app.prompts[Math.floor(Math.random() * app.prompts.length)];
   const seed = Math.floor(Math.random() * 2 ** 31);
-  const [sft, policy] = await Promise.all([one('sft', prompt, seed), one('policy', prompt, seed + 1)]);
-  const policyFirst = Math.random() < 0.5;
-  const texts = policyFirst ? [policy, sft] : [sft, policy];
+  const answers = [await one(a, prompt, seed), await one(b, prompt, seed + 1)];
+  const aFirst = Math.random() < 0.5;
+  const shown = aFirst ? [0, 1] : [1, 0];
   const question = document.createElement('p');
   question.className = 'prompt';
   question.textContent = prompt;
   view.pair.replaceChildren(
-    ...texts.map((text, i) => {
+    ...shown.map((which, i) => {
       const column = document.createElement('div');
       column.className = 'column';
-      column.innerHTML = `<h4>Answer ${'AB'[i]}</h4><p class="text"></p><button>I prefer ${'AB'[i]}</button>`;
-      (column.querySelector('.text') as HTMLElement).textContent = text;
+      column.innerHTML = `<h4>Answer ${'12'[i]}</h4><p class="text"></p><button>I prefer ${'12'[i]}</button>`;
+      (column.querySelector('.text') as HTMLElement).textContent = answers[which];
       column.querySelector('button')!.addEventListener('click', () => {
-        const pickedPolicy = (i === 0) === policyFirst;
-        ab.answered += 1;
-        ab.policyWins += pickedPolicy ? 1 : 0;
-        view.score.textContent = `That was the ${pickedPolicy ? 'RLHF policy' : 'SFT model'}. You preferred the policy in ${ab.policyWins} of ${ab.answered} (${((100 * ab.policyWins) / ab.answered).toFixed(0)}%).`;
+        const key = `${a}|${b}`;
+        const tally = ab.get(key) ?? { a: 0, answered: 0 };
+        tally.answered += 1;
+        tally.a += which === 0 ? 1 : 0;
+        ab.set(key, tally);
+        const picked = policyLabel(which === 0 ? a : b);
+        view.score.textContent = `That was the ${picked}. You preferred the ${policyLabel(a)} over the ${policyLabel(b)} in ${tally.a} of ${tally.answered} (${((100 * tally.a) / tally.answered).toFixed(0)}%).`;
         view.pair.replaceChildren();
       });
       return column;

@@ -3,9 +3,10 @@
 import './style.css';
 import { call, onEvent, onFatal, restartWorker } from './client';
 import { setPrompts } from './compare';
-import { demo } from './demo';
+import { demo, demoMethods } from './demo';
+import { policyLabel } from './methods';
 import type { Ranking, Ready } from './protocol';
-import { resetTraining, restoreCurves } from './train';
+import { resetTraining, restore } from './train';
 import { $, app, download, pairsOf, show } from './ui';
 
 const ui = {
@@ -199,9 +200,9 @@ async function start(force: string | null = new URLSearchParams(location.search)
   ui.promptSelect.replaceChildren(...ready.prompts.map((p) => new Option(p, p)));
   app.prompts = ready.prompts;
   app.hasReward = ready.hasReward;
-  app.hasPolicy = ready.hasPolicy;
+  app.policies = ready.policies;
   setPrompts(ready.prompts);
-  restoreCurves(ready.rewardCurve, ready.ppoCurve);
+  restore(ready.defaults, ready.rewardCurve, ready.curves);
   setRankings(ready.rankings);
   ui.sample.disabled = false;
   ui.demo.disabled = false;
@@ -212,7 +213,7 @@ ui.temperature.addEventListener('input', () => (ui.temperatureValue.textContent 
 ui.sample.addEventListener('click', sample);
 ui.rankForMe.addEventListener('click', rankForMe);
 ui.submit.addEventListener('click', submit);
-ui.demo.addEventListener('click', () => demo($<HTMLSelectElement>('demo-labeler').value, setRankings));
+ui.demo.addEventListener('click', () => demo($<HTMLSelectElement>('demo-labeler').value, demoMethods($<HTMLSelectElement>('demo-methods').value), setRankings));
 document.addEventListener('keydown', (e) => {
   const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
   if (typing || !current) return;
@@ -221,8 +222,15 @@ document.addEventListener('keydown', (e) => {
 });
 $('export-rankings').addEventListener('click', async () => download('rankings.jsonl', await call({ type: 'export', format: 'rankings' }), 'application/jsonl'));
 $('export-pairs').addEventListener('click', async () => download('pairs.jsonl', await call({ type: 'export', format: 'pairs' }), 'application/jsonl'));
-for (const which of ['policy', 'reward'] as const) {
-  $(`export-${which}`).addEventListener('click', async () => {
+const exportWhich = $<HTMLSelectElement>('export-which');
+app.listeners.push(() => {
+  const keep = exportWhich.value;
+  exportWhich.replaceChildren(...app.policies.map((n) => new Option(policyLabel(n), n)));
+  if (app.policies.includes(keep)) exportWhich.value = keep;
+});
+for (const button of ['policy', 'reward'] as const) {
+  $(`export-${button}`).addEventListener('click', async () => {
+    const which = button === 'reward' ? 'reward' : exportWhich.value || 'ppo';
     try {
       // A model directory's three files; saved as config.json, model.safetensors and tokenizer.json
       // in one folder, `tinyrlhf` and HF transformers load it.
@@ -258,9 +266,9 @@ $<HTMLInputElement>('import-policy').addEventListener('change', async (e) => {
   try {
     if (!config || !weights) throw new Error('choose both config.json and model.safetensors (as `tinyrlhf ppo` writes them)');
     await call({ type: 'importPolicy', config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) });
-    app.hasPolicy = true;
+    if (!app.policies.includes('imported')) app.policies = [...app.policies, 'imported'];
     app.changed();
-    show(ui.dataMessage, `Loaded the policy from ${weights.name}; the compare view uses it now.`);
+    show(ui.dataMessage, `Loaded the policy from ${weights.name} as “Imported policy”; the compare view shows it now.`);
   } catch (err) {
     show(ui.dataMessage, `The policy was not loaded (the current one stays): ${(err as Error).message}`, 'error');
   } finally {
@@ -272,7 +280,7 @@ $('reset').addEventListener('click', async () => {
   setRankings(await call({ type: 'reset' }));
 });
 $('forget-training').addEventListener('click', async () => {
-  if (!confirm('Delete the reward model and the tuned policy saved in this browser?')) return;
+  if (!confirm('Delete the reward model and every tuned policy saved in this browser?')) return;
   await call({ type: 'forgetTraining' });
   location.reload();
 });

@@ -29,11 +29,25 @@ export interface Ready {
   prompts: string[];
   rankings: Ranking[];
   hasReward: boolean;
-  hasPolicy: boolean;
+  /** Names of the tuned policies saved in this browser (methods' names, or "imported"). */
+  policies: string[];
   rewardCurve: Point[];
-  ppoCurve: Point[];
+  /** Each saved policy's training curve, by name. */
+  curves: Record<string, Point[]>;
   limits: Limits;
+  defaults: Defaults;
 }
+
+/** Decided in Rust (`defaults()` of the wasm crate): every setting's default, and the methods. */
+export interface Defaults {
+  settings: Record<string, Record<string, unknown>>;
+  methods: { name: Method; needs_reward_model: boolean; samples_answers: boolean }[];
+}
+
+export type Method = 'ppo' | 'grpo' | 'rloo' | 'dpo';
+
+/** Settings a person changed from the defaults, by field name. */
+export type Changes = Record<string, number | string | null>;
 
 /** Decided in Rust (`limits()` of the wasm crate); the page checks them before sending work. */
 export interface Limits {
@@ -49,7 +63,8 @@ export interface Sampled {
   seconds: number;
 }
 
-export type Which = 'base' | 'sft' | 'policy';
+/** A model of the session: 'base', 'sft', or a tuned policy's name. */
+export type Which = string;
 
 export interface RewardStart {
   train: number;
@@ -65,27 +80,45 @@ export interface RewardStart {
 export interface RewardStepResult {
   stats: { step: number; epoch: number; loss: number; accuracy: number; held_out: { accuracy: number; loss: number; pairs: number } | null; skipped: string | null };
   done: boolean;
+  /** Policies tuned against the old reward model, dropped with it. */
+  dropped: string[];
 }
 
-export interface PpoStepResult {
-  iteration: number;
-  score: number;
-  reward: number;
-  kl: number;
-  kl_k3: number;
-  entropy: number;
-  pg_clipfrac: number;
-  vf_clipfrac: number;
-  approx_kl: number;
-  vf_loss: number;
-  mean_length: number;
-  eos_rate: number;
-  beta: number;
-  rollout_secs: number;
-  scoring_secs: number;
-  update_secs: number;
-  restored: string | null;
-  sample: { prompt: string; response: string };
+/** What a new run will do (Rust's `RunPlan`). */
+export interface RunPlan {
+  method: Method;
+  total: number;
+  continues: boolean;
+  train: number | null;
+  held_out: number | null;
+  pairs: number | null;
+  skipped: string | null;
+}
+
+/**
+ * One training step's stats, named as the method names them (PPO: score, kl, pg_clipfrac...;
+ * GRPO/RLOO: score, kl, clip_ratio/region_mean...; DPO: loss, rewards/margins...), plus:
+ */
+export type StepResult = Record<string, unknown> & {
+  done: boolean;
+  /** Why the step kept the last good policy instead of updating (sampling methods). */
+  restored?: string | null;
+  /** Why the update was skipped (DPO). */
+  skipped?: string | null;
+  /** The first answer of the rollout (sampling methods). */
+  sample?: { prompt: string; response: string };
+  held_out?: { loss: number; accuracy: number; margin: number; pairs: number } | null;
+};
+
+/** A step's numbers as a curve point: what charts plot (held-out numbers flattened). */
+export function pointOf(stats: StepResult, index: number): Point {
+  const point: Point = { index };
+  for (const [key, value] of Object.entries(stats)) if (typeof value === 'number') point[key] = value;
+  if (stats.held_out) {
+    point.held_out_loss = stats.held_out.loss;
+    point.held_out_accuracy = stats.held_out.accuracy;
+  }
+  return point;
 }
 
 export interface Explained {
@@ -104,18 +137,6 @@ export interface Evaluation {
   eos_rate: number;
 }
 
-export interface PpoSettings {
-  iterations: number;
-  kl_coef: number;
-  kl_target: number | null;
-  lr: number;
-  ppo_epochs: number;
-  samples_per_prompt: number;
-  max_new_tokens: number;
-  batch_size: number;
-  minibatch_size: number;
-}
-
 export type Request =
   | { type: 'init'; force: string | null; models: string }
   | { type: 'sample'; which: Which; prompt: string; k: number; temperature: number; maxNewTokens: number; seed: number }
@@ -126,14 +147,15 @@ export type Request =
   | { type: 'import'; file: string; bytes: Uint8Array }
   | { type: 'reset' }
   | { type: 'trainingPrompts'; n: number }
-  | { type: 'startReward'; epochs: number; lr: number }
+  | { type: 'startReward'; changes: Changes }
   | { type: 'rewardStep' }
   | { type: 'scores'; prompt: string; completions: string[] }
-  | { type: 'startPpo'; settings: PpoSettings }
-  | { type: 'ppoStep' }
-  | { type: 'explain'; prompt: string; response: string; temperature: number }
-  | { type: 'evaluate'; labeler: string; prompts: number; temperature: number }
-  | { type: 'exportModel'; which: 'policy' | 'reward' }
+  | { type: 'startTraining'; method: Method; changes: Changes }
+  | { type: 'trainStep'; method: Method }
+  | { type: 'explain'; which: Which; prompt: string; response: string; temperature: number }
+  | { type: 'evaluate'; a: Which; b: Which; labeler: string; prompts: number; temperature: number }
+  /** 'reward', or a policy's name. */
+  | { type: 'exportModel'; which: string }
   | { type: 'importPolicy'; config: string; weights: Uint8Array }
   | { type: 'forgetTraining' }
   | { type: 'memory' }
@@ -153,8 +175,8 @@ export interface Responses {
   startReward: RewardStart;
   rewardStep: RewardStepResult;
   scores: number[];
-  startPpo: null;
-  ppoStep: PpoStepResult;
+  startTraining: RunPlan;
+  trainStep: StepResult;
   explain: Explained;
   evaluate: Evaluation;
   exportModel: { config: string; weights: Uint8Array; tokenizer: string };

@@ -6,7 +6,7 @@ import type { Ranking } from './protocol';
 
 const DB = 'tinyrlhf';
 const RANKINGS = 'rankings';
-/** Key-value: 'reward' and 'policy' (model.safetensors bytes), 'reward-curve', 'ppo-curve'. */
+/** Key-value: 'reward' and 'policy:<name>' (model.safetensors bytes), 'reward-curve', 'curve:<name>'. */
 const SAVED = 'saved';
 
 let db: Promise<IDBPDatabase> | null = null;

@@ -1,47 +1,121 @@
-// The reward-model and PPO views: buttons, knobs and live charts. The worker trains; this loop
-// asks for one step at a time, so pause and stop act between steps. One tab trains at a time: a
-// run holds the Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
+// The reward-model and policy-tuning views: knobs, buttons and live charts. The worker trains; this
+// loop asks for one step at a time, so pause and stop act between steps. Each method (PPO, GRPO,
+// RLOO, DPO) has its own panel, saved policy and curves. One tab trains at a time: a run holds the
+// Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
 import { LiveChart } from './charts';
 import { call } from './client';
-import type { PpoSettings, PpoStepResult, Point } from './protocol';
+import { METHODS, changes, fillDefaults, knobInput, type Knob, type MethodView } from './methods';
+import { pointOf, type Defaults, type Method, type Point, type StepResult } from './protocol';
 import { $, app, nextFrame, show } from './ui';
+
+const RM_KNOBS: Knob[] = [
+  { setting: 'epochs', label: 'epochs', id: 'epochs' },
+  { setting: 'lr', label: 'learning rate', id: 'lr' },
+];
 
 const rm = {
   train: $<HTMLButtonElement>('train-reward'),
   status: $('reward-status'),
-  epochs: $<HTMLInputElement>('rm-epochs'),
-  lr: $<HTMLInputElement>('rm-lr'),
   loss: new LiveChart($<HTMLCanvasElement>('chart-rm-loss'), 'step', [{ key: 'loss', label: 'train' }, { key: 'held_out_loss', label: 'held-out' }], 'loss'),
   accuracy: new LiveChart($<HTMLCanvasElement>('chart-rm-accuracy'), 'step', [{ key: 'accuracy', label: 'train batch' }, { key: 'held_out_accuracy', label: 'held-out' }], 'pair accuracy'),
 };
 
-const ppo = {
-  run: $<HTMLButtonElement>('ppo-run'),
-  pause: $<HTMLButtonElement>('ppo-pause'),
-  stop: $<HTMLButtonElement>('ppo-stop'),
-  status: $('ppo-status'),
-  samples: $<HTMLOListElement>('ppo-samples'),
-  charts: [
-    new LiveChart($<HTMLCanvasElement>('chart-ppo-score'), 'iteration', [{ key: 'score', label: 'score' }], 'mean reward-model score'),
-    new LiveChart($<HTMLCanvasElement>('chart-ppo-kl'), 'iteration', [{ key: 'kl', label: 'KL' }, { key: 'beta', label: 'β' }], 'KL to SFT (nats per answer)'),
-    new LiveChart($<HTMLCanvasElement>('chart-ppo-entropy'), 'iteration', [{ key: 'entropy', label: 'entropy' }], 'entropy per token'),
-    new LiveChart($<HTMLCanvasElement>('chart-ppo-clip'), 'iteration', [{ key: 'pg_clipfrac', label: 'clip fraction' }], 'policy clip fraction'),
-    new LiveChart($<HTMLCanvasElement>('chart-ppo-length'), 'iteration', [{ key: 'mean_length', label: 'tokens' }], 'answer length'),
-    new LiveChart($<HTMLCanvasElement>('chart-ppo-eos'), 'iteration', [{ key: 'eos_rate', label: 'EOS rate' }], 'answers that end'),
-  ],
-  state: 'idle' as 'idle' | 'running' | 'paused',
-  started: false,
-  done: 0,
-  target: 0,
-};
+interface Panel {
+  view: MethodView;
+  needsReward: boolean;
+  tab: HTMLButtonElement;
+  element: HTMLElement;
+  run: HTMLButtonElement;
+  pause: HTMLButtonElement;
+  stop: HTMLButtonElement;
+  status: HTMLElement;
+  samples: HTMLOListElement | null;
+  charts: LiveChart[];
+  state: 'idle' | 'running' | 'paused';
+  started: boolean;
+  done: number;
+  target: number;
+}
+
+const panels = new Map<Method, Panel>();
+
+/** One tab and one panel per method, built from its view. */
+function build(view: MethodView): Panel {
+  const m = view.name;
+  const tab = Object.assign(document.createElement('button'), { id: `tab-${m}`, textContent: view.label, type: 'button' });
+  tab.setAttribute('role', 'tab');
+  $('method-tabs').append(tab);
+  const element = document.createElement('div');
+  element.className = 'method-panel';
+  element.id = `panel-${m}`;
+  element.setAttribute('role', 'tabpanel');
+  element.innerHTML = `<p class="teach"></p><div class="controls knobs"></div>
+    <div class="controls"><button id="${m}-run" class="primary" disabled>Run</button><button id="${m}-pause" disabled>Pause</button><button id="${m}-stop" disabled>Stop</button><span id="${m}-status" class="muted"></span></div>
+    <div class="charts three"></div>`;
+  (element.querySelector('.teach') as HTMLElement).textContent = view.teach;
+  element.querySelector('.knobs')!.append(...view.knobs.map((k) => knobInput(m, k)));
+  const canvases = view.charts.map(() => document.createElement('canvas'));
+  for (const canvas of canvases) {
+    const box = document.createElement('div');
+    box.append(canvas);
+    element.querySelector('.charts')!.append(box);
+  }
+  let samples: HTMLOListElement | null = null;
+  if (view.unit === 'iteration') {
+    const title = Object.assign(document.createElement('h3'), { textContent: 'Sample answers as the policy changes' });
+    samples = Object.assign(document.createElement('ol'), { id: `${m}-samples`, className: 'samples', reversed: true });
+    element.append(title, samples);
+  }
+  $('method-panels').append(element);
+  const panel: Panel = {
+    view,
+    needsReward: true,
+    tab,
+    element,
+    run: $<HTMLButtonElement>(`${m}-run`),
+    pause: $<HTMLButtonElement>(`${m}-pause`),
+    stop: $<HTMLButtonElement>(`${m}-stop`),
+    status: $(`${m}-status`),
+    samples,
+    charts: view.charts.map((c, i) => new LiveChart(canvases[i], view.unit, c.series, c.title)),
+    state: 'idle',
+    started: false,
+    done: 0,
+    target: 0,
+  };
+  tab.addEventListener('click', () => choose(m));
+  panel.run.addEventListener('click', () => runMethod(m));
+  panel.pause.addEventListener('click', () => {
+    panel.state = 'paused';
+    app.changed();
+  });
+  panel.stop.addEventListener('click', () => {
+    panel.state = 'idle';
+    panel.started = false;
+    app.busy = false;
+    panel.status.textContent = 'stopped; the policy so far is saved. Run starts a new run from it.';
+    app.changed();
+  });
+  return panel;
+}
+METHODS.forEach((view) => panels.set(view.name, build(view)));
+
+/** Shows `method`'s panel. */
+export function choose(method: Method) {
+  for (const [m, p] of panels) {
+    p.element.hidden = m !== method;
+    p.tab.setAttribute('aria-selected', String(m === method));
+  }
+}
+choose('ppo');
 
 const ANOTHER_TAB = 'Another tab is training: wait for it to finish (or pause it), then run here.';
-/** Whether this tab holds the training lock now (the demo holds it across its RM and PPO runs). */
+/** Whether this tab holds the training lock now (the demo holds it across its runs). */
 let holding = false;
 
 /**
  * Runs `work` holding the training lock, or returns `refused` without running it when another tab
- * holds it. Both tabs write the same saved policy and curves, so their runs must not interleave.
+ * holds it. Both tabs write the same saved policies and curves, so their runs must not interleave.
  */
 export async function exclusive<T>(work: () => Promise<T>, refused: () => T): Promise<T> {
   if (holding || !navigator.locks) return work();
@@ -56,10 +130,12 @@ export async function exclusive<T>(work: () => Promise<T>, refused: () => T): Pr
   });
 }
 
-/** After the worker restarted: whatever ran is gone, and a new PPO run starts from the saved policy. */
+/** After the worker restarted: whatever ran is gone, and a new run starts from the saved policy. */
 export function resetTraining() {
-  ppo.state = 'idle';
-  ppo.started = false;
+  for (const p of panels.values()) {
+    p.state = 'idle';
+    p.started = false;
+  }
   app.busy = false;
   app.changed();
 }
@@ -69,20 +145,33 @@ function refresh() {
   rm.train.disabled = app.busy || n < 2;
   rm.train.title = n < 2 ? `A reward model needs at least 2 rankings; there ${n === 1 ? 'is 1' : `are ${n}`}.` : '';
   if (!app.busy && n < 2) rm.status.textContent = rm.train.title;
-  ppo.run.disabled = !app.hasReward || ppo.state === 'running' || (app.busy && ppo.state === 'idle');
-  ppo.run.title = app.hasReward ? '' : 'Train a reward model first.';
-  ppo.run.textContent = ppo.state === 'paused' ? 'Resume' : 'Run';
-  ppo.pause.disabled = ppo.state !== 'running';
-  ppo.stop.disabled = ppo.state === 'idle';
+  for (const p of panels.values()) {
+    const missing = p.needsReward ? (app.hasReward ? '' : 'Train a reward model first.') : n < 2 ? 'DPO needs at least 2 rankings.' : '';
+    p.run.disabled = !!missing || p.state === 'running' || (app.busy && p.state === 'idle');
+    p.run.title = missing;
+    p.run.textContent = p.state === 'paused' ? 'Resume' : 'Run';
+    p.pause.disabled = p.state !== 'running';
+    p.stop.disabled = p.state === 'idle';
+  }
 }
 app.listeners.push(refresh);
 
-export function restoreCurves(rewardCurve: Point[], ppoCurve: Point[]) {
+/** Rust's defaults into every knob, the saved curves into the charts. */
+export function restore(defaults: Defaults, rewardCurve: Point[], curves: Record<string, Point[]>) {
+  fillDefaults(defaults, 'reward', 'rm', RM_KNOBS);
+  for (const p of panels.values()) {
+    fillDefaults(defaults, p.view.name, p.view.name, p.view.knobs);
+    p.needsReward = defaults.methods.find((m) => m.name === p.view.name)?.needs_reward_model ?? true;
+  }
   rm.loss.reset(rewardCurve);
   rm.accuracy.reset(rewardCurve);
-  ppo.charts.forEach((c) => c.reset(ppoCurve));
-  ppo.done = ppoCurve.length;
-  if (ppoCurve.length) ppo.status.textContent = `${ppoCurve.length} iterations so far; Run continues from the saved policy.`;
+  for (const p of panels.values()) {
+    const curve = curves[p.view.name] ?? [];
+    p.charts.forEach((c) => c.reset(curve));
+    p.done = curve.length;
+    if (curve.length) p.status.textContent = `${curve.length} ${p.view.unit}s so far; Run continues from the saved policy.`;
+  }
+  app.changed();
 }
 
 /** Trains the reward model on every saved ranking. Resolves to the last held-out accuracy. */
@@ -99,8 +188,7 @@ async function trainRewardNow(): Promise<number | null> {
   app.changed();
   let heldOut: number | null = null;
   try {
-    const epochs = Number(rm.epochs.value) || 8;
-    const info = await call({ type: 'startReward', epochs, lr: Number(rm.lr.value) || 1e-4 });
+    const info = await call({ type: 'startReward', changes: changes('rm', RM_KNOBS) });
     const started = performance.now();
     rm.loss.reset();
     rm.accuracy.reset();
@@ -108,24 +196,33 @@ async function trainRewardNow(): Promise<number | null> {
     const skipped = info.skipped ? ` · ${info.skipped}` : '';
     rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out${cut}${skipped}…`;
     rm.status.dataset.skipped = info.skipped ?? '';
+    let epoch = 0;
     for (;;) {
-      const { stats, done } = await call({ type: 'rewardStep' });
+      const { stats, done, dropped } = await call({ type: 'rewardStep' });
       const point = { step: stats.step, loss: stats.loss, accuracy: stats.accuracy, held_out_accuracy: stats.held_out?.accuracy ?? null, held_out_loss: stats.held_out?.loss ?? null };
       rm.loss.push(point);
       rm.accuracy.push(point);
       document.body.dataset.rewardPoints = String(rm.loss.length);
       if (stats.held_out) heldOut = stats.held_out.accuracy;
+      epoch = stats.epoch;
       rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`}`;
-      if (done) break;
+      if (done) {
+        // The policies tuned against the old reward model are gone: their runs start over.
+        app.policies = app.policies.filter((name) => !dropped.includes(name));
+        for (const name of dropped) {
+          const p = panels.get(name as Method);
+          if (!p) continue;
+          p.charts.forEach((c) => c.reset());
+          Object.assign(p, { done: 0, started: false });
+          p.samples?.replaceChildren();
+        }
+        break;
+      }
       await nextFrame();
     }
     const seconds = (performance.now() - started) / 1000;
-    rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / epochs).toFixed(1)} s per epoch), saved in this browser${cut}${skipped}`;
+    rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / Math.max(1, epoch)).toFixed(1)} s per epoch), saved in this browser${cut}${skipped}`;
     app.hasReward = true;
-    app.hasPolicy = false;
-    ppo.charts.forEach((c) => c.reset());
-    ppo.done = 0;
-    ppo.started = false;
   } catch (e) {
     show(rm.status, `Training failed: ${(e as Error).message}`, 'error');
   } finally {
@@ -135,108 +232,95 @@ async function trainRewardNow(): Promise<number | null> {
   return heldOut;
 }
 
-function settings(): PpoSettings {
-  const num = (id: string, fallback: number) => Number($<HTMLInputElement>(id).value) || fallback;
-  const target = $<HTMLInputElement>('ppo-target').value;
-  const k = num('ppo-k', 1);
-  return {
-    iterations: num('ppo-iterations', 20),
-    kl_coef: num('ppo-beta', 0.05),
-    kl_target: target ? Number(target) : null,
-    lr: num('ppo-lr', 5e-5),
-    ppo_epochs: num('ppo-epochs', 4),
-    samples_per_prompt: k,
-    max_new_tokens: num('ppo-length', 48),
-    batch_size: 16,
-    minibatch_size: 8,
-  };
-}
-
-function addSample(stats: PpoStepResult) {
+function addSample(p: Panel, index: number, sample: { prompt: string; response: string }) {
   const li = document.createElement('li');
-  li.value = stats.iteration;
+  li.value = index;
   li.innerHTML = '<span class="prompt"></span> → <span class="response"></span>';
-  (li.querySelector('.prompt') as HTMLElement).textContent = stats.sample.prompt.replace(/<\|user\|>|<\|assistant\|>/g, '').trim();
-  (li.querySelector('.response') as HTMLElement).textContent = stats.sample.response;
-  ppo.samples.prepend(li);
+  (li.querySelector('.prompt') as HTMLElement).textContent = sample.prompt.replace(/<\|user\|>|<\|assistant\|>/g, '').trim();
+  (li.querySelector('.response') as HTMLElement).textContent = sample.response;
+  p.samples?.prepend(li);
 }
 
-/** Runs (or resumes) PPO until the planned iterations are done, pause or stop. */
-export function runPpo(iterations?: number): Promise<PpoStepResult | null> {
-  ppo.status.textContent = 'starting…';
+/** One line on how the step went, in the method's own numbers. */
+function summary(p: Panel, stats: StepResult): string {
+  const num = (key: string) => Number(stats[key]);
+  const head = `${p.view.unit} ${p.done}/${p.target}`;
+  if (p.view.unit === 'step') {
+    const held = stats.held_out ? ` · held-out accuracy ${(100 * stats.held_out.accuracy).toFixed(0)}%` : '';
+    return `${head} · loss ${num('loss').toFixed(3)} · margin ${num('rewards/margins').toFixed(2)}${held}`;
+  }
+  const seconds = num('rollout_secs') + num('scoring_secs') + num('update_secs');
+  return `${head} · score ${num('score').toFixed(2)} · KL ${num('kl').toFixed(2)} · ${seconds.toFixed(1)} s`;
+}
+
+/** Runs (or resumes) `method` until its planned steps are done, pause or stop. */
+export function runMethod(method: Method, changed: Record<string, number> = {}): Promise<StepResult | null> {
+  const p = panels.get(method)!;
+  p.status.textContent = 'starting…';
   return exclusive(
-    () => runPpoNow(iterations),
+    () => runNow(p, changed),
     () => {
-      show(ppo.status, ANOTHER_TAB, 'error');
+      show(p.status, ANOTHER_TAB, 'error');
       return null;
     },
   );
 }
 
-async function runPpoNow(iterations?: number): Promise<PpoStepResult | null> {
-  const s = settings();
-  if (iterations) s.iterations = iterations;
-  let last: PpoStepResult | null = null;
+async function runNow(p: Panel, changed: Record<string, number>): Promise<StepResult | null> {
+  const method = p.view.name;
+  let last: StepResult | null = null;
   app.busy = true;
-  ppo.state = 'running';
+  p.state = 'running';
   app.changed();
   try {
-    if (!ppo.started) {
-      // A new run (or the first after a reload) starts from the saved policy, for `iterations` more.
-      await call({ type: 'startPpo', settings: s });
-      ppo.started = true;
-      ppo.target = ppo.done + s.iterations;
+    if (!p.started) {
+      // A new run (or the first after a reload) continues from this method's saved policy.
+      const plan = await call({ type: 'startTraining', method, changes: { ...changes(method, p.view.knobs), ...changed } });
+      p.started = true;
+      p.target = p.done + plan.total;
+      if (plan.skipped) p.status.textContent = plan.skipped;
     }
-    while (ppo.state === 'running' && ppo.done < ppo.target) {
-      const stats = await call({ type: 'ppoStep' });
+    while (p.state === 'running' && p.done < p.target) {
+      const stats = await call({ type: 'trainStep', method });
       last = stats;
-      ppo.done += 1;
-      const point = { ...stats, iteration: ppo.done } as unknown as Point;
-      ppo.charts.forEach((c) => c.push(point));
-      document.body.dataset.ppoPoints = String(ppo.charts[0].length);
-      if (stats.iteration % 2 === 1) addSample(stats);
-      ppo.status.textContent = `iteration ${ppo.done}/${ppo.target} · score ${stats.score.toFixed(2)} · KL ${stats.kl.toFixed(2)} · ${(stats.rollout_secs + stats.scoring_secs + stats.update_secs).toFixed(1)} s`;
-      app.hasPolicy = true;
+      p.done += 1;
+      const point = pointOf(stats, p.done);
+      p.charts.forEach((c) => c.push(point));
+      document.body.dataset[`${method}Points`] = String(p.charts[0].length);
+      if (stats.sample && p.done % 2 === 1) addSample(p, p.done, stats.sample);
+      p.status.textContent = summary(p, stats);
+      if (!app.policies.includes(method)) app.policies = [...app.policies, method];
       if (app.memoryLog) app.memoryLog.push(await call({ type: 'memory' }));
-      if (stats.restored) {
-        // Divergence: the worker restored the last good policy; stop here and say so.
-        ppo.state = 'paused';
-        show(ppo.status, `Paused at iteration ${ppo.done}: ${stats.restored}. Lower the learning rate or raise β, then resume.`, 'error');
+      const why = stats.restored ?? stats.skipped;
+      if (why) {
+        // Divergence: the last good policy was kept; stop here and say so.
+        p.state = 'paused';
+        show(p.status, `Paused at ${p.view.unit} ${p.done}: ${why}. Lower the learning rate or raise β, then resume.`, 'error');
         break;
       }
+      if (stats.done) p.target = p.done;
       await nextFrame();
     }
-    if (ppo.done >= ppo.target) {
-      ppo.state = 'idle';
-      ppo.started = false;
-      ppo.status.textContent += ' · done';
+    if (p.done >= p.target) {
+      p.state = 'idle';
+      p.started = false;
+      p.status.textContent += ' · done';
     }
   } catch (e) {
-    ppo.state = 'idle';
-    show(ppo.status, `PPO failed: ${(e as Error).message}`, 'error');
+    p.state = 'idle';
+    p.started = false;
+    show(p.status, `${p.view.label} failed: ${(e as Error).message}`, 'error');
   } finally {
-    if (ppo.state === 'running') ppo.state = 'idle';
-    app.busy = (ppo.state as string) === 'paused';
+    if (p.state === 'running') p.state = 'idle';
+    app.busy = (p.state as string) === 'paused';
     app.changed();
   }
   return last;
 }
 
 rm.train.addEventListener('click', () => trainReward());
-ppo.run.addEventListener('click', () => runPpo());
-ppo.pause.addEventListener('click', () => {
-  ppo.state = 'paused';
-  app.changed();
-});
-ppo.stop.addEventListener('click', () => {
-  ppo.state = 'idle';
-  ppo.started = false;
-  app.busy = false;
-  ppo.status.textContent = 'stopped; the policy so far is saved. Run starts a new run from it.';
-  app.changed();
-});
 
 /** Charts' point counts, for tests and the demo's report. */
-export function chartPoints(): { reward: number; ppo: number } {
-  return { reward: rm.loss.length, ppo: ppo.charts[0].length };
+export function chartPoints(method: Method): { reward: number; policy: number } {
+  return { reward: rm.loss.length, policy: panels.get(method)!.charts[0].length };
 }

@@ -13,7 +13,8 @@ export const app = {
   rankings: [] as Ranking[],
   prompts: [] as string[],
   hasReward: false,
-  hasPolicy: false,
+  /** Names of the tuned policies this session has ('ppo', 'dpo', ..., 'imported'). */
+  policies: [] as string[],
   /** Sent by the worker when it is ready (decided in Rust). */
   limits: null as Limits | null,
   /** A training loop is running: other training buttons wait. */

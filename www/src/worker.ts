@@ -2,8 +2,8 @@
 // the backend: WebGPU on a hardware adapter, else burn's CPU backend in wasm; `?backend=` forces.
 // Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB).
-import init, { Session, checkRanking, limits, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests } from './wasm/tinyrlhf_web.js';
-import type { Envelope, Point, PpoStepResult, Ranking, Ready, Reply, Request, Responses, RewardStepResult, Sampled } from './protocol';
+import init, { Session, checkRanking, defaults, limits, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests } from './wasm/tinyrlhf_web.js';
+import { pointOf, type Defaults, type Envelope, type Method, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type StepResult } from './protocol';
 import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
 
 declare const self: DedicatedWorkerGlobalScope;
@@ -80,6 +80,7 @@ async function chooseBackend(force: string | null): Promise<Choice> {
 async function start(force: string | null, models: string): Promise<Ready> {
   modelDir = models;
   wasmMemory = (await init()).memory;
+  Object.assign(settings, JSON.parse(defaults()));
   let choice = await chooseBackend(force);
   try {
     session = await Session.create(choice.backend);
@@ -103,8 +104,16 @@ async function start(force: string | null, models: string): Promise<Ready> {
   // What an earlier visit trained comes back; what no longer loads is dropped, the rest is kept.
   const s = session;
   const dropped: string[] = [];
+  await fromOlderVersion();
   const hasReward = await restore('reward', 'reward-curve', 'The saved reward model', (bytes) => s.loadReward(config, bytes), dropped);
-  const hasPolicy = await restore('policy', 'ppo-curve', 'The saved policy', (bytes) => s.loadPolicy(config, bytes), dropped);
+  const policies: string[] = [];
+  const curves: Record<string, Point[]> = {};
+  for (const name of [...settings.methods.map((m) => m.name), 'imported']) {
+    if (await restore(policyKey(name), curveKey(name), `The saved ${name.toUpperCase()} policy`, (bytes) => s.loadPolicy(name, config, bytes), dropped)) {
+      policies.push(name);
+      curves[name] = await curve(curveKey(name));
+    }
+  }
   if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
   return {
     ...choice,
@@ -112,11 +121,26 @@ async function start(force: string | null, models: string): Promise<Ready> {
     prompts: heldOut,
     rankings: await allRankings(),
     hasReward,
-    hasPolicy,
+    policies,
     rewardCurve: await curve('reward-curve'),
-    ppoCurve: await curve('ppo-curve'),
+    curves,
     limits: JSON.parse(limits()),
+    defaults: settings,
   };
+}
+
+const settings: Defaults = { settings: {}, methods: [] };
+const policyKey = (name: string) => `policy:${name}`;
+const curveKey = (name: string) => `curve:${name}`;
+
+/** Before several methods, the one policy (PPO's) was saved as 'policy' with its 'ppo-curve'. */
+async function fromOlderVersion() {
+  const [policy, points] = [await load<unknown>('policy'), await load<unknown>('ppo-curve')];
+  if (policy === undefined && points === undefined) return;
+  const moved: Record<string, unknown> = {};
+  if (policy !== undefined) moved[policyKey('ppo')] = policy;
+  if (points !== undefined) moved[curveKey('ppo')] = points;
+  await update(moved, ['policy', 'ppo-curve']);
 }
 
 /**
@@ -155,19 +179,20 @@ async function rewardStep(): Promise<RewardStepResult> {
   const s = result.stats;
   rewardCurve.push({ step: s.step, epoch: s.epoch, loss: s.loss, accuracy: s.accuracy, held_out_accuracy: s.held_out?.accuracy ?? null, held_out_loss: s.held_out?.loss ?? null });
   if (result.done) {
-    // One transaction: the reward model and its curve in, the policy tuned for the old reward model
-    // and its curve out (the session has dropped it too: PPO starts over from SFT).
-    await update({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve }, ['policy', 'ppo-curve']);
+    // One transaction: the reward model and its curve in, the policies tuned for the old reward
+    // model and their curves out (the session has dropped them too: they start over from SFT).
+    const gone = result.dropped.flatMap((name) => [policyKey(name), curveKey(name)]);
+    await update({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve }, gone);
   }
   return result;
 }
 
-async function ppoStep(): Promise<PpoStepResult> {
-  const stats: PpoStepResult = JSON.parse(await need().ppoStep());
-  const points = await curve('ppo-curve');
-  points.push({ iteration: curve.length + 1, score: stats.score, kl: stats.kl, entropy: stats.entropy, pg_clipfrac: stats.pg_clipfrac, mean_length: stats.mean_length, eos_rate: stats.eos_rate, beta: stats.beta });
-  // The policy after this iteration and its curve, in one transaction.
-  await save({ policy: await need().policyWeights(), 'ppo-curve': points });
+async function trainStep(method: Method): Promise<StepResult> {
+  const stats: StepResult = JSON.parse(await need().trainStep());
+  const points = await curve(curveKey(method));
+  points.push(pointOf(stats, points.length + 1));
+  // The policy after this step and its curve, in one transaction.
+  await save({ [policyKey(method)]: await need().policyWeights(method), [curveKey(method)]: points });
   return stats;
 }
 
@@ -203,35 +228,40 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(trainingPrompts(request.n, 0n));
     case 'startReward':
       rewardCurve = [];
-      return JSON.parse(need().startReward(JSON.stringify(await allRankings()), request.epochs, request.lr, 0n));
+      return JSON.parse(need().startReward(JSON.stringify(await allRankings()), JSON.stringify(request.changes)));
     case 'rewardStep':
       return rewardStep();
     case 'scores':
       return JSON.parse(await need().scores(request.prompt, JSON.stringify(request.completions)));
-    case 'startPpo': {
-      const { kl_target, ...rest } = request.settings;
-      const settings = kl_target ? { ...rest, kl_target } : rest;
-      need().startPpo(trainingPrompts(2000, 0n), JSON.stringify(settings));
-      return null;
+    case 'startTraining': {
+      const samples = settings.methods.find((m) => m.name === request.method)?.samples_answers;
+      const prompts = samples ? trainingPrompts(2000, 0n) : '[]';
+      const rankings = samples ? '[]' : JSON.stringify(await allRankings());
+      return JSON.parse(await need().startTraining(request.method, prompts, rankings, JSON.stringify(request.changes)));
     }
-    case 'ppoStep':
-      return ppoStep();
+    case 'trainStep':
+      return trainStep(request.method);
     case 'explain':
-      return JSON.parse(await need().explain(request.prompt, request.response, request.temperature));
-    case 'evaluate':
-      return JSON.parse(await need().evaluate(JSON.stringify(heldOut.slice(0, request.prompts)), request.labeler, request.temperature, 7n));
+      return JSON.parse(await need().explain(request.which, request.prompt, request.response, request.temperature));
+    case 'evaluate': {
+      const prompts = JSON.stringify(heldOut.slice(0, request.prompts));
+      return JSON.parse(await need().evaluate(request.a, request.b, prompts, request.labeler, request.temperature, 7n));
+    }
     case 'exportModel': {
-      const weights: Uint8Array = request.which === 'policy' ? await need().policyWeights() : await need().rewardWeights();
+      const weights: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
       return { config: need().configJson(), weights, tokenizer: tokenizerJson };
     }
     case 'importPolicy':
-      need().loadPolicy(new TextEncoder().encode(request.config), request.weights);
-      // A curve belongs to the policy it tuned: the imported one starts without one.
-      await update({ policy: request.weights }, ['ppo-curve']);
+      need().loadPolicy('imported', new TextEncoder().encode(request.config), request.weights);
+      // A curve belongs to the policy it tuned: the imported one has none.
+      await update({ [policyKey('imported')]: request.weights }, [curveKey('imported')]);
       return null;
-    case 'forgetTraining':
-      await forget(['reward', 'policy', 'reward-curve', 'ppo-curve']);
+    case 'forgetTraining': {
+      const names = [...settings.methods.map((m) => m.name), 'imported'];
+      await forget(['reward', 'reward-curve', ...names.flatMap((n) => [policyKey(n), curveKey(n)])]);
+      need().forgetTraining();
       return null;
+    }
     case 'memory': {
       const heap = (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null;
       return { wasm: wasmMemory?.buffer.byteLength ?? 0, heap };

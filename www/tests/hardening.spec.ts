@@ -1,6 +1,6 @@
 // Nothing lost, nothing crashes: bad input is refused with a message and the page keeps working; a
 // trapped module is restarted with the data intact; a saved model that no longer loads is dropped;
-// a retrained reward model resets the policy; two tabs never train at once; the page works offline
+// a retrained reward model resets the policies tuned against it; two tabs never train at once; the page works offline
 // once loaded, under its Content-Security-Policy.
 import { test, expect, type Page } from '@playwright/test';
 import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
@@ -124,24 +124,37 @@ test('a trapped module is restarted: the ranking count is unchanged and sampling
   await sample(page);
 });
 
-test('retraining the reward model resets the policy: the next PPO run starts at a KL of exactly 0', async ({ page }) => {
+test('retraining the reward model resets the policies tuned against it (the next PPO run starts at a KL of exactly 0) and keeps DPO’s', async ({ page }) => {
   test.setTimeout(10 * 60_000);
   await ready(page);
   await importRankings(page);
   await trainReward(page);
   await runPpo(page, 1);
   await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
-  const first = (await saved(page, 'ppo-curve')) as { kl: number }[];
+  const first = (await saved(page, 'curve:ppo')) as { kl: number }[];
   expect(first).toHaveLength(1);
+  // DPO learns from the rankings, not the reward model: its policy outlives a new reward model.
+  await page.locator('#tab-dpo').click();
+  await page.locator('#dpo-epochs').fill('1');
+  await page.locator('#dpo-run').click();
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 300_000 });
   await trainReward(page);
   // One transaction saved the new reward model and dropped the old policy and its curve.
-  expect(await saved(page, 'policy')).toBeUndefined();
-  expect(await saved(page, 'ppo-curve')).toBeUndefined();
+  expect(await saved(page, 'policy:ppo')).toBeUndefined();
+  expect(await saved(page, 'curve:ppo')).toBeUndefined();
+  expect(await saved(page, 'policy:dpo')).toMatch(/^\d+ bytes$/);
+  await page.locator('#tab-ppo').click();
   await runPpo(page, 1);
   await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
-  const second = (await saved(page, 'ppo-curve')) as { kl: number }[];
+  const second = (await saved(page, 'curve:ppo')) as { kl: number }[];
   expect(second).toHaveLength(1);
   expect(second[0].kl).toBe(0);
+  // A setting out of range is refused, naming it, before anything trains.
+  await page.locator('#tab-grpo').click();
+  await page.locator('#grpo-k').fill('1');
+  await page.locator('#grpo-run').click();
+  await expect(page.locator('#grpo-status')).toContainText('samples_per_prompt (K) = 1: a group needs at least 2 answers');
+  expect(await saved(page, 'policy:grpo')).toBeUndefined();
 });
 
 test('saved models that no longer load are dropped with a notice naming why; the rankings stay', async ({ page }) => {
@@ -172,11 +185,11 @@ test('saved models that no longer load are dropped with a notice naming why; the
   const notice = page.locator('#notice');
   await expect(notice).toContainText('The saved reward model no longer loads');
   await expect(notice).toContainText('`transformer.h.0.mlp.c_fc.weight` holds NaN at index 0');
-  await expect(notice).toContainText('The saved policy no longer loads');
+  // Saved by an older version under the old keys: moved to PPO's, then dropped as unloadable.
+  await expect(notice).toContainText('The saved PPO policy no longer loads');
   await expect(notice).toContainText('Your rankings are kept.');
   await expect(page.locator('#ranking-count')).toHaveText('2');
-  expect(await saved(page, 'policy')).toBeUndefined();
-  expect(await saved(page, 'ppo-curve')).toBeUndefined();
+  for (const key of ['policy', 'ppo-curve', 'policy:ppo', 'curve:ppo']) expect(await saved(page, key)).toBeUndefined();
   expect(await saved(page, 'reward')).toBeUndefined();
   await expect(page.locator('#ppo-run')).toBeDisabled();
   await sample(page);
@@ -206,7 +219,7 @@ test('two tabs: while one runs PPO the other is refused, and the curve has only 
   await other.locator('#train-reward').click();
   await expect(other.locator('#reward-status')).toContainText('Another tab is training');
   await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
-  expect(((await saved(page, 'ppo-curve')) as unknown[]).length).toBe(2);
+  expect(((await saved(page, 'curve:ppo')) as unknown[]).length).toBe(2);
   await other.close();
 });
 

@@ -38,7 +38,7 @@ test('demo mode learns a labeler’s taste on the CPU fallback', async ({ page }
   expect(result.win_rate).toBeGreaterThanOrEqual(0.65);
   expect(Number.isFinite(result.kl)).toBe(true);
   expect(result.points.reward).toBeGreaterThan(0);
-  expect(result.points.ppo).toBeGreaterThan(0);
+  expect(result.points.policy).toBeGreaterThan(0);
   expect((await longTasks(page)).filter((d) => d > 200)).toEqual([]);
 
   // Reload in the middle of a PPO run: the curves and the policy come back, and PPO continues from
@@ -69,7 +69,32 @@ test('demo mode learns a labeler’s taste on the CPU fallback', async ({ page }
   // Blind A/B: the page says which model it was and keeps the person's win-rate.
   await page.locator('#ab-next').click();
   await page.locator('#ab-pair button').first().click();
-  await expect(page.locator('#ab-score')).toContainText('You preferred the policy in');
+  await expect(page.locator('#ab-score')).toContainText('You preferred the PPO policy over the SFT model in 1 of 1');
+
+  // The other methods on the same rankings, briefly: DPO (no reward model) and GRPO, each with its
+  // own charts, saved policy and a resumed run after a reload; then every policy side by side.
+  await page.locator('#tab-dpo').click();
+  await page.locator('#dpo-epochs').fill('1');
+  await page.locator('#dpo-run').click();
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 300_000 });
+  console.log(`DPO, 1 epoch: ${await page.locator('#dpo-status').textContent()}`);
+  await page.locator('#tab-grpo').click();
+  for (const [knob, value] of [['iterations', '1'], ['prompts', '2'], ['length', '8']]) await page.locator(`#grpo-${knob}`).fill(value);
+  await page.locator('#grpo-run').click();
+  await expect(page.locator('#grpo-status')).toContainText('done', { timeout: 300_000 });
+  console.log(`GRPO, 1 small iteration: ${await page.locator('#grpo-status').textContent()}`);
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#dpo-status')).toContainText(/\d+ steps so far/);
+  await expect(page.locator('#grpo-status')).toContainText('1 iterations so far');
+  await page.locator('#compare-run').click();
+  await expect(page.locator('#compare-columns .column')).toHaveCount(5);
+  await expect(page.locator('#compare-columns [data-model="dpo"] .score')).toContainText('reward');
+  await page.locator('#ab-a').selectOption('dpo');
+  await page.locator('#ab-b').selectOption('grpo');
+  await page.locator('#ab-next').click();
+  await page.locator('#ab-pair button').first().click();
+  await expect(page.locator('#ab-score')).toContainText('over the GRPO policy in 1 of 1');
   await page.screenshot({ path: 'test-results/compare.png', fullPage: true });
 });
 
@@ -104,4 +129,23 @@ test('on WebGPU (SwiftShader) one reward-model epoch and one PPO iteration give 
   await expect(page.locator('body')).toHaveAttribute('data-reward-points', '1');
   await expect(page.locator('body')).toHaveAttribute('data-ppo-points', '1');
   await page.screenshot({ path: 'test-results/webgpu-training.png', fullPage: true });
+});
+
+// Opt-in (long: about a quarter of an hour on 2 cores): the demo runs every method on the same
+// rankings and ends with its table; the README's tab figures come from this run.
+test('demo mode runs PPO, GRPO, RLOO and DPO on the same rankings and ends with a table', async ({ page }) => {
+  test.skip(!process.env.TINYRLHF_DEMO_ALL, 'set TINYRLHF_DEMO_ALL=1 to run every method in the tab');
+  test.setTimeout(60 * 60_000);
+  await ready(page);
+  await page.locator('#demo-labeler').selectOption('concise');
+  await page.locator('#demo-methods').selectOption('all');
+  const started = Date.now();
+  await page.locator('#demo').click();
+  await expect(page.locator('body')).toHaveAttribute('data-demo', /rows/, { timeout: 60 * 60_000 });
+  const result = JSON.parse((await page.locator('body').getAttribute('data-demo'))!);
+  console.log(`demo (concise, all methods), ${((Date.now() - started) / 1000).toFixed(0)} s; reward model held-out accuracy ${result.accuracy}`);
+  for (const r of result.rows) console.log(`  ${r.method}: win-rate ${(100 * r.win_rate).toFixed(1)}%, KL ${r.kl.toFixed(2)}, EOS ${(100 * r.eos_rate).toFixed(0)}%, ${r.seconds.toFixed(0)} s`);
+  await expect(page.locator('#demo-table tbody tr')).toHaveCount(4);
+  await page.screenshot({ path: 'test-results/demo-all.png', fullPage: true });
+  for (const r of result.rows) expect(Number.isFinite(r.kl)).toBe(true);
 });

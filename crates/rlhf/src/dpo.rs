@@ -150,7 +150,9 @@ impl DpoTrainer {
         Ok(trainer)
     }
 
-    async fn with_policy(
+    /// Starts from `policy` (a DPO policy saved earlier, say) with `reference` as the frozen
+    /// reference; a fresh optimizer.
+    pub async fn with_policy(
         policy: Gpt,
         reference: &Gpt,
         config: GptConfig,

@@ -1,0 +1,88 @@
+//! Looking at what training did: reward-model scores of answers, a policy's answer explained token
+//! by token, and the blind head-to-head of any two models under a scripted labeler.
+
+use tinyrlhf_data::Labeler;
+use tinyrlhf_model::SamplingConfig;
+use tinyrlhf_rlhf::{HeadToHeadConfig, PpoConfig, TokenRanking, explain_response, head_to_head};
+use wasm_bindgen::prelude::*;
+
+use crate::training::reward_model;
+use crate::{Session, js, json_value, model_named, promise, prompt_ids, sft};
+
+/// Answers of the head-to-head are this long at most (the tab's sampling default).
+const MAX_NEW_TOKENS: usize = 48;
+
+#[wasm_bindgen]
+impl Session {
+    /// The reward model's scores of `completions` (JSON list) as answers to `prompt`.
+    pub fn scores(&self, prompt: String, completions_json: String) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let model = sft(&state)?;
+            let reward = reward_model(&state)?;
+            let completions: Vec<String> = serde_json::from_str(&completions_json).map_err(js)?;
+            let order: Vec<usize> = (0..completions.len()).collect();
+            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.n_positions).map_err(js)?;
+            let scores =
+                tinyrlhf_rlhf::reward::score_sequences(&reward, &tokens.sequences, model.tokenizer.special_ids().pad, &model.gpt.device());
+            let scores: Vec<f32> =
+                scores.into_data_async().await.map_err(|e| js(format!("{e:?}")))?.try_to_vec().map_err(|e| js(format!("{e:?}")))?;
+            json_value(&scores)
+        })
+    }
+
+    /// Per-token log pi/pi_ref and advantage of policy `which`'s answer `response` to `prompt`, with
+    /// the tokens as text. The advantage uses the PPO run's value model while that run is live, the
+    /// reward model otherwise. Resolves to `{tokens, log_ratio, advantage, score}`.
+    pub fn explain(&self, which: String, prompt: String, response: String, temperature: f32) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let model = sft(&state)?;
+            let policy = model_named(&state, &which)?;
+            let reward = reward_model(&state)?;
+            let (value, beta) = {
+                let s = state.borrow();
+                let ppo = s.run.as_ref().and_then(|r| r.ppo()).filter(|_| which == "ppo");
+                (ppo.map_or_else(|| reward.clone(), |t| t.value_model()), ppo.map_or(PpoConfig::default().kl_coef, |t| t.beta()))
+            };
+            let response_ids = model.tokenizer.encode_response(&response).map_err(js)?;
+            let (prompt_ids, _) = prompt_ids(&model, &prompt, response_ids.len() + 1)?;
+            let settings = PpoConfig { temperature, ..PpoConfig::default() };
+            let special = model.tokenizer.special_ids();
+            let explained = explain_response(
+                &policy,
+                &model.gpt,
+                &value,
+                &reward,
+                &prompt_ids,
+                &response_ids,
+                &settings,
+                beta,
+                special.eos,
+                special.pad,
+            )
+            .await
+            .map_err(js)?;
+            let tokens = response_ids.iter().map(|&t| model.tokenizer.decode(&[t])).collect::<Result<Vec<_>, _>>().map_err(js)?;
+            json_value(
+                &serde_json::json!({"tokens": tokens, "log_ratio": explained.log_ratio, "advantage": explained.advantage, "score": explained.score}),
+            )
+        })
+    }
+
+    /// Blind head-to-head of model `a` against model `b` ("sft", "base" or a policy's name) on
+    /// `prompts` (JSON list), judged by `labeler`: one answer each per prompt. Resolves to
+    /// `{win_rate, wins, ties, losses, kl, eos_rate, ...}` from `a`'s side.
+    pub fn evaluate(&self, a: String, b: String, prompts_json: String, labeler: String, temperature: f32, seed: u64) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let model = sft(&state)?;
+            let labeler: Labeler = labeler.parse().map_err(js)?;
+            let (ours, theirs) = (model_named(&state, &a)?, model_named(&state, &b)?);
+            let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
+            let sampling = SamplingConfig { max_new_tokens: MAX_NEW_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
+            let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
+            json_value(&head_to_head(&ours, &theirs, &model.tokenizer, &prompts, &labeler, &settings).await.map_err(js)?)
+        })
+    }
+}

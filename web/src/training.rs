@@ -1,0 +1,312 @@
+//! Training in the tab, one step per call so the page can chart, pause and stop between steps: the
+//! reward model, then a policy by any method (PPO, GRPO, RLOO from the reward model; DPO from the
+//! rankings alone). Each method's policy is kept under the method's name, and a new run of a method
+//! continues from its policy. Settings arrive as the person's changes only; the defaults are the
+//! library's.
+
+use std::rc::Rc;
+
+use serde::Serialize;
+use tinyrlhf_data::Ranking;
+use tinyrlhf_model::{Gpt, ScalarModel};
+use tinyrlhf_rlhf::{
+    DpoConfig, DpoTrainer, GroupTrainer, Method, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, calibrate,
+    with_changes,
+};
+use wasm_bindgen::prelude::*;
+
+use crate::{Model, Session, State, js, json_value, promise, prompt_ids, sft, to_json};
+
+/// A policy run of one method.
+pub(crate) enum Trainer {
+    Ppo(Box<PpoTrainer>),
+    Group(Box<GroupTrainer>),
+    Dpo(Box<DpoTrainer>),
+}
+
+pub(crate) struct Run {
+    pub(crate) method: Method,
+    pub(crate) trainer: Trainer,
+}
+
+impl Run {
+    pub(crate) fn policy(&self) -> Gpt {
+        match &self.trainer {
+            Trainer::Ppo(t) => t.policy(),
+            Trainer::Group(t) => t.policy(),
+            Trainer::Dpo(t) => t.policy(),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match &self.trainer {
+            Trainer::Ppo(t) => t.iterations_done() >= t.settings().iterations,
+            Trainer::Group(t) => t.iterations_done() >= t.settings().iterations,
+            Trainer::Dpo(t) => t.is_done(),
+        }
+    }
+
+    /// PPO's value model and KL coefficient, for explaining an answer token by token.
+    pub(crate) fn ppo(&self) -> Option<&PpoTrainer> {
+        match &self.trainer {
+            Trainer::Ppo(t) => Some(&**t),
+            _ => None,
+        }
+    }
+
+    /// One step; its stats as JSON, with the sampled answer shown (as text) where there is one.
+    async fn step(&mut self, model: &Model) -> Result<serde_json::Value, JsError> {
+        let (mut value, sample) = match &mut self.trainer {
+            Trainer::Ppo(t) => {
+                let stats = t.step().await.map_err(js)?;
+                (serde_json::to_value(&stats).map_err(js)?, Some((stats.sample_prompt, stats.sample_response)))
+            }
+            Trainer::Group(t) => {
+                let stats = t.step().await.map_err(js)?;
+                (serde_json::to_value(&stats).map_err(js)?, Some((stats.sample_prompt, stats.sample_response)))
+            }
+            Trainer::Dpo(t) => (serde_json::to_value(t.step().await.map_err(js)?).map_err(js)?, None),
+        };
+        if let Some(map) = value.as_object_mut() {
+            // Token ids mean nothing to the page: the text replaces them.
+            map.remove("sample_prompt");
+            map.remove("sample_response");
+        }
+        if let Some((prompt, response)) = sample {
+            value["sample"] = serde_json::json!({
+                "prompt": model.tokenizer.decode_text(&prompt).map_err(js)?,
+                "response": model.tokenizer.decode_response(&response).map_err(js)?,
+            });
+        }
+        value["done"] = self.is_done().into();
+        Ok(value)
+    }
+}
+
+/// What a new policy run will do: `total` steps (iterations for the methods that sample answers),
+/// and for DPO the rankings it learns from.
+#[derive(Serialize)]
+struct RunPlan {
+    method: Method,
+    total: usize,
+    /// Whether it continues from this method's saved policy (else it starts at SFT).
+    continues: bool,
+    train: Option<usize>,
+    held_out: Option<usize>,
+    pairs: Option<usize>,
+    skipped: Option<String>,
+}
+
+/// Rankings ready to learn from, or an error saying why there are too few.
+fn ranking_set(model: &Model, rankings_json: &str, what: &str) -> Result<RankingSet, JsError> {
+    let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
+    let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.n_positions);
+    let usable = set.train.len() + set.held_out.len();
+    if usable < 2 || set.train.is_empty() {
+        let skipped = set.skipped_summary().map(|s| format!("; {s}")).unwrap_or_default();
+        return Err(js(format!("{what} needs at least 2 usable rankings; there are {usable}{skipped}")));
+    }
+    Ok(set)
+}
+
+fn changes(json: &str) -> Result<serde_json::Value, JsError> {
+    if json.trim().is_empty() { Ok(serde_json::Value::Null) } else { serde_json::from_str(json).map_err(|e| js(format!("settings: {e}"))) }
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Starts training a reward model from the SFT model on `rankings` (JSON list), split and
+    /// tokenized as [`RankingSet::prepare`] decides; `changes_json`: the settings the person
+    /// changed. Resolves to `{train, held_out, pairs, steps, skipped, prompts_cut}`.
+    #[wasm_bindgen(js_name = startReward)]
+    pub fn start_reward(&self, rankings_json: &str, changes_json: &str) -> Result<String, JsError> {
+        let model = sft(&self.state)?;
+        let settings: RewardConfig = with_changes(RewardConfig::default(), &changes(changes_json)?, "reward model").map_err(js)?;
+        let set = ranking_set(&model, rankings_json, "a reward model")?;
+        let calibration = set.calibration_set();
+        let mut info = serde_json::json!({
+            "train": set.train.len(), "held_out": set.held_out.len(), "pairs": set.train_pairs(),
+            "skipped": set.skipped_summary(), "prompts_cut": set.prompts_cut,
+        });
+        let RankingSet { train, held_out, .. } = set;
+        self.device.seed(settings.seed);
+        let pad = model.tokenizer.special_ids().pad;
+        let trainer = RewardTrainer::new(model.gpt.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
+        info["steps"] = trainer.total_steps().into();
+        let mut state = self.state.borrow_mut();
+        state.reward_trainer = Some(trainer);
+        state.calibration = calibration;
+        Ok(info.to_string())
+    }
+
+    /// One reward-model step. Resolves to `{stats, done, dropped}`; on the last step the model is
+    /// calibrated (SFT answers score mean 0, std 1) and becomes the session's reward model, and the
+    /// policies tuned against the old one are dropped (`dropped`: their names).
+    #[wasm_bindgen(js_name = rewardStep)]
+    pub fn reward_step(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let mut trainer = state.borrow_mut().reward_trainer.take().ok_or_else(|| js("no reward model is being trained"))?;
+            let stats = trainer.step().await.map_err(js)?;
+            let done = trainer.is_done();
+            let mut dropped = vec![];
+            if done {
+                let calibration = std::mem::take(&mut state.borrow_mut().calibration);
+                let pad = sft(&state)?.tokenizer.special_ids().pad;
+                let (model, _) = calibrate(trainer.model(), &calibration, true, pad).await.map_err(js)?;
+                let mut s = state.borrow_mut();
+                s.reward = Some(model);
+                dropped = Method::ALL.into_iter().filter(|m| m.needs_reward_model()).map(Method::name).collect();
+                s.policies.retain(|name, _| !dropped.contains(&name.as_str()));
+                if s.run.as_ref().is_some_and(|r| r.method.needs_reward_model()) {
+                    s.run = None;
+                }
+            } else {
+                state.borrow_mut().reward_trainer = Some(trainer);
+            }
+            json_value(&serde_json::json!({"stats": stats, "done": done, "dropped": dropped}))
+        })
+    }
+
+    /// Starts a `method` run ("ppo", "grpo", "rloo" or "dpo") from that method's policy (SFT at
+    /// first): the sampling methods on `prompts` (JSON list) against the reward model, DPO on
+    /// `rankings` (JSON list). `changes_json`: the settings the person changed. Resolves to the
+    /// run's plan, `{method, total, continues, train, held_out, pairs, skipped}`.
+    #[wasm_bindgen(js_name = startTraining)]
+    pub fn start_training(&self, method: String, prompts_json: String, rankings_json: String, changes_json: String) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let method: Method = method.parse().map_err(js)?;
+            let changes = changes(&changes_json)?;
+            let model = sft(&state)?;
+            let start = state.borrow().policies.get(method.name()).cloned();
+            let continues = start.is_some();
+            let special = model.tokenizer.special_ids();
+            let reward = || state.borrow().reward.clone().ok_or_else(|| js(format!("{method} needs a reward model: train one first")));
+            let mut plan = RunPlan { method, total: 0, continues, train: None, held_out: None, pairs: None, skipped: None };
+            let trainer = match method {
+                Method::Ppo => {
+                    let settings: PpoConfig = with_changes(PpoConfig::default(), &changes, "PPO").map_err(js)?;
+                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
+                    plan.total = settings.iterations;
+                    let models =
+                        PpoModels { sft: model.gpt.clone(), config: model.config.clone(), reward: reward()?, value: None, policy: start };
+                    Trainer::Ppo(Box::new(PpoTrainer::new(models, ids, vec![], special.eos, special.pad, settings).map_err(js)?))
+                }
+                Method::Grpo | Method::Rloo => {
+                    let settings = method.group_config(&changes).map_err(js)?;
+                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
+                    plan.total = settings.iterations;
+                    let (sft, config) = (model.gpt.clone(), model.config.clone());
+                    Trainer::Group(Box::new(
+                        GroupTrainer::new(sft, start, config, reward()?, ids, special.eos, special.pad, settings).map_err(js)?,
+                    ))
+                }
+                Method::Dpo => {
+                    let settings: DpoConfig = with_changes(DpoConfig::default(), &changes, "DPO").map_err(js)?;
+                    settings.validate().map_err(js)?;
+                    let set = ranking_set(&model, &rankings_json, "DPO")?;
+                    (plan.train, plan.held_out, plan.pairs, plan.skipped) =
+                        (Some(set.train.len()), Some(set.held_out.len()), Some(set.train_pairs()), set.skipped_summary());
+                    let RankingSet { train, held_out, .. } = set;
+                    let policy = start.unwrap_or_else(|| model.gpt.clone());
+                    let trainer = DpoTrainer::with_policy(policy, &model.gpt, model.config.clone(), train, held_out, special.pad, settings)
+                        .await
+                        .map_err(js)?;
+                    plan.total = trainer.total_steps();
+                    Trainer::Dpo(Box::new(trainer))
+                }
+            };
+            state.borrow_mut().run = Some(Run { method, trainer });
+            json_value(&plan)
+        })
+    }
+
+    /// One step of the current run. Resolves to its stats (named as the method names them) with
+    /// `done`, and `sample` (the first answer of the rollout, as text) for the sampling methods.
+    /// The method's policy after the step replaces the one kept under its name.
+    #[wasm_bindgen(js_name = trainStep)]
+    pub fn train_step(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let model = sft(&state)?;
+            let mut run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
+            let result = run.step(&model).await;
+            {
+                let mut s = state.borrow_mut();
+                s.policies.insert(run.method.name().to_string(), run.policy());
+                s.run = Some(run);
+            }
+            json_value(&result?)
+        })
+    }
+
+    /// The `model.safetensors` bytes (HF GPT-2 names) of the policy kept as `name`.
+    #[wasm_bindgen(js_name = policyWeights)]
+    pub fn policy_weights(&self, name: String) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let policy = state.borrow().policies.get(&name).cloned().ok_or_else(|| js(format!("there is no {name} policy yet")))?;
+            let bytes = tinyrlhf_model::save_gpt(&policy).await.map_err(js)?;
+            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// Keeps a tuned policy (saved by the tab, or written by the CLI) as `name`. On error the
+    /// current one stays. A run of that name starts over from it.
+    #[wasm_bindgen(js_name = loadPolicy)]
+    pub fn load_policy(&self, name: String, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
+        let gpt = self.same_shape(config_json, safetensors)?;
+        let mut state = self.state.borrow_mut();
+        state.policies.insert(name.clone(), gpt);
+        if state.run.as_ref().is_some_and(|r| r.method.name() == name) {
+            state.run = None;
+        }
+        Ok(())
+    }
+
+    /// Forgets the reward model and every tuned policy (the page has deleted their saved copies).
+    #[wasm_bindgen(js_name = forgetTraining)]
+    pub fn forget_training(&self) {
+        let mut state = self.state.borrow_mut();
+        state.reward = None;
+        state.reward_trainer = None;
+        state.policies.clear();
+        state.run = None;
+    }
+
+    /// The reward model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
+    #[wasm_bindgen(js_name = rewardWeights)]
+    pub fn reward_weights(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let reward = state.borrow().reward.clone().ok_or_else(|| js("there is no reward model yet"))?;
+            let bytes = tinyrlhf_model::save_scalar_model(&reward).await.map_err(js)?;
+            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+}
+
+/// Chat-template ids of `prompts_json` (a JSON list), each leaving `room` tokens for the answer.
+fn training_prompt_ids(model: &Model, prompts_json: &str, room: usize) -> Result<Vec<Vec<u32>>, JsError> {
+    let prompts: Vec<String> = serde_json::from_str(prompts_json).map_err(js)?;
+    prompts.iter().map(|p| prompt_ids(model, p, room).map(|(ids, _)| ids)).collect()
+}
+
+/// The reward model, or the error a method that needs one reports.
+pub(crate) fn reward_model(state: &Rc<std::cell::RefCell<State>>) -> Result<ScalarModel, JsError> {
+    state.borrow().reward.clone().ok_or_else(|| js("there is no reward model yet"))
+}
+
+/// Every setting the page shows, with the library's defaults: `{reward, ppo, grpo, rloo, dpo}`,
+/// and which methods need the reward model.
+#[wasm_bindgen]
+pub fn defaults() -> Result<String, JsError> {
+    let methods: Vec<_> = Method::ALL
+        .into_iter()
+        .map(
+            |m| serde_json::json!({"name": m.name(), "needs_reward_model": m.needs_reward_model(), "samples_answers": m.samples_answers()}),
+        )
+        .collect();
+    to_json(&serde_json::json!({"settings": tinyrlhf_rlhf::all_default_settings(), "methods": methods}))
+}
