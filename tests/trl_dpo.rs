@@ -12,26 +12,11 @@ use tinyrlhf_model::{Gpt, load_gpt};
 use tinyrlhf_rlhf::dpo::sequence_logprobs;
 use tinyrlhf_rlhf::dpo_math::{DpoLoss, DpoPair, dpo_loss, sequence_logps};
 use tinyrlhf_rlhf::{DpoMetrics, Example};
+use tinyrlhf_tests::preference::{fixture, floats, mask, rows};
 use tinyrlhf_tests::{read_fixture, read_safetensors};
 
 const RTOL: f64 = 1e-10;
 const ATOL: f64 = 1e-12;
-
-fn fixture() -> Value {
-    serde_json::from_slice(&read_fixture("preference_optim.json")).expect("preference_optim.json parses")
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("a list").iter().map(|x| x.as_f64().expect("a number")).collect()
-}
-
-fn rows(v: &Value) -> Vec<Vec<f64>> {
-    v.as_array().expect("rows").iter().map(floats).collect()
-}
-
-fn mask(v: &Value) -> Vec<Vec<bool>> {
-    rows(v).into_iter().map(|r| r.into_iter().map(|x| x != 0.0).collect()).collect()
-}
 
 fn close(what: &str, actual: f64, expected: f64, rtol: f64, atol: f64) {
     assert!((actual - expected).abs() <= atol + rtol * expected.abs(), "{what}: got {actual}, expected {expected}");

@@ -5,12 +5,11 @@
 //! KL-penalised leave-one-out advantages (normalised or not) and its sequence-level loss. The
 //! rollout's answer masking is PPO's, checked against the same fixture. Every shape comes from it.
 
-use serde_json::Value;
 use tinyrlhf_rlhf::group_math::{
     LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, masked_token_mean, rloo_advantages, rloo_loss, trl_std,
 };
 use tinyrlhf_rlhf::ppo_math::postprocess_responses;
-use tinyrlhf_tests::read_fixture;
+use tinyrlhf_tests::preference::{fixture, floats, mask, rows};
 
 const RTOL: f64 = 1e-10;
 const ATOL: f64 = 1e-12;
@@ -19,22 +18,6 @@ const F32: f64 = 1e-6;
 /// std-derived values against an exact float64 computation (TRL's nanstd Bessel factor is float32;
 /// we mimic it, so these hold far tighter, but the README promises this).
 const STD: f64 = 1e-7;
-
-fn fixture() -> Value {
-    serde_json::from_slice(&read_fixture("preference_optim.json")).expect("preference_optim.json parses")
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("a list").iter().map(|x| x.as_f64().expect("a number")).collect()
-}
-
-fn rows(v: &Value) -> Vec<Vec<f64>> {
-    v.as_array().expect("rows").iter().map(floats).collect()
-}
-
-fn mask(v: &Value) -> Vec<Vec<bool>> {
-    rows(v).into_iter().map(|r| r.into_iter().map(|x| x != 0.0).collect()).collect()
-}
 
 fn close(what: &str, actual: f64, expected: f64, rtol: f64) {
     assert!((actual - expected).abs() <= ATOL + rtol * expected.abs(), "{what}: got {actual}, expected {expected}");

@@ -63,3 +63,26 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], keep: impl Fn(
     }
     assert!(compared > 0, "{what}: nothing compared");
 }
+
+/// TRL 1.16's preference-optimisation reference values (`preference_optim.json`) as JSON, and its
+/// lists read back as numbers.
+pub mod preference {
+    use serde_json::Value;
+
+    pub fn fixture() -> Value {
+        serde_json::from_slice(&super::read_fixture("preference_optim.json")).expect("preference_optim.json parses")
+    }
+
+    pub fn floats(v: &Value) -> Vec<f64> {
+        v.as_array().expect("a list").iter().map(|x| x.as_f64().expect("a number")).collect()
+    }
+
+    pub fn rows(v: &Value) -> Vec<Vec<f64>> {
+        v.as_array().expect("rows").iter().map(floats).collect()
+    }
+
+    /// Rows of 0/1 as booleans.
+    pub fn mask(v: &Value) -> Vec<Vec<bool>> {
+        rows(v).into_iter().map(|r| r.into_iter().map(|x| x != 0.0).collect()).collect()
+    }
+}
