@@ -12,6 +12,8 @@ export default defineConfig({
   outputDir: 'test-results',
   use: {
     baseURL: 'http://127.0.0.1:8080/',
+    // Every test is a returning visitor (the first-visit tour stays closed), except the tour's own.
+    storageState: { cookies: [], origins: [{ origin: 'http://127.0.0.1:8080', localStorage: [{ name: 'tinyrlhf-tour', value: 'seen' }] }] },
     launchOptions: {
       executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
       args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],

@@ -3,7 +3,7 @@
 
 use tinyrlhf_data::Labeler;
 use tinyrlhf_model::SamplingConfig;
-use tinyrlhf_rlhf::{HeadToHeadConfig, PpoConfig, TokenRanking, explain_response, head_to_head};
+use tinyrlhf_rlhf::{HeadToHeadConfig, PpoConfig, TokenRanking, explain_response, gold_and_proxy, head_to_head};
 use wasm_bindgen::prelude::*;
 
 use crate::training::reward_model;
@@ -33,7 +33,7 @@ impl Session {
 
     /// Per-token log pi/pi_ref and advantage of policy `which`'s answer `response` to `prompt`, with
     /// the tokens as text. The advantage uses the PPO run's value model while that run is live, the
-    /// reward model otherwise. Resolves to `{tokens, log_ratio, advantage, score}`.
+    /// reward model otherwise. Resolves to `{tokens, explained}` ([`tinyrlhf_rlhf::TokenExplanation`]).
     pub fn explain(&self, which: String, prompt: String, response: String, temperature: f32) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
@@ -64,9 +64,7 @@ impl Session {
             .await
             .map_err(js)?;
             let tokens = response_ids.iter().map(|&t| model.tokenizer.decode(&[t])).collect::<Result<Vec<_>, _>>().map_err(js)?;
-            json_value(
-                &serde_json::json!({"tokens": tokens, "log_ratio": explained.log_ratio, "advantage": explained.advantage, "score": explained.score}),
-            )
+            json_value(&serde_json::json!({"tokens": tokens, "explained": explained}))
         })
     }
 
@@ -83,6 +81,25 @@ impl Session {
             let sampling = SamplingConfig { max_new_tokens: MAX_NEW_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
             let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
             json_value(&head_to_head(&ours, &theirs, &model.tokenizer, &prompts, &labeler, &settings).await.map_err(js)?)
+        })
+    }
+
+    /// Policy `which` on `prompts` (JSON list): the reward model's mean score of its answers (the
+    /// proxy), `labeler`'s blind win-rate over SFT (the gold) and its KL to SFT. Resolves to
+    /// `{kl, proxy, gold, eos_rate}`.
+    #[wasm_bindgen(js_name = goldAndProxy)]
+    pub fn gold_and_proxy(&self, which: String, prompts_json: String, labeler: String, temperature: f32, seed: u64) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let model = sft(&state)?;
+            let labeler: Labeler = labeler.parse().map_err(js)?;
+            let policy = model_named(&state, &which)?;
+            let reward = reward_model(&state)?;
+            let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
+            let sampling = SamplingConfig { max_new_tokens: MAX_NEW_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
+            let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
+            let measured = gold_and_proxy(&policy, &model.gpt, &reward, &model.tokenizer, &prompts, &labeler, &settings).await;
+            json_value(&measured.map_err(js)?)
         })
     }
 }

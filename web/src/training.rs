@@ -46,6 +46,16 @@ impl Run {
         }
     }
 
+    /// The KL leash (DPO: its beta), moved between steps.
+    fn set_beta(&mut self, beta: f64) -> Result<(), JsError> {
+        match &mut self.trainer {
+            Trainer::Ppo(t) => t.set_beta(beta),
+            Trainer::Group(t) => t.set_beta(beta),
+            Trainer::Dpo(t) => t.set_beta(beta),
+        }
+        .map_err(js)
+    }
+
     /// PPO's value model and KL coefficient, for explaining an answer token by token.
     pub(crate) fn ppo(&self) -> Option<&PpoTrainer> {
         match &self.trainer {
@@ -222,14 +232,18 @@ impl Session {
         })
     }
 
-    /// One step of the current run. Resolves to its stats (named as the method names them) with
-    /// `done`, and `sample` (the first answer of the rollout, as text) for the sampling methods.
-    /// The method's policy after the step replaces the one kept under its name.
+    /// One step of the current run, with the KL leash moved to `beta` first when given (a bad
+    /// value is refused and the run stays as it was). Resolves to its stats (named as the method
+    /// names them) with `done`, and `sample` (the first answer of the rollout, as text) for the
+    /// sampling methods. The method's policy after the step replaces the one kept under its name.
     #[wasm_bindgen(js_name = trainStep)]
-    pub fn train_step(&self) -> js_sys::Promise {
+    pub fn train_step(&self, beta: Option<f64>) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let model = sft(&state)?;
+            if let Some(beta) = beta {
+                state.borrow_mut().run.as_mut().ok_or_else(|| js("no training run has been started"))?.set_beta(beta)?;
+            }
             let mut run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
             let result = run.step(&model).await;
             {

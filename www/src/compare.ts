@@ -12,6 +12,8 @@ const view = {
   run: $<HTMLButtonElement>('compare-run'),
   columns: $('compare-columns'),
   heatmap: $('heatmap'),
+  rewardHeatmap: $('reward-heatmap'),
+  rewardScore: $('reward-heatmap-score'),
   a: $<HTMLSelectElement>('ab-a'),
   b: $<HTMLSelectElement>('ab-b'),
   next: $<HTMLButtonElement>('ab-next'),
@@ -80,16 +82,18 @@ export async function compare() {
   }
 }
 
+const shownToken = (token: string) => (token === '<|eos|>' ? '⏎' : token);
+
 async function heatmap(which: Which, prompt: string, response: string) {
-  const explained = await call({ type: 'explain', which, prompt, response, temperature: TEMPERATURE });
+  const { tokens, explained } = await call({ type: 'explain', which, prompt, response, temperature: TEMPERATURE });
   const scale = Math.max(0.5, ...explained.log_ratio.map(Math.abs));
   const adv = Math.max(0.5, ...explained.advantage.map(Math.abs));
   view.heatmap.replaceChildren(
-    ...explained.tokens.map((token, i) => {
+    ...tokens.map((token, i) => {
       const span = document.createElement('span');
       const r = explained.log_ratio[i];
       const a = explained.advantage[i];
-      span.textContent = token === '<|eos|>' ? '⏎' : token;
+      span.textContent = shownToken(token);
       span.style.background = r >= 0 ? `rgba(214, 69, 65, ${Math.min(1, r / scale) * 0.6})` : `rgba(58, 91, 217, ${Math.min(1, -r / scale) * 0.6})`;
       span.style.borderBottomColor = a >= 0 ? `rgba(47, 143, 91, ${Math.min(1, a / adv)})` : `rgba(179, 64, 58, ${Math.min(1, -a / adv)})`;
       span.title = `log π/π_ref = ${r.toFixed(3)} · advantage = ${a.toFixed(3)}`;
@@ -97,6 +101,26 @@ async function heatmap(which: Which, prompt: string, response: string) {
       return span;
     }),
   );
+  rewardHeatmap(tokens, explained.prompt_score, explained.prefix_scores);
+}
+
+/** Each token coloured by how much it moved the reward model's score of the answer so far. */
+function rewardHeatmap(tokens: string[], promptScore: number, prefixScores: number[]) {
+  const moves = prefixScores.map((s, i) => s - (i === 0 ? promptScore : prefixScores[i - 1]));
+  const scale = Math.max(0.25, ...moves.map(Math.abs));
+  view.rewardHeatmap.replaceChildren(
+    ...tokens.map((token, i) => {
+      const span = document.createElement('span');
+      const d = moves[i];
+      span.textContent = shownToken(token);
+      span.style.background = d >= 0 ? `rgba(47, 143, 91, ${Math.min(1, d / scale) * 0.6})` : `rgba(128, 64, 160, ${Math.min(1, -d / scale) * 0.6})`;
+      span.title = `score after this token ${prefixScores[i].toFixed(3)} (${d >= 0 ? '+' : ''}${d.toFixed(3)})`;
+      span.dataset.scoreChange = String(d);
+      span.dataset.score = String(prefixScores[i]);
+      return span;
+    }),
+  );
+  view.rewardScore.textContent = `score of the prompt alone ${promptScore.toFixed(2)} → of the whole answer ${prefixScores.at(-1)?.toFixed(2) ?? '–'}`;
 }
 
 /** Shows an answer of A and one of B in random order; the person picks one, then learns whose. */

@@ -14,10 +14,14 @@ const DEMO_PROMPTS = 30;
 const HELD_OUT_PROMPTS = 64;
 /** PPO's demo run is shorter than its default, to keep the class's wait under four minutes. */
 const DEMO_CHANGES: Partial<Record<Method, Record<string, number>>> = { ppo: { iterations: 15 } };
+/** Gold and proxy are measured every this many iterations in the demo (unless the person chose). */
+const DEMO_GOLD_EVERY = 5;
 
 interface Row extends Evaluation {
   method: Method;
   seconds: number;
+  /** Iterations (PPO, GRPO, RLOO) or steps (DPO) the run took. */
+  steps: number;
 }
 
 export function demo(labeler: string, methods: Method[], setRankings: (rankings: Ranking[]) => void): Promise<void> {
@@ -35,7 +39,7 @@ function render(rows: Row[]) {
   table.tBodies[0].replaceChildren(
     ...rows.map((r) => {
       const tr = document.createElement('tr');
-      for (const cell of [policyLabel(r.method), `${percent(r.win_rate)} (${r.wins}–${r.ties}–${r.losses})`, r.kl.toFixed(2), percent(r.eos_rate), `${r.seconds.toFixed(0)} s`]) {
+      for (const cell of [policyLabel(r.method), `${percent(r.win_rate)} (${r.wins}–${r.ties}–${r.losses})`, r.kl.toFixed(2), percent(r.eos_rate), `${r.seconds.toFixed(0)} s (${r.steps} × ${(r.seconds / r.steps).toFixed(1)} s)`]) {
         tr.append(Object.assign(document.createElement('td'), { textContent: cell }));
       }
       return tr;
@@ -58,8 +62,14 @@ async function run(labeler: string, methods: Method[], setRankings: (rankings: R
       if (ranking) setRankings(await call({ type: 'addRanking', ranking }));
     }
     say('training the reward model on the rankings…');
+    const rewardStarted = performance.now();
     const accuracy = await trainReward();
+    const rewardSeconds = (performance.now() - rewardStarted) / 1000;
     const rm = `reward model held-out accuracy ${accuracy === null ? '–' : (100 * accuracy).toFixed(0) + '%'}`;
+    // The labeler is the gold the reward model stands in for: the gold-vs-proxy chart uses it.
+    $<HTMLSelectElement>('gold-labeler').value = labeler;
+    const every = $<HTMLInputElement>('gold-every');
+    if (Number(every.value) <= 0) every.value = String(DEMO_GOLD_EVERY);
     for (const method of methods) {
       say(`${rm}; tuning with ${policyLabel(method).replace(' policy', '')}…`);
       choose(method);
@@ -69,11 +79,11 @@ async function run(labeler: string, methods: Method[], setRankings: (rankings: R
       const seconds = (performance.now() - started) / 1000;
       say(`comparing the ${policyLabel(method)} with the SFT model on ${HELD_OUT_PROMPTS} held-out prompts…`);
       const result = await call({ type: 'evaluate', a: method, b: 'sft', labeler, prompts: HELD_OUT_PROMPTS, temperature: 0.7 });
-      rows.push({ method, seconds, win_rate: result.win_rate, wins: result.wins, ties: result.ties, losses: result.losses, kl: result.kl, eos_rate: result.eos_rate });
+      rows.push({ method, seconds, steps: chartPoints(method).policy, win_rate: result.win_rate, wins: result.wins, ties: result.ties, losses: result.losses, kl: result.kl, eos_rate: result.eos_rate });
       render(rows);
     }
     const first = rows[0];
-    document.body.dataset.demo = JSON.stringify({ accuracy, ...first, rows, points: chartPoints(first.method) });
+    document.body.dataset.demo = JSON.stringify({ accuracy, reward_seconds: rewardSeconds, ...first, rows, points: chartPoints(first.method) });
     const verdicts = rows.map((r) => `${policyLabel(r.method)} ${(100 * r.win_rate).toFixed(0)}% (KL ${r.kl.toFixed(2)}, EOS ${(100 * r.eos_rate).toFixed(0)}%)`);
     say(`done. ${rm}; the ${labeler} labeler prefers, over SFT on ${HELD_OUT_PROMPTS} held-out prompts: ${verdicts.join('; ')}.`);
   } catch (e) {

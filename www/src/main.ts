@@ -4,6 +4,8 @@ import './style.css';
 import { call, onEvent, onFatal, restartWorker } from './client';
 import { setPrompts } from './compare';
 import { demo, demoMethods } from './demo';
+import { applyLink, linkHere } from './link';
+import { tourOnFirstVisit } from './tour';
 import { policyLabel } from './methods';
 import type { Ranking, Ready } from './protocol';
 import { resetTraining, restore } from './train';
@@ -207,13 +209,36 @@ async function start(force: string | null = new URLSearchParams(location.search)
   ui.sample.disabled = false;
   ui.demo.disabled = false;
   document.body.dataset.ready = 'true';
+  if (!linkApplied) {
+    // A restarted worker keeps the settings the person has now; the link is read once.
+    linkApplied = true;
+    const lesson = applyLink(location.search);
+    if (lesson.problems.length) show($('link-status'), `Some settings in this link were not used: ${lesson.problems.join('; ')}.`, 'error');
+    if (lesson.demo) runDemo(lesson.demo);
+    else tourOnFirstVisit();
+  }
 }
+let linkApplied = false;
+
+const runDemo = (methods = demoMethods($<HTMLSelectElement>('demo-methods').value)) => demo($<HTMLSelectElement>('demo-labeler').value, methods, setRankings);
 
 ui.temperature.addEventListener('input', () => (ui.temperatureValue.textContent = Number(ui.temperature.value).toFixed(1)));
 ui.sample.addEventListener('click', sample);
 ui.rankForMe.addEventListener('click', rankForMe);
 ui.submit.addEventListener('click', submit);
-ui.demo.addEventListener('click', () => demo($<HTMLSelectElement>('demo-labeler').value, demoMethods($<HTMLSelectElement>('demo-methods').value), setRankings));
+ui.demo.addEventListener('click', () => runDemo());
+$('copy-link').addEventListener('click', async () => {
+  const link = $<HTMLInputElement>('link');
+  link.value = linkHere($<HTMLInputElement>('link-demo').checked);
+  link.hidden = false;
+  link.select();
+  try {
+    await navigator.clipboard.writeText(link.value);
+    show($('link-status'), 'Copied: anyone who opens this link gets these settings.');
+  } catch {
+    show($('link-status'), 'Select the link and copy it: this browser did not let the page write the clipboard.');
+  }
+});
 document.addEventListener('keydown', (e) => {
   const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
   if (typing || !current) return;

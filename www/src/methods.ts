@@ -17,6 +17,8 @@ export interface Knob {
   /** A setting that may be unset (`null`): an empty box. */
   optional?: string;
   choices?: string[];
+  /** A slider that may move while the method runs: the next step uses the new value (the KL leash). */
+  live?: boolean;
 }
 
 export interface ChartSpec {
@@ -40,13 +42,13 @@ const groupKnobs: Knob[] = [
   { setting: 'samples_per_prompt', label: 'K answers per prompt', id: 'k', min: '2', max: '16' },
   { setting: 'prompts_per_iteration', label: 'prompts per iteration', id: 'prompts', min: '1' },
   { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
-  { setting: 'beta', label: 'β (KL)', id: 'beta', step: '0.01', min: '0' },
+  { setting: 'beta', label: 'β (KL)', id: 'beta', step: '0.005', min: '0', max: '0.5', live: true },
   { setting: 'epsilon', label: 'clip ε', id: 'epsilon', step: '0.05', min: '0.05', max: '0.95' },
   lengthKnob,
 ];
 const groupCharts: ChartSpec[] = [
   { series: [{ key: 'score', label: 'score' }, { key: 'reward_std', label: 'reward std' }], title: 'mean reward-model score' },
-  { series: [{ key: 'kl', label: 'KL' }], title: 'KL to SFT (nats per answer)' },
+  { series: [{ key: 'kl', label: 'KL' }, { key: 'beta', label: 'β' }], title: 'KL to SFT (nats per answer)' },
   { series: [{ key: 'entropy', label: 'entropy' }], title: 'entropy per token' },
   { series: [{ key: 'clip_ratio/region_mean', label: 'clipped' }], title: 'clip ratio' },
   { series: [{ key: 'mean_length', label: 'tokens' }], title: 'answer length' },
@@ -62,7 +64,7 @@ export const METHODS: MethodView[] = [
     unit: 'iteration',
     knobs: [
       { setting: 'iterations', label: 'iterations', id: 'iterations', min: '1' },
-      { setting: 'kl_coef', label: 'β', id: 'beta', step: '0.01' },
+      { setting: 'kl_coef', label: 'β', id: 'beta', step: '0.005', min: '0', max: '0.5', live: true },
       { setting: 'kl_target', label: 'target KL', id: 'target', step: '0.5', optional: 'fixed β' },
       { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
       { setting: 'ppo_epochs', label: 'PPO epochs', id: 'epochs', min: '1' },
@@ -105,7 +107,7 @@ export const METHODS: MethodView[] = [
     knobs: [
       { setting: 'epochs', label: 'epochs', id: 'epochs', min: '1' },
       { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
-      { setting: 'beta', label: 'β', id: 'beta', step: '0.01', min: '0.01' },
+      { setting: 'beta', label: 'β', id: 'beta', step: '0.01', min: '0.01', max: '1', live: true },
       { setting: 'batch_size', label: 'rankings per step', id: 'batch', min: '1' },
       { setting: 'loss', label: 'loss', id: 'loss', choices: ['sigmoid', 'ipo', 'hinge'] },
     ],
@@ -135,12 +137,20 @@ export function knobInput(prefix: string, knob: Knob): HTMLLabelElement {
   const input = knob.choices ? document.createElement('select') : document.createElement('input');
   if (input instanceof HTMLSelectElement) input.append(...knob.choices!.map((c) => new Option(c, c)));
   else {
-    input.type = 'number';
+    input.type = knob.live ? 'range' : 'number';
     Object.assign(input, { step: knob.step ?? '1', min: knob.min ?? '', max: knob.max ?? '', placeholder: knob.optional ?? '' });
   }
   input.id = `${prefix}-${knob.id}`;
   input.dataset.setting = knob.setting;
   label.append(input);
+  if (knob.live) {
+    // The slider's value, as the other knobs show theirs.
+    const shown = Object.assign(document.createElement('output'), { id: `${input.id}-value` });
+    const update = () => (shown.textContent = input.value);
+    input.addEventListener('input', update);
+    input.addEventListener('change', update);
+    label.append(shown);
+  }
   return label;
 }
 
@@ -152,7 +162,9 @@ export function fillDefaults(defaults: Defaults, group: string, prefix: string, 
     const text = value === null || value === undefined ? '' : String(value);
     if (input instanceof HTMLSelectElement) input.value = text;
     else input.defaultValue = input.value = text;
-    input.dataset.default = text;
+    // A range input snaps its value to its step: the default is what it shows.
+    input.dataset.default = input.value;
+    input.dispatchEvent(new Event('change'));
   }
 }
 

@@ -123,9 +123,14 @@ export function pointOf(stats: StepResult, index: number): Point {
 
 export interface Explained {
   tokens: string[];
-  log_ratio: number[];
-  advantage: number[];
-  score: number;
+  explained: {
+    log_ratio: number[];
+    advantage: number[];
+    score: number;
+    /** The reward model's score of the prompt alone, then after each token of the answer. */
+    prompt_score: number;
+    prefix_scores: number[];
+  };
 }
 
 export interface Evaluation {
@@ -151,7 +156,8 @@ export type Request =
   | { type: 'rewardStep' }
   | { type: 'scores'; prompt: string; completions: string[] }
   | { type: 'startTraining'; method: Method; changes: Changes }
-  | { type: 'trainStep'; method: Method }
+  /** `beta` moves the KL leash first; `gold` (a labeler) measures gold and proxy after the step. */
+  | { type: 'trainStep'; method: Method; beta?: number; gold?: string }
   | { type: 'explain'; which: Which; prompt: string; response: string; temperature: number }
   | { type: 'evaluate'; a: Which; b: Which; labeler: string; prompts: number; temperature: number }
   /** 'reward', or a policy's name. */

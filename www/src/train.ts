@@ -2,7 +2,7 @@
 // loop asks for one step at a time, so pause and stop act between steps. Each method (PPO, GRPO,
 // RLOO, DPO) has its own panel, saved policy and curves. One tab trains at a time: a run holds the
 // Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
-import { LiveChart } from './charts';
+import { GoldChart, LiveChart } from './charts';
 import { call } from './client';
 import { METHODS, changes, fillDefaults, knobInput, type Knob, type MethodView } from './methods';
 import { pointOf, type Defaults, type Method, type Point, type StepResult } from './protocol';
@@ -30,11 +30,14 @@ interface Panel {
   stop: HTMLButtonElement;
   status: HTMLElement;
   samples: HTMLOListElement | null;
-  charts: LiveChart[];
+  /** The method's own charts, then (for the methods that sample) gold vs proxy. */
+  charts: (LiveChart | GoldChart)[];
   state: 'idle' | 'running' | 'paused';
   started: boolean;
   done: number;
   target: number;
+  /** The KL leash moved during the run: sent with the next step. */
+  movedBeta: number | null;
 }
 
 const panels = new Map<Method, Panel>();
@@ -44,18 +47,21 @@ function build(view: MethodView): Panel {
   const m = view.name;
   const tab = Object.assign(document.createElement('button'), { id: `tab-${m}`, textContent: view.label, type: 'button' });
   tab.setAttribute('role', 'tab');
+  tab.setAttribute('aria-controls', `panel-${m}`);
   $('method-tabs').append(tab);
   const element = document.createElement('div');
   element.className = 'method-panel';
   element.id = `panel-${m}`;
   element.setAttribute('role', 'tabpanel');
+  element.setAttribute('aria-labelledby', `tab-${m}`);
   element.innerHTML = `<p class="teach"></p><div class="controls knobs"></div>
     <div class="controls"><button id="${m}-run" class="primary" disabled>Run</button><button id="${m}-pause" disabled>Pause</button><button id="${m}-stop" disabled>Stop</button><span id="${m}-status" class="muted"></span></div>
     <div class="charts three"></div>`;
   (element.querySelector('.teach') as HTMLElement).textContent = view.teach;
   element.querySelector('.knobs')!.append(...view.knobs.map((k) => knobInput(m, k)));
   const canvases = view.charts.map(() => document.createElement('canvas'));
-  for (const canvas of canvases) {
+  const goldCanvas = view.unit === 'iteration' ? Object.assign(document.createElement('canvas'), { id: `${m}-gold-chart` }) : null;
+  for (const canvas of goldCanvas ? [...canvases, goldCanvas] : canvases) {
     const box = document.createElement('div');
     box.append(canvas);
     element.querySelector('.charts')!.append(box);
@@ -77,12 +83,19 @@ function build(view: MethodView): Panel {
     stop: $<HTMLButtonElement>(`${m}-stop`),
     status: $(`${m}-status`),
     samples,
-    charts: view.charts.map((c, i) => new LiveChart(canvases[i], view.unit, c.series, c.title)),
+    charts: [...view.charts.map((c, i) => new LiveChart(canvases[i], view.unit, c.series, c.title)), ...(goldCanvas ? [new GoldChart(goldCanvas)] : [])],
     state: 'idle',
     started: false,
     done: 0,
     target: 0,
+    movedBeta: null,
   };
+  for (const knob of view.knobs.filter((k) => k.live)) {
+    // Before a run the slider is a setting like the others; during one it moves the leash.
+    $<HTMLInputElement>(`${m}-${knob.id}`).addEventListener('input', (e) => {
+      if (panel.started) panel.movedBeta = Number((e.target as HTMLInputElement).value);
+    });
+  }
   tab.addEventListener('click', () => choose(m));
   panel.run.addEventListener('click', () => runMethod(m));
   panel.pause.addEventListener('click', () => {
@@ -100,8 +113,13 @@ function build(view: MethodView): Panel {
 }
 METHODS.forEach((view) => panels.set(view.name, build(view)));
 
+let shown: Method = 'ppo';
+/** The method whose panel is shown. */
+export const chosen = () => shown;
+
 /** Shows `method`'s panel. */
 export function choose(method: Method) {
+  shown = method;
   for (const [m, p] of panels) {
     p.element.hidden = m !== method;
     p.tab.setAttribute('aria-selected', String(m === method));
@@ -250,7 +268,18 @@ function summary(p: Panel, stats: StepResult): string {
     return `${head} · loss ${num('loss').toFixed(3)} · margin ${num('rewards/margins').toFixed(2)}${held}`;
   }
   const seconds = num('rollout_secs') + num('scoring_secs') + num('update_secs');
-  return `${head} · score ${num('score').toFixed(2)} · KL ${num('kl').toFixed(2)} · ${seconds.toFixed(1)} s`;
+  return `${head} · score ${num('score').toFixed(2)} · KL ${num('kl').toFixed(2)} · β ${num('beta').toFixed(3)} · ${seconds.toFixed(1)} s`;
+}
+
+const gold = { every: $<HTMLInputElement>('gold-every'), labeler: $<HTMLSelectElement>('gold-labeler') };
+gold.labeler.replaceChildren(...[...$<HTMLSelectElement>('labeler').options].map((o) => new Option(o.text, o.value)));
+
+/** The labeler to measure gold and proxy with after the panel's next step, if that step is due one. */
+function goldThisStep(p: Panel): string | undefined {
+  const every = Math.floor(Number(gold.every.value));
+  const step = p.done + 1;
+  const due = every > 0 && (step % every === 0 || step === p.target);
+  return p.view.unit === 'iteration' && due ? gold.labeler.value : undefined;
 }
 
 /** Runs (or resumes) `method` until its planned steps are done, pause or stop. */
@@ -281,12 +310,15 @@ async function runNow(p: Panel, changed: Record<string, number>): Promise<StepRe
       if (plan.skipped) p.status.textContent = plan.skipped;
     }
     while (p.state === 'running' && p.done < p.target) {
-      const stats = await call({ type: 'trainStep', method });
+      const beta = p.movedBeta ?? undefined;
+      p.movedBeta = null;
+      const stats = await call({ type: 'trainStep', method, beta, gold: goldThisStep(p) });
       last = stats;
       p.done += 1;
       const point = pointOf(stats, p.done);
       p.charts.forEach((c) => c.push(point));
       document.body.dataset[`${method}Points`] = String(p.charts[0].length);
+      document.body.dataset[`${method}Gold`] = String(p.charts.at(-1) instanceof GoldChart ? p.charts.at(-1)!.length : 0);
       if (stats.sample && p.done % 2 === 1) addSample(p, p.done, stats.sample);
       p.status.textContent = summary(p, stats);
       if (!app.policies.includes(method)) app.policies = [...app.policies, method];

@@ -187,8 +187,16 @@ async function rewardStep(): Promise<RewardStepResult> {
   return result;
 }
 
-async function trainStep(method: Method): Promise<StepResult> {
-  const stats: StepResult = JSON.parse(await need().trainStep());
+/** Held-out prompts on which gold and proxy are measured during a run (the same ones each time). */
+const GOLD_PROMPTS = 24;
+
+async function trainStep(method: Method, beta: number | undefined, gold: string | undefined): Promise<StepResult> {
+  const stats: StepResult = JSON.parse(await need().trainStep(beta));
+  if (gold) {
+    // Kept in the step's point, so the chart comes back with the curve after a reload.
+    const measured = JSON.parse(await need().goldAndProxy(method, JSON.stringify(heldOut.slice(0, GOLD_PROMPTS)), gold, 0.7, 11n));
+    Object.assign(stats, { gold: measured.gold, proxy: measured.proxy, gold_kl: measured.kl });
+  }
   const points = await curve(curveKey(method));
   points.push(pointOf(stats, points.length + 1));
   // The policy after this step and its curve, in one transaction.
@@ -240,7 +248,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(await need().startTraining(request.method, prompts, rankings, JSON.stringify(request.changes)));
     }
     case 'trainStep':
-      return trainStep(request.method);
+      return trainStep(request.method, request.beta, request.gold);
     case 'explain':
       return JSON.parse(await need().explain(request.which, request.prompt, request.response, request.temperature));
     case 'evaluate': {

@@ -3,6 +3,7 @@
 // a retrained reward model resets the policies tuned against it; two tabs never train at once; the page works offline
 // once loaded, under its Content-Security-Policy.
 import { test, expect, type Page } from '@playwright/test';
+import { importRankings, ready, runPpo, saved, trainReward } from './helpers';
 import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -10,61 +11,11 @@ import { fileURLToPath } from 'node:url';
 
 const MODELS = join(dirname(fileURLToPath(import.meta.url)), '..', 'public', 'models');
 
-async function ready(page: Page, query = '') {
-  await page.goto(`/${query}`);
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
-}
-
 /** Samples and waits for the answers (repeats are dropped, so 2 to `k` come back). */
 async function sample(page: Page) {
   await page.locator('#sample').click();
   await expect(page.locator('#sample-speed')).toContainText('tok/s');
   expect(await page.locator('#answers .answer').count()).toBeGreaterThanOrEqual(2);
-}
-
-const TWO = [
-  { prompt: 'what colour is the frog?', completions: ['green.', 'sure! the frog is green. i hope this helps.'], ranking: [0, 1] },
-  { prompt: 'say hello.', completions: ['hello.', 'of course. hello there, my friend.'], ranking: [0, 1] },
-];
-
-async function importRankings(page: Page, rankings = TWO) {
-  const before = Number(await page.locator('#ranking-count').textContent());
-  const buffer = Buffer.from(rankings.map((r) => JSON.stringify(r)).join('\n') + '\n');
-  await page.locator('#import').setInputFiles({ name: 'rankings.jsonl', mimeType: 'application/jsonl', buffer });
-  await expect(page.locator('#ranking-count')).toHaveText(String(before + rankings.length));
-}
-
-async function trainReward(page: Page) {
-  await page.locator('#rm-epochs').fill('1');
-  await page.locator('#train-reward').click();
-  await expect(page.locator('#reward-status')).toContainText('done', { timeout: 300_000 });
-}
-
-/** The smallest PPO run: `n` iterations of one epoch on 8-token answers. */
-async function runPpo(page: Page, n: number) {
-  await page.locator('#ppo-iterations').fill(String(n));
-  await page.locator('#ppo-epochs').fill('1');
-  await page.locator('#ppo-length').fill('8');
-  await page.locator('#ppo-run').click();
-}
-
-/** A value saved in the tab's IndexedDB ('saved' store), read from the page. */
-function saved(page: Page, key: string): Promise<unknown> {
-  return page.evaluate(
-    (key) =>
-      new Promise((resolve, reject) => {
-        const open = indexedDB.open('tinyrlhf');
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const get = open.result.transaction('saved').objectStore('saved').get(key);
-          get.onsuccess = () => {
-            open.result.close();
-            resolve(get.result instanceof Uint8Array ? `${get.result.length} bytes` : get.result);
-          };
-        };
-      }),
-    key,
-  );
 }
 
 /** The shipped SFT weights with one NaN written into a named tensor. */

@@ -2,6 +2,7 @@
 // ranks by keyboard, keeps rankings across reloads and profiles (export/import), stays responsive,
 // and never talks to anything but its own origin.
 import { test, expect, type Page, chromium } from '@playwright/test';
+import { ready } from './helpers';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -16,11 +17,6 @@ function recordRequests(page: Page): string[] {
   const urls: string[] = [];
   page.on('request', (r) => urls.push(r.url()));
   return urls;
-}
-
-async function ready(page: Page, query = '') {
-  await page.goto(`/${query}`);
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
 }
 
 /** Four answers, less any that repeat another (a ranking orders different answers). */

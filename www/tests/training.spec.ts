@@ -4,11 +4,7 @@
 // not grow iteration over iteration; and on WebGPU (SwiftShader) one RM epoch and one PPO iteration
 // give finite numbers and chart points.
 import { test, expect, type Page } from '@playwright/test';
-
-async function ready(page: Page, query = '') {
-  await page.goto(`/${query}`);
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
-}
+import { ready } from './helpers';
 
 async function watchLongTasks(page: Page) {
   await page.evaluate(() => {
@@ -143,8 +139,10 @@ test('demo mode runs PPO, GRPO, RLOO and DPO on the same rankings and ends with 
   await page.locator('#demo').click();
   await expect(page.locator('body')).toHaveAttribute('data-demo', /rows/, { timeout: 60 * 60_000 });
   const result = JSON.parse((await page.locator('body').getAttribute('data-demo'))!);
-  console.log(`demo (concise, all methods), ${((Date.now() - started) / 1000).toFixed(0)} s; reward model held-out accuracy ${result.accuracy}`);
-  for (const r of result.rows) console.log(`  ${r.method}: win-rate ${(100 * r.win_rate).toFixed(1)}%, KL ${r.kl.toFixed(2)}, EOS ${(100 * r.eos_rate).toFixed(0)}%, ${r.seconds.toFixed(0)} s`);
+  console.log(`demo (concise, all methods), ${((Date.now() - started) / 1000).toFixed(0)} s; reward model ${result.reward_seconds.toFixed(0)} s, held-out accuracy ${result.accuracy}`);
+  for (const r of result.rows) {
+    console.log(`  ${r.method}: win-rate ${(100 * r.win_rate).toFixed(1)}%, KL ${r.kl.toFixed(2)}, EOS ${(100 * r.eos_rate).toFixed(0)}%, ${r.seconds.toFixed(0)} s = ${r.steps} × ${(r.seconds / r.steps).toFixed(2)} s`);
+  }
   await expect(page.locator('#demo-table tbody tr')).toHaveCount(4);
   await page.screenshot({ path: 'test-results/demo-all.png', fullPage: true });
   for (const r of result.rows) expect(Number.isFinite(r.kl)).toBe(true);

@@ -201,6 +201,15 @@ impl DpoTrainer {
         &self.settings
     }
 
+    /// Changes beta between steps (the page's slider). Refused, changing nothing, if the settings
+    /// would not validate.
+    pub fn set_beta(&mut self, beta: f64) -> Result<(), TrainError> {
+        let settings = DpoConfig { beta, ..self.settings.clone() };
+        settings.validate()?;
+        self.settings = settings;
+        Ok(())
+    }
+
     pub fn config(&self) -> &GptConfig {
         &self.config
     }

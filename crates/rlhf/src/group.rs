@@ -276,6 +276,15 @@ impl GroupTrainer {
         &self.settings
     }
 
+    /// Moves the KL leash between iterations (the page's slider). Refused, changing nothing, if
+    /// the settings would not validate.
+    pub fn set_beta(&mut self, beta: f64) -> Result<(), TrainError> {
+        let settings = GroupConfig { beta: Some(beta), ..self.settings.clone() };
+        settings.validate()?;
+        self.settings = settings;
+        Ok(())
+    }
+
     /// The policy as it stands, for inference.
     pub fn policy(&self) -> Gpt {
         self.policy.valid()

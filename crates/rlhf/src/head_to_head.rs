@@ -2,10 +2,12 @@
 //! the same sampling settings; a scripted labeler, seeing only the two texts, picks one or calls a
 //! tie (half a win). Also measured: the first model's KL to the second on its own answers, its EOS
 //! rate, and both models' answer lengths. The CLI's `eval` and the tab's compare view both call it.
+//! [`gold_and_proxy`] adds the reward model's mean score of the policy's answers: the proxy that
+//! training pushes up, beside the labeler's verdict, the gold it stands in for.
 
 use serde::{Deserialize, Serialize};
 use tinyrlhf_data::{Labeler, Tally};
-use tinyrlhf_model::{Gpt, SamplingConfig, generate};
+use tinyrlhf_model::{Gpt, SamplingConfig, ScalarModel, generate};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::checkpoint::TrainError;
@@ -79,6 +81,53 @@ pub async fn head_to_head(
     labeler: &Labeler,
     settings: &HeadToHeadConfig,
 ) -> Result<HeadToHead, TrainError> {
+    Ok(judged(policy, reference, tokenizer, prompts, labeler, settings).await?.0)
+}
+
+/// Where a policy stands on the way to over-optimisation: how it scores under the reward model
+/// (the proxy it was trained on) and under the labeler (the gold the rankings came from), at a KL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldAndProxy {
+    /// KL(policy || SFT) per answer (k1, nats), on the policy's answers.
+    pub kl: f64,
+    /// The reward model's mean score of the policy's answers (at their last token).
+    pub proxy: f64,
+    /// The labeler's blind win-rate of the policy over SFT, a tie counting half.
+    pub gold: f64,
+    pub eos_rate: f64,
+}
+
+/// [`head_to_head`] of `policy` against `sft`, with the reward model's mean score of the policy's
+/// answers.
+pub async fn gold_and_proxy(
+    policy: &Gpt,
+    sft: &Gpt,
+    reward: &ScalarModel,
+    tokenizer: &Tokenizer,
+    prompts: &[String],
+    labeler: &Labeler,
+    settings: &HeadToHeadConfig,
+) -> Result<GoldAndProxy, TrainError> {
+    let (verdict, prompt_ids, answers) = judged(policy, sft, tokenizer, prompts, labeler, settings).await?;
+    let sequences: Vec<Vec<u32>> = prompt_ids.iter().zip(&answers.tokens).map(|(p, a)| [p.as_slice(), a].concat()).collect();
+    let mut total = 0.0;
+    for chunk in sequences.chunks(settings.batch_size.max(1)) {
+        let scores = crate::reward::score_sequences(reward, chunk, tokenizer.special_ids().pad, &policy.device());
+        total += crate::read::values(scores).await?.iter().map(|&s| f64::from(s)).sum::<f64>();
+    }
+    let proxy = total / sequences.len().max(1) as f64;
+    Ok(GoldAndProxy { kl: verdict.kl, proxy, gold: verdict.win_rate, eos_rate: verdict.eos_rate })
+}
+
+/// The head-to-head, with the prompts' ids and the policy's answers it was judged on.
+async fn judged(
+    policy: &Gpt,
+    reference: &Gpt,
+    tokenizer: &Tokenizer,
+    prompts: &[String],
+    labeler: &Labeler,
+    settings: &HeadToHeadConfig,
+) -> Result<(HeadToHead, Vec<Vec<u32>>, Answers), TrainError> {
     let (k, batch, sampling) = (settings.samples_per_prompt.max(1), settings.batch_size.max(1), &settings.sampling);
     let room = policy.context_length().saturating_sub(sampling.max_new_tokens.max(1));
     let mut ids = Vec::with_capacity(prompts.len() * k);
@@ -102,7 +151,7 @@ pub async fn head_to_head(
     }
     let n = texts.len().max(1) as f64;
     let words = |t: &[String]| t.iter().map(|s| s.split_whitespace().count()).sum::<usize>() as f64 / n;
-    Ok(HeadToHead {
+    let verdict = HeadToHead {
         wins,
         ties,
         losses,
@@ -112,7 +161,8 @@ pub async fn head_to_head(
         policy_words: words(&ours.texts),
         reference_words: words(&theirs.texts),
         prompts: texts,
-        ours: ours.texts,
+        ours: ours.texts.clone(),
         theirs: theirs.texts,
-    })
+    };
+    Ok((verdict, ids, ours))
 }

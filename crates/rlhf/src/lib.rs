@@ -34,7 +34,7 @@ pub use dpo_math::{DpoLoss, DpoMetrics};
 pub use examples::{Example, LmBatch, chat_example, pack};
 pub use group::{GroupConfig, GroupMethod, GroupStats, GroupTrainer};
 pub use group_math::{LossAggregation, RewardScaling};
-pub use head_to_head::{HeadToHead, HeadToHeadConfig, head_to_head};
+pub use head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
 pub use method::{Method, all_default_settings, with_changes};
 pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};

@@ -267,6 +267,16 @@ impl PpoTrainer {
         self.beta.value
     }
 
+    /// Moves the KL leash between iterations (the page's slider); an adaptive controller goes on
+    /// from the new value. Refused, changing nothing, if the settings would not validate.
+    pub fn set_beta(&mut self, beta: f64) -> Result<(), TrainError> {
+        let settings = PpoConfig { kl_coef: beta, ..self.settings.clone() };
+        settings.validate()?;
+        self.settings = settings;
+        self.beta.value = beta;
+        Ok(())
+    }
+
     /// The prompts of iteration `i`: consecutive slices of a per-pass shuffle of all prompts, each
     /// repeated `samples_per_prompt` times.
     fn batch_prompts(&self, iteration: usize) -> Vec<usize> {

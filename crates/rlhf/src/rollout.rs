@@ -14,7 +14,7 @@ use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
     AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_responses,
 };
-use crate::read::{scalar as read, values as read_values};
+use crate::read::values as read_values;
 
 /// One iteration's rollouts laid out as the models read them: the prompt left-padded to
 /// `query_len`, then the response right-padded to `response_len` (one column past the longest
@@ -201,7 +201,13 @@ pub async fn response_kl(
 pub struct TokenExplanation {
     pub log_ratio: Vec<f64>,
     pub advantage: Vec<f64>,
+    /// The score PPO uses: the reward model's at the answer's last token, less the missing-EOS
+    /// penalty when it did not end.
     pub score: f64,
+    /// What the reward model sees: its score of the prompt alone, then of the prompt and the answer
+    /// up to each token (the last one is the reward model's score of the whole answer).
+    pub prompt_score: f64,
+    pub prefix_scores: Vec<f64>,
 }
 
 /// [`TokenExplanation`] of `response` (generated ids, EOS included when it ended) to `prompt`.
@@ -224,9 +230,10 @@ pub async fn explain_response(
     let (ref_logprobs, _) = response_logprobs(reference, &batch, &[0], settings.temperature, false, &device);
     let values = response_values(value, &batch, &[0], &device);
     let (ids, positions, mask) = batch.tensors(&[0], &device);
-    let score = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &[batch.query_len + post.sequence_lengths[0]]);
+    // [1, query + response]: the reward head reads every position, so one forward scores every prefix.
+    let by_position = to_rows(reward.forward(ids, positions, Some(mask))).await?.remove(0);
     let (logprobs, ref_logprobs, values) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?, to_rows(values).await?);
-    let score = f64::from(read(score).await?);
+    let score = by_position[batch.query_len + post.sequence_lengths[0]];
     let config = AdvantageConfig {
         kl_coef: beta,
         kl_estimator: settings.kl_estimator,
@@ -238,7 +245,13 @@ pub async fn explain_response(
     let adv = compute_advantages(&post, &[score], &logprobs, &ref_logprobs, &values, &config);
     let n = response.len();
     let log_ratio = logprobs[0].iter().zip(&ref_logprobs[0]).take(n).map(|(a, b)| a - b).collect();
-    Ok(TokenExplanation { log_ratio, advantage: adv.advantages_raw[0][..n].to_vec(), score: adv.scores[0] })
+    Ok(TokenExplanation {
+        log_ratio,
+        advantage: adv.advantages_raw[0][..n].to_vec(),
+        score: adv.scores[0],
+        prompt_score: by_position[batch.query_len - 1],
+        prefix_scores: by_position[batch.query_len..batch.query_len + n].to_vec(),
+    })
 }
 
 pub(crate) async fn to_rows(t: Tensor<2>) -> Result<Rows, TrainError> {

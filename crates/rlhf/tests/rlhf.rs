@@ -1,10 +1,12 @@
 //! The reward and PPO trainers on tiny random models: the reward model learns a preference, PPO's
-//! first minibatch sees ratio 1 and no clipping, its stats are finite and sensible, and a KL past
-//! the limit restores the last healthy policy.
+//! first minibatch sees ratio 1 and no clipping, its stats are finite and sensible, a KL past the
+//! limit restores the last healthy policy, beta moves between iterations, and an explained answer's
+//! per-prefix reward scores agree with the reward model's.
 
 use burn::tensor::Device;
 use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
-use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking};
+use tinyrlhf_rlhf::reward::score_sequences;
+use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking, explain_response};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
@@ -167,4 +169,37 @@ fn a_resumed_ppo_run_continues_exactly_where_it_stopped() {
         seen
     };
     assert_eq!(run(Some(2)), run(None));
+}
+
+#[test]
+fn explaining_an_answer_scores_every_prefix_and_the_whole_answer_scores_as_the_reward_model_does() {
+    let (_, sft, reward) = models(8);
+    let (prompt, response) = (vec![2u32, 5, 6, 3], vec![7u32, 8, 9, EOS]);
+    let settings = PpoConfig::default();
+    let explained =
+        pollster::block_on(explain_response(&sft, &sft, &reward, &reward, &prompt, &response, &settings, 0.05, EOS, PAD)).unwrap();
+    assert_eq!(explained.prefix_scores.len(), response.len());
+    assert!(explained.log_ratio.iter().all(|r| r.abs() < 1e-6), "the policy is the reference: {:?}", explained.log_ratio);
+    let score_of = |ids: &[u32]| {
+        let scores = score_sequences(&reward, &[ids.to_vec()], PAD, &sft.device());
+        f64::from(scores.into_data().try_to_vec::<f32>().unwrap()[0])
+    };
+    let whole: Vec<u32> = prompt.iter().chain(&response).copied().collect();
+    assert!((explained.prefix_scores[3] - score_of(&whole)).abs() < 1e-5);
+    assert!((explained.prefix_scores[1] - score_of(&whole[..prompt.len() + 2])).abs() < 1e-5);
+    assert!((explained.prompt_score - score_of(&prompt)).abs() < 1e-5);
+    assert!((explained.score - score_of(&whole)).abs() < 1e-5, "an answer that ended has no EOS penalty");
+}
+
+#[test]
+fn beta_moves_between_ppo_iterations_and_a_bad_beta_changes_nothing() {
+    let (config, sft, reward) = models(9);
+    let models = PpoModels { sft, config, reward, value: None, policy: None };
+    let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings()).unwrap();
+    assert_eq!(pollster::block_on(trainer.step()).unwrap().beta, 0.05);
+    trainer.set_beta(0.3).unwrap();
+    let why = trainer.set_beta(-1.0).unwrap_err().to_string();
+    assert!(why.contains("kl_coef"), "{why}");
+    assert_eq!(pollster::block_on(trainer.step()).unwrap().beta, 0.3);
+    assert_eq!(trainer.settings().kl_coef, 0.3);
 }

@@ -1,0 +1,56 @@
+// What the browser tests share: opening the page, feeding it rankings, the smallest training runs,
+// and reading what the tab saved in IndexedDB.
+import { expect, type Page } from '@playwright/test';
+
+/** Opens the page (with `query`) and waits until the model is loaded. */
+export async function ready(page: Page, query = '') {
+  await page.goto(`/${query}`);
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+}
+
+export const TWO = [
+  { prompt: 'what colour is the frog?', completions: ['green.', 'sure! the frog is green. i hope this helps.'], ranking: [0, 1] },
+  { prompt: 'say hello.', completions: ['hello.', 'of course. hello there, my friend.'], ranking: [0, 1] },
+];
+
+/** Imports `rankings` through the Data view's file input. */
+export async function importRankings(page: Page, rankings = TWO) {
+  const before = Number(await page.locator('#ranking-count').textContent());
+  const buffer = Buffer.from(rankings.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  await page.locator('#import').setInputFiles({ name: 'rankings.jsonl', mimeType: 'application/jsonl', buffer });
+  await expect(page.locator('#ranking-count')).toHaveText(String(before + rankings.length));
+}
+
+/** One epoch of the reward model on the saved rankings. */
+export async function trainReward(page: Page) {
+  await page.locator('#rm-epochs').fill('1');
+  await page.locator('#train-reward').click();
+  await expect(page.locator('#reward-status')).toContainText('done', { timeout: 300_000 });
+}
+
+/** Starts the smallest PPO run: `n` iterations of one epoch on 8-token answers. */
+export async function runPpo(page: Page, n: number) {
+  await page.locator('#ppo-iterations').fill(String(n));
+  await page.locator('#ppo-epochs').fill('1');
+  await page.locator('#ppo-length').fill('8');
+  await page.locator('#ppo-run').click();
+}
+
+/** A value saved in the tab's IndexedDB ('saved' store), read from the page. */
+export function saved(page: Page, key: string): Promise<unknown> {
+  return page.evaluate(
+    (key) =>
+      new Promise((resolve, reject) => {
+        const open = indexedDB.open('tinyrlhf');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const get = open.result.transaction('saved').objectStore('saved').get(key);
+          get.onsuccess = () => {
+            open.result.close();
+            resolve(get.result instanceof Uint8Array ? `${get.result.length} bytes` : get.result);
+          };
+        };
+      }),
+    key,
+  );
+}
