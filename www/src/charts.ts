@@ -56,13 +56,24 @@ export class LiveChart {
  * score (the proxy training pushes up) on the left axis, the labeler's win-rate over SFT (the gold it
  * stands in for) on the right. Drawn from the points that carry a measurement.
  */
+export interface GoldPoint {
+  iteration: number;
+  kl: number;
+  gold: number;
+  proxy: number;
+}
+
+/** SFT against itself: KL 0 and, by construction, a win-rate of one half. */
+const SFT_GOLD = { x: 0, y: 0.5 };
+
 export class GoldChart {
   private chart: Chart<'scatter'>;
+  private measured: GoldPoint[] = [];
   constructor(canvas: HTMLCanvasElement) {
     const line = (label: string, colour: string, yAxisID: string) => ({ label, data: [] as { x: number; y: number }[], borderColor: colour, backgroundColor: colour, showLine: true, pointRadius: 3, yAxisID });
     this.chart = new Chart(canvas, {
       type: 'scatter',
-      data: { datasets: [line('proxy: reward-model score', COLOURS[0], 'proxy'), line('gold: labeler win-rate over SFT', COLOURS[2], 'gold')] },
+      data: { datasets: [line('proxy: reward-model score', COLOURS[0], 'proxy'), { ...line('gold: labeler win-rate over SFT', COLOURS[2], 'gold'), data: [SFT_GOLD] }] },
       options: {
         animation: false,
         responsive: true,
@@ -70,28 +81,36 @@ export class GoldChart {
         plugins: { legend: { labels: { boxWidth: 10 } }, title: { display: true, text: 'gold vs proxy as KL grows' } },
         scales: {
           x: { type: 'linear', title: { display: true, text: 'KL to SFT (nats per answer)' } },
-          proxy: { type: 'linear', position: 'left', title: { display: true, text: 'proxy' } },
-          gold: { type: 'linear', position: 'right', min: 0, max: 1, grid: { drawOnChartArea: false }, title: { display: true, text: 'gold' } },
+          proxy: { type: 'linear', position: 'left', title: { display: true, text: 'proxy (reward-model score)' } },
+          gold: { type: 'linear', position: 'right', suggestedMin: 0.4, suggestedMax: 0.7, grid: { drawOnChartArea: false }, title: { display: true, text: 'gold (win-rate over SFT)' } },
         },
       },
     });
   }
 
   push(point: Point) {
-    if (typeof point.gold !== 'number' || typeof point.proxy !== 'number' || typeof point.gold_kl !== 'number') return;
-    this.chart.data.datasets[0].data.push({ x: point.gold_kl, y: point.proxy });
-    this.chart.data.datasets[1].data.push({ x: point.gold_kl, y: point.gold });
+    const { gold, proxy, gold_kl: kl, index } = point;
+    if (typeof gold !== 'number' || typeof proxy !== 'number' || typeof kl !== 'number') return;
+    this.measured.push({ iteration: index ?? this.measured.length + 1, kl, gold, proxy });
+    this.chart.data.datasets[0].data.push({ x: kl, y: proxy });
+    this.chart.data.datasets[1].data.push({ x: kl, y: gold });
     this.chart.update();
   }
 
   reset(points: Point[] = []) {
-    this.chart.data.datasets.forEach((d) => (d.data = []));
+    this.measured = [];
+    this.chart.data.datasets[0].data = [];
+    this.chart.data.datasets[1].data = [SFT_GOLD];
     points.forEach((p) => this.push(p));
     this.chart.update();
   }
 
   /** Measurements drawn so far. */
   get length(): number {
-    return this.chart.data.datasets[0].data.length;
+    return this.measured.length;
+  }
+
+  get points(): GoldPoint[] {
+    return [...this.measured];
   }
 }

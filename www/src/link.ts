@@ -3,19 +3,17 @@
 // go by their short names (as in the ids `${method}-${name}`); `answers` is the K of the ranking
 // view; `demo` (ppo or all) starts demo mode once the page is ready. A setting the page cannot use
 // is named in a notice and left out; everything else still applies.
-import { demoMethods } from './demo';
+import { DEMO_CHOICES } from './demo';
 import { METHODS, methodView, type Knob } from './methods';
-import type { Method } from './protocol';
 import { choose, chosen } from './train';
 import { $ } from './ui';
 
 const LABELERS = ['labeler', 'demo-labeler', 'gold-labeler'];
-const DEMOS = ['ppo', 'all'];
 
 /** What a link asks for beyond the controls it sets. */
 export interface Lesson {
-  /** The methods demo mode runs at once, if the link says `demo`. */
-  demo: Method[] | null;
+  /** What demo mode runs at once (see `DEMO_CHOICES`), if the link says `demo`. */
+  demo: string | null;
   /** One line per setting that was refused, naming it and why. */
   problems: string[];
 }
@@ -44,7 +42,7 @@ export function applyLink(search: string): Lesson {
   const view = methodView(method);
   if (!view) problems.push(`method=${method}: the methods are ${METHODS.map((m) => m.name).join(', ')}`);
   else choose(view.name);
-  let demo: Method[] | null = null;
+  let demo: string | null = null;
   for (const [name, value] of params) {
     if (name === 'method' || name === 'backend') continue;
     const knob = view?.knobs.find((k) => k.id === name);
@@ -62,10 +60,10 @@ export function applyLink(search: string): Lesson {
       if (why) problems.push(`answers=${value}: K answers must be ${why}`);
       else setInput(k, value);
     } else if (name === 'demo') {
-      if (DEMOS.includes(value)) {
+      if (DEMO_CHOICES.includes(value)) {
         setInput($<HTMLSelectElement>('demo-methods'), value);
-        demo = demoMethods(value);
-      } else problems.push(`demo=${value}: it must be ${DEMOS.join(' or ')}`);
+        demo = value;
+      } else problems.push(`demo=${value}: it must be one of ${DEMO_CHOICES.join(', ')}`);
     } else {
       const knobs = view ? `, or ${view.label}'s ${view.knobs.map((k) => k.id).join(', ')}` : '';
       problems.push(`${name}: not a setting (method, labeler, answers, demo, backend${knobs})`);

@@ -3,7 +3,7 @@
 import './style.css';
 import { call, onEvent, onFatal, restartWorker } from './client';
 import { setPrompts } from './compare';
-import { demo, demoMethods } from './demo';
+import { demo } from './demo';
 import { applyLink, linkHere } from './link';
 import { tourOnFirstVisit } from './tour';
 import { policyLabel } from './methods';
@@ -220,7 +220,7 @@ async function start(force: string | null = new URLSearchParams(location.search)
 }
 let linkApplied = false;
 
-const runDemo = (methods = demoMethods($<HTMLSelectElement>('demo-methods').value)) => demo($<HTMLSelectElement>('demo-labeler').value, methods, setRankings);
+const runDemo = (choice = $<HTMLSelectElement>('demo-methods').value) => demo($<HTMLSelectElement>('demo-labeler').value, choice, setRankings);
 
 ui.temperature.addEventListener('input', () => (ui.temperatureValue.textContent = Number(ui.temperature.value).toFixed(1)));
 ui.sample.addEventListener('click', sample);

@@ -2,7 +2,9 @@
 // loop asks for one step at a time, so pause and stop act between steps. Each method (PPO, GRPO,
 // RLOO, DPO) has its own panel, saved policy and curves. One tab trains at a time: a run holds the
 // Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
-import { GoldChart, LiveChart } from './charts';
+import { GoldChart, LiveChart, type GoldPoint } from './charts';
+
+export type { GoldPoint };
 import { call } from './client';
 import { METHODS, changes, fillDefaults, knobInput, type Knob, type MethodView } from './methods';
 import { pointOf, type Defaults, type Method, type Point, type StepResult } from './protocol';
@@ -63,6 +65,7 @@ function build(view: MethodView): Panel {
   const goldCanvas = view.unit === 'iteration' ? Object.assign(document.createElement('canvas'), { id: `${m}-gold-chart` }) : null;
   for (const canvas of goldCanvas ? [...canvases, goldCanvas] : canvases) {
     const box = document.createElement('div');
+    if (canvas === goldCanvas) box.className = 'gold';
     box.append(canvas);
     element.querySelector('.charts')!.append(box);
   }
@@ -355,4 +358,10 @@ rm.train.addEventListener('click', () => trainReward());
 /** Charts' point counts, for tests and the demo's report. */
 export function chartPoints(method: Method): { reward: number; policy: number } {
   return { reward: rm.loss.length, policy: panels.get(method)!.charts[0].length };
+}
+
+/** The gold-vs-proxy measurements of `method`'s run so far (what its chart draws). */
+export function goldCurve(method: Method): GoldPoint[] {
+  const chart = panels.get(method)!.charts.at(-1);
+  return chart instanceof GoldChart ? chart.points : [];
 }

@@ -188,7 +188,7 @@ async function rewardStep(): Promise<RewardStepResult> {
 }
 
 /** Held-out prompts on which gold and proxy are measured during a run (the same ones each time). */
-const GOLD_PROMPTS = 24;
+const GOLD_PROMPTS = 32;
 
 async function trainStep(method: Method, beta: number | undefined, gold: string | undefined): Promise<StepResult> {
   const stats: StepResult = JSON.parse(await need().trainStep(beta));
