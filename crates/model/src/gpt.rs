@@ -11,7 +11,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::GptConfig;
@@ -33,13 +33,24 @@ fn layer_norm(config: &GptConfig, device: &Device) -> LayerNorm {
     LayerNormConfig::new(config.n_embd).with_epsilon(config.layer_norm_epsilon).init(device)
 }
 
-/// GPT-2's GELU, tanh approximation ("gelu_new"). x*x*x rather than powf(3): WGSL's `pow` is
-/// undefined for negative bases, and GELU sees plenty of those.
+/// GPT-2's GELU, tanh approximation ("gelu_new"): 0.5 x (1 + tanh(u)) with
+/// u = sqrt(2/pi) (x + 0.044715 x^3), computed as x * sigmoid(2u), the same function. On the CPU a
+/// sigmoid is one `exp` whose backward reuses its output, where tanh costs two libm `tanhf` calls
+/// (forward, and again in its backward): tanh was a fifth of a training step. x*x rather than powf:
+/// WGSL's `pow` is undefined for negative bases, and GELU sees plenty of those.
 fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    let cube = x.clone() * x.clone() * x.clone();
-    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
-    x * (inner.tanh() + 1.0) * 0.5
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
+    let two_u = x.clone() * ((x.clone() * x.clone()) * (0.044715 * TWO_SQRT_2_OVER_PI) + TWO_SQRT_2_OVER_PI);
+    x * sigmoid(two_u)
+}
+
+/// `linear` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one large
+/// matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
+fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let out = linear.forward(x.reshape([b * t, d])); // [b * t, d_out]
+    let d_out = out.dims()[1];
+    out.reshape([b, t, d_out])
 }
 
 /// Causal self-attention with a fused query/key/value projection.
@@ -72,7 +83,7 @@ impl Attention {
         let head_dim = d / self.n_head;
         let split_heads = |x: Tensor<3>| x.reshape([b, t, self.n_head, head_dim]).swap_dims(1, 2);
 
-        let mut qkv = self.c_attn.forward(x).chunk(3, 2); // 3 x [b, t, d]
+        let mut qkv = rows(&self.c_attn, x).chunk(3, 2); // 3 x [b, t, d]
         let v = split_heads(qkv.pop().unwrap()); // [b, h, t, hd]
         let k = split_heads(qkv.pop().unwrap());
         let q = split_heads(qkv.pop().unwrap());
@@ -84,7 +95,7 @@ impl Attention {
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt(); // [b, h, t, t_keys]
         let probs = self.attn_dropout.forward(softmax(scores + bias, 3));
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
-        self.resid_dropout.forward(self.c_proj.forward(out))
+        self.resid_dropout.forward(rows(&self.c_proj, out))
     }
 }
 
@@ -107,7 +118,9 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.dropout.forward(self.c_proj.forward(gelu_new(self.c_fc.forward(x))))
+        let [b, t, d] = x.dims();
+        let hidden = gelu_new(self.c_fc.forward(x.reshape([b * t, d]))); // [b * t, 4d]
+        self.dropout.forward(self.c_proj.forward(hidden).reshape([b, t, d]))
     }
 }
 
