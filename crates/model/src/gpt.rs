@@ -12,6 +12,8 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::GptConfig;
@@ -92,9 +94,17 @@ impl Attention {
             None => (k, v),
         };
 
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt(); // [b, h, t, t_keys]
-        let probs = self.attn_dropout.forward(softmax(scores + bias, 3));
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
+        let out = if self.attn_dropout.prob > 0.0 {
+            let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt(); // [b, h, t, t_keys]
+            let probs = self.attn_dropout.forward(softmax(scores + bias, 3));
+            probs.matmul(v)
+        } else {
+            // burn's fused attention: one kernel without the score tensors on the CPU backend when
+            // nothing is differentiated (sampling, scoring); under autodiff burn runs the same
+            // ops as the branch above.
+            attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
+        }; // [b, h, t, hd]
+        let out = out.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
         self.resid_dropout.forward(rows(&self.c_proj, out))
     }
 }
