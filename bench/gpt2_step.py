@@ -173,15 +173,19 @@ def compare(args, torch_figures):
     cmd = [args.compare, "bench", "--json", "--preset", args.preset, "--vocab", str(args.vocab),
            "--batch", str(args.batch), "--steps", str(args.steps), "--new-tokens", str(args.new_tokens),
            "--runs", str(args.runs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    ours = {}
+    for run in out["runs"]:
+        figures = run["figures"]
+        ours[(run["preset"], "train_step", figures["train_step"]["batch"])] = figures["train_step"]["tok_s"]
+        for g in figures["generate"]:
+            ours[(run["preset"], "generate_kv_cache", g["batch"])] = g["kv_cache_tok_s"]
+            ours[(run["preset"], "generate_no_cache", g["batch"])] = g["no_cache_tok_s"]
     print(f"\n{'preset':<7} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
-    for line in out.splitlines():
-        ours = json.loads(line)
-        key = (ours["preset"], ours["what"], ours["batch"])
+    for key, tok_s in ours.items():
         theirs = torch_figures.get(key)
         if theirs:
-            print(f"{key[0]:<7} {key[1]:<18} {key[2]:>5} {ours['tok_s']:>15.0f} {theirs:>12.0f} {ours['tok_s'] / theirs:>14.2f}x")
-
+            print(f"{key[0]:<7} {key[1]:<18} {key[2]:>5} {tok_s:>15.0f} {theirs:>12.0f} {tok_s / theirs:>14.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -25,8 +25,7 @@ impl Session {
             let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.n_positions).map_err(js)?;
             let scores =
                 tinyrlhf_rlhf::reward::score_sequences(&reward, &tokens.sequences, model.tokenizer.special_ids().pad, &model.gpt.device());
-            let scores: Vec<f32> =
-                scores.into_data_async().await.map_err(|e| js(format!("{e:?}")))?.try_to_vec().map_err(|e| js(format!("{e:?}")))?;
+            let scores: Vec<f32> = tinyrlhf_model::read_f32(scores).await.map_err(js)?;
             json_value(&scores)
         })
     }

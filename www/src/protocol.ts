@@ -78,7 +78,7 @@ export interface RewardStart {
 }
 
 export interface RewardStepResult {
-  stats: { step: number; epoch: number; loss: number; accuracy: number; held_out: { accuracy: number; loss: number; pairs: number } | null; skipped: string | null };
+  stats: { step: number; epoch: number; loss: number; accuracy: number; held_out: { accuracy: number; loss: number; pairs: number } | null; skipped: string | null; tokens_per_sec: number };
   done: boolean;
   /** Policies tuned against the old reward model, dropped with it. */
   dropped: string[];

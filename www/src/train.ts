@@ -226,7 +226,7 @@ async function trainRewardNow(): Promise<number | null> {
       document.body.dataset.rewardPoints = String(rm.loss.length);
       if (stats.held_out) heldOut = stats.held_out.accuracy;
       epoch = stats.epoch;
-      rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`}`;
+      rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`} · ${speed(stats.tokens_per_sec)}`;
       if (done) {
         // The policies tuned against the old reward model are gone: their runs start over.
         app.policies = app.policies.filter((name) => !dropped.includes(name));
@@ -262,16 +262,21 @@ function addSample(p: Panel, index: number, sample: { prompt: string; response: 
   p.samples?.prepend(li);
 }
 
+/** The last training step's speed (Rust's `tokens_per_sec`: tokens through forward and backward). */
+function speed(tokensPerSec: number): string {
+  return `${Math.round(tokensPerSec)} training tokens/s`;
+}
+
 /** One line on how the step went, in the method's own numbers. */
 function summary(p: Panel, stats: StepResult): string {
   const num = (key: string) => Number(stats[key]);
   const head = `${p.view.unit} ${p.done}/${p.target}`;
   if (p.view.unit === 'step') {
     const held = stats.held_out ? ` · held-out accuracy ${(100 * stats.held_out.accuracy).toFixed(0)}%` : '';
-    return `${head} · loss ${num('loss').toFixed(3)} · margin ${num('rewards/margins').toFixed(2)}${held}`;
+    return `${head} · loss ${num('loss').toFixed(3)} · margin ${num('rewards/margins').toFixed(2)}${held} · ${speed(num('tokens_per_sec'))}`;
   }
   const seconds = num('rollout_secs') + num('scoring_secs') + num('update_secs');
-  return `${head} · score ${num('score').toFixed(2)} · KL ${num('kl').toFixed(2)} · β ${num('beta').toFixed(3)} · ${seconds.toFixed(1)} s`;
+  return `${head} · score ${num('score').toFixed(2)} · KL ${num('kl').toFixed(2)} · β ${num('beta').toFixed(3)} · ${seconds.toFixed(1)} s · ${speed(num('tokens_per_sec'))}`;
 }
 
 const gold = { every: $<HTMLInputElement>('gold-every'), labeler: $<HTMLSelectElement>('gold-labeler') };

@@ -85,17 +85,20 @@ test('a link with demo=ppo starts demo mode once the model is loaded', async ({ 
   await expect(page.locator('#demo')).toBeDisabled();
 });
 
-test('β moves while PPO runs and the next iteration uses it; gold and proxy are measured every 2 iterations; the compare view shows what the reward model sees', async ({ page }) => {
+test('β moves while PPO runs and the next iteration uses it; gold and proxy are measured every 2 iterations; the compare view shows what the reward model sees; both say their training speed', async ({ page }) => {
   test.setTimeout(10 * 60_000);
   await ready(page);
   await importRankings(page);
   await trainReward(page);
+  const trainingSpeed = /([1-9]\d*) training tokens\/s/;
+  await expect(page.locator('#reward-status')).toContainText(trainingSpeed);
   await page.locator('#gold-every').fill('2');
   await page.locator('#gold-labeler').selectOption('concise');
   await slide(page, 'ppo-beta', '0.05');
   await runPpo(page, 4);
   await expect(page.locator('#ppo-status')).toContainText('iteration 1/4');
   expect(await page.locator('#ppo-status').textContent()).toContain('β 0.050');
+  await expect(page.locator('#ppo-status')).toContainText(trainingSpeed);
   await slide(page, 'ppo-beta', '0.3');
   await expect(page.locator('#ppo-beta-value')).toHaveText('0.3');
   await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });

@@ -42,98 +42,183 @@ pub struct BenchArgs {
     /// Timed PPO iterations per preset (after 1 warm-up iteration); 0 skips the PPO benchmark.
     #[arg(long, default_value_t = 3)]
     ppo_iterations: usize,
-    /// Print one JSON object per figure instead of the table (what `bench/gpt2_step.py
-    /// --compare` reads to print ratios).
+    /// Print every figure as one JSON object instead of the table (what `bench/gpt2_step.py
+    /// --compare` reads to print ratios, and what a script tracking speed should read).
     #[arg(long)]
     json: bool,
 }
 
-/// One measured figure, in the keys `bench/gpt2_step.py` uses too.
-fn report(args: &BenchArgs, backend: Backend, preset: &str, what: &str, batch: usize, tok_s: f64, text: String) {
-    if args.json {
-        let backend = match backend {
-            Backend::Cpu => "cpu",
-            Backend::Wgpu => "wgpu",
-        };
-        let line =
-            serde_json::json!({"impl": "tinyrlhf", "backend": backend, "preset": preset, "what": what, "batch": batch, "tok_s": tok_s});
-        println!("{line}");
-    } else {
-        println!("{text}");
-    }
-}
-
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let mut runs = vec![];
     for &backend in &args.backend {
         let device = backend.device()?;
         for preset in &args.preset {
             let config = GptConfig::preset(preset, args.vocab).ok_or_else(|| format!("unknown preset {preset:?}"))?;
-            let seq = args.seq_len.unwrap_or(config.n_positions / 2).min(config.n_positions);
+            let figures = measure(args, &config, &device)?;
             if !args.json {
-                println!(
-                    "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
-                    config.n_embd,
-                    config.n_layer,
-                    config.n_head,
-                    config.num_params() as f64 / 1e6
-                );
+                print_table(backend, preset, &config, &figures);
             }
-            let step = train_step_time(&config, &device, args.batch, seq, args.steps);
-            let tokens = (args.batch * seq) as f64;
-            let text = format!(
-                "  train step  batch {} x {} tokens: {:>9.1} ms   {:>9.0} tok/s   {:.1} GFLOP/s (6·N·tokens)",
-                args.batch,
-                seq,
-                ms(step),
-                tokens / step.as_secs_f64(),
-                6.0 * config.num_params() as f64 * tokens / step.as_secs_f64() / 1e9
-            );
-            report(args, backend, preset, "train_step", args.batch, tokens / step.as_secs_f64(), text);
-            for batch in [1, 8] {
-                let gpt = config.init(&device);
-                let cached = median(args.runs, || generate_cached(&gpt, batch, args.new_tokens));
-                let uncached = median(args.runs, || generate_uncached(&gpt, &device, batch, args.new_tokens));
-                let generated = (batch * args.new_tokens) as f64;
-                let text = format!(
-                    "  generate    batch {batch} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)",
-                    args.new_tokens,
-                    generated / cached.as_secs_f64(),
-                    generated / uncached.as_secs_f64(),
-                    uncached.as_secs_f64() / cached.as_secs_f64()
-                );
-                report(args, backend, preset, "generate_kv_cache", batch, generated / cached.as_secs_f64(), text);
-                if args.json {
-                    report(args, backend, preset, "generate_no_cache", batch, generated / uncached.as_secs_f64(), String::new());
-                }
-            }
-            if args.ppo_iterations > 0 {
-                let [rollout, scoring, update] = ppo_iteration_times(&config, &device, args.ppo_iterations)?;
-                let total = rollout + scoring + update;
-                let text = format!(
-                    "  PPO iteration batch {PPO_BATCH} x {PPO_TOKENS} new: {:>7.0} ms = rollout {:.0} + scoring {:.0} + update {:.0} ms (4 epochs x 2 minibatches, policy + value)",
-                    total * 1e3,
-                    rollout * 1e3,
-                    scoring * 1e3,
-                    update * 1e3
-                );
-                report(args, backend, preset, "ppo_iteration", PPO_BATCH, (PPO_BATCH * PPO_TOKENS) as f64 / total, text);
-                for method in [tinyrlhf_rlhf::GroupMethod::Grpo, tinyrlhf_rlhf::GroupMethod::Rloo] {
-                    let (secs, rows) = group_iteration_time(&config, &device, args.ppo_iterations, method)?;
-                    let name = method.name();
-                    let text = format!(
-                        "  {} iteration {rows} answers x {PPO_TOKENS} new: {:>7.0} ms (K = 4, one update, policy only)",
-                        name.to_uppercase(),
-                        secs * 1e3
-                    );
-                    report(args, backend, preset, &format!("{name}_iteration"), rows, (rows * PPO_TOKENS) as f64 / secs, text);
-                }
-                let (secs, answers) = dpo_step_time(&config, &device, args.ppo_iterations)?;
-                let text = format!("  DPO step {answers} answers (8 rankings of 4): {:>7.0} ms (policy forward + backward)", secs * 1e3);
-                report(args, backend, preset, "dpo_step", answers, (answers * (16 + PPO_TOKENS)) as f64 / secs, text);
-            }
+            let backend = match backend {
+                Backend::Cpu => "cpu",
+                Backend::Wgpu => "wgpu",
+            };
+            runs.push(serde_json::json!({"backend": backend, "preset": preset, "figures": figures}));
         }
     }
+    if args.json {
+        println!("{}", serde_json::json!({"impl": "tinyrlhf", "runs": runs}));
+    }
     Ok(())
+}
+
+/// Every figure of one preset on one backend.
+#[derive(Debug, serde::Serialize)]
+struct Figures {
+    params: usize,
+    train_step: TrainStep,
+    generate: Vec<Generate>,
+    /// Absent with `--ppo-iterations 0`.
+    ppo_iteration: Option<PpoIteration>,
+    grpo_iteration: Option<Iteration>,
+    rloo_iteration: Option<Iteration>,
+    dpo_step: Option<Iteration>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct TrainStep {
+    batch: usize,
+    seq: usize,
+    ms: f64,
+    tok_s: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Generate {
+    batch: usize,
+    new_tokens: usize,
+    kv_cache_tok_s: f64,
+    no_cache_tok_s: f64,
+    /// Reads back from the device per generated position (all rows together).
+    device_reads_per_token: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct PpoIteration {
+    batch: usize,
+    new_tokens: usize,
+    secs: f64,
+    rollout_secs: f64,
+    scoring_secs: f64,
+    update_secs: f64,
+    device_reads: u64,
+}
+
+/// One GRPO/RLOO iteration or DPO step.
+#[derive(Debug, serde::Serialize)]
+struct Iteration {
+    answers: usize,
+    secs: f64,
+    device_reads: u64,
+}
+
+fn measure(args: &BenchArgs, config: &GptConfig, device: &Device) -> Result<Figures, String> {
+    let seq = args.seq_len.unwrap_or(config.n_positions / 2).min(config.n_positions);
+    let step = train_step_time(config, device, args.batch, seq, args.steps);
+    let tokens = (args.batch * seq) as f64;
+    let train_step = TrainStep { batch: args.batch, seq, ms: ms(step), tok_s: tokens / step.as_secs_f64() };
+    let mut generate = vec![];
+    for batch in [1, 8] {
+        let gpt = config.init(device);
+        let before = tinyrlhf_model::device_reads();
+        generate_cached(&gpt, batch, args.new_tokens);
+        let reads = tinyrlhf_model::device_reads() - before;
+        let cached = median(args.runs, || generate_cached(&gpt, batch, args.new_tokens));
+        let uncached = median(args.runs, || generate_uncached(&gpt, device, batch, args.new_tokens));
+        let generated = (batch * args.new_tokens) as f64;
+        generate.push(Generate {
+            batch,
+            new_tokens: args.new_tokens,
+            kv_cache_tok_s: generated / cached.as_secs_f64(),
+            no_cache_tok_s: generated / uncached.as_secs_f64(),
+            device_reads_per_token: reads as f64 / args.new_tokens as f64,
+        });
+    }
+    let mut figures = Figures {
+        params: config.num_params(),
+        train_step,
+        generate,
+        ppo_iteration: None,
+        grpo_iteration: None,
+        rloo_iteration: None,
+        dpo_step: None,
+    };
+    if args.ppo_iterations > 0 {
+        figures.ppo_iteration = Some(ppo_iteration(config, device, args.ppo_iterations)?);
+        figures.grpo_iteration = Some(group_iteration(config, device, args.ppo_iterations, tinyrlhf_rlhf::GroupMethod::Grpo)?);
+        figures.rloo_iteration = Some(group_iteration(config, device, args.ppo_iterations, tinyrlhf_rlhf::GroupMethod::Rloo)?);
+        figures.dpo_step = Some(dpo_step(config, device, args.ppo_iterations)?);
+    }
+    Ok(figures)
+}
+
+fn print_table(backend: Backend, preset: &str, config: &GptConfig, f: &Figures) {
+    println!(
+        "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
+        config.n_embd,
+        config.n_layer,
+        config.n_head,
+        f.params as f64 / 1e6
+    );
+    let t = &f.train_step;
+    println!(
+        "  train step  batch {} x {} tokens: {:>9.1} ms   {:>9.0} tok/s   {:.1} GFLOP/s (6·N·tokens)",
+        t.batch,
+        t.seq,
+        t.ms,
+        t.tok_s,
+        6.0 * f.params as f64 * t.tok_s / 1e9
+    );
+    for g in &f.generate {
+        println!(
+            "  generate    batch {} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)   {:.0} device reads per token",
+            g.batch,
+            g.new_tokens,
+            g.kv_cache_tok_s,
+            g.no_cache_tok_s,
+            g.kv_cache_tok_s / g.no_cache_tok_s,
+            g.device_reads_per_token
+        );
+    }
+    if let Some(p) = &f.ppo_iteration {
+        println!(
+            "  PPO iteration batch {} x {} new: {:>7.0} ms = rollout {:.0} + scoring {:.0} + update {:.0} ms (4 epochs x 2 minibatches, policy + value), {} device reads",
+            p.batch,
+            p.new_tokens,
+            p.secs * 1e3,
+            p.rollout_secs * 1e3,
+            p.scoring_secs * 1e3,
+            p.update_secs * 1e3,
+            p.device_reads
+        );
+    }
+    for (name, it) in [("GRPO", &f.grpo_iteration), ("RLOO", &f.rloo_iteration)] {
+        if let Some(it) = it {
+            println!(
+                "  {name} iteration {} answers x {PPO_TOKENS} new: {:>7.0} ms (K = 4, one update, policy only), {} device reads",
+                it.answers,
+                it.secs * 1e3,
+                it.device_reads
+            );
+        }
+    }
+    if let Some(it) = &f.dpo_step {
+        println!(
+            "  DPO step {} answers (8 rankings of 4): {:>7.0} ms (policy forward + backward), {} device reads",
+            it.answers,
+            it.secs * 1e3,
+            it.device_reads
+        );
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -223,9 +308,29 @@ fn generate_uncached(gpt: &Gpt, device: &Device, batch: usize, new_tokens: usize
 const PPO_BATCH: usize = 16;
 const PPO_TOKENS: usize = 48;
 
-/// Median seconds of one PPO iteration's phases with default settings, batch 16, every response
-/// the full 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
-fn ppo_iteration_times(config: &GptConfig, device: &Device, runs: usize) -> Result<[f64; 3], String> {
+/// The median of `runs` values.
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs `step` once to warm up, then `runs` times; the steps' results and the device reads of the
+/// last one.
+fn timed_steps<T>(runs: usize, mut step: impl FnMut() -> Result<T, String>) -> Result<(Vec<T>, u64), String> {
+    step()?;
+    let mut out = vec![];
+    let mut reads = 0;
+    for _ in 0..runs.max(1) {
+        let before = tinyrlhf_model::device_reads();
+        out.push(step()?);
+        reads = tinyrlhf_model::device_reads() - before;
+    }
+    Ok((out, reads))
+}
+
+/// One PPO iteration's phases (medians) with default settings, batch 16, every response the full
+/// 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
+fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<PpoIteration, String> {
     use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
     let models = PpoModels {
         sft: config.init(device),
@@ -237,47 +342,40 @@ fn ppo_iteration_times(config: &GptConfig, device: &Device, runs: usize) -> Resu
     let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
     let eos = config.vocab_size as u32;
     let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size), vec![], eos, 0, settings).map_err(|e| e.to_string())?;
-    pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-    let mut phases: [Vec<f64>; 3] = Default::default();
-    for _ in 0..runs.max(1) {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        for (list, secs) in phases.iter_mut().zip([stats.rollout_secs, stats.scoring_secs, stats.update_secs]) {
-            list.push(secs);
-        }
-    }
-    Ok(phases.map(|mut v| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    }))
+    let (stats, device_reads) = timed_steps(runs, || pollster::block_on(trainer.step()).map_err(|e| e.to_string()))?;
+    let phase = |f: fn(&tinyrlhf_rlhf::PpoStats) -> f64| median_of(stats.iter().map(f).collect());
+    let (rollout_secs, scoring_secs, update_secs) = (phase(|s| s.rollout_secs), phase(|s| s.scoring_secs), phase(|s| s.update_secs));
+    Ok(PpoIteration {
+        batch: PPO_BATCH,
+        new_tokens: PPO_TOKENS,
+        secs: rollout_secs + scoring_secs + update_secs,
+        rollout_secs,
+        scoring_secs,
+        update_secs,
+        device_reads,
+    })
 }
 
-/// Median seconds of one GRPO / RLOO iteration with the default settings (8 prompts x K = 4), every
-/// answer the full 48 tokens; and the answers per iteration.
-fn group_iteration_time(
-    config: &GptConfig,
-    device: &Device,
-    runs: usize,
-    method: tinyrlhf_rlhf::GroupMethod,
-) -> Result<(f64, usize), String> {
+/// One GRPO / RLOO iteration (median) with the default settings (8 prompts x K = 4), every answer
+/// the full 48 tokens.
+fn group_iteration(config: &GptConfig, device: &Device, runs: usize, method: tinyrlhf_rlhf::GroupMethod) -> Result<Iteration, String> {
     use tinyrlhf_rlhf::{GroupConfig, GroupTrainer};
     let settings = GroupConfig { method, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..GroupConfig::default() };
-    let rows = settings.prompts_per_iteration * settings.samples_per_prompt;
+    let answers = settings.prompts_per_iteration * settings.samples_per_prompt;
     let eos = config.vocab_size as u32;
     let reward = tinyrlhf_model::ScalarModel::new(config.init(device));
     let mut trainer =
         GroupTrainer::new(config.init(device), None, config.clone(), reward, prompts(64, config.vocab_size), eos, 0, settings)
             .map_err(|e| e.to_string())?;
-    pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| pollster::block_on(trainer.step()).map(|s| s.rollout_secs + s.scoring_secs + s.update_secs).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], rows))
+    let (secs, device_reads) = timed_steps(runs, || {
+        pollster::block_on(trainer.step()).map(|s| s.rollout_secs + s.scoring_secs + s.update_secs).map_err(|e| e.to_string())
+    })?;
+    Ok(Iteration { answers, secs: median_of(secs), device_reads })
 }
 
-/// Median seconds of one DPO step with the default settings (8 rankings of K = 4 answers, each a
-/// 16-token prompt and a 48-token answer), and the answers per step.
-fn dpo_step_time(config: &GptConfig, device: &Device, runs: usize) -> Result<(f64, usize), String> {
+/// One DPO step (median) with the default settings (8 rankings of K = 4 answers, each a 16-token
+/// prompt and a 48-token answer).
+fn dpo_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
     use tinyrlhf_rlhf::{DpoConfig, DpoTrainer, TokenRanking};
     let settings = DpoConfig::default();
     let sequences = random_tokens(4 * settings.batch_size, 16 + PPO_TOKENS, config.vocab_size, 7);
@@ -293,13 +391,9 @@ fn dpo_step_time(config: &GptConfig, device: &Device, runs: usize) -> Result<(f6
     let settings = DpoConfig { epochs: runs + 1, ..settings };
     let mut trainer = pollster::block_on(DpoTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings))
         .map_err(|e| e.to_string())?;
-    pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let start = std::time::Instant::now();
-            pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], answers))
+    let (secs, device_reads) = timed_steps(runs, || {
+        let start = Instant::now();
+        pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
+    })?;
+    Ok(Iteration { answers, secs: median_of(secs), device_reads })
 }

@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod config;
+mod device_read;
 mod gpt;
 mod sample;
 
@@ -16,5 +17,6 @@ pub use checkpoint::{
     CheckpointError, Weights, WeightsWriter, load_gpt, load_scalar_model, save_gpt, save_scalar_model, with_stable_param_ids,
 };
 pub use config::{ConfigError, GptConfig};
+pub use device_read::{device_reads, read_f32};
 pub use gpt::{Gpt, KvCache, LeftPadded, ScalarModel, gather_positions, left_pad};
 pub use sample::{Generation, SampleError, SamplingConfig, choose_token, generate, log_softmax};

@@ -12,6 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::device_read::read_f32;
 use crate::gpt::{Gpt, KvCache, left_pad};
 
 /// How to choose tokens.
@@ -111,7 +112,7 @@ pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, con
     for step in 0..max_new {
         let t = hidden.dims()[1];
         let logits = model.logits(hidden.narrow(1, t - 1, 1)); // [n, 1, vocab]
-        let logits = read_f32(logits).await?;
+        let logits = read_f32(logits).await.map_err(SampleError::Device)?;
         let mut next = Vec::with_capacity(n);
         for (row, row_logits) in logits.chunks_exact(vocab).enumerate() {
             if done(&out, row) {
@@ -137,11 +138,6 @@ pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, con
         hidden = model.forward_cached(column(next), pos, column(vec![1; n]), &mut cache); // [n, 1, d]
     }
     Ok(out)
-}
-
-async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, SampleError> {
-    let data = tensor.into_data_async().await.map_err(|e| SampleError::Device(format!("{e:?}")))?;
-    data.try_to_vec::<f32>().map_err(|e| SampleError::Device(format!("{e:?}")))
 }
 
 /// Picks one token from one row of logits; returns it with its log-prob (see [`Generation`]).

@@ -86,6 +86,9 @@ pub struct DpoStepStats {
     pub grad_norm: f32,
     pub pairs: usize,
     pub pairs_per_sec: f64,
+    /// Training speed of this step: prompt and answer tokens (no padding) through the training
+    /// forward and backward, per second of the update.
+    pub tokens_per_sec: f64,
     /// Set on the last step of an epoch when there are held-out rankings.
     pub held_out: Option<DpoEval>,
     /// Why the update was skipped and the last good weights kept, if it was.
@@ -254,6 +257,7 @@ impl DpoTrainer {
             grad_norm: f32::NAN,
             pairs: pairs.len(),
             pairs_per_sec: 0.0,
+            tokens_per_sec: 0.0,
             held_out: None,
             skipped: None,
         };
@@ -272,6 +276,7 @@ impl DpoTrainer {
             }
         }
         stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
+        stats.tokens_per_sec = examples.iter().map(|e| e.tokens.len()).sum::<usize>() as f64 / start.elapsed().as_secs_f64();
 
         // 5. At the end of an epoch, the held-out rankings.
         if within + 1 == per_epoch && !self.held_out.is_empty() {

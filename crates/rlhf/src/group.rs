@@ -163,6 +163,9 @@ pub struct GroupStats {
     pub rollout_secs: f64,
     pub scoring_secs: f64,
     pub update_secs: f64,
+    /// Training speed of this step: prompt and answer tokens (no padding) through the training
+    /// forward and backward, per second of the update.
+    pub tokens_per_sec: f64,
     /// The first answer of the batch, for showing: prompt ids and answer ids.
     pub sample_prompt: Vec<u32>,
     pub sample_response: Vec<u32>,
@@ -405,6 +408,8 @@ impl GroupTrainer {
             }
         }
         stats.update_secs = start.elapsed().as_secs_f64();
+        let row_tokens: usize = prompts.iter().zip(&generated).map(|(p, g)| p.len() + g.len()).sum();
+        stats.tokens_per_sec = row_tokens as f64 / stats.update_secs;
         Ok(stats)
     }
 }

@@ -69,6 +69,9 @@ pub struct PpoStats {
     pub rollout_secs: f64,
     pub scoring_secs: f64,
     pub update_secs: f64,
+    /// Training speed of this step: prompt and answer tokens (no padding) through the training
+    /// forward and backward, per second of the update.
+    pub tokens_per_sec: f64,
     /// The first rollout of the batch, for showing: prompt ids and response ids.
     pub sample_prompt: Vec<u32>,
     pub sample_response: Vec<u32>,
@@ -386,6 +389,8 @@ impl PpoTrainer {
         (stats.pg_loss, stats.pg_clipfrac, stats.approx_kl, stats.vf_loss, stats.vf_clipfrac) =
             (sums.pg_loss / n, sums.pg_clipfrac / n, sums.approx_kl / n, sums.vf_loss / n, sums.vf_clipfrac / n);
         stats.update_secs = start.elapsed().as_secs_f64();
+        let row_tokens: usize = owned.iter().zip(&generated).map(|(p, g)| p.len() + g.len()).sum();
+        stats.tokens_per_sec = (row_tokens * s.ppo_epochs) as f64 / stats.update_secs;
 
         // 7. KL control: nudge beta toward the target.
         if s.kl_target.is_some() {

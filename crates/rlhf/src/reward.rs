@@ -62,6 +62,9 @@ pub struct RewardStepStats {
     pub grad_norm: f32,
     pub pairs: usize,
     pub pairs_per_sec: f64,
+    /// Training speed of this step: prompt and answer tokens (no padding) through the training
+    /// forward and backward, per second of the update.
+    pub tokens_per_sec: f64,
     /// Set on the last step of an epoch when there are held-out rankings.
     pub held_out: Option<PairEval>,
     pub skipped: Option<String>,
@@ -186,6 +189,7 @@ impl RewardTrainer {
             grad_norm: f32::NAN,
             pairs: pairs.len(),
             pairs_per_sec: 0.0,
+            tokens_per_sec: 0.0,
             held_out: None,
             skipped: None,
         };
@@ -199,6 +203,8 @@ impl RewardTrainer {
             }
         }
         stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
+        let tokens: usize = chosen.iter().flat_map(|r| &r.sequences).map(Vec::len).sum();
+        stats.tokens_per_sec = tokens as f64 / start.elapsed().as_secs_f64();
         if within + 1 == per_epoch && !self.held_out.is_empty() {
             stats.held_out = Some(self.evaluate(&self.held_out).await?);
         }
