@@ -17,6 +17,7 @@ pub mod head_to_head;
 pub mod losses;
 pub mod method;
 pub mod order;
+mod parallel;
 pub mod ppo;
 pub mod ppo_config;
 pub mod ppo_math;

@@ -31,6 +31,7 @@ use crate::examples::{Example, LmBatch};
 use crate::grads::clip_global_norm;
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
 use crate::order::epoch_order;
+use crate::parallel::both;
 pub use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
     AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
@@ -418,26 +419,40 @@ impl PpoTrainer {
         let pick_mask =
             |m: &[Vec<bool>]| floats(rows.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
         let (valid, valid_p1) = (pick_mask(valid), pick_mask(valid_p1));
-        let old = pick(old_logprobs);
-
-        let (new_logprobs, _) = response_logprobs(&self.policy, batch, rows, s.temperature, false, device);
-        let log_ratio_max = ((new_logprobs.clone().detach() - old.clone()).abs() * valid.clone()).max();
-        let policy = clipped_policy_loss(new_logprobs, old, pick(&adv.advantages), valid, s.cliprange);
-        let vpred = response_values(&self.value, batch, rows, device);
-        let (vf_loss, vf_clipfrac) = clipped_value_loss(vpred, pick(&adv.values), pick(&adv.returns), valid_p1, s.cliprange_value);
-        let mut loss = policy.loss.clone() + vf_loss.clone() * s.vf_coef;
-        if s.ptx_coef > 0.0 {
+        let (old, advantages, old_values, returns) = (pick(old_logprobs), pick(&adv.advantages), pick(&adv.values), pick(&adv.returns));
+        let ptx_batch = (s.ptx_coef > 0.0).then(|| {
             let start = update_index * s.minibatch_size;
             let examples: Vec<&Example> = (0..s.minibatch_size).map(|j| &self.ptx[(start + j) % self.ptx.len()]).collect();
-            let lm = LmBatch::new(&examples, self.pad, device);
-            let logits = self.policy.logits(self.policy.forward(lm.inputs, lm.positions, None));
-            loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
-        }
+            LmBatch::new(&examples, self.pad, device)
+        });
+
+        // The policy's and the value model's losses share no weights, so their forward and
+        // backward passes are independent: natively they run side by side (see `parallel`).
+        let (policy_model, value_model) = (self.policy.clone(), self.value.clone());
+        let policy_part = move || {
+            let (new_logprobs, _) = response_logprobs(&policy_model, batch, rows, s.temperature, false, device);
+            let log_ratio_max = ((new_logprobs.clone().detach() - old.clone()).abs() * valid.clone()).max();
+            let policy = clipped_policy_loss(new_logprobs, old, advantages, valid, s.cliprange);
+            let mut loss = policy.loss.clone();
+            if let Some(lm) = ptx_batch {
+                let logits = policy_model.logits(policy_model.forward(lm.inputs, lm.positions, None));
+                loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &policy_model);
+            (loss.detach(), policy, log_ratio_max, grads)
+        };
+        let value_part = move || {
+            let vpred = response_values(&value_model, batch, rows, device);
+            let (vf_loss, vf_clipfrac) = clipped_value_loss(vpred, old_values, returns, valid_p1, s.cliprange_value);
+            let grads = GradientsParams::from_grads((vf_loss.clone() * s.vf_coef).backward(), &value_model);
+            (vf_loss.detach(), vf_clipfrac, grads)
+        };
+        let ((policy_loss, policy, log_ratio_max, mut policy_grads), (vf_loss, vf_clipfrac, mut value_grads)) =
+            both(policy_part, value_part);
+        let loss = policy_loss + vf_loss.clone() * s.vf_coef;
+
         // One read for all seven numbers: on a GPU each read is a round trip.
-        let numbers = Tensor::cat(
-            vec![loss.clone().detach(), policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max],
-            0,
-        );
+        let numbers = Tensor::cat(vec![loss, policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max], 0);
         let [loss_value, pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac, max_log_ratio] =
             <[f32; 7]>::try_from(read_values(numbers).await?).map_err(|_| TrainError::Device("expected 7 numbers".into()))?.map(f64::from);
         let out = MinibatchStats { pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac, max_log_ratio };
@@ -445,9 +460,6 @@ impl PpoTrainer {
             return Err(UpdateError::Diverged(format!("the PPO loss is {loss_value}")));
         }
 
-        let mut grads = loss.backward();
-        let mut policy_grads = GradientsParams::from_module(&mut grads, &self.policy);
-        let mut value_grads = GradientsParams::from_module(&mut grads, &self.value);
         clip_global_norm(&self.policy, &mut policy_grads, s.max_grad_norm).await?.map_err(UpdateError::Diverged)?;
         clip_global_norm(&self.value, &mut value_grads, s.max_grad_norm).await?.map_err(UpdateError::Diverged)?;
         self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);

@@ -10,6 +10,7 @@ use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::losses::{token_entropy, token_logprobs};
+use crate::parallel::both;
 use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
     AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_responses,
@@ -148,14 +149,18 @@ pub(crate) async fn sample_and_score(
 
     // 2. Log-probs of policy and reference under logits / T, and the policy's entropy.
     let start = Instant::now();
+    // 3. The reward model's score at each answer's last token. The three models' forwards are
+    // independent: natively the reference and reward model run beside the policy (see `parallel`).
     let rows: Vec<usize> = (0..batch.rows).collect();
-    let (logprobs, entropy) = response_logprobs(policy, &batch, &rows, sampling.temperature, true, &device);
-    let (ref_logprobs, _) = response_logprobs(reference, &batch, &rows, sampling.temperature, false, &device);
-
-    // 3. The reward model's score at each answer's last token.
     let ends: Vec<usize> = post.sequence_lengths.iter().map(|&l| batch.query_len + l).collect();
-    let (ids, positions, mask) = batch.tensors(&rows, &device);
-    let scores = tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &ends);
+    let ((logprobs, entropy), (ref_logprobs, scores)) = both(
+        || response_logprobs(policy, &batch, &rows, sampling.temperature, true, &device),
+        || {
+            let (ref_logprobs, _) = response_logprobs(reference, &batch, &rows, sampling.temperature, false, &device);
+            let (ids, positions, mask) = batch.tensors(&rows, &device);
+            (ref_logprobs, tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &ends))
+        },
+    );
     let (logprobs, ref_logprobs) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?);
     let entropy = to_rows(entropy.expect("asked for")).await?;
     let scores: Vec<f64> = read_values(scores).await?.into_iter().map(f64::from).collect();
