@@ -390,3 +390,34 @@ fn a_zero_save_period_and_a_zero_kl_target_are_refused_with_a_message() {
     assert!(stderr.contains("kl_target = 0: a target KL must be above 0"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
+    let dir = fresh_dir("bench");
+    let out = tinyrlhf(
+        &["bench", "--json", "--preset", "tiny", "--vocab", "64", "--batch", "2", "--seq-len", "8", "--steps", "1"]
+            .into_iter()
+            .chain(["--new-tokens", "2", "--runs", "1", "--ppo-iterations", "1"])
+            .collect::<Vec<_>>(),
+        &dir,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object, one line: {stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    let figures = &json["runs"][0]["figures"];
+    assert_eq!(json["runs"][0]["preset"], "tiny");
+    assert!(figures["train_step"]["tok_s"].as_f64().unwrap() > 0.0);
+    for g in figures["generate"].as_array().unwrap() {
+        assert!(g["kv_cache_tok_s"].as_f64().unwrap() > 0.0 && g["no_cache_tok_s"].as_f64().unwrap() > 0.0);
+        // The sampler reads the logits back once per generated position, whatever the batch.
+        assert_eq!(g["device_reads_per_token"].as_f64(), Some(1.0));
+    }
+    let ppo = &figures["ppo_iteration"];
+    let split = ["rollout_secs", "scoring_secs", "update_secs"].map(|k| ppo[k].as_f64().unwrap());
+    assert!((ppo["secs"].as_f64().unwrap() - split.iter().sum::<f64>()).abs() < 1e-9);
+    assert!(ppo["device_reads"].as_u64().unwrap() > 0);
+    for method in ["grpo_iteration", "rloo_iteration", "dpo_step"] {
+        assert!(figures[method]["secs"].as_f64().unwrap() > 0.0, "{method}");
+    }
+}
