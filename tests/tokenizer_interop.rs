@@ -37,7 +37,7 @@ fn python_tokenizers_reads_our_file_and_gives_identical_ids() {
         "",
         "  spaces   and\ttabs\nnewline ",
         "café 🦊 漢字 naïve",
-        &Tokenizer::render_chat("tell me a story", "the fox was happy."),
+        &tokenizer.render_chat("tell me a story", "the fox was happy.").unwrap(),
         "<|pad|><|eos|> written inside text",
     ];
     let dir = std::env::temp_dir().join(format!("tinyrlhf-interop-{}", std::process::id()));

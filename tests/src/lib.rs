@@ -11,6 +11,15 @@ pub fn fixtures_dir() -> PathBuf {
     }
 }
 
+/// The Hugging Face model folder (`transformers`' own GPT-2, GPT-2-style tokenizer, no pad token,
+/// a chat template): `$TINYRLHF_HF_FIXTURE`, else the copy in `tests/fixtures/hf-gpt2-style`.
+pub fn hf_fixture_dir() -> PathBuf {
+    match std::env::var_os("TINYRLHF_HF_FIXTURE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf-gpt2-style"),
+    }
+}
+
 pub fn read_fixture(relative: &str) -> Vec<u8> {
     let path = fixtures_dir().join(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
@@ -31,8 +40,12 @@ impl FixtureTensor {
 
 /// Every tensor of a safetensors fixture (F32, F64, I64 supported).
 pub fn read_safetensors(relative: &str) -> HashMap<String, FixtureTensor> {
-    let bytes = read_fixture(relative);
-    let file = safetensors::SafeTensors::deserialize(&bytes).expect("fixture is valid safetensors");
+    safetensors_values(&read_fixture(relative))
+}
+
+/// Every tensor of safetensors bytes, widened to f64.
+pub fn safetensors_values(bytes: &[u8]) -> HashMap<String, FixtureTensor> {
+    let file = safetensors::SafeTensors::deserialize(bytes).expect("fixture is valid safetensors");
     file.tensors()
         .into_iter()
         .map(|(name, view)| {

@@ -44,7 +44,7 @@ impl Session {
                 let ppo = s.run.as_ref().and_then(|r| r.ppo()).filter(|_| which == "ppo");
                 (ppo.map_or_else(|| reward.clone(), |t| t.value_model()), ppo.map_or(PpoConfig::default().kl_coef, |t| t.beta()))
             };
-            let response_ids = model.tokenizer.encode_response(&response).map_err(js)?;
+            let response_ids = model.tokenizer.encode_response(&prompt, &response).map_err(js)?;
             let (prompt_ids, _) = prompt_ids(&model, &prompt, response_ids.len() + 1)?;
             let settings = PpoConfig { temperature, ..PpoConfig::default() };
             let special = model.tokenizer.special_ids();

@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 
 use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
-use tinyrlhf_rlhf::{RewardTrainer, check_same_shape};
-use tinyrlhf_tokenizer::Tokenizer;
+use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, check_same_shape, load_language_model};
 use wasm_bindgen::prelude::*;
 
 mod inspect;
@@ -38,11 +37,7 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, JsError> {
     serde_json::to_string(value).map_err(js)
 }
 
-pub(crate) struct Model {
-    pub(crate) config: GptConfig,
-    pub(crate) gpt: Gpt,
-    pub(crate) tokenizer: Tokenizer,
-}
+pub(crate) type Model = LanguageModel;
 
 /// Everything a session holds besides the device. Trainers are taken out while they step, so no
 /// borrow lives across an await (the worker also runs one request at a time).
@@ -141,15 +136,8 @@ impl Session {
     /// Loads the SFT model directory's three files. On any error the current model stays.
     /// Returns the model's shape as JSON.
     pub fn load(&self, config_json: &[u8], safetensors: &[u8], tokenizer_json: &[u8]) -> Result<String, JsError> {
-        let tokenizer = Tokenizer::from_json_bytes(tokenizer_json).map_err(|e| js(format!("tokenizer.json: {e}")))?;
-        let (config, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
-        if config.vocab_size != tokenizer.vocab_size() {
-            return Err(js(format!(
-                "the model's vocabulary ({}) does not match the tokenizer's ({})",
-                config.vocab_size,
-                tokenizer.vocab_size()
-            )));
-        }
+        let files = ModelFiles { config_json, safetensors, tokenizer_json, tokenizer_config_json: None, chat_template_jinja: None };
+        let LanguageModel { config, gpt, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
         let info = ModelInfo {
             parameters: config.num_params(),
             layers: config.n_layer,

@@ -1,8 +1,8 @@
 //! Files, for the CLI only: reads that name the path in their errors, writes that are atomic (a
 //! temp file then a rename, so a killed run never leaves half a file), and model directories.
 //!
-//! A model directory holds `config.json`, `model.safetensors` and `tokenizer.json` (so it is
-//! loadable on its own, by us or by HF transformers), a `manifest.json` saying how it was made, and
+//! A model directory holds `config.json`, `model.safetensors`, `tokenizer.json` and
+//! `tokenizer_config.json` (so it is loadable on its own, by us or by HF transformers), a `manifest.json` saying how it was made, and
 //! — while training — `checkpoint/` with what `--resume` needs.
 
 use std::path::{Path, PathBuf};
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
 use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
-use tinyrlhf_rlhf::TrainCheckpoint;
-use tinyrlhf_tokenizer::Tokenizer;
+use tinyrlhf_rlhf::{ModelFiles, TrainCheckpoint};
+use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -45,20 +45,56 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
     Tokenizer::from_json_bytes(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A model directory's language model and tokenizer, checked against each other.
+/// A model directory's language model and tokenizer, checked against each other: one of ours or
+/// a Hugging Face GPT-2 folder (`tokenizer_config.json`, `chat_template.jinja` when present).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(GptConfig, Gpt, Tokenizer)> {
-    let tokenizer = read_tokenizer(&dir.join("tokenizer.json"))?;
-    let (config, gpt) = tinyrlhf_model::load_gpt(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    if config.vocab_size != tokenizer.vocab_size() {
-        return Err(format!(
-            "{}: the model's vocabulary ({}) does not match its tokenizer.json ({})",
-            dir.display(),
-            config.vocab_size,
-            tokenizer.vocab_size()
-        ));
+    let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
+    let tokenizer = TokenizerBytes::read(dir)?;
+    let tokenizer = tokenizer.files();
+    let files = ModelFiles {
+        config_json: &config_json,
+        safetensors: &safetensors,
+        tokenizer_json: tokenizer.tokenizer_json,
+        tokenizer_config_json: tokenizer.tokenizer_config_json,
+        chat_template_jinja: tokenizer.chat_template_jinja,
+    };
+    let model = tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok((model.config, model.gpt, model.tokenizer))
+}
+
+/// A directory's tokenizer files: `tokenizer.json` (required), `tokenizer_config.json` and
+/// `chat_template.jinja` (if there).
+struct TokenizerBytes {
+    json: Vec<u8>,
+    config: Option<Vec<u8>>,
+    template: Option<Vec<u8>>,
+}
+
+impl TokenizerBytes {
+    fn read(dir: &Path) -> Result<Self> {
+        let optional = |name: &str| {
+            let path = dir.join(name);
+            if path.exists() { read(&path).map(Some) } else { Ok(None) }
+        };
+        Ok(Self {
+            json: read(&dir.join("tokenizer.json"))?,
+            config: optional("tokenizer_config.json")?,
+            template: optional("chat_template.jinja")?,
+        })
     }
-    Ok((config, gpt, tokenizer))
+
+    fn files(&self) -> TokenizerFiles<'_> {
+        TokenizerFiles {
+            tokenizer_json: &self.json,
+            tokenizer_config_json: self.config.as_deref(),
+            chat_template_jinja: self.template.as_deref(),
+        }
+    }
+}
+
+/// A directory's tokenizer with its chat template.
+fn read_tokenizer_dir(dir: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_files(TokenizerBytes::read(dir)?.files()).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Writes a loadable model directory (each file atomically, weights before the config that
@@ -70,6 +106,7 @@ pub fn save_model_dir(dir: &Path, checkpoint: &TrainCheckpoint, tokenizer: &Toke
 /// Like [`save_model_dir`] from the parts: a language model's or a scalar model's weights.
 pub fn save_weights_dir(dir: &Path, config_json: &str, weights: &[u8], tokenizer: &Tokenizer, manifest: &serde_json::Value) -> Result<()> {
     write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json().map_err(|e| e.to_string())?.as_bytes())?;
+    write_atomic(&dir.join("tokenizer_config.json"), tokenizer.config_json().as_bytes())?;
     write_atomic(&dir.join("model.safetensors"), weights)?;
     write_atomic(&dir.join("config.json"), config_json.as_bytes())?;
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(manifest).expect("json").as_bytes())
@@ -77,7 +114,7 @@ pub fn save_weights_dir(dir: &Path, config_json: &str, weights: &[u8], tokenizer
 
 /// A reward (or value) model directory: the scalar model and its tokenizer.
 pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(GptConfig, ScalarModel, Tokenizer)> {
-    let tokenizer = read_tokenizer(&dir.join("tokenizer.json"))?;
+    let tokenizer = read_tokenizer_dir(dir)?;
     let (config, model) =
         tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)
             .map_err(|e| format!("{}: {e}", dir.display()))?;

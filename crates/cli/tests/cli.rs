@@ -286,6 +286,73 @@ fn rank_reward_ppo_and_compare_run_through_files() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The transformers-made GPT-2 folder the `tests` crate checks for parity (`$TINYRLHF_HF_FIXTURE`).
+fn hf_fixture() -> PathBuf {
+    std::env::var_os("TINYRLHF_HF_FIXTURE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf-gpt2-style"))
+}
+
+#[test]
+fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_padding_with_eos() {
+    let dir = fresh_dir("hf");
+    world(&dir);
+    let hf = hf_fixture();
+    let hf = hf.to_str().unwrap();
+    ok(&["sft", "--model", hf, "--demos", "world/demos.jsonl", "--steps", "3", "--batch", "4", "--out", "sft"], &dir);
+    // The tuned folder keeps the person's template and EOS, and still has no pad token.
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sft/tokenizer_config.json")).unwrap()).unwrap();
+    let template = std::fs::read_to_string(Path::new(hf).join("chat_template.jinja")).unwrap();
+    assert_eq!(config["chat_template"].as_str(), Some(template.as_str()));
+    assert_eq!(config["eos_token"], "<|endoftext|>");
+    assert!(config.get("pad_token").is_none(), "{config}");
+
+    ok(
+        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "6", "--out", "samples.jsonl"],
+        &dir,
+    );
+    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"], &dir);
+    let ppo = [
+        "ppo",
+        "--policy",
+        "sft",
+        "--reward",
+        "rm",
+        "--prompts",
+        "world/prompts.jsonl",
+        "--iterations",
+        "2",
+        "--batch",
+        "4",
+        "--minibatch",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        "ppo",
+    ];
+    ok(&ppo, &dir);
+    let metrics = std::fs::read_to_string(dir.join("ppo/metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let stats: serde_json::Value = serde_json::from_str(line).unwrap();
+        // Answers cut at 6 tokens have no EOS, and this barely tuned model rarely writes one (about
+        // 1 in 1000 per token): padding them with EOS must not make them count as ended.
+        let (eos_rate, length) = (stats["eos_rate"].as_f64().unwrap(), stats["mean_length"].as_f64().unwrap());
+        assert!(eos_rate < 0.5 && length > 0.0 && length <= 6.0, "{stats}");
+        assert!(stats["kl"].as_f64().unwrap().is_finite(), "{stats}");
+    }
+    ok(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"], &dir);
+    for run in ["ppo", "dpo"] {
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            assert!(dir.join(run).join(file).exists(), "{run}/{file}");
+        }
+    }
+    let chat = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
+    assert!(chat.contains("EOS within 6 tokens"), "{chat}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     let dir = fresh_dir("badrlhf");

@@ -235,14 +235,20 @@ impl ModuleVisitor for Collector<'_> {
 /// A language model from `config.json` and `model.safetensors` bytes.
 pub fn load_gpt(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(GptConfig, Gpt)> {
     let config = GptConfig::from_json_bytes(config_json)?;
+    let gpt = gpt_from_config(&config, safetensors, device)?;
+    Ok((config, gpt))
+}
+
+/// A language model of a parsed (and perhaps adjusted) `config` from `model.safetensors` bytes.
+pub fn gpt_from_config(config: &GptConfig, safetensors: &[u8], device: &Device) -> Result<Gpt> {
     let mut weights = Weights::from_safetensors(safetensors)?;
-    weights.check_holds(&config)?;
+    weights.check_holds(config)?;
     let gpt = weights.load_into(config.init(device), "transformer.", device)?;
     weights.finish(&format!(
         "config.json describes a {}-layer GPT-2 language model; a reward or value model loads as a scalar model",
         config.n_layer
     ))?;
-    Ok((config, gpt))
+    Ok(gpt)
 }
 
 /// A language model's `model.safetensors` bytes (HF `GPT2LMHeadModel` layout, tied head omitted).

@@ -14,7 +14,8 @@ mod gpt;
 mod sample;
 
 pub use checkpoint::{
-    CheckpointError, Weights, WeightsWriter, load_gpt, load_scalar_model, save_gpt, save_scalar_model, with_stable_param_ids,
+    CheckpointError, Weights, WeightsWriter, gpt_from_config, load_gpt, load_scalar_model, save_gpt, save_scalar_model,
+    with_stable_param_ids,
 };
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};

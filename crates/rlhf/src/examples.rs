@@ -25,8 +25,8 @@ pub fn pack(stream: &[u32], len: usize) -> Vec<Example> {
 /// A chat-template example whose targets are the response tokens and the closing EOS only.
 /// Returns `None` when prompt and response do not fit in `max_len` tokens.
 pub fn chat_example(tokenizer: &Tokenizer, prompt: &str, response: &str, max_len: usize) -> Result<Option<Example>, TokenizerError> {
+    let response = tokenizer.encode_response(prompt, response)?;
     let prompt = tokenizer.encode_prompt(prompt)?;
-    let response = tokenizer.encode_response(response)?;
     if prompt.len() + response.len() > max_len {
         return Ok(None);
     }

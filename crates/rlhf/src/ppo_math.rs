@@ -67,6 +67,22 @@ pub fn postprocess_responses(responses: &[Vec<u32>], eos: u32, pad: u32) -> Post
     out
 }
 
+/// [`postprocess_responses`] for the sampler's rows (each up to and including its first EOS, never
+/// padding), right-padded with `pad` one column past the longest. Lengths come from the rows
+/// themselves, not from finding `pad`, so `pad == eos` (GPT-2 has no pad token) works: the EOS
+/// counts as the answer's last token and a row cut by the length limit has none.
+pub fn postprocess_generated(generated: &[Vec<u32>], eos: u32, pad: u32) -> Postprocessed {
+    let width = generated.iter().map(Vec::len).max().unwrap_or(0) + 1;
+    let mut out = Postprocessed { responses: vec![], sequence_lengths: vec![], contain_eos: vec![] };
+    for row in generated {
+        let end = row.iter().position(|&t| t == eos).map_or(row.len(), |i| i + 1);
+        out.responses.push(row[..end].iter().copied().chain(std::iter::repeat(pad)).take(width).collect());
+        out.sequence_lengths.push(end.saturating_sub(1));
+        out.contain_eos.push(row[..end].contains(&eos));
+    }
+    out
+}
+
 /// Responses without an EOS lose `penalty` from their score (the "EOS trick").
 pub fn apply_missing_eos_penalty(scores: &[f64], contain_eos: &[bool], penalty: f64) -> Vec<f64> {
     scores.iter().zip(contain_eos).map(|(&s, &eos)| if eos { s } else { s - penalty }).collect()
@@ -258,6 +274,18 @@ mod tests {
         assert_eq!(post.responses, vec![vec![4, 1, 0, 0], vec![4, 4, 4, 4]]);
         assert_eq!(post.sequence_lengths, vec![1, 3]);
         assert_eq!(post.contain_eos, vec![true, false]);
+    }
+
+    #[test]
+    fn generated_rows_read_the_same_as_trl_and_also_when_pad_is_eos() {
+        let generated = [vec![4, 1], vec![4, 4, 4], vec![4, 5, 1]];
+        let padded: Vec<Vec<u32>> = generated.iter().map(|r| r.iter().copied().chain([0; 4]).take(4).collect()).collect();
+        assert_eq!(postprocess_generated(&generated, 1, 0), postprocess_responses(&padded, 1, 0));
+        // pad == eos: the EOS is still the last real token, and the row without one has none.
+        let post = postprocess_generated(&generated, 1, 1);
+        assert_eq!(post.responses, vec![vec![4, 1, 1, 1], vec![4, 4, 4, 1], vec![4, 5, 1, 1]]);
+        assert_eq!(post.sequence_lengths, vec![1, 2, 2]);
+        assert_eq!(post.contain_eos, vec![true, false, true]);
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl TokenRanking {
         context: usize,
     ) -> Result<(Self, bool), String> {
         let responses =
-            completions.iter().map(|c| tokenizer.encode_response(c).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+            completions.iter().map(|c| tokenizer.encode_response(prompt, c).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
         // The prompt keeps at least its first token and one more (`encode_prompt_within`).
         const MIN_PROMPT: usize = 2;
         let longest = responses.iter().map(Vec::len).max().unwrap_or(0);
@@ -146,7 +146,7 @@ mod tests {
         let long = "the cat sat on the mat ".repeat(40);
         let set = RankingSet::prepare(&tok, &[ranking(&long, &["the dog", "the red ball ran"])], None, 32);
         assert_eq!((set.train.len(), set.prompts_cut, set.skipped.len()), (1, 1, 0));
-        let longest = tok.encode_response("the red ball ran").unwrap();
+        let longest = tok.encode_response(&long, "the red ball ran").unwrap();
         assert!(set.train[0].sequences.iter().all(|s| s.len() <= 32));
         assert!(set.train[0].sequences[1].ends_with(&longest));
         // The prompt's end survives: that is where the question is.

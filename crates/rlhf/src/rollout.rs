@@ -13,7 +13,7 @@ use crate::losses::{token_entropy, token_logprobs};
 use crate::parallel::both;
 use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
-    AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_responses,
+    AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_generated,
 };
 use crate::read::values as read_values;
 
@@ -34,10 +34,7 @@ impl RolloutBatch {
     /// including EOS): answers truncated after their first EOS and right-padded one column past
     /// the longest, with the lengths PPO's arithmetic reads.
     pub(crate) fn from_generated(prompts: &[Vec<u32>], generated: &[Vec<u32>], eos: u32, pad: u32) -> (Self, Postprocessed) {
-        let width = generated.iter().map(Vec::len).max().unwrap_or(0) + 1;
-        let padded: Vec<Vec<u32>> =
-            generated.iter().map(|t| t.iter().copied().chain(std::iter::repeat(pad)).take(width).collect()).collect();
-        let post = postprocess_responses(&padded, eos, pad);
+        let post = postprocess_generated(generated, eos, pad);
         (Self::new(prompts, &post.responses, &post.sequence_lengths, pad), post)
     }
 

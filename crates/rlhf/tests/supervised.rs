@@ -30,7 +30,7 @@ fn sft_examples_train_on_the_response_and_eos_only() {
     let tok = tokenizer();
     let example = chat_example(&tok, "what is two plus two?", "four.", 64).unwrap().unwrap();
     let prompt_len = tok.encode_prompt("what is two plus two?").unwrap().len();
-    let response = tok.encode_response("four.").unwrap();
+    let response = tok.encode_response("what is two plus two?", "four.").unwrap();
     assert_eq!(example.tokens.len(), prompt_len + response.len());
     assert!(example.target[..prompt_len].iter().all(|t| !t));
     assert!(example.target[prompt_len..].iter().all(|&t| t));

@@ -1,27 +1,36 @@
-//! Byte-level BPE for tinyrlhf, built on the `tokenizers` crate.
+//! Byte-level BPE tokenizers and their chat templates, built on the `tokenizers` and `minijinja`
+//! crates.
 //!
-//! Boundary: text in, token ids out (and back). This crate knows the four special tokens and the
-//! chat template; it knows nothing of tensors, models or files — `tokenizer.json` comes and goes as
-//! bytes, so the same code runs natively and in the browser.
+//! Boundary: text in, token ids out (and back). This crate knows special tokens and chat
+//! templates; it knows nothing of tensors, models or files — `tokenizer.json`,
+//! `tokenizer_config.json` and `chat_template.jinja` come and go as bytes, so the same code runs
+//! natively and in the browser.
 //!
-//! The tokenizer is GPT-2's recipe: byte-level pre-tokenisation (so every UTF-8 string round-trips
-//! exactly), BPE merges learnt from a corpus, no normaliser. The `tokenizer.json` it writes is the
-//! Hugging Face format, so Python's `tokenizers` gives the same ids.
+//! Two kinds of tokenizer load here. Our own (GPT-2's recipe: byte-level pre-tokenisation, BPE
+//! merges learnt from a corpus, no normaliser) with four special tokens and [`TINYRLHF_TEMPLATE`].
+//! And any Hugging Face folder's: its EOS (and pad, if it has one) named by `tokenizer_config.json`,
+//! its Jinja chat template rendered as transformers renders it. A tokenizer without a pad token
+//! pads with EOS, as GPT-2 does: nothing downstream tells padding by its id.
 
+pub mod chat;
+
+use serde_json::{Value, json};
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-/// Padding. Never produced by the model; distinct from EOS so that "ended" and "filler" differ.
+pub use chat::{ChatTemplate, PLAIN_TEMPLATE, TINYRLHF_TEMPLATE, TemplateError};
+
+/// Padding in our own tokenizers. Never produced by the model.
 pub const PAD: &str = "<|pad|>";
 /// End of a response.
 pub const EOS: &str = "<|eos|>";
-/// Starts the user's turn in the chat template.
+/// Starts the user's turn in our chat template.
 pub const USER: &str = "<|user|>";
-/// Starts the assistant's turn in the chat template.
+/// Starts the assistant's turn in our chat template.
 pub const ASSISTANT: &str = "<|assistant|>";
 
-/// The special tokens in the order they take ids 0..4 in a trained tokenizer.
+/// Our special tokens in the order they take ids 0..4 in a trained tokenizer.
 pub const SPECIAL_TOKENS: [&str; 4] = [PAD, EOS, USER, ASSISTANT];
 
 /// Everything that can go wrong reading, training or using a tokenizer.
@@ -29,10 +38,14 @@ pub const SPECIAL_TOKENS: [&str; 4] = [PAD, EOS, USER, ASSISTANT];
 pub enum TokenizerError {
     #[error("tokenizer.json is not a valid tokenizer file: {0}")]
     InvalidFile(String),
-    #[error("tokenizer.json has no special token {0:?}; tinyrlhf needs {SPECIAL_TOKENS:?}")]
+    #[error("tokenizer.json has no special token {0:?} and no tokenizer_config.json names its EOS token")]
     MissingSpecialToken(&'static str),
-    #[error("tokenizer.json maps {PAD} and {EOS} to the same id {0}; they must differ")]
-    PadIsEos(u32),
+    #[error("tokenizer_config.json: {0}")]
+    Config(String),
+    #[error("chat_template.jinja is not UTF-8 text")]
+    TemplateNotText,
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error("vocabulary size {0} is too small: it must exceed 256 byte tokens + 4 special tokens")]
     VocabTooSmall(usize),
     #[error("tokenizer failed: {0}")]
@@ -45,20 +58,33 @@ fn internal(e: impl std::fmt::Display) -> TokenizerError {
     TokenizerError::Internal(e.to_string())
 }
 
-/// Ids of the special tokens, looked up once.
+/// Ids of the tokens the pipeline needs. `pad == eos` when the tokenizer has no pad token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
     pub pad: u32,
     pub eos: u32,
-    pub user: u32,
-    pub assistant: u32,
 }
 
-/// A byte-level BPE tokenizer with tinyrlhf's special tokens.
+/// A model folder's tokenizer files, as bytes. Only `tokenizer.json` is required; without
+/// `tokenizer_config.json` it must be one of ours (the four special tokens).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenizerFiles<'a> {
+    pub tokenizer_json: &'a [u8],
+    pub tokenizer_config_json: Option<&'a [u8]>,
+    /// transformers 5 writes the template to its own file; older folders keep it in the config.
+    pub chat_template_jinja: Option<&'a [u8]>,
+}
+
+/// A byte-level BPE tokenizer, its special tokens and its chat template.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     special: SpecialIds,
+    eos_token: String,
+    /// `None`: padding uses EOS.
+    pad_token: Option<String>,
+    bos_token: Option<String>,
+    template: ChatTemplate,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -103,23 +129,80 @@ impl Tokenizer {
         Self::from_json_bytes(json.as_bytes())
     }
 
-    /// Reads a Hugging Face `tokenizer.json`; refuses files without tinyrlhf's special tokens.
+    /// One of our own `tokenizer.json` files (the four special tokens, our template).
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
-        // tokenizers 0.23 panics instead of erring on some bad files (`expect("Helper")` in its
-        // decoder reader when the JSON is malformed inside the decoder; `expect("Precompiled")`
-        // on a bad charsmap), and a panic kills the page's wasm. Well-formed JSON first, and no
-        // Precompiled normalizer (SentencePiece's, which no GPT-2-style tokenizer has).
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
-        if value.pointer("/normalizer").is_some_and(has_precompiled) {
-            return Err(TokenizerError::InvalidFile("a Precompiled (SentencePiece) normalizer is not supported".into()));
+        Self::from_files(TokenizerFiles { tokenizer_json: bytes, ..TokenizerFiles::default() })
+    }
+
+    /// A model folder's tokenizer. With `tokenizer_config.json`: its `eos_token`, `pad_token`
+    /// (absent: pad with EOS) and `chat_template` (or `chat_template.jinja`); a folder without a
+    /// template gets ours if the vocabulary has our turn tokens, else [`PLAIN_TEMPLATE`].
+    pub fn from_files(files: TokenizerFiles) -> Result<Self> {
+        let inner = parse_tokenizer_json(files.tokenizer_json)?;
+        let config = match files.tokenizer_config_json {
+            Some(bytes) => {
+                Some(serde_json::from_slice::<Value>(bytes).map_err(|e| TokenizerError::Config(format!("not valid JSON: {e}")))?)
+            }
+            None => None,
+        };
+        let ours = SPECIAL_TOKENS.iter().all(|t| inner.token_to_id(t).is_some());
+        let token = |key: &str| config.as_ref().and_then(|c| token_string(&c[key]));
+        let (eos_token, pad_token) = match (&config, token("eos_token")) {
+            (Some(_), Some(eos)) => (eos, token("pad_token")),
+            (Some(_), None) if !ours => {
+                return Err(TokenizerError::Config("no `eos_token`: the pipeline must know how an answer ends".into()));
+            }
+            _ => {
+                if let Some(missing) = SPECIAL_TOKENS.iter().find(|t| inner.token_to_id(t).is_none()) {
+                    return Err(TokenizerError::MissingSpecialToken(missing));
+                }
+                (EOS.to_owned(), Some(PAD.to_owned()))
+            }
+        };
+        let id = |field: &str, token: &str| {
+            inner.token_to_id(token).ok_or_else(|| {
+                TokenizerError::Config(format!(
+                    "`{field}` {token:?} is not in tokenizer.json's vocabulary ({} ids)",
+                    inner.get_vocab_size(true)
+                ))
+            })
+        };
+        let eos = id("eos_token", &eos_token)?;
+        let pad = match &pad_token {
+            Some(pad_token) => id("pad_token", pad_token)?,
+            None => eos,
+        };
+        let bos_token = token("bos_token");
+        let source = match (files.chat_template_jinja, config.as_ref().and_then(|c| template_string(&c["chat_template"]))) {
+            (Some(bytes), _) => std::str::from_utf8(bytes).map_err(|_| TokenizerError::TemplateNotText)?.to_owned(),
+            (None, Some(source)) => source,
+            (None, None) if ours => TINYRLHF_TEMPLATE.to_owned(),
+            (None, None) => PLAIN_TEMPLATE.to_owned(),
+        };
+        let template = ChatTemplate::new(&source, &eos_token, bos_token.as_deref())?;
+        Ok(Self { inner, special: SpecialIds { pad, eos }, eos_token, pad_token, bos_token, template })
+    }
+
+    /// The `tokenizer_config.json` that goes beside `tokenizer.json`, so that transformers (and
+    /// this crate) see the same EOS, pad and chat template.
+    pub fn config_json(&self) -> String {
+        let mut config = json!({
+            "chat_template": self.template.source(),
+            "eos_token": self.eos_token,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        if let Some(pad) = &self.pad_token {
+            config["pad_token"] = pad.as_str().into();
         }
-        let inner: tokenizers::Tokenizer = serde_json::from_value(value).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
-        let id = |token: &'static str| inner.token_to_id(token).ok_or(TokenizerError::MissingSpecialToken(token));
-        let special = SpecialIds { pad: id(PAD)?, eos: id(EOS)?, user: id(USER)?, assistant: id(ASSISTANT)? };
-        if special.pad == special.eos {
-            return Err(TokenizerError::PadIsEos(special.pad));
+        if let Some(bos) = &self.bos_token {
+            config["bos_token"] = bos.as_str().into();
         }
-        Ok(Self { inner, special })
+        serde_json::to_string_pretty(&config).unwrap_or_default()
+    }
+
+    /// The chat template.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
     }
 
     /// The `tokenizer.json` text (Hugging Face format).
@@ -152,24 +235,19 @@ impl Tokenizer {
         self.inner.decode(ids, true).map_err(internal)
     }
 
-    /// The chat template as text: `<|user|> {prompt}<|assistant|> {response}<|eos|>`.
-    /// Special tokens carry no spaces of their own; the space before prompt and response is part of
-    /// their first word's token, as GPT-2 writes words.
-    pub fn render_chat(prompt: &str, response: &str) -> String {
-        format!("{USER} {prompt}{ASSISTANT} {response}{EOS}")
+    /// The whole conversation as the template writes it: prompt, answer and what closes the turn.
+    pub fn render_chat(&self, prompt: &str, response: &str) -> Result<String> {
+        Ok(self.template.conversation_text(prompt, response)?)
     }
 
-    /// Ids of the template up to and including `<|assistant|>`: what the model continues.
+    /// Ids of the template up to its generation prompt: what the model continues.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        let mut ids = vec![self.special.user];
-        ids.extend(self.encode(&format!(" {prompt}"))?);
-        ids.push(self.special.assistant);
-        Ok(ids)
+        self.encode(&self.template.prompt_text(prompt)?)
     }
 
     /// [`Tokenizer::encode_prompt`] cut to at most `max_len` ids, and whether it was cut. The cut
-    /// drops the oldest text but keeps `<|user|>` and the end of the prompt with `<|assistant|>`:
-    /// what the model must continue.
+    /// drops the oldest text but keeps the first token (the template's opening) and the end of the
+    /// prompt with the generation prompt: what the model must continue.
     pub fn encode_prompt_within(&self, prompt: &str, max_len: usize) -> Result<(Vec<u32>, bool)> {
         let mut ids = self.encode_prompt(prompt)?;
         let max = max_len.max(2);
@@ -182,10 +260,14 @@ impl Tokenizer {
         Ok((ids, true))
     }
 
-    /// Ids of a response as the template writes it after the prompt, ending with `<|eos|>`.
-    pub fn encode_response(&self, response: &str) -> Result<Vec<u32>> {
-        let mut ids = self.encode(&format!(" {response}"))?;
-        ids.push(self.special.eos);
+    /// Ids of an answer to `prompt` as the template writes it after the generation prompt, ending
+    /// with EOS (what follows EOS in the template, such as a newline, is not the model's to write).
+    pub fn encode_response(&self, prompt: &str, response: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(&self.template.answer_text(prompt, response)?)?;
+        match ids.iter().position(|&t| t == self.special.eos) {
+            Some(end) => ids.truncate(end + 1),
+            None => ids.push(self.special.eos),
+        }
         Ok(ids)
     }
 
@@ -195,6 +277,36 @@ impl Tokenizer {
         let end = ids.iter().position(|&t| t == self.special.eos).unwrap_or(ids.len());
         let text = self.decode_text(&ids[..end])?;
         Ok(text.strip_prefix(' ').map(str::to_owned).unwrap_or(text))
+    }
+}
+
+fn parse_tokenizer_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer> {
+    // tokenizers 0.23 panics instead of erring on some bad files (`expect("Helper")` in its
+    // decoder reader when the JSON is malformed inside the decoder; `expect("Precompiled")`
+    // on a bad charsmap), and a panic kills the page's wasm. Well-formed JSON first, and no
+    // Precompiled normalizer (SentencePiece's, which no GPT-2-style tokenizer has).
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| TokenizerError::InvalidFile(e.to_string()))?;
+    if value.pointer("/normalizer").is_some_and(has_precompiled) {
+        return Err(TokenizerError::InvalidFile("a Precompiled (SentencePiece) normalizer is not supported".into()));
+    }
+    serde_json::from_value(value).map_err(|e| TokenizerError::InvalidFile(e.to_string()))
+}
+
+/// A special token as `tokenizer_config.json` writes it: a string, or an AddedToken object.
+fn token_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// `chat_template` as a string, or the `default` of a list of named templates.
+fn template_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(named) => named.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_owned),
+        _ => None,
     }
 }
 
@@ -224,8 +336,8 @@ mod tests {
     #[test]
     fn special_tokens_take_the_first_ids_and_pad_differs_from_eos() {
         let tok = trained();
-        let s = tok.special_ids();
-        assert_eq!((s.pad, s.eos, s.user, s.assistant), (0, 1, 2, 3));
+        assert_eq!(tok.special_ids(), SpecialIds { pad: 0, eos: 1 });
+        assert_eq!(tok.encode(&SPECIAL_TOKENS.concat()).unwrap(), [0, 1, 2, 3]);
         assert!(tok.vocab_size() <= 300 && tok.vocab_size() > 260, "{}", tok.vocab_size());
     }
 
@@ -249,20 +361,21 @@ mod tests {
     #[test]
     fn chat_template_ids_equal_encoding_the_rendered_text() {
         let tok = trained();
-        let mut ids = tok.encode_prompt("what is two plus three?").unwrap();
-        ids.extend(tok.encode_response("five!").unwrap());
-        let rendered = Tokenizer::render_chat("what is two plus three?", "five!");
+        let prompt = "what is two plus three?";
+        let mut ids = tok.encode_prompt(prompt).unwrap();
+        ids.extend(tok.encode_response(prompt, "five!").unwrap());
+        let rendered = tok.render_chat(prompt, "five!").unwrap();
+        assert_eq!(rendered, "<|user|> what is two plus three?<|assistant|> five!<|eos|>");
         assert_eq!(tok.encode(&rendered).unwrap(), ids);
         assert_eq!(tok.decode(&ids).unwrap(), rendered);
-        let s = tok.special_ids();
-        assert_eq!(ids[0], s.user);
-        assert_eq!(*ids.last().unwrap(), s.eos);
+        assert_eq!(ids[0], tok.encode(USER).unwrap()[0]);
+        assert_eq!(*ids.last().unwrap(), tok.special_ids().eos);
     }
 
     #[test]
     fn decode_response_stops_at_eos_and_drops_the_template_space() {
         let tok = trained();
-        let mut ids = tok.encode_response("the dog ate").unwrap();
+        let mut ids = tok.encode_response("what did it do?", "the dog ate").unwrap();
         ids.extend(tok.encode(" garbage after eos").unwrap());
         assert_eq!(tok.decode_response(&ids).unwrap(), "the dog ate");
     }
@@ -292,6 +405,70 @@ mod tests {
         let err = Tokenizer::from_json_bytes(json.as_bytes()).unwrap_err();
         assert!(matches!(err, TokenizerError::MissingSpecialToken(ASSISTANT)), "{err}");
         assert!(err.to_string().contains("<|assistant|>"));
+    }
+
+    /// A folder as transformers writes it for a tokenizer that is not ours: `</s>` ends answers,
+    /// no pad token, a template of its own.
+    fn foreign(config: Value) -> Result<Tokenizer> {
+        let json = trained().to_json().unwrap().replace(EOS, "</s>").replace(PAD, "<unk>");
+        Tokenizer::from_files(TokenizerFiles {
+            tokenizer_json: json.as_bytes(),
+            tokenizer_config_json: Some(config.to_string().as_bytes()),
+            chat_template_jinja: None,
+        })
+    }
+
+    #[test]
+    fn a_tokenizer_without_a_pad_token_pads_with_eos_and_uses_its_config_template() {
+        let template = "{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n{% else %}A: {{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
+        let tok = foreign(json!({"eos_token": {"content": "</s>", "special": true}, "chat_template": template})).unwrap();
+        let eos = tok.encode("</s>").unwrap()[0];
+        assert_eq!(tok.special_ids(), SpecialIds { pad: eos, eos });
+        assert_eq!(tok.render_chat("the cat?", "sat.").unwrap(), "Q: the cat?\nA: sat.</s>\n");
+        // The newline after EOS is the template's, not the answer's.
+        let answer = tok.encode_response("the cat?", "sat.").unwrap();
+        assert_eq!(tok.decode(&answer).unwrap(), " sat.</s>");
+        assert_eq!(tok.decode_response(&answer).unwrap(), "sat.");
+        // What we write back reads as the same tokenizer.
+        let config = tok.config_json();
+        let again = Tokenizer::from_files(TokenizerFiles {
+            tokenizer_json: tok.to_json().unwrap().as_bytes(),
+            tokenizer_config_json: Some(config.as_bytes()),
+            chat_template_jinja: None,
+        })
+        .unwrap();
+        assert_eq!(again.special_ids(), tok.special_ids());
+        assert_eq!(again.encode_prompt("the cat?").unwrap(), tok.encode_prompt("the cat?").unwrap());
+    }
+
+    #[test]
+    fn a_folder_without_a_template_gets_the_plain_one() {
+        let tok = foreign(json!({"eos_token": "</s>"})).unwrap();
+        assert_eq!(tok.chat_template().source(), PLAIN_TEMPLATE);
+        assert_eq!(tok.render_chat("the cat?", "sat.").unwrap(), "the cat?\nsat.</s>");
+    }
+
+    #[test]
+    fn an_eos_token_outside_the_vocabulary_is_refused_naming_the_field() {
+        let err = foreign(json!({"eos_token": "<|endoftext|>"})).unwrap_err();
+        assert!(matches!(err, TokenizerError::Config(_)), "{err}");
+        assert!(err.to_string().contains("`eos_token` \"<|endoftext|>\" is not in tokenizer.json's vocabulary"), "{err}");
+        let err = foreign(json!({"eos_token": "</s>", "pad_token": "<pad>"})).unwrap_err();
+        assert!(err.to_string().contains("`pad_token`"), "{err}");
+    }
+
+    #[test]
+    fn a_config_without_eos_for_a_foreign_tokenizer_is_refused() {
+        let err = foreign(json!({"bos_token": "</s>"})).unwrap_err();
+        assert!(err.to_string().contains("no `eos_token`"), "{err}");
+    }
+
+    #[test]
+    fn our_tokenizer_writes_a_config_that_reads_back_as_ours() {
+        let tok = trained();
+        let config: Value = serde_json::from_str(&tok.config_json()).unwrap();
+        assert_eq!(config["chat_template"], TINYRLHF_TEMPLATE);
+        assert_eq!((config["eos_token"].as_str(), config["pad_token"].as_str()), (Some(EOS), Some(PAD)));
     }
 
     #[test]

@@ -1,0 +1,76 @@
+//! A language model folder, as bytes: the files that make one model (`config.json`,
+//! `model.safetensors`, `tokenizer.json`, and Hugging Face's `tokenizer_config.json` and
+//! `chat_template.jinja` when present), read and checked against each other. Both edges load
+//! models through here (the CLI from a directory, the page from picked files), so both refuse the
+//! same folders with the same words.
+
+use burn::tensor::Device;
+use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
+
+/// The bytes of a model folder's files; the optional ones are `None` when absent.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFiles<'a> {
+    pub config_json: &'a [u8],
+    pub safetensors: &'a [u8],
+    pub tokenizer_json: &'a [u8],
+    pub tokenizer_config_json: Option<&'a [u8]>,
+    pub chat_template_jinja: Option<&'a [u8]>,
+}
+
+/// A folder that cannot be used: the file at fault, and a message that begins with its name.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelFilesError {
+    pub file: &'static str,
+    pub message: String,
+}
+
+impl ModelFilesError {
+    fn new(file: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self { file, message: format!("{file}: {reason}") }
+    }
+}
+
+/// A language model with the tokenizer and chat template it was trained with.
+#[derive(Debug, Clone)]
+pub struct LanguageModel {
+    pub config: GptConfig,
+    pub gpt: Gpt,
+    pub tokenizer: Tokenizer,
+}
+
+/// Loads a model folder for the RLHF stages. Dropout is switched off whatever `config.json` says
+/// (transformers writes 0.1): every stage here trains without it, as TRL's trainers do.
+pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<LanguageModel, ModelFilesError> {
+    let tokenizer = Tokenizer::from_files(TokenizerFiles {
+        tokenizer_json: files.tokenizer_json,
+        tokenizer_config_json: files.tokenizer_config_json,
+        chat_template_jinja: files.chat_template_jinja,
+    })
+    .map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
+    let config = GptConfig::from_json_bytes(files.config_json).map_err(|e| ModelFilesError::new("config.json", e))?.with_dropout(0.0);
+    if config.vocab_size != tokenizer.vocab_size() {
+        return Err(ModelFilesError::new(
+            "tokenizer.json",
+            format!(
+                "its vocabulary has {} ids but config.json's vocab_size is {}: they are not one model's",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
+        ));
+    }
+    let gpt =
+        tinyrlhf_model::gpt_from_config(&config, files.safetensors, device).map_err(|e| ModelFilesError::new("model.safetensors", e))?;
+    Ok(LanguageModel { config, gpt, tokenizer })
+}
+
+/// A tokenizer error under the file it belongs to (its message names that file already).
+fn tokenizer_error(e: TokenizerError, separate_template: bool) -> ModelFilesError {
+    let template_file = if separate_template { "chat_template.jinja" } else { "tokenizer_config.json" };
+    match e {
+        TokenizerError::Template(_) | TokenizerError::TemplateNotText => ModelFilesError::new(template_file, e),
+        TokenizerError::Config(_) => ModelFilesError { file: "tokenizer_config.json", message: e.to_string() },
+        e => ModelFilesError { file: "tokenizer.json", message: e.to_string() },
+    }
+}

@@ -1,0 +1,158 @@
+//! Chat templates the Hugging Face way: the Jinja `chat_template` of `tokenizer_config.json` (or of
+//! transformers 5's `chat_template.jinja`), rendered with minijinja as `apply_chat_template` renders
+//! it with jinja2: `trim_blocks` and `lstrip_blocks` on, `messages`, `add_generation_prompt`, the
+//! special tokens by name and `raise_exception`, and Python's string methods (`.strip()`, ...).
+//!
+//! A conversation here is one user turn and, for training, one assistant answer. A template is only
+//! usable if the conversation with the answer begins with the generation prompt (the text the model
+//! continues): that is what lets an answer's tokens be cut off the rendered conversation.
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
+use minijinja::{Environment, Error, ErrorKind, context};
+use serde::Serialize;
+
+/// Our own models' template: `<|user|> {prompt}<|assistant|> {answer}<|eos|>`.
+pub const TINYRLHF_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}<|user|> {{ message['content'] }}{% elif message['role'] == 'assistant' %}<|assistant|> {{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+/// The template of a model folder that has none (a base model): the prompt on its own line, the
+/// answer after it, closed by EOS. `{prompt}\n{answer}<eos>`.
+pub const PLAIN_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% else %}{{ message['content'] }}\n{% endif %}{% endfor %}";
+
+#[derive(Debug, Serialize)]
+struct Message<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+/// A template that cannot serve: it does not compile, does not render, or gives no assistant turn.
+#[derive(Debug, thiserror::Error)]
+#[error("chat template: {0}")]
+pub struct TemplateError(pub String);
+
+/// A compiled chat template and the special-token strings it may name.
+#[derive(Clone, Debug)]
+pub struct ChatTemplate {
+    source: String,
+    env: Environment<'static>,
+    eos_token: String,
+    bos_token: Option<String>,
+}
+
+impl ChatTemplate {
+    /// Compiles `source` and checks, on a probe conversation, that the answer follows the
+    /// generation prompt.
+    pub fn new(source: &str, eos_token: &str, bos_token: Option<&str>) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| TemplateError(e.to_string()))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |message: String| -> Result<(), Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, message))
+        });
+        env.add_template_owned("chat", source.to_owned()).map_err(|e| TemplateError(describe(&e)))?;
+        let template = Self { source: source.to_owned(), env, eos_token: eos_token.to_owned(), bos_token: bos_token.map(str::to_owned) };
+        let answer = "Probe answer 7.";
+        let rest = template.answer_text("Probe question?", answer)?;
+        if !rest.contains(answer) {
+            return Err(TemplateError(format!(
+                "it writes no assistant turn (a conversation with the answer {answer:?} renders without it)"
+            )));
+        }
+        Ok(template)
+    }
+
+    /// The Jinja source, as `tokenizer_config.json` carries it.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The text the model continues: the user turn and the generation prompt.
+    pub fn prompt_text(&self, prompt: &str) -> Result<String, TemplateError> {
+        self.render(&[Message { role: "user", content: prompt }], true)
+    }
+
+    /// The whole conversation: the user turn and the assistant's answer.
+    pub fn conversation_text(&self, prompt: &str, answer: &str) -> Result<String, TemplateError> {
+        self.render(&[Message { role: "user", content: prompt }, Message { role: "assistant", content: answer }], false)
+    }
+
+    /// What the template writes after the generation prompt when the answer is given (the answer
+    /// with whatever closes the turn).
+    pub fn answer_text(&self, prompt: &str, answer: &str) -> Result<String, TemplateError> {
+        let head = self.prompt_text(prompt)?;
+        let whole = self.conversation_text(prompt, answer)?;
+        whole.strip_prefix(&head).map(str::to_owned).ok_or_else(|| {
+            TemplateError(format!(
+                "the conversation with an answer ({whole:?}) does not begin with the generation prompt ({head:?}), so an answer cannot be cut from it"
+            ))
+        })
+    }
+
+    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        let template = self.env.get_template("chat").map_err(|e| TemplateError(describe(&e)))?;
+        template
+            .render(context! {
+                messages => Serde(messages),
+                add_generation_prompt => add_generation_prompt,
+                eos_token => &self.eos_token,
+                bos_token => self.bos_token.as_deref().unwrap_or(""),
+            })
+            .map_err(|e| TemplateError(describe(&e)))
+    }
+}
+
+/// minijinja's message with the template line it points at.
+fn describe(error: &Error) -> String {
+    match error.line() {
+        Some(line) => format!("line {line}: {error}"),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_template_writes_the_layout_our_models_were_trained_on() {
+        let t = ChatTemplate::new(TINYRLHF_TEMPLATE, "<|eos|>", None).unwrap();
+        assert_eq!(t.prompt_text("hi there").unwrap(), "<|user|> hi there<|assistant|>");
+        assert_eq!(t.conversation_text("hi there", "hello.").unwrap(), "<|user|> hi there<|assistant|> hello.<|eos|>");
+        assert_eq!(t.answer_text("hi there", "hello.").unwrap(), " hello.<|eos|>");
+    }
+
+    #[test]
+    fn the_plain_template_puts_the_answer_on_the_line_after_the_prompt() {
+        let t = ChatTemplate::new(PLAIN_TEMPLATE, "</s>", None).unwrap();
+        assert_eq!(t.conversation_text("2+2?", "4").unwrap(), "2+2?\n4</s>");
+        assert_eq!(t.answer_text("2+2?", "4").unwrap(), "4</s>");
+    }
+
+    #[test]
+    fn python_string_methods_and_raise_exception_work_as_in_transformers() {
+        let source = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}{% for m in messages %}[{{ m['role'].upper() }}] {{ m['content'].strip() }}\n{% endfor %}{% if add_generation_prompt %}[ASSISTANT]{% endif %}";
+        let t = ChatTemplate::new(source, "<e>", None).unwrap();
+        assert_eq!(t.conversation_text("  padded  ", "ok").unwrap(), "[USER] padded\n[ASSISTANT] ok\n");
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_is_refused_with_its_line() {
+        let err = ChatTemplate::new("{% for m in messages %}\n{{ m['content'] }", "<e>", None).unwrap_err();
+        assert!(err.to_string().contains("line"), "{err}");
+    }
+
+    #[test]
+    fn a_template_without_an_assistant_turn_is_refused() {
+        let err =
+            ChatTemplate::new("{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}", "<e>", None)
+                .unwrap_err();
+        assert!(err.to_string().contains("no assistant turn"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_raises_is_refused_with_its_message() {
+        let err = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "<e>", None).unwrap_err();
+        assert!(err.to_string().contains("roles must alternate"), "{err}");
+    }
+}
