@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::ProgressBar;
-use tinyrlhf_data::{Family, Labeler, PromptRecord, Rule, check, family_of};
+use tinyrlhf_data::{Family, Labeler, Rule, check, family_of};
 
 use crate::files::{self, Result};
 use crate::sample::{SamplingArgs, answer};
@@ -21,7 +21,7 @@ pub struct EvalArgs {
     /// Compare against this model: blind win-rate under --labeler (ties half) and KL to it.
     #[arg(long, requires = "labeler")]
     reference: Option<PathBuf>,
-    /// Held-out prompts, JSONL of {"prompt"}.
+    /// Held-out prompts: JSONL of {"prompt"}, or one per line.
     #[arg(long)]
     prompts: PathBuf,
     /// Samples per prompt (at least 2) for the EOS, length and "rankable" figures; answers per
@@ -45,7 +45,7 @@ pub struct EvalArgs {
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
     let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
-    let prompts: Vec<String> = files::read_records::<PromptRecord>(&args.prompts)?.into_iter().map(|p| p.prompt).collect();
+    let prompts = files::read_prompts(&args.prompts)?;
     if prompts.is_empty() {
         return Err(format!("{} has no prompts", args.prompts.display()));
     }

@@ -41,6 +41,11 @@ pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
     tinyrlhf_data::read_jsonl(&name, text).map_err(|e| e.to_string())
 }
 
+/// Prompts from a JSONL file of `{"prompt"}` or a text file of one per line.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    tinyrlhf_data::read_prompts(&path.display().to_string(), &read(path)?).map_err(|e| e.to_string())
+}
+
 pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
     Tokenizer::from_json_bytes(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_data::PromptRecord;
 use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer, LossAggregation, RewardScaling, check_compatible};
 
 use crate::backend::Backend;
@@ -23,7 +22,7 @@ pub struct GroupArgs {
     /// The reward model directory (from `tinyrlhf reward`).
     #[arg(long)]
     reward: PathBuf,
-    /// Training prompts, JSONL of {"prompt"}.
+    /// Training prompts: JSONL of {"prompt"}, or one per line.
     #[arg(long)]
     prompts: PathBuf,
     /// Directory to write the tuned policy to.
@@ -110,10 +109,10 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
-    let prompts: Vec<PromptRecord> = files::read_records(&args.prompts)?;
+    let prompts = files::read_prompts(&args.prompts)?;
     let prompt_ids = prompts
         .iter()
-        .map(|p| prompt_ids(&tokenizer, &config, &p.prompt, args.max_new_tokens + 1).map(|(ids, _)| ids))
+        .map(|p| prompt_ids(&tokenizer, &config, p, args.max_new_tokens + 1).map(|(ids, _)| ids))
         .collect::<Result<Vec<_>>>()?;
     let special = tokenizer.special_ids();
     device.seed(args.seed);

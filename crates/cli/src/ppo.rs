@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_data::{Demonstration, PromptRecord};
+use tinyrlhf_data::Demonstration;
 use tinyrlhf_rlhf::{KlEstimator, PpoCheckpoint, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible};
 
 use crate::backend::Backend;
@@ -24,7 +24,7 @@ pub struct PpoArgs {
     /// The reward model directory (from `tinyrlhf reward`); the value model starts as a copy.
     #[arg(long)]
     reward: PathBuf,
-    /// Training prompts, JSONL of {"prompt"}.
+    /// Training prompts: JSONL of {"prompt"}, or one per line.
     #[arg(long)]
     prompts: PathBuf,
     /// Directory to write the tuned policy to.
@@ -117,10 +117,10 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
-    let prompts: Vec<PromptRecord> = files::read_records(&args.prompts)?;
+    let prompts = files::read_prompts(&args.prompts)?;
     let prompt_ids = prompts
         .iter()
-        .map(|p| prompt_ids(&tokenizer, &config, &p.prompt, args.max_new_tokens + 1).map(|(ids, _)| ids))
+        .map(|p| prompt_ids(&tokenizer, &config, p, args.max_new_tokens + 1).map(|(ids, _)| ids))
         .collect::<Result<Vec<_>>>()?;
     let ptx = match &args.demos {
         Some(path) => {

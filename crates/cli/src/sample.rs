@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::ProgressBar;
-use tinyrlhf_data::{PromptRecord, Samples, write_jsonl};
+use tinyrlhf_data::{Samples, write_jsonl};
 use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, generate};
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -113,7 +113,7 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
     }
     let device = args.sampling.backend.device()?;
     let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
-    let prompts: Vec<String> = files::read_records::<PromptRecord>(&args.prompts)?.into_iter().map(|p| p.prompt).collect();
+    let prompts = files::read_prompts(&args.prompts)?;
     let bar = ProgressBar::new((prompts.len() * args.k) as u64);
     let answers = answer(&gpt, &config, &tokenizer, &prompts, args.k, args.batch, &args.sampling, Some(&bar))?;
     bar.finish_and_clear();

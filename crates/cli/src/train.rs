@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::GptConfig;
-use tinyrlhf_rlhf::{Example, SupervisedConfig, SupervisedTrainer, chat_example, pack};
+use tinyrlhf_rlhf::{Example, SupervisedConfig, SupervisedTrainer, pack, sft_examples, split_validation};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
@@ -101,16 +101,10 @@ pub fn sft(args: &SftArgs) -> Result<()> {
     let device = args.train.backend.device()?;
     let (config, base, tokenizer) = files::load_model_dir(&args.model, &device)?;
     let demos: Vec<Demonstration> = files::read_records(&args.demos)?;
-    let mut examples = Vec::with_capacity(demos.len());
-    for demo in &demos {
-        if let Some(e) = chat_example(&tokenizer, &demo.prompt, &demo.response, config.n_positions).map_err(|e| e.to_string())? {
-            examples.push(e);
-        }
-    }
-    if examples.len() < demos.len() {
+    let (examples, left_out) = sft_examples(&tokenizer, &demos, config.n_positions).map_err(|e| e.to_string())?;
+    if left_out > 0 {
         eprintln!(
-            "note: {} of {} demonstrations are longer than the context ({} tokens) and were left out",
-            demos.len() - examples.len(),
+            "note: {left_out} of {} demonstrations are longer than the context ({} tokens) and were left out",
             demos.len(),
             config.n_positions
         );
@@ -134,10 +128,7 @@ fn run(
 ) -> Result<()> {
     let device = args.backend.device()?;
     let pad = tokenizer.special_ids().pad;
-    // Hold back 2% (at most 200) as a validation set the trainer never steps on.
-    let val_count = (examples.len() / 50).clamp(1, 200).min(examples.len().saturating_sub(1));
-    let (val, train) = examples.split_at(val_count);
-    let (val, train) = (val.to_vec(), train.to_vec());
+    let (train, val) = split_validation(examples);
 
     let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
         (true, Some(checkpoint)) => {

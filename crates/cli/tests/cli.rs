@@ -313,6 +313,8 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     );
     ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
     ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"], &dir);
+    // Prompts as a person writes them: one per line.
+    std::fs::write(dir.join("prompts.txt"), "Return the number of items.\nWhat does a dictionary map?\n\nSort a list.\n").unwrap();
     let ppo = [
         "ppo",
         "--policy",
@@ -320,7 +322,7 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
         "--reward",
         "rm",
         "--prompts",
-        "world/prompts.jsonl",
+        "prompts.txt",
         "--iterations",
         "2",
         "--batch",

@@ -284,6 +284,31 @@ pub fn read_preferences(file: &str, bytes: &[u8]) -> Result<Vec<Ranking>, Format
     }
 }
 
+/// Prompts from a JSONL file of `{"prompt"}` records or a plain text file of one prompt per line,
+/// told apart by the first non-blank line (a JSON object or not). Blank lines are skipped; a file
+/// with no prompt is an error.
+pub fn read_prompts(file: &str, bytes: &[u8]) -> Result<Vec<String>, FormatError> {
+    let text = decode_text(file, bytes)?;
+    let first = text.lines().find(|l| !l.trim().is_empty());
+    let prompts: Vec<String> = match first {
+        Some(line) if line.trim_start().starts_with('{') => read_jsonl::<PromptRecord>(file, text)?.into_iter().map(|p| p.prompt).collect(),
+        _ => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+    };
+    if prompts.is_empty() {
+        return Err(FormatError { file: file.to_owned(), line: 0, field: None, message: "holds no prompt".into() });
+    }
+    Ok(prompts)
+}
+
+/// Demonstrations (`{"prompt", "response"}` JSONL) from a file's bytes, decoded strictly.
+pub fn read_demonstrations(file: &str, bytes: &[u8]) -> Result<Vec<Demonstration>, FormatError> {
+    let demos = read_jsonl::<Demonstration>(file, decode_text(file, bytes)?)?;
+    if demos.is_empty() {
+        return Err(FormatError { file: file.to_owned(), line: 0, field: None, message: "holds no demonstration".into() });
+    }
+    Ok(demos)
+}
+
 /// One JSON object per line, each line ending in a newline.
 pub fn write_jsonl<T: Serialize>(records: &[T]) -> String {
     records.iter().map(|r| serde_json::to_string(r).expect("records serialise") + "\n").collect()
@@ -371,6 +396,24 @@ mod tests {
         assert!(err.to_string().starts_with("pairs.jsonl:2: not valid UTF-8"), "{err}");
         let err = decode_text("big.jsonl", &vec![b' '; MAX_FILE_BYTES + 1]).unwrap_err();
         assert!(err.to_string().starts_with("big.jsonl: 64 MiB; files of at most 64 MiB"), "{err}");
+    }
+
+    #[test]
+    fn prompts_read_from_jsonl_or_one_per_line() {
+        let jsonl = "{\"prompt\":\"first\"}\n\n{\"prompt\":\"second\",\"family\":\"x\"}\n";
+        assert_eq!(read_prompts("p.jsonl", jsonl.as_bytes()).unwrap(), ["first", "second"]);
+        assert_eq!(read_prompts("p.txt", b"  what is 2+2?\n\nname a colour \n").unwrap(), ["what is 2+2?", "name a colour"]);
+        let err = read_prompts("p.jsonl", b"{\"prompt\":\"a\"}\n{\"text\":\"b\"}\n").unwrap_err();
+        assert_eq!(err.to_string(), "p.jsonl:2: field `prompt`: missing");
+        assert_eq!(read_prompts("empty.txt", b"\n  \n").unwrap_err().to_string(), "empty.txt: holds no prompt");
+    }
+
+    #[test]
+    fn demonstrations_name_the_line_and_field_and_an_empty_file_is_refused() {
+        let err =
+            read_demonstrations("d.jsonl", b"{\"prompt\":\"a\",\"response\":\"b\"}\n{\"prompt\":\"c\",\"response\":7}\n").unwrap_err();
+        assert_eq!(err.to_string(), "d.jsonl:2: field `response`: expected a string, found a number");
+        assert!(read_demonstrations("d.jsonl", b"").is_err());
     }
 
     #[test]

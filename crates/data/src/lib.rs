@@ -20,8 +20,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 pub use formats::{
-    Demonstration, FormatError, MAX_FILE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct, read_jsonl,
-    read_preferences, write_jsonl,
+    Demonstration, FormatError, MAX_FILE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct, read_demonstrations,
+    read_jsonl, read_preferences, read_prompts, write_jsonl,
 };
 pub use labelers::{Labeler, Rule, Tally};
 pub use style::Style;

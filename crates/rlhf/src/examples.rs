@@ -5,6 +5,7 @@
 //! answer, not to write prompts.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use tinyrlhf_data::Demonstration;
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError};
 
 /// A token sequence and which of its tokens are prediction targets.
@@ -32,6 +33,25 @@ pub fn chat_example(tokenizer: &Tokenizer, prompt: &str, response: &str, max_len
     }
     let target = std::iter::repeat_n(false, prompt.len()).chain(std::iter::repeat_n(true, response.len())).collect();
     Ok(Some(Example { tokens: [prompt, response].concat(), target }))
+}
+
+/// Demonstrations as [`chat_example`]s, and how many were left out for not fitting in `context`.
+pub fn sft_examples(tokenizer: &Tokenizer, demos: &[Demonstration], context: usize) -> Result<(Vec<Example>, usize), TokenizerError> {
+    let mut examples = Vec::with_capacity(demos.len());
+    for demo in demos {
+        examples.extend(chat_example(tokenizer, &demo.prompt, &demo.response, context)?);
+    }
+    let left_out = demos.len() - examples.len();
+    Ok((examples, left_out))
+}
+
+/// `(train, validation)`: 2% of the examples (at least 1 when there are two, at most 200) held back
+/// for a validation loss the trainer never steps on; the first ones, so the split is the same for a
+/// given file.
+pub fn split_validation(mut examples: Vec<Example>) -> (Vec<Example>, Vec<Example>) {
+    let count = (examples.len() / 50).clamp(1, 200).min(examples.len().saturating_sub(1));
+    let train = examples.split_off(count);
+    (train, examples)
 }
 
 /// A batch as tensors: inputs, targets and a 0/1 loss weight, all `[batch, len]`, right-padded.

@@ -33,7 +33,7 @@ pub use checkpoint::{TrainCheckpoint, TrainError};
 pub use compat::{check_compatible, check_same_shape, check_same_tokenizer};
 pub use dpo::{DpoConfig, DpoEval, DpoStepStats, DpoTrainer};
 pub use dpo_math::{DpoLoss, DpoMetrics};
-pub use examples::{Example, LmBatch, chat_example, pack};
+pub use examples::{Example, LmBatch, chat_example, pack, sft_examples, split_validation};
 pub use group::{GroupConfig, GroupMethod, GroupStats, GroupTrainer};
 pub use group_math::{LossAggregation, RewardScaling};
 pub use head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
