@@ -20,6 +20,7 @@ use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, check_same_shape, 
 use wasm_bindgen::prelude::*;
 
 mod inspect;
+mod sft;
 mod training;
 
 pub use training::defaults;
@@ -51,6 +52,18 @@ pub(crate) struct State {
     /// Tuned policies by name: a method's ("ppo", "dpo", ...) or "imported".
     policies: BTreeMap<String, Gpt>,
     run: Option<training::Run>,
+    sft_run: Option<sft::SftRun>,
+}
+
+impl State {
+    /// Drops everything trained from the SFT model (it is being replaced).
+    fn forget_trained(&mut self) {
+        self.reward = None;
+        self.reward_trainer = None;
+        self.calibration.clear();
+        self.policies.clear();
+        self.run = None;
+    }
 }
 
 /// One SFT model on one device, and what the tab trains from it.
@@ -69,6 +82,10 @@ struct ModelInfo {
     heads: usize,
     context: usize,
     vocab: usize,
+    /// The chat template's Jinja source.
+    chat_template: String,
+    /// No pad token: padding uses EOS.
+    pad_is_eos: bool,
 }
 
 #[derive(Serialize)]
@@ -133,11 +150,27 @@ impl Session {
         self.backend.clone()
     }
 
-    /// Loads the SFT model directory's three files. On any error the current model stays.
-    /// Returns the model's shape as JSON.
-    pub fn load(&self, config_json: &[u8], safetensors: &[u8], tokenizer_json: &[u8]) -> Result<String, JsError> {
-        let files = ModelFiles { config_json, safetensors, tokenizer_json, tokenizer_config_json: None, chat_template_jinja: None };
+    /// Loads a model folder's files as the SFT model (`tokenizer_config.json` and
+    /// `chat_template.jinja` when the folder has them). On any error the current model stays;
+    /// on success everything trained from the previous one is dropped, and so is its base model.
+    /// Returns the model's shape and template as JSON.
+    pub fn load(
+        &self,
+        config_json: &[u8],
+        safetensors: &[u8],
+        tokenizer_json: &[u8],
+        tokenizer_config_json: Option<Vec<u8>>,
+        chat_template_jinja: Option<Vec<u8>>,
+    ) -> Result<String, JsError> {
+        let files = ModelFiles {
+            config_json,
+            safetensors,
+            tokenizer_json,
+            tokenizer_config_json: tokenizer_config_json.as_deref(),
+            chat_template_jinja: chat_template_jinja.as_deref(),
+        };
         let LanguageModel { config, gpt, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
+        let special = tokenizer.special_ids();
         let info = ModelInfo {
             parameters: config.num_params(),
             layers: config.n_layer,
@@ -145,8 +178,14 @@ impl Session {
             heads: config.n_head,
             context: config.n_positions,
             vocab: config.vocab_size,
+            chat_template: tokenizer.chat_template().source().to_owned(),
+            pad_is_eos: special.pad == special.eos,
         };
-        self.state.borrow_mut().sft = Some(Rc::new(Model { config, gpt, tokenizer }));
+        let mut state = self.state.borrow_mut();
+        state.forget_trained();
+        state.base = None;
+        state.sft_run = None;
+        state.sft = Some(Rc::new(Model { config, gpt, tokenizer }));
         to_json(&info)
     }
 
@@ -165,6 +204,13 @@ impl Session {
         self.same_config(config_json)?;
         let (_, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
         Ok(gpt)
+    }
+
+    /// The SFT model's `tokenizer_config.json` (its EOS, pad and chat template), which every
+    /// exported model of this session shares.
+    #[wasm_bindgen(js_name = tokenizerConfigJson)]
+    pub fn tokenizer_config_json(&self) -> Result<String, JsError> {
+        Ok(sft(&self.state)?.tokenizer.config_json())
     }
 
     /// Loads the base (pretrained) model for the comparison view.
@@ -229,6 +275,20 @@ pub fn rank_with_labeler(labeler: &str, prompt: &str, completions_json: &str) ->
 #[wasm_bindgen(js_name = parseRankings)]
 pub fn parse_rankings(file: &str, bytes: &[u8]) -> Result<String, JsError> {
     to_json(&tinyrlhf_data::read_preferences(file, bytes).map_err(js)?)
+}
+
+/// Prompts from a file's bytes (JSONL of `{"prompt"}` or one per line) as a JSON list; the error
+/// names `file`, line and field.
+#[wasm_bindgen(js_name = parsePrompts)]
+pub fn parse_prompts(file: &str, bytes: &[u8]) -> Result<String, JsError> {
+    to_json(&tinyrlhf_data::read_prompts(file, bytes).map_err(js)?)
+}
+
+/// Demonstrations (`{"prompt", "response"}` JSONL) from a file's bytes as a JSON list; the error
+/// names `file`, line and field.
+#[wasm_bindgen(js_name = parseDemonstrations)]
+pub fn parse_demonstrations(file: &str, bytes: &[u8]) -> Result<String, JsError> {
+    to_json(&tinyrlhf_data::read_demonstrations(file, bytes).map_err(js)?)
 }
 
 /// The same checks as a file's ranking gets (K, distinct answers, a permutation), for a ranking

@@ -119,7 +119,7 @@ fn ranking_set(model: &Model, rankings_json: &str, what: &str) -> Result<Ranking
     Ok(set)
 }
 
-fn changes(json: &str) -> Result<serde_json::Value, JsError> {
+pub(crate) fn changes(json: &str) -> Result<serde_json::Value, JsError> {
     if json.trim().is_empty() { Ok(serde_json::Value::Null) } else { serde_json::from_str(json).map_err(|e| js(format!("settings: {e}"))) }
 }
 

@@ -7,6 +7,7 @@ import { demo } from './demo';
 import { applyLink, linkHere } from './link';
 import { tourOnFirstVisit } from './tour';
 import { policyLabel } from './methods';
+import { showModel } from './model';
 import type { Ranking, Ready } from './protocol';
 import { resetTraining, restore } from './train';
 import { $, app, download, pairsOf, show } from './ui';
@@ -197,14 +198,14 @@ async function start(force: string | null = new URLSearchParams(location.search)
   ui.k.max = String(ready.limits.max_completions);
 
   const m = ready.model;
-  ui.modelInfo.textContent = `SFT model · ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context}`;
+  const which = ready.modelName ? `${ready.modelName} (yours)` : 'SFT model';
+  ui.modelInfo.textContent = `${which}${ready.tunedHere ? ', tuned here' : ''} · ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context}`;
   ui.progress.hidden = true;
-  ui.promptSelect.replaceChildren(...ready.prompts.map((p) => new Option(p, p)));
-  app.prompts = ready.prompts;
   app.hasReward = ready.hasReward;
   app.policies = ready.policies;
-  setPrompts(ready.prompts);
+  usePrompts(ready.prompts);
   restore(ready.defaults, ready.rewardCurve, ready.curves);
+  showModel(ready, usePrompts);
   setRankings(ready.rankings);
   ui.sample.disabled = false;
   ui.demo.disabled = false;
@@ -219,6 +220,13 @@ async function start(force: string | null = new URLSearchParams(location.search)
   }
 }
 let linkApplied = false;
+
+/** The prompts to rank and compare on: the built-in ones, or the person's. */
+function usePrompts(prompts: string[]) {
+  ui.promptSelect.replaceChildren(...prompts.map((p) => new Option(p, p)));
+  app.prompts = prompts;
+  setPrompts(prompts);
+}
 
 const runDemo = (choice = $<HTMLSelectElement>('demo-methods').value) => demo($<HTMLSelectElement>('demo-labeler').value, choice, setRankings);
 
@@ -257,12 +265,13 @@ for (const button of ['policy', 'reward'] as const) {
   $(`export-${button}`).addEventListener('click', async () => {
     const which = button === 'reward' ? 'reward' : exportWhich.value || 'ppo';
     try {
-      // A model directory's three files; saved as config.json, model.safetensors and tokenizer.json
-      // in one folder, `tinyrlhf` and HF transformers load it.
-      const { config, weights, tokenizer } = await call({ type: 'exportModel', which });
+      // A model directory's files; saved as config.json, model.safetensors, tokenizer.json and
+      // tokenizer_config.json in one folder, `tinyrlhf` and HF transformers load it.
+      const { config, weights, tokenizer, tokenizerConfig } = await call({ type: 'exportModel', which });
       download(`${which}-config.json`, config, 'application/json');
       download(`${which}-model.safetensors`, weights as BlobPart);
       download(`${which}-tokenizer.json`, tokenizer, 'application/json');
+      download(`${which}-tokenizer_config.json`, tokenizerConfig, 'application/json');
     } catch (e) {
       show(ui.dataMessage, `Nothing to export: ${(e as Error).message}`, 'error');
     }

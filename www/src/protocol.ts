@@ -14,6 +14,19 @@ export interface ModelInfo {
   heads: number;
   context: number;
   vocab: number;
+  /** The chat template's Jinja source. */
+  chat_template: string;
+  /** The tokenizer has no pad token: padding uses EOS. */
+  pad_is_eos: boolean;
+}
+
+/** A model folder's files: the person's own model, as picked. */
+export interface ModelFolder {
+  config: Uint8Array;
+  weights: Uint8Array;
+  tokenizer: Uint8Array;
+  tokenizerConfig?: Uint8Array;
+  template?: Uint8Array;
 }
 
 /** One point of a training curve: whatever numbers the trainer reported. */
@@ -26,7 +39,16 @@ export interface Ready {
   /** Why this backend (e.g. "only a software WebGPU adapter (SwiftShader)"). */
   reason: string;
   model: ModelInfo;
+  /** The person's own model's name, or null for the shipped one. */
+  modelName: string | null;
+  /** Whether the SFT model is one trained in this tab (on the person's demonstrations). */
+  tunedHere: boolean;
   prompts: string[];
+  /** The person's prompts file's name, or null for the built-in prompts. */
+  promptsName: string | null;
+  /** How many demonstrations are saved for SFT. */
+  demos: number;
+  sftCurve: Point[];
   rankings: Ranking[];
   hasReward: boolean;
   /** Names of the tuned policies saved in this browser (methods' names, or "imported"). */
@@ -75,6 +97,20 @@ export interface RewardStart {
   skipped: string | null;
   /** Rankings whose prompt lost its beginning to fit the context. */
   prompts_cut: number;
+}
+
+export interface SftStart {
+  train: number;
+  validation: number;
+  /** Demonstrations longer than the context, left out. */
+  left_out: number;
+  steps: number;
+}
+
+export interface SftStepResult {
+  stats: { step: number; loss: number; lr: number; grad_norm: number; tokens: number; tokens_per_sec: number; skipped: string | null };
+  done: boolean;
+  val_loss?: number;
 }
 
 export interface RewardStepResult {
@@ -164,6 +200,14 @@ export type Request =
   | { type: 'exportModel'; which: string }
   | { type: 'importPolicy'; config: string; weights: Uint8Array }
   | { type: 'forgetTraining' }
+  /** The person's model folder replaces the shipped model (and what was trained from it). */
+  | { type: 'useModel'; name: string; files: ModelFolder }
+  | { type: 'shippedModel' }
+  | { type: 'usePrompts'; file: string; bytes: Uint8Array }
+  | { type: 'builtInPrompts' }
+  | { type: 'loadDemos'; file: string; bytes: Uint8Array }
+  | { type: 'startSft'; changes: Changes }
+  | { type: 'sftStep' }
   | { type: 'memory' }
   /** For the browser tests only: traps the wasm module, as a panic would. */
   | { type: 'trap' };
@@ -185,9 +229,16 @@ export interface Responses {
   trainStep: StepResult;
   explain: Explained;
   evaluate: Evaluation;
-  exportModel: { config: string; weights: Uint8Array; tokenizer: string };
+  exportModel: { config: string; weights: Uint8Array; tokenizer: string; tokenizerConfig: string };
   importPolicy: null;
   forgetTraining: null;
+  useModel: null;
+  shippedModel: null;
+  usePrompts: string[];
+  builtInPrompts: string[];
+  loadDemos: number;
+  startSft: SftStart;
+  sftStep: SftStepResult;
   memory: { wasm: number; heap: number | null };
   trap: null;
 }

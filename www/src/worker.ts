@@ -2,8 +2,8 @@
 // the backend: WebGPU on a hardware adapter, else burn's CPU backend in wasm; `?backend=` forces.
 // Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB).
-import init, { Session, checkRanking, defaults, limits, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests } from './wasm/tinyrlhf_web.js';
-import { pointOf, type Defaults, type Envelope, type Method, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type StepResult } from './protocol';
+import init, { Session, checkRanking, defaults, limits, parseDemonstrations, parsePrompts, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests } from './wasm/tinyrlhf_web.js';
+import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
 import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
 
 declare const self: DedicatedWorkerGlobalScope;
@@ -11,8 +11,12 @@ declare const self: DedicatedWorkerGlobalScope;
 let session: Session | null = null;
 let wasmMemory: WebAssembly.Memory | null = null;
 let modelDir = '';
+/** The prompts to rank and to measure on: the person's, else the shipped held-out ones. */
 let heldOut: string[] = [];
+/** The person's prompts, which PPO, GRPO and RLOO then also train on. */
+let ownPrompts: string[] | null = null;
 let tokenizerJson = '';
+let tokenizerConfig = '';
 
 function post(reply: Reply) {
   self.postMessage(reply);
@@ -90,20 +94,17 @@ async function start(force: string | null, models: string): Promise<Ready> {
     choice = { backend: 'cpu', device: 'CPU (wasm)', reason: `WebGPU failed: ${e}` };
     session = await Session.create('cpu');
   }
-  const [config, weights, tokenizer, heldout, baseWeights] = await Promise.all([
-    fetchBytes('sft/config.json'),
-    fetchBytes('sft/model.safetensors'),
-    fetchBytes('sft/tokenizer.json'),
-    fetchBytes('heldout.jsonl'),
-    fetchBytes('base/model.safetensors'),
-  ]);
-  const model = JSON.parse(session.load(config, weights, tokenizer));
-  session.loadBase(config, baseWeights);
-  heldOut = promptsOf(new TextDecoder().decode(heldout));
-  tokenizerJson = new TextDecoder().decode(tokenizer);
-  // What an earlier visit trained comes back; what no longer loads is dropped, the rest is kept.
   const s = session;
   const dropped: string[] = [];
+  const { folder, base, modelName, model, tunedHere } = await loadModel(s, dropped);
+  const config = folder.config;
+  s.loadBase(config, base);
+  const saved = await load<{ name: string; prompts: string[] }>(PROMPTS);
+  ownPrompts = saved?.prompts ?? null;
+  heldOut = ownPrompts ?? promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
+  tokenizerJson = new TextDecoder().decode(folder.tokenizer);
+  tokenizerConfig = s.tokenizerConfigJson();
+  // What an earlier visit trained comes back; what no longer loads is dropped, the rest is kept.
   await fromOlderVersion();
   const hasReward = await restore('reward', 'reward-curve', 'The saved reward model', (bytes) => s.loadReward(config, bytes), dropped);
   const policies: string[] = [];
@@ -115,10 +116,16 @@ async function start(force: string | null, models: string): Promise<Ready> {
     }
   }
   if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
+  const demos = await load<unknown[]>(DEMOS);
   return {
     ...choice,
     model,
+    modelName,
+    tunedHere,
     prompts: heldOut,
+    promptsName: saved?.name ?? null,
+    demos: Array.isArray(demos) ? demos.length : 0,
+    sftCurve: await curve(SFT_CURVE),
     rankings: await allRankings(),
     hasReward,
     policies,
@@ -127,6 +134,72 @@ async function start(force: string | null, models: string): Promise<Ready> {
     limits: JSON.parse(limits()),
     defaults: settings,
   };
+}
+
+const OWN_MODEL = 'own-model';
+const SFT_WEIGHTS = 'sft-weights';
+const SFT_CURVE = 'curve:sft';
+const PROMPTS = 'prompts';
+const DEMOS = 'demos';
+
+/** The keys of everything trained from the SFT model: gone when the SFT model changes. */
+function trainedKeys(): string[] {
+  const names = [...settings.methods.map((m) => m.name), 'imported'];
+  return ['reward', 'reward-curve', ...names.flatMap((n) => [policyKey(n), curveKey(n)])];
+}
+
+function loadFolder(s: Session, f: ModelFolder): ModelInfo {
+  return JSON.parse(s.load(f.config, f.weights, f.tokenizer, f.tokenizerConfig, f.template));
+}
+
+interface Loaded {
+  folder: ModelFolder;
+  /** The model the compare view contrasts: the person's model before SFT here; the shipped base. */
+  base: Uint8Array;
+  modelName: string | null;
+  model: ModelInfo;
+  tunedHere: boolean;
+}
+
+/**
+ * Loads the model to work from: the person's own folder (saved in IndexedDB) else the shipped one,
+ * with the weights SFT in this tab gave it when there are some. What no longer loads is dropped
+ * (and why goes to `dropped`), falling back to the shipped model.
+ */
+async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
+  const own = await load<{ name: string; files: ModelFolder }>(OWN_MODEL);
+  if (own) {
+    try {
+      return { folder: own.files, base: own.files.weights, modelName: own.name, ...(await loadTuned(s, own.files, dropped)) };
+    } catch (e) {
+      if (isFatal(e)) throw e;
+      await forget([OWN_MODEL, SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      dropped.push(`Your model ${own.name} no longer loads (${e instanceof Error ? e.message : e}), so the shipped model is back.`);
+    }
+  }
+  const [config, weights, tokenizer, base] = await Promise.all([
+    fetchBytes('sft/config.json'),
+    fetchBytes('sft/model.safetensors'),
+    fetchBytes('sft/tokenizer.json'),
+    fetchBytes('base/model.safetensors'),
+  ]);
+  const folder = { config, weights, tokenizer };
+  return { folder, base, modelName: null, ...(await loadTuned(s, folder, dropped)) };
+}
+
+/** `folder` with the weights tuned here on the person's demonstrations, else its own. */
+async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Promise<{ model: ModelInfo; tunedHere: boolean }> {
+  const tuned = await load<unknown>(SFT_WEIGHTS);
+  if (tuned instanceof Uint8Array) {
+    try {
+      return { model: loadFolder(s, { ...folder, weights: tuned }), tunedHere: true };
+    } catch (e) {
+      if (isFatal(e)) throw e;
+      await forget([SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      dropped.push(`The model tuned here on your demonstrations no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
+    }
+  }
+  return { model: loadFolder(s, folder), tunedHere: false };
 }
 
 const settings: Defaults = { settings: {}, methods: [] };
@@ -187,6 +260,18 @@ async function rewardStep(): Promise<RewardStepResult> {
   return result;
 }
 
+let sftCurve: Point[] = [];
+
+async function sftStep(): Promise<SftStepResult> {
+  const result: SftStepResult = JSON.parse(await need().sftStep());
+  sftCurve.push({ step: result.stats.step, loss: result.stats.loss, val_loss: result.val_loss ?? null });
+  if (result.done) {
+    // The tuned model replaces the SFT model: what was trained from the old one goes, in one transaction.
+    await update({ [SFT_WEIGHTS]: await need().sftWeights(), [SFT_CURVE]: sftCurve }, trainedKeys());
+  }
+  return result;
+}
+
 /** Held-out prompts on which gold and proxy are measured during a run (the same ones each time). */
 const GOLD_PROMPTS = 32;
 
@@ -243,7 +328,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(await need().scores(request.prompt, JSON.stringify(request.completions)));
     case 'startTraining': {
       const samples = settings.methods.find((m) => m.name === request.method)?.samples_answers;
-      const prompts = samples ? trainingPrompts(2000, 0n) : '[]';
+      const prompts = !samples ? '[]' : ownPrompts ? JSON.stringify(ownPrompts) : trainingPrompts(2000, 0n);
       const rankings = samples ? '[]' : JSON.stringify(await allRankings());
       return JSON.parse(await need().startTraining(request.method, prompts, rankings, JSON.stringify(request.changes)));
     }
@@ -257,19 +342,49 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'exportModel': {
       const weights: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
-      return { config: need().configJson(), weights, tokenizer: tokenizerJson };
+      return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig };
     }
     case 'importPolicy':
       need().loadPolicy('imported', new TextEncoder().encode(request.config), request.weights);
       // A curve belongs to the policy it tuned: the imported one has none.
       await update({ [policyKey('imported')]: request.weights }, [curveKey('imported')]);
       return null;
-    case 'forgetTraining': {
-      const names = [...settings.methods.map((m) => m.name), 'imported'];
-      await forget(['reward', 'reward-curve', ...names.flatMap((n) => [policyKey(n), curveKey(n)])]);
+    case 'forgetTraining':
+      await forget(trainedKeys());
       need().forgetTraining();
       return null;
+    case 'useModel':
+      // Checked by loading it first: a folder that does not load changes nothing. The page reloads.
+      loadFolder(need(), request.files);
+      await update({ [OWN_MODEL]: { name: request.name, files: request.files } }, [SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      return null;
+    case 'shippedModel':
+      await forget([OWN_MODEL, SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      return null;
+    case 'usePrompts': {
+      const prompts: string[] = JSON.parse(parsePrompts(request.file, request.bytes));
+      await save({ [PROMPTS]: { name: request.file, prompts } });
+      ownPrompts = heldOut = prompts;
+      return prompts;
     }
+    case 'builtInPrompts':
+      await forget([PROMPTS]);
+      ownPrompts = null;
+      heldOut = promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
+      return heldOut;
+    case 'loadDemos': {
+      const demos: unknown[] = JSON.parse(parseDemonstrations(request.file, request.bytes));
+      await save({ [DEMOS]: demos });
+      return demos.length;
+    }
+    case 'startSft': {
+      const demos = await load<unknown[]>(DEMOS);
+      if (!demos?.length) throw new Error('load a demonstrations file first');
+      sftCurve = [];
+      return JSON.parse(need().startSft(JSON.stringify(demos), JSON.stringify(request.changes)));
+    }
+    case 'sftStep':
+      return sftStep();
     case 'memory': {
       const heap = (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null;
       return { wasm: wasmMemory?.buffer.byteLength ?? 0, heap };

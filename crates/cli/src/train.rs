@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::GptConfig;
-use tinyrlhf_rlhf::{Example, SupervisedConfig, SupervisedTrainer, pack, sft_examples, split_validation};
+use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, pack, sft_examples, split_validation};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
@@ -26,10 +26,10 @@ pub struct TrainArgs {
     #[arg(long)]
     steps: usize,
     /// Sequences per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = SftSettings::default().batch_size)]
     batch: usize,
     /// Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = SftSettings::default().lr)]
     lr: f64,
     /// Seed for initialisation and batch order.
     #[arg(long, default_value_t = 0)]
@@ -140,8 +140,9 @@ fn run(
             files::start_fresh(&args.out, resume, "training")?;
             device.seed(args.seed);
             let model = base.unwrap_or_else(|| config.init(&device));
-            let mut settings = SupervisedConfig::new(args.steps, args.batch, args.seed);
-            settings.schedule.peak = args.lr;
+            let settings = SftSettings { steps: args.steps, batch_size: args.batch, lr: args.lr, seed: args.seed }
+                .supervised()
+                .map_err(|e| e.to_string())?;
             SupervisedTrainer::new(model, config, train, pad, settings).map_err(|e| e.to_string())?
         }
     };

@@ -46,4 +46,4 @@ pub use rankings::{RankingSet, TokenRanking};
 pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
 pub use rollout::{TokenExplanation, explain_response, response_kl};
 pub use schedule::LrSchedule;
-pub use supervised::{StepStats, SupervisedConfig, SupervisedTrainer};
+pub use supervised::{SftSettings, StepStats, SupervisedConfig, SupervisedTrainer};

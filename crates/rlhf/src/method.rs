@@ -13,6 +13,7 @@ use crate::dpo::DpoConfig;
 use crate::group::{GroupConfig, GroupMethod};
 use crate::ppo_config::PpoConfig;
 use crate::reward::RewardConfig;
+use crate::supervised::SftSettings;
 
 /// A way to turn rankings into a tuned policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,6 +119,7 @@ pub fn with_changes<T: Serialize + DeserializeOwned>(defaults: T, changes: &serd
 /// Every setting the tab shows, defaults decided here: `{reward, ppo, grpo, rloo, dpo}`.
 pub fn all_default_settings() -> serde_json::Value {
     let mut all = serde_json::Map::new();
+    all.insert("sft".into(), serde_json::to_value(SftSettings::default()).expect("settings serialise"));
     all.insert("reward".into(), serde_json::to_value(RewardConfig::default()).expect("settings serialise"));
     for method in Method::ALL {
         all.insert(method.name().into(), method.default_settings());

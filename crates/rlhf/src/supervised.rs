@@ -45,6 +45,40 @@ impl SupervisedConfig {
     }
 }
 
+/// A supervised run as a person sets it up (the page's SFT, the CLI's `pretrain` and `sft`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SftSettings {
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%).
+    pub lr: f64,
+    /// Fixes the batch order.
+    pub seed: u64,
+}
+
+impl Default for SftSettings {
+    fn default() -> Self {
+        Self { steps: 100, batch_size: 16, lr: 1e-3, seed: 0 }
+    }
+}
+
+impl SftSettings {
+    /// The trainer's settings for this run.
+    pub fn supervised(&self) -> Result<SupervisedConfig, TrainError> {
+        if self.steps == 0 || self.batch_size == 0 {
+            return Err(TrainError::Setting("SFT needs at least 1 step of at least 1 sequence".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(TrainError::Setting(format!("learning rate {} must be a positive number", self.lr)));
+        }
+        let mut config = SupervisedConfig::new(self.steps, self.batch_size, self.seed);
+        config.schedule.peak = self.lr;
+        Ok(config)
+    }
+}
+
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {

@@ -1,0 +1,166 @@
+// The Model and data view: the person's own model folder in place of the shipped model, their own
+// prompts to rank, and their demonstrations for SFT in the tab (live loss; the tuned model then
+// becomes the SFT model the rest of the recipe starts from). Everything stays in this browser.
+import { LiveChart } from './charts';
+import { call } from './client';
+import { changes, fillDefaults, type Knob } from './methods';
+import type { Defaults, ModelFolder, Ready } from './protocol';
+import { exclusive, restore } from './train';
+import { $, app, nextFrame, show } from './ui';
+
+const SFT_KNOBS: Knob[] = [
+  { setting: 'steps', label: 'steps', id: 'steps' },
+  { setting: 'lr', label: 'learning rate', id: 'lr' },
+];
+
+const view = {
+  current: $('model-current'),
+  files: $<HTMLInputElement>('model-files'),
+  shipped: $<HTMLButtonElement>('model-shipped'),
+  template: $('model-template-text'),
+  message: $('model-message'),
+  promptsFile: $<HTMLInputElement>('prompts-file'),
+  builtIn: $<HTMLButtonElement>('prompts-builtin'),
+  promptsStatus: $('prompts-status'),
+  demosFile: $<HTMLInputElement>('demos-file'),
+  run: $<HTMLButtonElement>('run-sft'),
+  status: $('sft-status'),
+  loss: new LiveChart($<HTMLCanvasElement>('chart-sft-loss'), 'step', [{ key: 'loss', label: 'train' }, { key: 'val_loss', label: 'validation' }], 'SFT loss'),
+};
+
+let defaults: Defaults | null = null;
+let demos = 0;
+let onPrompts: (prompts: string[]) => void = () => {};
+
+/** Shows what the worker started with; `prompts` is called whenever the prompts to rank change. */
+export function showModel(ready: Ready, prompts: (prompts: string[]) => void) {
+  onPrompts = prompts;
+  defaults = ready.defaults;
+  const m = ready.model;
+  const name = ready.modelName ? `your model ${ready.modelName}` : 'the shipped model';
+  const tuned = ready.tunedHere ? ', tuned here on your demonstrations' : '';
+  const pad = m.pad_is_eos ? ' · no pad token: padding uses EOS' : '';
+  view.current.textContent = `Working from ${name}${tuned}: ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context} · vocabulary ${m.vocab}${pad}.`;
+  view.shipped.hidden = !ready.modelName && !ready.tunedHere;
+  view.template.textContent = m.chat_template;
+  view.builtIn.hidden = !ready.promptsName;
+  view.promptsStatus.textContent = ready.promptsName ? `${ready.prompts.length} prompts from ${ready.promptsName}` : `${ready.prompts.length} built-in prompts`;
+  demos = ready.demos;
+  fillDefaults(ready.defaults, 'sft', 'sft', SFT_KNOBS);
+  view.loss.reset(ready.sftCurve);
+  view.status.textContent = demos ? `${demos} demonstrations saved` : 'load demonstrations to run SFT';
+  app.changed();
+}
+
+app.listeners.push(() => (view.run.disabled = app.busy || demos === 0));
+
+/** The folder's files by name; exported copies (`ppo-config.json`) count too. */
+function pick(files: File[], name: string): File | undefined {
+  return files.find((f) => f.name === name) ?? files.find((f) => f.name.endsWith(`-${name}`));
+}
+
+async function bytes(file: File | undefined): Promise<Uint8Array | undefined> {
+  return file ? new Uint8Array(await file.arrayBuffer()) : undefined;
+}
+
+view.files.addEventListener('change', async () => {
+  const files = [...(view.files.files ?? [])];
+  view.files.value = '';
+  const [config, weights, tokenizer] = ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => pick(files, n));
+  try {
+    const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((_, i) => ![config, weights, tokenizer][i]);
+    if (missing.length) throw new Error(`choose the folder's files: ${missing.join(', ')} missing (tokenizer_config.json and chat_template.jinja too, when it has them)`);
+    show(view.message, 'Loading your model…');
+    const folder: ModelFolder = {
+      config: (await bytes(config))!,
+      weights: (await bytes(weights))!,
+      tokenizer: (await bytes(tokenizer))!,
+      tokenizerConfig: await bytes(pick(files, 'tokenizer_config.json')),
+      template: await bytes(pick(files, 'chat_template.jinja')),
+    };
+    const name = weights!.webkitRelativePath.split('/')[0] || weights!.name.replace(/-?model\.safetensors$/, '') || 'folder';
+    await call({ type: 'useModel', name, files: folder });
+    // Everything trained from the old model is gone; the page starts over from the new one.
+    location.reload();
+  } catch (e) {
+    show(view.message, `Your model was not loaded (the current one stays): ${(e as Error).message}`, 'error');
+  }
+});
+
+view.shipped.addEventListener('click', async () => {
+  if (!confirm('Go back to the shipped model? The reward model and policies trained from this one are deleted; your rankings stay.')) return;
+  await call({ type: 'shippedModel' });
+  location.reload();
+});
+
+view.promptsFile.addEventListener('change', async () => {
+  const file = view.promptsFile.files?.[0];
+  view.promptsFile.value = '';
+  if (!file) return;
+  try {
+    const prompts = await call({ type: 'usePrompts', file: file.name, bytes: new Uint8Array(await file.arrayBuffer()) });
+    view.promptsStatus.textContent = `${prompts.length} prompts from ${file.name}`;
+    view.builtIn.hidden = false;
+    show(view.message, '');
+    onPrompts(prompts);
+  } catch (e) {
+    show(view.message, `Your prompts were not loaded: ${(e as Error).message}`, 'error');
+  }
+});
+
+view.builtIn.addEventListener('click', async () => {
+  const prompts = await call({ type: 'builtInPrompts' });
+  view.promptsStatus.textContent = `${prompts.length} built-in prompts`;
+  view.builtIn.hidden = true;
+  onPrompts(prompts);
+});
+
+view.demosFile.addEventListener('change', async () => {
+  const file = view.demosFile.files?.[0];
+  view.demosFile.value = '';
+  if (!file) return;
+  try {
+    demos = await call({ type: 'loadDemos', file: file.name, bytes: new Uint8Array(await file.arrayBuffer()) });
+    view.status.textContent = `${demos} demonstrations from ${file.name}`;
+    show(view.message, '');
+  } catch (e) {
+    show(view.message, `Your demonstrations were not loaded: ${(e as Error).message}`, 'error');
+  }
+  app.changed();
+});
+
+/** SFT of the base model on the saved demonstrations, step by step, charting the loss. */
+async function runSft() {
+  app.busy = true;
+  app.changed();
+  try {
+    const info = await call({ type: 'startSft', changes: changes('sft', SFT_KNOBS) });
+    const left = info.left_out ? ` · ${info.left_out} longer than the context left out` : '';
+    view.status.textContent = `${info.train} demonstrations to train on, ${info.validation} held back${left}…`;
+    view.loss.reset();
+    const started = performance.now();
+    for (;;) {
+      const { stats, done, val_loss } = await call({ type: 'sftStep' });
+      view.loss.push({ step: stats.step, loss: stats.loss, val_loss: val_loss ?? null });
+      document.body.dataset.sftPoints = String(view.loss.length);
+      view.status.textContent = `step ${stats.step}/${info.steps} · loss ${stats.loss.toFixed(3)} · ${stats.tokens_per_sec.toFixed(0)} tokens/s${stats.skipped ? ` · ${stats.skipped}` : ''}`;
+      if (done) {
+        const seconds = ((performance.now() - started) / 1000).toFixed(1);
+        view.status.textContent = `done in ${seconds} s · validation loss ${val_loss?.toFixed(3) ?? '–'} · the tuned model is now the SFT model (the compare view shows base and SFT); the reward model and policies of the old one are gone`;
+        view.shipped.hidden = false;
+        break;
+      }
+      await nextFrame();
+    }
+    app.hasReward = false;
+    app.policies = [];
+    if (defaults) restore(defaults, [], {});
+  } catch (e) {
+    show(view.status, `SFT failed: ${(e as Error).message}`, 'error');
+  } finally {
+    app.busy = false;
+    app.changed();
+  }
+}
+
+view.run.addEventListener('click', () => exclusive(runSft, () => show(view.status, 'Another tab is training: wait for it to finish, then run here.', 'error')));

@@ -1,0 +1,126 @@
+// The person's own model and data in the tab: a folder written by Hugging Face transformers (GPT-2,
+// a GPT-2-style tokenizer with no pad token, a Jinja chat template; `$TINYRLHF_HF_FIXTURE`, else the
+// repository's copy) goes through SFT on their demonstrations, rankings of its answers to their
+// prompts, the reward model, PPO and DPO; bad files are refused naming file, line and field.
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, test, type Page } from '@playwright/test';
+import { ready, runPpo, saved, trainReward } from './helpers';
+
+const FOLDER = process.env.TINYRLHF_HF_FIXTURE ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-gpt2-style');
+const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+
+const PROMPTS = ['Return the number of items in a container.', 'Sort a list in place.', 'What does a dictionary map?', 'Join two paths.'];
+const DEMOS = PROMPTS.flatMap((prompt, i) => [
+  { prompt, response: ['The length.', 'Sorted, in place.', 'Keys to values.', 'One path.'][i] },
+  { prompt: `${prompt} Be brief.`, response: 'Done.' },
+]);
+
+const jsonl = (records: unknown[]) => Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+
+async function useFixtureModel(page: Page) {
+  const files = readdirSync(FOLDER)
+    .filter((name) => MODEL_FILES.includes(name))
+    .map((name) => ({ name, mimeType: 'application/octet-stream', buffer: readFileSync(join(FOLDER, name)) }));
+  await page.locator('#model-files').setInputFiles(files);
+  // The page reloads with the new model.
+  await expect(page.locator('#model-current')).toContainText('your model', { timeout: 120_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+}
+
+test('your own model: a transformers GPT-2 folder goes through SFT, rankings, the reward model, PPO and DPO padding with EOS', async ({ page }) => {
+  test.setTimeout(600_000);
+  await ready(page);
+  await useFixtureModel(page);
+  const config = JSON.parse(readFileSync(join(FOLDER, 'config.json'), 'utf8'));
+  await expect(page.locator('#model-current')).toContainText(`vocabulary ${config.vocab_size} · no pad token: padding uses EOS`);
+  await expect(page.locator('#model-template-text')).toContainText(readFileSync(join(FOLDER, 'chat_template.jinja'), 'utf8').slice(0, 40));
+  await expect(page.locator('#model-shipped')).toBeVisible();
+
+  // Their prompts, one per line, are what the Rank view samples.
+  await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
+  await expect(page.locator('#prompts-status')).toHaveText(`${PROMPTS.length} prompts from prompts.txt`);
+  await expect(page.locator('#prompt-select option')).toHaveCount(PROMPTS.length);
+
+  // SFT in the tab on their demonstrations: a live loss, then the tuned model is the SFT model.
+  await page.locator('#demos-file').setInputFiles({ name: 'demos.jsonl', mimeType: 'application/jsonl', buffer: jsonl(DEMOS) });
+  await expect(page.locator('#sft-status')).toHaveText(`${DEMOS.length} demonstrations from demos.jsonl`);
+  await page.locator('#sft-steps').fill('4');
+  await page.locator('#sft-lr').fill('0.003');
+  await page.locator('#run-sft').click();
+  await expect(page.locator('#sft-status')).toContainText('done in', { timeout: 120_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-sft-points', '4');
+  expect(await saved(page, 'sft-weights')).toMatch(/bytes$/);
+  await page.locator('#model').screenshot({ path: 'test-results/own-model.png' });
+
+  // Rank the tuned model's answers to their prompts (a scripted labeler ranks for the test).
+  for (const prompt of PROMPTS.slice(0, 3)) {
+    await page.locator('#prompt-select').selectOption(prompt);
+    await page.locator('#k').fill('3');
+    await page.locator('#sample').click();
+    await expect(page.locator('#answers li').nth(1)).toBeVisible();
+    await page.locator('#rank-for-me').click();
+    await page.locator('#submit').click();
+    await expect(page.locator('#notice')).toContainText('Saved');
+  }
+  await expect(page.locator('#ranking-count')).toHaveText('3');
+
+  await trainReward(page);
+  await runPpo(page, 2);
+  await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
+  // Answers cut at 8 tokens have no EOS: padding them with EOS must not count them as ended.
+  const curve = (await saved(page, 'curve:ppo')) as { eos_rate: number; mean_length: number }[];
+  expect(curve).toHaveLength(2);
+  for (const point of curve) expect(point.mean_length).toBeGreaterThan(0);
+  expect(curve.every((p) => p.eos_rate < 1)).toBe(true);
+
+  await page.locator('#tab-dpo').click();
+  await page.locator('#dpo-epochs').fill('1');
+  await page.locator('#dpo-run').click();
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 300_000 });
+
+  // The compare view contrasts their model before and after SFT, and the tuned policies.
+  await page.locator('#compare-run').click();
+  await expect(page.locator('#compare-columns .column')).toHaveCount(4);
+
+  // After a reload everything is still theirs; "back to the shipped model" restores it.
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#model-current')).toContainText('tuned here on your demonstrations');
+  await expect(page.locator('#prompt-select option')).toHaveCount(PROMPTS.length);
+  page.once('dialog', (d) => d.accept());
+  await page.locator('#model-shipped').click();
+  await expect(page.locator('#model-current')).toContainText('the shipped model', { timeout: 120_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  expect(await saved(page, 'own-model')).toBeUndefined();
+});
+
+test('a model folder or data file that does not hold together is refused naming the file, and the current model stays', async ({ page }) => {
+  await ready(page);
+  const file = (name: string, buffer: Buffer | string) => ({ name, mimeType: 'application/octet-stream', buffer: Buffer.from(buffer) });
+  const fixture = (name: string) => file(name, readFileSync(join(FOLDER, name)));
+  const before = await page.locator('#model-current').textContent();
+
+  await page.locator('#model-files').setInputFiles([fixture('config.json'), fixture('model.safetensors')]);
+  await expect(page.locator('#model-message')).toContainText('tokenizer.json missing');
+
+  const noAssistant = "{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}{% endif %}{% endfor %}";
+  await page.locator('#model-files').setInputFiles([fixture('config.json'), fixture('model.safetensors'), fixture('tokenizer.json'), fixture('tokenizer_config.json'), file('chat_template.jinja', noAssistant)]);
+  await expect(page.locator('#model-message')).toContainText('chat_template.jinja: chat template: it writes no assistant turn');
+
+  const config = JSON.parse(readFileSync(join(FOLDER, 'config.json'), 'utf8'));
+  await page.locator('#model-files').setInputFiles([file('config.json', JSON.stringify({ ...config, vocab_size: config.vocab_size + 3 })), fixture('model.safetensors'), fixture('tokenizer.json'), fixture('tokenizer_config.json')]);
+  await expect(page.locator('#model-message')).toContainText("tokenizer.json: its vocabulary has");
+
+  await page.locator('#model-files').setInputFiles([fixture('config.json'), fixture('model.safetensors'), fixture('tokenizer.json'), file('tokenizer_config.json', '{"eos_token": "<|im_end|>"}')]);
+  await expect(page.locator('#model-message')).toContainText('tokenizer_config.json: `eos_token` "<|im_end|>" is not in tokenizer.json\'s vocabulary');
+  await expect(page.locator('#model-current')).toHaveText(before!);
+  expect(await saved(page, 'own-model')).toBeUndefined();
+
+  await page.locator('#demos-file').setInputFiles(file('demos.jsonl', '{"prompt":"a","response":"b"}\n{"prompt":"c"}\n'));
+  await expect(page.locator('#model-message')).toContainText('demos.jsonl:2: field `response`: missing');
+  await page.locator('#prompts-file').setInputFiles(file('prompts.jsonl', '{"prompt":"a"}\n{"text":"b"}\n'));
+  await expect(page.locator('#model-message')).toContainText('prompts.jsonl:2: field `prompt`: missing');
+  await expect(page.locator('#run-sft')).toBeDisabled();
+});
