@@ -168,9 +168,13 @@ export function fillDefaults(defaults: Defaults, group: string, prefix: string, 
   }
 }
 
-/** The settings whose knob differs from its default, typed as Rust reads them. */
+/**
+ * The settings whose knob differs from its default, typed as Rust reads them; with the LoRA switch
+ * on, every stage trains adapters of the chosen rank instead of every weight.
+ */
 export function changes(prefix: string, knobs: Knob[]): Changes {
   const out: Changes = {};
+  if ($<HTMLInputElement>('lora').checked) out.lora = { rank: Number($<HTMLInputElement>('lora-rank').value) };
   for (const knob of knobs) {
     const input = $<HTMLInputElement | HTMLSelectElement>(`${prefix}-${knob.id}`);
     const value = input.value.trim();

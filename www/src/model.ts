@@ -47,6 +47,7 @@ export function showModel(ready: Ready, prompts: (prompts: string[]) => void) {
   view.promptsStatus.textContent = ready.promptsName ? `${ready.prompts.length} prompts from ${ready.promptsName}` : `${ready.prompts.length} built-in prompts`;
   demos = ready.demos;
   fillDefaults(ready.defaults, 'sft', 'sft', SFT_KNOBS);
+  $<HTMLInputElement>('lora-rank').value = String(ready.defaults.settings.lora?.rank ?? '');
   view.loss.reset(ready.sftCurve);
   view.status.textContent = demos ? `${demos} demonstrations saved` : 'load demonstrations to run SFT';
   app.changed();

@@ -69,7 +69,7 @@ export interface Defaults {
 export type Method = 'ppo' | 'grpo' | 'rloo' | 'dpo';
 
 /** Settings a person changed from the defaults, by field name. */
-export type Changes = Record<string, number | string | null>;
+export type Changes = Record<string, number | string | null | { rank: number }>;
 
 /** Decided in Rust (`limits()` of the wasm crate); the page checks them before sending work. */
 export interface Limits {

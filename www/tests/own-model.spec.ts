@@ -75,10 +75,14 @@ test('your own model: a transformers GPT-2 folder goes through SFT, rankings, th
   for (const point of curve) expect(point.mean_length).toBeGreaterThan(0);
   expect(curve.every((p) => p.eos_rate < 1)).toBe(true);
 
+  // DPO with the LoRA switch on: adapters of rank 4 on the frozen base.
+  await page.locator('#lora').check();
+  await page.locator('#lora-rank').fill('4');
   await page.locator('#tab-dpo').click();
   await page.locator('#dpo-epochs').fill('1');
   await page.locator('#dpo-run').click();
   await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 300_000 });
+  expect(await saved(page, 'policy:dpo')).toMatch(/bytes$/);
 
   // The compare view contrasts their model before and after SFT, and the tuned policies.
   await page.locator('#compare-run').click();

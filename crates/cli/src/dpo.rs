@@ -50,6 +50,8 @@ pub struct DpoArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
+    #[command(flatten)]
+    lora: crate::lora::LoraArgs,
 }
 
 impl DpoArgs {
@@ -61,6 +63,7 @@ impl DpoArgs {
             beta: self.beta,
             loss: self.loss,
             seed: self.seed,
+            lora: self.lora.config(),
             ..DpoConfig::default()
         }
     }
@@ -137,6 +140,7 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
                     "command": std::env::args().collect::<Vec<_>>().join(" "),
                 });
                 files::save_model_dir(&args.out, &checkpoint, &tokenizer, &manifest)?;
+                crate::lora::save_adapter(&args.out, &trainer.policy(), trainer.settings().lora.as_ref())?;
             }
         }
     }

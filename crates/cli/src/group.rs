@@ -75,6 +75,8 @@ pub struct GroupArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
+    #[command(flatten)]
+    lora: crate::lora::LoraArgs,
 }
 
 impl GroupArgs {
@@ -95,6 +97,7 @@ impl GroupArgs {
             normalize_advantages: self.normalize_advantages,
             kl_limit: self.kl_limit,
             seed: self.seed,
+            lora: self.lora.config(),
             ..GroupConfig::default()
         }
     }
@@ -160,6 +163,7 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
                 "seconds": started.elapsed().as_secs_f64(), "command": std::env::args().collect::<Vec<_>>().join(" "),
             });
             files::save_model_dir(&args.out, &checkpoint, &tokenizer, &manifest)?;
+            crate::lora::save_adapter(&args.out, &trainer.policy(), trainer.settings().lora.as_ref())?;
         }
     }
     eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());

@@ -11,6 +11,7 @@ mod dpo;
 mod eval;
 mod files;
 mod group;
+mod lora;
 mod ppo;
 mod progress;
 mod rank;

@@ -81,6 +81,8 @@ pub struct PpoArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
+    #[command(flatten)]
+    lora: crate::lora::LoraArgs,
 }
 
 impl PpoArgs {
@@ -101,6 +103,7 @@ impl PpoArgs {
             ptx_coef: self.ptx_coef,
             kl_limit: self.kl_limit,
             seed: self.seed,
+            lora: self.lora.config(),
             ..PpoConfig::default()
         }
     }
@@ -188,6 +191,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
                 &tokenizer,
                 &manifest(stats.iteration, started.elapsed().as_secs_f64())?,
             )?;
+            crate::lora::save_adapter(&args.out, &trainer.policy(), trainer.settings().lora.as_ref())?;
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
             files::save_weights_dir(
                 &args.out.join("value"),

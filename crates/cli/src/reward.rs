@@ -43,6 +43,8 @@ pub struct RewardArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
+    #[command(flatten)]
+    lora: crate::lora::LoraArgs,
 }
 
 pub fn reward(args: &RewardArgs) -> Result<()> {
@@ -61,6 +63,7 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         lr: args.lr,
         center_coef: args.center_coef,
         seed: args.seed,
+        lora: args.lora.config(),
         ..RewardConfig::default()
     };
     let pad = tokenizer.special_ids().pad;

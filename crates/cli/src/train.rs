@@ -13,6 +13,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::lora::{LoraArgs, save_adapter};
 use crate::progress::Progress;
 
 /// Flags every supervised stage shares.
@@ -42,6 +43,8 @@ pub struct TrainArgs {
     /// Steps between checkpoints.
     #[arg(long, value_parser = crate::at_least_one, default_value_t = 100)]
     save_every: usize,
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +143,10 @@ fn run(
             files::start_fresh(&args.out, resume, "training")?;
             device.seed(args.seed);
             let model = base.unwrap_or_else(|| config.init(&device));
-            let settings = SftSettings { steps: args.steps, batch_size: args.batch, lr: args.lr, seed: args.seed }
-                .supervised()
-                .map_err(|e| e.to_string())?;
+            let settings =
+                SftSettings { steps: args.steps, batch_size: args.batch, lr: args.lr, seed: args.seed, lora: args.lora.config() }
+                    .supervised()
+                    .map_err(|e| e.to_string())?;
             SupervisedTrainer::new(model, config, train, pad, settings).map_err(|e| e.to_string())?
         }
     };
@@ -169,6 +173,7 @@ fn run(
                 manifest["val_loss"] = val_loss.into();
                 manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
                 files::save_model_dir(&args.out, &checkpoint, tokenizer, &manifest)?;
+                save_adapter(&args.out, &trainer.model(), trainer.settings().lora.as_ref())?;
             }
         }
         files::append_metrics(&metrics, &line)?;

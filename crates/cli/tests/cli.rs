@@ -352,6 +352,22 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     }
     let chat = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
     assert!(chat.contains("EOS within 6 tokens"), "{chat}");
+
+    // LoRA: the run writes the merged model (which loads like any other) and the adapter alone.
+    let lora = ["--lora-rank", "4", "--lora-alpha", "8"];
+    ok(
+        &[&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo-lora"][..], &lora]
+            .concat(),
+        &dir,
+    );
+    ok(&[&ppo[..ppo.len() - 1], &["ppo-lora"], &lora].concat(), &dir);
+    for run in ["dpo-lora", "ppo-lora"] {
+        let adapter: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(run).join("adapter/adapter_config.json")).unwrap()).unwrap();
+        assert_eq!((adapter["r"].as_u64(), adapter["lora_alpha"].as_f64()), (Some(4), Some(8.0)), "{run}: {adapter}");
+        assert!(dir.join(run).join("adapter/adapter_model.safetensors").exists(), "{run}");
+    }
+    ok(&["eval", "--model", "dpo-lora", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
     std::fs::remove_dir_all(dir).ok();
 }
 

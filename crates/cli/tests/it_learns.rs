@@ -84,21 +84,27 @@ fn prepared(labeler: &'static str) -> &'static Prepared {
 /// Runs `method`'s CLI stage into `DIR/<method>`, then the blind comparison with SFT on prompts
 /// no stage has seen; asserts the win-rate, EOS rate and KL.
 fn method_learns(method: &str, labeler: &'static str) {
+    method_learns_with(method, labeler, &[]);
+}
+
+/// [`method_learns`] with more flags for the stage (LoRA's), into `DIR/<method><flags>`.
+fn method_learns_with(method: &str, labeler: &'static str, flags: &[&str]) {
     let prepared = prepared(labeler);
     assert!(prepared.reward_accuracy >= 0.75);
     let dir = &prepared.dir;
     let sft = shipped_sft();
     let sft = sft.to_str().unwrap();
     let started = std::time::Instant::now();
-    let out = method;
-    match method {
-        "ppo" => tinyrlhf(&["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out], dir),
-        "dpo" => tinyrlhf(&["dpo", "--policy", sft, "--rankings", "rankings.jsonl", "--out", out], dir),
-        "grpo" | "rloo" => tinyrlhf(&[method, "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out], dir),
+    let out = &format!("{method}{}", flags.concat());
+    let stage = match method {
+        "ppo" => vec!["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out],
+        "dpo" => vec!["dpo", "--policy", sft, "--rankings", "rankings.jsonl", "--out", out],
+        "grpo" | "rloo" => vec![method, "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", out],
         other => panic!("unknown method {other}"),
     };
+    tinyrlhf(&[&stage, flags].concat(), dir);
     let seconds = started.elapsed().as_secs_f64();
-    let compare = format!("compare-{method}.json");
+    let compare = format!("compare-{out}.json");
     tinyrlhf(
         &[
             "eval",
@@ -135,7 +141,8 @@ fn method_learns(method: &str, labeler: &'static str) {
         })
         .collect();
     println!(
-        "{method} | {labeler} | win-rate {:.1}% | KL {kl:.2} nats | EOS {:.1}% | {seconds:.0} s\n  {}",
+        "{method} {} | {labeler} | win-rate {:.1}% | KL {kl:.2} nats | EOS {:.1}% | {seconds:.0} s\n  {}",
+        flags.join(" "),
         100.0 * win_rate,
         100.0 * eos,
         curve.join("\n  ")
@@ -183,4 +190,16 @@ fn grpo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
 #[test]
 fn rloo_with_an_enthusiastic_labeler_makes_answers_it_prefers() {
     method_learns("rloo", "enthusiastic");
+}
+
+/// LoRA (rank 8, alpha 16) also reaches 75%: PPO at ten times full training's learning rate;
+/// DPO at five times, with a firmer leash (beta 0.2), since its KL to SFT climbs fast past that.
+#[test]
+fn ppo_with_lora_and_a_concise_labeler_makes_answers_it_prefers() {
+    method_learns_with("ppo", "concise", &["--lora-rank", "8", "--lr", "5e-4"]);
+}
+
+#[test]
+fn dpo_with_lora_and_a_concise_labeler_makes_answers_it_prefers() {
+    method_learns_with("dpo", "concise", &["--lora-rank", "8", "--lr", "1.5e-3", "--beta", "0.2"]);
 }

@@ -252,8 +252,9 @@ pub fn gpt_from_config(config: &GptConfig, safetensors: &[u8], device: &Device) 
 }
 
 /// A language model's `model.safetensors` bytes (HF `GPT2LMHeadModel` layout, tied head omitted).
+/// LoRA adapters are merged into the weights they adapt.
 pub async fn save_gpt(gpt: &Gpt) -> Result<Vec<u8>> {
-    WeightsWriter::default().add(gpt, "transformer.").to_bytes().await
+    WeightsWriter::default().add(&gpt.clone().materialize(), "transformer.").to_bytes().await
 }
 
 /// A reward or value model from `config.json` and `model.safetensors` bytes.
@@ -270,8 +271,9 @@ pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device
 }
 
 /// A reward or value model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
+/// LoRA adapters are merged into the weights they adapt.
 pub async fn save_scalar_model(model: &ScalarModel) -> Result<Vec<u8>> {
-    WeightsWriter::default().add(model, "").to_bytes().await
+    WeightsWriter::default().add(&model.clone().materialize(), "").to_bytes().await
 }
 
 /// Gives every parameter an id derived from its HF name, so optimizer state saved with one copy of

@@ -11,6 +11,7 @@ mod checkpoint;
 mod config;
 mod device_read;
 mod gpt;
+mod lora;
 mod sample;
 
 pub use checkpoint::{
@@ -20,4 +21,5 @@ pub use checkpoint::{
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
 pub use gpt::{Gpt, KvCache, LeftPadded, ScalarModel, gather_positions, left_pad};
+pub use lora::{LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, save_peft_adapter, scalar_with_lora, with_lora};
 pub use sample::{Generation, SampleError, SamplingConfig, choose_token, generate, log_softmax};

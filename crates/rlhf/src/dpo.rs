@@ -12,7 +12,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{Gpt, GptConfig, LoraConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -38,11 +38,15 @@ pub struct DpoConfig {
     pub loss: DpoLoss,
     pub max_grad_norm: f64,
     pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for DpoConfig {
     fn default() -> Self {
-        Self { epochs: 6, batch_size: 8, lr: 3e-4, beta: 0.1, loss: DpoLoss::Sigmoid, max_grad_norm: 1.0, seed: 0 }
+        Self { epochs: 6, batch_size: 8, lr: 3e-4, beta: 0.1, loss: DpoLoss::Sigmoid, max_grad_norm: 1.0, seed: 0, lora: None }
     }
 }
 
@@ -50,6 +54,7 @@ impl DpoConfig {
     /// Refuses settings that make a run meaningless, naming the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |what: String| Err(TrainError::Setting(what));
+        crate::lora::check(self.lora.as_ref())?;
         if !(self.beta.is_finite() && self.beta > 0.0) {
             return bad(format!("beta = {}: it must be above 0", self.beta));
         }
@@ -148,7 +153,9 @@ impl DpoTrainer {
         crate::compat::check_model_shape("the reference", &config, sft)?;
         let state: DpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::with_policy(policy, sft, config, train, held_out, pad, state.settings).await?;
-        trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+        if trainer.settings.lora.is_none() {
+            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+        }
         trainer.step = state.step;
         Ok(trainer)
     }
@@ -179,7 +186,7 @@ impl DpoTrainer {
         let device = policy.device();
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;
-        let policy = tinyrlhf_model::with_stable_param_ids(policy.train(), "transformer.");
+        let policy = crate::lora::trainable_gpt(policy, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(0.0).init();
         Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device })
     }

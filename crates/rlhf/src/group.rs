@@ -13,7 +13,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel};
+use tinyrlhf_model::{Gpt, GptConfig, LoraConfig, SamplingConfig, ScalarModel};
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::group_math::{
@@ -75,6 +75,10 @@ pub struct GroupConfig {
     /// good policy.
     pub kl_limit: f64,
     pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for GroupConfig {
@@ -97,6 +101,7 @@ impl Default for GroupConfig {
             missing_eos_penalty: 1.0,
             kl_limit: 50.0,
             seed: 0,
+            lora: None,
         }
     }
 }
@@ -113,6 +118,7 @@ impl GroupConfig {
     /// Refuses settings that make a run meaningless, naming the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |what: String| Err(TrainError::Setting(what));
+        crate::lora::check(self.lora.as_ref())?;
         if self.samples_per_prompt < 2 {
             return bad(format!("samples_per_prompt (K) = {}: a group needs at least 2 answers", self.samples_per_prompt));
         }
@@ -225,7 +231,7 @@ impl GroupTrainer {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
         let device = sft.device();
-        let policy = tinyrlhf_model::with_stable_param_ids(policy.unwrap_or_else(|| sft.clone()).train(), "transformer.");
+        let policy = crate::lora::trainable_gpt(policy.unwrap_or_else(|| sft.clone()), settings.lora.as_ref());
         Ok(Self {
             last_good: policy.clone(),
             policy,
@@ -255,7 +261,9 @@ impl GroupTrainer {
         crate::compat::check_model_shape("the SFT model", &config, &sft)?;
         let state: GroupState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::new(sft, Some(policy), config, reward, prompts, eos, pad, state.settings)?;
-        trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+        if trainer.settings.lora.is_none() {
+            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+        }
         trainer.iteration = state.iteration;
         Ok(trainer)
     }

@@ -14,6 +14,7 @@ pub mod grads;
 pub mod group;
 pub mod group_math;
 pub mod head_to_head;
+mod lora;
 pub mod losses;
 pub mod method;
 pub mod model_files;

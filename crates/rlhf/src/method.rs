@@ -120,6 +120,8 @@ pub fn with_changes<T: Serialize + DeserializeOwned>(defaults: T, changes: &serd
 pub fn all_default_settings() -> serde_json::Value {
     let mut all = serde_json::Map::new();
     all.insert("sft".into(), serde_json::to_value(SftSettings::default()).expect("settings serialise"));
+    // What a stage's `lora` setting holds when the person switches LoRA on.
+    all.insert("lora".into(), serde_json::to_value(tinyrlhf_model::LoraConfig::default()).expect("settings serialise"));
     all.insert("reward".into(), serde_json::to_value(RewardConfig::default()).expect("settings serialise"));
     for method in Method::ALL {
         all.insert(method.name().into(), method.default_settings());

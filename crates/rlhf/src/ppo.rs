@@ -177,8 +177,8 @@ impl PpoTrainer {
         let device = sft.device();
         let value = value.unwrap_or_else(|| reward.clone());
         let reference = sft.clone();
-        let policy = tinyrlhf_model::with_stable_param_ids(policy.unwrap_or(sft).train(), "transformer.");
-        let value = tinyrlhf_model::with_stable_param_ids(value.train(), "value.");
+        let policy = crate::lora::trainable_gpt(policy.unwrap_or(sft), settings.lora.as_ref());
+        let value = crate::lora::trainable_scalar(value, settings.lora.as_ref(), "value.");
         let beta = AdaptiveKl { value: settings.kl_coef, target: settings.kl_target.unwrap_or(0.0), horizon: settings.kl_horizon };
         Ok(Self {
             last_good: (policy.clone(), value.clone()),
@@ -230,8 +230,10 @@ impl PpoTrainer {
         let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &checkpoint.value, &device)?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
-        trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.policy_optimizer)?;
-        trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &checkpoint.value_optimizer)?;
+        if trainer.settings.lora.is_none() {
+            trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.policy_optimizer)?;
+            trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &checkpoint.value_optimizer)?;
+        }
         trainer.iteration = state.iteration;
         trainer.beta = state.beta;
         Ok(trainer)

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TrainError;
 use crate::ppo_math::KlEstimator;
+use tinyrlhf_model::LoraConfig;
 
 /// PPO settings. The defaults are the ones that work on the shipped `tiny` model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,10 @@ pub struct PpoConfig {
     /// good policy.
     pub kl_limit: f64,
     pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for PpoConfig {
@@ -71,6 +76,7 @@ impl Default for PpoConfig {
             ptx_coef: 0.0,
             kl_limit: 50.0,
             seed: 0,
+            lora: None,
         }
     }
 }
@@ -80,6 +86,7 @@ impl PpoConfig {
     /// every edge (flags, the page's knobs) gets the same answer.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |field: &str, value: f64, want: &str| Err(TrainError::Setting(format!("{field} = {value}: {want}")));
+        crate::lora::check(self.lora.as_ref())?;
         if let Some(target) = self.kl_target
             && !(target.is_finite() && target > 0.0)
         {

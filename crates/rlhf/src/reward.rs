@@ -10,7 +10,7 @@ use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, ScalarModel, left_pad};
+use tinyrlhf_model::{Gpt, GptConfig, LoraConfig, ScalarModel, left_pad};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
@@ -32,11 +32,15 @@ pub struct RewardConfig {
     /// TRL's `center_rewards_coefficient`: pulls rewards toward zero; 0 turns it off.
     pub center_coef: f64,
     pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self { epochs: 8, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0 }
+        Self { epochs: 8, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0, lora: None }
     }
 }
 
@@ -117,6 +121,7 @@ impl RewardTrainer {
         if settings.batch_size == 0 || settings.epochs == 0 {
             return Err(TrainError::Setting("batch size and epochs must be at least 1".into()));
         }
+        crate::lora::check(settings.lora.as_ref())?;
         for (i, r) in train.iter().chain(&held_out).enumerate() {
             let k = r.sequences.len();
             let mut sorted = r.order.clone();
@@ -133,7 +138,7 @@ impl RewardTrainer {
             }
         }
         let device = model.transformer.device();
-        let model = tinyrlhf_model::with_stable_param_ids(model.train(), "");
+        let model = crate::lora::trainable_scalar(model, settings.lora.as_ref(), "");
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
         Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device })
     }

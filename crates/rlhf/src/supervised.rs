@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{Gpt, GptConfig, LoraConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -30,6 +30,10 @@ pub struct SupervisedConfig {
     pub max_grad_norm: f64,
     /// Fixes the batch order.
     pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl SupervisedConfig {
@@ -41,6 +45,7 @@ impl SupervisedConfig {
             weight_decay: 0.01,
             max_grad_norm: 1.0,
             seed,
+            lora: None,
         }
     }
 }
@@ -56,11 +61,15 @@ pub struct SftSettings {
     pub lr: f64,
     /// Fixes the batch order.
     pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for SftSettings {
     fn default() -> Self {
-        Self { steps: 100, batch_size: 16, lr: 1e-3, seed: 0 }
+        Self { steps: 100, batch_size: 16, lr: 1e-3, seed: 0, lora: None }
     }
 }
 
@@ -75,6 +84,7 @@ impl SftSettings {
         }
         let mut config = SupervisedConfig::new(self.steps, self.batch_size, self.seed);
         config.schedule.peak = self.lr;
+        config.lora = self.lora.clone();
         Ok(config)
     }
 }
@@ -131,7 +141,8 @@ impl SupervisedTrainer {
             )));
         }
         let device = model.device();
-        let model = tinyrlhf_model::with_stable_param_ids(model.train(), "transformer.");
+        crate::lora::check(settings.lora.as_ref())?;
+        let model = crate::lora::trainable_gpt(model, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
         Ok(Self { model, config, optim, settings, examples, pad, step: 0, device, epoch_order: None })
     }
@@ -141,7 +152,9 @@ impl SupervisedTrainer {
         let (config, model) = tinyrlhf_model::load_gpt(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
         let state: SupervisedState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::new(model, config, examples, pad, state.settings)?;
-        trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+        if trainer.settings.lora.is_none() {
+            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+        }
         trainer.step = state.step;
         Ok(trainer)
     }

@@ -109,3 +109,35 @@ fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
     let after = weights(&trainer.model());
     assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()));
 }
+
+#[test]
+fn with_lora_only_the_adapters_learn_and_the_base_stays_bit_for_bit() {
+    let tok = tokenizer();
+    let stream = tok.encode(&"the cat is black. the dog is brown! ".repeat(40)).unwrap();
+    let examples = pack(&stream, 16);
+    let (_, config, gpt) = model(tok.vocab_size(), 1);
+    let mut settings = SupervisedConfig::new(30, 4, 0);
+    settings.schedule.peak = 1e-2;
+    settings.lora = Some(tinyrlhf_model::LoraConfig { rank: 4, alpha: 8.0 });
+    let mut trainer = SupervisedTrainer::new(gpt.clone(), config, examples.clone(), 0, settings).unwrap();
+    let before = pollster::block_on(trainer.evaluate(&examples)).unwrap();
+    for _ in 0..30 {
+        assert!(pollster::block_on(trainer.step()).unwrap().skipped.is_none());
+    }
+    let after = pollster::block_on(trainer.evaluate(&examples)).unwrap();
+    assert!(after < before * 0.95, "loss {before} -> {after}");
+    // The frozen base is the model it started from, so it can serve as the reference unchanged.
+    let tuned = trainer.model();
+    let base = |g: &Gpt| -> Vec<Vec<f32>> {
+        let ln = g.h[0].ln_1.gamma.val().into_data().try_to_vec::<f32>().unwrap();
+        vec![
+            g.wte.weight.val().into_data().try_to_vec::<f32>().unwrap(),
+            g.h[1].attn.c_attn.weight.base().into_data().try_to_vec::<f32>().unwrap(),
+            ln,
+        ]
+    };
+    assert_eq!(base(&tuned), base(&gpt));
+    assert!(tinyrlhf_model::has_adapters(&tuned));
+    // What is saved is the merged model: the base plus what the adapters learned.
+    assert_ne!(weights(&tuned), weights(&gpt));
+}
