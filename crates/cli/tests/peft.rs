@@ -1,0 +1,49 @@
+//! A LoRA run's two exports load where people use them: PEFT puts our adapter on the base the run
+//! started from (a transformers GPT-2 folder) and gives the logits of our merged model.
+//!
+//! Opt-in, since it needs torch: `TINYRLHF_PEFT_PYTHON=/path/to/python cargo test -p tinyrlhf-cli
+//! --test peft -- --ignored`, with a Python that has `tests/python/requirements-peft.txt`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tinyrlhf(args: &[&str], dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs");
+    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs a Python with torch, transformers and peft (TINYRLHF_PEFT_PYTHON)"]
+fn peft_puts_our_adapter_on_the_base_and_gives_the_merged_models_logits() {
+    let python = std::env::var_os("TINYRLHF_PEFT_PYTHON").expect("TINYRLHF_PEFT_PYTHON: a Python with tests/python/requirements-peft.txt");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fixture = std::env::var_os("TINYRLHF_HF_FIXTURE").map(PathBuf::from).unwrap_or_else(|| root.join("tests/fixtures/hf-gpt2-style"));
+    let dir = std::env::temp_dir().join(format!("tinyrlhf-peft-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    tinyrlhf(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "200", "--prompts", "40", "--heldout", "12"], &dir);
+    tinyrlhf(
+        &["sft", "--model", fixture.to_str().unwrap(), "--demos", "world/demos.jsonl", "--steps", "10", "--batch", "8", "--out", "sft"],
+        &dir,
+    );
+    tinyrlhf(
+        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"],
+        &dir,
+    );
+    tinyrlhf(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    let lora = ["--lora-rank", "4", "--lora-alpha", "8", "--lr", "5e-3"];
+    tinyrlhf(
+        &[&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--out", "dpo-lora"][..], &lora].concat(),
+        &dir,
+    );
+
+    let out =
+        Command::new(python).arg(root.join("tests/python/peft_peer.py")).args(["sft", "dpo-lora"]).current_dir(&dir).output().unwrap();
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (peft, moved) = (report["peft_vs_merged"].as_f64().unwrap(), report["merged_vs_base"].as_f64().unwrap());
+    println!("PEFT vs merged: {peft:e}; merged vs base: {moved}");
+    assert!(peft < 1e-4, "PEFT's adapted model differs from our merged one by {peft}");
+    assert!(moved > 1e-2, "the adapter changed nothing ({moved})");
+    std::fs::remove_dir_all(dir).ok();
+}
