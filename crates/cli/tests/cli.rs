@@ -154,6 +154,13 @@ fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The smallest PPO run from `sft` against `rm`: batch 4 of 6-token answers.
+fn small_ppo<'a>(prompts: &'a str, out: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["ppo", "--policy", "sft", "--reward", "rm", "--prompts", prompts, "--out", out];
+    args.extend(["--batch", "4", "--minibatch", "2", "--max-new-tokens", "6"]);
+    args
+}
+
 fn fails(args: &[&str], dir: &Path) -> String {
     let out = tinyrlhf(args, dir);
     assert!(!out.status.success(), "tinyrlhf {args:?} should have failed");
@@ -196,50 +203,11 @@ fn rank_reward_ppo_and_compare_run_through_files() {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rm/manifest.json")).unwrap()).unwrap();
     assert!(manifest["held_out"]["accuracy"].as_f64().is_some());
 
-    ok(
-        &[
-            "ppo",
-            "--policy",
-            "sft",
-            "--reward",
-            "rm",
-            "--prompts",
-            "world/prompts.jsonl",
-            "--iterations",
-            "2",
-            "--batch",
-            "4",
-            "--minibatch",
-            "2",
-            "--max-new-tokens",
-            "6",
-            "--out",
-            "policy",
-        ],
-        &dir,
-    );
+    ok(&[&small_ppo("world/prompts.jsonl", "policy")[..], &["--iterations", "2"]].concat(), &dir);
     let metrics = std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     // A second run into the same directory must say --resume; with it, the run goes on to 3.
-    let ppo = [
-        "ppo",
-        "--policy",
-        "sft",
-        "--reward",
-        "rm",
-        "--prompts",
-        "world/prompts.jsonl",
-        "--batch",
-        "4",
-        "--minibatch",
-        "2",
-        "--max-new-tokens",
-        "6",
-        "--out",
-        "policy",
-        "--iterations",
-        "3",
-    ];
+    let ppo = [&small_ppo("world/prompts.jsonl", "policy")[..], &["--iterations", "3"]].concat();
     assert!(fails(&ppo, &dir).contains("--resume"));
     let resumed = ok(&[&ppo[..], &["--resume"]].concat(), &dir);
     assert!(resumed.contains("resuming policy at iteration 2"), "{resumed}");
@@ -315,25 +283,7 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"], &dir);
     // Prompts as a person writes them: one per line.
     std::fs::write(dir.join("prompts.txt"), "Return the number of items.\nWhat does a dictionary map?\n\nSort a list.\n").unwrap();
-    let ppo = [
-        "ppo",
-        "--policy",
-        "sft",
-        "--reward",
-        "rm",
-        "--prompts",
-        "prompts.txt",
-        "--iterations",
-        "2",
-        "--batch",
-        "4",
-        "--minibatch",
-        "2",
-        "--max-new-tokens",
-        "6",
-        "--out",
-        "ppo",
-    ];
+    let ppo = [&small_ppo("prompts.txt", "ppo")[..], &["--iterations", "2"]].concat();
     ok(&ppo, &dir);
     let metrics = std::fs::read_to_string(dir.join("ppo/metrics.jsonl")).unwrap();
     for line in metrics.lines() {
@@ -360,7 +310,7 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
             .concat(),
         &dir,
     );
-    ok(&[&ppo[..ppo.len() - 1], &["ppo-lora"], &lora].concat(), &dir);
+    ok(&[&small_ppo("prompts.txt", "ppo-lora")[..], &["--iterations", "2"], &lora].concat(), &dir);
     for run in ["dpo-lora", "ppo-lora"] {
         let adapter: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(run).join("adapter/adapter_config.json")).unwrap()).unwrap();

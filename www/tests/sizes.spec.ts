@@ -1,0 +1,57 @@
+// How big a model the tab can tune: a benchmark, printed, never asserted, opt-in (not part of CI):
+//
+//   TINYRLHF_SIZES=DIR npx playwright test tests/sizes.spec.ts
+//
+// DIR holds model folders (config.json, model.safetensors, tokenizer.json, tokenizer_config.json if any),
+// e.g. made by `tinyrlhf pretrain --preset small|gpt2-124m --steps 1 --out DIR/NAME`. For each, on
+// the CPU fallback with the LoRA switch on (rank 8), it loads the folder as the person's model and
+// times a reward-model epoch, PPO iterations (the page's defaults but `TINYRLHF_SIZES_PPO` tokens
+// per answer, 16 by default) and a DPO epoch, with the wasm memory after each PPO iteration.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect, test } from '@playwright/test';
+import { importRankings, ready, trainReward } from './helpers';
+
+const DIR = process.env.TINYRLHF_SIZES;
+test.skip(!DIR, 'a benchmark: set TINYRLHF_SIZES to a folder of model folders');
+
+const FILES = ['config.json', 'model.safetensors', 'tokenizer.json'];
+
+for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readdirSync(join(DIR, n)).includes(f))).sort() : []) {
+  test(`the tab tunes ${name} with LoRA: memory and time per step`, async ({ page }) => {
+    test.setTimeout(60 * 60_000);
+    await ready(page, '?backend=cpu');
+    const folder = join(DIR!, name);
+    const files = readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json'].includes(f));
+    await page.locator('#model-files').setInputFiles(files.map((f) => ({ name: f, mimeType: 'application/octet-stream', buffer: readFileSync(join(folder, f)) })));
+    await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
+    await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
+    const model = (await page.locator('#model-current').textContent())!;
+    await page.locator('#lora').check();
+    await page.locator('#lora-rank').fill('8');
+    await importRankings(page);
+    await page.evaluate(() => ((window as unknown as { tinyrlhf: { memoryLog: unknown[] } }).tinyrlhf.memoryLog = []));
+    await trainReward(page);
+    const reward = (await page.locator('#reward-status').textContent())!;
+
+    const iterations = 3;
+    await page.locator('#ppo-iterations').fill(String(iterations));
+    await page.locator('#ppo-length').fill(process.env.TINYRLHF_SIZES_PPO ?? '16');
+    await page.locator('#ppo-run').click();
+    const ppo: number[] = [];
+    for (let i = 1; i <= iterations; i++) {
+      await expect(page.locator('#ppo-status')).toContainText(`iteration ${i}/${iterations}`, { timeout: 1_800_000 });
+      ppo.push(Number(/ ([\d.]+) s · /.exec((await page.locator('#ppo-status').textContent())!)![1]));
+    }
+    await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 600_000 });
+    const memory = await page.evaluate(() => (window as unknown as { tinyrlhf: { memoryLog: { wasm: number }[] } }).tinyrlhf.memoryLog.map((m) => m.wasm));
+
+    await page.locator('#tab-dpo').click();
+    await page.locator('#dpo-epochs').fill('1');
+    const started = Date.now();
+    await page.locator('#dpo-run').click();
+    await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 1_800_000 });
+    const dpo = (Date.now() - started) / 1000;
+    console.log(`sizes: ${JSON.stringify({ name, model, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo })}`);
+  });
+}
