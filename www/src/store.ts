@@ -55,7 +55,34 @@ export async function clearRankings(): Promise<void> {
 }
 
 export async function load<T>(key: string): Promise<T | undefined> {
-  return (await open()).get(SAVED, key);
+  return (await fromStored((await open()).get(SAVED, key))) as T | undefined;
+}
+
+/**
+ * Chromium refuses an IndexedDB value over 127 MiB, and a model folder's weights can be larger
+ * (GPT-2 124M: 500 MB). Byte arrays over 1 MB (every model's weights, the shipped one's too, so
+ * every test that saves a model goes this way) are stored as Blobs, which live outside the value,
+ * and come back as bytes.
+ */
+const AS_BLOB = 1 << 20;
+
+function toStored(value: unknown): unknown {
+  if (value instanceof Uint8Array) return value.byteLength > AS_BLOB ? new Blob([value as BlobPart]) : value;
+  if (Array.isArray(value)) return value.map(toStored);
+  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, toStored(v)]));
+  }
+  return value;
+}
+
+async function fromStored(value: Promise<unknown> | unknown): Promise<unknown> {
+  const v = await value;
+  if (v instanceof Blob) return new Uint8Array(await v.arrayBuffer());
+  if (Array.isArray(v)) return Promise.all(v.map(fromStored));
+  if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+    return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await fromStored(x)])));
+  }
+  return v;
 }
 
 /** Saves several keys in one transaction: a closed tab keeps either all of them or none. */
@@ -70,5 +97,5 @@ export function forget(keys: string[]): Promise<void> {
 /** Puts `entries` and deletes `deletes` in one transaction: all of it happens or none. */
 export async function update(entries: Record<string, unknown>, deletes: string[]): Promise<void> {
   const tx = (await open()).transaction(SAVED, 'readwrite');
-  await Promise.all([...Object.entries(entries).map(([k, v]) => tx.store.put(v, k)), ...deletes.map((k) => tx.store.delete(k)), tx.done]);
+  await Promise.all([...Object.entries(entries).map(([k, v]) => tx.store.put(toStored(v), k)), ...deletes.map((k) => tx.store.delete(k)), tx.done]);
 }

@@ -47,7 +47,7 @@ export function saved(page: Page, key: string): Promise<unknown> {
           const get = open.result.transaction('saved').objectStore('saved').get(key);
           get.onsuccess = () => {
             open.result.close();
-            resolve(get.result instanceof Uint8Array ? `${get.result.length} bytes` : get.result);
+            resolve(get.result instanceof Uint8Array ? `${get.result.length} bytes` : get.result instanceof Blob ? `${get.result.size} bytes` : get.result);
           };
         };
       }),

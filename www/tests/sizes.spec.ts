@@ -7,7 +7,7 @@
 // the CPU fallback with the LoRA switch on (rank 8), it loads the folder as the person's model and
 // times a reward-model epoch, PPO iterations (the page's defaults but `TINYRLHF_SIZES_PPO` tokens
 // per answer, 16 by default) and a DPO epoch, with the wasm memory after each PPO iteration.
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
 import { importRankings, ready, trainReward } from './helpers';
@@ -23,7 +23,8 @@ for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readd
     await ready(page, '?backend=cpu');
     const folder = join(DIR!, name);
     const files = readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json'].includes(f));
-    await page.locator('#model-files').setInputFiles(files.map((f) => ({ name: f, mimeType: 'application/octet-stream', buffer: readFileSync(join(folder, f)) })));
+    // Paths, not buffers: Playwright refuses buffers over 50 MB.
+    await page.locator('#model-files').setInputFiles(files.map((f) => join(folder, f)));
     await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
     await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
     const model = (await page.locator('#model-current').textContent())!;
