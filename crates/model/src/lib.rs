@@ -1,4 +1,5 @@
-//! GPT-2 for tinyrlhf, in burn: the model, reward/value heads, KV cache, sampler and checkpoints.
+//! GPT-2 for tinyrlhf, in burn: the model, reward/value heads, KV cache, sampler, checkpoints and
+//! LoRA adapters (PEFT's layout).
 //!
 //! Boundary: token ids in, logits, scalars and sampled ids out; checkpoints as bytes
 //! (HF `config.json` + `model.safetensors`). No text (see `tinyrlhf-tokenizer`), no files, and no
