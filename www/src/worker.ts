@@ -16,7 +16,6 @@ let heldOut: string[] = [];
 /** The person's prompts, which PPO, GRPO and RLOO then also train on. */
 let ownPrompts: string[] | null = null;
 let tokenizerJson = '';
-let tokenizerConfig = '';
 
 function post(reply: Reply) {
   self.postMessage(reply);
@@ -101,9 +100,8 @@ async function start(force: string | null, models: string): Promise<Ready> {
   s.loadBase(config, base);
   const saved = await load<{ name: string; prompts: string[] }>(PROMPTS);
   ownPrompts = saved?.prompts ?? null;
-  heldOut = ownPrompts ?? promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
+  heldOut = ownPrompts ?? (await shippedPrompts());
   tokenizerJson = new TextDecoder().decode(folder.tokenizer);
-  tokenizerConfig = s.tokenizerConfigJson();
   // What an earlier visit trained comes back; what no longer loads is dropped, the rest is kept.
   await fromOlderVersion();
   const hasReward = await restore('reward', 'reward-curve', 'The saved reward model', (bytes) => s.loadReward(config, bytes), dropped);
@@ -148,6 +146,14 @@ function trainedKeys(): string[] {
   return ['reward', 'reward-curve', ...names.flatMap((n) => [policyKey(n), curveKey(n)])];
 }
 
+/** The same, with the SFT model tuned here: gone when the model folder changes. */
+const tunedKeys = () => [SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()];
+
+/** The shipped held-out prompts. */
+async function shippedPrompts(): Promise<string[]> {
+  return promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
+}
+
 function loadFolder(s: Session, f: ModelFolder): ModelInfo {
   return JSON.parse(s.load(f.config, f.weights, f.tokenizer, f.tokenizerConfig, f.template));
 }
@@ -173,7 +179,7 @@ async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
       return { folder: own.files, base: own.files.weights, modelName: own.name, ...(await loadTuned(s, own.files, dropped)) };
     } catch (e) {
       if (isFatal(e)) throw e;
-      await forget([OWN_MODEL, SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      await forget([OWN_MODEL, ...tunedKeys()]);
       dropped.push(`Your model ${own.name} no longer loads (${e instanceof Error ? e.message : e}), so the shipped model is back.`);
     }
   }
@@ -195,7 +201,7 @@ async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Pr
       return { model: loadFolder(s, { ...folder, weights: tuned }), tunedHere: true };
     } catch (e) {
       if (isFatal(e)) throw e;
-      await forget([SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      await forget(tunedKeys());
       dropped.push(`The model tuned here on your demonstrations no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
     }
   }
@@ -342,7 +348,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'exportModel': {
       const weights: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
-      return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig };
+      return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig: need().tokenizerConfigJson() };
     }
     case 'importPolicy':
       need().loadPolicy('imported', new TextEncoder().encode(request.config), request.weights);
@@ -356,10 +362,10 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'useModel':
       // Checked by loading it first: a folder that does not load changes nothing. The page reloads.
       loadFolder(need(), request.files);
-      await update({ [OWN_MODEL]: { name: request.name, files: request.files } }, [SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      await update({ [OWN_MODEL]: { name: request.name, files: request.files } }, tunedKeys());
       return null;
     case 'shippedModel':
-      await forget([OWN_MODEL, SFT_WEIGHTS, SFT_CURVE, ...trainedKeys()]);
+      await forget([OWN_MODEL, ...tunedKeys()]);
       return null;
     case 'usePrompts': {
       const prompts: string[] = JSON.parse(parsePrompts(request.file, request.bytes));
@@ -370,7 +376,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'builtInPrompts':
       await forget([PROMPTS]);
       ownPrompts = null;
-      heldOut = promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
+      heldOut = await shippedPrompts();
       return heldOut;
     case 'loadDemos': {
       const demos: unknown[] = JSON.parse(parseDemonstrations(request.file, request.bytes));

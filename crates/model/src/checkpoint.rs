@@ -59,7 +59,7 @@ fn hf_name(prefix: &str, path: &[String]) -> String {
 /// The tensors of a safetensors file, claimed one by one as modules load from them.
 #[derive(Debug)]
 pub struct Weights {
-    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub(crate) tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 impl Weights {
@@ -181,6 +181,11 @@ impl WeightsWriter {
     pub fn add<M: Module>(mut self, module: &M, prefix: &str) -> Self {
         module.visit(&mut Collector { prefix, path: vec![], out: &mut self.tensors });
         self
+    }
+
+    /// Adds one tensor under `name`, as stored.
+    pub(crate) fn push(&mut self, name: String, tensor: Tensor<2>) {
+        self.tensors.push((name, tensor.dims().to_vec(), tensor));
     }
 
     /// The safetensors file. Async because reading tensors back from a GPU is (WebGPU forbids a

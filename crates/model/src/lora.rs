@@ -9,15 +9,12 @@
 //! `lora_B.weight` `[out, rank]` (burn keeps `a` `[in, rank]` and `b` `[rank, out]`; GPT-2's
 //! `Conv1D` stores weights `[in, out]`, hence PEFT's `fan_in_fan_out`).
 
-use std::collections::BTreeMap;
-
 use burn::module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup};
 use burn::tensor::{Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, Weights, WeightsWriter};
 use crate::gpt::{Gpt, ScalarModel};
 
 /// The projections LoRA adapts, by their GPT-2 module names.
@@ -114,7 +111,7 @@ impl Path {
 pub async fn save_peft_adapter(gpt: &Gpt, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
     struct Collect {
         path: Path,
-        out: Vec<(String, Tensor<2>)>,
+        out: WeightsWriter,
     }
     impl ModuleVisitor for Collect {
         fn enter_module(&mut self, name: &str, _: &str) {
@@ -127,23 +124,13 @@ pub async fn save_peft_adapter(gpt: &Gpt, config: &LoraConfig) -> Result<(String
             if let Some((weight, factor)) = self.path.factor() {
                 let [rows, cols] = param.lazy_shape().dims::<2>();
                 // PEFT keeps nn.Linear's [out, in]: both factors transposed.
-                self.out.push((peft_name(&weight, factor), param.val().reshape([rows, cols]).transpose()));
+                self.out.push(peft_name(&weight, factor), param.val().reshape([rows, cols]).transpose());
             }
         }
     }
-    let mut collect = Collect { path: Path::default(), out: vec![] };
+    let mut collect = Collect { path: Path::default(), out: WeightsWriter::default() };
     gpt.visit(&mut collect);
-    let mut named = Vec::with_capacity(collect.out.len());
-    for (name, tensor) in collect.out {
-        let shape = tensor.dims().to_vec();
-        let data = tensor.into_data_async().await.map_err(|e| CheckpointError::Format(format!("{e:?}")))?;
-        let values: Vec<f32> = data.try_to_vec::<f32>().map_err(|e| CheckpointError::Format(format!("{e:?}")))?;
-        named.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
-    }
-    let views =
-        named.iter().map(|(name, shape, bytes)| (name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes match")));
-    let metadata = [("format".to_owned(), "pt".to_owned())].into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let bytes = collect.out.to_bytes().await?;
     let adapter_config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -180,19 +167,10 @@ pub fn load_peft_adapter(base: Gpt, adapter_config_json: &[u8], safetensors: &[u
     }
     let config = LoraConfig { rank: peft.r, alpha: peft.lora_alpha };
     config.validate().map_err(bad)?;
-    let file = SafeTensors::deserialize(safetensors).map_err(|e| CheckpointError::Format(e.to_string()))?;
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
-    for (name, view) in file.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(CheckpointError::Dtype { name, dtype: format!("{:?}", view.dtype()) });
-        }
-        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-        tensors.insert(name, (view.shape().to_vec(), values));
-    }
-
+    let weights = Weights::from_safetensors(safetensors)?;
     struct Fill {
         path: Path,
-        tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        weights: Weights,
         error: Option<CheckpointError>,
     }
     impl ModuleMapper for Fill {
@@ -207,7 +185,7 @@ pub fn load_peft_adapter(base: Gpt, adapter_config_json: &[u8], safetensors: &[u
             let name = peft_name(&weight, factor);
             let [rows, cols] = param.lazy_shape().dims::<2>();
             let expected = vec![cols, rows];
-            match self.tensors.remove(&name) {
+            match self.weights.tensors.remove(&name) {
                 None => self.error.get_or_insert(CheckpointError::Missing { name, expected }),
                 Some((found, _)) if found != expected => self.error.get_or_insert(CheckpointError::Shape { name, expected, found }),
                 Some((_, values)) => {
@@ -220,13 +198,11 @@ pub fn load_peft_adapter(base: Gpt, adapter_config_json: &[u8], safetensors: &[u
             param
         }
     }
-    let mut fill = Fill { path: Path::default(), tensors, error: None };
+    let mut fill = Fill { path: Path::default(), weights, error: None };
     let gpt = with_lora(base, &config).map(&mut fill);
     if let Some(error) = fill.error {
         return Err(error);
     }
-    if let Some(name) = fill.tensors.into_keys().next() {
-        return Err(CheckpointError::Unexpected { name, hint: "the adapter was made for another base model".into() });
-    }
+    fill.weights.finish("the adapter was made for another base model")?;
     Ok((config, gpt))
 }
