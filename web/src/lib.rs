@@ -150,6 +150,27 @@ impl Session {
         self.backend.clone()
     }
 
+    /// Generated tokens per second of a model shaped like `config_json` on this session's backend
+    /// (random weights: the speed does not depend on them): 4 answers of 8 tokens (one read back),
+    /// timed after a warm-up run that also compiles a GPU's kernels. The worker compares backends
+    /// with it.
+    #[wasm_bindgen(js_name = generationSpeed)]
+    pub fn generation_speed(&self, config_json: Vec<u8>) -> js_sys::Promise {
+        let device = self.device.clone();
+        promise(async move {
+            let config = GptConfig::from_json_bytes(&config_json).map_err(js)?;
+            let gpt = config.init(&device);
+            let prompt: Vec<u32> = (0..8).map(|i| i % config.vocab_size as u32).collect();
+            let tokens = tinyrlhf_model::READ_EVERY.min(config.n_positions.saturating_sub(prompt.len() + 1)).max(1);
+            let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, ..Default::default() };
+            // No EOS id inside the vocabulary: every answer runs its full length.
+            generate(&gpt, &vec![prompt.clone(); 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
+            let start = web_time::Instant::now();
+            generate(&gpt, &vec![prompt; 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
+            Ok(JsValue::from_f64((4 * tokens) as f64 / start.elapsed().as_secs_f64().max(1e-9)))
+        })
+    }
+
     /// Loads a model folder's files as the SFT model (`tokenizer_config.json` and
     /// `chat_template.jinja` when the folder has them). On any error the current model stays;
     /// on success everything trained from the previous one is dropped, and so is its base model.

@@ -22,7 +22,8 @@ function startWorker(): Worker {
     if (reply.ok) waiter?.resolve(reply.result);
     else {
       waiter?.reject(new Error(reply.error));
-      if (reply.fatal) fatalHandler(reply.error);
+      // After the caller's own error message, so that the restart is what the person reads last.
+      if (reply.fatal) setTimeout(() => fatalHandler(reply.error), 0);
     }
   };
   // A worker that cannot even start (its script or module failed to load) is dead as well.

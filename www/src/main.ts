@@ -192,7 +192,7 @@ async function start(force: string | null = new URLSearchParams(location.search)
     return;
   }
   document.body.dataset.backend = ready.backend;
-  ui.backend.textContent = ready.backend === 'webgpu' ? `WebGPU · ${ready.device}` : 'CPU (wasm)';
+  ui.backend.textContent = `${ready.backend === 'webgpu' ? `WebGPU · ${ready.device}` : 'CPU (wasm)'}${ready.measure ? ` · ${ready.reason}` : ''}`;
   ui.backend.title = ready.reason;
   app.limits = ready.limits;
   ui.k.max = String(ready.limits.max_completions);
@@ -319,8 +319,15 @@ $('forget-training').addEventListener('click', async () => {
   location.reload();
 });
 // For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration;
-// `tinyrlhf.trap()` kills the worker's module as a panic would, to watch the page recover.
-(window as unknown as { tinyrlhf: typeof app & { trap(): Promise<unknown> } }).tinyrlhf = Object.assign(app, { trap: () => call({ type: 'trap' }).catch((e: Error) => e.message) });
+// `tinyrlhf.trap()` kills the worker's module as a panic would, and `tinyrlhf.loseDevice()` destroys
+// its GPU device as a lost GPU would, to watch the page recover; `tinyrlhf.sample(prompt, k, seed)`
+// samples the SFT model with a chosen seed.
+const forTests = {
+  trap: () => call({ type: 'trap' }).catch((e: Error) => e.message),
+  loseDevice: () => call({ type: 'loseDevice' }).catch((e: Error) => e.message),
+  sample: (prompt: string, k: number, seed: number) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens: 24, seed }),
+};
+(window as unknown as { tinyrlhf: typeof app & typeof forTests }).tinyrlhf = Object.assign(app, forTests);
 start();
 
 // Offline: the service worker keeps this build and the models (production builds only: the dev

@@ -38,6 +38,8 @@ export interface Ready {
   device: string;
   /** Why this backend (e.g. "only a software WebGPU adapter (SwiftShader)"). */
   reason: string;
+  /** Whether the backend was chosen by timing both (the reason then gives the figures). */
+  measure?: boolean;
   model: ModelInfo;
   /** The person's own model's name, or null for the shipped one. */
   modelName: string | null;
@@ -210,7 +212,9 @@ export type Request =
   | { type: 'sftStep' }
   | { type: 'memory' }
   /** For the browser tests only: traps the wasm module, as a panic would. */
-  | { type: 'trap' };
+  | { type: 'trap' }
+  /** For the browser tests only: destroys the worker's GPU device, as a lost or reset GPU would. */
+  | { type: 'loseDevice' };
 
 export interface Responses {
   init: Ready;
@@ -241,6 +245,7 @@ export interface Responses {
   sftStep: SftStepResult;
   memory: { wasm: number; heap: number | null };
   trap: null;
+  loseDevice: null;
 }
 
 export type Envelope = { id: number } & Request;

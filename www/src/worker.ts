@@ -28,7 +28,8 @@ onStoreNotice(notice);
 let dead: string | null = null;
 
 function isFatal(e: unknown): boolean {
-  return e instanceof WebAssembly.RuntimeError || /unreachable|device (was )?lost|DeviceLost/i.test(String(e));
+  // A destroyed or lost GPU device does not trap: burn reports it as a poisoned device.
+  return e instanceof WebAssembly.RuntimeError || /unreachable|device (was )?lost|DeviceLost|device is poisoned|device was destroyed/i.test(String(e));
 }
 
 function need(): Session {
@@ -64,8 +65,25 @@ interface Choice {
   backend: 'webgpu' | 'cpu';
   device: string;
   reason: string;
+  /** A hardware adapter was found: time both backends and keep the faster. */
+  measure?: boolean;
 }
 
+/**
+ * The GPU devices this worker's WebGPU made, so that a test can destroy one (`loseDevice`) and
+ * watch the page carry on on the CPU, as it must when a real GPU is lost or reset.
+ */
+const devices: GPUDevice[] = [];
+if (typeof GPUAdapter !== 'undefined') {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (this: GPUAdapter, ...args: Parameters<GPUAdapter['requestDevice']>) {
+    const device = await requestDevice.apply(this, args);
+    devices.push(device);
+    return device;
+  };
+}
+
+/** `?backend=measure` times both backends even on a software adapter (for the browser tests). */
 async function chooseBackend(force: string | null): Promise<Choice> {
   const cpu = (reason: string): Choice => ({ backend: 'cpu', device: 'CPU (wasm)', reason });
   if (force === 'cpu') return cpu('forced by ?backend=cpu');
@@ -76,8 +94,32 @@ async function chooseBackend(force: string | null): Promise<Choice> {
   const info = adapter.info;
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
   const software = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter || /swiftshader/i.test(name);
-  if (software && force !== 'webgpu') return cpu(`only a software WebGPU adapter (${name}), slower than the CPU backend`);
-  return { backend: 'webgpu', device: name, reason: force === 'webgpu' ? 'forced by ?backend=webgpu' : 'hardware WebGPU adapter' };
+  if (force === 'webgpu') return { backend: 'webgpu', device: name, reason: 'forced by ?backend=webgpu' };
+  if (software && force !== 'measure') return cpu(`only a software WebGPU adapter (${name}), slower than the CPU backend`);
+  return { backend: 'webgpu', device: name, reason: 'hardware WebGPU adapter', measure: true };
+}
+
+/** The config.json of the model the session will load: the person's, else the shipped SFT model's. */
+async function modelConfig(): Promise<Uint8Array> {
+  return (await load<{ files: ModelFolder }>(OWN_MODEL))?.files.config ?? fetchBytes('sft/config.json');
+}
+
+/**
+ * A WebGPU session, or a CPU one where WebGPU measured slower: generation tokens/s of this model's
+ * shape on both, and the faster kept. The choice and the figures become the reason shown.
+ */
+async function measured(gpuSession: Session, choice: Choice): Promise<[Session, Choice]> {
+  const config = await modelConfig();
+  const cpuSession = await Session.create('cpu');
+  const gpuRate = (await gpuSession.generationSpeed(config)) as number;
+  const cpuRate = (await cpuSession.generationSpeed(config)) as number;
+  const figures = `WebGPU ${gpuRate.toFixed(0)} tokens/s, CPU ${cpuRate.toFixed(0)} tokens/s`;
+  if (gpuRate >= cpuRate) {
+    cpuSession.free();
+    return [gpuSession, { ...choice, reason: `measured ${figures} on ${choice.device}: WebGPU is faster` }];
+  }
+  gpuSession.free();
+  return [cpuSession, { backend: 'cpu', device: 'CPU (wasm)', reason: `measured ${figures} on ${choice.device}: the CPU is faster`, measure: true }];
 }
 
 async function start(force: string | null, models: string): Promise<Ready> {
@@ -87,8 +129,9 @@ async function start(force: string | null, models: string): Promise<Ready> {
   let choice = await chooseBackend(force);
   try {
     session = await Session.create(choice.backend);
+    if (choice.measure) [session, choice] = await measured(session, choice);
   } catch (e) {
-    if (choice.backend === 'cpu') throw e;
+    if (choice.backend === 'cpu' || isFatal(e)) throw e;
     notice(`WebGPU failed (${e}); using the CPU backend instead`);
     choice = { backend: 'cpu', device: 'CPU (wasm)', reason: `WebGPU failed: ${e}` };
     session = await Session.create('cpu');
@@ -397,6 +440,10 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'trap':
       trapForTests();
+      return null;
+    case 'loseDevice':
+      if (!devices.length) throw new Error('this worker made no GPU device');
+      devices.forEach((d) => d.destroy());
       return null;
   }
 }

@@ -75,6 +75,21 @@ test('a trapped module is restarted: the ranking count is unchanged and sampling
   await sample(page);
 });
 
+test('a GPU device lost mid-run: the page restarts on the CPU with everything saved, and samples', async ({ page }) => {
+  await ready(page, '?backend=webgpu');
+  await expect(page.locator('body')).toHaveAttribute('data-backend', 'webgpu');
+  await importRankings(page);
+  // What a driver reset or an unplugged GPU does to the tab: its device is destroyed under it.
+  const lost = await page.evaluate(() => (window as unknown as { tinyrlhf: { loseDevice(): Promise<unknown> } }).tinyrlhf.loseDevice());
+  expect(lost).toBeNull();
+  await page.locator('#sample').click();
+  await expect(page.locator('#notice')).toContainText('was restarted on the CPU; your rankings and saved models are safe', { timeout: 120_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('body')).toHaveAttribute('data-backend', 'cpu');
+  await expect(page.locator('#ranking-count')).toHaveText('2');
+  await sample(page);
+});
+
 test('retraining the reward model resets the policies tuned against it (the next PPO run starts at a KL of exactly 0) and keeps DPO’s', async ({ page }) => {
   test.setTimeout(10 * 60_000);
   await ready(page);

@@ -58,14 +58,51 @@ test('by default here it picks the CPU fallback, says so, and samples', async ({
   expect(offOrigin(urls)).toEqual([]);
 });
 
-test('with ?backend=webgpu the page loads on WebGPU (SwiftShader here) and samples 4 answers', async ({ page }) => {
+type Sampler = { tinyrlhf: { sample(prompt: string, k: number, seed: number): Promise<{ completions: string[] }> } };
+
+/** The SFT model's 3 answers to a fixed prompt with `seed`, sampled on the device. */
+function answers(page: Page, seed: number): Promise<string[]> {
+  return page.evaluate(async (seed) => (await (window as unknown as Sampler).tinyrlhf.sample('what colour is the frog?', 3, seed)).completions, seed);
+}
+
+/** The sampler chooses tokens on the device from seeded draws: a seed fixes the answers. */
+async function expectSeededAnswers(page: Page, label: string): Promise<string[]> {
+  const first = await answers(page, 11);
+  expect(first).toHaveLength(3);
+  expect(first.every((a) => a.length > 0)).toBe(true);
+  expect(await answers(page, 11)).toEqual(first);
+  const other = await answers(page, 12);
+  expect(other).not.toEqual(first);
+  console.log(`${label}, seed 11: ${JSON.stringify(first)}`);
+  return first;
+}
+
+test('with ?backend=webgpu the page loads on WebGPU (SwiftShader here), samples 4 answers, and a seed fixes the answers', async ({ page }) => {
   const urls = recordRequests(page);
   const opened = Date.now();
   await ready(page, '?backend=webgpu');
   await expect(page.locator('#backend')).toContainText('WebGPU');
   await reportSpeed(page, 'WebGPU (SwiftShader)', opened);
+  await expectSeededAnswers(page, 'WebGPU (SwiftShader)');
   await page.screenshot({ path: 'test-results/page-webgpu.png', fullPage: true });
   expect(offOrigin(urls)).toEqual([]);
+});
+
+test('on the CPU backend a seed fixes the answers too', async ({ page }) => {
+  await ready(page, '?backend=cpu');
+  await expectSeededAnswers(page, 'CPU (wasm)');
+});
+
+test('where a hardware adapter would be, the page times both backends and keeps the faster, saying which and why', async ({ page }) => {
+  test.setTimeout(400_000);
+  // `?backend=measure` takes SwiftShader's adapter as if it were hardware: the CPU must win here.
+  // Timing generation on SwiftShader (its shaders compiled on the CPU) takes a while.
+  await page.goto('/?backend=measure');
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 300_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-backend', 'cpu');
+  await expect(page.locator('#backend')).toContainText(/measured WebGPU \d+ tokens\/s, CPU \d+ tokens\/s on .*: the CPU is faster/);
+  console.log(`measured choice: ${await page.locator('#backend').textContent()}`);
+  await sampleFour(page);
 });
 
 test('a ranking made by keyboard survives a reload', async ({ page }) => {

@@ -1,7 +1,9 @@
 //! The one place the CLI names a backend: `--backend cpu` is burn's flex, `--backend wgpu` is
-//! burn's wgpu runtime (Vulkan, Metal or DX12) when the binary was built with `--features wgpu`.
+//! burn's wgpu runtime (Vulkan, Metal or DX12) and `--backend cuda` burn's CUDA runtime, each when
+//! the binary was built with its cargo feature. A GPU backend is tried once before any work
+//! starts, so a missing driver is a message naming the backend, not a panic halfway through.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -10,6 +12,8 @@ pub enum Backend {
     Cpu,
     /// A GPU through wgpu (needs a build with `--features wgpu` and a Vulkan/Metal/DX12 adapter).
     Wgpu,
+    /// An NVIDIA GPU through CUDA (needs a build with `--features cuda`, the driver and NVRTC).
+    Cuda,
 }
 
 impl std::fmt::Display for Backend {
@@ -17,16 +21,53 @@ impl std::fmt::Display for Backend {
         f.write_str(match self {
             Backend::Cpu => "cpu (flex)",
             Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
         })
     }
 }
 
 impl Backend {
-    /// The device for this backend, or why there is none.
-    pub fn device(self) -> Result<Device, String> {
+    /// The name `--backend` takes and `bench --json` prints.
+    pub fn name(self) -> &'static str {
         match self {
-            Backend::Cpu => Ok(Device::flex()),
+            Backend::Cpu => "cpu",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    /// The device for this backend, checked by one small round trip, or why there is none.
+    pub fn device(self) -> Result<Device, String> {
+        let device = match self {
+            Backend::Cpu => return Ok(Device::flex()),
             Backend::Wgpu => wgpu_device(),
+            Backend::Cuda => cuda_device(),
+        }
+        .map_err(|why| format!("--backend {}: {why}; `--backend cpu` runs everything on the CPU", self.name()))?;
+        probe(&device).map_err(|why| {
+            format!("--backend {}: the GPU could not run a first operation ({why}); check its driver, or use `--backend cpu`", self.name())
+        })?;
+        Ok(device)
+    }
+}
+
+/// Runs one tiny upload, add and read on `device`. burn's GPU runtimes panic when their driver is
+/// missing or broken; that panic becomes the error here.
+fn probe(device: &Device) -> Result<(), String> {
+    let device = device.clone();
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(move || {
+        let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device);
+        (t + 1.0).into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))
+    });
+    std::panic::set_hook(quiet);
+    match outcome {
+        Ok(Ok(values)) if values == [2.0, 3.0] => Ok(()),
+        Ok(Ok(values)) => Err(format!("1 + [1, 2] gave {values:?}")),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            Err(panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
         }
     }
 }
@@ -38,5 +79,15 @@ fn wgpu_device() -> Result<Device, String> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<Device, String> {
-    Err("this binary was built without GPU support; rebuild with `cargo build --release -p tinyrlhf-cli --features wgpu`".into())
+    Err("this binary was built without wgpu; rebuild with `cargo build --release -p tinyrlhf-cli --features wgpu`".into())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<Device, String> {
+    Ok(Device::cuda(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<Device, String> {
+    Err("this binary was built without CUDA; rebuild with `cargo build --release -p tinyrlhf-cli --features cuda`".into())
 }

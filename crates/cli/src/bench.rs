@@ -58,11 +58,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             if !args.json {
                 print_table(backend, preset, &config, &figures);
             }
-            let backend = match backend {
-                Backend::Cpu => "cpu",
-                Backend::Wgpu => "wgpu",
-            };
-            runs.push(serde_json::json!({"backend": backend, "preset": preset, "figures": figures}));
+            runs.push(serde_json::json!({"backend": backend.name(), "preset": preset, "figures": figures}));
         }
     }
     if args.json {
@@ -77,11 +73,16 @@ struct Figures {
     params: usize,
     train_step: TrainStep,
     generate: Vec<Generate>,
-    /// Absent with `--ppo-iterations 0`.
+    /// Absent with `--ppo-iterations 0`, as everything below.
     ppo_iteration: Option<PpoIteration>,
+    /// Reads back from the device in one PPO iteration (rollout, scoring and update together).
+    device_reads_per_ppo_iteration: Option<u64>,
     grpo_iteration: Option<Iteration>,
     rloo_iteration: Option<Iteration>,
     dpo_step: Option<Iteration>,
+    /// One step of the reward model on 8 rankings of 4 answers.
+    reward_step: Option<Iteration>,
+    device_reads_per_reward_step: Option<u64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -110,10 +111,9 @@ struct PpoIteration {
     rollout_secs: f64,
     scoring_secs: f64,
     update_secs: f64,
-    device_reads: u64,
 }
 
-/// One GRPO/RLOO iteration or DPO step.
+/// One GRPO/RLOO iteration, DPO step or reward-model step.
 #[derive(Debug, serde::Serialize)]
 struct Iteration {
     answers: usize,
@@ -148,12 +148,19 @@ fn measure(args: &BenchArgs, config: &GptConfig, device: &Device) -> Result<Figu
         train_step,
         generate,
         ppo_iteration: None,
+        device_reads_per_ppo_iteration: None,
         grpo_iteration: None,
         rloo_iteration: None,
         dpo_step: None,
+        reward_step: None,
+        device_reads_per_reward_step: None,
     };
     if args.ppo_iterations > 0 {
-        figures.ppo_iteration = Some(ppo_iteration(config, device, args.ppo_iterations)?);
+        let (ppo, reads) = ppo_iteration(config, device, args.ppo_iterations)?;
+        (figures.ppo_iteration, figures.device_reads_per_ppo_iteration) = (Some(ppo), Some(reads));
+        let reward = reward_step(config, device, args.ppo_iterations)?;
+        figures.device_reads_per_reward_step = Some(reward.device_reads);
+        figures.reward_step = Some(reward);
         figures.grpo_iteration = Some(group_iteration(config, device, args.ppo_iterations, tinyrlhf_rlhf::GroupMethod::Grpo)?);
         figures.rloo_iteration = Some(group_iteration(config, device, args.ppo_iterations, tinyrlhf_rlhf::GroupMethod::Rloo)?);
         figures.dpo_step = Some(dpo_step(config, device, args.ppo_iterations)?);
@@ -198,7 +205,7 @@ fn print_table(backend: Backend, preset: &str, config: &GptConfig, f: &Figures) 
             p.rollout_secs * 1e3,
             p.scoring_secs * 1e3,
             p.update_secs * 1e3,
-            p.device_reads
+            f.device_reads_per_ppo_iteration.unwrap_or_default()
         );
     }
     for (name, it) in [("GRPO", &f.grpo_iteration), ("RLOO", &f.rloo_iteration)] {
@@ -210,6 +217,14 @@ fn print_table(backend: Backend, preset: &str, config: &GptConfig, f: &Figures) 
                 it.device_reads
             );
         }
+    }
+    if let Some(it) = &f.reward_step {
+        println!(
+            "  reward-model step {} answers (8 rankings of 4): {:>7.0} ms (forward + backward + AdamW), {} device reads",
+            it.answers,
+            it.secs * 1e3,
+            it.device_reads
+        );
     }
     if let Some(it) = &f.dpo_step {
         println!(
@@ -289,20 +304,18 @@ fn generate_cached(gpt: &Gpt, batch: usize, new_tokens: usize) {
 
 /// The same sampling without a cache: each new token re-runs the whole sequence.
 fn generate_uncached(gpt: &Gpt, device: &Device, batch: usize, new_tokens: usize) {
-    let mut rows: Vec<Vec<i64>> = prompts(batch, gpt.vocab_size()).into_iter().map(|p| p.into_iter().map(i64::from).collect()).collect();
+    let prompts: Vec<i64> = prompts(batch, gpt.vocab_size()).concat().into_iter().map(i64::from).collect();
+    let mut ids = Tensor::<2, Int>::from_data(TensorData::new(prompts, [batch, PROMPT_LEN]), device);
     let sampling = SamplingConfig::default();
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    for _ in 0..new_tokens {
-        let len = rows[0].len();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(rows.concat(), [batch, len]), device);
+    for step in 0..new_tokens {
+        let len = PROMPT_LEN + step;
         let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
         let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, len]), device);
-        let logits = gpt.logits(gpt.forward(ids, positions, None).narrow(1, len - 1, 1));
-        let logits: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
-        for (row, row_logits) in rows.iter_mut().zip(logits.chunks_exact(gpt.vocab_size())) {
-            row.push(i64::from(tinyrlhf_model::choose_token(row_logits, &sampling, &mut rng).0));
-        }
+        let logits = gpt.logits(gpt.forward(ids.clone(), positions, None).narrow(1, len - 1, 1)).reshape([batch, gpt.vocab_size()]);
+        let (token, _) = tinyrlhf_model::choose_tokens(logits, Tensor::<2>::full([batch, 1], 0.5, device), &sampling);
+        ids = Tensor::cat(vec![ids, token], 1);
     }
+    pollster::block_on(tinyrlhf_model::read_f32(ids.float())).expect("the generated ids can be read");
 }
 
 const PPO_BATCH: usize = 16;
@@ -330,7 +343,7 @@ fn timed_steps<T>(runs: usize, mut step: impl FnMut() -> Result<T, String>) -> R
 
 /// One PPO iteration's phases (medians) with default settings, batch 16, every response the full
 /// 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
-fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<PpoIteration, String> {
+fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<(PpoIteration, u64), String> {
     use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
     let models = PpoModels {
         sft: config.init(device),
@@ -345,15 +358,8 @@ fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<Ppo
     let (stats, device_reads) = timed_steps(runs, || pollster::block_on(trainer.step()).map_err(|e| e.to_string()))?;
     let phase = |f: fn(&tinyrlhf_rlhf::PpoStats) -> f64| median_of(stats.iter().map(f).collect());
     let (rollout_secs, scoring_secs, update_secs) = (phase(|s| s.rollout_secs), phase(|s| s.scoring_secs), phase(|s| s.update_secs));
-    Ok(PpoIteration {
-        batch: PPO_BATCH,
-        new_tokens: PPO_TOKENS,
-        secs: rollout_secs + scoring_secs + update_secs,
-        rollout_secs,
-        scoring_secs,
-        update_secs,
-        device_reads,
-    })
+    let secs = rollout_secs + scoring_secs + update_secs;
+    Ok((PpoIteration { batch: PPO_BATCH, new_tokens: PPO_TOKENS, secs, rollout_secs, scoring_secs, update_secs }, device_reads))
 }
 
 /// One GRPO / RLOO iteration (median) with the default settings (8 prompts x K = 4), every answer
@@ -373,20 +379,41 @@ fn group_iteration(config: &GptConfig, device: &Device, runs: usize, method: tin
     Ok(Iteration { answers, secs: median_of(secs), device_reads })
 }
 
-/// One DPO step (median) with the default settings (8 rankings of K = 4 answers, each a 16-token
-/// prompt and a 48-token answer).
-fn dpo_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
-    use tinyrlhf_rlhf::{DpoConfig, DpoTrainer, TokenRanking};
-    let settings = DpoConfig::default();
-    let sequences = random_tokens(4 * settings.batch_size, 16 + PPO_TOKENS, config.vocab_size, 7);
-    let rankings: Vec<TokenRanking> = sequences
+/// `count` rankings of 4 answers, each a 16-token prompt and a 48-token answer, best first.
+fn rankings(count: usize, vocab: usize) -> Vec<tinyrlhf_rlhf::TokenRanking> {
+    let sequences = random_tokens(4 * count, 16 + PPO_TOKENS, vocab, 7);
+    sequences
         .chunks(4 * (16 + PPO_TOKENS))
-        .map(|r| TokenRanking {
+        .map(|r| tinyrlhf_rlhf::TokenRanking {
             sequences: r.chunks(16 + PPO_TOKENS).map(|s| s.iter().map(|&t| t as u32).collect()).collect(),
             order: vec![0, 1, 2, 3],
             prompt_len: 16,
         })
-        .collect();
+        .collect()
+}
+
+/// One reward-model step (median) with the default settings on 8 rankings of 4 answers.
+fn reward_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
+    use tinyrlhf_rlhf::{RewardConfig, RewardTrainer};
+    let settings = RewardConfig::default();
+    let rankings = rankings(settings.batch_size, config.vocab_size);
+    let answers = 4 * settings.batch_size.min(rankings.len());
+    // One step per epoch: every epoch is the same 8 rankings.
+    let settings = RewardConfig { epochs: runs + 1, batch_size: rankings.len(), ..settings };
+    let mut trainer = RewardTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings).map_err(|e| e.to_string())?;
+    let (secs, device_reads) = timed_steps(runs, || {
+        let start = Instant::now();
+        pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
+    })?;
+    Ok(Iteration { answers, secs: median_of(secs), device_reads })
+}
+
+/// One DPO step (median) with the default settings (8 rankings of K = 4 answers, each a 16-token
+/// prompt and a 48-token answer).
+fn dpo_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
+    use tinyrlhf_rlhf::{DpoConfig, DpoTrainer};
+    let settings = DpoConfig::default();
+    let rankings = rankings(settings.batch_size, config.vocab_size);
     let answers = 4 * rankings.len();
     let settings = DpoConfig { epochs: runs + 1, ..settings };
     let mut trainer = pollster::block_on(DpoTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings))

@@ -38,7 +38,7 @@ pub struct GroupArgs {
     k: usize,
     #[arg(long, default_value_t = GroupConfig::default().lr)]
     lr: f64,
-    /// KL coefficient to the reference (GRPO: k3 in the loss, default 0; RLOO: k1 in the reward,
+    /// KL coefficient to the reference (GRPO: k3 in the loss, default 0.04; RLOO: k1 in the reward,
     /// default 0.05).
     #[arg(long)]
     beta: Option<f64>,

@@ -432,7 +432,7 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     let out = tinyrlhf(
         &["bench", "--json", "--preset", "tiny", "--vocab", "64", "--batch", "2", "--seq-len", "8", "--steps", "1"]
             .into_iter()
-            .chain(["--new-tokens", "2", "--runs", "1", "--ppo-iterations", "1"])
+            .chain(["--new-tokens", "16", "--runs", "1", "--ppo-iterations", "1"])
             .collect::<Vec<_>>(),
         &dir,
     );
@@ -445,14 +445,16 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     assert!(figures["train_step"]["tok_s"].as_f64().unwrap() > 0.0);
     for g in figures["generate"].as_array().unwrap() {
         assert!(g["kv_cache_tok_s"].as_f64().unwrap() > 0.0 && g["no_cache_tok_s"].as_f64().unwrap() > 0.0);
-        // The sampler reads the logits back once per generated position, whatever the batch.
-        assert_eq!(g["device_reads_per_token"].as_f64(), Some(1.0));
+        // The sampler chooses tokens on the device and reads the ids back once per 8 tokens.
+        assert_eq!(g["device_reads_per_token"].as_f64(), Some(1.0 / 8.0));
     }
     let ppo = &figures["ppo_iteration"];
     let split = ["rollout_secs", "scoring_secs", "update_secs"].map(|k| ppo[k].as_f64().unwrap());
     assert!((ppo["secs"].as_f64().unwrap() - split.iter().sum::<f64>()).abs() < 1e-9);
-    assert!(ppo["device_reads"].as_u64().unwrap() > 0);
-    for method in ["grpo_iteration", "rloo_iteration", "dpo_step"] {
+    // Rollout: 48 tokens in reads of 8; scoring: one; the update's numbers: one.
+    assert_eq!(figures["device_reads_per_ppo_iteration"].as_u64(), Some(48 / 8 + 2));
+    assert_eq!(figures["device_reads_per_reward_step"].as_u64(), Some(1));
+    for method in ["grpo_iteration", "rloo_iteration", "dpo_step", "reward_step"] {
         assert!(figures[method]["secs"].as_f64().unwrap() > 0.0, "{method}");
     }
 }

@@ -5,15 +5,23 @@
 //! under the distribution PPO optimises — softmax(logits / temperature), before any top-k/top-p
 //! filtering — so a rollout carries the numbers PPO needs.
 //!
-//! Logits are read back to the host once per step to choose tokens. The read is async because
-//! WebGPU allows no other kind; on the CPU backend the future is ready at once.
+//! Tokens are chosen on the device ([`choose_tokens`]) from uniform draws made up front on the
+//! host from the seed, so a seed fixes the answers on every backend. Rows that reached EOS keep
+//! feeding padding there, and the ids are read back once per [`READ_EVERY`] tokens: on a GPU each
+//! read is a round trip that stalls the queue. The read is async because WebGPU allows no other
+//! kind; on the CPU backend the future is ready at once.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::choose::choose_tokens;
 use crate::device_read::read_f32;
 use crate::gpt::{Gpt, KvCache, left_pad};
+
+/// Generated ids are read back once per this many tokens (and when the last token is made): a row
+/// may run up to this many tokens past its EOS on the device, which costs less than a read.
+pub const READ_EVERY: usize = 8;
 
 /// How to choose tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,154 +110,87 @@ pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, con
     // Each row may grow until its own last position; a long prompt does not shorten the others.
     let limit: Vec<usize> = prompts.iter().map(|p| config.max_new_tokens.min(ctx - p.len())).collect();
     let max_new = limit.iter().copied().max().unwrap_or(0);
+    if max_new == 0 {
+        return Ok(out);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut cache = KvCache::default();
+    let draws: Vec<f32> = (0..n * max_new).map(|_| uniform(&mut rng)).collect();
+    let draws = Tensor::<2>::from_data(TensorData::new(draws, [n, max_new]), &device); // [n, max_new]
+    let column = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [n, 1]), &device);
     let mut positions: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
-    let done = |out: &Generation, row: usize| out.finished[row] || out.tokens[row].len() >= limit[row];
+    let mut stopped = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; n], [n, 1]), &device);
+    let mut cache = KvCache::default();
+    let mut unread: Vec<Tensor<2>> = vec![]; // [n, 3] per token: id, non-finite flag, log-prob
 
     let (ids, pos, mask) = padded.tensors(&device);
     let mut hidden = model.forward_cached(ids, pos, mask, &mut cache); // [n, len, d]
     for step in 0..max_new {
         let t = hidden.dims()[1];
-        let logits = model.logits(hidden.narrow(1, t - 1, 1)); // [n, 1, vocab]
-        let logits = read_f32(logits).await.map_err(SampleError::Device)?;
-        let mut next = Vec::with_capacity(n);
-        for (row, row_logits) in logits.chunks_exact(vocab).enumerate() {
-            if done(&out, row) {
-                next.push(pad as i64);
-                continue;
-            }
-            if row_logits.iter().any(|l| !l.is_finite()) {
-                return Err(SampleError::NonFiniteLogits { step });
-            }
-            let (token, logprob) = choose_token(row_logits, config, &mut rng);
-            out.tokens[row].push(token);
-            out.logprobs[row].push(logprob);
-            out.finished[row] = token == eos;
-            next.push(token as i64);
+        let logits = model.logits(hidden.narrow(1, t - 1, 1)).reshape([n, vocab]);
+        let non_finite = logits.clone().is_finite().bool_not().any_dim(1); // [n, 1]
+        let (token, logprob) = choose_tokens(logits, draws.clone().narrow(1, step, 1), config);
+        let token = token.mask_fill(stopped.clone(), pad as i64); // [n, 1]
+        // An EOS outside the vocabulary is never drawn (and would not fit a GPU's i32 ids).
+        if (eos as usize) < vocab {
+            stopped = stopped.bool_or(token.clone().equal_elem(eos as i64));
         }
-        if (0..n).all(|row| done(&out, row)) {
+        // Ids are below 2^24, so they travel exactly as f32 beside the other two.
+        unread.push(Tensor::cat(vec![token.clone().float(), non_finite.float(), logprob], 1));
+
+        if unread.len() == READ_EVERY || step + 1 == max_new {
+            let first = step + 1 - unread.len();
+            let numbers = read_f32(Tensor::stack::<3>(std::mem::take(&mut unread), 1)).await.map_err(SampleError::Device)?;
+            let steps = numbers.len() / (3 * n);
+            for (row, values) in numbers.chunks_exact(3 * steps).enumerate() {
+                for (s, v) in values.chunks_exact(3).enumerate() {
+                    if out.finished[row] || out.tokens[row].len() >= limit[row] {
+                        break;
+                    }
+                    if v[1] != 0.0 {
+                        return Err(SampleError::NonFiniteLogits { step: first + s });
+                    }
+                    let token = v[0] as u32;
+                    out.tokens[row].push(token);
+                    out.logprobs[row].push(v[2]);
+                    out.finished[row] = token == eos;
+                }
+            }
+            if (0..n).all(|row| out.finished[row] || out.tokens[row].len() >= limit[row]) {
+                break;
+            }
+        }
+        if step + 1 == max_new {
             break;
         }
-        let column = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [n, 1]), &device);
         // Rows that are done keep feeding padding at a valid position; their outputs are ignored.
         let pos = column(positions.iter().map(|&p| p.min(ctx as i64 - 1)).collect());
         positions.iter_mut().for_each(|p| *p += 1);
-        hidden = model.forward_cached(column(next), pos, column(vec![1; n]), &mut cache); // [n, 1, d]
+        hidden = model.forward_cached(token, pos, column(vec![1; n]), &mut cache); // [n, 1, d]
     }
     Ok(out)
 }
 
-/// Picks one token from one row of logits; returns it with its log-prob (see [`Generation`]).
-pub fn choose_token(logits: &[f32], config: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
-    if config.temperature == 0.0 {
-        let best = argmax(logits);
-        return (best as u32, log_softmax(logits, 1.0)[best]);
-    }
-    let logprobs = log_softmax(logits, config.temperature);
-    let mut candidates: Vec<usize> = (0..logits.len()).collect();
-    if config.top_k > 0 || config.top_p < 1.0 {
-        // Most likely first; ties by lower id so the order, and so the draw, is deterministic.
-        candidates.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
-        if config.top_k > 0 {
-            candidates.truncate(config.top_k);
-        }
-        if config.top_p < 1.0 {
-            let mut mass = 0.0;
-            let keep = candidates
-                .iter()
-                .position(|&i| {
-                    mass += logprobs[i].exp();
-                    mass >= config.top_p
-                })
-                .map_or(candidates.len(), |last| last + 1);
-            candidates.truncate(keep);
-        }
-    }
-    let total: f64 = candidates.iter().map(|&i| f64::from(logprobs[i]).exp()).sum();
-    let mut threshold = rng.random::<f64>() * total;
-    for &i in &candidates {
-        threshold -= f64::from(logprobs[i]).exp();
-        if threshold <= 0.0 {
-            return (i as u32, logprobs[i]);
-        }
-    }
-    let last = *candidates.last().expect("at least one candidate");
-    (last as u32, logprobs[last])
-}
-
-fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
-}
-
-/// log softmax(logits / temperature), computed stably in f64.
-pub fn log_softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let t = f64::from(temperature);
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(f64::from(l) / t));
-    let lse = max + logits.iter().map(|&l| (f64::from(l) / t - max).exp()).sum::<f64>().ln();
-    logits.iter().map(|&l| (f64::from(l) / t - lse) as f32).collect()
+/// A uniform draw in (0, 1), never 0 or 1, from the sampler's seeded stream: 24 random bits, centred.
+pub(crate) fn uniform(rng: &mut ChaCha8Rng) -> f32 {
+    ((rng.random::<u32>() >> 8) as f32 + 0.5) / 16_777_216.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(temperature: f32, top_k: usize, top_p: f32) -> SamplingConfig {
-        SamplingConfig { temperature, top_k, top_p, ..Default::default() }
-    }
-
-    #[test]
-    fn greedy_takes_the_largest_logit_with_its_untempered_logprob() {
-        let logits = [0.5, 2.0, -1.0, 2.0];
-        let (token, lp) = choose_token(&logits, &config(0.0, 0, 1.0), &mut ChaCha8Rng::seed_from_u64(0));
-        assert_eq!(token, 1, "ties go to the lower id");
-        assert!((lp - log_softmax(&logits, 1.0)[1]).abs() < 1e-7);
-    }
-
-    #[test]
-    fn top_k_samples_only_among_the_k_most_likely() {
-        let logits = [3.0, 0.0, 2.9, 2.8, -5.0];
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for _ in 0..500 {
-            let (token, _) = choose_token(&logits, &config(5.0, 2, 1.0), &mut rng);
-            assert!(token == 0 || token == 2, "{token}");
-        }
-    }
-
-    #[test]
-    fn top_p_keeps_the_smallest_set_reaching_the_mass() {
-        // probabilities ~ [0.64, 0.24, 0.09, 0.03]: p = 0.8 keeps the first two.
-        let logits = [3.0, 2.0, 1.0, 0.0];
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut seen = [0; 4];
-        for _ in 0..2000 {
-            seen[choose_token(&logits, &config(1.0, 0, 0.8), &mut rng).0 as usize] += 1;
-        }
-        assert!(seen[0] > 0 && seen[1] > 0 && seen[2] == 0 && seen[3] == 0, "{seen:?}");
-    }
-
-    #[test]
-    fn sampling_follows_the_tempered_distribution() {
-        let logits = [1.0, 0.0];
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let draws = 20_000;
-        let ones = (0..draws).filter(|_| choose_token(&logits, &config(0.5, 0, 1.0), &mut rng).0 == 0).count();
-        let expected = 1.0 / (1.0 + (-2.0f64).exp()); // softmax([2, 0])[0]
-        assert!((ones as f64 / draws as f64 - expected).abs() < 0.015);
-    }
-
-    #[test]
-    fn log_softmax_is_normalised_and_stable_for_huge_logits() {
-        let lp = log_softmax(&[1000.0, 1001.0, 999.0], 0.7);
-        let mass: f64 = lp.iter().map(|&l| f64::from(l).exp()).sum();
-        assert!((mass - 1.0).abs() < 1e-6 && lp.iter().all(|l| l.is_finite()));
-    }
-
     #[test]
     fn invalid_settings_are_refused() {
-        assert!(config(-1.0, 0, 1.0).validate().is_err());
-        assert!(config(f32::NAN, 0, 1.0).validate().is_err());
-        assert!(config(1.0, 0, 0.0).validate().is_err());
-        assert!(config(1.0, 0, 1.5).validate().is_err());
+        let config = |temperature, top_p| SamplingConfig { temperature, top_p, ..Default::default() };
+        assert!(config(-1.0, 1.0).validate().is_err());
+        assert!(config(f32::NAN, 1.0).validate().is_err());
+        assert!(config(1.0, 0.0).validate().is_err());
+        assert!(config(1.0, 1.5).validate().is_err());
+    }
+
+    #[test]
+    fn draws_stay_inside_the_open_interval() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert!((0..10_000).map(|_| uniform(&mut rng)).all(|u| u > 0.0 && u < 1.0));
     }
 }

@@ -272,8 +272,9 @@ impl DpoTrainer {
         // 4. Back-propagate sum(grad * logp): the DPO gradient, through the model; skip on NaN/inf.
         let surrogate = (logps * Tensor::from_data(TensorData::new(grad, [policy.len()]), &self.device)).sum();
         let loss_value = if policy.iter().all(|x| x.is_finite()) { loss.loss as f32 } else { f32::NAN };
-        let (model, outcome) =
-            guarded_step(self.policy.clone(), &mut self.optim, lr, surrogate, loss_value, self.settings.max_grad_norm).await?;
+        let (model, _, outcome) =
+            guarded_step(self.policy.clone(), &mut self.optim, lr, surrogate, Some(loss_value), vec![], self.settings.max_grad_norm)
+                .await?;
         self.policy = model;
         match outcome {
             Ok(norm) => stats.grad_norm = norm,

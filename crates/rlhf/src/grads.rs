@@ -1,10 +1,13 @@
 //! Gradient clipping by the global norm (all parameters as one vector), reporting that norm.
 //! burn's own clipping works per parameter and does not say the norm, which training stats need.
-//! A non-finite norm means the update must not happen: [`clip_global_norm`] says so.
+//! A non-finite norm means the update must not happen. On a GPU every read back is a round trip,
+//! so a step reads its numbers once: [`guarded_step`] reads the norm together with whatever the
+//! trainer wants to show, and [`clip_on_device`] clips without reading at all (PPO reads its
+//! minibatches' numbers once per iteration and undoes the iteration when one was not finite).
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 struct SquaredNorms<'a> {
     grads: &'a GradientsParams,
@@ -21,13 +24,13 @@ impl ModuleVisitor for SquaredNorms<'_> {
 
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
-    factor: f64,
+    factor: Tensor<1>,
 }
 
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, g * self.factor);
+            self.grads.register(param.id, g * self.factor.clone().unsqueeze::<D>());
         }
     }
 }
@@ -39,53 +42,58 @@ pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<Ten
     (!visitor.parts.is_empty()).then(|| Tensor::cat(visitor.parts, 0).sum().sqrt())
 }
 
-/// Scales every gradient of `module` by `factor`.
-pub fn scale<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
+/// Scales every gradient of `module` by the one-element `factor`, on the device.
+fn scale<M: Module>(module: &M, grads: &mut GradientsParams, factor: Tensor<1>) {
     module.visit(&mut Scale { grads, factor });
 }
 
-/// The global norm of `grads` (0 when there are none), and the gradients scaled down to
-/// `max_norm` when above it (`max_norm` 0: no clipping). `Err(reason)` when the norm is not finite:
-/// the caller skips the update and keeps its last good weights.
-pub async fn clip_global_norm<M: Module>(
-    module: &M,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-) -> Result<Result<f32, String>, crate::TrainError> {
-    let norm = match global_norm(module, grads) {
-        Some(norm) => crate::read::scalar(norm).await?,
-        None => 0.0,
-    };
-    if !norm.is_finite() {
-        return Ok(Err(format!("gradient norm is {norm}; the update was skipped and the last good weights kept")));
+/// Clips `grads` to the global norm `max_norm` (0: no clipping) without reading anything back, and
+/// returns the norm before clipping (`None` when there are no gradients). A non-finite norm makes
+/// the gradients non-finite too: the caller must check the norm before trusting the update.
+pub fn clip_on_device<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> Option<Tensor<1>> {
+    let norm = global_norm(module, grads)?;
+    if max_norm > 0.0 {
+        // max_norm / norm above 1 means no clipping; a zero norm gives +inf, clamped to 1 too.
+        scale(module, grads, norm.clone().recip().mul_scalar(max_norm).clamp_max(1.0));
     }
-    if max_norm > 0.0 && f64::from(norm) > max_norm {
-        scale(module, grads, max_norm / f64::from(norm));
-    }
-    Ok(Ok(norm))
+    Some(norm)
 }
 
 /// What [`guarded_step`] did: the update and the gradient norm before clipping, or why it was
 /// skipped (the weights unchanged).
 pub type Guarded = Result<f32, String>;
 
-/// One optimizer step of `module` on `loss` (whose value, already read, is `loss_value`), with the
-/// gradient clipped to `max_norm` — unless the loss or its gradient is not finite: then `module`
-/// comes back untouched and the reason says so, and Adam's moments never see the bad numbers.
+/// One optimizer step of `module` on `objective`, with the gradient clipped to `max_norm` — unless
+/// something is not finite: `host_loss` (a loss the trainer computed on the host, checked before
+/// any backward pass), the gradient norm, or one of the numbers in `read_along`. Then `module`
+/// comes back untouched, the reason says so, and Adam's moments never see the bad numbers.
+/// `read_along` (the loss and whatever the trainer reports) is read in the same read as the norm
+/// and returned, in order.
 pub async fn guarded_step<M: Module>(
     module: M,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
-    loss: Tensor<1>,
-    loss_value: f32,
+    objective: Tensor<1>,
+    host_loss: Option<f32>,
+    read_along: Vec<Tensor<1>>,
     max_norm: f64,
-) -> Result<(M, Guarded), crate::TrainError> {
-    if !loss_value.is_finite() {
-        return Ok((module, Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept"))));
+) -> Result<(M, Vec<f32>, Guarded), crate::TrainError> {
+    if let Some(loss) = host_loss.filter(|l| !l.is_finite()) {
+        return Ok((module, vec![], Err(format!("loss is {loss}; the update was skipped and the last good weights kept"))));
     }
-    let mut grads = GradientsParams::from_grads(loss.backward(), &module);
-    match clip_global_norm(&module, &mut grads, max_norm).await? {
-        Ok(norm) => Ok((optimizer.step(lr, module, grads), Ok(norm))),
-        Err(why) => Ok((module, Err(why))),
+    let device = objective.device();
+    let mut grads = GradientsParams::from_grads(objective.backward(), &module);
+    let norm = global_norm(&module, &grads).unwrap_or_else(|| Tensor::zeros([1], &device));
+    let mut numbers = crate::read::values(Tensor::cat([vec![norm], read_along].concat(), 0)).await?;
+    let norm = numbers.remove(0);
+    if let Some(bad) = numbers.iter().find(|x| !x.is_finite()) {
+        return Ok((module, numbers.clone(), Err(format!("loss is {bad}; the update was skipped and the last good weights kept"))));
     }
+    if !norm.is_finite() {
+        return Ok((module, numbers, Err(format!("gradient norm is {norm}; the update was skipped and the last good weights kept"))));
+    }
+    if max_norm > 0.0 && f64::from(norm) > max_norm {
+        scale(&module, &mut grads, Tensor::from_data(TensorData::new(vec![(max_norm / f64::from(norm)) as f32], [1]), &device));
+    }
+    Ok((optimizer.step(lr, module, grads), numbers, Ok(norm)))
 }

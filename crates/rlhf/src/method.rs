@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn group_defaults_spell_out_each_methods_beta() {
-        assert_eq!(Method::Grpo.default_settings()["beta"], 0.0);
+        assert_eq!(Method::Grpo.default_settings()["beta"], 0.04);
         assert_eq!(Method::Rloo.default_settings()["beta"], 0.05);
         assert_eq!(Method::Rloo.group_config(&serde_json::Value::Null).unwrap().method, GroupMethod::Rloo);
         let out_of_range = Method::Grpo.group_config(&serde_json::json!({"samples_per_prompt": 1})).unwrap_err().to_string();

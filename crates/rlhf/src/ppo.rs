@@ -28,7 +28,7 @@ use web_time::Instant;
 
 use crate::checkpoint::{TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
-use crate::grads::clip_global_norm;
+use crate::grads::clip_on_device;
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
 use crate::order::epoch_order;
 use crate::parallel::both;
@@ -37,7 +37,7 @@ use crate::ppo_math::{
     AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
 };
 use crate::read::values as read_values;
-use crate::rollout::{RolloutBatch, ScoredRollout, response_logprobs, response_values, sample_and_score, to_rows};
+use crate::rollout::{RolloutBatch, ScoredRollout, response_logprobs, response_values, sample_and_score};
 
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -315,15 +315,16 @@ impl PpoTrainer {
             top_p: 1.0,
             seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
         };
-        let rollout = sample_and_score(&self.policy.valid(), &self.reference, &self.reward, &owned, &sampling, self.eos, self.pad).await?;
-        let ScoredRollout { batch, post, generated, logprobs, ref_logprobs, entropy, scores, rollout_secs, scoring_secs } = rollout;
+        let value = self.value.valid();
+        let rollout =
+            sample_and_score(&self.policy.valid(), &self.reference, &self.reward, Some(&value), &owned, &sampling, self.eos, self.pad)
+                .await?;
+        let ScoredRollout { batch, post, generated, logprobs, ref_logprobs, entropy, scores, values, rollout_secs, scoring_secs } = rollout;
+        let values = values.unwrap_or_default();
         stats.sample_prompt = owned[0].clone();
         stats.sample_response = generated[0].clone();
         stats.rollout_secs = rollout_secs;
-        // The value model's estimates before each answer token.
         let start = Instant::now();
-        let rows: Vec<usize> = (0..batch.rows).collect();
-        let values = to_rows(response_values(&self.value.valid(), &batch, &rows, &self.device)).await?;
 
         // 4-5. Per-token KL penalty, score at the end, GAE, whitened advantages.
         let advantage_config = AdvantageConfig {
@@ -361,32 +362,41 @@ impl PpoTrainer {
         }
         self.last_good = (self.policy.clone(), self.value.clone());
 
-        // 6. K epochs of minibatches: clipped policy and value losses (+ PPO-ptx).
+        // 6. K epochs of minibatches: clipped policy and value losses (+ PPO-ptx). Their numbers
+        //    stay on the device until the last minibatch, then come back in one read; if one was
+        //    not finite, the whole update is undone, Adam's moments included.
         let start = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ (self.iteration as u64) ^ 0x5151);
         let old_logprobs = logprobs;
-        let (mut sums, mut updates) = (MinibatchStats::default(), 0usize);
-        for epoch in 0..s.ppo_epochs {
+        let optimizers = (self.policy_optim.clone(), self.value_optim.clone());
+        let mut measured = vec![];
+        for _ in 0..s.ppo_epochs {
             let mut order: Vec<usize> = (0..batch.rows).collect();
             order.shuffle(&mut rng);
-            for (m, minibatch) in order.chunks(s.minibatch_size).enumerate() {
-                let numbers = self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, updates).await;
-                let numbers = match numbers {
-                    Ok(x) => x,
-                    Err(UpdateError::Diverged(why)) => {
-                        self.restore();
-                        stats.restored = Some(format!("{why}; restored the policy of the last healthy iteration"));
-                        return Ok(stats);
-                    }
-                    Err(UpdateError::Train(e)) => return Err(e),
-                };
-                if epoch == 0 && m == 0 {
-                    stats.first_minibatch_max_log_ratio = numbers.max_log_ratio;
-                    stats.first_minibatch_clipfrac = numbers.pg_clipfrac;
-                }
-                sums.add(&numbers);
-                updates += 1;
+            for minibatch in order.chunks(s.minibatch_size) {
+                measured.push(self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, measured.len()));
             }
+        }
+        let updates = measured.len();
+        let numbers = if measured.is_empty() { vec![] } else { read_values(Tensor::cat(measured, 0)).await? };
+        let minibatches: Vec<MinibatchStats> = numbers.chunks_exact(MinibatchStats::COUNT).map(MinibatchStats::from_numbers).collect();
+        if let Some((m, bad)) = minibatches.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+            (self.policy_optim, self.value_optim) = optimizers;
+            self.restore();
+            stats.restored = Some(format!(
+                "minibatch {} of the update gave a non-finite loss or gradient (loss {}, gradient norms {} and {}); restored the policy of the last healthy iteration",
+                m + 1,
+                bad.loss,
+                bad.policy_grad_norm,
+                bad.value_grad_norm
+            ));
+            return Ok(stats);
+        }
+        let mut sums = MinibatchStats::default();
+        minibatches.iter().for_each(|m| sums.add(m));
+        if let Some(first) = minibatches.first() {
+            stats.first_minibatch_max_log_ratio = first.max_log_ratio;
+            stats.first_minibatch_clipfrac = first.pg_clipfrac;
         }
         let n = updates.max(1) as f64;
         (stats.pg_loss, stats.pg_clipfrac, stats.approx_kl, stats.vf_loss, stats.vf_clipfrac) =
@@ -402,9 +412,10 @@ impl PpoTrainer {
         Ok(stats)
     }
 
-    /// One minibatch update, and what it measured before updating.
+    /// One minibatch update, and what it measured before updating, still on the device (see
+    /// [`MinibatchStats::from_numbers`]).
     #[allow(clippy::too_many_arguments)]
-    async fn update(
+    fn update(
         &mut self,
         batch: &RolloutBatch,
         rows: &[usize],
@@ -414,7 +425,7 @@ impl PpoTrainer {
         valid_p1: &[Vec<bool>],
         lr: f64,
         update_index: usize,
-    ) -> Result<MinibatchStats, UpdateError> {
+    ) -> Tensor<1> {
         let s = &self.settings;
         let device = &self.device;
         let pick = |r: &Rows| floats(rows.iter().map(|&i| r[i].clone()).collect(), device);
@@ -453,20 +464,14 @@ impl PpoTrainer {
             both(policy_part, value_part);
         let loss = policy_loss + vf_loss.clone() * s.vf_coef;
 
-        // One read for all seven numbers: on a GPU each read is a round trip.
-        let numbers = Tensor::cat(vec![loss, policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max], 0);
-        let [loss_value, pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac, max_log_ratio] =
-            <[f32; 7]>::try_from(read_values(numbers).await?).map_err(|_| TrainError::Device("expected 7 numbers".into()))?.map(f64::from);
-        let out = MinibatchStats { pg_loss, pg_clipfrac, approx_kl, vf_loss, vf_clipfrac, max_log_ratio };
-        if !loss_value.is_finite() || !out.is_finite() {
-            return Err(UpdateError::Diverged(format!("the PPO loss is {loss_value}")));
-        }
-
-        clip_global_norm(&self.policy, &mut policy_grads, s.max_grad_norm).await?.map_err(UpdateError::Diverged)?;
-        clip_global_norm(&self.value, &mut value_grads, s.max_grad_norm).await?.map_err(UpdateError::Diverged)?;
+        let zero = || Tensor::<1>::zeros([1], device);
+        let policy_norm = clip_on_device(&self.policy, &mut policy_grads, s.max_grad_norm).unwrap_or_else(zero);
+        let value_norm = clip_on_device(&self.value, &mut value_grads, s.max_grad_norm).unwrap_or_else(zero);
         self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
         self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
-        Ok(out)
+        let numbers =
+            vec![loss, policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max, policy_norm, value_norm];
+        Tensor::cat(numbers.into_iter().map(|x| x.detach()).collect(), 0)
     }
 
     fn restore(&mut self) {
@@ -477,6 +482,7 @@ impl PpoTrainer {
 /// What one minibatch measured before its update.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct MinibatchStats {
+    loss: f64,
     pg_loss: f64,
     pg_clipfrac: f64,
     approx_kl: f64,
@@ -484,9 +490,29 @@ struct MinibatchStats {
     vf_clipfrac: f64,
     /// Largest |log ratio| between the trained forward and the rollout's log-probs.
     max_log_ratio: f64,
+    policy_grad_norm: f64,
+    value_grad_norm: f64,
 }
 
 impl MinibatchStats {
+    /// Numbers per minibatch, in the order [`PpoTrainer::update`] lays them out.
+    const COUNT: usize = 9;
+
+    fn from_numbers(n: &[f32]) -> Self {
+        let n: Vec<f64> = n.iter().map(|&x| f64::from(x)).collect();
+        Self {
+            loss: n[0],
+            pg_loss: n[1],
+            pg_clipfrac: n[2],
+            approx_kl: n[3],
+            vf_loss: n[4],
+            vf_clipfrac: n[5],
+            max_log_ratio: n[6],
+            policy_grad_norm: n[7],
+            value_grad_norm: n[8],
+        }
+    }
+
     fn add(&mut self, other: &Self) {
         self.pg_loss += other.pg_loss;
         self.pg_clipfrac += other.pg_clipfrac;
@@ -497,18 +523,19 @@ impl MinibatchStats {
     }
 
     fn is_finite(&self) -> bool {
-        [self.pg_loss, self.pg_clipfrac, self.approx_kl, self.vf_loss, self.vf_clipfrac, self.max_log_ratio].iter().all(|x| x.is_finite())
-    }
-}
-
-enum UpdateError {
-    Diverged(String),
-    Train(TrainError),
-}
-
-impl From<TrainError> for UpdateError {
-    fn from(e: TrainError) -> Self {
-        Self::Train(e)
+        [
+            self.loss,
+            self.pg_loss,
+            self.pg_clipfrac,
+            self.approx_kl,
+            self.vf_loss,
+            self.vf_clipfrac,
+            self.max_log_ratio,
+            self.policy_grad_norm,
+            self.value_grad_norm,
+        ]
+        .iter()
+        .all(|x| x.is_finite())
     }
 }
 

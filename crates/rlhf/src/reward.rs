@@ -17,7 +17,7 @@ use crate::checkpoint::TrainError;
 use crate::grads::guarded_step;
 use crate::losses::{PreferencePairs, preference_loss};
 use crate::rankings::TokenRanking;
-use crate::read::{scalar as read, values as read_values};
+use crate::read::values as read_values;
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
 /// few dozen rankings.
@@ -183,13 +183,16 @@ impl RewardTrainer {
 
         let (rewards, pairs) = score_rankings(&self.model, &chosen, self.pad, &self.device);
         let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef);
-        let loss_value = read(loss.clone()).await?;
-        let accuracy = pair_accuracy(&read_values(rewards).await?, &pairs);
+        // The loss and the rewards come back in the one read the step makes, with the gradient norm.
+        let read_along = vec![loss.clone().detach(), rewards.detach()];
+        let (model, numbers, outcome) =
+            guarded_step(self.model.clone(), &mut self.optim, lr, loss, None, read_along, self.settings.max_grad_norm).await?;
+        self.model = model;
         let mut stats = RewardStepStats {
             step: self.step,
             epoch: epoch + 1,
-            loss: loss_value,
-            accuracy,
+            loss: numbers.first().copied().unwrap_or(f32::NAN),
+            accuracy: pair_accuracy(numbers.get(1..).unwrap_or_default(), &pairs),
             lr,
             grad_norm: f32::NAN,
             pairs: pairs.len(),
@@ -198,8 +201,6 @@ impl RewardTrainer {
             held_out: None,
             skipped: None,
         };
-        let (model, outcome) = guarded_step(self.model.clone(), &mut self.optim, lr, loss, loss_value, self.settings.max_grad_norm).await?;
-        self.model = model;
         match outcome {
             Ok(norm) => stats.grad_norm = norm,
             Err(reason) => {
@@ -229,9 +230,11 @@ pub async fn evaluate(model: &ScalarModel, rankings: &[TokenRanking], batch_size
     for chunk in rankings.chunks(batch_size.max(1)) {
         let refs: Vec<&TokenRanking> = chunk.iter().collect();
         let (rewards, batch_pairs) = score_rankings(model, &refs, pad, &device);
+        // One read per batch: its loss, then its rewards.
+        let numbers = read_values(Tensor::cat(vec![preference_loss(rewards.clone(), &batch_pairs, 0.0), rewards], 0)).await?;
         // The batch loss averages its rankings; weight it back up to a sum over rankings.
-        loss += f64::from(read(preference_loss(rewards.clone(), &batch_pairs, 0.0)).await?) * chunk.len() as f64;
-        correct += f64::from(pair_accuracy(&read_values(rewards).await?, &batch_pairs)) * batch_pairs.len() as f64;
+        loss += f64::from(numbers[0]) * chunk.len() as f64;
+        correct += f64::from(pair_accuracy(&numbers[1..], &batch_pairs)) * batch_pairs.len() as f64;
         pairs += batch_pairs.len();
     }
     Ok(PairEval { loss: (loss / rankings.len().max(1) as f64) as f32, accuracy: (correct / pairs.max(1) as f64) as f32, pairs })

@@ -123,15 +123,20 @@ pub(crate) struct ScoredRollout {
     pub(crate) ref_logprobs: Rows,
     pub(crate) entropy: Rows,
     pub(crate) scores: Vec<f64>,
+    /// The value model's estimate before each answer token, when one was given.
+    pub(crate) values: Option<Rows>,
     pub(crate) rollout_secs: f64,
     pub(crate) scoring_secs: f64,
 }
 
-/// Samples answers to `prompts` from `policy` and scores them (see [`ScoredRollout`]).
+/// Samples answers to `prompts` from `policy` and scores them (see [`ScoredRollout`]), with
+/// `value`'s estimates too when given. The scores come back in one read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn sample_and_score(
     policy: &Gpt,
     reference: &Gpt,
     reward: &ScalarModel,
+    value: Option<&ScalarModel>,
     prompts: &[Vec<u32>],
     sampling: &SamplingConfig,
     eos: u32,
@@ -158,9 +163,19 @@ pub(crate) async fn sample_and_score(
             (ref_logprobs, tinyrlhf_model::gather_positions(reward.forward(ids, positions, Some(mask)), &ends))
         },
     );
-    let (logprobs, ref_logprobs) = (to_rows(logprobs).await?, to_rows(ref_logprobs).await?);
-    let entropy = to_rows(entropy.expect("asked for")).await?;
-    let scores: Vec<f64> = read_values(scores).await?.into_iter().map(f64::from).collect();
+    let values = value.map(|v| response_values(v, &batch, &rows, &device));
+    // One read: [rows, response_len] each of log-probs, reference log-probs, entropy (and values),
+    // then the score, side by side.
+    let [n, t] = logprobs.dims();
+    let mut parts = vec![logprobs, ref_logprobs, entropy.expect("asked for")];
+    parts.extend(values);
+    let has_values = parts.len() == 4;
+    parts.push(scores.reshape([n, 1]));
+    let mut columns = split_columns(to_rows(Tensor::cat(parts, 1)).await?, t).into_iter();
+    let mut next = || columns.next().unwrap_or_default();
+    let (logprobs, ref_logprobs, entropy) = (next(), next(), next());
+    let values = has_values.then(&mut next);
+    let scores = next().into_iter().flatten().collect();
     Ok(ScoredRollout {
         batch,
         post,
@@ -169,6 +184,7 @@ pub(crate) async fn sample_and_score(
         ref_logprobs,
         entropy,
         scores,
+        values,
         rollout_secs,
         scoring_secs: start.elapsed().as_secs_f64(),
     })
@@ -254,6 +270,19 @@ pub async fn explain_response(
         prompt_score: by_position[batch.query_len - 1],
         prefix_scores: by_position[batch.query_len..batch.query_len + n].to_vec(),
     })
+}
+
+/// Rows laid out as blocks of `width` columns, then one last column, split into those blocks.
+fn split_columns(rows: Rows, width: usize) -> Vec<Rows> {
+    let blocks = rows.first().map_or(0, |r| (r.len() - 1) / width.max(1));
+    let mut out: Vec<Rows> = vec![vec![]; blocks + 1];
+    for row in rows {
+        for (b, block) in out.iter_mut().enumerate() {
+            let cols = if b < blocks { b * width..(b + 1) * width } else { blocks * width..row.len() };
+            block.push(row[cols].to_vec());
+        }
+    }
+    out
 }
 
 pub(crate) async fn to_rows(t: Tensor<2>) -> Result<Rows, TrainError> {

@@ -193,18 +193,19 @@ impl SupervisedTrainer {
 
         let logits = self.model.logits(self.model.forward(batch.inputs, batch.positions, None));
         let loss = lm_loss(logits, batch.targets, batch.weights);
-        let loss_value = read(loss.clone()).await?;
+        let (model, numbers, outcome) =
+            guarded_step(self.model.clone(), &mut self.optim, lr, loss.clone(), None, vec![loss.detach()], self.settings.max_grad_norm)
+                .await?;
+        self.model = model;
         let mut stats = StepStats {
             step: self.step,
-            loss: loss_value,
+            loss: numbers.first().copied().unwrap_or(f32::NAN),
             lr,
             grad_norm: f32::NAN,
             tokens: batch.target_tokens,
             tokens_per_sec: 0.0,
             skipped: None,
         };
-        let (model, outcome) = guarded_step(self.model.clone(), &mut self.optim, lr, loss, loss_value, self.settings.max_grad_norm).await?;
-        self.model = model;
         match outcome {
             Ok(norm) => stats.grad_norm = norm,
             Err(reason) => {
