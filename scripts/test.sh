@@ -29,6 +29,11 @@ cargo fmt --all --check
 step "rust tests"
 cargo test --workspace --locked --exclude tinyrlhf-web --exclude tinyrlhf-xtask
 
+# The native GPU backend is not built in CI (no GPU, and ~30 minutes of codegen): checking it proves
+# the `wgpu` feature still compiles, for about 2 minutes cold.
+step "native wgpu backend compiles (cargo check)"
+cargo check -p tinyrlhf-cli --features wgpu --locked
+
 # The web crate links every library crate, so this build is also the proof that they build for wasm32.
 step "the page: wasm, glue, front end"
 bash scripts/build-web.sh

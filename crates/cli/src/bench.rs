@@ -187,7 +187,7 @@ fn print_table(backend: Backend, preset: &str, config: &GptConfig, f: &Figures) 
     );
     for g in &f.generate {
         println!(
-            "  generate    batch {} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)   {:.0} device reads per token",
+            "  generate    batch {} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)   {:.3} device reads per token",
             g.batch,
             g.new_tokens,
             g.kv_cache_tok_s,
