@@ -427,6 +427,19 @@ fn a_zero_save_period_and_a_zero_kl_target_are_refused_with_a_message() {
 }
 
 #[test]
+fn a_gpu_backend_that_cannot_start_is_an_error_naming_it_and_the_cpu_way_out() {
+    let dir = fresh_dir("backend");
+    // This test binary is built without the GPU features: the same path a missing driver takes.
+    for backend in ["wgpu", "cuda"] {
+        let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--backend", backend, "--out", "p"], &dir);
+        assert!(stderr.contains(&format!("--backend {backend}:")) && stderr.contains("`--backend cpu`"), "{stderr}");
+        assert!(stderr.contains(&format!("--features {backend}")), "says how to build it: {stderr}");
+        assert!(!dir.join("p").exists(), "nothing may be written");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     let dir = fresh_dir("bench");
     let out = tinyrlhf(
