@@ -325,7 +325,7 @@ $('forget-training').addEventListener('click', async () => {
 const forTests = {
   trap: () => call({ type: 'trap' }).catch((e: Error) => e.message),
   loseDevice: () => call({ type: 'loseDevice' }).catch((e: Error) => e.message),
-  sample: (prompt: string, k: number, seed: number) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens: 24, seed }),
+  sample: (prompt: string, k: number, seed: number) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens: 8, seed }),
 };
 (window as unknown as { tinyrlhf: typeof app & typeof forTests }).tinyrlhf = Object.assign(app, forTests);
 start();

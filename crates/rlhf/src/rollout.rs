@@ -169,9 +169,9 @@ pub(crate) async fn sample_and_score(
     let [n, t] = logprobs.dims();
     let mut parts = vec![logprobs, ref_logprobs, entropy.expect("asked for")];
     parts.extend(values);
-    let has_values = parts.len() == 4;
+    let (has_values, blocks) = (parts.len() == 4, parts.len());
     parts.push(scores.reshape([n, 1]));
-    let mut columns = split_columns(to_rows(Tensor::cat(parts, 1)).await?, t).into_iter();
+    let mut columns = split_columns(to_rows(Tensor::cat(parts, 1)).await?, t, blocks).into_iter();
     let mut next = || columns.next().unwrap_or_default();
     let (logprobs, ref_logprobs, entropy) = (next(), next(), next());
     let values = has_values.then(&mut next);
@@ -272,9 +272,8 @@ pub async fn explain_response(
     })
 }
 
-/// Rows laid out as blocks of `width` columns, then one last column, split into those blocks.
-fn split_columns(rows: Rows, width: usize) -> Vec<Rows> {
-    let blocks = rows.first().map_or(0, |r| (r.len() - 1) / width.max(1));
+/// Rows laid out as `blocks` blocks of `width` columns, then the rest, split into those blocks.
+fn split_columns(rows: Rows, width: usize, blocks: usize) -> Vec<Rows> {
     let mut out: Vec<Rows> = vec![vec![]; blocks + 1];
     for row in rows {
         for (b, block) in out.iter_mut().enumerate() {
