@@ -20,8 +20,7 @@ impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Backend::Cpu => "cpu (flex)",
-            Backend::Wgpu => "wgpu",
-            Backend::Cuda => "cuda",
+            gpu => gpu.name(),
         })
     }
 }

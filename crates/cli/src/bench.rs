@@ -397,7 +397,7 @@ fn reward_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Itera
     use tinyrlhf_rlhf::{RewardConfig, RewardTrainer};
     let settings = RewardConfig::default();
     let rankings = rankings(settings.batch_size, config.vocab_size);
-    let answers = 4 * settings.batch_size.min(rankings.len());
+    let answers = 4 * rankings.len();
     // One step per epoch: every epoch is the same 8 rankings.
     let settings = RewardConfig { epochs: runs + 1, batch_size: rankings.len(), ..settings };
     let mut trainer = RewardTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings).map_err(|e| e.to_string())?;

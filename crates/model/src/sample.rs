@@ -118,6 +118,7 @@ pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, con
     let draws = Tensor::<2>::from_data(TensorData::new(draws, [n, max_new]), &device); // [n, max_new]
     let column = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [n, 1]), &device);
     let mut positions: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let done = |out: &Generation, row: usize| out.finished[row] || out.tokens[row].len() >= limit[row];
     let mut stopped = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; n], [n, 1]), &device);
     let mut cache = KvCache::default();
     let mut unread: Vec<Tensor<2>> = vec![]; // [n, 3] per token: id, non-finite flag, log-prob
@@ -143,7 +144,7 @@ pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, con
             let steps = numbers.len() / (3 * n);
             for (row, values) in numbers.chunks_exact(3 * steps).enumerate() {
                 for (s, v) in values.chunks_exact(3).enumerate() {
-                    if out.finished[row] || out.tokens[row].len() >= limit[row] {
+                    if done(&out, row) {
                         break;
                     }
                     if v[1] != 0.0 {
@@ -155,7 +156,7 @@ pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, con
                     out.finished[row] = token == eos;
                 }
             }
-            if (0..n).all(|row| out.finished[row] || out.tokens[row].len() >= limit[row]) {
+            if (0..n).all(|row| done(&out, row)) {
                 break;
             }
         }
