@@ -1,6 +1,7 @@
 //! tinyrlhf in the browser: the thin layer between the page's Web Worker and the library crates.
 //! This file loads models and samples; `training.rs` trains (reward model, then PPO, GRPO, RLOO or
-//! DPO step by step); `inspect.rs` explains and compares.
+//! DPO step by step); `inspect.rs` explains and compares; `peers.rs` lets the page's workers train
+//! one run together.
 //!
 //! Boundary: bytes and JSON strings in, JSON strings out; every error is a `JsError` with a message
 //! a person can read. The worker fetches files and owns this module; the page never touches it.
@@ -20,9 +21,11 @@ use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, check_same_shape, 
 use wasm_bindgen::prelude::*;
 
 mod inspect;
+mod peers;
 mod sft;
 mod training;
 
+pub use peers::worker_count;
 pub use training::defaults;
 
 #[wasm_bindgen(start)]
@@ -53,6 +56,8 @@ pub(crate) struct State {
     policies: BTreeMap<String, Gpt>,
     run: Option<training::Run>,
     sft_run: Option<sft::SftRun>,
+    /// The workers that train together (`peers.rs`); none: this one alone.
+    peers: Option<Rc<dyn tinyrlhf_rlhf::Peers>>,
 }
 
 impl State {

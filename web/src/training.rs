@@ -46,6 +46,15 @@ impl Run {
         }
     }
 
+    /// Trains together with `peers` (the other workers' copies of this run).
+    fn set_peers(&mut self, peers: Rc<dyn tinyrlhf_rlhf::Peers>) {
+        match &mut self.trainer {
+            Trainer::Ppo(t) => t.set_peers(peers),
+            Trainer::Group(t) => t.set_peers(peers),
+            Trainer::Dpo(t) => t.set_peers(peers),
+        }
+    }
+
     /// The KL leash (DPO: its beta), moved between steps.
     fn set_beta(&mut self, beta: f64) -> Result<(), JsError> {
         match &mut self.trainer {
@@ -141,9 +150,12 @@ impl Session {
         let RankingSet { train, held_out, .. } = set;
         self.device.seed(settings.seed);
         let pad = model.tokenizer.special_ids().pad;
-        let trainer = RewardTrainer::new(model.gpt.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
+        let mut trainer = RewardTrainer::new(model.gpt.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
         info["steps"] = trainer.total_steps().into();
         let mut state = self.state.borrow_mut();
+        if let Some(peers) = &state.peers {
+            trainer.set_peers(peers.clone());
+        }
         state.reward_trainer = Some(trainer);
         state.calibration = calibration;
         Ok(info.to_string())
@@ -227,7 +239,11 @@ impl Session {
                     Trainer::Dpo(Box::new(trainer))
                 }
             };
-            state.borrow_mut().run = Some(Run { method, trainer });
+            let mut run = Run { method, trainer };
+            if let Some(peers) = state.borrow().peers.clone() {
+                run.set_peers(peers);
+            }
+            state.borrow_mut().run = Some(run);
             json_value(&plan)
         })
     }
@@ -236,6 +252,8 @@ impl Session {
     /// value is refused and the run stays as it was). Resolves to its stats (named as the method
     /// names them) with `done`, and `sample` (the first answer of the rollout, as text) for the
     /// sampling methods. The method's policy after the step replaces the one kept under its name.
+    /// A step that fails (a worker stopped mid-update) ends the run and keeps the policy of the
+    /// last completed step: the failed one may have moved part of the weights.
     #[wasm_bindgen(js_name = trainStep)]
     pub fn train_step(&self, beta: Option<f64>) -> js_sys::Promise {
         let state = self.state.clone();
@@ -245,13 +263,11 @@ impl Session {
                 state.borrow_mut().run.as_mut().ok_or_else(|| js("no training run has been started"))?.set_beta(beta)?;
             }
             let mut run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
-            let result = run.step(&model).await;
-            {
-                let mut s = state.borrow_mut();
-                s.policies.insert(run.method.name().to_string(), run.policy());
-                s.run = Some(run);
-            }
-            json_value(&result?)
+            let stats = run.step(&model).await?;
+            let mut s = state.borrow_mut();
+            s.policies.insert(run.method.name().to_string(), run.policy());
+            s.run = Some(run);
+            json_value(&stats)
         })
     }
 

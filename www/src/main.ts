@@ -185,14 +185,17 @@ onFatal((why) => void recover(why));
 async function start(force: string | null = new URLSearchParams(location.search).get('backend')) {
   let ready: Ready;
   try {
-    ready = await call({ type: 'init', force, models: new URL('models/', document.baseURI).href });
+    const workers = Number(new URLSearchParams(location.search).get('workers')) || null;
+    ready = await call({ type: 'init', force, models: new URL('models/', document.baseURI).href, workers });
   } catch (e) {
     ui.backend.textContent = 'failed to start';
     show(ui.notice, `The model could not be loaded: ${(e as Error).message}`, 'error');
     return;
   }
   document.body.dataset.backend = ready.backend;
-  ui.backend.textContent = `${ready.backend === 'webgpu' ? `WebGPU · ${ready.device}` : 'CPU (wasm)'}${ready.measure ? ` · ${ready.reason}` : ''}`;
+  const cpu = `CPU (wasm) · ${ready.workers} worker${ready.workers === 1 ? '' : 's'}`;
+  ui.backend.textContent = `${ready.backend === 'webgpu' ? `WebGPU · ${ready.device}` : cpu}${ready.measure ? ` · ${ready.reason}` : ''}`;
+  document.body.dataset.workers = String(ready.workers);
   ui.backend.title = ready.reason;
   app.limits = ready.limits;
   ui.k.max = String(ready.limits.max_completions);
@@ -325,6 +328,8 @@ $('forget-training').addEventListener('click', async () => {
 const forTests = {
   trap: () => call({ type: 'trap' }).catch((e: Error) => e.message),
   loseDevice: () => call({ type: 'loseDevice' }).catch((e: Error) => e.message),
+  workerCopies: (which: string) => call({ type: 'workerCopies', which }),
+  trapHelper: (exchange: number) => call({ type: 'trapHelper', exchange }),
   sample: (prompt: string, k: number, seed: number) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens: 8, seed }),
 };
 (window as unknown as { tinyrlhf: typeof app & typeof forTests }).tinyrlhf = Object.assign(app, forTests);

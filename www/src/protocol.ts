@@ -40,6 +40,8 @@ export interface Ready {
   reason: string;
   /** Whether the backend was chosen by timing both (the reason then gives the figures). */
   measure?: boolean;
+  /** Workers (wasm instances, one per core) training together on the CPU backend; 1 on WebGPU. */
+  workers: number;
   model: ModelInfo;
   /** The person's own model's name, or null for the shipped one. */
   modelName: string | null;
@@ -181,7 +183,8 @@ export interface Evaluation {
 }
 
 export type Request =
-  | { type: 'init'; force: string | null; models: string }
+  /** `workers`: the page's `?workers=N` (else one per core but one, decided in Rust). */
+  | { type: 'init'; force: string | null; models: string; workers: number | null }
   | { type: 'sample'; which: Which; prompt: string; k: number; temperature: number; maxNewTokens: number; seed: number }
   | { type: 'rankForMe'; labeler: string; prompt: string; completions: string[] }
   | { type: 'strictRanking'; labeler: string; prompt: string; completions: string[] }
@@ -214,7 +217,11 @@ export type Request =
   /** For the browser tests only: traps the wasm module, as a panic would. */
   | { type: 'trap' }
   /** For the browser tests only: destroys the worker's GPU device, as a lost or reset GPU would. */
-  | { type: 'loseDevice' };
+  | { type: 'loseDevice' }
+  /** For the browser tests only: whether every worker holds the same bytes of a model ('reward' or a policy). */
+  | { type: 'workerCopies'; which: string }
+  /** For the browser tests only: helper worker 2 traps during its `exchange`-th exchange from now. */
+  | { type: 'trapHelper'; exchange: number };
 
 export interface Responses {
   init: Ready;
@@ -246,6 +253,8 @@ export interface Responses {
   memory: { wasm: number; heap: number | null };
   trap: null;
   loseDevice: null;
+  workerCopies: { workers: number; identical: boolean };
+  trapHelper: null;
 }
 
 export type Envelope = { id: number } & Request;

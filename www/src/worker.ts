@@ -2,9 +2,10 @@
 // the backend: WebGPU on a hardware adapter, else burn's CPU backend in wasm; `?backend=` forces.
 // Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB).
-import init, { Session, checkRanking, defaults, limits, parseDemonstrations, parsePrompts, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests } from './wasm/tinyrlhf_web.js';
+import init, { Session, checkRanking, defaults, limits, parseDemonstrations, parsePrompts, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from './wasm/tinyrlhf_web.js';
 import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
 import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
+import { Team } from './team';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -16,6 +17,10 @@ let heldOut: string[] = [];
 /** The person's prompts, which PPO, GRPO and RLOO then also train on. */
 let ownPrompts: string[] | null = null;
 let tokenizerJson = '';
+/** The SFT model's files as the session holds them (with the weights SFT here gave it): what helper workers load. */
+let folderNow: ModelFolder | null = null;
+/** On the CPU backend, the helper workers training alongside this one (null: this one alone). */
+let team: Team | null = null;
 
 function post(reply: Reply) {
   self.postMessage(reply);
@@ -122,7 +127,7 @@ async function measured(gpuSession: Session, choice: Choice): Promise<[Session, 
   return [cpuSession, { backend: 'cpu', device: 'CPU (wasm)', reason: `measured ${figures} on ${choice.device}: the CPU is faster`, measure: true }];
 }
 
-async function start(force: string | null, models: string): Promise<Ready> {
+async function start(force: string | null, models: string, workers: number | null): Promise<Ready> {
   modelDir = models;
   wasmMemory = (await init()).memory;
   Object.assign(settings, JSON.parse(defaults()));
@@ -139,7 +144,10 @@ async function start(force: string | null, models: string): Promise<Ready> {
   const s = session;
   const dropped: string[] = [];
   const { folder, base, modelName, model, tunedHere } = await loadModel(s, dropped);
+  folderNow = folder;
   const config = folder.config;
+  const count = choice.backend === 'cpu' ? workerCount(navigator.hardwareConcurrency || 1, workers ?? undefined, model.parameters) : 1;
+  team = count > 1 ? new Team(count) : null;
   s.loadBase(config, base);
   const saved = await load<{ name: string; prompts: string[] }>(PROMPTS);
   ownPrompts = saved?.prompts ?? null;
@@ -160,6 +168,7 @@ async function start(force: string | null, models: string): Promise<Ready> {
   const demos = await load<unknown[]>(DEMOS);
   return {
     ...choice,
+    workers: count,
     model,
     modelName,
     tunedHere,
@@ -202,6 +211,7 @@ function loadFolder(s: Session, f: ModelFolder): ModelInfo {
 }
 
 interface Loaded {
+  /** The files the session loaded (the weights SFT here gave the model, when it has). */
   folder: ModelFolder;
   /** The model the compare view contrasts: the person's model before SFT here; the shipped base. */
   base: Uint8Array;
@@ -219,7 +229,7 @@ async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
   const own = await load<{ name: string; files: ModelFolder }>(OWN_MODEL);
   if (own) {
     try {
-      return { folder: own.files, base: own.files.weights, modelName: own.name, ...(await loadTuned(s, own.files, dropped)) };
+      return { base: own.files.weights, modelName: own.name, ...(await loadTuned(s, own.files, dropped)) };
     } catch (e) {
       if (isFatal(e)) throw e;
       await forget([OWN_MODEL, ...tunedKeys()]);
@@ -233,22 +243,23 @@ async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
     fetchBytes('base/model.safetensors'),
   ]);
   const folder = { config, weights, tokenizer };
-  return { folder, base, modelName: null, ...(await loadTuned(s, folder, dropped)) };
+  return { base, modelName: null, ...(await loadTuned(s, folder, dropped)) };
 }
 
 /** `folder` with the weights tuned here on the person's demonstrations, else its own. */
-async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Promise<{ model: ModelInfo; tunedHere: boolean }> {
+async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Promise<{ folder: ModelFolder; model: ModelInfo; tunedHere: boolean }> {
   const tuned = await load<unknown>(SFT_WEIGHTS);
   if (tuned instanceof Uint8Array) {
     try {
-      return { model: loadFolder(s, { ...folder, weights: tuned }), tunedHere: true };
+      const withTuned = { ...folder, weights: tuned };
+      return { folder: withTuned, model: loadFolder(s, withTuned), tunedHere: true };
     } catch (e) {
       if (isFatal(e)) throw e;
       await forget(tunedKeys());
       dropped.push(`The model tuned here on your demonstrations no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
     }
   }
-  return { model: loadFolder(s, folder), tunedHere: false };
+  return { folder, model: loadFolder(s, folder), tunedHere: false };
 }
 
 const settings: Defaults = { settings: {}, methods: [] };
@@ -296,8 +307,35 @@ function promptsOf(jsonl: string): string[] {
 
 let rewardCurve: Point[] = [];
 
+/**
+ * Starts a run on every worker of the team (each loads the SFT model, `reward` and `policy`), or
+ * on this one alone.
+ */
+async function beginRun(reward: Uint8Array | null, policy: { name: string; weights: Uint8Array } | null) {
+  if (team) await team.begin({ folder: folderNow!, reward, policy }, (rank, count, exchange) => need().setPeers(rank, count, exchange));
+}
+
+/**
+ * `own()` here and the same session call on the team's helpers. When a worker stopped, the run is
+ * over: `recover()` puts back what the failed step may have touched, and the error says so.
+ */
+async function together<T>(own: () => Promise<T>, method: 'startReward' | 'rewardStep' | 'startTraining' | 'trainStep', args: unknown[], recover: () => Promise<string>): Promise<T> {
+  if (!team) return own();
+  try {
+    return await team.together(own, method, args);
+  } catch (e) {
+    const why = team.failure;
+    if (!why) throw e;
+    const kept = await recover();
+    const workers = team.workers;
+    throw new Error(`${why}. ${kept} Training goes on with ${workers} worker${workers === 1 ? '' : 's'}: start it again.`);
+  }
+}
+
 async function rewardStep(): Promise<RewardStepResult> {
-  const result: RewardStepResult = JSON.parse(await need().rewardStep());
+  const result: RewardStepResult = JSON.parse(
+    await together(() => need().rewardStep(), 'rewardStep', [], async () => 'The reward model is the one saved before this run.'),
+  );
   const s = result.stats;
   rewardCurve.push({ step: s.step, epoch: s.epoch, loss: s.loss, accuracy: s.accuracy, held_out_accuracy: s.held_out?.accuracy ?? null, held_out_loss: s.held_out?.loss ?? null });
   if (result.done) {
@@ -316,7 +354,9 @@ async function sftStep(): Promise<SftStepResult> {
   sftCurve.push({ step: result.stats.step, loss: result.stats.loss, val_loss: result.val_loss ?? null });
   if (result.done) {
     // The tuned model replaces the SFT model: what was trained from the old one goes, in one transaction.
-    await update({ [SFT_WEIGHTS]: await need().sftWeights(), [SFT_CURVE]: sftCurve }, trainedKeys());
+    const weights: Uint8Array = await need().sftWeights();
+    await update({ [SFT_WEIGHTS]: weights, [SFT_CURVE]: sftCurve }, trainedKeys());
+    folderNow = { ...folderNow!, weights };
   }
   return result;
 }
@@ -325,7 +365,7 @@ async function sftStep(): Promise<SftStepResult> {
 const GOLD_PROMPTS = 32;
 
 async function trainStep(method: Method, beta: number | undefined, gold: string | undefined): Promise<StepResult> {
-  const stats: StepResult = JSON.parse(await need().trainStep(beta));
+  const stats: StepResult = JSON.parse(await together(() => need().trainStep(beta), 'trainStep', [beta], () => restorePolicy(method)));
   if (gold) {
     // Kept in the step's point, so the chart comes back with the curve after a reload.
     const measured = JSON.parse(await need().goldAndProxy(method, JSON.stringify(heldOut.slice(0, GOLD_PROMPTS)), gold, 0.7, 11n));
@@ -338,10 +378,27 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   return stats;
 }
 
+/** The method's policy as saved after its last completed step, back in the session. */
+async function restorePolicy(method: Method): Promise<string> {
+  const saved = await load<unknown>(policyKey(method));
+  if (!(saved instanceof Uint8Array)) return `The ${method.toUpperCase()} policy had no completed step yet; it starts over.`;
+  need().loadPolicy(method, folderNow!.config, saved);
+  return `The ${method.toUpperCase()} policy of the last completed step was restored from this browser's storage.`;
+}
+
+/** A model's bytes in the session, or null when it has none. */
+async function weightsOrNull(get: () => Promise<Uint8Array>): Promise<Uint8Array | null> {
+  try {
+    return await get();
+  } catch {
+    return null;
+  }
+}
+
 async function handle(request: Request): Promise<Responses[keyof Responses]> {
   switch (request.type) {
     case 'init':
-      return start(request.force, request.models);
+      return start(request.force, request.models, request.workers);
     case 'sample': {
       const started = performance.now();
       const out = JSON.parse(await need().sample(request.which, request.prompt, request.k, request.temperature, request.maxNewTokens, BigInt(request.seed)));
@@ -368,9 +425,13 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return [];
     case 'trainingPrompts':
       return JSON.parse(trainingPrompts(request.n, 0n));
-    case 'startReward':
+    case 'startReward': {
       rewardCurve = [];
-      return JSON.parse(need().startReward(JSON.stringify(await allRankings()), JSON.stringify(request.changes)));
+      const args = [JSON.stringify(await allRankings()), JSON.stringify(request.changes)] as const;
+      await beginRun(null, null);
+      const plan = await together(async () => need().startReward(...args), 'startReward', [...args], async () => 'Nothing was trained.');
+      return JSON.parse(plan);
+    }
     case 'rewardStep':
       return rewardStep();
     case 'scores':
@@ -379,7 +440,12 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       const samples = settings.methods.find((m) => m.name === request.method)?.samples_answers;
       const prompts = !samples ? '[]' : ownPrompts ? JSON.stringify(ownPrompts) : trainingPrompts(2000, 0n);
       const rankings = samples ? '[]' : JSON.stringify(await allRankings());
-      return JSON.parse(await need().startTraining(request.method, prompts, rankings, JSON.stringify(request.changes)));
+      const args = [request.method, prompts, rankings, JSON.stringify(request.changes)] as const;
+      if (team) {
+        const policy = await weightsOrNull(() => need().policyWeights(request.method));
+        await beginRun(await weightsOrNull(() => need().rewardWeights()), policy && { name: request.method, weights: policy });
+      }
+      return JSON.parse(await together(() => need().startTraining(...args), 'startTraining', [...args], async () => 'Nothing was trained.'));
     }
     case 'trainStep':
       return trainStep(request.method, request.beta, request.gold);
@@ -440,6 +506,16 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'trap':
       trapForTests();
+      return null;
+    case 'workerCopies': {
+      const own: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
+      const copies = team ? await team.copies(request.which, own) : [own];
+      const same = copies.every((c) => c.length === own.length && c.every((b, i) => b === own[i]));
+      return { workers: copies.length, identical: same };
+    }
+    case 'trapHelper':
+      if (!team) throw new Error('this worker trains alone');
+      await team.trapHelper(request.exchange);
       return null;
     case 'loseDevice':
       if (!devices.length) throw new Error('this worker made no GPU device');

@@ -1,5 +1,6 @@
 // The tab trains: demo mode from a fresh profile ranks with a scripted labeler, trains the reward
-// model and runs PPO on the CPU fallback, and the policy beats SFT under that labeler; a reload in
+// model and runs PPO on the CPU fallback (two workers sharing every step), and the policy beats SFT
+// under that labeler; a reload in
 // the middle of PPO resumes from the saved policy; the main thread stays responsive; memory does
 // not grow iteration over iteration; and on WebGPU (SwiftShader) one RM epoch and one PPO iteration
 // give finite numbers and chart points.
@@ -16,9 +17,10 @@ async function watchLongTasks(page: Page) {
 
 const longTasks = (page: Page) => page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
 
-test('demo mode learns a labeler’s taste on the CPU fallback', async ({ page }) => {
+test('demo mode learns a labeler’s taste on the CPU fallback, on two workers', async ({ page }) => {
   test.setTimeout(30 * 60_000);
-  await ready(page);
+  await ready(page, '?workers=2');
+  await expect(page.locator('body')).toHaveAttribute('data-workers', '2');
   await watchLongTasks(page);
   const started = Date.now();
   await page.locator('#demo-labeler').selectOption('concise');

@@ -323,7 +323,11 @@ impl ScalarModel {
     pub fn new(transformer: Gpt) -> Self {
         let (d, device) = (transformer.width(), transformer.device());
         let std = 1.0 / ((d + 1) as f64).sqrt();
-        Self { transformer, score: linear(d, 1, std, &device) }
+        let score = linear(d, 1, std, &device);
+        // Drawn now rather than at first use, so the head depends only on the generator's state
+        // here: workers that seed it just before making their copies get the same head.
+        score.weight.val();
+        Self { transformer, score }
     }
 
     /// One scalar per position, `[batch, seq]`. Arguments as in [`Gpt::forward`].

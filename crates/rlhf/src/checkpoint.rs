@@ -30,6 +30,9 @@ pub enum TrainError {
     Incompatible(String),
     #[error("reading from the device failed: {0}")]
     Device(String),
+    /// An exchange with the other copies of the trainer failed (one stopped); see `peers`.
+    #[error("training across workers failed: {0}")]
+    Peers(String),
 }
 
 /// An optimizer's state (Adam's moments, keyed by the stable parameter ids) as bytes.

@@ -8,6 +8,8 @@
 //! (checked against TRL 1.16). A step whose loss or gradient is not finite leaves the policy as it
 //! was (the last good weights) and says so.
 
+use std::rc::Rc;
+
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -21,6 +23,7 @@ use crate::examples::{Example, LmBatch};
 use crate::grads::guarded_step;
 use crate::losses::{PreferencePairs, token_logprobs};
 use crate::order::epoch_order;
+use crate::peers::{Alone, Peers, gather_rows, shard};
 use crate::rankings::TokenRanking;
 use crate::read::values as read_values;
 
@@ -118,6 +121,7 @@ pub struct DpoTrainer {
     pad: u32,
     step: usize,
     device: Device,
+    peers: Rc<dyn Peers>,
 }
 
 impl std::fmt::Debug for DpoTrainer {
@@ -188,7 +192,13 @@ impl DpoTrainer {
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;
         let policy = crate::lora::trainable_gpt(policy, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(0.0).init();
-        Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device })
+        Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone) })
+    }
+
+    /// Shares each step with `peers` (identical trainers on other workers): each back-propagates
+    /// its shard of the batch's rankings, and all apply the summed gradient.
+    pub fn set_peers(&mut self, peers: Rc<dyn Peers>) {
+        self.peers = peers;
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -243,9 +253,21 @@ impl DpoTrainer {
             order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
         let examples: Vec<Example> = batch.iter().flat_map(|s| s.ranking.examples()).collect();
 
-        // 2. The policy's log-probability of every answer, read back once.
-        let logps = sequence_logprobs(&self.policy, &examples, self.pad, &self.device); // [answers]
-        let policy: Vec<f64> = read_values(logps.clone().detach()).await?.into_iter().map(f64::from).collect();
+        // 2. The policy's log-probability of every answer, read back once: with peers, each reads
+        //    its shard of the rankings' answers and the peers' lists, in rank order, make the whole.
+        let peers = self.peers.clone();
+        let mine: Vec<Example> = batch[shard(batch.len(), peers.rank(), peers.count())].iter().flat_map(|s| s.ranking.examples()).collect();
+        let logps = (!mine.is_empty()).then(|| sequence_logprobs(&self.policy, &mine, self.pad, &self.device)); // [answers]
+        let own: Vec<f64> = match &logps {
+            Some(l) => read_values(l.clone().detach()).await?.into_iter().map(f64::from).collect(),
+            None => vec![],
+        };
+        let parts = gather_rows(&*peers, vec![own]).await?;
+        let offset: usize = parts.iter().take(peers.rank()).map(Vec::len).sum();
+        let policy: Vec<f64> = parts.concat();
+        if policy.len() != examples.len() {
+            return Err(TrainError::Peers(format!("the peers scored {} answers of {}", policy.len(), examples.len())));
+        }
 
         // 3. The loss of every pair, and its gradient with respect to each answer's log-prob.
         let (pairs, layout) = batch_pairs(&batch, &policy);
@@ -270,11 +292,20 @@ impl DpoTrainer {
         };
 
         // 4. Back-propagate sum(grad * logp): the DPO gradient, through the model; skip on NaN/inf.
-        let surrogate = (logps * Tensor::from_data(TensorData::new(grad, [policy.len()]), &self.device)).sum();
+        let grad = grad[offset..offset + mine.len()].to_vec();
+        let surrogate = logps.map(|l| (l * Tensor::from_data(TensorData::new(grad, [mine.len()]), &self.device)).sum());
         let loss_value = if policy.iter().all(|x| x.is_finite()) { loss.loss as f32 } else { f32::NAN };
-        let (model, _, outcome) =
-            guarded_step(self.policy.clone(), &mut self.optim, lr, surrogate, Some(loss_value), vec![], self.settings.max_grad_norm)
-                .await?;
+        let (model, _, outcome) = guarded_step(
+            self.policy.clone(),
+            &mut self.optim,
+            lr,
+            surrogate,
+            Some(loss_value),
+            vec![],
+            self.settings.max_grad_norm,
+            &*peers,
+        )
+        .await?;
         self.policy = model;
         match outcome {
             Ok(norm) => stats.grad_norm = norm,

@@ -9,6 +9,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Tensor, TensorData};
 
+use crate::peers::{GradientExchange, Peers};
+
 struct SquaredNorms<'a> {
     grads: &'a GradientsParams,
     parts: Vec<Tensor<1>>,
@@ -68,25 +70,45 @@ pub type Guarded = Result<f32, String>;
 /// any backward pass), the gradient norm, or one of the numbers in `read_along`. Then `module`
 /// comes back untouched, the reason says so, and Adam's moments never see the bad numbers.
 /// `read_along` (the loss and whatever the trainer reports) is read in the same read as the norm
-/// and returned, in order.
+/// and returned, in order, one list per peer.
+///
+/// With several [`Peers`], `objective` is this peer's shard of the step's loss (`None` when its
+/// shard is empty), the gradients are summed over the peers, and every peer takes the same step.
+#[allow(clippy::too_many_arguments)]
 pub async fn guarded_step<M: Module>(
     module: M,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
-    objective: Tensor<1>,
+    objective: Option<Tensor<1>>,
     host_loss: Option<f32>,
     read_along: Vec<Tensor<1>>,
     max_norm: f64,
-) -> Result<(M, Vec<f32>, Guarded), crate::TrainError> {
+    peers: &dyn Peers,
+) -> Result<(M, Vec<Vec<f32>>, Guarded), crate::TrainError> {
     if let Some(loss) = host_loss.filter(|l| !l.is_finite()) {
         return Ok((module, vec![], Err(format!("loss is {loss}; the update was skipped and the last good weights kept"))));
     }
-    let device = objective.device();
-    let mut grads = GradientsParams::from_grads(objective.backward(), &module);
-    let norm = global_norm(&module, &grads).unwrap_or_else(|| Tensor::zeros([1], &device));
-    let mut numbers = crate::read::values(Tensor::cat([vec![norm], read_along].concat(), 0)).await?;
-    let norm = numbers.remove(0);
-    if let Some(bad) = numbers.iter().find(|x| !x.is_finite()) {
+    let Some(device) = module.devices().into_iter().next() else {
+        return Err(crate::TrainError::Setting("the model has no parameters".into()));
+    };
+    let grads = objective.map_or_else(GradientsParams::new, |o| GradientsParams::from_grads(o.backward(), &module));
+    let (mut grads, norm, numbers) = if peers.count() > 1 {
+        let mut exchange = GradientExchange::default();
+        exchange.add(&module, &grads);
+        let mut summed = exchange.run(peers, read_along).await?;
+        let grads = summed.next(&module, &device);
+        let norm = match global_norm(&module, &grads) {
+            Some(norm) => crate::read::scalar(norm).await?,
+            None => 0.0,
+        };
+        (grads, norm, summed.numbers)
+    } else {
+        let norm = global_norm(&module, &grads).unwrap_or_else(|| Tensor::zeros([1], &device));
+        let mut numbers = crate::read::values(Tensor::cat([vec![norm], read_along].concat(), 0)).await?;
+        let norm = numbers.remove(0);
+        (grads, norm, vec![numbers])
+    };
+    if let Some(bad) = numbers.iter().flatten().find(|x| !x.is_finite()) {
         return Ok((module, numbers.clone(), Err(format!("loss is {bad}; the update was skipped and the last good weights kept"))));
     }
     if !norm.is_finite() {

@@ -9,6 +9,8 @@
 //! Divergence guard as PPO's: a rollout whose KL to the reference passes `kl_limit`, a non-finite
 //! score, loss or gradient restores the policy of the last healthy iteration and says so.
 
+use std::rc::Rc;
+
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -16,12 +18,14 @@ use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{Gpt, GptConfig, LoraConfig, SamplingConfig, ScalarModel};
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
+use crate::grads::guarded_step;
 use crate::group_math::{
     ClipStats, LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss, trl_std,
 };
 use crate::order::epoch_order;
+use crate::peers::{Alone, Peers, gather_rows, shard};
 use crate::ppo_math::{KlEstimator, invert, masked_mean, padding_masks, per_token_kl};
-use crate::rollout::{ScoredRollout, response_logprobs, sample_and_score, to_rows};
+use crate::rollout::{ScoredRollout, peer_seed, response_logprobs, sample_and_score, share_rollout, to_rows};
 
 /// Which group method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -195,6 +199,7 @@ pub struct GroupTrainer {
     pad: u32,
     iteration: usize,
     device: Device,
+    peers: Rc<dyn Peers>,
 }
 
 impl std::fmt::Debug for GroupTrainer {
@@ -247,7 +252,14 @@ impl GroupTrainer {
             pad,
             iteration: 0,
             device,
+            peers: Rc::new(Alone),
         })
+    }
+
+    /// Shares each iteration with `peers` (identical trainers on other workers): each samples,
+    /// scores and back-propagates its shard of the answers, and all apply the summed gradient.
+    pub fn set_peers(&mut self, peers: Rc<dyn Peers>) {
+        self.peers = peers;
     }
 
     /// Continues a run from `checkpoint` with the same SFT model, reward model and prompts.
@@ -326,15 +338,19 @@ impl GroupTrainer {
 
         // 1-3. K answers per prompt at temperature T, log-probs of policy and reference, scores.
         let prompts = self.batch_prompts(self.iteration - 1);
+        let peers = self.peers.clone();
+        let mine = shard(prompts.len(), peers.rank(), peers.count());
         let sampling = SamplingConfig {
             max_new_tokens: s.max_new_tokens,
             temperature: s.temperature,
             top_k: 0,
             top_p: 1.0,
-            seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+            seed: peer_seed(s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D), peers.rank()),
         };
+        let policy = self.policy.valid();
         let rollout =
-            sample_and_score(&self.policy.valid(), &self.reference, &self.reward, None, &prompts, &sampling, self.eos, self.pad).await?;
+            sample_and_score(&policy, &self.reference, &self.reward, None, &prompts[mine.clone()], &sampling, self.eos, self.pad).await?;
+        let rollout = share_rollout(&*peers, rollout, &prompts, self.eos, self.pad).await?;
         let ScoredRollout { batch, post, generated, logprobs, ref_logprobs, entropy, scores, rollout_secs, scoring_secs, .. } = rollout;
         (stats.sample_prompt, stats.sample_response) = (prompts[0].clone(), generated[0].clone());
         (stats.rollout_secs, stats.scoring_secs) = (rollout_secs, scoring_secs);
@@ -377,9 +393,17 @@ impl GroupTrainer {
         // 5. One clipped update on the whole batch: the loss and its gradient per token in
         //    float64, back-propagated through the policy's log-probs.
         let start = web_time::Instant::now();
-        let rows: Vec<usize> = (0..batch.rows).collect();
-        let (new_logprobs, _) = response_logprobs(&self.policy, &batch, &rows, s.temperature, false, &self.device);
-        let current = to_rows(new_logprobs.clone().detach()).await?;
+        // This peer's rows forward; every peer's log-probs of its rows, gathered, give the loss.
+        let rows: Vec<usize> = mine.clone().collect();
+        let new_logprobs = (!rows.is_empty()).then(|| response_logprobs(&self.policy, &batch, &rows, s.temperature, false, &self.device).0);
+        let own = match &new_logprobs {
+            Some(l) => to_rows(l.clone().detach()).await?,
+            None => vec![],
+        };
+        let current = gather_rows(&*peers, own).await?;
+        if current.len() != batch.rows || current.iter().any(|r| r.len() != batch.response_len) {
+            return Err(TrainError::Peers(format!("the peers' log-probs cover {} of {} answers", current.len(), batch.rows)));
+        }
         let epsilon_high = s.epsilon_high.unwrap_or(s.epsilon);
         let loss = match s.method {
             GroupMethod::Grpo => {
@@ -403,13 +427,13 @@ impl GroupTrainer {
         };
         (stats.loss, stats.clip) = (loss.loss, loss.clip);
         let cols = batch.response_len;
-        let grad: Vec<f32> = loss.grad.iter().flat_map(|r| r.iter().map(|&g| g as f32)).collect();
-        let surrogate = (new_logprobs * Tensor::<2>::from_data(TensorData::new(grad, [batch.rows, cols]), &self.device)).sum();
+        // The surrogate is a sum over rows, so this peer's rows give its share of the gradient.
+        let grad: Vec<f32> = loss.grad[mine.clone()].iter().flat_map(|r| r.iter().map(|&g| g as f32)).collect();
+        let surrogate = new_logprobs.map(|l| (l * Tensor::<2>::from_data(TensorData::new(grad, [rows.len(), cols]), &self.device)).sum());
         let finite = current.iter().flatten().zip(valid.iter().flatten()).all(|(x, &v)| !v || x.is_finite());
         let loss_value = if finite { loss.loss as f32 } else { f32::NAN };
         let (model, _, outcome) =
-            crate::grads::guarded_step(self.policy.clone(), &mut self.optim, lr, surrogate, Some(loss_value), vec![], s.max_grad_norm)
-                .await?;
+            guarded_step(self.policy.clone(), &mut self.optim, lr, surrogate, Some(loss_value), vec![], s.max_grad_norm, &*peers).await?;
         self.policy = model;
         match outcome {
             Ok(norm) => stats.grad_norm = norm,

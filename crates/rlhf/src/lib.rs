@@ -20,6 +20,7 @@ pub mod method;
 pub mod model_files;
 pub mod order;
 mod parallel;
+pub mod peers;
 pub mod ppo;
 pub mod ppo_config;
 pub mod ppo_math;
@@ -41,6 +42,7 @@ pub use head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_prox
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
 pub use method::{Method, all_default_settings, with_changes};
 pub use model_files::{LanguageModel, ModelFiles, ModelFilesError, load_language_model};
+pub use peers::{Alone, Peers, shard};
 pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
 pub use rankings::{RankingSet, TokenRanking};

@@ -16,6 +16,8 @@
 //! healthy and reports it in the stats. Adam's moments are kept: non-finite gradients never reach
 //! them.
 
+use std::rc::Rc;
+
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -32,12 +34,13 @@ use crate::grads::clip_on_device;
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
 use crate::order::epoch_order;
 use crate::parallel::both;
+use crate::peers::{Alone, GradientExchange, Peers, shard};
 pub use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
     AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
 };
 use crate::read::values as read_values;
-use crate::rollout::{RolloutBatch, ScoredRollout, response_logprobs, response_values, sample_and_score};
+use crate::rollout::{RolloutBatch, ScoredRollout, peer_seed, response_logprobs, response_values, sample_and_score, share_rollout};
 
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -116,6 +119,7 @@ pub struct PpoTrainer {
     pad: u32,
     iteration: usize,
     device: Device,
+    peers: Rc<dyn Peers>,
 }
 
 impl std::fmt::Debug for PpoTrainer {
@@ -197,7 +201,14 @@ impl PpoTrainer {
             pad,
             iteration: 0,
             device,
+            peers: Rc::new(Alone),
         })
+    }
+
+    /// Shares each iteration with `peers` (identical trainers on other workers): each samples and
+    /// scores its shard of the rollouts, and each minibatch's gradient is summed over their shards.
+    pub fn set_peers(&mut self, peers: Rc<dyn Peers>) {
+        self.peers = peers;
     }
 
     /// A snapshot to continue from with [`PpoTrainer::resume`].
@@ -308,17 +319,28 @@ impl PpoTrainer {
         // 1-3. Rollout at temperature T, log-probs of policy and reference, reward-model scores.
         let chosen = self.batch_prompts(self.iteration - 1);
         let owned: Vec<Vec<u32>> = chosen.iter().map(|&i| self.prompts[i].clone()).collect();
+        let peers = self.peers.clone();
+        let mine = shard(owned.len(), peers.rank(), peers.count());
         let sampling = SamplingConfig {
             max_new_tokens: s.max_new_tokens,
             temperature: s.temperature,
             top_k: 0,
             top_p: 1.0,
-            seed: s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+            seed: peer_seed(s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D), peers.rank()),
         };
         let value = self.value.valid();
-        let rollout =
-            sample_and_score(&self.policy.valid(), &self.reference, &self.reward, Some(&value), &owned, &sampling, self.eos, self.pad)
-                .await?;
+        let rollout = sample_and_score(
+            &self.policy.valid(),
+            &self.reference,
+            &self.reward,
+            Some(&value),
+            &owned[mine],
+            &sampling,
+            self.eos,
+            self.pad,
+        )
+        .await?;
+        let rollout = share_rollout(&*peers, rollout, &owned, self.eos, self.pad).await?;
         let ScoredRollout { batch, post, generated, logprobs, ref_logprobs, entropy, scores, values, rollout_secs, scoring_secs } = rollout;
         let values = values.unwrap_or_default();
         stats.sample_prompt = owned[0].clone();
@@ -374,7 +396,7 @@ impl PpoTrainer {
             let mut order: Vec<usize> = (0..batch.rows).collect();
             order.shuffle(&mut rng);
             for minibatch in order.chunks(s.minibatch_size) {
-                measured.push(self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, measured.len()));
+                measured.push(self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, measured.len()).await?);
             }
         }
         let updates = measured.len();
@@ -413,9 +435,10 @@ impl PpoTrainer {
     }
 
     /// One minibatch update, and what it measured before updating, still on the device (see
-    /// [`MinibatchStats::from_numbers`]).
+    /// [`MinibatchStats::from_numbers`]). With peers, this one computes its shard of `rows`, its
+    /// losses weighted by its share of the minibatch's tokens, and the gradients are summed.
     #[allow(clippy::too_many_arguments)]
-    fn update(
+    async fn update(
         &mut self,
         batch: &RolloutBatch,
         rows: &[usize],
@@ -425,53 +448,81 @@ impl PpoTrainer {
         valid_p1: &[Vec<bool>],
         lr: f64,
         update_index: usize,
-    ) -> Tensor<1> {
+    ) -> Result<Tensor<1>, TrainError> {
         let s = &self.settings;
         let device = &self.device;
-        let pick = |r: &Rows| floats(rows.iter().map(|&i| r[i].clone()).collect(), device);
+        let peers = self.peers.clone();
+        let mine = &rows[shard(rows.len(), peers.rank(), peers.count())];
+        let tokens = |m: &[Vec<bool>], rows: &[usize]| rows.iter().map(|&i| m[i].iter().filter(|&&v| v).count()).sum::<usize>() as f64;
+        let policy_share = tokens(valid, mine) / tokens(valid, rows).max(1.0);
+        let value_share = tokens(valid_p1, mine) / tokens(valid_p1, rows).max(1.0);
+        let pick = |r: &Rows| floats(mine.iter().map(|&i| r[i].clone()).collect(), device);
         let pick_mask =
-            |m: &[Vec<bool>]| floats(rows.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
-        let (valid, valid_p1) = (pick_mask(valid), pick_mask(valid_p1));
-        let (old, advantages, old_values, returns) = (pick(old_logprobs), pick(&adv.advantages), pick(&adv.values), pick(&adv.returns));
-        let ptx_batch = (s.ptx_coef > 0.0).then(|| {
+            |m: &[Vec<bool>]| floats(mine.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
+        // PPO-ptx's demonstrations are not split: the first peer adds their term whole.
+        let ptx_batch = (s.ptx_coef > 0.0 && peers.rank() == 0).then(|| {
             let start = update_index * s.minibatch_size;
             let examples: Vec<&Example> = (0..s.minibatch_size).map(|j| &self.ptx[(start + j) % self.ptx.len()]).collect();
             LmBatch::new(&examples, self.pad, device)
         });
 
-        // The policy's and the value model's losses share no weights, so their forward and
-        // backward passes are independent: natively they run side by side (see `parallel`).
-        let (policy_model, value_model) = (self.policy.clone(), self.value.clone());
-        let policy_part = move || {
-            let (new_logprobs, _) = response_logprobs(&policy_model, batch, rows, s.temperature, false, device);
-            let log_ratio_max = ((new_logprobs.clone().detach() - old.clone()).abs() * valid.clone()).max();
-            let policy = clipped_policy_loss(new_logprobs, old, advantages, valid, s.cliprange);
-            let mut loss = policy.loss.clone();
-            if let Some(lm) = ptx_batch {
-                let logits = policy_model.logits(policy_model.forward(lm.inputs, lm.positions, None));
-                loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &policy_model);
-            (loss.detach(), policy, log_ratio_max, grads)
+        let (mut policy_grads, mut value_grads, numbers) = if mine.is_empty() {
+            (GradientsParams::new(), GradientsParams::new(), Tensor::<1>::zeros([MinibatchStats::MEASURED], device))
+        } else {
+            let (valid, valid_p1) = (pick_mask(valid), pick_mask(valid_p1));
+            let (old, advantages, old_values, returns) = (pick(old_logprobs), pick(&adv.advantages), pick(&adv.values), pick(&adv.returns));
+            // The policy's and the value model's losses share no weights, so their forward and
+            // backward passes are independent: natively they run side by side (see `parallel`).
+            let (policy_model, value_model) = (self.policy.clone(), self.value.clone());
+            let policy_part = move || {
+                let (new_logprobs, _) = response_logprobs(&policy_model, batch, mine, s.temperature, false, device);
+                let log_ratio_max = ((new_logprobs.clone().detach() - old.clone()).abs() * valid.clone()).max();
+                let policy = clipped_policy_loss(new_logprobs, old, advantages, valid, s.cliprange);
+                let mut loss = policy.loss.clone() * policy_share;
+                if let Some(lm) = ptx_batch {
+                    let logits = policy_model.logits(policy_model.forward(lm.inputs, lm.positions, None));
+                    loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &policy_model);
+                (loss.detach(), policy, log_ratio_max, grads)
+            };
+            let value_part = move || {
+                let vpred = response_values(&value_model, batch, mine, device);
+                let (vf_loss, vf_clipfrac) = clipped_value_loss(vpred, old_values, returns, valid_p1, s.cliprange_value);
+                let vf_loss = vf_loss * value_share;
+                let grads = GradientsParams::from_grads((vf_loss.clone() * s.vf_coef).backward(), &value_model);
+                (vf_loss.detach(), vf_clipfrac * value_share, grads)
+            };
+            let ((policy_loss, policy, log_ratio_max, policy_grads), (vf_loss, vf_clipfrac, value_grads)) = both(policy_part, value_part);
+            let loss = policy_loss + vf_loss.clone() * s.vf_coef;
+            let numbers = vec![
+                loss,
+                policy.loss * policy_share,
+                policy.clipfrac * policy_share,
+                policy.approx_kl * policy_share,
+                vf_loss,
+                vf_clipfrac,
+                log_ratio_max,
+            ];
+            (policy_grads, value_grads, Tensor::cat(numbers.into_iter().map(|x| x.detach()).collect(), 0))
         };
-        let value_part = move || {
-            let vpred = response_values(&value_model, batch, rows, device);
-            let (vf_loss, vf_clipfrac) = clipped_value_loss(vpred, old_values, returns, valid_p1, s.cliprange_value);
-            let grads = GradientsParams::from_grads((vf_loss.clone() * s.vf_coef).backward(), &value_model);
-            (vf_loss.detach(), vf_clipfrac, grads)
-        };
-        let ((policy_loss, policy, log_ratio_max, mut policy_grads), (vf_loss, vf_clipfrac, mut value_grads)) =
-            both(policy_part, value_part);
-        let loss = policy_loss + vf_loss.clone() * s.vf_coef;
 
+        let numbers = if peers.count() > 1 {
+            let mut exchange = GradientExchange::default();
+            exchange.add(&self.policy, &policy_grads);
+            exchange.add(&self.value, &value_grads);
+            let mut summed = exchange.run(&*peers, vec![numbers]).await?;
+            (policy_grads, value_grads) = (summed.next(&self.policy, device), summed.next(&self.value, device));
+            Tensor::from_data(TensorData::new(MinibatchStats::combine(&summed.numbers), [MinibatchStats::MEASURED]), device)
+        } else {
+            numbers
+        };
         let zero = || Tensor::<1>::zeros([1], device);
         let policy_norm = clip_on_device(&self.policy, &mut policy_grads, s.max_grad_norm).unwrap_or_else(zero);
         let value_norm = clip_on_device(&self.value, &mut value_grads, s.max_grad_norm).unwrap_or_else(zero);
         self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
         self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
-        let numbers =
-            vec![loss, policy.loss, policy.clipfrac, policy.approx_kl, vf_loss, vf_clipfrac, log_ratio_max, policy_norm, value_norm];
-        Tensor::cat(numbers.into_iter().map(|x| x.detach()).collect(), 0)
+        Ok(Tensor::cat(vec![numbers, policy_norm.detach(), value_norm.detach()], 0))
     }
 
     fn restore(&mut self) {
@@ -495,8 +546,28 @@ struct MinibatchStats {
 }
 
 impl MinibatchStats {
-    /// Numbers per minibatch, in the order [`PpoTrainer::update`] lays them out.
+    /// Numbers per minibatch, in the order [`PpoTrainer::update`] lays them out: the measured
+    /// ones, then the two gradient norms.
     const COUNT: usize = 9;
+    const MEASURED: usize = 7;
+
+    /// The minibatch's measured numbers from each peer's share: the weighted means add up, the
+    /// largest log ratio is the largest of any peer's.
+    fn combine(parts: &[Vec<f32>]) -> Vec<f32> {
+        let mut out = vec![0.0f32; Self::MEASURED];
+        for part in parts {
+            for (i, (o, &x)) in out.iter_mut().zip(part).enumerate() {
+                *o = if i + 1 < Self::MEASURED {
+                    *o + x
+                } else if x.is_nan() || x > *o {
+                    x
+                } else {
+                    *o
+                };
+            }
+        }
+        out
+    }
 
     fn from_numbers(n: &[f32]) -> Self {
         let n: Vec<f64> = n.iter().map(|&x| f64::from(x)).collect();

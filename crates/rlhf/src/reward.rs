@@ -6,6 +6,8 @@
 //! (and gain) so the SFT model's own samples score mean 0, std 1, which keeps PPO's reward scale
 //! independent of how the reward model happened to drift.
 
+use std::rc::Rc;
+
 use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
@@ -16,6 +18,7 @@ use web_time::Instant;
 use crate::checkpoint::TrainError;
 use crate::grads::guarded_step;
 use crate::losses::{PreferencePairs, preference_loss};
+use crate::peers::{Alone, Peers, Reader, Wire, gather, shard};
 use crate::rankings::TokenRanking;
 use crate::read::values as read_values;
 
@@ -85,6 +88,7 @@ pub struct RewardTrainer {
     pad: u32,
     step: usize,
     device: Device,
+    peers: Rc<dyn Peers>,
 }
 
 impl std::fmt::Debug for RewardTrainer {
@@ -140,7 +144,13 @@ impl RewardTrainer {
         let device = model.transformer.device();
         let model = crate::lora::trainable_scalar(model, settings.lora.as_ref(), "");
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
-        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device })
+        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone) })
+    }
+
+    /// Shares each step with `peers` (identical trainers on other workers): each scores its shard
+    /// of the batch and the held-out rankings, and all apply the summed gradient.
+    pub fn set_peers(&mut self, peers: Rc<dyn Peers>) {
+        self.peers = peers;
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -181,18 +191,31 @@ impl RewardTrainer {
         let lr = self.settings.lr * (1.0 - 0.9 * progress);
         self.step += 1;
 
-        let (rewards, pairs) = score_rankings(&self.model, &chosen, self.pad, &self.device);
-        let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef);
-        // The loss and the rewards come back in the one read the step makes, with the gradient norm.
-        let read_along = vec![loss.clone().detach(), rewards.detach()];
+        // This peer's shard of the batch, its loss weighted by its share of the rankings so that
+        // the peers' gradients sum to the whole batch's.
+        let peers = self.peers.clone();
+        let mine = &chosen[shard(chosen.len(), peers.rank(), peers.count())];
+        let (objective, read_along) = if mine.is_empty() {
+            (None, vec![])
+        } else {
+            let (rewards, pairs) = score_rankings(&self.model, mine, self.pad, &self.device);
+            let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef) * (mine.len() as f64 / chosen.len() as f64);
+            // The loss and the rewards come back in the one read the step makes, with the gradient norm.
+            (Some(loss.clone()), vec![loss.detach(), rewards.detach()])
+        };
         let (model, numbers, outcome) =
-            guarded_step(self.model.clone(), &mut self.optim, lr, loss, None, read_along, self.settings.max_grad_norm).await?;
+            guarded_step(self.model.clone(), &mut self.optim, lr, objective, None, read_along, self.settings.max_grad_norm, &*peers)
+                .await?;
+        // Each peer's numbers: its weighted loss, then its rankings' rewards (in batch order).
+        let loss = numbers.iter().filter_map(|n| n.first()).sum::<f32>();
+        let rewards: Vec<f32> = numbers.iter().flat_map(|n| n.get(1..).unwrap_or_default()).copied().collect();
+        let pairs = pairs_of(&chosen);
         self.model = model;
         let mut stats = RewardStepStats {
             step: self.step,
             epoch: epoch + 1,
-            loss: numbers.first().copied().unwrap_or(f32::NAN),
-            accuracy: pair_accuracy(numbers.get(1..).unwrap_or_default(), &pairs),
+            loss: if numbers.is_empty() { f32::NAN } else { loss },
+            accuracy: pair_accuracy(&rewards, &pairs),
             lr,
             grad_norm: f32::NAN,
             pairs: pairs.len(),
@@ -217,9 +240,28 @@ impl RewardTrainer {
         Ok(stats)
     }
 
-    /// Loss and pair accuracy of the current model on `rankings`, no update.
+    /// Loss and pair accuracy of the current model on `rankings`, no update; with peers, each
+    /// scores its shard and the sums are shared.
     pub async fn evaluate(&self, rankings: &[TokenRanking]) -> Result<PairEval, TrainError> {
-        evaluate(&self.model.valid(), rankings, self.settings.batch_size, self.pad).await
+        let peers = &*self.peers;
+        let mine = &rankings[shard(rankings.len(), peers.rank(), peers.count())];
+        let own = evaluate(&self.model.valid(), mine, self.settings.batch_size, self.pad).await?;
+        if peers.count() == 1 {
+            return Ok(own);
+        }
+        // Sums over this shard: the loss over its rankings, its correct pairs, its pairs.
+        let sums = [f64::from(own.loss) * mine.len() as f64, f64::from(own.accuracy) * own.pairs as f64, own.pairs as f64];
+        let (mut loss, mut correct, mut pairs) = (0.0, 0.0, 0.0);
+        for part in gather(peers, Wire::default().f64s(&sums).bytes()).await? {
+            let sums = Reader::new(&part).f64s()?;
+            let [l, c, p] = sums[..] else { return Err(TrainError::Peers("a peer's evaluation is malformed".into())) };
+            (loss, correct, pairs) = (loss + l, correct + c, pairs + p);
+        }
+        Ok(PairEval {
+            loss: (loss / rankings.len().max(1) as f64) as f32,
+            accuracy: (correct / pairs.max(1.0)) as f32,
+            pairs: pairs as usize,
+        })
     }
 }
 
@@ -251,17 +293,26 @@ pub fn score_sequences(model: &ScalarModel, sequences: &[Vec<u32>], pad: u32, de
 }
 
 fn score_rankings(model: &ScalarModel, rankings: &[&TokenRanking], pad: u32, device: &Device) -> (Tensor<1>, PreferencePairs) {
-    let mut sequences = Vec::new();
-    let mut layout = Vec::new();
-    for r in rankings {
-        layout.push((sequences.len(), r.order.as_slice()));
-        sequences.extend(r.sequences.iter().cloned());
-    }
-    (score_sequences(model, &sequences, pad, device), PreferencePairs::from_rankings(&layout))
+    let sequences: Vec<Vec<u32>> = rankings.iter().flat_map(|r| r.sequences.iter().cloned()).collect();
+    (score_sequences(model, &sequences, pad, device), pairs_of(rankings))
+}
+
+/// The pairs of `rankings` with their completions laid out one ranking after another.
+fn pairs_of(rankings: &[&TokenRanking]) -> PreferencePairs {
+    let mut offset = 0;
+    let layout: Vec<(usize, &[usize])> = rankings
+        .iter()
+        .map(|r| {
+            offset += r.sequences.len();
+            (offset - r.sequences.len(), r.order.as_slice())
+        })
+        .collect();
+    PreferencePairs::from_rankings(&layout)
 }
 
 fn pair_accuracy(rewards: &[f32], pairs: &PreferencePairs) -> f32 {
-    let correct = pairs.winners.iter().zip(&pairs.losers).filter(|&(&w, &l)| rewards[w] > rewards[l]).count();
+    let beats = |w: usize, l: usize| matches!((rewards.get(w), rewards.get(l)), (Some(w), Some(l)) if w > l);
+    let correct = pairs.winners.iter().zip(&pairs.losers).filter(|&(&w, &l)| beats(w, l)).count();
     correct as f32 / pairs.len().max(1) as f32
 }
 

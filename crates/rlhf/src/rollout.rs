@@ -11,6 +11,7 @@ use web_time::Instant;
 use crate::checkpoint::TrainError;
 use crate::losses::{token_entropy, token_logprobs};
 use crate::parallel::both;
+use crate::peers::{Peers, Reader, Wire, gather};
 use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
     AdvantageConfig, KlEstimator, Postprocessed, Rows, compute_advantages, padding_masks, per_token_kl, postprocess_generated,
@@ -142,6 +143,24 @@ pub(crate) async fn sample_and_score(
     eos: u32,
     pad: u32,
 ) -> Result<ScoredRollout, TrainError> {
+    if prompts.is_empty() {
+        // A peer whose shard of the rollout is empty (more peers than rows).
+        let (batch, post) = RolloutBatch::from_generated(&[], &[], eos, pad);
+        let values = value.map(|_| vec![]);
+        let (logprobs, ref_logprobs, entropy, scores) = (vec![], vec![], vec![], vec![]);
+        return Ok(ScoredRollout {
+            batch,
+            post,
+            generated: vec![],
+            logprobs,
+            ref_logprobs,
+            entropy,
+            scores,
+            values,
+            rollout_secs: 0.0,
+            scoring_secs: 0.0,
+        });
+    }
     // 1. Sample at the temperature; the sampler stops each row at its first EOS.
     let start = Instant::now();
     let device = policy.device();
@@ -187,6 +206,80 @@ pub(crate) async fn sample_and_score(
         values,
         rollout_secs,
         scoring_secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The sampling seed of peer `rank`: the first peer's is the run's own, so one peer samples as a
+/// trainer alone does.
+pub(crate) fn peer_seed(seed: u64, rank: usize) -> u64 {
+    seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The whole rollout, on every peer, from each one's [`ScoredRollout`] of its shard of `prompts`
+/// (consecutive, in rank order): laid out again over all the rows, with each shard's columns
+/// padded with zeros to the longest answer of any (padding, which every use masks).
+pub(crate) async fn share_rollout(
+    peers: &dyn Peers,
+    own: ScoredRollout,
+    prompts: &[Vec<u32>],
+    eos: u32,
+    pad: u32,
+) -> Result<ScoredRollout, TrainError> {
+    if peers.count() == 1 {
+        return Ok(own);
+    }
+    let mut wire = Wire::default();
+    wire.len(own.generated.len()).len(usize::from(own.values.is_some()));
+    for row in &own.generated {
+        wire.u32s(row);
+    }
+    for rows in [&own.logprobs, &own.ref_logprobs, &own.entropy].into_iter().chain(own.values.as_ref()) {
+        for row in rows {
+            wire.f64s(row);
+        }
+    }
+    wire.f64s(&own.scores);
+    let (mut generated, mut scores) = (vec![], vec![]);
+    let mut blocks: [Rows; 4] = Default::default();
+    let mut has_values = false;
+    for part in gather(peers, wire.bytes()).await? {
+        let mut reader = Reader::new(&part);
+        let (n, values) = (reader.len()?, reader.len()? == 1);
+        has_values |= values;
+        for _ in 0..n {
+            generated.push(reader.u32s()?);
+        }
+        for block in blocks.iter_mut().take(3 + usize::from(values)) {
+            for _ in 0..n {
+                block.push(reader.f64s()?);
+            }
+        }
+        scores.extend(reader.f64s()?);
+    }
+    if generated.len() != prompts.len() || scores.len() != prompts.len() {
+        return Err(TrainError::Peers(format!("the peers sampled {} answers for {} prompts", generated.len(), prompts.len())));
+    }
+    let (batch, post) = RolloutBatch::from_generated(prompts, &generated, eos, pad);
+    let width = batch.response_len;
+    let [logprobs, ref_logprobs, entropy, values] = blocks.map(|rows| {
+        rows.into_iter()
+            .map(|mut row| {
+                row.resize(width, 0.0);
+                row
+            })
+            .collect::<Rows>()
+    });
+    Ok(ScoredRollout {
+        batch,
+        post,
+        generated,
+        logprobs,
+        ref_logprobs,
+        entropy,
+        scores,
+        values: has_values.then_some(values),
+        rollout_secs: own.rollout_secs,
+        scoring_secs: own.scoring_secs,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optim
 use crate::examples::{Example, LmBatch};
 use crate::grads::guarded_step;
 use crate::losses::lm_loss;
+use crate::peers::Alone;
 use crate::read::scalar as read;
 use crate::schedule::LrSchedule;
 
@@ -193,13 +194,21 @@ impl SupervisedTrainer {
 
         let logits = self.model.logits(self.model.forward(batch.inputs, batch.positions, None));
         let loss = lm_loss(logits, batch.targets, batch.weights);
-        let (model, numbers, outcome) =
-            guarded_step(self.model.clone(), &mut self.optim, lr, loss.clone(), None, vec![loss.detach()], self.settings.max_grad_norm)
-                .await?;
+        let (model, numbers, outcome) = guarded_step(
+            self.model.clone(),
+            &mut self.optim,
+            lr,
+            Some(loss.clone()),
+            None,
+            vec![loss.detach()],
+            self.settings.max_grad_norm,
+            &Alone,
+        )
+        .await?;
         self.model = model;
         let mut stats = StepStats {
             step: self.step,
-            loss: numbers.first().copied().unwrap_or(f32::NAN),
+            loss: numbers.first().and_then(|n| n.first()).copied().unwrap_or(f32::NAN),
             lr,
             grad_norm: f32::NAN,
             tokens: batch.target_tokens,
