@@ -1,7 +1,8 @@
 // The worker owns the wasm module, the models and the saved data; the page only renders. It picks
 // the backend: WebGPU on a hardware adapter, else burn's CPU backend in wasm; `?backend=` forces.
 // Requests run one at a time, in order. A trap kills the module: every later request then fails as
-// fatal, and the page starts a fresh worker (the data is in IndexedDB).
+// fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
+// trains each run together with helper workers, one per spare core (`team.ts`).
 import init, { Session, checkRanking, defaults, limits, parseDemonstrations, parsePrompts, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from './wasm/tinyrlhf_web.js';
 import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
 import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
@@ -32,7 +33,11 @@ onStoreNotice(notice);
 /** Set once the module has trapped (a panic, or a lost GPU device): nothing in it can run again. */
 let dead: string | null = null;
 
+/** A helper worker stopped: this one is fine, though the message may quote the helper's trap. */
+class HelperStopped extends Error {}
+
 function isFatal(e: unknown): boolean {
+  if (e instanceof HelperStopped) return false;
   // A destroyed or lost GPU device does not trap: burn reports it as a poisoned device.
   return e instanceof WebAssembly.RuntimeError || /unreachable|device (was )?lost|DeviceLost|device is poisoned|device was destroyed/i.test(String(e));
 }
@@ -328,7 +333,7 @@ async function together<T>(own: () => Promise<T>, method: 'startReward' | 'rewar
     if (!why) throw e;
     const kept = await recover();
     const workers = team.workers;
-    throw new Error(`${why}. ${kept} Training goes on with ${workers} worker${workers === 1 ? '' : 's'}: start it again.`);
+    throw new HelperStopped(`${why}. ${kept} Training goes on with ${workers} worker${workers === 1 ? '' : 's'}: start it again.`);
   }
 }
 

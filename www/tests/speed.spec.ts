@@ -50,6 +50,8 @@ for (const workers of [1, 2]) {
     await page.locator('#demo').click();
     await expect(page.locator('body')).toHaveAttribute('data-demo', /win_rate/, { timeout: 15 * 60_000 });
     const result = JSON.parse((await page.locator('body').getAttribute('data-demo'))!);
-    console.log(`demo, ${workers} worker(s): ${((Date.now() - started) / 1000).toFixed(0)} s, win-rate ${result.win_rate}, KL ${result.kl}, RM accuracy ${result.accuracy}`);
+    const wall = ((Date.now() - started) / 1000).toFixed(0);
+    const parts = `reward model ${result.reward_seconds.toFixed(1)} s (held-out ${result.accuracy}), PPO ${result.steps} iterations ${result.seconds.toFixed(1)} s`;
+    console.log(`demo, ${workers} worker(s): ${wall} s in all; ${parts}; win-rate ${result.win_rate}, KL ${result.kl}`);
   });
 }

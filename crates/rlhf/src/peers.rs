@@ -118,19 +118,28 @@ impl Wire {
 
     pub(crate) fn f32s(&mut self, values: &[f32]) -> &mut Self {
         self.len(values.len());
-        self.0.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        self.0.reserve(std::mem::size_of_val(values));
+        for x in values {
+            self.0.extend_from_slice(&x.to_le_bytes());
+        }
         self
     }
 
     pub(crate) fn f64s(&mut self, values: &[f64]) -> &mut Self {
         self.len(values.len());
-        self.0.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        self.0.reserve(std::mem::size_of_val(values));
+        for x in values {
+            self.0.extend_from_slice(&x.to_le_bytes());
+        }
         self
     }
 
     pub(crate) fn u32s(&mut self, values: &[u32]) -> &mut Self {
         self.len(values.len());
-        self.0.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        self.0.reserve(std::mem::size_of_val(values));
+        for x in values {
+            self.0.extend_from_slice(&x.to_le_bytes());
+        }
         self
     }
 
