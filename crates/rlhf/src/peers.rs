@@ -116,31 +116,25 @@ impl Wire {
         self
     }
 
-    pub(crate) fn f32s(&mut self, values: &[f32]) -> &mut Self {
+    fn numbers<T: Copy, const W: usize>(&mut self, values: &[T], to_bytes: fn(T) -> [u8; W]) -> &mut Self {
         self.len(values.len());
-        self.0.reserve(std::mem::size_of_val(values));
-        for x in values {
-            self.0.extend_from_slice(&x.to_le_bytes());
+        self.0.reserve(values.len() * W);
+        for &x in values {
+            self.0.extend_from_slice(&to_bytes(x));
         }
         self
+    }
+
+    pub(crate) fn f32s(&mut self, values: &[f32]) -> &mut Self {
+        self.numbers(values, f32::to_le_bytes)
     }
 
     pub(crate) fn f64s(&mut self, values: &[f64]) -> &mut Self {
-        self.len(values.len());
-        self.0.reserve(std::mem::size_of_val(values));
-        for x in values {
-            self.0.extend_from_slice(&x.to_le_bytes());
-        }
-        self
+        self.numbers(values, f64::to_le_bytes)
     }
 
     pub(crate) fn u32s(&mut self, values: &[u32]) -> &mut Self {
-        self.len(values.len());
-        self.0.reserve(std::mem::size_of_val(values));
-        for x in values {
-            self.0.extend_from_slice(&x.to_le_bytes());
-        }
-        self
+        self.numbers(values, u32::to_le_bytes)
     }
 
     pub(crate) fn bytes(&mut self) -> Vec<u8> {
