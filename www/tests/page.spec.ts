@@ -48,7 +48,7 @@ test('by default here it picks the CPU fallback, says so, and samples', async ({
   const urls = recordRequests(page);
   const opened = Date.now();
   await ready(page);
-  await expect(page.locator('#backend')).toHaveText('CPU (wasm)');
+  await expect(page.locator('#backend')).toHaveText(/^CPU \(wasm\) · [1-8] workers?$/);
   await expect(page.locator('#backend')).toHaveAttribute('title', /software WebGPU adapter|no WebGPU/);
   await expect(page.locator('#model-info')).toContainText('M parameters');
   await expect(page.locator('#train-reward')).toBeDisabled();
