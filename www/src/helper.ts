@@ -1,13 +1,16 @@
 // A helper worker: one more wasm instance (on one more core) holding an identical copy of the
 // session's models, driven by the main worker (`team.ts`). It loads what it is sent, runs the same
 // training calls as the main worker, and passes its part of each exchange through it. It keeps no
-// data of its own: a run starts by sending it the models to start from.
+// data of its own: a run starts by sending it the models to start from (the SFT model only when it
+// changed).
 import init, { Session, trapForTests } from './wasm/tinyrlhf_web.js';
 import type { HelperReply, HelperRequest } from './team';
 
 declare const self: DedicatedWorkerGlobalScope;
 
 let session: Session | null = null;
+/** The config.json of the SFT model this helper holds. */
+let config: Uint8Array = new Uint8Array();
 /** The exchange this worker is waiting on. */
 let waiting: { resolve: (parts: Uint8Array[]) => void; reject: (e: Error) => void } | null = null;
 let exchanges = 0;
@@ -37,9 +40,14 @@ async function handle(request: HelperRequest): Promise<unknown> {
     case 'replicate': {
       const s = session!;
       const f = request.folder;
-      s.load(f.config, f.weights, f.tokenizer, f.tokenizerConfig, f.template);
-      if (request.reward) s.loadReward(f.config, request.reward);
-      if (request.policy) s.loadPolicy(request.policy.name, f.config, request.policy.weights);
+      if (f) {
+        s.load(f.config, f.weights, f.tokenizer, f.tokenizerConfig, f.template);
+        config = f.config;
+      } else {
+        s.forgetTraining();
+      }
+      if (request.reward) s.loadReward(config, request.reward);
+      if (request.policy) s.loadPolicy(request.policy.name, config, request.policy.weights);
       s.setPeers(request.rank, request.count, exchange);
       return null;
     }

@@ -8,7 +8,8 @@ import type { ModelFolder } from './protocol';
 
 export type HelperRequest =
   | { type: 'init' }
-  | { type: 'replicate'; folder: ModelFolder; reward: Uint8Array | null; policy: { name: string; weights: Uint8Array } | null; rank: number; count: number }
+  /** `folder` null: the SFT model the helper already holds (it forgets what was trained from it). */
+  | { type: 'replicate'; folder: ModelFolder | null; reward: Uint8Array | null; policy: { name: string; weights: Uint8Array } | null; rank: number; count: number }
   | { type: 'call'; method: 'startReward' | 'rewardStep' | 'startTraining' | 'trainStep'; args: unknown[] }
   | { type: 'weights'; which: string }
   | { type: 'trapAt'; exchange: number }
@@ -32,6 +33,8 @@ class Helper {
   private nextId = 1;
   /** Why it stopped, once it has. */
   dead: string | null = null;
+  /** The SFT model's files it holds, so a run on the same model does not load them again. */
+  holds: ModelFolder | null = null;
 
   constructor(onPart: (helper: Helper, part: Uint8Array) => void, onDeath: (helper: Helper, why: string) => void) {
     this.worker.onmessage = (event: MessageEvent<HelperReply>) => {
@@ -100,7 +103,12 @@ export class Team {
     this.failure = null;
     this.parts = [];
     const count = this.members.length + 1;
-    await Promise.all(this.members.map((h, i) => h.call({ type: 'replicate', ...start, rank: i + 1, count })));
+    await Promise.all(
+      this.members.map(async (h, i) => {
+        await h.call({ type: 'replicate', ...start, folder: h.holds === start.folder ? null : start.folder, rank: i + 1, count });
+        h.holds = start.folder;
+      }),
+    );
     setPeers(0, count, (part) => this.receive(0, part) as Promise<Uint8Array[]>);
   }
 

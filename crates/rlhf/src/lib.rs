@@ -24,6 +24,7 @@ pub mod peers;
 pub mod ppo;
 pub mod ppo_config;
 pub mod ppo_math;
+mod ppo_minibatch;
 pub mod rankings;
 mod read;
 pub mod reward;

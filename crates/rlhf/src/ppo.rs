@@ -39,6 +39,7 @@ pub use crate::ppo_config::PpoConfig;
 use crate::ppo_math::{
     AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
 };
+use crate::ppo_minibatch::MinibatchStats;
 use crate::read::values as read_values;
 use crate::rollout::{RolloutBatch, ScoredRollout, peer_seed, response_logprobs, response_values, sample_and_score, share_rollout};
 
@@ -527,86 +528,6 @@ impl PpoTrainer {
 
     fn restore(&mut self) {
         (self.policy, self.value) = self.last_good.clone();
-    }
-}
-
-/// What one minibatch measured before its update.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct MinibatchStats {
-    loss: f64,
-    pg_loss: f64,
-    pg_clipfrac: f64,
-    approx_kl: f64,
-    vf_loss: f64,
-    vf_clipfrac: f64,
-    /// Largest |log ratio| between the trained forward and the rollout's log-probs.
-    max_log_ratio: f64,
-    policy_grad_norm: f64,
-    value_grad_norm: f64,
-}
-
-impl MinibatchStats {
-    /// Numbers per minibatch, in the order [`PpoTrainer::update`] lays them out: the measured
-    /// ones, then the two gradient norms.
-    const COUNT: usize = 9;
-    const MEASURED: usize = 7;
-
-    /// The minibatch's measured numbers from each peer's share: the weighted means add up, the
-    /// largest log ratio is the largest of any peer's.
-    fn combine(parts: &[Vec<f32>]) -> Vec<f32> {
-        let mut out = vec![0.0f32; Self::MEASURED];
-        for part in parts {
-            for (i, (o, &x)) in out.iter_mut().zip(part).enumerate() {
-                *o = if i + 1 < Self::MEASURED {
-                    *o + x
-                } else if x.is_nan() || x > *o {
-                    x
-                } else {
-                    *o
-                };
-            }
-        }
-        out
-    }
-
-    fn from_numbers(n: &[f32]) -> Self {
-        let n: Vec<f64> = n.iter().map(|&x| f64::from(x)).collect();
-        Self {
-            loss: n[0],
-            pg_loss: n[1],
-            pg_clipfrac: n[2],
-            approx_kl: n[3],
-            vf_loss: n[4],
-            vf_clipfrac: n[5],
-            max_log_ratio: n[6],
-            policy_grad_norm: n[7],
-            value_grad_norm: n[8],
-        }
-    }
-
-    fn add(&mut self, other: &Self) {
-        self.pg_loss += other.pg_loss;
-        self.pg_clipfrac += other.pg_clipfrac;
-        self.approx_kl += other.approx_kl;
-        self.vf_loss += other.vf_loss;
-        self.vf_clipfrac += other.vf_clipfrac;
-        self.max_log_ratio = self.max_log_ratio.max(other.max_log_ratio);
-    }
-
-    fn is_finite(&self) -> bool {
-        [
-            self.loss,
-            self.pg_loss,
-            self.pg_clipfrac,
-            self.approx_kl,
-            self.vf_loss,
-            self.vf_clipfrac,
-            self.max_log_ratio,
-            self.policy_grad_norm,
-            self.value_grad_norm,
-        ]
-        .iter()
-        .all(|x| x.is_finite())
     }
 }
 
