@@ -10,7 +10,7 @@ use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
 use serde_json::json;
 use tinyrlhf_data::{Ranking, read_preferences};
-use tinyrlhf_model::{GptConfig, load_gpt, load_scalar_model, save_gpt};
+use tinyrlhf_model::{GptConfig, LlamaConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
 use tinyrlhf_tokenizer::Tokenizer;
 
 fn cases(default: u32) -> ProptestConfig {
@@ -105,6 +105,22 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn a_llama_config_from_a_file_is_refused_or_within_the_limits(fields in prop::collection::vec((prop::sample::select(vec!["vocab_size", "max_position_embeddings", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta"]), number()), 0..9)) {
+        let mut config = json!({"model_type": "llama", "vocab_size": 64, "max_position_embeddings": 16, "hidden_size": 16,
+            "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1});
+        for (field, value) in fields {
+            config[field] = value;
+        }
+        if let Ok(ModelConfig::Llama(c)) = ModelConfig::from_json_bytes(config.to_string().as_bytes()) {
+            prop_assert!(c.num_params() <= GptConfig::MAX_PARAMS);
+            let sizes = [c.vocab_size, c.max_position_embeddings, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.head_dim()];
+            for ((field, limit), value) in LlamaConfig::LIMITS.into_iter().zip(sizes) {
+                prop_assert!(value <= limit && value > 0, "{field} = {value} accepted");
+            }
+        }
+    }
 }
 
 proptest! {
@@ -114,13 +130,13 @@ proptest! {
     #[test]
     fn a_mutated_model_folder_loads_or_is_refused(config_edits in edits(), weight_edits in edits(), header_only in any::<bool>()) {
         let device = Device::flex();
-        let config = GptConfig::new(40, 8, 8, 1, 2);
-        let weights = pollster::block_on(save_gpt(&config.init(&device))).unwrap();
+        let config = ModelConfig::from(GptConfig::new(40, 8, 8, 1, 2));
+        let weights = pollster::block_on(save_lm(&config.init(&device))).unwrap();
         // The safetensors header (its first bytes) is where a mutation reaches the shapes and offsets.
         let span = if header_only { 8 + u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize } else { usize::MAX };
         let config_json = mutate(config.to_json().into_bytes(), &config_edits.0, config_edits.1, usize::MAX);
         let weights = mutate(weights, &weight_edits.0, weight_edits.1, span);
-        let _ = load_gpt(&config_json, &weights, &device);
+        let _ = load_lm(&config_json, &weights, &device);
         let _ = load_scalar_model(&config_json, &weights, &device);
     }
 
@@ -133,8 +149,8 @@ proptest! {
 #[test]
 fn a_nan_weight_is_refused_naming_the_tensor() {
     let device = Device::flex();
-    let config = GptConfig::new(40, 8, 8, 1, 2);
-    let weights = pollster::block_on(save_gpt(&config.init(&device))).unwrap();
+    let config = ModelConfig::from(GptConfig::new(40, 8, 8, 1, 2));
+    let weights = pollster::block_on(save_lm(&config.init(&device))).unwrap();
     let file = safetensors::SafeTensors::deserialize(&weights).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
         file.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec(), view.data().to_vec())).collect();
@@ -144,7 +160,7 @@ fn a_nan_weight_is_refused_naming_the_tensor() {
         (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
     });
     let bad = safetensors::serialize(views, None).unwrap();
-    let err = load_gpt(config.to_json().as_bytes(), &bad, &device).expect_err("a NaN weight is refused");
+    let err = load_lm(config.to_json().as_bytes(), &bad, &device).expect_err("a NaN weight is refused");
     assert!(err.to_string().contains("`transformer.h.0.mlp.c_fc.weight` holds NaN at index 3"), "{err}");
 }
 
@@ -161,10 +177,10 @@ fn a_bad_escape_inside_the_decoder_is_an_error_not_a_panic() {
 #[test]
 fn a_config_far_larger_than_its_weights_is_refused_before_the_model_is_built() {
     let device = Device::flex();
-    let small = GptConfig::new(40, 8, 8, 1, 2);
-    let weights = pollster::block_on(save_gpt(&small.init(&device))).unwrap();
+    let small = ModelConfig::from(GptConfig::new(40, 8, 8, 1, 2));
+    let weights = pollster::block_on(save_lm(&small.init(&device))).unwrap();
     // Within every bound, but 200 layers of width 1024 would be 2.5 G parameters built for nothing.
-    let huge = GptConfig::new(40, 8, 1024, 200, 8);
-    let err = load_gpt(huge.to_json().as_bytes(), &weights, &device).expect_err("refused");
+    let huge = ModelConfig::from(GptConfig::new(40, 8, 1024, 200, 8));
+    let err = load_lm(huge.to_json().as_bytes(), &weights, &device).expect_err("refused");
     assert!(err.to_string().contains("parameters but model.safetensors holds"), "{err}");
 }

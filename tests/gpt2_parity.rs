@@ -5,7 +5,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use tinyrlhf_model::{Gpt, ScalarModel, gather_positions, load_gpt, load_scalar_model};
+use tinyrlhf_model::{CausalLm, ScalarModel, gather_positions, load_lm, load_scalar_model};
 use tinyrlhf_tests::{FixtureTensor, assert_close, read_fixture, read_safetensors};
 
 const RTOL: f64 = 1e-4;
@@ -32,8 +32,8 @@ fn int_tensor(t: &FixtureTensor, device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(t.as_i64(), [t.shape[0], t.shape[1]]), device)
 }
 
-fn policy(device: &Device) -> Gpt {
-    let (_, gpt) = load_gpt(&read_fixture("gpt2_tiny/config.json"), &read_fixture("gpt2_tiny/model.safetensors"), device)
+fn policy(device: &Device) -> CausalLm {
+    let (_, gpt) = load_lm(&read_fixture("gpt2_tiny/config.json"), &read_fixture("gpt2_tiny/model.safetensors"), device)
         .expect("reference checkpoint loads");
     gpt
 }
@@ -119,7 +119,7 @@ fn reward_model_matches_hf_per_token_and_at_the_last_real_token() {
 fn saving_the_reference_checkpoint_writes_hf_names_shapes_and_values_back() {
     let device = Device::flex();
     let original = read_fixture("gpt2_tiny/model.safetensors");
-    let saved = pollster::block_on(tinyrlhf_model::save_gpt(&policy(&device))).unwrap();
+    let saved = pollster::block_on(tinyrlhf_model::save_lm(&policy(&device))).unwrap();
     let (a, b) = (safetensors::SafeTensors::deserialize(&original).unwrap(), safetensors::SafeTensors::deserialize(&saved).unwrap());
     let mut names_a = a.names();
     let mut names_b = b.names();

@@ -60,7 +60,7 @@ fn ints(t: &FixtureTensor, device: &Device) -> Tensor<2, Int> {
 fn a_transformers_folder_loads_padding_with_eos_and_gives_transformers_logits_on_a_left_padded_batch() {
     let model = Folder::read().load();
     let expected = expected();
-    assert_eq!(model.config.vocab_size as u64, expected["vocab_size"].as_u64().unwrap());
+    assert_eq!(model.config.vocab_size() as u64, expected["vocab_size"].as_u64().unwrap());
     let eos = expected["eos_token_id"].as_u64().unwrap() as u32;
     assert!(expected["pad_token_id"].is_null(), "the fixture has no pad token");
     let special = model.tokenizer.special_ids();
@@ -71,9 +71,9 @@ fn a_transformers_folder_loads_padding_with_eos_and_gives_transformers_logits_on
     let (ids, mask) = (&batch["input_ids"], &batch["attention_mask"]);
     assert!(ids.as_i64().iter().zip(&mask.values).any(|(&id, &m)| m == 0.0 && id == i64::from(eos)), "the batch is padded with EOS");
     let device = Device::flex();
-    let hidden = model.gpt.forward(ints(ids, &device), ints(&batch["position_ids"], &device), Some(ints(mask, &device)));
-    let logits: Vec<f32> = model.gpt.logits(hidden).into_data().try_to_vec::<f32>().unwrap();
-    let vocab = model.config.vocab_size;
+    let hidden = model.model.forward(ints(ids, &device), ints(&batch["position_ids"], &device), Some(ints(mask, &device)));
+    let logits: Vec<f32> = model.model.logits(hidden).into_data().try_to_vec::<f32>().unwrap();
+    let vocab = model.config.vocab_size();
     assert_close("logits", &logits, &batch["logits"].values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5);
 }
 
@@ -115,9 +115,9 @@ fn a_batch_padded_with_eos_samples_each_prompt_as_it_samples_alone() {
         ["Return a list.", "What does a dictionary map to in the end?"].iter().map(|p| tokenizer.encode_prompt(p).unwrap()).collect();
     assert_ne!(prompts[0].len(), prompts[1].len(), "different lengths, so one row is padded");
     let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 12, ..SamplingConfig::default() };
-    let together = pollster::block_on(generate(&model.gpt, &prompts, special.eos, special.pad, &greedy)).unwrap();
+    let together = pollster::block_on(generate(&model.model, &prompts, special.eos, special.pad, &greedy)).unwrap();
     for (i, prompt) in prompts.iter().enumerate() {
-        let alone = pollster::block_on(generate(&model.gpt, std::slice::from_ref(prompt), special.eos, special.pad, &greedy)).unwrap();
+        let alone = pollster::block_on(generate(&model.model, std::slice::from_ref(prompt), special.eos, special.pad, &greedy)).unwrap();
         assert_eq!(together.tokens[i], alone.tokens[0], "prompt {i}");
         // An answer holds no padding: it ends at its EOS or at the length limit.
         let eos_at = together.tokens[i].iter().position(|&t| t == special.eos);

@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use tinyrlhf_data::{demonstrations, held_out_prompts, pretraining_corpus};
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, generate};
+use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, SamplingConfig, generate};
 use tinyrlhf_rlhf::{Example, SupervisedConfig, SupervisedTrainer, chat_example, pack};
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -17,7 +17,7 @@ fn train(trainer: &mut SupervisedTrainer, steps: usize, held_out: &[Example]) ->
     (before, pollster::block_on(trainer.evaluate(held_out)).unwrap())
 }
 
-fn eos_rate(gpt: &Gpt, tokenizer: &Tokenizer, prompts: &[String]) -> f64 {
+fn eos_rate(gpt: &CausalLm, tokenizer: &Tokenizer, prompts: &[String]) -> f64 {
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode_prompt(p).unwrap()).collect();
     let special = tokenizer.special_ids();
     let sampling = SamplingConfig { max_new_tokens: 64, temperature: 0.0, ..Default::default() };
@@ -36,7 +36,7 @@ fn pretraining_then_sft_turns_a_text_continuer_into_an_answerer() {
 
     let device = Device::flex();
     device.seed(seed);
-    let config = GptConfig::new(tokenizer.vocab_size(), 128, 64, 2, 2);
+    let config = ModelConfig::from(GptConfig::new(tokenizer.vocab_size(), 128, 64, 2, 2));
 
     // Pretraining: plain text, every token a target.
     let stream = tokenizer.encode(&corpus.join("\n")).unwrap();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use burn::tensor::Device;
 use serde_json::Value;
-use tinyrlhf_model::{Gpt, load_gpt};
+use tinyrlhf_model::{CausalLm, load_lm};
 use tinyrlhf_rlhf::dpo::sequence_logprobs;
 use tinyrlhf_rlhf::dpo_math::{DpoLoss, DpoPair, dpo_loss, sequence_logps};
 use tinyrlhf_rlhf::{DpoMetrics, Example};
@@ -138,10 +138,10 @@ fn a_perturbed_fixture_value_fails_the_comparison() {
 }
 
 /// The fixture's GPT-2 and its reference: the same weights with the overlay's tensors replaced.
-fn end_to_end_models(device: &Device) -> (Gpt, Gpt) {
+fn end_to_end_models(device: &Device) -> (CausalLm, CausalLm) {
     let config = read_fixture("gpt2_tiny/config.json");
     let weights = read_fixture("gpt2_tiny/model.safetensors");
-    let (_, policy) = load_gpt(&config, &weights, device).expect("gpt2_tiny loads");
+    let (_, policy) = load_lm(&config, &weights, device).expect("gpt2_tiny loads");
     let overlay = read_safetensors("dpo_ref_overlay.safetensors");
     let base = safetensors::SafeTensors::deserialize(&weights).expect("valid safetensors");
     let mut tensors: HashMap<String, (Vec<usize>, Vec<u8>)> = HashMap::new();
@@ -160,7 +160,7 @@ fn end_to_end_models(device: &Device) -> (Gpt, Gpt) {
         })
         .collect();
     let reference_weights = safetensors::serialize(views, None).expect("serialises");
-    let (_, reference) = load_gpt(&config, &reference_weights, device).expect("reference loads");
+    let (_, reference) = load_lm(&config, &reference_weights, device).expect("reference loads");
     (policy, reference)
 }
 
@@ -184,7 +184,7 @@ fn end_to_end_on_the_fixture_gpt2_the_dpo_loss_matches_trl_from_token_ids() {
         })
         .collect();
     let pad = f["pad_token_id"].as_u64().unwrap() as u32;
-    let logps = |model: &Gpt| -> Vec<f64> {
+    let logps = |model: &CausalLm| -> Vec<f64> {
         sequence_logprobs(model, &examples, pad, &device).into_data().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
     };
     let (policy_logps, reference_logps) = (logps(&policy), logps(&reference));

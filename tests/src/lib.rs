@@ -20,6 +20,27 @@ pub fn hf_fixture_dir() -> PathBuf {
     }
 }
 
+/// The Llama-family model folders (`hf-llama`, `hf-llama3`, `hf-qwen2`, `hf-qwen3`, each written by
+/// transformers): `$TINYRLHF_LLAMA_FIXTURES`, else the copy in `tests/fixtures/hf-llama-family`.
+pub fn llama_fixtures_dir() -> PathBuf {
+    match std::env::var_os("TINYRLHF_LLAMA_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf-llama-family"),
+    }
+}
+
+/// Every model folder under [`llama_fixtures_dir`], sorted by name.
+pub fn llama_fixture_folders() -> Vec<PathBuf> {
+    let dir = llama_fixtures_dir();
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.join("config.json").is_file())
+        .collect();
+    folders.sort();
+    folders
+}
+
 pub fn read_fixture(relative: &str) -> Vec<u8> {
     let path = fixtures_dir().join(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))

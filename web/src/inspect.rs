@@ -22,9 +22,13 @@ impl Session {
             let reward = reward_model(&state)?;
             let completions: Vec<String> = serde_json::from_str(&completions_json).map_err(js)?;
             let order: Vec<usize> = (0..completions.len()).collect();
-            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.n_positions).map_err(js)?;
-            let scores =
-                tinyrlhf_rlhf::reward::score_sequences(&reward, &tokens.sequences, model.tokenizer.special_ids().pad, &model.gpt.device());
+            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.context_length()).map_err(js)?;
+            let scores = tinyrlhf_rlhf::reward::score_sequences(
+                &reward,
+                &tokens.sequences,
+                model.tokenizer.special_ids().pad,
+                &model.model.device(),
+            );
             let scores: Vec<f32> = tinyrlhf_model::read_f32(scores).await.map_err(js)?;
             json_value(&scores)
         })
@@ -50,7 +54,7 @@ impl Session {
             let special = model.tokenizer.special_ids();
             let explained = explain_response(
                 &policy,
-                &model.gpt,
+                &model.model,
                 &value,
                 &reward,
                 &prompt_ids,
@@ -97,7 +101,7 @@ impl Session {
             let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
             let sampling = SamplingConfig { max_new_tokens: MAX_NEW_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
             let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
-            let measured = gold_and_proxy(&policy, &model.gpt, &reward, &model.tokenizer, &prompts, &labeler, &settings).await;
+            let measured = gold_and_proxy(&policy, &model.model, &reward, &model.tokenizer, &prompts, &labeler, &settings).await;
             json_value(&measured.map_err(js)?)
         })
     }

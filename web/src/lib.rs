@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use tinyrlhf_data::{Labeler, Ranking};
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel, generate};
+use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel, generate};
 use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, check_same_shape, load_language_model};
 use wasm_bindgen::prelude::*;
 
@@ -48,12 +48,12 @@ pub(crate) type Model = LanguageModel;
 #[derive(Default)]
 pub(crate) struct State {
     sft: Option<Rc<Model>>,
-    base: Option<Gpt>,
+    base: Option<CausalLm>,
     reward: Option<ScalarModel>,
     reward_trainer: Option<RewardTrainer>,
     calibration: Vec<Vec<u32>>,
     /// Tuned policies by name: a method's ("ppo", "dpo", ...) or "imported".
-    policies: BTreeMap<String, Gpt>,
+    policies: BTreeMap<String, CausalLm>,
     run: Option<training::Run>,
     sft_run: Option<sft::SftRun>,
     /// The workers that train together (`peers.rs`); none: this one alone.
@@ -81,6 +81,8 @@ pub struct Session {
 
 #[derive(Serialize)]
 struct ModelInfo {
+    /// `gpt2`, `llama`, `qwen2` or `qwen3`.
+    architecture: String,
     parameters: usize,
     layers: usize,
     width: usize,
@@ -125,10 +127,10 @@ pub(crate) fn sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
 }
 
 /// The model called `which`: "sft", "base", or a tuned policy's name.
-pub(crate) fn model_named(state: &Rc<RefCell<State>>, which: &str) -> Result<Gpt, JsError> {
+pub(crate) fn model_named(state: &Rc<RefCell<State>>, which: &str) -> Result<CausalLm, JsError> {
     let s = state.borrow();
     match which {
-        "sft" => s.sft.as_ref().map(|m| m.gpt.clone()).ok_or_else(|| js("no model is loaded")),
+        "sft" => s.sft.as_ref().map(|m| m.model.clone()).ok_or_else(|| js("no model is loaded")),
         "base" => s.base.clone().ok_or_else(|| js("the base model is not loaded")),
         name => s.policies.get(name).cloned().ok_or_else(|| js(format!("there is no {name} policy yet"))),
     }
@@ -136,7 +138,7 @@ pub(crate) fn model_named(state: &Rc<RefCell<State>>, which: &str) -> Result<Gpt
 
 /// Prompt ids that leave `room` tokens for the answer, and whether the prompt was cut.
 pub(crate) fn prompt_ids(model: &Model, prompt: &str, room: usize) -> Result<(Vec<u32>, bool), JsError> {
-    model.tokenizer.encode_prompt_within(prompt, model.config.n_positions - room).map_err(js)
+    model.tokenizer.encode_prompt_within(prompt, model.config.context_length() - room).map_err(js)
 }
 
 #[wasm_bindgen]
@@ -163,10 +165,10 @@ impl Session {
     pub fn generation_speed(&self, config_json: Vec<u8>) -> js_sys::Promise {
         let device = self.device.clone();
         promise(async move {
-            let config = GptConfig::from_json_bytes(&config_json).map_err(js)?;
+            let config = ModelConfig::from_json_bytes(&config_json).map_err(js)?;
             let gpt = config.init(&device);
-            let prompt: Vec<u32> = (0..8).map(|i| i % config.vocab_size as u32).collect();
-            let tokens = tinyrlhf_model::READ_EVERY.min(config.n_positions.saturating_sub(prompt.len() + 1)).max(1);
+            let prompt: Vec<u32> = (0..8).map(|i| i % config.vocab_size() as u32).collect();
+            let tokens = tinyrlhf_model::READ_EVERY.min(config.context_length().saturating_sub(prompt.len() + 1)).max(1);
             let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, ..Default::default() };
             // No EOS id inside the vocabulary: every answer runs its full length.
             generate(&gpt, &vec![prompt.clone(); 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
@@ -195,15 +197,16 @@ impl Session {
             tokenizer_config_json: tokenizer_config_json.as_deref(),
             chat_template_jinja: chat_template_jinja.as_deref(),
         };
-        let LanguageModel { config, gpt, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
+        let LanguageModel { config, model, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
         let special = tokenizer.special_ids();
         let info = ModelInfo {
             parameters: config.num_params(),
-            layers: config.n_layer,
-            width: config.n_embd,
-            heads: config.n_head,
-            context: config.n_positions,
-            vocab: config.vocab_size,
+            architecture: config.architecture().to_owned(),
+            layers: config.num_layers(),
+            width: config.width(),
+            heads: config.heads(),
+            context: config.context_length(),
+            vocab: config.vocab_size(),
             chat_template: tokenizer.chat_template().source().to_owned(),
             pad_is_eos: special.pad == special.eos,
         };
@@ -211,7 +214,7 @@ impl Session {
         state.forget_trained();
         state.base = None;
         state.sft_run = None;
-        state.sft = Some(Rc::new(Model { config, gpt, tokenizer }));
+        state.sft = Some(Rc::new(Model { config, model, tokenizer }));
         to_json(&info)
     }
 
@@ -219,16 +222,16 @@ impl Session {
     /// (a config can ask for any size; building first would let it exhaust the tab's memory).
     fn same_config(&self, config_json: &[u8]) -> Result<(), JsError> {
         let model = sft(&self.state)?;
-        let config = GptConfig::from_json_bytes(config_json).map_err(js)?;
+        let config = ModelConfig::from_json_bytes(config_json).map_err(js)?;
         check_same_shape("this model", &model.config, &config).map_err(js)?;
         Ok(())
     }
 
     /// A model of the SFT model's shape from `config.json` + `model.safetensors` bytes, or an error
     /// naming what does not fit.
-    pub(crate) fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<Gpt, JsError> {
+    pub(crate) fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<CausalLm, JsError> {
         self.same_config(config_json)?;
-        let (_, gpt) = tinyrlhf_model::load_gpt(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
+        let (_, gpt) = tinyrlhf_model::load_lm(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
         Ok(gpt)
     }
 
@@ -274,7 +277,7 @@ impl Session {
             if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
                 return Err(js(format!("K = {k}: sample 1 to {} answers at a time", Ranking::MAX_COMPLETIONS)));
             }
-            let room = max_new_tokens.clamp(1, model.config.n_positions - 1);
+            let room = max_new_tokens.clamp(1, model.config.context_length() - 1);
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();
             let sampling = SamplingConfig { max_new_tokens: room, temperature, top_k: 0, top_p: 1.0, seed };

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use tinyrlhf_data::Demonstration;
-use tinyrlhf_model::Gpt;
+use tinyrlhf_model::CausalLm;
 use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, sft_examples, split_validation, with_changes};
 use wasm_bindgen::prelude::*;
 
@@ -30,12 +30,12 @@ impl Session {
         let base = self.state.borrow().base.clone().ok_or_else(|| js("the base model is not loaded"))?;
         let demos: Vec<Demonstration> = serde_json::from_str(demos_json).map_err(js)?;
         let settings: SftSettings = with_changes(SftSettings::default(), &changes(changes_json)?, "SFT").map_err(js)?;
-        let (examples, left_out) = sft_examples(&model.tokenizer, &demos, model.config.n_positions).map_err(js)?;
+        let (examples, left_out) = sft_examples(&model.tokenizer, &demos, model.config.context_length()).map_err(js)?;
         if examples.is_empty() {
             return Err(js(format!(
                 "none of the {} demonstrations fits in the model's context of {} tokens",
                 demos.len(),
-                model.config.n_positions
+                model.config.context_length()
             )));
         }
         let (train, validation) = split_validation(examples);
@@ -82,8 +82,8 @@ impl Session {
     pub fn sft_weights(&self) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let gpt = sft(&state)?.gpt.clone();
-            let bytes = tinyrlhf_model::save_gpt(&gpt).await.map_err(js)?;
+            let gpt = sft(&state)?.model.clone();
+            let bytes = tinyrlhf_model::save_lm(&gpt).await.map_err(js)?;
             Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }
@@ -91,10 +91,10 @@ impl Session {
 
 /// `gpt` is the SFT model from now on; the reward model and the policies were trained from the
 /// previous one, so they go.
-fn become_sft(state: &Rc<std::cell::RefCell<State>>, gpt: Gpt) -> Result<(), JsError> {
+fn become_sft(state: &Rc<std::cell::RefCell<State>>, gpt: CausalLm) -> Result<(), JsError> {
     let model = sft(state)?;
     let mut s = state.borrow_mut();
-    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), gpt, tokenizer: model.tokenizer.clone() }));
+    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: gpt, tokenizer: model.tokenizer.clone() }));
     s.forget_trained();
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use serde::Serialize;
 use tinyrlhf_data::Ranking;
-use tinyrlhf_model::{Gpt, ScalarModel};
+use tinyrlhf_model::{CausalLm, ScalarModel};
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupTrainer, Method, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, calibrate,
     with_changes,
@@ -30,7 +30,7 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    pub(crate) fn policy(&self) -> Gpt {
+    pub(crate) fn policy(&self) -> CausalLm {
         match &self.trainer {
             Trainer::Ppo(t) => t.policy(),
             Trainer::Group(t) => t.policy(),
@@ -119,7 +119,7 @@ struct RunPlan {
 /// Rankings ready to learn from, or an error saying why there are too few.
 fn ranking_set(model: &Model, rankings_json: &str, what: &str) -> Result<RankingSet, JsError> {
     let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
-    let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.n_positions);
+    let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.context_length());
     let usable = set.train.len() + set.held_out.len();
     if usable < 2 || set.train.is_empty() {
         let skipped = set.skipped_summary().map(|s| format!("; {s}")).unwrap_or_default();
@@ -150,7 +150,7 @@ impl Session {
         let RankingSet { train, held_out, .. } = set;
         self.device.seed(settings.seed);
         let pad = model.tokenizer.special_ids().pad;
-        let mut trainer = RewardTrainer::new(model.gpt.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
+        let mut trainer = RewardTrainer::new(model.model.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
         info["steps"] = trainer.total_steps().into();
         let mut state = self.state.borrow_mut();
         if let Some(peers) = &state.peers {
@@ -212,14 +212,14 @@ impl Session {
                     let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
                     plan.total = settings.iterations;
                     let models =
-                        PpoModels { sft: model.gpt.clone(), config: model.config.clone(), reward: reward()?, value: None, policy: start };
+                        PpoModels { sft: model.model.clone(), config: model.config.clone(), reward: reward()?, value: None, policy: start };
                     Trainer::Ppo(Box::new(PpoTrainer::new(models, ids, vec![], special.eos, special.pad, settings).map_err(js)?))
                 }
                 Method::Grpo | Method::Rloo => {
                     let settings = method.group_config(&changes).map_err(js)?;
                     let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
                     plan.total = settings.iterations;
-                    let (sft, config) = (model.gpt.clone(), model.config.clone());
+                    let (sft, config) = (model.model.clone(), model.config.clone());
                     Trainer::Group(Box::new(
                         GroupTrainer::new(sft, start, config, reward()?, ids, special.eos, special.pad, settings).map_err(js)?,
                     ))
@@ -231,10 +231,11 @@ impl Session {
                     (plan.train, plan.held_out, plan.pairs, plan.skipped) =
                         (Some(set.train.len()), Some(set.held_out.len()), Some(set.train_pairs()), set.skipped_summary());
                     let RankingSet { train, held_out, .. } = set;
-                    let policy = start.unwrap_or_else(|| model.gpt.clone());
-                    let trainer = DpoTrainer::with_policy(policy, &model.gpt, model.config.clone(), train, held_out, special.pad, settings)
-                        .await
-                        .map_err(js)?;
+                    let policy = start.unwrap_or_else(|| model.model.clone());
+                    let trainer =
+                        DpoTrainer::with_policy(policy, &model.model, model.config.clone(), train, held_out, special.pad, settings)
+                            .await
+                            .map_err(js)?;
                     plan.total = trainer.total_steps();
                     Trainer::Dpo(Box::new(trainer))
                 }
@@ -277,7 +278,7 @@ impl Session {
         let state = self.state.clone();
         promise(async move {
             let policy = state.borrow().policies.get(&name).cloned().ok_or_else(|| js(format!("there is no {name} policy yet")))?;
-            let bytes = tinyrlhf_model::save_gpt(&policy).await.map_err(js)?;
+            let bytes = tinyrlhf_model::save_lm(&policy).await.map_err(js)?;
             Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }

@@ -9,7 +9,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, generate};
+use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
 
 use crate::backend::Backend;
 
@@ -53,7 +53,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     for &backend in &args.backend {
         let device = backend.device()?;
         for preset in &args.preset {
-            let config = GptConfig::preset(preset, args.vocab).ok_or_else(|| format!("unknown preset {preset:?}"))?;
+            let config = ModelConfig::preset(preset, args.vocab).ok_or_else(|| format!("unknown preset {preset:?}"))?;
             let figures = measure(args, &config, &device)?;
             if !args.json {
                 print_table(backend, preset, &config, &figures);
@@ -121,8 +121,8 @@ struct Iteration {
     device_reads: u64,
 }
 
-fn measure(args: &BenchArgs, config: &GptConfig, device: &Device) -> Result<Figures, String> {
-    let seq = args.seq_len.unwrap_or(config.n_positions / 2).min(config.n_positions);
+fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Figures, String> {
+    let seq = args.seq_len.unwrap_or(config.context_length() / 2).min(config.context_length());
     let step = train_step_time(config, device, args.batch, seq, args.steps);
     let tokens = (args.batch * seq) as f64;
     let train_step = TrainStep { batch: args.batch, seq, ms: ms(step), tok_s: tokens / step.as_secs_f64() };
@@ -168,12 +168,13 @@ fn measure(args: &BenchArgs, config: &GptConfig, device: &Device) -> Result<Figu
     Ok(figures)
 }
 
-fn print_table(backend: Backend, preset: &str, config: &GptConfig, f: &Figures) {
+fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures) {
     println!(
-        "\n{backend} · {preset} (d {}, {} layers, {} heads, {:.2} M params)",
-        config.n_embd,
-        config.n_layer,
-        config.n_head,
+        "\n{backend} · {preset} ({}, d {}, {} layers, {} heads, {:.2} M params)",
+        config.architecture(),
+        config.width(),
+        config.num_layers(),
+        config.heads(),
         f.params as f64 / 1e6
     );
     let t = &f.train_step;
@@ -260,14 +261,14 @@ fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) -> Vec<i64>
 }
 
 /// One language-modelling step: forward, next-token cross-entropy, backward, AdamW.
-fn train_step_time(config: &GptConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> Duration {
+fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> Duration {
     let device = device.clone().autodiff();
     let mut gpt = config.init(&device);
     let mut optim = AdamWConfig::new().init();
     let positions: Vec<i64> = (0..batch).flat_map(|_| 0..seq as i64).collect();
     let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, seq]), &device);
     let mut step = |i: usize| {
-        let tokens = random_tokens(batch, seq + 1, config.vocab_size, i);
+        let tokens = random_tokens(batch, seq + 1, config.vocab_size(), i);
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [batch, seq + 1]), &device);
         let inputs = tokens.clone().narrow(1, 0, seq);
         let targets = tokens.narrow(1, 1, seq).reshape([batch, seq, 1]);
@@ -294,7 +295,7 @@ fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
     ids.chunks(PROMPT_LEN).map(|row| row.iter().map(|&t| t as u32).collect()).collect()
 }
 
-fn generate_cached(gpt: &Gpt, batch: usize, new_tokens: usize) {
+fn generate_cached(gpt: &CausalLm, batch: usize, new_tokens: usize) {
     let sampling = SamplingConfig { max_new_tokens: new_tokens, temperature: 1.0, ..Default::default() };
     // No EOS id inside the vocabulary: every row runs the full length.
     let out =
@@ -303,7 +304,7 @@ fn generate_cached(gpt: &Gpt, batch: usize, new_tokens: usize) {
 }
 
 /// The same sampling without a cache: each new token re-runs the whole sequence.
-fn generate_uncached(gpt: &Gpt, device: &Device, batch: usize, new_tokens: usize) {
+fn generate_uncached(gpt: &CausalLm, device: &Device, batch: usize, new_tokens: usize) {
     let prompts: Vec<i64> = prompts(batch, gpt.vocab_size()).concat().into_iter().map(i64::from).collect();
     let mut ids = Tensor::<2, Int>::from_data(TensorData::new(prompts, [batch, PROMPT_LEN]), device);
     let sampling = SamplingConfig::default();
@@ -343,7 +344,7 @@ fn timed_steps<T>(runs: usize, mut step: impl FnMut() -> Result<T, String>) -> R
 
 /// One PPO iteration's phases (medians) with default settings, batch 16, every response the full
 /// 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
-fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<(PpoIteration, u64), String> {
+fn ppo_iteration(config: &ModelConfig, device: &Device, runs: usize) -> Result<(PpoIteration, u64), String> {
     use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
     let models = PpoModels {
         sft: config.init(device),
@@ -353,8 +354,8 @@ fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<(Pp
         policy: None,
     };
     let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
-    let eos = config.vocab_size as u32;
-    let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size), vec![], eos, 0, settings).map_err(|e| e.to_string())?;
+    let eos = config.vocab_size() as u32;
+    let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size()), vec![], eos, 0, settings).map_err(|e| e.to_string())?;
     let (stats, device_reads) = timed_steps(runs, || pollster::block_on(trainer.step()).map_err(|e| e.to_string()))?;
     let phase = |f: fn(&tinyrlhf_rlhf::PpoStats) -> f64| median_of(stats.iter().map(f).collect());
     let (rollout_secs, scoring_secs, update_secs) = (phase(|s| s.rollout_secs), phase(|s| s.scoring_secs), phase(|s| s.update_secs));
@@ -364,14 +365,14 @@ fn ppo_iteration(config: &GptConfig, device: &Device, runs: usize) -> Result<(Pp
 
 /// One GRPO / RLOO iteration (median) with the default settings (8 prompts x K = 4), every answer
 /// the full 48 tokens.
-fn group_iteration(config: &GptConfig, device: &Device, runs: usize, method: tinyrlhf_rlhf::GroupMethod) -> Result<Iteration, String> {
+fn group_iteration(config: &ModelConfig, device: &Device, runs: usize, method: tinyrlhf_rlhf::GroupMethod) -> Result<Iteration, String> {
     use tinyrlhf_rlhf::{GroupConfig, GroupTrainer};
     let settings = GroupConfig { method, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..GroupConfig::default() };
     let answers = settings.prompts_per_iteration * settings.samples_per_prompt;
-    let eos = config.vocab_size as u32;
+    let eos = config.vocab_size() as u32;
     let reward = tinyrlhf_model::ScalarModel::new(config.init(device));
     let mut trainer =
-        GroupTrainer::new(config.init(device), None, config.clone(), reward, prompts(64, config.vocab_size), eos, 0, settings)
+        GroupTrainer::new(config.init(device), None, config.clone(), reward, prompts(64, config.vocab_size()), eos, 0, settings)
             .map_err(|e| e.to_string())?;
     let (secs, device_reads) = timed_steps(runs, || {
         pollster::block_on(trainer.step()).map(|s| s.rollout_secs + s.scoring_secs + s.update_secs).map_err(|e| e.to_string())
@@ -393,10 +394,10 @@ fn rankings(count: usize, vocab: usize) -> Vec<tinyrlhf_rlhf::TokenRanking> {
 }
 
 /// One reward-model step (median) with the default settings on 8 rankings of 4 answers.
-fn reward_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
+fn reward_step(config: &ModelConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
     use tinyrlhf_rlhf::{RewardConfig, RewardTrainer};
     let settings = RewardConfig::default();
-    let rankings = rankings(settings.batch_size, config.vocab_size);
+    let rankings = rankings(settings.batch_size, config.vocab_size());
     let answers = 4 * rankings.len();
     // One step per epoch: every epoch is the same 8 rankings.
     let settings = RewardConfig { epochs: runs + 1, batch_size: rankings.len(), ..settings };
@@ -410,10 +411,10 @@ fn reward_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Itera
 
 /// One DPO step (median) with the default settings (8 rankings of K = 4 answers, each a 16-token
 /// prompt and a 48-token answer).
-fn dpo_step(config: &GptConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
+fn dpo_step(config: &ModelConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
     use tinyrlhf_rlhf::{DpoConfig, DpoTrainer};
     let settings = DpoConfig::default();
-    let rankings = rankings(settings.batch_size, config.vocab_size);
+    let rankings = rankings(settings.batch_size, config.vocab_size());
     let answers = 4 * rankings.len();
     let settings = DpoConfig { epochs: runs + 1, ..settings };
     let mut trainer = pollster::block_on(DpoTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings))

@@ -75,7 +75,7 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     settings.validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
-    let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.n_positions)?;
+    let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
     let RankingSet { train, held_out, .. } = set;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
-use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::{ModelFiles, TrainCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
@@ -52,7 +52,7 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
 
 /// A model directory's language model and tokenizer, checked against each other: one of ours or
 /// a Hugging Face GPT-2 folder (`tokenizer_config.json`, `chat_template.jinja` when present).
-pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(GptConfig, Gpt, Tokenizer)> {
+pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, Tokenizer)> {
     let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
     let tokenizer = TokenizerBytes::read(dir)?;
     let tokenizer = tokenizer.files();
@@ -64,7 +64,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(GptConfig, Gpt, To
         chat_template_jinja: tokenizer.chat_template_jinja,
     };
     let model = tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok((model.config, model.gpt, model.tokenizer))
+    Ok((model.config, model.model, model.tokenizer))
 }
 
 /// A directory's tokenizer files: `tokenizer.json` (required), `tokenizer_config.json` and
@@ -118,7 +118,7 @@ pub fn save_weights_dir(dir: &Path, config_json: &str, weights: &[u8], tokenizer
 }
 
 /// A reward (or value) model directory: the scalar model and its tokenizer.
-pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(GptConfig, ScalarModel, Tokenizer)> {
+pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, ScalarModel, Tokenizer)> {
     let tokenizer = read_tokenizer_dir(dir)?;
     let (config, model) =
         tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)

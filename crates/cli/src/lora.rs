@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use clap::Args;
-use tinyrlhf_model::{Gpt, LoraConfig};
+use tinyrlhf_model::{CausalLm, LoraConfig};
 
 use crate::files::{self, Result};
 
@@ -27,7 +27,7 @@ impl LoraArgs {
 }
 
 /// Writes `policy`'s adapters to `out/adapter/` when the run trained with LoRA.
-pub fn save_adapter(out: &Path, policy: &Gpt, lora: Option<&LoraConfig>) -> Result<()> {
+pub fn save_adapter(out: &Path, policy: &CausalLm, lora: Option<&LoraConfig>) -> Result<()> {
     let Some(lora) = lora else { return Ok(()) };
     let (config, weights) = pollster::block_on(tinyrlhf_model::save_peft_adapter(policy, lora)).map_err(|e| e.to_string())?;
     let dir = out.join("adapter");

@@ -130,7 +130,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
             let demos: Vec<Demonstration> = files::read_records(path)?;
             let mut examples = Vec::new();
             for d in &demos {
-                examples.extend(chat_example(&tokenizer, &d.prompt, &d.response, config.n_positions).map_err(|e| e.to_string())?);
+                examples.extend(chat_example(&tokenizer, &d.prompt, &d.response, config.context_length()).map_err(|e| e.to_string())?);
             }
             examples
         }
@@ -183,7 +183,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         }
         files::append_metrics(&metrics, &files::with_sample_text(serde_json::to_value(&stats).expect("stats serialise"), &tokenizer))?;
         if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
-            let weights = pollster::block_on(tinyrlhf_model::save_gpt(&trainer.policy())).map_err(|e| e.to_string())?;
+            let weights = pollster::block_on(tinyrlhf_model::save_lm(&trainer.policy())).map_err(|e| e.to_string())?;
             files::save_weights_dir(
                 &args.out,
                 &config.to_json(),

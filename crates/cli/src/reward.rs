@@ -50,7 +50,7 @@ pub struct RewardArgs {
 pub fn reward(args: &RewardArgs) -> Result<()> {
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.model, &device)?;
-    let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.n_positions)?;
+    let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
     let calibration = set.calibration_set();

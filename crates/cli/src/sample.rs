@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::ProgressBar;
 use tinyrlhf_data::{Samples, write_jsonl};
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, generate};
+use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
@@ -47,15 +47,15 @@ impl SamplingArgs {
 
 /// Prompt ids for the model: the chat template, cut from the left to leave `room` for the answer.
 /// Returns the ids and whether the prompt was cut.
-pub fn prompt_ids(tokenizer: &Tokenizer, config: &GptConfig, prompt: &str, room: usize) -> Result<(Vec<u32>, bool)> {
-    tokenizer.encode_prompt_within(prompt, config.n_positions.saturating_sub(room.max(1))).map_err(|e| e.to_string())
+pub fn prompt_ids(tokenizer: &Tokenizer, config: &ModelConfig, prompt: &str, room: usize) -> Result<(Vec<u32>, bool)> {
+    tokenizer.encode_prompt_within(prompt, config.context_length().saturating_sub(room.max(1))).map_err(|e| e.to_string())
 }
 
 /// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
-    gpt: &Gpt,
-    config: &GptConfig,
+    gpt: &CausalLm,
+    config: &ModelConfig,
     tokenizer: &Tokenizer,
     prompts: &[String],
     k: usize,
@@ -128,9 +128,15 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
 }
 
 /// The model's continuation of `text` with no template (the last tokens, if it is too long).
-fn continue_text(gpt: &Gpt, config: &GptConfig, tokenizer: &Tokenizer, text: &str, sampling: &SamplingArgs) -> Result<(String, bool)> {
+fn continue_text(
+    gpt: &CausalLm,
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    text: &str,
+    sampling: &SamplingArgs,
+) -> Result<(String, bool)> {
     let mut ids = tokenizer.encode(text).map_err(|e| e.to_string())?;
-    let room = config.n_positions.saturating_sub(sampling.max_new_tokens.max(1)).max(1);
+    let room = config.context_length().saturating_sub(sampling.max_new_tokens.max(1)).max(1);
     ids.drain(..ids.len().saturating_sub(room));
     let special = tokenizer.special_ids();
     let out = pollster::block_on(generate(gpt, &[ids], special.eos, special.pad, &sampling.config(0))).map_err(|e| e.to_string())?;
@@ -153,7 +159,13 @@ pub struct ChatArgs {
 pub fn chat(args: &ChatArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
     let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
-    eprintln!("talking to {} ({} layers, d {}). One prompt per line; Ctrl-D ends.", args.model.display(), config.n_layer, config.n_embd);
+    eprintln!(
+        "talking to {} ({}, {} layers, d {}). One prompt per line; Ctrl-D ends.",
+        args.model.display(),
+        config.architecture(),
+        config.num_layers(),
+        config.width()
+    );
     let stdin = std::io::stdin();
     let mut turn = 0;
     loop {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tinyrlhf_data::Demonstration;
-use tinyrlhf_model::GptConfig;
+use tinyrlhf_model::ModelConfig;
 use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, pack, sft_examples, split_validation};
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -79,11 +79,11 @@ pub struct SftArgs {
 
 pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     let tokenizer = files::read_tokenizer(&args.tokenizer)?;
-    let config = GptConfig::preset(&args.preset, tokenizer.vocab_size())
-        .ok_or_else(|| format!("unknown preset {:?}; use tiny, small or gpt2-124m", args.preset))?
+    let config = ModelConfig::preset(&args.preset, tokenizer.vocab_size())
+        .ok_or_else(|| format!("unknown preset {:?}; use one of {}", args.preset, ModelConfig::PRESETS.join(", ")))?
         .with_special_tokens(tokenizer.special_ids().pad, tokenizer.special_ids().eos);
-    if args.seq_len == 0 || args.seq_len > config.n_positions {
-        return Err(format!("--seq-len {} must be between 1 and the context, {}", args.seq_len, config.n_positions));
+    if args.seq_len == 0 || args.seq_len > config.context_length() {
+        return Err(format!("--seq-len {} must be between 1 and the context, {}", args.seq_len, config.context_length()));
     }
     let corpus = files::read(&args.corpus)?;
     let text = std::str::from_utf8(&corpus).map_err(|e| format!("{}: not UTF-8 text: {e}", args.corpus.display()))?;
@@ -104,12 +104,12 @@ pub fn sft(args: &SftArgs) -> Result<()> {
     let device = args.train.backend.device()?;
     let (config, base, tokenizer) = files::load_model_dir(&args.model, &device)?;
     let demos: Vec<Demonstration> = files::read_records(&args.demos)?;
-    let (examples, left_out) = sft_examples(&tokenizer, &demos, config.n_positions).map_err(|e| e.to_string())?;
+    let (examples, left_out) = sft_examples(&tokenizer, &demos, config.context_length()).map_err(|e| e.to_string())?;
     if left_out > 0 {
         eprintln!(
             "note: {left_out} of {} demonstrations are longer than the context ({} tokens) and were left out",
             demos.len(),
-            config.n_positions
+            config.context_length()
         );
     }
     let manifest = serde_json::json!({
@@ -123,8 +123,8 @@ pub fn sft(args: &SftArgs) -> Result<()> {
 /// The shared loop. `base` is the model to start from (none: a fresh one of `config`).
 fn run(
     args: &TrainArgs,
-    config: GptConfig,
-    base: Option<tinyrlhf_model::Gpt>,
+    config: ModelConfig,
+    base: Option<tinyrlhf_model::CausalLm>,
     examples: Vec<Example>,
     tokenizer: &Tokenizer,
     mut manifest: serde_json::Value,

@@ -1,11 +1,15 @@
-//! Weights in and out as safetensors bytes, under Hugging Face GPT-2's tensor names and layouts.
+//! Weights in and out as safetensors bytes, under each architecture's Hugging Face tensor names and
+//! layouts.
 //!
-//! A module's parameter path (`h.0.attn.c_attn.weight`, from burn's module traversal) becomes the
-//! HF name by a prefix (`transformer.`) and LayerNorm's `gamma`/`beta` -> `weight`/`bias`. Only the
-//! scalar head differs in layout: HF stores it as an `nn.Linear`, `[out, in]`, where burn keeps
-//! `[in, out]`. Loading claims tensors by name and refuses any missing, misshaped or left over,
-//! naming the tensor and both shapes; nothing is half-loaded, because the model is only returned
-//! when every tensor fitted.
+//! A module's parameter path (`Gpt2.h.0.attn.c_attn.weight`, from burn's module traversal, the
+//! enum variant first) becomes the HF name in [`hf_name`], the one place that knows both: GPT-2
+//! under `transformer.`, the Llama family under `model.` (its head as `lm_head`), a scalar model's
+//! head as `score`, norms' `gamma`/`beta` as `weight`/`bias`. Layouts: HF's GPT-2 `Conv1D` stores
+//! `[in, out]` as burn's `Linear` does; every `nn.Linear` (the Llama family's projections and head,
+//! the scalar head) stores `[out, in]` and is transposed on the way in and out. F16 and BF16 files
+//! (how most Llama-family models are shared) are widened to f32. Loading claims tensors by name and
+//! refuses any missing, misshaped or left over, naming the tensor and both shapes; nothing is
+//! half-loaded, because the model is only returned when every tensor fitted.
 
 use std::collections::BTreeMap;
 
@@ -13,15 +17,15 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::config::{ConfigError, GptConfig};
-use crate::gpt::{Gpt, ScalarModel};
+use crate::causal_lm::{CausalLm, ModelConfig, ScalarModel};
+use crate::config::ConfigError;
 
-/// HF writes these buffers in some GPT-2 checkpoints; they hold no learned weights (the causal mask
-/// and the tied LM head), so they are accepted and ignored.
-const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias", "lm_head.weight"];
+/// HF writes these buffers in some checkpoints; they hold no learned weights (GPT-2's causal mask,
+/// older Llama files' rotary frequencies), so they are accepted and ignored.
+const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq"];
 
-/// Tensors stored `[out, in]` by HF (`nn.Linear`) but `[in, out]` by burn.
-const TRANSPOSED: [&str; 1] = ["score.weight"];
+/// A tied head: HF leaves it out of most files but some carry it; it is the embeddings again.
+const TIED_HEAD: &str = "lm_head.weight";
 
 /// A checkpoint that does not fit the model it is loaded into.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +38,7 @@ pub enum CheckpointError {
     Missing { name: String, expected: Vec<usize> },
     #[error("tensor `{name}` has shape {found:?} but the config needs {expected:?}")]
     Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
-    #[error("tensor `{name}` is {dtype}; only F32 weights are supported")]
+    #[error("tensor `{name}` is {dtype}; only F32, F16 and BF16 weights are supported")]
     Dtype { name: String, dtype: String },
     #[error("tensor `{name}` is not part of this model ({hint})")]
     Unexpected { name: String, hint: String },
@@ -46,14 +50,36 @@ pub enum CheckpointError {
 
 type Result<T> = std::result::Result<T, CheckpointError>;
 
-fn hf_name(prefix: &str, path: &[String]) -> String {
-    let mut name = format!("{prefix}{}", path.join("."));
+/// The Hugging Face name of the parameter at burn's module `path`, and whether HF stores it
+/// transposed (`nn.Linear`'s `[out, in]`).
+pub(crate) fn hf_name(path: &[String]) -> (String, bool) {
+    let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+    let (name, linear) = match parts.as_slice() {
+        ["Gpt2", rest @ ..] | ["transformer", "Gpt2", rest @ ..] => (format!("transformer.{}", rest.join(".")), false),
+        ["Llama", "lm_head", rest @ ..] => (format!("lm_head.{}", rest.join(".")), true),
+        ["Llama", rest @ ..] | ["transformer", "Llama", rest @ ..] => {
+            (format!("model.{}", rest.join(".")), !matches!(rest.first(), Some(&"embed_tokens")))
+        }
+        other => (other.join("."), matches!(other.first(), Some(&"score"))),
+    };
     for (burn, hf) in [(".gamma", ".weight"), (".beta", ".bias")] {
         if let Some(stem) = name.strip_suffix(burn) {
-            name = format!("{stem}{hf}");
+            return (format!("{stem}{hf}"), false);
         }
     }
-    name
+    let transposed = linear && name.ends_with(".weight");
+    (name, transposed)
+}
+
+/// A tensor's values widened to f32, or the dtype it has.
+fn values_f32(view: &TensorView) -> std::result::Result<Vec<f32>, Dtype> {
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => return Err(other),
+    })
 }
 
 /// The tensors of a safetensors file, claimed one by one as modules load from them.
@@ -70,10 +96,7 @@ impl Weights {
             if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
                 continue;
             }
-            if view.dtype() != Dtype::F32 {
-                return Err(CheckpointError::Dtype { name, dtype: format!("{:?}", view.dtype()) });
-            }
-            let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values = values_f32(&view).map_err(|dtype| CheckpointError::Dtype { name: name.clone(), dtype: format!("{dtype:?}") })?;
             // A NaN loaded would surface many steps later as a diverged run; refuse it by name here.
             if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(CheckpointError::NotFinite { name, index, value });
@@ -91,15 +114,15 @@ impl Weights {
     /// describes is built (a config can ask for any size; the file is what was really sent). A
     /// near miss is built, then refused naming the tensor that does not fit: building is bounded
     /// by a few times the file's size.
-    pub fn check_holds(&self, config: &GptConfig) -> Result<()> {
+    pub fn check_holds(&self, config: &ModelConfig) -> Result<()> {
         let found: usize = self.tensors.values().map(|(_, v)| v.len()).sum();
         let needed = config.num_params();
         if needed > found.saturating_mul(8).max(1 << 20) { Err(CheckpointError::TooFewWeights { needed, found }) } else { Ok(()) }
     }
 
-    /// Replaces every parameter of `module` by the tensor named `prefix` + its path, on `device`.
-    pub fn load_into<M: Module>(&mut self, module: M, prefix: &str, device: &Device) -> Result<M> {
-        let mut loader = Loader { weights: self, prefix, device, path: vec![], error: None };
+    /// Replaces every parameter of `module` by the tensor of its HF name, on `device`.
+    pub fn load_into<M: Module>(&mut self, module: M, device: &Device) -> Result<M> {
+        let mut loader = Loader { weights: self, device, path: vec![], error: None };
         let module = module.map(&mut loader);
         match loader.error {
             Some(e) => Err(e),
@@ -107,8 +130,10 @@ impl Weights {
         }
     }
 
-    /// Errors if any tensor was not claimed: the file describes a different model.
-    pub fn finish(self, hint: &str) -> Result<()> {
+    /// Errors if any tensor was not claimed: the file describes a different model. A tied head the
+    /// file carries anyway is the embeddings again and is let go.
+    pub fn finish(mut self, hint: &str) -> Result<()> {
+        self.tensors.remove(TIED_HEAD);
         match self.tensors.into_keys().next() {
             Some(name) => Err(CheckpointError::Unexpected { name, hint: hint.to_owned() }),
             None => Ok(()),
@@ -118,15 +143,13 @@ impl Weights {
 
 struct Loader<'a> {
     weights: &'a mut Weights,
-    prefix: &'a str,
     device: &'a Device,
     path: Vec<String>,
     error: Option<CheckpointError>,
 }
 
 impl Loader<'_> {
-    fn take<const D: usize>(&mut self, name: &str, expected: [usize; D]) -> Result<Tensor<D>> {
-        let transposed = TRANSPOSED.contains(&name);
+    fn take<const D: usize>(&mut self, name: &str, transposed: bool, expected: [usize; D]) -> Result<Tensor<D>> {
         let mut stored = expected.to_vec();
         if transposed {
             stored.reverse();
@@ -157,9 +180,9 @@ impl ModuleMapper for Loader<'_> {
         if self.error.is_some() {
             return param;
         }
-        let name = hf_name(self.prefix, &self.path);
+        let (name, transposed) = hf_name(&self.path);
         let expected: [usize; D] = param.lazy_shape().dims();
-        match self.take(&name, expected) {
+        match self.take(&name, transposed, expected) {
             Ok(tensor) => param.transform_for_load(tensor, stable_id(&name)),
             Err(e) => {
                 self.error = Some(e);
@@ -177,9 +200,9 @@ pub struct WeightsWriter {
 }
 
 impl WeightsWriter {
-    /// Adds every parameter of `module` as `prefix` + its path.
-    pub fn add<M: Module>(mut self, module: &M, prefix: &str) -> Self {
-        module.visit(&mut Collector { prefix, path: vec![], out: &mut self.tensors });
+    /// Adds every parameter of `module` under its HF name.
+    pub fn add<M: Module>(mut self, module: &M) -> Self {
+        module.visit(&mut Collector { path: vec![], out: &mut self.tensors });
         self
     }
 
@@ -208,7 +231,6 @@ impl WeightsWriter {
 }
 
 struct Collector<'a> {
-    prefix: &'a str,
     path: Vec<String>,
     out: &'a mut Vec<(String, Vec<usize>, Tensor<2>)>,
 }
@@ -223,66 +245,68 @@ impl ModuleVisitor for Collector<'_> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let name = hf_name(self.prefix, &self.path);
+        let (name, transposed) = hf_name(&self.path);
         let tensor = param.val();
         let dims = tensor.dims();
         let (rows, cols) = match D {
             1 => (1, dims[0]),
             2 => (dims[0], dims[1]),
-            _ => unreachable!("GPT-2 has only 1-d and 2-d parameters"),
+            _ => unreachable!("the models have only 1-d and 2-d parameters"),
         };
         let flat: Tensor<2> = tensor.reshape([rows, cols]);
-        let (shape, flat) = if TRANSPOSED.contains(&name.as_str()) { (vec![cols, rows], flat.transpose()) } else { (dims.to_vec(), flat) };
+        let (shape, flat) = if transposed { (vec![cols, rows], flat.transpose()) } else { (dims.to_vec(), flat) };
         self.out.push((name, shape, flat));
     }
 }
 
 /// A language model from `config.json` and `model.safetensors` bytes.
-pub fn load_gpt(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(GptConfig, Gpt)> {
-    let config = GptConfig::from_json_bytes(config_json)?;
-    let gpt = gpt_from_config(&config, safetensors, device)?;
-    Ok((config, gpt))
+pub fn load_lm(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(ModelConfig, CausalLm)> {
+    let config = ModelConfig::from_json_bytes(config_json)?;
+    let model = lm_from_config(&config, safetensors, device)?;
+    Ok((config, model))
 }
 
 /// A language model of a parsed (and perhaps adjusted) `config` from `model.safetensors` bytes.
-pub fn gpt_from_config(config: &GptConfig, safetensors: &[u8], device: &Device) -> Result<Gpt> {
+pub fn lm_from_config(config: &ModelConfig, safetensors: &[u8], device: &Device) -> Result<CausalLm> {
     let mut weights = Weights::from_safetensors(safetensors)?;
     weights.check_holds(config)?;
-    let gpt = weights.load_into(config.init(device), "transformer.", device)?;
+    let model = weights.load_into(config.init(device), device)?;
     weights.finish(&format!(
-        "config.json describes a {}-layer GPT-2 language model; a reward or value model loads as a scalar model",
-        config.n_layer
+        "config.json describes a {}-layer {} language model; a reward or value model loads as a scalar model",
+        config.num_layers(),
+        config.architecture()
     ))?;
-    Ok(gpt)
+    Ok(model)
 }
 
-/// A language model's `model.safetensors` bytes (HF `GPT2LMHeadModel` layout, tied head omitted).
+/// A language model's `model.safetensors` bytes (HF's `*ForCausalLM` layout, a tied head omitted).
 /// LoRA adapters are merged into the weights they adapt.
-pub async fn save_gpt(gpt: &Gpt) -> Result<Vec<u8>> {
-    WeightsWriter::default().add(&gpt.clone().materialize(), "transformer.").to_bytes().await
+pub async fn save_lm(model: &CausalLm) -> Result<Vec<u8>> {
+    WeightsWriter::default().add(&model.clone().materialize()).to_bytes().await
 }
 
 /// A reward or value model from `config.json` and `model.safetensors` bytes.
-pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(GptConfig, ScalarModel)> {
-    let config = GptConfig::from_json_bytes(config_json)?;
+pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device) -> Result<(ModelConfig, ScalarModel)> {
+    let config = ModelConfig::from_json_bytes(config_json)?;
     let mut weights = Weights::from_safetensors(safetensors)?;
     if !weights.contains("score.bias") {
         weights.tensors.insert("score.bias".into(), (vec![1], vec![0.0]));
     }
     weights.check_holds(&config)?;
-    let model = weights.load_into(ScalarModel::new(config.init(device)), "", device)?;
-    weights.finish(&format!("config.json describes a {}-layer GPT-2 scalar model", config.n_layer))?;
+    let model = weights.load_into(ScalarModel::new(config.init(device)), device)?;
+    weights.finish(&format!("config.json describes a {}-layer {} scalar model", config.num_layers(), config.architecture()))?;
     Ok((config, model))
 }
 
-/// A reward or value model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
+/// A reward or value model's `model.safetensors` bytes (HF's `*ForSequenceClassification` + bias).
 /// LoRA adapters are merged into the weights they adapt.
 pub async fn save_scalar_model(model: &ScalarModel) -> Result<Vec<u8>> {
-    WeightsWriter::default().add(&model.clone().materialize(), "").to_bytes().await
+    WeightsWriter::default().add(&model.clone().materialize()).to_bytes().await
 }
 
 /// Gives every parameter an id derived from its HF name, so optimizer state saved with one copy of
 /// a model applies to the same model reloaded later (loading assigns the same ids).
+/// `prefix` keeps two models trained side by side (PPO's policy and value) apart.
 pub fn with_stable_param_ids<M: Module>(module: M, prefix: &str) -> M {
     module.map(&mut StableIds { prefix, path: vec![] })
 }
@@ -309,6 +333,6 @@ impl ModuleMapper for StableIds<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (_, tensor, mapper) = param.consume();
-        Param::from_mapped_value(stable_id(&hf_name(self.prefix, &self.path)), tensor, mapper)
+        Param::from_mapped_value(stable_id(&format!("{}{}", self.prefix, hf_name(&self.path).0)), tensor, mapper)
     }
 }

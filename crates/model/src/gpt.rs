@@ -1,5 +1,5 @@
 //! GPT-2, the whole model in one file: embeddings, pre-LayerNorm blocks with causal multi-head
-//! attention and a GELU MLP, the tied LM head, and a scalar head for reward and value models.
+//! attention and a GELU MLP, and the tied LM head.
 //!
 //! Field names are Hugging Face's (`wte`, `h.{i}.attn.c_attn`, `ln_f`, …) so checkpoints map onto
 //! them by path (see `checkpoint.rs`). burn's `Linear` stores its weight `[in, out]`, exactly as HF's
@@ -14,13 +14,10 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerN
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
-
-/// Added to the attention score of a hidden key. Finite rather than -inf so that a row with every
-/// key hidden (a padding query) gives a uniform softmax instead of NaN — NaN would poison gradients.
-const MASKED: f32 = -1e9;
+use crate::kv_cache::{KvCache, LayerCache, attention_bias};
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
 /// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
@@ -48,7 +45,7 @@ fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `linear` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one large
 /// matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
-fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+pub(crate) fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d] = x.dims();
     let out = linear.forward(x.reshape([b * t, d])); // [b * t, d_out]
     let d_out = out.dims()[1];
@@ -78,7 +75,7 @@ impl Attention {
         }
     }
 
-    /// `bias` is 0 where a query may see a key and [`MASKED`] where it may not, broadcast over
+    /// `bias` is 0 where a query may see a key and a large negative number where it may not, broadcast over
     /// heads. With a cache, the new keys and values are appended and attention spans all of them.
     fn forward(&self, x: Tensor<3>, bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, t, d] = x.dims();
@@ -151,7 +148,7 @@ impl Block {
 }
 
 /// The GPT-2 transformer. [`Gpt::forward`] gives hidden states; [`Gpt::logits`] applies the tied
-/// LM head, a [`ScalarHead`] turns them into rewards or values.
+/// LM head.
 #[derive(Module, Debug)]
 pub struct Gpt {
     pub wte: Embedding,
@@ -218,17 +215,7 @@ impl Gpt {
         attention_mask: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Tensor<3> {
-        let [_, t] = input_ids.dims();
-        let key_mask = match cache.key_mask.take() {
-            Some(past) => Tensor::cat(vec![past, attention_mask], 1),
-            None => attention_mask,
-        };
-        cache.key_mask = Some(key_mask.clone());
-        let t_keys = key_mask.dims()[1];
-        let bias = attention_bias(Some(key_mask), t, t_keys, &input_ids.device());
-        if cache.layers.len() != self.h.len() {
-            cache.layers = (0..self.h.len()).map(|_| LayerCache::default()).collect();
-        }
+        let bias = cache.extend(attention_mask, self.h.len());
         self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
     }
 
@@ -254,126 +241,5 @@ impl Gpt {
         let wte = self.wte.weight.val(); // [vocab, d]
         let vocab = wte.dims()[0];
         hidden.reshape([b * t, d]).matmul(wte.transpose()).reshape([b, t, vocab])
-    }
-}
-
-/// Additive attention bias `[batch or 1, 1, t_query, t_keys]`: the queries are the last
-/// `t_query` of `t_keys` positions and see keys at or before themselves, and no padded key.
-fn attention_bias(mask: Option<Tensor<2, Int>>, t_query: usize, t_keys: usize, device: &Device) -> Tensor<4> {
-    let offset = t_keys - t_query;
-    let causal: Vec<f32> = (0..t_query).flat_map(|i| (0..t_keys).map(move |j| if j <= offset + i { 0.0 } else { MASKED })).collect();
-    let causal = Tensor::<2>::from_data(TensorData::new(causal, [t_query, t_keys]), device).reshape([1, 1, t_query, t_keys]);
-    match mask {
-        None => causal,
-        Some(mask) => {
-            let [b, _] = mask.dims();
-            let hidden_keys = (mask.float().neg() + 1.0) * MASKED; // [b, t_keys]
-            causal + hidden_keys.reshape([b, 1, 1, t_keys])
-        }
-    }
-}
-
-/// Keys and values of one layer for the tokens seen so far, `[b, heads, t, head_dim]`.
-#[derive(Debug, Default, Clone)]
-pub struct LayerCache {
-    kv: Option<(Tensor<4>, Tensor<4>)>,
-}
-
-impl LayerCache {
-    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let kv = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-            None => (k, v),
-        };
-        self.kv = Some(kv.clone());
-        kv
-    }
-}
-
-/// The KV cache of a whole model for a batch being decoded, plus which cached keys are padding.
-#[derive(Debug, Default, Clone)]
-pub struct KvCache {
-    layers: Vec<LayerCache>,
-    key_mask: Option<Tensor<2, Int>>,
-}
-
-impl KvCache {
-    /// Tokens held so far (padding included).
-    pub fn len(&self) -> usize {
-        self.key_mask.as_ref().map_or(0, |m| m.dims()[1])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A GPT with a scalar read-out at every position: the reward model and the value model.
-/// Laid out as HF's `GPT2ForSequenceClassification` (`transformer.*`, `score.weight` `[1, d]`), plus
-/// a `score.bias` that centres rewards (HF's head has none; a file without it loads with bias 0).
-#[derive(Module, Debug)]
-pub struct ScalarModel {
-    pub transformer: Gpt,
-    pub score: Linear,
-}
-
-impl ScalarModel {
-    /// Puts a fresh head on `transformer`: weight ~ N(0, 1/sqrt(d + 1)) as in the RLHF papers'
-    /// reward heads, bias 0.
-    pub fn new(transformer: Gpt) -> Self {
-        let (d, device) = (transformer.width(), transformer.device());
-        let std = 1.0 / ((d + 1) as f64).sqrt();
-        let score = linear(d, 1, std, &device);
-        // Drawn now rather than at first use, so the head depends only on the generator's state
-        // here: workers that seed it just before making their copies get the same head.
-        score.weight.val();
-        Self { transformer, score }
-    }
-
-    /// One scalar per position, `[batch, seq]`. Arguments as in [`Gpt::forward`].
-    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<2> {
-        let hidden = self.transformer.forward(input_ids, position_ids, attention_mask); // [b, t, d]
-        let [b, t, _] = hidden.dims();
-        self.score.forward(hidden).reshape([b, t])
-    }
-}
-
-/// Picks `values[row, index[row]]`: the score at each row's last real (EOS) token.
-pub fn gather_positions(values: Tensor<2>, index: &[usize]) -> Tensor<1> {
-    let b = index.len();
-    let index: Vec<i64> = index.iter().map(|&i| i as i64).collect();
-    let index = Tensor::<2, Int>::from_data(TensorData::new(index, [b, 1]), &values.device());
-    values.gather(1, index).reshape([b])
-}
-
-/// A batch of token rows, left-padded to one length, as the model wants it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeftPadded {
-    pub ids: Vec<i64>,
-    pub mask: Vec<i64>,
-    pub positions: Vec<i64>,
-    pub batch: usize,
-    pub len: usize,
-}
-
-/// Left-pads `rows` with `pad` to the longest row. Positions count real tokens only (0 for
-/// padding), which is what makes a padded row compute exactly like the row alone.
-pub fn left_pad(rows: &[Vec<u32>], pad: u32) -> LeftPadded {
-    let len = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut out = LeftPadded { ids: vec![], mask: vec![], positions: vec![], batch: rows.len(), len };
-    for row in rows {
-        let padding = len - row.len();
-        out.ids.extend(std::iter::repeat_n(pad as i64, padding).chain(row.iter().map(|&t| t as i64)));
-        out.mask.extend(std::iter::repeat_n(0, padding).chain(std::iter::repeat_n(1, row.len())));
-        out.positions.extend(std::iter::repeat_n(0, padding).chain(0..row.len() as i64));
-    }
-    out
-}
-
-impl LeftPadded {
-    /// `(input_ids, position_ids, attention_mask)` as `[batch, len]` tensors.
-    pub fn tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
-        let t = |v: &Vec<i64>| Tensor::from_data(TensorData::new(v.clone(), [self.batch, self.len]), device);
-        (t(&self.ids), t(&self.positions), t(&self.mask))
     }
 }

@@ -1,5 +1,6 @@
-//! GPT-2 for tinyrlhf, in burn: the model, reward/value heads, KV cache, sampler, checkpoints and
-//! LoRA adapters (PEFT's layout).
+//! Causal language models for tinyrlhf, in burn: GPT-2 and the Llama family (Llama, Qwen2, Qwen3)
+//! behind one type, reward/value heads, KV cache, sampler, checkpoints and LoRA adapters (PEFT's
+//! layout).
 //!
 //! Boundary: token ids in, logits, scalars and sampled ids out; checkpoints as bytes
 //! (HF `config.json` + `model.safetensors`). No text (see `tinyrlhf-tokenizer`), no files, and no
@@ -8,21 +9,33 @@
 //! Reads from the device (`generate`, `save_*`) are async because WebGPU permits no blocking read;
 //! on the CPU backend their futures are ready at once, so native callers can block on them.
 
+mod batch;
+mod causal_lm;
 mod checkpoint;
 mod choose;
 mod config;
 mod device_read;
 mod gpt;
+mod kv_cache;
+mod llama;
+mod llama_config;
 mod lora;
 mod sample;
 
+pub use batch::{LeftPadded, gather_positions, left_pad};
+pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
 pub use checkpoint::{
-    CheckpointError, Weights, WeightsWriter, gpt_from_config, load_gpt, load_scalar_model, save_gpt, save_scalar_model,
-    with_stable_param_ids,
+    CheckpointError, Weights, WeightsWriter, lm_from_config, load_lm, load_scalar_model, save_lm, save_scalar_model, with_stable_param_ids,
 };
 pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
-pub use gpt::{Gpt, KvCache, LeftPadded, ScalarModel, gather_positions, left_pad};
-pub use lora::{LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, save_peft_adapter, scalar_with_lora, with_lora};
+pub use gpt::Gpt;
+pub use kv_cache::KvCache;
+pub use llama::Llama;
+pub use llama_config::{LLAMA_FAMILY, LlamaConfig, RopeParameters};
+pub use lora::{
+    LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, lora_targets, save_peft_adapter, scalar_with_lora,
+    with_lora,
+};
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};

@@ -1,24 +1,36 @@
-//! LoRA on GPT-2 with burn's own adapters ([`Module::apply_lora`]): a trainable low-rank update
-//! `scale · (a @ b)` on the weights of every attention and MLP projection (`c_attn`, `c_proj`,
-//! `c_fc`), `scale = alpha / rank`, and every other weight frozen, as PEFT does for GPT-2
-//! (`target_modules = ["c_attn", "c_proj", "c_fc"]`, `bias = "none"`).
+//! LoRA with burn's own adapters ([`Module::apply_lora`]): a trainable low-rank update
+//! `scale · (a @ b)` on the weights of every attention and MLP projection, `scale = alpha / rank`,
+//! and every other weight frozen, as PEFT does (`bias = "none"`) with its target modules for each
+//! architecture: GPT-2's `c_attn`, `c_proj`, `c_fc`; the Llama family's `q_proj`, `k_proj`,
+//! `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
 //!
 //! The frozen base is never written, so a policy with adapters and its reference share one copy
 //! of the base weights. Adapters leave in PEFT's layout: `adapter_config.json` and
 //! `adapter_model.safetensors` with PEFT's names, `lora_A.weight` `[rank, in]` and
 //! `lora_B.weight` `[out, rank]` (burn keeps `a` `[in, rank]` and `b` `[rank, out]`; GPT-2's
-//! `Conv1D` stores weights `[in, out]`, hence PEFT's `fan_in_fan_out`).
+//! `Conv1D` stores weights `[in, out]`, hence PEFT's `fan_in_fan_out` there).
 
 use burn::module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{CheckpointError, Weights, WeightsWriter};
-use crate::gpt::{Gpt, ScalarModel};
+use crate::causal_lm::{CausalLm, ScalarModel};
+use crate::checkpoint::{CheckpointError, Weights, WeightsWriter, hf_name};
 
-/// The projections LoRA adapts, by their GPT-2 module names.
+/// The projections LoRA adapts in GPT-2, by module name (PEFT's `target_modules`).
 pub const LORA_TARGETS: [&str; 3] = ["c_attn", "c_proj", "c_fc"];
+
+/// The projections LoRA adapts in the Llama family (PEFT's names for these models).
+pub const LLAMA_LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// The target modules of `model`'s architecture.
+pub fn lora_targets(model: &CausalLm) -> &'static [&'static str] {
+    match model {
+        CausalLm::Gpt2(_) => &LORA_TARGETS,
+        CausalLm::Llama(_) => &LLAMA_LORA_TARGETS,
+    }
+}
 
 /// Low-rank adapters' shape: the update of a weight `[in, out]` is `alpha / rank · a @ b`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,29 +60,51 @@ impl LoraConfig {
     }
 }
 
-/// The module paths of the weights LoRA adapts in a `layers`-block GPT-2 under `prefix`.
-fn target_paths(layers: usize, prefix: &str) -> Vec<String> {
-    (0..layers)
-        .flat_map(|i| ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"].map(|m| format!("{prefix}h.{i}.{m}.weight")))
-        .collect()
+/// burn's paths of the weights of `module` whose module name is one of `targets`.
+fn target_paths<M: Module>(module: &M, targets: &[&str]) -> Vec<String> {
+    struct Find<'a> {
+        targets: &'a [&'a str],
+        path: Vec<String>,
+        found: Vec<String>,
+    }
+    impl ModuleVisitor for Find<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
+            if let [.., module, weight] = self.path.as_slice()
+                && weight == "weight"
+                && D == 2
+                && self.targets.contains(&module.as_str())
+            {
+                self.found.push(self.path.join("."));
+            }
+        }
+    }
+    let mut find = Find { targets, path: vec![], found: vec![] };
+    module.visit(&mut find);
+    find.found
 }
 
-fn lora(config: &LoraConfig, layers: usize, prefix: &str) -> Lora {
-    Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(target_paths(layers, prefix)))
+fn lora<M: Module>(config: &LoraConfig, module: &M, targets: &[&str]) -> Lora {
+    Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(target_paths(module, targets)))
 }
 
-/// `gpt` with fresh adapters (`b = 0`: it computes what it computed before) and every base weight
-/// frozen.
-pub fn with_lora(gpt: Gpt, config: &LoraConfig) -> Gpt {
-    let layers = gpt.h.len();
-    gpt.apply_lora(lora(config, layers, ""))
+/// `model` with fresh adapters (`b = 0`: it computes what it computed before) and every base
+/// weight frozen.
+pub fn with_lora(model: CausalLm, config: &LoraConfig) -> CausalLm {
+    let lora = lora(config, &model, lora_targets(&model));
+    model.apply_lora(lora)
 }
 
 /// A reward or value model with adapters on its transformer and its score head trained in full
 /// (PEFT's `modules_to_save = ["score"]`).
 pub fn scalar_with_lora(model: ScalarModel, config: &LoraConfig) -> ScalarModel {
-    let layers = model.transformer.h.len();
-    model.apply_lora(lora(config, layers, "transformer.")).unfreeze_group(ParamGroup::from_paths(vec!["score.weight", "score.bias"]))
+    let lora = lora(config, &model, lora_targets(&model.transformer));
+    model.apply_lora(lora).unfreeze_group(ParamGroup::from_paths(vec!["score.weight", "score.bias"]))
 }
 
 /// Whether any weight of `module` carries an adapter.
@@ -86,10 +120,13 @@ pub fn has_adapters<M: Module>(module: &M) -> bool {
     finder.0
 }
 
-/// PEFT's name for factor `a` or `b` of the adapter on the weight at `path` (`h.0.attn.c_attn`).
-fn peft_name(path: &str, factor: &str) -> String {
+/// PEFT's name for factor `a` or `b` of the adapter on the weight at burn's `path`
+/// (`Gpt2.h.0.attn.c_attn.weight` -> `base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`).
+fn peft_name(path: &[String], factor: &str) -> String {
+    let (weight, _) = hf_name(path);
+    let stem = weight.strip_suffix(".weight").unwrap_or(&weight);
     let matrix = if factor == "a" { "lora_A" } else { "lora_B" };
-    format!("base_model.model.transformer.{path}.{matrix}.weight")
+    format!("base_model.model.{stem}.{matrix}.weight")
 }
 
 /// Where a visitor or mapper is inside the model: the module path, and whether it is inside an
@@ -98,17 +135,20 @@ fn peft_name(path: &str, factor: &str) -> String {
 struct Path(Vec<String>);
 
 impl Path {
-    fn factor(&self) -> Option<(String, &str)> {
+    /// PEFT's name of the factor at this path, if it is one.
+    fn factor(&self) -> Option<String> {
         match self.0.as_slice() {
-            [stem @ .., weight, lora, factor] if weight == "weight" && lora == "lora" => Some((stem.join("."), factor.as_str())),
+            [weight @ .., lora, factor] if weight.last().is_some_and(|w| w == "weight") && lora == "lora" => {
+                Some(peft_name(weight, factor))
+            }
             _ => None,
         }
     }
 }
 
-/// The adapters of `gpt` as PEFT writes them: `adapter_config.json` text and
+/// The adapters of `model` as PEFT writes them: `adapter_config.json` text and
 /// `adapter_model.safetensors` bytes. Async: reading tensors back from a GPU is.
-pub async fn save_peft_adapter(gpt: &Gpt, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
+pub async fn save_peft_adapter(model: &CausalLm, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
     struct Collect {
         path: Path,
         out: WeightsWriter,
@@ -121,15 +161,15 @@ pub async fn save_peft_adapter(gpt: &Gpt, config: &LoraConfig) -> Result<(String
             self.path.0.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some((weight, factor)) = self.path.factor() {
+            if let Some(name) = self.path.factor() {
                 let [rows, cols] = param.lazy_shape().dims::<2>();
                 // PEFT keeps nn.Linear's [out, in]: both factors transposed.
-                self.out.push(peft_name(&weight, factor), param.val().reshape([rows, cols]).transpose());
+                self.out.push(name, param.val().reshape([rows, cols]).transpose());
             }
         }
     }
     let mut collect = Collect { path: Path::default(), out: WeightsWriter::default() };
-    gpt.visit(&mut collect);
+    model.visit(&mut collect);
     let bytes = collect.out.to_bytes().await?;
     let adapter_config = json!({
         "peft_type": "LORA",
@@ -137,8 +177,9 @@ pub async fn save_peft_adapter(gpt: &Gpt, config: &LoraConfig) -> Result<(String
         "r": config.rank,
         "lora_alpha": config.alpha,
         "lora_dropout": 0.0,
-        "target_modules": LORA_TARGETS,
-        "fan_in_fan_out": true,
+        "target_modules": lora_targets(model),
+        // GPT-2's Conv1D keeps [in, out]; nn.Linear keeps [out, in].
+        "fan_in_fan_out": matches!(model, CausalLm::Gpt2(_)),
         "bias": "none",
         "use_rslora": false,
         "use_dora": false,
@@ -150,7 +191,11 @@ pub async fn save_peft_adapter(gpt: &Gpt, config: &LoraConfig) -> Result<(String
 
 /// `base` with the adapters of a PEFT `adapter_config.json` + `adapter_model.safetensors` (made for
 /// this base: every tensor's shape is checked and a tensor of another base is refused by name).
-pub fn load_peft_adapter(base: Gpt, adapter_config_json: &[u8], safetensors: &[u8]) -> Result<(LoraConfig, Gpt), CheckpointError> {
+pub fn load_peft_adapter(
+    base: CausalLm,
+    adapter_config_json: &[u8],
+    safetensors: &[u8],
+) -> Result<(LoraConfig, CausalLm), CheckpointError> {
     #[derive(Deserialize)]
     struct PeftConfig {
         r: usize,
@@ -181,8 +226,7 @@ pub fn load_peft_adapter(base: Gpt, adapter_config_json: &[u8], safetensors: &[u
             self.path.0.pop();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let Some((weight, factor)) = self.path.factor() else { return param };
-            let name = peft_name(&weight, factor);
+            let Some(name) = self.path.factor() else { return param };
             let [rows, cols] = param.lazy_shape().dims::<2>();
             let expected = vec![cols, rows];
             match self.weights.tensors.remove(&name) {
@@ -199,10 +243,10 @@ pub fn load_peft_adapter(base: Gpt, adapter_config_json: &[u8], safetensors: &[u
         }
     }
     let mut fill = Fill { path: Path::default(), weights, error: None };
-    let gpt = with_lora(base, &config).map(&mut fill);
+    let model = with_lora(base, &config).map(&mut fill);
     if let Some(error) = fill.error {
         return Err(error);
     }
     fill.weights.finish("the adapter was made for another base model")?;
-    Ok((config, gpt))
+    Ok((config, model))
 }

@@ -15,9 +15,11 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::batch::left_pad;
+use crate::causal_lm::CausalLm;
 use crate::choose::choose_tokens;
 use crate::device_read::read_f32;
-use crate::gpt::{Gpt, KvCache, left_pad};
+use crate::kv_cache::KvCache;
 
 /// Generated ids are read back once per this many tokens (and when the last token is made): a row
 /// may run up to this many tokens past its EOS on the device, which costs less than a read.
@@ -85,7 +87,13 @@ impl SamplingConfig {
 }
 
 /// Continues every prompt until EOS, `max_new_tokens`, or the end of the context.
-pub async fn generate(model: &Gpt, prompts: &[Vec<u32>], eos: u32, pad: u32, config: &SamplingConfig) -> Result<Generation, SampleError> {
+pub async fn generate(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    eos: u32,
+    pad: u32,
+    config: &SamplingConfig,
+) -> Result<Generation, SampleError> {
     config.validate()?;
     let (ctx, vocab) = (model.context_length(), model.vocab_size());
     for (index, prompt) in prompts.iter().enumerate() {

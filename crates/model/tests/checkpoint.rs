@@ -5,10 +5,10 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor};
 use common::{config, model, values};
-use tinyrlhf_model::{CheckpointError, GptConfig, ScalarModel, left_pad, load_gpt, load_scalar_model, save_gpt, save_scalar_model};
+use tinyrlhf_model::{CheckpointError, GptConfig, ScalarModel, left_pad, load_lm, load_scalar_model, save_lm, save_scalar_model};
 
-fn save(gpt: &tinyrlhf_model::Gpt) -> Vec<u8> {
-    pollster::block_on(save_gpt(gpt)).unwrap()
+fn save(gpt: &tinyrlhf_model::CausalLm) -> Vec<u8> {
+    pollster::block_on(save_lm(gpt)).unwrap()
 }
 
 fn probe(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
@@ -20,7 +20,7 @@ fn save_then_load_gives_bit_identical_logits() {
     let (device, gpt) = model(1);
     let (ids, pos, mask) = probe(&device);
     let before = values(gpt.logits(gpt.forward(ids.clone(), pos.clone(), Some(mask.clone()))));
-    let (_, loaded) = load_gpt(config().to_json().as_bytes(), &save(&gpt), &device).unwrap();
+    let (_, loaded) = load_lm(config().to_json().as_bytes(), &save(&gpt), &device).unwrap();
     let after = values(loaded.logits(loaded.forward(ids, pos, Some(mask))));
     assert_eq!(before, after);
 }
@@ -43,7 +43,7 @@ fn a_config_wider_than_the_weights_is_refused_naming_tensor_and_shapes() {
     let (device, gpt) = model(3);
     let mut wider = config();
     wider.n_embd = 64;
-    let err = load_gpt(wider.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
+    let err = load_lm(wider.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
     match &err {
         CheckpointError::Shape { name, expected, found } => {
             assert_eq!(name, "transformer.wte.weight");
@@ -60,7 +60,7 @@ fn a_missing_tensor_is_refused_by_name() {
     let (device, gpt) = model(4);
     let mut deeper = config();
     deeper.n_layer = 3;
-    let err = load_gpt(deeper.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
+    let err = load_lm(deeper.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
     assert!(matches!(&err, CheckpointError::Missing { name, .. } if name == "transformer.h.2.ln_1.weight"), "{err}");
 }
 
@@ -69,7 +69,7 @@ fn weights_of_a_deeper_model_are_refused_as_unexpected() {
     let (device, gpt) = model(5);
     let mut shallower = config();
     shallower.n_layer = 1;
-    let err = load_gpt(shallower.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
+    let err = load_lm(shallower.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
     assert!(matches!(&err, CheckpointError::Unexpected { name, .. } if name.starts_with("transformer.h.1.")), "{err}");
 }
 
@@ -77,20 +77,20 @@ fn weights_of_a_deeper_model_are_refused_as_unexpected() {
 fn a_reward_model_file_is_not_taken_for_a_language_model() {
     let (device, gpt) = model(6);
     let bytes = pollster::block_on(save_scalar_model(&ScalarModel::new(gpt))).unwrap();
-    let err = load_gpt(config().to_json().as_bytes(), &bytes, &device).unwrap_err();
+    let err = load_lm(config().to_json().as_bytes(), &bytes, &device).unwrap_err();
     assert!(matches!(&err, CheckpointError::Unexpected { name, .. } if name.starts_with("score.")), "{err}");
 }
 
 #[test]
 fn garbage_and_bad_configs_are_refused_with_a_reason() {
     let (device, gpt) = model(7);
-    let err = load_gpt(config().to_json().as_bytes(), b"definitely not safetensors", &device).unwrap_err();
+    let err = load_lm(config().to_json().as_bytes(), b"definitely not safetensors", &device).unwrap_err();
     assert!(matches!(err, CheckpointError::Format(_)), "{err}");
-    let err = load_gpt(b"{ not json", &save(&gpt), &device).unwrap_err();
+    let err = load_lm(b"{ not json", &save(&gpt), &device).unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
     let mut relu = config();
     relu.activation_function = "relu".into();
-    let err = load_gpt(relu.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
+    let err = load_lm(relu.to_json().as_bytes(), &save(&gpt), &device).unwrap_err();
     assert!(err.to_string().contains("activation_function"), "{err}");
 }
 

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use burn::tensor::Device;
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{CausalLm, Gpt, GptConfig};
 
 pub const PAD: u32 = 0;
 pub const EOS: u32 = 1;
@@ -12,11 +12,19 @@ pub fn config() -> GptConfig {
     GptConfig::new(48, 32, 32, 2, 4).with_special_tokens(PAD, EOS)
 }
 
-pub fn model(seed: u64) -> (Device, Gpt) {
+pub fn model(seed: u64) -> (Device, CausalLm) {
     let device = Device::flex();
     device.seed(seed);
-    let gpt = config().init(&device);
+    let gpt = CausalLm::Gpt2(config().init(&device));
     (device, gpt)
+}
+
+/// The GPT-2 inside `model`, to reach its layers.
+pub fn gpt2(model: &CausalLm) -> &Gpt {
+    match model {
+        CausalLm::Gpt2(gpt) => gpt,
+        other => panic!("a GPT-2 was expected, got the {} family", other.family()),
+    }
 }
 
 pub fn values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {

@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use common::{EOS, PAD, max_abs_diff, model, values};
 use tinyrlhf_model::{Generation, KvCache, SampleError, SamplingConfig, generate, left_pad};
 
-fn run(gpt: &tinyrlhf_model::Gpt, prompts: &[Vec<u32>], eos: u32, config: &SamplingConfig) -> Generation {
+fn run(gpt: &tinyrlhf_model::CausalLm, prompts: &[Vec<u32>], eos: u32, config: &SamplingConfig) -> Generation {
     pollster::block_on(generate(gpt, prompts, eos, PAD, config)).unwrap()
 }
 

@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{config, model, values};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use tinyrlhf_model::{Gpt, LoraConfig, has_adapters, left_pad, load_gpt, load_peft_adapter, save_gpt, save_peft_adapter, with_lora};
+use tinyrlhf_model::{CausalLm, LoraConfig, has_adapters, left_pad, load_lm, load_peft_adapter, save_lm, save_peft_adapter, with_lora};
 
 const LORA: LoraConfig = LoraConfig { rank: 4, alpha: 8.0 };
 
@@ -15,7 +15,7 @@ fn probe(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
     left_pad(&[vec![5, 9, 3, 7], vec![2, 11]], 0).tensors(device)
 }
 
-fn logits(gpt: &Gpt) -> Vec<f32> {
+fn logits(gpt: &CausalLm) -> Vec<f32> {
     let (ids, pos, mask) = probe(&gpt.device());
     values(gpt.logits(gpt.forward(ids, pos, Some(mask))))
 }
@@ -60,7 +60,7 @@ fn fresh_adapters_change_nothing_and_freeze_the_base() {
     let adapted = with_lora(gpt.clone(), &LORA);
     assert!(has_adapters(&adapted) && !has_adapters(&gpt));
     assert_eq!(logits(&adapted), logits(&gpt));
-    assert!(!adapted.h[0].attn.c_attn.weight.base().is_require_grad());
+    assert!(!common::gpt2(&adapted).h[0].attn.c_attn.weight.base().is_require_grad());
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn the_merged_export_is_base_plus_alpha_over_rank_times_a_b_as_peft_computes_it(
     let layout = peft_layout(c.n_layer, c.n_embd, LORA.rank);
     let file = adapter_file(&layout);
     let (_, adapted) = load_peft_adapter(base.clone(), &peft_config(LORA.rank, LORA.alpha), &file).unwrap();
-    let (_, merged) = load_gpt(c.to_json().as_bytes(), &pollster::block_on(save_gpt(&adapted)).unwrap(), &device).unwrap();
+    let (_, merged) = load_lm(c.to_json().as_bytes(), &pollster::block_on(save_lm(&adapted)).unwrap(), &device).unwrap();
     assert!(!has_adapters(&merged));
     for (a, b) in logits(&merged).iter().zip(logits(&adapted)) {
         assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs(), "merged {a} vs adapted {b}");
@@ -109,8 +109,8 @@ fn the_merged_export_is_base_plus_alpha_over_rank_times_a_b_as_peft_computes_it(
     let stem = "base_model.model.transformer.h.1.mlp.c_fc";
     let delta =
         read(&format!("{stem}.lora_B.weight")).matmul(read(&format!("{stem}.lora_A.weight"))).transpose() * (LORA.alpha / LORA.rank as f64);
-    let expected = values(base.h[1].mlp.c_fc.weight.val() + delta);
-    let got = values(merged.h[1].mlp.c_fc.weight.val());
+    let expected = values(common::gpt2(&base).h[1].mlp.c_fc.weight.val() + delta);
+    let got = values(common::gpt2(&merged).h[1].mlp.c_fc.weight.val());
     for (g, e) in got.iter().zip(&expected) {
         assert!((g - e).abs() <= 1e-6, "{g} vs {e}");
     }

@@ -2,40 +2,40 @@
 //! compare must read the policy's tokens with the policy's shape. One answer for every edge (the
 //! CLI's stages, the page's imports) and every trainer that pairs models.
 
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{CausalLm, ModelConfig};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::checkpoint::TrainError;
 
-/// What must agree for two models to share token ids and hidden states.
-fn shape(c: &GptConfig) -> (usize, usize, usize, usize, usize) {
-    (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head)
+/// What must agree for two models to share token ids and hidden states: architecture family,
+/// vocabulary, context, width, layers, heads.
+type Shape = (&'static str, usize, usize, usize, usize, usize);
+
+fn shape(c: &ModelConfig) -> Shape {
+    (c.family(), c.vocab_size(), c.context_length(), c.width(), c.num_layers(), c.heads())
 }
 
 /// `other` (named by `role`, e.g. "the reward model in rm/") has the policy's shape, or an error
 /// that shows both.
-pub fn check_same_shape(role: &str, policy: &GptConfig, other: &GptConfig) -> Result<(), TrainError> {
-    if shape(policy) == shape(other) {
+pub fn check_same_shape(role: &str, policy: &ModelConfig, other: &ModelConfig) -> Result<(), TrainError> {
+    compare(role, shape(policy), shape(other))
+}
+
+fn compare(role: &str, policy: Shape, other: Shape) -> Result<(), TrainError> {
+    if policy == other {
         return Ok(());
     }
     Err(TrainError::Incompatible(format!(
-        "{role} has a different size (vocabulary, context, width, layers, heads = {:?}) than the policy ({:?}); it must come from the same SFT model",
-        shape(other),
-        shape(policy)
+        "{role} has a different size (architecture, vocabulary, context, width, layers, heads = {:?}) than the policy ({:?}); it must come from the same SFT model",
+        other, policy
     )))
 }
 
 /// A model already built (e.g. the reward model handed to a trainer) has the policy's shape; heads
 /// are not visible in the weights, so they are taken as the policy's.
-pub fn check_model_shape(role: &str, policy: &GptConfig, other: &Gpt) -> Result<(), TrainError> {
-    let found = GptConfig {
-        vocab_size: other.vocab_size(),
-        n_positions: other.context_length(),
-        n_embd: other.width(),
-        n_layer: other.h.len(),
-        ..policy.clone()
-    };
-    check_same_shape(role, policy, &found)
+pub fn check_model_shape(role: &str, policy: &ModelConfig, other: &CausalLm) -> Result<(), TrainError> {
+    let found = (other.family(), other.vocab_size(), other.context_length(), other.width(), other.num_layers(), policy.heads());
+    compare(role, shape(policy), found)
 }
 
 /// `other`'s tokenizer is the policy's: the same ids for the same text.
@@ -48,7 +48,7 @@ pub fn check_same_tokenizer(role: &str, policy: &Tokenizer, other: &Tokenizer) -
 }
 
 /// Both checks, for models that come with their tokenizer (a model directory).
-pub fn check_compatible(role: &str, policy: (&GptConfig, &Tokenizer), other: (&GptConfig, &Tokenizer)) -> Result<(), TrainError> {
+pub fn check_compatible(role: &str, policy: (&ModelConfig, &Tokenizer), other: (&ModelConfig, &Tokenizer)) -> Result<(), TrainError> {
     check_same_tokenizer(role, policy.1, other.1)?;
     check_same_shape(role, policy.0, other.0)
 }
@@ -56,12 +56,14 @@ pub fn check_compatible(role: &str, policy: (&GptConfig, &Tokenizer), other: (&G
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tinyrlhf_model::GptConfig;
 
     #[test]
     fn a_model_of_another_shape_is_refused_showing_both_shapes() {
-        let policy = GptConfig::tiny(300);
+        let gpt = GptConfig::tiny(300);
+        let policy = ModelConfig::from(gpt.clone());
         assert!(check_same_shape("the reward model", &policy, &policy.clone()).is_ok());
-        let other = GptConfig { n_layer: policy.n_layer + 1, ..policy.clone() };
+        let other = ModelConfig::from(GptConfig { n_layer: gpt.n_layer + 1, ..gpt });
         let message = check_same_shape("the reward model in rm/", &policy, &other).unwrap_err().to_string();
         assert!(message.contains("the reward model in rm/ has a different size"), "{message}");
         assert!(message.contains(&format!("{:?}", shape(&policy))), "{message}");

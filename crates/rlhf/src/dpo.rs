@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, LoraConfig};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -112,8 +112,8 @@ struct Scored {
 
 /// Trains a policy on rankings with DPO, one batch of rankings per [`DpoTrainer::step`].
 pub struct DpoTrainer {
-    policy: Gpt,
-    config: GptConfig,
+    policy: CausalLm,
+    config: ModelConfig,
     optim: ModuleOptimizer,
     settings: DpoConfig,
     train: Vec<Scored>,
@@ -134,8 +134,8 @@ impl DpoTrainer {
     /// Starts from the SFT model `sft`, which is also the frozen reference. The reference's
     /// log-probs of every answer are computed here, once.
     pub async fn new(
-        sft: Gpt,
-        config: GptConfig,
+        sft: CausalLm,
+        config: ModelConfig,
         train: Vec<TokenRanking>,
         held_out: Vec<TokenRanking>,
         pad: u32,
@@ -148,12 +148,12 @@ impl DpoTrainer {
     /// and the rankings are the same.
     pub async fn resume(
         checkpoint: &TrainCheckpoint,
-        sft: &Gpt,
+        sft: &CausalLm,
         train: Vec<TokenRanking>,
         held_out: Vec<TokenRanking>,
         pad: u32,
     ) -> Result<Self, TrainError> {
-        let (config, policy) = tinyrlhf_model::load_gpt(checkpoint.config_json.as_bytes(), &checkpoint.weights, &sft.device())?;
+        let (config, policy) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, &sft.device())?;
         crate::compat::check_model_shape("the reference", &config, sft)?;
         let state: DpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::with_policy(policy, sft, config, train, held_out, pad, state.settings).await?;
@@ -167,9 +167,9 @@ impl DpoTrainer {
     /// Starts from `policy` (a DPO policy saved earlier, say) with `reference` as the frozen
     /// reference; a fresh optimizer.
     pub async fn with_policy(
-        policy: Gpt,
-        reference: &Gpt,
-        config: GptConfig,
+        policy: CausalLm,
+        reference: &CausalLm,
+        config: ModelConfig,
         train: Vec<TokenRanking>,
         held_out: Vec<TokenRanking>,
         pad: u32,
@@ -180,17 +180,17 @@ impl DpoTrainer {
             return Err(TrainError::NoData);
         }
         for (i, r) in train.iter().chain(&held_out).enumerate() {
-            if r.sequences.len() < 2 || r.sequences.iter().any(|s| s.len() <= r.prompt_len || s.len() > config.n_positions) {
+            if r.sequences.len() < 2 || r.sequences.iter().any(|s| s.len() <= r.prompt_len || s.len() > config.context_length()) {
                 return Err(TrainError::Setting(format!(
                     "ranking {i} needs 2 or more answers, each non-empty and within the context of {}",
-                    config.n_positions
+                    config.context_length()
                 )));
             }
         }
         let device = policy.device();
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;
-        let policy = crate::lora::trainable_gpt(policy, settings.lora.as_ref());
+        let policy = crate::lora::trainable_lm(policy, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(0.0).init();
         Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone) })
     }
@@ -230,12 +230,12 @@ impl DpoTrainer {
         Ok(())
     }
 
-    pub fn config(&self) -> &GptConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
     /// The policy as it stands, for inference.
-    pub fn policy(&self) -> Gpt {
+    pub fn policy(&self) -> CausalLm {
         self.policy.valid()
     }
 
@@ -351,7 +351,7 @@ impl DpoTrainer {
         let state = DpoState { step: self.step, settings: self.settings.clone() };
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_gpt(&self.policy.valid()).await?,
+            weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
         })
@@ -366,7 +366,7 @@ struct DpoState {
 
 /// `rankings` with the reference's log-probability of each answer, `batch_size` rankings a pass.
 async fn score_with_reference(
-    reference: &Gpt,
+    reference: &CausalLm,
     rankings: Vec<TokenRanking>,
     batch_size: usize,
     pad: u32,
@@ -415,7 +415,7 @@ fn batch_pairs(batch: &[&Scored], policy: &[f64]) -> (Vec<DpoPair>, Vec<(usize, 
 
 /// Each example's log-probability under `model` summed over its target tokens (the answer and its
 /// EOS), `[examples]`; differentiable when `model` is being trained.
-pub fn sequence_logprobs(model: &Gpt, examples: &[Example], pad: u32, device: &Device) -> Tensor<1> {
+pub fn sequence_logprobs(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) -> Tensor<1> {
     let refs: Vec<&Example> = examples.iter().collect();
     let batch = LmBatch::new(&refs, pad, device);
     let logits = model.logits(model.forward(batch.inputs, batch.positions, None)); // [n, len, vocab]

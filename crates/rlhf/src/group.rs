@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, LoraConfig, SamplingConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, SamplingConfig, ScalarModel};
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::grads::guarded_step;
@@ -187,12 +187,12 @@ pub struct GroupStats {
 
 /// Trains a policy with GRPO or RLOO against a frozen reward model, one iteration per step.
 pub struct GroupTrainer {
-    policy: Gpt,
-    reference: Gpt,
+    policy: CausalLm,
+    reference: CausalLm,
     reward: ScalarModel,
-    last_good: Gpt,
+    last_good: CausalLm,
     optim: ModuleOptimizer,
-    config: GptConfig,
+    config: ModelConfig,
     settings: GroupConfig,
     prompts: Vec<Vec<u32>>,
     eos: u32,
@@ -219,9 +219,9 @@ impl GroupTrainer {
     /// starts); `prompts` are chat-template prompt ids.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        sft: Gpt,
-        policy: Option<Gpt>,
-        config: GptConfig,
+        sft: CausalLm,
+        policy: Option<CausalLm>,
+        config: ModelConfig,
         reward: ScalarModel,
         prompts: Vec<Vec<u32>>,
         eos: u32,
@@ -233,12 +233,12 @@ impl GroupTrainer {
             return Err(TrainError::NoData);
         }
         crate::compat::check_model_shape("the reward model", &config, &reward.transformer)?;
-        let max_prompt = config.n_positions - 1;
+        let max_prompt = config.context_length() - 1;
         if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty() || p.len() > max_prompt) {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
         let device = sft.device();
-        let policy = crate::lora::trainable_gpt(policy.unwrap_or_else(|| sft.clone()), settings.lora.as_ref());
+        let policy = crate::lora::trainable_lm(policy.unwrap_or_else(|| sft.clone()), settings.lora.as_ref());
         Ok(Self {
             last_good: policy.clone(),
             policy,
@@ -265,13 +265,13 @@ impl GroupTrainer {
     /// Continues a run from `checkpoint` with the same SFT model, reward model and prompts.
     pub fn resume(
         checkpoint: &TrainCheckpoint,
-        sft: Gpt,
+        sft: CausalLm,
         reward: ScalarModel,
         prompts: Vec<Vec<u32>>,
         eos: u32,
         pad: u32,
     ) -> Result<Self, TrainError> {
-        let (config, policy) = tinyrlhf_model::load_gpt(checkpoint.config_json.as_bytes(), &checkpoint.weights, &sft.device())?;
+        let (config, policy) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, &sft.device())?;
         crate::compat::check_model_shape("the SFT model", &config, &sft)?;
         let state: GroupState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::new(sft, Some(policy), config, reward, prompts, eos, pad, state.settings)?;
@@ -287,7 +287,7 @@ impl GroupTrainer {
         let state = GroupState { iteration: self.iteration, settings: self.settings.clone() };
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_gpt(&self.policy.valid()).await?,
+            weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
         })
@@ -311,7 +311,7 @@ impl GroupTrainer {
     }
 
     /// The policy as it stands, for inference.
-    pub fn policy(&self) -> Gpt {
+    pub fn policy(&self) -> CausalLm {
         self.policy.valid()
     }
 

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use tinyrlhf_data::{Labeler, Tally};
-use tinyrlhf_model::{Gpt, SamplingConfig, ScalarModel, generate};
+use tinyrlhf_model::{CausalLm, SamplingConfig, ScalarModel, generate};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::checkpoint::TrainError;
@@ -51,7 +51,7 @@ struct Answers {
 }
 
 async fn answers(
-    gpt: &Gpt,
+    gpt: &CausalLm,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     batch: usize,
@@ -74,8 +74,8 @@ async fn answers(
 /// `policy` against `reference` on `prompts`, judged blind by `labeler`. Prompts too long for the
 /// context lose their beginning, as everywhere else.
 pub async fn head_to_head(
-    policy: &Gpt,
-    reference: &Gpt,
+    policy: &CausalLm,
+    reference: &CausalLm,
     tokenizer: &Tokenizer,
     prompts: &[String],
     labeler: &Labeler,
@@ -100,8 +100,8 @@ pub struct GoldAndProxy {
 /// [`head_to_head`] of `policy` against `sft`, with the reward model's mean score of the policy's
 /// answers.
 pub async fn gold_and_proxy(
-    policy: &Gpt,
-    sft: &Gpt,
+    policy: &CausalLm,
+    sft: &CausalLm,
     reward: &ScalarModel,
     tokenizer: &Tokenizer,
     prompts: &[String],
@@ -121,8 +121,8 @@ pub async fn gold_and_proxy(
 
 /// The head-to-head, with the prompts' ids and the policy's answers it was judged on.
 async fn judged(
-    policy: &Gpt,
-    reference: &Gpt,
+    policy: &CausalLm,
+    reference: &CausalLm,
     tokenizer: &Tokenizer,
     prompts: &[String],
     labeler: &Labeler,

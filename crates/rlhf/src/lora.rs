@@ -7,7 +7,7 @@
 //! belong to the adapters that were merged.
 
 use burn::module::Module;
-use tinyrlhf_model::{Gpt, LoraConfig, ScalarModel, scalar_with_lora, with_lora, with_stable_param_ids};
+use tinyrlhf_model::{CausalLm, LoraConfig, ScalarModel, scalar_with_lora, with_lora, with_stable_param_ids};
 
 use crate::checkpoint::TrainError;
 
@@ -18,12 +18,12 @@ pub(crate) fn check(lora: Option<&LoraConfig>) -> Result<(), TrainError> {
 
 /// A language model ready to train: with adapters when `lora` is set, on autodiff, with parameter
 /// ids from its names (so optimizer state reloads onto the same model).
-pub(crate) fn trainable_gpt(gpt: Gpt, lora: Option<&LoraConfig>) -> Gpt {
-    let gpt = match lora {
-        Some(config) => with_lora(gpt, config),
-        None => gpt,
+pub(crate) fn trainable_lm(model: CausalLm, lora: Option<&LoraConfig>) -> CausalLm {
+    let model = match lora {
+        Some(config) => with_lora(model, config),
+        None => model,
     };
-    with_stable_param_ids(gpt.train(), "transformer.")
+    with_stable_param_ids(model.train(), "")
 }
 
 /// A reward or value model ready to train (its score head always trains in full).

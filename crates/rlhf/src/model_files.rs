@@ -5,7 +5,7 @@
 //! same folders with the same words.
 
 use burn::tensor::Device;
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{CausalLm, ModelConfig};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
 
 /// The bytes of a model folder's files; the optional ones are `None` when absent.
@@ -35,8 +35,8 @@ impl ModelFilesError {
 /// A language model with the tokenizer and chat template it was trained with.
 #[derive(Debug, Clone)]
 pub struct LanguageModel {
-    pub config: GptConfig,
-    pub gpt: Gpt,
+    pub config: ModelConfig,
+    pub model: CausalLm,
     pub tokenizer: Tokenizer,
 }
 
@@ -49,20 +49,26 @@ pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<Languag
         chat_template_jinja: files.chat_template_jinja,
     })
     .map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
-    let config = GptConfig::from_json_bytes(files.config_json).map_err(|e| ModelFilesError::new("config.json", e))?.with_dropout(0.0);
-    if config.vocab_size != tokenizer.vocab_size() {
+    let config = ModelConfig::from_json_bytes(files.config_json).map_err(|e| ModelFilesError::new("config.json", e))?.with_dropout(0.0);
+    // The Llama family often pads its embeddings past the tokenizer (Qwen2.5: 151,936 rows for
+    // 151,665 tokens); GPT-2 folders match exactly.
+    let fits = match config {
+        ModelConfig::Gpt2(_) => config.vocab_size() == tokenizer.vocab_size(),
+        ModelConfig::Llama(_) => config.vocab_size() >= tokenizer.vocab_size(),
+    };
+    if !fits {
         return Err(ModelFilesError::new(
             "tokenizer.json",
             format!(
                 "its vocabulary has {} ids but config.json's vocab_size is {}: they are not one model's",
                 tokenizer.vocab_size(),
-                config.vocab_size
+                config.vocab_size()
             ),
         ));
     }
-    let gpt =
-        tinyrlhf_model::gpt_from_config(&config, files.safetensors, device).map_err(|e| ModelFilesError::new("model.safetensors", e))?;
-    Ok(LanguageModel { config, gpt, tokenizer })
+    let model =
+        tinyrlhf_model::lm_from_config(&config, files.safetensors, device).map_err(|e| ModelFilesError::new("model.safetensors", e))?;
+    Ok(LanguageModel { config, model, tokenizer })
 }
 
 /// A tokenizer error under the file it belongs to (its message names that file already).

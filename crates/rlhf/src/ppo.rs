@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, SamplingConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -104,14 +104,14 @@ struct PpoState {
 
 /// Trains a policy with PPO against a frozen reward model, one iteration per [`PpoTrainer::step`].
 pub struct PpoTrainer {
-    policy: Gpt,
+    policy: CausalLm,
     value: ScalarModel,
-    reference: Gpt,
+    reference: CausalLm,
     reward: ScalarModel,
-    last_good: (Gpt, ScalarModel),
+    last_good: (CausalLm, ScalarModel),
     policy_optim: ModuleOptimizer,
     value_optim: ModuleOptimizer,
-    config: GptConfig,
+    config: ModelConfig,
     settings: PpoConfig,
     beta: AdaptiveKl,
     prompts: Vec<Vec<u32>>,
@@ -133,13 +133,13 @@ impl std::fmt::Debug for PpoTrainer {
 #[derive(Debug)]
 pub struct PpoModels {
     /// The SFT model; it becomes both the policy and the frozen reference.
-    pub sft: Gpt,
-    pub config: GptConfig,
+    pub sft: CausalLm,
+    pub config: ModelConfig,
     pub reward: ScalarModel,
     /// Defaults to a copy of the reward model.
     pub value: Option<ScalarModel>,
     /// Where the policy starts when continuing a run; defaults to the SFT model.
-    pub policy: Option<Gpt>,
+    pub policy: Option<CausalLm>,
 }
 
 impl PpoTrainer {
@@ -175,14 +175,14 @@ impl PpoTrainer {
             return Err(TrainError::Setting("ptx_coef is set but there are no demonstrations to mix in".into()));
         }
         crate::compat::check_model_shape("the reward model", &config, &reward.transformer)?;
-        let max_prompt = config.n_positions - 1;
+        let max_prompt = config.context_length() - 1;
         if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty() || p.len() > max_prompt) {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
         let device = sft.device();
         let value = value.unwrap_or_else(|| reward.clone());
         let reference = sft.clone();
-        let policy = crate::lora::trainable_gpt(policy.unwrap_or(sft), settings.lora.as_ref());
+        let policy = crate::lora::trainable_lm(policy.unwrap_or(sft), settings.lora.as_ref());
         let value = crate::lora::trainable_scalar(value, settings.lora.as_ref(), "value.");
         let beta = AdaptiveKl { value: settings.kl_coef, target: settings.kl_target.unwrap_or(0.0), horizon: settings.kl_horizon };
         Ok(Self {
@@ -216,7 +216,7 @@ impl PpoTrainer {
     pub async fn checkpoint(&self) -> Result<PpoCheckpoint, TrainError> {
         let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
         Ok(PpoCheckpoint {
-            policy: tinyrlhf_model::save_gpt(&self.policy.valid()).await?,
+            policy: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
             value: tinyrlhf_model::save_scalar_model(&self.value.valid()).await?,
             policy_optimizer: optimizer_to_bytes(&self.policy_optim)?,
             value_optimizer: optimizer_to_bytes(&self.value_optim)?,
@@ -238,7 +238,7 @@ impl PpoTrainer {
         let state: PpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let device = models.sft.device();
         let config_json = models.config.to_json();
-        let (_, policy) = tinyrlhf_model::load_gpt(config_json.as_bytes(), &checkpoint.policy, &device)?;
+        let (_, policy) = tinyrlhf_model::load_lm(config_json.as_bytes(), &checkpoint.policy, &device)?;
         let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &checkpoint.value, &device)?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
@@ -259,12 +259,12 @@ impl PpoTrainer {
         &self.settings
     }
 
-    pub fn config(&self) -> &GptConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
     /// The policy as it stands, for inference.
-    pub fn policy(&self) -> Gpt {
+    pub fn policy(&self) -> CausalLm {
         self.policy.valid()
     }
 
@@ -272,7 +272,7 @@ impl PpoTrainer {
         self.value.valid()
     }
 
-    pub fn reference(&self) -> &Gpt {
+    pub fn reference(&self) -> &CausalLm {
         &self.reference
     }
 

@@ -12,7 +12,7 @@ use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, LoraConfig, ScalarModel, left_pad};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel, left_pad};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
@@ -80,7 +80,7 @@ pub struct RewardStepStats {
 /// Trains a [`ScalarModel`] on rankings, one batch of rankings per [`RewardTrainer::step`].
 pub struct RewardTrainer {
     model: ScalarModel,
-    config: GptConfig,
+    config: ModelConfig,
     optim: ModuleOptimizer,
     settings: RewardConfig,
     train: Vec<TokenRanking>,
@@ -100,8 +100,8 @@ impl std::fmt::Debug for RewardTrainer {
 impl RewardTrainer {
     /// Starts from the SFT model `sft` with a fresh scalar head.
     pub fn new(
-        sft: Gpt,
-        config: GptConfig,
+        sft: CausalLm,
+        config: ModelConfig,
         train: Vec<TokenRanking>,
         held_out: Vec<TokenRanking>,
         pad: u32,
@@ -113,7 +113,7 @@ impl RewardTrainer {
     /// Continues training an existing reward model.
     pub fn from_scalar_model(
         model: ScalarModel,
-        config: GptConfig,
+        config: ModelConfig,
         train: Vec<TokenRanking>,
         held_out: Vec<TokenRanking>,
         pad: u32,
@@ -133,11 +133,11 @@ impl RewardTrainer {
             if k < 2 || sorted != (0..k).collect::<Vec<_>>() {
                 return Err(TrainError::Setting(format!("ranking {i} is not an order of its {k} completions (K must be 2 or more)")));
             }
-            if let Some(s) = r.sequences.iter().find(|s| s.len() > config.n_positions || s.is_empty()) {
+            if let Some(s) = r.sequences.iter().find(|s| s.len() > config.context_length() || s.is_empty()) {
                 return Err(TrainError::Setting(format!(
                     "ranking {i} has a {}-token sequence; the context holds {}",
                     s.len(),
-                    config.n_positions
+                    config.context_length()
                 )));
             }
         }
@@ -169,7 +169,7 @@ impl RewardTrainer {
         self.step >= self.total_steps()
     }
 
-    pub fn config(&self) -> &GptConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, SamplingConfig, ScalarModel, generate};
+use tinyrlhf_model::{CausalLm, SamplingConfig, ScalarModel, generate};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
@@ -92,7 +92,7 @@ fn response_slice<const D: usize>(full: Tensor<D>, query_len: usize, response_le
 /// Tempered log-probs of the response tokens under `model`, `[rows, response_len]`; with
 /// `entropy`, also each position's entropy.
 pub(crate) fn response_logprobs(
-    model: &Gpt,
+    model: &CausalLm,
     batch: &RolloutBatch,
     rows: &[usize],
     temperature: f32,
@@ -134,8 +134,8 @@ pub(crate) struct ScoredRollout {
 /// `value`'s estimates too when given. The scores come back in one read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn sample_and_score(
-    policy: &Gpt,
-    reference: &Gpt,
+    policy: &CausalLm,
+    reference: &CausalLm,
     reward: &ScalarModel,
     value: Option<&ScalarModel>,
     prompts: &[Vec<u32>],
@@ -287,8 +287,8 @@ pub(crate) async fn share_rollout(
 /// under logits / `temperature`: how far a policy has moved from its reference on its own samples.
 /// `responses` are generated ids as [`generate`] returns them.
 pub async fn response_kl(
-    policy: &Gpt,
-    reference: &Gpt,
+    policy: &CausalLm,
+    reference: &CausalLm,
     prompts: &[Vec<u32>],
     responses: &[Vec<u32>],
     temperature: f32,
@@ -324,8 +324,8 @@ pub struct TokenExplanation {
 /// [`TokenExplanation`] of `response` (generated ids, EOS included when it ended) to `prompt`.
 #[allow(clippy::too_many_arguments)]
 pub async fn explain_response(
-    policy: &Gpt,
-    reference: &Gpt,
+    policy: &CausalLm,
+    reference: &CausalLm,
     value: &ScalarModel,
     reward: &ScalarModel,
     prompt: &[u32],

@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{Gpt, GptConfig, LoraConfig};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -106,10 +106,10 @@ pub struct StepStats {
     pub skipped: Option<String>,
 }
 
-/// Trains a [`Gpt`] on examples, one batch per [`SupervisedTrainer::step`].
+/// Trains a [`CausalLm`] on examples, one batch per [`SupervisedTrainer::step`].
 pub struct SupervisedTrainer {
-    model: Gpt,
-    config: GptConfig,
+    model: CausalLm,
+    config: ModelConfig,
     optim: ModuleOptimizer,
     settings: SupervisedConfig,
     examples: Vec<Example>,
@@ -127,30 +127,36 @@ impl std::fmt::Debug for SupervisedTrainer {
 
 impl SupervisedTrainer {
     /// Starts training `model` (any device; autodiff is switched on here).
-    pub fn new(model: Gpt, config: GptConfig, examples: Vec<Example>, pad: u32, settings: SupervisedConfig) -> Result<Self, TrainError> {
+    pub fn new(
+        model: CausalLm,
+        config: ModelConfig,
+        examples: Vec<Example>,
+        pad: u32,
+        settings: SupervisedConfig,
+    ) -> Result<Self, TrainError> {
         if examples.is_empty() {
             return Err(TrainError::NoData);
         }
         if settings.batch_size == 0 {
             return Err(TrainError::Setting("batch size must be at least 1".into()));
         }
-        if let Some(e) = examples.iter().find(|e| e.tokens.len() < 2 || e.tokens.len() > config.n_positions + 1) {
+        if let Some(e) = examples.iter().find(|e| e.tokens.len() < 2 || e.tokens.len() > config.context_length() + 1) {
             return Err(TrainError::Setting(format!(
                 "an example has {} tokens; examples need 2 to {} (context + 1)",
                 e.tokens.len(),
-                config.n_positions + 1
+                config.context_length() + 1
             )));
         }
         let device = model.device();
         crate::lora::check(settings.lora.as_ref())?;
-        let model = crate::lora::trainable_gpt(model, settings.lora.as_ref());
+        let model = crate::lora::trainable_lm(model, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
         Ok(Self { model, config, optim, settings, examples, pad, step: 0, device, epoch_order: None })
     }
 
     /// Continues from a checkpoint made by [`SupervisedTrainer::checkpoint`].
     pub fn resume(checkpoint: &TrainCheckpoint, examples: Vec<Example>, pad: u32, device: &Device) -> Result<Self, TrainError> {
-        let (config, model) = tinyrlhf_model::load_gpt(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
+        let (config, model) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
         let state: SupervisedState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         let mut trainer = Self::new(model, config, examples, pad, state.settings)?;
         if trainer.settings.lora.is_none() {
@@ -170,11 +176,11 @@ impl SupervisedTrainer {
     }
 
     /// The model as it stands, for inference (no autodiff).
-    pub fn model(&self) -> Gpt {
+    pub fn model(&self) -> CausalLm {
         self.model.valid()
     }
 
-    pub fn config(&self) -> &GptConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -243,7 +249,7 @@ impl SupervisedTrainer {
 
     /// Everything needed to continue later: weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
-        let weights = tinyrlhf_model::save_gpt(&self.model.valid()).await?;
+        let weights = tinyrlhf_model::save_lm(&self.model.valid()).await?;
         let optimizer = optimizer_to_bytes(&self.optim)?;
         let state = SupervisedState { step: self.step, settings: self.settings.clone() };
         Ok(TrainCheckpoint {

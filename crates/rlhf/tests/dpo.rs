@@ -3,17 +3,17 @@
 //! run continues exactly, and settings out of range are refused before anything is computed.
 
 use burn::tensor::Device;
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig};
 use tinyrlhf_rlhf::dpo::sequence_logprobs;
 use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, TokenRanking};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
 
-fn model(seed: u64) -> (GptConfig, Gpt) {
+fn model(seed: u64) -> (ModelConfig, CausalLm) {
     let device = Device::flex();
     device.seed(seed);
-    let config = GptConfig::new(24, 48, 32, 2, 2);
+    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
     let gpt = config.init(&device);
     (config, gpt)
 }
@@ -54,7 +54,7 @@ fn dpo_learns_to_prefer_the_better_answers_of_rankings_for_every_loss() {
         // The policy itself now gives the best held-out answer more probability than the reference did.
         let device = sft.device();
         let best: Vec<_> = held_out.iter().map(|r| r.examples().swap_remove(0)).collect();
-        let gain = |m: &Gpt| sequence_logprobs(m, &best, PAD, &device).into_data().try_to_vec::<f32>().unwrap();
+        let gain = |m: &CausalLm| sequence_logprobs(m, &best, PAD, &device).into_data().try_to_vec::<f32>().unwrap();
         let (before, after) = (gain(&sft), gain(&trainer.policy()));
         assert!(before.iter().zip(&after).all(|(b, a)| a > b), "{loss:?}: {before:?} -> {after:?}");
     }

@@ -3,16 +3,16 @@
 //! field.
 
 use burn::tensor::Device;
-use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
 
-fn models(seed: u64) -> (GptConfig, Gpt, ScalarModel) {
+fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
     let device = Device::flex();
     device.seed(seed);
-    let config = GptConfig::new(24, 48, 32, 2, 2);
+    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
     (config.clone(), config.init(&device), ScalarModel::new(config.init(&device)))
 }
 

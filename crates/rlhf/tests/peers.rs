@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use burn::tensor::Device;
-use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::peers::Gathered;
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupConfig, GroupMethod, GroupTrainer, Peers, PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer,
@@ -95,15 +95,15 @@ fn side_by_side<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     }))
 }
 
-fn models(seed: u64) -> (GptConfig, Gpt, ScalarModel) {
+fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
     let device = Device::flex();
     device.seed(seed);
-    let config = GptConfig::new(24, 48, 32, 2, 2);
+    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
     (config.clone(), config.init(&device), ScalarModel::new(config.init(&device)))
 }
 
-fn gpt_bytes(gpt: &Gpt) -> Vec<u8> {
-    pollster::block_on(tinyrlhf_model::save_gpt(gpt)).unwrap()
+fn gpt_bytes(gpt: &CausalLm) -> Vec<u8> {
+    pollster::block_on(tinyrlhf_model::save_lm(gpt)).unwrap()
 }
 
 fn scalar_bytes(model: &ScalarModel) -> Vec<u8> {

@@ -4,24 +4,24 @@
 //! per-prefix reward scores agree with the reward model's.
 
 use burn::tensor::Device;
-use tinyrlhf_model::{Gpt, GptConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::reward::score_sequences;
 use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking, explain_response};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
 
-fn models(seed: u64) -> (GptConfig, Gpt, ScalarModel) {
+fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
     let device = Device::flex();
     device.seed(seed);
-    let config = GptConfig::new(24, 48, 32, 2, 2);
+    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
     let sft = config.init(&device);
     let reward = ScalarModel::new(config.init(&device));
     (config, sft, reward)
 }
 
-fn weights(gpt: &Gpt) -> Vec<u8> {
-    pollster::block_on(tinyrlhf_model::save_gpt(gpt)).unwrap()
+fn weights(gpt: &CausalLm) -> Vec<u8> {
+    pollster::block_on(tinyrlhf_model::save_lm(gpt)).unwrap()
 }
 
 fn prompts() -> Vec<Vec<u32>> {
@@ -128,7 +128,7 @@ fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
 #[test]
 fn a_reward_model_of_another_size_is_refused() {
     let (config, sft, _) = models(6);
-    let other = ScalarModel::new(GptConfig::new(24, 48, 16, 1, 2).init(&Device::flex()));
+    let other = ScalarModel::new(ModelConfig::from(GptConfig::new(24, 48, 16, 1, 2)).init(&Device::flex()));
     let err = PpoTrainer::new(PpoModels { sft, config, reward: other, value: None, policy: None }, prompts(), vec![], EOS, PAD, settings())
         .unwrap_err();
     assert!(err.to_string().contains("has a different size"), "{err}");

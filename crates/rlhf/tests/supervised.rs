@@ -3,7 +3,7 @@
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
-use tinyrlhf_model::{Gpt, GptConfig};
+use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig};
 use tinyrlhf_rlhf::{Example, LmBatch, SupervisedConfig, SupervisedTrainer, chat_example, pack};
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -12,16 +12,16 @@ fn tokenizer() -> Tokenizer {
     Tokenizer::train(corpus.iter().cycle().take(100), 300).unwrap()
 }
 
-fn model(vocab: usize, seed: u64) -> (Device, GptConfig, Gpt) {
+fn model(vocab: usize, seed: u64) -> (Device, ModelConfig, CausalLm) {
     let device = Device::flex();
     device.seed(seed);
-    let config = GptConfig::new(vocab, 32, 32, 2, 2);
+    let config = ModelConfig::from(GptConfig::new(vocab, 32, 32, 2, 2));
     let gpt = config.init(&device);
     (device, config, gpt)
 }
 
-fn weights(gpt: &Gpt) -> Vec<f32> {
-    let bytes = pollster::block_on(tinyrlhf_model::save_gpt(gpt)).unwrap();
+fn weights(gpt: &CausalLm) -> Vec<f32> {
+    let bytes = pollster::block_on(tinyrlhf_model::save_lm(gpt)).unwrap();
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
@@ -70,7 +70,7 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     let tok = tokenizer();
     let examples = pack(&tok.encode(&"two plus two is four. the cat is black. ".repeat(30)).unwrap(), 12);
     let settings = SupervisedConfig::new(8, 3, 5);
-    let run = |gpt: Gpt, config: GptConfig| SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings.clone()).unwrap();
+    let run = |gpt: CausalLm, config: ModelConfig| SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings.clone()).unwrap();
 
     let (device, config, gpt) = model(tok.vocab_size(), 2);
     let mut straight = run(gpt.clone(), config.clone());
@@ -99,8 +99,9 @@ fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
     let tok = tokenizer();
     let examples: Vec<Example> = pack(&tok.encode(&"the dog is brown. ".repeat(20)).unwrap(), 8);
     let (device, config, mut gpt) = model(tok.vocab_size(), 3);
-    let poisoned = Tensor::<1>::from_floats(vec![f32::NAN; config.n_embd].as_slice(), &device);
-    gpt.ln_f.gamma = Param::from_tensor(poisoned);
+    let poisoned = Tensor::<1>::from_floats(vec![f32::NAN; config.width()].as_slice(), &device);
+    let CausalLm::Gpt2(inner) = &mut gpt else { unreachable!("a GPT-2") };
+    inner.ln_f.gamma = Param::from_tensor(poisoned);
     let mut trainer = SupervisedTrainer::new(gpt, config, examples, 0, SupervisedConfig::new(4, 2, 0)).unwrap();
     let before = weights(&trainer.model());
     let stats = pollster::block_on(trainer.step()).unwrap();
@@ -128,7 +129,8 @@ fn with_lora_only_the_adapters_learn_and_the_base_stays_bit_for_bit() {
     assert!(after < before * 0.95, "loss {before} -> {after}");
     // The frozen base is the model it started from, so it can serve as the reference unchanged.
     let tuned = trainer.model();
-    let base = |g: &Gpt| -> Vec<Vec<f32>> {
+    let base = |g: &CausalLm| -> Vec<Vec<f32>> {
+        let CausalLm::Gpt2(g) = g else { unreachable!("a GPT-2") };
         let ln = g.h[0].ln_1.gamma.val().into_data().try_to_vec::<f32>().unwrap();
         vec![
             g.wte.weight.val().into_data().try_to_vec::<f32>().unwrap(),

@@ -1,0 +1,300 @@
+//! One model type for every architecture: [`CausalLm`] (candle's `enum Model` pattern) is what the
+//! trainers, the sampler and both edges hold, and [`ModelConfig`] is its `config.json`, read by
+//! `model_type`. A second architecture is a new variant here and one file beside `gpt.rs`.
+//!
+//! burn's derive puts the variant's name into every parameter path (`Gpt2.h.0.attn.c_attn.weight`);
+//! `checkpoint.rs` maps such paths to each architecture's Hugging Face names, so saved files,
+//! optimizer state and LoRA targets keep the names they had.
+
+use burn::module::Module;
+use burn::nn::{Initializer, Linear};
+use burn::tensor::{Device, Int, Tensor};
+use serde_json::Value;
+
+use crate::config::{ConfigError, GptConfig};
+use crate::gpt::Gpt;
+use crate::kv_cache::KvCache;
+use crate::llama::Llama;
+use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
+
+/// The architectures tinyrlhf computes, by their `model_type`.
+pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "qwen3"];
+
+/// A causal language model of any supported architecture.
+#[derive(Module, Debug)]
+pub enum CausalLm {
+    Gpt2(Gpt),
+    Llama(Llama),
+}
+
+impl CausalLm {
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.vocab_size(),
+            Self::Llama(m) => m.vocab_size(),
+        }
+    }
+
+    /// The most tokens a row may hold.
+    pub fn context_length(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.context_length(),
+            Self::Llama(m) => m.context_length(),
+        }
+    }
+
+    /// Width of the hidden states.
+    pub fn width(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.width(),
+            Self::Llama(m) => m.width(),
+        }
+    }
+
+    /// `gpt2` or `llama` (which covers Qwen2 and Qwen3: the weights alone do not tell them apart).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::Gpt2(_) => "gpt2",
+            Self::Llama(_) => "llama",
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.h.len(),
+            Self::Llama(m) => m.layers.len(),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Self::Gpt2(m) => m.device(),
+            Self::Llama(m) => m.device(),
+        }
+    }
+
+    /// Hidden states after the final norm, `[batch, seq, d_model]`.
+    ///
+    /// `attention_mask` (`[batch, seq]`, 1 = real token, 0 = padding) hides padded keys; with
+    /// left padding pass position ids that count only real tokens (see [`crate::left_pad`]).
+    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+        match self {
+            Self::Gpt2(m) => m.forward(input_ids, position_ids, attention_mask),
+            Self::Llama(m) => m.forward(input_ids, position_ids, attention_mask),
+        }
+    }
+
+    /// Like [`CausalLm::forward`] for the new tokens only, attending also to everything in
+    /// `cache`, which then holds the new tokens too. `attention_mask` covers the new tokens.
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        match self {
+            Self::Gpt2(m) => m.forward_cached(input_ids, position_ids, attention_mask, cache),
+            Self::Llama(m) => m.forward_cached(input_ids, position_ids, attention_mask, cache),
+        }
+    }
+
+    /// The LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Gpt2(m) => m.logits(hidden),
+            Self::Llama(m) => m.logits(hidden),
+        }
+    }
+}
+
+/// A model's `config.json`, by architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Gpt2(GptConfig),
+    Llama(LlamaConfig),
+}
+
+impl From<GptConfig> for ModelConfig {
+    fn from(c: GptConfig) -> Self {
+        Self::Gpt2(c)
+    }
+}
+
+impl From<LlamaConfig> for ModelConfig {
+    fn from(c: LlamaConfig) -> Self {
+        Self::Llama(c)
+    }
+}
+
+impl ModelConfig {
+    /// Parses `config.json` bytes by its `model_type` (absent: GPT-2, as our first files were) and
+    /// checks the model is one this crate computes exactly.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let model_type = match value.get("model_type") {
+            None | Some(Value::Null) => "gpt2".to_owned(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(ConfigError::Unsupported { field: "model_type", problem: format!("{other} is not a string") }),
+        };
+        if model_type == "gpt2" {
+            return Ok(Self::Gpt2(GptConfig::from_json_bytes(bytes)?));
+        }
+        if !LLAMA_FAMILY.contains(&model_type.as_str()) {
+            let shown: String = model_type.chars().take(60).collect();
+            return Err(ConfigError::Unsupported {
+                field: "model_type",
+                problem: format!("{shown:?} is an architecture tinyrlhf does not run; it runs {}", ARCHITECTURES.join(", ")),
+            });
+        }
+        let config: LlamaConfig = serde_json::from_value(value).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(Self::Llama(config))
+    }
+
+    pub fn to_json(&self) -> String {
+        match self {
+            Self::Gpt2(c) => c.to_json(),
+            Self::Llama(c) => serde_json::to_string_pretty(c).expect("a config always serialises"),
+        }
+    }
+
+    /// A preset by name: `tiny`, `small`, `gpt2-124m` (GPT-2), `llama-tiny`, `smollm2-135m` (Llama).
+    pub fn preset(name: &str, vocab_size: usize) -> Option<Self> {
+        match name {
+            "llama-tiny" => Some(Self::Llama(LlamaConfig::new(vocab_size, 128, 96, 4, 6, 2))),
+            "smollm2-135m" => Some(Self::Llama(LlamaConfig::smollm2_135m(vocab_size))),
+            other => GptConfig::preset(other, vocab_size).map(Self::Gpt2),
+        }
+    }
+
+    /// The names [`ModelConfig::preset`] takes.
+    pub const PRESETS: [&'static str; 5] = ["tiny", "small", "gpt2-124m", "llama-tiny", "smollm2-135m"];
+
+    /// `model_type`: `gpt2`, `llama`, `qwen2` or `qwen3`.
+    pub fn architecture(&self) -> &str {
+        match self {
+            Self::Gpt2(_) => "gpt2",
+            Self::Llama(c) => &c.model_type,
+        }
+    }
+
+    /// `gpt2` or `llama`, as [`CausalLm::family`].
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::Gpt2(_) => "gpt2",
+            Self::Llama(_) => "llama",
+        }
+    }
+
+    /// Attention (query) heads.
+    pub fn heads(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.n_head,
+            Self::Llama(c) => c.num_attention_heads,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.vocab_size,
+            Self::Llama(c) => c.vocab_size,
+        }
+    }
+
+    pub fn context_length(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.n_positions,
+            Self::Llama(c) => c.max_position_embeddings,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.n_embd,
+            Self::Llama(c) => c.hidden_size,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.n_layer,
+            Self::Llama(c) => c.num_hidden_layers,
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.num_params(),
+            Self::Llama(c) => c.num_params(),
+        }
+    }
+
+    /// What two models must share to read the same tokens into the same hidden states:
+    /// architecture, vocabulary, context, width, layers.
+    pub fn shape(&self) -> (String, usize, usize, usize, usize) {
+        (self.architecture().to_owned(), self.vocab_size(), self.context_length(), self.width(), self.num_layers())
+    }
+
+    /// Sets dropout (GPT-2 only: the Llama family here has none).
+    pub fn with_dropout(self, p: f64) -> Self {
+        match self {
+            Self::Gpt2(c) => Self::Gpt2(c.with_dropout(p)),
+            llama => llama,
+        }
+    }
+
+    /// Records the special token ids, as HF's config carries them.
+    pub fn with_special_tokens(self, pad: u32, eos: u32) -> Self {
+        match self {
+            Self::Gpt2(c) => Self::Gpt2(c.with_special_tokens(pad, eos)),
+            Self::Llama(c) => Self::Llama(c.with_special_tokens(pad, eos)),
+        }
+    }
+
+    /// A freshly initialised model of this shape.
+    pub fn init(&self, device: &Device) -> CausalLm {
+        match self {
+            Self::Gpt2(c) => CausalLm::Gpt2(c.init(device)),
+            Self::Llama(c) => CausalLm::Llama(c.init(device)),
+        }
+    }
+}
+
+/// A language model with a scalar read-out at every position: the reward model and the value model.
+/// Laid out as HF's `*ForSequenceClassification` (`transformer.*` for GPT-2, `model.*` for the
+/// Llama family, `score.weight` `[1, d]`), plus a `score.bias` that centres rewards (HF's head has
+/// none; a file without it loads with bias 0).
+#[derive(Module, Debug)]
+pub struct ScalarModel {
+    pub transformer: CausalLm,
+    pub score: Linear,
+}
+
+impl ScalarModel {
+    /// Puts a fresh head on `transformer` (its LM head, if it has its own, is dropped): weight
+    /// ~ N(0, 1/sqrt(d + 1)) as in the RLHF papers' reward heads, bias 0.
+    pub fn new(transformer: CausalLm) -> Self {
+        let transformer = match transformer {
+            CausalLm::Llama(m) => CausalLm::Llama(m.without_head()),
+            gpt => gpt,
+        };
+        let (d, device) = (transformer.width(), transformer.device());
+        let std = 1.0 / ((d + 1) as f64).sqrt();
+        let score = Linear {
+            weight: Initializer::Normal { mean: 0.0, std }.init([d, 1], &device),
+            bias: Some(Initializer::Zeros.init([1], &device)),
+        };
+        // Drawn now rather than at first use, so the head depends only on the generator's state
+        // here: workers that seed it just before making their copies get the same head.
+        score.weight.val();
+        Self { transformer, score }
+    }
+
+    /// One scalar per position, `[batch, seq]`. Arguments as in [`CausalLm::forward`].
+    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<2> {
+        let hidden = self.transformer.forward(input_ids, position_ids, attention_mask); // [b, t, d]
+        let [b, t, _] = hidden.dims();
+        self.score.forward(hidden).reshape([b, t])
+    }
+}

@@ -1,0 +1,270 @@
+//! The Llama family, the whole model in one file: token embeddings, pre-RMSNorm blocks with
+//! grouped-query attention and rotary position embeddings, a SwiGLU MLP, a final RMSNorm and a
+//! tied or untied LM head. Qwen2 (q/k/v biases) and Qwen3 (per-head q/k RMSNorm, explicit
+//! `head_dim`) are switches of the same blocks (see `llama_config.rs`).
+//!
+//! Field names are Hugging Face's (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`,
+//! `input_layernorm`, `norm`, `lm_head`), so checkpoints map onto them by path. burn's `Linear`
+//! keeps its weight `[in, out]` where HF's `nn.Linear` keeps `[out, in]`: `checkpoint.rs` transposes
+//! on the way in and out.
+//!
+//! Rotary embeddings rotate halves (HF's `rotate_half`) by each row's own position ids, so a
+//! left-padded row computes exactly as the row alone (tested against transformers).
+
+use burn::module::Module;
+use burn::nn::{Embedding, Initializer, Linear, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::gpt::rows;
+use crate::kv_cache::{KvCache, LayerCache, attention_bias};
+use crate::llama_config::LlamaConfig;
+
+/// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
+fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
+    Linear {
+        weight: Initializer::Normal { mean: 0.0, std: 0.02 }.init([d_in, d_out], device),
+        bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
+    }
+}
+
+/// `x` `[b, heads, t, hd]` rotated by the angles whose cosines and sines are `cos`, `sin`
+/// `[b, 1, t, hd]`: x cos + rotate_half(x) sin, with rotate_half(x) = (-x2, x1).
+fn apply_rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+    let half = x.dims()[3] / 2;
+    let mut halves = x.clone().chunk(2, 3);
+    let (x2, x1) = (halves.pop().unwrap(), halves.pop().unwrap());
+    debug_assert_eq!(x1.dims()[3], half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos + rotated * sin
+}
+
+/// Each key/value head serves `groups` query heads: `[b, kv, t, hd]` -> `[b, kv * groups, t, hd]`.
+fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kv, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+}
+
+/// Causal grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3's per-head RMSNorm of queries and keys, over `head_dim`.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+}
+
+impl SelfAttention {
+    fn init(c: &LlamaConfig, device: &Device) -> Self {
+        let (d, hd, h, kv) = (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads());
+        let norm = || c.qk_norm().then(|| RmsNormConfig::new(hd).with_epsilon(c.rms_norm_eps).init(device));
+        Self {
+            q_proj: linear(d, h * hd, c.qkv_bias(), device),
+            k_proj: linear(d, kv * hd, c.qkv_bias(), device),
+            v_proj: linear(d, kv * hd, c.qkv_bias(), device),
+            o_proj: linear(h * hd, d, c.o_bias(), device),
+            q_norm: norm(),
+            k_norm: norm(),
+            n_head: h,
+            n_kv_head: kv,
+            head_dim: hd,
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
+        let heads = |x: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
+            let x = x.reshape([b, t, n, hd]); // [b, t, n, hd]
+            let x = match norm {
+                Some(norm) => norm.forward(x),
+                None => x,
+            };
+            x.swap_dims(1, 2) // [b, n, t, hd]
+        };
+        let q = heads(rows(&self.q_proj, x.clone()), h, &self.q_norm);
+        let k = heads(rows(&self.k_proj, x.clone()), kv, &self.k_norm);
+        let v = heads(rows(&self.v_proj, x), kv, &None);
+        let (cos, sin) = rope.clone();
+        let q = apply_rope(q, cos.clone(), sin.clone());
+        let k = apply_rope(k, cos, sin);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v), // [b, kv, t_past + t, hd]
+            None => (k, v),
+        };
+        let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_keys, hd]
+        let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default()); // [b, h, t, hd]
+        rows(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd])) // [b, t, d]
+    }
+}
+
+/// SwiGLU: down(silu(gate(x)) * up(x)).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let x = x.reshape([b * t, d]);
+        let hidden = silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x); // [b * t, m]
+        self.down_proj.forward(hidden).reshape([b, t, d])
+    }
+}
+
+/// One pre-RMSNorm decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: SelfAttention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, bias, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+/// The rotary inverse frequencies: derived from the config, not learned, not saved.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    inv_freq: Vec<f32>,
+}
+
+/// A Llama-family language model. [`Llama::forward`] gives hidden states after the final norm,
+/// [`Llama::logits`] applies the LM head (the embeddings when tied).
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear>,
+    pub max_position_embeddings: usize,
+    #[module(skip)]
+    pub rotary: Rotary,
+}
+
+impl LlamaConfig {
+    /// A freshly initialised model of this shape.
+    pub fn init(&self, device: &Device) -> Llama {
+        let (d, m) = (self.hidden_size, self.intermediate_size);
+        let norm = || RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device);
+        Llama {
+            embed_tokens: Embedding { weight: Initializer::Normal { mean: 0.0, std: 0.02 }.init([self.vocab_size, d], device) },
+            layers: (0..self.num_hidden_layers)
+                .map(|_| DecoderLayer {
+                    input_layernorm: norm(),
+                    self_attn: SelfAttention::init(self, device),
+                    post_attention_layernorm: norm(),
+                    mlp: Mlp {
+                        gate_proj: linear(d, m, false, device),
+                        up_proj: linear(d, m, false, device),
+                        down_proj: linear(m, d, false, device),
+                    },
+                })
+                .collect(),
+            norm: norm(),
+            lm_head: (!self.tie_word_embeddings).then(|| linear(d, self.vocab_size, false, device)),
+            max_position_embeddings: self.max_position_embeddings,
+            rotary: Rotary { inv_freq: self.inv_freq() },
+        }
+    }
+}
+
+impl Llama {
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.max_position_embeddings
+    }
+
+    pub fn width(&self) -> usize {
+        self.embed_tokens.weight.dims()[1]
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.device()
+    }
+
+    /// Hidden states after the final norm, `[batch, seq, d_model]`; arguments as in `Gpt::forward`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+        let [_, t] = input_ids.dims();
+        let bias = attention_bias(attention_mask, t, t, &input_ids.device());
+        self.run(input_ids, position_ids, bias, None)
+    }
+
+    /// The new tokens only, attending also to everything in `cache`, which then holds them too.
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let bias = cache.extend(attention_mask, self.layers.len());
+        self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
+    }
+
+    /// cos and sin of every row's angles, `[b, 1, t, head_dim]` each, shared by all layers.
+    fn rope(&self, position_ids: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        let [b, t] = position_ids.dims();
+        let half = self.rotary.inv_freq.len();
+        let inv_freq = Tensor::<1>::from_data(TensorData::new(self.rotary.inv_freq.clone(), [half]), &position_ids.device());
+        let freqs = position_ids.float().reshape([b, t, 1]) * inv_freq.reshape([1, 1, half]); // [b, t, hd / 2]
+        let angles = Tensor::cat(vec![freqs.clone(), freqs], 2).reshape([b, 1, t, 2 * half]); // [b, 1, t, hd]
+        (angles.clone().cos(), angles.sin())
+    }
+
+    fn run(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        bias: Tensor<4>,
+        mut caches: Option<&mut Vec<LayerCache>>,
+    ) -> Tensor<3> {
+        let rope = self.rope(position_ids);
+        let mut x = self.embed_tokens.forward(input_ids); // [b, t, d]
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, &rope, bias.clone(), cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// The LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = hidden.dims();
+        let vocab = self.vocab_size();
+        let flat = hidden.reshape([b * t, d]);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(flat),
+            None => flat.matmul(self.embed_tokens.weight.val().transpose()),
+        };
+        logits.reshape([b, t, vocab])
+    }
+
+    /// The same model without its LM head (a reward or value model reads hidden states only).
+    pub fn without_head(self) -> Self {
+        Self { lm_head: None, ..self }
+    }
+}

@@ -1,0 +1,171 @@
+//! Llama-family folders written by Hugging Face `transformers` (Llama with grouped-query attention
+//! and a tied head, Llama 3 rope scaling with an untied head, Qwen2's q/k/v biases, Qwen3's qk-norm
+//! and explicit head_dim) load as the model the pipeline works from and compute what transformers
+//! computes: logits of a left-padded batch, greedy continuations alone and batched, chat-template
+//! text and ids, special tokens. Every shape, id and template comes from the folders
+//! (`$TINYRLHF_LLAMA_FIXTURES` to use others).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde_json::Value;
+use tinyrlhf_model::{ModelConfig, SamplingConfig, generate};
+use tinyrlhf_rlhf::{LanguageModel, ModelFiles, load_language_model};
+use tinyrlhf_tests::{FixtureTensor, assert_close, llama_fixture_folders, safetensors_values};
+
+fn read(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
+}
+
+/// A folder loaded with the given config file (`config.json` or `config_legacy.json`).
+fn load(dir: &Path, config: &str) -> LanguageModel {
+    let (config, weights, tokenizer) = (read(dir, config), read(dir, "model.safetensors"), read(dir, "tokenizer.json"));
+    let (tokenizer_config, template) =
+        (std::fs::read(dir.join("tokenizer_config.json")).ok(), std::fs::read(dir.join("chat_template.jinja")).ok());
+    let files = ModelFiles {
+        config_json: &config,
+        safetensors: &weights,
+        tokenizer_json: &tokenizer,
+        tokenizer_config_json: tokenizer_config.as_deref(),
+        chat_template_jinja: template.as_deref(),
+    };
+    load_language_model(files, &Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+fn expected(dir: &Path) -> Value {
+    serde_json::from_slice(&read(dir, "expected.json")).unwrap()
+}
+
+fn ints(t: &FixtureTensor, device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(t.as_i64(), [t.shape[0], t.shape[1]]), device)
+}
+
+fn folders() -> Vec<PathBuf> {
+    let folders = llama_fixture_folders();
+    assert!(folders.len() >= 4, "the Llama-family fixtures are missing: {folders:?}");
+    folders
+}
+
+/// Our logits on the folder's left-padded batch, and transformers'.
+fn logits(model: &LanguageModel, dir: &Path) -> (Vec<f32>, FixtureTensor, FixtureTensor) {
+    let expected = expected(dir);
+    let batch = safetensors_values(&read(dir, expected["logits_file"].as_str().unwrap()));
+    let device = Device::flex();
+    let (ids, mask) = (&batch["input_ids"], &batch["attention_mask"]);
+    let hidden = model.model.forward(ints(ids, &device), ints(&batch["position_ids"], &device), Some(ints(mask, &device)));
+    let ours = model.model.logits(hidden).into_data().try_to_vec::<f32>().unwrap();
+    (ours, batch["logits"].clone(), mask.clone())
+}
+
+#[test]
+fn every_llama_family_folder_gives_transformers_logits_on_a_left_padded_batch() {
+    for dir in folders() {
+        let model = load(&dir, "config.json");
+        let vocab = model.config.vocab_size();
+        assert_eq!(vocab as u64, expected(&dir)["vocab_size"].as_u64().unwrap());
+        assert!(matches!(model.config, ModelConfig::Llama(_)), "{}", dir.display());
+        let (ours, theirs, mask) = logits(&model, &dir);
+        assert!(mask.values.contains(&0.0), "{}: the batch is padded", dir.display());
+        assert_close(&format!("{} logits", dir.display()), &ours, &theirs.values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn the_older_rope_keys_read_as_the_newer_ones() {
+    for dir in folders() {
+        let (new, legacy) = (load(&dir, "config.json"), load(&dir, "config_legacy.json"));
+        assert_eq!(logits(&new, &dir).0, logits(&legacy, &dir).0, "{}", dir.display());
+    }
+}
+
+#[test]
+fn a_perturbed_reference_logit_is_caught() {
+    let dir = &folders()[0];
+    let model = load(dir, "config.json");
+    let (ours, mut theirs, mask) = logits(&model, dir);
+    let vocab = model.config.vocab_size();
+    let real = mask.values.iter().position(|&m| m == 1.0).unwrap() * vocab;
+    theirs.values[real + 3] += 1e-2;
+    let caught = std::panic::catch_unwind(|| assert_close("logits", &ours, &theirs.values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5));
+    assert!(caught.is_err(), "a logit moved by 0.01 must fail the comparison");
+}
+
+#[test]
+fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
+    for dir in folders() {
+        let model = load(&dir, "config.json");
+        let expected = expected(&dir);
+        let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_prompts"].clone()).unwrap();
+        let alone: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_alone"].clone()).unwrap();
+        let batched: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_batched_left_padded"].clone()).unwrap();
+        let new_tokens = expected["greedy_new_tokens"].as_u64().unwrap() as usize;
+        let pad = model.tokenizer.special_ids().pad;
+        // No EOS stop, as the fixture was made: u32::MAX is never drawn.
+        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };
+        for (prompt, want) in prompts.iter().zip(&alone) {
+            let got = pollster::block_on(generate(&model.model, std::slice::from_ref(prompt), u32::MAX, pad, &greedy)).unwrap();
+            assert_eq!(&got.tokens[0], want, "{} alone", dir.display());
+        }
+        let together = pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap();
+        assert_eq!(together.tokens, batched, "{} batched", dir.display());
+    }
+}
+
+#[test]
+fn special_tokens_and_chat_templates_are_the_folders() {
+    for dir in folders() {
+        let tokenizer = load(&dir, "config.json").tokenizer;
+        let expected = expected(&dir);
+        let special = tokenizer.special_ids();
+        assert_eq!(u64::from(special.eos), expected["eos_token_id"].as_u64().unwrap(), "{}", dir.display());
+        assert_eq!(u64::from(special.pad), expected["pad_token_id"].as_u64().unwrap(), "{}", dir.display());
+        for case in expected["template_cases"].as_array().unwrap() {
+            let messages = case["messages"].as_array().unwrap();
+            let content = |i: usize| messages[i]["content"].as_str().unwrap();
+            let role = |i: usize| messages[i]["role"].as_str().unwrap();
+            let (text, ids): (&str, Vec<u32>) = (case["text"].as_str().unwrap(), serde_json::from_value(case["ids"].clone()).unwrap());
+            assert_eq!(tokenizer.encode(text).unwrap(), ids, "{}: {text:?}", dir.display());
+            let template = tokenizer.chat_template();
+            match (case["add_generation_prompt"].as_bool().unwrap(), messages.len()) {
+                (true, 1) => {
+                    // The template's default system turn comes with the user's prompt.
+                    assert_eq!(template.prompt_text(content(0)).unwrap(), text);
+                    assert_eq!(tokenizer.encode_prompt(content(0)).unwrap(), ids);
+                }
+                (false, 2) => {
+                    assert_eq!(tokenizer.render_chat(content(0), content(1)).unwrap(), text);
+                    let mut ours = tokenizer.encode_prompt(content(0)).unwrap();
+                    let answer = tokenizer.encode_response(content(0), content(1)).unwrap();
+                    assert_eq!(tokenizer.decode_response(&answer).unwrap(), content(1), "no GPT-2 habits: nothing stripped");
+                    ours.extend(answer);
+                    assert_eq!(ours[..], ids[..ours.len()], "{text:?}");
+                }
+                _ => assert_eq!(role(0), "system", "a case this test does not know"),
+            }
+        }
+    }
+}
+
+#[test]
+fn an_architecture_we_do_not_run_is_refused_naming_it_and_those_we_do() {
+    let dir = &folders()[0];
+    let mut config: Value = serde_json::from_slice(&read(dir, "config.json")).unwrap();
+    config["model_type"] = "gemma3".into();
+    let message = ModelConfig::from_json_bytes(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(message.contains("model_type") && message.contains("gemma3") && message.contains("llama, qwen2, qwen3"), "{message}");
+    config["model_type"] = "llama".into();
+    config["rope_parameters"]["rope_type"] = "yarn".into();
+    let message = ModelConfig::from_json_bytes(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(message.contains("rope_type") && message.contains("yarn"), "{message}");
+}
+
+#[test]
+fn a_misshaped_tensor_is_named_with_both_shapes() {
+    let dir = &folders()[0];
+    let mut config: Value = serde_json::from_slice(&read(dir, "config.json")).unwrap();
+    let width = config["intermediate_size"].as_u64().unwrap();
+    config["intermediate_size"] = (width + 8).into();
+    let message =
+        tinyrlhf_model::load_lm(config.to_string().as_bytes(), &read(dir, "model.safetensors"), &Device::flex()).unwrap_err().to_string();
+    assert!(message.contains("mlp.") && message.contains(&format!("{width}")) && message.contains(&format!("{}", width + 8)), "{message}");
+}
