@@ -138,7 +138,7 @@ pub(crate) fn model_named(state: &Rc<RefCell<State>>, which: &str) -> Result<Cau
 
 /// Prompt ids that leave `room` tokens for the answer, and whether the prompt was cut.
 pub(crate) fn prompt_ids(model: &Model, prompt: &str, room: usize) -> Result<(Vec<u32>, bool), JsError> {
-    model.tokenizer.encode_prompt_within(prompt, model.config.context_length() - room).map_err(js)
+    tinyrlhf_rlhf::prompt_ids(&model.tokenizer, model.config.context_length(), prompt, room).map_err(js)
 }
 
 #[wasm_bindgen]
@@ -277,7 +277,7 @@ impl Session {
             if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
                 return Err(js(format!("K = {k}: sample 1 to {} answers at a time", Ranking::MAX_COMPLETIONS)));
             }
-            let room = max_new_tokens.clamp(1, model.config.context_length() - 1);
+            let room = max_new_tokens.max(1);
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();
             let sampling = SamplingConfig { max_new_tokens: room, temperature, top_k: 0, top_p: 1.0, seed };

@@ -48,7 +48,7 @@ impl SamplingArgs {
 /// Prompt ids for the model: the chat template, cut from the left to leave `room` for the answer.
 /// Returns the ids and whether the prompt was cut.
 pub fn prompt_ids(tokenizer: &Tokenizer, config: &ModelConfig, prompt: &str, room: usize) -> Result<(Vec<u32>, bool)> {
-    tokenizer.encode_prompt_within(prompt, config.context_length().saturating_sub(room.max(1))).map_err(|e| e.to_string())
+    tinyrlhf_rlhf::prompt_ids(tokenizer, config.context_length(), prompt, room).map_err(|e| e.to_string())
 }
 
 /// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.
@@ -136,8 +136,8 @@ fn continue_text(
     sampling: &SamplingArgs,
 ) -> Result<(String, bool)> {
     let mut ids = tokenizer.encode(text).map_err(|e| e.to_string())?;
-    let room = config.context_length().saturating_sub(sampling.max_new_tokens.max(1)).max(1);
-    ids.drain(..ids.len().saturating_sub(room));
+    let budget = tinyrlhf_rlhf::prompt_budget(config.context_length(), sampling.max_new_tokens);
+    ids.drain(..ids.len().saturating_sub(budget));
     let special = tokenizer.special_ids();
     let out = pollster::block_on(generate(gpt, &[ids], special.eos, special.pad, &sampling.config(0))).map_err(|e| e.to_string())?;
     Ok((tokenizer.decode_text(&out.tokens[0]).map_err(|e| e.to_string())?, out.finished[0]))

@@ -321,6 +321,107 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The transformers-made Llama-family folders the `tests` crate checks for parity
+/// (`$TINYRLHF_LLAMA_FIXTURES`), one per architecture.
+fn llama_fixture(name: &str) -> PathBuf {
+    std::env::var_os("TINYRLHF_LLAMA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf-llama-family"))
+        .join(name)
+}
+
+#[test]
+fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_names() {
+    let dir = fresh_dir("llama");
+    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "60", "--prompts", "12", "--heldout", "4"], &dir);
+    for name in ["hf-llama", "hf-llama3", "hf-qwen3"] {
+        let folder = llama_fixture(name);
+        let out = format!("samples-{name}.jsonl");
+        ok(
+            &[
+                "sample",
+                "--model",
+                folder.to_str().unwrap(),
+                "--prompts",
+                "world/heldout.jsonl",
+                "-k",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                &out,
+            ],
+            &dir,
+        );
+        assert_eq!(std::fs::read_to_string(dir.join(&out)).unwrap().lines().count(), 4, "{name}");
+    }
+    // Qwen2: q/k/v biases, and a pad token that is not EOS.
+    let qwen2 = llama_fixture("hf-qwen2");
+    fn with_lora<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--lora-rank", "4", "--lora-alpha", "8"][..]].concat()
+    }
+    ok(
+        &with_lora(&[
+            "sft",
+            "--model",
+            qwen2.to_str().unwrap(),
+            "--demos",
+            "world/demos.jsonl",
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--out",
+            "sft",
+        ]),
+        &dir,
+    );
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sft/config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "qwen2", "{config}");
+    ok(
+        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "5", "--out", "samples.jsonl"],
+        &dir,
+    );
+    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    ok(&with_lora(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"]), &dir);
+    let rm = safetensors_names(&dir.join("rm/model.safetensors"));
+    assert!(rm.contains(&"score.weight".to_owned()) && rm.contains(&"model.layers.0.self_attn.q_proj.bias".to_owned()), "{rm:?}");
+    assert!(!rm.iter().any(|n| n.starts_with("lm_head")), "a reward model has no LM head: {rm:?}");
+    ok(&with_lora(&[&small_ppo("world/prompts.jsonl", "ppo")[..], &["--iterations", "1"]].concat()), &dir);
+    ok(&with_lora(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"]), &dir);
+    for method in ["grpo", "rloo"] {
+        let args = ["--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", method];
+        ok(
+            &with_lora(
+                &[&[method][..], &args, &["--iterations", "1", "--prompts-per-iteration", "2", "-k", "2", "--max-new-tokens", "5"]]
+                    .concat(),
+            ),
+            &dir,
+        );
+    }
+    for run in ["ppo", "dpo", "grpo", "rloo"] {
+        let adapter: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(run).join("adapter/adapter_config.json")).unwrap()).unwrap();
+        let targets: Vec<&str> = adapter["target_modules"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(targets, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "{run}");
+        assert_eq!(adapter["fan_in_fan_out"], false, "{run}");
+        let names = safetensors_names(&dir.join(run).join("adapter/adapter_model.safetensors"));
+        assert!(names.contains(&"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight".to_owned()), "{run}: {names:?}");
+        let merged = safetensors_names(&dir.join(run).join("model.safetensors"));
+        assert!(merged.contains(&"lm_head.weight".to_owned()) && merged.contains(&"model.norm.weight".to_owned()), "{run}: {merged:?}");
+    }
+    let report = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "4"], &dir);
+    assert!(report.contains("EOS within 4 tokens"), "{report}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn safetensors_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header]).unwrap();
+    header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect()
+}
+
 #[test]
 fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     let dir = fresh_dir("badrlhf");

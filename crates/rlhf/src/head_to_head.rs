@@ -129,11 +129,11 @@ async fn judged(
     settings: &HeadToHeadConfig,
 ) -> Result<(HeadToHead, Vec<Vec<u32>>, Answers), TrainError> {
     let (k, batch, sampling) = (settings.samples_per_prompt.max(1), settings.batch_size.max(1), &settings.sampling);
-    let room = policy.context_length().saturating_sub(sampling.max_new_tokens.max(1));
     let mut ids = Vec::with_capacity(prompts.len() * k);
     let mut texts = Vec::with_capacity(prompts.len() * k);
     for prompt in prompts {
-        let (p, _) = tokenizer.encode_prompt_within(prompt, room).map_err(|e| TrainError::Setting(e.to_string()))?;
+        let (p, _) = crate::prompts::prompt_ids(tokenizer, policy.context_length(), prompt, sampling.max_new_tokens)
+            .map_err(|e| TrainError::Setting(e.to_string()))?;
         ids.extend(std::iter::repeat_n(p, k));
         texts.extend(std::iter::repeat_n(prompt.clone(), k));
     }

@@ -25,6 +25,7 @@ pub mod ppo;
 pub mod ppo_config;
 pub mod ppo_math;
 mod ppo_minibatch;
+pub mod prompts;
 pub mod rankings;
 mod read;
 pub mod reward;
@@ -46,6 +47,7 @@ pub use model_files::{LanguageModel, ModelFiles, ModelFilesError, load_language_
 pub use peers::{Alone, Peers, shard};
 pub use ppo::{PpoCheckpoint, PpoConfig, PpoModels, PpoStats, PpoTrainer};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
+pub use prompts::{prompt_budget, prompt_ids};
 pub use rankings::{RankingSet, TokenRanking};
 pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
 pub use rollout::{TokenExplanation, explain_response, response_kl};

@@ -37,6 +37,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     eos_token: String,
     bos_token: Option<String>,
+    answer_lead: String,
 }
 
 impl ChatTemplate {
@@ -51,7 +52,13 @@ impl ChatTemplate {
             Err(Error::new(ErrorKind::InvalidOperation, message))
         });
         env.add_template_owned("chat", source.to_owned()).map_err(|e| TemplateError(describe(&e)))?;
-        let template = Self { source: source.to_owned(), env, eos_token: eos_token.to_owned(), bos_token: bos_token.map(str::to_owned) };
+        let mut template = Self {
+            source: source.to_owned(),
+            env,
+            eos_token: eos_token.to_owned(),
+            bos_token: bos_token.map(str::to_owned),
+            answer_lead: String::new(),
+        };
         let answer = "Probe answer 7.";
         let rest = template.answer_text("Probe question?", answer)?;
         if !rest.contains(answer) {
@@ -59,7 +66,14 @@ impl ChatTemplate {
                 "it writes no assistant turn (a conversation with the answer {answer:?} renders without it)"
             )));
         }
+        template.answer_lead = rest[..rest.find(answer).unwrap_or(0)].to_owned();
         Ok(template)
+    }
+
+    /// What the template writes between the generation prompt and the answer itself (our
+    /// template's space; nothing for ChatML): a reader of the answer should not see it.
+    pub fn answer_lead(&self) -> &str {
+        &self.answer_lead
     }
 
     /// The Jinja source, as `tokenizer_config.json` carries it.
@@ -120,6 +134,7 @@ mod tests {
         assert_eq!(t.prompt_text("hi there").unwrap(), "<|user|> hi there<|assistant|>");
         assert_eq!(t.conversation_text("hi there", "hello.").unwrap(), "<|user|> hi there<|assistant|> hello.<|eos|>");
         assert_eq!(t.answer_text("hi there", "hello.").unwrap(), " hello.<|eos|>");
+        assert_eq!(t.answer_lead(), " ");
     }
 
     #[test]
@@ -127,6 +142,7 @@ mod tests {
         let t = ChatTemplate::new(PLAIN_TEMPLATE, "</s>", None).unwrap();
         assert_eq!(t.conversation_text("2+2?", "4").unwrap(), "2+2?\n4</s>");
         assert_eq!(t.answer_text("2+2?", "4").unwrap(), "4</s>");
+        assert_eq!(t.answer_lead(), "");
     }
 
     #[test]

@@ -271,12 +271,12 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    /// A response's ids back to the text a person reads: up to the first EOS, without the
-    /// template's leading space.
+    /// A response's ids back to the text a person reads: up to the first EOS, without what the
+    /// template writes before every answer (our template's space; a ChatML answer keeps its own).
     pub fn decode_response(&self, ids: &[u32]) -> Result<String> {
         let end = ids.iter().position(|&t| t == self.special.eos).unwrap_or(ids.len());
         let text = self.decode_text(&ids[..end])?;
-        Ok(text.strip_prefix(' ').map(str::to_owned).unwrap_or(text))
+        Ok(text.strip_prefix(self.template.answer_lead()).map(str::to_owned).unwrap_or(text))
     }
 }
 
