@@ -10,26 +10,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 use tinyrlhf_model::{ModelConfig, SamplingConfig, generate};
-use tinyrlhf_rlhf::{LanguageModel, ModelFiles, load_language_model};
-use tinyrlhf_tests::{FixtureTensor, assert_close, llama_fixture_folders, safetensors_values};
+use tinyrlhf_rlhf::LanguageModel;
+use tinyrlhf_tests::{FixtureTensor, assert_close, llama_fixture_folders, load_folder, safetensors_values};
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
-}
-
-/// A folder loaded with the given config file (`config.json` or `config_legacy.json`).
-fn load(dir: &Path, config: &str) -> LanguageModel {
-    let (config, weights, tokenizer) = (read(dir, config), read(dir, "model.safetensors"), read(dir, "tokenizer.json"));
-    let (tokenizer_config, template) =
-        (std::fs::read(dir.join("tokenizer_config.json")).ok(), std::fs::read(dir.join("chat_template.jinja")).ok());
-    let files = ModelFiles {
-        config_json: &config,
-        safetensors: &weights,
-        tokenizer_json: &tokenizer,
-        tokenizer_config_json: tokenizer_config.as_deref(),
-        chat_template_jinja: template.as_deref(),
-    };
-    load_language_model(files, &Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 fn expected(dir: &Path) -> Value {
@@ -60,7 +45,7 @@ fn logits(model: &LanguageModel, dir: &Path) -> (Vec<f32>, FixtureTensor, Fixtur
 #[test]
 fn every_llama_family_folder_gives_transformers_logits_on_a_left_padded_batch() {
     for dir in folders() {
-        let model = load(&dir, "config.json");
+        let model = load_folder(&dir, "config.json");
         let vocab = model.config.vocab_size();
         assert_eq!(vocab as u64, expected(&dir)["vocab_size"].as_u64().unwrap());
         assert!(matches!(model.config, ModelConfig::Llama(_)), "{}", dir.display());
@@ -73,7 +58,7 @@ fn every_llama_family_folder_gives_transformers_logits_on_a_left_padded_batch() 
 #[test]
 fn the_older_rope_keys_read_as_the_newer_ones() {
     for dir in folders() {
-        let (new, legacy) = (load(&dir, "config.json"), load(&dir, "config_legacy.json"));
+        let (new, legacy) = (load_folder(&dir, "config.json"), load_folder(&dir, "config_legacy.json"));
         assert_eq!(logits(&new, &dir).0, logits(&legacy, &dir).0, "{}", dir.display());
     }
 }
@@ -81,7 +66,7 @@ fn the_older_rope_keys_read_as_the_newer_ones() {
 #[test]
 fn a_perturbed_reference_logit_is_caught() {
     let dir = &folders()[0];
-    let model = load(dir, "config.json");
+    let model = load_folder(dir, "config.json");
     let (ours, mut theirs, mask) = logits(&model, dir);
     let vocab = model.config.vocab_size();
     let real = mask.values.iter().position(|&m| m == 1.0).unwrap() * vocab;
@@ -93,7 +78,7 @@ fn a_perturbed_reference_logit_is_caught() {
 #[test]
 fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
     for dir in folders() {
-        let model = load(&dir, "config.json");
+        let model = load_folder(&dir, "config.json");
         let expected = expected(&dir);
         let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_prompts"].clone()).unwrap();
         let alone: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_alone"].clone()).unwrap();
@@ -114,7 +99,7 @@ fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
 #[test]
 fn special_tokens_and_chat_templates_are_the_folders() {
     for dir in folders() {
-        let tokenizer = load(&dir, "config.json").tokenizer;
+        let tokenizer = load_folder(&dir, "config.json").tokenizer;
         let expected = expected(&dir);
         let special = tokenizer.special_ids();
         assert_eq!(u64::from(special.eos), expected["eos_token_id"].as_u64().unwrap(), "{}", dir.display());

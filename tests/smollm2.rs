@@ -8,9 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use burn::tensor::Device;
 use tinyrlhf_model::{SamplingConfig, generate};
-use tinyrlhf_rlhf::{ModelFiles, load_language_model};
 
 #[test]
 #[ignore = "needs the SmolLM2 folder (TINYRLHF_SMOLLM2) and a Python with torch and transformers (TINYRLHF_TORCH_PYTHON)"]
@@ -27,17 +25,7 @@ fn smollm2_gives_transformers_greedy_answers_to_five_everyday_prompts() {
     assert!(out.status.success(), "hf_peer.py failed: {}", String::from_utf8_lossy(&out.stderr));
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    let read = |name: &str| std::fs::read(dir.join(name)).ok();
-    let (config, weights, tokenizer) = (read("config.json").unwrap(), read("model.safetensors").unwrap(), read("tokenizer.json").unwrap());
-    let (tokenizer_config, template) = (read("tokenizer_config.json"), read("chat_template.jinja"));
-    let files = ModelFiles {
-        config_json: &config,
-        safetensors: &weights,
-        tokenizer_json: &tokenizer,
-        tokenizer_config_json: tokenizer_config.as_deref(),
-        chat_template_jinja: template.as_deref(),
-    };
-    let model = load_language_model(files, &Device::flex()).unwrap();
+    let model = tinyrlhf_tests::load_folder(&dir, "config.json");
     let special = model.tokenizer.special_ids();
     assert_eq!(u64::from(special.eos), theirs["eos_token_id"].as_u64().unwrap());
     let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };

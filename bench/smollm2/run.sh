@@ -47,7 +47,7 @@ timed dpo "$bin" dpo --policy model --rankings rankings.jsonl --lora-rank 8 --lr
 timed eval-dpo "$bin" eval --policy dpo --reference model --prompts "$here/heldout.jsonl" --labeler concise -k 2 \
   --max-new-tokens 64 --json eval-dpo.json
 timed reward "$bin" reward --model model --rankings rankings.jsonl --lora-rank 8 --epochs 2 --out rm
-timed grpo "$bin" grpo --policy model --reward rm --prompts "$here/train.jsonl" --lora-rank 8 --iterations 20 --max-new-tokens 64 --out grpo
+timed grpo "$bin" grpo --policy model --reward rm --prompts "$here/train.jsonl" --lora-rank 8 --iterations 10 --max-new-tokens 64 --out grpo
 timed eval-grpo "$bin" eval --policy grpo --reference model --prompts "$here/heldout.jsonl" --labeler concise -k 2 \
   --max-new-tokens 64 --json eval-grpo.json
 cat times.txt

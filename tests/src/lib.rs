@@ -41,6 +41,23 @@ pub fn llama_fixture_folders() -> Vec<PathBuf> {
     folders
 }
 
+/// A model folder on disk loaded as both edges load one (`config` names its config file, e.g.
+/// `config_legacy.json`); the optional tokenizer files are used when present.
+pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::LanguageModel {
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()));
+    let (config, weights, tokenizer) = (read(config), read("model.safetensors"), read("tokenizer.json"));
+    let (tokenizer_config, template) =
+        (std::fs::read(dir.join("tokenizer_config.json")).ok(), std::fs::read(dir.join("chat_template.jinja")).ok());
+    let files = tinyrlhf_rlhf::ModelFiles {
+        config_json: &config,
+        safetensors: &weights,
+        tokenizer_json: &tokenizer,
+        tokenizer_config_json: tokenizer_config.as_deref(),
+        chat_template_jinja: template.as_deref(),
+    };
+    tinyrlhf_rlhf::load_language_model(files, &burn::tensor::Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
 pub fn read_fixture(relative: &str) -> Vec<u8> {
     let path = fixtures_dir().join(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))

@@ -9,9 +9,6 @@ use wasm_bindgen::prelude::*;
 use crate::training::reward_model;
 use crate::{Session, js, json_value, model_named, promise, prompt_ids, sft};
 
-/// Answers of the head-to-head are this long at most (the tab's sampling default).
-const MAX_NEW_TOKENS: usize = 48;
-
 #[wasm_bindgen]
 impl Session {
     /// The reward model's scores of `completions` (JSON list) as answers to `prompt`.
@@ -66,7 +63,9 @@ impl Session {
             )
             .await
             .map_err(js)?;
-            let tokens = response_ids.iter().map(|&t| model.tokenizer.decode(&[t])).collect::<Result<Vec<_>, _>>().map_err(js)?;
+            // The model's own EOS, whatever its text, shows as one mark.
+            let shown = |t: u32| if t == special.eos { Ok("⏎".to_owned()) } else { model.tokenizer.decode(&[t]) };
+            let tokens = response_ids.iter().map(|&t| shown(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             json_value(&serde_json::json!({"tokens": tokens, "explained": explained}))
         })
     }
@@ -81,7 +80,7 @@ impl Session {
             let labeler: Labeler = labeler.parse().map_err(js)?;
             let (ours, theirs) = (model_named(&state, &a)?, model_named(&state, &b)?);
             let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
-            let sampling = SamplingConfig { max_new_tokens: MAX_NEW_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
+            let sampling = SamplingConfig { max_new_tokens: tinyrlhf_rlhf::ANSWER_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
             let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
             json_value(&head_to_head(&ours, &theirs, &model.tokenizer, &prompts, &labeler, &settings).await.map_err(js)?)
         })
@@ -99,7 +98,7 @@ impl Session {
             let policy = model_named(&state, &which)?;
             let reward = reward_model(&state)?;
             let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
-            let sampling = SamplingConfig { max_new_tokens: MAX_NEW_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
+            let sampling = SamplingConfig { max_new_tokens: tinyrlhf_rlhf::ANSWER_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
             let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
             let measured = gold_and_proxy(&policy, &model.model, &reward, &model.tokenizer, &prompts, &labeler, &settings).await;
             json_value(&measured.map_err(js)?)

@@ -93,6 +93,8 @@ struct ModelInfo {
     chat_template: String,
     /// No pad token: padding uses EOS.
     pad_is_eos: bool,
+    /// What it costs to train here, and whether LoRA is the default for it.
+    footprint: tinyrlhf_rlhf::Footprint,
 }
 
 #[derive(Serialize)]
@@ -197,6 +199,8 @@ impl Session {
             tokenizer_config_json: tokenizer_config_json.as_deref(),
             chat_template_jinja: chat_template_jinja.as_deref(),
         };
+        let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
+        let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
         let LanguageModel { config, model, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
         let special = tokenizer.special_ids();
         let info = ModelInfo {
@@ -209,6 +213,7 @@ impl Session {
             vocab: config.vocab_size(),
             chat_template: tokenizer.chat_template().source().to_owned(),
             pad_is_eos: special.pad == special.eos,
+            footprint,
         };
         let mut state = self.state.borrow_mut();
         state.forget_trained();
@@ -306,6 +311,15 @@ pub fn parse_rankings(file: &str, bytes: &[u8]) -> Result<String, JsError> {
     to_json(&tinyrlhf_data::read_preferences(file, bytes).map_err(js)?)
 }
 
+/// What a model folder's `config.json` would cost to train in the tab (JSON: parameters, whether
+/// LoRA is the default, estimated and allowed bytes), or why the tab cannot hold it: checked
+/// before its weights are read.
+#[wasm_bindgen(js_name = modelFootprint)]
+pub fn model_footprint(config_json: &[u8]) -> Result<String, JsError> {
+    let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
+    to_json(&tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?)
+}
+
 /// Prompts from a file's bytes (JSONL of `{"prompt"}` or one per line) as a JSON list; the error
 /// names `file`, line and field.
 #[wasm_bindgen(js_name = parsePrompts)]
@@ -328,10 +342,15 @@ pub fn check_ranking(ranking_json: &str) -> Result<(), JsError> {
     ranking.check().map_err(js)
 }
 
-/// The limits the page checks before sending work: `{max_completions, max_file_bytes}`.
+/// The limits the page checks before sending work, and how long an answer to read or rank is:
+/// `{max_completions, max_file_bytes, answer_tokens}`.
 #[wasm_bindgen]
 pub fn limits() -> Result<String, JsError> {
-    to_json(&serde_json::json!({"max_completions": Ranking::MAX_COMPLETIONS, "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES}))
+    to_json(&serde_json::json!({
+        "max_completions": Ranking::MAX_COMPLETIONS,
+        "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES,
+        "answer_tokens": tinyrlhf_rlhf::ANSWER_TOKENS,
+    }))
 }
 
 /// Traps the module on purpose (a wasm `unreachable`, as any panic would), so the browser tests can

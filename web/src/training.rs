@@ -8,98 +8,36 @@ use std::rc::Rc;
 
 use serde::Serialize;
 use tinyrlhf_data::Ranking;
-use tinyrlhf_model::{CausalLm, ScalarModel};
+use tinyrlhf_model::ScalarModel;
 use tinyrlhf_rlhf::{
-    DpoConfig, DpoTrainer, GroupTrainer, Method, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer, calibrate,
-    with_changes,
+    DpoConfig, DpoTrainer, GroupTrainer, Method, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer,
+    calibrate, with_changes,
 };
 use wasm_bindgen::prelude::*;
 
 use crate::{Model, Session, State, js, json_value, promise, prompt_ids, sft, to_json};
 
-/// A policy run of one method.
-pub(crate) enum Trainer {
-    Ppo(Box<PpoTrainer>),
-    Group(Box<GroupTrainer>),
-    Dpo(Box<DpoTrainer>),
-}
+/// A policy run of one method: the library's one trainer interface.
+pub(crate) type Run = PolicyTrainer;
 
-pub(crate) struct Run {
-    pub(crate) method: Method,
-    pub(crate) trainer: Trainer,
-}
-
-impl Run {
-    pub(crate) fn policy(&self) -> CausalLm {
-        match &self.trainer {
-            Trainer::Ppo(t) => t.policy(),
-            Trainer::Group(t) => t.policy(),
-            Trainer::Dpo(t) => t.policy(),
-        }
+/// One step of `run`; its stats as JSON, with the sampled answer shown (as text) where there is
+/// one, and whether the run is done.
+async fn step_json(run: &mut Run, model: &Model) -> Result<serde_json::Value, JsError> {
+    let stats = run.step().await.map_err(js)?;
+    let mut value = serde_json::to_value(&stats).map_err(js)?;
+    if let Some(map) = value.as_object_mut() {
+        // Token ids mean nothing to the page: the text replaces them.
+        map.remove("sample_prompt");
+        map.remove("sample_response");
     }
-
-    fn is_done(&self) -> bool {
-        match &self.trainer {
-            Trainer::Ppo(t) => t.iterations_done() >= t.settings().iterations,
-            Trainer::Group(t) => t.iterations_done() >= t.settings().iterations,
-            Trainer::Dpo(t) => t.is_done(),
-        }
+    if let Some((prompt, response)) = stats.sample() {
+        value["sample"] = serde_json::json!({
+            "prompt": model.tokenizer.decode_text(prompt).map_err(js)?,
+            "response": model.tokenizer.decode_response(response).map_err(js)?,
+        });
     }
-
-    /// Trains together with `peers` (the other workers' copies of this run).
-    fn set_peers(&mut self, peers: Rc<dyn tinyrlhf_rlhf::Peers>) {
-        match &mut self.trainer {
-            Trainer::Ppo(t) => t.set_peers(peers),
-            Trainer::Group(t) => t.set_peers(peers),
-            Trainer::Dpo(t) => t.set_peers(peers),
-        }
-    }
-
-    /// The KL leash (DPO: its beta), moved between steps.
-    fn set_beta(&mut self, beta: f64) -> Result<(), JsError> {
-        match &mut self.trainer {
-            Trainer::Ppo(t) => t.set_beta(beta),
-            Trainer::Group(t) => t.set_beta(beta),
-            Trainer::Dpo(t) => t.set_beta(beta),
-        }
-        .map_err(js)
-    }
-
-    /// PPO's value model and KL coefficient, for explaining an answer token by token.
-    pub(crate) fn ppo(&self) -> Option<&PpoTrainer> {
-        match &self.trainer {
-            Trainer::Ppo(t) => Some(&**t),
-            _ => None,
-        }
-    }
-
-    /// One step; its stats as JSON, with the sampled answer shown (as text) where there is one.
-    async fn step(&mut self, model: &Model) -> Result<serde_json::Value, JsError> {
-        let (mut value, sample) = match &mut self.trainer {
-            Trainer::Ppo(t) => {
-                let stats = t.step().await.map_err(js)?;
-                (serde_json::to_value(&stats).map_err(js)?, Some((stats.sample_prompt, stats.sample_response)))
-            }
-            Trainer::Group(t) => {
-                let stats = t.step().await.map_err(js)?;
-                (serde_json::to_value(&stats).map_err(js)?, Some((stats.sample_prompt, stats.sample_response)))
-            }
-            Trainer::Dpo(t) => (serde_json::to_value(t.step().await.map_err(js)?).map_err(js)?, None),
-        };
-        if let Some(map) = value.as_object_mut() {
-            // Token ids mean nothing to the page: the text replaces them.
-            map.remove("sample_prompt");
-            map.remove("sample_response");
-        }
-        if let Some((prompt, response)) = sample {
-            value["sample"] = serde_json::json!({
-                "prompt": model.tokenizer.decode_text(&prompt).map_err(js)?,
-                "response": model.tokenizer.decode_response(&response).map_err(js)?,
-            });
-        }
-        value["done"] = self.is_done().into();
-        Ok(value)
-    }
+    value["done"] = run.is_done().into();
+    Ok(value)
 }
 
 /// What a new policy run will do: `total` steps (iterations for the methods that sample answers),
@@ -180,7 +118,7 @@ impl Session {
                 s.reward = Some(model);
                 dropped = Method::ALL.into_iter().filter(|m| m.needs_reward_model()).map(Method::name).collect();
                 s.policies.retain(|name, _| !dropped.contains(&name.as_str()));
-                if s.run.as_ref().is_some_and(|r| r.method.needs_reward_model()) {
+                if s.run.as_ref().is_some_and(|r| r.method().needs_reward_model()) {
                     s.run = None;
                 }
             } else {
@@ -213,14 +151,14 @@ impl Session {
                     plan.total = settings.iterations;
                     let models =
                         PpoModels { sft: model.model.clone(), config: model.config.clone(), reward: reward()?, value: None, policy: start };
-                    Trainer::Ppo(Box::new(PpoTrainer::new(models, ids, vec![], special.eos, special.pad, settings).map_err(js)?))
+                    Run::Ppo(Box::new(PpoTrainer::new(models, ids, vec![], special.eos, special.pad, settings).map_err(js)?))
                 }
                 Method::Grpo | Method::Rloo => {
                     let settings = method.group_config(&changes).map_err(js)?;
                     let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
                     plan.total = settings.iterations;
                     let (sft, config) = (model.model.clone(), model.config.clone());
-                    Trainer::Group(Box::new(
+                    Run::Group(Box::new(
                         GroupTrainer::new(sft, start, config, reward()?, ids, special.eos, special.pad, settings).map_err(js)?,
                     ))
                 }
@@ -237,10 +175,10 @@ impl Session {
                             .await
                             .map_err(js)?;
                     plan.total = trainer.total_steps();
-                    Trainer::Dpo(Box::new(trainer))
+                    Run::Dpo(Box::new(trainer))
                 }
             };
-            let mut run = Run { method, trainer };
+            let mut run = trainer;
             if let Some(peers) = state.borrow().peers.clone() {
                 run.set_peers(peers);
             }
@@ -261,12 +199,12 @@ impl Session {
         promise(async move {
             let model = sft(&state)?;
             if let Some(beta) = beta {
-                state.borrow_mut().run.as_mut().ok_or_else(|| js("no training run has been started"))?.set_beta(beta)?;
+                state.borrow_mut().run.as_mut().ok_or_else(|| js("no training run has been started"))?.set_beta(beta).map_err(js)?;
             }
             let mut run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
-            let stats = run.step(&model).await?;
+            let stats = step_json(&mut run, &model).await?;
             let mut s = state.borrow_mut();
-            s.policies.insert(run.method.name().to_string(), run.policy());
+            s.policies.insert(run.method().name().to_string(), run.policy());
             s.run = Some(run);
             json_value(&stats)
         })
@@ -290,7 +228,7 @@ impl Session {
         let gpt = self.same_shape(config_json, safetensors)?;
         let mut state = self.state.borrow_mut();
         state.policies.insert(name.clone(), gpt);
-        if state.run.as_ref().is_some_and(|r| r.method.name() == name) {
+        if state.run.as_ref().is_some_and(|r| r.method().name() == name) {
             state.run = None;
         }
         Ok(())

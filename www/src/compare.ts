@@ -48,7 +48,7 @@ export function setPrompts(prompts: string[]) {
 }
 
 async function one(which: Which, prompt: string, seed: number): Promise<string> {
-  const out = await call({ type: 'sample', which, prompt, k: 1, temperature: TEMPERATURE, maxNewTokens: 48, seed });
+  const out = await call({ type: 'sample', which, prompt, k: 1, temperature: TEMPERATURE, maxNewTokens: app.limits!.answer_tokens, seed });
   return out.completions[0];
 }
 
@@ -82,8 +82,6 @@ export async function compare() {
   }
 }
 
-const shownToken = (token: string) => (token === '<|eos|>' ? '⏎' : token);
-
 async function heatmap(which: Which, prompt: string, response: string) {
   const { tokens, explained } = await call({ type: 'explain', which, prompt, response, temperature: TEMPERATURE });
   const scale = Math.max(0.5, ...explained.log_ratio.map(Math.abs));
@@ -93,7 +91,7 @@ async function heatmap(which: Which, prompt: string, response: string) {
       const span = document.createElement('span');
       const r = explained.log_ratio[i];
       const a = explained.advantage[i];
-      span.textContent = shownToken(token);
+      span.textContent = token;
       span.style.background = r >= 0 ? `rgba(214, 69, 65, ${Math.min(1, r / scale) * 0.6})` : `rgba(58, 91, 217, ${Math.min(1, -r / scale) * 0.6})`;
       span.style.borderBottomColor = a >= 0 ? `rgba(47, 143, 91, ${Math.min(1, a / adv)})` : `rgba(179, 64, 58, ${Math.min(1, -a / adv)})`;
       span.title = `log π/π_ref = ${r.toFixed(3)} · advantage = ${a.toFixed(3)}`;
@@ -112,7 +110,7 @@ function rewardHeatmap(tokens: string[], promptScore: number, prefixScores: numb
     ...tokens.map((token, i) => {
       const span = document.createElement('span');
       const d = moves[i];
-      span.textContent = shownToken(token);
+      span.textContent = token;
       span.style.background = d >= 0 ? `rgba(47, 143, 91, ${Math.min(1, d / scale) * 0.6})` : `rgba(128, 64, 160, ${Math.min(1, -d / scale) * 0.6})`;
       span.title = `score after this token ${prefixScores[i].toFixed(3)} (${d >= 0 ? '+' : ''}${d.toFixed(3)})`;
       span.dataset.scoreChange = String(d);

@@ -7,7 +7,7 @@ import { call } from './client';
 import { METHODS, policyLabel } from './methods';
 import type { Evaluation, Method, Ranking } from './protocol';
 import { chartPoints, choose, exclusive, goldCurve, runMethod, trainReward, type GoldPoint } from './train';
-import { $, show } from './ui';
+import { $, app, show } from './ui';
 
 const status = $('demo-status');
 const button = $<HTMLButtonElement>('demo');
@@ -102,7 +102,7 @@ async function rank(labeler: string, say: (m: string) => void, setRankings: (ran
   const prompts = await call({ type: 'trainingPrompts', n: DEMO_PROMPTS });
   for (const [i, prompt] of prompts.entries()) {
     say(`ranking ${i + 1}/${prompts.length}: “${prompt}”`);
-    const out = await call({ type: 'sample', which: 'sft', prompt, k: 4, temperature: 1, maxNewTokens: 48, seed: i });
+    const out = await call({ type: 'sample', which: 'sft', prompt, k: 4, temperature: 1, maxNewTokens: app.limits!.answer_tokens, seed: i });
     const ranking = await call({ type: 'strictRanking', labeler, prompt, completions: out.completions });
     if (ranking) setRankings(await call({ type: 'addRanking', ranking }));
   }

@@ -113,7 +113,7 @@ async function sample() {
     const max = app.limits?.max_completions ?? 2;
     const asked = Number(ui.k.value) || 4;
     const k = Math.min(max, Math.max(2, asked));
-    const out = await call({ type: 'sample', which: 'sft', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: 48, seed: Math.floor(Math.random() * 2 ** 31) });
+    const out = await call({ type: 'sample', which: 'sft', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: app.limits!.answer_tokens, seed: Math.floor(Math.random() * 2 ** 31) });
     current = { prompt, completions: out.completions, order: out.completions.map((_, i) => i), typed: [], rewards: null };
     renderAnswers();
     ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)`;

@@ -40,7 +40,9 @@ export function showModel(ready: Ready, prompts: (prompts: string[]) => void) {
   const name = ready.modelName ? `your model ${ready.modelName}` : 'the shipped model';
   const tuned = ready.tunedHere ? ', tuned here on your demonstrations' : '';
   const pad = m.pad_is_eos ? ' · no pad token: padding uses EOS' : '';
-  view.current.textContent = `Working from ${name}${tuned}: ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context} · vocabulary ${m.vocab}${pad}.`;
+  const f = m.footprint;
+  const memory = `about ${megabytes(f.training_bytes)} MB to train here${f.lora_by_default ? ' with LoRA' : ''}`;
+  view.current.textContent = `Working from ${name}${tuned}: ${m.architecture}, ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context} · vocabulary ${m.vocab}${pad} · ${memory}.`;
   view.shipped.hidden = !ready.modelName && !ready.tunedHere;
   view.template.textContent = m.chat_template;
   view.builtIn.hidden = !ready.promptsName;
@@ -48,6 +50,8 @@ export function showModel(ready: Ready, prompts: (prompts: string[]) => void) {
   demos = ready.demos;
   fillDefaults(ready.defaults, 'sft', 'sft', SFT_KNOBS);
   $<HTMLInputElement>('lora-rank').value = String(ready.defaults.settings.lora?.rank ?? '');
+  // A model over 30 M parameters trains adapters unless the person turns LoRA off (decided in Rust).
+  if (f.lora_by_default) $<HTMLInputElement>('lora').checked = true;
   view.loss.reset(ready.sftCurve);
   view.status.textContent = demos ? `${demos} demonstrations saved` : 'load demonstrations to run SFT';
   app.changed();
@@ -60,6 +64,8 @@ function pick(files: File[], name: string): File | undefined {
   return files.find((f) => f.name === name) ?? files.find((f) => f.name.endsWith(`-${name}`));
 }
 
+const megabytes = (bytes: number) => Math.round(bytes / 2 ** 20).toLocaleString('en');
+
 async function bytes(file: File | undefined): Promise<Uint8Array | undefined> {
   return file ? new Uint8Array(await file.arrayBuffer()) : undefined;
 }
@@ -71,9 +77,12 @@ view.files.addEventListener('change', async () => {
   try {
     const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((_, i) => ![config, weights, tokenizer][i]);
     if (missing.length) throw new Error(`choose the folder's files: ${missing.join(', ')} missing (tokenizer_config.json and chat_template.jinja too, when it has them)`);
-    show(view.message, 'Loading your model…');
+    // The config alone says whether the tab can hold the model: refuse before reading the weights.
+    const configBytes = (await bytes(config))!;
+    const footprint = await call({ type: 'checkModel', config: configBytes });
+    show(view.message, `Loading your model (${megabytes(weights!.size)} MB; about ${megabytes(footprint.training_bytes)} MB to train here)…`);
     const folder: ModelFolder = {
-      config: (await bytes(config))!,
+      config: configBytes,
       weights: (await bytes(weights))!,
       tokenizer: (await bytes(tokenizer))!,
       tokenizerConfig: await bytes(pick(files, 'tokenizer_config.json')),

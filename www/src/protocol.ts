@@ -7,7 +7,18 @@ export interface Ranking {
   ranking: number[];
 }
 
+/** What a model costs to train in the tab (decided in Rust from its config.json). */
+export interface Footprint {
+  parameters: number;
+  /** Above 30 M parameters the tab trains LoRA adapters unless the person turns it off. */
+  lora_by_default: boolean;
+  training_bytes: number;
+  limit_bytes: number;
+}
+
 export interface ModelInfo {
+  /** gpt2, llama, qwen2 or qwen3. */
+  architecture: string;
   parameters: number;
   layers: number;
   width: number;
@@ -18,6 +29,7 @@ export interface ModelInfo {
   chat_template: string;
   /** The tokenizer has no pad token: padding uses EOS. */
   pad_is_eos: boolean;
+  footprint: Footprint;
 }
 
 /** A model folder's files: the person's own model, as picked. */
@@ -79,6 +91,8 @@ export type Changes = Record<string, number | string | null | { rank: number }>;
 export interface Limits {
   max_completions: number;
   max_file_bytes: number;
+  /** How long an answer sampled to read or rank may be, in tokens. */
+  answer_tokens: number;
 }
 
 export interface Sampled {
@@ -162,6 +176,7 @@ export function pointOf(stats: StepResult, index: number): Point {
 }
 
 export interface Explained {
+  /** The answer's tokens as text, the model's EOS shown as ⏎. */
   tokens: string[];
   explained: {
     log_ratio: number[];
@@ -206,6 +221,7 @@ export type Request =
   | { type: 'importPolicy'; config: string; weights: Uint8Array }
   | { type: 'forgetTraining' }
   /** The person's model folder replaces the shipped model (and what was trained from it). */
+  | { type: 'checkModel'; config: Uint8Array }
   | { type: 'useModel'; name: string; files: ModelFolder }
   | { type: 'shippedModel' }
   | { type: 'usePrompts'; file: string; bytes: Uint8Array }
@@ -243,6 +259,7 @@ export interface Responses {
   exportModel: { config: string; weights: Uint8Array; tokenizer: string; tokenizerConfig: string };
   importPolicy: null;
   forgetTraining: null;
+  checkModel: Footprint;
   useModel: null;
   shippedModel: null;
   usePrompts: string[];

@@ -19,14 +19,27 @@ const DEMOS = PROMPTS.flatMap((prompt, i) => [
 
 const jsonl = (records: unknown[]) => Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n');
 
-async function useFixtureModel(page: Page) {
-  const files = readdirSync(FOLDER)
+async function useFixtureModel(page: Page, folder = FOLDER) {
+  const files = readdirSync(folder)
     .filter((name) => MODEL_FILES.includes(name))
-    .map((name) => ({ name, mimeType: 'application/octet-stream', buffer: readFileSync(join(FOLDER, name)) }));
+    .map((name) => ({ name, mimeType: 'application/octet-stream', buffer: readFileSync(join(folder, name)) }));
   await page.locator('#model-files').setInputFiles(files);
   // The page reloads with the new model.
   await expect(page.locator('#model-current')).toContainText('your model', { timeout: 120_000 });
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+}
+
+/** Samples 3 answers to each of the first three prompts and ranks them with the scripted labeler. */
+async function rankThree(page: Page) {
+  for (const prompt of PROMPTS.slice(0, 3)) {
+    await page.locator('#prompt-select').selectOption(prompt);
+    await page.locator('#k').fill('3');
+    await page.locator('#sample').click();
+    await expect(page.locator('#answers li').nth(1)).toBeVisible();
+    await page.locator('#rank-for-me').click();
+    await page.locator('#submit').click();
+    await expect(page.locator('#notice')).toContainText('Saved');
+  }
 }
 
 test('your own model: a transformers GPT-2 folder goes through SFT, rankings, the reward model, PPO and DPO padding with EOS', async ({ page }) => {
@@ -55,15 +68,7 @@ test('your own model: a transformers GPT-2 folder goes through SFT, rankings, th
   await page.locator('#model').screenshot({ path: 'test-results/own-model.png' });
 
   // Rank the tuned model's answers to their prompts (a scripted labeler ranks for the test).
-  for (const prompt of PROMPTS.slice(0, 3)) {
-    await page.locator('#prompt-select').selectOption(prompt);
-    await page.locator('#k').fill('3');
-    await page.locator('#sample').click();
-    await expect(page.locator('#answers li').nth(1)).toBeVisible();
-    await page.locator('#rank-for-me').click();
-    await page.locator('#submit').click();
-    await expect(page.locator('#notice')).toContainText('Saved');
-  }
+  await rankThree(page);
   await expect(page.locator('#ranking-count')).toHaveText('3');
 
   await trainReward(page);
@@ -127,4 +132,39 @@ test('a model folder or data file that does not hold together is refused naming 
   await page.locator('#prompts-file').setInputFiles(file('prompts.jsonl', '{"prompt":"a"}\n{"text":"b"}\n'));
   await expect(page.locator('#model-message')).toContainText('prompts.jsonl:2: field `prompt`: missing');
   await expect(page.locator('#run-sft')).toBeDisabled();
+});
+
+const LLAMA_FAMILY = process.env.TINYRLHF_LLAMA_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-llama-family');
+
+test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architecture and memory shown, then ranks and tunes with LoRA DPO', async ({ page }) => {
+  test.setTimeout(300_000);
+  await ready(page);
+  const folder = join(LLAMA_FAMILY, 'hf-qwen2');
+  await useFixtureModel(page, folder);
+  const config = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
+  await expect(page.locator('#model-current')).toContainText(`qwen2, `);
+  await expect(page.locator('#model-current')).toContainText(`vocabulary ${config.vocab_size} · about`);
+  await expect(page.locator('#model-current')).not.toContainText('padding uses EOS');
+
+  await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
+  await rankThree(page);
+  await page.locator('#lora').check();
+  await page.locator('#lora-rank').fill('4');
+  await page.locator('#tab-dpo').click();
+  await page.locator('#dpo-epochs').fill('1');
+  await page.locator('#dpo-run').click();
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 240_000 });
+  expect(await saved(page, 'policy:dpo')).toMatch(/bytes$/);
+});
+
+test('a model too big for the tab is refused before its weights are read, with the estimate and the limit', async ({ page }) => {
+  await ready(page);
+  const before = await page.locator('#model-current').textContent();
+  // Llama 3.2 1B's shape; the weights file is never read, so a few bytes stand in for it.
+  const config = { model_type: 'llama', vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 8192, tie_word_embeddings: true };
+  const file = (name: string, buffer: string) => ({ name, mimeType: 'application/octet-stream', buffer: Buffer.from(buffer) });
+  await page.locator('#model-files').setInputFiles([file('config.json', JSON.stringify(config)), file('model.safetensors', 'not read'), file('tokenizer.json', '{}')]);
+  await expect(page.locator('#model-message')).toContainText('this llama model has 1236 M parameters: training it here would take about');
+  await expect(page.locator('#model-message')).toContainText('more than a tab can hold (4 GiB)');
+  await expect(page.locator('#model-current')).toHaveText(before!);
 });

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, RankingSet};
+use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, PolicyTrainer, RankingSet};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
-use crate::progress::Progress;
+use crate::policy;
 use crate::train::files_digest;
 
 #[derive(Debug, Args)]
@@ -82,68 +82,25 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let pad = tokenizer.special_ids().pad;
     device.seed(args.seed);
 
-    let metrics = args.out.join("metrics.jsonl");
-    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
-        (true, Some(checkpoint)) => {
-            let trainer = pollster::block_on(DpoTrainer::resume(&checkpoint, &sft, train, held_out, pad)).map_err(|e| e.to_string())?;
-            eprintln!("resuming {} at step {} (with the checkpoint's settings)", args.out.display(), trainer.steps_done());
-            trainer
-        }
-        (resume, _) => {
-            files::start_fresh(&args.out, resume, "DPO")?;
-            pollster::block_on(DpoTrainer::new(sft, config.clone(), train, held_out, pad, settings)).map_err(|e| e.to_string())?
-        }
-    };
-
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let total = trainer.total_steps();
-    let progress = Progress::new(total, trainer.steps_done(), "steps");
-    let started = web_time::Instant::now();
-    let mut last_held_out = None;
-    while !trainer.is_done() {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        let m = &stats.metrics;
-        progress.update(
-            stats.step,
-            &format!(
-                "epoch {} · loss {:.3} · margin {:+.2} · accuracy {:.0}%",
-                stats.epoch,
-                stats.loss,
-                m.rewards_margins,
-                100.0 * m.rewards_accuracies
-            ),
-        );
-        if let Some(reason) = &stats.skipped {
-            progress.println(format!("step {}: {reason}", stats.step));
-        }
-        if let Some(h) = &stats.held_out {
-            progress.println(format!(
-                "epoch {}: held-out implicit-reward accuracy {:.1}% ({} pairs), margin {:+.3}, loss {:.3}",
-                stats.epoch,
-                100.0 * h.accuracy,
-                h.pairs,
-                h.margin,
-                h.loss
-            ));
-            last_held_out = Some(*h);
-        }
-        files::append_metrics(&metrics, &serde_json::to_value(&stats).expect("stats serialise"))?;
-        let last = trainer.is_done();
-        if stats.step % args.save_every == 0 || last {
-            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_checkpoint(&args.out, &checkpoint)?;
-            if last {
-                let manifest = serde_json::json!({
-                    "stage": "dpo", "sft": args.policy, "steps": stats.step, "settings": trainer.settings(),
-                    "data": {"rankings": files_digest(&[&args.rankings])?, "pairs": pairs},
-                    "held_out": last_held_out, "seconds": started.elapsed().as_secs_f64(),
-                    "command": std::env::args().collect::<Vec<_>>().join(" "),
-                });
-                files::save_model_dir(&args.out, &checkpoint, &tokenizer, &manifest)?;
-                crate::lora::save_adapter(&args.out, &trainer.policy(), trainer.settings().lora.as_ref())?;
-            }
-        }
-    }
-    eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());
-    Ok(())
+    let trainer = policy::resumed_or_fresh(
+        &args.out,
+        args.resume,
+        "DPO",
+        || {
+            let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
+            let trainer = pollster::block_on(DpoTrainer::resume(&checkpoint, &sft, train.clone(), held_out.clone(), pad))
+                .map_err(|e| e.to_string())?;
+            Ok(Some(PolicyTrainer::Dpo(Box::new(trainer))))
+        },
+        || {
+            let trainer =
+                pollster::block_on(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), held_out.clone(), pad, settings.clone()))
+                    .map_err(|e| e.to_string())?;
+            Ok(PolicyTrainer::Dpo(Box::new(trainer)))
+        },
+    )?;
+    let manifest = serde_json::json!({
+        "sft": args.policy, "data": {"rankings": files_digest(&[&args.rankings])?, "pairs": pairs},
+    });
+    policy::drive(trainer, policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest })
 }

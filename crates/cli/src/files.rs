@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
 use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::{ModelFiles, TrainCheckpoint};
+use tinyrlhf_rlhf::{ModelFiles, TrainCheckpoint, ValueCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -127,22 +127,32 @@ pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Scal
 }
 
 const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimizer.bpk", "trainer.json"];
+/// PPO's value model, beside the policy.
+const VALUE_FILES: [&str; 2] = ["value.safetensors", "value_optimizer.bpk"];
 
-/// Saves a supervised trainer's resumable state as `dir/checkpoint/`.
+/// Saves a trainer's resumable state as `dir/checkpoint/` (every method's in one layout).
 pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint) -> Result<()> {
-    let parts: [&[u8]; 4] =
+    let mut parts: Vec<(&str, &[u8])> = vec![];
+    if let Some(value) = &checkpoint.value {
+        parts.extend(VALUE_FILES.into_iter().zip([&value.weights[..], &value.optimizer[..]]));
+    }
+    // trainer.json last: its presence marks a complete checkpoint.
+    let main: [&[u8]; 4] =
         [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
-    save_checkpoint_files(dir, &CHECKPOINT_FILES.into_iter().zip(parts).collect::<Vec<_>>())
+    parts.extend(CHECKPOINT_FILES.into_iter().zip(main));
+    save_checkpoint_files(dir, &parts)
 }
 
-/// A supervised trainer's last complete checkpoint in `dir`, if any.
-pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
-    let Some(mut parts) = load_checkpoint_files(dir, &CHECKPOINT_FILES)? else { return Ok(None) };
+/// A trainer's last complete checkpoint in `dir`, if any; `with_value` for PPO's.
+pub fn load_checkpoint(dir: &Path, with_value: bool) -> Result<Option<TrainCheckpoint>> {
+    let names: Vec<&str> = CHECKPOINT_FILES.into_iter().chain(if with_value { VALUE_FILES.to_vec() } else { vec![] }).collect();
+    let Some(parts) = load_checkpoint_files(dir, &names)? else { return Ok(None) };
+    let mut parts = parts.into_iter();
+    let mut next = || parts.next().expect("one part per name");
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| format!("{}: checkpoint is not UTF-8: {e}", dir.display()));
-    let state_json = text(parts.pop().expect("4 parts"))?;
-    let optimizer = parts.pop().expect("4 parts");
-    let weights = parts.pop().expect("4 parts");
-    Ok(Some(TrainCheckpoint { config_json: text(parts.pop().expect("4 parts"))?, weights, optimizer, state_json }))
+    let (config_json, weights, optimizer, state_json) = (text(next())?, next(), next(), text(next())?);
+    let value = with_value.then(|| ValueCheckpoint { weights: next(), optimizer: next() });
+    Ok(Some(TrainCheckpoint { config_json, weights, optimizer, state_json, value }))
 }
 
 /// Saves named files as `dir/checkpoint/`, swapped in whole: the new state is written beside it

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer, LossAggregation, RewardScaling, check_compatible};
+use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer, LossAggregation, PolicyTrainer, RewardScaling, check_compatible};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
-use crate::progress::Progress;
+use crate::policy;
 use crate::sample::prompt_ids;
 use crate::train::files_digest;
 
@@ -119,53 +119,34 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let special = tokenizer.special_ids();
     device.seed(args.seed);
-    let metrics = args.out.join("metrics.jsonl");
-    let name = method.name().to_uppercase();
-    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
-        (true, Some(checkpoint)) => {
-            let trainer =
-                GroupTrainer::resume(&checkpoint, sft, reward, prompt_ids, special.eos, special.pad).map_err(|e| e.to_string())?;
-            eprintln!("resuming {} at iteration {} (with the checkpoint's settings)", args.out.display(), trainer.iterations_done());
-            trainer
-        }
-        (resume, _) => {
-            files::start_fresh(&args.out, resume, &name)?;
-            GroupTrainer::new(sft, None, config.clone(), reward, prompt_ids, special.eos, special.pad, settings.clone())
-                .map_err(|e| e.to_string())?
-        }
-    };
-
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let progress = Progress::new(args.iterations, trainer.iterations_done(), "iterations");
-    let started = web_time::Instant::now();
-    while trainer.iterations_done() < args.iterations {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        progress.update(
-            stats.iteration,
-            &format!(
-                "{name} · score {:+.2} · KL {:.2} · EOS {:.0}% · {:.1} tokens",
-                stats.score,
-                stats.kl,
-                100.0 * stats.eos_rate,
-                stats.mean_length
-            ),
-        );
-        if let Some(why) = &stats.restored {
-            progress.println(format!("iteration {}: {why}", stats.iteration));
-        }
-        files::append_metrics(&metrics, &files::with_sample_text(serde_json::to_value(&stats).expect("stats serialise"), &tokenizer))?;
-        if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
-            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_checkpoint(&args.out, &checkpoint)?;
-            let manifest = serde_json::json!({
-                "stage": method.name(), "sft": args.policy, "reward": args.reward, "iterations": stats.iteration,
-                "settings": trainer.settings(), "data": {"prompts": files_digest(&[&args.prompts])?},
-                "seconds": started.elapsed().as_secs_f64(), "command": std::env::args().collect::<Vec<_>>().join(" "),
-            });
-            files::save_model_dir(&args.out, &checkpoint, &tokenizer, &manifest)?;
-            crate::lora::save_adapter(&args.out, &trainer.policy(), trainer.settings().lora.as_ref())?;
-        }
-    }
-    eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());
-    Ok(())
+    let mut trainer = policy::resumed_or_fresh(
+        &args.out,
+        args.resume,
+        &method.name().to_uppercase(),
+        || {
+            let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
+            let trainer = GroupTrainer::resume(&checkpoint, sft.clone(), reward.clone(), prompt_ids.clone(), special.eos, special.pad)
+                .map_err(|e| e.to_string())?;
+            Ok(Some(PolicyTrainer::Group(Box::new(trainer))))
+        },
+        || {
+            let trainer = GroupTrainer::new(
+                sft.clone(),
+                None,
+                config.clone(),
+                reward.clone(),
+                prompt_ids.clone(),
+                special.eos,
+                special.pad,
+                settings.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(PolicyTrainer::Group(Box::new(trainer)))
+        },
+    )?;
+    trainer.set_iterations(args.iterations);
+    let manifest = serde_json::json!({
+        "sft": args.policy, "reward": args.reward, "data": {"prompts": files_digest(&[&args.prompts])?},
+    });
+    policy::drive(trainer, policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest })
 }

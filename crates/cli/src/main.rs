@@ -12,6 +12,7 @@ mod eval;
 mod files;
 mod group;
 mod lora;
+mod policy;
 mod ppo;
 mod progress;
 mod rank;

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_data::Demonstration;
-use tinyrlhf_rlhf::{KlEstimator, PpoCheckpoint, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible};
+use tinyrlhf_rlhf::{KlEstimator, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
-use crate::progress::Progress;
+use crate::policy;
 use crate::sample::prompt_ids;
 use crate::train::files_digest;
 
@@ -109,9 +109,6 @@ impl PpoArgs {
     }
 }
 
-/// The files of `OUT/checkpoint/`; `trainer.json` last marks it complete.
-const CHECKPOINT: [&str; 5] = ["policy.safetensors", "value.safetensors", "policy_optimizer.bpk", "value_optimizer.bpk", "trainer.json"];
-
 pub fn ppo(args: &PpoArgs) -> Result<()> {
     // Settings first: a bad flag is reported before minutes of loading.
     args.settings().validate().map_err(|e| e.to_string())?;
@@ -139,77 +136,26 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let special = tokenizer.special_ids();
     device.seed(args.seed);
     let settings = args.settings();
-    let models = PpoModels { sft, config: config.clone(), reward, value: None, policy: None };
-    let metrics = args.out.join("metrics.jsonl");
-    let mut trainer = match (args.resume, files::load_checkpoint_files(&args.out, &CHECKPOINT)?) {
-        (true, Some(parts)) => {
-            let [policy, value, policy_optimizer, value_optimizer, state] = <[Vec<u8>; 5]>::try_from(parts).expect("5 parts");
-            let state_json = String::from_utf8(state).map_err(|e| format!("{}: trainer.json is not UTF-8: {e}", args.out.display()))?;
-            let checkpoint = PpoCheckpoint { policy, value, policy_optimizer, value_optimizer, state_json };
-            let trainer = PpoTrainer::resume(models, &checkpoint, prompt_ids, ptx, special.eos, special.pad).map_err(|e| e.to_string())?;
-            eprintln!("resuming {} at iteration {} (with the checkpoint's settings)", args.out.display(), trainer.iterations_done());
-            trainer
-        }
-        (resume, _) => {
-            files::start_fresh(&args.out, resume, "PPO")?;
-            PpoTrainer::new(models, prompt_ids, ptx, special.eos, special.pad, settings.clone()).map_err(|e| e.to_string())?
-        }
-    };
-
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let progress = Progress::new(args.iterations, trainer.iterations_done(), "iterations");
-    let manifest = |iterations: usize, seconds: f64| -> Result<serde_json::Value> {
-        Ok(serde_json::json!({
-            "stage": "ppo", "sft": args.policy, "reward": args.reward, "iterations": iterations, "settings": settings,
-            "data": {"prompts": files_digest(&[&args.prompts])?}, "seconds": seconds,
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
-        }))
-    };
-    let started = web_time::Instant::now();
-    while trainer.iterations_done() < args.iterations {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        progress.update(
-            stats.iteration,
-            &format!(
-                "score {:+.2} · KL {:.2} · EOS {:.0}% · {:.1} tokens",
-                stats.score,
-                stats.kl,
-                100.0 * stats.eos_rate,
-                stats.mean_length
-            ),
-        );
-        if let Some(why) = &stats.restored {
-            progress.println(format!("iteration {}: {why}", stats.iteration));
-        }
-        files::append_metrics(&metrics, &files::with_sample_text(serde_json::to_value(&stats).expect("stats serialise"), &tokenizer))?;
-        if stats.iteration % args.save_every == 0 || stats.iteration == args.iterations {
-            let weights = pollster::block_on(tinyrlhf_model::save_lm(&trainer.policy())).map_err(|e| e.to_string())?;
-            files::save_weights_dir(
-                &args.out,
-                &config.to_json(),
-                &weights,
-                &tokenizer,
-                &manifest(stats.iteration, started.elapsed().as_secs_f64())?,
-            )?;
-            crate::lora::save_adapter(&args.out, &trainer.policy(), trainer.settings().lora.as_ref())?;
-            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_weights_dir(
-                &args.out.join("value"),
-                &config.to_json(),
-                &checkpoint.value,
-                &tokenizer,
-                &serde_json::json!({"stage": "ppo value model", "iterations": stats.iteration}),
-            )?;
-            let parts: [&[u8]; 5] = [
-                &checkpoint.policy,
-                &checkpoint.value,
-                &checkpoint.policy_optimizer,
-                &checkpoint.value_optimizer,
-                checkpoint.state_json.as_bytes(),
-            ];
-            files::save_checkpoint_files(&args.out, &CHECKPOINT.into_iter().zip(parts).collect::<Vec<_>>())?;
-        }
-    }
-    eprintln!("done in {:.0} s: policy in {}", progress.finish(), args.out.display());
-    Ok(())
+    let models = PpoModels { sft, config, reward, value: None, policy: None };
+    let mut trainer = policy::resumed_or_fresh(
+        &args.out,
+        args.resume,
+        "PPO",
+        || {
+            let Some(checkpoint) = files::load_checkpoint(&args.out, true)? else { return Ok(None) };
+            let trainer = PpoTrainer::resume(models.clone(), &checkpoint, prompt_ids.clone(), ptx.clone(), special.eos, special.pad)
+                .map_err(|e| e.to_string())?;
+            Ok(Some(PolicyTrainer::Ppo(Box::new(trainer))))
+        },
+        || {
+            let trainer = PpoTrainer::new(models.clone(), prompt_ids.clone(), ptx.clone(), special.eos, special.pad, settings.clone())
+                .map_err(|e| e.to_string())?;
+            Ok(PolicyTrainer::Ppo(Box::new(trainer)))
+        },
+    )?;
+    trainer.set_iterations(args.iterations);
+    let manifest = serde_json::json!({
+        "sft": args.policy, "reward": args.reward, "data": {"prompts": files_digest(&[&args.prompts])?},
+    });
+    policy::drive(trainer, policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest })
 }

@@ -25,7 +25,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
     /// Longest answer, in tokens.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = tinyrlhf_rlhf::ANSWER_TOKENS)]
     pub max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

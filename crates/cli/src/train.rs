@@ -133,7 +133,7 @@ fn run(
     let pad = tokenizer.special_ids().pad;
     let (train, val) = split_validation(examples);
 
-    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
+    let mut trainer = match (args.resume, files::load_checkpoint(&args.out, false)?) {
         (true, Some(checkpoint)) => {
             let trainer = SupervisedTrainer::resume(&checkpoint, train, pad, &device).map_err(|e| e.to_string())?;
             eprintln!("resuming {} at step {}", args.out.display(), trainer.steps_done());

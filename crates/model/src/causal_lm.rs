@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, GptConfig};
 use crate::gpt::Gpt;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, LayerCache, attention_bias};
 use crate::llama::Llama;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
 
@@ -78,10 +78,9 @@ impl CausalLm {
     /// `attention_mask` (`[batch, seq]`, 1 = real token, 0 = padding) hides padded keys; with
     /// left padding pass position ids that count only real tokens (see [`crate::left_pad`]).
     pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
-        match self {
-            Self::Gpt2(m) => m.forward(input_ids, position_ids, attention_mask),
-            Self::Llama(m) => m.forward(input_ids, position_ids, attention_mask),
-        }
+        let [_, t] = input_ids.dims();
+        let bias = attention_bias(attention_mask, t, t, &input_ids.device());
+        self.run(input_ids, position_ids, bias, None)
     }
 
     /// Like [`CausalLm::forward`] for the new tokens only, attending also to everything in
@@ -93,9 +92,20 @@ impl CausalLm {
         attention_mask: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Tensor<3> {
+        let bias = cache.extend(attention_mask, self.num_layers());
+        self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
+    }
+
+    fn run(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        bias: Tensor<4>,
+        caches: Option<&mut Vec<LayerCache>>,
+    ) -> Tensor<3> {
         match self {
-            Self::Gpt2(m) => m.forward_cached(input_ids, position_ids, attention_mask, cache),
-            Self::Llama(m) => m.forward_cached(input_ids, position_ids, attention_mask, cache),
+            Self::Gpt2(m) => m.run(input_ids, position_ids, bias, caches),
+            Self::Llama(m) => m.run(input_ids, position_ids, bias, caches),
         }
     }
 

@@ -17,7 +17,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
-use crate::kv_cache::{KvCache, LayerCache, attention_bias};
+use crate::kv_cache::LayerCache;
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
 /// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
@@ -147,8 +147,7 @@ impl Block {
     }
 }
 
-/// The GPT-2 transformer. [`Gpt::forward`] gives hidden states; [`Gpt::logits`] applies the tied
-/// LM head.
+/// The GPT-2 transformer. `run` gives hidden states; [`Gpt::logits`] applies the tied LM head.
 #[derive(Module, Debug)]
 pub struct Gpt {
     pub wte: Embedding,
@@ -196,30 +195,10 @@ impl Gpt {
         self.wte.weight.device()
     }
 
-    /// Hidden states after the final LayerNorm, `[batch, seq, d_model]`.
-    ///
-    /// `attention_mask` (`[batch, seq]`, 1 = real token, 0 = padding) hides padded keys; with
-    /// left padding pass position ids that count only real tokens (see [`left_pad`]).
-    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
-        let [_, t] = input_ids.dims();
-        let bias = attention_bias(attention_mask, t, t, &input_ids.device());
-        self.run(input_ids, position_ids, bias, None)
-    }
-
-    /// Like [`Gpt::forward`] for the new tokens only, attending also to everything in `cache`,
-    /// which then holds the new tokens too. `attention_mask` covers the new tokens.
-    pub fn forward_cached(
-        &self,
-        input_ids: Tensor<2, Int>,
-        position_ids: Tensor<2, Int>,
-        attention_mask: Tensor<2, Int>,
-        cache: &mut KvCache,
-    ) -> Tensor<3> {
-        let bias = cache.extend(attention_mask, self.h.len());
-        self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
-    }
-
-    fn run(
+    /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
+    /// additive attention `bias`; with `caches`, the new keys and values join each layer's cache.
+    /// [`crate::CausalLm::forward`] and `forward_cached` make the bias and the caches.
+    pub(crate) fn run(
         &self,
         input_ids: Tensor<2, Int>,
         position_ids: Tensor<2, Int>,

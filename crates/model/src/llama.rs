@@ -19,7 +19,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::gpt::rows;
-use crate::kv_cache::{KvCache, LayerCache, attention_bias};
+use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
@@ -148,7 +148,7 @@ pub struct Rotary {
     inv_freq: Vec<f32>,
 }
 
-/// A Llama-family language model. [`Llama::forward`] gives hidden states after the final norm,
+/// A Llama-family language model. `run` gives hidden states after the final norm,
 /// [`Llama::logits`] applies the LM head (the embeddings when tied).
 #[derive(Module, Debug)]
 pub struct Llama {
@@ -206,25 +206,6 @@ impl Llama {
         self.embed_tokens.weight.device()
     }
 
-    /// Hidden states after the final norm, `[batch, seq, d_model]`; arguments as in `Gpt::forward`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
-        let [_, t] = input_ids.dims();
-        let bias = attention_bias(attention_mask, t, t, &input_ids.device());
-        self.run(input_ids, position_ids, bias, None)
-    }
-
-    /// The new tokens only, attending also to everything in `cache`, which then holds them too.
-    pub fn forward_cached(
-        &self,
-        input_ids: Tensor<2, Int>,
-        position_ids: Tensor<2, Int>,
-        attention_mask: Tensor<2, Int>,
-        cache: &mut KvCache,
-    ) -> Tensor<3> {
-        let bias = cache.extend(attention_mask, self.layers.len());
-        self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
-    }
-
     /// cos and sin of every row's angles, `[b, 1, t, head_dim]` each, shared by all layers.
     fn rope(&self, position_ids: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
         let [b, t] = position_ids.dims();
@@ -235,7 +216,10 @@ impl Llama {
         (angles.clone().cos(), angles.sin())
     }
 
-    fn run(
+    /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
+    /// additive attention `bias`; with `caches`, the new keys and values join each layer's cache.
+    /// [`crate::CausalLm::forward`] and `forward_cached` make the bias and the caches.
+    pub(crate) fn run(
         &self,
         input_ids: Tensor<2, Int>,
         position_ids: Tensor<2, Int>,

@@ -5,7 +5,7 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor};
 use common::{config, model, values};
-use tinyrlhf_model::{CheckpointError, GptConfig, ScalarModel, left_pad, load_lm, load_scalar_model, save_lm, save_scalar_model};
+use tinyrlhf_model::{CheckpointError, ModelConfig, ScalarModel, left_pad, load_lm, load_scalar_model, save_lm, save_scalar_model};
 
 fn save(gpt: &tinyrlhf_model::CausalLm) -> Vec<u8> {
     pollster::block_on(save_lm(gpt)).unwrap()
@@ -97,8 +97,8 @@ fn garbage_and_bad_configs_are_refused_with_a_reason() {
 #[test]
 fn presets_build_and_compute() {
     let device = Device::flex();
-    for preset in ["tiny", "small"] {
-        let config = GptConfig::preset(preset, 300).unwrap();
+    for preset in ["tiny", "small", "llama-tiny"] {
+        let config = ModelConfig::preset(preset, 300).unwrap();
         let gpt = config.init(&device);
         let (ids, pos, mask) = probe(&device);
         let logits = values(gpt.logits(gpt.forward(ids, pos, Some(mask))));

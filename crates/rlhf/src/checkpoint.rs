@@ -1,9 +1,10 @@
 //! Training checkpoints as bytes, and the errors trainers report.
 //!
-//! A checkpoint is four parts: the model's `config.json` and `model.safetensors` (a loadable model
+//! One shape for every trainer: the model's `config.json` and `model.safetensors` (a loadable model
 //! on their own), the optimizer state (burn's burnpack bytes, keyed by parameter ids that are
-//! stable across save and load), and the trainer's own state as JSON (step, settings). Writing them
-//! to disk, atomically, is the caller's business.
+//! stable across save and load), the trainer's own state as JSON (step, settings), and for PPO the
+//! value model it trains beside the policy (weights and optimizer). Writing them to disk,
+//! atomically, is the caller's business.
 
 use tinyrlhf_model::CheckpointError;
 
@@ -14,6 +15,15 @@ pub struct TrainCheckpoint {
     pub weights: Vec<u8>,
     pub optimizer: Vec<u8>,
     pub state_json: String,
+    /// A second model trained alongside (PPO's value model), if the method has one.
+    pub value: Option<ValueCheckpoint>,
+}
+
+/// The value model's part of a PPO checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueCheckpoint {
+    pub weights: Vec<u8>,
+    pub optimizer: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -354,6 +354,7 @@ impl DpoTrainer {
             weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
+            value: None,
         })
     }
 }

@@ -290,11 +290,18 @@ impl GroupTrainer {
             weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
+            value: None,
         })
     }
 
     pub fn iterations_done(&self) -> usize {
         self.iteration
+    }
+
+    /// Runs to `iterations` in all (a resumed run extended or cut short); the other settings stay
+    /// the checkpoint's.
+    pub fn set_iterations(&mut self, iterations: usize) {
+        self.settings.iterations = iterations;
     }
 
     pub fn settings(&self) -> &GroupConfig {

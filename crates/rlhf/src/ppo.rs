@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel};
 use web_time::Instant;
 
-use crate::checkpoint::{TrainError, optimizer_from_bytes, optimizer_to_bytes};
+use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
 use crate::grads::clip_on_device;
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
@@ -84,17 +84,6 @@ pub struct PpoStats {
     pub restored: Option<String>,
 }
 
-/// Everything needed to continue a PPO run: policy and value weights (safetensors), both
-/// optimizers' states, and the trainer's own state (iteration, beta, settings) as JSON.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PpoCheckpoint {
-    pub policy: Vec<u8>,
-    pub value: Vec<u8>,
-    pub policy_optimizer: Vec<u8>,
-    pub value_optimizer: Vec<u8>,
-    pub state_json: String,
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 struct PpoState {
     iteration: usize,
@@ -130,7 +119,7 @@ impl std::fmt::Debug for PpoTrainer {
 }
 
 /// The models PPO starts from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PpoModels {
     /// The SFT model; it becomes both the policy and the frozen reference.
     pub sft: CausalLm,
@@ -212,15 +201,19 @@ impl PpoTrainer {
         self.peers = peers;
     }
 
-    /// A snapshot to continue from with [`PpoTrainer::resume`].
-    pub async fn checkpoint(&self) -> Result<PpoCheckpoint, TrainError> {
+    /// A snapshot to continue from with [`PpoTrainer::resume`]: the policy, and the value model
+    /// beside it.
+    pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
-        Ok(PpoCheckpoint {
-            policy: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
-            value: tinyrlhf_model::save_scalar_model(&self.value.valid()).await?,
-            policy_optimizer: optimizer_to_bytes(&self.policy_optim)?,
-            value_optimizer: optimizer_to_bytes(&self.value_optim)?,
+        Ok(TrainCheckpoint {
+            config_json: self.config.to_json(),
+            weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
+            optimizer: optimizer_to_bytes(&self.policy_optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
+            value: Some(ValueCheckpoint {
+                weights: tinyrlhf_model::save_scalar_model(&self.value.valid()).await?,
+                optimizer: optimizer_to_bytes(&self.value_optim)?,
+            }),
         })
     }
 
@@ -229,22 +222,26 @@ impl PpoTrainer {
     /// the one the interrupted run would have done next.
     pub fn resume(
         models: PpoModels,
-        checkpoint: &PpoCheckpoint,
+        checkpoint: &TrainCheckpoint,
         prompts: Vec<Vec<u32>>,
         ptx: Vec<Example>,
         eos: u32,
         pad: u32,
     ) -> Result<Self, TrainError> {
         let state: PpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let saved_value = checkpoint
+            .value
+            .as_ref()
+            .ok_or_else(|| TrainError::Checkpoint("a PPO checkpoint holds a value model; this one has none".into()))?;
         let device = models.sft.device();
         let config_json = models.config.to_json();
-        let (_, policy) = tinyrlhf_model::load_lm(config_json.as_bytes(), &checkpoint.policy, &device)?;
-        let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &checkpoint.value, &device)?;
+        let (_, policy) = tinyrlhf_model::load_lm(config_json.as_bytes(), &checkpoint.weights, &device)?;
+        let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &saved_value.weights, &device)?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
         if trainer.settings.lora.is_none() {
-            trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.policy_optimizer)?;
-            trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &checkpoint.value_optimizer)?;
+            trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.optimizer)?;
+            trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &saved_value.optimizer)?;
         }
         trainer.iteration = state.iteration;
         trainer.beta = state.beta;
@@ -253,6 +250,12 @@ impl PpoTrainer {
 
     pub fn iterations_done(&self) -> usize {
         self.iteration
+    }
+
+    /// Runs to `iterations` in all (a resumed run extended or cut short); the other settings stay
+    /// the checkpoint's.
+    pub fn set_iterations(&mut self, iterations: usize) {
+        self.settings.iterations = iterations;
     }
 
     pub fn settings(&self) -> &PpoConfig {

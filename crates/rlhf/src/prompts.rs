@@ -7,6 +7,11 @@
 
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError};
 
+/// How long an answer sampled to be read or ranked may be, in tokens: the CLI's `sample`, `eval`
+/// and `chat`, and the page's Rank and Compare views. The training methods have their own
+/// `max_new_tokens` settings.
+pub const ANSWER_TOKENS: usize = 48;
+
 /// The most ids a prompt may keep in a `context`-token model that must leave `answer_tokens` for
 /// the answer.
 pub fn prompt_budget(context: usize, answer_tokens: usize) -> usize {

@@ -257,6 +257,7 @@ impl SupervisedTrainer {
             weights,
             optimizer,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
+            value: None,
         })
     }
 }

@@ -1,0 +1,95 @@
+//! The one loop that drives a policy run of any method (`ppo`, `grpo`, `rloo`, `dpo`): a progress
+//! bar, every step's stats in `OUT/metrics.jsonl`, and every `--save-every` steps (and at the end)
+//! the checkpoint, the tuned model (PPO's value model in `OUT/value/`) and, with LoRA, its adapter.
+
+use std::path::Path;
+
+use tinyrlhf_rlhf::{PolicyStats, PolicyTrainer};
+use tinyrlhf_tokenizer::Tokenizer;
+
+use crate::files::{self, Result};
+use crate::progress::Progress;
+
+/// Where a run writes and what its manifest says besides the settings and the progress.
+#[derive(Debug)]
+pub struct RunOutput<'a> {
+    pub out: &'a Path,
+    pub tokenizer: &'a Tokenizer,
+    pub save_every: usize,
+    /// The stage's own manifest fields (its inputs and their digests).
+    pub manifest: serde_json::Value,
+}
+
+/// The trainer resumed from `OUT/checkpoint/` (said so), or a fresh one when there is none or
+/// `--resume` was not given (refused if `OUT` holds a run: `stage` names it).
+pub fn resumed_or_fresh(
+    out: &Path,
+    resume: bool,
+    stage: &str,
+    resumed: impl FnOnce() -> Result<Option<PolicyTrainer>>,
+    fresh: impl FnOnce() -> Result<PolicyTrainer>,
+) -> Result<PolicyTrainer> {
+    if resume && let Some(trainer) = resumed()? {
+        let unit = if trainer.method().samples_answers() { "iteration" } else { "step" };
+        eprintln!("resuming {} at {unit} {} (with the checkpoint's settings)", out.display(), trainer.steps_done());
+        return Ok(trainer);
+    }
+    files::start_fresh(out, resume, stage)?;
+    fresh()
+}
+
+/// Steps `trainer` until it is done.
+pub fn drive(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
+    let out = run.out;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let method = trainer.method();
+    let (name, unit) = (method.name().to_uppercase(), if method.samples_answers() { "iteration" } else { "step" });
+    let progress =
+        Progress::new(trainer.total_steps(), trainer.steps_done(), if method.samples_answers() { "iterations" } else { "steps" });
+    let metrics = out.join("metrics.jsonl");
+    let started = web_time::Instant::now();
+    let mut last_held_out = None;
+    while !trainer.is_done() {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        let step = stats.step();
+        progress.update(step, &format!("{name} · {}", stats.summary()));
+        if let Some(why) = stats.setback() {
+            progress.println(format!("{unit} {step}: {why}"));
+        }
+        if let PolicyStats::Dpo(s) = &stats
+            && let Some(h) = &s.held_out
+        {
+            progress.println(format!(
+                "epoch {}: held-out implicit-reward accuracy {:.1}% ({} pairs), margin {:+.3}, loss {:.3}",
+                s.epoch,
+                100.0 * h.accuracy,
+                h.pairs,
+                h.margin,
+                h.loss
+            ));
+            last_held_out = Some(*h);
+        }
+        let line = serde_json::to_value(&stats).expect("stats serialise");
+        let line = if stats.sample().is_some() { files::with_sample_text(line, run.tokenizer) } else { line };
+        files::append_metrics(&metrics, &line)?;
+        if step % run.save_every == 0 || trainer.is_done() {
+            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+            files::save_checkpoint(out, &checkpoint)?;
+            let mut manifest = run.manifest.clone();
+            manifest["stage"] = method.name().into();
+            manifest[format!("{unit}s")] = step.into();
+            manifest["settings"] = trainer.settings_json();
+            manifest["held_out"] = serde_json::to_value(last_held_out).expect("json");
+            manifest["seconds"] = started.elapsed().as_secs_f64().into();
+            manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
+            files::save_model_dir(out, &checkpoint, run.tokenizer, &manifest)?;
+            if let Some(value) = &checkpoint.value {
+                let value_manifest = serde_json::json!({"stage": format!("{} value model", method.name()), "iterations": step});
+                files::save_weights_dir(&out.join("value"), &checkpoint.config_json, &value.weights, run.tokenizer, &value_manifest)?;
+            }
+            crate::lora::save_adapter(out, &trainer.policy(), trainer.lora())?;
+        }
+    }
+    eprintln!("done in {:.0} s: policy in {}", progress.finish(), out.display());
+    Ok(())
+}
