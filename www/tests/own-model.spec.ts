@@ -145,6 +145,7 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await expect(page.locator('#model-current')).toContainText(`qwen2, `);
   await expect(page.locator('#model-current')).toContainText(`vocabulary ${config.vocab_size} · about`);
   await expect(page.locator('#model-current')).not.toContainText('padding uses EOS');
+  await page.locator('#model').screenshot({ path: 'test-results/own-llama.png' });
 
   await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
   await rankThree(page);

@@ -119,6 +119,8 @@ impl CausalLm {
 }
 
 /// A model's `config.json`, by architecture.
+// A handful exist at a time: the variants' sizes do not matter, and boxing one would cost clarity.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
     Gpt2(GptConfig),

@@ -201,7 +201,7 @@ pub struct WeightsWriter {
 
 impl WeightsWriter {
     /// Adds every parameter of `module` under its HF name.
-    pub fn add<M: Module>(mut self, module: &M) -> Self {
+    pub fn with_module<M: Module>(mut self, module: &M) -> Self {
         module.visit(&mut Collector { path: vec![], out: &mut self.tensors });
         self
     }
@@ -282,7 +282,7 @@ pub fn lm_from_config(config: &ModelConfig, safetensors: &[u8], device: &Device)
 /// A language model's `model.safetensors` bytes (HF's `*ForCausalLM` layout, a tied head omitted).
 /// LoRA adapters are merged into the weights they adapt.
 pub async fn save_lm(model: &CausalLm) -> Result<Vec<u8>> {
-    WeightsWriter::default().add(&model.clone().materialize()).to_bytes().await
+    WeightsWriter::default().with_module(&model.clone().materialize()).to_bytes().await
 }
 
 /// A reward or value model from `config.json` and `model.safetensors` bytes.
@@ -301,7 +301,7 @@ pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device
 /// A reward or value model's `model.safetensors` bytes (HF's `*ForSequenceClassification` + bias).
 /// LoRA adapters are merged into the weights they adapt.
 pub async fn save_scalar_model(model: &ScalarModel) -> Result<Vec<u8>> {
-    WeightsWriter::default().add(&model.clone().materialize()).to_bytes().await
+    WeightsWriter::default().with_module(&model.clone().materialize()).to_bytes().await
 }
 
 /// Gives every parameter an id derived from its HF name, so optimizer state saved with one copy of
