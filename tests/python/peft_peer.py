@@ -11,12 +11,13 @@ import sys
 
 import torch
 from peft import PeftModel
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 base_dir, run_dir = sys.argv[1], sys.argv[2]
-base = GPT2LMHeadModel.from_pretrained(base_dir).eval()
-merged = GPT2LMHeadModel.from_pretrained(run_dir).eval()
-adapted = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base_dir), f"{run_dir}/adapter").eval()
+# AutoModelForCausalLM: GPT-2 and the Llama family (Llama, Qwen2, Qwen3) alike, by config.json's model_type.
+base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+merged = AutoModelForCausalLM.from_pretrained(run_dir, dtype=torch.float32).eval()
+adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), f"{run_dir}/adapter").eval()
 tokenizer = AutoTokenizer.from_pretrained(run_dir)
 ids = tokenizer.apply_chat_template([{"role": "user", "content": "What does a dictionary map?"}], add_generation_prompt=True, return_tensors="pt")
 ids = ids["input_ids"] if hasattr(ids, "keys") else ids
