@@ -36,7 +36,7 @@ impl Folder {
     fn files(&self) -> ModelFiles<'_> {
         ModelFiles {
             config_json: &self.config,
-            safetensors: &self.weights,
+            safetensors: self.weights.as_slice().into(),
             tokenizer_json: &self.tokenizer,
             tokenizer_config_json: self.tokenizer_config.as_deref(),
             chat_template_jinja: self.template.as_deref(),
@@ -148,6 +148,6 @@ fn a_folder_that_does_not_hold_together_is_refused_naming_the_file() {
     let message = refused(ModelFiles { chat_template_jinja: Some(user_only), ..folder.files() });
     assert!(message.contains("no assistant turn"), "{message}");
 
-    let message = refused(ModelFiles { safetensors: &folder.weights[..folder.weights.len() / 2], ..folder.files() });
+    let message = refused(ModelFiles { safetensors: folder.weights[..folder.weights.len() / 2].into(), ..folder.files() });
     assert!(message.starts_with("model.safetensors: "), "{message}");
 }

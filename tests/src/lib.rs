@@ -50,7 +50,7 @@ pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::Langua
         (std::fs::read(dir.join("tokenizer_config.json")).ok(), std::fs::read(dir.join("chat_template.jinja")).ok());
     let files = tinyrlhf_rlhf::ModelFiles {
         config_json: &config,
-        safetensors: &weights,
+        safetensors: weights.as_slice().into(),
         tokenizer_json: &tokenizer,
         tokenizer_config_json: tokenizer_config.as_deref(),
         chat_template_jinja: template.as_deref(),

@@ -16,8 +16,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use tinyrlhf_data::{Labeler, Ranking};
-use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel, generate};
-use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, check_same_shape, load_language_model};
+use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
+use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
 use wasm_bindgen::prelude::*;
 
 mod inspect;
@@ -181,26 +181,29 @@ impl Session {
     }
 
     /// Loads a model folder's files as the SFT model (`tokenizer_config.json` and
-    /// `chat_template.jinja` when the folder has them). On any error the current model stays;
-    /// on success everything trained from the previous one is dropped, and so is its base model.
-    /// Returns the model's shape and template as JSON.
+    /// `chat_template.jinja` when the folder has them; the weights as read by a [`WeightsUpload`]).
+    /// On any error the current model stays; on success everything trained from the previous one
+    /// is dropped, and the new model is also the comparison's base until [`Session::load_base`]
+    /// says otherwise (sharing its tensors: no second copy). Returns the model's shape and template
+    /// as JSON.
     pub fn load(
         &self,
         config_json: &[u8],
-        safetensors: &[u8],
+        weights: WeightsUpload,
         tokenizer_json: &[u8],
         tokenizer_config_json: Option<Vec<u8>>,
         chat_template_jinja: Option<Vec<u8>>,
     ) -> Result<String, JsError> {
+        let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
+        let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
+        let weights = weights.stream.finish().map_err(|e| js(format!("model.safetensors: {e}")))?;
         let files = ModelFiles {
             config_json,
-            safetensors,
+            safetensors: Safetensors::Read(weights),
             tokenizer_json,
             tokenizer_config_json: tokenizer_config_json.as_deref(),
             chat_template_jinja: chat_template_jinja.as_deref(),
         };
-        let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
-        let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
         let LanguageModel { config, model, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
         let special = tokenizer.special_ids();
         let info = ModelInfo {
@@ -217,7 +220,7 @@ impl Session {
         };
         let mut state = self.state.borrow_mut();
         state.forget_trained();
-        state.base = None;
+        state.base = Some(model.clone());
         state.sft_run = None;
         state.sft = Some(Rc::new(Model { config, model, tokenizer }));
         to_json(&info)
@@ -247,11 +250,15 @@ impl Session {
         Ok(sft(&self.state)?.tokenizer.config_json())
     }
 
-    /// Loads the base (pretrained) model for the comparison view.
+    /// Loads the base (pretrained) model for the comparison view, when it is not the SFT model
+    /// as loaded.
     #[wasm_bindgen(js_name = loadBase)]
-    pub fn load_base(&self, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
-        let gpt = self.same_shape(config_json, safetensors)?;
-        self.state.borrow_mut().base = Some(gpt);
+    pub fn load_base(&self, config_json: &[u8], weights: WeightsUpload) -> Result<(), JsError> {
+        self.same_config(config_json)?;
+        let config = sft(&self.state)?.config.clone();
+        let weights = weights.stream.finish().map_err(|e| js(format!("base model: {e}")))?;
+        let base = tinyrlhf_model::lm_from_weights(&config, weights, &self.device).map_err(|e| js(format!("base model: {e}")))?;
+        self.state.borrow_mut().base = Some(base);
         Ok(())
     }
 
@@ -293,6 +300,27 @@ impl Session {
             let finished = completions.iter().map(|c| out.finished[texts.iter().position(|t| t == c).unwrap_or(0)]).collect();
             json_value(&Samples { completions, finished, truncated, tokens })
         })
+    }
+}
+
+/// A `model.safetensors` read in pieces (the worker passes slices of the person's `File`), so
+/// that the tab never holds the whole file: each tensor becomes f32 as soon as it has arrived.
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct WeightsUpload {
+    stream: WeightsStream,
+}
+
+#[wasm_bindgen]
+impl WeightsUpload {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> WeightsUpload {
+        WeightsUpload::default()
+    }
+
+    /// The file's next bytes, in order.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        self.stream.push(bytes).map_err(|e| js(format!("model.safetensors: {e}")))
     }
 }
 

@@ -5,6 +5,7 @@
 // changed).
 import init, { Session, trapForTests } from './wasm/tinyrlhf_web.js';
 import type { HelperReply, HelperRequest } from './team';
+import { upload } from './weights';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -41,7 +42,7 @@ async function handle(request: HelperRequest): Promise<unknown> {
       const s = session!;
       const f = request.folder;
       if (f) {
-        s.load(f.config, f.weights, f.tokenizer, f.tokenizerConfig, f.template);
+        s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template);
         config = f.config;
       } else {
         s.forgetTraining();

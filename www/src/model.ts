@@ -83,7 +83,7 @@ view.files.addEventListener('change', async () => {
     show(view.message, `Loading your model (${megabytes(weights!.size)} MB; about ${megabytes(footprint.training_bytes)} MB to train here)…`);
     const folder: ModelFolder = {
       config: configBytes,
-      weights: (await bytes(weights))!,
+      weights: weights!,
       tokenizer: (await bytes(tokenizer))!,
       tokenizerConfig: await bytes(pick(files, 'tokenizer_config.json')),
       template: await bytes(pick(files, 'chat_template.jinja')),

@@ -35,7 +35,8 @@ export interface ModelInfo {
 /** A model folder's files: the person's own model, as picked. */
 export interface ModelFolder {
   config: Uint8Array;
-  weights: Uint8Array;
+  /** `model.safetensors`: the person's `File` itself (never read whole), or bytes as a Blob. */
+  weights: Blob;
   tokenizer: Uint8Array;
   tokenizerConfig?: Uint8Array;
   template?: Uint8Array;

@@ -77,6 +77,9 @@ function toStored(value: unknown): unknown {
 
 async function fromStored(value: Promise<unknown> | unknown): Promise<unknown> {
   const v = await value;
+  // A File was saved as one (a person's model weights, read in slices when used); a plain Blob
+  // holds bytes saved above.
+  if (v instanceof File) return v;
   if (v instanceof Blob) return new Uint8Array(await v.arrayBuffer());
   if (Array.isArray(v)) return Promise.all(v.map(fromStored));
   if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {

@@ -7,6 +7,7 @@ import init, { Session, checkRanking, defaults, limits, modelFootprint, parseDem
 import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
 import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
 import { Team } from './team';
+import { asBlob, upload } from './weights';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -153,7 +154,8 @@ async function start(force: string | null, models: string, workers: number | nul
   const config = folder.config;
   const count = choice.backend === 'cpu' ? workerCount(navigator.hardwareConcurrency || 1, workers ?? undefined, model.parameters) : 1;
   team = count > 1 ? new Team(count) : null;
-  s.loadBase(config, base);
+  // The model as loaded is its own base (sharing its tensors) unless another base was kept.
+  if (base !== folder.weights) s.loadBase(config, await upload(base));
   const saved = await load<{ name: string; prompts: string[] }>(PROMPTS);
   ownPrompts = saved?.prompts ?? null;
   heldOut = ownPrompts ?? (await shippedPrompts());
@@ -211,15 +213,15 @@ async function shippedPrompts(): Promise<string[]> {
   return promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
 }
 
-function loadFolder(s: Session, f: ModelFolder): ModelInfo {
-  return JSON.parse(s.load(f.config, f.weights, f.tokenizer, f.tokenizerConfig, f.template));
+async function loadFolder(s: Session, f: ModelFolder): Promise<ModelInfo> {
+  return JSON.parse(s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template));
 }
 
 interface Loaded {
   /** The files the session loaded (the weights SFT here gave the model, when it has). */
   folder: ModelFolder;
   /** The model the compare view contrasts: the person's model before SFT here; the shipped base. */
-  base: Uint8Array;
+  base: Blob;
   modelName: string | null;
   model: ModelInfo;
   tunedHere: boolean;
@@ -234,7 +236,9 @@ async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
   const own = await load<{ name: string; files: ModelFolder }>(OWN_MODEL);
   if (own) {
     try {
-      return { base: own.files.weights, modelName: own.name, ...(await loadTuned(s, own.files, dropped)) };
+      // Saved by older versions as bytes.
+      const files = { ...own.files, weights: asBlob(own.files.weights) };
+      return { base: files.weights, modelName: own.name, ...(await loadTuned(s, files, dropped)) };
     } catch (e) {
       if (isFatal(e)) throw e;
       await forget([OWN_MODEL, ...tunedKeys()]);
@@ -247,8 +251,8 @@ async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
     fetchBytes('sft/tokenizer.json'),
     fetchBytes('base/model.safetensors'),
   ]);
-  const folder = { config, weights, tokenizer };
-  return { base, modelName: null, ...(await loadTuned(s, folder, dropped)) };
+  const folder = { config, weights: asBlob(weights), tokenizer };
+  return { base: asBlob(base), modelName: null, ...(await loadTuned(s, folder, dropped)) };
 }
 
 /** `folder` with the weights tuned here on the person's demonstrations, else its own. */
@@ -256,15 +260,15 @@ async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Pr
   const tuned = await load<unknown>(SFT_WEIGHTS);
   if (tuned instanceof Uint8Array) {
     try {
-      const withTuned = { ...folder, weights: tuned };
-      return { folder: withTuned, model: loadFolder(s, withTuned), tunedHere: true };
+      const withTuned = { ...folder, weights: asBlob(tuned) };
+      return { folder: withTuned, model: await loadFolder(s, withTuned), tunedHere: true };
     } catch (e) {
       if (isFatal(e)) throw e;
       await forget(tunedKeys());
       dropped.push(`The model tuned here on your demonstrations no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
     }
   }
-  return { folder, model: loadFolder(s, folder), tunedHere: false };
+  return { folder, model: await loadFolder(s, folder), tunedHere: false };
 }
 
 const settings: Defaults = { settings: {}, methods: [] };
@@ -361,7 +365,7 @@ async function sftStep(): Promise<SftStepResult> {
     // The tuned model replaces the SFT model: what was trained from the old one goes, in one transaction.
     const weights: Uint8Array = await need().sftWeights();
     await update({ [SFT_WEIGHTS]: weights, [SFT_CURVE]: sftCurve }, trainedKeys());
-    folderNow = { ...folderNow!, weights };
+    folderNow = { ...folderNow!, weights: asBlob(weights) };
   }
   return result;
 }
@@ -477,7 +481,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(modelFootprint(request.config));
     case 'useModel':
       // Checked by loading it first: a folder that does not load changes nothing. The page reloads.
-      loadFolder(need(), request.files);
+      await loadFolder(need(), request.files);
       await update({ [OWN_MODEL]: { name: request.name, files: request.files } }, tunedKeys());
       return null;
     case 'shippedModel':

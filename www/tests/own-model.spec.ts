@@ -136,8 +136,8 @@ test('a model folder or data file that does not hold together is refused naming 
 
 const LLAMA_FAMILY = process.env.TINYRLHF_LLAMA_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-llama-family');
 
-test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architecture and memory shown, then ranks and tunes with LoRA DPO', async ({ page }) => {
-  test.setTimeout(300_000);
+test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architecture and memory shown, ranks, tunes with LoRA DPO, compares, explains and exports', async ({ page }) => {
+  test.setTimeout(420_000);
   await ready(page);
   const folder = join(LLAMA_FAMILY, 'hf-qwen2');
   await useFixtureModel(page, folder);
@@ -156,6 +156,31 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await page.locator('#dpo-run').click();
   await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 240_000 });
   expect(await saved(page, 'policy:dpo')).toMatch(/bytes$/);
+
+  // A reward model on the same rankings, then every view of section 4 with this model: answers
+  // side by side with their rewards, what the policy changed and what the reward model sees.
+  await trainReward(page);
+  await page.locator('#compare-run').click();
+  await expect(page.locator('#compare-columns .column')).toHaveCount(3);
+  await expect(page.locator('#compare-columns .score').first()).toContainText('reward');
+  await expect(page.locator('#compare-explain')).toHaveValue('dpo');
+  await expect(page.locator('#heatmap span').first()).toHaveAttribute('title', /log π\/π_ref = -?[\d.]+/, { timeout: 60_000 });
+  await expect(page.locator('#reward-heatmap span').first()).toHaveAttribute('title', /score after this token -?[\d.]+/);
+  await page.locator('#ab-next').click();
+  await page.locator('#ab-pair button').first().click();
+  await expect(page.locator('#ab-score')).toContainText(/in [01] of 1/);
+
+  // Exported, the policy is a Llama-family folder under transformers' names (LoRA merged).
+  await page.locator('#export-which').selectOption('dpo');
+  const downloads: Record<string, string> = {};
+  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
+  await page.locator('#export-policy').click();
+  await expect.poll(() => Object.keys(downloads).length).toBe(4);
+  expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('qwen2');
+  const weights = readFileSync(downloads['dpo-model.safetensors']);
+  const header = JSON.parse(weights.subarray(8, 8 + Number(weights.readBigUInt64LE(0))).toString('utf8'));
+  expect(Object.keys(header)).toContain('model.layers.0.self_attn.q_proj.weight');
+  expect(Object.keys(header).filter((name) => name.includes('lora'))).toEqual([]);
 });
 
 test('a model too big for the tab is refused before its weights are read, with the estimate and the limit', async ({ page }) => {

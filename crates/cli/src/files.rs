@@ -58,7 +58,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
     let tokenizer = tokenizer.files();
     let files = ModelFiles {
         config_json: &config_json,
-        safetensors: &safetensors,
+        safetensors: safetensors.as_slice().into(),
         tokenizer_json: tokenizer.tokenizer_json,
         tokenizer_config_json: tokenizer.tokenizer_config_json,
         chat_template_jinja: tokenizer.chat_template_jinja,

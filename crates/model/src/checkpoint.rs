@@ -83,7 +83,7 @@ fn values_f32(view: &TensorView) -> std::result::Result<Vec<f32>, Dtype> {
 }
 
 /// The tensors of a safetensors file, claimed one by one as modules load from them.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Weights {
     pub(crate) tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -91,19 +91,25 @@ pub struct Weights {
 impl Weights {
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
         let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
-        let mut tensors = BTreeMap::new();
+        let mut weights = Self::default();
         for (name, view) in file.tensors() {
-            if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-                continue;
-            }
-            let values = values_f32(&view).map_err(|dtype| CheckpointError::Dtype { name: name.clone(), dtype: format!("{dtype:?}") })?;
-            // A NaN loaded would surface many steps later as a diverged run; refuse it by name here.
-            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(CheckpointError::NotFinite { name, index, value });
-            }
-            tensors.insert(name, (view.shape().to_vec(), values));
+            weights.insert(name, &view)?;
         }
-        Ok(Self { tensors })
+        Ok(weights)
+    }
+
+    /// Keeps one tensor of the file, widened to f32 (ignored buffers are let go).
+    pub(crate) fn insert(&mut self, name: String, view: &TensorView) -> Result<()> {
+        if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            return Ok(());
+        }
+        let values = values_f32(view).map_err(|dtype| CheckpointError::Dtype { name: name.clone(), dtype: format!("{dtype:?}") })?;
+        // A NaN loaded would surface many steps later as a diverged run; refuse it by name here.
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CheckpointError::NotFinite { name, index, value });
+        }
+        self.tensors.insert(name, (view.shape().to_vec(), values));
+        Ok(())
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -268,7 +274,11 @@ pub fn load_lm(config_json: &[u8], safetensors: &[u8], device: &Device) -> Resul
 
 /// A language model of a parsed (and perhaps adjusted) `config` from `model.safetensors` bytes.
 pub fn lm_from_config(config: &ModelConfig, safetensors: &[u8], device: &Device) -> Result<CausalLm> {
-    let mut weights = Weights::from_safetensors(safetensors)?;
+    lm_from_weights(config, Weights::from_safetensors(safetensors)?, device)
+}
+
+/// A language model of `config` from tensors already read (e.g. by a [`crate::WeightsStream`]).
+pub fn lm_from_weights(config: &ModelConfig, mut weights: Weights, device: &Device) -> Result<CausalLm> {
     weights.check_holds(config)?;
     let model = weights.load_into(config.init(device), device)?;
     weights.finish(&format!(

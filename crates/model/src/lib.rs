@@ -21,11 +21,13 @@ mod llama;
 mod llama_config;
 mod lora;
 mod sample;
+mod weights_stream;
 
 pub use batch::{LeftPadded, gather_positions, left_pad};
 pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
 pub use checkpoint::{
-    CheckpointError, Weights, WeightsWriter, lm_from_config, load_lm, load_scalar_model, save_lm, save_scalar_model, with_stable_param_ids,
+    CheckpointError, Weights, WeightsWriter, lm_from_config, lm_from_weights, load_lm, load_scalar_model, save_lm, save_scalar_model,
+    with_stable_param_ids,
 };
 pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
@@ -39,3 +41,4 @@ pub use lora::{
     with_lora,
 };
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};
+pub use weights_stream::WeightsStream;

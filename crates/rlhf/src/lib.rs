@@ -46,7 +46,7 @@ pub use group_math::{LossAggregation, RewardScaling};
 pub use head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
 pub use method::{Method, all_default_settings, with_changes};
-pub use model_files::{LanguageModel, ModelFiles, ModelFilesError, load_language_model};
+pub use model_files::{LanguageModel, ModelFiles, ModelFilesError, Safetensors, load_language_model};
 pub use peers::{Alone, Peers, shard};
 pub use policy_trainer::{PolicyStats, PolicyTrainer};
 pub use ppo::{PpoConfig, PpoModels, PpoStats, PpoTrainer};

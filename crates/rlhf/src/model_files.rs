@@ -5,17 +5,31 @@
 //! same folders with the same words.
 
 use burn::tensor::Device;
-use tinyrlhf_model::{CausalLm, ModelConfig};
+use tinyrlhf_model::{CausalLm, ModelConfig, Weights};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
 
 /// The bytes of a model folder's files; the optional ones are `None` when absent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct ModelFiles<'a> {
     pub config_json: &'a [u8],
-    pub safetensors: &'a [u8],
+    pub safetensors: Safetensors<'a>,
     pub tokenizer_json: &'a [u8],
     pub tokenizer_config_json: Option<&'a [u8]>,
     pub chat_template_jinja: Option<&'a [u8]>,
+}
+
+/// `model.safetensors`: its bytes, or its tensors already read piece by piece
+/// ([`tinyrlhf_model::WeightsStream`], for a caller that should not hold a large file whole).
+#[derive(Debug)]
+pub enum Safetensors<'a> {
+    Bytes(&'a [u8]),
+    Read(Weights),
+}
+
+impl<'a> From<&'a [u8]> for Safetensors<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Self::Bytes(bytes)
+    }
 }
 
 /// A folder that cannot be used: the file at fault, and a message that begins with its name.
@@ -66,8 +80,13 @@ pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<Languag
             ),
         ));
     }
-    let model =
-        tinyrlhf_model::lm_from_config(&config, files.safetensors, device).map_err(|e| ModelFilesError::new("model.safetensors", e))?;
+    let weights = match files.safetensors {
+        Safetensors::Bytes(bytes) => Weights::from_safetensors(bytes),
+        Safetensors::Read(weights) => Ok(weights),
+    };
+    let model = weights
+        .and_then(|weights| tinyrlhf_model::lm_from_weights(&config, weights, device))
+        .map_err(|e| ModelFilesError::new("model.safetensors", e))?;
     Ok(LanguageModel { config, model, tokenizer })
 }
 
