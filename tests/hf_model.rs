@@ -40,6 +40,7 @@ impl Folder {
             tokenizer_json: &self.tokenizer,
             tokenizer_config_json: self.tokenizer_config.as_deref(),
             chat_template_jinja: self.template.as_deref(),
+            generation_config_json: None,
         }
     }
 

@@ -46,14 +46,16 @@ pub fn llama_fixture_folders() -> Vec<PathBuf> {
 pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::LanguageModel {
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()));
     let (config, weights, tokenizer) = (read(config), read("model.safetensors"), read("tokenizer.json"));
-    let (tokenizer_config, template) =
-        (std::fs::read(dir.join("tokenizer_config.json")).ok(), std::fs::read(dir.join("chat_template.jinja")).ok());
+    let optional = |name: &str| std::fs::read(dir.join(name)).ok();
+    let (tokenizer_config, template, generation) =
+        (optional("tokenizer_config.json"), optional("chat_template.jinja"), optional("generation_config.json"));
     let files = tinyrlhf_rlhf::ModelFiles {
         config_json: &config,
         safetensors: weights.as_slice().into(),
         tokenizer_json: &tokenizer,
         tokenizer_config_json: tokenizer_config.as_deref(),
         chat_template_jinja: template.as_deref(),
+        generation_config_json: generation.as_deref(),
     };
     tinyrlhf_rlhf::load_language_model(files, &burn::tensor::Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }

@@ -181,7 +181,8 @@ impl Session {
     }
 
     /// Loads a model folder's files as the SFT model (`tokenizer_config.json` and
-    /// `chat_template.jinja` when the folder has them; the weights as read by a [`WeightsUpload`]).
+    /// `chat_template.jinja` and `generation_config.json` when the folder has them; the weights as
+    /// read by a [`WeightsUpload`]).
     /// On any error the current model stays; on success everything trained from the previous one
     /// is dropped, and the new model is also the comparison's base until [`Session::load_base`]
     /// says otherwise (sharing its tensors: no second copy). Returns the model's shape and template
@@ -193,6 +194,7 @@ impl Session {
         tokenizer_json: &[u8],
         tokenizer_config_json: Option<Vec<u8>>,
         chat_template_jinja: Option<Vec<u8>>,
+        generation_config_json: Option<Vec<u8>>,
     ) -> Result<String, JsError> {
         let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
         let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
@@ -203,6 +205,7 @@ impl Session {
             tokenizer_json,
             tokenizer_config_json: tokenizer_config_json.as_deref(),
             chat_template_jinja: chat_template_jinja.as_deref(),
+            generation_config_json: generation_config_json.as_deref(),
         };
         let LanguageModel { config, model, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
         let special = tokenizer.special_ids();

@@ -42,7 +42,7 @@ async function handle(request: HelperRequest): Promise<unknown> {
       const s = session!;
       const f = request.folder;
       if (f) {
-        s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template);
+        s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template, f.generationConfig);
         config = f.config;
       } else {
         s.forgetTraining();

@@ -324,13 +324,14 @@ $('forget-training').addEventListener('click', async () => {
 // For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration;
 // `tinyrlhf.trap()` kills the worker's module as a panic would, and `tinyrlhf.loseDevice()` destroys
 // its GPU device as a lost GPU would, to watch the page recover; `tinyrlhf.sample(prompt, k, seed)`
-// samples the SFT model with a chosen seed.
+// samples the SFT model with a chosen seed; `tinyrlhf.memory()` reads the worker's wasm memory.
 const forTests = {
   trap: () => call({ type: 'trap' }).catch((e: Error) => e.message),
   loseDevice: () => call({ type: 'loseDevice' }).catch((e: Error) => e.message),
   workerCopies: (which: string) => call({ type: 'workerCopies', which }),
   trapHelper: (exchange: number) => call({ type: 'trapHelper', exchange }),
   sample: (prompt: string, k: number, seed: number) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens: 8, seed }),
+  memory: () => call({ type: 'memory' }),
 };
 (window as unknown as { tinyrlhf: typeof app & typeof forTests }).tinyrlhf = Object.assign(app, forTests);
 start();

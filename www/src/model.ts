@@ -76,7 +76,7 @@ view.files.addEventListener('change', async () => {
   const [config, weights, tokenizer] = ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => pick(files, n));
   try {
     const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((_, i) => ![config, weights, tokenizer][i]);
-    if (missing.length) throw new Error(`choose the folder's files: ${missing.join(', ')} missing (tokenizer_config.json and chat_template.jinja too, when it has them)`);
+    if (missing.length) throw new Error(`choose the folder's files: ${missing.join(', ')} missing (tokenizer_config.json, chat_template.jinja and generation_config.json too, when it has them)`);
     // The config alone says whether the tab can hold the model: refuse before reading the weights.
     const configBytes = (await bytes(config))!;
     const footprint = await call({ type: 'checkModel', config: configBytes });
@@ -87,6 +87,7 @@ view.files.addEventListener('change', async () => {
       tokenizer: (await bytes(tokenizer))!,
       tokenizerConfig: await bytes(pick(files, 'tokenizer_config.json')),
       template: await bytes(pick(files, 'chat_template.jinja')),
+      generationConfig: await bytes(pick(files, 'generation_config.json')),
     };
     const name = weights!.webkitRelativePath.split('/')[0] || weights!.name.replace(/-?model\.safetensors$/, '') || 'folder';
     await call({ type: 'useModel', name, files: folder });

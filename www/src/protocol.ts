@@ -40,6 +40,7 @@ export interface ModelFolder {
   tokenizer: Uint8Array;
   tokenizerConfig?: Uint8Array;
   template?: Uint8Array;
+  generationConfig?: Uint8Array;
 }
 
 /** One point of a training curve: whatever numbers the trainer reported. */

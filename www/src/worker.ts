@@ -214,7 +214,7 @@ async function shippedPrompts(): Promise<string[]> {
 }
 
 async function loadFolder(s: Session, f: ModelFolder): Promise<ModelInfo> {
-  return JSON.parse(s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template));
+  return JSON.parse(s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template, f.generationConfig));
 }
 
 interface Loaded {

@@ -9,7 +9,7 @@ import { expect, test, type Page } from '@playwright/test';
 import { ready, runPpo, saved, trainReward } from './helpers';
 
 const FOLDER = process.env.TINYRLHF_HF_FIXTURE ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-gpt2-style');
-const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'];
 
 const PROMPTS = ['Return the number of items in a container.', 'Sort a list in place.', 'What does a dictionary map?', 'Join two paths.'];
 const DEMOS = PROMPTS.flatMap((prompt, i) => [

@@ -78,6 +78,8 @@ async function expectSeededAnswers(page: Page, label: string): Promise<string[]>
 }
 
 test('with ?backend=webgpu the page loads on WebGPU (SwiftShader here), samples 4 answers, and a seed fixes the answers', async ({ page }) => {
+  // SwiftShader runs on the CPU: on 2 cores this takes 3 minutes alone, longer on a busy machine.
+  test.setTimeout(480_000);
   const urls = recordRequests(page);
   const opened = Date.now();
   await ready(page, '?backend=webgpu');

@@ -2,11 +2,14 @@
 //
 //   TINYRLHF_SIZES=DIR npx playwright test tests/sizes.spec.ts
 //
-// DIR holds model folders (config.json, model.safetensors, tokenizer.json, tokenizer_config.json if any),
-// e.g. made by `tinyrlhf pretrain --preset small|gpt2-124m --steps 1 --out DIR/NAME`. For each, on
-// the CPU fallback with the LoRA switch on (rank 8), it loads the folder as the person's model and
-// times a reward-model epoch, PPO iterations (the page's defaults but `TINYRLHF_SIZES_PPO` tokens
-// per answer, 16 by default) and a DPO epoch, with the wasm memory after each PPO iteration.
+// DIR holds model folders (config.json, model.safetensors, tokenizer.json, tokenizer_config.json and
+// chat_template.jinja if any), e.g. made by `tinyrlhf pretrain --preset small|gpt2-124m --steps 1
+// --out DIR/NAME`, or SmolLM2-135M-Instruct as `bench/smollm2/run.sh` converts it. For each, on the
+// CPU fallback (`TINYRLHF_SIZES_WORKERS` workers, else the page's choice) with the LoRA switch on
+// (rank 8), it loads the folder as the person's model (time, wasm memory after), samples 4 answers
+// (tokens/s), and times a reward-model epoch, PPO iterations (the page's defaults but
+// `TINYRLHF_SIZES_PPO` tokens per answer, 16 by default) and a DPO epoch, with the wasm memory after
+// each PPO iteration.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
@@ -20,14 +23,22 @@ const FILES = ['config.json', 'model.safetensors', 'tokenizer.json'];
 for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readdirSync(join(DIR, n)).includes(f))).sort() : []) {
   test(`the tab tunes ${name} with LoRA: memory and time per step`, async ({ page }) => {
     test.setTimeout(60 * 60_000);
-    await ready(page, '?backend=cpu');
+    const workers = process.env.TINYRLHF_SIZES_WORKERS;
+    await ready(page, `?backend=cpu${workers ? `&workers=${workers}` : ''}`);
     const folder = join(DIR!, name);
-    const files = readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json'].includes(f));
+    const files = readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'].includes(f));
     // Paths, not buffers: Playwright refuses buffers over 50 MB.
+    const loading = Date.now();
     await page.locator('#model-files').setInputFiles(files.map((f) => join(folder, f)));
     await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
     await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
+    const load_secs = (Date.now() - loading) / 1000;
+    const memory_after_load = await page.evaluate(() => (window as unknown as { tinyrlhf: { memory: () => Promise<{ wasm: number }> } }).tinyrlhf.memory());
     const model = (await page.locator('#model-current').textContent())!;
+    await page.locator('#k').fill('4');
+    await page.locator('#sample').click();
+    await expect(page.locator('#sample-speed')).toContainText('tok/s', { timeout: 600_000 });
+    const sampling = (await page.locator('#sample-speed').textContent())!;
     await page.locator('#lora').check();
     await page.locator('#lora-rank').fill('8');
     await importRankings(page);
@@ -53,6 +64,9 @@ for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readd
     await page.locator('#dpo-run').click();
     await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 1_800_000 });
     const dpo = (Date.now() - started) / 1000;
-    console.log(`sizes: ${JSON.stringify({ name, model, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo })}`);
+    const workersUsed = Number(await page.locator('body').getAttribute('data-workers'));
+    console.log(
+      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo })}`,
+    );
   });
 }

@@ -62,6 +62,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
         tokenizer_json: tokenizer.tokenizer_json,
         tokenizer_config_json: tokenizer.tokenizer_config_json,
         chat_template_jinja: tokenizer.chat_template_jinja,
+        generation_config_json: tokenizer.generation_config_json,
     };
     let model = tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok((model.config, model.model, model.tokenizer))
@@ -73,6 +74,7 @@ struct TokenizerBytes {
     json: Vec<u8>,
     config: Option<Vec<u8>>,
     template: Option<Vec<u8>>,
+    generation: Option<Vec<u8>>,
 }
 
 impl TokenizerBytes {
@@ -85,6 +87,7 @@ impl TokenizerBytes {
             json: read(&dir.join("tokenizer.json"))?,
             config: optional("tokenizer_config.json")?,
             template: optional("chat_template.jinja")?,
+            generation: optional("generation_config.json")?,
         })
     }
 
@@ -93,6 +96,7 @@ impl TokenizerBytes {
             tokenizer_json: &self.json,
             tokenizer_config_json: self.config.as_deref(),
             chat_template_jinja: self.template.as_deref(),
+            generation_config_json: self.generation.as_deref(),
         }
     }
 }

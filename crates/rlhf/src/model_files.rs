@@ -16,6 +16,7 @@ pub struct ModelFiles<'a> {
     pub tokenizer_json: &'a [u8],
     pub tokenizer_config_json: Option<&'a [u8]>,
     pub chat_template_jinja: Option<&'a [u8]>,
+    pub generation_config_json: Option<&'a [u8]>,
 }
 
 /// `model.safetensors`: its bytes, or its tensors already read piece by piece
@@ -61,6 +62,7 @@ pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<Languag
         tokenizer_json: files.tokenizer_json,
         tokenizer_config_json: files.tokenizer_config_json,
         chat_template_jinja: files.chat_template_jinja,
+        generation_config_json: files.generation_config_json,
     })
     .map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
     let config = ModelConfig::from_json_bytes(files.config_json).map_err(|e| ModelFilesError::new("config.json", e))?.with_dropout(0.0);

@@ -73,6 +73,9 @@ pub struct TokenizerFiles<'a> {
     pub tokenizer_config_json: Option<&'a [u8]>,
     /// transformers 5 writes the template to its own file; older folders keep it in the config.
     pub chat_template_jinja: Option<&'a [u8]>,
+    /// `generation_config.json`: its `eos_token_id`/`pad_token_id`/`bos_token_id` stand in for
+    /// tokens `tokenizer_config.json` does not name (a list of EOS ids: the first).
+    pub generation_config_json: Option<&'a [u8]>,
 }
 
 /// A byte-level BPE tokenizer, its special tokens and its chat template.
@@ -135,21 +138,30 @@ impl Tokenizer {
     }
 
     /// A model folder's tokenizer. With `tokenizer_config.json`: its `eos_token`, `pad_token`
-    /// (absent: pad with EOS) and `chat_template` (or `chat_template.jinja`); a folder without a
-    /// template gets ours if the vocabulary has our turn tokens, else [`PLAIN_TEMPLATE`].
+    /// (absent: pad with EOS) and `chat_template` (or `chat_template.jinja`), the ids of
+    /// `generation_config.json` for tokens it does not name; a folder without a template gets ours
+    /// if the vocabulary has our turn tokens, else [`PLAIN_TEMPLATE`].
     pub fn from_files(files: TokenizerFiles) -> Result<Self> {
         let inner = parse_tokenizer_json(files.tokenizer_json)?;
-        let config = match files.tokenizer_config_json {
-            Some(bytes) => {
-                Some(serde_json::from_slice::<Value>(bytes).map_err(|e| TokenizerError::Config(format!("not valid JSON: {e}")))?)
-            }
-            None => None,
+        let parse = |bytes: Option<&[u8]>, what: &str| match bytes {
+            Some(bytes) => serde_json::from_slice::<Value>(bytes)
+                .map(Some)
+                .map_err(|e| TokenizerError::Config(format!("{what} is not valid JSON: {e}"))),
+            None => Ok(None),
         };
+        let config = parse(files.tokenizer_config_json, "tokenizer_config.json")?;
+        let generation = parse(files.generation_config_json, "generation_config.json")?;
         let ours = SPECIAL_TOKENS.iter().all(|t| inner.token_to_id(t).is_some());
-        let token = |key: &str| config.as_ref().and_then(|c| token_string(&c[key]));
-        let (eos_token, pad_token) = match (&config, token("eos_token")) {
-            (Some(_), Some(eos)) => (eos, token("pad_token")),
-            (Some(_), None) if !ours => {
+        let by_id = |key: &str| {
+            let id =
+                generation.as_ref().map(|g| &g[format!("{key}_id")]).and_then(|v| v.as_array().and_then(|ids| ids.first()).or(Some(v)));
+            id.and_then(Value::as_u64).and_then(|id| u32::try_from(id).ok()).and_then(|id| inner.id_to_token(id))
+        };
+        let token = |key: &str| config.as_ref().and_then(|c| token_string(&c[key])).or_else(|| by_id(key));
+        let named = config.is_some() || generation.is_some();
+        let (eos_token, pad_token) = match (named, token("eos_token")) {
+            (true, Some(eos)) => (eos, token("pad_token")),
+            (true, None) if !ours => {
                 return Err(TokenizerError::Config("no `eos_token`: the pipeline must know how an answer ends".into()));
             }
             _ => {
@@ -414,7 +426,7 @@ mod tests {
         Tokenizer::from_files(TokenizerFiles {
             tokenizer_json: json.as_bytes(),
             tokenizer_config_json: Some(config.to_string().as_bytes()),
-            chat_template_jinja: None,
+            ..TokenizerFiles::default()
         })
     }
 
@@ -434,11 +446,43 @@ mod tests {
         let again = Tokenizer::from_files(TokenizerFiles {
             tokenizer_json: tok.to_json().unwrap().as_bytes(),
             tokenizer_config_json: Some(config.as_bytes()),
-            chat_template_jinja: None,
+            ..TokenizerFiles::default()
         })
         .unwrap();
         assert_eq!(again.special_ids(), tok.special_ids());
         assert_eq!(again.encode_prompt("the cat?").unwrap(), tok.encode_prompt("the cat?").unwrap());
+    }
+
+    #[test]
+    fn generation_config_ids_stand_in_for_tokens_tokenizer_config_does_not_name() {
+        let json = trained().to_json().unwrap().replace(EOS, "</s>").replace(PAD, "<unk>");
+        let reference = foreign(json!({"eos_token": "</s>", "pad_token": "<unk>"})).unwrap().special_ids();
+        // As Qwen2.5 and Llama 3 write it: a list of EOS ids, the first is the one answers end with.
+        let generation = json!({"eos_token_id": [reference.eos, reference.pad], "pad_token_id": reference.pad}).to_string();
+        let tok = Tokenizer::from_files(TokenizerFiles {
+            tokenizer_json: json.as_bytes(),
+            tokenizer_config_json: Some(b"{}"),
+            generation_config_json: Some(generation.as_bytes()),
+            ..TokenizerFiles::default()
+        })
+        .unwrap();
+        assert_eq!(tok.special_ids(), reference);
+        // tokenizer_config.json's own tokens win.
+        let tok = Tokenizer::from_files(TokenizerFiles {
+            tokenizer_json: json.as_bytes(),
+            tokenizer_config_json: Some(br#"{"eos_token": "</s>"}"#),
+            generation_config_json: Some(br#"{"eos_token_id": 0, "pad_token_id": 0}"#),
+            ..TokenizerFiles::default()
+        })
+        .unwrap();
+        assert_eq!(tok.special_ids().eos, reference.eos);
+        let err = Tokenizer::from_files(TokenizerFiles {
+            tokenizer_json: json.as_bytes(),
+            generation_config_json: Some(b"{"),
+            ..TokenizerFiles::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("generation_config.json is not valid JSON"), "{err}");
     }
 
     #[test]
