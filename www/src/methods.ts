@@ -2,7 +2,7 @@
 // which of its numbers get a chart. What the settings default to comes from Rust (`defaults()`),
 // filled in when the worker is ready; a run sends only the settings the person changed.
 import type { Changes, Defaults, Method } from './protocol';
-import type { Series } from './charts';
+import type { ChartSpec } from './charts';
 import { $ } from './ui';
 
 export interface Knob {
@@ -21,11 +21,6 @@ export interface Knob {
   live?: boolean;
 }
 
-export interface ChartSpec {
-  series: Series[];
-  title: string;
-}
-
 export interface MethodView {
   name: Method;
   label: string;
@@ -35,6 +30,34 @@ export interface MethodView {
   knobs: Knob[];
   charts: ChartSpec[];
 }
+
+const SCORE_Y = "score (SFT's mean: 0)";
+const SCORE_WATCH = 'Should rise: the policy finds answers the reward model likes. A climb with no end can be reward hacking: read the samples below.';
+const CLIP_WATCH = 'Tokens whose probability moved past the clip in one update. Above about 0.2 the steps are too big: lower the learning rate.';
+const klChart: ChartSpec = {
+  series: [{ key: 'kl', label: 'KL' }, { key: 'beta', label: 'β' }],
+  title: 'KL to SFT',
+  y: 'nats per answer',
+  watch: 'How far the policy has drifted from SFT. Slow growth is healthy; a jump means it is forgetting how to talk: raise β.',
+};
+const entropyChart: ChartSpec = {
+  series: [{ key: 'entropy', label: 'entropy' }],
+  title: 'entropy per token',
+  y: 'nats per token',
+  watch: 'How spread out the next-token choices are. A fall toward 0 means every answer becomes the same answer.',
+};
+const lengthChart: ChartSpec = {
+  series: [{ key: 'mean_length', label: 'tokens' }],
+  title: 'answer length',
+  y: 'tokens per answer',
+  watch: 'Moves toward what the reward model likes: a steady climb or fall often means it rewards length, not content.',
+};
+const eosChart: ChartSpec = {
+  series: [{ key: 'eos_rate', label: 'EOS rate' }],
+  title: 'answers that end',
+  y: 'fraction of answers',
+  watch: 'Answers that finish before the length limit. Falling means answers run on and get cut off.',
+};
 
 const lengthKnob: Knob = { setting: 'max_new_tokens', label: 'max length', id: 'length', min: '4', max: '64' };
 const groupKnobs: Knob[] = [
@@ -47,12 +70,12 @@ const groupKnobs: Knob[] = [
   lengthKnob,
 ];
 const groupCharts: ChartSpec[] = [
-  { series: [{ key: 'score', label: 'score' }, { key: 'reward_std', label: 'reward std' }], title: 'mean reward-model score' },
-  { series: [{ key: 'kl', label: 'KL' }, { key: 'beta', label: 'β' }], title: 'KL to SFT (nats per answer)' },
-  { series: [{ key: 'entropy', label: 'entropy' }], title: 'entropy per token' },
-  { series: [{ key: 'clip_ratio/region_mean', label: 'clipped' }], title: 'clip ratio' },
-  { series: [{ key: 'mean_length', label: 'tokens' }], title: 'answer length' },
-  { series: [{ key: 'eos_rate', label: 'EOS rate' }], title: 'answers that end' },
+  { series: [{ key: 'score', label: 'score' }, { key: 'reward_std', label: 'reward std' }], title: 'mean reward-model score', y: SCORE_Y, watch: 'The mean should rise. The spread of scores within a group is the signal: at 0 every answer scores the same and there is nothing left to learn.' },
+  klChart,
+  entropyChart,
+  { series: [{ key: 'clip_ratio/region_mean', label: 'clipped' }], title: 'clip ratio', y: 'fraction of tokens', watch: CLIP_WATCH },
+  lengthChart,
+  eosChart,
 ];
 
 export const METHODS: MethodView[] = [
@@ -72,12 +95,12 @@ export const METHODS: MethodView[] = [
       lengthKnob,
     ],
     charts: [
-      { series: [{ key: 'score', label: 'score' }], title: 'mean reward-model score' },
-      { series: [{ key: 'kl', label: 'KL' }, { key: 'beta', label: 'β' }], title: 'KL to SFT (nats per answer)' },
-      { series: [{ key: 'entropy', label: 'entropy' }], title: 'entropy per token' },
-      { series: [{ key: 'pg_clipfrac', label: 'clip fraction' }], title: 'policy clip fraction' },
-      { series: [{ key: 'mean_length', label: 'tokens' }], title: 'answer length' },
-      { series: [{ key: 'eos_rate', label: 'EOS rate' }], title: 'answers that end' },
+      { series: [{ key: 'score', label: 'score' }], title: 'mean reward-model score', y: SCORE_Y, watch: SCORE_WATCH },
+      klChart,
+      entropyChart,
+      { series: [{ key: 'pg_clipfrac', label: 'clip fraction' }], title: 'policy clip fraction', y: 'fraction of tokens', watch: CLIP_WATCH },
+      lengthChart,
+      eosChart,
     ],
   },
   {
@@ -112,10 +135,30 @@ export const METHODS: MethodView[] = [
       { setting: 'loss', label: 'loss', id: 'loss', choices: ['sigmoid', 'ipo', 'hinge'] },
     ],
     charts: [
-      { series: [{ key: 'loss', label: 'train' }, { key: 'held_out_loss', label: 'held-out' }], title: 'DPO loss' },
-      { series: [{ key: 'rewards/accuracies', label: 'train batch' }, { key: 'held_out_accuracy', label: 'held-out' }], title: 'implicit-reward accuracy' },
-      { series: [{ key: 'rewards/margins', label: 'margin' }], title: 'reward margin (chosen − rejected)' },
-      { series: [{ key: 'rewards/chosen', label: 'chosen' }, { key: 'rewards/rejected', label: 'rejected' }], title: 'implicit rewards' },
+      {
+        series: [{ key: 'loss', label: 'train' }, { key: 'held_out_loss', label: 'held-out' }],
+        title: 'DPO loss',
+        y: 'loss (nats per pair)',
+        watch: 'Starts at ln 2 ≈ 0.69, where the policy is still SFT. Train falling while held-out rises: it memorises your rankings instead of learning your taste.',
+      },
+      {
+        series: [{ key: 'rewards/accuracies', label: 'train batch' }, { key: 'held_out_accuracy', label: 'held-out' }],
+        title: 'implicit-reward accuracy',
+        y: 'fraction of pairs',
+        watch: 'How often the preferred answer gained more probability than the other. Held-out is the honest one; 0.5 is chance.',
+      },
+      {
+        series: [{ key: 'rewards/margins', label: 'margin' }],
+        title: 'reward margin (chosen − rejected)',
+        y: 'β × log-ratio to SFT (nats)',
+        watch: 'Grows as the rankings are learnt; β sets how fast it may grow.',
+      },
+      {
+        series: [{ key: 'rewards/chosen', label: 'chosen' }, { key: 'rewards/rejected', label: 'rejected' }],
+        title: 'implicit rewards',
+        y: 'β × log-ratio to SFT (nats)',
+        watch: 'Both often fall: DPO may push the rejected answer down faster than it lifts the chosen one.',
+      },
     ],
   },
 ];

@@ -25,8 +25,23 @@ const view = {
   demosFile: $<HTMLInputElement>('demos-file'),
   run: $<HTMLButtonElement>('run-sft'),
   status: $('sft-status'),
-  loss: new LiveChart($<HTMLCanvasElement>('chart-sft-loss'), 'step', [{ key: 'loss', label: 'train' }, { key: 'val_loss', label: 'validation' }], 'SFT loss'),
+  loss: new LiveChart($<HTMLCanvasElement>('chart-sft-loss'), 'step', {
+    series: [{ key: 'loss', label: 'train' }, { key: 'val_loss', label: 'validation' }],
+    title: 'SFT loss',
+    y: 'cross-entropy (nats per token)',
+    watch: 'Both should fall. Validation turning up while train still falls is overfitting: stop there.',
+  }),
 };
+
+// The person's-own-model panel starts folded, so the first task (ranking) is in view; the intro's
+// link, the URL's #model, or a model, prompts or demonstrations of the person's own open it.
+const panel = $<HTMLDetailsElement>('model-panel');
+const openIfAsked = () => {
+  if (location.hash === '#model') panel.open = true;
+};
+window.addEventListener('hashchange', openIfAsked);
+openIfAsked();
+document.querySelectorAll('a[href="#model"]').forEach((a) => a.addEventListener('click', () => (panel.open = true)));
 
 let defaults: Defaults | null = null;
 let demos = 0;
@@ -48,6 +63,7 @@ export function showModel(ready: Ready, prompts: (prompts: string[]) => void) {
   view.builtIn.hidden = !ready.promptsName;
   view.promptsStatus.textContent = ready.promptsName ? `${ready.prompts.length} prompts from ${ready.promptsName}` : `${ready.prompts.length} built-in prompts`;
   demos = ready.demos;
+  if (ready.modelName || ready.tunedHere || ready.promptsName || demos) panel.open = true;
   fillDefaults(ready.defaults, 'sft', 'sft', SFT_KNOBS);
   $<HTMLInputElement>('lora-rank').value = String(ready.defaults.settings.lora?.rank ?? '');
   // A model over 30 M parameters trains adapters unless the person turns LoRA off (decided in Rust).

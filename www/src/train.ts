@@ -2,7 +2,7 @@
 // loop asks for one step at a time, so pause and stop act between steps. Each method (PPO, GRPO,
 // RLOO, DPO) has its own panel, saved policy and curves. One tab trains at a time: a run holds the
 // Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
-import { GoldChart, LiveChart, type GoldPoint } from './charts';
+import { chartFigure, GoldChart, LiveChart, type GoldPoint } from './charts';
 
 export type { GoldPoint };
 import { call } from './client';
@@ -18,8 +18,18 @@ const RM_KNOBS: Knob[] = [
 const rm = {
   train: $<HTMLButtonElement>('train-reward'),
   status: $('reward-status'),
-  loss: new LiveChart($<HTMLCanvasElement>('chart-rm-loss'), 'step', [{ key: 'loss', label: 'train' }, { key: 'held_out_loss', label: 'held-out' }], 'loss'),
-  accuracy: new LiveChart($<HTMLCanvasElement>('chart-rm-accuracy'), 'step', [{ key: 'accuracy', label: 'train batch' }, { key: 'held_out_accuracy', label: 'held-out' }], 'pair accuracy'),
+  loss: new LiveChart($<HTMLCanvasElement>('chart-rm-loss'), 'step', {
+    series: [{ key: 'loss', label: 'train' }, { key: 'held_out_loss', label: 'held-out' }],
+    title: 'reward-model loss',
+    y: 'loss (nats per pair)',
+    watch: 'Starts near ln 2 ≈ 0.69 (a coin flip). Held-out rising while train falls: it memorises your rankings.',
+  }),
+  accuracy: new LiveChart($<HTMLCanvasElement>('chart-rm-accuracy'), 'step', {
+    series: [{ key: 'accuracy', label: 'train batch' }, { key: 'held_out_accuracy', label: 'held-out' }],
+    title: 'pair accuracy',
+    y: 'fraction of pairs',
+    watch: 'How often the preferred answer scores higher. Held-out is what counts; 0.5 is chance.',
+  }),
 };
 
 interface Panel {
@@ -61,14 +71,10 @@ function build(view: MethodView): Panel {
     <div class="charts three"></div>`;
   (element.querySelector('.teach') as HTMLElement).textContent = view.teach;
   element.querySelector('.knobs')!.append(...view.knobs.map((k) => knobInput(m, k)));
-  const canvases = view.charts.map(() => document.createElement('canvas'));
-  const goldCanvas = view.unit === 'iteration' ? Object.assign(document.createElement('canvas'), { id: `${m}-gold-chart` }) : null;
-  for (const canvas of goldCanvas ? [...canvases, goldCanvas] : canvases) {
-    const box = document.createElement('div');
-    if (canvas === goldCanvas) box.className = 'gold';
-    box.append(canvas);
-    element.querySelector('.charts')!.append(box);
-  }
+  const figures = view.charts.map(() => chartFigure());
+  const gold = view.unit === 'iteration' ? chartFigure('gold') : null;
+  if (gold) gold.canvas.id = `${m}-gold-chart`;
+  element.querySelector('.charts')!.append(...[...figures, ...(gold ? [gold] : [])].map((f) => f.figure));
   let samples: HTMLOListElement | null = null;
   if (view.unit === 'iteration') {
     const title = Object.assign(document.createElement('h3'), { textContent: 'Sample answers as the policy changes' });
@@ -86,7 +92,7 @@ function build(view: MethodView): Panel {
     stop: $<HTMLButtonElement>(`${m}-stop`),
     status: $(`${m}-status`),
     samples,
-    charts: [...view.charts.map((c, i) => new LiveChart(canvases[i], view.unit, c.series, c.title)), ...(goldCanvas ? [new GoldChart(goldCanvas)] : [])],
+    charts: [...view.charts.map((c, i) => new LiveChart(figures[i].canvas, view.unit, c)), ...(gold ? [new GoldChart(gold.canvas)] : [])],
     state: 'idle',
     started: false,
     done: 0,

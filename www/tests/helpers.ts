@@ -8,6 +8,12 @@ export async function ready(page: Page, query = '') {
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
 }
 
+/** Opens the person's-own-model panel the way a person does: the intro's link. */
+export async function openOwnModel(page: Page) {
+  await page.locator('#own-model-link').click();
+  await expect(page.locator('#model-files')).toBeVisible();
+}
+
 export const TWO = [
   { prompt: 'what colour is the frog?', completions: ['green.', 'sure! the frog is green. i hope this helps.'], ranking: [0, 1] },
   { prompt: 'say hello.', completions: ['hello.', 'of course. hello there, my friend.'], ranking: [0, 1] },

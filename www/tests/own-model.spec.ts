@@ -6,7 +6,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test, type Page } from '@playwright/test';
-import { ready, runPpo, saved, trainReward } from './helpers';
+import { openOwnModel, ready, runPpo, saved, trainReward } from './helpers';
 
 const FOLDER = process.env.TINYRLHF_HF_FIXTURE ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-gpt2-style');
 const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'];
@@ -45,6 +45,7 @@ async function rankThree(page: Page) {
 test('your own model: a transformers GPT-2 folder goes through SFT, rankings, the reward model, PPO and DPO padding with EOS', async ({ page }) => {
   test.setTimeout(600_000);
   await ready(page);
+  await openOwnModel(page);
   await useFixtureModel(page);
   const config = JSON.parse(readFileSync(join(FOLDER, 'config.json'), 'utf8'));
   await expect(page.locator('#model-current')).toContainText(`vocabulary ${config.vocab_size} · no pad token: padding uses EOS`);
@@ -107,6 +108,7 @@ test('your own model: a transformers GPT-2 folder goes through SFT, rankings, th
 
 test('a model folder or data file that does not hold together is refused naming the file, and the current model stays', async ({ page }) => {
   await ready(page);
+  await openOwnModel(page);
   const file = (name: string, buffer: Buffer | string) => ({ name, mimeType: 'application/octet-stream', buffer: Buffer.from(buffer) });
   const fixture = (name: string) => file(name, readFileSync(join(FOLDER, name)));
   const before = await page.locator('#model-current').textContent();
@@ -139,6 +141,7 @@ const LLAMA_FAMILY = process.env.TINYRLHF_LLAMA_FIXTURES ?? join(dirname(fileURL
 test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architecture and memory shown, ranks, tunes with LoRA DPO, compares, explains and exports', async ({ page }) => {
   test.setTimeout(420_000);
   await ready(page);
+  await openOwnModel(page);
   const folder = join(LLAMA_FAMILY, 'hf-qwen2');
   await useFixtureModel(page, folder);
   const config = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
@@ -185,6 +188,7 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
 
 test('a model too big for the tab is refused before its weights are read, with the estimate and the limit', async ({ page }) => {
   await ready(page);
+  await openOwnModel(page);
   const before = await page.locator('#model-current').textContent();
   // Llama 3.2 1B's shape; the weights file is never read, so a few bytes stand in for it.
   const config = { model_type: 'llama', vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 8192, tie_word_embeddings: true };

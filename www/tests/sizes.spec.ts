@@ -13,7 +13,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
-import { importRankings, ready, trainReward } from './helpers';
+import { importRankings, openOwnModel, ready, trainReward } from './helpers';
 
 const DIR = process.env.TINYRLHF_SIZES;
 test.skip(!DIR, 'a benchmark: set TINYRLHF_SIZES to a folder of model folders');
@@ -25,6 +25,7 @@ for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readd
     test.setTimeout(60 * 60_000);
     const workers = process.env.TINYRLHF_SIZES_WORKERS;
     await ready(page, `?backend=cpu${workers ? `&workers=${workers}` : ''}`);
+    await openOwnModel(page);
     const folder = join(DIR!, name);
     const files = readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'].includes(f));
     // Paths, not buffers: Playwright refuses buffers over 50 MB.

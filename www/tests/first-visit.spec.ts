@@ -1,0 +1,81 @@
+// The page as a person first meets it, on a laptop and on a phone: every chart says what it shows,
+// the first task is in view, and the person's-own-model panel waits until asked for. Screenshots
+// of both sizes land in test-results/ to be looked at.
+import { expect, test, type Page } from '@playwright/test';
+import { ready } from './helpers';
+
+const LAPTOP = { width: 1280, height: 900 };
+const PHONE = { width: 390, height: 844 };
+
+/** Every chart canvas on the page with its accessible name, fallback text and caption. */
+async function charts(page: Page) {
+  return page.locator('canvas').evaluateAll((canvases) =>
+    canvases.map((c) => ({
+      id: c.id || c.closest('[id]')?.id,
+      role: c.getAttribute('role'),
+      name: c.getAttribute('aria-label') ?? '',
+      fallback: c.textContent ?? '',
+      caption: c.closest('figure')?.querySelector('figcaption')?.textContent ?? '',
+    })),
+  );
+}
+
+test('every chart is named for what it shows: title and y axis in its accessible name, a line on what to watch under it', async ({ page }) => {
+  await page.setViewportSize(LAPTOP);
+  await ready(page);
+  const all = await charts(page);
+  // SFT's loss, the reward model's two, and every method's own charts (PPO, GRPO and RLOO also gold vs proxy).
+  expect(all.length).toBeGreaterThanOrEqual(28);
+  for (const chart of all) {
+    expect(chart.role, `${chart.id}`).toBe('img');
+    // "title: y axis by x axis".
+    expect(chart.name, `${chart.id}`).toMatch(/^[^:]+: .+ by .+$/);
+    expect(chart.caption.length, `${chart.id}'s caption`).toBeGreaterThan(20);
+    expect(chart.fallback, `${chart.id}'s fallback text`).toBe(chart.caption);
+  }
+  // The KL and the clip fraction a teacher points at are there by name.
+  const names = all.map((c) => c.name);
+  expect(names).toContain('KL to SFT: nats per answer by iteration');
+  expect(names).toContain('policy clip fraction: fraction of tokens by iteration');
+  expect(names).toContain('pair accuracy: fraction of pairs by step');
+});
+
+test('the first task is in view on arrival and the own-model panel stays folded until the intro link or #model opens it', async ({ page }) => {
+  await page.setViewportSize(LAPTOP);
+  await ready(page);
+  const rank = await page.locator('#rank-title').boundingBox();
+  expect(rank!.y + rank!.height).toBeLessThan(LAPTOP.height);
+  await expect(page.locator('#model-files')).toBeHidden();
+  await expect(page.locator('#model-title')).toBeVisible();
+  await page.screenshot({ path: 'test-results/first-visit-laptop.png' });
+
+  await page.locator('#own-model-link').click();
+  await expect(page.locator('#model-files')).toBeVisible();
+
+  await page.goto('/#model');
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#model-files')).toBeVisible();
+});
+
+for (const width of [360, PHONE.width]) {
+  test(`a ${width} px phone needs no sideways scrolling: answers, menus, file pickers and charts fit`, async ({ page }) => {
+    await page.setViewportSize({ width, height: PHONE.height });
+    await ready(page);
+    await page.locator('#sample').click();
+    await expect(page.locator('#answers li')).not.toHaveCount(0);
+    await page.locator('#own-model-link').click();
+    const wider = await page.evaluate(() =>
+      [...document.querySelectorAll('body *')]
+        .filter((e) => e.getBoundingClientRect().width > 0 && e.getBoundingClientRect().right > innerWidth + 0.5)
+        .map((e) => `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ''} ends at ${Math.round(e.getBoundingClientRect().right)} px`),
+    );
+    expect(wider).toEqual([]);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBe(width);
+    // Menus keep a usable width.
+    expect((await page.locator('#compare-prompt').boundingBox())!.width).toBeGreaterThan(width / 2);
+    if (width === PHONE.width) {
+      await page.screenshot({ path: 'test-results/first-visit-phone.png' });
+      await page.locator('#rank').screenshot({ path: 'test-results/first-visit-phone-rank.png' });
+    }
+  });
+}
