@@ -3,6 +3,7 @@
 import './style.css';
 import { call, onEvent, onFatal, restartWorker } from './client';
 import { setPrompts } from './compare';
+import './blind';
 import { demo } from './demo';
 import { applyLink, linkHere } from './link';
 import { tourOnFirstVisit } from './tour';
@@ -56,6 +57,8 @@ function setRankings(rankings: Ranking[]) {
 }
 
 function renderAnswers() {
+  // Redrawing keeps the keyboard where it was: on the same place in the list.
+  const focused = [...ui.answers.children].indexOf(document.activeElement as Element);
   ui.answers.replaceChildren();
   ui.submit.disabled = !current || current.completions.length < 2;
   ui.rankForMe.disabled = !current;
@@ -81,6 +84,7 @@ function renderAnswers() {
     });
     ui.answers.append(li);
   });
+  if (focused >= 0) (ui.answers.children[focused] as HTMLElement | undefined)?.focus();
 }
 
 function move(from: number, to: number, keepFocus = false) {
@@ -116,6 +120,8 @@ async function sample() {
     const out = await call({ type: 'sample', which: 'sft', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: app.limits!.answer_tokens, seed: Math.floor(Math.random() * 2 ** 31) });
     current = { prompt, completions: out.completions, order: out.completions.map((_, i) => i), typed: [], rewards: null };
     renderAnswers();
+    // The next thing to do is ranking them: the keyboard goes to the first answer.
+    (ui.answers.firstElementChild as HTMLElement | null)?.focus();
     ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)`;
     if (out.truncated) show(ui.notice, "This prompt is longer than the model's context: its beginning was cut off.");
     if (asked > max) show(ui.notice, `A ranking orders at most ${max} answers: sampled ${max}.`);

@@ -86,7 +86,8 @@ function close() {
   card.hidden = true;
   document.querySelectorAll('.tour-target').forEach((e) => e.classList.remove('tour-target'));
   localStorage.setItem(SEEN, 'seen');
-  returnFocus?.focus();
+  // Back where the person was; on a first visit (nothing had focus) to the first task.
+  (returnFocus && returnFocus !== document.body ? returnFocus : $('sample')).focus();
 }
 
 /** Opens the tour on a first visit. */

@@ -79,3 +79,35 @@ for (const width of [360, PHONE.width]) {
     }
   });
 }
+
+test('the keyboard stays where the person works: the first answer after sampling, the first task after the tour, Compare a few Tabs away', async ({ page, browser }) => {
+  await ready(page);
+  await page.locator('#sample').click();
+  await expect(page.locator('#answers li').first()).toBeFocused();
+  const labeler = await page.locator('#labeler').inputValue();
+  const first = await page.locator('#answers li').first().getAttribute('data-answer');
+  await page.keyboard.press('ArrowDown');
+  // ↓ moved the answer (and its focus) down, not the labeler menu.
+  await expect(page.locator('#answers li').nth(1)).toHaveAttribute('data-answer', first!);
+  await expect(page.locator('#answers li').nth(1)).toBeFocused();
+  expect(await page.locator('#labeler').inputValue()).toBe(labeler);
+
+  // From the top of the page, Compare is a few Tabs away.
+  await page.goto('/');
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  let tabs = 0;
+  while (tabs < 15 && !(await page.evaluate(() => document.activeElement?.getAttribute('href') === '#compare'))) {
+    await page.keyboard.press('Tab');
+    tabs += 1;
+  }
+  expect(tabs).toBeLessThan(15);
+
+  // A first visit: the tour opens; Esc closes it and the keyboard lands on the first task.
+  const fresh = await browser.newContext({ baseURL: 'http://127.0.0.1:8080/', storageState: { cookies: [], origins: [] } });
+  const visitor = await fresh.newPage();
+  await visitor.goto('/');
+  await expect(visitor.locator('#tour-next')).toBeFocused({ timeout: 120_000 });
+  await visitor.keyboard.press('Escape');
+  await expect(visitor.locator('#sample')).toBeFocused();
+  await fresh.close();
+});

@@ -171,6 +171,7 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await expect(page.locator('#reward-heatmap span').first()).toHaveAttribute('title', /score after this token -?[\d.]+/);
   await page.locator('#ab-next').click();
   await page.locator('#ab-pair button').first().click();
+  await page.locator('#ab-reveal').click();
   await expect(page.locator('#ab-score')).toContainText(/in [01] of 1/);
 
   // Exported, the policy is a Llama-family folder under transformers' names (LoRA merged).

@@ -64,10 +64,23 @@ test('demo mode learns a labeler’s taste on the CPU fallback, on two workers',
   await expect(page.locator('#compare-columns .column')).toHaveCount(3);
   await expect(page.locator('#compare-columns .score').first()).toContainText('reward');
   await expect(page.locator('#heatmap span').first()).toHaveAttribute('title', /log π\/π_ref = -?[\d.]+ · advantage = -?[\d.]+/);
-  // Blind A/B: the page says which model it was and keeps the person's win-rate.
+  // The keyboard reads the same values: focus the first token, → to the second.
+  await page.locator('#heatmap span').first().focus();
+  await page.keyboard.press('ArrowRight');
+  await expect(page.locator('#heatmap span').nth(1)).toBeFocused();
+  expect(await page.locator('#heatmap-value').textContent()).toContain((await page.locator('#heatmap span').nth(1).getAttribute('title'))!);
+  // Blind A/B, by default SFT against the newest policy: nothing revealed until the round ends,
+  // then the page says who wrote what and keeps the person's win-rate (a tie counts half).
+  await expect(page.locator('#ab-a')).toHaveValue('sft');
+  await expect(page.locator('#ab-b')).toHaveValue('ppo');
   await page.locator('#ab-next').click();
   await page.locator('#ab-pair button').first().click();
-  await expect(page.locator('#ab-score')).toContainText(/You preferred the SFT model over the PPO policy in [01] of 1/);
+  await expect(page.locator('#ab-score')).toHaveText('Pair 1 of 5 recorded; the models are revealed at the end.');
+  await page.locator('#ab-next').click();
+  await page.locator('#ab-pair button.tie').click();
+  await page.locator('#ab-reveal').click();
+  await expect(page.locator('#ab-score')).toContainText(/You preferred the SFT model over the PPO policy in [01] of 2 \(1 tied\)/);
+  await expect(page.locator('#ab-picks li')).toHaveCount(2);
 
   // The other methods on the same rankings, briefly: DPO (no reward model) and GRPO, each with its
   // own charts, saved policy and a resumed run after a reload; then every policy side by side.
@@ -92,6 +105,7 @@ test('demo mode learns a labeler’s taste on the CPU fallback, on two workers',
   await page.locator('#ab-b').selectOption('grpo');
   await page.locator('#ab-next').click();
   await page.locator('#ab-pair button').first().click();
+  await page.locator('#ab-reveal').click();
   await expect(page.locator('#ab-score')).toContainText(/You preferred the DPO policy over the GRPO policy in [01] of 1/);
   await page.screenshot({ path: 'test-results/compare.png', fullPage: true });
 });
