@@ -5,26 +5,21 @@
 // shows gold (the labeler) turning down while the proxy (the reward model) keeps rising.
 import { call } from './client';
 import { METHODS, policyLabel } from './methods';
-import type { Evaluation, Method, Ranking } from './protocol';
+import { saveView } from './page-view';
+import { Progress, setStage } from './progress';
+import type { Method, Ranking, RunResult } from './protocol';
+import { clearResults, judge, verdict } from './results';
 import { chartPoints, choose, exclusive, goldCurve, runMethod, trainReward, type GoldPoint } from './train';
 import { $, app, show } from './ui';
 
 const status = $('demo-status');
 const button = $<HTMLButtonElement>('demo');
-const table = $<HTMLTableElement>('demo-table');
 const DEMO_PROMPTS = 30;
 const HELD_OUT_PROMPTS = 64;
 /** PPO's demo run is shorter than its default, to keep the class's wait under four minutes. */
 const DEMO_CHANGES: Partial<Record<Method, Record<string, number>>> = { ppo: { iterations: 15 } };
 /** Gold and proxy are measured every this many iterations in the demo (unless the person chose). */
 const DEMO_GOLD_EVERY = 5;
-
-interface Row extends Evaluation {
-  method: Method;
-  seconds: number;
-  /** Iterations (PPO, GRPO, RLOO) or steps (DPO) the run took. */
-  steps: number;
-}
 
 /**
  * The over-optimisation lesson: rankings by a labeler whose first rule (correctness) 30 rankings
@@ -41,55 +36,58 @@ export const DEMO_CHOICES = ['ppo', 'all', 'over'];
 
 export function demo(labeler: string, choice: string, setRankings: (rankings: Ranking[]) => void): Promise<void> {
   return exclusive(
-    () => (choice === 'over' ? overOptimisation(setRankings) : run(labeler, choice === 'all' ? METHODS.map((m) => m.name) : ['ppo'], setRankings)),
+    () => withOwnRankingsAside(setRankings, () => (choice === 'over' ? overOptimisation(setRankings) : run(labeler, choice === 'all' ? METHODS.map((m) => m.name) : ['ppo'], setRankings))),
     () => show(status, 'Demo: another tab is training: wait for it to finish (or pause it), then run here.', 'error'),
   );
 }
 
-
-function render(rows: Row[]) {
-  const percent = (x: number) => `${(100 * x).toFixed(0)}%`;
-  table.tBodies[0].replaceChildren(
-    ...rows.map((r) => {
-      const tr = document.createElement('tr');
-      for (const cell of [policyLabel(r.method), `${percent(r.win_rate)} (${r.wins}–${r.ties}–${r.losses})`, r.kl.toFixed(2), percent(r.eos_rate), `${r.seconds.toFixed(0)} s (${r.steps} × ${(r.seconds / r.steps).toFixed(1)} s)`]) {
-        tr.append(Object.assign(document.createElement('td'), { textContent: cell }));
-      }
-      return tr;
-    }),
-  );
-  table.hidden = rows.length === 0;
+/**
+ * The demo ranks with its labeler on a clean set: the person's own rankings wait aside (in
+ * IndexedDB, so a closed tab loses nothing) and come back when it ends, however it ends.
+ */
+async function withOwnRankingsAside(setRankings: (rankings: Ranking[]) => void, demo: () => Promise<void>) {
+  const aside = await call({ type: 'setRankingsAside' });
+  setRankings([]);
+  try {
+    await demo();
+  } finally {
+    setStage('');
+    setRankings(await call({ type: 'bringRankingsBack' }));
+    if (aside) status.textContent += ` Your ${aside} rankings are back (the demo's were its own).`;
+    saveView({ demoStatus: status.textContent ?? '' });
+  }
 }
 
 async function run(labeler: string, methods: Method[], setRankings: (rankings: Ranking[]) => void) {
   button.disabled = true;
+  const stages = methods.length + 2;
   const say = (m: string) => show(status, `Demo (${labeler}): ${m}`);
-  const rows: Row[] = [];
-  render(rows);
+  const rows: RunResult[] = [];
+  clearResults();
   try {
+    setStage(`Demo, 1 of ${stages}: `);
     await rank(labeler, say, setRankings);
     say('training the reward model on the rankings…');
+    setStage(`Demo, 2 of ${stages}: `);
     const rewardStarted = performance.now();
     const accuracy = await trainReward();
     const rewardSeconds = (performance.now() - rewardStarted) / 1000;
     const rm = `reward model held-out accuracy ${accuracy === null ? '–' : (100 * accuracy).toFixed(0) + '%'}`;
     measureGold(labeler, DEMO_GOLD_EVERY);
-    for (const method of methods) {
+    for (const [i, method] of methods.entries()) {
       say(`${rm}; tuning with ${policyLabel(method).replace(' policy', '')}…`);
+      setStage(`Demo, ${i + 3} of ${stages}: `);
       choose(method);
       const started = performance.now();
-      const last = await runMethod(method, DEMO_CHANGES[method]);
+      const last = await runMethod(method, DEMO_CHANGES[method], false);
       if (!last) throw new Error(`${method} did not run`);
       const seconds = (performance.now() - started) / 1000;
       say(`comparing the ${policyLabel(method)} with the SFT model on ${HELD_OUT_PROMPTS} held-out prompts…`);
-      const result = await call({ type: 'evaluate', a: method, b: 'sft', labeler, prompts: HELD_OUT_PROMPTS, temperature: 0.7 });
-      rows.push({ method, seconds, steps: chartPoints(method).policy, win_rate: result.win_rate, wins: result.wins, ties: result.ties, losses: result.losses, kl: result.kl, eos_rate: result.eos_rate });
-      render(rows);
+      rows.push(await judge(method, labeler, HELD_OUT_PROMPTS, seconds, chartPoints(method).policy));
     }
     const first = rows[0];
     document.body.dataset.demo = JSON.stringify({ accuracy, reward_seconds: rewardSeconds, ...first, rows, points: chartPoints(first.method) });
-    const verdicts = rows.map((r) => `${policyLabel(r.method)} ${(100 * r.win_rate).toFixed(0)}% (KL ${r.kl.toFixed(2)}, EOS ${(100 * r.eos_rate).toFixed(0)}%)`);
-    say(`done. ${rm}; the ${labeler} labeler prefers, over SFT on ${HELD_OUT_PROMPTS} held-out prompts: ${verdicts.join('; ')}.`);
+    say(`done. ${rm}; the ${labeler} labeler prefers, on ${HELD_OUT_PROMPTS} held-out prompts: ${rows.map((r) => `${policyLabel(r.method)} ${verdict(r)}`).join('; ')}.`);
   } catch (e) {
     show(status, `Demo stopped: ${(e as Error).message}`, 'error');
   } finally {
@@ -100,11 +98,13 @@ async function run(labeler: string, methods: Method[], setRankings: (rankings: R
 /** The demo's labeler ranks K = 4 SFT answers to each of 30 training prompts. */
 async function rank(labeler: string, say: (m: string) => void, setRankings: (rankings: Ranking[]) => void) {
   const prompts = await call({ type: 'trainingPrompts', n: DEMO_PROMPTS });
+  const progress = new Progress('ranking SFT answers', 'prompt');
   for (const [i, prompt] of prompts.entries()) {
     say(`ranking ${i + 1}/${prompts.length}: “${prompt}”`);
     const out = await call({ type: 'sample', which: 'sft', prompt, k: 4, temperature: 1, maxNewTokens: app.limits!.answer_tokens, seed: i });
     const ranking = await call({ type: 'strictRanking', labeler, prompt, completions: out.completions });
     if (ranking) setRankings(await call({ type: 'addRanking', ranking }));
+    progress.update(i + 1, prompts.length);
   }
 }
 
@@ -126,7 +126,6 @@ async function overOptimisation(setRankings: (rankings: Ranking[]) => void) {
   button.disabled = true;
   const labeler = OVER.labeler;
   const say = (m: string) => show(status, `Over-optimisation (${labeler} labeler, PPO with β 0): ${m}`);
-  render([]);
   try {
     choose('ppo');
     for (const [knob, value] of Object.entries(OVER.knobs)) {
@@ -137,12 +136,16 @@ async function overOptimisation(setRankings: (rankings: Ranking[]) => void) {
       }
     }
     measureGold(labeler, OVER.goldEvery);
+    setStage('Over-optimisation, 1 of 3: ');
     await rank(labeler, say, setRankings);
     say('training the reward model on the rankings (it learns part of the taste: the proxy)…');
+    setStage('Over-optimisation, 2 of 3: ');
     const accuracy = await trainReward();
     say('PPO climbs the reward model with no leash; watch gold vs proxy below the PPO charts…');
+    setStage('Over-optimisation, 3 of 3: ');
+    $('ppo-gold-chart').scrollIntoView({ block: 'center' });
     const started = performance.now();
-    if (!(await runMethod('ppo'))) throw new Error('PPO did not run');
+    if (!(await runMethod('ppo', {}, false))) throw new Error('PPO did not run');
     const seconds = (performance.now() - started) / 1000;
     const curve = goldCurve('ppo');
     if (!curve.length) throw new Error('no gold measurement was made (is “every” 0?)');

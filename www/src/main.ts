@@ -213,9 +213,10 @@ async function start(force: string | null = new URLSearchParams(location.search)
   app.hasReward = ready.hasReward;
   app.policies = ready.policies;
   usePrompts(ready.prompts);
-  restore(ready.defaults, ready.rewardCurve, ready.curves);
-  showModel(ready, usePrompts);
+  // The rankings first: every panel's state (restored next) reads their count.
   setRankings(ready.rankings);
+  restore(ready);
+  showModel(ready, usePrompts);
   ui.sample.disabled = false;
   ui.demo.disabled = false;
   document.body.dataset.ready = 'true';

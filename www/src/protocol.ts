@@ -46,6 +46,29 @@ export interface ModelFolder {
 /** One point of a training curve: whatever numbers the trainer reported. */
 export type Point = Record<string, number | null>;
 
+/** One answer of a sampling method's rollout, shown under its charts (`index`: the iteration). */
+export interface Sample {
+  index: number;
+  prompt: string;
+  response: string;
+}
+
+/** A finished run against SFT on held-out prompts, judged blind by a labeler: a row of the results table. */
+export interface RunResult extends Evaluation {
+  method: Method;
+  labeler: string;
+  seconds: number;
+  /** Iterations (PPO, GRPO, RLOO) or steps (DPO) the run took. */
+  steps: number;
+}
+
+/** What the page shows beyond models and curves, kept in IndexedDB so that a reload brings it back. */
+export interface PageView {
+  results?: RunResult[];
+  demoStatus?: string;
+  gold?: { every: string; labeler: string };
+}
+
 export interface Ready {
   backend: 'webgpu' | 'cpu';
   /** Adapter name, or "CPU (wasm)". */
@@ -74,6 +97,9 @@ export interface Ready {
   rewardCurve: Point[];
   /** Each saved policy's training curve, by name. */
   curves: Record<string, Point[]>;
+  /** Each sampling method's rollout answers so far, by name. */
+  samples: Record<string, Sample[]>;
+  view: PageView;
   limits: Limits;
   defaults: Defaults;
 }
@@ -232,6 +258,9 @@ export type Request =
   | { type: 'startSft'; changes: Changes }
   | { type: 'sftStep' }
   | { type: 'memory' }
+  | { type: 'saveView'; view: PageView }
+  | { type: 'setRankingsAside' }
+  | { type: 'bringRankingsBack' }
   /** For the browser tests only: traps the wasm module, as a panic would. */
   | { type: 'trap' }
   /** For the browser tests only: destroys the worker's GPU device, as a lost or reset GPU would. */
@@ -270,6 +299,9 @@ export interface Responses {
   startSft: SftStart;
   sftStep: SftStepResult;
   memory: { wasm: number; heap: number | null };
+  saveView: null;
+  setRankingsAside: number;
+  bringRankingsBack: Ranking[];
   trap: null;
   loseDevice: null;
   workerCopies: { workers: number; identical: boolean };

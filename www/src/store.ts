@@ -54,6 +54,34 @@ export async function clearRankings(): Promise<void> {
   await (await open()).clear(RANKINGS);
 }
 
+/** Where the person's rankings wait while the demo ranks its own. */
+const ASIDE = 'rankings-aside';
+
+/**
+ * Moves the saved rankings aside, leaving none, in one transaction. Rankings already aside (a demo
+ * that never finished) stay there: the rankings in use are then the demo's own.
+ */
+export async function setRankingsAside(): Promise<number> {
+  const tx = (await open()).transaction([RANKINGS, SAVED], 'readwrite');
+  const [current, aside] = await Promise.all([tx.objectStore(RANKINGS).getAll(), tx.objectStore(SAVED).get(ASIDE)]);
+  if (!Array.isArray(aside)) await tx.objectStore(SAVED).put(current, ASIDE);
+  await Promise.all([tx.objectStore(RANKINGS).clear(), tx.done]);
+  return Array.isArray(aside) ? aside.length : current.length;
+}
+
+/** The rankings set aside replace the ones in use (the demo's), in one transaction; none aside: nothing changes. */
+export async function bringRankingsBack(): Promise<Ranking[]> {
+  const tx = (await open()).transaction([RANKINGS, SAVED], 'readwrite');
+  const aside: unknown = await tx.objectStore(SAVED).get(ASIDE);
+  if (Array.isArray(aside)) {
+    await tx.objectStore(RANKINGS).clear();
+    for (const r of aside as Ranking[]) await tx.objectStore(RANKINGS).add(r);
+    await tx.objectStore(SAVED).delete(ASIDE);
+  }
+  await tx.done;
+  return allRankings();
+}
+
 export async function load<T>(key: string): Promise<T | undefined> {
   return (await fromStored((await open()).get(SAVED, key))) as T | undefined;
 }

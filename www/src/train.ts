@@ -3,11 +3,14 @@
 // RLOO, DPO) has its own panel, saved policy and curves. One tab trains at a time: a run holds the
 // Web Lock `tinyrlhf-training`, and a second tab's run is refused while it does.
 import { chartFigure, GoldChart, LiveChart, type GoldPoint } from './charts';
+import { Progress } from './progress';
+import { judge, showResults, verdict } from './results';
+import { saveView } from './page-view';
 
 export type { GoldPoint };
 import { call } from './client';
 import { METHODS, changes, fillDefaults, knobInput, type Knob, type MethodView } from './methods';
-import { pointOf, type Defaults, type Method, type Point, type StepResult } from './protocol';
+import { pointOf, type Method, type Ready, type Sample, type StepResult } from './protocol';
 import { $, app, nextFrame, show } from './ui';
 
 const RM_KNOBS: Knob[] = [
@@ -171,7 +174,7 @@ function refresh() {
   const n = app.rankings.length;
   rm.train.disabled = app.busy || n < 2;
   rm.train.title = n < 2 ? `A reward model needs at least 2 rankings; there ${n === 1 ? 'is 1' : `are ${n}`}.` : '';
-  if (!app.busy && n < 2) rm.status.textContent = rm.train.title;
+  if (!app.busy && n < 2 && !app.hasReward) rm.status.textContent = rm.train.title;
   for (const p of panels.values()) {
     const missing = p.needsReward ? (app.hasReward ? '' : 'Train a reward model first.') : n < 2 ? 'DPO needs at least 2 rankings.' : '';
     p.run.disabled = !!missing || p.state === 'running' || (app.busy && p.state === 'idle');
@@ -183,8 +186,8 @@ function refresh() {
 }
 app.listeners.push(refresh);
 
-/** Rust's defaults into every knob, the saved curves into the charts. */
-export function restore(defaults: Defaults, rewardCurve: Point[], curves: Record<string, Point[]>) {
+/** Rust's defaults into every knob; what an earlier visit saw (curves, answers, results, the reward model's accuracy) back in place. */
+export function restore({ defaults, rewardCurve, curves, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'samples' | 'view'>) {
   fillDefaults(defaults, 'reward', 'rm', RM_KNOBS);
   for (const p of panels.values()) {
     fillDefaults(defaults, p.view.name, p.view.name, p.view.knobs);
@@ -192,11 +195,25 @@ export function restore(defaults: Defaults, rewardCurve: Point[], curves: Record
   }
   rm.loss.reset(rewardCurve);
   rm.accuracy.reset(rewardCurve);
+  const last = rewardCurve.at(-1);
+  rm.status.textContent = '';
+  if (last) {
+    const heldOut = [...rewardCurve].reverse().find((p) => typeof p.held_out_accuracy === 'number')?.held_out_accuracy;
+    rm.status.textContent = `trained: ${last.step} steps · loss ${Number(last.loss).toFixed(3)}${typeof heldOut === 'number' ? ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%` : ''} · saved in this browser`;
+  }
   for (const p of panels.values()) {
     const curve = curves[p.view.name] ?? [];
     p.charts.forEach((c) => c.reset(curve));
     p.done = curve.length;
+    p.samples?.replaceChildren();
+    for (const sample of samples[p.view.name] ?? []) addSample(p, sample);
     if (curve.length) p.status.textContent = `${curve.length} ${p.view.unit}s so far; Run continues from the saved policy.`;
+  }
+  showResults(view.results);
+  if (view.demoStatus) show($('demo-status'), view.demoStatus);
+  if (view.gold) {
+    gold.every.value = view.gold.every;
+    gold.labeler.value = view.gold.labeler;
   }
   app.changed();
 }
@@ -223,6 +240,7 @@ async function trainRewardNow(): Promise<number | null> {
     const skipped = info.skipped ? ` · ${info.skipped}` : '';
     rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out${cut}${skipped}…`;
     rm.status.dataset.skipped = info.skipped ?? '';
+    const progress = new Progress('reward model', 'step');
     let epoch = 0;
     for (;;) {
       const { stats, done, dropped } = await call({ type: 'rewardStep' });
@@ -232,6 +250,7 @@ async function trainRewardNow(): Promise<number | null> {
       document.body.dataset.rewardPoints = String(rm.loss.length);
       if (stats.held_out) heldOut = stats.held_out.accuracy;
       epoch = stats.epoch;
+      progress.update(stats.step, info.steps);
       rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`} · ${speed(stats.tokens_per_sec)}`;
       if (done) {
         // The policies tuned against the old reward model are gone: their runs start over.
@@ -247,6 +266,7 @@ async function trainRewardNow(): Promise<number | null> {
       }
       await nextFrame();
     }
+    progress.end();
     const seconds = (performance.now() - started) / 1000;
     rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / Math.max(1, epoch)).toFixed(1)} s per epoch), saved in this browser${cut}${skipped}`;
     app.hasReward = true;
@@ -259,7 +279,9 @@ async function trainRewardNow(): Promise<number | null> {
   return heldOut;
 }
 
-function addSample(p: Panel, index: number, sample: { prompt: string; response: string }) {
+/** Every other iteration's first answer goes on the panel's list (newest first). */
+function addSample(p: Panel, { index, ...sample }: Sample) {
+  if (index % 2 === 0) return;
   const li = document.createElement('li');
   li.value = index;
   li.innerHTML = '<span class="prompt"></span> → <span class="response"></span>';
@@ -287,6 +309,7 @@ function summary(p: Panel, stats: StepResult): string {
 
 const gold = { every: $<HTMLInputElement>('gold-every'), labeler: $<HTMLSelectElement>('gold-labeler') };
 gold.labeler.replaceChildren(...[...$<HTMLSelectElement>('labeler').options].map((o) => new Option(o.text, o.value)));
+for (const input of [gold.every, gold.labeler]) input.addEventListener('change', () => saveView({ gold: { every: gold.every.value, labeler: gold.labeler.value } }));
 
 /** The labeler to measure gold and proxy with after the panel's next step, if that step is due one. */
 function goldThisStep(p: Panel): string | undefined {
@@ -296,12 +319,23 @@ function goldThisStep(p: Panel): string | undefined {
   return p.view.unit === 'iteration' && due ? gold.labeler.value : undefined;
 }
 
-/** Runs (or resumes) `method` until its planned steps are done, pause or stop. */
-export function runMethod(method: Method, changed: Record<string, number> = {}): Promise<StepResult | null> {
+/** Held-out prompts a finished run is judged on against SFT. */
+const JUDGED_PROMPTS = 32;
+
+/**
+ * Runs (or resumes) `method` until its planned steps are done, pause or stop; `changed` settings
+ * show in their knobs. A run that finishes is judged against SFT (unless `judged` is false: the
+ * demo judges its own) and its row added to the results table.
+ */
+export function runMethod(method: Method, changed: Record<string, number> = {}, judged = true): Promise<StepResult | null> {
   const p = panels.get(method)!;
   p.status.textContent = 'starting…';
+  for (const [setting, value] of Object.entries(changed)) {
+    const knob = p.view.knobs.find((k) => k.setting === setting);
+    if (knob) $<HTMLInputElement>(`${method}-${knob.id}`).value = String(value);
+  }
   return exclusive(
-    () => runNow(p, changed),
+    () => runNow(p, changed, judged),
     () => {
       show(p.status, ANOTHER_TAB, 'error');
       return null;
@@ -309,9 +343,12 @@ export function runMethod(method: Method, changed: Record<string, number> = {}):
   );
 }
 
-async function runNow(p: Panel, changed: Record<string, number>): Promise<StepResult | null> {
+async function runNow(p: Panel, changed: Record<string, number>, judged: boolean): Promise<StepResult | null> {
   const method = p.view.name;
   let last: StepResult | null = null;
+  const started = performance.now();
+  const progress = new Progress(p.view.label, p.view.unit, p.done);
+  const firstStep = p.done;
   app.busy = true;
   p.state = 'running';
   app.changed();
@@ -333,8 +370,9 @@ async function runNow(p: Panel, changed: Record<string, number>): Promise<StepRe
       p.charts.forEach((c) => c.push(point));
       document.body.dataset[`${method}Points`] = String(p.charts[0].length);
       document.body.dataset[`${method}Gold`] = String(p.charts.at(-1) instanceof GoldChart ? p.charts.at(-1)!.length : 0);
-      if (stats.sample && p.done % 2 === 1) addSample(p, p.done, stats.sample);
+      if (stats.sample) addSample(p, { index: p.done, ...stats.sample });
       p.status.textContent = summary(p, stats);
+      progress.update(p.done, p.target);
       if (!app.policies.includes(method)) app.policies = [...app.policies, method];
       if (app.memoryLog) app.memoryLog.push(await call({ type: 'memory' }));
       const why = stats.restored ?? stats.skipped;
@@ -350,6 +388,12 @@ async function runNow(p: Panel, changed: Record<string, number>): Promise<StepRe
     if (p.done >= p.target) {
       p.state = 'idle';
       p.started = false;
+      if (judged && last) {
+        const line = p.status.textContent;
+        p.status.textContent = `${line} · judging against SFT on ${JUDGED_PROMPTS} held-out prompts…`;
+        const row = await judge(method, gold.labeler.value, JUDGED_PROMPTS, (performance.now() - started) / 1000, p.done - firstStep);
+        p.status.textContent = `${line} · ${verdict(row)}`;
+      }
       p.status.textContent += ' · done';
     }
   } catch (e) {
@@ -357,6 +401,7 @@ async function runNow(p: Panel, changed: Record<string, number>): Promise<StepRe
     p.started = false;
     show(p.status, `${p.view.label} failed: ${(e as Error).message}`, 'error');
   } finally {
+    progress.end();
     if (p.state === 'running') p.state = 'idle';
     app.busy = (p.state as string) === 'paused';
     app.changed();

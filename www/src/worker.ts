@@ -4,8 +4,8 @@
 // fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
 // trains each run together with helper workers, one per spare core (`team.ts`).
 import init, { Session, checkRanking, defaults, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from './wasm/tinyrlhf_web.js';
-import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type Ranking, type Ready, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
-import { addRankings, allRankings, clearRankings, forget, load, onStoreNotice, save, update } from './store';
+import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
+import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, update } from './store';
 import { Team } from './team';
 import { asBlob, upload } from './weights';
 
@@ -172,6 +172,8 @@ async function start(force: string | null, models: string, workers: number | nul
     }
   }
   if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
+  const samples: Record<string, Sample[]> = {};
+  for (const name of policies) samples[name] = (await load<Sample[]>(samplesKey(name))) ?? [];
   const demos = await load<unknown[]>(DEMOS);
   return {
     ...choice,
@@ -183,11 +185,14 @@ async function start(force: string | null, models: string, workers: number | nul
     promptsName: saved?.name ?? null,
     demos: Array.isArray(demos) ? demos.length : 0,
     sftCurve: await curve(SFT_CURVE),
-    rankings: await allRankings(),
+    // A demo the tab closed in the middle of: the person's rankings come back.
+    rankings: await bringRankingsBack(),
     hasReward,
     policies,
     rewardCurve: await curve('reward-curve'),
     curves,
+    samples,
+    view: (await load<PageView>(VIEW)) ?? {},
     limits: JSON.parse(limits()),
     defaults: settings,
   };
@@ -202,7 +207,7 @@ const DEMOS = 'demos';
 /** The keys of everything trained from the SFT model: gone when the SFT model changes. */
 function trainedKeys(): string[] {
   const names = [...settings.methods.map((m) => m.name), 'imported'];
-  return ['reward', 'reward-curve', ...names.flatMap((n) => [policyKey(n), curveKey(n)])];
+  return ['reward', 'reward-curve', VIEW, ...names.flatMap((n) => [policyKey(n), curveKey(n), samplesKey(n)])];
 }
 
 /** The same, with the SFT model tuned here: gone when the model folder changes. */
@@ -274,6 +279,8 @@ async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Pr
 const settings: Defaults = { settings: {}, methods: [] };
 const policyKey = (name: string) => `policy:${name}`;
 const curveKey = (name: string) => `curve:${name}`;
+const samplesKey = (name: string) => `samples:${name}`;
+const VIEW = 'view';
 
 /** Before several methods, the one policy (PPO's) was saved as 'policy' with its 'ppo-curve'. */
 async function fromOlderVersion() {
@@ -350,7 +357,7 @@ async function rewardStep(): Promise<RewardStepResult> {
   if (result.done) {
     // One transaction: the reward model and its curve in, the policies tuned for the old reward
     // model and their curves out (the session has dropped them too: they start over from SFT).
-    const gone = result.dropped.flatMap((name) => [policyKey(name), curveKey(name)]);
+    const gone = result.dropped.flatMap((name) => [policyKey(name), curveKey(name), samplesKey(name)]);
     await update({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve }, gone);
   }
   return result;
@@ -382,8 +389,10 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   }
   const points = await curve(curveKey(method));
   points.push(pointOf(stats, points.length + 1));
-  // The policy after this step and its curve, in one transaction.
-  await save({ [policyKey(method)]: await need().policyWeights(method), [curveKey(method)]: points });
+  const samples = (await load<Sample[]>(samplesKey(method))) ?? [];
+  if (stats.sample) samples.push({ index: points.length, ...stats.sample });
+  // The policy after this step, its curve and answers, in one transaction.
+  await save({ [policyKey(method)]: await need().policyWeights(method), [curveKey(method)]: points, [samplesKey(method)]: samples });
   return stats;
 }
 
@@ -511,6 +520,13 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'sftStep':
       return sftStep();
+    case 'saveView':
+      await save({ [VIEW]: request.view });
+      return null;
+    case 'setRankingsAside':
+      return setRankingsAside();
+    case 'bringRankingsBack':
+      return bringRankingsBack();
     case 'memory': {
       const heap = (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null;
       return { wasm: wasmMemory?.buffer.byteLength ?? 0, heap };

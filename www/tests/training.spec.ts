@@ -5,7 +5,7 @@
 // not grow iteration over iteration; and on WebGPU (SwiftShader) one RM epoch and one PPO iteration
 // give finite numbers and chart points.
 import { test, expect, type Page } from '@playwright/test';
-import { ready } from './helpers';
+import { importRankings, ready } from './helpers';
 
 async function watchLongTasks(page: Page) {
   await page.evaluate(() => {
@@ -22,10 +22,20 @@ test('demo mode learns a labeler’s taste on the CPU fallback, on two workers',
   await ready(page, '?workers=2');
   await expect(page.locator('body')).toHaveAttribute('data-workers', '2');
   await watchLongTasks(page);
+  // The person's own rankings wait aside while the demo ranks its own, and come back after.
+  await importRankings(page);
   const started = Date.now();
   await page.locator('#demo-labeler').selectOption('concise');
   await page.locator('#demo').click();
+  await expect(page.locator('#ranking-count')).toHaveText('0');
+  // The bar at the top says where the demo is, with the count and the time left, and PPO's box shows the demo's iterations.
+  await expect(page.locator('#run-progress-text')).toContainText(/Demo, 3 of 3: PPO: iteration \d+\/15 · about \d+ (s|min) left/, { timeout: 20 * 60_000 });
+  await expect(page.locator('#run-progress')).toBeInViewport();
+  await expect(page.locator('#ppo-iterations')).toHaveValue('15');
   await expect(page.locator('body')).toHaveAttribute('data-demo', /win_rate/, { timeout: 30 * 60_000 });
+  await expect(page.locator('#ranking-count')).toHaveText('2');
+  await expect(page.locator('#demo-status')).toContainText('Your 2 rankings are back');
+  await expect(page.locator('#results-table tbody tr')).toHaveCount(1);
   const result = JSON.parse((await page.locator('body').getAttribute('data-demo'))!);
   console.log(`demo (concise), ${((Date.now() - started) / 1000).toFixed(0)} s: ${JSON.stringify(result)}`);
   console.log(await page.locator('#demo-status').textContent());
@@ -159,7 +169,7 @@ test('demo mode runs PPO, GRPO, RLOO and DPO on the same rankings and ends with 
   for (const r of result.rows) {
     console.log(`  ${r.method}: win-rate ${(100 * r.win_rate).toFixed(1)}%, KL ${r.kl.toFixed(2)}, EOS ${(100 * r.eos_rate).toFixed(0)}%, ${r.seconds.toFixed(0)} s = ${r.steps} × ${(r.seconds / r.steps).toFixed(2)} s`);
   }
-  await expect(page.locator('#demo-table tbody tr')).toHaveCount(4);
+  await expect(page.locator('#results-table tbody tr')).toHaveCount(4);
   await page.screenshot({ path: 'test-results/demo-all.png', fullPage: true });
   for (const r of result.rows) expect(Number.isFinite(r.kl)).toBe(true);
 });
