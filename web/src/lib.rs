@@ -415,6 +415,13 @@ pub fn strict_ranking(labeler: &str, prompt: &str, completions_json: &str) -> Re
     to_json(&labeler.strict_ranking(prompt, &completions))
 }
 
+/// Whether a typed prompt is about the shipped model's small world: its unknown words, a prompt of
+/// the world to try, and the world in a line (`tinyrlhf_data::coverage`), as JSON.
+#[wasm_bindgen(js_name = promptCoverage)]
+pub fn prompt_coverage(prompt: &str) -> Result<String, JsError> {
+    to_json(&tinyrlhf_data::coverage(prompt))
+}
+
 /// `n` prompts of the built-in world's training set (never the held-out ones), as a JSON list.
 #[wasm_bindgen(js_name = trainingPrompts)]
 pub fn training_prompts(n: usize, seed: u64) -> Result<String, JsError> {

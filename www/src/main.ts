@@ -106,9 +106,40 @@ function typeAnswer(n: number) {
   renderAnswers();
 }
 
+/** The shipped model as it came (not a person's own, not tuned here): the one whose world is small. */
+let shippedWorld = false;
+
+/** A typed prompt outside the shipped model's world gets a line saying what it knows and a prompt to try. */
+async function hintForTyped(prompt: string) {
+  const hint = $('prompt-hint');
+  hint.hidden = true;
+  if (!shippedWorld || !ui.promptInput.value.trim()) return;
+  const { unknown, example, world } = await call({ type: 'coverage', prompt });
+  if (!unknown.length) return;
+  hint.replaceChildren(
+    `The shipped model only knows ${world}; ${unknown.map((w) => `“${w}”`).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} new to it, so expect nonsense. Try `,
+    Object.assign(document.createElement('button'), { type: 'button', className: 'link', id: 'prompt-example', textContent: example }),
+    '.',
+  );
+  hint.querySelector('button')!.addEventListener('click', () => {
+    ui.promptInput.value = example;
+    ui.promptInput.dispatchEvent(new Event('input'));
+    hint.hidden = true;
+  });
+  hint.hidden = false;
+}
+
+// A typed prompt is the one used: the menu says so rather than showing another.
+ui.promptInput.addEventListener('input', () => {
+  const typed = ui.promptInput.value.trim() !== '';
+  ui.promptSelect.disabled = typed;
+  ui.promptSelect.title = typed ? 'The typed prompt is used; clear it to pick one here.' : '';
+});
+
 async function sample() {
   const prompt = ui.promptInput.value.trim() || ui.promptSelect.value;
   if (!prompt) return;
+  void hintForTyped(prompt);
   ui.sample.disabled = true;
   ui.submit.disabled = true;
   show(ui.notice, '');
@@ -208,6 +239,7 @@ async function start(force: string | null = new URLSearchParams(location.search)
 
   const m = ready.model;
   const which = ready.modelName ? `${ready.modelName} (yours)` : 'SFT model';
+  shippedWorld = !ready.modelName && !ready.tunedHere;
   ui.modelInfo.textContent = `${which}${ready.tunedHere ? ', tuned here' : ''} · ${(m.parameters / 1e6).toFixed(2)} M parameters · ${m.layers} layers · d ${m.width} · context ${m.context}`;
   ui.progress.hidden = true;
   app.hasReward = ready.hasReward;

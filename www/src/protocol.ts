@@ -259,6 +259,7 @@ export type Request =
   | { type: 'sftStep' }
   | { type: 'memory' }
   | { type: 'saveView'; view: PageView }
+  | { type: 'coverage'; prompt: string }
   | { type: 'setRankingsAside' }
   | { type: 'bringRankingsBack' }
   /** For the browser tests only: traps the wasm module, as a panic would. */
@@ -300,6 +301,7 @@ export interface Responses {
   sftStep: SftStepResult;
   memory: { wasm: number; heap: number | null };
   saveView: null;
+  coverage: { unknown: string[]; example: string; world: string };
   setRankingsAside: number;
   bringRankingsBack: Ranking[];
   trap: null;

@@ -3,7 +3,7 @@
 // Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
 // trains each run together with helper workers, one per spare core (`team.ts`).
-import init, { Session, checkRanking, defaults, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from './wasm/tinyrlhf_web.js';
+import init, { Session, checkRanking, defaults, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from './wasm/tinyrlhf_web.js';
 import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, update } from './store';
 import { Team } from './team';
@@ -520,6 +520,8 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'sftStep':
       return sftStep();
+    case 'coverage':
+      return JSON.parse(promptCoverage(request.prompt));
     case 'saveView':
       await save({ [VIEW]: request.view });
       return null;

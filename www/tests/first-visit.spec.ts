@@ -111,3 +111,23 @@ test('the keyboard stays where the person works: the first answer after sampling
   await expect(visitor.locator('#sample')).toBeFocused();
   await fresh.close();
 });
+
+test('a typed prompt outside the shipped model’s world gets a line on what it knows and a prompt to try; the menu shows it is not in use', async ({ page }) => {
+  await ready(page);
+  await page.locator('#prompt-input').fill('Write a short poem about the sea.');
+  await expect(page.locator('#prompt-select')).toBeDisabled();
+  await page.locator('#sample').click();
+  await expect(page.locator('#prompt-hint')).toBeVisible();
+  await expect(page.locator('#prompt-hint')).toContainText('“poem”');
+  await expect(page.locator('#prompt-hint')).toContainText('“sea”');
+  await expect(page.locator('#prompt-hint')).toContainText('animals');
+  const example = (await page.locator('#prompt-example').textContent())!;
+  await page.locator('#prompt-example').click();
+  await expect(page.locator('#prompt-input')).toHaveValue(example);
+  await page.locator('#sample').click();
+  await expect(page.locator('#answers li').first()).toBeFocused();
+  await expect(page.locator('#prompt-hint')).toBeHidden();
+  // A prompt of the world: no line.
+  await page.locator('#prompt-input').fill('');
+  await expect(page.locator('#prompt-select')).toBeEnabled();
+});

@@ -8,8 +8,10 @@
 //! - [`demonstrations`]: prompts with styled answers across nine task families, for SFT;
 //! - [`training_prompts`] / [`held_out_prompts`]: disjoint prompt sets (held-out is decided by the
 //!   prompt text, see [`tasks::is_held_out`]) for ranking, PPO and evaluation;
-//! - [`labelers`]: rules that rank completions in place of a person.
+//! - [`labelers`]: rules that rank completions in place of a person;
+//! - [`coverage`]: whether a typed prompt is about this world, with one of its prompts to try.
 
+pub mod coverage;
 pub mod formats;
 pub mod labelers;
 pub mod style;
@@ -19,6 +21,7 @@ pub mod world;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use coverage::{Coverage, coverage};
 pub use formats::{
     Demonstration, FormatError, MAX_FILE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct, read_demonstrations,
     read_jsonl, read_preferences, read_prompts, write_jsonl,
