@@ -302,6 +302,15 @@ app.listeners.push(() => {
   const keep = exportWhich.value;
   exportWhich.replaceChildren(...app.policies.map((n) => new Option(policyLabel(n), n)));
   if (app.policies.includes(keep)) exportWhich.value = keep;
+  // Nothing to export, nothing to press: each button says what it waits for.
+  const waits: [string, string][] = [
+    ['export-rankings', app.rankings.length ? '' : 'No rankings yet: rank some answers first.'],
+    ['export-pairs', app.rankings.length ? '' : 'No rankings yet: rank some answers first.'],
+    ['export-policy', app.policies.length ? '' : 'No tuned policy yet: run a method first.'],
+    ['export-reward', app.hasReward ? '' : 'No reward model yet: train one first.'],
+  ];
+  for (const [id, why] of waits) Object.assign($<HTMLButtonElement>(id), { disabled: !!why, title: why });
+  exportWhich.disabled = !app.policies.length;
 });
 for (const button of ['policy', 'reward'] as const) {
   $(`export-${button}`).addEventListener('click', async () => {

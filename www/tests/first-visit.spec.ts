@@ -2,7 +2,7 @@
 // the first task is in view, and the person's-own-model panel waits until asked for. Screenshots
 // of both sizes land in test-results/ to be looked at.
 import { expect, test, type Page } from '@playwright/test';
-import { ready } from './helpers';
+import { importRankings, ready } from './helpers';
 
 const LAPTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
@@ -130,4 +130,16 @@ test('a typed prompt outside the shipped model’s world gets a line on what it 
   // A prompt of the world: no line.
   await page.locator('#prompt-input').fill('');
   await expect(page.locator('#prompt-select')).toBeEnabled();
+});
+
+test('export buttons wait for something to export, and say what', async ({ page }) => {
+  await ready(page);
+  for (const id of ['export-rankings', 'export-pairs', 'export-policy', 'export-reward']) {
+    await expect(page.locator(`#${id}`)).toBeDisabled();
+    await expect(page.locator(`#${id}`)).toHaveAttribute('title', /^No .+ yet: /);
+  }
+  await importRankings(page);
+  await expect(page.locator('#export-rankings')).toBeEnabled();
+  await expect(page.locator('#export-pairs')).toBeEnabled();
+  await expect(page.locator('#export-policy')).toBeDisabled();
 });

@@ -255,6 +255,14 @@ pub fn decode_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, FormatErr
     })
 }
 
+/// A JSON parse error in words a person reads (serde's "expected ident" is the parser's, not theirs).
+fn json_problem(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Eof => format!("not valid JSON: the line ends at column {} before its object does", e.column()),
+        _ => format!("not valid JSON from column {}: each line must be one JSON object", e.column()),
+    }
+}
+
 /// Parses JSONL `text` (read from `file`, named in errors) into records; all or nothing.
 pub fn read_jsonl<T: Record>(file: &str, text: &str) -> Result<Vec<T>, FormatError> {
     let mut records = Vec::new();
@@ -263,7 +271,7 @@ pub fn read_jsonl<T: Record>(file: &str, text: &str) -> Result<Vec<T>, FormatErr
             continue;
         }
         let error = |field: Option<String>, message: String| FormatError { file: file.to_owned(), line: i + 1, field, message };
-        let value: Value = serde_json::from_str(line).map_err(|e| error(None, format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(line).map_err(|e| error(None, json_problem(&e)))?;
         let Value::Object(object) = value else {
             return Err(error(None, format!("expected a JSON object, found {}", kind(&value))));
         };
@@ -292,7 +300,18 @@ pub fn read_prompts(file: &str, bytes: &[u8]) -> Result<Vec<String>, FormatError
     let first = text.lines().find(|l| !l.trim().is_empty());
     let prompts: Vec<String> = match first {
         Some(line) if line.trim_start().starts_with('{') => read_jsonl::<PromptRecord>(file, text)?.into_iter().map(|p| p.prompt).collect(),
-        _ => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        _ => {
+            // Text, one prompt a line: a control character means the file is something else (a
+            // binary file that happens to be valid UTF-8), not prompts.
+            if let Some((i, c)) =
+                text.lines().enumerate().find_map(|(i, l)| l.chars().find(|c| c.is_control() && *c != '\t').map(|c| (i, c)))
+            {
+                let message =
+                    format!("holds the control character U+{:04X}: prompts are text, one a line (is this the right file?)", c as u32);
+                return Err(FormatError { file: file.to_owned(), line: i + 1, field: None, message });
+            }
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+        }
     };
     if prompts.is_empty() {
         return Err(FormatError { file: file.to_owned(), line: 0, field: None, message: "holds no prompt".into() });
@@ -406,6 +425,17 @@ mod tests {
         let err = read_prompts("p.jsonl", b"{\"prompt\":\"a\"}\n{\"text\":\"b\"}\n").unwrap_err();
         assert_eq!(err.to_string(), "p.jsonl:2: field `prompt`: missing");
         assert_eq!(read_prompts("empty.txt", b"\n  \n").unwrap_err().to_string(), "empty.txt: holds no prompt");
+    }
+
+    #[test]
+    fn a_file_that_is_not_prompts_is_refused_in_words_with_its_line() {
+        let junk = read_prompts("model.safetensors", b"\x08\0\0\0\0\0\0\0{}\nmore").unwrap_err();
+        assert_eq!(junk.line, 1);
+        assert!(junk.to_string().contains("control character U+0008: prompts are text"), "{junk}");
+        let json = read_prompts("p.jsonl", b"{\"prompt\":\"a\"}\n{prompt: b}\n").unwrap_err();
+        assert_eq!(json.to_string(), "p.jsonl:2: not valid JSON from column 2: each line must be one JSON object");
+        let cut = read_prompts("p.jsonl", b"{\"prompt\":\"a\"").unwrap_err();
+        assert_eq!(cut.to_string(), "p.jsonl:1: not valid JSON: the line ends at column 13 before its object does");
     }
 
     #[test]

@@ -58,13 +58,13 @@ impl Peers for Alone {
 pub const MAX_SHARED_PARAMETERS: usize = 30_000_000;
 
 /// How many workers the tab trains on: `requested` (the page's `?workers=N`) when given, else one
-/// per core but one (the page's own thread), from 1 to 8; one for a model over
-/// [`MAX_SHARED_PARAMETERS`] unless requested.
+/// per core, from 1 to 8 (the page's own thread only draws while they train: leaving it a core
+/// left one of a laptop's two idle); one for a model over [`MAX_SHARED_PARAMETERS`] unless requested.
 pub fn worker_count(cores: usize, requested: Option<usize>, parameters: usize) -> usize {
     match requested {
         Some(n) => n.clamp(1, 8),
         None if parameters > MAX_SHARED_PARAMETERS => 1,
-        None => cores.saturating_sub(1).clamp(1, 8),
+        None => cores.clamp(1, 8),
     }
 }
 
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn workers_are_one_per_core_but_one_from_one_to_eight_unless_asked() {
-        assert_eq!([1, 2, 4, 16].map(|cores| worker_count(cores, None, 1_000_000)), [1, 1, 3, 8]);
+        assert_eq!([1, 2, 4, 16].map(|cores| worker_count(cores, None, 1_000_000)), [1, 2, 4, 8]);
         assert_eq!(worker_count(16, None, 124_000_000), 1);
         assert_eq!([0, 2, 20].map(|n| worker_count(2, Some(n), 124_000_000)), [1, 2, 8]);
     }
