@@ -44,7 +44,8 @@ export function applyLink(search: string): Lesson {
   else choose(view.name);
   let demo: string | null = null;
   for (const [name, value] of params) {
-    if (name === 'method' || name === 'backend') continue;
+    // Read when the worker starts (main.ts), not controls.
+    if (name === 'method' || name === 'backend' || name === 'workers') continue;
     const knob = view?.knobs.find((k) => k.id === name);
     if (knob) {
       const why = refusal(knob, value);
@@ -66,7 +67,7 @@ export function applyLink(search: string): Lesson {
       } else problems.push(`demo=${value}: it must be one of ${DEMO_CHOICES.join(', ')}`);
     } else {
       const knobs = view ? `, or ${view.label}'s ${view.knobs.map((k) => k.id).join(', ')}` : '';
-      problems.push(`${name}: not a setting (method, labeler, answers, demo, backend${knobs})`);
+      problems.push(`${name}: not a setting (method, labeler, answers, demo, backend, workers${knobs})`);
     }
   }
   return { demo, problems };
@@ -86,8 +87,11 @@ export function linkHere(withDemo: boolean): string {
   if (labeler.selectedIndex !== 0) params.set('labeler', labeler.value);
   const k = $<HTMLInputElement>('k');
   if (k.value !== k.defaultValue) params.set('answers', k.value);
-  const backend = new URLSearchParams(location.search).get('backend');
-  if (backend) params.set('backend', backend);
+  const here = new URLSearchParams(location.search);
+  for (const name of ['backend', 'workers']) {
+    const value = here.get(name);
+    if (value) params.set(name, value);
+  }
   if (withDemo) params.set('demo', $<HTMLSelectElement>('demo-methods').value);
   const url = new URL(location.href);
   url.search = params.toString();

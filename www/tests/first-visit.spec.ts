@@ -143,3 +143,9 @@ test('export buttons wait for something to export, and say what', async ({ page 
   await expect(page.locator('#export-pairs')).toBeEnabled();
   await expect(page.locator('#export-policy')).toBeDisabled();
 });
+
+test('?workers and ?backend are settings the page uses, not ones it refuses', async ({ page }) => {
+  await ready(page, '?backend=cpu&workers=1');
+  await expect(page.locator('#backend')).toHaveText('CPU (wasm) · 1 worker');
+  await expect(page.locator('#link-status')).toBeHidden();
+});
