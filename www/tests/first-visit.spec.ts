@@ -144,8 +144,12 @@ test('export buttons wait for something to export, and say what', async ({ page 
   await expect(page.locator('#export-policy')).toBeDisabled();
 });
 
-test('?workers and ?backend are settings the page uses, not ones it refuses', async ({ page }) => {
+test('?workers and ?backend are settings the page uses, not ones it refuses; a load logs no error (the favicon is there)', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  page.on('response', (r) => r.status() >= 400 && errors.push(`${r.status()} ${r.url()}`));
   await ready(page, '?backend=cpu&workers=1');
+  expect(errors).toEqual([]);
   await expect(page.locator('#backend')).toHaveText('CPU (wasm) · 1 worker');
   await expect(page.locator('#link-status')).toBeHidden();
 });
