@@ -285,7 +285,7 @@ function addSample(p: Panel, { index, ...sample }: Sample) {
   const li = document.createElement('li');
   li.value = index;
   li.innerHTML = '<span class="prompt"></span> → <span class="response"></span>';
-  (li.querySelector('.prompt') as HTMLElement).textContent = sample.prompt.replace(/<\|user\|>|<\|assistant\|>/g, '').trim();
+  (li.querySelector('.prompt') as HTMLElement).textContent = sample.prompt.trim();
   (li.querySelector('.response') as HTMLElement).textContent = sample.response;
   p.samples?.prepend(li);
 }
