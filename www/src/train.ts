@@ -231,6 +231,7 @@ async function trainRewardNow(): Promise<number | null> {
   app.busy = true;
   app.changed();
   let heldOut: number | null = null;
+  const progress = new Progress('reward model', 'step');
   try {
     const info = await call({ type: 'startReward', changes: changes('rm', RM_KNOBS) });
     const started = performance.now();
@@ -240,7 +241,6 @@ async function trainRewardNow(): Promise<number | null> {
     const skipped = info.skipped ? ` · ${info.skipped}` : '';
     rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out${cut}${skipped}…`;
     rm.status.dataset.skipped = info.skipped ?? '';
-    const progress = new Progress('reward model', 'step');
     let epoch = 0;
     for (;;) {
       const { stats, done, dropped } = await call({ type: 'rewardStep' });
@@ -266,13 +266,13 @@ async function trainRewardNow(): Promise<number | null> {
       }
       await nextFrame();
     }
-    progress.end();
     const seconds = (performance.now() - started) / 1000;
     rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / Math.max(1, epoch)).toFixed(1)} s per epoch), saved in this browser${cut}${skipped}`;
     app.hasReward = true;
   } catch (e) {
     show(rm.status, `Training failed: ${(e as Error).message}`, 'error');
   } finally {
+    progress.end();
     app.busy = false;
     app.changed();
   }
