@@ -65,11 +65,14 @@ pub fn coverage(prompt: &str) -> Coverage {
         shared as f64 / (theirs.len() + asked.len() - shared).max(1) as f64
     };
     // The first of the most alike, so the same prompt always gets the same example.
-    let example = examples().iter().fold(None::<(&String, f64)>, |best, p| match best {
-        Some((_, b)) if b >= likeness(p) => best,
-        _ => Some((p, likeness(p))),
-    });
-    Coverage { unknown, example: example.map(|(p, _)| p.clone()).unwrap_or_default(), world: WORLD }
+    let mut best: Option<(&String, f64)> = None;
+    for p in examples() {
+        let like = likeness(p);
+        if best.is_none_or(|(_, b)| like > b) {
+            best = Some((p, like));
+        }
+    }
+    Coverage { unknown, example: best.map(|(p, _)| p.clone()).unwrap_or_default(), world: WORLD }
 }
 
 #[cfg(test)]
