@@ -50,9 +50,14 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
     Tokenizer::from_json_bytes(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A model directory's language model and tokenizer, checked against each other: one of ours or
-/// a Hugging Face GPT-2 folder (`tokenizer_config.json`, `chat_template.jinja` when present).
+/// A model directory's language model and tokenizer, checked against each other: one of ours, a
+/// Hugging Face folder (`tokenizer_config.json`, `chat_template.jinja` when present), or a `.gguf`.
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, Tokenizer)> {
+    if is_gguf(dir) {
+        let gguf = tinyrlhf_model::GgufModel::from_bytes(&read(dir)?).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let model = tinyrlhf_rlhf::load_gguf_model(gguf, device).map_err(|e| format!("{}: {e}", dir.display()))?;
+        return Ok((model.config, model.model, model.tokenizer));
+    }
     let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
     let tokenizer = TokenizerBytes::read(dir)?;
     let tokenizer = tokenizer.files();
@@ -66,6 +71,11 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
     };
     let model = tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok((model.config, model.model, model.tokenizer))
+}
+
+/// A model given as one GGUF file (llama.cpp's, Ollama's, LM Studio's) rather than a folder.
+pub fn is_gguf(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// A directory's tokenizer files: `tokenizer.json` (required), `tokenizer_config.json` and

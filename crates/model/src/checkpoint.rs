@@ -104,11 +104,16 @@ impl Weights {
             return Ok(());
         }
         let values = values_f32(view).map_err(|dtype| CheckpointError::Dtype { name: name.clone(), dtype: format!("{dtype:?}") })?;
+        self.insert_values(name, view.shape().to_vec(), values)
+    }
+
+    /// Keeps one tensor already widened to f32 (read from another format: GGUF).
+    pub(crate) fn insert_values(&mut self, name: String, shape: Vec<usize>, values: Vec<f32>) -> Result<()> {
         // A NaN loaded would surface many steps later as a diverged run; refuse it by name here.
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(CheckpointError::NotFinite { name, index, value });
         }
-        self.tensors.insert(name, (view.shape().to_vec(), values));
+        self.tensors.insert(name, (shape, values));
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 //! pads with EOS, as GPT-2 does: nothing downstream tells padding by its id.
 
 pub mod chat;
+mod gguf_vocab;
 
 use serde_json::{Value, json};
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -20,6 +21,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
 pub use chat::{ChatTemplate, PLAIN_TEMPLATE, TINYRLHF_TEMPLATE, TemplateError};
+pub use gguf_vocab::GgufVocab;
 
 /// Padding in our own tokenizers. Never produced by the model.
 pub const PAD: &str = "<|pad|>";

@@ -1,0 +1,138 @@
+//! GGUF files — what llama.cpp, Ollama and LM Studio keep models in — read as model folders.
+//! `fixtures/gguf/` was written by llama.cpp's own tools (`make.py` there): `quants.gguf` holds a
+//! tensor of every type we read beside the `gguf` Python package's dequantisation of the same bytes,
+//! and each Llama-family fixture folder went through `convert_hf_to_gguf.py` as F32 and Q8_0, so
+//! the folder's transformers logits, greedy continuations and chat templates are what the GGUF must
+//! give.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde_json::Value;
+use tinyrlhf_model::{GgufHeader, GgufModel, READ_TYPES, SamplingConfig, generate, tensor_f32};
+use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
+use tinyrlhf_tests::{FixtureTensor, assert_close, llama_fixture_folders, load_folder, safetensors_values};
+
+fn gguf_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/gguf")
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn load(path: &Path) -> LanguageModel {
+    let model = GgufModel::from_bytes(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    load_gguf_model(model, &Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Each fixture folder with its GGUF conversion of `kind` (`f32`, `q8_0`).
+fn pairs(kind: &str) -> Vec<(PathBuf, PathBuf)> {
+    let folders = llama_fixture_folders();
+    assert!(folders.len() >= 4, "the Llama-family fixtures are missing");
+    folders
+        .into_iter()
+        .map(|dir| {
+            let gguf = gguf_dir().join(format!("{}.{kind}.gguf", dir.file_name().unwrap().to_string_lossy()));
+            (dir, gguf)
+        })
+        .collect()
+}
+
+fn expected(dir: &Path) -> Value {
+    serde_json::from_slice(&read(&dir.join("expected.json"))).unwrap()
+}
+
+fn ints(t: &FixtureTensor, device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(t.as_i64(), [t.shape[0], t.shape[1]]), device)
+}
+
+/// Our logits on the folder's left-padded batch, transformers', and the mask.
+fn logits(model: &LanguageModel, dir: &Path) -> (Vec<f32>, FixtureTensor, FixtureTensor) {
+    let batch = safetensors_values(&read(&dir.join(expected(dir)["logits_file"].as_str().unwrap())));
+    let device = Device::flex();
+    let (ids, mask) = (&batch["input_ids"], &batch["attention_mask"]);
+    let hidden = model.model.forward(ints(ids, &device), ints(&batch["position_ids"], &device), Some(ints(mask, &device)));
+    (model.model.logits(hidden).into_data().try_to_vec::<f32>().unwrap(), batch["logits"].clone(), mask.clone())
+}
+
+#[test]
+fn every_supported_type_dequantises_to_the_gguf_packages_values() {
+    let bytes = read(&gguf_dir().join("quants.gguf"));
+    let header = GgufHeader::read(&bytes).unwrap();
+    let mut checked = vec![];
+    for tensor in header.tensors.iter().filter(|t| t.name.starts_with("q.")) {
+        let kind = &tensor.name[2..];
+        let expected = header.tensor(&format!("expected.{kind}")).unwrap();
+        let (ours, theirs) = (tensor_f32(tensor, &bytes, 0).unwrap(), tensor_f32(expected, &bytes, 0).unwrap());
+        assert_eq!(tensor.ggml_type.name(), kind);
+        assert_eq!(ours.len(), theirs.len(), "{kind}");
+        let differ = ours.iter().zip(&theirs).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(differ, None, "{kind}: value {differ:?} differs: {:?}", differ.map(|i| (ours[i], theirs[i])));
+        checked.push(kind.to_owned());
+    }
+    checked.sort();
+    let mut all: Vec<String> = READ_TYPES.iter().filter(|t| **t != "F32").map(|t| t.to_string()).collect();
+    all.sort();
+    assert_eq!(checked, all, "every type read but F32 (the expected values' own type) has bytes to check");
+}
+
+#[test]
+fn a_llama_family_folder_converted_by_llama_cpp_gives_transformers_logits() {
+    for (dir, gguf) in pairs("f32") {
+        let model = load(&gguf);
+        let vocab = model.config.vocab_size();
+        let (ours, theirs, mask) = logits(&model, &dir);
+        assert_close(&format!("{} logits", gguf.display()), &ours, &theirs.values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn a_q8_0_file_stays_near_the_full_precision_logits() {
+    for (dir, gguf) in pairs("q8_0") {
+        let model = load(&gguf);
+        let vocab = model.config.vocab_size();
+        let (ours, theirs, mask) = logits(&model, &dir);
+        let kept: Vec<usize> = (0..ours.len()).filter(|&i| mask.values[i / vocab] == 1.0).collect();
+        let worst = kept.iter().map(|&i| (ours[i] as f64 - theirs.values[i]).abs()).fold(0.0, f64::max);
+        let spread = kept.iter().map(|&i| theirs.values[i].abs()).fold(0.0, f64::max);
+        assert!(worst < 0.05 * spread, "{}: worst logit error {worst} against logits up to {spread}", gguf.display());
+    }
+}
+
+#[test]
+fn greedy_answers_special_tokens_and_chat_template_are_the_folders() {
+    for (dir, gguf) in pairs("f32") {
+        let (model, folder) = (load(&gguf), load_folder(&dir, "config.json"));
+        let expected = expected(&dir);
+        assert_eq!(model.tokenizer.special_ids(), folder.tokenizer.special_ids(), "{}", gguf.display());
+        assert_eq!(model.tokenizer.chat_template().source(), folder.tokenizer.chat_template().source());
+        for case in expected["template_cases"].as_array().unwrap() {
+            let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+            assert_eq!(model.tokenizer.encode(case["text"].as_str().unwrap()).unwrap(), ids, "{}", gguf.display());
+        }
+        let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_prompts"].clone()).unwrap();
+        let batched: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_batched_left_padded"].clone()).unwrap();
+        let new_tokens = expected["greedy_new_tokens"].as_u64().unwrap() as usize;
+        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };
+        let pad = model.tokenizer.special_ids().pad;
+        let together = pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap();
+        assert_eq!(together.tokens, batched, "{}", gguf.display());
+    }
+}
+
+#[test]
+fn broken_files_are_refused_with_the_reason() {
+    let (_, gguf) = &pairs("q8_0")[0];
+    let bytes = read(gguf);
+    let refused = |bytes: &[u8]| GgufModel::from_bytes(bytes).map(|_| ()).unwrap_err().to_string();
+    let message = refused(&bytes[..bytes.len() - 10]);
+    assert!(message.contains("inside tensor"), "{message}");
+    let message = refused(&bytes[..1000]);
+    assert!(message.contains("inside its header"), "{message}");
+    let mut other = bytes.clone();
+    let at = other.windows(5).position(|w| w == b"llama").unwrap();
+    other[at..at + 5].copy_from_slice(b"mamba");
+    let message = refused(&other);
+    assert!(message.contains("\"mamba\"") && message.contains("qwen2"), "{message}");
+}
