@@ -4,9 +4,10 @@ accelerate: `pip install torch transformers gguf accelerate`).
   python hf_peer.py convert SmolLM2-135M-Instruct.Q4_1.gguf OUT
       reads the GGUF with transformers (`gguf_file=`), dequantised to f32, and saves a model folder
       (config.json, model.safetensors, tokenizer files, chat template) that tinyrlhf loads.
-  python hf_peer.py greedy FOLDER PROMPTS.jsonl N NEW_TOKENS
+  python hf_peer.py greedy FOLDER_OR_GGUF PROMPTS.jsonl N NEW_TOKENS
       prints JSON: for the first N prompts, the chat-template ids (`apply_chat_template` with the
-      generation prompt) and transformers' greedy continuation, stopping at EOS.
+      generation prompt), the logits after the prompt (`last_logits`) and transformers' greedy
+      continuation, stopping at EOS. A `.gguf` path is read with `gguf_file=`.
 """
 
 import json
@@ -29,10 +30,14 @@ def convert(gguf: str, out: str) -> None:
     tokenizer.save_pretrained(out)
 
 
-def greedy(folder: str, prompts_path: str, n: int, new_tokens: int) -> None:
+def greedy(path: str, prompts_path: str, n: int, new_tokens: int) -> None:
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    folder, source = path, {}
+    if path.endswith(".gguf"):
+        folder, name = os.path.split(os.path.abspath(path))
+        source = {"gguf_file": name}
+    tokenizer = AutoTokenizer.from_pretrained(folder, **source)
+    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, **source).eval()
     prompts = [json.loads(line)["prompt"] for line in open(prompts_path) if line.strip()][:n]
     cases = []
     for prompt in prompts:
@@ -40,9 +45,10 @@ def greedy(folder: str, prompts_path: str, n: int, new_tokens: int) -> None:
         if hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         with torch.no_grad():
+            last_logits = model(torch.tensor([ids])).logits[0, -1].tolist()
             out = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id)
         answer = out[0, len(ids):].tolist()
-        cases.append({"prompt": prompt, "ids": list(ids), "greedy": answer, "text": tokenizer.decode(answer, skip_special_tokens=True)})
+        cases.append({"prompt": prompt, "ids": list(ids), "last_logits": last_logits, "greedy": answer, "text": tokenizer.decode(answer, skip_special_tokens=True)})
     json.dump({"eos_token_id": tokenizer.eos_token_id, "cases": cases}, sys.stdout, indent=1)
 
 

@@ -1,11 +1,12 @@
 //! `--lora-rank` / `--lora-alpha`, shared by every training command, and the adapter a LoRA run
 //! writes beside its merged model: `OUT/adapter/` in PEFT's layout (`adapter_config.json`,
-//! `adapter_model.safetensors`), which `PeftModel.from_pretrained(base, "OUT/adapter")` loads.
+//! `adapter_model.safetensors`), which `PeftModel.from_pretrained(base, "OUT/adapter")` loads, and
+//! for the Llama family `OUT/adapter.gguf`, which `llama-cli -m base.gguf --lora OUT/adapter.gguf` applies.
 
 use std::path::Path;
 
 use clap::Args;
-use tinyrlhf_model::{CausalLm, LoraConfig};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
 
 use crate::files::{self, Result};
 
@@ -26,11 +27,16 @@ impl LoraArgs {
     }
 }
 
-/// Writes `policy`'s adapters to `out/adapter/` when the run trained with LoRA.
-pub fn save_adapter(out: &Path, policy: &CausalLm, lora: Option<&LoraConfig>) -> Result<()> {
+/// Writes `policy`'s adapters to `out/adapter/` (and `out/adapter.gguf`) when the run trained with LoRA.
+pub fn save_adapter(out: &Path, policy: &CausalLm, config_json: &str, lora: Option<&LoraConfig>) -> Result<()> {
     let Some(lora) = lora else { return Ok(()) };
+    let model = ModelConfig::from_json_bytes(config_json.as_bytes()).map_err(|e| e.to_string())?;
     let (config, weights) = pollster::block_on(tinyrlhf_model::save_peft_adapter(policy, lora)).map_err(|e| e.to_string())?;
     let dir = out.join("adapter");
     files::write_atomic(&dir.join("adapter_model.safetensors"), &weights)?;
-    files::write_atomic(&dir.join("adapter_config.json"), config.as_bytes())
+    files::write_atomic(&dir.join("adapter_config.json"), config.as_bytes())?;
+    if let Some(gguf) = tinyrlhf_model::gguf_lora_adapter(&model, &weights, lora.alpha).map_err(|e| e.to_string())? {
+        files::write_atomic(&out.join("adapter.gguf"), &gguf)?;
+    }
+    Ok(())
 }

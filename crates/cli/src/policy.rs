@@ -87,7 +87,7 @@ pub fn drive(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
                 let value_manifest = serde_json::json!({"stage": format!("{} value model", method.name()), "iterations": step});
                 files::save_weights_dir(&out.join("value"), &checkpoint.config_json, &value.weights, run.tokenizer, &value_manifest)?;
             }
-            crate::lora::save_adapter(out, &trainer.policy(), trainer.lora())?;
+            crate::lora::save_adapter(out, &trainer.policy(), &checkpoint.config_json, trainer.lora())?;
         }
     }
     eprintln!("done in {:.0} s: policy in {}", progress.finish(), out.display());

@@ -173,7 +173,7 @@ fn run(
                 manifest["val_loss"] = val_loss.into();
                 manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
                 files::save_model_dir(&args.out, &checkpoint, tokenizer, &manifest)?;
-                save_adapter(&args.out, &trainer.model(), trainer.settings().lora.as_ref())?;
+                save_adapter(&args.out, &trainer.model(), &checkpoint.config_json, trainer.settings().lora.as_ref())?;
             }
         }
         files::append_metrics(&metrics, &line)?;

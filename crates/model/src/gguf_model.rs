@@ -258,6 +258,21 @@ fn llama3_settings(factors: &[f32], theta: f64, head_dim: usize) -> Option<(f64,
     fits.then_some((factor, low, high, original.round()))
 }
 
+/// A layer's tensors: llama.cpp's stem and HF's (under `model.layers.{i}.`).
+pub(crate) const LAYER_TENSORS: [(&str, &str); 11] = [
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
 /// A tensor under its HF name: name, shape, values.
 type HfTensor = (String, Vec<usize>, Vec<f32>);
 
@@ -279,20 +294,7 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
             let (layer, part) = rest.split_once('.').ok_or_else(unexpected)?;
             let layer: usize = layer.parse().map_err(|_| unexpected())?;
             let (stem, kind) = part.rsplit_once('.').ok_or_else(unexpected)?;
-            let hf_stem = match stem {
-                "attn_norm" => "input_layernorm",
-                "ffn_norm" => "post_attention_layernorm",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "attn_q_norm" => "self_attn.q_norm",
-                "attn_k_norm" => "self_attn.k_norm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                _ => return Err(unexpected()),
-            };
+            let hf_stem = LAYER_TENSORS.iter().find(|(gguf, _)| *gguf == stem).map(|(_, hf)| *hf).ok_or_else(unexpected)?;
             format!("model.layers.{layer}.{hf_stem}.{kind}")
         }
     };
@@ -310,6 +312,23 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
         None => values,
     };
     Ok(Some((hf, tensor.shape.clone(), values)))
+}
+
+/// llama.cpp's `LlamaModel.permute` of a projection's rows (what [`unpermute`] undoes).
+pub(crate) fn permute(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+    let (head_dim, cols) = (rows / heads, values.len() / rows);
+    let half = head_dim / 2;
+    let mut out = vec![0.0; values.len()];
+    // out[h, a, b] = in[h, b, a] with in viewed as (heads, 2, half) and out as (heads, half, 2).
+    for h in 0..heads {
+        for a in 0..half {
+            for b in 0..2 {
+                let (to, from) = (h * head_dim + a * 2 + b, h * head_dim + b * half + a);
+                out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
 }
 
 /// Undoes `LlamaModel.permute`: within each head llama.cpp interleaved the two halves of the rows
@@ -336,23 +355,6 @@ fn unpermute(values: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// llama.cpp's `permute`, written as it is in Python, to check the inverse against.
-    fn permute(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
-        let (head_dim, cols) = (rows / heads, values.len() / rows);
-        let half = head_dim / 2;
-        let mut out = vec![0.0; values.len()];
-        // out[h, a, b] = in[h, b, a] with in viewed as (heads, 2, half) and out as (heads, half, 2).
-        for h in 0..heads {
-            for a in 0..half {
-                for b in 0..2 {
-                    let (to, from) = (h * head_dim + a * 2 + b, h * head_dim + b * half + a);
-                    out[to * cols..(to + 1) * cols].copy_from_slice(&values[from * cols..(from + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
 
     #[test]
     fn unpermute_undoes_llama_cpps_permutation() {
