@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use tinyrlhf_data::{Labeler, Ranking};
-use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
+use tinyrlhf_model::{CausalLm, GgufStream, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
 use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
 use wasm_bindgen::prelude::*;
 
@@ -54,6 +54,8 @@ pub(crate) struct State {
     calibration: Vec<Vec<u32>>,
     /// Tuned policies by name: a method's ("ppo", "dpo", ...) or "imported".
     policies: BTreeMap<String, CausalLm>,
+    /// The LoRA settings of the policies that were trained here with adapters (and still hold them).
+    adapters: BTreeMap<String, tinyrlhf_model::LoraConfig>,
     run: Option<training::Run>,
     sft_run: Option<sft::SftRun>,
     /// The workers that train together (`peers.rs`); none: this one alone.
@@ -67,6 +69,7 @@ impl State {
         self.reward_trainer = None;
         self.calibration.clear();
         self.policies.clear();
+        self.adapters.clear();
         self.run = None;
     }
 }
@@ -198,16 +201,36 @@ impl Session {
     ) -> Result<String, JsError> {
         let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
         let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
-        let weights = weights.stream.finish().map_err(|e| js(format!("model.safetensors: {e}")))?;
         let files = ModelFiles {
             config_json,
-            safetensors: Safetensors::Read(weights),
+            safetensors: Safetensors::Read(weights.finish()?),
             tokenizer_json,
             tokenizer_config_json: tokenizer_config_json.as_deref(),
             chat_template_jinja: chat_template_jinja.as_deref(),
             generation_config_json: generation_config_json.as_deref(),
         };
-        let LanguageModel { config, model, tokenizer } = load_language_model(files, &self.device).map_err(js)?;
+        let model = load_language_model(files, &self.device).map_err(js)?;
+        self.install(model, footprint)
+    }
+
+    /// Loads one GGUF file (llama.cpp's, Ollama's, LM Studio's) as the SFT model, as [`Session::load`]
+    /// loads a folder: its config, weights, tokenizer and chat template all come from the file.
+    #[wasm_bindgen(js_name = loadGguf)]
+    pub fn load_gguf(&self, upload: WeightsUpload) -> Result<String, JsError> {
+        let Upload::Gguf(stream) = upload.upload else {
+            return Err(js("the file is not a GGUF file (it does not begin with \"GGUF\")"));
+        };
+        let gguf = stream.finish().map_err(|e| js(format!("GGUF file: {e}")))?;
+        let config = ModelConfig::from_json_bytes(&gguf.config_json).map_err(|e| js(format!("GGUF file: {e}")))?;
+        let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
+        let model = tinyrlhf_rlhf::load_gguf_model(gguf, &self.device).map_err(js)?;
+        self.install(model, footprint)
+    }
+
+    /// Makes `model` the SFT model: everything trained from the previous one is dropped, and it is
+    /// also the comparison's base. Returns its shape and template as JSON.
+    fn install(&self, model: LanguageModel, footprint: tinyrlhf_rlhf::Footprint) -> Result<String, JsError> {
+        let LanguageModel { config, model, tokenizer } = model;
         let special = tokenizer.special_ids();
         let info = ModelInfo {
             parameters: config.num_params(),
@@ -227,6 +250,12 @@ impl Session {
         state.sft_run = None;
         state.sft = Some(Rc::new(Model { config, model, tokenizer }));
         to_json(&info)
+    }
+
+    /// The SFT model's `tokenizer.json` (for a GGUF model, the one its metadata describes).
+    #[wasm_bindgen(js_name = tokenizerJson)]
+    pub fn tokenizer_json(&self) -> Result<String, JsError> {
+        sft(&self.state)?.tokenizer.to_json().map_err(js)
     }
 
     /// Checks that `config.json` describes the SFT model's shape, before anything is built from it
@@ -259,7 +288,7 @@ impl Session {
     pub fn load_base(&self, config_json: &[u8], weights: WeightsUpload) -> Result<(), JsError> {
         self.same_config(config_json)?;
         let config = sft(&self.state)?.config.clone();
-        let weights = weights.stream.finish().map_err(|e| js(format!("base model: {e}")))?;
+        let weights = weights.finish()?;
         let base = tinyrlhf_model::lm_from_weights(&config, weights, &self.device).map_err(|e| js(format!("base model: {e}")))?;
         self.state.borrow_mut().base = Some(base);
         Ok(())
@@ -306,12 +335,21 @@ impl Session {
     }
 }
 
-/// A `model.safetensors` read in pieces (the worker passes slices of the person's `File`), so
-/// that the tab never holds the whole file: each tensor becomes f32 as soon as it has arrived.
+/// A model's weights read in pieces (the worker passes slices of the person's `File`), so that
+/// the tab never holds the whole file: each tensor becomes f32 as soon as it has arrived. The
+/// first bytes say the format: a GGUF file (for [`Session::load_gguf`]) or `model.safetensors`.
 #[wasm_bindgen]
 #[derive(Default)]
 pub struct WeightsUpload {
-    stream: WeightsStream,
+    upload: Upload,
+}
+
+#[derive(Default)]
+enum Upload {
+    #[default]
+    Unknown,
+    Safetensors(WeightsStream),
+    Gguf(GgufStream),
 }
 
 #[wasm_bindgen]
@@ -321,9 +359,37 @@ impl WeightsUpload {
         WeightsUpload::default()
     }
 
-    /// The file's next bytes, in order.
+    /// The file's next bytes, in order. A GGUF model too large for the tab is refused as soon as
+    /// its header has arrived, before its weights are read.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), JsError> {
-        self.stream.push(bytes).map_err(|e| js(format!("model.safetensors: {e}")))
+        if matches!(self.upload, Upload::Unknown) {
+            self.upload =
+                if bytes.starts_with(b"GGUF") { Upload::Gguf(GgufStream::new()) } else { Upload::Safetensors(WeightsStream::new()) };
+        }
+        match &mut self.upload {
+            Upload::Gguf(stream) => {
+                let known = stream.config_json().is_some();
+                stream.push(bytes).map_err(|e| js(format!("GGUF file: {e}")))?;
+                if let (false, Some(config)) = (known, stream.config_json()) {
+                    let config = ModelConfig::from_json_bytes(&config).map_err(|e| js(format!("GGUF file: {e}")))?;
+                    tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
+                }
+                Ok(())
+            }
+            Upload::Safetensors(stream) => stream.push(bytes).map_err(|e| js(format!("model.safetensors: {e}"))),
+            Upload::Unknown => unreachable!("set above"),
+        }
+    }
+}
+
+impl WeightsUpload {
+    /// The tensors under their HF names, whichever format they came in.
+    fn finish(self) -> Result<tinyrlhf_model::Weights, JsError> {
+        match self.upload {
+            Upload::Gguf(stream) => stream.finish().map(|m| m.weights).map_err(|e| js(format!("GGUF file: {e}"))),
+            Upload::Safetensors(stream) => stream.finish().map_err(|e| js(format!("model.safetensors: {e}"))),
+            Upload::Unknown => Err(js("the weights file is empty")),
+        }
     }
 }
 

@@ -118,6 +118,7 @@ impl Session {
                 s.reward = Some(model);
                 dropped = Method::ALL.into_iter().filter(|m| m.needs_reward_model()).map(Method::name).collect();
                 s.policies.retain(|name, _| !dropped.contains(&name.as_str()));
+                s.adapters.retain(|name, _| !dropped.contains(&name.as_str()));
                 if s.run.as_ref().is_some_and(|r| r.method().needs_reward_model()) {
                     s.run = None;
                 }
@@ -204,7 +205,12 @@ impl Session {
             let mut run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
             let stats = step_json(&mut run, &model).await?;
             let mut s = state.borrow_mut();
-            s.policies.insert(run.method().name().to_string(), run.policy());
+            let name = run.method().name().to_string();
+            match run.lora() {
+                Some(lora) => s.adapters.insert(name.clone(), lora.clone()),
+                None => s.adapters.remove(&name),
+            };
+            s.policies.insert(name, run.policy());
             s.run = Some(run);
             json_value(&stats)
         })
@@ -221,12 +227,42 @@ impl Session {
         })
     }
 
+    /// The adapters of the policy kept as `name`, when it was trained here with LoRA, as the files
+    /// `tinyrlhf` writes beside a merged model: `{config}` (PEFT's `adapter_config.json`),
+    /// `{safetensors}` (`adapter_model.safetensors`) and, for the Llama family, `{gguf}` (llama.cpp's
+    /// LoRA file). Resolves to null for a policy without adapters.
+    #[wasm_bindgen(js_name = policyAdapter)]
+    pub fn policy_adapter(&self, name: String) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let (policy, lora) = {
+                let s = state.borrow();
+                match (s.policies.get(&name), s.adapters.get(&name)) {
+                    (Some(policy), Some(lora)) => (policy.clone(), lora.clone()),
+                    _ => return Ok(JsValue::NULL),
+                }
+            };
+            let config = sft(&state)?.config.clone();
+            let (adapter_config, safetensors) = tinyrlhf_model::save_peft_adapter(&policy, &lora).await.map_err(js)?;
+            let gguf = tinyrlhf_model::gguf_lora_adapter(&config, &safetensors, lora.alpha).map_err(js)?;
+            let files = js_sys::Object::new();
+            let set = |key: &str, value: JsValue| js_sys::Reflect::set(&files, &key.into(), &value).map(|_| ());
+            set("config", adapter_config.into()).map_err(|_| js("could not build the adapter's files"))?;
+            set("safetensors", js_sys::Uint8Array::from(safetensors.as_slice()).into())
+                .map_err(|_| js("could not build the adapter's files"))?;
+            let gguf = gguf.map_or(JsValue::NULL, |bytes| js_sys::Uint8Array::from(bytes.as_slice()).into());
+            set("gguf", gguf).map_err(|_| js("could not build the adapter's files"))?;
+            Ok(files.into())
+        })
+    }
+
     /// Keeps a tuned policy (saved by the tab, or written by the CLI) as `name`. On error the
     /// current one stays. A run of that name starts over from it.
     #[wasm_bindgen(js_name = loadPolicy)]
     pub fn load_policy(&self, name: String, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
         let gpt = self.same_shape(config_json, safetensors)?;
         let mut state = self.state.borrow_mut();
+        state.adapters.remove(&name);
         state.policies.insert(name.clone(), gpt);
         if state.run.as_ref().is_some_and(|r| r.method().name() == name) {
             state.run = None;

@@ -5,7 +5,7 @@
 // changed).
 import init, { Session, trapForTests } from './wasm/tinyrlhf_web.js';
 import type { HelperReply, HelperRequest } from './team';
-import { upload } from './weights';
+import { loadFolder } from './weights';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -42,7 +42,7 @@ async function handle(request: HelperRequest): Promise<unknown> {
       const s = session!;
       const f = request.folder;
       if (f) {
-        s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template, f.generationConfig);
+        await loadFolder(s, f);
         config = f.config;
       } else {
         s.forgetTraining();

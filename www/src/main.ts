@@ -318,11 +318,17 @@ for (const button of ['policy', 'reward'] as const) {
     try {
       // A model directory's files; saved as config.json, model.safetensors, tokenizer.json and
       // tokenizer_config.json in one folder, `tinyrlhf` and HF transformers load it.
-      const { config, weights, tokenizer, tokenizerConfig } = await call({ type: 'exportModel', which });
+      const { config, weights, tokenizer, tokenizerConfig, adapter } = await call({ type: 'exportModel', which });
       download(`${which}-config.json`, config, 'application/json');
       download(`${which}-model.safetensors`, weights as BlobPart);
       download(`${which}-tokenizer.json`, tokenizer, 'application/json');
       download(`${which}-tokenizer_config.json`, tokenizerConfig, 'application/json');
+      // Trained with LoRA: the adapter too, for PEFT (`adapter/`) and llama.cpp (`--lora adapter.gguf`).
+      if (adapter) {
+        download(`${which}-adapter_config.json`, adapter.config, 'application/json');
+        download(`${which}-adapter_model.safetensors`, adapter.safetensors as BlobPart);
+        if (adapter.gguf) download(`${which}-adapter.gguf`, adapter.gguf as BlobPart);
+      }
     } catch (e) {
       show(ui.dataMessage, `Nothing to export: ${(e as Error).message}`, 'error');
     }

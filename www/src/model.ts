@@ -2,7 +2,7 @@
 // prompts to rank, and their demonstrations for SFT in the tab (live loss; the tuned model then
 // becomes the SFT model the rest of the recipe starts from). Everything stays in this browser.
 import { LiveChart } from './charts';
-import { call } from './client';
+import { call, onEvent } from './client';
 import { changes, fillDefaults, type Knob } from './methods';
 import type { Defaults, ModelFolder, Ready } from './protocol';
 import { exclusive, restore } from './train';
@@ -86,31 +86,56 @@ async function bytes(file: File | undefined): Promise<Uint8Array | undefined> {
   return file ? new Uint8Array(await file.arrayBuffer()) : undefined;
 }
 
+/** While a picked model is read: how much of its file, in the message line. */
+let reading: { what: string } | null = null;
+onEvent((event) => {
+  if (event.event !== 'progress' || event.what !== 'your model' || !reading) return;
+  show(view.message, `${reading.what}: ${megabytes(event.loaded)} of ${megabytes(event.total)} MB read (${Math.round((100 * event.loaded) / Math.max(event.total, 1))}%)…`);
+});
+
+/** One `.gguf` file (llama.cpp's, Ollama's, LM Studio's): the whole model in one. */
+async function ggufFolder(file: File): Promise<[string, ModelFolder]> {
+  // Whether the tab can hold it is decided in Rust as soon as the file's header has been read.
+  reading = { what: `Reading your GGUF file (${megabytes(file.size)} MB)` };
+  show(view.message, `${reading.what}…`);
+  return [file.name.replace(/\.gguf$/i, ''), { config: new Uint8Array(), weights: file, tokenizer: new Uint8Array(), gguf: true }];
+}
+
+/** A Hugging Face folder's files. */
+async function hfFolder(files: File[]): Promise<[string, ModelFolder]> {
+  const [config, weights, tokenizer] = ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => pick(files, n));
+  const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((_, i) => ![config, weights, tokenizer][i]);
+  if (missing.length) throw new Error(`choose the folder's files, or one .gguf file: ${missing.join(', ')} missing (tokenizer_config.json, chat_template.jinja and generation_config.json too, when it has them)`);
+  // The config alone says whether the tab can hold the model: refuse before reading the weights.
+  const configBytes = (await bytes(config))!;
+  const footprint = await call({ type: 'checkModel', config: configBytes });
+  reading = { what: `Loading your model (${megabytes(weights!.size)} MB; about ${megabytes(footprint.training_bytes)} MB to train here)` };
+  show(view.message, `${reading.what}…`);
+  const folder: ModelFolder = {
+    config: configBytes,
+    weights: weights!,
+    tokenizer: (await bytes(tokenizer))!,
+    tokenizerConfig: await bytes(pick(files, 'tokenizer_config.json')),
+    template: await bytes(pick(files, 'chat_template.jinja')),
+    generationConfig: await bytes(pick(files, 'generation_config.json')),
+  };
+  const name = weights!.webkitRelativePath.split('/')[0] || weights!.name.replace(/-?model\.safetensors$/, '') || 'folder';
+  return [name, folder];
+}
+
 view.files.addEventListener('change', async () => {
   const files = [...(view.files.files ?? [])];
   view.files.value = '';
-  const [config, weights, tokenizer] = ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => pick(files, n));
+  const gguf = files.find((f) => /\.gguf$/i.test(f.name));
   try {
-    const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((_, i) => ![config, weights, tokenizer][i]);
-    if (missing.length) throw new Error(`choose the folder's files: ${missing.join(', ')} missing (tokenizer_config.json, chat_template.jinja and generation_config.json too, when it has them)`);
-    // The config alone says whether the tab can hold the model: refuse before reading the weights.
-    const configBytes = (await bytes(config))!;
-    const footprint = await call({ type: 'checkModel', config: configBytes });
-    show(view.message, `Loading your model (${megabytes(weights!.size)} MB; about ${megabytes(footprint.training_bytes)} MB to train here)…`);
-    const folder: ModelFolder = {
-      config: configBytes,
-      weights: weights!,
-      tokenizer: (await bytes(tokenizer))!,
-      tokenizerConfig: await bytes(pick(files, 'tokenizer_config.json')),
-      template: await bytes(pick(files, 'chat_template.jinja')),
-      generationConfig: await bytes(pick(files, 'generation_config.json')),
-    };
-    const name = weights!.webkitRelativePath.split('/')[0] || weights!.name.replace(/-?model\.safetensors$/, '') || 'folder';
+    const [name, folder] = gguf ? await ggufFolder(gguf) : await hfFolder(files);
     await call({ type: 'useModel', name, files: folder });
     // Everything trained from the old model is gone; the page starts over from the new one.
     location.reload();
   } catch (e) {
     show(view.message, `Your model was not loaded (the current one stays): ${(e as Error).message}`, 'error');
+  } finally {
+    reading = null;
   }
 });
 

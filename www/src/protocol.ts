@@ -35,12 +35,21 @@ export interface ModelInfo {
 /** A model folder's files: the person's own model, as picked. */
 export interface ModelFolder {
   config: Uint8Array;
-  /** `model.safetensors`: the person's `File` itself (never read whole), or bytes as a Blob. */
+  /** `model.safetensors`: the person's `File` itself (never read whole), or bytes as a Blob; or their `.gguf` when `gguf`. */
   weights: Blob;
+  /** `weights` is one GGUF file holding the whole model (config, tokenizer and template are what it describes, filled in once loaded). */
+  gguf?: boolean;
   tokenizer: Uint8Array;
   tokenizerConfig?: Uint8Array;
   template?: Uint8Array;
   generationConfig?: Uint8Array;
+}
+
+/** A LoRA policy's adapter as `tinyrlhf` writes it: `adapter/adapter_config.json`, `adapter/adapter_model.safetensors`, and `adapter.gguf` (Llama family). */
+export interface Adapter {
+  config: string;
+  safetensors: Uint8Array;
+  gguf: Uint8Array | null;
 }
 
 /** One point of a training curve: whatever numbers the trainer reported. */
@@ -288,7 +297,8 @@ export interface Responses {
   trainStep: StepResult;
   explain: Explained;
   evaluate: Evaluation;
-  exportModel: { config: string; weights: Uint8Array; tokenizer: string; tokenizerConfig: string };
+  /** `adapter`: a policy trained with LoRA also as its adapter (PEFT's files; llama.cpp's for the Llama family). */
+  exportModel: { config: string; weights: Uint8Array; tokenizer: string; tokenizerConfig: string; adapter: Adapter | null };
   importPolicy: null;
   forgetTraining: null;
   checkModel: Footprint;

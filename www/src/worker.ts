@@ -4,10 +4,10 @@
 // fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
 // trains each run together with helper workers, one per spare core (`team.ts`).
 import init, { Session, checkRanking, defaults, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from './wasm/tinyrlhf_web.js';
-import { pointOf, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
+import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from './protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, update } from './store';
 import { Team } from './team';
-import { asBlob, upload } from './weights';
+import { asBlob, loadFolder, upload } from './weights';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -207,7 +207,7 @@ const DEMOS = 'demos';
 /** The keys of everything trained from the SFT model: gone when the SFT model changes. */
 function trainedKeys(): string[] {
   const names = [...settings.methods.map((m) => m.name), 'imported'];
-  return ['reward', 'reward-curve', VIEW, ...names.flatMap((n) => [policyKey(n), curveKey(n), samplesKey(n)])];
+  return ['reward', 'reward-curve', VIEW, ...names.flatMap((n) => [policyKey(n), curveKey(n), samplesKey(n), adapterKey(n)])];
 }
 
 /** The same, with the SFT model tuned here: gone when the model folder changes. */
@@ -218,9 +218,8 @@ async function shippedPrompts(): Promise<string[]> {
   return promptsOf(new TextDecoder().decode(await fetchBytes('heldout.jsonl')));
 }
 
-async function loadFolder(s: Session, f: ModelFolder): Promise<ModelInfo> {
-  return JSON.parse(s.load(f.config, await upload(f.weights), f.tokenizer, f.tokenizerConfig, f.template, f.generationConfig));
-}
+/** Loading a person's model reports how much of its file has been read (the page shows it). */
+const reading = (what: string) => (loaded: number, total: number) => post({ id: null, event: 'progress', what, loaded, total });
 
 interface Loaded {
   /** The files the session loaded (the weights SFT here gave the model, when it has). */
@@ -265,21 +264,23 @@ async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Pr
   const tuned = await load<unknown>(SFT_WEIGHTS);
   if (tuned instanceof Uint8Array) {
     try {
-      const withTuned = { ...folder, weights: asBlob(tuned) };
-      return { folder: withTuned, model: await loadFolder(s, withTuned), tunedHere: true };
+      const withTuned = { ...folder, weights: asBlob(tuned), gguf: false };
+      return { folder: withTuned, model: await loadFolder(s, withTuned, reading('your model')), tunedHere: true };
     } catch (e) {
       if (isFatal(e)) throw e;
       await forget(tunedKeys());
       dropped.push(`The model tuned here on your demonstrations no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
     }
   }
-  return { folder, model: await loadFolder(s, folder), tunedHere: false };
+  return { folder, model: await loadFolder(s, folder, reading('your model')), tunedHere: false };
 }
 
 const settings: Defaults = { settings: {}, methods: [] };
 const policyKey = (name: string) => `policy:${name}`;
 const curveKey = (name: string) => `curve:${name}`;
 const samplesKey = (name: string) => `samples:${name}`;
+/** A LoRA policy's adapter files (null without LoRA): the merged weights alone cannot give them back. */
+const adapterKey = (name: string) => `adapter:${name}`;
 const VIEW = 'view';
 
 /** Before several methods, the one policy (PPO's) was saved as 'policy' with its 'ppo-curve'. */
@@ -392,7 +393,8 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   const samples = (await load<Sample[]>(samplesKey(method))) ?? [];
   if (stats.sample) samples.push({ index: points.length, ...stats.sample });
   // The policy after this step, its curve and answers, in one transaction.
-  await save({ [policyKey(method)]: await need().policyWeights(method), [curveKey(method)]: points, [samplesKey(method)]: samples });
+  const adapter: Adapter | null = await need().policyAdapter(method);
+  await save({ [policyKey(method)]: await need().policyWeights(method), [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples });
   return stats;
 }
 
@@ -475,7 +477,8 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     }
     case 'exportModel': {
       const weights: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
-      return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig: need().tokenizerConfigJson() };
+      const adapter = request.which === 'reward' ? null : ((await load<Adapter | null>(adapterKey(request.which))) ?? null);
+      return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig: need().tokenizerConfigJson(), adapter };
     }
     case 'importPolicy':
       need().loadPolicy('imported', new TextEncoder().encode(request.config), request.weights);
@@ -488,11 +491,20 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return null;
     case 'checkModel':
       return JSON.parse(modelFootprint(request.config));
-    case 'useModel':
+    case 'useModel': {
       // Checked by loading it first: a folder that does not load changes nothing. The page reloads.
-      await loadFolder(need(), request.files);
-      await update({ [OWN_MODEL]: { name: request.name, files: request.files } }, tunedKeys());
+      const s = need();
+      const files = request.files;
+      await loadFolder(s, files, reading('your model'));
+      // A GGUF file describes its own config and tokenizer: kept as files for what needs them
+      // (sizing the backend, the tokenizer for rankings, SFT's tuned weights, helper workers).
+      if (files.gguf) {
+        const text = (t: string) => new TextEncoder().encode(t);
+        Object.assign(files, { config: text(s.configJson()), tokenizer: text(s.tokenizerJson()), tokenizerConfig: text(s.tokenizerConfigJson()) });
+      }
+      await update({ [OWN_MODEL]: { name: request.name, files } }, tunedKeys());
       return null;
+    }
     case 'shippedModel':
       await forget([OWN_MODEL, ...tunedKeys()]);
       return null;

@@ -179,12 +179,57 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   const downloads: Record<string, string> = {};
   page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
   await page.locator('#export-policy').click();
-  await expect.poll(() => Object.keys(downloads).length).toBe(4);
+  // The merged folder's four files, and the adapter: PEFT's two and llama.cpp's one.
+  await expect.poll(() => Object.keys(downloads).length).toBe(7);
   expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('qwen2');
+  expect(JSON.parse(readFileSync(downloads['dpo-adapter_config.json'], 'utf8'))).toMatchObject({ peft_type: 'LORA', r: 4 });
+  expect(readFileSync(downloads['dpo-adapter.gguf']).subarray(0, 4).toString()).toBe('GGUF');
   const weights = readFileSync(downloads['dpo-model.safetensors']);
   const header = JSON.parse(weights.subarray(8, 8 + Number(weights.readBigUInt64LE(0))).toString('utf8'));
   expect(Object.keys(header)).toContain('model.layers.0.self_attn.q_proj.weight');
   expect(Object.keys(header).filter((name) => name.includes('lora'))).toEqual([]);
+});
+
+const GGUF = join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/gguf/hf-llama.q8_0.gguf');
+
+test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ranks, tunes with LoRA DPO and exports llama.cpp\'s adapter', async ({ page }) => {
+  test.setTimeout(300_000);
+  await ready(page);
+  await openOwnModel(page);
+  const bytes = readFileSync(GGUF);
+  // Cut short, it is refused naming what is missing, and the current model stays.
+  await page.locator('#model-files').setInputFiles({ name: 'cut.gguf', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length - 100) });
+  await expect(page.locator('#model-message')).toContainText('GGUF file: the file ends at byte');
+  await page.locator('#model-files').setInputFiles({ name: 'smol.q8_0.gguf', mimeType: 'application/octet-stream', buffer: bytes });
+  await expect(page.locator('#model-current')).toContainText('your model', { timeout: 120_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#model-current')).toContainText('smol.q8_0');
+  await expect(page.locator('#model-current')).toContainText('llama, ');
+  // The template is the file's own (tokenizer.chat_template).
+  await expect(page.locator('#model-template-text')).toContainText('<|im_start|>');
+
+  await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
+  await rankThree(page);
+  await page.locator('#lora').check();
+  await page.locator('#lora-rank').fill('4');
+  await page.locator('#tab-dpo').click();
+  await page.locator('#dpo-epochs').fill('1');
+  await page.locator('#dpo-run').click();
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 180_000 });
+  expect(await saved(page, 'adapter:dpo')).toBeTruthy();
+
+  // After a reload the adapter is still there to export (the merged weights alone cannot give it back).
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 120_000 });
+  await page.locator('#export-which').selectOption('dpo');
+  const downloads: Record<string, string> = {};
+  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
+  await page.locator('#export-policy').click();
+  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  const adapter = readFileSync(downloads['dpo-adapter.gguf']);
+  expect(adapter.subarray(0, 4).toString()).toBe('GGUF');
+  for (const text of ['adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a', 'blk.1.ffn_down.weight.lora_b']) expect(adapter.includes(Buffer.from(text))).toBe(true);
+  expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('llama');
 });
 
 test('a model too big for the tab is refused before its weights are read, with the estimate and the limit', async ({ page }) => {

@@ -34,6 +34,9 @@ pub enum CheckpointError {
     Config(#[from] ConfigError),
     #[error("weights file is not valid safetensors: {0}")]
     Format(String),
+    /// A GGUF file that cannot be read: the reason, worded for GGUF.
+    #[error("{0}")]
+    Gguf(String),
     #[error("tensor `{name}` is missing from the weights (expected shape {expected:?})")]
     Missing { name: String, expected: Vec<usize> },
     #[error("tensor `{name}` has shape {found:?} but the config needs {expected:?}")]

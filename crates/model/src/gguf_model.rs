@@ -100,9 +100,10 @@ impl GgufStream {
         Ok(())
     }
 
-    /// The bytes the file has, once the header has arrived (what a progress bar counts to).
-    pub fn total_bytes(&self) -> Option<usize> {
-        self.header.as_ref().map(|(h, _)| h.data_end())
+    /// The HF config the header describes, once it has arrived (Llama 3's rope scaling aside,
+    /// which waits for its tensor): enough to size the model before its weights are read.
+    pub fn config_json(&self) -> Option<Vec<u8>> {
+        self.header.as_ref().map(|(_, layout)| serde_json::to_vec(&layout.config).expect("a JSON value serialises"))
     }
 
     pub fn finish(self) -> Result<GgufModel, CheckpointError> {
@@ -126,7 +127,7 @@ impl GgufStream {
 }
 
 fn format(reason: String) -> CheckpointError {
-    CheckpointError::Format(reason)
+    CheckpointError::Gguf(reason)
 }
 
 /// A metadata value the config needs, or an error naming the key.
