@@ -1,5 +1,5 @@
 //! Generated bad input never panics: random and mutated bytes through every reader of outside data
-//! (rankings/pairs JSONL, `config.json`, `model.safetensors`, `tokenizer.json`) give a value or an
+//! (rankings/pairs JSONL, `config.json`, `model.safetensors`, `tokenizer.json`, GGUF files) give a value or an
 //! error, and never allocate more than the input justifies (an absurd shape is refused before
 //! anything is built). CI runs a bounded number of cases from a fixed seed, so a run is
 //! repeatable; `PROPTEST_CASES` raises the count and `PROPTEST_RNG_SEED` picks another seed.
@@ -10,7 +10,8 @@ use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
 use serde_json::json;
 use tinyrlhf_data::{Ranking, read_preferences};
-use tinyrlhf_model::{GptConfig, LlamaConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
+use tinyrlhf_model::{GgufHeader, GgufModel, GptConfig, LlamaConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
+use tinyrlhf_rlhf::load_gguf_model;
 use tinyrlhf_tokenizer::Tokenizer;
 
 fn cases(default: u32) -> ProptestConfig {
@@ -138,6 +139,36 @@ proptest! {
         let weights = mutate(weights, &weight_edits.0, weight_edits.1, span);
         let _ = load_lm(&config_json, &weights, &device);
         let _ = load_scalar_model(&config_json, &weights, &device);
+    }
+
+    #[test]
+    fn a_mutated_gguf_file_loads_or_is_refused((e, cut) in edits(), header_only in any::<bool>()) {
+        // llama.cpp's Q8_0 conversion of the Qwen3 fixture (tests/fixtures/gguf/make.py).
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/gguf/hf-qwen3.q8_0.gguf")).unwrap();
+        // The header (metadata, tokenizer, tensor table) is where a mutation reaches sizes and offsets.
+        let span = if header_only { GgufHeader::read(&bytes).unwrap().data_start } else { usize::MAX };
+        if let Ok(model) = GgufModel::from_bytes(&mutate(bytes, &e, cut, span)) {
+            let _ = load_gguf_model(model, &Device::flex());
+        }
+    }
+
+    #[test]
+    fn a_gguf_header_claiming_absurd_sizes_is_refused_without_allocating(sizes in prop::collection::vec(prop_oneof![any::<u64>(), Just(u64::MAX), Just(1 << 40), 0..64u64], 5), item_type in 0..13u32) {
+        // Tensor count, metadata count, a key's length, an array's item type and length: each read
+        // before the bytes it claims, so none may allocate more than the file holds.
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&sizes[0].to_le_bytes());
+        bytes.extend_from_slice(&sizes[1].to_le_bytes());
+        bytes.extend_from_slice(&sizes[2].min(4).to_le_bytes());
+        bytes.extend_from_slice(b"key!");
+        bytes.extend_from_slice(&9u32.to_le_bytes());
+        bytes.extend_from_slice(&item_type.to_le_bytes());
+        bytes.extend_from_slice(&sizes[3].to_le_bytes());
+        bytes.extend_from_slice(&sizes[4].to_le_bytes());
+        bytes.extend_from_slice(&[7; 64]);
+        let _ = GgufHeader::read(&bytes);
+        let _ = GgufModel::from_bytes(&bytes);
     }
 
     #[test]
