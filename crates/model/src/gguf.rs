@@ -506,5 +506,10 @@ mod tests {
         header_bytes[at..at + 4].copy_from_slice(&8u32.to_le_bytes());
         let message = GgufHeader::read(&header_bytes).unwrap_err().to_string();
         assert!(message.contains("output_norm.weight") && message.contains("Q8_0"), "{message}");
+        // Q3_K (type 11) is a ggml type we do not dequantise: refused when read, by name.
+        header_bytes[at..at + 4].copy_from_slice(&11u32.to_le_bytes());
+        let header = GgufHeader::read(&header_bytes).unwrap();
+        let message = tensor_f32(header.tensor("output_norm.weight").unwrap(), &header_bytes, 0).unwrap_err().to_string();
+        assert!(message.contains("is Q3_K, a type tinyrlhf does not read") && message.contains("Q4_K"), "{message}");
     }
 }
