@@ -14,8 +14,8 @@ cargo build --release --locked -p tinyrlhf-cli
 T="$CARGO_TARGET_DIR/release/tinyrlhf"
 mkdir -p "$WORK" "$OUT"
 
-"$T" data --out "$WORK/world" --seed "$SEED"
-"$T" tokenizer --corpus "$WORK/world/pretrain.txt" --demos "$WORK/world/demos.jsonl" --vocab 1024 --out "$WORK/tokenizer.json"
+"$T" data --out "$WORK/world" --seed "$SEED" --overwrite
+"$T" tokenizer --corpus "$WORK/world/pretrain.txt" --demos "$WORK/world/demos.jsonl" --vocab 1024 --out "$WORK/tokenizer.json" --overwrite
 "$T" pretrain --tokenizer "$WORK/tokenizer.json" --corpus "$WORK/world/pretrain.txt" --preset tiny \
   --steps 2000 --batch 16 --seq-len 128 --lr 2e-3 --seed "$SEED" --save-every 250 --out "$WORK/base" --resume
 "$T" sft --model "$WORK/base" --demos "$WORK/world/demos.jsonl" \
@@ -23,7 +23,7 @@ mkdir -p "$WORK" "$OUT"
 
 for stage in base sft; do
   "$T" eval --model "$WORK/$stage" --prompts "$WORK/world/heldout.jsonl" -k 4 --temperature 1 \
-    --max-new-tokens 64 --labeler correct --json "$WORK/$stage/eval.json"
+    --max-new-tokens 64 --labeler correct --json "$WORK/$stage/eval.json" --overwrite
   mkdir -p "$OUT/$stage"
   cp "$WORK/$stage"/{config.json,model.safetensors,tokenizer.json,manifest.json,eval.json} "$OUT/$stage/"
 done

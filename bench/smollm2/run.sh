@@ -41,13 +41,13 @@ timed() { local name=$1; shift; local start=$SECONDS; "$@"; echo "$name: $((SECO
   cargo test --locked -p tinyrlhf-tests --test smollm2 -- --ignored --nocapture)
 
 # (b) It learns a preference.
-timed sample "$bin" sample --model model --prompts "$here/train.jsonl" -k 4 --max-new-tokens 64 --temperature 1 --batch 16 --out samples.jsonl
+timed sample "$bin" sample --model model --prompts "$here/train.jsonl" -k 4 --max-new-tokens 64 --temperature 1 --batch 16 --out samples.jsonl --overwrite
 "$bin" rank --samples samples.jsonl --labeler concise --out rankings.jsonl
 timed dpo "$bin" dpo --policy model --rankings rankings.jsonl --lora-rank 8 --lr 5e-4 --beta 0.3 --epochs 1 --batch 8 --out dpo
 timed eval-dpo "$bin" eval --policy dpo --reference model --prompts "$here/heldout.jsonl" --labeler concise -k 2 \
-  --max-new-tokens 64 --json eval-dpo.json
+  --max-new-tokens 64 --json eval-dpo.json --overwrite
 timed reward "$bin" reward --model model --rankings rankings.jsonl --lora-rank 8 --lr 3e-4 --epochs 2 --out rm
 timed grpo "$bin" grpo --policy model --reward rm --prompts "$here/train.jsonl" --lora-rank 8 --lr 3e-4 --iterations 12 --max-new-tokens 64 --out grpo
 timed eval-grpo "$bin" eval --policy grpo --reference model --prompts "$here/heldout.jsonl" --labeler concise -k 2 \
-  --max-new-tokens 64 --json eval-grpo.json
+  --max-new-tokens 64 --json eval-grpo.json --overwrite
 cat times.txt

@@ -7,6 +7,7 @@ use tinyrlhf_data::{Demonstration, write_jsonl};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 
 #[derive(Debug, Args)]
 pub struct DataArgs {
@@ -27,6 +28,12 @@ pub struct DataArgs {
     /// Held-out prompts, for evaluation; never among the demonstrations or training prompts.
     #[arg(long, default_value_t = 200)]
     heldout: usize,
+}
+
+impl DataArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        Plan { out: &self.out, kind: Out::DataDir, inputs: vec![], resume: false }
+    }
 }
 
 pub fn data(args: &DataArgs) -> Result<()> {
@@ -63,6 +70,17 @@ pub struct TokenizerArgs {
     /// Where to write tokenizer.json.
     #[arg(long)]
     out: PathBuf,
+}
+
+impl TokenizerArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        Plan {
+            out: &self.out,
+            kind: Out::File,
+            inputs: [Some(&self.corpus), self.demos.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect(),
+            resume: false,
+        }
+    }
 }
 
 pub fn tokenizer(args: &TokenizerArgs) -> Result<()> {

@@ -10,6 +10,7 @@ use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, PolicyTrainer, RankingSet};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::train::files_digest;
 
@@ -52,6 +53,14 @@ pub struct DpoArgs {
     backend: Backend,
     #[command(flatten)]
     lora: crate::lora::LoraArgs,
+}
+
+impl DpoArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        let inputs =
+            [Some(&self.policy), Some(&self.rankings), self.held_out.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect();
+        Plan { out: &self.out, kind: Out::ModelDir, inputs, resume: self.resume }
+    }
 }
 
 impl DpoArgs {

@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use tinyrlhf_data::{Family, Labeler, Rule, check, family_of};
 
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 use crate::sample::{SamplingArgs, answer};
 
 #[derive(Debug, Args)]
@@ -40,6 +41,14 @@ pub struct EvalArgs {
     json: Option<PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
+}
+
+impl EvalArgs {
+    /// Only `--json` is written.
+    pub fn plan(&self) -> Option<Plan<'_>> {
+        let inputs = [Some(&self.model), self.reference.as_ref(), Some(&self.prompts)].into_iter().flatten().map(|p| p.as_path()).collect();
+        self.json.as_deref().map(|out| Plan { out, kind: Out::File, inputs, resume: false })
+    }
 }
 
 pub fn eval(args: &EvalArgs) -> Result<()> {

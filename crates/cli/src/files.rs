@@ -23,8 +23,12 @@ pub fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory and a rename.
+/// Writes `bytes` to `path` through a temp file in the same directory and a rename; a path that
+/// is a symlink or a special file (`/dev/null`) is written through instead, never replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()));
+    }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let name = path.file_name().ok_or_else(|| format!("{} is not a file path", path.display()))?;

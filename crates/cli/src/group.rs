@@ -10,6 +10,7 @@ use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer, LossAggregation, Pol
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::sample::prompt_ids;
 use crate::train::files_digest;
@@ -77,6 +78,12 @@ pub struct GroupArgs {
     backend: Backend,
     #[command(flatten)]
     lora: crate::lora::LoraArgs,
+}
+
+impl GroupArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        Plan { out: &self.out, kind: Out::ModelDir, inputs: vec![&self.policy, &self.reward, &self.prompts], resume: self.resume }
+    }
 }
 
 impl GroupArgs {

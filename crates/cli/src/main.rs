@@ -12,6 +12,7 @@ mod eval;
 mod files;
 mod group;
 mod lora;
+mod outputs;
 mod policy;
 mod ppo;
 mod progress;
@@ -32,6 +33,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Replace what an earlier run wrote in --out (a file, or tinyrlhf's files in a folder that
+    /// holds no run to resume). Never needed for a new --out; never lets --out be an input.
+    #[arg(long, global = true)]
+    overwrite: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,8 +78,42 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// What the command writes and reads, for [`outputs::claim`]; `None` when it writes nothing.
+    fn plan(&self) -> Option<outputs::Plan<'_>> {
+        match self {
+            Command::Data(args) => Some(args.plan()),
+            Command::Tokenizer(args) => Some(args.plan()),
+            Command::Pretrain(args) => Some(args.plan()),
+            Command::Sft(args) => Some(args.plan()),
+            Command::Sample(args) => Some(args.plan()),
+            Command::Rank(args) => Some(args.plan()),
+            Command::Reward(args) => Some(args.plan()),
+            Command::Ppo(args) => Some(args.plan()),
+            Command::Dpo(args) => Some(args.plan()),
+            Command::Grpo(args) | Command::Rloo(args) => Some(args.plan()),
+            Command::Eval(args) => args.plan(),
+            Command::Chat(_) | Command::Bench(_) => None,
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    // Held until the process ends: the output folder's lock.
+    let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();
+    let result = claim.and_then(|_claim| run(cli.command));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> files::Result<()> {
+    match command {
         Command::Data(args) => data::data(&args),
         Command::Tokenizer(args) => data::tokenizer(&args),
         Command::Pretrain(args) => train::pretrain(&args),
@@ -89,13 +128,6 @@ fn main() -> std::process::ExitCode {
         Command::Chat(args) => sample::chat(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Bench(args) => bench::run(&args),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            std::process::ExitCode::FAILURE
-        }
     }
 }
 

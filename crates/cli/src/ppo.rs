@@ -12,6 +12,7 @@ use tinyrlhf_rlhf::{KlEstimator, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::sample::prompt_ids;
 use crate::train::files_digest;
@@ -83,6 +84,17 @@ pub struct PpoArgs {
     backend: Backend,
     #[command(flatten)]
     lora: crate::lora::LoraArgs,
+}
+
+impl PpoArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        let inputs = [Some(&self.policy), Some(&self.reward), Some(&self.prompts), self.demos.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect();
+        Plan { out: &self.out, kind: Out::ModelDir, inputs, resume: self.resume }
+    }
 }
 
 impl PpoArgs {

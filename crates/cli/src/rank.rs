@@ -13,6 +13,7 @@ use clap::Args;
 use tinyrlhf_data::{Labeler, Ranking, Samples, distinct, write_jsonl};
 
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 
 #[derive(Debug, Args)]
 pub struct RankArgs {
@@ -28,6 +29,12 @@ pub struct RankArgs {
     /// teach the reward model a coin flip.
     #[arg(long)]
     labeler: Option<Labeler>,
+}
+
+impl RankArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        Plan { out: &self.out, kind: Out::ContinuedFile, inputs: vec![&self.samples], resume: false }
+    }
 }
 
 fn key(prompt: &str, completions: &[String]) -> (String, Vec<String>) {

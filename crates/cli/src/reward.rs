@@ -9,6 +9,7 @@ use tinyrlhf_rlhf::{RankingSet, RewardConfig, RewardTrainer, calibrate};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 use crate::progress::Progress;
 use crate::train::files_digest;
 
@@ -45,6 +46,13 @@ pub struct RewardArgs {
     backend: Backend,
     #[command(flatten)]
     lora: crate::lora::LoraArgs,
+}
+
+impl RewardArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        let inputs = [Some(&self.model), Some(&self.rankings), self.held_out.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect();
+        Plan { out: &self.out, kind: Out::ModelDir, inputs, resume: false }
+    }
 }
 
 pub fn reward(args: &RewardArgs) -> Result<()> {

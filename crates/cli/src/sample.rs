@@ -11,6 +11,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::outputs::{Out, Plan};
 
 /// How to sample, shared by the commands that generate.
 #[derive(Debug, Clone, Args)]
@@ -105,6 +106,12 @@ pub struct SampleArgs {
     batch: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
+}
+
+impl SampleArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        Plan { out: &self.out, kind: Out::File, inputs: vec![&self.model, &self.prompts], resume: false }
+    }
 }
 
 pub fn sample(args: &SampleArgs) -> Result<()> {

@@ -14,6 +14,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 use crate::backend::Backend;
 use crate::files::{self, Result};
 use crate::lora::{LoraArgs, save_adapter};
+use crate::outputs::{Out, Plan};
 use crate::progress::Progress;
 
 /// Flags every supervised stage shares.
@@ -47,6 +48,12 @@ pub struct TrainArgs {
     lora: LoraArgs,
 }
 
+impl TrainArgs {
+    fn plan<'a>(&'a self, inputs: Vec<&'a Path>) -> Plan<'a> {
+        Plan { out: &self.out, kind: Out::ModelDir, inputs, resume: self.resume }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
     /// tokenizer.json (from `tinyrlhf tokenizer`).
@@ -65,6 +72,12 @@ pub struct PretrainArgs {
     train: TrainArgs,
 }
 
+impl PretrainArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        self.train.plan(vec![&self.tokenizer, &self.corpus])
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SftArgs {
     /// The base model directory to fine-tune (from `tinyrlhf pretrain`).
@@ -75,6 +88,12 @@ pub struct SftArgs {
     demos: PathBuf,
     #[command(flatten)]
     train: TrainArgs,
+}
+
+impl SftArgs {
+    pub fn plan(&self) -> Plan<'_> {
+        self.train.plan(vec![&self.model, &self.demos])
+    }
 }
 
 pub fn pretrain(args: &PretrainArgs) -> Result<()> {
