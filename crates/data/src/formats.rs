@@ -249,10 +249,12 @@ pub fn decode_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, FormatErr
     if bytes.len() > MAX_FILE_BYTES {
         return Err(error(0, format!("{} MiB; files of at most {} MiB are read", bytes.len() >> 20, MAX_FILE_BYTES >> 20)));
     }
-    std::str::from_utf8(bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
         error(line, format!("not valid UTF-8 (byte {} of the file)", e.valid_up_to() + 1))
-    })
+    })?;
+    // Windows editors start UTF-8 files with a byte-order mark: it is not part of the first line.
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 /// A JSON parse error in words a person reads (serde's "expected ident" is the parser's, not theirs).
@@ -336,6 +338,13 @@ pub fn write_jsonl<T: Serialize>(records: &[T]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_so_jsonl_prompts_stay_jsonl() {
+        let bytes = "\u{feff}{\"prompt\": \"hi there\"}\n".as_bytes();
+        assert_eq!(read_prompts("p.jsonl", bytes).unwrap(), vec!["hi there".to_owned()]);
+        assert_eq!(decode_text("t.txt", "\u{feff}a".as_bytes()).unwrap(), "a");
+    }
 
     fn ranking(completions: &[&str], order: &[usize]) -> Ranking {
         Ranking { prompt: "p".into(), completions: completions.iter().map(|s| s.to_string()).collect(), ranking: order.to_vec() }
