@@ -78,6 +78,19 @@ pub fn parse_order(line: &str, k: usize) -> std::result::Result<Vec<usize>, Stri
         .iter()
         .map(|d| d.parse::<usize>().ok().filter(|&i| i >= 1).ok_or_else(|| format!("{d:?} is not an answer number (they start at 1)")))
         .collect::<std::result::Result<_, _>>()?;
+    // Said in the numbers the person typed (1-based), before the 0-based ranking is checked.
+    let again = |n: usize| format!("(type each answer number 1..{k} once, best first; {n} numbers typed)");
+    if let Some(&n) = order.iter().find(|&&n| n > k) {
+        return Err(format!("{n} is out of range: there are {k} answers {}", again(order.len())));
+    }
+    if let Some((i, &n)) = order.iter().enumerate().find(|(i, n)| order[..*i].contains(n)) {
+        return Err(format!(
+            "{n} is typed twice (as number {} and {}) {}",
+            order.iter().position(|&m| m == n).unwrap_or(0) + 1,
+            i + 1,
+            again(order.len())
+        ));
+    }
     // Only the order is checked here: stand-in answers, all different.
     let completions = (0..k).map(|i| i.to_string()).collect();
     let ranking = Ranking { prompt: String::new(), completions, ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect() };
@@ -142,8 +155,10 @@ mod tests {
         assert_eq!(parse_order("2 1 3", 3), Ok(vec![1, 0, 2]));
         assert_eq!(parse_order("213", 3), Ok(vec![1, 0, 2]));
         assert_eq!(parse_order("2,1", 2), Ok(vec![1, 0]));
-        assert!(parse_order("1 1 2", 3).unwrap_err().contains("twice"));
-        assert!(parse_order("1 4 2", 3).unwrap_err().contains("out of range"));
+        // Said in the person's numbers, not the 0-based indices behind them.
+        assert!(parse_order("1 1 2", 3).unwrap_err().starts_with("1 is typed twice (as number 1 and 2)"));
+        assert!(parse_order("1 4 2", 3).unwrap_err().starts_with("4 is out of range: there are 3 answers"));
+        assert!(parse_order("2 1", 3).unwrap_err().contains("1..3"));
         assert!(parse_order("x", 2).is_err());
     }
 }
