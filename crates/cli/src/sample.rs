@@ -178,10 +178,15 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
     loop {
         eprint!("> ");
         std::io::stderr().flush().ok();
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        let mut bytes = Vec::new();
+        if stdin.lock().read_until(b'\n', &mut bytes).map_err(|e| e.to_string())? == 0 {
             return Ok(());
         }
+        // A stray byte that is not UTF-8 (a paste from a Latin-1 terminal) ends this line, not the chat.
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            eprintln!("that line is not UTF-8 text (byte {}); type it again", std::str::from_utf8(&bytes).unwrap_err().valid_up_to() + 1);
+            continue;
+        };
         let prompt = line.trim();
         if prompt.is_empty() {
             continue;

@@ -607,3 +607,21 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
         assert!(figures[method]["secs"].as_f64().unwrap() > 0.0, "{method}");
     }
 }
+
+#[test]
+fn chat_says_a_line_is_not_utf8_and_answers_the_next() {
+    use std::io::Write;
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/public/models/sft");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
+        .args(["chat", "--model", shipped.to_str().unwrap(), "--max-new-tokens", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi \xff there\nlist two animals.\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("that line is not UTF-8 text (byte 4)"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "one answer, to the second line");
+}
