@@ -27,7 +27,7 @@ pub struct EvalArgs {
     prompts: PathBuf,
     /// Samples per prompt (at least 2) for the EOS, length and "rankable" figures; answers per
     /// prompt and model when comparing.
-    #[arg(short, long, default_value_t = 4)]
+    #[arg(short, long, default_value_t = 4, value_parser = crate::at_least_one)]
     k: usize,
     /// Sequences generated together.
     #[arg(long, default_value_t = 32)]
@@ -64,13 +64,16 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             reference,
             &prompts,
             labeler,
-            args.k.max(1),
+            args.k,
             args.batch,
             &args.sampling,
             args.json.as_deref(),
         );
     }
-    let k = args.k.max(2);
+    let k = args.k;
+    if k < 2 {
+        return Err(format!("-k {k}: the EOS, length and rankable figures need at least 2 samples per prompt"));
+    }
     let bar = ProgressBar::new((prompts.len() * k) as u64);
     let answers = answer(&gpt, &config, &tokenizer, &prompts, k, args.batch, &args.sampling, Some(&bar))?;
     // Accuracy is the model's best answer: greedy decoding, one per prompt.

@@ -182,9 +182,12 @@ fn run(
         let mut line = serde_json::to_value(&stats).expect("stats serialise");
         let last = stats.step == args.steps;
         if stats.step % args.save_every == 0 || last {
-            let val_loss = pollster::block_on(trainer.evaluate(&val)).map_err(|e| e.to_string())?;
+            // With one example there is none to hold out: no validation figure rather than a 0.
+            let val_loss = if val.is_empty() { None } else { Some(pollster::block_on(trainer.evaluate(&val)).map_err(|e| e.to_string())?) };
             line["val_loss"] = val_loss.into();
-            progress.println(format!("step {}: loss {:.4}, validation loss {val_loss:.4}", stats.step, stats.loss));
+            let shown = val_loss
+                .map_or_else(|| "no validation loss (too few examples to hold one out)".to_owned(), |v| format!("validation loss {v:.4}"));
+            progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
             files::save_checkpoint(&args.out, &checkpoint)?;
             if last {

@@ -74,10 +74,20 @@ pub enum SampleError {
     Device(String),
 }
 
+/// The smallest temperature above 0 (greedy) sampling accepts.
+pub const MIN_TEMPERATURE: f32 = 1e-3;
+
 impl SamplingConfig {
     fn validate(&self) -> Result<(), SampleError> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(SampleError::InvalidConfig(format!("temperature {} must be >= 0", self.temperature)));
+        }
+        // Dividing logits by a temperature this small overflows them to infinity.
+        if self.temperature > 0.0 && self.temperature < MIN_TEMPERATURE {
+            return Err(SampleError::InvalidConfig(format!(
+                "temperature {} is too small to divide logits by: use 0 for greedy, or at least {MIN_TEMPERATURE}",
+                self.temperature
+            )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(SampleError::InvalidConfig(format!("top_p {} must be in (0, 1]", self.top_p)));

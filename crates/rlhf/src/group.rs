@@ -134,6 +134,12 @@ impl GroupConfig {
                 return bad(format!("{field} = {value}: a clip range must be in (0, 1)"));
             }
         }
+        if high < self.epsilon {
+            return bad(format!("epsilon_high = {high} is below epsilon = {}: the upper clip must be at least the lower", self.epsilon));
+        }
+        if self.kl_limit.is_nan() || self.kl_limit <= 0.0 {
+            return bad(format!("kl_limit = {}: the divergence guard's limit must be above 0 (inf turns it off)", self.kl_limit));
+        }
         let beta = self.beta();
         if !(beta.is_finite() && beta >= 0.0) {
             return bad(format!("beta = {beta}: it must be 0 or more"));

@@ -107,6 +107,12 @@ impl PpoConfig {
         if !(self.kl_horizon.is_finite() && self.kl_horizon > 0.0) {
             return bad("kl_horizon", self.kl_horizon, "the horizon must be above 0");
         }
+        if self.kl_limit.is_nan() || self.kl_limit <= 0.0 {
+            return bad("kl_limit", self.kl_limit, "the divergence guard's limit must be above 0 (inf turns it off)");
+        }
+        if self.iterations == 0 {
+            return Err(TrainError::Setting("iterations = 0: a run needs at least 1 iteration".into()));
+        }
         Ok(())
     }
 }

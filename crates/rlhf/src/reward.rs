@@ -41,6 +41,27 @@ pub struct RewardConfig {
     pub lora: Option<LoraConfig>,
 }
 
+impl RewardConfig {
+    /// Refuses settings that make a run meaningless, naming the field.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |what: String| Err(TrainError::Setting(what));
+        crate::lora::check(self.lora.as_ref())?;
+        if self.batch_size == 0 || self.epochs == 0 {
+            return bad("batch size and epochs must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
+        }
+        if !(self.center_coef.is_finite() && self.center_coef >= 0.0) {
+            return bad(format!("center_coef = {}: it must be 0 (off) or more", self.center_coef));
+        }
+        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
+            return bad(format!("max_grad_norm = {}: it must be above 0", self.max_grad_norm));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RewardConfig {
     fn default() -> Self {
         Self { epochs: 8, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0, lora: None }
@@ -122,10 +143,7 @@ impl RewardTrainer {
         if train.is_empty() {
             return Err(TrainError::NoData);
         }
-        if settings.batch_size == 0 || settings.epochs == 0 {
-            return Err(TrainError::Setting("batch size and epochs must be at least 1".into()));
-        }
-        crate::lora::check(settings.lora.as_ref())?;
+        settings.validate()?;
         for (i, r) in train.iter().chain(&held_out).enumerate() {
             let k = r.sequences.len();
             let mut sorted = r.order.clone();

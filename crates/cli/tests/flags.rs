@@ -1,0 +1,72 @@
+//! Flags that used to do nothing, or nonsense, without a word are refused naming the setting:
+//! zero iterations, a NaN divergence limit, an upper clip below the lower, a zero learning rate,
+//! a temperature so small it overflows the logits, fewer samples than a figure needs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tinyrlhf(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str], dir: &Path) {
+    let out = tinyrlhf(args, dir);
+    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Refused with a message (exit 1 or clap's 2), never a crash.
+fn refused(args: &[&str], dir: &Path) -> String {
+    let out = tinyrlhf(args, dir);
+    assert!(matches!(out.status.code(), Some(1 | 2)), "tinyrlhf {args:?} should have been refused: {:?}", out.status);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tinyrlhf-flags-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn flags_that_would_do_nothing_or_nonsense_are_refused_naming_the_setting() {
+    let dir = fresh_dir("all");
+    let sft = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/public/models/sft");
+    let sft = sft.to_str().unwrap();
+    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], &dir);
+    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);
+    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
+    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], &dir);
+    let rl = |method: &str, extra: &[&str]| -> Vec<String> {
+        [&[method, "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "run"][..], extra]
+            .concat()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (rl("ppo", &["--iterations", "0"]), "iterations = 0"),
+        (rl("ppo", &["--kl-limit", "NaN"]), "kl_limit = NaN"),
+        (rl("grpo", &["--kl-limit", "NaN"]), "kl_limit = NaN"),
+        (rl("grpo", &["--epsilon", "0.2", "--epsilon-high", "0.1"]), "epsilon_high = 0.1 is below epsilon = 0.2"),
+        (["reward", "--model", sft, "--rankings", "r.jsonl", "--lr", "0", "--out", "rm0"].map(str::to_owned).to_vec(), "lr = 0"),
+        (
+            ["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "--temperature", "1e-38", "--out", "t.jsonl"]
+                .map(str::to_owned)
+                .to_vec(),
+            "temperature 0.00000000000000000000000000000000000001 is too small",
+        ),
+        (
+            ["eval", "--model", sft, "--prompts", "world/heldout.jsonl", "-k", "1"].map(str::to_owned).to_vec(),
+            "-k 1: the EOS, length and rankable figures need at least 2",
+        ),
+        (["eval", "--model", sft, "--prompts", "world/heldout.jsonl", "-k", "0"].map(str::to_owned).to_vec(), "must be at least 1"),
+    ];
+    for (args, message) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = refused(&args, &dir);
+        assert!(stderr.contains(message), "tinyrlhf {args:?}: expected {message:?} in:\n{stderr}");
+        assert!(!dir.join("run").exists(), "tinyrlhf {args:?} wrote its output");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
