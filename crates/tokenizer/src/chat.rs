@@ -19,6 +19,15 @@ pub const TINYRLHF_TEMPLATE: &str = "{% for message in messages %}{% if message[
 /// answer after it, closed by EOS. `{prompt}\n{answer}<eos>`.
 pub const PLAIN_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% else %}{{ message['content'] }}\n{% endif %}{% endfor %}";
 
+/// The work one rendering may do, in minijinja's fuel (about one unit per instruction and per byte
+/// a value allocates): a real template uses thousands; a loop of loops or a string doubled until it
+/// fills memory runs out long before it hangs the CLI or kills the tab.
+pub const TEMPLATE_FUEL: u64 = 64_000_000;
+
+/// What a template may write beyond the messages it is given: a real one adds a few hundred bytes
+/// (a system turn, role markers).
+pub const TEMPLATE_OVERHEAD_BYTES: usize = 64 << 10;
+
 #[derive(Debug, Serialize)]
 struct Message<'a> {
     role: &'a str,
@@ -47,6 +56,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| TemplateError(e.to_string()))?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |message: String| -> Result<(), Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message))
@@ -105,14 +115,27 @@ impl ChatTemplate {
 
     fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
         let template = self.env.get_template("chat").map_err(|e| TemplateError(describe(&e)))?;
-        template
+        let text = template
             .render(context! {
                 messages => Serde(messages),
                 add_generation_prompt => add_generation_prompt,
                 eos_token => &self.eos_token,
                 bos_token => self.bos_token.as_deref().unwrap_or(""),
             })
-            .map_err(|e| TemplateError(describe(&e)))
+            .map_err(|e| match e.kind() {
+                ErrorKind::OutOfFuel => TemplateError(format!(
+                    "it does more work than a chat template needs (past its budget of {TEMPLATE_FUEL} units of minijinja's fuel): it loops or builds too much"
+                )),
+                _ => TemplateError(describe(&e)),
+            })?;
+        let given: usize = messages.iter().map(|m| m.content.len()).sum();
+        if text.len() > given + TEMPLATE_OVERHEAD_BYTES {
+            return Err(TemplateError(format!(
+                "it writes {} bytes for messages of {given}: more than the {TEMPLATE_OVERHEAD_BYTES} bytes of its own a chat template adds",
+                text.len()
+            )));
+        }
+        Ok(text)
     }
 }
 
@@ -127,6 +150,21 @@ fn describe(error: &Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_that_loops_or_builds_without_end_is_refused_at_load_naming_which() {
+        let nested = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let message = ChatTemplate::new(nested, "<eos>", None).unwrap_err().to_string();
+        assert!(message.contains("budget") && message.contains("fuel"), "{message}");
+        // A string doubled 40 times would be 4 GiB: refused before it is allocated.
+        let doubled = "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+        let message = ChatTemplate::new(doubled, "<eos>", None).unwrap_err().to_string();
+        assert!(message.contains("fuel"), "{message}");
+        // Within the budget but writing far more than the conversation: the length cap.
+        let long = "{% for i in range(20000) %}0123456789{% endfor %}{% for m in messages %}{{ m['content'] }}{% endfor %}";
+        let message = ChatTemplate::new(long, "<eos>", None).unwrap_err().to_string();
+        assert!(message.contains("more than the 65536 bytes"), "{message}");
+    }
 
     #[test]
     fn our_template_writes_the_layout_our_models_were_trained_on() {
