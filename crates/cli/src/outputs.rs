@@ -123,9 +123,8 @@ pub fn claim(plan: &Plan, overwrite: bool) -> Result<Claim> {
             }
             let created = (!out.exists()).then(|| out.to_owned());
             let claim = Claim { lock: Some(lock(out)?), created };
-            if !plan.resume {
-                clear_dir(out, &MODEL_FILES, overwrite, true)?;
-            }
+            // With --resume too: a folder with no checkpoint in it is not a run to continue.
+            clear_dir(out, &MODEL_FILES, overwrite, true)?;
             return Ok(claim);
         }
     }
@@ -276,6 +275,10 @@ mod tests {
         assert!(message.contains(&format!("process {}", std::process::id())), "{message}");
         drop(first);
         claim(&Plan { resume: true, ..plan(&out, Out::ModelDir, vec![]) }, false).unwrap();
+        // --resume into a folder of other files (no checkpoint) is no resume: refused as a fresh run is.
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let message = claim(&Plan { resume: true, ..plan(&out, Out::ModelDir, vec![]) }, false).unwrap_err();
+        assert!(message.contains("holds no run to resume"), "{message}");
     }
 
     #[test]
