@@ -1,26 +1,12 @@
 //! The `tinyrlhf` binary as a user runs it: the whole supervised pipeline through files, errors
 //! that name file, line and field without writing anything, and a killed run that resumes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn tinyrlhf(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str], dir: &Path) -> String {
-    let out = tinyrlhf(args, dir);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinyrlhf-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{fresh_dir, ok, tinyrlhf};
 
 fn world(dir: &Path) {
     ok(&["data", "--out", "world", "--pretrain-lines", "600", "--demos", "600", "--prompts", "40", "--heldout", "12"], dir);
@@ -415,41 +401,6 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[test]
-fn a_gguf_file_is_a_model_and_a_lora_run_on_it_writes_llama_cpps_adapter() {
-    let dir = fresh_dir("gguf");
-    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "20", "--prompts", "8", "--heldout", "4"], &dir);
-    // llama.cpp's conversion of the Llama fixture, quantised to Q8_0 (tests/fixtures/gguf/make.py).
-    let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf/hf-llama.q8_0.gguf");
-    let gguf = gguf.to_str().unwrap();
-    let sample = ["sample", "--model", gguf, "--prompts", "world/heldout.jsonl", "-k", "2", "--max-new-tokens", "5", "--out", "s.jsonl"];
-    ok(&sample, &dir);
-    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
-    let dpo = ["dpo", "--policy", gguf, "--rankings", "r.jsonl", "--epochs", "1", "--batch", "4", "--lora-rank", "4", "--lora-alpha", "8"];
-    ok(&[&dpo[..], &["--out", "dpo"]].concat(), &dir);
-    // The merged model is a plain HF folder: it loads without the GGUF.
-    ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "3"], &dir);
-
-    let bytes = std::fs::read(dir.join("dpo/adapter.gguf")).unwrap();
-    let header = tinyrlhf_model::GgufHeader::read(&bytes).unwrap();
-    let text = |key: &str| header.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    assert_eq!(
-        (text("general.type"), text("adapter.type"), text("general.architecture")),
-        (Some("adapter".into()), Some("lora".into()), Some("llama".into()))
-    );
-    assert_eq!(header.get("adapter.lora.alpha").and_then(|v| v.as_f64()), Some(8.0));
-    let peft = std::fs::read(dir.join("dpo/adapter/adapter_model.safetensors")).unwrap();
-    let peft = safetensors::SafeTensors::deserialize(&peft).unwrap();
-    assert_eq!(header.tensors.len(), peft.len(), "one GGUF tensor per PEFT factor");
-    let down_a = peft.tensor("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight").unwrap();
-    let ours = header.tensor("blk.1.ffn_down.weight.lora_a").unwrap();
-    assert_eq!(ours.shape, down_a.shape(), "llama.cpp's lora_a is PEFT's [rank, in]");
-    assert_eq!(tinyrlhf_model::tensor_f32(ours, &bytes, 0).unwrap().len(), down_a.shape().iter().product::<usize>());
-    let q_b = header.tensor("blk.0.attn_q.weight.lora_b").unwrap();
-    assert_eq!(q_b.shape[1], 4, "lora_b is [out, rank]");
-    std::fs::remove_dir_all(dir).ok();
-}
-
 fn safetensors_names(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();
     let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -611,7 +562,7 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
 #[test]
 fn chat_says_a_line_is_not_utf8_and_answers_the_next() {
     use std::io::Write;
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/public/models/sft");
+    let shipped = common::shipped_sft();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
         .args(["chat", "--model", shipped.to_str().unwrap(), "--max-new-tokens", "4"])
         .stdin(std::process::Stdio::piped())

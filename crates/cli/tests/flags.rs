@@ -2,17 +2,11 @@
 //! zero iterations, a NaN divergence limit, an upper clip below the lower, a zero learning rate,
 //! a temperature so small it overflows the logits, fewer samples than a figure needs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn tinyrlhf(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs")
-}
+use std::path::Path;
 
-fn ok(args: &[&str], dir: &Path) {
-    let out = tinyrlhf(args, dir);
-    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
+use common::{fresh_dir, ok, tinyrlhf};
 
 /// Refused with a message (exit 1 or clap's 2), never a crash.
 fn refused(args: &[&str], dir: &Path) -> String {
@@ -21,17 +15,10 @@ fn refused(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinyrlhf-flags-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn flags_that_would_do_nothing_or_nonsense_are_refused_naming_the_setting() {
     let dir = fresh_dir("all");
-    let sft = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/public/models/sft");
+    let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
     ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], &dir);
     ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);

@@ -3,17 +3,12 @@
 //! files), a symlink or device `--out` is written through, and two runs on one folder are refused.
 //! The commands are the ones that used to destroy inputs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn tinyrlhf(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs")
-}
+use std::path::Path;
+use std::process::Command;
 
-fn ok(args: &[&str], dir: &Path) {
-    let out = tinyrlhf(args, dir);
-    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
+use common::{fresh_dir, ok, tinyrlhf};
 
 fn fails(args: &[&str], dir: &Path) -> String {
     let out = tinyrlhf(args, dir);
@@ -21,16 +16,9 @@ fn fails(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinyrlhf-outputs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The shipped SFT model (a finished run's folder) copied into `dir/sft`.
 fn sft(dir: &Path) {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/public/models/sft");
+    let shipped = common::shipped_sft();
     std::fs::create_dir_all(dir.join("sft")).unwrap();
     for name in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(shipped.join(name), dir.join("sft").join(name)).unwrap();
@@ -41,6 +29,12 @@ fn args(a: &[String]) -> Vec<&str> {
     a.iter().map(String::as_str).collect()
 }
 
+/// The shipped SFT model in `dir/sft` and a small instruction world in `dir/world`.
+fn sft_and_world(dir: &Path, demos: &str) {
+    sft(dir);
+    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", demos, "--prompts", "6", "--heldout", "4"], dir);
+}
+
 fn snapshot(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
@@ -48,8 +42,7 @@ fn snapshot(path: &Path) -> Vec<u8> {
 #[test]
 fn training_never_writes_over_its_inputs_or_a_folder_of_other_files() {
     let dir = fresh_dir("train");
-    sft(&dir);
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], &dir);
+    sft_and_world(&dir, "20");
     ok(&["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);
     ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
     let weights = snapshot(&dir.join("sft/model.safetensors"));
@@ -82,8 +75,7 @@ fn training_never_writes_over_its_inputs_or_a_folder_of_other_files() {
 #[test]
 fn files_given_as_out_are_never_replaced_unasked_and_devices_are_written_through() {
     let dir = fresh_dir("files");
-    sft(&dir);
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], &dir);
+    sft_and_world(&dir, "20");
     let sample = |out: &str| {
         ["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "2", "--max-new-tokens", "3", "--out", out]
             .map(str::to_owned)
@@ -122,8 +114,7 @@ fn files_given_as_out_are_never_replaced_unasked_and_devices_are_written_through
 #[test]
 fn a_second_run_on_the_same_out_is_refused_naming_the_process_that_holds_it() {
     let dir = fresh_dir("lock");
-    sft(&dir);
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "200", "--prompts", "6", "--heldout", "4"], &dir);
+    sft_and_world(&dir, "200");
     let sft_args = ["sft", "--model", "sft", "--demos", "world/demos.jsonl", "--steps", "100000", "--save-every", "100000", "--out", "run"];
     let mut first = Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(sft_args).current_dir(&dir).spawn().unwrap();
     let started = std::time::Instant::now();
