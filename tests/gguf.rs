@@ -7,11 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde_json::Value;
+use burn::tensor::Device;
 use tinyrlhf_model::{GgufHeader, GgufModel, READ_TYPES, SamplingConfig, generate, tensor_f32};
 use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
-use tinyrlhf_tests::{FixtureTensor, assert_close, llama_fixture_folders, load_folder, safetensors_values};
+use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
 
 fn gguf_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/gguf")
@@ -37,23 +36,6 @@ fn pairs(kind: &str) -> Vec<(PathBuf, PathBuf)> {
             (dir, gguf)
         })
         .collect()
-}
-
-fn expected(dir: &Path) -> Value {
-    serde_json::from_slice(&read(&dir.join("expected.json"))).unwrap()
-}
-
-fn ints(t: &FixtureTensor, device: &Device) -> Tensor<2, Int> {
-    Tensor::from_data(TensorData::new(t.as_i64(), [t.shape[0], t.shape[1]]), device)
-}
-
-/// Our logits on the folder's left-padded batch, transformers', and the mask.
-fn logits(model: &LanguageModel, dir: &Path) -> (Vec<f32>, FixtureTensor, FixtureTensor) {
-    let batch = safetensors_values(&read(&dir.join(expected(dir)["logits_file"].as_str().unwrap())));
-    let device = Device::flex();
-    let (ids, mask) = (&batch["input_ids"], &batch["attention_mask"]);
-    let hidden = model.model.forward(ints(ids, &device), ints(&batch["position_ids"], &device), Some(ints(mask, &device)));
-    (model.model.logits(hidden).into_data().try_to_vec::<f32>().unwrap(), batch["logits"].clone(), mask.clone())
 }
 
 #[test]
@@ -82,7 +64,7 @@ fn a_llama_family_folder_converted_by_llama_cpp_gives_transformers_logits() {
     for (dir, gguf) in pairs("f32") {
         let model = load(&gguf);
         let vocab = model.config.vocab_size();
-        let (ours, theirs, mask) = logits(&model, &dir);
+        let (ours, theirs, mask) = llama_fixture_logits(&model, &dir);
         assert_close(&format!("{} logits", gguf.display()), &ours, &theirs.values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5);
     }
 }
@@ -92,7 +74,7 @@ fn a_q8_0_file_stays_near_the_full_precision_logits() {
     for (dir, gguf) in pairs("q8_0") {
         let model = load(&gguf);
         let vocab = model.config.vocab_size();
-        let (ours, theirs, mask) = logits(&model, &dir);
+        let (ours, theirs, mask) = llama_fixture_logits(&model, &dir);
         let kept: Vec<usize> = (0..ours.len()).filter(|&i| mask.values[i / vocab] == 1.0).collect();
         let worst = kept.iter().map(|&i| (ours[i] as f64 - theirs.values[i]).abs()).fold(0.0, f64::max);
         let spread = kept.iter().map(|&i| theirs.values[i].abs()).fold(0.0, f64::max);
@@ -104,7 +86,7 @@ fn a_q8_0_file_stays_near_the_full_precision_logits() {
 fn greedy_answers_special_tokens_and_chat_template_are_the_folders() {
     for (dir, gguf) in pairs("f32") {
         let (model, folder) = (load(&gguf), load_folder(&dir, "config.json"));
-        let expected = expected(&dir);
+        let expected = llama_expected(&dir);
         assert_eq!(model.tokenizer.special_ids(), folder.tokenizer.special_ids(), "{}", gguf.display());
         assert_eq!(model.tokenizer.chat_template().source(), folder.tokenizer.chat_template().source());
         for case in expected["template_cases"].as_array().unwrap() {

@@ -7,22 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use serde_json::Value;
 use tinyrlhf_model::{ModelConfig, SamplingConfig, generate};
-use tinyrlhf_rlhf::LanguageModel;
-use tinyrlhf_tests::{FixtureTensor, assert_close, llama_fixture_folders, load_folder, safetensors_values};
+use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
-}
-
-fn expected(dir: &Path) -> Value {
-    serde_json::from_slice(&read(dir, "expected.json")).unwrap()
-}
-
-fn ints(t: &FixtureTensor, device: &Device) -> Tensor<2, Int> {
-    Tensor::from_data(TensorData::new(t.as_i64(), [t.shape[0], t.shape[1]]), device)
 }
 
 fn folders() -> Vec<PathBuf> {
@@ -31,25 +22,14 @@ fn folders() -> Vec<PathBuf> {
     folders
 }
 
-/// Our logits on the folder's left-padded batch, and transformers'.
-fn logits(model: &LanguageModel, dir: &Path) -> (Vec<f32>, FixtureTensor, FixtureTensor) {
-    let expected = expected(dir);
-    let batch = safetensors_values(&read(dir, expected["logits_file"].as_str().unwrap()));
-    let device = Device::flex();
-    let (ids, mask) = (&batch["input_ids"], &batch["attention_mask"]);
-    let hidden = model.model.forward(ints(ids, &device), ints(&batch["position_ids"], &device), Some(ints(mask, &device)));
-    let ours = model.model.logits(hidden).into_data().try_to_vec::<f32>().unwrap();
-    (ours, batch["logits"].clone(), mask.clone())
-}
-
 #[test]
 fn every_llama_family_folder_gives_transformers_logits_on_a_left_padded_batch() {
     for dir in folders() {
         let model = load_folder(&dir, "config.json");
         let vocab = model.config.vocab_size();
-        assert_eq!(vocab as u64, expected(&dir)["vocab_size"].as_u64().unwrap());
+        assert_eq!(vocab as u64, llama_expected(&dir)["vocab_size"].as_u64().unwrap());
         assert!(matches!(model.config, ModelConfig::Llama(_)), "{}", dir.display());
-        let (ours, theirs, mask) = logits(&model, &dir);
+        let (ours, theirs, mask) = llama_fixture_logits(&model, &dir);
         assert!(mask.values.contains(&0.0), "{}: the batch is padded", dir.display());
         assert_close(&format!("{} logits", dir.display()), &ours, &theirs.values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5);
     }
@@ -59,7 +39,7 @@ fn every_llama_family_folder_gives_transformers_logits_on_a_left_padded_batch() 
 fn the_older_rope_keys_read_as_the_newer_ones() {
     for dir in folders() {
         let (new, legacy) = (load_folder(&dir, "config.json"), load_folder(&dir, "config_legacy.json"));
-        assert_eq!(logits(&new, &dir).0, logits(&legacy, &dir).0, "{}", dir.display());
+        assert_eq!(llama_fixture_logits(&new, &dir).0, llama_fixture_logits(&legacy, &dir).0, "{}", dir.display());
     }
 }
 
@@ -67,7 +47,7 @@ fn the_older_rope_keys_read_as_the_newer_ones() {
 fn a_perturbed_reference_logit_is_caught() {
     let dir = &folders()[0];
     let model = load_folder(dir, "config.json");
-    let (ours, mut theirs, mask) = logits(&model, dir);
+    let (ours, mut theirs, mask) = llama_fixture_logits(&model, dir);
     let vocab = model.config.vocab_size();
     let real = mask.values.iter().position(|&m| m == 1.0).unwrap() * vocab;
     theirs.values[real + 3] += 1e-2;
@@ -79,7 +59,7 @@ fn a_perturbed_reference_logit_is_caught() {
 fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
     for dir in folders() {
         let model = load_folder(&dir, "config.json");
-        let expected = expected(&dir);
+        let expected = llama_expected(&dir);
         let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_prompts"].clone()).unwrap();
         let alone: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_alone"].clone()).unwrap();
         let batched: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_batched_left_padded"].clone()).unwrap();
@@ -100,7 +80,7 @@ fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
 fn special_tokens_and_chat_templates_are_the_folders() {
     for dir in folders() {
         let tokenizer = load_folder(&dir, "config.json").tokenizer;
-        let expected = expected(&dir);
+        let expected = llama_expected(&dir);
         let special = tokenizer.special_ids();
         assert_eq!(u64::from(special.eos), expected["eos_token_id"].as_u64().unwrap(), "{}", dir.display());
         assert_eq!(u64::from(special.pad), expected["pad_token_id"].as_u64().unwrap(), "{}", dir.display());

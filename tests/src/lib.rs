@@ -60,6 +60,24 @@ pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::Langua
     tinyrlhf_rlhf::load_language_model(files, &burn::tensor::Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
+/// A Llama-family fixture folder's `expected.json` (what transformers computed for it).
+pub fn llama_expected(dir: &std::path::Path) -> serde_json::Value {
+    let path = dir.join("expected.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// `model`'s logits on a fixture folder's left-padded batch, transformers' logits, and the mask.
+pub fn llama_fixture_logits(model: &tinyrlhf_rlhf::LanguageModel, dir: &std::path::Path) -> (Vec<f32>, FixtureTensor, FixtureTensor) {
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    let path = dir.join(llama_expected(dir)["logits_file"].as_str().unwrap());
+    let batch = safetensors_values(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    let device = Device::flex();
+    let ints = |t: &FixtureTensor| Tensor::<2, Int>::from_data(TensorData::new(t.as_i64(), [t.shape[0], t.shape[1]]), &device);
+    let (ids, mask) = (&batch["input_ids"], &batch["attention_mask"]);
+    let hidden = model.model.forward(ints(ids), ints(&batch["position_ids"]), Some(ints(mask)));
+    (model.model.logits(hidden).into_data().try_to_vec::<f32>().unwrap(), batch["logits"].clone(), mask.clone())
+}
+
 pub fn read_fixture(relative: &str) -> Vec<u8> {
     let path = fixtures_dir().join(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
