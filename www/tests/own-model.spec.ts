@@ -136,6 +136,18 @@ test('a model folder or data file that does not hold together is refused naming 
   await expect(page.locator('#run-sft')).toBeDisabled();
 });
 
+/** The test prompts, three of them ranked, and one epoch of DPO with rank-4 LoRA adapters. */
+async function rankAndLoraDpo(page: Page) {
+  await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
+  await rankThree(page);
+  await page.locator('#lora').check();
+  await page.locator('#lora-rank').fill('4');
+  await page.locator('#tab-dpo').click();
+  await page.locator('#dpo-epochs').fill('1');
+  await page.locator('#dpo-run').click();
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 240_000 });
+}
+
 const LLAMA_FAMILY = process.env.TINYRLHF_LLAMA_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-llama-family');
 
 test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architecture and memory shown, ranks, tunes with LoRA DPO, compares, explains and exports', async ({ page }) => {
@@ -150,14 +162,7 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await expect(page.locator('#model-current')).not.toContainText('padding uses EOS');
   await page.locator('#model').screenshot({ path: 'test-results/own-llama.png' });
 
-  await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
-  await rankThree(page);
-  await page.locator('#lora').check();
-  await page.locator('#lora-rank').fill('4');
-  await page.locator('#tab-dpo').click();
-  await page.locator('#dpo-epochs').fill('1');
-  await page.locator('#dpo-run').click();
-  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 240_000 });
+  await rankAndLoraDpo(page);
   expect(await saved(page, 'policy:dpo')).toMatch(/bytes$/);
 
   // A reward model on the same rankings, then every view of section 4 with this model: answers
@@ -208,14 +213,7 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   // The template is the file's own (tokenizer.chat_template).
   await expect(page.locator('#model-template-text')).toContainText('<|im_start|>');
 
-  await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
-  await rankThree(page);
-  await page.locator('#lora').check();
-  await page.locator('#lora-rank').fill('4');
-  await page.locator('#tab-dpo').click();
-  await page.locator('#dpo-epochs').fill('1');
-  await page.locator('#dpo-run').click();
-  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 180_000 });
+  await rankAndLoraDpo(page);
   expect(await saved(page, 'adapter:dpo')).toBeTruthy();
 
   // After a reload the adapter is still there to export (the merged weights alone cannot give it back).
