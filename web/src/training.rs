@@ -15,7 +15,7 @@ use tinyrlhf_rlhf::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::{Model, Session, State, js, json_value, promise, prompt_ids, sft, to_json};
+use crate::{Model, Session, State, js, json_value, promise, sft, to_json};
 
 /// A policy run of one method: the library's one trainer interface.
 pub(crate) type Run = PolicyTrainer;
@@ -148,7 +148,7 @@ impl Session {
             let trainer = match method {
                 Method::Ppo => {
                     let settings: PpoConfig = with_changes(PpoConfig::default(), &changes, "PPO").map_err(js)?;
-                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
+                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens)?;
                     plan.total = settings.iterations;
                     let models =
                         PpoModels { sft: model.model.clone(), config: model.config.clone(), reward: reward()?, value: None, policy: start };
@@ -156,7 +156,7 @@ impl Session {
                 }
                 Method::Grpo | Method::Rloo => {
                     let settings = method.group_config(&changes).map_err(js)?;
-                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens + 1)?;
+                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens)?;
                     plan.total = settings.iterations;
                     let (sft, config) = (model.model.clone(), model.config.clone());
                     Run::Group(Box::new(
@@ -292,10 +292,10 @@ impl Session {
     }
 }
 
-/// Chat-template ids of `prompts_json` (a JSON list), each leaving `room` tokens for the answer.
-fn training_prompt_ids(model: &Model, prompts_json: &str, room: usize) -> Result<Vec<Vec<u32>>, JsError> {
+/// Chat-template ids of `prompts_json` (a JSON list), each leaving room for `new_tokens`.
+fn training_prompt_ids(model: &Model, prompts_json: &str, new_tokens: usize) -> Result<Vec<Vec<u32>>, JsError> {
     let prompts: Vec<String> = serde_json::from_str(prompts_json).map_err(js)?;
-    prompts.iter().map(|p| prompt_ids(model, p, room).map(|(ids, _)| ids)).collect()
+    tinyrlhf_rlhf::training_prompt_ids(&model.tokenizer, model.config.context_length(), &prompts, new_tokens).map_err(js)
 }
 
 /// The reward model, or the error a method that needs one reports.

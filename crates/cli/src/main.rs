@@ -100,6 +100,7 @@ impl Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tinyrlhf_rlhf::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
     let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();
     let result = claim.and_then(|_claim| run(cli.command));
@@ -110,6 +111,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The memory this process can have: the machine's, or its container's limit when lower.
+fn machine_memory() -> u64 {
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    let total = system.total_memory();
+    system.cgroup_limits().map_or(total, |limits| limits.total_memory.min(total))
 }
 
 fn run(command: Command) -> files::Result<()> {

@@ -8,13 +8,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_data::Demonstration;
-use tinyrlhf_rlhf::{KlEstimator, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible};
+use tinyrlhf_rlhf::{KlEstimator, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible, training_prompt_ids};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
 use crate::outputs::{Out, Plan};
 use crate::policy;
-use crate::sample::prompt_ids;
 use crate::train::files_digest;
 
 #[derive(Debug, Args)]
@@ -130,10 +129,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
     let prompts = files::read_prompts(&args.prompts)?;
-    let prompt_ids = prompts
-        .iter()
-        .map(|p| prompt_ids(&tokenizer, &config, p, args.max_new_tokens + 1).map(|(ids, _)| ids))
-        .collect::<Result<Vec<_>>>()?;
+    let prompt_ids = training_prompt_ids(&tokenizer, config.context_length(), &prompts, args.max_new_tokens).map_err(|e| e.to_string())?;
     let ptx = match &args.demos {
         Some(path) => {
             let demos: Vec<Demonstration> = files::read_records(path)?;

@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use tinyrlhf_data::{Samples, write_jsonl};
 use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
+use tinyrlhf_rlhf::sizes;
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
@@ -46,12 +47,6 @@ impl SamplingArgs {
     }
 }
 
-/// Prompt ids for the model: the chat template, cut from the left to leave `room` for the answer.
-/// Returns the ids and whether the prompt was cut.
-pub fn prompt_ids(tokenizer: &Tokenizer, config: &ModelConfig, prompt: &str, room: usize) -> Result<(Vec<u32>, bool)> {
-    tinyrlhf_rlhf::prompt_ids(tokenizer, config.context_length(), prompt, room).map_err(|e| e.to_string())
-}
-
 /// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
@@ -64,17 +59,22 @@ pub fn answer(
     sampling: &SamplingArgs,
     progress: Option<&ProgressBar>,
 ) -> Result<Vec<Vec<(String, bool)>>> {
+    let context = config.context_length();
+    tinyrlhf_rlhf::check_answer_room(tokenizer, context, sampling.max_new_tokens, "--max-new-tokens").map_err(|e| e.to_string())?;
+    sizes::check_answers_per_prompt(k, "-k").map_err(|e| e.to_string())?;
+    let batch = batch.clamp(1, prompts.len() * k);
+    sizes::check_sampling(config, batch, context, "sampling one --batch").map_err(|e| e.to_string())?;
     let special = tokenizer.special_ids();
     let mut rows = Vec::with_capacity(prompts.len() * k);
     for prompt in prompts {
-        let (ids, cut) = prompt_ids(tokenizer, config, prompt, sampling.max_new_tokens)?;
+        let (ids, cut) = tinyrlhf_rlhf::prompt_ids(tokenizer, context, prompt, sampling.max_new_tokens).map_err(|e| e.to_string())?;
         if cut {
             eprintln!("note: prompt {prompt:?} is longer than the context allows and was cut from the left");
         }
         rows.extend(std::iter::repeat_n(ids, k));
     }
     let mut answers = Vec::with_capacity(rows.len());
-    for (i, chunk) in rows.chunks(batch.max(1)).enumerate() {
+    for (i, chunk) in rows.chunks(batch).enumerate() {
         let out =
             pollster::block_on(generate(gpt, chunk, special.eos, special.pad, &sampling.config(i as u64))).map_err(|e| e.to_string())?;
         for (tokens, finished) in out.tokens.iter().zip(out.finished) {
@@ -115,9 +115,6 @@ impl SampleArgs {
 }
 
 pub fn sample(args: &SampleArgs) -> Result<()> {
-    if args.k == 0 {
-        return Err("-k must be at least 1".into());
-    }
     let device = args.sampling.backend.device()?;
     let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
@@ -173,6 +170,10 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         config.num_layers(),
         config.width()
     );
+    if !args.raw {
+        tinyrlhf_rlhf::check_answer_room(&tokenizer, config.context_length(), args.sampling.max_new_tokens, "--max-new-tokens")
+            .map_err(|e| e.to_string())?;
+    }
     let stdin = std::io::stdin();
     let mut turn = 0;
     loop {

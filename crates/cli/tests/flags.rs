@@ -1,6 +1,7 @@
 //! Flags that used to do nothing, or nonsense, without a word are refused naming the setting:
 //! zero iterations, a NaN divergence limit, an upper clip below the lower, a zero learning rate,
-//! a temperature so small it overflows the logits, fewer samples than a figure needs.
+//! a temperature so small it overflows the logits, fewer samples than a figure needs; and sizes
+//! past what the model or the machine can hold, refused before anything is allocated.
 
 mod common;
 
@@ -16,7 +17,7 @@ fn refused(args: &[&str], dir: &Path) -> String {
 }
 
 #[test]
-fn flags_that_would_do_nothing_or_nonsense_are_refused_naming_the_setting() {
+fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the_setting() {
     let dir = fresh_dir("all");
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
@@ -48,6 +49,33 @@ fn flags_that_would_do_nothing_or_nonsense_are_refused_naming_the_setting() {
             "-k 1: the EOS, length and rankable figures need at least 2",
         ),
         (["eval", "--model", sft, "--prompts", "world/heldout.jsonl", "-k", "0"].map(str::to_owned).to_vec(), "must be at least 1"),
+        // Sizes: each used to abort on an allocation (exit 134) or run for minutes.
+        (
+            ["tokenizer", "--corpus", "world/pretrain.txt", "--demos", "world/demos.jsonl", "--vocab", "1000000000", "--out", "run"]
+                .map(str::to_owned)
+                .to_vec(),
+            "vocabulary size 1000000000 is too large",
+        ),
+        (rl("ppo", &["--lora-rank", "100000"]), "LoRA rank 100000 is larger than this gpt2 model's narrowest adapted matrix (128)"),
+        (rl("grpo", &["--prompts-per-iteration", "100000"]), "GiB"),
+        (rl("rloo", &["-k", "100000"]), "samples_per_prompt (K) = 100000: answers per prompt must be 1 to 64"),
+        (rl("ppo", &["--max-new-tokens", "124"]), "leaves no room for the prompt: the model's context is 128 tokens"),
+        (
+            ["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "1", "--batch", "100000", "--out", "run"]
+                .map(str::to_owned)
+                .to_vec(),
+            "a training step (100000 sequences of",
+        ),
+        (
+            ["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "100000", "--out", "run"].map(str::to_owned).to_vec(),
+            "-k = 100000: answers per prompt must be 1 to 64",
+        ),
+        (
+            ["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "--max-new-tokens", "124", "--out", "run"]
+                .map(str::to_owned)
+                .to_vec(),
+            "--max-new-tokens = 124 leaves no room for the prompt",
+        ),
     ];
     for (args, message) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

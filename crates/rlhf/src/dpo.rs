@@ -187,6 +187,7 @@ impl DpoTrainer {
                 )));
             }
         }
+        crate::sizes::check_ranking_run(&config, settings.lora.as_ref(), &train, settings.batch_size, "a DPO step")?;
         let device = policy.device();
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;

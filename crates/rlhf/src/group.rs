@@ -147,6 +147,7 @@ impl GroupConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
         }
+        crate::sizes::check_answers_per_prompt(self.samples_per_prompt, "samples_per_prompt (K)")?;
         if self.iterations == 0 || self.prompts_per_iteration == 0 || self.max_new_tokens == 0 {
             return bad("iterations, prompts per iteration and new tokens must be at least 1".into());
         }
@@ -243,6 +244,9 @@ impl GroupTrainer {
         if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty() || p.len() > max_prompt) {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
+        let rows = settings.prompts_per_iteration.saturating_mul(settings.samples_per_prompt);
+        let tokens = prompts.iter().map(Vec::len).max().unwrap_or(0) + settings.max_new_tokens;
+        crate::sizes::check_sampling_run(&config, settings.lora.as_ref(), rows, rows, tokens, settings.method.name())?;
         let device = sft.device();
         let policy = crate::lora::trainable_lm(policy.unwrap_or_else(|| sft.clone()), settings.lora.as_ref());
         Ok(Self {

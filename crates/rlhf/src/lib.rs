@@ -34,6 +34,7 @@ mod read;
 pub mod reward;
 pub mod rollout;
 pub mod schedule;
+pub mod sizes;
 pub mod supervised;
 
 pub use checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint};
@@ -53,7 +54,7 @@ pub use peers::{Alone, Peers, shard};
 pub use policy_trainer::{PolicyStats, PolicyTrainer};
 pub use ppo::{PpoConfig, PpoModels, PpoStats, PpoTrainer};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
-pub use prompts::{ANSWER_TOKENS, prompt_budget, prompt_ids};
+pub use prompts::{ANSWER_TOKENS, MIN_PROMPT_TOKENS, check_answer_room, prompt_budget, prompt_ids, training_prompt_ids};
 pub use rankings::{RankingSet, TokenRanking};
 pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
 pub use rollout::{TokenExplanation, explain_response, response_kl};

@@ -168,6 +168,8 @@ impl PpoTrainer {
         if let Some((i, p)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty() || p.len() > max_prompt) {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
+        let tokens = prompts.iter().map(Vec::len).max().unwrap_or(0) + settings.max_new_tokens;
+        crate::sizes::check_sampling_run(&config, settings.lora.as_ref(), settings.batch_size, settings.minibatch_size, tokens, "PPO")?;
         let device = sft.device();
         let value = value.unwrap_or_else(|| reward.clone());
         let reference = sft.clone();

@@ -87,6 +87,7 @@ impl PpoConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |field: &str, value: f64, want: &str| Err(TrainError::Setting(format!("{field} = {value}: {want}")));
         crate::lora::check(self.lora.as_ref())?;
+        crate::sizes::check_answers_per_prompt(self.samples_per_prompt, "samples_per_prompt")?;
         if let Some(target) = self.kl_target
             && !(target.is_finite() && target > 0.0)
         {

@@ -159,6 +159,7 @@ impl RewardTrainer {
                 )));
             }
         }
+        crate::sizes::check_ranking_run(&config, settings.lora.as_ref(), &train, settings.batch_size, "a reward-model step")?;
         let device = model.transformer.device();
         let model = crate::lora::trainable_scalar(model, settings.lora.as_ref(), "");
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();

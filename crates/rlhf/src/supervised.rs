@@ -149,6 +149,9 @@ impl SupervisedTrainer {
         }
         let device = model.device();
         crate::lora::check(settings.lora.as_ref())?;
+        crate::sizes::check_lora_rank(&config, settings.lora.as_ref())?;
+        let longest = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
+        crate::sizes::check_training_step(&config, settings.batch_size, longest, "a training step")?;
         let model = crate::lora::trainable_lm(model, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
         Ok(Self { model, config, optim, settings, examples, pad, step: 0, device, epoch_order: None })

@@ -35,6 +35,9 @@ pub const ASSISTANT: &str = "<|assistant|>";
 /// Our special tokens in the order they take ids 0..4 in a trained tokenizer.
 pub const SPECIAL_TOKENS: [&str; 4] = [PAD, EOS, USER, ASSISTANT];
 
+/// The largest vocabulary [`Tokenizer::train`] builds.
+pub const MAX_TRAINED_VOCAB: usize = 1 << 20;
+
 /// Everything that can go wrong reading, training or using a tokenizer.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -50,6 +53,8 @@ pub enum TokenizerError {
     Template(#[from] TemplateError),
     #[error("vocabulary size {0} is too small: it must exceed 256 byte tokens + 4 special tokens")]
     VocabTooSmall(usize),
+    #[error("vocabulary size {0} is too large: at most {MAX_TRAINED_VOCAB} (the largest real models use about 260,000)")]
+    VocabTooLarge(usize),
     #[error("tokenizer failed: {0}")]
     Internal(String),
 }
@@ -108,6 +113,10 @@ impl Tokenizer {
     {
         if vocab_size <= 256 + SPECIAL_TOKENS.len() {
             return Err(TokenizerError::VocabTooSmall(vocab_size));
+        }
+        // The trainer sizes its tables by the asked vocabulary before it reads a word.
+        if vocab_size > MAX_TRAINED_VOCAB {
+            return Err(TokenizerError::VocabTooLarge(vocab_size));
         }
         let specials = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
         let mut trainer = BpeTrainerBuilder::new()
@@ -521,5 +530,12 @@ mod tests {
     fn a_vocabulary_without_room_for_merges_is_refused() {
         let err = Tokenizer::train(CORPUS.iter(), 100).unwrap_err();
         assert!(matches!(err, TokenizerError::VocabTooSmall(100)));
+    }
+
+    #[test]
+    fn a_vocabulary_larger_than_any_model_uses_is_refused_before_the_trainer_allocates() {
+        let err = Tokenizer::train(CORPUS.iter(), 1_000_000_000).unwrap_err();
+        assert!(matches!(err, TokenizerError::VocabTooLarge(1_000_000_000)), "{err}");
+        assert!(err.to_string().contains("at most 1048576"), "{err}");
     }
 }
