@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::files::{self, Result};
 use crate::outputs::{Out, Plan};
 use crate::policy;
-use crate::train::files_digest;
+use crate::resume::RunRecord;
 
 #[derive(Debug, Args)]
 pub struct DpoArgs {
@@ -90,11 +90,15 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let RankingSet { train, held_out, .. } = set;
     let pad = tokenizer.special_ids().pad;
     device.seed(args.seed);
+    let mut inputs = vec![("policy", args.policy.as_path()), ("rankings", args.rankings.as_path())];
+    inputs.extend(args.held_out.as_deref().map(|h| ("held-out rankings", h)));
+    let record = RunRecord::new(&inputs, &settings)?;
 
     let trainer = policy::resumed_or_fresh(
         &args.out,
         args.resume,
         "DPO",
+        &record,
         || {
             let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
             let trainer = pollster::block_on(DpoTrainer::resume(&checkpoint, &sft, train.clone(), held_out.clone(), pad))
@@ -109,7 +113,10 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
         },
     )?;
     let manifest = serde_json::json!({
-        "sft": args.policy, "data": {"rankings": files_digest(&[&args.rankings])?, "pairs": pairs},
+        "sft": args.policy, "data": {"rankings": record.digest("rankings"), "pairs": pairs},
     });
-    policy::drive(trainer, policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest })
+    policy::drive(
+        trainer,
+        policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest, record: &record },
+    )
 }

@@ -13,6 +13,8 @@ use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::{ModelFiles, TrainCheckpoint, ValueCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
+use crate::resume::{RUN_FILE, RunRecord};
+
 pub type Result<T> = std::result::Result<T, String>;
 
 pub fn read(path: &Path) -> Result<Vec<u8>> {
@@ -154,8 +156,9 @@ const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimi
 const VALUE_FILES: [&str; 2] = ["value.safetensors", "value_optimizer.bpk"];
 
 /// Saves a trainer's resumable state as `dir/checkpoint/` (every method's in one layout).
-pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint) -> Result<()> {
-    let mut parts: Vec<(&str, &[u8])> = vec![];
+pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord) -> Result<()> {
+    let record = run.to_json();
+    let mut parts: Vec<(&str, &[u8])> = vec![(RUN_FILE, &record)];
     if let Some(value) = &checkpoint.value {
         parts.extend(VALUE_FILES.into_iter().zip([&value.weights[..], &value.optimizer[..]]));
     }
@@ -164,6 +167,16 @@ pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint) -> Result<()> {
         [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
     parts.extend(CHECKPOINT_FILES.into_iter().zip(main));
     save_checkpoint_files(dir, &parts)
+}
+
+/// The run record of the last complete checkpoint in `dir`: `None` when there is no checkpoint,
+/// `Some(None)` when an older tinyrlhf wrote it without one.
+pub fn load_run_record(dir: &Path) -> Result<Option<Option<Vec<u8>>>> {
+    if load_checkpoint_files(dir, &[])?.is_none() {
+        return Ok(None);
+    }
+    let path = dir.join("checkpoint").join(RUN_FILE);
+    Ok(Some(if path.exists() { Some(read(&path)?) } else { None }))
 }
 
 /// A trainer's last complete checkpoint in `dir`, if any; `with_value` for PPO's.

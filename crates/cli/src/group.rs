@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::files::{self, Result};
 use crate::outputs::{Out, Plan};
 use crate::policy;
-use crate::train::files_digest;
+use crate::resume::RunRecord;
 
 #[derive(Debug, Args)]
 pub struct GroupArgs {
@@ -124,10 +124,13 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let prompt_ids = training_prompt_ids(&tokenizer, config.context_length(), &prompts, args.max_new_tokens).map_err(|e| e.to_string())?;
     let special = tokenizer.special_ids();
     device.seed(args.seed);
+    let inputs = [("policy", args.policy.as_path()), ("reward model", args.reward.as_path()), ("prompts", args.prompts.as_path())];
+    let record = RunRecord::new(&inputs, &settings)?;
     let mut trainer = policy::resumed_or_fresh(
         &args.out,
         args.resume,
         &method.name().to_uppercase(),
+        &record,
         || {
             let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
             let trainer = GroupTrainer::resume(&checkpoint, sft.clone(), reward.clone(), prompt_ids.clone(), special.eos, special.pad)
@@ -151,7 +154,10 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     )?;
     trainer.set_iterations(args.iterations);
     let manifest = serde_json::json!({
-        "sft": args.policy, "reward": args.reward, "data": {"prompts": files_digest(&[&args.prompts])?},
+        "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::drive(trainer, policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest })
+    policy::drive(
+        trainer,
+        policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest, record: &record },
+    )
 }

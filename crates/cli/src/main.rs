@@ -18,6 +18,7 @@ mod ppo;
 mod progress;
 mod rank;
 mod rankings;
+mod resume;
 mod reward;
 mod sample;
 mod train;

@@ -9,6 +9,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
 use crate::progress::Progress;
+use crate::resume::{self, RunRecord};
 
 /// Where a run writes and what its manifest says besides the settings and the progress.
 #[derive(Debug)]
@@ -18,17 +19,27 @@ pub struct RunOutput<'a> {
     pub save_every: usize,
     /// The stage's own manifest fields (its inputs and their digests).
     pub manifest: serde_json::Value,
+    /// Its inputs and settings, kept with each checkpoint.
+    pub record: &'a RunRecord,
 }
 
-/// The trainer resumed from `OUT/checkpoint/` (said so), or a fresh one when there is none or
-/// `--resume` was not given (refused if `OUT` holds a run: `stage` names it).
+/// Settings a policy command applies to a resumed run rather than refusing a change of them.
+pub const APPLIED_ON_RESUME: [&str; 1] = ["iterations"];
+
+/// The trainer resumed from `OUT/checkpoint/` (said so; refused if the checkpoint's run had other
+/// inputs or settings than `record`), or a fresh one when there is none or `--resume` was not given
+/// (refused if `OUT` holds a run: `stage` names it).
 pub fn resumed_or_fresh(
     out: &Path,
     resume: bool,
     stage: &str,
+    record: &RunRecord,
     resumed: impl FnOnce() -> Result<Option<PolicyTrainer>>,
     fresh: impl FnOnce() -> Result<PolicyTrainer>,
 ) -> Result<PolicyTrainer> {
+    if resume {
+        resume::check(out, record, &APPLIED_ON_RESUME)?;
+    }
     if resume && let Some(trainer) = resumed()? {
         let unit = if trainer.method().samples_answers() { "iteration" } else { "step" };
         eprintln!("resuming {} at {unit} {} (with the checkpoint's settings)", out.display(), trainer.steps_done());
@@ -74,7 +85,7 @@ pub fn drive(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
         files::append_metrics(&metrics, &line)?;
         if step % run.save_every == 0 || trainer.is_done() {
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_checkpoint(out, &checkpoint)?;
+            files::save_checkpoint(out, &checkpoint, run.record)?;
             let mut manifest = run.manifest.clone();
             manifest["stage"] = method.name().into();
             manifest[format!("{unit}s")] = step.into();

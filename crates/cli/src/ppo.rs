@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::files::{self, Result};
 use crate::outputs::{Out, Plan};
 use crate::policy;
-use crate::train::files_digest;
+use crate::resume::RunRecord;
 
 #[derive(Debug, Args)]
 pub struct PpoArgs {
@@ -144,11 +144,15 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let special = tokenizer.special_ids();
     device.seed(args.seed);
     let settings = args.settings();
+    let mut inputs = vec![("policy", args.policy.as_path()), ("reward model", args.reward.as_path()), ("prompts", args.prompts.as_path())];
+    inputs.extend(args.demos.as_deref().map(|d| ("demonstrations", d)));
+    let record = RunRecord::new(&inputs, &settings)?;
     let models = PpoModels { sft, config, reward, value: None, policy: None };
     let mut trainer = policy::resumed_or_fresh(
         &args.out,
         args.resume,
         "PPO",
+        &record,
         || {
             let Some(checkpoint) = files::load_checkpoint(&args.out, true)? else { return Ok(None) };
             let trainer = PpoTrainer::resume(models.clone(), &checkpoint, prompt_ids.clone(), ptx.clone(), special.eos, special.pad)
@@ -163,7 +167,10 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     )?;
     trainer.set_iterations(args.iterations);
     let manifest = serde_json::json!({
-        "sft": args.policy, "reward": args.reward, "data": {"prompts": files_digest(&[&args.prompts])?},
+        "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::drive(trainer, policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest })
+    policy::drive(
+        trainer,
+        policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest, record: &record },
+    )
 }

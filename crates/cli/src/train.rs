@@ -16,6 +16,7 @@ use crate::files::{self, Result};
 use crate::lora::{LoraArgs, save_adapter};
 use crate::outputs::{Out, Plan};
 use crate::progress::Progress;
+use crate::resume::{self, RunRecord};
 
 /// Flags every supervised stage shares.
 #[derive(Debug, Args)]
@@ -49,6 +50,10 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    fn settings(&self) -> SftSettings {
+        SftSettings { steps: self.steps, batch_size: self.batch, lr: self.lr, seed: self.seed, lora: self.lora.config() }
+    }
+
     fn plan<'a>(&'a self, inputs: Vec<&'a Path>) -> Plan<'a> {
         Plan { out: &self.out, kind: Out::ModelDir, inputs, resume: self.resume }
     }
@@ -111,12 +116,15 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     if examples.is_empty() {
         return Err(format!("{} is too short for one sequence of {} tokens", args.corpus.display(), args.seq_len + 1));
     }
+    let mut settings = serde_json::to_value(args.train.settings()).expect("settings serialise");
+    (settings["preset"], settings["seq_len"]) = (args.preset.clone().into(), args.seq_len.into());
+    let record = RunRecord::new(&[("tokenizer", &args.tokenizer), ("corpus", &args.corpus)], settings)?;
     let manifest = serde_json::json!({
         "stage": "pretrain", "preset": args.preset, "seed": args.train.seed, "steps": args.train.steps,
         "batch": args.train.batch, "seq_len": args.seq_len, "lr": args.train.lr,
-        "data": {"corpus": files_digest(&[&args.tokenizer, &args.corpus])?, "tokens": stream.len()},
+        "data": {"tokenizer": record.digest("tokenizer"), "corpus": record.digest("corpus"), "tokens": stream.len()},
     });
-    run(&args.train, config, None, examples, &tokenizer, manifest)
+    run(&args.train, config, None, examples, &tokenizer, manifest, &record)
 }
 
 pub fn sft(args: &SftArgs) -> Result<()> {
@@ -131,12 +139,13 @@ pub fn sft(args: &SftArgs) -> Result<()> {
             config.context_length()
         );
     }
+    let record = RunRecord::new(&[("model", &args.model), ("demonstrations", &args.demos)], args.train.settings())?;
     let manifest = serde_json::json!({
         "stage": "sft", "base": args.model, "seed": args.train.seed, "steps": args.train.steps,
         "batch": args.train.batch, "lr": args.train.lr,
-        "data": {"demonstrations": files_digest(&[&args.demos])?, "examples": examples.len()},
+        "data": {"demonstrations": record.digest("demonstrations"), "examples": examples.len()},
     });
-    run(&args.train, config, Some(base), examples, &tokenizer, manifest)
+    run(&args.train, config, Some(base), examples, &tokenizer, manifest, &record)
 }
 
 /// The shared loop. `base` is the model to start from (none: a fresh one of `config`).
@@ -147,14 +156,19 @@ fn run(
     examples: Vec<Example>,
     tokenizer: &Tokenizer,
     mut manifest: serde_json::Value,
+    record: &RunRecord,
 ) -> Result<()> {
     let device = args.backend.device()?;
     let pad = tokenizer.special_ids().pad;
     let (train, val) = split_validation(examples);
+    if args.resume {
+        resume::check(&args.out, record, &["steps"])?;
+    }
 
     let mut trainer = match (args.resume, files::load_checkpoint(&args.out, false)?) {
         (true, Some(checkpoint)) => {
-            let trainer = SupervisedTrainer::resume(&checkpoint, train, pad, &device).map_err(|e| e.to_string())?;
+            let mut trainer = SupervisedTrainer::resume(&checkpoint, train, pad, &device).map_err(|e| e.to_string())?;
+            trainer.set_total_steps(args.steps);
             eprintln!("resuming {} at step {}", args.out.display(), trainer.steps_done());
             trainer
         }
@@ -162,10 +176,7 @@ fn run(
             files::start_fresh(&args.out, resume, "training")?;
             device.seed(args.seed);
             let model = base.unwrap_or_else(|| config.init(&device));
-            let settings =
-                SftSettings { steps: args.steps, batch_size: args.batch, lr: args.lr, seed: args.seed, lora: args.lora.config() }
-                    .supervised()
-                    .map_err(|e| e.to_string())?;
+            let settings = args.settings().supervised().map_err(|e| e.to_string())?;
             SupervisedTrainer::new(model, config, train, pad, settings).map_err(|e| e.to_string())?
         }
     };
@@ -189,7 +200,7 @@ fn run(
                 .map_or_else(|| "no validation loss (too few examples to hold one out)".to_owned(), |v| format!("validation loss {v:.4}"));
             progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
             let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_checkpoint(&args.out, &checkpoint)?;
+            files::save_checkpoint(&args.out, &checkpoint, record)?;
             if last {
                 manifest["final_loss"] = stats.loss.into();
                 manifest["val_loss"] = val_loss.into();

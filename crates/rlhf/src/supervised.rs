@@ -147,6 +147,14 @@ impl SupervisedTrainer {
                 config.context_length() + 1
             )));
         }
+        // Ids from another tokenizer than the model's (a resume on another model's folder) would
+        // index past the embedding.
+        let vocab = config.vocab_size();
+        if let Some(id) = examples.iter().flat_map(|e| &e.tokens).find(|&&id| id as usize >= vocab) {
+            return Err(TrainError::Setting(format!(
+                "token id {id} is outside this model's vocabulary of {vocab}: the examples were tokenized for another model"
+            )));
+        }
         let device = model.device();
         crate::lora::check(settings.lora.as_ref())?;
         crate::sizes::check_lora_rank(&config, settings.lora.as_ref())?;
@@ -167,6 +175,12 @@ impl SupervisedTrainer {
         }
         trainer.step = state.step;
         Ok(trainer)
+    }
+
+    /// Ends the run at `steps` in all (a resumed run extended or cut short): the learning rate's
+    /// decay is stretched or shortened to end there.
+    pub fn set_total_steps(&mut self, steps: usize) {
+        self.settings.schedule.total = steps;
     }
 
     /// Steps taken so far.
