@@ -154,6 +154,8 @@ pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Scal
 const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimizer.bpk", "trainer.json"];
 /// PPO's value model, beside the policy.
 const VALUE_FILES: [&str; 2] = ["value.safetensors", "value_optimizer.bpk"];
+/// A LoRA run's policy adapters, kept apart from its base.
+const ADAPTER_FILE: &str = "adapter.safetensors";
 
 /// Saves a trainer's resumable state as `dir/checkpoint/` (every method's in one layout).
 pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord) -> Result<()> {
@@ -161,6 +163,9 @@ pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord
     let mut parts: Vec<(&str, &[u8])> = vec![(RUN_FILE, &record)];
     if let Some(value) = &checkpoint.value {
         parts.extend(VALUE_FILES.into_iter().zip([&value.weights[..], &value.optimizer[..]]));
+    }
+    if let Some(adapter) = &checkpoint.adapter {
+        parts.push((ADAPTER_FILE, adapter));
     }
     // trainer.json last: its presence marks a complete checkpoint.
     let main: [&[u8]; 4] =
@@ -188,7 +193,9 @@ pub fn load_checkpoint(dir: &Path, with_value: bool) -> Result<Option<TrainCheck
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| format!("{}: checkpoint is not UTF-8: {e}", dir.display()));
     let (config_json, weights, optimizer, state_json) = (text(next())?, next(), next(), text(next())?);
     let value = with_value.then(|| ValueCheckpoint { weights: next(), optimizer: next() });
-    Ok(Some(TrainCheckpoint { config_json, weights, optimizer, state_json, value }))
+    let adapter_path = dir.join("checkpoint").join(ADAPTER_FILE);
+    let adapter = if adapter_path.exists() { Some(read(&adapter_path)?) } else { None };
+    Ok(Some(TrainCheckpoint { config_json, weights, optimizer, state_json, value, adapter }))
 }
 
 /// Saves named files as `dir/checkpoint/`, swapped in whole: the new state is written beside it

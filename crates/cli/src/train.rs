@@ -167,7 +167,7 @@ fn run(
 
     let mut trainer = match (args.resume, files::load_checkpoint(&args.out, false)?) {
         (true, Some(checkpoint)) => {
-            let mut trainer = SupervisedTrainer::resume(&checkpoint, train, pad, &device).map_err(|e| e.to_string())?;
+            let mut trainer = SupervisedTrainer::resume(&checkpoint, base.as_ref(), train, pad, &device).map_err(|e| e.to_string())?;
             trainer.set_total_steps(args.steps);
             eprintln!("resuming {} at step {}", args.out.display(), trainer.steps_done());
             trainer

@@ -17,6 +17,10 @@ pub struct TrainCheckpoint {
     pub state_json: String,
     /// A second model trained alongside (PPO's value model), if the method has one.
     pub value: Option<ValueCheckpoint>,
+    /// A LoRA run's policy adapters apart from its base (PEFT's `adapter_model.safetensors`): a
+    /// resumed run continues from the base it started on with these, not from `weights`, which
+    /// has them merged.
+    pub adapter: Option<Vec<u8>>,
 }
 
 /// The value model's part of a PPO checkpoint.

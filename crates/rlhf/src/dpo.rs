@@ -153,11 +153,11 @@ impl DpoTrainer {
         held_out: Vec<TokenRanking>,
         pad: u32,
     ) -> Result<Self, TrainError> {
-        let (config, policy) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, &sft.device())?;
-        crate::compat::check_model_shape("the reference", &config, sft)?;
         let state: DpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let (config, policy, optimizer_fits) = crate::lora::resumed_policy(checkpoint, sft, state.settings.lora.as_ref())?;
+        crate::compat::check_model_shape("the reference", &config, sft)?;
         let mut trainer = Self::with_policy(policy, sft, config, train, held_out, pad, state.settings).await?;
-        if trainer.settings.lora.is_none() {
+        if optimizer_fits {
             trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
         }
         trainer.step = state.step;
@@ -350,12 +350,14 @@ impl DpoTrainer {
     /// Everything needed to continue later: policy weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = DpoState { step: self.step, settings: self.settings.clone() };
+        let policy = self.policy.valid();
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
+            weights: tinyrlhf_model::save_lm(&policy).await?,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: None,
+            adapter: crate::lora::adapter_bytes(&policy, self.settings.lora.as_ref()).await?,
         })
     }
 }

@@ -281,11 +281,11 @@ impl GroupTrainer {
         eos: u32,
         pad: u32,
     ) -> Result<Self, TrainError> {
-        let (config, policy) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, &sft.device())?;
-        crate::compat::check_model_shape("the SFT model", &config, &sft)?;
         let state: GroupState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let (config, policy, optimizer_fits) = crate::lora::resumed_policy(checkpoint, &sft, state.settings.lora.as_ref())?;
+        crate::compat::check_model_shape("the SFT model", &config, &sft)?;
         let mut trainer = Self::new(sft, Some(policy), config, reward, prompts, eos, pad, state.settings)?;
-        if trainer.settings.lora.is_none() {
+        if optimizer_fits {
             trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
         }
         trainer.iteration = state.iteration;
@@ -295,12 +295,14 @@ impl GroupTrainer {
     /// A snapshot to continue from with [`GroupTrainer::resume`].
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = GroupState { iteration: self.iteration, settings: self.settings.clone() };
+        let policy = self.policy.valid();
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
+            weights: tinyrlhf_model::save_lm(&policy).await?,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: None,
+            adapter: crate::lora::adapter_bytes(&policy, self.settings.lora.as_ref()).await?,
         })
     }
 

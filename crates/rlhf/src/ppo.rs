@@ -207,9 +207,11 @@ impl PpoTrainer {
     /// beside it.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
+        let policy = self.policy.valid();
         Ok(TrainCheckpoint {
+            adapter: crate::lora::adapter_bytes(&policy, self.settings.lora.as_ref()).await?,
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_lm(&self.policy.valid()).await?,
+            weights: tinyrlhf_model::save_lm(&policy).await?,
             optimizer: optimizer_to_bytes(&self.policy_optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: Some(ValueCheckpoint {
@@ -237,12 +239,16 @@ impl PpoTrainer {
             .ok_or_else(|| TrainError::Checkpoint("a PPO checkpoint holds a value model; this one has none".into()))?;
         let device = models.sft.device();
         let config_json = models.config.to_json();
-        let (_, policy) = tinyrlhf_model::load_lm(config_json.as_bytes(), &checkpoint.weights, &device)?;
+        let (_, policy, optimizer_fits) = crate::lora::resumed_policy(checkpoint, &models.sft, state.settings.lora.as_ref())?;
+        // The value model's adapters are merged into its weights (only the policy's are exported):
+        // with LoRA it continues on fresh ones, and fresh Adam moments.
         let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &saved_value.weights, &device)?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
-        if trainer.settings.lora.is_none() {
+        if optimizer_fits {
             trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.optimizer)?;
+        }
+        if trainer.settings.lora.is_none() {
             trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &saved_value.optimizer)?;
         }
         trainer.iteration = state.iteration;

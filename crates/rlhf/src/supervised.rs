@@ -165,12 +165,27 @@ impl SupervisedTrainer {
         Ok(Self { model, config, optim, settings, examples, pad, step: 0, device, epoch_order: None })
     }
 
-    /// Continues from a checkpoint made by [`SupervisedTrainer::checkpoint`].
-    pub fn resume(checkpoint: &TrainCheckpoint, examples: Vec<Example>, pad: u32, device: &Device) -> Result<Self, TrainError> {
-        let (config, model) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
+    /// Continues from a checkpoint made by [`SupervisedTrainer::checkpoint`]; `base` is the model
+    /// the run started from (none: a model pretrained from scratch), on which a LoRA run's adapters
+    /// are put back.
+    pub fn resume(
+        checkpoint: &TrainCheckpoint,
+        base: Option<&CausalLm>,
+        examples: Vec<Example>,
+        pad: u32,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
         let state: SupervisedState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let lora = state.settings.lora.as_ref();
+        let (config, model, optimizer_fits) = match base {
+            Some(base) => crate::lora::resumed_policy(checkpoint, base, lora)?,
+            None => {
+                let (config, model) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
+                (config, model, lora.is_none())
+            }
+        };
         let mut trainer = Self::new(model, config, examples, pad, state.settings)?;
-        if trainer.settings.lora.is_none() {
+        if optimizer_fits {
             trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
         }
         trainer.step = state.step;
@@ -266,7 +281,9 @@ impl SupervisedTrainer {
 
     /// Everything needed to continue later: weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
-        let weights = tinyrlhf_model::save_lm(&self.model.valid()).await?;
+        let model = self.model.valid();
+        let weights = tinyrlhf_model::save_lm(&model).await?;
+        let adapter = crate::lora::adapter_bytes(&model, self.settings.lora.as_ref()).await?;
         let optimizer = optimizer_to_bytes(&self.optim)?;
         let state = SupervisedState { step: self.step, settings: self.settings.clone() };
         Ok(TrainCheckpoint {
@@ -275,6 +292,7 @@ impl SupervisedTrainer {
             optimizer,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: None,
+            adapter,
         })
     }
 }

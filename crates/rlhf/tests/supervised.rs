@@ -84,7 +84,7 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     }
     let checkpoint = pollster::block_on(first.checkpoint()).unwrap();
     drop(first);
-    let mut resumed = SupervisedTrainer::resume(&checkpoint, examples.clone(), 0, &device).unwrap();
+    let mut resumed = SupervisedTrainer::resume(&checkpoint, None, examples.clone(), 0, &device).unwrap();
     assert_eq!(resumed.steps_done(), 3);
     for _ in 0..3 {
         pollster::block_on(resumed.step()).unwrap();
