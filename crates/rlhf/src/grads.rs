@@ -24,6 +24,41 @@ impl ModuleVisitor for SquaredNorms<'_> {
     }
 }
 
+/// The largest magnitude a trained weight may reach. Real models' weights lie within about ±100;
+/// one past this came from an update that blew up (a learning rate far too large, say), whose
+/// weights are finite but make the next forward overflow.
+pub const WEIGHT_LIMIT: f32 = 1e4;
+
+struct LargestWeights(Vec<Tensor<1>>);
+
+impl ModuleVisitor for LargestWeights {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        if value.is_require_grad() {
+            self.0.push(value.detach().abs().max().reshape([1]));
+        }
+    }
+}
+
+/// The largest magnitude among `module`'s trained (not frozen) weights, as a one-element tensor
+/// still on the device; `None` when nothing trains. NaN if a weight is NaN.
+pub fn largest_trained_weight<M: Module>(module: &M) -> Option<Tensor<1>> {
+    let mut visitor = LargestWeights(vec![]);
+    module.visit(&mut visitor);
+    // `max` skips NaN on some backends: a NaN weight turns the sum NaN instead.
+    (!visitor.0.is_empty()).then(|| {
+        let parts = Tensor::cat(visitor.0, 0);
+        parts.clone().max() + parts.sum().mul_scalar(0.0)
+    })
+}
+
+/// Why the weights a step produced cannot be kept, if they cannot: `largest` (from
+/// [`largest_trained_weight`]) is not finite or past [`WEIGHT_LIMIT`].
+pub fn blown_up(largest: f32) -> Option<String> {
+    (!(largest.is_finite() && largest <= WEIGHT_LIMIT))
+        .then(|| format!("the update made a weight {largest:e}, past ±{WEIGHT_LIMIT:e} (is the learning rate too large?)"))
+}
+
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
     factor: Tensor<1>,
@@ -67,8 +102,9 @@ pub type Guarded = Result<f32, String>;
 
 /// One optimizer step of `module` on `objective`, with the gradient clipped to `max_norm` — unless
 /// something is not finite: `host_loss` (a loss the trainer computed on the host, checked before
-/// any backward pass), the gradient norm, or one of the numbers in `read_along`. Then `module`
-/// comes back untouched, the reason says so, and Adam's moments never see the bad numbers.
+/// any backward pass), the gradient norm, or one of the numbers in `read_along`; or the step
+/// blew a weight up ([`blown_up`]). Then `module` and Adam's moments come back as they were
+/// before the step, and the reason says so.
 /// `read_along` (the loss and whatever the trainer reports) is read in the same read as the norm
 /// and returned, in order, one list per peer.
 ///
@@ -117,5 +153,14 @@ pub async fn guarded_step<M: Module>(
     if max_norm > 0.0 && f64::from(norm) > max_norm {
         scale(&module, &mut grads, Tensor::from_data(TensorData::new(vec![(max_norm / f64::from(norm)) as f32], [1]), &device));
     }
-    Ok((optimizer.step(lr, module, grads), numbers, Ok(norm)))
+    let before = (module.clone(), optimizer.clone());
+    let updated = optimizer.step(lr, module, grads);
+    if let Some(largest) = largest_trained_weight(&updated)
+        && let Some(why) = blown_up(crate::read::scalar(largest).await?)
+    {
+        let (module, restored) = before;
+        *optimizer = restored;
+        return Ok((module, numbers, Err(format!("{why}; the update was undone and the last good weights kept"))));
+    }
+    Ok((updated, numbers, Ok(norm)))
 }

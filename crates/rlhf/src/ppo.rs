@@ -30,7 +30,7 @@ use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
-use crate::grads::clip_on_device;
+use crate::grads::{blown_up, clip_on_device, largest_trained_weight};
 use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
 use crate::order::epoch_order;
 use crate::parallel::both;
@@ -412,8 +412,23 @@ impl PpoTrainer {
             }
         }
         let updates = measured.len();
-        let numbers = if measured.is_empty() { vec![] } else { read_values(Tensor::cat(measured, 0)).await? };
+        // Read with the minibatches' numbers: the largest trained weight of the policy and the value
+        // model after the last update (finite weights can still have blown up).
+        let (mut numbers, mut largest) = (vec![], vec![]);
+        if !measured.is_empty() {
+            let weights: Vec<Tensor<1>> =
+                [largest_trained_weight(&self.policy), largest_trained_weight(&self.value)].into_iter().flatten().collect();
+            let count = weights.len();
+            numbers = read_values(Tensor::cat([measured, weights].concat(), 0)).await?;
+            largest = numbers.split_off(numbers.len() - count);
+        }
         let minibatches: Vec<MinibatchStats> = numbers.chunks_exact(MinibatchStats::COUNT).map(MinibatchStats::from_numbers).collect();
+        if let Some(why) = largest.iter().find_map(|&w| blown_up(w)) {
+            (self.policy_optim, self.value_optim) = optimizers;
+            self.restore();
+            stats.restored = Some(format!("{why}; restored the policy of the last healthy iteration"));
+            return Ok(stats);
+        }
         if let Some((m, bad)) = minibatches.iter().enumerate().find(|(_, m)| !m.is_finite()) {
             (self.policy_optim, self.value_optim) = optimizers;
             self.restore();

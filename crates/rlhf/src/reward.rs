@@ -357,6 +357,11 @@ pub async fn calibrate(
     pad: u32,
 ) -> Result<(ScalarModel, (f64, f64)), TrainError> {
     let (mean, std) = score_stats(&model, sequences, 32, pad).await?;
+    if !(mean.is_finite() && std.is_finite()) {
+        return Err(TrainError::Setting(format!(
+            "the reward model's scores have mean {mean} and std {std} on the calibration answers: a model that scores non-finite numbers cannot be calibrated (did its training blow up?)"
+        )));
+    }
     let gain = if unit_std && std > 1e-6 { 1.0 / std } else { 1.0 };
     let mut model = model;
     let weight = model.score.weight.val() * gain;

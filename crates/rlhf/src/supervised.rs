@@ -102,7 +102,7 @@ pub struct StepStats {
     /// Trained target tokens in the batch.
     pub tokens: usize,
     pub tokens_per_sec: f64,
-    /// Why the update was skipped (non-finite loss or gradient), if it was.
+    /// Why the update was skipped or undone (a non-finite loss or gradient, a blown-up weight), if it was.
     pub skipped: Option<String>,
 }
 

@@ -1,5 +1,5 @@
 //! The supervised trainer: SFT trains only on answers, loss falls, a resumed run continues exactly,
-//! and a non-finite loss leaves the weights alone.
+//! and a non-finite loss, or an update that blows the weights up, leaves the weights alone.
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
@@ -109,6 +109,26 @@ fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
     assert_eq!(trainer.steps_done(), 1);
     let after = weights(&trainer.model());
     assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn an_update_that_blows_the_weights_up_is_undone_and_said() {
+    let tok = tokenizer();
+    let examples: Vec<Example> = pack(&tok.encode(&"the dog is brown. ".repeat(20)).unwrap(), 8);
+    let (_, config, gpt) = model(tok.vocab_size(), 4);
+    // Adam moves each weight by about the learning rate: 1e30 leaves them finite but absurd.
+    let mut settings = SupervisedConfig::new(4, 2, 0);
+    settings.schedule.peak = 1e30;
+    settings.schedule.warmup = 1;
+    let mut trainer = SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings).unwrap();
+    let before = weights(&trainer.model());
+    let stats = pollster::block_on(trainer.step()).unwrap();
+    let why = stats.skipped.expect("the step is undone");
+    assert!(why.contains("past ±1e4") && why.contains("learning rate"), "{why}");
+    let after = weights(&trainer.model());
+    assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()), "the weights are the ones before the step");
+    // The model the run keeps still computes: its loss is finite.
+    assert!(pollster::block_on(trainer.evaluate(&examples)).unwrap().is_finite());
 }
 
 #[test]
