@@ -102,7 +102,7 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
         || {
             let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
             let trainer = pollster::block_on(DpoTrainer::resume(&checkpoint, &sft, train.clone(), held_out.clone(), pad))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
             Ok(Some(PolicyTrainer::Dpo(Box::new(trainer))))
         },
         || {

@@ -40,8 +40,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let name = path.file_name().ok_or_else(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    rename(&tmp, path)
+    let written = std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display())).and_then(|()| rename(&tmp, path));
+    if written.is_err() {
+        // Half a file under a hidden name helps nobody: the error says what failed.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Reads a JSONL file of records; errors name the file, line and field (invalid UTF-8 included).
@@ -172,6 +176,11 @@ pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord
         [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
     parts.extend(CHECKPOINT_FILES.into_iter().zip(main));
     save_checkpoint_files(dir, &parts)
+}
+
+/// Where a run in `dir` keeps its checkpoint (for messages).
+pub fn checkpoint_dir(dir: &Path) -> PathBuf {
+    dir.join("checkpoint")
 }
 
 /// The run record of the last complete checkpoint in `dir`: `None` when there is no checkpoint,

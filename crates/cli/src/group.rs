@@ -134,7 +134,7 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
         || {
             let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
             let trainer = GroupTrainer::resume(&checkpoint, sft.clone(), reward.clone(), prompt_ids.clone(), special.eos, special.pad)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
             Ok(Some(PolicyTrainer::Group(Box::new(trainer))))
         },
         || {

@@ -61,7 +61,7 @@ pub fn drive(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
     let started = web_time::Instant::now();
     let mut last_held_out = None;
     while !trainer.is_done() {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        let stats = pollster::block_on(trainer.step()).map_err(|e| format!("{name} {unit} {}: {e}", trainer.steps_done() + 1))?;
         let step = stats.step();
         progress.update(step, &format!("{name} · {}", stats.summary()));
         if let Some(why) = stats.setback() {

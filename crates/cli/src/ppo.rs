@@ -156,7 +156,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         || {
             let Some(checkpoint) = files::load_checkpoint(&args.out, true)? else { return Ok(None) };
             let trainer = PpoTrainer::resume(models.clone(), &checkpoint, prompt_ids.clone(), ptx.clone(), special.eos, special.pad)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
             Ok(Some(PolicyTrainer::Ppo(Box::new(trainer))))
         },
         || {

@@ -167,7 +167,8 @@ fn run(
 
     let mut trainer = match (args.resume, files::load_checkpoint(&args.out, false)?) {
         (true, Some(checkpoint)) => {
-            let mut trainer = SupervisedTrainer::resume(&checkpoint, base.as_ref(), train, pad, &device).map_err(|e| e.to_string())?;
+            let mut trainer = SupervisedTrainer::resume(&checkpoint, base.as_ref(), train, pad, &device)
+                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
             trainer.set_total_steps(args.steps);
             eprintln!("resuming {} at step {}", args.out.display(), trainer.steps_done());
             trainer
@@ -185,7 +186,7 @@ fn run(
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let progress = Progress::new(args.steps, trainer.steps_done(), "steps");
     while trainer.steps_done() < args.steps {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
+        let stats = pollster::block_on(trainer.step()).map_err(|e| format!("step {}: {e}", trainer.steps_done() + 1))?;
         progress.update(stats.step, &format!("loss {:.3} · lr {:.1e} · {:.0} tok/s", stats.loss, stats.lr, stats.tokens_per_sec));
         if let Some(reason) = &stats.skipped {
             progress.println(format!("step {}: {reason}", stats.step));

@@ -85,3 +85,106 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Random values for the numeric flags of every training and sampling command (a fixed seed; the
+/// run lengths kept short so a run that is accepted also ends): each run is refused with a message
+/// (exit 1 or clap's 2) or completes, never crashes (exit 101 on a panic, 134 on an allocation
+/// abort), within a minute.
+#[test]
+fn random_numeric_flags_are_refused_with_a_message_or_run_never_crash() {
+    use rand::{RngExt, SeedableRng};
+    let dir = fresh_dir("numeric");
+    let sft = common::shipped_sft();
+    let sft = sft.to_str().unwrap();
+    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "4", "--heldout", "4"], &dir);
+    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);
+    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
+    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], &dir);
+    let values = [
+        "0",
+        "1",
+        "-1",
+        "2",
+        "7",
+        "64",
+        "65",
+        "127",
+        "100000",
+        "1e30",
+        "-1e30",
+        "1e-38",
+        "NaN",
+        "inf",
+        "-inf",
+        "0.5",
+        "3e-4",
+        "18446744073709551616",
+    ];
+    let commands: [(&[&str], &[&str]); 5] = [
+        (
+            &["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "--out", "x.jsonl"],
+            &["-k", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--batch"],
+        ),
+        (
+            &["ppo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--iterations", "1", "--out", "x"],
+            &[
+                "--batch",
+                "--minibatch",
+                "--lr",
+                "--kl-coef",
+                "--temperature",
+                "--max-new-tokens",
+                "--lora-rank",
+                "--lora-alpha",
+                "--kl-limit",
+            ],
+        ),
+        (
+            &["grpo", "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--iterations", "1", "--out", "x"],
+            &["--prompts-per-iteration", "-k", "--lr", "--beta", "--epsilon", "--temperature", "--max-new-tokens", "--lora-rank"],
+        ),
+        (
+            &["dpo", "--policy", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "x"],
+            &["--batch", "--lr", "--beta", "--lora-rank", "--lora-alpha"],
+        ),
+        (
+            &["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "2", "--out", "x"],
+            &["--batch", "--lr", "--lora-rank", "--lora-alpha", "--save-every"],
+        ),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+    for case in 0..24 {
+        let (base, flags) = commands[case % commands.len()];
+        let mut args: Vec<&str> = base.to_vec();
+        for _ in 0..2 {
+            args.extend([flags[rng.random_range(0..flags.len())], values[rng.random_range(0..values.len())]]);
+        }
+        let _ = std::fs::remove_dir_all(dir.join("x"));
+        let _ = std::fs::remove_file(dir.join("x.jsonl"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
+            .args(&args)
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("tinyrlhf {args:?} ran past a minute");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap();
+        match status.code() {
+            Some(0) => {}
+            Some(1 | 2) => assert!(stderr.contains("error"), "tinyrlhf {args:?} failed without a message:\n{stderr}"),
+            other => panic!("tinyrlhf {args:?} crashed ({other:?}):\n{stderr}"),
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

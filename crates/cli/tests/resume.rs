@@ -50,6 +50,10 @@ fn a_resume_on_another_model_other_data_or_other_settings_is_refused_naming_the_
     assert!(longer.contains("note: steps is now 3 (the run started with 2)") && longer.contains("resuming"), "{longer}");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
     assert_eq!(state["step"], 3);
+    // A corrupt checkpoint is named by its path, not only by what is wrong inside it.
+    std::fs::write(dir.join("run/checkpoint/model.safetensors"), b"not safetensors").unwrap();
+    let corrupt = refused(&strs(&sft_run(sft, "world/demos.jsonl", &["--resume", "--steps", "3"])), &dir);
+    assert!(corrupt.contains(&format!("{}: ", std::path::Path::new("run").join("checkpoint").display())), "{corrupt}");
 
     // DPO on a smaller rankings file: refused, where it used to stop early and print "done".
     ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);

@@ -42,8 +42,10 @@ pub enum TrainError {
     Checkpoint(String),
     #[error("{0}")]
     Incompatible(String),
-    #[error("reading from the device failed: {0}")]
+    #[error("reading from the device failed: {0} (a GPU may have been lost or run out of memory; the CPU backend computes the same)")]
     Device(String),
+    #[error("sampling failed: {0}")]
+    Sampling(String),
     /// An exchange with the other copies of the trainer failed (one stopped); see `peers`.
     #[error("training across workers failed: {0}")]
     Peers(String),

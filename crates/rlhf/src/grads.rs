@@ -59,6 +59,22 @@ pub fn blown_up(largest: f32) -> Option<String> {
         .then(|| format!("the update made a weight {largest:e}, past ±{WEIGHT_LIMIT:e} (is the learning rate too large?)"))
 }
 
+/// The most one AdamW step can move a weight, in learning rates: |m̂/√v̂| stays below
+/// (1-β1)/√(1-β2) / √(1-β1²/β2) ≈ 7.3 for burn's default betas (0.9, 0.999); 10 leaves a margin.
+const ADAM_STEP_IN_LRS: f64 = 10.0;
+
+/// Why a step of learning rate `lr` must not be taken on weights whose largest is `largest`, if
+/// it must not: they are not finite, or the step could carry one past [`WEIGHT_LIMIT`]. Checked
+/// before the step, from the same read as the gradient norm, so it costs no round trip.
+fn would_blow_up(largest: f32, lr: f64) -> Option<String> {
+    let reach = f64::from(largest) + ADAM_STEP_IN_LRS * lr;
+    (!(largest.is_finite() && reach <= f64::from(WEIGHT_LIMIT))).then(|| {
+        format!(
+            "a step of learning rate {lr:e} could move a weight from {largest:e} past ±{WEIGHT_LIMIT:e}; the update was skipped and the weights kept (is the learning rate too large?)"
+        )
+    })
+}
+
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
     factor: Tensor<1>,
@@ -102,9 +118,9 @@ pub type Guarded = Result<f32, String>;
 
 /// One optimizer step of `module` on `objective`, with the gradient clipped to `max_norm` — unless
 /// something is not finite: `host_loss` (a loss the trainer computed on the host, checked before
-/// any backward pass), the gradient norm, or one of the numbers in `read_along`; or the step
-/// blew a weight up ([`blown_up`]). Then `module` and Adam's moments come back as they were
-/// before the step, and the reason says so.
+/// any backward pass), the gradient norm, or one of the numbers in `read_along`; or the step could
+/// blow a weight up (`would_blow_up`). Then `module` comes back untouched, the reason says so,
+/// and Adam's moments never see the bad numbers.
 /// `read_along` (the loss and whatever the trainer reports) is read in the same read as the norm
 /// and returned, in order, one list per peer.
 ///
@@ -128,21 +144,21 @@ pub async fn guarded_step<M: Module>(
         return Err(crate::TrainError::Setting("the model has no parameters".into()));
     };
     let grads = objective.map_or_else(GradientsParams::new, |o| GradientsParams::from_grads(o.backward(), &module));
-    let (mut grads, norm, numbers) = if peers.count() > 1 {
+    let zero = || Tensor::zeros([1], &device);
+    let largest = largest_trained_weight(&module).unwrap_or_else(zero);
+    let (mut grads, norm, largest, numbers) = if peers.count() > 1 {
         let mut exchange = GradientExchange::default();
         exchange.add(&module, &grads);
         let mut summed = exchange.run(peers, read_along).await?;
         let grads = summed.next(&module, &device);
-        let norm = match global_norm(&module, &grads) {
-            Some(norm) => crate::read::scalar(norm).await?,
-            None => 0.0,
-        };
-        (grads, norm, summed.numbers)
+        let norm = global_norm(&module, &grads).unwrap_or_else(zero);
+        let read = crate::read::values(Tensor::cat(vec![norm, largest], 0)).await?;
+        (grads, read[0], read[1], summed.numbers)
     } else {
-        let norm = global_norm(&module, &grads).unwrap_or_else(|| Tensor::zeros([1], &device));
-        let mut numbers = crate::read::values(Tensor::cat([vec![norm], read_along].concat(), 0)).await?;
-        let norm = numbers.remove(0);
-        (grads, norm, vec![numbers])
+        let norm = global_norm(&module, &grads).unwrap_or_else(zero);
+        let mut numbers = crate::read::values(Tensor::cat([vec![norm, largest], read_along].concat(), 0)).await?;
+        let (norm, largest) = (numbers.remove(0), numbers.remove(0));
+        (grads, norm, largest, vec![numbers])
     };
     if let Some(bad) = numbers.iter().flatten().find(|x| !x.is_finite()) {
         return Ok((module, numbers.clone(), Err(format!("loss is {bad}; the update was skipped and the last good weights kept"))));
@@ -150,17 +166,11 @@ pub async fn guarded_step<M: Module>(
     if !norm.is_finite() {
         return Ok((module, numbers, Err(format!("gradient norm is {norm}; the update was skipped and the last good weights kept"))));
     }
+    if let Some(why) = would_blow_up(largest, lr) {
+        return Ok((module, numbers, Err(why)));
+    }
     if max_norm > 0.0 && f64::from(norm) > max_norm {
         scale(&module, &mut grads, Tensor::from_data(TensorData::new(vec![(max_norm / f64::from(norm)) as f32], [1]), &device));
     }
-    let before = (module.clone(), optimizer.clone());
-    let updated = optimizer.step(lr, module, grads);
-    if let Some(largest) = largest_trained_weight(&updated)
-        && let Some(why) = blown_up(crate::read::scalar(largest).await?)
-    {
-        let (module, restored) = before;
-        *optimizer = restored;
-        return Ok((module, numbers, Err(format!("{why}; the update was undone and the last good weights kept"))));
-    }
-    Ok((updated, numbers, Ok(norm)))
+    Ok((optimizer.step(lr, module, grads), numbers, Ok(norm)))
 }

@@ -63,7 +63,7 @@ async fn answers(
         let config = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
         let generation = generate(gpt, chunk, special.eos, special.pad, &config).await.map_err(|e| TrainError::Setting(e.to_string()))?;
         for (tokens, finished) in generation.tokens.into_iter().zip(generation.finished) {
-            out.texts.push(tokenizer.decode_response(&tokens).map_err(|e| TrainError::Device(e.to_string()))?);
+            out.texts.push(tokenizer.decode_response(&tokens).map_err(|e| TrainError::Sampling(e.to_string()))?);
             out.tokens.push(tokens);
             out.finished.push(finished);
         }

@@ -164,7 +164,11 @@ pub(crate) async fn sample_and_score(
     // 1. Sample at the temperature; the sampler stops each row at its first EOS.
     let start = Instant::now();
     let device = policy.device();
-    let generation = generate(policy, prompts, eos, pad, sampling).await.map_err(|e| TrainError::Device(e.to_string()))?;
+    let generation = generate(policy, prompts, eos, pad, sampling).await.map_err(|e| {
+        TrainError::Sampling(format!(
+            "the policy could not sample its rollout: {e} (if its weights blew up, a lower learning rate or the last checkpoint helps)"
+        ))
+    })?;
     let (batch, post) = RolloutBatch::from_generated(prompts, &generation.tokens, eos, pad);
     let rollout_secs = start.elapsed().as_secs_f64();
 

@@ -1,5 +1,5 @@
 //! The supervised trainer: SFT trains only on answers, loss falls, a resumed run continues exactly,
-//! and a non-finite loss, or an update that blows the weights up, leaves the weights alone.
+//! and a non-finite loss, or an update that would blow the weights up, leaves the weights alone.
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
@@ -112,7 +112,7 @@ fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
 }
 
 #[test]
-fn an_update_that_blows_the_weights_up_is_undone_and_said() {
+fn an_update_that_would_blow_the_weights_up_is_skipped_and_said() {
     let tok = tokenizer();
     let examples: Vec<Example> = pack(&tok.encode(&"the dog is brown. ".repeat(20)).unwrap(), 8);
     let (_, config, gpt) = model(tok.vocab_size(), 4);
@@ -123,7 +123,7 @@ fn an_update_that_blows_the_weights_up_is_undone_and_said() {
     let mut trainer = SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings).unwrap();
     let before = weights(&trainer.model());
     let stats = pollster::block_on(trainer.step()).unwrap();
-    let why = stats.skipped.expect("the step is undone");
+    let why = stats.skipped.expect("the step is skipped");
     assert!(why.contains("past ±1e4") && why.contains("learning rate"), "{why}");
     let after = weights(&trainer.model());
     assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()), "the weights are the ones before the step");
