@@ -16,15 +16,24 @@ fn refused(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the_setting() {
-    let dir = fresh_dir("all");
+/// A fresh folder with a small world (`world/`), rankings of the shipped SFT model's answers
+/// (`r.jsonl`) and a reward model trained on them (`rm/`).
+fn world_rankings_and_reward_model(name: &str) -> std::path::PathBuf {
+    let dir = fresh_dir(name);
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
     ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], &dir);
     ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);
     ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
     ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], &dir);
+    dir
+}
+
+#[test]
+fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the_setting() {
+    let dir = world_rankings_and_reward_model("all");
+    let sft = common::shipped_sft();
+    let sft = sft.to_str().unwrap();
     let rl = |method: &str, extra: &[&str]| -> Vec<String> {
         [&[method, "--policy", sft, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "run"][..], extra]
             .concat()
@@ -93,13 +102,9 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
 #[test]
 fn random_numeric_flags_are_refused_with_a_message_or_run_never_crash() {
     use rand::{RngExt, SeedableRng};
-    let dir = fresh_dir("numeric");
+    let dir = world_rankings_and_reward_model("numeric");
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "4", "--heldout", "4"], &dir);
-    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);
-    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
-    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], &dir);
     let values = [
         "0",
         "1",

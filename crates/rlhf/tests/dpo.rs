@@ -60,22 +60,28 @@ fn dpo_learns_to_prefer_the_better_answers_of_rankings_for_every_loss() {
     }
 }
 
+/// Every step's loss to the end, the trainer checkpointed and resumed from that checkpoint
+/// after `stop_after` steps (a kill and a `--resume`); and the trainer at the end.
+fn run_to_the_end(mut trainer: DpoTrainer, sft: &CausalLm, train: &[TokenRanking], stop_after: Option<usize>) -> (Vec<f64>, DpoTrainer) {
+    let mut losses = Vec::new();
+    while !trainer.is_done() {
+        if stop_after == Some(trainer.steps_done()) {
+            let checkpoint = block(trainer.checkpoint()).unwrap();
+            trainer = block(DpoTrainer::resume(&checkpoint, sft, train.to_vec(), vec![], PAD)).unwrap();
+        }
+        losses.push(block(trainer.step()).unwrap().loss);
+    }
+    (losses, trainer)
+}
+
 #[test]
 fn a_resumed_dpo_run_continues_exactly_where_it_stopped() {
     let (config, sft) = model(12);
     let train: Vec<TokenRanking> = (10..17).map(ranking).collect();
     let settings = DpoConfig { epochs: 2, batch_size: 3, lr: 1e-3, ..DpoConfig::default() };
     let run = |stop_after: Option<usize>| -> Vec<f64> {
-        let mut trainer = block(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], PAD, settings.clone())).unwrap();
-        let mut losses = Vec::new();
-        while !trainer.is_done() {
-            if stop_after == Some(trainer.steps_done()) {
-                let checkpoint = block(trainer.checkpoint()).unwrap();
-                trainer = block(DpoTrainer::resume(&checkpoint, &sft, train.clone(), vec![], PAD)).unwrap();
-            }
-            losses.push(block(trainer.step()).unwrap().loss);
-        }
-        losses
+        let trainer = block(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], PAD, settings.clone())).unwrap();
+        run_to_the_end(trainer, &sft, &train, stop_after).0
     };
     let whole = run(None);
     assert_eq!(whole.len(), 6);
@@ -94,15 +100,8 @@ fn a_resumed_lora_run_continues_exactly_and_its_adapter_holds_the_whole_run() {
     let start = block(fresh.checkpoint()).unwrap();
     assert!(start.adapter.is_some(), "a LoRA checkpoint keeps its adapters apart");
     let run = |stop_after: Option<usize>| -> (Vec<f64>, Vec<u8>) {
-        let mut trainer = block(DpoTrainer::resume(&start, &sft, train.clone(), vec![], PAD)).unwrap();
-        let mut losses = Vec::new();
-        while !trainer.is_done() {
-            if stop_after == Some(trainer.steps_done()) {
-                let checkpoint = block(trainer.checkpoint()).unwrap();
-                trainer = block(DpoTrainer::resume(&checkpoint, &sft, train.clone(), vec![], PAD)).unwrap();
-            }
-            losses.push(block(trainer.step()).unwrap().loss);
-        }
+        let trainer = block(DpoTrainer::resume(&start, &sft, train.clone(), vec![], PAD)).unwrap();
+        let (losses, trainer) = run_to_the_end(trainer, &sft, &train, stop_after);
         (losses, block(save_peft_adapter(&trainer.policy(), &lora)).unwrap().1)
     };
     let (whole, whole_adapter) = run(None);
