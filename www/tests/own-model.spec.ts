@@ -82,12 +82,7 @@ test('your own model: a transformers GPT-2 folder goes through SFT, rankings, th
   expect(curve.every((p) => p.eos_rate < 1)).toBe(true);
 
   // DPO with the LoRA switch on: adapters of rank 4 on the frozen base.
-  await page.locator('#lora').check();
-  await page.locator('#lora-rank').fill('4');
-  await page.locator('#tab-dpo').click();
-  await page.locator('#dpo-epochs').fill('1');
-  await page.locator('#dpo-run').click();
-  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 300_000 });
+  await loraDpoEpoch(page, 300_000);
   expect(await saved(page, 'policy:dpo')).toMatch(/bytes$/);
 
   // The compare view contrasts their model before and after SFT, and the tuned policies.
@@ -140,12 +135,17 @@ test('a model folder or data file that does not hold together is refused naming 
 async function rankAndLoraDpo(page: Page) {
   await page.locator('#prompts-file').setInputFiles({ name: 'prompts.txt', mimeType: 'text/plain', buffer: Buffer.from(PROMPTS.join('\n') + '\n') });
   await rankThree(page);
+  await loraDpoEpoch(page, 240_000);
+}
+
+/** One epoch of DPO with rank-4 LoRA adapters, waited for up to `timeout` ms. */
+async function loraDpoEpoch(page: Page, timeout: number) {
   await page.locator('#lora').check();
   await page.locator('#lora-rank').fill('4');
   await page.locator('#tab-dpo').click();
   await page.locator('#dpo-epochs').fill('1');
   await page.locator('#dpo-run').click();
-  await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 240_000 });
+  await expect(page.locator('#dpo-status')).toContainText('done', { timeout });
 }
 
 const LLAMA_FAMILY = process.env.TINYRLHF_LLAMA_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-llama-family');
