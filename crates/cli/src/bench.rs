@@ -12,24 +12,31 @@ use clap::Args;
 use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
 
 use crate::backend::Backend;
+use crate::bench_methods::{
+    Iteration, LoraDpoStep, PPO_TOKENS, PpoIteration, dpo_step, group_iteration, lora_dpo_step, ppo_iteration, reward_step,
+};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Backends to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     backend: Vec<Backend>,
-    /// Presets to measure, comma-separated (tiny, small, gpt2-124m).
+    /// Presets to measure, comma-separated (tiny, small, gpt2-124m, llama-tiny, smollm2-135m).
     #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
     preset: Vec<String>,
-    /// Vocabulary size of the benchmarked models.
-    #[arg(long, default_value_t = 2048)]
-    vocab: usize,
-    /// Training batch size.
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
-    /// Training sequence length; default half the preset's context (tiny 64, small 128).
+    /// Vocabulary size of the benchmarked models; default 2048, smollm2-135m its own 49152.
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Training batch size; default 16, 4 for the presets above 30 M parameters.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Training sequence length; default half the preset's context (tiny 64, small 128), 128 for
+    /// the presets above 30 M parameters.
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Pairs (chosen and rejected) per LoRA DPO step; 0 skips it.
+    #[arg(long, default_value_t = 4)]
+    dpo_pairs: usize,
     /// Timed training steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -39,9 +46,11 @@ pub struct BenchArgs {
     /// Timed generation runs per setting (after 1 warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Timed PPO iterations per preset (after 1 warm-up iteration); 0 skips the PPO benchmark.
-    #[arg(long, default_value_t = 3)]
-    ppo_iterations: usize,
+    /// Timed PPO iterations per preset (after 1 warm-up iteration), also the runs of the GRPO,
+    /// RLOO, reward-model and DPO figures; 0 skips them. Default 3, 0 for the presets above 30 M
+    /// parameters (a 135 M PPO iteration takes minutes on a laptop's CPU).
+    #[arg(long)]
+    ppo_iterations: Option<usize>,
     /// Print every figure as one JSON object instead of the table (what `bench/gpt2_step.py
     /// --compare` reads to print ratios, and what a script tracking speed should read).
     #[arg(long)]
@@ -50,19 +59,22 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let mut runs = vec![];
+    let bandwidth = memory_bandwidth_gb_s();
     for &backend in &args.backend {
         let device = backend.device()?;
         for preset in &args.preset {
-            let config = ModelConfig::preset(preset, args.vocab).ok_or_else(|| format!("unknown preset {preset:?}"))?;
+            let vocab = args.vocab.unwrap_or(if preset == "smollm2-135m" { 49_152 } else { 2048 });
+            let config = ModelConfig::preset(preset, vocab)
+                .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::PRESETS.join(", ")))?;
             let figures = measure(args, &config, &device)?;
             if !args.json {
-                print_table(backend, preset, &config, &figures);
+                print_table(backend, preset, &config, &figures, bandwidth);
             }
             runs.push(serde_json::json!({"backend": backend.name(), "preset": preset, "figures": figures}));
         }
     }
     if args.json {
-        println!("{}", serde_json::json!({"impl": "tinyrlhf", "runs": runs}));
+        println!("{}", serde_json::json!({"impl": "tinyrlhf", "memory_bandwidth_gb_s": bandwidth, "runs": runs}));
     }
     Ok(())
 }
@@ -72,6 +84,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 struct Figures {
     params: usize,
     train_step: TrainStep,
+    /// Absent with `--dpo-pairs 0`.
+    lora_dpo_step: Option<LoraDpoStep>,
     generate: Vec<Generate>,
     /// Absent with `--ppo-iterations 0`, as everything below.
     ppo_iteration: Option<PpoIteration>,
@@ -98,54 +112,45 @@ struct Generate {
     batch: usize,
     new_tokens: usize,
     kv_cache_tok_s: f64,
-    no_cache_tok_s: f64,
+    /// Not measured above 30 M parameters (minutes of recomputation).
+    no_cache_tok_s: Option<f64>,
     /// Reads back from the device per generated position (all rows together).
     device_reads_per_token: f64,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct PpoIteration {
-    batch: usize,
-    new_tokens: usize,
-    secs: f64,
-    rollout_secs: f64,
-    scoring_secs: f64,
-    update_secs: f64,
-}
-
-/// One GRPO/RLOO iteration, DPO step or reward-model step.
-#[derive(Debug, serde::Serialize)]
-struct Iteration {
-    answers: usize,
-    secs: f64,
-    device_reads: u64,
-}
+/// Above this many parameters a preset is "large": smaller default batches, and the figures that
+/// take minutes there (generation without a cache, the method iterations) are left out unless asked.
+const LARGE_PARAMS: usize = 30_000_000;
 
 fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Figures, String> {
-    let seq = args.seq_len.unwrap_or(config.context_length() / 2).min(config.context_length());
-    let step = train_step_time(config, device, args.batch, seq, args.steps);
-    let tokens = (args.batch * seq) as f64;
-    let train_step = TrainStep { batch: args.batch, seq, ms: ms(step), tok_s: tokens / step.as_secs_f64() };
+    let large = config.num_params() > LARGE_PARAMS;
+    let batch = args.batch.unwrap_or(if large { 4 } else { 16 });
+    let seq = args.seq_len.unwrap_or(if large { 128 } else { config.context_length() / 2 }).min(config.context_length());
+    let step = train_step_time(config, device, batch, seq, args.steps);
+    let tokens = (batch * seq) as f64;
+    let train_step = TrainStep { batch, seq, ms: ms(step), tok_s: tokens / step.as_secs_f64() };
+    let lora_dpo_step = (args.dpo_pairs > 0).then(|| lora_dpo_step(config, device, args.dpo_pairs, args.steps)).transpose()?;
     let mut generate = vec![];
     for batch in [1, 8] {
-        let gpt = config.init(device);
+        let model = config.init(device);
         let before = tinyrlhf_model::device_reads();
-        generate_cached(&gpt, batch, args.new_tokens);
+        generate_cached(&model, batch, args.new_tokens);
         let reads = tinyrlhf_model::device_reads() - before;
-        let cached = median(args.runs, || generate_cached(&gpt, batch, args.new_tokens));
-        let uncached = median(args.runs, || generate_uncached(&gpt, device, batch, args.new_tokens));
+        let cached = median(args.runs, || generate_cached(&model, batch, args.new_tokens));
+        let uncached = (!large).then(|| median(args.runs, || generate_uncached(&model, device, batch, args.new_tokens)));
         let generated = (batch * args.new_tokens) as f64;
         generate.push(Generate {
             batch,
             new_tokens: args.new_tokens,
             kv_cache_tok_s: generated / cached.as_secs_f64(),
-            no_cache_tok_s: generated / uncached.as_secs_f64(),
+            no_cache_tok_s: uncached.map(|u| generated / u.as_secs_f64()),
             device_reads_per_token: reads as f64 / args.new_tokens as f64,
         });
     }
     let mut figures = Figures {
         params: config.num_params(),
         train_step,
+        lora_dpo_step,
         generate,
         ppo_iteration: None,
         device_reads_per_ppo_iteration: None,
@@ -155,20 +160,44 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
         reward_step: None,
         device_reads_per_reward_step: None,
     };
-    if args.ppo_iterations > 0 {
-        let (ppo, reads) = ppo_iteration(config, device, args.ppo_iterations)?;
+    let runs = args.ppo_iterations.unwrap_or(if large { 0 } else { 3 });
+    if runs > 0 {
+        let (ppo, reads) = ppo_iteration(config, device, runs)?;
         (figures.ppo_iteration, figures.device_reads_per_ppo_iteration) = (Some(ppo), Some(reads));
-        let reward = reward_step(config, device, args.ppo_iterations)?;
+        let reward = reward_step(config, device, runs)?;
         figures.device_reads_per_reward_step = Some(reward.device_reads);
         figures.reward_step = Some(reward);
-        figures.grpo_iteration = Some(group_iteration(config, device, args.ppo_iterations, tinyrlhf_rlhf::GroupMethod::Grpo)?);
-        figures.rloo_iteration = Some(group_iteration(config, device, args.ppo_iterations, tinyrlhf_rlhf::GroupMethod::Rloo)?);
-        figures.dpo_step = Some(dpo_step(config, device, args.ppo_iterations)?);
+        figures.grpo_iteration = Some(group_iteration(config, device, runs, tinyrlhf_rlhf::GroupMethod::Grpo)?);
+        figures.rloo_iteration = Some(group_iteration(config, device, runs, tinyrlhf_rlhf::GroupMethod::Rloo)?);
+        figures.dpo_step = Some(dpo_step(config, device, runs)?);
     }
     Ok(figures)
 }
 
-fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures) {
+/// The machine's memory bandwidth, GB/s of bytes read plus written, by a copy of 256 MiB on every
+/// core (best of 3): what bounds generation at batch 1, which reads every weight once per token.
+fn memory_bandwidth_gb_s() -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let len = (64 << 20) / threads * threads; // f32s: 256 MiB
+    let source = vec![1.0f32; len];
+    let mut target = vec![0.0f32; len];
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for (to, from) in target.chunks_mut(len / threads).zip(source.chunks(len / threads)) {
+                    scope.spawn(move || to.copy_from_slice(from));
+                }
+            });
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    std::hint::black_box(&target);
+    (2 * 4 * len) as f64 / best.as_secs_f64() / 1e9
+}
+
+fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures, bandwidth: f64) {
     println!(
         "\n{backend} · {preset} ({}, d {}, {} layers, {} heads, {:.2} M params)",
         config.architecture(),
@@ -186,16 +215,37 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
         t.tok_s,
         6.0 * f.params as f64 * t.tok_s / 1e9
     );
-    for g in &f.generate {
+    if let Some(d) = &f.lora_dpo_step {
         println!(
-            "  generate    batch {} x {} new:  KV cache {:>8.0} tok/s   no cache {:>8.0} tok/s   ({:.1}x)   {:.3} device reads per token",
-            g.batch,
-            g.new_tokens,
-            g.kv_cache_tok_s,
-            g.no_cache_tok_s,
-            g.kv_cache_tok_s / g.no_cache_tok_s,
-            g.device_reads_per_token
+            "  LoRA DPO step {} pairs x {} tokens (rank {}): {:>7.1} ms = reference {:.1} + policy {:.1} ms   {:>9.0} tok/s",
+            d.pairs,
+            d.seq,
+            d.rank,
+            d.secs * 1e3,
+            d.reference_secs * 1e3,
+            d.policy_secs * 1e3,
+            d.tok_s
         );
+    }
+    for g in &f.generate {
+        let uncached = match g.no_cache_tok_s {
+            Some(u) => format!("no cache {u:>8.0} tok/s   ({:.1}x)", g.kv_cache_tok_s / u),
+            None => "no cache not measured (a large preset)".into(),
+        };
+        println!(
+            "  generate    batch {} x {} new:  KV cache {:>8.0} tok/s   {uncached}   {:.3} device reads per token",
+            g.batch, g.new_tokens, g.kv_cache_tok_s, g.device_reads_per_token
+        );
+        if g.batch == 1 {
+            let weights_gb = 4.0 * f.params as f64 / 1e9;
+            println!(
+                "              batch 1 reads {:.2} GB of f32 weights per token: {:.1} GB/s, {:.0}% of the {:.1} GB/s a copy moves here",
+                weights_gb,
+                weights_gb * g.kv_cache_tok_s,
+                100.0 * weights_gb * g.kv_cache_tok_s / bandwidth,
+                bandwidth
+            );
+        }
     }
     if let Some(p) = &f.ppo_iteration {
         println!(
@@ -255,7 +305,7 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     times[times.len() / 2]
 }
 
-fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) -> Vec<i64> {
+pub(crate) fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) -> Vec<i64> {
     // A cheap deterministic hash: the benchmark needs varied ids, not good randomness.
     (0..rows * len).map(|i| ((i * 2_654_435_761 + salt * 40_503) % vocab) as i64).collect()
 }
@@ -288,9 +338,9 @@ fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usi
     })
 }
 
-const PROMPT_LEN: usize = 16;
+pub(crate) const PROMPT_LEN: usize = 16;
 
-fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
+pub(crate) fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
     let ids = random_tokens(batch, PROMPT_LEN, vocab, 7);
     ids.chunks(PROMPT_LEN).map(|row| row.iter().map(|&t| t as u32).collect()).collect()
 }
@@ -317,111 +367,4 @@ fn generate_uncached(gpt: &CausalLm, device: &Device, batch: usize, new_tokens: 
         ids = Tensor::cat(vec![ids, token], 1);
     }
     pollster::block_on(tinyrlhf_model::read_f32(ids.float())).expect("the generated ids can be read");
-}
-
-const PPO_BATCH: usize = 16;
-const PPO_TOKENS: usize = 48;
-
-/// The median of `runs` values.
-fn median_of(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// Runs `step` once to warm up, then `runs` times; the steps' results and the device reads of the
-/// last one.
-fn timed_steps<T>(runs: usize, mut step: impl FnMut() -> Result<T, String>) -> Result<(Vec<T>, u64), String> {
-    step()?;
-    let mut out = vec![];
-    let mut reads = 0;
-    for _ in 0..runs.max(1) {
-        let before = tinyrlhf_model::device_reads();
-        out.push(step()?);
-        reads = tinyrlhf_model::device_reads() - before;
-    }
-    Ok((out, reads))
-}
-
-/// One PPO iteration's phases (medians) with default settings, batch 16, every response the full
-/// 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
-fn ppo_iteration(config: &ModelConfig, device: &Device, runs: usize) -> Result<(PpoIteration, u64), String> {
-    use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
-    let models = PpoModels {
-        sft: config.init(device),
-        config: config.clone(),
-        reward: tinyrlhf_model::ScalarModel::new(config.init(device)),
-        value: None,
-        policy: None,
-    };
-    let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
-    let eos = config.vocab_size() as u32;
-    let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size()), vec![], eos, 0, settings).map_err(|e| e.to_string())?;
-    let (stats, device_reads) = timed_steps(runs, || pollster::block_on(trainer.step()).map_err(|e| e.to_string()))?;
-    let phase = |f: fn(&tinyrlhf_rlhf::PpoStats) -> f64| median_of(stats.iter().map(f).collect());
-    let (rollout_secs, scoring_secs, update_secs) = (phase(|s| s.rollout_secs), phase(|s| s.scoring_secs), phase(|s| s.update_secs));
-    let secs = rollout_secs + scoring_secs + update_secs;
-    Ok((PpoIteration { batch: PPO_BATCH, new_tokens: PPO_TOKENS, secs, rollout_secs, scoring_secs, update_secs }, device_reads))
-}
-
-/// One GRPO / RLOO iteration (median) with the default settings (8 prompts x K = 4), every answer
-/// the full 48 tokens.
-fn group_iteration(config: &ModelConfig, device: &Device, runs: usize, method: tinyrlhf_rlhf::GroupMethod) -> Result<Iteration, String> {
-    use tinyrlhf_rlhf::{GroupConfig, GroupTrainer};
-    let settings = GroupConfig { method, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..GroupConfig::default() };
-    let answers = settings.prompts_per_iteration * settings.samples_per_prompt;
-    let eos = config.vocab_size() as u32;
-    let reward = tinyrlhf_model::ScalarModel::new(config.init(device));
-    let mut trainer =
-        GroupTrainer::new(config.init(device), None, config.clone(), reward, prompts(64, config.vocab_size()), eos, 0, settings)
-            .map_err(|e| e.to_string())?;
-    let (secs, device_reads) = timed_steps(runs, || {
-        pollster::block_on(trainer.step()).map(|s| s.rollout_secs + s.scoring_secs + s.update_secs).map_err(|e| e.to_string())
-    })?;
-    Ok(Iteration { answers, secs: median_of(secs), device_reads })
-}
-
-/// `count` rankings of 4 answers, each a 16-token prompt and a 48-token answer, best first.
-fn rankings(count: usize, vocab: usize) -> Vec<tinyrlhf_rlhf::TokenRanking> {
-    let sequences = random_tokens(4 * count, 16 + PPO_TOKENS, vocab, 7);
-    sequences
-        .chunks(4 * (16 + PPO_TOKENS))
-        .map(|r| tinyrlhf_rlhf::TokenRanking {
-            sequences: r.chunks(16 + PPO_TOKENS).map(|s| s.iter().map(|&t| t as u32).collect()).collect(),
-            order: vec![0, 1, 2, 3],
-            prompt_len: 16,
-        })
-        .collect()
-}
-
-/// One reward-model step (median) with the default settings on 8 rankings of 4 answers.
-fn reward_step(config: &ModelConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
-    use tinyrlhf_rlhf::{RewardConfig, RewardTrainer};
-    let settings = RewardConfig::default();
-    let rankings = rankings(settings.batch_size, config.vocab_size());
-    let answers = 4 * rankings.len();
-    // One step per epoch: every epoch is the same 8 rankings.
-    let settings = RewardConfig { epochs: runs + 1, batch_size: rankings.len(), ..settings };
-    let mut trainer = RewardTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings).map_err(|e| e.to_string())?;
-    let (secs, device_reads) = timed_steps(runs, || {
-        let start = Instant::now();
-        pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
-    })?;
-    Ok(Iteration { answers, secs: median_of(secs), device_reads })
-}
-
-/// One DPO step (median) with the default settings (8 rankings of K = 4 answers, each a 16-token
-/// prompt and a 48-token answer).
-fn dpo_step(config: &ModelConfig, device: &Device, runs: usize) -> Result<Iteration, String> {
-    use tinyrlhf_rlhf::{DpoConfig, DpoTrainer};
-    let settings = DpoConfig::default();
-    let rankings = rankings(settings.batch_size, config.vocab_size());
-    let answers = 4 * rankings.len();
-    let settings = DpoConfig { epochs: runs + 1, ..settings };
-    let mut trainer = pollster::block_on(DpoTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings))
-        .map_err(|e| e.to_string())?;
-    let (secs, device_reads) = timed_steps(runs, || {
-        let start = Instant::now();
-        pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
-    })?;
-    Ok(Iteration { answers, secs: median_of(secs), device_reads })
 }

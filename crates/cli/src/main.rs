@@ -5,6 +5,7 @@
 
 mod backend;
 mod bench;
+mod bench_methods;
 mod compare;
 mod data;
 mod dpo;

@@ -18,6 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
 use crate::kv_cache::LayerCache;
+use crate::projection::{project, rows};
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
 /// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
@@ -41,15 +42,6 @@ fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
     let two_u = x.clone() * ((x.clone() * x.clone()) * (0.044715 * TWO_SQRT_2_OVER_PI) + TWO_SQRT_2_OVER_PI);
     x * sigmoid(two_u)
-}
-
-/// `linear` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one large
-/// matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
-pub(crate) fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
-    let [b, t, d] = x.dims();
-    let out = linear.forward(x.reshape([b * t, d])); // [b * t, d_out]
-    let d_out = out.dims()[1];
-    out.reshape([b, t, d_out])
 }
 
 /// Causal self-attention with a fused query/key/value projection.
@@ -126,8 +118,8 @@ impl Mlp {
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let hidden = gelu_new(self.c_fc.forward(x.reshape([b * t, d]))); // [b * t, 4d]
-        self.dropout.forward(self.c_proj.forward(hidden).reshape([b, t, d]))
+        let hidden = gelu_new(project(&self.c_fc, x.reshape([b * t, d]))); // [b * t, 4d]
+        self.dropout.forward(project(&self.c_proj, hidden).reshape([b, t, d]))
     }
 }
 

@@ -24,6 +24,7 @@ mod kv_cache;
 mod llama;
 mod llama_config;
 mod lora;
+mod projection;
 mod sample;
 mod weights_stream;
 

@@ -18,9 +18,9 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::gpt::rows;
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
+use crate::projection::{project, rows};
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
@@ -41,13 +41,23 @@ fn apply_rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
     x * cos + rotated * sin
 }
 
-/// Each key/value head serves `groups` query heads: `[b, kv, t, hd]` -> `[b, kv * groups, t, hd]`.
-fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+/// Grouped-query attention without repeating keys and values: the `groups` query heads that share
+/// a key/value head are stacked along the query axis, `[b, kv * groups, t, hd]` ->
+/// `[b, kv, groups * t, hd]` (HF's `repeat_kv` gives query head j the key/value head j / groups),
+/// and the additive mask `[b or 1, 1, t, t_keys]` is tiled to match. Every backend's attention then sees
+/// as many query as key heads, and nothing of the size of the keys is copied or summed back.
+fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    let [b, h, t, hd] = q.dims();
+    let kv = k.dims()[1];
+    let groups = h / kv;
     if groups == 1 {
-        return x;
+        return attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
     }
-    let [b, kv, t, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+    let [bias_rows, _, _, t_keys] = bias.dims(); // bias_rows: b or 1
+    let q = q.reshape([b, kv, groups * t, hd]);
+    let bias = bias.unsqueeze_dim::<5>(2).expand([bias_rows, 1, groups, t, t_keys]).reshape([bias_rows, 1, groups * t, t_keys]);
+    let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default()); // [b, kv, groups * t, hd]
+    out.reshape([b, h, t, hd])
 }
 
 /// Causal grouped-query self-attention.
@@ -103,8 +113,7 @@ impl SelfAttention {
             Some(cache) => cache.append(k, v), // [b, kv, t_past + t, hd]
             None => (k, v),
         };
-        let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_keys, hd]
-        let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default()); // [b, h, t, hd]
+        let out = grouped_attention(q, k, v, bias); // [b, h, t, hd]
         rows(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd])) // [b, t, d]
     }
 }
@@ -121,8 +130,8 @@ impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let x = x.reshape([b * t, d]);
-        let hidden = silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x); // [b * t, m]
-        self.down_proj.forward(hidden).reshape([b, t, d])
+        let hidden = silu(project(&self.gate_proj, x.clone())) * project(&self.up_proj, x); // [b * t, m]
+        project(&self.down_proj, hidden).reshape([b, t, d])
     }
 }
 

@@ -1,0 +1,252 @@
+"""The PyTorch peer of `tinyrlhf bench` for the Llama family: transformers' own `LlamaForCausalLM`
+(random weights in the preset's shape, no download), PEFT's LoRA, timed the way tinyrlhf times
+itself (median after warm-up), so the two print comparable lines.
+
+    pip install torch transformers peft        # CPU is enough; add trl for --trl
+    OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m
+    # the same figures side by side with tinyrlhf's, and the ratio tinyrlhf / PyTorch:
+    OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m --compare target/release/tinyrlhf
+    # what a user would run instead: TRL's DPOTrainer with a PEFT LoRA config, seconds per step
+    OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m --trl
+
+Figures, each in tokens per second:
+- train_step: next-token cross-entropy on batch x seq random tokens, backward, AdamW (every weight).
+- lora_dpo_step: PEFT LoRA (rank 8, alpha 16, PEFT's seven projections) on `pairs` pairs of a
+  16-token prompt and 48-token chosen and rejected answers, concatenated into one batch as TRL does;
+  the reference's log-probs with the adapters disabled (no gradients), the policy's through them,
+  the sigmoid DPO loss (beta 0.1), backward, AdamW on the adapters.
+- generate_kv_cache: sampling 64 new tokens after a 16-token prompt at batch 1 and 8, each step
+  one forward of the new token with the cache.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicCache
+
+# vocab, hidden, intermediate, layers, heads, kv heads, context: tinyrlhf's presets of the same names
+PRESETS = {
+    "llama-tiny": (2048, 96, 256, 4, 6, 2, 128),
+    "smollm2-135m": (49152, 576, 1536, 30, 9, 3, 8192),
+}
+LARGE_PARAMS = 30_000_000  # as tinyrlhf: smaller default batches above this
+PROMPT_LEN = 16
+ANSWER_LEN = 48
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def model_for(preset, vocab):
+    default_vocab, d, inner, layers, heads, kv, ctx = PRESETS[preset]
+    config = LlamaConfig(vocab_size=vocab or default_vocab, hidden_size=d, intermediate_size=inner,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                         max_position_embeddings=ctx, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                         rope_theta=1e5)
+    return LlamaForCausalLM(config).float()
+
+
+def median_time(runs, fn):
+    fn()
+    times = []
+    for _ in range(max(runs, 1)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def tokens(rows, length, vocab, salt):
+    i = torch.arange(rows * length, dtype=torch.int64)
+    return ((i * 2654435761 + salt * 40503) % vocab).view(rows, length)
+
+
+def answer_logps(logits, ids):
+    """Sum of the answer tokens' log-probs of each row: `logits` [n, t, vocab], `ids` [n, t]."""
+    logps = torch.log_softmax(logits[:, PROMPT_LEN - 1:-1], -1).gather(2, ids[:, PROMPT_LEN:, None])
+    return logps.squeeze(2).sum(1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="llama-tiny,smollm2-135m")
+    parser.add_argument("--vocab", type=int, help="default: the preset's own")
+    parser.add_argument("--batch", type=int, help="default 16, 4 above 30 M parameters")
+    parser.add_argument("--seq-len", type=int, help="default half the context, 128 above 30 M parameters")
+    parser.add_argument("--dpo-pairs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", metavar="TINYRLHF_BIN",
+                        help="also run `TINYRLHF_BIN bench --json` and print the ratio of each figure")
+    parser.add_argument("--trl", action="store_true", help="also time TRL's DPOTrainer with PEFT LoRA")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads")
+    figures = {}
+    for preset in args.preset.split(","):
+        measure(args, preset, figures)
+    if args.compare:
+        compare(args, figures)
+
+
+def measure(args, preset, figures):
+    model = model_for(preset, args.vocab)
+    vocab = model.config.vocab_size
+    params = sum(p.numel() for p in model.parameters())
+    large = params > LARGE_PARAMS
+    batch = args.batch or (4 if large else 16)
+    seq = args.seq_len or (128 if large else model.config.max_position_embeddings // 2)
+    print(f"\ntorch · {preset} (llama, d {model.config.hidden_size}, {model.config.num_hidden_layers} layers, "
+          f"{model.config.num_attention_heads} heads, {params / 1e6:.2f} M params)")
+
+    def report(what, rows, tok_s, text):
+        figures[(preset, what, rows)] = tok_s
+        print(text)
+
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    step_i = [0]
+
+    def train_step():
+        ids = tokens(batch, seq + 1, vocab, step_i[0])
+        step_i[0] += 1
+        logits = model(ids[:, :-1]).logits
+        loss = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        loss.item()
+
+    train_step()
+    t = median_time(args.steps, train_step)
+    report("train_step", batch, batch * seq / t,
+           f"  train step  batch {batch} x {seq} tokens: {t * 1e3:>9.1f} ms   {batch * seq / t:>9.0f} tok/s   "
+           f"{6 * params * batch * seq / t / 1e9:.1f} GFLOP/s (6·N·tokens)")
+    del optim
+
+    if args.dpo_pairs:
+        lora_dpo(args, preset, model, report)
+
+    model.eval()
+    for rows in (1, 8):
+        prompt = tokens(rows, PROMPT_LEN, vocab, 7)
+
+        @torch.no_grad()
+        def cached():
+            cache = DynamicCache()
+            logits = model(prompt, past_key_values=cache, use_cache=True).logits[:, -1]
+            for _ in range(args.new_tokens):
+                nxt = torch.multinomial(logits.softmax(-1), 1)
+                logits = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1]
+
+        tc = median_time(args.runs, cached)
+        n = rows * args.new_tokens
+        report("generate_kv_cache", rows, n / tc,
+               f"  generate    batch {rows} x {args.new_tokens} new:  KV cache {n / tc:>8.0f} tok/s")
+    if args.trl:
+        trl_dpo(args, preset, vocab)
+
+
+def lora_dpo(args, preset, model, report):
+    from peft import LoraConfig, get_peft_model
+
+    pairs, seq = args.dpo_pairs, PROMPT_LEN + ANSWER_LEN
+    policy = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
+    optim = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=3e-4)
+    # chosen rows first, then rejected, as TRL's concatenated forward
+    ids = tokens(2 * pairs, seq, model.config.vocab_size, 11)
+    split = {}
+
+    def step():
+        start = time.perf_counter()
+        with torch.no_grad(), policy.disable_adapter():
+            ref = answer_logps(policy(ids).logits, ids)
+        split["reference"] = time.perf_counter() - start
+        logps = answer_logps(policy(ids).logits, ids)
+        margin = (logps[:pairs] - ref[:pairs]) - (logps[pairs:] - ref[pairs:])
+        loss = -F.logsigmoid(0.1 * margin).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        loss.item()
+
+    t = median_time(args.steps, step)
+    n = 2 * pairs * seq
+    report("lora_dpo_step", pairs, n / t,
+           f"  LoRA DPO step {pairs} pairs x {seq} tokens (rank 8): {t * 1e3:>7.1f} ms "
+           f"(reference {split['reference'] * 1e3:.1f} ms in the last)   {n / t:>9.0f} tok/s")
+    policy.unload()
+
+
+def trl_dpo(args, preset, vocab):
+    """TRL's DPOTrainer with a PEFT LoRA config on the same pairs (as text a word-level tokenizer
+    maps back to the same ids), seconds per optimizer step."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="t0", eos_token="t1")
+    text = lambda row: " ".join(f"t{int(i)}" for i in row)
+    pairs = args.dpo_pairs
+    steps = args.steps + 2
+    rows = []
+    for s in range(steps * pairs):
+        ids = tokens(2, PROMPT_LEN + ANSWER_LEN, vocab, 100 + s)
+        rows.append({"prompt": text(ids[0, :PROMPT_LEN]), "chosen": " " + text(ids[0, PROMPT_LEN:]),
+                     "rejected": " " + text(ids[1, PROMPT_LEN:])})
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            times.append(time.perf_counter() - self.start)
+
+    config = DPOConfig(output_dir="/tmp/llama_step_trl", per_device_train_batch_size=pairs, max_steps=steps,
+                       learning_rate=3e-4, beta=0.1, use_cpu=True, report_to=[], save_strategy="no",
+                       logging_steps=steps, max_length=PROMPT_LEN + ANSWER_LEN + 2, dataloader_num_workers=0)
+    trainer = DPOTrainer(model=model_for(preset, vocab), args=config, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer,
+                         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
+    trainer.add_callback(Clock())
+    trainer.train()
+    t = statistics.median(times[2:])
+    print(f"  TRL DPOTrainer + PEFT LoRA, {pairs} pairs a step: {t:.2f} s per step (median of {len(times) - 2})")
+
+
+def compare(args, torch_figures):
+    """Runs tinyrlhf's benchmark with the same settings; prints tok/s of both and their ratio."""
+    cmd = [args.compare, "bench", "--json", "--preset", args.preset, "--steps", str(args.steps),
+           "--new-tokens", str(args.new_tokens), "--runs", str(args.runs), "--dpo-pairs", str(args.dpo_pairs)]
+    for flag, value in (("--vocab", args.vocab), ("--batch", args.batch), ("--seq-len", args.seq_len)):
+        if value:
+            cmd += [flag, str(value)]
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    ours = {}
+    for run in out["runs"]:
+        f, preset = run["figures"], run["preset"]
+        ours[(preset, "train_step", f["train_step"]["batch"])] = f["train_step"]["tok_s"]
+        if f.get("lora_dpo_step"):
+            ours[(preset, "lora_dpo_step", f["lora_dpo_step"]["pairs"])] = f["lora_dpo_step"]["tok_s"]
+        for g in f["generate"]:
+            ours[(preset, "generate_kv_cache", g["batch"])] = g["kv_cache_tok_s"]
+        params = f["params"]
+    bandwidth = out["memory_bandwidth_gb_s"]
+    print(f"\n{'preset':<13} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
+    for key, tok_s in ours.items():
+        theirs = torch_figures.get(key)
+        if theirs:
+            print(f"{key[0]:<13} {key[1]:<18} {key[2]:>5} {tok_s:>15.0f} {theirs:>12.0f} {tok_s / theirs:>14.2f}x")
+    print(f"(lora_dpo_step's batch is pairs; memory bandwidth by a copy in tinyrlhf's run: {bandwidth:.1f} GB/s)")
+
+
+if __name__ == "__main__":
+    main()

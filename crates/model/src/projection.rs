@@ -1,0 +1,34 @@
+//! How every projection of both architectures is applied: `x @ W + b`, on all positions at once,
+//! with a LoRA adapter (if any) kept beside its frozen weight.
+//!
+//! burn's `Param::val` composes an adapted weight as one dense `W + scale · a @ b`. Differentiated,
+//! that costs a full fine-tune: autodiff computes the `[in, out]` gradient of the composed weight
+//! (as large a matmul as the forward) before it reaches the small factors, and every forward,
+//! sampling too, rewrites every adapted weight. PEFT computes `x @ W + scale · (x @ a) @ b`
+//! instead; so do we: the frozen `W` is not tracked, so backward computes only the input's
+//! gradient through it, and the factors' gradients are rank-sized.
+
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::module::linear as affine;
+
+/// `linear` on `x` `[n, d_in]` -> `[n, d_out]`.
+pub(crate) fn project(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let bias = linear.bias.as_ref().map(|b| b.val());
+    match linear.weight.adapter() {
+        None => affine(x, linear.weight.val(), bias),
+        Some(adapter) => {
+            let low_rank = x.clone().matmul(adapter.a.val()).matmul(adapter.b.val()); // [n, d_out]
+            affine(x, linear.weight.base(), bias) + low_rank.mul_scalar(adapter.scale)
+        }
+    }
+}
+
+/// `linear` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one large
+/// matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
+pub(crate) fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let out = project(linear, x.reshape([b * t, d])); // [b * t, d_out]
+    let d_out = out.dims()[1];
+    out.reshape([b, t, d_out])
+}
