@@ -212,7 +212,8 @@ def trl_dpo(args, preset, vocab):
 
     config = DPOConfig(output_dir="/tmp/llama_step_trl", per_device_train_batch_size=pairs, max_steps=steps,
                        learning_rate=3e-4, beta=0.1, use_cpu=True, report_to=[], save_strategy="no",
-                       logging_steps=steps, max_length=PROMPT_LEN + ANSWER_LEN + 2, dataloader_num_workers=0)
+                       logging_steps=steps, max_length=PROMPT_LEN + ANSWER_LEN + 2, dataloader_num_workers=0,
+                       disable_tqdm=True)
     trainer = DPOTrainer(model=model_for(preset, vocab), args=config, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer,
                          peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
@@ -233,7 +234,8 @@ def compare(args, torch_figures):
     ours = {}
     for run in out["runs"]:
         f, preset = run["figures"], run["preset"]
-        ours[(preset, "train_step", f["train_step"]["batch"])] = f["train_step"]["tok_s"]
+        if f.get("train_step"):
+            ours[(preset, "train_step", f["train_step"]["batch"])] = f["train_step"]["tok_s"]
         if f.get("lora_dpo_step"):
             ours[(preset, "lora_dpo_step", f["lora_dpo_step"]["pairs"])] = f["lora_dpo_step"]["tok_s"]
         for g in f["generate"]:

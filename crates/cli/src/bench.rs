@@ -37,10 +37,10 @@ pub struct BenchArgs {
     /// Pairs (chosen and rejected) per LoRA DPO step; 0 skips it.
     #[arg(long, default_value_t = 4)]
     dpo_pairs: usize,
-    /// Timed training steps (after 2 warm-up steps).
+    /// Timed training steps (after 2 warm-up steps), also LoRA DPO steps; 0 skips both.
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Tokens generated per row in the generation benchmark (after a 16-token prompt).
+    /// Tokens generated per row in the generation benchmark (after a 16-token prompt); 0 skips it.
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
     /// Timed generation runs per setting (after 1 warm-up run).
@@ -83,7 +83,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 #[derive(Debug, serde::Serialize)]
 struct Figures {
     params: usize,
-    train_step: TrainStep,
+    /// Absent with `--steps 0`.
+    train_step: Option<TrainStep>,
     /// Absent with `--dpo-pairs 0`.
     lora_dpo_step: Option<LoraDpoStep>,
     generate: Vec<Generate>,
@@ -126,12 +127,14 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
     let large = config.num_params() > LARGE_PARAMS;
     let batch = args.batch.unwrap_or(if large { 4 } else { 16 });
     let seq = args.seq_len.unwrap_or(if large { 128 } else { config.context_length() / 2 }).min(config.context_length());
-    let step = train_step_time(config, device, batch, seq, args.steps);
-    let tokens = (batch * seq) as f64;
-    let train_step = TrainStep { batch, seq, ms: ms(step), tok_s: tokens / step.as_secs_f64() };
-    let lora_dpo_step = (args.dpo_pairs > 0).then(|| lora_dpo_step(config, device, args.dpo_pairs, args.steps)).transpose()?;
+    let train_step = (args.steps > 0).then(|| {
+        let step = train_step_time(config, device, batch, seq, args.steps);
+        TrainStep { batch, seq, ms: ms(step), tok_s: (batch * seq) as f64 / step.as_secs_f64() }
+    });
+    let lora_dpo_step =
+        (args.dpo_pairs > 0 && args.steps > 0).then(|| lora_dpo_step(config, device, args.dpo_pairs, args.steps)).transpose()?;
     let mut generate = vec![];
-    for batch in [1, 8] {
+    for batch in [1, 8].into_iter().filter(|_| args.new_tokens > 0) {
         let model = config.init(device);
         let before = tinyrlhf_model::device_reads();
         generate_cached(&model, batch, args.new_tokens);
@@ -206,15 +209,16 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
         config.heads(),
         f.params as f64 / 1e6
     );
-    let t = &f.train_step;
-    println!(
-        "  train step  batch {} x {} tokens: {:>9.1} ms   {:>9.0} tok/s   {:.1} GFLOP/s (6·N·tokens)",
-        t.batch,
-        t.seq,
-        t.ms,
-        t.tok_s,
-        6.0 * f.params as f64 * t.tok_s / 1e9
-    );
+    if let Some(t) = &f.train_step {
+        println!(
+            "  train step  batch {} x {} tokens: {:>9.1} ms   {:>9.0} tok/s   {:.1} GFLOP/s (6·N·tokens)",
+            t.batch,
+            t.seq,
+            t.ms,
+            t.tok_s,
+            6.0 * f.params as f64 * t.tok_s / 1e9
+        );
+    }
     if let Some(d) = &f.lora_dpo_step {
         println!(
             "  LoRA DPO step {} pairs x {} tokens (rank {}): {:>7.1} ms = reference {:.1} + policy {:.1} ms   {:>9.0} tok/s",

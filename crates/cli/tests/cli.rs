@@ -543,6 +543,9 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     let figures = &json["runs"][0]["figures"];
     assert_eq!(json["runs"][0]["preset"], "tiny");
     assert!(figures["train_step"]["tok_s"].as_f64().unwrap() > 0.0);
+    let lora_dpo = &figures["lora_dpo_step"];
+    assert!(lora_dpo["reference_secs"].as_f64().unwrap() > 0.0 && lora_dpo["policy_secs"].as_f64().unwrap() > 0.0);
+    assert!(json["memory_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
     for g in figures["generate"].as_array().unwrap() {
         assert!(g["kv_cache_tok_s"].as_f64().unwrap() > 0.0 && g["no_cache_tok_s"].as_f64().unwrap() > 0.0);
         // The sampler chooses tokens on the device and reads the ids back once per 8 tokens.
