@@ -73,10 +73,11 @@ for (const name of models.sort()) {
     await page.locator('#dpo-run').click();
     await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 1_800_000 });
     const dpo = (Date.now() - started) / 1000;
+    const dpo_status = (await page.locator('#dpo-status').textContent())!;
     const memory_after_dpo = await page.evaluate(() => (window as unknown as { tinyrlhf: { memory: () => Promise<{ wasm: number }> } }).tinyrlhf.memory());
     const workersUsed = Number(await page.locator('body').getAttribute('data-workers'));
     console.log(
-      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo, wasm_bytes_after_dpo: memory_after_dpo.wasm })}`,
+      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo, dpo_status, wasm_bytes_after_dpo: memory_after_dpo.wasm })}`,
     );
   });
 }
