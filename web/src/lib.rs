@@ -33,8 +33,9 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// Every error the page shows comes through here, cut as the CLI cuts its own.
 pub(crate) fn js(e: impl std::fmt::Display) -> JsError {
-    JsError::new(&e.to_string())
+    JsError::new(&tinyrlhf_rlhf::messages::shown(&e.to_string()))
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, JsError> {

@@ -109,26 +109,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {}", shortened(&message));
+            eprintln!("error: {}", tinyrlhf_rlhf::messages::shown(&message));
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The longest line of an error shown whole: a message that quotes a value from a file (a
-/// 100 MB token string, a template's runaway output) shows its start, not megabytes of stderr.
-const MESSAGE_LINE_CHARS: usize = 400;
-
-fn shortened(message: &str) -> String {
-    let lines = message.lines().map(|line| {
-        let count = line.chars().count();
-        if count <= MESSAGE_LINE_CHARS {
-            return line.to_owned();
-        }
-        let kept: String = line.chars().take(MESSAGE_LINE_CHARS - 100).collect();
-        format!("{kept}… ({} more characters not shown)", count - kept.chars().count())
-    });
-    lines.collect::<Vec<_>>().join("\n")
 }
 
 /// The memory this process can have: the machine's, or its container's limit when lower.
@@ -164,18 +148,5 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_message_quoting_a_huge_value_shows_its_start_and_the_count() {
-        let message = format!("tokenizer.json: unknown token {:?}\nsee the file", "x".repeat(100_000_000 / 1000));
-        let shown = shortened(&message);
-        assert!(shown.len() < 1000 && shown.contains("more characters not shown") && shown.ends_with("\nsee the file"), "{shown}");
-        assert_eq!(shortened("short\nlines"), "short\nlines");
     }
 }

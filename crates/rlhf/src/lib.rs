@@ -18,6 +18,7 @@ pub mod group_math;
 pub mod head_to_head;
 mod lora;
 pub mod losses;
+pub mod messages;
 pub mod method;
 pub mod model_files;
 pub mod order;
