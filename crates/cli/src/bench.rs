@@ -62,6 +62,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let bandwidth = memory_bandwidth_gb_s();
     for &backend in &args.backend {
         let device = backend.device()?;
+        crate::kernels::count(backend != Backend::Cpu);
         for preset in &args.preset {
             let vocab = args.vocab.unwrap_or(if preset == "smollm2-135m" { 49_152 } else { 2048 });
             let config = ModelConfig::preset(preset, vocab)
@@ -92,6 +93,8 @@ struct Figures {
     ppo_iteration: Option<PpoIteration>,
     /// Reads back from the device in one PPO iteration (rollout, scoring and update together).
     device_reads_per_ppo_iteration: Option<u64>,
+    /// Kernels launched in one PPO iteration, on a GPU backend.
+    kernels_per_ppo_iteration: Option<u64>,
     grpo_iteration: Option<Iteration>,
     rloo_iteration: Option<Iteration>,
     dpo_step: Option<Iteration>,
@@ -117,6 +120,8 @@ struct Generate {
     no_cache_tok_s: Option<f64>,
     /// Reads back from the device per generated position (all rows together).
     device_reads_per_token: f64,
+    /// Kernels launched per generated position, on a GPU backend.
+    kernels_per_token: Option<f64>,
 }
 
 /// Above this many parameters a preset is "large": smaller default batches, and the figures that
@@ -136,9 +141,10 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
     let mut generate = vec![];
     for batch in [1, 8].into_iter().filter(|_| args.new_tokens > 0) {
         let model = config.init(device);
-        let before = tinyrlhf_model::device_reads();
+        let (before, kernels) = (tinyrlhf_model::device_reads(), crate::kernels::launched());
         generate_cached(&model, batch, args.new_tokens);
         let reads = tinyrlhf_model::device_reads() - before;
+        let kernels = crate::kernels::since(kernels);
         let cached = median(args.runs, || generate_cached(&model, batch, args.new_tokens));
         let uncached = (!large).then(|| median(args.runs, || generate_uncached(&model, device, batch, args.new_tokens)));
         let generated = (batch * args.new_tokens) as f64;
@@ -148,6 +154,7 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
             kv_cache_tok_s: generated / cached.as_secs_f64(),
             no_cache_tok_s: uncached.map(|u| generated / u.as_secs_f64()),
             device_reads_per_token: reads as f64 / args.new_tokens as f64,
+            kernels_per_token: kernels.map(|k| k as f64 / args.new_tokens as f64),
         });
     }
     let mut figures = Figures {
@@ -157,6 +164,7 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
         generate,
         ppo_iteration: None,
         device_reads_per_ppo_iteration: None,
+        kernels_per_ppo_iteration: None,
         grpo_iteration: None,
         rloo_iteration: None,
         dpo_step: None,
@@ -165,8 +173,9 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
     };
     let runs = args.ppo_iterations.unwrap_or(if large { 0 } else { 3 });
     if runs > 0 {
-        let (ppo, reads) = ppo_iteration(config, device, runs)?;
-        (figures.ppo_iteration, figures.device_reads_per_ppo_iteration) = (Some(ppo), Some(reads));
+        let (ppo, counts) = ppo_iteration(config, device, runs)?;
+        (figures.ppo_iteration, figures.device_reads_per_ppo_iteration) = (Some(ppo), Some(counts.device_reads));
+        figures.kernels_per_ppo_iteration = counts.kernels;
         let reward = reward_step(config, device, runs)?;
         figures.device_reads_per_reward_step = Some(reward.device_reads);
         figures.reward_step = Some(reward);
@@ -230,6 +239,7 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             d.policy_secs * 1e3,
             d.tok_s
         );
+        print_kernels("LoRA DPO step", d.kernels.map(|k| k as f64));
     }
     for g in &f.generate {
         let uncached = match g.no_cache_tok_s {
@@ -240,7 +250,9 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             "  generate    batch {} x {} new:  KV cache {:>8.0} tok/s   {uncached}   {:.3} device reads per token",
             g.batch, g.new_tokens, g.kv_cache_tok_s, g.device_reads_per_token
         );
-        if g.batch == 1 {
+        print_kernels(&format!("generation, batch {}, per token", g.batch), g.kernels_per_token);
+        // The bound is the CPU's memory bandwidth: a GPU's is another figure.
+        if g.batch == 1 && backend == Backend::Cpu {
             let weights_gb = 4.0 * f.params as f64 / 1e9;
             println!(
                 "              batch 1 reads {:.2} GB of f32 weights per token: {:.1} GB/s, {:.0}% of the {:.1} GB/s a copy moves here",
@@ -262,6 +274,7 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             p.update_secs * 1e3,
             f.device_reads_per_ppo_iteration.unwrap_or_default()
         );
+        print_kernels("PPO iteration", f.kernels_per_ppo_iteration.map(|k| k as f64));
     }
     for (name, it) in [("GRPO", &f.grpo_iteration), ("RLOO", &f.rloo_iteration)] {
         if let Some(it) = it {
@@ -271,6 +284,7 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
                 it.secs * 1e3,
                 it.device_reads
             );
+            print_kernels(&format!("{name} iteration"), it.kernels.map(|k| k as f64));
         }
     }
     if let Some(it) = &f.reward_step {
@@ -280,6 +294,7 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             it.secs * 1e3,
             it.device_reads
         );
+        print_kernels("reward-model step", it.kernels.map(|k| k as f64));
     }
     if let Some(it) = &f.dpo_step {
         println!(
@@ -288,6 +303,14 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             it.secs * 1e3,
             it.device_reads
         );
+        print_kernels("DPO step", it.kernels.map(|k| k as f64));
+    }
+}
+
+/// The kernels a figure launched, on a GPU backend.
+fn print_kernels(what: &str, kernels: Option<f64>) {
+    if let Some(k) = kernels {
+        println!("              {what}: {k:.1} kernels launched");
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Iteration {
     pub answers: usize,
     pub secs: f64,
     pub device_reads: u64,
+    /// Kernels launched by the step, on a GPU backend.
+    pub kernels: Option<u64>,
 }
 
 /// One LoRA DPO step: the reference's log-probs of a batch of pairs (no gradients), then the
@@ -41,6 +43,8 @@ pub(crate) struct LoraDpoStep {
     pub secs: f64,
     pub reference_secs: f64,
     pub policy_secs: f64,
+    /// Kernels launched by the step (reference and policy), on a GPU backend.
+    pub kernels: Option<u64>,
     /// Sequences' tokens (chosen and rejected) through the step, per second.
     pub tok_s: f64,
 }
@@ -67,7 +71,7 @@ pub(crate) fn lora_dpo_step(config: &ModelConfig, device: &Device, pairs: usize,
         .collect();
     let settings = DpoConfig { batch_size: pairs, epochs: 1, lora: Some(lora.clone()), ..DpoConfig::default() };
     let base = config.init(device);
-    let (times, _) = timed_steps(runs, || {
+    let (times, counts) = timed_steps(runs, || {
         let start = Instant::now();
         let mut trainer = pollster::block_on(DpoTrainer::new(base.clone(), config.clone(), rankings.clone(), vec![], 0, settings.clone()))
             .map_err(|e| e.to_string())?;
@@ -78,7 +82,16 @@ pub(crate) fn lora_dpo_step(config: &ModelConfig, device: &Device, pairs: usize,
     let reference_secs = median_of(times.iter().map(|t| t.0).collect());
     let policy_secs = median_of(times.iter().map(|t| t.1).collect());
     let secs = reference_secs + policy_secs;
-    Ok(LoraDpoStep { pairs, seq, rank: lora.rank, secs, reference_secs, policy_secs, tok_s: (2 * pairs * seq) as f64 / secs })
+    Ok(LoraDpoStep {
+        pairs,
+        seq,
+        rank: lora.rank,
+        secs,
+        reference_secs,
+        policy_secs,
+        kernels: counts.kernels,
+        tok_s: (2 * pairs * seq) as f64 / secs,
+    })
 }
 
 /// The median of `runs` values.
@@ -87,23 +100,30 @@ fn median_of(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Runs `step` once to warm up, then `runs` times; the steps' results and the device reads of the
-/// last one.
-fn timed_steps<T>(runs: usize, mut step: impl FnMut() -> Result<T, String>) -> Result<(Vec<T>, u64), String> {
+/// Runs `step` once to warm up, then `runs` times; the steps' results and what the last one asked
+/// of the device.
+fn timed_steps<T>(runs: usize, mut step: impl FnMut() -> Result<T, String>) -> Result<(Vec<T>, Counts), String> {
     step()?;
     let mut out = vec![];
-    let mut reads = 0;
+    let mut counts = Counts { device_reads: 0, kernels: None };
     for _ in 0..runs.max(1) {
-        let before = tinyrlhf_model::device_reads();
+        let (reads, kernels) = (tinyrlhf_model::device_reads(), crate::kernels::launched());
         out.push(step()?);
-        reads = tinyrlhf_model::device_reads() - before;
+        counts = Counts { device_reads: tinyrlhf_model::device_reads() - reads, kernels: crate::kernels::since(kernels) };
     }
-    Ok((out, reads))
+    Ok((out, counts))
+}
+
+/// What one step asked of the device: reads back, and kernels launched on a GPU backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counts {
+    pub device_reads: u64,
+    pub kernels: Option<u64>,
 }
 
 /// One PPO iteration's phases (medians) with default settings, batch 16, every response the full
 /// 48 tokens (the EOS id is outside the vocabulary, so no row stops early).
-pub(crate) fn ppo_iteration(config: &ModelConfig, device: &Device, runs: usize) -> Result<(PpoIteration, u64), String> {
+pub(crate) fn ppo_iteration(config: &ModelConfig, device: &Device, runs: usize) -> Result<(PpoIteration, Counts), String> {
     use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer};
     let models = PpoModels {
         sft: config.init(device),
@@ -115,11 +135,11 @@ pub(crate) fn ppo_iteration(config: &ModelConfig, device: &Device, runs: usize) 
     let settings = PpoConfig { batch_size: PPO_BATCH, max_new_tokens: PPO_TOKENS, iterations: runs + 1, ..PpoConfig::default() };
     let eos = config.vocab_size() as u32;
     let mut trainer = PpoTrainer::new(models, prompts(64, config.vocab_size()), vec![], eos, 0, settings).map_err(|e| e.to_string())?;
-    let (stats, device_reads) = timed_steps(runs, || pollster::block_on(trainer.step()).map_err(|e| e.to_string()))?;
+    let (stats, counts) = timed_steps(runs, || pollster::block_on(trainer.step()).map_err(|e| e.to_string()))?;
     let phase = |f: fn(&tinyrlhf_rlhf::PpoStats) -> f64| median_of(stats.iter().map(f).collect());
     let (rollout_secs, scoring_secs, update_secs) = (phase(|s| s.rollout_secs), phase(|s| s.scoring_secs), phase(|s| s.update_secs));
     let secs = rollout_secs + scoring_secs + update_secs;
-    Ok((PpoIteration { batch: PPO_BATCH, new_tokens: PPO_TOKENS, secs, rollout_secs, scoring_secs, update_secs }, device_reads))
+    Ok((PpoIteration { batch: PPO_BATCH, new_tokens: PPO_TOKENS, secs, rollout_secs, scoring_secs, update_secs }, counts))
 }
 
 /// One GRPO / RLOO iteration (median) with the default settings (8 prompts x K = 4), every answer
@@ -138,10 +158,10 @@ pub(crate) fn group_iteration(
     let mut trainer =
         GroupTrainer::new(config.init(device), None, config.clone(), reward, prompts(64, config.vocab_size()), eos, 0, settings)
             .map_err(|e| e.to_string())?;
-    let (secs, device_reads) = timed_steps(runs, || {
+    let (secs, counts) = timed_steps(runs, || {
         pollster::block_on(trainer.step()).map(|s| s.rollout_secs + s.scoring_secs + s.update_secs).map_err(|e| e.to_string())
     })?;
-    Ok(Iteration { answers, secs: median_of(secs), device_reads })
+    Ok(Iteration { answers, secs: median_of(secs), device_reads: counts.device_reads, kernels: counts.kernels })
 }
 
 /// `count` rankings of 4 answers, each a 16-token prompt and a 48-token answer, best first.
@@ -166,11 +186,11 @@ pub(crate) fn reward_step(config: &ModelConfig, device: &Device, runs: usize) ->
     // One step per epoch: every epoch is the same 8 rankings.
     let settings = RewardConfig { epochs: runs + 1, batch_size: rankings.len(), ..settings };
     let mut trainer = RewardTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings).map_err(|e| e.to_string())?;
-    let (secs, device_reads) = timed_steps(runs, || {
+    let (secs, counts) = timed_steps(runs, || {
         let start = Instant::now();
         pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
     })?;
-    Ok(Iteration { answers, secs: median_of(secs), device_reads })
+    Ok(Iteration { answers, secs: median_of(secs), device_reads: counts.device_reads, kernels: counts.kernels })
 }
 
 /// One DPO step (median) with the default settings (8 rankings of K = 4 answers, each a 16-token
@@ -183,9 +203,9 @@ pub(crate) fn dpo_step(config: &ModelConfig, device: &Device, runs: usize) -> Re
     let settings = DpoConfig { epochs: runs + 1, ..settings };
     let mut trainer = pollster::block_on(DpoTrainer::new(config.init(device), config.clone(), rankings, vec![], 0, settings))
         .map_err(|e| e.to_string())?;
-    let (secs, device_reads) = timed_steps(runs, || {
+    let (secs, counts) = timed_steps(runs, || {
         let start = Instant::now();
         pollster::block_on(trainer.step()).map(|_| start.elapsed().as_secs_f64()).map_err(|e| e.to_string())
     })?;
-    Ok(Iteration { answers, secs: median_of(secs), device_reads })
+    Ok(Iteration { answers, secs: median_of(secs), device_reads: counts.device_reads, kernels: counts.kernels })
 }

@@ -12,6 +12,7 @@ mod dpo;
 mod eval;
 mod files;
 mod group;
+mod kernels;
 mod lora;
 mod outputs;
 mod policy;

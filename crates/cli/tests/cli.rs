@@ -550,6 +550,8 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
         assert!(g["kv_cache_tok_s"].as_f64().unwrap() > 0.0 && g["no_cache_tok_s"].as_f64().unwrap() > 0.0);
         // The sampler chooses tokens on the device and reads the ids back once per 8 tokens.
         assert_eq!(g["device_reads_per_token"].as_f64(), Some(1.0 / 8.0));
+        // Kernel counts belong to GPU backends: on the CPU they are absent, not 0.
+        assert!(g["kernels_per_token"].is_null());
     }
     let ppo = &figures["ppo_iteration"];
     let split = ["rollout_secs", "scoring_secs", "update_secs"].map(|k| ppo[k].as_f64().unwrap());
