@@ -12,13 +12,13 @@ GELU tanh, tied LM head, no dropout. Training: next-token cross-entropy, backwar
 import argparse
 import json
 import math
-import statistics
 import subprocess
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from timing import median_time, tokens, train_step_secs
 
 PRESETS = {  # n_embd, n_layer, n_head, n_positions
     "tiny": (128, 4, 4, 128),
@@ -74,21 +74,6 @@ class Gpt(nn.Module):
         return self.ln_f(x) @ self.wte.weight.T
 
 
-def median_time(runs, fn):
-    fn()
-    times = []
-    for _ in range(max(runs, 1)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def tokens(rows, length, vocab, salt):
-    i = torch.arange(rows * length, dtype=torch.int64)
-    return ((i * 2654435761 + salt * 40503) % vocab).view(rows, length)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="tiny,small")
@@ -116,21 +101,7 @@ def main():
         params = sum(p.numel() for p in model.parameters())
         print(f"\ntorch · {preset} (d {d}, {n_layer} layers, {n_head} heads, {params / 1e6:.2f} M params)")
 
-        optim = torch.optim.AdamW(model.parameters(), lr=3e-4)
-        step_i = [0]
-
-        def step():
-            batch = tokens(args.batch, seq + 1, args.vocab, step_i[0])
-            step_i[0] += 1
-            logits = model(batch[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, args.vocab), batch[:, 1:].reshape(-1))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            loss.item()
-
-        step()
-        t = median_time(args.steps, step)
+        t = train_step_secs(model, model.parameters(), args.batch, seq, args.vocab, args.steps)
         n_tok = args.batch * seq
         report(preset, "train_step", args.batch, n_tok / t,
                f"  train step  batch {args.batch} x {seq} tokens: {t * 1e3:>9.1f} ms   {n_tok / t:>9.0f} tok/s   "

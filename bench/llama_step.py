@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicCache
 
+from timing import median_time, tokens, train_step_secs
+
 # vocab, hidden, intermediate, layers, heads, kv heads, context: tinyrlhf's presets of the same names
 PRESETS = {
     "llama-tiny": (2048, 96, 256, 4, 6, 2, 128),
@@ -47,21 +49,6 @@ def model_for(preset, vocab):
                          max_position_embeddings=ctx, rms_norm_eps=1e-5, tie_word_embeddings=True,
                          rope_theta=1e5)
     return LlamaForCausalLM(config).float()
-
-
-def median_time(runs, fn):
-    fn()
-    times = []
-    for _ in range(max(runs, 1)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def tokens(rows, length, vocab, salt):
-    i = torch.arange(rows * length, dtype=torch.int64)
-    return ((i * 2654435761 + salt * 40503) % vocab).view(rows, length)
 
 
 def answer_logps(logits, ids):
@@ -107,25 +94,10 @@ def measure(args, preset, figures):
         figures[(preset, what, rows)] = tok_s
         print(text)
 
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    step_i = [0]
-
-    def train_step():
-        ids = tokens(batch, seq + 1, vocab, step_i[0])
-        step_i[0] += 1
-        logits = model(ids[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        loss.item()
-
-    train_step()
-    t = median_time(args.steps, train_step)
+    t = train_step_secs(lambda ids: model(ids).logits, model.parameters(), batch, seq, vocab, args.steps)
     report("train_step", batch, batch * seq / t,
            f"  train step  batch {batch} x {seq} tokens: {t * 1e3:>9.1f} ms   {batch * seq / t:>9.0f} tok/s   "
            f"{6 * params * batch * seq / t / 1e9:.1f} GFLOP/s (6·N·tokens)")
-    del optim
 
     if args.dpo_pairs:
         lora_dpo(args, preset, model, report)
