@@ -25,14 +25,14 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
     preset: Vec<String>,
     /// Vocabulary size of the benchmarked models; default 2048, smollm2-135m its own 49152.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     vocab: Option<usize>,
     /// Training batch size; default 16, 4 for the presets above 30 M parameters.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     batch: Option<usize>,
     /// Training sequence length; default half the preset's context (tiny 64, small 128), 128 for
     /// the presets above 30 M parameters.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     seq_len: Option<usize>,
     /// Pairs (chosen and rejected) per LoRA DPO step; 0 skips it.
     #[arg(long, default_value_t = 4)]
@@ -58,18 +58,30 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    // Every preset is checked before anything is measured: a typo in the last one is not found
+    // after minutes of the first.
+    let configs = args
+        .preset
+        .iter()
+        .map(|preset| {
+            let vocab = args.vocab.unwrap_or(if preset == "smollm2-135m" { 49_152 } else { 2048 });
+            let config = ModelConfig::preset(preset, vocab)
+                .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::PRESETS.join(", ")))?;
+            // The training step holds the weights, their gradients and AdamW's two moments.
+            let bytes = 16 * config.num_params() as u64;
+            tinyrlhf_rlhf::sizes::check_memory(&format!("--preset {preset} with --vocab {vocab}"), bytes).map_err(|e| e.to_string())?;
+            Ok((preset, config))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let mut runs = vec![];
     let bandwidth = memory_bandwidth_gb_s();
     for &backend in &args.backend {
         let device = backend.device()?;
         crate::kernels::count(backend != Backend::Cpu);
-        for preset in &args.preset {
-            let vocab = args.vocab.unwrap_or(if preset == "smollm2-135m" { 49_152 } else { 2048 });
-            let config = ModelConfig::preset(preset, vocab)
-                .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::PRESETS.join(", ")))?;
-            let figures = measure(args, &config, &device)?;
+        for (preset, config) in &configs {
+            let figures = measure(args, config, &device)?;
             if !args.json {
-                print_table(backend, preset, &config, &figures, bandwidth);
+                print_table(backend, preset, config, &figures, bandwidth);
             }
             runs.push(serde_json::json!({"backend": backend.name(), "preset": preset, "figures": figures}));
         }

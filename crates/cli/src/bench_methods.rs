@@ -166,13 +166,13 @@ pub(crate) fn group_iteration(
 
 /// `count` rankings of 4 answers, each a 16-token prompt and a 48-token answer, best first.
 fn rankings(count: usize, vocab: usize) -> Vec<tinyrlhf_rlhf::TokenRanking> {
-    let sequences = random_tokens(4 * count, 16 + PPO_TOKENS, vocab, 7);
+    let sequences = random_tokens(4 * count, PROMPT_LEN + PPO_TOKENS, vocab, 7);
     sequences
-        .chunks(4 * (16 + PPO_TOKENS))
+        .chunks(4 * (PROMPT_LEN + PPO_TOKENS))
         .map(|r| tinyrlhf_rlhf::TokenRanking {
-            sequences: r.chunks(16 + PPO_TOKENS).map(|s| s.iter().map(|&t| t as u32).collect()).collect(),
+            sequences: r.chunks(PROMPT_LEN + PPO_TOKENS).map(|s| s.iter().map(|&t| t as u32).collect()).collect(),
             order: vec![0, 1, 2, 3],
-            prompt_len: 16,
+            prompt_len: PROMPT_LEN,
         })
         .collect()
 }

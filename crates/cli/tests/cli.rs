@@ -527,6 +527,22 @@ fn a_gpu_backend_that_cannot_start_is_an_error_naming_it_and_the_cpu_way_out() {
 }
 
 #[test]
+fn bench_refuses_an_unknown_preset_a_zero_size_or_a_model_past_memory_before_measuring_anything() {
+    let dir = fresh_dir("bench-bad");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--preset", "tiny,nope"], "--preset \"nope\" is not one of"),
+        (&["--preset", "tiny", "--vocab", "0"], "must be at least 1"),
+        (&["--preset", "tiny", "--vocab", "100000000000"], "would need at least"),
+    ];
+    for (flags, says) in cases {
+        let out = tinyrlhf(&[&["bench", "--json"][..], flags].concat(), &dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(1 | 2)) && stderr.contains(says), "{flags:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flags:?}: nothing measured before the refusal");
+    }
+}
+
+#[test]
 fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     let dir = fresh_dir("bench");
     let out = tinyrlhf(
