@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{CausalLm, GgufStream, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
-use tinyrlhf_rlhf::{LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
+use tinyrlhf_rlhf::{Agreement, LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
 use wasm_bindgen::prelude::*;
 
 mod inspect;
@@ -102,6 +102,13 @@ struct ModelInfo {
 }
 
 #[derive(Serialize)]
+struct Checked {
+    #[serde(flatten)]
+    agreement: Agreement,
+    summary: String,
+}
+
+#[derive(Serialize)]
 struct Samples {
     completions: Vec<String>,
     finished: Vec<bool>,
@@ -181,6 +188,18 @@ impl Session {
             let start = web_time::Instant::now();
             generate(&gpt, &vec![prompt; 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
             Ok(JsValue::from_f64((4 * tokens) as f64 / start.elapsed().as_secs_f64().max(1e-9)))
+        })
+    }
+
+    /// How this session's device compares with the CPU backend on a miniature of the model shaped
+    /// like `config_json` (logits, seeded sampling, one training step): an [`Agreement`] as JSON,
+    /// with `summary`, a sentence. The worker keeps WebGPU only where it agrees.
+    pub fn agreement(&self, config_json: Vec<u8>) -> js_sys::Promise {
+        let device = self.device.clone();
+        promise(async move {
+            let config = ModelConfig::from_json_bytes(&config_json).map_err(js)?;
+            let agreement = tinyrlhf_rlhf::agreement(&config, &Device::flex(), &device).await.map_err(js)?;
+            json_value(&Checked { summary: agreement.to_string(), agreement })
         })
     }
 

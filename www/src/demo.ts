@@ -15,7 +15,6 @@ import { $, app, show } from './ui';
 const status = $('demo-status');
 const button = $<HTMLButtonElement>('demo');
 const DEMO_PROMPTS = 30;
-const HELD_OUT_PROMPTS = 64;
 /** PPO's demo run is shorter than its default, to keep the class's wait under four minutes. */
 const DEMO_CHANGES: Partial<Record<Method, Record<string, number>>> = { ppo: { iterations: 15 } };
 /** Gold and proxy are measured every this many iterations in the demo (unless the person chose). */
@@ -82,12 +81,12 @@ async function run(labeler: string, methods: Method[], setRankings: (rankings: R
       const last = await runMethod(method, DEMO_CHANGES[method], false);
       if (!last) throw new Error(`${method} did not run`);
       const seconds = (performance.now() - started) / 1000;
-      say(`comparing the ${policyLabel(method)} with the SFT model on ${HELD_OUT_PROMPTS} held-out prompts…`);
-      rows.push(await judge(method, labeler, HELD_OUT_PROMPTS, seconds, chartPoints(method).policy));
+      say(`comparing the ${policyLabel(method)} with the SFT model on ${app.footprint!.demo_judged_prompts} held-out prompts…`);
+      rows.push(await judge(method, labeler, app.footprint!.demo_judged_prompts, seconds, chartPoints(method).policy));
     }
     const first = rows[0];
     document.body.dataset.demo = JSON.stringify({ accuracy, reward_seconds: rewardSeconds, ...first, rows, points: chartPoints(first.method) });
-    say(`done. ${rm}; the ${labeler} labeler prefers, on ${HELD_OUT_PROMPTS} held-out prompts: ${rows.map((r) => `${policyLabel(r.method)} ${verdict(r)}`).join('; ')}.`);
+    say(`done. ${rm}; the ${labeler} labeler prefers, on ${app.footprint!.demo_judged_prompts} held-out prompts: ${rows.map((r) => `${policyLabel(r.method)} ${verdict(r)}`).join('; ')}.`);
   } catch (e) {
     show(status, `Demo stopped: ${(e as Error).message}`, 'error');
   } finally {

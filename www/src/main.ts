@@ -235,6 +235,7 @@ async function start(force: string | null = new URLSearchParams(location.search)
   document.body.dataset.workers = String(ready.workers);
   ui.backend.title = ready.reason;
   app.limits = ready.limits;
+  app.footprint = ready.model.footprint;
   ui.k.max = String(ready.limits.max_completions);
 
   const m = ready.model;

@@ -14,6 +14,10 @@ export interface Footprint {
   lora_by_default: boolean;
   training_bytes: number;
   limit_bytes: number;
+  /** Held-out prompts a finished run is judged on (fewer for a large model, so judging takes about as long). */
+  judged_prompts: number;
+  /** Held-out prompts demo mode judges each method on. */
+  demo_judged_prompts: number;
 }
 
 export interface ModelInfo {

@@ -319,9 +319,6 @@ function goldThisStep(p: Panel): string | undefined {
   return p.view.unit === 'iteration' && due ? gold.labeler.value : undefined;
 }
 
-/** Held-out prompts a finished run is judged on against SFT. */
-const JUDGED_PROMPTS = 32;
-
 /**
  * Runs (or resumes) `method` until its planned steps are done, pause or stop; `changed` settings
  * show in their knobs. A run that finishes is judged against SFT (unless `judged` is false: the
@@ -390,8 +387,9 @@ async function runNow(p: Panel, changed: Record<string, number>, judged: boolean
       p.started = false;
       if (judged && last) {
         const line = p.status.textContent;
-        p.status.textContent = `${line} · judging against SFT on ${JUDGED_PROMPTS} held-out prompts…`;
-        const row = await judge(method, gold.labeler.value, JUDGED_PROMPTS, (performance.now() - started) / 1000, p.done - firstStep);
+        const prompts = app.footprint!.judged_prompts;
+        p.status.textContent = `${line} · judging against SFT on ${prompts} held-out prompts…`;
+        const row = await judge(method, gold.labeler.value, prompts, (performance.now() - started) / 1000, p.done - firstStep);
         p.status.textContent = `${line} · ${verdict(row)}`;
       }
       p.status.textContent += ' · done';

@@ -1,5 +1,5 @@
 // Small page helpers shared by the views, and what the page knows of the session.
-import type { Limits, Ranking } from './protocol';
+import type { Footprint, Limits, Ranking } from './protocol';
 
 export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -17,6 +17,8 @@ export const app = {
   policies: [] as string[],
   /** Sent by the worker when it is ready (decided in Rust). */
   limits: null as Limits | null,
+  /** The loaded model's costs in the tab, and how many prompts judge a run (decided in Rust). */
+  footprint: null as Footprint | null,
   /** A training loop is running: other training buttons wait. */
   busy: false,
   /** When set (by a test, or from the console), memory is recorded after each PPO iteration. */

@@ -116,21 +116,28 @@ async function modelConfig(): Promise<Uint8Array> {
 }
 
 /**
- * A WebGPU session, or a CPU one where WebGPU measured slower: generation tokens/s of this model's
- * shape on both, and the faster kept. The choice and the figures become the reason shown.
+ * A WebGPU session, or a CPU one where WebGPU computes other numbers than the CPU (a miniature of
+ * this model's shape: logits, sampled tokens, one training step) or measured slower (generation
+ * tokens/s on both). The choice and the figures become the reason shown.
  */
 async function measured(gpuSession: Session, choice: Choice): Promise<[Session, Choice]> {
   const config = await modelConfig();
   const cpuSession = await Session.create('cpu');
+  const keepCpu = (reason: string): [Session, Choice] => {
+    gpuSession.free();
+    return [cpuSession, { backend: 'cpu', device: 'CPU (wasm)', reason, measure: true }];
+  };
+  const check = JSON.parse((await gpuSession.agreement(config)) as string) as { agrees: boolean; summary: string };
+  if (!check.agrees) return keepCpu(`WebGPU on ${choice.device} does not compute what the CPU does (${check.summary}): the CPU is used`);
   const gpuRate = (await gpuSession.generationSpeed(config)) as number;
   const cpuRate = (await cpuSession.generationSpeed(config)) as number;
   const figures = `WebGPU ${gpuRate.toFixed(0)} tokens/s, CPU ${cpuRate.toFixed(0)} tokens/s`;
+  const agrees = `WebGPU agrees with the CPU (${check.summary})`;
   if (gpuRate >= cpuRate) {
     cpuSession.free();
-    return [gpuSession, { ...choice, reason: `measured ${figures} on ${choice.device}: WebGPU is faster` }];
+    return [gpuSession, { ...choice, reason: `measured ${figures} on ${choice.device}: WebGPU is faster; ${agrees}` }];
   }
-  gpuSession.free();
-  return [cpuSession, { backend: 'cpu', device: 'CPU (wasm)', reason: `measured ${figures} on ${choice.device}: the CPU is faster`, measure: true }];
+  return keepCpu(`measured ${figures} on ${choice.device}: the CPU is faster; ${agrees}`);
 }
 
 async function start(force: string | null, models: string, workers: number | null): Promise<Ready> {
@@ -150,6 +157,7 @@ async function start(force: string | null, models: string, workers: number | nul
   const s = session;
   const dropped: string[] = [];
   const { folder, base, modelName, model, tunedHere } = await loadModel(s, dropped);
+  goldPrompts = model.footprint.judged_prompts;
   folderNow = folder;
   const config = folder.config;
   const count = choice.backend === 'cpu' ? workerCount(navigator.hardwareConcurrency || 1, workers ?? undefined, model.parameters) : 1;
@@ -378,14 +386,17 @@ async function sftStep(): Promise<SftStepResult> {
   return result;
 }
 
-/** Held-out prompts on which gold and proxy are measured during a run (the same ones each time). */
-const GOLD_PROMPTS = 32;
+/**
+ * Held-out prompts on which gold and proxy are measured during a run (the same ones each time):
+ * as many as judge a finished run, decided in Rust from the model's size.
+ */
+let goldPrompts = 32;
 
 async function trainStep(method: Method, beta: number | undefined, gold: string | undefined): Promise<StepResult> {
   const stats: StepResult = JSON.parse(await together(() => need().trainStep(beta), 'trainStep', [beta], () => restorePolicy(method)));
   if (gold) {
     // Kept in the step's point, so the chart comes back with the curve after a reload.
-    const measured = JSON.parse(await need().goldAndProxy(method, JSON.stringify(heldOut.slice(0, GOLD_PROMPTS)), gold, 0.7, 11n));
+    const measured = JSON.parse(await need().goldAndProxy(method, JSON.stringify(heldOut.slice(0, goldPrompts)), gold, 0.7, 11n));
     Object.assign(stats, { gold: measured.gold, proxy: measured.proxy, gold_kl: measured.kl });
   }
   const points = await curve(curveKey(method));

@@ -95,13 +95,15 @@ test('on the CPU backend a seed fixes the answers too', async ({ page }) => {
   await expectSeededAnswers(page, 'CPU (wasm)');
 });
 
-test('where a hardware adapter would be, the page times both backends and keeps the faster, saying which and why', async ({ page }) => {
+test('where a hardware adapter would be, the page checks WebGPU computes what the CPU does, times both and keeps the faster, saying which and why', async ({ page }) => {
   test.setTimeout(400_000);
   // `?backend=measure` takes SwiftShader's adapter as if it were hardware: the CPU must win here.
   // Timing generation on SwiftShader (its shaders compiled on the CPU) takes a while.
   await page.goto('/?backend=measure');
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 300_000 });
   await expect(page.locator('body')).toHaveAttribute('data-backend', 'cpu');
+  // It checked first that WebGPU computes what the CPU does (logits, seeded samples, one step).
+  await expect(page.locator('#backend')).toContainText(/WebGPU agrees with the CPU \(logits within .*, the same sampled tokens, one step's loss within .*, \d+ of \d+ weights apart after it\)/);
   await expect(page.locator('#backend')).toContainText(/measured WebGPU \d+ tokens\/s, CPU \d+ tokens\/s on .*: the CPU is faster/);
   console.log(`measured choice: ${await page.locator('#backend').textContent()}`);
   await sampleFour(page);

@@ -35,7 +35,8 @@ impl Backend {
         }
     }
 
-    /// The device for this backend, checked by one small round trip, or why there is none.
+    /// The device for this backend, or why there is none: a GPU is checked by one small round trip,
+    /// then by [`agrees_with_cpu`] (as the page checks WebGPU before keeping it).
     pub fn device(self) -> Result<Device, String> {
         let device = match self {
             Backend::Cpu => return Ok(Device::flex()),
@@ -46,8 +47,26 @@ impl Backend {
         probe(&device).map_err(|why| {
             format!("--backend {}: the GPU could not run a first operation ({why}); check its driver, or use `--backend cpu`", self.name())
         })?;
+        agrees_with_cpu(&device).map_err(|why| format!("--backend {}: {why}; `--backend cpu` computes the same run", self.name()))?;
         Ok(device)
     }
+}
+
+/// Whether `device` computes what burn's CPU backend does on miniatures of both architectures
+/// (logits, seeded sampling, one training step: `tinyrlhf_rlhf::agreement`): a GPU whose kernels
+/// return wrong numbers (a fused kernel a driver miscompiles) would otherwise train without a word.
+/// Says what it found on stderr.
+fn agrees_with_cpu(device: &Device) -> Result<(), String> {
+    for preset in ["tiny", "llama-tiny"] {
+        let config = tinyrlhf_model::ModelConfig::preset(preset, 256).expect("a preset the model crate names");
+        let found = pollster::block_on(tinyrlhf_rlhf::agreement(&config, &Device::flex(), device))
+            .map_err(|e| format!("the check against the CPU failed on the {} miniature: {e}", config.architecture()))?;
+        if !found.agrees {
+            return Err(format!("the GPU does not compute what the CPU does on a {} miniature ({found})", config.architecture()));
+        }
+        eprintln!("the GPU agrees with the CPU on a {} miniature ({found})", config.architecture());
+    }
+    Ok(())
 }
 
 /// Runs one tiny upload, add and read on `device`. burn's GPU runtimes panic when their driver is
@@ -71,12 +90,12 @@ fn probe(device: &Device) -> Result<(), String> {
     }
 }
 
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "wgpu-without-fusion")]
 fn wgpu_device() -> Result<Device, String> {
     Device::wgpu_options().init().map_err(|e| format!("no wgpu adapter could be initialised: {e}"))
 }
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "wgpu-without-fusion"))]
 fn wgpu_device() -> Result<Device, String> {
     Err("this binary was built without wgpu; rebuild with `cargo build --release -p tinyrlhf-cli --features wgpu`".into())
 }

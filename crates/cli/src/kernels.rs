@@ -12,9 +12,9 @@ static COUNTING: AtomicBool = AtomicBool::new(false);
 
 /// Counts launches from now on (`true`, a GPU backend) or stops reporting them (`false`).
 pub fn count(on: bool) {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    #[cfg(any(feature = "wgpu-without-fusion", feature = "cuda"))]
     observed::install();
-    COUNTING.store(on && cfg!(any(feature = "wgpu", feature = "cuda")), Ordering::Relaxed);
+    COUNTING.store(on && cfg!(any(feature = "wgpu-without-fusion", feature = "cuda")), Ordering::Relaxed);
 }
 
 /// Kernels launched so far, while counting; `None` otherwise.
@@ -22,9 +22,9 @@ pub fn launched() -> Option<u64> {
     if !COUNTING.load(Ordering::Relaxed) {
         return None;
     }
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    #[cfg(any(feature = "wgpu-without-fusion", feature = "cuda"))]
     return Some(observed::COUNT.load(Ordering::Relaxed));
-    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    #[cfg(not(any(feature = "wgpu-without-fusion", feature = "cuda")))]
     None
 }
 
@@ -33,7 +33,7 @@ pub fn since(before: Option<u64>) -> Option<u64> {
     Some(launched()? - before?)
 }
 
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[cfg(any(feature = "wgpu-without-fusion", feature = "cuda"))]
 mod observed {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};

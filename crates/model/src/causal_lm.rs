@@ -264,6 +264,32 @@ impl ModelConfig {
         }
     }
 
+    /// This architecture with every option it has (biases, norms, grouped heads, rope scaling, tied
+    /// head) and its widths, cut to 2 layers, a 256-token vocabulary and a 64-token context: the
+    /// same kernels as the full model at a size any device holds in a moment (a check of a
+    /// backend's arithmetic runs on it).
+    pub fn miniature(&self) -> Self {
+        const LAYERS: usize = 2;
+        const VOCAB: usize = 256;
+        const CONTEXT: usize = 64;
+        match self {
+            Self::Gpt2(c) => {
+                let mut c = c.clone();
+                (c.n_layer, c.vocab_size, c.n_positions) = (c.n_layer.min(LAYERS), c.vocab_size.min(VOCAB), c.n_positions.min(CONTEXT));
+                Self::Gpt2(c)
+            }
+            Self::Llama(c) => {
+                let mut c = c.clone();
+                c.num_hidden_layers = c.num_hidden_layers.min(LAYERS);
+                (c.vocab_size, c.max_position_embeddings) = (c.vocab_size.min(VOCAB), c.max_position_embeddings.min(CONTEXT));
+                if let Some(kinds) = &mut c.layer_types {
+                    kinds.truncate(LAYERS);
+                }
+                Self::Llama(c)
+            }
+        }
+    }
+
     /// A freshly initialised model of this shape.
     pub fn init(&self, device: &Device) -> CausalLm {
         match self {

@@ -25,6 +25,19 @@ pub struct Footprint {
     /// Estimated bytes to train it with the default choice of LoRA.
     pub training_bytes: u64,
     pub limit_bytes: u64,
+    /// Held-out prompts a finished run is judged on against SFT (two answers each, both models).
+    pub judged_prompts: usize,
+    /// Held-out prompts demo mode judges each method on.
+    pub demo_judged_prompts: usize,
+}
+
+/// Judging a run on 32 prompts takes seconds at 30 M parameters; the sampling scales with the
+/// parameters, so a larger model is judged on fewer prompts (at least 8: a win-rate of 16 answers
+/// still tells a shift from noise) and the person waits about as long after every run.
+pub fn judged_prompts(parameters: usize, at_small_size: usize) -> usize {
+    const FLOOR: usize = 8;
+    let scaled = (at_small_size as u128 * MAX_SHARED_PARAMETERS as u128 / parameters.max(1) as u128) as usize;
+    scaled.clamp(FLOOR.min(at_small_size), at_small_size)
 }
 
 /// Estimated bytes to train a model of `parameters` in the tab, with or without LoRA.
@@ -37,7 +50,14 @@ pub fn training_bytes(parameters: usize, lora: bool) -> u64 {
 pub fn footprint(config: &ModelConfig) -> Footprint {
     let parameters = config.num_params();
     let lora_by_default = parameters > MAX_SHARED_PARAMETERS;
-    Footprint { parameters, lora_by_default, training_bytes: training_bytes(parameters, lora_by_default), limit_bytes: TAB_MEMORY_LIMIT }
+    Footprint {
+        parameters,
+        lora_by_default,
+        training_bytes: training_bytes(parameters, lora_by_default),
+        limit_bytes: TAB_MEMORY_LIMIT,
+        judged_prompts: judged_prompts(parameters, 32),
+        demo_judged_prompts: judged_prompts(parameters, 64),
+    }
 }
 
 /// The footprint, or why the tab cannot hold the model (with the numbers).
@@ -63,11 +83,14 @@ mod tests {
     use tinyrlhf_model::{GptConfig, LlamaConfig};
 
     #[test]
-    fn small_models_train_in_full_smollm2_with_lora_and_a_billion_parameters_is_refused_with_the_numbers() {
+    fn small_models_train_in_full_smollm2_with_lora_and_fewer_judged_prompts_and_a_billion_parameters_is_refused_with_the_numbers() {
         let tiny = footprint(&GptConfig::tiny(1000).into());
         assert!(!tiny.lora_by_default && tiny.training_bytes == 40 * tiny.parameters as u64);
         let smollm2 = check_fits_tab(&LlamaConfig::smollm2_135m(49_152).into()).unwrap();
         assert!(smollm2.lora_by_default);
+        // Judging waits about as long: 32 prompts for the tiny model, 8 for SmolLM2's 135 M.
+        assert_eq!((tiny.judged_prompts, tiny.demo_judged_prompts), (32, 64));
+        assert_eq!((smollm2.judged_prompts, smollm2.demo_judged_prompts), (8, 14));
         assert!((1.5e9..2.0e9).contains(&(smollm2.training_bytes as f64)), "{smollm2:?}");
         // Llama 3.2 1B's shape: 1.24 G parameters.
         let mut big = LlamaConfig::new(128_256, 8192, 2048, 16, 32, 8);

@@ -5,6 +5,7 @@
 //! backend named (callers bring a burn `Device`), no text except through the tokenizer.
 //! Device reads are async (WebGPU permits no other); on CPU the futures are ready at once.
 
+pub mod agreement;
 pub mod checkpoint;
 pub mod compat;
 pub mod dpo;
@@ -38,6 +39,7 @@ pub mod schedule;
 pub mod sizes;
 pub mod supervised;
 
+pub use agreement::{Agreement, agreement};
 pub use checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint};
 pub use compat::{check_compatible, check_same_shape, check_same_tokenizer};
 pub use dpo::{DpoConfig, DpoEval, DpoStepStats, DpoTrainer};
