@@ -40,7 +40,9 @@ struct Prepared {
 }
 
 fn prepare(labeler: &str) -> Prepared {
-    let dir = std::env::temp_dir().join(format!("tinyrlhf-learns-{labeler}-{}", std::process::id()));
+    // In cargo's scratch space for integration tests (inside the target dir), one folder per
+    // labeler replaced by every run: its ~100 MB of models do not pile up in the system's /tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("learns-{labeler}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sft = shipped_sft();
