@@ -348,8 +348,7 @@ impl Session {
             let out = generate(&gpt, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
             let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();
-            let completions = tinyrlhf_data::distinct(&texts);
-            let finished = completions.iter().map(|c| out.finished[texts.iter().position(|t| t == c).unwrap_or(0)]).collect();
+            let (completions, finished) = tinyrlhf_data::distinct(&texts, &out.finished);
             json_value(&Samples { completions, finished, truncated, tokens })
         })
     }
@@ -492,13 +491,14 @@ pub fn rankings_to_pairs_jsonl(rankings_json: &str) -> Result<String, JsError> {
     Ok(tinyrlhf_data::write_jsonl(&pairs))
 }
 
-/// A scripted labeler's strict ranking of `completions` (ties dropped) as a ranking record, or
-/// `null` when it cannot tell two of them apart.
+/// A scripted labeler's strict ranking of `completions` (ties dropped; each kept one with its
+/// `finished` flag) as a ranking record, or `null` when it cannot tell two of them apart.
 #[wasm_bindgen(js_name = strictRanking)]
-pub fn strict_ranking(labeler: &str, prompt: &str, completions_json: &str) -> Result<String, JsError> {
+pub fn strict_ranking(labeler: &str, prompt: &str, completions_json: &str, finished_json: &str) -> Result<String, JsError> {
     let labeler: Labeler = labeler.parse().map_err(js)?;
     let completions: Vec<String> = serde_json::from_str(completions_json).map_err(js)?;
-    to_json(&labeler.strict_ranking(prompt, &completions))
+    let finished: Vec<bool> = serde_json::from_str(finished_json).map_err(js)?;
+    to_json(&labeler.strict_ranking(prompt, &completions, &finished))
 }
 
 /// Whether a typed prompt is about the shipped model's small world: its unknown words, a prompt of

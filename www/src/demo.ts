@@ -101,7 +101,7 @@ async function rank(labeler: string, say: (m: string) => void, setRankings: (ran
   for (const [i, prompt] of prompts.entries()) {
     say(`ranking ${i + 1}/${prompts.length}: “${prompt}”`);
     const out = await call({ type: 'sample', which: 'sft', prompt, k: 4, temperature: 1, maxNewTokens: app.limits!.answer_tokens, seed: i });
-    const ranking = await call({ type: 'strictRanking', labeler, prompt, completions: out.completions });
+    const ranking = await call({ type: 'strictRanking', labeler, prompt, completions: out.completions, finished: out.finished });
     if (ranking) setRankings(await call({ type: 'addRanking', ranking }));
     progress.update(i + 1, prompts.length);
   }

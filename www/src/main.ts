@@ -36,7 +36,7 @@ const ui = {
 };
 
 /** The answers on screen and their current order (indices into completions, best first). */
-let current: { prompt: string; completions: string[]; order: number[]; typed: number[]; rewards: number[] | null } | null = null;
+let current: { prompt: string; completions: string[]; finished: boolean[]; order: number[]; typed: number[]; rewards: number[] | null } | null = null;
 const loaded = new Map<string, [number, number]>();
 
 onEvent((event) => {
@@ -149,7 +149,7 @@ async function sample() {
     const asked = Number(ui.k.value) || 4;
     const k = Math.min(max, Math.max(2, asked));
     const out = await call({ type: 'sample', which: 'sft', prompt, k, temperature: Number(ui.temperature.value), maxNewTokens: app.limits!.answer_tokens, seed: Math.floor(Math.random() * 2 ** 31) });
-    current = { prompt, completions: out.completions, order: out.completions.map((_, i) => i), typed: [], rewards: null };
+    current = { prompt, completions: out.completions, finished: out.finished, order: out.completions.map((_, i) => i), typed: [], rewards: null };
     renderAnswers();
     // The next thing to do is ranking them: the keyboard goes to the first answer.
     (ui.answers.firstElementChild as HTMLElement | null)?.focus();
@@ -180,7 +180,7 @@ async function rankForMe() {
 
 async function submit() {
   if (!current) return;
-  const ranking: Ranking = { prompt: current.prompt, completions: current.completions, ranking: current.order };
+  const ranking: Ranking = { prompt: current.prompt, completions: current.completions, ranking: current.order, finished: current.finished };
   ui.submit.disabled = true;
   try {
     // Confirmed only after IndexedDB has committed it.

@@ -5,6 +5,8 @@ export interface Ranking {
   completions: string[];
   /** Indices into completions, best first. */
   ranking: number[];
+  /** Per completion: it ended with EOS (false: cut at the token limit, learnt from without one). */
+  finished?: boolean[];
 }
 
 /** What a model costs to train in the tab (decided in Rust from its config.json). */
@@ -243,7 +245,7 @@ export type Request =
   | { type: 'init'; force: string | null; models: string; workers: number | null }
   | { type: 'sample'; which: Which; prompt: string; k: number; temperature: number; maxNewTokens: number; seed: number }
   | { type: 'rankForMe'; labeler: string; prompt: string; completions: string[] }
-  | { type: 'strictRanking'; labeler: string; prompt: string; completions: string[] }
+  | { type: 'strictRanking'; labeler: string; prompt: string; completions: string[]; finished: boolean[] }
   | { type: 'addRanking'; ranking: Ranking }
   | { type: 'export'; format: 'rankings' | 'pairs' }
   | { type: 'import'; file: string; bytes: Uint8Array }

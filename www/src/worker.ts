@@ -438,7 +438,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'rankForMe':
       return JSON.parse(rankWithLabeler(request.labeler, request.prompt, JSON.stringify(request.completions)));
     case 'strictRanking':
-      return JSON.parse(strictRanking(request.labeler, request.prompt, JSON.stringify(request.completions)));
+      return JSON.parse(strictRanking(request.labeler, request.prompt, JSON.stringify(request.completions), JSON.stringify(request.finished)));
     case 'addRanking':
       checkRanking(JSON.stringify(request.ranking));
       return addRankings([request.ranking]);

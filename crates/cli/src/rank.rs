@@ -50,7 +50,8 @@ pub fn rank(args: &RankArgs) -> Result<()> {
         let before = rankings.len();
         let mut ties = 0;
         for s in &samples {
-            match labeler.strict_ranking(&s.prompt, &distinct(&s.completions)) {
+            let (completions, finished) = distinct(&s.completions, &s.finished);
+            match labeler.strict_ranking(&s.prompt, &completions, &finished) {
                 Some(r) => rankings.push(r),
                 None => ties += 1,
             }
@@ -93,17 +94,21 @@ pub fn parse_order(line: &str, k: usize) -> std::result::Result<Vec<usize>, Stri
     }
     // Only the order is checked here: stand-in answers, all different.
     let completions = (0..k).map(|i| i.to_string()).collect();
-    let ranking = Ranking { prompt: String::new(), completions, ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect() };
+    let ranking =
+        Ranking { prompt: String::new(), completions, ranking: order.iter().map(|&i| i.wrapping_sub(1)).collect(), finished: vec![] };
     ranking.check().map_err(|e| format!("{e} (type each answer number 1..{k} once, best first)"))?;
     Ok(ranking.ranking)
 }
 
 fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> Result<()> {
     let done: HashSet<(String, Vec<String>)> = rankings.iter().map(|r| key(&r.prompt, &r.completions)).collect();
-    let todo: Vec<(String, Vec<String>)> = samples
+    let todo: Vec<Samples> = samples
         .iter()
-        .map(|s| (s.prompt.clone(), distinct(&s.completions)))
-        .filter(|(p, c)| c.len() >= 2 && !done.contains(&key(p, c)))
+        .map(|s| {
+            let (completions, finished) = distinct(&s.completions, &s.finished);
+            Samples { prompt: s.prompt.clone(), completions, finished }
+        })
+        .filter(|s| s.completions.len() >= 2 && !done.contains(&key(&s.prompt, &s.completions)))
         .collect();
     eprintln!(
         "{} prompts to rank ({} already in {}). Type the answer numbers best first (e.g. 2 1 3); s skips, q saves and quits.",
@@ -112,7 +117,7 @@ fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> R
         out.display()
     );
     let stdin = std::io::stdin();
-    for (n, (prompt, completions)) in todo.iter().enumerate() {
+    for (n, Samples { prompt, completions, finished }) in todo.iter().enumerate() {
         println!("\n[{}/{}] {prompt}", n + 1, todo.len());
         for (i, c) in completions.iter().enumerate() {
             println!("  {}. {c}", i + 1);
@@ -133,7 +138,8 @@ fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> R
                 "s" | "" => break,
                 typed => match parse_order(typed, completions.len()) {
                     Ok(order) => {
-                        rankings.push(Ranking { prompt: prompt.clone(), completions: completions.clone(), ranking: order });
+                        let (completions, finished) = (completions.clone(), finished.clone());
+                        rankings.push(Ranking { prompt: prompt.clone(), completions, ranking: order, finished });
                         files::write_atomic(out, write_jsonl(&rankings).as_bytes())?;
                         break;
                     }

@@ -63,7 +63,6 @@ pub fn answer(
     tinyrlhf_rlhf::check_answer_room(tokenizer, context, sampling.max_new_tokens, "--max-new-tokens").map_err(|e| e.to_string())?;
     sizes::check_answers_per_prompt(k, "-k").map_err(|e| e.to_string())?;
     let batch = batch.clamp(1, prompts.len() * k);
-    sizes::check_sampling(config, batch, context, "sampling one --batch").map_err(|e| e.to_string())?;
     let special = tokenizer.special_ids();
     let mut rows = Vec::with_capacity(prompts.len() * k);
     for prompt in prompts {
@@ -73,6 +72,10 @@ pub fn answer(
         }
         rows.extend(std::iter::repeat_n(ids, k));
     }
+    // The KV cache grows with the answers: the longest row is its prompt and every new token, not
+    // the model's whole context (8,192 tokens for SmolLM2).
+    let longest = (rows.iter().map(Vec::len).max().unwrap_or(0) + sampling.max_new_tokens).min(context);
+    sizes::check_sampling(config, batch, longest, "sampling one --batch").map_err(|e| e.to_string())?;
     let mut answers = Vec::with_capacity(rows.len());
     for (i, chunk) in rows.chunks(batch).enumerate() {
         let out =
@@ -124,7 +127,10 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
     let samples: Vec<Samples> = prompts
         .into_iter()
         .zip(answers)
-        .map(|(prompt, answers)| Samples { prompt, completions: answers.into_iter().map(|(text, _)| text).collect() })
+        .map(|(prompt, answers)| {
+            let (completions, finished) = answers.into_iter().unzip();
+            Samples { prompt, completions, finished }
+        })
         .collect();
     files::write_atomic(&args.out, write_jsonl(&samples).as_bytes())?;
     eprintln!("{}: {} prompts x {} samples", args.out.display(), samples.len(), args.k);

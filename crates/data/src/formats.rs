@@ -30,6 +30,10 @@ pub struct Demonstration {
 pub struct Samples {
     pub prompt: String,
     pub completions: Vec<String>,
+    /// Per completion: it ended with EOS (false: it was cut at the token limit). Empty: not known,
+    /// every completion taken as ended (files written before this field, TRL's data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,10 @@ pub struct Ranking {
     pub completions: Vec<String>,
     /// Indices into `completions`, best first; a permutation of 0..K, K >= 2.
     pub ranking: Vec<usize>,
+    /// As in [`Samples::finished`]: a cut answer is learnt from as the sampler left it, without an
+    /// EOS it never wrote, which is how PPO, GRPO and RLOO score a cut rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<bool>,
 }
 
 /// A TRL-style preference pair.
@@ -70,11 +78,14 @@ impl std::fmt::Display for FormatError {
     }
 }
 
-/// The completions with exact repeats removed, first occurrence kept: what a person is asked to
-/// rank (there is nothing to choose between two copies of one answer).
-pub fn distinct(completions: &[String]) -> Vec<String> {
+/// The completions with exact repeats removed, first occurrence kept, each with its `finished`
+/// flag (none when `finished` is empty): what a person is asked to rank (there is nothing to choose
+/// between two copies of one answer).
+pub fn distinct(completions: &[String], finished: &[bool]) -> (Vec<String>, Vec<bool>) {
     let mut seen = std::collections::HashSet::new();
-    completions.iter().filter(|c| seen.insert(c.as_str())).cloned().collect()
+    let kept: Vec<usize> = (0..completions.len()).filter(|&i| seen.insert(completions[i].as_str())).collect();
+    let flags = if finished.len() == completions.len() { kept.iter().map(|&i| finished[i]).collect() } else { vec![] };
+    (kept.into_iter().map(|i| completions[i].clone()).collect(), flags)
 }
 
 /// A record type that can be read from one JSON object, checking each field.
@@ -105,6 +116,19 @@ fn strings(object: &Map<String, Value>, field: &str) -> Result<Vec<String>, (Opt
         .collect()
 }
 
+/// An optional list of booleans (absent or null: empty).
+fn bools(object: &Map<String, Value>, field: &str) -> Result<Vec<bool>, (Option<String>, String)> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.as_bool().ok_or_else(|| (Some(format!("{field}[{i}]")), format!("expected true or false, found {}", kind(v)))))
+            .collect(),
+        Some(other) => Err((Some(field.into()), format!("expected a list of true/false, found {}", kind(other)))),
+    }
+}
+
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -130,7 +154,12 @@ impl Record for Demonstration {
 
 impl Record for Samples {
     fn from_object(o: &Map<String, Value>) -> Result<Self, (Option<String>, String)> {
-        Ok(Self { prompt: string(o, "prompt")?, completions: strings(o, "completions")? })
+        let samples = Self { prompt: string(o, "prompt")?, completions: strings(o, "completions")?, finished: bools(o, "finished")? };
+        if !samples.finished.is_empty() && samples.finished.len() != samples.completions.len() {
+            let message = format!("{} flags for {} completions", samples.finished.len(), samples.completions.len());
+            return Err((Some("finished".into()), message));
+        }
+        Ok(samples)
     }
 }
 
@@ -161,7 +190,7 @@ impl Record for Ranking {
                 None => Err((field(), format!("{v} is not an index"))),
             })
             .collect::<Result<_, _>>()?;
-        let ranking = Ranking { prompt, completions, ranking };
+        let ranking = Ranking { prompt, completions, ranking, finished: bools(o, "finished")? };
         ranking.validate()?;
         Ok(ranking)
     }
@@ -192,6 +221,9 @@ impl Ranking {
                 ));
             }
         }
+        if !self.finished.is_empty() && self.finished.len() != k {
+            return Err((Some("finished".into()), format!("{} flags for {k} completions", self.finished.len())));
+        }
         if self.ranking.len() != k {
             return Err((ranking(), format!("ranks {} completions but there are {k}", self.ranking.len())));
         }
@@ -205,6 +237,11 @@ impl Ranking {
             }
         }
         Ok(())
+    }
+
+    /// Whether completion `i` ended with EOS (true when not known).
+    pub fn ended(&self, i: usize) -> bool {
+        self.finished.get(i).copied().unwrap_or(true)
     }
 
     /// [`Self::validate`] as one line of text, for records that come from no file.
@@ -234,7 +271,7 @@ impl Ranking {
 impl From<Pair> for Ranking {
     /// A pair is a ranking of two.
     fn from(pair: Pair) -> Self {
-        Ranking { prompt: pair.prompt, completions: vec![pair.chosen, pair.rejected], ranking: vec![0, 1] }
+        Ranking { prompt: pair.prompt, completions: vec![pair.chosen, pair.rejected], ranking: vec![0, 1], finished: vec![] }
     }
 }
 
@@ -347,7 +384,12 @@ mod tests {
     }
 
     fn ranking(completions: &[&str], order: &[usize]) -> Ranking {
-        Ranking { prompt: "p".into(), completions: completions.iter().map(|s| s.to_string()).collect(), ranking: order.to_vec() }
+        Ranking {
+            prompt: "p".into(),
+            completions: completions.iter().map(|s| s.to_string()).collect(),
+            ranking: order.to_vec(),
+            finished: vec![],
+        }
     }
 
     #[test]
@@ -356,6 +398,27 @@ mod tests {
         assert_eq!(read_jsonl::<Ranking>("r.jsonl", &write_jsonl(&rankings)).unwrap(), rankings);
         let demos = vec![Demonstration { prompt: "hi \"there\"\n".into(), response: "é 🦊".into() }];
         assert_eq!(read_jsonl::<Demonstration>("d.jsonl", &write_jsonl(&demos)).unwrap(), demos);
+    }
+
+    #[test]
+    fn which_answers_were_cut_travels_with_samples_and_rankings_and_repeats_take_their_flag_along() {
+        let mut cut = ranking(&["a", "b"], &[1, 0]);
+        cut.finished = vec![true, false];
+        let text = write_jsonl(&[cut.clone()]);
+        assert!(text.contains("\"finished\":[true,false]"), "{text}");
+        assert_eq!(read_jsonl::<Ranking>("r.jsonl", &text).unwrap(), vec![cut.clone()]);
+        assert!((cut.ended(0), cut.ended(1), ranking(&["a", "b"], &[0, 1]).ended(1)) == (true, false, true));
+        // Absent (older files): not written, read as unknown.
+        assert!(!write_jsonl(&[ranking(&["a", "b"], &[0, 1])]).contains("finished"));
+        let err =
+            read_jsonl::<Ranking>("r.jsonl", "{\"prompt\":\"p\",\"completions\":[\"a\",\"b\"],\"ranking\":[0,1],\"finished\":[true]}")
+                .unwrap_err();
+        assert_eq!((err.field.as_deref(), err.message.as_str()), (Some("finished"), "1 flags for 2 completions"));
+        let err = read_jsonl::<Samples>("s.jsonl", "{\"prompt\":\"p\",\"completions\":[\"a\"],\"finished\":[1]}").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("finished[0]"));
+        let texts: Vec<String> = ["x", "y", "x"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(distinct(&texts, &[false, true, true]), (vec!["x".to_owned(), "y".to_owned()], vec![false, true]));
+        assert_eq!(distinct(&texts, &[]).1, Vec::<bool>::new());
     }
 
     #[test]

@@ -98,16 +98,24 @@ impl Labeler {
     }
 
     /// A ranking of the completions the labeler can tell apart: of completions it scores equally
-    /// only the first is kept, since ordering a tie would teach a reward model a coin flip.
-    /// `None` when fewer than two distinct completions remain.
-    pub fn strict_ranking(&self, prompt: &str, completions: &[String]) -> Option<crate::Ranking> {
-        let mut kept: Vec<String> = Vec::new();
-        for c in completions {
-            if kept.iter().all(|k| self.prefers(prompt, k, c) || self.prefers(prompt, c, k)) {
-                kept.push(c.clone());
+    /// only the first is kept, since ordering a tie would teach a reward model a coin flip. Each
+    /// kept one keeps its `finished` flag (none when `finished` is empty). `None` when fewer than
+    /// two distinct completions remain.
+    pub fn strict_ranking(&self, prompt: &str, completions: &[String], finished: &[bool]) -> Option<crate::Ranking> {
+        let mut kept: Vec<usize> = Vec::new();
+        for (i, c) in completions.iter().enumerate() {
+            if kept.iter().all(|&k| self.prefers(prompt, &completions[k], c) || self.prefers(prompt, c, &completions[k])) {
+                kept.push(i);
             }
         }
-        (kept.len() >= 2).then(|| crate::Ranking { prompt: prompt.to_owned(), ranking: self.rank(prompt, &kept), completions: kept })
+        let texts: Vec<String> = kept.iter().map(|&i| completions[i].clone()).collect();
+        let finished = if finished.len() == completions.len() { kept.iter().map(|&i| finished[i]).collect() } else { vec![] };
+        (texts.len() >= 2).then(|| crate::Ranking {
+            prompt: prompt.to_owned(),
+            ranking: self.rank(prompt, &texts),
+            completions: texts,
+            finished,
+        })
     }
 
     /// Blind A/B verdicts on answer pairs `(ours[i], theirs[i])` to `prompts[i]`: the labeler sees
@@ -199,10 +207,13 @@ mod tests {
     fn strict_rankings_drop_ties_and_need_two_distinct_completions() {
         let l: Labeler = "concise".parse().unwrap();
         let texts: Vec<String> = ["a b", "c d", "e", "f g h"].iter().map(|s| s.to_string()).collect();
-        let r = l.strict_ranking("q", &texts).unwrap();
+        let r = l.strict_ranking("q", &texts, &[]).unwrap();
         assert_eq!(r.completions, vec!["a b", "e", "f g h"]);
         assert_eq!(r.ranking, vec![1, 0, 2]);
-        assert!(l.strict_ranking("q", &texts[..2]).is_none());
+        assert!(l.strict_ranking("q", &texts[..2], &[]).is_none());
+        // The kept answers keep their flags: "c d" (a tie with "a b") goes, and its flag with it.
+        let r = l.strict_ranking("q", &texts, &[true, false, true, false]).unwrap();
+        assert_eq!(r.finished, vec![true, true, false]);
     }
 
     #[test]

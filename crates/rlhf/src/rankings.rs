@@ -12,7 +12,10 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::examples::Example;
 
-/// One ranking as token ids: each completion is the whole chat (prompt, response, EOS).
+/// One ranking as token ids: each completion is the whole chat (prompt, response, and EOS unless
+/// the answer was cut at the sampler's token limit: then it ends where the sampler stopped, as a
+/// cut rollout does when PPO, GRPO or RLOO score it, so the reward model learns to score cut
+/// answers where it will be asked to).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRanking {
     pub sequences: Vec<Vec<u32>>,
@@ -26,19 +29,27 @@ impl TokenRanking {
     /// Tokenizes a ranking, cutting the prompt from the left so the longest completion fits in
     /// `context`; an error says which completion cannot fit even so.
     pub fn new(tokenizer: &Tokenizer, prompt: &str, completions: &[String], order: &[usize], context: usize) -> Result<Self, String> {
-        Self::tokenize(tokenizer, prompt, completions, order, context).map(|(ranking, _)| ranking)
+        Self::tokenize(tokenizer, prompt, completions, &[], order, context).map(|(ranking, _)| ranking)
     }
 
-    /// The ranking and whether its prompt was cut.
+    /// The ranking and whether its prompt was cut; `finished[i]` false: completion `i` was cut and
+    /// gets no EOS (empty: every completion ended).
     fn tokenize(
         tokenizer: &Tokenizer,
         prompt: &str,
         completions: &[String],
+        finished: &[bool],
         order: &[usize],
         context: usize,
     ) -> Result<(Self, bool), String> {
-        let responses =
+        let eos = tokenizer.special_ids().eos;
+        let mut responses =
             completions.iter().map(|c| tokenizer.encode_response(prompt, c).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+        for (response, _) in responses.iter_mut().zip(finished).filter(|(_, ended)| !**ended) {
+            if response.len() > 1 && response.last() == Some(&eos) {
+                response.pop();
+            }
+        }
         // The prompt keeps at least its first token and one more (`encode_prompt_within`).
         const MIN_PROMPT: usize = 2;
         let longest = responses.iter().map(Vec::len).max().unwrap_or(0);
@@ -86,7 +97,8 @@ impl RankingSet {
         let mut set = Self::default();
         let split = held_out.is_none() && rankings.len() >= Self::SPLIT_FROM;
         for (i, r) in rankings.iter().enumerate() {
-            let tokenized = r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.ranking, context));
+            let tokenized =
+                r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context));
             match tokenized {
                 Ok((tokens, cut)) => {
                     set.prompts_cut += usize::from(cut);
@@ -97,7 +109,7 @@ impl RankingSet {
         }
         for r in held_out.unwrap_or_default() {
             if let Ok((tokens, _)) =
-                r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.ranking, context))
+                r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context))
             {
                 set.held_out.push(tokens);
             }
@@ -137,7 +149,28 @@ mod tests {
             prompt: prompt.into(),
             completions: completions.iter().map(|c| c.to_string()).collect(),
             ranking: (0..completions.len()).rev().collect(),
+            finished: vec![],
         }
+    }
+
+    #[test]
+    fn a_cut_answer_is_learnt_from_without_the_eos_it_never_wrote_and_an_ended_one_with_it() {
+        let tok = tokenizer();
+        let eos = tok.special_ids().eos;
+        let mut r = ranking("the cat", &["the dog ran", "the red ball"]);
+        r.finished = vec![true, false];
+        let set = RankingSet::prepare(&tok, &[r.clone()], None, 64);
+        let [ended, cut] = [&set.train[0].sequences[0], &set.train[0].sequences[1]];
+        assert_eq!(ended.last(), Some(&eos));
+        assert_ne!(cut.last(), Some(&eos));
+        assert_eq!(
+            [cut.as_slice(), &[eos]].concat(),
+            [tok.encode_prompt("the cat").unwrap(), tok.encode_response("the cat", "the red ball").unwrap()].concat()
+        );
+        // Unknown (files from before the field, TRL pairs): every answer ended.
+        r.finished.clear();
+        let set = RankingSet::prepare(&tok, &[r], None, 64);
+        assert!(set.train[0].sequences.iter().all(|s| s.last() == Some(&eos)));
     }
 
     #[test]
