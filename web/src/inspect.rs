@@ -11,15 +11,18 @@ use crate::{Session, js, json_value, model_named, promise, prompt_ids, sft};
 
 #[wasm_bindgen]
 impl Session {
-    /// The reward model's scores of `completions` (JSON list) as answers to `prompt`.
-    pub fn scores(&self, prompt: String, completions_json: String) -> js_sys::Promise {
+    /// The reward model's scores of `completions` (JSON list) as answers to `prompt`; `finished_json`
+    /// (JSON list, may be empty: all ended) says which were cut, scored as cut (no EOS).
+    pub fn scores(&self, prompt: String, completions_json: String, finished_json: String) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let model = sft(&state)?;
             let reward = reward_model(&state)?;
             let completions: Vec<String> = serde_json::from_str(&completions_json).map_err(js)?;
+            let finished: Vec<bool> = serde_json::from_str(&finished_json).map_err(js)?;
             let order: Vec<usize> = (0..completions.len()).collect();
-            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &order, model.config.context_length()).map_err(js)?;
+            let context = model.config.context_length();
+            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &finished, &order, context).map_err(js)?;
             let scores = tinyrlhf_rlhf::reward::score_sequences(
                 &reward,
                 &tokens.sequences,

@@ -37,10 +37,15 @@ export function setPrompts(prompts: string[]) {
   view.prompt.replaceChildren(...prompts.map((p) => new Option(p, p)));
 }
 
+/** One answer of `which` at the compare view's temperature, and whether it ended (not cut). */
+async function sampleOne(which: Which, prompt: string, seed: number): Promise<{ text: string; finished: boolean }> {
+  const out = await call({ type: 'sample', which, prompt, k: 1, temperature: TEMPERATURE, maxNewTokens: app.limits!.answer_tokens, seed });
+  return { text: out.completions[0], finished: out.finished[0] ?? true };
+}
+
 /** One answer of `which` at the compare view's temperature. */
 export async function answerOf(which: Which, prompt: string, seed: number): Promise<string> {
-  const out = await call({ type: 'sample', which, prompt, k: 1, temperature: TEMPERATURE, maxNewTokens: app.limits!.answer_tokens, seed });
-  return out.completions[0];
+  return (await sampleOne(which, prompt, seed)).text;
 }
 
 export async function compare() {
@@ -49,9 +54,11 @@ export async function compare() {
   view.run.disabled = true;
   try {
     const seed = Math.floor(Math.random() * 2 ** 31);
-    const answers: string[] = [];
-    for (const which of models) answers.push(await answerOf(which, prompt, seed));
-    const scores = app.hasReward ? await call({ type: 'scores', prompt, completions: answers }) : null;
+    const sampled = [];
+    for (const which of models) sampled.push(await sampleOne(which, prompt, seed));
+    const answers = sampled.map((s) => s.text);
+    const finished = sampled.map((s) => s.finished);
+    const scores = app.hasReward ? await call({ type: 'scores', prompt, completions: answers, finished }) : null;
     view.columns.replaceChildren(
       ...models.map((which, i) => {
         const column = document.createElement('div');

@@ -159,7 +159,7 @@ async function sample() {
     else if (out.completions.length < 2) show(ui.notice, 'Every answer was the same: sample again (a higher temperature helps).');
     else if (out.completions.length < k) show(ui.notice, `${k - out.completions.length} of the ${k} answers repeated another and were dropped: a ranking orders different answers.`);
     if (app.hasReward) {
-      current.rewards = await call({ type: 'scores', prompt, completions: out.completions });
+      current.rewards = await call({ type: 'scores', prompt, completions: out.completions, finished: out.finished });
       renderAnswers();
     }
   } catch (e) {

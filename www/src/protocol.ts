@@ -253,7 +253,7 @@ export type Request =
   | { type: 'trainingPrompts'; n: number }
   | { type: 'startReward'; changes: Changes }
   | { type: 'rewardStep' }
-  | { type: 'scores'; prompt: string; completions: string[] }
+  | { type: 'scores'; prompt: string; completions: string[]; finished?: boolean[] }
   | { type: 'startTraining'; method: Method; changes: Changes }
   /** `beta` moves the KL leash first; `gold` (a labeler) measures gold and proxy after the step. */
   | { type: 'trainStep'; method: Method; beta?: number; gold?: string }

@@ -466,7 +466,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'rewardStep':
       return rewardStep();
     case 'scores':
-      return JSON.parse(await need().scores(request.prompt, JSON.stringify(request.completions)));
+      return JSON.parse(await need().scores(request.prompt, JSON.stringify(request.completions), JSON.stringify(request.finished ?? [])));
     case 'startTraining': {
       const samples = settings.methods.find((m) => m.name === request.method)?.samples_answers;
       const prompts = !samples ? '[]' : ownPrompts ? JSON.stringify(ownPrompts) : trainingPrompts(2000, 0n);

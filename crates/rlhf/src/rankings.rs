@@ -27,9 +27,17 @@ pub struct TokenRanking {
 
 impl TokenRanking {
     /// Tokenizes a ranking, cutting the prompt from the left so the longest completion fits in
-    /// `context`; an error says which completion cannot fit even so.
-    pub fn new(tokenizer: &Tokenizer, prompt: &str, completions: &[String], order: &[usize], context: usize) -> Result<Self, String> {
-        Self::tokenize(tokenizer, prompt, completions, &[], order, context).map(|(ranking, _)| ranking)
+    /// `context`; an error says which completion cannot fit even so. `finished[i]` false: completion
+    /// `i` was cut and gets no EOS (empty: every completion ended).
+    pub fn new(
+        tokenizer: &Tokenizer,
+        prompt: &str,
+        completions: &[String],
+        finished: &[bool],
+        order: &[usize],
+        context: usize,
+    ) -> Result<Self, String> {
+        Self::tokenize(tokenizer, prompt, completions, finished, order, context).map(|(ranking, _)| ranking)
     }
 
     /// The ranking and whether its prompt was cut; `finished[i]` false: completion `i` was cut and
@@ -169,8 +177,11 @@ mod tests {
         );
         // Unknown (files from before the field, TRL pairs): every answer ended.
         r.finished.clear();
-        let set = RankingSet::prepare(&tok, &[r], None, 64);
+        let set = RankingSet::prepare(&tok, &[r.clone()], None, 64);
         assert!(set.train[0].sequences.iter().all(|s| s.last() == Some(&eos)));
+        // Answers scored outside a ranking file (the page's reward column) are read the same way.
+        let scored = TokenRanking::new(&tok, &r.prompt, &r.completions, &[true, false], &[0, 1], 64).unwrap();
+        assert_eq!(scored.sequences, [ended.clone(), cut.clone()]);
     }
 
     #[test]
