@@ -22,7 +22,7 @@ impl Session {
             let finished: Vec<bool> = serde_json::from_str(&finished_json).map_err(js)?;
             let order: Vec<usize> = (0..completions.len()).collect();
             let context = model.config.context_length();
-            let tokens = TokenRanking::new(&model.tokenizer, &prompt, &completions, &finished, &order, context).map_err(js)?;
+            let (tokens, _) = TokenRanking::new(&model.tokenizer, &prompt, &completions, &finished, &order, context).map_err(js)?;
             let scores = tinyrlhf_rlhf::reward::score_sequences(
                 &reward,
                 &tokens.sequences,

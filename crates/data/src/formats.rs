@@ -84,8 +84,13 @@ impl std::fmt::Display for FormatError {
 pub fn distinct(completions: &[String], finished: &[bool]) -> (Vec<String>, Vec<bool>) {
     let mut seen = std::collections::HashSet::new();
     let kept: Vec<usize> = (0..completions.len()).filter(|&i| seen.insert(completions[i].as_str())).collect();
+    keep(&kept, completions, finished)
+}
+
+/// Completions `kept` (indices), each with its `finished` flag (none when `finished` is empty).
+pub(crate) fn keep(kept: &[usize], completions: &[String], finished: &[bool]) -> (Vec<String>, Vec<bool>) {
     let flags = if finished.len() == completions.len() { kept.iter().map(|&i| finished[i]).collect() } else { vec![] };
-    (kept.into_iter().map(|i| completions[i].clone()).collect(), flags)
+    (kept.iter().map(|&i| completions[i].clone()).collect(), flags)
 }
 
 /// A record type that can be read from one JSON object, checking each field.

@@ -108,8 +108,7 @@ impl Labeler {
                 kept.push(i);
             }
         }
-        let texts: Vec<String> = kept.iter().map(|&i| completions[i].clone()).collect();
-        let finished = if finished.len() == completions.len() { kept.iter().map(|&i| finished[i]).collect() } else { vec![] };
+        let (texts, finished) = crate::formats::keep(&kept, completions, finished);
         (texts.len() >= 2).then(|| crate::Ranking {
             prompt: prompt.to_owned(),
             ranking: self.rank(prompt, &texts),

@@ -27,22 +27,9 @@ pub struct TokenRanking {
 
 impl TokenRanking {
     /// Tokenizes a ranking, cutting the prompt from the left so the longest completion fits in
-    /// `context`; an error says which completion cannot fit even so. `finished[i]` false: completion
-    /// `i` was cut and gets no EOS (empty: every completion ended).
+    /// `context` (the `bool`: it was cut); an error says which completion cannot fit even so.
+    /// `finished[i]` false: completion `i` was cut and gets no EOS (empty: every completion ended).
     pub fn new(
-        tokenizer: &Tokenizer,
-        prompt: &str,
-        completions: &[String],
-        finished: &[bool],
-        order: &[usize],
-        context: usize,
-    ) -> Result<Self, String> {
-        Self::tokenize(tokenizer, prompt, completions, finished, order, context).map(|(ranking, _)| ranking)
-    }
-
-    /// The ranking and whether its prompt was cut; `finished[i]` false: completion `i` was cut and
-    /// gets no EOS (empty: every completion ended).
-    fn tokenize(
         tokenizer: &Tokenizer,
         prompt: &str,
         completions: &[String],
@@ -106,7 +93,7 @@ impl RankingSet {
         let split = held_out.is_none() && rankings.len() >= Self::SPLIT_FROM;
         for (i, r) in rankings.iter().enumerate() {
             let tokenized =
-                r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context));
+                r.check().and_then(|()| TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context));
             match tokenized {
                 Ok((tokens, cut)) => {
                     set.prompts_cut += usize::from(cut);
@@ -117,7 +104,7 @@ impl RankingSet {
         }
         for r in held_out.unwrap_or_default() {
             if let Ok((tokens, _)) =
-                r.check().and_then(|()| TokenRanking::tokenize(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context))
+                r.check().and_then(|()| TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context))
             {
                 set.held_out.push(tokens);
             }
@@ -180,7 +167,7 @@ mod tests {
         let set = RankingSet::prepare(&tok, &[r.clone()], None, 64);
         assert!(set.train[0].sequences.iter().all(|s| s.last() == Some(&eos)));
         // Answers scored outside a ranking file (the page's reward column) are read the same way.
-        let scored = TokenRanking::new(&tok, &r.prompt, &r.completions, &[true, false], &[0, 1], 64).unwrap();
+        let (scored, _) = TokenRanking::new(&tok, &r.prompt, &r.completions, &[true, false], &[0, 1], 64).unwrap();
         assert_eq!(scored.sequences, [ended.clone(), cut.clone()]);
     }
 
