@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
 use crate::kv_cache::LayerCache;
-use crate::projection::{project, rows};
+use crate::projection::{project, rows, tied_head};
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
 /// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
@@ -211,6 +211,6 @@ impl Gpt {
         let [b, t, d] = hidden.dims();
         let wte = self.wte.weight.val(); // [vocab, d]
         let vocab = wte.dims()[0];
-        hidden.reshape([b * t, d]).matmul(wte.transpose()).reshape([b, t, vocab])
+        tied_head(hidden.reshape([b * t, d]), wte).reshape([b, t, vocab])
     }
 }

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
-use crate::projection::{project, rows};
+use crate::projection::{project, rows, tied_head};
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
@@ -251,7 +251,7 @@ impl Llama {
         let flat = hidden.reshape([b * t, d]);
         let logits = match &self.lm_head {
             Some(head) => head.forward(flat),
-            None => flat.matmul(self.embed_tokens.weight.val().transpose()),
+            None => tied_head(flat, self.embed_tokens.weight.val()),
         };
         logits.reshape([b, t, vocab])
     }
