@@ -38,6 +38,8 @@ impl Backend {
     /// The device for this backend, or why there is none: a GPU is checked by one small round trip,
     /// then by [`agrees_with_cpu`] (as the page checks WebGPU before keeping it).
     pub fn device(self) -> Result<Device, String> {
+        // Decoding's products: split over the CPU's threads; on a GPU one launch each.
+        tinyrlhf_model::split_few_row_products(self == Backend::Cpu);
         let device = match self {
             Backend::Cpu => return Ok(Device::flex()),
             Backend::Wgpu => wgpu_device(),

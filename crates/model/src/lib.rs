@@ -15,6 +15,7 @@ mod checkpoint;
 mod choose;
 mod config;
 mod device_read;
+mod few_rows;
 mod gguf;
 mod gguf_lora;
 mod gguf_model;
@@ -37,6 +38,7 @@ pub use checkpoint::{
 pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
+pub use few_rows::split_few_row_products;
 pub use gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, GgufWriter, tensor_f32};
 pub use gguf_lora::gguf_lora_adapter;
 pub use gguf_model::{GgufModel, GgufStream};

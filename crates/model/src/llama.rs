@@ -250,7 +250,7 @@ impl Llama {
         let vocab = self.vocab_size();
         let flat = hidden.reshape([b * t, d]);
         let logits = match &self.lm_head {
-            Some(head) => head.forward(flat),
+            Some(head) => project(head, flat),
             None => tied_head(flat, self.embed_tokens.weight.val()),
         };
         logits.reshape([b, t, vocab])

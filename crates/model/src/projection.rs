@@ -12,15 +12,30 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::module::linear as affine;
 
+use crate::few_rows::{self, FEW_ROWS};
+
 /// `linear` on `x` `[n, d_in]` -> `[n, d_out]`.
 pub(crate) fn project(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
     let bias = linear.bias.as_ref().map(|b| b.val());
     match linear.weight.adapter() {
-        None => affine(x, linear.weight.val(), bias),
+        None => weighted(x, linear.weight.val(), bias),
         Some(adapter) => {
             let low_rank = x.clone().matmul(adapter.a.val()).matmul(adapter.b.val()); // [n, d_out]
-            affine(x, linear.weight.base(), bias) + low_rank.mul_scalar(adapter.scale)
+            weighted(x, linear.weight.base(), bias) + low_rank.mul_scalar(adapter.scale)
         }
+    }
+}
+
+/// `x @ w + bias`, `x` `[n, d_in]`, `w` `[d_in, d_out]`; decoding's products split over the CPU's
+/// threads where that is on ([`few_rows`]).
+fn weighted(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    if !few_rows::splits(&x, w.shape().num_elements()) {
+        return affine(x, w, bias);
+    }
+    let out = few_rows::by_depth(x, w); // [n, d_out]
+    match bias {
+        Some(bias) => out + bias.unsqueeze(),
+        None => out,
     }
 }
 
@@ -33,9 +48,6 @@ pub(crate) fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     out.reshape([b, t, d_out])
 }
 
-/// Below this many rows a tied head is computed as `(E @ x^T)^T` (see [`tied_head`]).
-const FEW_ROWS: usize = 16;
-
 /// Logits of `x` `[n, d]` through a tied embedding `E` `[vocab, d]`: `x @ E^T` -> `[n, vocab]`.
 ///
 /// Decoding has a few rows; written as `x @ E^T`, the CPU's matrix kernels first copy all of `E`
@@ -43,9 +55,11 @@ const FEW_ROWS: usize = 16;
 /// `(E @ x^T)^T`, which reads `E` where it lies (a 49152-token head at batch 4: 3.9 ms a token
 /// instead of 6.7). For many rows (training) the copy is amortised and the first form is faster.
 pub(crate) fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
-    if x.dims()[0] <= FEW_ROWS {
-        embedding.matmul(x.transpose()).transpose() // [vocab, n] -> [n, vocab]
-    } else {
-        x.matmul(embedding.transpose())
+    if x.dims()[0] > FEW_ROWS {
+        return x.matmul(embedding.transpose());
     }
+    let x_t = x.clone().transpose(); // [d, n]
+    let logits_t =
+        if few_rows::splits(&x, embedding.shape().num_elements()) { few_rows::by_rows(embedding, x_t) } else { embedding.matmul(x_t) }; // [vocab, n]
+    logits_t.transpose()
 }
