@@ -29,7 +29,7 @@ pub(crate) fn project(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
 /// `x @ w + bias`, `x` `[n, d_in]`, `w` `[d_in, d_out]`; decoding's products split over the CPU's
 /// threads where that is on ([`few_rows`]).
 fn weighted(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    if !few_rows::splits(&x, w.shape().num_elements()) {
+    if !few_rows::splits(&x, w.dims()) {
         return affine(x, w, bias);
     }
     let out = few_rows::by_depth(x, w); // [n, d_out]
@@ -59,7 +59,6 @@ pub(crate) fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
         return x.matmul(embedding.transpose());
     }
     let x_t = x.clone().transpose(); // [d, n]
-    let logits_t =
-        if few_rows::splits(&x, embedding.shape().num_elements()) { few_rows::by_rows(embedding, x_t) } else { embedding.matmul(x_t) }; // [vocab, n]
+    let logits_t = if few_rows::splits(&x, embedding.dims()) { few_rows::by_rows(embedding, x_t) } else { embedding.matmul(x_t) }; // [vocab, n]
     logits_t.transpose()
 }
