@@ -154,10 +154,13 @@ async function sample() {
     // The next thing to do is ranking them: the keyboard goes to the first answer.
     (ui.answers.firstElementChild as HTMLElement | null)?.focus();
     ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)`;
-    if (out.truncated) show(ui.notice, "This prompt is longer than the model's context: its beginning was cut off.");
-    if (asked > max) show(ui.notice, `A ranking orders at most ${max} answers: sampled ${max}.`);
-    else if (out.completions.length < 2) show(ui.notice, 'Every answer was the same: sample again (a higher temperature helps).');
-    else if (out.completions.length < k) show(ui.notice, `${k - out.completions.length} of the ${k} answers repeated another and were dropped: a ranking orders different answers.`);
+    // Every notice is kept: a cut prompt and repeated answers can happen at once.
+    const notices: string[] = [];
+    if (out.truncated) notices.push("This prompt is longer than the model's context: its beginning was cut off.");
+    if (asked > max) notices.push(`A ranking orders at most ${max} answers: sampled ${max}.`);
+    else if (out.completions.length < 2) notices.push('Every answer was the same: sample again (a higher temperature helps).');
+    else if (out.completions.length < k) notices.push(`${k - out.completions.length} of the ${k} answers repeated another and were dropped: a ranking orders different answers.`);
+    if (notices.length > 0) show(ui.notice, notices.join(' '));
     if (app.hasReward) {
       current.rewards = await call({ type: 'scores', prompt, completions: out.completions, finished: out.finished });
       renderAnswers();
