@@ -6,8 +6,8 @@
 //! and `gemm`'s matrix-vector path for one row has none), and reading a `[d_in, d_out]` weight as
 //! `x @ W` streams it at about 22 GB/s on one core of this project's machine, where a copy on both
 //! cores moves 40. Cut along `d_in` into contiguous blocks of rows of `W`, each thread streams its
-//! own region and the partial products are summed: batch-1 sampling of a 135 M model went from 40 to
-//! 56 tokens/s. A tied head (`E @ x^T`, `E` `[vocab, d]`) is cut along the vocabulary instead.
+//! own region and the partial products are summed: batch-1 sampling of a 135 M model went from 42-44
+//! to 52-55 tokens/s. A tied head (`E @ x^T`, `E` `[vocab, d]`) is cut along the vocabulary instead.
 //!
 //! The blocks are fixed ([`BLOCKS`]), not the number of threads, so a product gives the same bits on
 //! every machine that splits. On a GPU the blocks would be more launches for the same work and the
