@@ -9,6 +9,11 @@
 //! own region and the partial products are summed: batch-1 sampling of a 135 M model went from 42-44
 //! to 52-55 tokens/s. A tied head (`E @ x^T`, `E` `[vocab, d]`) is cut along the vocabulary instead.
 //!
+//! Products that read the same rows (a layer's query, key and value projections; its gate and up
+//! projections) are split together ([`by_depth_together`]): the threads wake once for all of them,
+//! and narrow weights (SmolLM2's 576 x 192 keys and values) are split with the wide ones instead of
+//! running whole on one thread.
+//!
 //! The blocks are fixed ([`BLOCKS`]), not the number of threads, so a product gives the same bits on
 //! every machine that splits. On a GPU the blocks would be more launches for the same work and the
 //! tab's worker has one thread, so splitting is off unless the edge that picks the CPU backend turns
@@ -44,18 +49,31 @@ pub fn split_few_row_products(on: bool) {
     SPLIT.store(on, Ordering::Relaxed);
 }
 
-/// Whether a product of `x` `[rows, _]` by a `weight`-shaped matrix is split: splitting is on, the
-/// rows are few, the weight large, and nothing is differentiated (autodiff records one graph).
+/// Whether a product of `x` `[rows, _]` by a `weight`-shaped matrix (or by weights side by side,
+/// `[d_in, their d_out summed]`) is split: splitting is on, the rows are few, the weight large, and
+/// nothing is differentiated (autodiff records one graph).
 pub(crate) fn splits(x: &Tensor<2>, weight: [usize; 2]) -> bool {
     SPLIT.load(Ordering::Relaxed) && x.dims()[0] <= FEW_ROWS && weight.iter().all(|&side| side >= MIN_SIDE) && !x.device().is_autodiff()
 }
 
-/// `x @ w`, `x` `[n, d_in]`, `w` `[d_in, d_out]` -> `[n, d_out]`, as the sum of [`BLOCKS`] products
-/// over contiguous blocks of `d_in`, summed in block order.
-pub(crate) fn by_depth(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    let d_in = w.dims()[0];
-    let partials = on_threads(d_in, |start, len| x.clone().narrow(1, start, len).matmul(w.clone().narrow(0, start, len)));
-    partials.into_iter().reduce(|sum, partial| sum + partial).expect("d_in > 0 gives a block")
+/// `x @ w` for each `w` of `weights` (`x` `[n, d_in]`, each `w` `[d_in, d_out]` -> `[n, d_out]`),
+/// each as the sum of [`BLOCKS`] products over contiguous blocks of `d_in`, summed in block order;
+/// the blocks of every weight are computed at once on rayon's threads.
+pub(crate) fn by_depth_together(x: Tensor<2>, weights: Vec<Tensor<2>>) -> Vec<Tensor<2>> {
+    let blocks: Vec<(usize, usize, usize)> =
+        weights.iter().enumerate().flat_map(|(i, w)| blocks(w.dims()[0]).map(move |(start, len)| (i, start, len))).collect();
+    let partials: Vec<(usize, Tensor<2>)> = blocks
+        .into_par_iter()
+        .map(|(i, start, len)| (i, x.clone().narrow(1, start, len).matmul(weights[i].clone().narrow(0, start, len))))
+        .collect();
+    let mut sums: Vec<Option<Tensor<2>>> = vec![None; weights.len()];
+    for (i, partial) in partials {
+        sums[i] = Some(match sums[i].take() {
+            Some(sum) => sum + partial,
+            None => partial,
+        });
+    }
+    sums.into_iter().map(|sum| sum.expect("d_in > 0 gives a block")).collect()
 }
 
 /// `m @ x_t`, `m` `[rows, d]`, `x_t` `[d, n]` -> `[rows, n]`, as [`BLOCKS`] contiguous blocks of
@@ -65,11 +83,16 @@ pub(crate) fn by_rows(m: Tensor<2>, x_t: Tensor<2>) -> Tensor<2> {
     Tensor::cat(on_threads(rows, |start, len| m.clone().narrow(0, start, len).matmul(x_t.clone())), 0)
 }
 
-/// `block(start, len)` for [`BLOCKS`] aligned blocks of `0..len`, computed on rayon's threads, in order.
-fn on_threads(len: usize, block: impl Fn(usize, usize) -> Tensor<2> + Sync) -> Vec<Tensor<2>> {
+/// `(start, len)` of the [`BLOCKS`] aligned blocks of `0..len`, in order.
+fn blocks(len: usize) -> impl Iterator<Item = (usize, usize)> {
     let size = len.div_ceil(BLOCKS).next_multiple_of(ALIGN);
-    let starts: Vec<usize> = (0..len).step_by(size).collect();
-    starts.into_par_iter().map(|start| block(start, size.min(len - start))).collect()
+    (0..len).step_by(size).map(move |start| (start, size.min(len - start)))
+}
+
+/// `block(start, len)` for each of [`blocks`]`(len)`, computed on rayon's threads, in order.
+fn on_threads(len: usize, block: impl Fn(usize, usize) -> Tensor<2> + Sync) -> Vec<Tensor<2>> {
+    let blocks: Vec<(usize, usize)> = blocks(len).collect();
+    blocks.into_par_iter().map(|(start, len)| block(start, len)).collect()
 }
 
 #[cfg(test)]
@@ -86,6 +109,10 @@ mod tests {
         t.into_data().try_to_vec::<f32>().expect("f32 tensor")
     }
 
+    fn by_depth(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+        by_depth_together(x, vec![w]).pop().expect("one weight in, one product out")
+    }
+
     #[test]
     fn depth_blocks_sum_to_the_whole_product() {
         let device = Device::flex();
@@ -96,6 +123,16 @@ mod tests {
         for (a, b) in whole.iter().zip(&split) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn weights_split_together_give_each_weight_split_alone_bit_for_bit() {
+        let device = Device::flex();
+        let x = random([2, 576], &device);
+        let weights = vec![random([576, 64], &device), random([576, 24], &device), random([576, 24], &device)];
+        let alone: Vec<Vec<f32>> = weights.iter().map(|w| values(by_depth(x.clone(), w.clone()))).collect();
+        let together: Vec<Vec<f32>> = by_depth_together(x, weights).into_iter().map(values).collect();
+        assert_eq!(alone, together);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
-use crate::projection::{project, rows, tied_head};
+use crate::projection::{project, project_together, rows, rows_together, tied_head};
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
@@ -103,9 +103,8 @@ impl SelfAttention {
             };
             x.swap_dims(1, 2) // [b, n, t, hd]
         };
-        let q = heads(rows(&self.q_proj, x.clone()), h, &self.q_norm);
-        let k = heads(rows(&self.k_proj, x.clone()), kv, &self.k_norm);
-        let v = heads(rows(&self.v_proj, x), kv, &None);
+        let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let (q, k, v) = (heads(q, h, &self.q_norm), heads(k, kv, &self.k_norm), heads(v, kv, &None));
         let (cos, sin) = rope.clone();
         let q = apply_rope(q, cos.clone(), sin.clone());
         let k = apply_rope(k, cos, sin);
@@ -130,7 +129,8 @@ impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let x = x.reshape([b * t, d]);
-        let hidden = silu(project(&self.gate_proj, x.clone())) * project(&self.up_proj, x); // [b * t, m]
+        let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x);
+        let hidden = silu(gate) * up; // [b * t, m]
         project(&self.down_proj, hidden).reshape([b, t, d])
     }
 }

@@ -16,25 +16,36 @@ use crate::few_rows::{self, FEW_ROWS};
 
 /// `linear` on `x` `[n, d_in]` -> `[n, d_out]`.
 pub(crate) fn project(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let bias = linear.bias.as_ref().map(|b| b.val());
-    match linear.weight.adapter() {
-        None => weighted(x, linear.weight.val(), bias),
-        Some(adapter) => {
-            let low_rank = x.clone().matmul(adapter.a.val()).matmul(adapter.b.val()); // [n, d_out]
-            weighted(x, linear.weight.base(), bias) + low_rank.mul_scalar(adapter.scale)
-        }
-    }
+    let [out] = project_together([linear], x);
+    out
 }
 
-/// `x @ w + bias`, `x` `[n, d_in]`, `w` `[d_in, d_out]`; decoding's products split over the CPU's
-/// threads where that is on ([`few_rows`]).
-fn weighted(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    if !few_rows::splits(&x, w.dims()) {
-        return affine(x, w, bias);
-    }
-    let out = few_rows::by_depth(x, w); // [n, d_out]
-    match bias {
-        Some(bias) => out + bias.unsqueeze(),
+/// Each of `linears` on the same `x` `[n, d_in]` -> `[n, d_out]` each. Decoding's products are
+/// split over the CPU's threads where that is on ([`few_rows`]), all of them at once.
+pub(crate) fn project_together<const N: usize>(linears: [&Linear; N], x: Tensor<2>) -> [Tensor<2>; N] {
+    let bases = linears.map(|linear| if linear.weight.adapter().is_some() { linear.weight.base() } else { linear.weight.val() });
+    let d_out: usize = bases.iter().map(|w| w.dims()[1]).sum();
+    let products = if few_rows::splits(&x, [x.dims()[1], d_out]) {
+        let products = few_rows::by_depth_together(x.clone(), bases.into()); // N x [n, d_out]
+        let mut products = products.into_iter();
+        linears.map(|linear| with_bias(products.next().expect("a product per weight"), linear))
+    } else {
+        let mut bases = bases.into_iter();
+        linears.map(|linear| affine(x.clone(), bases.next().expect("a weight per projection"), linear.bias.as_ref().map(|b| b.val())))
+    };
+    let mut products = products.into_iter();
+    linears.map(|linear| {
+        let out = products.next().expect("a product per projection");
+        match linear.weight.adapter() {
+            None => out,
+            Some(adapter) => out + x.clone().matmul(adapter.a.val()).matmul(adapter.b.val()).mul_scalar(adapter.scale), // [n, d_out]
+        }
+    })
+}
+
+fn with_bias(out: Tensor<2>, linear: &Linear) -> Tensor<2> {
+    match &linear.bias {
+        Some(bias) => out + bias.val().unsqueeze(),
         None => out,
     }
 }
@@ -42,10 +53,17 @@ fn weighted(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
 /// `linear` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one large
 /// matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
 pub(crate) fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [out] = rows_together([linear], x);
+    out
+}
+
+/// [`project_together`] on every position of `x` `[b, t, d_in]`, as [`rows`] does.
+pub(crate) fn rows_together<const N: usize>(linears: [&Linear; N], x: Tensor<3>) -> [Tensor<3>; N] {
     let [b, t, d] = x.dims();
-    let out = project(linear, x.reshape([b * t, d])); // [b * t, d_out]
-    let d_out = out.dims()[1];
-    out.reshape([b, t, d_out])
+    project_together(linears, x.reshape([b * t, d])).map(|out| {
+        let d_out = out.dims()[1];
+        out.reshape([b, t, d_out]) // [b, t, d_out]
+    })
 }
 
 /// Logits of `x` `[n, d]` through a tied embedding `E` `[vocab, d]`: `x @ E^T` -> `[n, vocab]`.
