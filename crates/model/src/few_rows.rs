@@ -60,20 +60,15 @@ pub(crate) fn splits(x: &Tensor<2>, weight: [usize; 2]) -> bool {
 /// each as the sum of [`BLOCKS`] products over contiguous blocks of `d_in`, summed in block order;
 /// the blocks of every weight are computed at once on rayon's threads.
 pub(crate) fn by_depth_together(x: Tensor<2>, weights: Vec<Tensor<2>>) -> Vec<Tensor<2>> {
-    let blocks: Vec<(usize, usize, usize)> =
-        weights.iter().enumerate().flat_map(|(i, w)| blocks(w.dims()[0]).map(move |(start, len)| (i, start, len))).collect();
-    let partials: Vec<(usize, Tensor<2>)> = blocks
-        .into_par_iter()
-        .map(|(i, start, len)| (i, x.clone().narrow(1, start, len).matmul(weights[i].clone().narrow(0, start, len))))
-        .collect();
-    let mut sums: Vec<Option<Tensor<2>>> = vec![None; weights.len()];
-    for (i, partial) in partials {
-        sums[i] = Some(match sums[i].take() {
-            Some(sum) => sum + partial,
-            None => partial,
-        });
-    }
-    sums.into_iter().map(|sum| sum.expect("d_in > 0 gives a block")).collect()
+    let work: Vec<(&Tensor<2>, usize, usize)> =
+        weights.iter().flat_map(|w| blocks(w.dims()[0]).map(move |(start, len)| (w, start, len))).collect();
+    let partials: Vec<Tensor<2>> =
+        work.into_par_iter().map(|(w, start, len)| x.clone().narrow(1, start, len).matmul(w.clone().narrow(0, start, len))).collect();
+    let mut partials = partials.into_iter(); // in weight order, then block order
+    weights
+        .iter()
+        .map(|w| partials.by_ref().take(blocks(w.dims()[0]).count()).reduce(|sum, partial| sum + partial).expect("d_in > 0 gives a block"))
+        .collect()
 }
 
 /// `m @ x_t`, `m` `[rows, d]`, `x_t` `[d, n]` -> `[rows, n]`, as [`BLOCKS`] contiguous blocks of

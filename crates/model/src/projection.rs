@@ -25,13 +25,11 @@ pub(crate) fn project(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
 pub(crate) fn project_together<const N: usize>(linears: [&Linear; N], x: Tensor<2>) -> [Tensor<2>; N] {
     let bases = linears.map(|linear| if linear.weight.adapter().is_some() { linear.weight.base() } else { linear.weight.val() });
     let d_out: usize = bases.iter().map(|w| w.dims()[1]).sum();
-    let products = if few_rows::splits(&x, [x.dims()[1], d_out]) {
+    let products: Vec<Tensor<2>> = if few_rows::splits(&x, [x.dims()[1], d_out]) {
         let products = few_rows::by_depth_together(x.clone(), bases.into()); // N x [n, d_out]
-        let mut products = products.into_iter();
-        linears.map(|linear| with_bias(products.next().expect("a product per weight"), linear))
+        products.into_iter().zip(linears).map(|(out, linear)| with_bias(out, linear)).collect()
     } else {
-        let mut bases = bases.into_iter();
-        linears.map(|linear| affine(x.clone(), bases.next().expect("a weight per projection"), linear.bias.as_ref().map(|b| b.val())))
+        bases.into_iter().zip(linears).map(|(w, linear)| affine(x.clone(), w, linear.bias.as_ref().map(|b| b.val()))).collect()
     };
     let mut products = products.into_iter();
     linears.map(|linear| {
