@@ -10,15 +10,13 @@ The model is GPT-2 as tinyrlhf computes it: learned positions, pre-LayerNorm (ep
 GELU tanh, tied LM head, no dropout. Training: next-token cross-entropy, backward, AdamW.
 """
 import argparse
-import json
 import math
-import subprocess
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timing import median_time, tokens, train_step_secs
+from timing import add_device_flags, compare as compare_with_tinyrlhf, device, median_time, tokens, train_step_secs, use_device
 
 PRESETS = {  # n_embd, n_layer, n_head, n_positions
     "tiny": (128, 4, 4, 128),
@@ -51,7 +49,7 @@ class Block(nn.Module):
             cache["k"], cache["v"] = k, v
         t_keys = k.shape[2]
         scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.n_head)
-        causal = torch.ones(t, t_keys, dtype=torch.bool).tril(diagonal=t_keys - t)
+        causal = torch.ones(t, t_keys, dtype=torch.bool, device=x.device).tril(diagonal=t_keys - t)
         scores = scores.masked_fill(~causal, -1e9)
         out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
         x = x + self.c_proj(out)
@@ -67,7 +65,7 @@ class Gpt(nn.Module):
         self.ln_f = nn.LayerNorm(d, eps=1e-5)
 
     def forward(self, ids, start=0, caches=None):
-        pos = torch.arange(start, start + ids.shape[1])
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device)
         x = self.wte(ids) + self.wpe(pos)
         for i, block in enumerate(self.h):
             x = block(x, None if caches is None else caches[i])
@@ -84,9 +82,10 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", metavar="TINYRLHF_BIN",
                         help="also run `TINYRLHF_BIN bench --json` and print the ratio of each figure")
+    add_device_flags(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads")
+    print(use_device(args.device))
     figures = {}
 
     def report(preset, what, batch, tok_s, text):
@@ -97,7 +96,7 @@ def main():
     for preset in args.preset.split(","):
         d, n_layer, n_head, ctx = PRESETS[preset]
         seq = ctx // 2
-        model = Gpt(args.vocab, d, n_layer, n_head, ctx)
+        model = Gpt(args.vocab, d, n_layer, n_head, ctx).to(device())
         params = sum(p.numel() for p in model.parameters())
         print(f"\ntorch · {preset} (d {d}, {n_layer} layers, {n_head} heads, {params / 1e6:.2f} M params)")
 
@@ -144,19 +143,8 @@ def compare(args, torch_figures):
     cmd = [args.compare, "bench", "--json", "--preset", args.preset, "--vocab", str(args.vocab),
            "--batch", str(args.batch), "--steps", str(args.steps), "--new-tokens", str(args.new_tokens),
            "--runs", str(args.runs)]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    ours = {}
-    for run in out["runs"]:
-        figures = run["figures"]
-        ours[(run["preset"], "train_step", figures["train_step"]["batch"])] = figures["train_step"]["tok_s"]
-        for g in figures["generate"]:
-            ours[(run["preset"], "generate_kv_cache", g["batch"])] = g["kv_cache_tok_s"]
-            ours[(run["preset"], "generate_no_cache", g["batch"])] = g["no_cache_tok_s"]
-    print(f"\n{'preset':<7} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
-    for key, tok_s in ours.items():
-        theirs = torch_figures.get(key)
-        if theirs:
-            print(f"{key[0]:<7} {key[1]:<18} {key[2]:>5} {tok_s:>15.0f} {theirs:>12.0f} {tok_s / theirs:>14.2f}x")
+    compare_with_tinyrlhf(cmd, torch_figures, args.backend, args.json_out)
+
 
 if __name__ == "__main__":
     main()

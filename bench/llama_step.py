@@ -19,22 +19,21 @@ Figures, each in tokens per second:
   one forward of the new token with the cache.
 """
 import argparse
-import json
 import statistics
-import subprocess
 import time
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from timing import median_time, tokens, train_step_secs
+from timing import add_device_flags, compare as compare_with_tinyrlhf, device, median_time, tokens, train_step_secs, use_device
 
 # vocab, hidden, intermediate, layers, heads, kv heads, context: tinyrlhf's presets of the same names
 PRESETS = {
     "llama-tiny": (2048, 96, 256, 4, 6, 2, 128),
     "smollm2-135m": (49152, 576, 1536, 30, 9, 3, 8192),
+    "qwen2.5-0.5b": (151936, 896, 4864, 24, 14, 2, 32768),
 }
 LARGE_PARAMS = 30_000_000  # as tinyrlhf: smaller default batches above this
 PROMPT_LEN = 16
@@ -44,11 +43,14 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def model_for(preset, vocab):
     default_vocab, d, inner, layers, heads, kv, ctx = PRESETS[preset]
-    config = LlamaConfig(vocab_size=vocab or default_vocab, hidden_size=d, intermediate_size=inner,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                         max_position_embeddings=ctx, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                         rope_theta=1e5)
-    return LlamaForCausalLM(config).float()
+    shape = dict(vocab_size=vocab or default_vocab, hidden_size=d, intermediate_size=inner, num_hidden_layers=layers,
+                 num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=ctx,
+                 tie_word_embeddings=True)
+    if preset.startswith("qwen2"):
+        model = Qwen2ForCausalLM(Qwen2Config(**shape, rms_norm_eps=1e-6, rope_theta=1e6))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**shape, rms_norm_eps=1e-5, rope_theta=1e5))
+    return model.float().to(device())
 
 
 def answer_logps(logits, ids):
@@ -70,9 +72,10 @@ def main():
     parser.add_argument("--compare", metavar="TINYRLHF_BIN",
                         help="also run `TINYRLHF_BIN bench --json` and print the ratio of each figure")
     parser.add_argument("--trl", action="store_true", help="also time TRL's DPOTrainer with PEFT LoRA")
+    add_device_flags(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads")
+    print(use_device(args.device))
     figures = {}
     for preset in args.preset.split(","):
         measure(args, preset, figures)
@@ -202,24 +205,7 @@ def compare(args, torch_figures):
     for flag, value in (("--vocab", args.vocab), ("--batch", args.batch), ("--seq-len", args.seq_len)):
         if value:
             cmd += [flag, str(value)]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    ours = {}
-    for run in out["runs"]:
-        f, preset = run["figures"], run["preset"]
-        if f.get("train_step"):
-            ours[(preset, "train_step", f["train_step"]["batch"])] = f["train_step"]["tok_s"]
-        if f.get("lora_dpo_step"):
-            ours[(preset, "lora_dpo_step", f["lora_dpo_step"]["pairs"])] = f["lora_dpo_step"]["tok_s"]
-        for g in f["generate"]:
-            ours[(preset, "generate_kv_cache", g["batch"])] = g["kv_cache_tok_s"]
-        params = f["params"]
-    bandwidth = out["memory_bandwidth_gb_s"]
-    print(f"\n{'preset':<13} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
-    for key, tok_s in ours.items():
-        theirs = torch_figures.get(key)
-        if theirs:
-            print(f"{key[0]:<13} {key[1]:<18} {key[2]:>5} {tok_s:>15.0f} {theirs:>12.0f} {tok_s / theirs:>14.2f}x")
-    print(f"(lora_dpo_step's batch is pairs; memory bandwidth by a copy in tinyrlhf's run: {bandwidth:.1f} GB/s)")
+    compare_with_tinyrlhf(cmd, torch_figures, args.backend, args.json_out)
 
 
 if __name__ == "__main__":

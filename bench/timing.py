@@ -5,20 +5,52 @@ import time
 
 import torch
 
+# Where the peers run: `--device cuda` in either script sets it (the GPU benchmark, bench/gpu/).
+DEVICE = torch.device("cpu")
+
+
+def use_device(name):
+    """Runs every peer on `name` (`cpu` or `cuda`); says which GPU on CUDA."""
+    global DEVICE
+    DEVICE = torch.device(name)
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # f32 as tinyrlhf computes it, not TF32
+        torch.backends.cudnn.allow_tf32 = False
+        return f"PyTorch {torch.__version__} CUDA on {torch.cuda.get_device_name(DEVICE)}, f32 (TF32 off)"
+    return f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads"
+
+
+def device():
+    return DEVICE
+
+
+def add_device_flags(parser):
+    """The flags both peers take for the GPU benchmark."""
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs")
+    parser.add_argument("--backend", default="cpu", help="tinyrlhf's backend with --compare: cpu, wgpu or cuda")
+    parser.add_argument("--json-out", metavar="FILE", help="with --compare: the compared figures as JSON")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
 
 def median_time(runs, fn):
     fn()
+    sync()
     times = []
     for _ in range(max(runs, 1)):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def tokens(rows, length, vocab, salt):
     i = torch.arange(rows * length, dtype=torch.int64)
-    return ((i * 2654435761 + salt * 40503) % vocab).view(rows, length)
+    return ((i * 2654435761 + salt * 40503) % vocab).view(rows, length).to(DEVICE)
 
 
 def train_step_secs(logits_of, parameters, batch, seq, vocab, steps):
@@ -40,3 +72,44 @@ def train_step_secs(logits_of, parameters, batch, seq, vocab, steps):
 
     step()
     return median_time(steps, step)
+
+
+def compare(cmd, torch_figures, backend="cpu", json_out=None):
+    """Runs tinyrlhf's benchmark (`cmd`, its `bench --json` with the peer's settings) on `backend`;
+    prints tok/s of both and their ratio, figure by figure, and writes the rows to `json_out`.
+    tinyrlhf's stderr (on a GPU: its agreement with the CPU) passes through."""
+    import json
+    import subprocess
+
+    out = json.loads(subprocess.run(cmd + ["--backend", backend], check=True, stdout=subprocess.PIPE,
+                                    text=True).stdout)
+    rows = []
+    for run in out["runs"]:
+        f, preset = run["figures"], run["preset"]
+        ours = []
+        if f.get("train_step"):
+            t = f["train_step"]
+            ours.append(("train_step", t["batch"], t["tok_s"], t.get("kernels")))
+        if f.get("lora_dpo_step"):
+            d = f["lora_dpo_step"]
+            ours.append(("lora_dpo_step", d["pairs"], d["tok_s"], d.get("kernels")))
+        for g in f["generate"]:
+            ours.append(("generate_kv_cache", g["batch"], g["kv_cache_tok_s"], g.get("kernels_per_token")))
+            if g.get("no_cache_tok_s"):
+                ours.append(("generate_no_cache", g["batch"], g["no_cache_tok_s"], None))
+        for what, batch, tok_s, kernels in ours:
+            theirs = torch_figures.get((preset, what, batch))
+            rows.append({"preset": preset, "figure": what, "batch": batch, "params": f["params"],
+                         "tinyrlhf_tok_s": tok_s, "torch_tok_s": theirs, "ratio": theirs and tok_s / theirs,
+                         "kernels": kernels})
+    print(f"\n{'preset':<13} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
+    for r in rows:
+        theirs, ratio = (f"{r['torch_tok_s']:>12.0f}", f"{r['ratio']:>14.2f}x") if r["torch_tok_s"] else (f"{'-':>12}", f"{'-':>15}")
+        print(f"{r['preset']:<13} {r['figure']:<18} {r['batch']:>5} {r['tinyrlhf_tok_s']:>15.0f} {theirs} {ratio}")
+    bandwidth = out["memory_bandwidth_gb_s"]
+    print(f"(lora_dpo_step's batch is pairs; tinyrlhf on {backend}; the host's memory bandwidth by a copy: "
+          f"{bandwidth:.1f} GB/s)")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"backend": backend, "torch_device": str(DEVICE), "memory_bandwidth_gb_s": bandwidth,
+                       "rows": rows}, f, indent=1)

@@ -215,7 +215,7 @@ const DEMOS = 'demos';
 /** The keys of everything trained from the SFT model: gone when the SFT model changes. */
 function trainedKeys(): string[] {
   const names = [...settings.methods.map((m) => m.name), 'imported'];
-  return ['reward', 'reward-curve', VIEW, ...names.flatMap((n) => [policyKey(n), curveKey(n), samplesKey(n), adapterKey(n)])];
+  return ['reward', 'reward-curve', VIEW, ...names.flatMap(policyKeys)];
 }
 
 /** The same, with the SFT model tuned here: gone when the model folder changes. */
@@ -289,6 +289,8 @@ const curveKey = (name: string) => `curve:${name}`;
 const samplesKey = (name: string) => `samples:${name}`;
 /** A LoRA policy's adapter files (null without LoRA): the merged weights alone cannot give them back. */
 const adapterKey = (name: string) => `adapter:${name}`;
+/** Everything saved of one policy: dropping a policy drops all of it. */
+const policyKeys = (name: string) => [policyKey(name), curveKey(name), samplesKey(name), adapterKey(name)];
 const VIEW = 'view';
 
 /** Before several methods, the one policy (PPO's) was saved as 'policy' with its 'ppo-curve'. */
@@ -366,7 +368,7 @@ async function rewardStep(): Promise<RewardStepResult> {
   if (result.done) {
     // One transaction: the reward model and its curve in, the policies tuned for the old reward
     // model and their curves out (the session has dropped them too: they start over from SFT).
-    const gone = result.dropped.flatMap((name) => [policyKey(name), curveKey(name), samplesKey(name)]);
+    const gone = result.dropped.flatMap(policyKeys);
     await update({ reward: await need().rewardWeights(), 'reward-curve': rewardCurve }, gone);
   }
   return result;

@@ -21,10 +21,12 @@ pub struct BenchArgs {
     /// Backends to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     backend: Vec<Backend>,
-    /// Presets to measure, comma-separated (tiny, small, gpt2-124m, llama-tiny, smollm2-135m).
+    /// Presets to measure, comma-separated (tiny, small, gpt2-124m, llama-tiny, smollm2-135m,
+    /// qwen2.5-0.5b).
     #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
     preset: Vec<String>,
-    /// Vocabulary size of the benchmarked models; default 2048, smollm2-135m its own 49152.
+    /// Vocabulary size of the benchmarked models; default 2048, the shapes of real models their own
+    /// (smollm2-135m 49152, qwen2.5-0.5b 151936).
     #[arg(long, value_parser = crate::at_least_one)]
     vocab: Option<usize>,
     /// Training batch size; default 16, 4 for the presets above 30 M parameters.
@@ -64,7 +66,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .preset
         .iter()
         .map(|preset| {
-            let vocab = args.vocab.unwrap_or(if preset == "smollm2-135m" { 49_152 } else { 2048 });
+            let vocab = args.vocab.or(ModelConfig::preset_vocab(preset)).unwrap_or(2048);
             let config = ModelConfig::preset(preset, vocab)
                 .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::PRESETS.join(", ")))?;
             // The training step holds the weights, their gradients and AdamW's two moments.
@@ -121,6 +123,8 @@ struct TrainStep {
     seq: usize,
     ms: f64,
     tok_s: f64,
+    /// Kernels launched by one step, on a GPU backend.
+    kernels: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -145,8 +149,8 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
     let batch = args.batch.unwrap_or(if large { 4 } else { 16 });
     let seq = args.seq_len.unwrap_or(if large { 128 } else { config.context_length() / 2 }).min(config.context_length());
     let train_step = (args.steps > 0).then(|| {
-        let step = train_step_time(config, device, batch, seq, args.steps);
-        TrainStep { batch, seq, ms: ms(step), tok_s: (batch * seq) as f64 / step.as_secs_f64() }
+        let (step, kernels) = train_step_time(config, device, batch, seq, args.steps);
+        TrainStep { batch, seq, ms: ms(step), tok_s: (batch * seq) as f64 / step.as_secs_f64(), kernels }
     });
     let lora_dpo_step =
         (args.dpo_pairs > 0 && args.steps > 0).then(|| lora_dpo_step(config, device, args.dpo_pairs, args.steps)).transpose()?;
@@ -239,6 +243,7 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             t.tok_s,
             6.0 * f.params as f64 * t.tok_s / 1e9
         );
+        print_kernels("train step", t.kernels);
     }
     if let Some(d) = &f.lora_dpo_step {
         println!(
@@ -350,7 +355,8 @@ pub(crate) fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) 
 }
 
 /// One language-modelling step: forward, next-token cross-entropy, backward, AdamW.
-fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> Duration {
+/// The median time of a training step, and the kernels one step launched (on a GPU backend).
+fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> (Duration, Option<f64>) {
     let device = device.clone().autodiff();
     let mut gpt = config.init(&device);
     let mut optim = AdamWConfig::new().init();
@@ -371,10 +377,12 @@ fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usi
     step(0);
     step(1);
     let mut i = 2;
-    median(steps, || {
+    let kernels = crate::kernels::launched();
+    let time = median(steps, || {
         step(i);
         i += 1;
-    })
+    });
+    (time, crate::kernels::since(kernels).map(|k| k as f64 / (i - 2) as f64))
 }
 
 pub(crate) const PROMPT_LEN: usize = 16;

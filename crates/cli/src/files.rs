@@ -73,6 +73,13 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
         let model = tinyrlhf_rlhf::load_gguf_model(gguf, device).map_err(|e| format!("{}: {e}", dir.display()))?;
         return Ok((model.config, model.model, model.tokenizer));
     }
+    if dir.is_file() {
+        return Err(format!(
+            "{}: not a model: expected a GGUF file (its first bytes are `GGUF`) or a folder with config.json, \
+             model.safetensors and tokenizer.json",
+            dir.display()
+        ));
+    }
     let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
     let tokenizer = TokenizerBytes::read(dir)?;
     let tokenizer = tokenizer.files();
@@ -88,9 +95,12 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
     Ok((model.config, model.model, model.tokenizer))
 }
 
-/// A model given as one GGUF file (llama.cpp's, Ollama's, LM Studio's) rather than a folder.
+/// A model given as one GGUF file (llama.cpp's, Ollama's, LM Studio's) rather than a folder,
+/// recognised by its first bytes whatever its name (Ollama's blobs have none).
 pub fn is_gguf(path: &Path) -> bool {
-    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && tinyrlhf_model::is_gguf(&head)
 }
 
 /// A directory's tokenizer files: `tokenizer.json` (required), `tokenizer_config.json` and

@@ -1,11 +1,12 @@
-//! A `.gguf` file as llama.cpp, Ollama or LM Studio keep it is a model to every command, and a LoRA
-//! run on it writes the adapter as llama.cpp's LoRA GGUF beside PEFT's.
+//! A `.gguf` file as llama.cpp, Ollama or LM Studio keep it is a model to every command (recognised
+//! by its bytes, whatever its name), and a LoRA run on it writes the adapter as llama.cpp's LoRA GGUF
+//! beside PEFT's.
 
 mod common;
 
 use std::path::Path;
 
-use common::{fresh_dir, ok};
+use common::{fresh_dir, ok, tinyrlhf};
 
 #[test]
 fn a_gguf_file_is_a_model_and_a_lora_run_on_it_writes_llama_cpps_adapter() {
@@ -39,5 +40,25 @@ fn a_gguf_file_is_a_model_and_a_lora_run_on_it_writes_llama_cpps_adapter() {
     assert_eq!(tinyrlhf_model::tensor_f32(ours, &bytes, 0).unwrap().len(), down_a.shape().iter().product::<usize>());
     let q_b = header.tensor("blk.0.attn_q.weight.lora_b").unwrap();
     assert_eq!(q_b.shape[1], 4, "lora_b is [out, rank]");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_gguf_is_recognised_by_its_bytes_whatever_its_name_and_other_files_are_refused() {
+    let dir = fresh_dir("gguf-by-content");
+    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "20", "--prompts", "8", "--heldout", "4"], &dir);
+    // Ollama keeps each model as a blob named by its digest, with no extension.
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf/hf-llama.q8_0.gguf");
+    let blob = dir.join("sha256-6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa");
+    std::fs::copy(&gguf, &blob).unwrap();
+    let blob = blob.to_str().unwrap();
+    ok(&["sample", "--model", blob, "--prompts", "world/heldout.jsonl", "-k", "2", "--max-new-tokens", "3", "--out", "s.jsonl"], &dir);
+
+    std::fs::write(dir.join("notes.gguf"), "not a model\n").unwrap();
+    let out = tinyrlhf(&["sample", "--model", "notes.gguf", "--prompts", "world/heldout.jsonl", "--out", "t.jsonl"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(refused.contains("notes.gguf: not a model") && refused.contains("GGUF"), "{refused}");
+    assert!(!dir.join("t.jsonl").exists(), "nothing is written for a refused model");
     std::fs::remove_dir_all(dir).ok();
 }

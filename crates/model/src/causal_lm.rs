@@ -171,17 +171,29 @@ impl ModelConfig {
         }
     }
 
-    /// A preset by name: `tiny`, `small`, `gpt2-124m` (GPT-2), `llama-tiny`, `smollm2-135m` (Llama).
+    /// A preset by name: `tiny`, `small`, `gpt2-124m` (GPT-2), `llama-tiny`, `smollm2-135m` (Llama),
+    /// `qwen2.5-0.5b` (Qwen2).
     pub fn preset(name: &str, vocab_size: usize) -> Option<Self> {
         match name {
             "llama-tiny" => Some(Self::Llama(LlamaConfig::new(vocab_size, 128, 96, 4, 6, 2))),
             "smollm2-135m" => Some(Self::Llama(LlamaConfig::smollm2_135m(vocab_size))),
+            "qwen2.5-0.5b" => Some(Self::Llama(LlamaConfig::qwen25_05b(vocab_size))),
             other => GptConfig::preset(other, vocab_size).map(Self::Gpt2),
         }
     }
 
     /// The names [`ModelConfig::preset`] takes.
-    pub const PRESETS: [&'static str; 5] = ["tiny", "small", "gpt2-124m", "llama-tiny", "smollm2-135m"];
+    pub const PRESETS: [&'static str; 6] = ["tiny", "small", "gpt2-124m", "llama-tiny", "smollm2-135m", "qwen2.5-0.5b"];
+
+    /// The vocabulary of the real model whose shape a preset copies (`smollm2-135m`: 49,152), so its
+    /// head costs what the real one does; `None` for our own shapes.
+    pub fn preset_vocab(name: &str) -> Option<usize> {
+        match name {
+            "smollm2-135m" => Some(49_152),
+            "qwen2.5-0.5b" => Some(151_936),
+            _ => None,
+        }
+    }
 
     /// `model_type`: `gpt2`, `llama`, `qwen2` or `qwen3`.
     pub fn architecture(&self) -> &str {

@@ -13,6 +13,12 @@ use std::collections::BTreeMap;
 use crate::gguf_quants::{GgmlType, dequantize};
 
 const MAGIC: &[u8; 4] = b"GGUF";
+
+/// Whether `head`, a file's first bytes, starts a GGUF file: what it holds, whatever its name
+/// (Ollama keeps its models as `sha256-<hex>` blobs with no extension).
+pub fn is_gguf(head: &[u8]) -> bool {
+    head.starts_with(MAGIC)
+}
 /// llama.cpp's default alignment of the tensor data.
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml's `GGML_MAX_DIMS`.

@@ -39,7 +39,7 @@ pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
 pub use few_rows::split_few_row_products;
-pub use gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, GgufWriter, tensor_f32};
+pub use gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, GgufWriter, is_gguf, tensor_f32};
 pub use gguf_lora::gguf_lora_adapter;
 pub use gguf_model::{GgufModel, GgufStream};
 pub use gguf_quants::{GgmlType, READ_TYPES, dequantize};

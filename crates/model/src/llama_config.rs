@@ -135,6 +135,19 @@ impl LlamaConfig {
         Self { intermediate_size: 1536, ..Self::new(vocab_size, 8192, 576, 30, 9, 3) }
     }
 
+    /// Qwen2.5-0.5B's shape: d 896, 24 layers, 14 query / 2 key-value heads, MLP 4864, q/k/v biases,
+    /// rope base 1e6, tied head.
+    pub fn qwen25_05b(vocab_size: usize) -> Self {
+        Self {
+            model_type: "qwen2".into(),
+            architectures: vec!["Qwen2ForCausalLM".into()],
+            intermediate_size: 4864,
+            rms_norm_eps: 1e-6,
+            rope_parameters: Some(RopeParameters { rope_type: Some("default".into()), rope_theta: Some(1e6), ..Default::default() }),
+            ..Self::new(vocab_size, 32768, 896, 24, 14, 2)
+        }
+    }
+
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -363,5 +376,11 @@ mod tests {
     fn smollm2_135m_preset_has_its_parameter_count() {
         // SmolLM2-135M: 134,515,008 parameters (tied head).
         assert_eq!(LlamaConfig::smollm2_135m(49_152).num_params(), 134_515_008);
+    }
+
+    #[test]
+    fn qwen25_05b_preset_has_its_parameter_count() {
+        // Qwen2.5-0.5B: 494,032,768 parameters (tied head).
+        assert_eq!(LlamaConfig::qwen25_05b(151_936).num_params(), 494_032_768);
     }
 }
