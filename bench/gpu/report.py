@@ -26,7 +26,8 @@ SMOKE_SETTINGS = ["--steps", "1", "--runs", "1", "--new-tokens", "8"]
 
 
 def f32_peak_gflops(device):
-    """PyTorch's best f32 matmul on `device` (TF32 off), GFLOP/s: the peak the others are read against."""
+    """PyTorch's best f32 matmul on `device` (TF32 off), GFLOP/s, and its size n (n x n x n): the peak
+    the others are read against."""
     n = 8192 if device == "cuda" else 1024
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -37,7 +38,7 @@ def f32_peak_gflops(device):
         start = time.perf_counter()
         (a @ b).sum().item()
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n ** 3 / best / 1e9, n
 
 
 def describe(device):
@@ -81,7 +82,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     parts = args.parts or (SMOKE if args.smoke else ["tiny", "smollm2", "qwen"])
     where = describe(args.device)
-    peak = f32_peak_gflops(args.device)
+    peak, n = f32_peak_gflops(args.device)
     print(f"{where}\nf32 matmul peak by PyTorch: {peak:,.0f} GFLOP/s", flush=True)
 
     rows, agreement, failed = [], [], []
@@ -95,7 +96,7 @@ def main():
 
     today = datetime.date.today().isoformat()
     table = [f"### {today}: {where}", "",
-             f"f32 matmul peak (PyTorch, {'8192' if args.device == 'cuda' else '1024'}³, TF32 off): "
+             f"f32 matmul peak (PyTorch, {n}³, TF32 off): "
              f"**{peak:,.0f} GFLOP/s**. tinyrlhf: burn-wgpu (Vulkan) with fusion; PyTorch: f32, same shapes.", "",
              "| preset | figure | batch | tinyrlhf tok/s | PyTorch tok/s | tinyrlhf / PyTorch | tinyrlhf GFLOP/s | % of peak | kernels (per step / token) |",
              "|---|---|---|---|---|---|---|---|---|"]
