@@ -117,6 +117,14 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     });
     policy::drive(
         trainer,
-        policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest, record: &record },
+        policy::RunOutput {
+            out: &args.out,
+            base: &args.policy,
+            merge: args.lora.merge(),
+            tokenizer: &tokenizer,
+            save_every: args.save_every,
+            manifest,
+            record: &record,
+        },
     )
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
 use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::{ModelFiles, TrainCheckpoint, ValueCheckpoint};
+use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, TrainCheckpoint, ValueCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
 use crate::resume::{RUN_FILE, RunRecord};
@@ -66,12 +66,21 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
 }
 
 /// A model directory's language model and tokenizer, checked against each other: one of ours, a
-/// Hugging Face folder (`tokenizer_config.json`, `chat_template.jinja` when present), or a `.gguf`.
+/// Hugging Face folder (`tokenizer_config.json`, `chat_template.jinja` when present), a `.gguf`,
+/// or a LoRA run's output (its adapter on the base it names, merged as it loads).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, Tokenizer)> {
+    let model = load_language_model(dir, device, 0)?;
+    Ok((model.config, model.model, model.tokenizer))
+}
+
+/// How many LoRA runs may stand on one another (each names the one before as its base); a folder
+/// naming itself would otherwise never end.
+const MAX_ADAPTER_DEPTH: usize = 16;
+
+fn load_language_model(dir: &Path, device: &Device, depth: usize) -> Result<LanguageModel> {
     if is_gguf(dir) {
         let gguf = tinyrlhf_model::GgufModel::from_bytes(&read(dir)?).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let model = tinyrlhf_rlhf::load_gguf_model(gguf, device).map_err(|e| format!("{}: {e}", dir.display()))?;
-        return Ok((model.config, model.model, model.tokenizer));
+        return tinyrlhf_rlhf::load_gguf_model(gguf, device).map_err(|e| format!("{}: {e}", dir.display()));
     }
     if dir.is_file() {
         return Err(format!(
@@ -79,6 +88,10 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
              model.safetensors and tokenizer.json",
             dir.display()
         ));
+    }
+    let adapter_config = dir.join(ADAPTER_CONFIG);
+    if !dir.join("model.safetensors").exists() && adapter_config.exists() {
+        return load_adapter_dir(dir, device, depth);
     }
     let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
     let tokenizer = TokenizerBytes::read(dir)?;
@@ -91,8 +104,36 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
         chat_template_jinja: tokenizer.chat_template_jinja,
         generation_config_json: tokenizer.generation_config_json,
     };
-    let model = tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok((model.config, model.model, model.tokenizer))
+    tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Where a LoRA run keeps its adapter in PEFT's layout, inside its `--out`.
+pub const ADAPTER_CONFIG: &str = "adapter/adapter_config.json";
+pub const ADAPTER_WEIGHTS: &str = "adapter/adapter_model.safetensors";
+
+/// A LoRA run's output: the base its `adapter_config.json` names (`base_model_name_or_path`, as
+/// PEFT writes it) with the adapter merged in, and the run's tokenizer.
+fn load_adapter_dir(dir: &Path, device: &Device, depth: usize) -> Result<LanguageModel> {
+    let config_path = dir.join(ADAPTER_CONFIG);
+    let adapter_config = read(&config_path)?;
+    let named: serde_json::Value =
+        serde_json::from_slice(&adapter_config).map_err(|e| format!("{}: not JSON: {e}", config_path.display()))?;
+    let Some(base) = named.get("base_model_name_or_path").and_then(|b| b.as_str()).filter(|b| !b.is_empty()) else {
+        return Err(format!(
+            "{}: base_model_name_or_path does not name the model this adapter is for; put its path there",
+            config_path.display()
+        ));
+    };
+    if depth >= MAX_ADAPTER_DEPTH {
+        return Err(format!("{}: more than {MAX_ADAPTER_DEPTH} adapters stand on one another (does a base name itself?)", dir.display()));
+    }
+    let base_path = dir.join(base);
+    let base_model = load_language_model(&base_path, device, depth + 1)
+        .map_err(|e| format!("{} adapts {}, which cannot be loaded: {e}", dir.display(), base_path.display()))?;
+    let adapter_weights = read(&dir.join(ADAPTER_WEIGHTS))?;
+    let tokenizer = TokenizerBytes::read(dir)?;
+    let files = AdapterFiles { adapter_config_json: &adapter_config, adapter_safetensors: &adapter_weights, tokenizer: tokenizer.files() };
+    tinyrlhf_rlhf::with_adapter(base_model, files).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// A model given as one GGUF file (llama.cpp's, Ollama's, LM Studio's) rather than a folder,
@@ -142,17 +183,21 @@ fn read_tokenizer_dir(dir: &Path) -> Result<Tokenizer> {
 }
 
 /// Writes a loadable model directory (each file atomically, weights before the config that
-/// describes them).
-pub fn save_model_dir(dir: &Path, checkpoint: &TrainCheckpoint, tokenizer: &Tokenizer, manifest: &serde_json::Value) -> Result<()> {
-    save_weights_dir(dir, &checkpoint.config_json, &checkpoint.weights, tokenizer, manifest)
-}
-
-/// Like [`save_model_dir`] from the parts: a language model's or a scalar model's weights.
+/// describes them): a language model's or a scalar model's weights.
 pub fn save_weights_dir(dir: &Path, config_json: &str, weights: &[u8], tokenizer: &Tokenizer, manifest: &serde_json::Value) -> Result<()> {
-    write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json().map_err(|e| e.to_string())?.as_bytes())?;
-    write_atomic(&dir.join("tokenizer_config.json"), tokenizer.config_json().as_bytes())?;
+    save_tokenizer(dir, tokenizer)?;
     write_atomic(&dir.join("model.safetensors"), weights)?;
     write_atomic(&dir.join("config.json"), config_json.as_bytes())?;
+    save_manifest(dir, manifest)
+}
+
+/// The tokenizer files of a model folder (its chat template inside `tokenizer_config.json`).
+pub fn save_tokenizer(dir: &Path, tokenizer: &Tokenizer) -> Result<()> {
+    write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json().map_err(|e| e.to_string())?.as_bytes())?;
+    write_atomic(&dir.join("tokenizer_config.json"), tokenizer.config_json().as_bytes())
+}
+
+pub fn save_manifest(dir: &Path, manifest: &serde_json::Value) -> Result<()> {
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(manifest).expect("json").as_bytes())
 }
 
@@ -165,7 +210,9 @@ pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Scal
     Ok((config, model, tokenizer))
 }
 
-const CHECKPOINT_FILES: [&str; 4] = ["config.json", "model.safetensors", "optimizer.bpk", "trainer.json"];
+const CHECKPOINT_FILES: [&str; 3] = ["config.json", "optimizer.bpk", "trainer.json"];
+/// Every weight of a run that trains every weight (a LoRA run's checkpoint has its adapters instead).
+const WEIGHTS_FILE: &str = "model.safetensors";
 /// PPO's value model, beside the policy.
 const VALUE_FILES: [&str; 2] = ["value.safetensors", "value_optimizer.bpk"];
 /// A LoRA run's policy adapters, kept apart from its base.
@@ -181,9 +228,11 @@ pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord
     if let Some(adapter) = &checkpoint.adapter {
         parts.push((ADAPTER_FILE, adapter));
     }
+    if let Some(weights) = &checkpoint.weights {
+        parts.push((WEIGHTS_FILE, weights));
+    }
     // trainer.json last: its presence marks a complete checkpoint.
-    let main: [&[u8]; 4] =
-        [checkpoint.config_json.as_bytes(), &checkpoint.weights, &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
+    let main: [&[u8]; 3] = [checkpoint.config_json.as_bytes(), &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
     parts.extend(CHECKPOINT_FILES.into_iter().zip(main));
     save_checkpoint_files(dir, &parts)
 }
@@ -210,10 +259,13 @@ pub fn load_checkpoint(dir: &Path, with_value: bool) -> Result<Option<TrainCheck
     let mut parts = parts.into_iter();
     let mut next = || parts.next().expect("one part per name");
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| format!("{}: checkpoint is not UTF-8: {e}", dir.display()));
-    let (config_json, weights, optimizer, state_json) = (text(next())?, next(), next(), text(next())?);
+    let (config_json, optimizer, state_json) = (text(next())?, next(), text(next())?);
     let value = with_value.then(|| ValueCheckpoint { weights: next(), optimizer: next() });
-    let adapter_path = dir.join("checkpoint").join(ADAPTER_FILE);
-    let adapter = if adapter_path.exists() { Some(read(&adapter_path)?) } else { None };
+    let optional = |name: &str| {
+        let path = dir.join("checkpoint").join(name);
+        if path.exists() { read(&path).map(Some) } else { Ok(None) }
+    };
+    let (weights, adapter) = (optional(WEIGHTS_FILE)?, optional(ADAPTER_FILE)?);
     Ok(Some(TrainCheckpoint { config_json, weights, optimizer, state_json, value, adapter }))
 }
 
@@ -278,6 +330,14 @@ pub fn load_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Option<Vec<Ve
         return Ok(None);
     }
     names.iter().map(|name| read(&current.join(name))).collect::<Result<Vec<_>>>().map(Some)
+}
+
+/// Removes a file, if there is one.
+pub fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", path.display())),
+        _ => Ok(()),
+    }
 }
 
 fn remove_dir(path: &Path) -> Result<()> {

@@ -158,6 +158,14 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     });
     policy::drive(
         trainer,
-        policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest, record: &record },
+        policy::RunOutput {
+            out: &args.out,
+            base: &args.policy,
+            merge: args.lora.merge(),
+            tokenizer: &tokenizer,
+            save_every: args.save_every,
+            manifest,
+            record: &record,
+        },
     )
 }

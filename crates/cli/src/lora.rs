@@ -1,40 +1,99 @@
-//! `--lora-rank` / `--lora-alpha`, shared by every training command, and the adapter a LoRA run
-//! writes beside its merged model: `OUT/adapter/` in PEFT's layout (`adapter_config.json`,
-//! `adapter_model.safetensors`), which `PeftModel.from_pretrained(base, "OUT/adapter")` loads, and
-//! for the Llama family `OUT/adapter.gguf`, which `llama-cli -m base.gguf --lora OUT/adapter.gguf` applies.
+//! `--lora-rank` / `--lora-alpha` / `--merge`, shared by every training command, and what a run
+//! writes as its tuned model.
+//!
+//! A run that trains every weight writes a model folder. A LoRA run writes its adapter, not a copy
+//! of the base: `OUT/adapter/` in PEFT's layout (`adapter_config.json` naming the base in
+//! `base_model_name_or_path`, `adapter_model.safetensors`), which `PeftModel.from_pretrained(base,
+//! "OUT/adapter")` loads, for the Llama family `OUT/adapter.gguf`, which `llama-cli -m base.gguf
+//! --lora OUT/adapter.gguf` applies, and the run's tokenizer. Every command loads such a folder as
+//! its base with the adapter merged in. `--merge` writes the merged model folder as well.
 
 use std::path::Path;
 
 use clap::Args;
 use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
+use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
 
 #[derive(Debug, Args)]
 pub struct LoraArgs {
     /// Train LoRA adapters of this rank on the attention and MLP projections instead of every
-    /// weight (the base stays frozen; the output is the merged model plus OUT/adapter/).
+    /// weight (the base stays frozen; the output is the adapter, OUT/adapter/).
     #[arg(long)]
     lora_rank: Option<usize>,
     /// LoRA's alpha: the update is scaled by alpha / rank.
     #[arg(long, default_value_t = LoraConfig::default().alpha, requires = "lora_rank")]
     lora_alpha: f64,
+    /// Also write the merged model (base + adapter) into OUT as a model folder (f32 safetensors).
+    #[arg(long, requires = "lora_rank")]
+    merge: bool,
 }
 
 impl LoraArgs {
     pub fn config(&self) -> Option<LoraConfig> {
         self.lora_rank.map(|rank| LoraConfig { rank, alpha: self.lora_alpha })
     }
+
+    pub fn merge(&self) -> bool {
+        self.merge
+    }
 }
 
-/// Writes `policy`'s adapters to `out/adapter/` (and `out/adapter.gguf`) when the run trained with LoRA.
-pub fn save_adapter(out: &Path, policy: &CausalLm, config_json: &str, lora: Option<&LoraConfig>) -> Result<()> {
-    let Some(lora) = lora else { return Ok(()) };
+/// What a run tuned, to be written into `out`.
+pub struct Tuned<'a> {
+    pub model: &'a CausalLm,
+    pub config_json: &'a str,
+    /// Every weight, for a run that trains every weight (its checkpoint's).
+    pub weights: Option<&'a [u8]>,
+    pub lora: Option<&'a LoraConfig>,
+    /// The model the run started from, which a LoRA run's adapter names; none for a model made
+    /// fresh (its adapters are merged: there is no file for them to adapt).
+    pub base: Option<&'a Path>,
+    pub merge: bool,
+    pub tokenizer: &'a Tokenizer,
+}
+
+/// Writes the tuned model into `out` with `manifest` (which gains `base` and `merged` for a LoRA
+/// run). Files of an earlier save that no longer describe the model are removed: a merged copy
+/// left from an earlier `--merge` would otherwise load instead of the newer adapter.
+pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Result<()> {
+    let (Some(lora), Some(base)) = (tuned.lora, tuned.base) else {
+        let merged;
+        let weights = match tuned.weights {
+            Some(weights) => weights,
+            None => {
+                merged = pollster::block_on(tinyrlhf_model::save_lm(tuned.model)).map_err(|e| e.to_string())?;
+                &merged
+            }
+        };
+        return files::save_weights_dir(out, tuned.config_json, weights, tuned.tokenizer, manifest);
+    };
+    let base = std::path::absolute(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let mut manifest = manifest.clone();
+    manifest["base"] = base.display().to_string().into();
+    manifest["merged"] = tuned.merge.into();
+    files::save_tokenizer(out, tuned.tokenizer)?;
+    save_adapter(out, tuned.model, tuned.config_json, lora, &base)?;
+    if tuned.merge {
+        let weights = pollster::block_on(tinyrlhf_model::save_lm(tuned.model)).map_err(|e| e.to_string())?;
+        files::save_weights_dir(out, tuned.config_json, &weights, tuned.tokenizer, &manifest)
+    } else {
+        for stale in ["model.safetensors", "config.json"] {
+            files::remove_file(&out.join(stale))?;
+        }
+        files::save_manifest(out, &manifest)
+    }
+}
+
+/// Writes `policy`'s adapters to `out/adapter/` (and `out/adapter.gguf`), naming `base`.
+fn save_adapter(out: &Path, policy: &CausalLm, config_json: &str, lora: &LoraConfig, base: &Path) -> Result<()> {
     let model = ModelConfig::from_json_bytes(config_json.as_bytes()).map_err(|e| e.to_string())?;
     let (config, weights) = pollster::block_on(tinyrlhf_model::save_peft_adapter(policy, lora)).map_err(|e| e.to_string())?;
-    let dir = out.join("adapter");
-    files::write_atomic(&dir.join("adapter_model.safetensors"), &weights)?;
-    files::write_atomic(&dir.join("adapter_config.json"), config.as_bytes())?;
+    let mut config: serde_json::Value = serde_json::from_str(&config).expect("PEFT's config is JSON");
+    config["base_model_name_or_path"] = base.display().to_string().into();
+    files::write_atomic(&out.join(files::ADAPTER_WEIGHTS), &weights)?;
+    files::write_atomic(&out.join(files::ADAPTER_CONFIG), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
     if let Some(gguf) = tinyrlhf_model::gguf_lora_adapter(&model, &weights, lora.alpha).map_err(|e| e.to_string())? {
         files::write_atomic(&out.join("adapter.gguf"), &gguf)?;
     }

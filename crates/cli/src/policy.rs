@@ -1,6 +1,7 @@
 //! The one loop that drives a policy run of any method (`ppo`, `grpo`, `rloo`, `dpo`): a progress
 //! bar, every step's stats in `OUT/metrics.jsonl`, and every `--save-every` steps (and at the end)
-//! the checkpoint, the tuned model (PPO's value model in `OUT/value/`) and, with LoRA, its adapter.
+//! the checkpoint and the tuned model (a run that trains every weight writes PPO's value model in
+//! `OUT/value/` too; with LoRA it stays in the checkpoint, adapters and head).
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use tinyrlhf_rlhf::{PolicyStats, PolicyTrainer};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
+use crate::lora::{Tuned, save_tuned};
 use crate::progress::Progress;
 use crate::resume::{self, RunRecord};
 
@@ -15,6 +17,10 @@ use crate::resume::{self, RunRecord};
 #[derive(Debug)]
 pub struct RunOutput<'a> {
     pub out: &'a Path,
+    /// The model the run started from (`--policy`).
+    pub base: &'a Path,
+    /// Write the merged model as well (`--merge`, LoRA runs).
+    pub merge: bool,
     pub tokenizer: &'a Tokenizer,
     pub save_every: usize,
     /// The stage's own manifest fields (its inputs and their digests).
@@ -93,12 +99,20 @@ pub fn drive(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
             manifest["held_out"] = serde_json::to_value(last_held_out).expect("json");
             manifest["seconds"] = started.elapsed().as_secs_f64().into();
             manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
-            files::save_model_dir(out, &checkpoint, run.tokenizer, &manifest)?;
-            if let Some(value) = &checkpoint.value {
+            let tuned = Tuned {
+                model: &trainer.policy(),
+                config_json: &checkpoint.config_json,
+                weights: checkpoint.weights.as_deref(),
+                lora: trainer.lora(),
+                base: Some(run.base),
+                merge: run.merge,
+                tokenizer: run.tokenizer,
+            };
+            save_tuned(out, &tuned, &manifest)?;
+            if let Some(value) = checkpoint.value.as_ref().filter(|_| trainer.lora().is_none()) {
                 let value_manifest = serde_json::json!({"stage": format!("{} value model", method.name()), "iterations": step});
                 files::save_weights_dir(&out.join("value"), &checkpoint.config_json, &value.weights, run.tokenizer, &value_manifest)?;
             }
-            crate::lora::save_adapter(out, &trainer.policy(), &checkpoint.config_json, trainer.lora())?;
         }
     }
     eprintln!("done in {:.0} s: policy in {}", progress.finish(), out.display());

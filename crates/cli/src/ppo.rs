@@ -171,6 +171,14 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     });
     policy::drive(
         trainer,
-        policy::RunOutput { out: &args.out, tokenizer: &tokenizer, save_every: args.save_every, manifest, record: &record },
+        policy::RunOutput {
+            out: &args.out,
+            base: &args.policy,
+            merge: args.lora.merge(),
+            tokenizer: &tokenizer,
+            save_every: args.save_every,
+            manifest,
+            record: &record,
+        },
     )
 }

@@ -122,17 +122,15 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
 }
 
-/// SHA-256 of a file, or of a model folder's model files (names and bytes, in name order).
+/// SHA-256 of a file, or of a model folder's model files (names and bytes, in name order; a LoRA
+/// run's `adapter/` included).
 fn digest(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| is_model_file(name))
-            .collect();
+        let mut names = model_files_in(path, "")?;
+        if path.join("adapter").is_dir() {
+            names.extend(model_files_in(&path.join("adapter"), "adapter/")?);
+        }
         names.sort();
         for name in names {
             hasher.update(name.as_bytes());
@@ -142,6 +140,18 @@ fn digest(path: &Path) -> Result<String> {
         hasher.update(files::read(path)?);
     }
     Ok(format!("sha256:{:x}", hasher.finalize()))
+}
+
+/// The model files directly in `dir`, each named `prefix` + its name.
+fn model_files_in(dir: &Path, prefix: &str) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| is_model_file(name))
+        .map(|name| format!("{prefix}{name}"))
+        .collect())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
-use crate::lora::{LoraArgs, save_adapter};
+use crate::lora::{LoraArgs, Tuned, save_tuned};
 use crate::outputs::{Out, Plan};
 use crate::progress::Progress;
 use crate::resume::{self, RunRecord};
@@ -145,14 +145,14 @@ pub fn sft(args: &SftArgs) -> Result<()> {
         "batch": args.train.batch, "lr": args.train.lr,
         "data": {"demonstrations": record.digest("demonstrations"), "examples": examples.len()},
     });
-    run(&args.train, config, Some(base), examples, &tokenizer, manifest, &record)
+    run(&args.train, config, Some((base, args.model.as_path())), examples, &tokenizer, manifest, &record)
 }
 
-/// The shared loop. `base` is the model to start from (none: a fresh one of `config`).
+/// The shared loop. `base` is the model to start from and its path (none: a fresh one of `config`).
 fn run(
     args: &TrainArgs,
     config: ModelConfig,
-    base: Option<tinyrlhf_model::CausalLm>,
+    base: Option<(tinyrlhf_model::CausalLm, &Path)>,
     examples: Vec<Example>,
     tokenizer: &Tokenizer,
     mut manifest: serde_json::Value,
@@ -161,6 +161,7 @@ fn run(
     let device = args.backend.device()?;
     let pad = tokenizer.special_ids().pad;
     let (train, val) = split_validation(examples);
+    let (base, base_path) = base.unzip();
     if args.resume {
         resume::check(&args.out, record, &["steps"])?;
     }
@@ -206,8 +207,16 @@ fn run(
                 manifest["final_loss"] = stats.loss.into();
                 manifest["val_loss"] = val_loss.into();
                 manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
-                files::save_model_dir(&args.out, &checkpoint, tokenizer, &manifest)?;
-                save_adapter(&args.out, &trainer.model(), &checkpoint.config_json, trainer.settings().lora.as_ref())?;
+                let tuned = Tuned {
+                    model: &trainer.model(),
+                    config_json: &checkpoint.config_json,
+                    weights: checkpoint.weights.as_deref(),
+                    lora: trainer.settings().lora.as_ref(),
+                    base: base_path,
+                    merge: args.lora.merge(),
+                    tokenizer,
+                };
+                save_tuned(&args.out, &tuned, &manifest)?;
             }
         }
         files::append_metrics(&metrics, &line)?;

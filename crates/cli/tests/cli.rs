@@ -289,20 +289,37 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     let chat = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
     assert!(chat.contains("EOS within 6 tokens"), "{chat}");
 
-    // LoRA: the run writes the merged model (which loads like any other) and the adapter alone.
+    // LoRA: the run writes its adapter, not a copy of the base; every command loads it on the base
+    // it names. `--merge` writes the merged model as well, which computes the same.
     let lora = ["--lora-rank", "4", "--lora-alpha", "8"];
-    ok(
-        &[&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo-lora"][..], &lora]
-            .concat(),
-        &dir,
-    );
+    let lora_dpo = |out: &'static str| {
+        [&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", out][..], &lora].concat()
+    };
+    ok(&lora_dpo("dpo-lora"), &dir);
+    ok(&[&lora_dpo("dpo-merged")[..], &["--merge"]].concat(), &dir);
     ok(&[&small_ppo("prompts.txt", "ppo-lora")[..], &["--iterations", "2"], &lora].concat(), &dir);
     for run in ["dpo-lora", "ppo-lora"] {
         let adapter: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(run).join("adapter/adapter_config.json")).unwrap()).unwrap();
         assert_eq!((adapter["r"].as_u64(), adapter["lora_alpha"].as_f64()), (Some(4), Some(8.0)), "{run}: {adapter}");
+        let base = dir.join("sft").canonicalize().unwrap();
+        assert_eq!(Path::new(adapter["base_model_name_or_path"].as_str().unwrap()).canonicalize().unwrap(), base, "{run}");
         assert!(dir.join(run).join("adapter/adapter_model.safetensors").exists(), "{run}");
+        for copy in ["model.safetensors", "checkpoint/model.safetensors", "value"] {
+            assert!(!dir.join(run).join(copy).exists(), "{run}/{copy}: a LoRA run writes no copy of its base unless asked");
+        }
     }
+    assert!(dir.join("dpo-merged/model.safetensors").exists() && dir.join("dpo-merged/config.json").exists());
+    let greedy = |model: &str, out: &str| {
+        let args = ["sample", "--model", model, "--prompts", "world/heldout.jsonl", "-k", "2", "--max-new-tokens", "6", "--out", out];
+        ok(&args, &dir);
+        std::fs::read_to_string(dir.join(out)).unwrap()
+    };
+    assert_eq!(
+        greedy("dpo-lora", "from-adapter.jsonl"),
+        greedy("dpo-merged", "from-merged.jsonl"),
+        "the adapter on its base is the merged model"
+    );
     ok(&["eval", "--model", "dpo-lora", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -359,6 +376,7 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
             "4",
             "--out",
             "sft",
+            "--merge",
         ]),
         &dir,
     );
@@ -393,9 +411,12 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
         assert_eq!(adapter["fan_in_fan_out"], false, "{run}");
         let names = safetensors_names(&dir.join(run).join("adapter/adapter_model.safetensors"));
         assert!(names.contains(&"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight".to_owned()), "{run}: {names:?}");
-        let merged = safetensors_names(&dir.join(run).join("model.safetensors"));
-        assert!(merged.contains(&"lm_head.weight".to_owned()) && merged.contains(&"model.norm.weight".to_owned()), "{run}: {merged:?}");
+        assert!(!dir.join(run).join("model.safetensors").exists(), "{run}: no merged copy unless --merge");
     }
+    // PPO's value model is kept as its adapters and score head, never a copy of the reward model.
+    let value = safetensors_names(&dir.join("ppo/checkpoint/value.safetensors"));
+    assert!(value.contains(&"score.weight".to_owned()) && value.iter().any(|n| n.ends_with("lora_B.weight")), "{value:?}");
+    assert!(!value.contains(&"model.norm.weight".to_owned()), "{value:?}");
     let report = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "4"], &dir);
     assert!(report.contains("EOS within 4 tokens"), "{report}");
     std::fs::remove_dir_all(dir).ok();

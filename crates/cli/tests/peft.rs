@@ -1,6 +1,6 @@
 //! A LoRA run's two exports load where people use them: PEFT puts our adapter on the base the run
 //! started from (transformers folders: GPT-2, and the Llama family's Llama 3 and Qwen2) and gives
-//! the logits of our merged model, which transformers loads as it loads any folder.
+//! the logits of our merged model (`--merge`), which transformers loads as it loads any folder.
 //!
 //! Opt-in, since it needs torch: `TINYRLHF_PEFT_PYTHON=/path/to/python cargo test -p tinyrlhf-cli
 //! --test peft -- --ignored`, with a Python that has `tests/python/requirements-peft.txt`.
@@ -41,7 +41,7 @@ fn check_peft_on(root: &Path, fixture: &Path) {
         &dir,
     );
     tinyrlhf(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
-    let lora = ["--lora-rank", "4", "--lora-alpha", "8", "--lr", "5e-3"];
+    let lora = ["--lora-rank", "4", "--lora-alpha", "8", "--lr", "5e-3", "--merge"];
     tinyrlhf(
         &[&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--out", "dpo-lora"][..], &lora].concat(),
         &dir,

@@ -16,6 +16,7 @@ use crate::gpt::Gpt;
 use crate::kv_cache::{KvCache, LayerCache, attention_bias};
 use crate::llama::Llama;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
+use crate::projection::LmHead;
 
 /// The architectures tinyrlhf computes, by their `model_type`.
 pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "qwen3"];
@@ -114,6 +115,18 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.logits(hidden),
             Self::Llama(m) => m.logits(hidden),
+        }
+    }
+
+    /// The LM head's weight, for products with its token rows ([`LmHead`]). Both families' heads
+    /// are plain `hidden @ W` (no bias, no soft-capping).
+    pub fn head(&self) -> LmHead {
+        match self {
+            Self::Gpt2(m) => LmHead::Rows(m.wte.weight.val()),
+            Self::Llama(m) => match &m.lm_head {
+                Some(head) => LmHead::Columns(head.weight.val()),
+                None => LmHead::Rows(m.embed_tokens.weight.val()),
+            },
         }
     }
 }

@@ -136,7 +136,13 @@ impl Weights {
 
     /// Replaces every parameter of `module` by the tensor of its HF name, on `device`.
     pub fn load_into<M: Module>(&mut self, module: M, device: &Device) -> Result<M> {
-        let mut loader = Loader { weights: self, device, path: vec![], error: None };
+        self.load_into_at(module, &[], device)
+    }
+
+    /// Like [`Weights::load_into`] for a part of a model found at `at` within it (`["score"]`).
+    pub(crate) fn load_into_at<M: Module>(&mut self, module: M, at: &[&str], device: &Device) -> Result<M> {
+        let path = at.iter().map(|s| (*s).to_owned()).collect();
+        let mut loader = Loader { weights: self, device, path, error: None };
         let module = module.map(&mut loader);
         match loader.error {
             Some(e) => Err(e),
@@ -235,8 +241,14 @@ pub struct WeightsWriter {
 
 impl WeightsWriter {
     /// Adds every parameter of `module` under its HF name.
-    pub fn with_module<M: Module>(mut self, module: &M) -> Self {
-        module.visit(&mut Collector { path: vec![], out: &mut self.tensors });
+    pub fn with_module<M: Module>(self, module: &M) -> Self {
+        self.with_module_at(module, &[])
+    }
+
+    /// Like [`WeightsWriter::with_module`] for a part of a model found at `at` within it (`["score"]`).
+    pub(crate) fn with_module_at<M: Module>(mut self, module: &M, at: &[&str]) -> Self {
+        let path = at.iter().map(|s| (*s).to_owned()).collect();
+        module.visit(&mut Collector { path, out: &mut self.tensors });
         self
     }
 

@@ -48,8 +48,9 @@ pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use llama_config::{LLAMA_FAMILY, LlamaConfig, RopeParameters};
 pub use lora::{
-    LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, lora_targets, save_peft_adapter, scalar_with_lora,
-    with_lora,
+    LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, load_scalar_adapter, lora_targets, save_peft_adapter,
+    save_scalar_adapter, scalar_with_lora, with_lora,
 };
+pub use projection::LmHead;
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};
 pub use weights_stream::WeightsStream;

@@ -146,9 +146,8 @@ impl Path {
     }
 }
 
-/// The adapters of `model` as PEFT writes them: `adapter_config.json` text and
-/// `adapter_model.safetensors` bytes. Async: reading tensors back from a GPU is.
-pub async fn save_peft_adapter(model: &CausalLm, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
+/// The adapter factors of `module` under PEFT's names, as PEFT stores them.
+fn adapter_factors<M: Module>(module: &M) -> WeightsWriter {
     struct Collect {
         path: Path,
         out: WeightsWriter,
@@ -169,8 +168,54 @@ pub async fn save_peft_adapter(model: &CausalLm, config: &LoraConfig) -> Result<
         }
     }
     let mut collect = Collect { path: Path::default(), out: WeightsWriter::default() };
-    model.visit(&mut collect);
-    let bytes = collect.out.to_bytes().await?;
+    module.visit(&mut collect);
+    collect.out
+}
+
+/// `module` (with adapters already on it) with each factor's values taken from `weights` by
+/// PEFT's name; every shape is checked.
+fn fill_factors<M: Module>(module: M, weights: &mut Weights) -> Result<M, CheckpointError> {
+    struct Fill<'a> {
+        path: Path,
+        weights: &'a mut Weights,
+        error: Option<CheckpointError>,
+    }
+    impl ModuleMapper for Fill<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.0.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.0.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let Some(name) = self.path.factor() else { return param };
+            let [rows, cols] = param.lazy_shape().dims::<2>();
+            let expected = vec![cols, rows];
+            match self.weights.tensors.remove(&name) {
+                None => self.error.get_or_insert(CheckpointError::Missing { name, expected }),
+                Some((found, _)) if found != expected => self.error.get_or_insert(CheckpointError::Shape { name, expected, found }),
+                Some((_, values)) => {
+                    let (id, tensor, mapper) = param.consume();
+                    let loaded: Tensor<2> = Tensor::from_data(TensorData::new(values, [cols, rows]), &tensor.device());
+                    let value = loaded.transpose().reshape(tensor.shape()).set_require_grad(tensor.is_require_grad());
+                    return Param::from_mapped_value(id, value, mapper);
+                }
+            };
+            param
+        }
+    }
+    let mut fill = Fill { path: Path::default(), weights, error: None };
+    let module = module.map(&mut fill);
+    match fill.error {
+        Some(error) => Err(error),
+        None => Ok(module),
+    }
+}
+
+/// The adapters of `model` as PEFT writes them: `adapter_config.json` text and
+/// `adapter_model.safetensors` bytes. Async: reading tensors back from a GPU is.
+pub async fn save_peft_adapter(model: &CausalLm, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
+    let bytes = adapter_factors(model).to_bytes().await?;
     let adapter_config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -212,41 +257,26 @@ pub fn load_peft_adapter(
     }
     let config = LoraConfig { rank: peft.r, alpha: peft.lora_alpha };
     config.validate().map_err(bad)?;
-    let weights = Weights::from_safetensors(safetensors)?;
-    struct Fill {
-        path: Path,
-        weights: Weights,
-        error: Option<CheckpointError>,
-    }
-    impl ModuleMapper for Fill {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.0.push(name.to_owned());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.0.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let Some(name) = self.path.factor() else { return param };
-            let [rows, cols] = param.lazy_shape().dims::<2>();
-            let expected = vec![cols, rows];
-            match self.weights.tensors.remove(&name) {
-                None => self.error.get_or_insert(CheckpointError::Missing { name, expected }),
-                Some((found, _)) if found != expected => self.error.get_or_insert(CheckpointError::Shape { name, expected, found }),
-                Some((_, values)) => {
-                    let (id, tensor, mapper) = param.consume();
-                    let loaded: Tensor<2> = Tensor::from_data(TensorData::new(values, [cols, rows]), &tensor.device());
-                    let value = loaded.transpose().reshape(tensor.shape()).set_require_grad(tensor.is_require_grad());
-                    return Param::from_mapped_value(id, value, mapper);
-                }
-            };
-            param
-        }
-    }
-    let mut fill = Fill { path: Path::default(), weights, error: None };
-    let model = with_lora(base, &config).map(&mut fill);
-    if let Some(error) = fill.error {
-        return Err(error);
-    }
-    fill.weights.finish("the adapter was made for another base model")?;
+    let mut weights = Weights::from_safetensors(safetensors)?;
+    let model = fill_factors(with_lora(base, &config), &mut weights)?;
+    weights.finish("the adapter was made for another base model")?;
     Ok((config, model))
+}
+
+/// What a reward or value model trained with adapters adds to the model it started from: its
+/// adapters (PEFT's names) and its score head, as safetensors bytes. With the model it started
+/// from, [`load_scalar_adapter`] rebuilds it; no copy of the frozen base is written.
+pub async fn save_scalar_adapter(model: &ScalarModel) -> Result<Vec<u8>, CheckpointError> {
+    adapter_factors(model).with_module_at(&model.score, &["score"]).to_bytes().await
+}
+
+/// `base` with the adapters and score head saved by [`save_scalar_adapter`] (made with `config`
+/// on this base: shapes are checked, a tensor of another model is refused by name).
+pub fn load_scalar_adapter(base: ScalarModel, config: &LoraConfig, safetensors: &[u8]) -> Result<ScalarModel, CheckpointError> {
+    let mut weights = Weights::from_safetensors(safetensors)?;
+    let ScalarModel { transformer, score } = fill_factors(scalar_with_lora(base, config), &mut weights)?;
+    let device = transformer.device();
+    let score = weights.load_into_at(score, &["score"], &device)?;
+    weights.finish("the adapters were made for another model")?;
+    Ok(ScalarModel { transformer, score })
 }

@@ -9,8 +9,8 @@
 //! gradient through it, and the factors' gradients are rank-sized.
 
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::module::linear as affine;
+use burn::tensor::{Int, Tensor};
 
 use crate::few_rows::{self, FEW_ROWS};
 
@@ -77,4 +77,60 @@ pub(crate) fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
     let x_t = x.clone().transpose(); // [d, n]
     let logits_t = if few_rows::splits(&x, embedding.dims()) { few_rows::by_rows(embedding, x_t) } else { embedding.matmul(x_t) }; // [vocab, n]
     logits_t.transpose()
+}
+
+/// A model's LM head as it stores it, for the products that use its token rows directly: the
+/// chosen tokens' logits and the expected row under a distribution (what a logit's gradient
+/// carries back to the hidden state), without a `[tokens, vocab]` matrix that must outlive them.
+#[derive(Debug, Clone)]
+pub enum LmHead {
+    /// Tied to the embeddings, `[vocab, d]`: a token's row is its embedding.
+    Rows(Tensor<2>),
+    /// A head of its own, burn's `[d, vocab]`.
+    Columns(Tensor<2>),
+}
+
+impl LmHead {
+    fn weight(&self) -> &Tensor<2> {
+        match self {
+            Self::Rows(w) | Self::Columns(w) => w,
+        }
+    }
+
+    /// Whether the head is being trained (it needs the whole logits' gradient then).
+    pub fn trains(&self) -> bool {
+        self.weight().is_tracked()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Rows(w) => w.dims()[0],
+            Self::Columns(w) => w.dims()[1],
+        }
+    }
+
+    /// Logits of `x` `[n, d]` -> `[n, vocab]`, reading the weight where it lies (a tied head as
+    /// `(E @ x^T)^T`: see [`tied_head`]).
+    pub fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Rows(e) => e.clone().matmul(x.transpose()).transpose(),
+            Self::Columns(w) => x.matmul(w.clone()),
+        }
+    }
+
+    /// The rows of `tokens` `[n]` -> `[n, d]`: token t's logit is `x · row t`.
+    pub fn rows(&self, tokens: Tensor<1, Int>) -> Tensor<2> {
+        match self {
+            Self::Rows(e) => e.clone().select(0, tokens),
+            Self::Columns(w) => w.clone().select(1, tokens).transpose(),
+        }
+    }
+
+    /// `probs @ rows` for `probs` `[n, vocab]` -> `[n, d]`.
+    pub fn expected_rows(&self, probs: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Rows(e) => probs.matmul(e.clone()),
+            Self::Columns(w) => w.clone().matmul(probs.transpose()).transpose(),
+        }
+    }
 }

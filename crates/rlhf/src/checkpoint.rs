@@ -1,7 +1,8 @@
 //! Training checkpoints as bytes, and the errors trainers report.
 //!
-//! One shape for every trainer: the model's `config.json` and `model.safetensors` (a loadable model
-//! on their own), the optimizer state (burn's burnpack bytes, keyed by parameter ids that are
+//! One shape for every trainer: the model's `config.json` and, for a run that trains every weight,
+//! its `model.safetensors` (a loadable model on their own); a LoRA run keeps its adapters instead,
+//! never a copy of the frozen base it started from (an input of the run). Then the optimizer state (burn's burnpack bytes, keyed by parameter ids that are
 //! stable across save and load), the trainer's own state as JSON (step, settings), and for PPO the
 //! value model it trains beside the policy (weights and optimizer). Writing them to disk,
 //! atomically, is the caller's business.
@@ -12,20 +13,23 @@ use tinyrlhf_model::CheckpointError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainCheckpoint {
     pub config_json: String,
-    pub weights: Vec<u8>,
+    /// Every weight of the policy, for a run that trains every weight; `None` for a LoRA run,
+    /// whose policy is the base it started from with `adapter` on it.
+    pub weights: Option<Vec<u8>>,
     pub optimizer: Vec<u8>,
     pub state_json: String,
     /// A second model trained alongside (PPO's value model), if the method has one.
     pub value: Option<ValueCheckpoint>,
-    /// A LoRA run's policy adapters apart from its base (PEFT's `adapter_model.safetensors`): a
-    /// resumed run continues from the base it started on with these, not from `weights`, which
-    /// has them merged.
+    /// A LoRA run's policy adapters (PEFT's `adapter_model.safetensors`): a resumed run continues
+    /// from the base it started on with these.
     pub adapter: Option<Vec<u8>>,
 }
 
 /// The value model's part of a PPO checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValueCheckpoint {
+    /// Every weight of the value model; with LoRA, only its adapters and score head
+    /// ([`tinyrlhf_model::save_scalar_adapter`]: the reward model it started from is the rest).
     pub weights: Vec<u8>,
     pub optimizer: Vec<u8>,
 }

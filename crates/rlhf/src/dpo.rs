@@ -21,7 +21,8 @@ use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optim
 use crate::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::examples::{Example, LmBatch};
 use crate::grads::guarded_step;
-use crate::losses::{PreferencePairs, token_logprobs};
+use crate::logprobs::chosen_logprobs;
+use crate::losses::PreferencePairs;
 use crate::order::epoch_order;
 use crate::peers::{Alone, Peers, gather_rows, shard};
 use crate::rankings::TokenRanking;
@@ -350,14 +351,14 @@ impl DpoTrainer {
     /// Everything needed to continue later: policy weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = DpoState { step: self.step, settings: self.settings.clone() };
-        let policy = self.policy.valid();
+        let (weights, adapter) = crate::lora::policy_parts(&self.policy.valid(), self.settings.lora.as_ref()).await?;
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_lm(&policy).await?,
+            weights,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: None,
-            adapter: crate::lora::adapter_bytes(&policy, self.settings.lora.as_ref()).await?,
+            adapter,
         })
     }
 }
@@ -422,8 +423,8 @@ fn batch_pairs(batch: &[&Scored], policy: &[f64]) -> (Vec<DpoPair>, Vec<(usize, 
 pub fn sequence_logprobs(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) -> Tensor<1> {
     let refs: Vec<&Example> = examples.iter().collect();
     let batch = LmBatch::new(&refs, pad, device);
-    let logits = model.logits(model.forward(batch.inputs, batch.positions, None)); // [n, len, vocab]
-    let per_token = token_logprobs(logits, batch.targets) * batch.weights; // [n, len]
+    let hidden = model.forward(batch.inputs, batch.positions, None); // [n, len, d]
+    let per_token = chosen_logprobs(model, hidden, batch.targets, 1.0, false).0 * batch.weights; // [n, len]
     let [n, _] = per_token.dims();
     per_token.sum_dim(1).reshape([n])
 }

@@ -295,14 +295,14 @@ impl GroupTrainer {
     /// A snapshot to continue from with [`GroupTrainer::resume`].
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = GroupState { iteration: self.iteration, settings: self.settings.clone() };
-        let policy = self.policy.valid();
+        let (weights, adapter) = crate::lora::policy_parts(&self.policy.valid(), self.settings.lora.as_ref()).await?;
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_lm(&policy).await?,
+            weights,
             optimizer: optimizer_to_bytes(&self.optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: None,
-            adapter: crate::lora::adapter_bytes(&policy, self.settings.lora.as_ref()).await?,
+            adapter,
         })
     }
 

@@ -4,6 +4,7 @@
 //! models through here (the CLI from a directory, the page from picked files), so both refuse the
 //! same folders with the same words.
 
+use burn::module::Module;
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, ModelConfig, Weights};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
@@ -66,22 +67,7 @@ pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<Languag
     })
     .map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
     let config = ModelConfig::from_json_bytes(files.config_json).map_err(|e| ModelFilesError::new("config.json", e))?.with_dropout(0.0);
-    // The Llama family often pads its embeddings past the tokenizer (Qwen2.5: 151,936 rows for
-    // 151,665 tokens); GPT-2 folders match exactly.
-    let fits = match config {
-        ModelConfig::Gpt2(_) => config.vocab_size() == tokenizer.vocab_size(),
-        ModelConfig::Llama(_) => config.vocab_size() >= tokenizer.vocab_size(),
-    };
-    if !fits {
-        return Err(ModelFilesError::new(
-            "tokenizer.json",
-            format!(
-                "its vocabulary has {} ids but config.json's vocab_size is {}: they are not one model's",
-                tokenizer.vocab_size(),
-                config.vocab_size()
-            ),
-        ));
-    }
+    check_fits(&config, &tokenizer)?;
     let weights = match files.safetensors {
         Safetensors::Bytes(bytes) => Weights::from_safetensors(bytes),
         Safetensors::Read(weights) => Ok(weights),
@@ -90,6 +76,50 @@ pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<Languag
         .and_then(|weights| tinyrlhf_model::lm_from_weights(&config, weights, device))
         .map_err(|e| ModelFilesError::new("model.safetensors", e))?;
     Ok(LanguageModel { config, model, tokenizer })
+}
+
+/// A LoRA run's output folder: PEFT's `adapter/adapter_config.json` and
+/// `adapter/adapter_model.safetensors`, and the run's tokenizer files (its chat template may be
+/// new); the base it adapts is loaded by the caller, which knows where it is.
+#[derive(Debug)]
+pub struct AdapterFiles<'a> {
+    pub adapter_config_json: &'a [u8],
+    pub adapter_safetensors: &'a [u8],
+    pub tokenizer: TokenizerFiles<'a>,
+}
+
+/// `base` with a LoRA run's adapter merged into its weights (the result trains and samples like
+/// any model folder) and the run's tokenizer, checked against the base.
+pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<LanguageModel, ModelFilesError> {
+    let separate_template = files.tokenizer.chat_template_jinja.is_some();
+    let tokenizer = Tokenizer::from_files(files.tokenizer).map_err(|e| tokenizer_error(e, separate_template))?;
+    check_fits(&base.config, &tokenizer)?;
+    let (_, adapted) = tinyrlhf_model::load_peft_adapter(base.model, files.adapter_config_json, files.adapter_safetensors)
+        .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
+    // Merged, every weight trainable again: a later stage may train it in full or add its own adapters.
+    let model = adapted.materialize().unfreeze();
+    Ok(LanguageModel { config: base.config, model, tokenizer })
+}
+
+/// Refuses a tokenizer whose ids the model cannot embed. The Llama family often pads its
+/// embeddings past the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens); GPT-2 folders match
+/// exactly.
+fn check_fits(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<(), ModelFilesError> {
+    let fits = match config {
+        ModelConfig::Gpt2(_) => config.vocab_size() == tokenizer.vocab_size(),
+        ModelConfig::Llama(_) => config.vocab_size() >= tokenizer.vocab_size(),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(ModelFilesError::new(
+        "tokenizer.json",
+        format!(
+            "its vocabulary has {} ids but config.json's vocab_size is {}: they are not one model's",
+            tokenizer.vocab_size(),
+            config.vocab_size()
+        ),
+    ))
 }
 
 /// A tokenizer error under the file it belongs to (its message names that file already).

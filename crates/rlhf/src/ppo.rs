@@ -31,7 +31,8 @@ use web_time::Instant;
 use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
 use crate::grads::{blown_up, clip_on_device, largest_trained_weight};
-use crate::losses::{clipped_policy_loss, clipped_value_loss, lm_loss};
+use crate::logprobs::next_token_loss;
+use crate::losses::{clipped_policy_loss, clipped_value_loss};
 use crate::order::epoch_order;
 use crate::parallel::both;
 use crate::peers::{Alone, GradientExchange, Peers, shard};
@@ -207,17 +208,18 @@ impl PpoTrainer {
     /// beside it.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
-        let policy = self.policy.valid();
+        let lora = self.settings.lora.as_ref();
+        let (weights, adapter) = crate::lora::policy_parts(&self.policy.valid(), lora).await?;
         Ok(TrainCheckpoint {
-            adapter: crate::lora::adapter_bytes(&policy, self.settings.lora.as_ref()).await?,
             config_json: self.config.to_json(),
-            weights: tinyrlhf_model::save_lm(&policy).await?,
+            weights,
             optimizer: optimizer_to_bytes(&self.policy_optim)?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: Some(ValueCheckpoint {
-                weights: tinyrlhf_model::save_scalar_model(&self.value.valid()).await?,
+                weights: crate::lora::value_bytes(&self.value.valid(), lora).await?,
                 optimizer: optimizer_to_bytes(&self.value_optim)?,
             }),
+            adapter,
         })
     }
 
@@ -237,20 +239,17 @@ impl PpoTrainer {
             .value
             .as_ref()
             .ok_or_else(|| TrainError::Checkpoint("a PPO checkpoint holds a value model; this one has none".into()))?;
-        let device = models.sft.device();
         let config_json = models.config.to_json();
         let (_, policy, optimizer_fits) = crate::lora::resumed_policy(checkpoint, &models.sft, state.settings.lora.as_ref())?;
-        // The value model's adapters are merged into its weights (only the policy's are exported):
-        // with LoRA it continues on fresh ones, and fresh Adam moments.
-        let (_, value) = tinyrlhf_model::load_scalar_model(config_json.as_bytes(), &saved_value.weights, &device)?;
+        // With LoRA the value model started as the reward model: its adapters and head go back on it.
+        let start = models.value.clone().unwrap_or_else(|| models.reward.clone());
+        let value = crate::lora::resumed_value(&saved_value.weights, start, &config_json, state.settings.lora.as_ref())?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
         if optimizer_fits {
             trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.optimizer)?;
         }
-        if trainer.settings.lora.is_none() {
-            trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &saved_value.optimizer)?;
-        }
+        trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &saved_value.optimizer)?;
         trainer.iteration = state.iteration;
         trainer.beta = state.beta;
         Ok(trainer)
@@ -507,8 +506,8 @@ impl PpoTrainer {
                 let policy = clipped_policy_loss(new_logprobs, old, advantages, valid, s.cliprange);
                 let mut loss = policy.loss.clone() * policy_share;
                 if let Some(lm) = ptx_batch {
-                    let logits = policy_model.logits(policy_model.forward(lm.inputs, lm.positions, None));
-                    loss = loss + lm_loss(logits, lm.targets, lm.weights) * s.ptx_coef;
+                    let hidden = policy_model.forward(lm.inputs, lm.positions, None);
+                    loss = loss + next_token_loss(&policy_model, hidden, lm.targets, lm.weights) * s.ptx_coef;
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &policy_model);
                 (loss.detach(), policy, log_ratio_max, grads)

@@ -9,7 +9,7 @@ use tinyrlhf_model::{CausalLm, SamplingConfig, ScalarModel, generate};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
-use crate::losses::{token_entropy, token_logprobs};
+use crate::logprobs::chosen_logprobs;
 use crate::parallel::both;
 use crate::peers::{Peers, Reader, Wire, gather};
 use crate::ppo_config::PpoConfig;
@@ -101,9 +101,7 @@ pub(crate) fn response_logprobs(
 ) -> (Tensor<2>, Option<Tensor<2>>) {
     let (ids, positions, mask) = batch.tensors(rows, device);
     let hidden = response_slice(model.forward(ids, positions, Some(mask)), batch.query_len, batch.response_len);
-    let logits = model.logits(hidden) / f64::from(temperature); // [rows, response_len, vocab]
-    let entropy = entropy.then(|| token_entropy(logits.clone()));
-    (token_logprobs(logits, batch.targets(rows, device)), entropy)
+    chosen_logprobs(model, hidden, batch.targets(rows, device), f64::from(temperature), entropy)
 }
 
 /// The value model's estimate before each response token, `[rows, response_len]`.

@@ -16,7 +16,7 @@ use web_time::Instant;
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
 use crate::grads::guarded_step;
-use crate::losses::lm_loss;
+use crate::logprobs::next_token_loss;
 use crate::peers::Alone;
 use crate::read::scalar as read;
 use crate::schedule::LrSchedule;
@@ -180,7 +180,10 @@ impl SupervisedTrainer {
         let (config, model, optimizer_fits) = match base {
             Some(base) => crate::lora::resumed_policy(checkpoint, base, lora)?,
             None => {
-                let (config, model) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), &checkpoint.weights, device)?;
+                let weights = checkpoint.weights.as_ref().ok_or_else(|| {
+                    TrainError::Checkpoint("a LoRA run's checkpoint holds its adapters only: resume it on the model it started from".into())
+                })?;
+                let (config, model) = tinyrlhf_model::load_lm(checkpoint.config_json.as_bytes(), weights, device)?;
                 (config, model, lora.is_none())
             }
         };
@@ -230,8 +233,8 @@ impl SupervisedTrainer {
         let lr = self.settings.schedule.at(self.step);
         self.step += 1;
 
-        let logits = self.model.logits(self.model.forward(batch.inputs, batch.positions, None));
-        let loss = lm_loss(logits, batch.targets, batch.weights);
+        let hidden = self.model.forward(batch.inputs, batch.positions, None);
+        let loss = next_token_loss(&self.model, hidden, batch.targets, batch.weights);
         let (model, numbers, outcome) = guarded_step(
             self.model.clone(),
             &mut self.optim,
@@ -271,8 +274,8 @@ impl SupervisedTrainer {
         for chunk in examples.chunks(self.settings.batch_size.max(1)) {
             let refs: Vec<&Example> = chunk.iter().collect();
             let batch = LmBatch::new(&refs, self.pad, &self.device);
-            let logits = model.logits(model.forward(batch.inputs, batch.positions, None));
-            let loss = read(lm_loss(logits, batch.targets, batch.weights)).await?;
+            let hidden = model.forward(batch.inputs, batch.positions, None);
+            let loss = read(next_token_loss(&model, hidden, batch.targets, batch.weights)).await?;
             total += f64::from(loss) * batch.target_tokens as f64;
             count += batch.target_tokens;
         }
@@ -281,9 +284,7 @@ impl SupervisedTrainer {
 
     /// Everything needed to continue later: weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
-        let model = self.model.valid();
-        let weights = tinyrlhf_model::save_lm(&model).await?;
-        let adapter = crate::lora::adapter_bytes(&model, self.settings.lora.as_ref()).await?;
+        let (weights, adapter) = crate::lora::policy_parts(&self.model.valid(), self.settings.lora.as_ref()).await?;
         let optimizer = optimizer_to_bytes(&self.optim)?;
         let state = SupervisedState { step: self.step, settings: self.settings.clone() };
         Ok(TrainCheckpoint {

@@ -138,29 +138,14 @@ fn a_reward_model_of_another_size_is_refused() {
 fn a_resumed_ppo_run_continues_exactly_where_it_stopped() {
     // One set of models for both runs: other tests reseed the shared device while they run.
     let (config, sft, reward) = models(7);
+    let models = || PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None };
     let run = |stop_after: Option<usize>| -> Vec<(f64, f64)> {
-        let mut trainer = PpoTrainer::new(
-            PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None },
-            prompts(),
-            vec![],
-            EOS,
-            PAD,
-            settings(),
-        )
-        .unwrap();
+        let mut trainer = PpoTrainer::new(models(), prompts(), vec![], EOS, PAD, settings()).unwrap();
         let mut seen = Vec::new();
         for i in 0..3 {
             if stop_after == Some(i) {
                 let checkpoint = pollster::block_on(trainer.checkpoint()).unwrap();
-                trainer = PpoTrainer::resume(
-                    PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None },
-                    &checkpoint,
-                    prompts(),
-                    vec![],
-                    EOS,
-                    PAD,
-                )
-                .unwrap();
+                trainer = PpoTrainer::resume(models(), &checkpoint, prompts(), vec![], EOS, PAD).unwrap();
                 assert_eq!(trainer.iterations_done(), i);
             }
             let stats = pollster::block_on(trainer.step()).unwrap();
@@ -169,6 +154,28 @@ fn a_resumed_ppo_run_continues_exactly_where_it_stopped() {
         seen
     };
     assert_eq!(run(Some(2)), run(None));
+}
+
+#[test]
+fn a_lora_ppo_checkpoint_keeps_adapters_and_heads_only_and_resumes_to_the_same_models() {
+    let (config, sft, reward) = models(9);
+    let models = || PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None };
+    let lora = PpoConfig { lora: Some(tinyrlhf_model::LoraConfig { rank: 2, alpha: 4.0 }), lr: 1e-2, ..settings() };
+    let mut trainer = PpoTrainer::new(models(), prompts(), vec![], EOS, PAD, lora).unwrap();
+    pollster::block_on(trainer.step()).unwrap();
+    let checkpoint = pollster::block_on(trainer.checkpoint()).unwrap();
+    // The SFT and reward models the run started from are the rest: no copy of either is kept.
+    assert!(checkpoint.weights.is_none() && checkpoint.adapter.is_some());
+    let value = &checkpoint.value.as_ref().unwrap().weights;
+    let whole = pollster::block_on(tinyrlhf_model::save_scalar_model(&reward)).unwrap();
+    assert!(value.len() < whole.len() / 2, "the value model's part: {} bytes; the whole model: {}", value.len(), whole.len());
+
+    let resumed = PpoTrainer::resume(models(), &checkpoint, prompts(), vec![], EOS, PAD).unwrap();
+    assert_eq!(resumed.iterations_done(), 1);
+    let again = pollster::block_on(resumed.checkpoint()).unwrap();
+    assert!(again.adapter == checkpoint.adapter, "the policy's adapters come back as they were");
+    assert!(again.value.as_ref().unwrap().weights == *value, "the value model's adapters and head come back as they were");
+    assert_eq!(weights(&resumed.policy()), weights(&trainer.policy()), "the policy is the one trained");
 }
 
 #[test]
