@@ -115,16 +115,5 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "data": {"rankings": record.digest("rankings"), "pairs": pairs},
     });
-    policy::drive(
-        trainer,
-        policy::RunOutput {
-            out: &args.out,
-            base: &args.policy,
-            merge: args.lora.merge(),
-            tokenizer: &tokenizer,
-            save_every: args.save_every,
-            manifest,
-            record: &record,
-        },
-    )
+    policy::drive(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

@@ -29,6 +29,21 @@ pub struct RunOutput<'a> {
     pub record: &'a RunRecord,
 }
 
+impl<'a> RunOutput<'a> {
+    /// A run from the model at `base` into `out`, with `lora`'s `--merge`.
+    pub fn new(
+        out: &'a Path,
+        base: &'a Path,
+        lora: &crate::lora::LoraArgs,
+        tokenizer: &'a Tokenizer,
+        save_every: usize,
+        manifest: serde_json::Value,
+        record: &'a RunRecord,
+    ) -> Self {
+        Self { out, base, merge: lora.merge(), tokenizer, save_every, manifest, record }
+    }
+}
+
 /// Settings a policy command applies to a resumed run rather than refusing a change of them.
 pub const APPLIED_ON_RESUME: [&str; 1] = ["iterations"];
 

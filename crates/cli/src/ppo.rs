@@ -169,16 +169,5 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::drive(
-        trainer,
-        policy::RunOutput {
-            out: &args.out,
-            base: &args.policy,
-            merge: args.lora.merge(),
-            tokenizer: &tokenizer,
-            save_every: args.save_every,
-            manifest,
-            record: &record,
-        },
-    )
+    policy::drive(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }
