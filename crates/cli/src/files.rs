@@ -107,6 +107,22 @@ fn load_language_model(dir: &Path, device: &Device, depth: usize) -> Result<Lang
     tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// `path` and, when it is a LoRA run's folder, the bases it stands on (each adapter's
+/// `base_model_name_or_path`, as far as they can be read): everything loading it reads.
+pub fn model_and_bases(path: &Path) -> Vec<PathBuf> {
+    let mut chain = vec![path.to_owned()];
+    while chain.len() <= MAX_ADAPTER_DEPTH {
+        let dir = chain.last().expect("one at least");
+        if dir.join("model.safetensors").exists() {
+            break;
+        }
+        let named = std::fs::read(dir.join(ADAPTER_CONFIG)).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let Some(base) = named.as_ref().and_then(|c| c.get("base_model_name_or_path")?.as_str().map(|b| dir.join(b))) else { break };
+        chain.push(base);
+    }
+    chain
+}
+
 /// Where a LoRA run keeps its adapter in PEFT's layout, inside its `--out`.
 pub const ADAPTER_CONFIG: &str = "adapter/adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter/adapter_model.safetensors";

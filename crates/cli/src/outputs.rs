@@ -92,7 +92,9 @@ pub fn claim(plan: &Plan, overwrite: bool) -> Result<Claim> {
         return Err("--resume continues the run in --out and --overwrite replaces it: give one of them".into());
     }
     let out_at = resolved(out);
-    for input in &plan.inputs {
+    // A LoRA run's folder is read with the base it names: that base is an input too.
+    let inputs: Vec<PathBuf> = plan.inputs.iter().flat_map(|input| crate::files::model_and_bases(input)).collect();
+    for input in &inputs {
         let input_at = resolved(input);
         // A report may go beside a model (`eval --json MODEL/eval.json`), never over a file of it.
         let over_a_model_file = out_at.parent() == Some(input_at.as_path())

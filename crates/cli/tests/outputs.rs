@@ -53,6 +53,11 @@ fn training_never_writes_over_its_inputs_or_a_folder_of_other_files() {
     let message = fails(&["reward", "--model", "sft", "--rankings", "r.jsonl", "--out", "./sft/"], &dir);
     assert!(message.contains("which this command reads"), "{message}");
     assert_eq!(snapshot(&dir.join("sft/model.safetensors")), weights, "the input is untouched");
+    // A LoRA run's folder is read with its base: writing over that base is refused too.
+    ok(&["dpo", "--policy", "sft", "--rankings", "r.jsonl", "--epochs", "1", "--lora-rank", "2", "--out", "lora"], &dir);
+    let message = fails(&["dpo", "--policy", "lora", "--rankings", "r.jsonl", "--out", "sft", "--overwrite"], &dir);
+    assert!(message.contains("which this command reads"), "{message}");
+    assert_eq!(snapshot(&dir.join("sft/model.safetensors")), weights, "the base is untouched");
 
     // A finished reward model is not replaced by a second run without --overwrite.
     ok(&["reward", "--model", "sft", "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], &dir);
