@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use tinyrlhf_model::{GgufHeader, GgufModel, READ_TYPES, SamplingConfig, generate, tensor_f32};
+use burn::tensor::{Distribution, Tensor, TensorData};
+use tinyrlhf_model::{GgufHeader, GgufModel, PackedWeight, READ_TYPES, SamplingConfig, generate, tensor_f32};
 use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
 use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
 
@@ -57,6 +58,38 @@ fn every_supported_type_dequantises_to_the_gguf_packages_values() {
     let mut all: Vec<String> = READ_TYPES.iter().filter(|t| **t != "F32").map(|t| t.to_string()).collect();
     all.sort();
     assert_eq!(checked, all, "every type read but F32 (the expected values' own type) has bytes to check");
+}
+
+#[test]
+fn a_weight_kept_packed_multiplies_and_passes_gradients_as_its_dequantized_copy() {
+    let bytes = read(&gguf_dir().join("quants.gguf"));
+    let header = GgufHeader::read(&bytes).unwrap();
+    let device = Device::flex().autodiff();
+    for tensor in header.tensors.iter().filter(|t| t.name.starts_with("q.")) {
+        let kind = &tensor.name[2..];
+        let [rows, cols] = [tensor.shape[0], tensor.shape[1]];
+        let packed = PackedWeight::new(tensor.ggml_type, bytes[tensor.start..tensor.end].to_vec(), [rows, cols]).unwrap();
+        let dense = Tensor::<2>::from_data(TensorData::new(tensor_f32(tensor, &bytes, 0).unwrap(), [rows, cols]), &device); // [out, in]
+        let x = Tensor::<2>::random([3, cols], Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<2>::random([3, rows], Distribution::Normal(0.0, 1.0), &device);
+        let through = |product: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let x = x.clone().require_grad();
+            let y = product(x.clone());
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
+        };
+        let (y_packed, grad_packed) = through(&|x| packed.matmul(x));
+        let (y_dense, grad_dense) = through(&|x| x.matmul(dense.clone().transpose()));
+        assert_close(&format!("{kind} product"), &y_packed, &y_dense.iter().map(|&v| v as f64).collect::<Vec<_>>(), |_| true, 1e-5, 1e-5);
+        assert_close(
+            &format!("{kind} input gradient"),
+            &grad_packed,
+            &grad_dense.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            |_| true,
+            1e-5,
+            1e-5,
+        );
+    }
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod kv_cache;
 mod llama;
 mod llama_config;
 mod lora;
+mod packed;
 mod projection;
 mod sample;
 mod weights_stream;
@@ -51,6 +52,7 @@ pub use lora::{
     LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, load_scalar_adapter, lora_targets, save_peft_adapter,
     save_scalar_adapter, scalar_with_lora, with_lora,
 };
+pub use packed::PackedWeight;
 pub use projection::LmHead;
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};
 pub use weights_stream::WeightsStream;
