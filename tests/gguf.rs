@@ -116,6 +116,28 @@ fn a_q8_0_file_stays_near_the_full_precision_logits() {
 }
 
 #[test]
+fn a_quantized_file_keeps_its_projections_packed_and_computes_as_its_f32_widening() {
+    for (dir, gguf) in pairs("q8_0") {
+        let packed = load(&gguf);
+        let layers = packed.config.num_layers();
+        assert_eq!(packed.model.packed().len(), 7 * layers, "{}: every projection stays Q8_0", gguf.display());
+        let widened =
+            LanguageModel { model: packed.model.clone().merged(), config: packed.config.clone(), tokenizer: packed.tokenizer.clone() };
+        assert!(widened.model.packed().is_empty());
+        let (ours, _, mask) = llama_fixture_logits(&packed, &dir);
+        let (f32s, _, _) = llama_fixture_logits(&widened, &dir);
+        let vocab = packed.config.vocab_size();
+        let f32s: Vec<f64> = f32s.iter().map(|&v| v as f64).collect();
+        assert_close(&format!("{} packed logits", gguf.display()), &ours, &f32s, |i| mask.values[i / vocab] == 1.0, 1e-5, 1e-5);
+        let prompts: Vec<Vec<u32>> = serde_json::from_value(llama_expected(&dir)["greedy_prompts"].clone()).unwrap();
+        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 8, ..SamplingConfig::default() };
+        let pad = packed.tokenizer.special_ids().pad;
+        let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
+        assert_eq!(answers(&packed), answers(&widened), "{}", gguf.display());
+    }
+}
+
+#[test]
 fn greedy_answers_special_tokens_and_chat_template_are_the_folders() {
     for (dir, gguf) in pairs("f32") {
         let (model, folder) = (load(&gguf), load_folder(&dir, "config.json"));

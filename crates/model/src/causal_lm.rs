@@ -16,7 +16,8 @@ use crate::gpt::Gpt;
 use crate::kv_cache::{KvCache, LayerCache, attention_bias};
 use crate::llama::Llama;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
-use crate::projection::LmHead;
+use crate::packed::PackedWeight;
+use crate::projection::{LmHead, Projection};
 
 /// The architectures tinyrlhf computes, by their `model_type`.
 pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "qwen3"];
@@ -29,6 +30,31 @@ pub enum CausalLm {
 }
 
 impl CausalLm {
+    /// The model with `f` applied to each attention and MLP projection (LoRA's targets), with its
+    /// HF module name (`model.layers.0.self_attn.q_proj`).
+    pub(crate) fn map_projections(self, mut f: impl FnMut(&str, Projection) -> Projection) -> Self {
+        match self {
+            Self::Gpt2(m) => Self::Gpt2(m.map_projections(&mut f)),
+            Self::Llama(m) => Self::Llama(m.map_projections(&mut f)),
+        }
+    }
+
+    /// The projection weights kept in their file's precision (handles: clones share the bytes).
+    pub fn packed(&self) -> Vec<PackedWeight> {
+        let mut found = vec![];
+        self.clone().map_projections(|_, projection| {
+            found.extend(projection.packed.clone());
+            projection
+        });
+        found
+    }
+
+    /// Every update merged into its weight, every packed weight widened to f32: the dense model
+    /// this one computes, with no adapters (to save, or to train in full).
+    pub fn merged(self) -> Self {
+        self.map_projections(|_, projection| projection.merged())
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Gpt2(m) => m.vocab_size(),
@@ -124,7 +150,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => LmHead::Rows(m.wte.weight.val()),
             Self::Llama(m) => match &m.lm_head {
-                Some(head) => LmHead::Columns(head.weight.val()),
+                Some(head) => LmHead::Columns(head.weight_val()),
                 None => LmHead::Rows(m.embed_tokens.weight.val()),
             },
         }
@@ -335,6 +361,11 @@ pub struct ScalarModel {
 }
 
 impl ScalarModel {
+    /// The dense model this one computes ([`CausalLm::merged`]).
+    pub fn merged(self) -> Self {
+        Self { transformer: self.transformer.merged(), score: self.score }
+    }
+
     /// Puts a fresh head on `transformer` (its LM head, if it has its own, is dropped): weight
     /// ~ N(0, 1/sqrt(d + 1)) as in the RLHF papers' reward heads, bias 0.
     pub fn new(transformer: CausalLm) -> Self {

@@ -19,6 +19,8 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::causal_lm::{CausalLm, ModelConfig, ScalarModel};
 use crate::config::ConfigError;
+use crate::packed::PackedWeight;
+use crate::projection::Projection;
 
 /// HF writes these buffers in some checkpoints; they hold no learned weights (GPT-2's causal mask,
 /// older Llama files' rotary frequencies), so they are accepted and ignored.
@@ -89,6 +91,8 @@ fn values_f32(view: &TensorView) -> std::result::Result<Vec<f32>, Dtype> {
 #[derive(Debug, Default)]
 pub struct Weights {
     pub(crate) tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Projection weights kept in their file's precision, HF's `[out, in]`.
+    pub(crate) packed: BTreeMap<String, PackedWeight>,
 }
 
 impl Weights {
@@ -120,8 +124,30 @@ impl Weights {
         Ok(())
     }
 
+    /// Keeps a projection's weight as its file stores it.
+    pub(crate) fn insert_packed(&mut self, name: String, packed: PackedWeight) {
+        self.packed.insert(name, packed);
+    }
+
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.packed.contains_key(name)
+    }
+
+    /// `model` with every projection whose weight is kept packed holding it (in place of f32
+    /// weights of its own); shapes are checked.
+    fn pack_into(&mut self, model: CausalLm) -> Result<CausalLm> {
+        let mut error = None;
+        let model = model.map_projections(|name, projection| {
+            let Some(packed) = self.packed.remove(&format!("{name}.weight")) else { return projection };
+            let [d_in, d_out] = projection.dims();
+            if packed.shape() != [d_out, d_in] {
+                let found = packed.shape().to_vec();
+                error.get_or_insert(CheckpointError::Shape { name: format!("{name}.weight"), expected: vec![d_out, d_in], found });
+                return projection;
+            }
+            Projection { weight: None, packed: Some(packed), ..projection }
+        });
+        error.map_or(Ok(model), Err)
     }
 
     /// Refuses a config that needs far more parameters than the file holds, before the model it
@@ -129,7 +155,8 @@ impl Weights {
     /// near miss is built, then refused naming the tensor that does not fit: building is bounded
     /// by a few times the file's size.
     pub fn check_holds(&self, config: &ModelConfig) -> Result<()> {
-        let found: usize = self.tensors.values().map(|(_, v)| v.len()).sum();
+        let packed: usize = self.packed.values().map(|p| p.shape().iter().product::<usize>()).sum();
+        let found: usize = self.tensors.values().map(|(_, v)| v.len()).sum::<usize>() + packed;
         let needed = config.num_params();
         if needed > found.saturating_mul(8).max(1 << 20) { Err(CheckpointError::TooFewWeights { needed, found }) } else { Ok(()) }
     }
@@ -154,7 +181,7 @@ impl Weights {
     /// file carries anyway is the embeddings again and is let go.
     pub fn finish(mut self, hint: &str) -> Result<()> {
         self.tensors.remove(TIED_HEAD);
-        match self.tensors.into_keys().next() {
+        match self.tensors.into_keys().chain(self.packed.into_keys()).next() {
             Some(name) => Err(CheckpointError::Unexpected { name, hint: hint.to_owned() }),
             None => Ok(()),
         }
@@ -320,7 +347,8 @@ pub fn lm_from_config(config: &ModelConfig, safetensors: &[u8], device: &Device)
 /// A language model of `config` from tensors already read (e.g. by a [`crate::WeightsStream`]).
 pub fn lm_from_weights(config: &ModelConfig, mut weights: Weights, device: &Device) -> Result<CausalLm> {
     weights.check_holds(config)?;
-    let model = weights.load_into(config.init(device), device)?;
+    let model = weights.pack_into(config.init(device))?;
+    let model = weights.load_into(model, device)?;
     weights.finish(&format!(
         "config.json describes a {}-layer {} language model; a reward or value model loads as a scalar model",
         config.num_layers(),
@@ -332,7 +360,7 @@ pub fn lm_from_weights(config: &ModelConfig, mut weights: Weights, device: &Devi
 /// A language model's `model.safetensors` bytes (HF's `*ForCausalLM` layout, a tied head omitted).
 /// LoRA adapters are merged into the weights they adapt.
 pub async fn save_lm(model: &CausalLm) -> Result<Vec<u8>> {
-    WeightsWriter::default().with_module(&model.clone().materialize()).to_bytes().await
+    WeightsWriter::default().with_module(&model.clone().merged()).to_bytes().await
 }
 
 /// A reward or value model from `config.json` and `model.safetensors` bytes.
@@ -351,7 +379,7 @@ pub fn load_scalar_model(config_json: &[u8], safetensors: &[u8], device: &Device
 /// A reward or value model's `model.safetensors` bytes (HF's `*ForSequenceClassification` + bias).
 /// LoRA adapters are merged into the weights they adapt.
 pub async fn save_scalar_model(model: &ScalarModel) -> Result<Vec<u8>> {
-    WeightsWriter::default().with_module(&model.clone().materialize()).to_bytes().await
+    WeightsWriter::default().with_module(&model.clone().merged()).to_bytes().await
 }
 
 /// Gives every parameter an id derived from its HF name, so optimizer state saved with one copy of

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::checkpoint::{CheckpointError, Weights};
 use crate::gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, tensor_f32};
+use crate::gguf_quants::GgmlType;
+use crate::packed::PackedWeight;
 
 /// The architectures a GGUF file may name, and HF's class for each.
 const ARCHITECTURES: [(&str, &str); 3] = [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM"), ("qwen3", "Qwen3ForCausalLM")];
@@ -81,6 +83,14 @@ impl GgufStream {
         while let Some(tensor) = header.tensors.get(self.next) {
             if tensor.end > available {
                 break;
+            }
+            if let Some((name, packed)) =
+                packed_projection(tensor, &self.pending[tensor.start - self.consumed..tensor.end - self.consumed], layout)?
+            {
+                self.weights.insert_packed(name, packed);
+                done_to = tensor.end;
+                self.next += 1;
+                continue;
             }
             let values = tensor_f32(tensor, &self.pending, self.consumed).map_err(|e| format(e.to_string()))?;
             if tensor.name == "rope_freqs.weight" {
@@ -284,9 +294,37 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
     if name == "rope_freqs.weight" {
         return Ok(None);
     }
+    let hf = hf_name(name)?;
+    let values = unpermuted(tensor, values, layout)?;
+    Ok(Some((hf, tensor.shape.clone(), values)))
+}
+
+/// A layer's projection weight stored in a type narrower than f32, kept as its bytes (its rows
+/// put in HF's order): the base of a run stays in its file's precision (`packed.rs`).
+fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Result<Option<(String, PackedWeight)>, CheckpointError> {
+    let is_projection = tensor.name.starts_with("blk.") && tensor.name.ends_with(".weight") && tensor.shape.len() == 2;
+    if !is_projection || matches!(tensor.ggml_type, GgmlType::F32) || !tensor.ggml_type.is_read() {
+        return Ok(None);
+    }
+    let hf = hf_name(&tensor.name)?;
+    if !hf.ends_with("_proj.weight") {
+        return Ok(None);
+    }
+    let [rows, cols] = [tensor.shape[0], tensor.shape[1]];
+    let bytes = unpermuted(tensor, bytes.to_vec(), layout)?; // rows of whole blocks move as rows of values do
+    let packed = PackedWeight::new(tensor.ggml_type, bytes, [rows, cols]).ok_or_else(|| CheckpointError::Shape {
+        name: tensor.name.clone(),
+        expected: vec![rows, cols],
+        found: tensor.shape.clone(),
+    })?;
+    Ok(Some((hf, packed)))
+}
+
+/// llama.cpp's name for a tensor → HF's.
+fn hf_name(name: &str) -> Result<String, CheckpointError> {
     let unexpected =
         || CheckpointError::Unexpected { name: name.to_owned(), hint: "llama.cpp names no such tensor in a Llama-family model".into() };
-    let hf = match name {
+    Ok(match name {
         "token_embd.weight" => "model.embed_tokens.weight".to_owned(),
         "output_norm.weight" => "model.norm.weight".to_owned(),
         "output.weight" => "lm_head.weight".to_owned(),
@@ -298,21 +336,26 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
             let hf_stem = LAYER_TENSORS.iter().find(|(gguf, _)| *gguf == stem).map(|(_, hf)| *hf).ok_or_else(unexpected)?;
             format!("model.layers.{layer}.{hf_stem}.{kind}")
         }
-    };
+    })
+}
+
+/// `values` (a row-major `[rows, ...]` tensor of any element) with the query and key rows a
+/// `llama` file permuted put back in HF's order.
+fn unpermuted<T: Copy + Default>(tensor: &GgufTensor, values: Vec<T>, layout: &Layout) -> Result<Vec<T>, CheckpointError> {
+    let name = tensor.name.as_str();
     let heads = match (layout.permuted_heads, name.rsplit('.').nth(1)) {
         (Some((q, _)), Some("attn_q")) => Some(q),
         (Some((_, kv)), Some("attn_k")) => Some(kv),
         _ => None,
     };
-    let values = match heads {
+    match heads {
         Some(heads) => unpermute(&values, tensor.shape[0], heads).ok_or_else(|| CheckpointError::Shape {
             name: name.to_owned(),
             expected: vec![heads, 2],
             found: tensor.shape.clone(),
-        })?,
-        None => values,
-    };
-    Ok(Some((hf, tensor.shape.clone(), values)))
+        }),
+        None => Ok(values),
+    }
 }
 
 /// llama.cpp's `LlamaModel.permute` of a projection's rows (what [`unpermute`] undoes).
@@ -334,14 +377,14 @@ pub(crate) fn permute(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
 
 /// Undoes `LlamaModel.permute`: within each head llama.cpp interleaved the two halves of the rows
 /// (`reshape(heads, 2, half, ...).swapaxes(1, 2)`); HF row `h·d + b·d/2 + a` is its row `h·d + 2a + b`.
-fn unpermute(values: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
+fn unpermute<T: Copy + Default>(values: &[T], rows: usize, heads: usize) -> Option<Vec<T>> {
     let head_dim = rows.checked_div(heads)?;
     if head_dim * heads != rows || head_dim % 2 != 0 || rows == 0 {
         return None;
     }
     let cols = values.len() / rows;
     let half = head_dim / 2;
-    let mut out = vec![0.0; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for b in 0..2 {
             for a in 0..half {

@@ -2,7 +2,7 @@
 //! attention and a GELU MLP, and the tied LM head.
 //!
 //! Field names are Hugging Face's (`wte`, `h.{i}.attn.c_attn`, `ln_f`, …) so checkpoints map onto
-//! them by path (see `checkpoint.rs`). burn's `Linear` stores its weight `[in, out]`, exactly as HF's
+//! them by path (see `checkpoint.rs`). burn's `Projection` stores its weight `[in, out]`, exactly as HF's
 //! GPT-2 `Conv1D` does, so no weight is transposed on the way in or out.
 //!
 //! Padding is handled the way HF does it: an attention mask hides padded keys and explicit
@@ -10,7 +10,7 @@
 //! alone (tested).
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -18,15 +18,12 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
 use crate::kv_cache::LayerCache;
-use crate::projection::{project, rows, tied_head};
+use crate::projection::{Projection, project, rows, tied_head};
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
 /// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
-fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
-    Linear {
-        weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], device),
-        bias: Some(Initializer::Zeros.init([d_out], device)),
-    }
+fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Projection {
+    Projection::init(d_in, d_out, std, true, device)
 }
 
 fn layer_norm(config: &GptConfig, device: &Device) -> LayerNorm {
@@ -47,8 +44,8 @@ fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Causal self-attention with a fused query/key/value projection.
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub c_attn: Linear,
-    pub c_proj: Linear,
+    pub c_attn: Projection,
+    pub c_proj: Projection,
     pub attn_dropout: Dropout,
     pub resid_dropout: Dropout,
     pub n_head: usize,
@@ -101,8 +98,8 @@ impl Attention {
 /// The position-wise feed-forward network: d -> 4d -> GELU -> d.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub c_fc: Linear,
-    pub c_proj: Linear,
+    pub c_fc: Projection,
+    pub c_proj: Projection,
     pub dropout: Dropout,
 }
 
@@ -171,6 +168,27 @@ impl GptConfig {
 }
 
 impl Gpt {
+    /// The model with `f` applied to each attention and MLP projection (LoRA's targets), with its
+    /// HF module name.
+    pub(crate) fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
+        let h = self
+            .h
+            .into_iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let name = |part: &str| format!("transformer.h.{i}.{part}");
+                let attn = Attention {
+                    c_attn: f(&name("attn.c_attn"), block.attn.c_attn),
+                    c_proj: f(&name("attn.c_proj"), block.attn.c_proj),
+                    ..block.attn
+                };
+                let mlp = Mlp { c_fc: f(&name("mlp.c_fc"), block.mlp.c_fc), c_proj: f(&name("mlp.c_proj"), block.mlp.c_proj), ..block.mlp };
+                Block { attn, mlp, ..block }
+            })
+            .collect();
+        Self { h, ..self }
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.wte.weight.dims()[0]
     }

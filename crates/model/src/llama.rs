@@ -4,15 +4,15 @@
 //! `head_dim`) are switches of the same blocks (see `llama_config.rs`).
 //!
 //! Field names are Hugging Face's (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`,
-//! `input_layernorm`, `norm`, `lm_head`), so checkpoints map onto them by path. burn's `Linear`
-//! keeps its weight `[in, out]` where HF's `nn.Linear` keeps `[out, in]`: `checkpoint.rs` transposes
+//! `input_layernorm`, `norm`, `lm_head`), so checkpoints map onto them by path. burn's `Projection`
+//! keeps its weight `[in, out]` where HF's `nn.Projection` keeps `[out, in]`: `checkpoint.rs` transposes
 //! on the way in and out.
 //!
 //! Rotary embeddings rotate halves (HF's `rotate_half`) by each row's own position ids, so a
 //! left-padded row computes exactly as the row alone (tested against transformers).
 
 use burn::module::Module;
-use burn::nn::{Embedding, Initializer, Linear, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -20,14 +20,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
-use crate::projection::{project, project_together, rows, rows_together, tied_head};
+use crate::projection::{Projection, project, project_together, rows, rows_together, tied_head};
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
-fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
-    Linear {
-        weight: Initializer::Normal { mean: 0.0, std: 0.02 }.init([d_in, d_out], device),
-        bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
-    }
+fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
+    Projection::init(d_in, d_out, 0.02, bias, device)
 }
 
 /// `x` `[b, heads, t, hd]` rotated by the angles whose cosines and sines are `cos`, `sin`
@@ -63,10 +60,10 @@ fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) 
 /// Causal grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: Projection,
+    pub k_proj: Projection,
+    pub v_proj: Projection,
+    pub o_proj: Projection,
     /// Qwen3's per-head RMSNorm of queries and keys, over `head_dim`.
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
@@ -120,9 +117,9 @@ impl SelfAttention {
 /// SwiGLU: down(silu(gate(x)) * up(x)).
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: Projection,
+    pub up_proj: Projection,
+    pub down_proj: Projection,
 }
 
 impl Mlp {
@@ -165,7 +162,7 @@ pub struct Llama {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens`.
-    pub lm_head: Option<Linear>,
+    pub lm_head: Option<Projection>,
     pub max_position_embeddings: usize,
     #[module(skip)]
     pub rotary: Rotary,
@@ -199,6 +196,31 @@ impl LlamaConfig {
 }
 
 impl Llama {
+    /// The model with `f` applied to each attention and MLP projection (LoRA's targets; not the
+    /// LM head), with its HF module name.
+    pub(crate) fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
+        let layers = self
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut f = |part: &str, projection| f(&format!("model.layers.{i}.{part}"), projection);
+                let SelfAttention { q_proj, k_proj, v_proj, o_proj, .. } = layer.self_attn;
+                let (q_proj, k_proj) = (f("self_attn.q_proj", q_proj), f("self_attn.k_proj", k_proj));
+                let (v_proj, o_proj) = (f("self_attn.v_proj", v_proj), f("self_attn.o_proj", o_proj));
+                let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
+                let Mlp { gate_proj, up_proj, down_proj } = layer.mlp;
+                let mlp = Mlp {
+                    gate_proj: f("mlp.gate_proj", gate_proj),
+                    up_proj: f("mlp.up_proj", up_proj),
+                    down_proj: f("mlp.down_proj", down_proj),
+                };
+                DecoderLayer { self_attn, mlp, ..layer }
+            })
+            .collect();
+        Self { layers, ..self }
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.embed_tokens.weight.dims()[0]
     }

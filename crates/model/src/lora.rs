@@ -1,5 +1,5 @@
-//! LoRA with burn's own adapters ([`Module::apply_lora`]): a trainable low-rank update
-//! `scale · (a @ b)` on the weights of every attention and MLP projection, `scale = alpha / rank`,
+//! LoRA: a trainable low-rank update `scale · (a @ b)` beside the weight of every attention and MLP
+//! projection (`Projection::lora`, applied as PEFT applies it: see `projection.rs`), `scale = alpha / rank`,
 //! and every other weight frozen, as PEFT does (`bias = "none"`) with its target modules for each
 //! architecture: GPT-2's `c_attn`, `c_proj`, `c_fc`; the Llama family's `q_proj`, `k_proj`,
 //! `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
@@ -7,10 +7,10 @@
 //! The frozen base is never written, so a policy with adapters and its reference share one copy
 //! of the base weights. Adapters leave in PEFT's layout: `adapter_config.json` and
 //! `adapter_model.safetensors` with PEFT's names, `lora_A.weight` `[rank, in]` and
-//! `lora_B.weight` `[out, rank]` (burn keeps `a` `[in, rank]` and `b` `[rank, out]`; GPT-2's
+//! `lora_B.weight` `[out, rank]` (we keep `a` `[in, rank]` and `b` `[rank, out]`; GPT-2's
 //! `Conv1D` stores weights `[in, out]`, hence PEFT's `fan_in_fan_out` there).
 
-use burn::module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -60,64 +60,38 @@ impl LoraConfig {
     }
 }
 
-/// burn's paths of the weights of `module` whose module name is one of `targets`.
-fn target_paths<M: Module>(module: &M, targets: &[&str]) -> Vec<String> {
-    struct Find<'a> {
-        targets: &'a [&'a str],
-        path: Vec<String>,
-        found: Vec<String>,
-    }
-    impl ModuleVisitor for Find<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_owned());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
-            if let [.., module, weight] = self.path.as_slice()
-                && weight == "weight"
-                && D == 2
-                && self.targets.contains(&module.as_str())
-            {
-                self.found.push(self.path.join("."));
-            }
-        }
-    }
-    let mut find = Find { targets, path: vec![], found: vec![] };
-    module.visit(&mut find);
-    find.found
-}
-
-fn lora<M: Module>(config: &LoraConfig, module: &M, targets: &[&str]) -> Lora {
-    Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(target_paths(module, targets)))
-}
-
-/// `model` with fresh adapters (`b = 0`: it computes what it computed before) and every base
-/// weight frozen.
+/// `model` with fresh adapters on every attention and MLP projection (`b = 0`: it computes what it
+/// computed before) and every other weight frozen.
 pub fn with_lora(model: CausalLm, config: &LoraConfig) -> CausalLm {
-    let lora = lora(config, &model, lora_targets(&model));
-    model.apply_lora(lora)
+    model.no_grad().map_projections(|_, projection| projection.with_lora(config.rank, config.alpha))
 }
 
 /// A reward or value model with adapters on its transformer and its score head trained in full
 /// (PEFT's `modules_to_save = ["score"]`).
 pub fn scalar_with_lora(model: ScalarModel, config: &LoraConfig) -> ScalarModel {
-    let lora = lora(config, &model, lora_targets(&model.transformer));
-    model.apply_lora(lora).unfreeze_group(ParamGroup::from_paths(vec!["score.weight", "score.bias"]))
+    ScalarModel { transformer: with_lora(model.transformer, config), score: model.score.unfreeze() }
 }
 
 /// Whether any weight of `module` carries an adapter.
 pub fn has_adapters<M: Module>(module: &M) -> bool {
-    struct Finder(bool);
+    struct Finder {
+        path: Path,
+        found: bool,
+    }
     impl ModuleVisitor for Finder {
-        fn enter_module(&mut self, name: &str, container: &str) {
-            self.0 |= container == "Reparameterization" && name == "lora";
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.0.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
+            self.found |= self.path.factor().is_some();
         }
     }
-    let mut finder = Finder(false);
+    let mut finder = Finder { path: Path::default(), found: false };
     module.visit(&mut finder);
-    finder.0
+    finder.found
 }
 
 /// PEFT's name for factor `a` or `b` of the adapter on the weight at burn's `path`
@@ -130,7 +104,7 @@ fn peft_name(path: &[String], factor: &str) -> String {
 }
 
 /// Where a visitor or mapper is inside the model: the module path, and whether it is inside an
-/// adapter (`h.0.attn.c_attn.weight.lora.a`: the weight `h.0.attn.c_attn`, factor `a`).
+/// adapter (`h.0.attn.c_attn.lora.a`: factor `a` of the projection `h.0.attn.c_attn`).
 #[derive(Default)]
 struct Path(Vec<String>);
 
@@ -138,8 +112,9 @@ impl Path {
     /// PEFT's name of the factor at this path, if it is one.
     fn factor(&self) -> Option<String> {
         match self.0.as_slice() {
-            [weight @ .., lora, factor] if weight.last().is_some_and(|w| w == "weight") && lora == "lora" => {
-                Some(peft_name(weight, factor))
+            [projection @ .., lora, factor] if lora == "lora" && (factor == "a" || factor == "b") => {
+                let weight: Vec<String> = projection.iter().cloned().chain(["weight".to_owned()]).collect();
+                Some(peft_name(&weight, factor))
             }
             _ => None,
         }

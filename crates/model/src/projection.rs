@@ -1,64 +1,151 @@
-//! How every projection of both architectures is applied: `x @ W + b`, on all positions at once,
-//! with a LoRA adapter (if any) kept beside its frozen weight.
+//! Every projection of both architectures and how it is applied: `x @ W + b`, on all positions at
+//! once, with a LoRA adapter (if any) kept beside its frozen weight.
 //!
-//! burn's `Param::val` composes an adapted weight as one dense `W + scale · a @ b`. Differentiated,
-//! that costs a full fine-tune: autodiff computes the `[in, out]` gradient of the composed weight
-//! (as large a matmul as the forward) before it reaches the small factors, and every forward,
-//! sampling too, rewrites every adapted weight. PEFT computes `x @ W + scale · (x @ a) @ b`
-//! instead; so do we: the frozen `W` is not tracked, so backward computes only the input's
-//! gradient through it, and the factors' gradients are rank-sized.
+//! The update is PEFT's `x @ W + scale · (x @ a) @ b`, not a composed `W + scale · a @ b`:
+//! differentiated, the composed weight costs a full fine-tune (autodiff computes its `[in, out]`
+//! gradient, as large a matmul as the forward, before it reaches the small factors), and every
+//! forward, sampling too, would rewrite every adapted weight. The frozen `W` is not tracked, so
+//! backward computes only the input's gradient through it, and the factors' gradients are
+//! rank-sized. The frozen `W` may stay packed in its file's precision (`packed.rs`).
 
-use burn::nn::Linear;
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
 use burn::tensor::module::linear as affine;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use crate::few_rows::{self, FEW_ROWS};
+use crate::packed::PackedWeight;
 
-/// `linear` on `x` `[n, d_in]` -> `[n, d_out]`.
-pub(crate) fn project(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let [out] = project_together([linear], x);
+/// One projection of a transformer, `x @ W + b` with burn's `W` `[in, out]`: f32 weights of its
+/// own, or a frozen base kept packed as its file stores it ([`PackedWeight`]); with LoRA factors
+/// beside it when adapted.
+#[derive(Module, Debug)]
+pub struct Projection {
+    /// `[in, out]` f32; `None` when the base stays packed.
+    pub weight: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub packed: Option<PackedWeight>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub lora: Option<LoraFactors>,
+}
+
+/// A low-rank update `scale · a @ b` (PEFT's `lora_A`, `lora_B`, transposed: `a` `[in, rank]`,
+/// `b` `[rank, out]`).
+#[derive(Module, Debug)]
+pub struct LoraFactors {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+    pub scale: f64,
+}
+
+impl Projection {
+    /// Fresh f32 weights `[d_in, d_out]` ~ N(0, std), and a zero bias if asked for.
+    pub(crate) fn init(d_in: usize, d_out: usize, std: f64, bias: bool, device: &Device) -> Self {
+        Self {
+            weight: Some(Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], device)),
+            packed: None,
+            bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
+            lora: None,
+        }
+    }
+
+    /// The weight `[in, out]` as f32 (a packed one dequantized), without its update.
+    pub fn weight_val(&self) -> Tensor<2> {
+        match (&self.weight, &self.packed) {
+            (Some(weight), _) => weight.val(),
+            (None, Some(packed)) => packed.hf_tensor(&self.device()).transpose(),
+            (None, None) => unreachable!("a projection has f32 or packed weights"),
+        }
+    }
+
+    /// burn's `[in, out]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match (&self.weight, &self.packed) {
+            (Some(weight), _) => weight.lazy_shape().dims(),
+            (None, Some(packed)) => packed.dims(),
+            (None, None) => unreachable!("a projection has f32 or packed weights"),
+        }
+    }
+
+    /// This projection with fresh factors of `rank` (`a` ~ N(0, 1/rank), `b` = 0: it computes what
+    /// it computed before), trained; its own weights and bias frozen.
+    pub(crate) fn with_lora(self, rank: usize, alpha: f64) -> Self {
+        let [d_in, d_out] = self.dims();
+        let device = self.device();
+        let a = Tensor::<2>::random([d_in, rank], Distribution::Normal(0.0, 1.0 / rank as f64), &device);
+        let b = Tensor::<2>::zeros([rank, d_out], &device);
+        let lora = LoraFactors { a: Param::from_tensor(a), b: Param::from_tensor(b), scale: alpha / rank as f64 };
+        Self { lora: Some(lora), ..self.no_grad() }
+    }
+
+    fn device(&self) -> Device {
+        match (&self.weight, &self.bias) {
+            (Some(weight), _) => weight.lazy_device(),
+            (None, Some(bias)) => bias.lazy_device(),
+            (None, None) => self.lora.as_ref().map(|l| l.a.lazy_device()).unwrap_or_else(Device::flex),
+        }
+    }
+
+    /// The dense `[in, out]` weight this projection applies, its update merged in: f32 weights of
+    /// its own with no factors, for saving or training in full.
+    pub fn merged(self) -> Self {
+        if self.weight.is_some() && self.lora.is_none() {
+            return self;
+        }
+        let base = self.weight_val();
+        let weight = match &self.lora {
+            Some(lora) => base + lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scale),
+            None => base,
+        };
+        Self { weight: Some(Param::from_tensor(weight)), packed: None, bias: self.bias, lora: None }
+    }
+}
+
+/// `projection` on `x` `[n, d_in]` -> `[n, d_out]`.
+pub(crate) fn project(projection: &Projection, x: Tensor<2>) -> Tensor<2> {
+    let [out] = project_together([projection], x);
     out
 }
 
-/// Each of `linears` on the same `x` `[n, d_in]` -> `[n, d_out]` each. Decoding's products are
-/// split over the CPU's threads where that is on ([`few_rows`]), all of them at once.
-pub(crate) fn project_together<const N: usize>(linears: [&Linear; N], x: Tensor<2>) -> [Tensor<2>; N] {
-    let bases = linears.map(|linear| if linear.weight.adapter().is_some() { linear.weight.base() } else { linear.weight.val() });
-    let d_out: usize = bases.iter().map(|w| w.dims()[1]).sum();
-    let products: Vec<Tensor<2>> = if few_rows::splits(&x, [x.dims()[1], d_out]) {
-        let products = few_rows::by_depth_together(x.clone(), bases.into()); // N x [n, d_out]
-        products.into_iter().zip(linears).map(|(out, linear)| with_bias(out, linear)).collect()
-    } else {
-        bases.into_iter().zip(linears).map(|(w, linear)| affine(x.clone(), w, linear.bias.as_ref().map(|b| b.val()))).collect()
-    };
-    let mut products = products.into_iter();
-    linears.map(|linear| {
-        let out = products.next().expect("a product per projection");
-        match linear.weight.adapter() {
+/// Each of `projections` on the same `x` `[n, d_in]` -> `[n, d_out]` each. Decoding's products with
+/// f32 weights are split over the CPU's threads where that is on ([`few_rows`]), all at once.
+pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x: Tensor<2>) -> [Tensor<2>; N] {
+    let dense: Vec<Tensor<2>> = projections.iter().filter_map(|p| p.weight.as_ref().map(|w| w.val())).collect();
+    let d_out: usize = dense.iter().map(|w| w.dims()[1]).sum();
+    let split = dense.len() == N && few_rows::splits(&x, [x.dims()[1], d_out]);
+    let mut products = if split { few_rows::by_depth_together(x.clone(), dense) } else { vec![] }.into_iter();
+    projections.map(|projection| {
+        let out = match (&projection.weight, &projection.packed) {
+            (Some(_), _) if split => with_bias(products.next().expect("a product per projection"), projection),
+            (Some(weight), _) => affine(x.clone(), weight.val(), projection.bias.as_ref().map(|b| b.val())),
+            (None, Some(packed)) => with_bias(packed.matmul(x.clone()), projection),
+            (None, None) => unreachable!("a projection has f32 or packed weights"),
+        };
+        match &projection.lora {
             None => out,
-            Some(adapter) => out + x.clone().matmul(adapter.a.val()).matmul(adapter.b.val()).mul_scalar(adapter.scale), // [n, d_out]
+            Some(lora) => out + x.clone().matmul(lora.a.val()).matmul(lora.b.val()).mul_scalar(lora.scale), // [n, d_out]
         }
     })
 }
 
-fn with_bias(out: Tensor<2>, linear: &Linear) -> Tensor<2> {
-    match &linear.bias {
+fn with_bias(out: Tensor<2>, projection: &Projection) -> Tensor<2> {
+    match &projection.bias {
         Some(bias) => out + bias.val().unsqueeze(),
         None => out,
     }
 }
 
-/// `linear` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one large
-/// matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
-pub(crate) fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
-    let [out] = rows_together([linear], x);
+/// `projection` applied to every position of `x` `[b, t, d_in]` as one `[b * t, d_in]` matrix: one
+/// large matmul forward and backward, where burn keeps `[b, t, d_in] @ [d_in, d_out]` as b small ones.
+pub(crate) fn rows(projection: &Projection, x: Tensor<3>) -> Tensor<3> {
+    let [out] = rows_together([projection], x);
     out
 }
 
 /// [`project_together`] on every position of `x` `[b, t, d_in]`, as [`rows`] does.
-pub(crate) fn rows_together<const N: usize>(linears: [&Linear; N], x: Tensor<3>) -> [Tensor<3>; N] {
+pub(crate) fn rows_together<const N: usize>(projections: [&Projection; N], x: Tensor<3>) -> [Tensor<3>; N] {
     let [b, t, d] = x.dims();
-    project_together(linears, x.reshape([b * t, d])).map(|out| {
+    project_together(projections, x.reshape([b * t, d])).map(|out| {
         let d_out = out.dims()[1];
         out.reshape([b, t, d_out]) // [b, t, d_out]
     })

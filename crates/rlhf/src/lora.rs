@@ -1,5 +1,5 @@
-//! What a trainer trains: every weight of its model, or LoRA adapters on it (burn's `apply_lora`,
-//! see `tinyrlhf_model::with_lora`) with the base frozen. A frozen base is never written, so the
+//! What a trainer trains: every weight of its model (a base kept packed widened to f32 first), or
+//! LoRA adapters on it (`tinyrlhf_model::with_lora`) with the base frozen, packed or not. A frozen base is never written, so the
 //! policy and its reference (the SFT model) share one copy of it.
 //!
 //! A LoRA run's checkpoint keeps the policy's adapters (PEFT's tensors), never the base: a resumed
@@ -26,7 +26,9 @@ pub(crate) fn trainable_lm(model: CausalLm, lora: Option<&LoraConfig>) -> Causal
     let model = match lora {
         // A resumed policy already carries its adapters.
         Some(config) if !has_adapters(&model) => with_lora(model, config),
-        _ => model,
+        Some(_) => model,
+        // Trained in full: a base kept packed is widened to f32 once, here.
+        None => model.merged(),
     };
     with_stable_param_ids(model.train(), "")
 }
@@ -36,7 +38,8 @@ pub(crate) fn trainable_scalar(model: ScalarModel, lora: Option<&LoraConfig>, pr
     let model = match lora {
         // A resumed value model already carries its adapters.
         Some(config) if !has_adapters(&model) => scalar_with_lora(model, config),
-        _ => model,
+        Some(_) => model,
+        None => model.merged(),
     };
     with_stable_param_ids(model.train(), prefix)
 }

@@ -97,7 +97,7 @@ pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<Language
     let (_, adapted) = tinyrlhf_model::load_peft_adapter(base.model, files.adapter_config_json, files.adapter_safetensors)
         .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
     // Merged, every weight trainable again: a later stage may train it in full or add its own adapters.
-    let model = adapted.materialize().unfreeze();
+    let model = adapted.merged().unfreeze();
     Ok(LanguageModel { config: base.config, model, tokenizer })
 }
 
