@@ -52,7 +52,8 @@ impl CausalLm {
     /// Every update merged into its weight, every packed weight widened to f32: the dense model
     /// this one computes, with no adapters (to save, or to train in full).
     pub fn merged(self) -> Self {
-        self.map_projections(|_, projection| projection.merged())
+        let device = self.device();
+        self.map_projections(|_, projection| projection.merged(&device))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -150,7 +151,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => LmHead::Rows(m.wte.weight.val()),
             Self::Llama(m) => match &m.lm_head {
-                Some(head) => LmHead::Columns(head.weight_val()),
+                Some(head) => LmHead::Columns(head.weight_val(&m.device())),
                 None => LmHead::Rows(m.embed_tokens.weight.val()),
             },
         }

@@ -63,7 +63,8 @@ impl LoraConfig {
 /// `model` with fresh adapters on every attention and MLP projection (`b = 0`: it computes what it
 /// computed before) and every other weight frozen.
 pub fn with_lora(model: CausalLm, config: &LoraConfig) -> CausalLm {
-    model.no_grad().map_projections(|_, projection| projection.with_lora(config.rank, config.alpha))
+    let device = model.device();
+    model.no_grad().map_projections(|_, projection| projection.with_lora(config.rank, config.alpha, &device))
 }
 
 /// A reward or value model with adapters on its transformer and its score head trained in full

@@ -49,11 +49,11 @@ impl Projection {
         }
     }
 
-    /// The weight `[in, out]` as f32 (a packed one dequantized), without its update.
-    pub fn weight_val(&self) -> Tensor<2> {
+    /// The weight `[in, out]` as f32 (a packed one dequantized onto `device`), without its update.
+    pub fn weight_val(&self, device: &Device) -> Tensor<2> {
         match (&self.weight, &self.packed) {
             (Some(weight), _) => weight.val(),
-            (None, Some(packed)) => packed.hf_tensor(&self.device()).transpose(),
+            (None, Some(packed)) => packed.hf_tensor(device).transpose(),
             (None, None) => unreachable!("a projection has f32 or packed weights"),
         }
     }
@@ -69,30 +69,22 @@ impl Projection {
 
     /// This projection with fresh factors of `rank` (`a` ~ N(0, 1/rank), `b` = 0: it computes what
     /// it computed before), trained; its own weights and bias frozen.
-    pub(crate) fn with_lora(self, rank: usize, alpha: f64) -> Self {
+    /// A packed base lives on the host: `device` is where the model's tensors are.
+    pub(crate) fn with_lora(self, rank: usize, alpha: f64, device: &Device) -> Self {
         let [d_in, d_out] = self.dims();
-        let device = self.device();
-        let a = Tensor::<2>::random([d_in, rank], Distribution::Normal(0.0, 1.0 / rank as f64), &device);
-        let b = Tensor::<2>::zeros([rank, d_out], &device);
+        let a = Tensor::<2>::random([d_in, rank], Distribution::Normal(0.0, 1.0 / rank as f64), device);
+        let b = Tensor::<2>::zeros([rank, d_out], device);
         let lora = LoraFactors { a: Param::from_tensor(a), b: Param::from_tensor(b), scale: alpha / rank as f64 };
         Self { lora: Some(lora), ..self.no_grad() }
     }
 
-    fn device(&self) -> Device {
-        match (&self.weight, &self.bias) {
-            (Some(weight), _) => weight.lazy_device(),
-            (None, Some(bias)) => bias.lazy_device(),
-            (None, None) => self.lora.as_ref().map(|l| l.a.lazy_device()).unwrap_or_else(Device::flex),
-        }
-    }
-
     /// The dense `[in, out]` weight this projection applies, its update merged in: f32 weights of
     /// its own with no factors, for saving or training in full.
-    pub fn merged(self) -> Self {
+    pub fn merged(self, device: &Device) -> Self {
         if self.weight.is_some() && self.lora.is_none() {
             return self;
         }
-        let base = self.weight_val();
+        let base = self.weight_val(device);
         let weight = match &self.lora {
             Some(lora) => base + lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scale),
             None => base,

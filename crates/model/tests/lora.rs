@@ -60,7 +60,7 @@ fn fresh_adapters_change_nothing_and_freeze_the_base() {
     let adapted = with_lora(gpt.clone(), &LORA);
     assert!(has_adapters(&adapted) && !has_adapters(&gpt));
     assert_eq!(logits(&adapted), logits(&gpt));
-    assert!(!common::gpt2(&adapted).h[0].attn.c_attn.weight_val().is_require_grad());
+    assert!(!common::gpt2(&adapted).h[0].attn.c_attn.weight_val(&burn::tensor::Device::flex()).is_require_grad());
 }
 
 #[test]
@@ -109,8 +109,8 @@ fn the_merged_export_is_base_plus_alpha_over_rank_times_a_b_as_peft_computes_it(
     let stem = "base_model.model.transformer.h.1.mlp.c_fc";
     let delta =
         read(&format!("{stem}.lora_B.weight")).matmul(read(&format!("{stem}.lora_A.weight"))).transpose() * (LORA.alpha / LORA.rank as f64);
-    let expected = values(common::gpt2(&base).h[1].mlp.c_fc.weight_val() + delta);
-    let got = values(common::gpt2(&merged).h[1].mlp.c_fc.weight_val());
+    let expected = values(common::gpt2(&base).h[1].mlp.c_fc.weight_val(&burn::tensor::Device::flex()) + delta);
+    let got = values(common::gpt2(&merged).h[1].mlp.c_fc.weight_val(&burn::tensor::Device::flex()));
     for (g, e) in got.iter().zip(&expected) {
         assert!((g - e).abs() <= 1e-6, "{g} vs {e}");
     }
