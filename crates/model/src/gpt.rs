@@ -12,13 +12,12 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{sigmoid, softmax};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
 use crate::kv_cache::LayerCache;
 use crate::projection::{Projection, project, rows, tied_head};
+use crate::recompute::attention;
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
 /// scaled by 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
@@ -85,10 +84,8 @@ impl Attention {
             let probs = self.attn_dropout.forward(softmax(scores + bias, 3));
             probs.matmul(v)
         } else {
-            // burn's fused attention: one kernel without the score tensors on the CPU backend when
-            // nothing is differentiated (sampling, scoring); under autodiff burn runs the same
-            // ops as the branch above.
-            attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
+            // The fused attention: no score tensors are kept, in the forward or for the backward.
+            attention(q, k, v, bias)
         }; // [b, h, t, hd]
         let out = out.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
         self.resid_dropout.forward(rows(&self.c_proj, out))

@@ -27,6 +27,7 @@ mod llama_config;
 mod lora;
 mod packed;
 mod projection;
+mod recompute;
 mod sample;
 mod weights_stream;
 

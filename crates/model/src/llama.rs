@@ -13,14 +13,12 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Initializer, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
 use crate::projection::{Projection, project, project_together, rows, rows_together, tied_head};
+use crate::recompute::{attention, swiglu};
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
@@ -48,12 +46,12 @@ fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) 
     let kv = k.dims()[1];
     let groups = h / kv;
     if groups == 1 {
-        return attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
+        return attention(q, k, v, bias);
     }
     let [bias_rows, _, _, t_keys] = bias.dims(); // bias_rows: b or 1
     let q = q.reshape([b, kv, groups * t, hd]);
     let bias = bias.unsqueeze_dim::<5>(2).expand([bias_rows, 1, groups, t, t_keys]).reshape([bias_rows, 1, groups * t, t_keys]);
-    let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default()); // [b, kv, groups * t, hd]
+    let out = attention(q, k, v, bias); // [b, kv, groups * t, hd]
     out.reshape([b, h, t, hd])
 }
 
@@ -127,7 +125,7 @@ impl Mlp {
         let [b, t, d] = x.dims();
         let x = x.reshape([b * t, d]);
         let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x);
-        let hidden = silu(gate) * up; // [b * t, m]
+        let hidden = swiglu(gate, up); // [b * t, m]
         project(&self.down_proj, hidden).reshape([b, t, d])
     }
 }
