@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use tinyrlhf_model::{GgufHeader, GgufModel, PackedWeight, READ_TYPES, SamplingConfig, generate, tensor_f32};
+use tinyrlhf_model::{GgufHeader, GgufModel, GgufStream, PackedWeight, READ_TYPES, SamplingConfig, generate, tensor_f32};
 use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
 use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
 
@@ -134,6 +134,25 @@ fn a_quantized_file_keeps_its_projections_packed_and_computes_as_its_f32_widenin
         let pad = packed.tokenizer.special_ids().pad;
         let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
         assert_eq!(answers(&packed), answers(&widened), "{}", gguf.display());
+    }
+}
+
+#[test]
+fn the_header_alone_says_what_the_weights_take_held_projections_in_the_files_precision() {
+    for ((_, q8), (_, f32s)) in pairs("q8_0").into_iter().zip(pairs("f32")) {
+        let held = |path: &Path| {
+            let bytes = read(path);
+            let header = GgufHeader::read(&bytes).unwrap();
+            let mut stream = GgufStream::new();
+            stream.push(&bytes[..header.data_start]).unwrap(); // the header, no weights yet
+            let from_header = stream.held_bytes().expect("the header has arrived");
+            stream.push(&bytes[header.data_start..]).unwrap();
+            assert_eq!(stream.finish().unwrap().weights.held_bytes(), from_header, "{}", path.display());
+            from_header
+        };
+        let (q8, f32s) = (held(&q8), held(&f32s));
+        // Q8_0 keeps 34 bytes per 32 values of each projection; the rest stays f32.
+        assert!(q8 < f32s && q8 > f32s * 34 / 128, "{q8} vs {f32s}");
     }
 }
 

@@ -220,7 +220,7 @@ impl Session {
         generation_config_json: Option<Vec<u8>>,
     ) -> Result<String, JsError> {
         let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
-        let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
+        let footprint = tinyrlhf_rlhf::check_fits_tab(&config, None).map_err(js)?;
         let files = ModelFiles {
             config_json,
             safetensors: Safetensors::Read(weights.finish()?),
@@ -242,7 +242,7 @@ impl Session {
         };
         let gguf = stream.finish().map_err(|e| js(format!("GGUF file: {e}")))?;
         let config = ModelConfig::from_json_bytes(&gguf.config_json).map_err(|e| js(format!("GGUF file: {e}")))?;
-        let footprint = tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
+        let footprint = tinyrlhf_rlhf::check_fits_tab(&config, Some(gguf.weights.held_bytes())).map_err(js)?;
         let model = tinyrlhf_rlhf::load_gguf_model(gguf, &self.device).map_err(js)?;
         self.install(model, footprint)
     }
@@ -391,7 +391,7 @@ impl WeightsUpload {
                 stream.push(bytes).map_err(|e| js(format!("GGUF file: {e}")))?;
                 if let (false, Some(config)) = (known, stream.config_json()) {
                     let config = ModelConfig::from_json_bytes(&config).map_err(|e| js(format!("GGUF file: {e}")))?;
-                    tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?;
+                    tinyrlhf_rlhf::check_fits_tab(&config, stream.held_bytes()).map_err(js)?;
                 }
                 Ok(())
             }
@@ -433,7 +433,7 @@ pub fn parse_rankings(file: &str, bytes: &[u8]) -> Result<String, JsError> {
 #[wasm_bindgen(js_name = modelFootprint)]
 pub fn model_footprint(config_json: &[u8]) -> Result<String, JsError> {
     let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
-    to_json(&tinyrlhf_rlhf::check_fits_tab(&config).map_err(js)?)
+    to_json(&tinyrlhf_rlhf::check_fits_tab(&config, None).map_err(js)?)
 }
 
 /// Prompts from a file's bytes (JSONL of `{"prompt"}` or one per line) as a JSON list; the error

@@ -129,6 +129,12 @@ impl Weights {
         self.packed.insert(name, packed);
     }
 
+    /// Bytes the tensors take as held: packed ones as their file stores them, the rest f32.
+    pub fn held_bytes(&self) -> u64 {
+        let packed: u64 = self.packed.values().map(|p| p.bytes().len() as u64).sum();
+        packed + self.tensors.values().map(|(_, v)| 4 * v.len() as u64).sum::<u64>()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name) || self.packed.contains_key(name)
     }

@@ -116,6 +116,14 @@ impl GgufStream {
         self.header.as_ref().map(|(_, layout)| serde_json::to_vec(&layout.config).expect("a JSON value serialises"))
     }
 
+    /// Bytes the model's weights will take once loaded (the projections kept packed, every other
+    /// tensor f32), once the header has arrived: enough to size the model before its weights are read.
+    pub fn held_bytes(&self) -> Option<u64> {
+        let (header, _) = self.header.as_ref()?;
+        let held = |t: &GgufTensor| if stays_packed(t) { (t.end - t.start) as u64 } else { 4 * t.shape.iter().product::<usize>() as u64 };
+        Some(header.tensors.iter().map(held).sum())
+    }
+
     pub fn finish(self) -> Result<GgufModel, CheckpointError> {
         let Some((header, layout)) = self.header else {
             return Err(format(format!("the file ends at byte {}, inside its header", self.pending.len())));
@@ -302,14 +310,10 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
 /// A layer's projection weight stored in a type narrower than f32, kept as its bytes (its rows
 /// put in HF's order): the base of a run stays in its file's precision (`packed.rs`).
 fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Result<Option<(String, PackedWeight)>, CheckpointError> {
-    let is_projection = tensor.name.starts_with("blk.") && tensor.name.ends_with(".weight") && tensor.shape.len() == 2;
-    if !is_projection || matches!(tensor.ggml_type, GgmlType::F32) || !tensor.ggml_type.is_read() {
+    if !stays_packed(tensor) {
         return Ok(None);
     }
     let hf = hf_name(&tensor.name)?;
-    if !hf.ends_with("_proj.weight") {
-        return Ok(None);
-    }
     let [rows, cols] = [tensor.shape[0], tensor.shape[1]];
     let bytes = unpermuted(tensor, bytes.to_vec(), layout)?; // rows of whole blocks move as rows of values do
     let packed = PackedWeight::new(tensor.ggml_type, bytes, [rows, cols]).ok_or_else(|| CheckpointError::Shape {
@@ -318,6 +322,16 @@ fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Resu
         found: tensor.shape.clone(),
     })?;
     Ok(Some((hf, packed)))
+}
+
+/// Whether a tensor is an attention or MLP projection's weight stored in a type other than F32 that
+/// the reader dequantizes: those stay packed.
+fn stays_packed(tensor: &GgufTensor) -> bool {
+    let is_projection = tensor.name.starts_with("blk.") && tensor.name.ends_with(".weight") && tensor.shape.len() == 2;
+    is_projection
+        && !matches!(tensor.ggml_type, GgmlType::F32)
+        && tensor.ggml_type.is_read()
+        && hf_name(&tensor.name).is_ok_and(|hf| hf.ends_with("_proj.weight"))
 }
 
 /// llama.cpp's name for a tensor → HF's.

@@ -26,7 +26,8 @@ use burn::tensor::module::attention as burn_attention;
 /// and an additive `bias` broadcast to `[b, h, t, t_keys]`; the bias gets no gradient.
 pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     if on_cpu_backend(&q.device()) {
-        let out = <Dispatch as Recomputed>::recomputed_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
+        let out =
+            <Dispatch as Recomputed>::recomputed_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
         Tensor::from_dispatch(out)
     } else {
         burn_attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
@@ -49,12 +50,18 @@ fn on_cpu_backend(device: &burn::tensor::Device) -> bool {
 /// The forward passes; the autodiff implementation adds the recomputing backwards.
 #[backend_extension(Flex, Autodiff)]
 pub trait Recomputed: Backend {
-    fn recomputed_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn recomputed_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>)
+    -> FloatTensor<Self>;
     fn recomputed_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl Recomputed for Flex {
-    fn recomputed_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn recomputed_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         <Self as ModuleOps<Self>>::attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
     }
 
@@ -130,7 +137,12 @@ impl<B: Backend> Backward<B, 2> for SwigluBackward {
 }
 
 impl<B: Backend + Recomputed, C: CheckpointStrategy> Recomputed for Autodiff<B, C> {
-    fn recomputed_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn recomputed_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         let (q, q_node) = q.into_parts();
         let (k, k_node) = k.into_parts();
         let (v, v_node) = v.into_parts();

@@ -3,9 +3,8 @@
 //! with the numbers instead of aborting the process (natively an allocation failure aborts; in
 //! wasm it traps and kills the tab). Both edges get the same limits from here.
 //!
-//! The memory figures are lower bounds: of what autodiff must keep for one backward pass, only each
-//! layer's residual input to its two norms, the MLP's inner activation and the attention weights,
-//! and the logits with their log-softmax; of sampling, the KV cache and the logits of scoring. A run
+//! The memory figures are lower bounds: of what autodiff must keep for one backward pass, each
+//! layer's MLP activations and a few tensors of the model's width; of sampling, the KV cache and the logits of scoring. A run
 //! refused by them could not have fitted; a run they pass may still need more. The limit is the machine's memory, which the edge states once
 //! ([`set_memory_limit`]); a tab's is the 4 GiB a wasm32 instance can address.
 
@@ -60,20 +59,23 @@ pub fn check_lora_rank(config: &ModelConfig, lora: Option<&LoraConfig>) -> Resul
     Ok(())
 }
 
-/// f32 values one token of a `tokens`-long row keeps for the backward pass, at the least.
-fn activations_per_token(config: &ModelConfig, tokens: usize) -> u64 {
+/// f32 values one token keeps for the backward pass, at the least: in each layer the MLP's three
+/// inner activations (gate, up and their product; GPT-2's fc output, its GELU and the product's
+/// input) and six of the width (norm inputs and outputs, residuals, attention output). On the CPU
+/// backend attention keeps no `t x t` scores (tinyrlhf-model's `recompute.rs`; on WebGPU it does,
+/// beyond this bound) and the LM head no whole logits (`logprobs.rs`). Measured on Qwen2.5-0.5B's
+/// shape: 3 inner + 7.5 widths a layer.
+fn activations_per_token(config: &ModelConfig) -> u64 {
     let (width, inner) = match config {
         ModelConfig::Gpt2(c) => (c.n_embd, c.mlp_width()),
         ModelConfig::Llama(c) => (c.hidden_size, c.intermediate_size),
     };
-    let attention = (config.heads() as u64).saturating_mul(tokens as u64);
-    let per_layer = (2 * width + inner) as u64 + attention;
-    (config.num_layers() as u64).saturating_mul(per_layer).saturating_add(2 * config.vocab_size() as u64)
+    (config.num_layers() as u64).saturating_mul((6 * width + 3 * inner) as u64)
 }
 
 /// At least how many bytes one forward and backward over `rows` sequences of `tokens` keeps.
 pub fn training_step_bytes(config: &ModelConfig, rows: usize, tokens: usize) -> u64 {
-    (rows as u64).saturating_mul(tokens as u64).saturating_mul(activations_per_token(config, tokens)).saturating_mul(4)
+    (rows as u64).saturating_mul(tokens as u64).saturating_mul(activations_per_token(config)).saturating_mul(4)
 }
 
 /// At least how many bytes sampling `rows` sequences of up to `tokens` holds: the key/value cache
