@@ -121,7 +121,8 @@ impl GgufStream {
     pub fn held_bytes(&self) -> Option<u64> {
         let (header, _) = self.header.as_ref()?;
         let held = |t: &GgufTensor| if stays_packed(t) { (t.end - t.start) as u64 } else { 4 * t.shape.iter().product::<usize>() as u64 };
-        Some(header.tensors.iter().map(held).sum())
+        // Llama 3's rope factors go into the config, not the weights.
+        Some(header.tensors.iter().filter(|t| t.name != "rope_freqs.weight").map(held).sum())
     }
 
     pub fn finish(self) -> Result<GgufModel, CheckpointError> {
