@@ -1,9 +1,10 @@
 //! GGUF files — what llama.cpp, Ollama and LM Studio keep models in — read as model folders.
 //! `fixtures/gguf/` was written by llama.cpp's own tools (`make.py` there): `quants.gguf` holds a
 //! tensor of every type we read beside the `gguf` Python package's dequantisation of the same bytes,
-//! and each Llama-family fixture folder went through `convert_hf_to_gguf.py` as F32 and Q8_0, so
-//! the folder's transformers logits, greedy continuations and chat templates are what the GGUF must
-//! give.
+//! and each Llama-family fixture folder, and the Gemma 3 one with a SentencePiece `tokenizer.model`,
+//! went through `convert_hf_to_gguf.py` as F32 and Q8_0, so the folder's transformers logits, greedy
+//! continuations and chat templates are what the GGUF must give; the ids transformers' own GGUF
+//! tokenizer gives for the SentencePiece vocabulary are what ours must give.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use burn::tensor::Device;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use tinyrlhf_model::{GgufHeader, GgufModel, GgufStream, PackedWeight, READ_TYPES, SamplingConfig, generate, tensor_f32};
 use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
-use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
+use tinyrlhf_tests::{assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
 
 fn gguf_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/gguf")
@@ -26,14 +27,23 @@ fn load(path: &Path) -> LanguageModel {
     load_gguf_model(model, &Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Each fixture folder with its GGUF conversion of `kind` (`f32`, `q8_0`).
+/// The GGUF conversion of a fixture folder, of `kind` (`f32`, `q8_0`).
+fn converted(dir: &Path, kind: &str) -> PathBuf {
+    gguf_dir().join(format!("{}.{kind}.gguf", dir.file_name().unwrap().to_string_lossy()))
+}
+
+/// Each fixture folder with its GGUF conversion of `kind`: the four Llama-family ones, and the
+/// Gemma 3 folders that llama.cpp converts (one: the others use keys a GGUF cannot hold).
 fn pairs(kind: &str) -> Vec<(PathBuf, PathBuf)> {
     let folders = llama_fixture_folders();
     assert!(folders.len() >= 4, "the Llama-family fixtures are missing");
+    let gemma3: Vec<PathBuf> = gemma3_fixture_folders().into_iter().filter(|dir| converted(dir, kind).exists()).collect();
+    assert_eq!(gemma3.len(), 1, "the Gemma 3 GGUF fixtures are missing");
     folders
         .into_iter()
+        .chain(gemma3)
         .map(|dir| {
-            let gguf = gguf_dir().join(format!("{}.{kind}.gguf", dir.file_name().unwrap().to_string_lossy()));
+            let gguf = converted(&dir, kind);
             (dir, gguf)
         })
         .collect()
@@ -93,7 +103,7 @@ fn a_weight_kept_packed_multiplies_and_passes_gradients_as_its_dequantized_copy(
 }
 
 #[test]
-fn a_llama_family_folder_converted_by_llama_cpp_gives_transformers_logits() {
+fn every_folder_converted_by_llama_cpp_gives_transformers_logits() {
     for (dir, gguf) in pairs("f32") {
         let model = load(&gguf);
         let vocab = model.config.vocab_size();
@@ -191,4 +201,19 @@ fn broken_files_are_refused_with_the_reason() {
     other[at..at + 5].copy_from_slice(b"mamba");
     let message = refused(&other);
     assert!(message.contains("\"mamba\"") && message.contains("qwen2"), "{message}");
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_encodes_as_transformers_builds_it_from_the_file() {
+    let dir = gguf_dir();
+    let cases: serde_json::Value = serde_json::from_slice(&read(&dir.join("hf-gemma3-sp.tokens.json"))).unwrap();
+    let model = load(&dir.join("hf-gemma3-sp.f32.gguf"));
+    for case in cases["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids = |key: &str| -> Vec<u32> { serde_json::from_value(case[key].clone()).unwrap() };
+        assert_eq!(model.tokenizer.encode(text).unwrap(), ids("gguf_ids"), "{text:?}");
+        assert_eq!(ids("gguf_ids"), ids("folder_ids"), "{text:?}: the file's vocabulary is the folder's");
+        assert_eq!(model.tokenizer.encode_continuation(text).unwrap(), ids("gguf_ids_with_special"), "{text:?}: BOS as the file says");
+        assert_eq!(model.tokenizer.decode(&ids("gguf_ids")).unwrap(), text);
+    }
 }

@@ -115,9 +115,12 @@ fn special_tokens_and_chat_templates_are_the_folders() {
 fn an_architecture_we_do_not_run_is_refused_naming_it_and_those_we_do() {
     let dir = &folders()[0];
     let mut config: Value = serde_json::from_slice(&read(dir, "config.json")).unwrap();
-    config["model_type"] = "gemma3".into();
+    config["model_type"] = "phi3".into();
     let message = ModelConfig::from_json_bytes(config.to_string().as_bytes()).unwrap_err().to_string();
-    assert!(message.contains("model_type") && message.contains("gemma3") && message.contains("llama, qwen2, qwen3"), "{message}");
+    assert!(
+        message.contains("model_type") && message.contains("phi3") && message.contains("llama, qwen2, qwen3, gemma3_text"),
+        "{message}"
+    );
     config["model_type"] = "llama".into();
     config["rope_parameters"]["rope_type"] = "yarn".into();
     let message = ModelConfig::from_json_bytes(config.to_string().as_bytes()).unwrap_err().to_string();

@@ -31,7 +31,20 @@ pub fn llama_fixtures_dir() -> PathBuf {
 
 /// Every model folder under [`llama_fixtures_dir`], sorted by name.
 pub fn llama_fixture_folders() -> Vec<PathBuf> {
-    let dir = llama_fixtures_dir();
+    model_folders(llama_fixtures_dir())
+}
+
+/// The Gemma 3 model folders (`hf-gemma3`, `hf-gemma3-pattern`, `hf-gemma3-sp`, written by transformers):
+/// `$TINYRLHF_GEMMA3_FIXTURES`, else the copy in `tests/fixtures/hf-gemma3`.
+pub fn gemma3_fixture_folders() -> Vec<PathBuf> {
+    model_folders(match std::env::var_os("TINYRLHF_GEMMA3_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf-gemma3"),
+    })
+}
+
+/// Every folder with a `config.json` under `dir`, sorted by name.
+fn model_folders(dir: PathBuf) -> Vec<PathBuf> {
     let mut folders: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -60,7 +73,7 @@ pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::Langua
     tinyrlhf_rlhf::load_language_model(files, &burn::tensor::Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-/// A Llama-family fixture folder's `expected.json` (what transformers computed for it).
+/// A model fixture folder's `expected.json` (what transformers computed for it).
 pub fn llama_expected(dir: &std::path::Path) -> serde_json::Value {
     let path = dir.join("expected.json");
     serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()

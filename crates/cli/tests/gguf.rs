@@ -1,6 +1,6 @@
 //! A `.gguf` file as llama.cpp, Ollama or LM Studio keep it is a model to every command (recognised
 //! by its bytes, whatever its name), and a LoRA run on it writes the adapter as llama.cpp's LoRA GGUF
-//! beside PEFT's.
+//! beside PEFT's, for the Llama family and Gemma 3.
 
 mod common;
 
@@ -60,5 +60,33 @@ fn a_gguf_is_recognised_by_its_bytes_whatever_its_name_and_other_files_are_refus
     let refused = String::from_utf8_lossy(&out.stderr);
     assert!(refused.contains("notes.gguf: not a model") && refused.contains("GGUF"), "{refused}");
     assert!(!dir.join("t.jsonl").exists(), "nothing is written for a refused model");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_gemma3_gguf_with_a_sentencepiece_vocabulary_goes_through_every_stage_with_lora() {
+    let dir = fresh_dir("gemma3");
+    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "20", "--prompts", "8", "--heldout", "4"], &dir);
+    // llama.cpp's conversion of the SentencePiece Gemma 3 fixture, quantised to Q8_0.
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf/hf-gemma3-sp.q8_0.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let lora = ["--lora-rank", "4", "--lora-alpha", "8"];
+    let sample = ["sample", "--model", gguf, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "5", "--out", "s.jsonl"];
+    ok(&sample, &dir);
+    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
+    ok(&[&["reward", "--model", gguf, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"][..], &lora].concat(), &dir);
+    ok(&[&["dpo", "--policy", gguf, "--rankings", "r.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"][..], &lora].concat(), &dir);
+    let grpo = ["grpo", "--policy", gguf, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "grpo", "--iterations", "1"];
+    ok(&[&grpo[..], &["--prompts-per-iteration", "2", "-k", "2", "--max-new-tokens", "4"], &lora].concat(), &dir);
+    for run in ["dpo", "grpo"] {
+        let bytes = std::fs::read(dir.join(run).join("adapter.gguf")).unwrap();
+        let header = tinyrlhf_model::GgufHeader::read(&bytes).unwrap();
+        assert_eq!(header.get("general.architecture").and_then(|v| v.as_str()), Some("gemma3"), "{run}");
+        assert!(header.tensor("blk.5.ffn_gate.weight.lora_b").is_some(), "{run}: Gemma's GeGLU gate is adapted");
+        let peft = std::fs::read(dir.join(run).join("adapter/adapter_model.safetensors")).unwrap();
+        let peft = safetensors::SafeTensors::deserialize(&peft).unwrap();
+        assert!(peft.tensor("base_model.model.model.layers.5.self_attn.o_proj.lora_A.weight").is_ok(), "{run}: PEFT's names");
+    }
+    ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "3"], &dir);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -12,6 +12,8 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::config::{ConfigError, GptConfig};
+use crate::gemma3::Gemma3;
+use crate::gemma3_config::Gemma3Config;
 use crate::gpt::Gpt;
 use crate::kv_cache::{KvCache, LayerCache, attention_bias};
 use crate::llama::Llama;
@@ -20,13 +22,14 @@ use crate::packed::PackedWeight;
 use crate::projection::{LmHead, Projection};
 
 /// The architectures tinyrlhf computes, by their `model_type`.
-pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "qwen3"];
+pub const ARCHITECTURES: [&str; 5] = ["gpt2", "llama", "qwen2", "qwen3", "gemma3_text"];
 
 /// A causal language model of any supported architecture.
 #[derive(Module, Debug)]
 pub enum CausalLm {
     Gpt2(Gpt),
     Llama(Llama),
+    Gemma3(Gemma3),
 }
 
 impl CausalLm {
@@ -36,6 +39,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => Self::Gpt2(m.map_projections(&mut f)),
             Self::Llama(m) => Self::Llama(m.map_projections(&mut f)),
+            Self::Gemma3(m) => Self::Gemma3(m.map_projections(&mut f)),
         }
     }
 
@@ -60,6 +64,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.vocab_size(),
             Self::Llama(m) => m.vocab_size(),
+            Self::Gemma3(m) => m.vocab_size(),
         }
     }
 
@@ -68,6 +73,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.context_length(),
             Self::Llama(m) => m.context_length(),
+            Self::Gemma3(m) => m.context_length(),
         }
     }
 
@@ -76,14 +82,17 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.width(),
             Self::Llama(m) => m.width(),
+            Self::Gemma3(m) => m.width(),
         }
     }
 
-    /// `gpt2` or `llama` (which covers Qwen2 and Qwen3: the weights alone do not tell them apart).
+    /// `gpt2`, `llama` (which covers Qwen2 and Qwen3: the weights alone do not tell them apart)
+    /// or `gemma3`.
     pub fn family(&self) -> &'static str {
         match self {
             Self::Gpt2(_) => "gpt2",
             Self::Llama(_) => "llama",
+            Self::Gemma3(_) => "gemma3",
         }
     }
 
@@ -91,6 +100,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.h.len(),
             Self::Llama(m) => m.layers.len(),
+            Self::Gemma3(m) => m.layers.len(),
         }
     }
 
@@ -98,6 +108,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.device(),
             Self::Llama(m) => m.device(),
+            Self::Gemma3(m) => m.device(),
         }
     }
 
@@ -134,6 +145,7 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.run(input_ids, position_ids, bias, caches),
             Self::Llama(m) => m.run(input_ids, position_ids, bias, caches),
+            Self::Gemma3(m) => m.run(input_ids, position_ids, bias, caches),
         }
     }
 
@@ -142,18 +154,21 @@ impl CausalLm {
         match self {
             Self::Gpt2(m) => m.logits(hidden),
             Self::Llama(m) => m.logits(hidden),
+            Self::Gemma3(m) => m.logits(hidden),
         }
     }
 
-    /// The LM head's weight, for products with its token rows ([`LmHead`]). Both families' heads
-    /// are plain `hidden @ W` (no bias, no soft-capping).
-    pub fn head(&self) -> LmHead {
+    /// The LM head's weight, for products with its token rows ([`LmHead`]), when the logits are
+    /// the plain product `hidden @ W` (no bias); `None` when they are not (soft-capped logits).
+    pub fn head(&self) -> Option<LmHead> {
+        let own_or_tied = |head: &Option<Projection>, embedding: &burn::nn::Embedding, device: &Device| match head {
+            Some(head) => LmHead::Columns(head.weight_val(device)),
+            None => LmHead::Rows(embedding.weight.val()),
+        };
         match self {
-            Self::Gpt2(m) => LmHead::Rows(m.wte.weight.val()),
-            Self::Llama(m) => match &m.lm_head {
-                Some(head) => LmHead::Columns(head.weight_val(&m.device())),
-                None => LmHead::Rows(m.embed_tokens.weight.val()),
-            },
+            Self::Gpt2(m) => Some(LmHead::Rows(m.wte.weight.val())),
+            Self::Llama(m) => Some(own_or_tied(&m.lm_head, &m.embed_tokens, &m.device())),
+            Self::Gemma3(m) => m.final_softcap.is_none().then(|| own_or_tied(&m.lm_head, &m.embed_tokens, &m.device())),
         }
     }
 }
@@ -165,6 +180,7 @@ impl CausalLm {
 pub enum ModelConfig {
     Gpt2(GptConfig),
     Llama(LlamaConfig),
+    Gemma3(Gemma3Config),
 }
 
 impl From<GptConfig> for ModelConfig {
@@ -176,6 +192,12 @@ impl From<GptConfig> for ModelConfig {
 impl From<LlamaConfig> for ModelConfig {
     fn from(c: LlamaConfig) -> Self {
         Self::Llama(c)
+    }
+}
+
+impl From<Gemma3Config> for ModelConfig {
+    fn from(c: Gemma3Config) -> Self {
+        Self::Gemma3(c)
     }
 }
 
@@ -191,6 +213,9 @@ impl ModelConfig {
         };
         if model_type == "gpt2" {
             return Ok(Self::Gpt2(GptConfig::from_json_bytes(bytes)?));
+        }
+        if model_type == "gemma3_text" || model_type == "gemma3" {
+            return Ok(Self::Gemma3(Gemma3Config::from_value(value)?));
         }
         if !LLAMA_FAMILY.contains(&model_type.as_str()) {
             let shown: String = model_type.chars().take(60).collect();
@@ -208,6 +233,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.to_json(),
             Self::Llama(c) => serde_json::to_string_pretty(c).expect("a config always serialises"),
+            Self::Gemma3(c) => serde_json::to_string_pretty(c).expect("a config always serialises"),
         }
     }
 
@@ -235,19 +261,21 @@ impl ModelConfig {
         }
     }
 
-    /// `model_type`: `gpt2`, `llama`, `qwen2` or `qwen3`.
+    /// `model_type`: `gpt2`, `llama`, `qwen2`, `qwen3` or `gemma3_text`.
     pub fn architecture(&self) -> &str {
         match self {
             Self::Gpt2(_) => "gpt2",
             Self::Llama(c) => &c.model_type,
+            Self::Gemma3(c) => &c.model_type,
         }
     }
 
-    /// `gpt2` or `llama`, as [`CausalLm::family`].
+    /// `gpt2`, `llama` or `gemma3`, as [`CausalLm::family`].
     pub fn family(&self) -> &'static str {
         match self {
             Self::Gpt2(_) => "gpt2",
             Self::Llama(_) => "llama",
+            Self::Gemma3(_) => "gemma3",
         }
     }
 
@@ -256,6 +284,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.n_head,
             Self::Llama(c) => c.num_attention_heads,
+            Self::Gemma3(c) => c.num_attention_heads,
         }
     }
 
@@ -263,6 +292,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.vocab_size,
             Self::Llama(c) => c.vocab_size,
+            Self::Gemma3(c) => c.vocab_size,
         }
     }
 
@@ -270,6 +300,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.n_positions,
             Self::Llama(c) => c.max_position_embeddings,
+            Self::Gemma3(c) => c.max_position_embeddings,
         }
     }
 
@@ -277,6 +308,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.n_embd,
             Self::Llama(c) => c.hidden_size,
+            Self::Gemma3(c) => c.hidden_size,
         }
     }
 
@@ -284,6 +316,34 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.n_layer,
             Self::Llama(c) => c.num_hidden_layers,
+            Self::Gemma3(c) => c.num_hidden_layers,
+        }
+    }
+
+    /// Key/value heads (as many as query heads without grouped-query attention).
+    pub fn kv_heads(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.n_head,
+            Self::Llama(c) => c.kv_heads(),
+            Self::Gemma3(c) => c.kv_heads(),
+        }
+    }
+
+    /// Width of one layer's keys (or values) per token: what a KV cache holds per token and layer.
+    pub fn kv_width(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.n_embd,
+            Self::Llama(c) => c.kv_heads() * c.head_dim(),
+            Self::Gemma3(c) => c.kv_heads() * c.head_dim,
+        }
+    }
+
+    /// Width of the MLP's inner activations.
+    pub fn mlp_width(&self) -> usize {
+        match self {
+            Self::Gpt2(c) => c.mlp_width(),
+            Self::Llama(c) => c.intermediate_size,
+            Self::Gemma3(c) => c.intermediate_size,
         }
     }
 
@@ -291,6 +351,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => c.num_params(),
             Self::Llama(c) => c.num_params(),
+            Self::Gemma3(c) => c.num_params(),
         }
     }
 
@@ -300,11 +361,11 @@ impl ModelConfig {
         (self.architecture().to_owned(), self.vocab_size(), self.context_length(), self.width(), self.num_layers())
     }
 
-    /// Sets dropout (GPT-2 only: the Llama family here has none).
+    /// Sets dropout (GPT-2 only: the other families here have none).
     pub fn with_dropout(self, p: f64) -> Self {
         match self {
             Self::Gpt2(c) => Self::Gpt2(c.with_dropout(p)),
-            llama => llama,
+            other => other,
         }
     }
 
@@ -313,6 +374,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => Self::Gpt2(c.with_special_tokens(pad, eos)),
             Self::Llama(c) => Self::Llama(c.with_special_tokens(pad, eos)),
+            Self::Gemma3(c) => Self::Gemma3(c.with_special_tokens(pad, eos)),
         }
     }
 
@@ -339,6 +401,16 @@ impl ModelConfig {
                 }
                 Self::Llama(c)
             }
+            Self::Gemma3(c) => {
+                // Both kinds of layer, whatever the pattern: a sliding one and a full one.
+                let mut c = c.clone();
+                c.num_hidden_layers = c.num_hidden_layers.min(LAYERS);
+                (c.vocab_size, c.max_position_embeddings) = (c.vocab_size.min(VOCAB), c.max_position_embeddings.min(CONTEXT));
+                c.layer_types =
+                    Some(vec![crate::gemma3_config::SLIDING.into(), crate::gemma3_config::FULL.into()][..c.num_hidden_layers].to_vec());
+                c.sliding_window = c.sliding_window.min(CONTEXT / 4);
+                Self::Gemma3(c)
+            }
         }
     }
 
@@ -347,6 +419,7 @@ impl ModelConfig {
         match self {
             Self::Gpt2(c) => CausalLm::Gpt2(c.init(device)),
             Self::Llama(c) => CausalLm::Llama(c.init(device)),
+            Self::Gemma3(c) => CausalLm::Gemma3(c.init(device)),
         }
     }
 }
@@ -372,6 +445,7 @@ impl ScalarModel {
     pub fn new(transformer: CausalLm) -> Self {
         let transformer = match transformer {
             CausalLm::Llama(m) => CausalLm::Llama(m.without_head()),
+            CausalLm::Gemma3(m) => CausalLm::Gemma3(m.without_head()),
             gpt => gpt,
         };
         let (d, device) = (transformer.width(), transformer.device());

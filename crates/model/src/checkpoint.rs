@@ -61,8 +61,8 @@ pub(crate) fn hf_name(path: &[String]) -> (String, bool) {
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
     let (name, linear) = match parts.as_slice() {
         ["Gpt2", rest @ ..] | ["transformer", "Gpt2", rest @ ..] => (format!("transformer.{}", rest.join(".")), false),
-        ["Llama", "lm_head", rest @ ..] => (format!("lm_head.{}", rest.join(".")), true),
-        ["Llama", rest @ ..] | ["transformer", "Llama", rest @ ..] => {
+        ["Llama" | "Gemma3", "lm_head", rest @ ..] => (format!("lm_head.{}", rest.join(".")), true),
+        ["Llama" | "Gemma3", rest @ ..] | ["transformer", "Llama" | "Gemma3", rest @ ..] => {
             (format!("model.{}", rest.join(".")), !matches!(rest.first(), Some(&"embed_tokens")))
         }
         other => (other.join("."), matches!(other.first(), Some(&"score"))),
@@ -333,7 +333,8 @@ impl ModuleVisitor for Collector<'_> {
             _ => unreachable!("the models have only 1-d and 2-d parameters"),
         };
         let flat: Tensor<2> = tensor.reshape([rows, cols]);
-        let (shape, flat) = if transposed { (vec![cols, rows], flat.transpose()) } else { (dims.to_vec(), flat) };
+        // Only a matrix has an `[out, in]` to restore (a Gemma norm's `weight` is a vector).
+        let (shape, flat) = if transposed && D == 2 { (vec![cols, rows], flat.transpose()) } else { (dims.to_vec(), flat) };
         self.out.push((name, shape, flat));
     }
 }

@@ -10,15 +10,15 @@ use safetensors::SafeTensors;
 use crate::causal_lm::ModelConfig;
 use crate::checkpoint::CheckpointError;
 use crate::gguf::{GgufValue, GgufWriter};
-use crate::gguf_model::{LAYER_TENSORS, permute};
+use crate::gguf_model::{LAYER_TENSORS, gguf_architecture, permute};
 
-/// The GGUF LoRA file of a PEFT adapter for a Llama-family `config`; `None` for GPT-2, whose fused
-/// projections llama.cpp names differently.
+/// The GGUF LoRA file of a PEFT adapter for a Llama-family or Gemma 3 `config`; `None` for GPT-2,
+/// whose fused projections llama.cpp names differently.
 pub fn gguf_lora_adapter(config: &ModelConfig, adapter_safetensors: &[u8], alpha: f64) -> Result<Option<Vec<u8>>, CheckpointError> {
-    let ModelConfig::Llama(llama) = config else { return Ok(None) };
+    let Some((architecture, permuted)) = gguf_architecture(config.architecture()) else { return Ok(None) };
     let file = SafeTensors::deserialize(adapter_safetensors).map_err(|e| CheckpointError::Format(e.to_string()))?;
     let mut writer = GgufWriter::new()
-        .metadata("general.architecture", GgufValue::String(llama.model_type.clone()))
+        .metadata("general.architecture", GgufValue::String(architecture.into()))
         .metadata("general.type", GgufValue::String("adapter".into()))
         .metadata("general.name", GgufValue::String("Adapter".into()))
         .metadata("adapter.type", GgufValue::String("lora".into()))
@@ -28,18 +28,18 @@ pub fn gguf_lora_adapter(config: &ModelConfig, adapter_safetensors: &[u8], alpha
     names.sort();
     for name in names {
         let unexpected =
-            || CheckpointError::Unexpected { name: name.clone(), hint: "not a PEFT LoRA factor of a Llama-family layer".into() };
+            || CheckpointError::Unexpected { name: name.clone(), hint: format!("not a PEFT LoRA factor of a {architecture} layer") };
         let view = file.tensor(&name).map_err(|e| CheckpointError::Format(e.to_string()))?;
         let (gguf_name, stem, factor) = gguf_name(&name).ok_or_else(unexpected)?;
         let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let shape = view.shape().to_vec();
         let heads = match stem {
-            "attn_q" => Some(llama.num_attention_heads),
-            "attn_k" => Some(llama.kv_heads()),
+            "attn_q" => Some(config.heads()),
+            "attn_k" => Some(config.kv_heads()),
             _ => None,
         };
         let values = match heads {
-            Some(heads) if factor == "b" && llama.model_type == "llama" => permute(&values, shape[0], heads),
+            Some(heads) if factor == "b" && permuted => permute(&values, shape[0], heads),
             _ => values,
         };
         writer = writer.tensor(&gguf_name, shape, values);

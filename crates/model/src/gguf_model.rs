@@ -4,10 +4,12 @@
 //! the tab reads a person's 100 MB file in slices, each tensor is widened to f32 once its last byte
 //! is in, and its raw bytes are let go.
 //!
-//! Two things llama.cpp's converter changed are undone here: for `llama` it permuted the rows of
-//! the query and key projections (`LlamaModel.permute`, for ggml's interleaved rotation; HF and we
-//! rotate halves), and Llama 3's rope scaling it stored as per-frequency factors (`rope_freqs`)
-//! instead of settings, from which the settings are recovered and checked.
+//! What llama.cpp's converter changed is undone here: for `llama` it permuted the rows of the query
+//! and key projections (`LlamaModel.permute`, for ggml's interleaved rotation; HF and we rotate
+//! halves), Llama 3's rope scaling it stored as per-frequency factors (`rope_freqs`) instead of
+//! settings, from which the settings are recovered and checked, and to Gemma 3's norms (which
+//! scale by `1 + w`) it added the one. What a Gemma 3 file leaves out, llama.cpp decides in its
+//! code, and the config says the same ([`gemma3_settings`]).
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,49 @@ use crate::gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, tensor_f32};
 use crate::gguf_quants::GgmlType;
 use crate::packed::PackedWeight;
 
-/// The architectures a GGUF file may name, and HF's class for each.
-const ARCHITECTURES: [(&str, &str); 3] = [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM"), ("qwen3", "Qwen3ForCausalLM")];
+/// How one architecture a GGUF file may name is laid out, in llama.cpp's terms and HF's.
+#[derive(Debug)]
+struct Family {
+    /// `general.architecture`.
+    gguf: &'static str,
+    model_type: &'static str,
+    class: &'static str,
+    /// A layer's norms: llama.cpp's stem and HF's.
+    norms: &'static [(&'static str, &'static str)],
+    /// llama.cpp permuted the query and key rows (`LlamaModel.permute`).
+    permuted: bool,
+    /// What the converter added to every norm weight (Gemma's `1 + w`).
+    norm_shift: f32,
+}
+
+const LLAMA_NORMS: [(&str, &str); 2] = [("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")];
+const GEMMA3_NORMS: [(&str, &str); 4] = [
+    ("attn_norm", "input_layernorm"),
+    ("post_attention_norm", "post_attention_layernorm"),
+    ("ffn_norm", "pre_feedforward_layernorm"),
+    ("post_ffw_norm", "post_feedforward_layernorm"),
+];
+
+/// The architectures a GGUF file may name.
+const FAMILIES: [Family; 4] = [
+    Family { gguf: "llama", model_type: "llama", class: "LlamaForCausalLM", norms: &LLAMA_NORMS, permuted: true, norm_shift: 0.0 },
+    Family { gguf: "qwen2", model_type: "qwen2", class: "Qwen2ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
+    Family { gguf: "qwen3", model_type: "qwen3", class: "Qwen3ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
+    Family {
+        gguf: "gemma3",
+        model_type: "gemma3_text",
+        class: "Gemma3ForCausalLM",
+        norms: &GEMMA3_NORMS,
+        permuted: false,
+        norm_shift: 1.0,
+    },
+];
+
+/// llama.cpp's architecture name of a model type (`gemma3_text` -> `gemma3`), and whether its
+/// converter permuted the query and key rows.
+pub(crate) fn gguf_architecture(model_type: &str) -> Option<(&'static str, bool)> {
+    FAMILIES.iter().find(|f| f.model_type == model_type).map(|f| (f.gguf, f.permuted))
+}
 
 /// A whole GGUF file read: the HF config it describes, its weights under HF names, and its
 /// metadata (the tokenizer's vocabulary, merges and chat template are there).
@@ -41,6 +84,7 @@ impl GgufModel {
 /// What the header says about turning llama.cpp's tensors into HF's.
 #[derive(Debug)]
 struct Layout {
+    family: &'static Family,
     config: Value,
     /// The rope base and head size, when Llama 3's scaling factors are among the tensors.
     rope_freqs: Option<(f64, usize)>,
@@ -119,8 +163,10 @@ impl GgufStream {
     /// Bytes the model's weights will take once loaded (the projections kept packed, every other
     /// tensor f32), once the header has arrived: enough to size the model before its weights are read.
     pub fn held_bytes(&self) -> Option<u64> {
-        let (header, _) = self.header.as_ref()?;
-        let held = |t: &GgufTensor| if stays_packed(t) { (t.end - t.start) as u64 } else { 4 * t.shape.iter().product::<usize>() as u64 };
+        let (header, layout) = self.header.as_ref()?;
+        let held = |t: &GgufTensor| {
+            if stays_packed(t, layout.family) { (t.end - t.start) as u64 } else { 4 * t.shape.iter().product::<usize>() as u64 }
+        };
         // Llama 3's rope factors go into the config, not the weights.
         Some(header.tensors.iter().filter(|t| t.name != "rope_freqs.weight").map(held).sum())
     }
@@ -165,9 +211,9 @@ fn decimal(value: &GgufValue) -> Option<f64> {
 /// The HF config a header describes, and how its tensors are laid out.
 fn layout(header: &GgufHeader) -> Result<Layout, CheckpointError> {
     let arch = header.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("(none)");
-    let Some(&(_, class)) = ARCHITECTURES.iter().find(|(name, _)| *name == arch) else {
+    let Some(family) = FAMILIES.iter().find(|f| f.gguf == arch) else {
         let shown: String = arch.chars().take(60).collect();
-        let known: Vec<&str> = ARCHITECTURES.iter().map(|(name, _)| *name).collect();
+        let known: Vec<&str> = FAMILIES.iter().map(|f| f.gguf).collect();
         return Err(format(format!("general.architecture is {shown:?}; tinyrlhf runs GGUF files of {}", known.join(", "))));
     };
     let key = |k: &str| format!("{arch}.{k}");
@@ -177,14 +223,15 @@ fn layout(header: &GgufHeader) -> Result<Layout, CheckpointError> {
         None => heads,
         Some(_) => required(header, &key("attention.head_count_kv"))?,
     };
+    let layers = required(header, &key("block_count"))?;
     let embeddings = header.tensor("token_embd.weight").ok_or_else(|| format("it has no tensor `token_embd.weight`".into()))?;
     let mut config = json!({
-        "model_type": arch,
-        "architectures": [class],
+        "model_type": family.model_type,
+        "architectures": [family.class],
         "vocab_size": embeddings.shape[0],
         "hidden_size": hidden,
         "intermediate_size": required(header, &key("feed_forward_length"))?,
-        "num_hidden_layers": required(header, &key("block_count"))?,
+        "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "hidden_act": "silu",
@@ -197,18 +244,64 @@ fn layout(header: &GgufHeader) -> Result<Layout, CheckpointError> {
     if let Some(head_dim) = header.get(&key("attention.key_length")) {
         config["head_dim"] = head_dim.as_u64().into();
     }
+    if family.gguf == "gemma3" {
+        gemma3_settings(header, &mut config, layers, hidden / heads.max(1))?;
+    }
     for (hf, gguf) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("pad_token_id", "padding_token_id")] {
         if let Some(id) = header.get(&format!("tokenizer.ggml.{gguf}")).and_then(GgufValue::as_u64) {
             config[hf] = id.into();
         }
     }
-    let permuted_heads = (arch == "llama").then_some((heads as usize, kv_heads as usize));
+    let permuted_heads = family.permuted.then_some((heads as usize, kv_heads as usize));
     // Llama 3's scaling is in a tensor's values: the config waits for them.
     let rope_freqs = header.tensor("rope_freqs.weight").map(|_| {
         let head_dim = header.get(&key("rope.dimension_count")).and_then(GgufValue::as_u64).unwrap_or(hidden / heads.max(1));
         (config["rope_parameters"]["rope_theta"].as_f64().unwrap_or(10_000.0), head_dim as usize)
     });
-    Ok(Layout { config, permuted_heads, rope_freqs })
+    Ok(Layout { family, config, permuted_heads, rope_freqs })
+}
+
+/// Gemma 3's keys in `config` (which holds the Llama family's): what the file says, and what
+/// llama.cpp decides for a key the file leaves out (`src/models/gemma3.cpp`): with a window, layers
+/// slide by `attention.sliding_window_pattern` (a flag per layer, or every n-th full; 6 when
+/// absent) with rope base `rope.freq_base_swa` (10k when absent) and no scaling; without one, every
+/// layer is full. Queries are scaled by `head_dim^-1/2`, by `(hidden / heads)^-1/2` for the 62-layer 27B.
+fn gemma3_settings(header: &GgufHeader, config: &mut Value, layers: u64, hidden_per_head: u64) -> Result<(), CheckpointError> {
+    let head_dim = config["head_dim"].as_u64().unwrap_or(256);
+    config["head_dim"] = head_dim.into();
+    config["hidden_activation"] = "gelu_pytorch_tanh".into();
+    config["query_pre_attn_scalar"] = (if layers == 62 { hidden_per_head } else { head_dim }).into();
+    let window = header.get("gemma3.attention.sliding_window").and_then(GgufValue::as_u64).filter(|&w| w > 0);
+    let sliding: Vec<bool> = match (window, header.get("gemma3.attention.sliding_window_pattern")) {
+        (None, _) => vec![false; layers as usize],
+        (Some(_), Some(GgufValue::Array(flags))) => {
+            let flags: Option<Vec<bool>> = flags.iter().map(|f| if let GgufValue::Bool(b) = f { Some(*b) } else { None }).collect();
+            flags.filter(|f| f.len() as u64 == layers).ok_or_else(|| {
+                format(format!("metadata `gemma3.attention.sliding_window_pattern` is not one true/false for each of the {layers} layers"))
+            })?
+        }
+        (Some(_), pattern) => {
+            let n = pattern.and_then(GgufValue::as_u64).unwrap_or(6);
+            (0..layers).map(|i| n == 0 || i % n < n - 1).collect()
+        }
+    };
+    config["layer_types"] = sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect();
+    config["sliding_window"] = window.unwrap_or(4096).into();
+    let local_theta = header.get("gemma3.rope.freq_base_swa").and_then(decimal).unwrap_or(10_000.0);
+    let full = config["rope_parameters"].take();
+    config["rope_parameters"] = json!({
+        "full_attention": full,
+        "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
+    });
+    if let Some(cap) = header.get("gemma3.final_logit_softcapping").and_then(decimal) {
+        config["final_logit_softcapping"] = cap.into();
+    }
+    if let Some(map) = config.as_object_mut() {
+        for llama_only in ["hidden_act", "attention_bias"] {
+            map.remove(llama_only);
+        }
+    }
+    Ok(())
 }
 
 /// HF's `rope_parameters`: the base frequency, and the scaling the file states (`linear`) or
@@ -278,10 +371,8 @@ fn llama3_settings(factors: &[f32], theta: f64, head_dim: usize) -> Option<(f64,
     fits.then_some((factor, low, high, original.round()))
 }
 
-/// A layer's tensors: llama.cpp's stem and HF's (under `model.layers.{i}.`).
-pub(crate) const LAYER_TENSORS: [(&str, &str); 11] = [
-    ("attn_norm", "input_layernorm"),
-    ("ffn_norm", "post_attention_layernorm"),
+/// A layer's tensors other than its norms: llama.cpp's stem and HF's (under `model.layers.{i}.`).
+pub(crate) const LAYER_TENSORS: [(&str, &str); 9] = [
     ("attn_q", "self_attn.q_proj"),
     ("attn_k", "self_attn.k_proj"),
     ("attn_v", "self_attn.v_proj"),
@@ -303,18 +394,21 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
     if name == "rope_freqs.weight" {
         return Ok(None);
     }
-    let hf = hf_name(name)?;
-    let values = unpermuted(tensor, values, layout)?;
+    let hf = hf_name(name, layout.family)?;
+    let mut values = unpermuted(tensor, values, layout)?;
+    if layout.family.norm_shift != 0.0 && hf.ends_with("norm.weight") {
+        values.iter_mut().for_each(|v| *v -= layout.family.norm_shift);
+    }
     Ok(Some((hf, tensor.shape.clone(), values)))
 }
 
 /// A layer's projection weight stored in a type narrower than f32, kept as its bytes (its rows
 /// put in HF's order): the base of a run stays in its file's precision (`packed.rs`).
 fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Result<Option<(String, PackedWeight)>, CheckpointError> {
-    if !stays_packed(tensor) {
+    if !stays_packed(tensor, layout.family) {
         return Ok(None);
     }
-    let hf = hf_name(&tensor.name)?;
+    let hf = hf_name(&tensor.name, layout.family)?;
     let [rows, cols] = [tensor.shape[0], tensor.shape[1]];
     let bytes = unpermuted(tensor, bytes.to_vec(), layout)?; // rows of whole blocks move as rows of values do
     let packed = PackedWeight::new(tensor.ggml_type, bytes, [rows, cols]).ok_or_else(|| CheckpointError::Shape {
@@ -327,18 +421,20 @@ fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Resu
 
 /// Whether a tensor is an attention or MLP projection's weight stored in a type other than F32 that
 /// the reader dequantizes: those stay packed.
-fn stays_packed(tensor: &GgufTensor) -> bool {
+fn stays_packed(tensor: &GgufTensor, family: &Family) -> bool {
     let is_projection = tensor.name.starts_with("blk.") && tensor.name.ends_with(".weight") && tensor.shape.len() == 2;
     is_projection
         && !matches!(tensor.ggml_type, GgmlType::F32)
         && tensor.ggml_type.is_read()
-        && hf_name(&tensor.name).is_ok_and(|hf| hf.ends_with("_proj.weight"))
+        && hf_name(&tensor.name, family).is_ok_and(|hf| hf.ends_with("_proj.weight"))
 }
 
-/// llama.cpp's name for a tensor → HF's.
-fn hf_name(name: &str) -> Result<String, CheckpointError> {
-    let unexpected =
-        || CheckpointError::Unexpected { name: name.to_owned(), hint: "llama.cpp names no such tensor in a Llama-family model".into() };
+/// llama.cpp's name for a tensor of a `family` model → HF's.
+fn hf_name(name: &str, family: &Family) -> Result<String, CheckpointError> {
+    let unexpected = || CheckpointError::Unexpected {
+        name: name.to_owned(),
+        hint: format!("llama.cpp names no such tensor in a {} model", family.gguf),
+    };
     Ok(match name {
         "token_embd.weight" => "model.embed_tokens.weight".to_owned(),
         "output_norm.weight" => "model.norm.weight".to_owned(),
@@ -348,7 +444,8 @@ fn hf_name(name: &str) -> Result<String, CheckpointError> {
             let (layer, part) = rest.split_once('.').ok_or_else(unexpected)?;
             let layer: usize = layer.parse().map_err(|_| unexpected())?;
             let (stem, kind) = part.rsplit_once('.').ok_or_else(unexpected)?;
-            let hf_stem = LAYER_TENSORS.iter().find(|(gguf, _)| *gguf == stem).map(|(_, hf)| *hf).ok_or_else(unexpected)?;
+            let hf_stem =
+                LAYER_TENSORS.iter().chain(family.norms).find(|(gguf, _)| *gguf == stem).map(|(_, hf)| *hf).ok_or_else(unexpected)?;
             format!("model.layers.{layer}.{hf_stem}.{kind}")
         }
     })

@@ -24,6 +24,16 @@ pub(crate) fn attention_bias(mask: Option<Tensor<2, Int>>, t_query: usize, t_key
     }
 }
 
+/// Additive bias `[1, 1, t_query, t_keys]` that hides keys `window` or more positions before their
+/// query (the queries are the last `t_query` of `t_keys`), as a sliding-window layer sees them.
+/// Added to [`attention_bias`]; with a KV cache, positions count the cached tokens too.
+pub(crate) fn window_bias(t_query: usize, t_keys: usize, window: usize, device: &Device) -> Tensor<4> {
+    let offset = t_keys - t_query;
+    let hidden: Vec<f32> =
+        (0..t_query).flat_map(|i| (0..t_keys).map(move |j| if offset + i >= j + window { MASKED } else { 0.0 })).collect();
+    Tensor::<2>::from_data(TensorData::new(hidden, [t_query, t_keys]), device).reshape([1, 1, t_query, t_keys])
+}
+
 /// Keys and values of one layer for the tokens seen so far, `[b, kv_heads, t, head_dim]`.
 #[derive(Debug, Default, Clone)]
 pub struct LayerCache {

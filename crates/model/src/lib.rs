@@ -16,6 +16,8 @@ mod choose;
 mod config;
 mod device_read;
 mod few_rows;
+mod gemma3;
+mod gemma3_config;
 mod gguf;
 mod gguf_lora;
 mod gguf_model;
@@ -28,6 +30,7 @@ mod lora;
 mod packed;
 mod projection;
 mod recompute;
+mod rope;
 mod sample;
 mod weights_stream;
 
@@ -41,6 +44,8 @@ pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
 pub use few_rows::split_few_row_products;
+pub use gemma3::Gemma3;
+pub use gemma3_config::Gemma3Config;
 pub use gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, GgufWriter, is_gguf, tensor_f32};
 pub use gguf_lora::gguf_lora_adapter;
 pub use gguf_model::{GgufModel, GgufStream};
@@ -48,12 +53,13 @@ pub use gguf_quants::{GgmlType, READ_TYPES, dequantize};
 pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use llama::Llama;
-pub use llama_config::{LLAMA_FAMILY, LlamaConfig, RopeParameters};
+pub use llama_config::{LLAMA_FAMILY, LlamaConfig};
 pub use lora::{
     LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, load_scalar_adapter, lora_targets, save_peft_adapter,
     save_scalar_adapter, scalar_with_lora, with_lora,
 };
 pub use packed::PackedWeight;
 pub use projection::LmHead;
+pub use rope::RopeParameters;
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};
 pub use weights_stream::WeightsStream;

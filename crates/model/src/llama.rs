@@ -13,27 +13,17 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Initializer, RmsNorm, RmsNormConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
 use crate::projection::{Projection, project, project_together, rows, rows_together, tied_head};
 use crate::recompute::{attention, swiglu};
+use crate::rope::{Rotary, apply_rope};
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
     Projection::init(d_in, d_out, 0.02, bias, device)
-}
-
-/// `x` `[b, heads, t, hd]` rotated by the angles whose cosines and sines are `cos`, `sin`
-/// `[b, 1, t, hd]`: x cos + rotate_half(x) sin, with rotate_half(x) = (-x2, x1).
-fn apply_rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let mut halves = x.clone().chunk(2, 3);
-    let (x2, x1) = (halves.pop().unwrap(), halves.pop().unwrap());
-    debug_assert_eq!(x1.dims()[3], half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos + rotated * sin
 }
 
 /// Grouped-query attention without repeating keys and values: the `groups` query heads that share
@@ -41,7 +31,7 @@ fn apply_rope(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
 /// `[b, kv, groups * t, hd]` (HF's `repeat_kv` gives query head j the key/value head j / groups),
 /// and the additive mask `[b or 1, 1, t, t_keys]` is tiled to match. Every backend's attention then sees
 /// as many query as key heads, and nothing of the size of the keys is copied or summed back.
-fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+pub(crate) fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let [b, h, t, hd] = q.dims();
     let kv = k.dims()[1];
     let groups = h / kv;
@@ -100,9 +90,7 @@ impl SelfAttention {
         };
         let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
         let (q, k, v) = (heads(q, h, &self.q_norm), heads(k, kv, &self.k_norm), heads(v, kv, &None));
-        let (cos, sin) = rope.clone();
-        let q = apply_rope(q, cos.clone(), sin.clone());
-        let k = apply_rope(k, cos, sin);
+        let (q, k) = (apply_rope(q, rope), apply_rope(k, rope));
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v), // [b, kv, t_past + t, hd]
             None => (k, v),
@@ -144,12 +132,6 @@ impl DecoderLayer {
         let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, bias, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
-}
-
-/// The rotary inverse frequencies: derived from the config, not learned, not saved.
-#[derive(Debug, Clone)]
-pub struct Rotary {
-    inv_freq: Vec<f32>,
 }
 
 /// A Llama-family language model. `run` gives hidden states after the final norm,
@@ -235,16 +217,6 @@ impl Llama {
         self.embed_tokens.weight.device()
     }
 
-    /// cos and sin of every row's angles, `[b, 1, t, head_dim]` each, shared by all layers.
-    fn rope(&self, position_ids: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
-        let [b, t] = position_ids.dims();
-        let half = self.rotary.inv_freq.len();
-        let inv_freq = Tensor::<1>::from_data(TensorData::new(self.rotary.inv_freq.clone(), [half]), &position_ids.device());
-        let freqs = position_ids.float().reshape([b, t, 1]) * inv_freq.reshape([1, 1, half]); // [b, t, hd / 2]
-        let angles = Tensor::cat(vec![freqs.clone(), freqs], 2).reshape([b, 1, t, 2 * half]); // [b, 1, t, hd]
-        (angles.clone().cos(), angles.sin())
-    }
-
     /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
     /// additive attention `bias`; with `caches`, the new keys and values join each layer's cache.
     /// [`crate::CausalLm::forward`] and `forward_cached` make the bias and the caches.
@@ -255,7 +227,7 @@ impl Llama {
         bias: Tensor<4>,
         mut caches: Option<&mut Vec<LayerCache>>,
     ) -> Tensor<3> {
-        let rope = self.rope(position_ids);
+        let rope = self.rotary.cos_sin(position_ids);
         let mut x = self.embed_tokens.forward(input_ids); // [b, t, d]
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);

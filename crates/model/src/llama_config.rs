@@ -12,26 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::rope::RopeParameters;
 
 /// The `model_type`s this file describes.
 pub const LLAMA_FAMILY: [&str; 3] = ["llama", "qwen2", "qwen3"];
-
-/// Rotary embedding settings as HF writes them (`rope_parameters`, or the older `rope_scaling`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct RopeParameters {
-    #[serde(default, alias = "type", skip_serializing_if = "Option::is_none")]
-    pub rope_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rope_theta: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub factor: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub low_freq_factor: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub high_freq_factor: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_max_position_embeddings: Option<usize>,
-}
 
 /// Shape and hyper-parameters of a Llama-family model, in HF's `config.json` keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,14 +74,6 @@ fn default_activation() -> String {
 }
 fn default_eps() -> f64 {
     1e-6
-}
-
-/// How rotary frequencies are made, after validation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Rope {
-    Default { theta: f64 },
-    Linear { theta: f64, factor: f64 },
-    Llama3 { theta: f64, factor: f64, low: f64, high: f64, original: f64 },
 }
 
 impl LlamaConfig {
@@ -182,62 +158,14 @@ impl LlamaConfig {
         self.rope_parameters.as_ref().or(self.rope_scaling.as_ref())
     }
 
-    fn rope(&self) -> Result<Rope, ConfigError> {
-        let bad = |field, problem: String| Err(ConfigError::Unsupported { field, problem });
-        let settings = self.rope_settings().cloned().unwrap_or_default();
-        let theta = settings.rope_theta.or(self.rope_theta).unwrap_or(10_000.0);
-        if !(theta.is_finite() && theta > 1.0) {
-            return bad("rope_theta", format!("{theta} must be a number above 1"));
-        }
-        let factor = || match settings.factor {
-            Some(f) if f.is_finite() && f >= 1.0 => Ok(f),
-            other => Err(ConfigError::Unsupported { field: "rope_parameters.factor", problem: format!("{other:?} must be a number >= 1") }),
-        };
-        match settings.rope_type.as_deref().unwrap_or("default") {
-            "default" => Ok(Rope::Default { theta }),
-            "linear" => Ok(Rope::Linear { theta, factor: factor()? }),
-            "llama3" => {
-                let (low, high) = (settings.low_freq_factor.unwrap_or(0.0), settings.high_freq_factor.unwrap_or(0.0));
-                let original = settings.original_max_position_embeddings.unwrap_or(0) as f64;
-                if !(low > 0.0 && high > low && high.is_finite() && original > 0.0) {
-                    return bad(
-                        "rope_parameters",
-                        format!(
-                            "llama3 scaling needs low_freq_factor < high_freq_factor and original_max_position_embeddings (got {low}, {high}, {original})"
-                        ),
-                    );
-                }
-                Ok(Rope::Llama3 { theta, factor: factor()?, low, high, original })
-            }
-            other => bad("rope_parameters.rope_type", format!("{other:?}; tinyrlhf computes \"default\", \"linear\" and \"llama3\"")),
-        }
+    /// The rope base when the settings name none.
+    fn default_theta(&self) -> f64 {
+        self.rope_theta.unwrap_or(10_000.0)
     }
 
     /// The rotary inverse frequencies, `head_dim / 2` of them, as HF's rope initialisers compute them.
     pub fn inv_freq(&self) -> Vec<f32> {
-        let dim = self.head_dim();
-        let base = |theta: f64| (0..dim / 2).map(move |i| 1.0 / theta.powf((2 * i) as f64 / dim as f64));
-        let freqs: Vec<f64> = match self.rope().unwrap_or(Rope::Default { theta: 10_000.0 }) {
-            Rope::Default { theta } => base(theta).collect(),
-            Rope::Linear { theta, factor } => base(theta).map(|f| f / factor).collect(),
-            Rope::Llama3 { theta, factor, low, high, original } => {
-                let (low_wavelen, high_wavelen) = (original / low, original / high);
-                base(theta)
-                    .map(|f| {
-                        let wavelen = 2.0 * std::f64::consts::PI / f;
-                        if wavelen < high_wavelen {
-                            f
-                        } else if wavelen > low_wavelen {
-                            f / factor
-                        } else {
-                            let smooth = (original / wavelen - low) / (high - low);
-                            (1.0 - smooth) * f / factor + smooth * f
-                        }
-                    })
-                    .collect()
-            }
-        };
-        freqs.into_iter().map(|f| f as f32).collect()
+        self.rope_settings().cloned().unwrap_or_default().inv_freq(self.default_theta(), self.head_dim())
     }
 
     /// Upper bounds far above any model of the family a tab or this CLI would tune.
@@ -298,7 +226,7 @@ impl LlamaConfig {
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
             return bad("rms_norm_eps", format!("{} must be a small positive number", self.rms_norm_eps));
         }
-        self.rope()?;
+        self.rope_settings().cloned().unwrap_or_default().validate(self.default_theta())?;
         if self.num_params() > crate::config::GptConfig::MAX_PARAMS {
             return bad(
                 "num_hidden_layers",

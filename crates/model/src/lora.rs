@@ -21,14 +21,14 @@ use crate::checkpoint::{CheckpointError, Weights, WeightsWriter, hf_name};
 /// The projections LoRA adapts in GPT-2, by module name (PEFT's `target_modules`).
 pub const LORA_TARGETS: [&str; 3] = ["c_attn", "c_proj", "c_fc"];
 
-/// The projections LoRA adapts in the Llama family (PEFT's names for these models).
+/// The projections LoRA adapts in the Llama family and Gemma 3 (PEFT's names for these models).
 pub const LLAMA_LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /// The target modules of `model`'s architecture.
 pub fn lora_targets(model: &CausalLm) -> &'static [&'static str] {
     match model {
         CausalLm::Gpt2(_) => &LORA_TARGETS,
-        CausalLm::Llama(_) => &LLAMA_LORA_TARGETS,
+        CausalLm::Llama(_) | CausalLm::Gemma3(_) => &LLAMA_LORA_TARGETS,
     }
 }
 

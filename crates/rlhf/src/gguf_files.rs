@@ -55,8 +55,31 @@ fn gguf_vocab(model: &GgufModel) -> Result<GgufVocab, ModelFilesError> {
         Some(types) => types.iter().map(|t| t.as_u64().map_or(-1, |t| t as i64)).collect(),
         None => vec![],
     };
+    let scores = match get("tokenizer.ggml.scores") {
+        None => vec![],
+        Some(value) => {
+            let items = value.as_array().ok_or_else(|| error("metadata `tokenizer.ggml.scores` is not an array".into()))?;
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    item.as_f64()
+                        .map(|s| s as f32)
+                        .ok_or_else(|| error(format!("metadata `tokenizer.ggml.scores` item {i} is not a number")))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let add_bos = match get("tokenizer.ggml.add_bos_token") {
+        None => None,
+        Some(GgufValue::Bool(add)) => Some(*add),
+        Some(_) => return Err(error("metadata `tokenizer.ggml.add_bos_token` is not true or false".into())),
+    };
     Ok(GgufVocab {
+        architecture: text("general.architecture").unwrap_or_default(),
         model: text("tokenizer.ggml.model").unwrap_or_default(),
+        scores,
+        add_bos,
         pre: text("tokenizer.ggml.pre"),
         tokens,
         token_types,

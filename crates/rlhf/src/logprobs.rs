@@ -13,7 +13,8 @@
 //! The first term is differentiable through the chosen rows `w_t` (`[n, d]`); the log-sum-exp is
 //! a constant, and its gradient enters as `(h − stop(h)) · E_p[w]`, which is 0 in value and
 //! carries `E_p[w]` (`[n, d]`) back. A head that trains (a full-weight run) needs the whole
-//! logits' gradient for its own: those take the direct path, as before.
+//! logits' gradient for its own, and soft-capped logits are not a plain product: those take the
+//! direct path, as before.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
@@ -53,12 +54,11 @@ fn chosen_logprobs_by(
     entropy: bool,
     chunk_logits: usize,
 ) -> (Tensor<2>, Option<Tensor<2>>) {
-    let head = model.head();
-    if head.trains() {
+    let Some(head) = model.head().filter(|head| !head.trains()) else {
         let logits = model.logits(hidden) / temperature; // [b, t, vocab]
         let entropy = entropy.then(|| token_entropy(logits.clone().detach()));
         return (token_logprobs(logits, targets), entropy);
-    }
+    };
     let [b, t, d] = hidden.dims();
     let n = b * t;
     let flat = hidden.reshape([n, d]);

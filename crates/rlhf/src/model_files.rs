@@ -101,13 +101,13 @@ pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<Language
     Ok(LanguageModel { config: base.config, model, tokenizer })
 }
 
-/// Refuses a tokenizer whose ids the model cannot embed. The Llama family often pads its
-/// embeddings past the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens); GPT-2 folders match
-/// exactly.
+/// Refuses a tokenizer whose ids the model cannot embed. Llama-family and Gemma models often pad
+/// their embeddings past the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens); GPT-2 folders
+/// match exactly.
 fn check_fits(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<(), ModelFilesError> {
     let fits = match config {
         ModelConfig::Gpt2(_) => config.vocab_size() == tokenizer.vocab_size(),
-        ModelConfig::Llama(_) => config.vocab_size() >= tokenizer.vocab_size(),
+        _ => config.vocab_size() >= tokenizer.vocab_size(),
     };
     if fits {
         return Ok(());

@@ -45,10 +45,7 @@ pub fn check_answers_per_prompt(k: usize, what: &str) -> Result<(), TrainError> 
 /// no low rank left to learn, only more memory.
 pub fn check_lora_rank(config: &ModelConfig, lora: Option<&LoraConfig>) -> Result<(), TrainError> {
     let Some(lora) = lora else { return Ok(()) };
-    let narrowest = match config {
-        ModelConfig::Gpt2(c) => c.n_embd,
-        ModelConfig::Llama(c) => c.hidden_size.min(c.kv_heads() * c.head_dim()),
-    };
+    let narrowest = config.width().min(config.kv_width());
     if lora.rank > narrowest {
         return Err(TrainError::Setting(format!(
             "LoRA rank {} is larger than this {} model's narrowest adapted matrix ({narrowest}); use at most {narrowest}",
@@ -66,10 +63,7 @@ pub fn check_lora_rank(config: &ModelConfig, lora: Option<&LoraConfig>) -> Resul
 /// beyond this bound) and the LM head no whole logits (`logprobs.rs`). Measured on Qwen2.5-0.5B's
 /// shape: 3 inner + 7.5 widths a layer.
 fn activations_per_token(config: &ModelConfig) -> u64 {
-    let (width, inner) = match config {
-        ModelConfig::Gpt2(c) => (c.n_embd, c.mlp_width()),
-        ModelConfig::Llama(c) => (c.hidden_size, c.intermediate_size),
-    };
+    let (width, inner) = (config.width(), config.mlp_width());
     (config.num_layers() as u64).saturating_mul((6 * width + 3 * inner) as u64)
 }
 
@@ -81,11 +75,7 @@ pub fn training_step_bytes(config: &ModelConfig, rows: usize, tokens: usize) -> 
 /// At least how many bytes sampling `rows` sequences of up to `tokens` holds: the key/value cache
 /// and the logits of scoring them.
 pub fn sampling_bytes(config: &ModelConfig, rows: usize, tokens: usize) -> u64 {
-    let kv_width = match config {
-        ModelConfig::Gpt2(c) => c.n_embd,
-        ModelConfig::Llama(c) => c.kv_heads() * c.head_dim(),
-    };
-    let per_token = 2 * config.num_layers() * kv_width + config.vocab_size();
+    let per_token = 2 * config.num_layers() * config.kv_width() + config.vocab_size();
     (rows as u64).saturating_mul(tokens as u64).saturating_mul(per_token as u64).saturating_mul(4)
 }
 

@@ -248,6 +248,12 @@ impl Tokenizer {
         Ok(self.inner.encode(text, false).map_err(internal)?.get_ids().to_vec())
     }
 
+    /// Ids of `text` with what the tokenizer itself puts around a text (BOS, where its
+    /// `tokenizer.json` post-processor adds one): what a model without a chat template continues.
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, true).map_err(internal)?.get_ids().to_vec())
+    }
+
     /// Decodes ids back to text, special tokens included: `decode(encode(s)) == s` for any `s`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, false).map_err(internal)
