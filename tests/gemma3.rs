@@ -98,3 +98,19 @@ fn the_sentencepiece_vocabulary_bos_and_chat_template_are_the_folders() {
         assert_eq!(tokenizer.decode_response(&tokens).unwrap(), answer, "{}", dir.display());
     }
 }
+
+#[test]
+fn a_base_model_without_a_chat_template_continues_the_prompt_after_its_bos_and_says_so() {
+    let dir = folders().into_iter().find(|d| d.ends_with("hf-gemma3-sp")).expect("the SentencePiece fixture");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let (json, config) = (read("tokenizer.json"), read("tokenizer_config.json"));
+    // The folder without its chat_template.jinja: what a pretrained base model's folder holds.
+    let files = tinyrlhf_tokenizer::TokenizerFiles { tokenizer_json: &json, tokenizer_config_json: Some(&config), ..Default::default() };
+    let tokenizer = tinyrlhf_tokenizer::Tokenizer::from_files(files).unwrap();
+    let prompt = "Return the number of items";
+    let bos = llama_expected(&dir)["bos_token_id"].as_u64().unwrap() as u32;
+    assert_eq!(tokenizer.encode_prompt(prompt).unwrap(), [vec![bos], tokenizer.encode(prompt).unwrap()].concat());
+    let answer = tokenizer.encode_response(prompt, " in a container.").unwrap();
+    assert_eq!(tokenizer.decode_response(&answer).unwrap(), " in a container.");
+    assert!(tokenizer.template_note().is_some_and(|note| note.contains("continues each prompt as written")));
+}

@@ -6,8 +6,9 @@ accelerate: `pip install torch transformers gguf accelerate`).
       (config.json, model.safetensors, tokenizer files, chat template) that tinyrlhf loads.
   python hf_peer.py greedy FOLDER_OR_GGUF PROMPTS.jsonl N NEW_TOKENS
       prints JSON: for the first N prompts, the chat-template ids (`apply_chat_template` with the
-      generation prompt), the logits after the prompt (`last_logits`) and transformers' greedy
-      continuation, stopping at EOS. A `.gguf` path is read with `gguf_file=`.
+      generation prompt; for a model without a chat template, a base model, the prompt as written
+      with the BOS its tokenizer adds), the logits after the prompt (`last_logits`) and
+      transformers' greedy continuation, stopping at EOS. A `.gguf` path is read with `gguf_file=`.
 """
 
 import json
@@ -41,7 +42,10 @@ def greedy(path: str, prompts_path: str, n: int, new_tokens: int) -> None:
     prompts = [json.loads(line)["prompt"] for line in open(prompts_path) if line.strip()][:n]
     cases = []
     for prompt in prompts:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+        if tokenizer.chat_template is None:
+            ids = tokenizer(prompt)["input_ids"]
+        else:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
         if hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         with torch.no_grad():

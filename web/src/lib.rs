@@ -85,7 +85,7 @@ pub struct Session {
 
 #[derive(Serialize)]
 struct ModelInfo {
-    /// `gpt2`, `llama`, `qwen2` or `qwen3`.
+    /// `gpt2`, `llama`, `qwen2`, `qwen3` or `gemma3_text`.
     architecture: String,
     parameters: usize,
     layers: usize,
@@ -95,6 +95,8 @@ struct ModelInfo {
     vocab: usize,
     /// The chat template's Jinja source.
     chat_template: String,
+    /// What to tell the person once about how prompts reach the model (no chat template).
+    template_note: Option<&'static str>,
     /// No pad token: padding uses EOS.
     pad_is_eos: bool,
     /// What it costs to train here, and whether LoRA is the default for it.
@@ -261,6 +263,7 @@ impl Session {
             context: config.context_length(),
             vocab: config.vocab_size(),
             chat_template: tokenizer.chat_template().source().to_owned(),
+            template_note: tokenizer.template_note(),
             pad_is_eos: special.pad == special.eos,
             footprint,
         };

@@ -23,7 +23,7 @@ export interface Footprint {
 }
 
 export interface ModelInfo {
-  /** gpt2, llama, qwen2 or qwen3. */
+  /** gpt2, llama, qwen2, qwen3 or gemma3_text. */
   architecture: string;
   parameters: number;
   layers: number;
@@ -33,6 +33,8 @@ export interface ModelInfo {
   vocab: number;
   /** The chat template's Jinja source. */
   chat_template: string;
+  /** Said once when the model has no chat template: it continues prompts as written. */
+  template_note: string | null;
   /** The tokenizer has no pad token: padding uses EOS. */
   pad_is_eos: boolean;
   footprint: Footprint;

@@ -70,6 +70,9 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// or a LoRA run's output (its adapter on the base it names, merged as it loads).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, Tokenizer)> {
     let model = load_language_model(dir, device, 0)?;
+    if let Some(note) = model.tokenizer.template_note() {
+        eprintln!("note: {}: {note}", dir.display());
+    }
     Ok((model.config, model.model, model.tokenizer))
 }
 

@@ -15,9 +15,14 @@ use serde::Serialize;
 /// Our own models' template: `<|user|> {prompt}<|assistant|> {answer}<|eos|>`.
 pub const TINYRLHF_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}<|user|> {{ message['content'] }}{% elif message['role'] == 'assistant' %}<|assistant|> {{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
 
-/// The template of a model folder that has none (a base model): the prompt on its own line, the
-/// answer after it, closed by EOS. `{prompt}\n{answer}<eos>`.
-pub const PLAIN_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% else %}{{ message['content'] }}\n{% endif %}{% endfor %}";
+/// The template of a model that has none (a base model): the prompt as written and the answer
+/// right after it, closed by EOS. `{prompt}{answer}<eos>`; the tokenizer adds BOS around the
+/// prompt as its own `tokenizer.json` says (`Tokenizer::encode_prompt`).
+pub const PLAIN_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% else %}{{ message['content'] }}{% endif %}{% endfor %}";
+
+/// Said once to a person whose model has no chat template.
+pub const PLAIN_TEMPLATE_NOTE: &str = "this model has no chat template (a base model): it continues each prompt as written, \
+     after the BOS its tokenizer adds; SFT on demonstrations teaches it to answer and stop";
 
 /// The work one rendering may do, in minijinja's fuel (about one unit per instruction and per byte
 /// a value allocates): a real template uses thousands; a loop of loops or a string doubled until it
@@ -176,9 +181,10 @@ mod tests {
     }
 
     #[test]
-    fn the_plain_template_puts_the_answer_on_the_line_after_the_prompt() {
+    fn the_plain_template_continues_the_prompt_as_written() {
         let t = ChatTemplate::new(PLAIN_TEMPLATE, "</s>", None).unwrap();
-        assert_eq!(t.conversation_text("2+2?", "4").unwrap(), "2+2?\n4</s>");
+        assert_eq!(t.prompt_text("2+2 =").unwrap(), "2+2 =");
+        assert_eq!(t.conversation_text("2+2?", "4").unwrap(), "2+2?4</s>");
         assert_eq!(t.answer_text("2+2?", "4").unwrap(), "4</s>");
         assert_eq!(t.answer_lead(), "");
     }

@@ -20,7 +20,7 @@ use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-pub use chat::{ChatTemplate, PLAIN_TEMPLATE, TINYRLHF_TEMPLATE, TemplateError};
+pub use chat::{ChatTemplate, PLAIN_TEMPLATE, PLAIN_TEMPLATE_NOTE, TINYRLHF_TEMPLATE, TemplateError};
 pub use gguf_vocab::GgufVocab;
 
 /// Padding in our own tokenizers. Never produced by the model.
@@ -269,9 +269,22 @@ impl Tokenizer {
         Ok(self.template.conversation_text(prompt, response)?)
     }
 
-    /// Ids of the template up to its generation prompt: what the model continues.
+    /// Ids of the template up to its generation prompt: what the model continues. Without a chat
+    /// template, the prompt as written with what the tokenizer adds around a text (its BOS).
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        self.encode(&self.template.prompt_text(prompt)?)
+        let text = self.template.prompt_text(prompt)?;
+        if self.continues_as_written() { self.encode_continuation(&text) } else { self.encode(&text) }
+    }
+
+    /// Whether the model has no chat template and continues prompts as written ([`PLAIN_TEMPLATE`]).
+    pub fn continues_as_written(&self) -> bool {
+        self.template.source() == PLAIN_TEMPLATE
+    }
+
+    /// What to tell a person once about how their prompts reach this model: [`PLAIN_TEMPLATE_NOTE`]
+    /// for a model without a chat template.
+    pub fn template_note(&self) -> Option<&'static str> {
+        self.continues_as_written().then_some(PLAIN_TEMPLATE_NOTE)
     }
 
     /// [`Tokenizer::encode_prompt`] cut to at most `max_len` ids, and whether it was cut. The cut
@@ -503,10 +516,13 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_without_a_template_gets_the_plain_one() {
+    fn a_folder_without_a_template_continues_prompts_as_written_and_says_so() {
         let tok = foreign(json!({"eos_token": "</s>"})).unwrap();
         assert_eq!(tok.chat_template().source(), PLAIN_TEMPLATE);
-        assert_eq!(tok.render_chat("the cat?", "sat.").unwrap(), "the cat?\nsat.</s>");
+        assert_eq!(tok.render_chat("the cat", " sat.").unwrap(), "the cat sat.</s>");
+        assert_eq!(tok.encode_prompt("the cat").unwrap(), tok.encode("the cat").unwrap(), "no BOS: its tokenizer adds none");
+        assert_eq!(tok.template_note(), Some(PLAIN_TEMPLATE_NOTE));
+        assert_eq!(foreign(json!({"eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m['content'] }}|{% endfor %}"})).unwrap().template_note(), None);
     }
 
     #[test]
