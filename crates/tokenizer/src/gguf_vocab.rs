@@ -116,7 +116,11 @@ impl GgufVocab {
             .map(|t| AddedToken::from(t.clone(), true).normalized(false))
             .collect();
         tokenizer.add_special_tokens(control).map_err(|e| TokenizerError::Internal(e.to_string()))?;
-        let user: Vec<AddedToken> = typed(USER_DEFINED).map(|t| AddedToken::from(t.clone(), false).normalized(false)).collect();
+        // Only as the vocabulary spells them: Gemma's runs of spaces live there respelled with `▁`.
+        let user: Vec<AddedToken> = typed(USER_DEFINED)
+            .filter(|t| tokenizer.token_to_id(t).is_some())
+            .map(|t| AddedToken::from(t.clone(), false).normalized(false))
+            .collect();
         tokenizer.add_tokens(user).map_err(|e| TokenizerError::Internal(e.to_string()))?;
         let json = tokenizer.to_string(false).map_err(|e| TokenizerError::Internal(e.to_string()))?;
         Ok(json.into_bytes())

@@ -522,7 +522,12 @@ mod tests {
         assert_eq!(tok.render_chat("the cat", " sat.").unwrap(), "the cat sat.</s>");
         assert_eq!(tok.encode_prompt("the cat").unwrap(), tok.encode("the cat").unwrap(), "no BOS: its tokenizer adds none");
         assert_eq!(tok.template_note(), Some(PLAIN_TEMPLATE_NOTE));
-        assert_eq!(foreign(json!({"eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m['content'] }}|{% endfor %}"})).unwrap().template_note(), None);
+        assert_eq!(
+            foreign(json!({"eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m['content'] }}|{% endfor %}"}))
+                .unwrap()
+                .template_note(),
+            None
+        );
     }
 
     #[test]
