@@ -110,7 +110,7 @@ fn the_sentencepiece_vocabulary_bos_and_chat_template_are_the_folders() {
 }
 
 #[test]
-fn a_base_model_without_a_chat_template_continues_the_prompt_after_its_bos_and_says_so() {
+fn a_base_model_without_a_chat_template_continues_the_prompt_after_its_bos_and_sft_gives_it_turns() {
     let dir = folders().into_iter().find(|d| d.ends_with("hf-gemma3-sp")).expect("the SentencePiece fixture");
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
     let (json, config) = (read("tokenizer.json"), read("tokenizer_config.json"));
@@ -123,6 +123,9 @@ fn a_base_model_without_a_chat_template_continues_the_prompt_after_its_bos_and_s
     let answer = tokenizer.encode_response(prompt, " in a container.").unwrap();
     assert_eq!(tokenizer.decode_response(&answer).unwrap(), " in a container.");
     assert!(tokenizer.template_note().is_some_and(|note| note.contains("continues each prompt as written")));
+    // SFT gives it turns, opened by the same BOS.
+    let taught = tokenizer.for_instructions().unwrap();
+    assert_eq!(taught.encode_prompt(prompt).unwrap(), tokenizer.encode_continuation(&format!("User: {prompt}\nAssistant:")).unwrap());
 }
 
 #[test]

@@ -30,7 +30,8 @@ impl Session {
         let base = self.state.borrow().base.clone().ok_or_else(|| js("the base model is not loaded"))?;
         let demos: Vec<Demonstration> = serde_json::from_str(demos_json).map_err(js)?;
         let settings: SftSettings = with_changes(SftSettings::default(), &changes(changes_json)?, "SFT").map_err(js)?;
-        let (examples, left_out) = sft_examples(&model.tokenizer, &demos, model.config.context_length()).map_err(js)?;
+        let tokenizer = model.tokenizer.for_instructions().map_err(js)?;
+        let (examples, left_out) = sft_examples(&tokenizer, &demos, model.config.context_length()).map_err(js)?;
         if examples.is_empty() {
             return Err(js(format!(
                 "none of the {} demonstrations fits in the model's context of {} tokens",
@@ -94,7 +95,8 @@ impl Session {
 fn become_sft(state: &Rc<std::cell::RefCell<State>>, gpt: CausalLm) -> Result<(), JsError> {
     let model = sft(state)?;
     let mut s = state.borrow_mut();
-    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: gpt, tokenizer: model.tokenizer.clone() }));
+    let tokenizer = model.tokenizer.for_instructions().map_err(js)?;
+    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: gpt, tokenizer }));
     s.forget_trained();
     Ok(())
 }

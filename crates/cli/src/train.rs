@@ -130,6 +130,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
 pub fn sft(args: &SftArgs) -> Result<()> {
     let device = args.train.backend.device()?;
     let (config, base, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let tokenizer = tokenizer.for_instructions().map_err(|e| e.to_string())?;
     let demos: Vec<Demonstration> = files::read_records(&args.demos)?;
     let (examples, left_out) = sft_examples(&tokenizer, &demos, config.context_length()).map_err(|e| e.to_string())?;
     if left_out > 0 {

@@ -20,9 +20,13 @@ pub const TINYRLHF_TEMPLATE: &str = "{% for message in messages %}{% if message[
 /// prompt as its own `tokenizer.json` says (`Tokenizer::encode_prompt`).
 pub const PLAIN_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% else %}{{ message['content'] }}{% endif %}{% endfor %}";
 
+/// The template SFT gives a model that has none: plain-text turns any vocabulary can write, after
+/// the BOS (`{bos}User: {prompt}\nAssistant: {answer}<eos>\n`).
+pub const TURNS_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}User: {{ message['content'] }}\n{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
+
 /// Said once to a person whose model has no chat template.
 pub const PLAIN_TEMPLATE_NOTE: &str = "this model has no chat template (a base model): it continues each prompt as written, \
-     after the BOS its tokenizer adds; SFT on demonstrations teaches it to answer and stop";
+     after the BOS its tokenizer adds; SFT on demonstrations gives it a chat template (User:/Assistant: turns) and teaches it to answer and stop";
 
 /// The work one rendering may do, in minijinja's fuel (about one unit per instruction and per byte
 /// a value allocates): a real template uses thousands; a loop of loops or a string doubled until it
@@ -187,6 +191,14 @@ mod tests {
         assert_eq!(t.conversation_text("2+2?", "4").unwrap(), "2+2?4</s>");
         assert_eq!(t.answer_text("2+2?", "4").unwrap(), "4</s>");
         assert_eq!(t.answer_lead(), "");
+    }
+
+    #[test]
+    fn the_turns_template_opens_with_bos_and_ends_the_answer_with_eos() {
+        let t = ChatTemplate::new(TURNS_TEMPLATE, "<eos>", Some("<bos>")).unwrap();
+        assert_eq!(t.prompt_text("2+2?").unwrap(), "<bos>User: 2+2?\nAssistant:");
+        assert_eq!(t.answer_text("2+2?", "4").unwrap(), " 4<eos>\n");
+        assert_eq!(t.answer_lead(), " ");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-pub use chat::{ChatTemplate, PLAIN_TEMPLATE, PLAIN_TEMPLATE_NOTE, TINYRLHF_TEMPLATE, TemplateError};
+pub use chat::{ChatTemplate, PLAIN_TEMPLATE, PLAIN_TEMPLATE_NOTE, TINYRLHF_TEMPLATE, TURNS_TEMPLATE, TemplateError};
 pub use gguf_vocab::GgufVocab;
 
 /// Padding in our own tokenizers. Never produced by the model.
@@ -281,6 +281,16 @@ impl Tokenizer {
         self.template.source() == PLAIN_TEMPLATE
     }
 
+    /// The tokenizer SFT teaches a model with: its own, or for a model without a chat template
+    /// [`TURNS_TEMPLATE`], so the tuned model answers in turns and stops (and its folder says how).
+    pub fn for_instructions(&self) -> Result<Self> {
+        if !self.continues_as_written() {
+            return Ok(self.clone());
+        }
+        let template = ChatTemplate::new(TURNS_TEMPLATE, &self.eos_token, self.bos_token.as_deref())?;
+        Ok(Self { template, ..self.clone() })
+    }
+
     /// What to tell a person once about how their prompts reach this model: [`PLAIN_TEMPLATE_NOTE`]
     /// for a model without a chat template.
     pub fn template_note(&self) -> Option<&'static str> {
@@ -522,6 +532,11 @@ mod tests {
         assert_eq!(tok.render_chat("the cat", " sat.").unwrap(), "the cat sat.</s>");
         assert_eq!(tok.encode_prompt("the cat").unwrap(), tok.encode("the cat").unwrap(), "no BOS: its tokenizer adds none");
         assert_eq!(tok.template_note(), Some(PLAIN_TEMPLATE_NOTE));
+        // SFT gives it turns; a model that has a template keeps it.
+        let taught = tok.for_instructions().unwrap();
+        assert_eq!((taught.chat_template().source(), taught.template_note()), (TURNS_TEMPLATE, None));
+        assert_eq!(taught.render_chat("the cat?", "sat.").unwrap(), "User: the cat?\nAssistant: sat.</s>\n");
+        assert_eq!(taught.for_instructions().unwrap().chat_template().source(), TURNS_TEMPLATE);
         assert_eq!(
             foreign(json!({"eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m['content'] }}|{% endfor %}"}))
                 .unwrap()
