@@ -15,10 +15,10 @@
 
 use std::path::PathBuf;
 
-use tinyrlhf_model::{ModelConfig, SamplingConfig, generate};
+use tinyrlhf_model::ModelConfig;
 use tinyrlhf_tests::{
-    assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_logits, load_folder, same_answers, same_last_logits,
-    transformers_answers,
+    assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_logits, load_folder, same_answers, same_greedy_as_the_fixture,
+    same_last_logits, transformers_answers,
 };
 
 fn folders() -> Vec<PathBuf> {
@@ -72,21 +72,7 @@ fn a_model_that_ignores_the_window_gives_other_logits() {
 #[test]
 fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
     for dir in folders() {
-        let model = load_folder(&dir, "config.json");
-        let expected = llama_expected(&dir);
-        let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_prompts"].clone()).unwrap();
-        let alone: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_alone"].clone()).unwrap();
-        let batched: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_batched_left_padded"].clone()).unwrap();
-        let new_tokens = expected["greedy_new_tokens"].as_u64().unwrap() as usize;
-        let pad = model.tokenizer.special_ids().pad;
-        // No EOS stop, as the fixture was made: u32::MAX is never drawn.
-        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };
-        for (prompt, want) in prompts.iter().zip(&alone) {
-            let got = pollster::block_on(generate(&model.model, std::slice::from_ref(prompt), u32::MAX, pad, &greedy)).unwrap();
-            assert_eq!(&got.tokens[0], want, "{} alone", dir.display());
-        }
-        let together = pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap();
-        assert_eq!(together.tokens, batched, "{} batched", dir.display());
+        same_greedy_as_the_fixture(&dir);
     }
 }
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde_json::Value;
-use tinyrlhf_model::{ModelConfig, SamplingConfig, generate};
-use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
+use tinyrlhf_model::ModelConfig;
+use tinyrlhf_tests::{assert_close, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder, same_greedy_as_the_fixture};
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
@@ -58,21 +58,7 @@ fn a_perturbed_reference_logit_is_caught() {
 #[test]
 fn greedy_continuations_alone_and_left_padded_in_a_batch_equal_transformers() {
     for dir in folders() {
-        let model = load_folder(&dir, "config.json");
-        let expected = llama_expected(&dir);
-        let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_prompts"].clone()).unwrap();
-        let alone: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_alone"].clone()).unwrap();
-        let batched: Vec<Vec<u32>> = serde_json::from_value(expected["greedy_batched_left_padded"].clone()).unwrap();
-        let new_tokens = expected["greedy_new_tokens"].as_u64().unwrap() as usize;
-        let pad = model.tokenizer.special_ids().pad;
-        // No EOS stop, as the fixture was made: u32::MAX is never drawn.
-        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };
-        for (prompt, want) in prompts.iter().zip(&alone) {
-            let got = pollster::block_on(generate(&model.model, std::slice::from_ref(prompt), u32::MAX, pad, &greedy)).unwrap();
-            assert_eq!(&got.tokens[0], want, "{} alone", dir.display());
-        }
-        let together = pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap();
-        assert_eq!(together.tokens, batched, "{} batched", dir.display());
+        same_greedy_as_the_fixture(&dir);
     }
 }
 

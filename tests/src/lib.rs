@@ -73,6 +73,26 @@ pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::Langua
     tinyrlhf_rlhf::load_language_model(files, &burn::tensor::Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
+/// A fixture folder's greedy continuations, each prompt alone and all of them left-padded in one
+/// batch, equal what transformers generated (`expected.json`), with no EOS stop as they were made.
+pub fn same_greedy_as_the_fixture(dir: &std::path::Path) {
+    use tinyrlhf_model::{SamplingConfig, generate};
+    let model = load_folder(dir, "config.json");
+    let expected = llama_expected(dir);
+    let ids = |key: &str| -> Vec<Vec<u32>> { serde_json::from_value(expected[key].clone()).unwrap() };
+    let (prompts, alone, batched) = (ids("greedy_prompts"), ids("greedy_alone"), ids("greedy_batched_left_padded"));
+    let new_tokens = expected["greedy_new_tokens"].as_u64().unwrap() as usize;
+    let pad = model.tokenizer.special_ids().pad;
+    // u32::MAX as EOS is never drawn.
+    let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: new_tokens, ..SamplingConfig::default() };
+    for (prompt, want) in prompts.iter().zip(&alone) {
+        let got = pollster::block_on(generate(&model.model, std::slice::from_ref(prompt), u32::MAX, pad, &greedy)).unwrap();
+        assert_eq!(&got.tokens[0], want, "{} alone", dir.display());
+    }
+    let together = pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap();
+    assert_eq!(together.tokens, batched, "{} batched", dir.display());
+}
+
 /// A model fixture folder's `expected.json` (what transformers computed for it).
 pub fn llama_expected(dir: &std::path::Path) -> serde_json::Value {
     let path = dir.join("expected.json");

@@ -222,13 +222,7 @@ impl GptConfig {
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
             return bad("layer_norm_epsilon", format!("{} must be a small positive number", self.layer_norm_epsilon));
         }
-        if self.num_params() > Self::MAX_PARAMS {
-            return bad(
-                "n_layer",
-                format!("the config describes {} parameters; at most {} are accepted", self.num_params(), Self::MAX_PARAMS),
-            );
-        }
-        Ok(())
+        check_param_count(self.num_params(), "n_layer")
     }
 
     /// Parameter count (the tied head counted once).
@@ -239,6 +233,18 @@ impl GptConfig {
         let block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d);
         usize::try_from(v * d + p * d + l * block + 2 * d).unwrap_or(usize::MAX)
     }
+}
+
+/// Refuses a config that describes more than [`GptConfig::MAX_PARAMS`] parameters, naming `field`
+/// (the layer count, the usual culprit).
+pub(crate) fn check_param_count(params: usize, field: &'static str) -> Result<(), ConfigError> {
+    if params > GptConfig::MAX_PARAMS {
+        return Err(ConfigError::Unsupported {
+            field,
+            problem: format!("the config describes {params} parameters; at most {} are accepted", GptConfig::MAX_PARAMS),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

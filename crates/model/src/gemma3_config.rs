@@ -273,17 +273,7 @@ impl Gemma3Config {
                 other => other,
             })?;
         }
-        if self.num_params() > crate::config::GptConfig::MAX_PARAMS {
-            return bad(
-                "num_hidden_layers",
-                format!(
-                    "the config describes {} parameters; at most {} are accepted",
-                    self.num_params(),
-                    crate::config::GptConfig::MAX_PARAMS
-                ),
-            );
-        }
-        Ok(())
+        crate::config::check_param_count(self.num_params(), "num_hidden_layers")
     }
 
     /// Parameter count (the head is tied when `tie_word_embeddings`). Counted in u128 so an absurd

@@ -227,17 +227,7 @@ impl LlamaConfig {
             return bad("rms_norm_eps", format!("{} must be a small positive number", self.rms_norm_eps));
         }
         self.rope_settings().cloned().unwrap_or_default().validate(self.default_theta())?;
-        if self.num_params() > crate::config::GptConfig::MAX_PARAMS {
-            return bad(
-                "num_hidden_layers",
-                format!(
-                    "the config describes {} parameters; at most {} are accepted",
-                    self.num_params(),
-                    crate::config::GptConfig::MAX_PARAMS
-                ),
-            );
-        }
-        Ok(())
+        crate::config::check_param_count(self.num_params(), "num_hidden_layers")
     }
 
     /// Parameter count (a tied head counted once). Counted in u128 so an absurd config gives a number.
