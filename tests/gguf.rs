@@ -90,7 +90,9 @@ fn a_weight_kept_packed_multiplies_and_passes_gradients_as_its_dequantized_copy(
         };
         let (y_packed, grad_packed) = through(&|x| packed.matmul(x));
         let (y_dense, grad_dense) = through(&|x| x.matmul(dense.clone().transpose()));
-        assert_close(&format!("{kind} product"), &y_packed, &y_dense.iter().map(|&v| v as f64).collect::<Vec<_>>(), |_| true, 1e-5, 1e-5);
+        // A few rows are dotted with each widened row in 16 lanes, not by the matrix kernel: the
+        // same values summed in another order.
+        assert_close(&format!("{kind} product"), &y_packed, &y_dense.iter().map(|&v| v as f64).collect::<Vec<_>>(), |_| true, 1e-4, 1e-4);
         assert_close(
             &format!("{kind} input gradient"),
             &grad_packed,
@@ -126,11 +128,12 @@ fn a_q8_0_file_stays_near_the_full_precision_logits() {
 }
 
 #[test]
-fn a_quantized_file_keeps_its_projections_packed_and_computes_as_its_f32_widening() {
+fn a_quantized_file_keeps_its_projections_and_embeddings_packed_and_computes_as_its_f32_widening() {
     for (dir, gguf) in pairs("q8_0") {
         let packed = load(&gguf);
         let layers = packed.config.num_layers();
-        assert_eq!(packed.model.packed().len(), 7 * layers, "{}: every projection stays Q8_0", gguf.display());
+        // Every projection, and the embeddings (Q8_0, or F16 where their width is not whole blocks).
+        assert_eq!(packed.model.packed().len(), 7 * layers + 1, "{}: every projection and the embeddings stay packed", gguf.display());
         let widened =
             LanguageModel { model: packed.model.clone().merged(), config: packed.config.clone(), tokenizer: packed.tokenizer.clone() };
         assert!(widened.model.packed().is_empty());

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::config::{ConfigError, GptConfig};
+use crate::embedding::TokenEmbedding;
 use crate::gemma3::Gemma3;
 use crate::gemma3_config::Gemma3Config;
 use crate::gpt::Gpt;
@@ -43,13 +44,27 @@ impl CausalLm {
         }
     }
 
-    /// The projection weights kept in their file's precision (handles: clones share the bytes).
+    /// The model with `f` applied to its token embedding (GPT-2's stays burn's: it is never packed).
+    pub(crate) fn map_embedding(self, f: impl FnOnce(TokenEmbedding) -> TokenEmbedding) -> Self {
+        match self {
+            Self::Gpt2(m) => Self::Gpt2(m),
+            Self::Llama(m) => Self::Llama(Llama { embed_tokens: f(m.embed_tokens), ..m }),
+            Self::Gemma3(m) => Self::Gemma3(Gemma3 { embed_tokens: f(m.embed_tokens), ..m }),
+        }
+    }
+
+    /// The weights kept in their file's precision (handles: clones share the bytes).
     pub fn packed(&self) -> Vec<PackedWeight> {
         let mut found = vec![];
-        self.clone().map_projections(|_, projection| {
-            found.extend(projection.packed.clone());
-            projection
-        });
+        self.clone()
+            .map_projections(|_, projection| {
+                found.extend(projection.packed.clone());
+                projection
+            })
+            .map_embedding(|embedding| {
+                found.extend(embedding.packed.clone());
+                embedding
+            });
         found
     }
 
@@ -57,7 +72,7 @@ impl CausalLm {
     /// this one computes, with no adapters (to save, or to train in full).
     pub fn merged(self) -> Self {
         let device = self.device();
-        self.map_projections(|_, projection| projection.merged(&device))
+        self.map_projections(|_, projection| projection.merged(&device)).map_embedding(|embedding| embedding.merged(&device))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -161,9 +176,9 @@ impl CausalLm {
     /// The LM head's weight, for products with its token rows ([`LmHead`]), when the logits are
     /// the plain product `hidden @ W` (no bias); `None` when they are not (soft-capped logits).
     pub fn head(&self) -> Option<LmHead> {
-        let own_or_tied = |head: &Option<Projection>, embedding: &burn::nn::Embedding, device: &Device| match head {
+        let own_or_tied = |head: &Option<Projection>, embedding: &TokenEmbedding, device: &Device| match head {
             Some(head) => LmHead::Columns(head.weight_val(device)),
-            None => LmHead::Rows(embedding.weight.val()),
+            None => embedding.head(device),
         };
         match self {
             Self::Gpt2(m) => Some(LmHead::Rows(m.wte.weight.val())),

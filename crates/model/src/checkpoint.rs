@@ -19,6 +19,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::causal_lm::{CausalLm, ModelConfig, ScalarModel};
 use crate::config::ConfigError;
+use crate::embedding::TokenEmbedding;
 use crate::packed::PackedWeight;
 use crate::projection::Projection;
 
@@ -28,6 +29,9 @@ const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias", ".rotary
 
 /// A tied head: HF leaves it out of most files but some carry it; it is the embeddings again.
 const TIED_HEAD: &str = "lm_head.weight";
+
+/// The token embeddings' HF name in the Llama family and Gemma 3 (the embeddings that may stay packed).
+const EMBEDDING: &str = "model.embed_tokens.weight";
 
 /// A checkpoint that does not fit the model it is loaded into.
 #[derive(Debug, thiserror::Error)]
@@ -139,10 +143,19 @@ impl Weights {
         self.tensors.contains_key(name) || self.packed.contains_key(name)
     }
 
-    /// `model` with every projection whose weight is kept packed holding it (in place of f32
-    /// weights of its own); shapes are checked.
+    /// `model` with every projection and embedding whose weight is kept packed holding it (in
+    /// place of f32 weights of its own); shapes are checked.
     fn pack_into(&mut self, model: CausalLm) -> Result<CausalLm> {
         let mut error = None;
+        let model = model.map_embedding(|embedding| {
+            let Some(packed) = self.packed.remove(EMBEDDING) else { return embedding };
+            if packed.shape() != embedding.dims() {
+                let found = packed.shape().to_vec();
+                error.get_or_insert(CheckpointError::Shape { name: EMBEDDING.into(), expected: embedding.dims().to_vec(), found });
+                return embedding;
+            }
+            TokenEmbedding::packed(packed)
+        });
         let model = model.map_projections(|name, projection| {
             let Some(packed) = self.packed.remove(&format!("{name}.weight")) else { return projection };
             let [d_in, d_out] = projection.dims();

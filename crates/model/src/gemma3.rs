@@ -12,14 +12,15 @@
 //! `pre_feedforward_layernorm`, ...), so checkpoints map onto them by path as the Llama family's do.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Initializer};
+use burn::nn::Initializer;
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::embedding::TokenEmbedding;
 use crate::gemma3_config::{Gemma3Config, SLIDING};
 use crate::kv_cache::{LayerCache, window_bias};
 use crate::llama::grouped_attention;
-use crate::projection::{Projection, project, project_together, rows, rows_together, tied_head};
+use crate::projection::{Projection, project, project_together, rows, rows_together};
 use crate::rope::{Rotary, apply_rope};
 
 /// HF's initialisation: N(0, 0.02) weights, zero biases (norms start at zero: they scale by 1 + w).
@@ -141,7 +142,7 @@ impl DecoderLayer {
 /// applies the tied head (soft-capped when the config says).
 #[derive(Module, Debug)]
 pub struct Gemma3 {
-    pub embed_tokens: Embedding,
+    pub embed_tokens: TokenEmbedding,
     pub layers: Vec<DecoderLayer>,
     pub norm: GemmaRmsNorm,
     /// `None` when the head is tied to `embed_tokens` (every released Gemma 3).
@@ -162,7 +163,7 @@ impl Gemma3Config {
         let norm = || GemmaRmsNorm::new(d, eps, device);
         let (rotary_sliding, rotary_full) = self.rotaries();
         Gemma3 {
-            embed_tokens: Embedding { weight: Initializer::Normal { mean: 0.0, std: 0.02 }.init([self.vocab_size, d], device) },
+            embed_tokens: TokenEmbedding::init(self.vocab_size, d, device),
             layers: self
                 .layer_kinds()
                 .iter()
@@ -218,7 +219,7 @@ impl Gemma3 {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[0]
+        self.embed_tokens.dims()[0]
     }
 
     pub fn context_length(&self) -> usize {
@@ -226,11 +227,12 @@ impl Gemma3 {
     }
 
     pub fn width(&self) -> usize {
-        self.embed_tokens.weight.dims()[1]
+        self.embed_tokens.dims()[1]
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.weight.device()
+        // The final norm is f32 wherever the model lives; the embedding may be packed on the host.
+        self.norm.weight.device()
     }
 
     /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
@@ -263,7 +265,7 @@ impl Gemma3 {
         let flat = hidden.reshape([b * t, d]);
         let logits = match &self.lm_head {
             Some(head) => project(head, flat),
-            None => tied_head(flat, self.embed_tokens.weight.val()),
+            None => self.embed_tokens.tied_logits(flat),
         };
         let logits = match self.final_softcap {
             Some(cap) => (logits / cap).tanh() * cap,

@@ -402,7 +402,7 @@ fn hf_tensor(tensor: &GgufTensor, values: Vec<f32>, layout: &Layout) -> Result<O
     Ok(Some((hf, tensor.shape.clone(), values)))
 }
 
-/// A layer's projection weight stored in a type narrower than f32, kept as its bytes (its rows
+/// A layer's projection weight or the embeddings stored in a type narrower than f32, kept as its bytes (its rows
 /// put in HF's order): the base of a run stays in its file's precision (`packed.rs`).
 fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Result<Option<(String, PackedWeight)>, CheckpointError> {
     if !stays_packed(tensor, layout.family) {
@@ -419,14 +419,15 @@ fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Resu
     Ok(Some((hf, packed)))
 }
 
-/// Whether a tensor is an attention or MLP projection's weight stored in a type other than F32 that
-/// the reader dequantizes: those stay packed.
+/// Whether a tensor is an attention or MLP projection's weight, or the token embeddings, stored in a
+/// type other than F32 that the reader dequantizes: those stay packed.
 fn stays_packed(tensor: &GgufTensor, family: &Family) -> bool {
     let is_projection = tensor.name.starts_with("blk.") && tensor.name.ends_with(".weight") && tensor.shape.len() == 2;
-    is_projection
+    let is_embedding = tensor.name == "token_embd.weight" && tensor.shape.len() == 2;
+    (is_projection || is_embedding)
         && !matches!(tensor.ggml_type, GgmlType::F32)
         && tensor.ggml_type.is_read()
-        && hf_name(&tensor.name, family).is_ok_and(|hf| hf.ends_with("_proj.weight"))
+        && hf_name(&tensor.name, family).is_ok_and(|hf| is_embedding || hf.ends_with("_proj.weight"))
 }
 
 /// llama.cpp's name for a tensor of a `family` model → HF's.

@@ -15,6 +15,7 @@ mod checkpoint;
 mod choose;
 mod config;
 mod device_read;
+mod embedding;
 mod few_rows;
 mod gemma3;
 mod gemma3_config;
@@ -43,6 +44,7 @@ pub use checkpoint::{
 pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
+pub use embedding::TokenEmbedding;
 pub use few_rows::split_few_row_products;
 pub use gemma3::Gemma3;
 pub use gemma3_config::Gemma3Config;

@@ -12,12 +12,13 @@
 //! left-padded row computes exactly as the row alone (tested against transformers).
 
 use burn::module::Module;
-use burn::nn::{Embedding, Initializer, RmsNorm, RmsNormConfig};
+use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::embedding::TokenEmbedding;
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
-use crate::projection::{Projection, project, project_together, rows, rows_together, tied_head};
+use crate::projection::{Projection, project, project_together, rows, rows_together};
 use crate::recompute::{attention, swiglu};
 use crate::rope::{Rotary, apply_rope};
 
@@ -138,7 +139,7 @@ impl DecoderLayer {
 /// [`Llama::logits`] applies the LM head (the embeddings when tied).
 #[derive(Module, Debug)]
 pub struct Llama {
-    pub embed_tokens: Embedding,
+    pub embed_tokens: TokenEmbedding,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     /// `None` when the head is tied to `embed_tokens`.
@@ -154,7 +155,7 @@ impl LlamaConfig {
         let (d, m) = (self.hidden_size, self.intermediate_size);
         let norm = || RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device);
         Llama {
-            embed_tokens: Embedding { weight: Initializer::Normal { mean: 0.0, std: 0.02 }.init([self.vocab_size, d], device) },
+            embed_tokens: TokenEmbedding::init(self.vocab_size, d, device),
             layers: (0..self.num_hidden_layers)
                 .map(|_| DecoderLayer {
                     input_layernorm: norm(),
@@ -202,7 +203,7 @@ impl Llama {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[0]
+        self.embed_tokens.dims()[0]
     }
 
     pub fn context_length(&self) -> usize {
@@ -210,11 +211,12 @@ impl Llama {
     }
 
     pub fn width(&self) -> usize {
-        self.embed_tokens.weight.dims()[1]
+        self.embed_tokens.dims()[1]
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.weight.device()
+        // The final norm is f32 wherever the model lives; the embedding may be packed on the host.
+        self.norm.gamma.device()
     }
 
     /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
@@ -243,7 +245,7 @@ impl Llama {
         let flat = hidden.reshape([b * t, d]);
         let logits = match &self.lm_head {
             Some(head) => project(head, flat),
-            None => tied_head(flat, self.embed_tokens.weight.val()),
+            None => self.embed_tokens.tied_logits(flat),
         };
         logits.reshape([b, t, vocab])
     }

@@ -10,6 +10,11 @@
 //! The op runs on the CPU backend (natively and in wasm); on any other device (WebGPU) the product
 //! falls back to burn's ops on a dequantized upload, which is correct but holds the f32 weights
 //! through a backward.
+//!
+//! On the CPU the f32 a product widens is bounded, so a vocabulary-sized matrix (a tied head kept
+//! packed: Qwen's 151,936 x 896) is never widened whole: many rows (training, scoring) go through
+//! `W` a tile of rows at a time ([`TILE_VALUES`]); a few rows (decoding) dot each row of `W` as it
+//! is widened, a few rows at a time per thread, so `W` is read once and nothing of it is stored.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,9 +26,18 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Slice, Tensor, TensorData};
 
+use rayon::prelude::*;
+
+use crate::few_rows::FEW_ROWS;
 use crate::gguf_quants::{GgmlType, dequantize};
+
+/// At most this many values of `W` are widened at once by a product of many rows (16 MiB of f32).
+const TILE_VALUES: usize = 1 << 22;
+
+/// Rows of `W` a thread widens at once in a product of few rows (a few KiB each: they stay in cache).
+const FEW_ROWS_STEP: usize = 64;
 
 /// A frozen matrix in HF's `[out, in]` order, each row `in` values as whole blocks of its type
 /// (GGUF's layout: a projection's output unit is a row). Clones share the bytes.
@@ -81,6 +95,31 @@ impl PackedWeight {
         dequantize(self.0.ggml_type, &self.0.bytes)
     }
 
+    /// Rows `start..start + len` of `W`, `[len, in]` row-major.
+    fn rows_values(&self, start: usize, len: usize) -> Vec<f32> {
+        let row_bytes = self.0.bytes.len() / self.0.rows;
+        dequantize(self.0.ggml_type, &self.0.bytes[start * row_bytes..(start + len) * row_bytes])
+    }
+
+    /// The rows `ids`, `[ids.len(), in]` row-major (an embedding lookup); `None` if an id is not a row.
+    pub fn gather(&self, ids: &[usize]) -> Option<Vec<f32>> {
+        let mut out = Vec::with_capacity(ids.len() * self.0.cols);
+        for &id in ids {
+            if id >= self.0.rows {
+                return None;
+            }
+            out.extend(self.rows_values(id, 1));
+        }
+        Some(out)
+    }
+
+    /// `(start, len)` of the tiles of rows, at most `tile_values` values each (or one row), that a
+    /// product of many rows widens one at a time.
+    fn tiles(&self, tile_values: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (rows, step) = (self.0.rows, (tile_values / self.0.cols.max(1)).max(1));
+        (0..rows).step_by(step).map(move |start| (start, step.min(rows - start)))
+    }
+
     /// The dense `[out, in]` matrix on `device` (not tracked).
     pub fn hf_tensor(&self, device: &burn::tensor::Device) -> Tensor<2> {
         Tensor::from_data(TensorData::new(self.values(), self.shape()), device)
@@ -88,17 +127,60 @@ impl PackedWeight {
 
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`; the input's gradient flows through, `W` gets none.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        if on_cpu_backend(&x) {
+        if on_cpu_backend(&x.device()) {
             Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul(x.into_dispatch(), self.clone()))
         } else {
             let w = self.hf_tensor(&x.device()); // [out, in]
             x.matmul(w.transpose())
         }
     }
+
+    /// `g` `[n, out]` @ W `[out, in]` -> `[n, in]`, not differentiated (a tied head's expected row).
+    pub fn matmul_transposed(&self, g: Tensor<2>) -> Tensor<2> {
+        if on_cpu_backend(&g.device()) {
+            Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul_transposed(g.detach().into_dispatch(), self.clone()))
+        } else {
+            let w = self.hf_tensor(&g.device()); // [out, in]
+            g.matmul(w)
+        }
+    }
 }
 
-fn on_cpu_backend(x: &Tensor<2>) -> bool {
-    matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+/// Whether `device` is the CPU backend, where the packed products run as ops of their own.
+pub(crate) fn on_cpu_backend(device: &burn::tensor::Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` row-major: each thread widens its own
+/// rows of `W` a few at a time and dots them with every row of `x`; each value is one row's dot
+/// product, the same bits however many threads share the rows.
+fn few_rows_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
+    let [rows, cols] = weight.shape();
+    let n = x.len() / cols;
+    let mut out_t = vec![0.0f32; rows * n]; // [out, n]
+    out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each(|(step, out)| {
+        let start = step * FEW_ROWS_STEP;
+        let w = weight.rows_values(start, out.len() / n); // [len, in]
+        for (w_row, out_row) in w.chunks_exact(cols).zip(out.chunks_exact_mut(n)) {
+            for (x_row, o) in x.chunks_exact(cols).zip(out_row) {
+                *o = dot(w_row, x_row);
+            }
+        }
+    });
+    (0..n).flat_map(|j| out_t.iter().skip(j).step_by(n).copied().collect::<Vec<_>>()).collect()
+}
+
+/// `a · b` in 16 lanes (one AVX-512 vector), summed at the end: the compiler vectorizes it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (a_blocks, b_blocks) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a_blocks.remainder().iter().zip(b_blocks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_blocks.zip(b_blocks) {
+        for lane in 0..16 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The product with a packed weight, and its transpose for the backward.
@@ -112,14 +194,39 @@ pub trait PackedMatmul: Backend {
 
 impl PackedMatmul for Flex {
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
-        let w = Self::float_from_data(TensorData::new(weight.values(), weight.shape()), &x.device()); // [out, in]
-        Self::float_matmul(x, Self::float_transpose(w))
+        let (n, device) = (x.shape()[0], x.device());
+        if n > FEW_ROWS {
+            return tiled_product(x, &weight, TILE_VALUES);
+        }
+        let x: Vec<f32> = x.into_data().try_to_vec().expect("f32 activations");
+        let out = few_rows_product(&x, &weight);
+        Self::float_from_data(TensorData::new(out, [n, weight.shape()[0]]), &device)
     }
 
     fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
-        let w = Self::float_from_data(TensorData::new(weight.values(), weight.shape()), &g.device()); // [out, in]
-        Self::float_matmul(g, w)
+        tiled_product_transposed(g, &weight, TILE_VALUES)
     }
+}
+
+/// `x` `[n, in]` @ W^T -> `[n, out]`, `W` widened a tile of at most `tile_values` values at a time.
+fn tiled_product(x: FloatTensor<Flex>, weight: &PackedWeight, tile_values: usize) -> FloatTensor<Flex> {
+    let device = x.device();
+    let tiles = weight.tiles(tile_values).map(|(start, len)| {
+        let w = Flex::float_from_data(TensorData::new(weight.rows_values(start, len), [len, weight.shape()[1]]), &device); // [len, in]
+        Flex::float_matmul(x.clone(), Flex::float_transpose(w)) // [n, len]
+    });
+    Flex::float_cat(tiles.collect(), 1)
+}
+
+/// `g` `[n, out]` @ W -> `[n, in]`, summed over tiles of `W`'s rows as [`tiled_product`] cuts them.
+fn tiled_product_transposed(g: FloatTensor<Flex>, weight: &PackedWeight, tile_values: usize) -> FloatTensor<Flex> {
+    let device = g.device();
+    let tiles = weight.tiles(tile_values).map(|(start, len)| {
+        let w = Flex::float_from_data(TensorData::new(weight.rows_values(start, len), [len, weight.shape()[1]]), &device); // [len, in]
+        let g_tile = Flex::float_slice(g.clone(), &[Slice::full(), Slice::new(start as isize, Some((start + len) as isize), 1)]); // [n, len]
+        Flex::float_matmul(g_tile, w) // [n, in]
+    });
+    tiles.reduce(Flex::float_add).expect("a weight has rows")
 }
 
 #[derive(Debug)]
@@ -146,5 +253,69 @@ impl<B: Backend + PackedMatmul, C: CheckpointStrategy> PackedMatmul for Autodiff
     fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
         let product = B::packed_matmul_transposed(Self::inner(g), weight);
         Self::from_inner(product)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Q8_0 `[rows, 64]` matrix of varied values (scale 1/64, values -64..64).
+    fn q8_0(rows: usize) -> PackedWeight {
+        let scale = half::f16::from_f32(1.0 / 64.0).to_le_bytes();
+        let bytes = (0..rows * 2)
+            .flat_map(|block| scale.into_iter().chain((0..32).map(move |i| ((block * 37 + i * 11) % 128) as i8 as u8 ^ 0x40)))
+            .collect();
+        PackedWeight::new(GgmlType::Q8_0, bytes, [rows, 64]).expect("whole blocks")
+    }
+
+    fn flex(values: Vec<f32>, shape: [usize; 2]) -> FloatTensor<Flex> {
+        Flex::float_from_data(TensorData::new(values, shape), &Default::default())
+    }
+
+    fn values(t: FloatTensor<Flex>) -> Vec<f32> {
+        t.into_data().try_to_vec().unwrap()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn products_by_tiles_of_rows_equal_the_product_with_the_whole_widened_matrix() {
+        let (w, n) = (q8_0(37), 20);
+        let x: Vec<f32> = (0..n * 64).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect();
+        let g: Vec<f32> = (0..n * 37).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
+        let dense = flex(w.values(), [37, 64]);
+        let whole = values(Flex::float_matmul(flex(x.clone(), [n, 64]), Flex::float_transpose(dense.clone())));
+        let whole_t = values(Flex::float_matmul(flex(g.clone(), [n, 37]), dense));
+        for tile_values in [64, 5 * 64, 1 << 22] {
+            let tiled = values(tiled_product(flex(x.clone(), [n, 64]), &w, tile_values));
+            assert_close(&tiled, &whole, &format!("x @ W^T in tiles of {tile_values}"));
+            let tiled_t = values(tiled_product_transposed(flex(g.clone(), [n, 37]), &w, tile_values));
+            assert_close(&tiled_t, &whole_t, &format!("g @ W in tiles of {tile_values}"));
+        }
+    }
+
+    #[test]
+    fn a_few_rows_dot_each_widened_row_as_the_whole_product_does() {
+        let w = q8_0(FEW_ROWS_STEP * 2 + 5);
+        let rows = w.shape()[0];
+        for n in [1, 3] {
+            let x: Vec<f32> = (0..n * 64).map(|i| ((i * 3) % 17) as f32 / 17.0 - 0.5).collect();
+            let whole = values(Flex::float_matmul(flex(x.clone(), [n, 64]), Flex::float_transpose(flex(w.values(), [rows, 64]))));
+            assert_close(&few_rows_product(&x, &w), &whole, &format!("{n} rows"));
+        }
+    }
+
+    #[test]
+    fn gathered_rows_are_the_widened_matrix_rows_and_an_id_beyond_it_is_refused() {
+        let w = q8_0(9);
+        let all = w.values();
+        assert_eq!(w.gather(&[4, 0, 4]).unwrap(), [&all[4 * 64..5 * 64], &all[..64], &all[4 * 64..5 * 64]].concat());
+        assert_eq!(w.gather(&[9]), None);
     }
 }

@@ -167,24 +167,24 @@ pub enum LmHead {
     Rows(Tensor<2>),
     /// A head of its own, burn's `[d, vocab]`.
     Columns(Tensor<2>),
+    /// Tied to embeddings kept packed, `[vocab, d]` (frozen; on the CPU backend).
+    Packed(PackedWeight),
 }
 
 impl LmHead {
-    fn weight(&self) -> &Tensor<2> {
-        match self {
-            Self::Rows(w) | Self::Columns(w) => w,
-        }
-    }
-
     /// Whether the head is being trained (it needs the whole logits' gradient then).
     pub fn trains(&self) -> bool {
-        self.weight().is_tracked()
+        match self {
+            Self::Rows(w) | Self::Columns(w) => w.is_tracked(),
+            Self::Packed(_) => false,
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Rows(w) => w.dims()[0],
             Self::Columns(w) => w.dims()[1],
+            Self::Packed(e) => e.shape()[0],
         }
     }
 
@@ -194,6 +194,7 @@ impl LmHead {
         match self {
             Self::Rows(e) => e.clone().matmul(x.transpose()).transpose(),
             Self::Columns(w) => x.matmul(w.clone()),
+            Self::Packed(e) => e.matmul(x),
         }
     }
 
@@ -202,6 +203,14 @@ impl LmHead {
         match self {
             Self::Rows(e) => e.clone().select(0, tokens),
             Self::Columns(w) => w.clone().select(1, tokens).transpose(),
+            Self::Packed(e) => {
+                let [n, d] = [tokens.dims()[0], e.shape()[1]];
+                let device = tokens.device();
+                let ids: Vec<usize> = tokens.into_data().iter::<i64>().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect();
+                // Targets are tokens of the model's vocabulary (checked where it is loaded).
+                let values = e.gather(&ids).unwrap_or_else(|| vec![0.0; n * d]);
+                Tensor::from_data(burn::tensor::TensorData::new(values, [n, d]), &device)
+            }
         }
     }
 
@@ -210,6 +219,7 @@ impl LmHead {
         match self {
             Self::Rows(e) => probs.matmul(e.clone()),
             Self::Columns(w) => w.clone().matmul(probs.transpose()).transpose(),
+            Self::Packed(e) => e.matmul_transposed(probs),
         }
     }
 }

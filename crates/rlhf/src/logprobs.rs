@@ -110,7 +110,7 @@ impl Chunks {
 mod tests {
     use burn::module::Module;
     use burn::tensor::{Device, TensorData};
-    use tinyrlhf_model::{GptConfig, LlamaConfig, ModelConfig};
+    use tinyrlhf_model::{GgmlType, GptConfig, LlamaConfig, ModelConfig, PackedWeight};
 
     use super::*;
 
@@ -160,5 +160,16 @@ mod tests {
         let mut llama = LlamaConfig::new(300, 16, 8, 1, 2, 1);
         llama.tie_word_embeddings = false;
         check(ModelConfig::Llama(llama).init(&device), "Llama (untied)");
+        check(packed_embeddings(ModelConfig::Llama(LlamaConfig::new(300, 16, 8, 1, 2, 1)).init(&device)), "Llama (tied, packed)");
+    }
+
+    /// `model` with its embeddings (and so its tied head) kept packed as BF16, as a GGUF base's are.
+    fn packed_embeddings(model: CausalLm) -> CausalLm {
+        let CausalLm::Llama(mut llama) = model else { unreachable!("a Llama model") };
+        let [vocab, d] = llama.embed_tokens.dims();
+        let values: Vec<f32> = llama.embed_tokens.weight.take().unwrap().val().into_data().try_to_vec().unwrap();
+        let bytes = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+        llama.embed_tokens.packed = Some(PackedWeight::new(GgmlType::Bf16, bytes, [vocab, d]).unwrap());
+        CausalLm::Llama(llama)
     }
 }
