@@ -131,28 +131,45 @@ pub const ADAPTER_CONFIG: &str = "adapter/adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter/adapter_model.safetensors";
 
 /// A LoRA run's output: the base its `adapter_config.json` names (`base_model_name_or_path`, as
-/// PEFT writes it) with the adapter merged in, and the run's tokenizer.
+/// PEFT writes it) with the adapter beside it, and the run's tokenizer.
 fn load_adapter_dir(dir: &Path, device: &Device, depth: usize) -> Result<LanguageModel> {
-    let config_path = dir.join(ADAPTER_CONFIG);
-    let adapter_config = read(&config_path)?;
-    let named: serde_json::Value =
-        serde_json::from_slice(&adapter_config).map_err(|e| format!("{}: not JSON: {e}", config_path.display()))?;
-    let Some(base) = named.get("base_model_name_or_path").and_then(|b| b.as_str()).filter(|b| !b.is_empty()) else {
-        return Err(format!(
-            "{}: base_model_name_or_path does not name the model this adapter is for; put its path there",
-            config_path.display()
-        ));
-    };
-    if depth >= MAX_ADAPTER_DEPTH {
-        return Err(format!("{}: more than {MAX_ADAPTER_DEPTH} adapters stand on one another (does a base name itself?)", dir.display()));
+    let adapter = AdapterDir::read(dir, depth)?;
+    let base_model = load_language_model(&adapter.base, device, depth + 1)
+        .map_err(|e| format!("{} adapts {}, which cannot be loaded: {e}", dir.display(), adapter.base.display()))?;
+    tinyrlhf_rlhf::with_adapter(base_model, adapter.files()).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// A LoRA run's folder as read: its adapter's files and the base they name.
+struct AdapterDir {
+    config: Vec<u8>,
+    weights: Vec<u8>,
+    tokenizer: TokenizerBytes,
+    base: PathBuf,
+}
+
+impl AdapterDir {
+    fn read(dir: &Path, depth: usize) -> Result<Self> {
+        let config_path = dir.join(ADAPTER_CONFIG);
+        let config = read(&config_path)?;
+        let named: serde_json::Value = serde_json::from_slice(&config).map_err(|e| format!("{}: not JSON: {e}", config_path.display()))?;
+        let Some(base) = named.get("base_model_name_or_path").and_then(|b| b.as_str()).filter(|b| !b.is_empty()) else {
+            return Err(format!(
+                "{}: base_model_name_or_path does not name the model this adapter is for; put its path there",
+                config_path.display()
+            ));
+        };
+        if depth >= MAX_ADAPTER_DEPTH {
+            return Err(format!(
+                "{}: more than {MAX_ADAPTER_DEPTH} adapters stand on one another (does a base name itself?)",
+                dir.display()
+            ));
+        }
+        Ok(Self { base: dir.join(base), weights: read(&dir.join(ADAPTER_WEIGHTS))?, tokenizer: TokenizerBytes::read(dir)?, config })
     }
-    let base_path = dir.join(base);
-    let base_model = load_language_model(&base_path, device, depth + 1)
-        .map_err(|e| format!("{} adapts {}, which cannot be loaded: {e}", dir.display(), base_path.display()))?;
-    let adapter_weights = read(&dir.join(ADAPTER_WEIGHTS))?;
-    let tokenizer = TokenizerBytes::read(dir)?;
-    let files = AdapterFiles { adapter_config_json: &adapter_config, adapter_safetensors: &adapter_weights, tokenizer: tokenizer.files() };
-    tinyrlhf_rlhf::with_adapter(base_model, files).map_err(|e| format!("{}: {e}", dir.display()))
+
+    fn files(&self) -> AdapterFiles<'_> {
+        AdapterFiles { adapter_config_json: &self.config, adapter_safetensors: &self.weights, tokenizer: self.tokenizer.files() }
+    }
 }
 
 /// A model given as one GGUF file (llama.cpp's, Ollama's, LM Studio's) rather than a folder,
@@ -220,8 +237,24 @@ pub fn save_manifest(dir: &Path, manifest: &serde_json::Value) -> Result<()> {
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(manifest).expect("json").as_bytes())
 }
 
-/// A reward (or value) model directory: the scalar model and its tokenizer.
-pub fn load_scalar_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, ScalarModel, Tokenizer)> {
+/// A reward (or value) model directory: the scalar model and its tokenizer. A reward model trained
+/// with adapters loads onto the base its adapter names; when that base is `policy`'s path (the
+/// run's policy, loaded already), onto that model itself: one copy of the base for both.
+pub fn load_scalar_dir(
+    dir: &Path,
+    device: &Device,
+    policy: Option<(&Path, &LanguageModel)>,
+) -> Result<(ModelConfig, ScalarModel, Tokenizer)> {
+    if !dir.join("model.safetensors").exists() && dir.join(ADAPTER_CONFIG).exists() {
+        let adapter = AdapterDir::read(dir, 0)?;
+        let same_file = |a: &Path, b: &Path| std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b);
+        let base = match policy {
+            Some((path, model)) if same_file(path, &adapter.base) => model.clone(),
+            _ => load_language_model(&adapter.base, device, 1)
+                .map_err(|e| format!("{} adapts {}, which cannot be loaded: {e}", dir.display(), adapter.base.display()))?,
+        };
+        return tinyrlhf_rlhf::scalar_with_adapter(base, adapter.files()).map_err(|e| format!("{}: {e}", dir.display()));
+    }
     let tokenizer = read_tokenizer_dir(dir)?;
     let (config, model) =
         tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_rlhf::{
-    GroupConfig, GroupMethod, GroupTrainer, LossAggregation, PolicyTrainer, RewardScaling, check_compatible, training_prompt_ids,
+    GroupConfig, GroupMethod, GroupTrainer, LanguageModel, LossAggregation, PolicyTrainer, RewardScaling, check_compatible,
+    training_prompt_ids,
 };
 
 use crate::backend::Backend;
@@ -117,7 +118,8 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     settings.validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
-    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
+    let loaded = LanguageModel { config: config.clone(), model: sft.clone(), tokenizer: tokenizer.clone() };
+    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device, Some((&args.policy, &loaded)))?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
     let prompts = files::read_prompts(&args.prompts)?;

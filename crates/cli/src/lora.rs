@@ -6,12 +6,14 @@
 //! `base_model_name_or_path`, `adapter_model.safetensors`), which `PeftModel.from_pretrained(base,
 //! "OUT/adapter")` loads, for the Llama family `OUT/adapter.gguf`, which `llama-cli -m base.gguf
 //! --lora OUT/adapter.gguf` applies, and the run's tokenizer. Every command loads such a folder as
-//! its base with the adapter merged in. `--merge` writes the merged model folder as well.
+//! its base with the adapter frozen beside it (a packed base stays packed). A reward model trained
+//! with adapters is written the same way (PEFT's `SEQ_CLS` task, the score head among its tensors)
+//! and loads onto its base. `--merge` writes the merged model folder as well.
 
 use std::path::Path;
 
 use clap::Args;
-use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
@@ -40,9 +42,27 @@ impl LoraArgs {
     }
 }
 
+/// A tuned language model (a policy, an SFT model) or reward model.
+#[derive(Clone, Copy)]
+pub enum TunedModel<'a> {
+    Language(&'a CausalLm),
+    Scalar(&'a ScalarModel),
+}
+
+impl TunedModel<'_> {
+    /// Every weight, adapters merged: `model.safetensors`.
+    fn merged_weights(self) -> Result<Vec<u8>> {
+        let weights = match self {
+            Self::Language(model) => pollster::block_on(tinyrlhf_model::save_lm(model)),
+            Self::Scalar(model) => pollster::block_on(tinyrlhf_model::save_scalar_model(model)),
+        };
+        weights.map_err(|e| e.to_string())
+    }
+}
+
 /// What a run tuned, to be written into `out`.
 pub struct Tuned<'a> {
-    pub model: &'a CausalLm,
+    pub model: TunedModel<'a>,
     pub config_json: &'a str,
     /// Every weight, for a run that trains every weight (its checkpoint's).
     pub weights: Option<&'a [u8]>,
@@ -63,7 +83,7 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
         let weights = match tuned.weights {
             Some(weights) => weights,
             None => {
-                merged = pollster::block_on(tinyrlhf_model::save_lm(tuned.model)).map_err(|e| e.to_string())?;
+                merged = tuned.model.merged_weights()?;
                 &merged
             }
         };
@@ -76,7 +96,7 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
     files::save_tokenizer(out, tuned.tokenizer)?;
     save_adapter(out, tuned.model, tuned.config_json, lora, &base)?;
     if tuned.merge {
-        let weights = pollster::block_on(tinyrlhf_model::save_lm(tuned.model)).map_err(|e| e.to_string())?;
+        let weights = tuned.model.merged_weights()?;
         files::save_weights_dir(out, tuned.config_json, &weights, tuned.tokenizer, &manifest)
     } else {
         for stale in ["model.safetensors", "config.json"] {
@@ -86,16 +106,23 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
     }
 }
 
-/// Writes `policy`'s adapters to `out/adapter/` (and `out/adapter.gguf`), naming `base`.
-fn save_adapter(out: &Path, policy: &CausalLm, config_json: &str, lora: &LoraConfig, base: &Path) -> Result<()> {
-    let model = ModelConfig::from_json_bytes(config_json.as_bytes()).map_err(|e| e.to_string())?;
-    let (config, weights) = pollster::block_on(tinyrlhf_model::save_peft_adapter(policy, lora)).map_err(|e| e.to_string())?;
+/// Writes `tuned`'s adapters to `out/adapter/` (and a language model's to `out/adapter.gguf`), naming `base`.
+fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraConfig, base: &Path) -> Result<()> {
+    let (config, weights) = match tuned {
+        TunedModel::Language(model) => pollster::block_on(tinyrlhf_model::save_peft_adapter(model, lora)),
+        TunedModel::Scalar(model) => pollster::block_on(tinyrlhf_model::save_peft_scalar_adapter(model, lora)),
+    }
+    .map_err(|e| e.to_string())?;
     let mut config: serde_json::Value = serde_json::from_str(&config).expect("PEFT's config is JSON");
     config["base_model_name_or_path"] = base.display().to_string().into();
     files::write_atomic(&out.join(files::ADAPTER_WEIGHTS), &weights)?;
     files::write_atomic(&out.join(files::ADAPTER_CONFIG), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
-    if let Some(gguf) = tinyrlhf_model::gguf_lora_adapter(&model, &weights, lora.alpha).map_err(|e| e.to_string())? {
-        files::write_atomic(&out.join("adapter.gguf"), &gguf)?;
+    // llama.cpp applies adapters to language models; a reward model's adapter has no GGUF reader.
+    if let TunedModel::Language(_) = tuned {
+        let model = ModelConfig::from_json_bytes(config_json.as_bytes()).map_err(|e| e.to_string())?;
+        if let Some(gguf) = tinyrlhf_model::gguf_lora_adapter(&model, &weights, lora.alpha).map_err(|e| e.to_string())? {
+            files::write_atomic(&out.join("adapter.gguf"), &gguf)?;
+        }
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use tinyrlhf_rlhf::{PolicyStats, PolicyTrainer};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
-use crate::lora::{Tuned, save_tuned};
+use crate::lora::{Tuned, TunedModel, save_tuned};
 use crate::progress::Progress;
 use crate::resume::{self, RunRecord};
 
@@ -115,7 +115,7 @@ pub fn drive(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
             manifest["seconds"] = started.elapsed().as_secs_f64().into();
             manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
             let tuned = Tuned {
-                model: &trainer.policy(),
+                model: TunedModel::Language(&trainer.policy()),
                 config_json: &checkpoint.config_json,
                 weights: checkpoint.weights.as_deref(),
                 lora: trainer.lora(),

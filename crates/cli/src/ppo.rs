@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_data::Demonstration;
-use tinyrlhf_rlhf::{KlEstimator, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible, training_prompt_ids};
+use tinyrlhf_rlhf::{
+    KlEstimator, LanguageModel, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible, training_prompt_ids,
+};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
@@ -125,7 +127,8 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     args.settings().validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
     let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
-    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device)?;
+    let loaded = LanguageModel { config: config.clone(), model: sft.clone(), tokenizer: tokenizer.clone() };
+    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device, Some((&args.policy, &loaded)))?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
     let prompts = files::read_prompts(&args.prompts)?;

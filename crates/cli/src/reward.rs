@@ -9,6 +9,7 @@ use tinyrlhf_rlhf::{RankingSet, RewardConfig, RewardTrainer, calibrate};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::lora::{Tuned, TunedModel, save_tuned};
 use crate::outputs::{Out, Plan};
 use crate::progress::Progress;
 use crate::train::files_digest;
@@ -74,6 +75,7 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         lora: args.lora.config(),
         ..RewardConfig::default()
     };
+    let settings_lora = settings.lora.clone();
     let pad = tokenizer.special_ids().pad;
     let mut trainer = RewardTrainer::new(sft, config.clone(), train, held_out, pad, settings).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
@@ -110,7 +112,6 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         calibration.len(),
         if args.no_unit_std { "" } else { ", std 1" }
     );
-    let weights = pollster::block_on(tinyrlhf_model::save_scalar_model(&model)).map_err(|e| e.to_string())?;
     let manifest = serde_json::json!({
         "stage": "reward", "sft": args.model, "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "data": {"rankings": files_digest(&[&args.rankings])?, "pairs": pairs},
@@ -119,7 +120,16 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         "seconds": seconds,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     });
-    files::save_weights_dir(&args.out, &config.to_json(), &weights, &tokenizer, &manifest)?;
+    let tuned = Tuned {
+        model: TunedModel::Scalar(&model),
+        config_json: &config.to_json(),
+        weights: None,
+        lora: settings_lora.as_ref(),
+        base: Some(&args.model),
+        merge: args.lora.merge(),
+        tokenizer: &tokenizer,
+    };
+    save_tuned(&args.out, &tuned, &manifest)?;
     eprintln!("reward model written to {}", args.out.display());
     Ok(())
 }

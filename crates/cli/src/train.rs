@@ -13,7 +13,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
-use crate::lora::{LoraArgs, Tuned, save_tuned};
+use crate::lora::{LoraArgs, Tuned, TunedModel, save_tuned};
 use crate::outputs::{Out, Plan};
 use crate::progress::Progress;
 use crate::resume::{self, RunRecord};
@@ -209,7 +209,7 @@ fn run(
                 manifest["val_loss"] = val_loss.into();
                 manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
                 let tuned = Tuned {
-                    model: &trainer.model(),
+                    model: TunedModel::Language(&trainer.model()),
                     config_json: &checkpoint.config_json,
                     weights: checkpoint.weights.as_deref(),
                     lora: trainer.settings().lora.as_ref(),

@@ -388,9 +388,11 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
     );
     ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
     ok(&with_lora(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"]), &dir);
-    let rm = safetensors_names(&dir.join("rm/model.safetensors"));
-    assert!(rm.contains(&"score.weight".to_owned()) && rm.contains(&"model.layers.0.self_attn.q_proj.bias".to_owned()), "{rm:?}");
-    assert!(!rm.iter().any(|n| n.starts_with("lm_head")), "a reward model has no LM head: {rm:?}");
+    // A LoRA reward model is its adapters and score head on the SFT model it names, no copy of it.
+    assert!(!dir.join("rm/model.safetensors").exists());
+    let rm = safetensors_names(&dir.join("rm/adapter/adapter_model.safetensors"));
+    assert!(rm.contains(&"score.weight".to_owned()) && rm.iter().any(|n| n.ends_with("q_proj.lora_A.weight")), "{rm:?}");
+    assert!(!rm.contains(&"model.layers.0.self_attn.q_proj.bias".to_owned()), "the base is not copied: {rm:?}");
     ok(&with_lora(&[&small_ppo("world/prompts.jsonl", "ppo")[..], &["--iterations", "1"]].concat()), &dir);
     ok(&with_lora(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"]), &dir);
     for method in ["grpo", "rloo"] {

@@ -1,6 +1,6 @@
 //! A `.gguf` file as llama.cpp, Ollama or LM Studio keep it is a model to every command (recognised
 //! by its bytes, whatever its name), and a LoRA run on it writes the adapter as llama.cpp's LoRA GGUF
-//! beside PEFT's, for the Llama family and Gemma 3.
+//! beside PEFT's, for the Llama family and Gemma 3; a LoRA reward model is its adapter on that base.
 
 mod common;
 
@@ -76,8 +76,17 @@ fn a_gemma3_gguf_with_a_sentencepiece_vocabulary_goes_through_every_stage_with_l
     ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
     ok(&[&["reward", "--model", gguf, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"][..], &lora].concat(), &dir);
     ok(&[&["dpo", "--policy", gguf, "--rankings", "r.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"][..], &lora].concat(), &dir);
+    // A LoRA reward model is its adapter and score head on the base it names, not a copy of it.
+    assert!(!dir.join("rm/model.safetensors").exists());
+    let adapter: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rm/adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(adapter["task_type"], "SEQ_CLS");
     let grpo = ["grpo", "--policy", gguf, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "grpo", "--iterations", "1"];
     ok(&[&grpo[..], &["--prompts-per-iteration", "2", "-k", "2", "--max-new-tokens", "4"], &lora].concat(), &dir);
+    let ppo = ["ppo", "--policy", gguf, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "ppo", "--iterations", "1"];
+    ok(&[&ppo[..], &["--batch", "2", "--max-new-tokens", "4"], &lora].concat(), &dir);
+    // Given as a policy, a reward model's folder is refused for what it is.
+    let wrong = tinyrlhf(&["sample", "--model", "rm", "--prompts", "world/prompts.jsonl", "--out", "x.jsonl"], &dir);
+    assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("SEQ_CLS"), "{wrong:?}");
     for run in ["dpo", "grpo"] {
         let bytes = std::fs::read(dir.join(run).join("adapter.gguf")).unwrap();
         let header = tinyrlhf_model::GgufHeader::read(&bytes).unwrap();

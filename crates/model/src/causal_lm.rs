@@ -68,6 +68,12 @@ impl CausalLm {
         found
     }
 
+    /// Its adapters frozen beside their weights, under any frozen before: a base for a later run's
+    /// adapters that keeps a packed base packed (merging would widen it).
+    pub fn with_adapters_frozen(self) -> Self {
+        self.map_projections(|_, projection| projection.with_adapter_frozen())
+    }
+
     /// Every update merged into its weight, every packed weight widened to f32: the dense model
     /// this one computes, with no adapters (to save, or to train in full).
     pub fn merged(self) -> Self {
@@ -453,6 +459,11 @@ impl ScalarModel {
     /// The dense model this one computes ([`CausalLm::merged`]).
     pub fn merged(self) -> Self {
         Self { transformer: self.transformer.merged(), score: self.score }
+    }
+
+    /// Its adapters frozen ([`CausalLm::with_adapters_frozen`]), its head as it was.
+    pub fn with_adapters_frozen(self) -> Self {
+        Self { transformer: self.transformer.with_adapters_frozen(), score: self.score }
     }
 
     /// Puts a fresh head on `transformer` (its LM head, if it has its own, is dropped): weight

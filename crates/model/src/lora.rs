@@ -192,9 +192,24 @@ fn fill_factors<M: Module>(module: M, weights: &mut Weights) -> Result<M, Checkp
 /// `adapter_model.safetensors` bytes. Async: reading tensors back from a GPU is.
 pub async fn save_peft_adapter(model: &CausalLm, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
     let bytes = adapter_factors(model).to_bytes().await?;
+    Ok((peft_config(model, config, CAUSAL_LM), bytes))
+}
+
+/// A reward or value model's adapters and score head ([`save_scalar_adapter`]) with PEFT's
+/// `adapter_config.json` for a sequence classifier (`SEQ_CLS`, the head in `modules_to_save`).
+pub async fn save_peft_scalar_adapter(model: &ScalarModel, config: &LoraConfig) -> Result<(String, Vec<u8>), CheckpointError> {
+    let bytes = save_scalar_adapter(model).await?;
+    Ok((peft_config(&model.transformer, config, SEQ_CLS), bytes))
+}
+
+/// PEFT's task types: a language model's adapter, a reward or value model's.
+const CAUSAL_LM: &str = "CAUSAL_LM";
+const SEQ_CLS: &str = "SEQ_CLS";
+
+fn peft_config(model: &CausalLm, config: &LoraConfig, task: &str) -> String {
     let adapter_config = json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": task,
         "r": config.rank,
         "lora_alpha": config.alpha,
         "lora_dropout": 0.0,
@@ -204,10 +219,40 @@ pub async fn save_peft_adapter(model: &CausalLm, config: &LoraConfig) -> Result<
         "bias": "none",
         "use_rslora": false,
         "use_dora": false,
-        "modules_to_save": null,
+        "modules_to_save": (task == SEQ_CLS).then(|| ["score"]),
         "inference_mode": true,
     });
-    Ok((serde_json::to_string_pretty(&adapter_config).expect("json"), bytes))
+    serde_json::to_string_pretty(&adapter_config).expect("json")
+}
+
+/// The LoRA settings of a PEFT `adapter_config.json` made for a `task` model (a missing
+/// `task_type` is taken as that task).
+fn peft_lora_config(adapter_config_json: &[u8], task: &str) -> Result<LoraConfig, CheckpointError> {
+    #[derive(Deserialize)]
+    struct PeftConfig {
+        r: usize,
+        lora_alpha: f64,
+        #[serde(default)]
+        use_rslora: bool,
+        #[serde(default)]
+        use_dora: bool,
+        task_type: Option<String>,
+    }
+    let bad = |problem: String| CheckpointError::Format(format!("adapter_config.json: {problem}"));
+    let peft: PeftConfig = serde_json::from_slice(adapter_config_json).map_err(|e| bad(e.to_string()))?;
+    if peft.use_rslora || peft.use_dora {
+        return Err(bad("rsLoRA and DoRA adapters are not supported".into()));
+    }
+    match peft.task_type.as_deref() {
+        Some(found) if found != task => {
+            let what = |t: &str| if t == SEQ_CLS { "a reward or value model's (SEQ_CLS)" } else { "a language model's (CAUSAL_LM)" };
+            return Err(bad(format!("task_type {found}: this is {} adapter where {} is needed", what(found), what(task))));
+        }
+        _ => {}
+    }
+    let config = LoraConfig { rank: peft.r, alpha: peft.lora_alpha };
+    config.validate().map_err(bad)?;
+    Ok(config)
 }
 
 /// `base` with the adapters of a PEFT `adapter_config.json` + `adapter_model.safetensors` (made for
@@ -217,25 +262,22 @@ pub fn load_peft_adapter(
     adapter_config_json: &[u8],
     safetensors: &[u8],
 ) -> Result<(LoraConfig, CausalLm), CheckpointError> {
-    #[derive(Deserialize)]
-    struct PeftConfig {
-        r: usize,
-        lora_alpha: f64,
-        #[serde(default)]
-        use_rslora: bool,
-        #[serde(default)]
-        use_dora: bool,
-    }
-    let bad = |problem: String| CheckpointError::Format(format!("adapter_config.json: {problem}"));
-    let peft: PeftConfig = serde_json::from_slice(adapter_config_json).map_err(|e| bad(e.to_string()))?;
-    if peft.use_rslora || peft.use_dora {
-        return Err(bad("rsLoRA and DoRA adapters are not supported".into()));
-    }
-    let config = LoraConfig { rank: peft.r, alpha: peft.lora_alpha };
-    config.validate().map_err(bad)?;
+    let config = peft_lora_config(adapter_config_json, CAUSAL_LM)?;
     let mut weights = Weights::from_safetensors(safetensors)?;
     let model = fill_factors(with_lora(base, &config), &mut weights)?;
     weights.finish("the adapter was made for another base model")?;
+    Ok((config, model))
+}
+
+/// `base` (a language model's transformer under a score head) with a reward or value model's
+/// adapters and head saved by [`save_peft_scalar_adapter`].
+pub fn load_peft_scalar_adapter(
+    base: ScalarModel,
+    adapter_config_json: &[u8],
+    safetensors: &[u8],
+) -> Result<(LoraConfig, ScalarModel), CheckpointError> {
+    let config = peft_lora_config(adapter_config_json, SEQ_CLS)?;
+    let model = load_scalar_adapter(base, &config, safetensors)?;
     Ok((config, model))
 }
 

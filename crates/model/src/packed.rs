@@ -95,10 +95,17 @@ impl PackedWeight {
         dequantize(self.0.ggml_type, &self.0.bytes)
     }
 
-    /// Rows `start..start + len` of `W`, `[len, in]` row-major.
+    /// Rows `start..start + len` of `W`, `[len, in]` row-major; a large range widened in pieces on
+    /// rayon's threads.
     fn rows_values(&self, start: usize, len: usize) -> Vec<f32> {
+        const PIECE_ROWS: usize = 256;
         let row_bytes = self.0.bytes.len() / self.0.rows;
-        dequantize(self.0.ggml_type, &self.0.bytes[start * row_bytes..(start + len) * row_bytes])
+        let bytes = &self.0.bytes[start * row_bytes..(start + len) * row_bytes];
+        if len <= PIECE_ROWS {
+            return dequantize(self.0.ggml_type, bytes);
+        }
+        let pieces: Vec<Vec<f32>> = bytes.par_chunks(PIECE_ROWS * row_bytes).map(|piece| dequantize(self.0.ggml_type, piece)).collect();
+        pieces.concat()
     }
 
     /// The rows `ids`, `[ids.len(), in]` row-major (an embedding lookup); `None` if an id is not a row.
@@ -113,9 +120,14 @@ impl PackedWeight {
         Some(out)
     }
 
+    /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked).
+    pub fn rows_tensor(&self, start: usize, len: usize, device: &burn::tensor::Device) -> Tensor<2> {
+        Tensor::from_data(TensorData::new(self.rows_values(start, len), [len, self.0.cols]), device)
+    }
+
     /// `(start, len)` of the tiles of rows, at most `tile_values` values each (or one row), that a
     /// product of many rows widens one at a time.
-    fn tiles(&self, tile_values: usize) -> impl Iterator<Item = (usize, usize)> {
+    pub fn tiles(&self, tile_values: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (rows, step) = (self.0.rows, (tile_values / self.0.cols.max(1)).max(1));
         (0..rows).step_by(step).map(move |start| (start, step.min(rows - start)))
     }

@@ -26,7 +26,11 @@ pub struct Projection {
     #[module(skip)]
     pub packed: Option<PackedWeight>,
     pub bias: Option<Param<Tensor<1>>>,
+    /// The adapter being trained (or the last one loaded), PEFT's `lora_A`/`lora_B`.
     pub lora: Option<LoraFactors>,
+    /// Adapters of earlier runs this model stands on, frozen, applied beside the weight: a packed
+    /// base has no f32 weight to merge them into (a LoRA SFT's adapter under a LoRA DPO's).
+    pub frozen: Vec<LoraFactors>,
 }
 
 /// A low-rank update `scale · a @ b` (PEFT's `lora_A`, `lora_B`, transposed: `a` `[in, rank]`,
@@ -46,6 +50,7 @@ impl Projection {
             packed: None,
             bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
             lora: None,
+            frozen: vec![],
         }
     }
 
@@ -78,18 +83,24 @@ impl Projection {
         Self { lora: Some(lora), ..self.no_grad() }
     }
 
-    /// The dense `[in, out]` weight this projection applies, its update merged in: f32 weights of
+    /// This projection with its adapter frozen beside the weight, under any it stood on already:
+    /// the base a later run's adapter (or a full fine-tune, through [`Projection::merged`]) stands on.
+    pub(crate) fn with_adapter_frozen(self) -> Self {
+        let mut frozen = self.frozen;
+        frozen.extend(self.lora.map(|lora| lora.no_grad()));
+        Self { lora: None, frozen, ..self }
+    }
+
+    /// The dense `[in, out]` weight this projection applies, every update merged in: f32 weights of
     /// its own with no factors, for saving or training in full.
     pub fn merged(self, device: &Device) -> Self {
-        if self.weight.is_some() && self.lora.is_none() {
+        if self.weight.is_some() && self.lora.is_none() && self.frozen.is_empty() {
             return self;
         }
         let base = self.weight_val(device);
-        let weight = match &self.lora {
-            Some(lora) => base + lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scale),
-            None => base,
-        };
-        Self { weight: Some(Param::from_tensor(weight)), packed: None, bias: self.bias, lora: None }
+        let weight =
+            self.frozen.iter().chain(&self.lora).fold(base, |w, lora| w + lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scale));
+        Self { weight: Some(Param::from_tensor(weight)), packed: None, bias: self.bias, lora: None, frozen: vec![] }
     }
 }
 
@@ -113,10 +124,8 @@ pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x:
             (None, Some(packed)) => with_bias(packed.matmul(x.clone()), projection),
             (None, None) => unreachable!("a projection has f32 or packed weights"),
         };
-        match &projection.lora {
-            None => out,
-            Some(lora) => out + x.clone().matmul(lora.a.val()).matmul(lora.b.val()).mul_scalar(lora.scale), // [n, d_out]
-        }
+        let updates = projection.frozen.iter().chain(&projection.lora);
+        updates.fold(out, |out, lora| out + x.clone().matmul(lora.a.val()).matmul(lora.b.val()).mul_scalar(lora.scale)) // [n, d_out]
     })
 }
 

@@ -7,7 +7,10 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{config, model, values};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use tinyrlhf_model::{CausalLm, LoraConfig, has_adapters, left_pad, load_lm, load_peft_adapter, save_lm, save_peft_adapter, with_lora};
+use tinyrlhf_model::{
+    CausalLm, LoraConfig, ScalarModel, has_adapters, left_pad, load_lm, load_peft_adapter, load_peft_scalar_adapter, save_lm,
+    save_peft_adapter, save_peft_scalar_adapter, with_lora,
+};
 
 const LORA: LoraConfig = LoraConfig { rank: 4, alpha: 8.0 };
 
@@ -128,4 +131,44 @@ fn an_adapter_for_another_base_is_refused_naming_the_tensor() {
     assert!(err.contains(&format!("h.{}.", c.n_layer)) && err.contains("another base"), "{err}");
     let err = load_peft_adapter(base, &peft_config(0, 8.0), &adapter_file(&peft_layout(c.n_layer, c.n_embd, 1))).unwrap_err().to_string();
     assert!(err.contains("adapter_config.json") && err.contains("rank"), "{err}");
+}
+
+#[test]
+fn an_adapter_kept_frozen_under_a_new_one_computes_as_the_two_merged_and_only_the_new_one_trains() {
+    let (device, base) = model(7);
+    let c = config();
+    let file = adapter_file(&peft_layout(c.n_layer, c.n_embd, LORA.rank));
+    let (_, first) = load_peft_adapter(base, &peft_config(LORA.rank, LORA.alpha), &file).unwrap();
+    let stacked = first.clone().with_adapters_frozen();
+    assert!(!has_adapters(&stacked), "a frozen adapter is not one a run trains or saves");
+    assert_eq!(logits(&stacked), logits(&first));
+    // A second run's adapter over the first: the dense model is the base with both merged in.
+    let trained: Vec<(String, Vec<usize>)> = peft_layout(c.n_layer, c.n_embd, 2);
+    let (_, second) = load_peft_adapter(stacked, &peft_config(2, 4.0), &adapter_file(&trained)).unwrap();
+    let (_, merged) = load_lm(c.to_json().as_bytes(), &pollster::block_on(save_lm(&second)).unwrap(), &device).unwrap();
+    for (a, b) in logits(&merged).iter().zip(logits(&second)) {
+        assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs(), "merged {a} vs stacked {b}");
+    }
+    let (_, saved) = pollster::block_on(save_peft_adapter(&second, &LoraConfig { rank: 2, alpha: 4.0 })).unwrap();
+    assert_eq!(SafeTensors::deserialize(&saved).unwrap().len(), trained.len(), "only the newest adapter is written");
+}
+
+#[test]
+fn a_reward_models_adapter_and_head_load_back_on_its_base_and_are_refused_as_a_language_models() {
+    let (_, base) = model(8);
+    let c = config();
+    let file = adapter_file(&peft_layout(c.n_layer, c.n_embd, LORA.rank));
+    let (_, adapted) = load_peft_adapter(base.clone(), &peft_config(LORA.rank, LORA.alpha), &file).unwrap();
+    let reward = ScalarModel { transformer: adapted, score: ScalarModel::new(base.clone()).score };
+    let (config_json, bytes) = pollster::block_on(save_peft_scalar_adapter(&reward, &LORA)).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config_json).unwrap();
+    assert_eq!((config["task_type"].as_str(), config["modules_to_save"][0].as_str()), (Some("SEQ_CLS"), Some("score")));
+    let (_, again) = load_peft_scalar_adapter(ScalarModel::new(base.clone()), config_json.as_bytes(), &bytes).unwrap();
+    let scores = |m: &ScalarModel| {
+        let (ids, pos, mask) = probe(&m.transformer.device());
+        values(m.forward(ids, pos, Some(mask)))
+    };
+    assert_eq!(scores(&again.with_adapters_frozen()), scores(&reward));
+    let err = load_peft_adapter(base, config_json.as_bytes(), &bytes).unwrap_err().to_string();
+    assert!(err.contains("task_type SEQ_CLS") && err.contains("a language model's"), "{err}");
 }

@@ -2,16 +2,19 @@
 //! directly, with no reward model and no value model — two networks instead of PPO's four. Each
 //! K-way ranking gives its C(K,2) pairs, weighted 1/C(K,2) so a ranking of nine counts as much as
 //! a pair, as the reward model weighs them. The frozen reference (the SFT model) scores every
-//! answer once, up front; a step is then one forward and backward pass of the policy.
+//! answer once, up front; a step is then a forward and backward pass of the policy per group of
+//! rankings whose activations fit [`GROUP_ACTIVATIONS`], their gradients summed (a ranking larger
+//! than that goes a few answers at a time, scored first without the graph).
 //!
 //! [`DpoTrainer::step`] reads as numbered phases; the loss and its gradient are `dpo_math.rs`
 //! (checked against TRL 1.16). A step whose loss or gradient is not finite leaves the policy as it
 //! was (the last good weights) and says so.
 
+use std::ops::Range;
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
@@ -20,7 +23,7 @@ use web_time::Instant;
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::examples::{Example, LmBatch};
-use crate::grads::guarded_step;
+use crate::grads::guarded_update;
 use crate::logprobs::chosen_logprobs;
 use crate::losses::PreferencePairs;
 use crate::order::epoch_order;
@@ -123,6 +126,8 @@ pub struct DpoTrainer {
     step: usize,
     device: Device,
     peers: Rc<dyn Peers>,
+    /// Tokens one backward pass may hold ([`group_tokens`]).
+    group_tokens: usize,
 }
 
 impl std::fmt::Debug for DpoTrainer {
@@ -188,13 +193,20 @@ impl DpoTrainer {
                 )));
             }
         }
-        crate::sizes::check_ranking_run(&config, settings.lora.as_ref(), &train, settings.batch_size, "a DPO step")?;
+        // A step holds one group of answers at a time (`groups`): no more than the budget allows
+        // and the batch has, one answer at the least.
+        crate::sizes::check_lora_rank(&config, settings.lora.as_ref())?;
+        let widest = train.iter().map(|r| r.sequences.len()).max().unwrap_or(0);
+        let longest = train.iter().flat_map(|r| &r.sequences).map(Vec::len).max().unwrap_or(0).max(1);
+        let rows = (settings.batch_size.saturating_mul(widest)).min((group_tokens(&config) / longest).max(1));
+        crate::sizes::check_training_step(&config, rows, longest, "a DPO step")?;
         let device = policy.device();
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;
         let policy = crate::lora::trainable_lm(policy, settings.lora.as_ref());
         let optim = AdamWConfig::new().with_weight_decay(0.0).init();
-        Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone) })
+        let group_tokens = group_tokens(&config);
+        Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), group_tokens })
     }
 
     /// Shares each step with `peers` (identical trainers on other workers): each back-propagates
@@ -255,30 +267,45 @@ impl DpoTrainer {
             order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
         let examples: Vec<Example> = batch.iter().flat_map(|s| s.ranking.examples()).collect();
 
-        // 2. The policy's log-probability of every answer, read back once: with peers, each reads
-        //    its shard of the rankings' answers and the peers' lists, in rank order, make the whole.
+        // 2. This peer's rankings through the policy a group at a time (`groups`): each group's
+        //    answers' log-probabilities, read back, and the gradient of its pairs' share of the
+        //    loss pushed back at once, so one group's activations are held at a time.
         let peers = self.peers.clone();
-        let mine: Vec<Example> = batch[shard(batch.len(), peers.rank(), peers.count())].iter().flat_map(|s| s.ranking.examples()).collect();
-        let logps = (!mine.is_empty()).then(|| sequence_logprobs(&self.policy, &mine, self.pad, &self.device)); // [answers]
-        let own: Vec<f64> = match &logps {
-            Some(l) => read_values(l.clone().detach()).await?.into_iter().map(f64::from).collect(),
-            None => vec![],
-        };
+        let mine = &batch[shard(batch.len(), peers.rank(), peers.count())];
+        let budget = self.group_tokens;
+        let mut own: Vec<f64> = Vec::with_capacity(mine.iter().map(|s| s.ranking.sequences.len()).sum());
+        let mut grads = GradientsAccumulator::<CausalLm>::new();
+        for group in groups(mine, budget) {
+            let examples: Vec<Example> = group.iter().flat_map(|s| s.ranking.examples()).collect();
+            let parts = answer_parts(&examples, budget);
+            // A group of several parts is scored whole first, without the graph: every answer's
+            // log-probability is needed before any part's gradient is known.
+            let unscored = parts.len() > 1;
+            let (values, mut tracked) = if unscored {
+                (self.scored_without_graph(&examples, &parts).await?, None)
+            } else {
+                let logps = sequence_logprobs(&self.policy, &examples, self.pad, &self.device); // [answers]
+                (read_values(logps.clone().detach()).await?.into_iter().map(f64::from).collect(), Some(logps))
+            };
+            let coefficients = group_gradient(&group, &values, batch.len(), self.settings.beta, self.settings.loss);
+            for part in parts {
+                let logps =
+                    tracked.take().unwrap_or_else(|| sequence_logprobs(&self.policy, &examples[part.clone()], self.pad, &self.device));
+                let weights = Tensor::from_data(TensorData::new(coefficients[part.clone()].to_vec(), [part.len()]), &self.device);
+                let surrogate = (logps * weights).sum(); // d/dθ of the group's share of the loss
+                grads.accumulate(&self.policy, GradientsParams::from_grads(surrogate.backward(), &self.policy));
+            }
+            own.extend(values);
+        }
         let parts = gather_rows(&*peers, vec![own]).await?;
-        let offset: usize = parts.iter().take(peers.rank()).map(Vec::len).sum();
         let policy: Vec<f64> = parts.concat();
         if policy.len() != examples.len() {
             return Err(TrainError::Peers(format!("the peers scored {} answers of {}", policy.len(), examples.len())));
         }
 
-        // 3. The loss of every pair, and its gradient with respect to each answer's log-prob.
-        let (pairs, layout) = batch_pairs(&batch, &policy);
+        // 3. The loss of every pair, for the stats (its gradient went back in phase 2).
+        let (pairs, _) = batch_pairs(&batch, &policy);
         let loss = dpo_loss(&pairs, self.settings.beta, self.settings.loss);
-        let mut grad = vec![0.0f32; policy.len()];
-        for (term, &(chosen, rejected)) in loss.pairs.iter().zip(&layout) {
-            grad[chosen] += term.grad_chosen as f32;
-            grad[rejected] += term.grad_rejected as f32;
-        }
         let mut stats = DpoStepStats {
             step: self.step,
             epoch: epoch + 1,
@@ -293,22 +320,17 @@ impl DpoTrainer {
             skipped: None,
         };
 
-        // 4. Back-propagate sum(grad * logp): the DPO gradient, through the model; skip on NaN/inf.
-        let grad = grad[offset..offset + mine.len()].to_vec();
-        let surrogate = logps.map(|l| (l * Tensor::from_data(TensorData::new(grad, [mine.len()]), &self.device)).sum());
+        // 4. The update from the summed gradients; skipped on NaN/inf (the last good weights kept).
         let loss_value = if policy.iter().all(|x| x.is_finite()) { loss.loss as f32 } else { f32::NAN };
-        let (model, _, outcome) = guarded_step(
-            self.policy.clone(),
-            &mut self.optim,
-            lr,
-            surrogate,
-            Some(loss_value),
-            vec![],
-            self.settings.max_grad_norm,
-            &*peers,
-        )
-        .await?;
-        self.policy = model;
+        let outcome = if loss_value.is_finite() {
+            let (model, _, outcome) =
+                guarded_update(self.policy.clone(), &mut self.optim, lr, grads.grads(), vec![], self.settings.max_grad_norm, &*peers)
+                    .await?;
+            self.policy = model;
+            outcome
+        } else {
+            Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept"))
+        };
         match outcome {
             Ok(norm) => stats.grad_norm = norm,
             Err(reason) => {
@@ -324,6 +346,19 @@ impl DpoTrainer {
             stats.held_out = Some(self.evaluate_held_out().await?);
         }
         Ok(stats)
+    }
+
+    /// The policy's log-probability of each of `examples`, a part at a time, without the graph.
+    async fn scored_without_graph(&self, examples: &[Example], parts: &[Range<usize>]) -> Result<Vec<f64>, TrainError> {
+        let policy = self.policy.valid();
+        let device = policy.device();
+        let mut values = Vec::with_capacity(examples.len());
+        for part in parts {
+            values.extend(
+                read_values(sequence_logprobs(&policy, &examples[part.clone()], self.pad, &device)).await?.into_iter().map(f64::from),
+            );
+        }
+        Ok(values)
     }
 
     /// Loss and implicit-reward accuracy of the current policy on the held-out rankings.
@@ -367,6 +402,75 @@ impl DpoTrainer {
 struct DpoState {
     step: usize,
     settings: DpoConfig,
+}
+
+/// Activations one backward pass of a DPO step may hold (512 MiB): a step's rankings go through the
+/// policy in groups this size, their gradients summed, so a large model's step holds one group's
+/// activations rather than the whole batch's (Qwen2.5-0.5B keeps about 1.9 MB a token).
+const GROUP_ACTIVATIONS: u64 = 512 << 20;
+
+/// How many tokens (answers times their padded length) one backward pass may hold: what
+/// [`GROUP_ACTIVATIONS`] of activations come to for `config`'s model, one token at the least.
+fn group_tokens(config: &ModelConfig) -> usize {
+    let per_token = crate::sizes::training_step_bytes(config, 1, 1).max(1);
+    (GROUP_ACTIVATIONS / per_token).max(1) as usize
+}
+
+/// `rankings` in order, in groups of whole rankings whose answers (each as long as the group's
+/// longest) fit `budget` tokens together; a ranking larger than that alone.
+fn groups<'a>(rankings: &[&'a Scored], budget: usize) -> Vec<Vec<&'a Scored>> {
+    let mut out: Vec<Vec<&Scored>> = vec![];
+    let (mut answers, mut longest) = (0, 0);
+    for &ranking in rankings {
+        let (n, len) = (ranking.ranking.sequences.len(), ranking.ranking.sequences.iter().map(Vec::len).max().unwrap_or(0));
+        let fits = (answers + n) * longest.max(len) <= budget;
+        match out.last_mut() {
+            Some(group) if fits => {
+                group.push(ranking);
+                (answers, longest) = (answers + n, longest.max(len));
+            }
+            _ => {
+                out.push(vec![ranking]);
+                (answers, longest) = (n, len);
+            }
+        }
+    }
+    out
+}
+
+/// `examples` cut into contiguous parts whose answers (each as long as its part's longest) fit
+/// `budget` tokens; one answer a part at the least.
+fn answer_parts(examples: &[Example], budget: usize) -> Vec<Range<usize>> {
+    let mut parts: Vec<Range<usize>> = vec![];
+    let mut longest = 0;
+    for (i, example) in examples.iter().enumerate() {
+        let len = example.tokens.len();
+        match parts.last_mut() {
+            Some(part) if (part.len() + 1) * longest.max(len) <= budget => {
+                part.end = i + 1;
+                longest = longest.max(len);
+            }
+            _ => {
+                parts.push(i..i + 1);
+                longest = len;
+            }
+        }
+    }
+    parts
+}
+
+/// The gradient of a batch's loss with respect to the log-probability of each answer of `group`
+/// (`values` theirs, laid out ranking after ranking), where the batch has `batch_rankings` rankings:
+/// each ranking's pairs weigh 1/C(K,2) of one ranking in the batch.
+fn group_gradient(group: &[&Scored], values: &[f64], batch_rankings: usize, beta: f64, loss: DpoLoss) -> Vec<f32> {
+    let (pairs, layout) = batch_pairs(group, values);
+    let share = group.len() as f64 / batch_rankings as f64;
+    let mut grad = vec![0.0f32; values.len()];
+    for (term, &(chosen, rejected)) in dpo_loss(&pairs, beta, loss).pairs.iter().zip(&layout) {
+        grad[chosen] += (share * term.grad_chosen) as f32;
+        grad[rejected] += (share * term.grad_rejected) as f32;
+    }
+    grad
 }
 
 /// `rankings` with the reference's log-probability of each answer, `batch_size` rankings a pass.
@@ -427,4 +531,60 @@ pub fn sequence_logprobs(model: &CausalLm, examples: &[Example], pad: u32, devic
     let per_token = chosen_logprobs(model, hidden, batch.targets, 1.0, false).0 * batch.weights; // [n, len]
     let [n, _] = per_token.dims();
     per_token.sum_dim(1).reshape([n])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+    use tinyrlhf_model::GptConfig;
+
+    use super::*;
+
+    fn ranking(p: u32, answers: usize) -> TokenRanking {
+        let sequences = (0..answers).map(|a| [vec![2, p, 3], vec![7; a + 1], vec![1]].concat()).collect();
+        TokenRanking { sequences, order: (0..answers).collect(), prompt_len: 3 }
+    }
+
+    #[test]
+    fn rankings_group_whole_within_the_budget_and_a_larger_ranking_splits_by_answers() {
+        let scored: Vec<Scored> = [2, 3, 2].iter().map(|&k| Scored { ranking: ranking(4, k), reference: vec![0.0; k] }).collect();
+        let refs: Vec<&Scored> = scored.iter().collect();
+        // Answers of 5, 6 (and 7) tokens: the rankings take 2 x 6, 3 x 7 and 2 x 6 tokens alone,
+        // the first two 5 x 7 together.
+        let sizes = |budget| groups(&refs, budget).iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(1000), [3]);
+        assert_eq!(sizes(21), [1, 1, 1]);
+        assert_eq!(sizes(35), [2, 1]);
+        let examples = scored[1].ranking.examples();
+        assert_eq!(answer_parts(&examples, 13), [0..2, 2..3]);
+        assert_eq!(answer_parts(&examples, 1), [0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn a_step_in_groups_and_parts_makes_the_update_of_the_whole_batch_at_once() {
+        let device = Device::flex();
+        device.seed(5);
+        let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
+        let sft = config.init(&device);
+        let train: Vec<TokenRanking> = (10..14).map(|p| ranking(p, 3)).collect();
+        let settings = DpoConfig { epochs: 1, batch_size: 4, lr: 1e-2, ..DpoConfig::default() };
+        let trained = |budget: usize| {
+            let trainer = DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], 0, settings.clone());
+            let mut trainer = pollster::block_on(trainer).unwrap();
+            trainer.group_tokens = budget;
+            let stats = pollster::block_on(trainer.step()).unwrap();
+            let probe: Vec<Example> = train.iter().flat_map(TokenRanking::examples).collect();
+            let logps = sequence_logprobs(&trainer.policy(), &probe, 0, &device).into_data().try_to_vec::<f32>().unwrap();
+            (stats.loss, stats.grad_norm, logps)
+        };
+        let whole = trained(usize::MAX);
+        for budget in [15, 1] {
+            let (loss, norm, logps) = trained(budget);
+            let near = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
+            assert!(near(loss, whole.0) && near(norm.into(), whole.1.into()), "budget {budget}: {loss} {norm} vs {whole:?}");
+            for (a, b) in logps.iter().zip(&whole.2) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "budget {budget}: {a} vs {b}");
+            }
+        }
+    }
 }

@@ -140,10 +140,24 @@ pub async fn guarded_step<M: Module>(
     if let Some(loss) = host_loss.filter(|l| !l.is_finite()) {
         return Ok((module, vec![], Err(format!("loss is {loss}; the update was skipped and the last good weights kept"))));
     }
+    let grads = objective.map_or_else(GradientsParams::new, |o| GradientsParams::from_grads(o.backward(), &module));
+    guarded_update(module, optimizer, lr, grads, read_along, max_norm, peers).await
+}
+
+/// [`guarded_step`] with the gradients already computed (summed over several backward passes, say);
+/// the loss the trainer computed on the host is checked by the caller.
+pub async fn guarded_update<M: Module>(
+    module: M,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    grads: GradientsParams,
+    read_along: Vec<Tensor<1>>,
+    max_norm: f64,
+    peers: &dyn Peers,
+) -> Result<(M, Vec<Vec<f32>>, Guarded), crate::TrainError> {
     let Some(device) = module.devices().into_iter().next() else {
         return Err(crate::TrainError::Setting("the model has no parameters".into()));
     };
-    let grads = objective.map_or_else(GradientsParams::new, |o| GradientsParams::from_grads(o.backward(), &module));
     let zero = || Tensor::zeros([1], &device);
     let largest = largest_trained_weight(&module).unwrap_or_else(zero);
     let (mut grads, norm, largest, numbers) = if peers.count() > 1 {

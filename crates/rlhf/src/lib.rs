@@ -53,7 +53,9 @@ pub use group_math::{LossAggregation, RewardScaling};
 pub use head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
 pub use losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
 pub use method::{Method, all_default_settings, with_changes};
-pub use model_files::{AdapterFiles, LanguageModel, ModelFiles, ModelFilesError, Safetensors, load_language_model, with_adapter};
+pub use model_files::{
+    AdapterFiles, LanguageModel, ModelFiles, ModelFilesError, Safetensors, load_language_model, scalar_with_adapter, with_adapter,
+};
 pub use peers::{Alone, Peers, shard};
 pub use policy_trainer::{PolicyStats, PolicyTrainer};
 pub use ppo::{PpoConfig, PpoModels, PpoStats, PpoTrainer};

@@ -18,7 +18,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
-use tinyrlhf_model::{CausalLm, LmHead};
+use tinyrlhf_model::{CausalLm, LmHead, PackedWeight};
 
 use crate::losses::{mean_nll, token_entropy, token_logprobs};
 
@@ -64,8 +64,7 @@ fn chosen_logprobs_by(
     let flat = hidden.reshape([n, d]);
     let chosen = (flat.clone() * head.rows(targets.reshape([n]))).sum_dim(1).reshape([n]) / temperature; // [n]
     let frozen = flat.clone().detach();
-    let rows = (chunk_logits / head.vocab_size().max(1)).max(1);
-    let chunks = Chunks::of(&head, frozen, rows, temperature, flat.is_tracked(), entropy);
+    let chunks = Chunks::of(&head, frozen, chunk_logits, temperature, flat.is_tracked(), entropy);
     let mut logprobs = chosen - chunks.log_sum_exp; // [n]
     if let Some(expected) = chunks.expected_rows {
         logprobs = logprobs - ((flat.clone() - flat.detach()) * expected).sum_dim(1).reshape([n]);
@@ -82,8 +81,14 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn of(head: &LmHead, hidden: Tensor<2>, rows: usize, temperature: f64, gradient: bool, entropy: bool) -> Self {
+    fn of(head: &LmHead, hidden: Tensor<2>, chunk_logits: usize, temperature: f64, gradient: bool, entropy: bool) -> Self {
         let [n, _] = hidden.dims();
+        if let LmHead::Packed(embedding) = head {
+            // At least 16 rows a tile: a product that narrow is still worth the call.
+            let tile_rows = (chunk_logits / n.max(1)).max(16);
+            return Self::by_vocabulary_tiles(embedding, hidden, tile_rows, temperature, gradient, entropy);
+        }
+        let rows = (chunk_logits / head.vocab_size().max(1)).max(1);
         let (mut lse, mut expected, mut entropies) = (vec![], vec![], vec![]);
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);
@@ -103,6 +108,48 @@ impl Chunks {
             expected_rows: gradient.then(|| Tensor::cat(expected, 0)),
             entropy: entropy.then(|| Tensor::cat(entropies, 0)),
         }
+    }
+
+    /// The same for a head kept packed, a tile of the vocabulary at a time for every position: each
+    /// tile is widened once for the log-sum-exp (kept as a running maximum and sum) and once more
+    /// for the expected rows and entropy, so the whole head is widened twice whatever the number of
+    /// positions, where position chunks would widen it twice per chunk.
+    fn by_vocabulary_tiles(
+        head: &PackedWeight,
+        hidden: Tensor<2>,
+        tile_rows: usize,
+        temperature: f64,
+        gradient: bool,
+        entropy: bool,
+    ) -> Self {
+        let ([n, d], device) = (hidden.dims(), hidden.device());
+        let tiles: Vec<(usize, usize)> = head.tiles(tile_rows * d).collect();
+        let tile_logits = |start, len| {
+            let rows = head.rows_tensor(start, len, &device); // [len, d]
+            (hidden.clone().matmul(rows.clone().transpose()) / temperature, rows) // [n, len]
+        };
+        let mut max = Tensor::<1>::full([n], f32::NEG_INFINITY, &device);
+        let mut sum = Tensor::<1>::zeros([n], &device);
+        for &(start, len) in &tiles {
+            let (logits, _) = tile_logits(start, len);
+            let new_max = max.clone().max_pair(logits.clone().max_dim(1).reshape([n]));
+            let tile_sum = (logits - new_max.clone().unsqueeze_dim(1)).exp().sum_dim(1).reshape([n]);
+            sum = sum * (max - new_max.clone()).exp() + tile_sum;
+            max = new_max;
+        }
+        let log_sum_exp = max + sum.log(); // [n]
+        let (mut expected, mut plogp) =
+            (gradient.then(|| Tensor::<2>::zeros([n, d], &device)), entropy.then(|| Tensor::<1>::zeros([n], &device)));
+        if gradient || entropy {
+            for &(start, len) in &tiles {
+                let (logits, rows) = tile_logits(start, len);
+                let logp = logits - log_sum_exp.clone().unsqueeze_dim(1); // [n, len]
+                let probs = logp.clone().exp();
+                plogp = plogp.map(|acc| acc + (probs.clone() * logp).sum_dim(1).reshape([n]));
+                expected = expected.map(|acc| acc + probs.matmul(rows) / temperature); // [n, d]
+            }
+        }
+        Self { log_sum_exp, expected_rows: expected, entropy: plogp.map(Tensor::neg) }
     }
 }
 
@@ -138,7 +185,8 @@ mod tests {
         let weights =
             Tensor::<2>::from_data(TensorData::new((0..b * t).map(|i| 1.0 + i as f32 / 7.0).collect::<Vec<_>>(), [b, t]), &device);
         for temperature in [1.0, 0.7] {
-            // Four positions a chunk: four chunks, the last one short.
+            // Four positions a chunk: four chunks, the last one short (a packed head: tiles of 80
+            // of its 300 rows, the last one short).
             let (chunked, chunked_entropy) = chosen_logprobs_by(&frozen, hidden(), targets.clone(), temperature, true, 4 * 300);
             let logits = frozen.logits(hidden()) / temperature;
             let (whole, whole_entropy) = (token_logprobs(logits.clone(), targets.clone()), token_entropy(logits));

@@ -27,8 +27,9 @@ pub(crate) fn trainable_lm(model: CausalLm, lora: Option<&LoraConfig>) -> Causal
         // A resumed policy already carries its adapters.
         Some(config) if !has_adapters(&model) => with_lora(model, config),
         Some(_) => model,
-        // Trained in full: a base kept packed is widened to f32 once, here.
-        None => model.merged(),
+        // Trained in full: a base kept packed is widened to f32 once, here, and the adapters it
+        // stood on are merged in; every weight trains.
+        None => model.merged().unfreeze(),
     };
     with_stable_param_ids(model.train(), "")
 }
@@ -39,7 +40,7 @@ pub(crate) fn trainable_scalar(model: ScalarModel, lora: Option<&LoraConfig>, pr
         // A resumed value model already carries its adapters.
         Some(config) if !has_adapters(&model) => scalar_with_lora(model, config),
         Some(_) => model,
-        None => model.merged(),
+        None => model.merged().unfreeze(),
     };
     with_stable_param_ids(model.train(), prefix)
 }

@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use tinyrlhf_model::{CausalLm, ModelConfig, Weights};
+use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel, Weights};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
 
 /// The bytes of a model folder's files; the optional ones are `None` when absent.
@@ -88,17 +88,32 @@ pub struct AdapterFiles<'a> {
     pub tokenizer: TokenizerFiles<'a>,
 }
 
-/// `base` with a LoRA run's adapter merged into its weights (the result trains and samples like
-/// any model folder) and the run's tokenizer, checked against the base.
+/// `base` with a LoRA run's adapter, frozen beside its weights (the result trains and samples like
+/// any model folder), and the run's tokenizer, checked against the base.
 pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<LanguageModel, ModelFilesError> {
     let separate_template = files.tokenizer.chat_template_jinja.is_some();
     let tokenizer = Tokenizer::from_files(files.tokenizer).map_err(|e| tokenizer_error(e, separate_template))?;
     check_fits(&base.config, &tokenizer)?;
     let (_, adapted) = tinyrlhf_model::load_peft_adapter(base.model, files.adapter_config_json, files.adapter_safetensors)
         .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
-    // Merged, every weight trainable again: a later stage may train it in full or add its own adapters.
-    let model = adapted.merged().unfreeze();
+    // Kept beside the base, frozen: a packed base stays packed. A later stage adds its own
+    // adapters over it, or merges it all to train in full (`lora::trainable_lm`).
+    let model = adapted.with_adapters_frozen();
     Ok(LanguageModel { config: base.config, model, tokenizer })
+}
+
+/// A reward model trained with adapters: `base` (the language model it started from, loaded by the
+/// caller) under its score head with its adapters frozen beside the base's weights, and the run's
+/// tokenizer, checked against the base. The base is not copied: a caller that holds it already
+/// (the policy's base) passes a clone, which shares its weights.
+pub fn scalar_with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<(ModelConfig, ScalarModel, Tokenizer), ModelFilesError> {
+    let separate_template = files.tokenizer.chat_template_jinja.is_some();
+    let tokenizer = Tokenizer::from_files(files.tokenizer).map_err(|e| tokenizer_error(e, separate_template))?;
+    check_fits(&base.config, &tokenizer)?;
+    let start = ScalarModel::new(base.model);
+    let (_, adapted) = tinyrlhf_model::load_peft_scalar_adapter(start, files.adapter_config_json, files.adapter_safetensors)
+        .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
+    Ok((base.config, adapted.with_adapters_frozen().no_grad(), tokenizer))
 }
 
 /// Refuses a tokenizer whose ids the model cannot embed. Llama-family and Gemma models often pad
