@@ -256,14 +256,29 @@ impl Session {
         })
     }
 
-    /// Keeps a tuned policy (saved by the tab, or written by the CLI) as `name`. On error the
-    /// current one stays. A run of that name starts over from it.
+    /// Keeps a tuned policy (saved by the tab, or written by the CLI) as `name`: `safetensors` is a
+    /// whole model, or with `adapter_config` (PEFT's `adapter_config.json`, as `policyAdapter` gives
+    /// it) a LoRA policy's adapter, put back on the SFT model it was tuned from (what the tab saves
+    /// of a LoRA policy: no merged copy). On error the current one stays. A run of that name starts
+    /// over from it.
     #[wasm_bindgen(js_name = loadPolicy)]
-    pub fn load_policy(&self, name: String, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
-        let gpt = self.same_shape(config_json, safetensors)?;
+    pub fn load_policy(&self, name: String, config_json: &[u8], safetensors: &[u8], adapter_config: Option<String>) -> Result<(), JsError> {
+        let (policy, lora) = match adapter_config.filter(|_| tinyrlhf_model::is_peft_adapter(safetensors)) {
+            Some(peft) => {
+                self.same_config(config_json)?;
+                let sft = sft(&self.state)?.model.clone();
+                let (lora, policy) =
+                    tinyrlhf_model::load_peft_adapter(sft, peft.as_bytes(), safetensors).map_err(|e| js(format!("adapter: {e}")))?;
+                (policy, Some(lora))
+            }
+            None => (self.same_shape(config_json, safetensors)?, None),
+        };
         let mut state = self.state.borrow_mut();
-        state.adapters.remove(&name);
-        state.policies.insert(name.clone(), gpt);
+        match lora {
+            Some(lora) => state.adapters.insert(name.clone(), lora),
+            None => state.adapters.remove(&name),
+        };
+        state.policies.insert(name.clone(), policy);
         if state.run.as_ref().is_some_and(|r| r.method().name() == name) {
             state.run = None;
         }

@@ -48,7 +48,7 @@ async function handle(request: HelperRequest): Promise<unknown> {
         s.forgetTraining();
       }
       if (request.reward) s.loadReward(config, request.reward);
-      if (request.policy) s.loadPolicy(request.policy.name, config, request.policy.weights);
+      if (request.policy) s.loadPolicy(request.policy.name, config, request.policy.weights, request.policy.adapter);
       s.setPeers(request.rank, request.count, exchange);
       return null;
     }

@@ -9,7 +9,7 @@ import type { ModelFolder } from './protocol';
 export type HelperRequest =
   | { type: 'init' }
   /** `folder` null: the SFT model the helper already holds (it forgets what was trained from it). */
-  | { type: 'replicate'; folder: ModelFolder | null; reward: Uint8Array | null; policy: { name: string; weights: Uint8Array } | null; rank: number; count: number }
+  | { type: 'replicate'; folder: ModelFolder | null; reward: Uint8Array | null; policy: { name: string; weights: Uint8Array; adapter?: string } | null; rank: number; count: number }
   | { type: 'call'; method: 'startReward' | 'rewardStep' | 'startTraining' | 'trainStep'; args: unknown[] }
   | { type: 'weights'; which: string }
   | { type: 'trapAt'; exchange: number }
@@ -24,7 +24,7 @@ export type HelperReply =
 export interface Start {
   folder: ModelFolder;
   reward: Uint8Array | null;
-  policy: { name: string; weights: Uint8Array } | null;
+  policy: { name: string; weights: Uint8Array; adapter?: string } | null;
 }
 
 class Helper {

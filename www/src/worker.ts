@@ -174,7 +174,8 @@ async function start(force: string | null, models: string, workers: number | nul
   const policies: string[] = [];
   const curves: Record<string, Point[]> = {};
   for (const name of [...settings.methods.map((m) => m.name), 'imported']) {
-    if (await restore(policyKey(name), curveKey(name), `The saved ${name.toUpperCase()} policy`, (bytes) => s.loadPolicy(name, config, bytes), dropped)) {
+    const adapter = (await load<Adapter | null>(adapterKey(name)))?.config;
+    if (await restore(policyKey(name), curveKey(name), `The saved ${name.toUpperCase()} policy`, (bytes) => s.loadPolicy(name, config, bytes, adapter), dropped)) {
       policies.push(name);
       curves[name] = await curve(curveKey(name));
     }
@@ -338,7 +339,7 @@ let rewardCurve: Point[] = [];
  * Starts a run on every worker of the team (each loads the SFT model, `reward` and `policy`), or
  * on this one alone.
  */
-async function beginRun(reward: Uint8Array | null, policy: { name: string; weights: Uint8Array } | null) {
+async function beginRun(reward: Uint8Array | null, policy: { name: string; weights: Uint8Array; adapter?: string } | null) {
   if (team) await team.begin({ folder: folderNow!, reward, policy }, (rank, count, exchange) => need().setPeers(rank, count, exchange));
 }
 
@@ -406,16 +407,25 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   const samples = (await load<Sample[]>(samplesKey(method))) ?? [];
   if (stats.sample) samples.push({ index: points.length, ...stats.sample });
   // The policy after this step, its curve and answers, in one transaction.
-  const adapter: Adapter | null = await need().policyAdapter(method);
-  await save({ [policyKey(method)]: await need().policyWeights(method), [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples });
+  const { weights, adapter } = await savedPolicy(method);
+  await save({ [policyKey(method)]: weights, [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples });
   return stats;
+}
+
+/**
+ * What is kept of a policy: a LoRA policy's adapter (its safetensors stand for the policy, put back
+ * on the SFT model when loaded), or the whole model's weights.
+ */
+async function savedPolicy(name: string): Promise<{ weights: Uint8Array; adapter: Adapter | null }> {
+  const adapter: Adapter | null = await need().policyAdapter(name);
+  return { weights: adapter ? adapter.safetensors : await need().policyWeights(name), adapter };
 }
 
 /** The method's policy as saved after its last completed step, back in the session. */
 async function restorePolicy(method: Method): Promise<string> {
   const saved = await load<unknown>(policyKey(method));
   if (!(saved instanceof Uint8Array)) return `The ${method.toUpperCase()} policy had no completed step yet; it starts over.`;
-  need().loadPolicy(method, folderNow!.config, saved);
+  need().loadPolicy(method, folderNow!.config, saved, (await load<Adapter | null>(adapterKey(method)))?.config);
   return `The ${method.toUpperCase()} policy of the last completed step was restored from this browser's storage.`;
 }
 
@@ -475,8 +485,8 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       const rankings = samples ? '[]' : JSON.stringify(await allRankings());
       const args = [request.method, prompts, rankings, JSON.stringify(request.changes)] as const;
       if (team) {
-        const policy = await weightsOrNull(() => need().policyWeights(request.method));
-        await beginRun(await weightsOrNull(() => need().rewardWeights()), policy && { name: request.method, weights: policy });
+        const policy = await savedPolicy(request.method).catch(() => null);
+        await beginRun(await weightsOrNull(() => need().rewardWeights()), policy && { name: request.method, weights: policy.weights, adapter: policy.adapter?.config });
       }
       return JSON.parse(await together(() => need().startTraining(...args), 'startTraining', [...args], async () => 'Nothing was trained.'));
     }

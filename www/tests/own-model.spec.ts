@@ -197,7 +197,7 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
 
 const GGUF = join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/gguf/hf-llama.q8_0.gguf');
 
-test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ranks, tunes with LoRA DPO and exports llama.cpp\'s adapter', async ({ page }) => {
+test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ranks, tunes with LoRA DPO, keeps only the adapter across a reload and exports llama.cpp\'s adapter', async ({ page }) => {
   test.setTimeout(300_000);
   await ready(page);
   await openOwnModel(page);
@@ -228,6 +228,10 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   expect(adapter.subarray(0, 4).toString()).toBe('GGUF');
   for (const text of ['adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a', 'blk.1.ffn_down.weight.lora_b']) expect(adapter.includes(Buffer.from(text))).toBe(true);
   expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('llama');
+  // What the tab keeps of a LoRA policy is its adapter, put back on the model after the reload
+  // (the merged model above came from it), not a merged copy of its own.
+  const kept = Number(String(await saved(page, 'policy:dpo')).split(' ')[0]);
+  expect(kept).toBeLessThan(readFileSync(downloads['dpo-model.safetensors']).length / 3);
 });
 
 test('a model too big for the tab is refused before its weights are read, with the estimate and the limit', async ({ page }) => {

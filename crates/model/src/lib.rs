@@ -57,8 +57,8 @@ pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use llama_config::{LLAMA_FAMILY, LlamaConfig};
 pub use lora::{
-    LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, load_peft_adapter, load_peft_scalar_adapter, load_scalar_adapter,
-    lora_targets, save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,
+    LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, is_peft_adapter, load_peft_adapter, load_peft_scalar_adapter,
+    load_scalar_adapter, lora_targets, save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,
 };
 pub use packed::PackedWeight;
 pub use projection::LmHead;

@@ -255,6 +255,12 @@ fn peft_lora_config(adapter_config_json: &[u8], task: &str) -> Result<LoraConfig
     Ok(config)
 }
 
+/// Whether `safetensors` holds a PEFT adapter (its tensors under `base_model.model.`) rather than a
+/// model's weights.
+pub fn is_peft_adapter(safetensors: &[u8]) -> bool {
+    safetensors::SafeTensors::deserialize(safetensors).is_ok_and(|file| file.names().iter().any(|n| n.starts_with("base_model.model.")))
+}
+
 /// `base` with the adapters of a PEFT `adapter_config.json` + `adapter_model.safetensors` (made for
 /// this base: every tensor's shape is checked and a tensor of another base is refused by name).
 pub fn load_peft_adapter(
