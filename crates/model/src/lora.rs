@@ -219,7 +219,7 @@ fn peft_config(model: &CausalLm, config: &LoraConfig, task: &str) -> String {
         "bias": "none",
         "use_rslora": false,
         "use_dora": false,
-        "modules_to_save": (task == SEQ_CLS).then(|| ["score"]),
+        "modules_to_save": (task == SEQ_CLS).then_some(["score"]),
         "inference_mode": true,
     });
     serde_json::to_string_pretty(&adapter_config).expect("json")
