@@ -40,7 +40,12 @@ pub(crate) fn trainable_scalar(model: ScalarModel, lora: Option<&LoraConfig>, pr
         // A resumed value model already carries its adapters.
         Some(config) if !has_adapters(&model) => scalar_with_lora(model, config),
         Some(_) => model,
-        None => model.merged().unfreeze(),
+        // Every weight of the transformer trains (an adapter folder's base came frozen); the head
+        // as it came.
+        None => {
+            let merged = model.merged();
+            ScalarModel { transformer: merged.transformer.unfreeze(), score: merged.score }
+        }
     };
     with_stable_param_ids(model.train(), prefix)
 }
