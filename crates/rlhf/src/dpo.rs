@@ -419,44 +419,34 @@ fn group_tokens(config: &ModelConfig) -> usize {
 /// `rankings` in order, in groups of whole rankings whose answers (each as long as the group's
 /// longest) fit `budget` tokens together; a ranking larger than that alone.
 fn groups<'a>(rankings: &[&'a Scored], budget: usize) -> Vec<Vec<&'a Scored>> {
-    let mut out: Vec<Vec<&Scored>> = vec![];
-    let (mut answers, mut longest) = (0, 0);
-    for &ranking in rankings {
-        let (n, len) = (ranking.ranking.sequences.len(), ranking.ranking.sequences.iter().map(Vec::len).max().unwrap_or(0));
-        let fits = (answers + n) * longest.max(len) <= budget;
-        match out.last_mut() {
-            Some(group) if fits => {
-                group.push(ranking);
-                (answers, longest) = (answers + n, longest.max(len));
-            }
-            _ => {
-                out.push(vec![ranking]);
-                (answers, longest) = (n, len);
-            }
-        }
-    }
-    out
+    let sizes = rankings.iter().map(|r| (r.ranking.sequences.len(), r.ranking.sequences.iter().map(Vec::len).max().unwrap_or(0)));
+    fitting_runs(sizes, budget).into_iter().map(|run| rankings[run].to_vec()).collect()
 }
 
 /// `examples` cut into contiguous parts whose answers (each as long as its part's longest) fit
 /// `budget` tokens; one answer a part at the least.
 fn answer_parts(examples: &[Example], budget: usize) -> Vec<Range<usize>> {
-    let mut parts: Vec<Range<usize>> = vec![];
-    let mut longest = 0;
-    for (i, example) in examples.iter().enumerate() {
-        let len = example.tokens.len();
-        match parts.last_mut() {
-            Some(part) if (part.len() + 1) * longest.max(len) <= budget => {
-                part.end = i + 1;
-                longest = longest.max(len);
+    fitting_runs(examples.iter().map(|e| (1, e.tokens.len())), budget)
+}
+
+/// Contiguous runs of `items`, each `(sequences, longest)`, whose sequences padded to the run's
+/// longest fit `budget` tokens together, filled greedily in order; one item a run at the least.
+fn fitting_runs(items: impl IntoIterator<Item = (usize, usize)>, budget: usize) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = vec![];
+    let (mut sequences, mut longest) = (0, 0);
+    for (i, (n, len)) in items.into_iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if (sequences + n) * longest.max(len) <= budget => {
+                run.end = i + 1;
+                (sequences, longest) = (sequences + n, longest.max(len));
             }
             _ => {
-                parts.push(i..i + 1);
-                longest = len;
+                runs.push(i..i + 1);
+                (sequences, longest) = (n, len);
             }
         }
     }
-    parts
+    runs
 }
 
 /// The gradient of a batch's loss with respect to the log-probability of each answer of `group`
