@@ -9,6 +9,7 @@ use serde_json::Value;
 use tinyrlhf_model::{SamplingConfig, generate};
 use tinyrlhf_rlhf::{LanguageModel, ModelFiles, load_language_model};
 use tinyrlhf_tests::{FixtureTensor, assert_close, hf_fixture_dir, safetensors_values};
+use tinyrlhf_tokenizer::TokenizerFiles;
 
 /// The folder's files, the optional ones `None` when absent.
 struct Folder {
@@ -37,10 +38,12 @@ impl Folder {
         ModelFiles {
             config_json: &self.config,
             safetensors: self.weights.as_slice().into(),
-            tokenizer_json: &self.tokenizer,
-            tokenizer_config_json: self.tokenizer_config.as_deref(),
-            chat_template_jinja: self.template.as_deref(),
-            generation_config_json: None,
+            tokenizer: TokenizerFiles {
+                tokenizer_json: &self.tokenizer,
+                tokenizer_config_json: self.tokenizer_config.as_deref(),
+                chat_template_jinja: self.template.as_deref(),
+                generation_config_json: None,
+            },
         }
     }
 
@@ -139,14 +142,21 @@ fn a_folder_that_does_not_hold_together_is_refused_naming_the_file() {
     assert!(message.starts_with("tokenizer.json: its vocabulary has") && message.contains("vocab_size"), "{message}");
 
     let tokenizer_config = serde_json::json!({"eos_token": "<|im_end|>"}).to_string();
-    let message = refused(ModelFiles { tokenizer_config_json: Some(tokenizer_config.as_bytes()), ..folder.files() });
+    let files = folder.files();
+    let message = refused(ModelFiles {
+        tokenizer: TokenizerFiles { tokenizer_config_json: Some(tokenizer_config.as_bytes()), ..files.tokenizer },
+        ..files
+    });
     assert!(message.contains("tokenizer_config.json: `eos_token` \"<|im_end|>\" is not in tokenizer.json's vocabulary"), "{message}");
 
-    let message = refused(ModelFiles { chat_template_jinja: Some(b"{{ raise_exception('only system turns') }}"), ..folder.files() });
+    let files = folder.files();
+    let template = Some(&b"{{ raise_exception('only system turns') }}"[..]);
+    let message = refused(ModelFiles { tokenizer: TokenizerFiles { chat_template_jinja: template, ..files.tokenizer }, ..files });
     assert!(message.starts_with("chat_template.jinja: chat template") && message.contains("only system turns"), "{message}");
 
     let user_only = b"{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}{% endif %}{% endfor %}";
-    let message = refused(ModelFiles { chat_template_jinja: Some(user_only), ..folder.files() });
+    let files = folder.files();
+    let message = refused(ModelFiles { tokenizer: TokenizerFiles { chat_template_jinja: Some(user_only), ..files.tokenizer }, ..files });
     assert!(message.contains("no assistant turn"), "{message}");
 
     let message = refused(ModelFiles { safetensors: folder.weights[..folder.weights.len() / 2].into(), ..folder.files() });

@@ -17,11 +17,11 @@ fn train(trainer: &mut SupervisedTrainer, steps: usize, held_out: &[Example]) ->
     (before, pollster::block_on(trainer.evaluate(held_out)).unwrap())
 }
 
-fn eos_rate(gpt: &CausalLm, tokenizer: &Tokenizer, prompts: &[String]) -> f64 {
+fn eos_rate(lm: &CausalLm, tokenizer: &Tokenizer, prompts: &[String]) -> f64 {
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode_prompt(p).unwrap()).collect();
     let special = tokenizer.special_ids();
     let sampling = SamplingConfig { max_new_tokens: 64, temperature: 0.0, ..Default::default() };
-    let out = pollster::block_on(generate(gpt, &ids, special.eos, special.pad, &sampling)).unwrap();
+    let out = pollster::block_on(generate(lm, &ids, special.eos, special.pad, &sampling)).unwrap();
     out.finished.iter().filter(|&&f| f).count() as f64 / prompts.len() as f64
 }
 

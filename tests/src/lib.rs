@@ -65,10 +65,12 @@ pub fn load_folder(dir: &std::path::Path, config: &str) -> tinyrlhf_rlhf::Langua
     let files = tinyrlhf_rlhf::ModelFiles {
         config_json: &config,
         safetensors: weights.as_slice().into(),
-        tokenizer_json: &tokenizer,
-        tokenizer_config_json: tokenizer_config.as_deref(),
-        chat_template_jinja: template.as_deref(),
-        generation_config_json: generation.as_deref(),
+        tokenizer: tinyrlhf_tokenizer::TokenizerFiles {
+            tokenizer_json: &tokenizer,
+            tokenizer_config_json: tokenizer_config.as_deref(),
+            chat_template_jinja: template.as_deref(),
+            generation_config_json: generation.as_deref(),
+        },
     };
     tinyrlhf_rlhf::load_language_model(files, &burn::tensor::Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }

@@ -2,7 +2,6 @@
 //! by token, and the blind head-to-head of any two models under a scripted labeler.
 
 use tinyrlhf_data::Labeler;
-use tinyrlhf_model::SamplingConfig;
 use tinyrlhf_rlhf::{HeadToHeadConfig, PpoConfig, TokenRanking, explain_response, gold_and_proxy, head_to_head};
 use wasm_bindgen::prelude::*;
 
@@ -74,17 +73,16 @@ impl Session {
     }
 
     /// Blind head-to-head of model `a` against model `b` ("sft", "base" or a policy's name) on
-    /// `prompts` (JSON list), judged by `labeler`: one answer each per prompt. Resolves to
+    /// `prompts` (JSON list), judged by `labeler`: one answer each per prompt, as the library's judge samples them. Resolves to
     /// `{win_rate, wins, ties, losses, kl, eos_rate, ...}` from `a`'s side.
-    pub fn evaluate(&self, a: String, b: String, prompts_json: String, labeler: String, temperature: f32, seed: u64) -> js_sys::Promise {
+    pub fn evaluate(&self, a: String, b: String, prompts_json: String, labeler: String, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let model = sft(&state)?;
             let labeler: Labeler = labeler.parse().map_err(js)?;
             let (ours, theirs) = (model_named(&state, &a)?, model_named(&state, &b)?);
             let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
-            let sampling = SamplingConfig { max_new_tokens: tinyrlhf_rlhf::ANSWER_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
-            let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
+            let settings = HeadToHeadConfig::judge(prompts.len(), seed);
             json_value(&head_to_head(&ours, &theirs, &model.tokenizer, &prompts, &labeler, &settings).await.map_err(js)?)
         })
     }
@@ -93,7 +91,7 @@ impl Session {
     /// proxy), `labeler`'s blind win-rate over SFT (the gold) and its KL to SFT. Resolves to
     /// `{kl, proxy, gold, eos_rate}`.
     #[wasm_bindgen(js_name = goldAndProxy)]
-    pub fn gold_and_proxy(&self, which: String, prompts_json: String, labeler: String, temperature: f32, seed: u64) -> js_sys::Promise {
+    pub fn gold_and_proxy(&self, which: String, prompts_json: String, labeler: String, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let model = sft(&state)?;
@@ -101,8 +99,7 @@ impl Session {
             let policy = model_named(&state, &which)?;
             let reward = reward_model(&state)?;
             let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
-            let sampling = SamplingConfig { max_new_tokens: tinyrlhf_rlhf::ANSWER_TOKENS, temperature, top_k: 0, top_p: 1.0, seed };
-            let settings = HeadToHeadConfig { samples_per_prompt: 1, batch_size: prompts.len().max(1), sampling };
+            let settings = HeadToHeadConfig::judge(prompts.len(), seed);
             let measured = gold_and_proxy(&policy, &model.model, &reward, &model.tokenizer, &prompts, &labeler, &settings).await;
             json_value(&measured.map_err(js)?)
         })

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{CausalLm, GgufStream, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
 use tinyrlhf_rlhf::{Agreement, LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
+use tinyrlhf_tokenizer::TokenizerFiles;
 use wasm_bindgen::prelude::*;
 
 mod inspect;
@@ -52,12 +53,11 @@ pub(crate) struct State {
     base: Option<CausalLm>,
     reward: Option<ScalarModel>,
     reward_trainer: Option<RewardTrainer>,
-    calibration: Vec<Vec<u32>>,
     /// Tuned policies by name: a method's ("ppo", "dpo", ...) or "imported".
     policies: BTreeMap<String, CausalLm>,
     /// The LoRA settings of the policies that were trained here with adapters (and still hold them).
     adapters: BTreeMap<String, tinyrlhf_model::LoraConfig>,
-    run: Option<training::Run>,
+    run: Option<tinyrlhf_rlhf::PolicyTrainer>,
     sft_run: Option<sft::SftRun>,
     /// The workers that train together (`peers.rs`); none: this one alone.
     peers: Option<Rc<dyn tinyrlhf_rlhf::Peers>>,
@@ -68,7 +68,6 @@ impl State {
     fn forget_trained(&mut self) {
         self.reward = None;
         self.reward_trainer = None;
-        self.calibration.clear();
         self.policies.clear();
         self.adapters.clear();
         self.run = None;
@@ -181,14 +180,14 @@ impl Session {
         let device = self.device.clone();
         promise(async move {
             let config = ModelConfig::from_json_bytes(&config_json).map_err(js)?;
-            let gpt = config.init(&device);
+            let lm = config.init(&device);
             let prompt: Vec<u32> = (0..8).map(|i| i % config.vocab_size() as u32).collect();
             let tokens = tinyrlhf_model::READ_EVERY.min(config.context_length().saturating_sub(prompt.len() + 1)).max(1);
             let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, ..Default::default() };
             // No EOS id inside the vocabulary: every answer runs its full length.
-            generate(&gpt, &vec![prompt.clone(); 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
+            generate(&lm, &vec![prompt.clone(); 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
             let start = web_time::Instant::now();
-            generate(&gpt, &vec![prompt; 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
+            generate(&lm, &vec![prompt; 4], u32::MAX, 0, &sampling(tokens)).await.map_err(js)?;
             Ok(JsValue::from_f64((4 * tokens) as f64 / start.elapsed().as_secs_f64().max(1e-9)))
         })
     }
@@ -226,10 +225,12 @@ impl Session {
         let files = ModelFiles {
             config_json,
             safetensors: Safetensors::Read(weights.finish()?),
-            tokenizer_json,
-            tokenizer_config_json: tokenizer_config_json.as_deref(),
-            chat_template_jinja: chat_template_jinja.as_deref(),
-            generation_config_json: generation_config_json.as_deref(),
+            tokenizer: TokenizerFiles {
+                tokenizer_json,
+                tokenizer_config_json: tokenizer_config_json.as_deref(),
+                chat_template_jinja: chat_template_jinja.as_deref(),
+                generation_config_json: generation_config_json.as_deref(),
+            },
         };
         let model = load_language_model(files, &self.device).map_err(js)?;
         self.install(model, footprint)
@@ -294,8 +295,8 @@ impl Session {
     /// naming what does not fit.
     pub(crate) fn same_shape(&self, config_json: &[u8], safetensors: &[u8]) -> Result<CausalLm, JsError> {
         self.same_config(config_json)?;
-        let (_, gpt) = tinyrlhf_model::load_lm(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
-        Ok(gpt)
+        let (_, lm) = tinyrlhf_model::load_lm(config_json, safetensors, &self.device).map_err(|e| js(format!("model: {e}")))?;
+        Ok(lm)
     }
 
     /// The SFT model's `tokenizer_config.json` (its EOS, pad and chat template), which every
@@ -340,7 +341,7 @@ impl Session {
         let state = self.state.clone();
         promise(async move {
             let model = sft(&state)?;
-            let gpt = model_named(&state, &which)?;
+            let lm = model_named(&state, &which)?;
             if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
                 return Err(js(format!("K = {k}: sample 1 to {} answers at a time", Ranking::MAX_COMPLETIONS)));
             }
@@ -348,7 +349,7 @@ impl Session {
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();
             let sampling = SamplingConfig { max_new_tokens: room, temperature, top_k: 0, top_p: 1.0, seed };
-            let out = generate(&gpt, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
+            let out = generate(&lm, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
             let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();
             let (completions, finished) = tinyrlhf_data::distinct(&texts, &out.finished);
@@ -461,14 +462,16 @@ pub fn check_ranking(ranking_json: &str) -> Result<(), JsError> {
     ranking.check().map_err(js)
 }
 
-/// The limits the page checks before sending work, and how long an answer to read or rank is:
-/// `{max_completions, max_file_bytes, answer_tokens}`.
+/// The limits the page checks before sending work, how long an answer to read or rank is, and the
+/// temperature answers are judged and compared at: `{max_completions, max_file_bytes, answer_tokens,
+/// judge_temperature}`.
 #[wasm_bindgen]
 pub fn limits() -> Result<String, JsError> {
     to_json(&serde_json::json!({
         "max_completions": Ranking::MAX_COMPLETIONS,
         "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES,
         "answer_tokens": tinyrlhf_rlhf::ANSWER_TOKENS,
+        "judge_temperature": tinyrlhf_rlhf::HeadToHeadConfig::JUDGE_TEMPERATURE,
     }))
 }
 

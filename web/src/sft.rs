@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::CausalLm;
-use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, sft_examples, split_validation, with_changes};
+use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, Trainer, sft_examples, split_validation, with_changes};
 use wasm_bindgen::prelude::*;
 
 use crate::training::changes;
@@ -58,7 +58,7 @@ impl Session {
         promise(async move {
             let mut run = state.borrow_mut().sft_run.take().ok_or_else(|| js("no SFT is running"))?;
             let stats = run.trainer.step().await.map_err(js)?;
-            let done = run.trainer.steps_done() >= run.trainer.settings().schedule.total;
+            let done = run.trainer.is_done();
             let mut reply = serde_json::json!({"stats": stats, "done": done});
             if done {
                 if !run.validation.is_empty() {
@@ -83,20 +83,20 @@ impl Session {
     pub fn sft_weights(&self) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let gpt = sft(&state)?.model.clone();
-            let bytes = tinyrlhf_model::save_lm(&gpt).await.map_err(js)?;
+            let lm = sft(&state)?.model.clone();
+            let bytes = tinyrlhf_model::save_lm(&lm).await.map_err(js)?;
             Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }
 }
 
-/// `gpt` is the SFT model from now on; the reward model and the policies were trained from the
+/// `lm` is the SFT model from now on; the reward model and the policies were trained from the
 /// previous one, so they go.
-fn become_sft(state: &Rc<std::cell::RefCell<State>>, gpt: CausalLm) -> Result<(), JsError> {
+fn become_sft(state: &Rc<std::cell::RefCell<State>>, lm: CausalLm) -> Result<(), JsError> {
     let model = sft(state)?;
     let mut s = state.borrow_mut();
     let tokenizer = model.tokenizer.for_instructions().map_err(js)?;
-    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: gpt, tokenizer }));
+    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: lm, tokenizer }));
     s.forget_trained();
     Ok(())
 }

@@ -9,20 +9,14 @@ use std::rc::Rc;
 use serde::Serialize;
 use tinyrlhf_data::Ranking;
 use tinyrlhf_model::ScalarModel;
-use tinyrlhf_rlhf::{
-    DpoConfig, DpoTrainer, GroupTrainer, Method, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer,
-    calibrate, with_changes,
-};
+use tinyrlhf_rlhf::{Method, MethodSettings, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, Trainer, with_changes};
 use wasm_bindgen::prelude::*;
 
 use crate::{Model, Session, State, js, json_value, promise, sft, to_json};
 
-/// A policy run of one method: the library's one trainer interface.
-pub(crate) type Run = PolicyTrainer;
-
 /// One step of `run`; its stats as JSON, with the sampled answer shown (as text) where there is
 /// one, and whether the run is done.
-async fn step_json(run: &mut Run, model: &Model) -> Result<serde_json::Value, JsError> {
+async fn step_json(run: &mut PolicyTrainer, model: &Model) -> Result<serde_json::Value, JsError> {
     let stats = run.step().await.map_err(js)?;
     let mut value = serde_json::to_value(&stats).map_err(js)?;
     if let Some(map) = value.as_object_mut() {
@@ -80,22 +74,19 @@ impl Session {
         let model = sft(&self.state)?;
         let settings: RewardConfig = with_changes(RewardConfig::default(), &changes(changes_json)?, "reward model").map_err(js)?;
         let set = ranking_set(&model, rankings_json, "a reward model")?;
-        let calibration = set.calibration_set();
         let mut info = serde_json::json!({
             "train": set.train.len(), "held_out": set.held_out.len(), "pairs": set.train_pairs(),
             "skipped": set.skipped_summary(), "prompts_cut": set.prompts_cut,
         });
-        let RankingSet { train, held_out, .. } = set;
         self.device.seed(settings.seed);
         let pad = model.tokenizer.special_ids().pad;
-        let mut trainer = RewardTrainer::new(model.model.clone(), model.config.clone(), train, held_out, pad, settings).map_err(js)?;
+        let mut trainer = RewardTrainer::on_rankings(model.model.clone(), model.config.clone(), set, pad, settings).map_err(js)?;
         info["steps"] = trainer.total_steps().into();
         let mut state = self.state.borrow_mut();
         if let Some(peers) = &state.peers {
             trainer.set_peers(peers.clone());
         }
         state.reward_trainer = Some(trainer);
-        state.calibration = calibration;
         Ok(info.to_string())
     }
 
@@ -111,11 +102,9 @@ impl Session {
             let done = trainer.is_done();
             let mut dropped = vec![];
             if done {
-                let calibration = std::mem::take(&mut state.borrow_mut().calibration);
-                let pad = sft(&state)?.tokenizer.special_ids().pad;
-                let (model, _) = calibrate(trainer.model(), &calibration, true, pad).await.map_err(js)?;
+                let calibrated = trainer.calibrated().await.map_err(js)?;
                 let mut s = state.borrow_mut();
-                s.reward = Some(model);
+                s.reward = Some(calibrated.model);
                 dropped = Method::ALL.into_iter().filter(|m| m.needs_reward_model()).map(Method::name).collect();
                 s.policies.retain(|name, _| !dropped.contains(&name.as_str()));
                 s.adapters.retain(|name, _| !dropped.contains(&name.as_str()));
@@ -138,48 +127,27 @@ impl Session {
         let state = self.state.clone();
         promise(async move {
             let method: Method = method.parse().map_err(js)?;
-            let changes = changes(&changes_json)?;
+            let settings = MethodSettings::with_changes(method, &changes(&changes_json)?).map_err(js)?;
             let model = sft(&state)?;
             let start = state.borrow().policies.get(method.name()).cloned();
-            let continues = start.is_some();
-            let special = model.tokenizer.special_ids();
-            let reward = || state.borrow().reward.clone().ok_or_else(|| js(format!("{method} needs a reward model: train one first")));
-            let mut plan = RunPlan { method, total: 0, continues, train: None, held_out: None, pairs: None, skipped: None };
-            let trainer = match method {
-                Method::Ppo => {
-                    let settings: PpoConfig = with_changes(PpoConfig::default(), &changes, "PPO").map_err(js)?;
-                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens)?;
-                    plan.total = settings.iterations;
-                    let models =
-                        PpoModels { sft: model.model.clone(), config: model.config.clone(), reward: reward()?, value: None, policy: start };
-                    Run::Ppo(Box::new(PpoTrainer::new(models, ids, vec![], special.eos, special.pad, settings).map_err(js)?))
-                }
-                Method::Grpo | Method::Rloo => {
-                    let settings = method.group_config(&changes).map_err(js)?;
-                    let ids = training_prompt_ids(&model, &prompts_json, settings.max_new_tokens)?;
-                    plan.total = settings.iterations;
-                    let (sft, config) = (model.model.clone(), model.config.clone());
-                    Run::Group(Box::new(
-                        GroupTrainer::new(sft, start, config, reward()?, ids, special.eos, special.pad, settings).map_err(js)?,
-                    ))
-                }
-                Method::Dpo => {
-                    let settings: DpoConfig = with_changes(DpoConfig::default(), &changes, "DPO").map_err(js)?;
-                    settings.validate().map_err(js)?;
+            let mut plan =
+                RunPlan { method, total: 0, continues: start.is_some(), train: None, held_out: None, pairs: None, skipped: None };
+            let mut inputs = PolicyInputs {
+                policy: start,
+                reward: state.borrow().reward.clone(),
+                ..PolicyInputs::new(model.model.clone(), model.config.clone(), model.tokenizer.special_ids())
+            };
+            match settings.max_new_tokens() {
+                Some(new_tokens) => inputs.prompts = training_prompt_ids(&model, &prompts_json, new_tokens)?,
+                None => {
                     let set = ranking_set(&model, &rankings_json, "DPO")?;
                     (plan.train, plan.held_out, plan.pairs, plan.skipped) =
                         (Some(set.train.len()), Some(set.held_out.len()), Some(set.train_pairs()), set.skipped_summary());
-                    let RankingSet { train, held_out, .. } = set;
-                    let policy = start.unwrap_or_else(|| model.model.clone());
-                    let trainer =
-                        DpoTrainer::with_policy(policy, &model.model, model.config.clone(), train, held_out, special.pad, settings)
-                            .await
-                            .map_err(js)?;
-                    plan.total = trainer.total_steps();
-                    Run::Dpo(Box::new(trainer))
+                    (inputs.rankings, inputs.held_out) = (set.train, set.held_out);
                 }
-            };
-            let mut run = trainer;
+            }
+            let mut run = PolicyTrainer::new(settings, inputs).await.map_err(js)?;
+            plan.total = run.total_steps();
             if let Some(peers) = state.borrow().peers.clone() {
                 run.set_peers(peers);
             }
@@ -288,11 +256,7 @@ impl Session {
     /// Forgets the reward model and every tuned policy (the page has deleted their saved copies).
     #[wasm_bindgen(js_name = forgetTraining)]
     pub fn forget_training(&self) {
-        let mut state = self.state.borrow_mut();
-        state.reward = None;
-        state.reward_trainer = None;
-        state.policies.clear();
-        state.run = None;
+        self.state.borrow_mut().forget_trained();
     }
 
     /// The reward model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).

@@ -17,7 +17,6 @@ const view = {
   rewardValue: $('reward-heatmap-value'),
   rewardScore: $('reward-heatmap-score'),
 };
-const TEMPERATURE = 0.7;
 
 /** Fills `select` with `names`, keeping its choice when it is still there (else `fallback`). */
 function options(select: HTMLSelectElement, names: string[], fallback: string) {
@@ -39,7 +38,7 @@ export function setPrompts(prompts: string[]) {
 
 /** One answer of `which` at the compare view's temperature, and whether it ended (not cut). */
 async function sampleOne(which: Which, prompt: string, seed: number): Promise<{ text: string; finished: boolean }> {
-  const out = await call({ type: 'sample', which, prompt, k: 1, temperature: TEMPERATURE, maxNewTokens: app.limits!.answer_tokens, seed });
+  const out = await call({ type: 'sample', which, prompt, k: 1, temperature: app.limits!.judge_temperature, maxNewTokens: app.limits!.answer_tokens, seed });
   return { text: out.completions[0], finished: out.finished[0] ?? true };
 }
 
@@ -81,7 +80,7 @@ export async function compare() {
 }
 
 async function heatmap(which: Which, prompt: string, response: string) {
-  const { tokens, explained } = await call({ type: 'explain', which, prompt, response, temperature: TEMPERATURE });
+  const { tokens, explained } = await call({ type: 'explain', which, prompt, response, temperature: app.limits!.judge_temperature });
   const scale = Math.max(0.5, ...explained.log_ratio.map(Math.abs));
   const adv = Math.max(0.5, ...explained.advantage.map(Math.abs));
   drawTokens(

@@ -138,6 +138,8 @@ export interface Limits {
   max_file_bytes: number;
   /** How long an answer sampled to read or rank may be, in tokens. */
   answer_tokens: number;
+  /** The temperature answers are judged, compared and explained at. */
+  judge_temperature: number;
 }
 
 export interface Sampled {
@@ -260,7 +262,7 @@ export type Request =
   /** `beta` moves the KL leash first; `gold` (a labeler) measures gold and proxy after the step. */
   | { type: 'trainStep'; method: Method; beta?: number; gold?: string }
   | { type: 'explain'; which: Which; prompt: string; response: string; temperature: number }
-  | { type: 'evaluate'; a: Which; b: Which; labeler: string; prompts: number; temperature: number }
+  | { type: 'evaluate'; a: Which; b: Which; labeler: string; prompts: number }
   /** 'reward', or a policy's name. */
   | { type: 'exportModel'; which: string }
   | { type: 'importPolicy'; config: string; weights: Uint8Array }

@@ -36,7 +36,7 @@ export function clearResults() {
 
 /** Judges `method`'s policy against SFT on `prompts` held-out prompts and adds the row. */
 export async function judge(method: Method, labeler: string, prompts: number, seconds: number, steps: number): Promise<RunResult> {
-  const result = await call({ type: 'evaluate', a: method, b: 'sft', labeler, prompts, temperature: 0.7 });
+  const result = await call({ type: 'evaluate', a: method, b: 'sft', labeler, prompts });
   const row: RunResult = { method, labeler, seconds, steps, ...result };
   rows = [...rows, row];
   render();

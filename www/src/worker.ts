@@ -399,7 +399,7 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   const stats: StepResult = JSON.parse(await together(() => need().trainStep(beta), 'trainStep', [beta], () => restorePolicy(method)));
   if (gold) {
     // Kept in the step's point, so the chart comes back with the curve after a reload.
-    const measured = JSON.parse(await need().goldAndProxy(method, JSON.stringify(heldOut.slice(0, goldPrompts)), gold, 0.7, 11n));
+    const measured = JSON.parse(await need().goldAndProxy(method, JSON.stringify(heldOut.slice(0, goldPrompts)), gold, 11n));
     Object.assign(stats, { gold: measured.gold, proxy: measured.proxy, gold_kl: measured.kl });
   }
   const points = await curve(curveKey(method));
@@ -496,7 +496,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(await need().explain(request.which, request.prompt, request.response, request.temperature));
     case 'evaluate': {
       const prompts = JSON.stringify(heldOut.slice(0, request.prompts));
-      return JSON.parse(await need().evaluate(request.a, request.b, prompts, request.labeler, request.temperature, 7n));
+      return JSON.parse(await need().evaluate(request.a, request.b, prompts, request.labeler, 7n));
     }
     case 'exportModel': {
       const weights: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);

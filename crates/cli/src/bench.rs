@@ -358,7 +358,7 @@ pub(crate) fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) 
 /// The median time of a training step, and the kernels one step launched (on a GPU backend).
 fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> (Duration, Option<f64>) {
     let device = device.clone().autodiff();
-    let mut gpt = config.init(&device);
+    let mut lm = config.init(&device);
     let mut optim = AdamWConfig::new().init();
     let positions: Vec<i64> = (0..batch).flat_map(|_| 0..seq as i64).collect();
     let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, seq]), &device);
@@ -367,10 +367,10 @@ fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usi
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [batch, seq + 1]), &device);
         let inputs = tokens.clone().narrow(1, 0, seq);
         let targets = tokens.narrow(1, 1, seq).reshape([batch, seq, 1]);
-        let logits = gpt.logits(gpt.forward(inputs, positions.clone(), None)); // [b, t, vocab]
+        let logits = lm.logits(lm.forward(inputs, positions.clone(), None)); // [b, t, vocab]
         let loss = log_softmax(logits, 2).gather(2, targets).mean().neg();
-        let grads = GradientsParams::from_grads(loss.backward(), &gpt);
-        gpt = optim.step(3e-4, gpt.clone(), grads);
+        let grads = GradientsParams::from_grads(loss.backward(), &lm);
+        lm = optim.step(3e-4, lm.clone(), grads);
         // Reading the loss waits for the device, so the time covers the whole step.
         let _: f32 = loss.into_scalar();
     };
@@ -392,24 +392,24 @@ pub(crate) fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
     ids.chunks(PROMPT_LEN).map(|row| row.iter().map(|&t| t as u32).collect()).collect()
 }
 
-fn generate_cached(gpt: &CausalLm, batch: usize, new_tokens: usize) {
+fn generate_cached(lm: &CausalLm, batch: usize, new_tokens: usize) {
     let sampling = SamplingConfig { max_new_tokens: new_tokens, temperature: 1.0, ..Default::default() };
     // No EOS id inside the vocabulary: every row runs the full length.
     let out =
-        pollster::block_on(generate(gpt, &prompts(batch, gpt.vocab_size()), u32::MAX, 0, &sampling)).expect("benchmark prompts are valid");
+        pollster::block_on(generate(lm, &prompts(batch, lm.vocab_size()), u32::MAX, 0, &sampling)).expect("benchmark prompts are valid");
     debug_assert!(out.tokens.iter().all(|t| t.len() == new_tokens));
 }
 
 /// The same sampling without a cache: each new token re-runs the whole sequence.
-fn generate_uncached(gpt: &CausalLm, device: &Device, batch: usize, new_tokens: usize) {
-    let prompts: Vec<i64> = prompts(batch, gpt.vocab_size()).concat().into_iter().map(i64::from).collect();
+fn generate_uncached(lm: &CausalLm, device: &Device, batch: usize, new_tokens: usize) {
+    let prompts: Vec<i64> = prompts(batch, lm.vocab_size()).concat().into_iter().map(i64::from).collect();
     let mut ids = Tensor::<2, Int>::from_data(TensorData::new(prompts, [batch, PROMPT_LEN]), device);
     let sampling = SamplingConfig::default();
     for step in 0..new_tokens {
         let len = PROMPT_LEN + step;
         let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
         let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, len]), device);
-        let logits = gpt.logits(gpt.forward(ids.clone(), positions, None).narrow(1, len - 1, 1)).reshape([batch, gpt.vocab_size()]);
+        let logits = lm.logits(lm.forward(ids.clone(), positions, None).narrow(1, len - 1, 1)).reshape([batch, lm.vocab_size()]);
         let (token, _) = tinyrlhf_model::choose_tokens(logits, Tensor::<2>::full([batch, 1], 0.5, device), &sampling);
         ids = Tensor::cat(vec![ids, token], 1);
     }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, PolicyTrainer, RankingSet};
+use tinyrlhf_rlhf::{DpoConfig, DpoLoss, MethodSettings, PolicyInputs};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
@@ -47,7 +47,7 @@ pub struct DpoArgs {
     /// Continue from `OUT/checkpoint/` (its settings).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DpoConfig::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -87,33 +87,14 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
-    let RankingSet { train, held_out, .. } = set;
-    let pad = tokenizer.special_ids().pad;
     device.seed(args.seed);
     let mut inputs = vec![("policy", args.policy.as_path()), ("rankings", args.rankings.as_path())];
     inputs.extend(args.held_out.as_deref().map(|h| ("held-out rankings", h)));
     let record = RunRecord::new(&inputs, &settings)?;
-
-    let trainer = policy::resumed_or_fresh(
-        &args.out,
-        args.resume,
-        "DPO",
-        &record,
-        || {
-            let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
-            let trainer = pollster::block_on(DpoTrainer::resume(&checkpoint, &sft, train.clone(), held_out.clone(), pad))
-                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
-            Ok(Some(PolicyTrainer::Dpo(Box::new(trainer))))
-        },
-        || {
-            let trainer =
-                pollster::block_on(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), held_out.clone(), pad, settings.clone()))
-                    .map_err(|e| e.to_string())?;
-            Ok(PolicyTrainer::Dpo(Box::new(trainer)))
-        },
-    )?;
+    let inputs = PolicyInputs { rankings: set.train, held_out: set.held_out, ..PolicyInputs::new(sft, config, tokenizer.special_ids()) };
+    let trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Dpo(settings), inputs)?;
     let manifest = serde_json::json!({
         "sft": args.policy, "data": {"rankings": record.digest("rankings"), "pairs": pairs},
     });
-    policy::drive(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
+    policy::run(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

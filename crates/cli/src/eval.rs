@@ -53,7 +53,7 @@ impl EvalArgs {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
     if prompts.is_empty() {
         return Err(format!("{} has no prompts", args.prompts.display()));
@@ -75,10 +75,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         return Err(format!("-k {k}: the EOS, length and rankable figures need at least 2 samples per prompt"));
     }
     let bar = ProgressBar::new((prompts.len() * k) as u64);
-    let answers = answer(&gpt, &config, &tokenizer, &prompts, k, args.batch, &args.sampling, Some(&bar))?;
+    let answers = answer(&lm, &config, &tokenizer, &prompts, k, args.batch, &args.sampling, Some(&bar))?;
     // Accuracy is the model's best answer: greedy decoding, one per prompt.
     let greedy = SamplingArgs { temperature: 0.0, ..args.sampling.clone() };
-    let best = answer(&gpt, &config, &tokenizer, &prompts, 1, args.batch, &greedy, None)?;
+    let best = answer(&lm, &config, &tokenizer, &prompts, 1, args.batch, &greedy, None)?;
     bar.finish_and_clear();
 
     let labelers: Vec<Labeler> = Rule::ALL.iter().map(|r| r.name().parse().expect("rule names parse")).collect();

@@ -98,15 +98,7 @@ fn load_language_model(dir: &Path, device: &Device, depth: usize) -> Result<Lang
     }
     let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
     let tokenizer = TokenizerBytes::read(dir)?;
-    let tokenizer = tokenizer.files();
-    let files = ModelFiles {
-        config_json: &config_json,
-        safetensors: safetensors.as_slice().into(),
-        tokenizer_json: tokenizer.tokenizer_json,
-        tokenizer_config_json: tokenizer.tokenizer_config_json,
-        chat_template_jinja: tokenizer.chat_template_jinja,
-        generation_config_json: tokenizer.generation_config_json,
-    };
+    let files = ModelFiles { config_json: &config_json, safetensors: safetensors.as_slice().into(), tokenizer: tokenizer.files() };
     tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_rlhf::{
-    GroupConfig, GroupMethod, GroupTrainer, LanguageModel, LossAggregation, PolicyTrainer, RewardScaling, check_compatible,
+    GroupConfig, GroupMethod, LanguageModel, LossAggregation, MethodSettings, PolicyInputs, RewardScaling, check_compatible,
     training_prompt_ids,
 };
 
@@ -74,7 +74,7 @@ pub struct GroupArgs {
     /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = GroupConfig::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -124,39 +124,14 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
     let prompts = files::read_prompts(&args.prompts)?;
     let prompt_ids = training_prompt_ids(&tokenizer, config.context_length(), &prompts, args.max_new_tokens).map_err(|e| e.to_string())?;
-    let special = tokenizer.special_ids();
     device.seed(args.seed);
     let inputs = [("policy", args.policy.as_path()), ("reward model", args.reward.as_path()), ("prompts", args.prompts.as_path())];
     let record = RunRecord::new(&inputs, &settings)?;
-    let mut trainer = policy::resumed_or_fresh(
-        &args.out,
-        args.resume,
-        &method.name().to_uppercase(),
-        &record,
-        || {
-            let Some(checkpoint) = files::load_checkpoint(&args.out, false)? else { return Ok(None) };
-            let trainer = GroupTrainer::resume(&checkpoint, sft.clone(), reward.clone(), prompt_ids.clone(), special.eos, special.pad)
-                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
-            Ok(Some(PolicyTrainer::Group(Box::new(trainer))))
-        },
-        || {
-            let trainer = GroupTrainer::new(
-                sft.clone(),
-                None,
-                config.clone(),
-                reward.clone(),
-                prompt_ids.clone(),
-                special.eos,
-                special.pad,
-                settings.clone(),
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(PolicyTrainer::Group(Box::new(trainer)))
-        },
-    )?;
+    let inputs = PolicyInputs { reward: Some(reward), prompts: prompt_ids, ..PolicyInputs::new(sft, config, tokenizer.special_ids()) };
+    let mut trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Group(settings), inputs)?;
     trainer.set_iterations(args.iterations);
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::drive(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
+    policy::run(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

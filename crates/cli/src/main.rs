@@ -9,6 +9,7 @@ mod bench_methods;
 mod compare;
 mod data;
 mod dpo;
+mod drive;
 mod eval;
 mod files;
 mod group;

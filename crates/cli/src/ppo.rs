@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_rlhf::{
-    KlEstimator, LanguageModel, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, chat_example, check_compatible, training_prompt_ids,
+    KlEstimator, LanguageModel, MethodSettings, PolicyInputs, PpoConfig, chat_example, check_compatible, training_prompt_ids,
 };
 
 use crate::backend::Backend;
@@ -65,7 +65,7 @@ pub struct PpoArgs {
     #[arg(long, default_value_t = PpoConfig::default().missing_eos_penalty)]
     missing_eos_penalty: f64,
     /// PPO-ptx: weight of the language-model loss on --demos mixed into every update.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PpoConfig::default().ptx_coef)]
     ptx_coef: f64,
     /// Demonstrations for PPO-ptx, JSONL of {"prompt", "response"}.
     #[arg(long)]
@@ -79,7 +79,7 @@ pub struct PpoArgs {
     /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = PpoConfig::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -144,33 +144,21 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         }
         None => vec![],
     };
-    let special = tokenizer.special_ids();
     device.seed(args.seed);
     let settings = args.settings();
     let mut inputs = vec![("policy", args.policy.as_path()), ("reward model", args.reward.as_path()), ("prompts", args.prompts.as_path())];
     inputs.extend(args.demos.as_deref().map(|d| ("demonstrations", d)));
     let record = RunRecord::new(&inputs, &settings)?;
-    let models = PpoModels { sft, config, reward, value: None, policy: None };
-    let mut trainer = policy::resumed_or_fresh(
-        &args.out,
-        args.resume,
-        "PPO",
-        &record,
-        || {
-            let Some(checkpoint) = files::load_checkpoint(&args.out, true)? else { return Ok(None) };
-            let trainer = PpoTrainer::resume(models.clone(), &checkpoint, prompt_ids.clone(), ptx.clone(), special.eos, special.pad)
-                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
-            Ok(Some(PolicyTrainer::Ppo(Box::new(trainer))))
-        },
-        || {
-            let trainer = PpoTrainer::new(models.clone(), prompt_ids.clone(), ptx.clone(), special.eos, special.pad, settings.clone())
-                .map_err(|e| e.to_string())?;
-            Ok(PolicyTrainer::Ppo(Box::new(trainer)))
-        },
-    )?;
+    let inputs = PolicyInputs {
+        reward: Some(reward),
+        prompts: prompt_ids,
+        demonstrations: ptx,
+        ..PolicyInputs::new(sft, config, tokenizer.special_ids())
+    };
+    let mut trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Ppo(settings), inputs)?;
     trainer.set_iterations(args.iterations);
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::drive(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
+    policy::run(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

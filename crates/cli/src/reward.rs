@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{RankingSet, RewardConfig, RewardTrainer, calibrate};
+use tinyrlhf_rlhf::{RewardConfig, RewardTrainer};
 
 use crate::backend::Backend;
+use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
 use crate::lora::{Tuned, TunedModel, save_tuned};
 use crate::outputs::{Out, Plan};
-use crate::progress::Progress;
 use crate::train::files_digest;
 
 #[derive(Debug, Args)]
@@ -36,12 +36,12 @@ pub struct RewardArgs {
     #[arg(long, default_value_t = RewardConfig::default().lr)]
     lr: f64,
     /// Pull rewards toward 0 with this weight (TRL's center_rewards_coefficient).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = RewardConfig::default().center_coef)]
     center_coef: f64,
     /// Only shift the head to mean 0; do not scale it to std 1.
     #[arg(long)]
     no_unit_std: bool,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = RewardConfig::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -62,8 +62,6 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
     let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
-    let calibration = set.calibration_set();
-    let RankingSet { train, held_out, .. } = set;
 
     device.seed(args.seed);
     let settings = RewardConfig {
@@ -71,57 +69,36 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         batch_size: args.batch,
         lr: args.lr,
         center_coef: args.center_coef,
+        unit_std: !args.no_unit_std,
         seed: args.seed,
         lora: args.lora.config(),
         ..RewardConfig::default()
     };
     let settings_lora = settings.lora.clone();
     let pad = tokenizer.special_ids().pad;
-    let mut trainer = RewardTrainer::new(sft, config.clone(), train, held_out, pad, settings).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let metrics = args.out.join("metrics.jsonl");
-    let _ = std::fs::remove_file(&metrics);
-    let total = trainer.total_steps();
-    let progress = Progress::new(total, 0, "steps");
+    let mut trainer = RewardTrainer::on_rankings(sft, config.clone(), set, pad, settings).map_err(|e| e.to_string())?;
     let mut last_held_out = None;
-    while !trainer.is_done() {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
-        progress
-            .update(stats.step, &format!("epoch {} · loss {:.3} · batch accuracy {:.0}%", stats.epoch, stats.loss, 100.0 * stats.accuracy));
-        if let Some(reason) = &stats.skipped {
-            progress.println(format!("step {}: {reason}", stats.step));
-        }
-        if let Some(h) = &stats.held_out {
-            progress.println(format!(
-                "epoch {}: held-out pair accuracy {:.1}% ({} pairs), loss {:.3}",
-                stats.epoch,
-                100.0 * h.accuracy,
-                h.pairs,
-                h.loss
-            ));
-            last_held_out = Some(*h);
-        }
-        files::append_metrics(&metrics, &serde_json::to_value(&stats).expect("stats serialise"))?;
-    }
-    let seconds = progress.finish();
+    let run = Loop { out: &args.out, step_name: "step", unit: "steps", save_every: usize::MAX };
+    let seconds = drive(&mut trainer, run, &mut |_, stats, _, _, _| {
+        last_held_out = stats.held_out.or(last_held_out);
+        Ok(())
+    })?;
 
-    let (model, (mean, std)) =
-        pollster::block_on(calibrate(trainer.model(), &calibration, !args.no_unit_std, pad)).map_err(|e| e.to_string())?;
-    eprintln!(
-        "calibrated on {} SFT answers: scores had mean {mean:.3}, std {std:.3}; now mean 0{}",
-        calibration.len(),
-        if args.no_unit_std { "" } else { ", std 1" }
-    );
+    let calibrated = pollster::block_on(trainer.calibrated()).map_err(|e| e.to_string())?;
+    eprintln!("{}", calibrated.summary());
     let manifest = serde_json::json!({
         "stage": "reward", "sft": args.model, "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "data": {"rankings": files_digest(&[&args.rankings])?, "pairs": pairs},
         "held_out": last_held_out,
-        "calibration": {"answers": calibration.len(), "mean_before": mean, "std_before": std, "unit_std": !args.no_unit_std},
+        "calibration": {
+            "answers": calibrated.answers, "mean_before": calibrated.mean_before, "std_before": calibrated.std_before,
+            "unit_std": calibrated.unit_std,
+        },
         "seconds": seconds,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     });
     let tuned = Tuned {
-        model: TunedModel::Scalar(&model),
+        model: TunedModel::Scalar(&calibrated.model),
         config_json: &config.to_json(),
         weights: None,
         lora: settings_lora.as_ref(),

@@ -50,7 +50,7 @@ impl SamplingArgs {
 /// Answers to `prompts`, `k` each, decoded to text, in batches of `batch` sequences.
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
-    gpt: &CausalLm,
+    lm: &CausalLm,
     config: &ModelConfig,
     tokenizer: &Tokenizer,
     prompts: &[String],
@@ -79,7 +79,7 @@ pub fn answer(
     let mut answers = Vec::with_capacity(rows.len());
     for (i, chunk) in rows.chunks(batch).enumerate() {
         let out =
-            pollster::block_on(generate(gpt, chunk, special.eos, special.pad, &sampling.config(i as u64))).map_err(|e| e.to_string())?;
+            pollster::block_on(generate(lm, chunk, special.eos, special.pad, &sampling.config(i as u64))).map_err(|e| e.to_string())?;
         for (tokens, finished) in out.tokens.iter().zip(out.finished) {
             answers.push((tokenizer.decode_response(tokens).map_err(|e| e.to_string())?, finished));
         }
@@ -119,10 +119,10 @@ impl SampleArgs {
 
 pub fn sample(args: &SampleArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
     let bar = ProgressBar::new((prompts.len() * args.k) as u64);
-    let answers = answer(&gpt, &config, &tokenizer, &prompts, args.k, args.batch, &args.sampling, Some(&bar))?;
+    let answers = answer(&lm, &config, &tokenizer, &prompts, args.k, args.batch, &args.sampling, Some(&bar))?;
     bar.finish_and_clear();
     let samples: Vec<Samples> = prompts
         .into_iter()
@@ -139,7 +139,7 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
 
 /// The model's continuation of `text` with no template (the last tokens, if it is too long).
 fn continue_text(
-    gpt: &CausalLm,
+    lm: &CausalLm,
     config: &ModelConfig,
     tokenizer: &Tokenizer,
     text: &str,
@@ -149,7 +149,7 @@ fn continue_text(
     let budget = tinyrlhf_rlhf::prompt_budget(config.context_length(), sampling.max_new_tokens);
     ids.drain(..ids.len().saturating_sub(budget));
     let special = tokenizer.special_ids();
-    let out = pollster::block_on(generate(gpt, &[ids], special.eos, special.pad, &sampling.config(0))).map_err(|e| e.to_string())?;
+    let out = pollster::block_on(generate(lm, &[ids], special.eos, special.pad, &sampling.config(0))).map_err(|e| e.to_string())?;
     Ok((tokenizer.decode_text(&out.tokens[0]).map_err(|e| e.to_string())?, out.finished[0]))
 }
 
@@ -168,7 +168,7 @@ pub struct ChatArgs {
 /// Reads a prompt per line from standard input and prints the model's answer.
 pub fn chat(args: &ChatArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let (config, gpt, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
     eprintln!(
         "talking to {} ({}, {} layers, d {}). One prompt per line; Ctrl-D ends.",
         args.model.display(),
@@ -202,9 +202,9 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         sampling.seed = args.sampling.seed.wrapping_add(turn);
         turn += 1;
         let (text, finished) = if args.raw {
-            continue_text(&gpt, &config, &tokenizer, prompt, &sampling)?
+            continue_text(&lm, &config, &tokenizer, prompt, &sampling)?
         } else {
-            answer(&gpt, &config, &tokenizer, &[prompt.to_owned()], 1, 1, &sampling, None)?.remove(0).remove(0)
+            answer(&lm, &config, &tokenizer, &[prompt.to_owned()], 1, 1, &sampling, None)?.remove(0).remove(0)
         };
         println!("{text}{}", if finished { "" } else { " …" });
     }

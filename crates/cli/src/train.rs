@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::ModelConfig;
-use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, pack, sft_examples, split_validation};
+use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, Trainer, pack, sft_examples, split_validation};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
+use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
 use crate::lora::{LoraArgs, Tuned, TunedModel, save_tuned};
 use crate::outputs::{Out, Plan};
-use crate::progress::Progress;
 use crate::resume::{self, RunRecord};
 
 /// Flags every supervised stage shares.
@@ -35,7 +35,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = SftSettings::default().lr)]
     lr: f64,
     /// Seed for initialisation and batch order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SftSettings::default().seed)]
     seed: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -184,45 +184,37 @@ fn run(
         }
     };
 
-    let metrics = args.out.join("metrics.jsonl");
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let progress = Progress::new(args.steps, trainer.steps_done(), "steps");
-    while trainer.steps_done() < args.steps {
-        let stats = pollster::block_on(trainer.step()).map_err(|e| format!("step {}: {e}", trainer.steps_done() + 1))?;
-        progress.update(stats.step, &format!("loss {:.3} · lr {:.1e} · {:.0} tok/s", stats.loss, stats.lr, stats.tokens_per_sec));
-        if let Some(reason) = &stats.skipped {
-            progress.println(format!("step {}: {reason}", stats.step));
+    let run = Loop { out: &args.out, step_name: "step", unit: "steps", save_every: args.save_every };
+    let seconds = drive(&mut trainer, run, &mut |trainer, stats, line, save, progress| {
+        if !save {
+            return Ok(());
         }
-        let mut line = serde_json::to_value(&stats).expect("stats serialise");
-        let last = stats.step == args.steps;
-        if stats.step % args.save_every == 0 || last {
-            // With one example there is none to hold out: no validation figure rather than a 0.
-            let val_loss = if val.is_empty() { None } else { Some(pollster::block_on(trainer.evaluate(&val)).map_err(|e| e.to_string())?) };
-            line["val_loss"] = val_loss.into();
-            let shown = val_loss
-                .map_or_else(|| "no validation loss (too few examples to hold one out)".to_owned(), |v| format!("validation loss {v:.4}"));
-            progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
-            let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
-            files::save_checkpoint(&args.out, &checkpoint, record)?;
-            if last {
-                manifest["final_loss"] = stats.loss.into();
-                manifest["val_loss"] = val_loss.into();
-                manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
-                let tuned = Tuned {
-                    model: TunedModel::Language(&trainer.model()),
-                    config_json: &checkpoint.config_json,
-                    weights: checkpoint.weights.as_deref(),
-                    lora: trainer.settings().lora.as_ref(),
-                    base: base_path,
-                    merge: args.lora.merge(),
-                    tokenizer,
-                };
-                save_tuned(&args.out, &tuned, &manifest)?;
-            }
+        // With one example there is none to hold out: no validation figure rather than a 0.
+        let val_loss = if val.is_empty() { None } else { Some(pollster::block_on(trainer.evaluate(&val)).map_err(|e| e.to_string())?) };
+        line["val_loss"] = val_loss.into();
+        let shown = val_loss
+            .map_or_else(|| "no validation loss (too few examples to hold one out)".to_owned(), |v| format!("validation loss {v:.4}"));
+        progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
+        let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+        files::save_checkpoint(&args.out, &checkpoint, record)?;
+        if trainer.is_done() {
+            manifest["final_loss"] = stats.loss.into();
+            manifest["val_loss"] = val_loss.into();
+            manifest["command"] = std::env::args().collect::<Vec<_>>().join(" ").into();
+            let tuned = Tuned {
+                model: TunedModel::Language(&trainer.model()),
+                config_json: &checkpoint.config_json,
+                weights: checkpoint.weights.as_deref(),
+                lora: trainer.settings().lora.as_ref(),
+                base: base_path,
+                merge: args.lora.merge(),
+                tokenizer,
+            };
+            save_tuned(&args.out, &tuned, &manifest)?;
         }
-        files::append_metrics(&metrics, &line)?;
-    }
-    eprintln!("done in {:.0} s: {}", progress.finish(), args.out.display());
+        Ok(())
+    })?;
+    eprintln!("done in {seconds:.0} s: {}", args.out.display());
     Ok(())
 }
 

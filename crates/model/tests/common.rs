@@ -15,14 +15,14 @@ pub fn config() -> GptConfig {
 pub fn model(seed: u64) -> (Device, CausalLm) {
     let device = Device::flex();
     device.seed(seed);
-    let gpt = CausalLm::Gpt2(config().init(&device));
-    (device, gpt)
+    let lm = CausalLm::Gpt2(config().init(&device));
+    (device, lm)
 }
 
 /// The GPT-2 inside `model`, to reach its layers.
 pub fn gpt2(model: &CausalLm) -> &Gpt {
     match model {
-        CausalLm::Gpt2(gpt) => gpt,
+        CausalLm::Gpt2(lm) => lm,
         other => panic!("a GPT-2 was expected, got the {} family", other.family()),
     }
 }

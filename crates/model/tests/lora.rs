@@ -18,9 +18,9 @@ fn probe(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
     left_pad(&[vec![5, 9, 3, 7], vec![2, 11]], 0).tensors(device)
 }
 
-fn logits(gpt: &CausalLm) -> Vec<f32> {
-    let (ids, pos, mask) = probe(&gpt.device());
-    values(gpt.logits(gpt.forward(ids, pos, Some(mask))))
+fn logits(lm: &CausalLm) -> Vec<f32> {
+    let (ids, pos, mask) = probe(&lm.device());
+    values(lm.logits(lm.forward(ids, pos, Some(mask))))
 }
 
 /// PEFT's tensors for a `layers`-block GPT-2 of width `d` (MLP 4d): name and `[rows, cols]`.
@@ -59,10 +59,10 @@ fn peft_config(rank: usize, alpha: f64) -> Vec<u8> {
 
 #[test]
 fn fresh_adapters_change_nothing_and_freeze_the_base() {
-    let (_, gpt) = model(3);
-    let adapted = with_lora(gpt.clone(), &LORA);
-    assert!(has_adapters(&adapted) && !has_adapters(&gpt));
-    assert_eq!(logits(&adapted), logits(&gpt));
+    let (_, lm) = model(3);
+    let adapted = with_lora(lm.clone(), &LORA);
+    assert!(has_adapters(&adapted) && !has_adapters(&lm));
+    assert_eq!(logits(&adapted), logits(&lm));
     assert!(!common::gpt2(&adapted).h[0].attn.c_attn.weight_val(&burn::tensor::Device::flex()).is_require_grad());
 }
 

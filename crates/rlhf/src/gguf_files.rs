@@ -6,7 +6,7 @@
 
 use burn::tensor::Device;
 use tinyrlhf_model::{GgufModel, GgufValue};
-use tinyrlhf_tokenizer::GgufVocab;
+use tinyrlhf_tokenizer::{GgufVocab, TokenizerFiles};
 
 use crate::model_files::{LanguageModel, ModelFiles, ModelFilesError, Safetensors, load_language_model};
 
@@ -21,10 +21,11 @@ pub fn load_gguf_model(model: GgufModel, device: &Device) -> Result<LanguageMode
     let files = ModelFiles {
         config_json: &model.config_json,
         safetensors: Safetensors::Read(model.weights),
-        tokenizer_json: &tokenizer_json,
-        tokenizer_config_json: Some(&tokenizer_config_json),
-        chat_template_jinja: None,
-        generation_config_json: None,
+        tokenizer: TokenizerFiles {
+            tokenizer_json: &tokenizer_json,
+            tokenizer_config_json: Some(&tokenizer_config_json),
+            ..TokenizerFiles::default()
+        },
     };
     load_language_model(files, device).map_err(|e| error(format!("read as a model folder: {}", e.message)))
 }

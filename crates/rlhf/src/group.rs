@@ -15,17 +15,18 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, SamplingConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel};
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::grads::guarded_step;
 use crate::group_math::{
     ClipStats, LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss, trl_std,
 };
+use crate::iteration::{RolloutFigures, decayed_lr, kl_guard, rollout_sampling};
 use crate::order::epoch_order;
 use crate::peers::{Alone, Peers, gather_rows, shard};
-use crate::ppo_math::{KlEstimator, invert, masked_mean, padding_masks, per_token_kl};
-use crate::rollout::{ScoredRollout, peer_seed, response_logprobs, sample_and_score, share_rollout, to_rows};
+use crate::ppo_math::{KlEstimator, invert, padding_masks, per_token_kl};
+use crate::rollout::{ScoredRollout, response_logprobs, sample_and_score, share_rollout, to_rows};
 
 /// Which group method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -350,7 +351,7 @@ impl GroupTrainer {
     pub async fn step(&mut self) -> Result<GroupStats, TrainError> {
         let s = self.settings.clone();
         let k = s.samples_per_prompt;
-        let lr = s.lr * (1.0 - self.iteration as f64 / s.iterations.max(1) as f64).max(0.0);
+        let lr = decayed_lr(s.lr, self.iteration, s.iterations);
         self.iteration += 1;
         let beta = s.beta();
         let mut stats = GroupStats { iteration: self.iteration, beta, lr, grad_norm: f32::NAN, ..GroupStats::default() };
@@ -359,13 +360,7 @@ impl GroupTrainer {
         let prompts = self.batch_prompts(self.iteration - 1);
         let peers = self.peers.clone();
         let mine = shard(prompts.len(), peers.rank(), peers.count());
-        let sampling = SamplingConfig {
-            max_new_tokens: s.max_new_tokens,
-            temperature: s.temperature,
-            top_k: 0,
-            top_p: 1.0,
-            seed: peer_seed(s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D), peers.rank()),
-        };
+        let sampling = rollout_sampling(s.max_new_tokens, s.temperature, s.seed, self.iteration, peers.rank());
         let policy = self.policy.valid();
         let rollout =
             sample_and_score(&policy, &self.reference, &self.reward, None, &prompts[mine.clone()], &sampling, self.eos, self.pad).await?;
@@ -376,17 +371,12 @@ impl GroupTrainer {
         let (padding, _) = padding_masks(&post.sequence_lengths, batch.response_len);
         let valid = invert(&padding);
         let n = batch.rows as f64;
-        stats.score = scores.iter().sum::<f64>() / n;
+        let RolloutFigures { score, entropy, mean_length, eos_rate } = RolloutFigures::of(&scores, &entropy, &valid, &post);
+        (stats.score, stats.entropy, stats.mean_length, stats.eos_rate) = (score, entropy, mean_length, eos_rate);
         stats.kl = per_token_kl(&logprobs, &ref_logprobs, &padding, KlEstimator::K1).iter().map(|r| r.iter().sum::<f64>()).sum::<f64>() / n;
-        stats.entropy = masked_mean(&entropy, &valid);
-        stats.mean_length = post.sequence_lengths.iter().map(|&l| (l + 1) as f64).sum::<f64>() / n;
-        stats.eos_rate = post.contain_eos.iter().filter(|&&e| e).count() as f64 / n;
-        if !stats.kl.is_finite() || stats.kl > s.kl_limit || scores.iter().any(|x| !x.is_finite()) {
+        if let Some(why) = kl_guard(stats.kl, s.kl_limit, &scores) {
             self.policy = self.last_good.clone();
-            stats.restored = Some(format!(
-                "KL to the reference is {:.2} nats (limit {}) or a score is not finite; restored the policy of the last healthy iteration",
-                stats.kl, s.kl_limit
-            ));
+            stats.restored = Some(why);
             return Ok(stats);
         }
         self.last_good = self.policy.clone();

@@ -24,6 +24,20 @@ pub struct HeadToHeadConfig {
     pub sampling: SamplingConfig,
 }
 
+impl HeadToHeadConfig {
+    /// The temperature the tab judges and shows answers at (the blind verdict, gold against proxy,
+    /// the compare view): below 1 so a verdict weighs what a model mostly says, not its tail.
+    pub const JUDGE_TEMPERATURE: f32 = 0.7;
+
+    /// The tab's judge: one answer per prompt from each model, an answer as long as one to rank, at
+    /// [`Self::JUDGE_TEMPERATURE`], every prompt in one batch.
+    pub fn judge(prompts: usize, seed: u64) -> Self {
+        let sampling =
+            SamplingConfig { max_new_tokens: crate::ANSWER_TOKENS, temperature: Self::JUDGE_TEMPERATURE, top_k: 0, top_p: 1.0, seed };
+        Self { samples_per_prompt: 1, batch_size: prompts.max(1), sampling }
+    }
+}
+
 /// What a head-to-head found; `ours` and `theirs` are the answers, in prompt order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadToHead {
@@ -51,7 +65,7 @@ struct Answers {
 }
 
 async fn answers(
-    gpt: &CausalLm,
+    lm: &CausalLm,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     batch: usize,
@@ -61,7 +75,7 @@ async fn answers(
     let mut out = Answers { tokens: vec![], texts: vec![], finished: vec![] };
     for (i, chunk) in prompts.chunks(batch.max(1)).enumerate() {
         let config = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-        let generation = generate(gpt, chunk, special.eos, special.pad, &config).await.map_err(|e| TrainError::Setting(e.to_string()))?;
+        let generation = generate(lm, chunk, special.eos, special.pad, &config).await.map_err(|e| TrainError::Setting(e.to_string()))?;
         for (tokens, finished) in generation.tokens.into_iter().zip(generation.finished) {
             out.texts.push(tokenizer.decode_response(&tokens).map_err(|e| TrainError::Sampling(e.to_string()))?);
             out.tokens.push(tokens);

@@ -17,6 +17,7 @@ pub mod grads;
 pub mod group;
 pub mod group_math;
 pub mod head_to_head;
+mod iteration;
 pub mod logprobs;
 mod lora;
 pub mod losses;
@@ -39,6 +40,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod sizes;
 pub mod supervised;
+pub mod trainer;
 
 pub use agreement::{Agreement, agreement};
 pub use checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint};
@@ -57,12 +59,13 @@ pub use model_files::{
     AdapterFiles, LanguageModel, ModelFiles, ModelFilesError, Safetensors, load_language_model, scalar_with_adapter, with_adapter,
 };
 pub use peers::{Alone, Peers, shard};
-pub use policy_trainer::{PolicyStats, PolicyTrainer};
+pub use policy_trainer::{MethodSettings, PolicyInputs, PolicyStats, PolicyTrainer};
 pub use ppo::{PpoConfig, PpoModels, PpoStats, PpoTrainer};
 pub use ppo_math::{AdaptiveKl, KlEstimator};
 pub use prompts::{ANSWER_TOKENS, MIN_PROMPT_TOKENS, check_answer_room, prompt_budget, prompt_ids, training_prompt_ids};
 pub use rankings::{RankingSet, TokenRanking};
-pub use reward::{PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
+pub use reward::{Calibrated, PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
 pub use rollout::{TokenExplanation, explain_response, response_kl};
 pub use schedule::LrSchedule;
 pub use supervised::{SftSettings, StepStats, SupervisedConfig, SupervisedTrainer};
+pub use trainer::{StepReport, Trainer};

@@ -14,10 +14,7 @@ use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
 pub struct ModelFiles<'a> {
     pub config_json: &'a [u8],
     pub safetensors: Safetensors<'a>,
-    pub tokenizer_json: &'a [u8],
-    pub tokenizer_config_json: Option<&'a [u8]>,
-    pub chat_template_jinja: Option<&'a [u8]>,
-    pub generation_config_json: Option<&'a [u8]>,
+    pub tokenizer: TokenizerFiles<'a>,
 }
 
 /// `model.safetensors`: its bytes, or its tensors already read piece by piece
@@ -59,15 +56,8 @@ pub struct LanguageModel {
 /// Loads a model folder for the RLHF stages. Dropout is switched off whatever `config.json` says
 /// (transformers writes 0.1): every stage here trains without it, as TRL's trainers do.
 pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<LanguageModel, ModelFilesError> {
-    let tokenizer = Tokenizer::from_files(TokenizerFiles {
-        tokenizer_json: files.tokenizer_json,
-        tokenizer_config_json: files.tokenizer_config_json,
-        chat_template_jinja: files.chat_template_jinja,
-        generation_config_json: files.generation_config_json,
-    })
-    .map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
     let config = ModelConfig::from_json_bytes(files.config_json).map_err(|e| ModelFilesError::new("config.json", e))?.with_dropout(0.0);
-    check_fits(&config, &tokenizer)?;
+    let tokenizer = tokenizer_for(&config, files.tokenizer)?;
     let weights = match files.safetensors {
         Safetensors::Bytes(bytes) => Weights::from_safetensors(bytes),
         Safetensors::Read(weights) => Ok(weights),
@@ -91,9 +81,7 @@ pub struct AdapterFiles<'a> {
 /// `base` with a LoRA run's adapter, frozen beside its weights (the result trains and samples like
 /// any model folder), and the run's tokenizer, checked against the base.
 pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<LanguageModel, ModelFilesError> {
-    let separate_template = files.tokenizer.chat_template_jinja.is_some();
-    let tokenizer = Tokenizer::from_files(files.tokenizer).map_err(|e| tokenizer_error(e, separate_template))?;
-    check_fits(&base.config, &tokenizer)?;
+    let tokenizer = tokenizer_for(&base.config, files.tokenizer)?;
     let (_, adapted) = tinyrlhf_model::load_peft_adapter(base.model, files.adapter_config_json, files.adapter_safetensors)
         .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
     // Kept beside the base, frozen: a packed base stays packed. A later stage adds its own
@@ -107,9 +95,7 @@ pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<Language
 /// tokenizer, checked against the base. The base is not copied: a caller that holds it already
 /// (the policy's base) passes a clone, which shares its weights.
 pub fn scalar_with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<(ModelConfig, ScalarModel, Tokenizer), ModelFilesError> {
-    let separate_template = files.tokenizer.chat_template_jinja.is_some();
-    let tokenizer = Tokenizer::from_files(files.tokenizer).map_err(|e| tokenizer_error(e, separate_template))?;
-    check_fits(&base.config, &tokenizer)?;
+    let tokenizer = tokenizer_for(&base.config, files.tokenizer)?;
     let start = ScalarModel::new(base.model);
     let (_, adapted) = tinyrlhf_model::load_peft_scalar_adapter(start, files.adapter_config_json, files.adapter_safetensors)
         .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
@@ -118,6 +104,13 @@ pub fn scalar_with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<(
 
 /// Refuses a tokenizer whose ids the model cannot embed. Llama-family and Gemma models often pad
 /// their embeddings past the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens); GPT-2 folders
+/// The tokenizer of `files`, checked to fit `config` (every id within its embedding).
+fn tokenizer_for(config: &ModelConfig, files: TokenizerFiles) -> Result<Tokenizer, ModelFilesError> {
+    let tokenizer = Tokenizer::from_files(files).map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
+    check_fits(config, &tokenizer)?;
+    Ok(tokenizer)
+}
+
 /// match exactly.
 fn check_fits(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<(), ModelFilesError> {
     let fits = match config {

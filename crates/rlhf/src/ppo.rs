@@ -25,24 +25,23 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, ScalarModel};
+use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
 use crate::examples::{Example, LmBatch};
 use crate::grads::{blown_up, clip_on_device, largest_trained_weight};
+use crate::iteration::{RolloutFigures, decayed_lr, kl_guard, rollout_sampling};
 use crate::logprobs::next_token_loss;
 use crate::losses::{clipped_policy_loss, clipped_value_loss};
 use crate::order::epoch_order;
 use crate::parallel::both;
 use crate::peers::{Alone, GradientExchange, Peers, shard};
 pub use crate::ppo_config::PpoConfig;
-use crate::ppo_math::{
-    AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_mean, masked_var, per_token_kl,
-};
+use crate::ppo_math::{AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_var, per_token_kl};
 use crate::ppo_minibatch::MinibatchStats;
 use crate::read::values as read_values;
-use crate::rollout::{RolloutBatch, ScoredRollout, peer_seed, response_logprobs, response_values, sample_and_score, share_rollout};
+use crate::rollout::{RolloutBatch, ScoredRollout, response_logprobs, response_values, sample_and_score, share_rollout};
 
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -323,7 +322,7 @@ impl PpoTrainer {
     /// One PPO iteration.
     pub async fn step(&mut self) -> Result<PpoStats, TrainError> {
         let s = self.settings.clone();
-        let lr = s.lr * (1.0 - self.iteration as f64 / s.iterations.max(1) as f64).max(0.0);
+        let lr = decayed_lr(s.lr, self.iteration, s.iterations);
         self.iteration += 1;
         let mut stats = PpoStats { iteration: self.iteration, beta: self.beta.value, lr, ..PpoStats::default() };
 
@@ -332,13 +331,7 @@ impl PpoTrainer {
         let owned: Vec<Vec<u32>> = chosen.iter().map(|&i| self.prompts[i].clone()).collect();
         let peers = self.peers.clone();
         let mine = shard(owned.len(), peers.rank(), peers.count());
-        let sampling = SamplingConfig {
-            max_new_tokens: s.max_new_tokens,
-            temperature: s.temperature,
-            top_k: 0,
-            top_p: 1.0,
-            seed: peer_seed(s.seed ^ (self.iteration as u64).wrapping_mul(0x2545_F491_4F6C_DD1D), peers.rank()),
-        };
+        let sampling = rollout_sampling(s.max_new_tokens, s.temperature, s.seed, self.iteration, peers.rank());
         let value = self.value.valid();
         let rollout = sample_and_score(
             &self.policy.valid(),
@@ -372,25 +365,20 @@ impl PpoTrainer {
         let valid = invert(&adv.padding_mask);
         let n = batch.rows as f64;
         let per_sequence = |r: &Rows| r.iter().map(|row| row.iter().sum::<f64>()).sum::<f64>() / n;
-        stats.score = scores.iter().sum::<f64>() / n;
+        let RolloutFigures { score, entropy, mean_length, eos_rate } = RolloutFigures::of(&scores, &entropy, &valid, &post);
+        (stats.score, stats.entropy, stats.mean_length, stats.eos_rate) = (score, entropy, mean_length, eos_rate);
         stats.reward = per_sequence(&adv.rewards);
         stats.kl = per_sequence(&adv.kl);
         stats.kl_k3 = per_sequence(&per_token_kl(&logprobs, &ref_logprobs, &adv.padding_mask, KlEstimator::K3));
-        stats.entropy = masked_mean(&entropy, &valid);
-        stats.mean_length = post.sequence_lengths.iter().map(|&l| (l + 1) as f64).sum::<f64>() / n;
-        stats.eos_rate = post.contain_eos.iter().filter(|&&e| e).count() as f64 / n;
         let valid_p1 = invert(&adv.padding_mask_p1);
         let residual: Rows = adv.returns.iter().zip(&adv.values).map(|(r, v)| r.iter().zip(v).map(|(r, v)| r - v).collect()).collect();
         stats.explained_variance = 1.0 - masked_var(&residual, &valid_p1) / masked_var(&adv.returns, &valid_p1).max(1e-12);
         stats.scoring_secs = scoring_secs + start.elapsed().as_secs_f64();
 
         let kl_used = if s.kl_estimator == KlEstimator::K3 { stats.kl_k3 } else { stats.kl };
-        if !kl_used.is_finite() || kl_used > s.kl_limit || scores.iter().any(|x| !x.is_finite()) {
+        if let Some(why) = kl_guard(kl_used, s.kl_limit, &scores) {
             self.restore();
-            stats.restored = Some(format!(
-                "KL to the reference is {kl_used:.2} nats (limit {}) or a score is not finite; restored the policy of the last healthy iteration",
-                s.kl_limit
-            ));
+            stats.restored = Some(why);
             return Ok(stats);
         }
         self.last_good = (self.policy.clone(), self.value.clone());

@@ -6,6 +6,7 @@
 //! (and gain) so the SFT model's own samples score mean 0, std 1, which keeps PPO's reward scale
 //! independent of how the reward model happened to drift.
 
+use std::future::Future;
 use std::rc::Rc;
 
 use burn::module::{Module, Param};
@@ -19,8 +20,9 @@ use crate::checkpoint::TrainError;
 use crate::grads::guarded_step;
 use crate::losses::{PreferencePairs, preference_loss};
 use crate::peers::{Alone, Peers, Reader, Wire, gather, shard};
-use crate::rankings::TokenRanking;
+use crate::rankings::{RankingSet, TokenRanking};
 use crate::read::values as read_values;
+use crate::trainer::{StepReport, Trainer};
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
 /// few dozen rankings.
@@ -34,6 +36,10 @@ pub struct RewardConfig {
     pub max_grad_norm: f64,
     /// TRL's `center_rewards_coefficient`: pulls rewards toward zero; 0 turns it off.
     pub center_coef: f64,
+    /// Calibration scales the head so the SFT answers' scores have std 1 too (else it only shifts
+    /// them to mean 0).
+    #[serde(default = "unit_std")]
+    pub unit_std: bool,
     pub seed: u64,
     /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
     /// weight; `None`: full training.
@@ -64,8 +70,22 @@ impl RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self { epochs: 8, batch_size: 8, lr: 1e-4, weight_decay: 0.0, max_grad_norm: 1.0, center_coef: 0.0, seed: 0, lora: None }
+        Self {
+            epochs: 8,
+            batch_size: 8,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            center_coef: 0.0,
+            unit_std: unit_std(),
+            seed: 0,
+            lora: None,
+        }
     }
+}
+
+fn unit_std() -> bool {
+    true
 }
 
 /// Loss and pair accuracy over a set of rankings.
@@ -98,6 +118,31 @@ pub struct RewardStepStats {
     pub skipped: Option<String>,
 }
 
+/// A finished reward model and what its calibration did.
+#[derive(Debug, Clone)]
+pub struct Calibrated {
+    pub model: ScalarModel,
+    /// SFT answers it was calibrated on.
+    pub answers: usize,
+    /// Their scores before calibration.
+    pub mean_before: f64,
+    pub std_before: f64,
+    pub unit_std: bool,
+}
+
+impl Calibrated {
+    /// What the calibration did, in a line.
+    pub fn summary(&self) -> String {
+        format!(
+            "calibrated on {} SFT answers: scores had mean {:.3}, std {:.3}; now mean 0{}",
+            self.answers,
+            self.mean_before,
+            self.std_before,
+            if self.unit_std { ", std 1" } else { "" }
+        )
+    }
+}
+
 /// Trains a [`ScalarModel`] on rankings, one batch of rankings per [`RewardTrainer::step`].
 pub struct RewardTrainer {
     model: ScalarModel,
@@ -110,6 +155,8 @@ pub struct RewardTrainer {
     step: usize,
     device: Device,
     peers: Rc<dyn Peers>,
+    /// SFT answers the finished model is calibrated on.
+    calibration: Vec<Vec<u32>>,
 }
 
 impl std::fmt::Debug for RewardTrainer {
@@ -129,6 +176,16 @@ impl RewardTrainer {
         settings: RewardConfig,
     ) -> Result<Self, TrainError> {
         Self::from_scalar_model(ScalarModel::new(sft), config, train, held_out, pad, settings)
+    }
+
+    /// Starts from the SFT model `sft` on a prepared set of rankings; its SFT answers are kept to
+    /// calibrate the finished model on ([`RewardTrainer::calibrated`]).
+    pub fn on_rankings(sft: CausalLm, config: ModelConfig, set: RankingSet, pad: u32, settings: RewardConfig) -> Result<Self, TrainError> {
+        let calibration = set.calibration_set();
+        let RankingSet { train, held_out, .. } = set;
+        let mut trainer = Self::new(sft, config, train, held_out, pad, settings)?;
+        trainer.calibration = calibration;
+        Ok(trainer)
     }
 
     /// Continues training an existing reward model.
@@ -163,7 +220,7 @@ impl RewardTrainer {
         let device = model.transformer.device();
         let model = crate::lora::trainable_scalar(model, settings.lora.as_ref(), "");
         let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
-        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone) })
+        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), calibration: vec![] })
     }
 
     /// Shares each step with `peers` (identical trainers on other workers): each scores its shard
@@ -176,18 +233,6 @@ impl RewardTrainer {
         self.train.len().div_ceil(self.settings.batch_size)
     }
 
-    pub fn total_steps(&self) -> usize {
-        self.steps_per_epoch() * self.settings.epochs
-    }
-
-    pub fn steps_done(&self) -> usize {
-        self.step
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.step >= self.total_steps()
-    }
-
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -195,6 +240,13 @@ impl RewardTrainer {
     /// The reward model as it stands, for inference.
     pub fn model(&self) -> ScalarModel {
         self.model.valid()
+    }
+
+    /// The reward model as it stands, calibrated on the SFT answers of its rankings (mean 0, and
+    /// std 1 unless the settings say otherwise): what a finished run hands on.
+    pub async fn calibrated(&self) -> Result<Calibrated, TrainError> {
+        let (model, (mean_before, std_before)) = calibrate(self.model(), &self.calibration, self.settings.unit_std, self.pad).await?;
+        Ok(Calibrated { model, answers: self.calibration.len(), mean_before, std_before, unit_std: self.settings.unit_std })
     }
 
     /// One step on the next batch of rankings.
@@ -281,6 +333,41 @@ impl RewardTrainer {
             accuracy: (correct / pairs.max(1.0)) as f32,
             pairs: pairs as usize,
         })
+    }
+}
+
+impl Trainer for RewardTrainer {
+    type Stats = RewardStepStats;
+
+    fn step(&mut self) -> impl Future<Output = Result<RewardStepStats, TrainError>> {
+        RewardTrainer::step(self)
+    }
+
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn total_steps(&self) -> usize {
+        self.steps_per_epoch() * self.settings.epochs
+    }
+}
+
+impl StepReport for RewardStepStats {
+    fn step(&self) -> usize {
+        self.step
+    }
+
+    fn setback(&self) -> Option<&str> {
+        self.skipped.as_deref()
+    }
+
+    fn summary(&self) -> String {
+        format!("epoch {} · loss {:.3} · batch accuracy {:.0}%", self.epoch, self.loss, 100.0 * self.accuracy)
+    }
+
+    fn held_out(&self) -> Option<String> {
+        let h = self.held_out?;
+        Some(format!("epoch {}: held-out pair accuracy {:.1}% ({} pairs), loss {:.3}", self.epoch, 100.0 * h.accuracy, h.pairs, h.loss))
     }
 }
 

@@ -6,6 +6,8 @@
 //! seed and the step number alone, so a resumed run sees exactly the batches it would have seen.
 //! A step whose loss or gradient is not finite changes nothing and says so in its stats.
 
+use std::future::Future;
+
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
@@ -20,6 +22,7 @@ use crate::logprobs::next_token_loss;
 use crate::peers::Alone;
 use crate::read::scalar as read;
 use crate::schedule::LrSchedule;
+use crate::trainer::{StepReport, Trainer};
 
 /// Optimisation settings shared by pretraining and SFT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,11 +204,6 @@ impl SupervisedTrainer {
         self.settings.schedule.total = steps;
     }
 
-    /// Steps taken so far.
-    pub fn steps_done(&self) -> usize {
-        self.step
-    }
-
     pub fn settings(&self) -> &SupervisedConfig {
         &self.settings
     }
@@ -295,6 +293,37 @@ impl SupervisedTrainer {
             value: None,
             adapter,
         })
+    }
+}
+
+impl Trainer for SupervisedTrainer {
+    type Stats = StepStats;
+
+    fn step(&mut self) -> impl Future<Output = Result<StepStats, TrainError>> {
+        SupervisedTrainer::step(self)
+    }
+
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// The schedule's length: a resumed run extended or cut short ends where it now says.
+    fn total_steps(&self) -> usize {
+        self.settings.schedule.total
+    }
+}
+
+impl StepReport for StepStats {
+    fn step(&self) -> usize {
+        self.step
+    }
+
+    fn setback(&self) -> Option<&str> {
+        self.skipped.as_deref()
+    }
+
+    fn summary(&self) -> String {
+        format!("loss {:.3} · lr {:.1e} · {:.0} tok/s", self.loss, self.lr, self.tokens_per_sec)
     }
 }
 

@@ -14,8 +14,8 @@ fn model(seed: u64) -> (ModelConfig, CausalLm) {
     let device = Device::flex();
     device.seed(seed);
     let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
-    let gpt = config.init(&device);
-    (config, gpt)
+    let lm = config.init(&device);
+    (config, lm)
 }
 
 /// Answers with more 7s are better.

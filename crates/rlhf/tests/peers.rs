@@ -14,7 +14,7 @@ use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::peers::Gathered;
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupConfig, GroupMethod, GroupTrainer, Peers, PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer,
-    TokenRanking, TrainError,
+    TokenRanking, TrainError, Trainer,
 };
 
 const PAD: u32 = 0;
@@ -102,8 +102,8 @@ fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
     (config.clone(), config.init(&device), ScalarModel::new(config.init(&device)))
 }
 
-fn gpt_bytes(gpt: &CausalLm) -> Vec<u8> {
-    pollster::block_on(tinyrlhf_model::save_lm(gpt)).unwrap()
+fn gpt_bytes(lm: &CausalLm) -> Vec<u8> {
+    pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap()
 }
 
 fn scalar_bytes(model: &ScalarModel) -> Vec<u8> {

@@ -6,7 +6,7 @@
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::reward::score_sequences;
-use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking, explain_response};
+use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking, Trainer, explain_response};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
@@ -20,8 +20,8 @@ fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
     (config, sft, reward)
 }
 
-fn weights(gpt: &CausalLm) -> Vec<u8> {
-    pollster::block_on(tinyrlhf_model::save_lm(gpt)).unwrap()
+fn weights(lm: &CausalLm) -> Vec<u8> {
+    pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap()
 }
 
 fn prompts() -> Vec<Vec<u32>> {

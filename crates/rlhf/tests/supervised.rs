@@ -4,7 +4,7 @@
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig};
-use tinyrlhf_rlhf::{Example, LmBatch, SupervisedConfig, SupervisedTrainer, chat_example, pack};
+use tinyrlhf_rlhf::{Example, LmBatch, SupervisedConfig, SupervisedTrainer, Trainer, chat_example, pack};
 use tinyrlhf_tokenizer::Tokenizer;
 
 fn tokenizer() -> Tokenizer {
@@ -16,12 +16,12 @@ fn model(vocab: usize, seed: u64) -> (Device, ModelConfig, CausalLm) {
     let device = Device::flex();
     device.seed(seed);
     let config = ModelConfig::from(GptConfig::new(vocab, 32, 32, 2, 2));
-    let gpt = config.init(&device);
-    (device, config, gpt)
+    let lm = config.init(&device);
+    (device, config, lm)
 }
 
-fn weights(gpt: &CausalLm) -> Vec<f32> {
-    let bytes = pollster::block_on(tinyrlhf_model::save_lm(gpt)).unwrap();
+fn weights(lm: &CausalLm) -> Vec<f32> {
+    let bytes = pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap();
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
@@ -50,10 +50,10 @@ fn loss_falls_when_training_on_a_small_corpus() {
     let tok = tokenizer();
     let stream = tok.encode(&"the cat is black. the dog is brown! ".repeat(40)).unwrap();
     let examples = pack(&stream, 16);
-    let (_, config, gpt) = model(tok.vocab_size(), 1);
+    let (_, config, lm) = model(tok.vocab_size(), 1);
     let mut settings = SupervisedConfig::new(40, 4, 0);
     settings.schedule.peak = 3e-3;
-    let mut trainer = SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings).unwrap();
+    let mut trainer = SupervisedTrainer::new(lm, config, examples.clone(), 0, settings).unwrap();
     let before = pollster::block_on(trainer.evaluate(&examples)).unwrap();
     let mut last = None;
     for _ in 0..40 {
@@ -70,15 +70,15 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     let tok = tokenizer();
     let examples = pack(&tok.encode(&"two plus two is four. the cat is black. ".repeat(30)).unwrap(), 12);
     let settings = SupervisedConfig::new(8, 3, 5);
-    let run = |gpt: CausalLm, config: ModelConfig| SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings.clone()).unwrap();
+    let run = |lm: CausalLm, config: ModelConfig| SupervisedTrainer::new(lm, config, examples.clone(), 0, settings.clone()).unwrap();
 
-    let (device, config, gpt) = model(tok.vocab_size(), 2);
-    let mut straight = run(gpt.clone(), config.clone());
+    let (device, config, lm) = model(tok.vocab_size(), 2);
+    let mut straight = run(lm.clone(), config.clone());
     for _ in 0..6 {
         pollster::block_on(straight.step()).unwrap();
     }
 
-    let mut first = run(gpt, config);
+    let mut first = run(lm, config);
     for _ in 0..3 {
         pollster::block_on(first.step()).unwrap();
     }
@@ -98,11 +98,11 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
 fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
     let tok = tokenizer();
     let examples: Vec<Example> = pack(&tok.encode(&"the dog is brown. ".repeat(20)).unwrap(), 8);
-    let (device, config, mut gpt) = model(tok.vocab_size(), 3);
+    let (device, config, mut lm) = model(tok.vocab_size(), 3);
     let poisoned = Tensor::<1>::from_floats(vec![f32::NAN; config.width()].as_slice(), &device);
-    let CausalLm::Gpt2(inner) = &mut gpt else { unreachable!("a GPT-2") };
+    let CausalLm::Gpt2(inner) = &mut lm else { unreachable!("a GPT-2") };
     inner.ln_f.gamma = Param::from_tensor(poisoned);
-    let mut trainer = SupervisedTrainer::new(gpt, config, examples, 0, SupervisedConfig::new(4, 2, 0)).unwrap();
+    let mut trainer = SupervisedTrainer::new(lm, config, examples, 0, SupervisedConfig::new(4, 2, 0)).unwrap();
     let before = weights(&trainer.model());
     let stats = pollster::block_on(trainer.step()).unwrap();
     assert!(stats.skipped.as_deref().is_some_and(|s| s.contains("skipped")), "{stats:?}");
@@ -115,12 +115,12 @@ fn a_non_finite_loss_skips_the_update_and_keeps_the_weights() {
 fn an_update_that_would_blow_the_weights_up_is_skipped_and_said() {
     let tok = tokenizer();
     let examples: Vec<Example> = pack(&tok.encode(&"the dog is brown. ".repeat(20)).unwrap(), 8);
-    let (_, config, gpt) = model(tok.vocab_size(), 4);
+    let (_, config, lm) = model(tok.vocab_size(), 4);
     // Adam moves each weight by about the learning rate: 1e30 leaves them finite but absurd.
     let mut settings = SupervisedConfig::new(4, 2, 0);
     settings.schedule.peak = 1e30;
     settings.schedule.warmup = 1;
-    let mut trainer = SupervisedTrainer::new(gpt, config, examples.clone(), 0, settings).unwrap();
+    let mut trainer = SupervisedTrainer::new(lm, config, examples.clone(), 0, settings).unwrap();
     let before = weights(&trainer.model());
     let stats = pollster::block_on(trainer.step()).unwrap();
     let why = stats.skipped.expect("the step is skipped");
@@ -136,11 +136,11 @@ fn with_lora_only_the_adapters_learn_and_the_base_stays_bit_for_bit() {
     let tok = tokenizer();
     let stream = tok.encode(&"the cat is black. the dog is brown! ".repeat(40)).unwrap();
     let examples = pack(&stream, 16);
-    let (_, config, gpt) = model(tok.vocab_size(), 1);
+    let (_, config, lm) = model(tok.vocab_size(), 1);
     let mut settings = SupervisedConfig::new(30, 4, 0);
     settings.schedule.peak = 1e-2;
     settings.lora = Some(tinyrlhf_model::LoraConfig { rank: 4, alpha: 8.0 });
-    let mut trainer = SupervisedTrainer::new(gpt.clone(), config, examples.clone(), 0, settings).unwrap();
+    let mut trainer = SupervisedTrainer::new(lm.clone(), config, examples.clone(), 0, settings).unwrap();
     let before = pollster::block_on(trainer.evaluate(&examples)).unwrap();
     for _ in 0..30 {
         assert!(pollster::block_on(trainer.step()).unwrap().skipped.is_none());
@@ -158,8 +158,8 @@ fn with_lora_only_the_adapters_learn_and_the_base_stays_bit_for_bit() {
             ln,
         ]
     };
-    assert_eq!(base(&tuned), base(&gpt));
+    assert_eq!(base(&tuned), base(&lm));
     assert!(tinyrlhf_model::has_adapters(&tuned));
     // What is saved is the merged model: the base plus what the adapters learned.
-    assert_ne!(weights(&tuned), weights(&gpt));
+    assert_ne!(weights(&tuned), weights(&lm));
 }

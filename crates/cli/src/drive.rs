@@ -1,0 +1,54 @@
+//! The one loop that drives every stage's trainer (`pretrain`, `sft`, `reward`, `ppo`, `grpo`,
+//! `rloo`, `dpo`) to its end: a progress bar with the step's summary, setbacks and held-out figures
+//! printed above it, each step's stats as a line of `OUT/metrics.jsonl`, and the stage's own
+//! saving after every `save_every`-th step and the last.
+
+use std::path::Path;
+
+use tinyrlhf_rlhf::{StepReport, Trainer};
+
+use crate::files::{self, Result};
+use crate::progress::Progress;
+
+/// How a stage names its steps and when it saves.
+#[derive(Debug, Clone, Copy)]
+pub struct Loop<'a> {
+    /// Where `metrics.jsonl` goes.
+    pub out: &'a Path,
+    /// Put before a step number in messages: "step", "PPO iteration".
+    pub step_name: &'a str,
+    /// The progress bar's unit: "steps", "iterations".
+    pub unit: &'static str,
+    pub save_every: usize,
+}
+
+/// What a stage does after each step: `(trainer, stats, metrics line to add to, whether this step
+/// saves — every `save_every`-th and the last —, the progress bar to print above)`.
+pub type AfterStep<'a, T> = dyn FnMut(&T, &<T as Trainer>::Stats, &mut serde_json::Value, bool, &Progress) -> Result<()> + 'a;
+
+/// Steps `trainer` until it is done; returns the seconds it took.
+pub fn drive<T: Trainer>(trainer: &mut T, run: Loop, after: &mut AfterStep<T>) -> Result<f64> {
+    std::fs::create_dir_all(run.out).map_err(|e| format!("cannot create {}: {e}", run.out.display()))?;
+    let metrics = run.out.join("metrics.jsonl");
+    if trainer.steps_done() == 0 {
+        // A fresh run's metrics start empty; a resumed one appends to its own.
+        let _ = std::fs::remove_file(&metrics);
+    }
+    let progress = Progress::new(trainer.total_steps(), trainer.steps_done(), run.unit);
+    while !trainer.is_done() {
+        let stats = pollster::block_on(trainer.step()).map_err(|e| format!("{} {}: {e}", run.step_name, trainer.steps_done() + 1))?;
+        let step = stats.step();
+        progress.update(step, &stats.summary());
+        if let Some(why) = stats.setback() {
+            progress.println(format!("{} {step}: {why}", run.step_name));
+        }
+        if let Some(line) = stats.held_out() {
+            progress.println(line);
+        }
+        let mut line = serde_json::to_value(&stats).expect("stats serialise");
+        let save = step.is_multiple_of(run.save_every) || trainer.is_done();
+        after(trainer, &stats, &mut line, save, &progress)?;
+        files::append_metrics(&metrics, &line)?;
+    }
+    Ok(progress.finish())
+}
