@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use burn::tensor::Device;
 use serde_json::Value;
 use tinyrlhf_model::{CausalLm, load_lm};
-use tinyrlhf_rlhf::dpo::sequence_logprobs;
-use tinyrlhf_rlhf::dpo_math::{DpoLoss, DpoPair, dpo_loss, sequence_logps};
+use tinyrlhf_rlhf::methods::dpo::sequence_logprobs;
+use tinyrlhf_rlhf::methods::dpo_math::{DpoLoss, DpoPair, dpo_loss, sequence_logps};
 use tinyrlhf_rlhf::{DpoMetrics, Example};
 use tinyrlhf_tests::preference::{fixture, floats, mask, rows};
 use tinyrlhf_tests::{read_fixture, read_safetensors};
@@ -85,7 +85,7 @@ fn check_synthetic(name: &str, loss_type: DpoLoss, policy_key: &str) {
 
     let batch = dpo_loss(&pairs, beta, loss_type);
     close(&format!("{name} loss"), batch.loss, expected["loss"].as_f64().unwrap(), RTOL, ATOL);
-    let field = |f: &dyn Fn(&tinyrlhf_rlhf::dpo_math::DpoPairLoss) -> f64| batch.pairs.iter().map(f).collect::<Vec<_>>();
+    let field = |f: &dyn Fn(&tinyrlhf_rlhf::methods::dpo_math::DpoPairLoss) -> f64| batch.pairs.iter().map(f).collect::<Vec<_>>();
     all_close(&format!("{name} per_pair_loss"), &field(&|t| t.loss), &floats(&expected["per_pair_loss"]), RTOL, ATOL);
     all_close(&format!("{name} chosen_rewards"), &field(&|t| t.chosen_reward), &floats(&expected["chosen_rewards"]), RTOL, ATOL);
     all_close(&format!("{name} rejected_rewards"), &field(&|t| t.rejected_reward), &floats(&expected["rejected_rewards"]), RTOL, ATOL);

@@ -5,10 +5,10 @@
 //! KL-penalised leave-one-out advantages (normalised or not) and its sequence-level loss. The
 //! rollout's answer masking is PPO's, checked against the same fixture. Every shape comes from it.
 
-use tinyrlhf_rlhf::group_math::{
+use tinyrlhf_rlhf::methods::group_math::{
     LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, masked_token_mean, rloo_advantages, rloo_loss, trl_std,
 };
-use tinyrlhf_rlhf::ppo_math::postprocess_responses;
+use tinyrlhf_rlhf::methods::ppo_math::postprocess_responses;
 use tinyrlhf_tests::preference::{fixture, floats, mask, rows};
 
 const RTOL: f64 = 1e-10;

@@ -7,10 +7,10 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
-use tinyrlhf_rlhf::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, preference_loss};
-use tinyrlhf_rlhf::ppo_math::{
+use tinyrlhf_rlhf::methods::ppo_math::{
     AdaptiveKl, AdvantageConfig, KlEstimator, Rows, compute_advantages, invert, masked_whiten, postprocess_responses,
 };
+use tinyrlhf_rlhf::step::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, preference_loss};
 use tinyrlhf_tests::read_fixture;
 
 fn json(name: &str) -> Value {

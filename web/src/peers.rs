@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use tinyrlhf_rlhf::peers::{Gathered, Peers};
+use tinyrlhf_rlhf::parallel::peers::{Gathered, Peers};
 use wasm_bindgen::prelude::*;
 
 use crate::{Session, js};
@@ -59,8 +59,8 @@ impl Session {
     }
 }
 
-/// How many workers the tab trains on (see [`tinyrlhf_rlhf::peers::worker_count`]).
+/// How many workers the tab trains on (see [`tinyrlhf_rlhf::parallel::peers::worker_count`]).
 #[wasm_bindgen(js_name = workerCount)]
 pub fn worker_count(cores: usize, requested: Option<usize>, parameters: usize) -> usize {
-    tinyrlhf_rlhf::peers::worker_count(cores, requested, parameters)
+    tinyrlhf_rlhf::parallel::peers::worker_count(cores, requested, parameters)
 }

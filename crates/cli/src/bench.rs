@@ -71,7 +71,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::PRESETS.join(", ")))?;
             // The training step holds the weights, their gradients and AdamW's two moments.
             let bytes = 16 * config.num_params() as u64;
-            tinyrlhf_rlhf::sizes::check_memory(&format!("--preset {preset} with --vocab {vocab}"), bytes).map_err(|e| e.to_string())?;
+            tinyrlhf_rlhf::memory::sizes::check_memory(&format!("--preset {preset} with --vocab {vocab}"), bytes)
+                .map_err(|e| e.to_string())?;
             Ok((preset, config))
         })
         .collect::<Result<Vec<_>, String>>()?;

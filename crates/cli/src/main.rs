@@ -104,7 +104,7 @@ impl Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tinyrlhf_rlhf::sizes::set_memory_limit(machine_memory());
+    tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
     let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();
     let result = claim.and_then(|_claim| run(cli.command));

@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use tinyrlhf_data::{Samples, write_jsonl};
 use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
-use tinyrlhf_rlhf::sizes;
+use tinyrlhf_rlhf::memory::sizes;
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;

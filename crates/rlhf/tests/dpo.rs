@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, LoraConfig, ModelConfig, save_peft_adapter};
-use tinyrlhf_rlhf::dpo::sequence_logprobs;
+use tinyrlhf_rlhf::methods::dpo::sequence_logprobs;
 use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, TokenRanking};
 
 const PAD: u32 = 0;

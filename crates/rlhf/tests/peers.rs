@@ -11,7 +11,7 @@ use std::task::{Poll, Waker};
 
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::peers::Gathered;
+use tinyrlhf_rlhf::parallel::peers::Gathered;
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupConfig, GroupMethod, GroupTrainer, Peers, PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer,
     TokenRanking, TrainError, Trainer,

@@ -5,8 +5,12 @@
 
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::reward::score_sequences;
-use tinyrlhf_rlhf::{PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer, TokenRanking, Trainer, explain_response};
+use tinyrlhf_rlhf::stages::reward::score_sequences;
+use tinyrlhf_rlhf::{
+    Method, MethodSettings, PolicyInputs, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer,
+    TokenRanking, Trainer, explain_response,
+};
+use tinyrlhf_tokenizer::SpecialIds;
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
@@ -62,8 +66,48 @@ fn calibration_centres_scores_on_the_given_answers() {
     let answers: Vec<Vec<u32>> = (0..10u32).map(|i| vec![2, 4 + i, 3, 5 + i % 3, EOS]).collect();
     let (model, (before_mean, before_std)) = pollster::block_on(tinyrlhf_rlhf::calibrate(reward, &answers, true, PAD)).unwrap();
     assert!(before_std > 0.0 && before_mean.is_finite());
-    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::reward::score_stats(&model, &answers, 4, PAD)).unwrap();
+    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::stages::reward::score_stats(&model, &answers, 4, PAD)).unwrap();
     assert!(mean.abs() < 1e-4 && (std - 1.0).abs() < 1e-3, "mean {mean}, std {std}");
+}
+
+#[test]
+fn a_finished_reward_model_is_calibrated_on_the_sft_answers_of_its_rankings() {
+    let (config, sft, _) = models(5);
+    let ranking = |p: u32| TokenRanking {
+        sequences: vec![vec![2, p, 3, 7, EOS], vec![2, p, 3, 9, 8, EOS], vec![2, p, 3, 6, EOS]],
+        order: vec![0, 1, 2],
+        prompt_len: 3,
+    };
+    let set = RankingSet { train: (10..16).map(ranking).collect(), ..RankingSet::default() };
+    let answers = set.calibration_set();
+    let settings = RewardConfig { epochs: 1, batch_size: 3, ..RewardConfig::default() };
+    let mut trainer = RewardTrainer::on_rankings(sft, config, set, PAD, settings).unwrap();
+    while !trainer.is_done() {
+        pollster::block_on(trainer.step()).unwrap();
+    }
+    let calibrated = pollster::block_on(trainer.calibrated()).unwrap();
+    assert_eq!(calibrated.answers, 18);
+    assert!(calibrated.std_before > 0.0, "{}", calibrated.summary());
+    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::stages::reward::score_stats(&calibrated.model, &answers, 4, PAD)).unwrap();
+    assert!(mean.abs() < 1e-4 && (std - 1.0).abs() < 1e-3, "mean {mean}, std {std}");
+}
+
+#[test]
+fn every_method_is_built_from_its_settings_and_a_sampling_method_without_a_reward_model_is_refused_by_name() {
+    let (config, sft, reward) = models(6);
+    let special = SpecialIds { pad: PAD, eos: EOS };
+    let inputs = PolicyInputs { prompts: prompts(), ..PolicyInputs::new(sft, config, special) };
+    for method in [Method::Ppo, Method::Grpo, Method::Rloo] {
+        let settings = MethodSettings::with_changes(method, &serde_json::json!({"iterations": 2})).unwrap();
+        assert_eq!(settings.method(), method);
+        let refused = pollster::block_on(PolicyTrainer::new(settings.clone(), inputs.clone())).unwrap_err().to_string();
+        assert!(refused.contains(&format!("{method} needs a reward model")), "{refused}");
+        let with_reward = PolicyInputs { reward: Some(reward.clone()), ..inputs.clone() };
+        let trainer = pollster::block_on(PolicyTrainer::new(settings, with_reward)).unwrap();
+        assert_eq!((trainer.method(), trainer.total_steps(), trainer.steps_done()), (method, 2, 0));
+    }
+    let unknown = MethodSettings::with_changes(Method::Dpo, &serde_json::json!({"betta": 0.2})).unwrap_err().to_string();
+    assert!(unknown.contains("\"betta\""), "{unknown}");
 }
 
 #[test]

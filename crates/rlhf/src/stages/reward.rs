@@ -1,0 +1,460 @@
+//! The reward model trainer. A reward model is the SFT model with a scalar head (init
+//! N(0, 1/sqrt(d+1))) that reads the hidden state at the EOS. Each K-way ranking is one batch
+//! element expanded to its C(K,2) pairs, loss -1/C(K,2) sum log sigmoid(r_w - r_l), so a ranking of
+//! nine counts as much as a pair (InstructGPT). Dropout is off. At the end of each epoch the
+//! held-out rankings are scored (pair accuracy); after training, [`calibrate`] sets the head's bias
+//! (and gain) so the SFT model's own samples score mean 0, std 1, which keeps PPO's reward scale
+//! independent of how the reward model happened to drift.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use burn::module::{Module, Param};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel, left_pad};
+use web_time::Instant;
+
+use crate::checkpoint::TrainError;
+use crate::data::rankings::{RankingSet, TokenRanking};
+use crate::parallel::peers::{Alone, Peers, Reader, Wire, gather, shard};
+use crate::stages::trainer::{StepReport, Trainer};
+use crate::step::grads::guarded_step;
+use crate::step::losses::{PreferencePairs, preference_loss};
+use crate::step::read::values as read_values;
+
+/// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
+/// few dozen rankings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardConfig {
+    pub epochs: usize,
+    /// Rankings per step.
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f32,
+    pub max_grad_norm: f64,
+    /// TRL's `center_rewards_coefficient`: pulls rewards toward zero; 0 turns it off.
+    pub center_coef: f64,
+    /// Calibration scales the head so the SFT answers' scores have std 1 too (else it only shifts
+    /// them to mean 0).
+    #[serde(default = "unit_std")]
+    pub unit_std: bool,
+    pub seed: u64,
+    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
+    /// weight; `None`: full training.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
+}
+
+impl RewardConfig {
+    /// Refuses settings that make a run meaningless, naming the field.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |what: String| Err(TrainError::Setting(what));
+        crate::models::lora::check(self.lora.as_ref())?;
+        if self.batch_size == 0 || self.epochs == 0 {
+            return bad("batch size and epochs must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
+        }
+        if !(self.center_coef.is_finite() && self.center_coef >= 0.0) {
+            return bad(format!("center_coef = {}: it must be 0 (off) or more", self.center_coef));
+        }
+        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
+            return bad(format!("max_grad_norm = {}: it must be above 0", self.max_grad_norm));
+        }
+        Ok(())
+    }
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 8,
+            batch_size: 8,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            center_coef: 0.0,
+            unit_std: unit_std(),
+            seed: 0,
+            lora: None,
+        }
+    }
+}
+
+fn unit_std() -> bool {
+    true
+}
+
+/// Loss and pair accuracy over a set of rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairEval {
+    pub loss: f32,
+    /// Fraction of pairs whose better completion scores strictly higher.
+    pub accuracy: f32,
+    pub pairs: usize,
+}
+
+/// What one reward-model step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardStepStats {
+    pub step: usize,
+    /// 1-based epoch this step belongs to.
+    pub epoch: usize,
+    pub loss: f32,
+    /// Pair accuracy on this batch, before the update.
+    pub accuracy: f32,
+    pub lr: f64,
+    pub grad_norm: f32,
+    pub pairs: usize,
+    pub pairs_per_sec: f64,
+    /// Training speed of this step: prompt and answer tokens (no padding) through the training
+    /// forward and backward, per second of the update.
+    pub tokens_per_sec: f64,
+    /// Set on the last step of an epoch when there are held-out rankings.
+    pub held_out: Option<PairEval>,
+    pub skipped: Option<String>,
+}
+
+/// A finished reward model and what its calibration did.
+#[derive(Debug, Clone)]
+pub struct Calibrated {
+    pub model: ScalarModel,
+    /// SFT answers it was calibrated on.
+    pub answers: usize,
+    /// Their scores before calibration.
+    pub mean_before: f64,
+    pub std_before: f64,
+    pub unit_std: bool,
+}
+
+impl Calibrated {
+    /// What the calibration did, in a line.
+    pub fn summary(&self) -> String {
+        format!(
+            "calibrated on {} SFT answers: scores had mean {:.3}, std {:.3}; now mean 0{}",
+            self.answers,
+            self.mean_before,
+            self.std_before,
+            if self.unit_std { ", std 1" } else { "" }
+        )
+    }
+}
+
+/// Trains a [`ScalarModel`] on rankings, one batch of rankings per [`RewardTrainer::step`].
+pub struct RewardTrainer {
+    model: ScalarModel,
+    config: ModelConfig,
+    optim: ModuleOptimizer,
+    settings: RewardConfig,
+    train: Vec<TokenRanking>,
+    held_out: Vec<TokenRanking>,
+    pad: u32,
+    step: usize,
+    device: Device,
+    peers: Rc<dyn Peers>,
+    /// SFT answers the finished model is calibrated on.
+    calibration: Vec<Vec<u32>>,
+}
+
+impl std::fmt::Debug for RewardTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RewardTrainer").field("step", &self.step).field("rankings", &self.train.len()).finish()
+    }
+}
+
+impl RewardTrainer {
+    /// Starts from the SFT model `sft` with a fresh scalar head.
+    pub fn new(
+        sft: CausalLm,
+        config: ModelConfig,
+        train: Vec<TokenRanking>,
+        held_out: Vec<TokenRanking>,
+        pad: u32,
+        settings: RewardConfig,
+    ) -> Result<Self, TrainError> {
+        Self::from_scalar_model(ScalarModel::new(sft), config, train, held_out, pad, settings)
+    }
+
+    /// Starts from the SFT model `sft` on a prepared set of rankings; its SFT answers are kept to
+    /// calibrate the finished model on ([`RewardTrainer::calibrated`]).
+    pub fn on_rankings(sft: CausalLm, config: ModelConfig, set: RankingSet, pad: u32, settings: RewardConfig) -> Result<Self, TrainError> {
+        let calibration = set.calibration_set();
+        let RankingSet { train, held_out, .. } = set;
+        let mut trainer = Self::new(sft, config, train, held_out, pad, settings)?;
+        trainer.calibration = calibration;
+        Ok(trainer)
+    }
+
+    /// Continues training an existing reward model.
+    pub fn from_scalar_model(
+        model: ScalarModel,
+        config: ModelConfig,
+        train: Vec<TokenRanking>,
+        held_out: Vec<TokenRanking>,
+        pad: u32,
+        settings: RewardConfig,
+    ) -> Result<Self, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::NoData);
+        }
+        settings.validate()?;
+        for (i, r) in train.iter().chain(&held_out).enumerate() {
+            let k = r.sequences.len();
+            let mut sorted = r.order.clone();
+            sorted.sort_unstable();
+            if k < 2 || sorted != (0..k).collect::<Vec<_>>() {
+                return Err(TrainError::Setting(format!("ranking {i} is not an order of its {k} completions (K must be 2 or more)")));
+            }
+            if let Some(s) = r.sequences.iter().find(|s| s.len() > config.context_length() || s.is_empty()) {
+                return Err(TrainError::Setting(format!(
+                    "ranking {i} has a {}-token sequence; the context holds {}",
+                    s.len(),
+                    config.context_length()
+                )));
+            }
+        }
+        crate::memory::sizes::check_ranking_run(&config, settings.lora.as_ref(), &train, settings.batch_size, "a reward-model step")?;
+        let device = model.transformer.device();
+        let model = crate::models::lora::trainable_scalar(model, settings.lora.as_ref(), "");
+        let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
+        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), calibration: vec![] })
+    }
+
+    /// Shares each step with `peers` (identical trainers on other workers): each scores its shard
+    /// of the batch and the held-out rankings, and all apply the summed gradient.
+    pub fn set_peers(&mut self, peers: Rc<dyn Peers>) {
+        self.peers = peers;
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.settings.batch_size)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The reward model as it stands, for inference.
+    pub fn model(&self) -> ScalarModel {
+        self.model.valid()
+    }
+
+    /// The reward model as it stands, calibrated on the SFT answers of its rankings (mean 0, and
+    /// std 1 unless the settings say otherwise): what a finished run hands on.
+    pub async fn calibrated(&self) -> Result<Calibrated, TrainError> {
+        let (model, (mean_before, std_before)) = calibrate(self.model(), &self.calibration, self.settings.unit_std, self.pad).await?;
+        Ok(Calibrated { model, answers: self.calibration.len(), mean_before, std_before, unit_std: self.settings.unit_std })
+    }
+
+    /// One step on the next batch of rankings.
+    pub async fn step(&mut self) -> Result<RewardStepStats, TrainError> {
+        let start = Instant::now();
+        let per_epoch = self.steps_per_epoch();
+        let (epoch, within) = (self.step / per_epoch, self.step % per_epoch);
+        let order = crate::data::order::epoch_order(self.settings.seed, epoch, self.train.len());
+        let chosen: Vec<&TokenRanking> =
+            order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
+        // Linear decay to 10% over the run; rankings are few, so no warm-up.
+        let progress = self.step as f64 / self.total_steps().max(1) as f64;
+        let lr = self.settings.lr * (1.0 - 0.9 * progress);
+        self.step += 1;
+
+        // This peer's shard of the batch, its loss weighted by its share of the rankings so that
+        // the peers' gradients sum to the whole batch's.
+        let peers = self.peers.clone();
+        let mine = &chosen[shard(chosen.len(), peers.rank(), peers.count())];
+        let (objective, read_along) = if mine.is_empty() {
+            (None, vec![])
+        } else {
+            let (rewards, pairs) = score_rankings(&self.model, mine, self.pad, &self.device);
+            let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef) * (mine.len() as f64 / chosen.len() as f64);
+            // The loss and the rewards come back in the one read the step makes, with the gradient norm.
+            (Some(loss.clone()), vec![loss.detach(), rewards.detach()])
+        };
+        let (model, numbers, outcome) =
+            guarded_step(self.model.clone(), &mut self.optim, lr, objective, None, read_along, self.settings.max_grad_norm, &*peers)
+                .await?;
+        // Each peer's numbers: its weighted loss, then its rankings' rewards (in batch order).
+        let loss = numbers.iter().filter_map(|n| n.first()).sum::<f32>();
+        let rewards: Vec<f32> = numbers.iter().flat_map(|n| n.get(1..).unwrap_or_default()).copied().collect();
+        let pairs = pairs_of(&chosen);
+        self.model = model;
+        let mut stats = RewardStepStats {
+            step: self.step,
+            epoch: epoch + 1,
+            loss: if numbers.is_empty() { f32::NAN } else { loss },
+            accuracy: pair_accuracy(&rewards, &pairs),
+            lr,
+            grad_norm: f32::NAN,
+            pairs: pairs.len(),
+            pairs_per_sec: 0.0,
+            tokens_per_sec: 0.0,
+            held_out: None,
+            skipped: None,
+        };
+        match outcome {
+            Ok(norm) => stats.grad_norm = norm,
+            Err(reason) => {
+                stats.skipped = Some(reason);
+                return Ok(stats);
+            }
+        }
+        stats.pairs_per_sec = pairs.len() as f64 / start.elapsed().as_secs_f64();
+        let tokens: usize = chosen.iter().flat_map(|r| &r.sequences).map(Vec::len).sum();
+        stats.tokens_per_sec = tokens as f64 / start.elapsed().as_secs_f64();
+        if within + 1 == per_epoch && !self.held_out.is_empty() {
+            stats.held_out = Some(self.evaluate(&self.held_out).await?);
+        }
+        Ok(stats)
+    }
+
+    /// Loss and pair accuracy of the current model on `rankings`, no update; with peers, each
+    /// scores its shard and the sums are shared.
+    pub async fn evaluate(&self, rankings: &[TokenRanking]) -> Result<PairEval, TrainError> {
+        let peers = &*self.peers;
+        let mine = &rankings[shard(rankings.len(), peers.rank(), peers.count())];
+        let own = evaluate(&self.model.valid(), mine, self.settings.batch_size, self.pad).await?;
+        if peers.count() == 1 {
+            return Ok(own);
+        }
+        // Sums over this shard: the loss over its rankings, its correct pairs, its pairs.
+        let sums = [f64::from(own.loss) * mine.len() as f64, f64::from(own.accuracy) * own.pairs as f64, own.pairs as f64];
+        let (mut loss, mut correct, mut pairs) = (0.0, 0.0, 0.0);
+        for part in gather(peers, Wire::default().f64s(&sums).bytes()).await? {
+            let sums = Reader::new(&part).f64s()?;
+            let [l, c, p] = sums[..] else { return Err(TrainError::Peers("a peer's evaluation is malformed".into())) };
+            (loss, correct, pairs) = (loss + l, correct + c, pairs + p);
+        }
+        Ok(PairEval {
+            loss: (loss / rankings.len().max(1) as f64) as f32,
+            accuracy: (correct / pairs.max(1.0)) as f32,
+            pairs: pairs as usize,
+        })
+    }
+}
+
+impl Trainer for RewardTrainer {
+    type Stats = RewardStepStats;
+
+    fn step(&mut self) -> impl Future<Output = Result<RewardStepStats, TrainError>> {
+        RewardTrainer::step(self)
+    }
+
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn total_steps(&self) -> usize {
+        self.steps_per_epoch() * self.settings.epochs
+    }
+}
+
+impl StepReport for RewardStepStats {
+    fn step(&self) -> usize {
+        self.step
+    }
+
+    fn setback(&self) -> Option<&str> {
+        self.skipped.as_deref()
+    }
+
+    fn summary(&self) -> String {
+        format!("epoch {} · loss {:.3} · batch accuracy {:.0}%", self.epoch, self.loss, 100.0 * self.accuracy)
+    }
+
+    fn held_out(&self) -> Option<String> {
+        let h = self.held_out?;
+        Some(format!("epoch {}: held-out pair accuracy {:.1}% ({} pairs), loss {:.3}", self.epoch, 100.0 * h.accuracy, h.pairs, h.loss))
+    }
+}
+
+/// Loss and pair accuracy of `model` on `rankings`, scored `batch_size` rankings at a time.
+pub async fn evaluate(model: &ScalarModel, rankings: &[TokenRanking], batch_size: usize, pad: u32) -> Result<PairEval, TrainError> {
+    let device = model.transformer.device();
+    let (mut loss, mut correct, mut pairs) = (0.0f64, 0.0f64, 0usize);
+    for chunk in rankings.chunks(batch_size.max(1)) {
+        let refs: Vec<&TokenRanking> = chunk.iter().collect();
+        let (rewards, batch_pairs) = score_rankings(model, &refs, pad, &device);
+        // One read per batch: its loss, then its rewards.
+        let numbers = read_values(Tensor::cat(vec![preference_loss(rewards.clone(), &batch_pairs, 0.0), rewards], 0)).await?;
+        // The batch loss averages its rankings; weight it back up to a sum over rankings.
+        loss += f64::from(numbers[0]) * chunk.len() as f64;
+        correct += f64::from(pair_accuracy(&numbers[1..], &batch_pairs)) * batch_pairs.len() as f64;
+        pairs += batch_pairs.len();
+    }
+    Ok(PairEval { loss: (loss / rankings.len().max(1) as f64) as f32, accuracy: (correct / pairs.max(1) as f64) as f32, pairs })
+}
+
+/// Scores of whole chat sequences, read at each one's last token (its EOS), `[n]`.
+pub fn score_sequences(model: &ScalarModel, sequences: &[Vec<u32>], pad: u32, device: &Device) -> Tensor<1> {
+    // Left padding puts every sequence's last token in the last column.
+    let batch = left_pad(sequences, pad);
+    let (ids, positions, mask) = batch.tensors(device);
+    let per_token = model.forward(ids, positions, Some(mask)); // [n, len]
+    let [n, len] = per_token.dims();
+    per_token.slice([0..n, len - 1..len]).reshape([n])
+}
+
+fn score_rankings(model: &ScalarModel, rankings: &[&TokenRanking], pad: u32, device: &Device) -> (Tensor<1>, PreferencePairs) {
+    let sequences: Vec<Vec<u32>> = rankings.iter().flat_map(|r| r.sequences.iter().cloned()).collect();
+    (score_sequences(model, &sequences, pad, device), pairs_of(rankings))
+}
+
+/// The pairs of `rankings` with their completions laid out one ranking after another.
+fn pairs_of(rankings: &[&TokenRanking]) -> PreferencePairs {
+    let mut offset = 0;
+    let layout: Vec<(usize, &[usize])> = rankings
+        .iter()
+        .map(|r| {
+            offset += r.sequences.len();
+            (offset - r.sequences.len(), r.order.as_slice())
+        })
+        .collect();
+    PreferencePairs::from_rankings(&layout)
+}
+
+fn pair_accuracy(rewards: &[f32], pairs: &PreferencePairs) -> f32 {
+    let beats = |w: usize, l: usize| matches!((rewards.get(w), rewards.get(l)), (Some(w), Some(l)) if w > l);
+    let correct = pairs.winners.iter().zip(&pairs.losers).filter(|&(&w, &l)| beats(w, l)).count();
+    correct as f32 / pairs.len().max(1) as f32
+}
+
+/// Mean and standard deviation of the scores `model` gives `sequences`.
+pub async fn score_stats(model: &ScalarModel, sequences: &[Vec<u32>], batch_size: usize, pad: u32) -> Result<(f64, f64), TrainError> {
+    let device = model.transformer.device();
+    let mut scores = Vec::with_capacity(sequences.len());
+    for chunk in sequences.chunks(batch_size.max(1)) {
+        scores.extend(read_values(score_sequences(model, chunk, pad, &device)).await?.into_iter().map(f64::from));
+    }
+    let n = scores.len().max(1) as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Ok((mean, std))
+}
+
+/// Shifts (and with `unit_std`, scales) the head so `sequences` — SFT samples on training
+/// prompts — score mean 0 (std 1). Returns the calibrated model and the `(mean, std)` it had.
+pub async fn calibrate(
+    model: ScalarModel,
+    sequences: &[Vec<u32>],
+    unit_std: bool,
+    pad: u32,
+) -> Result<(ScalarModel, (f64, f64)), TrainError> {
+    let (mean, std) = score_stats(&model, sequences, 32, pad).await?;
+    if !(mean.is_finite() && std.is_finite()) {
+        return Err(TrainError::Setting(format!(
+            "the reward model's scores have mean {mean} and std {std} on the calibration answers: a model that scores non-finite numbers cannot be calibrated (did its training blow up?)"
+        )));
+    }
+    let gain = if unit_std && std > 1e-6 { 1.0 / std } else { 1.0 };
+    let mut model = model;
+    let weight = model.score.weight.val() * gain;
+    model.score.weight = Param::initialized(model.score.weight.id, weight);
+    if let Some(bias) = model.score.bias.take() {
+        model.score.bias = Some(Param::initialized(bias.id, (bias.val() - mean) * gain));
+    }
+    Ok((model, (mean, std)))
+}

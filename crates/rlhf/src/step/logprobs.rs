@@ -1,0 +1,223 @@
+//! Log-probabilities of chosen tokens (and each position's entropy) without holding the logits of
+//! every position at once: `[batch, seq, vocab]` f32 is 311 MB for 4 DPO pairs of 64 tokens on
+//! Qwen's 151,936-token vocabulary, and autodiff would keep it, and the log-softmax, until the
+//! backward pass.
+//!
+//! When the LM head is frozen (LoRA runs, sampling, the reference), the positions go through the
+//! head in chunks of a few megabytes, none tracked:
+//!
+//! ```text
+//! log p(t | h) = h · w_t − lse(h W)        d/dh = w_t − Σ_v p_v w_v
+//! ```
+//!
+//! The first term is differentiable through the chosen rows `w_t` (`[n, d]`); the log-sum-exp is
+//! a constant, and its gradient enters as `(h − stop(h)) · E_p[w]`, which is 0 in value and
+//! carries `E_p[w]` (`[n, d]`) back. A head that trains (a full-weight run) needs the whole
+//! logits' gradient for its own, and soft-capped logits are not a plain product: those take the
+//! direct path, as before.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor};
+use tinyrlhf_model::{CausalLm, LmHead, PackedWeight};
+
+use crate::step::losses::{mean_nll, token_entropy, token_logprobs};
+
+/// How many logits a chunk holds (16 MiB of f32): Qwen's vocabulary goes 110 positions at a time,
+/// a small model's whole batch at once.
+const CHUNK_LOGITS: usize = 1 << 22;
+
+/// Log-probabilities of `targets` `[b, t]` after `hidden` `[b, t, d]` under `model`'s head with
+/// its logits divided by `temperature`, `[b, t]`; with `entropy`, also each position's entropy
+/// (not differentiated). Differentiable in `hidden` when it is tracked.
+pub fn chosen_logprobs(
+    model: &CausalLm,
+    hidden: Tensor<3>,
+    targets: Tensor<2, Int>,
+    temperature: f64,
+    entropy: bool,
+) -> (Tensor<2>, Option<Tensor<2>>) {
+    chosen_logprobs_by(model, hidden, targets, temperature, entropy, CHUNK_LOGITS)
+}
+
+/// Mean next-token cross-entropy of `model` over the targets whose weight is 1 (SFT's loss, PPO-ptx's
+/// term): `input_ids`' hidden states through [`chosen_logprobs`].
+pub fn next_token_loss(model: &CausalLm, hidden: Tensor<3>, targets: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<1> {
+    mean_nll(chosen_logprobs(model, hidden, targets, 1.0, false).0, weights)
+}
+
+/// [`chosen_logprobs`] with chunks of `chunk_logits` logits.
+fn chosen_logprobs_by(
+    model: &CausalLm,
+    hidden: Tensor<3>,
+    targets: Tensor<2, Int>,
+    temperature: f64,
+    entropy: bool,
+    chunk_logits: usize,
+) -> (Tensor<2>, Option<Tensor<2>>) {
+    let Some(head) = model.head().filter(|head| !head.trains()) else {
+        let logits = model.logits(hidden) / temperature; // [b, t, vocab]
+        let entropy = entropy.then(|| token_entropy(logits.clone().detach()));
+        return (token_logprobs(logits, targets), entropy);
+    };
+    let [b, t, d] = hidden.dims();
+    let n = b * t;
+    let flat = hidden.reshape([n, d]);
+    let chosen = (flat.clone() * head.rows(targets.reshape([n]))).sum_dim(1).reshape([n]) / temperature; // [n]
+    let frozen = flat.clone().detach();
+    let chunks = Chunks::of(&head, frozen, chunk_logits, temperature, flat.is_tracked(), entropy);
+    let mut logprobs = chosen - chunks.log_sum_exp; // [n]
+    if let Some(expected) = chunks.expected_rows {
+        logprobs = logprobs - ((flat.clone() - flat.detach()) * expected).sum_dim(1).reshape([n]);
+    }
+    (logprobs.reshape([b, t]), chunks.entropy.map(|e| e.reshape([b, t])))
+}
+
+/// Per position, from its logits taken a chunk at a time: the log-sum-exp `[n]`, and when asked,
+/// `E_p[w] / temperature` `[n, d]` (the log-sum-exp's gradient) and the entropy `[n]`.
+struct Chunks {
+    log_sum_exp: Tensor<1>,
+    expected_rows: Option<Tensor<2>>,
+    entropy: Option<Tensor<1>>,
+}
+
+impl Chunks {
+    fn of(head: &LmHead, hidden: Tensor<2>, chunk_logits: usize, temperature: f64, gradient: bool, entropy: bool) -> Self {
+        let [n, _] = hidden.dims();
+        if let LmHead::Packed(embedding) = head {
+            // At least 16 rows a tile: a product that narrow is still worth the call.
+            let tile_rows = (chunk_logits / n.max(1)).max(16);
+            return Self::by_vocabulary_tiles(embedding, hidden, tile_rows, temperature, gradient, entropy);
+        }
+        let rows = (chunk_logits / head.vocab_size().max(1)).max(1);
+        let (mut lse, mut expected, mut entropies) = (vec![], vec![], vec![]);
+        for start in (0..n).step_by(rows) {
+            let len = rows.min(n - start);
+            let logits = head.logits(hidden.clone().narrow(0, start, len)) / temperature; // [len, vocab]
+            let logp = log_softmax(logits.clone(), 1); // [len, vocab]
+            lse.push((logits.clone() - logp.clone()).narrow(1, 0, 1).reshape([len]));
+            let probs = logp.clone().exp();
+            if entropy {
+                entropies.push((probs.clone() * logp).sum_dim(1).neg().reshape([len]));
+            }
+            if gradient {
+                expected.push(head.expected_rows(probs) / temperature); // [len, d]
+            }
+        }
+        Self {
+            log_sum_exp: Tensor::cat(lse, 0),
+            expected_rows: gradient.then(|| Tensor::cat(expected, 0)),
+            entropy: entropy.then(|| Tensor::cat(entropies, 0)),
+        }
+    }
+
+    /// The same for a head kept packed, a tile of the vocabulary at a time for every position: each
+    /// tile is widened once for the log-sum-exp (kept as a running maximum and sum) and once more
+    /// for the expected rows and entropy, so the whole head is widened twice whatever the number of
+    /// positions, where position chunks would widen it twice per chunk.
+    fn by_vocabulary_tiles(
+        head: &PackedWeight,
+        hidden: Tensor<2>,
+        tile_rows: usize,
+        temperature: f64,
+        gradient: bool,
+        entropy: bool,
+    ) -> Self {
+        let ([n, d], device) = (hidden.dims(), hidden.device());
+        let tiles: Vec<(usize, usize)> = head.tiles(tile_rows * d).collect();
+        let tile_logits = |start, len| {
+            let rows = head.rows_tensor(start, len, &device); // [len, d]
+            (hidden.clone().matmul(rows.clone().transpose()) / temperature, rows) // [n, len]
+        };
+        let mut max = Tensor::<1>::full([n], f32::NEG_INFINITY, &device);
+        let mut sum = Tensor::<1>::zeros([n], &device);
+        for &(start, len) in &tiles {
+            let (logits, _) = tile_logits(start, len);
+            let new_max = max.clone().max_pair(logits.clone().max_dim(1).reshape([n]));
+            let tile_sum = (logits - new_max.clone().unsqueeze_dim(1)).exp().sum_dim(1).reshape([n]);
+            sum = sum * (max - new_max.clone()).exp() + tile_sum;
+            max = new_max;
+        }
+        let log_sum_exp = max + sum.log(); // [n]
+        let (mut expected, mut plogp) =
+            (gradient.then(|| Tensor::<2>::zeros([n, d], &device)), entropy.then(|| Tensor::<1>::zeros([n], &device)));
+        if gradient || entropy {
+            for &(start, len) in &tiles {
+                let (logits, rows) = tile_logits(start, len);
+                let logp = logits - log_sum_exp.clone().unsqueeze_dim(1); // [n, len]
+                let probs = logp.clone().exp();
+                plogp = plogp.map(|acc| acc + (probs.clone() * logp).sum_dim(1).reshape([n]));
+                expected = expected.map(|acc| acc + probs.matmul(rows) / temperature); // [n, d]
+            }
+        }
+        Self { log_sum_exp, expected_rows: expected, entropy: plogp.map(Tensor::neg) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::{Device, TensorData};
+    use tinyrlhf_model::{GgmlType, GptConfig, LlamaConfig, ModelConfig, PackedWeight};
+
+    use super::*;
+
+    fn close(a: Tensor<2>, b: Tensor<2>, what: &str) {
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec().unwrap(), b.into_data().try_to_vec().unwrap());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}[{i}]: chunked {x}, whole {y}");
+        }
+    }
+
+    fn check(model: CausalLm, name: &str) {
+        let device = Device::flex().autodiff();
+        let vocab = model.vocab_size() as i64;
+        let (b, t) = (3, 5);
+        let ids: Vec<i64> = (0..b * t).map(|i| (i * 7 + 3) as i64 % vocab).collect();
+        let targets: Vec<i64> = (0..b * t).map(|i| (i * 5 + 1) as i64 % vocab).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b, t]), &device);
+        let positions = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]).repeat_dim(0, b);
+        // Frozen weights (as under LoRA), the hidden states tracked, as in a LoRA run's backward.
+        let frozen = model.train().no_grad();
+        // Tracked but not a leaf, as the hidden states of a LoRA run are.
+        let leaf = frozen.forward(ids, positions, None).detach().require_grad();
+        let hidden = || leaf.clone() * 1.0;
+        let weights =
+            Tensor::<2>::from_data(TensorData::new((0..b * t).map(|i| 1.0 + i as f32 / 7.0).collect::<Vec<_>>(), [b, t]), &device);
+        for temperature in [1.0, 0.7] {
+            // Four positions a chunk: four chunks, the last one short (a packed head: tiles of 80
+            // of its 300 rows, the last one short).
+            let (chunked, chunked_entropy) = chosen_logprobs_by(&frozen, hidden(), targets.clone(), temperature, true, 4 * 300);
+            let logits = frozen.logits(hidden()) / temperature;
+            let (whole, whole_entropy) = (token_logprobs(logits.clone(), targets.clone()), token_entropy(logits));
+            close(chunked.clone(), whole.clone(), &format!("{name} log-probs at T={temperature}"));
+            close(chunked_entropy.unwrap(), whole_entropy.detach(), &format!("{name} entropy at T={temperature}"));
+            let grad_chunked = (chunked * weights.clone()).sum().backward();
+            let grad_whole = (whole * weights.clone()).sum().backward();
+            let (g1, g2) = (leaf.grad(&grad_chunked).unwrap(), leaf.grad(&grad_whole).unwrap());
+            let [gb, gt, gd] = g1.dims();
+            close(g1.reshape([gb * gt, gd]), g2.reshape([gb * gt, gd]), &format!("{name} gradient at T={temperature}"));
+        }
+    }
+
+    #[test]
+    fn chunked_log_probs_entropy_and_gradients_equal_the_whole_logits_path_for_tied_and_untied_heads() {
+        let device = Device::flex();
+        device.seed(3);
+        check(ModelConfig::from(GptConfig::new(300, 16, 8, 1, 2)).init(&device), "GPT-2 (tied)");
+        let mut llama = LlamaConfig::new(300, 16, 8, 1, 2, 1);
+        llama.tie_word_embeddings = false;
+        check(ModelConfig::Llama(llama).init(&device), "Llama (untied)");
+        check(packed_embeddings(ModelConfig::Llama(LlamaConfig::new(300, 16, 8, 1, 2, 1)).init(&device)), "Llama (tied, packed)");
+    }
+
+    /// `model` with its embeddings (and so its tied head) kept packed as BF16, as a GGUF base's are.
+    fn packed_embeddings(model: CausalLm) -> CausalLm {
+        let CausalLm::Llama(mut llama) = model else { unreachable!("a Llama model") };
+        let [vocab, d] = llama.embed_tokens.dims();
+        let values: Vec<f32> = llama.embed_tokens.weight.take().unwrap().val().into_data().try_to_vec().unwrap();
+        let bytes = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+        llama.embed_tokens.packed = Some(PackedWeight::new(GgmlType::Bf16, bytes, [vocab, d]).unwrap());
+        CausalLm::Llama(llama)
+    }
+}

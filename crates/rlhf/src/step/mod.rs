@@ -1,0 +1,8 @@
+//! What one optimisation step is made of: losses, chosen-token log-probs, gradient clipping,
+//! the learning-rate schedule, and reading numbers back from the device.
+
+pub mod grads;
+pub mod logprobs;
+pub mod losses;
+pub(crate) mod read;
+pub mod schedule;
