@@ -15,6 +15,8 @@ use crate::progress::Progress;
 pub struct Loop<'a> {
     /// Where `metrics.jsonl` goes.
     pub out: &'a Path,
+    /// Put before each step's summary on the progress bar ("PPO"), or nothing.
+    pub label: &'a str,
     /// Put before a step number in messages: "step", "PPO iteration".
     pub step_name: &'a str,
     /// The progress bar's unit: "steps", "iterations".
@@ -38,7 +40,8 @@ pub fn drive<T: Trainer>(trainer: &mut T, run: Loop, after: &mut AfterStep<T>) -
     while !trainer.is_done() {
         let stats = pollster::block_on(trainer.step()).map_err(|e| format!("{} {}: {e}", run.step_name, trainer.steps_done() + 1))?;
         let step = stats.step();
-        progress.update(step, &stats.summary());
+        let summary = stats.summary();
+        progress.update(step, &if run.label.is_empty() { summary } else { format!("{} · {summary}", run.label) });
         if let Some(why) = stats.setback() {
             progress.println(format!("{} {step}: {why}", run.step_name));
         }

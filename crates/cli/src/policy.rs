@@ -83,7 +83,7 @@ pub fn run(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
     let step_name = format!("{name} {unit}");
     let started = web_time::Instant::now();
     let mut last_held_out = None;
-    let each_step = Loop { out, step_name: &step_name, unit: units, save_every: run.save_every };
+    let each_step = Loop { out, label: &name, step_name: &step_name, unit: units, save_every: run.save_every };
     let seconds = drive(&mut trainer, each_step, &mut |trainer, stats, line, save, _| {
         if let PolicyStats::Dpo(s) = stats {
             last_held_out = s.held_out.or(last_held_out);

@@ -78,7 +78,7 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
     let pad = tokenizer.special_ids().pad;
     let mut trainer = RewardTrainer::on_rankings(sft, config.clone(), set, pad, settings).map_err(|e| e.to_string())?;
     let mut last_held_out = None;
-    let run = Loop { out: &args.out, step_name: "step", unit: "steps", save_every: usize::MAX };
+    let run = Loop { out: &args.out, label: "", step_name: "step", unit: "steps", save_every: usize::MAX };
     let seconds = drive(&mut trainer, run, &mut |_, stats, _, _, _| {
         last_held_out = stats.held_out.or(last_held_out);
         Ok(())

@@ -184,7 +184,7 @@ fn run(
         }
     };
 
-    let run = Loop { out: &args.out, step_name: "step", unit: "steps", save_every: args.save_every };
+    let run = Loop { out: &args.out, label: "", step_name: "step", unit: "steps", save_every: args.save_every };
     let seconds = drive(&mut trainer, run, &mut |trainer, stats, line, save, progress| {
         if !save {
             return Ok(());
