@@ -79,6 +79,15 @@ impl Method {
     }
 }
 
+impl From<GroupMethod> for Method {
+    fn from(method: GroupMethod) -> Self {
+        match method {
+            GroupMethod::Grpo => Self::Grpo,
+            GroupMethod::Rloo => Self::Rloo,
+        }
+    }
+}
+
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -15,7 +15,7 @@ use crate::checkpoint::{TrainCheckpoint, TrainError};
 use crate::data::examples::Example;
 use crate::data::rankings::TokenRanking;
 use crate::methods::dpo::{DpoConfig, DpoStepStats, DpoTrainer};
-use crate::methods::group::{GroupConfig, GroupMethod, GroupStats, GroupTrainer};
+use crate::methods::group::{GroupConfig, GroupStats, GroupTrainer};
 use crate::methods::method::{Method, with_changes};
 use crate::methods::ppo::{PpoModels, PpoStats, PpoTrainer};
 use crate::methods::ppo_config::PpoConfig;
@@ -47,8 +47,7 @@ impl MethodSettings {
     pub fn method(&self) -> Method {
         match self {
             Self::Ppo(_) => Method::Ppo,
-            Self::Group(s) if s.method == GroupMethod::Rloo => Method::Rloo,
-            Self::Group(_) => Method::Grpo,
+            Self::Group(s) => s.method.into(),
             Self::Dpo(_) => Method::Dpo,
         }
     }
@@ -250,8 +249,7 @@ impl PolicyTrainer {
     pub fn method(&self) -> Method {
         match self {
             Self::Ppo(_) => Method::Ppo,
-            Self::Group(t) if t.settings().method == GroupMethod::Rloo => Method::Rloo,
-            Self::Group(_) => Method::Grpo,
+            Self::Group(t) => t.settings().method.into(),
             Self::Dpo(_) => Method::Dpo,
         }
     }
