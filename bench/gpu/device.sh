@@ -10,6 +10,12 @@ CARRY=bench/gpu/carry
 OUT="${OUT:-$CARRY/out}"
 mkdir -p "$OUT"
 PYTHON="${TINYRLHF_TORCH_PYTHON:-python3}"
+BIN="${TINYRLHF_BIN:-/tmp/tinyrlhf}"
+if [ ! -x "$BIN" ]; then
+  # The binary travels xz-compressed (run.sh); Python's lzma unpacks it where xz may be missing.
+  "$PYTHON" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$CARRY/tinyrlhf.xz" "$BIN"
+  chmod +x "$BIN"
+fi
 mode=(--device cuda)
 parts=("$@")
 if [ "${1:-}" = --smoke ]; then
@@ -21,5 +27,7 @@ else
   ldconfig
   icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+  egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  [ -f "$egl" ] && export __EGL_VENDOR_LIBRARY_FILENAMES="$egl"
 fi
-exec "$PYTHON" bench/gpu/report.py --bin "$CARRY/tinyrlhf" --out "$OUT" "${mode[@]}" "${parts[@]}"
+exec "$PYTHON" bench/gpu/report.py --bin "$BIN" --out "$OUT" "${mode[@]}" "${parts[@]}"

@@ -17,8 +17,13 @@ mkdir -p "$CARRY/gl"
 
 echo "== build: tinyrlhf, release, --features wgpu (burn's fusion on)"
 cargo build --release --locked -p tinyrlhf-cli --features wgpu
-strip -o "$CARRY/tinyrlhf" "$CARGO_TARGET_DIR/release/tinyrlhf"
-echo "$CARRY/tinyrlhf: $(du -h "$CARRY/tinyrlhf" | cut -f1) stripped"
+# Stripped, it is about 77 MB: over a device call's 64 MiB with the working tree, so it travels
+# xz-compressed (about 13 MB) and device.sh unpacks it there.
+BIN="$CARGO_TARGET_DIR/release/tinyrlhf-stripped"
+strip -o "$BIN" "$CARGO_TARGET_DIR/release/tinyrlhf"
+rm -f "$CARRY/tinyrlhf"
+xz -T0 -6 -c "$BIN" > "$CARRY/tinyrlhf.xz"
+echo "$CARRY/tinyrlhf.xz: $(du -h "$BIN" | cut -f1) stripped, $(du -h "$CARRY/tinyrlhf.xz" | cut -f1) compressed"
 
 if [ "${1:-}" = --smoke ]; then
   echo "== smoke run here: lavapipe and PyTorch on the CPU"
@@ -33,16 +38,18 @@ if [ "${1:-}" = --smoke ]; then
   "$PYTHON" -c 'import torch, transformers, peft' 2>/dev/null || {
     echo "the smoke run needs a Python with tests/python/requirements-peft.txt: set TINYRLHF_TORCH_PYTHON"; exit 1; }
   export VK_DRIVER_FILES="$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -1)"
-  exec env TINYRLHF_TORCH_PYTHON="$PYTHON" bash bench/gpu/device.sh --smoke
+  exec env TINYRLHF_TORCH_PYTHON="$PYTHON" TINYRLHF_BIN="$BIN" bash bench/gpu/device.sh --smoke
 fi
 
-echo "== Vulkan's loader for the GPU machine (amd64 Debian packages)"
+# The NVIDIA driver's Vulkan manifest names libGLX_nvidia, which needs glvnd's dispatch libraries:
+# the loader alone finds no adapter (seen on an H100, 2026-11-25).
+echo "== Vulkan's loader and glvnd for the GPU machine (amd64 Debian packages)"
 lists=/tmp/tinyrlhf-amd64-lists
 mkdir -p "$lists/partial"
 apt=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
-[ -n "$(ls "$CARRY"/gl/libvulkan1_*.deb 2>/dev/null)" ] || {
+[ -n "$(ls "$CARRY"/gl/libglvnd0_*.deb 2>/dev/null)" ] || {
   apt-get "${apt[@]}" update -qq
-  (cd "$CARRY/gl" && apt-get "${apt[@]}" download libvulkan1)
+  (cd "$CARRY/gl" && apt-get "${apt[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 }
 ls "$CARRY/gl"
 echo "carried: $(du -sh "$CARRY" | cut -f1) (a device call carries at most 64 MiB with the working tree)"

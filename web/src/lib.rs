@@ -342,9 +342,7 @@ impl Session {
         promise(async move {
             let model = sft(&state)?;
             let lm = model_named(&state, &which)?;
-            if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
-                return Err(js(format!("K = {k}: sample 1 to {} answers at a time", Ranking::MAX_COMPLETIONS)));
-            }
+            tinyrlhf_rlhf::data::rankings::check_answers_to_rank(k, "K").map_err(js)?;
             let room = max_new_tokens.max(1);
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();

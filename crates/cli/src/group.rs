@@ -128,8 +128,7 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let inputs = [("policy", args.policy.as_path()), ("reward model", args.reward.as_path()), ("prompts", args.prompts.as_path())];
     let record = RunRecord::new(&inputs, &settings)?;
     let inputs = PolicyInputs { reward: Some(reward), prompts: prompt_ids, ..PolicyInputs::new(sft, config, tokenizer.special_ids()) };
-    let mut trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Group(settings), inputs)?;
-    trainer.set_iterations(args.iterations);
+    let trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Group(settings), inputs)?;
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });

@@ -45,9 +45,6 @@ impl<'a> RunOutput<'a> {
     }
 }
 
-/// Settings a policy command applies to a resumed run rather than refusing a change of them.
-pub const APPLIED_ON_RESUME: [&str; 1] = ["iterations"];
-
 /// The trainer resumed from `OUT/checkpoint/` (said so; refused if the checkpoint's run had other
 /// inputs or settings than `record`), or a fresh one of `settings` when there is none or `--resume`
 /// was not given (refused if `OUT` holds a run). A resumed run keeps its checkpoint's settings.
@@ -60,10 +57,10 @@ pub fn resumed_or_fresh(
 ) -> Result<PolicyTrainer> {
     let method = settings.method();
     if resume {
-        resume::check(out, record, &APPLIED_ON_RESUME)?;
+        resume::check(out, record, &MethodSettings::APPLIED_ON_RESUME)?;
         // Only PPO keeps a value model beside its policy.
         if let Some(checkpoint) = files::load_checkpoint(out, method == Method::Ppo)? {
-            let trainer = pollster::block_on(PolicyTrainer::resume(method, &checkpoint, inputs))
+            let trainer = pollster::block_on(PolicyTrainer::resume(&settings, &checkpoint, inputs))
                 .map_err(|e| format!("{}: {e}", files::checkpoint_dir(out).display()))?;
             let unit = if method.samples_answers() { "iteration" } else { "step" };
             eprintln!("resuming {} at {unit} {} (with the checkpoint's settings)", out.display(), trainer.steps_done());

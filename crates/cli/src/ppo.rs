@@ -155,8 +155,7 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
         demonstrations: ptx,
         ..PolicyInputs::new(sft, config, tokenizer.special_ids())
     };
-    let mut trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Ppo(settings), inputs)?;
-    trainer.set_iterations(args.iterations);
+    let trainer = policy::resumed_or_fresh(&args.out, args.resume, &record, MethodSettings::Ppo(settings), inputs)?;
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });

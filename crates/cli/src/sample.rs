@@ -98,7 +98,7 @@ pub struct SampleArgs {
     /// Prompts, JSONL of {"prompt"}.
     #[arg(long)]
     prompts: PathBuf,
-    /// Answers per prompt.
+    /// Answers per prompt, to be ranked: 1 to 9.
     #[arg(short, long, default_value_t = 4)]
     k: usize,
     /// Samples file to write: JSONL of {"prompt", "completions"}.
@@ -118,6 +118,7 @@ impl SampleArgs {
 }
 
 pub fn sample(args: &SampleArgs) -> Result<()> {
+    tinyrlhf_rlhf::data::rankings::check_answers_to_rank(args.k, "-k").map_err(|e| e.to_string())?;
     let device = args.sampling.backend.device()?;
     let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;

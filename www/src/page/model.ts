@@ -6,7 +6,8 @@ import { call, onEvent } from './client';
 import { changes, fillDefaults, type Knob } from './methods';
 import type { Defaults, ModelFolder, Ready } from '../protocol';
 import { exclusive, restore } from './train';
-import { $, app, nextFrame, show } from './ui';
+import { $, app, show } from './ui';
+import { drive } from './drive';
 
 const SFT_KNOBS: Knob[] = [
   { setting: 'steps', label: 'steps', id: 'steps' },
@@ -191,22 +192,21 @@ async function runSft() {
     view.status.textContent = `${info.train} demonstrations to train on, ${info.validation} held back${left}…`;
     view.loss.reset();
     const started = performance.now();
-    for (;;) {
-      const { stats, done, val_loss } = await call({ type: 'sftStep' });
-      view.loss.push({ step: stats.step, loss: stats.loss, val_loss: val_loss ?? null });
-      document.body.dataset.sftPoints = String(view.loss.length);
-      view.status.textContent = `step ${stats.step}/${info.steps} · loss ${stats.loss.toFixed(3)} · ${stats.tokens_per_sec.toFixed(0)} tokens/s${stats.skipped ? ` · ${stats.skipped}` : ''}`;
-      if (done) {
+    await drive(
+      () => call({ type: 'sftStep' }),
+      ({ stats, done, val_loss }) => {
+        view.loss.push({ step: stats.step, loss: stats.loss, val_loss: val_loss ?? null });
+        document.body.dataset.sftPoints = String(view.loss.length);
+        view.status.textContent = `step ${stats.step}/${info.steps} · loss ${stats.loss.toFixed(3)} · ${stats.tokens_per_sec.toFixed(0)} tokens/s${stats.skipped ? ` · ${stats.skipped}` : ''}`;
+        if (!done) return;
         const seconds = ((performance.now() - started) / 1000).toFixed(1);
         view.status.textContent = `done in ${seconds} s · validation loss ${val_loss?.toFixed(3) ?? '–'} · the tuned model is now the SFT model (the compare view shows base and SFT); the reward model and policies of the old one are gone`;
         view.shipped.hidden = false;
-        break;
-      }
-      await nextFrame();
-    }
+      },
+    );
     app.hasReward = false;
     app.policies = [];
-    if (defaults) restore({ defaults, rewardCurve: [], curves: {}, samples: {}, view: {} });
+    if (defaults) restore({ defaults, rewardCurve: [], curves: {}, unfinished: [], samples: {}, view: {} });
   } catch (e) {
     show(view.status, `SFT failed: ${(e as Error).message}`, 'error');
   } finally {

@@ -11,7 +11,8 @@ export type { GoldPoint };
 import { call } from './client';
 import { METHODS, changes, fillDefaults, knobInput, type Knob, type MethodView } from './methods';
 import { pointOf, type Method, type Ready, type Sample, type StepResult } from '../protocol';
-import { $, app, nextFrame, show } from './ui';
+import { $, app, show } from './ui';
+import { drive } from './drive';
 
 const RM_KNOBS: Knob[] = [
   { setting: 'epochs', label: 'epochs', id: 'epochs' },
@@ -187,7 +188,7 @@ function refresh() {
 app.listeners.push(refresh);
 
 /** Rust's defaults into every knob; what an earlier visit saw (curves, answers, results, the reward model's accuracy) back in place. */
-export function restore({ defaults, rewardCurve, curves, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'samples' | 'view'>) {
+export function restore({ defaults, rewardCurve, curves, unfinished, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'unfinished' | 'samples' | 'view'>) {
   fillDefaults(defaults, 'reward', 'rm', RM_KNOBS);
   for (const p of panels.values()) {
     fillDefaults(defaults, p.view.name, p.view.name, p.view.knobs);
@@ -207,7 +208,9 @@ export function restore({ defaults, rewardCurve, curves, samples, view }: Pick<R
     p.done = curve.length;
     p.samples?.replaceChildren();
     for (const sample of samples[p.view.name] ?? []) addSample(p, sample);
-    if (curve.length) p.status.textContent = `${curve.length} ${p.view.unit}s so far; Run continues from the saved policy.`;
+    const unit = `${curve.length} ${p.view.unit}${curve.length === 1 ? '' : 's'} so far`;
+    if (unfinished.includes(p.view.name)) p.status.textContent = `${unit}, the run unfinished: Run continues it where it stopped (its settings and optimizer state too).`;
+    else if (curve.length) p.status.textContent = `${unit}; Run continues from the saved policy.`;
   }
   showResults(view.results);
   if (view.demoStatus) show($('demo-status'), view.demoStatus);
@@ -242,17 +245,18 @@ async function trainRewardNow(): Promise<number | null> {
     rm.status.textContent = `${info.train} rankings (${info.pairs} pairs) to train on, ${info.held_out} held out${cut}${skipped}…`;
     rm.status.dataset.skipped = info.skipped ?? '';
     let epoch = 0;
-    for (;;) {
-      const { stats, done, dropped } = await call({ type: 'rewardStep' });
-      const point = { step: stats.step, loss: stats.loss, accuracy: stats.accuracy, held_out_accuracy: stats.held_out?.accuracy ?? null, held_out_loss: stats.held_out?.loss ?? null };
-      rm.loss.push(point);
-      rm.accuracy.push(point);
-      document.body.dataset.rewardPoints = String(rm.loss.length);
-      if (stats.held_out) heldOut = stats.held_out.accuracy;
-      epoch = stats.epoch;
-      progress.update(stats.step, info.steps);
-      rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`} · ${speed(stats.tokens_per_sec)}`;
-      if (done) {
+    await drive(
+      () => call({ type: 'rewardStep' }),
+      ({ stats, done, dropped }) => {
+        const point = { step: stats.step, loss: stats.loss, accuracy: stats.accuracy, held_out_accuracy: stats.held_out?.accuracy ?? null, held_out_loss: stats.held_out?.loss ?? null };
+        rm.loss.push(point);
+        rm.accuracy.push(point);
+        document.body.dataset.rewardPoints = String(rm.loss.length);
+        if (stats.held_out) heldOut = stats.held_out.accuracy;
+        epoch = stats.epoch;
+        progress.update(stats.step, info.steps);
+        rm.status.textContent = `step ${stats.step}/${info.steps} · epoch ${stats.epoch} · loss ${stats.loss.toFixed(3)}${heldOut === null ? '' : ` · held-out accuracy ${(100 * heldOut).toFixed(0)}%`} · ${speed(stats.tokens_per_sec)}`;
+        if (!done) return;
         // The policies tuned against the old reward model are gone: their runs start over.
         app.policies = app.policies.filter((name) => !dropped.includes(name));
         for (const name of dropped) {
@@ -262,10 +266,8 @@ async function trainRewardNow(): Promise<number | null> {
           Object.assign(p, { done: 0, started: false });
           p.samples?.replaceChildren();
         }
-        break;
-      }
-      await nextFrame();
-    }
+      },
+    );
     const seconds = (performance.now() - started) / 1000;
     rm.status.textContent += ` · done in ${seconds.toFixed(1)} s (${(seconds / Math.max(1, epoch)).toFixed(1)} s per epoch), saved in this browser${cut}${skipped}`;
     app.hasReward = true;
@@ -351,16 +353,20 @@ async function runNow(p: Panel, changed: Record<string, number>, judged: boolean
   app.changed();
   try {
     if (!p.started) {
-      // A new run (or the first after a reload) continues from this method's saved policy.
+      // A new run continues from this method's saved policy; an unfinished one (after a reload)
+      // from its checkpoint, as the CLI's --resume does.
       const plan = await call({ type: 'startTraining', method, changes: { ...changes(method, p.view.knobs), ...changed } });
       p.started = true;
       p.target = p.done + plan.total;
+      if (plan.resumed_at !== null) p.status.textContent = `continuing the unfinished run at ${p.view.unit} ${plan.resumed_at}, with its own settings…`;
       if (plan.skipped) p.status.textContent = plan.skipped;
     }
-    while (p.state === 'running' && p.done < p.target) {
+    const step = () => {
       const beta = p.movedBeta ?? undefined;
       p.movedBeta = null;
-      const stats = await call({ type: 'trainStep', method, beta, gold: goldThisStep(p) });
+      return call({ type: 'trainStep', method, beta, gold: goldThisStep(p) });
+    };
+    if (p.done < p.target) await drive(step, async (stats) => {
       last = stats;
       p.done += 1;
       const point = pointOf(stats, p.done);
@@ -377,11 +383,11 @@ async function runNow(p: Panel, changed: Record<string, number>, judged: boolean
         // Divergence: the last good policy was kept; stop here and say so.
         p.state = 'paused';
         show(p.status, `Paused at ${p.view.unit} ${p.done}: ${why}. Lower the learning rate or raise β, then resume.`, 'error');
-        break;
+        return 'stop';
       }
       if (stats.done) p.target = p.done;
-      await nextFrame();
-    }
+      return p.state === 'running' && p.done < p.target ? undefined : 'stop';
+    });
     if (p.done >= p.target) {
       p.state = 'idle';
       p.started = false;

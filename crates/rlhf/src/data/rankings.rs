@@ -131,6 +131,20 @@ impl RankingSet {
     }
 }
 
+/// Refuses `k` answers sampled to be ranked outside 1 to [`Ranking::MAX_COMPLETIONS`]: a ranking
+/// orders at most that many, so more could never be ranked. `what` names the setting as the
+/// person set it. (Groups for GRPO and RLOO are not ranked and go further:
+/// [`crate::memory::sizes::check_answers_per_prompt`].)
+pub fn check_answers_to_rank(k: usize, what: &str) -> Result<(), crate::checkpoint::TrainError> {
+    if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
+        let most = Ranking::MAX_COMPLETIONS;
+        return Err(crate::checkpoint::TrainError::Setting(format!(
+            "{what} = {k}: sample 1 to {most} answers per prompt to rank (a ranking orders at most {most})"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +213,14 @@ mod tests {
         assert!(summary.starts_with("2 rankings skipped (ranking 2: completion 0 is"), "{summary}");
         assert_eq!(set.calibration_set().len(), 12);
         assert_eq!(set.train_pairs(), 6);
+    }
+
+    #[test]
+    fn answers_to_rank_stop_where_a_ranking_does() {
+        assert!(check_answers_to_rank(1, "K").is_ok());
+        assert!(check_answers_to_rank(Ranking::MAX_COMPLETIONS, "K").is_ok());
+        assert!(check_answers_to_rank(0, "K").is_err());
+        let message = check_answers_to_rank(Ranking::MAX_COMPLETIONS + 1, "-k").unwrap_err().to_string();
+        assert!(message.contains("-k = 10:") && message.contains("at most 9"), "{message}");
     }
 }

@@ -61,6 +61,19 @@ impl MethodSettings {
         }
     }
 
+    /// The settings a resumed run takes from these rather than from its checkpoint (a changed
+    /// other one is refused by the edge that can tell: the CLI's run record).
+    pub const APPLIED_ON_RESUME: [&str; 1] = ["iterations"];
+
+    /// Iterations in all, for the sampling methods (DPO's length is its epochs).
+    pub fn iterations(&self) -> Option<usize> {
+        match self {
+            Self::Ppo(s) => Some(s.iterations),
+            Self::Group(s) => Some(s.iterations),
+            Self::Dpo(_) => None,
+        }
+    }
+
     /// Answer tokens a rollout may sample (none for DPO, which samples nothing).
     pub fn max_new_tokens(&self) -> Option<usize> {
         match self {
@@ -228,11 +241,13 @@ impl PolicyTrainer {
         })
     }
 
-    /// A `method` run continued from its checkpoint, with its settings (`inputs.policy` is not
-    /// used: the checkpoint holds the policy).
-    pub async fn resume(method: Method, checkpoint: &TrainCheckpoint, inputs: PolicyInputs) -> Result<Self, TrainError> {
+    /// A run of `settings`' method continued from its checkpoint, with the checkpoint's settings
+    /// but those of [`MethodSettings::APPLIED_ON_RESUME`] (how many iterations it runs in all).
+    /// `inputs.policy` is not used: the checkpoint holds the policy.
+    pub async fn resume(settings: &MethodSettings, checkpoint: &TrainCheckpoint, inputs: PolicyInputs) -> Result<Self, TrainError> {
         let SpecialIds { eos, pad } = inputs.special;
-        Ok(match method {
+        let method = settings.method();
+        let mut run = match method {
             Method::Ppo => {
                 let models =
                     PpoModels { reward: inputs.reward(method)?, sft: inputs.sft, config: inputs.config, value: None, policy: None };
@@ -243,7 +258,11 @@ impl PolicyTrainer {
                 Self::Group(Box::new(GroupTrainer::resume(checkpoint, inputs.sft, reward, inputs.prompts, eos, pad)?))
             }
             Method::Dpo => Self::Dpo(Box::new(DpoTrainer::resume(checkpoint, &inputs.sft, inputs.rankings, inputs.held_out, pad).await?)),
-        })
+        };
+        if let Some(iterations) = settings.iterations() {
+            run.set_iterations(iterations);
+        }
+        Ok(run)
     }
 
     pub fn method(&self) -> Method {
