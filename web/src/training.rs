@@ -9,9 +9,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use tinyrlhf_data::Ranking;
 use tinyrlhf_model::ScalarModel;
-use tinyrlhf_rlhf::{
-    Method, MethodSettings, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, TrainCheckpoint, Trainer, with_changes,
-};
+use tinyrlhf_rlhf::{Method, MethodSettings, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, Trainer, with_changes};
 use wasm_bindgen::prelude::*;
 
 use crate::{Model, Session, State, js, json_value, promise, sft, to_json};
@@ -44,8 +42,6 @@ struct RunPlan {
     total: usize,
     /// Whether it continues from this method's saved policy (else it starts at SFT).
     continues: bool,
-    /// The step an unfinished run was resumed at, from its checkpoint (optimizer state included).
-    resumed_at: Option<usize>,
     train: Option<usize>,
     held_out: Option<usize>,
     pairs: Option<usize>,
@@ -124,36 +120,18 @@ impl Session {
 
     /// Starts a `method` run ("ppo", "grpo", "rloo" or "dpo") from that method's policy (SFT at
     /// first): the sampling methods on `prompts` (JSON list) against the reward model, DPO on
-    /// `rankings` (JSON list). `changes_json`: the settings the person changed. With `checkpoint`
-    /// (what `runCheckpoint` gave during an unfinished run of this method) the run continues where
-    /// it stopped, as the CLI's `--resume` does: its policy, optimizer state, step and settings.
-    /// Resolves to the run's plan, `{method, total (steps still to run), continues, resumed_at,
-    /// train, held_out, pairs, skipped}`.
+    /// `rankings` (JSON list). `changes_json`: the settings the person changed. Resolves to the
+    /// run's plan, `{method, total, continues, train, held_out, pairs, skipped}`.
     #[wasm_bindgen(js_name = startTraining)]
-    pub fn start_training(
-        &self,
-        method: String,
-        prompts_json: String,
-        rankings_json: String,
-        changes_json: String,
-        checkpoint: Option<Vec<u8>>,
-    ) -> js_sys::Promise {
+    pub fn start_training(&self, method: String, prompts_json: String, rankings_json: String, changes_json: String) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let method: Method = method.parse().map_err(js)?;
             let settings = MethodSettings::with_changes(method, &changes(&changes_json)?).map_err(js)?;
             let model = sft(&state)?;
             let start = state.borrow().policies.get(method.name()).cloned();
-            let mut plan = RunPlan {
-                method,
-                total: 0,
-                continues: start.is_some() || checkpoint.is_some(),
-                resumed_at: None,
-                train: None,
-                held_out: None,
-                pairs: None,
-                skipped: None,
-            };
+            let mut plan =
+                RunPlan { method, total: 0, continues: start.is_some(), train: None, held_out: None, pairs: None, skipped: None };
             let mut inputs = PolicyInputs {
                 policy: start,
                 reward: state.borrow().reward.clone(),
@@ -168,16 +146,8 @@ impl Session {
                     (inputs.rankings, inputs.held_out) = (set.train, set.held_out);
                 }
             }
-            let mut run = match checkpoint {
-                Some(bytes) => {
-                    let checkpoint = TrainCheckpoint::from_bytes(&bytes).map_err(js)?;
-                    let run = PolicyTrainer::resume(&settings, &checkpoint, inputs).await.map_err(js)?;
-                    plan.resumed_at = Some(run.steps_done());
-                    run
-                }
-                None => PolicyTrainer::new(settings, inputs).await.map_err(js)?,
-            };
-            plan.total = run.total_steps().saturating_sub(run.steps_done());
+            let mut run = PolicyTrainer::new(settings, inputs).await.map_err(js)?;
+            plan.total = run.total_steps();
             if let Some(peers) = state.borrow().peers.clone() {
                 run.set_peers(peers);
             }
@@ -211,20 +181,6 @@ impl Session {
             s.policies.insert(name, run.policy());
             s.run = Some(run);
             json_value(&stats)
-        })
-    }
-
-    /// The current run's checkpoint as one file's bytes (policy or adapters, optimizer state, step,
-    /// settings; PPO's value model): `startTraining` continues the run from it after a reload.
-    #[wasm_bindgen(js_name = runCheckpoint)]
-    pub fn run_checkpoint(&self) -> js_sys::Promise {
-        let state = self.state.clone();
-        promise(async move {
-            let run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
-            let checkpoint = run.checkpoint().await;
-            state.borrow_mut().run = Some(run);
-            let bytes = checkpoint.and_then(|c| c.to_bytes()).map_err(js)?;
-            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }
 

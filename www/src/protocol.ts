@@ -114,8 +114,6 @@ export interface Ready {
   rewardCurve: Point[];
   /** Each saved policy's training curve, by name. */
   curves: Record<string, Point[]>;
-  /** Methods whose run stopped before its end (a reload, a closed tab): Run continues it from its checkpoint. */
-  unfinished: string[];
   /** Each sampling method's rollout answers so far, by name. */
   samples: Record<string, Sample[]>;
   view: PageView;
@@ -192,8 +190,6 @@ export interface RunPlan {
   method: Method;
   total: number;
   continues: boolean;
-  /** The step an unfinished run continued at, from its checkpoint (optimizer state included). */
-  resumed_at: number | null;
   train: number | null;
   held_out: number | null;
   pairs: number | null;

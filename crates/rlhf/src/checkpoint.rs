@@ -25,57 +25,6 @@ pub struct TrainCheckpoint {
     pub adapter: Option<Vec<u8>>,
 }
 
-/// The parts of a checkpoint in one file, each under its name as a byte tensor.
-const PARTS: [&str; 7] = ["config", "weights", "optimizer", "state", "value_weights", "value_optimizer", "adapter"];
-
-impl TrainCheckpoint {
-    /// The whole checkpoint as one safetensors file of byte tensors, one per part: what the page
-    /// keeps in IndexedDB to continue a run after a reload (the CLI keeps the parts as files).
-    pub fn to_bytes(&self) -> Result<Vec<u8>, TrainError> {
-        let value = self.value.as_ref();
-        let parts: [Option<&[u8]>; 7] = [
-            Some(self.config_json.as_bytes()),
-            self.weights.as_deref(),
-            Some(&self.optimizer),
-            Some(self.state_json.as_bytes()),
-            value.map(|v| &v.weights[..]),
-            value.map(|v| &v.optimizer[..]),
-            self.adapter.as_deref(),
-        ];
-        let mut views = Vec::new();
-        for (name, bytes) in PARTS.into_iter().zip(parts) {
-            let Some(bytes) = bytes else { continue };
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![bytes.len()], bytes)
-                .map_err(|e| TrainError::Checkpoint(format!("{name}: {e}")))?;
-            views.push((name, view));
-        }
-        safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint(e.to_string()))
-    }
-
-    /// A checkpoint from [`Self::to_bytes`]; an error names the part that is missing or unreadable.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TrainError> {
-        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| TrainError::Checkpoint(format!("not a checkpoint: {e}")))?;
-        let part = |name: &str| file.tensor(name).ok().map(|t| t.data().to_vec());
-        let needed = |name: &str| part(name).ok_or_else(|| TrainError::Checkpoint(format!("the checkpoint has no {name}")));
-        let text = |name: &str| {
-            String::from_utf8(needed(name)?).map_err(|e| TrainError::Checkpoint(format!("the checkpoint's {name} is not UTF-8: {e}")))
-        };
-        let value = match (part("value_weights"), part("value_optimizer")) {
-            (Some(weights), Some(optimizer)) => Some(ValueCheckpoint { weights, optimizer }),
-            (None, None) => None,
-            _ => return Err(TrainError::Checkpoint("the checkpoint has half a value model".into())),
-        };
-        Ok(Self {
-            config_json: text("config")?,
-            weights: part("weights"),
-            optimizer: needed("optimizer")?,
-            state_json: text("state")?,
-            value,
-            adapter: part("adapter"),
-        })
-    }
-}
-
 /// The value model's part of a PPO checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValueCheckpoint {
@@ -116,37 +65,4 @@ pub fn optimizer_from_bytes(optimizer: burn::optim::ModuleOptimizer, bytes: &[u8
     optimizer
         .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn checkpoint(value: bool, lora: bool) -> TrainCheckpoint {
-        TrainCheckpoint {
-            config_json: "{\"n_layer\": 2}".into(),
-            weights: (!lora).then(|| vec![1, 2, 3]),
-            optimizer: vec![4; 10],
-            state_json: "{\"step\": 7}".into(),
-            value: value.then(|| ValueCheckpoint { weights: vec![5, 6], optimizer: vec![] }),
-            adapter: lora.then(|| vec![8, 9]),
-        }
-    }
-
-    #[test]
-    fn a_checkpoint_comes_back_whole_from_its_one_file() {
-        for (value, lora) in [(false, false), (true, false), (false, true), (true, true)] {
-            let saved = checkpoint(value, lora);
-            assert_eq!(TrainCheckpoint::from_bytes(&saved.to_bytes().unwrap()).unwrap(), saved);
-        }
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_checkpoint_is_refused_naming_what_is_missing() {
-        let message = TrainCheckpoint::from_bytes(b"not safetensors").unwrap_err().to_string();
-        assert!(message.contains("not a checkpoint"), "{message}");
-        let empty = safetensors::serialize(Vec::<(&str, safetensors::tensor::TensorView)>::new(), None).unwrap();
-        let message = TrainCheckpoint::from_bytes(&empty).unwrap_err().to_string();
-        assert!(message.contains("has no config"), "{message}");
-    }
 }

@@ -188,7 +188,7 @@ function refresh() {
 app.listeners.push(refresh);
 
 /** Rust's defaults into every knob; what an earlier visit saw (curves, answers, results, the reward model's accuracy) back in place. */
-export function restore({ defaults, rewardCurve, curves, unfinished, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'unfinished' | 'samples' | 'view'>) {
+export function restore({ defaults, rewardCurve, curves, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'samples' | 'view'>) {
   fillDefaults(defaults, 'reward', 'rm', RM_KNOBS);
   for (const p of panels.values()) {
     fillDefaults(defaults, p.view.name, p.view.name, p.view.knobs);
@@ -208,9 +208,7 @@ export function restore({ defaults, rewardCurve, curves, unfinished, samples, vi
     p.done = curve.length;
     p.samples?.replaceChildren();
     for (const sample of samples[p.view.name] ?? []) addSample(p, sample);
-    const unit = `${curve.length} ${p.view.unit}${curve.length === 1 ? '' : 's'} so far`;
-    if (unfinished.includes(p.view.name)) p.status.textContent = `${unit}, the run unfinished: Run continues it where it stopped (its settings and optimizer state too).`;
-    else if (curve.length) p.status.textContent = `${unit}; Run continues from the saved policy.`;
+    if (curve.length) p.status.textContent = `${curve.length} ${p.view.unit}s so far; Run continues from the saved policy.`;
   }
   showResults(view.results);
   if (view.demoStatus) show($('demo-status'), view.demoStatus);
@@ -353,12 +351,10 @@ async function runNow(p: Panel, changed: Record<string, number>, judged: boolean
   app.changed();
   try {
     if (!p.started) {
-      // A new run continues from this method's saved policy; an unfinished one (after a reload)
-      // from its checkpoint, as the CLI's --resume does.
+      // A new run (or the first after a reload) continues from this method's saved policy.
       const plan = await call({ type: 'startTraining', method, changes: { ...changes(method, p.view.knobs), ...changed } });
       p.started = true;
       p.target = p.done + plan.total;
-      if (plan.resumed_at !== null) p.status.textContent = `continuing the unfinished run at ${p.view.unit} ${plan.resumed_at}, with its own settings…`;
       if (plan.skipped) p.status.textContent = plan.skipped;
     }
     const step = () => {

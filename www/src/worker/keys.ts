@@ -7,10 +7,8 @@ export const curveKey = (name: string) => `curve:${name}`;
 export const samplesKey = (name: string) => `samples:${name}`;
 /** A LoRA policy's adapter files (null without LoRA): the merged weights alone cannot give them back. */
 export const adapterKey = (name: string) => `adapter:${name}`;
-/** An unfinished run's checkpoint (optimizer state and step too): gone when the run ends. */
-export const checkpointKey = (name: string) => `checkpoint:${name}`;
 /** Everything saved of one policy: dropping a policy drops all of it. */
-export const policyKeys = (name: string) => [policyKey(name), curveKey(name), samplesKey(name), adapterKey(name), checkpointKey(name)];
+export const policyKeys = (name: string) => [policyKey(name), curveKey(name), samplesKey(name), adapterKey(name)];
 export const VIEW = 'view';
 
 /** Before several methods, the one policy (PPO's) was saved as 'policy' with its 'ppo-curve'. */

@@ -6,7 +6,7 @@ import init, { Session, checkRanking, defaults, limits, modelFootprint, parseDem
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, update } from './store';
 import { chooseBackend, devices, measured } from './backend';
-import { adapterKey, checkpointKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_CURVE, samplesKey, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
+import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_CURVE, samplesKey, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
 import { Team } from './team';
 import { asBlob, loadFolder, upload } from './weights';
 
@@ -111,13 +111,11 @@ async function start(force: string | null, models: string, workers: number | nul
   const hasReward = await restore(REWARD, [REWARD, REWARD_CURVE], 'The saved reward model', (bytes) => s.loadReward(config, bytes), dropped);
   const policies: string[] = [];
   const curves: Record<string, Point[]> = {};
-  const unfinished: string[] = [];
   for (const name of [...settings.methods.map((m) => m.name), 'imported']) {
     const adapter = (await load<Adapter | null>(adapterKey(name)))?.config;
     if (await restore(policyKey(name), policyKeys(name), `The saved ${name.toUpperCase()} policy`, (bytes) => s.loadPolicy(name, config, bytes, adapter), dropped)) {
       policies.push(name);
       curves[name] = await curve(curveKey(name));
-      if ((await load<unknown>(checkpointKey(name))) instanceof Uint8Array) unfinished.push(name);
     }
   }
   if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
@@ -140,7 +138,6 @@ async function start(force: string | null, models: string, workers: number | nul
     policies,
     rewardCurve: await curve(REWARD_CURVE),
     curves,
-    unfinished,
     samples,
     view: (await load<PageView>(VIEW)) ?? {},
     limits: JSON.parse(limits()),
@@ -314,12 +311,9 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   points.push(pointOf(stats, points.length + 1));
   const samples = (await load<Sample[]>(samplesKey(method))) ?? [];
   if (stats.sample) samples.push({ index: points.length, ...stats.sample });
-  // The policy after this step, its curve and answers, and the run's checkpoint until it ends (a
-  // reload continues from it), in one transaction.
+  // The policy after this step, its curve and answers, in one transaction.
   const { weights, adapter } = await savedPolicy(method);
-  const saved = { [policyKey(method)]: weights, [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples };
-  if (stats.done) await update(saved, [checkpointKey(method)]);
-  else await save({ ...saved, [checkpointKey(method)]: await need().runCheckpoint() });
+  await save({ [policyKey(method)]: weights, [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples });
   return stats;
 }
 
@@ -394,9 +388,7 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       const samples = settings.methods.find((m) => m.name === request.method)?.samples_answers;
       const prompts = !samples ? '[]' : ownPrompts ? JSON.stringify(ownPrompts) : trainingPrompts(2000, 0n);
       const rankings = samples ? '[]' : JSON.stringify(await allRankings());
-      // An unfinished run of this method (its checkpoint is kept until its last step) continues.
-      const checkpoint = (await load<Uint8Array>(checkpointKey(request.method))) ?? null;
-      const args = [request.method, prompts, rankings, JSON.stringify(request.changes), checkpoint] as const;
+      const args = [request.method, prompts, rankings, JSON.stringify(request.changes)] as const;
       if (team) {
         const policy = await savedPolicy(request.method).catch(() => null);
         await beginRun(await weightsOrNull(() => need().rewardWeights()), policy && { name: request.method, weights: policy.weights, adapter: policy.adapter?.config });
