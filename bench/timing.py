@@ -17,7 +17,9 @@ def use_device(name):
         torch.backends.cuda.matmul.allow_tf32 = False  # f32 as tinyrlhf computes it, not TF32
         torch.backends.cudnn.allow_tf32 = False
         return f"PyTorch {torch.__version__} CUDA on {torch.cuda.get_device_name(DEVICE)}, f32 (TF32 off)"
-    return f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads"
+    # The SIMD level of PyTorch's own CPU kernels (its ATen dispatch), beside tinyrlhf's in `compare`.
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"PyTorch {torch.__version__} CPU ({capability} kernels), {torch.get_num_threads()} threads"
 
 
 def device():
@@ -106,10 +108,13 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
     for r in rows:
         theirs, ratio = (f"{r['torch_tok_s']:>12.0f}", f"{r['ratio']:>14.2f}x") if r["torch_tok_s"] else (f"{'-':>12}", f"{'-':>15}")
         print(f"{r['preset']:<13} {r['figure']:<18} {r['batch']:>5} {r['tinyrlhf_tok_s']:>15.0f} {theirs} {ratio}")
-    bandwidth = out["memory_bandwidth_gb_s"]
+    bandwidth, machine = out["memory_bandwidth_gb_s"], out.get("machine", {})
     print(f"(lora_dpo_step's batch is pairs; tinyrlhf on {backend}; the host's memory bandwidth by a copy: "
           f"{bandwidth:.1f} GB/s)")
+    if machine:
+        print(f"measured on {machine['cpu']}, {machine['threads']} threads; tinyrlhf's CPU matrix kernels: "
+              f"gemm, {machine['simd']}")
     if json_out:
         with open(json_out, "w") as f:
-            json.dump({"backend": backend, "torch_device": str(DEVICE), "memory_bandwidth_gb_s": bandwidth,
+            json.dump({"backend": backend, "torch_device": str(DEVICE), "machine": machine, "memory_bandwidth_gb_s": bandwidth,
                        "rows": rows}, f, indent=1)

@@ -78,6 +78,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, String>>()?;
     let mut runs = vec![];
     let bandwidth = memory_bandwidth_gb_s();
+    let machine = crate::machine::Machine::here();
+    if !args.json {
+        println!("{machine}; memory bandwidth by a copy: {bandwidth:.1} GB/s");
+    }
     for &backend in &args.backend {
         let device = backend.device()?;
         crate::kernels::count(backend != Backend::Cpu);
@@ -90,7 +94,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
     }
     if args.json {
-        println!("{}", serde_json::json!({"impl": "tinyrlhf", "memory_bandwidth_gb_s": bandwidth, "runs": runs}));
+        println!("{}", serde_json::json!({"impl": "tinyrlhf", "machine": machine, "memory_bandwidth_gb_s": bandwidth, "runs": runs}));
     }
     Ok(())
 }

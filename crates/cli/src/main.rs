@@ -15,6 +15,7 @@ mod files;
 mod group;
 mod kernels;
 mod lora;
+mod machine;
 mod outputs;
 mod policy;
 mod ppo;
