@@ -77,7 +77,7 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
         ),
         (
             ["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "100000", "--out", "run"].map(str::to_owned).to_vec(),
-            "-k = 100000: answers per prompt must be 1 to 64",
+            "-k = 100000: sample 1 to 9 answers per prompt to rank",
         ),
         (
             ["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "--max-new-tokens", "124", "--out", "run"]
