@@ -10,6 +10,7 @@
 use tinyrlhf_data::Ranking;
 use tinyrlhf_tokenizer::Tokenizer;
 
+use crate::checkpoint::TrainError;
 use crate::data::examples::Example;
 
 /// One ranking as token ids: each completion is the whole chat (prompt, response, and EOS unless
@@ -135,10 +136,10 @@ impl RankingSet {
 /// orders at most that many, so more could never be ranked. `what` names the setting as the
 /// person set it. (Groups for GRPO and RLOO are not ranked and go further:
 /// [`crate::memory::sizes::check_answers_per_prompt`].)
-pub fn check_answers_to_rank(k: usize, what: &str) -> Result<(), crate::checkpoint::TrainError> {
+pub fn check_answers_to_rank(k: usize, what: &str) -> Result<(), TrainError> {
     if !(1..=Ranking::MAX_COMPLETIONS).contains(&k) {
         let most = Ranking::MAX_COMPLETIONS;
-        return Err(crate::checkpoint::TrainError::Setting(format!(
+        return Err(TrainError::Setting(format!(
             "{what} = {k}: sample 1 to {most} answers per prompt to rank (a ranking orders at most {most})"
         )));
     }
