@@ -545,6 +545,7 @@ impl PpoTrainer {
         let value_norm = clip_on_device(&self.value, &mut value_grads, s.max_grad_norm).unwrap_or_else(zero);
         self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
         self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
+        crate::step::grads::dispatch(device)?;
         Ok(Tensor::cat(vec![numbers, policy_norm.detach(), value_norm.detach()], 0))
     }
 
