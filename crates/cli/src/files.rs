@@ -446,11 +446,23 @@ pub fn with_sample_text(mut line: serde_json::Value, tokenizer: &Tokenizer) -> s
     line
 }
 
+/// Appends one line to `metrics.jsonl` in one write. A line a kill cut short (the file does not
+/// end in a newline) is dropped first, so the file stays a line of JSON per step.
 pub fn append_metrics(path: &Path, line: &serde_json::Value) -> Result<()> {
-    use std::io::Write;
-    let mut file =
-        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    writeln!(file, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).map_err(failed)?;
+    let len = file.metadata().map_err(failed)?.len();
+    if len > 0 {
+        let mut last = [0u8];
+        file.seek(SeekFrom::Start(len - 1)).and_then(|_| file.read_exact(&mut last)).map_err(failed)?;
+        if last[0] != b'\n' {
+            let text = std::fs::read(path).map_err(failed)?;
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(whole as u64).map_err(failed)?;
+        }
+    }
+    file.write_all(format!("{line}\n").as_bytes()).map_err(failed)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! This is an edge: it owns files, flags, progress bars and the choice of backend; the stages
 //! themselves live in the library crates and take bytes and devices.
 
+mod allocator;
 mod backend;
 mod bench;
 mod bench_methods;
@@ -104,6 +105,7 @@ impl Command {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
