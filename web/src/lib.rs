@@ -438,6 +438,13 @@ pub fn model_footprint(config_json: &[u8]) -> Result<String, JsError> {
     to_json(&tinyrlhf_rlhf::check_fits_tab(&config, None).map_err(js)?)
 }
 
+/// Whether a file starting with `head` is a GGUF model, by its bytes: Ollama keeps its models as
+/// `sha256-…` blobs with no extension.
+#[wasm_bindgen(js_name = isGguf)]
+pub fn is_gguf(head: &[u8]) -> bool {
+    tinyrlhf_model::is_gguf(head)
+}
+
 /// Prompts from a file's bytes (JSONL of `{"prompt"}` or one per line) as a JSON list; the error
 /// names `file`, line and field.
 #[wasm_bindgen(js_name = parsePrompts)]

@@ -269,6 +269,8 @@ export type Request =
   | { type: 'forgetTraining' }
   /** The person's model folder replaces the shipped model (and what was trained from it). */
   | { type: 'checkModel'; config: Uint8Array }
+  /** Whether a picked file is a GGUF model, by its first bytes (any name). */
+  | { type: 'isGguf'; head: Uint8Array }
   | { type: 'useModel'; name: string; files: ModelFolder }
   | { type: 'shippedModel' }
   | { type: 'usePrompts'; file: string; bytes: Uint8Array }
@@ -312,6 +314,7 @@ export interface Responses {
   importPolicy: null;
   forgetTraining: null;
   checkModel: Footprint;
+  isGguf: boolean;
   useModel: null;
   shippedModel: null;
   usePrompts: string[];

@@ -94,7 +94,7 @@ onEvent((event) => {
   show(view.message, `${reading.what}: ${megabytes(event.loaded)} of ${megabytes(event.total)} MB read (${Math.round((100 * event.loaded) / Math.max(event.total, 1))}%)…`);
 });
 
-/** One `.gguf` file (llama.cpp's, Ollama's, LM Studio's): the whole model in one. */
+/** One GGUF file (llama.cpp's, Ollama's, LM Studio's): the whole model in one. */
 async function ggufFolder(file: File): Promise<[string, ModelFolder]> {
   // Whether the tab can hold it is decided in Rust as soon as the file's header has been read.
   reading = { what: `Reading your GGUF file (${megabytes(file.size)} MB)` };
@@ -106,7 +106,7 @@ async function ggufFolder(file: File): Promise<[string, ModelFolder]> {
 async function hfFolder(files: File[]): Promise<[string, ModelFolder]> {
   const [config, weights, tokenizer] = ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => pick(files, n));
   const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((_, i) => ![config, weights, tokenizer][i]);
-  if (missing.length) throw new Error(`choose the folder's files, or one .gguf file: ${missing.join(', ')} missing (tokenizer_config.json, chat_template.jinja and generation_config.json too, when it has them)`);
+  if (missing.length) throw new Error(`choose the folder's files, or one GGUF file: ${missing.join(', ')} missing (tokenizer_config.json, chat_template.jinja and generation_config.json too, when it has them)`);
   // The config alone says whether the tab can hold the model: refuse before reading the weights.
   const configBytes = (await bytes(config))!;
   const footprint = await call({ type: 'checkModel', config: configBytes });
@@ -127,7 +127,9 @@ async function hfFolder(files: File[]): Promise<[string, ModelFolder]> {
 view.files.addEventListener('change', async () => {
   const files = [...(view.files.files ?? [])];
   view.files.value = '';
-  const gguf = files.find((f) => /\.gguf$/i.test(f.name));
+  // A GGUF file is known by its bytes, whatever its name: Ollama's blobs are `sha256-…`.
+  const heads = await Promise.all(files.map(async (f) => call({ type: 'isGguf', head: new Uint8Array(await f.slice(0, 4).arrayBuffer()) })));
+  const gguf = files.find((_, i) => heads[i]);
   try {
     const [name, folder] = gguf ? await ggufFolder(gguf) : await hfFolder(files);
     await call({ type: 'useModel', name, files: folder });
