@@ -108,6 +108,21 @@ fn run_and_kill(args: &[&str], dir: &Path, out: &Path, kill: Kill, limit: Durati
     true
 }
 
+/// The world's data files, small: what every run here reads.
+fn make_world(dir: &Path) {
+    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "24", "--prompts", "6", "--heldout", "4"], dir);
+}
+
+/// A LoRA SFT of `steps` steps on the world's demos, saving at every step into `out`.
+fn lora_sft<'a>(sft: &'a str, steps: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec!["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", steps, "--save-every", "1", "--lora-rank", "4", "--out", out]
+}
+
+/// The `--out` of a run's arguments.
+fn out_of<'a>(args: &[&'a str]) -> &'a str {
+    args[args.iter().position(|a| *a == "--out").unwrap() + 1]
+}
+
 fn contents(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -117,7 +132,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
     let dir = fresh_dir("kills");
     let sft = shipped_sft();
     let sft = sft.to_str().unwrap();
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "24", "--prompts", "6", "--heldout", "4"], &dir);
+    make_world(&dir);
     ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "6", "--out", "s.jsonl"], &dir);
     ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
     // An earlier output of the same kind, next to the ones being killed: it must stay as it is.
@@ -133,25 +148,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
             vec!["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "6", "--save-every", "1", "--out", "full"],
             true,
         ),
-        (
-            "a LoRA SFT (checkpoints, the adapter)",
-            vec![
-                "sft",
-                "--model",
-                sft,
-                "--demos",
-                "world/demos.jsonl",
-                "--steps",
-                "6",
-                "--save-every",
-                "1",
-                "--lora-rank",
-                "4",
-                "--out",
-                "lora",
-            ],
-            true,
-        ),
+        ("a LoRA SFT (checkpoints, the adapter)", lora_sft(sft, "6", "lora"), true),
         (
             "a LoRA DPO (checkpoints, the adapter)",
             vec![
@@ -203,7 +200,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
         })
         .collect();
     for (_, args, _) in &kinds {
-        let out = args[args.iter().position(|a| *a == "--out").unwrap() + 1];
+        let out = out_of(args);
         let path = dir.join(out);
         let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
     }
@@ -216,7 +213,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
         let k = kill % kinds.len();
         let (what, args, resumes) = &kinds[k];
         let mut args = args.clone();
-        let out = dir.join(args[args.iter().position(|a| *a == "--out").unwrap() + 1]);
+        let out = dir.join(out_of(&args));
         if *resumes && !ended[k] {
             args.push("--resume");
         } else if *resumes {
@@ -237,7 +234,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
         if *resumes && !ended[k] {
             args.push("--resume");
         } else if *resumes {
-            let out = args[args.iter().position(|a| *a == "--out").unwrap() + 1];
+            let out = out_of(&args);
             let _ = std::fs::remove_dir_all(dir.join(out));
         }
         let out = tinyrlhf(&args, &dir);
@@ -279,27 +276,8 @@ fn a_full_disk_is_refused_naming_the_file_and_the_last_checkpoint_stays_loadable
     let dir = fresh_dir("full-disk");
     let sft = shipped_sft();
     let sft = sft.to_str().unwrap();
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "24", "--prompts", "6", "--heldout", "4"], &dir);
-    let run = |out: &str, steps: &str| {
-        tinyrlhf(
-            &[
-                "sft",
-                "--model",
-                sft,
-                "--demos",
-                "world/demos.jsonl",
-                "--steps",
-                steps,
-                "--save-every",
-                "1",
-                "--lora-rank",
-                "4",
-                "--out",
-                out,
-            ],
-            &dir,
-        )
-    };
+    make_world(&dir);
+    let run = |out: &str, steps: &str| tinyrlhf(&lora_sft(sft, steps, out), &dir);
     // A disk that holds a run after its first save, and not much more: the second save (a new
     // checkpoint is written whole before the old one goes) runs out of room.
     assert!(run("probe", "1").status.success());
@@ -325,25 +303,7 @@ fn a_full_disk_is_refused_naming_the_file_and_the_last_checkpoint_stays_loadable
     // What was saved before the disk filled is whole, and the run continues from it elsewhere.
     assert!(copied.unwrap().success());
     check_whole(&saved, "a full disk");
-    let resumed = ok(
-        &[
-            "sft",
-            "--model",
-            sft,
-            "--demos",
-            "world/demos.jsonl",
-            "--steps",
-            "6",
-            "--save-every",
-            "1",
-            "--lora-rank",
-            "4",
-            "--out",
-            "saved",
-            "--resume",
-        ],
-        &dir,
-    );
+    let resumed = ok(&[lora_sft(sft, "6", "saved"), vec!["--resume"]].concat(), &dir);
     assert!(resumed.contains("resum"), "the saved run should resume from its checkpoint:\n{resumed}");
     std::fs::remove_dir_all(dir).ok();
 }
