@@ -10,6 +10,7 @@ use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
 use serde_json::json;
 use tinyrlhf_data::{Ranking, read_preferences};
+use tinyrlhf_model::FamilyConfig;
 use tinyrlhf_model::{GgufHeader, GgufModel, GptConfig, LlamaConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
 use tinyrlhf_rlhf::load_gguf_model;
 use tinyrlhf_tokenizer::Tokenizer;

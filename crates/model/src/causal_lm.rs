@@ -13,10 +13,11 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, GptConfig};
 use crate::embedding::TokenEmbedding;
+use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::gemma3::Gemma3;
 use crate::gemma3_config::Gemma3Config;
 use crate::gpt::Gpt;
-use crate::kv_cache::{KvCache, LayerCache, attention_bias};
+use crate::kv_cache::{KvCache, attention_bias};
 use crate::llama::Llama;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
 use crate::packed::PackedWeight;
@@ -33,24 +34,61 @@ pub enum CausalLm {
     Gemma3(Gemma3),
 }
 
+/// `$body` with `$m` bound to the family's model (or config) inside `$value`, whatever its variant;
+/// with `=> $to`, the result wrapped in `$to`'s variant of the same name. The one list of families
+/// a new one joins (with its variants below and its line in [`hf_layout`]).
+macro_rules! each_family {
+    (config $value:expr, |$m:ident| $body:expr) => {
+        match $value {
+            ModelConfig::Gpt2($m) => $body,
+            ModelConfig::Llama($m) => $body,
+            ModelConfig::Gemma3($m) => $body,
+        }
+    };
+    ($value:expr, $from:ident => $to:ident, |$m:ident| $body:expr) => {
+        match $value {
+            $from::Gpt2($m) => $to::Gpt2($body),
+            $from::Llama($m) => $to::Llama($body),
+            $from::Gemma3($m) => $to::Gemma3($body),
+        }
+    };
+    ($value:expr, |$m:ident| $body:expr) => {
+        match $value {
+            CausalLm::Gpt2($m) => $body,
+            CausalLm::Llama($m) => $body,
+            CausalLm::Gemma3($m) => $body,
+        }
+    };
+}
+
+/// The HF layout of the family whose `CausalLm` variant burn names `variant` in a parameter path.
+pub(crate) fn hf_layout(variant: &str) -> Option<HfLayout> {
+    match variant {
+        "Gpt2" => Some(Gpt::HF),
+        "Llama" => Some(Llama::HF),
+        "Gemma3" => Some(Gemma3::HF),
+        _ => None,
+    }
+}
+
+fn layout_of<F: Family>(_: &F) -> HfLayout {
+    F::HF
+}
+
+fn name_of<F: Family>(_: &F) -> &'static str {
+    F::NAME
+}
+
 impl CausalLm {
     /// The model with `f` applied to each attention and MLP projection (LoRA's targets), with its
     /// HF module name (`model.layers.0.self_attn.q_proj`).
     pub(crate) fn map_projections(self, mut f: impl FnMut(&str, Projection) -> Projection) -> Self {
-        match self {
-            Self::Gpt2(m) => Self::Gpt2(m.map_projections(&mut f)),
-            Self::Llama(m) => Self::Llama(m.map_projections(&mut f)),
-            Self::Gemma3(m) => Self::Gemma3(m.map_projections(&mut f)),
-        }
+        each_family!(self, CausalLm => CausalLm, |m| m.map_projections(&mut f))
     }
 
     /// The model with `f` applied to its token embedding (GPT-2's stays burn's: it is never packed).
     pub(crate) fn map_embedding(self, f: impl FnOnce(TokenEmbedding) -> TokenEmbedding) -> Self {
-        match self {
-            Self::Gpt2(m) => Self::Gpt2(m),
-            Self::Llama(m) => Self::Llama(Llama { embed_tokens: f(m.embed_tokens), ..m }),
-            Self::Gemma3(m) => Self::Gemma3(Gemma3 { embed_tokens: f(m.embed_tokens), ..m }),
-        }
+        each_family!(self, CausalLm => CausalLm, |m| m.map_embedding(f))
     }
 
     /// The weights kept in their file's precision (handles: clones share the bytes).
@@ -82,55 +120,36 @@ impl CausalLm {
     }
 
     pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.vocab_size(),
-            Self::Llama(m) => m.vocab_size(),
-            Self::Gemma3(m) => m.vocab_size(),
-        }
+        each_family!(self, |m| m.vocab_size())
     }
 
     /// The most tokens a row may hold.
     pub fn context_length(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.context_length(),
-            Self::Llama(m) => m.context_length(),
-            Self::Gemma3(m) => m.context_length(),
-        }
+        each_family!(self, |m| m.context_length())
     }
 
     /// Width of the hidden states.
     pub fn width(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.width(),
-            Self::Llama(m) => m.width(),
-            Self::Gemma3(m) => m.width(),
-        }
+        each_family!(self, |m| m.width())
     }
 
     /// `gpt2`, `llama` (which covers Qwen2 and Qwen3: the weights alone do not tell them apart)
     /// or `gemma3`.
     pub fn family(&self) -> &'static str {
-        match self {
-            Self::Gpt2(_) => "gpt2",
-            Self::Llama(_) => "llama",
-            Self::Gemma3(_) => "gemma3",
-        }
+        each_family!(self, |m| name_of(m))
+    }
+
+    /// How Hugging Face names its weights and what PEFT adapts in it.
+    pub fn hf_layout(&self) -> HfLayout {
+        each_family!(self, |m| layout_of(m))
     }
 
     pub fn num_layers(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.h.len(),
-            Self::Llama(m) => m.layers.len(),
-            Self::Gemma3(m) => m.layers.len(),
-        }
+        each_family!(self, |m| m.num_layers())
     }
 
     pub fn device(&self) -> Device {
-        match self {
-            Self::Gpt2(m) => m.device(),
-            Self::Llama(m) => m.device(),
-            Self::Gemma3(m) => m.device(),
-        }
+        each_family!(self, |m| m.device())
     }
 
     /// Hidden states after the final norm, `[batch, seq, d_model]`.
@@ -140,7 +159,7 @@ impl CausalLm {
     pub fn forward(&self, input_ids: Tensor<2, Int>, position_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
         let [_, t] = input_ids.dims();
         let bias = attention_bias(attention_mask, t, t, &input_ids.device());
-        self.run(input_ids, position_ids, bias, None)
+        each_family!(self, |m| m.run(input_ids, position_ids, bias, None))
     }
 
     /// Like [`CausalLm::forward`] for the new tokens only, attending also to everything in
@@ -153,44 +172,23 @@ impl CausalLm {
         cache: &mut KvCache,
     ) -> Tensor<3> {
         let bias = cache.extend(attention_mask, self.num_layers());
-        self.run(input_ids, position_ids, bias, Some(&mut cache.layers))
-    }
-
-    fn run(
-        &self,
-        input_ids: Tensor<2, Int>,
-        position_ids: Tensor<2, Int>,
-        bias: Tensor<4>,
-        caches: Option<&mut Vec<LayerCache>>,
-    ) -> Tensor<3> {
-        match self {
-            Self::Gpt2(m) => m.run(input_ids, position_ids, bias, caches),
-            Self::Llama(m) => m.run(input_ids, position_ids, bias, caches),
-            Self::Gemma3(m) => m.run(input_ids, position_ids, bias, caches),
-        }
+        each_family!(self, |m| m.run(input_ids, position_ids, bias, Some(&mut cache.layers)))
     }
 
     /// The LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match self {
-            Self::Gpt2(m) => m.logits(hidden),
-            Self::Llama(m) => m.logits(hidden),
-            Self::Gemma3(m) => m.logits(hidden),
-        }
+        each_family!(self, |m| m.logits(hidden))
     }
 
     /// The LM head's weight, for products with its token rows ([`LmHead`]), when the logits are
     /// the plain product `hidden @ W` (no bias); `None` when they are not (soft-capped logits).
     pub fn head(&self) -> Option<LmHead> {
-        let own_or_tied = |head: &Option<Projection>, embedding: &TokenEmbedding, device: &Device| match head {
-            Some(head) => LmHead::Columns(head.weight_val(device)),
-            None => embedding.head(device),
-        };
-        match self {
-            Self::Gpt2(m) => Some(LmHead::Rows(m.wte.weight.val())),
-            Self::Llama(m) => Some(own_or_tied(&m.lm_head, &m.embed_tokens, &m.device())),
-            Self::Gemma3(m) => m.final_softcap.is_none().then(|| own_or_tied(&m.lm_head, &m.embed_tokens, &m.device())),
-        }
+        each_family!(self, |m| m.head())
+    }
+
+    /// The same model without an LM head of its own (a reward or value model reads hidden states).
+    pub fn without_head(self) -> Self {
+        each_family!(self, CausalLm => CausalLm, |m| m.without_head())
     }
 }
 
@@ -251,11 +249,7 @@ impl ModelConfig {
     }
 
     pub fn to_json(&self) -> String {
-        match self {
-            Self::Gpt2(c) => c.to_json(),
-            Self::Llama(c) => serde_json::to_string_pretty(c).expect("a config always serialises"),
-            Self::Gemma3(c) => serde_json::to_string_pretty(c).expect("a config always serialises"),
-        }
+        each_family!(config self, |c| c.to_json())
     }
 
     /// A preset by name: `tiny`, `small`, `gpt2-124m` (GPT-2), `llama-tiny`, `smollm2-135m` (Llama),
@@ -284,96 +278,55 @@ impl ModelConfig {
 
     /// `model_type`: `gpt2`, `llama`, `qwen2`, `qwen3` or `gemma3_text`.
     pub fn architecture(&self) -> &str {
-        match self {
-            Self::Gpt2(_) => "gpt2",
-            Self::Llama(c) => &c.model_type,
-            Self::Gemma3(c) => &c.model_type,
-        }
+        each_family!(config self, |c| c.architecture())
     }
 
     /// `gpt2`, `llama` or `gemma3`, as [`CausalLm::family`].
     pub fn family(&self) -> &'static str {
-        match self {
-            Self::Gpt2(_) => "gpt2",
-            Self::Llama(_) => "llama",
-            Self::Gemma3(_) => "gemma3",
+        fn name<C: FamilyConfig>(_: &C) -> &'static str {
+            C::Model::NAME
         }
+        each_family!(config self, |c| name(c))
     }
 
     /// Attention (query) heads.
     pub fn heads(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.n_head,
-            Self::Llama(c) => c.num_attention_heads,
-            Self::Gemma3(c) => c.num_attention_heads,
-        }
+        each_family!(config self, |c| c.heads())
     }
 
     pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.vocab_size,
-            Self::Llama(c) => c.vocab_size,
-            Self::Gemma3(c) => c.vocab_size,
-        }
+        each_family!(config self, |c| c.vocab_size())
     }
 
     pub fn context_length(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.n_positions,
-            Self::Llama(c) => c.max_position_embeddings,
-            Self::Gemma3(c) => c.max_position_embeddings,
-        }
+        each_family!(config self, |c| c.context_length())
     }
 
     pub fn width(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.n_embd,
-            Self::Llama(c) => c.hidden_size,
-            Self::Gemma3(c) => c.hidden_size,
-        }
+        each_family!(config self, |c| c.width())
     }
 
     pub fn num_layers(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.n_layer,
-            Self::Llama(c) => c.num_hidden_layers,
-            Self::Gemma3(c) => c.num_hidden_layers,
-        }
+        each_family!(config self, |c| c.num_layers())
     }
 
     /// Key/value heads (as many as query heads without grouped-query attention).
     pub fn kv_heads(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.n_head,
-            Self::Llama(c) => c.kv_heads(),
-            Self::Gemma3(c) => c.kv_heads(),
-        }
+        each_family!(config self, |c| c.kv_heads())
     }
 
     /// Width of one layer's keys (or values) per token: what a KV cache holds per token and layer.
     pub fn kv_width(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.n_embd,
-            Self::Llama(c) => c.kv_heads() * c.head_dim(),
-            Self::Gemma3(c) => c.kv_heads() * c.head_dim,
-        }
+        each_family!(config self, |c| c.kv_heads() * c.head_dim())
     }
 
     /// Width of the MLP's inner activations.
     pub fn mlp_width(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.mlp_width(),
-            Self::Llama(c) => c.intermediate_size,
-            Self::Gemma3(c) => c.intermediate_size,
-        }
+        each_family!(config self, |c| c.mlp_width())
     }
 
     pub fn num_params(&self) -> usize {
-        match self {
-            Self::Gpt2(c) => c.num_params(),
-            Self::Llama(c) => c.num_params(),
-            Self::Gemma3(c) => c.num_params(),
-        }
+        each_family!(config self, |c| c.num_params())
     }
 
     /// What two models must share to read the same tokens into the same hidden states:
@@ -384,64 +337,25 @@ impl ModelConfig {
 
     /// Sets dropout (GPT-2 only: the other families here have none).
     pub fn with_dropout(self, p: f64) -> Self {
-        match self {
-            Self::Gpt2(c) => Self::Gpt2(c.with_dropout(p)),
-            other => other,
-        }
+        each_family!(self, ModelConfig => ModelConfig, |c| c.with_dropout(p))
     }
 
     /// Records the special token ids, as HF's config carries them.
     pub fn with_special_tokens(self, pad: u32, eos: u32) -> Self {
-        match self {
-            Self::Gpt2(c) => Self::Gpt2(c.with_special_tokens(pad, eos)),
-            Self::Llama(c) => Self::Llama(c.with_special_tokens(pad, eos)),
-            Self::Gemma3(c) => Self::Gemma3(c.with_special_tokens(pad, eos)),
-        }
+        each_family!(self, ModelConfig => ModelConfig, |c| c.with_special_tokens(pad, eos))
     }
 
     /// This architecture with every option it has (biases, norms, grouped heads, rope scaling, tied
-    /// head) and its widths, cut to 2 layers, a 256-token vocabulary and a 64-token context: the
-    /// same kernels as the full model at a size any device holds in a moment (a check of a
-    /// backend's arithmetic runs on it).
+    /// head, kinds of layer) and its widths, cut to 2 layers, a 256-token vocabulary and a 64-token
+    /// context: the same kernels as the full model at a size any device holds in a moment (a check
+    /// of a backend's arithmetic runs on it).
     pub fn miniature(&self) -> Self {
-        const LAYERS: usize = 2;
-        const VOCAB: usize = 256;
-        const CONTEXT: usize = 64;
-        match self {
-            Self::Gpt2(c) => {
-                let mut c = c.clone();
-                (c.n_layer, c.vocab_size, c.n_positions) = (c.n_layer.min(LAYERS), c.vocab_size.min(VOCAB), c.n_positions.min(CONTEXT));
-                Self::Gpt2(c)
-            }
-            Self::Llama(c) => {
-                let mut c = c.clone();
-                c.num_hidden_layers = c.num_hidden_layers.min(LAYERS);
-                (c.vocab_size, c.max_position_embeddings) = (c.vocab_size.min(VOCAB), c.max_position_embeddings.min(CONTEXT));
-                if let Some(kinds) = &mut c.layer_types {
-                    kinds.truncate(LAYERS);
-                }
-                Self::Llama(c)
-            }
-            Self::Gemma3(c) => {
-                // Both kinds of layer, whatever the pattern: a sliding one and a full one.
-                let mut c = c.clone();
-                c.num_hidden_layers = c.num_hidden_layers.min(LAYERS);
-                (c.vocab_size, c.max_position_embeddings) = (c.vocab_size.min(VOCAB), c.max_position_embeddings.min(CONTEXT));
-                c.layer_types =
-                    Some(vec![crate::gemma3_config::SLIDING.into(), crate::gemma3_config::FULL.into()][..c.num_hidden_layers].to_vec());
-                c.sliding_window = c.sliding_window.min(CONTEXT / 4);
-                Self::Gemma3(c)
-            }
-        }
+        each_family!(self.clone(), ModelConfig => ModelConfig, |c| c.miniature(2, 256, 64))
     }
 
     /// A freshly initialised model of this shape.
     pub fn init(&self, device: &Device) -> CausalLm {
-        match self {
-            Self::Gpt2(c) => CausalLm::Gpt2(c.init(device)),
-            Self::Llama(c) => CausalLm::Llama(c.init(device)),
-            Self::Gemma3(c) => CausalLm::Gemma3(c.init(device)),
-        }
+        each_family!(self, ModelConfig => CausalLm, |c| c.init(device))
     }
 }
 
@@ -469,11 +383,7 @@ impl ScalarModel {
     /// Puts a fresh head on `transformer` (its LM head, if it has its own, is dropped): weight
     /// ~ N(0, 1/sqrt(d + 1)) as in the RLHF papers' reward heads, bias 0.
     pub fn new(transformer: CausalLm) -> Self {
-        let transformer = match transformer {
-            CausalLm::Llama(m) => CausalLm::Llama(m.without_head()),
-            CausalLm::Gemma3(m) => CausalLm::Gemma3(m.without_head()),
-            gpt => gpt,
-        };
+        let transformer = transformer.without_head();
         let (d, device) = (transformer.width(), transformer.device());
         let std = 1.0 / ((d + 1) as f64).sqrt();
         let score = Linear {

@@ -17,7 +17,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::causal_lm::{CausalLm, ModelConfig, ScalarModel};
+use crate::causal_lm::{CausalLm, ModelConfig, ScalarModel, hf_layout};
 use crate::config::ConfigError;
 use crate::embedding::TokenEmbedding;
 use crate::packed::PackedWeight;
@@ -63,13 +63,18 @@ type Result<T> = std::result::Result<T, CheckpointError>;
 /// transposed (`nn.Linear`'s `[out, in]`).
 pub(crate) fn hf_name(path: &[String]) -> (String, bool) {
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
-    let (name, linear) = match parts.as_slice() {
-        ["Gpt2", rest @ ..] | ["transformer", "Gpt2", rest @ ..] => (format!("transformer.{}", rest.join(".")), false),
-        ["Llama" | "Gemma3", "lm_head", rest @ ..] => (format!("lm_head.{}", rest.join(".")), true),
-        ["Llama" | "Gemma3", rest @ ..] | ["transformer", "Llama" | "Gemma3", rest @ ..] => {
-            (format!("model.{}", rest.join(".")), !matches!(rest.first(), Some(&"embed_tokens")))
+    // A language model's path starts with its variant (`Llama.layers.0...`), a scalar model's with
+    // `transformer.` then the variant; the head of either sits outside the family's prefix.
+    let (family, rest) = match parts.as_slice() {
+        ["transformer", variant, rest @ ..] | [variant, rest @ ..] if hf_layout(variant).is_some() => (hf_layout(variant), rest),
+        other => (None, other),
+    };
+    let (name, linear) = match (family, rest) {
+        (Some(layout), ["lm_head", head @ ..]) => (format!("lm_head.{}", head.join(".")), !layout.fan_in_fan_out),
+        (Some(layout), rest) => {
+            (format!("{}.{}", layout.prefix, rest.join(".")), !layout.fan_in_fan_out && !matches!(rest.first(), Some(&"embed_tokens")))
         }
-        other => (other.join("."), matches!(other.first(), Some(&"score"))),
+        (None, other) => (other.join("."), matches!(other.first(), Some(&"score"))),
     };
     for (burn, hf) in [(".gamma", ".weight"), (".beta", ".bias")] {
         if let Some(stem) = name.strip_suffix(burn) {

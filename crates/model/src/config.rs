@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::family::FamilyConfig;
+
 /// Shape and hyper-parameters of a GPT-2 model, in HF's `config.json` keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
@@ -132,39 +134,11 @@ impl GptConfig {
         }
     }
 
-    /// Sets the three dropout probabilities at once (pretraining may use it; RLHF stages keep 0).
-    pub fn with_dropout(mut self, p: f64) -> Self {
-        self.embd_pdrop = p;
-        self.attn_pdrop = p;
-        self.resid_pdrop = p;
-        self
-    }
-
-    /// Records the special token ids, as HF's config carries them.
-    pub fn with_special_tokens(mut self, pad: u32, eos: u32) -> Self {
-        self.pad_token_id = Some(pad);
-        self.eos_token_id = Some(eos);
-        self.bos_token_id = Some(eos);
-        self
-    }
-
-    pub fn mlp_width(&self) -> usize {
-        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
-    }
-
     /// Parses `config.json` bytes and checks the model is one this crate computes exactly.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
         let config: Self = serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a config always serialises")
     }
 
     /// Upper bounds far above any GPT-2-family model (GPT-2 XL: 48 layers, d 1600, vocabulary
@@ -223,15 +197,6 @@ impl GptConfig {
             return bad("layer_norm_epsilon", format!("{} must be a small positive number", self.layer_norm_epsilon));
         }
         check_param_count(self.num_params(), "n_layer")
-    }
-
-    /// Parameter count (the tied head counted once).
-    /// Counted in u128 so any config from a file, however absurd, gives a number, not an
-    /// overflow (usize is 32 bits on wasm32); saturates at `usize::MAX`.
-    pub fn num_params(&self) -> usize {
-        let [v, p, d, l, m] = [self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.mlp_width()].map(|x| x as u128);
-        let block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d);
-        usize::try_from(v * d + p * d + l * block + 2 * d).unwrap_or(usize::MAX)
     }
 }
 

@@ -17,10 +17,11 @@ use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::embedding::TokenEmbedding;
-use crate::gemma3_config::{Gemma3Config, SLIDING};
+use crate::family::{Family, FamilyConfig, HfLayout};
+use crate::gemma3_config::{FULL, Gemma3Config, SLIDING};
 use crate::kv_cache::{LayerCache, window_bias};
-use crate::llama::grouped_attention;
-use crate::projection::{Projection, project, project_together, rows, rows_together};
+use crate::llama::{Llama, grouped_attention, map_layer_projections, own_or_tied_head};
+use crate::projection::{LmHead, Projection, project, project_together, rows, rows_together};
 use crate::rope::{Rotary, apply_rope};
 
 /// HF's initialisation: N(0, 0.02) weights, zero biases (norms start at zero: they scale by 1 + w).
@@ -156,9 +157,81 @@ pub struct Gemma3 {
     pub rotary_full: Rotary,
 }
 
-impl Gemma3Config {
-    /// A freshly initialised model of this shape.
-    pub fn init(&self, device: &Device) -> Gemma3 {
+impl FamilyConfig for Gemma3Config {
+    type Model = Gemma3;
+
+    fn architecture(&self) -> &str {
+        &self.model_type
+    }
+
+    fn heads(&self) -> usize {
+        self.num_attention_heads
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn context_length(&self) -> usize {
+        self.max_position_embeddings
+    }
+
+    fn width(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+
+    fn mlp_width(&self) -> usize {
+        self.intermediate_size
+    }
+
+    fn num_params(&self) -> usize {
+        let [v, d, m, l, h, kv, hd] = [
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim,
+        ]
+        .map(|x| x as u128);
+        let bias = if self.attention_bias { h * hd + 2 * kv * hd + d } else { 0 };
+        let attention = 2 * d * h * hd + 2 * d * kv * hd + bias + 2 * hd;
+        let block = attention + 3 * d * m + 4 * d;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        usize::try_from(v * d + l * block + d + head).unwrap_or(usize::MAX)
+    }
+
+    fn with_special_tokens(mut self, pad: u32, eos: u32) -> Self {
+        self.pad_token_id = Some(pad.into());
+        self.eos_token_id = Some(eos.into());
+        self
+    }
+
+    /// Both kinds of layer, whatever the pattern: a sliding one then a full one, and a window
+    /// shorter than the context.
+    fn miniature(mut self, layers: usize, vocab: usize, context: usize) -> Self {
+        self.num_hidden_layers = self.num_hidden_layers.min(layers);
+        (self.vocab_size, self.max_position_embeddings) = (self.vocab_size.min(vocab), self.max_position_embeddings.min(context));
+        let kinds = (0..self.num_hidden_layers).map(|i| if i % 2 == 0 { SLIDING } else { FULL }.to_owned());
+        self.layer_types = Some(kinds.collect());
+        self.sliding_window = self.sliding_window.min(context / 4);
+        self
+    }
+
+    fn init(&self, device: &Device) -> Gemma3 {
         let (d, m, eps) = (self.hidden_size, self.intermediate_size, self.rms_norm_eps);
         let norm = || GemmaRmsNorm::new(d, eps, device);
         let (rotary_sliding, rotary_full) = self.rotaries();
@@ -190,55 +263,60 @@ impl Gemma3Config {
             rotary_full,
         }
     }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises")
+    }
 }
 
-impl Gemma3 {
-    /// The model with `f` applied to each attention and MLP projection (LoRA's targets; not the
-    /// LM head), with its HF module name.
-    pub(crate) fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
+impl Family for Gemma3 {
+    const NAME: &'static str = "gemma3";
+    const HF: HfLayout = Llama::HF;
+
+    fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
         let layers = self
             .layers
             .into_iter()
             .enumerate()
             .map(|(i, layer)| {
-                let mut f = |part: &str, projection| f(&format!("model.layers.{i}.{part}"), projection);
                 let SelfAttention { q_proj, k_proj, v_proj, o_proj, .. } = layer.self_attn;
-                let (q_proj, k_proj) = (f("self_attn.q_proj", q_proj), f("self_attn.k_proj", k_proj));
-                let (v_proj, o_proj) = (f("self_attn.v_proj", v_proj), f("self_attn.o_proj", o_proj));
-                let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
                 let Mlp { gate_proj, up_proj, down_proj } = layer.mlp;
-                let mlp = Mlp {
-                    gate_proj: f("mlp.gate_proj", gate_proj),
-                    up_proj: f("mlp.up_proj", up_proj),
-                    down_proj: f("mlp.down_proj", down_proj),
-                };
-                DecoderLayer { self_attn, mlp, ..layer }
+                let ([q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj]) =
+                    map_layer_projections(i, [q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj], f);
+                let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
+                DecoderLayer { self_attn, mlp: Mlp { gate_proj, up_proj, down_proj }, ..layer }
             })
             .collect();
         Self { layers, ..self }
     }
 
-    pub fn vocab_size(&self) -> usize {
+    fn map_embedding(self, f: impl FnOnce(TokenEmbedding) -> TokenEmbedding) -> Self {
+        Self { embed_tokens: f(self.embed_tokens), ..self }
+    }
+
+    fn vocab_size(&self) -> usize {
         self.embed_tokens.dims()[0]
     }
 
-    pub fn context_length(&self) -> usize {
+    fn context_length(&self) -> usize {
         self.max_position_embeddings
     }
 
-    pub fn width(&self) -> usize {
+    fn width(&self) -> usize {
         self.embed_tokens.dims()[1]
     }
 
-    pub fn device(&self) -> Device {
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn device(&self) -> Device {
         // The final norm is f32 wherever the model lives; the embedding may be packed on the host.
         self.norm.weight.device()
     }
 
-    /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
-    /// additive attention `bias` (causal and padding; sliding layers add their window); with
-    /// `caches`, the new keys and values join each layer's cache.
-    pub(crate) fn run(
+    /// Sliding layers add their window to `bias`.
+    fn run(
         &self,
         input_ids: Tensor<2, Int>,
         position_ids: Tensor<2, Int>,
@@ -259,8 +337,8 @@ impl Gemma3 {
         self.norm.forward(x)
     }
 
-    /// The LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`, soft-capped when the config says.
-    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+    /// Soft-capped when the config says.
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let flat = hidden.reshape([b * t, d]);
         let logits = match &self.lm_head {
@@ -274,8 +352,12 @@ impl Gemma3 {
         logits.reshape([b, t, self.vocab_size()])
     }
 
-    /// The same model without its LM head (a reward or value model reads hidden states only).
-    pub fn without_head(self) -> Self {
+    /// None when the logits are soft-capped: they are not the plain product.
+    fn head(&self) -> Option<LmHead> {
+        self.final_softcap.is_none().then(|| own_or_tied_head(&self.lm_head, &self.embed_tokens, &self.device()))
+    }
+
+    fn without_head(self) -> Self {
         Self { lm_head: None, ..self }
     }
 }

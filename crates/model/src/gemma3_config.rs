@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::family::FamilyConfig;
 use crate::rope::{RopeParameters, Rotary};
 
 pub const SLIDING: &str = "sliding_attention";
@@ -158,10 +159,6 @@ impl Gemma3Config {
         Ok(config)
     }
 
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads
-    }
-
     /// Each layer's kind, [`SLIDING`] or [`FULL`].
     pub fn layer_kinds(&self) -> Vec<String> {
         match &self.layer_types {
@@ -190,13 +187,6 @@ impl Gemma3Config {
             Rotary { inv_freq: settings.inv_freq(theta, self.head_dim) }
         };
         (rotary(SLIDING), rotary(FULL))
-    }
-
-    /// Records the special token ids, as HF's config carries them.
-    pub fn with_special_tokens(mut self, pad: u32, eos: u32) -> Self {
-        self.pad_token_id = Some(pad.into());
-        self.eos_token_id = Some(eos.into());
-        self
     }
 
     /// Refuses configs this crate does not compute exactly, and shapes past the Llama family's limits.
@@ -274,26 +264,6 @@ impl Gemma3Config {
             })?;
         }
         crate::config::check_param_count(self.num_params(), "num_hidden_layers")
-    }
-
-    /// Parameter count (the head is tied when `tie_word_embeddings`). Counted in u128 so an absurd
-    /// config gives a number.
-    pub fn num_params(&self) -> usize {
-        let [v, d, m, l, h, kv, hd] = [
-            self.vocab_size,
-            self.hidden_size,
-            self.intermediate_size,
-            self.num_hidden_layers,
-            self.num_attention_heads,
-            self.kv_heads(),
-            self.head_dim,
-        ]
-        .map(|x| x as u128);
-        let bias = if self.attention_bias { h * hd + 2 * kv * hd + d } else { 0 };
-        let attention = 2 * d * h * hd + 2 * d * kv * hd + bias + 2 * hd;
-        let block = attention + 3 * d * m + 4 * d;
-        let head = if self.tie_word_embeddings { 0 } else { v * d };
-        usize::try_from(v * d + l * block + d + head).unwrap_or(usize::MAX)
     }
 }
 

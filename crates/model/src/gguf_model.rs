@@ -22,7 +22,7 @@ use crate::packed::PackedWeight;
 
 /// How one architecture a GGUF file may name is laid out, in llama.cpp's terms and HF's.
 #[derive(Debug)]
-struct Family {
+struct GgufFamily {
     /// `general.architecture`.
     gguf: &'static str,
     model_type: &'static str,
@@ -44,11 +44,11 @@ const GEMMA3_NORMS: [(&str, &str); 4] = [
 ];
 
 /// The architectures a GGUF file may name.
-const FAMILIES: [Family; 4] = [
-    Family { gguf: "llama", model_type: "llama", class: "LlamaForCausalLM", norms: &LLAMA_NORMS, permuted: true, norm_shift: 0.0 },
-    Family { gguf: "qwen2", model_type: "qwen2", class: "Qwen2ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
-    Family { gguf: "qwen3", model_type: "qwen3", class: "Qwen3ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
-    Family {
+const FAMILIES: [GgufFamily; 4] = [
+    GgufFamily { gguf: "llama", model_type: "llama", class: "LlamaForCausalLM", norms: &LLAMA_NORMS, permuted: true, norm_shift: 0.0 },
+    GgufFamily { gguf: "qwen2", model_type: "qwen2", class: "Qwen2ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
+    GgufFamily { gguf: "qwen3", model_type: "qwen3", class: "Qwen3ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
+    GgufFamily {
         gguf: "gemma3",
         model_type: "gemma3_text",
         class: "Gemma3ForCausalLM",
@@ -84,7 +84,7 @@ impl GgufModel {
 /// What the header says about turning llama.cpp's tensors into HF's.
 #[derive(Debug)]
 struct Layout {
-    family: &'static Family,
+    family: &'static GgufFamily,
     config: Value,
     /// The rope base and head size, when Llama 3's scaling factors are among the tensors.
     rope_freqs: Option<(f64, usize)>,
@@ -421,7 +421,7 @@ fn packed_projection(tensor: &GgufTensor, bytes: &[u8], layout: &Layout) -> Resu
 
 /// Whether a tensor is an attention or MLP projection's weight, or the token embeddings, stored in a
 /// type other than F32 that the reader dequantizes: those stay packed.
-fn stays_packed(tensor: &GgufTensor, family: &Family) -> bool {
+fn stays_packed(tensor: &GgufTensor, family: &GgufFamily) -> bool {
     let is_projection = tensor.name.starts_with("blk.") && tensor.name.ends_with(".weight") && tensor.shape.len() == 2;
     let is_embedding = tensor.name == "token_embd.weight" && tensor.shape.len() == 2;
     (is_projection || is_embedding)
@@ -431,7 +431,7 @@ fn stays_packed(tensor: &GgufTensor, family: &Family) -> bool {
 }
 
 /// llama.cpp's name for a tensor of a `family` model → HF's.
-fn hf_name(name: &str, family: &Family) -> Result<String, CheckpointError> {
+fn hf_name(name: &str, family: &GgufFamily) -> Result<String, CheckpointError> {
     let unexpected = || CheckpointError::Unexpected {
         name: name.to_owned(),
         hint: format!("llama.cpp names no such tensor in a {} model", family.gguf),

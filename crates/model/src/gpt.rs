@@ -15,8 +15,10 @@ use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::GptConfig;
+use crate::embedding::TokenEmbedding;
+use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::kv_cache::LayerCache;
-use crate::projection::{Projection, project, rows, tied_head};
+use crate::projection::{LmHead, Projection, project, rows, tied_head};
 use crate::recompute::attention;
 
 /// GPT-2's initialisation: N(0, 0.02) weights, zero biases; projections into the residual stream
@@ -143,9 +145,73 @@ pub struct Gpt {
     pub ln_f: LayerNorm,
 }
 
-impl GptConfig {
-    /// A freshly initialised model of this shape.
-    pub fn init(&self, device: &Device) -> Gpt {
+impl FamilyConfig for GptConfig {
+    type Model = Gpt;
+
+    fn architecture(&self) -> &str {
+        "gpt2"
+    }
+
+    fn heads(&self) -> usize {
+        self.n_head
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.n_head
+    }
+
+    fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head.max(1)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn context_length(&self) -> usize {
+        self.n_positions
+    }
+
+    fn width(&self) -> usize {
+        self.n_embd
+    }
+
+    fn num_layers(&self) -> usize {
+        self.n_layer
+    }
+
+    fn mlp_width(&self) -> usize {
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
+    }
+
+    fn num_params(&self) -> usize {
+        let [v, p, d, l, m] = [self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.mlp_width()].map(|x| x as u128);
+        let block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d);
+        usize::try_from(v * d + p * d + l * block + 2 * d).unwrap_or(usize::MAX)
+    }
+
+    fn with_special_tokens(mut self, pad: u32, eos: u32) -> Self {
+        self.pad_token_id = Some(pad);
+        self.eos_token_id = Some(eos);
+        self.bos_token_id = Some(eos);
+        self
+    }
+
+    /// Sets the three dropout probabilities at once (pretraining may use it; RLHF stages keep 0).
+    fn with_dropout(mut self, p: f64) -> Self {
+        self.embd_pdrop = p;
+        self.attn_pdrop = p;
+        self.resid_pdrop = p;
+        self
+    }
+
+    fn miniature(mut self, layers: usize, vocab: usize, context: usize) -> Self {
+        (self.n_layer, self.vocab_size, self.n_positions) =
+            (self.n_layer.min(layers), self.vocab_size.min(vocab), self.n_positions.min(context));
+        self
+    }
+
+    fn init(&self, device: &Device) -> Gpt {
         let embedding = |rows, std| Embedding { weight: Initializer::Normal { mean: 0.0, std }.init([rows, self.n_embd], device) };
         Gpt {
             wte: embedding(self.vocab_size, 0.02),
@@ -162,12 +228,18 @@ impl GptConfig {
             ln_f: layer_norm(self, device),
         }
     }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises")
+    }
 }
 
-impl Gpt {
-    /// The model with `f` applied to each attention and MLP projection (LoRA's targets), with its
-    /// HF module name.
-    pub(crate) fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
+impl Family for Gpt {
+    const NAME: &'static str = "gpt2";
+    /// GPT-2's `Conv1D` keeps `[in, out]`, as burn does: nothing is transposed on the way in or out.
+    const HF: HfLayout = HfLayout { prefix: "transformer", fan_in_fan_out: true, lora_targets: &["c_attn", "c_proj", "c_fc"] };
+
+    fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
         let h = self
             .h
             .into_iter()
@@ -186,26 +258,32 @@ impl Gpt {
         Self { h, ..self }
     }
 
-    pub fn vocab_size(&self) -> usize {
+    /// GPT-2's embedding stays burn's: it is never packed.
+    fn map_embedding(self, _f: impl FnOnce(TokenEmbedding) -> TokenEmbedding) -> Self {
+        self
+    }
+
+    fn vocab_size(&self) -> usize {
         self.wte.weight.dims()[0]
     }
 
-    pub fn context_length(&self) -> usize {
+    fn context_length(&self) -> usize {
         self.wpe.weight.dims()[0]
     }
 
-    pub fn width(&self) -> usize {
+    fn width(&self) -> usize {
         self.wte.weight.dims()[1]
     }
 
-    pub fn device(&self) -> Device {
+    fn num_layers(&self) -> usize {
+        self.h.len()
+    }
+
+    fn device(&self) -> Device {
         self.wte.weight.device()
     }
 
-    /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
-    /// additive attention `bias`; with `caches`, the new keys and values join each layer's cache.
-    /// [`crate::CausalLm::forward`] and `forward_cached` make the bias and the caches.
-    pub(crate) fn run(
+    fn run(
         &self,
         input_ids: Tensor<2, Int>,
         position_ids: Tensor<2, Int>,
@@ -221,11 +299,20 @@ impl Gpt {
         self.ln_f.forward(x)
     }
 
-    /// The tied LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`.
-    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+    /// The tied LM head.
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let wte = self.wte.weight.val(); // [vocab, d]
         let vocab = wte.dims()[0];
         tied_head(hidden.reshape([b * t, d]), wte).reshape([b, t, vocab])
+    }
+
+    fn head(&self) -> Option<LmHead> {
+        Some(LmHead::Rows(self.wte.weight.val()))
+    }
+
+    /// Its head is its embedding: a reward model keeps it and reads hidden states.
+    fn without_head(self) -> Self {
+        self
     }
 }

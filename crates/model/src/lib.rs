@@ -1,5 +1,5 @@
-//! Causal language models for tinyrlhf, in burn: GPT-2 and the Llama family (Llama, Qwen2, Qwen3)
-//! behind one type, reward/value heads, KV cache, sampler, checkpoints and LoRA adapters (PEFT's
+//! Causal language models for tinyrlhf, in burn: GPT-2, the Llama family (Llama, Qwen2, Qwen3) and
+//! Gemma 3 behind one type (each family one file implementing `family.rs`'s traits), reward/value heads, KV cache, sampler, checkpoints and LoRA adapters (PEFT's
 //! layout).
 //!
 //! Boundary: token ids in, logits, scalars and sampled ids out; checkpoints as bytes
@@ -16,6 +16,7 @@ mod choose;
 mod config;
 mod device_read;
 mod embedding;
+mod family;
 mod few_rows;
 mod gemma3;
 mod gemma3_config;
@@ -45,6 +46,7 @@ pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
 pub use embedding::TokenEmbedding;
+pub use family::{Family, FamilyConfig, HfLayout};
 pub use few_rows::split_few_row_products;
 pub use gemma3::Gemma3;
 pub use gemma3_config::Gemma3Config;
@@ -57,8 +59,8 @@ pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use llama_config::{LLAMA_FAMILY, LlamaConfig};
 pub use lora::{
-    LLAMA_LORA_TARGETS, LORA_TARGETS, LoraConfig, has_adapters, is_peft_adapter, load_peft_adapter, load_peft_scalar_adapter,
-    load_scalar_adapter, lora_targets, save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,
+    LoraConfig, has_adapters, is_peft_adapter, load_peft_adapter, load_peft_scalar_adapter, load_scalar_adapter, lora_targets,
+    save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,
 };
 pub use packed::PackedWeight;
 pub use projection::LmHead;

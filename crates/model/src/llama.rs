@@ -16,9 +16,10 @@ use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::embedding::TokenEmbedding;
+use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
-use crate::projection::{Projection, project, project_together, rows, rows_together};
+use crate::projection::{LmHead, Projection, project, project_together, rows, rows_together};
 use crate::recompute::{attention, swiglu};
 use crate::rope::{Rotary, apply_rope};
 
@@ -149,9 +150,80 @@ pub struct Llama {
     pub rotary: Rotary,
 }
 
-impl LlamaConfig {
-    /// A freshly initialised model of this shape.
-    pub fn init(&self, device: &Device) -> Llama {
+impl FamilyConfig for LlamaConfig {
+    type Model = Llama;
+
+    fn architecture(&self) -> &str {
+        &self.model_type
+    }
+
+    fn heads(&self) -> usize {
+        self.num_attention_heads
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn context_length(&self) -> usize {
+        self.max_position_embeddings
+    }
+
+    fn width(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+
+    fn mlp_width(&self) -> usize {
+        self.intermediate_size
+    }
+
+    fn num_params(&self) -> usize {
+        let [v, d, m, l, h, kv, hd] = [
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.kv_heads(),
+            self.head_dim(),
+        ]
+        .map(|x| x as u128);
+        let bias = if self.qkv_bias() { h * hd + 2 * kv * hd } else { 0 } + if self.o_bias() { d } else { 0 };
+        let norms = if self.qk_norm() { 2 * hd } else { 0 };
+        let attention = d * h * hd + 2 * d * kv * hd + h * hd * d + bias + norms;
+        let block = attention + 3 * d * m + 2 * d;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        usize::try_from(v * d + l * block + d + head).unwrap_or(usize::MAX)
+    }
+
+    fn with_special_tokens(mut self, pad: u32, eos: u32) -> Self {
+        self.pad_token_id = Some(pad.into());
+        self.eos_token_id = Some(eos.into());
+        self
+    }
+
+    fn miniature(mut self, layers: usize, vocab: usize, context: usize) -> Self {
+        self.num_hidden_layers = self.num_hidden_layers.min(layers);
+        (self.vocab_size, self.max_position_embeddings) = (self.vocab_size.min(vocab), self.max_position_embeddings.min(context));
+        if let Some(kinds) = &mut self.layer_types {
+            kinds.truncate(layers);
+        }
+        self
+    }
+
+    fn init(&self, device: &Device) -> Llama {
         let (d, m) = (self.hidden_size, self.intermediate_size);
         let norm = || RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device);
         Llama {
@@ -174,55 +246,83 @@ impl LlamaConfig {
             rotary: Rotary { inv_freq: self.inv_freq() },
         }
     }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises")
+    }
 }
 
-impl Llama {
-    /// The model with `f` applied to each attention and MLP projection (LoRA's targets; not the
-    /// LM head), with its HF module name.
-    pub(crate) fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
+/// The projections PEFT adapts in the Llama family and in Gemma 3.
+pub(crate) const LLAMA_LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// The attention and MLP projections of layer `i` of the Llama family or Gemma 3 (their layers name
+/// them alike), through `f` with their HF names.
+pub(crate) fn map_layer_projections(
+    i: usize,
+    [q, k, v, o]: [Projection; 4],
+    [gate, up, down]: [Projection; 3],
+    f: &mut impl FnMut(&str, Projection) -> Projection,
+) -> ([Projection; 4], [Projection; 3]) {
+    let mut f = |part: &str, projection| f(&format!("model.layers.{i}.{part}"), projection);
+    let attention = [f("self_attn.q_proj", q), f("self_attn.k_proj", k), f("self_attn.v_proj", v), f("self_attn.o_proj", o)];
+    (attention, [f("mlp.gate_proj", gate), f("mlp.up_proj", up), f("mlp.down_proj", down)])
+}
+
+/// The LM head's weight of a model with an untied `lm_head` or a head tied to `embed_tokens`.
+pub(crate) fn own_or_tied_head(lm_head: &Option<Projection>, embed_tokens: &TokenEmbedding, device: &Device) -> LmHead {
+    match lm_head {
+        Some(head) => LmHead::Columns(head.weight_val(device)),
+        None => embed_tokens.head(device),
+    }
+}
+
+impl Family for Llama {
+    const NAME: &'static str = "llama";
+    const HF: HfLayout = HfLayout { prefix: "model", fan_in_fan_out: false, lora_targets: &LLAMA_LORA_TARGETS };
+
+    fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
         let layers = self
             .layers
             .into_iter()
             .enumerate()
             .map(|(i, layer)| {
-                let mut f = |part: &str, projection| f(&format!("model.layers.{i}.{part}"), projection);
                 let SelfAttention { q_proj, k_proj, v_proj, o_proj, .. } = layer.self_attn;
-                let (q_proj, k_proj) = (f("self_attn.q_proj", q_proj), f("self_attn.k_proj", k_proj));
-                let (v_proj, o_proj) = (f("self_attn.v_proj", v_proj), f("self_attn.o_proj", o_proj));
-                let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
                 let Mlp { gate_proj, up_proj, down_proj } = layer.mlp;
-                let mlp = Mlp {
-                    gate_proj: f("mlp.gate_proj", gate_proj),
-                    up_proj: f("mlp.up_proj", up_proj),
-                    down_proj: f("mlp.down_proj", down_proj),
-                };
-                DecoderLayer { self_attn, mlp, ..layer }
+                let ([q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj]) =
+                    map_layer_projections(i, [q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj], f);
+                let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
+                DecoderLayer { self_attn, mlp: Mlp { gate_proj, up_proj, down_proj }, ..layer }
             })
             .collect();
         Self { layers, ..self }
     }
 
-    pub fn vocab_size(&self) -> usize {
+    fn map_embedding(self, f: impl FnOnce(TokenEmbedding) -> TokenEmbedding) -> Self {
+        Self { embed_tokens: f(self.embed_tokens), ..self }
+    }
+
+    fn vocab_size(&self) -> usize {
         self.embed_tokens.dims()[0]
     }
 
-    pub fn context_length(&self) -> usize {
+    fn context_length(&self) -> usize {
         self.max_position_embeddings
     }
 
-    pub fn width(&self) -> usize {
+    fn width(&self) -> usize {
         self.embed_tokens.dims()[1]
     }
 
-    pub fn device(&self) -> Device {
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn device(&self) -> Device {
         // The final norm is f32 wherever the model lives; the embedding may be packed on the host.
         self.norm.gamma.device()
     }
 
-    /// Hidden states after the final norm, `[b, t, d]`, of `input_ids` at `position_ids` under the
-    /// additive attention `bias`; with `caches`, the new keys and values join each layer's cache.
-    /// [`crate::CausalLm::forward`] and `forward_cached` make the bias and the caches.
-    pub(crate) fn run(
+    fn run(
         &self,
         input_ids: Tensor<2, Int>,
         position_ids: Tensor<2, Int>,
@@ -238,8 +338,7 @@ impl Llama {
         self.norm.forward(x)
     }
 
-    /// The LM head: hidden `[b, t, d]` -> logits `[b, t, vocab]`.
-    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let vocab = self.vocab_size();
         let flat = hidden.reshape([b * t, d]);
@@ -250,8 +349,11 @@ impl Llama {
         logits.reshape([b, t, vocab])
     }
 
-    /// The same model without its LM head (a reward or value model reads hidden states only).
-    pub fn without_head(self) -> Self {
+    fn head(&self) -> Option<LmHead> {
+        Some(own_or_tied_head(&self.lm_head, &self.embed_tokens, &self.device()))
+    }
+
+    fn without_head(self) -> Self {
         Self { lm_head: None, ..self }
     }
 }

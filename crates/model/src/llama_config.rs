@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::family::FamilyConfig;
 use crate::rope::RopeParameters;
 
 /// The `model_type`s this file describes.
@@ -124,14 +125,6 @@ impl LlamaConfig {
         }
     }
 
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
-    }
-
     /// Qwen2 always has query/key/value biases; Llama and Qwen3 when `attention_bias`.
     pub fn qkv_bias(&self) -> bool {
         self.model_type == "qwen2" || self.attention_bias
@@ -145,13 +138,6 @@ impl LlamaConfig {
     /// Qwen3 normalises each head's queries and keys before the rotation.
     pub fn qk_norm(&self) -> bool {
         self.model_type == "qwen3"
-    }
-
-    /// Records the special token ids, as HF's config carries them.
-    pub fn with_special_tokens(mut self, pad: u32, eos: u32) -> Self {
-        self.pad_token_id = Some(pad.into());
-        self.eos_token_id = Some(eos.into());
-        self
     }
 
     fn rope_settings(&self) -> Option<&RopeParameters> {
@@ -228,26 +214,6 @@ impl LlamaConfig {
         }
         self.rope_settings().cloned().unwrap_or_default().validate(self.default_theta())?;
         crate::config::check_param_count(self.num_params(), "num_hidden_layers")
-    }
-
-    /// Parameter count (a tied head counted once). Counted in u128 so an absurd config gives a number.
-    pub fn num_params(&self) -> usize {
-        let [v, d, m, l, h, kv, hd] = [
-            self.vocab_size,
-            self.hidden_size,
-            self.intermediate_size,
-            self.num_hidden_layers,
-            self.num_attention_heads,
-            self.kv_heads(),
-            self.head_dim(),
-        ]
-        .map(|x| x as u128);
-        let bias = if self.qkv_bias() { h * hd + 2 * kv * hd } else { 0 } + if self.o_bias() { d } else { 0 };
-        let norms = if self.qk_norm() { 2 * hd } else { 0 };
-        let attention = d * h * hd + 2 * d * kv * hd + h * hd * d + bias + norms;
-        let block = attention + 3 * d * m + 2 * d;
-        let head = if self.tie_word_embeddings { 0 } else { v * d };
-        usize::try_from(v * d + l * block + d + head).unwrap_or(usize::MAX)
     }
 }
 

@@ -18,18 +18,9 @@ use serde_json::json;
 use crate::causal_lm::{CausalLm, ScalarModel};
 use crate::checkpoint::{CheckpointError, Weights, WeightsWriter, hf_name};
 
-/// The projections LoRA adapts in GPT-2, by module name (PEFT's `target_modules`).
-pub const LORA_TARGETS: [&str; 3] = ["c_attn", "c_proj", "c_fc"];
-
-/// The projections LoRA adapts in the Llama family and Gemma 3 (PEFT's names for these models).
-pub const LLAMA_LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-
 /// The target modules of `model`'s architecture.
 pub fn lora_targets(model: &CausalLm) -> &'static [&'static str] {
-    match model {
-        CausalLm::Gpt2(_) => &LORA_TARGETS,
-        CausalLm::Llama(_) | CausalLm::Gemma3(_) => &LLAMA_LORA_TARGETS,
-    }
+    model.hf_layout().lora_targets
 }
 
 /// Low-rank adapters' shape: the update of a weight `[in, out]` is `alpha / rank · a @ b`.
@@ -214,8 +205,7 @@ fn peft_config(model: &CausalLm, config: &LoraConfig, task: &str) -> String {
         "lora_alpha": config.alpha,
         "lora_dropout": 0.0,
         "target_modules": lora_targets(model),
-        // GPT-2's Conv1D keeps [in, out]; nn.Linear keeps [out, in].
-        "fan_in_fan_out": matches!(model, CausalLm::Gpt2(_)),
+        "fan_in_fan_out": model.hf_layout().fan_in_fan_out,
         "bias": "none",
         "use_rslora": false,
         "use_dora": false,

@@ -5,6 +5,7 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor};
 use common::{config, model, values};
+use tinyrlhf_model::FamilyConfig;
 use tinyrlhf_model::{CheckpointError, ModelConfig, ScalarModel, left_pad, load_lm, load_scalar_model, save_lm, save_scalar_model};
 
 fn save(lm: &tinyrlhf_model::CausalLm) -> Vec<u8> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use burn::tensor::Device;
+use tinyrlhf_model::FamilyConfig;
 use tinyrlhf_model::{CausalLm, Gpt, GptConfig};
 
 pub const PAD: u32 = 0;

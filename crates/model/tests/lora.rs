@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{config, model, values};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use tinyrlhf_model::FamilyConfig;
 use tinyrlhf_model::{
     CausalLm, LoraConfig, ScalarModel, has_adapters, left_pad, load_lm, load_peft_adapter, load_peft_scalar_adapter, save_lm,
     save_peft_adapter, save_peft_scalar_adapter, with_lora,
