@@ -45,8 +45,9 @@ timed "sample, after SFT" "$bin" sample --model sft "${greedy[@]}" --out after.j
 timed "sample to rank, 4 answers to each of 40 prompts" "$bin" sample --model sft --prompts world/prompts.jsonl -k 4 \
   --max-new-tokens 48 --temperature 1.0 --out samples.jsonl
 "$bin" rank --samples samples.jsonl --labeler polite --out rankings.jsonl
-timed "dpo, LoRA rank 8, 2 epochs" "$bin" dpo --policy sft --rankings rankings.jsonl --lora-rank 8 --lr 5e-4 --beta 0.3 \
-  --epochs 2 --batch 8 --out dpo
+# lr 1e-4 and one epoch: at 5e-4 and two epochs the policy won 97% and never stopped (KL 99.8).
+timed "dpo, LoRA rank 8, 1 epoch" "$bin" dpo --policy sft --rankings rankings.jsonl --lora-rank 8 --lr 1e-4 --beta 0.3 \
+  --epochs 1 --batch 8 --out dpo
 timed "eval, blind against the SFT model" "$bin" eval --model dpo --reference sft --prompts world/heldout.jsonl --labeler polite \
   -k 4 --max-new-tokens 48 --json eval-dpo.json
 
