@@ -8,7 +8,9 @@
 # The Python needs numpy and the `gguf` package (PyPI). Per model and precision: sampling, LoRA DPO
 # (2 rankings of 4 answers of about 240 tokens each, one step), a LoRA reward model, one LoRA GRPO
 # iteration and one LoRA PPO iteration; each a separate process whose peak RSS (GNU time) and wall
-# time are printed, with the DPO step's own time from its metrics. Work files: $TMPDIR/tinyrlhf-quantized.
+# time are printed, with the DPO step's own time from its metrics. When the Python also has torch,
+# transformers and PEFT, the peer's rows follow: the same LoRA DPO step on the same rankings by
+# transformers + PEFT with an f32 and a bf16 base (peer.py). Work files: $TMPDIR/tinyrlhf-quantized.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
@@ -52,4 +54,9 @@ for name in "${models[@]}"; do
     measure "LoRA PPO, 1 iteration (4 prompts, 48 tokens)" "$bin" ppo --policy "$file" --reward rm --prompts prompts.jsonl --lora-rank 8 \
       --iterations 1 --batch 4 --max-new-tokens 48 --out ppo --overwrite
   done
+  if "$python" -c 'import torch, transformers, peft' 2>/dev/null; then
+    for dtype in f32 bf16; do
+      "$python" "$here/peer.py" "$name" "$dtype" rankings.jsonl "$name.q4_0.gguf" 2> peer.log || { cat peer.log; exit 1; }
+    done
+  fi
 done
