@@ -1,6 +1,6 @@
 //! Causal language models for tinyrlhf, in burn: GPT-2, the Llama family (Llama, Qwen2, Qwen3) and
-//! Gemma 3 behind one type (each family one file implementing `family.rs`'s traits), reward/value heads, KV cache, sampler, checkpoints and LoRA adapters (PEFT's
-//! layout).
+//! Gemma 3 behind one type (each family one file implementing `family.rs`'s traits), reward/value
+//! heads, KV cache, sampler, checkpoints and LoRA adapters (PEFT's layout).
 //!
 //! Boundary: token ids in, logits, scalars and sampled ids out; checkpoints as bytes
 //! (HF `config.json` + `model.safetensors`). No text (see `tinyrlhf-tokenizer`), no files, and no
