@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Pairs (chosen and rejected) per LoRA DPO step; 0 skips it.
     #[arg(long, default_value_t = 4)]
     dpo_pairs: usize,
+    /// The LoRA DPO step's activation budget (MiB), as `dpo --activation-budget-mib`.
+    #[arg(long, default_value_t = tinyrlhf_rlhf::DpoConfig::default().activation_budget_mib)]
+    dpo_activation_budget_mib: u64,
     /// Timed training steps (after 2 warm-up steps), also LoRA DPO steps; 0 skips both.
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -157,8 +160,9 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
         let (step, kernels) = train_step_time(config, device, batch, seq, args.steps);
         TrainStep { batch, seq, ms: ms(step), tok_s: (batch * seq) as f64 / step.as_secs_f64(), kernels }
     });
-    let lora_dpo_step =
-        (args.dpo_pairs > 0 && args.steps > 0).then(|| lora_dpo_step(config, device, args.dpo_pairs, args.steps)).transpose()?;
+    let lora_dpo_step = (args.dpo_pairs > 0 && args.steps > 0)
+        .then(|| lora_dpo_step(config, device, args.dpo_pairs, args.dpo_activation_budget_mib, args.steps))
+        .transpose()?;
     let mut generate = vec![];
     for batch in [1, 8].into_iter().filter(|_| args.new_tokens > 0) {
         let model = config.init(device);

@@ -56,7 +56,13 @@ pub(crate) const DPO_ANSWER_TOKENS: usize = 48;
 /// 48-token answers, rank 8 on PEFT's targets. Our trainer scores the reference once per run,
 /// when it is made; TRL's scores it every step, so making the trainer (on exactly one batch of
 /// rankings) is timed as the step's reference forward, and the sum is the step.
-pub(crate) fn lora_dpo_step(config: &ModelConfig, device: &Device, pairs: usize, runs: usize) -> Result<LoraDpoStep, String> {
+pub(crate) fn lora_dpo_step(
+    config: &ModelConfig,
+    device: &Device,
+    pairs: usize,
+    activation_budget_mib: u64,
+    runs: usize,
+) -> Result<LoraDpoStep, String> {
     use tinyrlhf_rlhf::{DpoConfig, DpoTrainer, TokenRanking};
     let lora = LoraConfig::default();
     let seq = PROMPT_LEN + DPO_ANSWER_TOKENS;
@@ -69,7 +75,7 @@ pub(crate) fn lora_dpo_step(config: &ModelConfig, device: &Device, pairs: usize,
             prompt_len: PROMPT_LEN,
         })
         .collect();
-    let settings = DpoConfig { batch_size: pairs, epochs: 1, lora: Some(lora.clone()), ..DpoConfig::default() };
+    let settings = DpoConfig { batch_size: pairs, epochs: 1, lora: Some(lora.clone()), activation_budget_mib, ..DpoConfig::default() };
     let base = config.init(device);
     let (times, counts) = timed_steps(runs, || {
         let start = Instant::now();

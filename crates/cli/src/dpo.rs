@@ -49,6 +49,10 @@ pub struct DpoArgs {
     resume: bool,
     #[arg(long, default_value_t = DpoConfig::default().seed)]
     seed: u64,
+    /// Activations one backward pass may hold (MiB): a step goes through the policy in groups this
+    /// size. More memory, fewer passes.
+    #[arg(long, default_value_t = DpoConfig::default().activation_budget_mib)]
+    activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     #[command(flatten)]
@@ -73,6 +77,7 @@ impl DpoArgs {
             loss: self.loss,
             seed: self.seed,
             lora: self.lora.config(),
+            activation_budget_mib: self.activation_budget_mib,
             ..DpoConfig::default()
         }
     }
