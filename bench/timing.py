@@ -83,8 +83,10 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
     import json
     import subprocess
 
-    out = json.loads(subprocess.run(cmd + ["--backend", backend], check=True, stdout=subprocess.PIPE,
-                                    text=True).stdout)
+    # Only the training step, the LoRA DPO step and decoding have peers here: the per-method figures
+    # (PPO, GRPO, RLOO, DPO iterations) would only lengthen the run (minutes on a software GPU).
+    out = json.loads(subprocess.run(cmd + ["--backend", backend, "--ppo-iterations", "0"], check=True,
+                                    stdout=subprocess.PIPE, text=True).stdout)
     rows = []
     for run in out["runs"]:
         f, preset = run["figures"], run["preset"]
