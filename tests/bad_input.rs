@@ -1,10 +1,11 @@
 //! Generated bad input never panics: random and mutated bytes through every reader of outside data
-//! (rankings/pairs JSONL, `config.json`, `model.safetensors`, `tokenizer.json`, GGUF files) give a value or an
+//! (rankings/pairs JSONL, `config.json` of every family, `model.safetensors`, `tokenizer.json`, GGUF
+//! files with packed weights and SentencePiece vocabularies) give a value or an
 //! error, and never allocate more than the input justifies (an absurd shape is refused before
 //! anything is built). CI runs a bounded number of cases from a fixed seed, so a run is
 //! repeatable; `PROPTEST_CASES` raises the count and `PROPTEST_RNG_SEED` picks another seed.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
@@ -123,6 +124,33 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn a_gemma3_config_from_a_file_is_refused_or_within_the_limits(
+        fields in prop::collection::vec((prop::sample::select(vec!["vocab_size", "max_position_embeddings", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "sliding_window", "sliding_window_pattern", "query_pre_attn_scalar", "rope_theta", "rope_local_base_freq", "final_logit_softcapping"]), number()), 0..9),
+        kinds in prop::option::of(prop::collection::vec(prop::sample::select(vec!["sliding_attention", "full_attention", "chunked_attention", ""]), 0..4)),
+    ) {
+        let mut config = json!({"model_type": "gemma3_text", "vocab_size": 64, "max_position_embeddings": 16, "hidden_size": 16,
+            "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+            "sliding_window": 4});
+        for (field, value) in fields {
+            config[field] = value;
+        }
+        if let Some(kinds) = kinds {
+            config["layer_types"] = json!(kinds);
+        }
+        if let Ok(ModelConfig::Gemma3(c)) = ModelConfig::from_json_bytes(config.to_string().as_bytes()) {
+            prop_assert!(c.num_params() <= GptConfig::MAX_PARAMS);
+            let sizes = [c.vocab_size, c.max_position_embeddings, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.head_dim];
+            for ((field, limit), value) in LlamaConfig::LIMITS.into_iter().zip(sizes) {
+                prop_assert!(value <= limit && value > 0, "{field} = {value} accepted");
+            }
+            let kinds = c.layer_kinds();
+            prop_assert_eq!(kinds.len(), c.num_hidden_layers, "one kind a layer");
+            prop_assert!(kinds.iter().all(|k| k == "sliding_attention" || k == "full_attention"), "{kinds:?} accepted");
+            prop_assert!(c.sliding_window > 0);
+        }
+    }
 }
 
 proptest! {
@@ -150,6 +178,25 @@ proptest! {
         let span = if header_only { GgufHeader::read(&bytes).unwrap().data_start } else { usize::MAX };
         if let Ok(model) = GgufModel::from_bytes(&mutate(bytes, &e, cut, span)) {
             let _ = load_gguf_model(model, &Device::flex());
+        }
+    }
+
+    #[test]
+    fn a_mutated_gemma3_gguf_with_a_sentencepiece_vocabulary_loads_or_is_refused_and_runs((e, cut) in edits(), header_only in any::<bool>()) {
+        // llama.cpp's Q8_0 conversion of the Gemma 3 fixture with a SentencePiece tokenizer: its
+        // projections and embedding stay packed, so a mutated block reaches the packed products.
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/gguf/hf-gemma3-sp.q8_0.gguf")).unwrap();
+        let span = if header_only { GgufHeader::read(&bytes).unwrap().data_start } else { usize::MAX };
+        if let Ok(model) = GgufModel::from_bytes(&mutate(bytes, &e, cut, span)) {
+            let device = Device::flex();
+            if let Ok(loaded) = load_gguf_model(model, &device) {
+                let ids = loaded.tokenizer.encode("hello there").unwrap_or_default();
+                let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).chain([1]).collect();
+                let n = ids.len();
+                let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+                let positions = Tensor::<2, Int>::from_data(TensorData::new((0..n as i64).collect::<Vec<_>>(), [1, n]), &device);
+                let _ = loaded.model.logits(loaded.model.forward(input, positions, None));
+            }
         }
     }
 
