@@ -236,6 +236,29 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   expect(kept).toBeLessThan(readFileSync(downloads['dpo-model.safetensors']).length / 3);
 });
 
+const GEMMA3_GGUF = join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/gguf/hf-gemma3-sp.q8_0.gguf');
+
+test('a Gemma 3 GGUF with a SentencePiece vocabulary loads as gemma3, ranks, tunes with LoRA DPO and exports llama.cpp\'s gemma3 adapter', async ({ page }) => {
+  test.setTimeout(300_000);
+  await ready(page);
+  await openOwnModel(page);
+  await page.locator('#model-files').setInputFiles({ name: 'gemma.q8_0.gguf', mimeType: 'application/octet-stream', buffer: readFileSync(GEMMA3_GGUF) });
+  await expect(page.locator('#model-current')).toContainText('your model', { timeout: 120_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  await expect(page.locator('#model-current')).toContainText('gemma3');
+
+  await rankAndLoraDpo(page);
+  expect(await saved(page, 'adapter:dpo')).toBeTruthy();
+  await page.locator('#export-which').selectOption('dpo');
+  const downloads: Record<string, string> = {};
+  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
+  await page.locator('#export-policy').click();
+  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  const adapter = readFileSync(downloads['dpo-adapter.gguf']);
+  for (const text of ['gemma3', 'adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a']) expect(adapter.includes(Buffer.from(text))).toBe(true);
+  expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('gemma3_text');
+});
+
 test('a model too big for the tab is refused before its weights are read, with the estimate and the limit', async ({ page }) => {
   await ready(page);
   await openOwnModel(page);
