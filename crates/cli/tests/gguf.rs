@@ -84,10 +84,18 @@ fn a_gemma3_gguf_with_a_sentencepiece_vocabulary_goes_through_every_stage_with_l
     ok(&[&grpo[..], &["--prompts-per-iteration", "2", "-k", "2", "--max-new-tokens", "4"], &lora].concat(), &dir);
     let ppo = ["ppo", "--policy", gguf, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "ppo", "--iterations", "1"];
     ok(&[&ppo[..], &["--batch", "2", "--max-new-tokens", "4"], &lora].concat(), &dir);
+    let rloo = ["rloo", "--policy", gguf, "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", "rloo", "--iterations", "1"];
+    ok(&[&rloo[..], &["--prompts-per-iteration", "2", "-k", "2", "--max-new-tokens", "4"], &lora].concat(), &dir);
+    // SFT on demonstrations gives the template-less base its turns; the tuned model samples with them.
+    ok(
+        &[&["sft", "--model", gguf, "--demos", "world/demos.jsonl", "--steps", "2", "--batch", "4", "--out", "sft"][..], &lora].concat(),
+        &dir,
+    );
+    ok(&["sample", "--model", "sft", "--prompts", "world/heldout.jsonl", "-k", "1", "--max-new-tokens", "3", "--out", "after.jsonl"], &dir);
     // Given as a policy, a reward model's folder is refused for what it is.
     let wrong = tinyrlhf(&["sample", "--model", "rm", "--prompts", "world/prompts.jsonl", "--out", "x.jsonl"], &dir);
     assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("SEQ_CLS"), "{wrong:?}");
-    for run in ["dpo", "grpo"] {
+    for run in ["dpo", "grpo", "rloo", "sft"] {
         let bytes = std::fs::read(dir.join(run).join("adapter.gguf")).unwrap();
         let header = tinyrlhf_model::GgufHeader::read(&bytes).unwrap();
         assert_eq!(header.get("general.architecture").and_then(|v| v.as_str()), Some("gemma3"), "{run}");
