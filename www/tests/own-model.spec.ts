@@ -148,6 +148,17 @@ async function loraDpoEpoch(page: Page, timeout: number) {
   await expect(page.locator('#dpo-status')).toContainText('done', { timeout });
 }
 
+/** The DPO policy exported: the merged folder's four files and the adapter (PEFT's two, llama.cpp's
+ * one), by file name, once all seven have arrived. */
+async function exportDpoPolicy(page: Page): Promise<Record<string, string>> {
+  await page.locator('#export-which').selectOption('dpo');
+  const downloads: Record<string, string> = {};
+  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
+  await page.locator('#export-policy').click();
+  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  return downloads;
+}
+
 const LLAMA_FAMILY = process.env.TINYRLHF_LLAMA_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-llama-family');
 
 test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architecture and memory shown, ranks, tunes with LoRA DPO, compares, explains and exports', async ({ page }) => {
@@ -180,12 +191,7 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await expect(page.locator('#ab-score')).toContainText(/in [01] of 1/);
 
   // Exported, the policy is a Llama-family folder under transformers' names (LoRA merged).
-  await page.locator('#export-which').selectOption('dpo');
-  const downloads: Record<string, string> = {};
-  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
-  await page.locator('#export-policy').click();
-  // The merged folder's four files, and the adapter: PEFT's two and llama.cpp's one.
-  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  const downloads = await exportDpoPolicy(page);
   expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('qwen2');
   expect(JSON.parse(readFileSync(downloads['dpo-adapter_config.json'], 'utf8'))).toMatchObject({ peft_type: 'LORA', r: 4 });
   expect(readFileSync(downloads['dpo-adapter.gguf']).subarray(0, 4).toString()).toBe('GGUF');
@@ -221,11 +227,7 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   // After a reload the adapter is still there to export (the merged weights alone cannot give it back).
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 120_000 });
-  await page.locator('#export-which').selectOption('dpo');
-  const downloads: Record<string, string> = {};
-  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
-  await page.locator('#export-policy').click();
-  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  const downloads = await exportDpoPolicy(page);
   const adapter = readFileSync(downloads['dpo-adapter.gguf']);
   expect(adapter.subarray(0, 4).toString()).toBe('GGUF');
   for (const text of ['adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a', 'blk.1.ffn_down.weight.lora_b']) expect(adapter.includes(Buffer.from(text))).toBe(true);
@@ -249,11 +251,7 @@ test('a Gemma 3 GGUF with a SentencePiece vocabulary loads as gemma3, ranks, tun
 
   await rankAndLoraDpo(page);
   expect(await saved(page, 'adapter:dpo')).toBeTruthy();
-  await page.locator('#export-which').selectOption('dpo');
-  const downloads: Record<string, string> = {};
-  page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
-  await page.locator('#export-policy').click();
-  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  const downloads = await exportDpoPolicy(page);
   const adapter = readFileSync(downloads['dpo-adapter.gguf']);
   for (const text of ['gemma3', 'adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a']) expect(adapter.includes(Buffer.from(text))).toBe(true);
   expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('gemma3_text');
