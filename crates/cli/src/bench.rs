@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::activation::log_softmax;
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
-use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
+use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig, SamplingConfig, chosen_token_logprobs, generate};
 
 use crate::backend::Backend;
 use crate::bench_methods::{
@@ -368,16 +367,16 @@ pub(crate) fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) 
 fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> (Duration, Option<f64>) {
     let device = device.clone().autodiff();
     let mut lm = config.init(&device);
-    let mut optim = AdamWConfig::new().init();
+    let mut optim = AdamWSettings::with_weight_decay(1e-4).init();
     let positions: Vec<i64> = (0..batch).flat_map(|_| 0..seq as i64).collect();
     let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, seq]), &device);
     let mut step = |i: usize| {
         let tokens = random_tokens(batch, seq + 1, config.vocab_size(), i);
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [batch, seq + 1]), &device);
         let inputs = tokens.clone().narrow(1, 0, seq);
-        let targets = tokens.narrow(1, 1, seq).reshape([batch, seq, 1]);
+        let targets = tokens.narrow(1, 1, seq).reshape([batch * seq]);
         let logits = lm.logits(lm.forward(inputs, positions.clone(), None)); // [b, t, vocab]
-        let loss = log_softmax(logits, 2).gather(2, targets).mean().neg();
+        let loss = chosen_token_logprobs(logits.reshape([batch * seq, config.vocab_size()]), targets).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &lm);
         lm = optim.step(3e-4, lm.clone(), grads);
         // Reading the loss waits for the device, so the time covers the whole step.

@@ -9,6 +9,7 @@
 //! Reads from the device (`generate`, `save_*`) are async because WebGPU permits no blocking read;
 //! on the CPU backend their futures are ready at once, so native callers can block on them.
 
+mod adamw;
 mod batch;
 mod causal_lm;
 mod checkpoint;
@@ -28,14 +29,17 @@ mod gpt;
 mod kv_cache;
 mod llama;
 mod llama_config;
+mod log_softmax;
 mod lora;
 mod packed;
 mod projection;
 mod recompute;
 mod rope;
+mod row_kernels;
 mod sample;
 mod weights_stream;
 
+pub use adamw::AdamWSettings;
 pub use batch::{LeftPadded, gather_positions, left_pad};
 pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
 pub use checkpoint::{
@@ -58,6 +62,7 @@ pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use llama_config::{LLAMA_FAMILY, LlamaConfig};
+pub use log_softmax::{chosen_token_logprobs, softmax_with_stats};
 pub use lora::{
     LoraConfig, has_adapters, is_peft_adapter, load_peft_adapter, load_peft_scalar_adapter, load_scalar_adapter, lora_targets,
     save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,

@@ -15,12 +15,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{AttentionModuleOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
-use burn::tensor::Tensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention as burn_attention;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::log_softmax::{on_cpu_backend, values};
+use crate::row_kernels;
 
 /// softmax(q k^T / sqrt(head_dim) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`
 /// and an additive `bias` broadcast to `[b, h, t, t_keys]`; the bias gets no gradient.
@@ -43,16 +47,18 @@ pub(crate) fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D
     }
 }
 
-fn on_cpu_backend(device: &burn::tensor::Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
-}
-
 /// The forward passes; the autodiff implementation adds the recomputing backwards.
 #[backend_extension(Flex, Autodiff)]
 pub trait Recomputed: Backend {
     fn recomputed_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>)
     -> FloatTensor<Self>;
     fn recomputed_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `(d gate, d up)` from the output's gradient.
+    fn recomputed_swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl Recomputed for Flex {
@@ -66,13 +72,45 @@ impl Recomputed for Flex {
     }
 
     fn recomputed_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        swiglu_forward::<Self>(gate, up)
+        if !f32_pair(&gate, &up) {
+            return swiglu_by_ops::<Self>(gate, up);
+        }
+        let shape = gate.shape();
+        let out = row_kernels::swiglu(&values(&gate), &values(&up));
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn recomputed_swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !f32_pair(&gate, &up) {
+            return swiglu_backward_by_ops::<Self>(gate, up, grad);
+        }
+        let shape = gate.shape();
+        let (d_gate, d_up) = row_kernels::swiglu_backward(&values(&gate), &values(&up), &values(&grad));
+        (FlexTensor::from_data(TensorData::new(d_gate, shape.clone())), FlexTensor::from_data(TensorData::new(d_up, shape)))
     }
 }
 
-fn swiglu_forward<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
-    let silu = B::float_mul(gate.clone(), B::sigmoid(gate));
-    B::float_mul(silu, up)
+fn f32_pair(gate: &FlexTensor, up: &FlexTensor) -> bool {
+    gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.shape() == up.shape()
+}
+
+/// SwiGLU from burn's ops (for dtypes the kernel does not take).
+fn swiglu_by_ops<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(B::float_mul(gate.clone(), B::sigmoid(gate)), up)
+}
+
+/// SwiGLU's backward from burn's ops (for dtypes the kernel does not take).
+fn swiglu_backward_by_ops<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let s = B::sigmoid(gate.clone());
+    let d_up = B::float_mul(grad.clone(), B::float_mul(gate.clone(), s.clone()));
+    // d silu(g) / dg = s (1 + g (1 - s))
+    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
+    let slope = B::float_mul(s, B::float_add_scalar(B::float_mul(gate, one_minus_s), 1.0.into()));
+    (B::float_mul(B::float_mul(grad, up), slope), d_up)
 }
 
 /// The attention probabilities `[b, h, t, t_keys]`, as the forward computed them.
@@ -115,23 +153,19 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
 #[derive(Debug)]
 struct SwigluBackward;
 
-impl<B: Backend> Backward<B, 2> for SwigluBackward {
+impl<B: Backend + Recomputed> Backward<B, 2> for SwigluBackward {
     type State = [FloatTensor<B>; 2];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [gate, up] = ops.state;
         let grad = grads.consume::<B>(&ops.node);
-        let s = B::sigmoid(gate.clone());
+        let (d_gate, d_up) = B::recomputed_swiglu_backward(gate, up, grad);
         let [gate_parent, up_parent] = ops.parents;
         if let Some(node) = up_parent {
-            let silu = B::float_mul(gate.clone(), s.clone());
-            grads.register::<B>(node.id, B::float_mul(grad.clone(), silu));
+            grads.register::<B>(node.id, d_up);
         }
         if let Some(node) = gate_parent {
-            // d silu(g) / dg = s (1 + g (1 - s))
-            let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
-            let slope = B::float_mul(s, B::float_add_scalar(B::float_mul(gate, one_minus_s), 1.0.into()));
-            grads.register::<B>(node.id, B::float_mul(B::float_mul(grad, up), slope));
+            grads.register::<B>(node.id, d_gate);
         }
     }
 }
@@ -166,6 +200,15 @@ impl<B: Backend + Recomputed, C: CheckpointStrategy> Recomputed for Autodiff<B, 
             }
             OpsKind::UnTracked(prep) => prep.finish(B::recomputed_swiglu(gate, up)),
         }
+    }
+
+    fn recomputed_swiglu_backward(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (d_gate, d_up) = B::recomputed_swiglu_backward(Self::inner(gate), Self::inner(up), Self::inner(grad));
+        (Self::from_inner(d_gate), Self::from_inner(d_up))
     }
 }
 

@@ -14,10 +14,10 @@ use std::ops::Range;
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
+use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -223,7 +223,7 @@ impl DpoTrainer {
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;
         let policy = crate::models::lora::trainable_lm(policy, settings.lora.as_ref());
-        let optim = AdamWConfig::new().with_weight_decay(0.0).init();
+        let optim = AdamWSettings::with_weight_decay(0.0).init();
         Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), group_tokens })
     }
 

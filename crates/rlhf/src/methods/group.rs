@@ -12,10 +12,10 @@
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel};
+use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig, ScalarModel};
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::data::order::epoch_order;
@@ -255,7 +255,7 @@ impl GroupTrainer {
             policy,
             reference: sft,
             reward,
-            optim: AdamWConfig::new().with_weight_decay(0.0).init(),
+            optim: AdamWSettings::with_weight_decay(0.0).init(),
             config,
             settings,
             prompts,

@@ -19,13 +19,13 @@
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
+use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig, ScalarModel};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
@@ -191,8 +191,8 @@ impl PpoTrainer {
             value,
             reference,
             reward,
-            policy_optim: AdamWConfig::new().with_weight_decay(0.0).init(),
-            value_optim: AdamWConfig::new().with_weight_decay(0.0).init(),
+            policy_optim: AdamWSettings::with_weight_decay(0.0).init(),
+            value_optim: AdamWSettings::with_weight_decay(0.0).init(),
             config,
             settings,
             beta,

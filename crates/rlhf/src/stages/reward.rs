@@ -10,10 +10,10 @@ use std::future::Future;
 use std::rc::Rc;
 
 use burn::module::{Module, Param};
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel, left_pad};
+use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig, ScalarModel, left_pad};
 use web_time::Instant;
 
 use crate::checkpoint::TrainError;
@@ -219,7 +219,7 @@ impl RewardTrainer {
         crate::memory::sizes::check_ranking_run(&config, settings.lora.as_ref(), &train, settings.batch_size, "a reward-model step")?;
         let device = model.transformer.device();
         let model = crate::models::lora::trainable_scalar(model, settings.lora.as_ref(), "");
-        let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
+        let optim = AdamWSettings::with_weight_decay(settings.weight_decay).init();
         Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), calibration: vec![] })
     }
 

@@ -9,10 +9,10 @@
 use std::future::Future;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig};
+use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
@@ -164,7 +164,7 @@ impl SupervisedTrainer {
         let longest = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
         crate::memory::sizes::check_training_step(&config, settings.batch_size, longest, "a training step")?;
         let model = crate::models::lora::trainable_lm(model, settings.lora.as_ref());
-        let optim = AdamWConfig::new().with_weight_decay(settings.weight_decay).init();
+        let optim = AdamWSettings::with_weight_decay(settings.weight_decay).init();
         Ok(Self { model, config, optim, settings, examples, pad, step: 0, device, epoch_order: None })
     }
 

@@ -16,9 +16,8 @@
 //! logits' gradient for its own, and soft-capped logits are not a plain product: those take the
 //! direct path, as before.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
-use tinyrlhf_model::{CausalLm, LmHead, PackedWeight};
+use tinyrlhf_model::{CausalLm, LmHead, PackedWeight, softmax_with_stats};
 
 use crate::step::losses::{mean_nll, token_entropy, token_logprobs};
 
@@ -93,11 +92,10 @@ impl Chunks {
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);
             let logits = head.logits(hidden.clone().narrow(0, start, len)) / temperature; // [len, vocab]
-            let logp = log_softmax(logits.clone(), 1); // [len, vocab]
-            lse.push((logits.clone() - logp.clone()).narrow(1, 0, 1).reshape([len]));
-            let probs = logp.clone().exp();
+            let (probs, chunk_lse, chunk_entropy) = softmax_with_stats(logits); // [len, vocab], [len], [len]
+            lse.push(chunk_lse);
             if entropy {
-                entropies.push((probs.clone() * logp).sum_dim(1).neg().reshape([len]));
+                entropies.push(chunk_entropy);
             }
             if gradient {
                 expected.push(head.expected_rows(probs) / temperature); // [len, d]

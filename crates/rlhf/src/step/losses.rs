@@ -4,11 +4,12 @@
 
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::{Int, Tensor, TensorData};
+use tinyrlhf_model::chosen_token_logprobs;
 
 /// Log-probability of each target token: `log softmax(logits)[target]`, `[b, t]`.
 pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
-    let [b, t, _] = logits.dims();
-    log_softmax(logits, 2).gather(2, targets.reshape([b, t, 1])).reshape([b, t])
+    let [b, t, vocab] = logits.dims();
+    chosen_token_logprobs(logits.reshape([b * t, vocab]), targets.reshape([b * t])).reshape([b, t])
 }
 
 /// Entropy of each position's distribution, `[b, t]`.

@@ -1,0 +1,235 @@
+//! The CPU backend's widest element-wise passes as plain loops over slices: the log-softmax of a
+//! language model's logits (tens of thousands of entries a token) and SwiGLU's activations.
+//!
+//! burn's CPU backend runs an element-wise op as one pass on one thread, and `exp` as libm's scalar
+//! `expf`; a log-softmax and its backward are about ten passes over `[tokens, vocab]`. These
+//! kernels make each one pass, split over rayon's threads by rows
+//! or fixed-size blocks, with an `exp` the compiler vectorises, compiled for the CPU's SIMD level
+//! at run time (`pulp`: AVX-512, AVX2 + FMA, NEON; SIMD128 in wasm, where rayon runs on the one
+//! thread).
+//!
+//! Same bits on every machine: a row or block is summed by one thread in a fixed order of
+//! [`LANES`] partial sums, and nothing is contracted into FMAs (Rust never does), so the SIMD level
+//! and the thread count change the speed only.
+
+use pulp::Arch;
+use rayon::prelude::*;
+
+/// Partial sums (and maxima) a row is reduced with: one AVX2 vector of f32.
+const LANES: usize = 8;
+
+/// Elements per block of an element-wise pass over a flat buffer (256 KiB of f32).
+pub(crate) const BLOCK: usize = 1 << 16;
+
+/// `e^x` within 2 ulp of libm's (Cephes' `expf`: `x = n ln 2 + r`, a degree-6 polynomial in `r`),
+/// 0 below `ln` of the smallest normal f32, `inf` above 88.37 (where `2^n` would need the exponent
+/// 128; `e^x` < 2.7e38 is lost there, never reached by a softmax's `x - max` <= 0), NaN for NaN;
+/// straight-line code that vectorises.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer in the low bits
+    const MIN: f32 = -87.336_55; // ln of the smallest normal f32
+    const MAX: f32 = 88.37; // n <= 127
+    let clamped = x.clamp(MIN, MAX);
+    let shifted = clamped * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    let exponent = (shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32).wrapping_add(127) as u32;
+    let scaled = y * f32::from_bits(exponent << 23);
+    if x < MIN {
+        0.0
+    } else if x > MAX {
+        f32::INFINITY
+    } else {
+        scaled // NaN stays NaN: every comparison above is false for it
+    }
+}
+
+/// The largest entry of `row` (NaN entries are skipped; an all-NaN or empty row gives -inf).
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = if x > *lane { x } else { *lane };
+        }
+    }
+    let max = tail.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    lanes.into_iter().fold(max, |m, x| if x > m { x } else { m })
+}
+
+/// `Σ f(x)` over `row`, in [`LANES`] partial sums.
+#[inline(always)]
+fn row_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(x);
+        }
+    }
+    lanes.into_iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
+}
+
+/// The log-sum-exp of one row of logits.
+#[inline(always)]
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row_max(row);
+    if max == f32::NEG_INFINITY {
+        return row_sum(row, |x| x) + max; // NaN for a NaN row, -inf for a row of -inf
+    }
+    max + row_sum(row, |x| exp(x - max)).ln()
+}
+
+/// Per row of `logits` `[rows, vocab]`: `log p(target)` and the row's log-sum-exp. A target outside
+/// the vocabulary gives NaN (what a training step's guard stops at), not a panic.
+pub(crate) fn log_softmax_at(logits: &[f32], vocab: usize, targets: &[i64]) -> (Vec<f32>, Vec<f32>) {
+    let arch = Arch::new();
+    let pairs: Vec<(f32, f32)> = logits
+        .par_chunks(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &target)| {
+            arch.dispatch(|| {
+                let lse = log_sum_exp(row);
+                let chosen = usize::try_from(target).ok().and_then(|t| row.get(t)).map_or(f32::NAN, |&x| x - lse);
+                (chosen, lse)
+            })
+        })
+        .collect();
+    pairs.into_iter().unzip()
+}
+
+/// The gradient of `Σ_i grad_i · log p_i(target_i)` with respect to the logits `[rows, vocab]`:
+/// `grad_i · (onehot(target_i) - softmax(row_i))`, from the rows' log-sum-exps.
+pub(crate) fn log_softmax_at_backward(logits: &[f32], vocab: usize, targets: &[i64], lse: &[f32], grad: &[f32]) -> Vec<f32> {
+    let arch = Arch::new();
+    let mut out = vec![0.0f32; logits.len()];
+    out.par_chunks_mut(vocab).zip(logits.par_chunks(vocab)).enumerate().for_each(|(i, (out, row))| {
+        let (g, lse) = (grad[i], lse[i]);
+        arch.dispatch(|| {
+            for (o, &x) in out.iter_mut().zip(row) {
+                *o = -g * exp(x - lse);
+            }
+        });
+        if let Some(o) = usize::try_from(targets[i]).ok().and_then(|t| out.get_mut(t)) {
+            *o += g;
+        }
+    });
+    out
+}
+
+/// Per row of `logits` `[rows, vocab]`: the probabilities (overwriting the logits), the
+/// log-sum-exp and the entropy `lse - Σ p x`.
+pub(crate) fn softmax_in_place(logits: &mut [f32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
+    let arch = Arch::new();
+    let pairs: Vec<(f32, f32)> = logits
+        .par_chunks_mut(vocab)
+        .map(|row| {
+            arch.dispatch(|| {
+                let lse = log_sum_exp(row);
+                let mut lanes = [0.0f32; LANES];
+                let mut chunks = row.chunks_exact_mut(LANES);
+                for chunk in chunks.by_ref() {
+                    for (lane, x) in lanes.iter_mut().zip(chunk) {
+                        let p = exp(*x - lse);
+                        *lane += p * *x;
+                        *x = p;
+                    }
+                }
+                let mut expected = 0.0f32;
+                for x in chunks.into_remainder() {
+                    let p = exp(*x - lse);
+                    expected += p * *x;
+                    *x = p;
+                }
+                (lse, lse - (lanes.into_iter().sum::<f32>() + expected))
+            })
+        })
+        .collect();
+    pairs.into_iter().unzip()
+}
+
+/// `silu(gate) · up`, element by element.
+pub(crate) fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let arch = Arch::new();
+    let mut out = vec![0.0f32; gate.len()];
+    out.par_chunks_mut(BLOCK).zip(gate.par_chunks(BLOCK)).zip(up.par_chunks(BLOCK)).for_each(|((out, gate), up)| {
+        arch.dispatch(|| {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + exp(-g)) * u;
+            }
+        })
+    });
+    out
+}
+
+/// SwiGLU's input gradients from the output's `grad`: `(d gate, d up)` =
+/// `(grad · up · s (1 + g (1 - s)), grad · g s)` with `s = sigmoid(g)`.
+pub(crate) fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let arch = Arch::new();
+    let (mut d_gate, mut d_up) = (vec![0.0f32; gate.len()], vec![0.0f32; gate.len()]);
+    d_gate.par_chunks_mut(BLOCK).zip(d_up.par_chunks_mut(BLOCK)).enumerate().for_each(|(block, (d_gate, d_up))| {
+        let range = block * BLOCK..(block * BLOCK + d_gate.len());
+        let (gate, up, grad) = (&gate[range.clone()], &up[range.clone()], &grad[range]);
+        arch.dispatch(|| {
+            for i in 0..d_gate.len() {
+                let (g, u, dy) = (gate[i], up[i], grad[i]);
+                let s = 1.0 / (1.0 + exp(-g));
+                d_up[i] = dy * (g * s);
+                d_gate[i] = dy * u * (s * (g * (1.0 - s) + 1.0));
+            }
+        })
+    });
+    (d_gate, d_up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_and_keeps_its_edges() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (ours, libm) = (exp(x), x.exp());
+            assert!((ours - libm).abs() <= 2.0 * f32::EPSILON * libm, "exp({x}): {ours} against {libm}");
+            x += 0.0137;
+        }
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-1000.0), 0.0);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn log_softmax_at_and_its_gradient_match_the_direct_formulas() {
+        let vocab = 37;
+        let logits: Vec<f32> = (0..3 * vocab).map(|i| ((i * 7919) % 101) as f32 / 9.0 - 5.0).collect();
+        let targets = [4i64, 36, 99];
+        let (chosen, lse) = log_softmax_at(&logits, vocab, &targets);
+        for (i, row) in logits.chunks(vocab).enumerate() {
+            let direct = row.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
+            assert!((f64::from(lse[i]) - direct).abs() < 1e-5, "row {i}: {} against {direct}", lse[i]);
+        }
+        assert!((chosen[0] - (logits[4] - lse[0])).abs() < 1e-6 && (chosen[1] - (logits[vocab + 36] - lse[1])).abs() < 1e-6);
+        assert!(chosen[2].is_nan(), "a target outside the vocabulary gives NaN");
+        let grad = log_softmax_at_backward(&logits, vocab, &targets, &lse, &[1.0, 2.0, 0.5]);
+        let row_1 = &grad[vocab..2 * vocab];
+        assert!(row_1.iter().sum::<f32>().abs() < 1e-5, "one-hot minus a distribution sums to 0");
+        assert!(row_1[36] > 0.0 && row_1[0] < 0.0);
+    }
+}
