@@ -13,11 +13,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::optim::{AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
-use pulp::Arch;
 use rayon::prelude::*;
 
 use crate::log_softmax::on_cpu_backend;
-use crate::row_kernels::BLOCK;
+use crate::row_kernels::{BLOCK, simd};
 
 /// AdamW's settings: burn's defaults (betas 0.9 and 0.999, epsilon 1e-5) and a weight decay.
 #[derive(Clone, Debug)]
@@ -163,24 +162,19 @@ fn slice_mut(t: &mut FlexTensor) -> &mut [f32] {
 /// One AdamW step in place over a weight, its gradient and its two moments, in burn's order of
 /// operations (`burn_optim::AdamW`): the same bits as its fifteen passes.
 fn adamw(weight: &mut [f32], grad: &[f32], moment_1: &mut [f32], moment_2: &mut [f32], step: AdamWStep) {
-    let arch = Arch::new();
-    let (f1, f2) = (1.0 - step.beta_1, 1.0 - step.beta_2);
-    weight
-        .par_chunks_mut(BLOCK)
-        .zip(moment_1.par_chunks_mut(BLOCK))
-        .zip(moment_2.par_chunks_mut(BLOCK))
-        .zip(grad.par_chunks(BLOCK))
-        .for_each(|(((w, m), v), g)| {
-            arch.dispatch(|| {
-                for i in 0..w.len() {
-                    let gi = g[i];
-                    m[i] = m[i] * step.beta_1 + gi * f1;
-                    v[i] = v[i] * step.beta_2 + gi * gi * f2;
-                    let delta = (m[i] / step.correction_1) / ((v[i] / step.correction_2).sqrt() + step.epsilon);
-                    w[i] = w[i] * step.decay - delta * step.lr;
+    weight.par_chunks_mut(BLOCK).zip(moment_1.par_chunks_mut(BLOCK)).zip(moment_2.par_chunks_mut(BLOCK)).zip(grad.par_chunks(BLOCK)).for_each(
+        |(((w, m), v), g)| {
+            simd!((), |w: &'a mut [f32], m: &'a mut [f32], v: &'a mut [f32], g: &'a [f32], step: AdamWStep| {
+                let (f1, f2) = (1.0 - step.beta_1, 1.0 - step.beta_2);
+                for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                    *m = *m * step.beta_1 + g * f1;
+                    *v = *v * step.beta_2 + g * g * f2;
+                    let delta = (*m / step.correction_1) / ((*v / step.correction_2).sqrt() + step.epsilon);
+                    *w = *w * step.decay - delta * step.lr;
                 }
             })
-        });
+        },
+    );
 }
 
 #[cfg(test)]

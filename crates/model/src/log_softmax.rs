@@ -47,6 +47,17 @@ pub fn softmax_with_stats(logits: Tensor<2>) -> (Tensor<2>, Tensor<1>, Tensor<1>
     (probs, lse, entropy)
 }
 
+/// The log-sum-exp of each row of `logits` `[n, vocab]` -> `[n]`, not differentiated.
+pub fn log_sum_exp_rows(logits: Tensor<2>) -> Tensor<1> {
+    let logits = logits.detach();
+    if fused(&logits) {
+        return Tensor::from_dispatch(<Dispatch as LogSoftmaxKernels>::row_log_sum_exp(logits.into_dispatch()));
+    }
+    let n = logits.dims()[0];
+    let max = logits.clone().max_dim(1); // [n, 1]
+    ((logits - max.clone()).exp().sum_dim(1).log() + max).reshape([n])
+}
+
 /// The kernels run on the CPU backend, on f32 logits.
 fn fused(logits: &Tensor<2>) -> bool {
     on_cpu_backend(&logits.device()) && logits.dtype() == DType::F32
@@ -68,6 +79,8 @@ pub trait LogSoftmaxKernels: Backend {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// The log-sum-exp `[n]` of each row, not differentiated.
+    fn row_log_sum_exp(logits: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `(probabilities [n, vocab], log-sum-exp [n], entropy [n])`, not differentiated.
     fn softmax_stats(logits: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -105,6 +118,11 @@ impl LogSoftmaxKernels for Flex {
     ) -> FloatTensor<Self> {
         let [n, vocab] = logits.shape().dims();
         flex(row_kernels::log_softmax_at_backward(&values(&logits), vocab, &ids(&targets), &values(&lse), &values(&grad)), [n, vocab])
+    }
+
+    fn row_log_sum_exp(logits: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [n, vocab] = logits.shape().dims();
+        flex(row_kernels::log_sum_exps(&values(&logits), vocab), [n])
     }
 
     fn softmax_stats(logits: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
@@ -151,6 +169,10 @@ impl<B: Backend + LogSoftmaxKernels, C: CheckpointStrategy> LogSoftmaxKernels fo
         Self::from_inner(B::log_softmax_at_backward(Self::inner(logits), targets, Self::inner(lse), Self::inner(grad)))
     }
 
+    fn row_log_sum_exp(logits: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::row_log_sum_exp(Self::inner(logits)))
+    }
+
     fn softmax_stats(logits: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (probs, lse, entropy) = B::softmax_stats(Self::inner(logits));
         (Self::from_inner(probs), Self::from_inner(lse), Self::from_inner(entropy))
@@ -195,7 +217,8 @@ mod tests {
         let (probs, lse, entropy) = softmax_with_stats(logits.clone());
         let logp = log_softmax(logits.clone(), 1);
         close(probs, logp.clone().exp(), "probabilities");
-        close(lse.reshape([1, 5]), (logits - logp.clone()).narrow(1, 0, 1).reshape([1, 5]), "log-sum-exp");
+        close(lse.clone().reshape([1, 5]), (logits.clone() - logp.clone()).narrow(1, 0, 1).reshape([1, 5]), "log-sum-exp");
         close(entropy.reshape([1, 5]), (logp.clone().exp() * logp).sum_dim(1).neg().reshape([1, 5]), "entropy");
+        close(log_sum_exp_rows(logits.clone()).reshape([1, 5]), lse.reshape([1, 5]), "log-sum-exp alone");
     }
 }

@@ -12,7 +12,6 @@
 //! [`LANES`] partial sums, and nothing is contracted into FMAs (Rust never does), so the SIMD level
 //! and the thread count change the speed only.
 
-use pulp::Arch;
 use rayon::prelude::*;
 
 /// Partial sums (and maxima) a row is reduced with: one AVX2 vector of f32.
@@ -55,6 +54,25 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
+/// Runs `$body` compiled for the CPU's SIMD level: a `pulp::WithSimd` whose `with_simd` holds the
+/// loop itself (a closure handed to `pulp` is compiled on its own, for the baseline CPU, unless
+/// the compiler chooses to inline it). Everything the body calls is `#[inline(always)]`.
+macro_rules! simd {
+    ($out:ty, |$($name:ident: $ty:ty),*| $body:block) => {{
+        struct Kernel<'a> { $($name: $ty),*, _life: std::marker::PhantomData<&'a ()> }
+        impl pulp::WithSimd for Kernel<'_> {
+            type Output = $out;
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, _: S) -> $out {
+                let Kernel { $($name),*, .. } = self;
+                $body
+            }
+        }
+        pulp::Arch::new().dispatch(Kernel { $($name),*, _life: std::marker::PhantomData })
+    }};
+}
+pub(crate) use simd;
+
 /// The largest entry of `row` (NaN entries are skipped; an all-NaN or empty row gives -inf).
 #[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
@@ -70,18 +88,18 @@ fn row_max(row: &[f32]) -> f32 {
     lanes.into_iter().fold(max, |m, x| if x > m { x } else { m })
 }
 
-/// `Σ f(x)` over `row`, in [`LANES`] partial sums.
+/// `Σ e^(x - shift)` over `row`, in [`LANES`] partial sums.
 #[inline(always)]
-fn row_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+fn row_sum_exp(row: &[f32], shift: f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
         for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += f(x);
+            *lane += exp(x - shift);
         }
     }
-    lanes.into_iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
+    lanes.into_iter().sum::<f32>() + tail.iter().map(|&x| exp(x - shift)).sum::<f32>()
 }
 
 /// The log-sum-exp of one row of logits.
@@ -89,39 +107,41 @@ fn row_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row_max(row);
     if max == f32::NEG_INFINITY {
-        return row_sum(row, |x| x) + max; // NaN for a NaN row, -inf for a row of -inf
+        // A row of -inf gives -inf; a row of NaN, NaN.
+        return if row.iter().any(|x| x.is_nan()) { f32::NAN } else { max };
     }
-    max + row_sum(row, |x| exp(x - max)).ln()
+    max + row_sum_exp(row, max).ln()
 }
 
 /// Per row of `logits` `[rows, vocab]`: `log p(target)` and the row's log-sum-exp. A target outside
 /// the vocabulary gives NaN (what a training step's guard stops at), not a panic.
 pub(crate) fn log_softmax_at(logits: &[f32], vocab: usize, targets: &[i64]) -> (Vec<f32>, Vec<f32>) {
-    let arch = Arch::new();
     let pairs: Vec<(f32, f32)> = logits
         .par_chunks(vocab)
         .zip(targets.par_iter())
         .map(|(row, &target)| {
-            arch.dispatch(|| {
-                let lse = log_sum_exp(row);
-                let chosen = usize::try_from(target).ok().and_then(|t| row.get(t)).map_or(f32::NAN, |&x| x - lse);
-                (chosen, lse)
-            })
+            let lse = simd!(f32, |row: &'a [f32]| { log_sum_exp(row) });
+            let chosen = usize::try_from(target).ok().and_then(|t| row.get(t)).map_or(f32::NAN, |&x| x - lse);
+            (chosen, lse)
         })
         .collect();
     pairs.into_iter().unzip()
 }
 
+/// Only the rows' log-sum-exps.
+pub(crate) fn log_sum_exps(logits: &[f32], vocab: usize) -> Vec<f32> {
+    logits.par_chunks(vocab).map(|row| simd!(f32, |row: &'a [f32]| { log_sum_exp(row) })).collect()
+}
+
 /// The gradient of `Σ_i grad_i · log p_i(target_i)` with respect to the logits `[rows, vocab]`:
 /// `grad_i · (onehot(target_i) - softmax(row_i))`, from the rows' log-sum-exps.
 pub(crate) fn log_softmax_at_backward(logits: &[f32], vocab: usize, targets: &[i64], lse: &[f32], grad: &[f32]) -> Vec<f32> {
-    let arch = Arch::new();
     let mut out = vec![0.0f32; logits.len()];
     out.par_chunks_mut(vocab).zip(logits.par_chunks(vocab)).enumerate().for_each(|(i, (out, row))| {
-        let (g, lse) = (grad[i], lse[i]);
-        arch.dispatch(|| {
+        let (g, shift) = (grad[i], lse[i]);
+        simd!((), |out: &'a mut [f32], row: &'a [f32], g: f32, shift: f32| {
             for (o, &x) in out.iter_mut().zip(row) {
-                *o = -g * exp(x - lse);
+                *o = -g * exp(x - shift);
             }
         });
         if let Some(o) = usize::try_from(targets[i]).ok().and_then(|t| out.get_mut(t)) {
@@ -134,11 +154,10 @@ pub(crate) fn log_softmax_at_backward(logits: &[f32], vocab: usize, targets: &[i
 /// Per row of `logits` `[rows, vocab]`: the probabilities (overwriting the logits), the
 /// log-sum-exp and the entropy `lse - Σ p x`.
 pub(crate) fn softmax_in_place(logits: &mut [f32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
-    let arch = Arch::new();
     let pairs: Vec<(f32, f32)> = logits
         .par_chunks_mut(vocab)
         .map(|row| {
-            arch.dispatch(|| {
+            simd!((f32, f32), |row: &'a mut [f32]| {
                 let lse = log_sum_exp(row);
                 let mut lanes = [0.0f32; LANES];
                 let mut chunks = row.chunks_exact_mut(LANES);
@@ -164,10 +183,9 @@ pub(crate) fn softmax_in_place(logits: &mut [f32], vocab: usize) -> (Vec<f32>, V
 
 /// `silu(gate) · up`, element by element.
 pub(crate) fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    let arch = Arch::new();
     let mut out = vec![0.0f32; gate.len()];
     out.par_chunks_mut(BLOCK).zip(gate.par_chunks(BLOCK)).zip(up.par_chunks(BLOCK)).for_each(|((out, gate), up)| {
-        arch.dispatch(|| {
+        simd!((), |out: &'a mut [f32], gate: &'a [f32], up: &'a [f32]| {
             for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
                 *o = g / (1.0 + exp(-g)) * u;
             }
@@ -179,20 +197,18 @@ pub(crate) fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
 /// SwiGLU's input gradients from the output's `grad`: `(d gate, d up)` =
 /// `(grad · up · s (1 + g (1 - s)), grad · g s)` with `s = sigmoid(g)`.
 pub(crate) fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let arch = Arch::new();
     let (mut d_gate, mut d_up) = (vec![0.0f32; gate.len()], vec![0.0f32; gate.len()]);
-    d_gate.par_chunks_mut(BLOCK).zip(d_up.par_chunks_mut(BLOCK)).enumerate().for_each(|(block, (d_gate, d_up))| {
-        let range = block * BLOCK..(block * BLOCK + d_gate.len());
-        let (gate, up, grad) = (&gate[range.clone()], &up[range.clone()], &grad[range]);
-        arch.dispatch(|| {
-            for i in 0..d_gate.len() {
-                let (g, u, dy) = (gate[i], up[i], grad[i]);
-                let s = 1.0 / (1.0 + exp(-g));
-                d_up[i] = dy * (g * s);
-                d_gate[i] = dy * u * (s * (g * (1.0 - s) + 1.0));
-            }
-        })
-    });
+    d_gate.par_chunks_mut(BLOCK).zip(d_up.par_chunks_mut(BLOCK)).zip(gate.par_chunks(BLOCK)).zip(up.par_chunks(BLOCK)).zip(grad.par_chunks(BLOCK)).for_each(
+        |((((d_gate, d_up), gate), up), grad)| {
+            simd!((), |d_gate: &'a mut [f32], d_up: &'a mut [f32], gate: &'a [f32], up: &'a [f32], grad: &'a [f32]| {
+                for ((((dg, du), &g), &u), &dy) in d_gate.iter_mut().zip(d_up.iter_mut()).zip(gate).zip(up).zip(grad) {
+                    let s = 1.0 / (1.0 + exp(-g));
+                    *du = dy * (g * s);
+                    *dg = dy * u * (s * (g * (1.0 - s) + 1.0));
+                }
+            })
+        },
+    );
     (d_gate, d_up)
 }
 

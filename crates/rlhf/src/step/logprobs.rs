@@ -17,7 +17,7 @@
 //! direct path, as before.
 
 use burn::tensor::{Int, Tensor};
-use tinyrlhf_model::{CausalLm, LmHead, PackedWeight, softmax_with_stats};
+use tinyrlhf_model::{CausalLm, LmHead, PackedWeight, log_sum_exp_rows, softmax_with_stats};
 
 use crate::step::losses::{mean_nll, token_entropy, token_logprobs};
 
@@ -54,14 +54,14 @@ fn chosen_logprobs_by(
     chunk_logits: usize,
 ) -> (Tensor<2>, Option<Tensor<2>>) {
     let Some(head) = model.head().filter(|head| !head.trains()) else {
-        let logits = model.logits(hidden) / temperature; // [b, t, vocab]
+        let logits = divided(model.logits(hidden), temperature); // [b, t, vocab]
         let entropy = entropy.then(|| token_entropy(logits.clone().detach()));
         return (token_logprobs(logits, targets), entropy);
     };
     let [b, t, d] = hidden.dims();
     let n = b * t;
     let flat = hidden.reshape([n, d]);
-    let chosen = (flat.clone() * head.rows(targets.reshape([n]))).sum_dim(1).reshape([n]) / temperature; // [n]
+    let chosen = divided((flat.clone() * head.rows(targets.reshape([n]))).sum_dim(1).reshape([n]), temperature); // [n]
     let frozen = flat.clone().detach();
     let chunks = Chunks::of(&head, frozen, chunk_logits, temperature, flat.is_tracked(), entropy);
     let mut logprobs = chosen - chunks.log_sum_exp; // [n]
@@ -69,6 +69,11 @@ fn chosen_logprobs_by(
         logprobs = logprobs - ((flat.clone() - flat.detach()) * expected).sum_dim(1).reshape([n]);
     }
     (logprobs.reshape([b, t]), chunks.entropy.map(|e| e.reshape([b, t])))
+}
+
+/// `t / temperature`, or `t` itself at temperature 1 (a pass over every logit saved).
+fn divided<const D: usize>(t: Tensor<D>, temperature: f64) -> Tensor<D> {
+    if temperature == 1.0 { t } else { t / temperature }
 }
 
 /// Per position, from its logits taken a chunk at a time: the log-sum-exp `[n]`, and when asked,
@@ -82,6 +87,9 @@ struct Chunks {
 impl Chunks {
     fn of(head: &LmHead, hidden: Tensor<2>, chunk_logits: usize, temperature: f64, gradient: bool, entropy: bool) -> Self {
         let [n, _] = hidden.dims();
+        // The head is a plain product here: dividing the hidden states divides the logits, at a
+        // hundredth of the work.
+        let hidden = divided(hidden, temperature);
         if let LmHead::Packed(embedding) = head {
             // At least 16 rows a tile: a product that narrow is still worth the call.
             let tile_rows = (chunk_logits / n.max(1)).max(16);
@@ -91,14 +99,18 @@ impl Chunks {
         let (mut lse, mut expected, mut entropies) = (vec![], vec![], vec![]);
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);
-            let logits = head.logits(hidden.clone().narrow(0, start, len)) / temperature; // [len, vocab]
+            let logits = head.logits(hidden.clone().narrow(0, start, len)); // [len, vocab]
+            if !gradient && !entropy {
+                lse.push(log_sum_exp_rows(logits)); // [len]
+                continue;
+            }
             let (probs, chunk_lse, chunk_entropy) = softmax_with_stats(logits); // [len, vocab], [len], [len]
             lse.push(chunk_lse);
             if entropy {
                 entropies.push(chunk_entropy);
             }
             if gradient {
-                expected.push(head.expected_rows(probs) / temperature); // [len, d]
+                expected.push(divided(head.expected_rows(probs), temperature)); // [len, d]
             }
         }
         Self {
@@ -124,7 +136,7 @@ impl Chunks {
         let tiles: Vec<(usize, usize)> = head.tiles(tile_rows * d).collect();
         let tile_logits = |start, len| {
             let rows = head.rows_tensor(start, len, &device); // [len, d]
-            (hidden.clone().matmul(rows.clone().transpose()) / temperature, rows) // [n, len]
+            (hidden.clone().matmul(rows.clone().transpose()), rows) // [n, len]
         };
         let mut max = Tensor::<1>::full([n], f32::NEG_INFINITY, &device);
         let mut sum = Tensor::<1>::zeros([n], &device);
@@ -144,7 +156,7 @@ impl Chunks {
                 let logp = logits - log_sum_exp.clone().unsqueeze_dim(1); // [n, len]
                 let probs = logp.clone().exp();
                 plogp = plogp.map(|acc| acc + (probs.clone() * logp).sum_dim(1).reshape([n]));
-                expected = expected.map(|acc| acc + probs.matmul(rows) / temperature); // [n, d]
+                expected = expected.map(|acc| acc + divided(probs.matmul(rows), temperature)); // [n, d]
             }
         }
         Self { log_sum_exp, expected_rows: expected, entropy: plogp.map(Tensor::neg) }
