@@ -114,8 +114,8 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
     print(f"(lora_dpo_step's batch is pairs; tinyrlhf on {backend}; the host's memory bandwidth by a copy: "
           f"{bandwidth:.1f} GB/s)")
     if machine:
-        print(f"measured on {machine['cpu']}, {machine['threads']} threads; tinyrlhf's CPU matrix kernels: "
-              f"gemm, {machine['simd']}")
+        print(f"measured on {machine['cpu']}, {machine['threads']} threads; tinyrlhf's CPU kernels (gemm, pulp): "
+              f"{machine['simd']}")
     if json_out:
         with open(json_out, "w") as f:
             json.dump({"backend": backend, "torch_device": str(DEVICE), "machine": machine, "memory_bandwidth_gb_s": bandwidth,

@@ -1,6 +1,7 @@
-//! Where a figure was measured: the CPU's model, its threads, and the SIMD level of the kernels the
-//! CPU backend's matrix products run (the `gemm` crate picks them at run time from the CPU's
-//! features, not its maker), so every speed the bench prints says what made it.
+//! Where a figure was measured: the CPU's model, its threads, and the SIMD level of the CPU
+//! backend's kernels — its matrix products (the `gemm` crate) and tinyrlhf's element-wise passes
+//! (`crates/model/src/row_kernels.rs`, through `pulp`, gemm's own dispatcher), both picked at run
+//! time from the CPU's features, not its maker — so every speed the bench prints says what made it.
 
 /// The machine a benchmark ran on.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -8,7 +9,7 @@ pub struct Machine {
     /// The CPU's model name (`/proc/cpuinfo` on Linux; else the architecture).
     pub cpu: String,
     pub threads: usize,
-    /// The matrix kernels' SIMD level on this CPU.
+    /// The kernels' SIMD level on this CPU.
     pub simd: &'static str,
 }
 
@@ -20,7 +21,7 @@ impl Machine {
 
 impl std::fmt::Display for Machine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}, {} threads; CPU matrix kernels: gemm, {}", self.cpu, self.threads, self.simd)
+        write!(f, "{}, {} threads; CPU kernels (gemm, pulp): {}", self.cpu, self.threads, self.simd)
     }
 }
 
@@ -31,8 +32,8 @@ fn cpu_model() -> String {
 }
 
 /// The level `gemm` dispatches to, by its own rule (`gemm-common`'s `init_gemm_fn`): AVX-512F when
-/// built with its `x86-v4` feature (this workspace's burn is), else FMA (with AVX2), else scalar;
-/// NEON on 64-bit Arm.
+/// built with its `x86-v4` feature (this workspace's burn is, and with it `pulp`'s), else FMA (with
+/// AVX2), else scalar; NEON on 64-bit Arm. `pulp::Arch` picks the same levels.
 fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {

@@ -162,8 +162,12 @@ fn slice_mut(t: &mut FlexTensor) -> &mut [f32] {
 /// One AdamW step in place over a weight, its gradient and its two moments, in burn's order of
 /// operations (`burn_optim::AdamW`): the same bits as its fifteen passes.
 fn adamw(weight: &mut [f32], grad: &[f32], moment_1: &mut [f32], moment_2: &mut [f32], step: AdamWStep) {
-    weight.par_chunks_mut(BLOCK).zip(moment_1.par_chunks_mut(BLOCK)).zip(moment_2.par_chunks_mut(BLOCK)).zip(grad.par_chunks(BLOCK)).for_each(
-        |(((w, m), v), g)| {
+    weight
+        .par_chunks_mut(BLOCK)
+        .zip(moment_1.par_chunks_mut(BLOCK))
+        .zip(moment_2.par_chunks_mut(BLOCK))
+        .zip(grad.par_chunks(BLOCK))
+        .for_each(|(((w, m), v), g)| {
             simd!((), |w: &'a mut [f32], m: &'a mut [f32], v: &'a mut [f32], g: &'a [f32], step: AdamWStep| {
                 let (f1, f2) = (1.0 - step.beta_1, 1.0 - step.beta_2);
                 for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
@@ -173,13 +177,11 @@ fn adamw(weight: &mut [f32], grad: &[f32], moment_1: &mut [f32], moment_2: &mut 
                     *w = *w * step.decay - delta * step.lr;
                 }
             })
-        },
-    );
+        });
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::module::Module;
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::GradientsParams;
     use burn::tensor::{Distribution, Tensor};
@@ -187,8 +189,8 @@ mod tests {
     use super::*;
 
     fn weights(linear: &Linear) -> Vec<f32> {
-        let mut all = linear.weight.val().into_data().to_vec::<f32>().unwrap();
-        all.extend(linear.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap());
+        let mut all = linear.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        all.extend(linear.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap());
         all
     }
 

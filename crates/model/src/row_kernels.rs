@@ -41,7 +41,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     let exponent = (shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32).wrapping_add(127) as u32;
     let scaled = y * f32::from_bits(exponent << 23);
@@ -198,8 +198,13 @@ pub(crate) fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
 /// `(grad · up · s (1 + g (1 - s)), grad · g s)` with `s = sigmoid(g)`.
 pub(crate) fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let (mut d_gate, mut d_up) = (vec![0.0f32; gate.len()], vec![0.0f32; gate.len()]);
-    d_gate.par_chunks_mut(BLOCK).zip(d_up.par_chunks_mut(BLOCK)).zip(gate.par_chunks(BLOCK)).zip(up.par_chunks(BLOCK)).zip(grad.par_chunks(BLOCK)).for_each(
-        |((((d_gate, d_up), gate), up), grad)| {
+    d_gate
+        .par_chunks_mut(BLOCK)
+        .zip(d_up.par_chunks_mut(BLOCK))
+        .zip(gate.par_chunks(BLOCK))
+        .zip(up.par_chunks(BLOCK))
+        .zip(grad.par_chunks(BLOCK))
+        .for_each(|((((d_gate, d_up), gate), up), grad)| {
             simd!((), |d_gate: &'a mut [f32], d_up: &'a mut [f32], gate: &'a [f32], up: &'a [f32], grad: &'a [f32]| {
                 for ((((dg, du), &g), &u), &dy) in d_gate.iter_mut().zip(d_up.iter_mut()).zip(gate).zip(up).zip(grad) {
                     let s = 1.0 / (1.0 + exp(-g));
@@ -207,8 +212,7 @@ pub(crate) fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f3
                     *dg = dy * u * (s * (g * (1.0 - s) + 1.0));
                 }
             })
-        },
-    );
+        });
     (d_gate, d_up)
 }
 
