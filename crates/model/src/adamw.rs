@@ -8,14 +8,13 @@
 //! (`AdamWState`), so checkpoints written before read the same; on other backends (WebGPU) burn's
 //! own step runs.
 
-use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::optim::{AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use crate::log_softmax::on_cpu_backend;
+use crate::log_softmax::{on_cpu_backend, owned};
 use crate::row_kernels::{BLOCK, simd};
 
 /// AdamW's settings: burn's defaults (betas 0.9 and 0.999, epsilon 1e-5) and a weight decay.
@@ -139,24 +138,9 @@ impl FusedAdamW for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (mut weight, mut moment_1, mut moment_2) = (owned(weight), owned(moment_1), owned(moment_2));
         let grad = grad.to_contiguous();
-        adamw(slice_mut(&mut weight), grad.as_slice::<f32>().unwrap_or_default(), slice_mut(&mut moment_1), slice_mut(&mut moment_2), step);
+        adamw(weight.storage_mut(), grad.as_slice::<f32>().unwrap_or_default(), moment_1.storage_mut(), moment_2.storage_mut(), step);
         (weight, moment_1, moment_2)
     }
-}
-
-/// `t`, contiguous from its first byte and held by nothing else (copied if it was not), so it can
-/// be written in place.
-fn owned(t: FlexTensor) -> FlexTensor {
-    let whole = t.layout().contiguous_offsets() == Some((0, t.layout().num_elements()));
-    if whole && t.is_unique() && t.bytes().len() == t.layout().num_elements() * 4 {
-        t
-    } else {
-        FlexTensor::from_data(t.to_contiguous().into_data())
-    }
-}
-
-fn slice_mut(t: &mut FlexTensor) -> &mut [f32] {
-    t.storage_mut::<f32>()
 }
 
 /// One AdamW step in place over a weight, its gradient and its two moments, in burn's order of

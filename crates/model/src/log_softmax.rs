@@ -99,6 +99,17 @@ fn ids(t: &FlexTensor) -> Vec<i64> {
     data.convert::<i64>().try_into_vec::<i64>().unwrap_or_else(|_| vec![-1; t.shape().num_elements()])
 }
 
+/// `t`, contiguous from its first element and held by nothing else (copied if it was not), so it
+/// can be written in place.
+pub(crate) fn owned(t: FlexTensor) -> FlexTensor {
+    let whole = t.layout().contiguous_offsets() == Some((0, t.layout().num_elements()));
+    if whole && t.is_unique() && t.bytes().len() == t.layout().num_elements() * 4 {
+        t
+    } else {
+        FlexTensor::from_data(t.to_contiguous().into_data())
+    }
+}
+
 fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
@@ -127,9 +138,10 @@ impl LogSoftmaxKernels for Flex {
 
     fn softmax_stats(logits: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [n, vocab] = logits.shape().dims();
-        let mut probs = values(&logits).into_owned();
-        let (lse, entropy) = row_kernels::softmax_in_place(&mut probs, vocab);
-        (flex(probs, [n, vocab]), flex(lse, [n]), flex(entropy, [n]))
+        // A chunk's logits are the head's fresh product, held by nothing else: written in place.
+        let mut probs = owned(logits);
+        let (lse, entropy) = row_kernels::softmax_in_place(probs.storage_mut::<f32>(), vocab);
+        (probs, flex(lse, [n]), flex(entropy, [n]))
     }
 }
 
