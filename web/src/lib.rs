@@ -52,6 +52,8 @@ pub(crate) struct State {
     sft: Option<Rc<Model>>,
     base: Option<CausalLm>,
     reward: Option<ScalarModel>,
+    /// The LoRA settings of the reward model when it was trained here with adapters (and holds them).
+    reward_lora: Option<tinyrlhf_model::LoraConfig>,
     reward_trainer: Option<RewardTrainer>,
     /// Tuned policies by name: a method's ("ppo", "dpo", ...) or "imported".
     policies: BTreeMap<String, CausalLm>,
@@ -67,6 +69,7 @@ impl State {
     /// Drops everything trained from the SFT model (it is being replaced).
     fn forget_trained(&mut self) {
         self.reward = None;
+        self.reward_lora = None;
         self.reward_trainer = None;
         self.policies.clear();
         self.adapters.clear();
@@ -315,16 +318,6 @@ impl Session {
         let weights = weights.finish()?;
         let base = tinyrlhf_model::lm_from_weights(&config, weights, &self.device).map_err(|e| js(format!("base model: {e}")))?;
         self.state.borrow_mut().base = Some(base);
-        Ok(())
-    }
-
-    /// Loads a reward model saved by the tab or by `tinyrlhf reward`.
-    #[wasm_bindgen(js_name = loadReward)]
-    pub fn load_reward(&self, config_json: &[u8], safetensors: &[u8]) -> Result<(), JsError> {
-        self.same_config(config_json)?;
-        let (_, reward) =
-            tinyrlhf_model::load_scalar_model(config_json, safetensors, &self.device).map_err(|e| js(format!("reward model: {e}")))?;
-        self.state.borrow_mut().reward = Some(reward);
         Ok(())
     }
 

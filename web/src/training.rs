@@ -6,6 +6,7 @@
 
 use std::rc::Rc;
 
+use burn::module::Module;
 use serde::Serialize;
 use tinyrlhf_data::Ranking;
 use tinyrlhf_model::ScalarModel;
@@ -105,6 +106,7 @@ impl Session {
                 let calibrated = trainer.calibrated().await.map_err(js)?;
                 let mut s = state.borrow_mut();
                 s.reward = Some(calibrated.model);
+                s.reward_lora = calibrated.lora;
                 dropped = Method::ALL.into_iter().filter(|m| m.needs_reward_model()).map(Method::name).collect();
                 s.policies.retain(|name, _| !dropped.contains(&name.as_str()));
                 s.adapters.retain(|name, _| !dropped.contains(&name.as_str()));
@@ -213,14 +215,7 @@ impl Session {
             let config = sft(&state)?.config.clone();
             let (adapter_config, safetensors) = tinyrlhf_model::save_peft_adapter(&policy, &lora).await.map_err(js)?;
             let gguf = tinyrlhf_model::gguf_lora_adapter(&config, &safetensors, lora.alpha).map_err(js)?;
-            let files = js_sys::Object::new();
-            let set = |key: &str, value: JsValue| js_sys::Reflect::set(&files, &key.into(), &value).map(|_| ());
-            set("config", adapter_config.into()).map_err(|_| js("could not build the adapter's files"))?;
-            set("safetensors", js_sys::Uint8Array::from(safetensors.as_slice()).into())
-                .map_err(|_| js("could not build the adapter's files"))?;
-            let gguf = gguf.map_or(JsValue::NULL, |bytes| js_sys::Uint8Array::from(bytes.as_slice()).into());
-            set("gguf", gguf).map_err(|_| js("could not build the adapter's files"))?;
-            Ok(files.into())
+            adapter_files(adapter_config, &safetensors, gguf.as_deref())
         })
     }
 
@@ -259,16 +254,74 @@ impl Session {
         self.state.borrow_mut().forget_trained();
     }
 
-    /// The reward model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias).
+    /// The reward model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias):
+    /// with adapters, merged into a copy of the base (an export asked for it).
     #[wasm_bindgen(js_name = rewardWeights)]
     pub fn reward_weights(&self) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let reward = state.borrow().reward.clone().ok_or_else(|| js("there is no reward model yet"))?;
+            let reward = reward_model(&state)?;
             let bytes = tinyrlhf_model::save_scalar_model(&reward).await.map_err(js)?;
             Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }
+
+    /// The reward model's adapters and score head, when it was trained here with LoRA: `{config}`
+    /// (PEFT's `adapter_config.json`, a `SEQ_CLS` task) and `{safetensors}`, what the tab saves and
+    /// hands its helpers instead of a merged copy of the base. Resolves to null without adapters.
+    #[wasm_bindgen(js_name = rewardAdapter)]
+    pub fn reward_adapter(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let (reward, lora) = {
+                let s = state.borrow();
+                match (&s.reward, &s.reward_lora) {
+                    (Some(reward), Some(lora)) => (reward.clone(), lora.clone()),
+                    _ => return Ok(JsValue::NULL),
+                }
+            };
+            let (adapter_config, safetensors) = tinyrlhf_model::save_peft_scalar_adapter(&reward, &lora).await.map_err(js)?;
+            adapter_files(adapter_config, &safetensors, None)
+        })
+    }
+
+    /// Loads a reward model saved by the tab or by `tinyrlhf reward`: `safetensors` is a whole
+    /// model, or with `adapter_config` (as `rewardAdapter` gives it) its adapters and head, put on
+    /// the SFT model's weights (shared, not copied). On error the current one stays.
+    #[wasm_bindgen(js_name = loadReward)]
+    pub fn load_reward(&self, config_json: &[u8], safetensors: &[u8], adapter_config: Option<String>) -> Result<(), JsError> {
+        self.same_config(config_json)?;
+        let (reward, lora) = match adapter_config.filter(|_| tinyrlhf_model::is_peft_adapter(safetensors)) {
+            Some(peft) => {
+                let start = ScalarModel::new(sft(&self.state)?.model.clone());
+                let (lora, reward) = tinyrlhf_model::load_peft_scalar_adapter(start, peft.as_bytes(), safetensors)
+                    .map_err(|e| js(format!("reward model's adapter: {e}")))?;
+                (reward.with_adapters_frozen().no_grad(), Some(lora))
+            }
+            None => {
+                let (_, reward) = tinyrlhf_model::load_scalar_model(config_json, safetensors, &self.device)
+                    .map_err(|e| js(format!("reward model: {e}")))?;
+                (reward, None)
+            }
+        };
+        let mut state = self.state.borrow_mut();
+        state.reward = Some(reward);
+        state.reward_lora = lora;
+        Ok(())
+    }
+}
+
+/// An adapter's files as the page takes them: `{config, safetensors, gguf}` (`gguf` null where
+/// llama.cpp has no reader for it).
+fn adapter_files(config: String, safetensors: &[u8], gguf: Option<&[u8]>) -> Result<JsValue, JsError> {
+    let files = js_sys::Object::new();
+    let set = |key: &str, value: JsValue| {
+        js_sys::Reflect::set(&files, &key.into(), &value).map_err(|_| js("could not build the adapter's files"))
+    };
+    set("config", config.into())?;
+    set("safetensors", js_sys::Uint8Array::from(safetensors).into())?;
+    set("gguf", gguf.map_or(JsValue::NULL, |bytes| js_sys::Uint8Array::from(bytes).into()))?;
+    Ok(files.into())
 }
 
 /// Chat-template ids of `prompts_json` (a JSON list), each leaving room for `new_tokens`.

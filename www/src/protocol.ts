@@ -264,7 +264,8 @@ export type Request =
   | { type: 'explain'; which: Which; prompt: string; response: string; temperature: number }
   | { type: 'evaluate'; a: Which; b: Which; labeler: string; prompts: number }
   /** 'reward', or a policy's name. */
-  | { type: 'exportModel'; which: string }
+  /** `merged`: with a LoRA model, its adapters merged into a copy of the base too. */
+  | { type: 'exportModel'; which: string; merged: boolean }
   | { type: 'importPolicy'; config: string; weights: Uint8Array }
   | { type: 'forgetTraining' }
   /** The person's model folder replaces the shipped model (and what was trained from it). */
@@ -310,7 +311,7 @@ export interface Responses {
   explain: Explained;
   evaluate: Evaluation;
   /** `adapter`: a policy trained with LoRA also as its adapter (PEFT's files; llama.cpp's for the Llama family). */
-  exportModel: { config: string; weights: Uint8Array; tokenizer: string; tokenizerConfig: string; adapter: Adapter | null };
+  exportModel: { config: string; weights: Uint8Array | null; tokenizer: string; tokenizerConfig: string; adapter: Adapter | null };
   importPolicy: null;
   forgetTraining: null;
   checkModel: Footprint;

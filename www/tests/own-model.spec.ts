@@ -148,14 +148,20 @@ async function loraDpoEpoch(page: Page, timeout: number) {
   await expect(page.locator('#dpo-status')).toContainText('done', { timeout });
 }
 
-/** The DPO policy exported: the merged folder's four files and the adapter (PEFT's two, llama.cpp's
- * one), by file name, once all seven have arrived. */
-async function exportDpoPolicy(page: Page): Promise<Record<string, string>> {
+/** The DPO policy exported: config and tokenizer files, the adapter (PEFT's two, llama.cpp's one)
+ * and, when `merged`, the merged model's weights, by file name, once all have arrived. */
+async function exportDpoPolicy(page: Page, merged: boolean): Promise<Record<string, string>> {
   await page.locator('#export-which').selectOption('dpo');
+  return exported(page, 'export-policy', merged, merged ? 7 : 6);
+}
+
+/** The files one export button downloads, by name, once `count` have arrived. */
+async function exported(page: Page, button: string, merged: boolean, count: number): Promise<Record<string, string>> {
+  await page.locator('#export-merged').setChecked(merged);
   const downloads: Record<string, string> = {};
   page.on('download', async (d) => (downloads[d.suggestedFilename()] = (await d.path())!));
-  await page.locator('#export-policy').click();
-  await expect.poll(() => Object.keys(downloads).length).toBe(7);
+  await page.locator(`#${button}`).click();
+  await expect.poll(() => Object.keys(downloads).length).toBe(count);
   return downloads;
 }
 
@@ -176,9 +182,19 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await rankAndLoraDpo(page);
   expect(await saved(page, 'policy:dpo')).toMatch(/bytes$/);
 
-  // A reward model on the same rankings, then every view of section 4 with this model: answers
-  // side by side with their rewards, what the policy changed and what the reward model sees.
+  // A reward model on the same rankings (LoRA is on: the tab keeps its adapters and head, not a
+  // merged copy, and exports them as PEFT's SEQ_CLS adapter), then every view of section 4 with
+  // this model: answers side by side with their rewards, what the policy changed and what the
+  // reward model sees.
   await trainReward(page);
+  expect(await saved(page, 'reward-adapter')).toMatchObject({ config: expect.stringContaining('SEQ_CLS') });
+  const rewardFiles = await exported(page, 'export-reward', false, 5);
+  expect(JSON.parse(readFileSync(rewardFiles['reward-adapter_config.json'], 'utf8'))).toMatchObject({ task_type: 'SEQ_CLS', r: 4, modules_to_save: ['score'] });
+  expect(Object.keys(rewardFiles)).not.toContain('reward-model.safetensors');
+  // After a reload the reward model comes back from its adapters: the compare view scores with it.
+  await page.reload();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 120_000 });
+  await expect(page.locator('#export-reward')).toBeEnabled();
   await page.locator('#compare-run').click();
   await expect(page.locator('#compare-columns .column')).toHaveCount(3);
   await expect(page.locator('#compare-columns .score').first()).toContainText('reward');
@@ -190,8 +206,8 @@ test('a Llama-family folder (Qwen2, pad token not EOS) loads with its architectu
   await page.locator('#ab-reveal').click();
   await expect(page.locator('#ab-score')).toContainText(/in [01] of 1/);
 
-  // Exported, the policy is a Llama-family folder under transformers' names (LoRA merged).
-  const downloads = await exportDpoPolicy(page);
+  // Exported with a merged copy, the policy is a Llama-family folder under transformers' names.
+  const downloads = await exportDpoPolicy(page, true);
   expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('qwen2');
   expect(JSON.parse(readFileSync(downloads['dpo-adapter_config.json'], 'utf8'))).toMatchObject({ peft_type: 'LORA', r: 4 });
   expect(readFileSync(downloads['dpo-adapter.gguf']).subarray(0, 4).toString()).toBe('GGUF');
@@ -227,7 +243,7 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   // After a reload the adapter is still there to export (the merged weights alone cannot give it back).
   await page.reload();
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 120_000 });
-  const downloads = await exportDpoPolicy(page);
+  const downloads = await exportDpoPolicy(page, true);
   const adapter = readFileSync(downloads['dpo-adapter.gguf']);
   expect(adapter.subarray(0, 4).toString()).toBe('GGUF');
   for (const text of ['adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a', 'blk.1.ffn_down.weight.lora_b']) expect(adapter.includes(Buffer.from(text))).toBe(true);
@@ -251,7 +267,9 @@ test('a Gemma 3 GGUF with a SentencePiece vocabulary loads as gemma3, ranks, tun
 
   await rankAndLoraDpo(page);
   expect(await saved(page, 'adapter:dpo')).toBeTruthy();
-  const downloads = await exportDpoPolicy(page);
+  // Without a merged copy: the adapter's files, config and tokenizer, no f32 copy of the base.
+  const downloads = await exportDpoPolicy(page, false);
+  expect(Object.keys(downloads)).not.toContain('dpo-model.safetensors');
   const adapter = readFileSync(downloads['dpo-adapter.gguf']);
   for (const text of ['gemma3', 'adapter.lora.alpha', 'blk.0.attn_q.weight.lora_a']) expect(adapter.includes(Buffer.from(text))).toBe(true);
   expect(JSON.parse(readFileSync(downloads['dpo-config.json'], 'utf8')).model_type).toBe('gemma3_text');

@@ -10,8 +10,10 @@
 // (rank 8), it loads the folder as the person's model (time, wasm memory after), samples 4 answers
 // (tokens/s), and times a reward-model epoch, PPO iterations (the page's defaults but
 // `TINYRLHF_SIZES_PPO` tokens per answer, 16 by default; `TINYRLHF_SIZES_ITERATIONS`, 3 by default,
-// 0 skips the reward model and PPO) and a DPO epoch, with the wasm memory after each PPO iteration
-// and after the DPO epoch (wasm memory never shrinks: that is the peak).
+// 0 skips PPO), GRPO iterations (`TINYRLHF_SIZES_GRPO`, 1 by default, 0 skips; 2 prompts x 4 answers of
+// the same length; the reward model is skipped when both are 0) and a DPO epoch, with the wasm memory
+// after each PPO iteration, after GRPO and after the DPO epoch (wasm memory never shrinks: that is the
+// peak). The memory is the training worker's; with helper workers each holds its own copy of the base.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
@@ -29,6 +31,15 @@ for (const name of models.sort()) {
   test(`the tab tunes ${name} with LoRA: memory and time per step`, async ({ page }) => {
     test.setTimeout(60 * 60_000);
     const workers = process.env.TINYRLHF_SIZES_WORKERS;
+    // Each phase's wasm memory as it ends, printed at once: a run that fails still says how far it got.
+    const started = Date.now();
+    const phase = async (name: string) => {
+      const { wasm } = await page.evaluate(() => (window as unknown as { tinyrlhf: { memory: () => Promise<{ wasm: number }> } }).tinyrlhf.memory());
+      console.log(`sizes phase: ${name}: wasm ${(wasm / 2 ** 30).toFixed(2)} GiB at ${((Date.now() - started) / 1000).toFixed(0)} s`);
+      return wasm;
+    };
+    // What the tab's workers say (a panic's message, a failed allocation) is part of the figures.
+    page.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`console ${m.type()}: ${m.text()}`));
     await ready(page, `?backend=cpu${workers ? `&workers=${workers}` : ''}`);
     await openOwnModel(page);
     const folder = join(DIR!, name);
@@ -39,23 +50,28 @@ for (const name of models.sort()) {
     await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
     await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
     const load_secs = (Date.now() - loading) / 1000;
-    const memory_after_load = await page.evaluate(() => (window as unknown as { tinyrlhf: { memory: () => Promise<{ wasm: number }> } }).tinyrlhf.memory());
+    const memory_after_load = { wasm: await phase('loaded') };
     const model = (await page.locator('#model-current').textContent())!;
     await page.locator('#k').fill('4');
     await page.locator('#sample').click();
     await expect(page.locator('#sample-speed')).toContainText('tok/s', { timeout: 600_000 });
     const sampling = (await page.locator('#sample-speed').textContent())!;
+    await phase(`sampled (${sampling})`);
     await page.locator('#lora').check();
     await page.locator('#lora-rank').fill('8');
     await importRankings(page);
     await page.evaluate(() => ((window as unknown as { tinyrlhf: { memoryLog: unknown[] } }).tinyrlhf.memoryLog = []));
 
     const iterations = Number(process.env.TINYRLHF_SIZES_ITERATIONS ?? 3);
+    const grpoIterations = Number(process.env.TINYRLHF_SIZES_GRPO ?? 1);
     const ppo: number[] = [];
     let reward = '';
-    if (iterations > 0) {
+    if (iterations > 0 || grpoIterations > 0) {
       await trainReward(page);
       reward = (await page.locator('#reward-status').textContent())!;
+      await phase('reward model');
+    }
+    if (iterations > 0) {
       await page.locator('#ppo-iterations').fill(String(iterations));
       await page.locator('#ppo-length').fill(process.env.TINYRLHF_SIZES_PPO ?? '16');
       await page.locator('#ppo-run').click();
@@ -64,20 +80,38 @@ for (const name of models.sort()) {
         ppo.push(Number(/ ([\d.]+) s · /.exec((await page.locator('#ppo-status').textContent())!)![1]));
       }
       await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 600_000 });
+      await phase('PPO');
     }
     const memory = await page.evaluate(() => (window as unknown as { tinyrlhf: { memoryLog: { wasm: number }[] } }).tinyrlhf.memoryLog.map((m) => m.wasm));
 
+    const grpo: number[] = [];
+    let memory_after_grpo = { wasm: 0 };
+    if (grpoIterations > 0) {
+      await page.locator('#tab-grpo').click();
+      await page.locator('#grpo-iterations').fill(String(grpoIterations));
+      await page.locator('#grpo-k').fill('4');
+      await page.locator('#grpo-prompts').fill('2');
+      await page.locator('#grpo-length').fill(process.env.TINYRLHF_SIZES_PPO ?? '16');
+      await page.locator('#grpo-run').click();
+      for (let i = 1; i <= grpoIterations; i++) {
+        await expect(page.locator('#grpo-status')).toContainText(`iteration ${i}/${grpoIterations}`, { timeout: 1_800_000 });
+        grpo.push(Number(/ ([\d.]+) s · /.exec((await page.locator('#grpo-status').textContent())!)![1]));
+      }
+      await expect(page.locator('#grpo-status')).toContainText('done', { timeout: 600_000 });
+      memory_after_grpo = { wasm: await phase('GRPO') };
+    }
+
     await page.locator('#tab-dpo').click();
     await page.locator('#dpo-epochs').fill('1');
-    const started = Date.now();
+    const dpoStarted = Date.now();
     await page.locator('#dpo-run').click();
     await expect(page.locator('#dpo-status')).toContainText('done', { timeout: 1_800_000 });
-    const dpo = (Date.now() - started) / 1000;
+    const dpo = (Date.now() - dpoStarted) / 1000;
     const dpo_status = (await page.locator('#dpo-status').textContent())!;
-    const memory_after_dpo = await page.evaluate(() => (window as unknown as { tinyrlhf: { memory: () => Promise<{ wasm: number }> } }).tinyrlhf.memory());
+    const memory_after_dpo = { wasm: await phase('DPO') };
     const workersUsed = Number(await page.locator('body').getAttribute('data-workers'));
     console.log(
-      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, dpo_epoch_secs: dpo, dpo_status, wasm_bytes_after_dpo: memory_after_dpo.wasm })}`,
+      `sizes: ${JSON.stringify({ name, model, workers: workersUsed, load_secs, wasm_bytes_after_load: memory_after_load.wasm, sampling, reward, ppo_iteration_secs: ppo, wasm_bytes_after_each_ppo_iteration: memory, grpo_iteration_secs: grpo, wasm_bytes_after_grpo: memory_after_grpo.wasm, dpo_epoch_secs: dpo, dpo_status, wasm_bytes_after_dpo: memory_after_dpo.wasm })}`,
     );
   });
 }

@@ -4,8 +4,7 @@
 
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use tinyrlhf_model::{LoraConfig, ModelConfig};
 
 use crate::bench::{PROMPT_LEN, prompts, random_tokens};
@@ -77,7 +76,9 @@ pub(crate) fn lora_dpo_step(
         })
         .collect();
     let settings = DpoConfig { batch_size: pairs, epochs: 1, lora: Some(lora.clone()), activation_budget_mib, ..DpoConfig::default() };
-    let base = drawn(config.init(device));
+    // Drawn once: each timed trainer would otherwise draw the base's 135 M random numbers again
+    // (about a twelfth of a SmolLM2-shaped step on a 2-core AMD EPYC), which loaded weights never do.
+    let base = tinyrlhf_model::drawn(config.init(device));
     let (times, counts) = timed_steps(runs, || {
         let start = Instant::now();
         let mut trainer = pollster::block_on(DpoTrainer::new(base.clone(), config.clone(), rankings.clone(), vec![], 0, settings.clone()))
@@ -99,21 +100,6 @@ pub(crate) fn lora_dpo_step(
         kernels: counts.kernels,
         tok_s: (2 * pairs * seq) as f64 / secs,
     })
-}
-
-/// `module` with its random weights drawn now. A module's weights are drawn at their first use, by
-/// each clone anew: every timed step's trainer would draw 135 M numbers again in its reference pass
-/// (about a twelfth of a SmolLM2-shaped step on a 2-core AMD EPYC), which a run on loaded weights
-/// never does.
-fn drawn<M: Module>(module: M) -> M {
-    struct Draw;
-    impl ModuleVisitor for Draw {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Draw);
-    module
 }
 
 /// The median of `runs` values.

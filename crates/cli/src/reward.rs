@@ -43,6 +43,10 @@ pub struct RewardArgs {
     no_unit_std: bool,
     #[arg(long, default_value_t = RewardConfig::default().seed)]
     seed: u64,
+    /// Activations one backward pass may hold (MiB): a step goes through the model in groups this
+    /// size. More memory, fewer passes.
+    #[arg(long, default_value_t = RewardConfig::default().activation_budget_mib)]
+    activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     #[command(flatten)]
@@ -72,6 +76,7 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         unit_std: !args.no_unit_std,
         seed: args.seed,
         lora: args.lora.config(),
+        activation_budget_mib: args.activation_budget_mib,
         ..RewardConfig::default()
     };
     let settings_lora = settings.lora.clone();

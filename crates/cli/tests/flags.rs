@@ -48,6 +48,10 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
         (rl("grpo", &["--epsilon", "0.2", "--epsilon-high", "0.1"]), "epsilon_high = 0.1 is below epsilon = 0.2"),
         (["reward", "--model", sft, "--rankings", "r.jsonl", "--lr", "0", "--out", "rm0"].map(str::to_owned).to_vec(), "lr = 0"),
         (
+            ["reward", "--model", sft, "--rankings", "r.jsonl", "--activation-budget-mib", "0", "--out", "rm0"].map(str::to_owned).to_vec(),
+            "activation budget = 0 MiB",
+        ),
+        (
             ["dpo", "--policy", sft, "--rankings", "r.jsonl", "--activation-budget-mib", "0", "--out", "run"].map(str::to_owned).to_vec(),
             "activation budget = 0 MiB",
         ),

@@ -414,6 +414,21 @@ pub fn with_stable_param_ids<M: Module>(module: M, prefix: &str) -> M {
     module.map(&mut StableIds { prefix, path: vec![] })
 }
 
+/// `module` with its random weights drawn now. A fresh module's weights (a new score head, LoRA's
+/// `A`) are drawn at their first use by each clone anew, so a copy taken for scoring without the
+/// graph (`valid()`) would score with other weights than the module it was taken from; drawn once,
+/// every clone shares them.
+pub fn drawn<M: Module>(module: M) -> M {
+    struct Draw;
+    impl ModuleVisitor for Draw {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Draw);
+    module
+}
+
 fn stable_id(name: &str) -> ParamId {
     // FNV-1a: stable across runs and Rust versions, unlike std's hasher.
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));

@@ -43,8 +43,8 @@ pub use adamw::AdamWSettings;
 pub use batch::{LeftPadded, gather_positions, left_pad};
 pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
 pub use checkpoint::{
-    CheckpointError, Weights, WeightsWriter, lm_from_config, lm_from_weights, load_lm, load_scalar_model, save_lm, save_scalar_model,
-    with_stable_param_ids,
+    CheckpointError, Weights, WeightsWriter, drawn, lm_from_config, lm_from_weights, load_lm, load_scalar_model, save_lm,
+    save_scalar_model, with_stable_param_ids,
 };
 pub use choose::choose_tokens;
 pub use config::{ConfigError, GptConfig};

@@ -322,12 +322,14 @@ for (const button of ['policy', 'reward'] as const) {
     try {
       // A model directory's files; saved as config.json, model.safetensors, tokenizer.json and
       // tokenizer_config.json in one folder, `tinyrlhf` and HF transformers load it.
-      const { config, weights, tokenizer, tokenizerConfig, adapter } = await call({ type: 'exportModel', which });
+      const merged = $<HTMLInputElement>('export-merged').checked;
+      const { config, weights, tokenizer, tokenizerConfig, adapter } = await call({ type: 'exportModel', which, merged });
       download(`${which}-config.json`, config, 'application/json');
-      download(`${which}-model.safetensors`, weights as BlobPart);
+      if (weights) download(`${which}-model.safetensors`, weights as BlobPart);
       download(`${which}-tokenizer.json`, tokenizer, 'application/json');
       download(`${which}-tokenizer_config.json`, tokenizerConfig, 'application/json');
-      // Trained with LoRA: the adapter too, for PEFT (`adapter/`) and llama.cpp (`--lora adapter.gguf`).
+      // Trained with LoRA: the adapter (a merged model only when asked), for PEFT (`adapter/`) and
+      // llama.cpp (`--lora adapter.gguf`, language models only).
       if (adapter) {
         download(`${which}-adapter_config.json`, adapter.config, 'application/json');
         download(`${which}-adapter_model.safetensors`, adapter.safetensors as BlobPart);

@@ -47,7 +47,7 @@ async function handle(request: HelperRequest): Promise<unknown> {
       } else {
         s.forgetTraining();
       }
-      if (request.reward) s.loadReward(config, request.reward);
+      if (request.reward) s.loadReward(config, request.reward.weights, request.reward.adapter);
       if (request.policy) s.loadPolicy(request.policy.name, config, request.policy.weights, request.policy.adapter);
       s.setPeers(request.rank, request.count, exchange);
       return null;

@@ -23,6 +23,8 @@ export async function fromOlderVersion() {
 
 export const REWARD = 'reward';
 export const REWARD_CURVE = 'reward-curve';
+/** A LoRA reward model's `adapter_config.json` (its safetensors under REWARD are then its adapters and head). */
+export const REWARD_ADAPTER = 'reward-adapter';
 export const OWN_MODEL = 'own-model';
 export const SFT_WEIGHTS = 'sft-weights';
 export const SFT_CURVE = 'curve:sft';
@@ -32,7 +34,7 @@ export const DEMOS = 'demos';
 /** The keys of everything trained from the SFT model: gone when the SFT model changes. */
 export function trainedKeys(methods: string[]): string[] {
   const names = [...methods, 'imported'];
-  return [REWARD, REWARD_CURVE, VIEW, ...names.flatMap(policyKeys)];
+  return [REWARD, REWARD_CURVE, REWARD_ADAPTER, VIEW, ...names.flatMap(policyKeys)];
 }
 
 /** The same, with the SFT model tuned here: gone when the model folder changes. */

@@ -9,7 +9,7 @@ import type { ModelFolder } from '../protocol';
 export type HelperRequest =
   | { type: 'init' }
   /** `folder` null: the SFT model the helper already holds (it forgets what was trained from it). */
-  | { type: 'replicate'; folder: ModelFolder | null; reward: Uint8Array | null; policy: { name: string; weights: Uint8Array; adapter?: string } | null; rank: number; count: number }
+  | { type: 'replicate'; folder: ModelFolder | null; reward: Saved | null; policy: (Saved & { name: string }) | null; rank: number; count: number }
   | { type: 'call'; method: 'startReward' | 'rewardStep' | 'startTraining' | 'trainStep'; args: unknown[] }
   | { type: 'weights'; which: string }
   | { type: 'trapAt'; exchange: number }
@@ -23,8 +23,14 @@ export type HelperReply =
 /** Where a run starts: the SFT model's folder, and the reward model and policy it continues from. */
 export interface Start {
   folder: ModelFolder;
-  reward: Uint8Array | null;
-  policy: { name: string; weights: Uint8Array; adapter?: string } | null;
+  reward: Saved | null;
+  policy: (Saved & { name: string }) | null;
+}
+
+/** A trained model as the tab keeps it: its weights, or with `adapter` (PEFT's `adapter_config.json`) its adapters on the SFT model. */
+export interface Saved {
+  weights: Uint8Array;
+  adapter?: string;
 }
 
 class Helper {

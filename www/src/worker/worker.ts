@@ -6,8 +6,8 @@ import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, 
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, update } from './store';
 import { chooseBackend, devices, measured } from './backend';
-import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_CURVE, samplesKey, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
-import { Team } from './team';
+import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, samplesKey, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
+import { Team, type Saved } from './team';
 import { asBlob, loadFolder, upload } from './weights';
 
 declare const self: DedicatedWorkerGlobalScope;
@@ -108,7 +108,8 @@ async function start(force: string | null, models: string, workers: number | nul
   tokenizerJson = new TextDecoder().decode(folder.tokenizer);
   // What an earlier visit trained comes back; what no longer loads is dropped, the rest is kept.
   await fromOlderVersion();
-  const hasReward = await restore(REWARD, [REWARD, REWARD_CURVE], 'The saved reward model', (bytes) => s.loadReward(config, bytes), dropped);
+  const rewardAdapter = (await load<Adapter | null>(REWARD_ADAPTER))?.config;
+  const hasReward = await restore(REWARD, [REWARD, REWARD_CURVE, REWARD_ADAPTER], 'The saved reward model', (bytes) => s.loadReward(config, bytes, rewardAdapter), dropped);
   const policies: string[] = [];
   const curves: Record<string, Point[]> = {};
   for (const name of [...settings.methods.map((m) => m.name), 'imported']) {
@@ -244,7 +245,7 @@ let rewardCurve: Point[] = [];
  * Starts a run on every worker of the team (each loads the SFT model, `reward` and `policy`), or
  * on this one alone.
  */
-async function beginRun(reward: Uint8Array | null, policy: { name: string; weights: Uint8Array; adapter?: string } | null) {
+async function beginRun(reward: Saved | null, policy: (Saved & { name: string }) | null) {
   if (team) await team.begin({ folder: folderNow!, reward, policy }, (rank, count, exchange) => need().setPeers(rank, count, exchange));
 }
 
@@ -275,7 +276,8 @@ async function rewardStep(): Promise<RewardStepResult> {
     // One transaction: the reward model and its curve in, the policies tuned for the old reward
     // model and their curves out (the session has dropped them too: they start over from SFT).
     const gone = result.dropped.flatMap(policyKeys);
-    await update({ [REWARD]: await need().rewardWeights(), [REWARD_CURVE]: rewardCurve }, gone);
+    const { weights, adapter } = await savedReward();
+    await update({ [REWARD]: weights, [REWARD_ADAPTER]: adapter, [REWARD_CURVE]: rewardCurve }, gone);
   }
   return result;
 }
@@ -326,21 +328,18 @@ async function savedPolicy(name: string): Promise<{ weights: Uint8Array; adapter
   return { weights: adapter ? adapter.safetensors : await need().policyWeights(name), adapter };
 }
 
+/** What is kept of the reward model, the same way: its adapters and head when trained with LoRA. */
+async function savedReward(): Promise<{ weights: Uint8Array; adapter: Adapter | null }> {
+  const adapter: Adapter | null = await need().rewardAdapter();
+  return { weights: adapter ? adapter.safetensors : await need().rewardWeights(), adapter };
+}
+
 /** The method's policy as saved after its last completed step, back in the session. */
 async function restorePolicy(method: Method): Promise<string> {
   const saved = await load<unknown>(policyKey(method));
   if (!(saved instanceof Uint8Array)) return `The ${method.toUpperCase()} policy had no completed step yet; it starts over.`;
   need().loadPolicy(method, folderNow!.config, saved, (await load<Adapter | null>(adapterKey(method)))?.config);
   return `The ${method.toUpperCase()} policy of the last completed step was restored from this browser's storage.`;
-}
-
-/** A model's bytes in the session, or null when it has none. */
-async function weightsOrNull(get: () => Promise<Uint8Array>): Promise<Uint8Array | null> {
-  try {
-    return await get();
-  } catch {
-    return null;
-  }
 }
 
 async function handle(request: Request): Promise<Responses[keyof Responses]> {
@@ -391,7 +390,8 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       const args = [request.method, prompts, rankings, JSON.stringify(request.changes)] as const;
       if (team) {
         const policy = await savedPolicy(request.method).catch(() => null);
-        await beginRun(await weightsOrNull(() => need().rewardWeights()), policy && { name: request.method, weights: policy.weights, adapter: policy.adapter?.config });
+        const reward = await savedReward().catch(() => null);
+        await beginRun(reward && { weights: reward.weights, adapter: reward.adapter?.config }, policy && { name: request.method, weights: policy.weights, adapter: policy.adapter?.config });
       }
       return JSON.parse(await together(() => need().startTraining(...args), 'startTraining', [...args], async () => 'Nothing was trained.'));
     }
@@ -404,8 +404,11 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return JSON.parse(await need().evaluate(request.a, request.b, prompts, request.labeler, 7n));
     }
     case 'exportModel': {
-      const weights: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
-      const adapter = request.which === 'reward' ? null : ((await load<Adapter | null>(adapterKey(request.which))) ?? null);
+      const reward = request.which === 'reward';
+      const adapter: Adapter | null = reward ? await need().rewardAdapter() : await need().policyAdapter(request.which);
+      // A LoRA model's merged copy widens the whole base to f32: only when asked.
+      const merged = !adapter || request.merged;
+      const weights: Uint8Array | null = !merged ? null : reward ? await need().rewardWeights() : await need().policyWeights(request.which);
       return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig: need().tokenizerConfigJson(), adapter };
     }
     case 'importPolicy':

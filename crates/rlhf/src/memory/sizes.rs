@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tinyrlhf_model::{LoraConfig, ModelConfig};
 
 use crate::checkpoint::TrainError;
-use crate::data::rankings::TokenRanking;
 use crate::memory::footprint::TAB_MEMORY_LIMIT;
 
 /// The most answers sampled for one prompt: rankings (InstructGPT ranked 4 to 9) and groups
@@ -102,21 +101,6 @@ pub fn check_training_step(config: &ModelConfig, rows: usize, tokens: usize, wha
 /// [`check_memory`] for sampling `rows` sequences of up to `tokens`.
 pub fn check_sampling(config: &ModelConfig, rows: usize, tokens: usize, what: &str) -> Result<(), TrainError> {
     check_memory(&format!("{what} ({rows} answers, {tokens} tokens each with the prompt)"), sampling_bytes(config, rows, tokens))
-}
-
-/// The checks of a run that learns from rankings (the reward model, DPO): its LoRA rank, and one
-/// step of `batch_size` rankings, each sequence of the widest one as long as the longest.
-pub(crate) fn check_ranking_run(
-    config: &ModelConfig,
-    lora: Option<&LoraConfig>,
-    rankings: &[TokenRanking],
-    batch_size: usize,
-    what: &str,
-) -> Result<(), TrainError> {
-    check_lora_rank(config, lora)?;
-    let widest = rankings.iter().map(|r| r.sequences.len()).max().unwrap_or(0);
-    let longest = rankings.iter().flat_map(|r| &r.sequences).map(Vec::len).max().unwrap_or(0);
-    check_training_step(config, batch_size.saturating_mul(widest), longest, what)
 }
 
 /// The checks of a run that samples `rows` answers of up to `new_tokens` to prompts of up to

@@ -27,6 +27,7 @@ use crate::data::rankings::TokenRanking;
 use crate::methods::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::parallel::peers::{Alone, Peers, gather_rows, shard};
 use crate::step::grads::guarded_update;
+use crate::step::groups::{group_tokens, ranking_groups, sequence_parts};
 use crate::step::logprobs::chosen_logprobs;
 use crate::step::losses::PreferencePairs;
 use crate::step::read::values as read_values;
@@ -293,9 +294,9 @@ impl DpoTrainer {
         let budget = self.group_tokens;
         let mut own: Vec<f64> = Vec::with_capacity(mine.iter().map(|s| s.ranking.sequences.len()).sum());
         let mut grads = GradientsAccumulator::<CausalLm>::new();
-        for group in groups(mine, budget) {
+        for group in ranking_groups(mine, budget, |s| &s.ranking) {
             let examples: Vec<Example> = group.iter().flat_map(|s| s.ranking.examples()).collect();
-            let parts = answer_parts(&examples, budget);
+            let parts = sequence_parts(examples.iter().map(|e| e.tokens.len()), budget);
             // A group of several parts is scored whole first, without the graph: every answer's
             // log-probability is needed before any part's gradient is known.
             let unscored = parts.len() > 1;
@@ -422,46 +423,6 @@ struct DpoState {
     settings: DpoConfig,
 }
 
-/// How many tokens (answers times their padded length) one backward pass may hold: what
-/// `budget_mib` of activations come to for `config`'s model, one token at the least.
-fn group_tokens(config: &ModelConfig, budget_mib: u64) -> usize {
-    let per_token = crate::memory::sizes::training_step_bytes(config, 1, 1).max(1);
-    (budget_mib.saturating_mul(1 << 20) / per_token).max(1) as usize
-}
-
-/// `rankings` in order, in groups of whole rankings whose answers (each as long as the group's
-/// longest) fit `budget` tokens together; a ranking larger than that alone.
-fn groups<'a>(rankings: &[&'a Scored], budget: usize) -> Vec<Vec<&'a Scored>> {
-    let sizes = rankings.iter().map(|r| (r.ranking.sequences.len(), r.ranking.sequences.iter().map(Vec::len).max().unwrap_or(0)));
-    fitting_runs(sizes, budget).into_iter().map(|run| rankings[run].to_vec()).collect()
-}
-
-/// `examples` cut into contiguous parts whose answers (each as long as its part's longest) fit
-/// `budget` tokens; one answer a part at the least.
-fn answer_parts(examples: &[Example], budget: usize) -> Vec<Range<usize>> {
-    fitting_runs(examples.iter().map(|e| (1, e.tokens.len())), budget)
-}
-
-/// Contiguous runs of `items`, each `(sequences, longest)`, whose sequences padded to the run's
-/// longest fit `budget` tokens together, filled greedily in order; one item a run at the least.
-fn fitting_runs(items: impl IntoIterator<Item = (usize, usize)>, budget: usize) -> Vec<Range<usize>> {
-    let mut runs: Vec<Range<usize>> = vec![];
-    let (mut sequences, mut longest) = (0, 0);
-    for (i, (n, len)) in items.into_iter().enumerate() {
-        match runs.last_mut() {
-            Some(run) if (sequences + n) * longest.max(len) <= budget => {
-                run.end = i + 1;
-                (sequences, longest) = (sequences + n, longest.max(len));
-            }
-            _ => {
-                runs.push(i..i + 1);
-                (sequences, longest) = (n, len);
-            }
-        }
-    }
-    runs
-}
-
 /// The gradient of a batch's loss with respect to the log-probability of each answer of `group`
 /// (`values` theirs, laid out ranking after ranking), where the batch has `batch_rankings` rankings:
 /// each ranking's pairs weigh 1/C(K,2) of one ranking in the batch.
@@ -546,21 +507,6 @@ mod tests {
     fn ranking(p: u32, answers: usize) -> TokenRanking {
         let sequences = (0..answers).map(|a| [vec![2, p, 3], vec![7; a + 1], vec![1]].concat()).collect();
         TokenRanking { sequences, order: (0..answers).collect(), prompt_len: 3 }
-    }
-
-    #[test]
-    fn rankings_group_whole_within_the_budget_and_a_larger_ranking_splits_by_answers() {
-        let scored: Vec<Scored> = [2, 3, 2].iter().map(|&k| Scored { ranking: ranking(4, k), reference: vec![0.0; k] }).collect();
-        let refs: Vec<&Scored> = scored.iter().collect();
-        // Answers of 5, 6 (and 7) tokens: the rankings take 2 x 6, 3 x 7 and 2 x 6 tokens alone,
-        // the first two 5 x 7 together.
-        let sizes = |budget| groups(&refs, budget).iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(1000), [3]);
-        assert_eq!(sizes(21), [1, 1, 1]);
-        assert_eq!(sizes(35), [2, 1]);
-        let examples = scored[1].ranking.examples();
-        assert_eq!(answer_parts(&examples, 13), [0..2, 2..3]);
-        assert_eq!(answer_parts(&examples, 1), [0..1, 1..2, 2..3]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use burn::module::Module;
 use tinyrlhf_model::{
-    CausalLm, LoraConfig, ModelConfig, ScalarModel, has_adapters, load_peft_adapter, load_scalar_adapter, save_peft_adapter,
+    CausalLm, LoraConfig, ModelConfig, ScalarModel, drawn, has_adapters, load_peft_adapter, load_scalar_adapter, save_peft_adapter,
     save_scalar_adapter, scalar_with_lora, with_lora, with_stable_param_ids,
 };
 
@@ -31,7 +31,8 @@ pub(crate) fn trainable_lm(model: CausalLm, lora: Option<&LoraConfig>) -> Causal
         // stood on are merged in; every weight trains.
         None => model.merged().unfreeze(),
     };
-    with_stable_param_ids(model.train(), "")
+    // Drawn now (fresh adapters): a step's scoring without the graph shares them.
+    drawn(with_stable_param_ids(model.train(), ""))
 }
 
 /// A reward or value model ready to train (its score head always trains in full).
@@ -47,7 +48,7 @@ pub(crate) fn trainable_scalar(model: ScalarModel, lora: Option<&LoraConfig>, pr
             ScalarModel { transformer: merged.transformer.unfreeze(), score: merged.score }
         }
     };
-    with_stable_param_ids(model.train(), prefix)
+    drawn(with_stable_param_ids(model.train(), prefix))
 }
 
 /// What a checkpoint keeps of `policy`, as `(weights, adapter)`: every weight for a run that

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::rc::Rc;
 
 use burn::module::{Module, Param};
-use burn::optim::ModuleOptimizer;
-use burn::tensor::{Device, Tensor};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig, ScalarModel, left_pad};
 use web_time::Instant;
@@ -20,8 +20,9 @@ use crate::checkpoint::TrainError;
 use crate::data::rankings::{RankingSet, TokenRanking};
 use crate::parallel::peers::{Alone, Peers, Reader, Wire, gather, shard};
 use crate::stages::trainer::{StepReport, Trainer};
-use crate::step::grads::guarded_step;
-use crate::step::losses::{PreferencePairs, preference_loss};
+use crate::step::grads::guarded_update;
+use crate::step::groups::{group_tokens, ranking_groups, sequence_parts};
+use crate::step::losses::{PreferencePairs, preference_loss, preference_loss_gradient};
 use crate::step::read::values as read_values;
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
@@ -45,6 +46,11 @@ pub struct RewardConfig {
     /// weight; `None`: full training.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// Activations one backward pass may hold, in MiB: a step's rankings go through the model in
+    /// groups this size, their gradients summed (as DPO's do), so a large model's step holds one
+    /// group's activations rather than the whole batch's.
+    #[serde(default = "activation_budget_mib")]
+    pub activation_budget_mib: u64,
 }
 
 impl RewardConfig {
@@ -64,6 +70,9 @@ impl RewardConfig {
         if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
             return bad(format!("max_grad_norm = {}: it must be above 0", self.max_grad_norm));
         }
+        if self.activation_budget_mib == 0 {
+            return bad("activation budget = 0 MiB: a backward pass needs at least 1".into());
+        }
         Ok(())
     }
 }
@@ -80,12 +89,17 @@ impl Default for RewardConfig {
             unit_std: unit_std(),
             seed: 0,
             lora: None,
+            activation_budget_mib: activation_budget_mib(),
         }
     }
 }
 
 fn unit_std() -> bool {
     true
+}
+
+fn activation_budget_mib() -> u64 {
+    512
 }
 
 /// Loss and pair accuracy over a set of rankings.
@@ -128,6 +142,8 @@ pub struct Calibrated {
     pub mean_before: f64,
     pub std_before: f64,
     pub unit_std: bool,
+    /// The adapters it was trained with (beside a frozen base, which saving it need not write).
+    pub lora: Option<LoraConfig>,
 }
 
 impl Calibrated {
@@ -157,6 +173,8 @@ pub struct RewardTrainer {
     peers: Rc<dyn Peers>,
     /// SFT answers the finished model is calibrated on.
     calibration: Vec<Vec<u32>>,
+    /// Tokens one backward pass may hold ([`group_tokens`]).
+    group_tokens: usize,
 }
 
 impl std::fmt::Debug for RewardTrainer {
@@ -216,11 +234,19 @@ impl RewardTrainer {
                 )));
             }
         }
-        crate::memory::sizes::check_ranking_run(&config, settings.lora.as_ref(), &train, settings.batch_size, "a reward-model step")?;
+        // A step holds one group of sequences at a time: no more than the budget allows and the
+        // batch has, one sequence at the least.
+        crate::memory::sizes::check_lora_rank(&config, settings.lora.as_ref())?;
+        let widest = train.iter().map(|r| r.sequences.len()).max().unwrap_or(0);
+        let longest = train.iter().flat_map(|r| &r.sequences).map(Vec::len).max().unwrap_or(0).max(1);
+        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
+        let rows = (settings.batch_size.saturating_mul(widest)).min((group_tokens / longest).max(1));
+        crate::memory::sizes::check_training_step(&config, rows, longest, "a reward-model step")?;
         let device = model.transformer.device();
         let model = crate::models::lora::trainable_scalar(model, settings.lora.as_ref(), "");
         let optim = AdamWSettings::with_weight_decay(settings.weight_decay).init();
-        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), calibration: vec![] })
+        let peers: Rc<dyn Peers> = Rc::new(Alone);
+        Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers, calibration: vec![], group_tokens })
     }
 
     /// Shares each step with `peers` (identical trainers on other workers): each scores its shard
@@ -246,7 +272,8 @@ impl RewardTrainer {
     /// std 1 unless the settings say otherwise): what a finished run hands on.
     pub async fn calibrated(&self) -> Result<Calibrated, TrainError> {
         let (model, (mean_before, std_before)) = calibrate(self.model(), &self.calibration, self.settings.unit_std, self.pad).await?;
-        Ok(Calibrated { model, answers: self.calibration.len(), mean_before, std_before, unit_std: self.settings.unit_std })
+        let lora = self.settings.lora.clone();
+        Ok(Calibrated { model, answers: self.calibration.len(), mean_before, std_before, unit_std: self.settings.unit_std, lora })
     }
 
     /// One step on the next batch of rankings.
@@ -262,20 +289,22 @@ impl RewardTrainer {
         let lr = self.settings.lr * (1.0 - 0.9 * progress);
         self.step += 1;
 
-        // This peer's shard of the batch, its loss weighted by its share of the rankings so that
-        // the peers' gradients sum to the whole batch's.
+        // This peer's shard of the batch, a group of rankings at a time ([`ranking_groups`]), each
+        // group's loss weighted by its share of the batch so that the groups' and the peers'
+        // gradients sum to the whole batch's.
         let peers = self.peers.clone();
         let mine = &chosen[shard(chosen.len(), peers.rank(), peers.count())];
-        let (objective, read_along) = if mine.is_empty() {
-            (None, vec![])
-        } else {
-            let (rewards, pairs) = score_rankings(&self.model, mine, self.pad, &self.device);
-            let loss = preference_loss(rewards.clone(), &pairs, self.settings.center_coef) * (mine.len() as f64 / chosen.len() as f64);
-            // The loss and the rewards come back in the one read the step makes, with the gradient norm.
-            (Some(loss.clone()), vec![loss.detach(), rewards.detach()])
-        };
+        let mut grads = GradientsAccumulator::<ScalarModel>::new();
+        let (mut losses, mut rewards) = (vec![], vec![]);
+        for group in ranking_groups(mine, self.group_tokens, |r| r) {
+            let (loss, group_rewards) = self.group_gradient(&group, chosen.len(), &mut grads).await?;
+            losses.push(loss);
+            rewards.push(group_rewards);
+        }
+        // The loss and the rewards come back in the one read the step makes, with the gradient norm.
+        let read_along = if losses.is_empty() { vec![] } else { vec![Tensor::cat(losses, 0).sum(), Tensor::cat(rewards, 0)] };
         let (model, numbers, outcome) =
-            guarded_step(self.model.clone(), &mut self.optim, lr, objective, None, read_along, self.settings.max_grad_norm, &*peers)
+            guarded_update(self.model.clone(), &mut self.optim, lr, grads.grads(), read_along, self.settings.max_grad_norm, &*peers)
                 .await?;
         // Each peer's numbers: its weighted loss, then its rankings' rewards (in batch order).
         let loss = numbers.iter().filter_map(|n| n.first()).sum::<f32>();
@@ -309,6 +338,45 @@ impl RewardTrainer {
             stats.held_out = Some(self.evaluate(&self.held_out).await?);
         }
         Ok(stats)
+    }
+
+    /// The gradient of `group`'s share of a batch of `batch_rankings` rankings, added to `grads`;
+    /// its loss and its rewards (detached, in the group's order). A group that fits the budget goes
+    /// through the model at once; a larger one (a single long ranking) is scored first without the
+    /// graph, then each part of its sequences is sent back with its rewards' share of the loss's
+    /// gradient.
+    async fn group_gradient(
+        &self,
+        group: &[&TokenRanking],
+        batch_rankings: usize,
+        grads: &mut GradientsAccumulator<ScalarModel>,
+    ) -> Result<(Tensor<1>, Tensor<1>), TrainError> {
+        let share = group.len() as f64 / batch_rankings as f64;
+        let (pairs, center) = (pairs_of(group), self.settings.center_coef);
+        let sequences: Vec<Vec<u32>> = group.iter().flat_map(|r| r.sequences.iter().cloned()).collect();
+        let parts = sequence_parts(sequences.iter().map(Vec::len), self.group_tokens);
+        if let [_] = parts[..] {
+            let rewards = score_sequences(&self.model, &sequences, self.pad, &self.device);
+            let loss = preference_loss(rewards.clone(), &pairs, center) * share;
+            let (loss_value, rewards) = (loss.clone().detach(), rewards.detach());
+            grads.accumulate(&self.model, GradientsParams::from_grads(loss.backward(), &self.model));
+            return Ok((loss_value, rewards));
+        }
+        let scoring = self.model.valid();
+        let mut values = Vec::with_capacity(sequences.len());
+        for part in &parts {
+            let scores = score_sequences(&scoring, &sequences[part.clone()], self.pad, &scoring.transformer.device());
+            values.extend(read_values(scores).await?.into_iter().map(f64::from));
+        }
+        let (loss, gradient) = preference_loss_gradient(&values, &pairs, center);
+        for part in parts {
+            let rewards = score_sequences(&self.model, &sequences[part.clone()], self.pad, &self.device);
+            let weights: Vec<f32> = gradient[part.clone()].iter().map(|g| (g * share) as f32).collect();
+            let surrogate = (rewards * Tensor::from_data(TensorData::new(weights, [part.len()]), &self.device)).sum();
+            grads.accumulate(&self.model, GradientsParams::from_grads(surrogate.backward(), &self.model));
+        }
+        let floats = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), &self.device);
+        Ok((floats(vec![(loss * share) as f32]), floats(values.iter().map(|&v| v as f32).collect())))
     }
 
     /// Loss and pair accuracy of the current model on `rankings`, no update; with peers, each
@@ -457,4 +525,46 @@ pub async fn calibrate(
         model.score.bias = Some(Param::initialized(bias.id, (bias.val() - mean) * gain));
     }
     Ok((model, (mean, std)))
+}
+
+#[cfg(test)]
+mod tests {
+    use tinyrlhf_model::GptConfig;
+
+    use super::*;
+
+    fn ranking(p: u32, answers: usize) -> TokenRanking {
+        let sequences = (0..answers).map(|a| [vec![2, p, 3], vec![7 + a as u32; a + 1], vec![1]].concat()).collect();
+        TokenRanking { sequences, order: (0..answers).rev().collect(), prompt_len: 3 }
+    }
+
+    #[test]
+    fn a_step_in_groups_and_parts_makes_the_update_of_the_whole_batch_at_once() {
+        let device = Device::flex();
+        device.seed(5);
+        let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
+        let sft = tinyrlhf_model::drawn(config.init(&device));
+        let train: Vec<TokenRanking> = (10..14).map(|p| ranking(p, 3)).collect();
+        let settings = RewardConfig { epochs: 1, batch_size: 4, lr: 1e-2, center_coef: 0.01, ..RewardConfig::default() };
+        let trained = |budget: usize| {
+            // The same fresh score head for each run.
+            device.seed(6);
+            let mut trainer = RewardTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], 0, settings.clone()).unwrap();
+            trainer.group_tokens = budget;
+            let stats = pollster::block_on(trainer.step()).unwrap();
+            let sequences: Vec<Vec<u32>> = train.iter().flat_map(|r| r.sequences.clone()).collect();
+            let scores = score_sequences(&trainer.model(), &sequences, 0, &device).into_data().try_to_vec::<f32>().unwrap();
+            (stats.loss, stats.grad_norm, stats.accuracy, scores)
+        };
+        let whole = trained(usize::MAX);
+        // 15 tokens: groups of one or two rankings; 1 token: every answer a part of its own.
+        for budget in [15, 1] {
+            let (loss, norm, accuracy, scores) = trained(budget);
+            let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
+            assert!(near(loss, whole.0) && near(norm, whole.1) && accuracy == whole.2, "budget {budget}: {loss} {norm} vs {whole:?}");
+            for (a, b) in scores.iter().zip(&whole.3) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "budget {budget}: {a} vs {b}");
+            }
+        }
+    }
 }

@@ -100,6 +100,25 @@ pub fn preference_loss(rewards: Tensor<1>, pairs: &PreferencePairs, center_coef:
     loss
 }
 
+/// [`preference_loss`] of `rewards` on the host, in f64, and its gradient with respect to each
+/// reward: what a step that scores a large ranking in parts pushes back through each part.
+pub fn preference_loss_gradient(rewards: &[f64], pairs: &PreferencePairs, center_coef: f64) -> (f64, Vec<f64>) {
+    let (mut loss, mut grad) = (0.0, vec![0.0; rewards.len()]);
+    for (p, (&w, &l)) in pairs.winners.iter().zip(&pairs.losers).enumerate() {
+        let weight = f64::from(pairs.weights[p]);
+        let margin = rewards[w] - rewards[l] - pairs.margins.get(p).map_or(0.0, |&m| f64::from(m));
+        // -log sigmoid(m) = softplus(-m), and its derivative in m is -sigmoid(-m).
+        let softplus = if margin > 0.0 { (-margin).exp().ln_1p() } else { -margin + margin.exp().ln_1p() };
+        let pull = weight / (1.0 + margin.exp());
+        let sum = rewards[w] + rewards[l];
+        loss += weight * softplus + center_coef * weight * sum * sum;
+        let centre = 2.0 * center_coef * weight * sum;
+        grad[w] += centre - pull;
+        grad[l] += centre + pull;
+    }
+    (loss, grad)
+}
+
 /// PPO's clipped surrogate and its diagnostics, each a one-element tensor.
 #[derive(Debug, Clone)]
 pub struct PolicyLoss {
@@ -145,4 +164,33 @@ pub fn clipped_value_loss(
     let clipped_loss = (clipped - returns).square();
     let clipfrac = masked_mean(clipped_loss.clone().greater(unclipped_loss.clone()).float(), valid.clone());
     (masked_mean(unclipped_loss.max_pair(clipped_loss), valid) * 0.5, clipfrac)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+
+    #[test]
+    fn the_host_preference_loss_and_its_gradient_equal_the_tensor_loss_and_its_autodiff() {
+        let device = Device::flex().autodiff();
+        let rewards = [0.3, -1.2, 2.5, 0.0, 14.0, -9.0];
+        let mut pairs = PreferencePairs::from_rankings(&[(0, &[2, 0, 1][..]), (3, &[1, 0][..]), (5, &[0][..])]);
+        pairs.winners.push(5);
+        pairs.losers.push(4);
+        pairs.weights.push(0.25);
+        for (center_coef, margins) in [(0.0, vec![]), (0.01, vec![0.5, -0.25, 0.0, 1.0, 2.0])] {
+            pairs.margins = margins;
+            let leaf = Tensor::<1>::from_data(TensorData::new(rewards.map(|r| r as f32).to_vec(), [rewards.len()]), &device).require_grad();
+            let loss = preference_loss(leaf.clone(), &pairs, center_coef);
+            let expected_loss = loss.clone().into_data().try_to_vec::<f32>().unwrap()[0];
+            let expected_grad = leaf.grad(&loss.backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let (host_loss, host_grad) = preference_loss_gradient(&rewards, &pairs, center_coef);
+            assert!((host_loss as f32 - expected_loss).abs() <= 1e-5 * (1.0 + expected_loss.abs()), "{host_loss} vs {expected_loss}");
+            for (i, (a, b)) in host_grad.iter().zip(&expected_grad).enumerate() {
+                assert!((*a as f32 - b).abs() <= 1e-5 * (1.0 + b.abs()), "reward {i}: {a} vs {b} (center {center_coef})");
+            }
+        }
+    }
 }

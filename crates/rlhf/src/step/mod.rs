@@ -2,6 +2,7 @@
 //! the learning-rate schedule, and reading numbers back from the device.
 
 pub mod grads;
+pub(crate) mod groups;
 pub mod logprobs;
 pub mod losses;
 pub(crate) mod read;
