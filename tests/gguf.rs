@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use tinyrlhf_model::{GgufHeader, GgufModel, GgufStream, PackedWeight, READ_TYPES, SamplingConfig, generate, tensor_f32};
+use tinyrlhf_model::{
+    GgmlType, GgufHeader, GgufModel, GgufStream, LoraConfig, PackedWeight, READ_TYPES, SamplingConfig, dequantize, generate,
+    load_peft_adapter, merged_gguf, quantize, save_peft_adapter, tensor_f32, with_lora,
+};
 use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
 use tinyrlhf_tests::{assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
 
@@ -68,6 +71,81 @@ fn every_supported_type_dequantises_to_the_gguf_packages_values() {
     let mut all: Vec<String> = READ_TYPES.iter().filter(|t| **t != "F32").map(|t| t.to_string()).collect();
     all.sort();
     assert_eq!(checked, all, "every type read but F32 (the expected values' own type) has bytes to check");
+}
+
+#[test]
+fn the_types_written_requantize_the_gguf_packages_bytes_to_the_same_bytes() {
+    let bytes = read(&gguf_dir().join("quants.gguf"));
+    let header = GgufHeader::read(&bytes).unwrap();
+    let mut written = vec![];
+    for tensor in header.tensors.iter().filter(|t| t.name.starts_with("q.")) {
+        let original = &bytes[tensor.start..tensor.end];
+        if let Some(again) = quantize(tensor.ggml_type, &dequantize(tensor.ggml_type, original)) {
+            assert!(again == original, "{}: re-quantized bytes differ", tensor.name);
+            written.push(tensor.ggml_type.name());
+        }
+    }
+    written.sort();
+    assert_eq!(written, ["BF16", "F16", "Q4_0", "Q8_0"]);
+    assert_eq!(quantize(GgmlType::Q4K, &[0.0; 256]), None);
+}
+
+/// `adapter` (PEFT's safetensors) with every factor filled with varied values of about `size`.
+fn randomized(adapter: &[u8], size: f32) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(adapter).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .enumerate()
+        .map(|(t, (name, view))| {
+            let n = view.shape().iter().product::<usize>();
+            let values = (0..n).flat_map(|i| ((((i * 7919 + t * 104_729) % 2003) as f32 / 1001.0 - 1.0) * size).to_le_bytes()).collect();
+            (name, view.shape().to_vec(), values)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).unwrap())
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn a_merged_gguf_keeps_the_bases_types_and_computes_as_the_base_with_its_adapter() {
+    let lora = LoraConfig { rank: 4, alpha: 8.0 };
+    for kind in ["f32", "q8_0"] {
+        for (dir, gguf) in pairs(kind) {
+            let bytes = read(&gguf);
+            let base = load(&gguf);
+            let (adapter_config, fresh) = pollster::block_on(save_peft_adapter(&with_lora(base.model.clone(), &lora), &lora)).unwrap();
+            let adapter = randomized(&fresh, 0.1);
+            let (_, adapted) = load_peft_adapter(base.model.clone(), adapter_config.as_bytes(), &adapter).unwrap();
+            let adapted = LanguageModel { model: adapted, config: base.config.clone(), tokenizer: base.tokenizer.clone() };
+
+            let merged = merged_gguf(&bytes, &base.config, &adapter, &lora).unwrap();
+            assert!(merged.requantized.is_empty(), "{}: {:?}", gguf.display(), merged.requantized);
+            let types =
+                |bytes: &[u8]| GgufHeader::read(bytes).unwrap().tensors.into_iter().map(|t| (t.name, t.ggml_type)).collect::<Vec<_>>();
+            assert_eq!(types(&merged.bytes), types(&bytes), "{}: every tensor keeps its type", gguf.display());
+            let merged = load_gguf_model(GgufModel::from_bytes(&merged.bytes).unwrap(), &Device::flex()).unwrap();
+
+            let vocab = base.config.vocab_size();
+            let (with_adapter, _, mask) = llama_fixture_logits(&adapted, &dir);
+            let (ours, _, _) = llama_fixture_logits(&merged, &dir);
+            let (before, _, _) = llama_fixture_logits(&base, &dir);
+            let kept: Vec<usize> = (0..ours.len()).filter(|&i| mask.values[i / vocab] == 1.0).collect();
+            let worst = |a: &[f32]| kept.iter().map(|&i| (a[i] - with_adapter[i]).abs()).fold(0.0f32, f32::max);
+            let spread = kept.iter().map(|&i| with_adapter[i].abs()).fold(0.0f32, f32::max);
+            // F32 merges exactly (up to summation order); Q8_0 rounds each merged block again (the
+            // tolerance of a Q8_0 file against full precision, as above).
+            let tolerance = if kind == "f32" { 1e-4 * (1.0 + spread) } else { 0.05 * spread };
+            assert!(worst(&ours) <= tolerance, "{}: merged logits off by {} (tolerance {tolerance})", gguf.display(), worst(&ours));
+            // And the adapter matters: the base alone is much further from it than the merged file.
+            assert!(worst(&before) > 5.0 * worst(&ours), "{}: the adapter changes the logits by only {}", gguf.display(), worst(&before));
+        }
+    }
 }
 
 #[test]

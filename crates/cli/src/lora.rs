@@ -8,7 +8,10 @@
 //! --lora OUT/adapter.gguf` applies, and the run's tokenizer. Every command loads such a folder as
 //! its base with the adapter frozen beside it (a packed base stays packed). A reward model trained
 //! with adapters is written the same way (PEFT's `SEQ_CLS` task, the score head among its tensors)
-//! and loads onto its base. `--merge` writes the merged model folder as well.
+//! and loads onto its base. `--merge` writes the merged model as well: a language model tuned on a
+//! GGUF base as `OUT/model.gguf` in the base's types (`tinyrlhf_model::merged_gguf`: projections of
+//! a type not written here become Q8_0, and the run says which), anything else as an f32 model
+//! folder.
 
 use std::path::Path;
 
@@ -27,7 +30,8 @@ pub struct LoraArgs {
     /// LoRA's alpha: the update is scaled by alpha / rank.
     #[arg(long, default_value_t = LoraConfig::default().alpha, requires = "lora_rank")]
     lora_alpha: f64,
-    /// Also write the merged model (base + adapter) into OUT as a model folder (f32 safetensors).
+    /// Also write the merged model (base + adapter) into OUT: on a GGUF base, OUT/model.gguf in the
+    /// base's types (K-quant projections re-quantized as Q8_0); else a model folder (f32 safetensors).
     #[arg(long, requires = "lora_rank")]
     merge: bool,
 }
@@ -94,20 +98,52 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
     manifest["base"] = base.display().to_string().into();
     manifest["merged"] = tuned.merge.into();
     files::save_tokenizer(out, tuned.tokenizer)?;
-    save_adapter(out, tuned.model, tuned.config_json, lora, &base)?;
-    if tuned.merge {
+    let adapter = save_adapter(out, tuned.model, tuned.config_json, lora, &base)?;
+    let merged_gguf = tuned.merge && matches!(tuned.model, TunedModel::Language(_)) && files::is_gguf(&base);
+    // What an earlier save left that no longer describes the model would load instead of it.
+    let stale: &[&str] = match (tuned.merge, merged_gguf) {
+        (false, _) => &["model.safetensors", "config.json", MERGED_GGUF],
+        (true, true) => &["model.safetensors", "config.json"],
+        (true, false) => &[MERGED_GGUF],
+    };
+    for stale in stale {
+        files::remove_file(&out.join(stale))?;
+    }
+    if merged_gguf {
+        let config = ModelConfig::from_json_bytes(tuned.config_json.as_bytes()).map_err(|e| e.to_string())?;
+        let merged =
+            tinyrlhf_model::merged_gguf(&files::read(&base)?, &config, &adapter, lora).map_err(|e| format!("{}: {e}", base.display()))?;
+        files::write_atomic(&out.join(MERGED_GGUF), &merged.bytes)?;
+        let requantized: Vec<String> = merged.requantized.iter().map(|(name, from)| format!("{name} ({from})")).collect();
+        let mut by_type: std::collections::BTreeMap<&str, usize> = Default::default();
+        merged.requantized.iter().for_each(|(_, from)| *by_type.entry(from).or_default() += 1);
+        let by_type: Vec<String> = by_type.iter().map(|(from, n)| format!("{n} {from}")).collect();
+        eprintln!(
+            "merged model written to {} in its base's types{}",
+            out.join(MERGED_GGUF).display(),
+            if by_type.is_empty() {
+                String::new()
+            } else {
+                format!(" but Q8_0 for {} projections (manifest.json names them)", by_type.join(", "))
+            }
+        );
+        manifest["merged_file"] = MERGED_GGUF.into();
+        manifest["requantized_as_q8_0"] = requantized.into();
+        files::save_manifest(out, &manifest)
+    } else if tuned.merge {
         let weights = tuned.model.merged_weights()?;
         files::save_weights_dir(out, tuned.config_json, &weights, tuned.tokenizer, &manifest)
     } else {
-        for stale in ["model.safetensors", "config.json"] {
-            files::remove_file(&out.join(stale))?;
-        }
         files::save_manifest(out, &manifest)
     }
 }
 
-/// Writes `tuned`'s adapters to `out/adapter/` (and a language model's to `out/adapter.gguf`), naming `base`.
-fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraConfig, base: &Path) -> Result<()> {
+/// The merged model of a LoRA run on a GGUF base.
+const MERGED_GGUF: &str = "model.gguf";
+
+/// Writes `tuned`'s adapters to `out/adapter/` (and a language model's to `out/adapter.gguf`), naming
+/// `base`; their safetensors bytes.
+fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraConfig, base: &Path) -> Result<Vec<u8>> {
     let (config, weights) = match tuned {
         TunedModel::Language(model) => pollster::block_on(tinyrlhf_model::save_peft_adapter(model, lora)),
         TunedModel::Scalar(model) => pollster::block_on(tinyrlhf_model::save_peft_scalar_adapter(model, lora)),
@@ -124,5 +160,5 @@ fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraCon
             files::write_atomic(&out.join("adapter.gguf"), &gguf)?;
         }
     }
-    Ok(())
+    Ok(weights)
 }

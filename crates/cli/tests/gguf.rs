@@ -20,8 +20,33 @@ fn a_gguf_file_is_a_model_and_a_lora_run_on_it_writes_llama_cpps_adapter() {
     ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
     let dpo = ["dpo", "--policy", gguf, "--rankings", "r.jsonl", "--epochs", "1", "--batch", "4", "--lora-rank", "4", "--lora-alpha", "8"];
     ok(&[&dpo[..], &["--out", "dpo"]].concat(), &dir);
-    // The merged model is a plain HF folder: it loads without the GGUF.
+    // The adapter loads onto the GGUF it names.
     ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "3"], &dir);
+    assert!(!dir.join("dpo/model.gguf").exists() && !dir.join("dpo/model.safetensors").exists(), "no merged copy unless asked");
+    // Asked, the merged model is one GGUF in the base's types (Q8_0 here), a model of its own.
+    ok(&[&dpo[..], &["--merge", "--out", "merged"]].concat(), &dir);
+    let types = |bytes: &[u8]| {
+        tinyrlhf_model::GgufHeader::read(bytes).unwrap().tensors.into_iter().map(|t| (t.name, t.ggml_type)).collect::<Vec<_>>()
+    };
+    let merged = std::fs::read(dir.join("merged/model.gguf")).unwrap();
+    assert_eq!(types(&merged), types(&std::fs::read(gguf).unwrap()));
+    assert!(!dir.join("merged/model.safetensors").exists());
+    ok(
+        &[
+            "sample",
+            "--model",
+            "merged/model.gguf",
+            "--prompts",
+            "world/heldout.jsonl",
+            "-k",
+            "1",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            "m.jsonl",
+        ],
+        &dir,
+    );
 
     let bytes = std::fs::read(dir.join("dpo/adapter.gguf")).unwrap();
     let header = tinyrlhf_model::GgufHeader::read(&bytes).unwrap();

@@ -358,12 +358,12 @@ fn item_size(value_type: u32) -> u64 {
     }
 }
 
-/// A GGUF file written from metadata and f32 tensors (names as llama.cpp spells them, shapes
-/// outermost first): what llama.cpp's own converters write for an F32 tensor.
+/// A GGUF file written from metadata and tensors (names as llama.cpp spells them, shapes
+/// outermost first): f32 values, or bytes already in a ggml type.
 #[derive(Debug, Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, GgufValue)>,
-    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    tensors: Vec<(String, Vec<usize>, GgmlType, Vec<u8>)>,
 }
 
 impl GgufWriter {
@@ -376,8 +376,13 @@ impl GgufWriter {
         self
     }
 
-    pub fn tensor(mut self, name: &str, shape: Vec<usize>, values: Vec<f32>) -> Self {
-        self.tensors.push((name.to_owned(), shape, values));
+    pub fn tensor(self, name: &str, shape: Vec<usize>, values: Vec<f32>) -> Self {
+        self.typed_tensor(name, shape, GgmlType::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// A tensor whose `bytes` are whole blocks of `ggml_type` (the caller made them so).
+    pub fn typed_tensor(mut self, name: &str, shape: Vec<usize>, ggml_type: GgmlType, bytes: Vec<u8>) -> Self {
+        self.tensors.push((name.to_owned(), shape, ggml_type, bytes));
         self
     }
 
@@ -393,19 +398,19 @@ impl GgufWriter {
             write_value(&mut out, value);
         }
         let mut offset = 0u64;
-        for (name, shape, values) in &self.tensors {
+        for (name, shape, ggml_type, bytes) in &self.tensors {
             write_string(&mut out, name);
             out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
             for &d in shape.iter().rev() {
                 out.extend_from_slice(&(d as u64).to_le_bytes());
             }
-            out.extend_from_slice(&GgmlType::F32.id().to_le_bytes());
+            out.extend_from_slice(&ggml_type.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + 4 * values.len() as u64).next_multiple_of(DEFAULT_ALIGNMENT);
+            offset = (offset + bytes.len() as u64).next_multiple_of(DEFAULT_ALIGNMENT);
         }
-        for (_, _, values) in &self.tensors {
+        for (_, _, _, bytes) in &self.tensors {
             out.resize(out.len().next_multiple_of(DEFAULT_ALIGNMENT as usize), 0);
-            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            out.extend_from_slice(bytes);
         }
         out
     }

@@ -48,7 +48,7 @@ pub fn gguf_lora_adapter(config: &ModelConfig, adapter_safetensors: &[u8], alpha
 }
 
 /// `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` → (`blk.{i}.attn_q.weight.lora_a`, `attn_q`, `a`).
-fn gguf_name(peft: &str) -> Option<(String, &'static str, &'static str)> {
+pub(crate) fn gguf_name(peft: &str) -> Option<(String, &'static str, &'static str)> {
     let rest = peft.strip_prefix("base_model.model.model.layers.")?;
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;

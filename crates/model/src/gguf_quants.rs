@@ -164,6 +164,45 @@ pub fn dequantize(ggml_type: GgmlType, data: &[u8]) -> Vec<f32> {
     out
 }
 
+/// `values` (whole blocks) written as `ggml_type`, as llama.cpp's reference quantizers
+/// (`quantize_row_*_ref`) write them; `None` for a type not written here (the K-quants and the
+/// other legacy quants, whose search for scales llama.cpp's own tools do better).
+pub fn quantize(ggml_type: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
+    let (per_block, bytes) = ggml_type.block();
+    if !values.len().is_multiple_of(per_block) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(values.len() / per_block * bytes);
+    match ggml_type {
+        GgmlType::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+        GgmlType::F16 => out.extend(values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
+        GgmlType::Bf16 => out.extend(values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes())),
+        GgmlType::Q8_0 => values.chunks_exact(32).for_each(|x| quantize_q8_0(x, &mut out)),
+        GgmlType::Q4_0 => values.chunks_exact(32).for_each(|x| quantize_q4_0(x, &mut out)),
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// `d = max|x| / 127`, then each value rounded to `x / d`.
+fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend(f16::from_f32(d).to_le_bytes());
+    out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
+}
+
+/// `d = -max / 8` for the value of largest magnitude (its sign kept), then 4-bit `x / d + 8`.
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    let max = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out.extend(f16::from_f32(d).to_le_bytes());
+    let nibble = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    out.extend((0..16).map(|j| nibble(x[j]) | (nibble(x[16 + j]) << 4)));
+}
+
 fn half_at(block: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
 }
