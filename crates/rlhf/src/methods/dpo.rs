@@ -27,7 +27,7 @@ use crate::data::rankings::TokenRanking;
 use crate::methods::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::parallel::peers::{Alone, Peers, gather_rows, shard};
 use crate::step::grads::guarded_update;
-use crate::step::groups::{group_tokens, ranking_groups, sequence_parts};
+use crate::step::groups::{checked_group_tokens, ranking_groups, sequence_parts};
 use crate::step::logprobs::chosen_logprobs;
 use crate::step::losses::PreferencePairs;
 use crate::step::read::values as read_values;
@@ -145,7 +145,7 @@ pub struct DpoTrainer {
     step: usize,
     device: Device,
     peers: Rc<dyn Peers>,
-    /// Tokens one backward pass may hold ([`group_tokens`]).
+    /// Tokens one backward pass may hold (`step::groups`).
     group_tokens: usize,
 }
 
@@ -212,14 +212,15 @@ impl DpoTrainer {
                 )));
             }
         }
-        // A step holds one group of answers at a time (`groups`): no more than the budget allows
-        // and the batch has, one answer at the least.
-        crate::memory::sizes::check_lora_rank(&config, settings.lora.as_ref())?;
-        let widest = train.iter().map(|r| r.sequences.len()).max().unwrap_or(0);
-        let longest = train.iter().flat_map(|r| &r.sequences).map(Vec::len).max().unwrap_or(0).max(1);
-        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
-        let rows = (settings.batch_size.saturating_mul(widest)).min((group_tokens / longest).max(1));
-        crate::memory::sizes::check_training_step(&config, rows, longest, "a DPO step")?;
+        // A step holds one group of sequences at a time.
+        let group_tokens = checked_group_tokens(
+            &config,
+            settings.lora.as_ref(),
+            &train,
+            settings.batch_size,
+            settings.activation_budget_mib,
+            "a DPO step",
+        )?;
         let device = policy.device();
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;

@@ -21,7 +21,7 @@ use crate::data::rankings::{RankingSet, TokenRanking};
 use crate::parallel::peers::{Alone, Peers, Reader, Wire, gather, shard};
 use crate::stages::trainer::{StepReport, Trainer};
 use crate::step::grads::guarded_update;
-use crate::step::groups::{group_tokens, ranking_groups, sequence_parts};
+use crate::step::groups::{checked_group_tokens, ranking_groups, sequence_parts};
 use crate::step::losses::{PreferencePairs, preference_loss, preference_loss_gradient};
 use crate::step::read::values as read_values;
 
@@ -173,7 +173,7 @@ pub struct RewardTrainer {
     peers: Rc<dyn Peers>,
     /// SFT answers the finished model is calibrated on.
     calibration: Vec<Vec<u32>>,
-    /// Tokens one backward pass may hold ([`group_tokens`]).
+    /// Tokens one backward pass may hold (`step::groups`).
     group_tokens: usize,
 }
 
@@ -234,14 +234,15 @@ impl RewardTrainer {
                 )));
             }
         }
-        // A step holds one group of sequences at a time: no more than the budget allows and the
-        // batch has, one sequence at the least.
-        crate::memory::sizes::check_lora_rank(&config, settings.lora.as_ref())?;
-        let widest = train.iter().map(|r| r.sequences.len()).max().unwrap_or(0);
-        let longest = train.iter().flat_map(|r| &r.sequences).map(Vec::len).max().unwrap_or(0).max(1);
-        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
-        let rows = (settings.batch_size.saturating_mul(widest)).min((group_tokens / longest).max(1));
-        crate::memory::sizes::check_training_step(&config, rows, longest, "a reward-model step")?;
+        // A step holds one group of sequences at a time.
+        let group_tokens = checked_group_tokens(
+            &config,
+            settings.lora.as_ref(),
+            &train,
+            settings.batch_size,
+            settings.activation_budget_mib,
+            "a reward-model step",
+        )?;
         let device = model.transformer.device();
         let model = crate::models::lora::trainable_scalar(model, settings.lora.as_ref(), "");
         let optim = AdamWSettings::with_weight_decay(settings.weight_decay).init();

@@ -6,15 +6,37 @@
 
 use std::ops::Range;
 
-use tinyrlhf_model::ModelConfig;
+use tinyrlhf_model::{LoraConfig, ModelConfig};
 
+use crate::checkpoint::TrainError;
 use crate::data::rankings::TokenRanking;
 
 /// How many tokens (sequences times their padded length) one backward pass may hold: what
 /// `budget_mib` of activations come to for `config`'s model, one token at the least.
-pub(crate) fn group_tokens(config: &ModelConfig, budget_mib: u64) -> usize {
+fn group_tokens(config: &ModelConfig, budget_mib: u64) -> usize {
     let per_token = crate::memory::sizes::training_step_bytes(config, 1, 1).max(1);
     (budget_mib.saturating_mul(1 << 20) / per_token).max(1) as usize
+}
+
+/// The tokens a step on `rankings` in groups of `budget_mib` may hold ([`group_tokens`]), after
+/// the run's checks: its LoRA rank, and one group's activations (no more sequences than the budget
+/// allows and a batch of `batch_size` rankings has, one at the least, each as long as the longest)
+/// within the memory at hand; `what` names the step in a refusal.
+pub(crate) fn checked_group_tokens(
+    config: &ModelConfig,
+    lora: Option<&LoraConfig>,
+    rankings: &[TokenRanking],
+    batch_size: usize,
+    budget_mib: u64,
+    what: &str,
+) -> Result<usize, TrainError> {
+    crate::memory::sizes::check_lora_rank(config, lora)?;
+    let widest = rankings.iter().map(|r| r.sequences.len()).max().unwrap_or(0);
+    let longest = rankings.iter().flat_map(|r| &r.sequences).map(Vec::len).max().unwrap_or(0).max(1);
+    let tokens = group_tokens(config, budget_mib);
+    let rows = (batch_size.saturating_mul(widest)).min((tokens / longest).max(1));
+    crate::memory::sizes::check_training_step(config, rows, longest, what)?;
+    Ok(tokens)
 }
 
 /// `items` in order, in groups of whole rankings (`ranking` of each) whose sequences (each as long
