@@ -10,8 +10,7 @@
 //! with adapters is written the same way (PEFT's `SEQ_CLS` task, the score head among its tensors)
 //! and loads onto its base. `--merge` writes the merged model as well: a language model tuned on a
 //! GGUF base as `OUT/model.gguf` in the base's types (`tinyrlhf_model::merged_gguf`: projections of
-//! a type not written here become Q8_0, and the run says which), anything else as an f32 model
-//! folder.
+//! 4 to 6 bits become Q8_0, and the run says which), anything else as an f32 model folder.
 
 use std::path::Path;
 
@@ -31,7 +30,7 @@ pub struct LoraArgs {
     #[arg(long, default_value_t = LoraConfig::default().alpha, requires = "lora_rank")]
     lora_alpha: f64,
     /// Also write the merged model (base + adapter) into OUT: on a GGUF base, OUT/model.gguf in the
-    /// base's types (K-quant projections re-quantized as Q8_0); else a model folder (f32 safetensors).
+    /// base's types (projections of 4-6 bits as Q8_0, which keeps the update); else a model folder (f32 safetensors).
     #[arg(long, requires = "lora_rank")]
     merge: bool,
 }
@@ -124,7 +123,10 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
             if by_type.is_empty() {
                 String::new()
             } else {
-                format!(" but Q8_0 for {} projections (manifest.json names them)", by_type.join(", "))
+                format!(
+                    " but Q8_0 for {} projections, whose grid would round the update away (manifest.json names them)",
+                    by_type.join(", ")
+                )
             }
         );
         manifest["merged_file"] = MERGED_GGUF.into();

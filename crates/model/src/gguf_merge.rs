@@ -1,8 +1,10 @@
 //! A LoRA run's merged model as one GGUF file in its base's types: every tensor of the base GGUF
 //! as it was (metadata, tokenizer, norms, embeddings byte for byte), and each adapted projection
-//! `W + alpha / rank · B @ A` written back in its own type where one can be written here (F32,
-//! F16, BF16, Q8_0, Q4_0, as llama.cpp's reference quantizers write them); a projection of a type
-//! not written here (the K-quants, Q4_1, Q5_0/1) is written as Q8_0, and the result says which.
+//! `W + alpha / rank · B @ A` written back in its own type where that keeps the update (F32, F16,
+//! BF16, Q8_0, as llama.cpp's reference quantizers write them). A projection of 4 to 6 bits (Q4_0
+//! ... Q6_K) is written as Q8_0, and the result says which: rounded back onto its own grid, most of
+//! a LoRA update is lost (on Gemma 3 270M, greedy answers of a Q5_0 re-quantization left the
+//! adapter's, where Q8_0's kept them).
 //! `B`'s rows of a Llama query or key projection get llama.cpp's permutation, as the base's do.
 
 use std::collections::BTreeMap;
@@ -17,8 +19,8 @@ use crate::gguf_model::{gguf_architecture, permute};
 use crate::gguf_quants::{GgmlType, dequantize, quantize};
 use crate::lora::LoraConfig;
 
-/// The merged file, and the adapted tensors written as Q8_0 because their own type is not written
-/// here: `(name, its type in the base)`.
+/// The merged file, and the adapted tensors written as Q8_0 because their own type is too coarse to
+/// keep the update: `(name, its type in the base)`.
 #[derive(Debug)]
 pub struct MergedGguf {
     pub bytes: Vec<u8>,
