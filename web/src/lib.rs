@@ -22,6 +22,7 @@ use tinyrlhf_tokenizer::TokenizerFiles;
 use wasm_bindgen::prelude::*;
 
 mod inspect;
+mod memory;
 mod peers;
 mod sft;
 mod training;

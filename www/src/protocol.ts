@@ -286,6 +286,7 @@ export type Request =
   | { type: 'bringRankingsBack' }
   /** For the browser tests only: traps the wasm module, as a panic would. */
   | { type: 'trap' }
+  | { type: 'fillMemory' }
   /** For the browser tests only: destroys the worker's GPU device, as a lost or reset GPU would. */
   | { type: 'loseDevice' }
   /** For the browser tests only: whether every worker holds the same bytes of a model ('reward' or a policy). */
@@ -329,6 +330,8 @@ export interface Responses {
   setRankingsAside: number;
   bringRankingsBack: Ranking[];
   trap: null;
+  /** The module's memory after filling it, in bytes. */
+  fillMemory: number;
   loseDevice: null;
   workerCopies: { workers: number; identical: boolean };
   trapHelper: null;
@@ -338,6 +341,8 @@ export type Envelope = { id: number } & Request;
 
 export type Reply =
   | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: string; fatal: boolean }
+  | { id: number; ok: false; error: string; fatal: boolean; outOfMemory?: boolean }
   | { id: null; event: 'progress'; what: string; loaded: number; total: number }
-  | { id: null; event: 'notice'; message: string };
+  | { id: null; event: 'notice'; message: string }
+  /** The module trapped outside a request (in an async step): why, and whether it was out of memory. */
+  | { id: null; event: 'died'; error: string; outOfMemory: boolean };

@@ -203,9 +203,10 @@ async function submit() {
  * module that keeps dying is not restarted forever.
  */
 let restarts = 0;
-async function recover(why: string) {
+async function recover(failure: Error) {
+  const why = failure.message;
   const onGpu = document.body.dataset.backend === 'webgpu';
-  restartWorker(why);
+  restartWorker(failure);
   resetTraining();
   current = null;
   renderAnswers();
@@ -383,10 +384,12 @@ $('forget-training').addEventListener('click', async () => {
 });
 // For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration;
 // `tinyrlhf.trap()` kills the worker's module as a panic would, and `tinyrlhf.loseDevice()` destroys
-// its GPU device as a lost GPU would, to watch the page recover; `tinyrlhf.sample(prompt, k, seed)`
+// its GPU device as a lost GPU would, `tinyrlhf.fillMemory()` grows its memory to the browser's limit
+// so that the next allocation fails, to watch the page recover; `tinyrlhf.sample(prompt, k, seed)`
 // samples the SFT model with a chosen seed; `tinyrlhf.memory()` reads the worker's wasm memory.
 const forTests = {
   trap: () => call({ type: 'trap' }).catch((e: Error) => e.message),
+  fillMemory: () => call({ type: 'fillMemory' }),
   loseDevice: () => call({ type: 'loseDevice' }).catch((e: Error) => e.message),
   workerCopies: (which: string) => call({ type: 'workerCopies', which }),
   trapHelper: (exchange: number) => call({ type: 'trapHelper', exchange }),

@@ -19,6 +19,8 @@ export interface Knob {
   choices?: string[];
   /** A slider that may move while the method runs: the next step uses the new value (the KL leash). */
   live?: boolean;
+  /** A smaller value takes less memory: named when the tab runs out of it. */
+  memory?: boolean;
 }
 
 export interface MethodView {
@@ -59,11 +61,11 @@ const eosChart: ChartSpec = {
   watch: 'Answers that finish before the length limit. Falling means answers run on and get cut off.',
 };
 
-const lengthKnob: Knob = { setting: 'max_new_tokens', label: 'max length', id: 'length', min: '4', max: '64' };
+const lengthKnob: Knob = { setting: 'max_new_tokens', label: 'max length', id: 'length', min: '4', max: '64', memory: true };
 const groupKnobs: Knob[] = [
   { setting: 'iterations', label: 'iterations', id: 'iterations', min: '1' },
-  { setting: 'samples_per_prompt', label: 'K answers per prompt', id: 'k', min: '2', max: '16' },
-  { setting: 'prompts_per_iteration', label: 'prompts per iteration', id: 'prompts', min: '1' },
+  { setting: 'samples_per_prompt', label: 'K answers per prompt', id: 'k', min: '2', max: '16', memory: true },
+  { setting: 'prompts_per_iteration', label: 'prompts per iteration', id: 'prompts', min: '1', memory: true },
   { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
   { setting: 'beta', label: 'β (KL)', id: 'beta', step: '0.005', min: '0', max: '0.5', live: true },
   { setting: 'epsilon', label: 'clip ε', id: 'epsilon', step: '0.05', min: '0.05', max: '0.95' },
@@ -91,7 +93,7 @@ export const METHODS: MethodView[] = [
       { setting: 'kl_target', label: 'target KL', id: 'target', step: '0.5', optional: 'fixed β' },
       { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
       { setting: 'ppo_epochs', label: 'PPO epochs', id: 'epochs', min: '1' },
-      { setting: 'samples_per_prompt', label: 'samples per prompt', id: 'k', min: '1', max: '8' },
+      { setting: 'samples_per_prompt', label: 'samples per prompt', id: 'k', min: '1', max: '8', memory: true },
       lengthKnob,
     ],
     charts: [
@@ -131,7 +133,7 @@ export const METHODS: MethodView[] = [
       { setting: 'epochs', label: 'epochs', id: 'epochs', min: '1' },
       { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
       { setting: 'beta', label: 'β', id: 'beta', step: '0.01', min: '0.01', max: '1', live: true },
-      { setting: 'batch_size', label: 'rankings per step', id: 'batch', min: '1' },
+      { setting: 'batch_size', label: 'rankings per step', id: 'batch', min: '1', memory: true },
       { setting: 'loss', label: 'loss', id: 'loss', choices: ['sigmoid', 'ipo', 'hinge'] },
     ],
     charts: [

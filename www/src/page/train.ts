@@ -8,7 +8,7 @@ import { judge, showResults, verdict } from './results';
 import { saveView } from './page-view';
 
 export type { GoldPoint };
-import { call } from './client';
+import { call, OUT_OF_MEMORY } from './client';
 import { METHODS, changes, fillDefaults, knobInput, type Knob, type MethodView } from './methods';
 import { pointOf, type Method, type Ready, type Sample, type StepResult } from '../protocol';
 import { $, app, show } from './ui';
@@ -295,6 +295,17 @@ function speed(tokensPerSec: number): string {
   return `${Math.round(tokensPerSec)} training tokens/s`;
 }
 
+/**
+ * What a failed run says. Out of memory, the run stopped where its last step was saved; the
+ * settings whose smaller values take less memory are named.
+ */
+function failure(p: Panel, e: Error): string {
+  if (e.name !== OUT_OF_MEMORY) return `${p.view.label} failed: ${e.message}`;
+  const knobs = p.view.knobs.filter((k) => k.memory).map((k) => k.label);
+  const kept = p.done ? `the policy is the one saved after ${p.view.unit} ${p.done}` : 'it starts from the SFT model';
+  return `${p.view.label} stopped: ${e.message}. Lower ${knobs.join(' or ')} and run it again; ${kept}.`;
+}
+
 /** One line on how the step went, in the method's own numbers. */
 function summary(p: Panel, stats: StepResult): string {
   const num = (key: string) => Number(stats[key]);
@@ -399,7 +410,7 @@ async function runNow(p: Panel, changed: Record<string, number>, judged: boolean
   } catch (e) {
     p.state = 'idle';
     p.started = false;
-    show(p.status, `${p.view.label} failed: ${(e as Error).message}`, 'error');
+    show(p.status, failure(p, e as Error), 'error');
   } finally {
     progress.end();
     if (p.state === 'running') p.state = 'idle';

@@ -4,6 +4,7 @@
 // data of its own: a run starts by sending it the models to start from (the SFT model only when it
 // changed).
 import init, { Session, trapForTests } from '../wasm/tinyrlhf_web.js';
+import { outOfMemory } from './memory';
 import type { HelperReply, HelperRequest } from './team';
 import { loadFolder } from './weights';
 
@@ -32,10 +33,13 @@ function exchange(part: Uint8Array): Promise<Uint8Array[]> {
   return new Promise((resolve, reject) => (waiting = { resolve, reject }));
 }
 
+/** The module's memory, for the message of an out-of-memory trap. */
+let wasmMemory: WebAssembly.Memory | null = null;
+
 async function handle(request: HelperRequest): Promise<unknown> {
   switch (request.type) {
     case 'init':
-      await init();
+      wasmMemory = (await init()).memory;
       session = await Session.create('cpu');
       return null;
     case 'replicate': {
@@ -83,7 +87,8 @@ self.onmessage = (message: MessageEvent<HelperRequest & { id?: number }>) => {
       post({ type: 'reply', id, ok: true, result: await handle(request) });
     } catch (e) {
       const fatal = e instanceof WebAssembly.RuntimeError;
-      post({ type: 'reply', id, ok: false, error: e instanceof Error ? e.message : String(e), fatal });
+      const error = (fatal ? outOfMemory(wasmMemory) : null) ?? (e instanceof Error ? e.message : String(e));
+      post({ type: 'reply', id, ok: false, error, fatal });
     }
   });
 };

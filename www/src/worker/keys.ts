@@ -39,3 +39,22 @@ export function trainedKeys(methods: string[]): string[] {
 
 /** The same, with the SFT model tuned here: gone when the model folder changes. */
 export const tunedKeys = (methods: string[]) => [SFT_WEIGHTS, SFT_CURVE, ...trainedKeys(methods)];
+
+/** What a write of these keys saves, in the person's words (for a write that did not fit). */
+export function savedWhat(keys: string[]): string {
+  const named = keys.flatMap((key): string[] => {
+    const [kind, name] = key.split(':');
+    if (kind === 'policy') return [name === 'imported' ? 'the imported policy' : `the ${name.toUpperCase()} policy`];
+    const words: Record<string, string> = {
+      rankings: 'the rankings',
+      [REWARD]: 'the reward model',
+      [SFT_WEIGHTS]: 'the SFT model tuned here',
+      [OWN_MODEL]: 'your model',
+      [PROMPTS]: 'your prompts',
+      [DEMOS]: 'your demonstrations',
+      [VIEW]: "the page's view",
+    };
+    return words[key] ? [words[key]] : [];
+  });
+  return named.length ? named.join(' and ') : 'the training curves';
+}

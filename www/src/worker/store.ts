@@ -10,6 +10,58 @@ const RANKINGS = 'rankings';
 const SAVED = 'saved';
 
 let db: Promise<IDBPDatabase> | null = null;
+
+/**
+ * A write the browser's storage quota refused. Its transaction was aborted, so nothing of it was
+ * saved and every earlier record is as it was.
+ */
+export class StorageFull extends Error {
+  constructor(
+    /** The keys the write would have put ('rankings' for rankings). */
+    readonly keys: string[],
+    /** About how many bytes the write needed. */
+    readonly bytes: number,
+    readonly usage: number,
+    readonly quota: number,
+  ) {
+    super(`${keys.join(', ')} did not fit in the browser's storage`);
+    this.name = 'StorageFull';
+  }
+
+  /** The person's message, with `what` naming what was being saved. */
+  say(what: string): string {
+    const mb = (n: number) => Math.max(0.1, n / 1e6).toLocaleString('en-US', { maximumFractionDigits: 1 });
+    return (
+      `${what} (${mb(this.bytes)} MB) did not fit in this browser's storage for the page ` +
+      `(${mb(this.usage)} MB used of ${mb(this.quota)} MB allowed): nothing of it was saved, and everything saved before is kept. To make room, ` +
+      `export what you want to keep and clear the training or your model here, or allow this site more storage in the browser's settings.`
+    );
+  }
+}
+
+/** About how many bytes a value takes stored (its byte arrays and files; the rest as JSON). */
+function sizeOf(value: unknown): number {
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (value instanceof Blob) return value.size;
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + sizeOf(v), 0);
+  if (value && typeof value === 'object') return Object.values(value).reduce((n: number, v) => n + sizeOf(v), 0);
+  return JSON.stringify(value ?? null).length;
+}
+
+/**
+ * Waits for a write's transaction; a quota error (from a request, or from the commit) becomes
+ * [`StorageFull`] with what the write needed and what the origin has.
+ */
+async function committed(tx: { error: DOMException | null }, keys: string[], value: unknown, work: Promise<unknown>): Promise<void> {
+  try {
+    await work;
+  } catch (e) {
+    const cause = tx.error ?? e;
+    if (!(cause instanceof DOMException && cause.name === 'QuotaExceededError')) throw e;
+    const { usage = 0, quota = 0 } = await navigator.storage.estimate();
+    throw new StorageFull(keys, sizeOf(value), usage, quota);
+  }
+}
 let notice: (message: string) => void = () => {};
 
 /** Where the store's warnings go (the worker posts them to the page). */
@@ -46,7 +98,7 @@ export async function allRankings(): Promise<Ranking[]> {
 /** Appends rankings in one transaction: all are saved or none. */
 export async function addRankings(rankings: Ranking[]): Promise<Ranking[]> {
   const tx = (await open()).transaction(RANKINGS, 'readwrite');
-  await Promise.all([...rankings.map((r) => tx.store.add(r)), tx.done]);
+  await committed(tx, [RANKINGS], rankings, Promise.all([...rankings.map((r) => tx.store.add(r)), tx.done]));
   return allRankings();
 }
 
@@ -128,5 +180,6 @@ export function forget(keys: string[]): Promise<void> {
 /** Puts `entries` and deletes `deletes` in one transaction: all of it happens or none. */
 export async function update(entries: Record<string, unknown>, deletes: string[]): Promise<void> {
   const tx = (await open()).transaction(SAVED, 'readwrite');
-  await Promise.all([...Object.entries(entries).map(([k, v]) => tx.store.put(toStored(v), k)), ...deletes.map((k) => tx.store.delete(k)), tx.done]);
+  const work = Promise.all([...Object.entries(entries).map(([k, v]) => tx.store.put(toStored(v), k)), ...deletes.map((k) => tx.store.delete(k)), tx.done]);
+  await committed(tx, Object.keys(entries), entries, work);
 }

@@ -4,9 +4,10 @@
 // trains each run together with helper workers, one per spare core (`team.ts`).
 import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
-import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, update } from './store';
+import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
 import { chooseBackend, devices, measured } from './backend';
-import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, samplesKey, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
+import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, samplesKey, savedWhat, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
+import { fillMemory, outOfMemory } from './memory';
 import { Team, type Saved } from './team';
 import { asBlob, loadFolder, upload } from './weights';
 
@@ -481,6 +482,9 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
     case 'trap':
       trapForTests();
       return null;
+    case 'fillMemory':
+      if (!wasmMemory) throw new Error('the model is still loading');
+      return fillMemory(wasmMemory);
     case 'workerCopies': {
       const own: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
       const copies = team ? await team.copies(request.which, own) : [own];
@@ -498,6 +502,17 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
   }
 }
 
+// A trap in an async step (wasm-bindgen's futures run the module outside the request's promise) is
+// the worker's uncaught error. Out of memory, the page is told so, to name what to lower.
+self.addEventListener('error', (event) => {
+  if (!(event.error instanceof WebAssembly.RuntimeError)) return;
+  const memory = outOfMemory(wasmMemory);
+  if (!memory) return;
+  event.preventDefault();
+  dead ??= memory;
+  post({ id: null, event: 'died', error: memory, outOfMemory: true });
+});
+
 let queue: Promise<unknown> = Promise.resolve();
 
 self.onmessage = (message: MessageEvent<Envelope>) => {
@@ -507,9 +522,11 @@ self.onmessage = (message: MessageEvent<Envelope>) => {
       if (dead) throw new Error(`the module stopped earlier (${dead})`);
       post({ id, ok: true, result: await handle(request as Request) });
     } catch (e) {
-      const error = e instanceof Error ? e.message : String(e);
-      if (isFatal(e)) dead ??= error;
-      post({ id, ok: false, error, fatal: dead !== null });
+      const fatal = isFatal(e);
+      const memory = fatal ? outOfMemory(wasmMemory) : null;
+      const error = memory ?? (e instanceof StorageFull ? e.say(savedWhat(e.keys)) : e instanceof Error ? e.message : String(e));
+      if (fatal) dead ??= error;
+      post({ id, ok: false, error, fatal: dead !== null, outOfMemory: memory !== null });
     }
   });
 };
