@@ -1,6 +1,7 @@
 //! Generated bad input never panics: random and mutated bytes through every reader of outside data
 //! (rankings/pairs JSONL, `config.json` of every family, `model.safetensors`, `tokenizer.json`, GGUF
-//! files with packed weights and SentencePiece vocabularies) give a value or an
+//! files with packed weights and SentencePiece vocabularies, a LoRA run's checkpoint on a packed
+//! base) give a value or an
 //! error, and never allocate more than the input justifies (an absurd shape is refused before
 //! anything is built). CI runs a bounded number of cases from a fixed seed, so a run is
 //! repeatable; `PROPTEST_CASES` raises the count and `PROPTEST_RNG_SEED` picks another seed.
@@ -12,8 +13,8 @@ use proptest::test_runner::RngSeed;
 use serde_json::json;
 use tinyrlhf_data::{Ranking, read_preferences};
 use tinyrlhf_model::FamilyConfig;
-use tinyrlhf_model::{GgufHeader, GgufModel, GptConfig, LlamaConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
-use tinyrlhf_rlhf::load_gguf_model;
+use tinyrlhf_model::{GgufHeader, GgufModel, GptConfig, LlamaConfig, LoraConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
+use tinyrlhf_rlhf::{Example, LanguageModel, SupervisedConfig, SupervisedTrainer, TrainCheckpoint, load_gguf_model};
 use tinyrlhf_tokenizer::Tokenizer;
 
 fn cases(default: u32) -> ProptestConfig {
@@ -24,6 +25,26 @@ fn cases(default: u32) -> ProptestConfig {
     let rng_seed = RngSeed::Fixed(env("PROPTEST_RNG_SEED").unwrap_or(20261122));
     ProptestConfig { cases, rng_seed, failure_persistence: None, ..ProptestConfig::default() }
 }
+
+/// The Qwen3 fixture's Q8_0 GGUF, two short examples, and the checkpoint of one LoRA step on them.
+static LORA_CHECKPOINT: std::sync::LazyLock<(LanguageModel, Vec<Example>, TrainCheckpoint)> = std::sync::LazyLock::new(|| {
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/gguf/hf-qwen3.q8_0.gguf")).unwrap();
+    let base = load_gguf_model(GgufModel::from_bytes(&bytes).unwrap(), &Device::flex()).unwrap();
+    let examples: Vec<Example> = ["hello there, friend", "the cat sat on the mat"]
+        .iter()
+        .map(|text| {
+            let tokens = base.tokenizer.encode(text).unwrap();
+            Example { target: vec![true; tokens.len()], tokens }
+        })
+        .collect();
+    let mut settings = SupervisedConfig::new(4, 2, 7);
+    settings.lora = Some(LoraConfig { rank: 4, alpha: 8.0 });
+    let mut trainer = SupervisedTrainer::new(base.model.clone(), base.config.clone(), examples.clone(), 0, settings).unwrap();
+    pollster::block_on(trainer.step()).unwrap();
+    let checkpoint = pollster::block_on(trainer.checkpoint()).unwrap();
+    assert!(checkpoint.weights.is_none() && checkpoint.adapter.is_some(), "a LoRA checkpoint holds adapters, not weights");
+    (base, examples, checkpoint)
+});
 
 fn shipped_tokenizer() -> Vec<u8> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../www/public/models/tokenizer.json");
@@ -217,6 +238,22 @@ proptest! {
         bytes.extend_from_slice(&[7; 64]);
         let _ = GgufHeader::read(&bytes);
         let _ = GgufModel::from_bytes(&bytes);
+    }
+
+    #[test]
+    fn a_mutated_lora_checkpoint_on_a_packed_base_resumes_or_is_refused(part in 0..3usize, (e, cut) in edits()) {
+        // A LoRA run's checkpoint (adapters, Adam's moments, the trainer's state) on the Qwen3
+        // fixture's Q8_0 GGUF, whose projections stay packed; one of its parts mutated.
+        let (base, examples, checkpoint) = &*LORA_CHECKPOINT;
+        let mut mutated = checkpoint.clone();
+        match part {
+            0 => mutated.adapter = mutated.adapter.map(|a| mutate(a, &e, cut, usize::MAX)),
+            1 => mutated.optimizer = mutate(mutated.optimizer, &e, cut, usize::MAX),
+            _ => mutated.state_json = String::from_utf8_lossy(&mutate(mutated.state_json.into_bytes(), &e, cut, usize::MAX)).into_owned(),
+        }
+        if let Ok(mut trainer) = SupervisedTrainer::resume(&mutated, Some(&base.model), examples.clone(), 0, &Device::flex()) {
+            let _ = pollster::block_on(trainer.step());
+        }
     }
 
     #[test]
