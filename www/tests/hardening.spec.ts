@@ -170,7 +170,7 @@ test('a NaN weight in an imported policy is refused naming the tensor', async ({
   await expect(page.locator('#data-message')).toContainText('`transformer.h.1.attn.c_attn.weight` holds NaN at index 0');
 });
 
-test('two tabs: while one runs PPO the other is refused, and the curve has only the first tab’s points', async ({ page, context }) => {
+test('two tabs: while one runs PPO the other is refused training but samples and ranks, and the curve has only the first tab’s points', async ({ page, context }) => {
   test.setTimeout(10 * 60_000);
   await ready(page);
   await importRankings(page);
@@ -184,6 +184,11 @@ test('two tabs: while one runs PPO the other is refused, and the curve has only 
   await expect(other.locator('#ppo-status')).toContainText('Another tab is training');
   await other.locator('#train-reward').click();
   await expect(other.locator('#reward-status')).toContainText('Another tab is training');
+  // It still samples and ranks: only training is the other tab's.
+  await sample(other);
+  await other.locator('#rank-for-me').click();
+  await other.locator('#submit').click();
+  await expect(other.locator('#ranking-count')).toHaveText('3');
   await expect(page.locator('#ppo-status')).toContainText('done', { timeout: 300_000 });
   expect(((await saved(page, 'curve:ppo')) as unknown[]).length).toBe(2);
   await other.close();
