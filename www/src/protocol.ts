@@ -286,6 +286,7 @@ export type Request =
   | { type: 'bringRankingsBack' }
   /** For the browser tests only: traps the wasm module, as a panic would. */
   | { type: 'trap' }
+  /** For the browser tests only: grows the module's memory to the browser's limit, so its next allocation fails. */
   | { type: 'fillMemory' }
   /** For the browser tests only: destroys the worker's GPU device, as a lost or reset GPU would. */
   | { type: 'loseDevice' }
