@@ -125,6 +125,11 @@ impl PackedWeight {
         Tensor::from_data(TensorData::new(self.rows_values(start, len), [len, self.0.cols]), device)
     }
 
+    /// The most rows of `W` a product widens at once ([`TILE_VALUES`] values, at least one row).
+    pub fn widest_tile_rows(&self) -> usize {
+        (TILE_VALUES / self.0.cols.max(1)).max(1)
+    }
+
     /// `(start, len)` of the tiles of rows, at most `tile_values` values each (or one row), that a
     /// product of many rows widens one at a time.
     pub fn tiles(&self, tile_values: usize) -> impl Iterator<Item = (usize, usize)> + use<> {

@@ -71,6 +71,15 @@ fn chosen_logprobs_by(
     (logprobs.reshape([b, t]), chunks.entropy.map(|e| e.reshape([b, t])))
 }
 
+/// Rows of a packed head widened per tile for `n` positions: as many as `chunk_logits` logits
+/// allow (at least 16: a narrower product is not worth the call), and never more than the packed
+/// products widen at once. Unbounded, a few positions widened the whole head in one tile: Qwen's
+/// 151,936 x 896 is 544 MB of f32, twice over while its pieces were joined, in the policy's and
+/// the reference's scoring at once (a one-prompt GRPO iteration on a 0.5 B Q4_0 peaked at 2.7-3.3 GB).
+fn packed_tile_rows(n: usize, chunk_logits: usize, head: &PackedWeight) -> usize {
+    (chunk_logits / n.max(1)).max(16).min(head.widest_tile_rows().max(16))
+}
+
 /// `t / temperature`, or `t` itself at temperature 1 (a pass over every logit saved).
 fn divided<const D: usize>(t: Tensor<D>, temperature: f64) -> Tensor<D> {
     if temperature == 1.0 { t } else { t / temperature }
@@ -91,8 +100,7 @@ impl Chunks {
         // hundredth of the work.
         let hidden = divided(hidden, temperature);
         if let LmHead::Packed(embedding) = head {
-            // At least 16 rows a tile: a product that narrow is still worth the call.
-            let tile_rows = (chunk_logits / n.max(1)).max(16);
+            let tile_rows = packed_tile_rows(n, chunk_logits, embedding);
             return Self::by_vocabulary_tiles(embedding, hidden, tile_rows, temperature, gradient, entropy);
         }
         let rows = (chunk_logits / head.vocab_size().max(1)).max(1);
@@ -222,6 +230,22 @@ mod tests {
     }
 
     /// `model` with its embeddings (and so its tied head) kept packed as BF16, as a GGUF base's are.
+    #[test]
+    fn a_packed_head_is_widened_a_bounded_tile_at_a_time_however_few_the_positions() {
+        // Qwen2.5-0.5B's tied head's shape, BF16 (its bytes are never read here).
+        let [vocab, d] = [151_936, 896];
+        let head = PackedWeight::new(GgmlType::Bf16, vec![0; vocab * d * 2], [vocab, d]).unwrap();
+        let widest = head.widest_tile_rows();
+        assert!(widest * d <= 1 << 22, "{widest} rows of {d} values");
+        // From one position to many, for the chunk sizes the trainers use.
+        for n in [1, 4, 64, 4096] {
+            for chunk_logits in [1 << 20, 1 << 24] {
+                let rows = packed_tile_rows(n, chunk_logits, &head);
+                assert!((16..=widest).contains(&rows), "{n} positions, {chunk_logits} logits a chunk: {rows} rows a tile");
+            }
+        }
+    }
+
     fn packed_embeddings(model: CausalLm) -> CausalLm {
         let CausalLm::Llama(mut llama) = model else { unreachable!("a Llama model") };
         let [vocab, d] = llama.embed_tokens.dims();
