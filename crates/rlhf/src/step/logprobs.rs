@@ -75,7 +75,7 @@ fn chosen_logprobs_by(
 /// allow (at least 16: a narrower product is not worth the call), and never more than the packed
 /// products widen at once. Unbounded, a few positions widened the whole head in one tile: Qwen's
 /// 151,936 x 896 is 544 MB of f32, twice over while its pieces were joined, in the policy's and
-/// the reference's scoring at once (a one-prompt GRPO iteration on a 0.5 B Q4_0 peaked at 2.7-3.3 GB).
+/// the reference's scoring at once (a one-prompt GRPO iteration on a 0.5 B Q4_0 peaked at 2.7-3.3 GiB).
 fn packed_tile_rows(n: usize, chunk_logits: usize, head: &PackedWeight) -> usize {
     (chunk_logits / n.max(1)).max(16).min(head.widest_tile_rows().max(16))
 }
