@@ -11,6 +11,13 @@ const SAVED = 'saved';
 
 let db: Promise<IDBPDatabase> | null = null;
 
+let notice: (message: string) => void = () => {};
+
+/** Where the store's warnings go (the worker posts them to the page). */
+export function onStoreNotice(handler: (message: string) => void) {
+  notice = handler;
+}
+
 /**
  * A write the browser's storage quota refused. Its transaction was aborted, so nothing of it was
  * saved and every earlier record is as it was.
@@ -61,12 +68,6 @@ async function committed(tx: { error: DOMException | null }, keys: string[], val
     const { usage = 0, quota = 0 } = await navigator.storage.estimate();
     throw new StorageFull(keys, sizeOf(value), usage, quota);
   }
-}
-let notice: (message: string) => void = () => {};
-
-/** Where the store's warnings go (the worker posts them to the page). */
-export function onStoreNotice(handler: (message: string) => void) {
-  notice = handler;
 }
 
 function open(): Promise<IDBPDatabase> {
