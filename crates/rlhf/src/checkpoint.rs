@@ -7,6 +7,10 @@
 //! value model it trains beside the policy (weights and optimizer). Writing them to disk,
 //! atomically, is the caller's business.
 
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Bytes, DType, Tensor};
 use tinyrlhf_model::CheckpointError;
 
 /// A resumable snapshot of a trainer.
@@ -60,9 +64,153 @@ pub fn optimizer_to_bytes(optimizer: &burn::optim::ModuleOptimizer) -> Result<Ve
     optimizer.into_bytes().map(|b| b.to_vec()).map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
 }
 
-/// `optimizer` with the state saved by [`optimizer_to_bytes`].
-pub fn optimizer_from_bytes(optimizer: burn::optim::ModuleOptimizer, bytes: &[u8]) -> Result<burn::optim::ModuleOptimizer, TrainError> {
-    optimizer
-        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
+/// `optimizer` with the state saved by [`optimizer_to_bytes`] for `module`'s parameters.
+///
+/// The state is checked against `module` first: burn reads an optimizer record on trust (a tensor
+/// without a parameter id panics in the load, a moment of another shape in the next step), and in
+/// wasm a panic kills the tab.
+pub fn optimizer_from_bytes<M: Module>(
+    optimizer: burn::optim::ModuleOptimizer,
+    bytes: &[u8],
+    module: &M,
+) -> Result<burn::optim::ModuleOptimizer, TrainError> {
+    // Shared, so the check's reader and burn's read one copy.
+    let bytes = Bytes::from_bytes_vec(bytes.to_vec()).shared();
+    check_optimizer_state(bytes.clone(), &parameter_shapes(module)).map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e}")))?;
+    optimizer.from_bytes(bytes).map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
+}
+
+/// Every parameter's shape, by its id.
+fn parameter_shapes<M: Module>(module: &M) -> BTreeMap<u64, Vec<usize>> {
+    struct Shapes(BTreeMap<u64, Vec<usize>>);
+    impl ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.insert(param.id.val(), param.shape().to_vec());
+        }
+    }
+    let mut shapes = Shapes(BTreeMap::new());
+    module.visit(&mut shapes);
+    shapes.0
+}
+
+/// Whether a burnpack optimizer record fits parameters of these `shapes`: every tensor an f32 state
+/// of a known parameter (`{id}.{field}`) with that parameter's shape, every recorded rank its rank.
+fn check_optimizer_state(bytes: Bytes, shapes: &BTreeMap<u64, Vec<usize>>) -> Result<(), String> {
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| format!("{e:?}"))?;
+    for (name, value) in reader.scalars() {
+        let Some(id) = name.strip_suffix(".__rank") else { continue };
+        let shape =
+            id.parse::<u64>().ok().and_then(|id| shapes.get(&id)).ok_or_else(|| format!("`{name}` is for no parameter of this model"))?;
+        if usize::try_from(*value).ok() != Some(shape.len()) {
+            return Err(format!("`{name}` is {value:?}, the parameter's rank is {}", shape.len()));
+        }
+    }
+    for tensor in reader.into_tensors().map_err(|e| format!("{e:?}"))? {
+        let name = &tensor.name;
+        let id = tensor.param_id.ok_or_else(|| format!("`{name}` names no parameter"))?;
+        let shape = shapes.get(&id).ok_or_else(|| format!("`{name}` is for parameter {id}, which this model does not have"))?;
+        if !name.starts_with(&format!("{id}.")) {
+            return Err(format!("`{name}` is recorded for parameter {id}"));
+        }
+        if tensor.dtype != DType::F32 || tensor.shape.as_slice() != shape.as_slice() {
+            return Err(format!("`{name}` is {:?} {:?}, its parameter {:?}", tensor.dtype, tensor.shape.as_slice(), shape));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::GradientsParams;
+    use burn::tensor::Device;
+    use tinyrlhf_model::AdamWSettings;
+
+    use super::*;
+
+    /// A linear layer after one AdamW step, and the optimizer's state as bytes.
+    fn stepped() -> (Linear, Vec<u8>) {
+        let device = Device::flex().autodiff();
+        let layer = LinearConfig::new(3, 2).init(&device);
+        let loss = layer.forward(Tensor::<2>::ones([4, 3], &device)).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &layer);
+        let mut optim = AdamWSettings::with_weight_decay(0.0).init();
+        let layer = optim.step(1e-3, layer, grads);
+        (layer, optimizer_to_bytes(&optim).unwrap())
+    }
+
+    /// `bytes` rewritten with `edit` applied to its tensors and scalars.
+    fn rewritten(bytes: &[u8], edit: impl Fn(&mut Vec<burn_pack::Tensor>, &mut BTreeMap<String, burn_pack::Scalar>)) -> Vec<u8> {
+        let reader = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).unwrap();
+        let (mut scalars, paths) = (reader.scalars().clone(), reader.metadata().clone());
+        let mut tensors = reader.into_tensors().unwrap();
+        edit(&mut tensors, &mut scalars);
+        let mut writer = burn_pack::Writer::new(tensors);
+        for (key, value) in &scalars {
+            writer = writer.with_scalar(key, *value);
+        }
+        for (key, value) in &paths {
+            writer = writer.with_metadata(key, value);
+        }
+        writer.into_bytes().unwrap().to_vec()
+    }
+
+    type Contents = (BTreeMap<String, (Option<u64>, Vec<usize>, Vec<u8>)>, BTreeMap<String, burn_pack::Scalar>);
+
+    fn contents(bytes: &[u8]) -> Contents {
+        let reader = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).unwrap();
+        let scalars = reader.scalars().clone();
+        let tensors = reader.into_tensors().unwrap().into_iter().map(|t| {
+            let (name, _, shape, id, data) = t.into_parts().unwrap();
+            (name, (id, shape.to_vec(), data.to_vec()))
+        });
+        (tensors.collect(), scalars)
+    }
+
+    fn refusal(layer: &Linear, bytes: &[u8]) -> String {
+        match optimizer_from_bytes(AdamWSettings::with_weight_decay(0.0).init(), bytes, layer) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("the optimizer state was accepted"),
+        }
+    }
+
+    #[test]
+    fn an_optimizer_state_saved_for_a_model_loads_back_onto_it() {
+        let (layer, bytes) = stepped();
+        let optim = optimizer_from_bytes(AdamWSettings::with_weight_decay(0.0).init(), &bytes, &layer).unwrap();
+        // The same tensors and scalars (their order in the bytes follows a hash map's).
+        assert_eq!(contents(&optimizer_to_bytes(&optim).unwrap()), contents(&bytes));
+    }
+
+    #[test]
+    fn an_optimizer_tensor_without_a_parameter_is_refused_naming_it() {
+        // burn's own load panics on this one ("should carry a parameter id"), killing a wasm tab.
+        let (layer, bytes) = stepped();
+        let bytes = rewritten(&bytes, |tensors, _| tensors[0].param_id = None);
+        let message = refusal(&layer, &bytes);
+        assert!(message.contains("names no parameter"), "{message}");
+    }
+
+    #[test]
+    fn an_optimizer_moment_of_another_shape_is_refused_naming_it() {
+        let (layer, bytes) = stepped();
+        let bytes = rewritten(&bytes, |tensors, _| {
+            let weight = tensors.iter().position(|t| t.shape.len() == 2).unwrap();
+            let (name, _, _, id, data) = tensors.remove(weight).into_parts().unwrap();
+            tensors.push(burn_pack::Tensor::new(name, DType::F32, [data.len() / 4], id, data));
+        });
+        let message = refusal(&layer, &bytes);
+        assert!(message.contains("its parameter"), "{message}");
+    }
+
+    #[test]
+    fn an_optimizer_state_for_another_model_or_rank_is_refused() {
+        let (layer, bytes) = stepped();
+        let other = rewritten(&bytes, |tensors, _| tensors.iter_mut().for_each(|t| t.param_id = t.param_id.map(|id| id ^ 1)));
+        assert!(refusal(&layer, &other).contains("which this model does not have"));
+        let ranks = rewritten(&bytes, |_, scalars| {
+            scalars.iter_mut().filter(|(name, _)| name.ends_with(".__rank")).for_each(|(_, rank)| *rank = burn_pack::Scalar::UInt(3));
+        });
+        assert!(refusal(&layer, &ranks).contains("the parameter's rank"));
+    }
 }

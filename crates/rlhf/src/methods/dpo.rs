@@ -183,7 +183,7 @@ impl DpoTrainer {
         crate::models::compat::check_model_shape("the reference", &config, sft)?;
         let mut trainer = Self::with_policy(policy, sft, config, train, held_out, pad, state.settings).await?;
         if optimizer_fits {
-            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer, &trainer.policy)?;
         }
         trainer.step = state.step;
         Ok(trainer)

@@ -287,7 +287,7 @@ impl GroupTrainer {
         crate::models::compat::check_model_shape("the SFT model", &config, &sft)?;
         let mut trainer = Self::new(sft, Some(policy), config, reward, prompts, eos, pad, state.settings)?;
         if optimizer_fits {
-            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer, &trainer.policy)?;
         }
         trainer.iteration = state.iteration;
         Ok(trainer)

@@ -255,9 +255,9 @@ impl PpoTrainer {
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
         if optimizer_fits {
-            trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.optimizer)?;
+            trainer.policy_optim = optimizer_from_bytes(trainer.policy_optim, &checkpoint.optimizer, &trainer.policy)?;
         }
-        trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &saved_value.optimizer)?;
+        trainer.value_optim = optimizer_from_bytes(trainer.value_optim, &saved_value.optimizer, &trainer.value)?;
         trainer.iteration = state.iteration;
         trainer.beta = state.beta;
         Ok(trainer)

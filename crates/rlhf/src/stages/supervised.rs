@@ -192,7 +192,7 @@ impl SupervisedTrainer {
         };
         let mut trainer = Self::new(model, config, examples, pad, state.settings)?;
         if optimizer_fits {
-            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer)?;
+            trainer.optim = optimizer_from_bytes(trainer.optim, &checkpoint.optimizer, &trainer.model)?;
         }
         trainer.step = state.step;
         Ok(trainer)
