@@ -76,6 +76,10 @@ pub struct GroupArgs {
     resume: bool,
     #[arg(long, default_value_t = GroupConfig::default().seed)]
     seed: u64,
+    /// Activations one backward pass of the update may hold (MiB): the batch goes through the
+    /// policy in groups this size. More memory, fewer passes.
+    #[arg(long, default_value_t = GroupConfig::default().activation_budget_mib)]
+    activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     #[command(flatten)]
@@ -107,6 +111,7 @@ impl GroupArgs {
             kl_limit: self.kl_limit,
             seed: self.seed,
             lora: self.lora.config(),
+            activation_budget_mib: self.activation_budget_mib,
             ..GroupConfig::default()
         }
     }

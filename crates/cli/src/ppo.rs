@@ -81,6 +81,10 @@ pub struct PpoArgs {
     resume: bool,
     #[arg(long, default_value_t = PpoConfig::default().seed)]
     seed: u64,
+    /// Activations one backward pass may hold (MiB), the policy's and the value model's together:
+    /// each minibatch goes through them in groups this size. More memory, fewer passes.
+    #[arg(long, default_value_t = PpoConfig::default().activation_budget_mib)]
+    activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     #[command(flatten)]
@@ -117,6 +121,7 @@ impl PpoArgs {
             kl_limit: self.kl_limit,
             seed: self.seed,
             lora: self.lora.config(),
+            activation_budget_mib: self.activation_budget_mib,
             ..PpoConfig::default()
         }
     }

@@ -1,6 +1,6 @@
 //! The GRPO / RLOO trainer on tiny random models: iterations run with finite, sensible stats for
-//! both methods, a resumed run continues exactly, and settings out of range are refused naming the
-//! field.
+//! both methods, an update in groups of answers moves the policy as the whole batch at once does,
+//! a resumed run continues exactly, and settings out of range are refused naming the field.
 
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
@@ -49,6 +49,52 @@ fn both_methods_step_with_finite_stats_and_move_the_policy() {
     }
 }
 
+/// Every weight of `lm`, in the order its safetensors file lists them.
+fn weights(lm: &CausalLm) -> Vec<f32> {
+    let bytes = pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = file.names();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| file.tensor(n).unwrap().data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn an_update_in_groups_of_answers_moves_the_policy_as_the_whole_batch_does() {
+    let (config, sft, reward) = models(24);
+    for method in [GroupMethod::Grpo, GroupMethod::Rloo] {
+        // 16 answers of up to 24 tokens after 3-token prompts: 1 MiB of this model's activations
+        // holds about 227 tokens, so the update takes two or more groups.
+        let settings = |activation_budget_mib| GroupConfig {
+            prompts_per_iteration: 4,
+            samples_per_prompt: 4,
+            max_new_tokens: 24,
+            activation_budget_mib,
+            ..settings(method)
+        };
+        let step = |budget| {
+            let mut trainer =
+                GroupTrainer::new(sft.clone(), None, config.clone(), reward.clone(), prompts(), EOS, PAD, settings(budget)).unwrap();
+            let stats = pollster::block_on(trainer.step()).unwrap();
+            assert!(stats.restored.is_none(), "{method:?}: {:?}", stats.restored);
+            (stats, weights(&trainer.policy()))
+        };
+        let ((whole, at_once), (grouped, in_groups)) = (step(512), step(1));
+        assert_eq!(whole.update_groups, 1, "{method:?}");
+        assert!(grouped.update_groups > 1, "{method:?}: {} group(s)", grouped.update_groups);
+        assert_eq!((whole.loss, whole.score), (grouped.loss, grouped.score), "{method:?}: the same rollout and loss");
+        assert!((whole.grad_norm - grouped.grad_norm).abs() <= 1e-4 * whole.grad_norm, "{method:?}: {whole:?} {grouped:?}");
+        let start = weights(&sft);
+        let moved = start.iter().zip(&at_once).filter(|(a, b)| a != b).count();
+        assert!(moved > start.len() / 2, "{method:?}: the update moved {moved} of {} weights", start.len());
+        for (i, (a, b)) in at_once.iter().zip(&in_groups).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{method:?}: weight {i} is {a} at once and {b} in groups");
+        }
+    }
+}
+
 #[test]
 fn a_resumed_group_run_continues_exactly_where_it_stopped() {
     let (config, sft, reward) = models(22);
@@ -78,6 +124,7 @@ fn settings_out_of_range_are_refused_naming_the_field() {
         (GroupConfig { epsilon: 1.0, ..GroupConfig::default() }, "epsilon"),
         (GroupConfig { epsilon_high: Some(0.0), ..GroupConfig::default() }, "epsilon_high"),
         (GroupConfig { beta: Some(-0.1), ..GroupConfig::default() }, "beta"),
+        (GroupConfig { activation_budget_mib: 0, ..GroupConfig::default() }, "activation_budget_mib"),
     ] {
         let err = GroupTrainer::new(sft.clone(), None, config.clone(), reward.clone(), prompts(), EOS, PAD, settings).unwrap_err();
         assert!(err.to_string().contains(field), "{field}: {err}");

@@ -1,7 +1,8 @@
 //! The reward and PPO trainers on tiny random models: the reward model learns a preference, PPO's
 //! first minibatch sees ratio 1 and no clipping, its stats are finite and sensible, a KL past the
-//! limit restores the last healthy policy, beta moves between iterations, and an explained answer's
-//! per-prefix reward scores agree with the reward model's.
+//! limit restores the last healthy policy, a minibatch in groups of answers updates as the whole
+//! minibatch does, beta moves between iterations, and an explained answer's per-prefix reward
+//! scores agree with the reward model's.
 
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
@@ -137,6 +138,45 @@ fn first_ppo_minibatch_has_ratio_one_and_no_clipping_and_stats_are_sane() {
     // The update moved the policy.
     let second = pollster::block_on(trainer.step()).unwrap();
     assert!(second.kl.abs() > 0.0);
+}
+
+#[test]
+fn a_ppo_minibatch_in_groups_of_answers_updates_as_the_whole_minibatch_does() {
+    // Minibatches of 8 answers of up to 24 tokens after 4-token prompts: 1 MiB of this model's
+    // activations holds about 227 tokens, both models' together, so each takes several groups.
+    let settings =
+        |activation_budget_mib| PpoConfig { batch_size: 16, minibatch_size: 8, max_new_tokens: 24, activation_budget_mib, ..settings() };
+    let iterate = |budget| {
+        let (config, sft, reward) = models(5);
+        let models = PpoModels { sft, config, reward, value: None, policy: None };
+        let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings(budget)).unwrap();
+        let stats = pollster::block_on(trainer.step()).unwrap();
+        assert!(stats.restored.is_none(), "{:?}", stats.restored);
+        let bytes = weights(&trainer.policy());
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names = file.names();
+        names.sort();
+        let floats: Vec<f32> = names
+            .iter()
+            .flat_map(|n| file.tensor(n).unwrap().data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>())
+            .collect();
+        (stats, floats)
+    };
+    let ((whole, at_once), (grouped, in_groups)) = (iterate(512), iterate(1));
+    // 2 epochs of 2 minibatches.
+    assert_eq!(whole.update_groups, 4);
+    assert!(grouped.update_groups > 4, "{} groups", grouped.update_groups);
+    assert_eq!(whole.score, grouped.score, "the same rollout");
+    for (what, a, b) in [
+        ("pg_loss", whole.pg_loss, grouped.pg_loss),
+        ("vf_loss", whole.vf_loss, grouped.vf_loss),
+        ("approx_kl", whole.approx_kl, grouped.approx_kl),
+    ] {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{what}: {a} whole, {b} in groups");
+    }
+    assert_eq!(at_once.len(), in_groups.len());
+    let apart = at_once.iter().zip(&in_groups).filter(|(a, b)| (*a - *b).abs() > 1e-5 * (1.0 + a.abs())).count();
+    assert_eq!(apart, 0, "{apart} of {} weights differ", at_once.len());
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! is one iteration in numbered phases; rollout and scoring are PPO's (`rollout.rs`), the
 //! advantages and clipped losses `group_math.rs` (checked against TRL 1.16). The loss's gradient
 //! with respect to each token's log-prob is computed there in float64 and back-propagated through
-//! the policy as `sum(grad * logp)`.
+//! the policy as `sum(grad * logp)`, a group of answers at a time within an activation budget
+//! (as DPO and the reward model step), so a large model's update holds one group's activations.
 //!
 //! Divergence guard as PPO's: a rollout whose KL to the reference passes `kl_limit`, a non-finite
 //! score, loss or gradient restores the policy of the last healthy iteration and says so.
@@ -12,7 +13,7 @@
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig, ScalarModel};
@@ -24,9 +25,10 @@ use crate::methods::group_math::{
 };
 use crate::methods::iteration::{RolloutFigures, decayed_lr, kl_guard, rollout_sampling};
 use crate::methods::ppo_math::{KlEstimator, invert, padding_masks, per_token_kl};
-use crate::methods::rollout::{ScoredRollout, response_logprobs, sample_and_score, share_rollout, to_rows};
-use crate::parallel::peers::{Alone, Peers, gather_rows, shard};
-use crate::step::grads::guarded_step;
+use crate::methods::rollout::{ScoredRollout, response_logprobs, sample_and_score, share_rollout};
+use crate::parallel::peers::{Alone, Peers, shard};
+use crate::step::grads::guarded_update;
+use crate::step::groups::group_tokens;
 
 /// Which group method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -86,6 +88,11 @@ pub struct GroupConfig {
     /// weight; `None`: full training.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// Activations one backward pass of the update may hold, in MiB: the batch's answers go
+    /// through the policy in groups this size, their gradients summed (as DPO's
+    /// `activation_budget_mib`). At Qwen2.5-0.5B's shape the whole batch of 2 prompts x 4 answers
+    /// of 16 tokens held 1.84 GiB at once.
+    pub activation_budget_mib: u64,
 }
 
 impl Default for GroupConfig {
@@ -109,6 +116,7 @@ impl Default for GroupConfig {
             kl_limit: 50.0,
             seed: 0,
             lora: None,
+            activation_budget_mib: 512,
         }
     }
 }
@@ -155,6 +163,9 @@ impl GroupConfig {
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad(format!("temperature = {}: sampling needs a temperature above 0", self.temperature));
         }
+        if self.activation_budget_mib == 0 {
+            return bad("activation_budget_mib = 0: a backward pass needs at least 1 MiB".into());
+        }
         Ok(())
     }
 }
@@ -180,6 +191,8 @@ pub struct GroupStats {
     pub beta: f64,
     pub lr: f64,
     pub grad_norm: f32,
+    /// Backward passes the update took: groups of answers within the activation budget.
+    pub update_groups: usize,
     pub rollout_secs: f64,
     pub scoring_secs: f64,
     pub update_secs: f64,
@@ -208,6 +221,8 @@ pub struct GroupTrainer {
     iteration: usize,
     device: Device,
     peers: Rc<dyn Peers>,
+    /// Tokens (answers times their padded length) one backward pass of the update may hold.
+    group_tokens: usize,
 }
 
 impl std::fmt::Debug for GroupTrainer {
@@ -247,7 +262,9 @@ impl GroupTrainer {
         }
         let rows = settings.prompts_per_iteration.saturating_mul(settings.samples_per_prompt);
         let tokens = prompts.iter().map(Vec::len).max().unwrap_or(0) + settings.max_new_tokens;
-        crate::memory::sizes::check_sampling_run(&config, settings.lora.as_ref(), rows, rows, tokens, settings.method.name())?;
+        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
+        let train_rows = rows.min(group_tokens / tokens).max(1);
+        crate::memory::sizes::check_sampling_run(&config, settings.lora.as_ref(), rows, train_rows, tokens, settings.method.name())?;
         let device = sft.device();
         let policy = crate::models::lora::trainable_lm(policy.unwrap_or_else(|| sft.clone()), settings.lora.as_ref());
         Ok(Self {
@@ -264,6 +281,7 @@ impl GroupTrainer {
             iteration: 0,
             device,
             peers: Rc::new(Alone),
+            group_tokens,
         })
     }
 
@@ -399,20 +417,12 @@ impl GroupTrainer {
             }
         };
 
-        // 5. One clipped update on the whole batch: the loss and its gradient per token in
-        //    float64, back-propagated through the policy's log-probs.
+        // 5. One clipped update on the whole batch. The loss and its gradient with respect to each
+        //    token's log-prob, in float64, at the rollout's log-probs: the policy's own at these
+        //    weights (one update an iteration, so the ratio is TRL's 1). The gradient goes back
+        //    through the policy as `sum(grad * logp)` a group of this peer's answers at a time,
+        //    summed, so one group's activations are held at once.
         let start = web_time::Instant::now();
-        // This peer's rows forward; every peer's log-probs of its rows, gathered, give the loss.
-        let rows: Vec<usize> = mine.clone().collect();
-        let new_logprobs = (!rows.is_empty()).then(|| response_logprobs(&self.policy, &batch, &rows, s.temperature, false, &self.device).0);
-        let own = match &new_logprobs {
-            Some(l) => to_rows(l.clone().detach()).await?,
-            None => vec![],
-        };
-        let current = gather_rows(&*peers, own).await?;
-        if current.len() != batch.rows || current.iter().any(|r| r.len() != batch.response_len) {
-            return Err(TrainError::Peers(format!("the peers' log-probs cover {} of {} answers", current.len(), batch.rows)));
-        }
         let epsilon_high = s.epsilon_high.unwrap_or(s.epsilon);
         let loss = match s.method {
             GroupMethod::Grpo => {
@@ -426,24 +436,36 @@ impl GroupTrainer {
                     max_completion_length: s.max_new_tokens,
                     tokens_in_generation: tokens.max(1.0),
                 };
-                grpo_loss(&current, Some(&logprobs), &ref_logprobs, &valid, &advantages, &config)
+                grpo_loss(&logprobs, Some(&logprobs), &ref_logprobs, &valid, &advantages, &config)
             }
             GroupMethod::Rloo => {
                 let old: Vec<f64> =
                     logprobs.iter().zip(&valid).map(|(r, m)| r.iter().zip(m).filter(|(_, k)| **k).map(|(x, _)| x).sum()).collect();
-                rloo_loss(&current, &old, &valid, &advantages, s.epsilon, epsilon_high)
+                rloo_loss(&logprobs, &old, &valid, &advantages, s.epsilon, epsilon_high)
             }
         };
         (stats.loss, stats.clip) = (loss.loss, loss.clip);
-        let cols = batch.response_len;
-        // The surrogate is a sum over rows, so this peer's rows give its share of the gradient.
-        let grad: Vec<f32> = loss.grad[mine.clone()].iter().flat_map(|r| r.iter().map(|&g| g as f32)).collect();
-        let surrogate = new_logprobs.map(|l| (l * Tensor::<2>::from_data(TensorData::new(grad, [rows.len(), cols]), &self.device)).sum());
-        let finite = current.iter().flatten().zip(valid.iter().flatten()).all(|(x, &v)| !v || x.is_finite());
-        let loss_value = if finite { loss.loss as f32 } else { f32::NAN };
-        let (model, _, outcome) =
-            guarded_step(self.policy.clone(), &mut self.optim, lr, surrogate, Some(loss_value), vec![], s.max_grad_norm, &*peers).await?;
-        self.policy = model;
+        let (tokens_per_row, cols) = (batch.query_len + batch.response_len, batch.response_len);
+        let rows: Vec<usize> = mine.collect();
+        let mut grads = GradientsAccumulator::<CausalLm>::new();
+        if loss.loss.is_finite() {
+            for group in rows.chunks((self.group_tokens / tokens_per_row).max(1)) {
+                let (logps, _) = response_logprobs(&self.policy, &batch, group, s.temperature, false, &self.device); // [group, cols]
+                let grad: Vec<f32> = group.iter().flat_map(|&r| loss.grad[r].iter().map(|&g| g as f32)).collect();
+                let surrogate = (logps * Tensor::<2>::from_data(TensorData::new(grad, [group.len(), cols]), &self.device)).sum();
+                grads.accumulate(&self.policy, GradientsParams::from_grads(surrogate.backward(), &self.policy));
+                stats.update_groups += 1;
+            }
+        }
+        // Every peer has every answer's log-probs, so all agree on skipping a non-finite loss.
+        let outcome = if loss.loss.is_finite() {
+            let (model, _, outcome) =
+                guarded_update(self.policy.clone(), &mut self.optim, lr, grads.grads(), vec![], s.max_grad_norm, &*peers).await?;
+            self.policy = model;
+            outcome
+        } else {
+            Err(format!("loss is {}; the update was skipped and the last good weights kept", loss.loss))
+        };
         match outcome {
             Ok(norm) => stats.grad_norm = norm,
             Err(why) => {

@@ -19,7 +19,7 @@
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -41,6 +41,7 @@ use crate::methods::rollout::{RolloutBatch, ScoredRollout, response_logprobs, re
 use crate::parallel::peers::{Alone, GradientExchange, Peers, shard};
 use crate::parallel::threads::both;
 use crate::step::grads::{blown_up, clip_on_device, largest_trained_weight};
+use crate::step::groups::group_tokens;
 use crate::step::logprobs::next_token_loss;
 use crate::step::losses::{clipped_policy_loss, clipped_value_loss};
 use crate::step::read::values as read_values;
@@ -73,6 +74,9 @@ pub struct PpoStats {
     /// any update: 0 and 0 when the rollout's log-probs match the trained forward.
     pub first_minibatch_max_log_ratio: f64,
     pub first_minibatch_clipfrac: f64,
+    /// Backward passes the update took: its minibatches, each in groups of answers within the
+    /// activation budget.
+    pub update_groups: usize,
     pub rollout_secs: f64,
     pub scoring_secs: f64,
     pub update_secs: f64,
@@ -112,6 +116,9 @@ pub struct PpoTrainer {
     iteration: usize,
     device: Device,
     peers: Rc<dyn Peers>,
+    /// Tokens (answers times their padded length, policy and value model together) one backward
+    /// pass may hold.
+    group_tokens: usize,
 }
 
 impl std::fmt::Debug for PpoTrainer {
@@ -171,14 +178,9 @@ impl PpoTrainer {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
         let tokens = prompts.iter().map(Vec::len).max().unwrap_or(0) + settings.max_new_tokens;
-        crate::memory::sizes::check_sampling_run(
-            &config,
-            settings.lora.as_ref(),
-            settings.batch_size,
-            settings.minibatch_size,
-            tokens,
-            "PPO",
-        )?;
+        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
+        let train_rows = settings.minibatch_size.min(group_tokens / (2 * tokens)).max(1);
+        crate::memory::sizes::check_sampling_run(&config, settings.lora.as_ref(), settings.batch_size, train_rows, tokens, "PPO")?;
         let device = sft.device();
         let value = value.unwrap_or_else(|| reward.clone());
         let reference = sft.clone();
@@ -203,6 +205,7 @@ impl PpoTrainer {
             iteration: 0,
             device,
             peers: Rc::new(Alone),
+            group_tokens,
         })
     }
 
@@ -404,7 +407,9 @@ impl PpoTrainer {
             let mut order: Vec<usize> = (0..batch.rows).collect();
             order.shuffle(&mut rng);
             for minibatch in order.chunks(s.minibatch_size) {
-                measured.push(self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, measured.len()).await?);
+                let (numbers, groups) = self.update(&batch, minibatch, &old_logprobs, &adv, &valid, &valid_p1, lr, measured.len()).await?;
+                measured.push(numbers);
+                stats.update_groups += groups;
             }
         }
         let updates = measured.len();
@@ -458,8 +463,10 @@ impl PpoTrainer {
     }
 
     /// One minibatch update, and what it measured before updating, still on the device (see
-    /// [`MinibatchStats::from_numbers`]). With peers, this one computes its shard of `rows`, its
-    /// losses weighted by its share of the minibatch's tokens, and the gradients are summed.
+    /// [`MinibatchStats::from_numbers`]). This trainer's share of `rows` (all of them, or its
+    /// shard when peers split the minibatch) goes through the models a group of answers at a time
+    /// within the activation budget; each group's losses are weighted by its share of the
+    /// minibatch's tokens, so the summed gradients are the whole minibatch's.
     #[allow(clippy::too_many_arguments)]
     async fn update(
         &mut self,
@@ -471,34 +478,37 @@ impl PpoTrainer {
         valid_p1: &[Vec<bool>],
         lr: f64,
         update_index: usize,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<(Tensor<1>, usize), TrainError> {
         let s = &self.settings;
         let device = &self.device;
         let peers = self.peers.clone();
         let mine = &rows[shard(rows.len(), peers.rank(), peers.count())];
         let tokens = |m: &[Vec<bool>], rows: &[usize]| rows.iter().map(|&i| m[i].iter().filter(|&&v| v).count()).sum::<usize>() as f64;
-        let policy_share = tokens(valid, mine) / tokens(valid, rows).max(1.0);
-        let value_share = tokens(valid_p1, mine) / tokens(valid_p1, rows).max(1.0);
-        let pick = |r: &Rows| floats(mine.iter().map(|&i| r[i].clone()).collect(), device);
-        let pick_mask =
-            |m: &[Vec<bool>]| floats(mine.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device);
-        // PPO-ptx's demonstrations are not split: the first peer adds their term whole.
-        let ptx_batch = (s.ptx_coef > 0.0 && peers.rank() == 0).then(|| {
-            let start = update_index * s.minibatch_size;
-            let examples: Vec<&Example> = (0..s.minibatch_size).map(|j| &self.ptx[(start + j) % self.ptx.len()]).collect();
-            LmBatch::new(&examples, self.pad, device)
-        });
-
-        let (mut policy_grads, mut value_grads, numbers) = if mine.is_empty() {
-            (GradientsParams::new(), GradientsParams::new(), Tensor::<1>::zeros([MinibatchStats::MEASURED], device))
-        } else {
+        // Both models' activations are held at once: they run side by side.
+        let group_rows = (self.group_tokens / (2 * (batch.query_len + batch.response_len))).max(1);
+        let mut policy_grads = GradientsAccumulator::<CausalLm>::new();
+        let mut value_grads = GradientsAccumulator::<ScalarModel>::new();
+        let mut measured = vec![];
+        for (g, group) in mine.chunks(group_rows).enumerate() {
+            let policy_share = tokens(valid, group) / tokens(valid, rows).max(1.0);
+            let value_share = tokens(valid_p1, group) / tokens(valid_p1, rows).max(1.0);
+            let pick = |r: &Rows| floats(group.iter().map(|&i| r[i].clone()).collect(), device);
+            let pick_mask = |m: &[Vec<bool>]| {
+                floats(group.iter().map(|&i| m[i].iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()).collect(), device)
+            };
+            // PPO-ptx's demonstrations are not split: the first peer's first group adds their term whole.
+            let ptx_batch = (s.ptx_coef > 0.0 && peers.rank() == 0 && g == 0).then(|| {
+                let start = update_index * s.minibatch_size;
+                let examples: Vec<&Example> = (0..s.minibatch_size).map(|j| &self.ptx[(start + j) % self.ptx.len()]).collect();
+                LmBatch::new(&examples, self.pad, device)
+            });
             let (valid, valid_p1) = (pick_mask(valid), pick_mask(valid_p1));
             let (old, advantages, old_values, returns) = (pick(old_logprobs), pick(&adv.advantages), pick(&adv.values), pick(&adv.returns));
             // The policy's and the value model's losses share no weights, so their forward and
             // backward passes are independent: natively they run side by side (see `parallel`).
             let (policy_model, value_model) = (self.policy.clone(), self.value.clone());
             let policy_part = move || {
-                let (new_logprobs, _) = response_logprobs(&policy_model, batch, mine, s.temperature, false, device);
+                let (new_logprobs, _) = response_logprobs(&policy_model, batch, group, s.temperature, false, device);
                 let log_ratio_max = ((new_logprobs.clone().detach() - old.clone()).abs() * valid.clone()).max();
                 let policy = clipped_policy_loss(new_logprobs, old, advantages, valid, s.cliprange);
                 let mut loss = policy.loss.clone() * policy_share;
@@ -510,25 +520,30 @@ impl PpoTrainer {
                 (loss.detach(), policy, log_ratio_max, grads)
             };
             let value_part = move || {
-                let vpred = response_values(&value_model, batch, mine, device);
+                let vpred = response_values(&value_model, batch, group, device);
                 let (vf_loss, vf_clipfrac) = clipped_value_loss(vpred, old_values, returns, valid_p1, s.cliprange_value);
                 let vf_loss = vf_loss * value_share;
                 let grads = GradientsParams::from_grads((vf_loss.clone() * s.vf_coef).backward(), &value_model);
                 (vf_loss.detach(), vf_clipfrac * value_share, grads)
             };
-            let ((policy_loss, policy, log_ratio_max, policy_grads), (vf_loss, vf_clipfrac, value_grads)) = both(policy_part, value_part);
+            let ((policy_loss, policy, log_ratio_max, policy_part), (vf_loss, vf_clipfrac, value_part)) = both(policy_part, value_part);
+            policy_grads.accumulate(&self.policy, policy_part);
+            value_grads.accumulate(&self.value, value_part);
             let loss = policy_loss + vf_loss.clone() * s.vf_coef;
-            let numbers = vec![
-                loss,
-                policy.loss * policy_share,
-                policy.clipfrac * policy_share,
-                policy.approx_kl * policy_share,
-                vf_loss,
-                vf_clipfrac,
-                log_ratio_max,
-            ];
-            (policy_grads, value_grads, Tensor::cat(numbers.into_iter().map(|x| x.detach()).collect(), 0))
+            let numbers =
+                [loss, policy.loss * policy_share, policy.clipfrac * policy_share, policy.approx_kl * policy_share, vf_loss, vf_clipfrac];
+            measured.push((Tensor::cat(numbers.into_iter().map(|x| x.detach()).collect(), 0), log_ratio_max.detach()));
+        }
+        // The groups' weighted means add up; the largest log ratio is the largest of any group's.
+        let groups = measured.len();
+        let numbers = if measured.is_empty() {
+            Tensor::<1>::zeros([MinibatchStats::MEASURED], device)
+        } else {
+            let (means, largest): (Vec<Tensor<1>>, Vec<Tensor<1>>) = measured.into_iter().unzip();
+            let sums = Tensor::stack::<2>(means, 0).sum_dim(0).reshape([MinibatchStats::MEASURED - 1]);
+            Tensor::cat(vec![sums, Tensor::cat(largest, 0).max()], 0)
         };
+        let (mut policy_grads, mut value_grads) = (policy_grads.grads(), value_grads.grads());
 
         let numbers = if peers.count() > 1 {
             let mut exchange = GradientExchange::default();
@@ -546,7 +561,7 @@ impl PpoTrainer {
         self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
         self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
         crate::step::grads::dispatch(device)?;
-        Ok(Tensor::cat(vec![numbers, policy_norm.detach(), value_norm.detach()], 0))
+        Ok((Tensor::cat(vec![numbers, policy_norm.detach(), value_norm.detach()], 0), groups))
     }
 
     fn restore(&mut self) {

@@ -48,6 +48,16 @@ pub struct PpoConfig {
     /// weight; `None`: full training.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// Activations one backward pass may hold, in MiB: each minibatch goes through the policy and
+    /// the value model in groups of answers this size (both models' activations counted: they
+    /// run side by side), their gradients summed into the minibatch's update (as DPO's
+    /// `activation_budget_mib`).
+    #[serde(default = "activation_budget_mib")]
+    pub activation_budget_mib: u64,
+}
+
+fn activation_budget_mib() -> u64 {
+    512
 }
 
 impl Default for PpoConfig {
@@ -77,6 +87,7 @@ impl Default for PpoConfig {
             kl_limit: 50.0,
             seed: 0,
             lora: None,
+            activation_budget_mib: activation_budget_mib(),
         }
     }
 }
@@ -113,6 +124,9 @@ impl PpoConfig {
         }
         if self.iterations == 0 {
             return Err(TrainError::Setting("iterations = 0: a run needs at least 1 iteration".into()));
+        }
+        if self.activation_budget_mib == 0 {
+            return Err(TrainError::Setting("activation_budget_mib = 0: a backward pass needs at least 1 MiB".into()));
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::data::rankings::TokenRanking;
 
 /// How many tokens (sequences times their padded length) one backward pass may hold: what
 /// `budget_mib` of activations come to for `config`'s model, one token at the least.
-fn group_tokens(config: &ModelConfig, budget_mib: u64) -> usize {
+pub(crate) fn group_tokens(config: &ModelConfig, budget_mib: u64) -> usize {
     let per_token = crate::memory::sizes::training_step_bytes(config, 1, 1).max(1);
     (budget_mib.saturating_mul(1 << 20) / per_token).max(1) as usize
 }
