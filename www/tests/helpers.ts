@@ -2,10 +2,26 @@
 // and reading what the tab saved in IndexedDB.
 import { expect, type Page } from '@playwright/test';
 
-/** Opens the page (with `query`) and waits until the model is loaded. */
+/**
+ * Opens the page (with `query`) and waits until the model is loaded. A page that never gets there
+ * fails with what it showed and logged, so a failure far away (CI) says why.
+ */
 export async function ready(page: Page, query = '') {
+  const log: string[] = [];
+  const listen = (m: { type(): string; text(): string }) => void log.push(`${m.type()}: ${m.text()}`);
+  page.on('console', listen);
+  page.on('pageerror', (e) => void log.push(`page error: ${e.message}`));
   await page.goto(`/${query}`);
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  try {
+    await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  } catch (e) {
+    const shown = await page
+      .evaluate(() => ['backend', 'notice'].map((id) => `#${id}: ${document.getElementById(id)?.textContent?.trim() ?? '(none)'}`))
+      .catch((why: Error) => [`(the page could not be read: ${why.message})`]);
+    throw new Error(`the page never became ready; it showed ${shown.join('; ')}; it logged:\n${log.slice(-30).join('\n')}\n${(e as Error).message}`);
+  } finally {
+    page.off('console', listen);
+  }
 }
 
 /** Opens the person's-own-model panel the way a person does: the intro's link. */
