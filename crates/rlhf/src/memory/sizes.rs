@@ -15,6 +15,10 @@ use tinyrlhf_model::{LoraConfig, ModelConfig};
 use crate::checkpoint::TrainError;
 use crate::memory::footprint::TAB_MEMORY_LIMIT;
 
+/// Activations one backward pass may hold by default, in MiB: every trainer's batch goes through
+/// the model in groups this size, their gradients summed (each config's `activation_budget_mib`).
+pub const DEFAULT_ACTIVATION_BUDGET_MIB: u64 = 512;
+
 /// The most answers sampled for one prompt: rankings (InstructGPT ranked 4 to 9) and groups
 /// (GRPO's papers use 8 to 64).
 pub const MAX_ANSWERS_PER_PROMPT: usize = 64;

@@ -24,6 +24,7 @@ use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optim
 use crate::data::examples::{Example, LmBatch};
 use crate::data::order::epoch_order;
 use crate::data::rankings::TokenRanking;
+use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::parallel::peers::{Alone, Peers, gather_rows, shard};
 use crate::step::grads::guarded_update;
@@ -68,7 +69,7 @@ impl Default for DpoConfig {
             max_grad_norm: 1.0,
             seed: 0,
             lora: None,
-            activation_budget_mib: 512,
+            activation_budget_mib: DEFAULT_ACTIVATION_BUDGET_MIB,
         }
     }
 }

@@ -20,6 +20,7 @@ use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig, ScalarMod
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::data::order::epoch_order;
+use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::group_math::{
     ClipStats, LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss, trl_std,
 };
@@ -116,7 +117,7 @@ impl Default for GroupConfig {
             kl_limit: 50.0,
             seed: 0,
             lora: None,
-            activation_budget_mib: 512,
+            activation_budget_mib: DEFAULT_ACTIVATION_BUDGET_MIB,
         }
     }
 }

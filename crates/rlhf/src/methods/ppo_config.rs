@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TrainError;
+use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::ppo_math::KlEstimator;
 use tinyrlhf_model::LoraConfig;
 
@@ -57,7 +58,7 @@ pub struct PpoConfig {
 }
 
 fn activation_budget_mib() -> u64 {
-    512
+    DEFAULT_ACTIVATION_BUDGET_MIB
 }
 
 impl Default for PpoConfig {

@@ -18,6 +18,7 @@ use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::data::rankings::{RankingSet, TokenRanking};
+use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::parallel::peers::{Alone, Peers, Reader, Wire, gather, shard};
 use crate::stages::trainer::{StepReport, Trainer};
 use crate::step::grads::guarded_update;
@@ -99,7 +100,7 @@ fn unit_std() -> bool {
 }
 
 fn activation_budget_mib() -> u64 {
-    512
+    DEFAULT_ACTIVATION_BUDGET_MIB
 }
 
 /// Loss and pair accuracy over a set of rankings.
