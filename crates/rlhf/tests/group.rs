@@ -2,19 +2,14 @@
 //! both methods, an update in groups of answers moves the policy as the whole batch at once does,
 //! a resumed run continues exactly, and settings out of range are refused naming the field.
 
-use burn::tensor::Device;
-use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
+mod common;
+
+use common::models;
+use tinyrlhf_model::CausalLm;
 use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
-
-fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
-    let device = Device::flex();
-    device.seed(seed);
-    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
-    (config.clone(), config.init(&device), ScalarModel::new(config.init(&device)))
-}
 
 fn prompts() -> Vec<Vec<u32>> {
     (0..6u32).map(|i| vec![2, 4 + i, 3]).collect()
@@ -49,16 +44,9 @@ fn both_methods_step_with_finite_stats_and_move_the_policy() {
     }
 }
 
-/// Every weight of `lm`, in the order its safetensors file lists them.
+/// Every weight of `lm`, tensor after tensor in name order.
 fn weights(lm: &CausalLm) -> Vec<f32> {
-    let bytes = pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names = file.names();
-    names.sort();
-    names
-        .iter()
-        .flat_map(|n| file.tensor(n).unwrap().data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>())
-        .collect()
+    common::safetensors_values(&pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap())
 }
 
 #[test]

@@ -9,8 +9,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use burn::tensor::Device;
-use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
+mod common;
+
+use common::models;
+use tinyrlhf_model::{CausalLm, ScalarModel};
 use tinyrlhf_rlhf::parallel::peers::Gathered;
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupConfig, GroupMethod, GroupTrainer, Peers, PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer,
@@ -93,13 +95,6 @@ fn side_by_side<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         }
         if out.iter().all(Option::is_some) { Poll::Ready(out.iter_mut().filter_map(Option::take).collect()) } else { Poll::Pending }
     }))
-}
-
-fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
-    let device = Device::flex();
-    device.seed(seed);
-    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
-    (config.clone(), config.init(&device), ScalarModel::new(config.init(&device)))
 }
 
 fn gpt_bytes(lm: &CausalLm) -> Vec<u8> {

@@ -4,7 +4,10 @@
 //! minibatch does, beta moves between iterations, and an explained answer's per-prefix reward
 //! scores agree with the reward model's.
 
+mod common;
+
 use burn::tensor::Device;
+use common::models;
 use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::stages::reward::score_sequences;
 use tinyrlhf_rlhf::{
@@ -15,15 +18,6 @@ use tinyrlhf_tokenizer::SpecialIds;
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
-
-fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
-    let device = Device::flex();
-    device.seed(seed);
-    let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
-    let sft = config.init(&device);
-    let reward = ScalarModel::new(config.init(&device));
-    (config, sft, reward)
-}
 
 fn weights(lm: &CausalLm) -> Vec<u8> {
     pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap()
@@ -152,15 +146,7 @@ fn a_ppo_minibatch_in_groups_of_answers_updates_as_the_whole_minibatch_does() {
         let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings(budget)).unwrap();
         let stats = pollster::block_on(trainer.step()).unwrap();
         assert!(stats.restored.is_none(), "{:?}", stats.restored);
-        let bytes = weights(&trainer.policy());
-        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut names = file.names();
-        names.sort();
-        let floats: Vec<f32> = names
-            .iter()
-            .flat_map(|n| file.tensor(n).unwrap().data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>())
-            .collect();
-        (stats, floats)
+        (stats, common::safetensors_values(&weights(&trainer.policy())))
     };
     let ((whole, at_once), (grouped, in_groups)) = (iterate(512), iterate(1));
     // 2 epochs of 2 minibatches.
