@@ -140,9 +140,11 @@ fn a_ppo_minibatch_in_groups_of_answers_updates_as_the_whole_minibatch_does() {
     // activations holds about 227 tokens, both models' together, so each takes several groups.
     let settings =
         |activation_budget_mib| PpoConfig { batch_size: 16, minibatch_size: 8, max_new_tokens: 24, activation_budget_mib, ..settings() };
+    // Drawn once: the device's generator is shared with the tests running beside this one, so two
+    // draws from the same seed can differ.
+    let (config, sft, reward) = models(5);
     let iterate = |budget| {
-        let (config, sft, reward) = models(5);
-        let models = PpoModels { sft, config, reward, value: None, policy: None };
+        let models = PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None };
         let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings(budget)).unwrap();
         let stats = pollster::block_on(trainer.step()).unwrap();
         assert!(stats.restored.is_none(), "{:?}", stats.restored);

@@ -135,28 +135,27 @@ mod tests {
 
     const GIB: f64 = (1u64 << 30) as f64;
 
-    /// Bytes a GGUF file of `config` holds as loaded: Q4_0 projections (18 bytes per 32 values), a
-    /// Q8_0 embedding (34 per 32), the rest f32, as `bench/quantized/make_models.py` writes them.
-    fn q4_file(config: &ModelConfig, projections: u64, embedding: u64) -> u64 {
-        projections * 18 / 32 + embedding * 34 / 32 + 4 * (config.num_params() as u64 - projections - embedding)
+    /// A tied Llama-family shape and the bytes a GGUF file of it holds as loaded: Q4_0 projections
+    /// (18 bytes per 32 values), a Q8_0 embedding (34 per 32), the rest f32, as
+    /// `bench/quantized/make_models.py` writes them.
+    fn q4_file(vocab: usize, width: usize, layers: usize, heads: usize, kv_heads: usize, inner: usize) -> (ModelConfig, u64) {
+        let mut llama = LlamaConfig::new(vocab, 32_768, width, layers, heads, kv_heads);
+        llama.intermediate_size = inner;
+        llama.tie_word_embeddings = true;
+        let config: ModelConfig = llama.into();
+        let kv = width / heads * kv_heads;
+        let projections = (layers * (2 * width * width + 2 * width * kv + 3 * width * inner)) as u64;
+        let embedding = (vocab * width) as u64;
+        let rest = config.num_params() as u64 - projections - embedding;
+        (config, projections * 18 / 32 + embedding * 34 / 32 + 4 * rest)
     }
 
     fn qwen_half_billion() -> (ModelConfig, u64) {
-        let mut qwen = LlamaConfig::new(151_936, 32_768, 896, 24, 14, 2);
-        qwen.intermediate_size = 4864;
-        qwen.tie_word_embeddings = true;
-        let config: ModelConfig = qwen.into();
-        let held = q4_file(&config, 24 * (2 * 896 * 896 + 2 * 896 * 128 + 3 * 896 * 4864), 151_936 * 896);
-        (config, held)
+        q4_file(151_936, 896, 24, 14, 2, 4864)
     }
 
     fn llama_one_billion() -> (ModelConfig, u64) {
-        let mut llama = LlamaConfig::new(128_256, 8192, 2048, 16, 32, 8);
-        llama.intermediate_size = 8192;
-        llama.tie_word_embeddings = true;
-        let config: ModelConfig = llama.into();
-        let held = q4_file(&config, 16 * (2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192), 128_256 * 2048);
-        (config, held)
+        q4_file(128_256, 2048, 16, 32, 8, 8192)
     }
 
     #[test]
