@@ -108,8 +108,10 @@ pub fn check_fits_tab(config: &ModelConfig, held_bytes: Option<u64>) -> Result<F
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let would_fit = if f.lora_by_default {
             let held = held_bytes.unwrap_or(4 * f.parameters as u64);
+            // A folder's weights are f32 here; a file already quantized can only get smaller by fewer bits.
+            let hint = if held_bytes.is_none() { "a 4- or 8-bit GGUF file of it may" } else { "a file of fewer bits may" };
             format!(
-                "; its weights take {:.1} GiB as loaded, and up to {:.1} GiB would fit (a 4- or 8-bit GGUF file of it may)",
+                "; its weights take {:.1} GiB as loaded, and up to {:.1} GiB would fit ({hint})",
                 gib(held),
                 gib(largest_lora_base(config))
             )
