@@ -9,8 +9,9 @@ import { expect, type Page } from '@playwright/test';
 export async function ready(page: Page, query = '') {
   const log: string[] = [];
   const listen = (m: { type(): string; text(): string }) => void log.push(`${m.type()}: ${m.text()}`);
+  const crashed = (e: Error) => void log.push(`page error: ${e.message}`);
   page.on('console', listen);
-  page.on('pageerror', (e) => void log.push(`page error: ${e.message}`));
+  page.on('pageerror', crashed);
   await page.goto(`/${query}`);
   try {
     await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
@@ -21,6 +22,7 @@ export async function ready(page: Page, query = '') {
     throw new Error(`the page never became ready; it showed ${shown.join('; ')}; it logged:\n${log.slice(-30).join('\n')}\n${(e as Error).message}`);
   } finally {
     page.off('console', listen);
+    page.off('pageerror', crashed);
   }
 }
 

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::models;
-use tinyrlhf_model::CausalLm;
+use common::{lm_values, models};
 use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer};
 
 const PAD: u32 = 0;
@@ -44,11 +43,6 @@ fn both_methods_step_with_finite_stats_and_move_the_policy() {
     }
 }
 
-/// Every weight of `lm`, tensor after tensor in name order.
-fn weights(lm: &CausalLm) -> Vec<f32> {
-    common::safetensors_values(&pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap())
-}
-
 #[test]
 fn an_update_in_groups_of_answers_moves_the_policy_as_the_whole_batch_does() {
     let (config, sft, reward) = models(24);
@@ -67,14 +61,14 @@ fn an_update_in_groups_of_answers_moves_the_policy_as_the_whole_batch_does() {
                 GroupTrainer::new(sft.clone(), None, config.clone(), reward.clone(), prompts(), EOS, PAD, settings(budget)).unwrap();
             let stats = pollster::block_on(trainer.step()).unwrap();
             assert!(stats.restored.is_none(), "{method:?}: {:?}", stats.restored);
-            (stats, weights(&trainer.policy()))
+            (stats, lm_values(&trainer.policy()))
         };
         let ((whole, at_once), (grouped, in_groups)) = (step(512), step(1));
         assert_eq!(whole.update_groups, 1, "{method:?}");
         assert!(grouped.update_groups > 1, "{method:?}: {} group(s)", grouped.update_groups);
         assert_eq!((whole.loss, whole.score), (grouped.loss, grouped.score), "{method:?}: the same rollout and loss");
         assert!((whole.grad_norm - grouped.grad_norm).abs() <= 1e-4 * whole.grad_norm, "{method:?}: {whole:?} {grouped:?}");
-        let start = weights(&sft);
+        let start = lm_values(&sft);
         let moved = start.iter().zip(&at_once).filter(|(a, b)| a != b).count();
         assert!(moved > start.len() / 2, "{method:?}: the update moved {moved} of {} weights", start.len());
         for (i, (a, b)) in at_once.iter().zip(&in_groups).enumerate() {

@@ -11,8 +11,8 @@ use std::task::{Poll, Waker};
 
 mod common;
 
-use common::models;
-use tinyrlhf_model::{CausalLm, ScalarModel};
+use common::{lm_bytes, models};
+use tinyrlhf_model::ScalarModel;
 use tinyrlhf_rlhf::parallel::peers::Gathered;
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupConfig, GroupMethod, GroupTrainer, Peers, PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer,
@@ -95,10 +95,6 @@ fn side_by_side<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         }
         if out.iter().all(Option::is_some) { Poll::Ready(out.iter_mut().filter_map(Option::take).collect()) } else { Poll::Pending }
     }))
-}
-
-fn gpt_bytes(lm: &CausalLm) -> Vec<u8> {
-    pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap()
 }
 
 fn scalar_bytes(model: &ScalarModel) -> Vec<u8> {
@@ -188,12 +184,12 @@ fn ppo_copies_end_every_iteration_with_identical_policies_and_value_models() {
             assert!(stats.iter().all(|s| s.restored.is_none()), "{:?}", stats[0].restored);
             assert!(stats.iter().all(|s| s.score == stats[0].score && s.kl == stats[0].kl && s.pg_loss == stats[0].pg_loss));
             assert!(stats[0].pg_loss.is_finite() && stats[0].vf_loss.is_finite());
-            let policies: Vec<Vec<u8>> = trainers.iter().map(|t| gpt_bytes(&t.policy())).collect();
+            let policies: Vec<Vec<u8>> = trainers.iter().map(|t| lm_bytes(&t.policy())).collect();
             let values: Vec<Vec<u8>> = trainers.iter().map(|t| scalar_bytes(&t.value_model())).collect();
             assert!(policies.iter().all(|p| *p == policies[0]), "{count} peers: policies differ");
             assert!(values.iter().all(|v| *v == values[0]), "{count} peers: value models differ");
         }
-        assert_ne!(gpt_bytes(&trainers[0].policy()), gpt_bytes(&sft), "the policy moved");
+        assert_ne!(lm_bytes(&trainers[0].policy()), lm_bytes(&sft), "the policy moved");
     }
 }
 
@@ -222,7 +218,7 @@ fn grpo_rloo_and_dpo_copies_stay_identical() {
         for _ in 0..2 {
             let stats: Vec<_> = side_by_side(trainers.iter_mut().map(|t| t.step()).collect()).into_iter().map(Result::unwrap).collect();
             assert!(stats.iter().all(|s| s.restored.is_none() && s.loss == stats[0].loss), "{method:?}");
-            let policies: Vec<Vec<u8>> = trainers.iter().map(|t| gpt_bytes(&t.policy())).collect();
+            let policies: Vec<Vec<u8>> = trainers.iter().map(|t| lm_bytes(&t.policy())).collect();
             assert!(policies.iter().all(|p| *p == policies[0]), "{method:?}: policies differ");
         }
     }
@@ -244,7 +240,7 @@ fn grpo_rloo_and_dpo_copies_stay_identical() {
             let stats = stats.unwrap();
             assert!((stats.loss - expected.loss).abs() < 1e-6, "DPO loss {} alone {}", stats.loss, expected.loss);
         }
-        let policies: Vec<Vec<u8>> = trainers.iter().map(|t| gpt_bytes(&t.policy())).collect();
+        let policies: Vec<Vec<u8>> = trainers.iter().map(|t| lm_bytes(&t.policy())).collect();
         assert!(policies.iter().all(|p| *p == policies[0]), "DPO: policies differ");
     }
 }

@@ -7,8 +7,8 @@
 mod common;
 
 use burn::tensor::Device;
-use common::models;
-use tinyrlhf_model::{CausalLm, GptConfig, ModelConfig, ScalarModel};
+use common::{lm_bytes, lm_values, models};
+use tinyrlhf_model::{GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::stages::reward::score_sequences;
 use tinyrlhf_rlhf::{
     Method, MethodSettings, PolicyInputs, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer,
@@ -18,10 +18,6 @@ use tinyrlhf_tokenizer::SpecialIds;
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
-
-fn weights(lm: &CausalLm) -> Vec<u8> {
-    pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap()
-}
 
 fn prompts() -> Vec<Vec<u32>> {
     (0..12u32).map(|i| vec![2, 4 + i % 7, 5 + i % 11, 3]).collect()
@@ -148,7 +144,7 @@ fn a_ppo_minibatch_in_groups_of_answers_updates_as_the_whole_minibatch_does() {
         let mut trainer = PpoTrainer::new(models, prompts(), vec![], EOS, PAD, settings(budget)).unwrap();
         let stats = pollster::block_on(trainer.step()).unwrap();
         assert!(stats.restored.is_none(), "{:?}", stats.restored);
-        (stats, common::safetensors_values(&weights(&trainer.policy())))
+        (stats, lm_values(&trainer.policy()))
     };
     let ((whole, at_once), (grouped, in_groups)) = (iterate(512), iterate(1));
     // 2 epochs of 2 minibatches.
@@ -187,14 +183,14 @@ fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
         },
     )
     .unwrap();
-    let before = weights(&trainer.policy());
+    let before = lm_bytes(&trainer.policy());
     // Iteration 1: KL 0, healthy; it updates. Iteration 2 sees KL > 0 and restores.
     assert!(pollster::block_on(trainer.step()).unwrap().restored.is_none());
-    assert_ne!(weights(&trainer.policy()), before);
+    assert_ne!(lm_bytes(&trainer.policy()), before);
     let stats = pollster::block_on(trainer.step()).unwrap();
     let why = stats.restored.expect("restored");
     assert!(why.contains("limit"), "{why}");
-    assert_eq!(weights(&trainer.policy()), before);
+    assert_eq!(lm_bytes(&trainer.policy()), before);
 }
 
 #[test]
@@ -247,7 +243,7 @@ fn a_lora_ppo_checkpoint_keeps_adapters_and_heads_only_and_resumes_to_the_same_m
     let again = pollster::block_on(resumed.checkpoint()).unwrap();
     assert!(again.adapter == checkpoint.adapter, "the policy's adapters come back as they were");
     assert!(again.value.as_ref().unwrap().weights == *value, "the value model's adapters and head come back as they were");
-    assert_eq!(weights(&resumed.policy()), weights(&trainer.policy()), "the policy is the one trained");
+    assert_eq!(lm_bytes(&resumed.policy()), lm_bytes(&trainer.policy()), "the policy is the one trained");
 }
 
 #[test]

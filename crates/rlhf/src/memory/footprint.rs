@@ -46,19 +46,14 @@ pub fn judged_prompts(parameters: usize, at_small_size: usize) -> usize {
 /// The tokens of the training step a LoRA estimate counts: four answers of 128 tokens.
 pub const STEP_TOKENS: usize = 512;
 
-/// What a LoRA run holds beyond its base and one step's activations, as a share of those
-/// activations and a constant: the per-projection f32 transients of a packed base, the scoring's
-/// head tiles, adapters and their moments. Measured in the tab (`sizes.spec.ts`, 2026-11-26): the
-/// peak over the base was 1.24x the activation budget at Qwen2.5-0.5B's shape and 1.39x at Llama
-/// 3.2 1B's; 1.5x and 64 MiB keep the estimate above both.
-const STEP_OVERHEAD: (u64, u64) = (3, 2);
-const FIXED_OVERHEAD: u64 = 64 << 20;
-
-/// One LoRA backward pass's activations as the trainers bound them: the estimate's step, at most
-/// the default activation budget.
+/// One LoRA backward pass as the tab holds it: the estimate's step's activations, at most the
+/// default activation budget, half as much again and 64 MiB more for what it holds beside them (the
+/// per-projection f32 transients of a packed base, the scoring's head tiles, adapters and their
+/// moments). Measured in the tab (`sizes.spec.ts`, 2026-11-26): the peak over the base was 1.24x the
+/// activation budget at Qwen2.5-0.5B's shape and 1.39x at Llama 3.2 1B's.
 fn lora_step_bytes(config: &ModelConfig) -> u64 {
     let step = training_step_bytes(config, 4, STEP_TOKENS / 4).min(DEFAULT_ACTIVATION_BUDGET_MIB << 20);
-    step.saturating_mul(STEP_OVERHEAD.0) / STEP_OVERHEAD.1 + FIXED_OVERHEAD
+    step.saturating_mul(3) / 2 + (64 << 20)
 }
 
 /// Estimated bytes to train the model `config` describes in the tab, with or without LoRA, its

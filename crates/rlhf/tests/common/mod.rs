@@ -13,9 +13,18 @@ pub fn models(seed: u64) -> (ModelConfig, CausalLm, ScalarModel) {
     (config.clone(), config.init(&device), ScalarModel::new(config.init(&device)))
 }
 
-/// Every value of a safetensors file of f32 tensors, tensor after tensor in name order: two
-/// models compared weight by weight.
-pub fn safetensors_values(bytes: &[u8]) -> Vec<f32> {
+/// `lm` as its safetensors bytes: two models compared bit for bit.
+pub fn lm_bytes(lm: &CausalLm) -> Vec<u8> {
+    pollster::block_on(tinyrlhf_model::save_lm(lm)).unwrap()
+}
+
+/// Every weight of `lm`, tensor after tensor in name order: two models compared weight by weight.
+pub fn lm_values(lm: &CausalLm) -> Vec<f32> {
+    safetensors_values(&lm_bytes(lm))
+}
+
+/// Every value of a safetensors file of f32 tensors, tensor after tensor in name order.
+fn safetensors_values(bytes: &[u8]) -> Vec<f32> {
     let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let mut names = file.names();
     names.sort();
