@@ -97,12 +97,18 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
         if f.get("lora_dpo_step"):
             d = f["lora_dpo_step"]
             ours.append(("lora_dpo_step", d["pairs"], d["tok_s"], d.get("kernels")))
+        if f.get("quantized_lora_dpo_step"):
+            # Against the peer's f32 step: what a person holding a quantized file gets, against
+            # what PyTorch needs a full-precision copy for.
+            d = f["quantized_lora_dpo_step"]
+            ours.append((f"lora_dpo_{d['base'].split()[0].lower()}_base", d["pairs"], d["tok_s"], d.get("kernels")))
         for g in f["generate"]:
             ours.append(("generate_kv_cache", g["batch"], g["kv_cache_tok_s"], g.get("kernels_per_token")))
             if g.get("no_cache_tok_s"):
                 ours.append(("generate_no_cache", g["batch"], g["no_cache_tok_s"], None))
         for what, batch, tok_s, kernels in ours:
-            theirs = torch_figures.get((preset, what, batch))
+            peer = "lora_dpo_step" if what.startswith("lora_dpo_") else what
+            theirs = torch_figures.get((preset, peer, batch))
             rows.append({"preset": preset, "figure": what, "batch": batch, "params": f["params"],
                          "tinyrlhf_tok_s": tok_s, "torch_tok_s": theirs, "ratio": theirs and tok_s / theirs,
                          "kernels": kernels})
@@ -111,7 +117,7 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
         theirs, ratio = (f"{r['torch_tok_s']:>12.0f}", f"{r['ratio']:>14.2f}x") if r["torch_tok_s"] else (f"{'-':>12}", f"{'-':>15}")
         print(f"{r['preset']:<13} {r['figure']:<18} {r['batch']:>5} {r['tinyrlhf_tok_s']:>15.0f} {theirs} {ratio}")
     bandwidth, machine = out["memory_bandwidth_gb_s"], out.get("machine", {})
-    print(f"(lora_dpo_step's batch is pairs; tinyrlhf on {backend}; the host's memory bandwidth by a copy: "
+    print(f"(lora_dpo's batch is pairs, a quantized base's row against PyTorch's f32 step; tinyrlhf on {backend}; the host's memory bandwidth by a copy: "
           f"{bandwidth:.1f} GB/s)")
     if machine:
         print(f"measured on {machine['cpu']}, {machine['threads']} threads; tinyrlhf's CPU kernels (gemm, pulp): "

@@ -86,7 +86,7 @@ fn the_types_written_requantize_the_gguf_packages_bytes_to_the_same_bytes() {
         }
     }
     written.sort();
-    assert_eq!(written, ["BF16", "F16", "Q8_0"]);
+    assert_eq!(written, ["BF16", "F16", "Q4_0", "Q8_0"]);
     assert_eq!(quantize(GgmlType::Q4K, &[0.0; 256]), None);
 }
 
@@ -227,6 +227,33 @@ fn a_quantized_file_keeps_its_projections_and_embeddings_packed_and_computes_as_
         let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
         assert_eq!(answers(&packed), answers(&widened), "{}", gguf.display());
     }
+}
+
+#[test]
+fn a_model_quantized_in_memory_computes_as_its_packed_weights_widened_and_q8_0_stays_near_f32() {
+    let device = Device::flex();
+    let config = tinyrlhf_model::ModelConfig::preset("llama-tiny", 256).unwrap();
+    let f32_model = tinyrlhf_model::drawn(config.init(&device));
+    let ids =
+        Tensor::<2, burn::tensor::Int>::from_data(TensorData::new((0..24).map(|i| (i * 37 % 256) as i64).collect(), [2, 12]), &device);
+    let positions =
+        Tensor::<2, burn::tensor::Int>::from_data(TensorData::new((0..24).map(|i| i % 12).collect::<Vec<i64>>(), [2, 12]), &device);
+    let logits = |model: &tinyrlhf_model::CausalLm| -> Vec<f32> {
+        model.logits(model.forward(ids.clone(), positions.clone(), None)).into_data().try_to_vec::<f32>().unwrap()
+    };
+    let full = logits(&f32_model);
+    let spread = full.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+    for (projections, worst_allowed) in [(GgmlType::Q8_0, 0.02), (GgmlType::Q4_0, 0.5)] {
+        let packed = f32_model.clone().quantized(projections, GgmlType::Q8_0).expect("llama-tiny's rows are whole blocks");
+        assert_eq!(packed.packed().len(), 7 * config.num_layers() + 1, "{projections:?}: every projection and the embedding packed");
+        let ours = logits(&packed);
+        let widened: Vec<f64> = logits(&packed.clone().merged()).iter().map(|&v| v as f64).collect();
+        assert_close(&format!("{projections:?} packed logits"), &ours, &widened, |_| true, 1e-4, 1e-4);
+        let worst = ours.iter().zip(&full).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
+        assert!(worst > 0.0 && worst < worst_allowed * spread, "{projections:?}: worst logit error {worst} of {spread}");
+    }
+    let packed_already = f32_model.quantized(GgmlType::Q8_0, GgmlType::Q8_0).unwrap();
+    assert!(packed_already.quantized(GgmlType::Q4_0, GgmlType::Q8_0).is_none(), "a packed base is not packed again");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
-use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig, SamplingConfig, chosen_token_logprobs, generate};
+use tinyrlhf_model::{AdamWSettings, CausalLm, GgmlType, ModelConfig, SamplingConfig, chosen_token_logprobs, generate};
 
 use crate::backend::Backend;
 use crate::bench_methods::{
@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// The LoRA DPO step's activation budget (MiB), as `dpo --activation-budget-mib`.
     #[arg(long, default_value_t = tinyrlhf_rlhf::DpoConfig::default().activation_budget_mib)]
     dpo_activation_budget_mib: u64,
+    /// The frozen base of a second LoRA DPO figure, as a GGUF of this type holds it: its projections
+    /// packed as q4_0, q8_0, f16 or bf16, the embedding (and tied head) as Q8_0 (at least); `none`
+    /// skips the figure.
+    #[arg(long, default_value = "q4_0", value_parser = quantized_base)]
+    dpo_quantized_base: QuantizedBase,
     /// Timed training steps (after 2 warm-up steps), also LoRA DPO steps; 0 skips both.
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -59,6 +64,19 @@ pub struct BenchArgs {
     /// --compare` reads to print ratios, and what a script tracking speed should read).
     #[arg(long)]
     json: bool,
+}
+
+/// `--dpo-quantized-base`: a type, or none.
+#[derive(Debug, Clone, Copy)]
+struct QuantizedBase(Option<GgmlType>);
+
+fn quantized_base(name: &str) -> Result<QuantizedBase, String> {
+    let written = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::Bf16];
+    match written.into_iter().find(|t| t.name().eq_ignore_ascii_case(name)) {
+        Some(t) => Ok(QuantizedBase(Some(t))),
+        None if name == "none" => Ok(QuantizedBase(None)),
+        None => Err(format!("{name:?} is not one of q4_0, q8_0, f16, bf16, none")),
+    }
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
@@ -109,6 +127,8 @@ struct Figures {
     train_step: Option<TrainStep>,
     /// Absent with `--dpo-pairs 0`.
     lora_dpo_step: Option<LoraDpoStep>,
+    /// The same step on the base packed as `--dpo-quantized-base`; absent with `none`.
+    quantized_lora_dpo_step: Option<LoraDpoStep>,
     generate: Vec<Generate>,
     /// Absent with `--ppo-iterations 0`, as everything below.
     ppo_iteration: Option<PpoIteration>,
@@ -159,9 +179,10 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
         let (step, kernels) = train_step_time(config, device, batch, seq, args.steps);
         TrainStep { batch, seq, ms: ms(step), tok_s: (batch * seq) as f64 / step.as_secs_f64(), kernels }
     });
-    let lora_dpo_step = (args.dpo_pairs > 0 && args.steps > 0)
-        .then(|| lora_dpo_step(config, device, args.dpo_pairs, args.dpo_activation_budget_mib, args.steps))
-        .transpose()?;
+    let dpo = |base| lora_dpo_step(config, device, base, args.dpo_pairs, args.dpo_activation_budget_mib, args.steps);
+    let dpo_runs = args.dpo_pairs > 0 && args.steps > 0;
+    let lora_dpo_step = dpo_runs.then(|| dpo(None)).transpose()?;
+    let quantized_lora_dpo_step = args.dpo_quantized_base.0.filter(|_| dpo_runs).map(|t| dpo(Some(t))).transpose()?;
     let mut generate = vec![];
     for batch in [1, 8].into_iter().filter(|_| args.new_tokens > 0) {
         let model = config.init(device);
@@ -185,6 +206,7 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
         params: config.num_params(),
         train_step,
         lora_dpo_step,
+        quantized_lora_dpo_step,
         generate,
         ppo_iteration: None,
         device_reads_per_ppo_iteration: None,
@@ -253,12 +275,13 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
         );
         print_kernels("train step", t.kernels);
     }
-    if let Some(d) = &f.lora_dpo_step {
+    for d in f.lora_dpo_step.iter().chain(&f.quantized_lora_dpo_step) {
         println!(
-            "  LoRA DPO step {} pairs x {} tokens (rank {}): {:>7.1} ms = reference {:.1} + policy {:.1} ms   {:>9.0} tok/s",
+            "  LoRA DPO step {} pairs x {} tokens (rank {}, {} base): {:>7.1} ms = reference {:.1} + policy {:.1} ms   {:>9.0} tok/s",
             d.pairs,
             d.seq,
             d.rank,
+            d.base,
             d.secs * 1e3,
             d.reference_secs * 1e3,
             d.policy_secs * 1e3,

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
-use tinyrlhf_model::{LoraConfig, ModelConfig};
+use tinyrlhf_model::{GgmlType, LoraConfig, ModelConfig};
 
 use crate::bench::{PROMPT_LEN, prompts, random_tokens};
 
@@ -40,6 +40,8 @@ pub(crate) struct LoraDpoStep {
     /// Prompt and answer tokens of one sequence.
     pub seq: usize,
     pub rank: usize,
+    /// The frozen base's types: `F32`, or a quantized base's projection and embedding types.
+    pub base: String,
     pub secs: f64,
     pub reference_secs: f64,
     pub policy_secs: f64,
@@ -53,12 +55,14 @@ pub(crate) struct LoraDpoStep {
 pub(crate) const DPO_ANSWER_TOKENS: usize = 48;
 
 /// One LoRA DPO step (median of `runs` after a warm-up) on `pairs` pairs of a 16-token prompt and
-/// 48-token answers, rank 8 on PEFT's targets. Our trainer scores the reference once per run,
+/// 48-token answers, rank 8 on PEFT's targets, the frozen base f32 as drawn or packed as
+/// `quantized_base`. Our trainer scores the reference once per run,
 /// when it is made; TRL's scores it every step, so making the trainer (on exactly one batch of
 /// rankings) is timed as the step's reference forward, and the sum is the step.
 pub(crate) fn lora_dpo_step(
     config: &ModelConfig,
     device: &Device,
+    quantized_base: Option<GgmlType>,
     pairs: usize,
     activation_budget_mib: u64,
     runs: usize,
@@ -78,7 +82,18 @@ pub(crate) fn lora_dpo_step(
     let settings = DpoConfig { batch_size: pairs, epochs: 1, lora: Some(lora.clone()), activation_budget_mib, ..DpoConfig::default() };
     // Drawn once: each timed trainer would otherwise draw the base's 135 M random numbers again
     // (about a twelfth of a SmolLM2-shaped step on a 2-core AMD EPYC), which loaded weights never do.
-    let base = tinyrlhf_model::drawn(config.init(device));
+    let mut base = tinyrlhf_model::drawn(config.init(device));
+    let mut base_types = "F32".to_owned();
+    if let Some(projections) = quantized_base {
+        // A tied head stays at 8 bits, as llama.cpp's quantizer keeps the output matrix finer.
+        let embedding = if projections.block_len() == 1 { projections } else { GgmlType::Q8_0 };
+        base = base
+            .quantized(projections, embedding)
+            .ok_or_else(|| format!("this preset's rows are not whole {} blocks", projections.name()))?;
+        // GPT-2's embedding stays f32.
+        let packed_embedding = base.packed().iter().find(|w| w.shape()[0] == config.vocab_size()).map(|w| w.ggml_type());
+        base_types = format!("{} (embedding {})", projections.name(), packed_embedding.map_or("F32", GgmlType::name));
+    }
     let (times, counts) = timed_steps(runs, || {
         let start = Instant::now();
         let mut trainer = pollster::block_on(DpoTrainer::new(base.clone(), config.clone(), rankings.clone(), vec![], 0, settings.clone()))
@@ -94,6 +109,7 @@ pub(crate) fn lora_dpo_step(
         pairs,
         seq,
         rank: lora.rank,
+        base: base_types,
         secs,
         reference_secs,
         policy_secs,

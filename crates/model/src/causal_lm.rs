@@ -16,6 +16,7 @@ use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::gemma3::Gemma3;
 use crate::gemma3_config::Gemma3Config;
+use crate::gguf_quants::GgmlType;
 use crate::gpt::Gpt;
 use crate::kv_cache::{KvCache, attention_bias};
 use crate::llama::Llama;
@@ -104,6 +105,31 @@ impl CausalLm {
                 embedding
             });
         found
+    }
+
+    /// The same model with its frozen weights as a GGUF file of these types holds them (what
+    /// llama.cpp's `llama-quantize` writes): every attention and MLP projection packed as
+    /// `projections`, the token embedding (and a tied head) as `embedding`; norms, biases and
+    /// GPT-2's embeddings stay f32. `None` if a type is not one [`crate::quantize`] writes, a row is
+    /// not whole blocks of it, or a projection is packed already or carries an adapter.
+    pub fn quantized(self, projections: GgmlType, embedding: GgmlType) -> Option<Self> {
+        let mut whole = true;
+        let mut pack = |projection: Projection, ggml_type| match projection.clone().packed_as(ggml_type) {
+            Some(packed) => packed,
+            None => {
+                whole = false;
+                projection
+            }
+        };
+        let model = self.map_projections(|_, projection| pack(projection, projections));
+        let mut embedded = true;
+        let model = model.map_embedding(|e| {
+            e.clone().packed_as(embedding).unwrap_or_else(|| {
+                embedded = false;
+                e
+            })
+        });
+        (whole && embedded).then_some(model)
     }
 
     /// Its adapters frozen beside their weights, under any frozen before: a base for a later run's

@@ -14,6 +14,7 @@ use burn::nn::Initializer;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::gguf_quants::GgmlType;
 use crate::packed::{PackedWeight, on_cpu_backend};
 use crate::projection::{LmHead, tied_head};
 
@@ -85,6 +86,15 @@ impl TokenEmbedding {
     }
 
     /// f32 weights of its own on `device` (a packed embedding widened once), to train or save.
+    /// The f32 embedding kept packed as `ggml_type`; `None` if it is packed already or its rows
+    /// are not whole blocks of the type.
+    pub(crate) fn packed_as(self, ggml_type: GgmlType) -> Option<Self> {
+        let weight = self.weight?.val(); // [vocab, d]: HF's order
+        let shape = weight.dims();
+        let values: Vec<f32> = weight.into_data().try_to_vec::<f32>().ok()?;
+        Some(Self { weight: None, packed: Some(PackedWeight::quantized(ggml_type, &values, shape)?) })
+    }
+
     pub(crate) fn merged(self, device: &Device) -> Self {
         match self.packed {
             Some(packed) if self.weight.is_none() => Self { weight: Some(Param::from_tensor(packed.hf_tensor(device))), packed: None },

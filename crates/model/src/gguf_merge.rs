@@ -85,7 +85,7 @@ pub fn merged_gguf(
                 w_row.iter_mut().zip(a_row).for_each(|(w, a)| *w += coefficient * a);
             }
         }
-        let (ggml_type, bytes) = match quantize(tensor.ggml_type, &w) {
+        let (ggml_type, bytes) = match quantize(tensor.ggml_type, &w).filter(|_| keeps_an_update(tensor.ggml_type)) {
             Some(bytes) => (tensor.ggml_type, bytes),
             None => {
                 requantized.push((tensor.name.clone(), tensor.ggml_type.name()));
@@ -130,4 +130,10 @@ fn adapter_factors(adapter_safetensors: &[u8], architecture: &str) -> Result<BTr
         if factor == "a" { entry.a = Some(values) } else { entry.b = Some(values) }
     }
     Ok(factors)
+}
+
+/// Whether `ggml_type`'s grid is fine enough to keep a LoRA update: rounded back onto a 4- to 6-bit
+/// grid, most of a small update is rounded away.
+fn keeps_an_update(ggml_type: GgmlType) -> bool {
+    matches!(ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 | GgmlType::Q8_0)
 }

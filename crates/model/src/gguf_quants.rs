@@ -165,9 +165,8 @@ pub fn dequantize(ggml_type: GgmlType, data: &[u8]) -> Vec<f32> {
 }
 
 /// `values` (whole blocks) written as `ggml_type`, as llama.cpp's reference quantizers
-/// (`quantize_row_*_ref`) write them; `None` for a type not written here. Only the types whose grid
-/// is fine enough to keep a LoRA update are written (F32, F16, BF16, Q8_0): rounded back onto a
-/// 4- or 5-bit grid, most of a small update is rounded away.
+/// (`quantize_row_*_ref`) write them; `None` for a type not written here (F32, F16, BF16, Q8_0 and
+/// Q4_0 are).
 pub fn quantize(ggml_type: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
     let (per_block, bytes) = ggml_type.block();
     if !values.len().is_multiple_of(per_block) {
@@ -179,6 +178,7 @@ pub fn quantize(ggml_type: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
         GgmlType::F16 => out.extend(values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
         GgmlType::Bf16 => out.extend(values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes())),
         GgmlType::Q8_0 => values.chunks_exact(32).for_each(|x| quantize_q8_0(x, &mut out)),
+        GgmlType::Q4_0 => values.chunks_exact(32).for_each(|x| quantize_q4_0(x, &mut out)),
         _ => return None,
     }
     Some(out)
@@ -191,6 +191,18 @@ fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     out.extend(f16::from_f32(d).to_le_bytes());
     out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
+}
+
+/// `d = m / -8` where `m` is the value of largest magnitude (so it is exactly `-8 d`), then each
+/// value `x / d + 8` truncated to 0..=15; value `j` in the low nibble of byte `j`, value `16 + j`
+/// in its high nibble.
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    let max = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let nibble = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    out.extend(f16::from_f32(d).to_le_bytes());
+    out.extend((0..16).map(|j| nibble(x[j]) | (nibble(x[16 + j]) << 4)));
 }
 
 fn half_at(block: &[u8], at: usize) -> f32 {

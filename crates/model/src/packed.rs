@@ -31,7 +31,7 @@ use burn::tensor::{Slice, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::few_rows::FEW_ROWS;
-use crate::gguf_quants::{GgmlType, dequantize};
+use crate::gguf_quants::{GgmlType, dequantize, quantize};
 
 /// At most this many values of `W` are widened at once by a product of many rows (16 MiB of f32).
 const TILE_VALUES: usize = 1 << 22;
@@ -65,6 +65,14 @@ impl PackedWeight {
         let row_bytes = ggml_type.bytes_for(cols as u64)?;
         let whole = ggml_type.is_read() && cols > 0 && (rows as u64).checked_mul(row_bytes) == Some(bytes.len() as u64);
         whole.then(|| Self(Arc::new(Packed { ggml_type, bytes, rows, cols })))
+    }
+
+    /// `values` (`[rows, cols]` row-major) written as `ggml_type` ([`quantize`]'s types); `None` if
+    /// the type is not one written here or a row is not whole blocks of it.
+    pub fn quantized(ggml_type: GgmlType, values: &[f32], shape: [usize; 2]) -> Option<Self> {
+        let row_whole = ggml_type.bytes_for(shape[1] as u64).is_some();
+        let bytes = quantize(ggml_type, values).filter(|_| row_whole)?;
+        Self::new(ggml_type, bytes, shape)
     }
 
     pub fn ggml_type(&self) -> GgmlType {

@@ -14,6 +14,7 @@ use burn::tensor::module::linear as affine;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use crate::few_rows::{self, FEW_ROWS};
+use crate::gguf_quants::GgmlType;
 use crate::packed::PackedWeight;
 
 /// One projection of a transformer, `x @ W + b` with burn's `W` `[in, out]`: f32 weights of its
@@ -89,6 +90,17 @@ impl Projection {
         let mut frozen = self.frozen;
         frozen.extend(self.lora.map(|lora| lora.no_grad()));
         Self { lora: None, frozen, ..self }
+    }
+
+    /// This projection's f32 weight kept packed as `ggml_type` (as a GGUF of that type holds it);
+    /// `None` if it has no f32 weight of its own, carries an adapter, or its rows are not whole
+    /// blocks of the type.
+    pub(crate) fn packed_as(self, ggml_type: GgmlType) -> Option<Self> {
+        let weight = self.weight.as_ref().filter(|_| self.lora.is_none() && self.frozen.is_empty())?.val();
+        let [d_in, d_out] = weight.dims();
+        let values: Vec<f32> = weight.transpose().into_data().try_to_vec::<f32>().ok()?; // HF's [out, in]
+        let packed = PackedWeight::quantized(ggml_type, &values, [d_out, d_in])?;
+        Some(Self { weight: None, packed: Some(packed), ..self })
     }
 
     /// The dense `[in, out]` weight this projection applies, every update merged in: f32 weights of
