@@ -35,8 +35,14 @@ fn converted(dir: &Path, kind: &str) -> PathBuf {
     gguf_dir().join(format!("{}.{kind}.gguf", dir.file_name().unwrap().to_string_lossy()))
 }
 
-/// Each fixture folder with its GGUF conversion of `kind`: the four Llama-family ones, and the
-/// Gemma 3 folders that llama.cpp converts (one: the others use keys a GGUF cannot hold).
+/// The Llama folder with a SentencePiece vocabulary as TinyLlama and Llama 2 keep theirs.
+fn llama_sentencepiece_folder() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf-llama-sp/hf-llama2-sp")
+}
+
+/// Each fixture folder with its GGUF conversion of `kind`: the four Llama-family ones, the Gemma 3
+/// folders that llama.cpp converts (one: the others use keys a GGUF cannot hold), and the Llama
+/// folder with a SentencePiece vocabulary.
 fn pairs(kind: &str) -> Vec<(PathBuf, PathBuf)> {
     let folders = llama_fixture_folders();
     assert!(folders.len() >= 4, "the Llama-family fixtures are missing");
@@ -45,6 +51,7 @@ fn pairs(kind: &str) -> Vec<(PathBuf, PathBuf)> {
     folders
         .into_iter()
         .chain(gemma3)
+        .chain([llama_sentencepiece_folder()])
         .map(|dir| {
             let gguf = converted(&dir, kind);
             (dir, gguf)
@@ -314,15 +321,19 @@ fn broken_files_are_refused_with_the_reason() {
 
 #[test]
 fn a_sentencepiece_vocabulary_encodes_as_transformers_builds_it_from_the_file() {
-    let dir = gguf_dir();
-    let cases: serde_json::Value = serde_json::from_slice(&read(&dir.join("hf-gemma3-sp.tokens.json"))).unwrap();
-    let model = load(&dir.join("hf-gemma3-sp.f32.gguf"));
-    for case in cases["cases"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let ids = |key: &str| -> Vec<u32> { serde_json::from_value(case[key].clone()).unwrap() };
-        assert_eq!(model.tokenizer.encode(text).unwrap(), ids("gguf_ids"), "{text:?}");
-        assert_eq!(ids("gguf_ids"), ids("folder_ids"), "{text:?}: the file's vocabulary is the folder's");
-        assert_eq!(model.tokenizer.encode_continuation(text).unwrap(), ids("gguf_ids_with_special"), "{text:?}: BOS as the file says");
-        assert_eq!(model.tokenizer.decode(&ids("gguf_ids")).unwrap(), text);
+    // Gemma's layout (no space before the first word), and Llama 2's and TinyLlama's (a `▁` before it).
+    for name in ["hf-gemma3-sp", "hf-llama2-sp"] {
+        let dir = gguf_dir();
+        let cases: serde_json::Value = serde_json::from_slice(&read(&dir.join(format!("{name}.tokens.json")))).unwrap();
+        let model = load(&dir.join(format!("{name}.f32.gguf")));
+        for case in cases["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let ids = |key: &str| -> Vec<u32> { serde_json::from_value(case[key].clone()).unwrap() };
+            assert_eq!(model.tokenizer.encode(text).unwrap(), ids("gguf_ids"), "{name}: {text:?}");
+            assert_eq!(ids("gguf_ids"), ids("folder_ids"), "{name}: {text:?}: the file's vocabulary is the folder's");
+            let with_bos = ids("gguf_ids_with_special");
+            assert_eq!(model.tokenizer.encode_continuation(text).unwrap(), with_bos, "{name}: {text:?}: BOS as the file says");
+            assert_eq!(model.tokenizer.decode(&ids("gguf_ids")).unwrap(), case["gguf_decoded"].as_str().unwrap(), "{name}: {text:?}");
+        }
     }
 }
