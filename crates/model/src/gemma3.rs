@@ -13,7 +13,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::embedding::TokenEmbedding;
@@ -22,7 +21,9 @@ use crate::gemma3_config::{FULL, Gemma3Config, SLIDING};
 use crate::kv_cache::{LayerCache, window_bias};
 use crate::llama::{Llama, grouped_attention, map_layer_projections, own_or_tied_head};
 use crate::projection::{LmHead, Projection, project, project_together, rows, rows_together};
+use crate::recompute::gated;
 use crate::rope::{Rotary, apply_rope};
+use crate::row_kernels::GateActivation;
 
 /// HF's initialisation: N(0, 0.02) weights, zero biases (norms start at zero: they scale by 1 + w).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
@@ -113,7 +114,7 @@ impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x.reshape([b * t, d]));
-        project(&self.down_proj, gelu_approximate(gate) * up).reshape([b, t, d]) // [b, t, d]
+        project(&self.down_proj, gated(gate, up, GateActivation::GeluTanh)).reshape([b, t, d]) // [b, t, d]
     }
 }
 

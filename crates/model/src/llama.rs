@@ -20,8 +20,9 @@ use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::kv_cache::LayerCache;
 use crate::llama_config::LlamaConfig;
 use crate::projection::{LmHead, Projection, project, project_together, rows, rows_together};
-use crate::recompute::{attention, swiglu};
+use crate::recompute::{attention, gated};
 use crate::rope::{Rotary, apply_rope};
+use crate::row_kernels::GateActivation;
 
 /// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
@@ -115,7 +116,7 @@ impl Mlp {
         let [b, t, d] = x.dims();
         let x = x.reshape([b * t, d]);
         let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x);
-        let hidden = swiglu(gate, up); // [b * t, m]
+        let hidden = gated(gate, up, GateActivation::Silu); // [b * t, m]
         project(&self.down_proj, hidden).reshape([b, t, d])
     }
 }

@@ -1,8 +1,10 @@
-//! Attention and SwiGLU for training, with backwards that recompute what autodiff would keep.
+//! Attention and gated MLP units (SwiGLU, GeGLU) for training, with backwards that recompute what
+//! autodiff would keep.
 //!
 //! Built from burn's differentiable ops, a training forward keeps every intermediate until the
 //! backward: attention its `[b, h, t, t]` scores, masked scores and probabilities (three tensors
-//! that grow with the square of the sequence), SwiGLU its sigmoid and both products. For a LoRA
+//! that grow with the square of the sequence), SwiGLU its sigmoid and both products, GeGLU (built
+//! from burn's ops as `gelu_approximate`) three more tensors of the MLP's width. For a LoRA
 //! step on a 0.5B model those are most of the step's memory. These ops keep only their inputs
 //! (queries, keys, values; gate and up), compute the forward with the backend's fused kernel (the
 //! CPU backend's attention never materialises the scores), and rebuild the rest, one layer at a
@@ -16,15 +18,15 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{AttentionModuleOptions, ModuleOps};
+use burn::backend::ops::{AttentionModuleOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{gelu_approximate, silu};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::log_softmax::{on_cpu_backend, values};
-use crate::row_kernels;
+use crate::row_kernels::{self, GateActivation};
 
 /// softmax(q k^T / sqrt(head_dim) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`
 /// and an additive `bias` broadcast to `[b, h, t, t_keys]`; the bias gets no gradient.
@@ -38,12 +40,15 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4
     }
 }
 
-/// silu(gate) * up, elementwise.
-pub(crate) fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+/// act(gate) * up, elementwise: SwiGLU with [`GateActivation::Silu`], GeGLU with `GeluTanh`.
+pub(crate) fn gated<const D: usize>(gate: Tensor<D>, up: Tensor<D>, act: GateActivation) -> Tensor<D> {
     if on_cpu_backend(&gate.device()) {
-        Tensor::from_dispatch(<Dispatch as Recomputed>::recomputed_swiglu(gate.into_dispatch(), up.into_dispatch()))
+        Tensor::from_dispatch(<Dispatch as Recomputed>::recomputed_gated(gate.into_dispatch(), up.into_dispatch(), act))
     } else {
-        silu(gate) * up
+        match act {
+            GateActivation::Silu => silu(gate) * up,
+            GateActivation::GeluTanh => gelu_approximate(gate) * up,
+        }
     }
 }
 
@@ -52,12 +57,13 @@ pub(crate) fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D
 pub trait Recomputed: Backend {
     fn recomputed_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>)
     -> FloatTensor<Self>;
-    fn recomputed_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn recomputed_gated(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self>;
     /// `(d gate, d up)` from the output's gradient.
-    fn recomputed_swiglu_backward(
+    fn recomputed_gated_backward(
         gate: FloatTensor<Self>,
         up: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        act: GateActivation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -71,46 +77,28 @@ impl Recomputed for Flex {
         <Self as ModuleOps<Self>>::attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
     }
 
-    fn recomputed_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !f32_pair(&gate, &up) {
-            return swiglu_by_ops::<Self>(gate, up);
-        }
+    fn recomputed_gated(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
         let shape = gate.shape();
-        let out = row_kernels::swiglu(&values(&gate), &values(&up));
-        FlexTensor::from_data(TensorData::new(out, shape))
+        let (gate, up) = (as_f32(gate), as_f32(up));
+        FlexTensor::from_data(TensorData::new(row_kernels::gated(&values(&gate), &values(&up), act), shape))
     }
 
-    fn recomputed_swiglu_backward(
+    fn recomputed_gated_backward(
         gate: FloatTensor<Self>,
         up: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        act: GateActivation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if !f32_pair(&gate, &up) {
-            return swiglu_backward_by_ops::<Self>(gate, up, grad);
-        }
         let shape = gate.shape();
-        let (d_gate, d_up) = row_kernels::swiglu_backward(&values(&gate), &values(&up), &values(&grad));
+        let (gate, up, grad) = (as_f32(gate), as_f32(up), as_f32(grad));
+        let (d_gate, d_up) = row_kernels::gated_backward(&values(&gate), &values(&up), &values(&grad), act);
         (FlexTensor::from_data(TensorData::new(d_gate, shape.clone())), FlexTensor::from_data(TensorData::new(d_up, shape)))
     }
 }
 
-fn f32_pair(gate: &FlexTensor, up: &FlexTensor) -> bool {
-    gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.shape() == up.shape()
-}
-
-/// SwiGLU from burn's ops (for dtypes the kernel does not take).
-fn swiglu_by_ops<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_mul(B::float_mul(gate.clone(), B::sigmoid(gate)), up)
-}
-
-/// SwiGLU's backward from burn's ops (for dtypes the kernel does not take).
-fn swiglu_backward_by_ops<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>, grad: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
-    let s = B::sigmoid(gate.clone());
-    let d_up = B::float_mul(grad.clone(), B::float_mul(gate.clone(), s.clone()));
-    // d silu(g) / dg = s (1 + g (1 - s))
-    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
-    let slope = B::float_mul(s, B::float_add_scalar(B::float_mul(gate, one_minus_s), 1.0.into()));
-    (B::float_mul(B::float_mul(grad, up), slope), d_up)
+/// `t` as f32 (this crate's models are f32; another float dtype is converted for the kernels).
+fn as_f32(t: FlexTensor) -> FlexTensor {
+    if t.dtype() == DType::F32 { t } else { <Flex as FloatTensorOps<Flex>>::float_cast(t, burn::tensor::FloatDType::F32) }
 }
 
 /// The attention probabilities `[b, h, t, t_keys]`, as the forward computed them.
@@ -151,15 +139,15 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
 }
 
 #[derive(Debug)]
-struct SwigluBackward;
+struct GatedBackward(GateActivation);
 
-impl<B: Backend + Recomputed> Backward<B, 2> for SwigluBackward {
+impl<B: Backend + Recomputed> Backward<B, 2> for GatedBackward {
     type State = [FloatTensor<B>; 2];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [gate, up] = ops.state;
         let grad = grads.consume::<B>(&ops.node);
-        let (d_gate, d_up) = B::recomputed_swiglu_backward(gate, up, grad);
+        let (d_gate, d_up) = B::recomputed_gated_backward(gate, up, grad, self.0);
         let [gate_parent, up_parent] = ops.parents;
         if let Some(node) = up_parent {
             grads.register::<B>(node.id, d_up);
@@ -190,33 +178,36 @@ impl<B: Backend + Recomputed, C: CheckpointStrategy> Recomputed for Autodiff<B, 
         }
     }
 
-    fn recomputed_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn recomputed_gated(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
         let (gate, gate_node) = gate.into_parts();
         let (up, up_node) = up.into_parts();
-        match SwigluBackward.prepare::<C>([gate_node, up_node]).compute_bound().stateful() {
+        match GatedBackward(act).prepare::<C>([gate_node, up_node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let out = B::recomputed_swiglu(gate.clone(), up.clone());
+                let out = B::recomputed_gated(gate.clone(), up.clone(), act);
                 prep.finish([gate, up], out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::recomputed_swiglu(gate, up)),
+            OpsKind::UnTracked(prep) => prep.finish(B::recomputed_gated(gate, up, act)),
         }
     }
 
-    fn recomputed_swiglu_backward(
+    fn recomputed_gated_backward(
         gate: FloatTensor<Self>,
         up: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        act: GateActivation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (d_gate, d_up) = B::recomputed_swiglu_backward(Self::inner(gate), Self::inner(up), Self::inner(grad));
+        let (d_gate, d_up) = B::recomputed_gated_backward(Self::inner(gate), Self::inner(up), Self::inner(grad), act);
         (Self::from_inner(d_gate), Self::from_inner(d_up))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::activation::silu;
+    use burn::tensor::activation::{gelu_approximate, silu};
     use burn::tensor::module::attention as burn_attention;
     use burn::tensor::ops::AttentionModuleOptions;
+
+    use crate::row_kernels::GateActivation;
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
     fn close(a: Tensor<4>, b: Tensor<4>, what: &str) {
@@ -256,20 +247,24 @@ mod tests {
     }
 
     #[test]
-    fn swiglu_and_its_gradients_equal_silu_times_up() {
+    fn gated_units_and_their_gradients_equal_burns_activation_times_up() {
         let device = Device::flex().autodiff();
         let (gate, up) = (random([2, 3, 4, 6], &device), random([2, 3, 4, 6], &device));
         let weights = Tensor::<4>::random([2, 3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
 
-        let ours = super::swiglu(gate.clone(), up.clone());
-        let grads = (ours.clone() * weights.clone()).sum().backward();
-        let ours_grads = [gate.grad(&grads).unwrap(), up.grad(&grads).unwrap()];
-        let theirs = silu(gate.clone()) * up.clone();
-        let grads = (theirs.clone() * weights).sum().backward();
-        let theirs_grads = [gate.grad(&grads).unwrap(), up.grad(&grads).unwrap()];
+        let activations: [(GateActivation, fn(Tensor<4>) -> Tensor<4>); 2] =
+            [(GateActivation::Silu, silu), (GateActivation::GeluTanh, gelu_approximate)];
+        for (act, burns) in activations {
+            let ours = super::gated(gate.clone(), up.clone(), act);
+            let grads = (ours.clone() * weights.clone()).sum().backward();
+            let ours_grads = [gate.grad(&grads).unwrap(), up.grad(&grads).unwrap()];
+            let theirs = burns(gate.clone()) * up.clone();
+            let grads = (theirs.clone() * weights.clone()).sum().backward();
+            let theirs_grads = [gate.grad(&grads).unwrap(), up.grad(&grads).unwrap()];
 
-        close(ours.inner(), theirs.inner(), "output");
-        close(ours_grads[0].clone(), theirs_grads[0].clone(), "gate");
-        close(ours_grads[1].clone(), theirs_grads[1].clone(), "up");
+            close(ours.inner(), theirs.inner(), &format!("{act:?} output"));
+            close(ours_grads[0].clone(), theirs_grads[0].clone(), &format!("{act:?} gate"));
+            close(ours_grads[1].clone(), theirs_grads[1].clone(), &format!("{act:?} up"));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The CPU backend's widest element-wise passes as plain loops over slices: the log-softmax of a
-//! language model's logits (tens of thousands of entries a token) and SwiGLU's activations.
+//! language model's logits (tens of thousands of entries a token) and a gated MLP's activations
+//! (SwiGLU, GeGLU).
 //!
 //! burn's CPU backend runs an element-wise op as one pass on one thread, and `exp` as libm's scalar
 //! `expf`; a log-softmax and its backward are about ten passes over `[tokens, vocab]`. These
@@ -181,22 +182,54 @@ pub(crate) fn softmax_in_place(logits: &mut [f32], vocab: usize) -> (Vec<f32>, V
     pairs.into_iter().unzip()
 }
 
-/// `silu(gate) · up`, element by element.
-pub(crate) fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+/// The activation of a gated MLP's gate: SwiGLU's `silu` (Llama, Qwen) or GeGLU's `gelu` in its
+/// tanh form (Gemma).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    Silu,
+    GeluTanh,
+}
+
+/// sqrt(2 / pi), the tanh form of gelu's scale.
+const GELU_SCALE: f32 = 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044_715;
+
+/// `(act(g), act'(g))`. tanh as `1 - 2 / (e^{2z} + 1)`: exact at both ends (`e^{2z}` 0 or inf).
+#[inline(always)]
+fn activation(act: GateActivation, g: f32) -> (f32, f32) {
+    match act {
+        GateActivation::Silu => {
+            let s = 1.0 / (1.0 + exp(-g));
+            (g * s, s * (g * (1.0 - s) + 1.0))
+        }
+        GateActivation::GeluTanh => {
+            let z = GELU_SCALE * (g + GELU_CUBIC * g * g * g);
+            let t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+            let dz = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * g * g);
+            (0.5 * g * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * dz)
+        }
+    }
+}
+
+/// `act(gate) · up`, element by element.
+pub(crate) fn gated(gate: &[f32], up: &[f32], act: GateActivation) -> Vec<f32> {
     let mut out = vec![0.0f32; gate.len()];
     out.par_chunks_mut(BLOCK).zip(gate.par_chunks(BLOCK)).zip(up.par_chunks(BLOCK)).for_each(|((out, gate), up)| {
-        simd!((), |out: &'a mut [f32], gate: &'a [f32], up: &'a [f32]| {
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                *o = g / (1.0 + exp(-g)) * u;
+        simd!((), |out: &'a mut [f32], gate: &'a [f32], up: &'a [f32], act: GateActivation| {
+            // One loop per activation, each with its formula inlined, so each vectorises.
+            let mut each = |act| out.iter_mut().zip(gate).zip(up).for_each(|((o, &g), &u)| *o = activation(act, g).0 * u);
+            match act {
+                GateActivation::Silu => each(GateActivation::Silu),
+                GateActivation::GeluTanh => each(GateActivation::GeluTanh),
             }
         })
     });
     out
 }
 
-/// SwiGLU's input gradients from the output's `grad`: `(d gate, d up)` =
-/// `(grad · up · s (1 + g (1 - s)), grad · g s)` with `s = sigmoid(g)`.
-pub(crate) fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
+/// The gated unit's input gradients from the output's `grad`: `(d gate, d up)` =
+/// `(grad · up · act'(g), grad · act(g))`.
+pub(crate) fn gated_backward(gate: &[f32], up: &[f32], grad: &[f32], act: GateActivation) -> (Vec<f32>, Vec<f32>) {
     let (mut d_gate, mut d_up) = (vec![0.0f32; gate.len()], vec![0.0f32; gate.len()]);
     d_gate
         .par_chunks_mut(BLOCK)
@@ -205,11 +238,17 @@ pub(crate) fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f3
         .zip(up.par_chunks(BLOCK))
         .zip(grad.par_chunks(BLOCK))
         .for_each(|((((d_gate, d_up), gate), up), grad)| {
-            simd!((), |d_gate: &'a mut [f32], d_up: &'a mut [f32], gate: &'a [f32], up: &'a [f32], grad: &'a [f32]| {
-                for ((((dg, du), &g), &u), &dy) in d_gate.iter_mut().zip(d_up.iter_mut()).zip(gate).zip(up).zip(grad) {
-                    let s = 1.0 / (1.0 + exp(-g));
-                    *du = dy * (g * s);
-                    *dg = dy * u * (s * (g * (1.0 - s) + 1.0));
+            simd!((), |d_gate: &'a mut [f32], d_up: &'a mut [f32], gate: &'a [f32], up: &'a [f32], grad: &'a [f32], act: GateActivation| {
+                let mut each = |act| {
+                    for ((((dg, du), &g), &u), &dy) in d_gate.iter_mut().zip(d_up.iter_mut()).zip(gate).zip(up).zip(grad) {
+                        let (a, slope) = activation(act, g);
+                        *du = dy * a;
+                        *dg = dy * u * slope;
+                    }
+                };
+                match act {
+                    GateActivation::Silu => each(GateActivation::Silu),
+                    GateActivation::GeluTanh => each(GateActivation::GeluTanh),
                 }
             })
         });
