@@ -351,6 +351,12 @@ impl ModelConfig {
         each_family!(config self, |c| c.mlp_width())
     }
 
+    /// f32 values one token keeps in each layer for the backward pass, at the least
+    /// ([`FamilyConfig::activations_per_layer_token`]).
+    pub fn activations_per_layer_token(&self) -> usize {
+        each_family!(config self, |c| c.activations_per_layer_token())
+    }
+
     pub fn num_params(&self) -> usize {
         each_family!(config self, |c| c.num_params())
     }

@@ -94,6 +94,14 @@ pub trait FamilyConfig: Sized {
     /// Width of the MLP's inner activations.
     fn mlp_width(&self) -> usize;
 
+    /// f32 values one token keeps in each layer for the backward pass, at the least (what every
+    /// memory estimate counts): the MLP's three inner activations (gate, up and their product, or
+    /// GPT-2's fc output, its GELU and the product's input) and six of the width (norm inputs and
+    /// outputs, residuals, attention output). Measured on Qwen2.5-0.5B's shape: 3 inner + 7.5 widths.
+    fn activations_per_layer_token(&self) -> usize {
+        6 * self.width() + 3 * self.mlp_width()
+    }
+
     /// Parameter count (a tied head counted once). Counted in u128 so any config from a file,
     /// however absurd, gives a number, not an overflow (usize is 32 bits on wasm32); saturates.
     fn num_params(&self) -> usize;

