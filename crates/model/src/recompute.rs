@@ -252,8 +252,8 @@ mod tests {
         let (gate, up) = (random([2, 3, 4, 6], &device), random([2, 3, 4, 6], &device));
         let weights = Tensor::<4>::random([2, 3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
 
-        let activations: [(GateActivation, fn(Tensor<4>) -> Tensor<4>); 2] =
-            [(GateActivation::Silu, silu), (GateActivation::GeluTanh, gelu_approximate)];
+        type Activation = fn(Tensor<4>) -> Tensor<4>;
+        let activations: [(GateActivation, Activation); 2] = [(GateActivation::Silu, silu), (GateActivation::GeluTanh, gelu_approximate)];
         for (act, burns) in activations {
             let ours = super::gated(gate.clone(), up.clone(), act);
             let grads = (ours.clone() * weights.clone()).sum().backward();
