@@ -85,7 +85,6 @@ impl TokenEmbedding {
         Self { weight: None, packed: Some(packed) }
     }
 
-    /// f32 weights of its own on `device` (a packed embedding widened once), to train or save.
     /// The f32 embedding kept packed as `ggml_type`; `None` if it is packed already or its rows
     /// are not whole blocks of the type.
     pub(crate) fn packed_as(self, ggml_type: GgmlType) -> Option<Self> {
@@ -95,6 +94,7 @@ impl TokenEmbedding {
         Some(Self { weight: None, packed: Some(PackedWeight::quantized(ggml_type, &values, shape)?) })
     }
 
+    /// f32 weights of its own on `device` (a packed embedding widened once), to train or save.
     pub(crate) fn merged(self, device: &Device) -> Self {
         match self.packed {
             Some(packed) if self.weight.is_none() => Self { weight: Some(Param::from_tensor(packed.hf_tensor(device))), packed: None },
