@@ -65,13 +65,16 @@ pub fn training_bytes(config: &ModelConfig, held_bytes: Option<u64>, lora: bool)
     }
     // Loading holds the bytes read and the weights made of them; wasm memory never shrinks, so
     // that moment counts even though training reuses it. A GGUF file streams in (measured: 1.8x
-    // and 1.9x its held bytes at 1 B and 0.5 B); a folder's f32 weights are counted three times
-    // (the file, the values read, the module's), as before the base was shared, not yet measured.
-    let (base, loading_copies) = match held_bytes {
-        Some(held) => (held, 2),
-        None => (f32_weights, 3),
+    // and 1.9x its held bytes at 1 B and 0.5 B). A folder's safetensors stream in a tensor at a
+    // time, so beside the f32 weights the largest tensor, the embedding, is held twice more (its
+    // bytes and its values). Measured at SmolLM2-135M's 538 MB: 692 MB after loading, 1.29x;
+    // counted 764 MB.
+    let embedding = 4 * (config.vocab_size() as u64).saturating_mul(config.width() as u64);
+    let loading = match held_bytes {
+        Some(held) => held.saturating_mul(2),
+        None => f32_weights.saturating_add(embedding.saturating_mul(2)),
     };
-    let loading = base.saturating_mul(loading_copies);
+    let base = held_bytes.unwrap_or(f32_weights);
     loading.max(base.saturating_add(lora_step_bytes(config)))
 }
 
@@ -165,8 +168,11 @@ mod tests {
         // Judging waits about as long: 32 prompts for the tiny model, 8 for SmolLM2's 135 M.
         assert_eq!((tiny.judged_prompts, tiny.demo_judged_prompts), (32, 64));
         assert_eq!((smollm2.judged_prompts, smollm2.demo_judged_prompts), (8, 14));
-        // A folder's f32 weights while they load: three copies of 135 M parameters.
-        assert_eq!(smollm2.training_bytes, 3 * 4 * smollm2.parameters as u64);
+        // A folder's f32 weights (538 MB): the tab measured 0.64 GiB after loading them and a
+        // 0.74 GiB peak over sampling and a LoRA DPO epoch (sizes.spec.ts, 2026-11-27); the
+        // estimate also covers PPO's and GRPO's steps.
+        let gib = smollm2.training_bytes as f64 / GIB;
+        assert!((0.74..1.5).contains(&gib), "{gib:.2} GiB");
         // Llama 3.2 1B's shape in f32: 1.24 G parameters, 4.6 GiB of weights; a file of up to
         // 2 GiB would load and train.
         let (big, _) = llama_one_billion();
@@ -176,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_for_four_bit_files_sits_just_above_what_the_tab_measured_and_f32_is_refused() {
+    fn the_estimate_for_four_bit_files_sits_just_above_what_the_tab_measured() {
         // sizes.spec.ts, 2026-11-26: the tab's wasm memory peaked at 0.93 GiB (0.5 B) and 1.43 GiB
         // (1 B) over loading, a reward-model epoch, a GRPO iteration and a DPO epoch.
         for ((config, held), measured_gib) in [(qwen_half_billion(), 0.93), (llama_one_billion(), 1.43)] {
@@ -187,8 +193,9 @@ mod tests {
                 "{estimate:.2} GiB against {measured_gib} measured"
             );
         }
-        let message = check_fits_tab(&qwen_half_billion().0, None).unwrap_err();
-        assert!(message.contains("even with LoRA"), "{message}");
+        // Its f32 folder (1.98 GB of weights) is estimated under the tab's 4 GiB, not measured.
+        let f32_folder = check_fits_tab(&qwen_half_billion().0, None).unwrap().training_bytes as f64 / GIB;
+        assert!((2.5..4.0).contains(&f32_folder), "{f32_folder:.2} GiB");
     }
 
     #[test]
