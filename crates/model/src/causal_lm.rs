@@ -114,22 +114,19 @@ impl CausalLm {
     /// not whole blocks of it, or a projection is packed already or carries an adapter.
     pub fn quantized(self, projections: GgmlType, embedding: GgmlType) -> Option<Self> {
         let mut whole = true;
-        let mut pack = |projection: Projection, ggml_type| match projection.clone().packed_as(ggml_type) {
-            Some(packed) => packed,
-            None => {
+        let model = self.map_projections(|_, p| {
+            p.clone().packed_as(projections).unwrap_or_else(|| {
                 whole = false;
-                projection
-            }
-        };
-        let model = self.map_projections(|_, projection| pack(projection, projections));
-        let mut embedded = true;
+                p
+            })
+        });
         let model = model.map_embedding(|e| {
             e.clone().packed_as(embedding).unwrap_or_else(|| {
-                embedded = false;
+                whole = false;
                 e
             })
         });
-        (whole && embedded).then_some(model)
+        whole.then_some(model)
     }
 
     /// Its adapters frozen beside their weights, under any frozen before: a base for a later run's

@@ -69,7 +69,7 @@ pub fn training_bytes(config: &ModelConfig, held_bytes: Option<u64>, lora: bool)
     // time, so beside the f32 weights the largest tensor, the embedding, is held twice more (its
     // bytes and its values). Measured at SmolLM2-135M's 538 MB: 692 MB after loading, 1.29x;
     // counted 764 MB.
-    let embedding = 4 * (config.vocab_size() as u64).saturating_mul(config.width() as u64);
+    let embedding = (config.vocab_size() as u64).saturating_mul(config.width() as u64).saturating_mul(4);
     let loading = match held_bytes {
         Some(held) => held.saturating_mul(2),
         None => f32_weights.saturating_add(embedding.saturating_mul(2)),
