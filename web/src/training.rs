@@ -10,7 +10,10 @@ use burn::module::Module;
 use serde::Serialize;
 use tinyrlhf_data::Ranking;
 use tinyrlhf_model::ScalarModel;
-use tinyrlhf_rlhf::{Method, MethodSettings, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, Trainer, with_changes};
+use tinyrlhf_rlhf::{
+    Method, MethodSettings, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, TrainCheckpoint, Trainer, with_changes,
+};
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::{Model, Session, State, js, json_value, promise, sft, to_json};
@@ -43,6 +46,9 @@ struct RunPlan {
     total: usize,
     /// Whether it continues from this method's saved policy (else it starts at SFT).
     continues: bool,
+    /// The steps an interrupted run had done when it was saved, for a run resumed from its
+    /// checkpoint: `total` are the steps it has left.
+    resumed_at: Option<usize>,
     train: Option<usize>,
     held_out: Option<usize>,
     pairs: Option<usize>,
@@ -122,18 +128,36 @@ impl Session {
 
     /// Starts a `method` run ("ppo", "grpo", "rloo" or "dpo") from that method's policy (SFT at
     /// first): the sampling methods on `prompts` (JSON list) against the reward model, DPO on
-    /// `rankings` (JSON list). `changes_json`: the settings the person changed. Resolves to the
-    /// run's plan, `{method, total, continues, train, held_out, pairs, skipped}`.
+    /// `rankings` (JSON list). `changes_json`: the settings the person changed. With `checkpoint`
+    /// (the files `runCheckpoint` gave after a step of an interrupted run), that run goes on where
+    /// it stopped, as `tinyrlhf --resume` does: its settings but the number of iterations, Adam's
+    /// moments, its step and (PPO) value model. Resolves to the run's plan, `{method, total,
+    /// continues, resumed_at, train, held_out, pairs, skipped}`.
     #[wasm_bindgen(js_name = startTraining)]
-    pub fn start_training(&self, method: String, prompts_json: String, rankings_json: String, changes_json: String) -> js_sys::Promise {
+    pub fn start_training(
+        &self,
+        method: String,
+        prompts_json: String,
+        rankings_json: String,
+        changes_json: String,
+        checkpoint: Option<js_sys::Object>,
+    ) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
             let method: Method = method.parse().map_err(js)?;
             let settings = MethodSettings::with_changes(method, &changes(&changes_json)?).map_err(js)?;
             let model = sft(&state)?;
             let start = state.borrow().policies.get(method.name()).cloned();
-            let mut plan =
-                RunPlan { method, total: 0, continues: start.is_some(), train: None, held_out: None, pairs: None, skipped: None };
+            let mut plan = RunPlan {
+                method,
+                total: 0,
+                continues: start.is_some(),
+                resumed_at: None,
+                train: None,
+                held_out: None,
+                pairs: None,
+                skipped: None,
+            };
             let mut inputs = PolicyInputs {
                 policy: start,
                 reward: state.borrow().reward.clone(),
@@ -148,13 +172,50 @@ impl Session {
                     (inputs.rankings, inputs.held_out) = (set.train, set.held_out);
                 }
             }
-            let mut run = PolicyTrainer::new(settings, inputs).await.map_err(js)?;
-            plan.total = run.total_steps();
+            // An interrupted run goes on, unless it has done the steps now asked of it: then a new
+            // one starts from its policy.
+            let resumed = match checkpoint {
+                Some(files) => {
+                    let checkpoint = TrainCheckpoint::from_files(|name| {
+                        js_sys::Reflect::get(&files, &name.into())
+                            .ok()
+                            .and_then(|v| v.dyn_into::<js_sys::Uint8Array>().ok())
+                            .map(|b| b.to_vec())
+                    });
+                    let run = PolicyTrainer::resume(&settings, &checkpoint.map_err(js)?, inputs.clone()).await;
+                    Some(run.map_err(|e| js(format!("the saved run cannot go on: {e}")))?).filter(|run| !run.is_done())
+                }
+                None => None,
+            };
+            plan.resumed_at = resumed.as_ref().map(|run| run.steps_done());
+            let mut run = match resumed {
+                Some(run) => run,
+                None => PolicyTrainer::new(settings, inputs).await.map_err(js)?,
+            };
+            plan.total = run.total_steps().saturating_sub(run.steps_done());
             if let Some(peers) = state.borrow().peers.clone() {
                 run.set_peers(peers);
             }
             state.borrow_mut().run = Some(run);
             json_value(&plan)
+        })
+    }
+
+    /// What the current run needs to go on after a reload, as named files (`{name: Uint8Array}`,
+    /// the CLI's `checkpoint/` folder): for `startTraining`.
+    #[wasm_bindgen(js_name = runCheckpoint)]
+    pub fn run_checkpoint(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        promise(async move {
+            let run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
+            let checkpoint = run.checkpoint().await;
+            state.borrow_mut().run = Some(run);
+            let files = js_sys::Object::new();
+            for (name, bytes) in checkpoint.map_err(js)?.files() {
+                js_sys::Reflect::set(&files, &name.into(), &js_sys::Uint8Array::from(bytes).into())
+                    .map_err(|_| js("could not build the run's checkpoint"))?;
+            }
+            Ok(files.into())
         })
     }
 

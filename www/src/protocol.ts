@@ -114,6 +114,8 @@ export interface Ready {
   rewardCurve: Point[];
   /** Each saved policy's training curve, by name. */
   curves: Record<string, Point[]>;
+  /** The methods whose last run was interrupted: Run goes on with it. */
+  interrupted: string[];
   /** Each sampling method's rollout answers so far, by name. */
   samples: Record<string, Sample[]>;
   view: PageView;
@@ -190,6 +192,8 @@ export interface RunPlan {
   method: Method;
   total: number;
   continues: boolean;
+  /** Steps an interrupted run had done, when it goes on from its saved checkpoint. */
+  resumed_at: number | null;
   train: number | null;
   held_out: number | null;
   pairs: number | null;

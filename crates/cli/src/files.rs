@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
 use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, TrainCheckpoint, ValueCheckpoint};
+use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, TrainCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
 use crate::resume::{RUN_FILE, RunRecord};
@@ -254,30 +254,11 @@ pub fn load_scalar_dir(
     Ok((config, model, tokenizer))
 }
 
-const CHECKPOINT_FILES: [&str; 3] = ["config.json", "optimizer.bpk", "trainer.json"];
-/// Every weight of a run that trains every weight (a LoRA run's checkpoint has its adapters instead).
-const WEIGHTS_FILE: &str = "model.safetensors";
-/// PPO's value model, beside the policy.
-const VALUE_FILES: [&str; 2] = ["value.safetensors", "value_optimizer.bpk"];
-/// A LoRA run's policy adapters, kept apart from its base.
-const ADAPTER_FILE: &str = "adapter.safetensors";
-
 /// Saves a trainer's resumable state as `dir/checkpoint/` (every method's in one layout).
 pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord) -> Result<()> {
     let record = run.to_json();
-    let mut parts: Vec<(&str, &[u8])> = vec![(RUN_FILE, &record)];
-    if let Some(value) = &checkpoint.value {
-        parts.extend(VALUE_FILES.into_iter().zip([&value.weights[..], &value.optimizer[..]]));
-    }
-    if let Some(adapter) = &checkpoint.adapter {
-        parts.push((ADAPTER_FILE, adapter));
-    }
-    if let Some(weights) = &checkpoint.weights {
-        parts.push((WEIGHTS_FILE, weights));
-    }
-    // trainer.json last: its presence marks a complete checkpoint.
-    let main: [&[u8]; 3] = [checkpoint.config_json.as_bytes(), &checkpoint.optimizer, checkpoint.state_json.as_bytes()];
-    parts.extend(CHECKPOINT_FILES.into_iter().zip(main));
+    // The trainer's files last: their `trainer.json` marks a complete checkpoint.
+    let parts: Vec<(&str, &[u8])> = std::iter::once((RUN_FILE, &record[..])).chain(checkpoint.files()).collect();
     save_checkpoint_files(dir, &parts)
 }
 
@@ -296,21 +277,19 @@ pub fn load_run_record(dir: &Path) -> Result<Option<Option<Vec<u8>>>> {
     Ok(Some(if path.exists() { Some(read(&path)?) } else { None }))
 }
 
-/// A trainer's last complete checkpoint in `dir`, if any; `with_value` for PPO's.
-pub fn load_checkpoint(dir: &Path, with_value: bool) -> Result<Option<TrainCheckpoint>> {
-    let names: Vec<&str> = CHECKPOINT_FILES.into_iter().chain(if with_value { VALUE_FILES.to_vec() } else { vec![] }).collect();
-    let Some(parts) = load_checkpoint_files(dir, &names)? else { return Ok(None) };
-    let mut parts = parts.into_iter();
-    let mut next = || parts.next().expect("one part per name");
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| format!("{}: checkpoint is not UTF-8: {e}", dir.display()));
-    let (config_json, optimizer, state_json) = (text(next())?, next(), text(next())?);
-    let value = with_value.then(|| ValueCheckpoint { weights: next(), optimizer: next() });
-    let optional = |name: &str| {
+/// A trainer's last complete checkpoint in `dir`, if any.
+pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
+    if load_checkpoint_files(dir, &[])?.is_none() {
+        return Ok(None);
+    }
+    let mut files = std::collections::BTreeMap::new();
+    for name in TrainCheckpoint::NAMES {
         let path = dir.join("checkpoint").join(name);
-        if path.exists() { read(&path).map(Some) } else { Ok(None) }
-    };
-    let (weights, adapter) = (optional(WEIGHTS_FILE)?, optional(ADAPTER_FILE)?);
-    Ok(Some(TrainCheckpoint { config_json, weights, optimizer, state_json, value, adapter }))
+        if path.exists() {
+            files.insert(name, read(&path)?);
+        }
+    }
+    TrainCheckpoint::from_files(|name| files.remove(name)).map(Some).map_err(|e| format!("{}: {e}", checkpoint_dir(dir).display()))
 }
 
 /// Saves named files as `dir/checkpoint/`, swapped in whole: the new state is written beside it
@@ -362,7 +341,7 @@ fn promote_steps(dir: &Path) -> Vec<Box<dyn FnOnce() -> Result<()> + '_>> {
 /// moment a kill came, the last complete checkpoint is found.
 pub fn load_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Option<Vec<Vec<u8>>>> {
     let (new, current, old) = checkpoint_paths(dir);
-    let complete = |p: &Path| p.join("trainer.json").exists();
+    let complete = |p: &Path| p.join(TrainCheckpoint::TRAINER).exists();
     if complete(&new) {
         for step in promote_steps(dir) {
             step()?;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use tinyrlhf_rlhf::{Method, MethodSettings, PolicyInputs, PolicyStats, PolicyTrainer, StepReport, Trainer};
+use tinyrlhf_rlhf::{MethodSettings, PolicyInputs, PolicyStats, PolicyTrainer, StepReport, Trainer};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::drive::{Loop, drive};
@@ -58,8 +58,7 @@ pub fn resumed_or_fresh(
     let method = settings.method();
     if resume {
         resume::check(out, record, &MethodSettings::APPLIED_ON_RESUME)?;
-        // Only PPO keeps a value model beside its policy.
-        if let Some(checkpoint) = files::load_checkpoint(out, method == Method::Ppo)? {
+        if let Some(checkpoint) = files::load_checkpoint(out)? {
             let trainer = pollster::block_on(PolicyTrainer::resume(&settings, &checkpoint, inputs))
                 .map_err(|e| format!("{}: {e}", files::checkpoint_dir(out).display()))?;
             let unit = if method.samples_answers() { "iteration" } else { "step" };

@@ -167,7 +167,7 @@ fn run(
         resume::check(&args.out, record, &["steps"])?;
     }
 
-    let mut trainer = match (args.resume, files::load_checkpoint(&args.out, false)?) {
+    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
         (true, Some(checkpoint)) => {
             let mut trainer = SupervisedTrainer::resume(&checkpoint, base.as_ref(), train, pad, &device)
                 .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;

@@ -6,11 +6,16 @@
 //! AMD EPYC (`perf`, docs/benchmarks.md). Here the same arithmetic in the same order runs once per
 //! element, in place, split over rayon's threads: the same bits. The state is burn's
 //! (`AdamWState`), so checkpoints written before read the same; on other backends (WebGPU) burn's
-//! own step runs.
+//! own step runs. A saved state is read onto the CPU backend, whatever the run's device: burn
+//! reads it onto its default device (WebGPU first in the wasm build, where the CPU fallback never
+//! started it, so the load failed) and moves it to the weight's device at its first step anyway.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
-use burn::optim::{AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{
+    AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink,
+    StateSource,
+};
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
@@ -50,8 +55,22 @@ struct AdamW {
     burn: BurnAdamW,
 }
 
+/// burn's AdamW state, read back onto the CPU backend.
+#[derive(Clone)]
+pub struct Moments<const D: usize>(AdamWState<D>);
+
+impl<const D: usize> RecordState for Moments<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        self.0.state_flatten(prefix, out);
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, _device: &Device) -> Option<Self> {
+        AdamWState::state_unflatten(prefix, src, &Device::flex()).map(Self)
+    }
+}
+
 impl Optimizer for AdamW {
-    type State<const D: usize> = AdamWState<D>;
+    type State<const D: usize> = Moments<D>;
 
     fn step<const D: usize>(
         &self,
@@ -61,15 +80,19 @@ impl Optimizer for AdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let device = tensor.device();
+        let burns = |tensor, grad, state: Option<Moments<D>>| {
+            let (tensor, state) = self.burn.step(lr, tensor, grad, state.map(|s| s.0));
+            (tensor, state.map(Moments))
+        };
         if !on_cpu_backend(&device) || tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            return self.burn.step(lr, tensor, grad, state);
+            return burns(tensor, grad, state);
         }
         // Gradients accumulated over micro-batches can come back tracked; the update never is.
         let (tensor, grad, device) = (tensor.inner(), grad.inner(), device.inner());
         let s = &self.settings;
         let (time, moment_1, moment_2) = match state {
-            Some(AdamWState { momentum: m }) if m.max_moment_2.is_none() => (m.time + 1, m.moment_1, m.moment_2),
-            Some(state) => return self.burn.step(lr, tensor, grad, Some(state)),
+            Some(Moments(AdamWState { momentum: m })) if m.max_moment_2.is_none() => (m.time + 1, m.moment_1, m.moment_2),
+            Some(state) => return burns(tensor, grad, Some(state)),
             None => (1, Tensor::zeros(tensor.shape(), &device), Tensor::zeros(tensor.shape(), &device)),
         };
         let step = AdamWStep {
@@ -94,11 +117,11 @@ impl Optimizer for AdamW {
             moment_2: Tensor::from_dispatch(moment_2),
             max_moment_2: None,
         };
-        (Tensor::from_dispatch(weight), Some(AdamWState { momentum }))
+        (Tensor::from_dispatch(weight), Some(Moments(AdamWState { momentum })))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        <BurnAdamW as Optimizer>::to_device(state, device)
+        Moments(<BurnAdamW as Optimizer>::to_device(state.0, device))
     }
 }
 

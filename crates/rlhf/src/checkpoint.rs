@@ -38,6 +38,56 @@ pub struct ValueCheckpoint {
     pub optimizer: Vec<u8>,
 }
 
+/// The files a checkpoint is kept as: the CLI's `checkpoint/` folder, the tab's saved run.
+impl TrainCheckpoint {
+    const CONFIG: &str = "config.json";
+    const OPTIMIZER: &str = "optimizer.bpk";
+    /// Last of the files: where they are written one by one, its presence marks a complete checkpoint.
+    pub const TRAINER: &str = "trainer.json";
+    const WEIGHTS: &str = "model.safetensors";
+    const ADAPTER: &str = "adapter.safetensors";
+    const VALUE: [&str; 2] = ["value.safetensors", "value_optimizer.bpk"];
+
+    /// Its parts as named files, `trainer.json` last.
+    pub fn files(&self) -> Vec<(&'static str, &[u8])> {
+        let mut files: Vec<(&str, &[u8])> = vec![];
+        if let Some(value) = &self.value {
+            files.extend(Self::VALUE.into_iter().zip([&value.weights[..], &value.optimizer[..]]));
+        }
+        files.extend(self.adapter.as_deref().map(|adapter| (Self::ADAPTER, adapter)));
+        files.extend(self.weights.as_deref().map(|weights| (Self::WEIGHTS, weights)));
+        files.push((Self::CONFIG, self.config_json.as_bytes()));
+        files.push((Self::OPTIMIZER, &self.optimizer));
+        files.push((Self::TRAINER, self.state_json.as_bytes()));
+        files
+    }
+
+    /// Every name [`files`](Self::files) may give.
+    pub const NAMES: [&str; 7] =
+        [Self::CONFIG, Self::OPTIMIZER, Self::TRAINER, Self::WEIGHTS, Self::ADAPTER, Self::VALUE[0], Self::VALUE[1]];
+
+    /// A checkpoint from the files [`files`](Self::files) gave: `file(name)` hands one's bytes
+    /// over, `None` for one that was not kept. A part every checkpoint has, or half of the value
+    /// model, missing is refused naming the file, as is text that is not UTF-8.
+    pub fn from_files(mut file: impl FnMut(&str) -> Option<Vec<u8>>) -> Result<Self, TrainError> {
+        let mut needed = |name: &str| file(name).ok_or_else(|| TrainError::Checkpoint(format!("it has no {name}")));
+        let text = |name: &str, bytes: Vec<u8>| {
+            String::from_utf8(bytes).map_err(|e| TrainError::Checkpoint(format!("{name} is not UTF-8 text: {e}")))
+        };
+        let config_json = text(Self::CONFIG, needed(Self::CONFIG)?)?;
+        let optimizer = needed(Self::OPTIMIZER)?;
+        let state_json = text(Self::TRAINER, needed(Self::TRAINER)?)?;
+        let [value_weights, value_optimizer] = Self::VALUE.map(&mut file);
+        let value = match (value_weights, value_optimizer) {
+            (Some(weights), Some(optimizer)) => Some(ValueCheckpoint { weights, optimizer }),
+            (None, None) => None,
+            (Some(_), None) => return Err(TrainError::Checkpoint(format!("it has {} but no {}", Self::VALUE[0], Self::VALUE[1]))),
+            (None, Some(_)) => return Err(TrainError::Checkpoint(format!("it has {} but no {}", Self::VALUE[1], Self::VALUE[0]))),
+        };
+        Ok(Self { config_json, weights: file(Self::WEIGHTS), optimizer, state_json, value, adapter: file(Self::ADAPTER) })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("there is nothing to train on")]
@@ -172,6 +222,48 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(_) => panic!("the optimizer state was accepted"),
         }
+    }
+
+    fn checkpoint(value: bool) -> TrainCheckpoint {
+        TrainCheckpoint {
+            config_json: "{}".into(),
+            weights: Some(vec![1, 2]),
+            optimizer: vec![3],
+            state_json: "{\"step\": 2}".into(),
+            value: value.then(|| ValueCheckpoint { weights: vec![4], optimizer: vec![5, 6] }),
+            adapter: Some(vec![7]),
+        }
+    }
+
+    fn from(files: &[(&str, &[u8])]) -> Result<TrainCheckpoint, TrainError> {
+        let mut files: BTreeMap<String, Vec<u8>> = files.iter().map(|(name, bytes)| (name.to_string(), bytes.to_vec())).collect();
+        TrainCheckpoint::from_files(|name| files.remove(name))
+    }
+
+    #[test]
+    fn a_checkpoint_comes_back_from_its_files_with_trainer_json_written_last() {
+        for value in [false, true] {
+            let saved = checkpoint(value);
+            let files = saved.files();
+            assert_eq!(files.last().unwrap().0, TrainCheckpoint::TRAINER);
+            assert!(files.iter().all(|(name, _)| TrainCheckpoint::NAMES.contains(name)));
+            assert_eq!(from(&files).unwrap(), saved);
+        }
+        let bare = TrainCheckpoint { weights: None, adapter: None, ..checkpoint(false) };
+        assert_eq!(from(&bare.files()).unwrap(), bare);
+    }
+
+    #[test]
+    fn a_checkpoint_missing_a_file_or_half_its_value_model_is_refused_naming_the_file() {
+        let saved = checkpoint(true);
+        for missing in ["config.json", "optimizer.bpk", "trainer.json", "value.safetensors", "value_optimizer.bpk"] {
+            let files: Vec<_> = saved.files().into_iter().filter(|(name, _)| *name != missing).collect();
+            let message = from(&files).unwrap_err().to_string();
+            assert!(message.contains(missing), "{missing}: {message}");
+        }
+        let files: Vec<_> =
+            saved.files().into_iter().map(|(name, bytes)| (name, if name == "trainer.json" { &[0xff][..] } else { bytes })).collect();
+        assert!(from(&files).unwrap_err().to_string().contains("trainer.json is not UTF-8"));
     }
 
     #[test]

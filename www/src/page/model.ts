@@ -208,7 +208,7 @@ async function runSft() {
     );
     app.hasReward = false;
     app.policies = [];
-    if (defaults) restore({ defaults, rewardCurve: [], curves: {}, samples: {}, view: {} });
+    if (defaults) restore({ defaults, rewardCurve: [], curves: {}, interrupted: [], samples: {}, view: {} });
   } catch (e) {
     show(view.status, `SFT failed: ${(e as Error).message}`, 'error');
   } finally {

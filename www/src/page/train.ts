@@ -188,7 +188,7 @@ function refresh() {
 app.listeners.push(refresh);
 
 /** Rust's defaults into every knob; what an earlier visit saw (curves, answers, results, the reward model's accuracy) back in place. */
-export function restore({ defaults, rewardCurve, curves, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'samples' | 'view'>) {
+export function restore({ defaults, rewardCurve, curves, interrupted, samples, view }: Pick<Ready, 'defaults' | 'rewardCurve' | 'curves' | 'interrupted' | 'samples' | 'view'>) {
   fillDefaults(defaults, 'reward', 'rm', RM_KNOBS);
   for (const p of panels.values()) {
     fillDefaults(defaults, p.view.name, p.view.name, p.view.knobs);
@@ -208,7 +208,8 @@ export function restore({ defaults, rewardCurve, curves, samples, view }: Pick<R
     p.done = curve.length;
     p.samples?.replaceChildren();
     for (const sample of samples[p.view.name] ?? []) addSample(p, sample);
-    if (curve.length) p.status.textContent = `${curve.length} ${p.view.unit}s so far; Run continues from the saved policy.`;
+    const next = interrupted.includes(p.view.name) ? 'Run goes on with the interrupted run' : 'Run continues from the saved policy';
+    if (curve.length) p.status.textContent = `${curve.length} ${p.view.unit}s so far; ${next}.`;
   }
   showResults(view.results);
   if (view.demoStatus) show($('demo-status'), view.demoStatus);
@@ -366,6 +367,7 @@ async function runNow(p: Panel, changed: Record<string, number>, judged: boolean
       const plan = await call({ type: 'startTraining', method, changes: { ...changes(method, p.view.knobs), ...changed } });
       p.started = true;
       p.target = p.done + plan.total;
+      if (plan.resumed_at !== null) p.status.textContent = `the interrupted run goes on after its ${p.view.unit} ${plan.resumed_at}, with its own settings and optimizer state`;
       if (plan.skipped) p.status.textContent = plan.skipped;
     }
     const step = () => {

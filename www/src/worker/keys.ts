@@ -7,8 +7,10 @@ export const curveKey = (name: string) => `curve:${name}`;
 export const samplesKey = (name: string) => `samples:${name}`;
 /** A LoRA policy's adapter files (null without LoRA): the merged weights alone cannot give them back. */
 export const adapterKey = (name: string) => `adapter:${name}`;
+/** What an interrupted run of the method needs to go on (the CLI's checkpoint files), until it is done. */
+export const runKey = (name: string) => `run:${name}`;
 /** Everything saved of one policy: dropping a policy drops all of it. */
-export const policyKeys = (name: string) => [policyKey(name), curveKey(name), samplesKey(name), adapterKey(name)];
+export const policyKeys = (name: string) => [policyKey(name), curveKey(name), samplesKey(name), adapterKey(name), runKey(name)];
 export const VIEW = 'view';
 
 /** Before several methods, the one policy (PPO's) was saved as 'policy' with its 'ppo-curve'. */

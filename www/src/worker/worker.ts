@@ -6,7 +6,7 @@ import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, 
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
 import { chooseBackend, devices, measured } from './backend';
-import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, samplesKey, savedWhat, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
+import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, runKey, samplesKey, savedWhat, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
 import { fillMemory, outOfMemory } from './memory';
 import { Team, type Saved } from './team';
 import { asBlob, loadFolder, upload } from './weights';
@@ -113,11 +113,13 @@ async function start(force: string | null, models: string, workers: number | nul
   const hasReward = await restore(REWARD, [REWARD, REWARD_CURVE, REWARD_ADAPTER], 'The saved reward model', (bytes) => s.loadReward(config, bytes, rewardAdapter), dropped);
   const policies: string[] = [];
   const curves: Record<string, Point[]> = {};
+  const interrupted: string[] = [];
   for (const name of [...settings.methods.map((m) => m.name), 'imported']) {
     const adapter = (await load<Adapter | null>(adapterKey(name)))?.config;
     if (await restore(policyKey(name), policyKeys(name), `The saved ${name.toUpperCase()} policy`, (bytes) => s.loadPolicy(name, config, bytes, adapter), dropped)) {
       policies.push(name);
       curves[name] = await curve(curveKey(name));
+      if ((await load<unknown>(runKey(name))) !== undefined) interrupted.push(name);
     }
   }
   if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
@@ -140,6 +142,7 @@ async function start(force: string | null, models: string, workers: number | nul
     policies,
     rewardCurve: await curve(REWARD_CURVE),
     curves,
+    interrupted,
     samples,
     view: (await load<PageView>(VIEW)) ?? {},
     limits: JSON.parse(limits()),
@@ -314,9 +317,12 @@ async function trainStep(method: Method, beta: number | undefined, gold: string 
   points.push(pointOf(stats, points.length + 1));
   const samples = (await load<Sample[]>(samplesKey(method))) ?? [];
   if (stats.sample) samples.push({ index: points.length, ...stats.sample });
-  // The policy after this step, its curve and answers, in one transaction.
+  // The policy after this step, its curve and answers, and what the run needs to go on after a
+  // reload until it is done, in one transaction.
   const { weights, adapter } = await savedPolicy(method);
-  await save({ [policyKey(method)]: weights, [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples });
+  const policy = { [policyKey(method)]: weights, [adapterKey(method)]: adapter, [curveKey(method)]: points, [samplesKey(method)]: samples };
+  if (stats.done) await update(policy, [runKey(method)]);
+  else await save({ ...policy, [runKey(method)]: await need().runCheckpoint() });
   return stats;
 }
 
@@ -394,7 +400,18 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
         const reward = await savedReward().catch(() => null);
         await beginRun(reward && { weights: reward.weights, adapter: reward.adapter?.config }, policy && { name: request.method, weights: policy.weights, adapter: policy.adapter?.config });
       }
-      return JSON.parse(await together(() => need().startTraining(...args), 'startTraining', [...args], async () => 'Nothing was trained.'));
+      const begin = (checkpoint: object | undefined) =>
+        together(() => need().startTraining(...args, checkpoint), 'startTraining', [...args, checkpoint], async () => 'Nothing was trained.');
+      const interrupted = (await load<object>(runKey(request.method))) ?? undefined;
+      try {
+        return JSON.parse(await begin(interrupted));
+      } catch (e) {
+        if (!interrupted || isFatal(e) || e instanceof HelperStopped) throw e;
+        // An interrupted run that cannot go on (saved by an older version): a new one from its policy.
+        await forget([runKey(request.method)]);
+        notice(`${e instanceof Error ? e.message : e}; a new run starts from the saved ${request.method.toUpperCase()} policy.`);
+        return JSON.parse(await begin(undefined));
+      }
     }
     case 'trainStep':
       return trainStep(request.method, request.beta, request.gold);
