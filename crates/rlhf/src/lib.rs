@@ -47,5 +47,5 @@ pub use stages::policy_trainer::{MethodSettings, PolicyInputs, PolicyStats, Poli
 pub use stages::reward::{Calibrated, PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
 pub use stages::supervised::{SftSettings, StepStats, SupervisedConfig, SupervisedTrainer};
 pub use stages::trainer::{StepReport, Trainer};
-pub use step::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, lm_loss, preference_loss, token_logprobs};
+pub use step::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, preference_loss, token_logprobs};
 pub use step::schedule::LrSchedule;

@@ -36,12 +36,13 @@ fn sft_examples_train_on_the_response_and_eos_only() {
     assert!(example.target[prompt_len..].iter().all(|&t| t));
     assert_eq!(*example.tokens.last().unwrap(), tok.special_ids().eos);
 
-    // In the batch, the weights line up with the targets they score: response tokens and EOS.
+    // In the batch, the counted targets are the response tokens and EOS, each at the position
+    // that predicts it.
     let batch = LmBatch::new(&[&example], tok.special_ids().pad, &Device::flex());
-    let weights: Vec<f32> = batch.weights.into_data().iter::<f32>().collect();
-    let targets: Vec<i64> = batch.targets.into_data().iter::<i64>().collect();
-    let trained: Vec<u32> = targets.iter().zip(&weights).filter(|(_, w)| **w > 0.0).map(|(t, _)| *t as u32).collect();
+    let trained: Vec<u32> = batch.targets.into_data().iter::<i64>().map(|t| t as u32).collect();
     assert_eq!(trained, response);
+    let positions: Vec<i64> = batch.trained.into_data().iter::<i64>().collect();
+    assert_eq!(positions, (prompt_len as i64 - 1..example.tokens.len() as i64 - 1).collect::<Vec<_>>());
     assert!(chat_example(&tok, "a very long prompt indeed", "and answer", 5).unwrap().is_none());
 }
 

@@ -54,16 +54,21 @@ pub fn split_validation(mut examples: Vec<Example>) -> (Vec<Example>, Vec<Exampl
     (train, examples)
 }
 
-/// A batch as tensors: inputs, targets and a 0/1 loss weight, all `[batch, len]`, right-padded.
+/// A batch as tensors: inputs `[batch, len]`, right-padded, and the targets that count in the loss.
 /// Right padding needs no attention mask: causal attention never lets a real token see the padding
-/// that follows it, and padded targets carry weight 0.
+/// that follows it. Only the positions of counted targets go through the LM head: a prompt's (a
+/// quarter to two thirds of a chat example) and padding's never reach it.
 #[derive(Debug)]
 pub struct LmBatch {
     pub inputs: Tensor<2, Int>,
     pub positions: Tensor<2, Int>,
-    pub targets: Tensor<2, Int>,
-    pub weights: Tensor<2>,
-    /// Number of trained target tokens.
+    /// Where the counted targets are, as flat `row * len + t` indices of the batch's positions, `[m]`.
+    pub trained: Tensor<1, Int>,
+    /// The counted targets, in that order, `[m]`.
+    pub targets: Tensor<1, Int>,
+    /// 1 where a counted target belongs to a row, `[batch, m]`: sums them per row.
+    pub rows: Tensor<2>,
+    /// Number of counted targets, `m`.
     pub target_tokens: usize,
 }
 
@@ -71,23 +76,30 @@ impl LmBatch {
     pub fn new(examples: &[&Example], pad: u32, device: &Device) -> Self {
         let b = examples.len();
         let len = examples.iter().map(|e| e.tokens.len() - 1).max().unwrap_or(0);
-        let (mut inputs, mut targets, mut weights) =
-            (Vec::with_capacity(b * len), Vec::with_capacity(b * len), Vec::with_capacity(b * len));
-        for e in examples {
+        let mut inputs = Vec::with_capacity(b * len);
+        let (mut trained, mut targets, mut row_of) = (vec![], vec![], vec![]);
+        for (row, e) in examples.iter().enumerate() {
             let n = e.tokens.len() - 1;
             inputs.extend(e.tokens[..n].iter().map(|&t| t as i64).chain(std::iter::repeat_n(pad as i64, len - n)));
-            targets.extend(e.tokens[1..].iter().map(|&t| t as i64).chain(std::iter::repeat_n(pad as i64, len - n)));
-            weights.extend(e.target[1..].iter().map(|&t| if t { 1.0f32 } else { 0.0 }).chain(std::iter::repeat_n(0.0, len - n)));
+            for (t, (&target, _)) in e.tokens[1..].iter().zip(&e.target[1..]).enumerate().filter(|(_, (_, counts))| **counts) {
+                trained.push((row * len + t) as i64);
+                targets.push(target as i64);
+                row_of.push(row);
+            }
         }
-        let target_tokens = weights.iter().filter(|&&w| w > 0.0).count();
+        let m = trained.len();
+        let mut rows = vec![0.0f32; b * m];
+        for (i, &row) in row_of.iter().enumerate() {
+            rows[row * m + i] = 1.0;
+        }
         let positions: Vec<i64> = (0..b).flat_map(|_| 0..len as i64).collect();
-        let ints = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, len]), device);
         Self {
-            inputs: ints(inputs),
-            positions: ints(positions),
-            targets: ints(targets),
-            weights: Tensor::from_data(TensorData::new(weights, [b, len]), device),
-            target_tokens,
+            inputs: Tensor::from_data(TensorData::new(inputs, [b, len]), device),
+            positions: Tensor::from_data(TensorData::new(positions, [b, len]), device),
+            trained: Tensor::from_data(TensorData::new(trained, [m]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [m]), device),
+            rows: Tensor::from_data(TensorData::new(rows, [b, m]), device),
+            target_tokens: m,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::methods::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::parallel::peers::{Alone, Peers, gather_rows, shard};
 use crate::step::grads::guarded_update;
 use crate::step::groups::{checked_group_tokens, ranking_groups, sequence_parts};
-use crate::step::logprobs::chosen_logprobs;
+use crate::step::logprobs::trained_logprobs;
 use crate::step::losses::PreferencePairs;
 use crate::step::read::values as read_values;
 
@@ -493,10 +493,9 @@ fn batch_pairs(batch: &[&Scored], policy: &[f64]) -> (Vec<DpoPair>, Vec<(usize, 
 pub fn sequence_logprobs(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) -> Tensor<1> {
     let refs: Vec<&Example> = examples.iter().collect();
     let batch = LmBatch::new(&refs, pad, device);
-    let hidden = model.forward(batch.inputs, batch.positions, None); // [n, len, d]
-    let per_token = chosen_logprobs(model, hidden, batch.targets, 1.0, false).0 * batch.weights; // [n, len]
-    let [n, _] = per_token.dims();
-    per_token.sum_dim(1).reshape([n])
+    let hidden = model.forward(batch.inputs.clone(), batch.positions.clone(), None); // [n, len, d]
+    let per_token = trained_logprobs(model, hidden, &batch); // [m]
+    batch.rows.matmul(per_token.reshape([batch.target_tokens, 1])).reshape([refs.len()]) // [n]
 }
 
 #[cfg(test)]

@@ -513,8 +513,8 @@ impl PpoTrainer {
                 let policy = clipped_policy_loss(new_logprobs, old, advantages, valid, s.cliprange);
                 let mut loss = policy.loss.clone() * policy_share;
                 if let Some(lm) = ptx_batch {
-                    let hidden = policy_model.forward(lm.inputs, lm.positions, None);
-                    loss = loss + next_token_loss(&policy_model, hidden, lm.targets, lm.weights) * s.ptx_coef;
+                    let hidden = policy_model.forward(lm.inputs.clone(), lm.positions.clone(), None);
+                    loss = loss + next_token_loss(&policy_model, hidden, &lm) * s.ptx_coef;
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &policy_model);
                 (loss.detach(), policy, log_ratio_max, grads)

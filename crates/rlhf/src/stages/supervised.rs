@@ -231,8 +231,8 @@ impl SupervisedTrainer {
         let lr = self.settings.schedule.at(self.step);
         self.step += 1;
 
-        let hidden = self.model.forward(batch.inputs, batch.positions, None);
-        let loss = next_token_loss(&self.model, hidden, batch.targets, batch.weights);
+        let hidden = self.model.forward(batch.inputs.clone(), batch.positions.clone(), None);
+        let loss = next_token_loss(&self.model, hidden, &batch);
         let (model, numbers, outcome) = guarded_step(
             self.model.clone(),
             &mut self.optim,
@@ -272,8 +272,8 @@ impl SupervisedTrainer {
         for chunk in examples.chunks(self.settings.batch_size.max(1)) {
             let refs: Vec<&Example> = chunk.iter().collect();
             let batch = LmBatch::new(&refs, self.pad, &self.device);
-            let hidden = model.forward(batch.inputs, batch.positions, None);
-            let loss = read(next_token_loss(&model, hidden, batch.targets, batch.weights)).await?;
+            let hidden = model.forward(batch.inputs.clone(), batch.positions.clone(), None);
+            let loss = read(next_token_loss(&model, hidden, &batch)).await?;
             total += f64::from(loss) * batch.target_tokens as f64;
             count += batch.target_tokens;
         }

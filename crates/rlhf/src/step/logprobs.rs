@@ -19,7 +19,8 @@
 use burn::tensor::{Int, Tensor};
 use tinyrlhf_model::{CausalLm, LmHead, PackedWeight, log_sum_exp_rows, softmax_with_stats};
 
-use crate::step::losses::{mean_nll, token_entropy, token_logprobs};
+use crate::data::examples::LmBatch;
+use crate::step::losses::{token_entropy, token_logprobs};
 
 /// How many logits a chunk holds (16 MiB of f32): Qwen's vocabulary goes 110 positions at a time,
 /// a small model's whole batch at once.
@@ -38,10 +39,22 @@ pub fn chosen_logprobs(
     chosen_logprobs_by(model, hidden, targets, temperature, entropy, CHUNK_LOGITS)
 }
 
-/// Mean next-token cross-entropy of `model` over the targets whose weight is 1 (SFT's loss, PPO-ptx's
-/// term): `input_ids`' hidden states through [`chosen_logprobs`].
-pub fn next_token_loss(model: &CausalLm, hidden: Tensor<3>, targets: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<1> {
-    mean_nll(chosen_logprobs(model, hidden, targets, 1.0, false).0, weights)
+/// Log-probabilities `[m]` of `batch`'s counted targets after its hidden states `[b, len, d]`: only
+/// their positions go through the LM head.
+pub fn trained_logprobs(model: &CausalLm, hidden: Tensor<3>, batch: &LmBatch) -> Tensor<1> {
+    let [b, len, d] = hidden.dims();
+    let m = batch.target_tokens;
+    let rows = hidden.reshape([b * len, d]).select(0, batch.trained.clone()).reshape([1, m, d]);
+    chosen_logprobs(model, rows, batch.targets.clone().reshape([1, m]), 1.0, false).0.reshape([m])
+}
+
+/// Mean next-token cross-entropy of `model` over `batch`'s counted targets (SFT's loss, PPO-ptx's
+/// term), from the batch's hidden states `[b, len, d]`.
+pub fn next_token_loss(model: &CausalLm, hidden: Tensor<3>, batch: &LmBatch) -> Tensor<1> {
+    if batch.target_tokens == 0 {
+        return hidden.sum() * 0.0;
+    }
+    trained_logprobs(model, hidden, batch).mean().neg()
 }
 
 /// [`chosen_logprobs`] with chunks of `chunk_logits` logits.
@@ -178,6 +191,7 @@ mod tests {
     use tinyrlhf_model::{GgmlType, GptConfig, LlamaConfig, ModelConfig, PackedWeight};
 
     use super::*;
+    use crate::data::examples::Example;
 
     fn close(a: Tensor<2>, b: Tensor<2>, what: &str) {
         let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec().unwrap(), b.into_data().try_to_vec().unwrap());
@@ -227,6 +241,37 @@ mod tests {
         llama.tie_word_embeddings = false;
         check(ModelConfig::Llama(llama).init(&device), "Llama (untied)");
         check(packed_embeddings(ModelConfig::Llama(LlamaConfig::new(300, 16, 8, 1, 2, 1)).init(&device)), "Llama (tied, packed)");
+    }
+
+    /// Two examples of different lengths, each with a prompt that is not counted: only the counted
+    /// positions reach the head, with the log-probs and the gradients of the whole-logits path there.
+    #[test]
+    fn only_the_counted_targets_go_through_the_head_with_the_whole_paths_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let examples = [
+            Example { tokens: vec![1, 7, 9, 4, 2, 8], target: vec![false, false, false, true, true, true] },
+            Example { tokens: vec![3, 5, 6, 2], target: vec![false, false, true, true] },
+        ];
+        let refs: Vec<&Example> = examples.iter().collect();
+        let batch = LmBatch::new(&refs, 0, &device);
+        // A head that trains takes the whole logits; a frozen one (LoRA) the chunked path.
+        let trains = ModelConfig::from(GptConfig::new(30, 16, 8, 1, 2)).init(&device);
+        for (model, name) in [(trains.clone(), "full weights"), (trains.no_grad(), "frozen")] {
+            let leaf = model.forward(batch.inputs.clone(), batch.positions.clone(), None).detach().require_grad();
+            let counted = trained_logprobs(&model, leaf.clone() * 1.0, &batch);
+            let whole = token_logprobs(
+                model.logits(leaf.clone() * 1.0),
+                Tensor::from_data(TensorData::new(vec![7i64, 9, 4, 2, 8, 5, 6, 2, 0, 0], [2, 5]), &device),
+            );
+            let mask = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0], [2, 5]), &device);
+            let expected = whole.clone().reshape([10]).select(0, Tensor::from_data(TensorData::new(vec![2i64, 3, 4, 6, 7], [5]), &device));
+            close(counted.clone().reshape([1, 5]), expected.reshape([1, 5]), &format!("{name} log-probs"));
+            let (g1, g2) = (leaf.grad(&counted.sum().backward()).unwrap(), leaf.grad(&(whole * mask).sum().backward()).unwrap());
+            let d = g1.dims()[2];
+            close(g1.reshape([10, d]), g2.reshape([10, d]), &format!("{name} gradient"));
+        }
+        assert_eq!(batch.rows.into_data().to_vec::<f32>().unwrap(), [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]);
     }
 
     /// `model` with its embeddings (and so its tied head) kept packed as BF16, as a GGUF base's are.

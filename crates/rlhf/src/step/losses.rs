@@ -19,18 +19,6 @@ pub fn token_entropy(logits: Tensor<3>) -> Tensor<2> {
     (logp.clone().exp() * logp).sum_dim(2).neg().reshape([b, t])
 }
 
-/// Mean next-token cross-entropy over the tokens whose weight is 1.
-/// `logits` `[b, t, vocab]`, `targets` `[b, t]`, `weights` `[b, t]` of 0/1.
-pub fn lm_loss(logits: Tensor<3>, targets: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<1> {
-    mean_nll(token_logprobs(logits, targets), weights)
-}
-
-/// Mean negative log-probability over the tokens whose weight is 1: `logprobs`, `weights` `[b, t]`.
-pub fn mean_nll(logprobs: Tensor<2>, weights: Tensor<2>) -> Tensor<1> {
-    let count = weights.clone().sum().clamp_min(1.0);
-    (logprobs * weights).sum().neg() / count
-}
-
 /// Mean of `values` where `mask` is 1.
 pub fn masked_mean<const D: usize>(values: Tensor<D>, mask: Tensor<D>) -> Tensor<1> {
     let count = mask.clone().sum().clamp_min(1.0);
