@@ -32,13 +32,17 @@ fn cpu_model() -> String {
 }
 
 /// The level `gemm` dispatches to, by its own rule (`gemm-common`'s `init_gemm_fn`): AVX-512F when
-/// built with its `x86-v4` feature (this workspace's burn is, and with it `pulp`'s), else FMA (with
-/// AVX2), else scalar; NEON on 64-bit Arm. `pulp::Arch` picks the same levels.
+/// built with its `x86-v4` feature (this crate's feature of that name turns it on in burn, and with
+/// it `pulp`'s), else FMA (with AVX2), else scalar; NEON on 64-bit Arm. `pulp::Arch` picks the same
+/// levels.
 fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        if cfg!(feature = "x86-v4") && avx512 {
             "AVX-512 (x86-64-v4 kernels)"
+        } else if avx512 {
+            "AVX2 + FMA (x86-64-v3 kernels: built without x86-v4 on a CPU with AVX-512)"
         } else if std::arch::is_x86_feature_detected!("fma") {
             "AVX2 + FMA (x86-64-v3 kernels)"
         } else {
