@@ -76,14 +76,32 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
     Ok((model.config, model.model, model.tokenizer))
 }
 
+/// A GGUF file read a slice at a time, its tensors taken as they complete: the file is never held
+/// whole beside the weights it becomes (an F32 file's peak was twice its size).
+fn read_gguf(path: &Path) -> Result<tinyrlhf_model::GgufModel> {
+    use std::io::Read;
+    let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| failed(&e))?;
+    let mut stream = tinyrlhf_model::GgufStream::new();
+    let mut slice = vec![0; tinyrlhf_model::GgufStream::SLICE];
+    loop {
+        match file.read(&mut slice) {
+            Ok(0) => break,
+            Ok(n) => stream.push(&slice[..n]).map_err(|e| failed(&e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+    stream.finish().map_err(|e| failed(&e))
+}
+
 /// How many LoRA runs may stand on one another (each names the one before as its base); a folder
 /// naming itself would otherwise never end.
 const MAX_ADAPTER_DEPTH: usize = 16;
 
 fn load_language_model(dir: &Path, device: &Device, depth: usize) -> Result<LanguageModel> {
     if is_gguf(dir) {
-        let gguf = tinyrlhf_model::GgufModel::from_bytes(&read(dir)?).map_err(|e| format!("{}: {e}", dir.display()))?;
-        return tinyrlhf_rlhf::load_gguf_model(gguf, device).map_err(|e| format!("{}: {e}", dir.display()));
+        return tinyrlhf_rlhf::load_gguf_model(read_gguf(dir)?, device).map_err(|e| format!("{}: {e}", dir.display()));
     }
     if dir.is_file() {
         return Err(format!(

@@ -134,12 +134,19 @@ fn digest(path: &Path) -> Result<String> {
         names.sort();
         for name in names {
             hasher.update(name.as_bytes());
-            hasher.update(files::read(&path.join(&name))?);
+            hash_file(&mut hasher, &path.join(&name))?;
         }
     } else {
-        hasher.update(files::read(path)?);
+        hash_file(&mut hasher, path)?;
     }
     Ok(format!("sha256:{:x}", hasher.finalize()))
+}
+
+/// Feeds a file's bytes to `hasher` as they are read: read whole, a model file stayed in the
+/// process's memory (the allocator keeps what it had), a second copy of an f32 base.
+fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    std::io::copy(&mut file, hasher).map(|_| ()).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// The model files directly in `dir`, each named `prefix` + its name.

@@ -74,9 +74,13 @@ pub struct GgufModel {
 }
 
 impl GgufModel {
+    /// The file's bytes handed to a [`GgufStream`] a slice at a time: whole, its tensors' bytes
+    /// stayed in the stream until the last one was read, a second copy of the file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
         let mut stream = GgufStream::new();
-        stream.push(bytes)?;
+        for slice in bytes.chunks(GgufStream::SLICE) {
+            stream.push(slice)?;
+        }
         stream.finish()
     }
 }
@@ -105,6 +109,10 @@ pub struct GgufStream {
 }
 
 impl GgufStream {
+    /// A good size for the pieces pushed: the stream holds what it was given until each tensor in
+    /// it is complete, so pieces much larger than a tensor only add a copy of them.
+    pub const SLICE: usize = 16 << 20;
+
     pub fn new() -> Self {
         Self::default()
     }
