@@ -271,7 +271,7 @@ mod tests {
             let d = g1.dims()[2];
             close(g1.reshape([10, d]), g2.reshape([10, d]), &format!("{name} gradient"));
         }
-        assert_eq!(batch.rows.into_data().to_vec::<f32>().unwrap(), [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(batch.rows.into_data().try_to_vec::<f32>().unwrap(), [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]);
     }
 
     /// `model` with its embeddings (and so its tied head) kept packed as BF16, as a GGUF base's are.
