@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
 use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, TrainCheckpoint};
+use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, Safetensors, TrainCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
 use crate::resume::{RUN_FILE, RunRecord};
@@ -79,20 +79,32 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Causa
 /// A GGUF file read a slice at a time, its tensors taken as they complete: the file is never held
 /// whole beside the weights it becomes (an F32 file's peak was twice its size).
 fn read_gguf(path: &Path) -> Result<tinyrlhf_model::GgufModel> {
+    let mut stream = tinyrlhf_model::GgufStream::new();
+    in_slices(path, |slice| stream.push(slice))?;
+    stream.finish().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A `model.safetensors` read the same way.
+fn read_weights(path: &Path) -> Result<tinyrlhf_model::Weights> {
+    let mut stream = tinyrlhf_model::WeightsStream::new();
+    in_slices(path, |slice| stream.push(slice))?;
+    stream.finish().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Hands `path`'s bytes to `take` 16 MiB at a time.
+fn in_slices<E: std::fmt::Display>(path: &Path, mut take: impl FnMut(&[u8]) -> std::result::Result<(), E>) -> Result<()> {
     use std::io::Read;
     let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let mut file = std::fs::File::open(path).map_err(|e| failed(&e))?;
-    let mut stream = tinyrlhf_model::GgufStream::new();
     let mut slice = vec![0; tinyrlhf_model::GgufStream::SLICE];
     loop {
         match file.read(&mut slice) {
-            Ok(0) => break,
-            Ok(n) => stream.push(&slice[..n]).map_err(|e| failed(&e))?,
+            Ok(0) => return Ok(()),
+            Ok(n) => take(&slice[..n]).map_err(|e| failed(&e))?,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(failed(&e)),
         }
     }
-    stream.finish().map_err(|e| failed(&e))
 }
 
 /// How many LoRA runs may stand on one another (each names the one before as its base); a folder
@@ -114,9 +126,9 @@ fn load_language_model(dir: &Path, device: &Device, depth: usize) -> Result<Lang
     if !dir.join("model.safetensors").exists() && adapter_config.exists() {
         return load_adapter_dir(dir, device, depth);
     }
-    let (config_json, safetensors) = (read(&dir.join("config.json"))?, read(&dir.join("model.safetensors"))?);
+    let (config_json, weights) = (read(&dir.join("config.json"))?, read_weights(&dir.join("model.safetensors"))?);
     let tokenizer = TokenizerBytes::read(dir)?;
-    let files = ModelFiles { config_json: &config_json, safetensors: safetensors.as_slice().into(), tokenizer: tokenizer.files() };
+    let files = ModelFiles { config_json: &config_json, safetensors: Safetensors::Read(weights), tokenizer: tokenizer.files() };
     tinyrlhf_rlhf::load_language_model(files, device).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
