@@ -6,7 +6,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test, type Page } from '@playwright/test';
-import { openOwnModel, ready, runPpo, saved, trainReward } from './helpers';
+import { importRankings, openOwnModel, ready, runPpo, saved, TWO, trainReward } from './helpers';
 
 const FOLDER = process.env.TINYRLHF_HF_FIXTURE ?? join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/hf-gpt2-style');
 const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json'];
@@ -252,6 +252,40 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   // (the merged model above came from it), not a merged copy of its own.
   const kept = Number(String(await saved(page, 'policy:dpo')).split(' ')[0]);
   expect(kept).toBeLessThan(readFileSync(downloads['dpo-model.safetensors']).length / 3);
+});
+
+test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the CPU\'s losses, step for step', async ({ browser }, testInfo) => {
+  test.setTimeout(420_000);
+  // The same run in two browser profiles: on burn's CPU backend, where the packed product has run
+  // since it was written, and on WebGPU (SwiftShader here), where it widens each projection for the
+  // one product and again in the backward. A wrong backward would part the losses after the first
+  // step (which is log 2 on both: LoRA starts as the base).
+  const losses: Record<string, number[]> = {};
+  for (const backend of ['cpu', 'webgpu']) {
+    const context = await browser.newContext({ baseURL: testInfo.project.use.baseURL });
+    const page = await context.newPage();
+    await ready(page, `?backend=${backend}`);
+    await openOwnModel(page);
+    await page.locator('#model-files').setInputFiles({ name: 'smol.q8_0.gguf', mimeType: 'application/octet-stream', buffer: readFileSync(GGUF) });
+    await expect(page.locator('#model-current')).toContainText('your model', { timeout: 120_000 });
+    await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+    await expect(page.locator('body')).toHaveAttribute('data-backend', backend);
+    await importRankings(page, TWO);
+    await page.locator('#lora').check();
+    await page.locator('#lora-rank').fill('4');
+    await page.locator('#tab-dpo').click();
+    await page.locator('#dpo-epochs').fill('3');
+    await page.locator('#dpo-run').click();
+    await expect(page.locator('#dpo-status')).toContainText(/done|failed/, { timeout: 300_000 });
+    await expect(page.locator('#dpo-status')).toContainText('done');
+    losses[backend] = ((await saved(page, 'curve:dpo')) as { loss: number }[]).map((point) => point.loss);
+    await context.close();
+  }
+  console.log(`LoRA DPO on a Q8_0 GGUF, losses: CPU ${losses.cpu.map((l) => l.toFixed(5)).join(', ')}; WebGPU ${losses.webgpu.map((l) => l.toFixed(5)).join(', ')}`);
+  expect(losses.cpu).toHaveLength(3);
+  expect(losses.cpu[2]).not.toBeCloseTo(losses.cpu[0], 4);
+  losses.webgpu.forEach((loss, step) => expect(Math.abs(loss - losses.cpu[step])).toBeLessThan(1e-3 * (1 + Math.abs(losses.cpu[step]))));
+  expect(losses.webgpu).toHaveLength(3);
 });
 
 const GEMMA3_GGUF = join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/gguf/hf-gemma3-sp.q8_0.gguf');

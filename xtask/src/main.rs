@@ -14,7 +14,8 @@ fn main() -> std::process::ExitCode {
         b.out_name("tinyrlhf_web")
             // The CLI's default; without it `init()` cannot find the .wasm beside the glue.
             .omit_default_module_path(false)
-            .remove_name_section(true)
+            // Kept with TINYRLHF_WASM_NAMES=1: a panic's stack then names its functions.
+            .remove_name_section(std::env::var_os("TINYRLHF_WASM_NAMES").is_none())
             .typescript(true)
             .generate(out_dir)
     });

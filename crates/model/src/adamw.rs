@@ -9,6 +9,9 @@
 //! own step runs. A saved state is read onto the CPU backend, whatever the run's device: burn
 //! reads it onto its default device (WebGPU first in the wasm build, where the CPU fallback never
 //! started it, so the load failed) and moves it to the weight's device at its first step anyway.
+//! Saving reads it back the other way: burn serialises a state with synchronous reads, which a
+//! browser's WebGPU cannot do, so a state on a GPU is first read to the CPU, asynchronously, by
+//! [`read_moments_back`].
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
@@ -18,6 +21,9 @@ use burn::optim::{
 };
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::log_softmax::{on_cpu_backend, owned};
 use crate::row_kernels::{BLOCK, simd};
@@ -55,18 +61,99 @@ struct AdamW {
     burn: BurnAdamW,
 }
 
-/// burn's AdamW state, read back onto the CPU backend.
+/// burn's AdamW state, read back onto the CPU backend; off it, with a slot for its copy on the CPU.
 #[derive(Clone)]
-pub struct Moments<const D: usize>(AdamWState<D>);
+pub struct Moments<const D: usize> {
+    state: AdamWState<D>,
+    on_host: Option<Arc<HostCopy<D>>>,
+}
+
+impl<const D: usize> Moments<D> {
+    /// `state` as a step left it: off the CPU backend it is registered for [`read_moments_back`].
+    fn stepped(state: AdamWState<D>) -> Self {
+        if on_cpu_backend(&state.momentum.moment_1.device()) {
+            return Self { state, on_host: None };
+        }
+        let slot = Arc::new(HostCopy { on_device: state.clone(), read: Mutex::new(None) });
+        let weak: Weak<dyn ReadBack> = Arc::downgrade(&slot) as Weak<dyn ReadBack>;
+        let mut live = ON_DEVICE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if live.len() == live.capacity() {
+            live.retain(|state| state.strong_count() > 0);
+        }
+        live.push(weak);
+        Self { state, on_host: Some(slot) }
+    }
+
+    /// The state for the next step; the host copy's hold on the tensors is let go first, so a step
+    /// that updates in place still can.
+    fn into_state(self) -> AdamWState<D> {
+        drop(self.on_host);
+        self.state
+    }
+}
 
 impl<const D: usize> RecordState for Moments<D> {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        self.0.state_flatten(prefix, out);
+        let read = self.on_host.as_ref().and_then(|slot| slot.read.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone());
+        read.as_ref().unwrap_or(&self.state).state_flatten(prefix, out);
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, _device: &Device) -> Option<Self> {
-        AdamWState::state_unflatten(prefix, src, &Device::flex()).map(Self)
+        AdamWState::state_unflatten(prefix, src, &Device::flex()).map(|state| Self { state, on_host: None })
     }
+}
+
+/// A state on a GPU and, once read, its copy on the CPU backend.
+struct HostCopy<const D: usize> {
+    on_device: AdamWState<D>,
+    read: Mutex<Option<AdamWState<D>>>,
+}
+
+/// A state that can be read back to the CPU.
+trait ReadBack: Send + Sync {
+    fn read_back(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>>;
+}
+
+impl<const D: usize> ReadBack for HostCopy<D> {
+    fn read_back(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move {
+            let m = &self.on_device.momentum;
+            let cpu = Device::flex();
+            let to_cpu = async |t: &Tensor<D>| -> Result<Tensor<D>, String> {
+                Ok(Tensor::from_data(t.clone().into_data_async().await.map_err(|e| format!("{e:?}"))?, &cpu))
+            };
+            let max_moment_2 = match &m.max_moment_2 {
+                Some(t) => Some(to_cpu(t).await?),
+                None => None,
+            };
+            let momentum = AdaptiveMomentumState {
+                time: m.time,
+                moment_1: to_cpu(&m.moment_1).await?,
+                moment_2: to_cpu(&m.moment_2).await?,
+                max_moment_2,
+            };
+            *self.read.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(AdamWState { momentum });
+            Ok(())
+        })
+    }
+}
+
+/// The states last stepped off the CPU backend (dropped ones are let go as the list grows).
+static ON_DEVICE: Mutex<Vec<Weak<dyn ReadBack>>> = Mutex::new(Vec::new());
+
+/// Reads every AdamW state now on a GPU back to the CPU, so that serialising an optimizer
+/// (`ModuleOptimizer::into_bytes`, whose reads are synchronous) reads no GPU memory. Nothing to do
+/// for a run on the CPU backend.
+pub async fn read_moments_back() -> Result<(), String> {
+    let live: Vec<Arc<dyn ReadBack>> = {
+        let mut states = ON_DEVICE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        states.retain(|state| state.strong_count() > 0);
+        states.iter().filter_map(Weak::upgrade).collect()
+    };
+    for state in live {
+        state.read_back().await?;
+    }
+    Ok(())
 }
 
 impl Optimizer for AdamW {
@@ -81,8 +168,8 @@ impl Optimizer for AdamW {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let device = tensor.device();
         let burns = |tensor, grad, state: Option<Moments<D>>| {
-            let (tensor, state) = self.burn.step(lr, tensor, grad, state.map(|s| s.0));
-            (tensor, state.map(Moments))
+            let (tensor, state) = self.burn.step(lr, tensor, grad, state.map(Moments::into_state));
+            (tensor, state.map(Moments::stepped))
         };
         if !on_cpu_backend(&device) || tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
             return burns(tensor, grad, state);
@@ -90,9 +177,9 @@ impl Optimizer for AdamW {
         // Gradients accumulated over micro-batches can come back tracked; the update never is.
         let (tensor, grad, device) = (tensor.inner(), grad.inner(), device.inner());
         let s = &self.settings;
-        let (time, moment_1, moment_2) = match state {
-            Some(Moments(AdamWState { momentum: m })) if m.max_moment_2.is_none() => (m.time + 1, m.moment_1, m.moment_2),
-            Some(state) => return burns(tensor, grad, Some(state)),
+        let (time, moment_1, moment_2) = match state.map(Moments::into_state) {
+            Some(AdamWState { momentum: m }) if m.max_moment_2.is_none() => (m.time + 1, m.moment_1, m.moment_2),
+            Some(state) => return burns(tensor, grad, Some(Moments { state, on_host: None })),
             None => (1, Tensor::zeros(tensor.shape(), &device), Tensor::zeros(tensor.shape(), &device)),
         };
         let step = AdamWStep {
@@ -117,11 +204,11 @@ impl Optimizer for AdamW {
             moment_2: Tensor::from_dispatch(moment_2),
             max_moment_2: None,
         };
-        (Tensor::from_dispatch(weight), Some(Moments(AdamWState { momentum })))
+        (Tensor::from_dispatch(weight), Some(Moments { state: AdamWState { momentum }, on_host: None }))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        Moments(<BurnAdamW as Optimizer>::to_device(state.0, device))
+        Moments { state: <BurnAdamW as Optimizer>::to_device(state.into_state(), device), on_host: None }
     }
 }
 

@@ -40,7 +40,7 @@ mod row_kernels;
 mod sample;
 mod weights_stream;
 
-pub use adamw::AdamWSettings;
+pub use adamw::{AdamWSettings, read_moments_back};
 pub use batch::{LeftPadded, gather_positions, left_pad};
 pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
 pub use checkpoint::{

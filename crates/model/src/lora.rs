@@ -12,11 +12,14 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::causal_lm::{CausalLm, ScalarModel};
 use crate::checkpoint::{CheckpointError, Weights, WeightsWriter, hf_name};
+use crate::sample::uniform;
 
 /// The target modules of `model`'s architecture.
 pub fn lora_targets(model: &CausalLm) -> &'static [&'static str] {
@@ -52,10 +55,27 @@ impl LoraConfig {
 }
 
 /// `model` with fresh adapters on every attention and MLP projection (`b = 0`: it computes what it
-/// computed before) and every other weight frozen.
+/// computed before) and every other weight frozen. Each `a` is drawn ~ N(0, 1/rank) from one seeded
+/// stream on the host, so a run starts from the same adapters every time and on every backend
+/// (a device's own generator differs between the CPU and WebGPU).
 pub fn with_lora(model: CausalLm, config: &LoraConfig) -> CausalLm {
     let device = model.device();
-    model.no_grad().map_projections(|_, projection| projection.with_lora(config.rank, config.alpha, &device))
+    let mut rng = ChaCha8Rng::seed_from_u64(LORA_SEED);
+    model.no_grad().map_projections(|_, projection| {
+        let [d_in, _] = projection.dims();
+        let a = (0..d_in * config.rank).map(|_| normal(&mut rng) / config.rank as f32).collect();
+        let a = Tensor::from_data(TensorData::new(a, [d_in, config.rank]), &device);
+        projection.with_lora(a, config.alpha)
+    })
+}
+
+/// The stream fresh adapters are drawn from.
+const LORA_SEED: u64 = 0x10_4A;
+
+/// A standard normal draw (Box-Muller on two of the stream's uniforms).
+fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let (u, v) = (uniform(rng), uniform(rng));
+    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
 }
 
 /// A reward or value model with adapters on its transformer and its score head trained in full

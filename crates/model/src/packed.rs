@@ -7,9 +7,9 @@
 //! ([`PackedMatmul`]) whose backward dequantizes `W` again for `grad @ W^T`: between the two, only
 //! the packed bytes are held. `W` never gets a gradient of its own: it is frozen.
 //!
-//! The op runs on the CPU backend (natively and in wasm); on any other device (WebGPU) the product
-//! falls back to burn's ops on a dequantized upload, which is correct but holds the f32 weights
-//! through a backward.
+//! On the CPU backend (natively and in wasm) the op widens `W` as described below; on a GPU
+//! (cubecl's runtimes: WebGPU, wgpu, CUDA) it uploads `W` widened for the one product and drops it,
+//! so there too a backward holds no layer's f32 weights.
 //!
 //! On the CPU the f32 a product widens is bounded, so a vocabulary-sized matrix (a tied head kept
 //! packed: Qwen's 151,936 x 896) is never widened whole: many rows (training, scoring) go through
@@ -152,22 +152,33 @@ impl PackedWeight {
 
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`; the input's gradient flows through, `W` gets none.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        if on_cpu_backend(&x.device()) {
-            Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul(x.into_dispatch(), self.clone()))
-        } else {
+        if !has_packed_matmul(&x.device()) {
             let w = self.hf_tensor(&x.device()); // [out, in]
-            x.matmul(w.transpose())
+            return x.matmul(w.transpose());
         }
+        Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul(x.into_dispatch(), self.clone()))
     }
 
     /// `g` `[n, out]` @ W `[out, in]` -> `[n, in]`, not differentiated (a tied head's expected row).
     pub fn matmul_transposed(&self, g: Tensor<2>) -> Tensor<2> {
-        if on_cpu_backend(&g.device()) {
-            Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul_transposed(g.detach().into_dispatch(), self.clone()))
-        } else {
+        if !has_packed_matmul(&g.device()) {
             let w = self.hf_tensor(&g.device()); // [out, in]
-            g.matmul(w)
+            return g.matmul(w);
         }
+        Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul_transposed(g.detach().into_dispatch(), self.clone()))
+    }
+}
+
+/// Whether `device`'s backend has [`PackedMatmul`]: the CPU backend, and cubecl's runtimes in a
+/// build with this crate's `cube` feature. Another backend (none the edges build today) takes the
+/// product through burn's own ops on a widened `W`, which autodiff keeps until the backward.
+fn has_packed_matmul(device: &burn::tensor::Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "cube")]
+        DispatchDevice::Cube(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
     }
 }
 
@@ -208,14 +219,27 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// The product with a packed weight, and its transpose for the backward.
-#[backend_extension(Flex, Autodiff)]
+/// The product with a packed weight, and its transpose for the backward. By default (a GPU) `W`
+/// is widened on the host and uploaded for the one product; the CPU backend widens it in tiles.
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait PackedMatmul: Backend {
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`.
-    fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
+    #[fusion(default)]
+    fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
+        let w = Self::float_from_data(TensorData::new(weight.values(), weight.shape()), &x.device()); // [out, in]
+        Self::float_matmul(x, Self::float_transpose(w))
+    }
+
     /// `g` `[n, out]` @ W^T -> `[n, in]`.
-    fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
+    #[fusion(default)]
+    fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
+        let w = Self::float_from_data(TensorData::new(weight.values(), weight.shape()), &g.device()); // [out, in]
+        Self::float_matmul(g, w)
+    }
 }
+
+#[cfg(feature = "cube")]
+impl PackedMatmul for burn_cubecl::CubeBackend {}
 
 impl PackedMatmul for Flex {
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {

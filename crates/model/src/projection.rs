@@ -11,7 +11,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::module::linear as affine;
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::few_rows::{self, FEW_ROWS};
 use crate::gguf_quants::GgmlType;
@@ -73,13 +73,11 @@ impl Projection {
         }
     }
 
-    /// This projection with fresh factors of `rank` (`a` ~ N(0, 1/rank), `b` = 0: it computes what
-    /// it computed before), trained; its own weights and bias frozen.
-    /// A packed base lives on the host: `device` is where the model's tensors are.
-    pub(crate) fn with_lora(self, rank: usize, alpha: f64, device: &Device) -> Self {
-        let [d_in, d_out] = self.dims();
-        let a = Tensor::<2>::random([d_in, rank], Distribution::Normal(0.0, 1.0 / rank as f64), device);
-        let b = Tensor::<2>::zeros([rank, d_out], device);
+    /// This projection with fresh factors `a` `[in, rank]` and `b` = 0 (it computes what it
+    /// computed before), trained; its own weights and bias frozen.
+    pub(crate) fn with_lora(self, a: Tensor<2>, alpha: f64) -> Self {
+        let ([_, d_out], [_, rank]) = (self.dims(), a.dims());
+        let b = Tensor::<2>::zeros([rank, d_out], &a.device());
         let lora = LoraFactors { a: Param::from_tensor(a), b: Param::from_tensor(b), scale: alpha / rank as f64 };
         Self { lora: Some(lora), ..self.no_grad() }
     }

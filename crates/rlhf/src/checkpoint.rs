@@ -109,8 +109,10 @@ pub enum TrainError {
     Peers(String),
 }
 
-/// An optimizer's state (Adam's moments, keyed by the stable parameter ids) as bytes.
-pub fn optimizer_to_bytes(optimizer: &burn::optim::ModuleOptimizer) -> Result<Vec<u8>, TrainError> {
+/// An optimizer's state (Adam's moments, keyed by the stable parameter ids) as bytes; moments on
+/// a GPU are read back first (burn's own reads there are synchronous, which WebGPU forbids).
+pub async fn optimizer_to_bytes(optimizer: &burn::optim::ModuleOptimizer) -> Result<Vec<u8>, TrainError> {
+    tinyrlhf_model::read_moments_back().await.map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e}")))?;
     optimizer.into_bytes().map(|b| b.to_vec()).map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e:?}")))
 }
 
@@ -186,7 +188,7 @@ mod tests {
         let grads = GradientsParams::from_grads(loss.backward(), &layer);
         let mut optim = AdamWSettings::with_weight_decay(0.0).init();
         let layer = optim.step(1e-3, layer, grads);
-        (layer, optimizer_to_bytes(&optim).unwrap())
+        (layer, pollster::block_on(optimizer_to_bytes(&optim)).unwrap())
     }
 
     /// `bytes` rewritten with `edit` applied to its tensors and scalars.
@@ -271,7 +273,7 @@ mod tests {
         let (layer, bytes) = stepped();
         let optim = optimizer_from_bytes(AdamWSettings::with_weight_decay(0.0).init(), &bytes, &layer).unwrap();
         // The same tensors and scalars (their order in the bytes follows a hash map's).
-        assert_eq!(contents(&optimizer_to_bytes(&optim).unwrap()), contents(&bytes));
+        assert_eq!(contents(&pollster::block_on(optimizer_to_bytes(&optim)).unwrap()), contents(&bytes));
     }
 
     #[test]

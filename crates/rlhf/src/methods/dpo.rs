@@ -411,7 +411,7 @@ impl DpoTrainer {
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
             weights,
-            optimizer: optimizer_to_bytes(&self.optim)?,
+            optimizer: optimizer_to_bytes(&self.optim).await?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: None,
             adapter,

@@ -224,11 +224,11 @@ impl PpoTrainer {
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
             weights,
-            optimizer: optimizer_to_bytes(&self.policy_optim)?,
+            optimizer: optimizer_to_bytes(&self.policy_optim).await?,
             state_json: serde_json::to_string_pretty(&state).expect("state serialises"),
             value: Some(ValueCheckpoint {
                 weights: crate::models::lora::value_bytes(&self.value.valid(), lora).await?,
-                optimizer: optimizer_to_bytes(&self.value_optim)?,
+                optimizer: optimizer_to_bytes(&self.value_optim).await?,
             }),
             adapter,
         })

@@ -283,7 +283,7 @@ impl SupervisedTrainer {
     /// Everything needed to continue later: weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let (weights, adapter) = crate::models::lora::policy_parts(&self.model.valid(), self.settings.lora.as_ref()).await?;
-        let optimizer = optimizer_to_bytes(&self.optim)?;
+        let optimizer = optimizer_to_bytes(&self.optim).await?;
         let state = SupervisedState { step: self.step, settings: self.settings.clone() };
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
