@@ -6,8 +6,10 @@
 //! products go through `packed.rs`, which never widens the whole matrix. A full-weight run trains
 //! it, so [`TokenEmbedding::merged`] widens it once.
 //!
-//! Off the CPU backend (WebGPU) the packed products fall back to a dequantized upload, as the
-//! projections' do.
+//! Off the CPU backend (WebGPU) the tied head's logits go through the projections' op (`W` widened
+//! for the one product, again in the backward); a lookup, and the head the log-probabilities read
+//! row by row, widen the whole matrix for the call (a GPU cannot read the token ids back to pick
+//! the rows on the host without waiting).
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;

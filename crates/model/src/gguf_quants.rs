@@ -52,6 +52,35 @@ const QK_K: usize = 256;
 pub const READ_TYPES: [&str; 11] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"];
 
 impl GgmlType {
+    /// Every type read here.
+    pub const READ: [GgmlType; 11] =
+        [Self::F32, Self::F16, Self::Bf16, Self::Q8_0, Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1, Self::Q4K, Self::Q5K, Self::Q6K];
+
+    /// `values` values of this type as varied bytes whose scales are all finite (0.01, minimums
+    /// 0.5): what a check of another decoder (a GPU's) widens, K-quants included, which have no
+    /// quantizer here. `None` for a type not read or a count that is not whole blocks.
+    pub fn example_bytes(self, values: usize) -> Option<Vec<u8>> {
+        let floats = |n: usize| (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect::<Vec<_>>();
+        let halves: &[(usize, f32)] = match self {
+            Self::F32 | Self::F16 | Self::Bf16 => return quantize(self, &floats(values)),
+            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => &[(0, 0.01)],
+            Self::Q4_1 | Self::Q5_1 | Self::Q4K | Self::Q5K => &[(0, 0.01), (2, 0.5)],
+            Self::Q6K => &[(208, 0.01)],
+            Self::Other(..) => return None,
+        };
+        let (len, size) = self.block();
+        if !values.is_multiple_of(len) {
+            return None;
+        }
+        let mut bytes: Vec<u8> = (0..values / len * size).map(|i| ((i * 73 + 41) ^ (i >> 7)) as u8).collect();
+        for block in bytes.chunks_exact_mut(size) {
+            for &(at, value) in halves {
+                block[at..at + 2].copy_from_slice(&f16::from_f32(value).to_le_bytes());
+            }
+        }
+        Some(bytes)
+    }
+
     pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => Self::F32,
@@ -325,6 +354,18 @@ mod tests {
         block.extend((0..32).map(|i| (i as i8 - 16) as u8));
         let values = dequantize(GgmlType::Q8_0, &block);
         assert_eq!(values, (0..32).map(|i| (i - 16) as f32 * 0.5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn example_bytes_of_every_type_are_whole_blocks_that_widen_to_finite_varied_values() {
+        for ggml_type in GgmlType::READ {
+            let bytes = ggml_type.example_bytes(512).unwrap();
+            assert_eq!(bytes.len() as u64, ggml_type.bytes_for(512).unwrap(), "{}", ggml_type.name());
+            let values = dequantize(ggml_type, &bytes);
+            assert!(values.iter().all(|v| v.is_finite()), "{}", ggml_type.name());
+            assert!(values.iter().any(|&v| v != values[0]), "{}", ggml_type.name());
+        }
+        assert_eq!(GgmlType::Q4K.example_bytes(100), None);
     }
 
     #[test]

@@ -33,6 +33,8 @@ mod llama_config;
 mod log_softmax;
 mod lora;
 mod packed;
+#[cfg(feature = "cube")]
+mod packed_gpu;
 mod projection;
 mod recompute;
 mod rope;

@@ -8,8 +8,8 @@
 //! the packed bytes are held. `W` never gets a gradient of its own: it is frozen.
 //!
 //! On the CPU backend (natively and in wasm) the op widens `W` as described below; on a GPU
-//! (cubecl's runtimes: WebGPU, wgpu, CUDA) it uploads `W` widened for the one product and drops it,
-//! so there too a backward holds no layer's f32 weights.
+//! (cubecl's runtimes: WebGPU, wgpu, CUDA) the bytes are uploaded once and each product widens `W`
+//! there for itself (`packed_gpu.rs`), so there too a backward holds no layer's f32 weights.
 //!
 //! On the CPU the f32 a product widens is bounded, so a vocabulary-sized matrix (a tied head kept
 //! packed: Qwen's 151,936 x 896) is never widened whole: many rows (training, scoring) go through
@@ -49,6 +49,9 @@ struct Packed {
     bytes: Vec<u8>,
     rows: usize,
     cols: usize,
+    /// The bytes on the GPU the weight was last used on (`packed_gpu.rs`).
+    #[cfg(feature = "cube")]
+    on_gpu: std::sync::Mutex<Option<burn_cubecl::tensor::CubeTensor>>,
 }
 
 impl fmt::Debug for PackedWeight {
@@ -64,7 +67,30 @@ impl PackedWeight {
     pub fn new(ggml_type: GgmlType, bytes: Vec<u8>, [rows, cols]: [usize; 2]) -> Option<Self> {
         let row_bytes = ggml_type.bytes_for(cols as u64)?;
         let whole = ggml_type.is_read() && cols > 0 && (rows as u64).checked_mul(row_bytes) == Some(bytes.len() as u64);
-        whole.then(|| Self(Arc::new(Packed { ggml_type, bytes, rows, cols })))
+        whole.then(|| {
+            Self(Arc::new(Packed {
+                ggml_type,
+                bytes,
+                rows,
+                cols,
+                #[cfg(feature = "cube")]
+                on_gpu: Default::default(),
+            }))
+        })
+    }
+
+    /// The bytes as they stand on `device`, put there by `upload` at their first use on it.
+    #[cfg(feature = "cube")]
+    pub(crate) fn on_device(
+        &self,
+        device: &burn_cubecl::CubeDevice,
+        upload: impl FnOnce() -> burn_cubecl::tensor::CubeTensor,
+    ) -> burn_cubecl::tensor::CubeTensor {
+        let mut slot = self.0.on_gpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*slot {
+            Some(words) if &words.device == device => words.clone(),
+            _ => slot.insert(upload()).clone(),
+        }
     }
 
     /// `values` (`[rows, cols]` row-major) written as `ggml_type` ([`quantize`]'s types); `None` if
@@ -219,27 +245,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// The product with a packed weight, and its transpose for the backward. By default (a GPU) `W`
-/// is widened on the host and uploaded for the one product; the CPU backend widens it in tiles.
+/// The product with a packed weight, and its transpose for the backward: on the CPU backend here,
+/// on cubecl's GPU runtimes in `packed_gpu.rs`.
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait PackedMatmul: Backend {
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`.
-    #[fusion(default)]
-    fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
-        let w = Self::float_from_data(TensorData::new(weight.values(), weight.shape()), &x.device()); // [out, in]
-        Self::float_matmul(x, Self::float_transpose(w))
-    }
+    #[fusion(dtype = x, shape = [x[0], weight.shape()[0]].into())]
+    fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
 
     /// `g` `[n, out]` @ W^T -> `[n, in]`.
-    #[fusion(default)]
-    fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
-        let w = Self::float_from_data(TensorData::new(weight.values(), weight.shape()), &g.device()); // [out, in]
-        Self::float_matmul(g, w)
-    }
+    #[fusion(dtype = g, shape = [g[0], weight.shape()[1]].into())]
+    fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
 }
-
-#[cfg(feature = "cube")]
-impl PackedMatmul for burn_cubecl::CubeBackend {}
 
 impl PackedMatmul for Flex {
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {

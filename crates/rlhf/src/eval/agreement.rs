@@ -9,7 +9,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
-use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate, load_lm, save_lm};
+use tinyrlhf_model::{CausalLm, GgmlType, ModelConfig, PackedWeight, SamplingConfig, generate, load_lm, save_lm};
 
 use crate::TrainError;
 use crate::data::examples::Example;
@@ -44,6 +44,9 @@ pub struct Agreement {
     /// Weights that differ by more than 1e-5 after the step, and how many there are.
     pub weights_differing: usize,
     pub weights: usize,
+    /// Largest |difference| of a packed weight's products (`x @ W`, `g @ W^T`) over every GGUF type
+    /// read, relative to the largest |value|: a GPU widens the types with kernels of its own.
+    pub packed_relative: f32,
     /// Every figure within its tolerance.
     pub agrees: bool,
 }
@@ -52,8 +55,9 @@ impl std::fmt::Display for Agreement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "logits within {:.0e}, {} sampled tokens, one step's loss within {:.0e} and gradient norm within {:.0e}, {} of {} weights apart after it",
+            "logits within {:.0e}, packed products within {:.0e}, {} sampled tokens, one step's loss within {:.0e} and gradient norm within {:.0e}, {} of {} weights apart after it",
             self.logits_relative,
+            self.packed_relative,
             if self.sampled_same { "the same" } else { "different" },
             self.loss_relative,
             self.grad_norm_relative,
@@ -90,8 +94,12 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
     let (loss_b, norm_b, weights_b) = one_step(on_candidate, &config, &examples).await?;
     let (weights_differing, weights) = differing(&weights_a, &weights_b)?;
 
+    // 5. A packed base's products, every type.
+    let packed_relative = packed_products(reference, candidate).await?;
+
     let mut result = Agreement {
         logits_relative,
+        packed_relative,
         sampled_same,
         loss_relative: relative(loss_a, loss_b),
         grad_norm_relative: relative(norm_a, norm_b),
@@ -100,6 +108,7 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
         agrees: false,
     };
     result.agrees = result.logits_relative <= LOGITS_RTOL
+        && result.packed_relative <= LOGITS_RTOL
         && result.sampled_same
         && result.loss_relative <= STEP_RTOL
         && result.grad_norm_relative <= STEP_RTOL
@@ -114,6 +123,30 @@ async fn logits(model: &CausalLm, tokens: &[Vec<u32>]) -> Result<Vec<f32>, Train
     let ids = ints(tokens.iter().flatten().map(|&t| t as i64).collect());
     let positions = ints((0..rows).flat_map(|_| 0..len as i64).collect());
     values(model.logits(model.forward(ids, positions, None))).await
+}
+
+/// The largest relative difference of `x @ W` and `g @ W^T` between the devices, over a small
+/// weight of every GGUF type read (one K-quant block a row).
+async fn packed_products(reference: &Device, candidate: &Device) -> Result<f32, TrainError> {
+    let (rows, cols, n) = (8, 256, 3);
+    let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7) % 19) as f32 / 19.0 - 0.5).collect();
+    let g: Vec<f32> = (0..n * rows).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
+    let mut worst = 0.0f32;
+    for ggml_type in GgmlType::READ {
+        let weight = ggml_type
+            .example_bytes(rows * cols)
+            .and_then(|bytes| PackedWeight::new(ggml_type, bytes, [rows, cols]))
+            .ok_or_else(|| TrainError::Device(format!("no {} weight to check", ggml_type.name())))?;
+        let products = async |device: &Device| -> Result<Vec<f32>, TrainError> {
+            let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), device);
+            let g = Tensor::<2>::from_data(TensorData::new(g.clone(), [n, rows]), device);
+            Ok([values(weight.matmul(x)).await?, values(weight.matmul_transposed(g)).await?].concat())
+        };
+        let (a, b) = (products(reference).await?, products(candidate).await?);
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        worst = worst.max(largest_difference(&a, &b) / scale);
+    }
+    Ok(worst)
 }
 
 /// The loss, gradient norm and saved weights after one step at lr 1e-3.
@@ -169,7 +202,7 @@ mod tests {
             let config = ModelConfig::preset(preset, 1000).unwrap();
             let found = pollster::block_on(agreement(&config, &device, &device)).unwrap();
             assert!(found.agrees, "{preset}: {found}");
-            assert_eq!((found.logits_relative, found.weights_differing), (0.0, 0), "{preset}: {found}");
+            assert_eq!((found.logits_relative, found.packed_relative, found.weights_differing), (0.0, 0.0, 0), "{preset}: {found}");
             assert!(found.weights > 10_000, "{preset}: {found}");
         }
     }
