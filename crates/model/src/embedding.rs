@@ -6,18 +6,16 @@
 //! products go through `packed.rs`, which never widens the whole matrix. A full-weight run trains
 //! it, so [`TokenEmbedding::merged`] widens it once.
 //!
-//! Off the CPU backend (WebGPU) the tied head's logits go through the projections' op (`W` widened
-//! for the one product, again in the backward); a lookup, and the head the log-probabilities read
-//! row by row, widen the whole matrix for the call (a GPU cannot read the token ids back to pick
-//! the rows on the host without waiting).
+//! On a GPU the same holds: a lookup widens its rows there (`packed_gpu.rs`) and the head's products
+//! go through the projections' op.
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::gguf_quants::GgmlType;
-use crate::packed::{PackedWeight, on_cpu_backend};
+use crate::packed::{PackedWeight, has_packed_ops};
 use crate::projection::{LmHead, tied_head};
 
 /// The embedding of every token, `[vocab, d]`: f32 weights of its own, or frozen and packed.
@@ -46,19 +44,14 @@ impl TokenEmbedding {
 
     /// The embeddings of `ids` `[b, t]` -> `[b, t, d]` on `ids`' device.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let device = ids.device();
         match (&self.weight, &self.packed) {
             (Some(weight), _) => embedding(weight.val(), ids),
-            (None, Some(packed)) if on_cpu_backend(&device) => {
-                let [b, t] = ids.dims();
-                let d = packed.shape()[1];
-                let ids: Vec<usize> = ids.into_data().iter::<i64>().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect();
+            (None, Some(packed)) => {
+                let ([b, t], d) = (ids.dims(), packed.shape()[1]);
                 // The tokenizer's ids are checked against the vocabulary where a model is loaded
                 // (`model_files.rs`); an id beyond it reads a zero row rather than panicking here.
-                let values = packed.gather(&ids).unwrap_or_else(|| vec![0.0; ids.len() * d]);
-                Tensor::from_data(TensorData::new(values, [b, t, d]), &device)
+                packed.rows(ids.reshape([b * t])).reshape([b, t, d])
             }
-            (None, Some(packed)) => embedding(packed.hf_tensor(&device), ids),
             (None, None) => unreachable!("an embedding has f32 or packed weights"),
         }
     }
@@ -76,7 +69,7 @@ impl TokenEmbedding {
     pub(crate) fn head(&self, device: &Device) -> LmHead {
         match (&self.weight, &self.packed) {
             (Some(weight), _) => LmHead::Rows(weight.val()),
-            (None, Some(packed)) if on_cpu_backend(device) => LmHead::Packed(packed.clone()),
+            (None, Some(packed)) if has_packed_ops(device) => LmHead::Packed(packed.clone()),
             (None, Some(packed)) => LmHead::Rows(packed.hf_tensor(device)),
             (None, None) => unreachable!("an embedding has f32 or packed weights"),
         }

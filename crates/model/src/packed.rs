@@ -4,7 +4,7 @@
 //! Written as `x @ dequantize(W)` with burn's own ops, autodiff would keep every layer's f32 `W`
 //! from the forward until the backward (a matmul saves its right side for the input's gradient),
 //! which is the f32 copy of the base this type exists to avoid. So the product is an op of its own
-//! ([`PackedMatmul`]) whose backward dequantizes `W` again for `grad @ W^T`: between the two, only
+//! ([`PackedOps`]) whose backward dequantizes `W` again for `grad @ W^T`: between the two, only
 //! the packed bytes are held. `W` never gets a gradient of its own: it is frozen.
 //!
 //! On the CPU backend (natively and in wasm) the op widens `W` as described below; on a GPU
@@ -24,9 +24,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Slice, Tensor, TensorData};
+use burn::tensor::{Int, Slice, Tensor, TensorData};
 
 use rayon::prelude::*;
 
@@ -142,18 +142,6 @@ impl PackedWeight {
         pieces.concat()
     }
 
-    /// The rows `ids`, `[ids.len(), in]` row-major (an embedding lookup); `None` if an id is not a row.
-    pub fn gather(&self, ids: &[usize]) -> Option<Vec<f32>> {
-        let mut out = Vec::with_capacity(ids.len() * self.0.cols);
-        for &id in ids {
-            if id >= self.0.rows {
-                return None;
-            }
-            out.extend(self.rows_values(id, 1));
-        }
-        Some(out)
-    }
-
     /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked).
     pub fn rows_tensor(&self, start: usize, len: usize, device: &burn::tensor::Device) -> Tensor<2> {
         Tensor::from_data(TensorData::new(self.rows_values(start, len), [len, self.0.cols]), device)
@@ -178,27 +166,37 @@ impl PackedWeight {
 
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`; the input's gradient flows through, `W` gets none.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        if !has_packed_matmul(&x.device()) {
+        if !has_packed_ops(&x.device()) {
             let w = self.hf_tensor(&x.device()); // [out, in]
             return x.matmul(w.transpose());
         }
-        Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul(x.into_dispatch(), self.clone()))
+        Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul(x.into_dispatch(), self.clone()))
+    }
+
+    /// The rows `ids` `[n]` of `W` -> `[n, in]` on `ids`' device, not tracked (an embedding lookup:
+    /// only those rows are widened; an id past `W` reads a zero row).
+    pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
+        if !has_packed_ops(&ids.device()) {
+            let w = self.hf_tensor(&ids.device()); // [out, in]
+            return w.select(0, ids);
+        }
+        Tensor::from_dispatch(<Dispatch as PackedOps>::packed_rows(ids.into_dispatch(), self.clone()))
     }
 
     /// `g` `[n, out]` @ W `[out, in]` -> `[n, in]`, not differentiated (a tied head's expected row).
     pub fn matmul_transposed(&self, g: Tensor<2>) -> Tensor<2> {
-        if !has_packed_matmul(&g.device()) {
+        if !has_packed_ops(&g.device()) {
             let w = self.hf_tensor(&g.device()); // [out, in]
             return g.matmul(w);
         }
-        Tensor::from_dispatch(<Dispatch as PackedMatmul>::packed_matmul_transposed(g.detach().into_dispatch(), self.clone()))
+        Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul_transposed(g.detach().into_dispatch(), self.clone()))
     }
 }
 
-/// Whether `device`'s backend has [`PackedMatmul`]: the CPU backend, and cubecl's runtimes in a
+/// Whether `device`'s backend has [`PackedOps`]: the CPU backend, and cubecl's runtimes in a
 /// build with this crate's `cube` feature. Another backend (none the edges build today) takes the
 /// product through burn's own ops on a widened `W`, which autodiff keeps until the backward.
-fn has_packed_matmul(device: &burn::tensor::Device) -> bool {
+pub(crate) fn has_packed_ops(device: &burn::tensor::Device) -> bool {
     match device.clone().inner().as_dispatch() {
         DispatchDevice::Flex(_) => true,
         #[cfg(feature = "cube")]
@@ -206,11 +204,6 @@ fn has_packed_matmul(device: &burn::tensor::Device) -> bool {
         #[allow(unreachable_patterns)]
         _ => false,
     }
-}
-
-/// Whether `device` is the CPU backend, where the packed products run as ops of their own.
-pub(crate) fn on_cpu_backend(device: &burn::tensor::Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` row-major: each thread widens its own
@@ -248,7 +241,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// The product with a packed weight, and its transpose for the backward: on the CPU backend here,
 /// on cubecl's GPU runtimes in `packed_gpu.rs`.
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
-pub trait PackedMatmul: Backend {
+pub trait PackedOps: Backend {
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`.
     #[fusion(dtype = x, shape = [x[0], weight.shape()[0]].into())]
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
@@ -256,9 +249,13 @@ pub trait PackedMatmul: Backend {
     /// `g` `[n, out]` @ W^T -> `[n, in]`.
     #[fusion(dtype = g, shape = [g[0], weight.shape()[1]].into())]
     fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
+
+    /// Rows `ids` `[n]` of `W` -> `[n, in]`; an id past `W` reads zeros.
+    #[fusion(dtype = burn::tensor::DType::F32, shape = [ids[0], weight.shape()[1]].into())]
+    fn packed_rows(ids: IntTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
 }
 
-impl PackedMatmul for Flex {
+impl PackedOps for Flex {
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
         let (n, device) = (x.shape()[0], x.device());
         if n > FEW_ROWS {
@@ -271,6 +268,20 @@ impl PackedMatmul for Flex {
 
     fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
         tiled_product_transposed(g, &weight, TILE_VALUES)
+    }
+
+    fn packed_rows(ids: IntTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
+        let device = ids.device();
+        let [rows, cols] = weight.shape();
+        let ids: Vec<i64> = ids.into_data().iter::<i64>().collect();
+        let values: Vec<f32> = ids
+            .iter()
+            .flat_map(|&id| match usize::try_from(id).ok().filter(|&row| row < rows) {
+                Some(row) => weight.rows_values(row, 1),
+                None => vec![0.0; cols],
+            })
+            .collect();
+        Self::float_from_data(TensorData::new(values, [ids.len(), cols]), &device)
     }
 }
 
@@ -296,9 +307,9 @@ fn tiled_product_transposed(g: FloatTensor<Flex>, weight: &PackedWeight, tile_va
 }
 
 #[derive(Debug)]
-struct PackedMatmulBackward;
+struct PackedProductBackward;
 
-impl<B: Backend + PackedMatmul> Backward<B, 1> for PackedMatmulBackward {
+impl<B: Backend + PackedOps> Backward<B, 1> for PackedProductBackward {
     type State = PackedWeight;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -307,10 +318,10 @@ impl<B: Backend + PackedMatmul> Backward<B, 1> for PackedMatmulBackward {
     }
 }
 
-impl<B: Backend + PackedMatmul, C: CheckpointStrategy> PackedMatmul for Autodiff<B, C> {
+impl<B: Backend + PackedOps, C: CheckpointStrategy> PackedOps for Autodiff<B, C> {
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
         let (primitive, node) = x.into_parts();
-        match PackedMatmulBackward.prepare::<C>([node]).compute_bound().stateful() {
+        match PackedProductBackward.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(weight.clone(), B::packed_matmul(primitive, weight)),
             OpsKind::UnTracked(prep) => prep.finish(B::packed_matmul(primitive, weight)),
         }
@@ -319,6 +330,10 @@ impl<B: Backend + PackedMatmul, C: CheckpointStrategy> PackedMatmul for Autodiff
     fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
         let product = B::packed_matmul_transposed(Self::inner(g), weight);
         Self::from_inner(product)
+    }
+
+    fn packed_rows(ids: IntTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
+        Self::from_inner(B::packed_rows(ids, weight))
     }
 }
 
@@ -378,10 +393,11 @@ mod tests {
     }
 
     #[test]
-    fn gathered_rows_are_the_widened_matrix_rows_and_an_id_beyond_it_is_refused() {
+    fn looked_up_rows_are_the_widened_matrix_rows_and_an_id_beyond_it_reads_zeros() {
         let w = q8_0(9);
         let all = w.values();
-        assert_eq!(w.gather(&[4, 0, 4]).unwrap(), [&all[4 * 64..5 * 64], &all[..64], &all[4 * 64..5 * 64]].concat());
-        assert_eq!(w.gather(&[9]), None);
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(vec![4i64, 0, 9, 4], [4]), &burn::tensor::Device::flex());
+        let found: Vec<f32> = w.rows(ids).into_data().try_to_vec().unwrap();
+        assert_eq!(found, [&all[4 * 64..5 * 64], &all[..64], &[0.0; 64], &all[4 * 64..5 * 64]].concat());
     }
 }

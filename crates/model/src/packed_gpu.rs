@@ -8,15 +8,16 @@
 //! host's widening is the reference they are checked against.
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
+use burn::tensor::IntDType;
 use burn::tensor::{FloatDType, TensorData};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
-use crate::packed::{PackedMatmul, PackedWeight};
+use crate::packed::{PackedOps, PackedWeight};
 
-impl PackedMatmul for CubeBackend {
+impl PackedOps for CubeBackend {
     fn packed_matmul(x: CubeTensor, weight: PackedWeight) -> CubeTensor {
         let w = widened(&weight, &x); // [out, in]
         Self::float_matmul(x, Self::float_transpose(w))
@@ -25,6 +26,32 @@ impl PackedMatmul for CubeBackend {
     fn packed_matmul_transposed(g: CubeTensor, weight: PackedWeight) -> CubeTensor {
         let w = widened(&weight, &g); // [out, in]
         Self::float_matmul(g, w)
+    }
+
+    fn packed_rows(ids: CubeTensor, weight: PackedWeight) -> CubeTensor {
+        let ids = Self::int_cast(ids, IntDType::U32); // [n]
+        let words = weight.on_device(&ids.device, || upload(weight.bytes(), &ids));
+        let ([rows, cols], n) = (weight.shape(), ids.meta.shape()[0]);
+        let total = n * cols;
+        let out = Self::float_empty([n, cols].into(), &ids.device, FloatDType::F32);
+        let cube_dim = CubeDim::new(&ids.client, total);
+        let cube_count = calculate_cube_count_elemwise(&ids.client, total, cube_dim);
+        let row_bytes = weight.bytes().len() / rows;
+        let client = ids.client.clone();
+        rows_kernel::launch(
+            &client,
+            cube_count,
+            cube_dim,
+            words.into_tensor_arg(),
+            ids.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            cols,
+            row_bytes,
+            rows,
+            total,
+            weight.ggml_type().id(),
+        );
+        out
     }
 }
 
@@ -77,42 +104,67 @@ fn widen_kernel(words: &Tensor<u32>, out: &mut Tensor<f32>, cols: usize, row_byt
     if ABSOLUTE_POS >= total {
         terminate!();
     }
-    let row = ABSOLUTE_POS / cols;
-    let col = ABSOLUTE_POS % cols;
+    out[ABSOLUTE_POS] = value_at(words, (ABSOLUTE_POS / cols) * row_bytes, ABSOLUTE_POS % cols, kind);
+}
+
+/// Rows `ids` of `W` `[rows, cols]`: output row `i` is row `ids[i]` (zeros past `W`).
+#[cube(launch)]
+fn rows_kernel(
+    words: &Tensor<u32>,
+    ids: &Tensor<u32>,
+    out: &mut Tensor<f32>,
+    cols: usize,
+    row_bytes: usize,
+    rows: usize,
+    total: usize,
+    #[comptime] kind: u32,
+) {
+    if ABSOLUTE_POS >= total {
+        terminate!();
+    }
+    let row = usize::cast_from(ids[ABSOLUTE_POS / cols]);
+    let inside = row < rows;
+    let value = value_at(words, select(inside, row, 0usize) * row_bytes, ABSOLUTE_POS % cols, kind);
+    out[ABSOLUTE_POS] = select(inside, value, 0.0f32);
+}
+
+/// Value `col` of the row whose bytes start at `row_start`, decoded as `kind` (a GGML type id).
+#[cube]
+fn value_at(words: &Tensor<u32>, row_start: usize, col: usize, #[comptime] kind: u32) -> f32 {
     let mut value = 0.0f32;
     if kind == F32 {
-        value = f32::reinterpret(words[(row * row_bytes) / 4 + col]);
+        value = f32::reinterpret(words[row_start / 4 + col]);
     } else if kind == F16 {
-        value = half_at(words, row * row_bytes + col * 2);
+        value = half_at(words, row_start + col * 2);
     } else if kind == BF16 {
-        let at = row * row_bytes + col * 2;
+        let at = row_start + col * 2;
         value = f32::reinterpret((byte_at(words, at) | (byte_at(words, at + 1) << 8)) << 16);
     } else if kind == Q8_0 {
-        let base = row * row_bytes + (col / 32) * 34;
+        let base = row_start + (col / 32) * 34;
         let q = i32::cast_from(byte_at(words, base + 2 + col % 32));
         value = f32::cast_from(select(q >= 128, q - 256, q)) * half_at(words, base);
     } else if kind == Q4_0 {
-        let base = row * row_bytes + (col / 32) * 18;
+        let base = row_start + (col / 32) * 18;
         let n = nibble(words, base + 2, col % 32);
         value = f32::cast_from(i32::cast_from(n) - 8) * half_at(words, base);
     } else if kind == Q4_1 {
-        let base = row * row_bytes + (col / 32) * 20;
+        let base = row_start + (col / 32) * 20;
         let n = nibble(words, base + 4, col % 32);
         value = f32::cast_from(n) * half_at(words, base) + half_at(words, base + 2);
     } else if kind == Q5_0 {
-        let base = row * row_bytes + (col / 32) * 22;
+        let base = row_start + (col / 32) * 22;
         let n = fifth(words, base + 2, base + 6, col % 32);
         value = f32::cast_from(i32::cast_from(n) - 16) * half_at(words, base);
     } else if kind == Q5_1 {
-        let base = row * row_bytes + (col / 32) * 24;
+        let base = row_start + (col / 32) * 24;
         let n = fifth(words, base + 4, base + 8, col % 32);
         value = f32::cast_from(n) * half_at(words, base) + half_at(words, base + 2);
     } else if kind == Q4_K || kind == Q5_K {
-        value = k_quant_4_or_5(words, row * row_bytes, col, kind == Q5_K);
+        value = k_quant_4_or_5(words, row_start, col, kind == Q5_K);
     } else if kind == Q6_K {
-        value = q6_k(words, row * row_bytes + (col / 256) * 210, col % 256);
+        value = q6_k(words, row_start + (col / 256) * 210, col % 256);
     }
-    out[ABSOLUTE_POS] = value;
+    value
 }
 
 /// Byte `at` of the packed bytes.

@@ -186,7 +186,7 @@ pub enum LmHead {
     Rows(Tensor<2>),
     /// A head of its own, burn's `[d, vocab]`.
     Columns(Tensor<2>),
-    /// Tied to embeddings kept packed, `[vocab, d]` (frozen; on the CPU backend).
+    /// Tied to embeddings kept packed, `[vocab, d]` (frozen).
     Packed(PackedWeight),
 }
 
@@ -222,14 +222,7 @@ impl LmHead {
         match self {
             Self::Rows(e) => e.clone().select(0, tokens),
             Self::Columns(w) => w.clone().select(1, tokens).transpose(),
-            Self::Packed(e) => {
-                let [n, d] = [tokens.dims()[0], e.shape()[1]];
-                let device = tokens.device();
-                let ids: Vec<usize> = tokens.into_data().iter::<i64>().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect();
-                // Targets are tokens of the model's vocabulary (checked where it is loaded).
-                let values = e.gather(&ids).unwrap_or_else(|| vec![0.0; n * d]);
-                Tensor::from_data(burn::tensor::TensorData::new(values, [n, d]), &device)
-            }
+            Self::Packed(e) => e.rows(tokens),
         }
     }
 

@@ -44,8 +44,9 @@ pub struct Agreement {
     /// Weights that differ by more than 1e-5 after the step, and how many there are.
     pub weights_differing: usize,
     pub weights: usize,
-    /// Largest |difference| of a packed weight's products (`x @ W`, `g @ W^T`) over every GGUF type
-    /// read, relative to the largest |value|: a GPU widens the types with kernels of its own.
+    /// Largest |difference| of a packed weight's products (`x @ W`, `g @ W^T`) and looked-up rows
+    /// over every GGUF type read, relative to the largest |value|: a GPU widens the types with
+    /// kernels of its own.
     pub packed_relative: f32,
     /// Every figure within its tolerance.
     pub agrees: bool,
@@ -125,8 +126,8 @@ async fn logits(model: &CausalLm, tokens: &[Vec<u32>]) -> Result<Vec<f32>, Train
     values(model.logits(model.forward(ids, positions, None))).await
 }
 
-/// The largest relative difference of `x @ W` and `g @ W^T` between the devices, over a small
-/// weight of every GGUF type read (one K-quant block a row).
+/// The largest relative difference of `x @ W`, `g @ W^T` and a lookup of rows (one past `W`)
+/// between the devices, over a small weight of every GGUF type read (one K-quant block a row).
 async fn packed_products(reference: &Device, candidate: &Device) -> Result<f32, TrainError> {
     let (rows, cols, n) = (8, 256, 3);
     let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7) % 19) as f32 / 19.0 - 0.5).collect();
@@ -140,7 +141,8 @@ async fn packed_products(reference: &Device, candidate: &Device) -> Result<f32, 
         let products = async |device: &Device| -> Result<Vec<f32>, TrainError> {
             let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), device);
             let g = Tensor::<2>::from_data(TensorData::new(g.clone(), [n, rows]), device);
-            Ok([values(weight.matmul(x)).await?, values(weight.matmul_transposed(g)).await?].concat())
+            let ids = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0, 7, rows as i64], [4]), device);
+            Ok([values(weight.matmul(x)).await?, values(weight.matmul_transposed(g)).await?, values(weight.rows(ids)).await?].concat())
         };
         let (a, b) = (products(reference).await?, products(candidate).await?);
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
