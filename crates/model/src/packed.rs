@@ -142,8 +142,12 @@ impl PackedWeight {
         pieces.concat()
     }
 
-    /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked).
+    /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked): on the host
+    /// for the CPU backend, on the GPU (a lookup of those rows) for a GPU's.
     pub fn rows_tensor(&self, start: usize, len: usize, device: &burn::tensor::Device) -> Tensor<2> {
+        if !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && has_packed_ops(device) {
+            return self.rows(Tensor::arange(start as i64..(start + len) as i64, device));
+        }
         Tensor::from_data(TensorData::new(self.rows_values(start, len), [len, self.0.cols]), device)
     }
 
