@@ -3,9 +3,9 @@
 //! only, with a kernel that reads GGUF's blocks as `gguf_quants.rs` does on the host. Between a
 //! forward and its backward only the packed bytes are held, as on the CPU.
 //!
-//! One thread writes one value of `W` `[out, in]`: it finds the value's block in its row and
-//! decodes the block's scale (and minimum) and its bits, for every type the reader knows; the
-//! host's widening is the reference they are checked against.
+//! One thread writes one value of the rows asked for (every row, for a product): it finds the
+//! value's block in its row and decodes the block's scale (and minimum) and its bits, for every
+//! type the reader knows; the host's widening is the reference they are checked against.
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::tensor::IntDType;
@@ -55,28 +55,10 @@ impl PackedOps for CubeBackend {
     }
 }
 
-/// `W` `[out, in]` in f32 on `like`'s device, widened there from its bytes (uploaded at its first
-/// product on that device and kept with the weight).
+/// `W` `[out, in]` in f32 on `like`'s device: all its rows looked up.
 fn widened(weight: &PackedWeight, like: &CubeTensor) -> CubeTensor {
-    let words = weight.on_device(&like.device, || upload(weight.bytes(), like));
-    let [rows, cols] = weight.shape();
-    let total = rows * cols;
-    let row_bytes = weight.bytes().len() / rows;
-    let out = CubeBackend::float_empty([rows, cols].into(), &like.device, FloatDType::F32);
-    let cube_dim = CubeDim::new(&like.client, total);
-    let cube_count = calculate_cube_count_elemwise(&like.client, total, cube_dim);
-    widen_kernel::launch(
-        &like.client,
-        cube_count,
-        cube_dim,
-        words.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        cols,
-        row_bytes,
-        total,
-        weight.ggml_type().id(),
-    );
-    out
+    let all = CubeBackend::int_arange(0..weight.shape()[0] as i64, &like.device, IntDType::U32);
+    CubeBackend::packed_rows(all, weight.clone())
 }
 
 /// The bytes as little-endian `u32` words (the last one zero-padded) on `like`'s device.
@@ -98,14 +80,6 @@ const Q8_0: u32 = 8;
 const Q4_K: u32 = 12;
 const Q5_K: u32 = 13;
 const Q6_K: u32 = 14;
-
-#[cube(launch)]
-fn widen_kernel(words: &Tensor<u32>, out: &mut Tensor<f32>, cols: usize, row_bytes: usize, total: usize, #[comptime] kind: u32) {
-    if ABSOLUTE_POS >= total {
-        terminate!();
-    }
-    out[ABSOLUTE_POS] = value_at(words, (ABSOLUTE_POS / cols) * row_bytes, ABSOLUTE_POS % cols, kind);
-}
 
 /// Rows `ids` of `W` `[rows, cols]`: output row `i` is row `ids[i]` (zeros past `W`).
 #[cube(launch)]
