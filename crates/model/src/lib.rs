@@ -66,7 +66,7 @@ pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use llama_config::{LLAMA_FAMILY, LlamaConfig};
-pub use log_softmax::{chosen_token_logprobs, log_sum_exp_rows, softmax_with_stats};
+pub use log_softmax::{chosen_token_logprobs, has_row_kernels, log_sum_exp_rows, softmax_with_stats};
 pub use lora::{
     LoraConfig, has_adapters, is_peft_adapter, load_peft_adapter, load_peft_scalar_adapter, load_scalar_adapter, lora_targets,
     save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,

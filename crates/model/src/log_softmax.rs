@@ -60,7 +60,13 @@ pub fn log_sum_exp_rows(logits: Tensor<2>) -> Tensor<1> {
 
 /// The kernels run on the CPU backend, on f32 logits.
 fn fused(logits: &Tensor<2>) -> bool {
-    on_cpu_backend(&logits.device()) && logits.dtype() == DType::F32
+    has_row_kernels(&logits.device()) && logits.dtype() == DType::F32
+}
+
+/// Whether [`softmax_with_stats`] and [`log_sum_exp_rows`] are one pass over each row on `device`
+/// (the CPU backend's kernels) rather than several of burn's ops.
+pub fn has_row_kernels(device: &Device) -> bool {
+    on_cpu_backend(device)
 }
 
 pub(crate) fn on_cpu_backend(device: &Device) -> bool {

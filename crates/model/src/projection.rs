@@ -226,6 +226,15 @@ impl LmHead {
         }
     }
 
+    /// Rows `start..start + len` of the head, `[len, d]`, on `device` (a packed head's widened).
+    pub fn rows_range(&self, start: usize, len: usize, device: &Device) -> Tensor<2> {
+        match self {
+            Self::Rows(e) => e.clone().narrow(0, start, len),
+            Self::Columns(w) => w.clone().narrow(1, start, len).transpose(),
+            Self::Packed(e) => e.rows_tensor(start, len, device),
+        }
+    }
+
     /// `probs @ rows` for `probs` `[n, vocab]` -> `[n, d]`.
     pub fn expected_rows(&self, probs: Tensor<2>) -> Tensor<2> {
         match self {

@@ -17,7 +17,7 @@
 //! direct path, as before.
 
 use burn::tensor::{Int, Tensor};
-use tinyrlhf_model::{CausalLm, LmHead, PackedWeight, log_sum_exp_rows, softmax_with_stats};
+use tinyrlhf_model::{CausalLm, LmHead, has_row_kernels, log_sum_exp_rows, softmax_with_stats};
 
 use crate::data::examples::LmBatch;
 use crate::step::losses::{token_entropy, token_logprobs};
@@ -84,13 +84,17 @@ fn chosen_logprobs_by(
     (logprobs.reshape([b, t]), chunks.entropy.map(|e| e.reshape([b, t])))
 }
 
-/// Rows of a packed head widened per tile for `n` positions: as many as `chunk_logits` logits
-/// allow (at least 16: a narrower product is not worth the call), and never more than the packed
-/// products widen at once. Unbounded, a few positions widened the whole head in one tile: Qwen's
-/// 151,936 x 896 is 544 MB of f32, twice over while its pieces were joined, in the policy's and
-/// the reference's scoring at once (a one-prompt GRPO iteration on a 0.5 B Q4_0 peaked at 2.7-3.3 GiB).
-fn packed_tile_rows(n: usize, chunk_logits: usize, head: &PackedWeight) -> usize {
-    (chunk_logits / n.max(1)).max(16).min(head.widest_tile_rows().max(16))
+/// Rows of the head a vocabulary tile holds for `n` positions: as many as `chunk_logits` logits
+/// allow (at least 16: a narrower product is not worth the call), and for a packed head never more
+/// than its products widen at once. Unbounded, a few positions widened the whole head in one tile:
+/// Qwen's 151,936 x 896 is 544 MB of f32, twice over while its pieces were joined, in the policy's
+/// and the reference's scoring at once (a one-prompt GRPO iteration on a 0.5 B Q4_0 peaked at 2.7-3.3 GiB).
+fn tile_rows(n: usize, chunk_logits: usize, head: &LmHead) -> usize {
+    let rows = (chunk_logits / n.max(1)).max(16);
+    match head {
+        LmHead::Packed(packed) => rows.min(packed.widest_tile_rows().max(16)),
+        _ => rows,
+    }
 }
 
 /// `t / temperature`, or `t` itself at temperature 1 (a pass over every logit saved).
@@ -112,10 +116,10 @@ impl Chunks {
         // The head is a plain product here: dividing the hidden states divides the logits, at a
         // hundredth of the work.
         let hidden = divided(hidden, temperature);
-        if let LmHead::Packed(embedding) = head {
-            let tile_rows = packed_tile_rows(n, chunk_logits, embedding);
-            return Self::by_vocabulary_tiles(embedding, hidden, tile_rows, temperature, gradient, entropy);
+        if matches!(head, LmHead::Packed(_)) || !has_row_kernels(&hidden.device()) {
+            return Self::by_vocabulary_tiles(head, hidden, tile_rows(n, chunk_logits, head), temperature, gradient, entropy);
         }
+        // The CPU's row kernels take a chunk of positions' whole rows of logits in one pass each.
         let rows = (chunk_logits / head.vocab_size().max(1)).max(1);
         let (mut lse, mut expected, mut entropies) = (vec![], vec![], vec![]);
         for start in (0..n).step_by(rows) {
@@ -141,46 +145,39 @@ impl Chunks {
         }
     }
 
-    /// The same for a head kept packed, a tile of the vocabulary at a time for every position: each
-    /// tile is widened once for the log-sum-exp (kept as a running maximum and sum) and once more
-    /// for the expected rows and entropy, so the whole head is widened twice whatever the number of
-    /// positions, where position chunks would widen it twice per chunk.
-    fn by_vocabulary_tiles(
-        head: &PackedWeight,
-        hidden: Tensor<2>,
-        tile_rows: usize,
-        temperature: f64,
-        gradient: bool,
-        entropy: bool,
-    ) -> Self {
+    /// The same a tile of the vocabulary at a time for every position, in one pass over the head
+    /// (each tile of a packed head widened once): a running maximum `m` and, scaled by `exp(-m)`,
+    /// the sums of `exp(logit)`, of `exp(logit) w` (the expected rows) and of `exp(logit) logit`
+    /// (the entropy), each rescaled when `m` grows. On a GPU a dense head goes this way too: its
+    /// position chunks' `probs [27, vocab] @ W` (Qwen) is a product of 151,936-long sums over
+    /// a few hundred outputs, and it ran the 0.5 B LoRA DPO step at half the packed head's pace on
+    /// an H100 (2026-11-27: 146 against 312 tokens/s).
+    fn by_vocabulary_tiles(head: &LmHead, hidden: Tensor<2>, tile_rows: usize, temperature: f64, gradient: bool, entropy: bool) -> Self {
         let ([n, d], device) = (hidden.dims(), hidden.device());
-        let tiles: Vec<(usize, usize)> = head.tiles(tile_rows * d).collect();
-        let tile_logits = |start, len| {
-            let rows = head.rows_tensor(start, len, &device); // [len, d]
-            (hidden.clone().matmul(rows.clone().transpose()), rows) // [n, len]
-        };
+        let vocab = head.vocab_size();
         let mut max = Tensor::<1>::full([n], f32::NEG_INFINITY, &device);
         let mut sum = Tensor::<1>::zeros([n], &device);
-        for &(start, len) in &tiles {
-            let (logits, _) = tile_logits(start, len);
+        let mut weighted_rows = gradient.then(|| Tensor::<2>::zeros([n, d], &device));
+        let mut weighted_logits = entropy.then(|| Tensor::<1>::zeros([n], &device));
+        for start in (0..vocab).step_by(tile_rows) {
+            let len = tile_rows.min(vocab - start);
+            let rows = head.rows_range(start, len, &device); // [len, d]
+            let logits = hidden.clone().matmul(rows.clone().transpose()); // [n, len]
             let new_max = max.clone().max_pair(logits.clone().max_dim(1).reshape([n]));
-            let tile_sum = (logits - new_max.clone().unsqueeze_dim(1)).exp().sum_dim(1).reshape([n]);
-            sum = sum * (max - new_max.clone()).exp() + tile_sum;
+            let rescale = (max - new_max.clone()).exp(); // [n]
+            let exps = (logits.clone() - new_max.clone().unsqueeze_dim(1)).exp(); // [n, len]
+            sum = sum * rescale.clone() + exps.clone().sum_dim(1).reshape([n]);
+            weighted_logits = weighted_logits.map(|acc| acc * rescale.clone() + (exps.clone() * logits).sum_dim(1).reshape([n]));
+            weighted_rows = weighted_rows.map(|acc| acc * rescale.unsqueeze_dim(1) + exps.matmul(rows)); // [n, d]
             max = new_max;
         }
-        let log_sum_exp = max + sum.log(); // [n]
-        let (mut expected, mut plogp) =
-            (gradient.then(|| Tensor::<2>::zeros([n, d], &device)), entropy.then(|| Tensor::<1>::zeros([n], &device)));
-        if gradient || entropy {
-            for &(start, len) in &tiles {
-                let (logits, rows) = tile_logits(start, len);
-                let logp = logits - log_sum_exp.clone().unsqueeze_dim(1); // [n, len]
-                let probs = logp.clone().exp();
-                plogp = plogp.map(|acc| acc + (probs.clone() * logp).sum_dim(1).reshape([n]));
-                expected = expected.map(|acc| acc + divided(probs.matmul(rows), temperature)); // [n, d]
-            }
+        let log_sum_exp = max + sum.clone().log(); // [n]
+        Self {
+            expected_rows: weighted_rows.map(|acc| divided(acc / sum.clone().unsqueeze_dim(1), temperature)),
+            // -Σ p log p with log p = logit - lse: lse - Σ p logit.
+            entropy: weighted_logits.map(|acc| log_sum_exp.clone() - acc / sum),
+            log_sum_exp,
         }
-        Self { log_sum_exp, expected_rows: expected, entropy: plogp.map(Tensor::neg) }
     }
 }
 
@@ -243,6 +240,31 @@ mod tests {
         check(packed_embeddings(ModelConfig::Llama(LlamaConfig::new(300, 16, 8, 1, 2, 1)).init(&device)), "Llama (tied, packed)");
     }
 
+    /// The GPU's way through a dense head (tiles of the vocabulary, one pass, rescaled sums) gives
+    /// the CPU's row chunks' log-sum-exp, expected rows and entropy, for tied and untied heads.
+    #[test]
+    fn vocabulary_tiles_give_the_row_chunks_values_for_dense_heads() {
+        let device = Device::flex();
+        device.seed(4);
+        let mut untied = LlamaConfig::new(300, 16, 8, 1, 2, 1);
+        untied.tie_word_embeddings = false;
+        for (model, name) in [
+            (ModelConfig::from(GptConfig::new(300, 16, 8, 1, 2)).init(&device), "GPT-2 (tied)"),
+            (ModelConfig::Llama(untied).init(&device), "Llama (untied)"),
+        ] {
+            let model = model.no_grad();
+            let head = model.head().unwrap();
+            // Logits spread wide (hidden states times 8), so the running maximum moves from tile to tile.
+            let hidden = Tensor::<2>::random([7, 8], burn::tensor::Distribution::Normal(0.0, 8.0), &device);
+            let rows = Chunks::of(&head, hidden.clone(), 2 * 300, 0.7, true, true);
+            // Tiles of 80 of the 300 rows, the last one short.
+            let tiles = Chunks::by_vocabulary_tiles(&head, hidden / 0.7, 80, 0.7, true, true);
+            close(tiles.log_sum_exp.reshape([1, 7]), rows.log_sum_exp.reshape([1, 7]), &format!("{name} log-sum-exp"));
+            close(tiles.entropy.unwrap().reshape([1, 7]), rows.entropy.unwrap().reshape([1, 7]), &format!("{name} entropy"));
+            close(tiles.expected_rows.unwrap(), rows.expected_rows.unwrap(), &format!("{name} expected rows"));
+        }
+    }
+
     /// Two examples of different lengths, each with a prompt that is not counted: only the counted
     /// positions reach the head, with the log-probs and the gradients of the whole-logits path there.
     #[test]
@@ -285,7 +307,7 @@ mod tests {
         // From one position to many, for the chunk sizes the trainers use.
         for n in [1, 4, 64, 4096] {
             for chunk_logits in [1 << 20, 1 << 24] {
-                let rows = packed_tile_rows(n, chunk_logits, &head);
+                let rows = tile_rows(n, chunk_logits, &LmHead::Packed(head.clone()));
                 assert!((16..=widest).contains(&rows), "{n} positions, {chunk_logits} logits a chunk: {rows} rows a tile");
             }
         }
