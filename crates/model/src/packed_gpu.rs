@@ -9,7 +9,7 @@
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::tensor::IntDType;
-use burn::tensor::{FloatDType, TensorData};
+use burn::tensor::{FloatDType, Slice, TensorData};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
@@ -19,13 +19,21 @@ use crate::packed::{PackedOps, PackedWeight};
 
 impl PackedOps for CubeBackend {
     fn packed_matmul(x: CubeTensor, weight: PackedWeight) -> CubeTensor {
-        let w = widened(&weight, &x); // [out, in]
-        Self::float_matmul(x, Self::float_transpose(w))
+        let tiles = weight.tiles(GPU_TILE_VALUES).map(|(start, len)| {
+            let w = widened(&weight, start, len, &x); // [len, in]
+            Self::float_matmul(x.clone(), Self::float_transpose(w)) // [n, len]
+        });
+        let mut tiles: Vec<CubeTensor> = tiles.collect();
+        if tiles.len() == 1 { tiles.remove(0) } else { Self::float_cat(tiles, 1) }
     }
 
     fn packed_matmul_transposed(g: CubeTensor, weight: PackedWeight) -> CubeTensor {
-        let w = widened(&weight, &g); // [out, in]
-        Self::float_matmul(g, w)
+        let tiles = weight.tiles(GPU_TILE_VALUES).map(|(start, len)| {
+            let w = widened(&weight, start, len, &g); // [len, in]
+            let g_tile = Self::float_slice(g.clone(), &[Slice::full(), Slice::new(start as isize, Some((start + len) as isize), 1)]); // [n, len]
+            Self::float_matmul(g_tile, w) // [n, in]
+        });
+        tiles.reduce(Self::float_add).expect("a weight has rows")
     }
 
     fn packed_rows(ids: CubeTensor, weight: PackedWeight) -> CubeTensor {
@@ -55,10 +63,15 @@ impl PackedOps for CubeBackend {
     }
 }
 
-/// `W` `[out, in]` in f32 on `like`'s device: all its rows looked up.
-fn widened(weight: &PackedWeight, like: &CubeTensor) -> CubeTensor {
-    let all = CubeBackend::int_arange(0..weight.shape()[0] as i64, &like.device, IntDType::U32);
-    CubeBackend::packed_rows(all, weight.clone())
+/// The most values of `W` a product widens at once on a GPU (128 MiB of f32): every projection of
+/// a 1 B model is one piece (Llama 3.2 1B's widest is 16.8 M values), while a tied head is cut in
+/// a few (Qwen's 151,936 x 896 in five, where it was a 545 MB transient each decoding step).
+const GPU_TILE_VALUES: usize = 1 << 25;
+
+/// Rows `start..start + len` of `W` in f32 on `like`'s device, `[len, in]`: a lookup of those rows.
+fn widened(weight: &PackedWeight, start: usize, len: usize, like: &CubeTensor) -> CubeTensor {
+    let ids = CubeBackend::int_arange(start as i64..(start + len) as i64, &like.device, IntDType::U32);
+    CubeBackend::packed_rows(ids, weight.clone())
 }
 
 /// The bytes as little-endian `u32` words (the last one zero-padded) on `like`'s device.
