@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// --compare` reads to print ratios, and what a script tracking speed should read).
     #[arg(long)]
     json: bool,
+    /// On a GPU backend, print (on standard error) the N most launched kernels of the train and
+    /// LoRA DPO steps' last timed run, by name: where a launch-bound step's kernels come from.
+    #[arg(long, default_value_t = 0)]
+    kernel_names: usize,
 }
 
 /// `--dpo-quantized-base`: a type, or none.
@@ -105,6 +109,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     for &backend in &args.backend {
         let device = backend.device()?;
         crate::kernels::count(backend != Backend::Cpu);
+        crate::kernels::keep_names(args.kernel_names);
         for (preset, config) in &configs {
             let figures = measure(args, config, &device)?;
             if !args.json {
@@ -410,9 +415,11 @@ fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usi
     let mut i = 2;
     let kernels = crate::kernels::launched();
     let time = median(steps, || {
+        crate::kernels::forget_names();
         step(i);
         i += 1;
     });
+    crate::kernels::print_names("train step");
     (time, crate::kernels::since(kernels).map(|k| k as f64 / (i - 2) as f64))
 }
 

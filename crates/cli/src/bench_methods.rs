@@ -95,6 +95,7 @@ pub(crate) fn lora_dpo_step(
         base_types = format!("{} (embedding {})", projections.name(), packed_embedding.map_or("F32", GgmlType::name));
     }
     let (times, counts) = timed_steps(runs, || {
+        crate::kernels::forget_names();
         let start = Instant::now();
         let mut trainer = pollster::block_on(DpoTrainer::new(base.clone(), config.clone(), rankings.clone(), vec![], 0, settings.clone()))
             .map_err(|e| e.to_string())?;
@@ -102,6 +103,7 @@ pub(crate) fn lora_dpo_step(
         pollster::block_on(trainer.step()).map_err(|e| e.to_string())?;
         Ok((reference, start.elapsed().as_secs_f64() - reference))
     })?;
+    crate::kernels::print_names(&format!("LoRA DPO step ({base_types} base)"));
     let reference_secs = median_of(times.iter().map(|t| t.0).collect());
     let policy_secs = median_of(times.iter().map(|t| t.1).collect());
     let secs = reference_secs + policy_secs;

@@ -6,9 +6,14 @@
 //! `tinyrlhf bench` counts while it measures a GPU backend; its figures are differences of
 //! [`launched`]. On the CPU backend, or in a binary without a GPU backend, every count is `None`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
+/// How many of the most launched kernels [`print_names`] prints; 0 keeps no names.
+static NAMES_SHOWN: AtomicUsize = AtomicUsize::new(0);
+static NAMES: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
 
 /// Counts launches from now on (`true`, a GPU backend) or stops reporting them (`false`).
 pub fn count(on: bool) {
@@ -28,6 +33,34 @@ pub fn launched() -> Option<u64> {
     None
 }
 
+/// Keeps each launch's kernel name from now on, for [`print_names`] to print the `shown` most
+/// launched (0: none kept).
+pub fn keep_names(shown: usize) {
+    NAMES_SHOWN.store(shown, Ordering::Relaxed);
+}
+
+/// Forgets the names kept so far (what ran before the launches a figure counts).
+pub fn forget_names() {
+    NAMES.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+}
+
+/// Prints, on standard error, the kernels launched since [`forget_names`] by how often, most first
+/// (the `shown` of [`keep_names`]), and forgets them.
+pub fn print_names(what: &str) {
+    let shown = NAMES_SHOWN.load(Ordering::Relaxed);
+    let names = std::mem::take(&mut *NAMES.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    if shown == 0 || names.is_empty() {
+        return;
+    }
+    let mut by_count: Vec<(u64, &str)> = names.into_iter().map(|(name, n)| (n, name)).collect();
+    by_count.sort_by(|a, b| b.cmp(a));
+    eprintln!("kernels of the {what}, most launched first (of {}):", by_count.iter().map(|(n, _)| n).sum::<u64>());
+    for (n, name) in by_count.into_iter().take(shown) {
+        // Generic kernels' names run to hundreds of characters; their head says which op it is.
+        eprintln!("{n:>8}  {}", name.chars().take(140).collect::<String>());
+    }
+}
+
 /// Kernels launched since `before` (a [`launched`] value).
 pub fn since(before: Option<u64>) -> Option<u64> {
     Some(launched()? - before?)
@@ -45,8 +78,11 @@ mod observed {
     struct Counter;
 
     impl LaunchObserver for Counter {
-        fn launched(&self, _kernel: &'static str) {
+        fn launched(&self, kernel: &'static str) {
             COUNT.fetch_add(1, Ordering::Relaxed);
+            if super::NAMES_SHOWN.load(Ordering::Relaxed) > 0 {
+                *super::NAMES.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kernel).or_insert(0) += 1;
+            }
         }
     }
 
