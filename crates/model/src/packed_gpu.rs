@@ -19,6 +19,9 @@ use crate::packed::{PackedOps, PackedWeight};
 
 impl PackedOps for CubeBackend {
     fn packed_matmul(x: CubeTensor, weight: PackedWeight) -> CubeTensor {
+        if x.meta.shape()[0] <= FEW_ROWS {
+            return few_rows_product(x, &weight);
+        }
         let tiles = weight.tiles(GPU_TILE_VALUES).map(|(start, len)| {
             let w = widened(&weight, start, len, &x); // [len, in]
             Self::float_matmul(x.clone(), Self::float_transpose(w)) // [n, len]
@@ -74,6 +77,38 @@ fn widened(weight: &PackedWeight, start: usize, len: usize, like: &CubeTensor) -
     CubeBackend::packed_rows(ids, weight.clone())
 }
 
+/// Rows of `x` up to which a product reads `W`'s blocks directly instead of widening it: decoding,
+/// where widening wrote the whole f32 `W` for one row of output (a 0.5 B model's every projection and
+/// its head, 2 GB a token) and the product then read it back.
+const FEW_ROWS: usize = 8;
+
+/// `x` `[n, in]` @ W^T -> `[n, out]` for a few rows of `x`, each output a dot product of a row of `x`
+/// with a row of `W` read from its blocks ([`few_rows_kernel`]).
+fn few_rows_product(x: CubeTensor, weight: &PackedWeight) -> CubeTensor {
+    let x = burn_cubecl::kernel::into_contiguous(x);
+    let words = weight.on_device(&x.device, || upload(weight.bytes(), &x));
+    let ([rows, cols], n) = (weight.shape(), x.meta.shape()[0]);
+    let total = n * rows;
+    let out = CubeBackend::float_empty([n, rows].into(), &x.device, FloatDType::F32);
+    let cube_dim = CubeDim::new(&x.client, total);
+    let cube_count = calculate_cube_count_elemwise(&x.client, total, cube_dim);
+    let client = x.client.clone();
+    few_rows_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        words.into_tensor_arg(),
+        x.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        cols,
+        weight.bytes().len() / rows,
+        rows,
+        total,
+        weight.ggml_type().id(),
+    );
+    out
+}
+
 /// The bytes as little-endian `u32` words (the last one zero-padded) on `like`'s device.
 fn upload(bytes: &[u8], like: &CubeTensor) -> CubeTensor {
     let words: Vec<u32> = bytes.chunks(4).map(|c| u32::from_le_bytes(std::array::from_fn(|i| c.get(i).copied().unwrap_or(0)))).collect();
@@ -113,6 +148,30 @@ fn rows_kernel(
     let inside = row < rows;
     let value = value_at(words, select(inside, row, 0usize) * row_bytes, ABSOLUTE_POS % cols, kind);
     out[ABSOLUTE_POS] = select(inside, value, 0.0f32);
+}
+
+/// `out[i, r] = x[i] · W[r]` for `x` `[n, cols]` (contiguous): one thread an output, reading row `r`
+/// of `W` value by value from its blocks.
+#[cube(launch)]
+fn few_rows_kernel(
+    words: &Tensor<u32>,
+    x: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    cols: usize,
+    row_bytes: usize,
+    rows: usize,
+    total: usize,
+    #[comptime] kind: u32,
+) {
+    if ABSOLUTE_POS >= total {
+        terminate!();
+    }
+    let (i, row) = (ABSOLUTE_POS / rows, ABSOLUTE_POS % rows);
+    let mut sum = 0.0f32;
+    for col in 0..cols {
+        sum += x[i * cols + col] * value_at(words, row * row_bytes, col, kind);
+    }
+    out[ABSOLUTE_POS] = sum;
 }
 
 /// Value `col` of the row whose bytes start at `row_start`, decoded as `kind` (a GGML type id).

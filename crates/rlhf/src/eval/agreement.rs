@@ -126,11 +126,12 @@ async fn logits(model: &CausalLm, tokens: &[Vec<u32>]) -> Result<Vec<f32>, Train
     values(model.logits(model.forward(ids, positions, None))).await
 }
 
-/// The largest relative difference of `x @ W`, `g @ W^T` and a lookup of rows (one past `W`)
-/// between the devices, over a small weight of every GGUF type read (one K-quant block a row).
+/// The largest relative difference of `x @ W` (for a few rows of `x`, as decoding has, and for
+/// many: a GPU takes each its own way), `g @ W^T` and a lookup of rows (one past `W`) between the
+/// devices, over a small weight of every GGUF type read (one K-quant block a row).
 async fn packed_products(reference: &Device, candidate: &Device) -> Result<f32, TrainError> {
-    let (rows, cols, n) = (8, 256, 3);
-    let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7) % 19) as f32 / 19.0 - 0.5).collect();
+    let (rows, cols, n, many) = (8, 256, 3, 24);
+    let x: Vec<f32> = (0..many * cols).map(|i| ((i * 7) % 19) as f32 / 19.0 - 0.5).collect();
     let g: Vec<f32> = (0..n * rows).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
     let mut worst = 0.0f32;
     for ggml_type in GgmlType::READ {
@@ -139,10 +140,16 @@ async fn packed_products(reference: &Device, candidate: &Device) -> Result<f32, 
             .and_then(|bytes| PackedWeight::new(ggml_type, bytes, [rows, cols]))
             .ok_or_else(|| TrainError::Device(format!("no {} weight to check", ggml_type.name())))?;
         let products = async |device: &Device| -> Result<Vec<f32>, TrainError> {
-            let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), device);
+            let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [many, cols]), device);
             let g = Tensor::<2>::from_data(TensorData::new(g.clone(), [n, rows]), device);
             let ids = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0, 7, rows as i64], [4]), device);
-            Ok([values(weight.matmul(x)).await?, values(weight.matmul_transposed(g)).await?, values(weight.rows(ids)).await?].concat())
+            Ok([
+                values(weight.matmul(x.clone().narrow(0, 0, n))).await?,
+                values(weight.matmul(x)).await?,
+                values(weight.matmul_transposed(g)).await?,
+                values(weight.rows(ids)).await?,
+            ]
+            .concat())
         };
         let (a, b) = (products(reference).await?, products(candidate).await?);
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
