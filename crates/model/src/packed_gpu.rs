@@ -68,7 +68,7 @@ impl PackedOps for CubeBackend {
 
 /// The most values of `W` a product widens at once on a GPU (128 MiB of f32): every projection of
 /// a 1 B model is one piece (Llama 3.2 1B's widest is 16.8 M values), while a tied head is cut in
-/// a few (Qwen's 151,936 x 896 in five, where it was a 545 MB transient each decoding step).
+/// a few (Qwen's 151,936 x 896 in five, where it was a 545 MB transient each step of sampling many answers).
 const GPU_TILE_VALUES: usize = 1 << 25;
 
 /// Rows `start..start + len` of `W` in f32 on `like`'s device, `[len, in]`: a lookup of those rows.
