@@ -1,12 +1,13 @@
-//! AdamW in one pass over each weight on the CPU backend.
+//! AdamW in one pass over each weight: on the CPU backend here, on a GPU in one kernel a weight
+//! (`adamw_gpu.rs`).
 //!
 //! burn's `AdamW` updates a weight in about fifteen element-wise ops (the two moments, their bias
 //! corrections, the square root, the division, the decay), each a pass over the weight on one
 //! thread with a fresh tensor: for a 135 M-parameter model a tenth of a training step on a 2-core
 //! AMD EPYC (`perf`, docs/benchmarks.md). Here the same arithmetic in the same order runs once per
 //! element, in place, split over rayon's threads: the same bits. The state is burn's
-//! (`AdamWState`), so checkpoints written before read the same; on other backends (WebGPU) burn's
-//! own step runs. A saved state is read onto the CPU backend, whatever the run's device: burn
+//! (`AdamWState`), so checkpoints written before read the same; on another backend burn's own step
+//! runs. A saved state is read onto the CPU backend, whatever the run's device: burn
 //! reads it onto its default device (WebGPU first in the wasm build, where the CPU fallback never
 //! started it, so the load failed) and moves it to the weight's device at its first step anyway.
 //! Saving reads it back the other way: burn serialises a state with synchronous reads, which a
@@ -26,6 +27,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::log_softmax::{on_cpu_backend, owned};
+use crate::packed::has_own_kernels;
 use crate::row_kernels::{BLOCK, simd};
 
 /// AdamW's settings: burn's defaults (betas 0.9 and 0.999, epsilon 1e-5) and a weight decay.
@@ -171,7 +173,7 @@ impl Optimizer for AdamW {
             let (tensor, state) = self.burn.step(lr, tensor, grad, state.map(Moments::into_state));
             (tensor, state.map(Moments::stepped))
         };
-        if !on_cpu_backend(&device) || tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !has_own_kernels(&device) || tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
             return burns(tensor, grad, state);
         }
         // Gradients accumulated over micro-batches can come back tracked; the update never is.
@@ -204,7 +206,7 @@ impl Optimizer for AdamW {
             moment_2: Tensor::from_dispatch(moment_2),
             max_moment_2: None,
         };
-        (Tensor::from_dispatch(weight), Some(Moments { state: AdamWState { momentum }, on_host: None }))
+        (Tensor::from_dispatch(weight), Some(Moments::stepped(AdamWState { momentum })))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -215,20 +217,22 @@ impl Optimizer for AdamW {
 /// AdamW's constants for one step.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWStep {
-    beta_1: f32,
-    beta_2: f32,
-    epsilon: f32,
+    pub(crate) beta_1: f32,
+    pub(crate) beta_2: f32,
+    pub(crate) epsilon: f32,
     /// `1 - beta_1^t` and `1 - beta_2^t`, the bias corrections.
-    correction_1: f32,
-    correction_2: f32,
-    lr: f32,
+    pub(crate) correction_1: f32,
+    pub(crate) correction_2: f32,
+    pub(crate) lr: f32,
     /// `1 - lr · weight_decay`.
-    decay: f32,
+    pub(crate) decay: f32,
 }
 
-#[backend_extension(Flex)]
+/// AdamW's step in one pass: on the CPU backend here, on cubecl's GPU runtimes in `adamw_gpu.rs`.
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")))]
 pub trait FusedAdamW: Backend {
     /// `(weight, moment_1, moment_2)` after one AdamW step.
+    #[fusion(meta = |weight, _grad, moment_1, moment_2, _step| (weight.clone(), moment_1.clone(), moment_2.clone()))]
     fn adamw_step(
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,

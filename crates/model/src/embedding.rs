@@ -15,7 +15,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::gguf_quants::GgmlType;
-use crate::packed::{PackedWeight, has_packed_ops};
+use crate::packed::{PackedWeight, has_own_kernels};
 use crate::projection::{LmHead, tied_head};
 
 /// The embedding of every token, `[vocab, d]`: f32 weights of its own, or frozen and packed.
@@ -69,7 +69,7 @@ impl TokenEmbedding {
     pub(crate) fn head(&self, device: &Device) -> LmHead {
         match (&self.weight, &self.packed) {
             (Some(weight), _) => LmHead::Rows(weight.val()),
-            (None, Some(packed)) if has_packed_ops(device) => LmHead::Packed(packed.clone()),
+            (None, Some(packed)) if has_own_kernels(device) => LmHead::Packed(packed.clone()),
             (None, Some(packed)) => LmHead::Rows(packed.hf_tensor(device)),
             (None, None) => unreachable!("an embedding has f32 or packed weights"),
         }

@@ -10,6 +10,8 @@
 //! on the CPU backend their futures are ready at once, so native callers can block on them.
 
 mod adamw;
+#[cfg(feature = "cube")]
+mod adamw_gpu;
 mod batch;
 mod causal_lm;
 mod checkpoint;

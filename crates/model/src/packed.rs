@@ -145,7 +145,7 @@ impl PackedWeight {
     /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked): on the host
     /// for the CPU backend, on the GPU (a lookup of those rows) for a GPU's.
     pub fn rows_tensor(&self, start: usize, len: usize, device: &burn::tensor::Device) -> Tensor<2> {
-        if !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && has_packed_ops(device) {
+        if !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && has_own_kernels(device) {
             return self.rows(Tensor::arange(start as i64..(start + len) as i64, device));
         }
         Tensor::from_data(TensorData::new(self.rows_values(start, len), [len, self.0.cols]), device)
@@ -170,7 +170,7 @@ impl PackedWeight {
 
     /// `x` `[n, in]` @ W `[in, out]` -> `[n, out]`; the input's gradient flows through, `W` gets none.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
-        if !has_packed_ops(&x.device()) {
+        if !has_own_kernels(&x.device()) {
             let w = self.hf_tensor(&x.device()); // [out, in]
             return x.matmul(w.transpose());
         }
@@ -180,7 +180,7 @@ impl PackedWeight {
     /// The rows `ids` `[n]` of `W` -> `[n, in]` on `ids`' device, not tracked (an embedding lookup:
     /// only those rows are widened; an id past `W` reads a zero row).
     pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
-        if !has_packed_ops(&ids.device()) {
+        if !has_own_kernels(&ids.device()) {
             let w = self.hf_tensor(&ids.device()); // [out, in]
             return w.select(0, ids);
         }
@@ -189,7 +189,7 @@ impl PackedWeight {
 
     /// `g` `[n, out]` @ W `[out, in]` -> `[n, in]`, not differentiated (a tied head's expected row).
     pub fn matmul_transposed(&self, g: Tensor<2>) -> Tensor<2> {
-        if !has_packed_ops(&g.device()) {
+        if !has_own_kernels(&g.device()) {
             let w = self.hf_tensor(&g.device()); // [out, in]
             return g.matmul(w);
         }
@@ -197,10 +197,11 @@ impl PackedWeight {
     }
 }
 
-/// Whether `device`'s backend has [`PackedOps`]: the CPU backend, and cubecl's runtimes in a
-/// build with this crate's `cube` feature. Another backend (none the edges build today) takes the
-/// product through burn's own ops on a widened `W`, which autodiff keeps until the backward.
-pub(crate) fn has_packed_ops(device: &burn::tensor::Device) -> bool {
+/// Whether `device`'s backend runs this crate's own kernels ([`PackedOps`], the fused AdamW): the
+/// CPU backend, and cubecl's runtimes in a build with this crate's `cube` feature. Another backend
+/// (none the edges build today) takes burn's own ops: a packed product on a widened `W`, which
+/// autodiff keeps until the backward.
+pub(crate) fn has_own_kernels(device: &burn::tensor::Device) -> bool {
     match device.clone().inner().as_dispatch() {
         DispatchDevice::Flex(_) => true,
         #[cfg(feature = "cube")]
