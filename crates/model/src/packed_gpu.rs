@@ -13,7 +13,7 @@ use burn::tensor::{FloatDType, Slice, TensorData};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
-use cubecl::{CubeDim, calculate_cube_count_elemwise};
+use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
 use crate::packed::{PackedOps, PackedWeight};
 
@@ -41,28 +41,46 @@ impl PackedOps for CubeBackend {
 
     fn packed_rows(ids: CubeTensor, weight: PackedWeight) -> CubeTensor {
         let ids = Self::int_cast(ids, IntDType::U32); // [n]
-        let words = weight.on_device(&ids.device, || upload(weight.bytes(), &ids));
-        let ([rows, cols], n) = (weight.shape(), ids.meta.shape()[0]);
-        let total = n * cols;
-        let out = Self::float_empty([n, cols].into(), &ids.device, FloatDType::F32);
-        let cube_dim = CubeDim::new(&ids.client, total);
-        let cube_count = calculate_cube_count_elemwise(&ids.client, total, cube_dim);
-        let row_bytes = weight.bytes().len() / rows;
-        let client = ids.client.clone();
+        let grid = Grid::new(&weight, &ids, weight.shape()[1]);
         rows_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            words.into_tensor_arg(),
+            &ids.client.clone(),
+            grid.cube_count,
+            grid.cube_dim,
+            grid.words.into_tensor_arg(),
             ids.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            cols,
-            row_bytes,
-            rows,
-            total,
+            grid.out.clone().into_tensor_arg(),
+            grid.cols,
+            grid.row_bytes,
+            grid.rows,
+            grid.total,
             weight.ggml_type().id(),
         );
-        out
+        grid.out
+    }
+}
+
+/// What a kernel over a packed weight and an input of `n` rows needs: the weight's words on the
+/// input's device, an output `[n, width]` with one thread a value, and the weight's layout.
+struct Grid {
+    words: CubeTensor,
+    out: CubeTensor,
+    cube_dim: CubeDim,
+    cube_count: CubeCount,
+    total: usize,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl Grid {
+    fn new(weight: &PackedWeight, input: &CubeTensor, width: usize) -> Self {
+        let words = weight.on_device(&input.device, || upload(weight.bytes(), input));
+        let ([rows, cols], n) = (weight.shape(), input.meta.shape()[0]);
+        let total = n * width;
+        let out = CubeBackend::float_empty([n, width].into(), &input.device, FloatDType::F32);
+        let cube_dim = CubeDim::new(&input.client, total);
+        let cube_count = calculate_cube_count_elemwise(&input.client, total, cube_dim);
+        Self { words, out, cube_dim, cube_count, total, rows, cols, row_bytes: weight.bytes().len() / rows }
     }
 }
 
@@ -86,27 +104,21 @@ const FEW_ROWS: usize = 8;
 /// with a row of `W` read from its blocks ([`few_rows_kernel`]).
 fn few_rows_product(x: CubeTensor, weight: &PackedWeight) -> CubeTensor {
     let x = burn_cubecl::kernel::into_contiguous(x);
-    let words = weight.on_device(&x.device, || upload(weight.bytes(), &x));
-    let ([rows, cols], n) = (weight.shape(), x.meta.shape()[0]);
-    let total = n * rows;
-    let out = CubeBackend::float_empty([n, rows].into(), &x.device, FloatDType::F32);
-    let cube_dim = CubeDim::new(&x.client, total);
-    let cube_count = calculate_cube_count_elemwise(&x.client, total, cube_dim);
-    let client = x.client.clone();
+    let grid = Grid::new(weight, &x, weight.shape()[0]);
     few_rows_kernel::launch(
-        &client,
-        cube_count,
-        cube_dim,
-        words.into_tensor_arg(),
+        &x.client.clone(),
+        grid.cube_count,
+        grid.cube_dim,
+        grid.words.into_tensor_arg(),
         x.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        cols,
-        weight.bytes().len() / rows,
-        rows,
-        total,
+        grid.out.clone().into_tensor_arg(),
+        grid.cols,
+        grid.row_bytes,
+        grid.rows,
+        grid.total,
         weight.ggml_type().id(),
     );
-    out
+    grid.out
 }
 
 /// The bytes as little-endian `u32` words (the last one zero-padded) on `like`'s device.
