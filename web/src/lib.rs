@@ -481,6 +481,25 @@ pub fn trap_for_tests() {
     std::process::abort()
 }
 
+/// Takes every free block of the module's heap of at least 64 KiB and keeps it, so that the next
+/// large allocation fails as a large model's would: the memory grown to the browser's limit alone
+/// left the heap's own free blocks (a PPO iteration's freed activations) for the next iteration to
+/// reuse, and whether it fitted there depended on the run. Nothing calls it but the browser tests.
+#[wasm_bindgen(js_name = fillHeapForTests)]
+pub fn fill_heap_for_tests() -> usize {
+    let (mut taken, mut size) = (0, 1usize << 30);
+    while size >= 1 << 16 {
+        let mut block: Vec<u8> = Vec::new();
+        if block.try_reserve_exact(size).is_ok() {
+            std::mem::forget(block);
+            taken += size;
+        } else {
+            size /= 2;
+        }
+    }
+    taken
+}
+
 /// Rankings (a JSON list) as the CLI's rankings JSONL.
 #[wasm_bindgen(js_name = rankingsToJsonl)]
 pub fn rankings_to_jsonl(rankings_json: &str) -> Result<String, JsError> {

@@ -2,7 +2,7 @@
 // session's backend is chosen in `backend.ts`; where each thing is saved, in `keys.ts`. Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
 // trains each run together with helper workers, one per spare core (`team.ts`).
-import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
+import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, fillHeapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
 import { chooseBackend, devices, measured } from './backend';
@@ -501,7 +501,9 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       return null;
     case 'fillMemory':
       if (!wasmMemory) throw new Error('the model is still loading');
-      return fillMemory(wasmMemory);
+      fillMemory(wasmMemory);
+      fillHeapForTests();
+      return wasmMemory.buffer.byteLength;
     case 'workerCopies': {
       const own: Uint8Array = request.which === 'reward' ? await need().rewardWeights() : await need().policyWeights(request.which);
       const copies = team ? await team.copies(request.which, own) : [own];
