@@ -6,6 +6,8 @@ itself (median after warm-up), so the two print comparable lines.
     OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m
     # the same figures side by side with tinyrlhf's, and the ratio tinyrlhf / PyTorch:
     OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m --compare target/release/tinyrlhf
+    # where each step's time goes: its matrix products one by one, both sides, and the rest
+    OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m --products --compare target/release/tinyrlhf
     # what a user would run instead: TRL's DPOTrainer with a PEFT LoRA config, seconds per step
     OMP_NUM_THREADS=2 python bench/llama_step.py --preset smollm2-135m --trl
 
@@ -27,7 +29,8 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from timing import add_device_flags, compare as compare_with_tinyrlhf, device, median_time, tokens, train_step_secs, use_device
+from timing import (add_device_flags, compare as compare_with_tinyrlhf, device, median_time, step_ms, tokens, train_step_products,
+                    train_step_secs, use_device)
 
 # vocab, hidden, intermediate, layers, heads, kv heads, context: tinyrlhf's presets of the same names
 PRESETS = {
@@ -72,6 +75,8 @@ def main():
     parser.add_argument("--compare", metavar="TINYRLHF_BIN",
                         help="also run `TINYRLHF_BIN bench --json` and print the ratio of each figure")
     parser.add_argument("--trl", action="store_true", help="also time TRL's DPOTrainer with PEFT LoRA")
+    parser.add_argument("--products", action="store_true",
+                        help="also time the train step's matrix products one by one (with --compare: beside tinyrlhf's)")
     add_device_flags(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -101,6 +106,12 @@ def measure(args, preset, figures):
     report("train_step", batch, batch * seq / t,
            f"  train step  batch {batch} x {seq} tokens: {t * 1e3:>9.1f} ms   {batch * seq / t:>9.0f} tok/s   "
            f"{6 * params * batch * seq / t / 1e9:.1f} GFLOP/s (6·N·tokens)")
+    if args.products:
+        products = train_step_products(model, batch * seq, max(args.steps, 3))
+        figures[(preset, "products", None)], figures[(preset, "train_step_ms", None)] = products, t * 1e3
+        total = sum(step_ms(p) for p in products.values())
+        print(f"  the train step's matrix products on {batch * seq} tokens: {total:.0f} ms of the step's "
+              f"{t * 1e3:.0f} ms ({100 * total / (t * 1e3):.0f}%)")
 
     if args.dpo_pairs:
         lora_dpo(args, preset, model, report)
@@ -202,6 +213,8 @@ def compare(args, torch_figures):
     """Runs tinyrlhf's benchmark with the same settings; prints tok/s of both and their ratio."""
     cmd = [args.compare, "bench", "--json", "--preset", args.preset, "--steps", str(args.steps),
            "--new-tokens", str(args.new_tokens), "--runs", str(args.runs), "--dpo-pairs", str(args.dpo_pairs)]
+    if args.products:
+        cmd.append("--products")
     for flag, value in (("--vocab", args.vocab), ("--batch", args.batch), ("--seq-len", args.seq_len)):
         if value:
             cmd += [flag, str(value)]

@@ -50,6 +50,46 @@ def median_time(runs, fn):
     return statistics.median(times)
 
 
+def train_step_products(model, n_tokens, runs):
+    """The training step's matrix products, each timed alone as `tinyrlhf bench --products` times its
+    own: for every `nn.Linear` of the model (named as HF names it, the layer's index as `*`) the
+    forward `x @ W^T`, the input's gradient `g @ W` and the weight's `g^T @ x`, as autograd computes
+    them; for the tied LM head the same with the embedding. The products take turns, `runs` rounds
+    after a warm-up one, each keeping its median. Returns {name: {dims, count, *_ms}}."""
+    import re
+
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+            out_features, in_features = module.weight.shape
+            key = (re.sub(r"\.\d+\.", ".*.", name), in_features, out_features)
+            shapes[key] = shapes.get(key, 0) + 1
+    weights = [(name, d_in, d_out, count) for (name, d_in, d_out), count in sorted(shapes.items())]
+    embedding = model.get_input_embeddings().weight
+    weights.append(("lm_head", embedding.shape[1], embedding.shape[0], 1))
+    operands = [(torch.randn(n_tokens, d_in, device=DEVICE), torch.randn(n_tokens, d_out, device=DEVICE),
+                 torch.randn(d_out, d_in, device=DEVICE)) for _, d_in, d_out, _ in weights]
+    products = [lambda x, g, w: x @ w.t(), lambda x, g, w: g @ w, lambda x, g, w: g.t() @ x]
+    times = [[[] for _ in products] for _ in weights]
+    for round_ in range(max(runs, 1) + 1):
+        for i, (x, g, w) in enumerate(operands):
+            for j, product in enumerate(products):
+                sync()
+                start = time.perf_counter()
+                product(x, g, w)
+                sync()
+                if round_ > 0:
+                    times[i][j].append((time.perf_counter() - start) * 1e3)
+    return {name: {"dims": [d_in, d_out], "count": count, "forward_ms": statistics.median(t[0]),
+                   "input_grad_ms": statistics.median(t[1]), "weight_grad_ms": statistics.median(t[2])}
+            for (name, d_in, d_out, count), t in zip(weights, times)}
+
+
+def step_ms(product):
+    """One step's milliseconds of a product row: its three products times its count."""
+    return (product["forward_ms"] + product["input_grad_ms"] + product["weight_grad_ms"]) * product["count"]
+
+
 def tokens(rows, length, vocab, salt):
     i = torch.arange(rows * length, dtype=torch.int64)
     return ((i * 2654435761 + salt * 40503) % vocab).view(rows, length).to(DEVICE)
@@ -112,6 +152,11 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
             rows.append({"preset": preset, "figure": what, "batch": batch, "params": f["params"],
                          "tinyrlhf_tok_s": tok_s, "torch_tok_s": theirs, "ratio": theirs and tok_s / theirs,
                          "kernels": kernels})
+    for run in out["runs"]:
+        ours, theirs = run["figures"].get("products"), torch_figures.get((run["preset"], "products", None))
+        if ours and theirs:
+            print_products(run["preset"], ours, theirs, run["figures"].get("train_step"),
+                           torch_figures.get((run["preset"], "train_step_ms", None)))
     print(f"\n{'preset':<13} {'figure':<18} {'batch':>5} {'tinyrlhf tok/s':>15} {'torch tok/s':>12} {'tinyrlhf/torch':>15}")
     for r in rows:
         theirs, ratio = (f"{r['torch_tok_s']:>12.0f}", f"{r['ratio']:>14.2f}x") if r["torch_tok_s"] else (f"{'-':>12}", f"{'-':>15}")
@@ -126,3 +171,27 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
         with open(json_out, "w") as f:
             json.dump({"backend": backend, "torch_device": str(DEVICE), "machine": machine, "memory_bandwidth_gb_s": bandwidth,
                        "rows": rows}, f, indent=1)
+
+
+def print_products(preset, ours, theirs, our_step, their_step_ms):
+    """The two training steps' matrix products side by side, name by name, and what is left of each
+    step besides them: whether a step that lags does so in its matrix kernel or in the rest."""
+    print(f"\n{preset}: the train step's matrix products on {ours['tokens']} tokens (ms a step: the three "
+          f"products of a weight times its count)")
+    print(f"{'product':<34} {'dims':>12} {'tinyrlhf ms':>12} {'torch ms':>9} {'torch/tinyrlhf':>15}")
+    ours_total = theirs_total = 0.0
+    for row in ours["rows"]:
+        peer = theirs.get(row["name"])
+        mine = step_ms(row)
+        ours_total += mine
+        if peer:
+            theirs_total += step_ms(peer)
+            ratio = f"{step_ms(peer) / mine:>14.2f}x"
+            print(f"{row['name']:<34} {row['dims'][0]:>5} x {row['dims'][1]:<6} {mine:>12.1f} {step_ms(peer):>9.1f} {ratio}")
+        else:
+            print(f"{row['name']:<34} {row['dims'][0]:>5} x {row['dims'][1]:<6} {mine:>12.1f} {'-':>9} {'-':>15}")
+    print(f"{'all products':<47} {ours_total:>12.1f} {theirs_total:>9.1f} {theirs_total / ours_total:>14.2f}x")
+    if our_step and their_step_ms:
+        ours_rest, theirs_rest = our_step["ms"] - ours_total, their_step_ms - theirs_total
+        print(f"{'the rest of the step':<47} {ours_rest:>12.1f} {theirs_rest:>9.1f} "
+              f"{theirs_rest / ours_rest if ours_rest > 0 else float('nan'):>14.2f}x")

@@ -14,6 +14,7 @@ use crate::backend::Backend;
 use crate::bench_methods::{
     Iteration, LoraDpoStep, PPO_TOKENS, PpoIteration, dpo_step, group_iteration, lora_dpo_step, ppo_iteration, reward_step,
 };
+use crate::bench_products::{Products, train_step_products};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -68,6 +69,11 @@ pub struct BenchArgs {
     /// LoRA DPO steps' last timed run, by name: where a launch-bound step's kernels come from.
     #[arg(long, default_value_t = 0)]
     kernel_names: usize,
+    /// Also time the training step's matrix products one by one (each weight's forward and its two
+    /// backward products, and the LM head's) and print their share of the step: what
+    /// `bench/llama_step.py --products --compare` sets beside PyTorch's same products.
+    #[arg(long)]
+    products: bool,
 }
 
 /// `--dpo-quantized-base`: a type, or none.
@@ -135,6 +141,8 @@ struct Figures {
     /// The same step on the base packed as `--dpo-quantized-base`; absent with `none`.
     quantized_lora_dpo_step: Option<LoraDpoStep>,
     generate: Vec<Generate>,
+    /// The training step's matrix products one by one; only with `--products`.
+    products: Option<Products>,
     /// Absent with `--ppo-iterations 0`, as everything below.
     ppo_iteration: Option<PpoIteration>,
     /// Reads back from the device in one PPO iteration (rollout, scoring and update together).
@@ -207,12 +215,14 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
             kernels_per_token: kernels.map(|k| k as f64 / args.new_tokens as f64),
         });
     }
+    let products = args.products.then(|| train_step_products(config, device, batch * seq, args.steps.max(3)));
     let mut figures = Figures {
         params: config.num_params(),
         train_step,
         lora_dpo_step,
         quantized_lora_dpo_step,
         generate,
+        products,
         ppo_iteration: None,
         device_reads_per_ppo_iteration: None,
         kernels_per_ppo_iteration: None,
@@ -279,6 +289,9 @@ fn print_table(backend: Backend, preset: &str, config: &ModelConfig, f: &Figures
             6.0 * f.params as f64 * t.tok_s / 1e9
         );
         print_kernels("train step", t.kernels);
+    }
+    if let Some(products) = &f.products {
+        crate::bench_products::print(products, f.train_step.as_ref().map(|t| t.ms));
     }
     for d in f.lora_dpo_step.iter().chain(&f.quantized_lora_dpo_step) {
         println!(

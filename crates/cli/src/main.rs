@@ -7,6 +7,7 @@ mod allocator;
 mod backend;
 mod bench;
 mod bench_methods;
+mod bench_products;
 mod compare;
 mod data;
 mod dpo;

@@ -92,6 +92,17 @@ impl CausalLm {
         each_family!(self, CausalLm => CausalLm, |m| m.map_embedding(f))
     }
 
+    /// Each attention and MLP projection's HF module name and burn's `[in, out]`: the shapes of
+    /// the model's matrix products (what `tinyrlhf bench --products` times one by one).
+    pub fn projection_dims(&self) -> Vec<(String, [usize; 2])> {
+        let mut found = vec![];
+        self.clone().map_projections(|name, projection| {
+            found.push((name.to_owned(), projection.dims()));
+            projection
+        });
+        found
+    }
+
     /// The weights kept in their file's precision (handles: clones share the bytes).
     pub fn packed(&self) -> Vec<PackedWeight> {
         let mut found = vec![];

@@ -24,7 +24,7 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     let out = tinyrlhf(
         &["bench", "--json", "--preset", "tiny", "--vocab", "64", "--batch", "2", "--seq-len", "8", "--steps", "1"]
             .into_iter()
-            .chain(["--new-tokens", "16", "--runs", "1", "--ppo-iterations", "1"])
+            .chain(["--new-tokens", "16", "--runs", "1", "--ppo-iterations", "1", "--products"])
             .collect::<Vec<_>>(),
         &dir,
     );
@@ -49,6 +49,17 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
         // Kernel counts belong to GPU backends: on the CPU they are absent, not 0.
         assert!(g["kernels_per_token"].is_null());
     }
+    // The train step's products: each layer weight's name once with the layers as its count, the
+    // head's last, and the step's sum of their three products times their counts.
+    let products = &figures["products"];
+    assert_eq!(products["tokens"].as_u64(), Some(2 * 8));
+    let rows = products["rows"].as_array().unwrap();
+    let (head, layers) = rows.split_last().unwrap();
+    assert_eq!((head["name"].as_str(), head["dims"][1].as_u64(), head["count"].as_u64()), (Some("lm_head"), Some(64), Some(1)));
+    assert!(!layers.is_empty() && layers.iter().all(|r| r["name"].as_str().unwrap().contains(".*.") && r["count"] == layers[0]["count"]));
+    let ms = |r: &serde_json::Value| ["forward_ms", "input_grad_ms", "weight_grad_ms"].map(|k| r[k].as_f64().unwrap()).iter().sum::<f64>();
+    let sum: f64 = rows.iter().map(|r| ms(r) * r["count"].as_f64().unwrap()).sum();
+    assert!(sum > 0.0 && (products["step_ms"].as_f64().unwrap() - sum).abs() < 1e-9 * sum.max(1.0), "{products}");
     let ppo = &figures["ppo_iteration"];
     let split = ["rollout_secs", "scoring_secs", "update_secs"].map(|k| ppo[k].as_f64().unwrap());
     assert!((ppo["secs"].as_f64().unwrap() - split.iter().sum::<f64>()).abs() < 1e-9);
