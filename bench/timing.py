@@ -166,7 +166,7 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
           f"{bandwidth:.1f} GB/s)")
     if machine:
         print(f"measured on {machine['cpu']}, {machine['threads']} threads; tinyrlhf's CPU kernels (gemm, pulp): "
-              f"{machine['simd']}")
+              f"{machine['simd']}; caches as gemm reads them: {machine.get('caches', '?')}")
     if json_out:
         with open(json_out, "w") as f:
             json.dump({"backend": backend, "torch_device": str(DEVICE), "machine": machine, "memory_bandwidth_gb_s": bandwidth,

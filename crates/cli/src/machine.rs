@@ -10,18 +10,30 @@ pub struct Machine {
     pub cpu: String,
     pub threads: usize,
     /// The kernels' SIMD level on this CPU.
-    pub simd: &'static str,
+    pub simd: String,
+    /// The caches' sizes as `gemm` reads them from the CPU (what its blocking is sized for): a
+    /// virtual machine may hide or misreport them.
+    pub caches: String,
 }
 
 impl Machine {
     pub fn here() -> Self {
-        Self { cpu: cpu_model(), threads: std::thread::available_parallelism().map_or(1, |n| n.get()), simd: simd_level() }
+        Self {
+            cpu: cpu_model(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            simd: simd_level(),
+            caches: caches(),
+        }
     }
 }
 
 impl std::fmt::Display for Machine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}, {} threads; CPU kernels (gemm, pulp): {}", self.cpu, self.threads, self.simd)
+        write!(
+            f,
+            "{}, {} threads; CPU kernels (gemm, pulp): {}; caches as gemm reads them: {}",
+            self.cpu, self.threads, self.simd, self.caches
+        )
     }
 }
 
@@ -33,9 +45,20 @@ fn cpu_model() -> String {
 
 /// The level `gemm` dispatches to, by its own rule (`gemm-common`'s `init_gemm_fn`): AVX-512F when
 /// built with its `x86-v4` feature (this crate's feature of that name turns it on in burn, and with
-/// it `pulp`'s), else FMA (with AVX2), else scalar; NEON on 64-bit Arm. `pulp::Arch` picks the same
-/// levels.
-fn simd_level() -> &'static str {
+/// it `pulp`'s), else FMA (with AVX2), else scalar; NEON on 64-bit Arm. tinyrlhf's own passes take
+/// `pulp::Arch`'s pick, which asks for a few more features (BMI1/2, LZCNT): named too where it differs.
+fn simd_level() -> String {
+    let gemm = gemm_level();
+    // By name: which of `Arch`'s variants exist depends on pulp's features, not this crate's.
+    let arch = format!("{:?}", pulp::Arch::new());
+    let pulp = [("V4", "AVX-512"), ("V3", "AVX2 + FMA"), ("Neon", "NEON")]
+        .into_iter()
+        .find(|(variant, _)| arch.starts_with(variant))
+        .map_or("scalar", |(_, level)| level);
+    if gemm.starts_with(pulp) { gemm.to_owned() } else { format!("{gemm}; tinyrlhf's passes (pulp): {pulp}") }
+}
+
+fn gemm_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         let avx512 = std::arch::is_x86_feature_detected!("avx512f");
@@ -59,6 +82,16 @@ fn simd_level() -> &'static str {
     }
 }
 
+/// `L1d 48 KiB, L2 1 MiB, L3 32 MiB`: a size of 0 is one the CPU did not report.
+fn caches() -> String {
+    let size = |bytes: usize| match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b => format!("{} KiB", b >> 10),
+    };
+    let [l1, l2, l3] = *gemm_common::cache::CACHE_INFO;
+    format!("L1d {}, L2 {}, L3 {}", size(l1.cache_bytes), size(l2.cache_bytes), size(l3.cache_bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +100,6 @@ mod tests {
     fn the_machine_names_a_cpu_and_a_simd_level() {
         let machine = Machine::here();
         assert!(!machine.cpu.is_empty() && machine.threads >= 1);
-        assert!(machine.to_string().contains(machine.simd), "{machine}");
+        assert!(machine.to_string().contains(&machine.simd) && machine.to_string().contains(&machine.caches), "{machine}");
     }
 }

@@ -42,6 +42,7 @@ fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
     let machine = &json["machine"];
     assert!(machine["cpu"].as_str().is_some_and(|c| !c.is_empty()) && machine["threads"].as_u64().unwrap() >= 1, "{machine}");
     assert!(machine["simd"].as_str().is_some_and(|s| !s.is_empty()), "{machine}");
+    assert!(machine["caches"].as_str().is_some_and(|c| c.starts_with("L1d ") && c.contains(", L3 ")), "{machine}");
     for g in figures["generate"].as_array().unwrap() {
         assert!(g["kv_cache_tok_s"].as_f64().unwrap() > 0.0 && g["no_cache_tok_s"].as_f64().unwrap() > 0.0);
         // The sampler chooses tokens on the device and reads the ids back once per 8 tokens.
