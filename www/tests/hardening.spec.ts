@@ -4,8 +4,7 @@
 // once loaded, under its Content-Security-Policy.
 import { test, expect, type Page } from '@playwright/test';
 import { importRankings, ready, runPpo, saved, trainReward } from './helpers';
-import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -44,7 +43,8 @@ test('K and the size of an imported file are capped with a clear message', async
   await page.locator('#k').fill('50');
   await sample(page);
   await expect(page.locator('#notice')).toContainText('at most 9 answers');
-  const big = join(mkdtempSync(join(tmpdir(), 'tinyrlhf-')), 'huge.jsonl');
+  // Under the test's own output folder, which Playwright empties before every run.
+  const big = test.info().outputPath('huge.jsonl');
   writeFileSync(big, '');
   truncateSync(big, 65 * 2 ** 20);
   await page.locator('#import').setInputFiles(big);

@@ -3,8 +3,7 @@
 // and never talks to anything but its own origin.
 import { test, expect, type Page, chromium } from '@playwright/test';
 import { ready } from './helpers';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -153,10 +152,11 @@ test('export then import into a fresh browser profile gives the same rankings; a
     await expect(page.locator('#notice')).toContainText('Saved');
   }
   const exported = await exportRankings(page);
-  const path = join(mkdtempSync(join(tmpdir(), 'tinyrlhf-')), 'rankings.jsonl');
+  // Under the test's own output folder, which Playwright empties before every run.
+  const path = test.info().outputPath('rankings.jsonl');
   writeFileSync(path, exported);
 
-  const fresh = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'tinyrlhf-profile-')), {
+  const fresh = await chromium.launchPersistentContext(test.info().outputPath('profile'), {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     baseURL: `${ORIGIN}/`,

@@ -222,11 +222,9 @@ fn lock(out: &Path) -> Result<File> {
 mod tests {
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tinyrlhf-outputs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A scratch folder, removed when the test ends.
+    fn dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("tinyrlhf-outputs-{name}-")).tempdir().unwrap()
     }
 
     fn plan<'a>(out: &'a Path, kind: Out, inputs: Vec<&'a Path>) -> Plan<'a> {
@@ -235,7 +233,8 @@ mod tests {
 
     #[test]
     fn an_out_that_is_an_input_or_inside_one_is_refused_even_with_overwrite() {
-        let root = dir("inputs");
+        let scratch = dir("inputs");
+        let root = scratch.path();
         let model = root.join("model");
         std::fs::create_dir_all(&model).unwrap();
         let message = claim(&plan(&model, Out::ModelDir, vec![&model]), true).unwrap_err();
@@ -255,37 +254,40 @@ mod tests {
 
     #[test]
     fn a_folder_of_other_files_needs_overwrite_which_removes_only_ours() {
-        let out = dir("overwrite");
+        let scratch = dir("overwrite");
+        let out = scratch.path();
         for name in ["config.json", "chat_template.jinja", "notes.txt"] {
             std::fs::write(out.join(name), "x").unwrap();
         }
-        let message = claim(&plan(&out, Out::ModelDir, vec![]), false).unwrap_err();
+        let message = claim(&plan(out, Out::ModelDir, vec![]), false).unwrap_err();
         assert!(
             message.contains("not empty (chat_template.jinja, config.json, notes.txt)") && message.contains("--overwrite"),
             "{message}"
         );
-        drop(claim(&plan(&out, Out::ModelDir, vec![]), true).unwrap());
+        drop(claim(&plan(out, Out::ModelDir, vec![]), true).unwrap());
         assert!(!out.join("chat_template.jinja").exists() && !out.join("config.json").exists());
         assert!(out.join("notes.txt").exists(), "a stranger's file stays");
     }
 
     #[test]
     fn a_second_claim_on_a_model_folder_names_the_process_holding_it() {
-        let out = dir("lock");
-        let first = claim(&plan(&out, Out::ModelDir, vec![]), false).unwrap();
-        let message = claim(&Plan { resume: true, ..plan(&out, Out::ModelDir, vec![]) }, false).unwrap_err();
+        let scratch = dir("lock");
+        let out = scratch.path();
+        let first = claim(&plan(out, Out::ModelDir, vec![]), false).unwrap();
+        let message = claim(&Plan { resume: true, ..plan(out, Out::ModelDir, vec![]) }, false).unwrap_err();
         assert!(message.contains(&format!("process {}", std::process::id())), "{message}");
         drop(first);
-        claim(&Plan { resume: true, ..plan(&out, Out::ModelDir, vec![]) }, false).unwrap();
+        claim(&Plan { resume: true, ..plan(out, Out::ModelDir, vec![]) }, false).unwrap();
         // --resume into a folder of other files (no checkpoint) is no resume: refused as a fresh run is.
         std::fs::write(out.join("notes.txt"), "mine").unwrap();
-        let message = claim(&Plan { resume: true, ..plan(&out, Out::ModelDir, vec![]) }, false).unwrap_err();
+        let message = claim(&Plan { resume: true, ..plan(out, Out::ModelDir, vec![]) }, false).unwrap_err();
         assert!(message.contains("holds no run to resume"), "{message}");
     }
 
     #[test]
     fn an_existing_file_is_replaced_only_when_asked() {
-        let root = dir("file");
+        let scratch = dir("file");
+        let root = scratch.path();
         let out = root.join("typed.jsonl");
         std::fs::write(&out, "{\"ranking\":[0,1]}\n").unwrap();
         assert!(claim(&plan(&out, Out::File, vec![]), false).unwrap_err().contains("pass --overwrite"));

@@ -18,20 +18,22 @@ fn refused(args: &[&str], dir: &Path) -> String {
 
 /// A fresh folder with a small world (`world/`), rankings of the shipped SFT model's answers
 /// (`r.jsonl`) and a reward model trained on them (`rm/`).
-fn world_rankings_and_reward_model(name: &str) -> std::path::PathBuf {
-    let dir = fresh_dir(name);
+fn world_rankings_and_reward_model(name: &str) -> tempfile::TempDir {
+    let scratch = fresh_dir(name);
+    let dir = scratch.path();
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], &dir);
-    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], &dir);
-    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
-    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], &dir);
-    dir
+    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], dir);
+    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], dir);
+    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], dir);
+    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], dir);
+    scratch
 }
 
 #[test]
 fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the_setting() {
-    let dir = world_rankings_and_reward_model("all");
+    let scratch = world_rankings_and_reward_model("all");
+    let dir = scratch.path();
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
     let rl = |method: &str, extra: &[&str]| -> Vec<String> {
@@ -96,7 +98,7 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
     ];
     for (args, message) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let stderr = refused(&args, &dir);
+        let stderr = refused(&args, dir);
         assert!(stderr.contains(message), "tinyrlhf {args:?}: expected {message:?} in:\n{stderr}");
         assert!(!dir.join("run").exists(), "tinyrlhf {args:?} wrote its output");
     }
@@ -110,7 +112,8 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
 #[test]
 fn random_numeric_flags_are_refused_with_a_message_or_run_never_crash() {
     use rand::{RngExt, SeedableRng};
-    let dir = world_rankings_and_reward_model("numeric");
+    let scratch = world_rankings_and_reward_model("numeric");
+    let dir = scratch.path();
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
     let values = [
@@ -176,7 +179,7 @@ fn random_numeric_flags_are_refused_with_a_message_or_run_never_crash() {
         let _ = std::fs::remove_file(dir.join("x.jsonl"));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
             .args(&args)
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
             .spawn()

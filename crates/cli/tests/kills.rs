@@ -129,14 +129,15 @@ fn contents(path: &Path) -> Vec<u8> {
 
 #[test]
 fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end() {
-    let dir = fresh_dir("kills");
+    let scratch = fresh_dir("kills");
+    let dir = scratch.path();
     let sft = shipped_sft();
     let sft = sft.to_str().unwrap();
-    make_world(&dir);
-    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "6", "--out", "s.jsonl"], &dir);
-    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], &dir);
+    make_world(dir);
+    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "6", "--out", "s.jsonl"], dir);
+    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], dir);
     // An earlier output of the same kind, next to the ones being killed: it must stay as it is.
-    ok(&["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "2", "--lora-rank", "4", "--out", "earlier"], &dir);
+    ok(&["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "2", "--lora-rank", "4", "--out", "earlier"], dir);
     let inputs: Vec<PathBuf> =
         ["s.jsonl", "r.jsonl", "world/demos.jsonl", "earlier/adapter/adapter_model.safetensors"].iter().map(|p| dir.join(p)).collect();
     let before: Vec<Vec<u8>> = inputs.iter().map(|p| contents(p)).collect();
@@ -195,7 +196,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
         .iter()
         .map(|(_, args, _)| {
             let start = Instant::now();
-            ok(args, &dir);
+            ok(args, dir);
             start.elapsed()
         })
         .collect();
@@ -222,9 +223,9 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
         // Half the kills come at any moment, half in the middle of a write.
         let at = spans[k].mul_f64(rng.random_range(0.05..1.0));
         let when = if kill % 2 == 0 { Kill::After(at) } else { Kill::AtAWrite { from: at / 2 } };
-        ended[k] = !run_and_kill(&args, &dir, &out, when, spans[k] * 3);
+        ended[k] = !run_and_kill(&args, dir, &out, when, spans[k] * 3);
         killed += usize::from(!ended[k]);
-        check_whole(&dir, what);
+        check_whole(dir, what);
     }
     // Most runs were cut (the rest ended before their kill came): the loop tested kills.
     assert!(killed >= 35, "only {killed} of 50 runs were killed");
@@ -237,9 +238,9 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
             let out = out_of(&args);
             let _ = std::fs::remove_dir_all(dir.join(out));
         }
-        let out = tinyrlhf(&args, &dir);
+        let out = tinyrlhf(&args, dir);
         assert!(out.status.success(), "{what}: the run after the kills failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        check_whole(&dir, what);
+        check_whole(dir, what);
     }
     // What the runs made is whole and loads: the merged model and both adapters sample.
     for model in ["full", "lora", "dpo"] {
@@ -256,7 +257,7 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
                 "check.jsonl",
                 "--overwrite",
             ],
-            &dir,
+            dir,
         );
     }
     let after: Vec<Vec<u8>> = inputs.iter().map(|p| contents(p)).collect();
@@ -273,11 +274,12 @@ fn bytes_under(dir: &Path) -> u64 {
 
 #[test]
 fn a_full_disk_is_refused_naming_the_file_and_the_last_checkpoint_stays_loadable() {
-    let dir = fresh_dir("full-disk");
+    let scratch = fresh_dir("full-disk");
+    let dir = scratch.path();
     let sft = shipped_sft();
     let sft = sft.to_str().unwrap();
-    make_world(&dir);
-    let run = |out: &str, steps: &str| tinyrlhf(&lora_sft(sft, steps, out), &dir);
+    make_world(dir);
+    let run = |out: &str, steps: &str| tinyrlhf(&lora_sft(sft, steps, out), dir);
     // A disk that holds a run after its first save, and not much more: the second save (a new
     // checkpoint is written whole before the old one goes) runs out of room.
     assert!(run("probe", "1").status.success());
@@ -303,7 +305,7 @@ fn a_full_disk_is_refused_naming_the_file_and_the_last_checkpoint_stays_loadable
     // What was saved before the disk filled is whole, and the run continues from it elsewhere.
     assert!(copied.unwrap().success());
     check_whole(&saved, "a full disk");
-    let resumed = ok(&[lora_sft(sft, "6", "saved"), vec!["--resume"]].concat(), &dir);
+    let resumed = ok(&[lora_sft(sft, "6", "saved"), vec!["--resume"]].concat(), dir);
     assert!(resumed.contains("resum"), "the saved run should resume from its checkpoint:\n{resumed}");
     std::fs::remove_dir_all(dir).ok();
 }

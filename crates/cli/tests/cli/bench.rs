@@ -4,14 +4,15 @@ use super::common::{fresh_dir, tinyrlhf};
 
 #[test]
 fn bench_refuses_an_unknown_preset_a_zero_size_or_a_model_past_memory_before_measuring_anything() {
-    let dir = fresh_dir("bench-bad");
+    let scratch = fresh_dir("bench-bad");
+    let dir = scratch.path();
     let cases: [(&[&str], &str); 3] = [
         (&["--preset", "tiny,nope"], "--preset \"nope\" is not one of"),
         (&["--preset", "tiny", "--vocab", "0"], "must be at least 1"),
         (&["--preset", "tiny", "--vocab", "100000000000"], "would need at least"),
     ];
     for (flags, says) in cases {
-        let out = tinyrlhf(&[&["bench", "--json"][..], flags].concat(), &dir);
+        let out = tinyrlhf(&[&["bench", "--json"][..], flags].concat(), dir);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(matches!(out.status.code(), Some(1 | 2)) && stderr.contains(says), "{flags:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{flags:?}: nothing measured before the refusal");
@@ -20,13 +21,14 @@ fn bench_refuses_an_unknown_preset_a_zero_size_or_a_model_past_memory_before_mea
 
 #[test]
 fn bench_json_is_one_object_with_every_figure_a_script_tracks() {
-    let dir = fresh_dir("bench");
+    let scratch = fresh_dir("bench");
+    let dir = scratch.path();
     let out = tinyrlhf(
         &["bench", "--json", "--preset", "tiny", "--vocab", "64", "--batch", "2", "--seq-len", "8", "--steps", "1"]
             .into_iter()
             .chain(["--new-tokens", "16", "--runs", "1", "--ppo-iterations", "1", "--products"])
             .collect::<Vec<_>>(),
-        &dir,
+        dir,
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();

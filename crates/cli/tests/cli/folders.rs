@@ -15,11 +15,12 @@ fn hf_fixture() -> PathBuf {
 
 #[test]
 fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_padding_with_eos() {
-    let dir = fresh_dir("hf");
-    world(&dir);
+    let scratch = fresh_dir("hf");
+    let dir = scratch.path();
+    world(dir);
     let hf = hf_fixture();
     let hf = hf.to_str().unwrap();
-    ok(&["sft", "--model", hf, "--demos", "world/demos.jsonl", "--steps", "3", "--batch", "4", "--out", "sft"], &dir);
+    ok(&["sft", "--model", hf, "--demos", "world/demos.jsonl", "--steps", "3", "--batch", "4", "--out", "sft"], dir);
     // The tuned folder keeps the person's template and EOS, and still has no pad token.
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sft/tokenizer_config.json")).unwrap()).unwrap();
     let template = std::fs::read_to_string(Path::new(hf).join("chat_template.jinja")).unwrap();
@@ -29,14 +30,14 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
 
     ok(
         &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "6", "--out", "samples.jsonl"],
-        &dir,
+        dir,
     );
-    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
-    ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"], &dir);
+    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], dir);
+    ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"], dir);
     // Prompts as a person writes them: one per line.
     std::fs::write(dir.join("prompts.txt"), "Return the number of items.\nWhat does a dictionary map?\n\nSort a list.\n").unwrap();
     let ppo = [&small_ppo("prompts.txt", "ppo")[..], &["--iterations", "2"]].concat();
-    ok(&ppo, &dir);
+    ok(&ppo, dir);
     let metrics = std::fs::read_to_string(dir.join("ppo/metrics.jsonl")).unwrap();
     for line in metrics.lines() {
         let stats: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -46,13 +47,13 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
         assert!(eos_rate < 0.5 && length > 0.0 && length <= 6.0, "{stats}");
         assert!(stats["kl"].as_f64().unwrap().is_finite(), "{stats}");
     }
-    ok(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"], &dir);
+    ok(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"], dir);
     for run in ["ppo", "dpo"] {
         for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
             assert!(dir.join(run).join(file).exists(), "{run}/{file}");
         }
     }
-    let chat = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
+    let chat = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], dir);
     assert!(chat.contains("EOS within 6 tokens"), "{chat}");
 
     // LoRA: the run writes its adapter, not a copy of the base; every command loads it on the base
@@ -61,9 +62,9 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     let lora_dpo = |out: &'static str| {
         [&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", out][..], &lora].concat()
     };
-    ok(&lora_dpo("dpo-lora"), &dir);
-    ok(&[&lora_dpo("dpo-merged")[..], &["--merge"]].concat(), &dir);
-    ok(&[&small_ppo("prompts.txt", "ppo-lora")[..], &["--iterations", "2"], &lora].concat(), &dir);
+    ok(&lora_dpo("dpo-lora"), dir);
+    ok(&[&lora_dpo("dpo-merged")[..], &["--merge"]].concat(), dir);
+    ok(&[&small_ppo("prompts.txt", "ppo-lora")[..], &["--iterations", "2"], &lora].concat(), dir);
     for run in ["dpo-lora", "ppo-lora"] {
         let adapter: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(run).join("adapter/adapter_config.json")).unwrap()).unwrap();
@@ -78,7 +79,7 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
     assert!(dir.join("dpo-merged/model.safetensors").exists() && dir.join("dpo-merged/config.json").exists());
     let greedy = |model: &str, out: &str| {
         let args = ["sample", "--model", model, "--prompts", "world/heldout.jsonl", "-k", "2", "--max-new-tokens", "6", "--out", out];
-        ok(&args, &dir);
+        ok(&args, dir);
         std::fs::read_to_string(dir.join(out)).unwrap()
     };
     assert_eq!(
@@ -86,7 +87,7 @@ fn a_transformers_gpt2_folder_goes_through_sft_rankings_reward_ppo_and_dpo_paddi
         greedy("dpo-merged", "from-merged.jsonl"),
         "the adapter on its base is the merged model"
     );
-    ok(&["eval", "--model", "dpo-lora", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], &dir);
+    ok(&["eval", "--model", "dpo-lora", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "6"], dir);
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -101,8 +102,9 @@ fn llama_fixture(name: &str) -> PathBuf {
 
 #[test]
 fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_names() {
-    let dir = fresh_dir("llama");
-    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "60", "--prompts", "12", "--heldout", "4"], &dir);
+    let scratch = fresh_dir("llama");
+    let dir = scratch.path();
+    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "60", "--prompts", "12", "--heldout", "4"], dir);
     for name in ["hf-llama", "hf-llama3", "hf-qwen3"] {
         let folder = llama_fixture(name);
         let out = format!("samples-{name}.jsonl");
@@ -120,7 +122,7 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
                 "--out",
                 &out,
             ],
-            &dir,
+            dir,
         );
         assert_eq!(std::fs::read_to_string(dir.join(&out)).unwrap().lines().count(), 4, "{name}");
     }
@@ -144,23 +146,23 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
             "sft",
             "--merge",
         ]),
-        &dir,
+        dir,
     );
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sft/config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "qwen2", "{config}");
     ok(
         &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "5", "--out", "samples.jsonl"],
-        &dir,
+        dir,
     );
-    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
-    ok(&with_lora(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"]), &dir);
+    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], dir);
+    ok(&with_lora(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--out", "rm"]), dir);
     // A LoRA reward model is its adapters and score head on the SFT model it names, no copy of it.
     assert!(!dir.join("rm/model.safetensors").exists());
     let rm = safetensors_names(&dir.join("rm/adapter/adapter_model.safetensors"));
     assert!(rm.contains(&"score.weight".to_owned()) && rm.iter().any(|n| n.ends_with("q_proj.lora_A.weight")), "{rm:?}");
     assert!(!rm.contains(&"model.layers.0.self_attn.q_proj.bias".to_owned()), "the base is not copied: {rm:?}");
-    ok(&with_lora(&[&small_ppo("world/prompts.jsonl", "ppo")[..], &["--iterations", "1"]].concat()), &dir);
-    ok(&with_lora(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"]), &dir);
+    ok(&with_lora(&[&small_ppo("world/prompts.jsonl", "ppo")[..], &["--iterations", "1"]].concat()), dir);
+    ok(&with_lora(&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "1", "--batch", "4", "--out", "dpo"]), dir);
     for method in ["grpo", "rloo"] {
         let args = ["--policy", "sft", "--reward", "rm", "--prompts", "world/prompts.jsonl", "--out", method];
         ok(
@@ -168,7 +170,7 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
                 &[&[method][..], &args, &["--iterations", "1", "--prompts-per-iteration", "2", "-k", "2", "--max-new-tokens", "5"]]
                     .concat(),
             ),
-            &dir,
+            dir,
         );
     }
     for run in ["ppo", "dpo", "grpo", "rloo"] {
@@ -185,7 +187,7 @@ fn a_llama_family_folder_goes_through_every_stage_with_lora_and_exports_peft_s_n
     let value = safetensors_names(&dir.join("ppo/checkpoint/value.safetensors"));
     assert!(value.contains(&"score.weight".to_owned()) && value.iter().any(|n| n.ends_with("lora_B.weight")), "{value:?}");
     assert!(!value.contains(&"model.norm.weight".to_owned()), "{value:?}");
-    let report = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "4"], &dir);
+    let report = ok(&["eval", "--model", "dpo", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "4"], dir);
     assert!(report.contains("EOS within 4 tokens"), "{report}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -8,8 +8,9 @@ use super::{fails, small_ppo, world};
 
 #[test]
 fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
-    let dir = fresh_dir("pipeline");
-    world(&dir);
+    let scratch = fresh_dir("pipeline");
+    let dir = scratch.path();
+    world(dir);
     ok(
         &[
             "pretrain",
@@ -26,7 +27,7 @@ fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
             "--out",
             "base",
         ],
-        &dir,
+        dir,
     );
     for file in ["config.json", "model.safetensors", "tokenizer.json", "manifest.json", "metrics.jsonl"] {
         assert!(dir.join("base").join(file).exists(), "base/{file}");
@@ -35,17 +36,17 @@ fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
     assert!(manifest["data"]["corpus"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(std::fs::read_to_string(dir.join("base/metrics.jsonl")).unwrap().lines().count(), 6);
 
-    ok(&["sft", "--model", "base", "--demos", "world/demos.jsonl", "--steps", "4", "--batch", "4", "--out", "sft"], &dir);
+    ok(&["sft", "--model", "base", "--demos", "world/demos.jsonl", "--steps", "4", "--batch", "4", "--out", "sft"], dir);
     ok(
         &["sample", "--model", "sft", "--prompts", "world/heldout.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"],
-        &dir,
+        dir,
     );
     let samples = std::fs::read_to_string(dir.join("samples.jsonl")).unwrap();
     assert_eq!(samples.lines().count(), 12);
     let first: serde_json::Value = serde_json::from_str(samples.lines().next().unwrap()).unwrap();
     assert_eq!(first["completions"].as_array().unwrap().len(), 3);
 
-    let report = ok(&["eval", "--model", "sft", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "8", "--json", "eval.json"], &dir);
+    let report = ok(&["eval", "--model", "sft", "--prompts", "world/heldout.jsonl", "--max-new-tokens", "8", "--json", "eval.json"], dir);
     assert!(report.contains("EOS within 8 tokens"), "{report}");
     let eval: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("eval.json")).unwrap()).unwrap();
     assert!(eval["eos_rate"].as_f64().is_some() && eval["rankable_rate"].as_f64().is_some());
@@ -54,8 +55,9 @@ fn data_tokenizer_pretrain_sft_sample_and_eval_run_through_files() {
 
 #[test]
 fn rank_reward_ppo_and_compare_run_through_files() {
-    let dir = fresh_dir("rlhf");
-    world(&dir);
+    let scratch = fresh_dir("rlhf");
+    let dir = scratch.path();
+    world(dir);
     ok(
         &[
             "pretrain",
@@ -72,29 +74,29 @@ fn rank_reward_ppo_and_compare_run_through_files() {
             "--out",
             "sft",
         ],
-        &dir,
+        dir,
     );
     ok(
         &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "4", "--max-new-tokens", "6", "--out", "samples.jsonl"],
-        &dir,
+        dir,
     );
-    let ranked = ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    let ranked = ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], dir);
     assert!(ranked.contains("labeler concise ranked"), "{ranked}");
     let rankings = std::fs::read_to_string(dir.join("rankings.jsonl")).unwrap();
     assert!(rankings.lines().count() >= 10, "{ranked}");
 
-    let trained = ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--out", "rm"], &dir);
+    let trained = ok(&["reward", "--model", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--out", "rm"], dir);
     assert!(trained.contains("held-out pair accuracy") && trained.contains("calibrated"), "{trained}");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rm/manifest.json")).unwrap()).unwrap();
     assert!(manifest["held_out"]["accuracy"].as_f64().is_some());
 
-    ok(&[&small_ppo("world/prompts.jsonl", "policy")[..], &["--iterations", "2"]].concat(), &dir);
+    ok(&[&small_ppo("world/prompts.jsonl", "policy")[..], &["--iterations", "2"]].concat(), dir);
     let metrics = std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     // A second run into the same directory must say --resume; with it, the run goes on to 3.
     let ppo = [&small_ppo("world/prompts.jsonl", "policy")[..], &["--iterations", "3"]].concat();
-    assert!(fails(&ppo, &dir).contains("--resume"));
-    let resumed = ok(&[&ppo[..], &["--resume"]].concat(), &dir);
+    assert!(fails(&ppo, dir).contains("--resume"));
+    let resumed = ok(&[&ppo[..], &["--resume"]].concat(), dir);
     assert!(resumed.contains("resuming policy at iteration 2"), "{resumed}");
     assert_eq!(std::fs::read_to_string(dir.join("policy/metrics.jsonl")).unwrap().lines().count(), 3);
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
@@ -133,7 +135,7 @@ fn rank_reward_ppo_and_compare_run_through_files() {
             "--json",
             "c.json",
         ],
-        &dir,
+        dir,
     );
     assert!(report.contains("win-rate of policy over reference"), "{report}");
     std::fs::remove_dir_all(dir).ok();
@@ -141,8 +143,9 @@ fn rank_reward_ppo_and_compare_run_through_files() {
 
 #[test]
 fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
-    let dir = fresh_dir("resume");
-    world(&dir);
+    let scratch = fresh_dir("resume");
+    let dir = scratch.path();
+    world(dir);
     let args = [
         "pretrain",
         "--tokenizer",
@@ -162,7 +165,7 @@ fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tinyrlhf"))
         .args(args)
         .args(["--steps", "100000"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -175,9 +178,9 @@ fn an_interrupted_run_keeps_a_loadable_checkpoint_and_resumes_from_it() {
     child.wait().unwrap();
     assert!(trainer_json.exists(), "a checkpoint was written before the kill");
 
-    let refused = tinyrlhf(&[&args[..], &["--steps", "9"]].concat(), &dir);
+    let refused = tinyrlhf(&[&args[..], &["--steps", "9"]].concat(), dir);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"), "a second run must not overwrite the first silently");
-    let out = ok(&[&args[..], &["--steps", "9", "--resume"]].concat(), &dir);
+    let out = ok(&[&args[..], &["--steps", "9", "--resume"]].concat(), dir);
     assert!(out.contains("resuming"), "{out}");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&trainer_json).unwrap()).unwrap();
     assert_eq!(state["step"], 9);

@@ -7,8 +7,9 @@ use super::{fails, world};
 
 #[test]
 fn malformed_jsonl_is_refused_naming_file_line_and_field_and_nothing_is_written() {
-    let dir = fresh_dir("malformed");
-    world(&dir);
+    let scratch = fresh_dir("malformed");
+    let dir = scratch.path();
+    world(dir);
     ok(
         &[
             "pretrain",
@@ -25,25 +26,26 @@ fn malformed_jsonl_is_refused_naming_file_line_and_field_and_nothing_is_written(
             "--out",
             "base",
         ],
-        &dir,
+        dir,
     );
     std::fs::write(dir.join("bad.jsonl"), "{\"prompt\":\"hi\",\"response\":\"hello\"}\n{\"prompt\":\"hi\"}\n").unwrap();
-    let out = tinyrlhf(&["sft", "--model", "base", "--demos", "bad.jsonl", "--steps", "2", "--out", "sft"], &dir);
+    let out = tinyrlhf(&["sft", "--model", "base", "--demos", "bad.jsonl", "--steps", "2", "--out", "sft"], dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("bad.jsonl:2: field `response`: missing"), "{stderr}");
     assert!(!dir.join("sft").exists(), "nothing may be written");
 
     std::fs::write(dir.join("broken.json"), "{ not a tokenizer").unwrap();
-    let out = tinyrlhf(&["pretrain", "--tokenizer", "broken.json", "--corpus", "world/pretrain.txt", "--steps", "2", "--out", "x"], &dir);
+    let out = tinyrlhf(&["pretrain", "--tokenizer", "broken.json", "--corpus", "world/pretrain.txt", "--steps", "2", "--out", "x"], dir);
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.json"), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
-    let dir = fresh_dir("badrlhf");
-    world(&dir);
+    let scratch = fresh_dir("badrlhf");
+    let dir = scratch.path();
+    world(dir);
     ok(
         &[
             "pretrain",
@@ -60,7 +62,7 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
             "--out",
             "sft",
         ],
-        &dir,
+        dir,
     );
     let good = r#"{"prompt":"hi","completions":["hello.","hi there, friend."],"ranking":[0,1]}"#;
     let cases = [
@@ -73,18 +75,18 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
     ];
     for (line, message) in cases {
         std::fs::write(dir.join("bad.jsonl"), format!("{good}\n{line}\n")).unwrap();
-        let stderr = fails(&["reward", "--model", "sft", "--rankings", "bad.jsonl", "--out", "rm"], &dir);
+        let stderr = fails(&["reward", "--model", "sft", "--rankings", "bad.jsonl", "--out", "rm"], dir);
         assert!(stderr.contains(&format!("bad.jsonl:2: {message}")), "{stderr}");
         assert!(!dir.join("rm").exists(), "nothing may be written");
     }
 
     std::fs::write(dir.join("latin1.jsonl"), [good.as_bytes(), b"\n{\"prompt\":\"caf\xe9\"}\n"].concat()).unwrap();
-    let stderr = fails(&["reward", "--model", "sft", "--rankings", "latin1.jsonl", "--out", "rm"], &dir);
+    let stderr = fails(&["reward", "--model", "sft", "--rankings", "latin1.jsonl", "--out", "rm"], dir);
     assert!(stderr.contains("latin1.jsonl:2: not valid UTF-8"), "{stderr}");
 
     // A reward model from another tokenizer, and one of another size.
     std::fs::write(dir.join("pairs.jsonl"), r#"{"prompt":"hi","chosen":"hello.","rejected":"go away."}"#.to_owned() + "\n").unwrap();
-    ok(&["tokenizer", "--corpus", "world/pretrain.txt", "--demos", "world/demos.jsonl", "--vocab", "350", "--out", "tok2.json"], &dir);
+    ok(&["tokenizer", "--corpus", "world/pretrain.txt", "--demos", "world/demos.jsonl", "--vocab", "350", "--out", "tok2.json"], dir);
     ok(
         &[
             "pretrain",
@@ -101,10 +103,10 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
             "--out",
             "other",
         ],
-        &dir,
+        dir,
     );
-    ok(&["reward", "--model", "other", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-other"], &dir);
-    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-other", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
+    ok(&["reward", "--model", "other", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-other"], dir);
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-other", "--prompts", "world/prompts.jsonl", "--out", "p"], dir);
     assert!(stderr.contains("another tokenizer"), "{stderr}");
     ok(
         &[
@@ -124,10 +126,10 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
             "--out",
             "big",
         ],
-        &dir,
+        dir,
     );
-    ok(&["reward", "--model", "big", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-big"], &dir);
-    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-big", "--prompts", "world/prompts.jsonl", "--out", "p"], &dir);
+    ok(&["reward", "--model", "big", "--rankings", "pairs.jsonl", "--epochs", "1", "--out", "rm-big"], dir);
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm-big", "--prompts", "world/prompts.jsonl", "--out", "p"], dir);
     assert!(stderr.contains("different size"), "{stderr}");
     assert!(!dir.join("p").exists(), "nothing may be written");
     std::fs::remove_dir_all(dir).ok();
@@ -135,22 +137,24 @@ fn bad_rankings_and_mismatched_reward_models_are_refused_before_training() {
 
 #[test]
 fn a_zero_save_period_and_a_zero_kl_target_are_refused_with_a_message() {
-    let dir = fresh_dir("zeros");
-    let stderr = fails(&["pretrain", "--tokenizer", "tok.json", "--corpus", "c.txt", "--save-every", "0", "--out", "base"], &dir);
+    let scratch = fresh_dir("zeros");
+    let dir = scratch.path();
+    let stderr = fails(&["pretrain", "--tokenizer", "tok.json", "--corpus", "c.txt", "--save-every", "0", "--out", "base"], dir);
     assert!(stderr.contains("--save-every") && stderr.contains("must be at least 1"), "{stderr}");
-    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--save-every", "0", "--out", "p"], &dir);
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--save-every", "0", "--out", "p"], dir);
     assert!(stderr.contains("must be at least 1"), "{stderr}");
-    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--kl-target", "0", "--out", "p"], &dir);
+    let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--kl-target", "0", "--out", "p"], dir);
     assert!(stderr.contains("kl_target = 0: a target KL must be above 0"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn a_gpu_backend_that_cannot_start_is_an_error_naming_it_and_the_cpu_way_out() {
-    let dir = fresh_dir("backend");
+    let scratch = fresh_dir("backend");
+    let dir = scratch.path();
     // This test binary is built without the GPU features: the same path a missing driver takes.
     for backend in ["wgpu", "cuda"] {
-        let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--backend", backend, "--out", "p"], &dir);
+        let stderr = fails(&["ppo", "--policy", "sft", "--reward", "rm", "--prompts", "p.jsonl", "--backend", backend, "--out", "p"], dir);
         assert!(stderr.contains(&format!("--backend {backend}:")) && stderr.contains("`--backend cpu`"), "{stderr}");
         assert!(stderr.contains(&format!("--features {backend}")), "says how to build it: {stderr}");
         assert!(!dir.join("p").exists(), "nothing may be written");
@@ -160,8 +164,9 @@ fn a_gpu_backend_that_cannot_start_is_an_error_naming_it_and_the_cpu_way_out() {
 
 #[test]
 fn sampling_more_answers_than_a_ranking_can_order_is_refused_before_loading_anything() {
-    let dir = fresh_dir("sample-k");
-    let stderr = fails(&["sample", "--model", "no-model", "--prompts", "p.jsonl", "-k", "12", "--out", "s.jsonl"], &dir);
+    let scratch = fresh_dir("sample-k");
+    let dir = scratch.path();
+    let stderr = fails(&["sample", "--model", "no-model", "--prompts", "p.jsonl", "-k", "12", "--out", "s.jsonl"], dir);
     assert!(stderr.contains("-k = 12") && stderr.contains("a ranking orders at most 9"), "{stderr}");
     assert!(!dir.join("s.jsonl").exists(), "nothing may be written");
     std::fs::remove_dir_all(dir).ok();

@@ -16,12 +16,10 @@ pub fn ok(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
 }
 
-/// An empty folder for one test (named by it and this process).
-pub fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tinyrlhf-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// An empty folder for one test, named by it, removed when the returned handle is dropped (at the
+/// test's end, passed or failed).
+pub fn fresh_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("tinyrlhf-cli-{name}-")).tempdir().expect("a scratch folder")
 }
 
 /// The shipped SFT model's folder.
