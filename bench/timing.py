@@ -153,6 +153,15 @@ def compare(cmd, torch_figures, backend="cpu", json_out=None):
                          "tinyrlhf_tok_s": tok_s, "torch_tok_s": theirs, "ratio": theirs and tok_s / theirs,
                          "kernels": kernels})
     for run in out["runs"]:
+        dpo = run["figures"].get("lora_dpo_step")
+        split = dpo and torch_figures.get((run["preset"], "lora_dpo_split", dpo["pairs"]))
+        if split:
+            # The reference is a forward without gradients; the policy's part its forward, backward and AdamW.
+            ours_ref, ours_policy = dpo["reference_secs"] * 1e3, dpo["policy_secs"] * 1e3
+            theirs_ref, theirs_policy = split["reference_ms"], split["step_ms"] - split["reference_ms"]
+            print(f"\n{run['preset']}: the LoRA DPO step's two parts, tinyrlhf / torch ms (torch/tinyrlhf): reference "
+                  f"{ours_ref:.0f} / {theirs_ref:.0f} ({theirs_ref / ours_ref:.2f}x), policy {ours_policy:.0f} / "
+                  f"{theirs_policy:.0f} ({theirs_policy / ours_policy:.2f}x)")
         ours, theirs = run["figures"].get("products"), torch_figures.get((run["preset"], "products", None))
         if ours and theirs:
             print_products(run["preset"], ours, theirs, run["figures"].get("train_step"),
