@@ -5,8 +5,9 @@
 //!
 //! A weight `W` `[in, out]` takes three products a step: the forward `x @ W`, the backward's
 //! `g @ W^T` (the input's gradient) and `x^T @ g` (the weight's), the transposes being views of the
-//! stored tensors as autodiff hands them to the CPU backend's `gemm`. The LM head is the embedding
-//! `E` `[vocab, d]`: `x @ E^T`, `g @ E` and `g^T @ x`.
+//! stored tensors as autodiff hands them to the CPU backend's `gemm`. The tied LM head is such a
+//! `W`, the embedding's transpose `E^T` `[d, vocab]` (a view of `E` `[vocab, d]`, as the model
+//! multiplies by it).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -61,24 +62,20 @@ pub(crate) fn train_step_products(config: &ModelConfig, device: &Device, tokens:
     let mut weights: Vec<(String, [usize; 2], usize)> = shapes.into_iter().map(|((name, dims), count)| (name, dims, count)).collect();
     weights.push(("lm_head".into(), [config.width(), config.vocab_size()], 1));
     // Each weight's operands: x [tokens, in], g [tokens, out] and the weight as the step holds it
-    // ([in, out]; the head's embedding [vocab, d]).
+    // ([in, out]; the head's the embedding [vocab, d], transposed).
     let operands: Vec<[Tensor<2>; 3]> = weights
         .iter()
         .map(|(name, [d_in, d_out], _)| {
-            let w = if name == "lm_head" { random([*d_out, *d_in], device) } else { random([*d_in, *d_out], device) };
+            let w = if name == "lm_head" { random([*d_out, *d_in], device).transpose() } else { random([*d_in, *d_out], device) };
             [random([tokens, *d_in], device), random([tokens, *d_out], device), w]
         })
         .collect();
     let three = |i: usize, which: usize| -> Tensor<2> {
         let [x, g, w] = operands[i].clone();
-        let head = weights[i].0 == "lm_head";
-        match (which, head) {
-            (0, false) => x.matmul(w),
-            (1, false) => g.matmul(w.transpose()),
-            (2, false) => x.transpose().matmul(g),
-            (0, true) => x.matmul(w.transpose()),
-            (1, true) => g.matmul(w),
-            _ => g.transpose().matmul(x),
+        match which {
+            0 => x.matmul(w),
+            1 => g.matmul(w.transpose()),
+            _ => x.transpose().matmul(g),
         }
     };
     let mut times = vec![[const { Vec::new() }; 3]; weights.len()];
