@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
-use tinyrlhf_model::{AdamWSettings, CausalLm, GgmlType, ModelConfig, SamplingConfig, chosen_token_logprobs, generate};
+use tinyrlhf_model::{AdamWSettings, CausalLm, GgmlType, ModelConfig, SamplingConfig, chosen_token_logprobs, generate, step_in_place};
 
 use crate::backend::Backend;
 use crate::bench_methods::{
@@ -419,7 +419,7 @@ fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usi
         let logits = lm.logits(lm.forward(inputs, positions.clone(), None)); // [b, t, vocab]
         let loss = chosen_token_logprobs(logits.reshape([batch * seq, config.vocab_size()]), targets).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &lm);
-        lm = optim.step(3e-4, lm.clone(), grads);
+        step_in_place(&mut optim, 3e-4, &mut lm, grads);
         // Reading the loss waits for the device, so the time covers the whole step.
         let _: f32 = loss.into_scalar();
     };

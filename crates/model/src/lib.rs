@@ -42,9 +42,10 @@ mod recompute;
 mod rope;
 mod row_kernels;
 mod sample;
+mod tied_head;
 mod weights_stream;
 
-pub use adamw::{AdamWSettings, read_moments_back};
+pub use adamw::{AdamWSettings, read_moments_back, step_in_place};
 pub use batch::{LeftPadded, gather_positions, left_pad};
 pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
 pub use checkpoint::{

@@ -170,7 +170,7 @@ pub(crate) fn rows_together<const N: usize>(projections: [&Projection; N], x: Te
 /// instead of 6.7). For many rows (training) the copy is amortised and the first form is faster.
 pub(crate) fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
     if x.dims()[0] > FEW_ROWS {
-        return x.matmul(embedding.transpose());
+        return crate::tied_head::tied_logits(x, embedding);
     }
     let x_t = x.clone().transpose(); // [d, n]
     let logits_t = if few_rows::splits(&x, embedding.dims()) { few_rows::by_rows(embedding, x_t) } else { embedding.matmul(x_t) }; // [vocab, n]

@@ -159,19 +159,28 @@ pub(crate) fn softmax_in_place(logits: &mut [f32], vocab: usize) -> (Vec<f32>, V
         .par_chunks_mut(vocab)
         .map(|row| {
             simd!((f32, f32), |row: &'a mut [f32]| {
-                let lse = log_sum_exp(row);
+                // e^(x - max) / Σ, not e^(x - lse): a row of scores far from 0 (an attention row
+                // whose every key is hidden, all near -1e9) keeps its own scale in `x - max`,
+                // where `lse` rounds to a multiple of 64 there.
+                let max = row_max(row);
+                let (lse, inv_sum) = if max == f32::NEG_INFINITY {
+                    (log_sum_exp(row), f32::NAN)
+                } else {
+                    let sum = row_sum_exp(row, max);
+                    (max + sum.ln(), 1.0 / sum)
+                };
                 let mut lanes = [0.0f32; LANES];
                 let mut chunks = row.chunks_exact_mut(LANES);
                 for chunk in chunks.by_ref() {
                     for (lane, x) in lanes.iter_mut().zip(chunk) {
-                        let p = exp(*x - lse);
+                        let p = exp(*x - max) * inv_sum;
                         *lane += p * *x;
                         *x = p;
                     }
                 }
                 let mut expected = 0.0f32;
                 for x in chunks.into_remainder() {
-                    let p = exp(*x - lse);
+                    let p = exp(*x - max) * inv_sum;
                     expected += p * *x;
                     *x = p;
                 }

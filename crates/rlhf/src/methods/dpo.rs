@@ -344,10 +344,8 @@ impl DpoTrainer {
         // 4. The update from the summed gradients; skipped on NaN/inf (the last good weights kept).
         let loss_value = if policy.iter().all(|x| x.is_finite()) { loss.loss as f32 } else { f32::NAN };
         let outcome = if loss_value.is_finite() {
-            let (model, _, outcome) =
-                guarded_update(self.policy.clone(), &mut self.optim, lr, grads.grads(), vec![], self.settings.max_grad_norm, &*peers)
-                    .await?;
-            self.policy = model;
+            let (_, outcome) =
+                guarded_update(&mut self.policy, &mut self.optim, lr, grads.grads(), vec![], self.settings.max_grad_norm, &*peers).await?;
             outcome
         } else {
             Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept"))

@@ -460,9 +460,8 @@ impl GroupTrainer {
         }
         // Every peer has every answer's log-probs, so all agree on skipping a non-finite loss.
         let outcome = if loss.loss.is_finite() {
-            let (model, _, outcome) =
-                guarded_update(self.policy.clone(), &mut self.optim, lr, grads.grads(), vec![], s.max_grad_norm, &*peers).await?;
-            self.policy = model;
+            let (_, outcome) =
+                guarded_update(&mut self.policy, &mut self.optim, lr, grads.grads(), vec![], s.max_grad_norm, &*peers).await?;
             outcome
         } else {
             Err(format!("loss is {}; the update was skipped and the last good weights kept", loss.loss))

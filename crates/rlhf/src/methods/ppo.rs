@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig, ScalarModel};
+use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig, ScalarModel, step_in_place};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
@@ -558,8 +558,8 @@ impl PpoTrainer {
         let zero = || Tensor::<1>::zeros([1], device);
         let policy_norm = clip_on_device(&self.policy, &mut policy_grads, s.max_grad_norm).unwrap_or_else(zero);
         let value_norm = clip_on_device(&self.value, &mut value_grads, s.max_grad_norm).unwrap_or_else(zero);
-        self.policy = self.policy_optim.step(lr, self.policy.clone(), policy_grads);
-        self.value = self.value_optim.step(lr, self.value.clone(), value_grads);
+        step_in_place(&mut self.policy_optim, lr, &mut self.policy, policy_grads);
+        step_in_place(&mut self.value_optim, lr, &mut self.value, value_grads);
         crate::step::grads::dispatch(device)?;
         Ok((Tensor::cat(vec![numbers, policy_norm.detach(), value_norm.detach()], 0), groups))
     }

@@ -305,14 +305,12 @@ impl RewardTrainer {
         }
         // The loss and the rewards come back in the one read the step makes, with the gradient norm.
         let read_along = if losses.is_empty() { vec![] } else { vec![Tensor::cat(losses, 0).sum(), Tensor::cat(rewards, 0)] };
-        let (model, numbers, outcome) =
-            guarded_update(self.model.clone(), &mut self.optim, lr, grads.grads(), read_along, self.settings.max_grad_norm, &*peers)
-                .await?;
+        let (numbers, outcome) =
+            guarded_update(&mut self.model, &mut self.optim, lr, grads.grads(), read_along, self.settings.max_grad_norm, &*peers).await?;
         // Each peer's numbers: its weighted loss, then its rankings' rewards (in batch order).
         let loss = numbers.iter().filter_map(|n| n.first()).sum::<f32>();
         let rewards: Vec<f32> = numbers.iter().flat_map(|n| n.get(1..).unwrap_or_default()).copied().collect();
         let pairs = pairs_of(&chosen);
-        self.model = model;
         let mut stats = RewardStepStats {
             step: self.step,
             epoch: epoch + 1,

@@ -233,8 +233,8 @@ impl SupervisedTrainer {
 
         let hidden = self.model.forward(batch.inputs.clone(), batch.positions.clone(), None);
         let loss = next_token_loss(&self.model, hidden, &batch);
-        let (model, numbers, outcome) = guarded_step(
-            self.model.clone(),
+        let (numbers, outcome) = guarded_step(
+            &mut self.model,
             &mut self.optim,
             lr,
             Some(loss.clone()),
@@ -244,7 +244,6 @@ impl SupervisedTrainer {
             &Alone,
         )
         .await?;
-        self.model = model;
         let mut stats = StepStats {
             step: self.step,
             loss: numbers.first().and_then(|n| n.first()).copied().unwrap_or(f32::NAN),

@@ -9,6 +9,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use tinyrlhf_model::step_in_place;
+
 use crate::parallel::peers::{GradientExchange, Peers};
 
 struct SquaredNorms<'a> {
@@ -119,8 +121,9 @@ pub type Guarded = Result<f32, String>;
 /// One optimizer step of `module` on `objective`, with the gradient clipped to `max_norm` — unless
 /// something is not finite: `host_loss` (a loss the trainer computed on the host, checked before
 /// any backward pass), the gradient norm, or one of the numbers in `read_along`; or the step could
-/// blow a weight up (`would_blow_up`). Then `module` comes back untouched, the reason says so,
-/// and Adam's moments never see the bad numbers.
+/// blow a weight up (`would_blow_up`). Then `module` is left untouched, the reason says so,
+/// and Adam's moments never see the bad numbers. The step updates `module` in place
+/// ([`step_in_place`]); an error (a peer gone, a device lost) leaves it as it was.
 /// `read_along` (the loss and whatever the trainer reports) is read in the same read as the norm
 /// and returned, in order, one list per peer.
 ///
@@ -128,7 +131,7 @@ pub type Guarded = Result<f32, String>;
 /// shard is empty), the gradients are summed over the peers, and every peer takes the same step.
 #[allow(clippy::too_many_arguments)]
 pub async fn guarded_step<M: Module>(
-    module: M,
+    module: &mut M,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
     objective: Option<Tensor<1>>,
@@ -136,59 +139,59 @@ pub async fn guarded_step<M: Module>(
     read_along: Vec<Tensor<1>>,
     max_norm: f64,
     peers: &dyn Peers,
-) -> Result<(M, Vec<Vec<f32>>, Guarded), crate::TrainError> {
+) -> Result<(Vec<Vec<f32>>, Guarded), crate::TrainError> {
     if let Some(loss) = host_loss.filter(|l| !l.is_finite()) {
-        return Ok((module, vec![], Err(format!("loss is {loss}; the update was skipped and the last good weights kept"))));
+        return Ok((vec![], Err(format!("loss is {loss}; the update was skipped and the last good weights kept"))));
     }
-    let grads = objective.map_or_else(GradientsParams::new, |o| GradientsParams::from_grads(o.backward(), &module));
+    let grads = objective.map_or_else(GradientsParams::new, |o| GradientsParams::from_grads(o.backward(), &*module));
     guarded_update(module, optimizer, lr, grads, read_along, max_norm, peers).await
 }
 
 /// [`guarded_step`] with the gradients already computed (summed over several backward passes, say);
 /// the loss the trainer computed on the host is checked by the caller.
 pub async fn guarded_update<M: Module>(
-    module: M,
+    module: &mut M,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
     grads: GradientsParams,
     read_along: Vec<Tensor<1>>,
     max_norm: f64,
     peers: &dyn Peers,
-) -> Result<(M, Vec<Vec<f32>>, Guarded), crate::TrainError> {
+) -> Result<(Vec<Vec<f32>>, Guarded), crate::TrainError> {
     let Some(device) = module.devices().into_iter().next() else {
         return Err(crate::TrainError::Setting("the model has no parameters".into()));
     };
     let zero = || Tensor::zeros([1], &device);
-    let largest = largest_trained_weight(&module).unwrap_or_else(zero);
+    let largest = largest_trained_weight(&*module).unwrap_or_else(zero);
     let (mut grads, norm, largest, numbers) = if peers.count() > 1 {
         let mut exchange = GradientExchange::default();
-        exchange.add(&module, &grads);
+        exchange.add(&*module, &grads);
         let mut summed = exchange.run(peers, read_along).await?;
-        let grads = summed.next(&module, &device);
-        let norm = global_norm(&module, &grads).unwrap_or_else(zero);
+        let grads = summed.next(&*module, &device);
+        let norm = global_norm(&*module, &grads).unwrap_or_else(zero);
         let read = crate::step::read::values(Tensor::cat(vec![norm, largest], 0)).await?;
         (grads, read[0], read[1], summed.numbers)
     } else {
-        let norm = global_norm(&module, &grads).unwrap_or_else(zero);
+        let norm = global_norm(&*module, &grads).unwrap_or_else(zero);
         let mut numbers = crate::step::read::values(Tensor::cat([vec![norm, largest], read_along].concat(), 0)).await?;
         let (norm, largest) = (numbers.remove(0), numbers.remove(0));
         (grads, norm, largest, vec![numbers])
     };
     if let Some(bad) = numbers.iter().flatten().find(|x| !x.is_finite()) {
-        return Ok((module, numbers.clone(), Err(format!("loss is {bad}; the update was skipped and the last good weights kept"))));
+        return Ok((numbers.clone(), Err(format!("loss is {bad}; the update was skipped and the last good weights kept"))));
     }
     if !norm.is_finite() {
-        return Ok((module, numbers, Err(format!("gradient norm is {norm}; the update was skipped and the last good weights kept"))));
+        return Ok((numbers, Err(format!("gradient norm is {norm}; the update was skipped and the last good weights kept"))));
     }
     if let Some(why) = would_blow_up(largest, lr) {
-        return Ok((module, numbers, Err(why)));
+        return Ok((numbers, Err(why)));
     }
     if max_norm > 0.0 && f64::from(norm) > max_norm {
-        scale(&module, &mut grads, Tensor::from_data(TensorData::new(vec![(max_norm / f64::from(norm)) as f32], [1]), &device));
+        scale(&*module, &mut grads, Tensor::from_data(TensorData::new(vec![(max_norm / f64::from(norm)) as f32], [1]), &device));
     }
-    let module = optimizer.step(lr, module, grads);
+    step_in_place(optimizer, lr, module, grads);
     dispatch(&device)?;
-    Ok((module, numbers, Ok(norm)))
+    Ok((numbers, Ok(norm)))
 }
 
 /// Hands the operations queued so far (an optimizer's update, say) to the device without waiting
