@@ -7,7 +7,8 @@
 //! `g @ W^T` (the input's gradient) and `x^T @ g` (the weight's), the transposes being views of the
 //! stored tensors as autodiff hands them to the CPU backend's `gemm`. The tied LM head is such a
 //! `W`, the embedding's transpose `E^T` `[d, vocab]` (a view of `E` `[vocab, d]`, as the model
-//! multiplies by it).
+//! multiplies by it), whose weight gradient the CPU backend computes as `g^T @ x`, in the
+//! embedding's own layout (`crates/model/src/tied_head.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -70,11 +71,13 @@ pub(crate) fn train_step_products(config: &ModelConfig, device: &Device, tokens:
             [random([tokens, *d_in], device), random([tokens, *d_out], device), w]
         })
         .collect();
+    let head = weights.len() - 1;
     let three = |i: usize, which: usize| -> Tensor<2> {
         let [x, g, w] = operands[i].clone();
         match which {
             0 => x.matmul(w),
             1 => g.matmul(w.transpose()),
+            _ if i == head => g.transpose().matmul(x),
             _ => x.transpose().matmul(g),
         }
     };
