@@ -41,8 +41,9 @@ pub struct AdamWSettings {
 
 /// `optimizer`'s step of `module` at `lr`, in place. The module is moved out of its slot for the
 /// step rather than cloned: a weight that no other model holds is then updated where it lies,
-/// where a clone would make every weight shared and the step copy each one first (a whole model's
-/// copy per step, 6% of a 135 M-parameter training step on a 2-core AMD EPYC, docs/benchmarks.md).
+/// where a clone would make every weight shared and the step copy each one first (a whole model
+/// each step: 538 MB for 135 M parameters, on one thread while the other core of a 2-core AMD EPYC
+/// waited; docs/benchmarks.md).
 /// The optimizer does not fail on a module it was made for; if it panicked, the process aborts
 /// rather than leave the slot empty.
 pub fn step_in_place<M: burn::module::Module>(optimizer: &mut ModuleOptimizer, lr: f64, module: &mut M, grads: GradientsParams) {

@@ -5,9 +5,10 @@
 //! transpose: the product's gradient `x^T @ g` is `[d, vocab]`, and the transpose's backward hands
 //! the embedding a strided `[vocab, d]` view of it. The embedding's lookup adds its own gradient
 //! to that view, and AdamW needs it contiguous: two passes that walk 28 M values (SmolLM2's
-//! 49,152 x 576) against their layout, on one thread, 4% of a 135 M-parameter training step on a
-//! 2-core AMD EPYC (docs/benchmarks.md). Here the weight's gradient is computed as `g^T @ x`,
-//! `[vocab, d]` from the start: the same product, written where the embedding's gradient lies.
+//! 49,152 x 576) against their layout, on one thread (2.3% of a 135 M-parameter training step's
+//! samples on a 2-core AMD EPYC, the other core waiting; docs/benchmarks.md). Here the weight's
+//! gradient is computed as `g^T @ x`, `[vocab, d]` from the start: the same product, written
+//! where the embedding's gradient lies.
 //!
 //! On the CPU backend only; elsewhere (WebGPU) burn's ops compute the same values.
 
