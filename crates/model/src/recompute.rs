@@ -113,8 +113,9 @@ impl Recomputed for Flex {
 /// The keys `bias` hides ([`MASKED`]), as burn's mask `[b or 1, 1, t, t_keys]`: the CPU's attention
 /// sets a masked score to -inf before its `exp`, where a score of -1e9 took libm's underflow path
 /// (errno and all; with the backward's softmax, 2% of a 135 M-parameter training step's samples on
-/// a 2-core AMD EPYC). The same probabilities: `exp` of either is 0. A query that sees no key at all (padding) keeps its bias
-/// alone, so its softmax stays uniform, as the backward rebuilds it from the bias.
+/// a 2-core AMD EPYC). The same probabilities: `exp` of either is 0. A query that sees no key at
+/// all (padding) keeps its bias alone, so its softmax stays uniform, as the backward rebuilds it
+/// from the bias.
 fn hidden_keys(bias: &FlexTensor) -> FlexTensor {
     let shape = bias.shape();
     let t_keys = shape[3];

@@ -16,6 +16,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
@@ -40,12 +41,8 @@ pub trait TiedHead: Backend {
 
 impl TiedHead for Flex {
     fn tied_head_logits(x: FloatTensor<Self>, embedding: FloatTensor<Self>) -> FloatTensor<Self> {
-        logits::<Self>(x, embedding)
+        Self::float_matmul(x, Self::float_swap_dims(embedding, 0, 1)) // [n, vocab]
     }
-}
-
-fn logits<B: Backend>(x: FloatTensor<B>, embedding: FloatTensor<B>) -> FloatTensor<B> {
-    B::float_matmul(x, B::float_swap_dims(embedding, 0, 1)) // [n, vocab]
 }
 
 #[derive(Debug)]
