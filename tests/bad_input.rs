@@ -13,7 +13,10 @@ use proptest::test_runner::RngSeed;
 use serde_json::json;
 use tinyrlhf_data::{Ranking, read_preferences};
 use tinyrlhf_model::FamilyConfig;
-use tinyrlhf_model::{GgufHeader, GgufModel, GptConfig, LlamaConfig, LoraConfig, ModelConfig, load_lm, load_scalar_model, save_lm};
+use tinyrlhf_model::{
+    GgufHeader, GgufModel, GgufValue, GgufWriter, GptConfig, LlamaConfig, LoraConfig, ModelConfig, load_lm, load_peft_adapter,
+    load_scalar_model, save_lm, save_peft_adapter, with_lora,
+};
 use tinyrlhf_rlhf::{Example, LanguageModel, SupervisedConfig, SupervisedTrainer, TrainCheckpoint, load_gguf_model};
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -45,6 +48,72 @@ static LORA_CHECKPOINT: std::sync::LazyLock<(LanguageModel, Vec<Example>, TrainC
     assert!(checkpoint.weights.is_none() && checkpoint.adapter.is_some(), "a LoRA checkpoint holds adapters, not weights");
     (base, examples, checkpoint)
 });
+
+fn read_fixture_bytes(relative: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/fixtures/{relative}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The sizes and settings of a Gemma 3 GGUF header.
+const GEMMA3_KEYS: [&str; 12] = [
+    "gemma3.block_count",
+    "gemma3.embedding_length",
+    "gemma3.attention.head_count",
+    "gemma3.attention.head_count_kv",
+    "gemma3.feed_forward_length",
+    "gemma3.context_length",
+    "gemma3.attention.key_length",
+    "gemma3.attention.layer_norm_rms_epsilon",
+    "gemma3.rope.freq_base",
+    "gemma3.rope.freq_base_swa",
+    "gemma3.final_logit_softcapping",
+    "gemma3.attention.sliding_window",
+];
+
+/// Any number a header may hold where a size or a setting is: whole numbers of every width
+/// (huge ones too), and floats with NaN, infinities, zero and negatives.
+fn gguf_number() -> impl Strategy<Value = GgufValue> {
+    prop_oneof![
+        prop_oneof![Just(0u64), Just(1), Just(2), Just(3), Just(1 << 40), Just(u64::MAX), any::<u64>(), 0..100_000u64]
+            .prop_map(GgufValue::U64),
+        any::<u32>().prop_map(GgufValue::U32),
+        prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(0.0f32), Just(-1.0), Just(1e-6), any::<f32>()]
+            .prop_map(GgufValue::F32),
+    ]
+}
+
+/// `gguf` written again with metadata `key` set to `value` (added if absent), tensors unchanged.
+fn with_metadata(gguf: &[u8], key: &str, value: GgufValue) -> Vec<u8> {
+    let header = GgufHeader::read(gguf).unwrap();
+    let mut metadata = header.metadata.clone();
+    metadata.insert(key.to_owned(), value);
+    let mut writer = metadata.into_iter().fold(GgufWriter::new(), |w, (k, v)| w.metadata(&k, v));
+    for t in &header.tensors {
+        writer = writer.typed_tensor(&t.name, t.shape.clone(), t.ggml_type, gguf[t.start..t.end].to_vec());
+    }
+    writer.to_bytes()
+}
+
+/// The Llama fixture's folder and an adapter for it (`adapter_config.json`, its weights).
+static ADAPTER: std::sync::LazyLock<(LanguageModel, String, Vec<u8>)> = std::sync::LazyLock::new(|| {
+    let base = load_gguf_model(GgufModel::from_bytes(&read_fixture_bytes("gguf/hf-llama.f32.gguf")).unwrap(), &Device::flex()).unwrap();
+    let lora = LoraConfig { rank: 4, alpha: 8.0 };
+    let (config, weights) = pollster::block_on(save_peft_adapter(&with_lora(base.model.clone(), &lora), &lora)).unwrap();
+    (base, config, weights)
+});
+
+const ADAPTER_FIELDS: [&str; 8] = ["peft_type", "r", "lora_alpha", "target_modules", "fan_in_fan_out", "task_type", "bias", "use_dora"];
+
+/// What a person might write in a field of `adapter_config.json`.
+fn adapter_value() -> impl Strategy<Value = serde_json::Value> {
+    let modules =
+        prop::sample::subsequence(vec!["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"], 0..8);
+    prop_oneof![
+        modules.prop_map(|m| json!(m)),
+        prop_oneof![Just(json!("all-linear")), Just(json!("LORA")), Just(json!("IA3")), Just(json!("CAUSAL_LM")), Just(json!("SEQ_CLS"))],
+        prop_oneof![Just(json!(true)), Just(json!(false)), Just(json!(null)), Just(json!("none")), Just(json!("all"))],
+        number(),
+    ]
+}
 
 fn shipped_tokenizer() -> Vec<u8> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../www/public/models/tokenizer.json");
@@ -257,6 +326,52 @@ proptest! {
     }
 
     #[test]
+    fn a_gguf_header_stating_any_size_or_setting_is_refused_or_within_its_own_tensors(key in prop::sample::select(GEMMA3_KEYS.to_vec()), value in gguf_number()) {
+        // The Gemma 3 fixture rewritten with one of its sizes or settings replaced: a count is
+        // bounded by what the file's own tensors can hold before anything is sized by it (a
+        // `block_count` of 2^40 once allocated a terabyte), a setting must be a positive number.
+        let bytes = with_metadata(&read_fixture_bytes("gguf/hf-gemma3-sp.q8_0.gguf"), key, value.clone());
+        let Ok(model) = GgufModel::from_bytes(&bytes) else { return Ok(()) };
+        let config: serde_json::Value = serde_json::from_slice(&model.config_json).unwrap();
+        let tensors = GgufHeader::read(&bytes).unwrap().tensors.len() as u64;
+        prop_assert!(config["num_hidden_layers"].as_u64().is_some_and(|n| (1..=tensors).contains(&n)), "{key} = {value:?}: {config}");
+        for setting in ["rms_norm_eps", "final_logit_softcapping"] {
+            if let Some(v) = config.get(setting).filter(|v| !v.is_null()) {
+                prop_assert!(v.as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key} = {value:?} gave {setting} {v}");
+            }
+        }
+        let _ = load_gguf_model(model, &Device::flex());
+    }
+
+    #[test]
+    fn an_adapter_config_is_read_whole_and_any_field_that_does_not_fit_is_refused(field in prop::sample::select(ADAPTER_FIELDS.to_vec()), value in adapter_value()) {
+        // The fixture's own adapter with one field of `adapter_config.json` replaced: loading
+        // either refuses it, naming adapter_config.json's field, or the field still says what the
+        // adapter is (an edit that changes what it computes is never ignored).
+        let (base, config_json, weights) = &*ADAPTER;
+        let mut config: serde_json::Value = serde_json::from_str(config_json).unwrap();
+        let original = config.clone();
+        config[field] = value;
+        match load_peft_adapter(base.model.clone(), config.to_string().as_bytes(), weights) {
+            Err(e) => prop_assert!(matches!(e, tinyrlhf_model::CheckpointError::AdapterConfig(_)), "{field}: {e}"),
+            Ok((lora, _)) => {
+                prop_assert_eq!(lora.rank, original["r"].as_u64().unwrap() as usize);
+                for same in ["peft_type", "fan_in_fan_out", "r"] {
+                    prop_assert!(config[same] == original[same] || config[same].is_null() && same != "r", "{field} = {}: accepted", config[field]);
+                }
+                if let Some(found) = config["target_modules"].as_array().filter(|_| config["target_modules"] != original["target_modules"]) {
+                    let mut found: Vec<&str> = found.iter().map(|t| t.as_str().unwrap()).collect();
+                    let mut ours: Vec<&str> = original["target_modules"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+                    found.sort_unstable();
+                    found.dedup();
+                    ours.sort_unstable();
+                    prop_assert_eq!(found, ours);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_mutated_tokenizer_loads_or_is_refused((e, cut) in edits()) {
         let _ = Tokenizer::from_json_bytes(&mutate(shipped_tokenizer(), &e, cut, usize::MAX));
     }
@@ -299,4 +414,25 @@ fn a_config_far_larger_than_its_weights_is_refused_before_the_model_is_built() {
     let huge = ModelConfig::from(GptConfig::new(40, 8, 1024, 200, 8));
     let err = load_lm(huge.to_json().as_bytes(), &weights, &device).expect_err("refused");
     assert!(err.to_string().contains("parameters but model.safetensors holds"), "{err}");
+}
+
+#[test]
+fn a_gguf_with_two_blocks_swapped_is_another_model_and_the_same_weights_rewritten_are_the_same() {
+    let bytes = read_fixture_bytes("gguf/hf-llama.q8_0.gguf");
+    let header = GgufHeader::read(&bytes).unwrap();
+    let rewrite = |rename: &dyn Fn(&str) -> String| {
+        let writer = header.metadata.iter().fold(GgufWriter::new(), |w, (k, v)| w.metadata(k, v.clone()));
+        let writer = header
+            .tensors
+            .iter()
+            .fold(writer, |w, t| w.typed_tensor(&rename(&t.name), t.shape.clone(), t.ggml_type, bytes[t.start..t.end].to_vec()));
+        GgufModel::from_bytes(&writer.to_bytes()).unwrap().weights.identity()
+    };
+    let original = GgufModel::from_bytes(&bytes).unwrap().weights.identity();
+    assert_eq!(rewrite(&|name| name.to_owned()), original, "the same tensors in a file written again");
+    let swapped = rewrite(&|name| match name.strip_prefix("blk.0.") {
+        Some(rest) => format!("blk.1.{rest}"),
+        None => name.strip_prefix("blk.1.").map_or_else(|| name.to_owned(), |rest| format!("blk.0.{rest}")),
+    });
+    assert_ne!(swapped, original, "blocks 0 and 1 swapped: every tensor is there, but it is another model");
 }

@@ -130,7 +130,7 @@ fn a_merged_gguf_keeps_the_bases_types_and_computes_as_the_base_with_its_adapter
             let (adapter_config, fresh) = pollster::block_on(save_peft_adapter(&with_lora(base.model.clone(), &lora), &lora)).unwrap();
             let adapter = randomized(&fresh, 0.05);
             let (_, adapted) = load_peft_adapter(base.model.clone(), adapter_config.as_bytes(), &adapter).unwrap();
-            let adapted = LanguageModel { model: adapted, config: base.config.clone(), tokenizer: base.tokenizer.clone() };
+            let adapted = LanguageModel { model: adapted, ..base.clone() };
 
             let merged = merged_gguf(&bytes, &base.config, &adapter, &lora).unwrap();
             assert!(merged.requantized.is_empty(), "{}: {:?}", gguf.display(), merged.requantized);
@@ -220,8 +220,7 @@ fn a_quantized_file_keeps_its_projections_and_embeddings_packed_and_computes_as_
         let layers = packed.config.num_layers();
         // Every projection, and the embeddings (Q8_0, or F16 where their width is not whole blocks).
         assert_eq!(packed.model.packed().len(), 7 * layers + 1, "{}: every projection and the embeddings stay packed", gguf.display());
-        let widened =
-            LanguageModel { model: packed.model.clone().merged(), config: packed.config.clone(), tokenizer: packed.tokenizer.clone() };
+        let widened = LanguageModel { model: packed.model.clone().merged(), ..packed.clone() };
         assert!(widened.model.packed().is_empty());
         let (ours, _, mask) = llama_fixture_logits(&packed, &dir);
         let (f32s, _, _) = llama_fixture_logits(&widened, &dir);

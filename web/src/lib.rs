@@ -144,6 +144,23 @@ pub(crate) fn sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
     state.borrow().sft.clone().ok_or_else(|| js("no model is loaded"))
 }
 
+/// The SFT model's identity, which the adapters trained on it record. A model trained in this tab
+/// has none until an adapter needs it: then it is taken from the weights the tab saves of it
+/// (what a reload loads), once.
+pub(crate) async fn sft_identity(state: &Rc<RefCell<State>>) -> Result<String, JsError> {
+    let model = sft(state)?;
+    if !model.identity.is_empty() {
+        return Ok(model.identity.clone());
+    }
+    let bytes = tinyrlhf_model::save_lm(&model.model).await.map_err(js)?;
+    let identity = tinyrlhf_model::safetensors_identity(&bytes).map_err(js)?;
+    let mut s = state.borrow_mut();
+    if s.sft.as_ref().is_some_and(|current| Rc::ptr_eq(current, &model)) {
+        s.sft = Some(Rc::new(Model { identity: identity.clone(), ..(*model).clone() }));
+    }
+    Ok(identity)
+}
+
 /// The model called `which`: "sft", "base", or a tuned policy's name.
 pub(crate) fn model_named(state: &Rc<RefCell<State>>, which: &str) -> Result<CausalLm, JsError> {
     let s = state.borrow();
@@ -257,7 +274,7 @@ impl Session {
     /// Makes `model` the SFT model: everything trained from the previous one is dropped, and it is
     /// also the comparison's base. Returns its shape and template as JSON.
     fn install(&self, model: LanguageModel, footprint: tinyrlhf_rlhf::Footprint) -> Result<String, JsError> {
-        let LanguageModel { config, model, tokenizer } = model;
+        let LanguageModel { config, model, tokenizer, identity } = model;
         let special = tokenizer.special_ids();
         let info = ModelInfo {
             parameters: config.num_params(),
@@ -276,7 +293,7 @@ impl Session {
         state.forget_trained();
         state.base = Some(model.clone());
         state.sft_run = None;
-        state.sft = Some(Rc::new(Model { config, model, tokenizer }));
+        state.sft = Some(Rc::new(Model { config, model, tokenizer, identity }));
         to_json(&info)
     }
 
@@ -340,7 +357,7 @@ impl Session {
             let room = max_new_tokens.max(1);
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();
-            let sampling = SamplingConfig { max_new_tokens: room, temperature, top_k: 0, top_p: 1.0, seed };
+            let sampling = SamplingConfig { max_new_tokens: room, temperature, seed, ..SamplingConfig::default() };
             let out = generate(&lm, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
             let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();

@@ -72,12 +72,6 @@ impl Session {
         })
     }
 
-    /// Stops the SFT run without keeping anything of it.
-    #[wasm_bindgen(js_name = stopSft)]
-    pub fn stop_sft(&self) {
-        self.state.borrow_mut().sft_run = None;
-    }
-
     /// The SFT model's `model.safetensors` bytes.
     #[wasm_bindgen(js_name = sftWeights)]
     pub fn sft_weights(&self) -> js_sys::Promise {
@@ -96,7 +90,8 @@ fn become_sft(state: &Rc<std::cell::RefCell<State>>, lm: CausalLm) -> Result<(),
     let model = sft(state)?;
     let mut s = state.borrow_mut();
     let tokenizer = model.tokenizer.for_instructions().map_err(js)?;
-    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: lm, tokenizer }));
+    // Its identity is taken when an adapter first needs it (`sft_identity`).
+    s.sft = Some(Rc::new(LanguageModel { config: model.config.clone(), model: lm, tokenizer, identity: String::new() }));
     s.forget_trained();
     Ok(())
 }

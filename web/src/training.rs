@@ -11,12 +11,13 @@ use serde::Serialize;
 use tinyrlhf_data::Ranking;
 use tinyrlhf_model::ScalarModel;
 use tinyrlhf_rlhf::{
-    Method, MethodSettings, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, TrainCheckpoint, Trainer, with_changes,
+    Method, MethodSettings, OtherBase, PolicyInputs, PolicyTrainer, RankingSet, RewardConfig, RewardTrainer, TrainCheckpoint, Trainer,
+    check_adapter_base, with_changes,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::{Model, Session, State, js, json_value, promise, sft, to_json};
+use crate::{Model, Session, State, js, json_value, promise, sft, sft_identity, to_json};
 
 /// One step of `run`; its stats as JSON, with the sampled answer shown (as text) where there is
 /// one, and whether the run is done.
@@ -59,11 +60,7 @@ struct RunPlan {
 fn ranking_set(model: &Model, rankings_json: &str, what: &str) -> Result<RankingSet, JsError> {
     let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
     let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.context_length());
-    let usable = set.train.len() + set.held_out.len();
-    if usable < 2 || set.train.is_empty() {
-        let skipped = set.skipped_summary().map(|s| format!("; {s}")).unwrap_or_default();
-        return Err(js(format!("{what} needs at least 2 usable rankings; there are {usable}{skipped}")));
-    }
+    set.check_trainable(&format!("the rankings for {what}")).map_err(js)?;
     Ok(set)
 }
 
@@ -247,7 +244,7 @@ impl Session {
         })
     }
 
-    /// The `model.safetensors` bytes (HF GPT-2 names) of the policy kept as `name`.
+    /// The `model.safetensors` bytes (its family's HF names) of the policy kept as `name`.
     #[wasm_bindgen(js_name = policyWeights)]
     pub fn policy_weights(&self, name: String) -> js_sys::Promise {
         let state = self.state.clone();
@@ -275,6 +272,7 @@ impl Session {
             };
             let config = sft(&state)?.config.clone();
             let (adapter_config, safetensors) = tinyrlhf_model::save_peft_adapter(&policy, &lora).await.map_err(js)?;
+            let safetensors = tinyrlhf_model::with_recorded_base(&safetensors, &sft_identity(&state).await?).map_err(js)?;
             let gguf = tinyrlhf_model::gguf_lora_adapter(&config, &safetensors, lora.alpha).map_err(js)?;
             adapter_files(adapter_config, &safetensors, gguf.as_deref())
         })
@@ -290,7 +288,9 @@ impl Session {
         let (policy, lora) = match adapter_config.filter(|_| tinyrlhf_model::is_peft_adapter(safetensors)) {
             Some(peft) => {
                 self.same_config(config_json)?;
-                let sft = sft(&self.state)?.model.clone();
+                let sft = sft(&self.state)?;
+                check_adapter_base(&sft.identity, safetensors, OtherBase::Refused).map_err(|e| js(format!("adapter: {}", e.message)))?;
+                let sft = sft.model.clone();
                 let (lora, policy) =
                     tinyrlhf_model::load_peft_adapter(sft, peft.as_bytes(), safetensors).map_err(|e| js(format!("adapter: {e}")))?;
                 (policy, Some(lora))
@@ -315,7 +315,7 @@ impl Session {
         self.state.borrow_mut().forget_trained();
     }
 
-    /// The reward model's `model.safetensors` bytes (HF `GPT2ForSequenceClassification` + bias):
+    /// The reward model's `model.safetensors` bytes (HF's `*ForSequenceClassification` + bias):
     /// with adapters, merged into a copy of the base (an export asked for it).
     #[wasm_bindgen(js_name = rewardWeights)]
     pub fn reward_weights(&self) -> js_sys::Promise {
@@ -342,6 +342,7 @@ impl Session {
                 }
             };
             let (adapter_config, safetensors) = tinyrlhf_model::save_peft_scalar_adapter(&reward, &lora).await.map_err(js)?;
+            let safetensors = tinyrlhf_model::with_recorded_base(&safetensors, &sft_identity(&state).await?).map_err(js)?;
             adapter_files(adapter_config, &safetensors, None)
         })
     }
@@ -354,7 +355,10 @@ impl Session {
         self.same_config(config_json)?;
         let (reward, lora) = match adapter_config.filter(|_| tinyrlhf_model::is_peft_adapter(safetensors)) {
             Some(peft) => {
-                let start = ScalarModel::new(sft(&self.state)?.model.clone());
+                let sft = sft(&self.state)?;
+                check_adapter_base(&sft.identity, safetensors, OtherBase::Refused)
+                    .map_err(|e| js(format!("reward model's adapter: {}", e.message)))?;
+                let start = ScalarModel::new(sft.model.clone());
                 let (lora, reward) = tinyrlhf_model::load_peft_scalar_adapter(start, peft.as_bytes(), safetensors)
                     .map_err(|e| js(format!("reward model's adapter: {e}")))?;
                 (reward.with_adapters_frozen().no_grad(), Some(lora))

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use tinyrlhf_data::Labeler;
-use tinyrlhf_rlhf::{HeadToHeadConfig, check_compatible, head_to_head};
+use tinyrlhf_rlhf::{HeadToHeadConfig, LanguageModel, check_compatible, head_to_head};
 
 use crate::files::{self, Result};
 use crate::sample::SamplingArgs;
@@ -22,8 +22,9 @@ pub fn compare(
     json: Option<&Path>,
 ) -> Result<()> {
     let device = sampling.backend.device()?;
-    let (config, policy, tokenizer) = files::load_model_dir(policy_dir, &device)?;
-    let (reference_config, reference, reference_tokenizer) = files::load_model_dir(reference_dir, &device)?;
+    let LanguageModel { config, model: policy, tokenizer, .. } = files::load_model_dir(policy_dir, &device)?;
+    let LanguageModel { config: reference_config, model: reference, tokenizer: reference_tokenizer, .. } =
+        files::load_model_dir(reference_dir, &device)?;
     let role = format!("the reference in {}", reference_dir.display());
     check_compatible(&role, (&config, &tokenizer), (&reference_config, &reference_tokenizer)).map_err(|e| e.to_string())?;
     let settings = HeadToHeadConfig { samples_per_prompt: k, batch_size: batch, sampling: sampling.config(0) };

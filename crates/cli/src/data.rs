@@ -17,16 +17,16 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Lines of pretraining text (about 150 bytes each).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = crate::at_most::<{ tinyrlhf_data::MAX_CORPUS_LINES }>)]
     pretrain_lines: usize,
     /// Demonstrations (prompt + styled answer) for SFT.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = crate::at_most::<{ tinyrlhf_data::MAX_RECORDS }>)]
     demos: usize,
     /// Training prompts, for sampling, ranking and PPO.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 2_000, value_parser = crate::at_most::<{ tinyrlhf_data::MAX_RECORDS }>)]
     prompts: usize,
     /// Held-out prompts, for evaluation; never among the demonstrations or training prompts.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = crate::at_most::<{ tinyrlhf_data::MAX_RECORDS }>)]
     heldout: usize,
 }
 

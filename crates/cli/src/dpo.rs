@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{DpoConfig, DpoLoss, MethodSettings, PolicyInputs};
+use tinyrlhf_rlhf::{DpoConfig, DpoLoss, LanguageModel, MethodSettings, PolicyInputs};
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::lora::Base;
 use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::resume::RunRecord;
@@ -39,7 +40,7 @@ pub struct DpoArgs {
     #[arg(long, default_value_t = DpoConfig::default().beta)]
     beta: f64,
     /// sigmoid (DPO), ipo (IPO, length-normalised) or hinge.
-    #[arg(long, default_value = "sigmoid")]
+    #[arg(long, default_value_t = DpoConfig::default().loss)]
     loss: DpoLoss,
     /// Steps between checkpoints (`OUT/checkpoint/`).
     #[arg(long, value_parser = crate::at_least_one, default_value_t = 20)]
@@ -88,7 +89,7 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let settings = args.settings();
     settings.validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
-    let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
+    let LanguageModel { config, model: sft, tokenizer, identity } = files::load_model_dir(&args.policy, &device)?;
     let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
@@ -101,5 +102,16 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "data": {"rankings": record.digest("rankings"), "pairs": pairs},
     });
-    policy::run(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
+    policy::run(
+        trainer,
+        policy::RunOutput::new(
+            &args.out,
+            Base { path: &args.policy, identity: &identity },
+            &args.lora,
+            &tokenizer,
+            args.save_every,
+            manifest,
+            &record,
+        ),
+    )
 }

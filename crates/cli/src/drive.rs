@@ -26,15 +26,51 @@ pub struct Loop<'a> {
 
 /// What a stage does after each step: `(trainer, stats, metrics line to add to, whether this step
 /// saves — every `save_every`-th and the last —, the progress bar to print above)`.
-pub type AfterStep<'a, T> = dyn FnMut(&T, &<T as Trainer>::Stats, &mut serde_json::Value, bool, &Progress) -> Result<()> + 'a;
+pub type AfterStep<'a, T> = dyn FnMut(&T, &<T as Trainer>::Stats, &mut StepLine, bool, &Progress) -> Result<()> + 'a;
+
+/// A step's line of `metrics.jsonl`, written once: by the stage just before it saves a checkpoint
+/// ([`StepLine::write`]), so no checkpoint reaches a step whose line is not in the file, else by
+/// the loop after the stage's work. A resumed run first cuts the file back to its checkpoint's
+/// step ([`files::keep_metrics_through`]): after any kills, each step is in it once, in order.
+#[derive(Debug)]
+pub struct StepLine<'a> {
+    line: serde_json::Value,
+    path: &'a Path,
+    written: bool,
+}
+
+impl StepLine<'_> {
+    pub fn write(&mut self) -> Result<()> {
+        if !self.written {
+            files::append_metrics(self.path, &self.line)?;
+            self.written = true;
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for StepLine<'_> {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.line
+    }
+}
+
+impl std::ops::DerefMut for StepLine<'_> {
+    fn deref_mut(&mut self) -> &mut serde_json::Value {
+        &mut self.line
+    }
+}
 
 /// Steps `trainer` until it is done; returns the seconds it took.
 pub fn drive<T: Trainer>(trainer: &mut T, run: Loop, after: &mut AfterStep<T>) -> Result<f64> {
     std::fs::create_dir_all(run.out).map_err(|e| format!("cannot create {}: {e}", run.out.display()))?;
     let metrics = run.out.join("metrics.jsonl");
     if trainer.steps_done() == 0 {
-        // A fresh run's metrics start empty; a resumed one appends to its own.
-        let _ = std::fs::remove_file(&metrics);
+        // A fresh run's metrics start empty.
+        files::remove_file(&metrics)?;
+    } else {
+        files::keep_metrics_through(&metrics, trainer.steps_done())?;
     }
     let progress = Progress::new(trainer.total_steps(), trainer.steps_done(), run.unit);
     while !trainer.is_done() {
@@ -48,10 +84,11 @@ pub fn drive<T: Trainer>(trainer: &mut T, run: Loop, after: &mut AfterStep<T>) -
         if let Some(line) = stats.held_out() {
             progress.println(line);
         }
-        let mut line = serde_json::to_value(&stats).expect("stats serialise");
+        let line = serde_json::to_value(&stats).expect("stats serialise");
+        let mut line = StepLine { line, path: &metrics, written: false };
         let save = step.is_multiple_of(run.save_every) || trainer.is_done();
         after(trainer, &stats, &mut line, save, &progress)?;
-        files::append_metrics(&metrics, &line)?;
+        line.write()?;
     }
     Ok(progress.finish())
 }

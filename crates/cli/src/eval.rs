@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::ProgressBar;
 use tinyrlhf_data::{Family, Labeler, Rule, check, family_of};
+use tinyrlhf_rlhf::LanguageModel;
 
 use crate::files::{self, Result};
 use crate::outputs::{Out, Plan};
@@ -53,7 +54,7 @@ impl EvalArgs {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: lm, tokenizer, .. } = files::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
     if prompts.is_empty() {
         return Err(format!("{} has no prompts", args.prompts.display()));

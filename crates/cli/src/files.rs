@@ -9,25 +9,95 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
-use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, Safetensors, TrainCheckpoint};
+use tinyrlhf_model::{ModelConfig, ScalarModel};
+use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, OtherBase, Safetensors, TrainCheckpoint};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
 
 use crate::resume::{RUN_FILE, RunRecord};
 
 pub type Result<T> = std::result::Result<T, String>;
 
+/// A file of data or settings (prompts, rankings, demonstrations, a config, a tokenizer, a
+/// template): at most [`tinyrlhf_data::MAX_FILE_BYTES`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    read_at_most(path, tinyrlhf_data::MAX_FILE_BYTES as u64, "files of data or settings")
 }
 
-/// A text file of any size (a corpus), without the byte-order mark Windows editors put first.
+/// A file the size of a model (weights, a checkpoint's state, a corpus): at most the memory this
+/// process may use.
+pub fn read_large(path: &Path) -> Result<Vec<u8>> {
+    read_at_most(path, tinyrlhf_rlhf::memory::sizes::memory_limit(), "files as large as this machine's memory")
+}
+
+/// `path`'s bytes, refused past `limit` (`what` says which files that limit is for) and refused
+/// when it is not a regular file: a FIFO would block with no word and a device (`/dev/zero`)
+/// would fill the memory.
+fn read_at_most(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let too_large = |size: u64| format!("{} holds {} or more; {what} of at most {} are read", path.display(), bytes(size), bytes(limit));
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    regular_file(path, &meta)?;
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(limit.saturating_add(1)).read_to_end(&mut data).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // A file that grew while it was read.
+    if data.len() as u64 > limit {
+        return Err(too_large(data.len() as u64));
+    }
+    Ok(data)
+}
+
+/// Refuses what is not a regular file (a FIFO, a device, a socket; a folder has its own words).
+fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() { "a folder where a file is expected" } else { "not a regular file (a FIFO, a device or a socket)" };
+    Err(format!("{} is {kind}: inputs are read from files", path.display()))
+}
+
+/// A byte count for messages: `64 MiB`, `12 KiB`, `5 bytes`.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// A text file as large as a model (a corpus), without the byte-order mark Windows editors put first.
 pub fn read_text(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(read_large(path)?).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("{}: not valid UTF-8 (byte {} of the file)", path.display(), at + 1)
+    })?;
     Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_owned(),
         None => text,
     })
+}
+
+/// One line of standard input (its newline kept), `None` at its end; refused past
+/// [`tinyrlhf_data::MAX_LINE_BYTES`]: an endless stream without newlines would fill the memory.
+pub fn stdin_line() -> Result<Option<Vec<u8>>> {
+    use std::io::{BufRead, Read};
+    let limit = tinyrlhf_data::MAX_LINE_BYTES;
+    let mut line = Vec::new();
+    let read = std::io::stdin().lock().take(limit as u64 + 1).read_until(b'\n', &mut line).map_err(|e| format!("standard input: {e}"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.len() > limit {
+        return Err(format!(
+            "standard input: a line of more than {} is not a prompt or an answer; lines of at most that are read",
+            bytes(limit as u64)
+        ));
+    }
+    Ok(Some(line))
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename; a path that
@@ -68,12 +138,29 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// A model directory's language model and tokenizer, checked against each other: one of ours, a
 /// Hugging Face folder (`tokenizer_config.json`, `chat_template.jinja` when present), a `.gguf`,
 /// or a LoRA run's output (its adapter on the base it names, merged as it loads).
-pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, Tokenizer)> {
+pub fn load_model_dir(dir: &Path, device: &Device) -> Result<LanguageModel> {
     let model = load_language_model(dir, device, 0)?;
     if let Some(note) = model.tokenizer.template_note() {
         eprintln!("note: {}: {note}", dir.display());
     }
-    Ok((model.config, model.model, model.tokenizer))
+    Ok(model)
+}
+
+/// `--allow-other-base`: whether an adapter may load onto a base other than the one it records.
+static OTHER_BASE: std::sync::OnceLock<OtherBase> = std::sync::OnceLock::new();
+
+/// Says once, for the whole process, whether adapters may load onto other bases (`main`).
+pub fn set_other_base(allowed: bool) {
+    let _ = OTHER_BASE.set(if allowed { OtherBase::Allowed } else { OtherBase::Refused });
+}
+
+fn other_base() -> OtherBase {
+    *OTHER_BASE.get().unwrap_or(&OtherBase::Refused)
+}
+
+/// An adapter folder's load error, naming the folder and its base.
+fn adapter_error(dir: &Path, base: &Path, e: tinyrlhf_rlhf::ModelFilesError) -> String {
+    format!("{} (on its base {}): {e}", dir.display(), base.display())
 }
 
 /// A GGUF file read a slice at a time, its tensors taken as they complete: the file is never held
@@ -95,6 +182,7 @@ fn read_weights(path: &Path) -> Result<tinyrlhf_model::Weights> {
 fn in_slices<E: std::fmt::Display>(path: &Path, mut take: impl FnMut(&[u8]) -> std::result::Result<(), E>) -> Result<()> {
     use std::io::Read;
     let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    regular_file(path, &std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)?;
     let mut file = std::fs::File::open(path).map_err(|e| failed(&e))?;
     let mut slice = vec![0; tinyrlhf_model::GgufStream::SLICE];
     loop {
@@ -158,7 +246,8 @@ fn load_adapter_dir(dir: &Path, device: &Device, depth: usize) -> Result<Languag
     let adapter = AdapterDir::read(dir, depth)?;
     let base_model = load_language_model(&adapter.base, device, depth + 1)
         .map_err(|e| format!("{} adapts {}, which cannot be loaded: {e}", dir.display(), adapter.base.display()))?;
-    tinyrlhf_rlhf::with_adapter(base_model, adapter.files()).map_err(|e| format!("{}: {e}", dir.display()))
+    adapter.check_base(dir, &base_model)?;
+    tinyrlhf_rlhf::with_adapter(base_model, adapter.files(), other_base()).map_err(|e| adapter_error(dir, &adapter.base, e))
 }
 
 /// A LoRA run's folder as read: its adapter's files and the base they name.
@@ -186,7 +275,15 @@ impl AdapterDir {
                 dir.display()
             ));
         }
-        Ok(Self { base: dir.join(base), weights: read(&dir.join(ADAPTER_WEIGHTS))?, tokenizer: TokenizerBytes::read(dir)?, config })
+        Ok(Self { base: dir.join(base), weights: read_large(&dir.join(ADAPTER_WEIGHTS))?, tokenizer: TokenizerBytes::read(dir)?, config })
+    }
+
+    /// Refuses `base` when the adapter records another one, saying the ways out.
+    fn check_base(&self, dir: &Path, base: &LanguageModel) -> Result<()> {
+        tinyrlhf_rlhf::check_adapter_base(&base.identity, &self.weights, other_base()).map_err(|e| {
+            let way_out = "give the base it was trained on as its base_model_name_or_path, or pass --allow-other-base if you know the adapter fits this one";
+            format!("{}; {way_out}", adapter_error(dir, &self.base, e))
+        })
     }
 
     fn files(&self) -> AdapterFiles<'_> {
@@ -275,11 +372,12 @@ pub fn load_scalar_dir(
             _ => load_language_model(&adapter.base, device, 1)
                 .map_err(|e| format!("{} adapts {}, which cannot be loaded: {e}", dir.display(), adapter.base.display()))?,
         };
-        return tinyrlhf_rlhf::scalar_with_adapter(base, adapter.files()).map_err(|e| format!("{}: {e}", dir.display()));
+        adapter.check_base(dir, &base)?;
+        return tinyrlhf_rlhf::scalar_with_adapter(base, adapter.files(), other_base()).map_err(|e| adapter_error(dir, &adapter.base, e));
     }
     let tokenizer = read_tokenizer_dir(dir)?;
     let (config, model) =
-        tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read(&dir.join("model.safetensors"))?, device)
+        tinyrlhf_model::load_scalar_model(&read(&dir.join("config.json"))?, &read_large(&dir.join("model.safetensors"))?, device)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok((config, model, tokenizer))
 }
@@ -316,7 +414,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
     for name in TrainCheckpoint::NAMES {
         let path = dir.join("checkpoint").join(name);
         if path.exists() {
-            files.insert(name, read(&path)?);
+            files.insert(name, read_large(&path)?);
         }
     }
     TrainCheckpoint::from_files(|name| files.remove(name)).map(Some).map_err(|e| format!("{}: {e}", checkpoint_dir(dir).display()))
@@ -382,7 +480,7 @@ pub fn load_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Option<Vec<Ve
     if !complete(&current) {
         return Ok(None);
     }
-    names.iter().map(|name| read(&current.join(name))).collect::<Result<Vec<_>>>().map(Some)
+    names.iter().map(|name| read_large(&current.join(name))).collect::<Result<Vec<_>>>().map(Some)
 }
 
 /// Removes a file, if there is one.
@@ -427,7 +525,6 @@ fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("checkpoint.new"), dir.join("checkpoint"), dir.join("checkpoint.old"))
 }
 
-/// Appends one JSON line to a metrics file.
 /// Before a fresh run in `out`: refuses when `out` holds a run that `--resume` would continue,
 /// says so when `--resume` found nothing to continue, and clears an old metrics file.
 pub fn start_fresh(out: &Path, resume: bool, stage: &str) -> Result<()> {
@@ -455,6 +552,30 @@ pub fn with_sample_text(mut line: serde_json::Value, tokenizer: &Tokenizer) -> s
     line
 }
 
+/// Cuts a resumed run's `metrics.jsonl` back to the `steps` its checkpoint reached: each step's
+/// line once, in order (the lines a killed run wrote past its checkpoint go, and a step's line
+/// written twice is kept once). A line names its step as `step` or `iteration`.
+pub fn keep_metrics_through(path: &Path, steps: usize) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&read_large(path)?).into_owned();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let step = value.get("step").or_else(|| value.get("iteration")).and_then(serde_json::Value::as_u64);
+        if step.is_some_and(|step| step as usize <= steps && seen.insert(step)) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept.len() != text.len() {
+        write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Appends one line to `metrics.jsonl` in one write. A line a kill cut short (the file does not
 /// end in a newline) is dropped first, so the file stays a line of JSON per step.
 pub fn append_metrics(path: &Path, line: &serde_json::Value) -> Result<()> {
@@ -477,6 +598,26 @@ pub fn append_metrics(path: &Path, line: &serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_runs_metrics_keep_each_step_up_to_its_checkpoint_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        // What kills left: steps past the checkpoint (5), a step logged twice, a line cut short.
+        let lines = [1, 2, 3, 3, 4, 5, 6, 7, 5, 6].map(|step| format!("{{\"step\": {step}, \"loss\": 1.0}}\n")).concat();
+        std::fs::write(&path, lines + "{\"iteration\": 6, \"lo").unwrap();
+        keep_metrics_through(&path, 5).unwrap();
+        let steps: Vec<u64> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4, 5]);
+        // An iteration's line counts as its step.
+        std::fs::write(&path, "{\"iteration\": 1}\n{\"iteration\": 2}\n").unwrap();
+        keep_metrics_through(&path, 1).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"iteration\": 1}\n");
+    }
 
     fn parts(tag: &str) -> Vec<(&'static str, Vec<u8>)> {
         vec![("model.safetensors", format!("weights {tag}").into_bytes()), ("trainer.json", format!("state {tag}").into_bytes())]

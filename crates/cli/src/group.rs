@@ -13,6 +13,7 @@ use tinyrlhf_rlhf::{
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::lora::Base;
 use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::resume::RunRecord;
@@ -52,10 +53,10 @@ pub struct GroupArgs {
     #[arg(long)]
     epsilon_high: Option<f64>,
     /// GRPO: scale centred rewards by the group's std, the batch's, or not at all (group, batch, none).
-    #[arg(long, default_value = "group")]
+    #[arg(long, default_value_t = GroupConfig::default().scale_rewards)]
     scale_rewards: RewardScaling,
     /// GRPO: loss aggregation (grpo, dr_grpo, dapo, bnpo).
-    #[arg(long, default_value = "dapo")]
+    #[arg(long, default_value_t = GroupConfig::default().loss_type)]
     loss_type: LossAggregation,
     /// RLOO: normalise advantages over the batch.
     #[arg(long)]
@@ -122,8 +123,8 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let settings = args.settings(method);
     settings.validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
-    let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
-    let loaded = LanguageModel { config: config.clone(), model: sft.clone(), tokenizer: tokenizer.clone() };
+    let loaded = files::load_model_dir(&args.policy, &device)?;
+    let LanguageModel { config, model: sft, tokenizer, identity } = loaded.clone();
     let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device, Some((&args.policy, &loaded)))?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
@@ -137,5 +138,16 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::run(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
+    policy::run(
+        trainer,
+        policy::RunOutput::new(
+            &args.out,
+            Base { path: &args.policy, identity: &identity },
+            &args.lora,
+            &tokenizer,
+            args.save_every,
+            manifest,
+            &record,
+        ),
+    )
 }

@@ -72,9 +72,17 @@ pub struct Tuned<'a> {
     pub lora: Option<&'a LoraConfig>,
     /// The model the run started from, which a LoRA run's adapter names; none for a model made
     /// fresh (its adapters are merged: there is no file for them to adapt).
-    pub base: Option<&'a Path>,
+    pub base: Option<Base<'a>>,
     pub merge: bool,
     pub tokenizer: &'a Tokenizer,
+}
+
+/// The model a run started from: where it is, and what its weights are (an adapter records it and
+/// loads onto nothing else).
+#[derive(Debug, Clone, Copy)]
+pub struct Base<'a> {
+    pub path: &'a Path,
+    pub identity: &'a str,
 }
 
 /// Writes the tuned model into `out` with `manifest` (which gains `base` and `merged` for a LoRA
@@ -92,12 +100,14 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
         };
         return files::save_weights_dir(out, tuned.config_json, weights, tuned.tokenizer, manifest);
     };
-    let base = std::path::absolute(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let identity = base.identity;
+    let base = std::path::absolute(base.path).map_err(|e| format!("{}: {e}", base.path.display()))?;
     let mut manifest = manifest.clone();
     manifest["base"] = base.display().to_string().into();
+    manifest["base_identity"] = identity.into();
     manifest["merged"] = tuned.merge.into();
     files::save_tokenizer(out, tuned.tokenizer)?;
-    let adapter = save_adapter(out, tuned.model, tuned.config_json, lora, &base)?;
+    let adapter = save_adapter(out, tuned.model, tuned.config_json, lora, Base { path: &base, identity })?;
     let merged_gguf = tuned.merge && matches!(tuned.model, TunedModel::Language(_)) && files::is_gguf(&base);
     // What an earlier save left that no longer describes the model would load instead of it.
     let stale: &[&str] = match (tuned.merge, merged_gguf) {
@@ -110,8 +120,8 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
     }
     if merged_gguf {
         let config = ModelConfig::from_json_bytes(tuned.config_json.as_bytes()).map_err(|e| e.to_string())?;
-        let merged =
-            tinyrlhf_model::merged_gguf(&files::read(&base)?, &config, &adapter, lora).map_err(|e| format!("{}: {e}", base.display()))?;
+        let merged = tinyrlhf_model::merged_gguf(&files::read_large(&base)?, &config, &adapter, lora)
+            .map_err(|e| format!("{}: {e}", base.display()))?;
         files::write_atomic(&out.join(MERGED_GGUF), &merged.bytes)?;
         let requantized: Vec<String> = merged.requantized.iter().map(|(name, from)| format!("{name} ({from})")).collect();
         let mut by_type: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -144,15 +154,17 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
 const MERGED_GGUF: &str = "model.gguf";
 
 /// Writes `tuned`'s adapters to `out/adapter/` (and a language model's to `out/adapter.gguf`), naming
-/// `base`; their safetensors bytes.
-fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraConfig, base: &Path) -> Result<Vec<u8>> {
+/// `base` by its path (PEFT's `base_model_name_or_path`) and its identity (the weights' metadata);
+/// their safetensors bytes.
+fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraConfig, base: Base) -> Result<Vec<u8>> {
     let (config, weights) = match tuned {
         TunedModel::Language(model) => pollster::block_on(tinyrlhf_model::save_peft_adapter(model, lora)),
         TunedModel::Scalar(model) => pollster::block_on(tinyrlhf_model::save_peft_scalar_adapter(model, lora)),
     }
     .map_err(|e| e.to_string())?;
+    let weights = tinyrlhf_model::with_recorded_base(&weights, base.identity).map_err(|e| e.to_string())?;
     let mut config: serde_json::Value = serde_json::from_str(&config).expect("PEFT's config is JSON");
-    config["base_model_name_or_path"] = base.display().to_string().into();
+    config["base_model_name_or_path"] = base.path.display().to_string().into();
     files::write_atomic(&out.join(files::ADAPTER_WEIGHTS), &weights)?;
     files::write_atomic(&out.join(files::ADAPTER_CONFIG), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
     // llama.cpp applies adapters to language models; a reward model's adapter has no GGUF reader.

@@ -44,6 +44,11 @@ struct Cli {
     /// holds no run to resume). Never needed for a new --out; never lets --out be an input.
     #[arg(long, global = true)]
     overwrite: bool,
+    /// Load an adapter onto a base whose weights are not those it was trained on (each adapter
+    /// records its base's identity; a base re-saved or converted in a way that changed its bytes
+    /// is refused without this).
+    #[arg(long, global = true)]
+    allow_other_base: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,8 +85,9 @@ enum Command {
     /// how often its samples differ in ways a labeler can rank. With --reference: the blind
     /// win-rate of one model over another under a labeler, and the KL between them.
     Eval(eval::EvalArgs),
-    /// Time a training step (forward + backward + AdamW) and generation with and without the KV
-    /// cache, for the `tiny` and `small` presets. Prints figures; asserts nothing.
+    /// Time a training step (forward + backward + AdamW), the methods' steps and generation with
+    /// and without the KV cache, for any preset (`tiny`, `small`, `gpt2-124m`, `llama-tiny`,
+    /// `smollm2-135m`, `qwen2.5-0.5b`). Prints figures; asserts nothing.
     Bench(bench::BenchArgs),
 }
 
@@ -108,6 +114,7 @@ impl Command {
 fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
     let cli = Cli::parse();
+    files::set_other_base(cli.allow_other_base);
     tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
     let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();
@@ -145,6 +152,17 @@ fn run(command: Command) -> files::Result<()> {
         Command::Chat(args) => sample::chat(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Bench(args) => bench::run(&args),
+    }
+}
+
+/// Parses a count of at most `MAX` (a count that sizes what is made or held: past what the
+/// readers or the memory take, it is refused with the limit instead of aborting the process).
+fn at_most<const MAX: usize>(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n <= MAX => Ok(n),
+        Ok(_) => Err(format!("must be at most {MAX}")),
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => Err(format!("must be at most {MAX}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

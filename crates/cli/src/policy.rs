@@ -11,7 +11,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
-use crate::lora::{Tuned, TunedModel, save_tuned};
+use crate::lora::{Base, Tuned, TunedModel, save_tuned};
 use crate::resume::{self, RunRecord};
 
 /// Where a run writes and what its manifest says besides the settings and the progress.
@@ -19,7 +19,7 @@ use crate::resume::{self, RunRecord};
 pub struct RunOutput<'a> {
     pub out: &'a Path,
     /// The model the run started from (`--policy`).
-    pub base: &'a Path,
+    pub base: Base<'a>,
     /// Write the merged model as well (`--merge`, LoRA runs).
     pub merge: bool,
     pub tokenizer: &'a Tokenizer,
@@ -31,10 +31,10 @@ pub struct RunOutput<'a> {
 }
 
 impl<'a> RunOutput<'a> {
-    /// A run from the model at `base` into `out`, with `lora`'s `--merge`.
+    /// A run from the model `base` into `out`, with `lora`'s `--merge`.
     pub fn new(
         out: &'a Path,
-        base: &'a Path,
+        base: Base<'a>,
         lora: &crate::lora::LoraArgs,
         tokenizer: &'a Tokenizer,
         save_every: usize,
@@ -85,13 +85,14 @@ pub fn run(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
             last_held_out = s.held_out.or(last_held_out);
         }
         if stats.sample().is_some() {
-            *line = files::with_sample_text(line.take(), run.tokenizer);
+            **line = files::with_sample_text(line.take(), run.tokenizer);
         }
         if !save {
             return Ok(());
         }
         let step = stats.step();
         let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+        line.write()?;
         files::save_checkpoint(out, &checkpoint, run.record)?;
         let mut manifest = run.manifest.clone();
         manifest["stage"] = method.name().into();

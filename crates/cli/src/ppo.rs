@@ -14,6 +14,7 @@ use tinyrlhf_rlhf::{
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::lora::Base;
 use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::resume::RunRecord;
@@ -51,7 +52,7 @@ pub struct PpoArgs {
     #[arg(long)]
     kl_target: Option<f64>,
     /// k1 (log ratio) or k3 ((r - 1) - log r).
-    #[arg(long, default_value = "k1")]
+    #[arg(long, default_value_t = PpoConfig::default().kl_estimator)]
     kl_estimator: KlEstimator,
     /// Rollout temperature.
     #[arg(long, default_value_t = PpoConfig::default().temperature)]
@@ -131,8 +132,8 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     // Settings first: a bad flag is reported before minutes of loading.
     args.settings().validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
-    let (config, sft, tokenizer) = files::load_model_dir(&args.policy, &device)?;
-    let loaded = LanguageModel { config: config.clone(), model: sft.clone(), tokenizer: tokenizer.clone() };
+    let loaded = files::load_model_dir(&args.policy, &device)?;
+    let LanguageModel { config, model: sft, tokenizer, identity } = loaded.clone();
     let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device, Some((&args.policy, &loaded)))?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
@@ -164,5 +165,16 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::run(trainer, policy::RunOutput::new(&args.out, &args.policy, &args.lora, &tokenizer, args.save_every, manifest, &record))
+    policy::run(
+        trainer,
+        policy::RunOutput::new(
+            &args.out,
+            Base { path: &args.policy, identity: &identity },
+            &args.lora,
+            &tokenizer,
+            args.save_every,
+            manifest,
+            &record,
+        ),
+    )
 }

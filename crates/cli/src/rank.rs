@@ -6,7 +6,7 @@
 //! once: there is nothing to choose between them.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -116,7 +116,6 @@ fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> R
         rankings.len(),
         out.display()
     );
-    let stdin = std::io::stdin();
     for (n, Samples { prompt, completions, finished }) in todo.iter().enumerate() {
         println!("\n[{}/{}] {prompt}", n + 1, todo.len());
         for (i, c) in completions.iter().enumerate() {
@@ -125,11 +124,11 @@ fn interactive(samples: &[Samples], mut rankings: Vec<Ranking>, out: &Path) -> R
         loop {
             print!("order> ");
             std::io::stdout().flush().ok();
-            let mut line = String::new();
-            if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            let Some(line) = files::stdin_line()? else {
                 eprintln!("{} rankings saved in {}", rankings.len(), out.display());
                 return Ok(());
-            }
+            };
+            let line = String::from_utf8_lossy(&line);
             match line.trim() {
                 "q" => {
                     eprintln!("{} rankings saved in {}", rankings.len(), out.display());

@@ -43,9 +43,6 @@ pub fn load(path: &Path, held_out: Option<&Path>, tokenizer: &Tokenizer, context
     if set.held_out.is_empty() {
         eprintln!("note: fewer than {} rankings and no --held-out; no held-out accuracy will be reported", RankingSet::SPLIT_FROM);
     }
-    if set.train.is_empty() {
-        let why = set.skipped_summary().map(|s| format!(": {s}")).unwrap_or_default();
-        return Err(format!("{} has no usable rankings to train on{why}", path.display()));
-    }
+    set.check_trainable(&path.display().to_string()).map_err(|e| e.to_string())?;
     Ok(set)
 }

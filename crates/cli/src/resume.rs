@@ -38,11 +38,11 @@ pub struct Input {
 
 impl RunRecord {
     /// Digests each input: a file's bytes; a model folder's model files (config, weights,
-    /// tokenizer, template) by name.
+    /// tokenizer, template) by name; a LoRA run's folder with the bases it stands on.
     pub fn new(inputs: &[(&str, &Path)], settings: impl Serialize) -> Result<Self> {
         let inputs = inputs
             .iter()
-            .map(|&(role, path)| Ok((role.to_owned(), Input { path: path.display().to_string(), sha256: digest(path)? })))
+            .map(|&(role, path)| Ok((role.to_owned(), Input { path: path.display().to_string(), sha256: digest_with_bases(path)? })))
             .collect::<Result<_>>()?;
         Ok(Self { inputs, settings: serde_json::to_value(settings).expect("settings serialise") })
     }
@@ -120,6 +120,20 @@ pub fn check(out: &Path, record: &RunRecord, applied: &[&str]) -> Result<()> {
 /// `sha256:` and the first 12 hex digits: enough to tell two files apart in a message.
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
+}
+
+/// [`digest`] of `path`, and for a LoRA run's folder of every base it stands on as well: a base
+/// replaced after a kill changes the run's input as much as the folder itself would.
+fn digest_with_bases(path: &Path) -> Result<String> {
+    let chain = files::model_and_bases(path);
+    if chain.len() == 1 {
+        return digest(path);
+    }
+    let mut hasher = Sha256::new();
+    for model in &chain {
+        hasher.update(digest(model)?.as_bytes());
+    }
+    Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
 /// SHA-256 of a file, or of a model folder's model files (names and bytes, in name order; a LoRA

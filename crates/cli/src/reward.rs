@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{RewardConfig, RewardTrainer};
+use tinyrlhf_rlhf::{LanguageModel, RewardConfig, RewardTrainer};
 
 use crate::backend::Backend;
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
-use crate::lora::{Tuned, TunedModel, save_tuned};
+use crate::lora::{Base, Tuned, TunedModel, save_tuned};
 use crate::outputs::{Out, Plan};
 use crate::train::files_digest;
 
@@ -62,7 +62,7 @@ impl RewardArgs {
 
 pub fn reward(args: &RewardArgs) -> Result<()> {
     let device = args.backend.device()?;
-    let (config, sft, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: sft, tokenizer, identity } = files::load_model_dir(&args.model, &device)?;
     let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());
@@ -107,7 +107,7 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
         config_json: &config.to_json(),
         weights: None,
         lora: settings_lora.as_ref(),
-        base: Some(&args.model),
+        base: Some(Base { path: &args.model, identity: &identity }),
         merge: args.lora.merge(),
         tokenizer: &tokenizer,
     };

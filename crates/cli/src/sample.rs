@@ -1,12 +1,13 @@
 //! `tinyrlhf sample` (K answers per prompt, to a samples file) and `tinyrlhf chat` (talk to a model).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::ProgressBar;
 use tinyrlhf_data::{Samples, write_jsonl};
 use tinyrlhf_model::{CausalLm, ModelConfig, SamplingConfig, generate};
+use tinyrlhf_rlhf::LanguageModel;
 use tinyrlhf_rlhf::memory::sizes;
 use tinyrlhf_tokenizer::Tokenizer;
 
@@ -18,13 +19,13 @@ use crate::outputs::{Out, Plan};
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
     /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplingConfig::default().temperature)]
     pub temperature: f32,
     /// Sample among the k most likely tokens only (0: all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingConfig::default().top_k)]
     pub top_k: usize,
     /// Sample among the most likely tokens covering this probability (1: all).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplingConfig::default().top_p)]
     pub top_p: f32,
     /// Longest answer, in tokens.
     #[arg(long, default_value_t = tinyrlhf_rlhf::ANSWER_TOKENS)]
@@ -68,7 +69,8 @@ pub fn answer(
     for prompt in prompts {
         let (ids, cut) = tinyrlhf_rlhf::prompt_ids(tokenizer, context, prompt, sampling.max_new_tokens).map_err(|e| e.to_string())?;
         if cut {
-            eprintln!("note: prompt {prompt:?} is longer than the context allows and was cut from the left");
+            let note = format!("note: prompt {prompt:?} is longer than the context allows and was cut from the left");
+            eprintln!("{}", tinyrlhf_rlhf::messages::shown(&note));
         }
         rows.extend(std::iter::repeat_n(ids, k));
     }
@@ -120,7 +122,7 @@ impl SampleArgs {
 pub fn sample(args: &SampleArgs) -> Result<()> {
     tinyrlhf_rlhf::data::rankings::check_answers_to_rank(args.k, "-k").map_err(|e| e.to_string())?;
     let device = args.sampling.backend.device()?;
-    let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: lm, tokenizer, .. } = files::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
     let bar = ProgressBar::new((prompts.len() * args.k) as u64);
     let answers = answer(&lm, &config, &tokenizer, &prompts, args.k, args.batch, &args.sampling, Some(&bar))?;
@@ -169,7 +171,7 @@ pub struct ChatArgs {
 /// Reads a prompt per line from standard input and prints the model's answer.
 pub fn chat(args: &ChatArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let (config, lm, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: lm, tokenizer, .. } = files::load_model_dir(&args.model, &device)?;
     eprintln!(
         "talking to {} ({}, {} layers, d {}). One prompt per line; Ctrl-D ends.",
         args.model.display(),
@@ -181,15 +183,11 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         tinyrlhf_rlhf::check_answer_room(&tokenizer, config.context_length(), args.sampling.max_new_tokens, "--max-new-tokens")
             .map_err(|e| e.to_string())?;
     }
-    let stdin = std::io::stdin();
     let mut turn = 0;
     loop {
         eprint!("> ");
         std::io::stderr().flush().ok();
-        let mut bytes = Vec::new();
-        if stdin.lock().read_until(b'\n', &mut bytes).map_err(|e| e.to_string())? == 0 {
-            return Ok(());
-        }
+        let Some(bytes) = files::stdin_line()? else { return Ok(()) };
         // A stray byte that is not UTF-8 (a paste from a Latin-1 terminal) ends this line, not the chat.
         let Ok(line) = std::str::from_utf8(&bytes) else {
             eprintln!("that line is not UTF-8 text (byte {}); type it again", std::str::from_utf8(&bytes).unwrap_err().valid_up_to() + 1);

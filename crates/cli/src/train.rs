@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::ModelConfig;
-use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, Trainer, pack, sft_examples, split_validation};
+use tinyrlhf_rlhf::{Example, LanguageModel, SftSettings, SupervisedTrainer, Trainer, pack, sft_examples, split_validation};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
-use crate::lora::{LoraArgs, Tuned, TunedModel, save_tuned};
+use crate::lora::{Base, LoraArgs, Tuned, TunedModel, save_tuned};
 use crate::outputs::{Out, Plan};
 use crate::resume::{self, RunRecord};
 
@@ -109,7 +109,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     if args.seq_len == 0 || args.seq_len > config.context_length() {
         return Err(format!("--seq-len {} must be between 1 and the context, {}", args.seq_len, config.context_length()));
     }
-    let corpus = files::read(&args.corpus)?;
+    let corpus = files::read_large(&args.corpus)?;
     let text = std::str::from_utf8(&corpus).map_err(|e| format!("{}: not UTF-8 text: {e}", args.corpus.display()))?;
     let stream = tokenizer.encode(text).map_err(|e| e.to_string())?;
     let examples = pack(&stream, args.seq_len);
@@ -129,7 +129,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
 
 pub fn sft(args: &SftArgs) -> Result<()> {
     let device = args.train.backend.device()?;
-    let (config, base, tokenizer) = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: base, tokenizer, identity } = files::load_model_dir(&args.model, &device)?;
     let tokenizer = tokenizer.for_instructions().map_err(|e| e.to_string())?;
     let demos: Vec<Demonstration> = files::read_records(&args.demos)?;
     let (examples, left_out) = sft_examples(&tokenizer, &demos, config.context_length()).map_err(|e| e.to_string())?;
@@ -146,14 +146,14 @@ pub fn sft(args: &SftArgs) -> Result<()> {
         "batch": args.train.batch, "lr": args.train.lr,
         "data": {"demonstrations": record.digest("demonstrations"), "examples": examples.len()},
     });
-    run(&args.train, config, Some((base, args.model.as_path())), examples, &tokenizer, manifest, &record)
+    run(&args.train, config, Some((base, Base { path: &args.model, identity: &identity })), examples, &tokenizer, manifest, &record)
 }
 
 /// The shared loop. `base` is the model to start from and its path (none: a fresh one of `config`).
 fn run(
     args: &TrainArgs,
     config: ModelConfig,
-    base: Option<(tinyrlhf_model::CausalLm, &Path)>,
+    base: Option<(tinyrlhf_model::CausalLm, Base)>,
     examples: Vec<Example>,
     tokenizer: &Tokenizer,
     mut manifest: serde_json::Value,
@@ -196,6 +196,7 @@ fn run(
             .map_or_else(|| "no validation loss (too few examples to hold one out)".to_owned(), |v| format!("validation loss {v:.4}"));
         progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
         let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
+        line.write()?;
         files::save_checkpoint(&args.out, &checkpoint, record)?;
         if trainer.is_done() {
             manifest["final_loss"] = stats.loss.into();
@@ -223,7 +224,7 @@ pub fn files_digest(paths: &[&Path]) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for path in paths {
-        hasher.update(files::read(path)?);
+        hasher.update(files::read_large(path)?);
     }
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }

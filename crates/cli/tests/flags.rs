@@ -79,6 +79,9 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
         (rl("grpo", &["--prompts-per-iteration", "100000"]), "GiB"),
         (rl("rloo", &["-k", "100000"]), "samples_per_prompt (K) = 100000: answers per prompt must be 1 to 64"),
         (rl("ppo", &["--max-new-tokens", "124"]), "leaves no room for the prompt: the model's context is 128 tokens"),
+        (rl("grpo", &["--max-new-tokens", "18446744073709551615"]), "leaves no room for the prompt"),
+        (rl("rloo", &["--lora-rank", "4", "--lora-alpha", "1e308"]), "LoRA alpha 1e308 over rank 4 scales the update by"),
+        (["data", "--out", "run", "--demos", "18446744073709551615"].map(str::to_owned).to_vec(), "must be at most 200000"),
         (
             ["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "1", "--batch", "100000", "--out", "run"]
                 .map(str::to_owned)
@@ -134,9 +137,11 @@ fn random_numeric_flags_are_refused_with_a_message_or_run_never_crash() {
         "-inf",
         "0.5",
         "3e-4",
+        "18446744073709551615",
         "18446744073709551616",
     ];
-    let commands: [(&[&str], &[&str]); 5] = [
+    let commands: [(&[&str], &[&str]); 6] = [
+        (&["data", "--out", "x"], &["--demos", "--prompts", "--heldout", "--pretrain-lines"]),
         (
             &["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "--out", "x.jsonl"],
             &["-k", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--batch"],

@@ -242,6 +242,16 @@ fn a_run_killed_at_any_moment_leaves_no_half_written_file_and_resumes_to_the_end
         assert!(out.status.success(), "{what}: the run after the kills failed:\n{}", String::from_utf8_lossy(&out.stderr));
         check_whole(dir, what);
     }
+    // After every kill and resume, each step's metrics line is there once, in order.
+    for (model, steps) in [("full", Some(6)), ("lora", Some(6)), ("dpo", None)] {
+        let text = std::fs::read_to_string(dir.join(model).join("metrics.jsonl")).unwrap();
+        let logged: Vec<u64> =
+            text.lines().map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["step"].as_u64().unwrap()).collect();
+        assert_eq!(logged, (1..=logged.len() as u64).collect::<Vec<_>>(), "{model}/metrics.jsonl after the kills");
+        let manifest: serde_json::Value = serde_json::from_slice(&contents(&dir.join(model).join("manifest.json"))).unwrap();
+        let done = steps.or(manifest["steps"].as_u64()).unwrap();
+        assert_eq!(logged.len() as u64, done, "{model}: one line for each of its {done} steps");
+    }
     // What the runs made is whole and loads: the merged model and both adapters sample.
     for model in ["full", "lora", "dpo"] {
         ok(

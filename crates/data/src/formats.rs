@@ -284,6 +284,28 @@ impl From<Pair> for Ranking {
 /// mistaken pick (a video, a disk image) is refused before it is held in memory twice.
 pub const MAX_FILE_BYTES: usize = 64 << 20;
 
+/// The longest line read (a record, a prompt, a typed order): a prompt or an answer far longer
+/// than any model's context, small enough that tokenizing it cannot exhaust the memory (a 60 MB
+/// one-line prompt took 6.9 GB to tokenize).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Refuses a line of `file` longer than [`MAX_LINE_BYTES`] (`number` counts from 1).
+fn check_line_length(file: &str, number: usize, line: &str) -> Result<(), FormatError> {
+    if line.len() <= MAX_LINE_BYTES {
+        return Ok(());
+    }
+    Err(FormatError {
+        file: file.to_owned(),
+        line: number,
+        field: None,
+        message: format!(
+            "{} KiB long; lines of at most {} KiB are read (one record, prompt or answer a line)",
+            line.len() >> 10,
+            MAX_LINE_BYTES >> 10
+        ),
+    })
+}
+
 /// A file's bytes as text, strictly: a file over [`MAX_FILE_BYTES`] or with invalid UTF-8 is an
 /// error naming the file and the line, never silently replaced characters.
 pub fn decode_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, FormatError> {
@@ -314,6 +336,7 @@ pub fn read_jsonl<T: Record>(file: &str, text: &str) -> Result<Vec<T>, FormatErr
         if line.trim().is_empty() {
             continue;
         }
+        check_line_length(file, i + 1, line)?;
         let error = |field: Option<String>, message: String| FormatError { file: file.to_owned(), line: i + 1, field, message };
         let value: Value = serde_json::from_str(line).map_err(|e| error(None, json_problem(&e)))?;
         let Value::Object(object) = value else {
@@ -353,6 +376,9 @@ pub fn read_prompts(file: &str, bytes: &[u8]) -> Result<Vec<String>, FormatError
                 let message =
                     format!("holds the control character U+{:04X}: prompts are text, one a line (is this the right file?)", c as u32);
                 return Err(FormatError { file: file.to_owned(), line: i + 1, field: None, message });
+            }
+            for (i, line) in text.lines().enumerate() {
+                check_line_length(file, i + 1, line)?;
             }
             text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
         }

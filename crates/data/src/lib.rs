@@ -23,8 +23,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use coverage::{Coverage, coverage};
 pub use formats::{
-    Demonstration, FormatError, MAX_FILE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct, read_demonstrations,
-    read_jsonl, read_preferences, read_prompts, write_jsonl,
+    Demonstration, FormatError, MAX_FILE_BYTES, MAX_LINE_BYTES, Pair, PromptRecord, Ranking, Record, Samples, decode_text, distinct,
+    read_demonstrations, read_jsonl, read_preferences, read_prompts, write_jsonl,
 };
 pub use labelers::{Labeler, Rule, Tally};
 pub use style::Style;
@@ -37,15 +37,22 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
-/// `lines` lines of pretraining text (about 150 bytes each).
+/// The most records the built-in world writes to one file (demonstrations, prompts): what the
+/// readers take back ([`MAX_FILE_BYTES`] holds about 300,000 of its demonstrations).
+pub const MAX_RECORDS: usize = 200_000;
+/// The most lines of its pretraining text (about 150 bytes each).
+pub const MAX_CORPUS_LINES: usize = 5_000_000;
+
+/// `lines` lines of pretraining text (about 150 bytes each), at most [`MAX_CORPUS_LINES`].
 pub fn pretraining_corpus(seed: u64, lines: usize) -> Vec<String> {
-    world::pretraining_text(&mut rng(seed, 1), lines)
+    world::pretraining_text(&mut rng(seed, 1), lines.min(MAX_CORPUS_LINES))
 }
 
-/// `n` demonstrations on training (not held-out) prompts, families in turn, each answer in a
-/// random style.
+/// `n` demonstrations (at most [`MAX_RECORDS`]) on training (not held-out) prompts, families in
+/// turn, each answer in a random style.
 pub fn demonstrations(seed: u64, n: usize) -> Vec<Demonstration> {
     let mut rng = rng(seed, 2);
+    let n = n.min(MAX_RECORDS);
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let family = Family::ALL[out.len() % Family::ALL.len()];
@@ -60,6 +67,7 @@ pub fn demonstrations(seed: u64, n: usize) -> Vec<Demonstration> {
 }
 
 fn prompts(rng: &mut ChaCha8Rng, n: usize, held_out: bool) -> Vec<PromptRecord> {
+    let n = n.min(MAX_RECORDS);
     let mut out: Vec<PromptRecord> = Vec::with_capacity(n);
     let mut seen = std::collections::HashSet::new();
     let mut misses = 0;
@@ -75,7 +83,7 @@ fn prompts(rng: &mut ChaCha8Rng, n: usize, held_out: bool) -> Vec<PromptRecord> 
     out
 }
 
-/// Up to `n` distinct training prompts (for sampling, ranking and PPO).
+/// Up to `n` (and [`MAX_RECORDS`]) distinct training prompts (for sampling, ranking and PPO).
 pub fn training_prompts(seed: u64, n: usize) -> Vec<PromptRecord> {
     prompts(&mut rng(seed, 3), n, false)
 }

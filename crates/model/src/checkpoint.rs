@@ -19,13 +19,14 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::causal_lm::{CausalLm, ModelConfig, ScalarModel, hf_layout};
 use crate::config::ConfigError;
+use crate::digest::ContentDigest;
 use crate::embedding::TokenEmbedding;
 use crate::packed::PackedWeight;
 use crate::projection::Projection;
 
 /// HF writes these buffers in some checkpoints; they hold no learned weights (GPT-2's causal mask,
 /// older Llama files' rotary frequencies), so they are accepted and ignored.
-const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq"];
+pub(crate) const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq"];
 
 /// A tied head: HF leaves it out of most files but some carry it; it is the embeddings again.
 const TIED_HEAD: &str = "lm_head.weight";
@@ -53,6 +54,9 @@ pub enum CheckpointError {
     Unexpected { name: String, hint: String },
     #[error("tensor `{name}` holds {value} at index {index}; weights must be finite numbers")]
     NotFinite { name: String, index: usize, value: f32 },
+    /// A PEFT `adapter_config.json` that does not describe adapters for this model.
+    #[error("{0}")]
+    AdapterConfig(String),
     #[error("config.json describes {needed} parameters but model.safetensors holds {found} values; they are not one model")]
     TooFewWeights { needed: usize, found: usize },
 }
@@ -102,6 +106,8 @@ pub struct Weights {
     pub(crate) tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     /// Projection weights kept in their file's precision, HF's `[out, in]`.
     pub(crate) packed: BTreeMap<String, PackedWeight>,
+    /// The file's tensors as it stores them: the model's identity.
+    pub(crate) digest: ContentDigest,
 }
 
 impl Weights {
@@ -119,8 +125,15 @@ impl Weights {
         if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
             return Ok(());
         }
+        self.digest.add(&name, &format!("{:?}", view.dtype()), view.shape(), view.data());
         let values = values_f32(view).map_err(|dtype| CheckpointError::Dtype { name: name.clone(), dtype: format!("{dtype:?}") })?;
         self.insert_values(name, view.shape().to_vec(), values)
+    }
+
+    /// The identity of the model these tensors make ([`crate::digest`]): the same for every
+    /// file that holds the same tensors.
+    pub fn identity(&self) -> String {
+        self.digest.identity()
     }
 
     /// Keeps one tensor already widened to f32 (read from another format: GGUF).

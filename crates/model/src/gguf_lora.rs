@@ -10,7 +10,8 @@ use safetensors::SafeTensors;
 use crate::causal_lm::ModelConfig;
 use crate::checkpoint::CheckpointError;
 use crate::gguf::{GgufValue, GgufWriter};
-use crate::gguf_model::{LAYER_TENSORS, gguf_architecture, permute};
+use crate::gguf_config::gguf_architecture;
+use crate::gguf_model::{LAYER_TENSORS, permute};
 
 /// The GGUF LoRA file of a PEFT adapter for a Llama-family or Gemma 3 `config`; `None` for GPT-2,
 /// whose fused projections llama.cpp names differently.

@@ -14,8 +14,9 @@ use safetensors::SafeTensors;
 use crate::causal_lm::ModelConfig;
 use crate::checkpoint::CheckpointError;
 use crate::gguf::{GgufHeader, GgufWriter};
+use crate::gguf_config::gguf_architecture;
 use crate::gguf_lora::gguf_name;
-use crate::gguf_model::{gguf_architecture, permute};
+use crate::gguf_model::permute;
 use crate::gguf_quants::{GgmlType, dequantize, quantize};
 use crate::lora::LoraConfig;
 

@@ -43,6 +43,8 @@ impl Default for LoraConfig {
 }
 
 impl LoraConfig {
+    /// Refuses a rank of 0 and an alpha that is not a positive number or whose scale overflows
+    /// (a rank past the model's width is refused against the model: `check_lora_rank`).
     pub fn validate(&self) -> Result<(), String> {
         if self.rank == 0 {
             return Err("LoRA rank must be at least 1".into());
@@ -50,9 +52,24 @@ impl LoraConfig {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(format!("LoRA alpha {} must be a positive number", self.alpha));
         }
+        // The update is scaled by alpha / rank in f32: a scale past f32's range makes every
+        // adapted output infinite.
+        let scale = (self.alpha / self.rank as f64) as f32;
+        if !scale.is_finite() || scale > MAX_SCALE {
+            return Err(format!(
+                "LoRA alpha {:e} over rank {} scales the update by {:e}, more than {MAX_SCALE:e}: the adapted outputs would overflow",
+                self.alpha,
+                self.rank,
+                self.alpha / self.rank as f64
+            ));
+        }
         Ok(())
     }
 }
+
+/// The largest LoRA scale (alpha / rank) taken: PEFT's usual settings scale by 0.5 to 64, and an
+/// update scaled past this overflows f32 as soon as its factors are of order one.
+const MAX_SCALE: f32 = 1e6;
 
 /// `model` with fresh adapters on every attention and MLP projection (`b = 0`: it computes what it
 /// computed before) and every other weight frozen. Each `a` is drawn ~ N(0, 1/rank) from one seeded
@@ -235,11 +252,14 @@ fn peft_config(model: &CausalLm, config: &LoraConfig, task: &str) -> String {
     serde_json::to_string_pretty(&adapter_config).expect("json")
 }
 
-/// The LoRA settings of a PEFT `adapter_config.json` made for a `task` model (a missing
-/// `task_type` is taken as that task).
-fn peft_lora_config(adapter_config_json: &[u8], task: &str) -> Result<LoraConfig, CheckpointError> {
+/// The LoRA settings of a PEFT `adapter_config.json` made for a `task` model on `model` (a missing
+/// `task_type` is taken as that task). Every field that changes what the adapter computes is read
+/// and checked against what this model's adapters are: the type, the rank and scale, the target
+/// modules, the weights' layout.
+fn peft_lora_config(adapter_config_json: &[u8], task: &str, model: &CausalLm) -> Result<LoraConfig, CheckpointError> {
     #[derive(Deserialize)]
     struct PeftConfig {
+        peft_type: Option<String>,
         r: usize,
         lora_alpha: f64,
         #[serde(default)]
@@ -247,11 +267,20 @@ fn peft_lora_config(adapter_config_json: &[u8], task: &str) -> Result<LoraConfig
         #[serde(default)]
         use_dora: bool,
         task_type: Option<String>,
+        target_modules: Option<serde_json::Value>,
+        fan_in_fan_out: Option<bool>,
+        bias: Option<String>,
     }
-    let bad = |problem: String| CheckpointError::Format(format!("adapter_config.json: {problem}"));
-    let peft: PeftConfig = serde_json::from_slice(adapter_config_json).map_err(|e| bad(e.to_string()))?;
+    let bad = |problem: String| CheckpointError::AdapterConfig(problem);
+    let peft: PeftConfig = serde_json::from_slice(adapter_config_json).map_err(|e| bad(format!("not a PEFT LoRA config: {e}")))?;
+    if let Some(kind) = peft.peft_type.as_deref().filter(|kind| *kind != "LORA") {
+        return Err(bad(format!("peft_type is {kind:?}: only LoRA adapters (\"LORA\") are read")));
+    }
     if peft.use_rslora || peft.use_dora {
         return Err(bad("rsLoRA and DoRA adapters are not supported".into()));
+    }
+    if let Some(bias) = peft.bias.as_deref().filter(|bias| *bias != "none") {
+        return Err(bad(format!("bias is {bias:?}: adapters that train biases are not read (\"none\" is)")));
     }
     match peft.task_type.as_deref() {
         Some(found) if found != task => {
@@ -260,9 +289,58 @@ fn peft_lora_config(adapter_config_json: &[u8], task: &str) -> Result<LoraConfig
         }
         _ => {}
     }
+    let layout = model.hf_layout();
+    if let Some(found) = peft.fan_in_fan_out.filter(|&found| found != layout.fan_in_fan_out) {
+        return Err(bad(format!(
+            "fan_in_fan_out is {found}, but this model's projections store their weights {} (fan_in_fan_out {})",
+            if layout.fan_in_fan_out { "[in, out]" } else { "[out, in]" },
+            layout.fan_in_fan_out
+        )));
+    }
+    if let Some(targets) = &peft.target_modules {
+        check_targets(targets, layout.lora_targets).map_err(bad)?;
+    }
     let config = LoraConfig { rank: peft.r, alpha: peft.lora_alpha };
     config.validate().map_err(bad)?;
     Ok(config)
+}
+
+/// PEFT's `target_modules` must name the projections this model's adapters stand on, all of
+/// them (in any order), or be PEFT's `"all-linear"`, which means the same here.
+fn check_targets(found: &serde_json::Value, ours: &[&str]) -> Result<(), String> {
+    let listed: Option<Vec<&str>> = match found {
+        serde_json::Value::String(all) if all == "all-linear" => return Ok(()),
+        serde_json::Value::Array(items) => items.iter().map(|item| item.as_str()).collect(),
+        _ => None,
+    };
+    let Some(mut listed) = listed else {
+        return Err(format!("target_modules is {found}: a list of module names is read, or \"all-linear\""));
+    };
+    listed.sort_unstable();
+    listed.dedup();
+    let mut expected = ours.to_vec();
+    expected.sort_unstable();
+    if listed == expected {
+        return Ok(());
+    }
+    Err(format!("target_modules is {listed:?}, but this model's adapters stand on {expected:?}: an adapter for other modules"))
+}
+
+/// Refuses adapters whose factors have another rank than the config's `r`, naming both (every
+/// tensor's shape follows from `r`: a mismatch would be reported tensor by tensor otherwise).
+fn check_rank(weights: &Weights, config: &LoraConfig) -> Result<(), CheckpointError> {
+    let found = weights
+        .tensors
+        .iter()
+        .find(|(name, _)| name.ends_with(".lora_A.weight"))
+        .map(|(name, (shape, _))| (name, shape.first().copied().unwrap_or(0)));
+    match found {
+        Some((name, rank)) if rank != config.rank => Err(CheckpointError::AdapterConfig(format!(
+            "r is {}, but the adapter's tensors have rank {rank} (`{name}` has {rank} rows): they are not one adapter",
+            config.rank
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `safetensors` holds a PEFT adapter (its tensors under `base_model.model.`) rather than a
@@ -278,8 +356,9 @@ pub fn load_peft_adapter(
     adapter_config_json: &[u8],
     safetensors: &[u8],
 ) -> Result<(LoraConfig, CausalLm), CheckpointError> {
-    let config = peft_lora_config(adapter_config_json, CAUSAL_LM)?;
+    let config = peft_lora_config(adapter_config_json, CAUSAL_LM, &base)?;
     let mut weights = Weights::from_safetensors(safetensors)?;
+    check_rank(&weights, &config)?;
     let model = fill_factors(with_lora(base, &config), &mut weights)?;
     weights.finish("the adapter was made for another base model")?;
     Ok((config, model))
@@ -292,7 +371,8 @@ pub fn load_peft_scalar_adapter(
     adapter_config_json: &[u8],
     safetensors: &[u8],
 ) -> Result<(LoraConfig, ScalarModel), CheckpointError> {
-    let config = peft_lora_config(adapter_config_json, SEQ_CLS)?;
+    let config = peft_lora_config(adapter_config_json, SEQ_CLS, &base.transformer)?;
+    check_rank(&Weights::from_safetensors(safetensors)?, &config)?;
     let model = load_scalar_adapter(base, &config, safetensors)?;
     Ok((config, model))
 }

@@ -119,11 +119,6 @@ impl PackedWeight {
         &self.0.bytes
     }
 
-    /// Whether two handles share one copy of the bytes.
-    pub fn shares_bytes_with(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
     /// The values, `[out, in]` row-major.
     pub fn values(&self) -> Vec<f32> {
         dequantize(self.0.ggml_type, &self.0.bytes)

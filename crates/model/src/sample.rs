@@ -68,7 +68,9 @@ pub enum SampleError {
     TokenOutOfVocab { index: usize, token: u32, vocab: usize },
     #[error("invalid sampling setting: {0}")]
     InvalidConfig(String),
-    #[error("the model produced non-finite logits at step {step}")]
+    #[error(
+        "the model produced non-finite logits at token {step} of the answer: its weights or adapters overflow f32 (an adapter scaled by too large a LoRA alpha over its rank, or a run that diverged)"
+    )]
     NonFiniteLogits { step: usize },
     #[error("reading logits from the device failed: {0}")]
     Device(String),

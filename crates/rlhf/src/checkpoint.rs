@@ -92,6 +92,9 @@ impl TrainCheckpoint {
 pub enum TrainError {
     #[error("there is nothing to train on")]
     NoData,
+    /// Data given that cannot be trained on: what it is and why.
+    #[error("{0}")]
+    Unusable(String),
     #[error("invalid training setting: {0}")]
     Setting(String),
     #[error(transparent)]

@@ -40,7 +40,8 @@ pub use methods::rollout::{TokenExplanation, explain_response, response_kl};
 pub use models::compat::{check_compatible, check_same_shape, check_same_tokenizer};
 pub use models::gguf_files::load_gguf_model;
 pub use models::model_files::{
-    AdapterFiles, LanguageModel, ModelFiles, ModelFilesError, Safetensors, load_language_model, scalar_with_adapter, with_adapter,
+    AdapterFiles, LanguageModel, ModelFiles, ModelFilesError, OtherBase, Safetensors, check_adapter_base, load_language_model,
+    scalar_with_adapter, with_adapter,
 };
 pub use parallel::peers::{Alone, Peers, shard};
 pub use stages::policy_trainer::{MethodSettings, PolicyInputs, PolicyStats, PolicyTrainer};

@@ -46,10 +46,11 @@ pub fn training_prompt_ids(
     prompts: &[String],
     new_tokens: usize,
 ) -> Result<Vec<Vec<u32>>, TrainError> {
-    check_answer_room(tokenizer, context, new_tokens + 1, "max_new_tokens + 1 (the end of the answer)")?;
+    let with_end = new_tokens.saturating_add(1);
+    check_answer_room(tokenizer, context, with_end, "max_new_tokens + 1 (the end of the answer)")?;
     prompts
         .iter()
-        .map(|p| prompt_ids(tokenizer, context, p, new_tokens + 1).map(|(ids, _)| ids).map_err(|e| TrainError::Setting(e.to_string())))
+        .map(|p| prompt_ids(tokenizer, context, p, with_end).map(|(ids, _)| ids).map_err(|e| TrainError::Setting(e.to_string())))
         .collect()
 }
 

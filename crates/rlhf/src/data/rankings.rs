@@ -46,6 +46,16 @@ impl TokenRanking {
                 response.pop();
             }
         }
+        // Text that differs only past an end-of-turn token typed into an answer (`<|im_end|>`)
+        // ends there as a model reads it: as tokens the two are one answer, and a pair of them
+        // teaches nothing.
+        for (j, later) in responses.iter().enumerate() {
+            if let Some(i) = responses[..j].iter().position(|earlier| earlier == later) {
+                return Err(format!(
+                    "completions {i} and {j} are the same answer once tokenized (they differ only after an end-of-turn token), so the ranking cannot order them"
+                ));
+            }
+        }
         // The prompt keeps at least its first token and one more (`encode_prompt_within`).
         const MIN_PROMPT: usize = 2;
         let longest = responses.iter().map(Vec::len).max().unwrap_or(0);
@@ -122,6 +132,17 @@ impl RankingSet {
     /// on the training prompts.
     pub fn calibration_set(&self) -> Vec<Vec<u32>> {
         self.train.iter().flat_map(|r| r.sequences.iter().cloned()).collect()
+    }
+
+    /// Refuses a set with no ranking left to train on (every one skipped, or none given), saying
+    /// why the first was skipped; `what` names where the rankings came from. One rule for both
+    /// edges: one usable ranking trains (a ranking of K answers is K(K-1)/2 pairs).
+    pub fn check_trainable(&self, what: &str) -> Result<(), TrainError> {
+        if !self.train.is_empty() {
+            return Ok(());
+        }
+        let why = self.skipped_summary().map(|s| format!(": {s}")).unwrap_or_default();
+        Err(TrainError::Unusable(format!("{what} has no usable rankings to train on{why}")))
     }
 
     /// One line for a person: "2 rankings skipped (ranking 3: …)", or `None` when none was.

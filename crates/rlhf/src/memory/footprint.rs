@@ -49,8 +49,7 @@ pub const STEP_TOKENS: usize = 512;
 /// One LoRA backward pass as the tab holds it: the estimate's step's activations, at most the
 /// default activation budget, half as much again and 64 MiB more for what it holds beside them (the
 /// per-projection f32 transients of a packed base, the scoring's head tiles, adapters and their
-/// moments). Measured in the tab (`sizes.spec.ts`, 2026-11-26): the peak over the base was 1.24x the
-/// activation budget at Qwen2.5-0.5B's shape and 1.39x at Llama 3.2 1B's.
+/// moments): the tab's measured peaks over the base sit within it (docs/page.md, the tab's memory).
 fn lora_step_bytes(config: &ModelConfig) -> u64 {
     let step = training_step_bytes(config, 4, STEP_TOKENS / 4).min(DEFAULT_ACTIVATION_BUDGET_MIB << 20);
     step.saturating_mul(3) / 2 + (64 << 20)
@@ -64,11 +63,10 @@ pub fn training_bytes(config: &ModelConfig, held_bytes: Option<u64>, lora: bool)
         return f32_weights.saturating_mul(10);
     }
     // Loading holds the bytes read and the weights made of them; wasm memory never shrinks, so
-    // that moment counts even though training reuses it. A GGUF file streams in (measured: 1.8x
-    // and 1.9x its held bytes at 1 B and 0.5 B). A folder's safetensors stream in a tensor at a
-    // time, so beside the f32 weights the largest tensor, the embedding, is held twice more (its
-    // bytes and its values). Measured at SmolLM2-135M's 538 MB: 692 MB after loading, 1.29x;
-    // counted 764 MB.
+    // that moment counts even though training reuses it. A GGUF file streams in (under twice its
+    // held bytes, measured in docs/page.md). A folder's safetensors stream in a tensor at a time,
+    // so beside the f32 weights the largest tensor, the embedding, is held twice more (its bytes
+    // and its values).
     let embedding = (config.vocab_size() as u64).saturating_mul(config.width() as u64).saturating_mul(4);
     let loading = match held_bytes {
         Some(held) => held.saturating_mul(2),

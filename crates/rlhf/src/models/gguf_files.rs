@@ -27,7 +27,24 @@ pub fn load_gguf_model(model: GgufModel, device: &Device) -> Result<LanguageMode
             ..TokenizerFiles::default()
         },
     };
-    load_language_model(files, device).map_err(|e| error(format!("read as a model folder: {}", e.message)))
+    load_language_model(files, device).map_err(in_gguf_words)
+}
+
+/// An error of the folder loader in the words of the file the person has: the folder's files are
+/// made here from the GGUF's header, tensors and metadata, and naming them would send the person
+/// looking for files they do not have.
+fn in_gguf_words(e: ModelFilesError) -> ModelFilesError {
+    let part = match e.file {
+        "config.json" => "its header's settings",
+        "model.safetensors" => "its tensors",
+        "tokenizer.json" | "tokenizer_config.json" => "its tokenizer (tokenizer.ggml.* metadata)",
+        "chat_template.jinja" => "its chat template (tokenizer.chat_template)",
+        _ => "its contents",
+    };
+    let reason = e.message.strip_prefix(&format!("{}: ", e.file)).unwrap_or(&e.message);
+    // A config's own errors name `config.json` too.
+    let reason = reason.replace("config.json is not valid: ", "not valid: ").replace("config.json field ", "setting ");
+    error(format!("{part}: {reason}"))
 }
 
 fn error(message: String) -> ModelFilesError {

@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel, Weights};
+use tinyrlhf_model::{CausalLm, ModelConfig, ScalarModel, Weights, short_identity};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerError, TokenizerFiles};
 
 /// The bytes of a model folder's files; the optional ones are `None` when absent.
@@ -51,6 +51,9 @@ pub struct LanguageModel {
     pub config: ModelConfig,
     pub model: CausalLm,
     pub tokenizer: Tokenizer,
+    /// What its weights are (`tinyrlhf_model::ContentDigest`'s identity): an adapter trained on it
+    /// records this, and goes on no other base.
+    pub identity: String,
 }
 
 /// Loads a model folder for the RLHF stages. Dropout is switched off whatever `config.json` says
@@ -61,11 +64,11 @@ pub fn load_language_model(files: ModelFiles, device: &Device) -> Result<Languag
     let weights = match files.safetensors {
         Safetensors::Bytes(bytes) => Weights::from_safetensors(bytes),
         Safetensors::Read(weights) => Ok(weights),
-    };
-    let model = weights
-        .and_then(|weights| tinyrlhf_model::lm_from_weights(&config, weights, device))
-        .map_err(|e| ModelFilesError::new("model.safetensors", e))?;
-    Ok(LanguageModel { config, model, tokenizer })
+    }
+    .map_err(|e| ModelFilesError::new("model.safetensors", e))?;
+    let identity = weights.identity();
+    let model = tinyrlhf_model::lm_from_weights(&config, weights, device).map_err(|e| ModelFilesError::new("model.safetensors", e))?;
+    Ok(LanguageModel { config, model, tokenizer, identity })
 }
 
 /// A LoRA run's output folder: PEFT's `adapter/adapter_config.json` and
@@ -78,32 +81,78 @@ pub struct AdapterFiles<'a> {
     pub tokenizer: TokenizerFiles<'a>,
 }
 
+/// Whether an adapter may go on a base other than the one it records ([`check_adapter_base`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherBase {
+    Refused,
+    /// The person says the adapter fits (the base was converted or re-saved in a way that
+    /// changed its bytes, say).
+    Allowed,
+}
+
+/// Refuses an adapter whose safetensors records another base identity than `base`'s: on a model
+/// of the same shape but other weights it would load and compute nonsense. An adapter that records
+/// none (PEFT's own) is taken as it is.
+pub fn check_adapter_base(base_identity: &str, adapter_safetensors: &[u8], other: OtherBase) -> Result<(), ModelFilesError> {
+    let recorded = tinyrlhf_model::recorded_base(adapter_safetensors).map_err(|e| ModelFilesError::new(ADAPTER_WEIGHTS, e))?;
+    match recorded {
+        Some(recorded) if recorded != base_identity && other == OtherBase::Refused => Err(ModelFilesError::new(
+            ADAPTER_WEIGHTS,
+            format!(
+                "the adapter was trained on a base whose weights are {}, but this base's are {}: another model, on which \
+                 the adapter would compute nonsense",
+                short_identity(&recorded),
+                short_identity(base_identity)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where a LoRA run's adapter weights are, within its folder (and in messages).
+const ADAPTER_WEIGHTS: &str = "adapter/adapter_model.safetensors";
+const ADAPTER_CONFIG: &str = "adapter/adapter_config.json";
+
 /// `base` with a LoRA run's adapter, frozen beside its weights (the result trains and samples like
-/// any model folder), and the run's tokenizer, checked against the base.
-pub fn with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<LanguageModel, ModelFilesError> {
+/// any model folder), and the run's tokenizer, checked against the base. The adapter must have
+/// been trained on this base ([`check_adapter_base`]).
+pub fn with_adapter(base: LanguageModel, files: AdapterFiles, other: OtherBase) -> Result<LanguageModel, ModelFilesError> {
+    check_adapter_base(&base.identity, files.adapter_safetensors, other)?;
     let tokenizer = tokenizer_for(&base.config, files.tokenizer)?;
-    let (_, adapted) = tinyrlhf_model::load_peft_adapter(base.model, files.adapter_config_json, files.adapter_safetensors)
-        .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
+    let (_, adapted) =
+        tinyrlhf_model::load_peft_adapter(base.model, files.adapter_config_json, files.adapter_safetensors).map_err(adapter_error)?;
     // Kept beside the base, frozen: a packed base stays packed. A later stage adds its own
     // adapters over it, or merges it all to train in full (`lora::trainable_lm`).
     let model = adapted.with_adapters_frozen();
-    Ok(LanguageModel { config: base.config, model, tokenizer })
+    let identity = tinyrlhf_model::adapted_identity(&base.identity, files.adapter_safetensors).map_err(adapter_error)?;
+    Ok(LanguageModel { config: base.config, model, tokenizer, identity })
+}
+
+/// An adapter's error under the file at fault: its config's problems are `adapter_config.json`'s.
+fn adapter_error(e: tinyrlhf_model::CheckpointError) -> ModelFilesError {
+    match e {
+        tinyrlhf_model::CheckpointError::AdapterConfig(reason) => ModelFilesError::new(ADAPTER_CONFIG, reason),
+        e => ModelFilesError::new(ADAPTER_WEIGHTS, e),
+    }
 }
 
 /// A reward model trained with adapters: `base` (the language model it started from, loaded by the
 /// caller) under its score head with its adapters frozen beside the base's weights, and the run's
 /// tokenizer, checked against the base. The base is not copied: a caller that holds it already
 /// (the policy's base) passes a clone, which shares its weights.
-pub fn scalar_with_adapter(base: LanguageModel, files: AdapterFiles) -> Result<(ModelConfig, ScalarModel, Tokenizer), ModelFilesError> {
+pub fn scalar_with_adapter(
+    base: LanguageModel,
+    files: AdapterFiles,
+    other: OtherBase,
+) -> Result<(ModelConfig, ScalarModel, Tokenizer), ModelFilesError> {
+    check_adapter_base(&base.identity, files.adapter_safetensors, other)?;
     let tokenizer = tokenizer_for(&base.config, files.tokenizer)?;
     let start = ScalarModel::new(base.model);
-    let (_, adapted) = tinyrlhf_model::load_peft_scalar_adapter(start, files.adapter_config_json, files.adapter_safetensors)
-        .map_err(|e| ModelFilesError::new("adapter/adapter_model.safetensors", e))?;
+    let (_, adapted) =
+        tinyrlhf_model::load_peft_scalar_adapter(start, files.adapter_config_json, files.adapter_safetensors).map_err(adapter_error)?;
     Ok((base.config, adapted.with_adapters_frozen().no_grad(), tokenizer))
 }
 
-/// Refuses a tokenizer whose ids the model cannot embed. Llama-family and Gemma models often pad
-/// their embeddings past the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens); GPT-2 folders
 /// The tokenizer of `files`, checked to fit `config` (every id within its embedding).
 fn tokenizer_for(config: &ModelConfig, files: TokenizerFiles) -> Result<Tokenizer, ModelFilesError> {
     let tokenizer = Tokenizer::from_files(files).map_err(|e| tokenizer_error(e, files.chat_template_jinja.is_some()))?;
@@ -111,6 +160,8 @@ fn tokenizer_for(config: &ModelConfig, files: TokenizerFiles) -> Result<Tokenize
     Ok(tokenizer)
 }
 
+/// Refuses a tokenizer whose ids the model cannot embed. Llama-family and Gemma models often pad
+/// their embeddings past the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens); GPT-2 folders
 /// match exactly.
 fn check_fits(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<(), ModelFilesError> {
     let fits = match config {
@@ -137,5 +188,32 @@ fn tokenizer_error(e: TokenizerError, separate_template: bool) -> ModelFilesErro
         TokenizerError::Template(_) | TokenizerError::TemplateNotText => ModelFilesError::new(template_file, e),
         TokenizerError::Config(_) => ModelFilesError { file: "tokenizer_config.json", message: e.to_string() },
         e => ModelFilesError { file: "tokenizer.json", message: e.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(recorded: Option<&str>) -> Vec<u8> {
+        let bytes: Vec<u8> = [0.5f32, 0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+        let file = safetensors::serialize([("base_model.model.a.lora_A.weight", view)], None).unwrap();
+        match recorded {
+            Some(base) => tinyrlhf_model::with_recorded_base(&file, base).unwrap(),
+            None => file,
+        }
+    }
+
+    #[test]
+    fn an_adapter_recorded_for_another_base_is_refused_unless_the_person_allows_it() {
+        let on_a = adapter(Some("sha256:aaaa"));
+        assert!(check_adapter_base("sha256:aaaa", &on_a, OtherBase::Refused).is_ok());
+        let refused = check_adapter_base("sha256:bbbb", &on_a, OtherBase::Refused).unwrap_err();
+        assert_eq!(refused.file, "adapter/adapter_model.safetensors");
+        assert!(refused.message.contains("sha256:aaaa") && refused.message.contains("sha256:bbbb"), "{refused}");
+        assert!(check_adapter_base("sha256:bbbb", &on_a, OtherBase::Allowed).is_ok());
+        // PEFT's own adapters record no base: taken as they are.
+        assert!(check_adapter_base("sha256:bbbb", &adapter(None), OtherBase::Refused).is_ok());
     }
 }

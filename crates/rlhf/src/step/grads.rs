@@ -196,8 +196,8 @@ pub async fn guarded_update<M: Module>(
 
 /// Hands the operations queued so far (an optimizer's update, say) to the device without waiting
 /// for them. burn's fusion queues them lazily: left there, an update mixes with whatever comes next
-/// (a new trainer, a model dropped), and on wgpu that mixed queue once took 3 s to dispatch where
-/// the update alone takes 0.1 s (a SmolLM2 LoRA DPO step on an H200, 2026-11-26; docs/gpu.md).
+/// (a new trainer, a model dropped), and on wgpu such a mixed queue dispatches many times slower
+/// than the update alone (docs/gpu.md).
 pub(crate) fn dispatch(device: &Device) -> Result<(), crate::TrainError> {
     device.flush().map_err(|e| crate::TrainError::Device(format!("the device could not take the update: {e}")))
 }

@@ -150,8 +150,8 @@ impl Chunks {
     /// the sums of `exp(logit)`, of `exp(logit) w` (the expected rows) and of `exp(logit) logit`
     /// (the entropy), each rescaled when `m` grows. On a GPU a dense head goes this way too: its
     /// position chunks' `probs [27, vocab] @ W` (Qwen) is a product of 151,936-long sums over
-    /// a few hundred outputs, and it ran the 0.5 B LoRA DPO step at half the packed head's pace on
-    /// an H100 (2026-11-27: 146 against 312 tokens/s).
+    /// a few hundred outputs, which GPU matmuls tile poorly (docs/gpu.md: it ran the 0.5 B LoRA DPO
+    /// step at half the packed head's pace).
     fn by_vocabulary_tiles(head: &LmHead, hidden: Tensor<2>, tile_rows: usize, temperature: f64, gradient: bool, entropy: bool) -> Self {
         let ([n, d], device) = (hidden.dims(), hidden.device());
         let vocab = head.vocab_size();
