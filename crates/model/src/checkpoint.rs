@@ -54,8 +54,8 @@ pub enum CheckpointError {
     Unexpected { name: String, hint: String },
     #[error("tensor `{name}` holds {value} at index {index}; weights must be finite numbers")]
     NotFinite { name: String, index: usize, value: f32 },
-    /// A PEFT `adapter_config.json` that does not describe adapters for this model.
-    #[error("{0}")]
+    /// A PEFT `adapter_config.json` that does not describe adapters for this model: why.
+    #[error("adapter_config.json: {0}")]
     AdapterConfig(String),
     #[error("config.json describes {needed} parameters but model.safetensors holds {found} values; they are not one model")]
     TooFewWeights { needed: usize, found: usize },
