@@ -132,8 +132,21 @@ fn devices_fifos_endless_lines_and_counts_past_the_limits_are_refused_without_cr
         assert!(message.contains("must be at most"), "{flag}: {message}");
     }
     ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "8", "--prompts", "4", "--heldout", "3"], dir);
-    let (status, alpha) =
-        code(&["sft", "--model", sft, "--demos", "world/demos.jsonl", "--steps", "2", "--lora-rank", "8", "--lora-alpha", "1e308", "--out", "a"]);
+    let (status, alpha) = code(&[
+        "sft",
+        "--model",
+        sft,
+        "--demos",
+        "world/demos.jsonl",
+        "--steps",
+        "2",
+        "--lora-rank",
+        "8",
+        "--lora-alpha",
+        "1e308",
+        "--out",
+        "a",
+    ]);
     assert_eq!(status, Some(1), "{alpha}");
     assert!(alpha.contains("LoRA alpha 1e308 over rank 8"), "{alpha}");
     assert!(!dir.join("a").exists(), "a refused run leaves no folder");
