@@ -6,7 +6,7 @@ use tinyrlhf_rlhf::{HeadToHeadConfig, PpoConfig, TokenRanking, explain_response,
 use wasm_bindgen::prelude::*;
 
 use crate::training::reward_model;
-use crate::{Session, js, json_value, model_named, promise, prompt_ids, sft};
+use crate::{Session, js, json_value, loaded_sft, model_named, promise, prompt_ids};
 
 #[wasm_bindgen]
 impl Session {
@@ -15,7 +15,7 @@ impl Session {
     pub fn scores(&self, prompt: String, completions_json: String, finished_json: String) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             let reward = reward_model(&state)?;
             let completions: Vec<String> = serde_json::from_str(&completions_json).map_err(js)?;
             let finished: Vec<bool> = serde_json::from_str(&finished_json).map_err(js)?;
@@ -39,7 +39,7 @@ impl Session {
     pub fn explain(&self, which: String, prompt: String, response: String, temperature: f32) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             let policy = model_named(&state, &which)?;
             let reward = reward_model(&state)?;
             let (value, beta) = {
@@ -78,7 +78,7 @@ impl Session {
     pub fn evaluate(&self, a: String, b: String, prompts_json: String, labeler: String, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             let labeler: Labeler = labeler.parse().map_err(js)?;
             let (ours, theirs) = (model_named(&state, &a)?, model_named(&state, &b)?);
             let prompts: Vec<String> = serde_json::from_str(&prompts_json).map_err(js)?;
@@ -94,7 +94,7 @@ impl Session {
     pub fn gold_and_proxy(&self, which: String, prompts_json: String, labeler: String, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             let labeler: Labeler = labeler.parse().map_err(js)?;
             let policy = model_named(&state, &which)?;
             let reward = reward_model(&state)?;

@@ -1,7 +1,8 @@
 //! tinyrlhf in the browser: the thin layer between the page's Web Worker and the library crates.
-//! This file loads models and samples; `training.rs` trains (reward model, then PPO, GRPO, RLOO or
-//! DPO step by step); `inspect.rs` explains and compares; `peers.rs` lets the page's workers train
-//! one run together.
+//! This file is the session: it loads models and samples; `training.rs` trains (reward model, then
+//! PPO, GRPO, RLOO or DPO step by step); `sft.rs` fine-tunes; `inspect.rs` explains and compares;
+//! `peers.rs` lets the page's workers train one run together; `formats.rs` answers what needs no
+//! session (files, labelers, limits); `test_hooks.rs` is for the browser tests only.
 //!
 //! Boundary: bytes and JSON strings in, JSON strings out; every error is a `JsError` with a message
 //! a person can read. The worker fetches files and owns this module; the page never touches it.
@@ -15,16 +16,17 @@ use burn::tensor::Device;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use tinyrlhf_data::{Labeler, Ranking};
 use tinyrlhf_model::{CausalLm, GgufStream, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
 use tinyrlhf_rlhf::{Agreement, LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
 use tinyrlhf_tokenizer::TokenizerFiles;
 use wasm_bindgen::prelude::*;
 
+mod formats;
 mod inspect;
 mod memory;
 mod peers;
 mod sft;
+mod test_hooks;
 mod training;
 
 pub use peers::worker_count;
@@ -140,7 +142,8 @@ pub(crate) fn json_value<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     Ok(JsValue::from_str(&to_json(value)?))
 }
 
-pub(crate) fn sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
+/// The SFT model the session holds: what every tuned model here starts from.
+pub(crate) fn loaded_sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
     state.borrow().sft.clone().ok_or_else(|| js("no model is loaded"))
 }
 
@@ -148,7 +151,7 @@ pub(crate) fn sft(state: &Rc<RefCell<State>>) -> Result<Rc<Model>, JsError> {
 /// has none until an adapter needs it: then it is taken from the weights the tab saves of it
 /// (what a reload loads), once.
 pub(crate) async fn sft_identity(state: &Rc<RefCell<State>>) -> Result<String, JsError> {
-    let model = sft(state)?;
+    let model = loaded_sft(state)?;
     if !model.identity.is_empty() {
         return Ok(model.identity.clone());
     }
@@ -300,13 +303,13 @@ impl Session {
     /// The SFT model's `tokenizer.json` (for a GGUF model, the one its metadata describes).
     #[wasm_bindgen(js_name = tokenizerJson)]
     pub fn tokenizer_json(&self) -> Result<String, JsError> {
-        sft(&self.state)?.tokenizer.to_json().map_err(js)
+        loaded_sft(&self.state)?.tokenizer.to_json().map_err(js)
     }
 
     /// Checks that `config.json` describes the SFT model's shape, before anything is built from it
     /// (a config can ask for any size; building first would let it exhaust the tab's memory).
     fn same_config(&self, config_json: &[u8]) -> Result<(), JsError> {
-        let model = sft(&self.state)?;
+        let model = loaded_sft(&self.state)?;
         let config = ModelConfig::from_json_bytes(config_json).map_err(js)?;
         check_same_shape("this model", &model.config, &config).map_err(js)?;
         Ok(())
@@ -324,7 +327,7 @@ impl Session {
     /// exported model of this session shares.
     #[wasm_bindgen(js_name = tokenizerConfigJson)]
     pub fn tokenizer_config_json(&self) -> Result<String, JsError> {
-        Ok(sft(&self.state)?.tokenizer.config_json())
+        Ok(loaded_sft(&self.state)?.tokenizer.config_json())
     }
 
     /// Loads the base (pretrained) model for the comparison view, when it is not the SFT model
@@ -332,7 +335,7 @@ impl Session {
     #[wasm_bindgen(js_name = loadBase)]
     pub fn load_base(&self, config_json: &[u8], weights: WeightsUpload) -> Result<(), JsError> {
         self.same_config(config_json)?;
-        let config = sft(&self.state)?.config.clone();
+        let config = loaded_sft(&self.state)?.config.clone();
         let weights = weights.finish()?;
         let base = tinyrlhf_model::lm_from_weights(&config, weights, &self.device).map_err(|e| js(format!("base model: {e}")))?;
         self.state.borrow_mut().base = Some(base);
@@ -342,7 +345,7 @@ impl Session {
     /// The SFT model's `config.json`, which every exported model of this session shares.
     #[wasm_bindgen(js_name = configJson)]
     pub fn config_json(&self) -> Result<String, JsError> {
-        Ok(sft(&self.state)?.config.to_json())
+        Ok(loaded_sft(&self.state)?.config.to_json())
     }
 
     /// `k` answers to `prompt` from `which` model ("sft", "base" or a policy's name), sampled together,
@@ -351,7 +354,7 @@ impl Session {
     pub fn sample(&self, which: String, prompt: String, k: usize, temperature: f32, max_new_tokens: usize, seed: u64) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             let lm = model_named(&state, &which)?;
             tinyrlhf_rlhf::data::rankings::check_answers_to_rank(k, "K").map_err(js)?;
             let room = max_new_tokens.max(1);
@@ -423,134 +426,4 @@ impl WeightsUpload {
             Upload::Unknown => Err(js("the weights file is empty")),
         }
     }
-}
-
-/// A scripted labeler's order of `completions` (JSON list of strings), best first, as JSON.
-#[wasm_bindgen(js_name = rankWithLabeler)]
-pub fn rank_with_labeler(labeler: &str, prompt: &str, completions_json: &str) -> Result<String, JsError> {
-    let labeler: Labeler = labeler.parse().map_err(js)?;
-    let completions: Vec<String> = serde_json::from_str(completions_json).map_err(js)?;
-    to_json(&labeler.rank(prompt, &completions))
-}
-
-/// Rankings (or TRL pairs) from a JSONL file's bytes, decoded strictly, as a JSON list; the error
-/// names `file`, line and field.
-#[wasm_bindgen(js_name = parseRankings)]
-pub fn parse_rankings(file: &str, bytes: &[u8]) -> Result<String, JsError> {
-    to_json(&tinyrlhf_data::read_preferences(file, bytes).map_err(js)?)
-}
-
-/// What a model folder's `config.json` would cost to train in the tab (JSON: parameters, whether
-/// LoRA is the default, estimated and allowed bytes), or why the tab cannot hold it: checked
-/// before its weights are read.
-#[wasm_bindgen(js_name = modelFootprint)]
-pub fn model_footprint(config_json: &[u8]) -> Result<String, JsError> {
-    let config = ModelConfig::from_json_bytes(config_json).map_err(|e| js(format!("config.json: {e}")))?;
-    to_json(&tinyrlhf_rlhf::check_fits_tab(&config, None).map_err(js)?)
-}
-
-/// Whether a file starting with `head` is a GGUF model, by its bytes: Ollama keeps its models as
-/// `sha256-…` blobs with no extension.
-#[wasm_bindgen(js_name = isGguf)]
-pub fn is_gguf(head: &[u8]) -> bool {
-    tinyrlhf_model::is_gguf(head)
-}
-
-/// Prompts from a file's bytes (JSONL of `{"prompt"}` or one per line) as a JSON list; the error
-/// names `file`, line and field.
-#[wasm_bindgen(js_name = parsePrompts)]
-pub fn parse_prompts(file: &str, bytes: &[u8]) -> Result<String, JsError> {
-    to_json(&tinyrlhf_data::read_prompts(file, bytes).map_err(js)?)
-}
-
-/// Demonstrations (`{"prompt", "response"}` JSONL) from a file's bytes as a JSON list; the error
-/// names `file`, line and field.
-#[wasm_bindgen(js_name = parseDemonstrations)]
-pub fn parse_demonstrations(file: &str, bytes: &[u8]) -> Result<String, JsError> {
-    to_json(&tinyrlhf_data::read_demonstrations(file, bytes).map_err(js)?)
-}
-
-/// The same checks as a file's ranking gets (K, distinct answers, a permutation), for a ranking
-/// made in the page; the error names the field.
-#[wasm_bindgen(js_name = checkRanking)]
-pub fn check_ranking(ranking_json: &str) -> Result<(), JsError> {
-    let ranking: Ranking = serde_json::from_str(ranking_json).map_err(js)?;
-    ranking.check().map_err(js)
-}
-
-/// The limits the page checks before sending work, how long an answer to read or rank is, and the
-/// temperature answers are judged and compared at: `{max_completions, max_file_bytes, answer_tokens,
-/// judge_temperature}`.
-#[wasm_bindgen]
-pub fn limits() -> Result<String, JsError> {
-    to_json(&serde_json::json!({
-        "max_completions": Ranking::MAX_COMPLETIONS,
-        "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES,
-        "answer_tokens": tinyrlhf_rlhf::ANSWER_TOKENS,
-        "judge_temperature": tinyrlhf_rlhf::HeadToHeadConfig::JUDGE_TEMPERATURE,
-    }))
-}
-
-/// Traps the module on purpose (a wasm `unreachable`, as any panic would), so the browser tests can
-/// prove the page recovers from a dead worker. Nothing calls it but those tests.
-#[wasm_bindgen(js_name = trapForTests)]
-pub fn trap_for_tests() {
-    std::process::abort()
-}
-
-/// Takes every free block of the module's heap of at least 64 KiB and keeps it, so that the next
-/// large allocation fails as a large model's would: the memory grown to the browser's limit alone
-/// left the heap's own free blocks (a PPO iteration's freed activations) for the next iteration to
-/// reuse, and whether it fitted there depended on the run. Nothing calls it but the browser tests.
-#[wasm_bindgen(js_name = fillHeapForTests)]
-pub fn fill_heap_for_tests() -> usize {
-    let (mut taken, mut size) = (0, 1usize << 30);
-    while size >= 1 << 16 {
-        let mut block: Vec<u8> = Vec::new();
-        if block.try_reserve_exact(size).is_ok() {
-            std::mem::forget(block);
-            taken += size;
-        } else {
-            size /= 2;
-        }
-    }
-    taken
-}
-
-/// Rankings (a JSON list) as the CLI's rankings JSONL.
-#[wasm_bindgen(js_name = rankingsToJsonl)]
-pub fn rankings_to_jsonl(rankings_json: &str) -> Result<String, JsError> {
-    let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
-    Ok(tinyrlhf_data::write_jsonl(&rankings))
-}
-
-/// Rankings (a JSON list) as TRL pairwise JSONL: every C(K,2) pair of each ranking.
-#[wasm_bindgen(js_name = rankingsToPairsJsonl)]
-pub fn rankings_to_pairs_jsonl(rankings_json: &str) -> Result<String, JsError> {
-    let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
-    let pairs: Vec<_> = rankings.iter().flat_map(Ranking::pairs).collect();
-    Ok(tinyrlhf_data::write_jsonl(&pairs))
-}
-
-/// A scripted labeler's strict ranking of `completions` (ties dropped; each kept one with its
-/// `finished` flag) as a ranking record, or `null` when it cannot tell two of them apart.
-#[wasm_bindgen(js_name = strictRanking)]
-pub fn strict_ranking(labeler: &str, prompt: &str, completions_json: &str, finished_json: &str) -> Result<String, JsError> {
-    let labeler: Labeler = labeler.parse().map_err(js)?;
-    let completions: Vec<String> = serde_json::from_str(completions_json).map_err(js)?;
-    let finished: Vec<bool> = serde_json::from_str(finished_json).map_err(js)?;
-    to_json(&labeler.strict_ranking(prompt, &completions, &finished))
-}
-
-/// Whether a typed prompt is about the shipped model's small world: its unknown words, a prompt of
-/// the world to try, and the world in a line (`tinyrlhf_data::coverage`), as JSON.
-#[wasm_bindgen(js_name = promptCoverage)]
-pub fn prompt_coverage(prompt: &str) -> Result<String, JsError> {
-    to_json(&tinyrlhf_data::coverage(prompt))
-}
-
-/// `n` prompts of the built-in world's training set (never the held-out ones), as a JSON list.
-#[wasm_bindgen(js_name = trainingPrompts)]
-pub fn training_prompts(n: usize, seed: u64) -> Result<String, JsError> {
-    to_json(&tinyrlhf_data::training_prompts(seed, n).into_iter().map(|p| p.prompt).collect::<Vec<_>>())
 }

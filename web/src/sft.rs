@@ -11,7 +11,7 @@ use tinyrlhf_rlhf::{Example, SftSettings, SupervisedTrainer, Trainer, sft_exampl
 use wasm_bindgen::prelude::*;
 
 use crate::training::changes;
-use crate::{LanguageModel, Session, State, js, json_value, promise, sft, to_json};
+use crate::{LanguageModel, Session, State, js, json_value, loaded_sft, promise, to_json};
 
 /// An SFT run and the held-back demonstrations its validation loss is measured on.
 pub(crate) struct SftRun {
@@ -26,7 +26,7 @@ impl Session {
     /// `{train, validation, left_out, steps}`.
     #[wasm_bindgen(js_name = startSft)]
     pub fn start_sft(&self, demos_json: &str, changes_json: &str) -> Result<String, JsError> {
-        let model = sft(&self.state)?;
+        let model = loaded_sft(&self.state)?;
         let base = self.state.borrow().base.clone().ok_or_else(|| js("the base model is not loaded"))?;
         let demos: Vec<Demonstration> = serde_json::from_str(demos_json).map_err(js)?;
         let settings: SftSettings = with_changes(SftSettings::default(), &changes(changes_json)?, "SFT").map_err(js)?;
@@ -77,7 +77,7 @@ impl Session {
     pub fn sft_weights(&self) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let lm = sft(&state)?.model.clone();
+            let lm = loaded_sft(&state)?.model.clone();
             let bytes = tinyrlhf_model::save_lm(&lm).await.map_err(js)?;
             Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
@@ -87,7 +87,7 @@ impl Session {
 /// `lm` is the SFT model from now on; the reward model and the policies were trained from the
 /// previous one, so they go.
 fn become_sft(state: &Rc<std::cell::RefCell<State>>, lm: CausalLm) -> Result<(), JsError> {
-    let model = sft(state)?;
+    let model = loaded_sft(state)?;
     let mut s = state.borrow_mut();
     let tokenizer = model.tokenizer.for_instructions().map_err(js)?;
     // Its identity is taken when an adapter first needs it (`sft_identity`).

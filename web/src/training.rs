@@ -17,7 +17,7 @@ use tinyrlhf_rlhf::{
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::{Model, Session, State, js, json_value, promise, sft, sft_identity, to_json};
+use crate::{Model, Session, State, js, json_value, loaded_sft, promise, sft_identity, to_json};
 
 /// One step of `run`; its stats as JSON, with the sampled answer shown (as text) where there is
 /// one, and whether the run is done.
@@ -75,7 +75,7 @@ impl Session {
     /// changed. Resolves to `{train, held_out, pairs, steps, skipped, prompts_cut}`.
     #[wasm_bindgen(js_name = startReward)]
     pub fn start_reward(&self, rankings_json: &str, changes_json: &str) -> Result<String, JsError> {
-        let model = sft(&self.state)?;
+        let model = loaded_sft(&self.state)?;
         let settings: RewardConfig = with_changes(RewardConfig::default(), &changes(changes_json)?, "reward model").map_err(js)?;
         let set = ranking_set(&model, rankings_json, "a reward model")?;
         let mut info = serde_json::json!({
@@ -143,7 +143,7 @@ impl Session {
         promise(async move {
             let method: Method = method.parse().map_err(js)?;
             let settings = MethodSettings::with_changes(method, &changes(&changes_json)?).map_err(js)?;
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             let start = state.borrow().policies.get(method.name()).cloned();
             let mut plan = RunPlan {
                 method,
@@ -226,7 +226,7 @@ impl Session {
     pub fn train_step(&self, beta: Option<f64>) -> js_sys::Promise {
         let state = self.state.clone();
         promise(async move {
-            let model = sft(&state)?;
+            let model = loaded_sft(&state)?;
             if let Some(beta) = beta {
                 state.borrow_mut().run.as_mut().ok_or_else(|| js("no training run has been started"))?.set_beta(beta).map_err(js)?;
             }
@@ -270,7 +270,7 @@ impl Session {
                     _ => return Ok(JsValue::NULL),
                 }
             };
-            let config = sft(&state)?.config.clone();
+            let config = loaded_sft(&state)?.config.clone();
             let (adapter_config, safetensors) = tinyrlhf_model::save_peft_adapter(&policy, &lora).await.map_err(js)?;
             let safetensors = tinyrlhf_model::with_recorded_base(&safetensors, &sft_identity(&state).await?).map_err(js)?;
             let gguf = tinyrlhf_model::gguf_lora_adapter(&config, &safetensors, lora.alpha).map_err(js)?;
@@ -288,7 +288,7 @@ impl Session {
         let (policy, lora) = match adapter_config.filter(|_| tinyrlhf_model::is_peft_adapter(safetensors)) {
             Some(peft) => {
                 self.same_config(config_json)?;
-                let sft = sft(&self.state)?;
+                let sft = loaded_sft(&self.state)?;
                 check_adapter_base(&sft.identity, safetensors, OtherBase::Refused).map_err(|e| js(format!("adapter: {}", e.message)))?;
                 let sft = sft.model.clone();
                 let (lora, policy) =
@@ -355,7 +355,7 @@ impl Session {
         self.same_config(config_json)?;
         let (reward, lora) = match adapter_config.filter(|_| tinyrlhf_model::is_peft_adapter(safetensors)) {
             Some(peft) => {
-                let sft = sft(&self.state)?;
+                let sft = loaded_sft(&self.state)?;
                 check_adapter_base(&sft.identity, safetensors, OtherBase::Refused)
                     .map_err(|e| js(format!("reward model's adapter: {}", e.message)))?;
                 let start = ScalarModel::new(sft.model.clone());

@@ -11,6 +11,7 @@ use clap::Args;
 use tinyrlhf_model::{AdamWSettings, CausalLm, GgmlType, ModelConfig, SamplingConfig, chosen_token_logprobs, generate, step_in_place};
 
 use crate::backend::Backend;
+use crate::bench_inputs::{PROMPT_LEN, prompts, random_tokens};
 use crate::bench_methods::{
     Iteration, LoraDpoStep, PPO_TOKENS, PpoIteration, dpo_step, group_iteration, lora_dpo_step, ppo_iteration, reward_step,
 };
@@ -398,13 +399,8 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     times[times.len() / 2]
 }
 
-pub(crate) fn random_tokens(rows: usize, len: usize, vocab: usize, salt: usize) -> Vec<i64> {
-    // A cheap deterministic hash: the benchmark needs varied ids, not good randomness.
-    (0..rows * len).map(|i| ((i * 2_654_435_761 + salt * 40_503) % vocab) as i64).collect()
-}
-
-/// One language-modelling step: forward, next-token cross-entropy, backward, AdamW.
-/// The median time of a training step, and the kernels one step launched (on a GPU backend).
+/// The median time of one language-modelling step (forward, next-token cross-entropy, backward,
+/// AdamW), and the kernels one step launched (on a GPU backend).
 fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usize, steps: usize) -> (Duration, Option<f64>) {
     let device = device.clone().autodiff();
     let mut lm = config.init(&device);
@@ -434,13 +430,6 @@ fn train_step_time(config: &ModelConfig, device: &Device, batch: usize, seq: usi
     });
     crate::kernels::print_names("train step");
     (time, crate::kernels::since(kernels).map(|k| k as f64 / (i - 2) as f64))
-}
-
-pub(crate) const PROMPT_LEN: usize = 16;
-
-pub(crate) fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
-    let ids = random_tokens(batch, PROMPT_LEN, vocab, 7);
-    ids.chunks(PROMPT_LEN).map(|row| row.iter().map(|&t| t as u32).collect()).collect()
 }
 
 fn generate_cached(lm: &CausalLm, batch: usize, new_tokens: usize) {

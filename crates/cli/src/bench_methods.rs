@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use tinyrlhf_model::{GgmlType, LoraConfig, ModelConfig};
 
-use crate::bench::{PROMPT_LEN, prompts, random_tokens};
+use crate::bench_inputs::{PROMPT_LEN, prompts, random_tokens};
 
 const PPO_BATCH: usize = 16;
 pub(crate) const PPO_TOKENS: usize = 48;

@@ -102,16 +102,6 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "data": {"rankings": record.digest("rankings"), "pairs": pairs},
     });
-    policy::run(
-        trainer,
-        policy::RunOutput::new(
-            &args.out,
-            Base { path: &args.policy, identity: &identity },
-            &args.lora,
-            &tokenizer,
-            args.save_every,
-            manifest,
-            &record,
-        ),
-    )
+    let base = Base { path: &args.policy, identity: &identity };
+    policy::run(trainer, policy::RunOutput::new(&args.out, base, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

@@ -1,5 +1,6 @@
-//! Files, for the CLI only: reads that name the path in their errors, writes that are atomic (a
-//! temp file then a rename, so a killed run never leaves half a file), and model directories.
+//! Files, for the CLI only: reads that name the path in their errors and are bounded, writes that
+//! are atomic (a temp file then a rename, so a killed run never leaves half a file), and model
+//! directories (their checkpoint folder is `checkpoints.rs`'s).
 //!
 //! A model directory holds `config.json`, `model.safetensors`, `tokenizer.json` and
 //! `tokenizer_config.json` (so it is loadable on its own, by us or by HF transformers), a `manifest.json` saying how it was made, and
@@ -10,10 +11,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tinyrlhf_data::Record;
 use tinyrlhf_model::{ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, OtherBase, Safetensors, TrainCheckpoint};
+use tinyrlhf_rlhf::{AdapterFiles, LanguageModel, ModelFiles, OtherBase, Safetensors};
 use tinyrlhf_tokenizer::{Tokenizer, TokenizerFiles};
-
-use crate::resume::{RUN_FILE, RunRecord};
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -382,105 +381,8 @@ pub fn load_scalar_dir(
     Ok((config, model, tokenizer))
 }
 
-/// Saves a trainer's resumable state as `dir/checkpoint/` (every method's in one layout).
-pub fn save_checkpoint(dir: &Path, checkpoint: &TrainCheckpoint, run: &RunRecord) -> Result<()> {
-    let record = run.to_json();
-    // The trainer's files last: their `trainer.json` marks a complete checkpoint.
-    let parts: Vec<(&str, &[u8])> = std::iter::once((RUN_FILE, &record[..])).chain(checkpoint.files()).collect();
-    save_checkpoint_files(dir, &parts)
-}
-
-/// Where a run in `dir` keeps its checkpoint (for messages).
-pub fn checkpoint_dir(dir: &Path) -> PathBuf {
-    dir.join("checkpoint")
-}
-
-/// The run record of the last complete checkpoint in `dir`: `None` when there is no checkpoint,
-/// `Some(None)` when an older tinyrlhf wrote it without one.
-pub fn load_run_record(dir: &Path) -> Result<Option<Option<Vec<u8>>>> {
-    if load_checkpoint_files(dir, &[])?.is_none() {
-        return Ok(None);
-    }
-    let path = dir.join("checkpoint").join(RUN_FILE);
-    Ok(Some(if path.exists() { Some(read(&path)?) } else { None }))
-}
-
-/// A trainer's last complete checkpoint in `dir`, if any.
-pub fn load_checkpoint(dir: &Path) -> Result<Option<TrainCheckpoint>> {
-    if load_checkpoint_files(dir, &[])?.is_none() {
-        return Ok(None);
-    }
-    let mut files = std::collections::BTreeMap::new();
-    for name in TrainCheckpoint::NAMES {
-        let path = dir.join("checkpoint").join(name);
-        if path.exists() {
-            files.insert(name, read_large(&path)?);
-        }
-    }
-    TrainCheckpoint::from_files(|name| files.remove(name)).map(Some).map_err(|e| format!("{}: {e}", checkpoint_dir(dir).display()))
-}
-
-/// Saves named files as `dir/checkpoint/`, swapped in whole: the new state is written beside it
-/// (each file synced to disk), then renamed into place, so a kill or a power cut at any moment
-/// leaves a complete checkpoint, the previous one or the new one. The last file should be
-/// `trainer.json`: its presence marks a complete checkpoint.
-pub fn save_checkpoint_files(dir: &Path, parts: &[(&str, &[u8])]) -> Result<()> {
-    swap_in(dir, parts, usize::MAX).map(|_| ())
-}
-
-/// The swap's steps, stopping after `limit` of them (tests play a kill between any two).
-/// Returns how many ran.
-fn swap_in(dir: &Path, parts: &[(&str, &[u8])], limit: usize) -> Result<usize> {
-    let (new, _, _) = checkpoint_paths(dir);
-    let mut steps: Vec<Box<dyn FnOnce() -> Result<()> + '_>> = vec![
-        Box::new(|| remove_dir(&new)),
-        Box::new(|| std::fs::create_dir_all(&new).map_err(|e| format!("cannot create {}: {e}", new.display()))),
-    ];
-    for &(name, bytes) in parts {
-        let new = &new;
-        steps.push(Box::new(move || write_synced(&new.join(name), bytes)));
-    }
-    steps.push(Box::new(|| sync_dir(&new)));
-    steps.extend(promote_steps(dir));
-    let mut done = 0;
-    for step in steps.into_iter().take(limit) {
-        step()?;
-        done += 1;
-    }
-    Ok(done)
-}
-
-/// Moves a complete `checkpoint.new` into place: current -> old, new -> current, old removed.
-/// Each step leaves a loadable state.
-fn promote_steps(dir: &Path) -> Vec<Box<dyn FnOnce() -> Result<()> + '_>> {
-    let (new, current, old) = checkpoint_paths(dir);
-    let (new2, current2, old2) = (new.clone(), current.clone(), old.clone());
-    vec![
-        Box::new(move || remove_dir(&old)),
-        Box::new(move || if current.exists() { rename(&current, &old2) } else { Ok(()) }),
-        Box::new(move || rename(&new2, &current2)),
-        Box::new(move || sync_dir(dir)),
-        Box::new(move || remove_dir(&dir.join("checkpoint.old"))),
-    ]
-}
-
-/// The named files of the newest complete checkpoint in `dir`, in the order asked. A swap that
-/// was interrupted is finished first (or, if its new state was incomplete, dropped), so whatever
-/// moment a kill came, the last complete checkpoint is found.
-pub fn load_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Option<Vec<Vec<u8>>>> {
-    let (new, current, old) = checkpoint_paths(dir);
-    let complete = |p: &Path| p.join(TrainCheckpoint::TRAINER).exists();
-    if complete(&new) {
-        for step in promote_steps(dir) {
-            step()?;
-        }
-    } else if !complete(&current) && complete(&old) {
-        rename(&old, &current)?;
-    }
-    if !complete(&current) {
-        return Ok(None);
-    }
-    names.iter().map(|name| read_large(&current.join(name))).collect::<Result<Vec<_>>>().map(Some)
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))
 }
 
 /// Removes a file, if there is one.
@@ -489,40 +391,6 @@ pub fn remove_file(path: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", path.display())),
         _ => Ok(()),
     }
-}
-
-fn remove_dir(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", path.display())),
-        _ => Ok(()),
-    }
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))
-}
-
-/// Writes a file through a temp name, synced to disk before the rename: once it exists under its
-/// name, all of it is there.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("partial");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    rename(&tmp, path)
-}
-
-/// Makes renames inside `dir` durable. Directories cannot be opened for syncing on every
-/// platform (Windows), where the rename itself is what the file system guarantees.
-fn sync_dir(dir: &Path) -> Result<()> {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
-    }
-    Ok(())
-}
-
-fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (dir.join("checkpoint.new"), dir.join("checkpoint"), dir.join("checkpoint.old"))
 }
 
 /// Before a fresh run in `out`: refuses when `out` holds a run that `--resume` would continue,
@@ -617,39 +485,5 @@ mod tests {
         std::fs::write(&path, "{\"iteration\": 1}\n{\"iteration\": 2}\n").unwrap();
         keep_metrics_through(&path, 1).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"iteration\": 1}\n");
-    }
-
-    fn parts(tag: &str) -> Vec<(&'static str, Vec<u8>)> {
-        vec![("model.safetensors", format!("weights {tag}").into_bytes()), ("trainer.json", format!("state {tag}").into_bytes())]
-    }
-
-    fn save_until(dir: &Path, tag: &str, limit: usize) -> usize {
-        let parts = parts(tag);
-        let borrowed: Vec<(&str, &[u8])> = parts.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-        swap_in(dir, &borrowed, limit).unwrap()
-    }
-
-    #[test]
-    fn a_kill_between_any_two_steps_of_the_swap_leaves_a_checkpoint_that_loads() {
-        let root = std::env::temp_dir().join(format!("tinyrlhf-swap-{}", std::process::id()));
-        let all_steps = save_until(&root.join("probe"), "x", usize::MAX);
-        let names = ["model.safetensors", "trainer.json"];
-        for limit in 0..=all_steps {
-            let dir = root.join(format!("kill-after-{limit}"));
-            save_until(&dir, "first", usize::MAX);
-            save_until(&dir, "second", limit);
-            let loaded = load_checkpoint_files(&dir, &names).unwrap().unwrap_or_else(|| panic!("no checkpoint after {limit} steps"));
-            let state = String::from_utf8(loaded[1].clone()).unwrap();
-            let tag = state.strip_prefix("state ").unwrap();
-            // The weights always belong to the state they were saved with.
-            assert_eq!(loaded[0], format!("weights {tag}").into_bytes(), "after {limit} steps");
-            // Once the new state is complete on disk, it is the one found.
-            let new_complete = limit >= 2 + names.len();
-            assert_eq!(tag, if new_complete { "second" } else { "first" }, "after {limit} steps");
-            // Loading finished or dropped the interrupted swap: a later save works as usual.
-            save_until(&dir, "third", usize::MAX);
-            assert_eq!(load_checkpoint_files(&dir, &names).unwrap().unwrap()[1], b"state third");
-        }
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -138,16 +138,6 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::run(
-        trainer,
-        policy::RunOutput::new(
-            &args.out,
-            Base { path: &args.policy, identity: &identity },
-            &args.lora,
-            &tokenizer,
-            args.save_every,
-            manifest,
-            &record,
-        ),
-    )
+    let base = Base { path: &args.policy, identity: &identity };
+    policy::run(trainer, policy::RunOutput::new(&args.out, base, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

@@ -6,8 +6,10 @@
 mod allocator;
 mod backend;
 mod bench;
+mod bench_inputs;
 mod bench_methods;
 mod bench_products;
+mod checkpoints;
 mod compare;
 mod data;
 mod dpo;

@@ -9,6 +9,7 @@ use std::path::Path;
 use tinyrlhf_rlhf::{MethodSettings, PolicyInputs, PolicyStats, PolicyTrainer, StepReport, Trainer};
 use tinyrlhf_tokenizer::Tokenizer;
 
+use crate::checkpoints;
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
 use crate::lora::{Base, Tuned, TunedModel, save_tuned};
@@ -58,9 +59,9 @@ pub fn resumed_or_fresh(
     let method = settings.method();
     if resume {
         resume::check(out, record, &MethodSettings::APPLIED_ON_RESUME)?;
-        if let Some(checkpoint) = files::load_checkpoint(out)? {
+        if let Some(checkpoint) = checkpoints::load(out)? {
             let trainer = pollster::block_on(PolicyTrainer::resume(&settings, &checkpoint, inputs))
-                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(out).display()))?;
+                .map_err(|e| format!("{}: {e}", checkpoints::folder(out).display()))?;
             let unit = if method.samples_answers() { "iteration" } else { "step" };
             eprintln!("resuming {} at {unit} {} (with the checkpoint's settings)", out.display(), trainer.steps_done());
             return Ok(trainer);
@@ -93,7 +94,7 @@ pub fn run(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
         let step = stats.step();
         let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
         line.write()?;
-        files::save_checkpoint(out, &checkpoint, run.record)?;
+        checkpoints::save(out, &checkpoint, &run.record.to_json())?;
         let mut manifest = run.manifest.clone();
         manifest["stage"] = method.name().into();
         manifest[format!("{unit}s")] = step.into();

@@ -165,16 +165,6 @@ pub fn ppo(args: &PpoArgs) -> Result<()> {
     let manifest = serde_json::json!({
         "sft": args.policy, "reward": args.reward, "data": {"prompts": record.digest("prompts")},
     });
-    policy::run(
-        trainer,
-        policy::RunOutput::new(
-            &args.out,
-            Base { path: &args.policy, identity: &identity },
-            &args.lora,
-            &tokenizer,
-            args.save_every,
-            manifest,
-            &record,
-        ),
-    )
+    let base = Base { path: &args.policy, identity: &identity };
+    policy::run(trainer, policy::RunOutput::new(&args.out, base, &args.lora, &tokenizer, args.save_every, manifest, &record))
 }

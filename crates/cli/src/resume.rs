@@ -10,10 +10,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoints::{self, RUN_FILE};
 use crate::files::{self, Result};
-
-/// The file of a checkpoint that records its run.
-pub const RUN_FILE: &str = "run.json";
 
 /// A model folder's files that decide what it computes (its outputs, logs and checkpoints do not).
 fn is_model_file(name: &str) -> bool {
@@ -107,7 +105,7 @@ impl RunRecord {
 /// Before `out` is resumed as `record`: refused if its checkpoint was started on other inputs or
 /// settings. A checkpoint with no record is resumed unchecked, and said so.
 pub fn check(out: &Path, record: &RunRecord, applied: &[&str]) -> Result<()> {
-    match files::load_run_record(out)? {
+    match checkpoints::load_run_record(out)? {
         Some(Some(saved)) => record.check_resumes(out, &saved, applied),
         Some(None) => {
             eprintln!("note: {} records no inputs (an older tinyrlhf wrote it); resuming without checking them", out.display());

@@ -12,6 +12,7 @@ use tinyrlhf_rlhf::{Example, LanguageModel, SftSettings, SupervisedTrainer, Trai
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
+use crate::checkpoints;
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
 use crate::lora::{Base, LoraArgs, Tuned, TunedModel, save_tuned};
@@ -167,10 +168,10 @@ fn run(
         resume::check(&args.out, record, &["steps"])?;
     }
 
-    let mut trainer = match (args.resume, files::load_checkpoint(&args.out)?) {
+    let mut trainer = match (args.resume, checkpoints::load(&args.out)?) {
         (true, Some(checkpoint)) => {
             let mut trainer = SupervisedTrainer::resume(&checkpoint, base.as_ref(), train, pad, &device)
-                .map_err(|e| format!("{}: {e}", files::checkpoint_dir(&args.out).display()))?;
+                .map_err(|e| format!("{}: {e}", checkpoints::folder(&args.out).display()))?;
             trainer.set_total_steps(args.steps);
             eprintln!("resuming {} at step {}", args.out.display(), trainer.steps_done());
             trainer
@@ -197,7 +198,7 @@ fn run(
         progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
         let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
         line.write()?;
-        files::save_checkpoint(&args.out, &checkpoint, record)?;
+        checkpoints::save(&args.out, &checkpoint, &record.to_json())?;
         if trainer.is_done() {
             manifest["final_loss"] = stats.loss.into();
             manifest["val_loss"] = val_loss.into();

@@ -45,7 +45,8 @@ pub use models::model_files::{
 };
 pub use parallel::peers::{Alone, Peers, shard};
 pub use stages::policy_trainer::{MethodSettings, PolicyInputs, PolicyStats, PolicyTrainer};
-pub use stages::reward::{Calibrated, PairEval, RewardConfig, RewardStepStats, RewardTrainer, calibrate};
+pub use stages::reward::{Calibrated, RewardConfig, RewardStepStats, RewardTrainer};
+pub use stages::scoring::{PairEval, calibrate};
 pub use stages::supervised::{SftSettings, StepStats, SupervisedConfig, SupervisedTrainer};
 pub use stages::trainer::{StepReport, Trainer};
 pub use step::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, preference_loss, token_logprobs};

@@ -9,7 +9,7 @@ mod common;
 use burn::tensor::Device;
 use common::{lm_bytes, lm_values, models};
 use tinyrlhf_model::{GptConfig, ModelConfig, ScalarModel};
-use tinyrlhf_rlhf::stages::reward::score_sequences;
+use tinyrlhf_rlhf::stages::scoring::score_sequences;
 use tinyrlhf_rlhf::{
     Method, MethodSettings, PolicyInputs, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer,
     TokenRanking, Trainer, explain_response,
@@ -57,7 +57,7 @@ fn calibration_centres_scores_on_the_given_answers() {
     let answers: Vec<Vec<u32>> = (0..10u32).map(|i| vec![2, 4 + i, 3, 5 + i % 3, EOS]).collect();
     let (model, (before_mean, before_std)) = pollster::block_on(tinyrlhf_rlhf::calibrate(reward, &answers, true, PAD)).unwrap();
     assert!(before_std > 0.0 && before_mean.is_finite());
-    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::stages::reward::score_stats(&model, &answers, 4, PAD)).unwrap();
+    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::stages::scoring::score_stats(&model, &answers, 4, PAD)).unwrap();
     assert!(mean.abs() < 1e-4 && (std - 1.0).abs() < 1e-3, "mean {mean}, std {std}");
 }
 
@@ -79,7 +79,7 @@ fn a_finished_reward_model_is_calibrated_on_the_sft_answers_of_its_rankings() {
     let calibrated = pollster::block_on(trainer.calibrated()).unwrap();
     assert_eq!(calibrated.answers, 18);
     assert!(calibrated.std_before > 0.0, "{}", calibrated.summary());
-    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::stages::reward::score_stats(&calibrated.model, &answers, 4, PAD)).unwrap();
+    let (mean, std) = pollster::block_on(tinyrlhf_rlhf::stages::scoring::score_stats(&calibrated.model, &answers, 4, PAD)).unwrap();
     assert!(mean.abs() < 1e-4 && (std - 1.0).abs() < 1e-3, "mean {mean}, std {std}");
 }
 

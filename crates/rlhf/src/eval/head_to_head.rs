@@ -126,7 +126,7 @@ pub async fn gold_and_proxy(
     let sequences: Vec<Vec<u32>> = prompt_ids.iter().zip(&answers.tokens).map(|(p, a)| [p.as_slice(), a].concat()).collect();
     let mut total = 0.0;
     for chunk in sequences.chunks(settings.batch_size.max(1)) {
-        let scores = crate::stages::reward::score_sequences(reward, chunk, tokenizer.special_ids().pad, &policy.device());
+        let scores = crate::stages::scoring::score_sequences(reward, chunk, tokenizer.special_ids().pad, &policy.device());
         total += crate::step::read::values(scores).await?.iter().map(|&s| f64::from(s)).sum::<f64>();
     }
     let proxy = total / sequences.len().max(1) as f64;

@@ -3,5 +3,6 @@
 
 pub mod policy_trainer;
 pub mod reward;
+pub mod scoring;
 pub mod supervised;
 pub mod trainer;
