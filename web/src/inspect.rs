@@ -22,7 +22,7 @@ impl Session {
             let order: Vec<usize> = (0..completions.len()).collect();
             let context = model.config.context_length();
             let (tokens, _) = TokenRanking::new(&model.tokenizer, &prompt, &completions, &finished, &order, context).map_err(js)?;
-            let scores = tinyrlhf_rlhf::stages::reward::score_sequences(
+            let scores = tinyrlhf_rlhf::stages::scoring::score_sequences(
                 &reward,
                 &tokens.sequences,
                 model.tokenizer.special_ids().pad,

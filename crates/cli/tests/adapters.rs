@@ -44,7 +44,7 @@ fn an_adapter_on_a_replaced_base_is_refused_naming_both_and_resume_checks_the_ba
 
     ok(&["sft", "--model", "base", "--demos", "world/demos.jsonl", "--steps", "2", "--lora-rank", "4", "--out", "lora"], dir);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("lora/manifest.json")).unwrap()).unwrap();
-    assert!(manifest["base_identity"].as_str().is_some_and(|id| id.starts_with("sha256:")), "{manifest}");
+    assert!(manifest["base_identity"].as_str().is_some_and(|id| id.starts_with("xxh3-128:")), "{manifest}");
     run(sample("lora", &[]));
     // A DPO run on the LoRA folder, its checkpoint kept for --resume.
     ok(&["sample", "--model", "lora", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "k.jsonl"], dir);
@@ -60,7 +60,7 @@ fn an_adapter_on_a_replaced_base_is_refused_naming_both_and_resume_checks_the_ba
     std::fs::copy(sft.with_file_name("base").join("model.safetensors"), dir.join("base/model.safetensors")).unwrap();
     let on_other = refuse(sample("lora", &[]));
     assert!(on_other.contains("lora") && on_other.contains("base"), "names the adapter's folder and the base: {on_other}");
-    assert!(on_other.contains("trained on a base whose weights are sha256:"), "{on_other}");
+    assert!(on_other.contains("trained on a base whose weights are xxh3-128:"), "{on_other}");
     assert!(on_other.contains("--allow-other-base"), "says the way out: {on_other}");
     run(sample("lora", &["--allow-other-base"]));
     // Resumed on it: the policy's adapter refuses the base, and with --allow-other-base the run's

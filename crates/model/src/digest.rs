@@ -1,7 +1,9 @@
-//! A model's identity: the SHA-256 of its tensors as its file stores them (each tensor's name,
+//! A model's identity: a 128-bit hash of its tensors as its file stores them (each tensor's name,
 //! type, shape and bytes, in name order). Two files of one model agree whatever the order of their
 //! tensors; a file whose weights differ anywhere (another checkpoint of the same config, two
-//! blocks' tensors swapped) does not. It is taken as the tensors stream in, so a base is read once.
+//! blocks' tensors swapped) does not. It is taken as the tensors stream in, so a base is read once,
+//! with XXH3-128: what it guards against is a wrong base given by mistake, not a forged one, and a
+//! cryptographic hash would add seconds to every load of a large base in the tab.
 //!
 //! An adapter records the identity of the base it was trained on in its safetensors metadata
 //! (`tinyrlhf.base`, beside PEFT's own `format`), where PEFT and llama.cpp ignore it and it travels
@@ -11,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use safetensors::SafeTensors;
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::checkpoint::{CheckpointError, IGNORED_SUFFIXES};
 
@@ -21,31 +23,31 @@ pub const BASE_KEY: &str = "tinyrlhf.base";
 /// Tensors' digests by name, gathered in any order.
 #[derive(Debug, Default, Clone)]
 pub struct ContentDigest {
-    tensors: BTreeMap<String, [u8; 32]>,
+    tensors: BTreeMap<String, u128>,
 }
 
 impl ContentDigest {
     /// Takes one tensor: `dtype` as its file names it (`F32`, `BF16`, `Q4_K`...).
     pub fn add(&mut self, name: &str, dtype: &str, shape: &[usize], bytes: &[u8]) {
-        let mut hasher = Sha256::new();
+        let mut hasher = Xxh3::new();
         hasher.update(dtype.as_bytes());
-        hasher.update([0]);
+        hasher.update(&[0]);
         for &dim in shape {
-            hasher.update((dim as u64).to_le_bytes());
+            hasher.update(&(dim as u64).to_le_bytes());
         }
         hasher.update(bytes);
-        self.tensors.insert(name.to_owned(), hasher.finalize().into());
+        self.tensors.insert(name.to_owned(), hasher.digest128());
     }
 
-    /// `sha256:` and the hex digest of every tensor taken, by name.
+    /// `xxh3-128:` and the hex digest of every tensor taken, by name.
     pub fn identity(&self) -> String {
-        let mut hasher = Sha256::new();
+        let mut hasher = Xxh3::new();
         for (name, digest) in &self.tensors {
-            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(&(name.len() as u64).to_le_bytes());
             hasher.update(name.as_bytes());
-            hasher.update(digest);
+            hasher.update(&digest.to_le_bytes());
         }
-        format!("sha256:{:x}", hasher.finalize())
+        format!("{PREFIX}{:032x}", hasher.digest128())
     }
 }
 
@@ -66,11 +68,11 @@ pub fn safetensors_identity(bytes: &[u8]) -> Result<String, CheckpointError> {
 /// The identity of `base` with the adapter `adapter_safetensors` on it.
 pub fn adapted_identity(base: &str, adapter_safetensors: &[u8]) -> Result<String, CheckpointError> {
     let adapter = safetensors_identity(adapter_safetensors)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = Xxh3::new();
     hasher.update(base.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(adapter.as_bytes());
-    Ok(format!("sha256:{:x}", hasher.finalize()))
+    Ok(format!("{PREFIX}{:032x}", hasher.digest128()))
 }
 
 /// The base identity an adapter's safetensors records, if it records one (PEFT's own adapters
@@ -90,9 +92,13 @@ pub fn with_recorded_base(adapter_safetensors: &[u8], base: &str) -> Result<Vec<
     safetensors::serialize(file.tensors(), Some(metadata)).map_err(bad)
 }
 
-/// The first characters of an identity: enough to tell two models apart in a message.
+/// How an identity begins: the hash that made it.
+const PREFIX: &str = "xxh3-128:";
+
+/// An identity's hash and its first 12 hex digits: enough to tell two models apart in a message.
 pub fn short_identity(identity: &str) -> &str {
-    &identity[..identity.len().min(19)]
+    let end = identity.find(':').map_or(0, |colon| colon + 1) + 12;
+    identity.get(..end).unwrap_or(identity)
 }
 
 #[cfg(test)]
@@ -138,11 +144,12 @@ mod tests {
     fn an_adapter_carries_its_base_and_an_adapted_model_has_an_identity_of_its_own() {
         let adapter = file(&[0.5], &[0.25], Some([("format".into(), "pt".into())].into()));
         assert_eq!(recorded_base(&adapter).unwrap(), None);
-        let recorded = with_recorded_base(&adapter, "sha256:abc").unwrap();
-        assert_eq!(recorded_base(&recorded).unwrap().as_deref(), Some("sha256:abc"));
+        let recorded = with_recorded_base(&adapter, "xxh3-128:abc").unwrap();
+        assert_eq!(recorded_base(&recorded).unwrap().as_deref(), Some("xxh3-128:abc"));
         assert_eq!(safetensors_identity(&recorded).unwrap(), safetensors_identity(&adapter).unwrap(), "metadata is not weights");
-        let on_one = adapted_identity("sha256:abc", &recorded).unwrap();
-        assert_ne!(on_one, adapted_identity("sha256:abd", &recorded).unwrap());
-        assert_ne!(on_one, "sha256:abc");
+        let on_one = adapted_identity("xxh3-128:abc", &recorded).unwrap();
+        assert_ne!(on_one, adapted_identity("xxh3-128:abd", &recorded).unwrap());
+        assert_ne!(on_one, "xxh3-128:abc");
+        assert_eq!(short_identity(&on_one).len(), "xxh3-128:".len() + 12);
     }
 }

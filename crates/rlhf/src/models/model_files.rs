@@ -207,13 +207,13 @@ mod tests {
 
     #[test]
     fn an_adapter_recorded_for_another_base_is_refused_unless_the_person_allows_it() {
-        let on_a = adapter(Some("sha256:aaaa"));
-        assert!(check_adapter_base("sha256:aaaa", &on_a, OtherBase::Refused).is_ok());
-        let refused = check_adapter_base("sha256:bbbb", &on_a, OtherBase::Refused).unwrap_err();
+        let on_a = adapter(Some("xxh3-128:aaaa"));
+        assert!(check_adapter_base("xxh3-128:aaaa", &on_a, OtherBase::Refused).is_ok());
+        let refused = check_adapter_base("xxh3-128:bbbb", &on_a, OtherBase::Refused).unwrap_err();
         assert_eq!(refused.file, "adapter/adapter_model.safetensors");
-        assert!(refused.message.contains("sha256:aaaa") && refused.message.contains("sha256:bbbb"), "{refused}");
-        assert!(check_adapter_base("sha256:bbbb", &on_a, OtherBase::Allowed).is_ok());
+        assert!(refused.message.contains("xxh3-128:aaaa") && refused.message.contains("xxh3-128:bbbb"), "{refused}");
+        assert!(check_adapter_base("xxh3-128:bbbb", &on_a, OtherBase::Allowed).is_ok());
         // PEFT's own adapters record no base: taken as they are.
-        assert!(check_adapter_base("sha256:bbbb", &adapter(None), OtherBase::Refused).is_ok());
+        assert!(check_adapter_base("xxh3-128:bbbb", &adapter(None), OtherBase::Refused).is_ok());
     }
 }
