@@ -62,12 +62,13 @@ pub fn check_ranking(ranking_json: &str) -> Result<(), JsError> {
 }
 
 /// The limits the page checks before sending work, how long an answer to read or rank is, and the
-/// temperature answers are judged and compared at: `{max_completions, max_file_bytes, answer_tokens,
-/// judge_temperature}`.
+/// temperature answers are judged and compared at: `{max_completions, min_rankings, max_file_bytes,
+/// answer_tokens, judge_temperature}`.
 #[wasm_bindgen]
 pub fn limits() -> Result<String, JsError> {
     to_json(&serde_json::json!({
         "max_completions": Ranking::MAX_COMPLETIONS,
+        "min_rankings": tinyrlhf_rlhf::RankingSet::MIN_TRAINABLE,
         "max_file_bytes": tinyrlhf_data::MAX_FILE_BYTES,
         "answer_tokens": tinyrlhf_rlhf::ANSWER_TOKENS,
         "judge_temperature": tinyrlhf_rlhf::HeadToHeadConfig::JUDGE_TEMPERATURE,

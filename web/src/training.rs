@@ -60,7 +60,7 @@ struct RunPlan {
 fn ranking_set(model: &Model, rankings_json: &str, what: &str) -> Result<RankingSet, JsError> {
     let rankings: Vec<Ranking> = serde_json::from_str(rankings_json).map_err(js)?;
     let set = RankingSet::prepare(&model.tokenizer, &rankings, None, model.config.context_length());
-    set.check_trainable(&format!("the rankings for {what}")).map_err(js)?;
+    set.check_trainable(&format!("{what}: this tab")).map_err(js)?;
     Ok(set)
 }
 

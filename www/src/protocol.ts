@@ -137,6 +137,8 @@ export type Changes = Record<string, number | string | null | { rank: number }>;
 /** Decided in Rust (`limits()` of the wasm crate); the page checks them before sending work. */
 export interface Limits {
   max_completions: number;
+  /** The fewest rankings a reward model or DPO trains on (the CLI's too). */
+  min_rankings: number;
   max_file_bytes: number;
   /** How long an answer sampled to read or rank may be, in tokens. */
   answer_tokens: number;

@@ -173,11 +173,13 @@ export function resetTraining() {
 
 function refresh() {
   const n = app.rankings.length;
-  rm.train.disabled = app.busy || n < 2;
-  rm.train.title = n < 2 ? `A reward model needs at least 2 rankings; there ${n === 1 ? 'is 1' : `are ${n}`}.` : '';
-  if (!app.busy && n < 2 && !app.hasReward) rm.status.textContent = rm.train.title;
+  const least = app.limits?.min_rankings ?? 1;
+  const rankings = `${least} ranking${least === 1 ? '' : 's'}`;
+  rm.train.disabled = app.busy || n < least;
+  rm.train.title = n < least ? `A reward model needs at least ${rankings}; there ${n === 1 ? 'is 1' : `are ${n}`}.` : '';
+  if (!app.busy && n < least && !app.hasReward) rm.status.textContent = rm.train.title;
   for (const p of panels.values()) {
-    const missing = p.needsReward ? (app.hasReward ? '' : 'Train a reward model first.') : n < 2 ? 'DPO needs at least 2 rankings.' : '';
+    const missing = p.needsReward ? (app.hasReward ? '' : 'Train a reward model first.') : n < least ? `DPO needs at least ${rankings}.` : '';
     p.run.disabled = !!missing || p.state === 'running' || (app.busy && p.state === 'idle');
     p.run.title = missing;
     p.run.textContent = p.state === 'paused' ? 'Resume' : 'Run';

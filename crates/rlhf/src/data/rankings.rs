@@ -46,16 +46,6 @@ impl TokenRanking {
                 response.pop();
             }
         }
-        // Text that differs only past an end-of-turn token typed into an answer (`<|im_end|>`)
-        // ends there as a model reads it: as tokens the two are one answer, and a pair of them
-        // teaches nothing.
-        for (j, later) in responses.iter().enumerate() {
-            if let Some(i) = responses[..j].iter().position(|earlier| earlier == later) {
-                return Err(format!(
-                    "completions {i} and {j} are the same answer once tokenized (they differ only after an end-of-turn token), so the ranking cannot order them"
-                ));
-            }
-        }
         // The prompt keeps at least its first token and one more (`encode_prompt_within`).
         const MIN_PROMPT: usize = 2;
         let longest = responses.iter().map(Vec::len).max().unwrap_or(0);
@@ -68,6 +58,21 @@ impl TokenRanking {
         let (prompt_ids, cut) = tokenizer.encode_prompt_within(prompt, context - longest).map_err(|e| e.to_string())?;
         let sequences = responses.into_iter().map(|r| [prompt_ids.as_slice(), &r].concat()).collect();
         Ok((Self { sequences, order: order.to_vec(), prompt_len: prompt_ids.len() }, cut))
+    }
+
+    /// Refuses a ranking two of whose completions are the same tokens: text that differs only past
+    /// an end-of-turn token typed into an answer (`<|im_end|>`) ends there as a model reads it, so
+    /// the two are one answer and a pair of them teaches nothing. (Answers scored side by side, in
+    /// the compare view, may well be the same.)
+    fn check_distinct(self) -> Result<Self, String> {
+        for (j, later) in self.sequences.iter().enumerate() {
+            if let Some(i) = self.sequences[..j].iter().position(|earlier| earlier == later) {
+                return Err(format!(
+                    "completions {i} and {j} are the same answer once tokenized (they differ only after an end-of-turn token), so the ranking cannot order them"
+                ));
+            }
+        }
+        Ok(self)
     }
 
     /// Each sequence as an [`Example`] whose targets are the answer tokens and EOS.
@@ -93,6 +98,9 @@ pub struct RankingSet {
 }
 
 impl RankingSet {
+    /// The fewest usable rankings a reward model or DPO trains on, at both edges.
+    pub const MIN_TRAINABLE: usize = 1;
+
     /// With at least this many rankings and no separate held-out set, every fifth is held out.
     pub const SPLIT_FROM: usize = 10;
 
@@ -103,8 +111,7 @@ impl RankingSet {
         let mut set = Self::default();
         let split = held_out.is_none() && rankings.len() >= Self::SPLIT_FROM;
         for (i, r) in rankings.iter().enumerate() {
-            let tokenized =
-                r.check().and_then(|()| TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context));
+            let tokenized = r.check().and_then(|()| ranked(tokenizer, r, context));
             match tokenized {
                 Ok((tokens, cut)) => {
                     set.prompts_cut += usize::from(cut);
@@ -114,9 +121,7 @@ impl RankingSet {
             }
         }
         for r in held_out.unwrap_or_default() {
-            if let Ok((tokens, _)) =
-                r.check().and_then(|()| TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context))
-            {
+            if let Ok((tokens, _)) = r.check().and_then(|()| ranked(tokenizer, r, context)) {
                 set.held_out.push(tokens);
             }
         }
@@ -138,7 +143,7 @@ impl RankingSet {
     /// why the first was skipped; `what` names where the rankings came from. One rule for both
     /// edges: one usable ranking trains (a ranking of K answers is K(K-1)/2 pairs).
     pub fn check_trainable(&self, what: &str) -> Result<(), TrainError> {
-        if !self.train.is_empty() {
+        if self.train.len() >= Self::MIN_TRAINABLE {
             return Ok(());
         }
         let why = self.skipped_summary().map(|s| format!(": {s}")).unwrap_or_default();
@@ -151,6 +156,12 @@ impl RankingSet {
         let n = self.skipped.len();
         Some(format!("{n} ranking{} skipped (ranking {}: {why})", if n == 1 { "" } else { "s" }, first + 1))
     }
+}
+
+/// A person's ranking as tokens to learn from: its completions distinct as tokens too.
+fn ranked(tokenizer: &Tokenizer, r: &Ranking, context: usize) -> Result<(TokenRanking, bool), String> {
+    let (tokens, cut) = TokenRanking::new(tokenizer, &r.prompt, &r.completions, &r.finished, &r.ranking, context)?;
+    Ok((tokens.check_distinct()?, cut))
 }
 
 /// Refuses `k` answers sampled to be ranked outside 1 to [`Ranking::MAX_COMPLETIONS`]: a ranking
