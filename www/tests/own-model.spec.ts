@@ -255,7 +255,7 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
 });
 
 test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the CPU\'s losses, step for step', async ({ browser }, testInfo) => {
-  test.setTimeout(420_000);
+  test.setTimeout(900_000);
   // The same run in two browser profiles: on burn's CPU backend, where the packed product has run
   // since it was written, and on WebGPU (SwiftShader here), where it widens each projection for the
   // one product and again in the backward. A wrong backward would part the losses after the first
@@ -276,7 +276,7 @@ test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the C
     await page.locator('#tab-dpo').click();
     await page.locator('#dpo-epochs').fill('3');
     await page.locator('#dpo-run').click();
-    await expect(page.locator('#dpo-status')).toContainText(/done|failed/, { timeout: 300_000 });
+    await expect(page.locator('#dpo-status')).toContainText(/done|failed/, { timeout: 600_000 });
     await expect(page.locator('#dpo-status')).toContainText('done');
     losses[backend] = ((await saved(page, 'curve:dpo')) as { loss: number }[]).map((point) => point.loss);
     await context.close();
