@@ -272,7 +272,7 @@ export type Request =
   /** 'reward', or a policy's name. */
   /** `merged`: with a LoRA model, its adapters merged into a copy of the base too. */
   | { type: 'exportModel'; which: string; merged: boolean }
-  | { type: 'importPolicy'; config: string; weights: Uint8Array }
+  | { type: 'importPolicy'; config: string | null; adapter: string | null; weights: Uint8Array }
   | { type: 'forgetTraining' }
   /** The person's model folder replaces the shipped model (and what was trained from it). */
   | { type: 'checkModel'; config: Uint8Array }

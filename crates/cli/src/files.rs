@@ -157,8 +157,40 @@ fn other_base() -> OtherBase {
     *OTHER_BASE.get().unwrap_or(&OtherBase::Refused)
 }
 
+/// `--base`: the base here of adapters whose `base_model_name_or_path` is not on this machine.
+static LOCAL_BASE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Says once, for the whole process, where adapters trained elsewhere find their base (`main`).
+pub fn set_local_base(base: Option<PathBuf>) {
+    let _ = LOCAL_BASE.set(base);
+}
+
+/// The base `dir`'s adapter stands on: the one its config names (a path relative to `dir`, as
+/// tinyrlhf writes it, or absolute), or `--base` when that is not here (a hub id, another
+/// machine's path: TRL's and PEFT's adapters name their base so). `None`: the config names none.
+fn named_base(dir: &Path, config: &serde_json::Value) -> Option<PathBuf> {
+    let named = config.get("base_model_name_or_path")?.as_str().filter(|b| !b.is_empty())?;
+    let here = dir.join(named);
+    match LOCAL_BASE.get().and_then(Option::as_ref) {
+        Some(local) if !here.exists() => Some(local.clone()),
+        _ => Some(here),
+    }
+}
+
+/// Where `dir`'s adapter config is: `adapter/` in a tinyrlhf run's folder, the folder itself in
+/// PEFT's layout (what `save_pretrained` and TRL write). `None`: not an adapter folder.
+fn adapter_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    if dir.join("model.safetensors").exists() {
+        return None;
+    }
+    [dir.join("adapter").join(name), dir.join(name)].into_iter().find(|p| p.is_file())
+}
+
 /// An adapter folder's load error, naming the folder and its base.
 fn adapter_error(dir: &Path, base: &Path, e: tinyrlhf_rlhf::ModelFilesError) -> String {
+    // The library names a tinyrlhf run's files (`adapter/...`); PEFT's layout has them at the top.
+    let e = e.to_string();
+    let e = if dir.join("adapter").is_dir() { e.as_str() } else { e.strip_prefix("adapter/").unwrap_or(&e) };
     format!("{} (on its base {}): {e}", dir.display(), base.display())
 }
 
@@ -209,8 +241,7 @@ fn load_language_model(dir: &Path, device: &Device, depth: usize) -> Result<Lang
             dir.display()
         ));
     }
-    let adapter_config = dir.join(ADAPTER_CONFIG);
-    if !dir.join("model.safetensors").exists() && adapter_config.exists() {
+    if adapter_file(dir, PEFT_CONFIG).is_some() {
         return load_adapter_dir(dir, device, depth);
     }
     let (config_json, weights) = (read(&dir.join("config.json"))?, read_weights(&dir.join("model.safetensors"))?);
@@ -225,11 +256,9 @@ pub fn model_and_bases(path: &Path) -> Vec<PathBuf> {
     let mut chain = vec![path.to_owned()];
     while chain.len() <= MAX_ADAPTER_DEPTH {
         let dir = chain.last().expect("one at least");
-        if dir.join("model.safetensors").exists() {
-            break;
-        }
-        let named = std::fs::read(dir.join(ADAPTER_CONFIG)).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-        let Some(base) = named.as_ref().and_then(|c| c.get("base_model_name_or_path")?.as_str().map(|b| dir.join(b))) else { break };
+        let Some(config) = adapter_file(dir, PEFT_CONFIG) else { break };
+        let named = std::fs::read(config).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let Some(base) = named.as_ref().and_then(|c| named_base(dir, c)) else { break };
         chain.push(base);
     }
     chain
@@ -238,6 +267,9 @@ pub fn model_and_bases(path: &Path) -> Vec<PathBuf> {
 /// Where a LoRA run keeps its adapter in PEFT's layout, inside its `--out`.
 pub const ADAPTER_CONFIG: &str = "adapter/adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter/adapter_model.safetensors";
+/// PEFT's names for the same files.
+const PEFT_CONFIG: &str = "adapter_config.json";
+const PEFT_WEIGHTS: &str = "adapter_model.safetensors";
 
 /// A LoRA run's output: the base its `adapter_config.json` names (`base_model_name_or_path`, as
 /// PEFT writes it) with the adapter beside it, and the run's tokenizer.
@@ -259,22 +291,36 @@ struct AdapterDir {
 
 impl AdapterDir {
     fn read(dir: &Path, depth: usize) -> Result<Self> {
-        let config_path = dir.join(ADAPTER_CONFIG);
+        let config_path = adapter_file(dir, PEFT_CONFIG).unwrap_or_else(|| dir.join(ADAPTER_CONFIG));
         let config = read(&config_path)?;
         let named: serde_json::Value = serde_json::from_slice(&config).map_err(|e| format!("{}: not JSON: {e}", config_path.display()))?;
-        let Some(base) = named.get("base_model_name_or_path").and_then(|b| b.as_str()).filter(|b| !b.is_empty()) else {
+        let Some(base) = named_base(dir, &named) else {
             return Err(format!(
-                "{}: base_model_name_or_path does not name the model this adapter is for; put its path there",
+                "{}: base_model_name_or_path does not name the model this adapter is for; put its path there, or give it with --base",
                 config_path.display()
             ));
         };
+        if !base.exists() {
+            return Err(format!(
+                "{}: its base {:?} (base_model_name_or_path) is not on this machine: give the folder of that model with --base PATH",
+                config_path.display(),
+                named["base_model_name_or_path"].as_str().unwrap_or_default()
+            ));
+        }
         if depth >= MAX_ADAPTER_DEPTH {
             return Err(format!(
                 "{}: more than {MAX_ADAPTER_DEPTH} adapters stand on one another (does a base name itself?)",
                 dir.display()
             ));
         }
-        Ok(Self { base: dir.join(base), weights: read_large(&dir.join(ADAPTER_WEIGHTS))?, tokenizer: TokenizerBytes::read(dir)?, config })
+        let weights_path = config_path.with_file_name(PEFT_WEIGHTS);
+        // A tinyrlhf run keeps the tokenizer it trained with (SFT may have given the base a chat
+        // template). PEFT's adapters change no tokenizer, and the one TRL saves beside them is
+        // re-made by transformers from the model's class, not always the base's byte for byte:
+        // the base's is the adapted model's.
+        let own_tokenizer = config_path.starts_with(dir.join("adapter")) || !base.is_dir();
+        let tokenizer_dir = if own_tokenizer { dir } else { base.as_path() };
+        Ok(Self { weights: read_large(&weights_path)?, tokenizer: TokenizerBytes::read(tokenizer_dir)?, base, config })
     }
 
     /// Refuses `base` when the adapter records another one, saying the ways out.
@@ -332,7 +378,7 @@ impl TokenizerBytes {
 }
 
 /// A directory's tokenizer with its chat template.
-fn read_tokenizer_dir(dir: &Path) -> Result<Tokenizer> {
+pub fn read_tokenizer_dir(dir: &Path) -> Result<Tokenizer> {
     Tokenizer::from_files(TokenizerBytes::read(dir)?.files()).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
@@ -363,7 +409,7 @@ pub fn load_scalar_dir(
     device: &Device,
     policy: Option<(&Path, &LanguageModel)>,
 ) -> Result<(ModelConfig, ScalarModel, Tokenizer)> {
-    if !dir.join("model.safetensors").exists() && dir.join(ADAPTER_CONFIG).exists() {
+    if adapter_file(dir, PEFT_CONFIG).is_some() {
         let adapter = AdapterDir::read(dir, 0)?;
         let same_file = |a: &Path, b: &Path| std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b);
         let base = match policy {

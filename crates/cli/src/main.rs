@@ -15,6 +15,7 @@ mod data;
 mod dpo;
 mod drive;
 mod eval;
+mod export;
 mod files;
 mod group;
 mod kernels;
@@ -51,6 +52,10 @@ struct Cli {
     /// is refused without this).
     #[arg(long, global = true)]
     allow_other_base: bool,
+    /// The base, on this machine, of an adapter trained elsewhere (TRL, PEFT) whose
+    /// `base_model_name_or_path` is a hub id or another machine's path.
+    #[arg(long, global = true, value_name = "PATH")]
+    base: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +92,10 @@ enum Command {
     /// how often its samples differ in ways a labeler can rank. With --reference: the blind
     /// win-rate of one model over another under a labeler, and the KL between them.
     Eval(eval::EvalArgs),
+    /// Write rankings and demonstrations, with a run's settings, as TRL's command line takes them
+    /// (`trl dpo`, `reward`, `grpo`, `rloo`, `sft` on accelerate), for a model larger than one
+    /// machine; the adapter TRL trains loads back with `--base`.
+    Export(export::ExportArgs),
     /// Time a training step (forward + backward + AdamW), the methods' steps and generation with
     /// and without the KV cache, for any preset (`tiny`, `small`, `gpt2-124m`, `llama-tiny`,
     /// `smollm2-135m`, `qwen2.5-0.5b`). Prints figures; asserts nothing.
@@ -108,6 +117,7 @@ impl Command {
             Command::Dpo(args) => Some(args.plan()),
             Command::Grpo(args) | Command::Rloo(args) => Some(args.plan()),
             Command::Eval(args) => args.plan(),
+            Command::Export(args) => Some(args.plan()),
             Command::Chat(_) | Command::Bench(_) => None,
         }
     }
@@ -117,6 +127,7 @@ fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
     let cli = Cli::parse();
     files::set_other_base(cli.allow_other_base);
+    files::set_local_base(cli.base.clone());
     tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
     let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();
@@ -153,6 +164,7 @@ fn run(command: Command) -> files::Result<()> {
         Command::Rloo(args) => group::run(&args, tinyrlhf_rlhf::GroupMethod::Rloo),
         Command::Chat(args) => sample::chat(&args),
         Command::Eval(args) => eval::eval(&args),
+        Command::Export(args) => export::export(&args),
         Command::Bench(args) => bench::run(&args),
     }
 }

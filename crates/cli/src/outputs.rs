@@ -41,6 +41,10 @@ const MODEL_FILES: [&str; 15] = [
 /// What `tinyrlhf data` writes into its folder.
 const DATA_FILES: [&str; 4] = ["pretrain.txt", "demos.jsonl", "prompts.jsonl", "heldout.jsonl"];
 
+/// What `tinyrlhf export` writes (the library's [`tinyrlhf_rlhf::trl_files`]): `--overwrite`
+/// replaces these and keeps what TRL wrote beside them (`runs/`).
+const EXPORT_FILES: [&str; 7] = ["data", "accelerate", "dpo.yaml", "reward.yaml", "grpo.yaml", "rloo.yaml", "sft.yaml"];
+
 const LOCK: &str = ".lock";
 
 /// How a command writes its `--out`.
@@ -50,6 +54,8 @@ pub enum Out {
     ModelDir,
     /// `tinyrlhf data`'s folder of files.
     DataDir,
+    /// `tinyrlhf export`'s folder of datasets and configs.
+    ExportDir,
     /// One file, replaced whole.
     File,
     /// One file the command reads first and writes back longer (`rank`).
@@ -119,6 +125,7 @@ pub fn claim(plan: &Plan, overwrite: bool) -> Result<Claim> {
         Out::File => check_file(out, overwrite)?,
         Out::ContinuedFile => {}
         Out::DataDir => clear_dir(out, &DATA_FILES, overwrite, false)?,
+        Out::ExportDir => clear_dir(out, &EXPORT_FILES, overwrite, false)?,
         Out::ModelDir => {
             if out.exists() && !out.is_dir() {
                 return Err(format!("--out {} is a file; a model is written as a folder", out.display()));

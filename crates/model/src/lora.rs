@@ -306,11 +306,12 @@ fn peft_lora_config(adapter_config_json: &[u8], task: &str, model: &CausalLm) ->
 }
 
 /// PEFT's `target_modules` must name the projections this model's adapters stand on, all of
-/// them (in any order), or be PEFT's `"all-linear"`, which means the same here.
+/// them (in any order), or be PEFT's `"all-linear"`, which means the same here. A module may be
+/// named by its whole path (`model.layers.0.self_attn.q_proj`: how PEFT saves `all-linear`).
 fn check_targets(found: &serde_json::Value, ours: &[&str]) -> Result<(), String> {
     let listed: Option<Vec<&str>> = match found {
         serde_json::Value::String(all) if all == "all-linear" => return Ok(()),
-        serde_json::Value::Array(items) => items.iter().map(|item| item.as_str()).collect(),
+        serde_json::Value::Array(items) => items.iter().map(|item| Some(item.as_str()?.rsplit('.').next().unwrap_or_default())).collect(),
         _ => None,
     };
     let Some(mut listed) = listed else {
@@ -393,4 +394,24 @@ pub fn load_scalar_adapter(base: ScalarModel, config: &LoraConfig, safetensors: 
     let score = weights.load_into_at(score, &["score"], &device)?;
     weights.finish("the adapters were made for another model")?;
     Ok(ScalarModel { transformer, score })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_targets;
+
+    #[test]
+    fn target_modules_may_be_short_names_whole_paths_or_all_linear_but_must_cover_every_projection() {
+        let ours = ["q_proj", "k_proj"];
+        for accepted in [
+            serde_json::json!("all-linear"),
+            serde_json::json!(["k_proj", "q_proj"]),
+            serde_json::json!(["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.1.self_attn.q_proj"]),
+        ] {
+            assert_eq!(check_targets(&accepted, &ours), Ok(()), "{accepted}");
+        }
+        let partial = check_targets(&serde_json::json!(["model.layers.0.self_attn.q_proj"]), &ours).unwrap_err();
+        assert!(partial.contains("an adapter for other modules"), "{partial}");
+        assert!(check_targets(&serde_json::json!(7), &ours).is_err());
+    }
 }

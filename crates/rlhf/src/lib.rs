@@ -9,11 +9,12 @@
 //! (PPO, GRPO/RLOO, DPO and their arithmetic), `data` (examples, prompts, rankings, batch order),
 //! `models` (model files, LoRA, compatibility), `memory` (what a run costs), `step` (losses,
 //! log-probs, clipping, schedule), `parallel` (peers and threads), `eval` (head-to-head, device
-//! agreement).
+//! agreement); `export` (rankings and settings as TRL's command line takes them).
 
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod memory;
 pub mod messages;
 pub mod methods;
@@ -28,6 +29,7 @@ pub use data::prompts::{ANSWER_TOKENS, MIN_PROMPT_TOKENS, check_answer_room, pro
 pub use data::rankings::{RankingSet, TokenRanking};
 pub use eval::agreement::{Agreement, agreement};
 pub use eval::head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
+pub use export::{ExportFile, TrlExport, TrlSettings, trl_files};
 pub use memory::footprint::{Footprint, TAB_MEMORY_LIMIT, check_fits_tab, footprint};
 pub use methods::dpo::{DpoConfig, DpoEval, DpoStepStats, DpoTrainer};
 pub use methods::dpo_math::{DpoLoss, DpoMetrics};

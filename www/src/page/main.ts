@@ -359,11 +359,15 @@ $<HTMLInputElement>('import').addEventListener('change', async (e) => {
 $<HTMLInputElement>('import-policy').addEventListener('change', async (e) => {
   const input = e.target as HTMLInputElement;
   const files = [...(input.files ?? [])];
-  const config = files.find((f) => f.name.endsWith('.json'));
+  const adapter = files.find((f) => f.name === 'adapter_config.json');
+  const config = files.find((f) => f.name.endsWith('.json') && f !== adapter);
   const weights = files.find((f) => f.name.endsWith('.safetensors'));
   try {
-    if (!config || !weights) throw new Error('choose both config.json and model.safetensors (as `tinyrlhf ppo` writes them)');
-    await call({ type: 'importPolicy', config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) });
+    if (!(config || adapter) || !weights) {
+      throw new Error('choose config.json and model.safetensors (a whole model), or adapter_config.json and adapter_model.safetensors (an adapter for this model, as tinyrlhf or TRL write it)');
+    }
+    const text = async (f: File | undefined) => (f ? await f.text() : null);
+    await call({ type: 'importPolicy', config: await text(config), adapter: await text(adapter), weights: new Uint8Array(await weights.arrayBuffer()) });
     if (!app.policies.includes('imported')) app.policies = [...app.policies, 'imported'];
     app.changed();
     show(ui.dataMessage, `Loaded the policy from ${weights.name} as “Imported policy”; the compare view shows it now.`);

@@ -429,11 +429,16 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       const weights: Uint8Array | null = !merged ? null : reward ? await need().rewardWeights() : await need().policyWeights(request.which);
       return { config: need().configJson(), weights, tokenizer: tokenizerJson, tokenizerConfig: need().tokenizerConfigJson(), adapter };
     }
-    case 'importPolicy':
-      need().loadPolicy('imported', new TextEncoder().encode(request.config), request.weights);
+    case 'importPolicy': {
+      // A whole model brings its config; an adapter (PEFT's, as TRL or tinyrlhf write it) goes on
+      // the model loaded here, whose config it shares.
+      const config = request.adapter ? folderNow!.config : new TextEncoder().encode(request.config ?? '');
+      need().loadPolicy('imported', config, request.weights, request.adapter);
+      const adapter: Adapter | null = request.adapter ? { config: request.adapter, safetensors: request.weights, gguf: null } : null;
       // A curve belongs to the policy it tuned: the imported one has none.
-      await update({ [policyKey('imported')]: request.weights }, [curveKey('imported')]);
+      await update({ [policyKey('imported')]: request.weights, [adapterKey('imported')]: adapter }, [curveKey('imported')]);
       return null;
+    }
     case 'forgetTraining':
       await forget(trainedKeys(methodNames()));
       need().forgetTraining();

@@ -109,13 +109,13 @@ impl RankingSet {
     /// train and `held_out` is tokenized as given (its skipped ones are not listed: it only scores).
     pub fn prepare(tokenizer: &Tokenizer, rankings: &[Ranking], held_out: Option<&[Ranking]>, context: usize) -> Self {
         let mut set = Self::default();
-        let split = held_out.is_none() && rankings.len() >= Self::SPLIT_FROM;
+        let split = held_out.is_none();
         for (i, r) in rankings.iter().enumerate() {
             let tokenized = r.check().and_then(|()| ranked(tokenizer, r, context));
             match tokenized {
                 Ok((tokens, cut)) => {
                     set.prompts_cut += usize::from(cut);
-                    if split && i % 5 == 4 { set.held_out.push(tokens) } else { set.train.push(tokens) }
+                    if split && Self::is_held_out(i, rankings.len()) { set.held_out.push(tokens) } else { set.train.push(tokens) }
                 }
                 Err(why) => set.skipped.push((i, why)),
             }
@@ -126,6 +126,13 @@ impl RankingSet {
             }
         }
         set
+    }
+
+    /// Whether the `index`-th of `count` rankings is held out when no separate held-out set is
+    /// given: every fifth, by position (so a skipped one shifts nothing), once there are
+    /// [`Self::SPLIT_FROM`]. The one rule for the trainers and for what is exported to TRL.
+    pub fn is_held_out(index: usize, count: usize) -> bool {
+        count >= Self::SPLIT_FROM && index % 5 == 4
     }
 
     /// Preference pairs in the training rankings.
