@@ -210,3 +210,14 @@ test('a policy of the wrong shape is refused and the current one stays; one writ
   await expect(page.locator('#data-message')).toContainText('Loaded the policy from model.safetensors');
   await expect(page.locator('#ab-next')).toBeEnabled();
 });
+
+test('an adapter in PEFT layout (as TRL saves it, its base a hub id) goes on this model as the policy, and a reload keeps it', async ({ page }) => {
+  await ready(page);
+  const adapter = join(HERE, 'fixtures', 'sft-adapter');
+  await page.locator('#import-policy').setInputFiles([join(adapter, 'adapter_config.json'), join(adapter, 'adapter_model.safetensors')]);
+  await expect(page.locator('#data-message')).toContainText('Loaded the policy from adapter_model.safetensors');
+  await expect(page.locator('#ab-a option[value="imported"]')).toHaveCount(1);
+  await page.reload();
+  await ready(page);
+  await expect(page.locator('#ab-a option[value="imported"]')).toHaveCount(1);
+});

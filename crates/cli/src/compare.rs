@@ -8,6 +8,7 @@ use tinyrlhf_data::Labeler;
 use tinyrlhf_rlhf::{HeadToHeadConfig, LanguageModel, check_compatible, head_to_head};
 
 use crate::files::{self, Result};
+use crate::model_dirs;
 use crate::sample::SamplingArgs;
 
 #[allow(clippy::too_many_arguments)]
@@ -22,9 +23,9 @@ pub fn compare(
     json: Option<&Path>,
 ) -> Result<()> {
     let device = sampling.backend.device()?;
-    let LanguageModel { config, model: policy, tokenizer, .. } = files::load_model_dir(policy_dir, &device)?;
+    let LanguageModel { config, model: policy, tokenizer, .. } = model_dirs::load_model_dir(policy_dir, &device)?;
     let LanguageModel { config: reference_config, model: reference, tokenizer: reference_tokenizer, .. } =
-        files::load_model_dir(reference_dir, &device)?;
+        model_dirs::load_model_dir(reference_dir, &device)?;
     let role = format!("the reference in {}", reference_dir.display());
     check_compatible(&role, (&config, &tokenizer), (&reference_config, &reference_tokenizer)).map_err(|e| e.to_string())?;
     let settings = HeadToHeadConfig { samples_per_prompt: k, batch_size: batch, sampling: sampling.config(0) };

@@ -9,8 +9,9 @@ use clap::Args;
 use tinyrlhf_rlhf::{DpoConfig, DpoLoss, LanguageModel, MethodSettings, PolicyInputs};
 
 use crate::backend::Backend;
-use crate::files::{self, Result};
+use crate::files::Result;
 use crate::lora::Base;
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::resume::RunRecord;
@@ -89,7 +90,7 @@ pub fn dpo(args: &DpoArgs) -> Result<()> {
     let settings = args.settings();
     settings.validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
-    let LanguageModel { config, model: sft, tokenizer, identity } = files::load_model_dir(&args.policy, &device)?;
+    let LanguageModel { config, model: sft, tokenizer, identity } = model_dirs::load_model_dir(&args.policy, &device)?;
     let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());

@@ -12,6 +12,7 @@ use tinyrlhf_data::{Family, Labeler, Rule, check, family_of};
 use tinyrlhf_rlhf::LanguageModel;
 
 use crate::files::{self, Result};
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 use crate::sample::{SamplingArgs, answer};
 
@@ -54,7 +55,7 @@ impl EvalArgs {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let LanguageModel { config, model: lm, tokenizer, .. } = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: lm, tokenizer, .. } = model_dirs::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
     if prompts.is_empty() {
         return Err(format!("{} has no prompts", args.prompts.display()));

@@ -10,6 +10,7 @@ use tinyrlhf_model::LoraConfig;
 use tinyrlhf_rlhf::{DpoConfig, GroupConfig, TrlExport, TrlSettings};
 
 use crate::files::{self, Result};
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 
 /// The engines an export is for.
@@ -73,7 +74,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             .map_err(|e| format!("{}: not JSON: {e}", local.join("config.json").display()))?;
         let context = ["max_position_embeddings", "n_positions", "n_ctx"].iter().find_map(|k| config.get(k)?.as_u64());
         let absolute = local.canonicalize().map_err(|e| format!("{}: {e}", local.display()))?;
-        (absolute.display().to_string(), context.map(|c| c as usize), Some(files::read_tokenizer_dir(local)?))
+        (absolute.display().to_string(), context.map(|c| c as usize), Some(model_dirs::read_tokenizer_dir(local)?))
     } else {
         (args.model.clone(), None, None)
     };
@@ -163,7 +164,7 @@ fn read_number(manifest: &serde_json::Value, name: &str, field: &dyn Fn(&str) ->
 
 /// The rank and alpha of a LoRA run's adapter, `None` for a run that trained every weight.
 fn lora_of_run(dir: &Path) -> Result<Option<LoraConfig>> {
-    let path = dir.join(files::ADAPTER_CONFIG);
+    let path = dir.join(model_dirs::ADAPTER_CONFIG);
     if !path.exists() {
         return Ok(None);
     }

@@ -14,6 +14,7 @@ use tinyrlhf_rlhf::{
 use crate::backend::Backend;
 use crate::files::{self, Result};
 use crate::lora::Base;
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 use crate::policy;
 use crate::resume::RunRecord;
@@ -123,9 +124,9 @@ pub fn run(args: &GroupArgs, method: GroupMethod) -> Result<()> {
     let settings = args.settings(method);
     settings.validate().map_err(|e| e.to_string())?;
     let device = args.backend.device()?;
-    let loaded = files::load_model_dir(&args.policy, &device)?;
+    let loaded = model_dirs::load_model_dir(&args.policy, &device)?;
     let LanguageModel { config, model: sft, tokenizer, identity } = loaded.clone();
-    let (reward_config, reward, reward_tokenizer) = files::load_scalar_dir(&args.reward, &device, Some((&args.policy, &loaded)))?;
+    let (reward_config, reward, reward_tokenizer) = model_dirs::load_scalar_dir(&args.reward, &device, Some((&args.policy, &loaded)))?;
     let role = format!("the reward model in {}", args.reward.display());
     check_compatible(&role, (&config, &tokenizer), (&reward_config, &reward_tokenizer)).map_err(|e| e.to_string())?;
     let prompts = files::read_prompts(&args.prompts)?;

@@ -19,6 +19,7 @@ use tinyrlhf_model::{CausalLm, LoraConfig, ModelConfig, ScalarModel};
 use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::files::{self, Result};
+use crate::model_dirs;
 
 #[derive(Debug, Args)]
 pub struct LoraArgs {
@@ -98,7 +99,7 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
                 &merged
             }
         };
-        return files::save_weights_dir(out, tuned.config_json, weights, tuned.tokenizer, manifest);
+        return model_dirs::save_weights_dir(out, tuned.config_json, weights, tuned.tokenizer, manifest);
     };
     let identity = base.identity;
     let base = std::path::absolute(base.path).map_err(|e| format!("{}: {e}", base.path.display()))?;
@@ -106,9 +107,9 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
     manifest["base"] = base.display().to_string().into();
     manifest["base_identity"] = identity.into();
     manifest["merged"] = tuned.merge.into();
-    files::save_tokenizer(out, tuned.tokenizer)?;
+    model_dirs::save_tokenizer(out, tuned.tokenizer)?;
     let adapter = save_adapter(out, tuned.model, tuned.config_json, lora, Base { path: &base, identity })?;
-    let merged_gguf = tuned.merge && matches!(tuned.model, TunedModel::Language(_)) && files::is_gguf(&base);
+    let merged_gguf = tuned.merge && matches!(tuned.model, TunedModel::Language(_)) && model_dirs::is_gguf(&base);
     // What an earlier save left that no longer describes the model would load instead of it.
     let stale: &[&str] = match (tuned.merge, merged_gguf) {
         (false, _) => &["model.safetensors", "config.json", MERGED_GGUF],
@@ -141,12 +142,12 @@ pub fn save_tuned(out: &Path, tuned: &Tuned, manifest: &serde_json::Value) -> Re
         );
         manifest["merged_file"] = MERGED_GGUF.into();
         manifest["requantized_as_q8_0"] = requantized.into();
-        files::save_manifest(out, &manifest)
+        model_dirs::save_manifest(out, &manifest)
     } else if tuned.merge {
         let weights = tuned.model.merged_weights()?;
-        files::save_weights_dir(out, tuned.config_json, &weights, tuned.tokenizer, &manifest)
+        model_dirs::save_weights_dir(out, tuned.config_json, &weights, tuned.tokenizer, &manifest)
     } else {
-        files::save_manifest(out, &manifest)
+        model_dirs::save_manifest(out, &manifest)
     }
 }
 
@@ -165,8 +166,8 @@ fn save_adapter(out: &Path, tuned: TunedModel, config_json: &str, lora: &LoraCon
     let weights = tinyrlhf_model::with_recorded_base(&weights, base.identity).map_err(|e| e.to_string())?;
     let mut config: serde_json::Value = serde_json::from_str(&config).expect("PEFT's config is JSON");
     config["base_model_name_or_path"] = base.path.display().to_string().into();
-    files::write_atomic(&out.join(files::ADAPTER_WEIGHTS), &weights)?;
-    files::write_atomic(&out.join(files::ADAPTER_CONFIG), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
+    files::write_atomic(&out.join(model_dirs::ADAPTER_WEIGHTS), &weights)?;
+    files::write_atomic(&out.join(model_dirs::ADAPTER_CONFIG), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
     // llama.cpp applies adapters to language models; a reward model's adapter has no GGUF reader.
     if let TunedModel::Language(_) = tuned {
         let model = ModelConfig::from_json_bytes(config_json.as_bytes()).map_err(|e| e.to_string())?;

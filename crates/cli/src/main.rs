@@ -21,6 +21,7 @@ mod group;
 mod kernels;
 mod lora;
 mod machine;
+mod model_dirs;
 mod outputs;
 mod policy;
 mod ppo;
@@ -126,8 +127,8 @@ impl Command {
 fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
     let cli = Cli::parse();
-    files::set_other_base(cli.allow_other_base);
-    files::set_local_base(cli.base.clone());
+    model_dirs::set_other_base(cli.allow_other_base);
+    model_dirs::set_local_base(cli.base.clone());
     tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
     let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();

@@ -99,7 +99,7 @@ pub fn claim(plan: &Plan, overwrite: bool) -> Result<Claim> {
     }
     let out_at = resolved(out);
     // A LoRA run's folder is read with the base it names: that base is an input too.
-    let inputs: Vec<PathBuf> = plan.inputs.iter().flat_map(|input| crate::files::model_and_bases(input)).collect();
+    let inputs: Vec<PathBuf> = plan.inputs.iter().flat_map(|input| crate::model_dirs::model_and_bases(input)).collect();
     for input in &inputs {
         let input_at = resolved(input);
         // A report may go beside a model (`eval --json MODEL/eval.json`), never over a file of it.

@@ -13,6 +13,7 @@ use crate::checkpoints;
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
 use crate::lora::{Base, Tuned, TunedModel, save_tuned};
+use crate::model_dirs;
 use crate::resume::{self, RunRecord};
 
 /// Where a run writes and what its manifest says besides the settings and the progress.
@@ -114,7 +115,7 @@ pub fn run(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
         save_tuned(out, &tuned, &manifest)?;
         if let Some(value) = checkpoint.value.as_ref().filter(|_| trainer.lora().is_none()) {
             let value_manifest = serde_json::json!({"stage": format!("{} value model", method.name()), "iterations": step});
-            files::save_weights_dir(&out.join("value"), &checkpoint.config_json, &value.weights, run.tokenizer, &value_manifest)?;
+            model_dirs::save_weights_dir(&out.join("value"), &checkpoint.config_json, &value.weights, run.tokenizer, &value_manifest)?;
         }
         Ok(())
     })?;

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoints::{self, RUN_FILE};
-use crate::files::{self, Result};
+use crate::files::Result;
+use crate::model_dirs;
 
 /// A model folder's files that decide what it computes (its outputs, logs and checkpoints do not).
 fn is_model_file(name: &str) -> bool {
@@ -123,7 +124,7 @@ fn short(digest: &str) -> &str {
 /// [`digest`] of `path`, and for a LoRA run's folder of every base it stands on as well: a base
 /// replaced after a kill changes the run's input as much as the folder itself would.
 fn digest_with_bases(path: &Path) -> Result<String> {
-    let chain = files::model_and_bases(path);
+    let chain = model_dirs::model_and_bases(path);
     if chain.len() == 1 {
         return digest(path);
     }

@@ -9,8 +9,9 @@ use tinyrlhf_rlhf::{LanguageModel, RewardConfig, RewardTrainer};
 
 use crate::backend::Backend;
 use crate::drive::{Loop, drive};
-use crate::files::{self, Result};
+use crate::files::Result;
 use crate::lora::{Base, Tuned, TunedModel, save_tuned};
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 use crate::train::files_digest;
 
@@ -62,7 +63,7 @@ impl RewardArgs {
 
 pub fn reward(args: &RewardArgs) -> Result<()> {
     let device = args.backend.device()?;
-    let LanguageModel { config, model: sft, tokenizer, identity } = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: sft, tokenizer, identity } = model_dirs::load_model_dir(&args.model, &device)?;
     let set = crate::rankings::load(&args.rankings, args.held_out.as_deref(), &tokenizer, config.context_length())?;
     let pairs = set.train_pairs();
     eprintln!("training on {} rankings ({pairs} pairs), {} held out", set.train.len(), set.held_out.len());

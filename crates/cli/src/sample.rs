@@ -13,6 +13,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 
 use crate::backend::Backend;
 use crate::files::{self, Result};
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 
 /// How to sample, shared by the commands that generate.
@@ -122,7 +123,7 @@ impl SampleArgs {
 pub fn sample(args: &SampleArgs) -> Result<()> {
     tinyrlhf_rlhf::data::rankings::check_answers_to_rank(args.k, "-k").map_err(|e| e.to_string())?;
     let device = args.sampling.backend.device()?;
-    let LanguageModel { config, model: lm, tokenizer, .. } = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: lm, tokenizer, .. } = model_dirs::load_model_dir(&args.model, &device)?;
     let prompts = files::read_prompts(&args.prompts)?;
     let bar = ProgressBar::new((prompts.len() * args.k) as u64);
     let answers = answer(&lm, &config, &tokenizer, &prompts, args.k, args.batch, &args.sampling, Some(&bar))?;
@@ -171,7 +172,7 @@ pub struct ChatArgs {
 /// Reads a prompt per line from standard input and prints the model's answer.
 pub fn chat(args: &ChatArgs) -> Result<()> {
     let device = args.sampling.backend.device()?;
-    let LanguageModel { config, model: lm, tokenizer, .. } = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: lm, tokenizer, .. } = model_dirs::load_model_dir(&args.model, &device)?;
     eprintln!(
         "talking to {} ({}, {} layers, d {}). One prompt per line; Ctrl-D ends.",
         args.model.display(),

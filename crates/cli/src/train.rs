@@ -16,6 +16,7 @@ use crate::checkpoints;
 use crate::drive::{Loop, drive};
 use crate::files::{self, Result};
 use crate::lora::{Base, LoraArgs, Tuned, TunedModel, save_tuned};
+use crate::model_dirs;
 use crate::outputs::{Out, Plan};
 use crate::resume::{self, RunRecord};
 
@@ -130,7 +131,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
 
 pub fn sft(args: &SftArgs) -> Result<()> {
     let device = args.train.backend.device()?;
-    let LanguageModel { config, model: base, tokenizer, identity } = files::load_model_dir(&args.model, &device)?;
+    let LanguageModel { config, model: base, tokenizer, identity } = model_dirs::load_model_dir(&args.model, &device)?;
     let tokenizer = tokenizer.for_instructions().map_err(|e| e.to_string())?;
     let demos: Vec<Demonstration> = files::read_records(&args.demos)?;
     let (examples, left_out) = sft_examples(&tokenizer, &demos, config.context_length()).map_err(|e| e.to_string())?;

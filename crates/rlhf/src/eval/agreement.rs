@@ -161,7 +161,7 @@ async fn packed_products(reference: &Device, candidate: &Device) -> Result<f32, 
 /// The loss, gradient norm and saved weights after one step at lr 1e-3.
 async fn one_step(model: CausalLm, config: &ModelConfig, examples: &[Example]) -> Result<(f64, f64, Vec<u8>), TrainError> {
     let mut settings = SupervisedConfig::new(1, examples.len(), 0);
-    settings.schedule = LrSchedule { peak: 1e-3, warmup: 0, total: 1, floor: 1.0 };
+    settings.schedule = LrSchedule::linear(1e-3, 1, 1.0);
     let mut trainer = SupervisedTrainer::new(model, config.clone(), examples.to_vec(), 0, settings)?;
     let stats = trainer.step().await?;
     if let Some(why) = stats.skipped {

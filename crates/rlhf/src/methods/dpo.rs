@@ -32,6 +32,7 @@ use crate::step::groups::{checked_group_tokens, ranking_groups, sequence_parts};
 use crate::step::logprobs::trained_logprobs;
 use crate::step::losses::PreferencePairs;
 use crate::step::read::values as read_values;
+use crate::step::schedule::LrSchedule;
 
 /// DPO settings. The defaults tune the shipped `tiny` SFT model from a few dozen rankings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,7 +280,7 @@ impl DpoTrainer {
         let start = Instant::now();
         let per_epoch = self.steps_per_epoch();
         let (epoch, within) = (self.step / per_epoch, self.step % per_epoch);
-        let lr = self.settings.lr * (1.0 - self.step as f64 / self.total_steps().max(1) as f64);
+        let lr = LrSchedule::linear(self.settings.lr, self.total_steps(), 0.0).at(self.step);
         self.step += 1;
 
         // 1. The batch: the next rankings of this epoch's shuffle, all their answers in one batch.

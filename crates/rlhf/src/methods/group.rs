@@ -24,12 +24,13 @@ use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::group_math::{
     ClipStats, LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss, trl_std,
 };
-use crate::methods::iteration::{RolloutFigures, decayed_lr, kl_guard, rollout_sampling};
+use crate::methods::iteration::{RolloutFigures, kl_guard, rollout_sampling};
 use crate::methods::ppo_math::{KlEstimator, invert, padding_masks, per_token_kl};
 use crate::methods::rollout::{ScoredRollout, response_logprobs, sample_and_score, share_rollout};
 use crate::parallel::peers::{Alone, Peers, shard};
 use crate::step::grads::guarded_update;
 use crate::step::groups::group_tokens;
+use crate::step::schedule::LrSchedule;
 
 /// Which group method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -370,7 +371,7 @@ impl GroupTrainer {
     pub async fn step(&mut self) -> Result<GroupStats, TrainError> {
         let s = self.settings.clone();
         let k = s.samples_per_prompt;
-        let lr = decayed_lr(s.lr, self.iteration, s.iterations);
+        let lr = LrSchedule::linear(s.lr, s.iterations, 0.0).at(self.iteration);
         self.iteration += 1;
         let beta = s.beta();
         let mut stats = GroupStats { iteration: self.iteration, beta, lr, grad_norm: f32::NAN, ..GroupStats::default() };

@@ -1,16 +1,11 @@
-//! What every sampling method's iteration (PPO, GRPO, RLOO) shares, decided once: its learning
-//! rate, how its rollout samples, the figures every rollout reports, and the guard that keeps the
-//! last healthy policy when the KL to the reference runs away.
+//! What every sampling method's iteration (PPO, GRPO, RLOO) shares, decided once: how its rollout
+//! samples, the figures every rollout reports, and the guard that keeps the last healthy policy
+//! when the KL to the reference runs away. (Its learning rate: [`crate::step::schedule`].)
 
 use tinyrlhf_model::SamplingConfig;
 
 use crate::methods::ppo_math::{Mask, Postprocessed, Rows, masked_mean};
 use crate::methods::rollout::peer_seed;
-
-/// The learning rate of the iteration after `done` of `total`: linear decay from `peak` to 0.
-pub(crate) fn decayed_lr(peak: f64, done: usize, total: usize) -> f64 {
-    peak * (1.0 - done as f64 / total.max(1) as f64).max(0.0)
-}
 
 /// How iteration `iteration` (from 1) samples on peer `rank`: a seed of its own per iteration, so a
 /// resumed run samples as the uninterrupted one would have, and per peer.
@@ -57,14 +52,6 @@ pub(crate) fn kl_guard(kl: f64, limit: f64, scores: &[f64]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_learning_rate_decays_linearly_to_zero_and_stays_there() {
-        assert_eq!(decayed_lr(1e-3, 0, 4), 1e-3);
-        assert!((decayed_lr(1e-3, 2, 4) - 5e-4).abs() < 1e-12);
-        assert_eq!(decayed_lr(1e-3, 4, 4), 0.0);
-        assert_eq!(decayed_lr(1e-3, 6, 4), 0.0, "a run cut short does not go negative");
-    }
 
     #[test]
     fn each_iteration_and_peer_samples_with_its_own_seed_and_the_first_peer_as_one_alone() {

@@ -31,7 +31,7 @@ use web_time::Instant;
 use crate::checkpoint::{TrainCheckpoint, TrainError, ValueCheckpoint, optimizer_from_bytes, optimizer_to_bytes};
 use crate::data::examples::{Example, LmBatch};
 use crate::data::order::epoch_order;
-use crate::methods::iteration::{RolloutFigures, decayed_lr, kl_guard, rollout_sampling};
+use crate::methods::iteration::{RolloutFigures, kl_guard, rollout_sampling};
 pub use crate::methods::ppo_config::PpoConfig;
 use crate::methods::ppo_math::{
     AdaptiveKl, AdvantageConfig, Advantages, KlEstimator, Rows, compute_advantages, invert, masked_var, per_token_kl,
@@ -45,6 +45,7 @@ use crate::step::groups::group_tokens;
 use crate::step::logprobs::next_token_loss;
 use crate::step::losses::{clipped_policy_loss, clipped_value_loss};
 use crate::step::read::values as read_values;
+use crate::step::schedule::LrSchedule;
 
 /// What one PPO iteration did. Token means are over response tokens up to and including EOS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -334,7 +335,7 @@ impl PpoTrainer {
     /// One PPO iteration.
     pub async fn step(&mut self) -> Result<PpoStats, TrainError> {
         let s = self.settings.clone();
-        let lr = decayed_lr(s.lr, self.iteration, s.iterations);
+        let lr = LrSchedule::linear(s.lr, s.iterations, 0.0).at(self.iteration);
         self.iteration += 1;
         let mut stats = PpoStats { iteration: self.iteration, beta: self.beta.value, lr, ..PpoStats::default() };
 

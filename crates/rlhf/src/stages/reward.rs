@@ -26,6 +26,7 @@ use crate::step::grads::guarded_update;
 use crate::step::groups::{checked_group_tokens, ranking_groups, sequence_parts};
 use crate::step::losses::{preference_loss, preference_loss_gradient};
 use crate::step::read::values as read_values;
+use crate::step::schedule::LrSchedule;
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
 /// few dozen rankings.
@@ -278,9 +279,8 @@ impl RewardTrainer {
         let order = crate::data::order::epoch_order(self.settings.seed, epoch, self.train.len());
         let chosen: Vec<&TokenRanking> =
             order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
-        // Linear decay to 10% over the run; rankings are few, so no warm-up.
-        let progress = self.step as f64 / self.total_steps().max(1) as f64;
-        let lr = self.settings.lr * (1.0 - 0.9 * progress);
+        // Rankings are few, so no warm-up.
+        let lr = LrSchedule::linear(self.settings.lr, self.total_steps(), 0.1).at(self.step);
         self.step += 1;
 
         // This peer's shard of the batch, a group of rankings at a time ([`ranking_groups`]), each

@@ -22,7 +22,7 @@ use crate::stages::trainer::{StepReport, Trainer};
 use crate::step::grads::guarded_step;
 use crate::step::logprobs::next_token_loss;
 use crate::step::read::scalar as read;
-use crate::step::schedule::LrSchedule;
+use crate::step::schedule::{Decay, LrSchedule};
 
 /// Optimisation settings shared by pretraining and SFT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ impl SupervisedConfig {
     /// Defaults that train the `tiny` preset well: peak lr 1e-3, 5% warm-up, floor 10%.
     pub fn new(total_steps: usize, batch_size: usize, seed: u64) -> Self {
         Self {
-            schedule: LrSchedule { peak: 1e-3, warmup: (total_steps / 20).max(1), total: total_steps, floor: 0.1 },
+            schedule: LrSchedule { peak: 1e-3, warmup: (total_steps / 20).max(1), total: total_steps, floor: 0.1, decay: Decay::Cosine },
             batch_size,
             weight_decay: 0.01,
             max_grad_norm: 1.0,
