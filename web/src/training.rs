@@ -82,7 +82,7 @@ impl Session {
             "train": set.train.len(), "held_out": set.held_out.len(), "pairs": set.train_pairs(),
             "skipped": set.skipped_summary(), "prompts_cut": set.prompts_cut,
         });
-        self.device.seed(settings.seed);
+        self.device.seed(settings.train.seed);
         let pad = model.tokenizer.special_ids().pad;
         let mut trainer = RewardTrainer::on_rankings(model.model.clone(), model.config.clone(), set, pad, settings).map_err(js)?;
         info["steps"] = trainer.total_steps().into();

@@ -41,7 +41,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     dpo_pairs: usize,
     /// The LoRA DPO step's activation budget (MiB), as `dpo --activation-budget-mib`.
-    #[arg(long, default_value_t = tinyrlhf_rlhf::DpoConfig::default().activation_budget_mib)]
+    #[arg(long, default_value_t = tinyrlhf_rlhf::DpoConfig::default().train.activation_budget_mib)]
     dpo_activation_budget_mib: u64,
     /// The frozen base of a second LoRA DPO figure, as a GGUF of this type holds it: its projections
     /// packed as q4_0, q8_0, f16 or bf16, the embedding (and tied head) as Q8_0 (at least); `none`

@@ -67,7 +67,7 @@ pub(crate) fn lora_dpo_step(
     activation_budget_mib: u64,
     runs: usize,
 ) -> Result<LoraDpoStep, String> {
-    use tinyrlhf_rlhf::{DpoConfig, DpoTrainer, TokenRanking};
+    use tinyrlhf_rlhf::{DpoConfig, DpoTrainer, TokenRanking, TrainSettings};
     let lora = LoraConfig::default();
     let seq = PROMPT_LEN + DPO_ANSWER_TOKENS;
     let sequences = random_tokens(2 * pairs, seq, config.vocab_size(), 11);
@@ -79,7 +79,8 @@ pub(crate) fn lora_dpo_step(
             prompt_len: PROMPT_LEN,
         })
         .collect();
-    let settings = DpoConfig { batch_size: pairs, epochs: 1, lora: Some(lora.clone()), activation_budget_mib, ..DpoConfig::default() };
+    let train = TrainSettings { lora: Some(lora.clone()), activation_budget_mib, ..DpoConfig::default().train };
+    let settings = DpoConfig { batch_size: pairs, epochs: 1, train, ..DpoConfig::default() };
     // Drawn once: each timed trainer would otherwise draw the base's 135 M random numbers again
     // (about a twelfth of a SmolLM2-shaped step on a 2-core AMD EPYC), which loaded weights never do.
     let mut base = tinyrlhf_model::drawn(config.init(device));

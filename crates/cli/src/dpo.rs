@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{DpoConfig, DpoLoss, LanguageModel, MethodSettings, PolicyInputs};
+use tinyrlhf_rlhf::{DpoConfig, DpoLoss, LanguageModel, MethodSettings, PolicyInputs, TrainSettings};
 
 use crate::backend::Backend;
 use crate::files::Result;
@@ -35,7 +35,7 @@ pub struct DpoArgs {
     /// Rankings per step.
     #[arg(long, default_value_t = DpoConfig::default().batch_size)]
     batch: usize,
-    #[arg(long, default_value_t = DpoConfig::default().lr)]
+    #[arg(long, default_value_t = DpoConfig::default().train.lr)]
     lr: f64,
     /// The implicit reward's scale: smaller lets the policy move further from the reference.
     #[arg(long, default_value_t = DpoConfig::default().beta)]
@@ -49,11 +49,11 @@ pub struct DpoArgs {
     /// Continue from `OUT/checkpoint/` (its settings).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = DpoConfig::default().seed)]
+    #[arg(long, default_value_t = DpoConfig::default().train.seed)]
     seed: u64,
     /// Activations one backward pass may hold (MiB): a step goes through the policy in groups this
     /// size. More memory, fewer passes.
-    #[arg(long, default_value_t = DpoConfig::default().activation_budget_mib)]
+    #[arg(long, default_value_t = DpoConfig::default().train.activation_budget_mib)]
     activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -74,12 +74,15 @@ impl DpoArgs {
         DpoConfig {
             epochs: self.epochs,
             batch_size: self.batch,
-            lr: self.lr,
             beta: self.beta,
             loss: self.loss,
-            seed: self.seed,
-            lora: self.lora.config(),
-            activation_budget_mib: self.activation_budget_mib,
+            train: TrainSettings {
+                lr: self.lr,
+                seed: self.seed,
+                lora: self.lora.config(),
+                activation_budget_mib: self.activation_budget_mib,
+                ..DpoConfig::default().train
+            },
             ..DpoConfig::default()
         }
     }

@@ -138,9 +138,9 @@ fn settings_of_run(dir: &Path) -> Result<TrlSettings> {
             let r = &mut settings.reward;
             read_number(&manifest, "epochs", &field, |v| r.epochs = v as usize)?;
             read_number(&manifest, "batch", &field, |v| r.batch_size = v as usize)?;
-            read_number(&manifest, "lr", &field, |v| r.lr = v)?;
-            read_number(&manifest, "seed", &field, |v| r.seed = v as u64)?;
-            r.lora = lora;
+            read_number(&manifest, "lr", &field, |v| r.train.lr = v)?;
+            read_number(&manifest, "seed", &field, |v| r.train.seed = v as u64)?;
+            r.train.lora = lora;
         }
         "sft" => {
             let s = &mut settings.sft;

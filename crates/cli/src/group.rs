@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tinyrlhf_rlhf::{
-    GroupConfig, GroupMethod, LanguageModel, LossAggregation, MethodSettings, PolicyInputs, RewardScaling, check_compatible,
+    GroupConfig, GroupMethod, LanguageModel, LossAggregation, MethodSettings, PolicyInputs, RewardScaling, TrainSettings, check_compatible,
     training_prompt_ids,
 };
 
@@ -41,7 +41,7 @@ pub struct GroupArgs {
     /// Answers sampled per prompt: the group (at least 2).
     #[arg(short, long, default_value_t = GroupConfig::default().samples_per_prompt)]
     k: usize,
-    #[arg(long, default_value_t = GroupConfig::default().lr)]
+    #[arg(long, default_value_t = GroupConfig::default().train.lr)]
     lr: f64,
     /// KL coefficient to the reference (GRPO: k3 in the loss, default 0.04; RLOO: k1 in the reward,
     /// default 0.05).
@@ -76,11 +76,11 @@ pub struct GroupArgs {
     /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = GroupConfig::default().seed)]
+    #[arg(long, default_value_t = GroupConfig::default().train.seed)]
     seed: u64,
     /// Activations one backward pass of the update may hold (MiB): the batch goes through the
     /// policy in groups this size. More memory, fewer passes.
-    #[arg(long, default_value_t = GroupConfig::default().activation_budget_mib)]
+    #[arg(long, default_value_t = GroupConfig::default().train.activation_budget_mib)]
     activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -101,7 +101,6 @@ impl GroupArgs {
             iterations: self.iterations,
             prompts_per_iteration: self.prompts_per_iteration,
             samples_per_prompt: self.k,
-            lr: self.lr,
             temperature: self.temperature,
             max_new_tokens: self.max_new_tokens,
             beta: self.beta,
@@ -111,9 +110,13 @@ impl GroupArgs {
             loss_type: self.loss_type,
             normalize_advantages: self.normalize_advantages,
             kl_limit: self.kl_limit,
-            seed: self.seed,
-            lora: self.lora.config(),
-            activation_budget_mib: self.activation_budget_mib,
+            train: TrainSettings {
+                lr: self.lr,
+                seed: self.seed,
+                lora: self.lora.config(),
+                activation_budget_mib: self.activation_budget_mib,
+                ..GroupConfig::default().train
+            },
             ..GroupConfig::default()
         }
     }

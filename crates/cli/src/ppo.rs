@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tinyrlhf_data::Demonstration;
 use tinyrlhf_rlhf::{
-    KlEstimator, LanguageModel, MethodSettings, PolicyInputs, PpoConfig, chat_example, check_compatible, training_prompt_ids,
+    KlEstimator, LanguageModel, MethodSettings, PolicyInputs, PpoConfig, TrainSettings, chat_example, check_compatible, training_prompt_ids,
 };
 
 use crate::backend::Backend;
@@ -44,7 +44,7 @@ pub struct PpoArgs {
     /// PPO epochs over each batch of rollouts.
     #[arg(long, default_value_t = PpoConfig::default().ppo_epochs)]
     ppo_epochs: usize,
-    #[arg(long, default_value_t = PpoConfig::default().lr)]
+    #[arg(long, default_value_t = PpoConfig::default().train.lr)]
     lr: f64,
     /// beta: weight of the per-token KL penalty (the starting value with --kl-target).
     #[arg(long, default_value_t = PpoConfig::default().kl_coef)]
@@ -81,11 +81,11 @@ pub struct PpoArgs {
     /// Continue from `OUT/checkpoint/` (its settings; --iterations may extend the run).
     #[arg(long)]
     resume: bool,
-    #[arg(long, default_value_t = PpoConfig::default().seed)]
+    #[arg(long, default_value_t = PpoConfig::default().train.seed)]
     seed: u64,
     /// Activations one backward pass may hold (MiB), the policy's and the value model's together:
     /// each minibatch goes through them in groups this size. More memory, fewer passes.
-    #[arg(long, default_value_t = PpoConfig::default().activation_budget_mib)]
+    #[arg(long, default_value_t = PpoConfig::default().train.activation_budget_mib)]
     activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -111,7 +111,6 @@ impl PpoArgs {
             batch_size: self.batch,
             minibatch_size: self.minibatch,
             ppo_epochs: self.ppo_epochs,
-            lr: self.lr,
             temperature: self.temperature,
             max_new_tokens: self.max_new_tokens,
             kl_coef: self.kl_coef,
@@ -121,9 +120,13 @@ impl PpoArgs {
             missing_eos_penalty: self.missing_eos_penalty,
             ptx_coef: self.ptx_coef,
             kl_limit: self.kl_limit,
-            seed: self.seed,
-            lora: self.lora.config(),
-            activation_budget_mib: self.activation_budget_mib,
+            train: TrainSettings {
+                lr: self.lr,
+                seed: self.seed,
+                lora: self.lora.config(),
+                activation_budget_mib: self.activation_budget_mib,
+                ..PpoConfig::default().train
+            },
             ..PpoConfig::default()
         }
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tinyrlhf_rlhf::{LanguageModel, RewardConfig, RewardTrainer};
+use tinyrlhf_rlhf::{LanguageModel, RewardConfig, RewardTrainer, TrainSettings};
 
 use crate::backend::Backend;
 use crate::drive::{Loop, drive};
@@ -34,7 +34,7 @@ pub struct RewardArgs {
     /// Rankings per step.
     #[arg(long, default_value_t = RewardConfig::default().batch_size)]
     batch: usize,
-    #[arg(long, default_value_t = RewardConfig::default().lr)]
+    #[arg(long, default_value_t = RewardConfig::default().train.lr)]
     lr: f64,
     /// Pull rewards toward 0 with this weight (TRL's center_rewards_coefficient).
     #[arg(long, default_value_t = RewardConfig::default().center_coef)]
@@ -42,11 +42,11 @@ pub struct RewardArgs {
     /// Only shift the head to mean 0; do not scale it to std 1.
     #[arg(long)]
     no_unit_std: bool,
-    #[arg(long, default_value_t = RewardConfig::default().seed)]
+    #[arg(long, default_value_t = RewardConfig::default().train.seed)]
     seed: u64,
     /// Activations one backward pass may hold (MiB): a step goes through the model in groups this
     /// size. More memory, fewer passes.
-    #[arg(long, default_value_t = RewardConfig::default().activation_budget_mib)]
+    #[arg(long, default_value_t = RewardConfig::default().train.activation_budget_mib)]
     activation_budget_mib: u64,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -72,15 +72,18 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
     let settings = RewardConfig {
         epochs: args.epochs,
         batch_size: args.batch,
-        lr: args.lr,
         center_coef: args.center_coef,
         unit_std: !args.no_unit_std,
-        seed: args.seed,
-        lora: args.lora.config(),
-        activation_budget_mib: args.activation_budget_mib,
+        train: TrainSettings {
+            lr: args.lr,
+            seed: args.seed,
+            lora: args.lora.config(),
+            activation_budget_mib: args.activation_budget_mib,
+            ..RewardConfig::default().train
+        },
         ..RewardConfig::default()
     };
-    let settings_lora = settings.lora.clone();
+    let settings_lora = settings.train.lora.clone();
     let pad = tokenizer.special_ids().pad;
     let mut trainer = RewardTrainer::on_rankings(sft, config.clone(), set, pad, settings).map_err(|e| e.to_string())?;
     let mut last_held_out = None;

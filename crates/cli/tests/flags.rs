@@ -51,11 +51,11 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
         (["reward", "--model", sft, "--rankings", "r.jsonl", "--lr", "0", "--out", "rm0"].map(str::to_owned).to_vec(), "lr = 0"),
         (
             ["reward", "--model", sft, "--rankings", "r.jsonl", "--activation-budget-mib", "0", "--out", "rm0"].map(str::to_owned).to_vec(),
-            "activation budget = 0 MiB",
+            "activation_budget_mib = 0: a backward pass needs at least 1 MiB",
         ),
         (
             ["dpo", "--policy", sft, "--rankings", "r.jsonl", "--activation-budget-mib", "0", "--out", "run"].map(str::to_owned).to_vec(),
-            "activation budget = 0 MiB",
+            "activation_budget_mib = 0: a backward pass needs at least 1 MiB",
         ),
         (
             ["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "--temperature", "1e-38", "--out", "t.jsonl"]

@@ -18,7 +18,7 @@ use crate::methods::dpo::DpoConfig;
 use crate::methods::group::{GroupConfig, GroupMethod};
 use crate::stages::reward::RewardConfig;
 use crate::stages::supervised::SftSettings;
-use tinyrlhf_model::LoraConfig;
+use crate::step::settings::TrainSettings;
 
 /// The settings each method's config carries: tinyrlhf's defaults, or a run's.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,11 +206,7 @@ struct Common<'a> {
     method: &'a str,
     dataset: &'a str,
     has_test: bool,
-    lr: f64,
-    max_grad_norm: f64,
-    weight_decay: f64,
-    seed: u64,
-    lora: Option<&'a LoraConfig>,
+    train: &'a TrainSettings,
 }
 
 fn common(export: &TrlExport, c: Common) -> Yaml {
@@ -220,11 +216,12 @@ fn common(export: &TrlExport, c: Common) -> Yaml {
     if c.has_test {
         y.text("eval_strategy", "epoch");
     }
-    y.number("learning_rate", c.lr).number("max_grad_norm", c.max_grad_norm).number("weight_decay", c.weight_decay);
-    y.set("seed", c.seed).set("logging_steps", 1).text("save_strategy", "epoch").text("report_to", "none");
+    let t = c.train;
+    y.number("learning_rate", t.lr).number("max_grad_norm", t.max_grad_norm).number("weight_decay", f64::from(t.weight_decay));
+    y.set("seed", t.seed).set("logging_steps", 1).text("save_strategy", "epoch").text("report_to", "none");
     y.comment("tinyrlhf trains in float32; on GPUs with bfloat16, `bf16: true` halves the memory.");
     y.set("bf16", false);
-    match c.lora {
+    match &t.lora {
         Some(lora) => {
             y.comment("LoRA on every projection tinyrlhf adapts (PEFT's all-linear: not the head), no dropout.");
             y.set("use_peft", true).set("lora_r", lora.rank);
@@ -244,19 +241,7 @@ fn common(export: &TrlExport, c: Common) -> Yaml {
 
 fn dpo_yaml(export: &TrlExport, has_test: bool) -> String {
     let s = &export.settings.dpo;
-    let mut y = common(
-        export,
-        Common {
-            method: "dpo",
-            dataset: PREFERENCES,
-            has_test,
-            lr: s.lr,
-            max_grad_norm: s.max_grad_norm,
-            weight_decay: 0.0,
-            seed: s.seed,
-            lora: s.lora.as_ref(),
-        },
-    );
+    let mut y = common(export, Common { method: "dpo", dataset: PREFERENCES, has_test, train: &s.train });
     y.comment("tinyrlhf batches rankings (each K answers is K(K-1)/2 pairs); TRL batches pairs.");
     y.set("num_train_epochs", s.epochs).set("per_device_train_batch_size", s.batch_size).text("lr_scheduler_type", "linear");
     y.number("beta", s.beta).set("loss_type", serde_json::json!([s.loss]));
@@ -266,27 +251,15 @@ fn dpo_yaml(export: &TrlExport, has_test: bool) -> String {
 
 fn reward_yaml(export: &TrlExport, has_test: bool) -> String {
     let s = &export.settings.reward;
-    let mut y = common(
-        export,
-        Common {
-            method: "reward",
-            dataset: PREFERENCES,
-            has_test,
-            lr: s.lr,
-            max_grad_norm: s.max_grad_norm,
-            weight_decay: f64::from(s.weight_decay),
-            seed: s.seed,
-            lora: s.lora.as_ref(),
-        },
-    );
+    let mut y = common(export, Common { method: "reward", dataset: PREFERENCES, has_test, train: &s.train });
     y.set("num_train_epochs", s.epochs).set("per_device_train_batch_size", s.batch_size);
     y.comment("Linear decay to 10% of the peak, no warm-up, as tinyrlhf's reward model.");
     y.text("lr_scheduler_type", "polynomial")
-        .set("lr_scheduler_kwargs", format!("{{\"lr_end\": {}, \"power\": 1.0}}", format_number(s.lr * 0.1)));
+        .set("lr_scheduler_kwargs", format!("{{\"lr_end\": {}, \"power\": 1.0}}", format_number(s.train.lr * 0.1)));
     if s.center_coef > 0.0 {
         y.number("center_rewards_coefficient", s.center_coef);
     }
-    if s.lora.is_some() {
+    if s.train.lora.is_some() {
         y.comment("The score head trains with the adapters, as tinyrlhf's does.");
         y.text("lora_task_type", "SEQ_CLS");
     }
@@ -296,19 +269,7 @@ fn reward_yaml(export: &TrlExport, has_test: bool) -> String {
 
 fn group_yaml(export: &TrlExport, s: &GroupConfig) -> String {
     let method = s.method.name();
-    let mut y = common(
-        export,
-        Common {
-            method,
-            dataset: PROMPTS,
-            has_test: false,
-            lr: s.lr,
-            max_grad_norm: s.max_grad_norm,
-            weight_decay: 0.0,
-            seed: s.seed,
-            lora: s.lora.as_ref(),
-        },
-    );
+    let mut y = common(export, Common { method, dataset: PROMPTS, has_test: false, train: &s.train });
     y.comment("The reward model `trl reward --config reward.yaml` writes.");
     y.text("reward_model_name_or_path", "runs/reward");
     y.comment("One iteration: prompts_per_iteration prompts x num_generations answers, one optimiser step.");
@@ -337,19 +298,9 @@ fn group_yaml(export: &TrlExport, s: &GroupConfig) -> String {
 
 fn sft_yaml(export: &TrlExport) -> String {
     let s = &export.settings.sft;
-    let mut y = common(
-        export,
-        Common {
-            method: "sft",
-            dataset: DEMONSTRATIONS,
-            has_test: false,
-            lr: s.lr,
-            max_grad_norm: 1.0,
-            weight_decay: 0.01,
-            seed: s.seed,
-            lora: s.lora.as_ref(),
-        },
-    );
+    // SFT's optimiser as `SftSettings::supervised` sets it.
+    let train = TrainSettings { weight_decay: 0.01, seed: s.seed, lora: s.lora.clone(), ..TrainSettings::with_lr(s.lr) };
+    let mut y = common(export, Common { method: "sft", dataset: DEMONSTRATIONS, has_test: false, train: &train });
     y.comment("Warm-up over 5% of the steps, cosine decay to 10%, loss on the answers only.");
     y.set("max_steps", s.steps).set("per_device_train_batch_size", s.batch_size).number("warmup_steps", 0.05);
     y.text("lr_scheduler_type", "cosine_with_min_lr").set("lr_scheduler_kwargs", "{\"min_lr_rate\": 0.1}");
@@ -446,8 +397,8 @@ mod tests {
         let rankings: Vec<Ranking> = (0..3).map(|i| ranking(&format!("q{i}"), 2)).collect();
         let mut e = export(&rankings);
         e.settings.dpo.beta = 0.25;
-        e.settings.dpo.lr = 5e-6;
-        e.settings.dpo.lora = Some(LoraConfig { rank: 4, alpha: 8.0 });
+        e.settings.dpo.train.lr = 5e-6;
+        e.settings.dpo.train.lora = Some(tinyrlhf_model::LoraConfig { rank: 4, alpha: 8.0 });
         let files = trl_files(&e).unwrap();
         let dpo = file(&files, "dpo.yaml").unwrap();
         for line in [

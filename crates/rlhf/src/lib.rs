@@ -52,4 +52,5 @@ pub use stages::scoring::{PairEval, calibrate};
 pub use stages::supervised::{SftSettings, StepStats, SupervisedConfig, SupervisedTrainer};
 pub use stages::trainer::{StepReport, Trainer};
 pub use step::losses::{PreferencePairs, clipped_policy_loss, clipped_value_loss, preference_loss, token_logprobs};
-pub use step::schedule::LrSchedule;
+pub use step::schedule::{Decay, LrSchedule};
+pub use step::settings::TrainSettings;

@@ -5,7 +5,7 @@
 use burn::tensor::Device;
 use tinyrlhf_model::{CausalLm, GptConfig, LoraConfig, ModelConfig, save_peft_adapter};
 use tinyrlhf_rlhf::methods::dpo::sequence_logprobs;
-use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, TokenRanking};
+use tinyrlhf_rlhf::{DpoConfig, DpoLoss, DpoTrainer, TokenRanking, TrainSettings};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
@@ -37,7 +37,13 @@ fn dpo_learns_to_prefer_the_better_answers_of_rankings_for_every_loss() {
         let (config, sft) = model(11);
         let train: Vec<TokenRanking> = (10..20).map(ranking).collect();
         let held_out: Vec<TokenRanking> = (20..23).map(ranking).collect();
-        let settings = DpoConfig { epochs: 8, batch_size: 5, lr: 3e-3, loss, ..DpoConfig::default() };
+        let settings = DpoConfig {
+            epochs: 8,
+            batch_size: 5,
+            loss,
+            train: TrainSettings { lr: 3e-3, ..DpoConfig::default().train },
+            ..DpoConfig::default()
+        };
         let mut trainer = block(DpoTrainer::new(sft.clone(), config, train, held_out.clone(), PAD, settings)).unwrap();
         let first = block(trainer.evaluate_held_out()).unwrap();
         assert!((first.margin).abs() < 1e-6, "{loss:?}: the policy starts as the reference, margin {}", first.margin);
@@ -78,7 +84,8 @@ fn run_to_the_end(mut trainer: DpoTrainer, sft: &CausalLm, train: &[TokenRanking
 fn a_resumed_dpo_run_continues_exactly_where_it_stopped() {
     let (config, sft) = model(12);
     let train: Vec<TokenRanking> = (10..17).map(ranking).collect();
-    let settings = DpoConfig { epochs: 2, batch_size: 3, lr: 1e-3, ..DpoConfig::default() };
+    let settings =
+        DpoConfig { epochs: 2, batch_size: 3, train: TrainSettings { lr: 1e-3, ..DpoConfig::default().train }, ..DpoConfig::default() };
     let run = |stop_after: Option<usize>| -> Vec<f64> {
         let trainer = block(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], PAD, settings.clone())).unwrap();
         run_to_the_end(trainer, &sft, &train, stop_after).0
@@ -93,7 +100,12 @@ fn a_resumed_lora_run_continues_exactly_and_its_adapter_holds_the_whole_run() {
     let (config, sft) = model(14);
     let train: Vec<TokenRanking> = (10..17).map(ranking).collect();
     let lora = LoraConfig { rank: 4, alpha: 8.0 };
-    let settings = DpoConfig { epochs: 2, batch_size: 3, lr: 1e-2, lora: Some(lora.clone()), ..DpoConfig::default() };
+    let settings = DpoConfig {
+        epochs: 2,
+        batch_size: 3,
+        train: TrainSettings { lr: 1e-2, lora: Some(lora.clone()), ..DpoConfig::default().train },
+        ..DpoConfig::default()
+    };
     // The adapters' A is drawn at random (from a stream other tests share): both runs below start
     // from one drawn here, through a checkpoint taken before the first step.
     let fresh = block(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], PAD, settings)).unwrap();
@@ -117,7 +129,7 @@ fn settings_out_of_range_are_refused_naming_the_field() {
     for (settings, field) in [
         (DpoConfig { beta: 0.0, ..DpoConfig::default() }, "beta"),
         (DpoConfig { beta: f64::NAN, ..DpoConfig::default() }, "beta"),
-        (DpoConfig { lr: -1.0, ..DpoConfig::default() }, "lr"),
+        (DpoConfig { train: TrainSettings { lr: -1.0, ..DpoConfig::default().train }, ..DpoConfig::default() }, "lr"),
         (DpoConfig { epochs: 0, ..DpoConfig::default() }, "epochs"),
     ] {
         let err = block(DpoTrainer::new(sft.clone(), config.clone(), vec![ranking(10)], vec![], PAD, settings)).unwrap_err();

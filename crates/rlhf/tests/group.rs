@@ -5,7 +5,7 @@
 mod common;
 
 use common::{lm_values, models};
-use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer};
+use tinyrlhf_rlhf::{GroupConfig, GroupMethod, GroupTrainer, TrainSettings};
 
 const PAD: u32 = 0;
 const EOS: u32 = 1;
@@ -21,7 +21,7 @@ fn settings(method: GroupMethod) -> GroupConfig {
         prompts_per_iteration: 2,
         samples_per_prompt: 3,
         max_new_tokens: 6,
-        lr: 1e-3,
+        train: TrainSettings { lr: 1e-3, ..GroupConfig::default().train },
         ..GroupConfig::default()
     }
 }
@@ -53,7 +53,7 @@ fn an_update_in_groups_of_answers_moves_the_policy_as_the_whole_batch_does() {
             prompts_per_iteration: 4,
             samples_per_prompt: 4,
             max_new_tokens: 24,
-            activation_budget_mib,
+            train: TrainSettings { activation_budget_mib, ..settings(method).train },
             ..settings(method)
         };
         let step = |budget| {
@@ -106,7 +106,10 @@ fn settings_out_of_range_are_refused_naming_the_field() {
         (GroupConfig { epsilon: 1.0, ..GroupConfig::default() }, "epsilon"),
         (GroupConfig { epsilon_high: Some(0.0), ..GroupConfig::default() }, "epsilon_high"),
         (GroupConfig { beta: Some(-0.1), ..GroupConfig::default() }, "beta"),
-        (GroupConfig { activation_budget_mib: 0, ..GroupConfig::default() }, "activation_budget_mib"),
+        (
+            GroupConfig { train: TrainSettings { activation_budget_mib: 0, ..GroupConfig::default().train }, ..GroupConfig::default() },
+            "activation_budget_mib",
+        ),
     ] {
         let err = GroupTrainer::new(sft.clone(), None, config.clone(), reward.clone(), prompts(), EOS, PAD, settings).unwrap_err();
         assert!(err.to_string().contains(field), "{field}: {err}");

@@ -16,7 +16,7 @@ use tinyrlhf_model::ScalarModel;
 use tinyrlhf_rlhf::parallel::peers::Gathered;
 use tinyrlhf_rlhf::{
     DpoConfig, DpoTrainer, GroupConfig, GroupMethod, GroupTrainer, Peers, PpoConfig, PpoModels, PpoTrainer, RewardConfig, RewardTrainer,
-    TokenRanking, TrainError, Trainer,
+    TokenRanking, TrainError, TrainSettings, Trainer,
 };
 
 const PAD: u32 = 0;
@@ -119,7 +119,12 @@ fn reward_trainers(count: usize, batch_size: usize) -> Vec<RewardTrainer> {
     // Every copy starts from the same weights, as the page's workers do (loaded from the same bytes).
     let start = ScalarModel::new(sft);
     scalar_bytes(&start);
-    let settings = RewardConfig { epochs: 2, batch_size, lr: 3e-3, ..RewardConfig::default() };
+    let settings = RewardConfig {
+        epochs: 2,
+        batch_size,
+        train: TrainSettings { lr: 3e-3, ..RewardConfig::default().train },
+        ..RewardConfig::default()
+    };
     let train: Vec<TokenRanking> = (10..17).map(ranking).collect();
     let held_out: Vec<TokenRanking> = (20..23).map(ranking).collect();
     local_peers(count)
@@ -167,8 +172,15 @@ fn reward_model_copies_stay_identical_and_match_a_trainer_alone() {
 #[test]
 fn ppo_copies_end_every_iteration_with_identical_policies_and_value_models() {
     let (config, sft, reward) = models(32);
-    let settings =
-        PpoConfig { iterations: 3, batch_size: 6, minibatch_size: 3, ppo_epochs: 2, max_new_tokens: 8, lr: 1e-3, ..PpoConfig::default() };
+    let settings = PpoConfig {
+        iterations: 3,
+        batch_size: 6,
+        minibatch_size: 3,
+        ppo_epochs: 2,
+        max_new_tokens: 8,
+        train: TrainSettings { lr: 1e-3, ..PpoConfig::default().train },
+        ..PpoConfig::default()
+    };
     for count in [2, 4] {
         let mut trainers: Vec<PpoTrainer> = local_peers(count)
             .into_iter()
@@ -203,7 +215,7 @@ fn grpo_rloo_and_dpo_copies_stay_identical() {
             prompts_per_iteration: 2,
             samples_per_prompt: 3,
             max_new_tokens: 6,
-            lr: 1e-3,
+            train: TrainSettings { lr: 1e-3, ..GroupConfig::default().train },
             ..GroupConfig::default()
         };
         let mut trainers: Vec<GroupTrainer> = local_peers(4)
@@ -223,7 +235,8 @@ fn grpo_rloo_and_dpo_copies_stay_identical() {
         }
     }
     let train: Vec<TokenRanking> = (10..17).map(ranking).collect();
-    let settings = DpoConfig { epochs: 1, batch_size: 4, lr: 3e-3, ..DpoConfig::default() };
+    let settings =
+        DpoConfig { epochs: 1, batch_size: 4, train: TrainSettings { lr: 3e-3, ..DpoConfig::default().train }, ..DpoConfig::default() };
     let mut alone = pollster::block_on(DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], PAD, settings.clone())).unwrap();
     let mut trainers: Vec<DpoTrainer> = local_peers(3)
         .into_iter()

@@ -12,7 +12,7 @@ use tinyrlhf_model::{GptConfig, ModelConfig, ScalarModel};
 use tinyrlhf_rlhf::stages::scoring::score_sequences;
 use tinyrlhf_rlhf::{
     Method, MethodSettings, PolicyInputs, PolicyTrainer, PpoConfig, PpoModels, PpoTrainer, RankingSet, RewardConfig, RewardTrainer,
-    TokenRanking, Trainer, explain_response,
+    TokenRanking, TrainSettings, Trainer, explain_response,
 };
 use tinyrlhf_tokenizer::SpecialIds;
 
@@ -24,7 +24,15 @@ fn prompts() -> Vec<Vec<u32>> {
 }
 
 fn settings() -> PpoConfig {
-    PpoConfig { iterations: 4, batch_size: 6, minibatch_size: 3, ppo_epochs: 2, max_new_tokens: 8, lr: 1e-3, ..PpoConfig::default() }
+    PpoConfig {
+        iterations: 4,
+        batch_size: 6,
+        minibatch_size: 3,
+        ppo_epochs: 2,
+        max_new_tokens: 8,
+        train: TrainSettings { lr: 1e-3, ..PpoConfig::default().train },
+        ..PpoConfig::default()
+    }
 }
 
 #[test]
@@ -38,7 +46,12 @@ fn reward_model_learns_to_prefer_a_token_from_rankings() {
     };
     let train: Vec<TokenRanking> = (10..20).map(ranking).collect();
     let held_out: Vec<TokenRanking> = (20..24).map(ranking).collect();
-    let settings = RewardConfig { epochs: 30, batch_size: 5, lr: 3e-3, ..RewardConfig::default() };
+    let settings = RewardConfig {
+        epochs: 30,
+        batch_size: 5,
+        train: TrainSettings { lr: 3e-3, ..RewardConfig::default().train },
+        ..RewardConfig::default()
+    };
     let mut trainer = RewardTrainer::new(sft, config, train, held_out, PAD, settings).unwrap();
     let mut last = None;
     while !trainer.is_done() {
@@ -134,8 +147,13 @@ fn first_ppo_minibatch_has_ratio_one_and_no_clipping_and_stats_are_sane() {
 fn a_ppo_minibatch_in_groups_of_answers_updates_as_the_whole_minibatch_does() {
     // Minibatches of 8 answers of up to 24 tokens after 4-token prompts: 1 MiB of this model's
     // activations holds about 227 tokens, both models' together, so each takes several groups.
-    let settings =
-        |activation_budget_mib| PpoConfig { batch_size: 16, minibatch_size: 8, max_new_tokens: 24, activation_budget_mib, ..settings() };
+    let settings = |activation_budget_mib| PpoConfig {
+        batch_size: 16,
+        minibatch_size: 8,
+        max_new_tokens: 24,
+        train: TrainSettings { activation_budget_mib, ..settings().train },
+        ..settings()
+    };
     // Drawn once: the device's generator is shared with the tests running beside this one, so two
     // draws from the same seed can differ.
     let (config, sft, reward) = models(5);
@@ -178,7 +196,7 @@ fn a_kl_past_the_limit_restores_the_last_healthy_policy() {
             // larger step makes the second rollout's KL plainly above the limit.
             kl_limit: 1e-9,
             kl_estimator: tinyrlhf_rlhf::KlEstimator::K3,
-            lr: 1e-3,
+            train: TrainSettings { lr: 1e-3, ..settings().train },
             ..settings()
         },
     )
@@ -228,7 +246,10 @@ fn a_resumed_ppo_run_continues_exactly_where_it_stopped() {
 fn a_lora_ppo_checkpoint_keeps_adapters_and_heads_only_and_resumes_to_the_same_models() {
     let (config, sft, reward) = models(9);
     let models = || PpoModels { sft: sft.clone(), config: config.clone(), reward: reward.clone(), value: None, policy: None };
-    let lora = PpoConfig { lora: Some(tinyrlhf_model::LoraConfig { rank: 2, alpha: 4.0 }), lr: 1e-2, ..settings() };
+    let lora = PpoConfig {
+        train: TrainSettings { lora: Some(tinyrlhf_model::LoraConfig { rank: 2, alpha: 4.0 }), lr: 1e-2, ..settings().train },
+        ..settings()
+    };
     let mut trainer = PpoTrainer::new(models(), prompts(), vec![], EOS, PAD, lora).unwrap();
     pollster::block_on(trainer.step()).unwrap();
     let checkpoint = pollster::block_on(trainer.checkpoint()).unwrap();

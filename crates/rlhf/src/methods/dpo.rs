@@ -17,14 +17,13 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig};
+use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig};
 use web_time::Instant;
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::data::examples::{Example, LmBatch};
 use crate::data::order::epoch_order;
 use crate::data::rankings::TokenRanking;
-use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::dpo_math::{DpoLoss, DpoMetrics, DpoPair, dpo_loss};
 use crate::parallel::peers::{Alone, Peers, gather_rows, shard};
 use crate::step::grads::guarded_update;
@@ -33,6 +32,7 @@ use crate::step::logprobs::trained_logprobs;
 use crate::step::losses::PreferencePairs;
 use crate::step::read::values as read_values;
 use crate::step::schedule::LrSchedule;
+use crate::step::settings::TrainSettings;
 
 /// DPO settings. The defaults tune the shipped `tiny` SFT model from a few dozen rankings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,36 +42,17 @@ pub struct DpoConfig {
     pub epochs: usize,
     /// Rankings per step.
     pub batch_size: usize,
-    pub lr: f64,
     /// How far the policy may move from the reference: the implicit reward is beta * log ratio.
     pub beta: f64,
     pub loss: DpoLoss,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
-    /// weight; `None`: full training.
-    #[serde(default)]
-    pub lora: Option<LoraConfig>,
-    /// Activations one backward pass may hold, in MiB: a step's rankings go through the policy in
-    /// groups this size, their gradients summed, so a large model's step holds one group's
-    /// activations rather than the whole batch's (Qwen2.5-0.5B keeps about 1.9 MB a token). More
-    /// buys fewer passes: the whole batch at once stepped 1.44x faster at 4x the memory there.
-    pub activation_budget_mib: u64,
+    /// The learning rate (decaying linearly to 0), clipping, seed, LoRA, activation budget.
+    #[serde(flatten)]
+    pub train: TrainSettings,
 }
 
 impl Default for DpoConfig {
     fn default() -> Self {
-        Self {
-            epochs: 6,
-            batch_size: 8,
-            lr: 3e-4,
-            beta: 0.1,
-            loss: DpoLoss::Sigmoid,
-            max_grad_norm: 1.0,
-            seed: 0,
-            lora: None,
-            activation_budget_mib: DEFAULT_ACTIVATION_BUDGET_MIB,
-        }
+        Self { epochs: 6, batch_size: 8, beta: 0.1, loss: DpoLoss::Sigmoid, train: TrainSettings::with_lr(3e-4) }
     }
 }
 
@@ -79,18 +60,12 @@ impl DpoConfig {
     /// Refuses settings that make a run meaningless, naming the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |what: String| Err(TrainError::Setting(what));
-        crate::models::lora::check(self.lora.as_ref())?;
+        self.train.validate()?;
         if !(self.beta.is_finite() && self.beta > 0.0) {
             return bad(format!("beta = {}: it must be above 0", self.beta));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
-        }
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("epochs and batch size must be at least 1".into());
-        }
-        if self.activation_budget_mib == 0 {
-            return bad("activation budget = 0 MiB: a backward pass needs at least 1".into());
         }
         Ok(())
     }
@@ -181,7 +156,7 @@ impl DpoTrainer {
         pad: u32,
     ) -> Result<Self, TrainError> {
         let state: DpoState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-        let (config, policy, optimizer_fits) = crate::models::lora::resumed_policy(checkpoint, sft, state.settings.lora.as_ref())?;
+        let (config, policy, optimizer_fits) = crate::models::lora::resumed_policy(checkpoint, sft, state.settings.train.lora.as_ref())?;
         crate::models::compat::check_model_shape("the reference", &config, sft)?;
         let mut trainer = Self::with_policy(policy, sft, config, train, held_out, pad, state.settings).await?;
         if optimizer_fits {
@@ -217,17 +192,17 @@ impl DpoTrainer {
         // A step holds one group of sequences at a time.
         let group_tokens = checked_group_tokens(
             &config,
-            settings.lora.as_ref(),
+            settings.train.lora.as_ref(),
             &train,
             settings.batch_size,
-            settings.activation_budget_mib,
+            settings.train.activation_budget_mib,
             "a DPO step",
         )?;
         let device = policy.device();
         let train = score_with_reference(reference, train, settings.batch_size, pad).await?;
         let held_out = score_with_reference(reference, held_out, settings.batch_size, pad).await?;
-        let policy = crate::models::lora::trainable_lm(policy, settings.lora.as_ref());
-        let optim = AdamWSettings::with_weight_decay(0.0).init();
+        let policy = crate::models::lora::trainable_lm(policy, settings.train.lora.as_ref());
+        let optim = AdamWSettings::with_weight_decay(settings.train.weight_decay).init();
         Ok(Self { policy, config, optim, settings, train, held_out, pad, step: 0, device, peers: Rc::new(Alone), group_tokens })
     }
 
@@ -280,11 +255,11 @@ impl DpoTrainer {
         let start = Instant::now();
         let per_epoch = self.steps_per_epoch();
         let (epoch, within) = (self.step / per_epoch, self.step % per_epoch);
-        let lr = LrSchedule::linear(self.settings.lr, self.total_steps(), 0.0).at(self.step);
+        let lr = LrSchedule::linear(self.settings.train.lr, self.total_steps(), 0.0).at(self.step);
         self.step += 1;
 
         // 1. The batch: the next rankings of this epoch's shuffle, all their answers in one batch.
-        let order = epoch_order(self.settings.seed, epoch, self.train.len());
+        let order = epoch_order(self.settings.train.seed, epoch, self.train.len());
         let batch: Vec<&Scored> =
             order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
         let examples: Vec<Example> = batch.iter().flat_map(|s| s.ranking.examples()).collect();
@@ -346,7 +321,8 @@ impl DpoTrainer {
         let loss_value = if policy.iter().all(|x| x.is_finite()) { loss.loss as f32 } else { f32::NAN };
         let outcome = if loss_value.is_finite() {
             let (_, outcome) =
-                guarded_update(&mut self.policy, &mut self.optim, lr, grads.grads(), vec![], self.settings.max_grad_norm, &*peers).await?;
+                guarded_update(&mut self.policy, &mut self.optim, lr, grads.grads(), vec![], self.settings.train.max_grad_norm, &*peers)
+                    .await?;
             outcome
         } else {
             Err(format!("loss is {loss_value}; the update was skipped and the last good weights kept"))
@@ -406,7 +382,7 @@ impl DpoTrainer {
     /// Everything needed to continue later: policy weights, optimizer state, step and settings.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = DpoState { step: self.step, settings: self.settings.clone() };
-        let (weights, adapter) = crate::models::lora::policy_parts(&self.policy.valid(), self.settings.lora.as_ref()).await?;
+        let (weights, adapter) = crate::models::lora::policy_parts(&self.policy.valid(), self.settings.train.lora.as_ref()).await?;
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
             weights,
@@ -516,7 +492,8 @@ mod tests {
         let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
         let sft = config.init(&device);
         let train: Vec<TokenRanking> = (10..14).map(|p| ranking(p, 3)).collect();
-        let settings = DpoConfig { epochs: 1, batch_size: 4, lr: 1e-2, ..DpoConfig::default() };
+        let settings =
+            DpoConfig { epochs: 1, batch_size: 4, train: TrainSettings { lr: 1e-2, ..DpoConfig::default().train }, ..DpoConfig::default() };
         let trained = |budget: usize| {
             let trainer = DpoTrainer::new(sft.clone(), config.clone(), train.clone(), vec![], 0, settings.clone());
             let mut trainer = pollster::block_on(trainer).unwrap();

@@ -16,11 +16,10 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tinyrlhf_model::{AdamWSettings, CausalLm, LoraConfig, ModelConfig, ScalarModel};
+use tinyrlhf_model::{AdamWSettings, CausalLm, ModelConfig, ScalarModel};
 
 use crate::checkpoint::{TrainCheckpoint, TrainError, optimizer_from_bytes, optimizer_to_bytes};
 use crate::data::order::epoch_order;
-use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::group_math::{
     ClipStats, LossAggregation, RewardScaling, TokenLossConfig, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss, trl_std,
 };
@@ -31,6 +30,7 @@ use crate::parallel::peers::{Alone, Peers, shard};
 use crate::step::grads::guarded_update;
 use crate::step::groups::group_tokens;
 use crate::step::schedule::LrSchedule;
+use crate::step::settings::TrainSettings;
 
 /// Which group method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -65,8 +65,6 @@ pub struct GroupConfig {
     pub prompts_per_iteration: usize,
     /// K: answers sampled per prompt (the group).
     pub samples_per_prompt: usize,
-    pub lr: f64,
-    pub max_grad_norm: f64,
     pub temperature: f32,
     pub max_new_tokens: usize,
     /// KL coefficient; `None` takes the method's TRL default (GRPO 0: no reference term; RLOO 0.05).
@@ -85,16 +83,11 @@ pub struct GroupConfig {
     /// A rollout whose mean KL to the reference (nats per answer) passes this restores the last
     /// good policy.
     pub kl_limit: f64,
-    pub seed: u64,
-    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
-    /// weight; `None`: full training.
-    #[serde(default)]
-    pub lora: Option<LoraConfig>,
-    /// Activations one backward pass of the update may hold, in MiB: the batch's answers go
-    /// through the policy in groups this size, their gradients summed (as DPO's
-    /// `activation_budget_mib`). At Qwen2.5-0.5B's shape the whole batch of 2 prompts x 4 answers
-    /// of 16 tokens held 1.84 GiB at once.
-    pub activation_budget_mib: u64,
+    /// The learning rate, clipping, seed, LoRA, and the activation budget (the batch's answers go
+    /// through the policy in groups within it: at Qwen2.5-0.5B's shape the whole batch of 2
+    /// prompts x 4 answers of 16 tokens held 1.84 GiB at once).
+    #[serde(flatten)]
+    pub train: TrainSettings,
 }
 
 impl Default for GroupConfig {
@@ -104,8 +97,6 @@ impl Default for GroupConfig {
             iterations: 40,
             prompts_per_iteration: 8,
             samples_per_prompt: 4,
-            lr: 1.5e-4,
-            max_grad_norm: 1.0,
             temperature: 0.7,
             max_new_tokens: 48,
             beta: None,
@@ -116,9 +107,7 @@ impl Default for GroupConfig {
             normalize_advantages: false,
             missing_eos_penalty: 1.0,
             kl_limit: 50.0,
-            seed: 0,
-            lora: None,
-            activation_budget_mib: DEFAULT_ACTIVATION_BUDGET_MIB,
+            train: TrainSettings::with_lr(1.5e-4),
         }
     }
 }
@@ -135,7 +124,7 @@ impl GroupConfig {
     /// Refuses settings that make a run meaningless, naming the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |what: String| Err(TrainError::Setting(what));
-        crate::models::lora::check(self.lora.as_ref())?;
+        self.train.validate()?;
         if self.samples_per_prompt < 2 {
             return bad(format!("samples_per_prompt (K) = {}: a group needs at least 2 answers", self.samples_per_prompt));
         }
@@ -155,18 +144,12 @@ impl GroupConfig {
         if !(beta.is_finite() && beta >= 0.0) {
             return bad(format!("beta = {beta}: it must be 0 or more"));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
-        }
         crate::memory::sizes::check_answers_per_prompt(self.samples_per_prompt, "samples_per_prompt (K)")?;
         if self.iterations == 0 || self.prompts_per_iteration == 0 || self.max_new_tokens == 0 {
             return bad("iterations, prompts per iteration and new tokens must be at least 1".into());
         }
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad(format!("temperature = {}: sampling needs a temperature above 0", self.temperature));
-        }
-        if self.activation_budget_mib == 0 {
-            return bad("activation_budget_mib = 0: a backward pass needs at least 1 MiB".into());
         }
         Ok(())
     }
@@ -264,17 +247,17 @@ impl GroupTrainer {
         }
         let rows = settings.prompts_per_iteration.saturating_mul(settings.samples_per_prompt);
         let tokens = prompts.iter().map(Vec::len).max().unwrap_or(0) + settings.max_new_tokens;
-        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
+        let group_tokens = group_tokens(&config, settings.train.activation_budget_mib);
         let train_rows = rows.min(group_tokens / tokens).max(1);
-        crate::memory::sizes::check_sampling_run(&config, settings.lora.as_ref(), rows, train_rows, tokens, settings.method.name())?;
+        crate::memory::sizes::check_sampling_run(&config, settings.train.lora.as_ref(), rows, train_rows, tokens, settings.method.name())?;
         let device = sft.device();
-        let policy = crate::models::lora::trainable_lm(policy.unwrap_or_else(|| sft.clone()), settings.lora.as_ref());
+        let policy = crate::models::lora::trainable_lm(policy.unwrap_or_else(|| sft.clone()), settings.train.lora.as_ref());
         Ok(Self {
             last_good: policy.clone(),
             policy,
             reference: sft,
             reward,
-            optim: AdamWSettings::with_weight_decay(0.0).init(),
+            optim: AdamWSettings::with_weight_decay(settings.train.weight_decay).init(),
             config,
             settings,
             prompts,
@@ -303,7 +286,7 @@ impl GroupTrainer {
         pad: u32,
     ) -> Result<Self, TrainError> {
         let state: GroupState = serde_json::from_str(&checkpoint.state_json).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-        let (config, policy, optimizer_fits) = crate::models::lora::resumed_policy(checkpoint, &sft, state.settings.lora.as_ref())?;
+        let (config, policy, optimizer_fits) = crate::models::lora::resumed_policy(checkpoint, &sft, state.settings.train.lora.as_ref())?;
         crate::models::compat::check_model_shape("the SFT model", &config, &sft)?;
         let mut trainer = Self::new(sft, Some(policy), config, reward, prompts, eos, pad, state.settings)?;
         if optimizer_fits {
@@ -316,7 +299,7 @@ impl GroupTrainer {
     /// A snapshot to continue from with [`GroupTrainer::resume`].
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = GroupState { iteration: self.iteration, settings: self.settings.clone() };
-        let (weights, adapter) = crate::models::lora::policy_parts(&self.policy.valid(), self.settings.lora.as_ref()).await?;
+        let (weights, adapter) = crate::models::lora::policy_parts(&self.policy.valid(), self.settings.train.lora.as_ref()).await?;
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
             weights,
@@ -361,7 +344,7 @@ impl GroupTrainer {
         (0..per)
             .flat_map(|j| {
                 let i = iteration * per + j;
-                let prompt = &self.prompts[epoch_order(self.settings.seed, i / n, n)[i % n]];
+                let prompt = &self.prompts[epoch_order(self.settings.train.seed, i / n, n)[i % n]];
                 std::iter::repeat_n(prompt.clone(), self.settings.samples_per_prompt)
             })
             .collect()
@@ -371,7 +354,7 @@ impl GroupTrainer {
     pub async fn step(&mut self) -> Result<GroupStats, TrainError> {
         let s = self.settings.clone();
         let k = s.samples_per_prompt;
-        let lr = LrSchedule::linear(s.lr, s.iterations, 0.0).at(self.iteration);
+        let lr = LrSchedule::linear(s.train.lr, s.iterations, 0.0).at(self.iteration);
         self.iteration += 1;
         let beta = s.beta();
         let mut stats = GroupStats { iteration: self.iteration, beta, lr, grad_norm: f32::NAN, ..GroupStats::default() };
@@ -380,7 +363,7 @@ impl GroupTrainer {
         let prompts = self.batch_prompts(self.iteration - 1);
         let peers = self.peers.clone();
         let mine = shard(prompts.len(), peers.rank(), peers.count());
-        let sampling = rollout_sampling(s.max_new_tokens, s.temperature, s.seed, self.iteration, peers.rank());
+        let sampling = rollout_sampling(s.max_new_tokens, s.temperature, s.train.seed, self.iteration, peers.rank());
         let policy = self.policy.valid();
         let rollout =
             sample_and_score(&policy, &self.reference, &self.reward, None, &prompts[mine.clone()], &sampling, self.eos, self.pad).await?;
@@ -462,7 +445,7 @@ impl GroupTrainer {
         // Every peer has every answer's log-probs, so all agree on skipping a non-finite loss.
         let outcome = if loss.loss.is_finite() {
             let (_, outcome) =
-                guarded_update(&mut self.policy, &mut self.optim, lr, grads.grads(), vec![], s.max_grad_norm, &*peers).await?;
+                guarded_update(&mut self.policy, &mut self.optim, lr, grads.grads(), vec![], s.train.max_grad_norm, &*peers).await?;
             outcome
         } else {
             Err(format!("loss is {}; the update was skipped and the last good weights kept", loss.loss))

@@ -141,11 +141,12 @@ pub fn all_default_settings() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::step::settings::TrainSettings;
 
     #[test]
     fn changes_replace_only_the_named_fields() {
         let ppo: PpoConfig = with_changes(PpoConfig::default(), &serde_json::json!({"lr": 1e-3}), "PPO").unwrap();
-        assert_eq!(ppo, PpoConfig { lr: 1e-3, ..PpoConfig::default() });
+        assert_eq!(ppo, PpoConfig { train: TrainSettings { lr: 1e-3, ..PpoConfig::default().train }, ..PpoConfig::default() });
         let unchanged: PpoConfig = with_changes(PpoConfig::default(), &serde_json::Value::Null, "PPO").unwrap();
         assert_eq!(unchanged, PpoConfig::default());
     }

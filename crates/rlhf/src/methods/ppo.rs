@@ -179,14 +179,14 @@ impl PpoTrainer {
             return Err(TrainError::Setting(format!("prompt {i} has {} tokens; prompts need 1 to {max_prompt}", p.len())));
         }
         let tokens = prompts.iter().map(Vec::len).max().unwrap_or(0) + settings.max_new_tokens;
-        let group_tokens = group_tokens(&config, settings.activation_budget_mib);
+        let group_tokens = group_tokens(&config, settings.train.activation_budget_mib);
         let train_rows = settings.minibatch_size.min(group_tokens / (2 * tokens)).max(1);
-        crate::memory::sizes::check_sampling_run(&config, settings.lora.as_ref(), settings.batch_size, train_rows, tokens, "PPO")?;
+        crate::memory::sizes::check_sampling_run(&config, settings.train.lora.as_ref(), settings.batch_size, train_rows, tokens, "PPO")?;
         let device = sft.device();
         let value = value.unwrap_or_else(|| reward.clone());
         let reference = sft.clone();
-        let policy = crate::models::lora::trainable_lm(policy.unwrap_or(sft), settings.lora.as_ref());
-        let value = crate::models::lora::trainable_scalar(value, settings.lora.as_ref(), "value.");
+        let policy = crate::models::lora::trainable_lm(policy.unwrap_or(sft), settings.train.lora.as_ref());
+        let value = crate::models::lora::trainable_scalar(value, settings.train.lora.as_ref(), "value.");
         let beta = AdaptiveKl { value: settings.kl_coef, target: settings.kl_target.unwrap_or(0.0), horizon: settings.kl_horizon };
         Ok(Self {
             last_good: (policy.clone(), value.clone()),
@@ -194,8 +194,8 @@ impl PpoTrainer {
             value,
             reference,
             reward,
-            policy_optim: AdamWSettings::with_weight_decay(0.0).init(),
-            value_optim: AdamWSettings::with_weight_decay(0.0).init(),
+            policy_optim: AdamWSettings::with_weight_decay(settings.train.weight_decay).init(),
+            value_optim: AdamWSettings::with_weight_decay(settings.train.weight_decay).init(),
             config,
             settings,
             beta,
@@ -220,7 +220,7 @@ impl PpoTrainer {
     /// beside it.
     pub async fn checkpoint(&self) -> Result<TrainCheckpoint, TrainError> {
         let state = PpoState { iteration: self.iteration, beta: self.beta, settings: self.settings.clone() };
-        let lora = self.settings.lora.as_ref();
+        let lora = self.settings.train.lora.as_ref();
         let (weights, adapter) = crate::models::lora::policy_parts(&self.policy.valid(), lora).await?;
         Ok(TrainCheckpoint {
             config_json: self.config.to_json(),
@@ -252,10 +252,10 @@ impl PpoTrainer {
             .as_ref()
             .ok_or_else(|| TrainError::Checkpoint("a PPO checkpoint holds a value model; this one has none".into()))?;
         let config_json = models.config.to_json();
-        let (_, policy, optimizer_fits) = crate::models::lora::resumed_policy(checkpoint, &models.sft, state.settings.lora.as_ref())?;
+        let (_, policy, optimizer_fits) = crate::models::lora::resumed_policy(checkpoint, &models.sft, state.settings.train.lora.as_ref())?;
         // With LoRA the value model started as the reward model: its adapters and head go back on it.
         let start = models.value.clone().unwrap_or_else(|| models.reward.clone());
-        let value = crate::models::lora::resumed_value(&saved_value.weights, start, &config_json, state.settings.lora.as_ref())?;
+        let value = crate::models::lora::resumed_value(&saved_value.weights, start, &config_json, state.settings.train.lora.as_ref())?;
         let models = PpoModels { policy: Some(policy), value: Some(value), ..models };
         let mut trainer = Self::new(models, prompts, ptx, eos, pad, state.settings)?;
         if optimizer_fits {
@@ -326,7 +326,7 @@ impl PpoTrainer {
         (0..distinct)
             .flat_map(|j| {
                 let i = iteration * distinct + j;
-                std::iter::repeat_n(epoch_order(self.settings.seed, i / n, n)[i % n], k)
+                std::iter::repeat_n(epoch_order(self.settings.train.seed, i / n, n)[i % n], k)
             })
             .take(self.settings.batch_size)
             .collect()
@@ -335,7 +335,7 @@ impl PpoTrainer {
     /// One PPO iteration.
     pub async fn step(&mut self) -> Result<PpoStats, TrainError> {
         let s = self.settings.clone();
-        let lr = LrSchedule::linear(s.lr, s.iterations, 0.0).at(self.iteration);
+        let lr = LrSchedule::linear(s.train.lr, s.iterations, 0.0).at(self.iteration);
         self.iteration += 1;
         let mut stats = PpoStats { iteration: self.iteration, beta: self.beta.value, lr, ..PpoStats::default() };
 
@@ -344,7 +344,7 @@ impl PpoTrainer {
         let owned: Vec<Vec<u32>> = chosen.iter().map(|&i| self.prompts[i].clone()).collect();
         let peers = self.peers.clone();
         let mine = shard(owned.len(), peers.rank(), peers.count());
-        let sampling = rollout_sampling(s.max_new_tokens, s.temperature, s.seed, self.iteration, peers.rank());
+        let sampling = rollout_sampling(s.max_new_tokens, s.temperature, s.train.seed, self.iteration, peers.rank());
         let value = self.value.valid();
         let rollout = sample_and_score(
             &self.policy.valid(),
@@ -400,7 +400,7 @@ impl PpoTrainer {
         //    stay on the device until the last minibatch, then come back in one read; if one was
         //    not finite, the whole update is undone, Adam's moments included.
         let start = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ (self.iteration as u64) ^ 0x5151);
+        let mut rng = ChaCha8Rng::seed_from_u64(s.train.seed ^ (self.iteration as u64) ^ 0x5151);
         let old_logprobs = logprobs;
         let optimizers = (self.policy_optim.clone(), self.value_optim.clone());
         let mut measured = vec![];
@@ -557,8 +557,8 @@ impl PpoTrainer {
             numbers
         };
         let zero = || Tensor::<1>::zeros([1], device);
-        let policy_norm = clip_on_device(&self.policy, &mut policy_grads, s.max_grad_norm).unwrap_or_else(zero);
-        let value_norm = clip_on_device(&self.value, &mut value_grads, s.max_grad_norm).unwrap_or_else(zero);
+        let policy_norm = clip_on_device(&self.policy, &mut policy_grads, s.train.max_grad_norm).unwrap_or_else(zero);
+        let value_norm = clip_on_device(&self.value, &mut value_grads, s.train.max_grad_norm).unwrap_or_else(zero);
         step_in_place(&mut self.policy_optim, lr, &mut self.policy, policy_grads);
         step_in_place(&mut self.value_optim, lr, &mut self.value, value_grads);
         crate::step::grads::dispatch(device)?;

@@ -4,9 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TrainError;
-use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::methods::ppo_math::KlEstimator;
-use tinyrlhf_model::LoraConfig;
+use crate::step::settings::TrainSettings;
 
 /// PPO settings. The defaults are the ones that work on the shipped `tiny` model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,8 +19,6 @@ pub struct PpoConfig {
     pub minibatch_size: usize,
     /// Passes over each rollout batch.
     pub ppo_epochs: usize,
-    pub lr: f64,
-    pub max_grad_norm: f64,
     /// Sampling temperature for rollouts; log-probs are taken under logits / temperature too.
     pub temperature: f32,
     pub max_new_tokens: usize,
@@ -44,21 +41,11 @@ pub struct PpoConfig {
     /// A rollout whose mean KL to the reference (nats per sequence) exceeds this restores the last
     /// good policy.
     pub kl_limit: f64,
-    pub seed: u64,
-    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
-    /// weight; `None`: full training.
-    #[serde(default)]
-    pub lora: Option<LoraConfig>,
-    /// Activations one backward pass may hold, in MiB: each minibatch goes through the policy and
-    /// the value model in groups of answers this size (both models' activations counted: they
-    /// run side by side), their gradients summed into the minibatch's update (as DPO's
-    /// `activation_budget_mib`).
-    #[serde(default = "activation_budget_mib")]
-    pub activation_budget_mib: u64,
-}
-
-fn activation_budget_mib() -> u64 {
-    DEFAULT_ACTIVATION_BUDGET_MIB
+    /// The learning rate (decaying linearly to 0), clipping, seed, LoRA, and the activation budget
+    /// (each minibatch goes through the policy and the value model in groups of answers within
+    /// it, both models' activations counted: they run side by side).
+    #[serde(flatten)]
+    pub train: TrainSettings,
 }
 
 impl Default for PpoConfig {
@@ -69,8 +56,6 @@ impl Default for PpoConfig {
             samples_per_prompt: 1,
             minibatch_size: 8,
             ppo_epochs: 4,
-            lr: 5e-5,
-            max_grad_norm: 1.0,
             temperature: 0.7,
             max_new_tokens: 48,
             kl_coef: 0.05,
@@ -86,9 +71,7 @@ impl Default for PpoConfig {
             missing_eos_penalty: 1.0,
             ptx_coef: 0.0,
             kl_limit: 50.0,
-            seed: 0,
-            lora: None,
-            activation_budget_mib: activation_budget_mib(),
+            train: TrainSettings::with_lr(5e-5),
         }
     }
 }
@@ -98,7 +81,7 @@ impl PpoConfig {
     /// every edge (flags, the page's knobs) gets the same answer.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |field: &str, value: f64, want: &str| Err(TrainError::Setting(format!("{field} = {value}: {want}")));
-        crate::models::lora::check(self.lora.as_ref())?;
+        self.train.validate()?;
         crate::memory::sizes::check_answers_per_prompt(self.samples_per_prompt, "samples_per_prompt")?;
         if let Some(target) = self.kl_target
             && !(target.is_finite() && target > 0.0)
@@ -108,9 +91,6 @@ impl PpoConfig {
         }
         if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
             return bad("kl_coef", self.kl_coef, "beta must be 0 or more");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", self.lr, "the learning rate must be above 0");
         }
         for (field, value) in [("cliprange", self.cliprange), ("cliprange_value", self.cliprange_value)] {
             if !(value > 0.0 && value < 1.0) {
@@ -125,9 +105,6 @@ impl PpoConfig {
         }
         if self.iterations == 0 {
             return Err(TrainError::Setting("iterations = 0: a run needs at least 1 iteration".into()));
-        }
-        if self.activation_budget_mib == 0 {
-            return Err(TrainError::Setting("activation_budget_mib = 0: a backward pass needs at least 1 MiB".into()));
         }
         Ok(())
     }

@@ -319,9 +319,9 @@ impl PolicyTrainer {
 
     pub fn lora(&self) -> Option<&LoraConfig> {
         match self {
-            Self::Ppo(t) => t.settings().lora.as_ref(),
-            Self::Group(t) => t.settings().lora.as_ref(),
-            Self::Dpo(t) => t.settings().lora.as_ref(),
+            Self::Ppo(t) => t.settings().train.lora.as_ref(),
+            Self::Group(t) => t.settings().train.lora.as_ref(),
+            Self::Dpo(t) => t.settings().train.lora.as_ref(),
         }
     }
 

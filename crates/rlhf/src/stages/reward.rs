@@ -18,7 +18,6 @@ use web_time::Instant;
 
 use crate::checkpoint::TrainError;
 use crate::data::rankings::{RankingSet, TokenRanking};
-use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 use crate::parallel::peers::{Alone, Peers, Reader, Wire, gather, shard};
 use crate::stages::scoring::{PairEval, calibrate, evaluate, pair_accuracy, pairs_of, score_sequences};
 use crate::stages::trainer::{StepReport, Trainer};
@@ -27,6 +26,7 @@ use crate::step::groups::{checked_group_tokens, ranking_groups, sequence_parts};
 use crate::step::losses::{preference_loss, preference_loss_gradient};
 use crate::step::read::values as read_values;
 use crate::step::schedule::LrSchedule;
+use crate::step::settings::TrainSettings;
 
 /// Reward model training settings. The defaults train a reward model for the `tiny` preset from a
 /// few dozen rankings.
@@ -35,46 +35,28 @@ pub struct RewardConfig {
     pub epochs: usize,
     /// Rankings per step.
     pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f32,
-    pub max_grad_norm: f64,
     /// TRL's `center_rewards_coefficient`: pulls rewards toward zero; 0 turns it off.
     pub center_coef: f64,
     /// Calibration scales the head so the SFT answers' scores have std 1 too (else it only shifts
     /// them to mean 0).
     #[serde(default = "unit_std")]
     pub unit_std: bool,
-    pub seed: u64,
-    /// LoRA adapters (rank, alpha) on the base model's projections instead of training every
-    /// weight; `None`: full training.
-    #[serde(default)]
-    pub lora: Option<LoraConfig>,
-    /// Activations one backward pass may hold, in MiB: a step's rankings go through the model in
-    /// groups this size, their gradients summed (as DPO's do), so a large model's step holds one
-    /// group's activations rather than the whole batch's.
-    #[serde(default = "activation_budget_mib")]
-    pub activation_budget_mib: u64,
+    /// The learning rate (decaying linearly to 10%), clipping, weight decay, seed, LoRA, and the
+    /// activation budget (a step's rankings go through the model in groups, as DPO's do).
+    #[serde(flatten)]
+    pub train: TrainSettings,
 }
 
 impl RewardConfig {
     /// Refuses settings that make a run meaningless, naming the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |what: String| Err(TrainError::Setting(what));
-        crate::models::lora::check(self.lora.as_ref())?;
+        self.train.validate()?;
         if self.batch_size == 0 || self.epochs == 0 {
             return bad("batch size and epochs must be at least 1".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
-        }
         if !(self.center_coef.is_finite() && self.center_coef >= 0.0) {
             return bad(format!("center_coef = {}: it must be 0 (off) or more", self.center_coef));
-        }
-        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
-            return bad(format!("max_grad_norm = {}: it must be above 0", self.max_grad_norm));
-        }
-        if self.activation_budget_mib == 0 {
-            return bad("activation budget = 0 MiB: a backward pass needs at least 1".into());
         }
         Ok(())
     }
@@ -82,27 +64,12 @@ impl RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self {
-            epochs: 8,
-            batch_size: 8,
-            lr: 1e-4,
-            weight_decay: 0.0,
-            max_grad_norm: 1.0,
-            center_coef: 0.0,
-            unit_std: unit_std(),
-            seed: 0,
-            lora: None,
-            activation_budget_mib: activation_budget_mib(),
-        }
+        Self { epochs: 8, batch_size: 8, center_coef: 0.0, unit_std: unit_std(), train: TrainSettings::with_lr(1e-4) }
     }
 }
 
 fn unit_std() -> bool {
     true
-}
-
-fn activation_budget_mib() -> u64 {
-    DEFAULT_ACTIVATION_BUDGET_MIB
 }
 
 /// What one reward-model step did.
@@ -231,15 +198,15 @@ impl RewardTrainer {
         // A step holds one group of sequences at a time.
         let group_tokens = checked_group_tokens(
             &config,
-            settings.lora.as_ref(),
+            settings.train.lora.as_ref(),
             &train,
             settings.batch_size,
-            settings.activation_budget_mib,
+            settings.train.activation_budget_mib,
             "a reward-model step",
         )?;
         let device = model.transformer.device();
-        let model = crate::models::lora::trainable_scalar(model, settings.lora.as_ref(), "");
-        let optim = AdamWSettings::with_weight_decay(settings.weight_decay).init();
+        let model = crate::models::lora::trainable_scalar(model, settings.train.lora.as_ref(), "");
+        let optim = AdamWSettings::with_weight_decay(settings.train.weight_decay).init();
         let peers: Rc<dyn Peers> = Rc::new(Alone);
         Ok(Self { model, config, optim, settings, train, held_out, pad, step: 0, device, peers, calibration: vec![], group_tokens })
     }
@@ -267,7 +234,7 @@ impl RewardTrainer {
     /// std 1 unless the settings say otherwise): what a finished run hands on.
     pub async fn calibrated(&self) -> Result<Calibrated, TrainError> {
         let (model, (mean_before, std_before)) = calibrate(self.model(), &self.calibration, self.settings.unit_std, self.pad).await?;
-        let lora = self.settings.lora.clone();
+        let lora = self.settings.train.lora.clone();
         Ok(Calibrated { model, answers: self.calibration.len(), mean_before, std_before, unit_std: self.settings.unit_std, lora })
     }
 
@@ -276,11 +243,11 @@ impl RewardTrainer {
         let start = Instant::now();
         let per_epoch = self.steps_per_epoch();
         let (epoch, within) = (self.step / per_epoch, self.step % per_epoch);
-        let order = crate::data::order::epoch_order(self.settings.seed, epoch, self.train.len());
+        let order = crate::data::order::epoch_order(self.settings.train.seed, epoch, self.train.len());
         let chosen: Vec<&TokenRanking> =
             order.iter().skip(within * self.settings.batch_size).take(self.settings.batch_size).map(|&i| &self.train[i]).collect();
         // Rankings are few, so no warm-up.
-        let lr = LrSchedule::linear(self.settings.lr, self.total_steps(), 0.1).at(self.step);
+        let lr = LrSchedule::linear(self.settings.train.lr, self.total_steps(), 0.1).at(self.step);
         self.step += 1;
 
         // This peer's shard of the batch, a group of rankings at a time ([`ranking_groups`]), each
@@ -298,7 +265,8 @@ impl RewardTrainer {
         // The loss and the rewards come back in the one read the step makes, with the gradient norm.
         let read_along = if losses.is_empty() { vec![] } else { vec![Tensor::cat(losses, 0).sum(), Tensor::cat(rewards, 0)] };
         let (numbers, outcome) =
-            guarded_update(&mut self.model, &mut self.optim, lr, grads.grads(), read_along, self.settings.max_grad_norm, &*peers).await?;
+            guarded_update(&mut self.model, &mut self.optim, lr, grads.grads(), read_along, self.settings.train.max_grad_norm, &*peers)
+                .await?;
         // Each peer's numbers: its weighted loss, then its rankings' rewards (in batch order).
         let loss = numbers.iter().filter_map(|n| n.first()).sum::<f32>();
         let rewards: Vec<f32> = numbers.iter().flat_map(|n| n.get(1..).unwrap_or_default()).copied().collect();
@@ -449,7 +417,13 @@ mod tests {
         let config = ModelConfig::from(GptConfig::new(24, 48, 32, 2, 2));
         let sft = tinyrlhf_model::drawn(config.init(&device));
         let train: Vec<TokenRanking> = (10..14).map(|p| ranking(p, 3)).collect();
-        let settings = RewardConfig { epochs: 1, batch_size: 4, lr: 1e-2, center_coef: 0.01, ..RewardConfig::default() };
+        let settings = RewardConfig {
+            epochs: 1,
+            batch_size: 4,
+            center_coef: 0.01,
+            train: TrainSettings { lr: 1e-2, ..RewardConfig::default().train },
+            ..RewardConfig::default()
+        };
         // One fresh score head, drawn once, for every run: tests running beside this one draw from
         // the same device's generator, so a seed set here would not give each run the same head.
         let scalar = tinyrlhf_model::drawn(ScalarModel::new(sft));

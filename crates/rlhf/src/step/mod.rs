@@ -1,5 +1,6 @@
 //! What one optimisation step is made of: losses, chosen-token log-probs, gradient clipping,
-//! the learning-rate schedule, and reading numbers back from the device.
+//! the learning-rate schedule, the settings every trainer shares, and reading numbers back from
+//! the device.
 
 pub mod grads;
 pub(crate) mod groups;
@@ -7,3 +8,4 @@ pub mod logprobs;
 pub mod losses;
 pub(crate) mod read;
 pub mod schedule;
+pub mod settings;
