@@ -8,15 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fresh_dir, ok, shipped_sft, tinyrlhf};
-
-/// Runs `tinyrlhf`, which must refuse with exit 1; its stderr.
-fn refused(args: &[&str], dir: &Path) -> String {
-    let out = tinyrlhf(args, dir);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "tinyrlhf {args:?} should have been refused:\n{stderr}");
-    stderr
-}
+use common::{fresh_dir, ok, refused, shipped_sft, tinyrlhf};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -7,14 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fresh_dir, ok, shipped_sft, tinyrlhf};
-
-fn refused(args: &[&str], dir: &Path) -> String {
-    let out = tinyrlhf(args, dir);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "tinyrlhf {args:?} should have been refused:\n{stderr}");
-    stderr
-}
+use common::{fresh_dir, ok, refused, shipped_sft, strs, tinyrlhf};
 
 #[test]
 fn an_export_holds_every_pair_and_each_methods_config_and_refuses_what_it_cannot_export() {
@@ -94,8 +87,4 @@ fn a_peft_layout_adapter_whose_base_is_a_hub_id_loads_with_base_and_answers_as_i
     ok(&strs(&sample("lora", "l.jsonl")), dir);
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     assert_eq!(read("t.jsonl"), read("l.jsonl"), "the adapter in PEFT's layout answers as the run it came from");
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }

@@ -5,13 +5,12 @@
 //! Opt-in, since it needs torch: `TINYRLHF_PEFT_PYTHON=/path/to/python cargo test -p tinyrlhf-cli
 //! --test peft -- --ignored`, with a Python that has `tests/python/requirements-peft.txt`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tinyrlhf(args: &[&str], dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs");
-    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
+use common::{ok as tinyrlhf, ranked_sft};
 
 #[test]
 #[ignore = "needs a Python with torch, transformers and peft (TINYRLHF_PEFT_PYTHON)"]
@@ -31,16 +30,7 @@ fn check_peft_on(root: &Path, fixture: &Path) {
     let dir = std::env::temp_dir().join(format!("tinyrlhf-peft-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    tinyrlhf(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "200", "--prompts", "40", "--heldout", "12"], &dir);
-    tinyrlhf(
-        &["sft", "--model", fixture.to_str().unwrap(), "--demos", "world/demos.jsonl", "--steps", "10", "--batch", "8", "--out", "sft"],
-        &dir,
-    );
-    tinyrlhf(
-        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"],
-        &dir,
-    );
-    tinyrlhf(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    ranked_sft(fixture, &dir);
     let lora = ["--lora-rank", "4", "--lora-alpha", "8", "--lr", "5e-3", "--merge"];
     tinyrlhf(
         &[&["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--out", "dpo-lora"][..], &lora].concat(),

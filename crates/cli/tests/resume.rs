@@ -5,18 +5,7 @@
 
 mod common;
 
-use common::{fresh_dir, ok, tinyrlhf};
-
-fn refused(args: &[&str], dir: &std::path::Path) -> String {
-    let out = tinyrlhf(args, dir);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "tinyrlhf {args:?} should have been refused:\n{stderr}");
-    stderr
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
+use common::{fresh_dir, ok, refused, strs};
 
 #[test]
 fn a_resume_on_another_model_other_data_or_other_settings_is_refused_naming_the_difference() {

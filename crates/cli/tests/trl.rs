@@ -7,18 +7,15 @@
 //! --test trl -- --ignored`, with a Python that has `tests/python/requirements-trl.txt` (its `trl`
 //! command beside it).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Device, Int, Tensor};
+use common::{ok as tinyrlhf, ranked_sft};
 use tinyrlhf_rlhf::{AdapterFiles, ModelFiles, OtherBase, Safetensors};
 use tinyrlhf_tokenizer::TokenizerFiles;
-
-fn tinyrlhf(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tinyrlhf")).args(args).current_dir(dir).output().expect("the binary runs");
-    assert!(out.status.success(), "tinyrlhf {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -39,16 +36,7 @@ fn trl_trains_our_export_on_two_processes_and_its_adapter_comes_back() {
     std::fs::create_dir_all(&dir).unwrap();
 
     // 1. Rankings of an SFT model's answers, and our own LoRA DPO run on them.
-    tinyrlhf(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "200", "--prompts", "40", "--heldout", "12"], &dir);
-    tinyrlhf(
-        &["sft", "--model", fixture.to_str().unwrap(), "--demos", "world/demos.jsonl", "--steps", "10", "--batch", "8", "--out", "sft"],
-        &dir,
-    );
-    tinyrlhf(
-        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"],
-        &dir,
-    );
-    tinyrlhf(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], &dir);
+    ranked_sft(&fixture, &dir);
     let dpo = ["dpo", "--policy", "sft", "--rankings", "rankings.jsonl", "--epochs", "2", "--batch", "8", "--lr", "5e-3"];
     tinyrlhf(&[&dpo[..], &["--lora-rank", "4", "--lora-alpha", "8", "--out", "ours"]].concat(), &dir);
 

@@ -16,6 +16,35 @@ pub fn ok(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
 }
 
+/// Runs `tinyrlhf`, which must refuse with exit 1; its stderr.
+pub fn refused(args: &[&str], dir: &Path) -> String {
+    let out = tinyrlhf(args, dir);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "tinyrlhf {args:?} should have been refused:\n{stderr}");
+    stderr
+}
+
+/// Owned arguments as `tinyrlhf`'s.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Rankings of a tuned model's answers, as the interop tests start: a small world in `dir/world`,
+/// `fixture` tuned on its demonstrations into `dir/sft`, three answers to each of its 40 prompts
+/// ranked by the concise labeler into `dir/rankings.jsonl`.
+pub fn ranked_sft(fixture: &Path, dir: &Path) {
+    ok(&["data", "--out", "world", "--pretrain-lines", "50", "--demos", "200", "--prompts", "40", "--heldout", "12"], dir);
+    ok(
+        &["sft", "--model", fixture.to_str().unwrap(), "--demos", "world/demos.jsonl", "--steps", "10", "--batch", "8", "--out", "sft"],
+        dir,
+    );
+    ok(
+        &["sample", "--model", "sft", "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "8", "--out", "samples.jsonl"],
+        dir,
+    );
+    ok(&["rank", "--samples", "samples.jsonl", "--labeler", "concise", "--out", "rankings.jsonl"], dir);
+}
+
 /// An empty folder for one test, named by it, removed when the returned handle is dropped (at the
 /// test's end, passed or failed).
 pub fn fresh_dir(name: &str) -> tempfile::TempDir {
