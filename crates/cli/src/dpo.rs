@@ -83,7 +83,6 @@ impl DpoArgs {
                 activation_budget_mib: self.activation_budget_mib,
                 ..DpoConfig::default().train
             },
-            ..DpoConfig::default()
         }
     }
 }

@@ -81,7 +81,6 @@ pub fn reward(args: &RewardArgs) -> Result<()> {
             activation_budget_mib: args.activation_budget_mib,
             ..RewardConfig::default().train
         },
-        ..RewardConfig::default()
     };
     let settings_lora = settings.train.lora.clone();
     let pad = tokenizer.special_ids().pad;
