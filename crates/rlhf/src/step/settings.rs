@@ -16,7 +16,7 @@ use crate::memory::sizes::DEFAULT_ACTIVATION_BUDGET_MIB;
 pub struct TrainSettings {
     /// The peak learning rate.
     pub lr: f64,
-    /// Gradients with a larger global norm are scaled down to it.
+    /// Gradients with a larger global norm are scaled down to it; 0 turns clipping off.
     pub max_grad_norm: f64,
     /// AdamW's decoupled weight decay (TRL's `weight_decay`); 0 turns it off.
     #[serde(default)]
@@ -58,8 +58,8 @@ impl TrainSettings {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr = {}: the learning rate must be above 0", self.lr));
         }
-        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
-            return bad(format!("max_grad_norm = {}: it must be above 0 (inf turns clipping off)", self.max_grad_norm));
+        if self.max_grad_norm.is_nan() || self.max_grad_norm < 0.0 {
+            return bad(format!("max_grad_norm = {}: it must be 0 (no clipping) or more", self.max_grad_norm));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!("weight_decay = {}: it must be 0 (off) or more", self.weight_decay));
@@ -78,10 +78,12 @@ mod tests {
     #[test]
     fn each_shared_setting_out_of_range_is_refused_naming_its_field() {
         assert!(TrainSettings::default().validate().is_ok());
+        assert!(TrainSettings { max_grad_norm: 0.0, ..TrainSettings::default() }.validate().is_ok(), "0: no clipping");
         let cases = [
             (TrainSettings { lr: 0.0, ..TrainSettings::default() }, "lr = 0"),
             (TrainSettings { lr: f64::NAN, ..TrainSettings::default() }, "lr = NaN"),
             (TrainSettings { max_grad_norm: f64::NAN, ..TrainSettings::default() }, "max_grad_norm"),
+            (TrainSettings { max_grad_norm: -1.0, ..TrainSettings::default() }, "max_grad_norm"),
             (TrainSettings { weight_decay: -0.1, ..TrainSettings::default() }, "weight_decay"),
             (TrainSettings { activation_budget_mib: 0, ..TrainSettings::default() }, "activation_budget_mib = 0"),
             (TrainSettings { lora: Some(LoraConfig { rank: 0, alpha: 1.0 }), ..TrainSettings::default() }, "rank"),
