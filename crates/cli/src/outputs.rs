@@ -41,10 +41,6 @@ const MODEL_FILES: [&str; 15] = [
 /// What `tinyrlhf data` writes into its folder.
 const DATA_FILES: [&str; 4] = ["pretrain.txt", "demos.jsonl", "prompts.jsonl", "heldout.jsonl"];
 
-/// What `tinyrlhf export` writes (the library's [`tinyrlhf_rlhf::trl_files`]): `--overwrite`
-/// replaces these and keeps what TRL wrote beside them (`runs/`).
-const EXPORT_FILES: [&str; 7] = ["data", "accelerate", "dpo.yaml", "reward.yaml", "grpo.yaml", "rloo.yaml", "sft.yaml"];
-
 const LOCK: &str = ".lock";
 
 /// How a command writes its `--out`.
@@ -125,7 +121,7 @@ pub fn claim(plan: &Plan, overwrite: bool) -> Result<Claim> {
         Out::File => check_file(out, overwrite)?,
         Out::ContinuedFile => {}
         Out::DataDir => clear_dir(out, &DATA_FILES, overwrite, false)?,
-        Out::ExportDir => clear_dir(out, &EXPORT_FILES, overwrite, false)?,
+        Out::ExportDir => clear_files(out, &tinyrlhf_rlhf::trl_paths(), overwrite)?,
         Out::ModelDir => {
             if out.exists() && !out.is_dir() {
                 return Err(format!("--out {} is a file; a model is written as a folder", out.display()));
@@ -196,6 +192,28 @@ fn clear_dir(out: &Path, ours: &[&str], overwrite: bool, checkpoints: bool) -> R
         out.display(),
         shown.join(", ")
     ))
+}
+
+/// [`clear_dir`] for a folder of nested files (`tinyrlhf export`'s): `--overwrite` removes exactly
+/// the files at `ours` (paths inside `out`) and the folders that leaves empty, so what TRL wrote
+/// beside them (`runs/`) and anything else a person keeps there stays.
+fn clear_files(out: &Path, ours: &[String], overwrite: bool) -> Result<()> {
+    if !overwrite {
+        return clear_dir(out, &[], false, false);
+    }
+    for path in ours.iter().map(|p| out.join(p)).filter(|p| p.is_file()) {
+        std::fs::remove_file(&path).map_err(|e| format!("--overwrite: cannot remove {}: {e}", path.display()))?;
+    }
+    // Deepest first; a folder that still holds something is kept (the error is that).
+    let mut folders: Vec<PathBuf> =
+        ours.iter().flat_map(|p| Path::new(p).ancestors().skip(1).map(|a| out.join(a)).collect::<Vec<_>>()).collect();
+    folders.sort();
+    folders.dedup();
+    folders.sort_by_key(|f| std::cmp::Reverse(f.components().count()));
+    for folder in folders.iter().filter(|f| *f != out) {
+        let _ = std::fs::remove_dir(folder);
+    }
+    Ok(())
 }
 
 /// Takes `OUT/.lock` for this process, or says which process holds it.

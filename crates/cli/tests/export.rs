@@ -37,10 +37,12 @@ fn an_export_holds_every_pair_and_each_methods_config_and_refuses_what_it_cannot
 
     // Again into the same folder: refused without --overwrite, which keeps what TRL wrote there.
     std::fs::create_dir_all(dir.join("x/runs/dpo")).unwrap();
+    std::fs::write(dir.join("x/data/notes.txt"), "mine").unwrap();
     let again = ["export", "--rankings", "r.jsonl", "--model", "some/hub-model", "--out", "x"];
     assert!(refused(&again, dir).contains("--overwrite"));
     ok(&[&again[..], &["--overwrite"]].concat(), dir);
-    assert!(dir.join("x/runs/dpo").is_dir() && !dir.join("x/sft.yaml").exists());
+    assert!(dir.join("x/runs/dpo").is_dir() && !dir.join("x/sft.yaml").exists() && !dir.join("x/data/sft").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("x/data/notes.txt")).unwrap(), "mine", "--overwrite removes only what an export writes");
     assert!(std::fs::read_to_string(dir.join("x/dpo.yaml")).unwrap().contains("\"some/hub-model\""));
 
     // What cannot be exported, each named.

@@ -104,6 +104,23 @@ pub fn trl_files(export: &TrlExport) -> Result<Vec<ExportFile>, TrainError> {
     Ok(files)
 }
 
+/// Every path an export may write (inside its folder): what an edge replacing an earlier export
+/// removes, and nothing else. Read off an export that writes all of them.
+pub fn trl_paths() -> Vec<String> {
+    let ranking = [Ranking { prompt: "q".into(), completions: vec!["a".into(), "b".into()], ranking: vec![0, 1], finished: vec![] }];
+    let demonstration = [Demonstration { prompt: "q".into(), response: "a".into() }];
+    let every = TrlExport {
+        rankings: &ranking,
+        held_out: Some(&ranking),
+        demonstrations: &demonstration,
+        model: "",
+        render_with: None,
+        max_length: None,
+        settings: TrlSettings::default(),
+    };
+    trl_files(&every).expect("an export of one ranking and one demonstration").into_iter().map(|f| f.path).collect()
+}
+
 /// The training and held-out rankings, valid ones only, split as [`RankingSet::prepare`] splits.
 fn split<'a>(rankings: &'a [Ranking], held_out: Option<&'a [Ranking]>) -> (Vec<&'a Ranking>, Vec<&'a Ranking>) {
     let valid = |r: &&Ranking| r.check().is_ok();

@@ -29,7 +29,7 @@ pub use data::prompts::{ANSWER_TOKENS, MIN_PROMPT_TOKENS, check_answer_room, pro
 pub use data::rankings::{RankingSet, TokenRanking};
 pub use eval::agreement::{Agreement, agreement};
 pub use eval::head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
-pub use export::{ExportFile, TrlExport, TrlSettings, trl_files};
+pub use export::{ExportFile, TrlExport, TrlSettings, trl_files, trl_paths};
 pub use memory::footprint::{Footprint, TAB_MEMORY_LIMIT, check_fits_tab, footprint};
 pub use methods::dpo::{DpoConfig, DpoEval, DpoStepStats, DpoTrainer};
 pub use methods::dpo_math::{DpoLoss, DpoMetrics};
