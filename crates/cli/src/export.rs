@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use tinyrlhf_data::{Demonstration, Ranking};
+use tinyrlhf_data::Demonstration;
 use tinyrlhf_model::LoraConfig;
 use tinyrlhf_rlhf::{DpoConfig, GroupConfig, TrlExport, TrlSettings};
 
@@ -65,8 +65,8 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         Some(run) => settings_of_run(run)?,
         None => TrlSettings::default(),
     };
-    let rankings = args.rankings.as_deref().map(read_rankings).transpose()?.unwrap_or_default();
-    let held_out = args.held_out.as_deref().map(read_rankings).transpose()?;
+    let rankings = args.rankings.as_deref().map(crate::rankings::read_rankings).transpose()?.unwrap_or_default();
+    let held_out = args.held_out.as_deref().map(crate::rankings::read_rankings).transpose()?;
     let demonstrations: Vec<Demonstration> = args.demos.as_deref().map(files::read_records).transpose()?.unwrap_or_default();
     let local = Path::new(&args.model);
     let (model, max_length, tokenizer) = if local.is_dir() {
@@ -102,17 +102,6 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     }
     eprintln!("run one from there: cd {} && trl dpo --config dpo.yaml --accelerate_config accelerate/one-gpu.yaml", args.out.display());
     Ok(())
-}
-
-fn read_rankings(path: &Path) -> Result<Vec<Ranking>> {
-    let rankings = tinyrlhf_data::read_preferences(&path.display().to_string(), &files::read(path)?).map_err(|e| e.to_string())?;
-    if let Some((i, why)) = rankings.iter().enumerate().find_map(|(i, r)| r.check().err().map(|why| (i, why))) {
-        return Err(format!("{}: ranking {}: {why}", path.display(), i + 1));
-    }
-    if rankings.is_empty() {
-        return Err(format!("{} holds no rankings to export", path.display()));
-    }
-    Ok(rankings)
 }
 
 /// tinyrlhf's defaults with one method's settings from the run in `dir` (its `manifest.json`;

@@ -11,7 +11,7 @@ use tinyrlhf_tokenizer::Tokenizer;
 use crate::files::{self, Result};
 
 /// Rankings (or TRL pairs) from `path`; an error names the file, the line and the field.
-fn read_rankings(path: &Path) -> Result<Vec<Ranking>> {
+pub fn read_rankings(path: &Path) -> Result<Vec<Ranking>> {
     let rankings = tinyrlhf_data::read_preferences(&path.display().to_string(), &files::read(path)?).map_err(|e| e.to_string())?;
     if rankings.is_empty() {
         return Err(format!("{} holds no rankings", path.display()));
