@@ -69,6 +69,12 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let held_out = args.held_out.as_deref().map(crate::rankings::read_rankings).transpose()?;
     let demonstrations: Vec<Demonstration> = args.demos.as_deref().map(files::read_records).transpose()?.unwrap_or_default();
     let local = Path::new(&args.model);
+    if local.is_file() {
+        return Err(format!(
+            "--model {}: a file (a GGUF?), but TRL trains a transformers folder: give the folder or the hub id of the same model",
+            local.display()
+        ));
+    }
     let (model, max_length, tokenizer) = if local.is_dir() {
         let config: serde_json::Value = serde_json::from_slice(&files::read(&local.join("config.json"))?)
             .map_err(|e| format!("{}: not JSON: {e}", local.join("config.json").display()))?;

@@ -56,6 +56,8 @@ fn an_export_holds_every_pair_and_each_methods_config_and_refuses_what_it_cannot
     std::fs::copy(dir.join("r.jsonl"), dir.join("data/r.jsonl")).unwrap();
     let over_input = refused(&["export", "--rankings", "data/r.jsonl", "--model", sft, "--out", "data"], dir);
     assert!(over_input.contains("never writes over its inputs"), "{over_input}");
+    let gguf = refused(&["export", "--rankings", "r.jsonl", "--model", "r.jsonl", "--out", "y"], dir);
+    assert!(gguf.contains("--model r.jsonl") && gguf.contains("transformers folder"), "{gguf}");
     let no_input = tinyrlhf(&["export", "--model", sft, "--out", "y"], dir);
     assert_eq!(no_input.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&no_input.stderr).contains("--rankings"));
