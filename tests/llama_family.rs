@@ -123,3 +123,35 @@ fn a_misshaped_tensor_is_named_with_both_shapes() {
         tinyrlhf_model::load_lm(config.to_string().as_bytes(), &read(dir, "model.safetensors"), &Device::flex()).unwrap_err().to_string();
     assert!(message.contains("mlp.") && message.contains(&format!("{width}")) && message.contains(&format!("{}", width + 8)), "{message}");
 }
+
+/// A family is its file and a line: Mistral's `config.json` reads as its own family and runs on the
+/// Llama layers. transformers' `MistralForCausalLM` computes `LlamaForCausalLM`'s function when
+/// no window applies, so the Llama fixture's weights under Mistral's config give the fixture's
+/// logits; a window shorter than the context caps the context (rows no longer than the window
+/// attend as transformers lets them); the config is written back as Mistral's.
+#[test]
+fn a_mistral_config_is_its_own_family_and_computes_transformers_logits() {
+    let dir = folders().into_iter().find(|d| d.ends_with("hf-llama")).expect("the hf-llama fixture");
+    let mut config: Value = serde_json::from_slice(&read(&dir, "config.json")).unwrap();
+    config["model_type"] = "mistral".into();
+    config["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    config["sliding_window"] = Value::Null;
+    let path = std::env::temp_dir().join(format!("tinyrlhf-mistral-{}.json", std::process::id()));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let model = load_folder(&dir, path.to_str().unwrap());
+    std::fs::remove_file(&path).ok();
+    assert!(matches!(model.config, ModelConfig::Mistral(_)), "{:?}", model.config.architecture());
+    assert_eq!(model.config.architecture(), "mistral");
+    let vocab = model.config.vocab_size();
+    let (ours, theirs, mask) = llama_fixture_logits(&model, &dir);
+    assert_close("Mistral logits", &ours, &theirs.values, |i| mask.values[i / vocab] == 1.0, 1e-4, 1e-5);
+    assert_eq!(ModelConfig::from_json_bytes(model.config.to_json().as_bytes()).unwrap(), model.config);
+
+    config["sliding_window"] = 16.into();
+    let windowed = ModelConfig::from_json_bytes(config.to_string().as_bytes()).unwrap();
+    assert_eq!(windowed.context_length(), 16);
+    assert_eq!(windowed.init(&Device::flex()).context_length(), 16);
+    config["sliding_window"] = 0.into();
+    let err = ModelConfig::from_json_bytes(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("sliding_window"), "{err}");
+}

@@ -99,7 +99,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .map(|preset| {
             let vocab = args.vocab.or(ModelConfig::preset_vocab(preset)).unwrap_or(2048);
             let config = ModelConfig::preset(preset, vocab)
-                .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::PRESETS.join(", ")))?;
+                .ok_or_else(|| format!("--preset {preset:?} is not one of {}", ModelConfig::preset_names()))?;
             // The training step holds the weights, their gradients and AdamW's two moments.
             let bytes = 16 * config.num_params() as u64;
             tinyrlhf_rlhf::memory::sizes::check_memory(&format!("--preset {preset} with --vocab {vocab}"), bytes)

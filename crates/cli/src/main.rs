@@ -33,7 +33,7 @@ mod reward;
 mod sample;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -126,7 +126,10 @@ impl Command {
 
 fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
-    let cli = Cli::parse();
+    // `--lr -1` is a negative learning rate, refused by name as the tab refuses it, not an
+    // unknown flag `-1`.
+    let matches = Cli::command().mut_subcommands(|command| command.allow_negative_numbers(true)).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     model_dirs::set_other_base(cli.allow_other_base);
     model_dirs::set_local_base(cli.base.clone());
     tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());

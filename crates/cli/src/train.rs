@@ -106,7 +106,7 @@ impl SftArgs {
 pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     let tokenizer = files::read_tokenizer(&args.tokenizer)?;
     let config = ModelConfig::preset(&args.preset, tokenizer.vocab_size())
-        .ok_or_else(|| format!("unknown preset {:?}; use one of {}", args.preset, ModelConfig::PRESETS.join(", ")))?
+        .ok_or_else(|| format!("unknown preset {:?}; use one of {}", args.preset, ModelConfig::preset_names()))?
         .with_special_tokens(tokenizer.special_ids().pad, tokenizer.special_ids().eos);
     if args.seq_len == 0 || args.seq_len > config.context_length() {
         return Err(format!("--seq-len {} must be between 1 and the context, {}", args.seq_len, config.context_length()));

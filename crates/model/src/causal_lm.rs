@@ -1,6 +1,8 @@
 //! One model type for every architecture: [`CausalLm`] (candle's `enum Model` pattern) is what the
 //! trainers, the sampler and both edges hold, and [`ModelConfig`] is its `config.json`, read by
-//! `model_type`. A second architecture is a new variant here and one file beside `gpt.rs`.
+//! `model_type`. Both are made by the one list of families, `families!` below: a new architecture
+//! is its file (a model implementing [`Family`], a config implementing [`FamilyConfig`]) and a line
+//! there.
 //!
 //! burn's derive puts the variant's name into every parameter path (`Gpt2.h.0.attn.c_attn.weight`);
 //! `checkpoint.rs` maps such paths to each architecture's Hugging Face names, so saved files,
@@ -11,65 +13,113 @@ use burn::nn::{Initializer, Linear};
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
-use crate::config::{ConfigError, GptConfig};
+use crate::config::ConfigError;
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout};
-use crate::gemma3::Gemma3;
-use crate::gemma3_config::Gemma3Config;
+use crate::gguf_config::GgufFamily;
 use crate::gguf_quants::GgmlType;
-use crate::gpt::Gpt;
 use crate::kv_cache::{KvCache, attention_bias};
-use crate::llama::Llama;
-use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
 use crate::packed::PackedWeight;
 use crate::projection::{LmHead, Projection};
 
-/// The architectures tinyrlhf computes, by their `model_type`.
-pub const ARCHITECTURES: [&str; 5] = ["gpt2", "llama", "qwen2", "qwen3", "gemma3_text"];
+/// Makes, from one line per family (`Variant(model type, config type)`), the two enums, their
+/// dispatch (`each_family!`), and what the crate looks up by family: the HF layout of a variant
+/// burn names in a parameter path, the config of a `model_type`, the GGUF architectures, the
+/// presets. `$d` is a `$` handed in, so the macro can write a macro of its own.
+macro_rules! families {
+    ($d:tt $($variant:ident($model:ty, $config:ty)),+ $(,)?) => {
+        /// A causal language model of any supported architecture.
+        #[derive(Module, Debug)]
+        pub enum CausalLm {
+            $($variant($model),)+
+        }
 
-/// A causal language model of any supported architecture.
-#[derive(Module, Debug)]
-pub enum CausalLm {
-    Gpt2(Gpt),
-    Llama(Llama),
-    Gemma3(Gemma3),
+        /// A model's `config.json`, by architecture.
+        // A handful exist at a time: the variants' sizes do not matter, and boxing one would cost clarity.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ModelConfig {
+            $($variant($config),)+
+        }
+
+        $(impl From<$config> for ModelConfig {
+            fn from(c: $config) -> Self {
+                Self::$variant(c)
+            }
+        })+
+
+        /// `$body` with `$m` bound to the family's model (or config) inside `$value`, whatever its
+        /// variant; with `=> $to`, the result wrapped in `$to`'s variant of the same name.
+        macro_rules! each_family {
+            (config $d value:expr, |$d m:ident| $d body:expr) => {
+                match $d value {
+                    $(ModelConfig::$variant($d m) => $d body,)+
+                }
+            };
+            ($d value:expr, $d from:ident => $d to:ident, |$d m:ident| $d body:expr) => {
+                match $d value {
+                    $($d from::$variant($d m) => $d to::$variant($d body),)+
+                }
+            };
+            ($d value:expr, |$d m:ident| $d body:expr) => {
+                match $d value {
+                    $(CausalLm::$variant($d m) => $d body,)+
+                }
+            };
+        }
+
+        /// The HF layout of the family whose `CausalLm` variant burn names `variant` in a parameter path.
+        pub(crate) fn hf_layout(variant: &str) -> Option<HfLayout> {
+            $(if variant == stringify!($variant) {
+                return Some(<$model as Family>::HF);
+            })+
+            None
+        }
+
+        /// The `model_type`s tinyrlhf computes, each family's in turn.
+        pub fn architectures() -> Vec<&'static str> {
+            [$(<$config as FamilyConfig>::MODEL_TYPES),+].concat()
+        }
+
+        /// The architectures a GGUF file may name, each family's rows in turn.
+        pub(crate) fn gguf_families() -> impl Iterator<Item = &'static GgufFamily> {
+            [$(<$config as FamilyConfig>::GGUF),+].into_iter().flatten()
+        }
+
+        impl ModelConfig {
+            /// The config of the family that reads `model_type`, or `None` if none does.
+            fn of_model_type(model_type: &str, value: Value) -> Option<Result<Self, ConfigError>> {
+                $(if <$config as FamilyConfig>::MODEL_TYPES.contains(&model_type) {
+                    return Some(<$config as FamilyConfig>::from_json_value(value).map(Self::$variant));
+                })+
+                None
+            }
+
+            /// A preset by name ([`ModelConfig::presets`]), for a vocabulary of `vocab_size`.
+            pub fn preset(name: &str, vocab_size: usize) -> Option<Self> {
+                $(if let Some(p) = <$config as FamilyConfig>::PRESETS.iter().find(|p| p.name == name) {
+                    return Some(Self::$variant((p.make)(vocab_size)));
+                })+
+                None
+            }
+
+            /// The names [`ModelConfig::preset`] takes, each with the vocabulary of the real model
+            /// whose shape it copies (`smollm2-135m`: 49,152), so its head costs what the real
+            /// one's does; `None` for tinyrlhf's own shapes.
+            pub fn presets() -> Vec<(&'static str, Option<usize>)> {
+                let mut found = vec![];
+                $(found.extend(<$config as FamilyConfig>::PRESETS.iter().map(|p| (p.name, p.vocab)));)+
+                found
+            }
+        }
+    };
 }
 
-/// `$body` with `$m` bound to the family's model (or config) inside `$value`, whatever its variant;
-/// with `=> $to`, the result wrapped in `$to`'s variant of the same name. The one list of families
-/// a new one joins (with its variants below and its line in [`hf_layout`]).
-macro_rules! each_family {
-    (config $value:expr, |$m:ident| $body:expr) => {
-        match $value {
-            ModelConfig::Gpt2($m) => $body,
-            ModelConfig::Llama($m) => $body,
-            ModelConfig::Gemma3($m) => $body,
-        }
-    };
-    ($value:expr, $from:ident => $to:ident, |$m:ident| $body:expr) => {
-        match $value {
-            $from::Gpt2($m) => $to::Gpt2($body),
-            $from::Llama($m) => $to::Llama($body),
-            $from::Gemma3($m) => $to::Gemma3($body),
-        }
-    };
-    ($value:expr, |$m:ident| $body:expr) => {
-        match $value {
-            CausalLm::Gpt2($m) => $body,
-            CausalLm::Llama($m) => $body,
-            CausalLm::Gemma3($m) => $body,
-        }
-    };
-}
-
-/// The HF layout of the family whose `CausalLm` variant burn names `variant` in a parameter path.
-pub(crate) fn hf_layout(variant: &str) -> Option<HfLayout> {
-    match variant {
-        "Gpt2" => Some(Gpt::HF),
-        "Llama" => Some(Llama::HF),
-        "Gemma3" => Some(Gemma3::HF),
-        _ => None,
-    }
+families! {$
+    Gpt2(crate::gpt::Gpt, crate::config::GptConfig),
+    Llama(crate::llama::Llama, crate::llama_config::LlamaConfig),
+    Gemma3(crate::gemma3::Gemma3, crate::gemma3_config::Gemma3Config),
+    Mistral(crate::llama::Llama, crate::mistral::MistralConfig),
 }
 
 fn layout_of<F: Family>(_: &F) -> HfLayout {
@@ -226,34 +276,6 @@ impl CausalLm {
     }
 }
 
-/// A model's `config.json`, by architecture.
-// A handful exist at a time: the variants' sizes do not matter, and boxing one would cost clarity.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelConfig {
-    Gpt2(GptConfig),
-    Llama(LlamaConfig),
-    Gemma3(Gemma3Config),
-}
-
-impl From<GptConfig> for ModelConfig {
-    fn from(c: GptConfig) -> Self {
-        Self::Gpt2(c)
-    }
-}
-
-impl From<LlamaConfig> for ModelConfig {
-    fn from(c: LlamaConfig) -> Self {
-        Self::Llama(c)
-    }
-}
-
-impl From<Gemma3Config> for ModelConfig {
-    fn from(c: Gemma3Config) -> Self {
-        Self::Gemma3(c)
-    }
-}
-
 impl ModelConfig {
     /// Parses `config.json` bytes by its `model_type` (absent: GPT-2, as our first files were) and
     /// checks the model is one this crate computes exactly.
@@ -264,53 +286,28 @@ impl ModelConfig {
             Some(Value::String(s)) => s.clone(),
             Some(other) => return Err(ConfigError::Unsupported { field: "model_type", problem: format!("{other} is not a string") }),
         };
-        if model_type == "gpt2" {
-            return Ok(Self::Gpt2(GptConfig::from_json_bytes(bytes)?));
-        }
-        if model_type == "gemma3_text" || model_type == "gemma3" {
-            return Ok(Self::Gemma3(Gemma3Config::from_value(value)?));
-        }
-        if !LLAMA_FAMILY.contains(&model_type.as_str()) {
+        Self::of_model_type(&model_type, value).unwrap_or_else(|| {
             let shown: String = model_type.chars().take(60).collect();
-            return Err(ConfigError::Unsupported {
-                field: "model_type",
-                problem: format!("{shown:?} is an architecture tinyrlhf does not run; it runs {}", ARCHITECTURES.join(", ")),
-            });
-        }
-        let config: LlamaConfig = serde_json::from_value(value).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        config.validate()?;
-        Ok(Self::Llama(config))
+            let problem = format!("{shown:?} is an architecture tinyrlhf does not run; it runs {}", architectures().join(", "));
+            Err(ConfigError::Unsupported { field: "model_type", problem })
+        })
     }
 
     pub fn to_json(&self) -> String {
         each_family!(config self, |c| c.to_json())
     }
 
-    /// A preset by name: `tiny`, `small`, `gpt2-124m` (GPT-2), `llama-tiny`, `smollm2-135m` (Llama),
-    /// `qwen2.5-0.5b` (Qwen2).
-    pub fn preset(name: &str, vocab_size: usize) -> Option<Self> {
-        match name {
-            "llama-tiny" => Some(Self::Llama(LlamaConfig::new(vocab_size, 128, 96, 4, 6, 2))),
-            "smollm2-135m" => Some(Self::Llama(LlamaConfig::smollm2_135m(vocab_size))),
-            "qwen2.5-0.5b" => Some(Self::Llama(LlamaConfig::qwen25_05b(vocab_size))),
-            other => GptConfig::preset(other, vocab_size).map(Self::Gpt2),
-        }
-    }
-
-    /// The names [`ModelConfig::preset`] takes.
-    pub const PRESETS: [&'static str; 6] = ["tiny", "small", "gpt2-124m", "llama-tiny", "smollm2-135m", "qwen2.5-0.5b"];
-
-    /// The vocabulary of the real model whose shape a preset copies (`smollm2-135m`: 49,152), so its
-    /// head costs what the real one does; `None` for our own shapes.
+    /// The vocabulary of the real model whose shape the preset `name` copies ([`Self::presets`]).
     pub fn preset_vocab(name: &str) -> Option<usize> {
-        match name {
-            "smollm2-135m" => Some(49_152),
-            "qwen2.5-0.5b" => Some(151_936),
-            _ => None,
-        }
+        Self::presets().into_iter().find(|(preset, _)| *preset == name).and_then(|(_, vocab)| vocab)
     }
 
-    /// `model_type`: `gpt2`, `llama`, `qwen2`, `qwen3` or `gemma3_text`.
+    /// The preset names, for a message: `tiny, small, ...`.
+    pub fn preset_names() -> String {
+        Self::presets().iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `model_type`: `gpt2`, `llama`, `qwen2`, `qwen3` or `gemma3_text` ([`architectures`]).
     pub fn architecture(&self) -> &str {
         each_family!(config self, |c| c.architecture())
     }
@@ -441,5 +438,61 @@ impl ScalarModel {
         let hidden = self.transformer.forward(input_ids, position_ids, attention_mask); // [b, t, d]
         let [b, t, _] = hidden.dims();
         self.score.forward(hidden).reshape([b, t])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_family() -> Vec<ModelConfig> {
+        let gemma3 = serde_json::json!({"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64});
+        let mistral = serde_json::json!({"model_type": "mistral", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "sliding_window": 32});
+        let mut found: Vec<ModelConfig> = ["tiny", "llama-tiny"].iter().map(|p| ModelConfig::preset(p, 64).unwrap()).collect();
+        for json in [gemma3, mistral] {
+            found.push(ModelConfig::from_json_bytes(json.to_string().as_bytes()).unwrap());
+        }
+        found
+    }
+
+    #[test]
+    fn each_family_visits_exactly_the_projections_its_layout_names_and_lora_adapts_them() {
+        for config in every_family() {
+            let model = config.init(&Device::flex());
+            let layout = model.hf_layout();
+            // Layer 0's, `model.layers.0.self_attn.q_proj` -> `self_attn.q_proj`.
+            let visited: Vec<String> = model
+                .projection_dims()
+                .into_iter()
+                .filter_map(|(name, _)| {
+                    let parts: Vec<&str> = name.splitn(4, '.').collect();
+                    (parts[2] == "0").then(|| parts[3].to_owned())
+                })
+                .collect();
+            let listed: Vec<&str> = layout.projections.iter().map(|(path, _)| *path).collect();
+            assert_eq!(visited, listed.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{}", config.architecture());
+            let targets = layout.lora_targets();
+            assert!(listed.iter().all(|path| targets.contains(&path.rsplit('.').next().unwrap())), "{}", config.architecture());
+        }
+    }
+
+    #[test]
+    fn every_architecture_the_list_names_is_read_and_others_are_refused_naming_them() {
+        let names = architectures();
+        for expected in ["gpt2", "llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "mistral"] {
+            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        }
+        for config in every_family() {
+            let again = ModelConfig::from_json_bytes(config.to_json().as_bytes()).unwrap();
+            assert_eq!(again, config);
+        }
+        let err = ModelConfig::from_json_bytes(br#"{"model_type": "phi3"}"#).unwrap_err().to_string();
+        assert!(err.contains("\"phi3\"") && err.contains("mistral") && err.contains("gemma3_text"), "{err}");
+        let mut gguf: Vec<&str> = gguf_families().map(|f| f.gguf).collect();
+        gguf.dedup();
+        assert_eq!(gguf, ["llama", "qwen2", "qwen3", "gemma3", "llama"]);
+        assert_eq!(crate::gguf_config::gguf_architecture("mistral"), Some(("llama", true)));
     }
 }

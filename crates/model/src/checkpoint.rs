@@ -31,9 +31,6 @@ pub(crate) const IGNORED_SUFFIXES: [&str; 3] = [".attn.bias", ".attn.masked_bias
 /// A tied head: HF leaves it out of most files but some carry it; it is the embeddings again.
 const TIED_HEAD: &str = "lm_head.weight";
 
-/// The token embeddings' HF name in the Llama family and Gemma 3 (the embeddings that may stay packed).
-const EMBEDDING: &str = "model.embed_tokens.weight";
-
 /// A checkpoint that does not fit the model it is loaded into.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -76,7 +73,7 @@ pub(crate) fn hf_name(path: &[String]) -> (String, bool) {
     let (name, linear) = match (family, rest) {
         (Some(layout), ["lm_head", head @ ..]) => (format!("lm_head.{}", head.join(".")), !layout.fan_in_fan_out),
         (Some(layout), rest) => {
-            (format!("{}.{}", layout.prefix, rest.join(".")), !layout.fan_in_fan_out && !matches!(rest.first(), Some(&"embed_tokens")))
+            (format!("{}.{}", layout.prefix, rest.join(".")), !layout.fan_in_fan_out && rest.first() != Some(&layout.embedding))
         }
         (None, other) => (other.join("."), matches!(other.first(), Some(&"score"))),
     };
@@ -165,11 +162,13 @@ impl Weights {
     /// place of f32 weights of its own); shapes are checked.
     fn pack_into(&mut self, model: CausalLm) -> Result<CausalLm> {
         let mut error = None;
+        let layout = model.hf_layout();
+        let name = format!("{}.{}.weight", layout.prefix, layout.embedding);
         let model = model.map_embedding(|embedding| {
-            let Some(packed) = self.packed.remove(EMBEDDING) else { return embedding };
+            let Some(packed) = self.packed.remove(&name) else { return embedding };
             if packed.shape() != embedding.dims() {
                 let found = packed.shape().to_vec();
-                error.get_or_insert(CheckpointError::Shape { name: EMBEDDING.into(), expected: embedding.dims().to_vec(), found });
+                error.get_or_insert(CheckpointError::Shape { name: name.clone(), expected: embedding.dims().to_vec(), found });
                 return embedding;
             }
             TokenEmbedding::packed(packed)

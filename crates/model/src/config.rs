@@ -124,16 +124,6 @@ impl GptConfig {
         Self::new(vocab_size, 1024, 768, 12, 12)
     }
 
-    /// A preset by name: `tiny`, `small` or `gpt2-124m`.
-    pub fn preset(name: &str, vocab_size: usize) -> Option<Self> {
-        match name {
-            "tiny" => Some(Self::tiny(vocab_size)),
-            "small" => Some(Self::small(vocab_size)),
-            "gpt2-124m" | "gpt2" => Some(Self::gpt2_124m(vocab_size)),
-            _ => None,
-        }
-    }
-
     /// Parses `config.json` bytes and checks the model is one this crate computes exactly.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
         let config: Self = serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse(e.to_string()))?;

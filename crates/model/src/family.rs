@@ -1,12 +1,16 @@
 //! What the crate asks of an architecture. A family is one file (its model and forward, beside its
 //! `config.json` reader) implementing [`Family`] for the model and [`FamilyConfig`] for the config,
-//! plus one variant in `CausalLm` and `ModelConfig` and a line in each of `causal_lm.rs`'s two lists
-//! (`each_family!`, `hf_layout`). LoRA's targets, checkpoint names, the sizes check, the KV cache
-//! and every trainer ask through these traits, never by matching on the family.
+//! and one line in `causal_lm.rs`' `families!` list, which makes the `CausalLm` and `ModelConfig`
+//! variants, the dispatch, and the lists of `model_type`s, GGUF architectures and presets from the
+//! constants here. LoRA's targets, checkpoint names, the sizes check, the KV cache and every
+//! trainer ask through these traits, never by matching on the family.
 
 use burn::tensor::{Device, Int, Tensor};
+use serde_json::Value;
 
+use crate::config::ConfigError;
 use crate::embedding::TokenEmbedding;
+use crate::gguf_config::GgufFamily;
 use crate::kv_cache::LayerCache;
 use crate::projection::{LmHead, Projection};
 
@@ -18,8 +22,35 @@ pub struct HfLayout {
     /// Its projections keep weights `[in, out]` (GPT-2's `Conv1D`, PEFT's `fan_in_fan_out`), where
     /// `nn.Linear` keeps `[out, in]`.
     pub fan_in_fan_out: bool,
-    /// The projections LoRA adapts, by module name (PEFT's `target_modules`).
-    pub lora_targets: &'static [&'static str],
+    /// The token embeddings' module under the prefix (`embed_tokens`), stored `[vocab, d]` as
+    /// burn stores them, whatever `fan_in_fan_out` says.
+    pub embedding: &'static str,
+    /// A layer's attention and MLP projections, by their HF paths inside the layer
+    /// (`self_attn.q_proj`), each beside llama.cpp's tensor stem (`attn_q`): what LoRA adapts.
+    pub projections: &'static [(&'static str, &'static str)],
+}
+
+impl HfLayout {
+    /// The module names PEFT's `target_modules` lists: each projection's last name, once.
+    pub fn lora_targets(&self) -> Vec<&'static str> {
+        let mut targets = vec![];
+        for (path, _) in self.projections {
+            let name = path.rsplit('.').next().unwrap_or(path);
+            if !targets.contains(&name) {
+                targets.push(name);
+            }
+        }
+        targets
+    }
+}
+
+/// A named shape of a family ([`FamilyConfig::PRESETS`]): `make` gives it for a vocabulary size.
+pub struct Preset<C> {
+    pub name: &'static str,
+    /// The vocabulary of the real model whose shape it copies (its head then costs what the real
+    /// one's does); `None` for tinyrlhf's own shapes.
+    pub vocab: Option<usize>,
+    pub make: fn(usize) -> C,
 }
 
 /// A language model of one architecture: hidden states from token ids, logits from hidden states.
@@ -69,8 +100,21 @@ pub trait Family: Sized {
 }
 
 /// A family's `config.json`: its shape, as every size estimate and cache asks it.
-pub trait FamilyConfig: Sized {
+pub trait FamilyConfig: Sized + 'static {
     type Model: Family;
+
+    /// The `model_type`s whose `config.json` this family reads.
+    const MODEL_TYPES: &'static [&'static str];
+
+    /// How llama.cpp writes this family's GGUF files, one row per `general.architecture`.
+    const GGUF: &'static [GgufFamily] = &[];
+
+    /// The shapes `tinyrlhf train --preset` and the benchmarks name.
+    const PRESETS: &'static [Preset<Self>] = &[];
+
+    /// Reads a parsed `config.json` whose `model_type` is one of [`Self::MODEL_TYPES`], checking
+    /// that it describes a model this crate computes exactly.
+    fn from_json_value(value: Value) -> Result<Self, ConfigError>;
 
     /// `model_type` (`gpt2`, `llama`, `qwen2`, `qwen3`, `gemma3_text`).
     fn architecture(&self) -> &str;

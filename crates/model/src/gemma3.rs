@@ -15,22 +15,21 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Int, Tensor};
 
+use serde_json::Value;
+
+use crate::config::ConfigError;
+use crate::decoder::{GatedMlp, grouped_attention, head_logits, linear, map_layer_projections, own_or_tied_head};
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout};
-use crate::gemma3_config::{FULL, Gemma3Config, SLIDING};
+use crate::gemma3_config::{FULL, GEMMA3_GGUF, Gemma3Config, SLIDING};
+use crate::gguf_config::GgufFamily;
 use crate::kv_cache::{LayerCache, window_bias};
-use crate::llama::{Llama, grouped_attention, map_layer_projections, own_or_tied_head};
-use crate::projection::{LmHead, Projection, project, project_together, rows, rows_together};
-use crate::recompute::gated;
+use crate::llama::Llama;
+use crate::projection::{LmHead, Projection, rows, rows_together};
 use crate::rope::{Rotary, apply_rope};
 use crate::row_kernels::GateActivation;
 
-/// HF's initialisation: N(0, 0.02) weights, zero biases (norms start at zero: they scale by 1 + w).
-fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
-    Projection::init(d_in, d_out, 0.02, bias, device)
-}
-
-/// Gemma's RMSNorm: x / rms(x) * (1 + w), over the last axis.
+/// Gemma's RMSNorm: x / rms(x) * (1 + w), over the last axis (its weights start at zero).
 #[derive(Module, Debug)]
 pub struct GemmaRmsNorm {
     pub weight: Param<Tensor<1>>,
@@ -102,22 +101,6 @@ impl SelfAttention {
     }
 }
 
-/// GeGLU: down(gelu_tanh(gate(x)) * up(x)).
-#[derive(Module, Debug)]
-pub struct Mlp {
-    pub gate_proj: Projection,
-    pub up_proj: Projection,
-    pub down_proj: Projection,
-}
-
-impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, t, d] = x.dims();
-        let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x.reshape([b * t, d]));
-        project(&self.down_proj, gated(gate, up, GateActivation::GeluTanh)).reshape([b, t, d]) // [b, t, d]
-    }
-}
-
 /// One decoder layer: each sublayer's output is normed before it joins the residual stream.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
@@ -125,7 +108,8 @@ pub struct DecoderLayer {
     pub self_attn: SelfAttention,
     pub post_attention_layernorm: GemmaRmsNorm,
     pub pre_feedforward_layernorm: GemmaRmsNorm,
-    pub mlp: Mlp,
+    /// GeGLU: down(gelu_tanh(gate(x)) * up(x)).
+    pub mlp: GatedMlp,
     pub post_feedforward_layernorm: GemmaRmsNorm,
     /// A sliding-window layer (else full attention).
     pub sliding: bool,
@@ -160,6 +144,13 @@ pub struct Gemma3 {
 
 impl FamilyConfig for Gemma3Config {
     type Model = Gemma3;
+    /// The text model's, and the multimodal one's whose `text_config` is read.
+    const MODEL_TYPES: &'static [&'static str] = &["gemma3_text", "gemma3"];
+    const GGUF: &'static [GgufFamily] = &[GEMMA3_GGUF];
+
+    fn from_json_value(value: Value) -> Result<Self, ConfigError> {
+        Self::from_value(value)
+    }
 
     fn architecture(&self) -> &str {
         &self.model_type
@@ -253,11 +244,7 @@ impl FamilyConfig for Gemma3Config {
                     self_attn: SelfAttention::init(self, device),
                     post_attention_layernorm: norm(),
                     pre_feedforward_layernorm: norm(),
-                    mlp: Mlp {
-                        gate_proj: linear(d, m, false, device),
-                        up_proj: linear(d, m, false, device),
-                        down_proj: linear(m, d, false, device),
-                    },
+                    mlp: GatedMlp::init(d, m, GateActivation::GeluTanh, device),
                     post_feedforward_layernorm: norm(),
                     sliding: kind == SLIDING,
                 })
@@ -288,11 +275,9 @@ impl Family for Gemma3 {
             .enumerate()
             .map(|(i, layer)| {
                 let SelfAttention { q_proj, k_proj, v_proj, o_proj, .. } = layer.self_attn;
-                let Mlp { gate_proj, up_proj, down_proj } = layer.mlp;
-                let ([q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj]) =
-                    map_layer_projections(i, [q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj], f);
+                let ([q_proj, k_proj, v_proj, o_proj], mlp) = map_layer_projections(i, [q_proj, k_proj, v_proj, o_proj], layer.mlp, f);
                 let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
-                DecoderLayer { self_attn, mlp: Mlp { gate_proj, up_proj, down_proj }, ..layer }
+                DecoderLayer { self_attn, mlp, ..layer }
             })
             .collect();
         Self { layers, ..self }
@@ -349,10 +334,7 @@ impl Family for Gemma3 {
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let flat = hidden.reshape([b * t, d]);
-        let logits = match &self.lm_head {
-            Some(head) => project(head, flat),
-            None => self.embed_tokens.tied_logits(flat),
-        };
+        let logits = head_logits(&self.lm_head, &self.embed_tokens, flat);
         let logits = match self.final_softcap {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,

@@ -10,10 +10,13 @@
 //! computation and is not implemented is refused naming the field and its value.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
 use crate::family::FamilyConfig;
+use crate::gguf::{GgufHeader, GgufValue};
+use crate::gguf_config::{GgufFamily, format, positive};
 use crate::rope::{RopeParameters, Rotary};
 
 pub const SLIDING: &str = "sliding_attention";
@@ -265,6 +268,67 @@ impl Gemma3Config {
         }
         crate::config::check_param_count(self.num_params(), "num_hidden_layers")
     }
+}
+
+const GEMMA3_NORMS: [(&str, &str); 4] = [
+    ("attn_norm", "input_layernorm"),
+    ("post_attention_norm", "post_attention_layernorm"),
+    ("ffn_norm", "pre_feedforward_layernorm"),
+    ("post_ffw_norm", "post_feedforward_layernorm"),
+];
+
+/// How llama.cpp writes Gemma 3: four norms a layer, each stored as `1 + w`, and keys of its own.
+pub(crate) const GEMMA3_GGUF: GgufFamily = GgufFamily {
+    gguf: "gemma3",
+    model_type: "gemma3_text",
+    class: "Gemma3ForCausalLM",
+    norms: &GEMMA3_NORMS,
+    permuted: false,
+    norm_shift: 1.0,
+    settings: Some(gguf_settings),
+};
+
+/// Gemma 3's keys from a GGUF header into `config` (which holds the Llama family's): what the file says, and what
+/// llama.cpp decides for a key the file leaves out (`src/models/gemma3.cpp`): with a window, layers
+/// slide by `attention.sliding_window_pattern` (a flag per layer, or every n-th full; 6 when
+/// absent) with rope base `rope.freq_base_swa` (10k when absent) and no scaling; without one, every
+/// layer is full. Queries are scaled by `head_dim^-1/2`, by `(hidden / heads)^-1/2` for the 62-layer 27B.
+fn gguf_settings(header: &GgufHeader, config: &mut Value, layers: u64, hidden_per_head: u64) -> Result<(), CheckpointError> {
+    let head_dim = config["head_dim"].as_u64().unwrap_or(256);
+    config["head_dim"] = head_dim.into();
+    config["hidden_activation"] = "gelu_pytorch_tanh".into();
+    config["query_pre_attn_scalar"] = (if layers == 62 { hidden_per_head } else { head_dim }).into();
+    let window = header.get("gemma3.attention.sliding_window").and_then(GgufValue::as_u64).filter(|&w| w > 0);
+    let sliding: Vec<bool> = match (window, header.get("gemma3.attention.sliding_window_pattern")) {
+        (None, _) => vec![false; layers as usize],
+        (Some(_), Some(GgufValue::Array(flags))) => {
+            let flags: Option<Vec<bool>> = flags.iter().map(|f| if let GgufValue::Bool(b) = f { Some(*b) } else { None }).collect();
+            flags.filter(|f| f.len() as u64 == layers).ok_or_else(|| {
+                format(format!("metadata `gemma3.attention.sliding_window_pattern` is not one true/false for each of the {layers} layers"))
+            })?
+        }
+        (Some(_), pattern) => {
+            let n = pattern.and_then(GgufValue::as_u64).unwrap_or(6);
+            (0..layers).map(|i| n == 0 || i % n < n - 1).collect()
+        }
+    };
+    config["layer_types"] = sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect();
+    config["sliding_window"] = window.unwrap_or(4096).into();
+    let local_theta = positive(header, "gemma3.rope.freq_base_swa")?.unwrap_or(10_000.0);
+    let full = config["rope_parameters"].take();
+    config["rope_parameters"] = json!({
+        "full_attention": full,
+        "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
+    });
+    if let Some(cap) = positive(header, "gemma3.final_logit_softcapping")? {
+        config["final_logit_softcapping"] = cap.into();
+    }
+    if let Some(map) = config.as_object_mut() {
+        for llama_only in ["hidden_act", "attention_bias"] {
+            map.remove(llama_only);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

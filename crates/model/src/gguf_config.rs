@@ -2,17 +2,19 @@
 //! hyperparameters become the config of the same model, every size checked against the file's own
 //! tensors before anything is sized by it and every setting a positive number. Llama 3's rope
 //! scaling, which llama.cpp's converter stored as per-frequency factors (`rope_freqs`), is
-//! recovered as settings and checked; what a Gemma 3 file leaves out, llama.cpp decides in its
-//! code, and the config says the same ([`gemma3_settings`]).
+//! recovered as settings and checked. Which architectures a file may name, and what each adds to
+//! the config (Gemma 3's keys), the families say ([`crate::FamilyConfig::GGUF`]).
 
 use serde_json::{Value, json};
 
+use crate::causal_lm::gguf_families;
 use crate::checkpoint::CheckpointError;
 use crate::gguf::{GgufHeader, GgufTensor, GgufValue};
 
-/// How one architecture a GGUF file may name is laid out, in llama.cpp's terms and HF's.
+/// How one architecture a GGUF file may name is laid out, in llama.cpp's terms and HF's: a row of
+/// its family's [`crate::FamilyConfig::GGUF`].
 #[derive(Debug)]
-pub(crate) struct GgufFamily {
+pub struct GgufFamily {
     /// `general.architecture`.
     pub(crate) gguf: &'static str,
     pub(crate) model_type: &'static str,
@@ -23,35 +25,28 @@ pub(crate) struct GgufFamily {
     pub(crate) permuted: bool,
     /// What the converter added to every norm weight (Gemma's `1 + w`).
     pub(crate) norm_shift: f32,
+    /// The family's own keys, from the header into the config (which holds the Llama family's
+    /// keys by then), given the layer count and the width per query head.
+    pub(crate) settings: Option<FamilySettings>,
 }
 
-const LLAMA_NORMS: [(&str, &str); 2] = [("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")];
-const GEMMA3_NORMS: [(&str, &str); 4] = [
-    ("attn_norm", "input_layernorm"),
-    ("post_attention_norm", "post_attention_layernorm"),
-    ("ffn_norm", "pre_feedforward_layernorm"),
-    ("post_ffw_norm", "post_feedforward_layernorm"),
-];
+/// A family's own keys from a header into the config: `(header, config, layers, hidden / heads)`.
+pub(crate) type FamilySettings = fn(&GgufHeader, &mut Value, u64, u64) -> Result<(), CheckpointError>;
 
-/// The architectures a GGUF file may name.
-const FAMILIES: [GgufFamily; 4] = [
-    GgufFamily { gguf: "llama", model_type: "llama", class: "LlamaForCausalLM", norms: &LLAMA_NORMS, permuted: true, norm_shift: 0.0 },
-    GgufFamily { gguf: "qwen2", model_type: "qwen2", class: "Qwen2ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
-    GgufFamily { gguf: "qwen3", model_type: "qwen3", class: "Qwen3ForCausalLM", norms: &LLAMA_NORMS, permuted: false, norm_shift: 0.0 },
-    GgufFamily {
-        gguf: "gemma3",
-        model_type: "gemma3_text",
-        class: "Gemma3ForCausalLM",
-        norms: &GEMMA3_NORMS,
-        permuted: false,
-        norm_shift: 1.0,
-    },
-];
+impl GgufFamily {
+    /// A Llama-style architecture: the family's two norms a layer, nothing shifted or added.
+    pub(crate) const fn llama_style(gguf: &'static str, model_type: &'static str, class: &'static str, permuted: bool) -> Self {
+        Self { gguf, model_type, class, norms: &LLAMA_NORMS, permuted, norm_shift: 0.0, settings: None }
+    }
+}
+
+/// A Llama-style layer's norms: llama.cpp's stem and HF's.
+const LLAMA_NORMS: [(&str, &str); 2] = [("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")];
 
 /// llama.cpp's architecture name of a model type (`gemma3_text` -> `gemma3`), and whether its
 /// converter permuted the query and key rows.
 pub(crate) fn gguf_architecture(model_type: &str) -> Option<(&'static str, bool)> {
-    FAMILIES.iter().find(|f| f.model_type == model_type).map(|f| (f.gguf, f.permuted))
+    gguf_families().find(|f| f.model_type == model_type).map(|f| (f.gguf, f.permuted))
 }
 
 /// What the header says about turning llama.cpp's tensors into HF's.
@@ -84,7 +79,7 @@ fn decimal(value: &GgufValue) -> Option<f64> {
 
 /// A setting the file may give that must be a positive number (a norm's epsilon, a rope base, a
 /// cap): `None` when absent; a NaN, an infinity, zero or a negative number refused naming the key.
-fn positive(header: &GgufHeader, key: &str) -> Result<Option<f64>, CheckpointError> {
+pub(crate) fn positive(header: &GgufHeader, key: &str) -> Result<Option<f64>, CheckpointError> {
     let Some(value) = header.get(key) else { return Ok(None) };
     match decimal(value) {
         Some(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
@@ -133,9 +128,14 @@ fn check_sizes(header: &GgufHeader, key: &dyn Fn(&str) -> String, sizes: [u64; 6
 /// The HF config a header describes, and how its tensors are laid out.
 pub(crate) fn layout(header: &GgufHeader) -> Result<Layout, CheckpointError> {
     let arch = header.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("(none)");
-    let Some(family) = FAMILIES.iter().find(|f| f.gguf == arch) else {
+    let Some(family) = gguf_families().find(|f| f.gguf == arch) else {
         let shown: String = arch.chars().take(60).collect();
-        let known: Vec<&str> = FAMILIES.iter().map(|f| f.gguf).collect();
+        let mut known: Vec<&str> = vec![];
+        for family in gguf_families() {
+            if !known.contains(&family.gguf) {
+                known.push(family.gguf);
+            }
+        }
         return Err(format(format!("general.architecture is {shown:?}; tinyrlhf runs GGUF files of {}", known.join(", "))));
     };
     let key = |k: &str| format!("{arch}.{k}");
@@ -168,8 +168,8 @@ pub(crate) fn layout(header: &GgufHeader) -> Result<Layout, CheckpointError> {
     if let Some(head_dim) = header.get(&key("attention.key_length")) {
         config["head_dim"] = head_dim.as_u64().into();
     }
-    if family.gguf == "gemma3" {
-        gemma3_settings(header, &mut config, layers, hidden / heads.max(1))?;
+    if let Some(settings) = family.settings {
+        settings(header, &mut config, layers, hidden / heads.max(1))?;
     }
     for (hf, gguf) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("pad_token_id", "padding_token_id")] {
         if let Some(id) = header.get(&format!("tokenizer.ggml.{gguf}")).and_then(GgufValue::as_u64) {
@@ -183,49 +183,6 @@ pub(crate) fn layout(header: &GgufHeader) -> Result<Layout, CheckpointError> {
         (config["rope_parameters"]["rope_theta"].as_f64().unwrap_or(10_000.0), head_dim as usize)
     });
     Ok(Layout { family, config, permuted_heads, rope_freqs })
-}
-
-/// Gemma 3's keys in `config` (which holds the Llama family's): what the file says, and what
-/// llama.cpp decides for a key the file leaves out (`src/models/gemma3.cpp`): with a window, layers
-/// slide by `attention.sliding_window_pattern` (a flag per layer, or every n-th full; 6 when
-/// absent) with rope base `rope.freq_base_swa` (10k when absent) and no scaling; without one, every
-/// layer is full. Queries are scaled by `head_dim^-1/2`, by `(hidden / heads)^-1/2` for the 62-layer 27B.
-fn gemma3_settings(header: &GgufHeader, config: &mut Value, layers: u64, hidden_per_head: u64) -> Result<(), CheckpointError> {
-    let head_dim = config["head_dim"].as_u64().unwrap_or(256);
-    config["head_dim"] = head_dim.into();
-    config["hidden_activation"] = "gelu_pytorch_tanh".into();
-    config["query_pre_attn_scalar"] = (if layers == 62 { hidden_per_head } else { head_dim }).into();
-    let window = header.get("gemma3.attention.sliding_window").and_then(GgufValue::as_u64).filter(|&w| w > 0);
-    let sliding: Vec<bool> = match (window, header.get("gemma3.attention.sliding_window_pattern")) {
-        (None, _) => vec![false; layers as usize],
-        (Some(_), Some(GgufValue::Array(flags))) => {
-            let flags: Option<Vec<bool>> = flags.iter().map(|f| if let GgufValue::Bool(b) = f { Some(*b) } else { None }).collect();
-            flags.filter(|f| f.len() as u64 == layers).ok_or_else(|| {
-                format(format!("metadata `gemma3.attention.sliding_window_pattern` is not one true/false for each of the {layers} layers"))
-            })?
-        }
-        (Some(_), pattern) => {
-            let n = pattern.and_then(GgufValue::as_u64).unwrap_or(6);
-            (0..layers).map(|i| n == 0 || i % n < n - 1).collect()
-        }
-    };
-    config["layer_types"] = sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect();
-    config["sliding_window"] = window.unwrap_or(4096).into();
-    let local_theta = positive(header, "gemma3.rope.freq_base_swa")?.unwrap_or(10_000.0);
-    let full = config["rope_parameters"].take();
-    config["rope_parameters"] = json!({
-        "full_attention": full,
-        "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
-    });
-    if let Some(cap) = positive(header, "gemma3.final_logit_softcapping")? {
-        config["final_logit_softcapping"] = cap.into();
-    }
-    if let Some(map) = config.as_object_mut() {
-        for llama_only in ["hidden_act", "attention_bias"] {
-            map.remove(llama_only);
-        }
-    }
-    Ok(())
 }
 
 /// HF's `rope_parameters`: the base frequency, and the scaling the file states (`linear`) or

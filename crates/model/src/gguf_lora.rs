@@ -9,9 +9,10 @@ use safetensors::SafeTensors;
 
 use crate::causal_lm::ModelConfig;
 use crate::checkpoint::CheckpointError;
+use crate::decoder::LAYER_PROJECTIONS;
 use crate::gguf::{GgufValue, GgufWriter};
 use crate::gguf_config::gguf_architecture;
-use crate::gguf_model::{LAYER_TENSORS, permute};
+use crate::gguf_model::permute;
 
 /// The GGUF LoRA file of a PEFT adapter for a Llama-family or Gemma 3 `config`; `None` for GPT-2,
 /// whose fused projections llama.cpp names differently.
@@ -58,7 +59,7 @@ pub(crate) fn gguf_name(peft: &str) -> Option<(String, &'static str, &'static st
         m if m.ends_with(".lora_B") => (m.strip_suffix(".lora_B")?, "b"),
         _ => return None,
     };
-    let (stem, _) = LAYER_TENSORS.iter().find(|(_, hf)| *hf == module)?;
+    let (_, stem) = LAYER_PROJECTIONS.iter().find(|(hf, _)| *hf == module)?;
     Some((format!("blk.{layer}.{stem}.weight.lora_{factor}"), stem, factor))
 }
 

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::checkpoint::{CheckpointError, Weights};
+use crate::decoder::LAYER_PROJECTIONS;
 use crate::gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, tensor_f32};
 use crate::gguf_config::{GgufFamily, Layout, format, layout, llama3_rope};
 use crate::gguf_quants::GgmlType;
@@ -142,18 +143,9 @@ impl GgufStream {
     }
 }
 
-/// A layer's tensors other than its norms: llama.cpp's stem and HF's (under `model.layers.{i}.`).
-pub(crate) const LAYER_TENSORS: [(&str, &str); 9] = [
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("attn_q_norm", "self_attn.q_norm"),
-    ("attn_k_norm", "self_attn.k_norm"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-];
+/// The per-head query/key norms (Qwen3, Gemma 3): llama.cpp's stem and HF's, as
+/// [`LAYER_PROJECTIONS`] has the projections.
+const QK_NORMS: [(&str, &str); 2] = [("self_attn.q_norm", "attn_q_norm"), ("self_attn.k_norm", "attn_k_norm")];
 
 /// A tensor under its HF name: name, shape, values.
 type HfTensor = (String, Vec<usize>, Vec<f32>);
@@ -220,8 +212,8 @@ fn hf_name(name: &str, family: &GgufFamily) -> Result<String, CheckpointError> {
             let (layer, part) = rest.split_once('.').ok_or_else(unexpected)?;
             let layer: usize = layer.parse().map_err(|_| unexpected())?;
             let (stem, kind) = part.rsplit_once('.').ok_or_else(unexpected)?;
-            let hf_stem =
-                LAYER_TENSORS.iter().chain(family.norms).find(|(gguf, _)| *gguf == stem).map(|(_, hf)| *hf).ok_or_else(unexpected)?;
+            let own = LAYER_PROJECTIONS.iter().chain(&QK_NORMS).find(|(_, gguf)| *gguf == stem).map(|(hf, _)| *hf);
+            let hf_stem = own.or_else(|| family.norms.iter().find(|(gguf, _)| *gguf == stem).map(|(_, hf)| *hf)).ok_or_else(unexpected)?;
             format!("model.layers.{layer}.{hf_stem}.{kind}")
         }
     })

@@ -14,9 +14,11 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, LayerNorm, LayerN
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::config::GptConfig;
+use serde_json::Value;
+
+use crate::config::{ConfigError, GptConfig};
 use crate::embedding::TokenEmbedding;
-use crate::family::{Family, FamilyConfig, HfLayout};
+use crate::family::{Family, FamilyConfig, HfLayout, Preset};
 use crate::kv_cache::LayerCache;
 use crate::projection::{LmHead, Projection, project, rows, tied_head};
 use crate::recompute::attention;
@@ -147,6 +149,18 @@ pub struct Gpt {
 
 impl FamilyConfig for GptConfig {
     type Model = Gpt;
+    const MODEL_TYPES: &'static [&'static str] = &["gpt2"];
+    const PRESETS: &'static [Preset<Self>] = &[
+        Preset { name: "tiny", vocab: None, make: GptConfig::tiny },
+        Preset { name: "small", vocab: None, make: GptConfig::small },
+        Preset { name: "gpt2-124m", vocab: None, make: GptConfig::gpt2_124m },
+    ];
+
+    fn from_json_value(value: Value) -> Result<Self, ConfigError> {
+        let config: Self = serde_json::from_value(value).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
 
     fn architecture(&self) -> &str {
         "gpt2"
@@ -237,7 +251,12 @@ impl FamilyConfig for GptConfig {
 impl Family for Gpt {
     const NAME: &'static str = "gpt2";
     /// GPT-2's `Conv1D` keeps `[in, out]`, as burn does: nothing is transposed on the way in or out.
-    const HF: HfLayout = HfLayout { prefix: "transformer", fan_in_fan_out: true, lora_targets: &["c_attn", "c_proj", "c_fc"] };
+    const HF: HfLayout = HfLayout {
+        prefix: "transformer",
+        fan_in_fan_out: true,
+        embedding: "wte",
+        projections: &[("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")],
+    };
 
     fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
         let h = self

@@ -1,5 +1,6 @@
 //! Causal language models for tinyrlhf, in burn: GPT-2, the Llama family (Llama, Qwen2, Qwen3) and
-//! Gemma 3 behind one type (each family one file implementing `family.rs`'s traits), reward/value
+//! Gemma 3 behind one type (each family a file implementing `family.rs`' traits and a line in
+//! `causal_lm.rs`' list), reward/value
 //! heads, KV cache, sampler, checkpoints and LoRA adapters (PEFT's layout).
 //!
 //! Boundary: token ids in, logits, scalars and sampled ids out; checkpoints as bytes
@@ -17,6 +18,7 @@ mod causal_lm;
 mod checkpoint;
 mod choose;
 mod config;
+mod decoder;
 mod device_read;
 mod digest;
 mod embedding;
@@ -36,10 +38,12 @@ mod llama;
 mod llama_config;
 mod log_softmax;
 mod lora;
+mod mistral;
 mod packed;
 #[cfg(feature = "cube")]
 mod packed_gpu;
 mod projection;
+mod quant_dot;
 mod recompute;
 mod rope;
 mod row_kernels;
@@ -49,7 +53,7 @@ mod weights_stream;
 
 pub use adamw::{AdamWSettings, read_moments_back, step_in_place};
 pub use batch::{LeftPadded, gather_positions, left_pad};
-pub use causal_lm::{ARCHITECTURES, CausalLm, ModelConfig, ScalarModel};
+pub use causal_lm::{CausalLm, ModelConfig, ScalarModel, architectures};
 pub use checkpoint::{
     CheckpointError, Weights, WeightsWriter, drawn, lm_from_config, lm_from_weights, load_lm, load_scalar_model, save_lm,
     save_scalar_model, with_stable_param_ids,
@@ -59,7 +63,7 @@ pub use config::{ConfigError, GptConfig};
 pub use device_read::{device_reads, read_f32};
 pub use digest::{ContentDigest, adapted_identity, recorded_base, safetensors_identity, short_identity, with_recorded_base};
 pub use embedding::TokenEmbedding;
-pub use family::{Family, FamilyConfig, HfLayout};
+pub use family::{Family, FamilyConfig, HfLayout, Preset};
 pub use few_rows::split_few_row_products;
 pub use gemma3::Gemma3;
 pub use gemma3_config::Gemma3Config;
@@ -77,6 +81,7 @@ pub use lora::{
     LoraConfig, has_adapters, is_peft_adapter, load_peft_adapter, load_peft_scalar_adapter, load_scalar_adapter, lora_targets,
     save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,
 };
+pub use mistral::MistralConfig;
 pub use packed::PackedWeight;
 pub use projection::LmHead;
 pub use rope::RopeParameters;

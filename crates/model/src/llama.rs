@@ -15,38 +15,18 @@ use burn::module::Module;
 use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
+use serde_json::Value;
+
+use crate::config::ConfigError;
+use crate::decoder::{GatedMlp, LAYER_PROJECTIONS, grouped_attention, head_logits, linear, map_layer_projections, own_or_tied_head};
 use crate::embedding::TokenEmbedding;
-use crate::family::{Family, FamilyConfig, HfLayout};
+use crate::family::{Family, FamilyConfig, HfLayout, Preset};
+use crate::gguf_config::GgufFamily;
 use crate::kv_cache::LayerCache;
-use crate::llama_config::LlamaConfig;
-use crate::projection::{LmHead, Projection, project, project_together, rows, rows_together};
-use crate::recompute::{attention, gated};
+use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
+use crate::projection::{LmHead, Projection, rows, rows_together};
 use crate::rope::{Rotary, apply_rope};
 use crate::row_kernels::GateActivation;
-
-/// HF's initialisation for the family: N(0, 0.02) weights, zero biases (norms start at one).
-fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Projection {
-    Projection::init(d_in, d_out, 0.02, bias, device)
-}
-
-/// Grouped-query attention without repeating keys and values: the `groups` query heads that share
-/// a key/value head are stacked along the query axis, `[b, kv * groups, t, hd]` ->
-/// `[b, kv, groups * t, hd]` (HF's `repeat_kv` gives query head j the key/value head j / groups),
-/// and the additive mask `[b or 1, 1, t, t_keys]` is tiled to match. Every backend's attention then sees
-/// as many query as key heads, and nothing of the size of the keys is copied or summed back.
-pub(crate) fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    let [b, h, t, hd] = q.dims();
-    let kv = k.dims()[1];
-    let groups = h / kv;
-    if groups == 1 {
-        return attention(q, k, v, bias);
-    }
-    let [bias_rows, _, _, t_keys] = bias.dims(); // bias_rows: b or 1
-    let q = q.reshape([b, kv, groups * t, hd]);
-    let bias = bias.unsqueeze_dim::<5>(2).expand([bias_rows, 1, groups, t, t_keys]).reshape([bias_rows, 1, groups * t, t_keys]);
-    let out = attention(q, k, v, bias); // [b, kv, groups * t, hd]
-    out.reshape([b, h, t, hd])
-}
 
 /// Causal grouped-query self-attention.
 #[derive(Module, Debug)]
@@ -103,31 +83,14 @@ impl SelfAttention {
     }
 }
 
-/// SwiGLU: down(silu(gate(x)) * up(x)).
-#[derive(Module, Debug)]
-pub struct Mlp {
-    pub gate_proj: Projection,
-    pub up_proj: Projection,
-    pub down_proj: Projection,
-}
-
-impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, t, d] = x.dims();
-        let x = x.reshape([b * t, d]);
-        let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x);
-        let hidden = gated(gate, up, GateActivation::Silu); // [b * t, m]
-        project(&self.down_proj, hidden).reshape([b, t, d])
-    }
-}
-
 /// One pre-RMSNorm decoder layer.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
     pub input_layernorm: RmsNorm,
     pub self_attn: SelfAttention,
     pub post_attention_layernorm: RmsNorm,
-    pub mlp: Mlp,
+    /// SwiGLU: down(silu(gate(x)) * up(x)).
+    pub mlp: GatedMlp,
 }
 
 impl DecoderLayer {
@@ -153,6 +116,23 @@ pub struct Llama {
 
 impl FamilyConfig for LlamaConfig {
     type Model = Llama;
+    const MODEL_TYPES: &'static [&'static str] = &LLAMA_FAMILY;
+    const GGUF: &'static [GgufFamily] = &[
+        GgufFamily::llama_style("llama", "llama", "LlamaForCausalLM", true),
+        GgufFamily::llama_style("qwen2", "qwen2", "Qwen2ForCausalLM", false),
+        GgufFamily::llama_style("qwen3", "qwen3", "Qwen3ForCausalLM", false),
+    ];
+    const PRESETS: &'static [Preset<Self>] = &[
+        Preset { name: "llama-tiny", vocab: None, make: |vocab| LlamaConfig::new(vocab, 128, 96, 4, 6, 2) },
+        Preset { name: "smollm2-135m", vocab: Some(49_152), make: LlamaConfig::smollm2_135m },
+        Preset { name: "qwen2.5-0.5b", vocab: Some(151_936), make: LlamaConfig::qwen25_05b },
+    ];
+
+    fn from_json_value(value: Value) -> Result<Self, ConfigError> {
+        let config: Self = serde_json::from_value(value).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
 
     fn architecture(&self) -> &str {
         &self.model_type
@@ -234,11 +214,7 @@ impl FamilyConfig for LlamaConfig {
                     input_layernorm: norm(),
                     self_attn: SelfAttention::init(self, device),
                     post_attention_layernorm: norm(),
-                    mlp: Mlp {
-                        gate_proj: linear(d, m, false, device),
-                        up_proj: linear(d, m, false, device),
-                        down_proj: linear(m, d, false, device),
-                    },
+                    mlp: GatedMlp::init(d, m, GateActivation::Silu, device),
                 })
                 .collect(),
             norm: norm(),
@@ -253,33 +229,9 @@ impl FamilyConfig for LlamaConfig {
     }
 }
 
-/// The projections PEFT adapts in the Llama family and in Gemma 3.
-pub(crate) const LLAMA_LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-
-/// The attention and MLP projections of layer `i` of the Llama family or Gemma 3 (their layers name
-/// them alike), through `f` with their HF names.
-pub(crate) fn map_layer_projections(
-    i: usize,
-    [q, k, v, o]: [Projection; 4],
-    [gate, up, down]: [Projection; 3],
-    f: &mut impl FnMut(&str, Projection) -> Projection,
-) -> ([Projection; 4], [Projection; 3]) {
-    let mut f = |part: &str, projection| f(&format!("model.layers.{i}.{part}"), projection);
-    let attention = [f("self_attn.q_proj", q), f("self_attn.k_proj", k), f("self_attn.v_proj", v), f("self_attn.o_proj", o)];
-    (attention, [f("mlp.gate_proj", gate), f("mlp.up_proj", up), f("mlp.down_proj", down)])
-}
-
-/// The LM head's weight of a model with an untied `lm_head` or a head tied to `embed_tokens`.
-pub(crate) fn own_or_tied_head(lm_head: &Option<Projection>, embed_tokens: &TokenEmbedding, device: &Device) -> LmHead {
-    match lm_head {
-        Some(head) => LmHead::Columns(head.weight_val(device)),
-        None => embed_tokens.head(device),
-    }
-}
-
 impl Family for Llama {
     const NAME: &'static str = "llama";
-    const HF: HfLayout = HfLayout { prefix: "model", fan_in_fan_out: false, lora_targets: &LLAMA_LORA_TARGETS };
+    const HF: HfLayout = HfLayout { prefix: "model", fan_in_fan_out: false, embedding: "embed_tokens", projections: &LAYER_PROJECTIONS };
 
     fn map_projections(self, f: &mut impl FnMut(&str, Projection) -> Projection) -> Self {
         let layers = self
@@ -288,11 +240,9 @@ impl Family for Llama {
             .enumerate()
             .map(|(i, layer)| {
                 let SelfAttention { q_proj, k_proj, v_proj, o_proj, .. } = layer.self_attn;
-                let Mlp { gate_proj, up_proj, down_proj } = layer.mlp;
-                let ([q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj]) =
-                    map_layer_projections(i, [q_proj, k_proj, v_proj, o_proj], [gate_proj, up_proj, down_proj], f);
+                let ([q_proj, k_proj, v_proj, o_proj], mlp) = map_layer_projections(i, [q_proj, k_proj, v_proj, o_proj], layer.mlp, f);
                 let self_attn = SelfAttention { q_proj, k_proj, v_proj, o_proj, ..layer.self_attn };
-                DecoderLayer { self_attn, mlp: Mlp { gate_proj, up_proj, down_proj }, ..layer }
+                DecoderLayer { self_attn, mlp, ..layer }
             })
             .collect();
         Self { layers, ..self }
@@ -343,11 +293,7 @@ impl Family for Llama {
         let [b, t, d] = hidden.dims();
         let vocab = self.vocab_size();
         let flat = hidden.reshape([b * t, d]);
-        let logits = match &self.lm_head {
-            Some(head) => project(head, flat),
-            None => self.embed_tokens.tied_logits(flat),
-        };
-        logits.reshape([b, t, vocab])
+        head_logits(&self.lm_head, &self.embed_tokens, flat).reshape([b, t, vocab])
     }
 
     fn head(&self) -> Option<LmHead> {

@@ -22,8 +22,8 @@ use crate::checkpoint::{CheckpointError, Weights, WeightsWriter, hf_name};
 use crate::sample::uniform;
 
 /// The target modules of `model`'s architecture.
-pub fn lora_targets(model: &CausalLm) -> &'static [&'static str] {
-    model.hf_layout().lora_targets
+pub fn lora_targets(model: &CausalLm) -> Vec<&'static str> {
+    model.hf_layout().lora_targets()
 }
 
 /// Low-rank adapters' shape: the update of a weight `[in, out]` is `alpha / rank · a @ b`.
@@ -298,7 +298,7 @@ fn peft_lora_config(adapter_config_json: &[u8], task: &str, model: &CausalLm) ->
         )));
     }
     if let Some(targets) = &peft.target_modules {
-        check_targets(targets, layout.lora_targets).map_err(bad)?;
+        check_targets(targets, &layout.lora_targets()).map_err(bad)?;
     }
     let config = LoraConfig { rank: peft.r, alpha: peft.lora_alpha };
     config.validate().map_err(bad)?;

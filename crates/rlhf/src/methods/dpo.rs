@@ -64,8 +64,10 @@ impl DpoConfig {
         if !(self.beta.is_finite() && self.beta > 0.0) {
             return bad(format!("beta = {}: it must be above 0", self.beta));
         }
-        if self.epochs == 0 || self.batch_size == 0 {
-            return bad("epochs and batch size must be at least 1".into());
+        for (field, value) in [("epochs", self.epochs), ("batch_size", self.batch_size)] {
+            if value == 0 {
+                return bad(format!("{field} = 0: it must be at least 1"));
+            }
         }
         Ok(())
     }
