@@ -75,6 +75,20 @@ pub struct BenchArgs {
     /// `bench/llama_step.py --products --compare` sets beside PyTorch's same products.
     #[arg(long)]
     products: bool,
+    /// Instead of the presets: a real model (a folder or a `.gguf`) on the CPU, its prefill and
+    /// the decoding of one answer and of four, tokens/s (`--new-tokens` each, `--runs`).
+    #[arg(long, value_name = "MODEL")]
+    decode: Option<std::path::PathBuf>,
+    /// With --decode: the threads to use (default: every core).
+    #[arg(long, value_parser = crate::at_least_one, requires = "decode")]
+    threads: Option<usize>,
+    /// With --decode: the prefilled prompt's tokens.
+    #[arg(long, default_value_t = 128, value_parser = crate::at_least_one)]
+    prompt_tokens: usize,
+    /// With --decode: llama.cpp's `llama-batched-bench`, run on the same file and threads for the
+    /// same figures (`bench/decode/run.sh` builds it from a registry package's source).
+    #[arg(long, value_name = "BIN", requires = "decode")]
+    llama_cpp: Option<std::path::PathBuf>,
 }
 
 /// `--dpo-quantized-base`: a type, or none.
@@ -91,6 +105,19 @@ fn quantized_base(name: &str) -> Result<QuantizedBase, String> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    if let Some(model) = &args.decode {
+        let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let bench = crate::bench_decode::DecodeBench {
+            model,
+            threads,
+            prompt_tokens: args.prompt_tokens,
+            new_tokens: args.new_tokens.max(2),
+            runs: args.runs,
+            llama_cpp: args.llama_cpp.as_deref(),
+            json: args.json,
+        };
+        return crate::bench_decode::run(&bench);
+    }
     // Every preset is checked before anything is measured: a typo in the last one is not found
     // after minutes of the first.
     let configs = args
@@ -386,7 +413,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Median wall time of `runs` calls after one warm-up call.
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+pub(crate) fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     f();
     let mut times: Vec<Duration> = (0..runs.max(1))
         .map(|_| {

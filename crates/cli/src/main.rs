@@ -6,6 +6,7 @@
 mod allocator;
 mod backend;
 mod bench;
+mod bench_decode;
 mod bench_inputs;
 mod bench_methods;
 mod bench_products;

@@ -15,8 +15,8 @@
 //! packed: Qwen's 151,936 x 896) is never widened whole: many rows (training, scoring) go through
 //! `W` a tile of rows at a time ([`TILE_VALUES`]); a few rows dot each row of `W` as it is widened,
 //! a few rows at a time per thread, so `W` is read once and nothing of it is stored. Decoding (a few
-//! rows, nothing differentiated) meets a block-quantized `W` in integers instead (`quant_dot.rs`,
-//! as llama.cpp does), widening nothing.
+//! rows, nothing differentiated) meets a block-quantized `W` unpacked to bytes instead
+//! (`quant_dot.rs`), widening no row of it to f32.
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use crate::few_rows::FEW_ROWS;
 use crate::gguf_quants::{GgmlType, dequantize, quantize};
-use crate::quant_dot::{Q8Block, dot_row, has_integer_dot, quantize_row};
+use crate::quant_dot::{QK, UnpackedRow, dot_row, has_packed_dot};
 use crate::row_kernels::simd;
 
 /// At most this many values of `W` are widened at once by a product of many rows (16 MiB of f32).
@@ -173,21 +173,21 @@ impl PackedWeight {
             let w = self.hf_tensor(&x.device()); // [out, in]
             return x.matmul(w.transpose());
         }
-        if self.meets_in_integers(&x) {
+        if self.is_decoding(&x) {
             let (n, device) = (x.dims()[0], x.device());
             let x: Vec<f32> = x.into_data().try_to_vec().expect("f32 activations");
-            return Tensor::from_data(TensorData::new(integer_product(&x, self), [n, self.0.rows]), &device);
+            return Tensor::from_data(TensorData::new(unpacked_product(&x, self), [n, self.0.rows]), &device);
         }
         Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul(x.into_dispatch(), self.clone()))
     }
 
-    /// Whether the product with `x` is decoding's on the CPU, computed in integers: a few rows, a
-    /// block-quantized `W`, the CPU backend, and nothing differentiated (a step's gradient needs
-    /// the product of the activations themselves).
-    fn meets_in_integers(&self, x: &Tensor<2>) -> bool {
+    /// Whether the product with `x` is decoding's on the CPU: a few rows, a block-quantized `W`,
+    /// the CPU backend, and nothing differentiated (training keeps its exact product, whose
+    /// backward is written for it).
+    fn is_decoding(&self, x: &Tensor<2>) -> bool {
         let device = x.device();
         x.dims()[0] <= FEW_ROWS
-            && has_integer_dot(self.0.ggml_type)
+            && has_packed_dot(self.0.ggml_type)
             && !device.is_autodiff()
             && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
     }
@@ -244,25 +244,24 @@ fn few_rows_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     transposed(out_t, n)
 }
 
-/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for a block-quantized `W`, as llama.cpp
-/// decodes: `x` quantized once to 8 bits, each row of `W` met in integers (`quant_dot.rs`), a few
-/// rows of `W` at a time per thread. Each value is one row's dot product, the same bits however
-/// many threads share the rows.
-fn integer_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
+/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for a block-quantized `W`: each thread
+/// unpacks its own rows of `W` to bytes one at a time and dots each with every row of `x`
+/// (`quant_dot.rs`). Each value is one row's dot product, the same bits however many threads
+/// share the rows.
+fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     let [rows, cols] = weight.shape();
     let n = x.len() / cols;
     let (ggml_type, row_bytes) = (weight.ggml_type(), weight.bytes().len() / rows);
-    let xs: Vec<Vec<Q8Block>> = x.chunks_exact(cols).map(quantize_row).collect();
-    let xs = xs.as_slice();
+    let sums: Vec<f32> = x.chunks_exact(QK).map(|block| block.iter().sum()).collect();
+    let sums = sums.as_slice();
     let mut out_t = vec![0.0f32; rows * n]; // [out, n]
     out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each(|(step, out)| {
         let start = step * FEW_ROWS_STEP;
         let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
-        simd!((), |out: &'a mut [f32], bytes: &'a [u8], xs: &'a [Vec<Q8Block>], row_bytes: usize, n: usize, ggml_type: GgmlType| {
+        simd!((), |out: &'a mut [f32], bytes: &'a [u8], x: &'a [f32], sums: &'a [f32], row_bytes: usize, n: usize, ggml_type: GgmlType| {
+            let mut row_buf = UnpackedRow::default();
             for (w_row, out_row) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
-                for (x, o) in xs.iter().zip(out_row) {
-                    *o = dot_row(ggml_type, w_row, x);
-                }
+                dot_row(ggml_type, w_row, x, sums, out_row, &mut row_buf);
             }
         });
     });
@@ -442,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn decoding_meets_a_quantized_weight_in_integers_within_the_activations_rounding_and_training_does_not() {
+    fn decoding_meets_a_quantized_weight_row_by_unpacked_row_as_the_widened_product_does() {
         let w = q8_0(FEW_ROWS_STEP * 2 + 5);
         let rows = w.shape()[0];
         let device = burn::tensor::Device::flex();
@@ -451,12 +450,8 @@ mod tests {
             let whole = values(Flex::float_matmul(flex(x.clone(), [n, 64]), Flex::float_transpose(flex(w.values(), [rows, 64]))));
             let decoded: Vec<f32> =
                 w.matmul(Tensor::from_data(TensorData::new(x.clone(), [n, 64]), &device)).into_data().try_to_vec().unwrap();
-            assert_eq!(decoded, integer_product(&x, &w), "{n} rows");
-            // Each activation is rounded by at most max|x| / 254 within its block of 32 (0.5 / 254
-            // here), and each of the 64 weights is at most 1 in magnitude.
-            for (i, (a, b)) in decoded.iter().zip(&whole).enumerate() {
-                assert!((a - b).abs() <= 64.0 * 0.5 / 254.0, "{n} rows [{i}]: {a} vs {b}");
-            }
+            assert_eq!(decoded, unpacked_product(&x, &w), "{n} rows");
+            assert_close(&decoded, &whole, &format!("{n} rows, decoding"));
             let tracked = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, 64]), &device.clone().autodiff());
             let trained: Vec<f32> = w.matmul(tracked).into_data().try_to_vec().unwrap();
             assert_close(&trained, &whole, &format!("{n} rows, differentiated"));
