@@ -17,7 +17,7 @@ use tinyrlhf_rlhf::{
 };
 use tinyrlhf_tokenizer::TokenizerFiles;
 
-use common::{fresh_dir, ok, shipped_sft, tinyrlhf};
+use common::{shipped_sft, tinyrlhf, world_rankings_and_reward_model};
 
 /// One decision: `method`'s run with `flags` on the command line and `changes` in the tab, on the
 /// rankings file `rankings`; `refused`: the phrase both refusals hold, or `None` if both accept.
@@ -130,14 +130,10 @@ fn cli_decides(case: &Case, dir: &Path, sft: &str) -> Result<(), String> {
 
 #[test]
 fn the_cli_and_the_tab_accept_and_refuse_the_same_settings_rankings_and_limits() {
-    let scratch = fresh_dir("edges");
+    let scratch = world_rankings_and_reward_model("edges");
     let dir = scratch.path();
     let sft_dir = shipped_sft();
     let sft = sft_dir.to_str().unwrap();
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], dir);
-    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], dir);
-    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], dir);
-    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], dir);
     let rankings = std::fs::read_to_string(dir.join("r.jsonl")).unwrap();
     let first = rankings.lines().next().unwrap();
     std::fs::write(dir.join("one.jsonl"), format!("{first}\n")).unwrap();

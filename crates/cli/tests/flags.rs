@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fresh_dir, ok, tinyrlhf};
+use common::tinyrlhf;
 
 /// Refused with a message (exit 1 or clap's 2), never a crash.
 fn refused(args: &[&str], dir: &Path) -> String {
@@ -16,23 +16,9 @@ fn refused(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A fresh folder with a small world (`world/`), rankings of the shipped SFT model's answers
-/// (`r.jsonl`) and a reward model trained on them (`rm/`).
-fn world_rankings_and_reward_model(name: &str) -> tempfile::TempDir {
-    let scratch = fresh_dir(name);
-    let dir = scratch.path();
-    let sft = common::shipped_sft();
-    let sft = sft.to_str().unwrap();
-    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], dir);
-    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], dir);
-    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], dir);
-    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], dir);
-    scratch
-}
-
 #[test]
 fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the_setting() {
-    let scratch = world_rankings_and_reward_model("all");
+    let scratch = common::world_rankings_and_reward_model("all");
     let dir = scratch.path();
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();
@@ -115,7 +101,7 @@ fn flags_that_would_do_nothing_nonsense_or_exhaust_memory_are_refused_naming_the
 #[test]
 fn random_numeric_flags_are_refused_with_a_message_or_run_never_crash() {
     use rand::{RngExt, SeedableRng};
-    let scratch = world_rankings_and_reward_model("numeric");
+    let scratch = common::world_rankings_and_reward_model("numeric");
     let dir = scratch.path();
     let sft = common::shipped_sft();
     let sft = sft.to_str().unwrap();

@@ -280,7 +280,8 @@ fn q8_0(block: &[u8], out: &mut Vec<f32>) {
 }
 
 /// The 6-bit scale and min of sub-block `j` (of 8), packed in 12 bytes (`get_scale_min_k4`).
-fn scale_min_k4(j: usize, scales: &[u8]) -> (f32, f32) {
+#[inline(always)]
+pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (f32, f32) {
     let (sc, m) = if j < 4 {
         (scales[j] & 63, scales[j + 4] & 63)
     } else {

@@ -4,17 +4,16 @@
 //! dotted with every row of f32 activations, each weight turned to f32 only in a register. The
 //! result is the f32 product's up to the order of summation, so greedy answers are the f32 path's.
 //!
-//! llama.cpp quantizes the activations to 8 bits and multiplies in integers instead. Measured here
-//! (SmolLM2-135M's Q4_1 GGUF, 2 threads of an AMD EPYC with AVX-512, `bench --decode`): that way
-//! decoded 53.6 tokens/s for one answer and 98.3 for four, this one 57.5 and 129.3, and the
-//! integer way changed greedy answers after 20-35 words on 7 of 12 prompts; so f32 activations.
+//! llama.cpp quantizes the activations to 8 bits and multiplies in integers instead; built and
+//! measured here, that way was slower on the CPU at hand and changed greedy answers a few dozen
+//! tokens in (docs/benchmarks.md), so the activations stay f32.
 //!
 //! The loops are plain loops over fixed-size chunks that the compiler vectorizes, compiled for the
 //! CPU at run time through `pulp` ([`crate::row_kernels::simd`]); in wasm, for simd128.
 
 use half::f16;
 
-use crate::gguf_quants::GgmlType;
+use crate::gguf_quants::{GgmlType, scale_min_k4};
 
 /// Values per block of a minimum (a legacy block; a K-quant's sub-block).
 pub(crate) const QK: usize = 32;
@@ -154,17 +153,6 @@ fn signed(bytes: &[u8]) -> [i8; QK] {
     w
 }
 
-/// The 6-bit scale and minimum of Q4_K/Q5_K sub-block `j` (of 8), as integers (`get_scale_min_k4`).
-#[inline(always)]
-fn scale_min_k4(j: usize, scales: &[u8]) -> (i32, i32) {
-    let (sc, m) = if j < 4 {
-        (scales[j] & 63, scales[j + 4] & 63)
-    } else {
-        ((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4), (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4))
-    };
-    (sc as i32, m as i32)
-}
-
 /// Q4_K (`fifth` false: 4 runs of 32 bytes from `at`, each byte's low nibble in sub-block
 /// `2 run` and its high nibble in `2 run + 1`) or Q5_K (`fifth`: a fifth bit per value in the 32
 /// bytes of `qh` before them, two bits per run): values `d * scale * q - dmin * min` per sub-block.
@@ -183,8 +171,8 @@ fn k4_like(b: &[u8], at: usize, fifth: bool, q: &mut [i8], scales: &mut [f32], m
     }
     for k in 0..8 {
         let (sc, m) = scale_min_k4(k, &b[4..16]);
-        scales[2 * k..2 * k + 2].fill(d * sc as f32);
-        mins[k] = -dmin * m as f32;
+        scales[2 * k..2 * k + 2].fill(d * sc);
+        mins[k] = -dmin * m;
     }
 }
 

@@ -55,3 +55,17 @@ pub fn fresh_dir(name: &str) -> tempfile::TempDir {
 pub fn shipped_sft() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/public/models/sft")
 }
+
+/// A fresh folder with a small world (`world/`), rankings of the shipped SFT model's answers
+/// (`r.jsonl`) and a reward model trained on them (`rm/`).
+pub fn world_rankings_and_reward_model(name: &str) -> tempfile::TempDir {
+    let scratch = fresh_dir(name);
+    let dir = scratch.path();
+    let sft = shipped_sft();
+    let sft = sft.to_str().unwrap();
+    ok(&["data", "--out", "world", "--pretrain-lines", "20", "--demos", "20", "--prompts", "6", "--heldout", "4"], dir);
+    ok(&["sample", "--model", sft, "--prompts", "world/prompts.jsonl", "-k", "3", "--max-new-tokens", "4", "--out", "s.jsonl"], dir);
+    ok(&["rank", "--samples", "s.jsonl", "--labeler", "concise", "--out", "r.jsonl"], dir);
+    ok(&["reward", "--model", sft, "--rankings", "r.jsonl", "--epochs", "1", "--out", "rm"], dir);
+    scratch
+}
