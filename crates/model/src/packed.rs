@@ -183,10 +183,12 @@ impl PackedWeight {
 
     /// Whether the product with `x` is decoding's on the CPU: a few rows, a block-quantized `W`,
     /// the CPU backend, and nothing differentiated (training keeps its exact product, whose
-    /// backward is written for it).
+    /// backward is written for it). Native only: in wasm, where simd128 turns bytes into f32 four
+    /// at a time, the tab sampled slower this way than widening rows (docs/benchmarks.md).
     fn is_decoding(&self, x: &Tensor<2>) -> bool {
         let device = x.device();
-        x.dims()[0] <= FEW_ROWS
+        cfg!(not(target_arch = "wasm32"))
+            && x.dims()[0] <= FEW_ROWS
             && has_packed_dot(self.0.ggml_type)
             && !device.is_autodiff()
             && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
