@@ -19,7 +19,7 @@ use crate::gguf_quants::{GgmlType, scale_min_k4};
 pub(crate) const QK: usize = 32;
 
 /// Whether products with weights of `ggml_type` go through [`dot_row`]: the block-quantized types
-/// (F16 and BF16 weights widen as cheaply as these unpack).
+/// (F16 and BF16 have no block scales to factor out: their rows are widened as before).
 pub(crate) fn has_packed_dot(ggml_type: GgmlType) -> bool {
     matches!(
         ggml_type,
@@ -62,7 +62,7 @@ fn unpack(ggml_type: GgmlType, row: &[u8], u: &mut UnpackedRow) {
         GgmlType::Q4K => (256, 144),
         GgmlType::Q5K => (256, 176),
         GgmlType::Q6K => (256, 210),
-        other => unreachable!("{} has no integer dot product", other.name()),
+        other => unreachable!("{} is not unpacked: it has no blocks", other.name()),
     };
     let len = row.len() / block_bytes * values;
     u.q.resize(len, 0);
