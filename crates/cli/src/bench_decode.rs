@@ -57,7 +57,7 @@ pub(crate) fn run(bench: &DecodeBench) -> Result<(), String> {
         );
         return Ok(());
     }
-    println!("{machine}; {} threads", bench.threads);
+    println!("{machine}; measured on {} of them", bench.threads);
     println!(
         "{} ({}, {:.1} M params): prefill {} tokens, answers of {} new tokens, tokens/s",
         bench.model.display(),

@@ -100,7 +100,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Time a training step (forward + backward + AdamW), the methods' steps and generation with
     /// and without the KV cache, for any preset (`tiny`, `small`, `gpt2-124m`, `llama-tiny`,
-    /// `smollm2-135m`, `qwen2.5-0.5b`). Prints figures; asserts nothing.
+    /// `smollm2-135m`, `qwen2.5-0.5b`); with `--decode MODEL`, a real model's prefill and decoding
+    /// beside llama.cpp's (`--llama-cpp`). Prints figures; asserts nothing.
     Bench(bench::BenchArgs),
 }
 

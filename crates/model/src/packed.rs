@@ -257,13 +257,20 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     let sums: Vec<f32> = x.chunks_exact(QK).map(|block| block.iter().sum()).collect();
     let sums = sums.as_slice();
     let mut out_t = vec![0.0f32; rows * n]; // [out, n]
-    out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each(|(step, out)| {
+    // One unpacking buffer per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
+    out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each_init(UnpackedRow::default, |row_buf, (step, out)| {
         let start = step * FEW_ROWS_STEP;
         let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
-        simd!((), |out: &'a mut [f32], bytes: &'a [u8], x: &'a [f32], sums: &'a [f32], row_bytes: usize, n: usize, ggml_type: GgmlType| {
-            let mut row_buf = UnpackedRow::default();
+        simd!((), |out: &'a mut [f32],
+                   bytes: &'a [u8],
+                   x: &'a [f32],
+                   sums: &'a [f32],
+                   row_buf: &'a mut UnpackedRow,
+                   row_bytes: usize,
+                   n: usize,
+                   ggml_type: GgmlType| {
             for (w_row, out_row) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
-                dot_row(ggml_type, w_row, x, sums, out_row, &mut row_buf);
+                dot_row(ggml_type, w_row, x, sums, out_row, row_buf);
             }
         });
     });
