@@ -228,9 +228,11 @@ fn measure(args: &BenchArgs, config: &ModelConfig, device: &Device) -> Result<Fi
     for batch in [1, 8].into_iter().filter(|_| args.new_tokens > 0) {
         let model = config.init(device);
         let (before, kernels) = (tinyrlhf_model::device_reads(), crate::kernels::launched());
+        crate::kernels::forget_names();
         generate_cached(&model, batch, args.new_tokens);
         let reads = tinyrlhf_model::device_reads() - before;
         let kernels = crate::kernels::since(kernels);
+        crate::kernels::print_names(&format!("generation at batch {batch} ({} tokens, prefill included)", args.new_tokens));
         let cached = median(args.runs, || generate_cached(&model, batch, args.new_tokens));
         let uncached = (!large).then(|| median(args.runs, || generate_uncached(&model, device, batch, args.new_tokens)));
         let generated = (batch * args.new_tokens) as f64;

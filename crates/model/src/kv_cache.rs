@@ -4,6 +4,8 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::decode_attention::{DecodeShape, attend_one};
+
 /// Added to the attention score of a hidden key. Finite rather than -inf so that a row with every
 /// key hidden (a padding query) gives a uniform softmax instead of NaN — NaN would poison gradients.
 pub(crate) const MASKED: f32 = -1e9;
@@ -34,21 +36,55 @@ pub(crate) fn window_bias(t_query: usize, t_keys: usize, window: usize, device: 
     Tensor::<2>::from_data(TensorData::new(hidden, [t_query, t_keys]), device).reshape([1, 1, t_query, t_keys])
 }
 
-/// Keys and values of one layer for the tokens seen so far, `[b, kv_heads, t, head_dim]`.
+/// Keys and values of one layer for the tokens seen so far, `[b, kv_heads, capacity, head_dim]`:
+/// the first `len` positions hold them; decoding on a GPU writes each new token into the room after
+/// them ([`LayerCache::attend_one`]), where the CPU's path concatenates.
 #[derive(Debug, Default, Clone)]
 pub struct LayerCache {
     kv: Option<(Tensor<4>, Tensor<4>)>,
+    len: usize,
 }
+
+/// Positions a GPU's cache makes room for at least when it grows (it doubles otherwise).
+const MIN_ROOM: usize = 32;
 
 impl LayerCache {
     /// Appends the new keys and values; returns all of them.
     pub(crate) fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let kv = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            Some((pk, pv)) => (Tensor::cat(vec![pk.narrow(2, 0, self.len), k], 2), Tensor::cat(vec![pv.narrow(2, 0, self.len), v], 2)),
             None => (k, v),
         };
+        self.len = kv.0.dims()[2];
         self.kv = Some(kv.clone());
         kv
+    }
+
+    /// One decoded token's attention through the cache, `[b, heads * hd]`, its key and value kept
+    /// (see [`attend_one`]): `q` `[b, heads * hd]`, `k`, `v` `[b, kv_heads * hd]` unrotated,
+    /// `rope` the token's `(cos, sin)` `[b, hd]`, `bias` `[b or 1, len + 1]` the padded keys' mask.
+    pub(crate) fn attend_one(
+        &mut self,
+        [q, k, v]: [Tensor<2>; 3],
+        rope: Option<(Tensor<2>, Tensor<2>)>,
+        bias: Tensor<2>,
+        shape: DecodeShape,
+    ) -> Tensor<2> {
+        let (b, device) = (q.dims()[0], q.device());
+        let (kv, hd) = (shape.kv_heads, shape.head_dim);
+        let room = |positions: usize| Tensor::<4>::zeros([b, kv, positions.max(MIN_ROOM), hd], &device);
+        let (keys, values) = match self.kv.take() {
+            Some((keys, values)) if keys.dims()[2] > self.len => (keys, values),
+            Some((keys, values)) => {
+                let room = room(self.len);
+                (Tensor::cat(vec![keys, room.clone()], 2), Tensor::cat(vec![values, room], 2))
+            }
+            None => (room(0), room(0)),
+        };
+        let (out, keys, values) = attend_one(q, k, v, rope, keys, values, bias, DecodeShape { len: self.len, ..shape });
+        self.kv = Some((keys, values));
+        self.len += 1;
+        out
     }
 }
 

@@ -18,6 +18,9 @@ mod causal_lm;
 mod checkpoint;
 mod choose;
 mod config;
+mod decode_attention;
+#[cfg(feature = "cube")]
+mod decode_attention_gpu;
 mod decoder;
 mod device_read;
 mod digest;

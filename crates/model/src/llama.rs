@@ -18,6 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::decode_attention::{DecodeShape, fused_on};
 use crate::decoder::{GatedMlp, LAYER_PROJECTIONS, grouped_attention, head_logits, linear, map_layer_projections, own_or_tied_head};
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout, Preset};
@@ -72,6 +73,10 @@ impl SelfAttention {
             x.swap_dims(1, 2) // [b, n, t, hd]
         };
         let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let cache = match cache {
+            Some(cache) if t == 1 && fused_on(&q.device()) => return self.decode_one([q, k, v], rope, bias, cache),
+            cache => cache,
+        };
         let (q, k, v) = (heads(q, h, &self.q_norm), heads(k, kv, &self.k_norm), heads(v, kv, &None));
         let (q, k) = (apply_rope(q, rope), apply_rope(k, rope));
         let (k, v) = match cache {
@@ -80,6 +85,28 @@ impl SelfAttention {
         };
         let out = grouped_attention(q, k, v, bias); // [b, h, t, hd]
         rows(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd])) // [b, t, d]
+    }
+}
+
+impl SelfAttention {
+    /// A decoded token's attention `[b, 1, d]` from its projections `[b, 1, n * hd]`, through the
+    /// cache in one kernel on a GPU (`decode_attention.rs`).
+    fn decode_one(&self, [q, k, v]: [Tensor<3>; 3], (cos, sin): &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: &mut LayerCache) -> Tensor<3> {
+        let (b, h, kv, hd) = (q.dims()[0], self.n_head, self.n_kv_head, self.head_dim);
+        let flat = |x: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
+            let x = x.reshape([b, n, hd]);
+            let x = match norm {
+                Some(norm) => norm.forward(x),
+                None => x,
+            };
+            x.reshape([b, n * hd]) // [b, n * hd]
+        };
+        let qkv = [flat(q, h, &self.q_norm), flat(k, kv, &self.k_norm), flat(v, kv, &None)];
+        let rope = Some((cos.clone().reshape([b, hd]), sin.clone().reshape([b, hd])));
+        let [bias_rows, _, _, keys] = bias.dims();
+        let shape = DecodeShape { heads: h, kv_heads: kv, head_dim: hd, len: 0, window: 0, scale: (hd as f32).sqrt().recip() };
+        let out = cache.attend_one(qkv, rope, bias.reshape([bias_rows, keys]), shape); // [b, h * hd]
+        rows(&self.o_proj, out.reshape([b, 1, h * hd]))
     }
 }
 

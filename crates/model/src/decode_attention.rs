@@ -1,0 +1,246 @@
+//! A decoded token's attention in one kernel on a GPU: its query and key rotated, its key and value
+//! written into the layer's cache in place, and the query's softmax over every cached key, grouped
+//! heads reading their shared key/value head without repeating it. Taken apart (rotation of halves,
+//! two concatenations that copy the whole cache, grouped attention's reshapes and masks, burn's
+//! attention) a token's attention was some twenty kernels a layer, each a launch a person waits on.
+//!
+//! The cache holds room for more tokens than it has (`LayerCache`'s capacity, doubled when full),
+//! so a token's key and value are written where they go instead of the cache being copied. The
+//! CPU keeps its own path (its numbers are the project's reference); [`DecodeAttention`]'s CPU
+//! implementation here states the same arithmetic plainly, for the GPU's kernel to be checked
+//! against.
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::kv_cache::MASKED;
+
+/// The shape of one decoded token's attention in a layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Keys cached before this token: where its key and value go.
+    pub len: usize,
+    /// A sliding-window layer sees this many keys back, itself included; 0 sees them all.
+    pub window: usize,
+    /// Scores are `q · k * scale`.
+    pub scale: f32,
+}
+
+/// Whether a decoded token's attention on `device` runs as [`DecodeAttention`]'s one kernel: on
+/// cubecl's GPU runtimes, with nothing differentiated. The CPU keeps its path.
+pub(crate) fn fused_on(device: &Device) -> bool {
+    !device.is_autodiff() && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && crate::packed::has_own_kernels(device)
+}
+
+/// One decoded token's attention, `[b, heads * hd]`: `q` `[b, heads * hd]`, `k`, `v`
+/// `[b, kv_heads * hd]` as the projections made them; `cos`, `sin` `[b, hd]` the token's rotation
+/// (none for a family without rotary embeddings); `keys`, `values` `[b, kv_heads, capacity, hd]`
+/// the cache, with room at `shape.len`; `bias` `[b or 1, len + 1]` the additive mask of padded
+/// keys. Returns the output and the cache holding the new key and value.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_one(
+    q: Tensor<2>,
+    k: Tensor<2>,
+    v: Tensor<2>,
+    rope: Option<(Tensor<2>, Tensor<2>)>,
+    keys: Tensor<4>,
+    values: Tensor<4>,
+    bias: Tensor<2>,
+    shape: DecodeShape,
+) -> (Tensor<2>, Tensor<4>, Tensor<4>) {
+    let rotary = rope.is_some();
+    // Without a rotation the kernel reads angles of zero: cos 1, sin 0 (never applied, `rotary`).
+    let (cos, sin) = rope.unwrap_or_else(|| (q.clone(), q.clone()));
+    let (out, keys, values) = <Dispatch as DecodeAttention>::decode_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        keys.into_dispatch(),
+        values.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        bias.into_dispatch(),
+        DecodeStep { shape, rotary },
+    );
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(keys), Tensor::from_dispatch(values))
+}
+
+/// [`DecodeShape`] and whether the query and key are rotated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeStep {
+    pub shape: DecodeShape,
+    pub rotary: bool,
+}
+
+/// One decoded token's attention over a cache with room for it (see [`attend_one`]).
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
+pub trait DecodeAttention: Backend {
+    /// `(out [b, heads * hd], keys, values)`.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |q, _k, _v, keys, values, _cos, _sin, _bias, _step| (q.clone(), keys.clone(), values.clone()))]
+    fn decode_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        step: DecodeStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl DecodeAttention for Flex {
+    fn decode_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        step: DecodeStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let device = q.device();
+        let (keys_shape, bias_rows) = (keys.shape(), bias.shape()[0]);
+        let read = |t: FloatTensor<Self>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32 values") };
+        let (q, k, v, cos, sin, bias) = (read(q), read(k), read(v), read(cos), read(sin), read(bias));
+        let (mut keys, mut values) = (read(keys), read(values));
+        let DecodeShape { heads, kv_heads, head_dim: hd, len, window, scale } = step.shape;
+        let (capacity, batch, group) = (keys_shape[2], q.len() / (heads * hd), heads / kv_heads);
+        let mut out = vec![0.0; q.len()];
+        for b in 0..batch {
+            let rotate = |x: &[f32]| -> Vec<f32> {
+                if !step.rotary {
+                    return x.to_vec();
+                }
+                let (cos, sin, half) = (&cos[b * hd..(b + 1) * hd], &sin[b * hd..(b + 1) * hd], hd / 2);
+                (0..hd).map(|i| x[i] * cos[i] + if i < half { -x[i + half] } else { x[i - half] } * sin[i]).collect()
+            };
+            for kv in 0..kv_heads {
+                let at = ((b * kv_heads + kv) * capacity + len) * hd;
+                let new = (b * kv_heads + kv) * hd;
+                keys[at..at + hd].copy_from_slice(&rotate(&k[new..new + hd]));
+                values[at..at + hd].copy_from_slice(&v[new..new + hd]);
+            }
+            let bias = &bias[if bias_rows == 1 { 0 } else { b * (len + 1) }..][..len + 1];
+            for h in 0..heads {
+                let query = rotate(&q[(b * heads + h) * hd..][..hd]);
+                let cached = |j: usize| ((b * kv_heads + h / group) * capacity + j) * hd;
+                let scores: Vec<f32> = (0..=len)
+                    .map(|j| {
+                        let dot: f32 = query.iter().zip(&keys[cached(j)..cached(j) + hd]).map(|(a, b)| a * b).sum();
+                        dot * scale + bias[j] + if window > 0 && len >= j + window { MASKED } else { 0.0 }
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f32::MIN, f32::max);
+                let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f32 = weights.iter().sum();
+                let row = &mut out[(b * heads + h) * hd..][..hd];
+                for (j, w) in weights.iter().enumerate() {
+                    for (o, value) in row.iter_mut().zip(&values[cached(j)..cached(j) + hd]) {
+                        *o += w / total * value;
+                    }
+                }
+            }
+        }
+        let tensor = |values: Vec<f32>, shape: burn::tensor::Shape| Self::float_from_data(TensorData::new(values, shape), &device);
+        (tensor(out, [batch, heads * hd].into()), tensor(keys, keys_shape.clone()), tensor(values, keys_shape))
+    }
+}
+
+impl<B: Backend + DecodeAttention, C: CheckpointStrategy> DecodeAttention for Autodiff<B, C> {
+    fn decode_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        step: DecodeStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Decoding is never differentiated ([`fused_on`]): the inner backend's forward, untracked.
+        let inner = Self::inner;
+        let (out, keys, values) =
+            B::decode_attention(inner(q), inner(k), inner(v), inner(keys), inner(values), inner(cos), inner(sin), inner(bias), step);
+        (Self::from_inner(out), Self::from_inner(keys), Self::from_inner(values))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Distribution, Int};
+
+    use super::*;
+    use crate::decoder::grouped_attention;
+    use crate::kv_cache::{LayerCache, attention_bias, window_bias};
+    use crate::rope::{Rotary, apply_rope};
+
+    const B: usize = 2;
+    const H: usize = 4;
+    const KV: usize = 2;
+    const HD: usize = 8;
+
+    fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    /// A token's attention through the cache as the unfused path takes it and as
+    /// [`LayerCache::attend_one`] does, two tokens in a row (the second grows the cache's room),
+    /// with a padded row and a sliding window.
+    fn compare(window: usize) {
+        let device = Device::flex();
+        let rotary = Rotary { inv_freq: (0..HD / 2).map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / HD as f32)).collect() };
+        let cached = 33; // past the cache's first room of 32
+        let (k0, v0) = (random([B, KV, cached, HD], &device), random([B, KV, cached, HD], &device));
+        let (mut unfused, mut fused) = (LayerCache::default(), LayerCache::default());
+        unfused.append(k0.clone(), v0.clone());
+        fused.append(k0, v0);
+        // Row 1 is left-padded by 3 tokens.
+        let mut mask: Vec<i64> = (0..B * cached).map(|i| i64::from(i < cached || i % cached >= 3)).collect();
+        for step in 0..2 {
+            let keys = cached + step + 1;
+            mask = (0..B).flat_map(|row| mask[row * (keys - 1)..(row + 1) * (keys - 1)].iter().copied().chain([1])).collect();
+            let mask = Tensor::<2, Int>::from_data(TensorData::new(mask.clone(), [B, keys]), &device);
+            let mut bias = attention_bias(Some(mask), 1, keys, &device); // [b, 1, 1, keys]
+            if window > 0 {
+                bias = bias + window_bias(1, keys, window, &device);
+            }
+            let positions = Tensor::<2, Int>::from_data(TensorData::new(vec![keys as i64 - 1, keys as i64 - 4], [B, 1]), &device);
+            let rope = rotary.cos_sin(positions); // [b, 1, 1, hd] each
+            let (q, k, v) = (random([B, H * HD], &device), random([B, KV * HD], &device), random([B, KV * HD], &device));
+
+            let heads = |x: Tensor<2>, n: usize| x.reshape([B, 1, n, HD]).swap_dims(1, 2); // [b, n, 1, hd]
+            let (q4, k4) = (apply_rope(heads(q.clone(), H), &rope), apply_rope(heads(k.clone(), KV), &rope));
+            let (all_k, all_v) = unfused.append(k4, heads(v.clone(), KV));
+            let expected = grouped_attention(q4, all_k, all_v, bias.clone()).reshape([B, H * HD]);
+
+            let (cos, sin) = (rope.0.reshape([B, HD]), rope.1.reshape([B, HD]));
+            let shape = DecodeShape { heads: H, kv_heads: KV, head_dim: HD, len: 0, window, scale: (HD as f32).sqrt().recip() };
+            let bias_rows = bias.dims()[0];
+            let got = fused.attend_one([q, k, v], Some((cos, sin)), bias.reshape([bias_rows, keys]), shape);
+            let gap: f32 = (got - expected).abs().max().into_scalar();
+            assert!(gap < 1e-5, "token {step}, window {window}: {gap} apart");
+        }
+    }
+
+    #[test]
+    fn a_decoded_token_attends_through_the_cache_as_the_unfused_path_does() {
+        compare(0);
+    }
+
+    #[test]
+    fn a_decoded_token_in_a_sliding_window_sees_only_the_window() {
+        compare(5);
+    }
+}

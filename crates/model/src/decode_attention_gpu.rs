@@ -1,0 +1,209 @@
+//! [`DecodeAttention`] on cubecl's GPU runtimes: one workgroup a (row, query head). Its threads
+//! rotate the query and the head's new key into workgroup memory, then go over the cached keys a
+//! chunk of `threads` at a time, one key a thread for the scores and one output value a thread for
+//! the weighted values, keeping a running maximum and sum (the softmax in one pass, rescaled as the
+//! maximum grows), so any length of cache fits in 3 KiB of workgroup memory: inside WebGPU's
+//! default 16 KiB, with no subgroup operations.
+//!
+//! The first query head of each group writes the new key and value into the cache; every head
+//! reads them from its own workgroup memory, so no workgroup waits on another.
+
+use burn::backend::TensorMetadata;
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::FloatDType;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+use cubecl::{CubeCount, CubeDim};
+
+use crate::decode_attention::{DecodeAttention, DecodeShape, DecodeStep};
+use crate::kv_cache::MASKED;
+
+impl DecodeAttention for CubeBackend {
+    fn decode_attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        keys: CubeTensor,
+        values: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        bias: CubeTensor,
+        step: DecodeStep,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [q, k, v, cos, sin, bias] = [q, k, v, cos, sin, bias].map(into_contiguous);
+        // The kernel writes the new key and value where they go: into the cache itself when no
+        // one else holds it (decoding's case), into a copy otherwise.
+        let writable = |cache: CubeTensor| {
+            let cache = into_contiguous(cache);
+            if cache.can_mut() { cache } else { cache.copy() }
+        };
+        let (keys, values) = (writable(keys), writable(values));
+        let DecodeShape { heads, kv_heads, head_dim, len, window, scale } = step.shape;
+        let (batch, capacity, bias_rows) = (q.shape()[0], keys.shape()[2], bias.shape()[0]);
+        let out = CubeBackend::float_empty(q.shape(), &q.device, FloatDType::F32);
+        let threads = head_dim.next_power_of_two().max(32) as u32;
+        let client = q.client.clone();
+        decode_attention_kernel::launch(
+            &client,
+            CubeCount::Static(heads as u32, batch as u32, 1),
+            CubeDim::new_1d(threads),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            keys.clone().into_tensor_arg(),
+            values.clone().into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            heads / kv_heads,
+            kv_heads,
+            head_dim,
+            capacity,
+            len,
+            window,
+            bias_rows,
+            scale,
+            step.rotary,
+            threads as usize,
+        );
+        (out, keys, values)
+    }
+}
+
+/// Value `i` of `x`'s head at `at` (`head_dim` values) rotated by the angles at `angles` (HF's
+/// `x cos + rotate_half(x) sin`), or as it is without a rotation.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn rotated(x: &Tensor<f32>, at: usize, cos: &Tensor<f32>, sin: &Tensor<f32>, angles: usize, i: usize, head_dim: usize, #[comptime] rotary: bool) -> f32 {
+    let mut value = x[at + i];
+    if comptime![rotary] {
+        let half = head_dim / 2;
+        let partner = select(i < half, -x[at + i + half], x[at + i - half]);
+        value = value * cos[angles + i] + partner * sin[angles + i];
+    }
+    value
+}
+
+/// Sum (`max = false`) or maximum of `scratch[0..threads]` into `scratch[0]`; every thread waits.
+#[cube]
+fn reduce(scratch: &mut Shared<[f32]>, t: usize, #[comptime] threads: usize, #[comptime] max: bool) {
+    let mut stride = threads / 2;
+    while stride > 0 {
+        if t < stride {
+            let (a, b) = (scratch[t], scratch[t + stride]);
+            scratch[t] = select(comptime![max], f32::max(a, b), a + b);
+        }
+        sync_cube();
+        stride /= 2;
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn decode_attention_kernel(
+    q: &Tensor<f32>,          // [b, heads * hd]
+    k: &Tensor<f32>,          // [b, kv * hd]
+    v: &Tensor<f32>,          // [b, kv * hd]
+    keys: &mut Tensor<f32>,   // [b, kv, capacity, hd]
+    values: &mut Tensor<f32>, // [b, kv, capacity, hd]
+    cos: &Tensor<f32>,        // [b, hd]
+    sin: &Tensor<f32>,        // [b, hd]
+    bias: &Tensor<f32>,       // [b or 1, len + 1]
+    out: &mut Tensor<f32>,    // [b, heads * hd]
+    group: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    len: usize,
+    window: usize,
+    bias_rows: usize,
+    scale: f32,
+    #[comptime] rotary: bool,
+    #[comptime] threads: usize,
+) {
+    let (head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, UNIT_POS_X as usize);
+    let heads = group * kv_heads;
+    let kv_head = head / group;
+    let mut query = Shared::<[f32]>::new_slice(threads);
+    let mut new_value = Shared::<[f32]>::new_slice(threads);
+    let mut new_key = Shared::<[f32]>::new_slice(threads);
+    let mut weights = Shared::<[f32]>::new_slice(threads);
+    let mut scratch = Shared::<[f32]>::new_slice(threads);
+
+    // 1. The query and the new key rotated, the new value; the group's first head caches the pair.
+    let cache_row = (row * kv_heads + kv_head) * capacity;
+    if t < head_dim {
+        let new_at = (row * kv_heads + kv_head) * head_dim;
+        query[t] = rotated(q, (row * heads + head) * head_dim, cos, sin, row * head_dim, t, head_dim, rotary);
+        new_key[t] = rotated(k, new_at, cos, sin, row * head_dim, t, head_dim, rotary);
+        new_value[t] = v[new_at + t];
+        if head % group == 0 {
+            keys[(cache_row + len) * head_dim + t] = new_key[t];
+            values[(cache_row + len) * head_dim + t] = new_value[t];
+        }
+    }
+    sync_cube();
+
+    // 2. The keys a chunk at a time: scores, the chunk's maximum and weights, the running sums.
+    let bias_at = select(bias_rows == 1, 0usize, row) * (len + 1);
+    let total = len + 1;
+    let mut running_max = f32::new(-3.0e38);
+    let mut running_sum = f32::new(0.0);
+    let mut acc = f32::new(0.0);
+    let mut start = 0usize;
+    while start < total {
+        let j = start + t;
+        let mut score = f32::new(-3.0e38);
+        if j < total {
+            let mut dot = f32::new(0.0);
+            if j == len {
+                for i in 0..head_dim {
+                    dot += query[i] * new_key[i];
+                }
+            } else {
+                for i in 0..head_dim {
+                    dot += query[i] * keys[(cache_row + j) * head_dim + i];
+                }
+            }
+            let outside = window > 0 && len >= j + window;
+            score = dot * scale + bias[bias_at + j] + select(outside, f32::new(MASKED), f32::new(0.0));
+        }
+        scratch[t] = score;
+        sync_cube();
+        reduce(&mut scratch, t, threads, true);
+        let chunk_max = scratch[0];
+        sync_cube();
+        let new_max = f32::max(running_max, chunk_max);
+        let weight = select(j < total, f32::exp(score - new_max), f32::new(0.0));
+        weights[t] = weight;
+        scratch[t] = weight;
+        sync_cube();
+        reduce(&mut scratch, t, threads, false);
+        let correction = f32::exp(running_max - new_max);
+        running_sum = running_sum * correction + scratch[0];
+        if t < head_dim {
+            let mut sum = f32::new(0.0);
+            let chunk = select(total - start < threads, total - start, threads);
+            for c in 0..chunk {
+                let key = start + c;
+                let mut value = new_value[t];
+                if key != len {
+                    value = values[(cache_row + key) * head_dim + t];
+                }
+                sum += weights[c] * value;
+            }
+            acc = acc * correction + sum;
+        }
+        running_max = new_max;
+        sync_cube();
+        start += threads;
+    }
+
+    // 3. The weighted values, normalised.
+    if t < head_dim {
+        out[(row * heads + head) * head_dim + t] = acc / running_sum;
+    }
+}
