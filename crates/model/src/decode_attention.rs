@@ -35,7 +35,9 @@ pub struct DecodeShape {
 /// Whether a decoded token's attention on `device` runs as [`DecodeAttention`]'s one kernel: on
 /// cubecl's GPU runtimes, with nothing differentiated. The CPU keeps its path.
 pub(crate) fn fused_on(device: &Device) -> bool {
-    !device.is_autodiff() && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && crate::packed::has_own_kernels(device)
+    !device.is_autodiff()
+        && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+        && crate::packed::has_own_kernels(device)
 }
 
 /// One decoded token's attention, `[b, heads * hd]`: `q` `[b, heads * hd]`, `k`, `v`

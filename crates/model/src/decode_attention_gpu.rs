@@ -66,6 +66,7 @@ impl DecodeAttention for CubeBackend {
             window,
             bias_rows,
             scale,
+            threads as usize / 2,
             step.rotary,
             threads as usize,
         );
@@ -77,7 +78,16 @@ impl DecodeAttention for CubeBackend {
 /// `x cos + rotate_half(x) sin`), or as it is without a rotation.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn rotated(x: &Tensor<f32>, at: usize, cos: &Tensor<f32>, sin: &Tensor<f32>, angles: usize, i: usize, head_dim: usize, #[comptime] rotary: bool) -> f32 {
+fn rotated(
+    x: &Tensor<f32>,
+    at: usize,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    angles: usize,
+    i: usize,
+    head_dim: usize,
+    #[comptime] rotary: bool,
+) -> f32 {
     let mut value = x[at + i];
     if comptime![rotary] {
         let half = head_dim / 2;
@@ -85,20 +95,6 @@ fn rotated(x: &Tensor<f32>, at: usize, cos: &Tensor<f32>, sin: &Tensor<f32>, ang
         value = value * cos[angles + i] + partner * sin[angles + i];
     }
     value
-}
-
-/// Sum (`max = false`) or maximum of `scratch[0..threads]` into `scratch[0]`; every thread waits.
-#[cube]
-fn reduce(scratch: &mut Shared<[f32]>, t: usize, #[comptime] threads: usize, #[comptime] max: bool) {
-    let mut stride = threads / 2;
-    while stride > 0 {
-        if t < stride {
-            let (a, b) = (scratch[t], scratch[t + stride]);
-            scratch[t] = select(comptime![max], f32::max(a, b), a + b);
-        }
-        sync_cube();
-        stride /= 2;
-    }
 }
 
 #[cube(launch)]
@@ -121,6 +117,7 @@ fn decode_attention_kernel(
     window: usize,
     bias_rows: usize,
     scale: f32,
+    half_threads: usize,
     #[comptime] rotary: bool,
     #[comptime] threads: usize,
 ) {
@@ -173,7 +170,14 @@ fn decode_attention_kernel(
         }
         scratch[t] = score;
         sync_cube();
-        reduce(&mut scratch, t, threads, true);
+        let mut stride = half_threads;
+        while stride > 0 {
+            if t < stride {
+                scratch[t] = f32::max(scratch[t], scratch[t + stride]);
+            }
+            sync_cube();
+            stride /= 2;
+        }
         let chunk_max = scratch[0];
         sync_cube();
         let new_max = f32::max(running_max, chunk_max);
@@ -181,7 +185,14 @@ fn decode_attention_kernel(
         weights[t] = weight;
         scratch[t] = weight;
         sync_cube();
-        reduce(&mut scratch, t, threads, false);
+        stride = half_threads;
+        while stride > 0 {
+            if t < stride {
+                scratch[t] += scratch[t + stride];
+            }
+            sync_cube();
+            stride /= 2;
+        }
         let correction = f32::exp(running_max - new_max);
         running_sum = running_sum * correction + scratch[0];
         if t < head_dim {

@@ -48,6 +48,9 @@ mod packed_gpu;
 mod projection;
 mod quant_dot;
 mod recompute;
+mod rms_norm;
+#[cfg(feature = "cube")]
+mod rms_norm_gpu;
 mod rope;
 mod row_kernels;
 mod sample;

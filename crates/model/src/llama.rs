@@ -26,6 +26,7 @@ use crate::gguf_config::GgufFamily;
 use crate::kv_cache::LayerCache;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
 use crate::projection::{LmHead, Projection, rows, rows_together};
+use crate::rms_norm::{add_and_norm, rms_norm};
 use crate::rope::{Rotary, apply_rope};
 use crate::row_kernels::GateActivation;
 
@@ -67,7 +68,7 @@ impl SelfAttention {
         let heads = |x: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
             let x = x.reshape([b, t, n, hd]); // [b, t, n, hd]
             let x = match norm {
-                Some(norm) => norm.forward(x),
+                Some(norm) => rms_norm(norm, x),
                 None => x,
             };
             x.swap_dims(1, 2) // [b, n, t, hd]
@@ -91,12 +92,18 @@ impl SelfAttention {
 impl SelfAttention {
     /// A decoded token's attention `[b, 1, d]` from its projections `[b, 1, n * hd]`, through the
     /// cache in one kernel on a GPU (`decode_attention.rs`).
-    fn decode_one(&self, [q, k, v]: [Tensor<3>; 3], (cos, sin): &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: &mut LayerCache) -> Tensor<3> {
+    fn decode_one(
+        &self,
+        [q, k, v]: [Tensor<3>; 3],
+        (cos, sin): &(Tensor<4>, Tensor<4>),
+        bias: Tensor<4>,
+        cache: &mut LayerCache,
+    ) -> Tensor<3> {
         let (b, h, kv, hd) = (q.dims()[0], self.n_head, self.n_kv_head, self.head_dim);
         let flat = |x: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
             let x = x.reshape([b, n, hd]);
             let x = match norm {
-                Some(norm) => norm.forward(x),
+                Some(norm) => rms_norm(norm, x),
                 None => x,
             };
             x.reshape([b, n * hd]) // [b, n * hd]
@@ -122,8 +129,9 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, bias, cache);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        let attended = self.self_attn.forward(rms_norm(&self.input_layernorm, x.clone()), rope, bias, cache);
+        let (x, normed) = add_and_norm(&self.post_attention_layernorm, x, attended);
+        x + self.mlp.forward(normed)
     }
 }
 
@@ -313,7 +321,7 @@ impl Family for Llama {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &rope, bias.clone(), cache);
         }
-        self.norm.forward(x)
+        rms_norm(&self.norm, x)
     }
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
