@@ -6,6 +6,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use crate::decode_products::{added_product, gated_product};
 use crate::embedding::TokenEmbedding;
 use crate::projection::{LmHead, Projection, project, project_together};
 use crate::recompute::{attention, gated};
@@ -70,9 +71,27 @@ impl GatedMlp {
 
     pub(crate) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x.reshape([b * t, d])); // [b * t, m] each
-        let hidden = gated(gate, up, self.activation); // [b * t, m]
-        project(&self.down_proj, hidden).reshape([b, t, d])
+        project(&self.down_proj, self.gated(x.reshape([b * t, d]))).reshape([b, t, d])
+    }
+
+    /// `residual + self.forward(x)`, the residual summed in the last product's kernel when
+    /// decoding on a GPU (`decode_products.rs`).
+    pub(crate) fn forward_added(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let hidden = self.gated(x.reshape([b * t, d])); // [b * t, m]
+        match added_product(&self.down_proj, &hidden, &residual.clone().reshape([b * t, d])) {
+            Some(sum) => sum.reshape([b, t, d]),
+            None => residual + project(&self.down_proj, hidden).reshape([b, t, d]),
+        }
+    }
+
+    /// act(x @ gate) * (x @ up) for rows `x` `[n, d]` -> `[n, m]`.
+    fn gated(&self, x: Tensor<2>) -> Tensor<2> {
+        if let Some(hidden) = gated_product(&self.gate_proj, &self.up_proj, &x, self.activation) {
+            return hidden;
+        }
+        let [gate, up] = project_together([&self.gate_proj, &self.up_proj], x); // [n, m] each
+        gated(gate, up, self.activation)
     }
 }
 

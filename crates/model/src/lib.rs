@@ -21,6 +21,9 @@ mod config;
 mod decode_attention;
 #[cfg(feature = "cube")]
 mod decode_attention_gpu;
+mod decode_products;
+#[cfg(feature = "cube")]
+mod decode_products_gpu;
 mod decoder;
 mod device_read;
 mod digest;

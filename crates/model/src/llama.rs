@@ -131,7 +131,7 @@ impl DecoderLayer {
     fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let attended = self.self_attn.forward(rms_norm(&self.input_layernorm, x.clone()), rope, bias, cache);
         let (x, normed) = add_and_norm(&self.post_attention_layernorm, x, attended);
-        x + self.mlp.forward(normed)
+        self.mlp.forward_added(normed, x)
     }
 }
 

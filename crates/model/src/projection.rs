@@ -13,6 +13,7 @@ use burn::nn::Initializer;
 use burn::tensor::module::linear as affine;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::decode_products;
 use crate::few_rows::{self, FEW_ROWS};
 use crate::gguf_quants::GgmlType;
 use crate::packed::PackedWeight;
@@ -123,6 +124,9 @@ pub(crate) fn project(projection: &Projection, x: Tensor<2>) -> Tensor<2> {
 /// Each of `projections` on the same `x` `[n, d_in]` -> `[n, d_out]` each. Decoding's products with
 /// f32 weights are split over the CPU's threads where that is on ([`few_rows`]), all at once.
 pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x: Tensor<2>) -> [Tensor<2>; N] {
+    if let Some(products) = decode_products::products(projections, &x) {
+        return products;
+    }
     let dense: Vec<Tensor<2>> = projections.iter().filter_map(|p| p.weight.as_ref().map(|w| w.val())).collect();
     let d_out: usize = dense.iter().map(|w| w.dims()[1]).sum();
     let split = dense.len() == N && few_rows::splits(&x, [x.dims()[1], d_out]);

@@ -1,0 +1,197 @@
+//! Decoding's products on a GPU as one kernel a group: a layer's query, key and value projections
+//! (with their biases), the gated MLP's gate and up projections with the activation between them,
+//! and its down projection with the residual sum after it. A decoded token is a few rows, so each
+//! product is one dot product a thread, and three products cost one launch where burn's matmuls,
+//! bias additions and element-wise ops were seven.
+//!
+//! These take f32 weights of the projections' own with no adapter beside them; anything else (a
+//! packed base, LoRA factors, many rows, a differentiated product) keeps `projection.rs`' path.
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{FloatDType, Tensor, TensorData};
+
+use crate::decode_attention::fused_on;
+use crate::projection::Projection;
+use crate::row_kernels::GateActivation;
+
+/// Rows of `x` up to which decoding's products run as [`DecodeProducts`]' kernels.
+const MAX_ROWS: usize = 8;
+
+/// Each projection's f32 weight and bias when `x` is decoding's on a GPU and none carries an
+/// adapter or a packed base; `None` otherwise.
+fn plain_weights<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -> Option<[(Tensor<2>, Option<Tensor<1>>); N]> {
+    let plain = |p: &&Projection| p.weight.is_some() && p.lora.is_none() && p.frozen.is_empty();
+    if x.dims()[0] > MAX_ROWS || !projections.iter().all(plain) || !fused_on(&x.device()) {
+        return None;
+    }
+    Some(projections.map(|p| (p.weight.as_ref().expect("checked").val(), p.bias.as_ref().map(|b| b.val()))))
+}
+
+/// Up to three projections of `x` `[n, d_in]` in one kernel, `[n, d_out]` each, when
+/// [`plain_weights`] allows; `None` otherwise.
+pub(crate) fn products<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -> Option<[Tensor<2>; N]> {
+    if N == 0 || N > 3 {
+        return None;
+    }
+    let weights = plain_weights(projections, x)?;
+    let biased = weights.iter().all(|(_, b)| b.is_some());
+    if !biased && weights.iter().any(|(_, b)| b.is_some()) {
+        return None;
+    }
+    // Missing parts are the first one again, of width 0 (`widths`), never read or written.
+    let part = |i: usize| weights.get(i).unwrap_or(&weights[0]).clone();
+    let [(w1, b1), (w2, b2), (w3, b3)] = [part(0), part(1), part(2)];
+    let bias = |b: Option<Tensor<1>>, w: &Tensor<2>| b.unwrap_or_else(|| w.clone().narrow(0, 0, 1).reshape([w.dims()[1]])).into_dispatch();
+    let widths = std::array::from_fn(|i| weights.get(i).map_or(0, |(w, _)| w.dims()[1]));
+    let [b1, b2, b3] = [bias(b1, &w1), bias(b2, &w2), bias(b3, &w3)];
+    let parts = Parts { widths, biased };
+    let (o1, o2, o3) = <Dispatch as DecodeProducts>::products(
+        x.clone().into_dispatch(),
+        w1.into_dispatch(),
+        w2.into_dispatch(),
+        w3.into_dispatch(),
+        b1,
+        b2,
+        b3,
+        parts,
+    );
+    let mut outs = [o1, o2, o3].into_iter().map(Tensor::<2>::from_dispatch);
+    Some(std::array::from_fn(|_| outs.next().expect("three outputs")))
+}
+
+/// `act(x @ gate) * (x @ up)` in one kernel, when [`plain_weights`] allows; `None` otherwise.
+pub(crate) fn gated_product(gate: &Projection, up: &Projection, x: &Tensor<2>, act: GateActivation) -> Option<Tensor<2>> {
+    let [(g, None), (u, None)] = plain_weights([gate, up], x)? else { return None };
+    Some(Tensor::from_dispatch(<Dispatch as DecodeProducts>::gated_product(
+        x.clone().into_dispatch(),
+        g.into_dispatch(),
+        u.into_dispatch(),
+        act,
+    )))
+}
+
+/// `residual + x @ W` in one kernel, when [`plain_weights`] allows; `None` otherwise.
+pub(crate) fn added_product(projection: &Projection, x: &Tensor<2>, residual: &Tensor<2>) -> Option<Tensor<2>> {
+    let [(w, None)] = plain_weights([projection], x)? else { return None };
+    Some(Tensor::from_dispatch(<Dispatch as DecodeProducts>::added_product(
+        x.clone().into_dispatch(),
+        w.into_dispatch(),
+        residual.clone().into_dispatch(),
+    )))
+}
+
+/// The widths of the (up to three) products, 0 for a missing one, and whether all have a bias.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Parts {
+    pub widths: [usize; 3],
+    pub biased: bool,
+}
+
+/// Decoding's products of a few rows (see the module's comment).
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
+pub trait DecodeProducts: Backend {
+    /// `x @ w_i + b_i` for the parts whose width is above 0 (the others `[n, 1]`, never written).
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |x, _w1, _w2, _w3, _b1, _b2, _b3, parts| products_meta(x, parts))]
+    fn products(
+        x: FloatTensor<Self>,
+        w1: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        b1: FloatTensor<Self>,
+        b2: FloatTensor<Self>,
+        b3: FloatTensor<Self>,
+        parts: Parts,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    #[fusion(dtype = x, shape = [x[0], gate[1]].into())]
+    fn gated_product(x: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self>;
+
+    #[fusion(dtype = x, shape = residual.clone())]
+    fn added_product(x: FloatTensor<Self>, weight: FloatTensor<Self>, residual: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+#[cfg(all(feature = "cube", feature = "fusion"))]
+type Spec = burn::backend::fusion::custom::TensorSpec;
+
+#[cfg(all(feature = "cube", feature = "fusion"))]
+fn products_meta(x: &Spec, parts: &Parts) -> (Spec, Spec, Spec) {
+    let spec = |width: usize| {
+        let mut spec = x.clone();
+        spec.shape = [x.shape[0], width.max(1)].into();
+        spec
+    };
+    (spec(parts.widths[0]), spec(parts.widths[1]), spec(parts.widths[2]))
+}
+
+impl DecodeProducts for Flex {
+    fn products(
+        x: FloatTensor<Self>,
+        w1: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        b1: FloatTensor<Self>,
+        b2: FloatTensor<Self>,
+        b3: FloatTensor<Self>,
+        parts: Parts,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let rows = x.shape()[0];
+        let one = |w: FloatTensor<Self>, b: FloatTensor<Self>, width: usize| {
+            if width == 0 {
+                return Self::float_zeros([rows, 1].into(), &x.device(), FloatDType::F32);
+            }
+            let out = Self::float_matmul(x.clone(), w);
+            if parts.biased { Self::float_add(out, Self::float_reshape(b, [1, width].into())) } else { out }
+        };
+        (one(w1, b1, parts.widths[0]), one(w2, b2, parts.widths[1]), one(w3, b3, parts.widths[2]))
+    }
+
+    fn gated_product(x: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
+        let (shape, device) = ([x.shape()[0], gate.shape()[1]], x.device());
+        let values = |t: FloatTensor<Self>| -> Vec<f32> { t.into_data().try_to_vec().expect("f32 values") };
+        let (g, u) = (values(Self::float_matmul(x.clone(), gate)), values(Self::float_matmul(x, up)));
+        let gated = g.iter().zip(&u).map(|(&g, &u)| activated(act, g) * u).collect();
+        Self::float_from_data(TensorData::new(gated, shape), &device)
+    }
+
+    fn added_product(x: FloatTensor<Self>, weight: FloatTensor<Self>, residual: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_add(residual, Self::float_matmul(x, weight))
+    }
+}
+
+/// The gate's activation as the GPU's kernel computes it (silu, or gelu's tanh form).
+fn activated(act: GateActivation, g: f32) -> f32 {
+    match act {
+        GateActivation::Silu => g / (1.0 + (-g).exp()),
+        GateActivation::GeluTanh => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044_715 * g * g * g)).tanh()),
+    }
+}
+
+impl<B: Backend + DecodeProducts, C: CheckpointStrategy> DecodeProducts for Autodiff<B, C> {
+    // Only ever reached untracked (`fused_on`): the inner backend's forward.
+    fn products(
+        x: FloatTensor<Self>,
+        w1: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        b1: FloatTensor<Self>,
+        b2: FloatTensor<Self>,
+        b3: FloatTensor<Self>,
+        parts: Parts,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let i = Self::inner;
+        let (a, b, c) = B::products(i(x), i(w1), i(w2), i(w3), i(b1), i(b2), i(b3), parts);
+        (Self::from_inner(a), Self::from_inner(b), Self::from_inner(c))
+    }
+
+    fn gated_product(x: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
+        Self::from_inner(B::gated_product(Self::inner(x), Self::inner(gate), Self::inner(up), act))
+    }
+
+    fn added_product(x: FloatTensor<Self>, weight: FloatTensor<Self>, residual: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::added_product(Self::inner(x), Self::inner(weight), Self::inner(residual)))
+    }
+}
