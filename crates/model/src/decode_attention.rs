@@ -32,10 +32,14 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
-/// Whether a decoded token's attention on `device` runs as [`DecodeAttention`]'s one kernel: on
-/// cubecl's GPU runtimes, with nothing differentiated. The CPU keeps its path.
+/// Whether inference on `device` runs this crate's fused kernels (this attention, `rms_norm.rs`,
+/// `decode_products.rs`): on cubecl's GPU runtimes natively, with nothing differentiated. The CPU
+/// keeps its path. Not yet in the tab: on the page's WebGPU (SwiftShader in its tests) the tab's
+/// model stopped with a panic at its first sampling with them, not yet traced, so the tab keeps
+/// burn's ops until it is.
 pub(crate) fn fused_on(device: &Device) -> bool {
-    !device.is_autodiff()
+    cfg!(not(target_arch = "wasm32"))
+        && !device.is_autodiff()
         && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
         && crate::packed::has_own_kernels(device)
 }
@@ -57,8 +61,9 @@ pub(crate) fn attend_one(
     shape: DecodeShape,
 ) -> (Tensor<2>, Tensor<4>, Tensor<4>) {
     let rotary = rope.is_some();
-    // Without a rotation the kernel reads angles of zero: cos 1, sin 0 (never applied, `rotary`).
-    let (cos, sin) = rope.unwrap_or_else(|| (q.clone(), q.clone()));
+    // Without a rotation no angle is read; the two are values of their own (WebGPU refuses a
+    // buffer bound twice in one launch where a binding may write).
+    let (cos, sin) = rope.unwrap_or_else(|| (Tensor::empty([1, 1], &q.device()), Tensor::empty([1, 1], &q.device())));
     let (out, keys, values) = <Dispatch as DecodeAttention>::decode_attention(
         q.into_dispatch(),
         k.into_dispatch(),

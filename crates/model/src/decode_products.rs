@@ -41,12 +41,15 @@ pub(crate) fn products<const N: usize>(projections: [&Projection; N], x: &Tensor
     if !biased && weights.iter().any(|(_, b)| b.is_some()) {
         return None;
     }
-    // Missing parts are the first one again, of width 0 (`widths`), never read or written.
-    let part = |i: usize| weights.get(i).unwrap_or(&weights[0]).clone();
-    let [(w1, b1), (w2, b2), (w3, b3)] = [part(0), part(1), part(2)];
-    let bias = |b: Option<Tensor<1>>, w: &Tensor<2>| b.unwrap_or_else(|| w.clone().narrow(0, 0, 1).reshape([w.dims()[1]])).into_dispatch();
+    // A missing part or bias is a value of its own, never read: WebGPU refuses a buffer bound
+    // twice in one launch where a binding may write, so nothing here aliases a weight.
     let widths = std::array::from_fn(|i| weights.get(i).map_or(0, |(w, _)| w.dims()[1]));
-    let [b1, b2, b3] = [bias(b1, &w1), bias(b2, &w2), bias(b3, &w3)];
+    let device = x.device();
+    let mut parts = weights.into_iter();
+    let mut part = || parts.next().unwrap_or_else(|| (Tensor::<2>::empty([1, 1], &device), None));
+    let [(w1, b1), (w2, b2), (w3, b3)] = [part(), part(), part()];
+    let bias = |b: Option<Tensor<1>>| b.unwrap_or_else(|| Tensor::<1>::empty([1], &device)).into_dispatch();
+    let [b1, b2, b3] = [bias(b1), bias(b2), bias(b3)];
     let parts = Parts { widths, biased };
     let (o1, o2, o3) = <Dispatch as DecodeProducts>::products(
         x.clone().into_dispatch(),
