@@ -67,7 +67,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// On a GPU backend, print (on standard error) the N most launched kernels of the train and
-    /// LoRA DPO steps' last timed run, by name: where a launch-bound step's kernels come from.
+    /// LoRA DPO steps' last timed run and of the first generation at each batch, by name: where a
+    /// launch-bound step's kernels come from.
     #[arg(long, default_value_t = 0)]
     kernel_names: usize,
     /// Also time the training step's matrix products one by one (each weight's forward and its two
