@@ -33,49 +33,44 @@ pub struct DecodeShape {
 }
 
 /// Whether inference on `device` runs this crate's fused kernels (this attention, `rms_norm.rs`,
-/// `decode_products.rs`): on cubecl's GPU runtimes natively, with nothing differentiated. The CPU
-/// keeps its path. Not yet in the tab: on the page's WebGPU (SwiftShader in its tests) the tab's
-/// model stopped with a panic at its first sampling with them, not yet traced, so the tab keeps
-/// burn's ops until it is.
+/// `decode_products.rs`): on cubecl's GPU runtimes, with nothing differentiated. The CPU keeps its
+/// path.
 pub(crate) fn fused_on(device: &Device) -> bool {
-    cfg!(not(target_arch = "wasm32"))
-        && !device.is_autodiff()
+    !device.is_autodiff()
         && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
         && crate::packed::has_own_kernels(device)
 }
 
 /// One decoded token's attention, `[b, heads * hd]`: `q` `[b, heads * hd]`, `k`, `v`
 /// `[b, kv_heads * hd]` as the projections made them; `cos`, `sin` `[b, hd]` the token's rotation
-/// (none for a family without rotary embeddings); `keys`, `values` `[b, kv_heads, capacity, hd]`
-/// the cache, with room at `shape.len`; `bias` `[b or 1, len + 1]` the additive mask of padded
-/// keys. Returns the output and the cache holding the new key and value.
+/// (none for a family without rotary embeddings); `cache` `[2, b, kv_heads, capacity, hd]` the
+/// keys and values, with room at `shape.len`; `bias` `[b or 1, len + 1]` the additive mask of
+/// padded keys. Returns the output and the cache holding the new key and value.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_one(
     q: Tensor<2>,
     k: Tensor<2>,
     v: Tensor<2>,
     rope: Option<(Tensor<2>, Tensor<2>)>,
-    keys: Tensor<4>,
-    values: Tensor<4>,
+    cache: Tensor<5>,
     bias: Tensor<2>,
     shape: DecodeShape,
-) -> (Tensor<2>, Tensor<4>, Tensor<4>) {
+) -> (Tensor<2>, Tensor<5>) {
     let rotary = rope.is_some();
     // Without a rotation no angle is read; the two are values of their own (WebGPU refuses a
     // buffer bound twice in one launch where a binding may write).
     let (cos, sin) = rope.unwrap_or_else(|| (Tensor::empty([1, 1], &q.device()), Tensor::empty([1, 1], &q.device())));
-    let (out, keys, values) = <Dispatch as DecodeAttention>::decode_attention(
+    let (out, cache) = <Dispatch as DecodeAttention>::decode_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        keys.into_dispatch(),
-        values.into_dispatch(),
+        cache.into_dispatch(),
         cos.into_dispatch(),
         sin.into_dispatch(),
         bias.into_dispatch(),
         DecodeStep { shape, rotary },
     );
-    (Tensor::from_dispatch(out), Tensor::from_dispatch(keys), Tensor::from_dispatch(values))
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(cache))
 }
 
 /// [`DecodeShape`] and whether the query and key are rotated.
@@ -88,20 +83,19 @@ pub struct DecodeStep {
 /// One decoded token's attention over a cache with room for it (see [`attend_one`]).
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait DecodeAttention: Backend {
-    /// `(out [b, heads * hd], keys, values)`.
+    /// `(out [b, heads * hd], cache)`; seven tensors, the most WebGPU's default limits bind at once.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |q, _k, _v, keys, values, _cos, _sin, _bias, _step| (q.clone(), keys.clone(), values.clone()))]
+    #[fusion(meta = |q, _k, _v, cache, _cos, _sin, _bias, _step| (q.clone(), cache.clone()))]
     fn decode_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
+        cache: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         step: DecodeStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl DecodeAttention for Flex {
@@ -109,20 +103,19 @@ impl DecodeAttention for Flex {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
+        cache: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         step: DecodeStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let device = q.device();
-        let (keys_shape, bias_rows) = (keys.shape(), bias.shape()[0]);
+        let (cache_shape, bias_rows) = (cache.shape(), bias.shape()[0]);
         let read = |t: FloatTensor<Self>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32 values") };
-        let (q, k, v, cos, sin, bias) = (read(q), read(k), read(v), read(cos), read(sin), read(bias));
-        let (mut keys, mut values) = (read(keys), read(values));
+        let (q, k, v, cos, sin, bias, mut cache) = (read(q), read(k), read(v), read(cos), read(sin), read(bias), read(cache));
         let DecodeShape { heads, kv_heads, head_dim: hd, len, window, scale } = step.shape;
-        let (capacity, batch, group) = (keys_shape[2], q.len() / (heads * hd), heads / kv_heads);
+        let (capacity, batch, group) = (cache_shape[3], q.len() / (heads * hd), heads / kv_heads);
+        let values_at = cache.len() / 2;
         let mut out = vec![0.0; q.len()];
         for b in 0..batch {
             let rotate = |x: &[f32]| -> Vec<f32> {
@@ -132,19 +125,19 @@ impl DecodeAttention for Flex {
                 let (cos, sin, half) = (&cos[b * hd..(b + 1) * hd], &sin[b * hd..(b + 1) * hd], hd / 2);
                 (0..hd).map(|i| x[i] * cos[i] + if i < half { -x[i + half] } else { x[i - half] } * sin[i]).collect()
             };
+            let cached = |kv: usize, j: usize| ((b * kv_heads + kv) * capacity + j) * hd;
             for kv in 0..kv_heads {
-                let at = ((b * kv_heads + kv) * capacity + len) * hd;
-                let new = (b * kv_heads + kv) * hd;
-                keys[at..at + hd].copy_from_slice(&rotate(&k[new..new + hd]));
-                values[at..at + hd].copy_from_slice(&v[new..new + hd]);
+                let (at, new) = (cached(kv, len), (b * kv_heads + kv) * hd);
+                cache[at..at + hd].copy_from_slice(&rotate(&k[new..new + hd]));
+                cache[values_at + at..values_at + at + hd].copy_from_slice(&v[new..new + hd]);
             }
             let bias = &bias[if bias_rows == 1 { 0 } else { b * (len + 1) }..][..len + 1];
             for h in 0..heads {
                 let query = rotate(&q[(b * heads + h) * hd..][..hd]);
-                let cached = |j: usize| ((b * kv_heads + h / group) * capacity + j) * hd;
                 let scores: Vec<f32> = (0..=len)
                     .map(|j| {
-                        let dot: f32 = query.iter().zip(&keys[cached(j)..cached(j) + hd]).map(|(a, b)| a * b).sum();
+                        let key = &cache[cached(h / group, j)..][..hd];
+                        let dot: f32 = query.iter().zip(key).map(|(a, b)| a * b).sum();
                         dot * scale + bias[j] + if window > 0 && len >= j + window { MASKED } else { 0.0 }
                     })
                     .collect();
@@ -153,14 +146,14 @@ impl DecodeAttention for Flex {
                 let total: f32 = weights.iter().sum();
                 let row = &mut out[(b * heads + h) * hd..][..hd];
                 for (j, w) in weights.iter().enumerate() {
-                    for (o, value) in row.iter_mut().zip(&values[cached(j)..cached(j) + hd]) {
+                    for (o, value) in row.iter_mut().zip(&cache[values_at + cached(h / group, j)..][..hd]) {
                         *o += w / total * value;
                     }
                 }
             }
         }
         let tensor = |values: Vec<f32>, shape: burn::tensor::Shape| Self::float_from_data(TensorData::new(values, shape), &device);
-        (tensor(out, [batch, heads * hd].into()), tensor(keys, keys_shape.clone()), tensor(values, keys_shape))
+        (tensor(out, [batch, heads * hd].into()), tensor(cache, cache_shape))
     }
 }
 
@@ -169,18 +162,16 @@ impl<B: Backend + DecodeAttention, C: CheckpointStrategy> DecodeAttention for Au
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
+        cache: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         step: DecodeStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         // Decoding is never differentiated ([`fused_on`]): the inner backend's forward, untracked.
-        let inner = Self::inner;
-        let (out, keys, values) =
-            B::decode_attention(inner(q), inner(k), inner(v), inner(keys), inner(values), inner(cos), inner(sin), inner(bias), step);
-        (Self::from_inner(out), Self::from_inner(keys), Self::from_inner(values))
+        let i = Self::inner;
+        let (out, cache) = B::decode_attention(i(q), i(k), i(v), i(cache), i(cos), i(sin), i(bias), step);
+        (Self::from_inner(out), Self::from_inner(cache))
     }
 }
 
@@ -203,8 +194,9 @@ mod tests {
     }
 
     /// A token's attention through the cache as the unfused path takes it and as
-    /// [`LayerCache::attend_one`] does, two tokens in a row (the second grows the cache's room),
-    /// with a padded row and a sliding window.
+    /// [`LayerCache::attend_one`] does, two tokens in a row (the first turns the two tensors the
+    /// prompt left into one with room), with a padded row and a sliding window; then the unfused
+    /// path on the roomy cache gives back every key and value.
     fn compare(window: usize) {
         let device = Device::flex();
         let rotary = Rotary { inv_freq: (0..HD / 2).map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / HD as f32)).collect() };
@@ -239,6 +231,11 @@ mod tests {
             let gap: f32 = (got - expected).abs().max().into_scalar();
             assert!(gap < 1e-5, "token {step}, window {window}: {gap} apart");
         }
+        let (k, v) = (random([B, KV, 2, HD], &device), random([B, KV, 2, HD], &device));
+        let (expected, got) = (unfused.append(k.clone(), v.clone()), fused.append(k, v));
+        let gap = |a: Tensor<4>, b: Tensor<4>| -> f32 { (a - b).abs().max().into_scalar() };
+        let gap = gap(expected.0, got.0).max(gap(expected.1, got.1));
+        assert!(gap < 1e-6, "the cache read back by the unfused path: {gap} apart");
     }
 
     #[test]

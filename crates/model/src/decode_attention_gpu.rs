@@ -9,8 +9,6 @@
 //! reads them from its own workgroup memory, so no workgroup waits on another.
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::FloatTensorOps;
-use burn::tensor::FloatDType;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
@@ -25,43 +23,40 @@ impl DecodeAttention for CubeBackend {
         q: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
-        keys: CubeTensor,
-        values: CubeTensor,
+        cache: CubeTensor,
         cos: CubeTensor,
         sin: CubeTensor,
         bias: CubeTensor,
         step: DecodeStep,
-    ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let [q, k, v, cos, sin, bias] = [q, k, v, cos, sin, bias].map(into_contiguous);
-        // The kernel writes the new key and value where they go: into the cache itself when no
-        // one else holds it (decoding's case), into a copy otherwise.
-        let writable = |cache: CubeTensor| {
-            let cache = into_contiguous(cache);
-            if cache.can_mut() { cache } else { cache.copy() }
+    ) -> (CubeTensor, CubeTensor) {
+        let [k, v, cos, sin, bias] = [k, v, cos, sin, bias].map(into_contiguous);
+        // The kernel writes the new key and value into the cache, and each head's output over its
+        // own query: in place when no one else holds them (decoding's case), into copies otherwise.
+        let writable = |t: CubeTensor| {
+            let t = into_contiguous(t);
+            if t.can_mut() { t } else { t.copy() }
         };
-        let (keys, values) = (writable(keys), writable(values));
+        let (q, cache) = (writable(q), writable(cache));
         let DecodeShape { heads, kv_heads, head_dim, len, window, scale } = step.shape;
-        let (batch, capacity, bias_rows) = (q.shape()[0], keys.shape()[2], bias.shape()[0]);
-        let out = CubeBackend::float_empty(q.shape(), &q.device, FloatDType::F32);
+        let (batch, capacity, bias_rows) = (q.shape()[0], cache.shape()[3], bias.shape()[0]);
         let threads = head_dim.next_power_of_two().max(32) as u32;
         let client = q.client.clone();
         decode_attention_kernel::launch(
             &client,
             CubeCount::Static(heads as u32, batch as u32, 1),
             CubeDim::new_1d(threads),
-            q.into_tensor_arg(),
+            q.clone().into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
-            keys.clone().into_tensor_arg(),
-            values.clone().into_tensor_arg(),
+            cache.clone().into_tensor_arg(),
             cos.into_tensor_arg(),
             sin.into_tensor_arg(),
             bias.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
             heads / kv_heads,
             kv_heads,
             head_dim,
             capacity,
+            batch * kv_heads * capacity * head_dim,
             len,
             window,
             bias_rows,
@@ -70,8 +65,32 @@ impl DecodeAttention for CubeBackend {
             step.rotary,
             threads as usize,
         );
-        (out, keys, values)
+        (q, cache)
     }
+}
+
+/// [`rotated`] for the query, whose tensor the kernel also writes (its head's output, after
+/// every thread of the workgroup has read the query).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn rotated_query(
+    x: &mut Tensor<f32>,
+    at: usize,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    angles: usize,
+    i: usize,
+    head_dim: usize,
+    #[comptime] rotary: bool,
+) -> f32 {
+    let mut value = x[at + i];
+    if comptime![rotary] {
+        let half = head_dim / 2;
+        // Branches, not `select`: both sides of a select are read, and one is outside the head.
+        let partner = if i < half { -x[at + i + half] } else { x[at + i - half] };
+        value = value * cos[angles + i] + partner * sin[angles + i];
+    }
+    value
 }
 
 /// Value `i` of `x`'s head at `at` (`head_dim` values) rotated by the angles at `angles` (HF's
@@ -91,28 +110,29 @@ fn rotated(
     let mut value = x[at + i];
     if comptime![rotary] {
         let half = head_dim / 2;
-        let partner = select(i < half, -x[at + i + half], x[at + i - half]);
+        // Branches, not `select`: both sides of a select are read, and one is outside the head.
+        let partner = if i < half { -x[at + i + half] } else { x[at + i - half] };
         value = value * cos[angles + i] + partner * sin[angles + i];
     }
     value
 }
 
+/// Seven tensors, the most WebGPU's default limits bind at once: the output goes over the query.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn decode_attention_kernel(
-    q: &Tensor<f32>,          // [b, heads * hd]
-    k: &Tensor<f32>,          // [b, kv * hd]
-    v: &Tensor<f32>,          // [b, kv * hd]
-    keys: &mut Tensor<f32>,   // [b, kv, capacity, hd]
-    values: &mut Tensor<f32>, // [b, kv, capacity, hd]
-    cos: &Tensor<f32>,        // [b, hd]
-    sin: &Tensor<f32>,        // [b, hd]
-    bias: &Tensor<f32>,       // [b or 1, len + 1]
-    out: &mut Tensor<f32>,    // [b, heads * hd]
+    q: &mut Tensor<f32>,     // [b, heads * hd]: the queries in, the outputs out
+    k: &Tensor<f32>,         // [b, kv * hd]
+    v: &Tensor<f32>,         // [b, kv * hd]
+    cache: &mut Tensor<f32>, // [2, b, kv, capacity, hd]: keys, then values
+    cos: &Tensor<f32>,       // [b, hd]
+    sin: &Tensor<f32>,       // [b, hd]
+    bias: &Tensor<f32>,      // [b or 1, len + 1]
     group: usize,
     kv_heads: usize,
     head_dim: usize,
     capacity: usize,
+    values_at: usize,
     len: usize,
     window: usize,
     bias_rows: usize,
@@ -134,12 +154,12 @@ fn decode_attention_kernel(
     let cache_row = (row * kv_heads + kv_head) * capacity;
     if t < head_dim {
         let new_at = (row * kv_heads + kv_head) * head_dim;
-        query[t] = rotated(q, (row * heads + head) * head_dim, cos, sin, row * head_dim, t, head_dim, rotary);
+        query[t] = rotated_query(q, (row * heads + head) * head_dim, cos, sin, row * head_dim, t, head_dim, rotary);
         new_key[t] = rotated(k, new_at, cos, sin, row * head_dim, t, head_dim, rotary);
         new_value[t] = v[new_at + t];
         if head % group == 0 {
-            keys[(cache_row + len) * head_dim + t] = new_key[t];
-            values[(cache_row + len) * head_dim + t] = new_value[t];
+            cache[(cache_row + len) * head_dim + t] = new_key[t];
+            cache[values_at + (cache_row + len) * head_dim + t] = new_value[t];
         }
     }
     sync_cube();
@@ -162,7 +182,7 @@ fn decode_attention_kernel(
                 }
             } else {
                 for i in 0..head_dim {
-                    dot += query[i] * keys[(cache_row + j) * head_dim + i];
+                    dot += query[i] * cache[(cache_row + j) * head_dim + i];
                 }
             }
             let outside = window > 0 && len >= j + window;
@@ -202,7 +222,7 @@ fn decode_attention_kernel(
                 let key = start + c;
                 let mut value = new_value[t];
                 if key != len {
-                    value = values[(cache_row + key) * head_dim + t];
+                    value = cache[values_at + (cache_row + key) * head_dim + t];
                 }
                 sum += weights[c] * value;
             }
@@ -215,6 +235,6 @@ fn decode_attention_kernel(
 
     // 3. The weighted values, normalised.
     if t < head_dim {
-        out[(row * heads + head) * head_dim + t] = acc / running_sum;
+        q[(row * heads + head) * head_dim + t] = acc / running_sum;
     }
 }

@@ -30,37 +30,36 @@ fn plain_weights<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -
     Some(projections.map(|p| (p.weight.as_ref().expect("checked").val(), p.bias.as_ref().map(|b| b.val()))))
 }
 
-/// Up to three projections of `x` `[n, d_in]` in one kernel, `[n, d_out]` each, when
-/// [`plain_weights`] allows; `None` otherwise.
+/// Up to three projections of `x` `[n, d_in]`, `[n, d_out]` each, when [`plain_weights`] allows
+/// (`None` otherwise): in one kernel without biases, a kernel each with them (seven tensors are the
+/// most WebGPU's default limits bind at once).
 pub(crate) fn products<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -> Option<[Tensor<2>; N]> {
     if N == 0 || N > 3 {
         return None;
     }
     let weights = plain_weights(projections, x)?;
-    let biased = weights.iter().all(|(_, b)| b.is_some());
-    if !biased && weights.iter().any(|(_, b)| b.is_some()) {
-        return None;
+    if weights.iter().any(|(_, b)| b.is_some()) {
+        if !weights.iter().all(|(_, b)| b.is_some()) {
+            return None;
+        }
+        let biased = |(w, b): (Tensor<2>, Option<Tensor<1>>)| {
+            let b = b.expect("checked: every part has a bias");
+            Tensor::from_dispatch(<Dispatch as DecodeProducts>::biased_product(
+                x.clone().into_dispatch(),
+                w.into_dispatch(),
+                b.into_dispatch(),
+            ))
+        };
+        return Some(weights.map(biased));
     }
-    // A missing part or bias is a value of its own, never read: WebGPU refuses a buffer bound
-    // twice in one launch where a binding may write, so nothing here aliases a weight.
     let widths = std::array::from_fn(|i| weights.get(i).map_or(0, |(w, _)| w.dims()[1]));
+    // A missing part is a value of its own, never read: WebGPU refuses a buffer bound twice in one
+    // launch where a binding may write, so nothing here aliases a weight.
     let device = x.device();
-    let mut parts = weights.into_iter();
-    let mut part = || parts.next().unwrap_or_else(|| (Tensor::<2>::empty([1, 1], &device), None));
-    let [(w1, b1), (w2, b2), (w3, b3)] = [part(), part(), part()];
-    let bias = |b: Option<Tensor<1>>| b.unwrap_or_else(|| Tensor::<1>::empty([1], &device)).into_dispatch();
-    let [b1, b2, b3] = [bias(b1), bias(b2), bias(b3)];
-    let parts = Parts { widths, biased };
-    let (o1, o2, o3) = <Dispatch as DecodeProducts>::products(
-        x.clone().into_dispatch(),
-        w1.into_dispatch(),
-        w2.into_dispatch(),
-        w3.into_dispatch(),
-        b1,
-        b2,
-        b3,
-        parts,
-    );
+    let mut parts = weights.into_iter().map(|(w, _)| w);
+    let mut part = || parts.next().unwrap_or_else(|| Tensor::<2>::empty([1, 1], &device)).into_dispatch();
+    let (w1, w2, w3) = (part(), part(), part());
+    let (o1, o2, o3) = <Dispatch as DecodeProducts>::products(x.clone().into_dispatch(), w1, w2, w3, Parts { widths });
     let mut outs = [o1, o2, o3].into_iter().map(Tensor::<2>::from_dispatch);
     Some(std::array::from_fn(|_| outs.next().expect("three outputs")))
 }
@@ -86,29 +85,28 @@ pub(crate) fn added_product(projection: &Projection, x: &Tensor<2>, residual: &T
     )))
 }
 
-/// The widths of the (up to three) products, 0 for a missing one, and whether all have a bias.
+/// The widths of the (up to three) products, 0 for a missing one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Parts {
     pub widths: [usize; 3],
-    pub biased: bool,
 }
 
 /// Decoding's products of a few rows (see the module's comment).
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait DecodeProducts: Backend {
-    /// `x @ w_i + b_i` for the parts whose width is above 0 (the others `[n, 1]`, never written).
-    #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |x, _w1, _w2, _w3, _b1, _b2, _b3, parts| products_meta(x, parts))]
+    /// `x @ w_i` for the parts whose width is above 0 (the others `[n, 1]`, never written).
+    #[fusion(meta = |x, _w1, _w2, _w3, parts| products_meta(x, parts))]
     fn products(
         x: FloatTensor<Self>,
         w1: FloatTensor<Self>,
         w2: FloatTensor<Self>,
         w3: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        b3: FloatTensor<Self>,
         parts: Parts,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `x @ w + b`.
+    #[fusion(dtype = x, shape = [x[0], weight[1]].into())]
+    fn biased_product(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
 
     #[fusion(dtype = x, shape = [x[0], gate[1]].into())]
     fn gated_product(x: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self>;
@@ -136,20 +134,21 @@ impl DecodeProducts for Flex {
         w1: FloatTensor<Self>,
         w2: FloatTensor<Self>,
         w3: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        b3: FloatTensor<Self>,
         parts: Parts,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let rows = x.shape()[0];
-        let one = |w: FloatTensor<Self>, b: FloatTensor<Self>, width: usize| {
+        let one = |w: FloatTensor<Self>, width: usize| {
             if width == 0 {
                 return Self::float_zeros([rows, 1].into(), &x.device(), FloatDType::F32);
             }
-            let out = Self::float_matmul(x.clone(), w);
-            if parts.biased { Self::float_add(out, Self::float_reshape(b, [1, width].into())) } else { out }
+            Self::float_matmul(x.clone(), w)
         };
-        (one(w1, b1, parts.widths[0]), one(w2, b2, parts.widths[1]), one(w3, b3, parts.widths[2]))
+        (one(w1, parts.widths[0]), one(w2, parts.widths[1]), one(w3, parts.widths[2]))
+    }
+
+    fn biased_product(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let width = weight.shape()[1];
+        Self::float_add(Self::float_matmul(x, weight), Self::float_reshape(bias, [1, width].into()))
     }
 
     fn gated_product(x: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
@@ -180,14 +179,15 @@ impl<B: Backend + DecodeProducts, C: CheckpointStrategy> DecodeProducts for Auto
         w1: FloatTensor<Self>,
         w2: FloatTensor<Self>,
         w3: FloatTensor<Self>,
-        b1: FloatTensor<Self>,
-        b2: FloatTensor<Self>,
-        b3: FloatTensor<Self>,
         parts: Parts,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let i = Self::inner;
-        let (a, b, c) = B::products(i(x), i(w1), i(w2), i(w3), i(b1), i(b2), i(b3), parts);
+        let (a, b, c) = B::products(i(x), i(w1), i(w2), i(w3), parts);
         (Self::from_inner(a), Self::from_inner(b), Self::from_inner(c))
+    }
+
+    fn biased_product(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::biased_product(Self::inner(x), Self::inner(weight), Self::inner(bias)))
     }
 
     fn gated_product(x: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {

@@ -25,17 +25,8 @@ fn grid(like: &CubeTensor, total: usize) -> (CubeCount, CubeDim) {
 }
 
 impl DecodeProducts for CubeBackend {
-    fn products(
-        x: CubeTensor,
-        w1: CubeTensor,
-        w2: CubeTensor,
-        w3: CubeTensor,
-        b1: CubeTensor,
-        b2: CubeTensor,
-        b3: CubeTensor,
-        parts: Parts,
-    ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let [x, w1, w2, w3, b1, b2, b3] = [x, w1, w2, w3, b1, b2, b3].map(into_contiguous);
+    fn products(x: CubeTensor, w1: CubeTensor, w2: CubeTensor, w3: CubeTensor, parts: Parts) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [x, w1, w2, w3] = [x, w1, w2, w3].map(into_contiguous);
         let (rows, d_in) = (x.shape()[0], x.shape()[1]);
         let [o1, o2, o3] = parts.widths.map(|width| empty([rows, width.max(1)], &x));
         let total = rows * parts.widths.iter().sum::<usize>();
@@ -48,9 +39,6 @@ impl DecodeProducts for CubeBackend {
             w1.into_tensor_arg(),
             w2.into_tensor_arg(),
             w3.into_tensor_arg(),
-            b1.into_tensor_arg(),
-            b2.into_tensor_arg(),
-            b3.into_tensor_arg(),
             o1.clone().into_tensor_arg(),
             o2.clone().into_tensor_arg(),
             o3.clone().into_tensor_arg(),
@@ -59,9 +47,28 @@ impl DecodeProducts for CubeBackend {
             parts.widths[1],
             parts.widths[2],
             total,
-            parts.biased,
         );
         (o1, o2, o3)
+    }
+
+    fn biased_product(x: CubeTensor, weight: CubeTensor, bias: CubeTensor) -> CubeTensor {
+        let [x, weight, bias] = [x, weight, bias].map(into_contiguous);
+        let (rows, d_in, width) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+        let out = empty([rows, width], &x);
+        let (count, dim) = grid(&x, rows * width);
+        biased_kernel::launch(
+            &x.client.clone(),
+            count,
+            dim,
+            x.into_tensor_arg(),
+            weight.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            d_in,
+            width,
+            rows * width,
+        );
+        out
     }
 
     fn gated_product(x: CubeTensor, gate: CubeTensor, up: CubeTensor, act: GateActivation) -> CubeTensor {
@@ -116,6 +123,7 @@ fn dot(x: &Tensor<f32>, row: usize, w: &Tensor<f32>, col: usize, d_in: usize, wi
     sum
 }
 
+/// Seven tensors, the most WebGPU's default limits bind at once.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn products_kernel(
@@ -123,9 +131,6 @@ fn products_kernel(
     w1: &Tensor<f32>,
     w2: &Tensor<f32>,
     w3: &Tensor<f32>,
-    b1: &Tensor<f32>,
-    b2: &Tensor<f32>,
-    b3: &Tensor<f32>,
     o1: &mut Tensor<f32>,
     o2: &mut Tensor<f32>,
     o3: &mut Tensor<f32>,
@@ -134,7 +139,6 @@ fn products_kernel(
     width2: usize,
     width3: usize,
     total: usize,
-    #[comptime] biased: bool,
 ) {
     if ABSOLUTE_POS >= total {
         terminate!();
@@ -142,26 +146,31 @@ fn products_kernel(
     let widths = width1 + width2 + width3;
     let (row, col) = (ABSOLUTE_POS / widths, ABSOLUTE_POS % widths);
     if col < width1 {
-        let mut value = dot(x, row, w1, col, d_in, width1);
-        if comptime![biased] {
-            value += b1[col];
-        }
-        o1[row * width1 + col] = value;
+        o1[row * width1 + col] = dot(x, row, w1, col, d_in, width1);
     } else if col < width1 + width2 {
         let c = col - width1;
-        let mut value = dot(x, row, w2, c, d_in, width2);
-        if comptime![biased] {
-            value += b2[c];
-        }
-        o2[row * width2 + c] = value;
+        o2[row * width2 + c] = dot(x, row, w2, c, d_in, width2);
     } else {
         let c = col - width1 - width2;
-        let mut value = dot(x, row, w3, c, d_in, width3);
-        if comptime![biased] {
-            value += b3[c];
-        }
-        o3[row * width3 + c] = value;
+        o3[row * width3 + c] = dot(x, row, w3, c, d_in, width3);
     }
+}
+
+#[cube(launch)]
+fn biased_kernel(
+    x: &Tensor<f32>,
+    weight: &Tensor<f32>,
+    bias: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    d_in: usize,
+    width: usize,
+    total: usize,
+) {
+    if ABSOLUTE_POS >= total {
+        terminate!();
+    }
+    let (row, col) = (ABSOLUTE_POS / width, ABSOLUTE_POS % width);
+    out[ABSOLUTE_POS] = dot(x, row, weight, col, d_in, width) + bias[col];
 }
 
 #[cube(launch)]

@@ -36,12 +36,14 @@ pub(crate) fn window_bias(t_query: usize, t_keys: usize, window: usize, device: 
     Tensor::<2>::from_data(TensorData::new(hidden, [t_query, t_keys]), device).reshape([1, 1, t_query, t_keys])
 }
 
-/// Keys and values of one layer for the tokens seen so far, `[b, kv_heads, capacity, head_dim]`:
-/// the first `len` positions hold them; decoding on a GPU writes each new token into the room after
-/// them ([`LayerCache::attend_one`]), where the CPU's path concatenates.
+/// Keys and values of one layer for the tokens seen so far. The CPU's path keeps them as two
+/// tensors `[b, kv_heads, len, head_dim]` and concatenates each new token; decoding on a GPU keeps
+/// them as one `[2, b, kv_heads, capacity, head_dim]` (keys, then values) with room after the
+/// first `len` positions, where each new token is written ([`LayerCache::attend_one`]).
 #[derive(Debug, Default, Clone)]
 pub struct LayerCache {
     kv: Option<(Tensor<4>, Tensor<4>)>,
+    roomy: Option<Tensor<5>>,
     len: usize,
 }
 
@@ -51,8 +53,14 @@ const MIN_ROOM: usize = 32;
 impl LayerCache {
     /// Appends the new keys and values; returns all of them.
     pub(crate) fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let kv = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk.narrow(2, 0, self.len), k], 2), Tensor::cat(vec![pv.narrow(2, 0, self.len), v], 2)),
+        let past = self.kv.take().or_else(|| {
+            let roomy = self.roomy.take()?.narrow(3, 0, self.len); // [2, b, kv, len, hd]
+            let [_, b, kv, len, hd] = roomy.dims();
+            let half = |i: usize| roomy.clone().narrow(0, i, 1).reshape([b, kv, len, hd]);
+            Some((half(0), half(1)))
+        });
+        let kv = match past {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
         };
         self.len = kv.0.dims()[2];
@@ -72,17 +80,19 @@ impl LayerCache {
     ) -> Tensor<2> {
         let (b, device) = (q.dims()[0], q.device());
         let (kv, hd) = (shape.kv_heads, shape.head_dim);
-        let room = |positions: usize| Tensor::<4>::zeros([b, kv, positions.max(MIN_ROOM), hd], &device);
-        let (keys, values) = match self.kv.take() {
-            Some((keys, values)) if keys.dims()[2] > self.len => (keys, values),
-            Some((keys, values)) => {
-                let room = room(self.len);
-                (Tensor::cat(vec![keys, room.clone()], 2), Tensor::cat(vec![values, room], 2))
-            }
-            None => (room(0), room(0)),
+        let room = |positions: usize| Tensor::<5>::zeros([2, b, kv, positions.max(MIN_ROOM), hd], &device);
+        let grown = |cache: Tensor<5>| {
+            let held = cache.dims()[3];
+            Tensor::cat(vec![cache, room(held)], 3)
         };
-        let (out, keys, values) = attend_one(q, k, v, rope, keys, values, bias, DecodeShape { len: self.len, ..shape });
-        self.kv = Some((keys, values));
+        let cache = match (self.roomy.take(), self.kv.take()) {
+            (Some(cache), _) if cache.dims()[3] > self.len => cache,
+            (Some(cache), _) => grown(cache),
+            (None, Some((keys, values))) => grown(Tensor::stack(vec![keys, values], 0)),
+            (None, None) => room(0),
+        };
+        let (out, cache) = attend_one(q, k, v, rope, cache, bias, DecodeShape { len: self.len, ..shape });
+        self.roomy = Some(cache);
         self.len += 1;
         out
     }
