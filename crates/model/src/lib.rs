@@ -24,6 +24,9 @@ mod decode_attention_gpu;
 mod decode_products;
 #[cfg(feature = "cube")]
 mod decode_products_gpu;
+mod decode_sampler;
+#[cfg(feature = "cube")]
+mod decode_sampler_gpu;
 mod decoder;
 mod device_read;
 mod digest;

@@ -18,6 +18,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::batch::left_pad;
 use crate::causal_lm::CausalLm;
 use crate::choose::choose_tokens;
+use crate::decode_attention::fused_on;
+use crate::decode_sampler::{ChooseStep, choose_decoded};
 use crate::device_read::read_f32;
 use crate::kv_cache::KvCache;
 
@@ -145,18 +147,29 @@ pub async fn generate(
 
     let (ids, pos, mask) = padded.tensors(&device);
     let mut hidden = model.forward_cached(ids, pos, mask, &mut cache); // [n, len, d]
+    // On a GPU a step's choice is one kernel (`decode_sampler.rs`), its stops kept as 0/1 there.
+    let fused = fused_on(&device);
+    let mut stopped_rows = Tensor::<2>::zeros([n, 1], &device);
     for step in 0..max_new {
         let t = hidden.dims()[1];
         let logits = model.logits(hidden.narrow(1, t - 1, 1)).reshape([n, vocab]);
-        let non_finite = logits.clone().is_finite().bool_not().any_dim(1); // [n, 1]
-        let (token, logprob) = choose_tokens(logits, draws.clone().narrow(1, step, 1), config);
-        let token = token.mask_fill(stopped.clone(), pad as i64); // [n, 1]
-        // An EOS outside the vocabulary is never drawn (and would not fit a GPU's i32 ids).
-        if (eos as usize) < vocab {
-            stopped = stopped.bool_or(token.clone().equal_elem(eos as i64));
-        }
-        // Ids are below 2^24, so they travel exactly as f32 beside the other two.
-        unread.push(Tensor::cat(vec![token.clone().float(), non_finite.float(), logprob], 1));
+        let token = if fused {
+            let (chosen, after) = choose_decoded(logits, draws.clone(), stopped_rows, ChooseStep::new(step, config, pad, eos, vocab));
+            stopped_rows = after;
+            unread.push(chosen.clone()); // [n, 3]
+            chosen.narrow(1, 0, 1).int() // [n, 1]
+        } else {
+            let non_finite = logits.clone().is_finite().bool_not().any_dim(1); // [n, 1]
+            let (token, logprob) = choose_tokens(logits, draws.clone().narrow(1, step, 1), config);
+            let token = token.mask_fill(stopped.clone(), pad as i64); // [n, 1]
+            // An EOS outside the vocabulary is never drawn (and would not fit a GPU's i32 ids).
+            if (eos as usize) < vocab {
+                stopped = stopped.bool_or(token.clone().equal_elem(eos as i64));
+            }
+            // Ids are below 2^24, so they travel exactly as f32 beside the other two.
+            unread.push(Tensor::cat(vec![token.clone().float(), non_finite.float(), logprob], 1));
+            token
+        };
 
         if unread.len() == READ_EVERY || step + 1 == max_new {
             let first = step + 1 - unread.len();
