@@ -122,6 +122,9 @@ struct Samples {
     /// The prompt was longer than the context allows and lost its beginning.
     truncated: bool,
     tokens: usize,
+    /// On WebGPU, the GPU kernels launched for each token of the longest answer (the prompt's
+    /// pass included); `None` on the CPU.
+    kernels_per_token: Option<f64>,
 }
 
 #[cfg(target_family = "wasm")]
@@ -352,7 +355,7 @@ impl Session {
     /// repeats removed (a ranking orders different answers), so fewer than `k` may come back.
     /// Resolves to JSON `{completions, finished, truncated, tokens}`.
     pub fn sample(&self, which: String, prompt: String, k: usize, temperature: f32, max_new_tokens: usize, seed: u64) -> js_sys::Promise {
-        let state = self.state.clone();
+        let (state, backend) = (self.state.clone(), self.backend.clone());
         promise(async move {
             let model = loaded_sft(&state)?;
             let lm = model_named(&state, &which)?;
@@ -361,11 +364,15 @@ impl Session {
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
             let special = model.tokenizer.special_ids();
             let sampling = SamplingConfig { max_new_tokens: room, temperature, seed, ..SamplingConfig::default() };
+            let before = tinyrlhf_model::launches::launched();
             let out = generate(&lm, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
+            let steps = out.tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            let launched = tinyrlhf_model::launches::launched().zip(before).map(|(after, before)| (after - before) as f64 / steps as f64);
+            let kernels_per_token = launched.filter(|_| backend == "webgpu");
             let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();
             let (completions, finished) = tinyrlhf_data::distinct(&texts, &out.finished);
-            json_value(&Samples { completions, finished, truncated, tokens })
+            json_value(&Samples { completions, finished, truncated, tokens, kernels_per_token })
         })
     }
 }

@@ -152,6 +152,8 @@ export interface Sampled {
   truncated: boolean;
   tokens: number;
   seconds: number;
+  /** On WebGPU, GPU kernels launched a decoded token (the prompt's pass included); null on the CPU. */
+  kernels_per_token: number | null;
 }
 
 /** A model of the session: 'base', 'sft', or a tuned policy's name. */

@@ -321,3 +321,28 @@ test('a model too big for the tab is refused before its weights are read, with t
   await expect(page.locator('#model-message')).toContainText('more than a tab can hold (4 GiB)');
   await expect(page.locator('#model-current')).toHaveText(before!);
 });
+
+// The launches a decoded token costs on WebGPU, counted by cubecl's observer as the page samples
+// (a software adapter launches what a GPU would). Decoding's fused kernels keep a Llama-family
+// layer to nine (q, k and v with their biases are a kernel each); the embedding, the rotation's
+// angles, the mask, the head and the one-kernel sampler add about thirteen, and the prompt's pass
+// (unfused) its share: 33.8 a token on this 2-layer fixture (2026-11-28), where burn's ops took
+// about 60 a layer and 45 more for the sampler. A count above the budget means kernels crept back;
+// the budget leaves room for answers that stop early (a larger share of the prompt's pass).
+const KERNELS_A_TOKEN_BUDGET = 48;
+
+test('on WebGPU a Llama-family model (Qwen2) decodes in as few GPU kernels a token as its fused kernels need', async ({ page }) => {
+  test.setTimeout(420_000);
+  await ready(page, '?backend=webgpu');
+  await openOwnModel(page);
+  await useFixtureModel(page, join(LLAMA_FAMILY, 'hf-qwen2'));
+  await expect(page.locator('#backend')).toContainText('WebGPU');
+  await page.locator('#prompt-input').fill(PROMPTS[0]);
+  await page.locator('#k').fill('2');
+  await page.locator('#sample').click();
+  await expect(page.locator('#sample-speed')).toContainText('GPU kernels a token', { timeout: 180_000 });
+  const shown = (await page.locator('#sample-speed').textContent()) ?? '';
+  const kernels = Number(/([\d.]+) GPU kernels a token/.exec(shown)?.[1]);
+  console.log(`WebGPU (SwiftShader), hf-qwen2 (2 layers): ${shown}`);
+  expect(kernels, `sampling launched ${kernels} GPU kernels a token (budget ${KERNELS_A_TOKEN_BUDGET}): ${shown}`).toBeLessThanOrEqual(KERNELS_A_TOKEN_BUDGET);
+});

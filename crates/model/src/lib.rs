@@ -43,6 +43,7 @@ mod gguf_model;
 mod gguf_quants;
 mod gpt;
 mod kv_cache;
+pub mod launches;
 mod llama;
 mod llama_config;
 mod log_softmax;

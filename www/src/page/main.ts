@@ -153,7 +153,8 @@ async function sample() {
     renderAnswers();
     // The next thing to do is ranking them: the keyboard goes to the first answer.
     (ui.answers.firstElementChild as HTMLElement | null)?.focus();
-    ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)`;
+    const kernels = out.kernels_per_token === null ? '' : ` · ${out.kernels_per_token.toFixed(1)} GPU kernels a token`;
+    ui.speed.textContent = `${out.tokens} tokens in ${out.seconds.toFixed(2)} s (${(out.tokens / out.seconds).toFixed(0)} tok/s)${kernels}`;
     // Every notice is kept: a cut prompt and repeated answers can happen at once.
     const notices: string[] = [];
     if (out.truncated) notices.push("This prompt is longer than the model's context: its beginning was cut off.");
