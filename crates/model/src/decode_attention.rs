@@ -32,10 +32,16 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
-/// Whether inference on `device` runs this crate's fused kernels (this attention, `rms_norm.rs`,
-/// `decode_products.rs`): on cubecl's GPU runtimes, with nothing differentiated. The CPU keeps its
-/// path.
-pub(crate) fn fused_on(device: &Device) -> bool {
+/// Whether inference on tensors on these `devices` runs this crate's fused kernels (this attention,
+/// `rms_norm.rs`, `decode_products.rs`, `decode_sampler.rs`): every one on cubecl's GPU runtimes
+/// and none tracked by autodiff. Every input counts: while a model trains, a frozen part of it
+/// (a packed embedding) gives tensors on the plain device beside tracked ones, and an op taking
+/// both must keep the tracked one's gradient. The CPU keeps its path.
+pub(crate) fn fused_for(devices: &[Device]) -> bool {
+    devices.iter().all(fused_on)
+}
+
+fn fused_on(device: &Device) -> bool {
     !device.is_autodiff()
         && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
         && crate::packed::has_own_kernels(device)
@@ -168,7 +174,7 @@ impl<B: Backend + DecodeAttention, C: CheckpointStrategy> DecodeAttention for Au
         bias: FloatTensor<Self>,
         step: DecodeStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        // Decoding is never differentiated ([`fused_on`]): the inner backend's forward, untracked.
+        // Never reached with a tracked input ([`fused_for`]): the inner backend's forward, untracked.
         let i = Self::inner;
         let (out, cache) = B::decode_attention(i(q), i(k), i(v), i(cache), i(cos), i(sin), i(bias), step);
         (Self::from_inner(out), Self::from_inner(cache))

@@ -13,7 +13,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
-use crate::decode_attention::fused_on;
+use crate::decode_attention::fused_for;
 use crate::projection::Projection;
 use crate::row_kernels::GateActivation;
 
@@ -24,10 +24,13 @@ const MAX_ROWS: usize = 8;
 /// adapter or a packed base; `None` otherwise.
 fn plain_weights<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -> Option<[(Tensor<2>, Option<Tensor<1>>); N]> {
     let plain = |p: &&Projection| p.weight.is_some() && p.lora.is_none() && p.frozen.is_empty();
-    if x.dims()[0] > MAX_ROWS || !projections.iter().all(plain) || !fused_on(&x.device()) {
+    if x.dims()[0] > MAX_ROWS || !projections.iter().all(plain) {
         return None;
     }
-    Some(projections.map(|p| (p.weight.as_ref().expect("checked").val(), p.bias.as_ref().map(|b| b.val()))))
+    let weights = projections.map(|p| (p.weight.as_ref().expect("checked").val(), p.bias.as_ref().map(|b| b.val())));
+    let mut devices = vec![x.device()];
+    devices.extend(weights.iter().flat_map(|(w, b)| std::iter::once(w.device()).chain(b.as_ref().map(|b| b.device()))));
+    fused_for(&devices).then_some(weights)
 }
 
 /// Up to three projections of `x` `[n, d_in]`, `[n, d_out]` each, when [`plain_weights`] allows
@@ -78,6 +81,9 @@ pub(crate) fn gated_product(gate: &Projection, up: &Projection, x: &Tensor<2>, a
 /// `residual + x @ W` in one kernel, when [`plain_weights`] allows; `None` otherwise.
 pub(crate) fn added_product(projection: &Projection, x: &Tensor<2>, residual: &Tensor<2>) -> Option<Tensor<2>> {
     let [(w, None)] = plain_weights([projection], x)? else { return None };
+    if !fused_for(&[residual.device()]) {
+        return None;
+    }
     Some(Tensor::from_dispatch(<Dispatch as DecodeProducts>::added_product(
         x.clone().into_dispatch(),
         w.into_dispatch(),
@@ -173,7 +179,7 @@ fn activated(act: GateActivation, g: f32) -> f32 {
 }
 
 impl<B: Backend + DecodeProducts, C: CheckpointStrategy> DecodeProducts for Autodiff<B, C> {
-    // Only ever reached untracked (`fused_on`): the inner backend's forward.
+    // Never reached with a tracked input (`fused_for`): the inner backend's forward.
     fn products(
         x: FloatTensor<Self>,
         w1: FloatTensor<Self>,

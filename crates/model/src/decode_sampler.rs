@@ -145,7 +145,7 @@ fn cut(values: &[f32], weight: impl Fn(f32) -> f32, target: f32) -> f32 {
 }
 
 impl<B: Backend + DecodeSampler, C: CheckpointStrategy> DecodeSampler for Autodiff<B, C> {
-    // Only ever reached untracked (`fused_on`): the inner backend's choice.
+    // Never reached with a tracked input (`fused_for`): the inner backend's choice.
     fn choose_decoded(
         logits: FloatTensor<Self>,
         draws: FloatTensor<Self>,

@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::decode_attention::{DecodeShape, fused_on};
+use crate::decode_attention::{DecodeShape, fused_for};
 use crate::decoder::{GatedMlp, LAYER_PROJECTIONS, grouped_attention, head_logits, linear, map_layer_projections, own_or_tied_head};
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout, Preset};
@@ -75,7 +75,9 @@ impl SelfAttention {
         };
         let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
         let cache = match cache {
-            Some(cache) if t == 1 && fused_on(&q.device()) => return self.decode_one([q, k, v], rope, bias, cache),
+            Some(cache) if t == 1 && fused_for(&[q.device(), k.device(), v.device()]) => {
+                return self.decode_one([q, k, v], rope, bias, cache);
+            }
             cache => cache,
         };
         let (q, k, v) = (heads(q, h, &self.q_norm), heads(k, kv, &self.k_norm), heads(v, kv, &None));

@@ -14,11 +14,11 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::decode_attention::fused_on;
+use crate::decode_attention::fused_for;
 
 /// `norm` on `x` `[.., d]`: one kernel on a GPU when nothing is differentiated, burn's module otherwise.
 pub(crate) fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
-    if !fused_on(&x.device()) {
+    if !fused_for(&[x.device(), norm.gamma.val().device()]) {
         return norm.forward(x);
     }
     let shape = x.dims();
@@ -30,7 +30,7 @@ pub(crate) fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D
 /// `(x + delta, norm(x + delta))` for `x`, `delta` `[.., d]`: one kernel on a GPU when nothing is
 /// differentiated; burn's sum and module otherwise.
 pub(crate) fn add_and_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
-    if !fused_on(&x.device()) {
+    if !fused_for(&[x.device(), delta.device(), norm.gamma.val().device()]) {
         let sum = x + delta;
         return (sum.clone(), norm.forward(sum));
     }
@@ -118,7 +118,7 @@ fn normed_rows(x: &[f32], gamma: &[f32], settings: NormSettings) -> Vec<f32> {
 }
 
 impl<B: Backend + RmsNormKernels, C: CheckpointStrategy> RmsNormKernels for Autodiff<B, C> {
-    // Only ever reached untracked (`fused_on`): the inner backend's forward.
+    // Never reached with a tracked input (`fused_for`): the inner backend's forward.
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, settings: NormSettings) -> FloatTensor<Self> {
         Self::from_inner(B::rms_norm(Self::inner(x), Self::inner(gamma), settings))
     }

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::batch::left_pad;
 use crate::causal_lm::CausalLm;
 use crate::choose::choose_tokens;
-use crate::decode_attention::fused_on;
+use crate::decode_attention::fused_for;
 use crate::decode_sampler::{ChooseStep, choose_decoded};
 use crate::device_read::read_f32;
 use crate::kv_cache::KvCache;
@@ -148,12 +148,12 @@ pub async fn generate(
     let (ids, pos, mask) = padded.tensors(&device);
     let mut hidden = model.forward_cached(ids, pos, mask, &mut cache); // [n, len, d]
     // On a GPU a step's choice is one kernel (`decode_sampler.rs`), its stops kept as 0/1 there.
-    let fused = fused_on(&device);
+    let fused = fused_for(std::slice::from_ref(&device));
     let mut stopped_rows = Tensor::<2>::zeros([n, 1], &device);
     for step in 0..max_new {
         let t = hidden.dims()[1];
         let logits = model.logits(hidden.narrow(1, t - 1, 1)).reshape([n, vocab]);
-        let token = if fused {
+        let token = if fused && fused_for(&[logits.device()]) {
             let (chosen, after) = choose_decoded(logits, draws.clone(), stopped_rows, ChooseStep::new(step, config, pad, eos, vocab));
             stopped_rows = after;
             unread.push(chosen.clone()); // [n, 3]
