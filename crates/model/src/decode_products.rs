@@ -1,8 +1,8 @@
 //! Decoding's products on a GPU as one kernel a group: a layer's query, key and value projections
-//! (with their biases), the gated MLP's gate and up projections with the activation between them,
-//! and its down projection with the residual sum after it. A decoded token is a few rows, so each
-//! product is one dot product a thread, and three products cost one launch where burn's matmuls,
-//! bias additions and element-wise ops were seven.
+//! (a kernel each where they have biases), the gated MLP's gate and up projections with the
+//! activation between them, and its down projection with the residual sum after it. A decoded
+//! token is a few rows, so each product is one dot product a thread, and three products cost one
+//! launch where burn's matmuls, bias additions and element-wise ops were seven.
 //!
 //! These take f32 weights of the projections' own with no adapter beside them; anything else (a
 //! packed base, LoRA factors, many rows, a differentiated product) keeps `projection.rs`' path.
