@@ -69,37 +69,20 @@ impl DecodeAttention for CubeBackend {
     }
 }
 
-/// [`rotated`] for the query, whose tensor the kernel also writes (its head's output, after
-/// every thread of the workgroup has read the query).
+/// Where value `i`'s partner in HF's `rotate_half` lies in its head of `head_dim` values.
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn rotated_query(
-    x: &mut Tensor<f32>,
-    at: usize,
-    cos: &Tensor<f32>,
-    sin: &Tensor<f32>,
-    angles: usize,
-    i: usize,
-    head_dim: usize,
-    #[comptime] rotary: bool,
-) -> f32 {
-    let mut value = x[at + i];
-    if comptime![rotary] {
-        let half = head_dim / 2;
-        // Branches, not `select`: both sides of a select are read, and one is outside the head.
-        let partner = if i < half { -x[at + i + half] } else { x[at + i - half] };
-        value = value * cos[angles + i] + partner * sin[angles + i];
-    }
-    value
+fn partner(i: usize, head_dim: usize) -> usize {
+    let half = head_dim / 2;
+    if i < half { i + half } else { i - half }
 }
 
-/// Value `i` of `x`'s head at `at` (`head_dim` values) rotated by the angles at `angles` (HF's
-/// `x cos + rotate_half(x) sin`), or as it is without a rotation.
+/// Value `i` of a head (`value`, and the value at [`partner`]) rotated by the angles at `angles`
+/// (HF's `x cos + rotate_half(x) sin`), or as it is without a rotation (no angle read then).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn rotated(
-    x: &Tensor<f32>,
-    at: usize,
+    value: f32,
+    partner: f32,
     cos: &Tensor<f32>,
     sin: &Tensor<f32>,
     angles: usize,
@@ -107,14 +90,11 @@ fn rotated(
     head_dim: usize,
     #[comptime] rotary: bool,
 ) -> f32 {
-    let mut value = x[at + i];
+    let mut out = value;
     if comptime![rotary] {
-        let half = head_dim / 2;
-        // Branches, not `select`: both sides of a select are read, and one is outside the head.
-        let partner = if i < half { -x[at + i + half] } else { x[at + i - half] };
-        value = value * cos[angles + i] + partner * sin[angles + i];
+        out = value * cos[angles + i] + select(i < head_dim / 2, -partner, partner) * sin[angles + i];
     }
-    value
+    out
 }
 
 /// Seven tensors, the most WebGPU's default limits bind at once: the output goes over the query.
@@ -154,8 +134,9 @@ fn decode_attention_kernel(
     let cache_row = (row * kv_heads + kv_head) * capacity;
     if t < head_dim {
         let new_at = (row * kv_heads + kv_head) * head_dim;
-        query[t] = rotated_query(q, (row * heads + head) * head_dim, cos, sin, row * head_dim, t, head_dim, rotary);
-        new_key[t] = rotated(k, new_at, cos, sin, row * head_dim, t, head_dim, rotary);
+        let (query_at, other) = ((row * heads + head) * head_dim, partner(t, head_dim));
+        query[t] = rotated(q[query_at + t], q[query_at + other], cos, sin, row * head_dim, t, head_dim, rotary);
+        new_key[t] = rotated(k[new_at + t], k[new_at + other], cos, sin, row * head_dim, t, head_dim, rotary);
         new_value[t] = v[new_at + t];
         if head % group == 0 {
             cache[(cache_row + len) * head_dim + t] = new_key[t];
