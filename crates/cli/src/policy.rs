@@ -95,7 +95,6 @@ pub fn run(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
         let step = stats.step();
         let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
         line.write()?;
-        checkpoints::save(out, &checkpoint, &run.record.to_json())?;
         let mut manifest = run.manifest.clone();
         manifest["stage"] = method.name().into();
         manifest[format!("{unit}s")] = step.into();
@@ -117,7 +116,9 @@ pub fn run(mut trainer: PolicyTrainer, run: RunOutput) -> Result<()> {
             let value_manifest = serde_json::json!({"stage": format!("{} value model", method.name()), "iterations": step});
             model_dirs::save_weights_dir(&out.join("value"), &checkpoint.config_json, &value.weights, run.tokenizer, &value_manifest)?;
         }
-        Ok(())
+        // The checkpoint last: a run killed before it resumes from the one before and writes this
+        // step's model again, so the model and its manifest never lag the checkpoint.
+        checkpoints::save(out, &checkpoint, &run.record.to_json())
     })?;
     eprintln!("done in {seconds:.0} s: policy in {}", out.display());
     Ok(())

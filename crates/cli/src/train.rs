@@ -199,7 +199,6 @@ fn run(
         progress.println(format!("step {}: loss {:.4}, {shown}", stats.step, stats.loss));
         let checkpoint = pollster::block_on(trainer.checkpoint()).map_err(|e| e.to_string())?;
         line.write()?;
-        checkpoints::save(&args.out, &checkpoint, &record.to_json())?;
         if trainer.is_done() {
             manifest["final_loss"] = stats.loss.into();
             manifest["val_loss"] = val_loss.into();
@@ -215,7 +214,9 @@ fn run(
             };
             save_tuned(&args.out, &tuned, &manifest)?;
         }
-        Ok(())
+        // The checkpoint last: a run killed before it resumes from the one before and writes the
+        // model again, so a finished checkpoint always has its model beside it.
+        checkpoints::save(&args.out, &checkpoint, &record.to_json())
     })?;
     eprintln!("done in {seconds:.0} s: {}", args.out.display());
     Ok(())
