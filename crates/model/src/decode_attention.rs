@@ -13,7 +13,7 @@
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::kv_cache::MASKED;
@@ -42,9 +42,7 @@ pub(crate) fn fused_for(devices: &[Device]) -> bool {
 }
 
 fn fused_on(device: &Device) -> bool {
-    !device.is_autodiff()
-        && !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
-        && crate::packed::has_own_kernels(device)
+    !device.is_autodiff() && crate::packed::on_gpu_kernels(device)
 }
 
 /// One decoded token's attention, `[b, heads * hd]`: `q` `[b, heads * hd]`, `k`, `v`

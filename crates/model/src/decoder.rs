@@ -8,8 +8,9 @@ use burn::tensor::{Device, Tensor};
 
 use crate::decode_products::{added_product, gated_product};
 use crate::embedding::TokenEmbedding;
+use crate::gated::gated;
 use crate::projection::{LmHead, Projection, project, project_together};
-use crate::recompute::{attention, gated};
+use crate::recompute::attention;
 use crate::row_kernels::GateActivation;
 
 /// A decoder layer's projections by their HF paths under `model.layers.{i}.`, in the order

@@ -33,6 +33,9 @@ mod digest;
 mod embedding;
 mod family;
 mod few_rows;
+mod gated;
+#[cfg(feature = "cube")]
+mod gated_gpu;
 mod gemma3;
 mod gemma3_config;
 mod gguf;
@@ -59,8 +62,13 @@ mod rms_norm;
 #[cfg(feature = "cube")]
 mod rms_norm_gpu;
 mod rope;
+#[cfg(feature = "cube")]
+mod rope_gpu;
 mod row_kernels;
 mod sample;
+mod step_stats;
+#[cfg(feature = "cube")]
+mod step_stats_gpu;
 mod tied_head;
 mod weights_stream;
 
@@ -99,4 +107,5 @@ pub use packed::PackedWeight;
 pub use projection::LmHead;
 pub use rope::RopeParameters;
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};
+pub use step_stats::{StatsPart, step_stats};
 pub use weights_stream::WeightsStream;

@@ -218,6 +218,11 @@ impl PackedWeight {
 /// CPU backend, and cubecl's runtimes in a build with this crate's `cube` feature. Another backend
 /// (none the edges build today) takes burn's own ops: a packed product on a widened `W`, which
 /// autodiff keeps until the backward.
+/// Whether `device` (tracked or not) is one of cubecl's GPU runtimes, where this crate's kernels run.
+pub(crate) fn on_gpu_kernels(device: &burn::tensor::Device) -> bool {
+    !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && has_own_kernels(device)
+}
+
 pub(crate) fn has_own_kernels(device: &burn::tensor::Device) -> bool {
     match device.clone().inner().as_dispatch() {
         DispatchDevice::Flex(_) => true,

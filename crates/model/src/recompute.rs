@@ -1,5 +1,5 @@
-//! Attention and gated MLP units (SwiGLU, GeGLU) for training, with backwards that recompute what
-//! autodiff would keep.
+//! Attention for training, with a backward that recomputes what autodiff would keep (the gated
+//! MLP unit does the same in `gated.rs`).
 //!
 //! Built from burn's differentiable ops, a training forward keeps every intermediate until the
 //! backward: attention its `[b, h, t, t]` scores, masked scores and probabilities (three tensors
@@ -21,13 +21,12 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{AttentionModuleOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::activation::{gelu_approximate, silu};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::kv_cache::MASKED;
 use crate::log_softmax::{on_cpu_backend, owned, values};
-use crate::row_kernels::{self, GateActivation};
+use crate::row_kernels;
 
 /// softmax(q k^T / sqrt(head_dim) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`
 /// and an additive `bias` broadcast to `[b, h, t, t_keys]`; the bias gets no gradient.
@@ -41,18 +40,6 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4
     }
 }
 
-/// act(gate) * up, elementwise: SwiGLU with [`GateActivation::Silu`], GeGLU with `GeluTanh`.
-pub(crate) fn gated<const D: usize>(gate: Tensor<D>, up: Tensor<D>, act: GateActivation) -> Tensor<D> {
-    if on_cpu_backend(&gate.device()) {
-        Tensor::from_dispatch(<Dispatch as Recomputed>::recomputed_gated(gate.into_dispatch(), up.into_dispatch(), act))
-    } else {
-        match act {
-            GateActivation::Silu => silu(gate) * up,
-            GateActivation::GeluTanh => gelu_approximate(gate) * up,
-        }
-    }
-}
-
 /// The forward passes; the autodiff implementation adds the recomputing backwards.
 #[backend_extension(Flex, Autodiff)]
 pub trait Recomputed: Backend {
@@ -60,14 +47,6 @@ pub trait Recomputed: Backend {
     -> FloatTensor<Self>;
     /// The softmax of attention `scores` over their last dimension (keys), as the forward took it.
     fn recomputed_probabilities(scores: FloatTensor<Self>) -> FloatTensor<Self>;
-    fn recomputed_gated(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self>;
-    /// `(d gate, d up)` from the output's gradient.
-    fn recomputed_gated_backward(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        act: GateActivation,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl Recomputed for Flex {
@@ -89,24 +68,6 @@ impl Recomputed for Flex {
         let mut scores = owned(as_f32(scores));
         row_kernels::softmax_in_place(scores.storage_mut(), t_keys);
         scores
-    }
-
-    fn recomputed_gated(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
-        let shape = gate.shape();
-        let (gate, up) = (as_f32(gate), as_f32(up));
-        FlexTensor::from_data(TensorData::new(row_kernels::gated(&values(&gate), &values(&up), act), shape))
-    }
-
-    fn recomputed_gated_backward(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        act: GateActivation,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let shape = gate.shape();
-        let (gate, up, grad) = (as_f32(gate), as_f32(up), as_f32(grad));
-        let (d_gate, d_up) = row_kernels::gated_backward(&values(&gate), &values(&up), &values(&grad), act);
-        (FlexTensor::from_data(TensorData::new(d_gate, shape.clone())), FlexTensor::from_data(TensorData::new(d_up, shape)))
     }
 }
 
@@ -169,26 +130,6 @@ impl<B: Backend + Recomputed> Backward<B, 3> for AttentionBackward {
     }
 }
 
-#[derive(Debug)]
-struct GatedBackward(GateActivation);
-
-impl<B: Backend + Recomputed> Backward<B, 2> for GatedBackward {
-    type State = [FloatTensor<B>; 2];
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [gate, up] = ops.state;
-        let grad = grads.consume::<B>(&ops.node);
-        let (d_gate, d_up) = B::recomputed_gated_backward(gate, up, grad, self.0);
-        let [gate_parent, up_parent] = ops.parents;
-        if let Some(node) = up_parent {
-            grads.register::<B>(node.id, d_up);
-        }
-        if let Some(node) = gate_parent {
-            grads.register::<B>(node.id, d_gate);
-        }
-    }
-}
-
 impl<B: Backend + Recomputed, C: CheckpointStrategy> Recomputed for Autodiff<B, C> {
     fn recomputed_attention(
         q: FloatTensor<Self>,
@@ -212,37 +153,13 @@ impl<B: Backend + Recomputed, C: CheckpointStrategy> Recomputed for Autodiff<B, 
     fn recomputed_probabilities(scores: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::from_inner(B::recomputed_probabilities(Self::inner(scores)))
     }
-
-    fn recomputed_gated(gate: FloatTensor<Self>, up: FloatTensor<Self>, act: GateActivation) -> FloatTensor<Self> {
-        let (gate, gate_node) = gate.into_parts();
-        let (up, up_node) = up.into_parts();
-        match GatedBackward(act).prepare::<C>([gate_node, up_node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let out = B::recomputed_gated(gate.clone(), up.clone(), act);
-                prep.finish([gate, up], out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::recomputed_gated(gate, up, act)),
-        }
-    }
-
-    fn recomputed_gated_backward(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        act: GateActivation,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (d_gate, d_up) = B::recomputed_gated_backward(Self::inner(gate), Self::inner(up), Self::inner(grad), act);
-        (Self::from_inner(d_gate), Self::from_inner(d_up))
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::activation::{gelu_approximate, silu};
     use burn::tensor::module::attention as burn_attention;
     use burn::tensor::ops::AttentionModuleOptions;
 
-    use crate::row_kernels::GateActivation;
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
     fn close(a: Tensor<4>, b: Tensor<4>, what: &str) {
@@ -278,28 +195,6 @@ mod tests {
         close(ours.inner(), theirs.inner(), "output");
         for ((ours, theirs), name) in ours_grads.into_iter().zip(theirs_grads).zip(["q", "k", "v"]) {
             close(ours, theirs, name);
-        }
-    }
-
-    #[test]
-    fn gated_units_and_their_gradients_equal_burns_activation_times_up() {
-        let device = Device::flex().autodiff();
-        let (gate, up) = (random([2, 3, 4, 6], &device), random([2, 3, 4, 6], &device));
-        let weights = Tensor::<4>::random([2, 3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
-
-        type Activation = fn(Tensor<4>) -> Tensor<4>;
-        let activations: [(GateActivation, Activation); 2] = [(GateActivation::Silu, silu), (GateActivation::GeluTanh, gelu_approximate)];
-        for (act, burns) in activations {
-            let ours = super::gated(gate.clone(), up.clone(), act);
-            let grads = (ours.clone() * weights.clone()).sum().backward();
-            let ours_grads = [gate.grad(&grads).unwrap(), up.grad(&grads).unwrap()];
-            let theirs = burns(gate.clone()) * up.clone();
-            let grads = (theirs.clone() * weights.clone()).sum().backward();
-            let theirs_grads = [gate.grad(&grads).unwrap(), up.grad(&grads).unwrap()];
-
-            close(ours.inner(), theirs.inner(), &format!("{act:?} output"));
-            close(ours_grads[0].clone(), theirs_grads[0].clone(), &format!("{act:?} gate"));
-            close(ours_grads[1].clone(), theirs_grads[1].clone(), &format!("{act:?} up"));
         }
     }
 }

@@ -1,13 +1,18 @@
-//! RMSNorm, and a residual sum with the RMSNorm of that sum, each one kernel on a GPU when nothing is
-//! differentiated (sampling, scoring). burn's `RmsNorm` is six element-wise ops and a reduction, and
-//! burn's fusion runs most of them alone between the products around them: a Llama layer's two norms
-//! and its residual sums were about fifteen launches a decoded token. Training keeps burn's norm,
-//! whose backward autodiff writes; the CPU keeps it too (its numbers are the project's reference).
+//! RMSNorm, and a residual sum with the RMSNorm of that sum, each one kernel on a GPU. burn's
+//! `RmsNorm` is six element-wise ops and a reduction, and burn's fusion runs most of them alone
+//! between the products around them: a Llama layer's two norms and its residual sums were about
+//! fifteen launches a decoded token, and autodiff's backward as many again in training. On a GPU
+//! training takes the one-kernel norm too, with a backward of one kernel (the input's gradient
+//! and each row's share of the weight's) and a column sum; the residual sum stays burn's there.
+//! The CPU keeps burn's norm (its numbers are the project's reference).
 //!
 //! Both compute burn's formula, `x / sqrt(mean(x²) + eps) * (offset + gamma)` (`offset` 1 for Gemma's
 //! norm, which scales by `1 + weight`), one row of the last dimension a workgroup on a GPU.
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -15,10 +20,12 @@ use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::decode_attention::fused_for;
+use crate::packed::on_gpu_kernels;
 
-/// `norm` on `x` `[.., d]`: one kernel on a GPU when nothing is differentiated, burn's module otherwise.
+/// `norm` on `x` `[.., d]`: one kernel on a GPU (its backward one more and a column sum), burn's
+/// module on the CPU.
 pub(crate) fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
-    if !fused_for(&[x.device(), norm.gamma.val().device()]) {
+    if !(on_gpu_kernels(&x.device()) && on_gpu_kernels(&norm.gamma.val().device())) {
         return norm.forward(x);
     }
     let shape = x.dims();
@@ -28,11 +35,11 @@ pub(crate) fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D
 }
 
 /// `(x + delta, norm(x + delta))` for `x`, `delta` `[.., d]`: one kernel on a GPU when nothing is
-/// differentiated; burn's sum and module otherwise.
+/// differentiated; burn's sum and [`rms_norm`] otherwise.
 pub(crate) fn add_and_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
     if !fused_for(&[x.device(), delta.device(), norm.gamma.val().device()]) {
         let sum = x + delta;
-        return (sum.clone(), norm.forward(sum));
+        return (sum.clone(), rms_norm(norm, sum));
     }
     let shape = x.dims();
     let (x, delta) = (x.rows(), delta.rows());
@@ -83,6 +90,16 @@ pub trait RmsNormKernels: Backend {
         gamma: FloatTensor<Self>,
         settings: NormSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The norm's backward from its output's gradient `grad` `[n, d]`: `(d x [n, d], each row's
+    /// share of d gamma [n, d])`, the shares summed over rows by the caller.
+    #[fusion(meta = |x, _gamma, _grad, _settings| (x.clone(), x.clone()))]
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        settings: NormSettings,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl RmsNormKernels for Flex {
@@ -105,6 +122,30 @@ impl RmsNormKernels for Flex {
         let out = normed_rows(&values, &gamma.into_data().try_to_vec::<f32>().expect("f32 values"), settings);
         (sum, Self::float_from_data(TensorData::new(out, shape), &device))
     }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        settings: NormSettings,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (shape, device) = (x.shape(), x.device());
+        let values = |t: FloatTensor<Self>| -> Vec<f32> { t.into_data().try_to_vec().expect("f32 values") };
+        let (x, gamma, grad) = (values(x), values(gamma), values(grad));
+        let (mut dx, mut shares) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let d = gamma.len().max(1);
+        for (((x, dy), dx), share) in x.chunks(d).zip(grad.chunks(d)).zip(dx.chunks_mut(d)).zip(shares.chunks_mut(d)) {
+            let rms = (x.iter().map(|v| v * v).sum::<f32>() / d as f32 + settings.epsilon).sqrt();
+            // d x = (dy w - x · mean(dy w x) / rms²) / rms, w = offset + gamma.
+            let mean = x.iter().zip(dy).zip(&gamma).map(|((x, dy), g)| dy * (settings.offset + g) * x).sum::<f32>() / d as f32;
+            for i in 0..d {
+                dx[i] = (dy[i] * (settings.offset + gamma[i]) - x[i] * mean / (rms * rms)) / rms;
+                share[i] = dy[i] * x[i] / rms;
+            }
+        }
+        let tensor = |v: Vec<f32>| Self::float_from_data(TensorData::new(v, shape.clone()), &device);
+        (tensor(dx), tensor(shares))
+    }
 }
 
 /// Every row of `x` (rows of `gamma.len()` values) normed: the module's formula on the host.
@@ -117,10 +158,40 @@ fn normed_rows(x: &[f32], gamma: &[f32], settings: NormSettings) -> Vec<f32> {
         .collect()
 }
 
+/// The norm's backward, from its input and weight (nothing of the forward is kept).
+#[derive(Debug)]
+struct RmsNormBackward(NormSettings);
+
+impl<B: Backend + RmsNormKernels> Backward<B, 2> for RmsNormBackward {
+    /// x `[n, d]` and gamma `[d]`.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gamma) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let d = gamma.shape()[0];
+        let (dx, shares) = B::rms_norm_backward(x, gamma, grad, self.0);
+        let [x_parent, gamma_parent] = ops.parents;
+        if let Some(node) = gamma_parent {
+            grads.register::<B>(node.id, B::float_reshape(B::float_sum_dim(shares, 0), [d].into()));
+        }
+        if let Some(node) = x_parent {
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: Backend + RmsNormKernels, C: CheckpointStrategy> RmsNormKernels for Autodiff<B, C> {
-    // Never reached with a tracked input (`fused_for`): the inner backend's forward.
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, settings: NormSettings) -> FloatTensor<Self> {
-        Self::from_inner(B::rms_norm(Self::inner(x), Self::inner(gamma), settings))
+        let (x, x_node) = x.into_parts();
+        let (gamma, gamma_node) = gamma.into_parts();
+        match RmsNormBackward(settings).prepare::<C>([x_node, gamma_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::rms_norm(x.clone(), gamma.clone(), settings);
+                prep.finish((x, gamma), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x, gamma, settings)),
+        }
     }
 
     fn added_rms_norm(
@@ -131,6 +202,16 @@ impl<B: Backend + RmsNormKernels, C: CheckpointStrategy> RmsNormKernels for Auto
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (sum, normed) = B::added_rms_norm(Self::inner(x), Self::inner(delta), Self::inner(gamma), settings);
         (Self::from_inner(sum), Self::from_inner(normed))
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        settings: NormSettings,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, shares) = B::rms_norm_backward(Self::inner(x), Self::inner(gamma), Self::inner(grad), settings);
+        (Self::from_inner(dx), Self::from_inner(shares))
     }
 }
 
@@ -169,5 +250,31 @@ mod tests {
             norm_settings(&norm, 0.0),
         ));
         assert!(gap(alone.reshape([2, 3, 24]), expected) < 1e-6);
+    }
+
+    /// The one-op norm's backward (the GPU kernel's arithmetic, on the host) gives autodiff's
+    /// gradients of burn's module, for the input and the weight.
+    #[test]
+    fn the_norms_backward_gives_autodiffs_gradients_of_burns_rms_norm() {
+        let device = Device::flex().autodiff();
+        let norm = RmsNormConfig::new(24).with_epsilon(1e-6).init(&device);
+        let norm =
+            RmsNorm { gamma: norm.gamma.map(|g| Tensor::random([24], Distribution::Normal(1.0, 0.5), &g.device()).require_grad()), ..norm };
+        let x = Tensor::<2>::random([6, 24], Distribution::Normal(0.0, 2.0), &device).require_grad();
+        let weights = Tensor::<2>::random([6, 24], Distribution::Normal(0.0, 1.0), &device);
+        let ours = Tensor::<2>::from_dispatch(<Dispatch as RmsNormKernels>::rms_norm(
+            x.clone().into_dispatch(),
+            norm.gamma.val().into_dispatch(),
+            norm_settings(&norm, 0.0),
+        ));
+        let gradients = |out: Tensor<2>| {
+            let grads = (out * weights.clone()).sum().backward();
+            let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            (values(x.grad(&grads).unwrap()), norm.gamma.val().grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
+        };
+        let ((ours_x, ours_gamma), (theirs_x, theirs_gamma)) = (gradients(ours), gradients(norm.forward(x.clone())));
+        let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
+        assert!(worst(&ours_x, &theirs_x) < 1e-5, "d x: {}", worst(&ours_x, &theirs_x));
+        assert!(worst(&ours_gamma, &theirs_gamma) < 1e-5, "d gamma: {}", worst(&ours_gamma, &theirs_gamma));
     }
 }

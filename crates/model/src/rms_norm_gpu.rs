@@ -34,6 +34,32 @@ impl RmsNormKernels for CubeBackend {
         launch(x, delta, gamma, sum.clone(), out.clone(), settings, true);
         (sum, out)
     }
+
+    fn rms_norm_backward(x: CubeTensor, gamma: CubeTensor, grad: CubeTensor, settings: NormSettings) -> (CubeTensor, CubeTensor) {
+        let [x, gamma, grad] = [x, gamma, grad].map(into_contiguous);
+        let new = || CubeBackend::float_empty(x.shape(), &x.device, FloatDType::F32);
+        let (dx, shares) = (new(), new());
+        let shape = x.shape();
+        let width = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / width.max(1);
+        let client = x.client.clone();
+        rms_norm_backward_kernel::launch(
+            &client,
+            CubeCount::Static(rows as u32, 1, 1),
+            CubeDim::new_1d(THREADS as u32),
+            x.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            grad.into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            shares.clone().into_tensor_arg(),
+            width,
+            settings.epsilon,
+            settings.offset,
+            THREADS / 2,
+            THREADS,
+        );
+        (dx, shares)
+    }
 }
 
 fn launch(x: CubeTensor, delta: CubeTensor, gamma: CubeTensor, sum: CubeTensor, out: CubeTensor, settings: NormSettings, added: bool) {
@@ -107,6 +133,59 @@ fn rms_norm_kernel(
             value += delta[start + col];
         }
         out[start + col] = value / rms * (offset + gamma[col]);
+        col += threads;
+    }
+}
+
+/// Row `CUBE_POS_X`'s backward: `d x = (dy w - x · mean(dy w x) / rms²) / rms` (`w` the scale,
+/// `offset + gamma`) and the row's share of d gamma, `dy x / rms`. Two tree sums (2 KiB).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn rms_norm_backward_kernel(
+    x: &Tensor<f32>,
+    gamma: &Tensor<f32>,
+    grad: &Tensor<f32>,
+    dx: &mut Tensor<f32>,
+    shares: &mut Tensor<f32>,
+    width: usize,
+    epsilon: f32,
+    offset: f32,
+    half_threads: usize,
+    #[comptime] threads: usize,
+) {
+    let (row, t) = (CUBE_POS_X as usize, UNIT_POS_X as usize);
+    let start = row * width;
+    let mut squares = Shared::<[f32]>::new_slice(threads);
+    let mut weighted = Shared::<[f32]>::new_slice(threads);
+    let mut square_sum = f32::new(0.0);
+    let mut weighted_sum = f32::new(0.0);
+    let mut col = t;
+    while col < width {
+        let value = x[start + col];
+        square_sum += value * value;
+        weighted_sum += grad[start + col] * (offset + gamma[col]) * value;
+        col += threads;
+    }
+    squares[t] = square_sum;
+    weighted[t] = weighted_sum;
+    sync_cube();
+    let mut stride = half_threads;
+    while stride > 0 {
+        if t < stride {
+            squares[t] += squares[t + stride];
+            weighted[t] += weighted[t + stride];
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let rms = f32::sqrt(squares[0] / f32::cast_from(width) + epsilon);
+    let mean = weighted[0] / f32::cast_from(width);
+    col = t;
+    while col < width {
+        let value = x[start + col];
+        let dy = grad[start + col];
+        dx[start + col] = (dy * (offset + gamma[col]) - value * mean / (rms * rms)) / rms;
+        shares[start + col] = dy * value / rms;
         col += threads;
     }
 }

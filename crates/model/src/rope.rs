@@ -2,7 +2,20 @@
 //! settings (`rope_parameters`, or the older `rope_theta` + `rope_scaling`), the inverse frequencies
 //! of each rope type, and the rotation of queries and keys by each row's own position ids (so a
 //! left-padded row computes exactly as the row alone).
+//!
+//! The rotation is burn's ops on the CPU (its numbers are the project's reference). On cubecl's GPU
+//! runtimes it is one kernel, forward and backward (the backward is the rotation by the opposite
+//! angles): as burn's ops it was two slices, a negation, a concatenation, two products and a sum,
+//! and about as many again in autodiff's backward — a tenth of a LoRA step's launches, with the
+//! queries and the keys of every layer rotated.
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -120,8 +133,111 @@ impl Rotary {
 /// `x` `[b, heads, t, hd]` rotated by the angles whose cosines and sines are `cos`, `sin`
 /// `[b, 1, t, hd]`: x cos + rotate_half(x) sin, with rotate_half(x) = (-x2, x1).
 pub(crate) fn apply_rope(x: Tensor<4>, (cos, sin): &(Tensor<4>, Tensor<4>)) -> Tensor<4> {
+    if crate::packed::on_gpu_kernels(&x.device()) {
+        let rotated =
+            <Dispatch as RotationKernels>::rotate(x.into_dispatch(), cos.clone().into_dispatch(), sin.clone().into_dispatch(), false);
+        return Tensor::from_dispatch(rotated);
+    }
     let mut halves = x.clone().chunk(2, 3);
     let (x2, x1) = (halves.pop().unwrap(), halves.pop().unwrap());
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
     x * cos.clone() + rotated * sin.clone()
+}
+
+/// The rotation as one op: `x` `[b, heads, t, hd]` (any strides), `cos`, `sin` `[b, 1, t, hd]`.
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
+pub trait RotationKernels: Backend {
+    /// `x cos + rotate_half(x) sin`, contiguous; by the opposite angles (`- rotate_half(x) sin`)
+    /// when `inverse`, which is the rotation's backward.
+    #[fusion(meta = |x, _cos, _sin, _inverse| x.clone())]
+    fn rotate(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, inverse: bool) -> FloatTensor<Self>;
+}
+
+impl RotationKernels for Flex {
+    fn rotate(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, inverse: bool) -> FloatTensor<Self> {
+        let (shape, device) = (x.shape(), x.device());
+        let [b, heads, t, hd] = [shape[0], shape[1], shape[2], shape[3]];
+        let values = |t: FloatTensor<Self>| -> Vec<f32> { t.into_data().try_to_vec().expect("f32 values") };
+        let (x, cos, sin) = (values(x), values(cos), values(sin));
+        let sign = if inverse { -1.0 } else { 1.0 };
+        let mut out = vec![0.0f32; x.len()];
+        for (i, out) in out.iter_mut().enumerate() {
+            let (d, row) = (i % hd, i / hd);
+            let (ti, bi) = (row % t, row / (t * heads));
+            let c = (bi * t + ti) * hd + d;
+            let (partner, turn) = if d < hd / 2 { (i + hd / 2, -1.0) } else { (i - hd / 2, 1.0) };
+            *out = x[i] * cos[c] + sign * turn * x[partner] * sin[c];
+        }
+        debug_assert_eq!(out.len(), b * heads * t * hd);
+        Self::float_from_data(TensorData::new(out, shape), &device)
+    }
+}
+
+/// The rotation's backward: the gradient rotated by the opposite angles.
+#[derive(Debug)]
+struct RotationBackward {
+    inverse: bool,
+}
+
+impl<B: Backend + RotationKernels> Backward<B, 1> for RotationBackward {
+    /// cos and sin.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (cos, sin) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::rotate(grad, cos, sin, !self.inverse));
+        }
+    }
+}
+
+impl<B: Backend + RotationKernels, C: CheckpointStrategy> RotationKernels for Autodiff<B, C> {
+    fn rotate(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, inverse: bool) -> FloatTensor<Self> {
+        let (x, node) = x.into_parts();
+        // The angles come from position ids: they take no gradient.
+        let (cos, sin) = (Self::inner(cos), Self::inner(sin));
+        match (RotationBackward { inverse }).prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::rotate(x, cos.clone(), sin.clone(), inverse);
+                prep.finish((cos, sin), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rotate(x, cos, sin, inverse)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    /// The one-op rotation (the GPU kernel's arithmetic, on the host) gives burn's ops' values and
+    /// gradient, for queries laid out as the attention makes them (heads swapped in: not contiguous).
+    #[test]
+    fn the_one_op_rotation_gives_burns_rotation_and_its_gradient() {
+        let device = Device::flex().autodiff();
+        let rotary = Rotary { inv_freq: RopeParameters::default().inv_freq(10_000.0, 8) };
+        let positions = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 0, 1], [2, 3]), &device);
+        let rope = rotary.cos_sin(positions);
+        let start = Tensor::<4>::random([2, 3, 4, 8], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [b, t, heads, hd]
+        let weights = Tensor::<4>::random([2, 4, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+        let ours = Tensor::<4>::from_dispatch(<Dispatch as RotationKernels>::rotate(
+            start.clone().swap_dims(1, 2).into_dispatch(),
+            rope.0.clone().into_dispatch(),
+            rope.1.clone().into_dispatch(),
+            false,
+        ));
+        let theirs = apply_rope(start.clone().swap_dims(1, 2), &rope);
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let worst = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst(values(ours.clone()), values(theirs.clone())) < 1e-6);
+        let gradient = |out: Tensor<4>| values(start.grad(&(out * weights.clone()).sum().backward()).unwrap());
+        assert!(worst(gradient(ours.clone()), gradient(theirs)) < 1e-6);
+        // The inverse rotation undoes it.
+        let back = <Dispatch as RotationKernels>::rotate(ours.into_dispatch(), rope.0.into_dispatch(), rope.1.into_dispatch(), true);
+        assert!(worst(values(Tensor::from_dispatch(back)), values(start.swap_dims(1, 2))) < 1e-6);
+    }
 }

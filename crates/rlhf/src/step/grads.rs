@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use tinyrlhf_model::step_in_place;
+use tinyrlhf_model::{StatsPart, step_in_place, step_stats};
 
 use crate::parallel::peers::{GradientExchange, Peers};
 
@@ -90,6 +90,33 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+struct StepParts<'a> {
+    grads: &'a GradientsParams,
+    parts: Vec<StatsPart>,
+}
+
+impl ModuleVisitor for StepParts<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let flat = |t: Tensor<D>| {
+            let n = t.shape().num_elements();
+            t.reshape([n])
+        };
+        let value = param.val();
+        let trained = value.is_require_grad().then(|| flat(value.detach()));
+        let grad = self.grads.get::<D>(param.id).map(flat);
+        if grad.is_some() || trained.is_some() {
+            self.parts.push((grad, trained));
+        }
+    }
+}
+
+/// `[squared global norm of the gradients, largest trained weight]` of `module`, on the device.
+fn squared_norm_and_largest<M: Module>(module: &M, grads: &GradientsParams, device: &Device) -> Tensor<1> {
+    let mut visitor = StepParts { grads, parts: vec![] };
+    module.visit(&mut visitor);
+    step_stats(visitor.parts, device).unwrap_or_else(|| Tensor::zeros([2], device))
+}
+
 /// The global L2 norm of `module`'s gradients, as a one-element tensor still on the device.
 pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
     let mut visitor = SquaredNorms { grads, parts: vec![] };
@@ -161,22 +188,21 @@ pub async fn guarded_update<M: Module>(
     let Some(device) = module.devices().into_iter().next() else {
         return Err(crate::TrainError::Setting("the model has no parameters".into()));
     };
-    let zero = || Tensor::zeros([1], &device);
-    let largest = largest_trained_weight(&*module).unwrap_or_else(zero);
-    let (mut grads, norm, largest, numbers) = if peers.count() > 1 {
+    // The norm and the largest weight in one pair, read with the trainer's numbers in one read.
+    let (mut grads, squares, largest, numbers) = if peers.count() > 1 {
         let mut exchange = GradientExchange::default();
         exchange.add(&*module, &grads);
         let mut summed = exchange.run(peers, read_along).await?;
         let grads = summed.next(&*module, &device);
-        let norm = global_norm(&*module, &grads).unwrap_or_else(zero);
-        let read = crate::step::read::values(Tensor::cat(vec![norm, largest], 0)).await?;
+        let read = crate::step::read::values(squared_norm_and_largest(&*module, &grads, &device)).await?;
         (grads, read[0], read[1], summed.numbers)
     } else {
-        let norm = global_norm(&*module, &grads).unwrap_or_else(zero);
-        let mut numbers = crate::step::read::values(Tensor::cat([vec![norm, largest], read_along].concat(), 0)).await?;
-        let (norm, largest) = (numbers.remove(0), numbers.remove(0));
-        (grads, norm, largest, vec![numbers])
+        let pair = squared_norm_and_largest(&*module, &grads, &device);
+        let mut numbers = crate::step::read::values(Tensor::cat([vec![pair], read_along].concat(), 0)).await?;
+        let (squares, largest) = (numbers.remove(0), numbers.remove(0));
+        (grads, squares, largest, vec![numbers])
     };
+    let norm = squares.sqrt();
     if let Some(bad) = numbers.iter().flatten().find(|x| !x.is_finite()) {
         return Ok((numbers.clone(), Err(format!("loss is {bad}; the update was skipped and the last good weights kept"))));
     }
