@@ -70,6 +70,9 @@ mod step_stats;
 #[cfg(feature = "cube")]
 mod step_stats_gpu;
 mod tied_head;
+mod train_attention;
+#[cfg(feature = "cube")]
+mod train_attention_gpu;
 mod weights_stream;
 
 pub use adamw::{AdamWSettings, read_moments_back, step_in_place};

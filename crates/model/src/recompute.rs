@@ -10,8 +10,8 @@
 //! CPU backend's attention never materialises the scores), and rebuild the rest, one layer at a
 //! time, in the backward — PyTorch's memory-efficient attention and recomputed activations.
 //!
-//! The ops run on the CPU backend (natively and in wasm); elsewhere (WebGPU) the same values come
-//! from burn's ops, as before.
+//! The ops run on the CPU backend (natively and in wasm); cubecl's GPU runtimes (WebGPU in the tab)
+//! take `train_attention.rs`' kernels, which recompute the same way.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -26,6 +26,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::kv_cache::MASKED;
 use crate::log_softmax::{on_cpu_backend, owned, values};
+use crate::packed::on_gpu_kernels;
 use crate::row_kernels;
 
 /// softmax(q k^T / sqrt(head_dim) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`
@@ -35,6 +36,8 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4
         let out =
             <Dispatch as Recomputed>::recomputed_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
         Tensor::from_dispatch(out)
+    } else if on_gpu_kernels(&q.device()) {
+        crate::train_attention::attention(q, k, v, bias)
     } else {
         burn_attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())
     }

@@ -1,0 +1,383 @@
+//! Attention for training on a GPU: the forward one kernel and the backward three, recomputing
+//! the probabilities from each query's largest score and sum rather than keeping them
+//! (FlashAttention's way). burn's attention is a chain of products, a softmax of five ops and their backwards: about
+//! twenty launches a layer in a training step, and the `[b, h, t, t_keys]` scores, masked scores and
+//! probabilities kept in between. Here each workgroup takes one query (or key) row and walks the
+//! other side a chunk at a time in workgroup memory, so any length fits WebGPU's default limits.
+//!
+//! The additive bias `[b or 1, 1, t, t_keys]` carries the causal, padding and window masks, as
+//! burn's attention takes it; grouped heads arrive stacked (`decoder::grouped_attention`). The CPU
+//! keeps its own attention (`recompute.rs`); the CPU implementation here states the kernels'
+//! arithmetic, and its test checks it against burn's attention and gradients.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Tensor, TensorData};
+
+/// softmax(q k^T / sqrt(hd) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`, `bias`
+/// `[b or 1, 1, t, t_keys]` (no gradient): the kernels above, for cubecl's GPU runtimes.
+pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    let (out, _stats) =
+        <Dispatch as AttentionKernels>::attention_forward(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
+    Tensor::from_dispatch(out)
+}
+
+/// The forward and the three backward passes. `stats` `[b, h, t, 3]`: each query's largest score
+/// and its softmax's sum (kept apart: a query whose keys are all masked has scores of about -1e9,
+/// where a log-sum-exp in f32 would lose the sum), then (once the queries' backward ran)
+/// `D = rowsum(dO · O)`.
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
+pub trait AttentionKernels: Backend {
+    /// `(output [b, h, t, hd], stats)`.
+    #[fusion(meta = |q, _k, _v, _bias| (q.clone(), stats_spec(q)))]
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(d q, stats with D)` from the output's gradient `grad`.
+    #[fusion(meta = |q, _k, _v, _bias, stats, _grad| (q.clone(), stats.clone()))]
+    fn attention_backward_queries(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// d k, from stats with D.
+    #[fusion(meta = |_q, k, _v, _bias, _stats, _grad| k.clone())]
+    fn attention_backward_keys(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// d v (the shape of `k`), from stats.
+    #[fusion(meta = |_q, k, _bias, _stats, _grad| k.clone())]
+    fn attention_backward_values(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+#[cfg(all(feature = "cube", feature = "fusion"))]
+fn stats_spec(q: &burn::backend::fusion::custom::TensorSpec) -> burn::backend::fusion::custom::TensorSpec {
+    let mut spec = q.clone();
+    spec.shape = [q.shape[0], q.shape[1], q.shape[2], STATS].into();
+    spec
+}
+
+/// Values of `stats` a query: its largest score, its softmax's sum, D.
+pub(crate) const STATS: usize = 3;
+
+/// The sizes every pass reads.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    heads: usize,
+    t: usize,
+    t_keys: usize,
+    hd: usize,
+    bias_rows: usize,
+}
+
+impl Dims {
+    fn of<B: Backend>(q: &FloatTensor<B>, k: &FloatTensor<B>, bias: &FloatTensor<B>) -> Self {
+        let (q, k) = (q.shape(), k.shape());
+        Self { heads: q[1], t: q[2], t_keys: k[2], hd: q[3], bias_rows: bias.shape()[0] }
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.hd as f32).sqrt()
+    }
+
+    /// `(row, head, query)`'s score of key `j`.
+    fn score(&self, host: &Host, row: usize, head: usize, i: usize, j: usize) -> f32 {
+        let (q, k) = (self.row(&host.q, row, head, self.t, i), self.row(&host.k, row, head, self.t_keys, j));
+        let bias_row = if self.bias_rows == 1 { 0 } else { row };
+        dot(q, k) * self.scale() + host.bias[(bias_row * self.t + i) * self.t_keys + j]
+    }
+
+    /// Row `i` of head `head` of batch row `row` in a `[b, h, len, hd]` tensor.
+    fn row<'a>(&self, values: &'a [f32], row: usize, head: usize, len: usize, i: usize) -> &'a [f32] {
+        let at = ((row * self.heads + head) * len + i) * self.hd;
+        &values[at..at + self.hd]
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+/// The tensors on the host, contiguous.
+struct Host {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+fn host(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: Option<FloatTensor<Flex>>, bias: FloatTensor<Flex>) -> Host {
+    let values = |t: FloatTensor<Flex>| -> Vec<f32> { t.into_data().try_to_vec().expect("f32 values") };
+    Host { q: values(q), k: values(k), v: v.map(values).unwrap_or_default(), bias: values(bias) }
+}
+
+fn values(t: FloatTensor<Flex>) -> Vec<f32> {
+    t.into_data().try_to_vec().expect("f32 values")
+}
+
+impl AttentionKernels for Flex {
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (d, shape, device) = (Dims::of::<Self>(&q, &k, &bias), q.shape(), q.device());
+        let b = shape[0];
+        let host = host(q, k, Some(v), bias);
+        let (mut out, mut stats) = (vec![0.0f32; b * d.heads * d.t * d.hd], vec![0.0f32; b * d.heads * d.t * STATS]);
+        for (n, (out, stats)) in out.chunks_mut(d.hd).zip(stats.chunks_mut(STATS)).enumerate() {
+            let (i, head, row) = (n % d.t, n / d.t % d.heads, n / (d.t * d.heads));
+            let scores: Vec<f32> = (0..d.t_keys).map(|j| d.score(&host, row, head, i, j)).collect();
+            let max = scores.iter().copied().fold(f32::MIN, f32::max);
+            let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+            (stats[0], stats[1]) = (max, sum);
+            for (j, s) in scores.iter().enumerate() {
+                let p = (s - max).exp() / sum;
+                out.iter_mut().zip(d.row(&host.v, row, head, d.t_keys, j)).for_each(|(o, v)| *o += p * v);
+            }
+        }
+        let tensor = |v: Vec<f32>, shape: [usize; 4]| Self::float_from_data(TensorData::new(v, shape), &device);
+        (tensor(out, [b, d.heads, d.t, d.hd]), tensor(stats, [b, d.heads, d.t, STATS]))
+    }
+
+    fn attention_backward_queries(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (d, shape, device) = (Dims::of::<Self>(&q, &k, &bias), q.shape(), q.device());
+        let (host, mut stats, grad) = (host(q, k, Some(v), bias), values(stats), values(grad));
+        let mut dq = vec![0.0f32; host.q.len()];
+        for (n, (dq, stats)) in dq.chunks_mut(d.hd).zip(stats.chunks_mut(STATS)).enumerate() {
+            let (i, head, row) = (n % d.t, n / d.t % d.heads, n / (d.t * d.heads));
+            let d_out = &grad[n * d.hd..(n + 1) * d.hd];
+            // p_j, and dp_j = dO · v_j; D = sum_j p_j dp_j (= rowsum(dO · O)).
+            let p_dp: Vec<(f32, f32)> = (0..d.t_keys)
+                .map(|j| {
+                    ((d.score(&host, row, head, i, j) - stats[0]).exp() / stats[1], dot(d_out, d.row(&host.v, row, head, d.t_keys, j)))
+                })
+                .collect();
+            stats[2] = p_dp.iter().map(|(p, dp)| p * dp).sum();
+            for (j, (p, dp)) in p_dp.iter().enumerate() {
+                let ds = p * (dp - stats[2]);
+                dq.iter_mut().zip(d.row(&host.k, row, head, d.t_keys, j)).for_each(|(g, k)| *g += ds * k);
+            }
+            dq.iter_mut().for_each(|g| *g *= d.scale());
+        }
+        let stats_shape = [shape[0], d.heads, d.t, STATS];
+        (Self::float_from_data(TensorData::new(dq, shape), &device), Self::float_from_data(TensorData::new(stats, stats_shape), &device))
+    }
+
+    fn attention_backward_keys(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (d, shape, device) = (Dims::of::<Self>(&q, &k, &bias), k.shape(), k.device());
+        let (host, stats, grad) = (host(q, k, Some(v), bias), values(stats), values(grad));
+        let mut dk = vec![0.0f32; host.k.len()];
+        for (n, dk) in dk.chunks_mut(d.hd).enumerate() {
+            let (j, head, row) = (n % d.t_keys, n / d.t_keys % d.heads, n / (d.t_keys * d.heads));
+            for i in 0..d.t {
+                let (query, at) = ((row * d.heads + head) * d.t + i, ((row * d.heads + head) * d.t + i) * STATS);
+                let p = (d.score(&host, row, head, i, j) - stats[at]).exp() / stats[at + 1];
+                let dp = dot(&grad[query * d.hd..(query + 1) * d.hd], d.row(&host.v, row, head, d.t_keys, j));
+                let ds = p * (dp - stats[at + 2]);
+                dk.iter_mut().zip(d.row(&host.q, row, head, d.t, i)).for_each(|(g, q)| *g += ds * q);
+            }
+            dk.iter_mut().for_each(|g| *g *= d.scale());
+        }
+        Self::float_from_data(TensorData::new(dk, shape), &device)
+    }
+
+    fn attention_backward_values(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (d, shape, device) = (Dims::of::<Self>(&q, &k, &bias), k.shape(), k.device());
+        let (host, stats, grad) = (host(q, k, None, bias), values(stats), values(grad));
+        let mut dv = vec![0.0f32; host.k.len()];
+        for (n, dv) in dv.chunks_mut(d.hd).enumerate() {
+            let (j, head, row) = (n % d.t_keys, n / d.t_keys % d.heads, n / (d.t_keys * d.heads));
+            for i in 0..d.t {
+                let (query, at) = ((row * d.heads + head) * d.t + i, ((row * d.heads + head) * d.t + i) * STATS);
+                let p = (d.score(&host, row, head, i, j) - stats[at]).exp() / stats[at + 1];
+                dv.iter_mut().zip(&grad[query * d.hd..(query + 1) * d.hd]).for_each(|(g, dy)| *g += p * dy);
+            }
+        }
+        Self::float_from_data(TensorData::new(dv, shape), &device)
+    }
+}
+
+/// The backward: the queries' pass first (it adds D to the stats), then the keys' and values'.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: Backend + AttentionKernels> Backward<B, 3> for AttentionBackward {
+    /// q, k, v, the bias and the forward's stats.
+    type State = [FloatTensor<B>; 5];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [q, k, v, bias, stats] = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let (dq, stats) = B::attention_backward_queries(q.clone(), k.clone(), v.clone(), bias.clone(), stats, grad.clone());
+        let [q_parent, k_parent, v_parent] = ops.parents;
+        if let Some(node) = v_parent {
+            grads.register::<B>(node.id, B::attention_backward_values(q.clone(), k.clone(), bias.clone(), stats.clone(), grad.clone()));
+        }
+        if let Some(node) = k_parent {
+            grads.register::<B>(node.id, B::attention_backward_keys(q, k, v, bias, stats, grad));
+        }
+        if let Some(node) = q_parent {
+            grads.register::<B>(node.id, dq);
+        }
+    }
+}
+
+impl<B: Backend + AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B, C> {
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        let bias = Self::inner(bias);
+        match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, stats) = B::attention_forward(q.clone(), k.clone(), v.clone(), bias.clone());
+                (prep.finish([q, k, v, bias, stats.clone()], out), Self::from_inner(stats))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, stats) = B::attention_forward(q, k, v, bias);
+                (prep.finish(out), Self::from_inner(stats))
+            }
+        }
+    }
+
+    fn attention_backward_queries(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let i = Self::inner;
+        let (dq, stats) = B::attention_backward_queries(i(q), i(k), i(v), i(bias), i(stats), i(grad));
+        (Self::from_inner(dq), Self::from_inner(stats))
+    }
+
+    fn attention_backward_keys(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let i = Self::inner;
+        Self::from_inner(B::attention_backward_keys(i(q), i(k), i(v), i(bias), i(stats), i(grad)))
+    }
+
+    fn attention_backward_values(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let i = Self::inner;
+        Self::from_inner(B::attention_backward_values(i(q), i(k), i(bias), i(stats), i(grad)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module::attention as burn_attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+    fn close(a: Tensor<4>, b: Tensor<4>, what: &str) {
+        let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{what}: relative difference {worst}");
+    }
+
+    fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device).require_grad()
+    }
+
+    /// The kernels' arithmetic gives burn's attention and its gradients, with a causal mask, a
+    /// padded key and a query that sees no key (its softmax uniform, as burn's), keys not laid
+    /// out contiguously, and one bias row shared by the batch.
+    #[test]
+    fn the_kernels_attention_and_gradients_equal_burns_with_padded_causal_and_shared_masks() {
+        let device = Device::flex().autodiff();
+        let ([b, h, t, hd], t_keys) = ([2, 3, 5, 8], 6);
+        let (q, v) = (random([b, h, t, hd], &device), random([b, h, t_keys, hd], &device));
+        let k_laid = random([b, t_keys, h, hd], &device);
+        // Swapped anew for each pass: a backward consumes the graph that made it.
+        let k = || k_laid.clone().swap_dims(1, 2);
+        let weights = Tensor::<4>::random([b, h, t, hd], Distribution::Normal(0.0, 1.0), &device);
+        // Causal with one key of history; row 0's first key is padding; row 1's first query sees nothing.
+        let per_row: Vec<f32> = (0..b)
+            .flat_map(|row| {
+                (0..t).flat_map(move |i| {
+                    (0..t_keys).map(move |j| if j > i + 1 || (row == 0 && j == 0) || (row == 1 && i == 0) { -1e9 } else { 0.0 })
+                })
+            })
+            .collect();
+        let shared: Vec<f32> = per_row[..t * t_keys].to_vec();
+        for (bias, rows) in [(per_row, b), (shared, 1)] {
+            let bias = Tensor::<4>::from_data(TensorData::new(bias, [rows, 1, t, t_keys]), &device);
+            let ours = super::attention(q.clone(), k(), v.clone(), bias.clone());
+            let grads = (ours.clone() * weights.clone()).sum().backward();
+            let ours_grads = [q.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
+            let theirs = burn_attention(q.clone(), k(), v.clone(), None, Some(bias), AttentionModuleOptions::default());
+            let grads = (theirs.clone() * weights.clone()).sum().backward();
+            let theirs_grads = [q.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
+            close(ours.inner(), theirs.inner(), &format!("output, {rows} bias rows"));
+            for ((ours, theirs), name) in ours_grads.into_iter().zip(theirs_grads).zip(["q", "k", "v"]) {
+                close(ours, theirs, &format!("d {name}, {rows} bias rows"));
+            }
+        }
+    }
+}
