@@ -367,7 +367,7 @@ impl Session {
             let before = tinyrlhf_model::launches::launched();
             let out = generate(&lm, &vec![ids; k], special.eos, special.pad, &sampling).await.map_err(js)?;
             let steps = out.tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
-            let launched = tinyrlhf_model::launches::launched().zip(before).map(|(after, before)| (after - before) as f64 / steps as f64);
+            let launched = tinyrlhf_model::launches::since(before).map(|launched| launched as f64 / steps as f64);
             let kernels_per_token = launched.filter(|_| backend == "webgpu");
             let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();

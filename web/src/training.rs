@@ -20,9 +20,11 @@ use wasm_bindgen::prelude::*;
 use crate::{Model, Session, State, js, json_value, loaded_sft, promise, sft_identity, to_json};
 
 /// One step of `run`; its stats as JSON, with the sampled answer shown (as text) where there is
-/// one, and whether the run is done.
-async fn step_json(run: &mut PolicyTrainer, model: &Model) -> Result<serde_json::Value, JsError> {
+/// one, whether the run is done, and on WebGPU the kernels the step launched (`gpu_kernels`).
+async fn step_json(run: &mut PolicyTrainer, model: &Model, on_gpu: bool) -> Result<serde_json::Value, JsError> {
+    let before = tinyrlhf_model::launches::launched();
     let stats = run.step().await.map_err(js)?;
+    let launched = tinyrlhf_model::launches::since(before).filter(|_| on_gpu);
     let mut value = serde_json::to_value(&stats).map_err(js)?;
     if let Some(map) = value.as_object_mut() {
         // Token ids mean nothing to the page: the text replaces them.
@@ -36,6 +38,9 @@ async fn step_json(run: &mut PolicyTrainer, model: &Model) -> Result<serde_json:
         });
     }
     value["done"] = run.is_done().into();
+    if let Some(launched) = launched {
+        value["gpu_kernels"] = launched.into();
+    }
     Ok(value)
 }
 
@@ -224,14 +229,14 @@ impl Session {
     /// last completed step: the failed one may have moved part of the weights.
     #[wasm_bindgen(js_name = trainStep)]
     pub fn train_step(&self, beta: Option<f64>) -> js_sys::Promise {
-        let state = self.state.clone();
+        let (state, on_gpu) = (self.state.clone(), self.backend == "webgpu");
         promise(async move {
             let model = loaded_sft(&state)?;
             if let Some(beta) = beta {
                 state.borrow_mut().run.as_mut().ok_or_else(|| js("no training run has been started"))?.set_beta(beta).map_err(js)?;
             }
             let mut run = state.borrow_mut().run.take().ok_or_else(|| js("no training run has been started"))?;
-            let stats = step_json(&mut run, &model).await?;
+            let stats = step_json(&mut run, &model, on_gpu).await?;
             let mut s = state.borrow_mut();
             let name = run.method().name().to_string();
             match run.lora() {

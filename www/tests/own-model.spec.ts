@@ -254,6 +254,10 @@ test('one GGUF file (llama.cpp Q8_0) is a model: it loads with its progress, ran
   expect(kept).toBeLessThan(readFileSync(downloads['dpo-model.safetensors']).length / 3);
 });
 
+// A LoRA DPO step's launches on WebGPU for the Q8_0 GGUF fixture (2 layers): 367, 338 and 338 on
+// SwiftShader with the training kernels (2026-11-28); a fifth more fails, naming the step.
+const DPO_STEP_KERNELS = 440;
+
 test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the CPU\'s losses, step for step', async ({ browser }, testInfo) => {
   test.setTimeout(900_000);
   // The same run in two browser profiles: on burn's CPU backend, where the packed product has run
@@ -261,6 +265,7 @@ test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the C
   // one product and again in the backward. A wrong backward would part the losses after the first
   // step (which is log 2 on both: LoRA starts as the base).
   const losses: Record<string, number[]> = {};
+  let kernels: number[] = [];
   for (const backend of ['cpu', 'webgpu']) {
     const context = await browser.newContext({ baseURL: testInfo.project.use.baseURL });
     const page = await context.newPage();
@@ -278,7 +283,9 @@ test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the C
     await page.locator('#dpo-run').click();
     await expect(page.locator('#dpo-status')).toContainText(/done|failed/, { timeout: 600_000 });
     await expect(page.locator('#dpo-status')).toContainText('done');
-    losses[backend] = ((await saved(page, 'curve:dpo')) as { loss: number }[]).map((point) => point.loss);
+    const curve = (await saved(page, 'curve:dpo')) as { loss: number; gpu_kernels?: number }[];
+    losses[backend] = curve.map((point) => point.loss);
+    if (backend === 'webgpu') kernels = curve.map((point) => point.gpu_kernels ?? Infinity);
     await context.close();
   }
   console.log(`LoRA DPO on a Q8_0 GGUF, losses: CPU ${losses.cpu.map((l) => l.toFixed(5)).join(', ')}; WebGPU ${losses.webgpu.map((l) => l.toFixed(5)).join(', ')}`);
@@ -286,6 +293,10 @@ test('on WebGPU a GGUF model\'s base stays packed and LoRA DPO on it gives the C
   expect(losses.cpu[2]).not.toBeCloseTo(losses.cpu[0], 4);
   losses.webgpu.forEach((loss, step) => expect(Math.abs(loss - losses.cpu[step])).toBeLessThan(1e-3 * (1 + Math.abs(losses.cpu[step]))));
   expect(losses.webgpu).toHaveLength(3);
+  // The kernels each step launched (cubecl's count): the training kernels (attention, norms, rotary
+  // embedding, gated unit, the optimizer's norm) keep a step of this 2-layer model within its budget.
+  console.log(`LoRA DPO on WebGPU, GPU kernels a step: ${kernels.join(', ')}`);
+  kernels.forEach((count, step) => expect(count, `step ${step + 1}'s GPU kernels`).toBeLessThanOrEqual(DPO_STEP_KERNELS));
 });
 
 const GEMMA3_GGUF = join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/gguf/hf-gemma3-sp.q8_0.gguf');

@@ -23,6 +23,11 @@ pub fn launched() -> Option<u64> {
     None
 }
 
+/// Kernels launched since `before` (a [`launched`] value); `None` in a build without a GPU runtime.
+pub fn since(before: Option<u64>) -> Option<u64> {
+    Some(launched()? - before?)
+}
+
 /// Keeps each launch's kernel name from now on (`true`), for [`take_names`].
 pub fn keep_names(on: bool) {
     KEEP_NAMES.store(on, Ordering::Relaxed);

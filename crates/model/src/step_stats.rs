@@ -6,8 +6,8 @@
 //! concatenation of all of them (a slice assignment a weight) and the final sum and maximum: about
 //! eight launches a weight on a GPU, where a LoRA step trains hundreds of small adapters (a
 //! quarter of a LoRA DPO step's launches, docs/gpu.md). On cubecl's GPU runtimes the pair is
-//! carried from weight to weight instead, one kernel a weight adding that weight's squares and
-//! magnitudes to the pair the last one wrote. The CPU keeps burn's ops (its numbers stay the
+//! carried from weight to weight instead, one kernel for every two weights adding their squares
+//! and magnitudes to the pair the last one wrote. The CPU keeps burn's ops (its numbers stay the
 //! project's reference); so do tensors too large for one workgroup to sweep.
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -37,30 +37,40 @@ pub fn step_stats(parts: Vec<StatsPart>, device: &Device) -> Option<Tensor<1>> {
         return Some(separately(parts, device));
     }
     let device = device.clone().inner();
+    let swept = |t: &Option<Tensor<1>>| t.as_ref().is_none_or(|t| t.dims()[0] <= SWEPT_BY_ONE_WORKGROUP);
+    let (small, large): (Vec<StatsPart>, Vec<StatsPart>) = parts.into_iter().partition(|(g, w)| swept(g) && swept(w));
     let mut pair: Option<Tensor<1>> = None;
-    for (grad, weight) in parts {
-        let swept = |t: &Option<Tensor<1>>| t.as_ref().is_none_or(|t| t.dims()[0] <= SWEPT_BY_ONE_WORKGROUP);
-        pair = Some(if swept(&grad) && swept(&weight) {
-            // WebGPU binds no empty buffer: what is absent is one unread value.
-            let absent = || Tensor::<1>::empty([1], &device);
-            let has = PairInputs { pair: pair.is_some(), grad: grad.is_some(), weight: weight.is_some() };
-            let out = <Dispatch as StepStatsKernels>::add_to_pair(
-                pair.unwrap_or_else(absent).into_dispatch(),
-                grad.map_or_else(absent, |g| g.inner()).into_dispatch(),
-                weight.map_or_else(absent, |w| w.inner()).into_dispatch(),
-                has,
-            );
-            Tensor::from_dispatch(out)
-        } else {
-            let part = separately(vec![(grad, weight)], &device);
-            match pair {
-                None => part,
-                Some(pair) => {
-                    let [(sum, max), (squares, largest)] = [pair, part].map(|t| (t.clone().narrow(0, 0, 1), t.narrow(0, 1, 1)));
-                    // A NaN passes through the additions where `max_pair` might drop it.
-                    let largest = max.clone().max_pair(largest.clone()) + (max + largest).mul_scalar(0.0);
-                    Tensor::cat(vec![sum + squares, largest], 0)
-                }
+    // Two weights a kernel: seven tensors bound, WebGPU's default most.
+    let mut small = small.into_iter();
+    while let Some(first) = small.next() {
+        let second = small.next().unwrap_or((None, None));
+        // WebGPU binds no empty buffer: what is absent is one unread value.
+        let absent = || Tensor::<1>::empty([1], &device);
+        let has = PairInputs {
+            pair: pair.is_some(),
+            grads: [first.0.is_some(), second.0.is_some()],
+            weights: [first.1.is_some(), second.1.is_some()],
+        };
+        let held = |t: Option<Tensor<1>>| t.map_or_else(absent, |t| t.inner()).into_dispatch();
+        let out = <Dispatch as StepStatsKernels>::add_to_pair(
+            pair.unwrap_or_else(absent).into_dispatch(),
+            held(first.0),
+            held(first.1),
+            held(second.0),
+            held(second.1),
+            has,
+        );
+        pair = Some(Tensor::from_dispatch(out));
+    }
+    for part in large {
+        let part = separately(vec![part], &device);
+        pair = Some(match pair {
+            None => part,
+            Some(pair) => {
+                let [(sum, max), (squares, largest)] = [pair, part].map(|t| (t.clone().narrow(0, 0, 1), t.narrow(0, 1, 1)));
+                // A NaN passes through the additions where `max_pair` might drop it.
+                let largest = max.clone().max_pair(largest.clone()) + (max + largest).mul_scalar(0.0);
+                Tensor::cat(vec![sum + squares, largest], 0)
             }
         });
     }
@@ -72,8 +82,8 @@ pub fn step_stats(parts: Vec<StatsPart>, device: &Device) -> Option<Tensor<1>> {
 pub struct PairInputs {
     /// A pair from the weights before (else the pair starts at zero).
     pub pair: bool,
-    pub grad: bool,
-    pub weight: bool,
+    pub grads: [bool; 2],
+    pub weights: [bool; 2],
 }
 
 /// burn's ops: each weight's sum of squares and largest magnitude, concatenated, then summed and
@@ -98,19 +108,34 @@ fn separately(parts: Vec<StatsPart>, device: &Device) -> Tensor<1> {
 /// The pair `[squares, largest]` carried from weight to weight.
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait StepStatsKernels: Backend {
-    /// `pair` (`[2]`) with `grad`'s squares added to the first and `weight`'s magnitudes taken into
-    /// the second; `has` says which inputs hold values.
-    #[fusion(dtype = grad, shape = [2].into())]
-    fn add_to_pair(pair: FloatTensor<Self>, grad: FloatTensor<Self>, weight: FloatTensor<Self>, has: PairInputs) -> FloatTensor<Self>;
+    /// `pair` (`[2]`) with two weights' gradients' squares added to the first and their values'
+    /// magnitudes taken into the second; `has` says which inputs hold values.
+    #[fusion(dtype = grad_a, shape = [2].into())]
+    fn add_to_pair(
+        pair: FloatTensor<Self>,
+        grad_a: FloatTensor<Self>,
+        weight_a: FloatTensor<Self>,
+        grad_b: FloatTensor<Self>,
+        weight_b: FloatTensor<Self>,
+        has: PairInputs,
+    ) -> FloatTensor<Self>;
 }
 
 impl StepStatsKernels for Flex {
-    fn add_to_pair(pair: FloatTensor<Self>, grad: FloatTensor<Self>, weight: FloatTensor<Self>, has: PairInputs) -> FloatTensor<Self> {
+    fn add_to_pair(
+        pair: FloatTensor<Self>,
+        grad_a: FloatTensor<Self>,
+        weight_a: FloatTensor<Self>,
+        grad_b: FloatTensor<Self>,
+        weight_b: FloatTensor<Self>,
+        has: PairInputs,
+    ) -> FloatTensor<Self> {
         let device = pair.device();
         let values =
             |t: FloatTensor<Self>, held: bool| -> Vec<f32> { if held { t.into_data().try_to_vec().expect("f32 values") } else { vec![] } };
         let pair = if has.pair { values(pair, true) } else { vec![0.0, 0.0] };
-        let out = added_to_pair([pair[0], pair[1]], &values(grad, has.grad), &values(weight, has.weight));
+        let pair = added_to_pair([pair[0], pair[1]], &values(grad_a, has.grads[0]), &values(weight_a, has.weights[0]));
+        let out = added_to_pair(pair, &values(grad_b, has.grads[1]), &values(weight_b, has.weights[1]));
         Self::float_from_data(TensorData::new(out.to_vec(), [2]), &device)
     }
 }
@@ -128,8 +153,16 @@ fn added_to_pair(pair: [f32; 2], grad: &[f32], weight: &[f32]) -> [f32; 2] {
 
 impl<B: Backend + StepStatsKernels, C: CheckpointStrategy> StepStatsKernels for Autodiff<B, C> {
     // Gradients and weights are read, never differentiated.
-    fn add_to_pair(pair: FloatTensor<Self>, grad: FloatTensor<Self>, weight: FloatTensor<Self>, has: PairInputs) -> FloatTensor<Self> {
-        Self::from_inner(B::add_to_pair(Self::inner(pair), Self::inner(grad), Self::inner(weight), has))
+    fn add_to_pair(
+        pair: FloatTensor<Self>,
+        grad_a: FloatTensor<Self>,
+        weight_a: FloatTensor<Self>,
+        grad_b: FloatTensor<Self>,
+        weight_b: FloatTensor<Self>,
+        has: PairInputs,
+    ) -> FloatTensor<Self> {
+        let i = Self::inner;
+        Self::from_inner(B::add_to_pair(i(pair), i(grad_a), i(weight_a), i(grad_b), i(weight_b), has))
     }
 }
 
@@ -166,7 +199,9 @@ mod tests {
             tensor(vec![1.0, 2.0]).into_dispatch(),
             tensor(vec![2.0]).into_dispatch(),
             tensor(vec![-5.0]).into_dispatch(),
-            PairInputs { pair: true, grad: true, weight: true },
+            tensor(vec![9.0]).into_dispatch(),
+            tensor(vec![9.0]).into_dispatch(),
+            PairInputs { pair: true, grads: [true, false], weights: [true, false] },
         );
         assert_eq!(Tensor::<1>::from_dispatch(through_the_op).into_data().try_to_vec::<f32>().unwrap(), [5.0, 5.0]);
     }

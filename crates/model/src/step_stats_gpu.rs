@@ -1,4 +1,4 @@
-//! [`StepStatsKernels`] on cubecl's GPU runtimes: one workgroup sweeps a weight's gradient and
+//! [`StepStatsKernels`] on cubecl's GPU runtimes: one workgroup sweeps two weights' gradients and
 //! values with strided threads, tree-reduces the squares and the magnitudes in workgroup memory
 //! (2 KiB), and its first thread writes the pair. Non-finite values are found by their bits, as
 //! WGSL may assume there are none.
@@ -17,22 +17,38 @@ use crate::step_stats::{PairInputs, StepStatsKernels};
 const THREADS: usize = 256;
 
 impl StepStatsKernels for CubeBackend {
-    fn add_to_pair(pair: CubeTensor, grad: CubeTensor, weight: CubeTensor, has: PairInputs) -> CubeTensor {
-        let [pair, grad, weight] = [pair, grad, weight].map(into_contiguous);
+    fn add_to_pair(
+        pair: CubeTensor,
+        grad_a: CubeTensor,
+        weight_a: CubeTensor,
+        grad_b: CubeTensor,
+        weight_b: CubeTensor,
+        has: PairInputs,
+    ) -> CubeTensor {
+        let [pair, grad_a, weight_a, grad_b, weight_b] = [pair, grad_a, weight_a, grad_b, weight_b].map(into_contiguous);
         let out = CubeBackend::float_empty([2].into(), &pair.device, FloatDType::F32);
         let length = |t: &CubeTensor, held: bool| if held { t.meta.shape().num_elements() } else { 0 };
-        let (grad_len, weight_len) = (length(&grad, has.grad), length(&weight, has.weight));
+        let lengths = [
+            length(&grad_a, has.grads[0]),
+            length(&weight_a, has.weights[0]),
+            length(&grad_b, has.grads[1]),
+            length(&weight_b, has.weights[1]),
+        ];
         let client = pair.client.clone();
         pair_kernel::launch(
             &client,
             CubeCount::Static(1, 1, 1),
             CubeDim::new_1d(THREADS as u32),
             pair.into_tensor_arg(),
-            grad.into_tensor_arg(),
-            weight.into_tensor_arg(),
+            grad_a.into_tensor_arg(),
+            weight_a.into_tensor_arg(),
+            grad_b.into_tensor_arg(),
+            weight_b.into_tensor_arg(),
             out.clone().into_tensor_arg(),
-            grad_len,
-            weight_len,
+            lengths[0],
+            lengths[1],
+            lengths[2],
+            lengths[3],
             THREADS / 2,
             has.pair,
             THREADS,
@@ -57,11 +73,15 @@ fn not_a_number(value: f32) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn pair_kernel(
     pair: &Tensor<f32>,
-    grad: &Tensor<f32>,
-    weight: &Tensor<f32>,
+    grad_a: &Tensor<f32>,
+    weight_a: &Tensor<f32>,
+    grad_b: &Tensor<f32>,
+    weight_b: &Tensor<f32>,
     out: &mut Tensor<f32>,
-    grad_len: usize,
-    weight_len: usize,
+    grad_a_len: usize,
+    weight_a_len: usize,
+    grad_b_len: usize,
+    weight_b_len: usize,
     half_threads: usize,
     #[comptime] started: bool,
     #[comptime] threads: usize,
@@ -75,23 +95,31 @@ fn pair_kernel(
     let mut most = f32::new(0.0);
     let mut flags = 0u32;
     let mut i = t;
-    while i < grad_len {
-        let g = grad[i];
-        if non_finite(g) {
-            flags |= 1u32;
-        }
+    while i < grad_a_len {
+        let g = grad_a[i];
+        flags |= select(non_finite(g), 1u32, 0u32);
         sum += g * g;
         i += threads;
     }
     i = t;
-    while i < weight_len {
-        let w = f32::abs(weight[i]);
-        if not_a_number(w) {
-            flags |= 2u32;
-        }
-        if w > most {
-            most = w;
-        }
+    while i < grad_b_len {
+        let g = grad_b[i];
+        flags |= select(non_finite(g), 1u32, 0u32);
+        sum += g * g;
+        i += threads;
+    }
+    i = t;
+    while i < weight_a_len {
+        let w = f32::abs(weight_a[i]);
+        flags |= select(not_a_number(w), 2u32, 0u32);
+        most = f32::max(most, w);
+        i += threads;
+    }
+    i = t;
+    while i < weight_b_len {
+        let w = f32::abs(weight_b[i]);
+        flags |= select(not_a_number(w), 2u32, 0u32);
+        most = f32::max(most, w);
         i += threads;
     }
     squares[t] = sum;
