@@ -56,7 +56,7 @@ impl DecodeSampler for CubeBackend {
 /// Every thread's `value` summed (`max = false`) or maximised into `scratch[0]`, which every thread
 /// returns.
 #[cube]
-fn all_reduce(scratch: &mut Shared<[f32]>, value: f32, half_threads: usize, #[comptime] max: bool) -> f32 {
+pub(crate) fn all_reduce(scratch: &mut Shared<[f32]>, value: f32, half_threads: usize, #[comptime] max: bool) -> f32 {
     let t = UNIT_POS_X as usize;
     scratch[t] = value;
     sync_cube();

@@ -159,19 +159,21 @@ impl<B: Backend + Recomputed, C: CheckpointStrategy> Recomputed for Autodiff<B, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use burn::tensor::module::attention as burn_attention;
     use burn::tensor::ops::AttentionModuleOptions;
 
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
-    fn close(a: Tensor<4>, b: Tensor<4>, what: &str) {
+    /// Fails unless `a` and `b` agree within `tolerance`, relative to `1 + |b|`.
+    pub(crate) fn close(a: Tensor<4>, b: Tensor<4>, what: &str, tolerance: f32) {
         let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
-        assert!(worst < 1e-4, "{what}: relative difference {worst}");
+        assert!(worst < tolerance, "{what}: relative difference {worst}");
     }
 
-    fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    /// Standard normal values, tracked.
+    pub(crate) fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device).require_grad()
     }
 
@@ -195,9 +197,9 @@ mod tests {
         let grads = (theirs.clone() * weights).sum().backward();
         let theirs_grads = [q.grad(&grads).unwrap(), k.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
 
-        close(ours.inner(), theirs.inner(), "output");
+        close(ours.inner(), theirs.inner(), "output", 1e-4);
         for ((ours, theirs), name) in ours_grads.into_iter().zip(theirs_grads).zip(["q", "k", "v"]) {
-            close(ours, theirs, name);
+            close(ours, theirs, name, 1e-4);
         }
     }
 }

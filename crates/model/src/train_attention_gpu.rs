@@ -14,6 +14,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
+use crate::decode_sampler_gpu::all_reduce;
 use crate::train_attention::{AttentionKernels, STATS};
 
 /// The sizes and the launch of one pass.
@@ -127,49 +128,38 @@ impl AttentionKernels for CubeBackend {
         stats: CubeTensor,
         grad: CubeTensor,
     ) -> CubeTensor {
-        let p = Pass::of(&q, &k, &bias);
-        let dk = empty(&q, [p.batch, p.heads, p.t_keys, p.hd]);
-        let client = q.client.clone();
-        keys_kernel::launch(
-            &client,
-            p.count(p.t_keys),
-            p.dim(),
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
-            bias.into_tensor_arg(),
-            into_contiguous(stats).into_tensor_arg(),
-            grad.into_tensor_arg(),
-            dk.clone().into_tensor_arg(),
-            p.t,
-            p.bias_rows,
-            p.scale(),
-            p.threads,
-        );
-        dk
+        key_side(q, k, v, bias, stats, grad, true)
     }
 
     fn attention_backward_values(q: CubeTensor, k: CubeTensor, bias: CubeTensor, stats: CubeTensor, grad: CubeTensor) -> CubeTensor {
-        let p = Pass::of(&q, &k, &bias);
-        let dv = empty(&q, [p.batch, p.heads, p.t_keys, p.hd]);
-        let client = q.client.clone();
-        values_kernel::launch(
-            &client,
-            p.count(p.t_keys),
-            p.dim(),
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            bias.into_tensor_arg(),
-            into_contiguous(stats).into_tensor_arg(),
-            grad.into_tensor_arg(),
-            dv.clone().into_tensor_arg(),
-            p.t,
-            p.bias_rows,
-            p.scale(),
-            p.threads,
-        );
-        dv
+        // The values' pass reads no values: the keys stand in their binding.
+        key_side(q, k.clone(), k, bias, stats, grad, false)
     }
+}
+
+/// d k (`keys`) or d v, a workgroup a key row.
+fn key_side(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, stats: CubeTensor, grad: CubeTensor, keys: bool) -> CubeTensor {
+    let p = Pass::of(&q, &k, &bias);
+    let out = empty(&q, [p.batch, p.heads, p.t_keys, p.hd]);
+    let client = q.client.clone();
+    key_side_kernel::launch(
+        &client,
+        p.count(p.t_keys),
+        p.dim(),
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        into_contiguous(stats).into_tensor_arg(),
+        grad.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        p.t,
+        p.bias_rows,
+        p.scale(),
+        keys,
+        p.threads,
+    );
+    out
 }
 
 /// Where row `i` of (`head`, `row`) of a `[b, h, len, hd]` tensor starts, by its strides.
@@ -193,27 +183,6 @@ fn dot_row(shared: &Shared<[f32]>, t: &Tensor<f32>, at: usize, hd: usize) -> f32
 fn bias_at(bias: &Tensor<f32>, bias_rows: usize, row: usize, i: usize) -> usize {
     let bias_row = select(bias_rows == 1, 0usize, row);
     bias_row * bias.stride(0) + i * bias.stride(2)
-}
-
-/// A tree sum (or maximum) of `scratch`'s `threads` values; every thread gets the result.
-#[cube]
-fn reduced(scratch: &mut Shared<[f32]>, t: usize, half_threads: usize, #[comptime] max: bool) -> f32 {
-    sync_cube();
-    let mut stride = half_threads;
-    while stride > 0 {
-        if t < stride {
-            if comptime![max] {
-                scratch[t] = f32::max(scratch[t], scratch[t + stride]);
-            } else {
-                scratch[t] += scratch[t + stride];
-            }
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let result = scratch[0];
-    sync_cube();
-    result
 }
 
 /// Query `CUBE_POS_X` of head `CUBE_POS_Y`, batch row `CUBE_POS_Z`: a one-pass softmax over the
@@ -254,12 +223,10 @@ fn forward_kernel(
         if j < t_keys {
             score = dot_row(&query, k, row_at(k, row, head, j), hd) * scale + bias[biases + j * bias.stride(3)];
         }
-        scratch[t] = score;
-        let new_max = f32::max(running_max, reduced(&mut scratch, t, half_threads, true));
+        let new_max = f32::max(running_max, all_reduce(&mut scratch, score, half_threads, true));
         let weight = select(j < t_keys, f32::exp(score - new_max), f32::new(0.0));
         weights[t] = weight;
-        scratch[t] = weight;
-        let chunk_sum = reduced(&mut scratch, t, half_threads, false);
+        let chunk_sum = all_reduce(&mut scratch, weight, half_threads, false);
         let correction = f32::exp(running_max - new_max);
         running_sum = running_sum * correction + chunk_sum;
         if t < hd {
@@ -323,8 +290,7 @@ fn queries_kernel(
         partial += p * dot_row(&d_out, v, row_at(v, row, head, j), hd);
         j += threads;
     }
-    scratch[t] = partial;
-    let big_d = reduced(&mut scratch, t, half_threads, false);
+    let big_d = all_reduce(&mut scratch, partial, half_threads, false);
     let mut acc = f32::new(0.0);
     let mut start = 0usize;
     while start < t_keys {
@@ -353,104 +319,70 @@ fn queries_kernel(
     }
 }
 
-/// d k of one key: `scale sum_i p_ij (dO_i · v_j - D_i) q_i`.
+/// Key `CUBE_POS_X` of head `CUBE_POS_Y`, batch row `CUBE_POS_Z`: with `keys`, d k = `scale sum_i
+/// p_ij (dO_i · v_j - D_i) q_i`; without, d v = `sum_i p_ij dO_i` (`v` unread).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn keys_kernel(
+fn key_side_kernel(
     q: &Tensor<f32>,
     k: &Tensor<f32>,
     v: &Tensor<f32>,
     bias: &Tensor<f32>,
     stats: &Tensor<f32>,
     grad: &Tensor<f32>,
-    dk: &mut Tensor<f32>,
+    out: &mut Tensor<f32>,
     len: usize,
     bias_rows: usize,
     scale: f32,
+    #[comptime] keys: bool,
     #[comptime] threads: usize,
 ) {
     let (j, head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
-    let (heads, t_keys, hd) = (dk.shape(1), dk.shape(2), dk.shape(3));
+    let (heads, t_keys, hd) = (out.shape(1), out.shape(2), out.shape(3));
     let mut key = Shared::<[f32]>::new_slice(threads);
     let mut value = Shared::<[f32]>::new_slice(threads);
     let mut weights = Shared::<[f32]>::new_slice(threads);
     if t < hd {
         key[t] = k[row_at(k, row, head, j) + t * k.stride(3)];
-        value[t] = v[row_at(v, row, head, j) + t * v.stride(3)];
+        if comptime![keys] {
+            value[t] = v[row_at(v, row, head, j) + t * v.stride(3)];
+        }
     }
     sync_cube();
     let mut acc = f32::new(0.0);
     let mut start = 0usize;
     while start < len {
         let i = start + t;
-        let mut ds = f32::new(0.0);
+        let mut weight = f32::new(0.0);
         if i < len {
             let query_at = (row * heads + head) * len + i;
             let score = dot_row(&key, q, row_at(q, row, head, i), hd) * scale + bias[bias_at(bias, bias_rows, row, i) + j * bias.stride(3)];
-            let p = f32::exp(score - stats[query_at * 3]) / stats[query_at * 3 + 1];
-            ds = p * (dot_row(&value, grad, row_at(grad, row, head, i), hd) - stats[query_at * 3 + 2]);
+            weight = f32::exp(score - stats[query_at * 3]) / stats[query_at * 3 + 1];
+            if comptime![keys] {
+                weight *= dot_row(&value, grad, row_at(grad, row, head, i), hd) - stats[query_at * 3 + 2];
+            }
         }
-        weights[t] = ds;
+        weights[t] = weight;
         sync_cube();
         if t < hd {
             let chunk = select(len - start < threads, len - start, threads);
             for c in 0..chunk {
-                acc += weights[c] * q[row_at(q, row, head, start + c) + t * q.stride(3)];
+                // d k sums the queries, d v the output's gradients (both `[b, h, t, hd]`).
+                let mut side = grad[row_at(grad, row, head, start + c) + t * grad.stride(3)];
+                if comptime![keys] {
+                    side = q[row_at(q, row, head, start + c) + t * q.stride(3)];
+                }
+                acc += weights[c] * side;
             }
         }
         sync_cube();
         start += threads;
     }
     if t < hd {
-        dk[((row * heads + head) * t_keys + j) * hd + t] = acc * scale;
-    }
-}
-
-/// d v of one key: `sum_i p_ij dO_i`.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn values_kernel(
-    q: &Tensor<f32>,
-    k: &Tensor<f32>,
-    bias: &Tensor<f32>,
-    stats: &Tensor<f32>,
-    grad: &Tensor<f32>,
-    dv: &mut Tensor<f32>,
-    len: usize,
-    bias_rows: usize,
-    scale: f32,
-    #[comptime] threads: usize,
-) {
-    let (j, head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
-    let (heads, t_keys, hd) = (dv.shape(1), dv.shape(2), dv.shape(3));
-    let mut key = Shared::<[f32]>::new_slice(threads);
-    let mut weights = Shared::<[f32]>::new_slice(threads);
-    if t < hd {
-        key[t] = k[row_at(k, row, head, j) + t * k.stride(3)];
-    }
-    sync_cube();
-    let mut acc = f32::new(0.0);
-    let mut start = 0usize;
-    while start < len {
-        let i = start + t;
-        let mut p = f32::new(0.0);
-        if i < len {
-            let query_at = (row * heads + head) * len + i;
-            let score = dot_row(&key, q, row_at(q, row, head, i), hd) * scale + bias[bias_at(bias, bias_rows, row, i) + j * bias.stride(3)];
-            p = f32::exp(score - stats[query_at * 3]) / stats[query_at * 3 + 1];
+        let mut result = acc;
+        if comptime![keys] {
+            result *= scale;
         }
-        weights[t] = p;
-        sync_cube();
-        if t < hd {
-            let chunk = select(len - start < threads, len - start, threads);
-            for c in 0..chunk {
-                acc += weights[c] * grad[row_at(grad, row, head, start + c) + t * grad.stride(3)];
-            }
-        }
-        sync_cube();
-        start += threads;
-    }
-    if t < hd {
-        dv[((row * heads + head) * t_keys + j) * hd + t] = acc;
+        out[((row * heads + head) * t_keys + j) * hd + t] = result;
     }
 }
