@@ -51,6 +51,9 @@ mod llama;
 mod llama_config;
 mod log_softmax;
 mod lora;
+mod low_rank;
+#[cfg(feature = "cube")]
+mod low_rank_gpu;
 mod mistral;
 mod packed;
 #[cfg(feature = "cube")]

@@ -16,6 +16,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::decode_products;
 use crate::few_rows::{self, FEW_ROWS};
 use crate::gguf_quants::GgmlType;
+use crate::low_rank::add_low_rank;
 use crate::packed::PackedWeight;
 
 /// One projection of a transformer, `x @ W + b` with burn's `W` `[in, out]`: f32 weights of its
@@ -139,7 +140,7 @@ pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x:
             (None, None) => unreachable!("a projection has f32 or packed weights"),
         };
         let updates = projection.frozen.iter().chain(&projection.lora);
-        updates.fold(out, |out, lora| out + x.clone().matmul(lora.a.val()).matmul(lora.b.val()).mul_scalar(lora.scale)) // [n, d_out]
+        updates.fold(out, |out, lora| add_low_rank(out, x.clone(), lora)) // [n, d_out]
     })
 }
 
