@@ -20,6 +20,7 @@ use crate::config::{ConfigError, GptConfig};
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout, Preset};
 use crate::kv_cache::LayerCache;
+use crate::layer_norm::layer_norm;
 use crate::projection::{LmHead, Projection, project, rows, tied_head};
 use crate::recompute::attention;
 
@@ -29,7 +30,7 @@ fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Projection {
     Projection::init(d_in, d_out, std, true, device)
 }
 
-fn layer_norm(config: &GptConfig, device: &Device) -> LayerNorm {
+fn new_layer_norm(config: &GptConfig, device: &Device) -> LayerNorm {
     LayerNormConfig::new(config.n_embd).with_epsilon(config.layer_norm_epsilon).init(device)
 }
 
@@ -131,9 +132,9 @@ pub struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<3>, bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>, cache: Option<&mut LayerCache>, epsilon: f64) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(layer_norm(&self.ln_1, epsilon, x), bias, cache);
+        x.clone() + self.mlp.forward(layer_norm(&self.ln_2, epsilon, x))
     }
 }
 
@@ -145,6 +146,10 @@ pub struct Gpt {
     pub drop: Dropout,
     pub h: Vec<Block>,
     pub ln_f: LayerNorm,
+    /// Every LayerNorm's epsilon (`layer_norm_epsilon`): burn's module keeps its own private, and
+    /// the GPU's one-kernel norm needs it.
+    #[module(skip)]
+    pub layer_norm_epsilon: f64,
 }
 
 impl FamilyConfig for GptConfig {
@@ -233,13 +238,14 @@ impl FamilyConfig for GptConfig {
             drop: DropoutConfig::new(self.embd_pdrop).init(),
             h: (0..self.n_layer)
                 .map(|_| Block {
-                    ln_1: layer_norm(self, device),
+                    ln_1: new_layer_norm(self, device),
                     attn: Attention::init(self, device),
-                    ln_2: layer_norm(self, device),
+                    ln_2: new_layer_norm(self, device),
                     mlp: Mlp::init(self, device),
                 })
                 .collect(),
-            ln_f: layer_norm(self, device),
+            ln_f: new_layer_norm(self, device),
+            layer_norm_epsilon: self.layer_norm_epsilon,
         }
     }
 
@@ -313,9 +319,9 @@ impl Family for Gpt {
         let mut x = self.drop.forward(x);
         for (i, block) in self.h.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = block.forward(x, bias.clone(), cache);
+            x = block.forward(x, bias.clone(), cache, self.layer_norm_epsilon);
         }
-        self.ln_f.forward(x)
+        layer_norm(&self.ln_f, self.layer_norm_epsilon, x)
     }
 
     /// The tied LM head.

@@ -47,6 +47,9 @@ mod gguf_quants;
 mod gpt;
 mod kv_cache;
 pub mod launches;
+mod layer_norm;
+#[cfg(feature = "cube")]
+mod layer_norm_gpu;
 mod llama;
 mod llama_config;
 mod log_softmax;
