@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::decode_products::{added_product, gated_product};
 use crate::embedding::TokenEmbedding;
 use crate::gated::gated;
+use crate::packed::on_gpu_kernels;
 use crate::projection::{LmHead, Projection, project, project_together};
 use crate::recompute::attention;
 use crate::row_kernels::GateActivation;
@@ -34,8 +35,13 @@ pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> 
 /// a key/value head are stacked along the query axis, `[b, kv * groups, t, hd]` ->
 /// `[b, kv, groups * t, hd]` (HF's `repeat_kv` gives query head j the key/value head j / groups),
 /// and the additive mask `[b or 1, 1, t, t_keys]` is tiled to match. Every backend's attention then sees
-/// as many query as key heads, and nothing of the size of the keys is copied or summed back.
+/// as many query as key heads, and nothing of the size of the keys is copied or summed back. On a
+/// GPU the kernels read the shared heads themselves (`train_attention.rs`): nothing is stacked.
 pub(crate) fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    if on_gpu_kernels(&q.device()) {
+        // The GPU's kernels read each key/value head where it lies.
+        return crate::train_attention::attention(q, k, v, bias);
+    }
     let [b, h, t, hd] = q.dims();
     let kv = k.dims()[1];
     let groups = h / kv;

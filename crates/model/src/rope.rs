@@ -136,7 +136,8 @@ pub(crate) fn apply_rope(x: Tensor<4>, (cos, sin): &(Tensor<4>, Tensor<4>)) -> T
     if crate::packed::on_gpu_kernels(&x.device()) {
         let rotated =
             <Dispatch as RotationKernels>::rotate(x.into_dispatch(), cos.clone().into_dispatch(), sin.clone().into_dispatch(), false);
-        return Tensor::from_dispatch(rotated);
+        // Laid out [b, t, heads, hd], as the projections lay them: swapped back, no copy.
+        return Tensor::<4>::from_dispatch(rotated).swap_dims(1, 2);
     }
     let mut halves = x.clone().chunk(2, 3);
     let (x2, x1) = (halves.pop().unwrap(), halves.pop().unwrap());
@@ -147,9 +148,10 @@ pub(crate) fn apply_rope(x: Tensor<4>, (cos, sin): &(Tensor<4>, Tensor<4>)) -> T
 /// The rotation as one op: `x` `[b, heads, t, hd]` (any strides), `cos`, `sin` `[b, 1, t, hd]`.
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait RotationKernels: Backend {
-    /// `x cos + rotate_half(x) sin`, contiguous; by the opposite angles (`- rotate_half(x) sin`)
-    /// when `inverse`, which is the rotation's backward.
-    #[fusion(meta = |x, _cos, _sin, _inverse| x.clone())]
+    /// `x cos + rotate_half(x) sin` as a contiguous `[b, t, heads, hd]` (the projections' layout,
+    /// so the heads swap back and join without a copy); by the opposite angles (`- rotate_half(x)
+    /// sin`) when `inverse`, which is the rotation's backward.
+    #[fusion(meta = |x, _cos, _sin, _inverse| crate::train_attention::heads_swapped(x))]
     fn rotate(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, inverse: bool) -> FloatTensor<Self>;
 }
 
@@ -161,15 +163,15 @@ impl RotationKernels for Flex {
         let (x, cos, sin) = (values(x), values(cos), values(sin));
         let sign = if inverse { -1.0 } else { 1.0 };
         let mut out = vec![0.0f32; x.len()];
-        for (i, out) in out.iter_mut().enumerate() {
-            let (d, row) = (i % hd, i / hd);
-            let (ti, bi) = (row % t, row / (t * heads));
+        for (o, out) in out.iter_mut().enumerate() {
+            // `o` runs over [b, t, heads, hd]; `i` is the same value in `x`'s [b, heads, t, hd].
+            let (d, hi, ti, bi) = (o % hd, o / hd % heads, o / (hd * heads) % t, o / (hd * heads * t));
+            let i = ((bi * heads + hi) * t + ti) * hd + d;
             let c = (bi * t + ti) * hd + d;
             let (partner, turn) = if d < hd / 2 { (i + hd / 2, -1.0) } else { (i - hd / 2, 1.0) };
             *out = x[i] * cos[c] + sign * turn * x[partner] * sin[c];
         }
-        debug_assert_eq!(out.len(), b * heads * t * hd);
-        Self::float_from_data(TensorData::new(out, shape), &device)
+        Self::float_from_data(TensorData::new(out, [b, t, heads, hd]), &device)
     }
 }
 
@@ -188,7 +190,10 @@ impl<B: Backend + RotationKernels> Backward<B, 1> for RotationBackward {
         let grad = grads.consume::<B>(&ops.node);
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            grads.register::<B>(node.id, B::rotate(grad, cos, sin, !self.inverse));
+            // The gradient of the [b, t, heads, hd] output, read as [b, heads, t, hd]; the rotated
+            // gradient swapped back to the input's shape.
+            let rotated = B::rotate(B::float_swap_dims(grad, 1, 2), cos, sin, !self.inverse);
+            grads.register::<B>(node.id, B::float_swap_dims(rotated, 1, 2));
         }
     }
 }
@@ -229,15 +234,16 @@ mod tests {
             rope.0.clone().into_dispatch(),
             rope.1.clone().into_dispatch(),
             false,
-        ));
+        ))
+        .swap_dims(1, 2);
         let theirs = apply_rope(start.clone().swap_dims(1, 2), &rope);
         let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
         let worst = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(worst(values(ours.clone()), values(theirs.clone())) < 1e-6);
         let gradient = |out: Tensor<4>| values(start.grad(&(out * weights.clone()).sum().backward()).unwrap());
         assert!(worst(gradient(ours.clone()), gradient(theirs)) < 1e-6);
-        // The inverse rotation undoes it.
+        // The inverse rotation undoes it, in the projections' layout.
         let back = <Dispatch as RotationKernels>::rotate(ours.into_dispatch(), rope.0.into_dispatch(), rope.1.into_dispatch(), true);
-        assert!(worst(values(Tensor::from_dispatch(back)), values(start.swap_dims(1, 2))) < 1e-6);
+        assert!(worst(values(Tensor::from_dispatch(back)), values(start)) < 1e-6);
     }
 }

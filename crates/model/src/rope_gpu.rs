@@ -1,6 +1,6 @@
-//! [`RotationKernels`] on cubecl's GPU runtimes: a thread a value of the contiguous output, reading
-//! its value and its partner (the other half of the head) through the input's strides, so the
-//! queries and keys need no copy after their heads are swapped in.
+//! [`RotationKernels`] on cubecl's GPU runtimes: a thread a value of the contiguous `[b, t, heads,
+//! hd]` output, reading its value and its partner (the other half of the head) through the input's
+//! strides, so the queries and keys need no copy on either side of the heads' swap.
 
 use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
@@ -14,7 +14,8 @@ use crate::rope::RotationKernels;
 
 impl RotationKernels for CubeBackend {
     fn rotate(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, inverse: bool) -> CubeTensor {
-        let out = CubeBackend::float_empty(x.shape(), &x.device, FloatDType::F32);
+        let shape = x.shape();
+        let out = CubeBackend::float_empty([shape[0], shape[2], shape[1], shape[3]].into(), &x.device, FloatDType::F32);
         let total = out.shape().num_elements();
         let client = x.client.clone();
         let cube_dim = CubeDim::new(&client, total);
@@ -34,18 +35,18 @@ impl RotationKernels for CubeBackend {
     }
 }
 
-/// Value `ABSOLUTE_POS` of `out` `[b, heads, t, hd]`: `x cos + rotate_half(x) sin` (`- ... sin`
-/// when `inverse`), `cos` and `sin` `[b, 1, t, hd]` shared by the heads.
+/// Value `ABSOLUTE_POS` of `out` `[b, t, heads, hd]`: `x cos + rotate_half(x) sin` (`- ... sin`
+/// when `inverse`) of `x` `[b, heads, t, hd]`, `cos` and `sin` `[b, 1, t, hd]` shared by the heads.
 #[cube(launch)]
 fn rotate_kernel(x: &Tensor<f32>, cos: &Tensor<f32>, sin: &Tensor<f32>, out: &mut Tensor<f32>, total: usize, #[comptime] inverse: bool) {
     if ABSOLUTE_POS >= total {
         terminate!();
     }
-    let (hd, t, heads) = (out.shape(3), out.shape(2), out.shape(1));
+    let (hd, heads, t) = (out.shape(3), out.shape(2), out.shape(1));
     let d = ABSOLUTE_POS % hd;
-    let ti = (ABSOLUTE_POS / hd) % t;
-    let hi = (ABSOLUTE_POS / (hd * t)) % heads;
-    let bi = ABSOLUTE_POS / (hd * t * heads);
+    let hi = (ABSOLUTE_POS / hd) % heads;
+    let ti = (ABSOLUTE_POS / (hd * heads)) % t;
+    let bi = ABSOLUTE_POS / (hd * heads * t);
     let half = hd / 2;
     let row = bi * x.stride(0) + hi * x.stride(1) + ti * x.stride(2);
     let angle = bi * cos.stride(0) + ti * cos.stride(2) + d * cos.stride(3);

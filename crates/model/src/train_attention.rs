@@ -6,9 +6,12 @@
 //! other side a chunk at a time in workgroup memory, so any length fits WebGPU's default limits.
 //!
 //! The additive bias `[b or 1, 1, t, t_keys]` carries the causal, padding and window masks, as
-//! burn's attention takes it; grouped heads arrive stacked (`decoder::grouped_attention`). The CPU
-//! keeps its own attention (`recompute.rs`); the CPU implementation here states the kernels'
-//! arithmetic, and its test checks it against burn's attention and gradients.
+//! burn's attention takes it. Grouped heads read their key/value head where it lies (no stacking,
+//! no mask tiled to match), and every output is laid out `[b, t, heads, hd]`, as the projections
+//! lay heads: the output joins its heads for the output projection, and the gradients go back to
+//! theirs, without a copy. The CPU keeps its own attention (`recompute.rs`); the CPU
+//! implementation here states the kernels' arithmetic, and its test checks it against burn's
+//! attention and gradients.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -19,12 +22,13 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-/// softmax(q k^T / sqrt(hd) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`, `bias`
-/// `[b or 1, 1, t, t_keys]` (no gradient): the kernels above, for cubecl's GPU runtimes.
+/// softmax(q k^T / sqrt(hd) + bias) v `[b, h, t, hd]` for `q` `[b, h, t, hd]`, `k`, `v` `[b, kv,
+/// t_keys, hd]` (each key/value head shared by `h / kv` query heads, as HF's `repeat_kv` shares
+/// it), `bias` `[b or 1, 1, t, t_keys]` (no gradient): the kernels above, for cubecl's GPU runtimes.
 pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
     let (out, _stats) =
         <Dispatch as AttentionKernels>::attention_forward(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
-    Tensor::from_dispatch(out)
+    Tensor::<4>::from_dispatch(out).swap_dims(1, 2) // [b, t, h, hd] laid out, [b, h, t, hd] seen
 }
 
 /// The forward and the three backward passes. `stats` `[b, h, t, 3]`: each query's largest score
@@ -33,8 +37,8 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4
 /// `D = rowsum(dO · O)`.
 #[backend_extension(Flex, Cube: cfg(feature = "cube"), Fusion: cfg(all(feature = "cube", feature = "fusion")), Autodiff)]
 pub trait AttentionKernels: Backend {
-    /// `(output [b, h, t, hd], stats)`.
-    #[fusion(meta = |q, _k, _v, _bias| (q.clone(), stats_spec(q)))]
+    /// `(output [b, t, h, hd], stats)`.
+    #[fusion(meta = |q, _k, _v, _bias| (heads_swapped(q), stats_spec(q)))]
     fn attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -42,8 +46,8 @@ pub trait AttentionKernels: Backend {
         bias: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `(d q, stats with D)` from the output's gradient `grad`.
-    #[fusion(meta = |q, _k, _v, _bias, stats, _grad| (q.clone(), stats.clone()))]
+    /// `(d q [b, t, h, hd], stats with D)` from the output's gradient `grad` `[b, t, h, hd]`.
+    #[fusion(meta = |q, _k, _v, _bias, stats, _grad| (heads_swapped(q), stats.clone()))]
     fn attention_backward_queries(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -53,8 +57,8 @@ pub trait AttentionKernels: Backend {
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// d k, from stats with D.
-    #[fusion(meta = |_q, k, _v, _bias, _stats, _grad| k.clone())]
+    /// d k `[b, t_keys, kv, hd]`, from stats with D.
+    #[fusion(meta = |_q, k, _v, _bias, _stats, _grad| heads_swapped(k))]
     fn attention_backward_keys(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -64,8 +68,8 @@ pub trait AttentionKernels: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// d v (the shape of `k`), from stats.
-    #[fusion(meta = |_q, k, _bias, _stats, _grad| k.clone())]
+    /// d v `[b, t_keys, kv, hd]`, from stats.
+    #[fusion(meta = |_q, k, _bias, _stats, _grad| heads_swapped(k))]
     fn attention_backward_values(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -73,6 +77,14 @@ pub trait AttentionKernels: Backend {
         stats: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+}
+
+/// `[b, heads, len, hd]`'s spec as `[b, len, heads, hd]`: the layout the kernels write.
+#[cfg(all(feature = "cube", feature = "fusion"))]
+pub(crate) fn heads_swapped(x: &burn::backend::fusion::custom::TensorSpec) -> burn::backend::fusion::custom::TensorSpec {
+    let mut spec = x.clone();
+    spec.shape = [x.shape[0], x.shape[2], x.shape[1], x.shape[3]].into();
+    spec
 }
 
 #[cfg(all(feature = "cube", feature = "fusion"))]
@@ -89,6 +101,7 @@ pub(crate) const STATS: usize = 3;
 #[derive(Debug, Clone, Copy)]
 struct Dims {
     heads: usize,
+    kv_heads: usize,
     t: usize,
     t_keys: usize,
     hd: usize,
@@ -98,24 +111,51 @@ struct Dims {
 impl Dims {
     fn of<B: Backend>(q: &FloatTensor<B>, k: &FloatTensor<B>, bias: &FloatTensor<B>) -> Self {
         let (q, k) = (q.shape(), k.shape());
-        Self { heads: q[1], t: q[2], t_keys: k[2], hd: q[3], bias_rows: bias.shape()[0] }
+        Self { heads: q[1], kv_heads: k[1], t: q[2], t_keys: k[2], hd: q[3], bias_rows: bias.shape()[0] }
     }
 
     fn scale(&self) -> f32 {
         1.0 / (self.hd as f32).sqrt()
     }
 
+    /// The key/value head query head `head` reads.
+    fn kv_head(&self, head: usize) -> usize {
+        head / (self.heads / self.kv_heads)
+    }
+
     /// `(row, head, query)`'s score of key `j`.
     fn score(&self, host: &Host, row: usize, head: usize, i: usize, j: usize) -> f32 {
-        let (q, k) = (self.row(&host.q, row, head, self.t, i), self.row(&host.k, row, head, self.t_keys, j));
+        let (q, k) = (self.query(&host.q, row, head, i), self.key(&host.k, row, self.kv_head(head), j));
         let bias_row = if self.bias_rows == 1 { 0 } else { row };
         dot(q, k) * self.scale() + host.bias[(bias_row * self.t + i) * self.t_keys + j]
     }
 
-    /// Row `i` of head `head` of batch row `row` in a `[b, h, len, hd]` tensor.
-    fn row<'a>(&self, values: &'a [f32], row: usize, head: usize, len: usize, i: usize) -> &'a [f32] {
-        let at = ((row * self.heads + head) * len + i) * self.hd;
-        &values[at..at + self.hd]
+    /// Query `i` of head `head` of batch row `row` in `q` `[b, h, t, hd]`.
+    fn query<'a>(&self, q: &'a [f32], row: usize, head: usize, i: usize) -> &'a [f32] {
+        let at = ((row * self.heads + head) * self.t + i) * self.hd;
+        &q[at..at + self.hd]
+    }
+
+    /// Key (or value) `j` of head `kv_head` of batch row `row` in `[b, kv, t_keys, hd]`.
+    fn key<'a>(&self, k: &'a [f32], row: usize, kv_head: usize, j: usize) -> &'a [f32] {
+        let at = ((row * self.kv_heads + kv_head) * self.t_keys + j) * self.hd;
+        &k[at..at + self.hd]
+    }
+
+    /// Where query `i` of (`row`, `head`) starts in a `[b, t, h, hd]` output or gradient.
+    fn laid_out(&self, row: usize, head: usize, i: usize) -> usize {
+        ((row * self.t + i) * self.heads + head) * self.hd
+    }
+
+    /// Where query `i` of (`row`, `head`) has its stats.
+    fn stats_at(&self, row: usize, head: usize, i: usize) -> usize {
+        ((row * self.heads + head) * self.t + i) * STATS
+    }
+
+    /// Every (row, head, query) in stats' order.
+    fn queries(&self, b: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (heads, t) = (self.heads, self.t);
+        (0..b * heads * t).map(move |n| (n / (t * heads), n / t % heads, n % t))
     }
 }
 
@@ -132,7 +172,6 @@ struct Host {
 }
 
 fn host(q: FloatTensor<Flex>, k: FloatTensor<Flex>, v: Option<FloatTensor<Flex>>, bias: FloatTensor<Flex>) -> Host {
-    let values = |t: FloatTensor<Flex>| -> Vec<f32> { t.into_data().try_to_vec().expect("f32 values") };
     Host { q: values(q), k: values(k), v: v.map(values).unwrap_or_default(), bias: values(bias) }
 }
 
@@ -147,23 +186,23 @@ impl AttentionKernels for Flex {
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (d, shape, device) = (Dims::of::<Self>(&q, &k, &bias), q.shape(), q.device());
-        let b = shape[0];
+        let (d, b, device) = (Dims::of::<Self>(&q, &k, &bias), q.shape()[0], q.device());
         let host = host(q, k, Some(v), bias);
         let (mut out, mut stats) = (vec![0.0f32; b * d.heads * d.t * d.hd], vec![0.0f32; b * d.heads * d.t * STATS]);
-        for (n, (out, stats)) in out.chunks_mut(d.hd).zip(stats.chunks_mut(STATS)).enumerate() {
-            let (i, head, row) = (n % d.t, n / d.t % d.heads, n / (d.t * d.heads));
+        for (row, head, i) in d.queries(b) {
             let scores: Vec<f32> = (0..d.t_keys).map(|j| d.score(&host, row, head, i, j)).collect();
             let max = scores.iter().copied().fold(f32::MIN, f32::max);
             let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
-            (stats[0], stats[1]) = (max, sum);
+            let at = d.stats_at(row, head, i);
+            (stats[at], stats[at + 1]) = (max, sum);
+            let o = d.laid_out(row, head, i);
             for (j, s) in scores.iter().enumerate() {
                 let p = (s - max).exp() / sum;
-                out.iter_mut().zip(d.row(&host.v, row, head, d.t_keys, j)).for_each(|(o, v)| *o += p * v);
+                out[o..o + d.hd].iter_mut().zip(d.key(&host.v, row, d.kv_head(head), j)).for_each(|(o, v)| *o += p * v);
             }
         }
         let tensor = |v: Vec<f32>, shape: [usize; 4]| Self::float_from_data(TensorData::new(v, shape), &device);
-        (tensor(out, [b, d.heads, d.t, d.hd]), tensor(stats, [b, d.heads, d.t, STATS]))
+        (tensor(out, [b, d.t, d.heads, d.hd]), tensor(stats, [b, d.heads, d.t, STATS]))
     }
 
     fn attention_backward_queries(
@@ -174,27 +213,28 @@ impl AttentionKernels for Flex {
         stats: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (d, shape, device) = (Dims::of::<Self>(&q, &k, &bias), q.shape(), q.device());
+        let (d, b, device) = (Dims::of::<Self>(&q, &k, &bias), q.shape()[0], q.device());
         let (host, mut stats, grad) = (host(q, k, Some(v), bias), values(stats), values(grad));
         let mut dq = vec![0.0f32; host.q.len()];
-        for (n, (dq, stats)) in dq.chunks_mut(d.hd).zip(stats.chunks_mut(STATS)).enumerate() {
-            let (i, head, row) = (n % d.t, n / d.t % d.heads, n / (d.t * d.heads));
-            let d_out = &grad[n * d.hd..(n + 1) * d.hd];
+        for (row, head, i) in d.queries(b) {
+            let (at, o) = (d.stats_at(row, head, i), d.laid_out(row, head, i));
+            let d_out = &grad[o..o + d.hd];
             // p_j, and dp_j = dO · v_j; D = sum_j p_j dp_j (= rowsum(dO · O)).
             let p_dp: Vec<(f32, f32)> = (0..d.t_keys)
                 .map(|j| {
-                    ((d.score(&host, row, head, i, j) - stats[0]).exp() / stats[1], dot(d_out, d.row(&host.v, row, head, d.t_keys, j)))
+                    let p = (d.score(&host, row, head, i, j) - stats[at]).exp() / stats[at + 1];
+                    (p, dot(d_out, d.key(&host.v, row, d.kv_head(head), j)))
                 })
                 .collect();
-            stats[2] = p_dp.iter().map(|(p, dp)| p * dp).sum();
+            stats[at + 2] = p_dp.iter().map(|(p, dp)| p * dp).sum();
             for (j, (p, dp)) in p_dp.iter().enumerate() {
-                let ds = p * (dp - stats[2]);
-                dq.iter_mut().zip(d.row(&host.k, row, head, d.t_keys, j)).for_each(|(g, k)| *g += ds * k);
+                let ds = p * (dp - stats[at + 2]) * d.scale();
+                dq[o..o + d.hd].iter_mut().zip(d.key(&host.k, row, d.kv_head(head), j)).for_each(|(g, k)| *g += ds * k);
             }
-            dq.iter_mut().for_each(|g| *g *= d.scale());
         }
-        let stats_shape = [shape[0], d.heads, d.t, STATS];
-        (Self::float_from_data(TensorData::new(dq, shape), &device), Self::float_from_data(TensorData::new(stats, stats_shape), &device))
+        let stats_shape = [b, d.heads, d.t, STATS];
+        let dq = Self::float_from_data(TensorData::new(dq, [b, d.t, d.heads, d.hd]), &device);
+        (dq, Self::float_from_data(TensorData::new(stats, stats_shape), &device))
     }
 
     fn attention_backward_keys(
@@ -219,8 +259,8 @@ impl AttentionKernels for Flex {
     }
 }
 
-/// Each key's gradient: with `v`, d k = `scale sum_i p_ij (dO_i · v_j - D_i) q_i`; without, d v =
-/// `sum_i p_ij dO_i`.
+/// Each key's gradient `[b, t_keys, kv, hd]`, summed over the queries of every head of its group:
+/// with `v`, d k = `scale sum_i p_ij (dO_i · v_j - D_i) q_i`; without, d v = `sum_i p_ij dO_i`.
 fn key_side(
     q: FloatTensor<Flex>,
     k: FloatTensor<Flex>,
@@ -229,25 +269,27 @@ fn key_side(
     stats: FloatTensor<Flex>,
     grad: FloatTensor<Flex>,
 ) -> FloatTensor<Flex> {
-    let (d, shape, device) = (Dims::of::<Flex>(&q, &k, &bias), k.shape(), k.device());
+    let (d, b, device) = (Dims::of::<Flex>(&q, &k, &bias), q.shape()[0], k.device());
     let keys = v.is_some();
     let (host, stats, grad) = (host(q, k, v, bias), values(stats), values(grad));
     let mut out = vec![0.0f32; host.k.len()];
-    for (n, out) in out.chunks_mut(d.hd).enumerate() {
-        let (j, head, row) = (n % d.t_keys, n / d.t_keys % d.heads, n / (d.t_keys * d.heads));
-        for i in 0..d.t {
-            let (query, at) = ((row * d.heads + head) * d.t + i, ((row * d.heads + head) * d.t + i) * STATS);
+    for (row, head, i) in d.queries(b) {
+        let (at, o) = (d.stats_at(row, head, i), d.laid_out(row, head, i));
+        let d_out = &grad[o..o + d.hd];
+        let kv_head = d.kv_head(head);
+        for j in 0..d.t_keys {
             let p = (d.score(&host, row, head, i, j) - stats[at]).exp() / stats[at + 1];
-            let d_out = &grad[query * d.hd..(query + 1) * d.hd];
+            let key_at = ((row * d.t_keys + j) * d.kv_heads + kv_head) * d.hd;
+            let out = &mut out[key_at..key_at + d.hd];
             if keys {
-                let ds = p * (dot(d_out, d.row(&host.v, row, head, d.t_keys, j)) - stats[at + 2]);
-                out.iter_mut().zip(d.row(&host.q, row, head, d.t, i)).for_each(|(g, q)| *g += ds * q * d.scale());
+                let ds = p * (dot(d_out, d.key(&host.v, row, kv_head, j)) - stats[at + 2]) * d.scale();
+                out.iter_mut().zip(d.query(&host.q, row, head, i)).for_each(|(g, q)| *g += ds * q);
             } else {
                 out.iter_mut().zip(d_out).for_each(|(g, dy)| *g += p * dy);
             }
         }
     }
-    <Flex as FloatTensorOps<Flex>>::float_from_data(TensorData::new(out, shape), &device)
+    <Flex as FloatTensorOps<Flex>>::float_from_data(TensorData::new(out, [b, d.t_keys, d.kv_heads, d.hd]), &device)
 }
 
 /// The backward: the queries' pass first (it adds D to the stats), then the keys' and values'.
@@ -262,15 +304,20 @@ impl<B: Backend + AttentionKernels> Backward<B, 3> for AttentionBackward {
         let [q, k, v, bias, stats] = ops.state;
         let grad = grads.consume::<B>(&ops.node);
         let (dq, stats) = B::attention_backward_queries(q.clone(), k.clone(), v.clone(), bias.clone(), stats, grad.clone());
+        // Each gradient is laid out [b, len, heads, hd]: seen in its input's shape by a swap.
+        let seen = |t: FloatTensor<B>| B::float_swap_dims(t, 1, 2);
         let [q_parent, k_parent, v_parent] = ops.parents;
         if let Some(node) = v_parent {
-            grads.register::<B>(node.id, B::attention_backward_values(q.clone(), k.clone(), bias.clone(), stats.clone(), grad.clone()));
+            grads.register::<B>(
+                node.id,
+                seen(B::attention_backward_values(q.clone(), k.clone(), bias.clone(), stats.clone(), grad.clone())),
+            );
         }
         if let Some(node) = k_parent {
-            grads.register::<B>(node.id, B::attention_backward_keys(q, k, v, bias, stats, grad));
+            grads.register::<B>(node.id, seen(B::attention_backward_keys(q, k, v, bias, stats, grad)));
         }
         if let Some(node) = q_parent {
-            grads.register::<B>(node.id, dq);
+            grads.register::<B>(node.id, seen(dq));
         }
     }
 }
@@ -344,17 +391,13 @@ mod tests {
     use crate::recompute::tests::{close, random};
 
     /// The kernels' arithmetic gives burn's attention and its gradients, with a causal mask, a
-    /// padded key and a query that sees no key (its softmax uniform, as burn's), keys not laid
-    /// out contiguously, and one bias row shared by the batch.
+    /// padded key and a query that sees no key (its softmax uniform, as burn's), one bias row
+    /// shared by the batch, keys not laid out contiguously, and grouped heads (each key/value head
+    /// read by two query heads, against burn's attention on the repeated keys and values).
     #[test]
-    fn the_kernels_attention_and_gradients_equal_burns_with_padded_causal_and_shared_masks() {
+    fn the_kernels_attention_and_gradients_equal_burns_with_padded_causal_shared_masks_and_grouped_heads() {
         let device = Device::flex().autodiff();
-        let ([b, h, t, hd], t_keys) = ([2, 3, 5, 8], 6);
-        let (q, v) = (random([b, h, t, hd], &device), random([b, h, t_keys, hd], &device));
-        let k_laid = random([b, t_keys, h, hd], &device);
-        // Swapped anew for each pass: a backward consumes the graph that made it.
-        let k = || k_laid.clone().swap_dims(1, 2);
-        let weights = Tensor::<4>::random([b, h, t, hd], Distribution::Normal(0.0, 1.0), &device);
+        let ([b, h, t, hd], t_keys) = ([2, 4, 5, 8], 6);
         // Causal with one key of history; row 0's first key is padding; row 1's first query sees nothing.
         let per_row: Vec<f32> = (0..b)
             .flat_map(|row| {
@@ -364,17 +407,28 @@ mod tests {
             })
             .collect();
         let shared: Vec<f32> = per_row[..t * t_keys].to_vec();
-        for (bias, rows) in [(per_row, b), (shared, 1)] {
-            let bias = Tensor::<4>::from_data(TensorData::new(bias, [rows, 1, t, t_keys]), &device);
-            let ours = super::attention(q.clone(), k(), v.clone(), bias.clone());
-            let grads = (ours.clone() * weights.clone()).sum().backward();
-            let ours_grads = [q.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
-            let theirs = burn_attention(q.clone(), k(), v.clone(), None, Some(bias), AttentionModuleOptions::default());
-            let grads = (theirs.clone() * weights.clone()).sum().backward();
-            let theirs_grads = [q.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
-            close(ours.inner(), theirs.inner(), &format!("output, {rows} bias rows"), 1e-5);
-            for ((ours, theirs), name) in ours_grads.into_iter().zip(theirs_grads).zip(["q", "k", "v"]) {
-                close(ours, theirs, &format!("d {name}, {rows} bias rows"), 1e-5);
+        for kv in [h, h / 2] {
+            let groups = h / kv;
+            let (q, v) = (random([b, h, t, hd], &device), random([b, kv, t_keys, hd], &device));
+            let k_laid = random([b, t_keys, kv, hd], &device);
+            // Made anew for each pass: a backward consumes the graph that made it.
+            let k = || k_laid.clone().swap_dims(1, 2);
+            let repeated = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t_keys, hd]).reshape([b, h, t_keys, hd]);
+            let weights = Tensor::<4>::random([b, h, t, hd], Distribution::Normal(0.0, 1.0), &device);
+            for (bias, rows) in [(per_row.clone(), b), (shared.clone(), 1)] {
+                let what = format!("{kv} key/value heads, {rows} bias rows");
+                let bias = Tensor::<4>::from_data(TensorData::new(bias, [rows, 1, t, t_keys]), &device);
+                let ours = super::attention(q.clone(), k(), v.clone(), bias.clone());
+                let grads = (ours.clone() * weights.clone()).sum().backward();
+                let ours_grads = [q.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
+                let theirs =
+                    burn_attention(q.clone(), repeated(k()), repeated(v.clone()), None, Some(bias), AttentionModuleOptions::default());
+                let grads = (theirs.clone() * weights.clone()).sum().backward();
+                let theirs_grads = [q.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()];
+                close(ours.inner(), theirs.inner(), &format!("output, {what}"), 1e-5);
+                for ((ours, theirs), name) in ours_grads.into_iter().zip(theirs_grads).zip(["q", "k", "v"]) {
+                    close(ours, theirs, &format!("d {name}, {what}"), 1e-5);
+                }
             }
         }
     }

@@ -1,9 +1,10 @@
 //! [`AttentionKernels`] on cubecl's GPU runtimes: one workgroup a (query row, head, batch row) for
-//! the forward and the queries' backward, one a (key row, head, batch row) for the keys' and the
-//! values' backwards. The row's own vectors sit in workgroup memory; the other side is walked a
-//! chunk of `threads` rows at a time, one row a thread for the scores and one output value a thread
-//! for the sums, in at most 4 KiB. Inputs are read through their strides (the keys and values as
-//! the projections laid them out); outputs are contiguous.
+//! the forward and the queries' backward, one a (key row, key/value head, batch row) for the keys'
+//! and the values' backwards, which walk the queries of every head of the group. The row's own
+//! vectors sit in workgroup memory; the other side is walked a chunk of `threads` rows at a time,
+//! one row a thread for the scores and one output value a thread for the sums, in at most 4 KiB.
+//! Inputs are read through their strides (as the projections laid them out); outputs are written
+//! `[b, len, heads, hd]`, the projections' layout.
 
 use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
@@ -20,6 +21,7 @@ use crate::train_attention::{AttentionKernels, STATS};
 /// The sizes and the launch of one pass.
 struct Pass {
     heads: usize,
+    kv_heads: usize,
     t: usize,
     t_keys: usize,
     hd: usize,
@@ -35,6 +37,7 @@ impl Pass {
         Self {
             batch: q_shape[0],
             heads: q_shape[1],
+            kv_heads: k_shape[1],
             t: q_shape[2],
             t_keys: k_shape[2],
             hd,
@@ -47,9 +50,9 @@ impl Pass {
         1.0 / (self.hd as f32).sqrt()
     }
 
-    /// A workgroup for each of `rows` rows of every head and batch row.
-    fn count(&self, rows: usize) -> CubeCount {
-        CubeCount::Static(rows as u32, self.heads as u32, self.batch as u32)
+    /// A workgroup for each of `rows` rows of each of `heads` heads and every batch row.
+    fn count(&self, rows: usize, heads: usize) -> CubeCount {
+        CubeCount::Static(rows as u32, heads as u32, self.batch as u32)
     }
 
     fn dim(&self) -> CubeDim {
@@ -64,12 +67,12 @@ fn empty(like: &CubeTensor, shape: [usize; 4]) -> CubeTensor {
 impl AttentionKernels for CubeBackend {
     fn attention_forward(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor) -> (CubeTensor, CubeTensor) {
         let p = Pass::of(&q, &k, &bias);
-        let out = empty(&q, [p.batch, p.heads, p.t, p.hd]);
+        let out = empty(&q, [p.batch, p.t, p.heads, p.hd]);
         let stats = empty(&q, [p.batch, p.heads, p.t, STATS]);
         let client = q.client.clone();
         forward_kernel::launch(
             &client,
-            p.count(p.t),
+            p.count(p.t, p.heads),
             p.dim(),
             q.into_tensor_arg(),
             k.into_tensor_arg(),
@@ -95,14 +98,14 @@ impl AttentionKernels for CubeBackend {
         grad: CubeTensor,
     ) -> (CubeTensor, CubeTensor) {
         let p = Pass::of(&q, &k, &bias);
-        let dq = empty(&q, [p.batch, p.heads, p.t, p.hd]);
+        let dq = empty(&q, [p.batch, p.t, p.heads, p.hd]);
         // D goes beside each query's maximum and sum: in place when no one else holds the stats.
         let stats = into_contiguous(stats);
         let stats = if stats.can_mut() { stats } else { stats.copy() };
         let client = q.client.clone();
         queries_kernel::launch(
             &client,
-            p.count(p.t),
+            p.count(p.t, p.heads),
             p.dim(),
             q.into_tensor_arg(),
             k.into_tensor_arg(),
@@ -140,11 +143,11 @@ impl AttentionKernels for CubeBackend {
 /// d k (`keys`) or d v, a workgroup a key row.
 fn key_side(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, stats: CubeTensor, grad: CubeTensor, keys: bool) -> CubeTensor {
     let p = Pass::of(&q, &k, &bias);
-    let out = empty(&q, [p.batch, p.heads, p.t_keys, p.hd]);
+    let out = empty(&q, [p.batch, p.t_keys, p.kv_heads, p.hd]);
     let client = q.client.clone();
     key_side_kernel::launch(
         &client,
-        p.count(p.t_keys),
+        p.count(p.t_keys, p.kv_heads),
         p.dim(),
         q.into_tensor_arg(),
         k.into_tensor_arg(),
@@ -166,6 +169,12 @@ fn key_side(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, stats
 #[cube]
 fn row_at(t: &Tensor<f32>, row: usize, head: usize, i: usize) -> usize {
     row * t.stride(0) + head * t.stride(1) + i * t.stride(2)
+}
+
+/// Where row `i` of (`head`, `row`) of a `[b, len, h, hd]` tensor (the output's gradient) starts.
+#[cube]
+fn laid_out_at(t: &Tensor<f32>, row: usize, head: usize, i: usize) -> usize {
+    row * t.stride(0) + i * t.stride(1) + head * t.stride(2)
 }
 
 /// `shared` (a head's vector in workgroup memory) dotted with row `at` of `t`.
@@ -204,7 +213,8 @@ fn forward_kernel(
     #[comptime] threads: usize,
 ) {
     let (i, head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
-    let (heads, len, hd) = (out.shape(1), out.shape(2), out.shape(3));
+    let (len, heads, hd) = (out.shape(1), out.shape(2), out.shape(3));
+    let kv_head = head / (heads / k.shape(1));
     let mut query = Shared::<[f32]>::new_slice(threads);
     let mut weights = Shared::<[f32]>::new_slice(threads);
     let mut scratch = Shared::<[f32]>::new_slice(threads);
@@ -221,7 +231,7 @@ fn forward_kernel(
         let j = start + t;
         let mut score = f32::new(-3.0e38);
         if j < t_keys {
-            score = dot_row(&query, k, row_at(k, row, head, j), hd) * scale + bias[biases + j * bias.stride(3)];
+            score = dot_row(&query, k, row_at(k, row, kv_head, j), hd) * scale + bias[biases + j * bias.stride(3)];
         }
         let new_max = f32::max(running_max, all_reduce(&mut scratch, score, half_threads, true));
         let weight = select(j < t_keys, f32::exp(score - new_max), f32::new(0.0));
@@ -233,7 +243,7 @@ fn forward_kernel(
             let mut sum = f32::new(0.0);
             let chunk = select(t_keys - start < threads, t_keys - start, threads);
             for c in 0..chunk {
-                sum += weights[c] * v[row_at(v, row, head, start + c) + t * v.stride(3)];
+                sum += weights[c] * v[row_at(v, row, kv_head, start + c) + t * v.stride(3)];
             }
             acc = acc * correction + sum;
         }
@@ -243,7 +253,7 @@ fn forward_kernel(
     }
     let query_at = (row * heads + head) * len + i;
     if t < hd {
-        out[query_at * hd + t] = acc / running_sum;
+        out[((row * len + i) * heads + head) * hd + t] = acc / running_sum;
     }
     if t == 0 {
         stats[query_at * 3] = running_max;
@@ -270,14 +280,15 @@ fn queries_kernel(
     #[comptime] threads: usize,
 ) {
     let (i, head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
-    let (heads, len, hd) = (dq.shape(1), dq.shape(2), dq.shape(3));
+    let (len, heads, hd) = (dq.shape(1), dq.shape(2), dq.shape(3));
+    let kv_head = head / (heads / k.shape(1));
     let mut query = Shared::<[f32]>::new_slice(threads);
     let mut d_out = Shared::<[f32]>::new_slice(threads);
     let mut weights = Shared::<[f32]>::new_slice(threads);
     let mut scratch = Shared::<[f32]>::new_slice(threads);
     if t < hd {
         query[t] = q[row_at(q, row, head, i) + t * q.stride(3)];
-        d_out[t] = grad[row_at(grad, row, head, i) + t * grad.stride(3)];
+        d_out[t] = grad[laid_out_at(grad, row, head, i) + t * grad.stride(3)];
     }
     sync_cube();
     let query_at = (row * heads + head) * len + i;
@@ -286,8 +297,8 @@ fn queries_kernel(
     let mut partial = f32::new(0.0);
     let mut j = t;
     while j < t_keys {
-        let p = f32::exp(dot_row(&query, k, row_at(k, row, head, j), hd) * scale + bias[biases + j * bias.stride(3)] - max) / sum;
-        partial += p * dot_row(&d_out, v, row_at(v, row, head, j), hd);
+        let p = f32::exp(dot_row(&query, k, row_at(k, row, kv_head, j), hd) * scale + bias[biases + j * bias.stride(3)] - max) / sum;
+        partial += p * dot_row(&d_out, v, row_at(v, row, kv_head, j), hd);
         j += threads;
     }
     let big_d = all_reduce(&mut scratch, partial, half_threads, false);
@@ -297,30 +308,31 @@ fn queries_kernel(
         let j = start + t;
         let mut ds = f32::new(0.0);
         if j < t_keys {
-            let p = f32::exp(dot_row(&query, k, row_at(k, row, head, j), hd) * scale + bias[biases + j * bias.stride(3)] - max) / sum;
-            ds = p * (dot_row(&d_out, v, row_at(v, row, head, j), hd) - big_d);
+            let p = f32::exp(dot_row(&query, k, row_at(k, row, kv_head, j), hd) * scale + bias[biases + j * bias.stride(3)] - max) / sum;
+            ds = p * (dot_row(&d_out, v, row_at(v, row, kv_head, j), hd) - big_d);
         }
         weights[t] = ds;
         sync_cube();
         if t < hd {
             let chunk = select(t_keys - start < threads, t_keys - start, threads);
             for c in 0..chunk {
-                acc += weights[c] * k[row_at(k, row, head, start + c) + t * k.stride(3)];
+                acc += weights[c] * k[row_at(k, row, kv_head, start + c) + t * k.stride(3)];
             }
         }
         sync_cube();
         start += threads;
     }
     if t < hd {
-        dq[query_at * hd + t] = acc * scale;
+        dq[((row * len + i) * heads + head) * hd + t] = acc * scale;
     }
     if t == 0 {
         stats[query_at * 3 + 2] = big_d;
     }
 }
 
-/// Key `CUBE_POS_X` of head `CUBE_POS_Y`, batch row `CUBE_POS_Z`: with `keys`, d k = `scale sum_i
-/// p_ij (dO_i · v_j - D_i) q_i`; without, d v = `sum_i p_ij dO_i` (`v` unread).
+/// Key `CUBE_POS_X` of key/value head `CUBE_POS_Y`, batch row `CUBE_POS_Z`, over the `len` queries
+/// of each of its group's query heads: with `keys`, d k = `scale sum_i p_ij (dO_i · v_j - D_i)
+/// q_i`; without, d v = `sum_i p_ij dO_i` (`v` unread).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn key_side_kernel(
@@ -337,40 +349,46 @@ fn key_side_kernel(
     #[comptime] keys: bool,
     #[comptime] threads: usize,
 ) {
-    let (j, head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
-    let (heads, t_keys, hd) = (out.shape(1), out.shape(2), out.shape(3));
+    let (j, kv_head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
+    let (t_keys, kv_heads, hd) = (out.shape(1), out.shape(2), out.shape(3));
+    let heads = q.shape(1);
+    let groups = heads / kv_heads;
     let mut key = Shared::<[f32]>::new_slice(threads);
     let mut value = Shared::<[f32]>::new_slice(threads);
     let mut weights = Shared::<[f32]>::new_slice(threads);
     if t < hd {
-        key[t] = k[row_at(k, row, head, j) + t * k.stride(3)];
+        key[t] = k[row_at(k, row, kv_head, j) + t * k.stride(3)];
         if comptime![keys] {
-            value[t] = v[row_at(v, row, head, j) + t * v.stride(3)];
+            value[t] = v[row_at(v, row, kv_head, j) + t * v.stride(3)];
         }
     }
     sync_cube();
+    // The group's queries, head after head: query `n` is query `n % len` of head `first + n / len`.
+    let (first, total) = (kv_head * groups, groups * len);
     let mut acc = f32::new(0.0);
     let mut start = 0usize;
-    while start < len {
-        let i = start + t;
+    while start < total {
+        let n = start + t;
         let mut weight = f32::new(0.0);
-        if i < len {
+        if n < total {
+            let (head, i) = (first + n / len, n % len);
             let query_at = (row * heads + head) * len + i;
             let score = dot_row(&key, q, row_at(q, row, head, i), hd) * scale + bias[bias_at(bias, bias_rows, row, i) + j * bias.stride(3)];
             weight = f32::exp(score - stats[query_at * 3]) / stats[query_at * 3 + 1];
             if comptime![keys] {
-                weight *= dot_row(&value, grad, row_at(grad, row, head, i), hd) - stats[query_at * 3 + 2];
+                weight *= dot_row(&value, grad, laid_out_at(grad, row, head, i), hd) - stats[query_at * 3 + 2];
             }
         }
         weights[t] = weight;
         sync_cube();
         if t < hd {
-            let chunk = select(len - start < threads, len - start, threads);
+            let chunk = select(total - start < threads, total - start, threads);
             for c in 0..chunk {
-                // d k sums the queries, d v the output's gradients (both `[b, h, t, hd]`).
-                let mut side = grad[row_at(grad, row, head, start + c) + t * grad.stride(3)];
+                let (head, i) = (first + (start + c) / len, (start + c) % len);
+                // d k sums the queries, d v the output's gradients.
+                let mut side = grad[laid_out_at(grad, row, head, i) + t * grad.stride(3)];
                 if comptime![keys] {
-                    side = q[row_at(q, row, head, start + c) + t * q.stride(3)];
+                    side = q[row_at(q, row, head, i) + t * q.stride(3)];
                 }
                 acc += weights[c] * side;
             }
@@ -383,6 +401,6 @@ fn key_side_kernel(
         if comptime![keys] {
             result *= scale;
         }
-        out[((row * heads + head) * t_keys + j) * hd + t] = result;
+        out[((row * t_keys + j) * kv_heads + kv_head) * hd + t] = result;
     }
 }
