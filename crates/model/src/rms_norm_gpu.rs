@@ -11,6 +11,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
+use crate::decode_sampler_gpu::all_reduce;
 use crate::rms_norm::{NormSettings, RmsNormKernels};
 
 /// Threads a row: a power of two.
@@ -138,7 +139,7 @@ fn rms_norm_kernel(
 }
 
 /// Row `CUBE_POS_X`'s backward: `d x = (dy w - x · mean(dy w x) / rms²) / rms` (`w` the scale,
-/// `offset + gamma`) and the row's share of d gamma, `dy x / rms`. Two tree sums (2 KiB).
+/// `offset + gamma`) and the row's share of d gamma, `dy x / rms`. Two tree sums (1 KiB).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn rms_norm_backward_kernel(
@@ -155,8 +156,7 @@ fn rms_norm_backward_kernel(
 ) {
     let (row, t) = (CUBE_POS_X as usize, UNIT_POS_X as usize);
     let start = row * width;
-    let mut squares = Shared::<[f32]>::new_slice(threads);
-    let mut weighted = Shared::<[f32]>::new_slice(threads);
+    let mut scratch = Shared::<[f32]>::new_slice(threads);
     let mut square_sum = f32::new(0.0);
     let mut weighted_sum = f32::new(0.0);
     let mut col = t;
@@ -166,20 +166,8 @@ fn rms_norm_backward_kernel(
         weighted_sum += grad[start + col] * (offset + gamma[col]) * value;
         col += threads;
     }
-    squares[t] = square_sum;
-    weighted[t] = weighted_sum;
-    sync_cube();
-    let mut stride = half_threads;
-    while stride > 0 {
-        if t < stride {
-            squares[t] += squares[t + stride];
-            weighted[t] += weighted[t + stride];
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let rms = f32::sqrt(squares[0] / f32::cast_from(width) + epsilon);
-    let mean = weighted[0] / f32::cast_from(width);
+    let rms = f32::sqrt(all_reduce(&mut scratch, square_sum, half_threads, false) / f32::cast_from(width) + epsilon);
+    let mean = all_reduce(&mut scratch, weighted_sum, half_threads, false) / f32::cast_from(width);
     col = t;
     while col < width {
         let value = x[start + col];
