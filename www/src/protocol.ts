@@ -214,6 +214,8 @@ export type StepResult = Record<string, unknown> & {
   restored?: string | null;
   /** Why the update was skipped (DPO). */
   skipped?: string | null;
+  /** The GPU kernels the step launched (WebGPU only). */
+  gpu_kernels?: number;
   /** The first answer of the rollout (sampling methods). */
   sample?: { prompt: string; response: string };
   held_out?: { loss: number; accuracy: number; margin: number; pairs: number } | null;
