@@ -81,7 +81,7 @@ mod train_attention;
 mod train_attention_gpu;
 mod weights_stream;
 
-pub use adamw::{AdamWSettings, read_moments_back, step_in_place};
+pub use adamw::{AdamWSettings, read_moments_back, step_in_place, step_in_place_scaled};
 pub use batch::{LeftPadded, gather_positions, left_pad};
 pub use causal_lm::{CausalLm, ModelConfig, ScalarModel, architectures};
 pub use checkpoint::{

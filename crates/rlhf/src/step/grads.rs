@@ -7,9 +7,9 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
-use tinyrlhf_model::{StatsPart, step_in_place, step_stats};
+use tinyrlhf_model::{StatsPart, step_in_place_scaled, step_stats};
 
 use crate::parallel::peers::{GradientExchange, Peers};
 
@@ -189,7 +189,7 @@ pub async fn guarded_update<M: Module>(
         return Err(crate::TrainError::Setting("the model has no parameters".into()));
     };
     // The norm and the largest weight in one pair, read with the trainer's numbers in one read.
-    let (mut grads, squares, largest, numbers) = if peers.count() > 1 {
+    let (grads, squares, largest, numbers) = if peers.count() > 1 {
         let mut exchange = GradientExchange::default();
         exchange.add(&*module, &grads);
         let mut summed = exchange.run(peers, read_along).await?;
@@ -212,10 +212,9 @@ pub async fn guarded_update<M: Module>(
     if let Some(why) = would_blow_up(largest, lr) {
         return Ok((numbers, Err(why)));
     }
-    if max_norm > 0.0 && f64::from(norm) > max_norm {
-        scale(&*module, &mut grads, Tensor::from_data(TensorData::new(vec![(max_norm / f64::from(norm)) as f32], [1]), &device));
-    }
-    step_in_place(optimizer, lr, module, grads);
+    // Clipped inside the optimizer's pass: a scaled copy of each gradient first was a launch a weight.
+    let clip = if max_norm > 0.0 && f64::from(norm) > max_norm { (max_norm / f64::from(norm)) as f32 } else { 1.0 };
+    step_in_place_scaled(optimizer, lr, module, grads, clip);
     dispatch(&device)?;
     Ok((numbers, Ok(norm)))
 }
