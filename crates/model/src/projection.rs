@@ -16,7 +16,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::decode_products;
 use crate::few_rows::{self, FEW_ROWS};
 use crate::gguf_quants::GgmlType;
-use crate::low_rank::add_low_rank;
+use crate::low_rank::{adapted, add_low_rank};
 use crate::packed::PackedWeight;
 
 /// One projection of a transformer, `x @ W + b` with burn's `W` `[in, out]`: f32 weights of its
@@ -133,6 +133,9 @@ pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x:
     let split = dense.len() == N && few_rows::splits(&x, [x.dims()[1], d_out]);
     let mut products = if split { few_rows::by_depth_together(x.clone(), dense) } else { vec![] }.into_iter();
     projections.map(|projection| {
+        if let Some(out) = adapted(projection, &x) {
+            return out;
+        }
         let out = match (&projection.weight, &projection.packed) {
             (Some(_), _) if split => with_bias(products.next().expect("a product per projection"), projection),
             (Some(weight), _) => affine(x.clone(), weight.val(), projection.bias.as_ref().map(|b| b.val())),

@@ -9,7 +9,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
-use tinyrlhf_model::{CausalLm, GgmlType, ModelConfig, PackedWeight, SamplingConfig, generate, load_lm, save_lm};
+use tinyrlhf_model::{CausalLm, GgmlType, LoraConfig, ModelConfig, PackedWeight, SamplingConfig, generate, load_lm, save_lm};
 
 use crate::TrainError;
 use crate::data::examples::Example;
@@ -41,6 +41,11 @@ pub struct Agreement {
     pub loss_relative: f64,
     /// |gradient-norm difference| of that step, relative.
     pub grad_norm_relative: f64,
+    /// The second of two LoRA steps (the first at a large learning rate, so that the adapters'
+    /// update weighs in the second's forward and backward): |loss difference| and |gradient-norm
+    /// difference|, relative. A GPU takes an adapted projection in kernels of its own.
+    pub lora_loss_relative: f64,
+    pub lora_grad_norm_relative: f64,
     /// Weights that differ by more than 1e-5 after the step, and how many there are.
     pub weights_differing: usize,
     pub weights: usize,
@@ -56,14 +61,16 @@ impl std::fmt::Display for Agreement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "logits within {:.0e}, packed products within {:.0e}, {} sampled tokens, one step's loss within {:.0e} and gradient norm within {:.0e}, {} of {} weights apart after it",
+            "logits within {:.0e}, packed products within {:.0e}, {} sampled tokens, one step's loss within {:.0e} and gradient norm within {:.0e}, {} of {} weights apart after it, a LoRA step's loss within {:.0e} and gradient norm within {:.0e}",
             self.logits_relative,
             self.packed_relative,
             if self.sampled_same { "the same" } else { "different" },
             self.loss_relative,
             self.grad_norm_relative,
             self.weights_differing,
-            self.weights
+            self.weights,
+            self.lora_loss_relative,
+            self.lora_grad_norm_relative
         )
     }
 }
@@ -89,8 +96,13 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
     let sample = async |model| generate(model, &prompts, u32::MAX, 0, &sampling).await.map_err(|e| TrainError::Sampling(e.to_string()));
     let sampled_same = sample(&on_reference).await?.tokens == sample(&on_candidate).await?.tokens;
 
-    // 4. One AdamW step on the same batch, then the weights it left.
+    // 4. One AdamW step on the same batch, then the weights it left; two LoRA steps on fresh copies.
     let examples: Vec<Example> = tokens.iter().map(|t| Example { tokens: t.clone(), target: vec![true; t.len()] }).collect();
+    let json = config.to_json();
+    let (_, lora_reference) = load_lm(json.as_bytes(), &bytes, reference)?;
+    let (_, lora_candidate) = load_lm(json.as_bytes(), &bytes, candidate)?;
+    let (lora_loss_a, lora_norm_a) = lora_steps(lora_reference, &config, &examples).await?;
+    let (lora_loss_b, lora_norm_b) = lora_steps(lora_candidate, &config, &examples).await?;
     let (loss_a, norm_a, weights_a) = one_step(on_reference, &config, &examples).await?;
     let (loss_b, norm_b, weights_b) = one_step(on_candidate, &config, &examples).await?;
     let (weights_differing, weights) = differing(&weights_a, &weights_b)?;
@@ -106,6 +118,8 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
         grad_norm_relative: relative(norm_a, norm_b),
         weights_differing,
         weights,
+        lora_loss_relative: relative(lora_loss_a, lora_loss_b),
+        lora_grad_norm_relative: relative(lora_norm_a, lora_norm_b),
         agrees: false,
     };
     result.agrees = result.logits_relative <= LOGITS_RTOL
@@ -113,6 +127,8 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
         && result.sampled_same
         && result.loss_relative <= STEP_RTOL
         && result.grad_norm_relative <= STEP_RTOL
+        && result.lora_loss_relative <= STEP_RTOL
+        && result.lora_grad_norm_relative <= STEP_RTOL
         && (weights_differing as f64) <= WEIGHTS_DIFFERING_SHARE * weights as f64;
     Ok(result)
 }
@@ -170,6 +186,24 @@ async fn one_step(model: CausalLm, config: &ModelConfig, examples: &[Example]) -
     Ok((f64::from(stats.loss), f64::from(stats.grad_norm), save_lm(&trainer.model()).await?))
 }
 
+/// The loss and gradient norm of the second of two LoRA steps, the first at lr 0.05 (the adapters'
+/// `b` starts at zero, so the first step's forward and `a`'s gradient never see the update).
+async fn lora_steps(model: CausalLm, config: &ModelConfig, examples: &[Example]) -> Result<(f64, f64), TrainError> {
+    let mut settings = SupervisedConfig::new(2, examples.len(), 0);
+    settings.schedule = LrSchedule::linear(0.05, 2, 1.0);
+    settings.lora = Some(LoraConfig::default());
+    let mut trainer = SupervisedTrainer::new(model, config.clone(), examples.to_vec(), 0, settings)?;
+    let mut last = (0.0, 0.0);
+    for _ in 0..2 {
+        let stats = trainer.step().await?;
+        if let Some(why) = stats.skipped {
+            return Err(TrainError::Device(format!("the check's LoRA step was undone: {why}")));
+        }
+        last = (f64::from(stats.loss), f64::from(stats.grad_norm));
+    }
+    Ok(last)
+}
+
 fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return f32::INFINITY;
@@ -212,6 +246,7 @@ mod tests {
             let found = pollster::block_on(agreement(&config, &device, &device)).unwrap();
             assert!(found.agrees, "{preset}: {found}");
             assert_eq!((found.logits_relative, found.packed_relative, found.weights_differing), (0.0, 0.0, 0), "{preset}: {found}");
+            assert_eq!((found.lora_loss_relative, found.lora_grad_norm_relative), (0.0, 0.0), "{preset}: {found}");
             assert!(found.weights > 10_000, "{preset}: {found}");
         }
     }
