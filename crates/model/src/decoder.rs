@@ -4,6 +4,7 @@
 //! A family file puts them together with its own norms and embedding scale.
 
 use burn::module::Module;
+use burn::nn::RmsNorm;
 use burn::tensor::{Device, Tensor};
 
 use crate::decode_products::{added_product, gated_product};
@@ -12,6 +13,7 @@ use crate::gated::gated;
 use crate::packed::on_gpu_kernels;
 use crate::projection::{LmHead, Projection, project, project_together};
 use crate::recompute::attention;
+use crate::rms_norm::{add_and_norm, rms_norm};
 use crate::row_kernels::GateActivation;
 
 /// A decoder layer's projections by their HF paths under `model.layers.{i}.`, in the order
@@ -81,14 +83,18 @@ impl GatedMlp {
         project(&self.down_proj, self.gated(x.reshape([b * t, d]))).reshape([b, t, d])
     }
 
-    /// `residual + self.forward(x)`, the residual summed in the last product's kernel when
-    /// decoding on a GPU (`decode_products.rs`).
-    pub(crate) fn forward_added(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+    /// `(residual + self.forward(x), norm of that)`: decoding on a GPU sums the residual in the
+    /// last product's kernel, anything else in the norm's ([`add_and_norm`]: one kernel on a GPU,
+    /// training too).
+    pub(crate) fn forward_added_normed(&self, x: Tensor<3>, residual: Tensor<3>, norm: &RmsNorm) -> (Tensor<3>, Tensor<3>) {
         let [b, t, d] = x.dims();
         let hidden = self.gated(x.reshape([b * t, d])); // [b * t, m]
         match added_product(&self.down_proj, &hidden, &residual.clone().reshape([b * t, d])) {
-            Some(sum) => sum.reshape([b, t, d]),
-            None => residual + project(&self.down_proj, hidden).reshape([b, t, d]),
+            Some(sum) => {
+                let sum = sum.reshape([b, t, d]);
+                (sum.clone(), rms_norm(norm, sum))
+            }
+            None => add_and_norm(norm, residual, project(&self.down_proj, hidden).reshape([b, t, d])),
         }
     }
 

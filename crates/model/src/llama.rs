@@ -130,10 +130,21 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let attended = self.self_attn.forward(rms_norm(&self.input_layernorm, x.clone()), rope, bias, cache);
+    /// The residual stream `x` `[b, t, d]` (and `normed`, its `input_layernorm`) through the layer
+    /// -> the stream after it and `next_norm` of it (the next layer's input norm, or the final
+    /// norm): each residual sum is taken in the following norm's kernel on a GPU.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        normed: Tensor<3>,
+        next_norm: &RmsNorm,
+        rope: &(Tensor<4>, Tensor<4>),
+        bias: Tensor<4>,
+        cache: Option<&mut LayerCache>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let attended = self.self_attn.forward(normed, rope, bias, cache);
         let (x, normed) = add_and_norm(&self.post_attention_layernorm, x, attended);
-        self.mlp.forward_added(normed, x)
+        self.mlp.forward_added_normed(normed, x, next_norm)
     }
 }
 
@@ -319,11 +330,14 @@ impl Family for Llama {
     ) -> Tensor<3> {
         let rope = self.rotary.cos_sin(position_ids);
         let mut x = self.embed_tokens.forward(input_ids); // [b, t, d]
+        let first_norm = self.layers.first().map_or(&self.norm, |layer| &layer.input_layernorm);
+        let mut normed = rms_norm(first_norm, x.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = layer.forward(x, &rope, bias.clone(), cache);
+            let next_norm = self.layers.get(i + 1).map_or(&self.norm, |next| &next.input_layernorm);
+            (x, normed) = layer.forward(x, normed, next_norm, &rope, bias.clone(), cache);
         }
-        rms_norm(&self.norm, x)
+        normed
     }
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {

@@ -19,7 +19,6 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::decode_attention::fused_for;
 use crate::packed::on_gpu_kernels;
 
 /// `norm` on `x` `[.., d]`: one kernel on a GPU (its backward one more and a column sum), burn's
@@ -34,10 +33,10 @@ pub(crate) fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D
     Tensor::<2>::from_dispatch(out).reshape(shape)
 }
 
-/// `(x + delta, norm(x + delta))` for `x`, `delta` `[.., d]`: one kernel on a GPU when nothing is
-/// differentiated; burn's sum and [`rms_norm`] otherwise.
+/// `(x + delta, norm(x + delta))` for `x`, `delta` `[.., d]`: one kernel on a GPU (training too:
+/// its backward is the sum's and the norm's); burn's sum and [`rms_norm`] on the CPU.
 pub(crate) fn add_and_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
-    if !fused_for(&[x.device(), delta.device(), norm.gamma.val().device()]) {
+    if ![x.device(), delta.device(), norm.gamma.val().device()].iter().all(on_gpu_kernels) {
         let sum = x + delta;
         return (sum.clone(), rms_norm(norm, sum));
     }
@@ -181,6 +180,25 @@ impl<B: Backend + RmsNormKernels> Backward<B, 2> for RmsNormBackward {
     }
 }
 
+/// `x + delta`'s backward: the gradient passes to both as it is.
+#[derive(Debug)]
+struct SumBackward;
+
+impl<B: Backend> Backward<B, 2> for SumBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [x_parent, delta_parent] = ops.parents;
+        if let Some(node) = x_parent {
+            grads.register::<B>(node.id, grad.clone());
+        }
+        if let Some(node) = delta_parent {
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
 impl<B: Backend + RmsNormKernels, C: CheckpointStrategy> RmsNormKernels for Autodiff<B, C> {
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, settings: NormSettings) -> FloatTensor<Self> {
         let (x, x_node) = x.into_parts();
@@ -194,14 +212,25 @@ impl<B: Backend + RmsNormKernels, C: CheckpointStrategy> RmsNormKernels for Auto
         }
     }
 
+    /// Two nodes from one kernel: the sum (its gradient passed to both inputs) and the norm of it,
+    /// each differentiated as if taken alone.
     fn added_rms_norm(
         x: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         settings: NormSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (sum, normed) = B::added_rms_norm(Self::inner(x), Self::inner(delta), Self::inner(gamma), settings);
-        (Self::from_inner(sum), Self::from_inner(normed))
+        let (x, x_node) = x.into_parts();
+        let (delta, delta_node) = delta.into_parts();
+        let (gamma, gamma_node) = gamma.into_parts();
+        let (sum, normed) = B::added_rms_norm(x, delta, gamma.clone(), settings);
+        let sum = SumBackward.prepare::<C>([x_node, delta_node]).compute_bound().stateless(sum);
+        let (sum_values, sum_node) = sum.clone().into_parts();
+        let normed = match RmsNormBackward(settings).prepare::<C>([sum_node, gamma_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((sum_values, gamma), normed),
+            OpsKind::UnTracked(prep) => prep.finish(normed),
+        };
+        (sum, normed)
     }
 
     fn rms_norm_backward(
@@ -276,5 +305,40 @@ mod tests {
         let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
         assert!(worst(&ours_x, &theirs_x) < 1e-5, "d x: {}", worst(&ours_x, &theirs_x));
         assert!(worst(&ours_gamma, &theirs_gamma) < 1e-5, "d gamma: {}", worst(&ours_gamma, &theirs_gamma));
+    }
+
+    /// The sum and its norm from one kernel, differentiated: both outputs used downstream (as a
+    /// residual stream uses them) give autodiff's gradients of burn's sum and module.
+    #[test]
+    fn the_added_norms_two_outputs_give_autodiffs_gradients_of_the_sum_and_the_norm() {
+        let device = Device::flex().autodiff();
+        let norm = RmsNormConfig::new(24).with_epsilon(1e-6).init(&device);
+        let norm =
+            RmsNorm { gamma: norm.gamma.map(|g| Tensor::random([24], Distribution::Normal(1.0, 0.5), &g.device()).require_grad()), ..norm };
+        let random = |std: f64| Tensor::<2>::random([6, 24], Distribution::Normal(0.0, std), &device);
+        let (x, delta) = (random(2.0).require_grad(), random(1.0).require_grad());
+        let (w_sum, w_normed) = (random(1.0), random(1.0));
+        let gradients = |(sum, normed): (Tensor<2>, Tensor<2>)| {
+            let grads = (sum * w_sum.clone() + normed * w_normed.clone()).sum().backward();
+            let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            [
+                values(x.grad(&grads).unwrap()),
+                values(delta.grad(&grads).unwrap()),
+                norm.gamma.val().grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+            ]
+        };
+        let (sum, normed) = <Dispatch as RmsNormKernels>::added_rms_norm(
+            x.clone().into_dispatch(),
+            delta.clone().into_dispatch(),
+            norm.gamma.val().into_dispatch(),
+            norm_settings(&norm, 0.0),
+        );
+        let ours = gradients((Tensor::from_dispatch(sum), Tensor::from_dispatch(normed)));
+        let sum = x.clone() + delta.clone();
+        let theirs = gradients((sum.clone(), norm.forward(sum)));
+        let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
+        for ((ours, theirs), name) in ours.iter().zip(&theirs).zip(["x", "delta", "gamma"]) {
+            assert!(worst(ours, theirs) < 1e-5, "d {name}: {}", worst(ours, theirs));
+        }
     }
 }
