@@ -25,10 +25,12 @@ use crate::family::{Family, FamilyConfig, HfLayout, Preset};
 use crate::gguf_config::GgufFamily;
 use crate::kv_cache::LayerCache;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
+use crate::packed::on_gpu_kernels;
 use crate::projection::{LmHead, Projection, rows, rows_together};
 use crate::rms_norm::{add_and_norm, rms_norm};
 use crate::rope::{Rotary, apply_rope};
 use crate::row_kernels::GateActivation;
+use crate::train_attention::rotated_attention;
 
 /// Causal grouped-query self-attention.
 #[derive(Module, Debug)]
@@ -81,6 +83,11 @@ impl SelfAttention {
             cache => cache,
         };
         let (q, k, v) = (heads(q, h, &self.q_norm), heads(k, kv, &self.k_norm), heads(v, kv, &None));
+        if cache.is_none() && on_gpu_kernels(&q.device()) {
+            // One op turns the queries and the keys together, forward and backward.
+            let out = rotated_attention(q, k, v, rope, bias); // [b, h, t, hd]
+            return rows(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd]));
+        }
         let (q, k) = (apply_rope(q, rope), apply_rope(k, rope));
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v), // [b, kv, t_past + t, hd]

@@ -153,6 +153,17 @@ pub trait RotationKernels: Backend {
     /// sin`) when `inverse`, which is the rotation's backward.
     #[fusion(meta = |x, _cos, _sin, _inverse| crate::train_attention::heads_swapped(x))]
     fn rotate(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, inverse: bool) -> FloatTensor<Self>;
+
+    /// [`RotationKernels::rotate`] of the queries and the keys in one launch; not differentiated
+    /// (the attention's op calls it forward and backward, `train_attention.rs`).
+    #[fusion(meta = |q, k, _cos, _sin, _inverse| (crate::train_attention::heads_swapped(q), crate::train_attention::heads_swapped(k)))]
+    fn rotate_pair(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl RotationKernels for Flex {
@@ -172,6 +183,16 @@ impl RotationKernels for Flex {
             *out = x[i] * cos[c] + sign * turn * x[partner] * sin[c];
         }
         Self::float_from_data(TensorData::new(out, [b, t, heads, hd]), &device)
+    }
+
+    fn rotate_pair(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        (Self::rotate(q, cos.clone(), sin.clone(), inverse), Self::rotate(k, cos, sin, inverse))
     }
 }
 
@@ -210,6 +231,18 @@ impl<B: Backend + RotationKernels, C: CheckpointStrategy> RotationKernels for Au
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rotate(x, cos, sin, inverse)),
         }
+    }
+
+    fn rotate_pair(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let i = Self::inner;
+        let (q, k) = B::rotate_pair(i(q), i(k), i(cos), i(sin), inverse);
+        (Self::from_inner(q), Self::from_inner(k))
     }
 }
 

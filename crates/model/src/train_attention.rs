@@ -20,7 +20,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Slice, Tensor, TensorData};
+
+use crate::rope::RotationKernels;
 
 /// softmax(q k^T / sqrt(hd) + bias) v `[b, h, t, hd]` for `q` `[b, h, t, hd]`, `k`, `v` `[b, kv,
 /// t_keys, hd]` (each key/value head shared by `h / kv` query heads, as HF's `repeat_kv` shares
@@ -29,6 +31,37 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4
     let (out, _stats) =
         <Dispatch as AttentionKernels>::attention_forward(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
     Tensor::<4>::from_dispatch(out).swap_dims(1, 2) // [b, t, h, hd] laid out, [b, h, t, hd] seen
+}
+
+/// [`attention`] of `q` and `k` rotated by `rope` (`cos`, `sin` `[b, 1, t, hd]`) first, as
+/// `apply_rope` rotates them: queries and keys turned together, forward and backward.
+pub(crate) fn rotated_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    (cos, sin): &(Tensor<4>, Tensor<4>),
+    bias: Tensor<4>,
+) -> Tensor<4> {
+    let (out, _stats) = <Dispatch as AttentionKernels>::rotated_attention_forward(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        cos.clone().into_dispatch(),
+        sin.clone().into_dispatch(),
+    );
+    Tensor::<4>::from_dispatch(out).swap_dims(1, 2)
+}
+
+/// `q` and `k` rotated (laid out `[b, t, heads, hd]`), seen as `[b, heads, t, hd]`.
+pub(crate) fn rotated<B: RotationKernels>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (q, k) = B::rotate_pair(q, k, cos, sin, false);
+    (B::float_swap_dims(q, 1, 2), B::float_swap_dims(k, 1, 2))
 }
 
 /// The forward and the three backward passes. `stats` `[b, h, t, 3]`: each query's largest score
@@ -46,6 +79,19 @@ pub trait AttentionKernels: Backend {
         bias: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// [`AttentionKernels::attention_forward`] of `q` and `k` rotated by `cos`, `sin` `[b, 1, t,
+    /// hd]` first (no cache: as many keys as queries): the two rotations one launch forward, and
+    /// the gradients' turn back one launch backward.
+    #[fusion(meta = |q, _k, _v, _bias, _cos, _sin| (heads_swapped(q), stats_spec(q)))]
+    fn rotated_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
     /// `(d q [b, t, h, hd], stats with D)` from the output's gradient `grad` `[b, t, h, hd]`.
     #[fusion(meta = |q, _k, _v, _bias, stats, _grad| (heads_swapped(q), stats.clone()))]
     fn attention_backward_queries(
@@ -57,9 +103,9 @@ pub trait AttentionKernels: Backend {
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// d k `[b, t_keys, kv, hd]`, from stats with D.
-    #[fusion(meta = |_q, k, _v, _bias, _stats, _grad| heads_swapped(k))]
-    fn attention_backward_keys(
+    /// d k and d v in one `[2, b, t_keys, kv, hd]`, from stats with D.
+    #[fusion(meta = |_q, k, _v, _bias, _stats, _grad| keys_values_spec(k))]
+    fn attention_backward_keys_values(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
@@ -67,16 +113,14 @@ pub trait AttentionKernels: Backend {
         stats: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+}
 
-    /// d v `[b, t_keys, kv, hd]`, from stats.
-    #[fusion(meta = |_q, k, _bias, _stats, _grad| heads_swapped(k))]
-    fn attention_backward_values(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
+/// `[b, kv, t_keys, hd]`'s spec as `[2, b, t_keys, kv, hd]`.
+#[cfg(all(feature = "cube", feature = "fusion"))]
+fn keys_values_spec(k: &burn::backend::fusion::custom::TensorSpec) -> burn::backend::fusion::custom::TensorSpec {
+    let mut spec = k.clone();
+    spec.shape = [2, k.shape[0], k.shape[2], k.shape[1], k.shape[3]].into();
+    spec
 }
 
 /// `[b, heads, len, hd]`'s spec as `[b, len, heads, hd]`: the layout the kernels write.
@@ -180,6 +224,18 @@ fn values(t: FloatTensor<Flex>) -> Vec<f32> {
 }
 
 impl AttentionKernels for Flex {
+    fn rotated_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, k) = rotated::<Self>(q, k, cos, sin);
+        Self::attention_forward(q, k, v, bias)
+    }
+
     fn attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -237,7 +293,7 @@ impl AttentionKernels for Flex {
         (dq, Self::float_from_data(TensorData::new(stats, stats_shape), &device))
     }
 
-    fn attention_backward_keys(
+    fn attention_backward_keys_values(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
@@ -245,17 +301,11 @@ impl AttentionKernels for Flex {
         stats: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        key_side(q, k, Some(v), bias, stats, grad)
-    }
-
-    fn attention_backward_values(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        key_side(q, k, None, bias, stats, grad)
+        let (d, b) = (Dims::of::<Self>(&q, &k, &bias), q.shape()[0]);
+        let dk = key_side(q.clone(), k.clone(), Some(v), bias.clone(), stats.clone(), grad.clone());
+        let dv = key_side(q, k, None, bias, stats, grad);
+        let shape = [1, b, d.t_keys, d.kv_heads, d.hd];
+        Self::float_cat(vec![Self::float_reshape(dk, shape.into()), Self::float_reshape(dv, shape.into())], 0)
     }
 }
 
@@ -296,25 +346,44 @@ fn key_side(
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: Backend + AttentionKernels> Backward<B, 3> for AttentionBackward {
-    /// q, k, v, the bias and the forward's stats.
-    type State = [FloatTensor<B>; 5];
+impl<B: Backend + AttentionKernels + RotationKernels> Backward<B, 3> for AttentionBackward {
+    /// q, k, v (q and k rotated, when the op rotated them), the bias and the forward's stats; the
+    /// rotation's cos and sin.
+    type State = ([FloatTensor<B>; 5], Option<(FloatTensor<B>, FloatTensor<B>)>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [q, k, v, bias, stats] = ops.state;
+        let ([q, k, v, bias, stats], rope) = ops.state;
         let grad = grads.consume::<B>(&ops.node);
         let (dq, stats) = B::attention_backward_queries(q.clone(), k.clone(), v.clone(), bias.clone(), stats, grad.clone());
         // Each gradient is laid out [b, len, heads, hd]: seen in its input's shape by a swap.
         let seen = |t: FloatTensor<B>| B::float_swap_dims(t, 1, 2);
         let [q_parent, k_parent, v_parent] = ops.parents;
-        if let Some(node) = v_parent {
-            grads.register::<B>(
-                node.id,
-                seen(B::attention_backward_values(q.clone(), k.clone(), bias.clone(), stats.clone(), grad.clone())),
-            );
+        let (k_shape, mut dk) = (k.shape(), None);
+        if k_parent.is_some() || v_parent.is_some() {
+            // One launch for both, `[2, b, t_keys, kv, hd]`; each half a view.
+            let both = B::attention_backward_keys_values(q, k, v, bias, stats, grad);
+            let half = |part: usize| {
+                let [b, kv, t_keys, hd] = [k_shape[0], k_shape[1], k_shape[2], k_shape[3]];
+                let slices =
+                    [Slice::new(part as isize, Some(part as isize + 1), 1), Slice::full(), Slice::full(), Slice::full(), Slice::full()];
+                B::float_reshape(B::float_slice(both.clone(), &slices), [b, t_keys, kv, hd].into())
+            };
+            if let Some(node) = v_parent {
+                grads.register::<B>(node.id, seen(half(1)));
+            }
+            dk = k_parent.as_ref().map(|_| half(0));
         }
-        if let Some(node) = k_parent {
-            grads.register::<B>(node.id, seen(B::attention_backward_keys(q, k, v, bias, stats, grad)));
+        // Rotated inputs: the gradients turned back by the opposite angles, both in one launch.
+        let (dq, dk) = match (rope, dk) {
+            (Some((cos, sin)), Some(dk)) => {
+                let (dq, dk) = B::rotate_pair(seen(dq), seen(dk), cos, sin, true);
+                (dq, Some(dk))
+            }
+            (Some((cos, sin)), None) => (B::rotate(seen(dq), cos, sin, true), None),
+            (None, dk) => (dq, dk),
+        };
+        if let (Some(node), Some(dk)) = (k_parent, dk) {
+            grads.register::<B>(node.id, seen(dk));
         }
         if let Some(node) = q_parent {
             grads.register::<B>(node.id, seen(dq));
@@ -322,7 +391,32 @@ impl<B: Backend + AttentionKernels> Backward<B, 3> for AttentionBackward {
     }
 }
 
-impl<B: Backend + AttentionKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B, C> {
+impl<B: Backend + AttentionKernels + RotationKernels, C: CheckpointStrategy> AttentionKernels for Autodiff<B, C> {
+    fn rotated_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        let (bias, cos, sin) = (Self::inner(bias), Self::inner(cos), Self::inner(sin));
+        match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (q, k) = rotated::<B>(q, k, cos.clone(), sin.clone());
+                let (out, stats) = B::attention_forward(q.clone(), k.clone(), v.clone(), bias.clone());
+                (prep.finish(([q, k, v, bias, stats.clone()], Some((cos, sin))), out), Self::from_inner(stats))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, stats) = B::rotated_attention_forward(q, k, v, bias, cos, sin);
+                (prep.finish(out), Self::from_inner(stats))
+            }
+        }
+    }
+
     fn attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -336,7 +430,7 @@ impl<B: Backend + AttentionKernels, C: CheckpointStrategy> AttentionKernels for 
         match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (out, stats) = B::attention_forward(q.clone(), k.clone(), v.clone(), bias.clone());
-                (prep.finish([q, k, v, bias, stats.clone()], out), Self::from_inner(stats))
+                (prep.finish(([q, k, v, bias, stats.clone()], None), out), Self::from_inner(stats))
             }
             OpsKind::UnTracked(prep) => {
                 let (out, stats) = B::attention_forward(q, k, v, bias);
@@ -358,7 +452,7 @@ impl<B: Backend + AttentionKernels, C: CheckpointStrategy> AttentionKernels for 
         (Self::from_inner(dq), Self::from_inner(stats))
     }
 
-    fn attention_backward_keys(
+    fn attention_backward_keys_values(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
@@ -367,18 +461,7 @@ impl<B: Backend + AttentionKernels, C: CheckpointStrategy> AttentionKernels for 
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let i = Self::inner;
-        Self::from_inner(B::attention_backward_keys(i(q), i(k), i(v), i(bias), i(stats), i(grad)))
-    }
-
-    fn attention_backward_values(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let i = Self::inner;
-        Self::from_inner(B::attention_backward_values(i(q), i(k), i(bias), i(stats), i(grad)))
+        Self::from_inner(B::attention_backward_keys_values(i(q), i(k), i(v), i(bias), i(stats), i(grad)))
     }
 }
 
@@ -430,6 +513,35 @@ mod tests {
                     close(ours, theirs, &format!("d {name}, {what}"), 1e-5);
                 }
             }
+        }
+    }
+
+    /// The op that rotates `q` and `k` first gives the rotation's then the attention's values and
+    /// gradients (burn's rotation on the CPU, then the kernels' attention), with grouped heads.
+    #[test]
+    fn the_rotated_attention_equals_rotating_then_attending_with_its_gradients() {
+        use crate::rope::{RopeParameters, Rotary, apply_rope};
+        use burn::tensor::Int;
+        let device = Device::flex().autodiff();
+        let ([b, h, t, hd], kv) = ([2, 4, 5, 8], 2);
+        let rotary = Rotary { inv_freq: RopeParameters::default().inv_freq(10_000.0, hd) };
+        let positions = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4, 0, 0, 1, 2, 3], [b, t]), &device);
+        let rope = rotary.cos_sin(positions);
+        let causal: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 })).collect();
+        let bias = Tensor::<4>::from_data(TensorData::new(causal, [1, 1, t, t]), &device);
+        // Laid out as the projections lay heads, seen with heads swapped in.
+        let (q_laid, k_laid, v) = (random([b, t, h, hd], &device), random([b, t, kv, hd], &device), random([b, kv, t, hd], &device));
+        let (q, k) = (|| q_laid.clone().swap_dims(1, 2), || k_laid.clone().swap_dims(1, 2));
+        let weights = Tensor::<4>::random([b, h, t, hd], Distribution::Normal(0.0, 1.0), &device);
+        let ours = super::rotated_attention(q(), k(), v.clone(), &rope, bias.clone());
+        let theirs = super::attention(apply_rope(q(), &rope), apply_rope(k(), &rope), v.clone(), bias);
+        close(ours.clone().inner(), theirs.clone().inner(), "output", 1e-5);
+        let gradients = |out: Tensor<4>| {
+            let grads = (out * weights.clone()).sum().backward();
+            [q_laid.grad(&grads).unwrap(), k_laid.grad(&grads).unwrap(), v.grad(&grads).unwrap()]
+        };
+        for ((ours, theirs), name) in gradients(ours).into_iter().zip(gradients(theirs)).zip(["q", "k", "v"]) {
+            close(ours, theirs, &format!("d {name}"), 1e-5);
         }
     }
 }

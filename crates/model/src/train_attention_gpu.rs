@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
 use crate::decode_sampler_gpu::all_reduce;
-use crate::train_attention::{AttentionKernels, STATS};
+use crate::train_attention::{AttentionKernels, STATS, rotated};
 
 /// The sizes and the launch of one pass.
 struct Pass {
@@ -65,6 +65,18 @@ fn empty(like: &CubeTensor, shape: [usize; 4]) -> CubeTensor {
 }
 
 impl AttentionKernels for CubeBackend {
+    fn rotated_attention_forward(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+    ) -> (CubeTensor, CubeTensor) {
+        let (q, k) = rotated::<Self>(q, k, cos, sin);
+        Self::attention_forward(q, k, v, bias)
+    }
+
     fn attention_forward(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor) -> (CubeTensor, CubeTensor) {
         let p = Pass::of(&q, &k, &bias);
         let out = empty(&q, [p.batch, p.t, p.heads, p.hd]);
@@ -123,7 +135,7 @@ impl AttentionKernels for CubeBackend {
         (dq, stats)
     }
 
-    fn attention_backward_keys(
+    fn attention_backward_keys_values(
         q: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
@@ -131,38 +143,27 @@ impl AttentionKernels for CubeBackend {
         stats: CubeTensor,
         grad: CubeTensor,
     ) -> CubeTensor {
-        key_side(q, k, v, bias, stats, grad, true)
+        let p = Pass::of(&q, &k, &bias);
+        let out = CubeBackend::float_empty([2, p.batch, p.t_keys, p.kv_heads, p.hd].into(), &q.device, FloatDType::F32);
+        let client = q.client.clone();
+        key_side_kernel::launch(
+            &client,
+            CubeCount::Static(p.t_keys as u32, p.kv_heads as u32, 2 * p.batch as u32),
+            p.dim(),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            into_contiguous(stats).into_tensor_arg(),
+            grad.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            p.t,
+            p.bias_rows,
+            p.scale(),
+            p.threads,
+        );
+        out
     }
-
-    fn attention_backward_values(q: CubeTensor, k: CubeTensor, bias: CubeTensor, stats: CubeTensor, grad: CubeTensor) -> CubeTensor {
-        // The values' pass reads no values: the keys stand in their binding.
-        key_side(q, k.clone(), k, bias, stats, grad, false)
-    }
-}
-
-/// d k (`keys`) or d v, a workgroup a key row.
-fn key_side(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, stats: CubeTensor, grad: CubeTensor, keys: bool) -> CubeTensor {
-    let p = Pass::of(&q, &k, &bias);
-    let out = empty(&q, [p.batch, p.t_keys, p.kv_heads, p.hd]);
-    let client = q.client.clone();
-    key_side_kernel::launch(
-        &client,
-        p.count(p.t_keys, p.kv_heads),
-        p.dim(),
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        bias.into_tensor_arg(),
-        into_contiguous(stats).into_tensor_arg(),
-        grad.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        p.t,
-        p.bias_rows,
-        p.scale(),
-        keys,
-        p.threads,
-    );
-    out
 }
 
 /// Where row `i` of (`head`, `row`) of a `[b, h, len, hd]` tensor starts, by its strides.
@@ -330,9 +331,9 @@ fn queries_kernel(
     }
 }
 
-/// Key `CUBE_POS_X` of key/value head `CUBE_POS_Y`, batch row `CUBE_POS_Z`, over the `len` queries
-/// of each of its group's query heads: with `keys`, d k = `scale sum_i p_ij (dO_i · v_j - D_i)
-/// q_i`; without, d v = `sum_i p_ij dO_i` (`v` unread).
+/// Key `CUBE_POS_X` of key/value head `CUBE_POS_Y`, batch row `CUBE_POS_Z` (the first `b`; the
+/// values' the next `b`), over the `len` queries of each of its group's query heads: d k = `scale
+/// sum_i p_ij (dO_i · v_j - D_i) q_i` into `out[0]`; d v = `sum_i p_ij dO_i` into `out[1]`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn key_side_kernel(
@@ -346,11 +347,14 @@ fn key_side_kernel(
     len: usize,
     bias_rows: usize,
     scale: f32,
-    #[comptime] keys: bool,
     #[comptime] threads: usize,
 ) {
-    let (j, kv_head, row, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, CUBE_POS_Z as usize, UNIT_POS_X as usize);
-    let (t_keys, kv_heads, hd) = (out.shape(1), out.shape(2), out.shape(3));
+    let (j, kv_head, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize, UNIT_POS_X as usize);
+    let (batch, t_keys, kv_heads, hd) = (out.shape(1), out.shape(2), out.shape(3), out.shape(4));
+    // The first half of the workgroups take d k, the second d v.
+    let keys = (CUBE_POS_Z as usize) < batch;
+    let row = select(keys, CUBE_POS_Z as usize, CUBE_POS_Z as usize - batch);
+    let part = select(keys, 0usize, 1usize);
     let heads = q.shape(1);
     let groups = heads / kv_heads;
     let mut key = Shared::<[f32]>::new_slice(threads);
@@ -358,7 +362,7 @@ fn key_side_kernel(
     let mut weights = Shared::<[f32]>::new_slice(threads);
     if t < hd {
         key[t] = k[row_at(k, row, kv_head, j) + t * k.stride(3)];
-        if comptime![keys] {
+        if keys {
             value[t] = v[row_at(v, row, kv_head, j) + t * v.stride(3)];
         }
     }
@@ -375,7 +379,7 @@ fn key_side_kernel(
             let query_at = (row * heads + head) * len + i;
             let score = dot_row(&key, q, row_at(q, row, head, i), hd) * scale + bias[bias_at(bias, bias_rows, row, i) + j * bias.stride(3)];
             weight = f32::exp(score - stats[query_at * 3]) / stats[query_at * 3 + 1];
-            if comptime![keys] {
+            if keys {
                 weight *= dot_row(&value, grad, laid_out_at(grad, row, head, i), hd) - stats[query_at * 3 + 2];
             }
         }
@@ -387,7 +391,7 @@ fn key_side_kernel(
                 let (head, i) = (first + (start + c) / len, (start + c) % len);
                 // d k sums the queries, d v the output's gradients.
                 let mut side = grad[laid_out_at(grad, row, head, i) + t * grad.stride(3)];
-                if comptime![keys] {
+                if keys {
                     side = q[row_at(q, row, head, i) + t * q.stride(3)];
                 }
                 acc += weights[c] * side;
@@ -398,9 +402,9 @@ fn key_side_kernel(
     }
     if t < hd {
         let mut result = acc;
-        if comptime![keys] {
+        if keys {
             result *= scale;
         }
-        out[((row * t_keys + j) * kv_heads + kv_head) * hd + t] = result;
+        out[(((part * batch + row) * t_keys + j) * kv_heads + kv_head) * hd + t] = result;
     }
 }
