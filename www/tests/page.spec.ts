@@ -101,8 +101,8 @@ test('where a hardware adapter would be, the page checks WebGPU computes what th
   await page.goto('/?backend=measure');
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 300_000 });
   await expect(page.locator('body')).toHaveAttribute('data-backend', 'cpu');
-  // It checked first that WebGPU computes what the CPU does (logits, seeded samples, one step).
-  await expect(page.locator('#backend')).toContainText(/WebGPU agrees with the CPU \(logits within .*, packed products within .*, the same sampled tokens, one step's loss within .*, \d+ of \d+ weights apart after it\)/);
+  // It checked first that WebGPU computes what the CPU does (logits, seeded samples, one step, two LoRA steps).
+  await expect(page.locator('#backend')).toContainText(/WebGPU agrees with the CPU \(logits within .*, packed products within .*, the same sampled tokens, one step's loss within .*, \d+ of \d+ weights apart after it, a LoRA step's loss within .* and gradient norm within [^)]*\)/);
   await expect(page.locator('#backend')).toContainText(/measured WebGPU \d+ tokens\/s, CPU \d+ tokens\/s on .*: the CPU is faster/);
   console.log(`measured choice: ${await page.locator('#backend').textContent()}`);
   await sampleFour(page);
