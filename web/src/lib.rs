@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use tinyrlhf_model::{CausalLm, GgufStream, ModelConfig, SamplingConfig, ScalarModel, WeightsStream, generate};
-use tinyrlhf_rlhf::{Agreement, LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
+use tinyrlhf_rlhf::{GpuKernels, LanguageModel, ModelFiles, RewardTrainer, Safetensors, check_same_shape, load_language_model};
 use tinyrlhf_tokenizer::TokenizerFiles;
 use wasm_bindgen::prelude::*;
 
@@ -85,6 +85,9 @@ impl State {
 pub struct Session {
     device: Device,
     backend: String,
+    /// A GPU's kernels: chosen from its limits at the start, perhaps turned off by the agreement
+    /// check. `None` on the CPU.
+    kernels: Rc<RefCell<Option<GpuKernels>>>,
     pub(crate) state: Rc<RefCell<State>>,
 }
 
@@ -110,9 +113,10 @@ struct ModelInfo {
 
 #[derive(Serialize)]
 struct Checked {
-    #[serde(flatten)]
-    agreement: Agreement,
+    agrees: bool,
     summary: String,
+    /// "fused kernels", or "unfused kernels (why)".
+    kernels: String,
 }
 
 #[derive(Serialize)]
@@ -191,7 +195,14 @@ impl Session {
             "cpu" => Device::flex(),
             other => return Err(js(format!("unknown backend {other:?}; use webgpu or cpu"))),
         };
-        Ok(Session { device, backend, state: Rc::default() })
+        let kernels = (backend == "webgpu").then(|| tinyrlhf_rlhf::kernels_by_limits(&device));
+        Ok(Session { device, backend, kernels: Rc::new(RefCell::new(kernels)), state: Rc::default() })
+    }
+
+    /// Which kernels this session's GPU runs: "fused kernels" or "unfused kernels (why)";
+    /// undefined on the CPU.
+    pub fn kernels(&self) -> Option<String> {
+        self.kernels.borrow().as_ref().map(|k| k.to_string())
     }
 
     pub fn backend(&self) -> String {
@@ -220,14 +231,23 @@ impl Session {
     }
 
     /// How this session's device compares with the CPU backend on a miniature of the model shaped
-    /// like `config_json` (logits, seeded sampling, one training step): an [`Agreement`] as JSON,
-    /// with `summary`, a sentence. The worker keeps WebGPU only where it agrees.
-    pub fn agreement(&self, config_json: Vec<u8>) -> js_sys::Promise {
-        let device = self.device.clone();
+    /// like `config_json` (logits, seeded sampling, training steps), choosing its kernels on the
+    /// way (`tinyrlhf_rlhf::check_gpu`): `{agrees, summary, kernels}` as JSON. `failures` resolves
+    /// to the device errors WebGPU reported since it was last asked (a kernel it could not build),
+    /// or null. The worker keeps WebGPU only where it agrees.
+    pub fn agreement(&self, config_json: Vec<u8>, failures: js_sys::Function) -> js_sys::Promise {
+        let (device, kernels) = (self.device.clone(), self.kernels.clone());
         promise(async move {
             let config = ModelConfig::from_json_bytes(&config_json).map_err(js)?;
-            let agreement = tinyrlhf_rlhf::agreement(&config, &Device::flex(), &device).await.map_err(js)?;
-            json_value(&Checked { summary: agreement.to_string(), agreement })
+            let reported = async || {
+                let promise = js_sys::Promise::resolve(&failures.call0(&JsValue::NULL).ok()?);
+                wasm_bindgen_futures::JsFuture::from(promise).await.ok()?.as_string()
+            };
+            let found = tinyrlhf_rlhf::check_gpu(&[config], &Device::flex(), &device, reported).await.map_err(js)?;
+            let summary = found.agreements.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>().join("; ");
+            let checked = Checked { agrees: found.agrees, summary, kernels: found.kernels.to_string() };
+            *kernels.borrow_mut() = Some(found.kernels);
+            json_value(&checked)
         })
     }
 

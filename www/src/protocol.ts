@@ -94,6 +94,8 @@ export interface Ready {
   reason: string;
   /** Whether the backend was chosen by timing both (the reason then gives the figures). */
   measure?: boolean;
+  /** On WebGPU: "fused kernels", or "unfused kernels (why)". */
+  kernels?: string;
   /** Workers (wasm instances, one per core) training together on the CPU backend; 1 on WebGPU. */
   workers: number;
   model: ModelInfo;

@@ -102,9 +102,31 @@ test('where a hardware adapter would be, the page checks WebGPU computes what th
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 300_000 });
   await expect(page.locator('body')).toHaveAttribute('data-backend', 'cpu');
   // It checked first that WebGPU computes what the CPU does (logits, seeded samples, one step, two LoRA steps).
-  await expect(page.locator('#backend')).toContainText(/WebGPU agrees with the CPU \(logits within .*, packed products within .*, the same sampled tokens, one step's loss within .*, \d+ of \d+ weights apart after it, a LoRA step's loss within .* and gradient norm within [^)]*\)/);
+  await expect(page.locator('#backend')).toContainText(/WebGPU on fused kernels agrees with the CPU \(logits within .*, packed products within .*, the same sampled tokens, one step's loss within .*, \d+ of \d+ weights apart after it, a LoRA step's loss within .* and gradient norm within [^)]*\)/);
   await expect(page.locator('#backend')).toContainText(/measured WebGPU \d+ tokens\/s, CPU \d+ tokens\/s on .*: the CPU is faster/);
   console.log(`measured choice: ${await page.locator('#backend').textContent()}`);
+  await sampleFour(page);
+});
+
+test('where one of the fused kernels fails to build on the adapter, the page checks WebGPU again on burn\'s unfused kernels and names them', async ({ page }) => {
+  test.setTimeout(480_000);
+  // The worker's script, served with one kernel's shader broken, as a driver that cannot build it
+  // would have it: WebGPU then reports a device error and runs nothing of that kernel.
+  await page.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
+    const response = await route.fetch();
+    const breakOneKernel = `{
+      const createShaderModule = GPUDevice.prototype.createShaderModule;
+      GPUDevice.prototype.createShaderModule = function (descriptor) {
+        const broken = /rows_kernel/.test(descriptor.label ?? '');
+        return createShaderModule.call(this, broken ? { ...descriptor, code: 'this is not WGSL' } : descriptor);
+      };
+    }\n`;
+    await route.fulfill({ response, body: breakOneKernel + (await response.text()) });
+  });
+  await page.goto('/?backend=measure');
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 400_000 });
+  await expect(page.locator('#backend')).toContainText(/WebGPU on unfused kernels \(a fused kernel failed on this adapter: .*rows_kernel.*\) agrees with the CPU \(logits within/);
+  console.log(`with a broken kernel: ${await page.locator('#backend').textContent()}`);
   await sampleFour(page);
 });
 

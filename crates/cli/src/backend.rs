@@ -55,18 +55,22 @@ impl Backend {
 }
 
 /// Whether `device` computes what burn's CPU backend does on miniatures of both architectures
-/// (logits, seeded sampling, one training step: `tinyrlhf_rlhf::agreement`): a GPU whose kernels
-/// return wrong numbers (a fused kernel a driver miscompiles) would otherwise train without a word.
-/// Says what it found on stderr.
+/// (logits, seeded sampling, training steps: `tinyrlhf_rlhf::check_gpu`, which also chooses the
+/// GPU's kernels): a GPU whose kernels return wrong numbers (a fused kernel a driver miscompiles)
+/// would otherwise train without a word. Says what it found on stderr, the kernels first.
 fn agrees_with_cpu(device: &Device) -> Result<(), String> {
-    for preset in ["tiny", "llama-tiny"] {
-        let config = tinyrlhf_model::ModelConfig::preset(preset, 256).expect("a preset the model crate names");
-        let found = pollster::block_on(tinyrlhf_rlhf::agreement(&config, &Device::flex(), device))
-            .map_err(|e| format!("the check against the CPU failed on the {} miniature: {e}", config.architecture()))?;
-        if !found.agrees {
-            return Err(format!("the GPU does not compute what the CPU does on a {} miniature ({found})", config.architecture()));
+    let configs: Vec<_> = ["tiny", "llama-tiny"]
+        .into_iter()
+        .map(|preset| tinyrlhf_model::ModelConfig::preset(preset, 256).expect("a preset the model crate names"))
+        .collect();
+    let found = pollster::block_on(tinyrlhf_rlhf::check_gpu(&configs, &Device::flex(), device, async || None))
+        .map_err(|e| format!("the check against the CPU failed: {e}"))?;
+    eprintln!("the GPU runs {}", found.kernels);
+    for (architecture, agreement) in &found.agreements {
+        if !agreement.agrees {
+            return Err(format!("the GPU does not compute what the CPU does on a {architecture} miniature ({agreement})"));
         }
-        eprintln!("the GPU agrees with the CPU on a {} miniature ({found})", config.architecture());
+        eprintln!("the GPU agrees with the CPU on a {architecture} miniature ({agreement})");
     }
     Ok(())
 }

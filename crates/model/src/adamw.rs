@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::log_softmax::{on_cpu_backend, owned};
-use crate::packed::has_own_kernels;
+use crate::own_kernels::has_own_kernels;
 use crate::row_kernels::{BLOCK, simd};
 
 /// AdamW's settings: burn's defaults (betas 0.9 and 0.999, epsilon 1e-5) and a weight decay.

@@ -42,7 +42,7 @@ pub(crate) fn fused_for(devices: &[Device]) -> bool {
 }
 
 fn fused_on(device: &Device) -> bool {
-    !device.is_autodiff() && crate::packed::on_gpu_kernels(device)
+    !device.is_autodiff() && crate::own_kernels::on_gpu_kernels(device)
 }
 
 /// One decoded token's attention, `[b, heads * hd]`: `q` `[b, heads * hd]`, `k`, `v`

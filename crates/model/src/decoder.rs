@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use crate::decode_products::{added_product, gated_product};
 use crate::embedding::TokenEmbedding;
 use crate::gated::gated;
-use crate::packed::on_gpu_kernels;
+use crate::own_kernels::{attention_fits, on_gpu_kernels};
 use crate::projection::{LmHead, Projection, project, project_together};
 use crate::recompute::attention;
 use crate::rms_norm::{add_and_norm, rms_norm};
@@ -40,7 +40,7 @@ pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> 
 /// as many query as key heads, and nothing of the size of the keys is copied or summed back. On a
 /// GPU the kernels read the shared heads themselves (`train_attention.rs`): nothing is stacked.
 pub(crate) fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
-    if on_gpu_kernels(&q.device()) {
+    if on_gpu_kernels(&q.device()) && attention_fits(q.dims()[3]) {
         // The GPU's kernels read each key/value head where it lies.
         return crate::train_attention::attention(q, k, v, bias);
     }

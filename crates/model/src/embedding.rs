@@ -15,7 +15,8 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::gguf_quants::GgmlType;
-use crate::packed::{PackedWeight, has_own_kernels};
+use crate::own_kernels::has_own_kernels;
+use crate::packed::PackedWeight;
 use crate::projection::{LmHead, tied_head};
 
 /// The embedding of every token, `[vocab, d]`: f32 weights of its own, or frozen and packed.

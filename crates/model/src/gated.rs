@@ -19,7 +19,7 @@ use burn::tensor::activation::{gelu_approximate, silu};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::log_softmax::values;
-use crate::packed::has_own_kernels;
+use crate::own_kernels::has_own_kernels;
 use crate::row_kernels::{self, GateActivation};
 
 /// act(gate) * up, elementwise: SwiGLU with [`GateActivation::Silu`], GeGLU with `GeluTanh`.

@@ -15,7 +15,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::nn::LayerNorm;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::packed::on_gpu_kernels;
+use crate::own_kernels::on_gpu_kernels;
 
 /// `norm` (whose epsilon is `epsilon`: burn keeps its own private) on `x` `[.., d]`.
 pub(crate) fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {

@@ -58,6 +58,7 @@ mod low_rank;
 #[cfg(feature = "cube")]
 mod low_rank_gpu;
 mod mistral;
+mod own_kernels;
 mod packed;
 #[cfg(feature = "cube")]
 mod packed_gpu;
@@ -112,6 +113,7 @@ pub use lora::{
     save_peft_adapter, save_peft_scalar_adapter, save_scalar_adapter, scalar_with_lora, with_lora,
 };
 pub use mistral::MistralConfig;
+pub use own_kernels::{own_gpu_kernels, own_kernels_fit, use_own_gpu_kernels};
 pub use packed::PackedWeight;
 pub use projection::LmHead;
 pub use rope::RopeParameters;

@@ -25,7 +25,7 @@ use crate::family::{Family, FamilyConfig, HfLayout, Preset};
 use crate::gguf_config::GgufFamily;
 use crate::kv_cache::LayerCache;
 use crate::llama_config::{LLAMA_FAMILY, LlamaConfig};
-use crate::packed::on_gpu_kernels;
+use crate::own_kernels::{attention_fits, on_gpu_kernels};
 use crate::projection::{LmHead, Projection, rows, rows_together};
 use crate::rms_norm::{add_and_norm, rms_norm};
 use crate::rope::{Rotary, apply_rope};
@@ -77,13 +77,13 @@ impl SelfAttention {
         };
         let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
         let cache = match cache {
-            Some(cache) if t == 1 && fused_for(&[q.device(), k.device(), v.device()]) => {
+            Some(cache) if t == 1 && attention_fits(hd) && fused_for(&[q.device(), k.device(), v.device()]) => {
                 return self.decode_one([q, k, v], rope, bias, cache);
             }
             cache => cache,
         };
         let (q, k, v) = (heads(q, h, &self.q_norm), heads(k, kv, &self.k_norm), heads(v, kv, &None));
-        if cache.is_none() && on_gpu_kernels(&q.device()) {
+        if cache.is_none() && attention_fits(hd) && on_gpu_kernels(&q.device()) {
             // One op turns the queries and the keys together, forward and backward.
             let out = rotated_attention(q, k, v, rope, bias); // [b, h, t, hd]
             return rows(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd]));

@@ -18,7 +18,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::packed::{PackedOps, PackedWeight, on_gpu_kernels};
+use crate::own_kernels::on_gpu_kernels;
+use crate::packed::{PackedOps, PackedWeight};
 use crate::projection::{LoraFactors, Projection};
 
 /// The largest rank the kernels take: a row's workgroup sums `rank` values per thread in

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use crate::few_rows::FEW_ROWS;
 use crate::gguf_quants::{GgmlType, dequantize, quantize};
+use crate::own_kernels::{has_own_kernels, on_gpu_kernels};
 use crate::quant_dot::{QK, UnpackedRow, dot_row, has_packed_dot};
 use crate::row_kernels::simd;
 
@@ -144,7 +145,7 @@ impl PackedWeight {
     /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked): on the host
     /// for the CPU backend, on the GPU (a lookup of those rows) for a GPU's.
     pub fn rows_tensor(&self, start: usize, len: usize, device: &burn::tensor::Device) -> Tensor<2> {
-        if !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && has_own_kernels(device) {
+        if on_gpu_kernels(device) {
             return self.rows(Tensor::arange(start as i64..(start + len) as i64, device));
         }
         Tensor::from_data(TensorData::new(self.rows_values(start, len), [len, self.0.cols]), device)
@@ -199,7 +200,9 @@ impl PackedWeight {
     pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
         if !has_own_kernels(&ids.device()) {
             let w = self.hf_tensor(&ids.device()); // [out, in]
-            return w.select(0, ids);
+            let last = self.0.rows as i64 - 1;
+            let inside = ids.clone().lower_equal_elem(last).float().unsqueeze_dim::<2>(1); // [n, 1]
+            return w.select(0, ids.clamp(0, last)) * inside;
         }
         Tensor::from_dispatch(<Dispatch as PackedOps>::packed_rows(ids.into_dispatch(), self.clone()))
     }
@@ -211,25 +214,6 @@ impl PackedWeight {
             return g.matmul(w);
         }
         Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul_transposed(g.detach().into_dispatch(), self.clone()))
-    }
-}
-
-/// Whether `device`'s backend runs this crate's own kernels ([`PackedOps`], the fused AdamW): the
-/// CPU backend, and cubecl's runtimes in a build with this crate's `cube` feature. Another backend
-/// (none the edges build today) takes burn's own ops: a packed product on a widened `W`, which
-/// autodiff keeps until the backward.
-/// Whether `device` (tracked or not) is one of cubecl's GPU runtimes, where this crate's kernels run.
-pub(crate) fn on_gpu_kernels(device: &burn::tensor::Device) -> bool {
-    !matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_)) && has_own_kernels(device)
-}
-
-pub(crate) fn has_own_kernels(device: &burn::tensor::Device) -> bool {
-    match device.clone().inner().as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "cube")]
-        DispatchDevice::Cube(_) => true,
-        #[allow(unreachable_patterns)]
-        _ => false,
     }
 }
 

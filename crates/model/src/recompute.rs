@@ -26,7 +26,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::kv_cache::MASKED;
 use crate::log_softmax::{on_cpu_backend, owned, values};
-use crate::packed::on_gpu_kernels;
+use crate::own_kernels::{attention_fits, on_gpu_kernels};
 use crate::row_kernels;
 
 /// softmax(q k^T / sqrt(head_dim) + bias) v for `q` `[b, h, t, hd]`, `k`, `v` `[b, h, t_keys, hd]`
@@ -36,7 +36,7 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4
         let out =
             <Dispatch as Recomputed>::recomputed_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch());
         Tensor::from_dispatch(out)
-    } else if on_gpu_kernels(&q.device()) {
+    } else if on_gpu_kernels(&q.device()) && attention_fits(q.dims()[3]) {
         crate::train_attention::attention(q, k, v, bias)
     } else {
         burn_attention(q, k, v, None, Some(bias), AttentionModuleOptions::default())

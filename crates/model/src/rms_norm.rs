@@ -19,7 +19,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::packed::on_gpu_kernels;
+use crate::own_kernels::on_gpu_kernels;
 
 /// `norm` on `x` `[.., d]`: one kernel on a GPU (its backward one more and a column sum), burn's
 /// module on the CPU.

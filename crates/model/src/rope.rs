@@ -133,7 +133,7 @@ impl Rotary {
 /// `x` `[b, heads, t, hd]` rotated by the angles whose cosines and sines are `cos`, `sin`
 /// `[b, 1, t, hd]`: x cos + rotate_half(x) sin, with rotate_half(x) = (-x2, x1).
 pub(crate) fn apply_rope(x: Tensor<4>, (cos, sin): &(Tensor<4>, Tensor<4>)) -> Tensor<4> {
-    if crate::packed::on_gpu_kernels(&x.device()) {
+    if crate::own_kernels::on_gpu_kernels(&x.device()) {
         let rotated =
             <Dispatch as RotationKernels>::rotate(x.into_dispatch(), cos.clone().into_dispatch(), sin.clone().into_dispatch(), false);
         // Laid out [b, t, heads, hd], as the projections lay them: swapped back, no copy.

@@ -16,7 +16,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::packed::on_gpu_kernels;
+use crate::own_kernels::on_gpu_kernels;
 
 /// The most values a kernel's one workgroup sweeps: larger weights (a full model's embedding, say)
 /// take burn's reductions, which spread over the whole GPU.

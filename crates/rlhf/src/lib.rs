@@ -28,6 +28,7 @@ pub use data::examples::{Example, LmBatch, chat_example, pack, sft_examples, spl
 pub use data::prompts::{ANSWER_TOKENS, MIN_PROMPT_TOKENS, check_answer_room, prompt_budget, prompt_ids, training_prompt_ids};
 pub use data::rankings::{RankingSet, TokenRanking};
 pub use eval::agreement::{Agreement, agreement};
+pub use eval::gpu_check::{GpuCheck, GpuKernels, check_gpu, kernels_by_limits};
 pub use eval::head_to_head::{GoldAndProxy, HeadToHead, HeadToHeadConfig, gold_and_proxy, head_to_head};
 pub use export::{ExportFile, TrlExport, TrlSettings, trl_files, trl_paths};
 pub use memory::footprint::{Footprint, TAB_MEMORY_LIMIT, check_fits_tab, footprint};

@@ -236,7 +236,8 @@ async function start(force: string | null = new URLSearchParams(location.search)
   }
   document.body.dataset.backend = ready.backend;
   const cpu = `CPU (wasm) · ${ready.workers} worker${ready.workers === 1 ? '' : 's'}`;
-  ui.backend.textContent = `${ready.backend === 'webgpu' ? `WebGPU · ${ready.device}` : cpu}${ready.measure ? ` · ${ready.reason}` : ''}`;
+  const gpu = `WebGPU · ${ready.device}${ready.kernels?.startsWith('unfused') && !ready.measure ? ` · ${ready.kernels}` : ''}`;
+  ui.backend.textContent = `${ready.backend === 'webgpu' ? gpu : cpu}${ready.measure ? ` · ${ready.reason}` : ''}`;
   document.body.dataset.workers = String(ready.workers);
   ui.backend.title = ready.reason;
   app.limits = ready.limits;

@@ -8,6 +8,8 @@ export interface Choice {
   reason: string;
   /** A hardware adapter was found: time both backends and keep the faster. */
   measure?: boolean;
+  /** On WebGPU: "fused kernels", or "unfused kernels (why)" where the adapter cannot run them. */
+  kernels?: string;
 }
 
 /**
@@ -15,13 +17,35 @@ export interface Choice {
  * watch the page carry on on the CPU, as it must when a real GPU is lost or reset.
  */
 export const devices: GPUDevice[] = [];
+/** Device errors WebGPU reported and nobody has read yet: a kernel it could not build, for one. */
+const deviceErrors: string[] = [];
 if (typeof GPUAdapter !== 'undefined') {
   const requestDevice = GPUAdapter.prototype.requestDevice;
   GPUAdapter.prototype.requestDevice = async function (this: GPUAdapter, ...args: Parameters<GPUAdapter['requestDevice']>) {
     const device = await requestDevice.apply(this, args);
     devices.push(device);
+    // wgpu's own handler panics, and a panic kills the wasm instance: the worker hears the errors
+    // itself, the agreement check as a failed kernel, afterwards as the end of the module's GPU.
+    Object.defineProperty(device, 'onuncapturederror', { get: () => null, set: () => {}, configurable: true });
+    device.addEventListener('uncapturederror', (event) => deviceErrors.push((event as GPUUncapturedErrorEvent).error.message));
     return device;
   };
+}
+
+/** The device errors reported since the last call, as one line (the first, which names what
+ * failed, and how many followed), or null. */
+export function reportedErrors(): string | null {
+  const [first, ...more] = deviceErrors.splice(0);
+  if (first === undefined) return null;
+  return `${first.split('\n')[0]}${more.length ? ` (and ${more.length} more device errors)` : ''}`;
+}
+
+/** [`reportedErrors`] once the devices have done what was submitted: WebGPU reports its errors
+ * late, and the agreement check must hear those of its own work. */
+async function settledErrors(): Promise<string | null> {
+  await Promise.all(devices.map((d) => d.queue.onSubmittedWorkDone()));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return reportedErrors();
 }
 
 /** `?backend=measure` times both backends even on a software adapter (for the browser tests). */
@@ -51,12 +75,14 @@ export async function measured(gpuSession: Session, choice: Choice, config: Uint
     gpuSession.free();
     return [cpuSession, { backend: 'cpu', device: 'CPU (wasm)', reason, measure: true }];
   };
-  const check = JSON.parse((await gpuSession.agreement(config)) as string) as { agrees: boolean; summary: string };
+  reportedErrors(); // what came before the check is not the check's
+  const check = JSON.parse((await gpuSession.agreement(config, settledErrors)) as string) as { agrees: boolean; summary: string; kernels: string };
   if (!check.agrees) return keepCpu(`WebGPU on ${choice.device} does not compute what the CPU does (${check.summary}): the CPU is used`);
+  choice = { ...choice, kernels: check.kernels };
   const gpuRate = (await gpuSession.generationSpeed(config)) as number;
   const cpuRate = (await cpuSession.generationSpeed(config)) as number;
   const figures = `WebGPU ${gpuRate.toFixed(0)} tokens/s, CPU ${cpuRate.toFixed(0)} tokens/s`;
-  const agrees = `WebGPU agrees with the CPU (${check.summary})`;
+  const agrees = `WebGPU on ${check.kernels} agrees with the CPU (${check.summary})`;
   if (gpuRate >= cpuRate) {
     cpuSession.free();
     return [gpuSession, { ...choice, reason: `measured ${figures} on ${choice.device}: WebGPU is faster; ${agrees}` }];

@@ -5,7 +5,7 @@
 import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, fillHeapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
-import { chooseBackend, devices, measured } from './backend';
+import { chooseBackend, devices, measured, reportedErrors } from './backend';
 import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, runKey, samplesKey, savedWhat, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
 import { fillMemory, outOfMemory } from './memory';
 import { Team, type Saved } from './team';
@@ -42,7 +42,7 @@ class HelperStopped extends Error {}
 function isFatal(e: unknown): boolean {
   if (e instanceof HelperStopped) return false;
   // A destroyed or lost GPU device does not trap: burn reports it as a poisoned device.
-  return e instanceof WebAssembly.RuntimeError || /unreachable|device (was )?lost|DeviceLost|device is poisoned|device was destroyed/i.test(String(e));
+  return e instanceof WebAssembly.RuntimeError || /unreachable|device (was )?lost|DeviceLost|device is poisoned|device was destroyed|WebGPU reported/i.test(String(e));
 }
 
 function need(): Session {
@@ -87,6 +87,7 @@ async function start(force: string | null, models: string, workers: number | nul
   try {
     session = await Session.create(choice.backend);
     if (choice.measure) [session, choice] = await measured(session, choice, await modelConfig());
+    if (choice.backend === 'webgpu') choice = { ...choice, kernels: session.kernels() ?? undefined };
   } catch (e) {
     if (choice.backend === 'cpu' || isFatal(e)) throw e;
     notice(`WebGPU failed (${e}); using the CPU backend instead`);
@@ -544,7 +545,11 @@ self.onmessage = (message: MessageEvent<Envelope>) => {
   queue = queue.then(async () => {
     try {
       if (dead) throw new Error(`the module stopped earlier (${dead})`);
-      post({ id, ok: true, result: await handle(request as Request) });
+      const result = await handle(request as Request);
+      // A kernel WebGPU refused ran nothing: what the request computed cannot be trusted.
+      const failed = session?.backend() === 'webgpu' ? reportedErrors() : null;
+      if (failed) throw new Error(`WebGPU reported an error: ${failed}`);
+      post({ id, ok: true, result });
     } catch (e) {
       const fatal = isFatal(e);
       const memory = fatal ? outOfMemory(wasmMemory) : null;

@@ -2,4 +2,5 @@
 //! device computes what the CPU computes.
 
 pub mod agreement;
+pub mod gpu_check;
 pub mod head_to_head;
