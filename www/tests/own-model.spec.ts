@@ -358,3 +358,37 @@ test('on WebGPU a Llama-family model (Qwen2) decodes in as few GPU kernels a tok
   console.log(`WebGPU (SwiftShader), hf-qwen2 (2 layers): ${shown}`);
   expect(kernels, `sampling launched ${kernels} GPU kernels a token (budget ${KERNELS_A_TOKEN_BUDGET}): ${shown}`).toBeLessThanOrEqual(KERNELS_A_TOKEN_BUDGET);
 });
+
+/** Seeded answers of a model from the files given, on the backend `query` picks, and the GPU
+ * kernels a decoded token launched there (NaN on the CPU). */
+async function gemmaAnswers(page: Page, query: string): Promise<{ completions: string[]; kernels: number }> {
+  await ready(page, query);
+  // The page keeps the person's own model: the second visit finds it loaded.
+  if (!((await page.locator('#model-current').textContent()) ?? '').includes('gemma3')) {
+    await openOwnModel(page);
+    await page.locator('#model-files').setInputFiles({ name: 'gemma.q8_0.gguf', mimeType: 'application/octet-stream', buffer: readFileSync(GEMMA3_GGUF) });
+    await expect(page.locator('#model-current')).toContainText('gemma3', { timeout: 120_000 });
+    await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+  }
+  type Sampler = { tinyrlhf: { sample(prompt: string, k: number, seed: number): Promise<{ completions: string[] }> } };
+  const { completions } = await page.evaluate(async (prompt) => (window as unknown as Sampler).tinyrlhf.sample(prompt, 2, 11), PROMPTS[0]);
+  await page.locator('#prompt-input').fill(PROMPTS[0]);
+  await page.locator('#k').fill('2');
+  await page.locator('#sample').click();
+  await expect(page.locator('#sample-speed')).toContainText('tok/s', { timeout: 180_000 });
+  const shown = (await page.locator('#sample-speed').textContent()) ?? '';
+  console.log(`${query}, hf-gemma3-sp (2 layers, a sliding one): ${shown}`);
+  return { completions, kernels: Number(/([\d.]+) GPU kernels a token/.exec(shown)?.[1]) };
+}
+
+// Gemma 3 decodes through the same fused kernels as the Llama family (its sliding window in the
+// attention's mask), its norms scaling by 1 + w: measured 2026-11-28 on SwiftShader.
+const GEMMA_KERNELS_A_TOKEN_BUDGET = 1000;
+
+test('on WebGPU Gemma 3 decodes in fused kernels and samples the CPU\'s answers for a seed', async ({ page }) => {
+  test.setTimeout(420_000);
+  const gpu = await gemmaAnswers(page, '?backend=webgpu');
+  const cpu = await gemmaAnswers(page, '?backend=cpu');
+  expect(gpu.completions).toEqual(cpu.completions);
+  expect(gpu.kernels, `sampling launched ${gpu.kernels} GPU kernels a token`).toBeLessThanOrEqual(GEMMA_KERNELS_A_TOKEN_BUDGET);
+});

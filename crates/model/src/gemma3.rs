@@ -23,9 +23,12 @@ use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::gemma3_config::{FULL, GEMMA3_GGUF, Gemma3Config, SLIDING};
 use crate::gguf_config::GgufFamily;
+use crate::decode_attention::{DecodeShape, fused_for};
 use crate::kv_cache::{LayerCache, window_bias};
+use crate::own_kernels::attention_fits;
 use crate::llama::Llama;
 use crate::projection::{LmHead, Projection, rows, rows_together};
+use crate::rms_norm::{plus_one_add_and_norm, plus_one_rms_norm};
 use crate::rope::{Rotary, apply_rope};
 use crate::row_kernels::GateActivation;
 
@@ -41,12 +44,25 @@ impl GemmaRmsNorm {
         Self { weight: Initializer::Zeros.init([d], device), epsilon }
     }
 
+    /// One kernel on a GPU (`rms_norm.rs`); these ops, the reference, on the CPU.
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(normed) = plus_one_rms_norm(self.weight.val(), self.epsilon, x.clone()) {
+            return normed;
+        }
         let d = self.weight.dims()[0];
         let rms = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt(); // [..., 1]
         let scale = self.weight.val() + 1.0;
         let shape: [usize; D] = std::array::from_fn(|i| if i == D - 1 { d } else { 1 });
         x / rms * scale.reshape(shape)
+    }
+
+    /// `(x + delta, norm(x + delta))`: one kernel on a GPU.
+    fn add_and_forward<const D: usize>(&self, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+        if let Some(both) = plus_one_add_and_norm(self.weight.val(), self.epsilon, x.clone(), delta.clone()) {
+            return both;
+        }
+        let sum = x + delta;
+        (sum.clone(), self.forward(sum))
     }
 }
 
@@ -89,6 +105,12 @@ impl SelfAttention {
         let (h, kv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
         let heads = |x: Tensor<3>, n: usize| x.reshape([b, t, n, hd]).swap_dims(1, 2); // [b, n, t, hd]
         let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let cache = match cache {
+            Some(cache) if t == 1 && attention_fits(hd) && fused_for(&[q.device(), k.device(), v.device()]) => {
+                return self.decode_one([q, k, v], rope, bias, cache);
+            }
+            cache => cache,
+        };
         let (q, k, v) = (heads(q, h), heads(k, kv), heads(v, kv));
         let q = apply_rope(self.q_norm.forward(q), rope) * self.query_scale;
         let k = apply_rope(self.k_norm.forward(k), rope);
@@ -98,6 +120,33 @@ impl SelfAttention {
         };
         let out = grouped_attention(q, k, v, bias); // [b, h, t, hd]
         rows(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd])) // [b, t, d]
+    }
+}
+
+impl SelfAttention {
+    /// A decoded token's attention `[b, 1, d]` from its projections `[b, 1, n * hd]`, through the
+    /// cache in one kernel on a GPU (`decode_attention.rs`); a sliding layer's window is in `bias`.
+    fn decode_one(
+        &self,
+        [q, k, v]: [Tensor<3>; 3],
+        (cos, sin): &(Tensor<4>, Tensor<4>),
+        bias: Tensor<4>,
+        cache: &mut LayerCache,
+    ) -> Tensor<3> {
+        let (b, h, kv, hd) = (q.dims()[0], self.n_head, self.n_kv_head, self.head_dim);
+        let flat = |x: Tensor<3>, n: usize, norm: Option<&GemmaRmsNorm>| {
+            let x = x.reshape([b, n, hd]);
+            let x = norm.map_or(x.clone(), |norm| norm.forward(x));
+            x.reshape([b, n * hd]) // [b, n * hd]
+        };
+        let qkv = [flat(q, h, Some(&self.q_norm)), flat(k, kv, Some(&self.k_norm)), flat(v, kv, None)];
+        let rope = Some((cos.clone().reshape([b, hd]), sin.clone().reshape([b, hd])));
+        let [bias_rows, _, _, keys] = bias.dims();
+        // The queries' scale joins the scores' 1 / sqrt(hd).
+        let scale = (self.query_scale / (hd as f64).sqrt()) as f32;
+        let shape = DecodeShape { heads: h, kv_heads: kv, head_dim: hd, len: 0, window: 0, scale };
+        let out = cache.attend_one(qkv, rope, bias.reshape([bias_rows, keys]), shape); // [b, h * hd]
+        rows(&self.o_proj, out.reshape([b, 1, h * hd]))
     }
 }
 
@@ -116,11 +165,22 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let attended = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, bias, cache);
-        let x = x + self.post_attention_layernorm.forward(attended);
-        let fed = self.mlp.forward(self.pre_feedforward_layernorm.forward(x.clone()));
-        x + self.post_feedforward_layernorm.forward(fed)
+    /// The residual stream `x` `[b, t, d]` (and `normed`, its `input_layernorm`) through the layer
+    /// -> the stream after it and `next_norm` of it (the next layer's input norm, or the final
+    /// norm): each residual sum taken in its norm's kernel on a GPU.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        normed: Tensor<3>,
+        next_norm: &GemmaRmsNorm,
+        rope: &(Tensor<4>, Tensor<4>),
+        bias: Tensor<4>,
+        cache: Option<&mut LayerCache>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let attended = self.self_attn.forward(normed, rope, bias, cache);
+        let (x, normed) = self.pre_feedforward_layernorm.add_and_forward(x, self.post_attention_layernorm.forward(attended));
+        let fed = self.mlp.forward(normed);
+        next_norm.add_and_forward(x, self.post_feedforward_layernorm.forward(fed))
     }
 }
 
@@ -322,12 +382,15 @@ impl Family for Gemma3 {
         // Scaled in the embedding's precision, as transformers does: sqrt(d) rounded to f32.
         let scale = (self.width() as f32).sqrt();
         let mut x = self.embed_tokens.forward(input_ids) * scale; // [b, t, d]
+        let first_norm = self.layers.first().map_or(&self.norm, |layer| &layer.input_layernorm);
+        let mut normed = first_norm.forward(x.clone());
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             let (rope, bias) = if layer.sliding { (&rope_sliding, sliding_bias.clone()) } else { (&rope_full, bias.clone()) };
-            x = layer.forward(x, rope, bias, cache);
+            let next_norm = self.layers.get(i + 1).map_or(&self.norm, |next| &next.input_layernorm);
+            (x, normed) = layer.forward(x, normed, next_norm, rope, bias, cache);
         }
-        self.norm.forward(x)
+        normed
     }
 
     /// Soft-capped when the config says.

@@ -24,35 +24,58 @@ use crate::own_kernels::on_gpu_kernels;
 /// `norm` on `x` `[.., d]`: one kernel on a GPU (its backward one more and a column sum), burn's
 /// module on the CPU.
 pub(crate) fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
-    if !(on_gpu_kernels(&x.device()) && on_gpu_kernels(&norm.gamma.val().device())) {
+    let gamma = norm.gamma.val();
+    if !(on_gpu_kernels(&x.device()) && on_gpu_kernels(&gamma.device())) {
         return norm.forward(x);
     }
-    let shape = x.dims();
-    let rows = x.rows();
-    let out = <Dispatch as RmsNormKernels>::rms_norm(rows.into_dispatch(), norm.gamma.val().into_dispatch(), norm_settings(norm, 0.0));
-    Tensor::<2>::from_dispatch(out).reshape(shape)
+    normed(gamma, norm_settings(norm.epsilon, 0.0), x)
 }
 
 /// `(x + delta, norm(x + delta))` for `x`, `delta` `[.., d]`: one kernel on a GPU (training too:
 /// its backward is the sum's and the norm's); burn's sum and [`rms_norm`] on the CPU.
 pub(crate) fn add_and_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
-    if ![x.device(), delta.device(), norm.gamma.val().device()].iter().all(on_gpu_kernels) {
+    let gamma = norm.gamma.val();
+    if ![x.device(), delta.device(), gamma.device()].iter().all(on_gpu_kernels) {
         let sum = x + delta;
         return (sum.clone(), rms_norm(norm, sum));
     }
+    added_normed(gamma, norm_settings(norm.epsilon, 0.0), x, delta)
+}
+
+/// Gemma's norm, `x / rms(x) * (1 + weight)`, as [`rms_norm`] on a GPU; `None` elsewhere (the
+/// caller's own ops are the reference).
+pub(crate) fn plus_one_rms_norm<const D: usize>(weight: Tensor<1>, epsilon: f64, x: Tensor<D>) -> Option<Tensor<D>> {
+    (on_gpu_kernels(&x.device()) && on_gpu_kernels(&weight.device())).then(|| normed(weight, norm_settings(epsilon, 1.0), x))
+}
+
+/// Gemma's norm of a residual sum with the sum, as [`add_and_norm`] on a GPU; `None` elsewhere.
+pub(crate) fn plus_one_add_and_norm<const D: usize>(
+    weight: Tensor<1>,
+    epsilon: f64,
+    x: Tensor<D>,
+    delta: Tensor<D>,
+) -> Option<(Tensor<D>, Tensor<D>)> {
+    [x.device(), delta.device(), weight.device()]
+        .iter()
+        .all(on_gpu_kernels)
+        .then(|| added_normed(weight, norm_settings(epsilon, 1.0), x, delta))
+}
+
+fn normed<const D: usize>(gamma: Tensor<1>, settings: NormSettings, x: Tensor<D>) -> Tensor<D> {
     let shape = x.dims();
-    let (x, delta) = (x.rows(), delta.rows());
-    let (sum, normed) = <Dispatch as RmsNormKernels>::added_rms_norm(
-        x.into_dispatch(),
-        delta.into_dispatch(),
-        norm.gamma.val().into_dispatch(),
-        norm_settings(norm, 0.0),
-    );
+    let out = <Dispatch as RmsNormKernels>::rms_norm(x.rows().into_dispatch(), gamma.into_dispatch(), settings);
+    Tensor::<2>::from_dispatch(out).reshape(shape)
+}
+
+fn added_normed<const D: usize>(gamma: Tensor<1>, settings: NormSettings, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+    let shape = x.dims();
+    let (sum, normed) =
+        <Dispatch as RmsNormKernels>::added_rms_norm(x.rows().into_dispatch(), delta.rows().into_dispatch(), gamma.into_dispatch(), settings);
     (Tensor::<2>::from_dispatch(sum).reshape(shape), Tensor::<2>::from_dispatch(normed).reshape(shape))
 }
 
-fn norm_settings(norm: &RmsNorm, offset: f32) -> NormSettings {
-    NormSettings { epsilon: norm.epsilon as f32, offset }
+fn norm_settings(epsilon: f64, offset: f32) -> NormSettings {
+    NormSettings { epsilon: epsilon as f32, offset }
 }
 
 trait Rows {
@@ -267,7 +290,7 @@ mod tests {
             rows(x.clone()),
             rows(delta.clone()),
             norm.gamma.val().into_dispatch(),
-            norm_settings(&norm, 0.0),
+            norm_settings(norm.epsilon, 0.0),
         );
         let (sum, normed) = (Tensor::<2>::from_dispatch(sum).reshape([2, 3, 24]), Tensor::<2>::from_dispatch(normed).reshape([2, 3, 24]));
         let gap = |a: Tensor<3>, b: Tensor<3>| -> f32 { (a - b).abs().max().into_scalar() };
@@ -276,7 +299,7 @@ mod tests {
         let alone = Tensor::<2>::from_dispatch(<Dispatch as RmsNormKernels>::rms_norm(
             rows(sum),
             norm.gamma.val().into_dispatch(),
-            norm_settings(&norm, 0.0),
+            norm_settings(norm.epsilon, 0.0),
         ));
         assert!(gap(alone.reshape([2, 3, 24]), expected) < 1e-6);
     }
@@ -294,7 +317,7 @@ mod tests {
         let ours = Tensor::<2>::from_dispatch(<Dispatch as RmsNormKernels>::rms_norm(
             x.clone().into_dispatch(),
             norm.gamma.val().into_dispatch(),
-            norm_settings(&norm, 0.0),
+            norm_settings(norm.epsilon, 0.0),
         ));
         let gradients = |out: Tensor<2>| {
             let grads = (out * weights.clone()).sum().backward();
@@ -331,7 +354,7 @@ mod tests {
             x.clone().into_dispatch(),
             delta.clone().into_dispatch(),
             norm.gamma.val().into_dispatch(),
-            norm_settings(&norm, 0.0),
+            norm_settings(norm.epsilon, 0.0),
         );
         let ours = gradients((Tensor::from_dispatch(sum), Tensor::from_dispatch(normed)));
         let sum = x.clone() + delta.clone();
