@@ -18,15 +18,15 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::decode_attention::{DecodeShape, fused_for};
 use crate::decoder::{GatedMlp, grouped_attention, head_logits, linear, map_layer_projections, own_or_tied_head};
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout};
 use crate::gemma3_config::{FULL, GEMMA3_GGUF, Gemma3Config, SLIDING};
 use crate::gguf_config::GgufFamily;
-use crate::decode_attention::{DecodeShape, fused_for};
 use crate::kv_cache::{LayerCache, window_bias};
-use crate::own_kernels::attention_fits;
 use crate::llama::Llama;
+use crate::own_kernels::attention_fits;
 use crate::projection::{LmHead, Projection, rows, rows_together};
 use crate::rms_norm::{plus_one_add_and_norm, plus_one_rms_norm};
 use crate::rope::{Rotary, apply_rope};
@@ -126,13 +126,7 @@ impl SelfAttention {
 impl SelfAttention {
     /// A decoded token's attention `[b, 1, d]` from its projections `[b, 1, n * hd]`, through the
     /// cache in one kernel on a GPU (`decode_attention.rs`); a sliding layer's window is in `bias`.
-    fn decode_one(
-        &self,
-        [q, k, v]: [Tensor<3>; 3],
-        (cos, sin): &(Tensor<4>, Tensor<4>),
-        bias: Tensor<4>,
-        cache: &mut LayerCache,
-    ) -> Tensor<3> {
+    fn decode_one(&self, [q, k, v]: [Tensor<3>; 3], rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: &mut LayerCache) -> Tensor<3> {
         let (b, h, kv, hd) = (q.dims()[0], self.n_head, self.n_kv_head, self.head_dim);
         let flat = |x: Tensor<3>, n: usize, norm: Option<&GemmaRmsNorm>| {
             let x = x.reshape([b, n, hd]);
@@ -140,12 +134,10 @@ impl SelfAttention {
             x.reshape([b, n * hd]) // [b, n * hd]
         };
         let qkv = [flat(q, h, Some(&self.q_norm)), flat(k, kv, Some(&self.k_norm)), flat(v, kv, None)];
-        let rope = Some((cos.clone().reshape([b, hd]), sin.clone().reshape([b, hd])));
-        let [bias_rows, _, _, keys] = bias.dims();
         // The queries' scale joins the scores' 1 / sqrt(hd).
         let scale = (self.query_scale / (hd as f64).sqrt()) as f32;
         let shape = DecodeShape { heads: h, kv_heads: kv, head_dim: hd, len: 0, window: 0, scale };
-        let out = cache.attend_one(qkv, rope, bias.reshape([bias_rows, keys]), shape); // [b, h * hd]
+        let out = cache.attend_rotated(qkv, rope, bias, shape); // [b, h * hd]
         rows(&self.o_proj, out.reshape([b, 1, h * hd]))
     }
 }

@@ -68,6 +68,21 @@ impl LayerCache {
         kv
     }
 
+    /// [`LayerCache::attend_one`] as a rotary family's layer holds its inputs: the token's angles
+    /// `(cos, sin)` `[b, 1, 1, hd]`, the mask `[b or 1, 1, 1, len + 1]`.
+    pub(crate) fn attend_rotated(
+        &mut self,
+        qkv: [Tensor<2>; 3],
+        (cos, sin): &(Tensor<4>, Tensor<4>),
+        bias: Tensor<4>,
+        shape: DecodeShape,
+    ) -> Tensor<2> {
+        let (b, hd) = (qkv[0].dims()[0], shape.head_dim);
+        let rope = Some((cos.clone().reshape([b, hd]), sin.clone().reshape([b, hd])));
+        let [bias_rows, _, _, keys] = bias.dims();
+        self.attend_one(qkv, rope, bias.reshape([bias_rows, keys]), shape)
+    }
+
     /// One decoded token's attention through the cache, `[b, heads * hd]`, its key and value kept
     /// (see [`attend_one`]): `q` `[b, heads * hd]`, `k`, `v` `[b, kv_heads * hd]` unrotated,
     /// `rope` the token's `(cos, sin)` `[b, hd]`, `bias` `[b or 1, len + 1]` the padded keys' mask.

@@ -101,13 +101,7 @@ impl SelfAttention {
 impl SelfAttention {
     /// A decoded token's attention `[b, 1, d]` from its projections `[b, 1, n * hd]`, through the
     /// cache in one kernel on a GPU (`decode_attention.rs`).
-    fn decode_one(
-        &self,
-        [q, k, v]: [Tensor<3>; 3],
-        (cos, sin): &(Tensor<4>, Tensor<4>),
-        bias: Tensor<4>,
-        cache: &mut LayerCache,
-    ) -> Tensor<3> {
+    fn decode_one(&self, [q, k, v]: [Tensor<3>; 3], rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: &mut LayerCache) -> Tensor<3> {
         let (b, h, kv, hd) = (q.dims()[0], self.n_head, self.n_kv_head, self.head_dim);
         let flat = |x: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
             let x = x.reshape([b, n, hd]);
@@ -118,10 +112,8 @@ impl SelfAttention {
             x.reshape([b, n * hd]) // [b, n * hd]
         };
         let qkv = [flat(q, h, &self.q_norm), flat(k, kv, &self.k_norm), flat(v, kv, &None)];
-        let rope = Some((cos.clone().reshape([b, hd]), sin.clone().reshape([b, hd])));
-        let [bias_rows, _, _, keys] = bias.dims();
         let shape = DecodeShape { heads: h, kv_heads: kv, head_dim: hd, len: 0, window: 0, scale: (hd as f32).sqrt().recip() };
-        let out = cache.attend_one(qkv, rope, bias.reshape([bias_rows, keys]), shape); // [b, h * hd]
+        let out = cache.attend_rotated(qkv, rope, bias, shape); // [b, h * hd]
         rows(&self.o_proj, out.reshape([b, 1, h * hd]))
     }
 }

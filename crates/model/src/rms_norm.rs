@@ -69,8 +69,12 @@ fn normed<const D: usize>(gamma: Tensor<1>, settings: NormSettings, x: Tensor<D>
 
 fn added_normed<const D: usize>(gamma: Tensor<1>, settings: NormSettings, x: Tensor<D>, delta: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
     let shape = x.dims();
-    let (sum, normed) =
-        <Dispatch as RmsNormKernels>::added_rms_norm(x.rows().into_dispatch(), delta.rows().into_dispatch(), gamma.into_dispatch(), settings);
+    let (sum, normed) = <Dispatch as RmsNormKernels>::added_rms_norm(
+        x.rows().into_dispatch(),
+        delta.rows().into_dispatch(),
+        gamma.into_dispatch(),
+        settings,
+    );
     (Tensor::<2>::from_dispatch(sum).reshape(shape), Tensor::<2>::from_dispatch(normed).reshape(shape))
 }
 
