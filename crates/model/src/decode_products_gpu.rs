@@ -11,7 +11,9 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
-use crate::decode_products::{DecodeProducts, Parts};
+use crate::decode_products::{DecodeProducts, PackedGate, PackedParts, Parts};
+use crate::packed::PackedWeight;
+use crate::packed_gpu::{few_rows_gated, few_rows_plus, few_rows_products3};
 use crate::row_kernels::GateActivation;
 
 fn empty(shape: [usize; 2], like: &CubeTensor) -> CubeTensor {
@@ -110,6 +112,19 @@ impl DecodeProducts for CubeBackend {
             rows * width,
         );
         out
+    }
+
+    fn packed_products(x: CubeTensor, parts: PackedParts) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [a, b, c] = few_rows_products3(x, &parts.0);
+        (a, b, c)
+    }
+
+    fn packed_plus(x: CubeTensor, addend: CubeTensor, weight: PackedWeight, per_value: bool) -> CubeTensor {
+        few_rows_plus(x, into_contiguous(addend), &weight, per_value)
+    }
+
+    fn packed_gated(x: CubeTensor, gated: PackedGate) -> CubeTensor {
+        few_rows_gated(x, &gated.gate, &gated.up, gated.act == GateActivation::GeluTanh)
     }
 }
 

@@ -7,6 +7,7 @@
 //!
 //! Boundary: a config and two devices in, the differences out; the tolerances are decided here.
 
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 use tinyrlhf_model::{CausalLm, GgmlType, LoraConfig, ModelConfig, PackedWeight, SamplingConfig, generate, load_lm, save_lm};
@@ -37,6 +38,10 @@ pub struct Agreement {
     pub logits_relative: f32,
     /// The seeded sampler (temperature 1) picked the same tokens on both.
     pub sampled_same: bool,
+    /// The same with the base packed as a GGUF's Q8_0 (decoding's packed products): the same
+    /// tokens and their log-probs within the logits' tolerance; `None` where the miniature's rows
+    /// are not whole blocks.
+    pub packed_sampled_same: Option<bool>,
     /// |loss difference| of one AdamW step on the same batch, relative.
     pub loss_relative: f64,
     /// |gradient-norm difference| of that step, relative.
@@ -71,7 +76,11 @@ impl std::fmt::Display for Agreement {
             self.weights,
             self.lora_loss_relative,
             self.lora_grad_norm_relative
-        )
+        )?;
+        match self.packed_sampled_same {
+            Some(same) => write!(f, ", {} tokens sampled on a Q8_0 base", if same { "the same" } else { "different" }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -95,6 +104,16 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
     let sampling = SamplingConfig { max_new_tokens: SAMPLED_TOKENS, seed: 7, ..Default::default() };
     let sample = async |model| generate(model, &prompts, u32::MAX, 0, &sampling).await.map_err(|e| TrainError::Sampling(e.to_string()));
     let sampled_same = sample(&on_reference).await?.tokens == sample(&on_candidate).await?.tokens;
+    // Packed on the reference (reading weights back is the CPU's), its f32 rest moved over.
+    let packed_sampled_same = match on_reference.clone().quantized(GgmlType::Q8_0, GgmlType::Q8_0) {
+        Some(packed) => {
+            let (a, b) = (sample(&packed).await?, sample(&packed.clone().to_device(candidate)).await?);
+            let logprobs = |g: &tinyrlhf_model::Generation| g.logprobs.concat();
+            let scale = logprobs(&a).iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            Some(a.tokens == b.tokens && largest_difference(&logprobs(&a), &logprobs(&b)) / scale <= LOGITS_RTOL)
+        }
+        None => None,
+    };
 
     // 4. One AdamW step on the same batch, then the weights it left; two LoRA steps on fresh copies.
     let examples: Vec<Example> = tokens.iter().map(|t| Example { tokens: t.clone(), target: vec![true; t.len()] }).collect();
@@ -114,6 +133,7 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
         logits_relative,
         packed_relative,
         sampled_same,
+        packed_sampled_same,
         loss_relative: relative(loss_a, loss_b),
         grad_norm_relative: relative(norm_a, norm_b),
         weights_differing,
@@ -125,6 +145,7 @@ pub async fn agreement(config: &ModelConfig, reference: &Device, candidate: &Dev
     result.agrees = result.logits_relative <= LOGITS_RTOL
         && result.packed_relative <= LOGITS_RTOL
         && result.sampled_same
+        && result.packed_sampled_same != Some(false)
         && result.loss_relative <= STEP_RTOL
         && result.grad_norm_relative <= STEP_RTOL
         && result.lora_loss_relative <= STEP_RTOL
