@@ -13,7 +13,7 @@ use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use crate::decode_products::{DecodeProducts, PackedGate, PackedParts, Parts};
 use crate::packed::PackedWeight;
-use crate::packed_gpu::{few_rows_gated, few_rows_plus, few_rows_products3};
+use crate::packed_decode_gpu::{few_rows_gated, few_rows_plus, few_rows_products3};
 use crate::row_kernels::GateActivation;
 
 fn empty(shape: [usize; 2], like: &CubeTensor) -> CubeTensor {

@@ -61,6 +61,8 @@ mod mistral;
 mod own_kernels;
 mod packed;
 #[cfg(feature = "cube")]
+mod packed_decode_gpu;
+#[cfg(feature = "cube")]
 mod packed_gpu;
 mod projection;
 mod quant_dot;

@@ -61,19 +61,19 @@ impl PackedOps for CubeBackend {
 
 /// What a kernel over a packed weight and an input of `n` rows needs: the weight's words on the
 /// input's device, an output `[n, width]` with one thread a value, and the weight's layout.
-struct Grid {
-    words: CubeTensor,
-    out: CubeTensor,
-    cube_dim: CubeDim,
-    cube_count: CubeCount,
-    total: usize,
-    rows: usize,
-    cols: usize,
-    row_bytes: usize,
+pub(crate) struct Grid {
+    pub(crate) words: CubeTensor,
+    pub(crate) out: CubeTensor,
+    pub(crate) cube_dim: CubeDim,
+    pub(crate) cube_count: CubeCount,
+    pub(crate) total: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) row_bytes: usize,
 }
 
 impl Grid {
-    fn new(weight: &PackedWeight, input: &CubeTensor, width: usize) -> Self {
+    pub(crate) fn new(weight: &PackedWeight, input: &CubeTensor, width: usize) -> Self {
         let words = weight.on_device(&input.device, || upload(weight.bytes(), input));
         let ([rows, cols], n) = (weight.shape(), input.meta.shape()[0]);
         let total = n * width;
@@ -121,96 +121,8 @@ fn few_rows_product(x: CubeTensor, weight: &PackedWeight) -> CubeTensor {
     grid.out
 }
 
-/// `x` `[n, in]` @ W_i^T -> `[n, out_i]` for three packed weights in one launch
-/// ([`few_rows3_kernel`]): a layer's query, key and value.
-pub(crate) fn few_rows_products3(x: CubeTensor, weights: &[PackedWeight; 3]) -> [CubeTensor; 3] {
-    let x = burn_cubecl::kernel::into_contiguous(x);
-    let (n, cols) = (x.meta.shape()[0], x.meta.shape()[1]);
-    let words = weights.each_ref().map(|w| w.on_device(&x.device, || upload(w.bytes(), &x)));
-    let outs = weights.each_ref().map(|w| CubeBackend::float_empty([n, w.shape()[0]].into(), &x.device, FloatDType::F32));
-    let rows = weights.each_ref().map(|w| w.shape()[0]);
-    let row_bytes = weights.each_ref().map(|w| w.bytes().len() / w.shape()[0]);
-    let total = n * rows.iter().sum::<usize>();
-    let cube_dim = CubeDim::new(&x.client, total);
-    let cube_count = calculate_cube_count_elemwise(&x.client, total, cube_dim);
-    let [w1, w2, w3] = words;
-    let [k1, k2, k3] = weights.each_ref().map(|w| w.ggml_type().id());
-    few_rows3_kernel::launch(
-        &x.client.clone(),
-        cube_count,
-        cube_dim,
-        w1.into_tensor_arg(),
-        w2.into_tensor_arg(),
-        w3.into_tensor_arg(),
-        x.into_tensor_arg(),
-        outs[0].clone().into_tensor_arg(),
-        outs[1].clone().into_tensor_arg(),
-        outs[2].clone().into_tensor_arg(),
-        cols,
-        row_bytes[0],
-        row_bytes[1],
-        row_bytes[2],
-        rows[0],
-        rows[1],
-        rows[2],
-        total,
-        k1,
-        k2,
-        k3,
-    );
-    outs
-}
-
-/// `x @ W^T + addend` `[n, out]` in one launch: `addend` a residual `[n, out]` (`per_value`) or a
-/// bias `[out]`.
-pub(crate) fn few_rows_plus(x: CubeTensor, addend: CubeTensor, weight: &PackedWeight, per_value: bool) -> CubeTensor {
-    let x = burn_cubecl::kernel::into_contiguous(x);
-    let grid = Grid::new(weight, &x, weight.shape()[0]);
-    few_rows_plus_kernel::launch(
-        &x.client.clone(),
-        grid.cube_count,
-        grid.cube_dim,
-        grid.words.into_tensor_arg(),
-        x.into_tensor_arg(),
-        addend.into_tensor_arg(),
-        grid.out.clone().into_tensor_arg(),
-        grid.cols,
-        grid.row_bytes,
-        grid.rows,
-        grid.total,
-        weight.ggml_type().id(),
-        per_value,
-    );
-    grid.out
-}
-
-/// `act(x @ gate^T) * (x @ up^T)` `[n, out]` for a packed gate and up in one launch.
-pub(crate) fn few_rows_gated(x: CubeTensor, gate: &PackedWeight, up: &PackedWeight, gelu: bool) -> CubeTensor {
-    let x = burn_cubecl::kernel::into_contiguous(x);
-    let grid = Grid::new(gate, &x, gate.shape()[0]);
-    let up_words = up.on_device(&x.device, || upload(up.bytes(), &x));
-    few_rows_gated_kernel::launch(
-        &x.client.clone(),
-        grid.cube_count,
-        grid.cube_dim,
-        grid.words.into_tensor_arg(),
-        up_words.into_tensor_arg(),
-        x.into_tensor_arg(),
-        grid.out.clone().into_tensor_arg(),
-        grid.cols,
-        grid.row_bytes,
-        up.bytes().len() / up.shape()[0],
-        grid.rows,
-        grid.total,
-        gate.ggml_type().id(),
-        up.ggml_type().id(),
-        gelu,
-    );
-    grid.out
-}
-
 /// The bytes as little-endian `u32` words (the last one zero-padded) on `like`'s device.
-fn upload(bytes: &[u8], like: &CubeTensor) -> CubeTensor {
+pub(crate) fn upload(bytes: &[u8], like: &CubeTensor) -> CubeTensor {
     let words: Vec<u32> = bytes.chunks(4).map(|c| u32::from_le_bytes(std::array::from_fn(|i| c.get(i).copied().unwrap_or(0)))).collect();
     let len = words.len();
     CubeBackend::int_from_data(TensorData::new(words, [len]), &like.device)
@@ -274,116 +186,9 @@ fn few_rows_kernel(
     out[ABSOLUTE_POS] = sum;
 }
 
-/// Row `i` of `x` `[n, cols]` dotted with the packed row whose bytes start at `row_start`.
-#[cube]
-fn dot_packed(words: &Tensor<u32>, x: &Tensor<f32>, i: usize, row_start: usize, cols: usize, #[comptime] kind: u32) -> f32 {
-    let mut sum = 0.0f32;
-    for col in 0..cols {
-        sum += x[i * cols + col] * value_at(words, row_start, col, kind);
-    }
-    sum
-}
-
-/// [`few_rows_kernel`] for three weights at once: threads `0..n·rows1` write `o1`, the next
-/// `n·rows2` `o2`, the rest `o3`.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn few_rows3_kernel(
-    w1: &Tensor<u32>,
-    w2: &Tensor<u32>,
-    w3: &Tensor<u32>,
-    x: &Tensor<f32>,
-    o1: &mut Tensor<f32>,
-    o2: &mut Tensor<f32>,
-    o3: &mut Tensor<f32>,
-    cols: usize,
-    bytes1: usize,
-    bytes2: usize,
-    bytes3: usize,
-    rows1: usize,
-    rows2: usize,
-    rows3: usize,
-    total: usize,
-    #[comptime] kind1: u32,
-    #[comptime] kind2: u32,
-    #[comptime] kind3: u32,
-) {
-    if ABSOLUTE_POS >= total {
-        terminate!();
-    }
-    let n = total / (rows1 + rows2 + rows3);
-    let (first, second) = (n * rows1, n * (rows1 + rows2));
-    if ABSOLUTE_POS < first {
-        let at = ABSOLUTE_POS;
-        o1[at] = dot_packed(w1, x, at / rows1, (at % rows1) * bytes1, cols, kind1);
-    } else if ABSOLUTE_POS < second {
-        let at = ABSOLUTE_POS - first;
-        o2[at] = dot_packed(w2, x, at / rows2, (at % rows2) * bytes2, cols, kind2);
-    } else {
-        let at = ABSOLUTE_POS - second;
-        o3[at] = dot_packed(w3, x, at / rows3, (at % rows3) * bytes3, cols, kind3);
-    }
-}
-
-/// `out[i, r] = x[i] · W[r] + addend[i, r]` (`per_value`) or `+ addend[r]`.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn few_rows_plus_kernel(
-    words: &Tensor<u32>,
-    x: &Tensor<f32>,
-    addend: &Tensor<f32>,
-    out: &mut Tensor<f32>,
-    cols: usize,
-    row_bytes: usize,
-    rows: usize,
-    total: usize,
-    #[comptime] kind: u32,
-    #[comptime] per_value: bool,
-) {
-    if ABSOLUTE_POS >= total {
-        terminate!();
-    }
-    let (i, row) = (ABSOLUTE_POS / rows, ABSOLUTE_POS % rows);
-    let mut at = row;
-    if comptime![per_value] {
-        at = ABSOLUTE_POS;
-    }
-    out[ABSOLUTE_POS] = dot_packed(words, x, i, row * row_bytes, cols, kind) + addend[at];
-}
-
-/// `out[i, r] = act(x[i] · gate[r]) · (x[i] · up[r])`, both rows read from their blocks.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn few_rows_gated_kernel(
-    gate: &Tensor<u32>,
-    up: &Tensor<u32>,
-    x: &Tensor<f32>,
-    out: &mut Tensor<f32>,
-    cols: usize,
-    gate_bytes: usize,
-    up_bytes: usize,
-    rows: usize,
-    total: usize,
-    #[comptime] gate_kind: u32,
-    #[comptime] up_kind: u32,
-    #[comptime] gelu: bool,
-) {
-    if ABSOLUTE_POS >= total {
-        terminate!();
-    }
-    let (i, row) = (ABSOLUTE_POS / rows, ABSOLUTE_POS % rows);
-    let g = dot_packed(gate, x, i, row * gate_bytes, cols, gate_kind);
-    let u = dot_packed(up, x, i, row * up_bytes, cols, up_kind);
-    let mut activated = g / (1.0 + f32::exp(-g));
-    if comptime![gelu] {
-        activated = 0.5 * g * (1.0 + f32::tanh(0.797_884_6 * (g + 0.044_715 * g * g * g)));
-    }
-    out[ABSOLUTE_POS] = activated * u;
-}
-
 /// Value `col` of the row whose bytes start at `row_start`, decoded as `kind` (a GGML type id).
 #[cube]
-fn value_at(words: &Tensor<u32>, row_start: usize, col: usize, #[comptime] kind: u32) -> f32 {
+pub(crate) fn value_at(words: &Tensor<u32>, row_start: usize, col: usize, #[comptime] kind: u32) -> f32 {
     let mut value = 0.0f32;
     if kind == F32 {
         value = f32::reinterpret(words[row_start / 4 + col]);
