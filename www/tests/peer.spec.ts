@@ -1,0 +1,124 @@
+// Sampling beside llama.cpp's own WebAssembly build (the `@wllama/wllama` npm package) on the same
+// GGUF in the same browser: a benchmark, printed, never asserted, opt-in (not part of CI):
+//
+//   TINYRLHF_PEER_GGUF=FILE.gguf npx playwright test tests/peer.spec.ts
+//
+// wllama runs in a page of its own that this test serves on a port of its own, from the package's
+// files, with the cross-origin isolation its threads need: its CPU path (no GPU layers),
+// 1 and 2 threads, greedy, 64 new tokens after a fixed prompt with EOS ignored; one answer, then
+// four one after another (llama.cpp's own figures of the decoding). The tab: the same file loaded
+// as the person's model on the CPU backend with one worker (a real model samples on one), K = 1 and
+// K = 4, the speed the page shows.
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { cpus } from 'node:os';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, test, type Page } from '@playwright/test';
+import { openOwnModel, ready } from './helpers';
+
+const GGUF = process.env.TINYRLHF_PEER_GGUF;
+test.skip(!GGUF, 'a benchmark: set TINYRLHF_PEER_GGUF to a .gguf file');
+// Both on the CPU: without a GPU process wllama's build finds no WebGPU to probe (with
+// SwiftShader's, its page closed while loading here).
+test.use({ launchOptions: { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] } });
+
+const WLLAMA = join(dirname(fileURLToPath(import.meta.url)), '../node_modules/@wllama/wllama/esm');
+const PROMPT = 'Once upon a time, in a small village by the sea, there lived';
+const NEW_TOKENS = 64;
+const ISOLATED = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+const TYPES: Record<string, string> = { '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
+
+const PEER_PAGE = `<!doctype html><meta charset="utf-8"><title>wllama</title><script type="module">
+import { Wllama } from './esm/index.js';
+let w;
+window.load = async (threads) => {
+  w = new Wllama({ default: './esm/wasm/wllama.wasm' }, { suppressNativeLog: true });
+  await w.loadModelFromUrl(location.origin + '/model.gguf', { n_threads: threads, n_ctx: 2048, n_gpu_layers: 0 });
+  return crossOriginIsolated && w.isMultithread();
+};
+window.answer = async (prompt, n) => (await w.createCompletion({ prompt, max_tokens: n, temperature: 0, ignore_eos: true })).timings;
+window.ready = true;
+</script>`;
+
+/** A server on a port of its own for wllama's page: the page, the package's files and the GGUF
+ * (whole, or the byte range asked for), cross-origin isolated. Playwright's routes carry a body
+ * in one message, which a model file is too large for. */
+async function serve(): Promise<{ url: string; close(): void }> {
+  const server = createServer((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://localhost').pathname;
+    const headers = { ...ISOLATED, 'Accept-Ranges': 'bytes' };
+    if (path === '/index.html') {
+      response.writeHead(200, { ...headers, 'Content-Type': 'text/html' }).end(PEER_PAGE);
+      return;
+    }
+    const file = path === '/model.gguf' ? GGUF! : join(WLLAMA, path.replace(/^\/esm\//, ''));
+    if (!existsSync(file)) {
+      response.writeHead(404, headers).end();
+      return;
+    }
+    const size = statSync(file).size;
+    const type = TYPES[extname(file)] ?? 'application/octet-stream';
+    const range = /bytes=(\d+)-(\d*)/.exec(request.headers.range ?? '');
+    const [start, end] = range ? [Number(range[1]), range[2] ? Number(range[2]) : size - 1] : [0, size - 1];
+    const partial = range ? { 'Content-Range': `bytes ${start}-${end}/${size}` } : {};
+    response.writeHead(range ? 206 : 200, { ...headers, ...partial, 'Content-Type': type, 'Content-Length': end - start + 1 });
+    if (request.method === 'HEAD') response.end();
+    else createReadStream(file, { start, end }).pipe(response);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/index.html`, close: () => server.close() };
+}
+
+type Timings = { prompt_n: number; prompt_ms: number; predicted_n: number; predicted_ms: number };
+type Peer = { load(threads: number): Promise<boolean>; answer(prompt: string, n: number): Promise<Timings> };
+
+/** wllama's decoding tokens/s for one answer and for four, and its prompt tokens/s, on `threads`. */
+async function wllama(page: Page, url: string, threads: number) {
+  await page.goto(url);
+  await page.waitForFunction(() => (window as unknown as { ready?: boolean }).ready === true);
+  const threaded = await page.evaluate((t) => (window as unknown as Peer).load(t), threads);
+  const answer = () => page.evaluate(([p, n]) => (window as unknown as Peer).answer(p as string, n as number), [PROMPT, NEW_TOKENS]);
+  await answer(); // warm-up
+  const one = await answer();
+  const four: Timings[] = [];
+  for (let i = 0; i < 4; i++) four.push(await answer());
+  const rate = (ts: Timings[]) => (1000 * ts.reduce((s, t) => s + t.predicted_n, 0)) / ts.reduce((s, t) => s + t.predicted_ms, 0);
+  return { threaded, one: rate([one]), four: rate(four), prompt: (1000 * one.prompt_n) / Math.max(one.prompt_ms, 1e-3) };
+}
+
+/** The tab's sampling tokens/s for `k` answers, as the page shows it. */
+async function tab(page: Page, k: number): Promise<number> {
+  await page.locator('#k').fill(String(k));
+  await page.locator('#sample').click();
+  await expect(page.locator('#sample-speed')).toContainText('tok/s', { timeout: 600_000 });
+  const shown = (await page.locator('#sample-speed').textContent()) ?? '';
+  const [, tokens, secs] = /(\d+) tokens in ([\d.]+) s/.exec(shown) ?? [];
+  return Number(tokens) / Number(secs);
+}
+
+test('sampling a GGUF in the tab beside llama.cpp\'s WebAssembly build (wllama), same browser and file', async ({ page }) => {
+  test.setTimeout(60 * 60_000);
+  const peerServer = await serve();
+  const peers = { 1: await wllama(page, peerServer.url, 1), 2: await wllama(page, peerServer.url, 2) };
+  peerServer.close();
+
+  await ready(page, '?backend=cpu&workers=1');
+  await openOwnModel(page);
+  await page.locator('#model-files').setInputFiles([GGUF!]);
+  await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
+  await page.locator('#prompt-input').fill(PROMPT);
+  await tab(page, 1); // warm-up
+  const ours = { one: await tab(page, 1), four: await tab(page, 4) };
+
+  const f = (x: number) => x.toFixed(1);
+  console.log(`peer: ${GGUF} on ${cpus()[0]?.model} (${cpus().length} cores), ${await page.evaluate(() => navigator.userAgent)}`);
+  for (const [threads, peer] of Object.entries(peers)) {
+    console.log(`peer: wllama ${threads} thread(s)${peer.threaded ? ' (threaded build)' : ''}: one answer ${f(peer.one)} tok/s, four answers ${f(peer.four)} tok/s, prompt ${f(peer.prompt)} tok/s`);
+  }
+  console.log(`peer: tinyrlhf, CPU (wasm), 1 worker: one answer ${f(ours.one)} tok/s, four answers ${f(ours.four)} tok/s`);
+  console.log(`peer: tinyrlhf / wllama: one answer ${f(ours.one / peers[1].one)}x (1 thread), ${f(ours.one / peers[2].one)}x (2); four answers ${f(ours.four / peers[1].four)}x (1 thread), ${f(ours.four / peers[2].four)}x (2)`);
+});
