@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use crate::packed::PackedWeight;
-use crate::packed_gpu::{Grid, upload, value_at};
+use crate::packed_gpu::{Grid, dot_packed, upload};
 
 /// `x` `[n, in]` @ W_i^T -> `[n, out_i]` for three packed weights in one launch
 /// ([`few_rows3_kernel`]): a layer's query, key and value.
@@ -100,16 +100,6 @@ pub(crate) fn few_rows_gated(x: CubeTensor, gate: &PackedWeight, up: &PackedWeig
         gelu,
     );
     grid.out
-}
-
-/// Row `i` of `x` `[n, cols]` dotted with the packed row whose bytes start at `row_start`.
-#[cube]
-fn dot_packed(words: &Tensor<u32>, x: &Tensor<f32>, i: usize, row_start: usize, cols: usize, #[comptime] kind: u32) -> f32 {
-    let mut sum = 0.0f32;
-    for col in 0..cols {
-        sum += x[i * cols + col] * value_at(words, row_start, col, kind);
-    }
-    sum
 }
 
 /// [`few_rows_kernel`] for three weights at once: threads `0..n·rows1` write `o1`, the next

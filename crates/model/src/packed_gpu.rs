@@ -179,16 +179,22 @@ fn few_rows_kernel(
         terminate!();
     }
     let (i, row) = (ABSOLUTE_POS / rows, ABSOLUTE_POS % rows);
+    out[ABSOLUTE_POS] = dot_packed(words, x, i, row * row_bytes, cols, kind);
+}
+
+/// Row `i` of `x` `[n, cols]` dotted with the packed row whose bytes start at `row_start`.
+#[cube]
+pub(crate) fn dot_packed(words: &Tensor<u32>, x: &Tensor<f32>, i: usize, row_start: usize, cols: usize, #[comptime] kind: u32) -> f32 {
     let mut sum = 0.0f32;
     for col in 0..cols {
-        sum += x[i * cols + col] * value_at(words, row * row_bytes, col, kind);
+        sum += x[i * cols + col] * value_at(words, row_start, col, kind);
     }
-    out[ABSOLUTE_POS] = sum;
+    sum
 }
 
 /// Value `col` of the row whose bytes start at `row_start`, decoded as `kind` (a GGML type id).
 #[cube]
-pub(crate) fn value_at(words: &Tensor<u32>, row_start: usize, col: usize, #[comptime] kind: u32) -> f32 {
+fn value_at(words: &Tensor<u32>, row_start: usize, col: usize, #[comptime] kind: u32) -> f32 {
     let mut value = 0.0f32;
     if kind == F32 {
         value = f32::reinterpret(words[row_start / 4 + col]);
