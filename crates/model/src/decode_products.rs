@@ -345,7 +345,9 @@ mod tests {
         let (gate, up) = (weight(1), weight(2));
         let x = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
         let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().expect("f32");
-        let (g, u) = (values(gate.matmul(x.clone())), values(up.matmul(x.clone())));
+        // The widened weights' products: `PackedWeight::matmul` decodes on the CPU in integers.
+        let dense = |w: &PackedWeight| values(x.clone().matmul(w.hf_tensor(&device).transpose()));
+        let (g, u) = (dense(&gate), dense(&up));
 
         let act = GateActivation::Silu;
         let gated =

@@ -45,6 +45,7 @@ mod gguf_merge;
 mod gguf_model;
 mod gguf_quants;
 mod gpt;
+mod int_dot;
 mod kv_cache;
 pub mod launches;
 mod layer_norm;

@@ -34,8 +34,9 @@ use rayon::prelude::*;
 
 use crate::few_rows::FEW_ROWS;
 use crate::gguf_quants::{GgmlType, dequantize, quantize};
+use crate::int_dot::{IntDot, QuantizedRows};
 use crate::own_kernels::{has_own_kernels, on_gpu_kernels};
-use crate::quant_dot::{QK, UnpackedRow, dot_row, has_packed_dot};
+use crate::quant_dot::{UnpackedRow, dot_row, has_packed_dot};
 use crate::row_kernels::simd;
 
 /// At most this many values of `W` are widened at once by a product of many rows (16 MiB of f32).
@@ -184,12 +185,10 @@ impl PackedWeight {
 
     /// Whether the product with `x` is decoding's on the CPU: a few rows, a block-quantized `W`,
     /// the CPU backend, and nothing differentiated (training keeps its exact product, whose
-    /// backward is written for it). Native only: in wasm, where simd128 turns bytes into f32 four
-    /// at a time, the tab sampled slower this way than widening rows (docs/benchmarks.md).
+    /// backward is written for it).
     fn is_decoding(&self, x: &Tensor<2>) -> bool {
         let device = x.device();
-        cfg!(not(target_arch = "wasm32"))
-            && x.dims()[0] <= FEW_ROWS
+        x.dims()[0] <= FEW_ROWS
             && has_packed_dot(self.0.ggml_type)
             && !device.is_autodiff()
             && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
@@ -243,8 +242,7 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     let [rows, cols] = weight.shape();
     let n = x.len() / cols;
     let (ggml_type, row_bytes) = (weight.ggml_type(), weight.bytes().len() / rows);
-    let sums: Vec<f32> = x.chunks_exact(QK).map(|block| block.iter().sum()).collect();
-    let sums = sums.as_slice();
+    let (xs, int_dot) = (&QuantizedRows::new(x), IntDot::here());
     let mut out_t = vec![0.0f32; rows * n]; // [out, n]
     // One unpacking buffer per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
     out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each_init(UnpackedRow::default, |row_buf, (step, out)| {
@@ -252,14 +250,14 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
         let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
         simd!((), |out: &'a mut [f32],
                    bytes: &'a [u8],
-                   x: &'a [f32],
-                   sums: &'a [f32],
+                   xs: &'a QuantizedRows,
                    row_buf: &'a mut UnpackedRow,
                    row_bytes: usize,
                    n: usize,
-                   ggml_type: GgmlType| {
+                   ggml_type: GgmlType,
+                   int_dot: IntDot| {
             for (w_row, out_row) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
-                dot_row(ggml_type, w_row, x, sums, out_row, row_buf);
+                dot_row(ggml_type, w_row, xs, out_row, row_buf, int_dot);
             }
         });
     });
@@ -268,6 +266,9 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
 
 /// `[out, n]` row-major as `[n, out]`.
 fn transposed(out_t: Vec<f32>, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return out_t;
+    }
     (0..n).flat_map(|j| out_t.iter().skip(j).step_by(n).copied().collect::<Vec<_>>()).collect()
 }
 

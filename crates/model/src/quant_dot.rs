@@ -1,19 +1,19 @@
 //! Decoding's products with a block-quantized weight, without widening the weight: each row of `W`
 //! is unpacked once into signed bytes with a scale per 16 values and a minimum per 32
 //! ([`UnpackedRow`]: every type read here fits that form, the K-quants' sub-blocks included) and
-//! dotted with every row of f32 activations, each weight turned to f32 only in a register. The
-//! result is the f32 product's up to the order of summation, so greedy answers are the f32 path's.
+//! met by every row of activations, quantized once per product to 16 bits (`int_dot.rs`), in
+//! integer multiply-adds. The weights' minimums meet each block's f32 sum of activations.
 //!
-//! llama.cpp quantizes the activations to 8 bits and multiplies in integers instead; built and
-//! measured here, that way was slower on the CPU at hand and changed greedy answers a few dozen
-//! tokens in (docs/benchmarks.md), so the activations stay f32.
+//! llama.cpp quantizes the activations to 8 bits; built and measured here, that way changed greedy
+//! answers a few dozen tokens in (docs/benchmarks.md), so they get 16.
 //!
-//! The loops are plain loops over fixed-size chunks that the compiler vectorizes, compiled for the
-//! CPU at run time through `pulp` ([`crate::row_kernels::simd`]); in wasm, for simd128.
+//! The unpacking is plain loops over fixed-size chunks that the compiler vectorizes, compiled for
+//! the CPU at run time through `pulp` ([`crate::row_kernels::simd`]); in wasm, for simd128.
 
 use half::f16;
 
 use crate::gguf_quants::{GgmlType, scale_min_k4};
+use crate::int_dot::{IntDot, QuantizedRows};
 
 /// Values per block of a minimum (a legacy block; a K-quant's sub-block).
 pub(crate) const QK: usize = 32;
@@ -28,8 +28,9 @@ pub(crate) fn has_packed_dot(ggml_type: GgmlType) -> bool {
 }
 
 /// A row of `W` unpacked for the products: each value `w = scale * q + min`, `q` a signed
-/// byte, with a scale per 16 values (Q6_K's granularity; the other types repeat theirs) and a
-/// minimum (or offset times scale) per 32. Reused from row to row: no allocation once warm.
+/// byte, with a scale per 16 values (Q6_K's granularity; the other types repeat theirs) spread
+/// over the 8 lanes that sum its pairs (`int_dot.rs`: 16 lanes a block of 32), and a minimum (or
+/// offset times scale) per 32. Reused from row to row: no allocation once warm.
 #[derive(Debug, Default)]
 pub(crate) struct UnpackedRow {
     q: Vec<i8>,
@@ -38,82 +39,84 @@ pub(crate) struct UnpackedRow {
 }
 
 /// One row of `W` (whole blocks of `ggml_type`, as the file stores it) dotted with each row of
-/// activations `xs` (rows of `W`'s width; `sums`: each row's sums of 32 values), into `out` (one
-/// value per row of `xs`): the row is unpacked once into `row_buf`, then met by every row of `xs`.
+/// activations `xs` (rows of `W`'s width), into `out` (one value per row of `xs`): the row is
+/// unpacked once into `row_buf`, then met by every row of `xs` on `int_dot`'s instructions.
 /// `ggml_type` is one [`has_packed_dot`] takes.
 #[inline(always)]
-pub(crate) fn dot_row(ggml_type: GgmlType, row: &[u8], xs: &[f32], sums: &[f32], out: &mut [f32], row_buf: &mut UnpackedRow) {
+pub(crate) fn dot_row(ggml_type: GgmlType, row: &[u8], xs: &QuantizedRows, out: &mut [f32], row_buf: &mut UnpackedRow, int_dot: IntDot) {
     unpack(ggml_type, row, row_buf);
     let cols = row_buf.q.len();
-    for ((x, sums), o) in xs.chunks_exact(cols).zip(sums.chunks_exact(cols / QK)).zip(out) {
-        *o = dot_unpacked(row_buf, x, sums);
+    let rows = xs.q.chunks_exact(cols).zip(xs.scales.chunks_exact(cols / QK)).zip(xs.sums.chunks_exact(cols / QK));
+    for (((x, x_scales), sums), o) in rows.zip(out) {
+        *o = int_dot.dot(&row_buf.q, &row_buf.scales, x, x_scales) + mins_dot(&row_buf.mins, sums);
     }
+}
+
+/// The minimums times their blocks' sums of activations, in 8 lanes (one pass the compiler
+/// vectorizes, where one running sum was a chain of dependent additions), summed in one order.
+#[inline(always)]
+fn mins_dot(mins: &[f32], sums: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (min_chunks, sum_chunks) = (mins.chunks_exact(8), sums.chunks_exact(8));
+    let tail: f32 = min_chunks.remainder().iter().zip(sum_chunks.remainder()).map(|(m, s)| m * s).sum();
+    for (m, s) in min_chunks.zip(sum_chunks) {
+        for l in 0..8 {
+            lanes[l] += m[l] * s[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `row` (whole blocks of `ggml_type`) into `u`.
 #[inline(always)]
 fn unpack(ggml_type: GgmlType, row: &[u8], u: &mut UnpackedRow) {
-    let (values, block_bytes) = match ggml_type {
-        GgmlType::Q4_0 => (QK, 18),
-        GgmlType::Q4_1 => (QK, 20),
-        GgmlType::Q5_0 => (QK, 22),
-        GgmlType::Q5_1 => (QK, 24),
-        GgmlType::Q8_0 => (QK, 34),
-        GgmlType::Q4K => (256, 144),
-        GgmlType::Q5K => (256, 176),
-        GgmlType::Q6K => (256, 210),
-        other => unreachable!("{} is not unpacked: it has no blocks", other.name()),
-    };
-    let len = row.len() / block_bytes * values;
-    u.q.resize(len, 0);
-    u.scales.resize(len / 16, 0.0);
-    u.mins.resize(len / QK, 0.0);
-    let blocks = row.chunks_exact(block_bytes);
-    let q = u.q.chunks_exact_mut(values);
-    let scales = u.scales.chunks_exact_mut(values / 16);
-    let mins = u.mins.chunks_exact_mut(values / QK);
-    for (((b, q), scales), mins) in blocks.zip(q).zip(scales).zip(mins) {
-        match ggml_type {
-            GgmlType::Q4_0 => legacy(nibbles(&b[2..18]), half_at(b, 0), -8.0 * half_at(b, 0), q, scales, mins),
-            GgmlType::Q4_1 => legacy(nibbles(&b[4..20]), half_at(b, 0), half_at(b, 2), q, scales, mins),
-            GgmlType::Q5_0 => legacy(with_fifth_bits(nibbles(&b[6..22]), &b[2..6]), half_at(b, 0), -16.0 * half_at(b, 0), q, scales, mins),
-            GgmlType::Q5_1 => legacy(with_fifth_bits(nibbles(&b[8..24]), &b[4..8]), half_at(b, 0), half_at(b, 2), q, scales, mins),
-            GgmlType::Q8_0 => legacy(signed(&b[2..34]), half_at(b, 0), 0.0, q, scales, mins),
-            GgmlType::Q4K => k4_like(b, 16, false, q, scales, mins),
-            GgmlType::Q5K => k4_like(b, 48, true, q, scales, mins),
-            _ => q6_k(b, q, scales, mins),
+    // One loop per type: a `match` inside the loop was a jump through a table every block (and a
+    // closure per type was compiled apart, for the baseline CPU).
+    macro_rules! blocks {
+        ($values:expr, $bytes:expr, |$b:ident, $q:ident, $s:ident, $m:ident| $unpack:expr) => {{
+            let len = row.len() / $bytes * $values;
+            u.q.resize(len, 0);
+            u.scales.resize(len / 2, 0.0);
+            u.mins.resize(len / QK, 0.0);
+            let q = u.q.chunks_exact_mut($values);
+            let scales = u.scales.chunks_exact_mut($values / 2);
+            let mins = u.mins.chunks_exact_mut($values / QK);
+            for ((($b, $q), $s), $m) in row.chunks_exact($bytes).zip(q).zip(scales).zip(mins) {
+                $unpack
+            }
+        }};
+    }
+    match ggml_type {
+        GgmlType::Q4_0 => blocks!(QK, 18, |b, q, s, m| legacy(nibbles(&b[2..18]), half_at(b, 0), -8.0 * half_at(b, 0), q, s, m)),
+        GgmlType::Q4_1 => blocks!(QK, 20, |b, q, s, m| legacy(nibbles(&b[4..20]), half_at(b, 0), half_at(b, 2), q, s, m)),
+        GgmlType::Q5_0 => {
+            blocks!(QK, 22, |b, q, s, m| legacy(
+                with_fifth_bits(nibbles(&b[6..22]), &b[2..6]),
+                half_at(b, 0),
+                -16.0 * half_at(b, 0),
+                q,
+                s,
+                m
+            ))
         }
+        GgmlType::Q5_1 => {
+            blocks!(QK, 24, |b, q, s, m| legacy(with_fifth_bits(nibbles(&b[8..24]), &b[4..8]), half_at(b, 0), half_at(b, 2), q, s, m))
+        }
+        GgmlType::Q8_0 => blocks!(QK, 34, |b, q, s, m| legacy(signed(&b[2..34]), half_at(b, 0), 0.0, q, s, m)),
+        GgmlType::Q4K => blocks!(256, 144, |b, q, s, m| k4_like(b, 16, false, q, s, m)),
+        GgmlType::Q5K => blocks!(256, 176, |b, q, s, m| k4_like(b, 48, true, q, s, m)),
+        GgmlType::Q6K => blocks!(256, 210, |b, q, s, m| q6_k(b, q, s, m)),
+        other => unreachable!("{} is not unpacked: it has no blocks", other.name()),
     }
 }
 
 /// A legacy block: 32 values `d * q + min`.
 #[inline(always)]
 fn legacy(w: [i8; QK], d: f32, min: f32, q: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
-    q.copy_from_slice(&w);
-    scales.fill(d);
+    // Fixed lengths: a slice's own length would make each copy a call to `memcpy`.
+    q[..QK].copy_from_slice(&w);
+    scales[..QK / 2].fill(d);
     mins[0] = min;
-}
-
-/// The unpacked row dotted with one row of f32 activations `x` (`block_sums`: the sums of each 32 of
-/// them): per 16 values `scale * sum(q * x)` in 16 f32 lanes, summed at the end; each weight
-/// widened in a register only.
-#[inline(always)]
-fn dot_unpacked(u: &UnpackedRow, x: &[f32], block_sums: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let mut mins = 0.0f32;
-    for (((x, q), scales), (&min, &sum)) in
-        x.chunks_exact(QK).zip(u.q.chunks_exact(QK)).zip(u.scales.chunks_exact(2)).zip(u.mins.iter().zip(block_sums))
-    {
-        for half in 0..2 {
-            let (q, x) = (&q[16 * half..16 * half + 16], &x[16 * half..16 * half + 16]);
-            let scale = scales[half];
-            for l in 0..16 {
-                lanes[l] += scale * (q[l] as f32 * x[l]);
-            }
-        }
-        mins += min * sum;
-    }
-    lanes.iter().sum::<f32>() + mins
 }
 
 #[inline(always)]
@@ -171,7 +174,7 @@ fn k4_like(b: &[u8], at: usize, fifth: bool, q: &mut [i8], scales: &mut [f32], m
     }
     for k in 0..8 {
         let (sc, m) = scale_min_k4(k, &b[4..16]);
-        scales[2 * k..2 * k + 2].fill(d * sc);
+        scales[16 * k..16 * k + 16].fill(d * sc);
         mins[k] = -dmin * m;
     }
 }
@@ -192,7 +195,7 @@ fn q6_k(b: &[u8], q: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
             q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
         }
         for (k, &sc) in b[192 + 8 * half..200 + 8 * half].iter().enumerate() {
-            scales[8 * half + k] = d * sc as i8 as f32;
+            scales[8 * (8 * half + k)..8 * (8 * half + k + 1)].fill(d * sc as i8 as f32);
         }
     }
     mins.fill(0.0);
@@ -210,6 +213,8 @@ mod tests {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0) * if i % 97 == 0 { 8.0 } else { 1.0 }).collect()
     }
 
+    /// The bound 16-bit activations allow: each value off by at most half its block's step, times
+    /// the weights it meets, plus f32 rounding.
     #[test]
     fn unpacked_rows_dot_as_the_widened_rows_do_for_every_type_and_every_row_of_activations() {
         let cols = 512;
@@ -217,13 +222,19 @@ mod tests {
             let row = ggml_type.example_bytes(cols).unwrap();
             let w = dequantize(ggml_type, &row);
             let xs: Vec<f32> = (0..3).flat_map(|seed| activations(cols, seed)).collect();
-            let sums: Vec<f32> = xs.chunks_exact(QK).map(|b| b.iter().sum()).collect();
             let mut found = [0.0f32; 3];
-            dot_row(ggml_type, &row, &xs, &sums, &mut found, &mut UnpackedRow::default());
+            dot_row(ggml_type, &row, &QuantizedRows::new(&xs), &mut found, &mut UnpackedRow::default(), IntDot::here());
             for (x, found) in xs.chunks_exact(cols).zip(found) {
                 let expected: f64 = w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
                 let scale: f64 = w.iter().zip(x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
-                assert!((found as f64 - expected).abs() <= 1e-5 * scale, "{}: {found} vs {expected}", ggml_type.name());
+                let step: f64 = w
+                    .chunks_exact(QK)
+                    .zip(x.chunks_exact(QK))
+                    .map(|(w, x)| {
+                        x.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)) / 65534.0 * w.iter().map(|a| a.abs() as f64).sum::<f64>()
+                    })
+                    .sum();
+                assert!((found as f64 - expected).abs() <= step + 1e-5 * scale, "{}: {found} vs {expected}", ggml_type.name());
             }
         }
     }
