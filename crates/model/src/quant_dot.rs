@@ -54,6 +54,8 @@ pub(crate) fn dot_row(ggml_type: GgmlType, row: &[u8], xs: &QuantizedRows, out: 
 
 /// The minimums times their blocks' sums of activations, in 8 lanes (one pass the compiler
 /// vectorizes, where one running sum was a chain of dependent additions), summed in one order.
+/// Not `packed::dot`'s 16 lanes: that order changed one of the 100 greedy answers held to the
+/// f32 product's (docs/benchmarks.md).
 #[inline(always)]
 fn mins_dot(mins: &[f32], sums: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
