@@ -14,6 +14,9 @@
 //! reads inside slices whose lengths [`IntDot::dot`] asserts, on features [`IntDot::here`] found.
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::fold_sixteen;
+
 /// Values per block of activations sharing a scale (a weight block's minimum spans the same 32).
 pub(crate) const BLOCK: usize = 32;
 
@@ -153,9 +156,13 @@ mod x86 {
         if blocks % 2 == 1 {
             even = _mm512_add_ps(even, block!(blocks - 1));
         }
-        let sum = _mm512_add_ps(even, odd);
-        let eight = _mm256_add_ps(_mm512_castps512_ps256(sum), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1)));
-        fold_eight(eight)
+        fold_sixteen(_mm512_add_ps(even, odd))
+    }
+
+    /// Lanes 16 -> 8 -> 4 -> 2 -> 1, halves onto halves.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn fold_sixteen(sum: __m512) -> f32 {
+        fold_eight(_mm256_add_ps(_mm512_castps512_ps256(sum), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1))))
     }
 
     /// # Safety

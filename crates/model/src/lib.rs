@@ -14,6 +14,8 @@ mod adamw;
 #[cfg(feature = "cube")]
 mod adamw_gpu;
 mod batch;
+#[cfg(target_arch = "x86_64")]
+mod block_dot;
 mod causal_lm;
 mod checkpoint;
 mod choose;

@@ -235,8 +235,9 @@ fn few_rows_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
 }
 
 /// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for a block-quantized `W`: each thread
-/// unpacks its own rows of `W` to bytes one at a time and dots each with every row of `x`
-/// (`quant_dot.rs`). Each value is one row's dot product, the same bits however many threads
+/// takes its own rows of `W` and dots each with every row of `x` in integers, straight from the
+/// blocks with AVX-512 (`block_dot.rs`), else each row unpacked to bytes first (`quant_dot.rs`).
+/// Each value is one row's dot product, the same bits on either path and however many threads
 /// share the rows.
 fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     let [rows, cols] = weight.shape();
@@ -244,7 +245,16 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     let (ggml_type, row_bytes) = (weight.ggml_type(), weight.bytes().len() / rows);
     let (xs, int_dot) = (&QuantizedRows::new(x), IntDot::here());
     let mut out_t = vec![0.0f32; rows * n]; // [out, n]
-    // One unpacking buffer per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
+    #[cfg(target_arch = "x86_64")]
+    if crate::block_dot::available() {
+        // One scratch per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
+        out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each_init(Vec::new, |mins, (step, out)| {
+            let start = step * FEW_ROWS_STEP;
+            let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
+            crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, mins);
+        });
+        return transposed(out_t, n);
+    }
     out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each_init(UnpackedRow::default, |row_buf, (step, out)| {
         let start = step * FEW_ROWS_STEP;
         let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];

@@ -57,7 +57,7 @@ pub(crate) fn dot_row(ggml_type: GgmlType, row: &[u8], xs: &QuantizedRows, out: 
 /// Not `packed::dot`'s 16 lanes: that order changed one of the 100 greedy answers held to the
 /// f32 product's (docs/benchmarks.md).
 #[inline(always)]
-fn mins_dot(mins: &[f32], sums: &[f32]) -> f32 {
+pub(crate) fn mins_dot(mins: &[f32], sums: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (min_chunks, sum_chunks) = (mins.chunks_exact(8), sums.chunks_exact(8));
     let tail: f32 = min_chunks.remainder().iter().zip(sum_chunks.remainder()).map(|(m, s)| m * s).sum();

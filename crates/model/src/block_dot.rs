@@ -1,0 +1,387 @@
+//! Decoding's products straight from a GGUF row's blocks, on AVX-512: each block of 32 weights
+//! becomes signed bytes, 16 lane scales and a minimum in registers, never stored, and meets every
+//! row of activations it is paired with while it is there. Several rows of `W` (or of `x`) go
+//! through at once, so their sums are independent chains the CPU runs side by side.
+//!
+//! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s instructions, operation for
+//! operation and in the same order (each block's pairs in i32, to f32, times lane scale times the
+//! activations' scale, even and odd blocks apart, the same fold, the same minimums' sum): the same
+//! bits, which the tests hold it to. Only where the values wait between the steps differs: the
+//! unpacked row stored a row's bytes and 16 scales per block to read them back, which was most of
+//! a token's time (docs/benchmarks.md).
+//!
+//! `unsafe` as in `int_dot.rs`: the intrinsics have no safe form; each read is inside a row whose
+//! length [`dot_rows`] asserts, on features [`available`] found.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use crate::gguf_quants::{GgmlType, scale_min_k4};
+use crate::int_dot::{BLOCK, QuantizedRows, fold_sixteen};
+use crate::quant_dot::mins_dot;
+
+/// Whether this CPU has what the products here are compiled for.
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Each of `rows` (whole rows of `ggml_type`, `row_bytes` each) dotted with each row of `xs`
+/// (rows of `W`'s width) into `out` `[rows, n]`. `mins` is scratch for the rows' minimums, kept
+/// between calls. `ggml_type` is one `quant_dot::has_packed_dot` takes; [`available`] said yes.
+pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
+    assert!(available(), "AVX-512 BW/VL and F16C");
+    // SAFETY: `available` found the features; `rows_of` asserts every length it reads by.
+    unsafe {
+        match ggml_type {
+            GgmlType::Q4_0 => rows_of::<Q4_0>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q4_1 => rows_of::<Q4_1>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q5_0 => rows_of::<Q5_0>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q5_1 => rows_of::<Q5_1>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q8_0 => rows_of::<Q8_0>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q4K => rows_of::<Q4K>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q5K => rows_of::<Q5K>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q6K => rows_of::<Q6K>(rows, row_bytes, xs, out, mins),
+            other => unreachable!("{} has no blocks to dot", other.name()),
+        }
+    }
+}
+
+/// Rows of `W` in groups sized so that each group's sums fit the 32 registers beside the block
+/// being read: 4 rows of `W` against one row of `x`, 2 against 2, 1 against up to 4.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
+    let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
+    let (n, count) = (xs.q.len() / cols.max(1), rows.len() / row_bytes.max(1));
+    assert!(row_bytes.is_multiple_of(T::BYTES) && rows.len() == count * row_bytes && xs.q.len() == n * cols && out.len() == count * n);
+    assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len());
+    mins.resize(4 * (cols / BLOCK), 0.0);
+    let group = |r: usize, j: usize, rows: usize, xs: usize| Group { first_row: r, first_x: j, rows, xs, row_bytes, cols, n };
+    let mut j = 0;
+    while j < n {
+        let taken = match n - j {
+            1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        };
+        let mut r = 0;
+        // SAFETY (each call): the group's rows and activations are inside the lengths asserted above.
+        unsafe {
+            match taken {
+                1 => {
+                    while r + 4 <= count {
+                        group_dot::<T, 4, 1>(rows, xs, out, mins, group(r, j, 4, 1));
+                        r += 4;
+                    }
+                    while r < count {
+                        group_dot::<T, 1, 1>(rows, xs, out, mins, group(r, j, 1, 1));
+                        r += 1;
+                    }
+                }
+                2 => {
+                    while r + 2 <= count {
+                        group_dot::<T, 2, 2>(rows, xs, out, mins, group(r, j, 2, 2));
+                        r += 2;
+                    }
+                    while r < count {
+                        group_dot::<T, 1, 2>(rows, xs, out, mins, group(r, j, 1, 2));
+                        r += 1;
+                    }
+                }
+                _ => {
+                    for r in 0..count {
+                        group_dot::<T, 1, 4>(rows, xs, out, mins, group(r, j, 1, 4));
+                    }
+                }
+            }
+        }
+        j += taken;
+    }
+}
+
+/// How far ahead of the rows being read the next rows are asked for, in rows of `W`: the rows'
+/// blocks are read in several streams at once, which the CPU's own prefetching followed poorly
+/// (a Q8_0 head of 49,152 x 576 read at 6 GB/s here without it, 11 with it: docs/benchmarks.md).
+const PREFETCH_ROWS: usize = 32;
+
+/// Which rows of `W` and of `x` a [`group_dot`] takes.
+#[derive(Clone, Copy)]
+struct Group {
+    first_row: usize,
+    first_x: usize,
+    rows: usize,
+    xs: usize,
+    row_bytes: usize,
+    cols: usize,
+    /// Rows of `x` in all: `out`'s width.
+    n: usize,
+}
+
+/// `R` rows of `W` against `N` rows of `x`, block by block; each pair's sums in its own even and
+/// odd registers.
+///
+/// # Safety
+/// The CPU has what [`available`] checks; the group's rows are inside `rows`, its rows of `x`
+/// inside `xs`, and `mins` holds `R` rows of minimums.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
+    rows: &[u8],
+    xs: &QuantizedRows,
+    out: &mut [f32],
+    mins: &mut [f32],
+    g: Group,
+) {
+    debug_assert!(g.rows == R && g.xs == N);
+    let blocks = g.cols / BLOCK;
+    let row_at: [*const u8; R] = std::array::from_fn(|r| rows[(g.first_row + r) * g.row_bytes..].as_ptr());
+    let x_at: [*const i16; N] = std::array::from_fn(|j| xs.q[(g.first_x + j) * g.cols..].as_ptr());
+    let x_scales: [&[f32]; N] = std::array::from_fn(|j| &xs.scales[(g.first_x + j) * blocks..][..blocks]);
+    let (mut even, mut odd) = ([[_mm512_setzero_ps(); N]; R], [[_mm512_setzero_ps(); N]; R]);
+    // Block `b` of every row, into the even or odd sums (`$odd` a constant where the loops unroll).
+    macro_rules! block {
+        ($b:expr, $odd:expr) => {{
+            let b = $b;
+            let (t, sub) = (b / T::SUBS, b % T::SUBS);
+            for r in 0..R {
+                // SAFETY: block `t` of row `r` is inside the row (the caller's lengths).
+                let block = unsafe { T::block(row_at[r].add(t * T::BYTES), sub) };
+                _mm_prefetch::<_MM_HINT_T0>(
+                    row_at[r].wrapping_add(t * T::BYTES + sub * (T::BYTES / T::SUBS) + PREFETCH_ROWS * g.row_bytes).cast(),
+                );
+                mins[r * blocks + b] = block.min;
+                let w16 = _mm512_cvtepi8_epi16(block.q);
+                for j in 0..N {
+                    // SAFETY: block `b` of the row of `x` is inside it.
+                    let x16 = unsafe { _mm512_loadu_si512(x_at[j].add(b * BLOCK).cast()) };
+                    let pairs = _mm512_cvtepi32_ps(_mm512_madd_epi16(w16, x16));
+                    let scaled = _mm512_mul_ps(pairs, _mm512_mul_ps(block.scales, _mm512_set1_ps(x_scales[j][b])));
+                    if $odd {
+                        odd[r][j] = _mm512_add_ps(odd[r][j], scaled);
+                    } else {
+                        even[r][j] = _mm512_add_ps(even[r][j], scaled);
+                    }
+                }
+            }
+        }};
+    }
+    for pair in 0..blocks / 2 {
+        block!(2 * pair, false);
+        block!(2 * pair + 1, true);
+    }
+    if blocks % 2 == 1 {
+        block!(blocks - 1, false);
+    }
+    for r in 0..R {
+        for j in 0..N {
+            let (sums, mins) = (&xs.sums[(g.first_x + j) * blocks..][..blocks], &mins[r * blocks..][..blocks]);
+            out[(g.first_row + r) * g.n + g.first_x + j] = fold_sixteen(_mm512_add_ps(even[r][j], odd[r][j])) + mins_dot(mins, sums);
+        }
+    }
+}
+
+/// A block of 32 weights `w = scale * q + min` in registers: `q` signed bytes, the scale of each
+/// lane's pair of values (lanes 0-7 the first 16 values, 8-15 the second), the minimum.
+struct Block {
+    q: __m256i,
+    scales: __m512,
+    min: f32,
+}
+
+/// A GGUF type read block by block, as `quant_dot.rs` unpacks it.
+trait Blocks {
+    /// Bytes of one of the type's blocks (a K-quant's super-block of 256 values).
+    const BYTES: usize;
+    /// Blocks of 32 values in it.
+    const SUBS: usize;
+
+    /// Block `sub` (of [`Self::SUBS`]) of the type's block at `at`.
+    ///
+    /// # Safety
+    /// `at` starts [`Self::BYTES`] readable bytes; the CPU has what [`available`] checks.
+    unsafe fn block(at: *const u8, sub: usize) -> Block;
+}
+
+/// The f16 at `at`, exactly.
+///
+/// # Safety
+/// Two readable bytes at `at`; F16C.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn half(at: *const u8) -> f32 {
+    // SAFETY: the caller's bytes.
+    let bits = unsafe { at.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// 16 bytes of nibbles as 32 values 0..16: value `j` the low nibble of byte `j`, `16 + j` its high.
+///
+/// # Safety
+/// 16 readable bytes at `at`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn nibbles(at: *const u8) -> __m256i {
+    // SAFETY: the caller's bytes.
+    let raw = unsafe { _mm_loadu_si128(at.cast()) };
+    let low = _mm_set1_epi8(0xF);
+    _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low), _mm_and_si128(raw, low))
+}
+
+/// `q` with 16 added to the values whose bit is set in `bits` (Q5's fifth bits).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn with_fifth_bits(q: __m256i, bits: __mmask32) -> __m256i {
+    _mm256_or_si256(q, _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(16)))
+}
+
+/// The u32 at `at`.
+///
+/// # Safety
+/// Four readable bytes at `at`.
+#[inline]
+unsafe fn u32_at(at: *const u8) -> u32 {
+    // SAFETY: the caller's bytes.
+    unsafe { at.cast::<u32>().read_unaligned() }
+}
+
+/// A legacy type: `$q` its 32 values and `$min` its minimum, from its block at `$at` and its scale `$d`.
+macro_rules! legacy {
+    ($name:ident, $bytes:expr, |$at:ident, $d:ident| q: $q:expr, min: $min:expr) => {
+        struct $name;
+        impl Blocks for $name {
+            const BYTES: usize = $bytes;
+            const SUBS: usize = 1;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+            unsafe fn block($at: *const u8, _: usize) -> Block {
+                // SAFETY: the type's block at `at` (the caller's bytes).
+                unsafe {
+                    let $d = half($at);
+                    Block { q: $q, scales: _mm512_set1_ps($d), min: $min }
+                }
+            }
+        }
+    };
+}
+
+legacy!(Q4_0, 18, |at, d| q: nibbles(at.add(2)), min: -8.0 * d);
+legacy!(Q4_1, 20, |at, d| q: nibbles(at.add(4)), min: half(at.add(2)));
+legacy!(Q5_0, 22, |at, d| q: with_fifth_bits(nibbles(at.add(6)), u32_at(at.add(2))), min: -16.0 * d);
+legacy!(Q5_1, 24, |at, d| q: with_fifth_bits(nibbles(at.add(8)), u32_at(at.add(4))), min: half(at.add(2)));
+legacy!(Q8_0, 34, |at, d| q: _mm256_loadu_si256(at.add(2).cast()), min: 0.0);
+
+/// Q4_K's or Q5_K's sub-block `sub`: the low (even `sub`) or high nibbles of run `sub / 2`'s 32
+/// bytes at `qs`, and the scale and minimum `scale_min_k4` reads.
+///
+/// # Safety
+/// The type's block at `at`, its runs at `qs`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn k4_sub(at: *const u8, qs: *const u8, sub: usize) -> (__m256i, __m512, f32) {
+    // SAFETY: the caller's bytes: run `sub / 2` of 4, and the 12 bytes of scales at 4.
+    let (run, scales) = unsafe { (_mm256_loadu_si256(qs.add(32 * (sub / 2)).cast()), std::slice::from_raw_parts(at.add(4), 12)) };
+    let run = if sub.is_multiple_of(2) { run } else { _mm256_srli_epi16(run, 4) };
+    let (sc, m) = scale_min_k4(sub, scales);
+    // SAFETY: `d` and `dmin` are the block's first four bytes.
+    let (d, dmin) = unsafe { (half(at), half(at.add(2))) };
+    (_mm256_and_si256(run, _mm256_set1_epi8(0xF)), _mm512_set1_ps(d * sc), -dmin * m)
+}
+
+struct Q4K;
+impl Blocks for Q4K {
+    const BYTES: usize = 144;
+    const SUBS: usize = 8;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn block(at: *const u8, sub: usize) -> Block {
+        // SAFETY: a Q4_K block at `at`: its runs from 16.
+        let (q, scales, min) = unsafe { k4_sub(at, at.add(16), sub) };
+        Block { q, scales, min }
+    }
+}
+
+struct Q5K;
+impl Blocks for Q5K {
+    const BYTES: usize = 176;
+    const SUBS: usize = 8;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn block(at: *const u8, sub: usize) -> Block {
+        // SAFETY: a Q5_K block at `at`: 32 bytes of fifth bits from 16, its runs from 48.
+        let (q, scales, min, high) = unsafe {
+            let (q, scales, min) = k4_sub(at, at.add(48), sub);
+            (q, scales, min, _mm256_loadu_si256(at.add(16).cast()))
+        };
+        let bits = _mm256_test_epi8_mask(high, _mm256_set1_epi8((1u8 << sub) as i8));
+        Block { q: with_fifth_bits(q, bits), scales, min }
+    }
+}
+
+struct Q6K;
+impl Blocks for Q6K {
+    const BYTES: usize = 210;
+    const SUBS: usize = 8;
+    /// Half `sub / 4` of 128 values; within it, sub-block `s = sub % 4`: the low (`s < 2`) or high
+    /// nibbles of 32 bytes of `ql` (the first or second 32, by `s % 2`), two bits of `qh` from bit
+    /// `2 s`, minus 32; a signed scale byte per 16 values.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn block(at: *const u8, sub: usize) -> Block {
+        let (half_at, s) = (sub / 4, sub % 4);
+        // SAFETY: a Q6_K block at `at`: `ql` from 0, `qh` from 128, scales from 192, `d` at 208.
+        let (ql, qh, scale_bytes, d) = unsafe {
+            (
+                _mm256_loadu_si256(at.add(64 * half_at + 32 * (s % 2)).cast()),
+                _mm256_loadu_si256(at.add(128 + 32 * half_at).cast()),
+                [*at.add(192 + 8 * half_at + 2 * s), *at.add(193 + 8 * half_at + 2 * s)],
+                half(at.add(208)),
+            )
+        };
+        let low = if s < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+        let high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * s as i32)), _mm256_set1_epi8(3));
+        let q = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(0xF)), _mm256_slli_epi16(high, 4));
+        let [first, second] = scale_bytes.map(|sc| d * sc as i8 as f32);
+        let scales = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(first), _mm512_set1_ps(second));
+        Block { q: _mm256_sub_epi8(q, _mm256_set1_epi8(32)), scales, min: 0.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int_dot::IntDot;
+    use crate::quant_dot::{UnpackedRow, dot_row};
+
+    const TYPES: [GgmlType; 8] =
+        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+
+    fn activations(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0) * if i % 97 == 0 { 8.0 } else { 1.0 }).collect()
+    }
+
+    /// Every grouping: 1 to 6 rows of `x` (groups of 4, 2 and 1), 7 rows of `W` (groups of 4 and 2
+    /// and one left), an odd number of blocks per row for the legacy types.
+    #[test]
+    fn products_from_the_blocks_give_the_unpacked_rows_bits_for_every_type_and_grouping() {
+        if !available() {
+            return;
+        }
+        for ggml_type in TYPES {
+            let cols = if ggml_type.block_len() == 32 { 288 } else { 512 };
+            let rows = ggml_type.example_bytes(7 * cols).unwrap();
+            let row_bytes = rows.len() / 7;
+            for n in 1..=6 {
+                let x = QuantizedRows::new(&(0..n).flat_map(|seed| activations(cols, seed)).collect::<Vec<_>>());
+                let mut expected = vec![0.0f32; 7 * n];
+                for (row, out) in rows.chunks_exact(row_bytes).zip(expected.chunks_exact_mut(n)) {
+                    dot_row(ggml_type, row, &x, out, &mut UnpackedRow::default(), IntDot::Portable);
+                }
+                let mut found = vec![0.0f32; 7 * n];
+                dot_rows(ggml_type, &rows, row_bytes, &x, &mut found, &mut Vec::new());
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&found), bits(&expected), "{}, {n} rows of x", ggml_type.name());
+            }
+        }
+    }
+}
