@@ -248,8 +248,9 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if crate::block_dot::available() {
         // One scratch per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
-        out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each_init(Vec::new, |mins, (step, out)| {
-            let start = step * FEW_ROWS_STEP;
+        let step_rows = decode_step_rows(rows);
+        out_t.par_chunks_mut(step_rows * n).enumerate().for_each_init(Vec::new, |mins, (step, out)| {
+            let start = step * step_rows;
             let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
             crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, mins);
         });
@@ -274,12 +275,25 @@ fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     transposed(out_t, n)
 }
 
+/// Rows of `W` a rayon job of a decoding product takes: a few jobs per thread, so that a small
+/// projection (a key's 192 rows) still keeps every thread busy, and at most [`FEW_ROWS_STEP`].
+fn decode_step_rows(rows: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(4).clamp(8, FEW_ROWS_STEP)
+}
+
 /// `[out, n]` row-major as `[n, out]`.
 fn transposed(out_t: Vec<f32>, n: usize) -> Vec<f32> {
     if n == 1 {
         return out_t;
     }
-    (0..n).flat_map(|j| out_t.iter().skip(j).step_by(n).copied().collect::<Vec<_>>()).collect()
+    let rows = out_t.len() / n;
+    let mut out = vec![0.0f32; out_t.len()];
+    for (r, values) in out_t.chunks_exact(n).enumerate() {
+        for (j, &v) in values.iter().enumerate() {
+            out[j * rows + r] = v;
+        }
+    }
+    out
 }
 
 /// `a · b` in 16 lanes (one AVX-512 vector), summed at the end: the compiler vectorizes it.
