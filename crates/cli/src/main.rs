@@ -137,13 +137,25 @@ fn main() -> std::process::ExitCode {
     tinyrlhf_rlhf::memory::sizes::set_memory_limit(machine_memory());
     // Held until the process ends: the output folder's lock.
     let claim = cli.command.plan().map(|plan| outputs::claim(&plan, cli.overwrite)).transpose();
-    let result = claim.and_then(|_claim| run(cli.command));
+    let result = claim.and_then(|_claim| on_the_thread_pool(|| run(cli.command)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {}", tinyrlhf_rlhf::messages::shown(&message));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs `work` on one of rayon's threads, not on the main thread: a parallel product started from
+/// outside the pool hands its work to the pool and sleeps until woken, a wake-up for each of the
+/// few hundred products of every decoded token (a quarter of a two-thread sampling's samples were
+/// the scheduler's); started from inside, the starting thread works too and nothing sleeps. The
+/// main thread's stack size, as the work would have had there.
+fn on_the_thread_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    match rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build() {
+        Ok(pool) => pool.install(work),
+        Err(_) => work(),
     }
 }
 
