@@ -151,11 +151,10 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                     row_at[r].wrapping_add(t * T::BYTES + sub * (T::BYTES / T::SUBS) + PREFETCH_ROWS * g.row_bytes).cast(),
                 );
                 mins[r * blocks + b] = block.min;
-                let w16 = _mm512_cvtepi8_epi16(block.q);
                 for j in 0..N {
                     // SAFETY: block `b` of the row of `x` is inside it.
                     let x16 = unsafe { _mm512_loadu_si512(x_at[j].add(b * BLOCK).cast()) };
-                    let pairs = _mm512_cvtepi32_ps(_mm512_madd_epi16(w16, x16));
+                    let pairs = _mm512_cvtepi32_ps(_mm512_madd_epi16(block.q, x16));
                     let scaled = _mm512_mul_ps(pairs, _mm512_mul_ps(block.scales, _mm512_set1_ps(x_scales[j][b])));
                     if $odd {
                         odd[r][j] = _mm512_add_ps(odd[r][j], scaled);
@@ -181,10 +180,12 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
     }
 }
 
-/// A block of 32 weights `w = scale * q + min` in registers: `q` signed bytes, the scale of each
-/// lane's pair of values (lanes 0-7 the first 16 values, 8-15 the second), the minimum.
+/// A block of 32 weights `w = scale * q + min` in registers: `q` 16-bit integers (each widened
+/// from its bits straight to 16: a signed-byte form would have to be widened across the register's
+/// halves, the costlier instruction), the scale of each lane's pair of values (lanes 0-7 the first
+/// 16 values, 8-15 the second), the minimum.
 struct Block {
-    q: __m256i,
+    q: __m512i,
     scales: __m512,
     min: f32,
 }
@@ -225,18 +226,18 @@ unsafe fn half(at: *const u8) -> f32 {
 /// 16 readable bytes at `at`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn nibbles(at: *const u8) -> __m256i {
+unsafe fn nibbles(at: *const u8) -> __m512i {
     // SAFETY: the caller's bytes.
-    let raw = unsafe { _mm_loadu_si128(at.cast()) };
-    let low = _mm_set1_epi8(0xF);
-    _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low), _mm_and_si128(raw, low))
+    let bytes = unsafe { _mm256_cvtepu8_epi16(_mm_loadu_si128(at.cast())) }; // a byte a 16-bit lane
+    let (low, high) = (_mm256_and_si256(bytes, _mm256_set1_epi16(0xF)), _mm256_srli_epi16(bytes, 4));
+    _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1)
 }
 
 /// `q` with 16 added to the values whose bit is set in `bits` (Q5's fifth bits).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn with_fifth_bits(q: __m256i, bits: __mmask32) -> __m256i {
-    _mm256_or_si256(q, _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(16)))
+fn with_fifth_bits(q: __m512i, bits: __mmask32) -> __m512i {
+    _mm512_mask_add_epi16(q, bits, q, _mm512_set1_epi16(16))
 }
 
 /// The u32 at `at`.
@@ -277,7 +278,7 @@ legacy!(Q4_0, 18, |at, d| q: nibbles(at.add(2)), min: -8.0 * d);
 legacy!(Q4_1, 20, |at, d| q: nibbles(at.add(4)), min: half(at.add(2)));
 legacy!(Q5_0, 22, |at, d| q: with_fifth_bits(nibbles(at.add(6)), u32_at(at.add(2))), min: -16.0 * d);
 legacy!(Q5_1, 24, |at, d| q: with_fifth_bits(nibbles(at.add(8)), u32_at(at.add(4))), min: half(at.add(2)));
-legacy!(Q8_0, 34, |at, d| q: _mm256_loadu_si256(at.add(2).cast()), min: 0.0, four_rows: false);
+legacy!(Q8_0, 34, |at, d| q: _mm512_cvtepi8_epi16(_mm256_loadu_si256(at.add(2).cast())), min: 0.0, four_rows: false);
 
 /// Q4_K's or Q5_K's sub-block `sub`: the low (even `sub`) or high nibbles of run `sub / 2`'s 32
 /// bytes at `qs`, and the scale and minimum `scale_min_k4` reads.
@@ -286,14 +287,16 @@ legacy!(Q8_0, 34, |at, d| q: _mm256_loadu_si256(at.add(2).cast()), min: 0.0, fou
 /// The type's block at `at`, its runs at `qs`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn k4_sub(at: *const u8, qs: *const u8, sub: usize) -> (__m256i, __m512, f32) {
-    // SAFETY: the caller's bytes: run `sub / 2` of 4, and the 12 bytes of scales at 4.
-    let (run, scales) = unsafe { (_mm256_loadu_si256(qs.add(32 * (sub / 2)).cast()), std::slice::from_raw_parts(at.add(4), 12)) };
-    let run = if sub.is_multiple_of(2) { run } else { _mm256_srli_epi16(run, 4) };
+unsafe fn k4_sub(at: *const u8, qs: *const u8, sub: usize) -> (__m512i, __m512, f32) {
+    // SAFETY: the caller's bytes: run `sub / 2` of 4 (a byte a 16-bit lane), and the 12 bytes of
+    // scales at 4.
+    let (run, scales) =
+        unsafe { (_mm512_cvtepu8_epi16(_mm256_loadu_si256(qs.add(32 * (sub / 2)).cast())), std::slice::from_raw_parts(at.add(4), 12)) };
+    let q = if sub.is_multiple_of(2) { _mm512_and_si512(run, _mm512_set1_epi16(0xF)) } else { _mm512_srli_epi16(run, 4) };
     let (sc, m) = scale_min_k4(sub, scales);
     // SAFETY: `d` and `dmin` are the block's first four bytes.
     let (d, dmin) = unsafe { (half(at), half(at.add(2))) };
-    (_mm256_and_si256(run, _mm256_set1_epi8(0xF)), _mm512_set1_ps(d * sc), -dmin * m)
+    (q, _mm512_set1_ps(d * sc), -dmin * m)
 }
 
 struct Q4K;
@@ -351,7 +354,7 @@ impl Blocks for Q6K {
         let q = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(0xF)), _mm256_slli_epi16(high, 4));
         let [first, second] = scale_bytes.map(|sc| d * sc as i8 as f32);
         let scales = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(first), _mm512_set1_ps(second));
-        Block { q: _mm256_sub_epi8(q, _mm256_set1_epi8(32)), scales, min: 0.0 }
+        Block { q: _mm512_cvtepi8_epi16(_mm256_sub_epi8(q, _mm256_set1_epi8(32))), scales, min: 0.0 }
     }
 }
 
