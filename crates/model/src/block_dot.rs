@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gguf_quants::{GgmlType, scale_min_k4};
+use crate::gguf_quants::GgmlType;
 use crate::int_dot::{BLOCK, QuantizedRows, fold_sixteen};
 use crate::quant_dot::mins_dot;
 
@@ -139,17 +139,19 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
     let x_at: [*const i16; N] = std::array::from_fn(|j| xs.q[(g.first_x + j) * g.cols..].as_ptr());
     let x_scales: [&[f32]; N] = std::array::from_fn(|j| &xs.scales[(g.first_x + j) * blocks..][..blocks]);
     let (mut even, mut odd) = ([[_mm512_setzero_ps(); N]; R], [[_mm512_setzero_ps(); N]; R]);
-    // Block `b` of every row, into the even or odd sums (`$odd` a constant where the loops unroll).
+    let ahead = PREFETCH_ROWS * g.row_bytes;
+    // Block `sub` of type block `t` of every row, into the even or odd sums (`$odd` a constant
+    // where the loops unroll), with what the rows' type blocks share (`$metas`, one per row).
     macro_rules! block {
-        ($b:expr, $odd:expr) => {{
-            let b = $b;
-            let (t, sub) = (b / T::SUBS, b % T::SUBS);
+        ($t:expr, $sub:expr, $metas:expr, $odd:expr) => {{
+            let (t, sub) = ($t, $sub);
+            let b = t * T::SUBS + sub;
             for r in 0..R {
                 // SAFETY: block `t` of row `r` is inside the row (the caller's lengths).
-                let block = unsafe { T::block(row_at[r].add(t * T::BYTES), sub) };
-                _mm_prefetch::<_MM_HINT_T0>(
-                    row_at[r].wrapping_add(t * T::BYTES + sub * (T::BYTES / T::SUBS) + PREFETCH_ROWS * g.row_bytes).cast(),
-                );
+                let at = unsafe { row_at[r].add(t * T::BYTES) };
+                // SAFETY: as above.
+                let block = unsafe { T::block(at, $metas[r], sub) };
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(sub * (T::BYTES / T::SUBS) + ahead).cast());
                 mins[r * blocks + b] = block.min;
                 for j in 0..N {
                     // SAFETY: block `b` of the row of `x` is inside it.
@@ -165,12 +167,38 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
             }
         }};
     }
-    for pair in 0..blocks / 2 {
-        block!(2 * pair, false);
-        block!(2 * pair + 1, true);
+    // What type block `t` of each row shares among its blocks of 32.
+    macro_rules! metas {
+        ($t:expr) => {{
+            let mut metas = [T::no_meta(); R];
+            for (r, meta) in metas.iter_mut().enumerate() {
+                // SAFETY: type block `$t` is inside the row.
+                *meta = unsafe { T::meta(row_at[r].add($t * T::BYTES)) };
+            }
+            metas
+        }};
     }
-    if blocks % 2 == 1 {
-        block!(blocks - 1, false);
+    let types = blocks / T::SUBS;
+    if T::SUBS == 1 {
+        for pair in 0..types / 2 {
+            let metas = metas!(2 * pair);
+            block!(2 * pair, 0, metas, false);
+            let metas = metas!(2 * pair + 1);
+            block!(2 * pair + 1, 0, metas, true);
+        }
+        if types % 2 == 1 {
+            let metas = metas!(types - 1);
+            block!(types - 1, 0, metas, false);
+        }
+    } else {
+        // An even number of blocks a type block: block `b`'s parity is `sub`'s.
+        for t in 0..types {
+            let metas = metas!(t);
+            for pair in 0..T::SUBS / 2 {
+                block!(t, 2 * pair, metas, false);
+                block!(t, 2 * pair + 1, metas, true);
+            }
+        }
     }
     for r in 0..R {
         for j in 0..N {
@@ -201,11 +229,24 @@ trait Blocks {
     /// block, gained a quarter from the four independent sums).
     const FOUR_ROWS: bool = true;
 
-    /// Block `sub` (of [`Self::SUBS`]) of the type's block at `at`.
+    /// What a type block's blocks of 32 share, read once for all of them (a K-quant's scales and
+    /// minimums, in registers).
+    type Meta: Copy;
+
+    /// A [`Self::Meta`] to overwrite.
+    fn no_meta() -> Self::Meta;
+
+    /// The [`Self::Meta`] of the type's block at `at`.
     ///
     /// # Safety
     /// `at` starts [`Self::BYTES`] readable bytes; the CPU has what [`available`] checks.
-    unsafe fn block(at: *const u8, sub: usize) -> Block;
+    unsafe fn meta(at: *const u8) -> Self::Meta;
+
+    /// Block `sub` (of [`Self::SUBS`]) of the type's block at `at`, whose [`Self::Meta`] is `meta`.
+    ///
+    /// # Safety
+    /// As [`Self::meta`].
+    unsafe fn block(at: *const u8, meta: Self::Meta, sub: usize) -> Block;
 }
 
 /// The f16 at `at`, exactly.
@@ -261,9 +302,12 @@ macro_rules! legacy {
             const BYTES: usize = $bytes;
             const SUBS: usize = 1;
             const FOUR_ROWS: bool = $four;
+            type Meta = ();
+            fn no_meta() {}
+            unsafe fn meta(_: *const u8) {}
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-            unsafe fn block($at: *const u8, _: usize) -> Block {
+            unsafe fn block($at: *const u8, _: (), _: usize) -> Block {
                 // SAFETY: the type's block at `at` (the caller's bytes).
                 unsafe {
                     let $d = half($at);
@@ -280,34 +324,80 @@ legacy!(Q5_0, 22, |at, d| q: with_fifth_bits(nibbles(at.add(6)), u32_at(at.add(2
 legacy!(Q5_1, 24, |at, d| q: with_fifth_bits(nibbles(at.add(8)), u32_at(at.add(4))), min: half(at.add(2)));
 legacy!(Q8_0, 34, |at, d| q: _mm512_cvtepi8_epi16(_mm256_loadu_si256(at.add(2).cast())), min: 0.0, four_rows: false);
 
-/// Q4_K's or Q5_K's sub-block `sub`: the low (even `sub`) or high nibbles of run `sub / 2`'s 32
-/// bytes at `qs`, and the scale and minimum `scale_min_k4` reads.
+/// Q4_K's and Q5_K's 8 scales `d * sc` and minimums `-dmin * m` of their blocks of 32, a lane each.
+#[derive(Clone, Copy)]
+struct KScales {
+    scales: __m256,
+    mins: __m256,
+}
+
+impl KScales {
+    // SAFETY: all-zero bits are eight zeros.
+    const ZERO: Self = unsafe { std::mem::zeroed() };
+}
+
+/// The [`KScales`] of the Q4_K or Q5_K block at `at`: its 12 bytes of 6-bit scales and minimums
+/// rearranged as 8 bytes of each in four u32 (as llama.cpp's own products do), then to floats; the
+/// same values `scale_min_k4` gives.
 ///
 /// # Safety
-/// The type's block at `at`, its runs at `qs`.
+/// 16 readable bytes at `at`; F16C.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn k4_sub(at: *const u8, qs: *const u8, sub: usize) -> (__m512i, __m512, f32) {
-    // SAFETY: the caller's bytes: run `sub / 2` of 4 (a byte a 16-bit lane), and the 12 bytes of
-    // scales at 4.
-    let (run, scales) =
-        unsafe { (_mm512_cvtepu8_epi16(_mm256_loadu_si256(qs.add(32 * (sub / 2)).cast())), std::slice::from_raw_parts(at.add(4), 12)) };
-    let q = if sub.is_multiple_of(2) { _mm512_and_si512(run, _mm512_set1_epi16(0xF)) } else { _mm512_srli_epi16(run, 4) };
-    let (sc, m) = scale_min_k4(sub, scales);
-    // SAFETY: `d` and `dmin` are the block's first four bytes.
-    let (d, dmin) = unsafe { (half(at), half(at.add(2))) };
-    (q, _mm512_set1_ps(d * sc), -dmin * m)
+unsafe fn k_scales(at: *const u8) -> KScales {
+    const LOW_SIX: u32 = 0x3f3f_3f3f;
+    const LOW_FOUR: u32 = 0x0f0f_0f0f;
+    const LOW_TWO: u32 = 0x0303_0303;
+    // SAFETY: `d`, `dmin` and 12 bytes of scales are the block's first 16 bytes.
+    let (d, dmin, [a, b, c]) = unsafe { (half(at), half(at.add(2)), [4, 8, 12].map(|i| u32_at(at.add(i)))) };
+    let scales = [a & LOW_SIX, (c & LOW_FOUR) | (((a >> 6) & LOW_TWO) << 4)];
+    let mins = [b & LOW_SIX, ((c >> 4) & LOW_FOUR) | (((b >> 6) & LOW_TWO) << 4)];
+    let floats = |[low, high]: [u32; 2]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, high as i32, low as i32)));
+    KScales { scales: _mm256_mul_ps(_mm256_set1_ps(d), floats(scales)), mins: _mm256_mul_ps(_mm256_set1_ps(-dmin), floats(mins)) }
+}
+
+/// Lane `sub` of `k`'s scales in every lane, and of its minimums.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn k_lane(k: KScales, sub: usize) -> (__m512, f32) {
+    let lane = _mm512_set1_epi32(sub as i32);
+    let scales = _mm512_permutexvar_ps(lane, _mm512_castps256_ps512(k.scales));
+    (scales, _mm_cvtss_f32(_mm256_castps256_ps128(_mm256_permutevar8x32_ps(k.mins, _mm512_castsi512_si256(lane)))))
+}
+
+/// Q4_K's or Q5_K's sub-block `sub`'s low 4 bits: the low (even `sub`) or high nibbles of run
+/// `sub / 2`'s 32 bytes at `qs`, a 16-bit lane each.
+///
+/// # Safety
+/// The block's 4 runs at `qs`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn k4_nibbles(qs: *const u8, sub: usize) -> __m512i {
+    // SAFETY: run `sub / 2` of 4.
+    let run = unsafe { _mm512_cvtepu8_epi16(_mm256_loadu_si256(qs.add(32 * (sub / 2)).cast())) };
+    if sub.is_multiple_of(2) { _mm512_and_si512(run, _mm512_set1_epi16(0xF)) } else { _mm512_srli_epi16(run, 4) }
 }
 
 struct Q4K;
 impl Blocks for Q4K {
     const BYTES: usize = 144;
     const SUBS: usize = 8;
+    type Meta = KScales;
+    fn no_meta() -> KScales {
+        KScales::ZERO
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn block(at: *const u8, sub: usize) -> Block {
+    unsafe fn meta(at: *const u8) -> KScales {
+        // SAFETY: the caller's block.
+        unsafe { k_scales(at) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn block(at: *const u8, k: KScales, sub: usize) -> Block {
         // SAFETY: a Q4_K block at `at`: its runs from 16.
-        let (q, scales, min) = unsafe { k4_sub(at, at.add(16), sub) };
+        let q = unsafe { k4_nibbles(at.add(16), sub) };
+        let (scales, min) = k_lane(k, sub);
         Block { q, scales, min }
     }
 }
@@ -316,15 +406,23 @@ struct Q5K;
 impl Blocks for Q5K {
     const BYTES: usize = 176;
     const SUBS: usize = 8;
+    type Meta = KScales;
+    fn no_meta() -> KScales {
+        KScales::ZERO
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn block(at: *const u8, sub: usize) -> Block {
+    unsafe fn meta(at: *const u8) -> KScales {
+        // SAFETY: the caller's block.
+        unsafe { k_scales(at) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn block(at: *const u8, k: KScales, sub: usize) -> Block {
         // SAFETY: a Q5_K block at `at`: 32 bytes of fifth bits from 16, its runs from 48.
-        let (q, scales, min, high) = unsafe {
-            let (q, scales, min) = k4_sub(at, at.add(48), sub);
-            (q, scales, min, _mm256_loadu_si256(at.add(16).cast()))
-        };
+        let (q, high) = unsafe { (k4_nibbles(at.add(48), sub), _mm256_loadu_si256(at.add(16).cast())) };
         let bits = _mm256_test_epi8_mask(high, _mm256_set1_epi8((1u8 << sub) as i8));
+        let (scales, min) = k_lane(k, sub);
         Block { q: with_fifth_bits(q, bits), scales, min }
     }
 }
@@ -333,28 +431,35 @@ struct Q6K;
 impl Blocks for Q6K {
     const BYTES: usize = 210;
     const SUBS: usize = 8;
-    /// Half `sub / 4` of 128 values; within it, sub-block `s = sub % 4`: the low (`s < 2`) or high
-    /// nibbles of 32 bytes of `ql` (the first or second 32, by `s % 2`), two bits of `qh` from bit
-    /// `2 s`, minus 32; a signed scale byte per 16 values.
+    /// `d` times each of the 16 signed scale bytes (one per 16 values), a lane each.
+    type Meta = __m512;
+    fn no_meta() -> __m512 {
+        // SAFETY: all-zero bits are sixteen zeros.
+        unsafe { std::mem::zeroed() }
+    }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn block(at: *const u8, sub: usize) -> Block {
+    unsafe fn meta(at: *const u8) -> __m512 {
+        // SAFETY: a Q6_K block at `at`: 16 scale bytes from 192, `d` at 208.
+        let (bytes, d) = unsafe { (_mm_loadu_si128(at.add(192).cast()), half(at.add(208))) };
+        _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)))
+    }
+    /// Half `sub / 4` of 128 values; within it, sub-block `s = sub % 4`: the low (`s < 2`) or high
+    /// nibbles of 32 bytes of `ql` (the first or second 32, by `s % 2`), two bits of `qh` from bit
+    /// `2 s`, minus 32; scales `2 sub` and `2 sub + 1`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn block(at: *const u8, scales: __m512, sub: usize) -> Block {
         let (half_at, s) = (sub / 4, sub % 4);
-        // SAFETY: a Q6_K block at `at`: `ql` from 0, `qh` from 128, scales from 192, `d` at 208.
-        let (ql, qh, scale_bytes, d) = unsafe {
-            (
-                _mm256_loadu_si256(at.add(64 * half_at + 32 * (s % 2)).cast()),
-                _mm256_loadu_si256(at.add(128 + 32 * half_at).cast()),
-                [*at.add(192 + 8 * half_at + 2 * s), *at.add(193 + 8 * half_at + 2 * s)],
-                half(at.add(208)),
-            )
+        // SAFETY: a Q6_K block at `at`: `ql` from 0, `qh` from 128.
+        let (ql, qh) = unsafe {
+            (_mm256_loadu_si256(at.add(64 * half_at + 32 * (s % 2)).cast()), _mm256_loadu_si256(at.add(128 + 32 * half_at).cast()))
         };
         let low = if s < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
         let high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * s as i32)), _mm256_set1_epi8(3));
         let q = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(0xF)), _mm256_slli_epi16(high, 4));
-        let [first, second] = scale_bytes.map(|sc| d * sc as i8 as f32);
-        let scales = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(first), _mm512_set1_ps(second));
-        Block { q: _mm512_cvtepi8_epi16(_mm256_sub_epi8(q, _mm256_set1_epi8(32))), scales, min: 0.0 }
+        let lanes = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * sub as i32), _mm512_set1_epi32(2 * sub as i32 + 1));
+        Block { q: _mm512_cvtepi8_epi16(_mm256_sub_epi8(q, _mm256_set1_epi8(32))), scales: _mm512_permutexvar_ps(lanes, scales), min: 0.0 }
     }
 }
 
