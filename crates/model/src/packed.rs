@@ -175,12 +175,23 @@ impl PackedWeight {
             let w = self.hf_tensor(&x.device()); // [out, in]
             return x.matmul(w.transpose());
         }
-        if self.is_decoding(&x) {
-            let (n, device) = (x.dims()[0], x.device());
-            let x: Vec<f32> = x.into_data().try_to_vec().expect("f32 activations");
-            return Tensor::from_data(TensorData::new(unpacked_product(&x, self), [n, self.0.rows]), &device);
+        if let Some([out]) = Self::decode_together([self], &x) {
+            return out;
         }
         Tensor::from_dispatch(<Dispatch as PackedOps>::packed_matmul(x.into_dispatch(), self.clone()))
+    }
+
+    /// `x` `[n, in]` @ each of `weights` -> `[n, out]` each, in one parallel pass, when the products
+    /// are decoding's on the CPU ([`Self::is_decoding`] for every one); `None` otherwise.
+    pub fn decode_together<const N: usize>(weights: [&Self; N], x: &Tensor<2>) -> Option<[Tensor<2>; N]> {
+        if !weights.iter().all(|w| w.is_decoding(x) && w.0.cols == weights[0].0.cols) {
+            return None;
+        }
+        let (n, device) = (x.dims()[0], x.device());
+        let values: Vec<f32> = x.clone().into_data().try_to_vec().expect("f32 activations");
+        let outs = unpacked_products(&values, weights);
+        let mut shapes = weights.iter().map(|w| [n, w.0.rows]);
+        Some(outs.map(|out| Tensor::from_data(TensorData::new(out, shapes.next().expect("a shape a weight")), &device)))
     }
 
     /// Whether the product with `x` is decoding's on the CPU: a few rows, a block-quantized `W`,
@@ -234,45 +245,58 @@ fn few_rows_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     transposed(out_t, n)
 }
 
-/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for a block-quantized `W`: each thread
-/// takes its own rows of `W` and dots each with every row of `x` in integers, straight from the
-/// blocks with AVX-512 (`block_dot.rs`), else each row unpacked to bytes first (`quant_dot.rs`).
-/// Each value is one row's dot product, the same bits on either path and however many threads
-/// share the rows.
-fn unpacked_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
-    let [rows, cols] = weight.shape();
+/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for each of `weights`, block-quantized
+/// `W`s of the same `in`, in one parallel pass (a layer's query, key and value projections: `x`
+/// quantized once and one fork and join for the three): each job takes its own rows of one `W`
+/// and dots each with every row of `x` in integers, straight from the blocks with AVX-512
+/// (`block_dot.rs`), else each row unpacked to bytes first (`quant_dot.rs`). Each value is one
+/// row's dot product, the same bits on either path and however many threads share the rows.
+fn unpacked_products<const N: usize>(x: &[f32], weights: [&PackedWeight; N]) -> [Vec<f32>; N] {
+    let cols = weights.first().map_or(1, |w| w.shape()[1]);
     let n = x.len() / cols;
-    let (ggml_type, row_bytes) = (weight.ggml_type(), weight.bytes().len() / rows);
-    let (xs, int_dot) = (&QuantizedRows::new(x), IntDot::here());
-    let mut out_t = vec![0.0f32; rows * n]; // [out, n]
+    let xs = &QuantizedRows::new(x);
+    let mut outs = weights.map(|w| vec![0.0f32; w.shape()[0] * n]); // [out, n] each
+    let step_rows = decode_step_rows(weights.iter().map(|w| w.shape()[0]).sum());
+    let jobs: Vec<(&PackedWeight, usize, &mut [f32])> = weights
+        .iter()
+        .zip(outs.iter_mut())
+        .flat_map(|(&w, out)| out.chunks_mut(step_rows * n).enumerate().map(move |(step, out)| (w, step * step_rows, out)))
+        .collect();
+    // One scratch per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
+    jobs.into_par_iter().for_each_init(DecodeScratch::default, |scratch, (weight, start, out)| {
+        let row_bytes = weight.bytes().len() / weight.shape()[0];
+        let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
+        dot_rows(weight.ggml_type(), bytes, row_bytes, xs, out, scratch);
+    });
+    outs.map(|out| transposed(out, n))
+}
+
+/// What a thread's decoding products reuse from job to job.
+#[derive(Default)]
+struct DecodeScratch {
+    mins: Vec<f32>,
+    row: UnpackedRow,
+}
+
+/// Rows `bytes` of a `W` of `ggml_type` dotted with each row of `xs` into `out` `[rows, n]`.
+fn dot_rows(ggml_type: GgmlType, bytes: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], scratch: &mut DecodeScratch) {
     #[cfg(target_arch = "x86_64")]
     if crate::block_dot::available() {
-        // One scratch per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
-        let step_rows = decode_step_rows(rows);
-        out_t.par_chunks_mut(step_rows * n).enumerate().for_each_init(Vec::new, |mins, (step, out)| {
-            let start = step * step_rows;
-            let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
-            crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, mins);
-        });
-        return transposed(out_t, n);
+        return crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins);
     }
-    out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each_init(UnpackedRow::default, |row_buf, (step, out)| {
-        let start = step * FEW_ROWS_STEP;
-        let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
-        simd!((), |out: &'a mut [f32],
-                   bytes: &'a [u8],
-                   xs: &'a QuantizedRows,
-                   row_buf: &'a mut UnpackedRow,
-                   row_bytes: usize,
-                   n: usize,
-                   ggml_type: GgmlType,
-                   int_dot: IntDot| {
-            for (w_row, out_row) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
-                dot_row(ggml_type, w_row, xs, out_row, row_buf, int_dot);
-            }
-        });
+    let (n, int_dot, row_buf) = (out.len() / (bytes.len() / row_bytes).max(1), IntDot::here(), &mut scratch.row);
+    simd!((), |out: &'a mut [f32],
+               bytes: &'a [u8],
+               xs: &'a QuantizedRows,
+               row_buf: &'a mut UnpackedRow,
+               row_bytes: usize,
+               n: usize,
+               ggml_type: GgmlType,
+               int_dot: IntDot| {
+        for (w_row, out_row) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
+            dot_row(ggml_type, w_row, xs, out_row, row_buf, int_dot);
+        }
     });
-    transposed(out_t, n)
 }
 
 /// Rows of `W` a rayon job of a decoding product takes: a few jobs per thread, so that a small
@@ -464,6 +488,22 @@ mod tests {
     }
 
     #[test]
+    fn weights_decoded_together_give_each_weight_its_own_products_bits() {
+        let (w, other) = (q8_0(FEW_ROWS_STEP * 2 + 5), q8_0(40));
+        let device = burn::tensor::Device::flex();
+        for n in [1, 3] {
+            let x = Tensor::<2>::from_data(
+                TensorData::new((0..n * 64).map(|i| ((i * 5) % 13) as f32 / 13.0 - 0.5).collect(), [n, 64]),
+                &device,
+            );
+            let bits = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let [both_w, both_other] = PackedWeight::decode_together([&w, &other], &x).expect("decoding's products on the CPU");
+            assert_eq!(bits(both_w), bits(w.matmul(x.clone())), "{n} rows");
+            assert_eq!(bits(both_other), bits(other.matmul(x.clone())), "{n} rows");
+        }
+    }
+
+    #[test]
     fn decoding_meets_a_quantized_weight_row_by_unpacked_row_as_the_widened_product_does() {
         let w = q8_0(FEW_ROWS_STEP * 2 + 5);
         let rows = w.shape()[0];
@@ -473,7 +513,8 @@ mod tests {
             let whole = values(Flex::float_matmul(flex(x.clone(), [n, 64]), Flex::float_transpose(flex(w.values(), [rows, 64]))));
             let decoded: Vec<f32> =
                 w.matmul(Tensor::from_data(TensorData::new(x.clone(), [n, 64]), &device)).into_data().try_to_vec().unwrap();
-            assert_eq!(decoded, unpacked_product(&x, &w), "{n} rows");
+            let [alone] = unpacked_products(&x, [&w]);
+            assert_eq!(decoded, alone, "{n} rows");
             assert_close(&decoded, &whole, &format!("{n} rows, decoding"));
             let tracked = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, 64]), &device.clone().autodiff());
             let trained: Vec<f32> = w.matmul(tracked).into_data().try_to_vec().unwrap();

@@ -128,6 +128,12 @@ pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x:
     if let Some(products) = decode_products::products(projections, &x) {
         return products;
     }
+    if let Some(packed) = only_packed(projections)
+        && let Some(products) = PackedWeight::decode_together(packed, &x)
+    {
+        let mut projections = projections.into_iter();
+        return products.map(|out| with_bias(out, projections.next().expect("a projection a product")));
+    }
     let dense: Vec<Tensor<2>> = projections.iter().filter_map(|p| p.weight.as_ref().map(|w| w.val())).collect();
     let d_out: usize = dense.iter().map(|w| w.dims()[1]).sum();
     let split = dense.len() == N && few_rows::splits(&x, [x.dims()[1], d_out]);
@@ -145,6 +151,12 @@ pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x:
         let updates = projection.frozen.iter().chain(&projection.lora);
         updates.fold(out, |out, lora| add_low_rank(out, x.clone(), lora)) // [n, d_out]
     })
+}
+
+/// Each projection's packed base, when every one has nothing else (no f32 weight, no adapter).
+fn only_packed<const N: usize>(projections: [&Projection; N]) -> Option<[&PackedWeight; N]> {
+    let only = |p: &&Projection| p.weight.is_none() && p.lora.is_none() && p.frozen.is_empty() && p.packed.is_some();
+    projections.iter().all(only).then(|| projections.map(|p| p.packed.as_ref().expect("checked")))
 }
 
 fn with_bias(out: Tensor<2>, projection: &Projection) -> Tensor<2> {
