@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Decoding beside llama.cpp, in one run (opt-in, not CI): a real GGUF's prefill and its decoding of
-# one answer and of four, tokens/s, by tinyrlhf and by llama.cpp's own batched benchmark on the same
+# one answer, of four and of eight, tokens/s, by tinyrlhf and by llama.cpp's own batched benchmark on the same
 # file and the same threads.
 #
 #   bash bench/decode/run.sh MODEL.gguf [THREADS] [WORK_DIR]

@@ -77,7 +77,7 @@ pub struct BenchArgs {
     #[arg(long)]
     products: bool,
     /// Instead of the presets: a real model (a folder or a `.gguf`) on the CPU, its prefill and
-    /// the decoding of one answer and of four, tokens/s (`--new-tokens` each, `--runs`).
+    /// the decoding of one answer, of four and of eight, tokens/s (`--new-tokens` each, `--runs`).
     #[arg(long, value_name = "MODEL")]
     decode: Option<std::path::PathBuf>,
     /// With --decode: the threads to use (default: every core).

@@ -1,7 +1,7 @@
 //! `tinyrlhf bench --decode MODEL`: how fast a real model answers on this machine's CPU — a
-//! prompt's prefill, and decoding one answer and four at once, in tokens/s on `--threads` threads
+//! prompt's prefill, and decoding one answer, four and eight at once, in tokens/s on `--threads` threads
 //! — and, with `--llama-cpp BIN` (llama.cpp's `llama-batched-bench`, built from a registry
-//! package's source by `bench/decode/run.sh`), the same three figures from llama.cpp on the same
+//! package's source by `bench/decode/run.sh`), the same four figures from llama.cpp on the same
 //! file and threads in the same run, with tinyrlhf's ratio to each.
 //!
 //! Decoding is timed as llama.cpp's batched bench times it: the rate of the new tokens alone, here
@@ -37,6 +37,7 @@ struct Rates {
     prefill: f64,
     one_answer: f64,
     four_answers: f64,
+    eight_answers: f64,
 }
 
 pub(crate) fn run(bench: &DecodeBench) -> Result<(), String> {
@@ -66,17 +67,20 @@ pub(crate) fn run(bench: &DecodeBench) -> Result<(), String> {
         bench.prompt_tokens,
         bench.new_tokens
     );
-    println!("  {:<12} {:>10} {:>12} {:>14}", "", "prefill", "one answer", "four answers");
-    let row = |name: &str, r: &Rates| println!("  {name:<12} {:>10.1} {:>12.1} {:>14.1}", r.prefill, r.one_answer, r.four_answers);
+    println!("  {:<12} {:>10} {:>12} {:>14} {:>15}", "", "prefill", "one answer", "four answers", "eight answers");
+    let row = |name: &str, r: &Rates| {
+        println!("  {name:<12} {:>10.1} {:>12.1} {:>14.1} {:>15.1}", r.prefill, r.one_answer, r.four_answers, r.eight_answers)
+    };
     row("tinyrlhf", &ours);
     if let Some(theirs) = &theirs {
         row("llama.cpp", theirs);
         println!(
-            "  {:<12} {:>9.2}x {:>11.2}x {:>13.2}x",
+            "  {:<12} {:>9.2}x {:>11.2}x {:>13.2}x {:>14.2}x",
             "ratio",
             ours.prefill / theirs.prefill,
             ours.one_answer / theirs.one_answer,
-            ours.four_answers / theirs.four_answers
+            ours.four_answers / theirs.four_answers,
+            ours.eight_answers / theirs.eight_answers
         );
     }
     Ok(())
@@ -102,17 +106,17 @@ fn rates(lm: &CausalLm, device: &Device, bench: &DecodeBench) -> Rates {
         let (whole, first) = (median(bench.runs, || answers(bench.new_tokens)), median(bench.runs, || answers(1)));
         (batch * (bench.new_tokens - 1)) as f64 / whole.saturating_sub(first).as_secs_f64().max(1e-9)
     };
-    Rates { prefill: prompt_len as f64 / prefill.as_secs_f64(), one_answer: decode(1), four_answers: decode(4) }
+    Rates { prefill: prompt_len as f64 / prefill.as_secs_f64(), one_answer: decode(1), four_answers: decode(4), eight_answers: decode(8) }
 }
 
 /// llama.cpp's rates from `llama-batched-bench` (CPU only, the same threads): a prompt of the same
-/// length prefilled, and `-npl 1,4` parallel answers of the same new tokens.
+/// length prefilled, and `-npl 1,4,8` parallel answers of the same new tokens.
 fn llama_cpp_rates(bin: &Path, bench: &DecodeBench) -> Result<Rates, String> {
     let threads = bench.threads.to_string();
     let (npp, ntg) = (bench.prompt_tokens.to_string(), bench.new_tokens.to_string());
-    let context = (4 * (bench.prompt_tokens + bench.new_tokens)).to_string();
+    let context = (8 * (bench.prompt_tokens + bench.new_tokens)).to_string();
     let model = bench.model.to_str().ok_or("--decode: the model's path is not UTF-8")?;
-    let args = ["-m", model, "-t", &threads, "-tb", &threads, "-ngl", "0", "-c", &context, "-npp", &npp, "-ntg", &ntg, "-npl", "1,4"];
+    let args = ["-m", model, "-t", &threads, "-tb", &threads, "-ngl", "0", "-c", &context, "-npp", &npp, "-ntg", &ntg, "-npl", "1,4,8"];
     let out = Command::new(bin).args(args).args(["--output-format", "jsonl"]).output().map_err(|e| format!("{}: {e}", bin.display()))?;
     if !out.status.success() {
         return Err(format!("{} failed:\n{}", bin.display(), String::from_utf8_lossy(&out.stderr)));
@@ -125,5 +129,10 @@ fn llama_cpp_rates(bin: &Path, bench: &DecodeBench) -> Result<Rates, String> {
             .and_then(|r| r[name].as_f64())
             .ok_or_else(|| format!("{}: no `{name}` for {pl} parallel answers in its output", bin.display()))
     };
-    Ok(Rates { prefill: field(1, "speed_pp")?, one_answer: field(1, "speed_tg")?, four_answers: field(4, "speed_tg")? })
+    Ok(Rates {
+        prefill: field(1, "speed_pp")?,
+        one_answer: field(1, "speed_tg")?,
+        four_answers: field(4, "speed_tg")?,
+        eight_answers: field(8, "speed_tg")?,
+    })
 }
