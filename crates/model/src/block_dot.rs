@@ -378,54 +378,42 @@ unsafe fn k4_nibbles(qs: *const u8, sub: usize) -> __m512i {
     if sub.is_multiple_of(2) { _mm512_and_si512(run, _mm512_set1_epi16(0xF)) } else { _mm512_srli_epi16(run, 4) }
 }
 
-struct Q4K;
-impl Blocks for Q4K {
-    const BYTES: usize = 144;
-    const SUBS: usize = 8;
-    type Meta = KScales;
-    fn no_meta() -> KScales {
-        KScales::ZERO
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn meta(at: *const u8) -> KScales {
-        // SAFETY: the caller's block.
-        unsafe { k_scales(at) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn block(at: *const u8, k: KScales, sub: usize) -> Block {
-        // SAFETY: a Q4_K block at `at`: its runs from 16.
-        let q = unsafe { k4_nibbles(at.add(16), sub) };
-        let (scales, min) = k_lane(k, sub);
-        Block { q, scales, min }
-    }
+/// A K-quant with Q4_K's scales and minimums (`$q` its block `$sub`'s values from its block at `$at`).
+macro_rules! k_quant {
+    ($name:ident, $bytes:expr, |$at:ident, $sub:ident| $q:expr) => {
+        struct $name;
+        impl Blocks for $name {
+            const BYTES: usize = $bytes;
+            const SUBS: usize = 8;
+            type Meta = KScales;
+            fn no_meta() -> KScales {
+                KScales::ZERO
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+            unsafe fn meta(at: *const u8) -> KScales {
+                // SAFETY: the caller's block.
+                unsafe { k_scales(at) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+            unsafe fn block($at: *const u8, k: KScales, $sub: usize) -> Block {
+                // SAFETY: the type's block at `at` (the caller's bytes).
+                let q = unsafe { $q };
+                let (scales, min) = k_lane(k, $sub);
+                Block { q, scales, min }
+            }
+        }
+    };
 }
 
-struct Q5K;
-impl Blocks for Q5K {
-    const BYTES: usize = 176;
-    const SUBS: usize = 8;
-    type Meta = KScales;
-    fn no_meta() -> KScales {
-        KScales::ZERO
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn meta(at: *const u8) -> KScales {
-        // SAFETY: the caller's block.
-        unsafe { k_scales(at) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn block(at: *const u8, k: KScales, sub: usize) -> Block {
-        // SAFETY: a Q5_K block at `at`: 32 bytes of fifth bits from 16, its runs from 48.
-        let (q, high) = unsafe { (k4_nibbles(at.add(48), sub), _mm256_loadu_si256(at.add(16).cast())) };
-        let bits = _mm256_test_epi8_mask(high, _mm256_set1_epi8((1u8 << sub) as i8));
-        let (scales, min) = k_lane(k, sub);
-        Block { q: with_fifth_bits(q, bits), scales, min }
-    }
-}
+// Q4_K: its runs from 16. Q5_K: 32 bytes of fifth bits from 16 (bit `sub` of each for block
+// `sub`), its runs from 48.
+k_quant!(Q4K, 144, |at, sub| k4_nibbles(at.add(16), sub));
+k_quant!(Q5K, 176, |at, sub| with_fifth_bits(
+    k4_nibbles(at.add(48), sub),
+    _mm256_test_epi8_mask(_mm256_loadu_si256(at.add(16).cast()), _mm256_set1_epi8((1u8 << sub) as i8))
+));
 
 struct Q6K;
 impl Blocks for Q6K {
@@ -467,14 +455,8 @@ impl Blocks for Q6K {
 mod tests {
     use super::*;
     use crate::int_dot::IntDot;
+    use crate::quant_dot::tests::{TYPES, activations};
     use crate::quant_dot::{UnpackedRow, dot_row};
-
-    const TYPES: [GgmlType; 8] =
-        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
-
-    fn activations(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0) * if i % 97 == 0 { 8.0 } else { 1.0 }).collect()
-    }
 
     /// Every grouping: 1 to 6 rows of `x` (groups of 4, 2 and 1), 7 rows of `W` (groups of 4 and 2
     /// and one left), an odd number of blocks per row for the legacy types.

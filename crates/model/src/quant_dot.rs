@@ -204,14 +204,14 @@ fn q6_k(b: &[u8], q: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gguf_quants::dequantize;
 
-    const TYPES: [GgmlType; 8] =
+    pub(crate) const TYPES: [GgmlType; 8] =
         [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
 
-    fn activations(n: usize, seed: usize) -> Vec<f32> {
+    pub(crate) fn activations(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0) * if i % 97 == 0 { 8.0 } else { 1.0 }).collect()
     }
 
