@@ -1,6 +1,6 @@
 //! Decoding's products straight from a GGUF row's blocks, on AVX-512: each block of 32 weights
-//! becomes signed bytes, 16 lane scales and a minimum in registers, never stored, and meets every
-//! row of activations it is paired with while it is there. Several rows of `W` (or of `x`) go
+//! becomes 32 16-bit integers, 16 lane scales and a minimum in registers, never stored, and meets
+//! every row of activations it is paired with while it is there. Several rows of `W` (or of `x`) go
 //! through at once, so their sums are independent chains the CPU runs side by side.
 //!
 //! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s instructions, operation for
@@ -50,7 +50,8 @@ pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &
 }
 
 /// Rows of `W` in groups sized so that each group's sums fit the 32 registers beside the block
-/// being read: 4 rows of `W` against one row of `x`, 2 against 2, 1 against up to 4.
+/// being read: 4 rows of `W` against one row of `x` (Q8_0: one, [`Blocks::FOUR_ROWS`]), 2 against
+/// 2, 1 against up to 4.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
