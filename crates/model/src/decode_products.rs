@@ -39,8 +39,7 @@ fn plain_weights<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -
 /// Each projection's packed base (and bias) when `x` is decoding's on a GPU and none carries an
 /// f32 weight or an adapter; `None` otherwise.
 fn packed_weights<const N: usize>(projections: [&Projection; N], x: &Tensor<2>) -> Option<[(PackedWeight, Option<Tensor<1>>); N]> {
-    let packed = |p: &&Projection| p.weight.is_none() && p.lora.is_none() && p.frozen.is_empty();
-    if x.dims()[0] > MAX_ROWS || !projections.iter().all(packed) || !fused_for(&[x.device()]) {
+    if x.dims()[0] > MAX_ROWS || !projections.iter().all(|p| p.only_packed().is_some()) || !fused_for(&[x.device()]) {
         return None;
     }
     let biases: Vec<Tensor<1>> = projections.iter().filter_map(|p| p.bias.as_ref().map(|b| b.val())).collect();

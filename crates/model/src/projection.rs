@@ -103,6 +103,11 @@ impl Projection {
         Some(Self { weight: None, packed: Some(packed), ..self })
     }
 
+    /// The packed base, when it is all this projection applies (no f32 weight, no adapter).
+    pub(crate) fn only_packed(&self) -> Option<&PackedWeight> {
+        (self.weight.is_none() && self.lora.is_none() && self.frozen.is_empty()).then_some(self.packed.as_ref()).flatten()
+    }
+
     /// The dense `[in, out]` weight this projection applies, every update merged in: f32 weights of
     /// its own with no factors, for saving or training in full.
     pub fn merged(self, device: &Device) -> Self {
@@ -153,10 +158,9 @@ pub(crate) fn project_together<const N: usize>(projections: [&Projection; N], x:
     })
 }
 
-/// Each projection's packed base, when every one has nothing else (no f32 weight, no adapter).
+/// Each projection's packed base, when every one has nothing else ([`Projection::only_packed`]).
 fn only_packed<const N: usize>(projections: [&Projection; N]) -> Option<[&PackedWeight; N]> {
-    let only = |p: &&Projection| p.weight.is_none() && p.lora.is_none() && p.frozen.is_empty() && p.packed.is_some();
-    projections.iter().all(only).then(|| projections.map(|p| p.packed.as_ref().expect("checked")))
+    projections.iter().all(|p| p.only_packed().is_some()).then(|| projections.map(|p| p.only_packed().expect("checked")))
 }
 
 fn with_bias(out: Tensor<2>, projection: &Projection) -> Tensor<2> {
