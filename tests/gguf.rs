@@ -7,12 +7,13 @@
 //! tokenizer gives for the SentencePiece vocabulary are what ours must give.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 
 use burn::tensor::Device;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use tinyrlhf_model::{
-    GgmlType, GgufHeader, GgufModel, GgufStream, LoraConfig, PackedWeight, READ_TYPES, SamplingConfig, dequantize, generate,
-    load_peft_adapter, merged_gguf, quantize, save_peft_adapter, tensor_f32, with_lora,
+    GgmlType, GgufHeader, GgufModel, GgufStream, LoraConfig, PackedWeight, READ_TYPES, RowServer, SamplingConfig, ShardServer, dequantize,
+    generate, load_peft_adapter, merged_gguf, quantize, save_peft_adapter, shard, tensor_f32, with_lora,
 };
 use tinyrlhf_rlhf::{LanguageModel, load_gguf_model};
 use tinyrlhf_tests::{assert_close, gemma3_fixture_folders, llama_expected, llama_fixture_folders, llama_fixture_logits, load_folder};
@@ -187,6 +188,142 @@ fn a_weight_kept_packed_multiplies_and_passes_gradients_as_its_dequantized_copy(
             1e-5,
             1e-5,
         );
+    }
+}
+
+/// A [`RowServer`] whose helpers are threads, each with a [`ShardServer`] of its own: the tab's
+/// workers holding a base among them, without a browser. Every matrix of 3 rows or more is cut, and
+/// exchanges of more than `capacity` bytes go in pieces.
+struct ThreadHelpers {
+    helpers: Vec<Helper>,
+    capacity: usize,
+}
+
+/// Where a helper thread's messages go, and where its answers come from.
+struct Helper {
+    ask: Mutex<mpsc::Sender<Message>>,
+    answers: Mutex<mpsc::Receiver<Vec<u8>>>,
+}
+
+enum Message {
+    Hold(u32, PackedWeight),
+    Ask(Vec<u8>),
+}
+
+impl ThreadHelpers {
+    fn started(count: usize, capacity: usize) -> Arc<dyn RowServer> {
+        let helpers = (0..count)
+            .map(|_| {
+                let (ask, asked) = mpsc::channel::<Message>();
+                let (answer, answers) = mpsc::channel();
+                std::thread::spawn(move || {
+                    let mut server = ShardServer::new();
+                    for message in asked {
+                        match message {
+                            Message::Hold(id, part) => server.hold(id, part.ggml_type(), part.bytes().to_vec(), part.shape()).unwrap(),
+                            Message::Ask(request) => answer.send(server.answer(&request).unwrap()).unwrap(),
+                        }
+                    }
+                });
+                Helper { ask: Mutex::new(ask), answers: Mutex::new(answers) }
+            })
+            .collect();
+        Arc::new(Self { helpers, capacity })
+    }
+}
+
+impl RowServer for ThreadHelpers {
+    fn helpers(&self) -> usize {
+        self.helpers.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn min_part_rows(&self) -> usize {
+        1
+    }
+
+    fn hold(&self, helper: usize, id: u32, part: PackedWeight) -> Result<(), String> {
+        self.helpers[helper].ask.lock().unwrap().send(Message::Hold(id, part)).map_err(|e| e.to_string())
+    }
+
+    fn send(&self, helper: usize, request: &[u8]) {
+        self.helpers[helper].ask.lock().unwrap().send(Message::Ask(request.to_vec())).unwrap();
+    }
+
+    fn receive(&self, helper: usize) -> Result<Vec<u8>, String> {
+        self.helpers[helper].answers.lock().unwrap().recv().map_err(|e| e.to_string())
+    }
+}
+
+fn bits(t: Tensor<2>) -> Vec<u32> {
+    t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn a_matrix_cut_among_workers_computes_looks_up_and_passes_gradients_as_the_matrix_held_whole() {
+    let bytes = read(&gguf_dir().join("quants.gguf"));
+    let header = GgufHeader::read(&bytes).unwrap();
+    let helpers = ThreadHelpers::started(2, 600);
+    let (device, tracked) = (Device::flex(), Device::flex().autodiff());
+    for (id, tensor) in header.tensors.iter().filter(|t| t.name.starts_with("q.")).enumerate() {
+        let kind = &tensor.name[2..];
+        let [rows, cols] = [tensor.shape[0], tensor.shape[1]];
+        let whole = PackedWeight::new(tensor.ggml_type, bytes[tensor.start..tensor.end].to_vec(), [rows, cols]).unwrap();
+        let cut = shard(whole.clone(), &helpers, id as u32).unwrap();
+        assert!(cut.bytes().len() * 2 < whole.bytes().len(), "{kind} {:?}: this worker keeps a third of the rows", whole.shape());
+        assert_eq!((cut.shape(), cut.held_bytes()), (whole.shape(), whole.bytes().len() as u64), "{kind}");
+        assert_eq!(cut.values(), whole.values(), "{kind}: every row, wherever it is held");
+        // Decoding's products (a few rows, nothing tracked): the same bits, alone and together.
+        for n in [1, 3] {
+            let x = Tensor::<2>::random([n, cols], Distribution::Normal(0.0, 1.0), &device);
+            assert_eq!(bits(cut.matmul(x.clone())), bits(whole.matmul(x.clone())), "{kind}, {n} rows");
+            let [a, b] =
+                PackedWeight::decode_together([&cut, &whole], &x).unwrap_or_else(|| [cut.matmul(x.clone()), whole.matmul(x.clone())]);
+            assert_eq!(bits(a), bits(b), "{kind}, {n} rows together");
+        }
+        // Training's: many rows, the input's gradient the parts' sum.
+        let x = Tensor::<2>::random([20, cols], Distribution::Normal(0.0, 1.0), &tracked);
+        let upstream = Tensor::<2>::random([20, rows], Distribution::Normal(0.0, 1.0), &tracked);
+        let through = |w: &PackedWeight| {
+            let x = x.clone().require_grad();
+            let y = w.matmul(x.clone());
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
+        };
+        let ((y_cut, grad_cut), (y_whole, grad_whole)) = (through(&cut), through(&whole));
+        let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+        assert_close(&format!("{kind} product"), &y_cut, &wide(y_whole), |_| true, 1e-5, 1e-5);
+        assert_close(&format!("{kind} input gradient"), &grad_cut, &wide(grad_whole), |_| true, 1e-5, 1e-5);
+        let ids = Tensor::<1, burn::tensor::Int>::from_data(
+            TensorData::new(vec![0i64, rows as i64 - 1, rows as i64 / 2, rows as i64], [4]),
+            &device,
+        );
+        assert_eq!(bits(cut.rows(ids.clone())), bits(whole.rows(ids)), "{kind}: looked-up rows, one past the end zeros");
+    }
+}
+
+#[test]
+fn a_base_cut_among_workers_as_it_loads_gives_the_logits_and_greedy_answers_of_the_base_held_whole() {
+    for (dir, gguf) in pairs("q8_0") {
+        let whole = load(&gguf);
+        let mut stream = GgufStream::sharing_rows(ThreadHelpers::started(2, 4096));
+        stream.push(&read(&gguf)).unwrap();
+        let cut = load_gguf_model(stream.finish().unwrap(), &Device::flex()).unwrap();
+        let packed = cut.model.packed();
+        assert!(packed.iter().all(|w| (w.bytes().len() as u64) < w.held_bytes()), "{}: every packed matrix is cut", gguf.display());
+        let (ours, _, mask) = llama_fixture_logits(&cut, &dir);
+        let (theirs, _, _) = llama_fixture_logits(&whole, &dir);
+        let vocab = cut.config.vocab_size();
+        let theirs: Vec<f64> = theirs.iter().map(|&v| v as f64).collect();
+        assert_close(&format!("{} logits", gguf.display()), &ours, &theirs, |i| mask.values[i / vocab] == 1.0, 1e-5, 1e-5);
+        let prompts: Vec<Vec<u32>> = serde_json::from_value(llama_expected(&dir)["greedy_prompts"].clone()).unwrap();
+        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 8, ..SamplingConfig::default() };
+        let pad = whole.tokenizer.special_ids().pad;
+        let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
+        assert_eq!(answers(&cut), answers(&whole), "{}", gguf.display());
     }
 }
 

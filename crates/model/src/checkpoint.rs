@@ -150,7 +150,7 @@ impl Weights {
 
     /// Bytes the tensors take as held: packed ones as their file stores them, the rest f32.
     pub fn held_bytes(&self) -> u64 {
-        let packed: u64 = self.packed.values().map(|p| p.bytes().len() as u64).sum();
+        let packed: u64 = self.packed.values().map(PackedWeight::held_bytes).sum();
         packed + self.tensors.values().map(|(_, v)| 4 * v.len() as u64).sum::<u64>()
     }
 

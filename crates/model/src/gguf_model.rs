@@ -9,6 +9,7 @@
 //! HF and we rotate halves), and to Gemma 3's norms (which scale by `1 + w`) it added the one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::checkpoint::{CheckpointError, Weights};
 use crate::decoder::LAYER_PROJECTIONS;
@@ -16,6 +17,7 @@ use crate::gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, tensor_f32};
 use crate::gguf_config::{GgufFamily, Layout, format, layout, llama3_rope};
 use crate::gguf_quants::GgmlType;
 use crate::packed::PackedWeight;
+use crate::row_shards::{RowServer, shard};
 
 /// A whole GGUF file read: the HF config it describes, its weights under HF names, and its
 /// metadata (the tokenizer's vocabulary, merges and chat template are there).
@@ -48,6 +50,8 @@ pub struct GgufStream {
     next: usize,
     weights: Weights,
     rope_factors: Option<Vec<f32>>,
+    /// Where the packed matrices' rows past this worker's go, when other workers hold a share.
+    row_server: Option<Arc<dyn RowServer>>,
 }
 
 impl GgufStream {
@@ -57,6 +61,13 @@ impl GgufStream {
 
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A stream that keeps only this worker's share of each large packed matrix and hands the
+    /// other rows to `server`'s helpers as they arrive (`row_shards.rs`): the base is held once
+    /// among the workers.
+    pub fn sharing_rows(server: Arc<dyn RowServer>) -> Self {
+        Self { row_server: Some(server), ..Self::default() }
     }
 
     /// The file's next bytes. Errors as soon as what has arrived cannot be a model we run.
@@ -83,6 +94,12 @@ impl GgufStream {
             if let Some((name, packed)) =
                 packed_projection(tensor, &self.pending[tensor.start - self.consumed..tensor.end - self.consumed], layout)?
             {
+                let packed = match &self.row_server {
+                    Some(server) => {
+                        shard(packed, server, self.next as u32).map_err(|e| format(format!("tensor `{}`: {e}", tensor.name)))?
+                    }
+                    None => packed,
+                };
                 self.weights.insert_packed(name, packed);
                 done_to = tensor.end;
                 self.next += 1;

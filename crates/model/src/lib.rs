@@ -77,6 +77,7 @@ mod rope;
 #[cfg(feature = "cube")]
 mod rope_gpu;
 mod row_kernels;
+mod row_shards;
 mod sample;
 mod step_stats;
 #[cfg(feature = "cube")]
@@ -122,6 +123,7 @@ pub use own_kernels::{own_gpu_kernels, own_kernels_fit, use_own_gpu_kernels};
 pub use packed::PackedWeight;
 pub use projection::LmHead;
 pub use rope::RopeParameters;
+pub use row_shards::{RowServer, ShardServer, shard};
 pub use sample::{Generation, READ_EVERY, SampleError, SamplingConfig, generate};
 pub use step_stats::{StatsPart, step_stats};
 pub use weights_stream::WeightsStream;

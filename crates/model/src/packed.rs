@@ -38,6 +38,7 @@ use crate::int_dot::{IntDot, QuantizedRows};
 use crate::own_kernels::{has_own_kernels, on_gpu_kernels};
 use crate::quant_dot::{UnpackedRow, dot_row, has_packed_dot};
 use crate::row_kernels::simd;
+use crate::row_shards::Shards;
 
 /// At most this many values of `W` are widened at once by a product of many rows (16 MiB of f32).
 const TILE_VALUES: usize = 1 << 22;
@@ -52,9 +53,12 @@ pub struct PackedWeight(Arc<Packed>);
 
 struct Packed {
     ggml_type: GgmlType,
+    /// The rows this worker holds: all of them, unless `shards` holds the rest.
     bytes: Vec<u8>,
     rows: usize,
     cols: usize,
+    /// The rows past `rows`, held by other workers (`row_shards.rs`).
+    shards: Option<Shards>,
     /// The bytes on the GPU the weight was last used on (`packed_gpu.rs`).
     #[cfg(feature = "cube")]
     on_gpu: std::sync::Mutex<Option<burn_cubecl::tensor::CubeTensor>>,
@@ -63,7 +67,11 @@ struct Packed {
 impl fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.0;
-        write!(f, "PackedWeight({} [{}, {}], {} bytes)", p.ggml_type.name(), p.rows, p.cols, p.bytes.len())
+        write!(f, "PackedWeight({} [{}, {}], {} bytes", p.ggml_type.name(), p.rows, p.cols, p.bytes.len())?;
+        match &p.shards {
+            Some(shards) => write!(f, ", {shards:?})"),
+            None => write!(f, ")"),
+        }
     }
 }
 
@@ -79,10 +87,43 @@ impl PackedWeight {
                 bytes,
                 rows,
                 cols,
+                shards: None,
                 #[cfg(feature = "cube")]
                 on_gpu: Default::default(),
             }))
         })
+    }
+
+    /// Rows `start..start + len` of the rows held here, as a weight of their own.
+    pub(crate) fn held_rows(&self, start: usize, len: usize) -> Self {
+        let row_bytes = self.0.bytes.len() / self.0.rows.max(1);
+        let bytes = self.0.bytes[start * row_bytes..(start + len) * row_bytes].to_vec();
+        Self::new(self.0.ggml_type, bytes, [len, self.0.cols]).expect("whole rows of a weight")
+    }
+
+    /// These rows as the first of a matrix whose other rows `shards` says where to find.
+    pub(crate) fn with_shards(self, shards: Shards) -> Self {
+        let p = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Packed {
+            ggml_type: shared.ggml_type,
+            bytes: shared.bytes.clone(),
+            rows: shared.rows,
+            cols: shared.cols,
+            shards: None,
+            #[cfg(feature = "cube")]
+            on_gpu: Default::default(),
+        });
+        Self(Arc::new(Packed { shards: Some(shards), ..p }))
+    }
+
+    /// Where the rows past this worker's are, when other workers hold some.
+    pub(crate) fn shards(&self) -> Option<&Shards> {
+        self.0.shards.as_ref()
+    }
+
+    /// Bytes the whole matrix takes, wherever its rows are held.
+    pub fn held_bytes(&self) -> u64 {
+        let row_bytes = self.0.bytes.len() / self.0.rows.max(1);
+        (row_bytes * self.shape()[0]) as u64
     }
 
     /// The bytes as they stand on `device`, put there by `upload` at their first use on it.
@@ -113,28 +154,44 @@ impl PackedWeight {
 
     /// HF's `[out, in]`.
     pub fn shape(&self) -> [usize; 2] {
-        [self.0.rows, self.0.cols]
+        [self.0.rows + self.0.shards.as_ref().map_or(0, Shards::rows), self.0.cols]
     }
 
     /// burn's `[in, out]`, the shape of the dense weight this stands for.
     pub fn dims(&self) -> [usize; 2] {
-        [self.0.cols, self.0.rows]
+        let [rows, cols] = self.shape();
+        [cols, rows]
     }
 
+    /// The bytes of the rows held here (all of them, unless other workers hold some).
     pub fn bytes(&self) -> &[u8] {
         &self.0.bytes
     }
 
     /// The values, `[out, in]` row-major.
     pub fn values(&self) -> Vec<f32> {
-        dequantize(self.0.ggml_type, &self.0.bytes)
+        self.rows_values(0, self.shape()[0])
     }
 
     /// Rows `start..start + len` of `W`, `[len, in]` row-major; a large range widened in pieces on
-    /// rayon's threads.
-    fn rows_values(&self, start: usize, len: usize) -> Vec<f32> {
+    /// rayon's threads; rows other workers hold fetched from them.
+    pub(crate) fn rows_values(&self, start: usize, len: usize) -> Vec<f32> {
+        let held = self.0.rows;
+        match &self.0.shards {
+            Some(shards) if start + len > held => {
+                let here = held.saturating_sub(start).min(len);
+                let mut values = self.held_rows_values(start.min(held), here);
+                values.extend(shards.rows_values(start + here - held, len - here, self.0.cols));
+                values
+            }
+            _ => self.held_rows_values(start, len),
+        }
+    }
+
+    /// [`Self::rows_values`] of rows held here.
+    fn held_rows_values(&self, start: usize, len: usize) -> Vec<f32> {
         const PIECE_ROWS: usize = 256;
-        let row_bytes = self.0.bytes.len() / self.0.rows;
+        let row_bytes = self.0.bytes.len() / self.0.rows.max(1);
         let bytes = &self.0.bytes[start * row_bytes..(start + len) * row_bytes];
         if len <= PIECE_ROWS {
             return dequantize(self.0.ggml_type, bytes);
@@ -157,8 +214,8 @@ impl PackedWeight {
         (TILE_VALUES / self.0.cols.max(1)).max(1)
     }
 
-    /// `(start, len)` of the tiles of rows, at most `tile_values` values each (or one row), that a
-    /// product of many rows widens one at a time.
+    /// `(start, len)` of the tiles of the rows held here, at most `tile_values` values each (or one
+    /// row), that a product of many rows widens one at a time.
     pub fn tiles(&self, tile_values: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (rows, step) = (self.0.rows, (tile_values / self.0.cols.max(1)).max(1));
         (0..rows).step_by(step).map(move |start| (start, step.min(rows - start)))
@@ -189,9 +246,8 @@ impl PackedWeight {
         }
         let (n, device) = (x.dims()[0], x.device());
         let values: Vec<f32> = x.clone().into_data().try_to_vec().expect("f32 activations");
-        let outs = unpacked_products(&values, weights);
-        let mut shapes = weights.iter().map(|w| [n, w.0.rows]);
-        Some(outs.map(|out| Tensor::from_data(TensorData::new(out, shapes.next().expect("a shape a weight")), &device)))
+        let mut outs = decode_products(&values, n, &weights).into_iter();
+        Some(weights.map(|w| Tensor::from_data(TensorData::new(outs.next().expect("a product a weight"), [n, w.shape()[0]]), &device)))
     }
 
     /// Whether the product with `x` is decoding's on the CPU: a few rows, a block-quantized `W`,
@@ -231,11 +287,11 @@ impl PackedWeight {
 /// rows of `W` a few at a time and dots them with every row of `x`; each value is one row's dot
 /// product, the same bits however many threads share the rows.
 fn few_rows_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
-    let [rows, cols] = weight.shape();
+    let (rows, cols) = (weight.0.rows, weight.0.cols);
     let n = x.len() / cols;
     let mut out_t = vec![0.0f32; rows * n]; // [out, n]
     out_t.par_chunks_mut(FEW_ROWS_STEP * n).enumerate().for_each(|(step, out)| {
-        let w = weight.rows_values(step * FEW_ROWS_STEP, out.len() / n); // [len, in]
+        let w = weight.held_rows_values(step * FEW_ROWS_STEP, out.len() / n); // [len, in]
         for (w_row, out_row) in w.chunks_exact(cols).zip(out.chunks_exact_mut(n)) {
             for (x_row, o) in x.chunks_exact(cols).zip(out_row) {
                 *o = dot(w_row, x_row);
@@ -245,18 +301,60 @@ fn few_rows_product(x: &[f32], weight: &PackedWeight) -> Vec<f32> {
     transposed(out_t, n)
 }
 
-/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for each of `weights`, block-quantized
-/// `W`s of the same `in`, in one parallel pass (a layer's query, key and value projections: `x`
-/// quantized once and one fork and join for the three): each job takes its own rows of one `W`
-/// and dots each with every row of `x` in integers, straight from the blocks with AVX-512
-/// (`block_dot.rs`), else each row unpacked to bytes first (`quant_dot.rs`). Each value is one
-/// row's dot product, the same bits on either path and however many threads share the rows.
-fn unpacked_products<const N: usize>(x: &[f32], weights: [&PackedWeight; N]) -> [Vec<f32>; N] {
-    let cols = weights.first().map_or(1, |w| w.shape()[1]);
+/// Decoding's products of `x` `[n, in]` with each of `weights` (`[n, out]` each): the rows held
+/// here, and for a matrix cut among workers the helpers' rows, asked of them in one exchange
+/// before this worker computes its own (every cut matrix is one server's).
+fn decode_products(x: &[f32], n: usize, weights: &[&PackedWeight]) -> Vec<Vec<f32>> {
+    let cut: Vec<&Shards> = weights.iter().filter_map(|w| w.shards()).collect();
+    if cut.is_empty() {
+        return unpacked_products_of(x, weights);
+    }
+    let (held, mut answers) = Shards::decode_together(&cut, x, n, || unpacked_products_of(x, weights));
+    let mut cut_index = 0;
+    held.into_iter()
+        .zip(weights)
+        .map(|(mine, w)| match w.shards() {
+            None => mine,
+            Some(_) => {
+                let parts: Vec<Vec<f32>> = answers.iter_mut().map(|helper| std::mem::take(&mut helper[cut_index])).collect();
+                cut_index += 1;
+                side_by_side(n, mine, parts)
+            }
+        })
+        .collect()
+}
+
+/// `[n, a]`, then `[n, b]`, ... (row-major each) as `[n, a + b + ...]`.
+fn side_by_side(n: usize, first: Vec<f32>, rest: Vec<Vec<f32>>) -> Vec<f32> {
+    if n == 1 {
+        return rest.into_iter().fold(first, |mut all, part| {
+            all.extend(part);
+            all
+        });
+    }
+    let parts: Vec<Vec<f32>> = std::iter::once(first).chain(rest).collect();
+    let widths: Vec<usize> = parts.iter().map(|p| p.len() / n).collect();
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for r in 0..n {
+        for (part, &width) in parts.iter().zip(&widths) {
+            out.extend_from_slice(&part[r * width..(r + 1) * width]);
+        }
+    }
+    out
+}
+
+/// `x` `[n, in]` (row-major, `n` few) @ W^T -> `[n, out]` for each of `weights` (their rows held
+/// here), block-quantized `W`s of the same `in`, in one parallel pass (a layer's query, key and
+/// value projections: `x` quantized once and one fork and join for the three): each job takes its
+/// own rows of one `W` and dots each with every row of `x` in integers, straight from the blocks
+/// with AVX-512 (`block_dot.rs`), else each row unpacked to bytes first (`quant_dot.rs`). Each value
+/// is one row's dot product, the same bits on either path and however many threads share the rows.
+pub(crate) fn unpacked_products_of(x: &[f32], weights: &[&PackedWeight]) -> Vec<Vec<f32>> {
+    let cols = weights.first().map_or(1, |w| w.0.cols);
     let n = x.len() / cols;
     let xs = &QuantizedRows::new(x);
-    let mut outs = weights.map(|w| vec![0.0f32; w.shape()[0] * n]); // [out, n] each
-    let step_rows = decode_step_rows(weights.iter().map(|w| w.shape()[0]).sum());
+    let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0.0f32; w.0.rows * n]).collect(); // [out, n] each
+    let step_rows = decode_step_rows(weights.iter().map(|w| w.0.rows).sum());
     let jobs: Vec<(&PackedWeight, usize, &mut [f32])> = weights
         .iter()
         .zip(outs.iter_mut())
@@ -264,11 +362,11 @@ fn unpacked_products<const N: usize>(x: &[f32], weights: [&PackedWeight; N]) -> 
         .collect();
     // One scratch per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
     jobs.into_par_iter().for_each_init(DecodeScratch::default, |scratch, (weight, start, out)| {
-        let row_bytes = weight.bytes().len() / weight.shape()[0];
+        let row_bytes = weight.bytes().len() / weight.0.rows;
         let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
         dot_rows(weight.ggml_type(), bytes, row_bytes, xs, out, scratch);
     });
-    outs.map(|out| transposed(out, n))
+    outs.into_iter().map(|out| transposed(out, n)).collect()
 }
 
 /// What a thread's decoding products reuse from job to job.
@@ -352,17 +450,27 @@ pub trait PackedOps: Backend {
 
 impl PackedOps for Flex {
     fn packed_matmul(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
+        let Some(shards) = weight.shards() else {
+            return held_product(x, &weight);
+        };
         let (n, device) = (x.shape()[0], x.device());
-        if n > FEW_ROWS {
-            return tiled_product(x, &weight, TILE_VALUES);
-        }
-        let x: Vec<f32> = x.into_data().try_to_vec().expect("f32 activations");
-        let out = few_rows_product(&x, &weight);
-        Self::float_from_data(TensorData::new(out, [n, weight.shape()[0]]), &device)
+        let values: Vec<f32> = x.clone().into_data().try_to_vec().expect("f32 activations");
+        let (mine, parts) = shards.product(false, &values, n, || held_product(x, &weight));
+        let parts = parts.into_iter().map(|part| {
+            let rows = part.len() / n.max(1);
+            Self::float_from_data(TensorData::new(part, [n, rows]), &device)
+        });
+        Self::float_cat(std::iter::once(mine).chain(parts).collect(), 1)
     }
 
     fn packed_matmul_transposed(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
-        tiled_product_transposed(g, &weight, TILE_VALUES)
+        let Some(shards) = weight.shards() else {
+            return tiled_product_transposed(g, &weight, TILE_VALUES);
+        };
+        let (n, device, cols) = (g.shape()[0], g.device(), weight.0.cols);
+        let values: Vec<f32> = g.clone().into_data().try_to_vec().expect("f32 gradients");
+        let (mine, parts) = shards.transposed(&values, n, weight.0.rows, cols, || tiled_product_transposed(g, &weight, TILE_VALUES));
+        parts.into_iter().fold(mine, |sum, part| Self::float_add(sum, Self::float_from_data(TensorData::new(part, [n, cols]), &device)))
     }
 
     fn packed_rows(ids: IntTensor<Self>, weight: PackedWeight) -> FloatTensor<Self> {
@@ -380,21 +488,34 @@ impl PackedOps for Flex {
     }
 }
 
-/// `x` `[n, in]` @ W^T -> `[n, out]`, `W` widened a tile of at most `tile_values` values at a time.
+/// `x` `[n, in]` @ W^T -> `[n, rows held here]`.
+fn held_product(x: FloatTensor<Flex>, weight: &PackedWeight) -> FloatTensor<Flex> {
+    let (n, device) = (x.shape()[0], x.device());
+    if n > FEW_ROWS {
+        return tiled_product(x, weight, TILE_VALUES);
+    }
+    let x: Vec<f32> = x.into_data().try_to_vec().expect("f32 activations");
+    let out = few_rows_product(&x, weight);
+    Flex::float_from_data(TensorData::new(out, [n, weight.0.rows]), &device)
+}
+
+/// `x` `[n, in]` @ W^T -> `[n, out]` (the rows held here), `W` widened a tile of at most
+/// `tile_values` values at a time.
 fn tiled_product(x: FloatTensor<Flex>, weight: &PackedWeight, tile_values: usize) -> FloatTensor<Flex> {
     let device = x.device();
     let tiles = weight.tiles(tile_values).map(|(start, len)| {
-        let w = Flex::float_from_data(TensorData::new(weight.rows_values(start, len), [len, weight.shape()[1]]), &device); // [len, in]
+        let w = Flex::float_from_data(TensorData::new(weight.held_rows_values(start, len), [len, weight.0.cols]), &device); // [len, in]
         Flex::float_matmul(x.clone(), Flex::float_transpose(w)) // [n, len]
     });
     Flex::float_cat(tiles.collect(), 1)
 }
 
-/// `g` `[n, out]` @ W -> `[n, in]`, summed over tiles of `W`'s rows as [`tiled_product`] cuts them.
+/// `g` `[n, out]` @ W -> `[n, in]`, summed over tiles of `W`'s rows held here as [`tiled_product`]
+/// cuts them (the other rows' share is their holders').
 fn tiled_product_transposed(g: FloatTensor<Flex>, weight: &PackedWeight, tile_values: usize) -> FloatTensor<Flex> {
     let device = g.device();
     let tiles = weight.tiles(tile_values).map(|(start, len)| {
-        let w = Flex::float_from_data(TensorData::new(weight.rows_values(start, len), [len, weight.shape()[1]]), &device); // [len, in]
+        let w = Flex::float_from_data(TensorData::new(weight.held_rows_values(start, len), [len, weight.0.cols]), &device); // [len, in]
         let g_tile = Flex::float_slice(g.clone(), &[Slice::full(), Slice::new(start as isize, Some((start + len) as isize), 1)]); // [n, len]
         Flex::float_matmul(g_tile, w) // [n, in]
     });
@@ -513,7 +634,7 @@ mod tests {
             let whole = values(Flex::float_matmul(flex(x.clone(), [n, 64]), Flex::float_transpose(flex(w.values(), [rows, 64]))));
             let decoded: Vec<f32> =
                 w.matmul(Tensor::from_data(TensorData::new(x.clone(), [n, 64]), &device)).into_data().try_to_vec().unwrap();
-            let [alone] = unpacked_products(&x, [&w]);
+            let alone = unpacked_products_of(&x, &[&w]).remove(0);
             assert_eq!(decoded, alone, "{n} rows");
             assert_close(&decoded, &whole, &format!("{n} rows, decoding"));
             let tracked = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, 64]), &device.clone().autodiff());
