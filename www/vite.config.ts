@@ -50,6 +50,12 @@ function offline(): Plugin {
   };
 }
 
+// Cross-origin isolation: the workers that share a real model's base exchange through a
+// SharedArrayBuffer (`src/worker/rows.ts`), which a page has only when isolated. Every file is the
+// page's own, so nothing it loads is refused. A host that cannot set headers gets them from the
+// service worker (`sw/`) from the second visit on.
+const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+
 // The page is static: Vite bundles the TypeScript, the worker and the wasm; `public/` (the shipped
 // models) is copied as is. Served on 127.0.0.1 only.
 export default defineConfig({
@@ -57,6 +63,6 @@ export default defineConfig({
   build: { target: 'es2022', assetsInlineLimit: 0 },
   worker: { format: 'es' },
   plugins: [offline()],
-  server: { host: '127.0.0.1', port: 8080, strictPort: true },
-  preview: { host: '127.0.0.1', port: 8080, strictPort: true, headers: { 'Content-Security-Policy': CSP } },
+  server: { host: '127.0.0.1', port: 8080, strictPort: true, headers: ISOLATION },
+  preview: { host: '127.0.0.1', port: 8080, strictPort: true, headers: { 'Content-Security-Policy': CSP, ...ISOLATION } },
 });

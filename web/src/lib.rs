@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use burn::tensor::Device;
 use serde::Serialize;
@@ -25,11 +26,13 @@ mod formats;
 mod inspect;
 mod memory;
 mod peers;
+mod rows;
 mod sft;
 mod test_hooks;
 mod training;
 
 pub use peers::worker_count;
+pub use rows::RowHelper;
 pub use training::defaults;
 
 #[wasm_bindgen(start)]
@@ -66,6 +69,8 @@ pub(crate) struct State {
     sft_run: Option<sft::SftRun>,
     /// The workers that train together (`peers.rs`); none: this one alone.
     peers: Option<Rc<dyn tinyrlhf_rlhf::Peers>>,
+    /// Workers holding the SFT model's base between them (`rows.rs`), this one included; 0 or 1: this one alone.
+    row_workers: usize,
 }
 
 impl State {
@@ -287,6 +292,7 @@ impl Session {
     /// loads a folder: its config, weights, tokenizer and chat template all come from the file.
     #[wasm_bindgen(js_name = loadGguf)]
     pub fn load_gguf(&self, upload: WeightsUpload) -> Result<String, JsError> {
+        let row_workers = upload.rows.as_ref().map_or(1, |rows| rows.workers());
         let Upload::Gguf(stream) = upload.upload else {
             return Err(js("the file is not a GGUF file (it does not begin with \"GGUF\")"));
         };
@@ -294,7 +300,15 @@ impl Session {
         let config = ModelConfig::from_json_bytes(&gguf.config_json).map_err(|e| js(format!("GGUF file: {e}")))?;
         let footprint = tinyrlhf_rlhf::check_fits_tab(&config, Some(gguf.weights.held_bytes())).map_err(js)?;
         let model = tinyrlhf_rlhf::load_gguf_model(gguf, &self.device).map_err(js)?;
-        self.install(model, footprint)
+        let info = self.install(model, footprint)?;
+        self.state.borrow_mut().row_workers = row_workers;
+        Ok(info)
+    }
+
+    /// Workers holding the SFT model's base between them, this one included (`rows.rs`).
+    #[wasm_bindgen(js_name = rowWorkers)]
+    pub fn row_workers(&self) -> usize {
+        self.state.borrow().row_workers.max(1)
     }
 
     /// Makes `model` the SFT model: everything trained from the previous one is dropped, and it is
@@ -404,6 +418,8 @@ impl Session {
 #[derive(Default)]
 pub struct WeightsUpload {
     upload: Upload,
+    /// Where a GGUF base's rows past this worker's go, when its workers share it (`rows.rs`).
+    rows: Option<Arc<rows::PageRows>>,
 }
 
 #[derive(Default)]
@@ -421,12 +437,23 @@ impl WeightsUpload {
         WeightsUpload::default()
     }
 
+    /// An upload whose GGUF base, when it is too large for each worker to hold a copy, is held
+    /// between this worker and row-helper workers (the page's `tinyrlhfRows`): as many as the
+    /// page's `?workers=N` asks for.
+    #[wasm_bindgen(js_name = sharingRows)]
+    pub fn sharing_rows(requested: usize) -> WeightsUpload {
+        WeightsUpload { rows: Some(rows::PageRows::new(Some(requested))), ..WeightsUpload::default() }
+    }
+
     /// The file's next bytes, in order. A GGUF model too large for the tab is refused as soon as
     /// its header has arrived, before its weights are read.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), JsError> {
         if matches!(self.upload, Upload::Unknown) {
-            self.upload =
-                if bytes.starts_with(b"GGUF") { Upload::Gguf(GgufStream::new()) } else { Upload::Safetensors(WeightsStream::new()) };
+            self.upload = match &self.rows {
+                _ if !bytes.starts_with(b"GGUF") => Upload::Safetensors(WeightsStream::new()),
+                Some(rows) => Upload::Gguf(GgufStream::sharing_rows(rows.clone())),
+                None => Upload::Gguf(GgufStream::new()),
+            };
         }
         match &mut self.upload {
             Upload::Gguf(stream) => {

@@ -24,15 +24,25 @@ self.addEventListener('activate', (event) => {
   );
 });
 
+// Cross-origin isolation for hosts that cannot send its headers (the workers sharing a real model's
+// base need a SharedArrayBuffer): every response this worker hands the page carries them.
+function isolated(response) {
+  if (!response || response.status === 0 || response.headers.get('Cross-Origin-Embedder-Policy')) return response;
+  const headers = new Headers(response.headers);
+  headers.set('Cross-Origin-Opener-Policy', 'same-origin');
+  headers.set('Cross-Origin-Embedder-Policy', 'require-corp');
+  return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+}
+
 self.addEventListener('fetch', (event) => {
   const request = event.request;
   if (request.method !== 'GET' || !request.url.startsWith(scope)) return;
   if (request.mode === 'navigate') {
     // The page itself: the network's when there is one (a new build shows at once), else this build's.
-    event.respondWith(fetch(request).catch(() => caches.open(CACHE).then((c) => c.match(new URL('index.html', scope).href)).then((r) => r ?? Response.error())));
+    event.respondWith(fetch(request).catch(() => caches.open(CACHE).then((c) => c.match(new URL('index.html', scope).href)).then((r) => r ?? Response.error())).then(isolated));
     return;
   }
   // Everything else belongs to this build: from the cache, from the network only if missing.
   // (Servers answer `Vary: Origin`; a module script's request has an Origin the cached one lacks.)
-  event.respondWith(caches.open(CACHE).then((c) => c.match(request, { ignoreSearch: true, ignoreVary: true })).then((r) => r ?? fetch(request)));
+  event.respondWith(caches.open(CACHE).then((c) => c.match(request, { ignoreSearch: true, ignoreVary: true })).then((r) => r ?? fetch(request)).then(isolated));
 });

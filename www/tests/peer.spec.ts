@@ -7,8 +7,8 @@
 // files, with the cross-origin isolation its threads need: its CPU path (no GPU layers),
 // 1 and 2 threads, greedy, 64 new tokens after a fixed prompt with EOS ignored; one answer, then
 // four one after another (llama.cpp's own figures of the decoding). The tab: the same file loaded
-// as the person's model on the CPU backend with one worker (a real model samples on one), K = 1 and
-// K = 4, the speed the page shows.
+// as the person's model on the CPU backend, with one worker and then two sharing its base by rows,
+// K = 1 and K = 4, the speed the page shows.
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -110,15 +110,30 @@ test('sampling a GGUF in the tab beside llama.cpp\'s WebAssembly build (wllama),
   await page.locator('#model-files').setInputFiles([GGUF!]);
   await expect(page.locator('#model-current')).toContainText('your model', { timeout: 600_000 });
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 600_000 });
-  await page.locator('#prompt-input').fill(PROMPT);
-  await tab(page, 1); // warm-up
-  const ours = { one: await tab(page, 1), four: await tab(page, 4) };
+  const ours: Record<number, { one: number; four: number; answer: string }> = {};
+  for (const workers of [1, 2]) {
+    // The model stays saved: the page loads it again with this many workers sharing its base.
+    await ready(page, `?backend=cpu&workers=${workers}`);
+    await expect(page.locator('body')).toHaveAttribute('data-workers', String(workers));
+    await page.locator('#prompt-input').fill(PROMPT);
+    await tab(page, 1); // warm-up
+    // Sampled with a fixed seed: the same logits give the same tokens.
+    type Sampled = { completions: string[] };
+    const sampled = await page.evaluate((prompt) => (window as unknown as { tinyrlhf: { sample: (p: string, k: number, seed: number) => Promise<Sampled> } }).tinyrlhf.sample(prompt, 2, 7), PROMPT);
+    const answer = JSON.stringify(sampled.completions);
+    ours[workers] = { one: await tab(page, 1), four: await tab(page, 4), answer };
+  }
 
   const f = (x: number) => x.toFixed(1);
   console.log(`peer: ${GGUF} on ${cpus()[0]?.model} (${cpus().length} cores), ${await page.evaluate(() => navigator.userAgent)}`);
   for (const [threads, peer] of Object.entries(peers)) {
     console.log(`peer: wllama ${threads} thread(s)${peer.threaded ? ' (threaded build)' : ''}: one answer ${f(peer.one)} tok/s, four answers ${f(peer.four)} tok/s, prompt ${f(peer.prompt)} tok/s`);
   }
-  console.log(`peer: tinyrlhf, CPU (wasm), 1 worker: one answer ${f(ours.one)} tok/s, four answers ${f(ours.four)} tok/s`);
-  console.log(`peer: tinyrlhf / wllama: one answer ${f(ours.one / peers[1].one)}x (1 thread), ${f(ours.one / peers[2].one)}x (2); four answers ${f(ours.four / peers[1].four)}x (1 thread), ${f(ours.four / peers[2].four)}x (2)`);
+  for (const threads of [1, 2] as const) {
+    const [us, them] = [ours[threads], peers[threads]];
+    console.log(`peer: tinyrlhf, CPU (wasm), ${threads} worker(s): one answer ${f(us.one)} tok/s, four answers ${f(us.four)} tok/s`);
+    console.log(`peer: tinyrlhf / wllama, ${threads} thread(s) each: one answer ${f(us.one / them.one)}x, four answers ${f(us.four / them.four)}x`);
+  }
+  // Two workers sharing the base compute what one computes: the same answers from the same seed.
+  console.log(`peer: answers sampled with one seed on 1 and 2 workers: ${ours[1].answer === ours[2].answer ? 'the same' : `differ: ${ours[1].answer} vs ${ours[2].answer}`}`);
 });

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::causal_lm::ModelConfig;
 use crate::checkpoint::{CheckpointError, Weights};
 use crate::decoder::LAYER_PROJECTIONS;
 use crate::gguf::{GgufError, GgufHeader, GgufTensor, GgufValue, tensor_f32};
@@ -80,6 +81,11 @@ impl GgufStream {
                 Err(e) => return Err(format(e.to_string())),
             };
             let layout = layout(&header)?;
+            if let (Some(server), Ok(config)) =
+                (&self.row_server, ModelConfig::from_json_bytes(&serde_json::to_vec(&layout.config).unwrap_or_default()))
+            {
+                server.size_known(config.num_params());
+            }
             self.header = Some((header, layout));
         }
         let (header, layout) = self.header.as_ref().expect("read above");

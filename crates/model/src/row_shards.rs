@@ -36,6 +36,10 @@ pub trait RowServer: Send + Sync {
     /// How many helpers hold rows.
     fn helpers(&self) -> usize;
 
+    /// Told the size of the model whose base is about to be cut, before its first matrix: what
+    /// [`Self::helpers`] says from then on may depend on it (the edge's choice).
+    fn size_known(&self, _parameters: usize) {}
+
     /// The fewest rows worth a part of their own: an exchange's cost over a row's.
     fn min_part_rows(&self) -> usize {
         MIN_PART_ROWS

@@ -8,9 +8,14 @@ import type { ModelFolder, ModelInfo } from '../protocol';
 
 const SLICE = 16 << 20;
 
+/** The page's `?workers=N`: that many workers hold a GGUF base too large for a copy per worker, by rows (`rows.ts`). */
+export interface Sharing {
+  requested: number;
+}
+
 /** `weights` read into a `WeightsUpload` for `Session.load`/`loadGguf`/`loadBase`; `progress` after each slice. */
-export async function upload(weights: Blob, progress?: (loaded: number, total: number) => void): Promise<WeightsUpload> {
-  const into = new WeightsUpload();
+export async function upload(weights: Blob, progress?: (loaded: number, total: number) => void, sharing?: Sharing): Promise<WeightsUpload> {
+  const into = sharing ? WeightsUpload.sharingRows(sharing.requested) : new WeightsUpload();
   try {
     for (let at = 0; at < weights.size; at += SLICE) {
       into.push(new Uint8Array(await weights.slice(at, at + SLICE).arrayBuffer()));
@@ -24,8 +29,8 @@ export async function upload(weights: Blob, progress?: (loaded: number, total: n
 }
 
 /** Loads a model folder (or one GGUF file, `f.gguf`) as the session's SFT model. */
-export async function loadFolder(s: Session, f: ModelFolder, progress?: (loaded: number, total: number) => void): Promise<ModelInfo> {
-  const weights = await upload(f.weights, progress);
+export async function loadFolder(s: Session, f: ModelFolder, progress?: (loaded: number, total: number) => void, sharing?: Sharing): Promise<ModelInfo> {
+  const weights = await upload(f.weights, progress, sharing);
   if (f.gguf) return JSON.parse(s.loadGguf(weights));
   return JSON.parse(s.load(f.config, weights, f.tokenizer, f.tokenizerConfig, f.template, f.generationConfig));
 }

@@ -9,7 +9,8 @@ import { chooseBackend, devices, measured, reportedErrors } from './backend';
 import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, runKey, samplesKey, savedWhat, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
 import { fillMemory, outOfMemory } from './memory';
 import { Team, type Saved } from './team';
-import { asBlob, loadFolder, upload } from './weights';
+import { asBlob, loadFolder, upload, type Sharing } from './weights';
+import { canShareRows } from './rows';
 
 declare const self: DedicatedWorkerGlobalScope;
 
@@ -96,7 +97,8 @@ async function start(force: string | null, models: string, workers: number | nul
   }
   const s = session;
   const dropped: string[] = [];
-  const { folder, base, modelName, model, tunedHere } = await loadModel(s, dropped);
+  const sharing = choice.backend === 'cpu' && canShareRows() && workers ? { requested: workers } : undefined;
+  const { folder, base, modelName, model, tunedHere } = await loadModel(s, dropped, sharing);
   goldPrompts = model.footprint.judged_prompts;
   folderNow = folder;
   const config = folder.config;
@@ -129,7 +131,8 @@ async function start(force: string | null, models: string, workers: number | nul
   const demos = await load<unknown[]>(DEMOS);
   return {
     ...choice,
-    workers: count,
+    // A team's workers each hold a copy; a real model's share one base by rows.
+    workers: Math.max(count, s.rowWorkers()),
     model,
     modelName,
     tunedHere,
@@ -174,13 +177,13 @@ interface Loaded {
  * with the weights SFT in this tab gave it when there are some. What no longer loads is dropped
  * (and why goes to `dropped`), falling back to the shipped model.
  */
-async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
+async function loadModel(s: Session, dropped: string[], sharing?: Sharing): Promise<Loaded> {
   const own = await load<{ name: string; files: ModelFolder }>(OWN_MODEL);
   if (own) {
     try {
       // Saved by older versions as bytes.
       const files = { ...own.files, weights: asBlob(own.files.weights) };
-      return { base: files.weights, modelName: own.name, ...(await loadTuned(s, files, dropped)) };
+      return { base: files.weights, modelName: own.name, ...(await loadTuned(s, files, dropped, sharing)) };
     } catch (e) {
       if (isFatal(e)) throw e;
       await forget([OWN_MODEL, ...tunedKeys(methodNames())]);
@@ -198,7 +201,7 @@ async function loadModel(s: Session, dropped: string[]): Promise<Loaded> {
 }
 
 /** `folder` with the weights tuned here on the person's demonstrations, else its own. */
-async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Promise<{ folder: ModelFolder; model: ModelInfo; tunedHere: boolean }> {
+async function loadTuned(s: Session, folder: ModelFolder, dropped: string[], sharing?: Sharing): Promise<{ folder: ModelFolder; model: ModelInfo; tunedHere: boolean }> {
   const tuned = await load<unknown>(SFT_WEIGHTS);
   if (tuned instanceof Uint8Array) {
     try {
@@ -210,7 +213,7 @@ async function loadTuned(s: Session, folder: ModelFolder, dropped: string[]): Pr
       dropped.push(`The model tuned here on your demonstrations no longer loads (${e instanceof Error ? e.message : e}), so it was removed.`);
     }
   }
-  return { folder, model: await loadFolder(s, folder, reading('your model')), tunedHere: false };
+  return { folder, model: await loadFolder(s, folder, reading('your model'), sharing), tunedHere: false };
 }
 
 const settings: Defaults = { settings: {}, methods: [] };
