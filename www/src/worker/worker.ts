@@ -1,7 +1,9 @@
 // The worker owns the wasm module, the models and the saved data; the page only renders. Its
 // session's backend is chosen in `backend.ts`; where each thing is saved, in `keys.ts`. Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
-// trains each run together with helper workers, one per spare core (`team.ts`).
+// trains each run together with helper workers, one per spare core (`team.ts`); a real model's
+// base, too large for a copy per worker, is held between it and row helpers when `?workers=N`
+// asks for them (`rows.ts`).
 import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, fillHeapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
