@@ -266,7 +266,7 @@ fn bits(t: Tensor<2>) -> Vec<u32> {
 fn a_matrix_cut_among_workers_computes_looks_up_and_passes_gradients_as_the_matrix_held_whole() {
     let bytes = read(&gguf_dir().join("quants.gguf"));
     let header = GgufHeader::read(&bytes).unwrap();
-    let helpers = ThreadHelpers::started(2, 600);
+    let helpers = ThreadHelpers::started(2, 5120);
     let (device, tracked) = (Device::flex(), Device::flex().autodiff());
     for (id, tensor) in header.tensors.iter().filter(|t| t.name.starts_with("q.")).enumerate() {
         let kind = &tensor.name[2..];
@@ -294,9 +294,10 @@ fn a_matrix_cut_among_workers_computes_looks_up_and_passes_gradients_as_the_matr
             (y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
         };
         let ((y_cut, grad_cut), (y_whole, grad_whole)) = (through(&cut), through(&whole));
+        // The matrix kernel sums a part's products in its own order: the same values, summed apart.
         let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
-        assert_close(&format!("{kind} product"), &y_cut, &wide(y_whole), |_| true, 1e-5, 1e-5);
-        assert_close(&format!("{kind} input gradient"), &grad_cut, &wide(grad_whole), |_| true, 1e-5, 1e-5);
+        assert_close(&format!("{kind} product"), &y_cut, &wide(y_whole), |_| true, 1e-4, 1e-4);
+        assert_close(&format!("{kind} input gradient"), &grad_cut, &wide(grad_whole), |_| true, 1e-4, 1e-4);
         let ids = Tensor::<1, burn::tensor::Int>::from_data(
             TensorData::new(vec![0i64, rows as i64 - 1, rows as i64 / 2, rows as i64], [4]),
             &device,
@@ -309,22 +310,28 @@ fn a_matrix_cut_among_workers_computes_looks_up_and_passes_gradients_as_the_matr
 fn a_base_cut_among_workers_as_it_loads_gives_the_logits_and_greedy_answers_of_the_base_held_whole() {
     for (dir, gguf) in pairs("q8_0") {
         let whole = load(&gguf);
-        let mut stream = GgufStream::sharing_rows(ThreadHelpers::started(2, 4096));
+        let mut stream = GgufStream::sharing_rows(ThreadHelpers::started(2, 8192));
         stream.push(&read(&gguf)).unwrap();
         let cut = load_gguf_model(stream.finish().unwrap(), &Device::flex()).unwrap();
         let packed = cut.model.packed();
         assert!(packed.iter().all(|w| (w.bytes().len() as u64) < w.held_bytes()), "{}: every packed matrix is cut", gguf.display());
-        let (ours, _, mask) = llama_fixture_logits(&cut, &dir);
-        let (theirs, _, _) = llama_fixture_logits(&whole, &dir);
-        let vocab = cut.config.vocab_size();
-        let theirs: Vec<f64> = theirs.iter().map(|&v| v as f64).collect();
-        assert_close(&format!("{} logits", gguf.display()), &ours, &theirs, |i| mask.values[i / vocab] == 1.0, 1e-5, 1e-5);
-        let prompts: Vec<Vec<u32>> = serde_json::from_value(llama_expected(&dir)["greedy_prompts"].clone()).unwrap();
-        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 8, ..SamplingConfig::default() };
-        let pad = whole.tokenizer.special_ids().pad;
-        let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
-        assert_eq!(answers(&cut), answers(&whole), "{}", gguf.display());
+        assert_computes_as(&cut, &whole, &dir, &format!("{} cut", gguf.display()));
     }
+}
+
+/// `ours` gives `theirs`'s logits on the fixture folder `dir`'s inputs (within 1e-5) and its
+/// greedy answers to the folder's prompts.
+fn assert_computes_as(ours: &LanguageModel, theirs: &LanguageModel, dir: &Path, what: &str) {
+    let (our_logits, _, mask) = llama_fixture_logits(ours, dir);
+    let (their_logits, _, _) = llama_fixture_logits(theirs, dir);
+    let vocab = ours.config.vocab_size();
+    let their_logits: Vec<f64> = their_logits.iter().map(|&v| v as f64).collect();
+    assert_close(&format!("{what} logits"), &our_logits, &their_logits, |i| mask.values[i / vocab] == 1.0, 1e-5, 1e-5);
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(llama_expected(dir)["greedy_prompts"].clone()).unwrap();
+    let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 8, ..SamplingConfig::default() };
+    let pad = theirs.tokenizer.special_ids().pad;
+    let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
+    assert_eq!(answers(ours), answers(theirs), "{what}");
 }
 
 #[test]
@@ -359,16 +366,7 @@ fn a_quantized_file_keeps_its_projections_and_embeddings_packed_and_computes_as_
         assert_eq!(packed.model.packed().len(), 7 * layers + 1, "{}: every projection and the embeddings stay packed", gguf.display());
         let widened = LanguageModel { model: packed.model.clone().merged(), ..packed.clone() };
         assert!(widened.model.packed().is_empty());
-        let (ours, _, mask) = llama_fixture_logits(&packed, &dir);
-        let (f32s, _, _) = llama_fixture_logits(&widened, &dir);
-        let vocab = packed.config.vocab_size();
-        let f32s: Vec<f64> = f32s.iter().map(|&v| v as f64).collect();
-        assert_close(&format!("{} packed logits", gguf.display()), &ours, &f32s, |i| mask.values[i / vocab] == 1.0, 1e-5, 1e-5);
-        let prompts: Vec<Vec<u32>> = serde_json::from_value(llama_expected(&dir)["greedy_prompts"].clone()).unwrap();
-        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 8, ..SamplingConfig::default() };
-        let pad = packed.tokenizer.special_ids().pad;
-        let answers = |model: &LanguageModel| pollster::block_on(generate(&model.model, &prompts, u32::MAX, pad, &greedy)).unwrap().tokens;
-        assert_eq!(answers(&packed), answers(&widened), "{}", gguf.display());
+        assert_computes_as(&packed, &widened, &dir, &format!("{} packed", gguf.display()));
     }
 }
 

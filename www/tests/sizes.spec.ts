@@ -13,7 +13,8 @@
 // 0 skips PPO), GRPO iterations (`TINYRLHF_SIZES_GRPO`, 1 by default, 0 skips; 2 prompts x 4 answers of
 // the same length; the reward model is skipped when both are 0) and a DPO epoch, with the wasm memory
 // after each PPO iteration, after GRPO and after the DPO epoch (wasm memory never shrinks: that is the
-// peak). The memory is the training worker's; with helper workers each holds its own copy of the base.
+// peak). The memory is the training worker's; a model over 30 M parameters trains on one worker, and
+// with `TINYRLHF_SIZES_WORKERS` above 1 a GGUF's base is held between that many workers by rows.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';

@@ -455,7 +455,7 @@ impl PackedOps for Flex {
         };
         let (n, device) = (x.shape()[0], x.device());
         let values: Vec<f32> = x.clone().into_data().try_to_vec().expect("f32 activations");
-        let (mine, parts) = shards.product(false, &values, n, || held_product(x, &weight));
+        let (mine, parts) = shards.product(&values, n, || held_product(x, &weight));
         let parts = parts.into_iter().map(|part| {
             let rows = part.len() / n.max(1);
             Self::float_from_data(TensorData::new(part, [n, rows]), &device)

@@ -152,11 +152,10 @@ impl Shards {
         (mine.expect("one piece at least"), answers)
     }
 
-    /// `x` `[n, in]` @ W^T's parts: `local()` (`[n, rows here]`) and each helper's `[n, rows]`, for
-    /// decoding's products (`decoding`) or a differentiable forward's.
-    pub(crate) fn product<T>(&self, decoding: bool, x: &[f32], n: usize, local: impl FnOnce() -> T) -> (T, Vec<Vec<f32>>) {
-        let op = if decoding { Op::Decode } else { Op::Product };
-        let (mine, answers) = Self::products(&[self], op, x, n, local);
+    /// `x` `[n, in]` @ W^T's parts, a differentiable forward's: `local()` (`[n, rows here]`) and each
+    /// helper's `[n, rows]`.
+    pub(crate) fn product<T>(&self, x: &[f32], n: usize, local: impl FnOnce() -> T) -> (T, Vec<Vec<f32>>) {
+        let (mine, answers) = Self::products(&[self], Op::Product, x, n, local);
         (mine, answers.into_iter().map(|mut a| a.remove(0)).collect())
     }
 
@@ -220,9 +219,11 @@ impl Shards {
     }
 }
 
-/// Rows of `n` that fit `capacity` bytes when each row is `width` values (at least one row).
+/// Rows of `n` that fit `capacity` bytes, a request's header aside, when each row is `width`
+/// values (at least one row).
 fn piece_rows(capacity: usize, width: usize, n: usize) -> usize {
-    (capacity / (4 * width.max(1))).clamp(1, n.max(1))
+    const HEADER_ROOM: usize = 1024;
+    (capacity.saturating_sub(HEADER_ROOM) / (4 * width.max(1))).clamp(1, n.max(1))
 }
 
 /// A request: `op`, the rows of activations (or of ids), the matrices' ids, integers, values.
