@@ -31,15 +31,16 @@ extern "C" {
 }
 
 /// The row helpers as the library sees them: how many hold the base being loaded is decided once
-/// its size is known, from the page's `?workers=N`.
+/// its size is known, from the cores and the page's `?workers=N`.
 pub(crate) struct PageRows {
+    cores: usize,
     requested: Option<usize>,
     helpers: AtomicUsize,
 }
 
 impl PageRows {
-    pub(crate) fn new(requested: Option<usize>) -> Arc<Self> {
-        Arc::new(Self { requested, helpers: AtomicUsize::new(0) })
+    pub(crate) fn new(cores: usize, requested: Option<usize>) -> Arc<Self> {
+        Arc::new(Self { cores, requested, helpers: AtomicUsize::new(0) })
     }
 
     /// Workers holding the base, this one included.
@@ -58,7 +59,7 @@ impl RowServer for PageRows {
     }
 
     fn size_known(&self, parameters: usize) {
-        let workers = tinyrlhf_rlhf::parallel::peers::row_workers(self.requested, parameters);
+        let workers = tinyrlhf_rlhf::parallel::peers::row_workers(self.cores, self.requested, parameters);
         self.helpers.store(workers - 1, Ordering::Relaxed);
     }
 

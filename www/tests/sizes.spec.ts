@@ -14,7 +14,7 @@
 // the same length; the reward model is skipped when both are 0) and a DPO epoch, with the wasm memory
 // after each PPO iteration, after GRPO and after the DPO epoch (wasm memory never shrinks: that is the
 // peak). The memory is the training worker's; a model over 30 M parameters trains on one worker, and
-// with `TINYRLHF_SIZES_WORKERS` above 1 a GGUF's base is held between that many workers by rows.
+// a GGUF's base is held between a worker per core (or `TINYRLHF_SIZES_WORKERS`) by rows.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';

@@ -8,14 +8,15 @@ import type { ModelFolder, ModelInfo } from '../protocol';
 
 const SLICE = 16 << 20;
 
-/** The page's `?workers=N`: that many workers hold a GGUF base too large for a copy per worker, by rows (`rows.ts`). */
+/** The tab's cores and the page's `?workers=N`: how many workers hold a GGUF base too large for a copy per worker, by rows (`rows.ts`). */
 export interface Sharing {
-  requested: number;
+  cores: number;
+  requested: number | null;
 }
 
 /** `weights` read into a `WeightsUpload` for `Session.load`/`loadGguf`/`loadBase`; `progress` after each slice. */
 export async function upload(weights: Blob, progress?: (loaded: number, total: number) => void, sharing?: Sharing): Promise<WeightsUpload> {
-  const into = sharing ? WeightsUpload.sharingRows(sharing.requested) : new WeightsUpload();
+  const into = sharing ? WeightsUpload.sharingRows(sharing.cores, sharing.requested ?? undefined) : new WeightsUpload();
   try {
     for (let at = 0; at < weights.size; at += SLICE) {
       into.push(new Uint8Array(await weights.slice(at, at + SLICE).arrayBuffer()));

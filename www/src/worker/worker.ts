@@ -2,8 +2,8 @@
 // session's backend is chosen in `backend.ts`; where each thing is saved, in `keys.ts`. Requests run one at a time, in order. A trap kills the module: every later request then fails as
 // fatal, and the page starts a fresh worker (the data is in IndexedDB). On the CPU backend it
 // trains each run together with helper workers, one per spare core (`team.ts`); a real model's
-// base, too large for a copy per worker, is held between it and row helpers when `?workers=N`
-// asks for them (`rows.ts`).
+// base, too large for a copy per worker, is held between it and row helpers, one per spare core
+// (`rows.ts`).
 import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, fillHeapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
 import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
@@ -99,12 +99,13 @@ async function start(force: string | null, models: string, workers: number | nul
   }
   const s = session;
   const dropped: string[] = [];
-  const sharing = choice.backend === 'cpu' && canShareRows() && workers ? { requested: workers } : undefined;
+  const cores = navigator.hardwareConcurrency || 1;
+  const sharing = choice.backend === 'cpu' && canShareRows() ? { cores, requested: workers } : undefined;
   const { folder, base, modelName, model, tunedHere } = await loadModel(s, dropped, sharing);
   goldPrompts = model.footprint.judged_prompts;
   folderNow = folder;
   const config = folder.config;
-  const count = choice.backend === 'cpu' ? workerCount(navigator.hardwareConcurrency || 1, workers ?? undefined, model.parameters) : 1;
+  const count = choice.backend === 'cpu' ? workerCount(cores, workers ?? undefined, model.parameters) : 1;
   team = count > 1 ? new Team(count) : null;
   // The model as loaded is its own base (sharing its tensors) unless another base was kept.
   if (base !== folder.weights) s.loadBase(config, await upload(base));

@@ -60,7 +60,7 @@ pub const MAX_SHARED_PARAMETERS: usize = 30_000_000;
 /// How many workers the tab trains on, each with a copy of the models: `requested` (the page's
 /// `?workers=N`) when given, else one per core, from 1 to 8 (the page's own thread only draws while
 /// they train: leaving it a core left one of a laptop's two idle); one for a model over
-/// [`MAX_SHARED_PARAMETERS`], whose workers share one base instead ([`row_workers`]).
+/// [`MAX_SHARED_PARAMETERS`], whose workers share one base by rows instead ([`row_workers`]).
 pub fn worker_count(cores: usize, requested: Option<usize>, parameters: usize) -> usize {
     match requested {
         _ if parameters > MAX_SHARED_PARAMETERS => 1,
@@ -71,14 +71,10 @@ pub fn worker_count(cores: usize, requested: Option<usize>, parameters: usize) -
 
 /// How many workers hold a GGUF base over [`MAX_SHARED_PARAMETERS`] between them, each a share of
 /// every large packed matrix's rows and computing its share of each product
-/// (`tinyrlhf_model::shard`): `requested` (the page's `?workers=N`, 1 to 8) for such a model, else
-/// one. Not one per core by default: on a 2-core machine two workers sharing SmolLM2's base sampled
-/// slower than one holding it (docs/benchmarks.md), so sharing waits to be asked for.
-pub fn row_workers(requested: Option<usize>, parameters: usize) -> usize {
-    match requested {
-        Some(n) if parameters > MAX_SHARED_PARAMETERS => n.clamp(1, 8),
-        _ => 1,
-    }
+/// (`tinyrlhf_model::shard`): for such a model `requested` (the page's `?workers=N`) when given,
+/// else one per core, from 1 to 8, as [`worker_count`] gives a small model; one otherwise.
+pub fn row_workers(cores: usize, requested: Option<usize>, parameters: usize) -> usize {
+    if parameters > MAX_SHARED_PARAMETERS { requested.unwrap_or(cores).clamp(1, 8) } else { 1 }
 }
 
 /// The rows of `n` that peer `rank` of `count` works on: consecutive blocks, the first `n % count`
@@ -337,9 +333,9 @@ mod tests {
         assert_eq!([1, 2, 4, 16].map(|cores| worker_count(cores, None, 1_000_000)), [1, 2, 4, 8]);
         assert_eq!(worker_count(16, None, 124_000_000), 1);
         assert_eq!([0, 2, 20].map(|n| worker_count(2, Some(n), 124_000_000)), [1, 1, 1]);
-        assert_eq!([0, 2, 20].map(|n| row_workers(Some(n), 124_000_000)), [1, 2, 8]);
-        assert_eq!(row_workers(None, 124_000_000), 1);
-        assert_eq!(row_workers(Some(4), 1_000_000), 1);
+        assert_eq!([0, 2, 20].map(|n| row_workers(2, Some(n), 124_000_000)), [1, 2, 8]);
+        assert_eq!([1, 2, 16].map(|cores| row_workers(cores, None, 124_000_000)), [1, 2, 8]);
+        assert_eq!(row_workers(16, Some(4), 1_000_000), 1);
     }
 
     #[test]
