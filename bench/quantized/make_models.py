@@ -1,14 +1,15 @@
 """Writes GGUF files of real models' shapes with random weights, as quantized files people keep:
 Qwen2.5-0.5B (tied embeddings, vocab 151,936, q/k/v biases) and Llama 3.2 1B (tied, vocab 128,256,
 Llama 3's rope scaling), each as Q4_0 projections with a Q8_0 embedding (the Q4 mix gguf-py can
-quantize: it writes no K-quants) and as F32 (the same weights widened, for the f32 comparison).
+quantize: it writes no K-quants) and as F32 (the same weights widened, for the f32 comparison); with
+`--f16`, as F16 only, for llama.cpp's `llama-quantize` to turn into any of its mixes (Q4_K_M...).
 
-    python bench/quantized/make_models.py OUT_DIR [qwen2.5-0.5b llama3.2-1b]
+    python bench/quantized/make_models.py OUT_DIR [--f16] [qwen2.5-0.5b llama3.2-1b]
 
 Needs numpy and the `gguf` package (PyPI). The metadata and tokenizer come from the converted fixture
 `tests/fixtures/gguf/hf-qwen2.q8_0.gguf` (written by llama.cpp's own converter), its vocabulary padded
-with `[PAD{i}]` tokens to the real size as llama.cpp's converter pads one, and the shapes changed to
-the real model's. Weights: N(0, 0.02), norms 1, seeded, so every run writes the same files.
+with `[PAD{i}]` tokens to the real size as llama.cpp's converter pads one, the shapes and the
+pre-tokenizer changed to the real model's. Weights: N(0, 0.02), norms 1, seeded, so every run writes the same files.
 """
 
 import sys
@@ -23,9 +24,9 @@ FIXTURE = Path(__file__).resolve().parents[2] / "tests/fixtures/gguf/hf-qwen2.q8
 
 SHAPES = {
     "qwen2.5-0.5b": dict(arch="qwen2", hidden=896, ffn=4864, layers=24, heads=14, kv_heads=2, vocab=151936,
-                         rope_base=1e6, context=32768, bias=True),
+                         rope_base=1e6, context=32768, bias=True, pre="qwen2"),
     "llama3.2-1b": dict(arch="llama", hidden=2048, ffn=8192, layers=16, heads=32, kv_heads=8, vocab=128256,
-                        rope_base=5e5, context=131072, bias=False),
+                        rope_base=5e5, context=131072, bias=False, pre="llama-bpe"),
 }
 
 
@@ -61,11 +62,11 @@ def tokenizer_fields(vocab):
     return tokens, types, merges, scalar("tokenizer.ggml.eos_token_id"), scalar("tokenizer.ggml.padding_token_id"), template
 
 
-def write(name, shape, out_dir, widened):
+def write(name, shape, out_dir, precision):
+    """`precision`: "q4_0" (with a Q8_0 embedding), "f32" (its values widened) or "f16"."""
     s = shape
     head_dim = s["hidden"] // s["heads"]
-    suffix = "f32" if widened else "q4_0"
-    path = out_dir / f"{name}.{suffix}.gguf"
+    path = out_dir / f"{name}.{precision}.gguf"
     arch = s["arch"]
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(name)
@@ -81,7 +82,8 @@ def write(name, shape, out_dir, widened):
         writer.add_rope_dimension_count(head_dim)
     tokens, types, merges, eos, pad, template = tokenizer_fields(s["vocab"])
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    # The real model's pre-tokenizer (the fixture's `gpt2` is a name llama.cpp does not load).
+    writer.add_tokenizer_pre(s["pre"])
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -94,7 +96,9 @@ def write(name, shape, out_dir, widened):
 
     def tensor(tname, rows, cols, qtype):
         values = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float32)
-        if widened:
+        if precision == "f16":
+            writer.add_tensor(tname, values.astype(np.float16))
+        elif precision == "f32":
             # The f32 file holds exactly what the quantized one computes with.
             writer.add_tensor(tname, dequantize(quantize(values, qtype), qtype).astype(np.float32))
         else:
@@ -130,9 +134,10 @@ def write(name, shape, out_dir, widened):
 def main():
     out_dir = Path(sys.argv[1])
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in sys.argv[2:] or list(SHAPES):
-        for widened in [False, True]:
-            write(name, SHAPES[name], out_dir, widened)
+    f16 = "--f16" in sys.argv[2:]
+    for name in [a for a in sys.argv[2:] if a != "--f16"] or list(SHAPES):
+        for precision in ["f16"] if f16 else ["q4_0", "f32"]:
+            write(name, SHAPES[name], out_dir, precision)
 
 
 if __name__ == "__main__":

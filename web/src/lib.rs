@@ -148,6 +148,9 @@ struct Samples {
     finished: Vec<bool>,
     /// The prompt was longer than the context allows and lost its beginning.
     truncated: bool,
+    /// The prompt's tokens (as the model reads it: its chat template applied), once for all K.
+    prompt_tokens: usize,
+    /// New tokens, all answers together.
     tokens: usize,
     /// On WebGPU, the GPU kernels launched for each token of the longest answer (the prompt's
     /// pass included); `None` on the CPU.
@@ -414,6 +417,7 @@ impl Session {
             tinyrlhf_rlhf::data::rankings::check_answers_to_rank(k, "K").map_err(js)?;
             let room = max_new_tokens.max(1);
             let (ids, truncated) = prompt_ids(&model, &prompt, room)?;
+            let prompt_tokens = ids.len();
             let special = model.tokenizer.special_ids();
             let sampling = SamplingConfig { max_new_tokens: room, temperature, seed, ..SamplingConfig::default() };
             let before = tinyrlhf_model::launches::launched();
@@ -424,7 +428,7 @@ impl Session {
             let texts = out.tokens.iter().map(|t| model.tokenizer.decode_response(t)).collect::<Result<Vec<_>, _>>().map_err(js)?;
             let tokens = out.tokens.iter().map(Vec::len).sum();
             let (completions, finished) = tinyrlhf_data::distinct(&texts, &out.finished);
-            json_value(&Samples { completions, finished, truncated, tokens, kernels_per_token })
+            json_value(&Samples { completions, finished, truncated, prompt_tokens, tokens, kernels_per_token })
         })
     }
 }

@@ -152,6 +152,8 @@ export interface Sampled {
   completions: string[];
   finished: boolean[];
   truncated: boolean;
+  /** The prompt's tokens as the model reads it (its chat template applied). */
+  prompt_tokens: number;
   tokens: number;
   seconds: number;
   /** On WebGPU, GPU kernels launched a decoded token (the prompt's pass included); null on the CPU. */

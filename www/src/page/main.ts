@@ -391,15 +391,15 @@ $('forget-training').addEventListener('click', async () => {
 // For the console and the browser tests: `tinyrlhf.memoryLog = []` records memory per PPO iteration;
 // `tinyrlhf.trap()` kills the worker's module as a panic would, and `tinyrlhf.loseDevice()` destroys
 // its GPU device as a lost GPU would, `tinyrlhf.fillMemory()` grows its memory to the browser's limit
-// so that the next allocation fails, to watch the page recover; `tinyrlhf.sample(prompt, k, seed)`
-// samples the SFT model with a chosen seed; `tinyrlhf.memory()` reads the worker's wasm memory.
+// so that the next allocation fails, to watch the page recover; `tinyrlhf.sample(prompt, k, seed,
+// maxNewTokens?)` samples the SFT model with a chosen seed; `tinyrlhf.memory()` reads the worker's wasm memory.
 const forTests = {
   trap: () => call({ type: 'trap' }).catch((e: Error) => e.message),
   fillMemory: () => call({ type: 'fillMemory' }),
   loseDevice: () => call({ type: 'loseDevice' }).catch((e: Error) => e.message),
   workerCopies: (which: string) => call({ type: 'workerCopies', which }),
   trapHelper: (exchange: number) => call({ type: 'trapHelper', exchange }),
-  sample: (prompt: string, k: number, seed: number) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens: 8, seed }),
+  sample: (prompt: string, k: number, seed: number, maxNewTokens = 8) => call({ type: 'sample', which: 'sft', prompt, k, temperature: 1, maxNewTokens, seed }),
   memory: () => call({ type: 'memory' }),
 };
 (window as unknown as { tinyrlhf: typeof app & typeof forTests }).tinyrlhf = Object.assign(app, forTests);
