@@ -62,11 +62,7 @@ pub const MAX_SHARED_PARAMETERS: usize = 30_000_000;
 /// they train: leaving it a core left one of a laptop's two idle); one for a model over
 /// [`MAX_SHARED_PARAMETERS`], whose workers share one base by rows instead ([`row_workers`]).
 pub fn worker_count(cores: usize, requested: Option<usize>, parameters: usize) -> usize {
-    match requested {
-        _ if parameters > MAX_SHARED_PARAMETERS => 1,
-        Some(n) => n.clamp(1, 8),
-        None => cores.clamp(1, 8),
-    }
+    if parameters > MAX_SHARED_PARAMETERS { 1 } else { wanted_workers(cores, requested) }
 }
 
 /// How many workers hold a GGUF base over [`MAX_SHARED_PARAMETERS`] between them, each a share of
@@ -74,7 +70,12 @@ pub fn worker_count(cores: usize, requested: Option<usize>, parameters: usize) -
 /// (`tinyrlhf_model::shard`): for such a model `requested` (the page's `?workers=N`) when given,
 /// else one per core, from 1 to 8, as [`worker_count`] gives a small model; one otherwise.
 pub fn row_workers(cores: usize, requested: Option<usize>, parameters: usize) -> usize {
-    if parameters > MAX_SHARED_PARAMETERS { requested.unwrap_or(cores).clamp(1, 8) } else { 1 }
+    if parameters > MAX_SHARED_PARAMETERS { wanted_workers(cores, requested) } else { 1 }
+}
+
+/// `requested` when given, else one per core, from 1 to 8.
+fn wanted_workers(cores: usize, requested: Option<usize>) -> usize {
+    requested.unwrap_or(cores).clamp(1, 8)
 }
 
 /// The rows of `n` that peer `rank` of `count` works on: consecutive blocks, the first `n % count`
