@@ -1,17 +1,23 @@
 //! Decoding's inner product in integers: a row of `W` unpacked to signed bytes (a scale per 16
 //! values) against a row of activations quantized once per product to 16-bit integers (a scale
-//! per 32, [`QuantizedRows`]). Each pair of products is summed exactly in 32-bit integers (one
-//! `vpmaddwd` for 32 values with AVX-512, two with AVX2, four `i32x4.dot_i16x8_s` in wasm), turned
-//! to f32 exactly (a pair sum is under 2^24) and scaled in 16 f32 lanes, summed in one order at the
-//! end: the same bits on every CPU and in wasm.
+//! per 32, [`QuantizedRows`]). Each quad of products (values `4k..4k + 4` of a block) is summed
+//! exactly in 32-bit integers and turned to f32 exactly (a quad's sum is under 2^24), scaled, and
+//! added in 16 f32 lanes (quad `k` of an even block in lane `k`, of an odd block in `8 + k`),
+//! summed in one order at the end: the same bits on every CPU and in wasm.
+//!
+//! Quads, not pairs, because AVX-512 VNNI's `vpdpbusd` sums four byte products a lane: a 16-bit
+//! activation is two bytes (`x = 256 hi + lo`, `hi` signed, `lo` unsigned), so two `vpdpbusd` on
+//! the weights' own bytes give a quad's exact sum with no widening (`block_dot.rs`). The other
+//! paths add adjacent pairs of `vpmaddwd` / `i32x4.dot_i16x8_s` into the same quads.
 //!
 //! 16-bit activations, not llama.cpp's 8: the error a value carries is 1/65534 of its block's
 //! largest, 256 times under a Q8_0 weight's own (and llama.cpp's 8-bit activations'), which
 //! changed greedy answers a few dozen tokens in when tried here (docs/benchmarks.md).
 //!
-//! The one module of the library with `unsafe`: the integer multiply-adds have no safe form in
-//! `std::arch` (and the compiler does not find them in the portable loop); each unsafe block
-//! reads inside slices whose lengths [`IntDot::dot`] asserts, on features [`IntDot::here`] found.
+//! The one module of the library with `unsafe` besides `block_dot.rs`: the integer multiply-adds
+//! have no safe form in `std::arch` (and the compiler does not find them in the portable loop);
+//! each unsafe block reads inside slices whose lengths [`IntDot::dot`] asserts, on features
+//! [`IntDot::here`] found.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -20,13 +26,28 @@ pub(crate) use x86::fold_sixteen;
 /// Values per block of activations sharing a scale (a weight block's minimum spans the same 32).
 pub(crate) const BLOCK: usize = 32;
 
+/// Values per sum of products turned to f32: a lane of `vpdpbusd`.
+pub(crate) const QUAD: usize = 4;
+
+/// The largest quantized activation.
+const LARGEST: f32 = 32767.0;
+
 /// Rows of activations quantized for [`IntDot::dot`]: per block of 32 values `x ≈ scale * q`, `q`
-/// in `-32767..=32767`, and each block's f32 sum (for the weights' minimums, which need no product).
+/// in `-32767..=32767`, and each block's f32 sum (for the weights' minimums, which need no
+/// product). For `vpdpbusd` (`block_dot.rs`, x86-64 only) the same `q` also as bytes,
+/// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
+/// weights stored with an offset).
 #[derive(Debug)]
 pub(crate) struct QuantizedRows {
     pub q: Vec<i16>,
     pub scales: Vec<f32>,
     pub sums: Vec<f32>,
+    #[cfg(target_arch = "x86_64")]
+    pub high: Vec<i8>,
+    #[cfg(target_arch = "x86_64")]
+    pub low: Vec<u8>,
+    #[cfg(target_arch = "x86_64")]
+    pub high_sums: Vec<i32>,
 }
 
 impl QuantizedRows {
@@ -39,15 +60,22 @@ impl QuantizedRows {
             let largest = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let largest = if block.iter().all(|v| v.is_finite()) { largest } else { f32::NAN };
             if largest > 0.0 {
-                let inverse = 32767.0 / largest;
+                let inverse = LARGEST / largest;
                 for (q, &v) in q.iter_mut().zip(block) {
                     // Half away from zero by hand: `round` is a call to libm, this a vector op.
                     *q = (v * inverse + 0.5f32.copysign(v)) as i16;
                 }
             }
-            scales.push(largest / 32767.0);
+            scales.push(largest / LARGEST);
             sums.push(block.iter().sum());
         }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (high, low): (Vec<i8>, Vec<u8>) = q.iter().map(|&q| ((q >> 8) as i8, q as u8)).unzip();
+            let high_sums = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
+            Self { q, scales, sums, high, low, high_sums }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         Self { q, scales, sums }
     }
 }
@@ -81,45 +109,43 @@ impl IntDot {
         Self::Portable
     }
 
-    /// `sum_i w_i x_i` without the weights' minimums: `w` signed bytes with `lane_scales` (16 per
-    /// block of 32: lanes 0-7 the first 16 values' scale, lanes 8-15 the second's), `x` and
-    /// `x_scales` one row of [`QuantizedRows`], whole blocks of 32.
+    /// `sum_i w_i x_i` without the weights' minimums: `w` signed bytes with `quad_scales` (8 per
+    /// block of 32: 0-3 the first 16 values' scale, 4-7 the second's), `x` and `x_scales` one row
+    /// of [`QuantizedRows`], whole blocks of 32.
     #[inline]
-    pub(crate) fn dot(self, w: &[i8], lane_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
-        assert!(w.len() == x.len() && lane_scales.len() * 2 == w.len() && x_scales.len() * BLOCK == x.len());
+    pub(crate) fn dot(self, w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+        assert!(w.len() == x.len() && quad_scales.len() * QUAD == w.len() && x_scales.len() * BLOCK == x.len());
         match self {
             // SAFETY: `here` chose these only where the CPU reported the features they enable.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe { x86::dot_avx512(w, lane_scales, x, x_scales) },
+            Self::Avx512 => unsafe { x86::dot_avx512(w, quad_scales, x, x_scales) },
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::dot_avx2(w, lane_scales, x, x_scales) },
+            Self::Avx2 => unsafe { x86::dot_avx2(w, quad_scales, x, x_scales) },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Self::Simd128 => wasm::dot(w, lane_scales, x, x_scales),
-            Self::Portable => dot_portable(w, lane_scales, x, x_scales),
+            Self::Simd128 => wasm::dot(w, quad_scales, x, x_scales),
+            Self::Portable => dot_portable(w, quad_scales, x, x_scales),
         }
     }
 }
 
-/// What every path computes: lane `j` of 16 sums pair `j` of a block (values `2j`, `2j + 1`)
-/// times its scale, even blocks and odd blocks in two sets of lanes (two chains of additions, so
-/// a block need not wait for the last one's sum), added lane by lane, then halves folded onto
-/// halves: 16 -> 8 -> 4 -> 2 -> 1.
-fn dot_portable(w: &[i8], lane_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
-    let mut lanes = [[0.0f32; 16]; 2];
-    let blocks = w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(lane_scales.chunks_exact(16)).zip(x_scales);
-    for (b, (((w, x), lane_scales), &x_scale)) in blocks.enumerate() {
-        for (j, lane) in lanes[b % 2].iter_mut().enumerate() {
-            let pair = w[2 * j] as i32 * x[2 * j] as i32 + w[2 * j + 1] as i32 * x[2 * j + 1] as i32;
-            *lane += pair as f32 * (lane_scales[j] * x_scale);
+/// What every path computes: quad `k` of block `b` (values `4k..4k + 4`) summed in integers, times
+/// its scale times the block's activation scale, into lane `8 (b % 2) + k` of 16, then halves
+/// folded onto halves: 16 -> 8 -> 4 -> 2 -> 1.
+fn dot_portable(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let blocks = w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(quad_scales.chunks_exact(BLOCK / QUAD)).zip(x_scales);
+    for (b, (((w, x), quad_scales), &x_scale)) in blocks.enumerate() {
+        for (k, ((w, x), &scale)) in w.chunks_exact(QUAD).zip(x.chunks_exact(QUAD)).zip(quad_scales).enumerate() {
+            let quad: i32 = w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum();
+            lanes[8 * (b % 2) + k] += quad as f32 * (scale * x_scale);
         }
     }
-    let mut sum: [f32; 16] = std::array::from_fn(|j| lanes[0][j] + lanes[1][j]);
     for width in [8, 4, 2, 1] {
         for j in 0..width {
-            sum[j] += sum[j + width];
+            lanes[j] += lanes[j + width];
         }
     }
-    sum[0]
+    lanes[0]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -131,32 +157,44 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX-512 F and BW; the slices are as [`super::IntDot::dot`] asserts.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn dot_avx512(w: &[i8], lane_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
-        // Block `b`'s 16 lanes: pairs of products, scaled.
-        macro_rules! block {
+    pub(super) unsafe fn dot_avx512(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+        // Block `b`'s 16 sums of pairs.
+        macro_rules! pairs {
             ($b:expr) => {{
                 let b = $b;
-                // SAFETY: block `b` is inside every slice (the caller's lengths).
+                // SAFETY: block `b` is inside both slices (the caller's lengths).
                 unsafe {
                     let w16 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(w.as_ptr().add(b * BLOCK).cast()));
-                    let x16 = _mm512_loadu_si512(x.as_ptr().add(b * BLOCK).cast());
-                    let pairs = _mm512_cvtepi32_ps(_mm512_madd_epi16(w16, x16));
-                    let x_scale = _mm512_set1_ps(*x_scales.get_unchecked(b));
-                    _mm512_mul_ps(pairs, _mm512_mul_ps(_mm512_loadu_ps(lane_scales.as_ptr().add(16 * b)), x_scale))
+                    _mm512_madd_epi16(w16, _mm512_loadu_si512(x.as_ptr().add(b * BLOCK).cast()))
                 }
             }};
         }
-        // Two accumulators in registers: indexing an array of them by `b % 2` kept them in memory.
-        let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        // Adjacent pairs of blocks `b` and `b + 1` (`odd`: zero where there is none) into quads,
+        // `b`'s in lanes 0-7; `mask` the lanes that have a block.
+        let (even_pairs, odd_pairs) = (
+            _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+            _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1),
+        );
+        let mut sum = _mm512_setzero_ps();
         let blocks = x_scales.len();
-        for pair in 0..blocks / 2 {
-            even = _mm512_add_ps(even, block!(2 * pair));
-            odd = _mm512_add_ps(odd, block!(2 * pair + 1));
+        let mut b = 0;
+        while b < blocks {
+            let (second, mask) = if b + 1 < blocks { (pairs!(b + 1), 0xFFFF) } else { (_mm512_setzero_si512(), 0x00FF) };
+            let first = pairs!(b);
+            let quads =
+                _mm512_add_epi32(_mm512_permutex2var_epi32(first, even_pairs, second), _mm512_permutex2var_epi32(first, odd_pairs, second));
+            // SAFETY: the `mask` lanes' scales are inside `quad_scales` (8 a block); `b + 1` read only with them.
+            let (scales, x_scale) = unsafe {
+                let second_scale = if mask == 0xFFFF { *x_scales.get_unchecked(b + 1) } else { 0.0 };
+                (
+                    _mm512_maskz_loadu_ps(mask, quad_scales.as_ptr().add(8 * b)),
+                    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(*x_scales.get_unchecked(b)), _mm512_set1_ps(second_scale)),
+                )
+            };
+            sum = _mm512_mask_add_ps(sum, mask, sum, _mm512_mul_ps(_mm512_cvtepi32_ps(quads), _mm512_mul_ps(scales, x_scale)));
+            b += 2;
         }
-        if blocks % 2 == 1 {
-            even = _mm512_add_ps(even, block!(blocks - 1));
-        }
-        fold_sixteen(_mm512_add_ps(even, odd))
+        fold_sixteen(sum)
     }
 
     /// Lanes 16 -> 8 -> 4 -> 2 -> 1, halves onto halves.
@@ -168,39 +206,35 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2; the slices are as [`super::IntDot::dot`] asserts.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot_avx2(w: &[i8], lane_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
-        // Half `h` of block `b`: lanes `8h..8h + 8`.
-        macro_rules! half {
-            ($b:expr, $h:expr) => {{
-                let (b, h) = ($b, $h);
+    pub(super) unsafe fn dot_avx2(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+        // Block `b`'s 8 quads, scaled.
+        macro_rules! block {
+            ($b:expr) => {{
+                let b = $b;
                 // SAFETY: block `b` is inside every slice (the caller's lengths).
                 unsafe {
-                    let at = b * BLOCK + 16 * h;
-                    let w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(at).cast()));
-                    let x16 = _mm256_loadu_si256(x.as_ptr().add(at).cast());
-                    let pairs = _mm256_cvtepi32_ps(_mm256_madd_epi16(w16, x16));
+                    let (w, x) = (w.as_ptr().add(b * BLOCK), x.as_ptr().add(b * BLOCK));
+                    let low = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(w.cast())), _mm256_loadu_si256(x.cast()));
+                    let high =
+                        _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(16).cast())), _mm256_loadu_si256(x.add(16).cast()));
+                    // Pairs [0-3 | 4-7] and [8-11 | 12-15] add to quads [0 1 4 5 | 2 3 6 7]; reordered.
+                    let quads = _mm256_permute4x64_epi64(_mm256_hadd_epi32(low, high), 0b11_01_10_00);
                     let x_scale = _mm256_set1_ps(*x_scales.get_unchecked(b));
-                    _mm256_mul_ps(pairs, _mm256_mul_ps(_mm256_loadu_ps(lane_scales.as_ptr().add(16 * b + 8 * h)), x_scale))
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(quads), _mm256_mul_ps(_mm256_loadu_ps(quad_scales.as_ptr().add(8 * b)), x_scale))
                 }
             }};
         }
-        let zero = _mm256_setzero_ps();
-        let (mut even_low, mut even_high, mut odd_low, mut odd_high) = (zero, zero, zero, zero);
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let blocks = x_scales.len();
         for pair in 0..blocks / 2 {
-            even_low = _mm256_add_ps(even_low, half!(2 * pair, 0));
-            even_high = _mm256_add_ps(even_high, half!(2 * pair, 1));
-            odd_low = _mm256_add_ps(odd_low, half!(2 * pair + 1, 0));
-            odd_high = _mm256_add_ps(odd_high, half!(2 * pair + 1, 1));
+            even = _mm256_add_ps(even, block!(2 * pair));
+            odd = _mm256_add_ps(odd, block!(2 * pair + 1));
         }
         if blocks % 2 == 1 {
-            even_low = _mm256_add_ps(even_low, half!(blocks - 1, 0));
-            even_high = _mm256_add_ps(even_high, half!(blocks - 1, 1));
+            even = _mm256_add_ps(even, block!(blocks - 1));
         }
-        let (low, high) = (_mm256_add_ps(even_low, odd_low), _mm256_add_ps(even_high, odd_high));
-        fold_eight(_mm256_add_ps(low, high))
+        fold_eight(_mm256_add_ps(even, odd))
     }
-
     /// Lanes 8 -> 4 -> 2 -> 1, halves onto halves.
     #[target_feature(enable = "avx2")]
     fn fold_eight(eight: __m256) -> f32 {
@@ -217,27 +251,28 @@ mod wasm {
     use super::BLOCK;
 
     /// simd128 is on for the whole build (`.cargo/config.toml`), so this is safe to call.
-    pub(super) fn dot(w: &[i8], lane_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
-        let mut lanes = [[f32x4_splat(0.0); 4]; 2]; // [even or odd block][lanes 4g..4g + 4]
-        let blocks = w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(lane_scales.chunks_exact(16)).zip(x_scales);
-        for (b, (((w, x), lane_scales), &x_scale)) in blocks.enumerate() {
-            // SAFETY: each load reads 16 bytes inside the block's 32 bytes of `w`, 64 of `x` or 64 of scales.
+    pub(super) fn dot(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+        let mut lanes = [[f32x4_splat(0.0); 2]; 2]; // [even or odd block][lanes 4h..4h + 4 of the block's 8]
+        let blocks = w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(quad_scales.chunks_exact(8)).zip(x_scales);
+        for (b, (((w, x), quad_scales), &x_scale)) in blocks.enumerate() {
+            // SAFETY: each load reads 16 bytes inside the block's 32 bytes of `w`, 64 of `x` or 32 of scales.
             let (w_low, w_high) = unsafe { (v128_load(w.as_ptr().cast()), v128_load(w.as_ptr().add(16).cast())) };
-            let w16 = [
-                i16x8_extend_low_i8x16(w_low),
-                i16x8_extend_high_i8x16(w_low),
-                i16x8_extend_low_i8x16(w_high),
-                i16x8_extend_high_i8x16(w_high),
-            ];
-            for (g, (lanes, w16)) in lanes[b % 2].iter_mut().zip(w16).enumerate() {
-                // SAFETY: as above, values and scales `4g..` of the block.
-                let (x16, scales) = unsafe { (v128_load(x.as_ptr().add(8 * g).cast()), v128_load(lane_scales.as_ptr().add(4 * g).cast())) };
-                let pairs = f32x4_convert_i32x4(i32x4_dot_i16x8(w16, x16));
-                *lanes = f32x4_add(*lanes, f32x4_mul(pairs, f32x4_mul(scales, f32x4_splat(x_scale))));
+            let w16 = [w_low, w_high].map(|w| [i16x8_extend_low_i8x16(w), i16x8_extend_high_i8x16(w)]);
+            for (h, (lanes, w16)) in lanes[b % 2].iter_mut().zip(w16).enumerate() {
+                // SAFETY: as above, values `16h..16h + 16` and scales `4h..4h + 4` of the block.
+                let (x_low, x_high, scales) = unsafe {
+                    let x = x.as_ptr().add(16 * h);
+                    (v128_load(x.cast()), v128_load(x.add(8).cast()), v128_load(quad_scales.as_ptr().add(4 * h).cast()))
+                };
+                // Pairs [0 1 2 3] and [4 5 6 7] of the 16 values, adjacent ones added: quads [0 1 2 3].
+                let (first, second) = (i32x4_dot_i16x8(w16[0], x_low), i32x4_dot_i16x8(w16[1], x_high));
+                let quads = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(first, second), i32x4_shuffle::<1, 3, 5, 7>(first, second));
+                *lanes = f32x4_add(*lanes, f32x4_mul(f32x4_convert_i32x4(quads), f32x4_mul(scales, f32x4_splat(x_scale))));
             }
         }
-        let sum: [v128; 4] = std::array::from_fn(|g| f32x4_add(lanes[0][g], lanes[1][g]));
-        let four = f32x4_add(f32x4_add(sum[0], sum[2]), f32x4_add(sum[1], sum[3]));
+        // 16 -> 8 (even and odd blocks' lanes), 8 -> 4, 4 -> 2 -> 1.
+        let eight = [f32x4_add(lanes[0][0], lanes[1][0]), f32x4_add(lanes[0][1], lanes[1][1])];
+        let four = f32x4_add(eight[0], eight[1]);
         let two = f32x4_add(four, i32x4_shuffle::<2, 3, 2, 3>(four, four));
         f32x4_extract_lane::<0>(two) + f32x4_extract_lane::<1>(two)
     }
@@ -247,11 +282,11 @@ mod wasm {
 mod tests {
     use super::*;
 
-    /// Signed bytes, and a scale per 16 spread over its 8 lanes.
+    /// Signed bytes, and a scale per 16 spread over its 4 quads.
     fn weights(n: usize, seed: usize) -> (Vec<i8>, Vec<f32>) {
         let w = (0..n).map(|i| ((i * 37 + seed * 11) % 256) as u8 as i8).collect();
-        let lane_scales = (0..n / 2).map(|lane| 0.01 + (lane / 8 % 5) as f32 * 0.003).collect();
-        (w, lane_scales)
+        let quad_scales = (0..n / QUAD).map(|quad| 0.01 + (quad / 4 % 5) as f32 * 0.003).collect();
+        (w, quad_scales)
     }
 
     fn activations(n: usize) -> Vec<f32> {
@@ -270,12 +305,12 @@ mod tests {
 
     #[test]
     fn every_instruction_set_gives_the_same_bits_as_the_portable_loop() {
-        for n in [32, 64, 576] {
-            let (w, lane_scales) = weights(n, 3);
+        for n in [32, 64, 96, 576] {
+            let (w, quad_scales) = weights(n, 3);
             let x = QuantizedRows::new(&activations(n));
-            let expected = dot_portable(&w, &lane_scales, &x.q, &x.scales);
+            let expected = dot_portable(&w, &quad_scales, &x.q, &x.scales);
             for path in paths_here() {
-                assert_eq!(path.dot(&w, &lane_scales, &x.q, &x.scales).to_bits(), expected.to_bits(), "{path:?}, {n} values");
+                assert_eq!(path.dot(&w, &quad_scales, &x.q, &x.scales).to_bits(), expected.to_bits(), "{path:?}, {n} values");
             }
         }
     }
@@ -283,11 +318,10 @@ mod tests {
     #[test]
     fn the_integer_product_is_the_product_of_the_dequantized_values() {
         let n = 256;
-        let (w, lane_scales) = weights(n, 5);
+        let (w, quad_scales) = weights(n, 5);
         let x = QuantizedRows::new(&activations(n));
-        let expected: f64 =
-            (0..n).map(|i| w[i] as f64 * lane_scales[i / 32 * 16 + i % 32 / 2] as f64 * x.q[i] as f64 * x.scales[i / 32] as f64).sum();
-        let found = IntDot::here().dot(&w, &lane_scales, &x.q, &x.scales) as f64;
+        let expected: f64 = (0..n).map(|i| w[i] as f64 * quad_scales[i / QUAD] as f64 * x.q[i] as f64 * x.scales[i / 32] as f64).sum();
+        let found = IntDot::here().dot(&w, &quad_scales, &x.q, &x.scales) as f64;
         assert!((found - expected).abs() <= 1e-5 * expected.abs().max(1.0), "{found} vs {expected}");
     }
 
@@ -298,9 +332,29 @@ mod tests {
         for ((block, q), &scale) in x.chunks_exact(BLOCK).zip(q.q.chunks_exact(BLOCK)).zip(&q.scales) {
             let largest = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (&v, &q) in block.iter().zip(q) {
-                assert!((v - scale * q as f32).abs() <= largest / 65534.0 * 1.001, "{v} vs {}", scale * q as f32);
+                assert!((v - scale * q as f32).abs() <= largest / (2.0 * LARGEST) * 1.001, "{v} vs {}", scale * q as f32);
             }
         }
+    }
+
+    /// The largest quads there are (four times -128 times the largest activation, just under 2^24)
+    /// summed exactly on every path, and the bytes `vpdpbusd` reads make up each activation.
+    #[test]
+    fn the_largest_quads_are_summed_exactly_and_the_bytes_make_up_each_activation() {
+        let x = QuantizedRows::new(&[-1.0f32, 1.0].repeat(32));
+        assert!(x.q.iter().all(|&q| q.abs() == 32767));
+        #[cfg(target_arch = "x86_64")]
+        for ((&q, &high), &low) in x.q.iter().zip(&x.high).zip(&x.low) {
+            assert_eq!(256 * high as i32 + low as i32, q as i32);
+        }
+        let largest = |w: Vec<i8>| {
+            let expected: f64 = w.iter().zip(&x.q).map(|(&w, &q)| w as f64 * q as f64).sum();
+            for path in paths_here().into_iter().chain([IntDot::Portable]) {
+                assert_eq!(path.dot(&w, &[1.0; 16], &x.q, &[1.0; 2]) as f64, expected, "{path:?}");
+            }
+        };
+        largest(x.q.iter().map(|&q| if q < 0 { -128 } else { 127 }).collect());
+        largest(x.q.iter().map(|&q| if q < 0 { 127 } else { -128 }).collect());
     }
 
     #[test]
@@ -308,8 +362,8 @@ mod tests {
         let mut x = activations(64);
         x[40] = f32::INFINITY;
         let q = QuantizedRows::new(&x);
-        let (w, lane_scales) = weights(64, 1);
-        assert!(!IntDot::here().dot(&w, &lane_scales, &q.q, &q.scales).is_finite());
+        let (w, quad_scales) = weights(64, 1);
+        assert!(!IntDot::here().dot(&w, &quad_scales, &q.q, &q.scales).is_finite());
         assert!(q.scales[0].is_finite(), "the other block keeps its scale");
     }
 }

@@ -2,7 +2,8 @@
 //! is unpacked once into signed bytes with a scale per 16 values and a minimum per 32
 //! ([`UnpackedRow`]: every type read here fits that form, the K-quants' sub-blocks included) and
 //! met by every row of activations, quantized once per product to 16 bits (`int_dot.rs`), in
-//! integer multiply-adds. The weights' minimums meet each block's f32 sum of activations.
+//! integer multiply-adds. The minimums of the types that have them (Q4_1, Q5_1, Q4_K, Q5_K) meet
+//! each block's f32 sum of activations.
 //!
 //! llama.cpp quantizes the activations to 8 bits; built and measured here, that way changed greedy
 //! answers a few dozen tokens in (docs/benchmarks.md), so they get 16.
@@ -13,7 +14,7 @@
 use half::f16;
 
 use crate::gguf_quants::{GgmlType, scale_min_k4};
-use crate::int_dot::{IntDot, QuantizedRows};
+use crate::int_dot::{IntDot, QUAD, QuantizedRows};
 
 /// Values per block of a minimum (a legacy block; a K-quant's sub-block).
 pub(crate) const QK: usize = 32;
@@ -28,9 +29,9 @@ pub(crate) fn has_packed_dot(ggml_type: GgmlType) -> bool {
 }
 
 /// A row of `W` unpacked for the products: each value `w = scale * q + min`, `q` a signed
-/// byte, with a scale per 16 values (Q6_K's granularity; the other types repeat theirs) spread
-/// over the 8 lanes that sum its pairs (`int_dot.rs`: 16 lanes a block of 32), and a minimum (or
-/// offset times scale) per 32. Reused from row to row: no allocation once warm.
+/// byte, with a scale per 16 values (Q6_K's granularity; the other types repeat theirs) given to
+/// each of its 4 quads (`int_dot.rs`: 8 quads a block of 32), and a minimum (or offset times
+/// scale) per 32. Reused from row to row: no allocation once warm.
 #[derive(Debug, Default)]
 pub(crate) struct UnpackedRow {
     q: Vec<i8>,
@@ -47,9 +48,17 @@ pub(crate) fn dot_row(ggml_type: GgmlType, row: &[u8], xs: &QuantizedRows, out: 
     unpack(ggml_type, row, row_buf);
     let cols = row_buf.q.len();
     let rows = xs.q.chunks_exact(cols).zip(xs.scales.chunks_exact(cols / QK)).zip(xs.sums.chunks_exact(cols / QK));
+    let with_minimums = has_minimums(ggml_type);
     for (((x, x_scales), sums), o) in rows.zip(out) {
-        *o = int_dot.dot(&row_buf.q, &row_buf.scales, x, x_scales) + mins_dot(&row_buf.mins, sums);
+        let dot = int_dot.dot(&row_buf.q, &row_buf.scales, x, x_scales);
+        *o = if with_minimums { dot + mins_dot(&row_buf.mins, sums) } else { dot };
     }
+}
+
+/// Whether `ggml_type`'s blocks carry a minimum of their own (`w = scale * q + min`); the others'
+/// values are signed integers times a scale, Q4_0's and Q5_0's offsets taken off in unpacking.
+pub(crate) fn has_minimums(ggml_type: GgmlType) -> bool {
+    matches!(ggml_type, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K)
 }
 
 /// The minimums times their blocks' sums of activations, in 8 lanes (one pass the compiler
@@ -78,10 +87,10 @@ fn unpack(ggml_type: GgmlType, row: &[u8], u: &mut UnpackedRow) {
         ($values:expr, $bytes:expr, |$b:ident, $q:ident, $s:ident, $m:ident| $unpack:expr) => {{
             let len = row.len() / $bytes * $values;
             u.q.resize(len, 0);
-            u.scales.resize(len / 2, 0.0);
+            u.scales.resize(len / QUAD, 0.0);
             u.mins.resize(len / QK, 0.0);
             let q = u.q.chunks_exact_mut($values);
-            let scales = u.scales.chunks_exact_mut($values / 2);
+            let scales = u.scales.chunks_exact_mut($values / QUAD);
             let mins = u.mins.chunks_exact_mut($values / QK);
             for ((($b, $q), $s), $m) in row.chunks_exact($bytes).zip(q).zip(scales).zip(mins) {
                 $unpack
@@ -89,17 +98,10 @@ fn unpack(ggml_type: GgmlType, row: &[u8], u: &mut UnpackedRow) {
         }};
     }
     match ggml_type {
-        GgmlType::Q4_0 => blocks!(QK, 18, |b, q, s, m| legacy(nibbles(&b[2..18]), half_at(b, 0), -8.0 * half_at(b, 0), q, s, m)),
+        GgmlType::Q4_0 => blocks!(QK, 18, |b, q, s, m| legacy(offset(nibbles(&b[2..18]), 8), half_at(b, 0), 0.0, q, s, m)),
         GgmlType::Q4_1 => blocks!(QK, 20, |b, q, s, m| legacy(nibbles(&b[4..20]), half_at(b, 0), half_at(b, 2), q, s, m)),
         GgmlType::Q5_0 => {
-            blocks!(QK, 22, |b, q, s, m| legacy(
-                with_fifth_bits(nibbles(&b[6..22]), &b[2..6]),
-                half_at(b, 0),
-                -16.0 * half_at(b, 0),
-                q,
-                s,
-                m
-            ))
+            blocks!(QK, 22, |b, q, s, m| legacy(offset(with_fifth_bits(nibbles(&b[6..22]), &b[2..6]), 16), half_at(b, 0), 0.0, q, s, m))
         }
         GgmlType::Q5_1 => {
             blocks!(QK, 24, |b, q, s, m| legacy(with_fifth_bits(nibbles(&b[8..24]), &b[4..8]), half_at(b, 0), half_at(b, 2), q, s, m))
@@ -117,7 +119,7 @@ fn unpack(ggml_type: GgmlType, row: &[u8], u: &mut UnpackedRow) {
 fn legacy(w: [i8; QK], d: f32, min: f32, q: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
     // Fixed lengths: a slice's own length would make each copy a call to `memcpy`.
     q[..QK].copy_from_slice(&w);
-    scales[..QK / 2].fill(d);
+    scales[..QK / QUAD].fill(d);
     mins[0] = min;
 }
 
@@ -144,6 +146,15 @@ fn with_fifth_bits(mut w: [i8; QK], qh: &[u8]) -> [i8; QK] {
     let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
     for (j, w) in w.iter_mut().enumerate() {
         *w |= (((qh >> j) & 1) << 4) as i8;
+    }
+    w
+}
+
+/// Each value less `by`: Q4_0's and Q5_0's values, stored plus 8 and 16.
+#[inline(always)]
+fn offset(mut w: [i8; QK], by: i8) -> [i8; QK] {
+    for w in &mut w {
+        *w -= by;
     }
     w
 }
@@ -176,7 +187,7 @@ fn k4_like(b: &[u8], at: usize, fifth: bool, q: &mut [i8], scales: &mut [f32], m
     }
     for k in 0..8 {
         let (sc, m) = scale_min_k4(k, &b[4..16]);
-        scales[16 * k..16 * k + 16].fill(d * sc);
+        scales[8 * k..8 * k + 8].fill(d * sc);
         mins[k] = -dmin * m;
     }
 }
@@ -197,7 +208,7 @@ fn q6_k(b: &[u8], q: &mut [i8], scales: &mut [f32], mins: &mut [f32]) {
             q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
         }
         for (k, &sc) in b[192 + 8 * half..200 + 8 * half].iter().enumerate() {
-            scales[8 * (8 * half + k)..8 * (8 * half + k + 1)].fill(d * sc as i8 as f32);
+            scales[4 * (8 * half + k)..4 * (8 * half + k + 1)].fill(d * sc as i8 as f32);
         }
     }
     mins.fill(0.0);

@@ -102,6 +102,7 @@ pub(crate) fn unpacked_products_of(x: &[f32], weights: &[&PackedWeight]) -> Vec<
 /// What a thread's decoding products reuse from job to job.
 #[derive(Default)]
 pub(super) struct DecodeScratch {
+    #[cfg(target_arch = "x86_64")]
     mins: Vec<f32>,
     row: UnpackedRow,
 }
