@@ -58,8 +58,8 @@ pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &
 }
 
 /// Rows of `W` in groups sized so that each group's sums fit the 32 registers beside the blocks
-/// being read: 4 rows of `W` against one row of `x` (Q8_0: one, [`Blocks::FOUR_ROWS`]), 2 against
-/// 2, 1 against up to 4.
+/// being read: 4 rows of `W` against one row of `x` (four independent sums; Q8_0 too, since the
+/// quads: one row at a time it read 9-12 GB/s, docs/benchmarks.md), 2 against 2, 1 against up to 4.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
@@ -81,7 +81,7 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
         unsafe {
             match taken {
                 1 => {
-                    while T::FOUR_ROWS && r + 4 <= count {
+                    while r + 4 <= count {
                         group_dot::<T, 4, 1>(rows, xs, out, mins, group(r, j, 4, 1));
                         r += 4;
                     }

@@ -30,10 +30,6 @@ pub(super) trait Blocks {
     const HAS_MINS: bool = true;
     /// Whether a block of 32 has one scale, [`Pair::d`].
     const ONE_SCALE: bool = false;
-    /// Whether rows of this type go four at a time against one row of `x` (one at a time, Q8_0's
-    /// 34-byte blocks read at 14 GB/s here, four at a time at 6-10; the other types, busier per
-    /// block, gained a quarter from the four independent sums).
-    const FOUR_ROWS: bool = true;
 
     /// What a type block's blocks of 32 share, read once for all of them (a K-quant's scales and
     /// minimums, in registers).
@@ -186,8 +182,7 @@ legacy!(
     ),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(7);
-    const HAS_MINS: bool = false;
-    const FOUR_ROWS: bool = false
+    const HAS_MINS: bool = false
 );
 /// Q4_K's and Q5_K's 8 scales `d * sc` of their blocks of 32, a lane each, and minimums `-dmin * m`.
 #[derive(Clone, Copy)]
