@@ -135,8 +135,22 @@ export async function bringRankingsBack(): Promise<Ranking[]> {
   return allRankings();
 }
 
+/**
+ * The value saved under `key`. A record the browser cannot read back (Chromium has lost the file
+ * behind a committed Blob after a renderer was killed mid-save, `NotReadableError`) throws, naming
+ * the key, for the caller to drop what depends on it.
+ */
 export async function load<T>(key: string): Promise<T | undefined> {
-  return (await fromStored((await open()).get(SAVED, key))) as T | undefined;
+  try {
+    return (await fromStored((await open()).get(SAVED, key))) as T | undefined;
+  } catch (e) {
+    throw new Error(`the browser could not read back the saved ${key} (${e instanceof Error ? `${e.name}: ${e.message}` : e})`);
+  }
+}
+
+/** Whether something is saved under `key`, without reading it. */
+export async function has(key: string): Promise<boolean> {
+  return (await (await open()).getKey(SAVED, key)) !== undefined;
 }
 
 /**

@@ -6,7 +6,7 @@
 // (`rows.ts`).
 import init, { Session, checkRanking, defaults, isGguf, limits, modelFootprint, parseDemonstrations, parsePrompts, parseRankings, promptCoverage, rankWithLabeler, rankingsToJsonl, rankingsToPairsJsonl, strictRanking, trainingPrompts, trapForTests, fillHeapForTests, workerCount } from '../wasm/tinyrlhf_web.js';
 import { pointOf, type Adapter, type Defaults, type Envelope, type Method, type ModelFolder, type ModelInfo, type Point, type PageView, type Ranking, type Ready, type Sample, type Reply, type Request, type Responses, type RewardStepResult, type Sampled, type SftStepResult, type StepResult } from '../protocol';
-import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
+import { addRankings, allRankings, bringRankingsBack, clearRankings, forget, has, load, onStoreNotice, save, setRankingsAside, StorageFull, update } from './store';
 import { chooseBackend, devices, measured, reportedErrors } from './backend';
 import { adapterKey, curveKey, DEMOS, fromOlderVersion, OWN_MODEL, policyKey, policyKeys, PROMPTS, REWARD, REWARD_ADAPTER, REWARD_CURVE, runKey, samplesKey, savedWhat, SFT_CURVE, SFT_WEIGHTS, trainedKeys, tunedKeys, VIEW } from './keys';
 import { fillMemory, outOfMemory } from './memory';
@@ -125,7 +125,7 @@ async function start(force: string | null, models: string, workers: number | nul
     if (await restore(policyKey(name), policyKeys(name), `The saved ${name.toUpperCase()} policy`, (bytes) => s.loadPolicy(name, config, bytes, adapter), dropped)) {
       policies.push(name);
       curves[name] = await curve(curveKey(name));
-      if ((await load<unknown>(runKey(name))) !== undefined) interrupted.push(name);
+      if (await has(runKey(name))) interrupted.push(name);
     }
   }
   if (dropped.length) notice(`${dropped.join(' ')} Your rankings are kept.`);
@@ -227,9 +227,9 @@ const methodNames = () => settings.methods.map((m) => m.name);
  * a trap while loading is not caught here: the module is dead and the page restarts it.
  */
 async function restore(key: string, keys: string[], what: string, into: (bytes: Uint8Array) => void, dropped: string[]): Promise<boolean> {
-  const bytes = await load<unknown>(key);
-  if (bytes === undefined) return false;
   try {
+    const bytes = await load<unknown>(key);
+    if (bytes === undefined) return false;
     if (!(bytes instanceof Uint8Array)) throw new Error('not a model file');
     into(bytes);
     return true;
@@ -409,15 +409,24 @@ async function handle(request: Request): Promise<Responses[keyof Responses]> {
       }
       const begin = (checkpoint: object | undefined) =>
         together(() => need().startTraining(...args, checkpoint), 'startTraining', [...args, checkpoint], async () => 'Nothing was trained.');
-      const interrupted = (await load<object>(runKey(request.method))) ?? undefined;
+      // An interrupted run that cannot go on (saved by an older version, or its record unreadable):
+      // a new one from its policy.
+      const startOver = async (why: unknown) => {
+        await forget([runKey(request.method)]);
+        notice(`${why instanceof Error ? why.message : why}; a new run starts from the saved ${request.method.toUpperCase()} policy.`);
+        return JSON.parse(await begin(undefined));
+      };
+      let interrupted: object | undefined;
+      try {
+        interrupted = await load<object>(runKey(request.method));
+      } catch (e) {
+        return startOver(e);
+      }
       try {
         return JSON.parse(await begin(interrupted));
       } catch (e) {
         if (!interrupted || isFatal(e) || e instanceof HelperStopped) throw e;
-        // An interrupted run that cannot go on (saved by an older version): a new one from its policy.
-        await forget([runKey(request.method)]);
-        notice(`${e instanceof Error ? e.message : e}; a new run starts from the saved ${request.method.toUpperCase()} policy.`);
-        return JSON.parse(await begin(undefined));
+        return startOver(e);
       }
     }
     case 'trainStep':
