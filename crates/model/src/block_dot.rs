@@ -70,51 +70,31 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
     assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len());
     assert!(xs.high.len() == xs.q.len() && xs.low.len() == xs.q.len() && xs.high_sums.len() * QUAD == xs.q.len());
     mins.resize(4 * (cols / BLOCK), 0.0);
-    let group = |r: usize, j: usize, rows: usize, xs: usize| Group { first_row: r, first_x: j, rows, xs, row_bytes, cols, n };
+    let group = |r: usize, j: usize| Group { first_row: r, first_x: j, row_bytes, cols, n };
     let mut j = 0;
     while j < n {
-        let taken = match n - j {
-            1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        };
-        let mut r = 0;
-        // SAFETY (each call): the group's rows and activations are inside the lengths asserted above.
-        unsafe {
-            match taken {
-                1 => {
-                    while r + 4 <= count {
-                        group_dot::<T, 4, 1>(rows, xs, out, mins, group(r, j, 4, 1));
-                        r += 4;
-                    }
-                    while r < count {
-                        group_dot::<T, 1, 1>(rows, xs, out, mins, group(r, j, 1, 1));
-                        r += 1;
-                    }
+        // `$r` rows of `W` at a time against rows `j..j + $n` of `x`, then what is left one at a time.
+        macro_rules! groups {
+            ($r:literal, $n:literal) => {{
+                let mut r = 0;
+                while r + $r <= count {
+                    // SAFETY: the group's rows and activations are inside the lengths asserted above.
+                    unsafe { group_dot::<T, $r, $n>(rows, xs, out, mins, group(r, j)) };
+                    r += $r;
                 }
-                2 => {
-                    while r + 2 <= count {
-                        group_dot::<T, 2, 2>(rows, xs, out, mins, group(r, j, 2, 2));
-                        r += 2;
-                    }
-                    while r < count {
-                        group_dot::<T, 1, 2>(rows, xs, out, mins, group(r, j, 1, 2));
-                        r += 1;
-                    }
+                while r < count {
+                    // SAFETY: as above.
+                    unsafe { group_dot::<T, 1, $n>(rows, xs, out, mins, group(r, j)) };
+                    r += 1;
                 }
-                _ => {
-                    while r + 2 <= count {
-                        group_dot::<T, 2, 4>(rows, xs, out, mins, group(r, j, 2, 4));
-                        r += 2;
-                    }
-                    while r < count {
-                        group_dot::<T, 1, 4>(rows, xs, out, mins, group(r, j, 1, 4));
-                        r += 1;
-                    }
-                }
-            }
+                $n
+            }};
         }
-        j += taken;
+        j += match n - j {
+            1 => groups!(4, 1),
+            2 | 3 => groups!(2, 2),
+            _ => groups!(2, 4),
+        };
     }
 }
 
@@ -129,8 +109,6 @@ const PREFETCH_ROWS: usize = 16;
 struct Group {
     first_row: usize,
     first_x: usize,
-    rows: usize,
-    xs: usize,
     row_bytes: usize,
     cols: usize,
     /// Rows of `x` in all: `out`'s width.
@@ -151,7 +129,6 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
     mins: &mut [f32],
     g: Group,
 ) {
-    debug_assert!(g.rows == R && g.xs == N);
     let blocks = g.cols / BLOCK;
     let row_at: [*const u8; R] = std::array::from_fn(|r| rows[(g.first_row + r) * g.row_bytes..].as_ptr());
     let x_at: [usize; N] = std::array::from_fn(|j| (g.first_x + j) * g.cols);

@@ -141,8 +141,9 @@ export async function bringRankingsBack(): Promise<Ranking[]> {
  * the key, for the caller to drop what depends on it.
  */
 export async function load<T>(key: string): Promise<T | undefined> {
+  const db = await open();
   try {
-    return (await fromStored((await open()).get(SAVED, key))) as T | undefined;
+    return (await fromStored(db.get(SAVED, key))) as T | undefined;
   } catch (e) {
     throw new Error(`the browser could not read back the saved ${key} (${e instanceof Error ? `${e.name}: ${e.message}` : e})`);
   }
