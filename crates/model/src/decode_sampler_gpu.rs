@@ -13,7 +13,10 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
-use crate::decode_sampler::{BISECTION_STEPS, ChooseStep, DecodeSampler};
+use crate::decode_sampler::{ChooseStep, DecodeSampler};
+
+/// Bisection steps for a cut, as `choose.rs` takes them.
+const BISECTION_STEPS: usize = 32;
 
 /// Threads a row: a power of two.
 const THREADS: usize = 256;

@@ -27,6 +27,7 @@ mod decode_products;
 #[cfg(feature = "cube")]
 mod decode_products_gpu;
 mod decode_sampler;
+mod decode_sampler_cpu;
 #[cfg(feature = "cube")]
 mod decode_sampler_gpu;
 mod decoder;

@@ -22,6 +22,7 @@ use crate::decode_attention::fused_for;
 use crate::decode_sampler::{ChooseStep, choose_decoded};
 use crate::device_read::read_f32;
 use crate::kv_cache::KvCache;
+use crate::log_softmax::on_cpu_backend;
 
 /// Generated ids are read back once per this many tokens (and when the last token is made): a row
 /// may run up to this many tokens past its EOS on the device, which costs less than a read.
@@ -147,13 +148,14 @@ pub async fn generate(
 
     let (ids, pos, mask) = padded.tensors(&device);
     let mut hidden = model.forward_cached(ids, pos, mask, &mut cache); // [n, len, d]
-    // On a GPU a step's choice is one kernel (`decode_sampler.rs`), its stops kept as 0/1 there.
+    // On a GPU a step's choice is one kernel (`decode_sampler.rs`), on the CPU a few passes a row;
+    // either keeps its stops as 0/1. Other backends take `choose.rs`' ops.
     let fused = fused_for(std::slice::from_ref(&device));
     let mut stopped_rows = Tensor::<2>::zeros([n, 1], &device);
     for step in 0..max_new {
         let t = hidden.dims()[1];
         let logits = model.logits(hidden.narrow(1, t - 1, 1)).reshape([n, vocab]);
-        let token = if fused && fused_for(&[logits.device()]) {
+        let token = if (fused && fused_for(&[logits.device()])) || on_cpu_backend(&logits.device()) {
             let (chosen, after) = choose_decoded(logits, draws.clone(), stopped_rows, ChooseStep::new(step, config, pad, eos, vocab));
             stopped_rows = after;
             unread.push(chosen.clone()); // [n, 3]
