@@ -1,4 +1,4 @@
-//! A decoded token's choice on a GPU in one kernel a step: `choose.rs`' greedy pick or its sampling
+//! A decoded token's choice as one operation a step, on a GPU one kernel: `choose.rs`' greedy pick or its sampling
 //! (temperature, the top-k and top-p cuts found by bisection, the inverse CDF), the chosen token's
 //! log-prob, the non-finite check, and the stop at EOS, one workgroup a row. Taken as burn's ops the
 //! same step was about 25 launches (log-softmax, cumulative sum, comparisons, masks and the
@@ -97,7 +97,8 @@ impl DecodeSampler for Flex {
 }
 
 impl<B: Backend + DecodeSampler, C: CheckpointStrategy> DecodeSampler for Autodiff<B, C> {
-    // Never reached with a tracked input (`fused_for`): the inner backend's choice.
+    // A choice has no gradient: the inner backend's, on the values alone (sampling from a model that
+    // is training, on the CPU).
     fn choose_decoded(
         logits: FloatTensor<Self>,
         draws: FloatTensor<Self>,
