@@ -31,7 +31,7 @@ pub(crate) fn choose_rows(logits: &[f32], vocab: usize, draws: &[f32], step: &Ch
 fn choose_row(row: &[f32], draw: f32, step: &ChooseStep) -> (u32, f32, f32) {
     // 1. The largest logit, and whether every one is finite (a non-finite row stops the answer).
     let (max, finite) = simd!((f32, bool), |row: &'a [f32]| { max_and_finite(row) });
-    if !finite || row.is_empty() {
+    if !finite {
         return (0, 1.0, f32::NAN);
     }
     let inv_t = if step.temperature == 0.0 { 1.0 } else { 1.0 / step.temperature };
