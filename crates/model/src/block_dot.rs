@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 mod pairs;
 
-use pairs::{Blocks, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
+use pairs::{Blocks, Pair, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, one_scales};
 
 use crate::gguf_quants::GgmlType;
 use crate::int_dot::{BLOCK, QUAD, QuantizedRows, fold_sixteen};
@@ -143,9 +143,10 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
             let b = t * T::SUBS + 2 * p;
             let mask: __mmask16 = if both { 0xFFFF } else { 0x00FF };
             // What each row of `x` brings to the pair, read once for all rows of `W`: its high and
-            // low bytes, its quads' sums of high bytes times 256 times the offset, its two scales.
+            // low bytes, its quads' sums of high bytes times the offset (negated: where the high
+            // products start), its two scales in the pair's lanes.
             let (mut high, mut low, mut offsets) = ([_mm512_setzero_si512(); N], [_mm512_setzero_si512(); N], [_mm512_setzero_si512(); N]);
-            let mut x_pair = [[0.0f32; 2]; N];
+            let mut x_pair = [_mm512_setzero_ps(); N];
             for j in 0..N {
                 let x = x_at[j] + b * BLOCK;
                 // SAFETY: the pair's 64 activations (32 where `b` is alone: the rest masked off,
@@ -159,12 +160,15 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                     };
                     if let Some(shift) = T::OFFSET_SHIFT {
                         let high_sums = _mm512_maskz_loadu_epi32(mask, xs.high_sums.as_ptr().add(x / QUAD));
-                        offsets[j] = _mm512_sll_epi32(high_sums, _mm_cvtsi32_si128(8 + shift));
+                        offsets[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(high_sums, _mm_cvtsi32_si128(shift)));
                     }
                 }
-                x_pair[j] = [x_scales[j][b], if both { x_scales[j][b + 1] } else { 0.0 }];
+                let second = if both { x_scales[j][b + 1] } else { 0.0 };
+                x_pair[j] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(x_scales[j][b]), _mm512_set1_ps(second));
             }
-            for r in 0..R {
+            // A loop, not `array::from_fn`: a closure's call was not inlined for the K-quants.
+            let mut pairs = [Pair::ZERO; R];
+            for (r, slot) in pairs.iter_mut().enumerate() {
                 // SAFETY: type block `t` of row `r` (and `t + 1` where a legacy pair reads both) is
                 // inside the row (the caller's lengths).
                 let (at, pair) = unsafe {
@@ -183,25 +187,17 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                         mins[r * blocks + b + 1] = pair.mins[1];
                     }
                 }
-                // The weights as signed bytes, for the unsigned low bytes of `x`.
-                let signed = match T::OFFSET_SHIFT {
-                    Some(shift) => _mm512_sub_epi8(pair.q, _mm512_set1_epi8((1i32 << shift) as i8)),
-                    None => pair.q,
-                };
+                *slot = pair;
+            }
+            let one_scales = if T::ONE_SCALE { one_scales(pairs.each_ref().map(|pair| pair.d_bits)) } else { [_mm512_setzero_ps(); R] };
+            for r in 0..R {
+                let pair = &pairs[r];
                 for j in 0..N {
-                    // 256 (q . high) + low . (q - offset), less 256 offset (the sum of high): w . x.
-                    let mut quads = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pair.q, high[j]);
-                    quads = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(quads), low[j], signed);
-                    if T::OFFSET_SHIFT.is_some() {
-                        quads = _mm512_sub_epi32(quads, offsets[j]);
-                    }
+                    // 256 (q . high - offset sum of high) + low . (q - offset): w . x.
+                    let mut quads = _mm512_dpbusd_epi32(offsets[j], pair.q, high[j]);
+                    quads = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(quads), low[j], pair.signed);
                     // Scale times the activations' scale, as the unpacked row's lanes have it.
-                    let [first, second] = x_pair[j];
-                    let scales = if T::ONE_SCALE {
-                        _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(pair.d[0] * first), _mm512_set1_ps(pair.d[1] * second))
-                    } else {
-                        _mm512_mul_ps(pair.scales, _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(first), _mm512_set1_ps(second)))
-                    };
+                    let scales = _mm512_mul_ps(if T::ONE_SCALE { one_scales[r] } else { pair.scales }, x_pair[j]);
                     let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(quads), scales);
                     sums[r][j] = _mm512_mask_add_ps(sums[r][j], mask, sums[r][j], scaled);
                 }

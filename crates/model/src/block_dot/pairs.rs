@@ -5,14 +5,20 @@
 use std::arch::x86_64::*;
 
 /// Two blocks of 32 weights `w = scale * (q - offset) + min` in registers: `q` 64 unsigned bytes
-/// (the first block's values in order, then the second's), the scale of each quad (lanes 0-7 the
-/// first block's; for [`Blocks::ONE_SCALE`] types each block's one scale `d` instead), the two
-/// minimums.
+/// (the first block's values in order, then the second's) and `signed` the same less the offset,
+/// the scale of each quad (lanes 0-7 the first block's; for [`Blocks::ONE_SCALE`] types each
+/// block's one scale `d` instead, as the f16 bits of the first in the low half), the two minimums.
 pub(super) struct Pair {
     pub q: __m512i,
+    pub signed: __m512i,
     pub scales: __m512,
-    pub d: [f32; 2],
+    pub d_bits: u32,
     pub mins: [f32; 2],
+}
+
+impl Pair {
+    // SAFETY: all-zero bits are zeros in every field.
+    pub const ZERO: Self = unsafe { std::mem::zeroed() };
 }
 
 /// A GGUF type read a pair of blocks of 32 at a time, as `quant_dot.rs` unpacks it.
@@ -51,6 +57,38 @@ pub(super) trait Blocks {
     /// # Safety
     /// As [`Self::meta`], and for a legacy pair with `both`, twice [`Self::BYTES`].
     unsafe fn pair(at: *const u8, meta: Self::Meta, p: usize, both: bool) -> Pair;
+}
+
+/// The bits of the f16 at `at`.
+///
+/// # Safety
+/// Two readable bytes at `at`.
+#[inline]
+unsafe fn half_bits(at: *const u8) -> u32 {
+    // SAFETY: the caller's bytes.
+    unsafe { at.cast::<u16>().read_unaligned() as u32 }
+}
+
+/// Each row's two one-scale blocks' `d` (their [`Pair::d_bits`]; four rows at most) in lanes 0-7 and
+/// 8-15 of its register, exactly: all rows' halves widened by one instruction.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub(super) fn one_scales<const R: usize>(d_bits: [u32; R]) -> [__m512; R] {
+    const { assert!(R <= 4) };
+    let bits = |r: usize| if r < R { d_bits[r] as u64 } else { 0 };
+    let halves = _mm_set_epi64x((bits(2) | bits(3) << 32) as i64, (bits(0) | bits(1) << 32) as i64);
+    let floats = _mm512_castps256_ps512(_mm256_cvtph_ps(halves));
+    std::array::from_fn(|r| {
+        let lanes = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * r as i32), _mm512_set1_epi32(2 * r as i32 + 1));
+        _mm512_permutexvar_ps(lanes, floats)
+    })
+}
+
+/// `q` less `offset` in every byte: the values as signed bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+fn less(q: __m512i, offset: i32) -> __m512i {
+    _mm512_sub_epi8(q, _mm512_set1_epi8(offset as i8))
 }
 
 /// The f16 at `at`, exactly.
@@ -128,10 +166,14 @@ unsafe fn fifth_bits(first: *const u8, second: *const u8, at: usize) -> __mmask6
     unsafe { u32_at(first.add(at)) as u64 | (u32_at(second.add(at)) as u64) << 32 }
 }
 
-/// A legacy type: `$q` the 64 bytes of the blocks at `$first` and `$second`, `$min` a block's
-/// minimum from its bytes at `$at`.
+/// A legacy type: `$values` the 64 values of the blocks at `$first` and `$second` as read, from
+/// which `$q` (unsigned) and `$signed` (less the offset); `$min` a block's minimum from its bytes
+/// at `$at`.
 macro_rules! legacy {
-    ($name:ident, $bytes:expr, |$first:ident, $second:ident| q: $q:expr, |$at:ident| min: $min:expr $(; const $extra:ident: $ty:ty = $value:expr)*) => {
+    (
+        $name:ident, $bytes:expr, |$first:ident, $second:ident| $values:expr, |$v:ident| q: $q:expr, signed: $signed:expr,
+        |$at:ident| min: $min:expr $(; const $extra:ident: $ty:ty = $value:expr)*
+    ) => {
         pub(super) struct $name;
         impl Blocks for $name {
             const BYTES: usize = $bytes;
@@ -147,9 +189,10 @@ macro_rules! legacy {
                 // SAFETY: the type's blocks at `first` and `second` (the caller's bytes).
                 unsafe {
                     let $second = if both { $first.add($bytes) } else { $first };
-                    let (first_d, second_d) = (half($first), half($second));
+                    let d_bits = half_bits($first) | half_bits($second) << 16;
                     let mins = [{ let $at = $first; $min }, { let $at = $second; $min }];
-                    Pair { q: $q, scales: _mm512_setzero_ps(), d: [first_d, second_d], mins }
+                    let $v = $values;
+                    Pair { q: $q, signed: $signed, scales: _mm512_setzero_ps(), d_bits, mins }
                 }
             }
         }
@@ -159,27 +202,32 @@ macro_rules! legacy {
 // Q4_0 and Q5_0: their values are stored plus 8 and 16.
 legacy!(
     Q4_0, 18,
-    |first, second| q: nibble_pair(first.add(2), second.add(2)),
+    |first, second| nibble_pair(first.add(2), second.add(2)),
+    |v| q: v, signed: less(v, 8),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(3);
     const HAS_MINS: bool = false
 );
-legacy!(Q4_1, 20, |first, second| q: nibble_pair(first.add(4), second.add(4)), |at| min: half(at.add(2)));
+legacy!(Q4_1, 20, |first, second| nibble_pair(first.add(4), second.add(4)), |v| q: v, signed: v, |at| min: half(at.add(2)));
 legacy!(
     Q5_0, 22,
-    |first, second| q: with_fifth_bits(nibble_pair(first.add(6), second.add(6)), fifth_bits(first, second, 2)),
+    |first, second| with_fifth_bits(nibble_pair(first.add(6), second.add(6)), fifth_bits(first, second, 2)),
+    |v| q: v, signed: less(v, 16),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(4);
     const HAS_MINS: bool = false
 );
-legacy!(Q5_1, 24, |first, second| q: with_fifth_bits(nibble_pair(first.add(8), second.add(8)), fifth_bits(first, second, 4)), |at| min: half(at.add(2)));
-// Signed bytes read as unsigned: each plus 128.
+legacy!(
+    Q5_1, 24,
+    |first, second| with_fifth_bits(nibble_pair(first.add(8), second.add(8)), fifth_bits(first, second, 4)),
+    |v| q: v, signed: v,
+    |at| min: half(at.add(2))
+);
+// Signed bytes, read as unsigned each plus 128.
 legacy!(
     Q8_0, 34,
-    |first, second| q: _mm512_xor_si512(
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(first.add(2).cast())), _mm256_loadu_si256(second.add(2).cast()), 1),
-        _mm512_set1_epi8(i8::MIN)
-    ),
+    |first, second| _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(first.add(2).cast())), _mm256_loadu_si256(second.add(2).cast()), 1),
+    |v| q: _mm512_xor_si512(v, _mm512_set1_epi8(i8::MIN)), signed: v,
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(7);
     const HAS_MINS: bool = false
@@ -250,7 +298,7 @@ macro_rules! k_quant {
                 // SAFETY: the type's block at `at` (the caller's bytes).
                 let q = unsafe { $q };
                 let (scales, mins) = k_pair_scales(k, $p);
-                Pair { q, scales, d: [0.0; 2], mins }
+                Pair { q, signed: q, scales, d_bits: 0, mins }
             }
         }
     };
@@ -302,6 +350,6 @@ impl Blocks for Q6K {
         let high = _mm512_and_si512(_mm512_srlv_epi16(qh, halves_shifted(2 * s as i16, 2 * s as i16 + 2)), _mm512_set1_epi8(3));
         let q = _mm512_or_si512(_mm512_and_si512(low, _mm512_set1_epi8(0xF)), _mm512_slli_epi16(high, 4));
         let lanes = _mm512_add_epi32(_mm512_set1_epi32(4 * p as i32), _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0));
-        Pair { q, scales: _mm512_permutexvar_ps(lanes, scales), d: [0.0; 2], mins: [0.0; 2] }
+        Pair { q, signed: less(q, 32), scales: _mm512_permutexvar_ps(lanes, scales), d_bits: 0, mins: [0.0; 2] }
     }
 }
