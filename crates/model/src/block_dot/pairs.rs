@@ -69,19 +69,22 @@ unsafe fn half_bits(at: *const u8) -> u32 {
     unsafe { at.cast::<u16>().read_unaligned() as u32 }
 }
 
-/// Each row's two one-scale blocks' `d` (their [`Pair::d_bits`]; four rows at most) in lanes 0-7 and
-/// 8-15 of its register, exactly: all rows' halves widened by one instruction.
+/// The two one-scale blocks' `d` of each row (their [`Pair::d_bits`]; four rows at most), row `r`'s
+/// in lanes `2r` and `2r + 1`, exactly: all rows' halves widened by one instruction.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-pub(super) fn one_scales<const R: usize>(d_bits: [u32; R]) -> [__m512; R] {
+pub(super) fn one_scales<const R: usize>(d_bits: [u32; R]) -> __m256 {
     const { assert!(R <= 4) };
     let bits = |r: usize| if r < R { d_bits[r] as u64 } else { 0 };
-    let halves = _mm_set_epi64x((bits(2) | bits(3) << 32) as i64, (bits(0) | bits(1) << 32) as i64);
-    let floats = _mm512_castps256_ps512(_mm256_cvtph_ps(halves));
-    std::array::from_fn(|r| {
-        let lanes = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * r as i32), _mm512_set1_epi32(2 * r as i32 + 1));
-        _mm512_permutexvar_ps(lanes, floats)
-    })
+    _mm256_cvtph_ps(_mm_set_epi64x((bits(2) | bits(3) << 32) as i64, (bits(0) | bits(1) << 32) as i64))
+}
+
+/// Lanes `2r` and `2r + 1` of `v` in lanes 0-7 and 8-15: row `r`'s pair of [`one_scales`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub(super) fn row_of(v: __m256, r: usize) -> __m512 {
+    let lanes = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * r as i32), _mm512_set1_epi32(2 * r as i32 + 1));
+    _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(v))
 }
 
 /// `q` less `offset` in every byte: the values as signed bytes.
