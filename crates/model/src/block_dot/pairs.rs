@@ -87,11 +87,14 @@ pub(super) fn row_of(v: __m256, r: usize) -> __m512 {
     _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(v))
 }
 
-/// `q` less `offset` in every byte: the values as signed bytes.
+/// `q` less `T`'s offset in every byte: the values as signed bytes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-fn less(q: __m512i, offset: i32) -> __m512i {
-    _mm512_sub_epi8(q, _mm512_set1_epi8(offset as i8))
+fn signed<T: Blocks>(q: __m512i) -> __m512i {
+    match T::OFFSET_SHIFT {
+        Some(shift) => _mm512_sub_epi8(q, _mm512_set1_epi8((1i32 << shift) as i8)),
+        None => q,
+    }
 }
 
 /// The f16 at `at`, exactly.
@@ -206,16 +209,16 @@ macro_rules! legacy {
 legacy!(
     Q4_0, 18,
     |first, second| nibble_pair(first.add(2), second.add(2)),
-    |v| q: v, signed: less(v, 8),
+    |v| q: v, signed: signed::<Self>(v),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(3);
     const HAS_MINS: bool = false
 );
-legacy!(Q4_1, 20, |first, second| nibble_pair(first.add(4), second.add(4)), |v| q: v, signed: v, |at| min: half(at.add(2)));
+legacy!(Q4_1, 20, |first, second| nibble_pair(first.add(4), second.add(4)), |v| q: v, signed: signed::<Self>(v), |at| min: half(at.add(2)));
 legacy!(
     Q5_0, 22,
     |first, second| with_fifth_bits(nibble_pair(first.add(6), second.add(6)), fifth_bits(first, second, 2)),
-    |v| q: v, signed: less(v, 16),
+    |v| q: v, signed: signed::<Self>(v),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(4);
     const HAS_MINS: bool = false
@@ -223,10 +226,10 @@ legacy!(
 legacy!(
     Q5_1, 24,
     |first, second| with_fifth_bits(nibble_pair(first.add(8), second.add(8)), fifth_bits(first, second, 4)),
-    |v| q: v, signed: v,
+    |v| q: v, signed: signed::<Self>(v),
     |at| min: half(at.add(2))
 );
-// Signed bytes, read as unsigned each plus 128.
+// Signed bytes, read as unsigned each plus 128: the bytes as stored are `signed`.
 legacy!(
     Q8_0, 34,
     |first, second| _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(first.add(2).cast())), _mm256_loadu_si256(second.add(2).cast()), 1),
@@ -301,7 +304,7 @@ macro_rules! k_quant {
                 // SAFETY: the type's block at `at` (the caller's bytes).
                 let q = unsafe { $q };
                 let (scales, mins) = k_pair_scales(k, $p);
-                Pair { q, signed: q, scales, d_bits: 0, mins }
+                Pair { q, signed: signed::<Self>(q), scales, d_bits: 0, mins }
             }
         }
     };
@@ -353,6 +356,6 @@ impl Blocks for Q6K {
         let high = _mm512_and_si512(_mm512_srlv_epi16(qh, halves_shifted(2 * s as i16, 2 * s as i16 + 2)), _mm512_set1_epi8(3));
         let q = _mm512_or_si512(_mm512_and_si512(low, _mm512_set1_epi8(0xF)), _mm512_slli_epi16(high, 4));
         let lanes = _mm512_add_epi32(_mm512_set1_epi32(4 * p as i32), _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0));
-        Pair { q, signed: less(q, 32), scales: _mm512_permutexvar_ps(lanes, scales), d_bits: 0, mins: [0.0; 2] }
+        Pair { q, signed: signed::<Self>(q), scales: _mm512_permutexvar_ps(lanes, scales), d_bits: 0, mins: [0.0; 2] }
     }
 }
