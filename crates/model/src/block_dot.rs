@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 mod pairs;
 
-use pairs::{Blocks, Pair, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, one_scales, row_of};
+use pairs::{Blocks, Pair, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, one_scales, row_of, signed};
 
 use crate::gguf_quants::GgmlType;
 use crate::int_dot::{BLOCK, QUAD, QuantizedRows, fold_sixteen};
@@ -147,7 +147,7 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
             // products start), its two scales in the pair's lanes (for one-scale types, in lanes
             // `2r` and `2r + 1` for row `r` of `W`, to meet all rows' `d` in one product).
             let (mut high, mut low, mut offsets) = ([_mm512_setzero_si512(); N], [_mm512_setzero_si512(); N], [_mm512_setzero_si512(); N]);
-            let (mut x_pair, mut x_pairs) = ([_mm512_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+            let (mut x_pair, mut row_scales) = ([_mm512_setzero_ps(); N], [_mm256_setzero_ps(); N]);
             for j in 0..N {
                 let x = x_at[j] + b * BLOCK;
                 // SAFETY: the pair's 64 activations (32 where `b` is alone: the rest masked off,
@@ -166,7 +166,7 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                 }
                 let (first, second) = (_mm512_set1_ps(x_scales[j][b]), _mm512_set1_ps(if both { x_scales[j][b + 1] } else { 0.0 }));
                 if T::ONE_SCALE {
-                    x_pairs[j] = _mm512_castps512_ps256(_mm512_mask_blend_ps(0xAAAA, first, second));
+                    row_scales[j] = _mm512_castps512_ps256(_mm512_mask_blend_ps(0xAAAA, first, second));
                 } else {
                     x_pair[j] = _mm512_mask_blend_ps(0xFF00, first, second);
                 }
@@ -196,18 +196,20 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
             }
             if T::ONE_SCALE {
                 let d = one_scales(pairs.each_ref().map(|pair| pair.d_bits));
-                for x_pairs in &mut x_pairs {
-                    *x_pairs = _mm256_mul_ps(d, *x_pairs);
+                for scales in &mut row_scales {
+                    *scales = _mm256_mul_ps(d, *scales);
                 }
             }
             for r in 0..R {
                 let pair = &pairs[r];
+                // The weights as signed bytes, for the unsigned low bytes of `x`.
+                let signed = signed::<T>(pair.q);
                 for j in 0..N {
                     // 256 (q . high - offset sum of high) + low . (q - offset): w . x.
                     let mut quads = _mm512_dpbusd_epi32(offsets[j], pair.q, high[j]);
-                    quads = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(quads), low[j], pair.signed);
+                    quads = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(quads), low[j], signed);
                     // Scale times the activations' scale, as the unpacked row's lanes have it.
-                    let scales = if T::ONE_SCALE { row_of(x_pairs[j], r) } else { _mm512_mul_ps(pair.scales, x_pair[j]) };
+                    let scales = if T::ONE_SCALE { row_of(row_scales[j], r) } else { _mm512_mul_ps(pair.scales, x_pair[j]) };
                     let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(quads), scales);
                     sums[r][j] = _mm512_mask_add_ps(sums[r][j], mask, sums[r][j], scaled);
                 }

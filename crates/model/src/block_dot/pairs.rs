@@ -5,12 +5,10 @@
 use std::arch::x86_64::*;
 
 /// Two blocks of 32 weights `w = scale * (q - offset) + min` in registers: `q` 64 unsigned bytes
-/// (the first block's values in order, then the second's) and `signed` the same less the offset,
-/// the scale of each quad (lanes 0-7 the first block's; for [`Blocks::ONE_SCALE`] types each
+/// (the first block's values in order, then the second's), the scale of each quad (lanes 0-7 the first block's; for [`Blocks::ONE_SCALE`] types each
 /// block's one scale `d` instead, as the f16 bits of the first in the low half), the two minimums.
 pub(super) struct Pair {
     pub q: __m512i,
-    pub signed: __m512i,
     pub scales: __m512,
     pub d_bits: u32,
     pub mins: [f32; 2],
@@ -87,10 +85,11 @@ pub(super) fn row_of(v: __m256, r: usize) -> __m512 {
     _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(v))
 }
 
-/// `q` less `T`'s offset in every byte: the values as signed bytes.
+/// `q` less `T`'s offset in every byte: the values as signed bytes (Q8_0's as stored: the
+/// compiler folds its `+ 128` and `- 128` away).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-fn signed<T: Blocks>(q: __m512i) -> __m512i {
+pub(super) fn signed<T: Blocks>(q: __m512i) -> __m512i {
     match T::OFFSET_SHIFT {
         Some(shift) => _mm512_sub_epi8(q, _mm512_set1_epi8((1i32 << shift) as i8)),
         None => q,
@@ -105,7 +104,7 @@ fn signed<T: Blocks>(q: __m512i) -> __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn half(at: *const u8) -> f32 {
     // SAFETY: the caller's bytes.
-    let bits = unsafe { at.cast::<u16>().read_unaligned() };
+    let bits = unsafe { half_bits(at) };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
@@ -172,14 +171,10 @@ unsafe fn fifth_bits(first: *const u8, second: *const u8, at: usize) -> __mmask6
     unsafe { u32_at(first.add(at)) as u64 | (u32_at(second.add(at)) as u64) << 32 }
 }
 
-/// A legacy type: `$values` the 64 values of the blocks at `$first` and `$second` as read, from
-/// which `$q` (unsigned) and `$signed` (less the offset); `$min` a block's minimum from its bytes
-/// at `$at`.
+/// A legacy type: `$q` the 64 bytes of the blocks at `$first` and `$second`, `$min` a block's
+/// minimum from its bytes at `$at`.
 macro_rules! legacy {
-    (
-        $name:ident, $bytes:expr, |$first:ident, $second:ident| $values:expr, |$v:ident| q: $q:expr, signed: $signed:expr,
-        |$at:ident| min: $min:expr $(; const $extra:ident: $ty:ty = $value:expr)*
-    ) => {
+    ($name:ident, $bytes:expr, |$first:ident, $second:ident| q: $q:expr, |$at:ident| min: $min:expr $(; const $extra:ident: $ty:ty = $value:expr)*) => {
         pub(super) struct $name;
         impl Blocks for $name {
             const BYTES: usize = $bytes;
@@ -197,8 +192,7 @@ macro_rules! legacy {
                     let $second = if both { $first.add($bytes) } else { $first };
                     let d_bits = half_bits($first) | half_bits($second) << 16;
                     let mins = [{ let $at = $first; $min }, { let $at = $second; $min }];
-                    let $v = $values;
-                    Pair { q: $q, signed: $signed, scales: _mm512_setzero_ps(), d_bits, mins }
+                    Pair { q: $q, scales: _mm512_setzero_ps(), d_bits, mins }
                 }
             }
         }
@@ -208,32 +202,27 @@ macro_rules! legacy {
 // Q4_0 and Q5_0: their values are stored plus 8 and 16.
 legacy!(
     Q4_0, 18,
-    |first, second| nibble_pair(first.add(2), second.add(2)),
-    |v| q: v, signed: signed::<Self>(v),
+    |first, second| q: nibble_pair(first.add(2), second.add(2)),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(3);
     const HAS_MINS: bool = false
 );
-legacy!(Q4_1, 20, |first, second| nibble_pair(first.add(4), second.add(4)), |v| q: v, signed: signed::<Self>(v), |at| min: half(at.add(2)));
+legacy!(Q4_1, 20, |first, second| q: nibble_pair(first.add(4), second.add(4)), |at| min: half(at.add(2)));
 legacy!(
     Q5_0, 22,
-    |first, second| with_fifth_bits(nibble_pair(first.add(6), second.add(6)), fifth_bits(first, second, 2)),
-    |v| q: v, signed: signed::<Self>(v),
+    |first, second| q: with_fifth_bits(nibble_pair(first.add(6), second.add(6)), fifth_bits(first, second, 2)),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(4);
     const HAS_MINS: bool = false
 );
-legacy!(
-    Q5_1, 24,
-    |first, second| with_fifth_bits(nibble_pair(first.add(8), second.add(8)), fifth_bits(first, second, 4)),
-    |v| q: v, signed: signed::<Self>(v),
-    |at| min: half(at.add(2))
-);
-// Signed bytes, read as unsigned each plus 128: the bytes as stored are `signed`.
+legacy!(Q5_1, 24, |first, second| q: with_fifth_bits(nibble_pair(first.add(8), second.add(8)), fifth_bits(first, second, 4)), |at| min: half(at.add(2)));
+// Signed bytes read as unsigned: each plus 128.
 legacy!(
     Q8_0, 34,
-    |first, second| _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(first.add(2).cast())), _mm256_loadu_si256(second.add(2).cast()), 1),
-    |v| q: _mm512_xor_si512(v, _mm512_set1_epi8(i8::MIN)), signed: v,
+    |first, second| q: _mm512_xor_si512(
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(first.add(2).cast())), _mm256_loadu_si256(second.add(2).cast()), 1),
+        _mm512_set1_epi8(i8::MIN)
+    ),
     |_at| min: 0.0;
     const OFFSET_SHIFT: Option<i32> = Some(7);
     const HAS_MINS: bool = false
@@ -304,7 +293,7 @@ macro_rules! k_quant {
                 // SAFETY: the type's block at `at` (the caller's bytes).
                 let q = unsafe { $q };
                 let (scales, mins) = k_pair_scales(k, $p);
-                Pair { q, signed: signed::<Self>(q), scales, d_bits: 0, mins }
+                Pair { q, scales, d_bits: 0, mins }
             }
         }
     };
@@ -356,6 +345,6 @@ impl Blocks for Q6K {
         let high = _mm512_and_si512(_mm512_srlv_epi16(qh, halves_shifted(2 * s as i16, 2 * s as i16 + 2)), _mm512_set1_epi8(3));
         let q = _mm512_or_si512(_mm512_and_si512(low, _mm512_set1_epi8(0xF)), _mm512_slli_epi16(high, 4));
         let lanes = _mm512_add_epi32(_mm512_set1_epi32(4 * p as i32), _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0));
-        Pair { q, signed: signed::<Self>(q), scales: _mm512_permutexvar_ps(lanes, scales), d_bits: 0, mins: [0.0; 2] }
+        Pair { q, scales: _mm512_permutexvar_ps(lanes, scales), d_bits: 0, mins: [0.0; 2] }
     }
 }
