@@ -15,7 +15,11 @@ mod adamw;
 mod adamw_gpu;
 mod batch;
 #[cfg(target_arch = "x86_64")]
+mod block_bytes;
+#[cfg(target_arch = "x86_64")]
 mod block_dot;
+#[cfg(target_arch = "x86_64")]
+mod block_dot_avx2;
 mod causal_lm;
 mod checkpoint;
 mod choose;

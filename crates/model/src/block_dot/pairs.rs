@@ -4,6 +4,8 @@
 
 use std::arch::x86_64::*;
 
+use crate::block_bytes::{KScales, half, half_bits, k_scales, u32_at};
+
 /// Two blocks of 32 weights `w = scale * (q - offset) + min` in registers: `q` 64 unsigned bytes
 /// (the first block's values in order, then the second's), the scale of each quad (lanes 0-7 the first block's; for [`Blocks::ONE_SCALE`] types each
 /// block's one scale `d` instead, as the f16 bits of the first in the low half), the two minimums.
@@ -57,16 +59,6 @@ pub(super) trait Blocks {
     unsafe fn pair(at: *const u8, meta: Self::Meta, p: usize, both: bool) -> Pair;
 }
 
-/// The bits of the f16 at `at`.
-///
-/// # Safety
-/// Two readable bytes at `at`.
-#[inline]
-unsafe fn half_bits(at: *const u8) -> u32 {
-    // SAFETY: the caller's bytes.
-    unsafe { at.cast::<u16>().read_unaligned() as u32 }
-}
-
 /// The two one-scale blocks' `d` of each row (their [`Pair::d_bits`]; four rows at most), row `r`'s
 /// in lanes `2r` and `2r + 1`, exactly: all rows' halves widened by one instruction.
 #[inline]
@@ -94,18 +86,6 @@ pub(super) fn signed<T: Blocks>(q: __m512i) -> __m512i {
         Some(shift) => _mm512_sub_epi8(q, _mm512_set1_epi8((1i32 << shift) as i8)),
         None => q,
     }
-}
-
-/// The f16 at `at`, exactly.
-///
-/// # Safety
-/// Two readable bytes at `at`; F16C.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn half(at: *const u8) -> f32 {
-    // SAFETY: the caller's bytes.
-    let bits = unsafe { half_bits(at) };
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// Two blocks' 16 bytes of nibbles as 64 values 0..16: value `j` of each block the low nibble of
@@ -149,16 +129,6 @@ fn halves_shifted(low: i16, high: i16) -> __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 fn with_fifth_bits(q: __m512i, bits: __mmask64) -> __m512i {
     _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(16))
-}
-
-/// The u32 at `at`.
-///
-/// # Safety
-/// Four readable bytes at `at`.
-#[inline]
-unsafe fn u32_at(at: *const u8) -> u32 {
-    // SAFETY: the caller's bytes.
-    unsafe { at.cast::<u32>().read_unaligned() }
 }
 
 /// Two legacy Q5 blocks' fifth bits (`qh` at `at` in each), bit `j` for byte `j` of the pair.
@@ -227,41 +197,6 @@ legacy!(
     const OFFSET_SHIFT: Option<i32> = Some(7);
     const HAS_MINS: bool = false
 );
-/// Q4_K's and Q5_K's 8 scales `d * sc` of their blocks of 32, a lane each, and minimums `-dmin * m`.
-#[derive(Clone, Copy)]
-pub(super) struct KScales {
-    scales: __m256,
-    mins: [f32; 8],
-}
-
-impl KScales {
-    // SAFETY: all-zero bits are eight zeros.
-    const ZERO: Self = unsafe { std::mem::zeroed() };
-}
-
-/// The [`KScales`] of the Q4_K or Q5_K block at `at`: its 12 bytes of 6-bit scales and minimums
-/// rearranged as 8 bytes of each in four u32 (as llama.cpp's own products do), then to floats; the
-/// same values `scale_min_k4` gives.
-///
-/// # Safety
-/// 16 readable bytes at `at`; F16C.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn k_scales(at: *const u8) -> KScales {
-    const LOW_SIX: u32 = 0x3f3f_3f3f;
-    const LOW_FOUR: u32 = 0x0f0f_0f0f;
-    const LOW_TWO: u32 = 0x0303_0303;
-    // SAFETY: `d`, `dmin` and 12 bytes of scales are the block's first 16 bytes.
-    let (d, dmin, [a, b, c]) = unsafe { (half(at), half(at.add(2)), [4, 8, 12].map(|i| u32_at(at.add(i)))) };
-    let scales = [a & LOW_SIX, (c & LOW_FOUR) | (((a >> 6) & LOW_TWO) << 4)];
-    let mins = [b & LOW_SIX, ((c >> 4) & LOW_FOUR) | (((b >> 6) & LOW_TWO) << 4)];
-    let floats = |[low, high]: [u32; 2]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, high as i32, low as i32)));
-    let mut k = KScales { scales: _mm256_mul_ps(_mm256_set1_ps(d), floats(scales)), mins: [0.0; 8] };
-    // SAFETY: 8 floats into 8.
-    unsafe { _mm256_storeu_ps(k.mins.as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(-dmin), floats(mins))) };
-    k
-}
-
 /// Blocks `2p` and `2p + 1`'s scales in lanes 0-7 and 8-15, and their minimums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]

@@ -120,6 +120,10 @@ pub(super) fn dot_rows(
     if crate::block_dot::available() {
         return crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins);
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::block_dot_avx2::available() {
+        return crate::block_dot_avx2::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins);
+    }
     let (n, int_dot, row_buf) = (out.len() / (bytes.len() / row_bytes).max(1), IntDot::here(), &mut scratch.row);
     simd!((), |out: &'a mut [f32],
                bytes: &'a [u8],
