@@ -6,17 +6,22 @@
 //!
 //! The cache holds room for more tokens than it has (`LayerCache`'s capacity, doubled when full),
 //! so a token's key and value are written where they go instead of the cache being copied. The
-//! CPU keeps its own path (its numbers are the project's reference); [`DecodeAttention`]'s CPU
-//! implementation here states the same arithmetic plainly, for the GPU's kernel to be checked
-//! against.
+//! CPU decodes through the same cache: its own attention here, written in place, each key/value
+//! head's keys and values read once for the query heads that share it. Through burn's ops the
+//! CPU had concatenated two fresh copies of the whole cache every token and layer (at 500 tokens
+//! of SmolLM2, about an eighth of a token's time went to copying them and zeroing new pages).
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use crate::gated::as_f32;
 use crate::kv_cache::MASKED;
+use crate::log_softmax::{on_cpu_backend, values};
+use crate::own_kernels::attention_fits;
+use crate::row_kernels::{LANES, exp, row_max, simd};
 
 /// The shape of one decoded token's attention in a layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,17 +37,24 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
-/// Whether inference on tensors on these `devices` runs this crate's fused kernels (this attention,
-/// `rms_norm.rs`, `decode_products.rs`, `decode_sampler.rs`): every one on cubecl's GPU runtimes
-/// and none tracked by autodiff. Every input counts: while a model trains, a frozen part of it
-/// (a packed embedding) gives tensors on the plain device beside tracked ones, and an op taking
-/// both must keep the tracked one's gradient. The CPU keeps its path.
+/// Whether inference on tensors on these `devices` runs this crate's fused GPU kernels (this
+/// attention, `rms_norm.rs`, `decode_products.rs`, `decode_sampler.rs`): every one on cubecl's GPU
+/// runtimes and none tracked by autodiff. Every input counts: while a model trains, a frozen part
+/// of it (a packed embedding) gives tensors on the plain device beside tracked ones, and an op
+/// taking both must keep the tracked one's gradient. The CPU keeps its paths.
 pub(crate) fn fused_for(devices: &[Device]) -> bool {
     devices.iter().all(fused_on)
 }
 
 fn fused_on(device: &Device) -> bool {
     !device.is_autodiff() && crate::own_kernels::on_gpu_kernels(device)
+}
+
+/// Whether a decoded token's attention on these `devices`, heads of `head_dim`, goes through
+/// [`LayerCache::attend_one`](crate::kv_cache::LayerCache::attend_one): on the CPU, and on a GPU
+/// where the kernel takes the heads; never with an input autodiff tracks.
+pub(crate) fn attends_in_place(devices: &[Device], head_dim: usize) -> bool {
+    devices.iter().all(|device| !device.is_autodiff() && (on_cpu_backend(device) || fused_on(device) && attention_fits(head_dim)))
 }
 
 /// One decoded token's attention, `[b, heads * hd]`: `q` `[b, heads * hd]`, `k`, `v`
@@ -113,14 +125,17 @@ impl DecodeAttention for Flex {
         bias: FloatTensor<Self>,
         step: DecodeStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let device = q.device();
-        let (cache_shape, bias_rows) = (cache.shape(), bias.shape()[0]);
-        let read = |t: FloatTensor<Self>| -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32 values") };
-        let (q, k, v, cos, sin, bias, mut cache) = (read(q), read(k), read(v), read(cos), read(sin), read(bias), read(cache));
         let DecodeShape { heads, kv_heads, head_dim: hd, len, window, scale } = step.shape;
+        let (cache_shape, bias_rows) = (cache.shape(), bias.shape()[0]);
+        let (q, k, v, cos, sin, bias) = (values(&q), values(&k), values(&v), values(&cos), values(&sin), values(&bias));
+        // Written where it lies: a cache this token's call owns is not copied (a view is, once).
+        let whole = cache.is_contiguous() && cache.layout().start_offset() == 0 && cache.bytes().len() == cache_shape.num_elements() * 4;
+        let mut cache = if whole && cache.dtype() == DType::F32 { cache } else { as_f32(cache).to_contiguous() };
+        let slots = cache.storage_mut::<f32>();
         let (capacity, batch, group) = (cache_shape[3], q.len() / (heads * hd), heads / kv_heads);
-        let values_at = cache.len() / 2;
+        let values_at = slots.len() / 2;
         let mut out = vec![0.0; q.len()];
+        let mut scores_room = Vec::with_capacity(len + 1);
         for b in 0..batch {
             let rotate = |x: &[f32]| -> Vec<f32> {
                 if !step.rotary {
@@ -132,33 +147,108 @@ impl DecodeAttention for Flex {
             let cached = |kv: usize, j: usize| ((b * kv_heads + kv) * capacity + j) * hd;
             for kv in 0..kv_heads {
                 let (at, new) = (cached(kv, len), (b * kv_heads + kv) * hd);
-                cache[at..at + hd].copy_from_slice(&rotate(&k[new..new + hd]));
-                cache[values_at + at..values_at + at + hd].copy_from_slice(&v[new..new + hd]);
+                slots[at..at + hd].copy_from_slice(&rotate(&k[new..new + hd]));
+                slots[values_at + at..values_at + at + hd].copy_from_slice(&v[new..new + hd]);
             }
             let bias = &bias[if bias_rows == 1 { 0 } else { b * (len + 1) }..][..len + 1];
-            for h in 0..heads {
-                let query = rotate(&q[(b * heads + h) * hd..][..hd]);
-                let scores: Vec<f32> = (0..=len)
-                    .map(|j| {
-                        let key = &cache[cached(h / group, j)..][..hd];
-                        let dot: f32 = query.iter().zip(key).map(|(a, b)| a * b).sum();
-                        dot * scale + bias[j] + if window > 0 && len >= j + window { MASKED } else { 0.0 }
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f32::MIN, f32::max);
-                let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let total: f32 = weights.iter().sum();
-                let row = &mut out[(b * heads + h) * hd..][..hd];
-                for (j, w) in weights.iter().enumerate() {
-                    for (o, value) in row.iter_mut().zip(&cache[values_at + cached(h / group, j)..][..hd]) {
-                        *o += w / total * value;
-                    }
-                }
+            // The query heads sharing a key/value head together: its keys and values read once.
+            for kv in 0..kv_heads {
+                let first = b * heads + kv * group;
+                let rotated: Vec<f32> = (first..first + group).flat_map(|h| rotate(&q[h * hd..][..hd])).collect();
+                let (keys, values) = (&slots[cached(kv, 0)..][..(len + 1) * hd], &slots[values_at + cached(kv, 0)..][..(len + 1) * hd]);
+                let (queries, rows, keys_seen, scores) =
+                    (&rotated[..], &mut out[first * hd..][..group * hd], (window, scale), &mut scores_room);
+                simd!((), |queries: &'a [f32],
+                           keys: &'a [f32],
+                           values: &'a [f32],
+                           bias: &'a [f32],
+                           keys_seen: (usize, f32),
+                           scores: &'a mut Vec<f32>,
+                           rows: &'a mut [f32]| {
+                    attend_group(queries, keys, values, bias, keys_seen, scores, rows)
+                });
             }
         }
-        let tensor = |values: Vec<f32>, shape: burn::tensor::Shape| Self::float_from_data(TensorData::new(values, shape), &device);
-        (tensor(out, [batch, heads * hd].into()), tensor(cache, cache_shape))
+        (FlexTensor::from_data(TensorData::new(out, [batch, heads * hd])), cache)
     }
+}
+
+/// The attention of the query heads `queries` (`[group, hd]`) sharing cached `keys` and `values`
+/// (`[len + 1, hd]` each) into `rows` (`[group, hd]`, zeros): `bias` the keys' additive mask,
+/// `(window, scale)` as in [`DecodeShape`]; `scores` room for `[group, len + 1]`. Each key and
+/// value is read once for the group (they outgrow the caches as an answer grows). In [`LANES`]
+/// partial sums and no FMA, as `row_kernels.rs` sums, so the SIMD level changes the speed only.
+#[inline(always)]
+fn attend_group(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    bias: &[f32],
+    (window, scale): (usize, f32),
+    scores: &mut Vec<f32>,
+    rows: &mut [f32],
+) {
+    let (hd, keys_count) = (keys.len() / bias.len(), bias.len());
+    let (group, len) = (queries.len() / hd, keys_count - 1);
+    // Plain loops: a closure handed to an iterator adapter is compiled on its own, without the
+    // SIMD level `simd!` compiled this for.
+    scores.clear();
+    scores.resize(group * keys_count, 0.0);
+    for (j, key) in keys.chunks_exact(hd).enumerate() {
+        let hidden = if window > 0 && len >= j + window { MASKED } else { 0.0 };
+        for (g, query) in queries.chunks_exact(hd).enumerate() {
+            scores[g * keys_count + j] = dot(query, key) * scale + bias[j] + hidden;
+        }
+    }
+    for head_scores in scores.chunks_exact_mut(keys_count) {
+        let max = row_max(head_scores);
+        for s in head_scores.iter_mut() {
+            *s = exp(*s - max);
+        }
+        let total = lanes_sum(head_scores);
+        for s in head_scores.iter_mut() {
+            *s /= total;
+        }
+    }
+    for (j, value) in values.chunks_exact(hd).enumerate() {
+        for (g, row) in rows.chunks_exact_mut(hd).enumerate() {
+            let weight = scores[g * keys_count + j];
+            for (o, v) in row.iter_mut().zip(value) {
+                *o += weight * v;
+            }
+        }
+    }
+}
+
+/// `a · b` in [`LANES`] partial sums.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (a8, a_rest) = a.as_chunks::<LANES>();
+    let (b8, b_rest) = b.as_chunks::<LANES>();
+    for (a, b) in a8.iter().zip(b8) {
+        for ((lane, a), b) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += a * b;
+        }
+    }
+    let mut rest = 0.0;
+    for (a, b) in a_rest.iter().zip(b_rest) {
+        rest += a * b;
+    }
+    lanes.into_iter().sum::<f32>() + rest
+}
+
+/// `Σ x` in [`LANES`] partial sums.
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (x8, rest) = x.as_chunks::<LANES>();
+    for x in x8 {
+        for (lane, x) in lanes.iter_mut().zip(x) {
+            *lane += x;
+        }
+    }
+    lanes.into_iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
 impl<B: Backend + DecodeAttention, C: CheckpointStrategy> DecodeAttention for Autodiff<B, C> {

@@ -70,7 +70,7 @@ impl GatedKernels for Flex {
 }
 
 /// `t` as f32 (this crate's models are f32; another float dtype is converted for the kernels).
-fn as_f32(t: FlexTensor) -> FlexTensor {
+pub(crate) fn as_f32(t: FlexTensor) -> FlexTensor {
     if t.dtype() == DType::F32 { t } else { <Flex as FloatTensorOps<Flex>>::float_cast(t, burn::tensor::FloatDType::F32) }
 }
 

@@ -36,10 +36,10 @@ pub(crate) fn window_bias(t_query: usize, t_keys: usize, window: usize, device: 
     Tensor::<2>::from_data(TensorData::new(hidden, [t_query, t_keys]), device).reshape([1, 1, t_query, t_keys])
 }
 
-/// Keys and values of one layer for the tokens seen so far. The CPU's path keeps them as two
-/// tensors `[b, kv_heads, len, head_dim]` and concatenates each new token; decoding on a GPU keeps
-/// them as one `[2, b, kv_heads, capacity, head_dim]` (keys, then values) with room after the
-/// first `len` positions, where each new token is written ([`LayerCache::attend_one`]).
+/// Keys and values of one layer for the tokens seen so far. A prompt's pass keeps them as two
+/// tensors `[b, kv_heads, len, head_dim]` and concatenates what follows; decoding a token at a
+/// time keeps them as one `[2, b, kv_heads, capacity, head_dim]` (keys, then values) with room
+/// after the first `len` positions, where each new token is written ([`LayerCache::attend_one`]).
 #[derive(Debug, Default, Clone)]
 pub struct LayerCache {
     kv: Option<(Tensor<4>, Tensor<4>)>,

@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::decode_attention::{DecodeShape, fused_for};
+use crate::decode_attention::{DecodeShape, attends_in_place};
 use crate::decoder::{GatedMlp, LAYER_PROJECTIONS, grouped_attention, head_logits, linear, map_layer_projections, own_or_tied_head};
 use crate::embedding::TokenEmbedding;
 use crate::family::{Family, FamilyConfig, HfLayout, Preset};
@@ -77,7 +77,7 @@ impl SelfAttention {
         };
         let [q, k, v] = rows_together([&self.q_proj, &self.k_proj, &self.v_proj], x);
         let cache = match cache {
-            Some(cache) if t == 1 && attention_fits(hd) && fused_for(&[q.device(), k.device(), v.device()]) => {
+            Some(cache) if t == 1 && attends_in_place(&[q.device(), k.device(), v.device()], hd) => {
                 return self.decode_one([q, k, v], rope, bias, cache);
             }
             cache => cache,
@@ -100,7 +100,7 @@ impl SelfAttention {
 
 impl SelfAttention {
     /// A decoded token's attention `[b, 1, d]` from its projections `[b, 1, n * hd]`, through the
-    /// cache in one kernel on a GPU (`decode_attention.rs`).
+    /// cache written in place (`decode_attention.rs`; one kernel on a GPU).
     fn decode_one(&self, [q, k, v]: [Tensor<3>; 3], rope: &(Tensor<4>, Tensor<4>), bias: Tensor<4>, cache: &mut LayerCache) -> Tensor<3> {
         let (b, h, kv, hd) = (q.dims()[0], self.n_head, self.n_kv_head, self.head_dim);
         let flat = |x: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {

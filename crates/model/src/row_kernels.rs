@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 /// Partial sums (and maxima) a row is reduced with: one AVX2 vector of f32.
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// Elements per block of an element-wise pass over a flat buffer (256 KiB of f32).
 pub(crate) const BLOCK: usize = 1 << 16;
@@ -76,7 +76,7 @@ pub(crate) use simd;
 
 /// The largest entry of `row` (NaN entries are skipped; an all-NaN or empty row gives -inf).
 #[inline(always)]
-fn row_max(row: &[f32]) -> f32 {
+pub(crate) fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
