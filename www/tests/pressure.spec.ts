@@ -117,7 +117,7 @@ test('out of memory in a PPO run: it stops naming the settings to lower, the mod
   await runPpo(page, 2);
   const status = page.locator('#ppo-status');
   await expect(status).toContainText(/PPO stopped: the tab ran out of memory: it needed \d+ MB more with [\d.]+ GiB in use/);
-  await expect(status).toContainText('Lower samples per prompt or max length and run it again; the policy is the one saved after iteration 1.');
+  await expect(status).toContainText('Lower samples per prompt, answers per iteration, or max length and run it again; the policy is the one saved after iteration 1.');
   await expect(page.locator('#notice')).toContainText("The tab's model stopped (the tab ran out of memory");
   await expect(page.locator('#notice')).toContainText('was restarted again; your rankings and saved models are safe');
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');

@@ -94,6 +94,7 @@ export const METHODS: MethodView[] = [
       { setting: 'lr', label: 'learning rate', id: 'lr', step: '0.00001' },
       { setting: 'ppo_epochs', label: 'PPO epochs', id: 'epochs', min: '1' },
       { setting: 'samples_per_prompt', label: 'samples per prompt', id: 'k', min: '1', max: '8', memory: true },
+      { setting: 'batch_size', label: 'answers per iteration', id: 'batch', min: '1', memory: true },
       lengthKnob,
     ],
     charts: [

@@ -306,7 +306,8 @@ function failure(p: Panel, e: Error): string {
   if (e.name !== OUT_OF_MEMORY) return `${p.view.label} failed: ${e.message}`;
   const knobs = p.view.knobs.filter((k) => k.memory).map((k) => k.label);
   const kept = p.done ? `the policy is the one saved after ${p.view.unit} ${p.done}` : 'it starts from the SFT model';
-  return `${p.view.label} stopped: ${e.message}. Lower ${knobs.join(' or ')} and run it again; ${kept}.`;
+  const lower = new Intl.ListFormat('en', { type: 'disjunction' }).format(knobs);
+  return `${p.view.label} stopped: ${e.message}. Lower ${lower} and run it again; ${kept}.`;
 }
 
 /** One line on how the step went, in the method's own numbers. */
