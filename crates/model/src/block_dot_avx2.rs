@@ -105,7 +105,9 @@ struct Group {
 
 /// `R` rows of `W` against `N` rows of `x`, a block at a time; each pair of rows' sums in two
 /// registers, an even block's quads in one and an odd block's in the other (`int_dot.rs`'s lanes
-/// 0-7 and 8-15).
+/// 0-7 and 8-15). The quads stay in the order `vphaddd` leaves them, `[0 1 4 5 | 2 3 6 7]`, the
+/// same for every block: a lane's sum is the same additions wherever it lies, so the sums are put
+/// back in order once, at the end, rather than every block's quads on the way in.
 ///
 /// # Safety
 /// The CPU has what [`available`] checks; the group's rows are inside `rows`, its rows of `x`
@@ -150,8 +152,8 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                         [_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(16).cast())]
                     };
                     let pairs = [_mm256_madd_epi16(block.w[0], x[0]), _mm256_madd_epi16(block.w[1], x[1])];
-                    // Pairs [0-3 | 4-7] and [8-11 | 12-15] add to quads [0 1 4 5 | 2 3 6 7]; reordered.
-                    let quads = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pairs[0], pairs[1]), 0b11_01_10_00);
+                    // Pairs [0-3 | 4-7] and [8-11 | 12-15] add to quads [0 1 4 5 | 2 3 6 7].
+                    let quads = _mm256_hadd_epi32(pairs[0], pairs[1]);
                     // Scale times the activations' scale, as the unpacked row's lanes have it.
                     // SAFETY: `b` is one of the row's blocks.
                     let x_scale = unsafe { *x_scales[j].get_unchecked(b) };
@@ -197,10 +199,17 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
     for r in 0..R {
         for j in 0..N {
             let (x_sums, mins) = (&xs.sums[(g.first_x + j) * blocks..][..blocks], &mins[r * blocks..][..blocks]);
-            let dot = fold_eight(_mm256_add_ps(sums[r][j][0], sums[r][j][1]));
+            let dot = fold_eight(in_order(_mm256_add_ps(sums[r][j][0], sums[r][j][1])));
             out[(g.first_row + r) * g.n + g.first_x + j] = if T::HAS_MINS { dot + mins_dot(mins, x_sums) } else { dot };
         }
     }
+}
+
+/// Quads `[0 1 4 5 | 2 3 6 7]` (as `vphaddd` leaves them) in order.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn in_order(quads: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(quads), 0b11_01_10_00))
 }
 
 /// Lanes 8 -> 4 -> 2 -> 1, halves onto halves (`int_dot.rs`'s fold, after even onto odd).

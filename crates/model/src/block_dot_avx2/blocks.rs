@@ -7,8 +7,9 @@ use std::arch::x86_64::*;
 use crate::block_bytes::{KScales, half, k_scales, u32_at};
 
 /// A block of 32 weights `w = scale * q + min` in registers: `w` the values 0-15 and 16-31 as
-/// signed 16-bit lanes, the scale of each quad (for [`Blocks::ONE_SCALE`] types the block's one
-/// scale `d` instead), the minimum.
+/// signed 16-bit lanes, the scale of each quad in the order `block_dot_avx2.rs` sums them,
+/// `[0 1 4 5 | 2 3 6 7]` (for [`Blocks::ONE_SCALE`] types the block's one scale `d` instead), the
+/// minimum.
 pub(super) struct Block {
     pub w: [__m256i; 2],
     pub scales: __m256,
@@ -238,7 +239,8 @@ impl Blocks for Q6K {
         };
         let low = if k < 2 { ql.map(|v| low_nibbles(v)) } else { ql.map(|v| high_nibbles(v)) };
         let w = [0, 1].map(|h| _mm256_or_si256(low[h], bits_to(qh[h], 2 * k as i32, 4, 0x30)));
-        let lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        // Quads 0-3 take scale `2k`, 4-7 scale `2k + 1`, in the sums' order [0 1 4 5 | 2 3 6 7].
+        let lanes = _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1);
         let scales = _mm256_permutevar8x32_ps(scales[half_at], _mm256_add_epi32(lanes, _mm256_set1_epi32(2 * k as i32)));
         Block { w: offset(w, 32), scales, d: 0.0, min: 0.0 }
     }
