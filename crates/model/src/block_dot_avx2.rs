@@ -50,9 +50,10 @@ pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &
 }
 
 /// Rows of `W` in groups whose sums (two registers each: even and odd blocks' quads) fit AVX2's
-/// 16 registers beside a block and the activations it meets: 2 rows of `W` against one row of
+/// 16 registers beside a block and the activations it meets: one row of `W` against one row of
 /// `x`, 2 against 2, 1 against 4 (each block decoded once for four rows of `x`), what is left one
-/// row at a time. Four rows of `W` against one spilled the sums to the stack every block.
+/// row at a time. Two rows of `W` against one paid only while each block's scale waited on the
+/// sums before it (`half_lanes`); four spilled the sums to the stack every block.
 #[target_feature(enable = "avx2,f16c")]
 fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
@@ -81,7 +82,7 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
             }};
         }
         j += match n - j {
-            1 => groups!(2, 1),
+            1 => groups!(1, 1),
             2 | 3 => groups!(2, 2),
             _ => groups!(1, 4),
         };
@@ -157,8 +158,7 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                     // Scale times the activations' scale, as the unpacked row's lanes have it.
                     // SAFETY: `b` is one of the row's blocks.
                     let x_scale = unsafe { *x_scales[j].get_unchecked(b) };
-                    let scales =
-                        if T::ONE_SCALE { _mm256_set1_ps(block.d * x_scale) } else { _mm256_mul_ps(block.scales, _mm256_set1_ps(x_scale)) };
+                    let scales = _mm256_mul_ps(block.scales, _mm256_set1_ps(x_scale));
                     let sum = &mut sums[r][j][$parity];
                     *sum = _mm256_add_ps(*sum, _mm256_mul_ps(_mm256_cvtepi32_ps(quads), scales));
                 }
