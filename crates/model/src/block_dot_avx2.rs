@@ -186,6 +186,20 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
         if types % 2 == 1 {
             block!(types - 1, 0, no_metas, 0);
         }
+    } else if T::WRITTEN_OUT {
+        // A K-quant's 8 blocks, each by its own number (`Blocks::WRITTEN_OUT`). Even `s`, even parity.
+        assert_eq!(T::SUBS, 8, "K-quants have 8 blocks of 32");
+        for t in 0..types {
+            let metas = metas!(t);
+            block!(t, 0, metas, 0);
+            block!(t, 1, metas, 1);
+            block!(t, 2, metas, 0);
+            block!(t, 3, metas, 1);
+            block!(t, 4, metas, 0);
+            block!(t, 5, metas, 1);
+            block!(t, 6, metas, 0);
+            block!(t, 7, metas, 1);
+        }
     } else {
         // An even number of blocks a type block, so `s`'s parity is the block's.
         for t in 0..types {
