@@ -50,10 +50,11 @@ pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &
 }
 
 /// Rows of `W` in groups whose sums (two registers each: even and odd blocks' quads) fit AVX2's
-/// 16 registers beside a block and the activations it meets: one row of `W` against one row of
-/// `x`, 2 against 2, 1 against 4 (each block decoded once for four rows of `x`), what is left one
-/// row at a time. Two rows of `W` against one paid only while each block's scale waited on the
-/// sums before it (`half_lanes`); four spilled the sums to the stack every block.
+/// 16 registers beside a block and the activations it meets: one row of `W` against one, two or
+/// four rows of `x` (each block decoded once for all of them). Two rows of `W` at a time paid only
+/// while each block's scale waited on the sums before it (`half_lanes`): since, one row against
+/// two rows of `x` runs 4-14% faster than two against two (Q8_0 level), and one against one faster
+/// than two against one; four rows of `W` spilled the sums to the stack every block.
 #[target_feature(enable = "avx2,f16c")]
 fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
@@ -83,7 +84,7 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
         }
         j += match n - j {
             1 => groups!(1, 1),
-            2 | 3 => groups!(2, 2),
+            2 | 3 => groups!(1, 2),
             _ => groups!(1, 4),
         };
     }
