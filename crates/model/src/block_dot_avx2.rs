@@ -65,27 +65,20 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
     let group = |r: usize, j: usize| Group { first_row: r, first_x: j, row_bytes, cols, n };
     let mut j = 0;
     while j < n {
-        // `$r` rows of `W` at a time against rows `j..j + $n` of `x`, then what is left one at a time.
+        // Each row of `W` against rows `j..j + $n` of `x`.
         macro_rules! groups {
-            ($r:literal, $n:literal) => {{
-                let mut r = 0;
-                while count - r >= $r {
+            ($n:literal) => {{
+                for r in 0..count {
                     // SAFETY: the group's rows and activations are inside the lengths asserted above.
-                    unsafe { group_dot::<T, $r, $n>(rows, xs, out, mins, group(r, j)) };
-                    r += $r;
-                }
-                while r < count {
-                    // SAFETY: as above.
                     unsafe { group_dot::<T, 1, $n>(rows, xs, out, mins, group(r, j)) };
-                    r += 1;
                 }
                 $n
             }};
         }
         j += match n - j {
-            1 => groups!(1, 1),
-            2 | 3 => groups!(1, 2),
-            _ => groups!(1, 4),
+            1 => groups!(1),
+            2 | 3 => groups!(2),
+            _ => groups!(4),
         };
     }
 }
