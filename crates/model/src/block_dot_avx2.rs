@@ -49,36 +49,28 @@ pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &
     }
 }
 
-/// Rows of `W` in groups whose sums (two registers each: even and odd blocks' quads) fit AVX2's
-/// 16 registers beside a block and the activations it meets: one row of `W` against one, two or
-/// four rows of `x` (each block decoded once for all of them). Two rows of `W` at a time paid only
-/// while each block's scale waited on the sums before it (`half_lanes`): since, one row against
-/// two rows of `x` runs 4-14% faster than two against two (Q8_0 level), and one against one faster
-/// than two against one; four rows of `W` spilled the sums to the stack every block.
+/// Every row of `W` against one, two or four rows of `x` at a time (each block decoded once for
+/// all of them; each row of `x` a pair of sums, even and odd blocks' quads, which fit AVX2's 16
+/// registers beside a block and the activations it meets). One row of `W` at a time: two rows had
+/// paid only while each block's scale waited on the sums before it (`half_lanes`); since, one row
+/// against two rows of `x` runs 4-14% faster than two against two (Q8_0 level), and one against one
+/// faster than two against one; four rows of `W` spilled the sums to the stack every block.
 #[target_feature(enable = "avx2,f16c")]
 fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
     let (n, count) = (xs.q.len() / cols.max(1), rows.len() / row_bytes.max(1));
     assert!(row_bytes.is_multiple_of(T::BYTES) && rows.len() == count * row_bytes && xs.q.len() == n * cols && out.len() == count * n);
     assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len());
-    mins.resize(4 * (cols / BLOCK), 0.0);
-    let group = |r: usize, j: usize| Group { first_row: r, first_x: j, row_bytes, cols, n };
-    let mut j = 0;
-    while j < n {
-        // Each row of `W` against rows `j..j + $n` of `x`.
-        macro_rules! groups {
-            ($n:literal) => {{
-                for r in 0..count {
-                    // SAFETY: the group's rows and activations are inside the lengths asserted above.
-                    unsafe { group_dot::<T, 1, $n>(rows, xs, out, mins, group(r, j)) };
-                }
-                $n
-            }};
-        }
-        j += match n - j {
-            1 => groups!(1),
-            2 | 3 => groups!(2),
-            _ => groups!(4),
+    mins.resize(cols / BLOCK, 0.0);
+    let mut first_x = 0;
+    while first_x < n {
+        // SAFETY: the rows and activations are inside the lengths asserted above.
+        first_x += unsafe {
+            match n - first_x {
+                1 => rows_against::<T, 1>(rows, row_bytes, xs, out, mins, first_x),
+                2 | 3 => rows_against::<T, 2>(rows, row_bytes, xs, out, mins, first_x),
+                _ => rows_against::<T, 4>(rows, row_bytes, xs, out, mins, first_x),
+            }
         };
     }
 }
@@ -87,146 +79,206 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
 /// `block_dot.rs` does, for the same reason: several streams at once).
 const PREFETCH_ROWS: usize = 16;
 
-/// Which rows of `W` and of `x` a [`group_dot`] takes.
-#[derive(Clone, Copy)]
-struct Group {
-    first_row: usize,
-    first_x: usize,
-    row_bytes: usize,
-    cols: usize,
-    /// Rows of `x` in all: `out`'s width.
-    n: usize,
-}
-
-/// `R` rows of `W` against `N` rows of `x`, a block at a time; each pair of rows' sums in two
-/// registers, an even block's quads in one and an odd block's in the other (`int_dot.rs`'s lanes
-/// 0-7 and 8-15). The quads stay in the order `vphaddd` leaves them, `[0 1 4 5 | 2 3 6 7]`, the
-/// same for every block: a lane's sum is the same additions wherever it lies, so the sums are put
-/// back in order once, at the end, rather than every block's quads on the way in.
+/// Every row of `W` against rows `first_x..first_x + N` of `x`, into `out` `[rows, n]`; returns
+/// `N`. What each row of `x` shares with every row of `W` (where its values and scales are, its
+/// blocks' sums) is found once here, and each row's eight lanes are folded eight rows at a time
+/// ([`Folds`]): set up and folded row by row, a row of 576 or 896 weights (most of a small model's
+/// rows) took 10-25% longer a block than a row of 4,608.
 ///
 /// # Safety
-/// The CPU has what [`available`] checks; the group's rows are inside `rows`, its rows of `x`
-/// inside `xs`, and `mins` holds `R` rows of minimums.
+/// The CPU has what [`available`] checks; `rows_of`'s lengths hold, and `first_x + N <= n`.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
+unsafe fn rows_against<T: Blocks, const N: usize>(
     rows: &[u8],
+    row_bytes: usize,
     xs: &QuantizedRows,
     out: &mut [f32],
     mins: &mut [f32],
-    g: Group,
-) {
-    let blocks = g.cols / BLOCK;
-    let row_at: [*const u8; R] = std::array::from_fn(|r| rows[(g.first_row + r) * g.row_bytes..].as_ptr());
-    let x_at: [*const i16; N] = std::array::from_fn(|j| xs.q[(g.first_x + j) * g.cols..].as_ptr());
-    let x_scales: [&[f32]; N] = std::array::from_fn(|j| &xs.scales[(g.first_x + j) * blocks..][..blocks]);
-    let mut sums = [[[_mm256_setzero_ps(); 2]; N]; R];
-    let ahead = PREFETCH_ROWS * g.row_bytes;
-    // Block `s` of type block `t` of every row into the sums of parity `$parity`, with what the
-    // rows' type blocks share (`$metas`).
+    first_x: usize,
+) -> usize {
+    let (blocks, count) = (mins.len(), rows.len() / row_bytes);
+    let (cols, n) = (blocks * BLOCK, out.len() / count.max(1));
+    let x = RowsOfX {
+        at: std::array::from_fn(|j| xs.q[(first_x + j) * cols..][..cols].as_ptr()),
+        scales: std::array::from_fn(|j| &xs.scales[(first_x + j) * blocks..][..blocks]),
+    };
+    let x_sums: [&[f32]; N] = std::array::from_fn(|j| &xs.sums[(first_x + j) * blocks..][..blocks]);
+    let mut folds = Folds::new(T::HAS_MINS);
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        // SAFETY: `row` is a whole row of `W`, `mins` holds its blocks, the caller's features.
+        let sums = unsafe { row_dot::<T, N>(row.as_ptr(), &x, mins, PREFETCH_ROWS * row_bytes) };
+        for (j, sum) in sums.into_iter().enumerate() {
+            let min = if T::HAS_MINS { mins_dot(mins, x_sums[j]) } else { 0.0 };
+            folds.push(sum, min, r * n + first_x + j, out);
+        }
+    }
+    folds.flush(out);
+    N
+}
+
+/// Where `N` rows of `x` are: their 16-bit values and their blocks' scales.
+struct RowsOfX<'a, const N: usize> {
+    at: [*const i16; N],
+    scales: [&'a [f32]; N],
+}
+
+/// One row of `W` at `row` against the rows of `x`, a block at a time: for each row of `x` its
+/// even and odd blocks' quads (`int_dot.rs`'s lanes 0-7 and 8-15) added, eight lanes. The quads stay
+/// in the order `vphaddd` leaves them, `[0 1 4 5 | 2 3 6 7]`, the same for every block: a lane's sum
+/// is the same additions wherever it lies, so the sums are put back in order once, in the fold,
+/// rather than every block's quads on the way in. Writes the row's minimums into `mins`.
+///
+/// # Safety
+/// The CPU has what [`available`] checks; `row` starts a whole row of `mins.len()` blocks of 32,
+/// and each row of `x` holds as many.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn row_dot<T: Blocks, const N: usize>(row: *const u8, x: &RowsOfX<N>, mins: &mut [f32], ahead: usize) -> [__m256; N] {
+    let blocks = mins.len();
+    let mut sums = [[_mm256_setzero_ps(); 2]; N];
+    // Block `s` of type block `t` into the sums of parity `$parity`, with what the type block's
+    // blocks share (`$meta`).
     macro_rules! block {
-        ($t:expr, $s:expr, $metas:expr, $parity:expr) => {{
+        ($t:expr, $s:expr, $meta:expr, $parity:expr) => {{
             let (t, s) = ($t, $s);
             let b = t * T::SUBS + s;
-            for r in 0..R {
-                // SAFETY: type block `t` of row `r` is inside the row (the caller's lengths).
-                let (at, block): (*const u8, Block) = unsafe {
-                    let at = row_at[r].add(t * T::BYTES);
-                    (at, T::block(at, $metas[r], s))
+            // SAFETY: type block `t` is inside the row (the caller's lengths).
+            let (at, block): (*const u8, Block) = unsafe {
+                let at = row.add(t * T::BYTES);
+                (at, T::block(at, $meta, s))
+            };
+            // The last byte of the block's share of the row: every line of the rows, the shares being under 64 bytes.
+            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead + T::BYTES * (s + 1) / T::SUBS - 1).cast());
+            if T::HAS_MINS {
+                // SAFETY: `mins` holds the row's blocks.
+                unsafe { *mins.get_unchecked_mut(b) = block.min };
+            }
+            for j in 0..N {
+                // SAFETY: the block's 32 activations are inside the row of `x`. Read where
+                // they are used: the registers are the sums'.
+                let xj = unsafe {
+                    let at = x.at[j].add(b * BLOCK);
+                    [_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(16).cast())]
                 };
-                // The last byte of the block's share of the row: every line of the rows, the shares being under 64 bytes.
-                _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead + T::BYTES * (s + 1) / T::SUBS - 1).cast());
-                if T::HAS_MINS {
-                    // SAFETY: `mins` holds `R` rows of `blocks`.
-                    unsafe { *mins.get_unchecked_mut(r * blocks + b) = block.min };
-                }
-                for j in 0..N {
-                    // SAFETY: the block's 32 activations are inside the row of `x`. Read where
-                    // they are used: the registers are the sums'.
-                    let x = unsafe {
-                        let at = x_at[j].add(b * BLOCK);
-                        [_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(16).cast())]
-                    };
-                    let pairs = [_mm256_madd_epi16(block.w[0], x[0]), _mm256_madd_epi16(block.w[1], x[1])];
-                    // Pairs [0-3 | 4-7] and [8-11 | 12-15] add to quads [0 1 4 5 | 2 3 6 7].
-                    let quads = _mm256_hadd_epi32(pairs[0], pairs[1]);
-                    // Scale times the activations' scale, as the unpacked row's lanes have it.
-                    // SAFETY: `b` is one of the row's blocks.
-                    let x_scale = unsafe { *x_scales[j].get_unchecked(b) };
-                    let scales = _mm256_mul_ps(block.scales, _mm256_set1_ps(x_scale));
-                    let sum = &mut sums[r][j][$parity];
-                    *sum = _mm256_add_ps(*sum, _mm256_mul_ps(_mm256_cvtepi32_ps(quads), scales));
-                }
+                let pairs = [_mm256_madd_epi16(block.w[0], xj[0]), _mm256_madd_epi16(block.w[1], xj[1])];
+                // Pairs [0-3 | 4-7] and [8-11 | 12-15] add to quads [0 1 4 5 | 2 3 6 7].
+                let quads = _mm256_hadd_epi32(pairs[0], pairs[1]);
+                // Scale times the activations' scale, as the unpacked row's lanes have it.
+                // SAFETY: `b` is one of the row's blocks.
+                let x_scale = unsafe { *x.scales[j].get_unchecked(b) };
+                let scales = _mm256_mul_ps(block.scales, _mm256_set1_ps(x_scale));
+                let sum = &mut sums[j][$parity];
+                *sum = _mm256_add_ps(*sum, _mm256_mul_ps(_mm256_cvtepi32_ps(quads), scales));
             }
-        }};
-    }
-    // What type block `t` of each row shares among its blocks of 32.
-    macro_rules! metas {
-        ($t:expr) => {{
-            let mut metas = [T::no_meta(); R];
-            for (r, meta) in metas.iter_mut().enumerate() {
-                // SAFETY: type block `$t` is inside the row.
-                *meta = unsafe { T::meta(row_at[r].add($t * T::BYTES)) };
-            }
-            metas
         }};
     }
     let types = blocks / T::SUBS;
     if T::SUBS == 1 {
-        let no_metas = [T::no_meta(); R];
         for pair in 0..types / 2 {
-            block!(2 * pair, 0, no_metas, 0);
-            block!(2 * pair + 1, 0, no_metas, 1);
+            block!(2 * pair, 0, T::no_meta(), 0);
+            block!(2 * pair + 1, 0, T::no_meta(), 1);
         }
         if types % 2 == 1 {
-            block!(types - 1, 0, no_metas, 0);
+            block!(types - 1, 0, T::no_meta(), 0);
         }
     } else if T::WRITTEN_OUT {
         // A K-quant's 8 blocks, each by its own number (`Blocks::WRITTEN_OUT`). Even `s`, even parity.
         assert_eq!(T::SUBS, 8, "K-quants have 8 blocks of 32");
         for t in 0..types {
-            let metas = metas!(t);
-            block!(t, 0, metas, 0);
-            block!(t, 1, metas, 1);
-            block!(t, 2, metas, 0);
-            block!(t, 3, metas, 1);
-            block!(t, 4, metas, 0);
-            block!(t, 5, metas, 1);
-            block!(t, 6, metas, 0);
-            block!(t, 7, metas, 1);
+            // SAFETY: type block `t` is inside the row.
+            let meta = unsafe { T::meta(row.add(t * T::BYTES)) };
+            block!(t, 0, meta, 0);
+            block!(t, 1, meta, 1);
+            block!(t, 2, meta, 0);
+            block!(t, 3, meta, 1);
+            block!(t, 4, meta, 0);
+            block!(t, 5, meta, 1);
+            block!(t, 6, meta, 0);
+            block!(t, 7, meta, 1);
         }
     } else {
         // An even number of blocks a type block, so `s`'s parity is the block's.
         for t in 0..types {
-            let metas = metas!(t);
+            // SAFETY: type block `t` is inside the row.
+            let meta = unsafe { T::meta(row.add(t * T::BYTES)) };
             for pair in 0..T::SUBS / 2 {
-                block!(t, 2 * pair, metas, 0);
-                block!(t, 2 * pair + 1, metas, 1);
+                block!(t, 2 * pair, meta, 0);
+                block!(t, 2 * pair + 1, meta, 1);
             }
         }
     }
-    for r in 0..R {
-        for j in 0..N {
-            let (x_sums, mins) = (&xs.sums[(g.first_x + j) * blocks..][..blocks], &mins[r * blocks..][..blocks]);
-            let dot = fold_eight(in_order(_mm256_add_ps(sums[r][j][0], sums[r][j][1])));
-            out[(g.first_row + r) * g.n + g.first_x + j] = if T::HAS_MINS { dot + mins_dot(mins, x_sums) } else { dot };
+    sums.map(|[even, odd]| _mm256_add_ps(even, odd))
+}
+
+/// Up to eight dot products' lanes (even and odd added, `vphaddd`'s order) waiting to be folded
+/// into their places in `out`, with their minimums' sums where their type has minimums.
+/// Folded together ([`fold_eights`]), eight rows take a handful of operations where each took a
+/// dozen alone.
+struct Folds {
+    with_mins: bool,
+    lanes: [__m256; 8],
+    mins: [f32; 8],
+    at: [usize; 8],
+    len: usize,
+}
+
+impl Folds {
+    fn new(with_mins: bool) -> Self {
+        // SAFETY: an all-zero `__m256` is a valid value.
+        Self { with_mins, lanes: [unsafe { std::mem::zeroed() }; 8], mins: [0.0; 8], at: [0; 8], len: 0 }
+    }
+
+    /// `lanes` (plus `min`, the row's minimums' dot product, where the type has minimums) to go to `out[at]`; the
+    /// eighth waiting folds them all.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn push(&mut self, lanes: __m256, min: f32, at: usize, out: &mut [f32]) {
+        (self.lanes[self.len], self.mins[self.len], self.at[self.len]) = (lanes, min, at);
+        self.len += 1;
+        if self.len == 8 {
+            self.flush(out);
+        }
+    }
+
+    /// Every waiting dot product folded into its place.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn flush(&mut self, out: &mut [f32]) {
+        let dots = fold_eights(&self.lanes);
+        let (len, first) = (self.len, self.at[0]);
+        self.len = 0;
+        if !self.with_mins && len == 8 && self.at[7] == first + 7 {
+            // One answer's rows, side by side in `out`.
+            // SAFETY: eight f32 in `out` from `first`.
+            return unsafe { _mm256_storeu_ps(out[first..first + 8].as_mut_ptr(), dots) };
+        }
+        let mut each = [0.0f32; 8];
+        // SAFETY: `each` has room for eight f32.
+        unsafe { _mm256_storeu_ps(each.as_mut_ptr(), dots) };
+        for k in 0..len {
+            out[self.at[k]] = if self.with_mins { each[k] + self.mins[k] } else { each[k] };
         }
     }
 }
 
-/// Quads `[0 1 4 5 | 2 3 6 7]` (as `vphaddd` leaves them) in order.
+/// Eight rows' lanes, each in `vphaddd`'s order `h` (quads `[0 1 4 5 | 2 3 6 7]`), folded as
+/// `int_dot.rs` folds eight lanes in order `s` (after even onto odd): halves onto halves, `s[i] +
+/// s[i + 4]`, which are `h[0] + h[2]`, `h[1] + h[3]`, `h[4] + h[6]` and `h[5] + h[7]`; then the
+/// first two plus the last two; then those two. Here eight rows side by side, each the same
+/// additions of the same two values.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn in_order(quads: __m256) -> __m256 {
-    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(quads), 0b11_01_10_00))
-}
-
-/// Lanes 8 -> 4 -> 2 -> 1, halves onto halves (`int_dot.rs`'s fold, after even onto odd).
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn fold_eight(eight: __m256) -> f32 {
-    let four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
-    let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
-    _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
+fn fold_eights(h: &[__m256; 8]) -> __m256 {
+    // Each row as [h0 h2 h1 h3 | h4 h6 h5 h7], so that adjacent lanes make the four sums.
+    let p = h.map(|h| _mm256_permute_ps::<0b11_01_10_00>(h));
+    // [A's four sums 0 1, B's 0 1 | A's 2 3, B's 2 3], for the pairs of rows.
+    let fours = [_mm256_hadd_ps(p[0], p[1]), _mm256_hadd_ps(p[2], p[3]), _mm256_hadd_ps(p[4], p[5]), _mm256_hadd_ps(p[6], p[7])];
+    // The first two plus the last two: [A's two, B's two | C's two, D's two], and E to H.
+    let twos = |a: __m256, b: __m256| _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b));
+    let (abcd, efgh) = (twos(fours[0], fours[1]), twos(fours[2], fours[3]));
+    // [A B E F | C D G H], then in order.
+    let ones = _mm256_hadd_ps(abcd, efgh);
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(ones)))
 }
 
 #[cfg(test)]
@@ -236,8 +288,8 @@ mod tests {
     use crate::quant_dot::tests::{TYPES, activations};
     use crate::quant_dot::{UnpackedRow, dot_row};
 
-    /// Every grouping: 1 to 5 rows of `x` (groups of 1 and 2), 7 rows of `W` (groups of 4 and 2
-    /// and what is left), an odd number of blocks per row for the legacy types.
+    /// Every grouping: 1 to 5 rows of `x` (groups of 1, 2 and 4), 9 rows of `W` (so 9 to 45 dot
+    /// products: folds of eight and what is left), an odd number of blocks per row for the legacy types.
     #[test]
     fn products_from_the_blocks_on_avx2_give_the_unpacked_rows_bits_for_every_type_and_grouping() {
         if !available() {
@@ -245,15 +297,15 @@ mod tests {
         }
         for ggml_type in TYPES {
             let cols = if ggml_type.block_len() == 32 { 288 } else { 512 };
-            let rows = ggml_type.example_bytes(7 * cols).unwrap();
-            let row_bytes = rows.len() / 7;
+            let rows = ggml_type.example_bytes(9 * cols).unwrap();
+            let row_bytes = rows.len() / 9;
             for n in 1..=5 {
                 let x = QuantizedRows::new(&(0..n).flat_map(|seed| activations(cols, seed)).collect::<Vec<_>>());
-                let mut expected = vec![0.0f32; 7 * n];
+                let mut expected = vec![0.0f32; 9 * n];
                 for (row, out) in rows.chunks_exact(row_bytes).zip(expected.chunks_exact_mut(n)) {
                     dot_row(ggml_type, row, &x, out, &mut UnpackedRow::default(), IntDot::Portable);
                 }
-                let mut found = vec![0.0f32; 7 * n];
+                let mut found = vec![0.0f32; 9 * n];
                 dot_rows(ggml_type, &rows, row_bytes, &x, &mut found, &mut Vec::new());
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&found), bits(&expected), "{}, {n} rows of x", ggml_type.name());
