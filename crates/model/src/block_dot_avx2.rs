@@ -83,7 +83,7 @@ const PREFETCH_ROWS: usize = 16;
 /// `N`. What each row of `x` shares with every row of `W` (where its values and scales are, its
 /// blocks' sums) is found once here, and each row's eight lanes are folded eight rows at a time
 /// ([`Folds`]): set up and folded row by row, a row of 576 or 896 weights (most of a small model's
-/// rows) took 10-25% longer a block than a row of 4,608.
+/// rows) took 13-30% longer a block than a row of 4,608.
 ///
 /// # Safety
 /// The CPU has what [`available`] checks; `rows_of`'s lengths hold, and `first_x + N <= n`.
