@@ -228,8 +228,8 @@ impl Folds {
         Self { with_mins, lanes: [unsafe { std::mem::zeroed() }; 8], mins: [0.0; 8], at: [0; 8], len: 0 }
     }
 
-    /// `lanes` (plus `min`, the row's minimums' dot product, where the type has minimums) to go to `out[at]`; the
-    /// eighth waiting folds them all.
+    /// `lanes` (plus `min`, the row's minimums' dot product, where the type has minimums) to go
+    /// to `out[at]`; the eighth waiting folds them all.
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     fn push(&mut self, lanes: __m256, min: f32, at: usize, out: &mut [f32]) {
