@@ -175,22 +175,75 @@ impl GgmlType {
 pub fn dequantize(ggml_type: GgmlType, data: &[u8]) -> Vec<f32> {
     let (values, bytes) = ggml_type.block();
     let mut out = Vec::with_capacity(data.len().checked_div(bytes).unwrap_or(0) * values);
-    let blocks = data.chunks_exact(bytes.max(1));
+    dequantize_to(ggml_type, data, &mut out);
+    out
+}
+
+/// [`dequantize`] into `out`, which holds exactly `data`'s values: a large matrix widened in pieces
+/// on several threads, each piece straight into its place (no piece copied again).
+pub(crate) fn dequantize_into(ggml_type: GgmlType, data: &[u8], out: &mut [f32]) {
+    let mut filled = Filled { out, at: 0 };
+    dequantize_to(ggml_type, data, &mut filled);
+    assert_eq!(filled.at, filled.out.len(), "{} values for {} bytes of {}", filled.out.len(), data.len(), ggml_type.name());
+}
+
+fn dequantize_to(ggml_type: GgmlType, data: &[u8], out: &mut impl Values) {
+    let blocks = data.chunks_exact(ggml_type.block().1.max(1));
     match ggml_type {
-        GgmlType::F32 => out.extend(blocks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        GgmlType::F16 => out.extend(blocks.map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        GgmlType::Bf16 => out.extend(blocks.map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-        GgmlType::Q4_0 => blocks.for_each(|b| q4_0(b, &mut out)),
-        GgmlType::Q4_1 => blocks.for_each(|b| q4_1(b, &mut out)),
-        GgmlType::Q5_0 => blocks.for_each(|b| q5_0(b, &mut out)),
-        GgmlType::Q5_1 => blocks.for_each(|b| q5_1(b, &mut out)),
-        GgmlType::Q8_0 => blocks.for_each(|b| q8_0(b, &mut out)),
-        GgmlType::Q4K => blocks.for_each(|b| q4_k(b, &mut out)),
-        GgmlType::Q5K => blocks.for_each(|b| q5_k(b, &mut out)),
-        GgmlType::Q6K => blocks.for_each(|b| q6_k(b, &mut out)),
+        GgmlType::F32 => out.put(blocks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        GgmlType::F16 => out.put(blocks.map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        GgmlType::Bf16 => out.put(blocks.map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+        GgmlType::Q4_0 => blocks.for_each(|b| q4_0(b, out)),
+        GgmlType::Q4_1 => blocks.for_each(|b| q4_1(b, out)),
+        GgmlType::Q5_0 => blocks.for_each(|b| q5_0(b, out)),
+        GgmlType::Q5_1 => blocks.for_each(|b| q5_1(b, out)),
+        GgmlType::Q8_0 => blocks.for_each(|b| q8_0(b, out)),
+        GgmlType::Q4K => blocks.for_each(|b| q4_k(b, out)),
+        GgmlType::Q5K => blocks.for_each(|b| q5_k(b, out)),
+        GgmlType::Q6K => blocks.for_each(|b| q6_k(b, out)),
         GgmlType::Other(..) => {}
     }
-    out
+}
+
+/// Where dequantized values go, in order: a growing `Vec`, or a slice filled from its start.
+trait Values {
+    /// `values` after those already there.
+    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>);
+    /// The next `n` values' places, to be written.
+    fn next(&mut self, n: usize) -> &mut [f32];
+}
+
+impl Values for Vec<f32> {
+    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>) {
+        self.extend(values);
+    }
+
+    fn next(&mut self, n: usize) -> &mut [f32] {
+        let start = self.len();
+        self.resize(start + n, 0.0);
+        &mut self[start..]
+    }
+}
+
+/// A slice filled in order; `at` values so far.
+struct Filled<'a> {
+    out: &'a mut [f32],
+    at: usize,
+}
+
+impl Values for Filled<'_> {
+    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>) {
+        let places = self.next(values.len());
+        for (place, value) in places.iter_mut().zip(values) {
+            *place = value;
+        }
+    }
+
+    fn next(&mut self, n: usize) -> &mut [f32] {
+        let start = self.at;
+        self.at += n;
+        &mut self.out[start..start + n]
+    }
 }
 
 /// `values` (whole blocks) written as `ggml_type`, as llama.cpp's reference quantizers
@@ -239,18 +292,18 @@ fn half_at(block: &[u8], at: usize) -> f32 {
 }
 
 /// `d`, then 16 bytes of 4-bit values: low nibbles are values 0..16, high nibbles 16..32.
-fn q4_0(block: &[u8], out: &mut Vec<f32>) {
+fn q4_0(block: &[u8], out: &mut impl Values) {
     let d = half_at(block, 0);
     let qs = &block[2..18];
-    out.extend(qs.iter().map(|q| ((q & 0xF) as i32 - 8) as f32 * d));
-    out.extend(qs.iter().map(|q| ((q >> 4) as i32 - 8) as f32 * d));
+    out.put(qs.iter().map(|q| ((q & 0xF) as i32 - 8) as f32 * d));
+    out.put(qs.iter().map(|q| ((q >> 4) as i32 - 8) as f32 * d));
 }
 
-fn q4_1(block: &[u8], out: &mut Vec<f32>) {
+fn q4_1(block: &[u8], out: &mut impl Values) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
     let qs = &block[4..20];
-    out.extend(qs.iter().map(|q| (q & 0xF) as f32 * d + m));
-    out.extend(qs.iter().map(|q| (q >> 4) as f32 * d + m));
+    out.put(qs.iter().map(|q| (q & 0xF) as f32 * d + m));
+    out.put(qs.iter().map(|q| (q >> 4) as f32 * d + m));
 }
 
 /// The fifth bits of Q5 values: bit j of `qh` for value j.
@@ -258,25 +311,25 @@ fn fifth_bits(qh: &[u8]) -> u32 {
     u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]])
 }
 
-fn q5_0(block: &[u8], out: &mut Vec<f32>) {
+fn q5_0(block: &[u8], out: &mut impl Values) {
     let d = half_at(block, 0);
     let qh = fifth_bits(&block[2..6]);
     let qs = &block[6..22];
-    out.extend(qs.iter().enumerate().map(|(j, q)| (((q & 0xF) as u32 | (((qh >> j) << 4) & 0x10)) as i32 - 16) as f32 * d));
-    out.extend(qs.iter().enumerate().map(|(j, q)| (((q >> 4) as u32 | ((qh >> (j + 12)) & 0x10)) as i32 - 16) as f32 * d));
+    out.put(qs.iter().enumerate().map(|(j, q)| (((q & 0xF) as u32 | (((qh >> j) << 4) & 0x10)) as i32 - 16) as f32 * d));
+    out.put(qs.iter().enumerate().map(|(j, q)| (((q >> 4) as u32 | ((qh >> (j + 12)) & 0x10)) as i32 - 16) as f32 * d));
 }
 
-fn q5_1(block: &[u8], out: &mut Vec<f32>) {
+fn q5_1(block: &[u8], out: &mut impl Values) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
     let qh = fifth_bits(&block[4..8]);
     let qs = &block[8..24];
-    out.extend(qs.iter().enumerate().map(|(j, q)| ((q & 0xF) as u32 | (((qh >> j) << 4) & 0x10)) as f32 * d + m));
-    out.extend(qs.iter().enumerate().map(|(j, q)| ((q >> 4) as u32 | ((qh >> (j + 12)) & 0x10)) as f32 * d + m));
+    out.put(qs.iter().enumerate().map(|(j, q)| ((q & 0xF) as u32 | (((qh >> j) << 4) & 0x10)) as f32 * d + m));
+    out.put(qs.iter().enumerate().map(|(j, q)| ((q >> 4) as u32 | ((qh >> (j + 12)) & 0x10)) as f32 * d + m));
 }
 
-fn q8_0(block: &[u8], out: &mut Vec<f32>) {
+fn q8_0(block: &[u8], out: &mut impl Values) {
     let d = half_at(block, 0);
-    out.extend(block[2..34].iter().map(|&q| q as i8 as f32 * d));
+    out.put(block[2..34].iter().map(|&q| q as i8 as f32 * d));
 }
 
 /// The 6-bit scale and min of sub-block `j` (of 8), packed in 12 bytes (`get_scale_min_k4`).
@@ -291,20 +344,20 @@ pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (f32, f32) {
 }
 
 /// `d`, `dmin`, 12 bytes of scales/mins, 128 bytes of 4-bit values, in 4 runs of 64 values.
-fn q4_k(block: &[u8], out: &mut Vec<f32>) {
+fn q4_k(block: &[u8], out: &mut impl Values) {
     let (d, dmin) = (half_at(block, 0), half_at(block, 2));
     let scales = &block[4..16];
     for (run, q) in block[16..144].chunks_exact(32).enumerate() {
         let (sc1, m1) = scale_min_k4(2 * run, scales);
         let (sc2, m2) = scale_min_k4(2 * run + 1, scales);
         let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
-        out.extend(q.iter().map(|q| d1 * (q & 0xF) as f32 - m1));
-        out.extend(q.iter().map(|q| d2 * (q >> 4) as f32 - m2));
+        out.put(q.iter().map(|q| d1 * (q & 0xF) as f32 - m1));
+        out.put(q.iter().map(|q| d2 * (q >> 4) as f32 - m2));
     }
 }
 
 /// Q4_K's layout with a fifth bit per value in 32 bytes of `qh` (two bits per run).
-fn q5_k(block: &[u8], out: &mut Vec<f32>) {
+fn q5_k(block: &[u8], out: &mut impl Values) {
     let (d, dmin) = (half_at(block, 0), half_at(block, 2));
     let scales = &block[4..16];
     let qh = &block[16..48];
@@ -313,18 +366,16 @@ fn q5_k(block: &[u8], out: &mut Vec<f32>) {
         let (sc2, m2) = scale_min_k4(2 * run + 1, scales);
         let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
         let (u1, u2) = (1u8 << (2 * run), 2u8 << (2 * run));
-        out.extend(ql.iter().zip(qh).map(|(q, h)| d1 * ((q & 0xF) + if h & u1 != 0 { 16 } else { 0 }) as f32 - m1));
-        out.extend(ql.iter().zip(qh).map(|(q, h)| d2 * ((q >> 4) + if h & u2 != 0 { 16 } else { 0 }) as f32 - m2));
+        out.put(ql.iter().zip(qh).map(|(q, h)| d1 * ((q & 0xF) + if h & u1 != 0 { 16 } else { 0 }) as f32 - m1));
+        out.put(ql.iter().zip(qh).map(|(q, h)| d2 * ((q >> 4) + if h & u2 != 0 { 16 } else { 0 }) as f32 - m2));
     }
 }
 
 /// 128 bytes of low 4 bits, 64 of high 2 bits, 16 signed 8-bit scales, then `d`; two halves of 128
 /// values, each four interleaved runs of 32.
-fn q6_k(block: &[u8], out: &mut Vec<f32>) {
+fn q6_k(block: &[u8], out: &mut impl Values) {
     let d = half_at(block, 208);
-    let start = out.len();
-    out.resize(start + QK_K, 0.0);
-    let y = &mut out[start..];
+    let y = out.next(QK_K);
     for half in 0..2 {
         let ql = &block[64 * half..64 * half + 64];
         let qh = &block[128 + 32 * half..128 + 32 * half + 32];

@@ -33,7 +33,7 @@ use burn::tensor::{Int, Slice, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::few_rows::FEW_ROWS;
-use crate::gguf_quants::{GgmlType, dequantize, quantize};
+use crate::gguf_quants::{GgmlType, dequantize, dequantize_into, quantize};
 use crate::own_kernels::{has_own_kernels, on_gpu_kernels};
 use crate::quant_dot::has_packed_dot;
 use crate::row_shards::Shards;
@@ -199,8 +199,12 @@ impl PackedWeight {
         if len <= PIECE_ROWS {
             return dequantize(self.0.ggml_type, bytes);
         }
-        let pieces: Vec<Vec<f32>> = bytes.par_chunks(PIECE_ROWS * row_bytes).map(|piece| dequantize(self.0.ggml_type, piece)).collect();
-        pieces.concat()
+        let mut values = vec![0.0f32; len * self.0.cols];
+        values
+            .par_chunks_mut(PIECE_ROWS * self.0.cols)
+            .zip(bytes.par_chunks(PIECE_ROWS * row_bytes))
+            .for_each(|(out, piece)| dequantize_into(self.0.ggml_type, piece, out));
+        values
     }
 
     /// Rows `start..start + len` of `W` widened, `[len, in]`, on `device` (not tracked): on the host
