@@ -174,20 +174,15 @@ impl GgmlType {
 /// the length is whole blocks ([`GgmlType::bytes_for`]).
 pub fn dequantize(ggml_type: GgmlType, data: &[u8]) -> Vec<f32> {
     let (values, bytes) = ggml_type.block();
-    let mut out = Vec::with_capacity(data.len().checked_div(bytes).unwrap_or(0) * values);
-    dequantize_to(ggml_type, data, &mut out);
+    let mut out = vec![0.0f32; data.len().checked_div(bytes).unwrap_or(0) * values];
+    dequantize_into(ggml_type, data, &mut out);
     out
 }
 
 /// [`dequantize`] into `out`, which holds exactly `data`'s values: a large matrix widened in pieces
 /// on several threads, each piece straight into its place (no piece copied again).
 pub(crate) fn dequantize_into(ggml_type: GgmlType, data: &[u8], out: &mut [f32]) {
-    let mut filled = Filled { out, at: 0 };
-    dequantize_to(ggml_type, data, &mut filled);
-    assert_eq!(filled.at, filled.out.len(), "{} values for {} bytes of {}", filled.out.len(), data.len(), ggml_type.name());
-}
-
-fn dequantize_to(ggml_type: GgmlType, data: &[u8], out: &mut impl Values) {
+    let out = &mut Filled { out, at: 0 };
     let blocks = data.chunks_exact(ggml_type.block().1.max(1));
     match ggml_type {
         GgmlType::F32 => out.put(blocks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
@@ -203,51 +198,34 @@ fn dequantize_to(ggml_type: GgmlType, data: &[u8], out: &mut impl Values) {
         GgmlType::Q6K => blocks.for_each(|b| q6_k(b, out)),
         GgmlType::Other(..) => {}
     }
+    assert_eq!(out.at, out.out.len(), "{} values for {} bytes of {}", out.out.len(), data.len(), ggml_type.name());
 }
 
-/// Where dequantized values go, in order: a growing `Vec`, or a slice filled from its start.
-trait Values {
-    /// `values` after those already there.
-    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>);
-    /// The next `n` values' places, to be written.
-    fn next(&mut self, n: usize) -> &mut [f32];
-    /// A block's values, computed in a fixed-size array (which the compiler vectorizes: an
-    /// iterator per value was a scalar loop, 14% of a 0.5B prefill), after those already there.
-    fn put_block(&mut self, values: &[f32]) {
-        self.next(values.len()).copy_from_slice(values);
-    }
-}
-
-impl Values for Vec<f32> {
-    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>) {
-        self.extend(values);
-    }
-
-    fn next(&mut self, n: usize) -> &mut [f32] {
-        let start = self.len();
-        self.resize(start + n, 0.0);
-        &mut self[start..]
-    }
-}
-
-/// A slice filled in order; `at` values so far.
+/// A slice of dequantized values, filled in order; `at` values so far.
 struct Filled<'a> {
     out: &'a mut [f32],
     at: usize,
 }
 
-impl Values for Filled<'_> {
-    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>) {
-        let places = self.next(values.len());
-        for (place, value) in places.iter_mut().zip(values) {
-            *place = value;
-        }
-    }
-
+impl Filled<'_> {
+    /// The next `n` values' places, to be written.
     fn next(&mut self, n: usize) -> &mut [f32] {
         let start = self.at;
         self.at += n;
         &mut self.out[start..start + n]
+    }
+
+    /// `values` after those already there.
+    fn put(&mut self, values: impl ExactSizeIterator<Item = f32>) {
+        for (place, value) in self.next(values.len()).iter_mut().zip(values) {
+            *place = value;
+        }
+    }
+
+    /// A block's values, computed in a fixed-size array (which the compiler vectorizes: an
+    /// iterator per value was a scalar loop, 14% of a 0.5B prefill), after those already there.
+    fn put_block(&mut self, values: &[f32]) {
+        self.next(values.len()).copy_from_slice(values);
     }
 }
 
@@ -297,7 +275,7 @@ fn half_at(block: &[u8], at: usize) -> f32 {
 }
 
 /// `d`, then 16 bytes of 4-bit values: low nibbles are values 0..16, high nibbles 16..32.
-fn q4_0(block: &[u8], out: &mut impl Values) {
+fn q4_0(block: &[u8], out: &mut Filled) {
     let d = half_at(block, 0);
     let qs = &block[2..18];
     let mut y = [0.0f32; 32];
@@ -308,7 +286,7 @@ fn q4_0(block: &[u8], out: &mut impl Values) {
     out.put_block(&y);
 }
 
-fn q4_1(block: &[u8], out: &mut impl Values) {
+fn q4_1(block: &[u8], out: &mut Filled) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
     let qs = &block[4..20];
     let mut y = [0.0f32; 32];
@@ -324,7 +302,7 @@ fn fifth_bits(qh: &[u8]) -> u32 {
     u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]])
 }
 
-fn q5_0(block: &[u8], out: &mut impl Values) {
+fn q5_0(block: &[u8], out: &mut Filled) {
     let d = half_at(block, 0);
     let qh = fifth_bits(&block[2..6]);
     let qs = &block[6..22];
@@ -336,7 +314,7 @@ fn q5_0(block: &[u8], out: &mut impl Values) {
     out.put_block(&y);
 }
 
-fn q5_1(block: &[u8], out: &mut impl Values) {
+fn q5_1(block: &[u8], out: &mut Filled) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
     let qh = fifth_bits(&block[4..8]);
     let qs = &block[8..24];
@@ -348,7 +326,7 @@ fn q5_1(block: &[u8], out: &mut impl Values) {
     out.put_block(&y);
 }
 
-fn q8_0(block: &[u8], out: &mut impl Values) {
+fn q8_0(block: &[u8], out: &mut Filled) {
     let d = half_at(block, 0);
     let qs = &block[2..34];
     let mut y = [0.0f32; 32];
@@ -370,7 +348,7 @@ pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (f32, f32) {
 }
 
 /// `d`, `dmin`, 12 bytes of scales/mins, 128 bytes of 4-bit values, in 4 runs of 64 values.
-fn q4_k(block: &[u8], out: &mut impl Values) {
+fn q4_k(block: &[u8], out: &mut Filled) {
     let (d, dmin) = (half_at(block, 0), half_at(block, 2));
     let scales = &block[4..16];
     for (run, q) in block[16..144].as_chunks::<32>().0.iter().enumerate() {
@@ -387,7 +365,7 @@ fn q4_k(block: &[u8], out: &mut impl Values) {
 }
 
 /// Q4_K's layout with a fifth bit per value in 32 bytes of `qh` (two bits per run).
-fn q5_k(block: &[u8], out: &mut impl Values) {
+fn q5_k(block: &[u8], out: &mut Filled) {
     let (d, dmin) = (half_at(block, 0), half_at(block, 2));
     let scales = &block[4..16];
     let qh = &block[16..48];
@@ -407,7 +385,7 @@ fn q5_k(block: &[u8], out: &mut impl Values) {
 
 /// 128 bytes of low 4 bits, 64 of high 2 bits, 16 signed 8-bit scales, then `d`; two halves of 128
 /// values, each four interleaved runs of 32.
-fn q6_k(block: &[u8], out: &mut impl Values) {
+fn q6_k(block: &[u8], out: &mut Filled) {
     let d = half_at(block, 208);
     let y = out.next(QK_K);
     for half in 0..2 {
