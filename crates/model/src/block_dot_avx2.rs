@@ -1,8 +1,8 @@
 //! Decoding's products straight from a GGUF row's blocks on AVX2, for the CPUs without AVX-512
 //! VNNI (`block_dot.rs`): each block of 32 weights becomes two registers of 16-bit values, its
 //! quads' scales and its minimum (`blocks.rs`), never stored, and meets each row of activations it
-//! is grouped with while it is there, in `vpmaddwd` against the 16-bit activations, adjacent pairs
-//! added into quads. Several rows of `W` (or of `x`) go through at once, so their sums are
+//! is grouped with while it is there, in `vpmaddwd` against the 16-bit activations, pairs added
+//! into quads. Several rows of `W` (or of `x`) go through at once, so their sums are
 //! independent chains.
 //!
 //! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s AVX2 quads, operation for
@@ -22,6 +22,26 @@ use blocks::{Block, Blocks, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
 use crate::gguf_quants::GgmlType;
 use crate::int_dot::{BLOCK, QuantizedRows};
 use crate::quant_dot::mins_dot;
+
+/// Where each of a block's 32 activations goes in `QuantizedRows::paired`: the values that
+/// [`paired`] puts in a block's two registers of weights, side by side, so that `vpmaddwd` of each
+/// register gives one pair of each quad in the same lane, and one `vpaddd` the quads, in the order
+/// `[0 1 4 5 | 2 3 6 7]` (quad `k` is values `4k..4k + 4`).
+pub(crate) const PAIRED: [usize; 32] = [
+    0, 1, 4, 5, 16, 17, 20, 21, 8, 9, 12, 13, 24, 25, 28, 29, // the first value pair of each quad
+    2, 3, 6, 7, 18, 19, 22, 23, 10, 11, 14, 15, 26, 27, 30, 31, // the second
+];
+
+/// A block's weights, values 0-15 and 16-31, as [`PAIRED`] has the activations: each 128-bit half
+/// takes 32-bit lanes (pairs of values) 0 and 2 of both registers, then 1 and 3. Two shuffles a
+/// block, for all the rows of `x` it meets, where adding each row's pairs into quads had taken a
+/// `vphaddd` (several operations) a row.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn paired(w: [__m256i; 2]) -> [__m256i; 2] {
+    let (low, high) = (_mm256_castsi256_ps(w[0]), _mm256_castsi256_ps(w[1]));
+    [_mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(low, high)), _mm256_castps_si256(_mm256_shuffle_ps::<0b11_01_11_01>(low, high))]
+}
 
 /// Whether this CPU has what the products here are compiled for.
 pub(crate) fn available() -> bool {
@@ -60,7 +80,7 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
     let (n, count) = (xs.q.len() / cols.max(1), rows.len() / row_bytes.max(1));
     assert!(row_bytes.is_multiple_of(T::BYTES) && rows.len() == count * row_bytes && xs.q.len() == n * cols && out.len() == count * n);
-    assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len());
+    assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len() && xs.paired.len() == xs.q.len());
     mins.resize(cols / BLOCK, 0.0);
     let mut first_x = 0;
     while first_x < n {
@@ -99,7 +119,7 @@ unsafe fn rows_against<T: Blocks, const N: usize>(
     let (blocks, count) = (mins.len(), rows.len() / row_bytes);
     let (cols, n) = (blocks * BLOCK, out.len() / count.max(1));
     let x = RowsOfX {
-        at: std::array::from_fn(|j| xs.q[(first_x + j) * cols..][..cols].as_ptr()),
+        at: std::array::from_fn(|j| xs.paired[(first_x + j) * cols..][..cols].as_ptr()),
         scales: std::array::from_fn(|j| &xs.scales[(first_x + j) * blocks..][..blocks]),
     };
     let x_sums: [&[f32]; N] = std::array::from_fn(|j| &xs.sums[(first_x + j) * blocks..][..blocks]);
@@ -116,7 +136,7 @@ unsafe fn rows_against<T: Blocks, const N: usize>(
     N
 }
 
-/// Where `N` rows of `x` are: their 16-bit values and their blocks' scales.
+/// Where `N` rows of `x` are: their 16-bit values in [`PAIRED`]'s order and their blocks' scales.
 struct RowsOfX<'a, const N: usize> {
     at: [*const i16; N],
     scales: [&'a [f32]; N],
@@ -124,7 +144,7 @@ struct RowsOfX<'a, const N: usize> {
 
 /// One row of `W` at `row` against the rows of `x`, a block at a time: for each row of `x` its
 /// even and odd blocks' quads (`int_dot.rs`'s lanes 0-7 and 8-15) added, eight lanes. The quads stay
-/// in the order `vphaddd` leaves them, `[0 1 4 5 | 2 3 6 7]`, the same for every block: a lane's sum
+/// in the order [`PAIRED`] gives them, `[0 1 4 5 | 2 3 6 7]`, the same for every block: a lane's sum
 /// is the same additions wherever it lies, so the sums are put back in order once, in the fold,
 /// rather than every block's quads on the way in. Writes the row's minimums into `mins`.
 ///
@@ -153,6 +173,7 @@ unsafe fn row_dot<T: Blocks, const N: usize>(row: *const u8, x: &RowsOfX<N>, min
                 // SAFETY: `mins` holds the row's blocks.
                 unsafe { *mins.get_unchecked_mut(b) = block.min };
             }
+            let w = paired(block.w);
             for j in 0..N {
                 // SAFETY: the block's 32 activations are inside the row of `x`. Read where
                 // they are used: the registers are the sums'.
@@ -160,9 +181,7 @@ unsafe fn row_dot<T: Blocks, const N: usize>(row: *const u8, x: &RowsOfX<N>, min
                     let at = x.at[j].add(b * BLOCK);
                     [_mm256_loadu_si256(at.cast()), _mm256_loadu_si256(at.add(16).cast())]
                 };
-                let pairs = [_mm256_madd_epi16(block.w[0], xj[0]), _mm256_madd_epi16(block.w[1], xj[1])];
-                // Pairs [0-3 | 4-7] and [8-11 | 12-15] add to quads [0 1 4 5 | 2 3 6 7].
-                let quads = _mm256_hadd_epi32(pairs[0], pairs[1]);
+                let quads = _mm256_add_epi32(_mm256_madd_epi16(w[0], xj[0]), _mm256_madd_epi16(w[1], xj[1]));
                 // Scale times the activations' scale, as the unpacked row's lanes have it.
                 // SAFETY: `b` is one of the row's blocks.
                 let x_scale = unsafe { *x.scales[j].get_unchecked(b) };
@@ -210,7 +229,7 @@ unsafe fn row_dot<T: Blocks, const N: usize>(row: *const u8, x: &RowsOfX<N>, min
     sums.map(|[even, odd]| _mm256_add_ps(even, odd))
 }
 
-/// Up to eight dot products' lanes (even and odd added, `vphaddd`'s order) waiting to be folded
+/// Up to eight dot products' lanes (even and odd added, [`PAIRED`]'s order) waiting to be folded
 /// into their places in `out`, with their minimums' sums where their type has minimums.
 /// Folded together ([`fold_eights`]), eight rows take a handful of operations where each took a
 /// dozen alone.
@@ -261,7 +280,7 @@ impl Folds {
     }
 }
 
-/// Eight rows' lanes, each in `vphaddd`'s order `h` (quads `[0 1 4 5 | 2 3 6 7]`), folded as
+/// Eight rows' lanes, each in [`PAIRED`]'s order `h` (quads `[0 1 4 5 | 2 3 6 7]`), folded as
 /// `int_dot.rs` folds eight lanes in order `s` (after even onto odd): halves onto halves, `s[i] +
 /// s[i + 4]`, which are `h[0] + h[2]`, `h[1] + h[3]`, `h[4] + h[6]` and `h[5] + h[7]`; then the
 /// first two plus the last two; then those two. Here eight rows side by side, each the same

@@ -36,7 +36,8 @@ const LARGEST: f32 = 32767.0;
 /// in `-32767..=32767`, and each block's f32 sum (for the weights' minimums, which need no
 /// product). For `vpdpbusd` (`block_dot.rs`, x86-64 only) the same `q` also as bytes,
 /// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
-/// weights stored with an offset).
+/// weights stored with an offset); for `block_dot_avx2.rs` the same `q` with each block's values
+/// in the order its registers pair them (`block_dot_avx2::PAIRED`).
 #[derive(Debug)]
 pub(crate) struct QuantizedRows {
     pub q: Vec<i16>,
@@ -48,6 +49,8 @@ pub(crate) struct QuantizedRows {
     pub low: Vec<u8>,
     #[cfg(target_arch = "x86_64")]
     pub high_sums: Vec<i32>,
+    #[cfg(target_arch = "x86_64")]
+    pub paired: Vec<i16>,
 }
 
 impl QuantizedRows {
@@ -73,7 +76,8 @@ impl QuantizedRows {
         {
             let (high, low): (Vec<i8>, Vec<u8>) = q.iter().map(|&q| ((q >> 8) as i8, q as u8)).unzip();
             let high_sums = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
-            Self { q, scales, sums, high, low, high_sums }
+            let paired = q.chunks_exact(BLOCK).flat_map(|block| crate::block_dot_avx2::PAIRED.map(|i| block[i])).collect();
+            Self { q, scales, sums, high, low, high_sums, paired }
         }
         #[cfg(not(target_arch = "x86_64"))]
         Self { q, scales, sums }
