@@ -68,7 +68,8 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
     let (n, count) = (xs.q.len() / cols.max(1), rows.len() / row_bytes.max(1));
     assert!(row_bytes.is_multiple_of(T::BYTES) && rows.len() == count * row_bytes && xs.q.len() == n * cols && out.len() == count * n);
     assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len());
-    assert!(xs.high.len() == xs.q.len() && xs.low.len() == xs.q.len() && xs.high_sums.len() * QUAD == xs.q.len());
+    let bytes = xs.bytes();
+    assert!(bytes.high.len() == xs.q.len() && bytes.low.len() == xs.q.len() && bytes.high_sums.len() * QUAD == xs.q.len());
     mins.resize(4 * (cols / BLOCK), 0.0);
     let group = |r: usize, j: usize| Group { first_row: r, first_x: j, row_bytes, cols, n };
     let mut j = 0;
@@ -129,7 +130,7 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
     mins: &mut [f32],
     g: Group,
 ) {
-    let blocks = g.cols / BLOCK;
+    let (blocks, bytes) = (g.cols / BLOCK, xs.bytes());
     let row_at: [*const u8; R] = std::array::from_fn(|r| rows[(g.first_row + r) * g.row_bytes..].as_ptr());
     let x_at: [usize; N] = std::array::from_fn(|j| (g.first_x + j) * g.cols);
     let x_scales: [&[f32]; N] = std::array::from_fn(|j| &xs.scales[(g.first_x + j) * blocks..][..blocks]);
@@ -153,14 +154,14 @@ unsafe fn group_dot<T: Blocks, const R: usize, const N: usize>(
                 // SAFETY: the pair's 64 activations (32 where `b` is alone: the rest masked off,
                 // never read) and their 16 quads are inside the row of `x`.
                 unsafe {
-                    let (h, l) = (xs.high.as_ptr().add(x), xs.low.as_ptr().add(x));
+                    let (h, l) = (bytes.high.as_ptr().add(x), bytes.low.as_ptr().add(x));
                     (high[j], low[j]) = if both {
                         (_mm512_loadu_si512(h.cast()), _mm512_loadu_si512(l.cast()))
                     } else {
                         (_mm512_maskz_loadu_epi8(u32::MAX as u64, h), _mm512_maskz_loadu_epi8(u32::MAX as u64, l.cast()))
                     };
                     if let Some(shift) = T::OFFSET_SHIFT {
-                        let high_sums = _mm512_maskz_loadu_epi32(mask, xs.high_sums.as_ptr().add(x / QUAD));
+                        let high_sums = _mm512_maskz_loadu_epi32(mask, bytes.high_sums.as_ptr().add(x / QUAD));
                         offsets[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(high_sums, _mm_cvtsi32_si128(shift)));
                     }
                 }

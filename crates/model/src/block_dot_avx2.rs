@@ -80,7 +80,7 @@ fn rows_of<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &m
     let cols = row_bytes / T::BYTES * T::SUBS * BLOCK;
     let (n, count) = (xs.q.len() / cols.max(1), rows.len() / row_bytes.max(1));
     assert!(row_bytes.is_multiple_of(T::BYTES) && rows.len() == count * row_bytes && xs.q.len() == n * cols && out.len() == count * n);
-    assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len() && xs.paired.len() == xs.q.len());
+    assert!(xs.scales.len() * BLOCK == xs.q.len() && xs.sums.len() == xs.scales.len() && xs.paired().len() == xs.q.len());
     mins.resize(cols / BLOCK, 0.0);
     let mut first_x = 0;
     while first_x < n {
@@ -119,7 +119,7 @@ unsafe fn rows_against<T: Blocks, const N: usize>(
     let (blocks, count) = (mins.len(), rows.len() / row_bytes);
     let (cols, n) = (blocks * BLOCK, out.len() / count.max(1));
     let x = RowsOfX {
-        at: std::array::from_fn(|j| xs.paired[(first_x + j) * cols..][..cols].as_ptr()),
+        at: std::array::from_fn(|j| xs.paired()[(first_x + j) * cols..][..cols].as_ptr()),
         scales: std::array::from_fn(|j| &xs.scales[(first_x + j) * blocks..][..blocks]),
     };
     let x_sums: [&[f32]; N] = std::array::from_fn(|j| &xs.sums[(first_x + j) * blocks..][..blocks]);

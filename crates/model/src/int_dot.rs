@@ -34,23 +34,29 @@ const LARGEST: f32 = 32767.0;
 
 /// Rows of activations quantized for [`IntDot::dot`]: per block of 32 values `x ≈ scale * q`, `q`
 /// in `-32767..=32767`, and each block's f32 sum (for the weights' minimums, which need no
-/// product). For `vpdpbusd` (`block_dot.rs`, x86-64 only) the same `q` also as bytes,
-/// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
-/// weights stored with an offset); for `block_dot_avx2.rs` the same `q` with each block's values
-/// in the order its registers pair them (`block_dot_avx2::PAIRED`).
+/// product). On x86-64 the same `q` also laid out for the products straight from the blocks, each
+/// made by the first product that reads it (one of the two is used on a given CPU, and a layout
+/// made serially before every product was a few percent of a token at two threads):
+/// [`Self::bytes`] for `vpdpbusd` (`block_dot.rs`), [`Self::paired`] for `block_dot_avx2.rs`.
 #[derive(Debug)]
 pub(crate) struct QuantizedRows {
     pub q: Vec<i16>,
     pub scales: Vec<f32>,
     pub sums: Vec<f32>,
     #[cfg(target_arch = "x86_64")]
+    bytes: std::sync::OnceLock<ByteHalves>,
+    #[cfg(target_arch = "x86_64")]
+    paired: std::sync::OnceLock<Vec<i16>>,
+}
+
+/// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
+/// weights stored with an offset).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug)]
+pub(crate) struct ByteHalves {
     pub high: Vec<i8>,
-    #[cfg(target_arch = "x86_64")]
     pub low: Vec<u8>,
-    #[cfg(target_arch = "x86_64")]
     pub high_sums: Vec<i32>,
-    #[cfg(target_arch = "x86_64")]
-    pub paired: Vec<i16>,
 }
 
 impl QuantizedRows {
@@ -73,14 +79,34 @@ impl QuantizedRows {
             sums.push(block.iter().sum());
         }
         #[cfg(target_arch = "x86_64")]
-        {
-            let (high, low): (Vec<i8>, Vec<u8>) = q.iter().map(|&q| ((q >> 8) as i8, q as u8)).unzip();
-            let high_sums = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
-            let paired = q.chunks_exact(BLOCK).flat_map(|block| crate::block_dot_avx2::PAIRED.map(|i| block[i])).collect();
-            Self { q, scales, sums, high, low, high_sums, paired }
-        }
+        return Self { q, scales, sums, bytes: Default::default(), paired: Default::default() };
         #[cfg(not(target_arch = "x86_64"))]
         Self { q, scales, sums }
+    }
+
+    /// `q` as bytes for `vpdpbusd`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn bytes(&self) -> &ByteHalves {
+        self.bytes.get_or_init(|| {
+            let (high, low): (Vec<i8>, Vec<u8>) = self.q.iter().map(|&q| ((q >> 8) as i8, q as u8)).unzip();
+            let high_sums = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
+            ByteHalves { high, low, high_sums }
+        })
+    }
+
+    /// `q` with each block's values in the order `block_dot_avx2.rs`'s registers pair them
+    /// (`block_dot_avx2::PAIRED`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn paired(&self) -> &[i16] {
+        self.paired.get_or_init(|| {
+            let mut paired = vec![0i16; self.q.len()];
+            for (to, block) in paired.chunks_exact_mut(BLOCK).zip(self.q.chunks_exact(BLOCK)) {
+                for (to, &from) in to.iter_mut().zip(&crate::block_dot_avx2::PAIRED) {
+                    *to = block[from];
+                }
+            }
+            paired
+        })
     }
 }
 
@@ -348,7 +374,7 @@ mod tests {
         let x = QuantizedRows::new(&[-1.0f32, 1.0].repeat(32));
         assert!(x.q.iter().all(|&q| q.abs() == 32767));
         #[cfg(target_arch = "x86_64")]
-        for ((&q, &high), &low) in x.q.iter().zip(&x.high).zip(&x.low) {
+        for ((&q, &high), &low) in x.q.iter().zip(&x.bytes().high).zip(&x.bytes().low) {
             assert_eq!(256 * high as i32 + low as i32, q as i32);
         }
         let largest = |w: Vec<i8>| {
