@@ -22,6 +22,12 @@ use crate::kv_cache::MASKED;
 use crate::log_softmax::{on_cpu_backend, values};
 use crate::own_kernels::attention_fits;
 use crate::row_kernels::{LANES, exp, row_max, simd};
+use rayon::prelude::*;
+
+/// Keys times head dimensions times query heads of a token's attention (every row's) from which
+/// its groups go to rayon's threads (a fraction of a millisecond; one answer stays on one thread
+/// until its context passes 500 tokens, where waking a thread had cost about what it saved).
+const PARALLEL_ATTENTION: usize = 1 << 19;
 
 /// The shape of one decoded token's attention in a layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,40 +140,48 @@ impl DecodeAttention for Flex {
         let slots = cache.storage_mut::<f32>();
         let (capacity, batch, group) = (cache_shape[3], q.len() / (heads * hd), heads / kv_heads);
         let values_at = slots.len() / 2;
-        let mut out = vec![0.0; q.len()];
-        let mut scores_room = Vec::with_capacity(len + 1);
+        let rotate = |b: usize, x: &[f32]| -> Vec<f32> {
+            if !step.rotary {
+                return x.to_vec();
+            }
+            let (cos, sin, half) = (&cos[b * hd..(b + 1) * hd], &sin[b * hd..(b + 1) * hd], hd / 2);
+            (0..hd).map(|i| x[i] * cos[i] + if i < half { -x[i + half] } else { x[i - half] } * sin[i]).collect()
+        };
+        let cached = |b: usize, kv: usize, j: usize| ((b * kv_heads + kv) * capacity + j) * hd;
+        // 1. Each row's new key (rotated) and value into the cache.
         for b in 0..batch {
-            let rotate = |x: &[f32]| -> Vec<f32> {
-                if !step.rotary {
-                    return x.to_vec();
-                }
-                let (cos, sin, half) = (&cos[b * hd..(b + 1) * hd], &sin[b * hd..(b + 1) * hd], hd / 2);
-                (0..hd).map(|i| x[i] * cos[i] + if i < half { -x[i + half] } else { x[i - half] } * sin[i]).collect()
-            };
-            let cached = |kv: usize, j: usize| ((b * kv_heads + kv) * capacity + j) * hd;
             for kv in 0..kv_heads {
-                let (at, new) = (cached(kv, len), (b * kv_heads + kv) * hd);
-                slots[at..at + hd].copy_from_slice(&rotate(&k[new..new + hd]));
+                let (at, new) = (cached(b, kv, len), (b * kv_heads + kv) * hd);
+                slots[at..at + hd].copy_from_slice(&rotate(b, &k[new..new + hd]));
                 slots[values_at + at..values_at + at + hd].copy_from_slice(&v[new..new + hd]);
             }
+        }
+        // 2. The query heads sharing a key/value head together (its keys and values read once), a
+        // row's group a job: `out`'s rows of heads `kv * group..` of row `b`.
+        let slots: &[f32] = slots;
+        let attend = |scores: &mut Vec<f32>, (job, rows): (usize, &mut [f32])| {
+            let (b, kv) = (job / kv_heads, job % kv_heads);
             let bias = &bias[if bias_rows == 1 { 0 } else { b * (len + 1) }..][..len + 1];
-            // The query heads sharing a key/value head together: its keys and values read once.
-            for kv in 0..kv_heads {
-                let first = b * heads + kv * group;
-                let rotated: Vec<f32> = (first..first + group).flat_map(|h| rotate(&q[h * hd..][..hd])).collect();
-                let (keys, values) = (&slots[cached(kv, 0)..][..(len + 1) * hd], &slots[values_at + cached(kv, 0)..][..(len + 1) * hd]);
-                let (queries, rows, keys_seen, scores) =
-                    (&rotated[..], &mut out[first * hd..][..group * hd], (window, scale), &mut scores_room);
-                simd!((), |queries: &'a [f32],
-                           keys: &'a [f32],
-                           values: &'a [f32],
-                           bias: &'a [f32],
-                           keys_seen: (usize, f32),
-                           scores: &'a mut Vec<f32>,
-                           rows: &'a mut [f32]| {
-                    attend_group(queries, keys, values, bias, keys_seen, scores, rows)
-                });
-            }
+            let first = b * heads + kv * group;
+            let rotated: Vec<f32> = (first..first + group).flat_map(|h| rotate(b, &q[h * hd..][..hd])).collect();
+            let (keys, values) = (&slots[cached(b, kv, 0)..][..(len + 1) * hd], &slots[values_at + cached(b, kv, 0)..][..(len + 1) * hd]);
+            let (queries, keys_seen) = (&rotated[..], (window, scale));
+            simd!((), |queries: &'a [f32],
+                       keys: &'a [f32],
+                       values: &'a [f32],
+                       bias: &'a [f32],
+                       keys_seen: (usize, f32),
+                       scores: &'a mut Vec<f32>,
+                       rows: &'a mut [f32]| { attend_group(queries, keys, values, bias, keys_seen, scores, rows) });
+        };
+        let mut out = vec![0.0; q.len()];
+        // Split over rayon's threads once the cache is long enough to pay for the fork: a serial
+        // attention was 3% of a batch of eight's samples at two threads, the other thread waiting.
+        if batch * heads * (len + 1) * hd >= PARALLEL_ATTENTION {
+            out.par_chunks_mut(group * hd).enumerate().for_each_init(Vec::new, attend);
+        } else {
+            let mut scores = Vec::with_capacity(group * (len + 1));
+            out.chunks_mut(group * hd).enumerate().for_each(|job| attend(&mut scores, job));
         }
         (FlexTensor::from_data(TensorData::new(out, [batch, heads * hd])), cache)
     }
@@ -290,11 +304,10 @@ mod tests {
     /// A token's attention through the cache as the unfused path takes it and as
     /// [`LayerCache::attend_one`] does, two tokens in a row (the first turns the two tensors the
     /// prompt left into one with room), with a padded row and a sliding window; then the unfused
-    /// path on the roomy cache gives back every key and value.
-    fn compare(window: usize) {
+    /// path on the roomy cache gives back every key and value. `cached` keys before the first.
+    fn compare(window: usize, cached: usize) {
         let device = Device::flex();
         let rotary = Rotary { inv_freq: (0..HD / 2).map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / HD as f32)).collect() };
-        let cached = 33; // past the cache's first room of 32
         let (k0, v0) = (random([B, KV, cached, HD], &device), random([B, KV, cached, HD], &device));
         let (mut unfused, mut fused) = (LayerCache::default(), LayerCache::default());
         unfused.append(k0.clone(), v0.clone());
@@ -334,11 +347,16 @@ mod tests {
 
     #[test]
     fn a_decoded_token_attends_through_the_cache_as_the_unfused_path_does() {
-        compare(0);
+        compare(0, 33); // past the cache's first room of 32
     }
 
     #[test]
     fn a_decoded_token_in_a_sliding_window_sees_only_the_window() {
-        compare(5);
+        compare(5, 33);
+    }
+
+    #[test]
+    fn a_long_cache_splits_its_heads_over_the_threads_and_attends_as_the_unfused_path_does() {
+        compare(0, PARALLEL_ATTENTION / (B * H * HD));
     }
 }
