@@ -13,6 +13,7 @@
 mod adamw;
 #[cfg(feature = "cube")]
 mod adamw_gpu;
+mod awake_threads;
 mod batch;
 #[cfg(target_arch = "x86_64")]
 mod block_bytes;

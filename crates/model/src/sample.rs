@@ -15,6 +15,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::awake_threads::KeepAwake;
 use crate::batch::left_pad;
 use crate::causal_lm::CausalLm;
 use crate::choose::choose_tokens;
@@ -129,6 +130,7 @@ pub async fn generate(
     }
 
     let device = model.device();
+    let _awake = KeepAwake::new(on_cpu_backend(&device));
     let padded = left_pad(prompts, pad);
     // Each row may grow until its own last position; a long prompt does not shorten the others.
     let limit: Vec<usize> = prompts.iter().map(|p| config.max_new_tokens.min(ctx - p.len())).collect();
