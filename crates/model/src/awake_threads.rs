@@ -6,7 +6,8 @@
 //! for it to fall asleep and short enough that waking it (a futex, then the kernel's scheduler:
 //! tens of microseconds in a virtual machine) is a real part of the next product. While a
 //! [`KeepAwake`] lives, each other thread of the pool runs a job that looks for rayon's work and
-//! spins when there is none, so each split is taken at once; dropping it lets them go.
+//! yields the core when there is none (staying runnable, so nothing has to wake it), so each split
+//! is taken at once; dropping it lets them go.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,9 +39,10 @@ impl KeepAwake {
             count.fetch_add(1, Ordering::AcqRel);
             while !flag.load(Ordering::Acquire) {
                 if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    for _ in 0..64 {
-                        std::hint::spin_loop();
-                    }
+                    // Runnable, never asleep, yet giving the core to any other process's thread
+                    // that waits for it: several commands at once on few cores (a test suite)
+                    // must not lose their cores to spinning.
+                    std::thread::yield_now();
                 }
             }
             count.fetch_sub(1, Ordering::AcqRel);
