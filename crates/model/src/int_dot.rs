@@ -34,9 +34,8 @@ const LARGEST: f32 = 32767.0;
 
 /// Rows of activations quantized for [`IntDot::dot`]: per block of 32 values `x ≈ scale * q`, `q`
 /// in `-32767..=32767`, and each block's f32 sum (for the weights' minimums, which need no
-/// product). On x86-64 the same `q` also laid out for the products straight from the blocks, each
-/// made by the first product that reads it (one of the two is used on a given CPU, and a layout
-/// made serially before every product was a few percent of a token at two threads):
+/// product). On x86-64 the same `q` also laid out for the products straight from the blocks, only
+/// the one this CPU's products read, made once before their jobs fork (`packed/cpu.rs`):
 /// [`Self::bytes`] for `vpdpbusd` (`block_dot.rs`), [`Self::paired`] for `block_dot_avx2.rs`.
 #[derive(Debug)]
 pub(crate) struct QuantizedRows {
@@ -88,7 +87,9 @@ impl QuantizedRows {
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn bytes(&self) -> &ByteHalves {
         self.bytes.get_or_init(|| {
-            let (high, low): (Vec<i8>, Vec<u8>) = self.q.iter().map(|&q| ((q >> 8) as i8, q as u8)).unzip();
+            // Two passes the compiler vectorizes, where one `unzip` pushed a value at a time.
+            let high: Vec<i8> = self.q.iter().map(|&q| (q >> 8) as i8).collect();
+            let low: Vec<u8> = self.q.iter().map(|&q| q as u8).collect();
             let high_sums = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
             ByteHalves { high, low, high_sums }
         })

@@ -83,6 +83,7 @@ pub(crate) fn unpacked_products_of(x: &[f32], weights: &[&PackedWeight]) -> Vec<
     let cols = weights.first().map_or(1, |w| w.0.cols);
     let n = x.len() / cols;
     let xs = &QuantizedRows::new(x);
+    lay_out_for_the_blocks(xs);
     let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0.0f32; w.0.rows * n]).collect(); // [out, n] each
     let step_rows = decode_step_rows(weights.iter().map(|w| w.0.rows).sum());
     let jobs: Vec<(&PackedWeight, usize, &mut [f32])> = weights
@@ -105,6 +106,20 @@ pub(super) struct DecodeScratch {
     #[cfg(target_arch = "x86_64")]
     mins: Vec<f32>,
     row: UnpackedRow,
+}
+
+/// The activations' layout that [`dot_rows`] reads on this CPU, made before the jobs fork: made
+/// by the first job that reads it, the other threads' jobs waited on it asleep (a futex's wait
+/// and wake-up in every product: at two threads 2-3% of a token's samples and an idle thread).
+fn lay_out_for_the_blocks(xs: &QuantizedRows) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::block_dot::available() {
+        xs.bytes();
+    } else if crate::block_dot_avx2::available() {
+        xs.paired();
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = xs;
 }
 
 /// Rows `bytes` of a `W` of `ggml_type` dotted with each row of `xs` into `out` `[rows, n]`.
