@@ -19,6 +19,7 @@
 
 use std::arch::x86_64::*;
 
+pub(crate) mod lanes;
 mod pairs;
 
 use pairs::{Blocks, Pair, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, one_scales, row_of, signed};

@@ -49,13 +49,15 @@ pub(crate) struct QuantizedRows {
 }
 
 /// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
-/// weights stored with an offset).
+/// weights stored with an offset), and that times -8 (Q4_0's offset, where `block_dot/lanes.rs`
+/// starts each quad's sum).
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug)]
 pub(crate) struct ByteHalves {
     pub high: Vec<i8>,
     pub low: Vec<u8>,
     pub high_sums: Vec<i32>,
+    pub minus_eight_high_sums: Vec<i32>,
 }
 
 impl QuantizedRows {
@@ -90,8 +92,9 @@ impl QuantizedRows {
             // Two passes the compiler vectorizes, where one `unzip` pushed a value at a time.
             let high: Vec<i8> = self.q.iter().map(|&q| (q >> 8) as i8).collect();
             let low: Vec<u8> = self.q.iter().map(|&q| q as u8).collect();
-            let high_sums = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
-            ByteHalves { high, low, high_sums }
+            let high_sums: Vec<i32> = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
+            let minus_eight_high_sums = high_sums.iter().map(|&sum| -8 * sum).collect();
+            ByteHalves { high, low, high_sums, minus_eight_high_sums }
         })
     }
 

@@ -18,6 +18,7 @@
 //! rows, nothing differentiated) meets a block-quantized `W` unpacked to bytes instead
 //! (`quant_dot.rs`), widening no row of it to f32.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ use crate::row_shards::Shards;
 mod cpu;
 
 pub(crate) use cpu::unpacked_products_of;
-use cpu::{decode_products, few_rows_product};
+use cpu::{decode_products, few_rows_product, lay_out_rows, plain_rows};
 
 /// At most this many values of `W` are widened at once by a product of many rows (16 MiB of f32).
 const TILE_VALUES: usize = 1 << 22;
@@ -58,6 +59,9 @@ struct Packed {
     ggml_type: GgmlType,
     /// The rows this worker holds: all of them, unless `shards` holds the rest.
     bytes: Vec<u8>,
+    /// Whether `bytes` are laid out for this CPU's decoding products rather than as the file has
+    /// them (`packed/cpu.rs`, [`lay_out_rows`]); [`PackedWeight::plain_rows`] reads them back.
+    in_lanes: bool,
     rows: usize,
     cols: usize,
     /// The rows past `rows`, held by other workers (`row_shards.rs`).
@@ -81,13 +85,15 @@ impl fmt::Debug for PackedWeight {
 impl PackedWeight {
     /// `rows` x `cols` values of `ggml_type` in `bytes`; `None` unless the type is one the reader
     /// dequantizes and the bytes are exactly `rows` rows of whole blocks.
-    pub fn new(ggml_type: GgmlType, bytes: Vec<u8>, [rows, cols]: [usize; 2]) -> Option<Self> {
+    pub fn new(ggml_type: GgmlType, mut bytes: Vec<u8>, [rows, cols]: [usize; 2]) -> Option<Self> {
         let row_bytes = ggml_type.bytes_for(cols as u64)?;
         let whole = ggml_type.is_read() && cols > 0 && (rows as u64).checked_mul(row_bytes) == Some(bytes.len() as u64);
         whole.then(|| {
+            let in_lanes = lay_out_rows(ggml_type, &mut bytes, rows);
             Self(Arc::new(Packed {
                 ggml_type,
                 bytes,
+                in_lanes,
                 rows,
                 cols,
                 shards: None,
@@ -99,9 +105,16 @@ impl PackedWeight {
 
     /// Rows `start..start + len` of the rows held here, as a weight of their own.
     pub(crate) fn held_rows(&self, start: usize, len: usize) -> Self {
-        let row_bytes = self.0.bytes.len() / self.0.rows.max(1);
-        let bytes = self.0.bytes[start * row_bytes..(start + len) * row_bytes].to_vec();
-        Self::new(self.0.ggml_type, bytes, [len, self.0.cols]).expect("whole rows of a weight")
+        Self::new(self.0.ggml_type, self.plain_rows(start, len).into_owned(), [len, self.0.cols]).expect("whole rows of a weight")
+    }
+
+    /// Rows `start..start + len` of the rows held here, as the file lays them out.
+    fn plain_rows(&self, start: usize, len: usize) -> Cow<'_, [u8]> {
+        let row_bytes = self.row_bytes();
+        if self.0.in_lanes {
+            return Cow::Owned(plain_rows(&self.0.bytes, row_bytes, start, len));
+        }
+        Cow::Borrowed(&self.0.bytes[start * row_bytes..(start + len) * row_bytes])
     }
 
     /// These rows as the first of a matrix whose other rows `shards` says where to find.
@@ -109,6 +122,7 @@ impl PackedWeight {
         let p = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Packed {
             ggml_type: shared.ggml_type,
             bytes: shared.bytes.clone(),
+            in_lanes: shared.in_lanes,
             rows: shared.rows,
             cols: shared.cols,
             shards: None,
@@ -125,7 +139,7 @@ impl PackedWeight {
 
     /// Bytes the whole matrix takes, wherever its rows are held.
     pub fn held_bytes(&self) -> u64 {
-        let row_bytes = self.0.bytes.len() / self.0.rows.max(1);
+        let row_bytes = self.row_bytes();
         (row_bytes * self.shape()[0]) as u64
     }
 
@@ -166,9 +180,15 @@ impl PackedWeight {
         [cols, rows]
     }
 
-    /// The bytes of the rows held here (all of them, unless other workers hold some).
-    pub fn bytes(&self) -> &[u8] {
-        &self.0.bytes
+    /// The bytes of the rows held here (all of them, unless other workers hold some), as the file
+    /// lays them out.
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        self.plain_rows(0, self.0.rows)
+    }
+
+    /// Bytes a row takes.
+    pub fn row_bytes(&self) -> usize {
+        self.0.bytes.len() / self.0.rows.max(1)
     }
 
     /// The values, `[out, in]` row-major.
@@ -194,16 +214,14 @@ impl PackedWeight {
     /// [`Self::rows_values`] of rows held here.
     fn held_rows_values(&self, start: usize, len: usize) -> Vec<f32> {
         const PIECE_ROWS: usize = 256;
-        let row_bytes = self.0.bytes.len() / self.0.rows.max(1);
-        let bytes = &self.0.bytes[start * row_bytes..(start + len) * row_bytes];
         if len <= PIECE_ROWS {
-            return dequantize(self.0.ggml_type, bytes);
+            return dequantize(self.0.ggml_type, &self.plain_rows(start, len));
         }
         let mut values = vec![0.0f32; len * self.0.cols];
-        values
-            .par_chunks_mut(PIECE_ROWS * self.0.cols)
-            .zip(bytes.par_chunks(PIECE_ROWS * row_bytes))
-            .for_each(|(out, piece)| dequantize_into(self.0.ggml_type, piece, out));
+        values.par_chunks_mut(PIECE_ROWS * self.0.cols).enumerate().for_each(|(piece, out)| {
+            let rows = self.plain_rows(start + piece * PIECE_ROWS, out.len() / self.0.cols);
+            dequantize_into(self.0.ggml_type, &rows, out);
+        });
         values
     }
 
@@ -415,6 +433,8 @@ impl<B: Backend + PackedOps, C: CheckpointStrategy> PackedOps for Autodiff<B, C>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::int_dot::{IntDot, QuantizedRows};
+    use crate::quant_dot::{UnpackedRow, dot_row};
 
     /// A Q8_0 `[rows, 64]` matrix of varied values (scale 1/64, values -64..64).
     fn q8_0(rows: usize) -> PackedWeight {
@@ -499,6 +519,27 @@ mod tests {
             let tracked = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, 64]), &device.clone().autodiff());
             let trained: Vec<f32> = w.matmul(tracked).into_data().try_to_vec().unwrap();
             assert_close(&trained, &whole, &format!("{n} rows, differentiated"));
+        }
+    }
+
+    /// Q4_0 is laid out in groups of 16 rows on AVX-512 VNNI: 37 rows are two groups and 5 left.
+    #[test]
+    fn a_weight_laid_out_for_this_cpu_reads_and_decodes_as_the_files_rows_do() {
+        let (rows, cols) = (37, 96);
+        let file = GgmlType::Q4_0.example_bytes(rows * cols).unwrap();
+        let w = PackedWeight::new(GgmlType::Q4_0, file.clone(), [rows, cols]).unwrap();
+        assert_eq!(*w.bytes(), file[..]);
+        assert_eq!(w.values(), dequantize(GgmlType::Q4_0, &file));
+        assert_eq!(*w.held_rows(13, 20).bytes(), file[13 * w.row_bytes()..33 * w.row_bytes()]);
+        for n in [1, 2, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 3) % 17) as f32 / 17.0 - 0.5).collect();
+            let xs = QuantizedRows::new(&x);
+            let mut expected_t = vec![0.0f32; rows * n]; // [out, n]
+            for (row, out) in file.chunks_exact(w.row_bytes()).zip(expected_t.chunks_exact_mut(n)) {
+                dot_row(GgmlType::Q4_0, row, &xs, out, &mut UnpackedRow::default(), IntDot::Portable);
+            }
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&unpacked_products_of(&x, &[&w]).remove(0)), bits(&cpu::transposed(expected_t, n)), "{n} rows");
         }
     }
 

@@ -19,10 +19,10 @@ use crate::packed_gpu::{Grid, dot_packed, upload};
 pub(crate) fn few_rows_products3(x: CubeTensor, weights: &[PackedWeight; 3]) -> [CubeTensor; 3] {
     let x = burn_cubecl::kernel::into_contiguous(x);
     let (n, cols) = (x.meta.shape()[0], x.meta.shape()[1]);
-    let words = weights.each_ref().map(|w| w.on_device(&x.device, || upload(w.bytes(), &x)));
+    let words = weights.each_ref().map(|w| w.on_device(&x.device, || upload(&w.bytes(), &x)));
     let outs = weights.each_ref().map(|w| CubeBackend::float_empty([n, w.shape()[0]].into(), &x.device, FloatDType::F32));
     let rows = weights.each_ref().map(|w| w.shape()[0]);
-    let row_bytes = weights.each_ref().map(|w| w.bytes().len() / w.shape()[0]);
+    let row_bytes = weights.each_ref().map(|w| w.row_bytes());
     let total = n * rows.iter().sum::<usize>();
     let cube_dim = CubeDim::new(&x.client, total);
     let cube_count = calculate_cube_count_elemwise(&x.client, total, cube_dim);
@@ -81,7 +81,7 @@ pub(crate) fn few_rows_plus(x: CubeTensor, addend: CubeTensor, weight: &PackedWe
 pub(crate) fn few_rows_gated(x: CubeTensor, gate: &PackedWeight, up: &PackedWeight, gelu: bool) -> CubeTensor {
     let x = burn_cubecl::kernel::into_contiguous(x);
     let grid = Grid::new(gate, &x, gate.shape()[0]);
-    let up_words = up.on_device(&x.device, || upload(up.bytes(), &x));
+    let up_words = up.on_device(&x.device, || upload(&up.bytes(), &x));
     few_rows_gated_kernel::launch(
         &x.client.clone(),
         grid.cube_count,
@@ -92,7 +92,7 @@ pub(crate) fn few_rows_gated(x: CubeTensor, gate: &PackedWeight, up: &PackedWeig
         grid.out.clone().into_tensor_arg(),
         grid.cols,
         grid.row_bytes,
-        up.bytes().len() / up.shape()[0],
+        up.row_bytes(),
         grid.rows,
         grid.total,
         gate.ggml_type().id(),

@@ -74,13 +74,13 @@ pub(crate) struct Grid {
 
 impl Grid {
     pub(crate) fn new(weight: &PackedWeight, input: &CubeTensor, width: usize) -> Self {
-        let words = weight.on_device(&input.device, || upload(weight.bytes(), input));
+        let words = weight.on_device(&input.device, || upload(&weight.bytes(), input));
         let ([rows, cols], n) = (weight.shape(), input.meta.shape()[0]);
         let total = n * width;
         let out = CubeBackend::float_empty([n, width].into(), &input.device, FloatDType::F32);
         let cube_dim = CubeDim::new(&input.client, total);
         let cube_count = calculate_cube_count_elemwise(&input.client, total, cube_dim);
-        Self { words, out, cube_dim, cube_count, total, rows, cols, row_bytes: weight.bytes().len() / rows }
+        Self { words, out, cube_dim, cube_count, total, rows, cols, row_bytes: weight.row_bytes() }
     }
 }
 

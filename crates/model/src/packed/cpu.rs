@@ -85,7 +85,8 @@ pub(crate) fn unpacked_products_of(x: &[f32], weights: &[&PackedWeight]) -> Vec<
     let xs = &QuantizedRows::new(x);
     lay_out_for_the_blocks(xs);
     let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0.0f32; w.0.rows * n]).collect(); // [out, n] each
-    let step_rows = decode_step_rows(weights.iter().map(|w| w.0.rows).sum());
+    let in_lanes = weights.iter().any(|w| w.0.in_lanes);
+    let step_rows = decode_step_rows(weights.iter().map(|w| w.0.rows).sum(), in_lanes);
     let jobs: Vec<(&PackedWeight, usize, &mut [f32])> = weights
         .iter()
         .zip(outs.iter_mut())
@@ -93,8 +94,11 @@ pub(crate) fn unpacked_products_of(x: &[f32], weights: &[&PackedWeight]) -> Vec<
         .collect();
     // One scratch per rayon job, not per chunk: a vocabulary-sized head is hundreds of chunks.
     jobs.into_par_iter().for_each_init(DecodeScratch::default, |scratch, (weight, start, out)| {
-        let row_bytes = weight.bytes().len() / weight.0.rows;
-        let bytes = &weight.bytes()[start * row_bytes..(start + out.len() / n) * row_bytes];
+        let row_bytes = weight.row_bytes();
+        let bytes = &weight.0.bytes[start * row_bytes..(start + out.len() / n) * row_bytes];
+        if weight.0.in_lanes {
+            return dot_rows_in_lanes(weight, start, bytes, xs, out, scratch);
+        }
         dot_rows(weight.ggml_type(), bytes, row_bytes, xs, out, scratch);
     });
     outs.into_iter().map(|out| transposed(out, n)).collect()
@@ -120,6 +124,47 @@ fn lay_out_for_the_blocks(xs: &QuantizedRows) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = xs;
+}
+
+/// Whether this CPU's decoding products read `W` (`rows` rows of `ggml_type` in `bytes`) laid out
+/// otherwise than the file has them, laying them out if so: Q4_0 on AVX-512 VNNI, sixteen rows
+/// in the lanes of a register (`block_dot/lanes.rs`). Never in wasm, whose rows other workers may
+/// hold (`row_shards.rs`); a GPU's upload reads them back in the file's layout.
+pub(super) fn lay_out_rows(ggml_type: GgmlType, bytes: &mut [u8], rows: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if ggml_type == GgmlType::Q4_0 && rows >= crate::block_dot::lanes::ROWS && crate::block_dot::available() {
+        crate::block_dot::lanes::interleave(bytes, bytes.len() / rows);
+        return true;
+    }
+    let _ = (ggml_type, bytes, rows);
+    false
+}
+
+/// Rows `start..start + len` of `bytes` laid out by [`lay_out_rows`] (`row_bytes` a row), as the
+/// file lays them out.
+pub(super) fn plain_rows(bytes: &[u8], row_bytes: usize, start: usize, len: usize) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    return crate::block_dot::lanes::plain_rows(bytes, row_bytes, start, len);
+    #[cfg(not(target_arch = "x86_64"))]
+    bytes[start * row_bytes..(start + len) * row_bytes].to_vec() // nothing is laid out here
+}
+
+/// [`dot_rows`] for rows `start..` of `weight` (`bytes`) laid out by [`lay_out_rows`]: whole groups
+/// of its rows sixteen at a time, the rows past them as the file has them.
+fn dot_rows_in_lanes(weight: &PackedWeight, start: usize, bytes: &[u8], xs: &QuantizedRows, out: &mut [f32], scratch: &mut DecodeScratch) {
+    let (row_bytes, n) = (weight.row_bytes(), xs.q.len() / weight.0.cols);
+    #[cfg(target_arch = "x86_64")]
+    let grouped = {
+        use crate::block_dot::lanes;
+        assert!(start.is_multiple_of(lanes::ROWS), "a job starts at a group");
+        let grouped = lanes::grouped(weight.0.rows).saturating_sub(start).min(bytes.len() / row_bytes);
+        lanes::dot_groups(&bytes[..grouped * row_bytes], row_bytes, xs, &mut out[..grouped * n]);
+        grouped
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let grouped = 0;
+    let _ = start;
+    dot_rows(weight.ggml_type(), &bytes[grouped * row_bytes..], row_bytes, xs, &mut out[grouped * n..], scratch);
 }
 
 /// Rows `bytes` of a `W` of `ggml_type` dotted with each row of `xs` into `out` `[rows, n]`.
@@ -155,9 +200,11 @@ pub(super) fn dot_rows(
 }
 
 /// Rows of `W` a rayon job of a decoding product takes: a few jobs per thread, so that a small
-/// projection (a key's 192 rows) still keeps every thread busy, and at most [`FEW_ROWS_STEP`].
-pub(super) fn decode_step_rows(rows: usize) -> usize {
-    rows.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(4).clamp(8, FEW_ROWS_STEP)
+/// projection (a key's 192 rows) still keeps every thread busy, and at most [`FEW_ROWS_STEP`];
+/// whole groups of sixteen where rows are `in_lanes` ([`lay_out_rows`]).
+pub(super) fn decode_step_rows(rows: usize, in_lanes: bool) -> usize {
+    let (unit, least) = if in_lanes { (16, 16) } else { (4, 8) };
+    rows.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(unit).clamp(least, FEW_ROWS_STEP)
 }
 
 /// `[out, n]` row-major as `[n, out]`. A large one (a vocabulary-sized head's answers) a row of
