@@ -3,6 +3,8 @@
 //! never stored, and meets every row of activations it is paired with while it is there, as two
 //! `vpdpbusd` against the activations' high and low bytes (`int_dot.rs`). Several rows of `W` (or
 //! of `x`) go through at once, so their sums are independent chains the CPU runs side by side.
+//! Q4_0's rows in whole groups of sixteen are laid out at load for `lanes.rs` instead (a row a
+//! lane); this loop takes the rows past them.
 //!
 //! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s quads, operation for
 //! operation and in the same order (each block's quads exact in i32, to f32, times quad scale times

@@ -96,7 +96,13 @@ pub(crate) fn dot_groups(groups: &[u8], row_bytes: usize, xs: &QuantizedRows, ou
             let at = Rows { group, blocks, first_x: j, out_first: g * ROWS * n, n };
             // SAFETY: `available` found the features; the group and the rows of `x` are inside the
             // lengths asserted above.
-            j += unsafe { if n - j >= 2 { two_rows_of_x(bytes, &xs.scales, out, at) } else { one_row_of_x(bytes, &xs.scales, out, at) } };
+            j += unsafe {
+                match n - j {
+                    1 => one_row_of_x(bytes, &xs.scales, out, at),
+                    2 | 3 => two_rows_of_x(bytes, &xs.scales, out, at),
+                    _ => four_rows_of_x(bytes, &xs.scales, out, at),
+                }
+            };
         }
     }
 }
@@ -185,6 +191,30 @@ unsafe fn block_into<const N: usize>(sums: &mut [[__m512; 8]; N], at: *const u8,
                 quad_into(&mut sums[j][k], low, low_signed, x[j], k, d[j]);
                 quad_into(&mut sums[j][k + 4], high, high_signed, x[j], k + 4, d[j]);
             }
+        }
+    }
+}
+
+/// The low (`high` false) or high nibbles of block `b` of the group, quads 0-3 or 4-7, against
+/// `N` rows of `x`, each into its 4 lanes' sums.
+///
+/// # Safety
+/// As [`block_into`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn half_block_into<const N: usize>(sums: &mut [[__m512; 4]; N], at: *const u8, x: [XBlock; N], high: bool) {
+    // SAFETY: the block's 288 bytes are inside the group.
+    let d_rows = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) };
+    let d: [__m512; N] = std::array::from_fn(|j| _mm512_mul_ps(d_rows, _mm512_set1_ps(x[j].scale)));
+    let nibble = _mm512_set1_epi8(0xF);
+    for k in 0..4 {
+        // SAFETY: as above.
+        let z = unsafe { _mm512_loadu_si512(at.add(nibbles_at(0, k)).cast()) };
+        let q = _mm512_and_si512(if high { _mm512_srli_epi16::<4>(z) } else { z }, nibble);
+        let signed = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
+        for j in 0..N {
+            // SAFETY: the caller's blocks of `x`.
+            unsafe { quad_into(&mut sums[j][k], q, signed, x[j], k + 4 * usize::from(high), d[j]) };
         }
     }
 }
@@ -282,6 +312,47 @@ unsafe fn two_rows_of_x(bytes: &ByteHalves, scales: &[f32], out: &mut [f32], at:
     2
 }
 
+/// The group against four rows of `x`: its even blocks' low nibbles, high nibbles, then the odd
+/// blocks' (four sums a row of `x` at a time in registers, each quarter's weights unpacked once for
+/// the four). Returns 4.
+///
+/// # Safety
+/// As [`one_row_of_x`], for the four rows of `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn four_rows_of_x(bytes: &ByteHalves, scales: &[f32], out: &mut [f32], at: Rows) -> usize {
+    let cols = at.blocks * BLOCK;
+    let mut lanes = [[_mm512_setzero_ps(); 16]; 4];
+    for parity in 0..2 {
+        for high in [false, true] {
+            let mut sums = [[_mm512_setzero_ps(); 4]; 4];
+            for b in (parity..at.blocks).step_by(2) {
+                if parity == 0 && !high {
+                    ask_ahead(at.group, b);
+                    ask_ahead(at.group, b + 1);
+                }
+                // SAFETY: block `b` is inside the group and the four rows of `x`.
+                unsafe {
+                    let x = [
+                        XBlock::at(bytes, scales, cols, at.first_x, b),
+                        XBlock::at(bytes, scales, cols, at.first_x + 1, b),
+                        XBlock::at(bytes, scales, cols, at.first_x + 2, b),
+                        XBlock::at(bytes, scales, cols, at.first_x + 3, b),
+                    ];
+                    half_block_into(&mut sums, at.group.as_ptr().add(b * GROUP_BLOCK), x, high);
+                }
+            }
+            let first = 8 * parity + 4 * usize::from(high);
+            for j in 0..4 {
+                lanes[j][first..first + 4].copy_from_slice(&sums[j]);
+            }
+        }
+    }
+    for (j, lanes) in lanes.into_iter().enumerate() {
+        store(out, at, j, folded(lanes));
+    }
+    4
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +377,7 @@ mod tests {
         }
     }
 
-    /// Odd and even numbers of blocks, 1 to 5 rows of `x` (pairs and one left), two groups.
+    /// Odd and even numbers of blocks, 1 to 7 rows of `x` (fours, pairs and one left), two groups.
     #[test]
     fn rows_in_lanes_give_the_products_from_the_blocks_bits() {
         if !super::super::available() {
@@ -318,7 +389,7 @@ mod tests {
             let row_bytes = bytes.len() / rows;
             let mut laid = bytes.clone();
             interleave(&mut laid, row_bytes);
-            for n in 1..=5 {
+            for n in 1..=7 {
                 let x = QuantizedRows::new(&(0..n).flat_map(|seed| activations(cols, seed)).collect::<Vec<_>>());
                 let mut expected = vec![0.0f32; rows * n];
                 super::super::dot_rows(GgmlType::Q4_0, &bytes, row_bytes, &x, &mut expected, &mut Vec::new());
