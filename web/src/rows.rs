@@ -69,7 +69,7 @@ impl RowServer for PageRows {
 
     fn hold(&self, helper: usize, id: u32, part: PackedWeight) -> Result<(), String> {
         let [rows, cols] = part.shape();
-        rows_hold(helper, id, part.ggml_type().id(), rows, cols, part.bytes()).map_err(why)
+        rows_hold(helper, id, part.ggml_type().id(), rows, cols, &part.bytes()).map_err(why)
     }
 
     fn send(&self, helper: usize, request: &[u8]) {
