@@ -196,25 +196,25 @@ unsafe fn block_into<const N: usize>(sums: &mut [[__m512; 8]; N], at: *const u8,
 }
 
 /// The low (`high` false) or high nibbles of block `b` of the group, quads 0-3 or 4-7, against
-/// `N` rows of `x`, each into its 4 lanes' sums.
+/// `N` rows of `x`: quad `k`'s sums in `sums[k]`, a row of `x` each.
 ///
 /// # Safety
 /// As [`block_into`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn half_block_into<const N: usize>(sums: &mut [[__m512; 4]; N], at: *const u8, x: [XBlock; N], high: bool) {
+unsafe fn half_block_into<const N: usize>(sums: &mut [[__m512; N]; 4], at: *const u8, x: [XBlock; N], high: bool) {
     // SAFETY: the block's 288 bytes are inside the group.
     let d_rows = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) };
     let d: [__m512; N] = std::array::from_fn(|j| _mm512_mul_ps(d_rows, _mm512_set1_ps(x[j].scale)));
     let nibble = _mm512_set1_epi8(0xF);
-    for k in 0..4 {
+    for (k, sums) in sums.iter_mut().enumerate() {
         // SAFETY: as above.
         let z = unsafe { _mm512_loadu_si512(at.add(nibbles_at(0, k)).cast()) };
         let q = _mm512_and_si512(if high { _mm512_srli_epi16::<4>(z) } else { z }, nibble);
         let signed = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
         for j in 0..N {
             // SAFETY: the caller's blocks of `x`.
-            unsafe { quad_into(&mut sums[j][k], q, signed, x[j], k + 4 * usize::from(high), d[j]) };
+            unsafe { quad_into(&mut sums[j], q, signed, x[j], k + 4 * usize::from(high), d[j]) };
         }
     }
 }
@@ -342,8 +342,10 @@ unsafe fn four_rows_of_x(bytes: &ByteHalves, scales: &[f32], out: &mut [f32], at
                 }
             }
             let first = 8 * parity + 4 * usize::from(high);
-            for j in 0..4 {
-                lanes[j][first..first + 4].copy_from_slice(&sums[j]);
+            for (k, sums) in sums.into_iter().enumerate() {
+                for (lanes, sum) in lanes.iter_mut().zip(sums) {
+                    lanes[first + k] = sum;
+                }
             }
         }
     }

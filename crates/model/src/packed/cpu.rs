@@ -96,6 +96,7 @@ pub(crate) fn unpacked_products_of(x: &[f32], weights: &[&PackedWeight]) -> Vec<
     jobs.into_par_iter().for_each_init(DecodeScratch::default, |scratch, (weight, start, out)| {
         let row_bytes = weight.row_bytes();
         let bytes = &weight.0.bytes[start * row_bytes..(start + out.len() / n) * row_bytes];
+        #[cfg(target_arch = "x86_64")]
         if weight.0.in_lanes {
             return dot_rows_in_lanes(weight, start, bytes, xs, out, scratch);
         }
@@ -112,15 +113,45 @@ pub(super) struct DecodeScratch {
     row: UnpackedRow,
 }
 
+/// The instructions an x86-64 CPU's decoding products run on: what each layout below is made for
+/// (wasm's always unpack rows).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// Straight from the blocks with AVX-512 VNNI (`block_dot.rs`), Q4_0 in lanes (`block_dot/lanes.rs`).
+    Avx512Vnni,
+    /// Straight from the blocks with AVX2 (`block_dot_avx2.rs`).
+    Avx2,
+    /// Rows unpacked to bytes (`quant_dot.rs`) on [`IntDot`]'s instructions.
+    Unpacked,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Kernels {
+    fn here() -> Self {
+        if crate::block_dot::available() {
+            Self::Avx512Vnni
+        } else if crate::block_dot_avx2::available() {
+            Self::Avx2
+        } else {
+            Self::Unpacked
+        }
+    }
+}
+
 /// The activations' layout that [`dot_rows`] reads on this CPU, made before the jobs fork: made
 /// by the first job that reads it, the other threads' jobs waited on it asleep (a futex's wait
 /// and wake-up in every product: at two threads 2-3% of a token's samples and an idle thread).
 fn lay_out_for_the_blocks(xs: &QuantizedRows) {
     #[cfg(target_arch = "x86_64")]
-    if crate::block_dot::available() {
-        xs.bytes();
-    } else if crate::block_dot_avx2::available() {
-        xs.paired();
+    match Kernels::here() {
+        Kernels::Avx512Vnni => {
+            xs.bytes();
+        }
+        Kernels::Avx2 => {
+            xs.paired();
+        }
+        Kernels::Unpacked => {}
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = xs;
@@ -132,7 +163,7 @@ fn lay_out_for_the_blocks(xs: &QuantizedRows) {
 /// hold (`row_shards.rs`); a GPU's upload reads them back in the file's layout.
 pub(super) fn lay_out_rows(ggml_type: GgmlType, bytes: &mut [u8], rows: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if ggml_type == GgmlType::Q4_0 && rows >= crate::block_dot::lanes::ROWS && crate::block_dot::available() {
+    if Kernels::here() == Kernels::Avx512Vnni && ggml_type == GgmlType::Q4_0 && rows >= crate::block_dot::lanes::ROWS {
         crate::block_dot::lanes::interleave(bytes, bytes.len() / rows);
         return true;
     }
@@ -151,19 +182,13 @@ pub(super) fn plain_rows(bytes: &[u8], row_bytes: usize, start: usize, len: usiz
 
 /// [`dot_rows`] for rows `start..` of `weight` (`bytes`) laid out by [`lay_out_rows`]: whole groups
 /// of its rows sixteen at a time, the rows past them as the file has them.
+#[cfg(target_arch = "x86_64")]
 fn dot_rows_in_lanes(weight: &PackedWeight, start: usize, bytes: &[u8], xs: &QuantizedRows, out: &mut [f32], scratch: &mut DecodeScratch) {
+    use crate::block_dot::lanes;
     let (row_bytes, n) = (weight.row_bytes(), xs.q.len() / weight.0.cols);
-    #[cfg(target_arch = "x86_64")]
-    let grouped = {
-        use crate::block_dot::lanes;
-        assert!(start.is_multiple_of(lanes::ROWS), "a job starts at a group");
-        let grouped = lanes::grouped(weight.0.rows).saturating_sub(start).min(bytes.len() / row_bytes);
-        lanes::dot_groups(&bytes[..grouped * row_bytes], row_bytes, xs, &mut out[..grouped * n]);
-        grouped
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let grouped = 0;
-    let _ = start;
+    assert!(start.is_multiple_of(lanes::ROWS), "a job starts at a group");
+    let grouped = lanes::grouped(weight.0.rows).saturating_sub(start).min(bytes.len() / row_bytes);
+    lanes::dot_groups(&bytes[..grouped * row_bytes], row_bytes, xs, &mut out[..grouped * n]);
     dot_rows(weight.ggml_type(), &bytes[grouped * row_bytes..], row_bytes, xs, &mut out[grouped * n..], scratch);
 }
 
@@ -177,12 +202,10 @@ pub(super) fn dot_rows(
     scratch: &mut DecodeScratch,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::block_dot::available() {
-        return crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::block_dot_avx2::available() {
-        return crate::block_dot_avx2::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins);
+    match Kernels::here() {
+        Kernels::Avx512Vnni => return crate::block_dot::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins),
+        Kernels::Avx2 => return crate::block_dot_avx2::dot_rows(ggml_type, bytes, row_bytes, xs, out, &mut scratch.mins),
+        Kernels::Unpacked => {}
     }
     let (n, int_dot, row_buf) = (out.len() / (bytes.len() / row_bytes).max(1), IntDot::here(), &mut scratch.row);
     simd!((), |out: &'a mut [f32],
