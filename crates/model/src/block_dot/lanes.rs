@@ -34,6 +34,12 @@ const fn nibbles_at(lane: usize, k: usize) -> usize {
     2 * ROWS + 64 * k + 4 * lane
 }
 
+/// Where row `lane`'s block keeps each of its pieces, and where the group's block keeps it:
+/// `(in the row's block, in the group's block, bytes)`, its `d` first, then its four runs of nibbles.
+fn pieces(lane: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    std::iter::once((0, 2 * lane, 2)).chain((0..4).map(move |k| (2 + 4 * k, nibbles_at(lane, k), 4)))
+}
+
 /// How far ahead of the block being read the group's next bytes are asked for: the CPU's own
 /// prefetching left a 4,864-wide group waiting on memory (docs/benchmarks.md).
 const PREFETCH_BYTES: usize = 16 * GROUP_BLOCK;
@@ -50,9 +56,8 @@ pub(crate) fn interleave(bytes: &mut [u8], row_bytes: usize) {
         plain.copy_from_slice(group);
         for (lane, row) in plain.chunks_exact(row_bytes).enumerate() {
             for (block, to) in row.chunks_exact(BLOCK_BYTES).zip(group.chunks_exact_mut(GROUP_BLOCK)) {
-                to[2 * lane..2 * lane + 2].copy_from_slice(&block[..2]);
-                for k in 0..4 {
-                    to[nibbles_at(lane, k)..][..4].copy_from_slice(&block[2 + 4 * k..][..4]);
+                for (in_row, in_group, len) in pieces(lane) {
+                    to[in_group..][..len].copy_from_slice(&block[in_row..][..len]);
                 }
             }
         }
@@ -70,9 +75,8 @@ pub(crate) fn plain_rows(bytes: &[u8], row_bytes: usize, start: usize, len: usiz
         }
         let (group, lane) = (&bytes[r / ROWS * ROWS * row_bytes..][..ROWS * row_bytes], r % ROWS);
         for (block, from) in row.chunks_exact_mut(BLOCK_BYTES).zip(group.chunks_exact(GROUP_BLOCK)) {
-            block[..2].copy_from_slice(&from[2 * lane..2 * lane + 2]);
-            for k in 0..4 {
-                block[2 + 4 * k..][..4].copy_from_slice(&from[nibbles_at(lane, k)..][..4]);
+            for (in_row, in_group, len) in pieces(lane) {
+                block[in_row..][..len].copy_from_slice(&from[in_group..][..len]);
             }
         }
     }
@@ -169,6 +173,27 @@ unsafe fn quad_into(sum: &mut __m512, q: __m512i, signed: __m512i, x: XBlock, qu
     *sum = _mm512_add_ps(*sum, _mm512_mul_ps(_mm512_cvtepi32_ps(quads), d));
 }
 
+/// The block's sixteen rows' `d` times each row of `x`'s scale.
+///
+/// # Safety
+/// The CPU has what `block_dot::available` checks; a group's block (288 bytes) at `at`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn block_scales<const N: usize>(at: *const u8, x: &[XBlock; N]) -> [__m512; N] {
+    // SAFETY: the caller's block.
+    let d_rows = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) };
+    std::array::from_fn(|j| _mm512_mul_ps(d_rows, _mm512_set1_ps(x[j].scale)))
+}
+
+/// The low (`high` false) or high nibbles of a run `z` of sixteen rows' bytes, as values 0..16 and
+/// as signed values (less 8).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+fn nibbles(z: __m512i, high: bool) -> (__m512i, __m512i) {
+    let q = _mm512_and_si512(if high { _mm512_srli_epi16::<4>(z) } else { z }, _mm512_set1_epi8(0xF));
+    (q, _mm512_sub_epi8(q, _mm512_set1_epi8(8)))
+}
+
 /// Block `b` of the group against `N` rows of `x`, each into its 8 lanes' sums.
 ///
 /// # Safety
@@ -177,14 +202,11 @@ unsafe fn quad_into(sum: &mut __m512, q: __m512i, signed: __m512i, x: XBlock, qu
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn block_into<const N: usize>(sums: &mut [[__m512; 8]; N], at: *const u8, x: [XBlock; N]) {
     // SAFETY: the block's 288 bytes are inside the group.
-    let d_rows = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) };
-    let d: [__m512; N] = std::array::from_fn(|j| _mm512_mul_ps(d_rows, _mm512_set1_ps(x[j].scale)));
-    let (nibble, eight) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(8));
+    let d = unsafe { block_scales(at, &x) };
     for k in 0..4 {
         // SAFETY: as above.
         let z = unsafe { _mm512_loadu_si512(at.add(nibbles_at(0, k)).cast()) };
-        let (low, high) = (_mm512_and_si512(z, nibble), _mm512_and_si512(_mm512_srli_epi16::<4>(z), nibble));
-        let (low_signed, high_signed) = (_mm512_sub_epi8(low, eight), _mm512_sub_epi8(high, eight));
+        let ((low, low_signed), (high, high_signed)) = (nibbles(z, false), nibbles(z, true));
         for j in 0..N {
             // SAFETY: the caller's blocks of `x`.
             unsafe {
@@ -204,14 +226,10 @@ unsafe fn block_into<const N: usize>(sums: &mut [[__m512; 8]; N], at: *const u8,
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn half_block_into<const N: usize>(sums: &mut [[__m512; N]; 4], at: *const u8, x: [XBlock; N], high: bool) {
     // SAFETY: the block's 288 bytes are inside the group.
-    let d_rows = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) };
-    let d: [__m512; N] = std::array::from_fn(|j| _mm512_mul_ps(d_rows, _mm512_set1_ps(x[j].scale)));
-    let nibble = _mm512_set1_epi8(0xF);
+    let d = unsafe { block_scales(at, &x) };
     for (k, sums) in sums.iter_mut().enumerate() {
         // SAFETY: as above.
-        let z = unsafe { _mm512_loadu_si512(at.add(nibbles_at(0, k)).cast()) };
-        let q = _mm512_and_si512(if high { _mm512_srli_epi16::<4>(z) } else { z }, nibble);
-        let signed = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
+        let (q, signed) = nibbles(unsafe { _mm512_loadu_si512(at.add(nibbles_at(0, k)).cast()) }, high);
         for j in 0..N {
             // SAFETY: the caller's blocks of `x`.
             unsafe { quad_into(&mut sums[j], q, signed, x[j], k + 4 * usize::from(high), d[j]) };
