@@ -3,13 +3,13 @@
 //! never stored, and meets every row of activations it is paired with while it is there, as two
 //! `vpdpbusd` against the activations' high and low bytes (`int_dot.rs`). Several rows of `W` (or
 //! of `x`) go through at once, so their sums are independent chains the CPU runs side by side.
-//! Q4_0's rows in whole groups of sixteen are laid out at load for `lanes.rs` instead (a row a
-//! lane); this loop takes the rows past them.
+//! Q4_0 and Q8_0, summed a block at a time (`int_dot::one_scale`), go to `lanes.rs` instead,
+//! sixteen rows a register (laid out at load), the rows past its groups to AVX2's loop.
 //!
 //! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s quads, operation for
 //! operation and in the same order (each block's quads exact in i32, to f32, times quad scale times
 //! the activations' scale, into the same lanes, the same fold, the same minimums' sum): the same
-//! bits, which the tests hold it to. Types whose values are signed (Q4_0, Q5_0, Q8_0, Q6_K) are
+//! bits, which the tests hold it to. Types whose values are signed (Q5_0, Q6_K) are
 //! read as unsigned bytes `q + offset`, and each quad's sum of activations times the offset taken off in
 //! integers: the same quads. Only where the values wait between the steps differs: the unpacked
 //! row stored a row's bytes and scales to read them back, which was most of a token's time
@@ -24,10 +24,10 @@ use std::arch::x86_64::*;
 pub(crate) mod lanes;
 mod pairs;
 
-use pairs::{Blocks, Pair, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, one_scales, row_of, signed};
+use pairs::{Blocks, Pair, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, one_scales, row_of, signed};
 
 use crate::gguf_quants::GgmlType;
-use crate::int_dot::{BLOCK, QUAD, QuantizedRows, fold_sixteen};
+use crate::int_dot::{BLOCK, QUAD, QuantizedRows, fold_sixteen, one_scale};
 use crate::quant_dot::mins_dot;
 
 /// Whether this CPU has what the products here are compiled for.
@@ -44,14 +44,17 @@ pub(crate) fn available() -> bool {
 /// between calls. `ggml_type` is one `quant_dot::has_packed_dot` takes; [`available`] said yes.
 pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32], mins: &mut Vec<f32>) {
     assert!(available(), "AVX-512 BW/VL/VNNI and F16C");
+    if one_scale(ggml_type) {
+        // The rows past `lanes.rs`'s groups (and matrices of fewer than 16 rows), a block at a
+        // time as the lanes sum them: AVX2's loop, which every AVX-512 CPU runs.
+        return crate::block_dot_avx2::dot_rows(ggml_type, rows, row_bytes, xs, out, mins);
+    }
     // SAFETY: `available` found the features; `rows_of` asserts every length it reads by.
     unsafe {
         match ggml_type {
-            GgmlType::Q4_0 => rows_of::<Q4_0>(rows, row_bytes, xs, out, mins),
             GgmlType::Q4_1 => rows_of::<Q4_1>(rows, row_bytes, xs, out, mins),
             GgmlType::Q5_0 => rows_of::<Q5_0>(rows, row_bytes, xs, out, mins),
             GgmlType::Q5_1 => rows_of::<Q5_1>(rows, row_bytes, xs, out, mins),
-            GgmlType::Q8_0 => rows_of::<Q8_0>(rows, row_bytes, xs, out, mins),
             GgmlType::Q4K => rows_of::<Q4K>(rows, row_bytes, xs, out, mins),
             GgmlType::Q5K => rows_of::<Q5K>(rows, row_bytes, xs, out, mins),
             GgmlType::Q6K => rows_of::<Q6K>(rows, row_bytes, xs, out, mins),

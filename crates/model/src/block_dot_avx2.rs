@@ -6,7 +6,8 @@
 //! independent chains.
 //!
 //! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s AVX2 quads, operation for
-//! operation and in the same order: the same bits, which the tests hold it to. Only where the
+//! operation and in the same order: the same bits, which the tests hold it to. Q4_0 and Q8_0 are
+//! summed a block at a time (`int_dot::one_scale`): each block's quads added into one integer. Only where the
 //! values wait differs: the unpacked row was stored and read back, for every row of `W`.
 //!
 //! `unsafe` as in `int_dot.rs`: the intrinsics' loads have no safe form; each read is inside a row
@@ -20,7 +21,7 @@ mod blocks;
 use blocks::{Block, Blocks, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
 
 use crate::gguf_quants::GgmlType;
-use crate::int_dot::{BLOCK, QuantizedRows};
+use crate::int_dot::{BLOCK, QuantizedRows, add_block};
 use crate::quant_dot::mins_dot;
 
 /// Where each of a block's 32 activations goes in `QuantizedRows::paired`: the values that
@@ -56,11 +57,11 @@ pub(crate) fn dot_rows(ggml_type: GgmlType, rows: &[u8], row_bytes: usize, xs: &
     // SAFETY: `available` found the features; `rows_of` asserts every length it reads by.
     unsafe {
         match ggml_type {
-            GgmlType::Q4_0 => rows_of::<Q4_0>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q4_0 => rows_by_blocks::<Q4_0>(rows, row_bytes, xs, out),
             GgmlType::Q4_1 => rows_of::<Q4_1>(rows, row_bytes, xs, out, mins),
             GgmlType::Q5_0 => rows_of::<Q5_0>(rows, row_bytes, xs, out, mins),
             GgmlType::Q5_1 => rows_of::<Q5_1>(rows, row_bytes, xs, out, mins),
-            GgmlType::Q8_0 => rows_of::<Q8_0>(rows, row_bytes, xs, out, mins),
+            GgmlType::Q8_0 => rows_by_blocks::<Q8_0>(rows, row_bytes, xs, out),
             GgmlType::Q4K => rows_of::<Q4K>(rows, row_bytes, xs, out, mins),
             GgmlType::Q5K => rows_of::<Q5K>(rows, row_bytes, xs, out, mins),
             GgmlType::Q6K => rows_of::<Q6K>(rows, row_bytes, xs, out, mins),
@@ -227,6 +228,82 @@ unsafe fn row_dot<T: Blocks, const N: usize>(row: *const u8, x: &RowsOfX<N>, min
         }
     }
     sums.map(|[even, odd]| _mm256_add_ps(even, odd))
+}
+
+/// Rows of a one-scale type (`int_dot::one_scale`: Q4_0, Q8_0) against each row of `x`, a block
+/// at a time, four rows of `x` at most together: each block's quads added into its integer sum,
+/// then [`add_block`].
+#[target_feature(enable = "avx2,f16c")]
+fn rows_by_blocks<T: Blocks>(rows: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32]) {
+    let blocks = row_bytes / T::BYTES;
+    let (cols, count) = (blocks * BLOCK, rows.len() / row_bytes.max(1));
+    let n = xs.q.len() / cols.max(1);
+    assert!(T::SUBS == 1 && !T::HAS_MINS && row_bytes == blocks * T::BYTES && rows.len() == count * row_bytes);
+    assert!(xs.q.len() == n * cols && out.len() == count * n && xs.scales.len() * BLOCK == xs.q.len() && xs.paired().len() == xs.q.len());
+    let mut first_x = 0;
+    while first_x < n {
+        // SAFETY: the rows and activations are inside the lengths asserted above.
+        first_x += unsafe {
+            match n - first_x {
+                1 => rows_by_blocks_against::<T, 1>(rows, row_bytes, xs, out, [first_x, n]),
+                2 | 3 => rows_by_blocks_against::<T, 2>(rows, row_bytes, xs, out, [first_x, n]),
+                _ => rows_by_blocks_against::<T, 4>(rows, row_bytes, xs, out, [first_x, n]),
+            }
+        };
+    }
+}
+
+/// [`rows_by_blocks`] for rows `first_x..first_x + N` of the `n` of `x`; returns `N`.
+///
+/// # Safety
+/// The CPU has what [`available`] checks; `rows_by_blocks`'s lengths hold, and `first_x + N <= n`.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn rows_by_blocks_against<T: Blocks, const N: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    xs: &QuantizedRows,
+    out: &mut [f32],
+    [first_x, n]: [usize; 2],
+) -> usize {
+    let blocks = row_bytes / T::BYTES;
+    let cols = blocks * BLOCK;
+    let x_at: [*const i16; N] = std::array::from_fn(|j| xs.paired()[(first_x + j) * cols..][..cols].as_ptr());
+    let x_scales: [&[f32]; N] = std::array::from_fn(|j| &xs.scales[(first_x + j) * blocks..][..blocks]);
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        let mut sums = [0.0f32; N];
+        for b in 0..blocks {
+            // SAFETY: block `b` is inside the row (the caller's lengths).
+            let (at, block) = unsafe {
+                let at = row.as_ptr().add(b * T::BYTES);
+                (at, T::block(at, T::no_meta(), 0))
+            };
+            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(PREFETCH_ROWS * row_bytes + T::BYTES - 1).cast());
+            let (w, d) = (paired(block.w), _mm256_cvtss_f32(block.scales));
+            for j in 0..N {
+                // SAFETY: the block's 32 activations are inside the row of `x`.
+                let quads = unsafe {
+                    let at = x_at[j].add(b * BLOCK);
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(w[0], _mm256_loadu_si256(at.cast())),
+                        _mm256_madd_epi16(w[1], _mm256_loadu_si256(at.add(16).cast())),
+                    )
+                };
+                // SAFETY: `b` is one of the row's blocks.
+                sums[j] = add_block(sums[j], summed(quads), d, unsafe { *x_scales[j].get_unchecked(b) });
+            }
+        }
+        out[r * n + first_x..][..N].copy_from_slice(&sums);
+    }
+    N
+}
+
+/// The eight lanes of `v` added (in integers: exact in any order).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn summed(v: __m256i) -> i32 {
+    let four = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let two = _mm_add_epi32(four, _mm_shuffle_epi32::<0b01_00_11_10>(four));
+    _mm_cvtsi128_si32(_mm_add_epi32(two, _mm_shuffle_epi32::<0b10_11_00_01>(two)))
 }
 
 /// Up to eight dot products' lanes (even and odd added, [`PAIRED`]'s order) waiting to be folded

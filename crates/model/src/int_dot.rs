@@ -10,6 +10,12 @@
 //! the weights' own bytes give a quad's exact sum with no widening (`block_dot.rs`). The other
 //! paths add adjacent pairs of `vpmaddwd` / `i32x4.dot_i16x8_s` into the same quads.
 //!
+//! Blocks with one scale and no minimum (Q4_0 and Q8_0, [`one_scale`]) are summed otherwise: each
+//! block's 32 products exact in one 32-bit integer, to f32, times the block's scale times the
+//! activations', added to one sum in block order ([`add_block`]). Sixteen rows in the lanes of a
+//! register (`block_dot/lanes.rs`) then need no conversion, scale or addition a quad, only a block:
+//! four and eight answers 1.3-1.4x (docs/benchmarks.md).
+//!
 //! 16-bit activations, not llama.cpp's 8: the error a value carries is 1/65534 of its block's
 //! largest, 256 times under a Q8_0 weight's own (and llama.cpp's 8-bit activations'), which
 //! changed greedy answers a few dozen tokens in when tried here (docs/benchmarks.md).
@@ -32,6 +38,20 @@ pub(crate) const QUAD: usize = 4;
 /// The largest quantized activation.
 const LARGEST: f32 = 32767.0;
 
+/// Whether rows of `ggml_type` are summed a block at a time ([`add_block`]) rather than a quad.
+pub(crate) fn one_scale(ggml_type: crate::gguf_quants::GgmlType) -> bool {
+    use crate::gguf_quants::GgmlType;
+    matches!(ggml_type, GgmlType::Q4_0 | GgmlType::Q8_0)
+}
+
+/// `sum` with block `b`'s value added: its exact integer sum of products `block_sum`, to f32, times
+/// the block's scale `d` times the activations' scale. Every path adds a one-scale row's blocks so,
+/// in order, from zero: the same bits.
+#[inline(always)]
+pub(crate) fn add_block(sum: f32, block_sum: i32, d: f32, x_scale: f32) -> f32 {
+    sum + block_sum as f32 * (d * x_scale)
+}
+
 /// Rows of activations quantized for [`IntDot::dot`]: per block of 32 values `x ≈ scale * q`, `q`
 /// in `-32767..=32767`, and each block's f32 sum (for the weights' minimums, which need no
 /// product). On x86-64 the same `q` also laid out for the products straight from the blocks, only
@@ -49,15 +69,16 @@ pub(crate) struct QuantizedRows {
 }
 
 /// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
-/// weights stored with an offset), and that times -8 (Q4_0's offset, where `block_dot/lanes.rs`
-/// starts each quad's sum).
+/// weights stored with an offset), and each block's times -8 and -128 (Q4_0's offset and Q8_0's
+/// as `vpdpbusd` reads it, where `block_dot/lanes.rs` starts each block's sum).
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug)]
 pub(crate) struct ByteHalves {
     pub high: Vec<i8>,
     pub low: Vec<u8>,
     pub high_sums: Vec<i32>,
-    pub minus_eight_high_sums: Vec<i32>,
+    pub minus_eight_block_sums: Vec<i32>,
+    pub minus_128_block_sums: Vec<i32>,
 }
 
 impl QuantizedRows {
@@ -93,8 +114,10 @@ impl QuantizedRows {
             let high: Vec<i8> = self.q.iter().map(|&q| (q >> 8) as i8).collect();
             let low: Vec<u8> = self.q.iter().map(|&q| q as u8).collect();
             let high_sums: Vec<i32> = high.chunks_exact(QUAD).map(|quad| quad.iter().map(|&h| h as i32).sum()).collect();
-            let minus_eight_high_sums = high_sums.iter().map(|&sum| -8 * sum).collect();
-            ByteHalves { high, low, high_sums, minus_eight_high_sums }
+            let block_sums: Vec<i32> = high_sums.chunks_exact(BLOCK / QUAD).map(|quads| quads.iter().sum()).collect();
+            let minus_eight_block_sums = block_sums.iter().map(|&sum| -8 * sum).collect();
+            let minus_128_block_sums = block_sums.iter().map(|&sum| -128 * sum).collect();
+            ByteHalves { high, low, high_sums, minus_eight_block_sums, minus_128_block_sums }
         })
     }
 
@@ -143,6 +166,20 @@ impl IntDot {
         Self::Portable
     }
 
+    /// [`Self::dot`] for a row of one-scale blocks ([`one_scale`]): each block's scale is its
+    /// quads' (`quad_scales[8 b]`), its products summed a block at a time ([`add_block`]).
+    #[inline]
+    pub(crate) fn dot_blocks(self, w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+        assert!(w.len() == x.len() && quad_scales.len() * QUAD == w.len() && x_scales.len() * BLOCK == x.len());
+        match self {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Self::Simd128 => wasm::dot_blocks(w, quad_scales, x, x_scales),
+            // Natively the blocks' own kernels take these rows (`block_dot.rs`, `block_dot_avx2.rs`):
+            // the loop below, which the compiler vectorizes, serves the rest.
+            _ => dot_blocks_portable(w, quad_scales, x, x_scales),
+        }
+    }
+
     /// `sum_i w_i x_i` without the weights' minimums: `w` signed bytes with `quad_scales` (8 per
     /// block of 32: 0-3 the first 16 values' scale, 4-7 the second's), `x` and `x_scales` one row
     /// of [`QuantizedRows`], whole blocks of 32.
@@ -180,6 +217,16 @@ fn dot_portable(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f
         }
     }
     lanes[0]
+}
+
+/// What every path computes for a row of one-scale blocks: [`add_block`] a block at a time.
+#[inline(always)]
+fn dot_blocks_portable(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+    let blocks = w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(quad_scales.chunks_exact(BLOCK / QUAD)).zip(x_scales);
+    blocks.fold(0.0, |sum, (((w, x), quad_scales), &x_scale)| {
+        let block_sum: i32 = w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum();
+        add_block(sum, block_sum, quad_scales[0], x_scale)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -284,6 +331,32 @@ mod wasm {
 
     use super::BLOCK;
 
+    /// [`super::IntDot::dot_blocks`]: each block's 32 products in four lanes, then one sum.
+    pub(super) fn dot_blocks(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
+        let blocks = w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).zip(quad_scales.chunks_exact(8)).zip(x_scales);
+        blocks.fold(0.0, |sum, (((w, x), quad_scales), &x_scale)| {
+            // SAFETY: each load reads 16 bytes inside the block's 32 bytes of `w` or 64 of `x`.
+            let lanes = unsafe {
+                let (w_low, w_high) = (v128_load(w.as_ptr().cast()), v128_load(w.as_ptr().add(16).cast()));
+                let x = x.as_ptr();
+                let w16 = [
+                    i16x8_extend_low_i8x16(w_low),
+                    i16x8_extend_high_i8x16(w_low),
+                    i16x8_extend_low_i8x16(w_high),
+                    i16x8_extend_high_i8x16(w_high),
+                ];
+                let mut lanes = i32x4_dot_i16x8(w16[0], v128_load(x.cast()));
+                for (h, w16) in w16.into_iter().enumerate().skip(1) {
+                    lanes = i32x4_add(lanes, i32x4_dot_i16x8(w16, v128_load(x.add(8 * h).cast())));
+                }
+                lanes
+            };
+            let two = i32x4_add(lanes, i32x4_shuffle::<2, 3, 2, 3>(lanes, lanes));
+            let block_sum = i32x4_extract_lane::<0>(two) + i32x4_extract_lane::<1>(two);
+            super::add_block(sum, block_sum, quad_scales[0], x_scale)
+        })
+    }
+
     /// simd128 is on for the whole build (`.cargo/config.toml`), so this is safe to call.
     pub(super) fn dot(w: &[i8], quad_scales: &[f32], x: &[i16], x_scales: &[f32]) -> f32 {
         let mut lanes = [[f32x4_splat(0.0); 2]; 2]; // [even or odd block][lanes 4h..4h + 4 of the block's 8]
@@ -346,6 +419,25 @@ mod tests {
             for path in paths_here() {
                 assert_eq!(path.dot(&w, &quad_scales, &x.q, &x.scales).to_bits(), expected.to_bits(), "{path:?}, {n} values");
             }
+        }
+    }
+
+    /// A one-scale row's blocks (each quad's scale its block's) on every path, against the
+    /// dequantized product and the portable loop's bits.
+    #[test]
+    fn rows_summed_a_block_at_a_time_give_the_same_bits_everywhere_and_the_dequantized_product() {
+        for n in [32, 96, 576] {
+            let (w, mut quad_scales) = weights(n, 7);
+            for block in quad_scales.chunks_exact_mut(BLOCK / QUAD) {
+                block.fill(block[0]);
+            }
+            let x = QuantizedRows::new(&activations(n));
+            let expected = dot_blocks_portable(&w, &quad_scales, &x.q, &x.scales);
+            for path in paths_here() {
+                assert_eq!(path.dot_blocks(&w, &quad_scales, &x.q, &x.scales).to_bits(), expected.to_bits(), "{path:?}, {n} values");
+            }
+            let exact: f64 = (0..n).map(|i| w[i] as f64 * quad_scales[i / QUAD] as f64 * x.q[i] as f64 * x.scales[i / 32] as f64).sum();
+            assert!((expected as f64 - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{expected} vs {exact}");
         }
     }
 

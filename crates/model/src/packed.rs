@@ -112,7 +112,7 @@ impl PackedWeight {
     fn plain_rows(&self, start: usize, len: usize) -> Cow<'_, [u8]> {
         let row_bytes = self.row_bytes();
         if self.0.in_lanes {
-            return Cow::Owned(plain_rows(&self.0.bytes, row_bytes, start, len));
+            return Cow::Owned(plain_rows(self.0.ggml_type, &self.0.bytes, row_bytes, start, len));
         }
         Cow::Borrowed(&self.0.bytes[start * row_bytes..(start + len) * row_bytes])
     }
@@ -522,24 +522,27 @@ mod tests {
         }
     }
 
-    /// Q4_0 is laid out in groups of 16 rows on AVX-512 VNNI: 37 rows are two groups and 5 left.
+    /// Q4_0 and Q8_0 are laid out in groups of 16 rows on AVX-512 VNNI: 37 rows are two groups and 5 left.
     #[test]
     fn a_weight_laid_out_for_this_cpu_reads_and_decodes_as_the_files_rows_do() {
         let (rows, cols) = (37, 96);
-        let file = GgmlType::Q4_0.example_bytes(rows * cols).unwrap();
-        let w = PackedWeight::new(GgmlType::Q4_0, file.clone(), [rows, cols]).unwrap();
-        assert_eq!(*w.bytes(), file[..]);
-        assert_eq!(w.values(), dequantize(GgmlType::Q4_0, &file));
-        assert_eq!(*w.held_rows(13, 20).bytes(), file[13 * w.row_bytes()..33 * w.row_bytes()]);
-        for n in [1, 2, 5] {
-            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 3) % 17) as f32 / 17.0 - 0.5).collect();
-            let xs = QuantizedRows::new(&x);
-            let mut expected_t = vec![0.0f32; rows * n]; // [out, n]
-            for (row, out) in file.chunks_exact(w.row_bytes()).zip(expected_t.chunks_exact_mut(n)) {
-                dot_row(GgmlType::Q4_0, row, &xs, out, &mut UnpackedRow::default(), IntDot::Portable);
+        for ggml_type in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let file = ggml_type.example_bytes(rows * cols).unwrap();
+            let w = PackedWeight::new(ggml_type, file.clone(), [rows, cols]).unwrap();
+            assert_eq!(*w.bytes(), file[..]);
+            assert_eq!(w.values(), dequantize(ggml_type, &file));
+            assert_eq!(*w.held_rows(13, 20).bytes(), file[13 * w.row_bytes()..33 * w.row_bytes()]);
+            for n in [1, 2, 5] {
+                let x: Vec<f32> = (0..n * cols).map(|i| ((i * 3) % 17) as f32 / 17.0 - 0.5).collect();
+                let xs = QuantizedRows::new(&x);
+                let mut expected_t = vec![0.0f32; rows * n]; // [out, n]
+                for (row, out) in file.chunks_exact(w.row_bytes()).zip(expected_t.chunks_exact_mut(n)) {
+                    dot_row(ggml_type, row, &xs, out, &mut UnpackedRow::default(), IntDot::Portable);
+                }
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let found = unpacked_products_of(&x, &[&w]).remove(0);
+                assert_eq!(bits(&found), bits(&cpu::transposed(expected_t, n)), "{} {n} rows", ggml_type.name());
             }
-            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&unpacked_products_of(&x, &[&w]).remove(0)), bits(&cpu::transposed(expected_t, n)), "{n} rows");
         }
     }
 

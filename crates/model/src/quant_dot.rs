@@ -14,7 +14,7 @@
 use half::f16;
 
 use crate::gguf_quants::{GgmlType, scale_min_k4};
-use crate::int_dot::{IntDot, QUAD, QuantizedRows};
+use crate::int_dot::{IntDot, QUAD, QuantizedRows, one_scale};
 
 /// Values per block of a minimum (a legacy block; a K-quant's sub-block).
 pub(crate) const QK: usize = 32;
@@ -48,9 +48,13 @@ pub(crate) fn dot_row(ggml_type: GgmlType, row: &[u8], xs: &QuantizedRows, out: 
     unpack(ggml_type, row, row_buf);
     let cols = row_buf.q.len();
     let rows = xs.q.chunks_exact(cols).zip(xs.scales.chunks_exact(cols / QK)).zip(xs.sums.chunks_exact(cols / QK));
-    let with_minimums = has_minimums(ggml_type);
+    let (with_minimums, by_blocks) = (has_minimums(ggml_type), one_scale(ggml_type));
     for (((x, x_scales), sums), o) in rows.zip(out) {
-        let dot = int_dot.dot(&row_buf.q, &row_buf.scales, x, x_scales);
+        let dot = if by_blocks {
+            int_dot.dot_blocks(&row_buf.q, &row_buf.scales, x, x_scales)
+        } else {
+            int_dot.dot(&row_buf.q, &row_buf.scales, x, x_scales)
+        };
         *o = if with_minimums { dot + mins_dot(&row_buf.mins, sums) } else { dot };
     }
 }

@@ -77,8 +77,7 @@ pub(super) fn row_of(v: __m256, r: usize) -> __m512 {
     _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(v))
 }
 
-/// `q` less `T`'s offset in every byte: the values as signed bytes (Q8_0's as stored: the
-/// compiler folds its `+ 128` and `- 128` away).
+/// `q` less `T`'s offset in every byte: the values as signed bytes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 pub(super) fn signed<T: Blocks>(q: __m512i) -> __m512i {
@@ -169,15 +168,8 @@ macro_rules! legacy {
     };
 }
 
-// Q4_0 and Q5_0: their values are stored plus 8 and 16.
-legacy!(
-    Q4_0, 18,
-    |first, second| q: nibble_pair(first.add(2), second.add(2)),
-    |_at| min: 0.0;
-    const OFFSET_SHIFT: Option<i32> = Some(3);
-    const HAS_MINS: bool = false
-);
 legacy!(Q4_1, 20, |first, second| q: nibble_pair(first.add(4), second.add(4)), |at| min: half(at.add(2)));
+// Q5_0: its values are stored plus 16.
 legacy!(
     Q5_0, 22,
     |first, second| q: with_fifth_bits(nibble_pair(first.add(6), second.add(6)), fifth_bits(first, second, 2)),
@@ -186,17 +178,6 @@ legacy!(
     const HAS_MINS: bool = false
 );
 legacy!(Q5_1, 24, |first, second| q: with_fifth_bits(nibble_pair(first.add(8), second.add(8)), fifth_bits(first, second, 4)), |at| min: half(at.add(2)));
-// Signed bytes read as unsigned: each plus 128.
-legacy!(
-    Q8_0, 34,
-    |first, second| q: _mm512_xor_si512(
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(first.add(2).cast())), _mm256_loadu_si256(second.add(2).cast()), 1),
-        _mm512_set1_epi8(i8::MIN)
-    ),
-    |_at| min: 0.0;
-    const OFFSET_SHIFT: Option<i32> = Some(7);
-    const HAS_MINS: bool = false
-);
 /// Blocks `2p` and `2p + 1`'s scales in lanes 0-7 and 8-15, and their minimums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]

@@ -118,7 +118,7 @@ pub(super) struct DecodeScratch {
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kernels {
-    /// Straight from the blocks with AVX-512 VNNI (`block_dot.rs`), Q4_0 in lanes (`block_dot/lanes.rs`).
+    /// Straight from the blocks with AVX-512 VNNI (`block_dot.rs`), Q4_0 and Q8_0 in lanes (`block_dot/lanes.rs`).
     Avx512Vnni,
     /// Straight from the blocks with AVX2 (`block_dot_avx2.rs`).
     Avx2,
@@ -158,26 +158,32 @@ fn lay_out_for_the_blocks(xs: &QuantizedRows) {
 }
 
 /// Whether this CPU's decoding products read `W` (`rows` rows of `ggml_type` in `bytes`) laid out
-/// otherwise than the file has them, laying them out if so: Q4_0 on AVX-512 VNNI, sixteen rows
-/// in the lanes of a register (`block_dot/lanes.rs`). Never in wasm, whose rows other workers may
-/// hold (`row_shards.rs`); a GPU's upload reads them back in the file's layout.
+/// otherwise than the file has them, laying them out if so: Q4_0 and Q8_0 on AVX-512 VNNI,
+/// sixteen rows in the lanes of a register (`block_dot/lanes.rs`). Never in wasm, whose rows other
+/// workers may hold (`row_shards.rs`); a GPU's upload reads them back in the file's layout.
 pub(super) fn lay_out_rows(ggml_type: GgmlType, bytes: &mut [u8], rows: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if Kernels::here() == Kernels::Avx512Vnni && ggml_type == GgmlType::Q4_0 && rows >= crate::block_dot::lanes::ROWS {
-        crate::block_dot::lanes::interleave(bytes, bytes.len() / rows);
-        return true;
+    {
+        use crate::block_dot::lanes;
+        if Kernels::here() == Kernels::Avx512Vnni && crate::int_dot::one_scale(ggml_type) && rows >= lanes::ROWS {
+            lanes::interleave(ggml_type, bytes, bytes.len() / rows);
+            return true;
+        }
     }
     let _ = (ggml_type, bytes, rows);
     false
 }
 
-/// Rows `start..start + len` of `bytes` laid out by [`lay_out_rows`] (`row_bytes` a row), as the
-/// file lays them out.
-pub(super) fn plain_rows(bytes: &[u8], row_bytes: usize, start: usize, len: usize) -> Vec<u8> {
+/// Rows `start..start + len` of `bytes` (`ggml_type`) laid out by [`lay_out_rows`] (`row_bytes` a
+/// row), as the file lays them out.
+pub(super) fn plain_rows(ggml_type: GgmlType, bytes: &[u8], row_bytes: usize, start: usize, len: usize) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
-    return crate::block_dot::lanes::plain_rows(bytes, row_bytes, start, len);
+    return crate::block_dot::lanes::plain_rows(ggml_type, bytes, row_bytes, start, len);
     #[cfg(not(target_arch = "x86_64"))]
-    bytes[start * row_bytes..(start + len) * row_bytes].to_vec() // nothing is laid out here
+    {
+        let _ = ggml_type;
+        bytes[start * row_bytes..(start + len) * row_bytes].to_vec() // nothing is laid out here
+    }
 }
 
 /// [`dot_rows`] for rows `start..` of `weight` (`bytes`) laid out by [`lay_out_rows`]: whole groups
@@ -188,7 +194,7 @@ fn dot_rows_in_lanes(weight: &PackedWeight, start: usize, bytes: &[u8], xs: &Qua
     let (row_bytes, n) = (weight.row_bytes(), xs.q.len() / weight.0.cols);
     assert!(start.is_multiple_of(lanes::ROWS), "a job starts at a group");
     let grouped = lanes::grouped(weight.0.rows).saturating_sub(start).min(bytes.len() / row_bytes);
-    lanes::dot_groups(&bytes[..grouped * row_bytes], row_bytes, xs, &mut out[..grouped * n]);
+    lanes::dot_groups(weight.ggml_type(), &bytes[..grouped * row_bytes], row_bytes, xs, &mut out[..grouped * n]);
     dot_rows(weight.ggml_type(), &bytes[grouped * row_bytes..], row_bytes, xs, &mut out[grouped * n..], scratch);
 }
 
