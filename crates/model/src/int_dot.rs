@@ -14,7 +14,7 @@
 //! block's 32 products exact in one 32-bit integer, to f32, times the block's scale times the
 //! activations', added to one sum in block order ([`add_block`]). Sixteen rows in the lanes of a
 //! register (`block_dot/lanes.rs`) then need no conversion, scale or addition a quad, only a block:
-//! four and eight answers 1.3-1.4x (docs/benchmarks.md).
+//! four and eight answers 1.7-1.9x (docs/benchmarks.md).
 //!
 //! 16-bit activations, not llama.cpp's 8: the error a value carries is 1/65534 of its block's
 //! largest, 256 times under a Q8_0 weight's own (and llama.cpp's 8-bit activations'), which
