@@ -44,7 +44,7 @@ pub(crate) fn one_scale(ggml_type: crate::gguf_quants::GgmlType) -> bool {
     matches!(ggml_type, GgmlType::Q4_0 | GgmlType::Q8_0)
 }
 
-/// `sum` with block `b`'s value added: its exact integer sum of products `block_sum`, to f32, times
+/// `sum` with a block's value added: its exact integer sum of products `block_sum`, to f32, times
 /// the block's scale `d` times the activations' scale. Every path adds a one-scale row's blocks so,
 /// in order, from zero: the same bits.
 #[inline(always)]
@@ -174,8 +174,8 @@ impl IntDot {
         match self {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Self::Simd128 => wasm::dot_blocks(w, quad_scales, x, x_scales),
-            // Natively the blocks' own kernels take these rows (`block_dot.rs`, `block_dot_avx2.rs`):
-            // the loop below, which the compiler vectorizes, serves the rest.
+            // Natively the blocks' own kernels take these rows (`block_dot/lanes.rs`,
+            // `block_dot_avx2.rs`): the portable loop serves the tests and CPUs without AVX2.
             _ => dot_blocks_portable(w, quad_scales, x, x_scales),
         }
     }
