@@ -278,12 +278,7 @@ unsafe fn rows_by_blocks_against<T: Blocks, const N: usize>(
             let (mut w, mut d) = ([[_mm256_setzero_si256(); 2]; 8], [0.0f32; 8]);
             for k in 0..8 {
                 // SAFETY: block `b + k` is inside the row (the caller's lengths).
-                let (at, block) = unsafe {
-                    let at = row.as_ptr().add((b + k) * T::BYTES);
-                    (at, T::block(at, T::no_meta(), 0))
-                };
-                _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(PREFETCH_ROWS * row_bytes + T::BYTES - 1).cast());
-                (w[k], d[k]) = (paired(block.w), _mm256_cvtss_f32(block.scales));
+                (w[k], d[k]) = unsafe { one_scale_block::<T>(row.as_ptr().add((b + k) * T::BYTES), PREFETCH_ROWS * row_bytes) };
             }
             // SAFETY: eight f32s.
             let d = unsafe { _mm256_loadu_ps(d.as_ptr()) };
@@ -292,13 +287,7 @@ unsafe fn rows_by_blocks_against<T: Blocks, const N: usize>(
                 let mut quads = [_mm256_setzero_si256(); 8];
                 for (k, quads) in quads.iter_mut().enumerate() {
                     // SAFETY: block `b + k`'s 32 activations are inside the row of `x`.
-                    *quads = unsafe {
-                        let at = x_at[j].add((b + k) * BLOCK);
-                        _mm256_add_epi32(
-                            _mm256_madd_epi16(w[k][0], _mm256_loadu_si256(at.cast())),
-                            _mm256_madd_epi16(w[k][1], _mm256_loadu_si256(at.add(16).cast())),
-                        )
-                    };
+                    *quads = unsafe { block_quads(w[k], x_at[j].add((b + k) * BLOCK)) };
                 }
                 // `add_block` in eight lanes, then added in order.
                 // SAFETY: blocks `b..b + 8` are the row's.
@@ -320,21 +309,10 @@ unsafe fn rows_by_blocks_against<T: Blocks, const N: usize>(
         }
         while b < blocks {
             // SAFETY: block `b` is inside the row (the caller's lengths).
-            let (at, block) = unsafe {
-                let at = row.as_ptr().add(b * T::BYTES);
-                (at, T::block(at, T::no_meta(), 0))
-            };
-            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(PREFETCH_ROWS * row_bytes + T::BYTES - 1).cast());
-            let (w, d) = (paired(block.w), _mm256_cvtss_f32(block.scales));
+            let (w, d) = unsafe { one_scale_block::<T>(row.as_ptr().add(b * T::BYTES), PREFETCH_ROWS * row_bytes) };
             for j in 0..N {
                 // SAFETY: the block's 32 activations are inside the row of `x`.
-                let quads = unsafe {
-                    let at = x_at[j].add(b * BLOCK);
-                    _mm256_add_epi32(
-                        _mm256_madd_epi16(w[0], _mm256_loadu_si256(at.cast())),
-                        _mm256_madd_epi16(w[1], _mm256_loadu_si256(at.add(16).cast())),
-                    )
-                };
+                let quads = unsafe { block_quads(w, x_at[j].add(b * BLOCK)) };
                 // SAFETY: `b` is one of the row's blocks.
                 sums[j] = add_block(sums[j], summed(quads), d, unsafe { *x_scales[j].get_unchecked(b) });
             }
@@ -343,6 +321,33 @@ unsafe fn rows_by_blocks_against<T: Blocks, const N: usize>(
         out[r * n + first_x..][..N].copy_from_slice(&sums);
     }
     N
+}
+
+/// The one-scale block at `at`: its weights in [`paired`]'s order and its `d`; the bytes `ahead`
+/// past its last asked for.
+///
+/// # Safety
+/// A block of `T` at `at`; the CPU has what [`available`] checks.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn one_scale_block<T: Blocks>(at: *const u8, ahead: usize) -> ([__m256i; 2], f32) {
+    // SAFETY: the caller's block.
+    let block = unsafe { T::block(at, T::no_meta(), 0) };
+    _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead + T::BYTES - 1).cast());
+    (paired(block.w), _mm256_cvtss_f32(block.scales))
+}
+
+/// A block's weights `w` ([`paired`]) against its 32 activations at `x` ([`PAIRED`]'s order): its
+/// eight quads.
+///
+/// # Safety
+/// 32 readable values at `x`; the CPU has what [`available`] checks.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn block_quads(w: [__m256i; 2], x: *const i16) -> __m256i {
+    // SAFETY: the caller's activations.
+    let (low, high) = unsafe { (_mm256_loadu_si256(x.cast()), _mm256_loadu_si256(x.add(16).cast())) };
+    _mm256_add_epi32(_mm256_madd_epi16(w[0], low), _mm256_madd_epi16(w[1], high))
 }
 
 /// `sum` plus each lane of `v`, lane 0 first, in registers (stored and read back a lane at a time,
