@@ -7,8 +7,9 @@
 //!
 //! The arithmetic is `quant_dot.rs`'s unpacked row on `int_dot.rs`'s AVX2 quads, operation for
 //! operation and in the same order: the same bits, which the tests hold it to. Q4_0 and Q8_0 are
-//! summed a block at a time (`int_dot::one_scale`): each block's quads added into one integer. Only where the
-//! values wait differs: the unpacked row was stored and read back, for every row of `W`.
+//! summed a block at a time (`int_dot::one_scale`): each block's quads added into one integer;
+//! their rows laid out in groups of sixteen go to `lanes.rs`, the rows past the groups come here.
+//! Only where the values wait differs: the unpacked row was stored and read back, for every row of `W`.
 //!
 //! `unsafe` as in `int_dot.rs`: the intrinsics' loads have no safe form; each read is inside a row
 //! whose length [`dot_rows`] asserts, on features [`available`] found.
@@ -17,6 +18,7 @@
 use std::arch::x86_64::*;
 
 mod blocks;
+pub(crate) mod lanes;
 
 use blocks::{Block, Blocks, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
 

@@ -66,6 +66,8 @@ pub(crate) struct QuantizedRows {
     bytes: std::sync::OnceLock<ByteHalves>,
     #[cfg(target_arch = "x86_64")]
     paired: std::sync::OnceLock<Vec<i16>>,
+    #[cfg(target_arch = "x86_64")]
+    minus_eight_sums: std::sync::OnceLock<Vec<i32>>,
 }
 
 /// `q = 256 * high + low` (`high` signed, `low` unsigned), and each quad's sum of `high` (for
@@ -101,7 +103,7 @@ impl QuantizedRows {
             sums.push(block.iter().sum());
         }
         #[cfg(target_arch = "x86_64")]
-        return Self { q, scales, sums, bytes: Default::default(), paired: Default::default() };
+        return Self { q, scales, sums, bytes: Default::default(), paired: Default::default(), minus_eight_sums: Default::default() };
         #[cfg(not(target_arch = "x86_64"))]
         Self { q, scales, sums }
     }
@@ -119,6 +121,14 @@ impl QuantizedRows {
             let minus_128_block_sums = block_sums.iter().map(|&sum| -128 * sum).collect();
             ByteHalves { high, low, high_sums, minus_eight_block_sums, minus_128_block_sums }
         })
+    }
+
+    /// Each block's sum of `q` times -8: where a Q4_0 block's sum starts when its values are read
+    /// as nibbles, 0..16, without their offset (`block_dot_avx2/lanes.rs`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn minus_eight_sums(&self) -> &[i32] {
+        self.minus_eight_sums
+            .get_or_init(|| self.q.chunks_exact(BLOCK).map(|block| -8 * block.iter().map(|&q| q as i32).sum::<i32>()).collect())
     }
 
     /// `q` with each block's values in the order `block_dot_avx2.rs`'s registers pair them

@@ -3,6 +3,8 @@
 //! products add up in integers in the lanes, and one conversion, scale product and addition a
 //! block serves the sixteen rows (`int_dot::add_block`), where a row at a time took one a quad.
 //!
+//! AVX2 CPUs read the same groups as two halves of eight rows (`block_dot_avx2/lanes.rs`).
+//!
 //! The layout, made once when the weight is loaded ([`interleave`]): each group of 16 rows, block
 //! by block, the 16 rows' `d` (32 bytes), then for each run `k` each row's bytes `4k..4k + 4` of
 //! its block's values (64 bytes): Q4_0's 16 bytes of nibbles in 4 runs (288 bytes a block; a run
@@ -24,7 +26,7 @@ use crate::int_dot::{BLOCK, ByteHalves, QUAD, QuantizedRows};
 pub(crate) const ROWS: usize = 16;
 
 /// A type whose rows a group lays out in lanes.
-trait InLanes {
+pub(crate) trait InLanes {
     /// Bytes of a block: `d` (f16), then its 32 values' bytes.
     const BLOCK_BYTES: usize;
     /// Whether a byte holds two values (Q4_0's nibbles: quads `k` and `k + 4` in run `k`) or one
@@ -39,37 +41,21 @@ trait InLanes {
     const PREFETCH_BYTES: usize = 16 * Self::GROUP_BLOCK;
 }
 
-struct Q4_0;
+pub(crate) struct Q4_0;
 impl InLanes for Q4_0 {
     const BLOCK_BYTES: usize = 18;
     const NIBBLES: bool = true;
 }
 
-struct Q8_0;
+pub(crate) struct Q8_0;
 impl InLanes for Q8_0 {
     const BLOCK_BYTES: usize = 34;
     const NIBBLES: bool = false;
 }
 
-/// Bytes of a block of `ggml_type`, a one-scale type (`int_dot::one_scale`).
-fn block_bytes(ggml_type: GgmlType) -> usize {
-    match ggml_type {
-        GgmlType::Q4_0 => Q4_0::BLOCK_BYTES,
-        GgmlType::Q8_0 => Q8_0::BLOCK_BYTES,
-        other => unreachable!("{} is never laid out in lanes", other.name()),
-    }
-}
-
 /// Where a group's block keeps row `lane`'s bytes `4k..4k + 4` of values.
-const fn run_at(lane: usize, k: usize) -> usize {
+pub(crate) const fn run_at(lane: usize, k: usize) -> usize {
     2 * ROWS + 64 * k + QUAD * lane
-}
-
-/// Where row `lane`'s block (`block_bytes` long) keeps each of its pieces, and where the group's
-/// block keeps it: `(in the row's block, in the group's block, bytes)`, its `d` first, then its runs.
-fn pieces(lane: usize, block_bytes: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    let runs = (block_bytes - 2) / QUAD;
-    std::iter::once((0, 2 * lane, 2)).chain((0..runs).map(move |k| (2 + QUAD * k, run_at(lane, k), QUAD)))
 }
 
 /// Of `rows` rows, those in whole groups (the first ones).
@@ -80,23 +66,39 @@ pub(crate) fn grouped(rows: usize) -> usize {
 /// Rows of a one-scale `ggml_type` (`int_dot::one_scale`), `row_bytes` each, in the file's layout, laid out
 /// in place in groups of 16.
 pub(crate) fn interleave(ggml_type: GgmlType, bytes: &mut [u8], row_bytes: usize) {
-    let block_bytes = block_bytes(ggml_type);
+    match ggml_type {
+        GgmlType::Q4_0 => interleave_of::<Q4_0>(bytes, row_bytes),
+        GgmlType::Q8_0 => interleave_of::<Q8_0>(bytes, row_bytes),
+        other => unreachable!("{} is never laid out in lanes", other.name()),
+    }
+}
+
+fn interleave_of<T: InLanes>(bytes: &mut [u8], row_bytes: usize) {
     let mut plain = vec![0u8; ROWS * row_bytes];
     for group in bytes.chunks_exact_mut(ROWS * row_bytes) {
         plain.copy_from_slice(group);
         for (lane, row) in plain.chunks_exact(row_bytes).enumerate() {
-            for (block, to) in row.chunks_exact(block_bytes).zip(group.chunks_exact_mut(ROWS * block_bytes)) {
-                for (in_row, in_group, len) in pieces(lane, block_bytes) {
-                    to[in_group..][..len].copy_from_slice(&block[in_row..][..len]);
+            for (block, to) in row.chunks_exact(T::BLOCK_BYTES).zip(group.chunks_exact_mut(T::GROUP_BLOCK)) {
+                to[2 * lane..][..2].copy_from_slice(&block[..2]);
+                for k in 0..T::RUNS {
+                    to[run_at(lane, k)..][..QUAD].copy_from_slice(&block[2 + QUAD * k..][..QUAD]);
                 }
             }
         }
     }
 }
 
-/// Rows `start..start + len` of `bytes` (laid out by [`interleave`]) in the file's layout.
+/// Rows `start..start + len` of `bytes` (laid out by [`interleave`]) in the file's layout: for
+/// the widened tiles of a prefill's products, a copy of every row each time.
 pub(crate) fn plain_rows(ggml_type: GgmlType, bytes: &[u8], row_bytes: usize, start: usize, len: usize) -> Vec<u8> {
-    let block_bytes = block_bytes(ggml_type);
+    match ggml_type {
+        GgmlType::Q4_0 => plain_rows_of::<Q4_0>(bytes, row_bytes, start, len),
+        GgmlType::Q8_0 => plain_rows_of::<Q8_0>(bytes, row_bytes, start, len),
+        other => unreachable!("{} is never laid out in lanes", other.name()),
+    }
+}
+
+fn plain_rows_of<T: InLanes>(bytes: &[u8], row_bytes: usize, start: usize, len: usize) -> Vec<u8> {
     let whole = grouped(bytes.len() / row_bytes.max(1));
     let mut out = vec![0u8; len * row_bytes];
     for (r, row) in (start..).zip(out.chunks_exact_mut(row_bytes)) {
@@ -105,9 +107,10 @@ pub(crate) fn plain_rows(ggml_type: GgmlType, bytes: &[u8], row_bytes: usize, st
             continue;
         }
         let (group, lane) = (&bytes[r / ROWS * ROWS * row_bytes..][..ROWS * row_bytes], r % ROWS);
-        for (block, from) in row.chunks_exact_mut(block_bytes).zip(group.chunks_exact(ROWS * block_bytes)) {
-            for (in_row, in_group, len) in pieces(lane, block_bytes) {
-                block[in_row..][..len].copy_from_slice(&from[in_group..][..len]);
+        for (block, from) in row.chunks_exact_mut(T::BLOCK_BYTES).zip(group.chunks_exact(T::GROUP_BLOCK)) {
+            block[..2].copy_from_slice(&from[2 * lane..][..2]);
+            for k in 0..T::RUNS {
+                block[2 + QUAD * k..][..QUAD].copy_from_slice(&from[run_at(lane, k)..][..QUAD]);
             }
         }
     }
@@ -157,14 +160,14 @@ fn offsets<T: InLanes>(bytes: &ByteHalves) -> &[i32] {
 
 /// A group of `W` and the rows of `x` it meets.
 #[derive(Clone, Copy)]
-struct Rows<'a> {
-    group: &'a [u8],
-    blocks: usize,
-    first_x: usize,
+pub(crate) struct Rows<'a> {
+    pub group: &'a [u8],
+    pub blocks: usize,
+    pub first_x: usize,
     /// Where the group's first row's values start in `out`.
-    out_first: usize,
+    pub out_first: usize,
     /// Rows of `x` in all: `out`'s width.
-    n: usize,
+    pub n: usize,
 }
 
 /// What a row of `x` brings to block `b`: its high and low bytes, the offset its sum starts at, and
@@ -272,10 +275,11 @@ fn store(out: &mut [f32], at: Rows, j: usize, dots: __m512) {
     }
 }
 
-/// Asks for the group's bytes [`InLanes::PREFETCH_BYTES`] past block `b`'s.
+/// Asks for the group's bytes [`InLanes::PREFETCH_BYTES`] past block `b`'s. SSE's only (every
+/// x86-64 has it), so that AVX2's kernel inlines it too.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-fn ask_ahead<T: InLanes>(group: &[u8], b: usize) {
+#[target_feature(enable = "sse")]
+pub(crate) fn ask_ahead<T: InLanes>(group: &[u8], b: usize) {
     let at = group.as_ptr().wrapping_add(b * T::GROUP_BLOCK + T::PREFETCH_BYTES);
     for line in (0..T::GROUP_BLOCK).step_by(64).chain([T::GROUP_BLOCK - 1]) {
         _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line).cast());

@@ -120,7 +120,7 @@ pub(super) struct DecodeScratch {
 enum Kernels {
     /// Straight from the blocks with AVX-512 VNNI (`block_dot.rs`), Q4_0 and Q8_0 in lanes (`block_dot/lanes.rs`).
     Avx512Vnni,
-    /// Straight from the blocks with AVX2 (`block_dot_avx2.rs`).
+    /// Straight from the blocks with AVX2 (`block_dot_avx2.rs`), Q4_0 and Q8_0 in lanes (`block_dot_avx2/lanes.rs`).
     Avx2,
     /// Rows unpacked to bytes (`quant_dot.rs`) on [`IntDot`]'s instructions.
     Unpacked,
@@ -150,6 +150,7 @@ fn lay_out_for_the_blocks(xs: &QuantizedRows) {
         }
         Kernels::Avx2 => {
             xs.paired();
+            xs.minus_eight_sums();
         }
         Kernels::Unpacked => {}
     }
@@ -158,14 +159,15 @@ fn lay_out_for_the_blocks(xs: &QuantizedRows) {
 }
 
 /// Whether this CPU's decoding products read `W` (`rows` rows of `ggml_type` in `bytes`) laid out
-/// otherwise than the file has them, laying them out if so: Q4_0 and Q8_0 on AVX-512 VNNI,
-/// sixteen rows in the lanes of a register (`block_dot/lanes.rs`). Never in wasm, whose rows other
+/// otherwise than the file has them, laying them out if so: Q4_0 and Q8_0 on AVX-512 VNNI and on
+/// AVX2, sixteen rows in the lanes of a register (`block_dot/lanes.rs`; AVX2 reads each group as
+/// two halves of eight, `block_dot_avx2/lanes.rs`). Never in wasm, whose rows other
 /// workers may hold (`row_shards.rs`); a GPU's upload reads them back in the file's layout.
 pub(super) fn lay_out_rows(ggml_type: GgmlType, bytes: &mut [u8], rows: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::block_dot::lanes;
-        if Kernels::here() == Kernels::Avx512Vnni && crate::int_dot::one_scale(ggml_type) && rows >= lanes::ROWS {
+        if Kernels::here() != Kernels::Unpacked && crate::int_dot::one_scale(ggml_type) && rows >= lanes::ROWS {
             lanes::interleave(ggml_type, bytes, bytes.len() / rows);
             return true;
         }
@@ -194,7 +196,12 @@ fn dot_rows_in_lanes(weight: &PackedWeight, start: usize, bytes: &[u8], xs: &Qua
     let (row_bytes, n) = (weight.row_bytes(), xs.q.len() / weight.0.cols);
     assert!(start.is_multiple_of(lanes::ROWS), "a job starts at a group");
     let grouped = lanes::grouped(weight.0.rows).saturating_sub(start).min(bytes.len() / row_bytes);
-    lanes::dot_groups(weight.ggml_type(), &bytes[..grouped * row_bytes], row_bytes, xs, &mut out[..grouped * n]);
+    let (groups, groups_out) = (&bytes[..grouped * row_bytes], &mut out[..grouped * n]);
+    match Kernels::here() {
+        Kernels::Avx512Vnni => lanes::dot_groups(weight.ggml_type(), groups, row_bytes, xs, groups_out),
+        Kernels::Avx2 => crate::block_dot_avx2::lanes::dot_groups(weight.ggml_type(), groups, row_bytes, xs, groups_out),
+        Kernels::Unpacked => unreachable!("rows are laid out in lanes for AVX2 and AVX-512 only"),
+    }
     dot_rows(weight.ggml_type(), &bytes[grouped * row_bytes..], row_bytes, xs, &mut out[grouped * n..], scratch);
 }
 
