@@ -281,8 +281,8 @@ fn store(out: &mut [f32], at: Rows, j: usize, dots: __m512) {
 #[target_feature(enable = "sse")]
 pub(crate) fn ask_ahead<T: InLanes>(group: &[u8], b: usize) {
     let at = group.as_ptr().wrapping_add(b * T::GROUP_BLOCK + T::PREFETCH_BYTES);
-    // Every 64 bytes and the last byte (the block need not start a line), a count known when
-    // compiled, so the loop unrolls: a `step_by` and `chain` had stayed a loop of branches.
+    // Every 64 bytes and the last byte (the block need not start a line): a loop counted when
+    // compiled, where a `step_by` and `chain` had compiled to a loop of several branches.
     for line in 0..=T::GROUP_BLOCK / 64 {
         _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add((64 * line).min(T::GROUP_BLOCK - 1)).cast());
     }
