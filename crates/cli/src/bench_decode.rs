@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use tinyrlhf_model::{CausalLm, SamplingConfig, generate};
+use tinyrlhf_model::{CausalLm, Generating, SamplingConfig, generate};
 
 use crate::bench::median;
 use crate::bench_inputs::{prompts, random_tokens};
@@ -93,7 +93,9 @@ fn rates(lm: &CausalLm, device: &Device, bench: &DecodeBench) -> Rates {
     let ids = Tensor::<2, Int>::from_data(TensorData::new(random_tokens(1, prompt_len, vocab, 3), [1, prompt_len]), device);
     let positions = Tensor::<2, Int>::from_data(TensorData::new((0..prompt_len as i64).collect::<Vec<_>>(), [1, prompt_len]), device);
     let prefill = median(bench.runs, || {
-        // The last position's logits, read back: what a prefill ends with.
+        // Its products as generation's are (`Generating`); the last position's logits, read back:
+        // what a prefill ends with.
+        let _generating = Generating::start();
         let hidden = lm.forward(ids.clone(), positions.clone(), None).narrow(1, prompt_len - 1, 1);
         let _: Vec<f32> = lm.logits(hidden).into_data().try_to_vec().expect("f32 logits");
     });

@@ -126,7 +126,7 @@ pub use lora::{
 };
 pub use mistral::MistralConfig;
 pub use own_kernels::{own_gpu_kernels, own_kernels_fit, use_own_gpu_kernels};
-pub use packed::PackedWeight;
+pub use packed::{Generating, PackedWeight};
 pub use projection::LmHead;
 pub use rope::RopeParameters;
 pub use row_shards::{RowServer, ShardServer, shard};

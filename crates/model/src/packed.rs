@@ -50,6 +50,31 @@ const TILE_VALUES: usize = 1 << 22;
 /// Rows of `W` a thread widens at once in a product of few rows (a few KiB each: they stay in cache).
 const FEW_ROWS_STEP: usize = 64;
 
+thread_local! {
+    static GENERATING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While one lives, this thread is generating (`sample::generate`): its products of a weight laid
+/// out in lanes (Q4_0 and Q8_0 on AVX2 and AVX-512, `packed/cpu.rs`) take the integer kernels at any
+/// number of rows, a prompt's prefill too, where widened tiles of f32 took twice as long
+/// (docs/benchmarks.md). Only there: training's product and the scores measured beside it keep the
+/// widened product, so that a reference and a policy are the same function.
+pub struct Generating {
+    was: bool,
+}
+
+impl Generating {
+    pub fn start() -> Self {
+        Self { was: GENERATING.replace(true) }
+    }
+}
+
+impl Drop for Generating {
+    fn drop(&mut self) {
+        GENERATING.set(self.was);
+    }
+}
+
 /// A frozen matrix in HF's `[out, in]` order, each row `in` values as whole blocks of its type
 /// (GGUF's layout: a projection's output unit is a row). Clones share the bytes.
 #[derive(Clone)]
@@ -275,12 +300,13 @@ impl PackedWeight {
         Some(weights.map(|w| Tensor::from_data(TensorData::new(outs.next().expect("a product a weight"), [n, w.shape()[0]]), &device)))
     }
 
-    /// Whether the product with `x` is decoding's on the CPU: a few rows, a block-quantized `W`,
+    /// Whether the product with `x` is decoding's on the CPU: a few rows (or any number, for a
+    /// weight laid out in lanes while [`Generating`]: a prompt's prefill), a block-quantized `W`,
     /// the CPU backend, and nothing differentiated (training keeps its exact product, whose
     /// backward is written for it).
     fn is_decoding(&self, x: &Tensor<2>) -> bool {
         let device = x.device();
-        x.dims()[0] <= FEW_ROWS
+        (x.dims()[0] <= FEW_ROWS || self.0.in_lanes && GENERATING.get())
             && has_packed_dot(self.0.ggml_type)
             && !device.is_autodiff()
             && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
@@ -542,6 +568,37 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 let found = unpacked_products_of(&x, &[&w]).remove(0);
                 assert_eq!(bits(&found), bits(&cpu::transposed(expected_t, n)), "{} {n} rows", ggml_type.name());
+            }
+        }
+    }
+
+    /// A prompt's many rows, while generating, meet a weight laid out in lanes in decoding's
+    /// products (each row's bits as when it is decoded in a few rows); otherwise, and on CPUs
+    /// without the lanes, the widened product.
+    #[test]
+    fn a_prefill_while_generating_meets_a_weight_in_lanes_as_decoding_does() {
+        let (rows, cols, n) = (37, 96, 3 * FEW_ROWS + 5);
+        let device = burn::tensor::Device::flex();
+        for ggml_type in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let w = PackedWeight::new(ggml_type, ggml_type.example_bytes(rows * cols).unwrap(), [rows, cols]).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7) % 19) as f32 / 19.0 - 0.5).collect();
+            let product = |x: &[f32]| {
+                let x = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [x.len() / cols, cols]), &device);
+                w.matmul(x).into_data().try_to_vec::<f32>().unwrap()
+            };
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let decoded: Vec<f32> = x.chunks(FEW_ROWS * cols).flat_map(product).collect();
+            let widened = product(&x);
+            let generating = {
+                let _generating = Generating::start();
+                product(&x)
+            };
+            assert_eq!(bits(&product(&x)), bits(&widened), "{}: the guard gone, the widened product again", ggml_type.name());
+            if w.0.in_lanes {
+                assert_eq!(bits(&generating), bits(&decoded), "{}", ggml_type.name());
+                assert_close(&generating, &widened, ggml_type.name());
+            } else {
+                assert_eq!(bits(&generating), bits(&widened), "{}", ggml_type.name());
             }
         }
     }

@@ -24,6 +24,7 @@ use crate::decode_sampler::{ChooseStep, choose_decoded};
 use crate::device_read::read_f32;
 use crate::kv_cache::KvCache;
 use crate::log_softmax::on_cpu_backend;
+use crate::packed::Generating;
 
 /// Generated ids are read back once per this many tokens (and when the last token is made): a row
 /// may run up to this many tokens past its EOS on the device, which costs less than a read.
@@ -130,7 +131,7 @@ pub async fn generate(
     }
 
     let device = model.device();
-    let _awake = KeepAwake::new(on_cpu_backend(&device));
+    let (_awake, _generating) = (KeepAwake::new(on_cpu_backend(&device)), Generating::start());
     let padded = left_pad(prompts, pad);
     // Each row may grow until its own last position; a long prompt does not shorten the others.
     let limit: Vec<usize> = prompts.iter().map(|p| config.max_new_tokens.min(ctx - p.len())).collect();
