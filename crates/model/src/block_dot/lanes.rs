@@ -129,26 +129,39 @@ pub(crate) fn dot_groups(ggml_type: GgmlType, groups: &[u8], row_bytes: usize, x
 
 fn dot_groups_of<T: InLanes>(groups: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32]) {
     assert!(super::available(), "AVX-512 BW/VL/VNNI and F16C");
+    let bytes = xs.bytes();
+    assert!(bytes.high.len() == xs.q.len() && bytes.low.len() == xs.q.len() && offsets::<T>(bytes).len() == xs.scales.len());
+    each_group::<T>(groups, row_bytes, xs, out.len(), |at| {
+        // SAFETY: `available` found the features; `each_group` checked the group and the rows of `x`.
+        unsafe {
+            match at.n - at.first_x {
+                1 => rows_of_x::<T, 1>(bytes, &xs.scales, out, at),
+                2 | 3 => rows_of_x::<T, 2>(bytes, &xs.scales, out, at),
+                _ => rows_of_x::<T, 4>(bytes, &xs.scales, out, at),
+            }
+        }
+    });
+}
+
+/// Each group of `groups` (whole groups of `T`, `row_bytes` a row) against the rows of `xs`, a run
+/// of them at a time (`kernel` says how many it took), the shapes checked once for every kernel:
+/// `out` (`out_len` values) is `[rows, n]`.
+pub(crate) fn each_group<T: InLanes>(
+    groups: &[u8],
+    row_bytes: usize,
+    xs: &QuantizedRows,
+    out_len: usize,
+    mut kernel: impl FnMut(Rows) -> usize,
+) {
     let blocks = row_bytes / T::BLOCK_BYTES;
     let (cols, count) = (blocks * BLOCK, groups.len() / row_bytes.max(1));
     let n = xs.q.len() / cols.max(1);
     assert!(row_bytes == blocks * T::BLOCK_BYTES && count.is_multiple_of(ROWS) && groups.len() == count * row_bytes);
-    assert!(xs.q.len() == n * cols && out.len() == count * n && xs.scales.len() * BLOCK == xs.q.len());
-    let bytes = xs.bytes();
-    assert!(bytes.high.len() == xs.q.len() && bytes.low.len() == xs.q.len() && offsets::<T>(bytes).len() == xs.scales.len());
+    assert!(xs.q.len() == n * cols && out_len == count * n && xs.scales.len() * BLOCK == xs.q.len());
     for (g, group) in groups.chunks_exact(ROWS * row_bytes).enumerate() {
         let mut j = 0;
         while j < n {
-            let at = Rows { group, blocks, first_x: j, out_first: g * ROWS * n, n };
-            // SAFETY: `available` found the features; the group and the rows of `x` are inside the
-            // lengths asserted above.
-            j += unsafe {
-                match n - j {
-                    1 => rows_of_x::<T, 1>(bytes, &xs.scales, out, at),
-                    2 | 3 => rows_of_x::<T, 2>(bytes, &xs.scales, out, at),
-                    _ => rows_of_x::<T, 4>(bytes, &xs.scales, out, at),
-                }
-            };
+            j += kernel(Rows { group, blocks, first_x: j, out_first: g * ROWS * n, n });
         }
     }
 }

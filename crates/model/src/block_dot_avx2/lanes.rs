@@ -17,7 +17,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::block_dot::lanes::{InLanes, Q4_0, Q8_0, ROWS, Rows, ask_ahead, run_at};
+use crate::block_dot::lanes::{InLanes, Q4_0, Q8_0, ROWS, Rows, ask_ahead, each_group, run_at};
 use crate::gguf_quants::GgmlType;
 use crate::int_dot::{BLOCK, QUAD, QuantizedRows};
 
@@ -39,30 +39,23 @@ pub(crate) fn dot_groups(ggml_type: GgmlType, groups: &[u8], row_bytes: usize, x
 
 fn dot_groups_of<T: InLanes>(groups: &[u8], row_bytes: usize, xs: &QuantizedRows, out: &mut [f32]) {
     assert!(super::available(), "AVX2 and F16C");
-    let blocks = row_bytes / T::BLOCK_BYTES;
-    let (cols, count) = (blocks * BLOCK, groups.len() / row_bytes.max(1));
-    let n = xs.q.len() / cols.max(1);
-    assert!(row_bytes == blocks * T::BLOCK_BYTES && count.is_multiple_of(ROWS) && groups.len() == count * row_bytes);
-    assert!(xs.q.len() == n * cols && out.len() == count * n && xs.scales.len() * BLOCK == xs.q.len());
     let offsets = xs.minus_eight_sums();
     assert!(offsets.len() == xs.scales.len());
-    for (g, group) in groups.chunks_exact(ROWS * row_bytes).enumerate() {
+    each_group::<T>(groups, row_bytes, xs, out.len(), |at| {
+        let mut took = 0;
         for half in 0..2 {
-            let mut j = 0;
-            while j < n {
-                let at = Rows { group, blocks, first_x: j, out_first: g * ROWS * n, n };
-                // SAFETY: `available` found the features; the group and the rows of `x` are inside
-                // the lengths asserted above.
-                j += unsafe {
-                    match n - j {
-                        1 => half_against::<T, 1>(xs, offsets, out, at, half),
-                        2 | 3 => half_against::<T, 2>(xs, offsets, out, at, half),
-                        _ => half_against::<T, 4>(xs, offsets, out, at, half),
-                    }
-                };
-            }
+            // SAFETY: `available` found the features; `each_group` checked the group and the rows
+            // of `x`.
+            took = unsafe {
+                match at.n - at.first_x {
+                    1 => half_against::<T, 1>(xs, offsets, out, at, half),
+                    2 | 3 => half_against::<T, 2>(xs, offsets, out, at, half),
+                    _ => half_against::<T, 4>(xs, offsets, out, at, half),
+                }
+            };
         }
-    }
+        took
+    });
 }
 
 /// Quad `k` of the block of `x` at `x`: its four 16-bit values in every 64 bits.
