@@ -58,7 +58,8 @@ thread_local! {
 /// out in lanes (Q4_0 and Q8_0 on AVX2 and AVX-512, `packed/cpu.rs`) take the integer kernels at any
 /// number of rows, a prompt's prefill too, where widened tiles of f32 took twice as long
 /// (docs/benchmarks.md). Only there: training's product and the scores measured beside it keep the
-/// widened product, so that a reference and a policy are the same function.
+/// widened product, so that a reference and a policy are the same function. A flag of the thread,
+/// since a generation is polled on one (the CLI's `block_on`, a page's worker).
 pub struct Generating {
     was: bool,
 }
