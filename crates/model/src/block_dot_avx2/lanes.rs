@@ -11,8 +11,8 @@
 //! sum is the exact integer every path sums, so the bits are every path's: the tests hold them to
 //! the unpacked rows'.
 //!
-//! `unsafe` as in `block_dot_avx2.rs`: each read is inside a group whose length [`dot_groups`]
-//! asserts, on features `available` found.
+//! `unsafe` as in `block_dot_avx2.rs`: each read is inside a group whose length
+//! `block_dot::lanes::each_group` asserts, on features `available` found.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
@@ -78,7 +78,7 @@ unsafe fn x_quad(x: *const i16, k: usize) -> __m256i {
 /// `xs`, `offsets` a value a block of `xs`.
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn half_against<T: InLanes, const N: usize>(xs: &QuantizedRows, offsets: &[i32], out: &mut [f32], at: Rows, half: usize) -> usize {
-    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); // ROW_OF_LANE: the `d` of each lane's row
     let mut sums = [_mm256_setzero_ps(); N];
     for b in 0..at.blocks {
         // The second half reads what the first brought in.
