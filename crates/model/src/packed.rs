@@ -34,6 +34,7 @@ use burn::tensor::{Int, Slice, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::few_rows::FEW_ROWS;
+use crate::generating;
 use crate::gguf_quants::{GgmlType, dequantize, dequantize_into, quantize};
 use crate::own_kernels::{has_own_kernels, on_gpu_kernels};
 use crate::quant_dot::has_packed_dot;
@@ -49,32 +50,6 @@ const TILE_VALUES: usize = 1 << 22;
 
 /// Rows of `W` a thread widens at once in a product of few rows (a few KiB each: they stay in cache).
 const FEW_ROWS_STEP: usize = 64;
-
-thread_local! {
-    static GENERATING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// While one lives, this thread is generating (`sample::generate`): its products of a weight laid
-/// out in lanes (Q4_0 and Q8_0 on AVX2 and AVX-512, `packed/cpu.rs`) take the integer kernels at any
-/// number of rows, a prompt's prefill too, where widened tiles of f32 took twice as long
-/// (docs/benchmarks.md). Only there: training's product and the scores measured beside it keep the
-/// widened product, so that a reference and a policy are the same function. A flag of the thread,
-/// since a generation is polled on one (the CLI's `block_on`, a page's worker).
-pub struct Generating {
-    was: bool,
-}
-
-impl Generating {
-    pub fn start() -> Self {
-        Self { was: GENERATING.replace(true) }
-    }
-}
-
-impl Drop for Generating {
-    fn drop(&mut self) {
-        GENERATING.set(self.was);
-    }
-}
 
 /// A frozen matrix in HF's `[out, in]` order, each row `in` values as whole blocks of its type
 /// (GGUF's layout: a projection's output unit is a row). Clones share the bytes.
@@ -302,12 +277,12 @@ impl PackedWeight {
     }
 
     /// Whether the product with `x` is decoding's on the CPU: a few rows (or any number, for a
-    /// weight laid out in lanes while [`Generating`]: a prompt's prefill), a block-quantized `W`,
+    /// weight laid out in lanes while [`Generating`](crate::Generating): a prompt's prefill), a block-quantized `W`,
     /// the CPU backend, and nothing differentiated (training keeps its exact product, whose
     /// backward is written for it).
     fn is_decoding(&self, x: &Tensor<2>) -> bool {
         let device = x.device();
-        (x.dims()[0] <= FEW_ROWS || self.0.in_lanes && GENERATING.get())
+        (x.dims()[0] <= FEW_ROWS || self.0.in_lanes && generating::now())
             && has_packed_dot(self.0.ggml_type)
             && !device.is_autodiff()
             && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
@@ -591,7 +566,7 @@ mod tests {
             let decoded: Vec<f32> = x.chunks(FEW_ROWS * cols).flat_map(product).collect();
             let widened = product(&x);
             let generating = {
-                let _generating = Generating::start();
+                let _generating = crate::Generating::start();
                 product(&x)
             };
             assert_eq!(bits(&product(&x)), bits(&widened), "{}: the guard gone, the widened product again", ggml_type.name());

@@ -22,9 +22,9 @@ use crate::choose::choose_tokens;
 use crate::decode_attention::fused_for;
 use crate::decode_sampler::{ChooseStep, choose_decoded};
 use crate::device_read::read_f32;
+use crate::generating::Generating;
 use crate::kv_cache::KvCache;
 use crate::log_softmax::on_cpu_backend;
-use crate::packed::Generating;
 
 /// Generated ids are read back once per this many tokens (and when the last token is made): a row
 /// may run up to this many tokens past its EOS on the device, which costs less than a read.
